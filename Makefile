@@ -1,0 +1,31 @@
+# flask-push: `make test` runs the whole suite, `make demo` the demo storefront.
+# Both set up a local virtualenv in .venv from nothing.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: test demo lint bench-inbox clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check flask_push tests bench
+	$(VENV)/bin/mypy
+
+bench-inbox: $(VENV)/.installed
+	$(PY) bench/inbox.py
+
+demo: $(VENV)/.installed
+	@echo "The demo storefront is not built yet: it arrives with the demo issue."
+	@echo "Until then, see the README's quickstart to embed flask-push in your own app."
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,21 @@
+"""flask-push: push notifications for Flask apps.
+
+Web Push, FCM and APNs delivery, a persisted notification inbox per user, and
+live events, behind one ``Push(db=db)`` and ``push.init_app(app)``.
+"""
+
+from __future__ import annotations
+
+from .errors import ProviderNotInstalled, PushConfigError, PushError, ValidationError
+from .extension import Push
+from .inbox import SearchResult
+
+__all__ = [
+    "ProviderNotInstalled",
+    "Push",
+    "PushConfigError",
+    "PushError",
+    "SearchResult",
+    "ValidationError",
+]
+__version__ = "0.1.0.dev0"

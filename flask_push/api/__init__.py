@@ -1,0 +1,107 @@
+"""The ``push`` blueprint: the JSON API of CONTRACT.md section 3.
+
+Every answer, errors included, is JSON: routing errors under the prefix
+(unknown path, wrong method) are turned into the error shape too, without
+touching how the host's own routes answer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from ..config import PushSettings
+from ..errors import ValidationError
+from . import installations, meta, notifications, providers, subscriptions
+from .http import ApiError, error_response
+
+log = logging.getLogger("flask_push")
+
+#: methods whose requests carry a JSON body and change state
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def create_blueprint(settings: PushSettings) -> Blueprint:
+    """A blueprint for one app, with the routes that exist under its settings."""
+    bp = Blueprint("push", __name__)
+    for module in (meta, subscriptions, installations, notifications, providers):
+        module.register(bp)
+
+    @bp.before_request
+    def guard() -> ResponseReturnValue | None:
+        request.max_content_length = settings.max_request_bytes
+        # A cross-site HTML form can POST, but only as a form or text/plain;
+        # requiring JSON (which needs a CORS preflight) shuts that door.
+        if request.method in _WRITE_METHODS and not request.is_json:
+            return error_response(
+                ApiError(415, "unsupported_media_type",
+                         "Send the request with 'Content-Type: application/json'.")
+            )
+        return None
+
+    @bp.before_app_request
+    def routing_errors() -> ResponseReturnValue | None:
+        # Unknown paths and wrong methods are decided before any blueprint is
+        # chosen; answer those under our prefix in our error shape.
+        err = request.routing_exception
+        path = request.path
+        if isinstance(err, HTTPException) and (
+            path == settings.url_prefix or path.startswith(settings.url_prefix + "/")
+        ):
+            return http_error(err)
+        return None
+
+    @bp.errorhandler(ApiError)
+    def api_error(err: ApiError) -> ResponseReturnValue:
+        return error_response(err)
+
+    @bp.errorhandler(ValidationError)
+    def validation_error(err: ValidationError) -> ResponseReturnValue:
+        _rollback()
+        return error_response(ApiError.from_validation(err))
+
+    @bp.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> ResponseReturnValue:
+        _rollback()
+        response = error_response(_from_http(err))
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:
+            response.headers["Allow"] = ", ".join(err.valid_methods)
+        return response
+
+    @bp.errorhandler(sa.exc.IntegrityError)
+    def conflict(err: sa.exc.IntegrityError) -> ResponseReturnValue:
+        # Two requests raced to create the same row; the loser gets a clean answer.
+        _rollback()
+        return error_response(ApiError(409, "conflict", "That conflicts with a concurrent change; retry."))
+
+    @bp.errorhandler(Exception)
+    def internal_error(err: Exception) -> ResponseReturnValue:
+        _rollback()
+        log.exception("flask-push: unhandled error in %s %s", request.method, request.path)
+        return error_response(ApiError(500, "internal_error", "Something went wrong on the server."))
+
+    return bp
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "The request is malformed."),
+    404: ("not_found", "There is no such endpoint."),
+    405: ("method_not_allowed", "That method is not allowed here."),
+    413: ("payload_too_large", "The request body is too large."),
+    415: ("unsupported_media_type", "Send the request with 'Content-Type: application/json'."),
+}
+
+
+def _from_http(err: HTTPException) -> ApiError:
+    status = err.code or 500
+    code, message = _HTTP_CODES.get(status, ("http_error", err.description or err.name))
+    return ApiError(status, code, message)
+
+
+def _rollback() -> None:
+    push = current_app.extensions["push"].push
+    push.db.session.rollback()

@@ -1,0 +1,99 @@
+"""Request and response helpers of the JSON API: errors, bodies, identity."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from flask import Response, current_app, jsonify, request
+
+from ..errors import ValidationError
+
+if TYPE_CHECKING:
+    from ..extension import Push
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message", "field"?}}``."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    @classmethod
+    def from_validation(cls, err: ValidationError) -> ApiError:
+        return cls(400, err.code, err.message, err.field)
+
+
+def error_response(err: ApiError) -> Response:
+    error: dict[str, Any] = {"code": err.code, "message": err.message}
+    if err.field:
+        error["field"] = err.field
+    response = jsonify(error=error)
+    response.status_code = err.status
+    return response
+
+
+def fail(status: int, code: str, message: str, field: str | None = None) -> NoReturn:
+    raise ApiError(status, code, message, field)
+
+
+def not_found(what: str) -> NoReturn:
+    # Also the answer for rows that exist but belong to someone else: never
+    # confirm that another user's id is real.
+    fail(404, "not_found", f"No {what} with that id.")
+
+
+def push() -> Push:
+    return current_app.extensions["push"].push  # type: ignore[no-any-return]
+
+
+def user_id() -> str:
+    """The signed-in user's id, or a 401."""
+    uid = push().current_user_id()
+    if uid is None:
+        fail(401, "authentication_required", "Sign in first: this endpoint needs a user.")
+    return uid
+
+
+def require_admin() -> None:
+    if not push().current_user_is_admin():
+        fail(403, "forbidden", "Only administrators may use this endpoint.")
+
+
+def body() -> dict[str, Any]:
+    """The request's JSON object (``{}`` for an empty body)."""
+    if not request.get_data(cache=True):
+        return {}
+    data = request.get_json(silent=True)
+    if data is None:
+        fail(400, "invalid_json", "The request body is not valid JSON.")
+    if not isinstance(data, dict):
+        fail(400, "invalid_json", "The request body must be a JSON object.")
+    return data
+
+
+def only_fields(data: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
+    """Refuse unknown fields, so that a typo is an error rather than silently ignored."""
+    for name in data:
+        if name not in allowed:
+            fail(400, "unknown_field", f"Unknown field {name!r}; expected one of {sorted(allowed)}.", name)
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        fail(400, "invalid_value", f"must be a whole number from {low} to {high}", name)
+    return value
+
+
+def query_bool(name: str) -> bool:
+    raw = request.args.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        fail(400, "invalid_value", "must be true or false", name)
+    return raw in ("true", "1")

@@ -1,0 +1,186 @@
+"""The ``PUSH_*`` configuration keys: documented defaults, read and checked once.
+
+``load(app)`` runs inside ``init_app``. It makes no network calls; every
+problem it finds raises :class:`~flask_push.errors.PushConfigError` naming the
+key and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+
+from . import credentials
+from .errors import PushConfigError, ValidationError
+
+#: where the blueprint lives
+DEFAULT_URL_PREFIX = "/push"
+#: how deliveries run: in-process worker threads
+DEFAULT_QUEUE = "thread"
+QUEUES = ("thread", "inline", "celery")
+#: live events stay inside one process unless a redis:// URL is given
+DEFAULT_BACKPLANE_URL = "memory://"
+#: a day: long enough for a phone that is off overnight (pywebpush's own default, 0,
+#: drops the message when the browser is not connected at that very moment)
+DEFAULT_TTL = 86400
+#: the longest TTL the push services keep a message (FCM and Web Push: 4 weeks)
+MAX_TTL = 2_419_200
+#: the hosts of the public Web Push services of Chrome (and every Chromium browser
+#: that uses FCM), Firefox, Edge and Safari
+DEFAULT_ENDPOINT_HOSTS = (
+    "fcm.googleapis.com",
+    "android.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "*.push.services.mozilla.com",
+    "*.notify.windows.com",
+    "web.push.apple.com",
+    "*.push.apple.com",
+)
+#: the service worker is served at the app root so that its scope can be "/"
+DEFAULT_SERVICE_WORKER_URL = "/push-sw.js"
+#: the largest request body the API reads; a subscription is about 500 bytes
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    """The checked configuration of one app."""
+
+    url_prefix: str
+    #: normalized settings per provider kind that ``app.config`` turns on
+    providers: Mapping[str, Mapping[str, Any]]
+    queue: str
+    celery_broker_url: str | None
+    backplane_url: str
+    default_ttl: int
+    endpoint_hosts: tuple[str, ...]
+    allow_http_endpoints: bool
+    suppress_send: bool
+    service_worker_url: str
+    max_request_bytes: int
+
+    @property
+    def vapid_public_key(self) -> str | None:
+        webpush = self.providers.get("webpush")
+        return webpush["publicKey"] if webpush else None
+
+
+def _fail(key: str, message: str) -> PushConfigError:
+    return PushConfigError(f"{key} {message}")
+
+
+def _path(config: Mapping[str, Any], key: str, default: str) -> str:
+    value = config.get(key, default)
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        raise _fail(key, f"must be a path starting with '/', such as {default!r}; got {value!r}")
+    return value.rstrip("/") if value != "/" else value
+
+
+def _bool(config: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise _fail(key, f"must be True or False, got {value!r}")
+    return value
+
+
+def _int(config: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(key, f"must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _read_file_setting(key: str, value: Any, *, marker: str) -> Any:
+    """Config may name a file for a secret; the API never may (it would read server files)."""
+    if isinstance(value, str) and marker not in value and not value.lstrip().startswith("{"):
+        try:
+            with open(os.path.expanduser(value), encoding="utf-8") as file:
+                return file.read()
+        except OSError as err:
+            raise _fail(key, f"names a file that cannot be read ({err.strerror}): {value!r}") from err
+    return value
+
+
+def _provider(app: Flask, kind: credentials.ProviderKind) -> dict[str, Any] | None:
+    config = app.config
+    given = {s.name: config[s.config_key] for s in kind.settings if config.get(s.config_key) is not None}
+    by_name = {s.name: s.config_key for s in kind.settings}
+    trigger_key = by_name[kind.trigger]
+    if kind.trigger not in given:
+        # sandbox and base URLs have defaults of their own and do not turn a provider on
+        stray = [by_name[n] for n in given if n not in ("sandbox", "baseUrl")]
+        if stray:
+            raise _fail(trigger_key, f"is required when {stray[0]} is set")
+        return None
+    if kind is credentials.FCM:
+        raw = _read_file_setting(trigger_key, given["credentials"], marker="{")
+        given["credentials"] = json.loads(raw) if isinstance(raw, str) and raw.lstrip().startswith("{") else raw
+    if kind is credentials.APNS:
+        given["key"] = _read_file_setting(trigger_key, given["key"], marker="-----BEGIN")
+        given.setdefault("sandbox", app.debug)
+    kind.check_installed()
+    try:
+        return kind.normalize(given)
+    except ValidationError as err:
+        key = by_name.get(err.field or "", trigger_key)
+        raise _fail(key, err.message) from err
+
+
+def _endpoint_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:
+    value = config.get("PUSH_ENDPOINT_HOSTS", DEFAULT_ENDPOINT_HOSTS)
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) and p for p in value):
+        raise _fail("PUSH_ENDPOINT_HOSTS", "must be a list of host patterns such as ['*.push.apple.com']")
+    return tuple(p.lower().rstrip(".") for p in value)
+
+
+def load(app: Flask) -> PushSettings:
+    """Read and check the ``PUSH_*`` keys of ``app.config``."""
+    config = app.config
+    providers = {}
+    for kind in credentials.KINDS.values():
+        settings = _provider(app, kind)
+        if settings is not None:
+            providers[kind.name] = settings
+
+    queue = config.get("PUSH_QUEUE", DEFAULT_QUEUE)
+    if queue not in QUEUES:
+        raise _fail("PUSH_QUEUE", f"must be one of {', '.join(QUEUES)}; got {queue!r}")
+    broker = config.get("PUSH_CELERY_BROKER_URL")
+    if queue == "celery":
+        if not broker:
+            raise _fail(
+                "PUSH_CELERY_BROKER_URL",
+                "is required when PUSH_QUEUE is 'celery', e.g. 'redis://127.0.0.1:6379/0'",
+            )
+        credentials.require_module("celery queue", "celery", "celery")
+
+    backplane = config.get("PUSH_BACKPLANE_URL", DEFAULT_BACKPLANE_URL)
+    scheme = urlsplit(backplane).scheme if isinstance(backplane, str) else ""
+    if scheme not in ("memory", "redis", "rediss"):
+        raise _fail("PUSH_BACKPLANE_URL", f"must be 'memory://' or a 'redis://' URL, got {backplane!r}")
+    if scheme != "memory":
+        credentials.require_module("redis backplane", "redis", "redis")
+
+    return PushSettings(
+        url_prefix=_path(config, "PUSH_URL_PREFIX", DEFAULT_URL_PREFIX),
+        providers=providers,
+        queue=queue,
+        celery_broker_url=broker,
+        backplane_url=backplane,
+        default_ttl=_int(config, "PUSH_DEFAULT_TTL", DEFAULT_TTL, 0, MAX_TTL),
+        endpoint_hosts=_endpoint_hosts(config),
+        allow_http_endpoints=_bool(config, "PUSH_ALLOW_HTTP_ENDPOINTS", False),
+        suppress_send=_bool(config, "PUSH_SUPPRESS_SEND", app.testing),
+        service_worker_url=_path(config, "PUSH_SERVICE_WORKER_URL", DEFAULT_SERVICE_WORKER_URL),
+        max_request_bytes=_int(
+            config, "PUSH_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1024, 16 * 1024 * 1024
+        ),
+    )

@@ -1,0 +1,48 @@
+"""Exceptions raised by flask-push.
+
+``PushConfigError`` deliberately does not derive from :class:`PushError`: a
+misconfigured app should fail loudly at start-up, never be swallowed by a
+handler that catches runtime push failures.
+"""
+
+from __future__ import annotations
+
+
+class PushError(Exception):
+    """Base class of runtime failures in flask-push."""
+
+
+class ValidationError(PushError, ValueError):
+    """Input that flask-push refuses, from Python or from the HTTP API.
+
+    The HTTP API answers it with ``400`` and the same ``code``, ``message`` and
+    ``field``, so a bad value gets the same explanation from both.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class PushConfigError(Exception):
+    """Bad or missing ``PUSH_*`` configuration, raised by ``init_app``.
+
+    The message names the key and says what to do about it.
+    """
+
+
+class ProviderNotInstalled(PushConfigError, ImportError):
+    """A configured provider needs an optional dependency that is not installed."""
+
+    def __init__(self, provider: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{provider} needs the {module!r} package, which is not installed. "
+            f"Install it with: pip install 'flask-push[{extra}]'"
+        )
+        self.provider = provider
+        self.extra = extra

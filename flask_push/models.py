@@ -1,0 +1,229 @@
+"""Tables of flask-push, defined on the host's Flask-SQLAlchemy ``db``.
+
+Flask-SQLAlchemy allows one ``SQLAlchemy`` per app, so the host owns the
+database and flask-push adds its ``push_*`` tables to the host's metadata:
+Flask-Migrate sees them, and the shipped Alembic migrations create them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .ids import new_id
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware in UTC.
+
+    PostgreSQL keeps the zone; SQLite does not, so naive values read back are UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("flask-push stores timezone-aware datetimes only")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+#: status of a subscription or installation that is delivered to
+ACTIVE = "active"
+#: status once the push service said the target is gone; never sent to again
+DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Models:
+    """The model classes bound to one ``db``."""
+
+    Subscription: Any
+    Installation: Any
+    InboxItem: Any
+    Provider: Any
+
+
+_by_db: weakref.WeakKeyDictionary[SQLAlchemy, Models] = weakref.WeakKeyDictionary()
+
+
+def models_for(db: SQLAlchemy) -> Models:
+    """Define the ``push_*`` models on ``db`` once, and return them."""
+    if db not in _by_db:
+        _by_db[db] = _define(db)
+    return _by_db[db]
+
+
+def _define(db: SQLAlchemy) -> Models:
+    class Subscription(db.Model):  # type: ignore[name-defined,misc]
+        """A browser's Web Push subscription."""
+
+        __tablename__ = "push_subscriptions"
+
+        id: Mapped[str] = mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("sub"))
+        endpoint: Mapped[str] = mapped_column(sa.String(2048), unique=True)
+        p256dh: Mapped[str] = mapped_column(sa.String(100))
+        auth: Mapped[str] = mapped_column(sa.String(32))
+        user_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+        topics: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+        user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+        expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+        status: Mapped[str] = mapped_column(sa.String(16), default=ACTIVE)
+        dead_reason: Mapped[str | None] = mapped_column(sa.String(255))
+        dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+        created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+        last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+        def to_json(self) -> dict[str, Any]:
+            # The keys stay on the server: ``auth`` is the subscriber's secret.
+            return {
+                "id": self.id,
+                "endpoint": self.endpoint,
+                "userId": self.user_id,
+                "topics": self.topics or [],
+                "userAgent": self.user_agent,
+                "expirationTime": _epoch_ms(self.expires_at),
+                "status": self.status,
+                "deadReason": self.dead_reason,
+                "deadAt": _iso(self.dead_at),
+                "createdAt": _iso(self.created_at),
+                "lastSeenAt": _iso(self.last_seen_at),
+            }
+
+    class Installation(db.Model):  # type: ignore[name-defined,misc]
+        """A mobile app install (LoopBack's Installation): one device token of one app."""
+
+        __tablename__ = "push_installations"
+        __table_args__ = (sa.UniqueConstraint("app_id", "device_token"),)
+
+        id: Mapped[str] = mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("ins"))
+        app_id: Mapped[str] = mapped_column(sa.String(255))
+        app_version: Mapped[str | None] = mapped_column(sa.String(64))
+        badge: Mapped[int | None] = mapped_column(sa.Integer)
+        device_token: Mapped[str] = mapped_column(sa.String(4096))
+        device_type: Mapped[str] = mapped_column(sa.String(16))
+        status: Mapped[str] = mapped_column(sa.String(16), default=ACTIVE)
+        dead_reason: Mapped[str | None] = mapped_column(sa.String(255))
+        dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+        subscriptions: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+        time_zone: Mapped[str | None] = mapped_column(sa.String(64))
+        user_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+        created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+        modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+        def to_json(self) -> dict[str, Any]:
+            return {
+                "id": self.id,
+                "appId": self.app_id,
+                "appVersion": self.app_version,
+                "badge": self.badge,
+                "deviceToken": self.device_token,
+                "deviceType": self.device_type,
+                "status": self.status,
+                "deadReason": self.dead_reason,
+                "deadAt": _iso(self.dead_at),
+                "subscriptions": self.subscriptions or [],
+                "timeZone": self.time_zone,
+                "userId": self.user_id,
+                "created": _iso(self.created_at),
+                "modified": _iso(self.modified_at),
+            }
+
+    class InboxItem(db.Model):  # type: ignore[name-defined,misc]
+        """One entry of a user's notification inbox.
+
+        The key is (user_id, id): ids are per user, so a client may pick its own
+        id (say ``export-7``) to update a progress item in place.
+        """
+
+        __tablename__ = "push_inbox_items"
+        __table_args__ = (
+            # "newest first for one user": the listing's first page is an index range scan
+            sa.Index("ix_push_inbox_items_user_newest", "user_id", "created_at", "id"),
+            # unread counts and mark-all-read touch only the unread rows
+            sa.Index(
+                "ix_push_inbox_items_user_unread",
+                "user_id",
+                "created_at",
+                postgresql_where=sa.text("is_new"),
+                sqlite_where=sa.text("is_new"),
+            ),
+        )
+
+        user_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+        id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+        type: Mapped[str] = mapped_column(sa.String(64), default="info")
+        title: Mapped[str] = mapped_column(sa.String(255))
+        body: Mapped[str | None] = mapped_column(sa.Text)
+        url: Mapped[str | None] = mapped_column(sa.String(2048))
+        data: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+        is_new: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+        progress: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+        created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+        updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+        def to_json(self) -> dict[str, Any]:
+            return {
+                "id": self.id,
+                "userId": self.user_id,
+                "type": self.type,
+                "title": self.title,
+                "body": self.body,
+                "url": self.url,
+                "data": self.data,
+                "isNew": self.is_new,
+                "progress": self.progress,
+                "createdAt": _iso(self.created_at),
+                "updatedAt": _iso(self.updated_at),
+            }
+
+    class Provider(db.Model):  # type: ignore[name-defined,misc]
+        """Push credentials of one kind (webpush, fcm, apns) for one app id."""
+
+        __tablename__ = "push_providers"
+        __table_args__ = (sa.UniqueConstraint("app_id", "kind"),)
+
+        id: Mapped[str] = mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("prv"))
+        app_id: Mapped[str] = mapped_column(sa.String(255))
+        kind: Mapped[str] = mapped_column(sa.String(16))
+        settings: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+        secrets: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+        created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+        modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+        def to_json(self) -> dict[str, Any]:
+            # Secrets are write-only: say which are stored, never what they are.
+            return {
+                "id": self.id,
+                "appId": self.app_id,
+                "kind": self.kind,
+                "settings": self.settings or {},
+                "secretsSet": sorted(self.secrets or {}),
+                "createdAt": _iso(self.created_at),
+                "modifiedAt": _iso(self.modified_at),
+            }
+
+    return Models(Subscription, Installation, InboxItem, Provider)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _epoch_ms(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value is not None else None

@@ -1,0 +1,173 @@
+"""Fixtures: a fresh app per test, on SQLite and on the real PostgreSQL.
+
+Tests that need a service the machine lacks are skipped with the reason,
+except under ``CI=true``, where a missing service fails the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask, request
+from flask_sqlalchemy import SQLAlchemy
+from py_vapid import Vapid
+
+from flask_push import Push
+from flask_push.credentials import vapid_raw_private_key
+
+POSTGRES_URL = os.environ.get(
+    "PUSH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+db = SQLAlchemy()
+push = Push(db=db)
+
+
+@push.identity_loader
+def _identity() -> str | None:
+    # Tests say who they are with a header; a host would read its session.
+    return request.headers.get("X-User")
+
+
+@push.admin_loader
+def _is_admin() -> bool:
+    return request.headers.get("X-Admin") == "1"
+
+
+def need_service(name: str, error: Exception | None) -> None:
+    """Skip (or, in CI, fail) when a service the test needs is unreachable."""
+    if error is None:
+        return
+    message = f"{name} is not reachable: {error}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.fixture(scope="session")
+def vapid_private_key() -> str:
+    vapid = Vapid()
+    vapid.generate_keys()
+    return vapid_raw_private_key(vapid)
+
+
+@pytest.fixture(scope="session")
+def postgres_schema() -> Iterator[tuple[str, str]]:
+    """A schema of its own in the test database, so parallel runs never collide."""
+    schema = f"flask_push_test_{uuid.uuid4().hex[:10]}"
+    try:
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as err:  # noqa: BLE001 - any failure means "not reachable"
+        yield "", str(err)
+        return
+    yield schema, ""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
+    """Flask-SQLAlchemy config for one database: every test runs on both."""
+    if request.param == "sqlite":
+        return {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'app.db'}"}
+    schema, error = request.getfixturevalue("postgres_schema")
+    need_service("PostgreSQL", RuntimeError(error) if error else None)
+    return {
+        "SQLALCHEMY_DATABASE_URI": POSTGRES_URL,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"options": f"-csearch_path={schema}"}},
+    }
+
+
+@pytest.fixture
+def make_app(
+    database: dict[str, Any], vapid_private_key: str
+) -> Iterator[Callable[..., Flask]]:
+    """Build an app with flask-push set up; keyword arguments override config."""
+    apps: list[Flask] = []
+
+    def factory(**config: Any) -> Flask:
+        app = Flask(__name__)
+        app.config.update(
+            TESTING=True,
+            PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
+            PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
+            **database,
+        )
+        app.config.update(config)
+        db.init_app(app)
+        push.init_app(app)
+        with app.app_context():
+            db.create_all()
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        with app.app_context():
+            db.session.remove()
+            db.drop_all()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def app_ctx(app: Flask) -> Iterator[None]:
+    with app.app_context():
+        yield
+
+
+def browser_keys() -> dict[str, str]:
+    """Keys as a browser makes them: a P-256 point and a 16-byte secret."""
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    raw = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return {"p256dh": b64url(raw), "auth": b64url(os.urandom(16))}
+
+
+@pytest.fixture
+def make_subscription() -> Callable[..., dict[str, Any]]:
+    """``PushSubscription.toJSON()`` of a Chrome browser, with fresh keys."""
+
+    def factory(**extra: Any) -> dict[str, Any]:
+        token = uuid.uuid4().hex
+        return {
+            "endpoint": f"https://fcm.googleapis.com/fcm/send/{token}",
+            "expirationTime": None,
+            "keys": browser_keys(),
+            **extra,
+        }
+
+    return factory
+
+
+def as_user(user: str | None, admin: bool = False) -> dict[str, str]:
+    headers = {}
+    if user is not None:
+        headers["X-User"] = user
+    if admin:
+        headers["X-Admin"] = "1"
+    return headers
