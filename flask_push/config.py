@@ -103,13 +103,17 @@ def _read_file_setting(key: str, value: Any, *, marker: str) -> Any:
             with open(os.path.expanduser(value), encoding="utf-8") as file:
                 return file.read()
         except OSError as err:
-            raise _fail(key, f"names a file that cannot be read ({err.strerror}): {value!r}") from err
+            raise _fail(
+                key, f"names a file that cannot be read ({err.strerror}): {value!r}"
+            ) from err
     return value
 
 
 def _provider(app: Flask, kind: credentials.ProviderKind) -> dict[str, Any] | None:
     config = app.config
-    given = {s.name: config[s.config_key] for s in kind.settings if config.get(s.config_key) is not None}
+    given = {
+        s.name: config[s.config_key] for s in kind.settings if config.get(s.config_key) is not None
+    }
     by_name = {s.name: s.config_key for s in kind.settings}
     trigger_key = by_name[kind.trigger]
     if kind.trigger not in given:
@@ -120,7 +124,9 @@ def _provider(app: Flask, kind: credentials.ProviderKind) -> dict[str, Any] | No
         return None
     if kind is credentials.FCM:
         raw = _read_file_setting(trigger_key, given["credentials"], marker="{")
-        given["credentials"] = json.loads(raw) if isinstance(raw, str) and raw.lstrip().startswith("{") else raw
+        given["credentials"] = (
+            json.loads(raw) if isinstance(raw, str) and raw.lstrip().startswith("{") else raw
+        )
     if kind is credentials.APNS:
         given["key"] = _read_file_setting(trigger_key, given["key"], marker="-----BEGIN")
         given.setdefault("sandbox", app.debug)
@@ -137,7 +143,9 @@ def _endpoint_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) and p for p in value):
-        raise _fail("PUSH_ENDPOINT_HOSTS", "must be a list of host patterns such as ['*.push.apple.com']")
+        raise _fail(
+            "PUSH_ENDPOINT_HOSTS", "must be a list of host patterns such as ['*.push.apple.com']"
+        )
     return tuple(p.lower().rstrip(".") for p in value)
 
 
@@ -165,7 +173,9 @@ def load(app: Flask) -> PushSettings:
     backplane = config.get("PUSH_BACKPLANE_URL", DEFAULT_BACKPLANE_URL)
     scheme = urlsplit(backplane).scheme if isinstance(backplane, str) else ""
     if scheme not in ("memory", "redis", "rediss"):
-        raise _fail("PUSH_BACKPLANE_URL", f"must be 'memory://' or a 'redis://' URL, got {backplane!r}")
+        raise _fail(
+            "PUSH_BACKPLANE_URL", f"must be 'memory://' or a 'redis://' URL, got {backplane!r}"
+        )
     if scheme != "memory":
         credentials.require_module("redis backplane", "redis", "redis")
 

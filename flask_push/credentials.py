@@ -125,13 +125,13 @@ def vapid_public_key(vapid: Vapid) -> str:
     raw = vapid.public_key.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    return b64urlencode(raw)
+    return str(b64urlencode(raw))
 
 
 def vapid_raw_private_key(vapid: Vapid) -> str:
     """The private scalar as 32 bytes base64url: the shortest form to paste into config."""
     number = vapid.private_key.private_numbers().private_value
-    return b64urlencode(number.to_bytes(32, "big"))
+    return str(b64urlencode(number.to_bytes(32, "big")))
 
 
 def _normalize_webpush(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,23 +183,29 @@ def _normalize_fcm(values: Mapping[str, Any]) -> dict[str, Any]:
             code="invalid_setting",
         )
     try:
-        key = serialization.load_pem_private_key(credentials["private_key"].encode(), None)
+        rsa_key = serialization.load_pem_private_key(credentials["private_key"].encode(), None)
     except ValueError as err:
         raise ValidationError(
-            "has a private_key that is not a PEM RSA key", field="credentials", code="invalid_setting"
+            "has a private_key that is not a PEM RSA key",
+            field="credentials",
+            code="invalid_setting",
         ) from err
-    if not isinstance(key, rsa.RSAPrivateKey):
+    if not isinstance(rsa_key, rsa.RSAPrivateKey):
         raise ValidationError(
             "has a private_key that is not an RSA key", field="credentials", code="invalid_setting"
         )
     if urlsplit(credentials["token_uri"]).scheme not in ("http", "https"):
         raise ValidationError(
-            "has a token_uri that is not an http(s) URL", field="credentials", code="invalid_setting"
+            "has a token_uri that is not an http(s) URL",
+            field="credentials",
+            code="invalid_setting",
         )
     project_id = _text(values, "projectId", required=False) or credentials.get("project_id")
     if not isinstance(project_id, str) or not project_id:
         raise ValidationError(
-            "is required: the credentials name no project_id", field="projectId", code="missing_setting"
+            "is required: the credentials name no project_id",
+            field="projectId",
+            code="missing_setting",
         )
     return {
         "credentials": credentials,
@@ -227,10 +233,15 @@ def _normalize_apns(values: Mapping[str, Any]) -> dict[str, Any]:
             "must be an APNs auth key (P-256)", field="key", code="invalid_setting"
         )
     normalized: dict[str, Any] = {"key": pem}
-    for name, what in (("keyId", "the key's 10-character Key ID"), ("teamId", "your 10-character Team ID")):
+    for name, what in (
+        ("keyId", "the key's 10-character Key ID"),
+        ("teamId", "your 10-character Team ID"),
+    ):
         value = _text(values, name) or ""
         if not _APPLE_ID.match(value):
-            raise ValidationError(f"must be {what}, got {value!r}", field=name, code="invalid_setting")
+            raise ValidationError(
+                f"must be {what}, got {value!r}", field=name, code="invalid_setting"
+            )
         normalized[name] = value
     topic = _text(values, "topic") or ""
     if not _BUNDLE_ID.match(topic):
@@ -246,7 +257,9 @@ def _normalize_apns(values: Mapping[str, Any]) -> dict[str, Any]:
     normalized["sandbox"] = sandbox
     normalized["baseUrl"] = _base_url(values, "baseUrl", default=None)
     if normalized["baseUrl"] and not normalized["baseUrl"].startswith("https://"):
-        raise ValidationError("must be an https origin: APNs is always TLS", field="baseUrl", code="invalid_setting")
+        raise ValidationError(
+            "must be an https origin: APNs is always TLS", field="baseUrl", code="invalid_setting"
+        )
     return normalized
 
 

@@ -51,8 +51,8 @@ class Push:
         self.models: Models = models_for(db)
         self._identity_loader: Callable[[], Any] = lambda: None
         self._admin_loader: Callable[[], bool] = lambda: False
-        self._channel_authorizer: Callable[[str | None, str], bool] = (
-            lambda user_id, channel: user_id is not None and channel == f"user:{user_id}"
+        self._channel_authorizer: Callable[[str | None, str], bool] = lambda user_id, channel: (
+            user_id is not None and channel == f"user:{user_id}"
         )
         if app is not None:
             self.init_app(app)
@@ -160,8 +160,15 @@ class Push:
             item with your own changes, in one transaction.
         :raises ValidationError: when a value is refused; nothing is written.
         """
-        given = {"type": notify_type, "title": title, "body": body, "url": url,
-                 "data": data, "progress": progress, "is_new": is_new}
+        given = {
+            "type": notify_type,
+            "title": title,
+            "body": body,
+            "url": url,
+            "data": data,
+            "progress": progress,
+            "is_new": is_new,
+        }
         return self._upsert(user_id, id, given, commit)[0]
 
     def _upsert(
@@ -170,8 +177,9 @@ class Push:
         """:meth:`upsert` that also says whether the item was created."""
         values = {k: v for k, v in given.items() if v is not None}
         item, created = self._write(
-            lambda: inbox.upsert(self.db.session, self.models.InboxItem,
-                                 user_id=user_id, id=id, values=values),
+            lambda: inbox.upsert(
+                self.db.session, self.models.InboxItem, user_id=user_id, id=id, values=values
+            ),
             commit,
         )
         if commit:
@@ -187,8 +195,15 @@ class Push:
         take: int = inbox.DEFAULT_TAKE,
     ) -> inbox.SearchResult:
         """One page of ``user_id``'s inbox, newest first, with its counts."""
-        return inbox.search(self.db.session, self.models.InboxItem, user_id,
-                            only_new=only_new, types=types, skip=skip, take=take)
+        return inbox.search(
+            self.db.session,
+            self.models.InboxItem,
+            user_id,
+            only_new=only_new,
+            types=types,
+            skip=skip,
+            take=take,
+        )
 
     def mark_all_read(self, user_id: str, *, commit: bool = True) -> int:
         """Mark every item of ``user_id`` read; returns how many were unread."""

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from . import signals, validation
 from .errors import ValidationError
 from .ids import new_id
 from .models import utcnow
+
+#: a session, or Flask-SQLAlchemy's scoped ``db.session``
+AnySession = Session | scoped_session[Any]
 
 #: the most items one page may hold
 MAX_TAKE = 100
@@ -72,7 +75,9 @@ def _progress(value: Any) -> dict[str, Any] | None:
         number = value.get(key)
         if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
             raise ValidationError(
-                f"{key} must be a number of at least 0", field=f"progress.{key}", code="invalid_value"
+                f"{key} must be a number of at least 0",
+                field=f"progress.{key}",
+                code="invalid_value",
             )
     return dict(value)
 
@@ -96,7 +101,7 @@ def _fields(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def upsert(
-    session: Session,
+    session: AnySession,
     model: Any,
     *,
     user_id: str,
@@ -130,7 +135,7 @@ def upsert(
 
 
 def search(
-    session: Session,
+    session: AnySession,
     model: Any,
     user_id: str,
     *,
@@ -168,12 +173,12 @@ def search(
     return SearchResult(items, total, new_count)
 
 
-def unread_count(session: Session, model: Any, user_id: str) -> int:
+def unread_count(session: AnySession, model: Any, user_id: str) -> int:
     query = sa.select(sa.func.count()).select_from(model)
     return session.scalar(query.where(model.user_id == user_id, model.is_new.is_(True))) or 0
 
 
-def mark_read(session: Session, model: Any, user_id: str, id: str | None = None) -> int:
+def mark_read(session: AnySession, model: Any, user_id: str, id: str | None = None) -> int:
     """Mark one item (or with ``id=None`` all of them) read; returns how many changed."""
     where = [model.user_id == _user(user_id), model.is_new.is_(True)]
     if id is not None:

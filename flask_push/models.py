@@ -75,7 +75,9 @@ def _define(db: SQLAlchemy) -> Models:
 
         __tablename__ = "push_subscriptions"
 
-        id: Mapped[str] = mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("sub"))
+        id: Mapped[str] = mapped_column(
+            sa.String(40), primary_key=True, default=lambda: new_id("sub")
+        )
         endpoint: Mapped[str] = mapped_column(sa.String(2048), unique=True)
         p256dh: Mapped[str] = mapped_column(sa.String(100))
         auth: Mapped[str] = mapped_column(sa.String(32))
@@ -111,7 +113,9 @@ def _define(db: SQLAlchemy) -> Models:
         __tablename__ = "push_installations"
         __table_args__ = (sa.UniqueConstraint("app_id", "device_token"),)
 
-        id: Mapped[str] = mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("ins"))
+        id: Mapped[str] = mapped_column(
+            sa.String(40), primary_key=True, default=lambda: new_id("ins")
+        )
         app_id: Mapped[str] = mapped_column(sa.String(255))
         app_version: Mapped[str | None] = mapped_column(sa.String(64))
         badge: Mapped[int | None] = mapped_column(sa.Integer)
@@ -198,7 +202,9 @@ def _define(db: SQLAlchemy) -> Models:
         __tablename__ = "push_providers"
         __table_args__ = (sa.UniqueConstraint("app_id", "kind"),)
 
-        id: Mapped[str] = mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("prv"))
+        id: Mapped[str] = mapped_column(
+            sa.String(40), primary_key=True, default=lambda: new_id("prv")
+        )
         app_id: Mapped[str] = mapped_column(sa.String(255))
         kind: Mapped[str] = mapped_column(sa.String(16))
         settings: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)

@@ -157,7 +157,9 @@ def endpoint(value: Any, *, allowed_hosts: Iterable[str], allow_http: bool) -> s
         host = (parts.hostname or "").rstrip(".")
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as err:
-        raise ValidationError("is not a valid URL", field="endpoint", code="invalid_endpoint") from err
+        raise ValidationError(
+            "is not a valid URL", field="endpoint", code="invalid_endpoint"
+        ) from err
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes:
         raise ValidationError(
@@ -185,7 +187,7 @@ def endpoint(value: Any, *, allowed_hosts: Iterable[str], allow_http: bool) -> s
 def _b64url(value: Any, field: str) -> bytes:
     raw = text(value, field, max_length=256, required=True) or ""
     try:
-        return b64urldecode(raw.encode("ascii"))
+        return bytes(b64urldecode(raw.encode("ascii")))
     except (binascii.Error, ValueError, UnicodeEncodeError) as err:
         raise ValidationError("must be base64url", field=field, code="invalid_key") from err
 

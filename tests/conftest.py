@@ -95,9 +95,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_app(
-    database: dict[str, Any], vapid_private_key: str
-) -> Iterator[Callable[..., Flask]]:
+def make_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Callable[..., Flask]]:
     """Build an app with flask-push set up; keyword arguments override config."""
     apps: list[Flask] = []
 
@@ -144,7 +142,9 @@ def app_ctx(app: Flask) -> Iterator[None]:
 def browser_keys() -> dict[str, str]:
     """Keys as a browser makes them: a P-256 point and a 16-byte secret."""
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    raw = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    raw = key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
     return {"p256dh": b64url(raw), "auth": b64url(os.urandom(16))}
 
 

@@ -38,8 +38,11 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         # requiring JSON (which needs a CORS preflight) shuts that door.
         if request.method in _WRITE_METHODS and not request.is_json:
             return error_response(
-                ApiError(415, "unsupported_media_type",
-                         "Send the request with 'Content-Type: application/json'.")
+                ApiError(
+                    415,
+                    "unsupported_media_type",
+                    "Send the request with 'Content-Type: application/json'.",
+                )
             )
         return None
 
@@ -76,13 +79,17 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     def conflict(err: sa.exc.IntegrityError) -> ResponseReturnValue:
         # Two requests raced to create the same row; the loser gets a clean answer.
         _rollback()
-        return error_response(ApiError(409, "conflict", "That conflicts with a concurrent change; retry."))
+        return error_response(
+            ApiError(409, "conflict", "That conflicts with a concurrent change; retry.")
+        )
 
     @bp.errorhandler(Exception)
     def internal_error(err: Exception) -> ResponseReturnValue:
         _rollback()
         log.exception("flask-push: unhandled error in %s %s", request.method, request.path)
-        return error_response(ApiError(500, "internal_error", "Something went wrong on the server."))
+        return error_response(
+            ApiError(500, "internal_error", "Something went wrong on the server.")
+        )
 
     return bp
 

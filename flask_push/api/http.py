@@ -44,7 +44,7 @@ def not_found(what: str) -> NoReturn:
 
 
 def push() -> Push:
-    return current_app.extensions["push"].push  # type: ignore[no-any-return]
+    return current_app.extensions["push"].push
 
 
 def user_id() -> str:
@@ -60,9 +60,28 @@ def require_admin() -> None:
         fail(403, "forbidden", "Only administrators may use this endpoint.")
 
 
+def require_webpush() -> str:
+    """The VAPID public key, or a 503 saying how to set Web Push up."""
+    key: str | None = current_app.extensions["push"].settings.vapid_public_key
+    if key is None:
+        fail(
+            503,
+            "webpush_not_configured",
+            "Web Push is not set up on this server: set PUSH_VAPID_PRIVATE_KEY and "
+            "PUSH_VAPID_SUBJECT (run `flask push vapid-keys` to make a key).",
+        )
+    return key
+
+
 def body() -> dict[str, Any]:
     """The request's JSON object (``{}`` for an empty body)."""
-    if not request.get_data(cache=True):
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # Werkzeug stops reading a chunked body at the limit without a word, which
+        # would surface as "invalid JSON"; say what really happened.
+        fail(413, "payload_too_large", "The request body is too large.")
+    if not raw:
         return {}
     data = request.get_json(silent=True)
     if data is None:
@@ -76,7 +95,12 @@ def only_fields(data: dict[str, Any], allowed: set[str] | frozenset[str]) -> Non
     """Refuse unknown fields, so that a typo is an error rather than silently ignored."""
     for name in data:
         if name not in allowed:
-            fail(400, "unknown_field", f"Unknown field {name!r}; expected one of {sorted(allowed)}.", name)
+            fail(
+                400,
+                "unknown_field",
+                f"Unknown field {name!r}; expected one of {sorted(allowed)}.",
+                name,
+            )
 
 
 def query_int(name: str, default: int, low: int, high: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,8 +13,18 @@ from .. import validation
 from ..models import ACTIVE, utcnow
 from .http import body, fail, not_found, only_fields, push, user_id
 
-_CREATE_FIELDS = frozenset({"appId", "deviceToken", "deviceType", "userId", "subscriptions",
-                            "badge", "timeZone", "appVersion"})
+_CREATE_FIELDS = frozenset(
+    {
+        "appId",
+        "deviceToken",
+        "deviceType",
+        "userId",
+        "subscriptions",
+        "badge",
+        "timeZone",
+        "appVersion",
+    }
+)
 _PATCH_FIELDS = _CREATE_FIELDS - {"appId", "deviceType"}
 
 
@@ -28,17 +39,23 @@ def _owner(data: dict[str, Any], caller: str) -> str:
     """The user an installation is for: the caller, or anyone when an admin says so."""
     owner = validation.text(data.get("userId"), "userId", max_length=255) or caller
     if owner != caller and not push().current_user_is_admin():
-        fail(403, "forbidden", "Only administrators may register an installation for another user.",
-             "userId")
+        fail(
+            403,
+            "forbidden",
+            "Only administrators may register an installation for another user.",
+            "userId",
+        )
     return owner
 
 
 def _optional_values(data: dict[str, Any], device_type: str) -> dict[str, Any]:
     """The settable fields present in ``data``, checked, keyed by column."""
-    checks = {
+    checks: dict[str, tuple[str, Callable[[Any], Any]]] = {
         "appVersion": ("app_version", lambda v: validation.text(v, "appVersion", max_length=64)),
-        "badge": ("badge", lambda v: None if v is None
-                  else validation.integer(v, "badge", low=0, high=2**31 - 1)),
+        "badge": (
+            "badge",
+            lambda v: None if v is None else validation.integer(v, "badge", low=0, high=2**31 - 1),
+        ),
         "timeZone": ("time_zone", validation.time_zone),
         "subscriptions": ("subscriptions", lambda v: validation.topics(v, "subscriptions")),
         "deviceToken": ("device_token", lambda v: validation.device_token(v, device_type)),
@@ -55,17 +72,24 @@ def register_installation() -> ResponseReturnValue:
     device_type = validation.device_type(data.get("deviceType"))
     data.setdefault("deviceToken", None)
     values = _optional_values(data, device_type)
-    values.update(user_id=_owner(data, caller), device_type=device_type, modified_at=utcnow(),
-                  status=ACTIVE, dead_reason=None, dead_at=None)
+    values.update(
+        user_id=_owner(data, caller),
+        device_type=device_type,
+        modified_at=utcnow(),
+        status=ACTIVE,
+        dead_reason=None,
+        dead_at=None,
+    )
 
     ext = push()
     model = ext.models.Installation
     session = ext.db.session
-    installation = session.scalar(sa.select(model).where(
-        model.app_id == app_id, model.device_token == values["device_token"]))
+    installation = session.scalar(
+        sa.select(model).where(model.app_id == app_id, model.device_token == values["device_token"])
+    )
     created = installation is None
     if installation is None:
-        installation = model(app_id=app_id, subscriptions=[])
+        installation = model(app_id=app_id, subscriptions=[], created_at=values["modified_at"])
         session.add(installation)
     for name, value in values.items():
         setattr(installation, name, value)

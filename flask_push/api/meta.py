@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, request
 
 from . import openapi
-from .http import fail
+from .http import require_webpush
 
 
 def register(bp: Blueprint) -> None:
@@ -16,12 +16,7 @@ def register(bp: Blueprint) -> None:
 
 
 def vapid_public_key() -> dict[str, Any]:
-    key = current_app.extensions["push"].settings.vapid_public_key
-    if key is None:
-        fail(404, "webpush_not_configured",
-             "Web Push is not set up on this server: set PUSH_VAPID_PRIVATE_KEY and "
-             "PUSH_VAPID_SUBJECT (run `flask push vapid-keys` to make a key).")
-    return {"publicKey": key}
+    return {"publicKey": require_webpush()}
 
 
 def openapi_document() -> dict[str, Any]:

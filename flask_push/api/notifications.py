@@ -48,9 +48,15 @@ def upsert_item() -> ResponseReturnValue:
     ext = push()
     if owner != caller and not ext.current_user_is_admin():
         fail(403, "forbidden", "Only administrators may write to another user's inbox.", "userId")
-    given = {"type": data.get("type"), "title": data.get("title"), "body": data.get("body"),
-             "url": data.get("url"), "data": data.get("data"), "progress": data.get("progress"),
-             "is_new": data.get("isNew")}
+    given = {
+        "type": data.get("type"),
+        "title": data.get("title"),
+        "body": data.get("body"),
+        "url": data.get("url"),
+        "data": data.get("data"),
+        "progress": data.get("progress"),
+        "is_new": data.get("isNew"),
+    }
     item, created = ext._upsert(owner, data.get("id"), given)
     return item.to_json(), 201 if created else 200
 

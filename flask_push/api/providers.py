@@ -33,8 +33,9 @@ def _apply(provider: Any, kind: credentials.ProviderKind, settings: dict[str, An
         normalized = kind.normalize(settings)
     except ValidationError as err:
         raise ValidationError(err.message, field=f"settings.{err.field}", code=err.code) from err
-    provider.settings = {k: v for k, v in normalized.items()
-                         if k not in kind.secret_names and v is not None}
+    provider.settings = {
+        k: v for k, v in normalized.items() if k not in kind.secret_names and v is not None
+    }
     provider.secrets = {k: v for k, v in normalized.items() if k in kind.secret_names}
     provider.modified_at = utcnow()
 
@@ -66,7 +67,11 @@ def create_provider() -> ResponseReturnValue:
     model = ext.models.Provider
     session = ext.db.session
     if session.scalar(sa.select(model.id).where(model.app_id == app_id, model.kind == kind.name)):
-        fail(409, "conflict", f"appId {app_id!r} already has a {kind.name} provider; PATCH it instead.")
+        fail(
+            409,
+            "conflict",
+            f"appId {app_id!r} already has a {kind.name} provider; PATCH it instead.",
+        )
     provider = model(app_id=app_id, kind=kind.name)
     _apply(provider, kind, _settings(data))
     session.add(provider)
@@ -93,8 +98,11 @@ def update_provider(id: str) -> ResponseReturnValue:
     data = body()
     only_fields(data, {"settings"})
     kind = credentials.KINDS[provider.kind]
-    stored = {k: v for k, v in {**provider.settings, **provider.secrets}.items()
-              if k not in kind.derived_names}
+    stored = {
+        k: v
+        for k, v in {**provider.settings, **provider.secrets}.items()
+        if k not in kind.derived_names
+    }
     _apply(provider, kind, {**stored, **_settings(data)})
     push().db.session.commit()
     return provider.to_json()

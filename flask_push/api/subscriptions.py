@@ -12,7 +12,7 @@ from flask.typing import ResponseReturnValue
 from .. import signals, validation
 from ..errors import ValidationError
 from ..models import ACTIVE, utcnow
-from .http import body, fail, not_found, only_fields, push
+from .http import body, not_found, only_fields, push, require_webpush
 
 _FIELDS = frozenset({"endpoint", "expirationTime", "keys", "topics"})
 
@@ -26,8 +26,11 @@ def _expiration(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**53:
-        raise ValidationError("must be null or milliseconds since the epoch",
-                              field="expirationTime", code="invalid_value")
+        raise ValidationError(
+            "must be null or milliseconds since the epoch",
+            field="expirationTime",
+            code="invalid_value",
+        )
     return datetime.fromtimestamp(value / 1000, timezone.utc)
 
 
@@ -35,18 +38,19 @@ def subscribe() -> ResponseReturnValue:
     """Register ``PushSubscription.toJSON()``; a known endpoint is updated and re-bound."""
     ext = push()
     settings = ext.settings
-    if settings.vapid_public_key is None:
-        fail(503, "webpush_not_configured",
-             "Web Push is not set up on this server: set PUSH_VAPID_PRIVATE_KEY and PUSH_VAPID_SUBJECT.")
+    require_webpush()
     data = body()
     only_fields(data, _FIELDS)
     keys = data.get("keys")
     if not isinstance(keys, dict):
         raise ValidationError("must be an object {p256dh, auth}", field="keys", code="required")
     only_fields(keys, {"p256dh", "auth"})
-    values = {
-        "endpoint": validation.endpoint(data.get("endpoint"), allowed_hosts=settings.endpoint_hosts,
-                                        allow_http=settings.allow_http_endpoints),
+    values: dict[str, Any] = {
+        "endpoint": validation.endpoint(
+            data.get("endpoint"),
+            allowed_hosts=settings.endpoint_hosts,
+            allow_http=settings.allow_http_endpoints,
+        ),
         "p256dh": validation.p256dh(keys.get("p256dh")),
         "auth": validation.auth_secret(keys.get("auth")),
         "expires_at": _expiration(data.get("expirationTime")),
@@ -65,13 +69,16 @@ def subscribe() -> ResponseReturnValue:
     subscription = session.scalar(sa.select(model).where(model.endpoint == values["endpoint"]))
     created = subscription is None
     if subscription is None:
-        subscription = model(topics=[])
+        subscription = model(topics=[], created_at=values["last_seen_at"])
         session.add(subscription)
     for name, value in values.items():
         setattr(subscription, name, value)
     session.commit()
-    signals.subscription_added.send(current_app._get_current_object(),  # type: ignore[attr-defined]
-                                    subscription=subscription, created=created)
+    signals.subscription_added.send(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        subscription=subscription,
+        created=created,
+    )
     return subscription.to_json(), 201 if created else 200
 
 
@@ -88,6 +95,8 @@ def unsubscribe(id: str) -> ResponseReturnValue:
             not_found("subscription")
     ext.db.session.delete(subscription)
     ext.db.session.commit()
-    signals.subscription_removed.send(current_app._get_current_object(),  # type: ignore[attr-defined]
-                                      subscription=subscription)
+    signals.subscription_removed.send(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        subscription=subscription,
+    )
     return "", 204

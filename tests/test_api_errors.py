@@ -1,0 +1,122 @@
+"""Every answer under the prefix is JSON in the contract's error shape."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from conftest import as_user
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    error = response.json["error"]
+    assert error["code"] == code and error["message"]
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", None],
+)
+def test_cross_site_form_posts_are_refused(app, client, content_type):
+    headers = {**as_user("alice"), **({"Content-Type": content_type} if content_type else {})}
+    for url in ("/push/notifications", "/push/notifications/mark-all-read", "/push/subscriptions"):
+        assert_error(
+            client.post(url, data="title=x", headers=headers), 415, "unsupported_media_type"
+        )
+
+
+def test_malformed_json(client):
+    for data in ("{not json", "[1, 2]", '"text"'):
+        response = client.post(
+            "/push/notifications",
+            data=data,
+            headers={**as_user("alice"), "Content-Type": "application/json"},
+        )
+        assert_error(response, 400, "invalid_json")
+
+
+def test_body_size_limit(make_app):
+    app = make_app(PUSH_MAX_REQUEST_BYTES=2048)
+    client = app.test_client()
+    body = '{"title": "' + "x" * 3000 + '"}'
+    response = client.post(
+        "/push/notifications",
+        data=body,
+        headers={**as_user("alice"), "Content-Type": "application/json"},
+    )
+    assert_error(response, 413, "payload_too_large")
+
+
+def test_body_size_limit_without_content_length(make_app):
+    """A chunked body has no Content-Length; the limit still holds, over a real socket."""
+    app = make_app(PUSH_MAX_REQUEST_BYTES=2048)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        chunks = [b'{"title": "', b"x" * 4096, b'"}']
+        conn.request(
+            "POST",
+            "/push/notifications",
+            body=iter(chunks),
+            encode_chunked=True,
+            headers={
+                **as_user("alice"),
+                "Content-Type": "application/json",
+                "Transfer-Encoding": "chunked",
+            },
+        )
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == 413, body
+        assert json.loads(body)["error"]["code"] == "payload_too_large"
+        conn.close()
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_unknown_paths_and_methods_under_the_prefix(client):
+    assert_error(client.get("/push/nope"), 404, "not_found")
+    assert_error(client.get("/push"), 404, "not_found")
+    response = client.put("/push/notifications", json={})
+    assert_error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"] and "POST" in response.headers["Allow"]
+    assert_error(client.delete("/push/vapid-public-key"), 405, "method_not_allowed")
+
+
+def test_the_hosts_own_routes_keep_their_errors(app, client):
+    response = client.get("/not-ours")
+    assert response.status_code == 404 and response.mimetype == "text/html"
+    assert client.get("/pushy").mimetype == "text/html"
+
+
+def test_unexpected_failure_is_a_json_500_and_rolls_back(app, client, caplog):
+    from flask_push import inbox
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database on fire")
+
+    original = inbox.search
+    inbox.search = broken
+    try:
+        response = client.get("/push/notifications", headers=as_user("alice"))
+    finally:
+        inbox.search = original
+    assert_error(response, 500, "internal_error")
+    assert "database on fire" not in response.get_data(as_text=True)
+    assert "database on fire" in caplog.text  # logged for the operator, not shown to the client
+
+
+def test_vapid_public_key(app, client):
+    key = client.get("/push/vapid-public-key").json["publicKey"]
+    assert key == app.extensions["push"].settings.vapid_public_key
+    assert len(key) == 87 and "=" not in key  # 65 bytes, base64url without padding

@@ -1,0 +1,220 @@
+"""init_app checks every PUSH_* key and names the key and the fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from flask_push import ProviderNotInstalled, PushConfigError
+
+
+def _pem(key) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def service_account(**overrides):
+    info = {
+        "type": "service_account",
+        "project_id": "shop-123",
+        "client_email": "push@shop-123.iam.gserviceaccount.com",
+        "private_key": _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    info.update(overrides)
+    return info
+
+
+def apns_config(**overrides):
+    config = {
+        "PUSH_APNS_KEY": _pem(ec.generate_private_key(ec.SECP256R1())),
+        "PUSH_APNS_KEY_ID": "ABC123DEFG",
+        "PUSH_APNS_TEAM_ID": "DEF123GHIJ",
+        "PUSH_APNS_TOPIC": "com.example.shop",
+    }
+    config.update(overrides)
+    return config
+
+
+def test_defaults(app):
+    settings = app.extensions["push"].settings
+    assert settings.url_prefix == "/push"
+    assert settings.queue == "thread"
+    assert settings.backplane_url == "memory://"
+    assert settings.default_ttl == 86400
+    assert settings.allow_http_endpoints is False
+    assert settings.suppress_send is True  # app.testing
+    assert settings.service_worker_url == "/push-sw.js"
+    assert "fcm.googleapis.com" in settings.endpoint_hosts
+    assert "*.push.apple.com" in settings.endpoint_hosts
+    assert "*.notify.windows.com" in settings.endpoint_hosts
+    assert "updates.push.services.mozilla.com" in settings.endpoint_hosts
+    assert set(settings.providers) == {"webpush"}
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "hint"),
+    [
+        (
+            {"PUSH_VAPID_PRIVATE_KEY": "not-a-key"},
+            "PUSH_VAPID_PRIVATE_KEY",
+            "flask push vapid-keys",
+        ),
+        ({"PUSH_VAPID_SUBJECT": "ops@shop.example"}, "PUSH_VAPID_SUBJECT", "mailto:"),
+        ({"PUSH_VAPID_SUBJECT": None}, "PUSH_VAPID_SUBJECT", "is required"),
+        ({"PUSH_VAPID_PUBLIC_KEY": "BOGUS"}, "PUSH_VAPID_PUBLIC_KEY", "does not belong"),
+        (
+            {"PUSH_VAPID_PRIVATE_KEY": None},
+            "PUSH_VAPID_PRIVATE_KEY",
+            "required when PUSH_VAPID_SUBJECT",
+        ),
+        ({"PUSH_QUEUE": "rq"}, "PUSH_QUEUE", "thread, inline, celery"),
+        ({"PUSH_QUEUE": "celery"}, "PUSH_CELERY_BROKER_URL", "redis://"),
+        ({"PUSH_BACKPLANE_URL": "kafka://x"}, "PUSH_BACKPLANE_URL", "redis://"),
+        ({"PUSH_DEFAULT_TTL": -1}, "PUSH_DEFAULT_TTL", "whole number"),
+        ({"PUSH_DEFAULT_TTL": "3600"}, "PUSH_DEFAULT_TTL", "whole number"),
+        ({"PUSH_URL_PREFIX": "push"}, "PUSH_URL_PREFIX", "starting with '/'"),
+        ({"PUSH_SERVICE_WORKER_URL": "//evil.example/sw.js"}, "PUSH_SERVICE_WORKER_URL", "'/'"),
+        ({"PUSH_ALLOW_HTTP_ENDPOINTS": "yes"}, "PUSH_ALLOW_HTTP_ENDPOINTS", "True or False"),
+        ({"PUSH_SUPPRESS_SEND": 1}, "PUSH_SUPPRESS_SEND", "True or False"),
+        ({"PUSH_ENDPOINT_HOSTS": [""]}, "PUSH_ENDPOINT_HOSTS", "host patterns"),
+        ({"PUSH_MAX_REQUEST_BYTES": 10}, "PUSH_MAX_REQUEST_BYTES", "whole number"),
+        (
+            {"PUSH_FCM_PROJECT_ID": "shop"},
+            "PUSH_FCM_CREDENTIALS",
+            "required when PUSH_FCM_PROJECT_ID",
+        ),
+        (
+            {"PUSH_FCM_CREDENTIALS": "/nonexistent/sa.json"},
+            "PUSH_FCM_CREDENTIALS",
+            "cannot be read",
+        ),
+        (
+            {"PUSH_FCM_CREDENTIALS": {"type": "service_account"}},
+            "PUSH_FCM_CREDENTIALS",
+            "client_email",
+        ),
+        (
+            {"PUSH_FCM_CREDENTIALS": service_account(private_key="nope")},
+            "PUSH_FCM_CREDENTIALS",
+            "PEM",
+        ),
+        (
+            {"PUSH_FCM_CREDENTIALS": service_account(project_id=None)},
+            "PUSH_FCM_PROJECT_ID",
+            "required",
+        ),
+        (
+            {"PUSH_FCM_CREDENTIALS": service_account(), "PUSH_FCM_BASE_URL": "ftp://x"},
+            "PUSH_FCM_BASE_URL",
+            "http(s)",
+        ),
+        ({"PUSH_APNS_TEAM_ID": "DEF123GHIJ"}, "PUSH_APNS_KEY", "required when PUSH_APNS_TEAM_ID"),
+        (apns_config(PUSH_APNS_KEY_ID=None), "PUSH_APNS_KEY_ID", "required"),
+        (apns_config(PUSH_APNS_TEAM_ID="short"), "PUSH_APNS_TEAM_ID", "10-character"),
+        (apns_config(PUSH_APNS_TOPIC="shop"), "PUSH_APNS_TOPIC", "bundle id"),
+        (
+            apns_config(PUSH_APNS_KEY="-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----"),
+            "PUSH_APNS_KEY",
+            ".p8",
+        ),
+        (apns_config(PUSH_APNS_SANDBOX="no"), "PUSH_APNS_SANDBOX", "true or false"),
+        (apns_config(PUSH_APNS_BASE_URL="http://127.0.0.1:2197"), "PUSH_APNS_BASE_URL", "https"),
+    ],
+)
+def test_bad_config_names_the_key_and_the_fix(make_app, config, key, hint):
+    with pytest.raises(PushConfigError) as info:
+        make_app(**config)
+    message = str(info.value)
+    assert message.startswith(key), message
+    assert hint in message
+
+
+def test_pem_and_der_vapid_keys_are_accepted(make_app):
+    key = ec.generate_private_key(ec.SECP256R1())
+    app = make_app(PUSH_VAPID_PRIVATE_KEY=_pem(key))
+    expected = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    import base64
+
+    assert (
+        base64.urlsafe_b64decode(app.extensions["push"].settings.vapid_public_key + "==")
+        == expected
+    )
+
+
+def test_rsa_key_is_not_a_vapid_key(make_app):
+    rsa_pem = _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    with pytest.raises(PushConfigError, match="PUSH_VAPID_PRIVATE_KEY"):
+        make_app(PUSH_VAPID_PRIVATE_KEY=rsa_pem)
+
+
+def test_web_push_is_optional(make_app):
+    app = make_app(PUSH_VAPID_PRIVATE_KEY=None, PUSH_VAPID_SUBJECT=None)
+    response = app.test_client().get("/push/vapid-public-key")
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "webpush_not_configured"
+    assert "flask push vapid-keys" in response.json["error"]["message"]
+
+
+def test_fcm_credentials_from_a_file_or_a_dict(make_app, tmp_path):
+    path = tmp_path / "service-account.json"
+    path.write_text(json.dumps(service_account()))
+    app = make_app(PUSH_FCM_CREDENTIALS=str(path))
+    fcm = app.extensions["push"].settings.providers["fcm"]
+    assert fcm["projectId"] == "shop-123"
+    assert fcm["baseUrl"] == "https://fcm.googleapis.com"
+    app = make_app(
+        PUSH_FCM_CREDENTIALS=service_account(),
+        PUSH_FCM_PROJECT_ID="other",
+        PUSH_FCM_BASE_URL="http://127.0.0.1:9999/",
+    )
+    fcm = app.extensions["push"].settings.providers["fcm"]
+    assert (fcm["projectId"], fcm["baseUrl"]) == ("other", "http://127.0.0.1:9999")
+
+
+def test_apns_key_from_a_file_and_sandbox_follows_debug(make_app, tmp_path):
+    config = apns_config()
+    path = tmp_path / "AuthKey_ABC123DEFG.p8"
+    path.write_text(config.pop("PUSH_APNS_KEY"))
+    app = make_app(PUSH_APNS_KEY=str(path), DEBUG=True, **config)
+    apns = app.extensions["push"].settings.providers["apns"]
+    assert apns["sandbox"] is True
+    assert apns["key"].startswith("-----BEGIN PRIVATE KEY-----")
+    app = make_app(**apns_config(PUSH_APNS_SANDBOX=False))
+    assert app.extensions["push"].settings.providers["apns"]["sandbox"] is False
+
+
+def test_endpoint_hosts_as_a_comma_separated_string(make_app):
+    app = make_app(PUSH_ENDPOINT_HOSTS="push.example.com, *.push.example.net")
+    assert app.extensions["push"].settings.endpoint_hosts == (
+        "push.example.com",
+        "*.push.example.net",
+    )
+
+
+def test_celery_queue_with_broker(make_app):
+    app = make_app(
+        PUSH_QUEUE="celery",
+        PUSH_CELERY_BROKER_URL="redis://127.0.0.1:6379/0",
+        PUSH_BACKPLANE_URL="redis://127.0.0.1:6379/1",
+    )
+    settings = app.extensions["push"].settings
+    assert (settings.queue, settings.backplane_url) == ("celery", "redis://127.0.0.1:6379/1")
+
+
+def test_missing_optional_dependency_names_the_extra(make_app, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyfcm" else real(name, *a)
+    )
+    with pytest.raises(ProviderNotInstalled, match=r"pip install 'flask-push\[fcm\]'") as info:
+        make_app(PUSH_FCM_CREDENTIALS=service_account())
+    assert isinstance(info.value, ImportError) and isinstance(info.value, PushConfigError)

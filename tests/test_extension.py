@@ -1,0 +1,110 @@
+"""Push and init_app: factories, several apps, double registration, callbacks."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_push import Push
+
+from conftest import as_user, db, push
+
+
+def test_init_app_registers_blueprint_and_state(app):
+    state = app.extensions["push"]
+    assert state.push is push
+    assert state.settings.url_prefix == "/push"
+    assert any(rule.rule == "/push/subscriptions" for rule in app.url_map.iter_rules())
+    assert "push" in app.cli.commands
+
+
+def test_second_init_app_on_same_app_is_refused(app):
+    with pytest.raises(RuntimeError, match="already registered"):
+        push.init_app(app)
+
+
+def test_init_app_needs_the_db_registered_first(vapid_private_key):
+    app = Flask(__name__)
+    with pytest.raises(RuntimeError, match=r"db.init_app\(app\)"):
+        push.init_app(app)
+
+
+def test_two_apps_in_one_process_keep_their_own_state(make_app, make_subscription):
+    one = make_app(PUSH_URL_PREFIX="/one")
+    two = make_app(PUSH_URL_PREFIX="/two", PUSH_DEFAULT_TTL=60)
+    assert one.extensions["push"].settings.default_ttl == 86400
+    assert two.extensions["push"].settings.default_ttl == 60
+    with one.app_context():
+        assert push.settings.url_prefix == "/one"
+    with two.app_context():
+        assert push.settings.url_prefix == "/two"
+    assert one.test_client().get("/one/vapid-public-key").status_code == 200
+    assert one.test_client().get("/two/vapid-public-key").status_code == 404
+    assert two.test_client().get("/two/vapid-public-key").status_code == 200
+
+
+def test_push_with_app_argument_sets_up_at_once(database, vapid_private_key):
+    # A second Push on the same db shares its models instead of redefining tables.
+    other = Push(db=db)
+    assert other.models is push.models
+    app = Flask(__name__)
+    app.config.update(
+        database,
+        PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
+        PUSH_VAPID_SUBJECT="https://shop.example",
+    )
+    db.init_app(app)
+    Push(app, db=db)
+    assert "push" in app.extensions
+
+
+def test_state_outside_init_app_says_what_to_do():
+    app = Flask(__name__)
+    with app.app_context(), pytest.raises(RuntimeError, match="Did you call push.init_app"):
+        push.state  # noqa: B018
+
+
+def test_state_of_another_push_instance_is_refused(app):
+    other = Push(db=SQLAlchemy())
+    with app.app_context(), pytest.raises(RuntimeError, match="different Push"):
+        other.state  # noqa: B018
+
+
+def test_default_callbacks():
+    fresh = Push(db=SQLAlchemy())
+    app = Flask(__name__)
+    with app.test_request_context():
+        assert fresh.current_user_id() is None
+        assert fresh.current_user_is_admin() is False
+        assert fresh.may_join("alice", "user:alice")
+        assert not fresh.may_join("alice", "user:bob")
+        assert not fresh.may_join(None, "user:alice")
+
+
+def test_decorators_register_and_return_the_callback():
+    fresh = Push(db=SQLAlchemy())
+
+    @fresh.identity_loader
+    def who():
+        return 42
+
+    @fresh.admin_loader
+    def admin():
+        return 1
+
+    @fresh.channel_authorizer
+    def may(user_id, channel):
+        return channel.startswith("order:")
+
+    assert who() == 42
+    app = Flask(__name__)
+    with app.test_request_context():
+        assert fresh.current_user_id() == "42"  # ids are strings on the wire
+        assert fresh.current_user_is_admin() is True
+        assert fresh.may_join(None, "order:1") and not fresh.may_join("a", "user:a")
+
+
+def test_identity_loader_decides_who_the_caller_is(client):
+    assert client.get("/push/notifications").status_code == 401
+    assert client.get("/push/notifications", headers=as_user("alice")).status_code == 200

@@ -1,0 +1,262 @@
+"""The inbox, through the Python API and through /notifications: one logic."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from flask_push import ValidationError, signals
+
+from conftest import as_user, db, push
+
+
+def add_items(app, user, count, **values):
+    with app.app_context():
+        return [
+            push.upsert(
+                user,
+                title=f"{values.get('title', 'Item')} {i}",
+                **{k: v for k, v in values.items() if k != "title"},
+            ).id
+            for i in range(count)
+        ]
+
+
+def test_upsert_creates_then_updates_in_place(app_ctx):
+    item = push.upsert(
+        "alice",
+        notify_type="export",
+        title="Export",
+        body="0% done",
+        progress={"total": 100, "processed": 0},
+        data={"job": 7},
+    )
+    assert item.id.startswith("ntf_") and item.is_new and item.type == "export"
+    created_at = item.created_at
+    same = push.upsert("alice", item.id, body="40% done", progress={"total": 100, "processed": 40})
+    assert same.id == item.id and same.title == "Export" and same.data == {"job": 7}
+    assert same.progress == {"total": 100, "processed": 40}
+    assert same.created_at == created_at and same.updated_at >= created_at
+    result = push.search("alice")
+    assert (result.total_count, result.new_count, len(result.items)) == (1, 1, 1)
+
+
+def test_client_chosen_ids_are_per_user(app_ctx):
+    push.upsert("alice", "export-7", title="Alice's export")
+    push.upsert("bob", "export-7", title="Bob's export")
+    assert push.search("alice").items[0].title == "Alice's export"
+    assert push.search("bob").items[0].title == "Bob's export"
+
+
+def test_search_newest_first_with_filters_and_pages(app, app_ctx):
+    now = datetime.now(timezone.utc)
+    for i in range(25):
+        kind = "order" if i % 2 else "offer"
+        item = push.upsert("alice", f"n{i:02}", notify_type=kind, title=f"#{i}", commit=False)
+        item.created_at = now + timedelta(seconds=i)
+    db.session.commit()
+    push.mark_read("alice", "n24")
+
+    first = push.search("alice", take=10)
+    assert [i.id for i in first.items] == [f"n{i:02}" for i in range(24, 14, -1)]
+    assert (first.total_count, first.new_count) == (25, 24)
+    last = push.search("alice", skip=20, take=10)
+    assert [i.id for i in last.items] == ["n04", "n03", "n02", "n01", "n00"]
+    assert last.total_count == 25
+
+    orders = push.search("alice", types=["order"], take=5)
+    assert all(i.type == "order" for i in orders.items) and orders.total_count == 12
+    fresh = push.search("alice", only_new=True, take=3)
+    assert [i.id for i in fresh.items] == ["n23", "n22", "n21"]
+    assert (fresh.total_count, fresh.new_count) == (24, 24)
+    both = push.search("alice", only_new=True, types=["offer", "order"], take=100)
+    assert both.total_count == 24
+    assert push.search("nobody").to_json() == {"totalCount": 0, "newCount": 0, "items": []}
+
+
+def test_mark_all_read_counts_and_signals(app, app_ctx):
+    add_items(app, "alice", 3)
+    add_items(app, "bob", 2)
+    seen = []
+    with signals.inbox_read.connected_to(lambda sender, **kw: seen.append(kw)):
+        assert push.mark_all_read("alice") == 3
+        assert push.mark_all_read("alice") == 0
+    assert seen == [{"user_id": "alice", "count": 3}]
+    assert push.search("alice").new_count == 0 and push.search("bob").new_count == 2
+
+
+def test_saved_signal_fires_after_commit(app_ctx):
+    seen = []
+    with signals.inbox_item_saved.connected_to(
+        lambda sender, **kw: seen.append((kw["item"].id, kw["created"]))
+    ):
+        item = push.upsert("alice", title="Hello")
+        push.upsert("alice", item.id, title="Hello again")
+        push.upsert("alice", title="Not yet", commit=False)
+    assert seen == [(item.id, True), (item.id, False)]
+    db.session.rollback()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"title": None}, "title"),
+        ({"title": "x" * 256}, "title"),
+        ({"title": "ok", "url": "javascript:alert(1)"}, "url"),
+        ({"title": "ok", "url": "//evil.example/x"}, "url"),
+        ({"title": "ok", "notify_type": "has space"}, "type"),
+        ({"title": "ok", "progress": {"total": -1, "processed": 0}}, "progress.total"),
+        ({"title": "ok", "progress": {"done": 1}}, "progress"),
+        ({"title": "ok", "data": ["not", "an", "object"]}, "data"),
+        ({"title": "ok", "id": "no spaces allowed"}, "id"),
+        ({"title": "ok", "is_new": "yes"}, "isNew"),
+    ],
+)
+def test_python_api_refuses_bad_values_and_writes_nothing(app_ctx, kwargs, field):
+    with pytest.raises(ValidationError) as info:
+        push.upsert("alice", **kwargs)
+    assert info.value.field == field
+    assert push.search("alice").total_count == 0
+
+
+def test_http_list_item_upsert_read(client):
+    alice = as_user("alice")
+    created = client.post(
+        "/push/notifications",
+        headers=alice,
+        json={
+            "type": "order_status",
+            "title": "Order #42",
+            "body": "Out for delivery",
+            "url": "/orders/42",
+            "data": {"orderId": 42},
+        },
+    )
+    assert created.status_code == 201
+    item = created.json
+    assert set(item) == {
+        "id",
+        "userId",
+        "type",
+        "title",
+        "body",
+        "url",
+        "data",
+        "isNew",
+        "createdAt",
+        "updatedAt",
+        "progress",
+    }
+    assert (item["userId"], item["isNew"], item["url"]) == ("alice", True, "/orders/42")
+    updated = client.post(
+        "/push/notifications", headers=alice, json={"id": item["id"], "body": "Delivered"}
+    )
+    assert updated.status_code == 200 and updated.json["body"] == "Delivered"
+    assert (
+        client.get(f"/push/notifications/{item['id']}", headers=alice).json["body"] == "Delivered"
+    )
+    assert (
+        client.get(f"/push/notifications/{item['id']}", headers=as_user("bob")).status_code == 404
+    )
+
+    page = client.get("/push/notifications", headers=alice).json
+    assert (page["totalCount"], page["newCount"]) == (1, 1)
+    read = client.post(f"/push/notifications/{item['id']}/read", headers=alice, json={})
+    assert read.json == {"updated": 1}
+    assert client.post(f"/push/notifications/{item['id']}/read", headers=alice, json={}).json == {
+        "updated": 0
+    }
+    assert (
+        client.post(
+            f"/push/notifications/{item['id']}/read", headers=as_user("bob"), json={}
+        ).status_code
+        == 404
+    )
+    assert client.get("/push/notifications?onlyNew=true", headers=alice).json["totalCount"] == 0
+
+
+def test_http_query_parameters(app, client):
+    add_items(app, "alice", 5, notify_type="offer")
+    add_items(app, "alice", 3, notify_type="order")
+    alice = as_user("alice")
+    page = client.get("/push/notifications?type=order&take=2", headers=alice).json
+    assert (page["totalCount"], len(page["items"])) == (3, 2)
+    assert client.get("/push/notifications?type=order,offer", headers=alice).json["totalCount"] == 8
+    assert (
+        client.get("/push/notifications?type=order&type=offer&skip=7", headers=alice)
+        .json["items"]
+        .__len__()
+        == 1
+    )
+    for query, field in (
+        ("take=0", "take"),
+        ("take=101", "take"),
+        ("skip=-1", "skip"),
+        ("take=ten", "take"),
+        ("onlyNew=maybe", "onlyNew"),
+        ("type=a%20b", "type"),
+    ):
+        response = client.get(f"/push/notifications?{query}", headers=alice)
+        assert response.status_code == 400, query
+        assert response.json["error"]["field"] == field
+
+
+def test_http_mark_all_read(app, client):
+    add_items(app, "alice", 4)
+    response = client.post(
+        "/push/notifications/mark-all-read",
+        headers=as_user("alice"),
+        content_type="application/json",
+    )
+    assert response.json == {"updated": 4}
+
+
+def test_http_writing_another_users_inbox_needs_admin(client):
+    response = client.post(
+        "/push/notifications", headers=as_user("alice"), json={"userId": "bob", "title": "Hi"}
+    )
+    assert response.status_code == 403
+    response = client.post(
+        "/push/notifications",
+        headers=as_user("staff", admin=True),
+        json={"userId": "bob", "title": "Export", "progress": {"total": 10, "processed": 1}},
+    )
+    assert response.status_code == 201 and response.json["userId"] == "bob"
+    page = client.get("/push/notifications", headers=as_user("bob")).json
+    assert page["items"][0]["progress"] == {"total": 10, "processed": 1}
+
+
+def test_http_inbox_needs_a_user(client):
+    for method, url in (
+        ("get", "/push/notifications"),
+        ("post", "/push/notifications"),
+        ("post", "/push/notifications/mark-all-read"),
+        ("get", "/push/notifications/x"),
+    ):
+        response = getattr(client, method)(url, json={} if method == "post" else None)
+        assert response.status_code == 401, url
+
+
+def test_http_bad_upsert_writes_nothing(app, client):
+    response = client.post(
+        "/push/notifications",
+        headers=as_user("alice"),
+        json={"title": "Hi", "url": "javascript:alert(1)"},
+    )
+    assert response.status_code == 400 and response.json["error"]["field"] == "url"
+    response = client.post(
+        "/push/notifications", headers=as_user("alice"), json={"body": "no title"}
+    )
+    assert response.json["error"] == {
+        "code": "required",
+        "field": "title",
+        "message": "is required for a new item",
+    }
+    response = client.post(
+        "/push/notifications", headers=as_user("alice"), json={"title": "x", "color": 1}
+    )
+    assert response.json["error"]["code"] == "unknown_field"
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.InboxItem)) == 0

@@ -1,0 +1,162 @@
+"""/installations: mobile devices, their tokens, and who may see them."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import as_user, db, push
+
+IOS_TOKEN = secrets.token_hex(32)
+FCM_TOKEN = "dGhpcyBpcyBub3QgYSByZWFs:APA91bH" + "x" * 140
+
+
+def ios(**extra):
+    return {"appId": "shop-ios", "deviceType": "ios", "deviceToken": IOS_TOKEN, **extra}
+
+
+def test_register_ios_and_android(client):
+    response = client.post(
+        "/push/installations",
+        headers=as_user("alice"),
+        json=ios(appVersion="2.1.0", badge=3, timeZone="Europe/Paris", subscriptions=["offers"]),
+    )
+    assert response.status_code == 201
+    data = response.json
+    assert data["id"].startswith("ins_")
+    assert (data["userId"], data["deviceType"], data["status"]) == ("alice", "ios", "active")
+    assert (data["appVersion"], data["badge"], data["timeZone"]) == ("2.1.0", 3, "Europe/Paris")
+    assert data["subscriptions"] == ["offers"]
+    assert data["created"] and data["modified"]
+    android = client.post(
+        "/push/installations",
+        headers=as_user("alice"),
+        json={"appId": "shop-android", "deviceType": "android", "deviceToken": FCM_TOKEN},
+    )
+    assert android.status_code == 201
+
+
+def test_apns_tokens_are_normalized_to_lowercase(client):
+    data = client.post(
+        "/push/installations", headers=as_user("alice"), json=ios(deviceToken=IOS_TOKEN.upper())
+    ).json
+    assert data["deviceToken"] == IOS_TOKEN
+
+
+def test_known_device_token_is_updated_and_rebound(app, client):
+    first = client.post("/push/installations", headers=as_user("alice"), json=ios(badge=1)).json
+    again = client.post("/push/installations", headers=as_user("bob"), json=ios(badge=5))
+    assert again.status_code == 200
+    assert again.json["id"] == first["id"]
+    assert (again.json["userId"], again.json["badge"]) == ("bob", 5)
+    with app.app_context():
+        assert (
+            db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Installation)) == 1
+        )
+
+
+def test_needs_a_user(client):
+    response = client.post("/push/installations", json=ios())
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "authentication_required"
+
+
+def test_only_admins_register_for_someone_else(client):
+    response = client.post("/push/installations", headers=as_user("alice"), json=ios(userId="bob"))
+    assert response.status_code == 403
+    response = client.post(
+        "/push/installations", headers=as_user("root", admin=True), json=ios(userId="bob")
+    )
+    assert response.status_code == 201 and response.json["userId"] == "bob"
+
+
+def test_owner_and_admin_read_update_delete(client):
+    inst = client.post("/push/installations", headers=as_user("alice"), json=ios()).json
+    url = f"/push/installations/{inst['id']}"
+    assert client.get(url, headers=as_user("alice")).json["id"] == inst["id"]
+    assert client.get(url, headers=as_user("mallory")).status_code == 404
+    assert client.get(url).status_code == 401
+    assert client.patch(url, headers=as_user("mallory"), json={"badge": 0}).status_code == 404
+    assert client.delete(url, headers=as_user("mallory")).status_code == 404
+
+    patched = client.patch(
+        url,
+        headers=as_user("alice"),
+        json={"badge": 0, "appVersion": "2.2", "subscriptions": ["news"]},
+    )
+    assert patched.status_code == 200
+    assert (patched.json["badge"], patched.json["appVersion"]) == (0, "2.2")
+    assert patched.json["subscriptions"] == ["news"]
+    assert patched.json["modified"] >= inst["modified"]
+    assert client.patch(url, headers=as_user("alice"), json={"userId": "bob"}).status_code == 403
+    moved = client.patch(url, headers=as_user("root", admin=True), json={"userId": "bob"})
+    assert moved.json["userId"] == "bob"
+    assert client.get(url, headers=as_user("alice")).status_code == 404
+    assert client.delete(url, headers=as_user("bob")).status_code == 204
+    assert client.get(url, headers=as_user("bob")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        (ios(deviceToken="abc"), "deviceToken", "invalid_device_token"),
+        (ios(deviceToken="zz" * 32), "deviceToken", "invalid_device_token"),
+        (ios(deviceToken=None), "deviceToken", "required"),
+        (
+            {**ios(), "deviceType": "android", "deviceToken": "short"},
+            "deviceToken",
+            "invalid_device_token",
+        ),
+        (
+            {**ios(), "deviceType": "android", "deviceToken": "has spaces " * 5},
+            "deviceToken",
+            "invalid_device_token",
+        ),
+        (ios(deviceType="windows"), "deviceType", "invalid_value"),
+        (ios(appId=None), "appId", "required"),
+        (ios(appId="x" * 256), "appId", "too_long"),
+        (ios(badge=-1), "badge", "invalid_value"),
+        (ios(badge="3"), "badge", "invalid_value"),
+        (ios(timeZone="Mars/Olympus"), "timeZone", "invalid_value"),
+        (ios(timeZone="../../etc/passwd"), "timeZone", "invalid_value"),
+        (ios(subscriptions=["a b"]), "subscriptions", "invalid_value"),
+        (ios(status="dead"), "status", "unknown_field"),
+    ],
+)
+def test_bad_installations_are_refused(app, client, body, field, code):
+    response = client.post("/push/installations", headers=as_user("alice"), json=body)
+    assert response.status_code == 400, response.json
+    assert (response.json["error"]["field"], response.json["error"]["code"]) == (field, code)
+    with app.app_context():
+        assert (
+            db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Installation)) == 0
+        )
+
+
+def test_bad_patch_changes_nothing(client):
+    inst = client.post("/push/installations", headers=as_user("alice"), json=ios(badge=2)).json
+    url = f"/push/installations/{inst['id']}"
+    response = client.patch(url, headers=as_user("alice"), json={"badge": 1, "timeZone": "Nowhere"})
+    assert response.status_code == 400
+    assert client.get(url, headers=as_user("alice")).json["badge"] == 2
+    response = client.patch(url, headers=as_user("alice"), json={"deviceType": "android"})
+    assert response.json["error"]["code"] == "unknown_field"
+
+
+def test_moving_to_a_token_another_install_has_is_a_conflict(client):
+    other = secrets.token_hex(32)
+    client.post("/push/installations", headers=as_user("alice"), json=ios(deviceToken=other))
+    inst = client.post("/push/installations", headers=as_user("alice"), json=ios()).json
+    response = client.patch(
+        f"/push/installations/{inst['id']}", headers=as_user("alice"), json={"deviceToken": other}
+    )
+    assert response.status_code == 409
+    assert response.json["error"]["code"] == "conflict"
+    assert (
+        client.get(f"/push/installations/{inst['id']}", headers=as_user("alice")).json[
+            "deviceToken"
+        ]
+        == IOS_TOKEN
+    )

@@ -1,0 +1,246 @@
+"""POST/DELETE /subscriptions: registration, re-binding, SSRF guard, key checks."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import sqlalchemy as sa
+
+from flask_push import signals
+
+from conftest import as_user, b64url, browser_keys, db, push
+
+
+def count_subscriptions(app) -> int:
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Subscription))
+
+
+def test_subscribe_stores_the_browser_subscription(app, client, make_subscription):
+    body = make_subscription(topics=["offers", "orders", "offers"], expirationTime=1893456000000)
+    response = client.post(
+        "/push/subscriptions", json=body, headers={**as_user("alice"), "User-Agent": "Firefox/140"}
+    )
+    assert response.status_code == 201
+    data = response.json
+    assert data["id"].startswith("sub_")
+    assert data["endpoint"] == body["endpoint"]
+    assert data["userId"] == "alice"
+    assert data["topics"] == ["offers", "orders"]
+    assert data["userAgent"] == "Firefox/140"
+    assert data["expirationTime"] == 1893456000000
+    assert data["status"] == "active"
+    assert "keys" not in data and "auth" not in str(data)  # the secret stays on the server
+    with app.app_context():
+        row = db.session.get(push.models.Subscription, data["id"])
+        assert (row.p256dh, row.auth) == (body["keys"]["p256dh"], body["keys"]["auth"])
+        assert row.created_at.tzinfo is not None
+
+
+def test_anonymous_subscription(client, make_subscription):
+    response = client.post("/push/subscriptions", json=make_subscription())
+    assert response.status_code == 201
+    assert response.json["userId"] is None
+
+
+def test_resubscribing_updates_and_rebinds_instead_of_duplicating(app, client, make_subscription):
+    body = make_subscription(topics=["offers"])
+    first = client.post("/push/subscriptions", json=body, headers=as_user("alice")).json
+    body["keys"] = browser_keys()
+    again = client.post("/push/subscriptions", json=body, headers=as_user("bob"))
+    assert again.status_code == 200
+    assert again.json["id"] == first["id"]
+    assert again.json["userId"] == "bob"
+    assert again.json["topics"] == ["offers"]  # kept when not sent
+    assert count_subscriptions(app) == 1
+    with app.app_context():
+        row = db.session.get(push.models.Subscription, first["id"])
+        assert row.p256dh == body["keys"]["p256dh"]
+        row.status, row.dead_reason = "dead", "410 Gone"
+        db.session.commit()
+    revived = client.post("/push/subscriptions", json=body, headers=as_user("bob")).json
+    assert (revived["status"], revived["deadReason"]) == ("active", None)
+
+
+def test_signals_on_subscribe_and_unsubscribe(app, client, make_subscription):
+    seen = []
+    with (
+        signals.subscription_added.connected_to(
+            lambda s, **kw: seen.append(("added", kw["created"]))
+        ),
+        signals.subscription_removed.connected_to(lambda s, **kw: seen.append(("removed", None))),
+    ):
+        body = make_subscription()
+        sub = client.post("/push/subscriptions", json=body, headers=as_user("alice")).json
+        client.post("/push/subscriptions", json=body, headers=as_user("alice"))
+        client.delete(f"/push/subscriptions/{sub['id']}", headers=as_user("alice"))
+    assert seen == [("added", True), ("added", False), ("removed", None)]
+
+
+def test_delete_by_owner_admin_or_anonymous_holder(app, client, make_subscription):
+    sub = client.post(
+        "/push/subscriptions", json=make_subscription(), headers=as_user("alice")
+    ).json
+    url = f"/push/subscriptions/{sub['id']}"
+    for who in (None, "mallory"):
+        response = client.delete(url, headers=as_user(who))
+        assert response.status_code == 404  # not "forbidden": never confirm someone else's id
+        assert response.json["error"]["code"] == "not_found"
+    assert client.delete(url, headers=as_user("alice")).status_code == 204
+    assert client.delete(url, headers=as_user("alice")).status_code == 404
+
+    sub = client.post("/push/subscriptions", json=make_subscription(), headers=as_user("bob")).json
+    assert (
+        client.delete(
+            f"/push/subscriptions/{sub['id']}", headers=as_user("root", admin=True)
+        ).status_code
+        == 204
+    )
+    anonymous = client.post("/push/subscriptions", json=make_subscription()).json
+    assert client.delete(f"/push/subscriptions/{anonymous['id']}").status_code == 204
+    assert count_subscriptions(app) == 0
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "code"),
+    [
+        ("http://fcm.googleapis.com/fcm/send/x", "invalid_endpoint"),
+        ("ftp://fcm.googleapis.com/x", "invalid_endpoint"),
+        ("https://user:pw@fcm.googleapis.com/x", "invalid_endpoint"),
+        ("https:///no-host", "invalid_endpoint"),
+        ("https://fcm.googleapis.com:99999/x", "invalid_endpoint"),
+        ("https://evil.example/x", "endpoint_not_allowed"),
+        ("https://fcm.googleapis.com.evil.example/x", "endpoint_not_allowed"),
+        ("https://127.0.0.1/x", "endpoint_not_allowed"),
+        ("https://127.1/x", "endpoint_not_allowed"),
+        ("https://2130706433/x", "endpoint_not_allowed"),
+        ("https://0x7f.0.0.1/x", "endpoint_not_allowed"),
+        ("https://10.0.0.8/x", "endpoint_not_allowed"),
+        ("https://192.168.1.1/x", "endpoint_not_allowed"),
+        ("https://169.254.169.254/latest/meta-data", "endpoint_not_allowed"),
+        ("https://[::1]/x", "endpoint_not_allowed"),
+        ("https://[fe80::1]/x", "endpoint_not_allowed"),
+        ("https://localhost/x", "endpoint_not_allowed"),
+        ("https://push.localhost/x", "endpoint_not_allowed"),
+        ("https://fcm.googleapis.com/" + "x" * 2100, "too_long"),
+        (42, "invalid_type"),
+        (None, "required"),
+    ],
+)
+def test_untrusted_endpoints_are_refused(client, make_subscription, endpoint, code):
+    response = client.post("/push/subscriptions", json=make_subscription(endpoint=endpoint))
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == code
+    assert response.json["error"]["field"] == "endpoint"
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://fcm.googleapis.com/fcm/send/abc:def",
+        "https://updates.push.services.mozilla.com/wpush/v2/gAAAA",
+        "https://wns2-par02p.notify.windows.com/w/?token=BQYAAA",
+        "https://web.push.apple.com/QGuQyavXutnMH",
+        "https://FCM.googleapis.com./fcm/send/x",
+    ],
+)
+def test_public_push_services_are_accepted(client, make_subscription, endpoint):
+    response = client.post("/push/subscriptions", json=make_subscription(endpoint=endpoint))
+    assert response.status_code == 201, response.json
+
+
+def test_wildcards_never_open_ip_literals_or_loopback(make_app, make_subscription):
+    app = make_app(PUSH_ENDPOINT_HOSTS=["*", "127.0.0.*"], PUSH_ALLOW_HTTP_ENDPOINTS=True)
+    client = app.test_client()
+    ok = client.post(
+        "/push/subscriptions", json=make_subscription(endpoint="https://any.example/x")
+    )
+    assert ok.status_code == 201
+    for endpoint in ("http://127.0.0.1:8080/push/1", "https://localhost/x", "https://10.1.2.3/x"):
+        response = client.post("/push/subscriptions", json=make_subscription(endpoint=endpoint))
+        assert response.json["error"]["code"] == "endpoint_not_allowed", endpoint
+
+
+def test_local_test_service_named_exactly_with_http_allowed(make_app, make_subscription):
+    app = make_app(PUSH_ENDPOINT_HOSTS=["127.0.0.1", "localhost"], PUSH_ALLOW_HTTP_ENDPOINTS=True)
+    client = app.test_client()
+    for endpoint in ("http://127.0.0.1:8765/push/1", "http://localhost:9000/notify/abc"):
+        response = client.post("/push/subscriptions", json=make_subscription(endpoint=endpoint))
+        assert response.status_code == 201, response.json
+
+
+def test_http_needs_the_setting(make_app, make_subscription):
+    app = make_app(PUSH_ENDPOINT_HOSTS=["127.0.0.1"])
+    response = app.test_client().post(
+        "/push/subscriptions", json=make_subscription(endpoint="http://127.0.0.1:8765/push/1")
+    )
+    assert response.json["error"]["code"] == "invalid_endpoint"
+    assert "PUSH_ALLOW_HTTP_ENDPOINTS" in response.json["error"]["message"]
+
+
+def _not_on_curve() -> str:
+    raw = bytearray(base64.urlsafe_b64decode(browser_keys()["p256dh"] + "=="))
+    raw[-1] ^= 1  # moves the point off the curve
+    return b64url(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    ("keys", "field"),
+    [
+        ({"p256dh": _not_on_curve()}, "keys.p256dh"),
+        ({"p256dh": b64url(b"\x04" + b"\x01" * 64)}, "keys.p256dh"),
+        ({"p256dh": b64url(b"\x02" + b"\x01" * 32)}, "keys.p256dh"),  # compressed form
+        ({"p256dh": "!!!not base64!!!"}, "keys.p256dh"),
+        ({"p256dh": None}, "keys.p256dh"),
+        ({"auth": b64url(b"x" * 15)}, "keys.auth"),
+        ({"auth": b64url(b"x" * 17)}, "keys.auth"),
+        ({"auth": 16}, "keys.auth"),
+    ],
+)
+def test_bad_keys_are_refused(app, client, make_subscription, keys, field):
+    body = make_subscription()
+    body["keys"].update(keys)
+    response = client.post("/push/subscriptions", json=body)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == field
+    assert count_subscriptions(app) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "code"),
+    [
+        ({"keys": None}, "keys", "required"),
+        ({"keys": "x"}, "keys", "required"),
+        ({"topics": "offers"}, "topics", "invalid_value"),
+        ({"topics": ["no spaces"]}, "topics", "invalid_value"),
+        ({"topics": [f"t{i}" for i in range(51)]}, "topics", "invalid_value"),
+        ({"expirationTime": "tomorrow"}, "expirationTime", "invalid_value"),
+        ({"expirationTime": -1}, "expirationTime", "invalid_value"),
+        ({"extra": 1}, "extra", "unknown_field"),
+    ],
+)
+def test_bad_fields_are_refused(app, client, make_subscription, change, field, code):
+    body = make_subscription()
+    body.update(change)
+    response = client.post("/push/subscriptions", json=body)
+    assert response.status_code == 400
+    assert (response.json["error"]["field"], response.json["error"]["code"]) == (field, code)
+    assert count_subscriptions(app) == 0
+
+
+def test_rejected_update_leaves_the_stored_subscription_untouched(app, client, make_subscription):
+    body = make_subscription(topics=["offers"])
+    client.post("/push/subscriptions", json=body, headers=as_user("alice"))
+    bad = {**body, "topics": ["not valid!"]}
+    assert client.post("/push/subscriptions", json=bad, headers=as_user("bob")).status_code == 400
+    with app.app_context():
+        row = db.session.scalar(sa.select(push.models.Subscription))
+        assert (row.user_id, row.topics) == ("alice", ["offers"])
+
+
+def test_subscribing_needs_web_push_configured(make_app, make_subscription):
+    app = make_app(PUSH_VAPID_PRIVATE_KEY=None, PUSH_VAPID_SUBJECT=None)
+    response = app.test_client().post("/push/subscriptions", json=make_subscription())
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "webpush_not_configured"
