@@ -49,6 +49,22 @@ ACTIVE = "active"
 DEAD = "dead"
 
 
+class DeliveryTarget:
+    """What subscriptions and installations share: an owner, and a status that
+    turns dead, with the reason and time, once the push service says the target
+    is gone (dead targets are never sent to again)."""
+
+    user_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default=ACTIVE)
+    dead_reason: Mapped[str | None] = mapped_column(sa.String(255))
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def revive(self) -> None:
+        """Active again: the browser or app re-registered it."""
+        self.status, self.dead_reason, self.dead_at = ACTIVE, None, None
+
+
 @dataclass(frozen=True)
 class Models:
     """The model classes bound to one ``db``."""
@@ -70,7 +86,7 @@ def models_for(db: SQLAlchemy) -> Models:
 
 
 def _define(db: SQLAlchemy) -> Models:
-    class Subscription(db.Model):  # type: ignore[name-defined,misc]
+    class Subscription(DeliveryTarget, db.Model):  # type: ignore[name-defined,misc]
         """A browser's Web Push subscription."""
 
         __tablename__ = "push_subscriptions"
@@ -81,14 +97,9 @@ def _define(db: SQLAlchemy) -> Models:
         endpoint: Mapped[str] = mapped_column(sa.String(2048), unique=True)
         p256dh: Mapped[str] = mapped_column(sa.String(100))
         auth: Mapped[str] = mapped_column(sa.String(32))
-        user_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
         topics: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
         user_agent: Mapped[str | None] = mapped_column(sa.String(512))
         expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-        status: Mapped[str] = mapped_column(sa.String(16), default=ACTIVE)
-        dead_reason: Mapped[str | None] = mapped_column(sa.String(255))
-        dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-        created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
         last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
         def to_json(self) -> dict[str, Any]:
@@ -107,7 +118,7 @@ def _define(db: SQLAlchemy) -> Models:
                 "lastSeenAt": _iso(self.last_seen_at),
             }
 
-    class Installation(db.Model):  # type: ignore[name-defined,misc]
+    class Installation(DeliveryTarget, db.Model):  # type: ignore[name-defined,misc]
         """A mobile app install (LoopBack's Installation): one device token of one app."""
 
         __tablename__ = "push_installations"
@@ -121,13 +132,8 @@ def _define(db: SQLAlchemy) -> Models:
         badge: Mapped[int | None] = mapped_column(sa.Integer)
         device_token: Mapped[str] = mapped_column(sa.String(4096))
         device_type: Mapped[str] = mapped_column(sa.String(16))
-        status: Mapped[str] = mapped_column(sa.String(16), default=ACTIVE)
-        dead_reason: Mapped[str | None] = mapped_column(sa.String(255))
-        dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
         subscriptions: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
         time_zone: Mapped[str | None] = mapped_column(sa.String(64))
-        user_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
-        created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
         modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
         def to_json(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
 from .. import validation
-from ..models import ACTIVE, utcnow
+from ..models import utcnow
 from .http import body, fail, not_found, only_fields, push, user_id
 
 _CREATE_FIELDS = frozenset(
@@ -76,9 +76,6 @@ def register_installation() -> ResponseReturnValue:
         user_id=_owner(data, caller),
         device_type=device_type,
         modified_at=utcnow(),
-        status=ACTIVE,
-        dead_reason=None,
-        dead_at=None,
     )
 
     ext = push()
@@ -93,6 +90,7 @@ def register_installation() -> ResponseReturnValue:
         session.add(installation)
     for name, value in values.items():
         setattr(installation, name, value)
+    installation.revive()
     session.commit()
     return installation.to_json(), 201 if created else 200
 

@@ -11,10 +11,11 @@ from flask.typing import ResponseReturnValue
 
 from .. import signals, validation
 from ..errors import ValidationError
-from ..models import ACTIVE, utcnow
+from ..models import utcnow
 from .http import body, not_found, only_fields, push, require_webpush
 
 _FIELDS = frozenset({"endpoint", "expirationTime", "keys", "topics"})
+_MAX_MS = 253_402_300_800_000
 
 
 def register(bp: Blueprint) -> None:
@@ -25,7 +26,8 @@ def register(bp: Blueprint) -> None:
 def _expiration(value: Any) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**53:
+    # datetime ends with the year 9999: 253402300800000 ms is 10000-01-01
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < _MAX_MS:
         raise ValidationError(
             "must be null or milliseconds since the epoch",
             field="expirationTime",
@@ -57,9 +59,6 @@ def subscribe() -> ResponseReturnValue:
         "user_id": ext.current_user_id(),
         "user_agent": (request.user_agent.string or None) and request.user_agent.string[:512],
         "last_seen_at": utcnow(),
-        "status": ACTIVE,
-        "dead_reason": None,
-        "dead_at": None,
     }
     if "topics" in data:
         values["topics"] = validation.topics(data["topics"])
@@ -73,6 +72,7 @@ def subscribe() -> ResponseReturnValue:
         session.add(subscription)
     for name, value in values.items():
         setattr(subscription, name, value)
+    subscription.revive()
     session.commit()
     signals.subscription_added.send(
         current_app._get_current_object(),  # type: ignore[attr-defined]
