@@ -90,11 +90,14 @@ def _define(db: SQLAlchemy) -> Models:
         """A browser's Web Push subscription."""
 
         __tablename__ = "push_subscriptions"
+        # Constraint names are explicit so that they match the shipped migration
+        # whatever naming convention the host's metadata has.
+        __table_args__ = (sa.UniqueConstraint("endpoint", name="uq_push_subscriptions_endpoint"),)
 
         id: Mapped[str] = mapped_column(
             sa.String(40), primary_key=True, default=lambda: new_id("sub")
         )
-        endpoint: Mapped[str] = mapped_column(sa.String(2048), unique=True)
+        endpoint: Mapped[str] = mapped_column(sa.String(2048))
         p256dh: Mapped[str] = mapped_column(sa.String(100))
         auth: Mapped[str] = mapped_column(sa.String(32))
         topics: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
@@ -122,7 +125,9 @@ def _define(db: SQLAlchemy) -> Models:
         """A mobile app install (LoopBack's Installation): one device token of one app."""
 
         __tablename__ = "push_installations"
-        __table_args__ = (sa.UniqueConstraint("app_id", "device_token"),)
+        __table_args__ = (
+            sa.UniqueConstraint("app_id", "device_token", name="uq_push_installations_app_id"),
+        )
 
         id: Mapped[str] = mapped_column(
             sa.String(40), primary_key=True, default=lambda: new_id("ins")
@@ -130,7 +135,7 @@ def _define(db: SQLAlchemy) -> Models:
         app_id: Mapped[str] = mapped_column(sa.String(255))
         app_version: Mapped[str | None] = mapped_column(sa.String(64))
         badge: Mapped[int | None] = mapped_column(sa.Integer)
-        device_token: Mapped[str] = mapped_column(sa.String(4096))
+        device_token: Mapped[str] = mapped_column(sa.String(512))
         device_type: Mapped[str] = mapped_column(sa.String(16))
         subscriptions: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
         time_zone: Mapped[str | None] = mapped_column(sa.String(64))
@@ -206,7 +211,7 @@ def _define(db: SQLAlchemy) -> Models:
         """Push credentials of one kind (webpush, fcm, apns) for one app id."""
 
         __tablename__ = "push_providers"
-        __table_args__ = (sa.UniqueConstraint("app_id", "kind"),)
+        __table_args__ = (sa.UniqueConstraint("app_id", "kind", name="uq_push_providers_app_id"),)
 
         id: Mapped[str] = mapped_column(
             sa.String(40), primary_key=True, default=lambda: new_id("prv")

@@ -1,0 +1,131 @@
+"""flask-push: create the push_* tables.
+
+The first revision of the ``flask_push`` branch: an independent branch
+(``down_revision = None``) that lives next to the host's own history, so a
+host runs ``flask db upgrade heads``. See :mod:`flask_push.migrations`.
+
+This file mirrors ``flask_push/models.py`` and must not import it: a
+migration is frozen at the schema of its day. ``UTCDateTime`` columns are
+plain ``DateTime(timezone=True)`` here, which is what the type stores.
+
+Constraint names follow the naming convention of the Alembic and
+Flask-SQLAlchemy docs (``uq_%(table_name)s_%(column_0_name)s``), so hosts with
+that convention and hosts with none both compare clean under autogenerate.
+
+Revision ID: d88c9039a0d5
+Revises:
+Create Date: 2025-11-23 02:00:00.000000
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "d88c9039a0d5"
+down_revision = None
+branch_labels = ("flask_push",)
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "push_subscriptions",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("endpoint", sa.String(length=2048), nullable=False),
+        sa.Column("p256dh", sa.String(length=100), nullable=False),
+        sa.Column("auth", sa.String(length=32), nullable=False),
+        sa.Column("user_id", sa.String(length=255), nullable=True),
+        sa.Column("topics", sa.JSON(), nullable=False),
+        sa.Column("user_agent", sa.String(length=512), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("dead_reason", sa.String(length=255), nullable=True),
+        sa.Column("dead_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_push_subscriptions")),
+        sa.UniqueConstraint("endpoint", name=op.f("uq_push_subscriptions_endpoint")),
+    )
+    op.create_index(
+        op.f("ix_push_subscriptions_user_id"), "push_subscriptions", ["user_id"], unique=False
+    )
+
+    op.create_table(
+        "push_installations",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("app_id", sa.String(length=255), nullable=False),
+        sa.Column("app_version", sa.String(length=64), nullable=True),
+        sa.Column("badge", sa.Integer(), nullable=True),
+        sa.Column("device_token", sa.String(length=512), nullable=False),
+        sa.Column("device_type", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("dead_reason", sa.String(length=255), nullable=True),
+        sa.Column("dead_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("subscriptions", sa.JSON(), nullable=False),
+        sa.Column("time_zone", sa.String(length=64), nullable=True),
+        sa.Column("user_id", sa.String(length=255), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("modified_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_push_installations")),
+        sa.UniqueConstraint("app_id", "device_token", name=op.f("uq_push_installations_app_id")),
+    )
+    op.create_index(
+        op.f("ix_push_installations_user_id"), "push_installations", ["user_id"], unique=False
+    )
+
+    op.create_table(
+        "push_inbox_items",
+        sa.Column("user_id", sa.String(length=255), nullable=False),
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("type", sa.String(length=64), nullable=False),
+        sa.Column("title", sa.String(length=255), nullable=False),
+        sa.Column("body", sa.Text(), nullable=True),
+        sa.Column("url", sa.String(length=2048), nullable=True),
+        sa.Column("data", sa.JSON(), nullable=True),
+        sa.Column("is_new", sa.Boolean(), nullable=False),
+        sa.Column("progress", sa.JSON(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("user_id", "id", name=op.f("pk_push_inbox_items")),
+    )
+    # "newest first for one user": the listing's first page is an index range scan
+    op.create_index(
+        "ix_push_inbox_items_user_newest",
+        "push_inbox_items",
+        ["user_id", "created_at", "id"],
+        unique=False,
+    )
+    # unread counts and mark-all-read touch only the unread rows
+    op.create_index(
+        "ix_push_inbox_items_user_unread",
+        "push_inbox_items",
+        ["user_id", "created_at"],
+        unique=False,
+        postgresql_where=sa.text("is_new"),
+        sqlite_where=sa.text("is_new"),
+    )
+
+    op.create_table(
+        "push_providers",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("app_id", sa.String(length=255), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("settings", sa.JSON(), nullable=False),
+        sa.Column("secrets", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("modified_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_push_providers")),
+        sa.UniqueConstraint("app_id", "kind", name=op.f("uq_push_providers_app_id")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("push_providers")
+    op.drop_index("ix_push_inbox_items_user_unread", table_name="push_inbox_items")
+    op.drop_index("ix_push_inbox_items_user_newest", table_name="push_inbox_items")
+    op.drop_table("push_inbox_items")
+    op.drop_index(op.f("ix_push_installations_user_id"), table_name="push_installations")
+    op.drop_table("push_installations")
+    op.drop_index(op.f("ix_push_subscriptions_user_id"), table_name="push_subscriptions")
+    op.drop_table("push_subscriptions")

@@ -1,0 +1,319 @@
+"""The shipped Alembic migrations, run by a host app through Flask-Migrate.
+
+A tiny host app is written to a temporary folder and driven with the real
+``flask db`` commands (in-process, through Flask's CLI runner, which is what
+``flask --app host db ...`` runs), on SQLite and on the real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging.config
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from flask import Flask
+
+from flask_push.migrations import BRANCH_LABEL, VERSIONS_DIR, include
+
+from conftest import POSTGRES_URL, need_service
+
+# The convention of the Alembic and Flask-SQLAlchemy docs, which many hosts copy.
+DOCS_NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+HOST_APP = '''
+"""A host app, as its author writes it: its own db, its own model, flask-push, Flask-Migrate."""
+
+import sqlalchemy as sa
+from flask import Flask
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+
+import flask_push.migrations
+from flask_push import Push
+
+NAMING_CONVENTION = {naming_convention}
+db = SQLAlchemy(metadata=sa.MetaData(naming_convention=NAMING_CONVENTION))
+push = Push(db=db)
+migrate = Migrate()
+
+
+@migrate.configure
+def add_push_migrations(config):
+    return flask_push.migrations.include(config)
+
+
+class Order(db.Model):
+    __tablename__ = "orders"
+
+    id = db.Column(sa.Integer, primary_key=True)
+    reference = db.Column(sa.String(32), nullable=False, unique=True)
+
+
+def create_app(config):
+    app = Flask(__name__)
+    app.config.update(config)
+    db.init_app(app)
+    push.init_app(app)
+    migrate.init_app(app, db)
+    return app
+'''
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def host_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """An empty database of the test's own: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'host.db'}"}
+        return
+    schema = f"flask_push_migrations_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(POSTGRES_URL)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as err:
+        engine.dispose()
+        need_service("PostgreSQL", err)
+    yield {
+        "SQLALCHEMY_DATABASE_URI": POSTGRES_URL,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"options": f"-csearch_path={schema}"}},
+    }
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=[None, DOCS_NAMING_CONVENTION], ids=["no-convention", "docs-convention"])
+def naming_convention(request: pytest.FixtureRequest) -> dict[str, str] | None:
+    """The host's metadata naming convention: none (Flask-SQLAlchemy's default) or the docs'."""
+    return request.param
+
+
+@pytest.fixture
+def host(
+    tmp_path: Path,
+    naming_convention: dict[str, str] | None,
+    monkeypatch: pytest.MonkeyPatch,
+    host_database: dict[str, Any],
+    vapid_private_key: str,
+) -> Iterator[Any]:
+    """The host app's module, imported from its project folder, which is the cwd."""
+    source = HOST_APP.replace("{naming_convention}", repr(naming_convention))
+    (tmp_path / "host.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    # Flask-Migrate's env.py hands alembic.ini to logging.config.fileConfig, which
+    # would disable every logger of this test process; the migrations don't need it.
+    monkeypatch.setattr(logging.config, "fileConfig", lambda *args, **kwargs: None)
+
+    name = f"host_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, tmp_path / "host.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    module.app = module.create_app(
+        {
+            "PUSH_VAPID_PRIVATE_KEY": vapid_private_key,
+            "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
+            **host_database,
+        }
+    )
+    yield module
+    with module.app.app_context():
+        module.db.engine.dispose()
+
+
+def flask_db(app: Flask, *args: str) -> str:
+    """Run ``flask db ARGS`` on ``app``; fail the test if it fails."""
+    result = app.test_cli_runner().invoke(args=["db", *args])
+    assert result.exit_code == 0, f"flask db {' '.join(args)} failed:\n{result.output}"
+    return result.output
+
+
+def host_config() -> Config:
+    """The Alembic config Flask-Migrate makes for the host in the cwd, with our folder."""
+    config = Config("migrations/alembic.ini")
+    config.set_main_option("script_location", "migrations")
+    return include(config)
+
+
+def push_tables(engine: sa.Engine) -> set[str]:
+    return {name for name in sa.inspect(engine).get_table_names() if name.startswith("push_")}
+
+
+# Flask-Migrate's env.py template tries db.get_engine(), deprecated in Flask-SQLAlchemy 3.1.
+@pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+def test_host_upgrades_heads_and_gets_exactly_the_models(
+    host: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, db = host.app, host.db
+    shipped = sorted(VERSIONS_DIR.glob("*.py"))
+    host_versions = tmp_path / "migrations" / "versions"
+
+    flask_db(app, "init")
+    assert host_versions.is_dir()
+
+    # Until the push_* tables exist, autogenerate would copy them into the
+    # host's history; Alembic refuses because our branch is not applied yet.
+    result = app.test_cli_runner().invoke(args=["db", "migrate"])
+    assert result.exit_code == 1
+    assert "Target database is not up to date" in caplog.text
+
+    flask_db(app, "upgrade", "heads")
+    with app.app_context():
+        models = {table for table in db.metadata.tables if table.startswith("push_")}
+        assert push_tables(db.engine) == models
+
+    # The host's first revision starts its own branch, in its own folder.
+    flask_db(
+        app, "migrate", "-m", "create orders",
+        "--head", "base", "--branch-label", "app", "--version-path", "migrations/versions",
+    )  # fmt: skip
+    [first] = host_versions.glob("*.py")
+    assert "orders" in first.read_text() and "push_" not in first.read_text()
+    assert sorted(VERSIONS_DIR.glob("*.py")) == shipped, "a host revision landed in flask-push"
+    flask_db(app, "upgrade", "heads")
+
+    with app.app_context(), db.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                # the push_* tables, in the metadata and in the database
+                "include_object": lambda obj, name, type_, reflected, compare_to: (
+                    type_ != "table" or name.startswith("push_")
+                ),
+            },
+        )
+        assert compare_metadata(context, db.metadata) == []
+        assert set(context.get_current_heads()) == {
+            script.revision
+            for script in ScriptDirectory.from_config(host_config()).get_revisions("heads")
+        }
+        indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("push_inbox_items")}
+        assert indexes >= {"ix_push_inbox_items_user_newest", "ix_push_inbox_items_user_unread"}
+        # Alembic does not compare an index's WHERE clause: look at the DDL itself.
+        if conn.dialect.name == "postgresql":
+            ddl = conn.execute(
+                sa.text(
+                    "SELECT indexdef FROM pg_indexes"
+                    " WHERE schemaname = current_schema() AND indexname = :n"
+                ),
+                {"n": "ix_push_inbox_items_user_unread"},
+            ).scalar_one()
+        else:
+            ddl = conn.execute(
+                sa.text("SELECT sql FROM sqlite_master WHERE name = :n"),
+                {"n": "ix_push_inbox_items_user_unread"},
+            ).scalar_one()
+        assert "WHERE is_new" in ddl
+
+    # A second autogenerate on the host's branch finds nothing to do.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="alembic"):
+        flask_db(app, "migrate", "-m", "nothing", "--head", "app@head")
+    assert "No changes in schema detected" in caplog.text
+    assert list(host_versions.glob("*.py")) == [first]
+
+    flask_db(app, "downgrade", f"{BRANCH_LABEL}@base")
+    with app.app_context():
+        assert push_tables(db.engine) == set()
+        assert "orders" in sa.inspect(db.engine).get_table_names()
+
+
+# include() on its own: no database needed.
+
+
+def locations(config: Config) -> list[Path]:
+    return [Path(p).resolve() for p in config.get_version_locations_list() or []]
+
+
+def test_include_keeps_the_hosts_default_versions_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = Config()
+    config.set_main_option("script_location", "migrations")
+    assert include(config) is config
+    assert config.get_main_option("path_separator") == "os"
+    assert locations(config) == [tmp_path / "migrations" / "versions", VERSIONS_DIR]
+    include(config)  # twice is once
+    assert locations(config) == [tmp_path / "migrations" / "versions", VERSIONS_DIR]
+    (tmp_path / "migrations").mkdir()  # Alembic finds our revision, and no other
+    script = ScriptDirectory.from_config(config)
+    assert [s.path for s in script.walk_revisions()] == [str(p) for p in VERSIONS_DIR.glob("*.py")]
+
+
+@pytest.mark.parametrize(
+    ("options", "separator", "hosts"),
+    [
+        ({"path_separator": "newline", "version_locations": "a dir\nb"}, "\n", ["a dir", "b"]),
+        ({"path_separator": ";", "version_locations": "a dir;b"}, ";", ["a dir", "b"]),
+        # no separator: read with Alembic's legacy split on spaces and commas, then use ``os``
+        ({"version_locations": "a, b c"}, os.pathsep, ["a", "b", "c"]),
+    ],
+)
+def test_include_keeps_the_hosts_version_locations(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: dict[str, str],
+    separator: str,
+    hosts: list[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = Config()
+    config.set_main_option("script_location", "migrations")
+    for name, value in options.items():
+        config.set_main_option(name, value)
+    include(config)
+    assert config.get_main_option("version_locations") == separator.join(
+        [*hosts, str(VERSIONS_DIR)]
+    )
+    assert locations(config) == [*(tmp_path / name for name in hosts), VERSIONS_DIR]
+
+
+def test_include_escapes_percent_signs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = Config()
+    config.set_main_option("script_location", "migrations")
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", "100%%/versions")  # ini files escape % too
+    include(config)
+    assert locations(config) == [tmp_path / "100%" / "versions", VERSIONS_DIR]
+
+
+def test_include_rejects_a_separator_alembic_does_not_know() -> None:
+    config = Config()
+    config.set_main_option("script_location", "migrations")
+    config.set_main_option("path_separator", "comma")
+    with pytest.raises(CommandError, match="comma"):
+        include(config)
+
+
+def test_the_branch_is_independent() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(VERSIONS_DIR.parent))
+    config.set_main_option("version_locations", str(VERSIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    script = ScriptDirectory.from_config(config)
+    [base] = script.get_bases()
+    assert script.get_revision(base).down_revision is None
+    assert script.get_revision(base).branch_labels == {BRANCH_LABEL}
