@@ -178,7 +178,7 @@ class Push:
         values = {k: v for k, v in given.items() if v is not None}
         item, created = self._write(
             lambda: inbox.upsert(
-                self.db.session, self.models.InboxItem, user_id=user_id, id=id, values=values
+                self.db.session, self.models, user_id=user_id, id=id, values=values
             ),
             commit,
         )
@@ -197,7 +197,7 @@ class Push:
         """One page of ``user_id``'s inbox, newest first, with its counts."""
         return inbox.search(
             self.db.session,
-            self.models.InboxItem,
+            self.models,
             user_id,
             only_new=only_new,
             types=types,
@@ -213,7 +213,7 @@ class Push:
         """Mark the item ``id`` of ``user_id`` read (every item when ``id`` is None);
         returns how many were unread."""
         count: int = self._write(
-            lambda: inbox.mark_read(self.db.session, self.models.InboxItem, user_id, id), commit
+            lambda: inbox.mark_read(self.db.session, self.models, user_id, id), commit
         )
         if commit:
             inbox.notify_read(current_app._get_current_object(), str(user_id), count)  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ behaviour are the same from both sides.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,11 +15,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import signals, validation
 from .errors import ValidationError
 from .ids import new_id
-from .models import utcnow
+from .models import Models, utcnow
+from .models import inbox_item_json as item_json
 
 #: a session, or Flask-SQLAlchemy's scoped ``db.session``
 AnySession = Session | scoped_session[Any]
@@ -26,8 +29,8 @@ AnySession = Session | scoped_session[Any]
 #: the most items one page may hold
 MAX_TAKE = 100
 DEFAULT_TAKE = 20
-_ITEM_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-_TYPE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+_ITEM_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
+_TYPE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class SearchResult:
         return {
             "totalCount": self.total_count,
             "newCount": self.new_count,
-            "items": [item.to_json() for item in self.items],
+            "items": [item_json(item) for item in self.items],
         }
 
 
@@ -102,7 +105,7 @@ def _fields(values: dict[str, Any]) -> dict[str, Any]:
 
 def upsert(
     session: AnySession,
-    model: Any,
+    models: Models,
     *,
     user_id: str,
     id: str | None = None,
@@ -114,6 +117,7 @@ def upsert(
     ``is_new``, ``progress``); absent keys are left as they are on update.
     Returns ``(item, created)``; the caller commits.
     """
+    model = models.InboxItem
     user_id = _user(user_id)
     fields = _fields({k: v for k, v in values.items() if not (k == "type" and v is None)})
     item = session.get(model, (user_id, item_id(id))) if id is not None else None
@@ -123,20 +127,31 @@ def upsert(
         if fields.get("title") is None:
             raise ValidationError("is required for a new item", field="title", code="required")
         item = model(user_id=user_id, id=id or new_id("ntf"), created_at=now, updated_at=now)
-        item.type, item.is_new = "info", True
+        item.type, item.is_new = "info", fields.pop("is_new", True)
         session.add(item)
     elif "title" in fields and fields["title"] is None:
         raise ValidationError("must not be null", field="title", code="required")
+    is_new = None if created else fields.pop("is_new", None)
     for name, value in fields.items():
         setattr(item, name, value)
     item.updated_at = now
     session.flush()
+    if created:
+        _count(session, models, user_id, total=1, unread=int(item.is_new))
+    elif is_new is not None:
+        # Flip is_new only where it differs, so that the counter moves by what
+        # really changed even when another request marked the item read meanwhile.
+        flipped = _set_new(
+            session, model, [model.user_id == user_id, model.id == item.id], is_new, now
+        )
+        _count(session, models, user_id, unread=flipped if is_new else -flipped)
+        set_committed_value(item, "is_new", is_new)
     return item, created
 
 
 def search(
     session: AnySession,
-    model: Any,
+    models: Models,
     user_id: str,
     *,
     only_new: bool = False,
@@ -144,50 +159,144 @@ def search(
     skip: int = 0,
     take: int = DEFAULT_TAKE,
 ) -> SearchResult:
-    """One page of ``user_id``'s items, newest first."""
+    """One page of ``user_id``'s items, newest first, with the counts.
+
+    The page and the user's counters come back in one statement; only a
+    filter by type needs a count of its own. Items are read-only rows with the
+    model's attribute names.
+    """
     user_id = _user(user_id)
     skip = validation.integer(skip, "skip", low=0, high=10**9)
     take = validation.integer(take, "take", low=1, high=MAX_TAKE)
     wanted = [notify_type(t) for t in types or ()]
-    where = [model.user_id == user_id]
-    if only_new:
-        where.append(model.is_new.is_(True))
+    params = {"user_id": user_id, "skip": skip, "take": take, "types": wanted}
+    # Core on the session's connection: the rows are only read, so the ORM's
+    # identity map would be pure overhead on the busiest route.
+    connection = session.connection()
+    rows = connection.execute(_page_query(models, only_new, bool(wanted)), params).all()
+    if not rows:
+        return SearchResult([], 0, 0)  # no counters: the user has never had an item
+    total, unread = rows[0]._total, rows[0]._unread
+    items = [row for row in rows if row.id is not None]
     if wanted:
-        where.append(model.type.in_(wanted))
-    items = list(
-        session.scalars(
-            sa.select(model)
-            .where(*where)
-            .order_by(model.created_at.desc(), model.id.desc())
-            .offset(skip)
-            .limit(take)
-        )
+        total = connection.execute(_count_query(models, only_new), params).scalar_one()
+    elif only_new:
+        total = unread
+    return SearchResult(items, total, unread)
+
+
+def _filters(models: Models, only_new: bool, by_type: bool) -> list[Any]:
+    model = models.InboxItem
+    where = [model.user_id == sa.bindparam("user_id")]
+    if only_new:
+        where.append(model.is_new == sa.true())  # "IS true" would not use the partial index
+    if by_type:
+        where.append(model.type.in_(sa.bindparam("types", expanding=True)))
+    return where
+
+
+@functools.cache
+def _page_query(models: Models, only_new: bool, by_type: bool) -> sa.Select[Any]:
+    """One page of items joined to the user's counters; built once per shape.
+
+    A left join from the counters keeps one row (with null item columns) when
+    the page itself is empty.
+    """
+    model, counter = models.InboxItem, models.InboxCounter
+    page = (
+        sa.select(*model.__table__.c)
+        .where(*_filters(models, only_new, by_type))
+        .order_by(model.created_at.desc(), model.id.desc())
+        .offset(sa.bindparam("skip"))
+        .limit(sa.bindparam("take"))
+        .subquery()
     )
-    new_count = unread_count(session, model, user_id)
-    if only_new and not wanted:
-        total = new_count
-    elif skip == 0 and len(items) < take:
-        total = len(items)  # the whole result is on this page: no need to count
-    else:
-        total = session.scalar(sa.select(sa.func.count()).select_from(model).where(*where)) or 0
-    return SearchResult(items, total, new_count)
+    counts = (
+        sa.select(counter.total, counter.unread)
+        .where(counter.user_id == sa.bindparam("user_id"))
+        .subquery()
+    )
+    return (
+        sa.select(page, counts.c.total.label("_total"), counts.c.unread.label("_unread"))
+        .select_from(counts.outerjoin(page, sa.true()))
+        .order_by(page.c.created_at.desc(), page.c.id.desc())
+    )
 
 
-def unread_count(session: AnySession, model: Any, user_id: str) -> int:
-    query = sa.select(sa.func.count()).select_from(model)
-    return session.scalar(query.where(model.user_id == user_id, model.is_new.is_(True))) or 0
+@functools.cache
+def _count_query(models: Models, only_new: bool) -> sa.Select[Any]:
+    model = models.InboxItem
+    return sa.select(sa.func.count()).select_from(model).where(*_filters(models, only_new, True))
 
 
-def mark_read(session: AnySession, model: Any, user_id: str, id: str | None = None) -> int:
+def unread_count(session: AnySession, models: Models, user_id: str) -> int:
+    counter = models.InboxCounter
+    query = sa.select(counter.unread).where(counter.user_id == _user(user_id))
+    return session.scalar(query) or 0
+
+
+def mark_read(session: AnySession, models: Models, user_id: str, id: str | None = None) -> int:
     """Mark one item (or with ``id=None`` all of them) read; returns how many changed."""
-    where = [model.user_id == _user(user_id), model.is_new.is_(True)]
+    model = models.InboxItem
+    where = [model.user_id == _user(user_id)]
     if id is not None:
         where.append(model.id == item_id(id))
+    changed = _set_new(session, model, where, False, utcnow())
+    _count(session, models, user_id, unread=-changed)
+    return changed
+
+
+def _set_new(session: AnySession, model: Any, where: list[Any], is_new: bool, now: Any) -> int:
+    """Set is_new on the rows matching ``where`` where it differs; returns how many."""
     result = session.execute(
-        sa.update(model).where(*where).values(is_new=False, updated_at=utcnow()),
+        sa.update(model)
+        .where(*where, model.is_new == (not is_new))
+        .values(is_new=is_new, updated_at=now),
         execution_options={"synchronize_session": False},
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _count(
+    session: AnySession, models: Models, user_id: str, total: int = 0, unread: int = 0
+) -> None:
+    """Move a user's counters, in the caller's transaction.
+
+    Keeping the counts in a row of their own makes ``totalCount`` and
+    ``newCount`` (shown on every page with a bell) cost one index lookup
+    however large the inbox grows. Increments are relative, so concurrent
+    writers add up instead of overwriting each other.
+    """
+    if not total and not unread:
+        return
+    counter = models.InboxCounter
+    change = {"total": counter.total + total, "unread": counter.unread + unread}
+    update = sa.update(counter).where(counter.user_id == user_id).values(change)
+    options = {"synchronize_session": False}
+    if session.execute(update, execution_options=options).rowcount:  # type: ignore[attr-defined]
+        return
+    try:
+        with session.begin_nested():  # the user's first item; another request may race us
+            session.execute(sa.insert(counter).values(user_id=user_id, total=total, unread=unread))
+    except sa.exc.IntegrityError:
+        session.execute(update, execution_options=options)
+
+
+def recount(session: AnySession, models: Models, user_id: str) -> tuple[int, int]:
+    """Set a user's counters from their items; returns ``(total, unread)``.
+
+    Only needed after rows were changed behind flask-push's back (say, deleted
+    with SQL); everything flask-push writes keeps the counters right.
+    """
+    model, counter = models.InboxItem, models.InboxCounter
+    total, unread = session.execute(
+        sa.select(sa.func.count(), sa.func.count().filter(model.is_new == sa.true())).where(
+            model.user_id == _user(user_id)
+        )
+    ).one()
+    session.execute(sa.delete(counter).where(counter.user_id == user_id))
+    session.execute(sa.insert(counter).values(user_id=user_id, total=total, unread=unread))
+    return total, unread
 
 
 def notify_saved(sender: Any, item: Any, created: bool) -> None:

@@ -72,6 +72,7 @@ class Models:
     Subscription: Any
     Installation: Any
     InboxItem: Any
+    InboxCounter: Any
     Provider: Any
 
 
@@ -193,19 +194,16 @@ def _define(db: SQLAlchemy) -> Models:
         updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
         def to_json(self) -> dict[str, Any]:
-            return {
-                "id": self.id,
-                "userId": self.user_id,
-                "type": self.type,
-                "title": self.title,
-                "body": self.body,
-                "url": self.url,
-                "data": self.data,
-                "isNew": self.is_new,
-                "progress": self.progress,
-                "createdAt": _iso(self.created_at),
-                "updatedAt": _iso(self.updated_at),
-            }
+            return inbox_item_json(self)
+
+    class InboxCounter(db.Model):  # type: ignore[name-defined,misc]
+        """A user's inbox counts, kept with every write so that reading them is O(1)."""
+
+        __tablename__ = "push_inbox_counters"
+
+        user_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+        total: Mapped[int] = mapped_column(sa.Integer, default=0)
+        unread: Mapped[int] = mapped_column(sa.Integer, default=0)
 
     class Provider(db.Model):  # type: ignore[name-defined,misc]
         """Push credentials of one kind (webpush, fcm, apns) for one app id."""
@@ -235,7 +233,24 @@ def _define(db: SQLAlchemy) -> Models:
                 "modifiedAt": _iso(self.modified_at),
             }
 
-    return Models(Subscription, Installation, InboxItem, Provider)
+    return Models(Subscription, Installation, InboxItem, InboxCounter, Provider)
+
+
+def inbox_item_json(item: Any) -> dict[str, Any]:
+    """An inbox item as the API shows it: from a model instance or a result row."""
+    return {
+        "id": item.id,
+        "userId": item.user_id,
+        "type": item.type,
+        "title": item.title,
+        "body": item.body,
+        "url": item.url,
+        "data": item.data,
+        "isNew": item.is_new,
+        "progress": item.progress,
+        "createdAt": _iso(item.created_at),
+        "updatedAt": _iso(item.updated_at),
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -260,3 +260,58 @@ def test_http_bad_upsert_writes_nothing(app, client):
     assert response.json["error"]["code"] == "unknown_field"
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.InboxItem)) == 0
+
+
+def counters(user):
+    row = db.session.get(push.models.InboxCounter, user)
+    return (row.total, row.unread) if row else (0, 0)
+
+
+def test_counters_follow_every_write(app_ctx):
+    from flask_push import inbox
+
+    first = push.upsert("alice", title="One")
+    push.upsert("alice", title="Two", is_new=False)
+    push.upsert("alice", "three", title="Three")
+    assert counters("alice") == (3, 2)
+    push.upsert("alice", first.id, is_new=False)
+    push.upsert("alice", first.id, is_new=False)  # no change, no double count
+    assert counters("alice") == (3, 1)
+    push.upsert("alice", first.id, is_new=True, body="again")
+    assert counters("alice") == (3, 2)
+    assert push.mark_read("alice", "three") == 1
+    assert push.mark_read("alice", "three") == 0
+    assert push.mark_all_read("alice") == 1
+    assert counters("alice") == (3, 0)
+    assert inbox.recount(db.session, push.models, "alice") == (3, 0)
+    page = push.search("alice")
+    assert (page.total_count, page.new_count) == (3, 0)
+
+
+def test_concurrent_writers_keep_the_counters_exact(app):
+    """Threads upsert and mark read at once; the counters still match the rows."""
+    import threading
+
+    from flask_push import inbox
+
+    def writer(n):
+        with app.app_context():
+            for i in range(15):
+                item = push.upsert("alice", f"w{n}-{i}", title="x")
+                if i % 3 == 0:
+                    push.mark_read("alice", item.id)
+                if i % 5 == 0:
+                    push.mark_all_read("alice")
+            db.session.remove()
+
+    with app.app_context():
+        push.upsert("alice", title="seed")  # the counter row exists before the race
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with app.app_context():
+        stored = counters("alice")
+        assert stored == inbox.recount(db.session, push.models, "alice")
+        assert stored[0] == 61

@@ -107,6 +107,14 @@ def upgrade() -> None:
     )
 
     op.create_table(
+        "push_inbox_counters",
+        sa.Column("user_id", sa.String(length=255), nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("unread", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("user_id", name=op.f("pk_push_inbox_counters")),
+    )
+
+    op.create_table(
         "push_providers",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("app_id", sa.String(length=255), nullable=False),
@@ -122,6 +130,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("push_providers")
+    op.drop_table("push_inbox_counters")
     op.drop_index("ix_push_inbox_items_user_unread", table_name="push_inbox_items")
     op.drop_index("ix_push_inbox_items_user_newest", table_name="push_inbox_items")
     op.drop_table("push_inbox_items")
