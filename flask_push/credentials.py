@@ -15,8 +15,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from py_vapid import Vapid
@@ -81,11 +82,19 @@ def _text(values: Mapping[str, Any], name: str, *, required: bool = True) -> str
     return value.strip()
 
 
+def _split(url: str) -> SplitResult:
+    """``urlsplit``, except that an unparsable URL (say ``http://[``) reads as empty."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return urlsplit("")
+
+
 def _base_url(values: Mapping[str, Any], name: str, *, default: str | None) -> str | None:
     url = _text(values, name, required=False)
     if url is None:
         return default
-    parts = urlsplit(url)
+    parts = _split(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError(
             f"must be an http(s) origin such as {default or 'https://example.com'}, got {url!r}",
@@ -146,7 +155,7 @@ def _normalize_webpush(values: Mapping[str, Any]) -> dict[str, Any]:
         )
     subject = _text(values, "subject") or ""
     if not (subject.startswith("mailto:") and "@" in subject) and not (
-        subject.startswith("https://") and urlsplit(subject).hostname
+        subject.startswith("https://") and _split(subject).hostname
     ):
         raise ValidationError(
             "must be a contact URI, 'mailto:you@example.com' or 'https://example.com'",
@@ -184,7 +193,7 @@ def _normalize_fcm(values: Mapping[str, Any]) -> dict[str, Any]:
         )
     try:
         rsa_key = serialization.load_pem_private_key(credentials["private_key"].encode(), None)
-    except ValueError as err:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as err:  # TypeError: encrypted
         raise ValidationError(
             "has a private_key that is not a PEM RSA key",
             field="credentials",
@@ -194,7 +203,7 @@ def _normalize_fcm(values: Mapping[str, Any]) -> dict[str, Any]:
         raise ValidationError(
             "has a private_key that is not an RSA key", field="credentials", code="invalid_setting"
         )
-    if urlsplit(credentials["token_uri"]).scheme not in ("http", "https"):
+    if _split(credentials["token_uri"]).scheme not in ("http", "https"):
         raise ValidationError(
             "has a token_uri that is not an http(s) URL",
             field="credentials",
@@ -214,15 +223,15 @@ def _normalize_fcm(values: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-_APPLE_ID = re.compile(r"^[A-Z0-9]{10}$")
-_BUNDLE_ID = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+APPLE_ID = re.compile(r"^[A-Z0-9]{10}\Z")
+BUNDLE_ID = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+\Z")
 
 
 def _normalize_apns(values: Mapping[str, Any]) -> dict[str, Any]:
     pem = _text(values, "key") or ""
     try:
         key = serialization.load_pem_private_key(pem.encode(), None)
-    except ValueError as err:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as err:  # TypeError: encrypted
         raise ValidationError(
             "must be the .p8 key from Apple (PEM text starting with -----BEGIN PRIVATE KEY-----)",
             field="key",
@@ -238,13 +247,13 @@ def _normalize_apns(values: Mapping[str, Any]) -> dict[str, Any]:
         ("teamId", "your 10-character Team ID"),
     ):
         value = _text(values, name) or ""
-        if not _APPLE_ID.match(value):
+        if not APPLE_ID.match(value):
             raise ValidationError(
                 f"must be {what}, got {value!r}", field=name, code="invalid_setting"
             )
         normalized[name] = value
     topic = _text(values, "topic") or ""
-    if not _BUNDLE_ID.match(topic):
+    if not BUNDLE_ID.match(topic):
         raise ValidationError(
             f"must be the app's bundle id such as 'com.example.shop', got {topic!r}",
             field="topic",

@@ -29,8 +29,8 @@ AnySession = Session | scoped_session[Any]
 #: the most items one page may hold
 MAX_TAKE = 100
 DEFAULT_TAKE = 20
-_ITEM_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
-_TYPE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
+ITEM_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
+NOTIFY_TYPE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class SearchResult:
 
 
 def item_id(value: Any, field: str = "id") -> str:
-    if not isinstance(value, str) or not _ITEM_ID.match(value):
+    if not isinstance(value, str) or not ITEM_ID.match(value):
         raise ValidationError(
             "must be 1-64 letters, digits, '_', '.', ':' or '-'", field=field, code="invalid_value"
         )
@@ -60,7 +60,7 @@ def item_id(value: Any, field: str = "id") -> str:
 
 
 def notify_type(value: Any, field: str = "type") -> str:
-    if not isinstance(value, str) or not _TYPE.match(value):
+    if not isinstance(value, str) or not NOTIFY_TYPE.match(value):
         raise ValidationError(
             "must be 1-64 letters, digits, '_', '.', ':' or '-'", field=field, code="invalid_value"
         )

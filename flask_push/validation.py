@@ -21,13 +21,13 @@ from py_vapid.utils import b64urldecode
 from .errors import ValidationError
 
 MAX_ENDPOINT_LENGTH = 2048
-_TOPIC = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+TOPIC = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
 MAX_TOPICS = 50
 # Hosts that are only ever this machine, whatever DNS says.
 _LOOPBACK_NAMES = ("localhost", "*.localhost", "localhost.localdomain")
 # Dotted digits, or hex/octal parts: forms that resolvers read as an IPv4
 # address (127.1, 0x7f.0.0.1, 2130706433) though ipaddress does not.
-_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*$")
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*\Z")
 
 
 def text(
@@ -42,11 +42,26 @@ def text(
         raise ValidationError("must be a string", field=field, code="invalid_type")
     if not value and not allow_empty:
         raise ValidationError("must not be empty", field=field, code="invalid_value")
+    if "\x00" in value or not _is_utf8(value):
+        # PostgreSQL refuses NUL in text; an unpaired surrogate cannot be encoded at all
+        raise ValidationError(
+            "must not contain NUL or unpaired surrogate characters",
+            field=field,
+            code="invalid_value",
+        )
     if len(value) > max_length:
         raise ValidationError(
             f"must be at most {max_length} characters", field=field, code="too_long"
         )
     return value
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def integer(value: Any, field: str, *, low: int, high: int) -> int:
@@ -72,7 +87,7 @@ def topics(value: Any, field: str = "topics") -> list[str]:
             f"must be a list of at most {MAX_TOPICS} topic names", field=field, code="invalid_value"
         )
     for name in value:
-        if not isinstance(name, str) or not _TOPIC.match(name):
+        if not isinstance(name, str) or not TOPIC.match(name):
             raise ValidationError(
                 f"has {name!r}, but topic names are 1-64 letters, digits, '_', '.', ':' or '-'",
                 field=field,
@@ -88,7 +103,10 @@ def link(value: Any, field: str = "url") -> str | None:
         return None
     if url.startswith("/") and not url.startswith("//") and "\\" not in url:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[": an unbalanced IPv6 bracket
+        parts = urlsplit("")
     if parts.scheme in ("http", "https") and parts.hostname:
         return url
     raise ValidationError(
@@ -219,9 +237,9 @@ def auth_secret(value: Any, field: str = "keys.auth") -> str:
 
 DEVICE_TYPES = ("ios", "android")
 # APNs tokens are hex; Apple says not to rely on their length, so accept 32 to 100 bytes.
-_APNS_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}$")
+APNS_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}\Z")
 # FCM registration tokens are about 160 characters of base64url plus ':'.
-_FCM_TOKEN = re.compile(r"^[A-Za-z0-9_\-:.]{32,4096}$")
+FCM_TOKEN = re.compile(r"^[A-Za-z0-9_\-:.]{32,512}\Z")
 
 
 def device_type(value: Any) -> str:
@@ -234,16 +252,16 @@ def device_type(value: Any) -> str:
 
 def device_token(value: Any, kind: str) -> str:
     """A device token in its platform's shape: hex for APNs, base64url-ish for FCM."""
-    token = text(value, "deviceToken", max_length=4096, required=True) or ""
+    token = text(value, "deviceToken", max_length=512, required=True) or ""
     if kind == "ios":
-        if not _APNS_TOKEN.match(token):
+        if not APNS_TOKEN.match(token):
             raise ValidationError(
                 "must be the APNs device token as hex (64 or more hex digits)",
                 field="deviceToken",
                 code="invalid_device_token",
             )
         return token.lower()
-    if not _FCM_TOKEN.match(token):
+    if not FCM_TOKEN.match(token):
         raise ValidationError(
             "must be the FCM registration token the Firebase SDK returned",
             field="deviceToken",

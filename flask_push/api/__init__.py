@@ -44,6 +44,9 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
                     "Send the request with 'Content-Type: application/json'.",
                 )
             )
+        # No row has an id with NUL in it, and PostgreSQL would refuse to even look.
+        if any("\x00" in str(value) for value in (request.view_args or {}).values()):
+            return error_response(ApiError(404, "not_found", "Nothing has that id."))
         return None
 
     @bp.before_app_request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from flask import Response, current_app, jsonify, request
@@ -10,6 +11,10 @@ from ..errors import ValidationError
 
 if TYPE_CHECKING:
     from ..extension import Push
+
+#: request JSON nested deeper is refused: no field needs it, and Python's recursion
+#: limit (which parsing, storing and answering all run into) is not far beyond
+MAX_JSON_DEPTH = 64
 
 
 class ApiError(Exception):
@@ -83,12 +88,38 @@ def body() -> dict[str, Any]:
         fail(413, "payload_too_large", "The request body is too large.")
     if not raw:
         return {}
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        data = None
     if data is None:
         fail(400, "invalid_json", "The request body is not valid JSON.")
     if not isinstance(data, dict):
         fail(400, "invalid_json", "The request body must be a JSON object.")
+    problem = _unstorable(data)
+    if problem:
+        fail(400, "invalid_json", problem)
     return data
+
+
+def _unstorable(data: Any) -> str | None:
+    """Why parsed JSON could not be stored and answered as JSON again, if so.
+
+    Python's parser takes ``NaN``, ``Infinity`` and ``1e400`` (which is infinite),
+    none of which PostgreSQL stores or a JSON answer may contain.
+    """
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"The request body is nested more than {MAX_JSON_DEPTH} levels deep."
+        if isinstance(value, float) and not math.isfinite(value):
+            return "Numbers in the request body must be finite: NaN and Infinity are not JSON."
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return None
 
 
 def only_fields(data: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:

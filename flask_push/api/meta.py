@@ -21,4 +21,4 @@ def vapid_public_key() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     settings = current_app.extensions["push"].settings
-    return openapi.document(settings.url_prefix, server=request.host_url.rstrip("/"))
+    return openapi.document(settings.url_prefix, server=request.url_root.rstrip("/"))

@@ -62,6 +62,7 @@ def upsert_item() -> ResponseReturnValue:
 
 
 def mark_read(id: str) -> ResponseReturnValue:
+    body()  # a body, if any, must still be JSON, as for mark-all-read
     ext = push()
     owner = user_id()
     if ext.db.session.get(ext.models.InboxItem, (owner, inbox.item_id(id))) is None:

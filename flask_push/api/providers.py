@@ -60,7 +60,8 @@ def create_provider() -> ResponseReturnValue:
     data = body()
     only_fields(data, {"appId", "kind", "settings"})
     app_id = validation.text(data.get("appId"), "appId", max_length=255, required=True)
-    kind = credentials.KINDS.get(data.get("kind"))  # type: ignore[arg-type]
+    kind_name = data.get("kind")
+    kind = credentials.KINDS.get(kind_name) if isinstance(kind_name, str) else None
     if kind is None:
         fail(400, "invalid_value", f"must be one of {sorted(credentials.KINDS)}", "kind")
     ext = push()
