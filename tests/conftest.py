@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
 from py_vapid import Vapid
@@ -162,6 +162,26 @@ def make_subscription() -> Callable[..., dict[str, Any]]:
         }
 
     return factory
+
+
+def pem(key: Any) -> str:
+    """A private key as unencrypted PKCS8 PEM text (a .p8 file's content)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def service_account(**overrides: Any) -> dict[str, Any]:
+    """A Firebase service-account key, with a fresh RSA key."""
+    info = {
+        "type": "service_account",
+        "project_id": "shop-123",
+        "client_email": "push@shop-123.iam.gserviceaccount.com",
+        "private_key": pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    info.update(overrides)
+    return info
 
 
 def as_user(user: str | None, admin: bool = False) -> dict[str, str]:

@@ -10,23 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from flask_push import ProviderNotInstalled, PushConfigError
 
-
-def _pem(key) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-def service_account(**overrides):
-    info = {
-        "type": "service_account",
-        "project_id": "shop-123",
-        "client_email": "push@shop-123.iam.gserviceaccount.com",
-        "private_key": _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
-        "token_uri": "https://oauth2.googleapis.com/token",
-    }
-    info.update(overrides)
-    return info
+from conftest import pem as _pem
+from conftest import service_account
 
 
 def apns_config(**overrides):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import schemathesis
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
@@ -35,7 +35,8 @@ from flask_push import __version__, credentials
 from flask_push.api import installations, notifications, subscriptions
 from flask_push.api.openapi import document
 
-from conftest import as_user
+from conftest import as_user, service_account
+from conftest import pem as _pem
 
 PREFIX = "/push"
 #: the fuzzer acts as an administrator, so that admin routes are exercised too
@@ -242,26 +243,11 @@ def test_api_never_contradicts_its_document(case: Any, app: Flask, rows: Rows) -
     case.call_and_validate(app=app, headers=HEADERS, checks=CHECKS)
 
 
-def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
 def test_every_provider_kind_conforms(app: Flask, vapid_private_key: str) -> None:
     """The fuzzer cannot make valid keys: one provider of each kind, made by hand."""
-    service_account = {
-        "type": "service_account",
-        "project_id": "shop-app",
-        "client_email": "push@shop-app.iam.gserviceaccount.com",
-        "private_key": _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
-        "token_uri": "https://oauth2.googleapis.com/token",
-    }
     settings_by_kind = {
         "webpush": {"privateKey": vapid_private_key, "subject": "https://shop.example"},
-        "fcm": {"credentials": service_account},
+        "fcm": {"credentials": service_account()},
         "apns": {
             "key": _pem(ec.generate_private_key(ec.SECP256R1())),
             "keyId": "ABC123DEFG",

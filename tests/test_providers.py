@@ -10,8 +10,8 @@ from py_vapid import Vapid
 
 from flask_push.credentials import vapid_public_key, vapid_raw_private_key
 
-from conftest import as_user, db, push
-from test_config import _pem, service_account
+from conftest import as_user, db, push, service_account
+from conftest import pem as _pem
 
 ADMIN = as_user("root", admin=True)
 
