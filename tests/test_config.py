@@ -10,13 +10,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from flask_push import ProviderNotInstalled, PushConfigError
 
-from conftest import pem as _pem
-from conftest import service_account
+from conftest import pem, service_account
 
 
 def apns_config(**overrides):
     config = {
-        "PUSH_APNS_KEY": _pem(ec.generate_private_key(ec.SECP256R1())),
+        "PUSH_APNS_KEY": pem(ec.generate_private_key(ec.SECP256R1())),
         "PUSH_APNS_KEY_ID": "ABC123DEFG",
         "PUSH_APNS_TEAM_ID": "DEF123GHIJ",
         "PUSH_APNS_TOPIC": "com.example.shop",
@@ -121,7 +120,7 @@ def test_bad_config_names_the_key_and_the_fix(make_app, config, key, hint):
 
 def test_pem_and_der_vapid_keys_are_accepted(make_app):
     key = ec.generate_private_key(ec.SECP256R1())
-    app = make_app(PUSH_VAPID_PRIVATE_KEY=_pem(key))
+    app = make_app(PUSH_VAPID_PRIVATE_KEY=pem(key))
     expected = key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
@@ -134,7 +133,7 @@ def test_pem_and_der_vapid_keys_are_accepted(make_app):
 
 
 def test_rsa_key_is_not_a_vapid_key(make_app):
-    rsa_pem = _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    rsa_pem = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     with pytest.raises(PushConfigError, match="PUSH_VAPID_PRIVATE_KEY"):
         make_app(PUSH_VAPID_PRIVATE_KEY=rsa_pem)
 

@@ -35,8 +35,7 @@ from flask_push import __version__, credentials
 from flask_push.api import installations, notifications, subscriptions
 from flask_push.api.openapi import document
 
-from conftest import as_user, service_account
-from conftest import pem as _pem
+from conftest import as_user, pem, service_account
 
 PREFIX = "/push"
 #: the fuzzer acts as an administrator, so that admin routes are exercised too
@@ -249,7 +248,7 @@ def test_every_provider_kind_conforms(app: Flask, vapid_private_key: str) -> Non
         "webpush": {"privateKey": vapid_private_key, "subject": "https://shop.example"},
         "fcm": {"credentials": service_account()},
         "apns": {
-            "key": _pem(ec.generate_private_key(ec.SECP256R1())),
+            "key": pem(ec.generate_private_key(ec.SECP256R1())),
             "keyId": "ABC123DEFG",
             "teamId": "DEF123GHIJ",
             "topic": "com.example.shop",
@@ -297,7 +296,7 @@ def _encrypted_pem() -> str:
 
 
 def _apns(**settings_: Any) -> str:
-    base = {"key": _pem(ec.generate_private_key(ec.SECP256R1())), "keyId": "ABC123DEFG"}
+    base = {"key": pem(ec.generate_private_key(ec.SECP256R1())), "keyId": "ABC123DEFG"}
     base.update(teamId="DEF123GHIJ", topic="com.example.shop", **settings_)
     return json.dumps({"appId": "com.example.shop", "kind": "apns", "settings": base})
 

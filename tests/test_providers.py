@@ -10,15 +10,14 @@ from py_vapid import Vapid
 
 from flask_push.credentials import vapid_public_key, vapid_raw_private_key
 
-from conftest import as_user, db, push, service_account
-from conftest import pem as _pem
+from conftest import as_user, db, pem, push, service_account
 
 ADMIN = as_user("root", admin=True)
 
 
 def apns_settings(**extra):
     return {
-        "key": _pem(ec.generate_private_key(ec.SECP256R1())),
+        "key": pem(ec.generate_private_key(ec.SECP256R1())),
         "keyId": "ABC123DEFG",
         "teamId": "DEF123GHIJ",
         "topic": "com.example.shop",
