@@ -2,5 +2,32 @@
 
 Each fake runs in a background thread on 127.0.0.1 and checks what it receives
 as the real service would, so an app's own tests can send through the real
-client libraries (pywebpush, pyfcm, aioapns) without any network.
+client libraries (pywebpush, pyfcm, aioapns) without any network:
+
+- :class:`FakePushService`: a Web Push service that verifies VAPID and decrypts
+  aes128gcm payloads (RFC 8030, 8291, 8292);
+- :class:`FakeFCM`: FCM HTTP v1 with its OAuth token endpoint;
+- :class:`FakeAPNs`: APNs over HTTP/2 and TLS with token (.p8) auth.
+
+Each can script failures (gone, rate-limited, server errors) and wait for what
+arrives. They need the ``testing`` extra: ``pip install 'flask-push[testing]'``.
 """
+
+from __future__ import annotations
+
+from .apns import FakeAPNs, ReceivedNotification
+from .fcm import FakeFCM, ReceivedMessage
+from .tls import LocalCertificate, make_local_certificate
+from .webpush import FakePushService, FakeSubscriber, ReceivedPush
+
+__all__ = [
+    "FakeAPNs",
+    "FakeFCM",
+    "FakePushService",
+    "FakeSubscriber",
+    "LocalCertificate",
+    "ReceivedMessage",
+    "ReceivedNotification",
+    "ReceivedPush",
+    "make_local_certificate",
+]

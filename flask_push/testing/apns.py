@@ -1,0 +1,792 @@
+"""A local Apple Push Notification service: HTTP/2 over TLS with token authentication.
+
+:class:`FakeAPNs` answers the requests of a real APNs client (such as aioapns) the way
+``api.push.apple.com`` does, and records what it delivers, so a test can send through
+the real client and then look at what the device would have received::
+
+    with FakeAPNs(topic="com.example.shop") as apns:
+        key_pem, key_id, team_id = apns.auth_key()
+        ...  # send with aioapns, pointed at apns.host / apns.port
+        [notification] = apns.wait_for(1)
+        assert notification.payload["aps"]["alert"] == "Hello"
+
+Each request is checked as Apple checks it, and rejected with the status and JSON
+``{"reason": ...}`` body that Apple documents: the provider token (an ES256 JWT signed
+by a key from :meth:`FakeAPNs.auth_key`, at most an hour old), the topic, the
+``apns-*`` headers, the device token and the payload. Tests script the rest:
+:meth:`FakeAPNs.unregister` a device (410 Unregistered) or :meth:`FakeAPNs.fail_next`
+with any status (429 TooManyRequests, 503 ServiceUnavailable, ...).
+
+The server runs in a background thread with its own event loop, on ``127.0.0.1`` and a
+free port, with a throwaway certificate (:mod:`flask_push.testing.tls`) valid for
+``localhost`` and ``127.0.0.1``. It speaks HTTP/2 whether or not the client negotiates
+ALPN (aioapns does not), serves many concurrent streams on each connection and many
+connections, and honours HTTP/2 flow control in both directions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes, Settings
+
+from flask_push.testing.tls import LocalCertificate, make_local_certificate
+
+if TYPE_CHECKING:
+    from aioapns.connection import APNsDevelopmentClientProtocol
+
+__all__ = [
+    "PUSH_TYPES",
+    "FakeAPNs",
+    "ReceivedNotification",
+    "RejectedRequest",
+]
+
+#: The values APNs accepts in ``apns-push-type``.
+PUSH_TYPES = frozenset(
+    {
+        "alert",
+        "background",
+        "voip",
+        "complication",
+        "fileprovider",
+        "mdm",
+        "liveactivity",
+        "location",
+        "pushtotalk",
+    }
+)
+
+#: What Apple requires appended to the bundle id in ``apns-topic`` for some push types.
+TOPIC_SUFFIXES = {
+    "voip": ".voip",
+    "complication": ".complication",
+    "fileprovider": ".pushkit.fileprovider",
+    "liveactivity": ".push-type.liveactivity",
+    "location": ".location-query",
+    "pushtotalk": ".voip-ptt",
+}
+
+#: Largest accepted payload in bytes (VoIP pushes may carry 5120).
+MAX_PAYLOAD_SIZE = 4096
+MAX_VOIP_PAYLOAD_SIZE = 5120
+#: APNs refuses provider tokens issued more than an hour ago.
+PROVIDER_TOKEN_LIFETIME = 3600
+#: Seconds a provider token's ``iat`` may lie in the future (clock skew).
+CLOCK_SKEW = 60
+MAX_COLLAPSE_ID_SIZE = 64
+PRIORITIES = frozenset({"1", "5", "10"})
+
+_DEVICE_PATH = "/3/device/"
+_DEVICE_TOKEN = re.compile(r"[0-9a-fA-F]{64}")
+_APNS_ID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
+_INTEGER = re.compile(r"[0-9]+")
+# Headers that must not be sent twice (400 DuplicateHeaders).
+_SINGLE_HEADERS = (
+    "authorization",
+    "apns-id",
+    "apns-topic",
+    "apns-push-type",
+    "apns-priority",
+    "apns-expiration",
+    "apns-collapse-id",
+)
+
+
+@dataclass(frozen=True)
+class ReceivedNotification:
+    """A notification the fake accepted (answered 200), as the device would get it."""
+
+    #: The device token from the request path.
+    device_token: str
+    #: The request's ``apns-*`` headers (``apns-id`` always present: sent or generated).
+    headers: dict[str, str]
+    #: The decoded JSON payload (it has an ``aps`` dictionary).
+    payload: dict[str, Any]
+    #: When the fake accepted it (:func:`time.time`).
+    received_at: float
+
+    @property
+    def apns_id(self) -> str:
+        return self.headers["apns-id"]
+
+    @property
+    def topic(self) -> str:
+        return self.headers["apns-topic"]
+
+    @property
+    def push_type(self) -> str | None:
+        return self.headers.get("apns-push-type")
+
+    @property
+    def aps(self) -> dict[str, Any]:
+        aps: dict[str, Any] = self.payload["aps"]
+        return aps
+
+
+@dataclass(frozen=True)
+class RejectedRequest:
+    """A request the fake answered with an error, for tests that check the failures."""
+
+    #: The device token from the path ("" when the path had none).
+    device_token: str
+    status: int
+    reason: str
+    #: The request's ``apns-*`` headers as sent.
+    headers: dict[str, str]
+    received_at: float
+
+
+@dataclass(frozen=True)
+class _IssuedKey:
+    team_id: str
+    public_key: ec.EllipticCurvePublicKey
+
+
+@dataclass
+class _ScriptedFailure:
+    status: int
+    reason: str
+    token: str | None
+    remaining: int
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    apns_id: str
+    body: bytes | None = None
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, reason: str, timestamp: int | None = None) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.timestamp = timestamp
+
+
+@dataclass
+class _Stream:
+    headers: list[tuple[str, str]]
+    body: bytearray = field(default_factory=bytearray)
+
+
+class FakeAPNs:
+    """A local APNs provider API (``POST /3/device/<token>`` over HTTP/2 and TLS).
+
+    :param topic: a topic (app bundle id) that may be pushed to; see :meth:`allow_topic`.
+    :param topics: more such topics.
+    :param delay: seconds to wait before answering each request, to mimic the network
+        in benchmarks. Concurrent requests wait concurrently.
+    :param max_concurrent_streams: the ``SETTINGS_MAX_CONCURRENT_STREAMS`` the server
+        advertises (APNs advertises 1000); more open streams on one connection are a
+        protocol error that closes the connection.
+    :param certificate: the TLS certificate to serve; a fresh one by default.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        topic: str | None = None,
+        *,
+        topics: Iterable[str] = (),
+        delay: float = 0.0,
+        max_concurrent_streams: int = 1000,
+        certificate: LocalCertificate | None = None,
+    ) -> None:
+        self.delay = delay
+        self.max_concurrent_streams = max_concurrent_streams
+        self._certificate = certificate
+        self._state = threading.Condition()
+        self._topics: set[str] = set()
+        self._keys: dict[str, _IssuedKey] = {}
+        self._verified_tokens: dict[str, tuple[str, _IssuedKey, int]] = {}
+        self._unregistered: dict[str, int] = {}
+        self._failures: list[_ScriptedFailure] = []
+        self._notifications: list[ReceivedNotification] = []
+        self._rejections: list[RejectedRequest] = []
+        self._connection_count = 0
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._port: int | None = None
+        self._startup_error: BaseException | None = None
+        self._protocols: set[_H2ServerProtocol] = set()
+        self.allow_topic(*([topic] if topic else []), *topics)
+
+    # Life cycle
+
+    @property
+    def certificate(self) -> LocalCertificate:
+        """The server's self-signed certificate; its ``cert_file`` is the CA to trust."""
+        if self._certificate is None:
+            self._certificate = make_local_certificate()
+        return self._certificate
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("FakeAPNs is not running: call start() first")
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> FakeAPNs:
+        """Start serving in a background thread; returns once the port is open."""
+        if self._thread is not None:
+            raise RuntimeError("FakeAPNs is already running")
+        context = self.certificate.server_context(alpn=["h2"])
+        ready = threading.Event()
+        self._startup_error = None
+        thread = threading.Thread(
+            target=self._run, args=(context, ready), name="FakeAPNs", daemon=True
+        )
+        self._thread = thread
+        thread.start()
+        ready.wait()
+        if self._startup_error is not None:
+            thread.join()
+            self._thread = None
+            raise RuntimeError("FakeAPNs could not start") from self._startup_error
+        return self
+
+    def stop(self) -> None:
+        """Close every connection (with a GOAWAY) and stop the server thread."""
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
+            return
+        if loop is not None and stopping is not None:
+            loop.call_soon_threadsafe(stopping.set)
+        thread.join()
+        self._thread = None
+        self._port = None
+
+    def __enter__(self) -> FakeAPNs:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # Credentials and topics
+
+    def auth_key(
+        self, team_id: str = "TEAM123456", key_id: str = "KEY1234567"
+    ) -> tuple[str, str, str]:
+        """Issue a fresh token-signing key, as the Apple developer portal does.
+
+        Returns ``(key_pem, key_id, team_id)``: the private key as the PKCS#8 PEM text of
+        an ``AuthKey_<key_id>.p8`` file. Provider tokens must carry ``kid`` = ``key_id``
+        in their header and ``iss`` = ``team_id``. Issuing again under the same key id
+        replaces (revokes) the previous key.
+        """
+        private_key = ec.generate_private_key(ec.SECP256R1())
+        key_pem = private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode("ascii")
+        with self._state:
+            self._keys[key_id] = _IssuedKey(team_id, private_key.public_key())
+        return key_pem, key_id, team_id
+
+    def revoke_key(self, key_id: str) -> None:
+        """Forget a key: tokens it signed get 403 InvalidProviderToken."""
+        with self._state:
+            self._keys.pop(key_id, None)
+
+    def allow_topic(self, *topics: str) -> None:
+        """Allow pushes to these topics (bundle ids).
+
+        A bundle id also allows its push-type topics, such as ``<bundle id>.voip`` for
+        ``voip`` pushes or ``<bundle id>.push-type.liveactivity`` for Live Activities.
+        Those push types must use such a topic, as Apple requires (else 400
+        TopicDisallowed).
+        """
+        with self._state:
+            self._topics.update(topics)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        with self._state:
+            return frozenset(self._topics)
+
+    # Scripting
+
+    def unregister(self, token: str, *, timestamp: int | None = None) -> None:
+        """Make later pushes to ``token`` fail with 410 Unregistered.
+
+        ``timestamp`` (milliseconds since the epoch, now by default) is when the token
+        stopped being valid; APNs sends it back in the error body.
+        """
+        when = int(time.time() * 1000) if timestamp is None else timestamp
+        with self._state:
+            self._unregistered[token.lower()] = when
+
+    def fail_next(
+        self, status: int, reason: str, *, token: str | None = None, times: int = 1
+    ) -> None:
+        """Answer the next ``times`` valid requests (to ``token``, or to any device)
+        with ``status`` and ``{"reason": reason}``, such as 429 TooManyRequests,
+        500 InternalServerError or 503 ServiceUnavailable.
+
+        Only requests that pass every check are failed this way; an invalid request
+        still gets its own error and does not use up the script.
+        """
+        if not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (4xx or 5xx)")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        with self._state:
+            self._failures.append(
+                _ScriptedFailure(status, reason, token.lower() if token else None, times)
+            )
+
+    def reset(self) -> None:
+        """Forget the notifications, rejections, scripted failures and unregistered
+        devices; keys and topics stay."""
+        with self._state:
+            self._notifications.clear()
+            self._rejections.clear()
+            self._failures.clear()
+            self._unregistered.clear()
+
+    # Inspection
+
+    @property
+    def notifications(self) -> list[ReceivedNotification]:
+        """The notifications accepted so far, in the order they were accepted."""
+        with self._state:
+            return list(self._notifications)
+
+    @property
+    def rejections(self) -> list[RejectedRequest]:
+        """The requests answered with an error so far."""
+        with self._state:
+            return list(self._rejections)
+
+    @property
+    def connection_count(self) -> int:
+        """How many connections clients have opened since the fake was created."""
+        with self._state:
+            return self._connection_count
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedNotification]:
+        """Wait until at least ``count`` notifications were accepted; return them all.
+
+        Raises :class:`TimeoutError` when they have not arrived within ``timeout`` seconds.
+        """
+        with self._state:
+            if not self._state.wait_for(lambda: len(self._notifications) >= count, timeout):
+                raise TimeoutError(
+                    f"expected {count} APNs notifications within {timeout} s, "
+                    f"got {len(self._notifications)}"
+                )
+            return list(self._notifications)
+
+    # Client helpers
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """An SSL context that trusts this server (pass it as aioapns' ``ssl_context``)."""
+        return self.certificate.client_context()
+
+    def aioapns_protocol_class(self) -> type[APNsDevelopmentClientProtocol]:
+        """An aioapns protocol class aimed at this server.
+
+        aioapns reads the host and port from class attributes of its protocol class::
+
+            apns = APNs(key=key_pem, key_id=key_id, team_id=team_id, topic=topic,
+                        use_sandbox=True, ssl_context=fake.client_ssl_context())
+            apns.pool.protocol_class = fake.aioapns_protocol_class()
+        """
+        from aioapns.connection import APNsDevelopmentClientProtocol
+
+        port = self.port
+
+        class FakeAPNsClientProtocol(APNsDevelopmentClientProtocol):
+            APNS_SERVER = "127.0.0.1"
+            APNS_PORT = port
+
+        return FakeAPNsClientProtocol
+
+    # The server thread
+
+    def _run(self, context: ssl.SSLContext, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(context, ready))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            self._loop = None
+            self._stopping = None
+            loop.close()
+            ready.set()
+
+    async def _serve(self, context: ssl.SSLContext, ready: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        try:
+            server = await loop.create_server(
+                lambda: _H2ServerProtocol(self), self.host, 0, ssl=context
+            )
+        except BaseException as error:
+            self._startup_error = error
+            ready.set()
+            return
+        self._port = server.sockets[0].getsockname()[1]
+        ready.set()
+        await self._stopping.wait()
+
+        server.close()
+        for protocol in list(self._protocols):
+            protocol.close()
+        await server.wait_closed()
+        # Give the clients a moment to answer the TLS close, then cut the rest off.
+        deadline = loop.time() + 0.5
+        while self._protocols and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for protocol in list(self._protocols):
+            protocol.abort()
+        while self._protocols:
+            await asyncio.sleep(0.01)
+
+    def _connected(self, protocol: _H2ServerProtocol) -> None:
+        self._protocols.add(protocol)
+        with self._state:
+            self._connection_count += 1
+
+    def _disconnected(self, protocol: _H2ServerProtocol) -> None:
+        self._protocols.discard(protocol)
+
+    # Request handling (in the server thread)
+
+    def _handle(self, headers: list[tuple[str, str]], body: bytes) -> _Response:
+        """Check one request as APNs does, record it, and say how to answer it."""
+        fields = dict(headers)
+        apns_id = fields.get("apns-id") or str(uuid.uuid4()).upper()
+        path = fields.get(":path", "")
+        token = path[len(_DEVICE_PATH) :] if path.startswith(_DEVICE_PATH) else ""
+        sent = {name: value for name, value in headers if name.startswith("apns-")}
+        now = time.time()
+        with self._state:
+            try:
+                payload = self._check(headers, fields, token, body, now)
+            except _Rejected as rejected:
+                self._rejections.append(
+                    RejectedRequest(token, rejected.status, rejected.reason, sent, now)
+                )
+                reply: dict[str, object] = {"reason": rejected.reason}
+                if rejected.timestamp is not None:
+                    reply["timestamp"] = rejected.timestamp
+                return _Response(
+                    rejected.status, apns_id, json.dumps(reply, separators=(",", ":")).encode()
+                )
+            sent["apns-id"] = apns_id
+            self._notifications.append(ReceivedNotification(token, sent, payload, now))
+            self._state.notify_all()
+        return _Response(200, apns_id)
+
+    def _check(
+        self,
+        headers: list[tuple[str, str]],
+        fields: dict[str, str],
+        token: str,
+        body: bytes,
+        now: float,
+    ) -> dict[str, Any]:
+        if fields.get(":method") != "POST":
+            raise _Rejected(405, "MethodNotAllowed")
+        path = fields.get(":path", "")
+        if not path.startswith(_DEVICE_PATH) or "/" in token:
+            raise _Rejected(404, "BadPath")
+        if not token:
+            raise _Rejected(400, "MissingDeviceToken")
+        names = [name for name, _ in headers]
+        if any(names.count(name) > 1 for name in _SINGLE_HEADERS):
+            raise _Rejected(400, "DuplicateHeaders")
+        apns_id = fields.get("apns-id")
+        if apns_id is not None and not _APNS_ID.fullmatch(apns_id):
+            raise _Rejected(400, "BadMessageId")
+        self._check_provider_token(fields.get("authorization"), now)
+
+        push_type = fields.get("apns-push-type")
+        if push_type is not None and push_type not in PUSH_TYPES:
+            raise _Rejected(400, "InvalidPushType")
+        topic = fields.get("apns-topic")
+        if not topic:
+            raise _Rejected(400, "MissingTopic")
+        if not self._topic_allowed(topic, push_type or "alert"):
+            raise _Rejected(400, "TopicDisallowed")
+        if fields.get("apns-priority", "10") not in PRIORITIES:
+            raise _Rejected(400, "BadPriority")
+        if not _INTEGER.fullmatch(fields.get("apns-expiration", "0")):
+            raise _Rejected(400, "BadExpirationDate")
+        if len(fields.get("apns-collapse-id", "").encode()) > MAX_COLLAPSE_ID_SIZE:
+            raise _Rejected(400, "BadCollapseId")
+        if not _DEVICE_TOKEN.fullmatch(token):
+            raise _Rejected(400, "BadDeviceToken")
+        payload = self._check_payload(body, push_type)
+
+        for failure in self._failures:
+            if failure.token is None or failure.token == token.lower():
+                failure.remaining -= 1
+                if failure.remaining == 0:
+                    self._failures.remove(failure)
+                raise _Rejected(failure.status, failure.reason)
+        gone = self._unregistered.get(token.lower())
+        if gone is not None:
+            raise _Rejected(410, "Unregistered", timestamp=gone)
+        return payload
+
+    def _check_provider_token(self, authorization: str | None, now: float) -> None:
+        if not authorization:
+            raise _Rejected(403, "MissingProviderToken")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _Rejected(403, "MissingProviderToken")
+        token = token.strip()
+        verified = self._verified_tokens.get(token)
+        if verified is None or self._keys.get(verified[0]) is not verified[1]:
+            verified = self._verify_provider_token(token)
+        if verified[2] < now - PROVIDER_TOKEN_LIFETIME:
+            raise _Rejected(403, "ExpiredProviderToken")
+
+    def _verify_provider_token(self, token: str) -> tuple[str, _IssuedKey, int]:
+        """Check a token's signature and claims once; clients reuse a token many times."""
+        invalid = _Rejected(403, "InvalidProviderToken")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise invalid from None
+        key_id = str(header.get("kid"))
+        issued = self._keys.get(key_id)
+        if issued is None or header.get("alg") != "ES256":
+            raise invalid
+        try:
+            claims = jwt.decode(
+                token,
+                issued.public_key,
+                algorithms=["ES256"],
+                issuer=issued.team_id,
+                leeway=CLOCK_SKEW,
+                options={"require": ["iss", "iat"], "verify_exp": False},
+            )
+        except jwt.PyJWTError:
+            raise invalid from None
+        verified = (key_id, issued, int(claims["iat"]))
+        if len(self._verified_tokens) >= 1000:
+            self._verified_tokens.clear()
+        self._verified_tokens[token] = verified
+        return verified
+
+    def _topic_allowed(self, topic: str, push_type: str) -> bool:
+        suffix = TOPIC_SUFFIXES.get(push_type, "")
+        if not topic.endswith(suffix):
+            return False  # e.g. a voip push to the bare bundle id
+        return topic in self._topics or (bool(suffix) and topic[: -len(suffix)] in self._topics)
+
+    @staticmethod
+    def _check_payload(body: bytes, push_type: str | None) -> dict[str, Any]:
+        limit = MAX_VOIP_PAYLOAD_SIZE if push_type == "voip" else MAX_PAYLOAD_SIZE
+        if len(body) > limit:
+            raise _Rejected(413, "PayloadTooLarge")
+        if not body.strip():
+            raise _Rejected(400, "PayloadEmpty")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            # Apple documents no reason for malformed JSON; this one is the fake's.
+            raise _Rejected(400, "BadPayload") from None
+        if not isinstance(payload, dict):
+            raise _Rejected(400, "BadPayload")
+        if not isinstance(payload.get("aps"), dict):
+            raise _Rejected(400, "PayloadEmpty")
+        return payload
+
+
+class _H2ServerProtocol(asyncio.Protocol):
+    """One client connection: HTTP/2 framing, flow control and scheduling."""
+
+    def __init__(self, fake: FakeAPNs) -> None:
+        self.fake = fake
+        self.transport: asyncio.Transport | None = None
+        self.conn = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
+        # Replaced before the preface so that the limit holds from the first frame on
+        # (a later update would only apply once the client acknowledges it).
+        self.conn.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: fake.max_concurrent_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: self.conn.DEFAULT_MAX_HEADER_LIST_SIZE,
+            },
+        )
+        self.streams: dict[int, _Stream] = {}
+        self.pending: dict[int, asyncio.TimerHandle] = {}
+        # Response bodies waiting for the client to open its flow-control window.
+        self.blocked: dict[int, bytes] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.fake._connected(self)
+        self.conn.initiate_connection()
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for handle in self.pending.values():
+            handle.cancel()
+        self.pending.clear()
+        self.streams.clear()
+        self.blocked.clear()
+        self.transport = None
+        self.fake._disconnected(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except ProtocolError:
+            # h2 has queued a GOAWAY with the error code; send it and hang up.
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for event in events:
+            if isinstance(event, RequestReceived) and event.stream_id is not None:
+                self.streams[event.stream_id] = _Stream(_text_headers(event.headers or []))
+            elif isinstance(event, DataReceived) and event.stream_id is not None:
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.body += event.data or b""
+                # Give the window back at once, so a client may keep sending.
+                self.conn.acknowledge_received_data(
+                    event.flow_controlled_length or 0, event.stream_id
+                )
+            elif isinstance(event, StreamEnded) and event.stream_id is not None:
+                self.request_complete(event.stream_id)
+            elif isinstance(event, StreamReset) and event.stream_id is not None:
+                self.forget(event.stream_id)
+            elif isinstance(event, WindowUpdated):
+                self.send_blocked()
+            elif isinstance(event, ConnectionTerminated):
+                self.flush()
+                if self.transport is not None:
+                    self.transport.close()
+                return
+        self.flush()
+
+    def request_complete(self, stream_id: int) -> None:
+        if stream_id not in self.streams:
+            return
+        if self.fake.delay > 0:
+            loop = asyncio.get_running_loop()
+            self.pending[stream_id] = loop.call_later(self.fake.delay, self.answer, stream_id)
+        else:
+            self.answer(stream_id)
+
+    def answer(self, stream_id: int) -> None:
+        self.pending.pop(stream_id, None)
+        stream = self.streams.pop(stream_id, None)
+        if stream is None or self.transport is None:
+            return
+        response = self.fake._handle(stream.headers, bytes(stream.body))
+        headers = [(":status", str(response.status)), ("apns-id", response.apns_id)]
+        if response.body is not None:
+            headers.append(("content-type", "application/json"))
+            headers.append(("content-length", str(len(response.body))))
+        try:
+            self.conn.send_headers(stream_id, headers, end_stream=response.body is None)
+        except ProtocolError:
+            return  # the client reset the stream meanwhile
+        if response.body is not None:
+            self.blocked[stream_id] = response.body
+            self.send_blocked()
+        self.flush()
+
+    def send_blocked(self) -> None:
+        """Send the response bodies that fit the client's flow-control windows.
+
+        A body goes out whole in one DATA frame or waits: aioapns parses each DATA
+        frame as a complete JSON document.
+        """
+        for stream_id, body in list(self.blocked.items()):
+            try:
+                window = self.conn.local_flow_control_window(stream_id)
+            except ProtocolError:
+                del self.blocked[stream_id]
+                continue
+            if window >= len(body) and self.conn.max_outbound_frame_size >= len(body):
+                del self.blocked[stream_id]
+                self.conn.send_data(stream_id, body, end_stream=True)
+
+    def forget(self, stream_id: int) -> None:
+        handle = self.pending.pop(stream_id, None)
+        if handle is not None:
+            handle.cancel()
+        self.streams.pop(stream_id, None)
+        self.blocked.pop(stream_id, None)
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Say goodbye (GOAWAY) and close the TLS connection."""
+        if self.transport is None:
+            return
+        try:
+            self.conn.close_connection(ErrorCodes.NO_ERROR)
+        except ProtocolError:
+            pass
+        self.flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _text_headers(headers: Iterable[tuple[bytes | str, bytes | str]]) -> list[tuple[str, str]]:
+    return [
+        (
+            name.decode("utf-8", "replace") if isinstance(name, bytes) else name,
+            value.decode("utf-8", "replace") if isinstance(value, bytes) else value,
+        )
+        for name, value in headers
+    ]
