@@ -29,6 +29,14 @@ class ValidationError(PushError, ValueError):
         return f"{self.field}: {self.message}" if self.field else self.message
 
 
+class PayloadError(PushError, ValueError):
+    """A notification a platform would refuse (too large, say); refused before sending."""
+
+    def __init__(self, message: str, *, provider: str) -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
 class PushConfigError(Exception):
     """Bad or missing ``PUSH_*`` configuration, raised by ``init_app``.
 

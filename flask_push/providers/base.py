@@ -1,0 +1,95 @@
+"""The provider contract, after django-anymail's template method.
+
+The base class owns the loop over a batch, concurrency, timeouts and error
+wrapping; a provider supplies the pure steps (``build_payload``, ``parse``) and
+the one method that touches its client library (``post``). Providers never
+touch the database: they only report a :class:`DeliveryResult` per push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from ..errors import PayloadError
+from ..message import DeliveryResult, Notification, OutgoingPush
+
+
+class Provider(ABC):
+    """Delivers pushes of one platform.
+
+    Instances live in one asyncio event loop (the worker's); ``send_batch``
+    keeps up to ``concurrency`` requests in flight on the provider's pooled
+    client, and ``aclose`` releases it.
+    """
+
+    #: the kind, as in :data:`flask_push.credentials.KINDS`
+    name: ClassVar[str]
+    #: the largest payload the platform takes, in bytes on the wire
+    max_payload: ClassVar[int]
+
+    def __init__(self, *, concurrency: int = 100, timeout: float = 10.0) -> None:
+        self.concurrency = concurrency
+        self.timeout = timeout
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Mapping[str, Any], **options: Any) -> Provider:
+        """Build from settings checked by :mod:`flask_push.credentials` (no I/O)."""
+
+    @abstractmethod
+    def build_payload(self, push: OutgoingPush) -> Any:
+        """The platform's request for ``push``: pure, no I/O."""
+
+    @abstractmethod
+    def payload_size(self, notification: Notification) -> int:
+        """Bytes on the wire for ``notification`` at its largest (with a click token)."""
+
+    @abstractmethod
+    async def post(self, push: OutgoingPush, payload: Any) -> Any:
+        """Send one payload with the client library; return its response."""
+
+    @abstractmethod
+    def parse(self, push: OutgoingPush, response: Any) -> DeliveryResult:
+        """Turn a response, or the exception ``post`` raised, into a result."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release pooled connections (call it in the loop that used them)."""
+
+    def check(self, notification: Notification) -> None:
+        """Refuse a notification the platform would refuse, before anything is queued.
+
+        :raises PayloadError: when it is too large; never truncated.
+        """
+        size = self.payload_size(notification)
+        if size > self.max_payload:
+            raise PayloadError(
+                f"The {self.name} payload would be {size} bytes; the limit is "
+                f"{self.max_payload}. Shorten the body or move data to your server.",
+                provider=self.name,
+            )
+
+    async def send_batch(self, pushes: Sequence[OutgoingPush]) -> list[DeliveryResult]:
+        """Send every push, ``concurrency`` at a time; one result per push, in order."""
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(push: OutgoingPush) -> DeliveryResult:
+            async with gate:
+                try:
+                    payload = self.build_payload(push)
+                    response = await asyncio.wait_for(self.post(push, payload), self.timeout)
+                except asyncio.TimeoutError:
+                    return DeliveryResult(
+                        push.delivery_id,
+                        "retry",
+                        self.name,
+                        error=f"no answer within {self.timeout:g} s",
+                    )
+                except Exception as err:  # noqa: BLE001 - parse() decides what it means
+                    response = err
+                return self.parse(push, response)
+
+        return list(await asyncio.gather(*(one(push) for push in pushes)))
