@@ -13,7 +13,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-test: $(VENV)/.installed
+# web-push-testing: an outside Web Push service the tests check our sender against
+PEERS := tests/peers/node_modules/.installed
+$(PEERS): tests/peers/package.json tests/peers/package-lock.json
+	npm ci --prefix tests/peers --no-audit --no-fund
+	touch $@
+
+test: $(VENV)/.installed $(PEERS)
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
@@ -28,4 +34,4 @@ demo: $(VENV)/.installed
 	@echo "Until then, see the README's quickstart to embed flask-push in your own app."
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/peers/node_modules

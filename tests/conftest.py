@@ -7,9 +7,16 @@ except under ``CI=true``, where a missing service fails the run.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import shutil
+import socket
+import subprocess
+import threading
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,6 +189,81 @@ def service_account(**overrides: Any) -> dict[str, Any]:
     }
     info.update(overrides)
     return info
+
+
+PEERS = Path(__file__).parent / "peers" / "node_modules"
+
+
+class WebPushTesting:
+    """web-push-testing (npm): an outside Web Push service that decrypts what it gets."""
+
+    def __init__(self, port: int) -> None:
+        self.origin = f"http://localhost:{port}"
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            self.origin + path,
+            data=json.dumps(body or {}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+            return json.loads(response.read() or b"null")
+
+    def subscribe(self, vapid_public_key: str) -> dict[str, Any]:
+        """A subscription bound to our VAPID key; ``clientHash`` names it here."""
+        data = self._post(
+            "/subscribe", {"userVisibleOnly": "true", "applicationServerKey": vapid_public_key}
+        )["data"]
+        return {
+            "endpoint": data["endpoint"],
+            "keys": data["keys"],
+            "clientHash": data["clientHash"],
+        }
+
+    def notifications(self, client_hash: str) -> list[Any]:
+        return list(
+            self._post("/get-notifications", {"clientHash": client_hash})["data"]["messages"]
+        )
+
+    def expire(self, client_hash: str) -> None:
+        self._post(f"/expire-subscription/{client_hash}")
+
+
+@pytest.fixture(scope="session")
+def web_push_testing() -> Iterator[WebPushTesting]:
+    """The npm peer, started once (``make test`` installs it into tests/peers)."""
+    server = PEERS / "web-push-testing" / "src" / "bin" / "server.js"
+    node = shutil.which("node")
+    if node is None or not server.exists():
+        need_service(
+            "web-push-testing",
+            RuntimeError(
+                "run `npm ci --prefix tests/peers` (make test does) with Node.js installed"
+            ),
+        )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [node, str(server), str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    reader = threading.Thread()
+    try:
+        line = process.stdout.readline()  # it says when it listens
+        if f"Server running on port {port}" not in line:
+            need_service("web-push-testing", RuntimeError(f"it said {line!r}"))
+        # keep reading what it logs, so that a full pipe never blocks it
+        reader = threading.Thread(target=process.stdout.read, daemon=True)
+        reader.start()
+        yield WebPushTesting(port)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if reader.is_alive():
+            reader.join(timeout=5)
+        process.stdout.close()
 
 
 def as_user(user: str | None, admin: bool = False) -> dict[str, str]:
