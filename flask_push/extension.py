@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import config, inbox
+from . import config, inbox, signals
 from .config import PushSettings
 from .models import Models, models_for
 
@@ -183,7 +183,8 @@ class Push:
             commit,
         )
         if commit:
-            inbox.notify_saved(current_app._get_current_object(), item, created)  # type: ignore[attr-defined]
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            signals.inbox_item_saved.send(app, item=item, created=created)
         return item, created
 
     def search(
@@ -216,7 +217,9 @@ class Push:
             lambda: inbox.mark_read(self.db.session, self.models, user_id, id), commit
         )
         if commit:
-            inbox.notify_read(current_app._get_current_object(), str(user_id), count)  # type: ignore[attr-defined]
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            if count:
+                signals.inbox_read.send(app, user_id=str(user_id), count=count)
         return count
 
     def _write(self, work: Callable[[], Any], commit: bool) -> Any:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import signals, validation
+from . import validation
 from .errors import ValidationError
 from .ids import new_id
 from .models import Models, utcnow
@@ -229,12 +229,6 @@ def _count_query(models: Models, only_new: bool) -> sa.Select[Any]:
     return sa.select(sa.func.count()).select_from(model).where(*_filters(models, only_new, True))
 
 
-def unread_count(session: AnySession, models: Models, user_id: str) -> int:
-    counter = models.InboxCounter
-    query = sa.select(counter.unread).where(counter.user_id == _user(user_id))
-    return session.scalar(query) or 0
-
-
 def mark_read(session: AnySession, models: Models, user_id: str, id: str | None = None) -> int:
     """Mark one item (or with ``id=None`` all of them) read; returns how many changed."""
     model = models.InboxItem
@@ -297,12 +291,3 @@ def recount(session: AnySession, models: Models, user_id: str) -> tuple[int, int
     session.execute(sa.delete(counter).where(counter.user_id == user_id))
     session.execute(sa.insert(counter).values(user_id=user_id, total=total, unread=unread))
     return total, unread
-
-
-def notify_saved(sender: Any, item: Any, created: bool) -> None:
-    signals.inbox_item_saved.send(sender, item=item, created=created)
-
-
-def notify_read(sender: Any, user_id: str, count: int) -> None:
-    if count:
-        signals.inbox_read.send(sender, user_id=user_id, count=count)
