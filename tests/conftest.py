@@ -208,7 +208,9 @@ class WebPushTesting:
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-            return json.loads(response.read() or b"null")
+            raw = response.read()
+            is_json = response.headers.get_content_type() == "application/json"
+            return json.loads(raw) if is_json and raw else raw.decode()
 
     def subscribe(self, vapid_public_key: str) -> dict[str, Any]:
         """A subscription bound to our VAPID key; ``clientHash`` names it here."""

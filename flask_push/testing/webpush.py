@@ -735,6 +735,10 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "FakePushService/1.0"
+    # Keep-alive, as real push services and pooled senders expect; and since
+    # headers and body are separate writes, TCP_NODELAY avoids Nagle's ~40 ms stall.
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     # Idle connections are dropped after this many seconds.
     timeout = 30
 

@@ -1,0 +1,552 @@
+"""Web Push (RFC 8030) with aes128gcm payloads (RFC 8291) and VAPID (RFC 8292).
+
+One :class:`WebPushProvider` keeps a pooled aiohttp session with keep-alive
+connections, so a batch of thousands of pushes reuses a few connections per push
+service instead of paying a TCP and TLS handshake per push. Payloads are
+encrypted with ``http_ece`` (the library pywebpush itself uses) and VAPID tokens
+are signed with ``py_vapid``, once per push-service origin and reused for hours,
+as RFC 8292 allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import hashlib
+import ipaddress
+import json
+import re
+import socket
+import ssl
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timezone
+from typing import Any, ClassVar
+from urllib.parse import SplitResult, urlsplit
+
+import aiohttp
+import http_ece
+from aiohttp.abc import AbstractResolver, ResolveResult
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid
+
+from ..credentials import load_vapid, vapid_public_key
+from ..errors import PayloadError, PushError
+from ..message import DeliveryResult, Notification, OutgoingPush, WebPushTarget
+from .base import Provider
+
+__all__ = [
+    "BlockedAddressError",
+    "WebPushProvider",
+    "WebPushRequest",
+    "WebPushResponse",
+    "encrypted_size",
+    "topic_for",
+]
+
+#: aes128gcm header: 16-byte salt, 4-byte record size, 1-byte key id length, 65-byte key
+_HEADER_SIZE = 86
+#: each record ends with a 1-byte delimiter and a 16-byte AES-GCM tag
+_RECORD_OVERHEAD = 17
+#: http_ece's record size; 4096 also keeps any payload we accept in one record
+_RECORD_SIZE = 4096
+_TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
+#: the start of an error body worth putting in a DeliveryResult
+_MAX_ERROR_TEXT = 2048
+
+
+class BlockedAddressError(PushError):
+    """A push endpoint resolved to an address flask-push refuses to connect to.
+
+    Endpoints are checked when a browser subscribes, but a hostname can later
+    resolve elsewhere (DNS rebinding), so the address is checked again at
+    connection time.
+    """
+
+
+@dataclass(frozen=True)
+class WebPushRequest:
+    """What ``build_payload`` makes of a push: still plaintext, not yet signed.
+
+    The body is encrypted in ``post``: this keeps ``build_payload`` deterministic
+    (equal pushes give equal requests, easy to assert on), keeps the payload
+    readable in tests, and gives every POST fresh key material. The
+    ``Authorization`` header depends on the clock and on the token cache, so it
+    is added in ``post`` too.
+    """
+
+    endpoint: str
+    #: ``scheme://host[:port]``: the VAPID audience and the token cache key
+    origin: str
+    #: the URL's host, so ``post`` can check an IP literal, which skips the resolver
+    host: str
+    #: the UTF-8 JSON payload (CONTRACT.md section 4)
+    body: bytes
+    #: TTL, Urgency, Topic, Content-Type and Content-Encoding
+    headers: Mapping[str, str]
+    #: the subscriber's P-256 public key (uncompressed point) and auth secret
+    p256dh: bytes
+    auth: bytes
+
+
+@dataclass(frozen=True)
+class WebPushResponse:
+    """The part of a push service's answer that ``parse`` needs."""
+
+    status: int
+    reason: str
+    #: the start of the body, for error messages
+    text: str
+    #: seconds to wait, from ``Retry-After`` (seconds or an HTTP date)
+    retry_after: float | None = None
+
+
+def topic_for(collapse_key: str) -> str:
+    """The ``Topic`` header for a collapse key.
+
+    RFC 8030 allows at most 32 base64url characters. A key that fits is sent
+    as it is; any other is replaced by the first 32 characters of the base64url
+    SHA-256 of its UTF-8 bytes: stable across processes and releases, so a
+    newer message still replaces an older one, with 192 bits against collisions.
+    """
+    if _TOPIC.fullmatch(collapse_key):
+        return collapse_key
+    digest = hashlib.sha256(collapse_key.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")[:32]
+
+
+def encrypted_size(plaintext_size: int) -> int:
+    """Bytes on the wire of an aes128gcm body holding ``plaintext_size`` (> 0) bytes."""
+    chunk = _RECORD_SIZE - _RECORD_OVERHEAD
+    records = max(1, -(-plaintext_size // chunk))
+    return _HEADER_SIZE + plaintext_size + records * _RECORD_OVERHEAD
+
+
+class WebPushProvider(Provider):
+    """Delivers to browsers' push services.
+
+    :param vapid: the application server's key (see :func:`~flask_push.credentials.load_vapid`).
+    :param subject: the VAPID ``sub``, ``mailto:`` or ``https:``.
+    :param concurrency: requests in flight, and connections in the pool.
+    :param timeout: seconds for one push, connection included.
+    :param allow_http: accept ``http://`` endpoints (local test services only).
+    :param ssl_context: trust for TLS; by default the system's store, which
+        honours ``SSL_CERT_FILE`` when it is set before the process starts.
+    :param allow_private_hosts: hosts (exact, case-insensitive) and addresses or
+        networks (``"127.0.0.1"``, ``"10.1.0.0/16"``) that may be private,
+        loopback, link-local or reserved; any other connection to such an
+        address is refused with :class:`BlockedAddressError`.
+    :param resolver: replaces aiohttp's resolver (tests map names with it); the
+        address check wraps it either way.
+    """
+
+    name: ClassVar[str] = "webpush"
+    #: bytes of encrypted body a push service must accept (RFC 8030, section 7.2)
+    max_payload: ClassVar[int] = 4096
+    #: ``payload_size`` assumes message ids and click tokens up to these lengths
+    #: (ids are ``msg_`` plus a 26-character ULID; a click token is a signed id)
+    max_message_id_length: ClassVar[int] = 64
+    max_click_token_length: ClassVar[int] = 200
+    #: VAPID tokens are signed for 12 hours (RFC 8292 allows 24) and renewed
+    #: after 6, so a token in use always has hours left despite clock skew
+    vapid_lifetime: ClassVar[int] = 12 * 3600
+    vapid_renew_after: ClassVar[float] = 6 * 3600
+
+    def __init__(
+        self,
+        vapid: Vapid,
+        subject: str,
+        *,
+        concurrency: int = 100,
+        timeout: float = 10.0,
+        allow_http: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        allow_private_hosts: Iterable[str] = (),
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        super().__init__(concurrency=concurrency, timeout=timeout)
+        # credentials.py already checked the subject; py_vapid's own stricter
+        # regex would otherwise fail every push of a subject it dislikes.
+        self._vapid = Vapid(vapid.private_key, conf={"no-strict": True})
+        self.public_key = vapid_public_key(self._vapid)
+        self.subject = subject
+        self.allow_http = allow_http
+        self.ssl_context = ssl_context
+        self._guard = _AddressGuard(allow_private_hosts)
+        self._resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+        self._guarded_resolver: _GuardedResolver | None = None
+        #: origin -> (Authorization header, time.monotonic() when to renew it)
+        self._tokens: dict[str, tuple[str, float]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], **options: Any) -> WebPushProvider:
+        """Build from :data:`flask_push.credentials.WEBPUSH` settings; no I/O.
+
+        ``options`` are the constructor's keywords (``concurrency``, ``timeout``,
+        ``allow_http``, ``ssl_context``, ``allow_private_hosts``, ``resolver``);
+        an unknown one raises :class:`TypeError`.
+        """
+        return cls(load_vapid(settings["privateKey"]), settings["subject"], **options)
+
+    # -- pure steps ---------------------------------------------------------------------
+
+    def build_payload(self, push: OutgoingPush) -> WebPushRequest:
+        """The request for ``push``, plaintext and unsigned.
+
+        :raises PayloadError: when the encrypted body would exceed 4096 bytes.
+        :raises ValueError: for a bad endpoint or subscription keys.
+        """
+        target = push.target
+        if not isinstance(target, WebPushTarget):
+            raise TypeError(f"webpush cannot deliver to a {type(target).__name__}")
+        parts = _split(target.endpoint)
+        if parts.scheme != "https" and not (parts.scheme == "http" and self.allow_http):
+            raise ValueError(f"the endpoint must be an https URL, not {target.endpoint!r}")
+        if not parts.hostname:
+            raise ValueError(f"the endpoint has no host: {target.endpoint!r}")
+        p256dh = _b64decode(target.p256dh, "p256dh")
+        if len(p256dh) != 65 or p256dh[0] != 4:
+            raise ValueError("the subscription's p256dh is not an uncompressed P-256 point")
+        auth = _b64decode(target.auth, "auth")
+        if len(auth) != 16:
+            raise ValueError(f"the subscription's auth secret is {len(auth)} bytes, not 16")
+        notification = push.notification
+        body = _payload_json(notification, push.message_id, push.click_token)
+        size = encrypted_size(len(body))
+        if size > self.max_payload:
+            raise PayloadError(
+                f"the webpush payload is {size} bytes; the limit is {self.max_payload}",
+                provider=self.name,
+            )
+        if notification.ttl < 0:
+            raise ValueError(f"ttl must be zero or more seconds, not {notification.ttl}")
+        headers = {
+            "TTL": str(notification.ttl),
+            "Urgency": notification.urgency,
+            "Content-Type": "application/octet-stream",
+            "Content-Encoding": "aes128gcm",
+        }
+        if notification.collapse_key:
+            headers["Topic"] = topic_for(notification.collapse_key)
+        return WebPushRequest(
+            endpoint=target.endpoint,
+            origin=_origin(parts),
+            host=parts.hostname,
+            body=body,
+            headers=headers,
+            p256dh=p256dh,
+            auth=auth,
+        )
+
+    def payload_size(self, notification: Notification) -> int:
+        """The encrypted body size with a message id and click token of the maximal length."""
+        body = _payload_json(
+            notification, "m" * self.max_message_id_length, "c" * self.max_click_token_length
+        )
+        return encrypted_size(len(body))
+
+    def parse(self, push: OutgoingPush, response: Any) -> DeliveryResult:
+        """Map a push service's answer, or the exception ``post`` raised, onto a result."""
+        if isinstance(response, WebPushResponse):
+            return self._parse_response(push, response)
+        if isinstance(response, BaseException):
+            return self._parse_error(push, response)
+        return DeliveryResult(
+            push.delivery_id, "failed", self.name, error=f"unexpected response {response!r}"
+        )
+
+    def _parse_response(self, push: OutgoingPush, response: WebPushResponse) -> DeliveryResult:
+        status = response.status
+        if 200 <= status < 300:
+            return DeliveryResult(push.delivery_id, "sent", self.name, status_code=status)
+        said = f"{status} {response.reason}".strip()
+        if response.text:
+            said = f"{said}: {response.text}"
+        if status in (404, 410):
+            meaning = (
+                "the push service does not know this subscription"
+                if status == 404
+                else "the subscription has expired or was unsubscribed"
+            )
+            error = f"{meaning} ({said})"
+            return DeliveryResult(
+                push.delivery_id, "gone", self.name, error=error, status_code=status
+            )
+        if status == 429 or status >= 500:
+            return DeliveryResult(
+                push.delivery_id,
+                "retry",
+                self.name,
+                error=said,
+                status_code=status,
+                retry_after=response.retry_after,
+            )
+        if status == 413:
+            said = f"the encrypted payload is too large for the push service ({said})"
+        return DeliveryResult(push.delivery_id, "failed", self.name, error=said, status_code=status)
+
+    def _parse_error(self, push: OutgoingPush, error: BaseException) -> DeliveryResult:
+        message = str(error) or type(error).__name__
+        if isinstance(error, (PayloadError, BlockedAddressError)):
+            return DeliveryResult(push.delivery_id, "failed", self.name, error=message)
+        # A dropped or refused connection, a DNS failure or a timeout may well
+        # pass later; a bad URL or a bug will not.
+        transient = (
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            OSError,
+            asyncio.TimeoutError,
+            TimeoutError,
+        )
+        if isinstance(error, transient):
+            return DeliveryResult(
+                push.delivery_id,
+                "retry",
+                self.name,
+                error=f"{type(error).__name__}: {message}",
+            )
+        return DeliveryResult(
+            push.delivery_id, "failed", self.name, error=f"{type(error).__name__}: {message}"
+        )
+
+    # -- the network --------------------------------------------------------------------
+
+    async def post(self, push: OutgoingPush, payload: WebPushRequest) -> WebPushResponse:
+        """Encrypt, sign and POST one push on the pooled session."""
+        session = self._client()
+        # aiohttp connects to an IP literal without asking the resolver.
+        self._guard.check_literal(payload.host)
+        body = http_ece.encrypt(
+            payload.body,
+            private_key=ec.generate_private_key(ec.SECP256R1()),
+            dh=payload.p256dh,
+            auth_secret=payload.auth,
+            version="aes128gcm",
+        )
+        headers = dict(payload.headers)
+        headers["Authorization"] = self._authorization(payload.origin)
+        # Redirects are refused: a push service never sends one, and following
+        # it would reach a URL that nobody validated.
+        async with session.post(
+            payload.endpoint, data=body, headers=headers, allow_redirects=False
+        ) as response:
+            text = await _read_start(response)
+            answer = WebPushResponse(
+                status=response.status,
+                reason=response.reason or "",
+                text=text,
+                retry_after=_retry_after(response.headers.get("Retry-After"), time.time()),
+            )
+        if answer.status in (401, 403):
+            # Sign afresh next time, in case the token was the problem.
+            self._tokens.pop(payload.origin, None)
+        return answer
+
+    def _authorization(self, origin: str) -> str:
+        """The VAPID header for ``origin``, signed once and reused until renewal."""
+        now = time.monotonic()
+        cached = self._tokens.get(origin)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        if len(self._tokens) > 1024:
+            self._tokens = {o: t for o, t in self._tokens.items() if now < t[1]}
+        # Built fresh for each signature: pywebpush's webpush() writes into the
+        # claims it is given, and nothing here should share them.
+        claims = {"aud": origin, "sub": self.subject, "exp": int(time.time()) + self.vapid_lifetime}
+        header = str(self._vapid.sign(claims)["Authorization"])
+        self._tokens[origin] = (header, now + self.vapid_renew_after)
+        return header
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The pooled session, made on first use inside the running loop."""
+        if self._session is None:
+            self._guarded_resolver = _GuardedResolver(
+                self._resolver or aiohttp.DefaultResolver(), self._guard
+            )
+            connector = aiohttp.TCPConnector(
+                limit=self.concurrency,
+                ssl=self.ssl_context or True,
+                resolver=self._guarded_resolver,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"User-Agent": "flask-push"},
+                # Proxies would resolve names where the guard cannot see them.
+                trust_env=False,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the pooled connections; a later ``post`` opens a new pool."""
+        session, resolver = self._session, self._guarded_resolver
+        self._session = self._guarded_resolver = None
+        if session is not None:
+            await session.close()
+        if resolver is not None and self._resolver is None:
+            await resolver.close()
+
+
+class _AddressGuard:
+    """Decides which addresses a push may connect to."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        hosts: set[str] = set()
+        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in allowed:
+            name = entry.strip().lower().strip("[]").rstrip(".")
+            try:
+                networks.append(ipaddress.ip_network(name, strict=False))
+            except ValueError:
+                hosts.add(name)
+        self.hosts = frozenset(hosts)
+        self.networks = tuple(networks)
+        #: URL hosts that ``check_literal`` let through
+        self._passed: set[str] = set()
+
+    def allows_host(self, host: str) -> bool:
+        return host.lower().rstrip(".") in self.hosts
+
+    def check(self, host: str, address: str) -> None:
+        """Raise :class:`BlockedAddressError` unless ``host`` may connect to ``address``."""
+        try:
+            ip = ipaddress.ip_address(address.partition("%")[0])
+        except ValueError as err:
+            raise BlockedAddressError(f"{host} resolved to {address!r}, not an IP") from err
+        if any(ip in net for net in self.networks):
+            return
+        seen: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+        if isinstance(ip, ipaddress.IPv6Address):
+            # An IPv4 address inside IPv6 (mapped, 6to4, or the old ::a.b.c.d
+            # form) reaches that IPv4 address, so it is judged as one too.
+            inner = ip.ipv4_mapped or ip.sixtofour
+            if inner is None and int(ip) >> 32 == 0:
+                inner = ipaddress.IPv4Address(int(ip))
+            if inner is not None:
+                if any(inner in net for net in self.networks):
+                    return
+                seen.append(inner)
+        if all(each.is_global and not each.is_multicast for each in seen):
+            return
+        raise BlockedAddressError(
+            f"refused to connect to {host} at {ip}: a private, loopback, link-local or "
+            f"reserved address; name it in allow_private_hosts if that is intended"
+        )
+
+    def check_literal(self, host: str) -> None:
+        """Check a URL host that is an IP address; names go through the resolver."""
+        if host in self._passed:
+            return
+        try:
+            ipaddress.ip_address(host.strip("[]").partition("%")[0])
+        except ValueError:
+            pass
+        else:
+            if not self.allows_host(host):
+                self.check(host, host.strip("[]"))
+        # The verdict on a literal never changes, unlike a name's, so it is kept.
+        self._passed.add(host)
+
+
+class _GuardedResolver(AbstractResolver):
+    """Resolves with another resolver, then refuses addresses the guard forbids."""
+
+    def __init__(self, inner: AbstractResolver, guard: _AddressGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if not self._guard.allows_host(host):
+            # Every address, not just the first: aiohttp falls back to the others.
+            for result in results:
+                self._guard.check(host, result["host"])
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _payload_json(notification: Notification, message_id: str, click_token: str | None) -> bytes:
+    """The payload of CONTRACT.md section 4: compact UTF-8 JSON without nulls."""
+    payload: dict[str, Any] = {"title": notification.title, "body": notification.body or ""}
+    for key, value in (
+        ("url", notification.url),
+        ("icon", notification.icon),
+        ("image", notification.image),
+        ("badge", notification.badge),
+        ("tag", notification.tag or notification.collapse_key),
+    ):
+        if value is not None:
+            payload[key] = value
+    if notification.data:
+        payload["data"] = dict(notification.data)
+    payload["messageId"] = message_id
+    if click_token is not None:
+        payload["clickToken"] = click_token
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise PayloadError(
+            f"the notification's data is not JSON: {err}", provider="webpush"
+        ) from err
+    return text.encode("utf-8")
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return urlsplit("")
+
+
+def _origin(parts: SplitResult) -> str:
+    """``scheme://host[:port]`` as browsers serialize an origin: no default port."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or (parts.scheme, port) in (("https", 443), ("http", 80)):
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def _b64decode(text: str, name: str) -> bytes:
+    padded = text.strip().rstrip("=")
+    try:
+        return base64.urlsafe_b64decode(padded + "=" * (-len(padded) % 4))
+    except (binascii.Error, ValueError) as err:
+        raise ValueError(f"the subscription's {name} is not base64url") from err
+
+
+async def _read_start(response: aiohttp.ClientResponse) -> str:
+    """The first bytes of the body as text; the rest is left unread."""
+    data = bytearray()
+    while len(data) < _MAX_ERROR_TEXT:
+        chunk = await response.content.read(_MAX_ERROR_TEXT - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data).decode("utf-8", "replace").strip()
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from ``Retry-After``: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - now)

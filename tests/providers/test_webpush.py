@@ -1,0 +1,620 @@
+"""WebPushProvider through the real wire: FakePushService decrypts and checks VAPID."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gc
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from flask_push.credentials import WEBPUSH
+from flask_push.errors import PayloadError
+from flask_push.message import (
+    DeliveryResult,
+    DeviceTarget,
+    Notification,
+    OutgoingPush,
+    WebPushTarget,
+)
+from flask_push.providers import provider_class
+from flask_push.providers.webpush import (
+    WebPushProvider,
+    WebPushRequest,
+    encrypted_size,
+    topic_for,
+)
+from flask_push.testing.webpush import FakePushService, FakeSubscriber
+
+from conftest import b64url
+
+SUBJECT = "mailto:ops@example.com"
+
+
+@pytest.fixture(params=["http", "https"])
+def service(request: pytest.FixtureRequest) -> Iterator[FakePushService]:
+    with FakePushService(tls=request.param == "https") as service:
+        yield service
+
+
+@pytest.fixture
+def http_service() -> Iterator[FakePushService]:
+    with FakePushService() as service:
+        yield service
+
+
+def make_provider(
+    key: str, service: FakePushService | None = None, **options: Any
+) -> WebPushProvider:
+    settings = WEBPUSH.normalize({"privateKey": key, "subject": SUBJECT})
+    options.setdefault("allow_http", True)
+    options.setdefault("allow_private_hosts", ["127.0.0.1"])
+    options.setdefault("timeout", 5.0)
+    if service is not None and service.certificate is not None:
+        options.setdefault("ssl_context", service.certificate.client_context())
+    return WebPushProvider.from_settings(settings, **options)
+
+
+def target(subscriber: FakeSubscriber, endpoint: str | None = None) -> WebPushTarget:
+    return WebPushTarget(endpoint or subscriber.endpoint, subscriber.p256dh, subscriber.auth)
+
+
+def outgoing(
+    to: WebPushTarget | DeviceTarget, number: int = 0, click_token: str | None = None, **fields: Any
+) -> OutgoingPush:
+    fields.setdefault("title", f"Order #{number}")
+    return OutgoingPush(
+        delivery_id=f"dlv_{number}",
+        message_id=f"msg_{number}",
+        notification=Notification(**fields),
+        target=to,
+        click_token=click_token,
+    )
+
+
+def send(provider: WebPushProvider, pushes: list[OutgoingPush]) -> list[DeliveryResult]:
+    async def run() -> list[DeliveryResult]:
+        try:
+            return await provider.send_batch(pushes)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(run())
+
+
+def send_one(provider: WebPushProvider, push: OutgoingPush) -> DeliveryResult:
+    (result,) = send(provider, [push])
+    return result
+
+
+def browser_keys() -> tuple[str, str]:
+    """A browser's p256dh and auth, for pushes that never reach a service."""
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    point = key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    return b64url(point), b64url(bytes(16))
+
+
+def jwt_of(authorization: str | None) -> str:
+    assert authorization and authorization.startswith("vapid ")
+    params = dict(part.strip().split("=", 1) for part in authorization[6:].split(","))
+    return params["t"]
+
+
+class MapResolver(AbstractResolver):
+    """Resolves the names it was given, like a DNS server an attacker controls."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        address = self.names[host]
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+# -- delivery ------------------------------------------------------------------------------
+
+
+def test_a_batch_arrives_decrypted_with_headers_and_one_vapid_token(
+    service: FakePushService, vapid_private_key: str
+) -> None:
+    subscribers = [service.subscribe() for _ in range(50)]
+    pushes = [
+        outgoing(
+            target(subscriber),
+            i,
+            click_token=f"ct_{i}",
+            body="Out for delivery",
+            url=f"/orders/{i}",
+            icon="/icon.png",
+            data={"orderId": i, "émoji": "📦"},
+            ttl=3600,
+            urgency="high",
+            collapse_key=f"order-{i}",
+        )
+        for i, subscriber in enumerate(subscribers)
+    ]
+    provider = make_provider(vapid_private_key, service)
+
+    results = send(provider, pushes)
+
+    assert [r.delivery_id for r in results] == [p.delivery_id for p in pushes]
+    assert {(r.status, r.status_code, r.provider) for r in results} == {("sent", 201, "webpush")}
+    for i, subscriber in enumerate(subscribers):
+        (received,) = subscriber.received
+        assert received.json() == {
+            "title": f"Order #{i}",
+            "body": "Out for delivery",
+            "url": f"/orders/{i}",
+            "icon": "/icon.png",
+            "tag": f"order-{i}",
+            "data": {"orderId": i, "émoji": "📦"},
+            "messageId": f"msg_{i}",
+            "clickToken": f"ct_{i}",
+        }
+        assert (received.ttl, received.urgency, received.topic) == (3600, "high", f"order-{i}")
+        assert received.content_type == "application/octet-stream"
+        assert received.vapid.sub == SUBJECT
+        assert received.vapid.aud == service.origin
+        assert received.vapid.public_key == provider.public_key
+        assert received.vapid.exp <= time.time() + 12 * 3600 + 5
+    requests = service.requests
+    assert len(requests) == 50
+    # One VAPID token for the whole batch: signed once per origin, not per push.
+    assert len({jwt_of(r.header("Authorization")) for r in requests}) == 1
+    assert {r.header("Content-Encoding") for r in requests} == {"aes128gcm"}
+
+
+def test_the_payload_is_compact_json_without_nulls(
+    http_service: FakePushService, vapid_private_key: str
+) -> None:
+    subscriber = http_service.subscribe()
+    provider = make_provider(vapid_private_key)
+    push = outgoing(target(subscriber), 7, tag="t", collapse_key="c", badge=3)
+
+    assert send_one(provider, push).status == "sent"
+    assert subscriber.received[0].payload == (
+        b'{"title":"Order #7","body":"","badge":3,"tag":"t","messageId":"msg_7"}'
+    )
+    assert subscriber.received[0].topic == "c"
+    # Urgency is always sent; normal is the default.
+    assert subscriber.received[0].urgency == "normal"
+    assert subscriber.received[0].ttl == 86400
+
+
+def test_tokens_are_reused_per_origin_and_differ_between_origins(
+    vapid_private_key: str,
+) -> None:
+    with FakePushService() as one, FakePushService() as two:
+        first = [one.subscribe() for _ in range(3)]
+        second = [two.subscribe() for _ in range(3)]
+        provider = make_provider(vapid_private_key)
+        pushes = [outgoing(target(s), i) for i, s in enumerate(first + second)]
+
+        async def run() -> list[DeliveryResult]:
+            try:
+                results = await provider.send_batch(pushes)
+                # A later batch on the same provider still uses the cached tokens.
+                return results + await provider.send_batch(pushes)
+            finally:
+                await provider.aclose()
+
+        assert {r.status for r in asyncio.run(run())} == {"sent"}
+        tokens_one = {jwt_of(r.header("Authorization")) for r in one.requests}
+        tokens_two = {jwt_of(r.header("Authorization")) for r in two.requests}
+        assert len(one.requests) == len(two.requests) == 6
+        assert len(tokens_one) == len(tokens_two) == 1
+        assert tokens_one != tokens_two
+        assert {p.vapid.aud for p in one.pushes} == {one.origin}
+        assert {p.vapid.aud for p in two.pushes} == {two.origin}
+
+
+def test_a_token_is_renewed_after_its_renewal_time(
+    http_service: FakePushService, vapid_private_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subscriber = http_service.subscribe()
+    monkeypatch.setattr(WebPushProvider, "vapid_renew_after", 0.0)
+    provider = make_provider(vapid_private_key)
+    # ECDSA signatures are randomized: each signing gives a token of its own.
+    results = send(provider, [outgoing(target(subscriber), i) for i in range(3)])
+    assert {r.status for r in results} == {"sent"}
+    assert len({jwt_of(r.header("Authorization")) for r in http_service.requests}) == 3
+
+
+def test_long_or_unusual_collapse_keys_become_a_stable_topic(
+    http_service: FakePushService, vapid_private_key: str
+) -> None:
+    subscriber = http_service.subscribe()
+    keys = ["order 42 / status", "x" * 33, "commande-été"]
+    provider = make_provider(vapid_private_key)
+    pushes = [outgoing(target(subscriber), i, collapse_key=k) for i, k in enumerate(keys)]
+
+    assert {r.status for r in send(provider, pushes)} == {"sent"}
+    received = sorted(subscriber.received, key=lambda p: str(p.json()["messageId"]))
+    topics = [p.topic for p in received]
+    assert topics == [topic_for(k) for k in keys]
+    assert all(t is not None and len(t) == 32 for t in topics)
+    assert topic_for("order 42 / status") == topic_for("order 42 / status")
+    assert topic_for("order-42") == "order-42"
+    # The tag keeps the key as the host wrote it.
+    assert [p.json()["tag"] for p in received] == keys
+
+
+# -- what the push service says ------------------------------------------------------------
+
+
+def test_gone_subscriptions(service: FakePushService, vapid_private_key: str) -> None:
+    expired = service.subscribe()
+    expired.expire()
+    unknown = service.subscribe()
+    pushes = [
+        outgoing(target(expired), 0),
+        outgoing(target(unknown, f"{service.origin}/push/never-made"), 1),
+    ]
+    first, second = send(make_provider(vapid_private_key, service), pushes)
+    assert (first.status, first.status_code) == ("gone", 410)
+    assert first.error is not None and "expired" in first.error
+    assert (second.status, second.status_code) == ("gone", 404)
+    assert second.error is not None and "does not know" in second.error
+
+
+def test_rate_limits_and_server_errors_are_retried(
+    http_service: FakePushService, vapid_private_key: str
+) -> None:
+    subscriber = http_service.subscribe()
+    later = email.utils.formatdate(time.time() + 90, usegmt=True)
+    http_service.fail_next(429, retry_after=120)
+    http_service.fail_next(429, retry_after=later)
+    http_service.fail_next(500)
+    http_service.fail_next(503, retry_after=7)
+    provider = make_provider(vapid_private_key, concurrency=1)
+    pushes = [outgoing(target(subscriber), i) for i in range(5)]
+
+    results = send(provider, pushes)
+
+    assert [(r.status, r.status_code) for r in results] == [
+        ("retry", 429),
+        ("retry", 429),
+        ("retry", 500),
+        ("retry", 503),
+        ("sent", 201),
+    ]
+    assert results[0].retry_after == 120
+    assert results[1].retry_after is not None and 80 <= results[1].retry_after <= 91
+    assert results[2].retry_after is None
+    assert results[3].retry_after == 7
+    assert results[0].error is not None and "scripted" in results[0].error
+
+
+@pytest.mark.parametrize("status", [400, 403, 413])
+def test_refusals_fail_with_the_services_reason(
+    http_service: FakePushService, vapid_private_key: str, status: int
+) -> None:
+    subscriber = http_service.subscribe()
+    http_service.fail_next(status)
+    result = send_one(make_provider(vapid_private_key), outgoing(target(subscriber)))
+    assert (result.status, result.status_code) == ("failed", status)
+    assert result.error is not None and str(status) in result.error
+    assert "scripted with fail_next" in result.error
+    if status == 413:
+        assert "too large" in result.error
+
+
+def test_a_bad_vapid_token_fails_with_the_services_explanation(
+    http_service: FakePushService, vapid_private_key: str
+) -> None:
+    subscriber = http_service.subscribe()
+    # Sent to "localhost", the token's aud is not the origin the service expects.
+    endpoint = subscriber.endpoint.replace("127.0.0.1", "localhost")
+    provider = make_provider(vapid_private_key, allow_private_hosts=["localhost"])
+    result = send_one(provider, outgoing(target(subscriber, endpoint)))
+    assert (result.status, result.status_code) == ("failed", 403)
+    assert result.error is not None and "aud" in result.error
+
+
+def test_a_stopped_service_is_retried(vapid_private_key: str) -> None:
+    service = FakePushService().start()
+    subscriber = service.subscribe()
+    service.stop()
+    result = send_one(make_provider(vapid_private_key), outgoing(target(subscriber)))
+    assert result.status == "retry"
+    assert result.error is not None and "connect" in result.error.lower()
+
+
+def test_a_slow_service_is_retried(http_service: FakePushService, vapid_private_key: str) -> None:
+    subscriber = http_service.subscribe()
+    http_service.delay = 0.6
+    provider = make_provider(vapid_private_key, timeout=0.2)
+    started = time.monotonic()
+    result = send_one(provider, outgoing(target(subscriber)))
+    assert result.status == "retry"
+    assert result.error is not None and "0.2" in result.error
+    assert time.monotonic() - started < 0.6
+
+
+def test_results_stay_in_order_whatever_happens(
+    http_service: FakePushService, vapid_private_key: str
+) -> None:
+    good, gone = http_service.subscribe(), http_service.subscribe()
+    gone.expire()
+    pushes = [
+        outgoing(target(good), 0),
+        outgoing(target(gone), 1),
+        outgoing(DeviceTarget("abc"), 2),
+        outgoing(WebPushTarget(good.endpoint, "not-a-key", good.auth), 3),
+        outgoing(target(good), 4, data={"when": object()}),
+        outgoing(target(good), 5),
+    ]
+    results = send(make_provider(vapid_private_key), pushes)
+    assert [r.delivery_id for r in results] == [f"dlv_{i}" for i in range(6)]
+    assert [r.status for r in results] == ["sent", "gone", "failed", "failed", "failed", "sent"]
+    assert "DeviceTarget" in (results[2].error or "")
+    assert "p256dh" in (results[3].error or "")
+    assert "not JSON" in (results[4].error or "")
+
+
+def test_http_endpoints_need_allow_http(
+    http_service: FakePushService, vapid_private_key: str
+) -> None:
+    subscriber = http_service.subscribe()
+    result = send_one(
+        make_provider(vapid_private_key, allow_http=False), outgoing(target(subscriber))
+    )
+    assert result.status == "failed"
+    assert result.error is not None and "https" in result.error
+    assert http_service.requests == []
+
+
+SEND_ONE = """
+import asyncio, json, sys
+from flask_push.credentials import WEBPUSH
+from flask_push.message import Notification, OutgoingPush, WebPushTarget
+from flask_push.providers.webpush import WebPushProvider
+
+key, endpoint, p256dh, auth = json.load(sys.stdin)
+settings = WEBPUSH.normalize({"privateKey": key, "subject": "mailto:ops@example.com"})
+provider = WebPushProvider.from_settings(settings, allow_private_hosts=["127.0.0.1"])
+push = OutgoingPush("d", "m", Notification(title="Hi"), WebPushTarget(endpoint, p256dh, auth))
+
+async def main():
+    try:
+        (result,) = await provider.send_batch([push])
+    finally:
+        await provider.aclose()
+    print(result.status, result.error)
+
+asyncio.run(main())
+"""
+
+
+def test_tls_is_verified_against_ssl_cert_file(vapid_private_key: str) -> None:
+    # aiohttp reads the default trust store when it is imported, so the
+    # variable must be set when the process starts: run a fresh one.
+    with FakePushService(tls=True) as service:
+        subscriber = service.subscribe()
+        assert service.certificate is not None
+        stdin = json.dumps(
+            [vapid_private_key, subscriber.endpoint, subscriber.p256dh, subscriber.auth]
+        )
+        # Both at once: each process spends most of its time importing.
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", SEND_ONE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "SSL_CERT_FILE": cert_file},
+                text=True,
+            )
+            for cert_file in (service.certificate.cert_file, os.devnull)
+        ]
+        outputs = []
+        for process in processes:
+            stdout, stderr = process.communicate(stdin, timeout=30)
+            assert process.returncode == 0, stderr
+            outputs.append(stdout)
+        assert len(subscriber.received) == 1
+    trusted, untrusted = outputs
+    assert trusted.startswith("sent")
+    assert untrusted.startswith("retry") and "certificate verify failed" in untrusted
+
+
+# -- size ----------------------------------------------------------------------------------
+
+
+def test_payload_size_is_the_wire_size_at_its_largest(
+    http_service: FakePushService, vapid_private_key: str
+) -> None:
+    provider = make_provider(vapid_private_key)
+    fits = Notification(title="T", body="")
+    room = provider.max_payload - provider.payload_size(fits)
+    largest = Notification(title="T", body="b" * room)
+    assert provider.payload_size(largest) == 4096
+    provider.check(largest)
+    with pytest.raises(PayloadError, match="4097 bytes; the limit is 4096"):
+        provider.check(Notification(title="T", body="b" * (room + 1)))
+    # Multi-byte characters count as the bytes they take.
+    with pytest.raises(PayloadError):
+        provider.check(Notification(title="T", body="é" * (room // 2 + 1)))
+
+    # With an id and a click token of the assumed maximal lengths, the push
+    # service gets exactly 4096 bytes and accepts them.
+    subscriber = http_service.subscribe()
+    push = OutgoingPush(
+        delivery_id="dlv_big",
+        message_id="m" * provider.max_message_id_length,
+        notification=largest,
+        target=target(subscriber),
+        click_token="c" * provider.max_click_token_length,
+    )
+    assert send_one(provider, push).status == "sent"
+    (request,) = http_service.requests
+    assert len(request.body) == 4096
+    assert subscriber.received[0].json()["body"] == "b" * room
+
+
+def test_an_oversized_push_is_never_sent(
+    http_service: FakePushService, vapid_private_key: str
+) -> None:
+    subscriber = http_service.subscribe()
+    provider = make_provider(vapid_private_key)
+    push = outgoing(target(subscriber), click_token="c" * 5000)
+    result = send_one(provider, push)
+    assert result.status == "failed"
+    assert result.error is not None and "limit is 4096" in result.error
+    assert http_service.requests == []
+
+
+def test_encrypted_size_matches_http_ece() -> None:
+    assert [encrypted_size(n) for n in (1, 3993, 4079, 4080)] == [104, 4096, 4182, 4200]
+
+
+# -- the pure steps ------------------------------------------------------------------------
+
+
+def test_build_payload_is_pure_and_plain(vapid_private_key: str) -> None:
+    provider = make_provider(vapid_private_key, allow_http=False)
+    push = outgoing(
+        WebPushTarget("https://push.example.com:443/send/abc", *browser_keys()),
+        1,
+        ttl=60,
+        urgency="low",
+        collapse_key="k",
+    )
+    first, second = provider.build_payload(push), provider.build_payload(push)
+    assert isinstance(first, WebPushRequest)
+    assert first == second
+    assert first.origin == "https://push.example.com"
+    assert dict(first.headers) == {
+        "TTL": "60",
+        "Urgency": "low",
+        "Topic": "k",
+        "Content-Type": "application/octet-stream",
+        "Content-Encoding": "aes128gcm",
+    }
+
+
+def test_built_without_io_and_found_in_the_registry(vapid_private_key: str) -> None:
+    assert provider_class("webpush") is WebPushProvider
+    provider = make_provider(vapid_private_key, concurrency=7, timeout=3.0)
+    assert (provider.concurrency, provider.timeout, provider._session) == (7, 3.0, None)
+    with pytest.raises(TypeError):
+        make_provider(vapid_private_key, concurrence=7)
+
+
+# -- SSRF ----------------------------------------------------------------------------------
+
+
+def test_private_addresses_are_refused_unless_allowed(
+    service: FakePushService, vapid_private_key: str
+) -> None:
+    subscriber = service.subscribe()
+    # A public-looking name that resolves to loopback (DNS rebinding); over TLS
+    # the fake's certificate names only localhost.
+    name = "localhost" if service.tls else "push.example.test"
+    renamed = subscriber.endpoint.replace("127.0.0.1", name)
+
+    def attempt(endpoint: str, allowed: list[str], mapped: bool = True) -> DeliveryResult:
+        provider = make_provider(
+            vapid_private_key,
+            service,
+            allow_private_hosts=allowed,
+            resolver=MapResolver({name: "127.0.0.1"}) if mapped else None,
+        )
+        return send_one(provider, outgoing(target(subscriber, endpoint)))
+
+    for refused in (
+        attempt(subscriber.endpoint, []),
+        attempt(renamed, []),
+        attempt(renamed, ["other.example.test", "10.0.0.0/8"]),
+        # The system resolver's answer for localhost is checked too.
+        attempt(subscriber.endpoint.replace("127.0.0.1", "localhost"), [], mapped=False),
+    ):
+        assert refused.status == "failed"
+        assert refused.error is not None and "allow_private_hosts" in refused.error
+    assert service.requests == []
+
+    # A named host or an allowed address gets through. The fake then answers 403,
+    # as its origin is 127.0.0.1 and the token's aud is not: the request arrived.
+    assert attempt(renamed, [name.upper()]).status_code == 403
+    assert attempt(renamed, ["127.0.0.0/8"]).status_code == 403
+    assert attempt(subscriber.endpoint, ["127.0.0.1"]).status == "sent"
+    assert len(service.requests) == 3
+
+
+BLOCKED = [
+    "10.1.2.3",
+    "192.168.0.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "0.0.0.0",
+    "224.0.0.1",
+    "::1",
+    "fd00::1",
+    "fe80::1",
+    "::ffff:127.0.0.1",
+    "2002:7f00:1::",
+]
+
+
+def test_every_kind_of_non_public_address_is_refused(vapid_private_key: str) -> None:
+    p256dh, auth = browser_keys()
+    names = {f"h{i}.example.test": address for i, address in enumerate(BLOCKED)}
+    endpoints = [f"https://{name}/push/x" for name in names]
+    # IP literals skip the resolver and are checked on their own.
+    endpoints += [f"https://[{a}]/push/x" if ":" in a else f"https://{a}/push/x" for a in BLOCKED]
+    pushes = [
+        outgoing(WebPushTarget(endpoint, p256dh, auth), i) for i, endpoint in enumerate(endpoints)
+    ]
+    provider = make_provider(vapid_private_key, allow_private_hosts=[], resolver=MapResolver(names))
+    results = send(provider, pushes)
+    assert [r.status for r in results] == ["failed"] * len(pushes)
+    assert all("allow_private_hosts" in (r.error or "") for r in results)
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+
+
+def test_aclose_leaves_nothing_open(service: FakePushService, vapid_private_key: str) -> None:
+    subscriber = service.subscribe()
+    provider = make_provider(vapid_private_key, service)
+
+    async def run() -> list[str]:
+        first = await provider.send_batch([outgoing(target(subscriber), 0)])
+        await provider.aclose()
+        # The pool reopens on demand and closes again.
+        second = await provider.send_batch([outgoing(target(subscriber), 1)])
+        await provider.aclose()
+        await provider.aclose()
+        return [r.status for r in first + second]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert asyncio.run(run()) == ["sent", "sent"]
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
