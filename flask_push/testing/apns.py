@@ -7,7 +7,7 @@ the real client and then look at what the device would have received::
     with FakeAPNs(topic="com.example.shop") as apns:
         key_pem, key_id, team_id = apns.auth_key()
         ...  # send with aioapns, pointed at apns.host / apns.port
-        [notification] = apns.wait_for(1)
+        [notification] = apns.wait(1)
         assert notification.payload["aps"]["alert"] == "Hello"
 
 Each request is checked as Apple checks it, and rejected with the status and JSON
@@ -406,7 +406,7 @@ class FakeAPNs:
         with self._state:
             return self._connection_count
 
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedNotification]:
+    def wait(self, count: int = 1, timeout: float = 5.0) -> list[ReceivedNotification]:
         """Wait until at least ``count`` notifications were accepted; return them all.
 
         Raises :class:`TimeoutError` when they have not arrived within ``timeout`` seconds.

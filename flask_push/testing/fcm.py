@@ -723,7 +723,7 @@ class FakeFCM:
         with self._lock:
             return self._send_attempts
 
-    def wait_for_messages(self, count: int, timeout: float = 5.0) -> list[ReceivedMessage]:
+    def wait(self, count: int = 1, timeout: float = 5.0) -> list[ReceivedMessage]:
         """Wait until at least ``count`` messages arrived; return them all.
 
         Raises :class:`TimeoutError` if they have not within ``timeout`` seconds.

@@ -130,7 +130,7 @@ def test_alert_arrives_with_its_headers_and_payload(fake: FakeAPNs, key: Key) ->
 
     assert (result.status, result.description) == ("200", None)
     assert result.is_successful
-    [received] = fake.wait_for(1)
+    [received] = fake.wait(1)
     assert received.device_token == TOKEN
     assert received.payload == message
     assert received.aps["badge"] == 3 and received.aps["sound"] == "default"
@@ -315,7 +315,7 @@ def test_concurrent_notifications_share_one_connection(fake: FakeAPNs, key: Key)
     results = run(fake, key, use)
 
     assert {result.status for result in results} == {"200"}
-    received = fake.wait_for(100, timeout=1)
+    received = fake.wait(100, timeout=1)
     assert sorted(n.payload["aps"]["alert"] for n in received) == sorted(
         f"#{i}" for i in range(100)
     )
@@ -338,7 +338,7 @@ def test_several_clients_at_once(fake: FakeAPNs, key: Key) -> None:
     results = asyncio.run(main())
 
     assert [result.status for result in results] == ["200"] * 3
-    assert len(fake.wait_for(3)) == 3
+    assert len(fake.wait(3)) == 3
     assert fake.connection_count == connections_before + 3
 
 
@@ -361,14 +361,14 @@ def test_delay_does_not_serialize_streams() -> None:
 
 def test_wait_for_and_reset(fake: FakeAPNs, key: Key) -> None:
     with pytest.raises(TimeoutError, match="expected 1 APNs notifications"):
-        fake.wait_for(1, timeout=0.05)
+        fake.wait(1, timeout=0.05)
     fake.unregister(OTHER_TOKEN)
     fake.fail_next(500, "InternalServerError")
 
     fake.reset()
 
     assert send(fake, key, alert(OTHER_TOKEN)).status == "200"
-    assert isinstance(fake.wait_for(1, timeout=0.05)[0], ReceivedNotification)
+    assert isinstance(fake.wait(1, timeout=0.05)[0], ReceivedNotification)
     fake.reset()
     assert fake.notifications == [] and fake.rejections == []
 
@@ -464,7 +464,7 @@ def test_speaks_http2_with_or_without_alpn(fake: FakeAPNs, key: Key, alpn: bool)
 
     assert (status, body) == (200, None)
     assert protocol == ("h2" if alpn else None)
-    [received] = fake.wait_for(1)
+    [received] = fake.wait(1)
     assert headers["apns-id"] == received.apns_id  # generated when the client sent none
 
 

@@ -113,7 +113,7 @@ def test_pyfcm_message_arrives_with_its_fields(fcm: FakeFCM, client: FCMNotifica
         android_config=android,
         apns_config={"headers": {"apns-priority": "10"}, "payload": {"aps": {"badge": 1}}},
     )
-    [received] = fcm.wait_for_messages(1, timeout=2)
+    [received] = fcm.wait(1, timeout=2)
     assert isinstance(received, ReceivedMessage)
     assert answer == {"name": received.name}
     assert received.name.startswith("projects/flask-push-test/messages/")
@@ -147,7 +147,7 @@ def test_pyfcm_reuses_its_token_per_thread(fcm: FakeFCM, client: FCMNotification
     worker.start()
     worker.join()
     assert len(fcm.issued_tokens) == before + 2
-    assert [m.notification for m in fcm.wait_for_messages(3)] == [
+    assert [m.notification for m in fcm.wait(3)] == [
         {"title": "one"},
         {"title": "two"},
         {},  # pyfcm sends an empty notification when given neither title nor body
@@ -297,7 +297,7 @@ def test_concurrent_sends_with_delay(fcm: FakeFCM, client: FCMNotification) -> N
     ]
     for worker in workers:
         worker.start()
-    received = fcm.wait_for_messages(6, timeout=3)
+    received = fcm.wait(6, timeout=3)
     elapsed = time.monotonic() - started
     for worker in workers:
         worker.join()
@@ -305,10 +305,10 @@ def test_concurrent_sends_with_delay(fcm: FakeFCM, client: FCMNotification) -> N
     assert elapsed < 0.2 * 6 / 2  # served side by side, not one after another
 
 
-def test_wait_for_messages_times_out(fcm: FakeFCM) -> None:
+def test_wait_times_out(fcm: FakeFCM) -> None:
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="0 of 1"):
-        fcm.wait_for_messages(1, timeout=0.05)
+        fcm.wait(1, timeout=0.05)
     assert time.monotonic() - started < 1
 
 
