@@ -1,0 +1,499 @@
+"""The APNs provider, through the real aioapns, against FakeAPNs over HTTP/2 and TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import socket
+import time
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from aioapns.common import NotificationResult
+from aioapns.exceptions import ConnectionError as APNsConnectionError
+from aioapns.exceptions import MaxAttemptsExceeded
+
+from flask_push.credentials import APNS
+from flask_push.errors import PayloadError
+from flask_push.message import (
+    DeliveryResult,
+    DeviceTarget,
+    Notification,
+    OutgoingPush,
+    WebPushTarget,
+)
+from flask_push.providers import provider_class
+from flask_push.providers.apns import (
+    PRODUCTION_HOST,
+    SANDBOX_HOST,
+    APNsProvider,
+    collapse_id,
+)
+from flask_push.testing.apns import FakeAPNs
+
+TOPIC = "com.example.shop"
+MESSAGE_ID = "msg_01JD3X9K8Q4M2V7T5R1N6B0C9A"
+T = TypeVar("T")
+
+Key = tuple[str, str, str]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeAPNs]:
+    with FakeAPNs(topic=TOPIC) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(server: FakeAPNs) -> Iterator[FakeAPNs]:
+    server.reset()
+    yield server
+    server.delay = 0.0
+
+
+@pytest.fixture(scope="module")
+def key(server: FakeAPNs) -> Key:
+    return server.auth_key()
+
+
+def settings(port: int, key: Key, **values: Any) -> dict[str, Any]:
+    key_pem, key_id, team_id = key
+    return APNS.normalize(
+        {
+            "key": key_pem,
+            "keyId": key_id,
+            "teamId": team_id,
+            "topic": TOPIC,
+            "baseUrl": f"https://localhost:{port}",
+            **values,
+        }
+    )
+
+
+def provider(fake: FakeAPNs, key: Key, **options: Any) -> APNsProvider:
+    options.setdefault("ssl_context", fake.client_ssl_context())
+    return APNsProvider.from_settings(settings(fake.port, key), **options)
+
+
+def token(i: int) -> str:
+    return f"{i:064x}"
+
+
+def outgoing(i: int, notification: Notification, device: str | None = None) -> OutgoingPush:
+    target = DeviceTarget(token(i) if device is None else device)
+    return OutgoingPush(f"dlv_{i:026d}", MESSAGE_ID, notification, target)
+
+
+def apns_id(push: OutgoingPush) -> str:
+    """The apns-id the provider sends for ``push`` (derived from its delivery id)."""
+    built = APNsProvider(key="", key_id="", team_id="", topic=TOPIC).build_payload(push)
+    return built.notification_id
+
+
+def run(apns: APNsProvider, use: Callable[[APNsProvider], Awaitable[T]]) -> T:
+    async def main() -> T:
+        try:
+            return await use(apns)
+        finally:
+            await apns.aclose()
+
+    return asyncio.run(main())
+
+
+def send(apns: APNsProvider, pushes: list[OutgoingPush]) -> list[DeliveryResult]:
+    return run(apns, lambda apns: apns.send_batch(pushes))
+
+
+ALERT = Notification(
+    title="Order #42",
+    body="Out for delivery",
+    url="/orders/42",
+    image="https://shop.example/van.png",
+    badge=3,
+    sound="default",
+    data={"orderId": 42, "items": ["tea"]},
+    ttl=3600,
+    urgency="high",
+    collapse_key="order-42",
+)
+
+
+# Settings
+
+
+def test_settings_pick_the_host_and_construction_does_no_io(key: Key) -> None:
+    production = APNsProvider.from_settings(settings(1, key, baseUrl=None))
+    sandbox = APNsProvider.from_settings(settings(1, key, baseUrl=None, sandbox=True))
+    local = APNsProvider.from_settings(settings(1, key, sandbox=True, baseUrl="https://[::1]:2197"))
+    assert (production.host, production.port) == (PRODUCTION_HOST, 443)
+    assert (sandbox.host, sandbox.port) == (SANDBOX_HOST, 443)
+    assert (local.host, local.port) == ("::1", 2197)  # baseUrl wins over sandbox
+    assert production._pool is None  # made in the loop, on the first post
+    assert provider_class("apns") is APNsProvider
+    assert (APNsProvider.name, APNsProvider.max_payload) == ("apns", 4096)
+
+
+# Delivery
+
+
+def test_a_batch_arrives_concurrently_with_its_headers_and_payload(
+    fake: FakeAPNs, key: Key
+) -> None:
+    pushes = [outgoing(i, ALERT) for i in range(100)]
+    connections = fake.connection_count
+    started = time.time()
+
+    results = send(provider(fake, key), pushes)
+
+    assert [r.delivery_id for r in results] == [p.delivery_id for p in pushes]
+    assert {(r.status, r.provider, r.status_code, r.error) for r in results} == {
+        ("sent", "apns", 200, None)
+    }
+    assert fake.connection_count == connections + 1  # 100 streams on one connection
+    received = {n.apns_id.lower(): n for n in fake.notifications}
+    assert len(received) == 100
+    for push in pushes:
+        notification = received[apns_id(push)]
+        assert notification.device_token == push.target.token  # type: ignore[union-attr]
+        headers = notification.headers
+        assert headers["apns-push-type"] == "alert"
+        assert headers["apns-priority"] == "10"
+        assert headers["apns-topic"] == TOPIC
+        assert headers["apns-collapse-id"] == "order-42"
+        assert started + 3600 - 1 <= int(headers["apns-expiration"]) <= time.time() + 3600
+        assert notification.payload == {
+            "aps": {
+                "alert": {"title": "Order #42", "body": "Out for delivery"},
+                "badge": 3,
+                "sound": "default",
+                "thread-id": "order-42",
+                "mutable-content": 1,
+            },
+            "messageId": MESSAGE_ID,
+            "url": "/orders/42",
+            "image": "https://shop.example/van.png",
+            "data": {"orderId": 42, "items": ["tea"]},
+        }
+
+
+def test_background_low_urgency_ttl_zero_and_a_long_collapse_key(fake: FakeAPNs, key: Key) -> None:
+    long_key = "order-" + "é" * 40  # 86 bytes
+    background = Notification(title="", data={"sync": True}, ttl=0, badge="/badge.png")
+    low = Notification(title="Weekly offers", urgency="low", collapse_key=long_key, tag="offers")
+    very_low = Notification(title="", body="Tip", urgency="very-low", collapse_key=long_key)
+    normal = Notification(title="Shipped")
+    pushes = [outgoing(0, background), outgoing(1, low), outgoing(2, very_low), outgoing(3, normal)]
+
+    assert [r.status for r in send(provider(fake, key), pushes)] == ["sent"] * 4
+
+    received = {n.device_token: n for n in fake.notifications}
+    quiet = received[token(0)]
+    assert quiet.headers["apns-push-type"] == "background"
+    assert quiet.headers["apns-priority"] == "5"
+    assert quiet.headers["apns-expiration"] == "0"  # deliver once, never store
+    assert "apns-collapse-id" not in quiet.headers
+    assert quiet.payload == {
+        "aps": {"content-available": 1},  # a str badge is a Web Push icon: not for APNs
+        "messageId": MESSAGE_ID,
+        "data": {"sync": True},
+    }
+    offers = received[token(1)]
+    assert offers.headers["apns-push-type"] == "alert"
+    assert offers.headers["apns-priority"] == "5"
+    assert offers.aps == {"alert": {"title": "Weekly offers"}, "thread-id": "offers"}
+    short = collapse_id(long_key)
+    assert short is not None and len(short.encode()) <= 64 and short.startswith("order-é")
+    assert short == collapse_id(long_key) != collapse_id(long_key + "!")  # stable, distinct
+    assert offers.headers["apns-collapse-id"] == short
+    tip = received[token(2)]
+    assert tip.headers["apns-priority"] == "5"
+    assert tip.aps == {"alert": {"body": "Tip"}, "thread-id": long_key}
+    assert received[token(3)].headers["apns-priority"] == "10"  # normal: shown at once
+
+
+def test_dead_tokens_are_gone_and_results_keep_their_order(
+    fake: FakeAPNs, key: Key, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.unregister(token(0), timestamp=1_700_000_000_000)
+    fake.fail_next(400, "DeviceTokenNotForTopic", token=token(2))
+    note = Notification(title="Hi")
+    pushes = [
+        outgoing(0, note),  # 410 Unregistered
+        outgoing(1, note, device="ab" * 16),  # 400 BadDeviceToken: too short
+        outgoing(2, note),  # 400 DeviceTokenNotForTopic
+        outgoing(3, note, device="not a token"),  # never sent
+        outgoing(4, note),
+        OutgoingPush("dlv_web", MESSAGE_ID, note, WebPushTarget("https://x.example/1", "k", "a")),
+    ]
+
+    with caplog.at_level(logging.WARNING):
+        results = send(provider(fake, key), pushes)
+
+    assert [r.delivery_id for r in results] == [p.delivery_id for p in pushes]
+    assert [r.status for r in results] == ["gone", "gone", "gone", "gone", "sent", "failed"]
+    assert [r.status_code for r in results] == [410, 400, 400, None, 200, None]
+    assert results[0].error == "Unregistered (the token is invalid since 2023-11-14T22:13:20+00:00)"
+    assert results[1].error is not None and results[1].error.startswith("BadDeviceToken")
+    assert "PUSH_APNS_SANDBOX" in results[1].error  # the usual cause
+    assert results[2].error is not None and results[2].error.startswith("DeviceTokenNotForTopic")
+    assert results[3].error is not None and "not hex" in results[3].error
+    assert results[5].error is not None and "WebPushTarget" in results[5].error
+    assert sorted(r.reason for r in fake.rejections) == [
+        "BadDeviceToken",
+        "DeviceTokenNotForTopic",
+        "Unregistered",
+    ]
+    # The results carry the errors; nothing is logged for each one.
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(429, "TooManyRequests"), (503, "ServiceUnavailable"), (500, "InternalServerError")],
+)
+def test_throttling_and_server_errors_are_retried(
+    fake: FakeAPNs, key: Key, status: int, reason: str
+) -> None:
+    fake.fail_next(status, reason)
+    [result] = send(provider(fake, key), [outgoing(0, ALERT)])
+    assert (result.status, result.status_code, result.error) == (
+        "retry",
+        status,
+        f"{status} {reason}",
+    )
+
+
+def test_a_payload_apns_refuses_as_too_large_is_failed(fake: FakeAPNs, key: Key) -> None:
+    big = Notification(title="Big", body="x" * 5000)  # check() would refuse it; post anyway
+    [result] = send(provider(fake, key), [outgoing(0, big)])
+    assert (result.status, result.status_code) == ("failed", 413)
+    assert result.error == "413 PayloadTooLarge: the payload is over 4096 bytes"
+
+
+def test_a_revoked_key_fails_with_a_hint(fake: FakeAPNs) -> None:
+    revoked = fake.auth_key(key_id="REVOKED001")
+    fake.revoke_key("REVOKED001")
+    [result] = send(provider(fake, revoked), [outgoing(0, ALERT)])
+    assert (result.status, result.status_code) == ("failed", 403)
+    assert result.error is not None
+    assert result.error.startswith("403 InvalidProviderToken: APNs refused the provider token")
+    assert "REVOKED001" in result.error and "TEAM123456" in result.error
+    assert "revoked" in result.error
+
+
+# The transport's corner cases
+
+
+def test_thousands_of_error_bodies_do_not_stall_the_connection(fake: FakeAPNs, key: Key) -> None:
+    # aioapns never returns flow-control credit for response bodies: without the fix,
+    # about 1,300 of these ~45-byte bodies fill the 64 KiB window and the rest hang.
+    fake.unregister(token(7))
+    pushes = [outgoing(i, ALERT, device=token(7)) for i in range(3000)]
+    connections = fake.connection_count
+    started = time.monotonic()
+
+    async def use(apns: APNsProvider) -> list[DeliveryResult]:
+        return await asyncio.wait_for(apns.send_batch(pushes), 10)  # a hang fails fast
+
+    results = run(provider(fake, key), use)
+
+    assert time.monotonic() - started < 10
+    assert {(r.status, r.status_code) for r in results} == {("gone", 410)}
+    assert fake.connection_count == connections + 1
+
+
+def test_large_payloads_wait_for_the_send_window(fake: FakeAPNs, key: Key) -> None:
+    # 100 bodies of ~4 KB at once outrun the 64 KiB send window; aioapns would raise
+    # FlowControlError mid-request, leave the stream half open and sleep 1 s.
+    pushes = [outgoing(i, Notification(title=f"#{i}", body=str(i % 10) * 3900)) for i in range(100)]
+
+    async def use(apns: APNsProvider) -> tuple[list[DeliveryResult], float]:
+        await apns.send_batch([outgoing(100, ALERT)])  # connected: the 100 go out at once
+        started = time.monotonic()
+        return await apns.send_batch(pushes), time.monotonic() - started
+
+    results, elapsed = run(provider(fake, key), use)
+
+    assert elapsed < 0.9
+    assert [r.status for r in results] == ["sent"] * 100
+    bodies = {n.aps["alert"]["title"]: n.aps["alert"].get("body") for n in fake.notifications}
+    assert bodies == {f"#{i}": str(i % 10) * 3900 for i in range(100)} | {"Order #42": ALERT.body}
+
+
+def test_an_unreachable_server_is_retried_without_waiting(key: Key) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    apns = APNsProvider.from_settings(settings(port, key))
+    started = time.monotonic()
+
+    results = send(apns, [outgoing(i, ALERT) for i in range(50)])
+
+    assert time.monotonic() - started < 1.0  # aioapns alone sleeps 1 s per attempt
+    assert {r.status for r in results} == {"retry"}
+    assert all(f"could not reach APNs at localhost:{port}" in (r.error or "") for r in results)
+
+
+def test_a_stopped_server_is_retried() -> None:
+    fake = FakeAPNs(topic=TOPIC).start()
+    apns = provider(fake, fake.auth_key())
+
+    async def use(apns: APNsProvider) -> tuple[list[DeliveryResult], list[DeliveryResult]]:
+        before = await apns.send_batch([outgoing(0, ALERT)])
+        await asyncio.get_running_loop().run_in_executor(None, fake.stop)
+        started = time.monotonic()
+        after = await apns.send_batch([outgoing(i, ALERT) for i in range(20)])
+        assert time.monotonic() - started < 1.0
+        return before, after
+
+    before, after = run(apns, use)
+    assert [r.status for r in before] == ["sent"]
+    assert {r.status for r in after} == {"retry"}
+    assert all("could not reach APNs" in (r.error or "") for r in after)
+
+
+def test_requests_in_flight_when_the_server_stops_are_retried() -> None:
+    fake = FakeAPNs(topic=TOPIC, delay=5.0).start()  # it will never answer in time
+    apns = provider(fake, fake.auth_key(), timeout=3.0)
+
+    async def use(apns: APNsProvider) -> list[DeliveryResult]:
+        sending = asyncio.ensure_future(apns.send_batch([outgoing(i, ALERT) for i in range(20)]))
+        while fake.connection_count == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the requests are on the wire
+        await asyncio.get_running_loop().run_in_executor(None, fake.stop)
+        return await sending
+
+    started = time.monotonic()
+    results = run(apns, use)
+    assert time.monotonic() - started < 2.0
+    assert {r.status for r in results} == {"retry"}
+    assert all("could not reach APNs" in (r.error or "") for r in results)
+
+
+def test_tls_is_verified_against_the_default_trust_store(
+    fake: FakeAPNs, key: Key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    untrusted = APNsProvider.from_settings(settings(fake.port, key))
+    [refused] = send(untrusted, [outgoing(0, ALERT)])
+    assert refused.status == "retry"
+    assert "CERTIFICATE_VERIFY_FAILED" in (refused.error or "")
+    assert fake.notifications == []
+
+    monkeypatch.setenv("SSL_CERT_FILE", fake.certificate.cert_file)
+    trusted = APNsProvider.from_settings(settings(fake.port, key))
+    assert [r.status for r in send(trusted, [outgoing(0, ALERT)])] == ["sent"]
+
+
+def test_a_request_that_timed_out_leaves_the_connection_usable(
+    fake: FakeAPNs, key: Key, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aioapns crashes the connection (InvalidStateError) when a request it gave up on
+    # is answered; here the stream is cancelled and the connection carries on.
+    connections = fake.connection_count
+
+    async def use(apns: APNsProvider) -> list[list[DeliveryResult]]:
+        connected = await apns.send_batch([outgoing(0, ALERT)])
+        fake.delay, apns.timeout = 0.3, 0.1
+        late = await apns.send_batch([outgoing(i, ALERT) for i in range(1, 21)])
+        fake.delay, apns.timeout = 0.0, 10.0
+        await asyncio.sleep(0.4)  # when the answers would have come
+        return [connected, late, await apns.send_batch([outgoing(i, ALERT) for i in range(21, 41)])]
+
+    with caplog.at_level(logging.WARNING):
+        connected, late, prompt = run(provider(fake, key), use)
+
+    assert [r.status for r in connected] == ["sent"]
+    assert {(r.status, r.error) for r in late} == {("retry", "no answer within 0.1 s")}
+    assert [r.status for r in prompt] == ["sent"] * 20
+    assert fake.connection_count == connections + 1
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+# Size
+
+
+def test_payload_size_is_the_size_on_the_wire(fake: FakeAPNs, key: Key) -> None:
+    apns = provider(fake, key)
+
+    def note(body: str) -> Notification:
+        return Notification(title="Fits", body=body, url="/a", data={"k": "v"})
+
+    room = 4096 - apns.payload_size(note("x"))
+    fits = note("x" + "é" * (room // 2) + "x" * (room % 2))  # é is 2 bytes in UTF-8
+    assert apns.payload_size(fits) == 4096
+    apns.check(fits)
+
+    longest_id = "msg_" + "X" * 36  # ids are at most 40 characters
+    push = OutgoingPush("dlv_size", longest_id, fits, DeviceTarget(token(1)))
+    assert [r.status for r in send(apns, [push])] == ["sent"]  # FakeAPNs takes <= 4096
+    [received] = fake.notifications
+    sent = json.dumps(received.payload, ensure_ascii=False, separators=(",", ":")).encode()
+    assert len(sent) == 4096
+
+    too_big = note(f"{fits.body}x")
+    with pytest.raises(PayloadError, match="4097 bytes; the limit is 4096") as error:
+        apns.check(too_big)
+    assert error.value.provider == "apns"
+
+
+# Clean up
+
+
+def test_aclose_leaves_no_unclosed_transport(fake: FakeAPNs, key: Key) -> None:
+    apns = provider(fake, key)
+
+    async def use(apns: APNsProvider) -> None:
+        assert [r.status for r in await apns.send_batch([outgoing(0, ALERT)])] == ["sent"]
+        pool = apns._pool
+        assert pool is not None and len(pool.connections) == 1
+        await apns.aclose()
+        assert pool.connections == [] and apns._pool is None
+        await apns.aclose()  # twice is fine
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(apns, use)
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    asyncio.run(APNsProvider.from_settings(settings(fake.port, key)).aclose())  # never used
+
+
+# Parsing, without a server
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "code", "error"),
+    [
+        (NotificationResult("id", "200"), "sent", 200, None),
+        (NotificationResult("id", "410", "Unregistered"), "gone", 410, "Unregistered"),
+        (NotificationResult("id", "400", "BadDeviceToken"), "gone", 400, "BadDeviceToken"),
+        (NotificationResult("id", "429", "TooManyProviderTokenUpdates"), "retry", 429, "429"),
+        (NotificationResult("id", "403", "ExpiredProviderToken"), "failed", 403, "clock"),
+        (NotificationResult("id", "400", "TopicDisallowed"), "failed", 400, "PUSH_APNS_TOPIC"),
+        (NotificationResult("id", "405", "MethodNotAllowed"), "failed", 405, "405"),
+        (MaxAttemptsExceeded(), "retry", None, "dropped on every attempt"),
+        (APNsConnectionError(), "retry", None, "could not reach APNs"),
+        (ConnectionRefusedError(111, "refused"), "retry", None, "refused"),
+        (ValueError("odd"), "failed", None, "ValueError: odd"),
+    ],
+)
+def test_parse(answer: Any, status: str, code: int | None, error: str | None, key: Key) -> None:
+    apns = APNsProvider.from_settings(settings(1, key))
+    result = apns.parse(outgoing(0, ALERT), answer)
+    assert (result.status, result.status_code) == (status, code)
+    if error is None:
+        assert result.error is None
+    else:
+        assert result.error is not None and error in result.error
+
+
+def test_apns_id_is_a_uuid_derived_from_the_delivery() -> None:
+    push = outgoing(0, ALERT)
+    assert uuid.UUID(apns_id(push)).version == 5
+    assert apns_id(push) == apns_id(push) != apns_id(outgoing(1, ALERT))
