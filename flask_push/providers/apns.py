@@ -145,18 +145,12 @@ class APNsProvider(Provider):
 
     # The base class takes any options; this provider names the ones it understands.
     @classmethod
-    def from_settings(  # type: ignore[override]
-        cls,
-        settings: Mapping[str, Any],
-        *,
-        concurrency: int = 100,
-        timeout: float = 10.0,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> APNsProvider:
+    def from_settings(cls, settings: Mapping[str, Any], **options: Any) -> APNsProvider:
         """Build from normalized ``apns`` settings: ``baseUrl`` overrides ``sandbox``.
 
-        ``ssl_context`` replaces the default one (the system trust store, which
-        honours ``SSL_CERT_FILE``).
+        ``options`` are the constructor's keywords (``concurrency``, ``timeout``,
+        and ``ssl_context``, which replaces the default context: the system trust
+        store, honouring ``SSL_CERT_FILE``); an unknown one raises TypeError.
         """
         base_url = settings.get("baseUrl")
         if base_url:
@@ -171,9 +165,7 @@ class APNsProvider(Provider):
             topic=settings["topic"],
             host=host,
             port=port,
-            ssl_context=ssl_context,
-            concurrency=concurrency,
-            timeout=timeout,
+            **options,
         )
 
     # The pure steps

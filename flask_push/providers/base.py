@@ -16,6 +16,9 @@ from typing import Any, ClassVar
 from ..errors import PayloadError
 from ..message import DeliveryResult, Notification, OutgoingPush
 
+#: seconds past a provider's own timeout before its request is abandoned
+_GRACE = 1.0
+
 
 class Provider(ABC):
     """Delivers pushes of one platform.
