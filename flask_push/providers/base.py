@@ -9,8 +9,11 @@ touch the database: they only report a :class:`DeliveryResult` per push.
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from datetime import timezone
 from typing import Any, ClassVar
 
 from ..errors import PayloadError
@@ -18,6 +21,22 @@ from ..message import DeliveryResult, Notification, OutgoingPush
 
 #: seconds past a provider's own timeout before its request is abandoned
 _GRACE = 1.0
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class Provider(ABC):

@@ -36,14 +36,11 @@ a sleep, a timeout on every request, and one access token shared by all threads.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import math
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -65,7 +62,7 @@ from urllib3 import Retry
 
 from ..errors import PayloadError
 from ..message import DeliveryResult, DeviceTarget, Notification, OutgoingPush
-from .base import Provider
+from .base import Provider, retry_after_seconds
 
 __all__ = ["FCM_SCOPE", "FCMProvider"]
 
@@ -98,23 +95,6 @@ class _TryLater(Exception):
         self.status_code = status_code
         self.retry_after = retry_after
         self.detail = detail
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _fcm_error(text: str) -> tuple[str | None, str, list[str]]:
@@ -236,7 +216,7 @@ class _Client(FCMNotification):  # type: ignore[misc]  # pyfcm is untyped
             self._forget_token(token)
             token, response = self._post(payload)
         status = response.status_code
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         # 429 QUOTA_EXCEEDED, 500 INTERNAL, 503 UNAVAILABLE are FCM's "back off and
         # retry"; any error that names a Retry-After is a "come back later" too.
         if status == 429 or status >= 500 or (status >= 400 and retry_after is not None):

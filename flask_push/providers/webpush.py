@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import email.utils
 import hashlib
 import ipaddress
 import json
@@ -23,7 +22,6 @@ import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timezone
 from typing import Any, ClassVar
 from urllib.parse import SplitResult, urlsplit
 
@@ -36,7 +34,7 @@ from py_vapid import Vapid
 from ..credentials import load_vapid, vapid_public_key
 from ..errors import PayloadError, PushError
 from ..message import DeliveryResult, Notification, OutgoingPush, WebPushTarget
-from .base import Provider
+from .base import Provider, retry_after_seconds
 
 __all__ = [
     "BlockedAddressError",
@@ -339,7 +337,7 @@ class WebPushProvider(Provider):
                 status=response.status,
                 reason=response.reason or "",
                 text=text,
-                retry_after=_retry_after(response.headers.get("Retry-After"), time.time()),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After"), time.time()),
             )
         if answer.status in (401, 403):
             # Sign afresh next time, in case the token was the problem.
@@ -534,19 +532,3 @@ async def _read_start(response: aiohttp.ClientResponse) -> str:
             break
         data += chunk
     return bytes(data).decode("utf-8", "replace").strip()
-
-
-def _retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from ``Retry-After``: delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - now)
