@@ -35,7 +35,6 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import jwt
@@ -55,7 +54,8 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
-from flask_push.testing.tls import LocalCertificate, make_local_certificate
+from ._service import BackgroundService
+from .tls import LocalCertificate, make_local_certificate
 
 if TYPE_CHECKING:
     from aioapns.connection import APNsDevelopmentClientProtocol
@@ -197,7 +197,7 @@ class _Stream:
     body: bytearray = field(default_factory=bytearray)
 
 
-class FakeAPNs:
+class FakeAPNs(BackgroundService):
     """A local APNs provider API (``POST /3/device/<token>`` over HTTP/2 and TLS).
 
     :param topic: a topic (app bundle id) that may be pushed to; see :meth:`allow_topic`.
@@ -291,17 +291,6 @@ class FakeAPNs:
         thread.join()
         self._thread = None
         self._port = None
-
-    def __enter__(self) -> FakeAPNs:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # Credentials and topics
 

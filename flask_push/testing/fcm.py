@@ -44,12 +44,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from types import TracebackType
 from typing import Any, cast
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ._service import BackgroundService
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
@@ -533,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-class FakeFCM:
+class FakeFCM(BackgroundService):
     """A local FCM HTTP v1 server and OAuth token endpoint, in a background thread.
 
     Start it with :meth:`start` or ``with FakeFCM() as fake:``; it listens on
@@ -592,17 +593,6 @@ class FakeFCM:
         thread.join()
         self._thread = None
         # _server stays set: a stopped fake is not restarted (its accounts name its port)
-
-    def __enter__(self) -> FakeFCM:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:

@@ -50,7 +50,6 @@ import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -59,7 +58,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from flask_push.testing.tls import LocalCertificate, make_local_certificate
+from ._service import BackgroundService
+from .tls import LocalCertificate, make_local_certificate
 
 __all__ = [
     "MAX_BODY_SIZE",
@@ -265,7 +265,7 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class FakePushService:
+class FakePushService(BackgroundService):
     """A Web Push service on ``127.0.0.1`` that checks and decrypts what it receives.
 
     ``POST /push/<id>`` answers like a real push service:
@@ -354,17 +354,6 @@ class FakePushService:
         if self._own_certificate_dir is not None:
             shutil.rmtree(self._own_certificate_dir, ignore_errors=True)
             self._own_certificate_dir = None
-
-    def __enter__(self) -> FakePushService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def running(self) -> bool:
