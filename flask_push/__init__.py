@@ -6,11 +6,18 @@ live events, behind one ``Push(db=db)`` and ``push.init_app(app)``.
 
 from __future__ import annotations
 
-from .errors import ProviderNotInstalled, PushConfigError, PushError, ValidationError
+from .errors import (
+    PayloadError,
+    ProviderNotInstalled,
+    PushConfigError,
+    PushError,
+    ValidationError,
+)
 from .extension import Push
 from .inbox import SearchResult
 
 __all__ = [
+    "PayloadError",
     "ProviderNotInstalled",
     "Push",
     "PushConfigError",

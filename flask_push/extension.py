@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import config, inbox, signals
+from . import config, inbox, sending, signals, validation
 from .config import PushSettings
-from .models import Models, models_for
+from .dispatch import Dispatcher
+from .errors import PushError, ValidationError
+from .ids import new_id
+from .message import OutgoingPush
+from .models import Models, models_for, utcnow
+from .providers import Provider, provider_class
+from .queues import ThreadWorker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,6 +33,25 @@ class _PushState:
 
     push: Push
     settings: PushSettings
+    #: one provider per configured kind, used only for ``check()`` at send time
+    checkers: dict[str, Provider] | None = None
+    #: sends the deliveries of ``inline`` sends, and those of ``push.dispatch_due()``
+    dispatcher: Dispatcher | None = None
+    worker: ThreadWorker | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def shutdown(self) -> None:
+        """Stop this app's worker thread and close its dispatcher's connections.
+
+        A later send starts them again.
+        """
+        with self.lock:
+            worker, self.worker = self.worker, None
+            dispatcher, self.dispatcher = self.dispatcher, None
+        if worker is not None:
+            worker.stop()
+        if dispatcher is not None:
+            dispatcher.close()
 
 
 class Push:
@@ -134,6 +164,275 @@ class Push:
     def settings(self) -> PushSettings:
         """The current app's checked ``PUSH_*`` configuration."""
         return self.state.settings
+
+    # -- sending -----------------------------------------------------------------
+
+    def send(
+        self,
+        *,
+        users: Iterable[str] | None = None,
+        topic: str | None = None,
+        query: dict[str, Any] | None = None,
+        everyone: bool = False,
+        title: str,
+        body: str | None = None,
+        url: str | None = None,
+        icon: str | None = None,
+        image: str | None = None,
+        badge: int | str | None = None,
+        sound: str | None = None,
+        tag: str | None = None,
+        data: dict[str, Any] | None = None,
+        ttl: int | None = None,
+        urgency: str = "normal",
+        collapse_key: str | None = None,
+        send_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        inbox: bool = False,
+        notify_type: str | None = None,
+    ) -> Any:
+        """Queue a notification for exactly one audience; returns the ``Message``.
+
+        The message and one delivery row per active subscription and installation
+        of the audience are committed in one transaction (with ``inbox=True``, an
+        inbox item per user too, its id the message's id). Delivery happens in
+        the queue's workers; only the ``inline`` queue sends before returning.
+
+        :param users: user ids; their subscriptions and installations.
+        :param topic: subscriptions and installations subscribed to this topic.
+        :param query: LoopBack's ``notifyByQuery``: ``eq``, ``neq``, ``inq`` and
+            ``nin`` over ``userId``, ``deviceType``, ``appId`` and ``appVersion``.
+            Browsers match only a query on ``userId`` alone.
+        :param everyone: every active subscription and installation.
+        :param ttl: seconds the push services keep it; ``PUSH_DEFAULT_TTL`` by default.
+            A delivery not sent within its ttl becomes ``expired``.
+        :param send_at: a timezone-aware time to send at, or None for now.
+        :param idempotency_key: a second send with the same key returns the first
+            message and queues nothing.
+        :raises ValidationError: for a bad value or not exactly one audience.
+        :raises PayloadError: when a configured platform would refuse the
+            notification (too large, say); nothing is written.
+
+        .. versionadded:: 0.1
+        """
+        audience = sending.audience_json(
+            users=list(users) if users is not None and not isinstance(users, str) else users,
+            topic=topic,
+            query=query,
+            everyone=everyone,
+        )
+        values = {
+            "title": title,
+            "body": body,
+            "url": url,
+            "icon": icon,
+            "image": image,
+            "badge": badge,
+            "sound": sound,
+            "tag": tag,
+            "data": data,
+            "ttl": ttl,
+            "urgency": urgency,
+            "collapse_key": collapse_key,
+        }
+        return self._send(audience, values, send_at, idempotency_key, inbox, notify_type)
+
+    def notify_by_id(self, id: str, **notification: Any) -> Any:
+        """:meth:`send` to one subscription or installation, by its id.
+
+        ``notification`` takes :meth:`send`'s keywords other than the audience.
+
+        A dead one is resolved like any audience: the message has no recipients.
+
+        :raises ValidationError: when no subscription or installation has this id.
+        """
+        target_id = validation.text(id, "id", max_length=40, required=True) or ""
+        models = self.models
+        session = self.db.session
+        found = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(models.Subscription)
+            .where(models.Subscription.id == target_id)
+        ) or session.scalar(
+            sa.select(sa.func.count())
+            .select_from(models.Installation)
+            .where(models.Installation.id == target_id)
+        )
+        if not found:
+            raise ValidationError(
+                "is not the id of a subscription or installation", field="id", code="not_found"
+            )
+        options = {
+            k: notification.pop(k)
+            for k in ("send_at", "idempotency_key", "inbox", "notify_type")
+            if k in notification
+        }
+        unknown = set(notification) - {
+            "title", "body", "url", "icon", "image", "badge", "sound", "tag", "data",
+            "ttl", "urgency", "collapse_key",
+        }  # fmt: skip
+        if unknown:
+            raise TypeError(f"notify_by_id() got unexpected keywords: {', '.join(sorted(unknown))}")
+        return self._send(
+            {"id": target_id},
+            notification,
+            options.get("send_at"),
+            options.get("idempotency_key"),
+            options.get("inbox", False),
+            options.get("notify_type"),
+        )
+
+    def _send(
+        self,
+        audience: dict[str, Any],
+        values: dict[str, Any],
+        send_at: Any,
+        idempotency_key: Any,
+        to_inbox: Any,
+        notify_type: Any,
+    ) -> Any:
+        state = self.state
+        settings = state.settings
+        if settings.queue not in ("inline", "thread"):
+            # Refused before anything is written: queued rows that no worker of
+            # this version would ever claim are worse than an error.
+            raise PushError(
+                f"PUSH_QUEUE={settings.queue!r} has no workers in this version of "
+                "flask-push; use 'thread' (the default) or 'inline'."
+            )
+        shown, notification = sending.notification_json(values, settings.default_ttl)
+        send_at = sending.send_time(send_at)
+        key = validation.text(idempotency_key, "idempotencyKey", max_length=255)
+        to_inbox = validation.boolean(to_inbox, "inbox")
+        if notify_type is not None:
+            notify_type = inbox.notify_type(notify_type, "notifyType")
+        for checker in self._checkers(state).values():
+            checker.check(notification)
+
+        models, session = self.models, self.db.session
+        if key is not None:
+            existing = self._by_idempotency_key(key)
+            if existing is not None:
+                return existing
+        now = utcnow()
+        due = send_at if send_at is not None and send_at > now else now
+        items: list[Any] = []
+        try:
+            targets = sending.resolve(session, models, audience)
+            message = models.Message(
+                id=new_id("msg"),
+                audience=audience,
+                notification=shown,
+                notify_type=notify_type,
+                inbox=to_inbox,
+                recipient_count=len(targets),
+                idempotency_key=key,
+                send_at=send_at,
+                created_at=now,
+                clicked=0,
+            )
+            session.add(message)
+            session.flush()
+            rows = sending.delivery_rows(
+                message.id, targets, settings.providers, due_at=due, ttl=shown["ttl"]
+            )
+            if rows:
+                session.execute(sa.insert(models.Delivery), rows)
+            if to_inbox:
+                fields = sending.inbox_values(shown, notify_type)
+                for user_id in sending.inbox_users(audience, targets):
+                    items.append(
+                        inbox.upsert(session, models, user_id=user_id, id=message.id, values=fields)
+                    )
+            session.commit()
+            # loaded now, so the returned message reads fine after the app context ends
+            session.refresh(message)
+        except sa.exc.IntegrityError:
+            session.rollback()
+            # Another send with the same key committed first: it is the message.
+            existing = self._by_idempotency_key(key) if key is not None else None
+            if existing is None:
+                raise
+            return existing
+        except BaseException:
+            session.rollback()
+            raise
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        for item, created in items:
+            signals.inbox_item_saved.send(app, item=item, created=created)
+        signals.message_queued.send(app, message=message)
+        # Suppressed sends (tests) are recorded at once, as Flask-Mail records
+        # mail: ``with push.record() as outbox: push.send(...)`` needs no waiting.
+        if settings.queue == "inline" or settings.suppress_send:
+            self._dispatcher(state).run_until_idle(message_id=message.id)
+        else:
+            self._worker(state).wake()
+        return message
+
+    def _by_idempotency_key(self, key: str) -> Any:
+        model = self.models.Message
+        return self.db.session.scalar(sa.select(model).where(model.idempotency_key == key))
+
+    def dispatch_due(self) -> int:
+        """Deliver every delivery that is due now, in this thread; returns how many
+        were claimed. Workers do this by themselves; scripts and tests may call it."""
+        return self._dispatcher(self.state).run_until_idle()
+
+    def _checkers(self, state: _PushState) -> dict[str, Provider]:
+        with state.lock:
+            if state.checkers is None:
+                state.checkers = {
+                    kind: provider_class(kind).from_settings(options)
+                    for kind, options in state.settings.providers.items()
+                }
+            return state.checkers
+
+    def _dispatcher(self, state: _PushState) -> Dispatcher:
+        with state.lock:
+            if state.dispatcher is None or state.dispatcher.closed:
+                state.dispatcher = self._make_dispatcher()
+            return state.dispatcher
+
+    def _make_dispatcher(self) -> Dispatcher:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        return Dispatcher(app, self.models, self.db.engine, app.extensions["push"].settings)
+
+    def _worker(self, state: _PushState) -> ThreadWorker:
+        with state.lock:
+            worker = state.worker
+            # A forked child inherits the object but not the thread: start its own.
+            if worker is None or worker.pid != os.getpid() or not worker.alive:
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+                worker = state.worker = ThreadWorker(app, self._make_dispatcher).start()
+            return worker
+
+    def shutdown(self) -> None:
+        """Stop the current app's delivery worker and close its connections.
+
+        Deliveries still queued stay in the database for the next worker.
+        """
+        self.state.shutdown()
+
+    @contextmanager
+    def record(self) -> Iterator[list[OutgoingPush]]:
+        """Collect what would have been sent while sending is suppressed::
+
+            with push.record() as outbox:
+                push.send(users=["alice"], title="Hi")
+            assert outbox[0].notification.title == "Hi"
+
+        Sends are suppressed when ``PUSH_SUPPRESS_SEND`` is true (by default when
+        ``app.testing``): they are delivered at once, to an in-memory provider, so
+        the deliveries, counts and signals are as real.
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        outbox: list[OutgoingPush] = []
+
+        def collect(sender: Any, push: OutgoingPush, **extra: Any) -> None:
+            outbox.append(push)
+
+        with signals.push_recorded.connected_to(collect, sender=app):
+            yield outbox
 
     # -- inbox -----------------------------------------------------------------
 

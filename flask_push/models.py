@@ -74,6 +74,8 @@ class Models:
     InboxItem: Any
     InboxCounter: Any
     Provider: Any
+    Message: Any
+    Delivery: Any
 
 
 _by_db: weakref.WeakKeyDictionary[SQLAlchemy, Models] = weakref.WeakKeyDictionary()
@@ -233,7 +235,74 @@ def _define(db: SQLAlchemy) -> Models:
                 "modifiedAt": _iso(self.modified_at),
             }
 
-    return Models(Subscription, Installation, InboxItem, InboxCounter, Provider)
+    class Message(db.Model):  # type: ignore[name-defined,misc]
+        """One ``push.send()``: who it is for, what it shows, and when it goes."""
+
+        __tablename__ = "push_messages"
+        __table_args__ = (
+            sa.UniqueConstraint("idempotency_key", name="uq_push_messages_idempotency_key"),
+            sa.Index("ix_push_messages_created_at", "created_at"),
+        )
+
+        id: Mapped[str] = mapped_column(
+            sa.String(40), primary_key=True, default=lambda: new_id("msg")
+        )
+        #: ``{"users": [..]}``, ``{"topic": ..}``, ``{"query": {..}}``, ``{"everyone": true}``
+        #: or ``{"id": ..}`` (``notify_by_id``)
+        audience: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+        #: the notification as the API shows it (camelCase keys)
+        notification: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+        notify_type: Mapped[str | None] = mapped_column(sa.String(64))
+        inbox: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+        recipient_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+        idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
+        send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+        created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+        clicked: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+        @property
+        def status(self) -> str:
+            """``scheduled`` until ``send_at``, then ``queued``."""
+            if self.send_at is not None and self.send_at > utcnow():
+                return "scheduled"
+            return "queued"
+
+    class Delivery(db.Model):  # type: ignore[name-defined,misc]
+        """One message to one subscription or installation: the durable outbox row.
+
+        ``queued`` rows whose ``due_at`` has come and whose ``lease_until`` is past
+        (or unset) are claimed by workers; a worker that dies leaves its rows
+        queued, and they are claimed again once the lease runs out.
+        """
+
+        __tablename__ = "push_deliveries"
+        __table_args__ = (
+            # claiming: "queued and due", oldest first
+            sa.Index("ix_push_deliveries_claim", "status", "due_at"),
+            # a message's counts per status
+            sa.Index("ix_push_deliveries_message_status", "message_id", "status"),
+        )
+
+        # 64-bit on PostgreSQL (a busy sender makes billions of rows); SQLite's
+        # autoincrement works only on a column declared INTEGER.
+        id: Mapped[int] = mapped_column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
+        )
+        message_id: Mapped[str] = mapped_column(sa.String(40))
+        #: webpush, fcm or apns
+        kind: Mapped[str] = mapped_column(sa.String(16))
+        subscription_id: Mapped[str | None] = mapped_column(sa.String(40))
+        installation_id: Mapped[str | None] = mapped_column(sa.String(40))
+        #: queued, sent, failed, gone or expired
+        status: Mapped[str] = mapped_column(sa.String(16), default="queued")
+        attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+        due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+        lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+        expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+        error: Mapped[str | None] = mapped_column(sa.Text)
+        updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    return Models(Subscription, Installation, InboxItem, InboxCounter, Provider, Message, Delivery)
 
 
 def inbox_item_json(item: Any) -> dict[str, Any]:

@@ -17,3 +17,17 @@ subscription_removed = _signals.signal("subscription-removed")
 inbox_item_saved = _signals.signal("inbox-item-saved")
 #: Inbox items were marked read and committed. Sender: the app; ``user_id``, ``count``.
 inbox_read = _signals.signal("inbox-read")
+#: A message and its deliveries were committed to the outbox. Sender: the app; ``message``.
+message_queued = _signals.signal("message-queued")
+#: A push service accepted a push. Sender: the app; ``push`` (an OutgoingPush), ``result``.
+delivery_succeeded = _signals.signal("delivery-succeeded")
+#: A push was not accepted (gone, failed, or to be retried). Sender: the app; ``push``,
+#: ``result`` (its ``status`` says which), ``will_retry``.
+delivery_failed = _signals.signal("delivery-failed")
+#: A push service said a subscription or installation is gone; it is now dead and never
+#: sent to again. Sender: the app; ``kind`` ("subscription" or "installation"),
+#: ``target_id``, ``reason``.
+subscription_gone = _signals.signal("subscription-gone")
+#: Sending is suppressed and a push was recorded instead (what ``push.record()``
+#: collects). Sender: the app; ``push`` (an OutgoingPush), ``kind``.
+push_recorded = _signals.signal("push-recorded")

@@ -140,7 +140,7 @@ def json_object(value: Any, field: str) -> dict[str, Any] | None:
 # -- Web Push subscriptions --------------------------------------------------
 
 
-def _is_special_address(host: str) -> bool:
+def is_special_address(host: str) -> bool:
     """Is ``host`` an IP literal, or a name that always means this machine?"""
     if any(fnmatch.fnmatchcase(host, name) for name in _LOOPBACK_NAMES):
         return True
@@ -154,7 +154,7 @@ def _is_special_address(host: str) -> bool:
 
 
 def _host_allowed(host: str, patterns: Iterable[str]) -> bool:
-    if _is_special_address(host):
+    if is_special_address(host):
         # An IP literal or loopback name only ever passes by being named exactly,
         # so that a wildcard such as "*" can never open the way to 127.0.0.1,
         # 169.254.169.254 (cloud metadata) or the private network.

@@ -125,6 +125,8 @@ def make_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Calla
     yield factory
     for app in apps:
         with app.app_context():
+            # stop the delivery worker thread and close connections: nothing leaks
+            app.extensions["push"].shutdown()
             db.session.remove()
             db.drop_all()
             db.engine.dispose()

@@ -127,8 +127,63 @@ def upgrade() -> None:
         sa.UniqueConstraint("app_id", "kind", name=op.f("uq_push_providers_app_id")),
     )
 
+    op.create_table(
+        "push_messages",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("audience", sa.JSON(), nullable=False),
+        sa.Column("notification", sa.JSON(), nullable=False),
+        sa.Column("notify_type", sa.String(length=64), nullable=True),
+        sa.Column("inbox", sa.Boolean(), nullable=False),
+        sa.Column("recipient_count", sa.Integer(), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=255), nullable=True),
+        sa.Column("send_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("clicked", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_push_messages")),
+        sa.UniqueConstraint("idempotency_key", name=op.f("uq_push_messages_idempotency_key")),
+    )
+    op.create_index("ix_push_messages_created_at", "push_messages", ["created_at"], unique=False)
+
+    op.create_table(
+        "push_deliveries",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("message_id", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("subscription_id", sa.String(length=40), nullable=True),
+        sa.Column("installation_id", sa.String(length=40), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_push_deliveries")),
+    )
+    # claiming: "queued and due", oldest first
+    op.create_index(
+        "ix_push_deliveries_claim", "push_deliveries", ["status", "due_at"], unique=False
+    )
+    # a message's counts per status
+    op.create_index(
+        "ix_push_deliveries_message_status",
+        "push_deliveries",
+        ["message_id", "status"],
+        unique=False,
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_push_deliveries_message_status", table_name="push_deliveries")
+    op.drop_index("ix_push_deliveries_claim", table_name="push_deliveries")
+    op.drop_table("push_deliveries")
+    op.drop_index("ix_push_messages_created_at", table_name="push_messages")
+    op.drop_table("push_messages")
     op.drop_table("push_providers")
     op.drop_table("push_inbox_counters")
     op.drop_index("ix_push_inbox_items_user_unread", table_name="push_inbox_items")

@@ -1,0 +1,86 @@
+"""The ``thread`` queue: delivery workers inside the app's own process.
+
+One daemon thread per app and process, started by the first ``send()`` (so
+scripts and CLI commands deliver too), woken by each send and otherwise polling
+about every second for retries and scheduled messages that came due. After a
+fork the child starts its own worker on its first send.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+
+from flask import Flask
+
+from .dispatch import Dispatcher
+
+logger = logging.getLogger("flask_push")
+
+#: seconds between two looks at the outbox when no send wakes the worker
+POLL_INTERVAL = 1.0
+
+_running: weakref.WeakSet[ThreadWorker] = weakref.WeakSet()
+
+
+class ThreadWorker:
+    """A background thread running a :class:`Dispatcher` in an app context."""
+
+    def __init__(self, app: Flask, make_dispatcher: Callable[[], Dispatcher]) -> None:
+        self.app = app
+        self._make_dispatcher = make_dispatcher
+        self.pid = os.getpid()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"flask-push-worker:{app.name}", daemon=True
+        )
+
+    def start(self) -> ThreadWorker:
+        self._thread.start()
+        _running.add(self)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wake(self) -> None:
+        """Look at the outbox now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand, close the providers and end the thread."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        _running.discard(self)
+
+    def _run(self) -> None:
+        with self.app.app_context():
+            dispatcher = self._make_dispatcher()
+            try:
+                while not self._stopping.is_set():
+                    self._wake.clear()
+                    try:
+                        claimed = dispatcher.run_once()
+                    except Exception:  # keep the worker alive; rows stay queued
+                        logger.exception("flask-push: a delivery round failed")
+                        claimed = 0
+                    if not claimed:
+                        self._wake.wait(POLL_INTERVAL)
+            finally:
+                dispatcher.close()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At interpreter exit, let workers finish their batch and close connections."""
+    for worker in list(_running):
+        if worker.pid == os.getpid():
+            worker.stop(timeout=5.0)

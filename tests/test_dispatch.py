@@ -1,0 +1,408 @@
+"""Delivery through the outbox: the real providers against the local fakes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_push import signals
+from flask_push.dispatch import Dispatcher, backoff, read_click_token
+from flask_push.models import ACTIVE, DEAD, utcnow
+from flask_push.testing import FakeFCM, FakePushService, FakeSubscriber
+from flask_push.testing.fcm import make_registration_token
+
+from conftest import db, push
+
+SECRET = "test-secret"
+
+
+@pytest.fixture
+def service() -> Iterator[FakePushService]:
+    with FakePushService() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fcm() -> Iterator[FakeFCM]:
+    with FakeFCM() as fake:
+        yield fake
+
+
+@pytest.fixture
+def sending_app(make_app: Callable[..., Flask], fcm: FakeFCM) -> Callable[..., Flask]:
+    """An app that really sends (to the fakes on 127.0.0.1), inline unless told."""
+
+    def factory(**config: Any) -> Flask:
+        settings = {
+            "PUSH_QUEUE": "inline",
+            "PUSH_SUPPRESS_SEND": False,
+            "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+            "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+            "PUSH_FCM_CREDENTIALS": fcm.service_account(),
+            "PUSH_FCM_BASE_URL": fcm.base_url,
+            "SECRET_KEY": SECRET,
+            **config,
+        }
+        return make_app(**settings)
+
+    return factory
+
+
+def subscribe(subscriber: FakeSubscriber, user_id: str | None = "alice") -> Any:
+    sub = push.models.Subscription(
+        endpoint=subscriber.endpoint,
+        p256dh=subscriber.p256dh,
+        auth=subscriber.auth,
+        user_id=user_id,
+        topics=[],
+    )
+    db.session.add(sub)
+    db.session.commit()
+    return sub
+
+
+def rows(message_id: str) -> list[Any]:
+    model = push.models.Delivery
+    query = sa.select(model).where(model.message_id == message_id).order_by(model.id)
+    return list(db.session.scalars(query.execution_options(populate_existing=True)))
+
+
+def make_due(message_id: str, **values: Any) -> None:
+    """As if time had passed: the message's rows are due now."""
+    model = push.models.Delivery
+    values.setdefault("due_at", utcnow() - timedelta(seconds=1))
+    db.session.execute(sa.update(model).where(model.message_id == message_id).values(**values))
+    db.session.commit()
+
+
+def test_inline_delivers_web_push_and_fcm(
+    sending_app: Callable[..., Flask], service: FakePushService, fcm: FakeFCM
+) -> None:
+    app = sending_app()
+    subscriber = service.subscribe()
+    token = make_registration_token()
+    with app.app_context():
+        subscribe(subscriber)
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token=token, device_type="android", user_id="alice"
+            )
+        )
+        db.session.commit()
+        succeeded: list[Any] = []
+
+        def on_success(sender: Any, push: Any, result: Any) -> None:
+            succeeded.append(result.provider)
+
+        with signals.delivery_succeeded.connected_to(on_success, sender=app):
+            message = push.send(
+                users=["alice"],
+                title="Order #42",
+                body="Out for delivery",
+                url="/orders/42",
+                data={"orderId": 42},
+                ttl=3600,
+                urgency="high",
+                collapse_key="order-42",
+            )
+        assert sorted(succeeded) == ["fcm", "webpush"]
+        assert {row.status for row in rows(message.id)} == {"sent"}
+        assert all(row.attempts == 1 and row.lease_until is None for row in rows(message.id))
+
+    [received] = subscriber.received
+    payload = received.json()
+    assert payload["title"] == "Order #42"
+    assert payload["body"] == "Out for delivery"
+    assert payload["url"] == "/orders/42"
+    assert payload["data"] == {"orderId": 42}
+    assert payload["messageId"] == message.id
+    assert received.ttl <= 3600 and received.urgency == "high"
+    assert received.topic == "order-42"
+    webpush_row = next(r for r in rows_outside(app, message.id) if r.kind == "webpush")
+    assert read_click_token(SECRET, payload["clickToken"]) == (webpush_row.id, message.id)
+    assert read_click_token("other-secret", payload["clickToken"]) is None
+
+    [sent] = fcm.messages
+    assert sent.token == token
+    assert sent.notification == {"title": "Order #42", "body": "Out for delivery"}
+    assert sent.data is not None and sent.data["messageId"] == message.id
+
+
+def rows_outside(app: Flask, message_id: str) -> list[Any]:
+    with app.app_context():
+        return rows(message_id)
+
+
+def test_gone_kills_the_subscription(
+    sending_app: Callable[..., Flask], service: FakePushService
+) -> None:
+    app = sending_app()
+    subscriber = service.subscribe()
+    subscriber.expire()
+    gone: list[tuple[str, str]] = []
+
+    def on_gone(sender: Any, kind: str, target_id: str, reason: str) -> None:
+        gone.append((kind, target_id))
+
+    with app.app_context(), signals.subscription_gone.connected_to(on_gone, sender=app):
+        sub = subscribe(subscriber)
+        message = push.send(users=["alice"], title="x")
+        [row] = rows(message.id)
+        assert row.status == "gone" and "410" in row.error
+        db.session.refresh(sub)
+        assert sub.status == DEAD and "410" in sub.dead_reason and sub.dead_at is not None
+        assert gone == [("subscription", sub.id)]
+        again = push.send(users=["alice"], title="y")
+        assert again.recipient_count == 0 and rows(again.id) == []
+    assert len(service.requests) == 1
+
+
+def test_rate_limit_retries_later_then_gives_up(
+    sending_app: Callable[..., Flask], service: FakePushService
+) -> None:
+    app = sending_app()
+    subscriber = service.subscribe()
+    service.fail_next(429, retry_after=120, times=3)
+    failed: list[bool] = []
+
+    def on_failed(sender: Any, push: Any, result: Any, will_retry: bool) -> None:
+        failed.append(will_retry)
+
+    with app.app_context(), signals.delivery_failed.connected_to(on_failed, sender=app):
+        sub = subscribe(subscriber)
+        before = utcnow()
+        message = push.send(users=["alice"], title="x")
+        [row] = rows(message.id)
+        assert row.status == "queued" and row.attempts == 1 and "429" in row.error
+        assert row.due_at >= before + timedelta(seconds=120)
+        assert push.dispatch_due() == 0  # not due yet
+
+        dispatcher = Dispatcher(app, push.models, db.engine, push.settings, max_attempts=2)
+        try:
+            make_due(message.id)
+            assert dispatcher.run_once() == 1
+            [row] = rows(message.id)
+            assert row.status == "failed" and row.attempts == 2
+            assert "gave up after 2 attempts" in row.error and "429" in row.error
+        finally:
+            dispatcher.close()
+        db.session.refresh(sub)
+        assert sub.status == ACTIVE
+    assert failed == [True, False]
+    assert subscriber.received == []
+
+
+def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
+    first = [backoff(1) for _ in range(50)]
+    assert all(5 <= d <= 10 for d in first) and len(set(first)) > 1
+    assert all(40 <= backoff(4) <= 80 for _ in range(50))
+    assert backoff(1, retry_after=300) == 300
+    assert backoff(40) <= 3600
+
+
+def test_expired_delivery_is_not_sent(
+    sending_app: Callable[..., Flask], service: FakePushService
+) -> None:
+    app = sending_app()
+    subscriber = service.subscribe()
+    with app.app_context():
+        subscribe(subscriber)
+        message = push.send(
+            users=["alice"], title="x", ttl=60, send_at=utcnow() + timedelta(minutes=5)
+        )
+        # the worker was down for longer than the ttl
+        make_due(message.id, expires_at=utcnow() - timedelta(seconds=1))
+        assert push.dispatch_due() == 1
+        [row] = rows(message.id)
+        assert row.status == "expired" and "ttl" in row.error
+    assert service.requests == []
+
+
+def test_thread_queue_delivers_in_the_background(
+    sending_app: Callable[..., Flask], service: FakePushService
+) -> None:
+    app = sending_app(PUSH_QUEUE="thread")
+    subscriber = service.subscribe()
+    with app.app_context():
+        subscribe(subscriber)
+        message = push.send(users=["alice"], title="Background")
+        [received] = subscriber.wait(1)
+        assert received.json()["messageId"] == message.id
+        deadline = time.monotonic() + 5
+        while rows(message.id)[0].status != "sent" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rows(message.id)[0].status == "sent"
+        worker = app.extensions["push"].worker
+        assert worker is not None and worker.alive
+        push.shutdown()
+        assert not worker.alive
+    assert not [t for t in threading.enumerate() if t.name.startswith("flask-push-worker")]
+
+
+def test_record_captures_suppressed_sends(make_app: Callable[..., Flask]) -> None:
+    app = make_app(PUSH_QUEUE="inline")  # testing: sends are suppressed
+    with app.app_context():
+        sub = push.models.Subscription(
+            endpoint="https://fcm.googleapis.com/fcm/send/abc",
+            p256dh="BPbPsuY1g6EjcpHqzgs3jtGrs6M4-oXpBqXhdqpFL3ehjO3CaTjqWPF0jdbbC8A9VhDuU7Vn9zj"
+            "6R7hRdVvZCjE",
+            auth="mF2g8NrscYnb3g5GAhQ1YQ",
+            user_id="alice",
+            topics=[],
+        )
+        db.session.add(sub)
+        db.session.commit()
+        succeeded: list[str] = []
+
+        def on_success(sender: Any, push: Any, result: Any) -> None:
+            succeeded.append(push.delivery_id)
+
+        with (
+            push.record() as outbox,
+            signals.delivery_succeeded.connected_to(on_success, sender=app),
+        ):
+            message = push.send(users=["alice"], title="Hi", body="there")
+        [recorded] = outbox
+        assert recorded.message_id == message.id
+        assert recorded.notification.title == "Hi"
+        assert recorded.target.endpoint == sub.endpoint  # type: ignore[union-attr]
+        [row] = rows(message.id)
+        assert row.status == "sent" and succeeded == [str(row.id)]
+        # outside the block nothing more is collected
+        push.send(users=["alice"], title="later")
+        assert len(outbox) == 1
+
+
+def test_concurrent_dispatchers_never_send_twice(
+    sending_app: Callable[..., Flask], service: FakePushService
+) -> None:
+    app = sending_app()
+    service.delay = 0.01
+    subscribers = [service.subscribe() for _ in range(24)]
+    with app.app_context():
+        for subscriber in subscribers:
+            subscribe(subscriber)
+        message_id = push.send(users=["alice"], title="x", send_at=utcnow() + timedelta(hours=1)).id
+        make_due(message_id)
+        dispatchers = [
+            Dispatcher(app, push.models, db.engine, push.settings, batch_size=3) for _ in range(2)
+        ]
+    claimed: list[int] = []
+    start = threading.Barrier(2)
+
+    def work(dispatcher: Dispatcher) -> None:
+        with app.app_context():
+            start.wait()
+            claimed.append(dispatcher.run_until_idle())
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in dispatchers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for dispatcher in dispatchers:
+        dispatcher.close()
+    assert sum(claimed) == 24
+    assert all(count > 0 for count in claimed), claimed  # both took a share
+    counts = Counter(push.subscriber_id for push in service.pushes)
+    assert sorted(counts.values()) == [1] * 24
+    with app.app_context():
+        assert {row.status for row in rows(message_id)} == {"sent"}
+
+
+def test_rows_whose_target_died_or_message_went_are_not_sent(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(PUSH_QUEUE="inline")  # suppressed: the memory provider
+    with app.app_context():
+        subs = []
+        for user in ("alice", "bob"):
+            sub = push.models.Subscription(
+                endpoint=f"https://fcm.googleapis.com/fcm/send/{user}",
+                p256dh="BPbPsuY1g6EjcpHqzgs3jtGrs6M4-oXpBqXhdqpFL3ehjO3CaTjqWPF0jdbbC8A9VhDuU7Vn9"
+                "zj6R7hRdVvZCjE",
+                auth="mF2g8NrscYnb3g5GAhQ1YQ",
+                user_id=user,
+                topics=[],
+            )
+            db.session.add(sub)
+            subs.append(sub)
+        db.session.commit()
+        later = utcnow() + timedelta(hours=1)
+        to_alice = push.send(users=["alice"], title="x", send_at=later).id
+        to_bob = push.send(users=["bob"], title="x", send_at=later).id
+        subs[0].status = DEAD
+        db.session.execute(sa.delete(push.models.Message).where(push.models.Message.id == to_bob))
+        db.session.commit()
+        make_due(to_alice)
+        make_due(to_bob)
+        with push.record() as outbox:
+            assert push.dispatch_due() == 2
+        assert outbox == []
+        [alice_row], [bob_row] = rows(to_alice), rows(to_bob)
+        assert alice_row.status == "gone" and "dead" in alice_row.error
+        assert bob_row.status == "failed" and "deleted" in bob_row.error
+
+
+EXIT_SCRIPT = """
+import sys
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from py_vapid import Vapid
+from flask_push import Push
+from flask_push.credentials import vapid_raw_private_key
+from flask_push.testing import FakePushService
+
+vapid = Vapid()
+vapid.generate_keys()
+db = SQLAlchemy()
+push = Push(db=db)
+app = Flask(__name__)
+app.config.update(
+    SQLALCHEMY_DATABASE_URI="sqlite:///" + sys.argv[1],
+    PUSH_VAPID_PRIVATE_KEY=vapid_raw_private_key(vapid),
+    PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
+    PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+    PUSH_ALLOW_HTTP_ENDPOINTS=True,
+)
+db.init_app(app)
+push.init_app(app)
+with FakePushService() as service, app.app_context():
+    db.create_all()
+    browser = service.subscribe()
+    db.session.add(push.models.Subscription(
+        endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
+        user_id="alice", topics=[]))
+    db.session.commit()
+    push.send(users=["alice"], title="x")
+    assert app.extensions["push"].worker.alive
+print("sent")
+"""
+
+
+def test_thread_worker_stops_at_interpreter_exit(tmp_path: Any) -> None:
+    # The script returns right after send(): the worker finishes (or leaves the row
+    # queued) and closes at exit, without a traceback or a hang.
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", EXIT_SCRIPT, str(tmp_path / "exit.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "sent" and result.stderr == ""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'exit.db'}")
+    with engine.connect() as conn:
+        statuses = conn.execute(sa.text("SELECT status FROM push_deliveries")).scalars().all()
+    engine.dispose()
+    assert statuses in (["sent"], ["queued"])

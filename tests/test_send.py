@@ -1,0 +1,275 @@
+"""push.send(): audiences, checks, the outbox rows it writes, idempotency, the inbox."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_push import signals
+from flask_push.errors import PayloadError, PushError, ValidationError
+from flask_push.models import DEAD, utcnow
+from flask_push.testing.fcm import make_registration_token
+
+from conftest import browser_keys, db, push
+
+APNS_TOKEN = "ab" * 32
+
+
+def add_subscription(user_id: str | None = None, topics: list[str] | None = None) -> Any:
+    keys = browser_keys()
+    sub = push.models.Subscription(
+        endpoint=f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}",
+        p256dh=keys["p256dh"],
+        auth=keys["auth"],
+        user_id=user_id,
+        topics=topics or [],
+    )
+    db.session.add(sub)
+    db.session.commit()
+    return sub
+
+
+def add_installation(
+    user_id: str | None = None,
+    device_type: str = "android",
+    app_id: str = "shop",
+    app_version: str | None = None,
+    topics: list[str] | None = None,
+) -> Any:
+    token = make_registration_token() if device_type == "android" else APNS_TOKEN
+    ins = push.models.Installation(
+        app_id=app_id,
+        app_version=app_version,
+        device_token=token,
+        device_type=device_type,
+        user_id=user_id,
+        subscriptions=topics or [],
+    )
+    db.session.add(ins)
+    db.session.commit()
+    return ins
+
+
+def deliveries(message_id: str | None = None) -> list[Any]:
+    model = push.models.Delivery
+    query = sa.select(model).order_by(model.id)
+    if message_id is not None:
+        query = query.where(model.message_id == message_id)
+    return list(db.session.scalars(query))
+
+
+def targets(message: Any) -> set[str]:
+    return {d.subscription_id or d.installation_id for d in deliveries(message.id)}
+
+
+@pytest.fixture
+def outbox_app(make_app: Callable[..., Flask]) -> Any:
+    """The inline queue, with sends suppressed (``app.testing``): rows as written."""
+    app = make_app(PUSH_QUEUE="inline")
+    with app.app_context():
+        yield app
+
+
+def test_users_audience(outbox_app: Flask) -> None:
+    alice = add_subscription("alice")
+    alice_phone = add_installation("alice")
+    bob = add_subscription("bob")
+    add_subscription("carol")
+    message = push.send(users=["alice", "bob", "nobody"], title="Order #42", body="Shipped")
+    assert message.id.startswith("msg_")
+    assert message.status == "queued"
+    assert message.recipient_count == 3
+    assert targets(message) == {alice.id, alice_phone.id, bob.id}
+    assert message.audience == {"users": ["alice", "bob", "nobody"]}
+    assert message.notification["title"] == "Order #42"
+    assert message.notification["ttl"] == 86400
+    assert message.notification["collapseKey"] is None
+
+
+def test_topic_audience_matches_exact_names(outbox_app: Flask) -> None:
+    offers = add_subscription(topics=["offers", "news"])
+    add_subscription(topics=["offers2"])
+    add_subscription(topics=["xoffers"])
+    phone = add_installation(topics=["offers"])
+    add_installation(topics=["news"])
+    # "_" is a LIKE wildcard: "a_b" must not match "axb"
+    underscored = add_subscription(topics=["a_b"])
+    add_subscription(topics=["axb"])
+    assert targets(push.send(topic="offers", title="Sale")) == {offers.id, phone.id}
+    assert targets(push.send(topic="a_b", title="x")) == {underscored.id}
+
+
+def test_query_audience(outbox_app: Flask) -> None:
+    browser = add_subscription("alice")
+    ios = add_installation("alice", device_type="ios", app_version="2.0")
+    android = add_installation("bob", device_type="android", app_version="1.0")
+    other_app = add_installation("carol", device_type="android", app_id="other")
+    query = {"deviceType": "ios"}
+    assert targets(push.send(query=query, title="x")) == {ios.id}
+    query = {"userId": {"inq": ["alice", "bob"]}}  # userId alone: browsers too
+    assert targets(push.send(query=query, title="x")) == {browser.id, ios.id, android.id}
+    query = {"appId": "shop", "appVersion": {"neq": "2.0"}}
+    assert targets(push.send(query=query, title="x")) == {android.id}
+    query = {"userId": {"nin": ["alice"]}, "deviceType": "android"}
+    assert targets(push.send(query=query, title="x")) == {android.id, other_app.id}
+    with pytest.raises(ValidationError, match="query.os"):
+        push.send(query={"os": "ios"}, title="x")
+    with pytest.raises(ValidationError, match="query.userId"):
+        push.send(query={"userId": {"like": "a%"}}, title="x")
+
+
+def test_everyone_skips_dead_targets(outbox_app: Flask) -> None:
+    live = add_subscription()
+    phone = add_installation()
+    dead = add_subscription()
+    dead.status = DEAD
+    db.session.commit()
+    assert targets(push.send(everyone=True, title="x")) == {live.id, phone.id}
+
+
+def test_exactly_one_audience(outbox_app: Flask) -> None:
+    with pytest.raises(ValidationError, match="exactly one audience"):
+        push.send(title="x")
+    with pytest.raises(ValidationError, match="users, topic"):
+        push.send(users=["a"], everyone=True, title="x")
+    with pytest.raises(ValidationError, match="users"):
+        push.send(users="alice", title="x")
+    with pytest.raises(ValidationError, match="urgency"):
+        push.send(everyone=True, title="x", urgency="asap")
+    with pytest.raises(ValidationError, match="url"):
+        push.send(everyone=True, title="x", url="javascript:alert(1)")
+    with pytest.raises(ValidationError, match="sendAt"):
+        push.send(everyone=True, title="x", send_at=utcnow().replace(tzinfo=None))
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Message)) == 0
+
+
+def test_notify_by_id(outbox_app: Flask) -> None:
+    sub = add_subscription("alice")
+    phone = add_installation("alice")
+    assert targets(push.notify_by_id(sub.id, title="x")) == {sub.id}
+    message = push.notify_by_id(phone.id, title="x", ttl=60, idempotency_key="k")
+    assert targets(message) == {phone.id}
+    assert message.notification["ttl"] == 60
+    with pytest.raises(ValidationError, match="id"):
+        push.notify_by_id("sub_nope", title="x")
+
+
+def test_oversize_notification_writes_nothing(outbox_app: Flask) -> None:
+    add_subscription("alice")
+    with pytest.raises(PayloadError, match="limit is 4096"):
+        push.send(users=["alice"], title="x", body="é" * 3000, inbox=True)
+    for model in (push.models.Message, push.models.Delivery, push.models.InboxItem):
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(model)) == 0
+
+
+def test_unconfigured_provider_fails_its_rows(outbox_app: Flask) -> None:
+    # Only Web Push is configured: the phones' rows are failed, with the reason.
+    sub = add_subscription("alice")
+    add_installation("alice", device_type="ios")
+    message = push.send(users=["alice"], title="x")
+    assert message.recipient_count == 2
+    rows = {d.kind: d for d in deliveries(message.id)}
+    assert rows["webpush"].subscription_id == sub.id
+    assert rows["apns"].status == "failed"
+    assert "PUSH_APNS_KEY" in rows["apns"].error
+
+
+def test_idempotency_key_sends_once(outbox_app: Flask) -> None:
+    add_subscription("alice")
+    first = push.send(users=["alice"], title="x", idempotency_key="order-42-shipped")
+    again = push.send(users=["alice"], title="changed", idempotency_key="order-42-shipped")
+    assert again.id == first.id
+    assert len(deliveries()) == 1
+
+
+def test_idempotency_race_returns_the_winner(outbox_app: Flask) -> None:
+    add_subscription("alice")
+    results: list[str] = []
+    app = outbox_app
+
+    def send() -> None:
+        with app.app_context():
+            results.append(push.send(users=["alice"], title="x", idempotency_key="race").id)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and len(set(results)) == 1
+    assert len(deliveries()) == 1
+
+
+def test_send_at_schedules(outbox_app: Flask) -> None:
+    add_subscription("alice")
+    later = utcnow() + timedelta(hours=1)
+    message = push.send(users=["alice"], title="x", send_at=later, ttl=600)
+    assert message.status == "scheduled"
+    [row] = deliveries(message.id)
+    assert row.due_at == later and row.status == "queued"
+    assert row.expires_at == later + timedelta(seconds=600)
+    # Not claimed before it is due...
+    assert push.dispatch_due() == 0
+    assert deliveries(message.id)[0].attempts == 0
+    # ...and sent once it is.
+    db.session.execute(
+        sa.update(push.models.Delivery).values(due_at=utcnow() - timedelta(seconds=1))
+    )
+    db.session.commit()
+    with push.record() as outbox:
+        assert push.dispatch_due() == 1
+    assert [p.message_id for p in outbox] == [message.id]
+    assert deliveries(message.id)[0].status == "sent"
+
+
+def test_inbox_items_for_users(outbox_app: Flask) -> None:
+    add_subscription("alice")
+    message = push.send(
+        users=["alice", "bob"], title="Export", body="done", inbox=True, notify_type="export"
+    )
+    for user in ("alice", "bob"):
+        result = push.search(user)
+        [item] = result.items
+        assert (item.id, item.title, item.type, item.body) == (
+            message.id,
+            "Export",
+            "export",
+            "done",
+        )
+        assert result.new_count == 1
+
+
+def test_inbox_items_for_resolved_users(outbox_app: Flask) -> None:
+    add_subscription("alice", topics=["offers"])
+    add_subscription(None, topics=["offers"])
+    push.send(topic="offers", title="Sale", inbox=True)
+    assert push.search("alice").total_count == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.InboxItem)) == 1
+
+
+def test_message_queued_signal(outbox_app: Flask) -> None:
+    seen: list[Any] = []
+
+    def on_queued(sender: Any, message: Any) -> None:
+        seen.append(message.id)
+
+    with signals.message_queued.connected_to(on_queued, sender=outbox_app):
+        message = push.send(everyone=True, title="x")
+    assert seen == [message.id]
+
+
+def test_celery_queue_is_refused_before_writing(make_app: Callable[..., Flask]) -> None:
+    pytest.importorskip("celery")
+    app = make_app(PUSH_QUEUE="celery", PUSH_CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
+    with app.app_context():
+        add_subscription("alice")
+        with pytest.raises(PushError, match="PUSH_QUEUE='celery'"):
+            push.send(users=["alice"], title="x")
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Message)) == 0
