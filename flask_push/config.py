@@ -169,6 +169,13 @@ def load(app: Flask) -> PushSettings:
                 "is required when PUSH_QUEUE is 'celery', e.g. 'redis://127.0.0.1:6379/0'",
             )
         credentials.require_module("celery queue", "celery", "celery")
+        # Refused here rather than at the first send: rows that no worker of this
+        # version would claim are worse than an app that does not start.
+        raise _fail(
+            "PUSH_QUEUE",
+            "'celery' has no workers in this version of flask-push; use 'thread' (the "
+            "default: worker threads in every process that sends) or 'inline' for now",
+        )
 
     backplane = config.get("PUSH_BACKPLANE_URL", DEFAULT_BACKPLANE_URL)
     scheme = urlsplit(backplane).scheme if isinstance(backplane, str) else ""

@@ -17,7 +17,7 @@ from flask_sqlalchemy import SQLAlchemy
 from . import config, inbox, sending, signals, validation
 from .config import PushSettings
 from .dispatch import Dispatcher
-from .errors import PushError, ValidationError
+from .errors import ValidationError
 from .ids import new_id
 from .message import OutgoingPush
 from .models import Models, models_for, utcnow
@@ -293,13 +293,6 @@ class Push:
     ) -> Any:
         state = self.state
         settings = state.settings
-        if settings.queue not in ("inline", "thread"):
-            # Refused before anything is written: queued rows that no worker of
-            # this version would ever claim are worse than an error.
-            raise PushError(
-                f"PUSH_QUEUE={settings.queue!r} has no workers in this version of "
-                "flask-push; use 'thread' (the default) or 'inline'."
-            )
         shown, notification = sending.notification_json(values, settings.default_ttl)
         send_at = sending.send_time(send_at)
         key = validation.text(idempotency_key, "idempotencyKey", max_length=255)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_push import signals
-from flask_push.errors import PayloadError, PushError, ValidationError
+from flask_push.errors import PayloadError, ValidationError
 from flask_push.models import DEAD, utcnow
 from flask_push.testing.fcm import make_registration_token
 
@@ -263,13 +263,3 @@ def test_message_queued_signal(outbox_app: Flask) -> None:
     with signals.message_queued.connected_to(on_queued, sender=outbox_app):
         message = push.send(everyone=True, title="x")
     assert seen == [message.id]
-
-
-def test_celery_queue_is_refused_before_writing(make_app: Callable[..., Flask]) -> None:
-    pytest.importorskip("celery")
-    app = make_app(PUSH_QUEUE="celery", PUSH_CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
-    with app.app_context():
-        add_subscription("alice")
-        with pytest.raises(PushError, match="PUSH_QUEUE='celery'"):
-            push.send(users=["alice"], title="x")
-        assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Message)) == 0
