@@ -6,6 +6,7 @@ except under ``CI=true``, where a missing service fails the run.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -268,6 +269,18 @@ def web_push_testing() -> Iterator[WebPushTesting]:
         if reader.is_alive():
             reader.join(timeout=5)
         process.stdout.close()
+
+
+def send_batch(provider: Any, pushes: list[Any]) -> list[Any]:
+    """Send through a provider in a fresh event loop, then close its connections."""
+
+    async def run() -> list[Any]:
+        try:
+            return list(await provider.send_batch(pushes))
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(run())
 
 
 def as_user(user: str | None, admin: bool = False) -> dict[str, str]:

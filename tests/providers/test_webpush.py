@@ -39,6 +39,7 @@ from flask_push.providers.webpush import (
 from flask_push.testing.webpush import FakePushService, FakeSubscriber
 
 from conftest import b64url
+from conftest import send_batch as send
 
 SUBJECT = "mailto:ops@example.com"
 
@@ -82,16 +83,6 @@ def outgoing(
         target=to,
         click_token=click_token,
     )
-
-
-def send(provider: WebPushProvider, pushes: list[OutgoingPush]) -> list[DeliveryResult]:
-    async def run() -> list[DeliveryResult]:
-        try:
-            return await provider.send_batch(pushes)
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(run())
 
 
 def send_one(provider: WebPushProvider, push: OutgoingPush) -> DeliveryResult:

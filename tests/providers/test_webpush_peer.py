@@ -7,22 +7,13 @@ aes128gcm itself, rules that out.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from flask_push import credentials
-from flask_push.message import DeliveryResult, Notification, OutgoingPush, WebPushTarget
+from flask_push.message import Notification, OutgoingPush, WebPushTarget
 from flask_push.providers.webpush import WebPushProvider
 
-
-def send(provider: WebPushProvider, pushes: list[OutgoingPush]) -> list[DeliveryResult]:
-    async def run() -> list[DeliveryResult]:
-        try:
-            return await provider.send_batch(pushes)
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(run())
+from conftest import send_batch as send
 
 
 def test_peer_decrypts_what_we_send_and_reports_expiry(web_push_testing, vapid_private_key):
