@@ -326,11 +326,15 @@ class Push:
             )
             session.add(message)
             session.flush()
-            rows = sending.delivery_rows(
-                message.id, targets, settings.providers, due_at=due, ttl=shown["ttl"]
+            sending.insert_deliveries(
+                session,
+                models.Delivery,
+                message.id,
+                targets,
+                settings.providers,
+                due_at=due,
+                ttl=shown["ttl"],
             )
-            if rows:
-                session.execute(sa.insert(models.Delivery), rows)
             if to_inbox:
                 fields = sending.inbox_values(shown, notify_type)
                 for user_id in sending.inbox_users(audience, targets):
