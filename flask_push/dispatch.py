@@ -223,7 +223,7 @@ class Dispatcher:
             execution_options={"synchronize_session": False},
         )
         ids = sorted(claimed.scalars())
-        session.commit()
+        _commit_without_waiting(session)
         return ids
 
     def _deliver(self, session: Session, ids: Sequence[int]) -> None:
@@ -354,7 +354,7 @@ class Dispatcher:
                 [{**row, "b_error": _clip(row["b_error"])} for row in retried],
             )
         dead = self._mark_dead(session, gone_targets, now)
-        session.commit()
+        _commit_without_waiting(session)
         self._signal(results, attempts, dead)
 
     def _mark_dead(
@@ -411,6 +411,19 @@ class Dispatcher:
                 signals.delivery_failed.send(app, push=push, result=result, will_retry=will_retry)
         for kind, target_id, reason in dead:
             signals.subscription_gone.send(app, kind=kind, target_id=target_id, reason=reason)
+
+
+def _commit_without_waiting(session: Session) -> None:
+    """Commit without waiting for the disk flush on PostgreSQL.
+
+    Claims and outcomes sit between every two batches; a flush costs tens of
+    milliseconds. A commit lost to a database crash only means a delivery is
+    claimed or sent again, which the outbox allows within its in-flight window
+    anyway; never a lost one, since a row stays queued until its outcome is kept.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SET LOCAL synchronous_commit = off"))
+    session.commit()
 
 
 def _outcome(id: int, status: str, error: str | None) -> dict[str, Any]:
