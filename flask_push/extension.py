@@ -216,7 +216,7 @@ class Push:
         .. versionadded:: 0.1
         """
         audience = sending.audience_json(
-            users=list(users) if users is not None and not isinstance(users, str) else users,
+            users=list(users) if isinstance(users, (list, tuple, set, frozenset)) else users,
             topic=topic,
             query=query,
             everyone=everyone,

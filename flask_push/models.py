@@ -300,6 +300,8 @@ def _define(db: SQLAlchemy) -> Models:
         lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
         expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
         error: Mapped[str | None] = mapped_column(sa.Text)
+        #: when its notification was first clicked: a delivery's clicks count once
+        clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
         updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     return Models(Subscription, Installation, InboxItem, InboxCounter, Provider, Message, Delivery)

@@ -263,3 +263,10 @@ def test_message_queued_signal(outbox_app: Flask) -> None:
     with signals.message_queued.connected_to(on_queued, sender=outbox_app):
         message = push.send(everyone=True, title="x")
     assert seen == [message.id]
+
+
+@pytest.mark.parametrize("users", [True, {"alice": 1}, "alice", 42])
+def test_users_must_be_a_list(outbox_app: Flask, users: Any) -> None:
+    with pytest.raises(ValidationError) as info:
+        push.send(users=users, title="x")
+    assert info.value.field == "users"

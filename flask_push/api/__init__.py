@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..config import PushSettings
 from ..errors import ValidationError
-from . import installations, meta, notifications, providers, subscriptions
+from . import installations, messages, meta, notifications, providers, subscriptions
 from .http import ApiError, error_response
 
 log = logging.getLogger("flask_push")
@@ -28,7 +28,7 @@ _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 def create_blueprint(settings: PushSettings) -> Blueprint:
     """A blueprint for one app, with the routes that exist under its settings."""
     bp = Blueprint("push", __name__)
-    for module in (meta, subscriptions, installations, notifications, providers):
+    for module in (meta, subscriptions, installations, notifications, messages, providers):
         module.register(bp)
 
     @bp.before_request

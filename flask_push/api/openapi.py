@@ -13,6 +13,8 @@ import re
 from typing import Any
 
 from .. import credentials, inbox, validation
+from ..message import URGENCIES
+from . import messages
 
 Schema = dict[str, Any]
 
@@ -403,6 +405,139 @@ def inbox_schemas() -> dict[str, Schema]:
     }
 
 
+def message_schemas() -> dict[str, Schema]:
+    link = string(
+        "A same-site path such as `/orders/42`, or an http(s) URL with a host.", min_length=0
+    )
+    audience = {
+        "oneOf": [
+            obj({"users": array(string(min_length=0))}, required=("users",)),
+            obj({"topic": string(min_length=0)}, required=("topic",)),
+            obj(
+                {
+                    "query": {
+                        "type": "object",
+                        "description": "LoopBack's notifyByQuery: `eq`, `neq`, `inq` and "
+                        "`nin` over `userId`, `deviceType`, `appId` and `appVersion`.",
+                    }
+                },
+                required=("query",),
+            ),
+            obj({"everyone": {"const": True}}, required=("everyone",)),
+        ],
+        "description": "Exactly one audience: user ids, a topic, a query, or everyone.",
+    }
+    notification = obj(
+        {
+            "title": string(min_length=0),
+            "body": nullable(string(min_length=0)),
+            "url": nullable(link),
+            "icon": nullable(link),
+            "image": nullable(link),
+            "badge": nullable(
+                {
+                    "type": ["integer", "string"],
+                    "description": "A count (iOS, Android) or an image link (browsers).",
+                }
+            ),
+            "sound": nullable(string(min_length=0)),
+            "tag": nullable(string(min_length=0)),
+            "data": nullable({"type": "object"}),
+            "ttl": nullable(
+                integer("Seconds the push services keep it; PUSH_DEFAULT_TTL when absent.")
+            ),
+            "urgency": nullable(string(enum=list(URGENCIES))),
+            "collapseKey": nullable(string(min_length=0)),
+            "sendAt": nullable(
+                timestamp("When to send (with an offset, such as `Z`); now when absent.")
+            ),
+            "idempotencyKey": nullable(
+                string(
+                    "A repeat with the same key answers the first message and queues nothing.",
+                    min_length=0,
+                )
+            ),
+            "inbox": {"type": "boolean", "description": "Also add an inbox item per user."},
+            "notifyType": nullable(string("The inbox item's type.", min_length=0)),
+        },
+        required=("title",),
+        description="What the notification shows, and when it goes. A notification a push "
+        "service would refuse as too large answers 400 `payload_too_large`.",
+    )
+    create = obj(
+        {"audience": ref("MessageAudience"), "notification": ref("MessageNotification")},
+        required=("audience", "notification"),
+    )
+    create["examples"] = [
+        {
+            "audience": {"users": ["alice"]},
+            "notification": {"title": "Order #42", "body": "Out for delivery", "url": "/o/42"},
+        }
+    ]
+    status = string(
+        "`scheduled` until `sendAt`; then `queued` while every delivery is queued, "
+        "`sending` while some are done and some queued, and `done` once none is queued.",
+        enum=["scheduled", "queued", "sending", "done"],
+    )
+    queued = all_required(
+        obj(
+            {
+                "id": row_id("msg"),
+                "status": status,
+                "recipientCount": integer("Subscriptions and installations reached.", minimum=0),
+            }
+        )
+    )
+    count = integer(minimum=0)
+    counts = all_required(
+        obj(
+            {
+                "queued": count,
+                "sent": count,
+                "failed": count,
+                "gone": count,
+                "expired": count,
+                "clicked": integer("Clicks reported by service workers.", minimum=0),
+            },
+            description="Deliveries per status, and clicks.",
+        )
+    )
+    message = all_required(
+        obj(
+            {
+                "id": row_id("msg"),
+                "status": status,
+                "recipientCount": integer(minimum=0),
+                "createdAt": timestamp(),
+                "sendAt": nullable(timestamp()),
+                "notification": obj(
+                    {"title": string(min_length=None)},
+                    required=("title",),
+                    closed=False,
+                    description="The notification as sent (camelCase keys).",
+                ),
+                "counts": ref("MessageCounts"),
+            }
+        )
+    )
+    click = obj(
+        {"clickToken": string("The `clickToken` of the Web Push payload.", min_length=0)},
+        description="Without a `clickToken` the answer is 403.",
+    )
+    return {
+        "MessageAudience": audience,
+        "MessageNotification": notification,
+        "MessageCreate": create,
+        "MessageQueued": queued,
+        "MessageCounts": counts,
+        "Message": message,
+        "MessageList": all_required(
+            obj({"totalCount": integer(minimum=0), "items": array(ref("Message"))})
+        ),
+        "MessageClick": click,
+    }
+
+
 def optional_setting(description: str) -> Schema:
     """A setting with a default: null or an empty string also mean "the default"."""
     return nullable(string(description, min_length=0))
@@ -544,6 +679,7 @@ def schemas() -> dict[str, Schema]:
         **subscription_schemas(),
         **installation_schemas(),
         **inbox_schemas(),
+        **message_schemas(),
         **provider_schemas(),
         "OpenApiDocument": obj(
             {"openapi": string(min_length=None)},
@@ -869,6 +1005,72 @@ def notification_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def message_paths() -> dict[str, dict[str, Any]]:
+    item = links({"GetMessage": "getMessage"})
+    one = [path_id("The message's id.")]
+    listing = [
+        query("skip", integer(minimum=0, maximum=10**9) | {"default": 0}, "Messages to skip."),
+        query(
+            "take",
+            integer(minimum=1, maximum=messages.MAX_TAKE) | {"default": messages.DEFAULT_TAKE},
+            "Page size.",
+        ),
+    ]
+    return {
+        "/messages": {
+            "post": operation(
+                "sendMessage",
+                "Send a notification to an audience",
+                tag="messages",
+                who=ADMIN,
+                body=ref("MessageCreate"),
+                responses={
+                    "202": response(
+                        "Queued (or, with a known `idempotencyKey`, the first message).",
+                        ref("MessageQueued"),
+                    )
+                    | {"links": item}
+                },
+                errors=(403, 409),
+            ),
+            "get": operation(
+                "listMessages",
+                "Sent messages, newest first",
+                tag="messages",
+                who=ADMIN,
+                parameters=listing,
+                responses={"200": response("One page.", ref("MessageList"))},
+                errors=(400, 403),
+            ),
+        },
+        "/messages/{id}": {
+            "get": operation(
+                "getMessage",
+                "One message, with its delivery counts",
+                tag="messages",
+                who=ADMIN,
+                parameters=one,
+                responses={"200": response("The message.", ref("Message"))},
+                errors=(403, 404),
+            )
+        },
+        "/messages/{id}/clicks": {
+            "post": operation(
+                "recordMessageClick",
+                "Count a click on a message's notification",
+                tag="messages",
+                who="Anyone holding a click token of this message (the service worker). "
+                "A missing, forged or other message's token answers 403, as does every "
+                "token when the app has no SECRET_KEY. Every valid click is counted.",
+                parameters=one,
+                body=ref("MessageClick"),
+                responses={"204": response("Counted.")},
+                errors=(403, 404),
+            )
+        },
+    }
+
+
 def provider_paths() -> dict[str, dict[str, Any]]:
     item = links(
         {
@@ -938,6 +1140,7 @@ def paths(prefix: str) -> dict[str, dict[str, Any]]:
         **subscription_paths(),
         **installation_paths(),
         **notification_paths(),
+        **message_paths(),
         **provider_paths(),
     }
     return {base + path: item for path, item in routes.items()}
@@ -958,7 +1161,14 @@ def document(prefix: str, *, server: str) -> dict[str, Any]:
         "servers": [{"url": server}],
         "tags": [
             {"name": name}
-            for name in ("meta", "subscriptions", "installations", "notifications", "providers")
+            for name in (
+                "meta",
+                "subscriptions",
+                "installations",
+                "notifications",
+                "messages",
+                "providers",
+            )
         ],
         "paths": paths(prefix),
         "components": {
