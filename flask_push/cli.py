@@ -1,14 +1,52 @@
-"""The ``flask push`` commands."""
+"""The ``flask push`` commands.
+
+Each runs in an app context (Flask's ``AppGroup``):
+
+``vapid-keys``
+    make a VAPID key pair and print the config lines to paste.
+``send``
+    queue a notification to users and, unless ``--no-wait``, deliver it in the
+    foreground before exiting.
+``worker``
+    deliver due deliveries in the foreground until Ctrl-C or SIGTERM (``--once``:
+    what is due now, then exit). It runs flask-push's in-process dispatcher, the
+    one behind the ``thread`` queue.
+``prune``
+    delete dead subscriptions and installations, and those not seen for
+    ``--days`` days.
+``stats``
+    counts of subscriptions, installations, messages, deliveries and inbox items.
+"""
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from types import FrameType
+from typing import Any
+
 import click
+import sqlalchemy as sa
+from flask import current_app
 from flask.cli import AppGroup
 from py_vapid import Vapid
 
 from .credentials import vapid_public_key, vapid_raw_private_key
+from .errors import PayloadError, ValidationError
+from .models import ACTIVE, DEAD, utcnow
 
 push_cli = AppGroup("push", help="flask-push: push notifications.")
+
+#: the statuses of a delivery, in the order ``stats`` and ``send`` print them
+DELIVERY_STATUSES = ("queued", "sent", "failed", "gone", "expired")
+
+
+def _push() -> Any:
+    """The current app's :class:`~flask_push.Push`."""
+    return current_app.extensions["push"].push
 
 
 @push_cli.command("vapid-keys")
@@ -28,3 +66,276 @@ def vapid_keys(subject: str) -> None:
     click.echo(f'PUSH_VAPID_PRIVATE_KEY = "{vapid_raw_private_key(vapid)}"')
     click.echo(f'PUSH_VAPID_PUBLIC_KEY = "{vapid_public_key(vapid)}"')
     click.echo(f'PUSH_VAPID_SUBJECT = "{subject}"')
+
+
+# -- send ------------------------------------------------------------------------
+
+
+@push_cli.command("send")
+@click.option(
+    "--user", "users", multiple=True, required=True, help="A user id; repeat for several."
+)
+@click.option("--title", required=True, help="The notification's title.")
+@click.option("--body", default=None, help="The notification's text.")
+@click.option("--url", default=None, help="The page a click opens.")
+@click.option("--ttl", type=int, default=None, help="Seconds the push services keep it.")
+@click.option(
+    "--urgency",
+    type=click.Choice(["high", "normal", "low", "very-low"]),
+    default="normal",
+    show_default=True,
+)
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Return once the message is queued; leave delivery to the workers.",
+)
+def send(
+    users: tuple[str, ...],
+    title: str,
+    body: str | None,
+    url: str | None,
+    ttl: int | None,
+    urgency: str,
+    no_wait: bool,
+) -> None:
+    """Send a notification to users' browsers and devices.
+
+    The message is queued, then delivered here before the command exits, so the
+    process does not end with its deliveries in hand. Deliveries a push service
+    asked to retry later stay queued for the workers. With --no-wait the command
+    returns once the message is queued (a batch the app's thread worker already
+    took is finished first).
+    """
+    push = _push()
+    try:
+        try:
+            message = push.send(
+                users=list(users), title=title, body=body, url=url, ttl=ttl, urgency=urgency
+            )
+        except ValidationError as err:
+            raise click.UsageError(str(err)) from None
+        except PayloadError as err:
+            raise click.ClickException(f"{err.provider}: {err}") from None
+        click.echo(f"Message {message.id}: {message.status}, {message.recipient_count} recipients")
+        if not no_wait:
+            # Only this message's rows: a backlog of others is the workers' business.
+            push.dispatch_due(message_id=message.id)
+    finally:
+        # Waits for the batch the app's thread worker (woken by send) has in hand.
+        push.shutdown()
+    counts = _delivery_counts(push, message.id)
+    if counts:
+        click.echo("Deliveries: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+
+
+def _delivery_counts(push: Any, message_id: str | None = None) -> dict[str, int]:
+    d = push.models.Delivery
+    query = sa.select(d.status, sa.func.count()).group_by(d.status)
+    if message_id is not None:
+        query = query.where(d.message_id == message_id)
+    found = dict(push.db.session.execute(query).all())
+    push.db.session.rollback()  # end the read transaction
+    return _ordered(found, DELIVERY_STATUSES)
+
+
+def _ordered(found: dict[str, int], order: tuple[str, ...]) -> dict[str, int]:
+    """``found``'s counts in ``order``, then any other keys."""
+    ordered = {k: int(found[k]) for k in order if k in found}
+    ordered.update({k: int(v) for k, v in sorted(found.items()) if k not in ordered})
+    return ordered
+
+
+# -- worker ----------------------------------------------------------------------
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C or SIGTERM asks the loop to stop after the batch in hand;
+    a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@push_cli.command("worker")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two looks at the outbox when nothing is due.",
+)
+def worker(once: bool, interval: float) -> None:
+    """Deliver queued notifications in the foreground until Ctrl-C or SIGTERM.
+
+    This runs flask-push's in-process dispatcher (the one behind the thread
+    queue) on this app's database: due deliveries, retries and scheduled
+    messages. Several workers may run at once; each claims its own rows.
+    It prints how many deliveries it handled in each round that had any.
+    """
+    push = _push()
+    stop = threading.Event()
+    try:
+        with _stop_on_signals(stop):
+            while not stop.is_set():
+                try:
+                    handled = _round(push, stop)
+                except Exception as err:  # noqa: BLE001 - keep serving; rows stay queued
+                    if once:
+                        raise
+                    click.echo(f"flask-push: a delivery round failed: {err!r}", err=True)
+                    handled = 0
+                if handled:
+                    stamp = utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
+                    click.echo(f"{stamp} handled {handled} deliveries")
+                if once:
+                    break
+                stop.wait(interval)
+    finally:
+        push.shutdown()
+
+
+def _round(push: Any, stop: threading.Event) -> int:
+    """Claim and deliver batches until nothing is due or a stop is asked."""
+    dispatcher = push._dispatcher(push.state)
+    handled = 0
+    while not stop.is_set():
+        claimed = dispatcher.run_once()
+        if not claimed:
+            break
+        handled += claimed
+    return int(handled)
+
+
+# -- prune -----------------------------------------------------------------------
+
+
+@push_cli.command("prune")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=270,
+    show_default=True,
+    help="Also remove those not seen for this many days.",
+)
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+def prune(days: int, dry_run: bool) -> None:
+    """Delete dead subscriptions and installations, and those not seen for --days days.
+
+    A subscription is seen when its browser last registered it (last_seen_at),
+    an installation when it was last modified. Their queued deliveries end
+    `gone` when a worker reaches them.
+    """
+    push = _push()
+    models, session = push.models, push.db.session
+    cutoff = utcnow() - timedelta(days=days)
+    kinds = {
+        "subscriptions": (
+            models.Subscription,
+            sa.or_(models.Subscription.status == DEAD, models.Subscription.last_seen_at < cutoff),
+        ),
+        "installations": (
+            models.Installation,
+            sa.or_(models.Installation.status == DEAD, models.Installation.modified_at < cutoff),
+        ),
+    }
+    counts: dict[str, int] = {}
+    try:
+        for kind, (model, where) in kinds.items():
+            if dry_run:
+                counts[kind] = int(
+                    session.scalar(sa.select(sa.func.count()).select_from(model).where(where)) or 0
+                )
+            else:
+                result = session.execute(
+                    sa.delete(model).where(where),
+                    execution_options={"synchronize_session": False},
+                )
+                counts[kind] = int(result.rowcount)
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    verb = "Would remove" if dry_run else "Removed"
+    click.echo(
+        f"{verb} {counts['subscriptions']} subscriptions and "
+        f"{counts['installations']} installations (dead, or not seen for {days} days)."
+    )
+
+
+# -- stats -----------------------------------------------------------------------
+
+
+@push_cli.command("stats")
+def stats() -> None:
+    """Print counts: subscriptions, installations, messages, deliveries, inbox items."""
+    push = _push()
+    models, session = push.models, push.db.session
+    sub, ins, msg = models.Subscription, models.Installation, models.Message
+    counter = models.InboxCounter
+    try:
+        subs = dict(
+            session.execute(sa.select(sub.status, sa.func.count()).group_by(sub.status)).all()
+        )
+        devices: dict[str, dict[str, int]] = {}
+        for device_type, status, count in session.execute(
+            sa.select(ins.device_type, ins.status, sa.func.count()).group_by(
+                ins.device_type, ins.status
+            )
+        ):
+            devices.setdefault(device_type, {})[status] = int(count)
+        since = utcnow() - timedelta(hours=24)
+        total_messages, recent_messages = session.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.count(sa.case((msg.created_at >= since, 1))),
+            ).select_from(msg)
+        ).one()
+        inbox_total, inbox_unread = session.execute(
+            sa.select(
+                sa.func.coalesce(sa.func.sum(counter.total), 0),
+                sa.func.coalesce(sa.func.sum(counter.unread), 0),
+            )
+        ).one()
+    finally:
+        session.rollback()  # end the read transaction
+    deliveries = _delivery_counts(push)
+
+    def states(found: dict[str, int]) -> str:
+        ordered = _ordered(found, (ACTIVE, DEAD))
+        for status in (ACTIVE, DEAD):
+            ordered.setdefault(status, 0)
+        return ", ".join(f"{s} {n}" for s, n in _ordered(ordered, (ACTIVE, DEAD)).items())
+
+    rows = [("subscriptions", states(subs))]
+    if devices:
+        rows += [
+            (f"installations {kind}", states(found)) for kind, found in sorted(devices.items())
+        ]
+    else:
+        rows.append(("installations", states({})))
+    rows.append(("messages", f"total {int(total_messages)}, last 24 h {int(recent_messages)}"))
+    all_deliveries = {status: deliveries.get(status, 0) for status in DELIVERY_STATUSES}
+    all_deliveries.update(deliveries)
+    rows.append(("deliveries", ", ".join(f"{s} {n}" for s, n in all_deliveries.items())))
+    rows.append(("inbox items", f"total {int(inbox_total)}, unread {int(inbox_unread)}"))
+    width = max(len(label) for label, _ in rows)
+    for label, values in rows:
+        click.echo(f"{label.ljust(width)}  {values}")

@@ -370,10 +370,11 @@ class Push:
         model = self.models.Message
         return self.db.session.scalar(sa.select(model).where(model.idempotency_key == key))
 
-    def dispatch_due(self) -> int:
-        """Deliver every delivery that is due now, in this thread; returns how many
-        were claimed. Workers do this by themselves; scripts and tests may call it."""
-        return self._dispatcher(self.state).run_until_idle()
+    def dispatch_due(self, *, message_id: str | None = None) -> int:
+        """Deliver every delivery that is due now (of ``message_id`` only, when
+        given) in this thread; returns how many were claimed. Workers do this by
+        themselves; scripts, commands and tests may call it."""
+        return self._dispatcher(self.state).run_until_idle(message_id=message_id)
 
     def _checkers(self, state: _PushState) -> dict[str, Provider]:
         with state.lock:

@@ -1,8 +1,24 @@
-"""flask push vapid-keys prints config lines that init_app accepts."""
+"""The `flask push` commands: vapid-keys, send, worker, prune and stats."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_push import cli
+from flask_push.models import DEAD, utcnow
+from flask_push.testing import FakePushService, FakeSubscriber
+
+from conftest import browser_keys, db, push
 
 
 def test_vapid_keys_prints_pasteable_config(app, make_app):
@@ -22,3 +38,269 @@ def test_vapid_keys_are_fresh_each_time(app):
     second = runner.invoke(args=["push", "vapid-keys"]).output
     assert first != second
     assert 'PUSH_VAPID_SUBJECT = "mailto:you@example.com"' in first
+
+
+# -- send, worker, prune, stats ----------------------------------------------------
+
+
+def add_subscription(user_id: str, **values: Any) -> str:
+    keys = browser_keys()
+    sub = push.models.Subscription(
+        endpoint=f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}",
+        p256dh=keys["p256dh"],
+        auth=keys["auth"],
+        user_id=user_id,
+        topics=[],
+        **values,
+    )
+    db.session.add(sub)
+    db.session.commit()
+    return str(sub.id)
+
+
+def add_installation(user_id: str, device_type: str = "android", **values: Any) -> str:
+    ins = push.models.Installation(
+        app_id="shop",
+        device_token=uuid.uuid4().hex,
+        device_type=device_type,
+        user_id=user_id,
+        subscriptions=[],
+        **values,
+    )
+    db.session.add(ins)
+    db.session.commit()
+    return str(ins.id)
+
+
+def statuses(message_id: str) -> list[str]:
+    d = push.models.Delivery
+    query = sa.select(d.status).where(d.message_id == message_id).order_by(d.id)
+    return list(db.session.scalars(query))
+
+
+def count(model: Any) -> int:
+    return int(db.session.scalar(sa.select(sa.func.count()).select_from(model)) or 0)
+
+
+def test_send_delivers_and_prints_the_message(app: Flask) -> None:
+    with app.app_context():
+        for user in ("alice", "alice", "bob", "carol"):
+            add_subscription(user)
+    result = app.test_cli_runner().invoke(
+        args=[
+            "push", "send", "--user", "alice", "--user", "bob", "--title", "Sale",
+            "--body", "Today only", "--url", "https://shop.example/sale", "--ttl", "600",
+            "--urgency", "high",
+        ]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    found = re.search(r"^Message (msg_\w+): queued, 3 recipients$", result.output, re.M)
+    assert found, result.output
+    assert "Deliveries: sent 3" in result.output
+    with app.app_context():
+        message = db.session.get(push.models.Message, found.group(1))
+        assert message.audience == {"users": ["alice", "bob"]}
+        assert message.notification["title"] == "Sale"
+        assert message.notification["ttl"] == 600
+        assert statuses(message.id) == ["sent"] * 3
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--title", "Sale", "--url", "javascript:alert(1)"], "url"),
+        (["--title", ""], "title"),
+        (["--body", "no title"], "Missing option '--title'"),
+        (["--title", "x", "--ttl", "-5"], "ttl"),
+        (["--title", "x", "--urgency", "now"], "urgency"),
+    ],
+)
+def test_send_refuses_bad_values_without_writing(app: Flask, args: list[str], says: str) -> None:
+    with app.app_context():
+        add_subscription("alice")
+    result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", *args])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert "Error:" in result.output and says in result.output, result.output
+    with app.app_context():
+        assert count(push.models.Message) == 0
+        assert count(push.models.Delivery) == 0
+
+
+@pytest.fixture
+def service() -> Iterator[FakePushService]:
+    with FakePushService() as fake:
+        yield fake
+
+
+def sending_app(make_app: Any, **config: Any) -> Flask:
+    """The default thread queue, really sending to the fake push service."""
+    app: Flask = make_app(
+        PUSH_QUEUE="thread",
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+        **config,
+    )
+    return app
+
+
+def subscribe(subscriber: FakeSubscriber, user_id: str) -> None:
+    db.session.add(
+        push.models.Subscription(
+            endpoint=subscriber.endpoint,
+            p256dh=subscriber.p256dh,
+            auth=subscriber.auth,
+            user_id=user_id,
+            topics=[],
+        )
+    )
+    db.session.commit()
+
+
+def test_send_on_the_thread_queue_delivers_before_exiting(
+    make_app: Any, service: FakePushService
+) -> None:
+    app = sending_app(make_app)
+    service.delay = 0.05  # the worker thread and the command race for the rows
+    with app.app_context():
+        for _ in range(5):
+            subscribe(service.subscribe(), "alice")
+    result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", "--title", "Hi"])
+    assert result.exit_code == 0, result.output
+    assert "Deliveries: sent 5" in result.output
+    assert len(service.pushes) == 5  # each once
+    with app.app_context():
+        assert app.extensions["push"].worker is None  # shut down
+
+
+def test_send_no_wait_returns_once_queued(make_app: Any, service: FakePushService) -> None:
+    app = sending_app(make_app)
+    with app.app_context():
+        subscribe(service.subscribe(), "alice")
+    result = app.test_cli_runner().invoke(
+        args=["push", "send", "--user", "alice", "--title", "Hi", "--no-wait"]
+    )
+    assert result.exit_code == 0, result.output
+    found = re.search(r"^Message (msg_\w+): queued, 1 recipients$", result.output, re.M)
+    assert found, result.output
+    with app.app_context():
+        # queued for the workers, or sent by the batch the thread worker had taken
+        assert statuses(found.group(1))[0] in ("queued", "sent")
+        assert app.extensions["push"].worker is None
+
+
+def test_worker_once_delivers_due_rows(app: Flask) -> None:
+    with app.app_context():
+        for user in ("alice", "bob"):
+            add_subscription(user)
+        later = utcnow() + timedelta(hours=1)
+        message_id = push.send(users=["alice", "bob"], title="x", send_at=later).id
+        assert statuses(message_id) == ["queued", "queued"]
+        d = push.models.Delivery
+        db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["push", "worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(r"\S+Z handled 2 deliveries\n", result.output), result.output
+    with app.app_context():
+        assert statuses(message_id) == ["sent", "sent"]
+    # nothing due: quiet
+    again = runner.invoke(args=["push", "worker", "--once", "--interval", "0"])
+    assert again.exit_code == 0 and again.output == ""
+
+
+def test_worker_loops_until_asked_to_stop(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    rounds: list[int] = []
+    real = cli._round
+
+    def counting(push_: Any, stop: Any) -> int:
+        rounds.append(1)
+        if len(rounds) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled: stop after this round
+        return real(push_, stop)
+
+    monkeypatch.setattr(cli, "_round", counting)
+    previous = signal.getsignal(signal.SIGTERM)
+    result = app.test_cli_runner().invoke(args=["push", "worker", "--interval", "0"])
+    assert result.exit_code == 0, result.output
+    assert len(rounds) == 3
+    assert signal.getsignal(signal.SIGTERM) is previous  # put back
+
+
+def test_prune_removes_dead_and_stale_only(app: Flask) -> None:
+    old = utcnow() - timedelta(days=300)
+    recent = utcnow() - timedelta(days=100)
+    with app.app_context():
+        keep = {
+            add_subscription("alice"),
+            add_subscription("alice", last_seen_at=recent),
+            add_installation("alice"),
+            add_installation("alice", "ios", modified_at=recent),
+        }
+        add_subscription("bob", status=DEAD, dead_at=utcnow())
+        add_subscription("bob", last_seen_at=old)
+        add_subscription("bob", status=DEAD, last_seen_at=old)
+        add_installation("bob", status=DEAD, dead_at=utcnow())
+        add_installation("bob", "ios", modified_at=old)
+    runner = app.test_cli_runner()
+
+    dry = runner.invoke(args=["push", "prune", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "Would remove 3 subscriptions and 2 installations" in dry.output
+    with app.app_context():
+        assert count(push.models.Subscription) == 5
+        assert count(push.models.Installation) == 4
+
+    result = runner.invoke(args=["push", "prune"])
+    assert result.exit_code == 0, result.output
+    assert "Removed 3 subscriptions and 2 installations" in result.output
+    with app.app_context():
+        left = set(db.session.scalars(sa.select(push.models.Subscription.id)))
+        left |= set(db.session.scalars(sa.select(push.models.Installation.id)))
+        assert left == keep
+
+    # a shorter horizon takes the ones seen 100 days ago too
+    shorter = runner.invoke(args=["push", "prune", "--days", "30"])
+    assert "Removed 1 subscriptions and 1 installations" in shorter.output
+    assert runner.invoke(args=["push", "prune", "--days", "0"]).exit_code != 0
+
+
+def test_stats_counts(app: Flask) -> None:
+    with app.app_context():
+        add_subscription("alice")
+        add_subscription("bob")
+        add_subscription("bob", status=DEAD)
+        add_installation("alice")
+        add_installation("alice", "ios", status=DEAD)
+        add_installation("bob", "ios")
+        add_installation("carol", "ios")
+        push.send(users=["alice", "bob"], title="now", inbox=True)
+        push.send(users=["alice"], title="later", send_at=utcnow() + timedelta(hours=1))
+        old = push.send(users=["nobody"], title="old")
+        old.created_at = utcnow() - timedelta(days=2)
+        db.session.commit()
+        push.mark_all_read("bob")
+    result = app.test_cli_runner().invoke(args=["push", "stats"])
+    assert result.exit_code == 0, result.output
+    lines = {
+        label.strip(): values
+        for label, values in (line.split("  ", 1) for line in result.output.splitlines())
+    }
+    assert {k: v.strip() for k, v in lines.items()} == {
+        "subscriptions": "active 2, dead 1",
+        "installations android": "active 1, dead 0",
+        "installations ios": "active 2, dead 1",
+        "messages": "total 3, last 24 h 2",
+        # no FCM or APNs is configured: the installations' deliveries fail
+        "deliveries": "queued 1, sent 2, failed 3, gone 0, expired 0",
+        "inbox items": "total 2, unread 1",
+    }
+
+
+def test_stats_on_an_empty_database(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["push", "stats"])
+    assert result.exit_code == 0, result.output
+    assert "installations  active 0, dead 0" in result.output
+    assert "deliveries     queued 0, sent 0, failed 0, gone 0, expired 0" in result.output
