@@ -283,6 +283,24 @@ def send_batch(provider: Any, pushes: list[Any]) -> list[Any]:
     return asyncio.run(run())
 
 
+def add_subscription(
+    user_id: str | None = None, topics: list[str] | None = None, **values: Any
+) -> Any:
+    """A browser's subscription, stored directly (as ``POST /subscriptions`` would)."""
+    keys = browser_keys()
+    subscription = push.models.Subscription(
+        endpoint=f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}",
+        p256dh=keys["p256dh"],
+        auth=keys["auth"],
+        user_id=user_id,
+        topics=topics or [],
+        **values,
+    )
+    db.session.add(subscription)
+    db.session.commit()
+    return subscription
+
+
 def as_user(user: str | None, admin: bool = False) -> dict[str, str]:
     headers = {}
     if user is not None:

@@ -18,7 +18,7 @@ from flask_push import cli
 from flask_push.models import DEAD, utcnow
 from flask_push.testing import FakePushService, FakeSubscriber
 
-from conftest import browser_keys, db, push
+from conftest import add_subscription, db, push
 
 
 def test_vapid_keys_prints_pasteable_config(app, make_app):
@@ -41,21 +41,6 @@ def test_vapid_keys_are_fresh_each_time(app):
 
 
 # -- send, worker, prune, stats ----------------------------------------------------
-
-
-def add_subscription(user_id: str, **values: Any) -> str:
-    keys = browser_keys()
-    sub = push.models.Subscription(
-        endpoint=f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}",
-        p256dh=keys["p256dh"],
-        auth=keys["auth"],
-        user_id=user_id,
-        topics=[],
-        **values,
-    )
-    db.session.add(sub)
-    db.session.commit()
-    return str(sub.id)
 
 
 def add_installation(user_id: str, device_type: str = "android", **values: Any) -> str:
@@ -234,8 +219,8 @@ def test_prune_removes_dead_and_stale_only(app: Flask) -> None:
     recent = utcnow() - timedelta(days=100)
     with app.app_context():
         keep = {
-            add_subscription("alice"),
-            add_subscription("alice", last_seen_at=recent),
+            add_subscription("alice").id,
+            add_subscription("alice", last_seen_at=recent).id,
             add_installation("alice"),
             add_installation("alice", "ios", modified_at=recent),
         }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -13,7 +12,7 @@ from flask import Flask
 
 from flask_push.dispatch import click_serializer
 
-from conftest import as_user, browser_keys, db, push
+from conftest import add_subscription, as_user, db, push
 
 ADMIN = as_user("root", admin=True)
 SECRET = "test-secret"
@@ -22,20 +21,6 @@ SECRET = "test-secret"
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
     return make_app(SECRET_KEY=SECRET)
-
-
-def add_subscription(user_id: str | None = None, topics: list[str] | None = None) -> str:
-    keys = browser_keys()
-    sub = push.models.Subscription(
-        endpoint=f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}",
-        p256dh=keys["p256dh"],
-        auth=keys["auth"],
-        user_id=user_id,
-        topics=topics or [],
-    )
-    db.session.add(sub)
-    db.session.commit()
-    return str(sub.id)
 
 
 def setup_subscriptions(app: Flask) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -17,23 +16,9 @@ from flask_push.errors import PayloadError, ValidationError
 from flask_push.models import DEAD, utcnow
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import browser_keys, db, push
+from conftest import add_subscription, db, push
 
 APNS_TOKEN = "ab" * 32
-
-
-def add_subscription(user_id: str | None = None, topics: list[str] | None = None) -> Any:
-    keys = browser_keys()
-    sub = push.models.Subscription(
-        endpoint=f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}",
-        p256dh=keys["p256dh"],
-        auth=keys["auth"],
-        user_id=user_id,
-        topics=topics or [],
-    )
-    db.session.add(sub)
-    db.session.commit()
-    return sub
 
 
 def add_installation(

@@ -122,15 +122,21 @@ def _unstorable(data: Any) -> str | None:
     return None
 
 
-def only_fields(data: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
-    """Refuse unknown fields, so that a typo is an error rather than silently ignored."""
+def only_fields(
+    data: dict[str, Any], allowed: set[str] | frozenset[str], where: str | None = None
+) -> None:
+    """Refuse unknown fields, so that a typo is an error rather than silently ignored.
+
+    ``where`` names the enclosing object of a nested one (``notification``), so the
+    error's field is a path such as ``notification.colour``.
+    """
     for name in data:
         if name not in allowed:
             fail(
                 400,
                 "unknown_field",
                 f"Unknown field {name!r}; expected one of {sorted(allowed)}.",
-                name,
+                f"{where}.{name}" if where else name,
             )
 
 

@@ -75,7 +75,7 @@ def create_message() -> ResponseReturnValue:
     notification = data.get("notification")
     if not isinstance(notification, dict):
         fail(400, "invalid_type", "must be an object with at least a title", "notification")
-    _only_nested(notification, NOTIFICATION_FIELDS, "notification")
+    only_fields(notification, NOTIFICATION_FIELDS, "notification")
     keywords = {_NOTIFICATION[name]: value for name, value in notification.items()}
     keywords.setdefault("title", None)  # refused as required, with its field
     if keywords.get("urgency", "normal") is None:
@@ -107,7 +107,7 @@ def _audience(value: Any) -> dict[str, Any]:
             "must be one of {users: [..]}, {topic: ..}, {query: {..}} or {everyone: true}",
             "audience",
         )
-    _only_nested(value, _AUDIENCES, "audience")
+    only_fields(value, _AUDIENCES, "audience")
     if len(value) != 1:
         fail(
             400,
@@ -122,17 +122,6 @@ def _audience(value: Any) -> dict[str, Any]:
         # push.send would take any iterable (a dict's keys, say); JSON needs a list
         fail(400, "invalid_type", "must be a list of user ids", "audience.users")
     return {name: given}
-
-
-def _only_nested(data: dict[str, Any], allowed: frozenset[str], where: str) -> None:
-    for name in data:
-        if name not in allowed:
-            fail(
-                400,
-                "unknown_field",
-                f"Unknown field {name!r}; expected one of {sorted(allowed)}.",
-                f"{where}.{name}",
-            )
 
 
 def _field(field: str | None) -> str:
