@@ -46,6 +46,11 @@ DEFAULT_ENDPOINT_HOSTS = (
 DEFAULT_SERVICE_WORKER_URL = "/push-sw.js"
 #: the largest request body the API reads; a subscription is about 500 bytes
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
+#: deliveries one worker claims at a time: also the most a killed worker can
+#: leave to be sent twice
+DEFAULT_DELIVERY_BATCH = 500
+#: seconds a claim keeps other workers off its deliveries; longer than a batch takes
+DEFAULT_DELIVERY_LEASE = 300
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class PushSettings:
     suppress_send: bool
     service_worker_url: str
     max_request_bytes: int
+    delivery_batch: int
+    delivery_lease: int
 
     @property
     def vapid_public_key(self) -> str | None:
@@ -200,4 +207,6 @@ def load(app: Flask) -> PushSettings:
         max_request_bytes=_int(
             config, "PUSH_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1024, 16 * 1024 * 1024
         ),
+        delivery_batch=_int(config, "PUSH_DELIVERY_BATCH", DEFAULT_DELIVERY_BATCH, 1, 100_000),
+        delivery_lease=_int(config, "PUSH_DELIVERY_LEASE", DEFAULT_DELIVERY_LEASE, 1, 86_400),
     )

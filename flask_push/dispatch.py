@@ -34,10 +34,6 @@ from .providers import Provider, provider_class
 from .providers.memory import MemoryProvider
 from .sending import notification_from_json
 
-#: how many deliveries one claim takes
-DEFAULT_BATCH_SIZE = 500
-#: how long a claim keeps other workers off its rows; longer than a batch can take
-DEFAULT_LEASE = timedelta(minutes=5)
 #: sends of one delivery before it is ``failed``
 DEFAULT_MAX_ATTEMPTS = 8
 #: the first retry waits about this long, doubling each time up to RETRY_CAP
@@ -90,8 +86,8 @@ class Dispatcher:
     :param app: the app; its config and database are used.
     :param models: the push models.
     :param engine: where the push tables live.
-    :param batch_size: deliveries per claim.
-    :param lease: how long a claim holds its rows.
+    :param batch_size: deliveries per claim; ``PUSH_DELIVERY_BATCH`` by default.
+    :param lease: how long a claim holds its rows; ``PUSH_DELIVERY_LEASE`` by default.
     :param max_attempts: tries before a delivery is ``failed``.
     """
 
@@ -102,16 +98,16 @@ class Dispatcher:
         engine: sa.Engine,
         settings: PushSettings,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        lease: timedelta = DEFAULT_LEASE,
+        batch_size: int | None = None,
+        lease: timedelta | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         self.app = app
         self.models = models
         self.engine = engine
         self.settings = settings
-        self.batch_size = batch_size
-        self.lease = lease
+        self.batch_size = batch_size or settings.delivery_batch
+        self.lease = lease or timedelta(seconds=settings.delivery_lease)
         self.max_attempts = max_attempts
         secret = app.config.get("SECRET_KEY")
         self._clicks = click_serializer(secret) if secret else None
