@@ -205,7 +205,8 @@ def _counts(message_ids: Iterable[str]) -> dict[str, dict[str, int]]:
 
 
 def status(message: Any, counts: dict[str, int]) -> str:
-    if message.send_at is not None and message.send_at > utcnow():
+    """The message's own status (``scheduled`` until ``sendAt``), refined by its counts."""
+    if message.status == "scheduled":
         return "scheduled"
     queued = counts.get("queued", 0)
     if not queued:
