@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,19 +171,45 @@ def search(
     take = validation.integer(take, "take", low=1, high=MAX_TAKE)
     wanted = [notify_type(t) for t in types or ()]
     params = {"user_id": user_id, "skip": skip, "take": take, "types": wanted}
-    # Core on the session's connection: the rows are only read, so the ORM's
-    # identity map would be pure overhead on the busiest route.
-    connection = session.connection()
-    rows = connection.execute(_page_query(models, only_new, bool(wanted)), params).all()
-    if not rows:
-        return SearchResult([], 0, 0)  # no counters: the user has never had an item
-    total, unread = rows[0]._total, rows[0]._unread
-    items = [row for row in rows if row.id is not None]
-    if wanted:
-        total = connection.execute(_count_query(models, only_new), params).scalar_one()
-    elif only_new:
-        total = unread
+    # Core, not the ORM: the rows are only read, so the identity map would be
+    # pure overhead on the busiest route.
+    with _reading(session, models) as connection:
+        rows = connection.execute(_page_query(models, only_new, bool(wanted)), params).all()
+        if not rows:
+            return SearchResult([], 0, 0)  # no counters: the user has never had an item
+        total, unread = rows[0]._total, rows[0]._unread
+        items = [row for row in rows if row.id is not None]
+        if wanted:
+            total = connection.execute(_count_query(models, only_new), params).scalar_one()
+        elif only_new:
+            total = unread
     return SearchResult(items, total, unread)
+
+
+@contextmanager
+def _reading(session: AnySession, models: Models) -> Iterator[sa.Connection]:
+    """A connection to read the inbox on.
+
+    Inside a transaction that is the session's own, which sees the caller's
+    uncommitted writes. Otherwise it is a pooled connection in autocommit: a
+    transaction would cost a BEGIN and a ROLLBACK, two more round trips than the
+    read itself, and buy nothing, since each statement of a PostgreSQL
+    transaction at the default isolation level (read committed) takes its own
+    snapshot anyway.
+    """
+    current = session() if isinstance(session, scoped_session) else session
+    if current.in_transaction():
+        yield current.connection()
+        return
+    engine = session.get_bind(mapper=models.InboxItem)
+    with _autocommit(engine).connect() as connection:
+        yield connection
+
+
+@functools.lru_cache(maxsize=16)
+def _autocommit(engine: sa.Engine) -> sa.Engine:
+    """``engine`` in autocommit: the same pool, with connections switched on checkout."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _filters(models: Models, only_new: bool, by_type: bool) -> list[Any]:

@@ -99,6 +99,22 @@ def test_saved_signal_fires_after_commit(app_ctx):
     db.session.rollback()
 
 
+def test_search_sees_the_callers_uncommitted_writes_and_opens_no_transaction(app_ctx):
+    push.upsert("alice", title="Committed")
+    db.session.close()
+    # Outside a transaction the read runs on a connection of its own, in autocommit:
+    # the session is left as it was, with nothing to roll back.
+    assert push.search("alice").total_count == 1
+    assert not db.session().in_transaction()
+    # Inside one, it reads on the session's connection and sees what is not committed yet.
+    push.upsert("alice", title="Pending", commit=False)
+    page = push.search("alice")
+    assert [item.title for item in page.items] == ["Pending", "Committed"]
+    assert (page.total_count, page.new_count) == (2, 2)
+    db.session.rollback()
+    assert push.search("alice").total_count == 1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
