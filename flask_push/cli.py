@@ -10,7 +10,9 @@ Each runs in an app context (Flask's ``AppGroup``):
 ``worker``
     deliver due deliveries in the foreground until Ctrl-C or SIGTERM (``--once``:
     what is due now, then exit). It runs flask-push's in-process dispatcher, the
-    one behind the ``thread`` queue.
+    one behind the ``thread`` queue; with the ``celery`` queue, a Celery worker
+    consuming flask-push's tasks beside that dispatcher, which sweeps up retries
+    and scheduled messages.
 ``prune``
     delete dead subscriptions and installations, and those not seen for
     ``--days`` days.
@@ -30,6 +32,7 @@ from typing import Any
 
 import click
 import sqlalchemy as sa
+from click.core import ParameterSource
 from flask import current_app
 from flask.cli import AppGroup
 from py_vapid import Vapid
@@ -42,6 +45,8 @@ push_cli = AppGroup("push", help="flask-push: push notifications.")
 
 #: the statuses of a delivery, in the order ``stats`` and ``send`` print them
 DELIVERY_STATUSES = ("queued", "sent", "failed", "gone", "expired")
+#: Celery worker threads `flask push worker` runs by default with the celery queue
+CELERY_CONCURRENCY = 4
 
 
 def _push() -> Any:
@@ -177,17 +182,54 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     type=click.FloatRange(min=0.0),
     default=1.0,
     show_default=True,
-    help="Seconds between two looks at the outbox when nothing is due.",
+    help="Seconds between two looks at the outbox when nothing is due (not with celery).",
 )
-def worker(once: bool, interval: float) -> None:
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=CELERY_CONCURRENCY,
+    show_default=True,
+    help="Celery queue only: tasks run at once, in threads.",
+)
+@click.option(
+    "--loglevel",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+    help="Celery queue only: the Celery worker's log level.",
+)
+def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None:
     """Deliver queued notifications in the foreground until Ctrl-C or SIGTERM.
 
     This runs flask-push's in-process dispatcher (the one behind the thread
     queue) on this app's database: due deliveries, retries and scheduled
     messages. Several workers may run at once; each claims its own rows.
     It prints how many deliveries it handled in each round that had any.
+
+    With PUSH_QUEUE="celery" it runs a Celery worker consuming this app's
+    delivery tasks (PUSH_CELERY_QUEUE), and the same dispatcher beside it, about
+    every second, for retries, scheduled messages and tasks that were lost.
+    --once then delivers what is due in this process, without Celery.
     """
     push = _push()
+    ctx = click.get_current_context()
+    given = {
+        name for name in ctx.params if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
+    }
+    if push.settings.queue == "celery" and not once:
+        if "interval" in given:
+            raise click.UsageError(
+                "--interval is for the thread and inline queues; the celery queue's "
+                "worker sweeps the outbox every second"
+            )
+        _celery_worker(push, concurrency, loglevel)
+        return
+    celery_only = [f"--{name}" for name in ("concurrency", "loglevel") if name in given]
+    if celery_only:
+        why = "--once runs none" if once else f"PUSH_QUEUE is {push.settings.queue!r}"
+        raise click.UsageError(
+            f"{' and '.join(celery_only)} only apply to a Celery worker, and {why}"
+        )
     stop = threading.Event()
     try:
         with _stop_on_signals(stop):
@@ -207,6 +249,25 @@ def worker(once: bool, interval: float) -> None:
                 stop.wait(interval)
     finally:
         push.shutdown()
+
+
+def _celery_worker(push: Any, concurrency: int, loglevel: str) -> None:
+    """A Celery worker in the foreground, and the sweep beside it: the thread
+    queue's poller, which delivers retries, scheduled messages and anything a lost
+    task left, about every second."""
+    state = push.state
+    queue = push._celery(state)
+    click.echo(
+        f"flask-push: a Celery worker on queue {queue.queue!r} ({concurrency} threads), "
+        "and a sweep of the outbox every second"
+    )
+    try:
+        push._worker(state)
+        exitcode = queue.run_worker(concurrency=concurrency, loglevel=loglevel.upper())
+    finally:
+        push.shutdown()
+    if exitcode:
+        raise SystemExit(exitcode)
 
 
 def _round(push: Any, stop: threading.Event) -> int:

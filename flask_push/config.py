@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,9 @@ DEFAULT_URL_PREFIX = "/push"
 #: how deliveries run: in-process worker threads
 DEFAULT_QUEUE = "thread"
 QUEUES = ("thread", "inline", "celery")
+#: the Celery queue flask-push's tasks go to; give each app sharing a broker its own
+DEFAULT_CELERY_QUEUE = "flask_push"
+_CELERY_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 #: live events stay inside one process unless a redis:// URL is given
 DEFAULT_BACKPLANE_URL = "memory://"
 #: a day: long enough for a phone that is off overnight (pywebpush's own default, 0,
@@ -62,6 +66,7 @@ class PushSettings:
     providers: Mapping[str, Mapping[str, Any]]
     queue: str
     celery_broker_url: str | None
+    celery_queue: str
     backplane_url: str
     default_ttl: int
     endpoint_hosts: tuple[str, ...]
@@ -169,6 +174,8 @@ def load(app: Flask) -> PushSettings:
     if queue not in QUEUES:
         raise _fail("PUSH_QUEUE", f"must be one of {', '.join(QUEUES)}; got {queue!r}")
     broker = config.get("PUSH_CELERY_BROKER_URL")
+    if broker is not None and not isinstance(broker, str):
+        raise _fail("PUSH_CELERY_BROKER_URL", f"must be a URL string, got {broker!r}")
     if queue == "celery":
         if not broker:
             raise _fail(
@@ -176,12 +183,12 @@ def load(app: Flask) -> PushSettings:
                 "is required when PUSH_QUEUE is 'celery', e.g. 'redis://127.0.0.1:6379/0'",
             )
         credentials.require_module("celery queue", "celery", "celery")
-        # Refused here rather than at the first send: rows that no worker of this
-        # version would claim are worse than an app that does not start.
+    celery_queue = config.get("PUSH_CELERY_QUEUE", DEFAULT_CELERY_QUEUE)
+    if not isinstance(celery_queue, str) or not _CELERY_QUEUE_NAME.fullmatch(celery_queue):
         raise _fail(
-            "PUSH_QUEUE",
-            "'celery' has no workers in this version of flask-push; use 'thread' (the "
-            "default: worker threads in every process that sends) or 'inline' for now",
+            "PUSH_CELERY_QUEUE",
+            "must be a Celery queue name of 1 to 100 letters, digits, '_', '.', ':' or '-', "
+            f"such as {DEFAULT_CELERY_QUEUE!r}; got {celery_queue!r}",
         )
 
     backplane = config.get("PUSH_BACKPLANE_URL", DEFAULT_BACKPLANE_URL)
@@ -198,6 +205,7 @@ def load(app: Flask) -> PushSettings:
         providers=providers,
         queue=queue,
         celery_broker_url=broker,
+        celery_queue=celery_queue,
         backplane_url=backplane,
         default_ttl=_int(config, "PUSH_DEFAULT_TTL", DEFAULT_TTL, 0, MAX_TTL),
         endpoint_hosts=_endpoint_hosts(config),

@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import config, inbox, sending, signals, validation
+from . import config, inbox, sending, signals, sw, validation
 from .config import PushSettings
 from .dispatch import Dispatcher
 from .errors import ValidationError
@@ -23,6 +23,9 @@ from .message import OutgoingPush
 from .models import Models, models_for, utcnow
 from .providers import Provider, provider_class
 from .queues import ThreadWorker
+
+if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery queue only
+    from .celery_queue import CeleryQueue
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,20 +41,26 @@ class _PushState:
     #: sends the deliveries of ``inline`` sends, and those of ``push.dispatch_due()``
     dispatcher: Dispatcher | None = None
     worker: ThreadWorker | None = None
+    #: the ``celery`` queue's Celery app and task, made on first use
+    celery: CeleryQueue | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def shutdown(self) -> None:
-        """Stop this app's worker thread and close its dispatcher's connections.
+        """Stop this app's worker thread and close its dispatchers' and broker's
+        connections.
 
         A later send starts them again.
         """
         with self.lock:
             worker, self.worker = self.worker, None
             dispatcher, self.dispatcher = self.dispatcher, None
+            celery, self.celery = self.celery, None
         if worker is not None:
             worker.stop()
         if dispatcher is not None:
             dispatcher.close()
+        if celery is not None:
+            celery.close()
 
 
 class Push:
@@ -109,6 +118,7 @@ class Push:
 
         app.extensions["push"] = _PushState(push=self, settings=settings)
         app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix)
+        app.register_blueprint(sw.create_blueprint(settings))  # the service worker
         app.cli.add_command(push_cli)
 
     # -- callbacks -----------------------------------------------------------
@@ -362,6 +372,12 @@ class Push:
         # mail: ``with push.record() as outbox: push.send(...)`` needs no waiting.
         if settings.queue == "inline" or settings.suppress_send:
             self._dispatcher(state).run_until_idle(message_id=message.id)
+        elif settings.queue == "celery":
+            # A scheduled message gets no task: the workers' sweep sends it when due.
+            if due <= now:
+                self._celery(state).enqueue(
+                    message.id, message.recipient_count, settings.delivery_batch
+                )
         else:
             self._worker(state).wake()
         return message
@@ -403,6 +419,15 @@ class Push:
                 app = current_app._get_current_object()  # type: ignore[attr-defined]
                 worker = state.worker = ThreadWorker(app, self._make_dispatcher).start()
             return worker
+
+    def _celery(self, state: _PushState) -> CeleryQueue:
+        with state.lock:
+            if state.celery is None:
+                from .celery_queue import CeleryQueue
+
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+                state.celery = CeleryQueue(app, state.settings, self._make_dispatcher)
+            return state.celery
 
     def shutdown(self) -> None:
         """Stop the current app's delivery worker and close its connections.

@@ -182,11 +182,6 @@ def test_endpoint_hosts_as_a_comma_separated_string(make_app):
     )
 
 
-def test_celery_queue_is_not_available_yet(make_app):
-    with pytest.raises(PushConfigError, match="^PUSH_QUEUE 'celery' has no workers"):
-        make_app(PUSH_QUEUE="celery", PUSH_CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
-
-
 def test_redis_backplane_url(make_app):
     app = make_app(PUSH_BACKPLANE_URL="redis://127.0.0.1:6379/1")
     assert app.extensions["push"].settings.backplane_url == "redis://127.0.0.1:6379/1"

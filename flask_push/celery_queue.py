@@ -1,0 +1,193 @@
+"""The ``celery`` queue: Celery workers deliver, as many as you run, on any host.
+
+The outbox stays the source of truth. A task carries a message id, never rows or
+objects: it claims that message's due deliveries with the dispatcher's lease, batch
+after batch, until none is left for it. So a lost task (the broker was down at send
+time, a worker died before acknowledging) loses nothing, and a task that runs twice
+finds nothing left to claim. What no task covers (retries with backoff, scheduled
+messages, sends whose tasks could not be queued, leases that ran out) is swept up
+about every second by each ``flask push worker`` process, which runs the thread
+queue's poller beside the Celery worker. Claims are leased (with ``SKIP LOCKED`` on
+PostgreSQL), so any number of those processes may run at once.
+
+Celery is imported only when an app uses this queue: it is an optional dependency.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from celery import Celery
+from flask import Flask
+
+from .config import PushSettings
+from .dispatch import Dispatcher
+
+logger = logging.getLogger("flask_push")
+
+#: the one task: deliver a message's due deliveries (or any due ones) until none is left
+TASK_NAME = "flask_push.deliver"
+#: the most tasks one send queues; each delivers batches until its message is done
+MAX_TASKS_PER_SEND = 16
+#: seconds a send waits to reach the broker before leaving delivery to the sweep
+BROKER_CONNECT_TIMEOUT = 2.0
+
+
+def tasks_for(targets: int, batch: int) -> int:
+    """How many tasks a send of ``targets`` deliveries queues: one per batch, so that
+    idle workers share a large fan-out, but at most :data:`MAX_TASKS_PER_SEND`."""
+    if targets <= 0:
+        return 0
+    return min(math.ceil(targets / max(batch, 1)), MAX_TASKS_PER_SEND)
+
+
+class CeleryQueue:
+    """One app's Celery app, its delivery task, and the dispatchers its tasks use.
+
+    Made on first use in each process that sends or works (``_PushState.celery``).
+    Each worker thread keeps a :class:`Dispatcher` of its own, so the providers'
+    connection pools stay warm from one task to the next.
+    """
+
+    def __init__(
+        self, app: Flask, settings: PushSettings, make_dispatcher: Callable[[], Dispatcher]
+    ) -> None:
+        if not settings.celery_broker_url:
+            raise RuntimeError("the celery queue needs PUSH_CELERY_BROKER_URL")
+        self.app = app
+        self.queue = settings.celery_queue
+        self._make_dispatcher = make_dispatcher
+        self._local = threading.local()
+        self._dispatchers: list[tuple[int, Dispatcher]] = []
+        self._lock = threading.Lock()
+        #: the Celery app; not set as Celery's current app, so a host's own is untouched
+        self.celery = Celery(
+            f"flask_push.{app.name}", broker=settings.celery_broker_url, set_as_current=False
+        )
+        self.celery.conf.update(_celery_config(settings.celery_broker_url, self.queue))
+
+        def deliver(message_id: str | None = None) -> int:
+            return self.run(message_id)
+
+        #: the delivery task; its only argument is a message id (or None: any due row)
+        self.deliver_task: Any = self.celery.task(
+            name=TASK_NAME, acks_late=True, ignore_result=True
+        )(deliver)
+
+    # -- sending side ------------------------------------------------------------------
+
+    def enqueue(self, message_id: str, targets: int, batch: int) -> int:
+        """Queue the delivery tasks of a message whose rows are committed; returns how
+        many were queued.
+
+        Never raises for the broker: the rows are durable, so when it cannot be
+        reached this logs a warning and the workers' sweep delivers them instead.
+        """
+        count = tasks_for(targets, batch)
+        if not count:
+            return 0
+        queued = 0
+        try:
+            with self.celery.producer_or_acquire() as producer:
+                for _ in range(count):
+                    self.deliver_task.apply_async(
+                        (message_id,), queue=self.queue, producer=producer
+                    )
+                    queued += 1
+        except Exception as err:  # noqa: BLE001 - any broker failure: the sweep delivers
+            logger.warning(
+                "flask-push: could not queue delivery tasks for message %s on the Celery "
+                "broker (%s); its deliveries stay queued and a `flask push worker` "
+                "delivers them within about a second of running",
+                message_id,
+                err,
+            )
+        return queued
+
+    # -- working side ------------------------------------------------------------------
+
+    def run(self, message_id: str | None = None) -> int:
+        """What a task does: deliver the due deliveries (of ``message_id`` only, when
+        given) in batches until none is left; returns how many were claimed."""
+        with self.app.app_context():
+            return self._dispatcher().run_until_idle(message_id=message_id)
+
+    def _dispatcher(self) -> Dispatcher:
+        """This thread's dispatcher, made on its first task (again after a fork)."""
+        pid = os.getpid()
+        dispatcher: Dispatcher | None = getattr(self._local, "dispatcher", None)
+        if dispatcher is None or dispatcher.closed or getattr(self._local, "pid", None) != pid:
+            dispatcher = self._make_dispatcher()
+            self._local.dispatcher, self._local.pid = dispatcher, pid
+            with self._lock:
+                self._dispatchers.append((pid, dispatcher))
+        return dispatcher
+
+    def run_worker(self, *, concurrency: int, loglevel: str) -> int:
+        """Run a Celery worker in the foreground, consuming this app's delivery queue
+        until Ctrl-C or SIGTERM (which let the tasks in hand finish); returns its exit
+        code.
+
+        Its pool is threads: delivery waits on the network, and threads share the
+        app's database engine, which a forked pool would have to set up again.
+        """
+        worker = self.celery.Worker(
+            hostname=f"flask-push-{os.getpid()}@{socket.gethostname()}",
+            pool_cls="threads",
+            concurrency=concurrency,
+            loglevel=loglevel,
+            queues=[self.queue],
+            without_gossip=True,
+            without_mingle=True,
+            without_heartbeat=True,
+            quiet=True,
+        )
+        worker.start()
+        return int(worker.exitcode or 0)
+
+    def close(self) -> None:
+        """Close this process's dispatchers and the broker connections."""
+        with self._lock:
+            dispatchers, self._dispatchers = self._dispatchers, []
+        for pid, dispatcher in dispatchers:
+            if pid == os.getpid():
+                dispatcher.close()
+        self.celery.close()
+
+
+def _celery_config(broker_url: str, queue: str) -> dict[str, Any]:
+    """Celery settings: JSON only, tasks acknowledged after they ran (the outbox
+    makes a task safe to run twice), one task per worker thread at a time so that
+    several workers share a fan-out, and no remote control or events to clean up."""
+    config: dict[str, Any] = {
+        "task_default_queue": queue,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "result_accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_enable_remote_control": False,
+        "worker_send_task_events": False,
+        "worker_redirect_stdouts": False,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": BROKER_CONNECT_TIMEOUT,
+        # a send waits at most about a second for a broker that refuses connections
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+    }
+    if urlsplit(broker_url).scheme in ("redis", "rediss"):
+        config["broker_transport_options"] = {"socket_connect_timeout": BROKER_CONNECT_TIMEOUT}
+    return config

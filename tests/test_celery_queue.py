@@ -1,0 +1,409 @@
+"""The ``celery`` queue: real Redis, real ``flask push worker`` processes, a real
+Web Push service (the local fake, which decrypts what it receives).
+
+Each test gets a Celery queue name of its own (``PUSH_CELERY_QUEUE``), so runs
+sharing one Redis never take each other's tasks; the keys it made are removed
+afterwards. Without Redis the tests that need it are skipped (failed under CI).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from test_dispatch import make_due, rows
+from test_sigkill import HOST_APP, wait_until
+
+from flask_push import PushConfigError
+from flask_push.celery_queue import MAX_TASKS_PER_SEND, TASK_NAME, tasks_for
+from flask_push.models import utcnow
+from flask_push.testing import FakePushService
+
+from conftest import db, need_service, push
+
+REDIS_URL = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+#: the worker processes share the test's PostgreSQL schema
+on_postgres = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+
+
+@dataclass
+class Broker:
+    url: str
+    queue: str
+    client: redis.Redis
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The task messages waiting in this test's queue."""
+        return [json.loads(raw) for raw in self.client.lrange(self.queue, 0, -1)]
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """The Redis broker, with a queue name of this test's own."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        client.close()
+        need_service("Redis", err)
+    queue = f"flask_push_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield Broker(REDIS_URL, queue, client)
+    finally:
+        # the queue's list and kombu's binding set are the keys a queue makes
+        keys = list(client.scan_iter(match=f"*{queue}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture
+def service() -> Iterator[FakePushService]:
+    with FakePushService() as fake:
+        yield fake
+
+
+@pytest.fixture
+def celery_config(
+    database: dict[str, Any], vapid_private_key: str, broker: Broker
+) -> dict[str, Any]:
+    """The config of the test's app and of the worker processes: same database,
+    same key, same broker and queue; sending for real, to the fake on 127.0.0.1."""
+    return {
+        **database,
+        "PUSH_VAPID_PRIVATE_KEY": vapid_private_key,
+        "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
+        "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+        "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+        "PUSH_SUPPRESS_SEND": False,
+        "PUSH_QUEUE": "celery",
+        "PUSH_CELERY_BROKER_URL": broker.url,
+        "PUSH_CELERY_QUEUE": broker.queue,
+        "PUSH_DELIVERY_BATCH": 10,
+    }
+
+
+class Workers:
+    """``flask push worker`` processes on the celery queue; each logs to ``<name>.log``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.processes: list[subprocess.Popen[bytes]] = []
+        (directory / "host.py").write_text(HOST_APP)
+
+    def start(self, config: dict[str, Any], name: str = "worker") -> str:
+        env = {
+            **os.environ,
+            "PUSH_TEST_CONFIG": json.dumps(config),
+            "PYTHONPATH": str(self.directory),
+        }
+        command = [sys.executable, "-m", "flask", "--app", "host:create_app", "push", "worker",
+                   "--concurrency", "2", "--loglevel", "info"]  # fmt: skip
+        with (self.directory / f"{name}.log").open("wb") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return name
+
+    def log(self, name: str) -> str:
+        return (self.directory / f"{name}.log").read_text(errors="replace")
+
+    def wait_ready(self, name: str, timeout: float = 30) -> None:
+        """Until the Celery worker consumes its queue."""
+        ready = re.compile(r"flask-push-\d+@\S+ ready\.")
+        assert wait_until(lambda: bool(ready.search(self.log(name))), timeout), self.log(name)
+
+    def task_claims(self, name: str) -> list[int]:
+        """How many deliveries each task this worker ran claimed."""
+        return [
+            int(n)
+            for n in re.findall(
+                rf"Task {re.escape(TASK_NAME)}\[[^\]]+\] succeeded in [\d.e-]+s: (\d+)",
+                self.log(name),
+            )
+        ]
+
+    def stop(self) -> None:
+        """SIGTERM (Celery's warm shutdown), then SIGKILL for any that lingers."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    started = Workers(tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def add_browsers(service: FakePushService, count: int) -> None:
+    """``count`` subscriptions of the fake's browsers, ``browser-<i>`` of ``user-<i>``."""
+    for i in range(count):
+        browser = service.subscribe(f"browser-{i}")
+        db.session.add(push.models.Subscription(
+            endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
+            user_id=f"user-{i}", topics=[],
+        ))  # fmt: skip
+    db.session.commit()
+
+
+def statuses(app: Flask, message_id: str) -> list[str]:
+    with app.app_context():
+        found = [row.status for row in rows(message_id)]
+        db.session.rollback()
+        return found
+
+
+def all_sent(app: Flask, message_id: str, count: int) -> Callable[[], bool]:
+    return lambda: statuses(app, message_id) == ["sent"] * count
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- configuration and the command line ----------------------------------------------
+
+
+def test_init_app_accepts_the_celery_queue(make_app: Callable[..., Flask]) -> None:
+    app = make_app(PUSH_QUEUE="celery", PUSH_CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
+    settings = app.extensions["push"].settings
+    assert settings.queue == "celery" and settings.celery_queue == "flask_push"
+    other = make_app(
+        PUSH_QUEUE="celery",
+        PUSH_CELERY_BROKER_URL="redis://127.0.0.1:6379/0",
+        PUSH_CELERY_QUEUE="shop.push-1",
+    )
+    assert other.extensions["push"].settings.celery_queue == "shop.push-1"
+
+
+@pytest.mark.parametrize("name", ["", "two words", "a" * 101, 42, None, "quêue"])
+def test_init_app_refuses_a_bad_celery_queue_name(
+    make_app: Callable[..., Flask], name: Any
+) -> None:
+    with pytest.raises(PushConfigError, match="^PUSH_CELERY_QUEUE must be a Celery queue name"):
+        make_app(
+            PUSH_QUEUE="celery",
+            PUSH_CELERY_BROKER_URL="redis://127.0.0.1:6379/0",
+            PUSH_CELERY_QUEUE=name,
+        )
+
+
+def test_init_app_refuses_a_broker_url_that_is_not_text(make_app: Callable[..., Flask]) -> None:
+    with pytest.raises(PushConfigError, match="^PUSH_CELERY_BROKER_URL must be a URL string"):
+        make_app(PUSH_QUEUE="celery", PUSH_CELERY_BROKER_URL=["redis://127.0.0.1:6379/0"])
+
+
+def test_tasks_per_send_grow_with_the_fan_out_up_to_a_cap() -> None:
+    assert [tasks_for(n, 10) for n in (0, 1, 10, 11, 50)] == [0, 1, 1, 2, 5]
+    assert tasks_for(1_000_000, 500) == MAX_TASKS_PER_SEND
+
+
+def test_worker_options_that_do_not_fit_the_queue_are_refused(
+    make_app: Callable[..., Flask],
+) -> None:
+    thread = make_app().test_cli_runner()
+    result = thread.invoke(args=["push", "worker", "--concurrency", "2"])
+    assert result.exit_code == 2 and "--concurrency only apply to a Celery worker" in result.output
+    celery = make_app(PUSH_QUEUE="celery", PUSH_CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
+    result = celery.test_cli_runner().invoke(args=["push", "worker", "--interval", "0.5"])
+    assert result.exit_code == 2 and "sweeps the outbox every second" in result.output
+
+
+# -- sending -------------------------------------------------------------------------
+
+
+def test_send_queues_json_tasks_carrying_the_message_id(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    broker: Broker,
+    service: FakePushService,
+) -> None:
+    app = make_app(**celery_config)
+    with app.app_context():
+        add_browsers(service, 25)
+        message = push.send(everyone=True, title="Spring sale")
+        message_id = message.id
+        assert message.recipient_count == 25
+        later = push.send(everyone=True, title="Tomorrow", send_at=utcnow() + timedelta(hours=1))
+        assert later.recipient_count == 25
+    # 25 targets in batches of 10: three tasks; none for the scheduled message
+    tasks = broker.pending()
+    assert len(tasks) == 3
+    for task in tasks:
+        assert task["content-type"] == "application/json"
+        assert task["headers"]["task"] == TASK_NAME
+        args, kwargs, _ = json.loads(base64.b64decode(task["body"]))
+        assert args == [message_id] and kwargs == {}
+    assert statuses(app, message_id) == ["queued"] * 25
+    assert service.requests == []
+
+
+def test_send_with_the_broker_down_keeps_the_rows_for_the_sweep(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    service: FakePushService,
+    workers: Workers,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    down = {**celery_config, "PUSH_CELERY_BROKER_URL": f"redis://127.0.0.1:{closed_port()}/0"}
+    app = make_app(**down)
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="flask_push"):
+        add_browsers(service, 3)
+        started = time.monotonic()
+        message = push.send(everyone=True, title="Still here")
+        took = time.monotonic() - started
+    assert message.id and message.recipient_count == 3
+    assert took < 5
+    [warning] = [r for r in caplog.records if r.name == "flask_push"]
+    assert warning.levelno == logging.WARNING and message.id in warning.getMessage()
+    with app.app_context():
+        found = rows(message.id)
+        assert [(r.status, r.attempts, r.lease_until) for r in found] == [("queued", 0, None)] * 3
+        db.session.rollback()
+
+    # A worker with a reachable broker finds them in its sweep: no task ever carried them.
+    name = workers.start(celery_config)
+    assert wait_until(all_sent(app, message.id, 3), 30), workers.log(name)
+    assert sorted(p.subscriber_name for p in service.pushes) == [f"browser-{i}" for i in range(3)]
+    assert all(p.json()["title"] == "Still here" for p in service.pushes)
+
+
+def test_worker_once_delivers_without_a_broker(
+    make_app: Callable[..., Flask], celery_config: dict[str, Any], service: FakePushService
+) -> None:
+    down = {**celery_config, "PUSH_CELERY_BROKER_URL": f"redis://127.0.0.1:{closed_port()}/0"}
+    app = make_app(**down)
+    with app.app_context():
+        add_browsers(service, 2)
+        message = push.send(everyone=True, title="Once")
+    result = app.test_cli_runner().invoke(args=["push", "worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "handled 2 deliveries" in result.output
+    assert statuses(app, message.id) == ["sent", "sent"]
+    assert len(service.pushes) == 2
+
+
+# -- worker processes ------------------------------------------------------------------
+
+
+@on_postgres
+def test_a_fan_out_is_delivered_by_a_celery_worker_process(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    broker: Broker,
+    service: FakePushService,
+    workers: Workers,
+) -> None:
+    app = make_app(**celery_config)
+    with app.app_context():
+        add_browsers(service, 50)
+    name = workers.start(celery_config)
+    workers.wait_ready(name)
+    with app.app_context():
+        message = push.send(everyone=True, title="Flash sale", body="50% off")
+    assert wait_until(all_sent(app, message.id, 50), 30), workers.log(name)
+
+    pushes = service.pushes
+    assert sorted(p.subscriber_name for p in pushes) == sorted(f"browser-{i}" for i in range(50))
+    assert all(p.json()["title"] == "Flash sale" and p.json()["body"] == "50% off" for p in pushes)
+    assert all(p.json()["messageId"] == message.id for p in pushes)
+    # the tasks did the work (the sweep only looks once a second), and none is left over
+    assert wait_until(lambda: len(workers.task_claims(name)) == 5, 10), workers.log(name)
+    assert sum(workers.task_claims(name)) > 0
+    assert broker.pending() == []
+
+
+@on_postgres
+def test_503_then_429_are_retried_by_the_sweep(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    service: FakePushService,
+    workers: Workers,
+) -> None:
+    app = make_app(**celery_config)
+    service.fail_next(503)
+    service.fail_next(429, retry_after=60)
+    with app.app_context():
+        add_browsers(service, 1)
+    name = workers.start(celery_config)
+    with app.app_context():
+        message = push.send(everyone=True, title="Back in stock")
+
+    def tried(times: int, status: str) -> Callable[[], bool]:
+        def check() -> bool:
+            with app.app_context():
+                [row] = rows(message.id)
+                db.session.rollback()
+                return row.attempts == times and row.lease_until is None and status in row.error
+
+        return check
+
+    for attempt, status in ((1, "503"), (2, "429")):
+        assert wait_until(tried(attempt, status), 30), workers.log(name)
+        with app.app_context():
+            [row] = rows(message.id)
+            assert row.status == "queued" and row.due_at > utcnow()  # backing off
+            make_due(message.id)  # as if the backoff had run out
+    assert wait_until(all_sent(app, message.id, 1), 30), workers.log(name)
+    with app.app_context():
+        [row] = rows(message.id)
+        assert row.attempts == 3
+    [delivered] = service.pushes
+    assert delivered.json()["title"] == "Back in stock"
+    assert [r.status for r in service.requests] == [503, 429, 201]
+
+
+@on_postgres
+def test_two_worker_processes_share_a_fan_out_without_duplicates(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    broker: Broker,
+    workers: Workers,
+) -> None:
+    targets = 120
+    with FakePushService(delay=0.02) as service:
+        app = make_app(**celery_config)
+        with app.app_context():
+            add_browsers(service, targets)
+        names = [workers.start(celery_config, "first"), workers.start(celery_config, "second")]
+        for name in names:
+            workers.wait_ready(name)
+        with app.app_context():
+            message = push.send(everyone=True, title="Everyone")
+        logs = lambda: "\n".join(workers.log(n) for n in names)  # noqa: E731
+        assert wait_until(all_sent(app, message.id, targets), 60), logs()
+        pushes = service.pushes
+    assert len(pushes) == targets
+    assert len({p.subscriber_name for p in pushes}) == targets
+    # 120 targets in batches of 10: 12 tasks, and each worker ran some that delivered
+    assert wait_until(lambda: sum(len(workers.task_claims(n)) for n in names) == 12, 10), logs()
+    assert all(sum(workers.task_claims(name)) > 0 for name in names), logs()
+    assert broker.pending() == []
