@@ -49,7 +49,7 @@ import ssl
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -624,6 +624,58 @@ def _provider_only(
     return elapsed, count.value - base, maxrss_mib(), statuses, cpu[0]
 
 
+def _floor_only(
+    cert_file: str, endpoints: list[tuple[str, bytes, bytes]], payload: bytes, count: Any, last: Any
+) -> tuple[float, int, float, dict[str, int], float]:
+    """The Python floor, no flask-push at all: encrypt (a fresh key per push, as in
+    B) and POST each push on one aiohttp pool, 100 in flight, unsigned and with
+    only a TTL header; what any asyncio sender of these pushes pays at the least."""
+    import aiohttp
+    import http_ece
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    context = ssl.create_default_context(cafile=cert_file)
+    statuses: dict[str, int] = {}
+
+    async def main() -> float:
+        gate = asyncio.Semaphore(100)
+        connector = aiohttp.TCPConnector(limit=100, ssl=context)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one(endpoint: str, p256dh: bytes, auth: bytes) -> None:
+                async with gate:
+                    body = http_ece.encrypt(
+                        payload,
+                        private_key=ec.generate_private_key(ec.SECP256R1()),
+                        dh=p256dh,
+                        auth_secret=auth,
+                        version="aes128gcm",
+                    )
+                    async with session.post(endpoint, data=body, headers={"TTL": "60"}) as r:
+                        await r.read()
+                        key = str(r.status)
+                        statuses[key] = statuses.get(key, 0) + 1
+
+            base = count.value
+            cpu[0] = time.process_time()
+            started = time.monotonic()
+            await asyncio.gather(*(one(*e) for e in endpoints))
+            deadline = time.monotonic() + 10
+            while count.value < base + len(endpoints) and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            cpu[0] = time.process_time() - cpu[0]
+            return float(last.value - started)
+
+    cpu = [0.0]
+    base = count.value
+    elapsed = asyncio.run(main())
+    return elapsed, count.value - base, maxrss_mib(), statuses, cpu[0]
+
+
+def _floor_child(args: tuple[Any, ...], conn: mpc.Connection) -> None:
+    conn.send(_floor_only(*args))
+
+
 def _provider_child(args: tuple[Any, ...], conn: mpc.Connection) -> None:
     conn.send(_provider_only(*args))
 
@@ -632,16 +684,36 @@ def provider_run(
     spec: Spec, cert_file: str, service: PushService, keys: Sequence[tuple[bytes, bytes]]
 ) -> ProductRun:
     endpoints = [(service.endpoint(i), b64(p), b64(a)) for i, (p, a) in enumerate(keys)]
-    parent, child = SPAWN.Pipe()
-    proc = SPAWN.Process(
-        target=_provider_child,
-        args=((spec, cert_file, endpoints, service.count, service.last), child),
+    return _child_run(
+        _provider_child, (spec, cert_file, endpoints, service.count, service.last), spec, service
     )
+
+
+def floor_run(
+    spec: Spec,
+    cert_file: str,
+    service: PushService,
+    keys: Sequence[tuple[bytes, bytes]],
+    payload: bytes,
+) -> ProductRun:
+    endpoints = [(service.endpoint(i), p, a) for i, (p, a) in enumerate(keys)]
+    return _child_run(
+        _floor_child, (cert_file, endpoints, payload, service.count, service.last), spec, service
+    )
+
+
+def _child_run(
+    target: Callable[..., None], args: tuple[Any, ...], spec: Spec, service: PushService
+) -> ProductRun:
+    """Run ``target(args, conn)`` in a spawned process; it reports
+    (elapsed, delivered, peak MiB, statuses, CPU seconds)."""
+    parent, child = SPAWN.Pipe()
+    proc = SPAWN.Process(target=target, args=(args, child))
     service_cpu = service.cpu()
     proc.start()
     if not parent.poll(spec.timeout + 120):
         proc.kill()
-        raise RuntimeError("the provider run did not report")
+        raise RuntimeError(f"{target.__name__} did not report")
     elapsed, delivered, rss, statuses, cpu = parent.recv()
     service_cpu = service.cpu() - service_cpu
     proc.join(30)
@@ -971,6 +1043,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ("D WebPushProvider.send_batch (provider only, not the product path)",
                  provider_runs, False)
             )  # fmt: skip
+        print(f"Python floor: encrypt + bare aiohttp POST x {args.runs} ...", flush=True)
+        floor_runs = [
+            floor_run(spec, cert.cert_file, service, keys[:n], payload) for _ in range(args.runs)
+        ]
+        measured.append(
+            ("F floor: encrypt + bare aiohttp POST, 100 in flight (no flask-push)",
+             floor_runs, False)
+        )  # fmt: skip
 
         goal_rows: list[tuple[str, ...]] = []
         cpu_rows: list[tuple[str, ...]] = []
@@ -1088,6 +1168,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "sender+workers per push",
                 ),
             )
+            floor_cpu = statistics.median((r.cpu_sender + r.cpu_service) / n for r in floor_runs)
+            cores = os.cpu_count() or 1
+            print()
+            print(
+                f"What the rate goals need on this machine, at the floor's CPU per push "
+                f"(F: sender + push service, {floor_cpu * 1e6:.0f} us; flask-push, PostgreSQL "
+                f"and the outbox cost more on top), against {cores} CPUs:"
+            )
+            needs = [
+                (f"{GOAL_NAIVE_FACTOR:g}x the naive loop", GOAL_NAIVE_FACTOR * naive_rate),
+                (f"{GOAL_CEILING_SHARE:.0%} of the ceiling", GOAL_CEILING_SHARE * ceiling_rate[2]),
+            ]
+            for goal, goal_rate in needs:
+                if goal_rate == goal_rate:
+                    print(
+                        f"  {goal}: {fmt_rate(goal_rate)} x {floor_cpu * 1e6:.0f} us = "
+                        f"{goal_rate * floor_cpu:.2f} CPUs"
+                        + (" (more than the machine has)" if goal_rate * floor_cpu > cores else "")
+                    )
         for note in notes:
             print(f"note: {note}")
         if service_rss is not None:

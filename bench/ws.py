@@ -1,0 +1,336 @@
+"""Live events at scale: C websocket clients joined to one channel.
+
+Measures, per server mode, how many connections were reached, the server's memory
+per connection, and the time from ``push.publish`` (in the server) to receipt (in
+the clients), p50 and p99:
+
+- ``gevent``: gunicorn's gevent worker, one process;
+- ``threaded``: the threaded default (Werkzeug's threaded server, a thread per socket
+  plus simple-websocket's reader thread);
+- ``redis``: two gevent processes sharing the Redis backplane, the clients split
+  between them, every event published in the first.
+
+Goals: 10,000 connections in one gevent process at 40 KiB or less each, p99 under
+100 ms at 10,000 clients, and at least 1,000 connections with the threaded default.
+Prints a table; asserts nothing. Needs ``pip install 'flask-push[bench,redis]'``.
+
+    .venv/bin/python bench/ws.py [--gevent 10000] [--threaded 1000] [--redis 2000]
+
+The clients are raw websockets on one asyncio loop in this process (no
+compression offered), so the client side stays cheap next to the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CHANNEL = "bench"
+
+
+# -- the app the servers run ------------------------------------------------------------
+
+
+def create_app() -> Any:
+    """The benchmarked app; configured by PUSH_BENCH_* environment variables."""
+    from flask import Flask, request
+    from flask_sqlalchemy import SQLAlchemy
+
+    from flask_push import Push
+
+    db = SQLAlchemy()
+    push = Push(db=db)
+    push.identity_loader(lambda: request.headers.get("X-User"))
+    push.channel_authorizer(lambda user_id, channel: channel == CHANNEL)
+    app = Flask(__name__)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{os.environ['PUSH_BENCH_DB']}",
+        PUSH_BACKPLANE_URL=os.environ.get("PUSH_BENCH_BACKPLANE", "memory://"),
+        PUSH_BACKPLANE_PREFIX=os.environ.get("PUSH_BENCH_PREFIX", "flask_push_bench"),
+        PUSH_WS_HEARTBEAT=0,
+    )
+    db.init_app(app)
+    push.init_app(app)
+
+    @app.post("/publish")
+    def publish() -> dict[str, Any]:
+        number = int(request.args["n"])
+        return {"id": push.publish(CHANNEL, "tick", {"n": number, "t": time.time()})}
+
+    @app.get("/stats")
+    def stats() -> dict[str, Any]:
+        realtime = app.extensions["push"].realtime
+        return {"rss": _rss(), "sockets": realtime.hub.count() if realtime else 0}
+
+    return app
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# -- servers ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(mode: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    if mode == "gevent":
+        command = [
+            sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1",
+            "--worker-connections", "30000", "--backlog", "4096", "--timeout", "300",
+            "--no-control-socket", "--log-level", "warning", "--chdir", str(HERE),
+            "--bind", f"127.0.0.1:{port}", "ws:create_app()",
+        ]  # fmt: skip
+    else:
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port)]
+    process = subprocess.Popen(command, env={**os.environ, **env}, cwd=HERE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            _get(port, "/stats")
+            return process, port
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the {mode} server did not start")
+
+
+def serve_threaded(port: int) -> None:
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    WSGIRequestHandler.log = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    server = make_server("127.0.0.1", port, create_app(), threaded=True)
+    server.socket.listen(4096)
+    server.serve_forever()
+
+
+def _get(port: int, path: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())
+
+
+# -- clients ----------------------------------------------------------------------------
+
+
+def _frame(text: str) -> bytes:
+    """A masked client text frame."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    head = bytes([0x81])
+    size = len(payload)
+    if size < 126:
+        head += bytes([0x80 | size])
+    elif size < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", size)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", size)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    first, second = await reader.readexactly(2)
+    size = second & 0x7F
+    if size == 126:
+        (size,) = struct.unpack("!H", await reader.readexactly(2))
+    elif size == 127:
+        (size,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(size)
+
+
+class Clients:
+    def __init__(self, ports: list[int], count: int) -> None:
+        self.ports = ports
+        self.count = count
+        self.connected = 0
+        self.failed = 0
+        self.latencies: list[float] = []
+        self.received: dict[int, int] = {}
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def connect_all(self) -> None:
+        limit = asyncio.Semaphore(200)
+        ready: list[asyncio.Future[None]] = []
+        for i in range(self.count):
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            ready.append(future)
+            port = self.ports[i % len(self.ports)]
+            self._tasks.append(asyncio.create_task(self._client(i, port, limit, future)))
+        await asyncio.wait(ready, timeout=300)
+
+    async def _client(
+        self, i: int, port: int, limit: asyncio.Semaphore, ready: asyncio.Future[None]
+    ) -> None:
+        try:
+            async with limit:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", port, limit=2**20), 30
+                )
+                key = base64.b64encode(os.urandom(16)).decode()
+                writer.write(
+                    f"GET /push/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    f"Sec-WebSocket-Version: 13\r\nX-User: u{i}\r\n\r\n".encode()
+                )
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+                if b" 101 " not in head.split(b"\r\n")[0]:
+                    raise ConnectionError(head[:40])
+                writer.write(_frame(json.dumps({"op": "subscribe", "channel": CHANNEL})))
+                _, payload = await asyncio.wait_for(_read_frame(reader), 60)
+                assert json.loads(payload)["op"] == "subscribed"
+            self._writers.append(writer)
+            self.connected += 1
+            ready.set_result(None)
+        except (OSError, AssertionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            self.failed += 1
+            ready.set_result(None)
+            return
+        try:
+            while True:
+                opcode, payload = await _read_frame(reader)
+                if opcode == 8:
+                    return
+                now = time.time()
+                frame = json.loads(payload)
+                if frame.get("op") == "event":
+                    data = frame["data"]
+                    self.latencies.append(now - data["t"])
+                    self.received[data["n"]] = self.received.get(data["n"], 0) + 1
+        except (OSError, asyncio.IncompleteReadError):
+            return
+
+    async def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def run_case(name: str, ports: list[int], count: int, events: int) -> dict[str, Any]:
+    # warm up (imports, the realtime state, the backplane) before the baseline
+    warm = Clients(ports, 20 * len(ports))
+    await warm.connect_all()
+    await asyncio.sleep(0.5)
+    before = sum(_get(port, "/stats")["rss"] for port in ports)
+    clients = Clients(ports, count)
+    started = time.monotonic()
+    await clients.connect_all()
+    connect_seconds = time.monotonic() - started
+    await asyncio.sleep(1)
+    stats = [_get(port, "/stats") for port in ports]
+    after = sum(s["rss"] for s in stats)
+    per_connection = (after - before) / max(clients.connected, 1)
+    for n in range(events):
+        await asyncio.to_thread(_get, ports[0], f"/publish?n={n}", "POST")
+        deadline = time.monotonic() + 30
+        while clients.received.get(n, 0) < clients.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+    latencies = sorted(clients.latencies)
+    delivered = len(latencies)
+    await clients.close()
+    await warm.close()
+    return {
+        "case": name,
+        "clients": count,
+        "reached": clients.connected,
+        "server sockets": sum(s["sockets"] for s in stats),
+        "connect s": round(connect_seconds, 1),
+        "KiB/conn": round(per_connection / 1024, 1),
+        "p50 ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
+        "p99 ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1) if latencies else None,
+        "delivered": f"{delivered}/{clients.connected * events}",
+    }
+
+
+def case(name: str, mode: str, count: int, events: int, redis_url: str | None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"PUSH_BENCH_DB": str(Path(tmp) / "bench.db")}
+        servers = 1
+        if redis_url:
+            env["PUSH_BENCH_BACKPLANE"] = redis_url
+            env["PUSH_BENCH_PREFIX"] = f"flask_push_bench_{uuid.uuid4().hex[:8]}"
+            servers = 2
+        # the app's tables are not needed: nothing here touches the inbox
+        started = [start_server(mode, env) for _ in range(servers)]
+        try:
+            return asyncio.run(run_case(name, [port for _, port in started], count, events))
+        finally:
+            for process, _ in started:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gevent", type=int, default=10_000, help="clients (0 skips)")
+    parser.add_argument("--threaded", type=int, default=1_000, help="clients (0 skips)")
+    parser.add_argument("--redis", type=int, default=2_000, help="clients (0 skips)")
+    parser.add_argument("--events", type=int, default=10, help="events published per case")
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("PUSH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_threaded(args.serve)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    print(f"open files limit: {hard}", flush=True)
+    rows = []
+    plan = [
+        ("gevent, 1 process", "gevent", args.gevent, None),
+        ("threaded default", "threaded", args.threaded, None),
+        ("gevent x2, Redis", "gevent", args.redis, args.redis_url),
+    ]
+    for name, mode, count, redis_url in plan:
+        if count:
+            print(f"{name}: {count} clients ...", flush=True)
+            rows.append(case(name, mode, count, args.events, redis_url))
+            print(rows[-1], flush=True)
+    columns = list(rows[0]) if rows else []
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
+    print()
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths, strict=True)))
+    print(
+        "\ngoals: 10,000 connections in one gevent process at <= 40 KiB each; p99 < 100 ms "
+        "at 10,000 clients; >= 1,000 connections with the threaded default"
+    )
+
+
+if __name__ == "__main__":
+    main()
