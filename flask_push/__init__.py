@@ -7,6 +7,7 @@ live events, behind one ``Push(db=db)`` and ``push.init_app(app)``.
 from __future__ import annotations
 
 from .errors import (
+    BackplaneError,
     PayloadError,
     ProviderNotInstalled,
     PushConfigError,
@@ -17,6 +18,7 @@ from .extension import Push
 from .inbox import SearchResult
 
 __all__ = [
+    "BackplaneError",
     "PayloadError",
     "ProviderNotInstalled",
     "Push",

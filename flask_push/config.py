@@ -30,6 +30,19 @@ DEFAULT_CELERY_QUEUE = "flask_push"
 _CELERY_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 #: live events stay inside one process unless a redis:// URL is given
 DEFAULT_BACKPLANE_URL = "memory://"
+#: the prefix of the backplane's Redis keys; give each app sharing a Redis its own
+DEFAULT_BACKPLANE_PREFIX = "flask_push"
+_BACKPLANE_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+#: how long and how many events each channel keeps for clients that reconnect with ``since``
+DEFAULT_EVENTS_KEEP_SECONDS = 300
+DEFAULT_EVENTS_KEEP_COUNT = 100
+#: seconds of silence after which the server sends a websocket client ``{"op":"pong"}``,
+#: under the 60 s idle timeout of common proxies (nginx's ``proxy_read_timeout``)
+DEFAULT_WS_HEARTBEAT = 25
+#: the largest frame a websocket client may send; bigger ones close it with 1009
+DEFAULT_WS_MAX_MESSAGE_BYTES = 16 * 1024
+#: events waiting for one websocket client; a client this far behind is dropped
+DEFAULT_WS_QUEUE_SIZE = 256
 #: a day: long enough for a phone that is off overnight (pywebpush's own default, 0,
 #: drops the message when the browser is not connected at that very moment)
 DEFAULT_TTL = 86400
@@ -76,6 +89,12 @@ class PushSettings:
     max_request_bytes: int
     delivery_batch: int
     delivery_lease: int
+    backplane_prefix: str = DEFAULT_BACKPLANE_PREFIX
+    events_keep_seconds: int = DEFAULT_EVENTS_KEEP_SECONDS
+    events_keep_count: int = DEFAULT_EVENTS_KEEP_COUNT
+    ws_heartbeat: int = DEFAULT_WS_HEARTBEAT
+    ws_max_message_bytes: int = DEFAULT_WS_MAX_MESSAGE_BYTES
+    ws_queue_size: int = DEFAULT_WS_QUEUE_SIZE
 
     @property
     def vapid_public_key(self) -> str | None:
@@ -199,6 +218,13 @@ def load(app: Flask) -> PushSettings:
         )
     if scheme != "memory":
         credentials.require_module("redis backplane", "redis", "redis")
+    backplane_prefix = config.get("PUSH_BACKPLANE_PREFIX", DEFAULT_BACKPLANE_PREFIX)
+    if not isinstance(backplane_prefix, str) or not _BACKPLANE_PREFIX.fullmatch(backplane_prefix):
+        raise _fail(
+            "PUSH_BACKPLANE_PREFIX",
+            "must be 1 to 100 letters, digits, '_', '.', ':' or '-', "
+            f"such as {DEFAULT_BACKPLANE_PREFIX!r}; got {backplane_prefix!r}",
+        )
 
     return PushSettings(
         url_prefix=_path(config, "PUSH_URL_PREFIX", DEFAULT_URL_PREFIX),
@@ -217,4 +243,16 @@ def load(app: Flask) -> PushSettings:
         ),
         delivery_batch=_int(config, "PUSH_DELIVERY_BATCH", DEFAULT_DELIVERY_BATCH, 1, 100_000),
         delivery_lease=_int(config, "PUSH_DELIVERY_LEASE", DEFAULT_DELIVERY_LEASE, 1, 86_400),
+        backplane_prefix=backplane_prefix,
+        events_keep_seconds=_int(
+            config, "PUSH_EVENTS_KEEP_SECONDS", DEFAULT_EVENTS_KEEP_SECONDS, 1, 7 * 86_400
+        ),
+        events_keep_count=_int(
+            config, "PUSH_EVENTS_KEEP_COUNT", DEFAULT_EVENTS_KEEP_COUNT, 1, 100_000
+        ),
+        ws_heartbeat=_int(config, "PUSH_WS_HEARTBEAT", DEFAULT_WS_HEARTBEAT, 0, 3600),
+        ws_max_message_bytes=_int(
+            config, "PUSH_WS_MAX_MESSAGE_BYTES", DEFAULT_WS_MAX_MESSAGE_BYTES, 256, 16 * 1024 * 1024
+        ),
+        ws_queue_size=_int(config, "PUSH_WS_QUEUE_SIZE", DEFAULT_WS_QUEUE_SIZE, 1, 100_000),
     )

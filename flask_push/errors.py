@@ -37,6 +37,11 @@ class PayloadError(PushError, ValueError):
         self.provider = provider
 
 
+class BackplaneError(PushError):
+    """The backplane (Redis) could not be reached: a live event was not published,
+    or a replay could not be read. Clients that reconnect with ``since`` catch up."""
+
+
 class PushConfigError(Exception):
     """Bad or missing ``PUSH_*`` configuration, raised by ``init_app``.
 

@@ -20,12 +20,13 @@ from .dispatch import Dispatcher
 from .errors import ValidationError
 from .ids import new_id
 from .message import OutgoingPush
-from .models import Models, models_for, utcnow
+from .models import Models, inbox_item_json, models_for, utcnow
 from .providers import Provider, provider_class
 from .queues import ThreadWorker
 
 if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery queue only
     from .celery_queue import CeleryQueue
+    from .realtime import Realtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,6 +44,8 @@ class _PushState:
     worker: ThreadWorker | None = None
     #: the ``celery`` queue's Celery app and task, made on first use
     celery: CeleryQueue | None = None
+    #: live events: the backplane and this process's websockets, made on first use
+    realtime: Realtime | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def shutdown(self) -> None:
@@ -55,12 +58,15 @@ class _PushState:
             worker, self.worker = self.worker, None
             dispatcher, self.dispatcher = self.dispatcher, None
             celery, self.celery = self.celery, None
+            realtime, self.realtime = self.realtime, None
         if worker is not None:
             worker.stop()
         if dispatcher is not None:
             dispatcher.close()
         if celery is not None:
             celery.close()
+        if realtime is not None:
+            realtime.close()
 
 
 class Push:
@@ -117,7 +123,12 @@ class Push:
         from .cli import push_cli
 
         app.extensions["push"] = _PushState(push=self, settings=settings)
-        app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix)
+        from .realtime import inbox_events, ws
+
+        blueprint = create_blueprint(settings)
+        ws.register(blueprint)  # <prefix>/ws
+        inbox_events.connect()
+        app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.register_blueprint(sw.create_blueprint(settings))  # the service worker
         app.cli.add_command(push_cli)
 
@@ -436,6 +447,35 @@ class Push:
         """
         self.state.shutdown()
 
+    def _realtime(self, state: _PushState) -> Realtime:
+        with state.lock:
+            realtime = state.realtime
+            # A forked child inherits the object but not its subscriber thread.
+            if realtime is None or realtime.pid != os.getpid():
+                from .realtime import Realtime
+
+                realtime = state.realtime = Realtime(state.settings)
+            return realtime
+
+    # -- live events -------------------------------------------------------------
+
+    def publish(self, channel: str, event: str, data: Any = None) -> int:
+        """Send a live event to every websocket joined to ``channel``, in every
+        process sharing the backplane; returns the event's id in the channel.
+
+        Works wherever an app context is: requests, worker threads, the CLI.
+        The event is kept for a while (``PUSH_EVENTS_KEEP_SECONDS``, at most
+        ``PUSH_EVENTS_KEEP_COUNT`` per channel) for clients that reconnect.
+
+        :param data: anything JSON can encode.
+        :raises ValidationError: for a channel or event name that is empty, too
+            long (over 200) or holds whitespace.
+        :raises BackplaneError: when the backplane (Redis) cannot be reached.
+
+        .. versionadded:: 0.1
+        """
+        return self._realtime(self.state).publish(channel, event, data).id
+
     @contextmanager
     def record(self) -> Iterator[list[OutgoingPush]]:
         """Collect what would have been sent while sending is suppressed::
@@ -504,9 +544,11 @@ class Push:
             ),
             commit,
         )
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
         if commit:
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
             signals.inbox_item_saved.send(app, item=item, created=created)
+        else:
+            self._publish_on_commit(app, str(item.user_id), inbox_item_json(item))
         return item, created
 
     def search(
@@ -538,11 +580,22 @@ class Push:
         count: int = self._write(
             lambda: inbox.mark_read(self.db.session, self.models, user_id, id), commit
         )
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
         if commit:
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
             if count:
                 signals.inbox_read.send(app, user_id=str(user_id), count=count)
+        elif count:
+            self._publish_on_commit(app, str(user_id), None)
         return count
+
+    def _publish_on_commit(self, app: Flask, user_id: str, item: dict[str, Any] | None) -> None:
+        """The live ``notification``/``unread`` events of a ``commit=False`` change,
+        published when the caller commits (the item as it is now)."""
+        from .realtime import inbox_events
+
+        inbox_events.on_commit(
+            self.db.session, lambda: inbox_events.publish_item(app, user_id, item)
+        )
 
     def _write(self, work: Callable[[], Any], commit: bool) -> Any:
         """Run ``work`` in the session and commit; on failure roll back, so nothing is

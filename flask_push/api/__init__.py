@@ -8,9 +8,11 @@ touching how the host's own routes answer.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -21,13 +23,16 @@ from .http import ApiError, error_response
 
 log = logging.getLogger("flask_push")
 
+_STATIC = str(Path(__file__).resolve().parent.parent / "static")
+
 #: methods whose requests carry a JSON body and change state
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def create_blueprint(settings: PushSettings) -> Blueprint:
     """A blueprint for one app, with the routes that exist under its settings."""
-    bp = Blueprint("push", __name__)
+    # static/: the browser client, flask-push.js (and its ES-module face, flask-push.mjs)
+    bp = Blueprint("push", __name__, static_folder=_STATIC, static_url_path="/static")
     for module in (meta, subscriptions, installations, notifications, messages, providers):
         module.register(bp)
 
@@ -48,6 +53,22 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         if any("\x00" in str(value) for value in (request.view_args or {}).values()):
             return error_response(ApiError(404, "not_found", "Nothing has that id."))
         return None
+
+    @bp.after_request
+    def static_script(response: Response) -> Response:
+        if request.endpoint != "push.static" or response.status_code >= 400:
+            return response
+        # Guessed types vary by machine (.mjs is unknown to older tables), and a
+        # browser runs a module script only when it is served as JavaScript.
+        response.content_type = "application/javascript; charset=utf-8"
+        # The scripts are small: read them now instead of streaming the open file,
+        # which stays open until the server closes the response (some callers never do).
+        if response.direct_passthrough:
+            stream: Any = response.response  # werkzeug's FileWrapper
+            response.direct_passthrough = False
+            response.set_data(b"".join(stream) if response.status_code != 304 else b"")
+            stream.close()
+        return response
 
     @bp.before_app_request
     def routing_errors() -> ResponseReturnValue | None:

@@ -813,6 +813,31 @@ def meta_paths() -> dict[str, dict[str, Any]]:
                 responses={"200": response("An OpenAPI 3.1 document.", ref("OpenApiDocument"))},
             )
         },
+        "/static/{filename}": {
+            "get": operation(
+                "getBrowserClient",
+                "The browser client: a plain script, and an ES module that loads it",
+                tag="meta",
+                who="Anyone.",
+                parameters=[
+                    {
+                        "name": "filename",
+                        "in": "path",
+                        "required": True,
+                        "description": "`flask-push.js` (sets `window.FlaskPush`) or "
+                        "`flask-push.mjs` (exports the same functions).",
+                        "schema": {"type": "string", "enum": ["flask-push.js", "flask-push.mjs"]},
+                    }
+                ],
+                responses={
+                    "200": {
+                        "description": "The script.",
+                        "content": {"application/javascript": {"schema": {"type": "string"}}},
+                    }
+                },
+                errors=(404,),
+            )
+        },
     }
 
 

@@ -1,0 +1,89 @@
+"""Live events: a websocket endpoint, channels, and a backplane across processes.
+
+:class:`Realtime` is one app's live side, made on first use: the backplane that
+``PUSH_BACKPLANE_URL`` names and this process's :class:`~.hub.Hub` of websocket
+connections. The hub starts listening to the backplane only when the first
+websocket connects, so processes without sockets publish write-only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from ..config import PushSettings
+from ..errors import BackplaneError
+from .backplane import Backplane, backplane_for, dumps
+from .events import Event, Replay, channel_name
+from .hub import Connection, Hub
+
+__all__ = ["Connection", "Event", "Realtime", "Replay"]
+
+log = logging.getLogger("flask_push.realtime")
+
+
+class Realtime:
+    """One app's backplane and this process's websocket connections."""
+
+    def __init__(self, settings: PushSettings) -> None:
+        self.settings = settings
+        self.backplane: Backplane = backplane_for(
+            settings.backplane_url,
+            settings.backplane_prefix,
+            settings.events_keep_seconds,
+            settings.events_keep_count,
+        )
+        self.hub = Hub()
+        #: a forked child inherits this object but not the subscriber thread
+        self.pid = os.getpid()
+        self._listening = False
+        self._lock = threading.Lock()
+
+    def publish(self, channel: str, event: str, data: Any = None) -> Event:
+        """Number, keep and fan out one event."""
+        channel = channel_name(channel)
+        event = channel_name(event, "event")
+        return self.backplane.publish(channel, event, dumps(data))
+
+    def join(self, connection: Connection, channel: str, since: int | None = None) -> Replay | None:
+        """Join ``connection`` to ``channel``; with ``since``, return what it missed.
+
+        The connection joins before the replay is read, and skips any live
+        event whose id it has already been sent, so replay and live events meet
+        without a hole or a duplicate.
+        """
+        self._listen()
+        self.hub.join(connection, channel)
+        if since is None:
+            try:
+                last = self.backplane.last_id(channel)
+            except BackplaneError as err:
+                log.warning("flask-push: %s", err)
+                last = 0
+            connection.last_ids[channel] = max(last, connection.last_ids.get(channel, 0))
+            return None
+        replay = self.backplane.replay(channel, since)
+        connection.last_ids[channel] = replay.events[-1].id if replay.events else replay.last_id
+        return replay
+
+    def _listen(self) -> None:
+        with self._lock:
+            if not self._listening:
+                self.backplane.listen(self.hub.deliver, self._resync)
+                self._listening = True
+
+    def _resync(self) -> None:
+        """After the backplane was unreachable: deliver what the joined channels missed."""
+        for channel, last in self.hub.joined().items():
+            try:
+                replay = self.backplane.replay(channel, last)
+            except BackplaneError as err:
+                log.warning("flask-push: %s", err)
+                return
+            for event in replay.events:
+                self.hub.deliver(event)
+
+    def close(self) -> None:
+        self.backplane.close()

@@ -1,0 +1,287 @@
+"""Backplanes: number, keep and fan out live events, in one process or across many.
+
+``PUSH_BACKPLANE_URL`` picks the class by its scheme, as Flask-SocketIO picks a
+client manager from ``message_queue``:
+
+- ``memory://`` (the default): one process; events are numbered and kept in memory.
+- ``redis://`` / ``rediss://``: every process and host using the same Redis and
+  ``PUSH_BACKPLANE_PREFIX``. A Lua script numbers (``INCR``), keeps (a stream,
+  trimmed by count and age) and publishes each event in one step, so ids agree
+  across processes and replay reads what every process published.
+
+A backplane only fans out to this process once :meth:`Backplane.listen` was
+called, which the websocket endpoint does on its first connection: the CLI and
+worker processes publish write-only, without a subscriber thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import BackplaneError
+from .events import Event, Replay, replay
+
+log = logging.getLogger("flask_push.realtime")
+
+Deliver = Callable[[Event], None]
+Resync = Callable[[], None]
+
+
+class Backplane(ABC):
+    """Numbers, keeps and fans out the events of every channel."""
+
+    def __init__(self, keep_seconds: int, keep_count: int) -> None:
+        self.keep_seconds = keep_seconds
+        self.keep_count = keep_count
+
+    @abstractmethod
+    def publish(self, channel: str, event: str, data_json: str) -> Event:
+        """Number and keep the event and hand it to every listening process."""
+
+    @abstractmethod
+    def replay(self, channel: str, since: int) -> Replay:
+        """The kept events of ``channel`` after ``since``."""
+
+    @abstractmethod
+    def last_id(self, channel: str) -> int:
+        """The latest id of ``channel``, 0 when it never had an event."""
+
+    @abstractmethod
+    def listen(self, deliver: Deliver, resync: Resync) -> None:
+        """Start calling ``deliver(event)`` for every event published anywhere, in
+        order per channel; ``resync()`` after a lost connection came back."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop listening and close connections."""
+
+
+class MemoryBackplane(Backplane):
+    """One process: events are delivered in ``publish``, under a lock, so that
+    every connection sees each channel's events in id order."""
+
+    #: forget channels whose events all expired, every this many publishes
+    _SWEEP_EVERY = 1000
+
+    def __init__(self, keep_seconds: int, keep_count: int) -> None:
+        super().__init__(keep_seconds, keep_count)
+        self._lock = threading.Lock()
+        # Counters are kept for good (an int per channel), so ids never restart
+        # while the process lives; the kept events expire.
+        self._last: dict[str, int] = {}
+        self._kept: dict[str, deque[tuple[float, Event]]] = {}
+        self._deliver: Deliver | None = None
+        self._publishes = 0
+
+    def publish(self, channel: str, event: str, data_json: str) -> Event:
+        now = time.monotonic()
+        with self._lock:
+            number = self._last[channel] = self._last.get(channel, 0) + 1
+            item = Event(channel, number, event, data_json)
+            kept = self._kept.get(channel)
+            if kept is None:
+                kept = self._kept[channel] = deque(maxlen=self.keep_count)
+            kept.append((now, item))
+            self._publishes += 1
+            if self._publishes % self._SWEEP_EVERY == 0:
+                self._sweep(now)
+            if self._deliver is not None:
+                self._deliver(item)
+        return item
+
+    def replay(self, channel: str, since: int) -> Replay:
+        horizon = time.monotonic() - self.keep_seconds
+        with self._lock:
+            kept = [e for t, e in self._kept.get(channel, ()) if t >= horizon]
+            return replay(kept, self._last.get(channel, 0), since)
+
+    def last_id(self, channel: str) -> int:
+        with self._lock:
+            return self._last.get(channel, 0)
+
+    def listen(self, deliver: Deliver, resync: Resync) -> None:
+        with self._lock:
+            self._deliver = deliver
+
+    def close(self) -> None:
+        with self._lock:
+            self._deliver = None
+
+    def _sweep(self, now: float) -> None:
+        horizon = now - self.keep_seconds
+        for channel in [c for c, kept in self._kept.items() if kept[-1][0] < horizon]:
+            del self._kept[channel]
+
+
+#: KEYS: counter, stream, pub/sub channel. ARGV: channel, event, data, keep count,
+#: keep seconds, counter ttl. Numbering, keeping and publishing in one script means
+#: an event is kept before any process can deliver it, and in id order.
+_PUBLISH = """
+local id = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*', 'i', id, 'e', ARGV[2], 'd', ARGV[3])
+local now = redis.call('TIME')
+local oldest = (tonumber(now[1]) - tonumber(ARGV[5])) * 1000
+redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', oldest))
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', KEYS[3], ARGV[1] .. '\\n' .. id .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
+return id
+"""
+
+#: a channel's counter outlives its events by far, so ids do not restart while a
+#: client may still hold one; if they do (a month without events), ``since`` is
+#: beyond the latest id and the client is sent a gap.
+_COUNTER_TTL = 30 * 86400
+
+
+class RedisBackplane(Backplane):
+    """Processes and hosts sharing one Redis.
+
+    Keys, under ``<prefix>:``: ``seq:<channel>`` (the counter), ``log:<channel>``
+    (a stream of the kept events) and the pub/sub channel ``events``. One
+    subscriber thread per process, started by :meth:`listen`, reconnects with
+    backoff when Redis goes away and then asks for a resync, so replay from the
+    last delivered ids closes the gap for the connected clients.
+    """
+
+    def __init__(self, url: str, prefix: str, keep_seconds: int, keep_count: int) -> None:
+        super().__init__(keep_seconds, keep_count)
+        import redis
+
+        self._redis_errors = (redis.ConnectionError, redis.TimeoutError)
+        self.prefix = prefix
+        # A blocking pool: thousands of sockets joining at once (greenlets under
+        # gevent) wait their turn for a connection instead of failing or opening
+        # one each.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=32, timeout=5, socket_timeout=2, socket_connect_timeout=2
+        )
+        self._client = redis.Redis(connection_pool=pool)
+        self._script = self._client.register_script(_PUBLISH)
+        self._url = url
+        self._events_key = f"{prefix}:events"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _keys(self, channel: str) -> tuple[str, str]:
+        return f"{self.prefix}:seq:{channel}", f"{self.prefix}:log:{channel}"
+
+    def publish(self, channel: str, event: str, data_json: str) -> Event:
+        counter, stream = self._keys(channel)
+        args: list[str | int] = [
+            channel,
+            event,
+            data_json,
+            self.keep_count,
+            self.keep_seconds,
+            _COUNTER_TTL,
+        ]
+        try:
+            number = self._script(keys=[counter, stream, self._events_key], args=args)
+        except self._redis_errors as err:
+            raise BackplaneError(f"live event not published, Redis is unreachable: {err}") from err
+        return Event(channel, int(number), event, data_json)
+
+    def replay(self, channel: str, since: int) -> Replay:
+        counter, stream = self._keys(channel)
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.time()
+            pipe.get(counter)
+            pipe.xrange(stream)
+            (seconds, micros), last, entries = pipe.execute()
+        except self._redis_errors as err:
+            raise BackplaneError(f"cannot replay, Redis is unreachable: {err}") from err
+        # Trimming by age happens on publish; a quiet channel may still hold old entries.
+        oldest = (seconds - self.keep_seconds) * 1000 + micros // 1000
+        kept = [
+            Event(channel, int(f[b"i"]), f[b"e"].decode(), f[b"d"].decode())
+            for entry_id, f in entries
+            if int(entry_id.split(b"-")[0]) >= oldest
+        ]
+        return replay(kept, int(last or 0), since)
+
+    def last_id(self, channel: str) -> int:
+        try:
+            return int(self._client.get(self._keys(channel)[0]) or 0)
+        except self._redis_errors as err:
+            raise BackplaneError(f"cannot read a channel, Redis is unreachable: {err}") from err
+
+    def listen(self, deliver: Deliver, resync: Resync) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._subscribe, args=(deliver, resync), daemon=True,
+                    name="flask-push-backplane",
+                )  # fmt: skip
+                self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+        self._client.close()
+        self._client.connection_pool.disconnect()
+
+    def _subscribe(self, deliver: Deliver, resync: Resync) -> None:
+        import redis
+
+        delay, lost = 0.1, False
+        while not self._stop.is_set():
+            client = redis.Redis.from_url(self._url, socket_connect_timeout=2)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._events_key)
+                if lost:
+                    log.warning("flask-push: backplane Redis is back; catching up")
+                    resync()
+                    lost = False
+                delay = 0.1
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        self._deliver(deliver, message["data"])
+            except self._redis_errors as err:
+                if not lost:
+                    log.warning("flask-push: backplane Redis unreachable (%s); retrying", err)
+                lost = True
+            finally:
+                try:
+                    pubsub.close()
+                    client.close()
+                except Exception:  # noqa: BLE001 - already broken
+                    pass
+            if self._stop.wait(delay):
+                break
+            delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    def _deliver(deliver: Deliver, raw: bytes) -> None:
+        try:
+            channel, number, event, data_json = raw.decode().split("\n", 3)
+            deliver(Event(channel, int(number), event, data_json))
+        except Exception:  # one bad message must not stop the subscriber
+            log.exception("flask-push: cannot deliver a backplane message")
+
+
+def backplane_for(url: str, prefix: str, keep_seconds: int, keep_count: int) -> Backplane:
+    """The backplane that ``PUSH_BACKPLANE_URL`` names."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return MemoryBackplane(keep_seconds, keep_count)
+    return RedisBackplane(url, prefix, keep_seconds, keep_count)
+
+
+def dumps(data: Any) -> str:
+    """Event data as compact JSON text."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,118 @@
+"""This process's websocket connections, by channel, and their bounded queues.
+
+A broadcast only appends the event to each joined connection's queue and wakes
+its handler, which writes from its own loop. A connection whose queue is full
+(a client that stopped reading) is dropped, so it never stalls anyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections import deque
+from typing import Any
+
+from .events import Event
+
+log = logging.getLogger("flask_push.realtime")
+
+
+class Connection:
+    """One websocket's side of the hub: its channels and its queue of events."""
+
+    def __init__(self, wake: Any, sock: socket.socket | None, max_queue: int) -> None:
+        #: set when there is something for the handler to do; shared with the
+        #: websocket's reader, so one wait covers frames in and events out
+        self.wake = wake
+        self._sock = sock
+        self.max_queue = max_queue
+        self.queue: deque[Event] = deque()
+        self.channels: set[str] = set()
+        #: per channel, the last event id sent; later copies and older ids are skipped
+        self.last_ids: dict[str, int] = {}
+        self.dropped = False
+
+    def offer(self, event: Event) -> None:
+        """Queue ``event``; drop the connection when its queue is full. Never blocks."""
+        if self.dropped:
+            return
+        if len(self.queue) >= self.max_queue:
+            self.drop()
+            return
+        self.queue.append(event)
+        self.wake.set()
+
+    def drop(self) -> None:
+        """Give up on a client that does not keep up.
+
+        The handler may be blocked writing to it, so shut the socket down: its
+        write fails at once and it ends.
+        """
+        self.dropped = True
+        self.wake.set()
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def take(self) -> list[Event]:
+        """The queued events still worth sending, in order."""
+        out = []
+        while self.queue:
+            event = self.queue.popleft()
+            if event.channel in self.channels and event.id > self.last_ids.get(event.channel, 0):
+                self.last_ids[event.channel] = event.id
+                out.append(event)
+        return out
+
+
+class Hub:
+    """Channels of this process and the connections joined to them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._channels: dict[str, set[Connection]] = {}
+        #: the last id delivered per channel, where a resync starts from
+        self._last_ids: dict[str, int] = {}
+
+    def join(self, connection: Connection, channel: str) -> None:
+        with self._lock:
+            self._channels.setdefault(channel, set()).add(connection)
+        connection.channels.add(channel)
+
+    def leave(self, connection: Connection, channel: str) -> None:
+        connection.channels.discard(channel)
+        with self._lock:
+            joined = self._channels.get(channel)
+            if joined is not None:
+                joined.discard(connection)
+                if not joined:
+                    del self._channels[channel]
+                    self._last_ids.pop(channel, None)
+
+    def leave_all(self, connection: Connection) -> None:
+        for channel in list(connection.channels):
+            self.leave(connection, channel)
+
+    def deliver(self, event: Event) -> None:
+        """Hand ``event`` to the connections joined to its channel."""
+        with self._lock:
+            joined = self._channels.get(event.channel)
+            if not joined:
+                return
+            self._last_ids[event.channel] = max(event.id, self._last_ids.get(event.channel, 0))
+            targets = tuple(joined)
+        for connection in targets:
+            connection.offer(event)
+
+    def joined(self) -> dict[str, int]:
+        """The channels with connections here, with the last id delivered on each."""
+        with self._lock:
+            return {channel: self._last_ids.get(channel, 0) for channel in self._channels}
+
+    def count(self) -> int:
+        """How many connections are joined to at least one channel."""
+        with self._lock:
+            return len({c for joined in self._channels.values() for c in joined})

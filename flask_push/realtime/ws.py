@@ -1,0 +1,154 @@
+"""The websocket endpoint, ``<PUSH_URL_PREFIX>/ws`` (CONTRACT.md section 5).
+
+The handler stays thin: it takes the user from ``identity_loader`` during the
+handshake, joins ``user:<id>``, answers the client's ops and forwards events.
+It waits on one event for both directions (simple-websocket's own, which its
+reader sets for every frame in, and which the hub sets for every event out), so
+a connection costs the handler and simple-websocket's reader and nothing more:
+under gevent both are greenlets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from typing import Any
+
+from flask import Blueprint, current_app, request
+from flask_sock import Sock
+
+from ..errors import BackplaneError, ValidationError
+from . import Connection, Realtime
+from .events import channel_name
+
+log = logging.getLogger("flask_push.realtime")
+
+PONG = '{"op":"pong"}'
+
+
+def register(bp: Blueprint) -> None:
+    """Add the ``/ws`` route to the push blueprint (flask-sock's ``bp=``)."""
+    Sock().route("/ws", bp=bp)(serve)
+    endpoint = f"{bp.name}.{serve.__name__}"
+
+    @bp.before_request
+    def decline_compression() -> None:
+        # Browsers offer permessage-deflate, and simple-websocket accepts it. For
+        # small JSON frames it saves little, yet zlib's state costs every socket
+        # about 300 KiB and each frame is compressed once per socket. Without the
+        # offer the handshake agrees to none, and one encoding of an event's
+        # frame (Event.wire) serves every socket.
+        if request.endpoint == endpoint:
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
+def _error(code: str, message: str) -> str:
+    return json.dumps({"op": "error", "code": code, "message": message})
+
+
+def serve(ws: Any) -> None:
+    """Serve one websocket until it closes or is dropped."""
+    push = current_app.extensions["push"].push
+    settings = push.settings
+    # simple-websocket reads this attribute for every message: a bigger one is
+    # refused with close code 1009 before it is buffered whole.
+    ws.max_message_size = settings.ws_max_message_bytes
+    user_id = push.current_user_id()
+    realtime: Realtime = push._realtime(push.state)
+    sock = ws.sock
+    connection = Connection(ws.event, sock, settings.ws_queue_size)
+    heartbeat = settings.ws_heartbeat or None
+    last_sent = time.monotonic()
+
+    def send(frame: str) -> None:
+        nonlocal last_sent
+        ws.send(frame)
+        last_sent = time.monotonic()
+
+    try:
+        # identity and authorizer callbacks may have used the db: give the
+        # connection back now, not when the socket closes hours later
+        push.db.session.remove()
+        if user_id is not None:
+            realtime.join(connection, f"user:{user_id}")
+        while not connection.dropped:
+            timeout = None if heartbeat is None else last_sent + heartbeat - time.monotonic()
+            if timeout is None or timeout > 0:
+                connection.wake.wait(timeout)
+            connection.wake.clear()
+            # Most wake-ups are events out: look at the client's frames only when
+            # there are some (or the socket closed, which receive() raises).
+            while ws.input_buffer or not ws.connected:
+                for reply in _answer(ws.receive(timeout=0), connection, realtime, push, user_id):
+                    send(reply)
+            events = connection.take()
+            if events:
+                _write(sock, b"".join(event.wire for event in events))
+                last_sent = time.monotonic()
+            if heartbeat is not None and time.monotonic() - last_sent >= heartbeat:
+                send(PONG)
+    except OSError:
+        pass  # the client went away, or was dropped and its socket shut down
+    finally:
+        realtime.hub.leave_all(connection)
+        if connection.dropped:
+            log.info("flask-push: dropped a websocket client that did not keep up")
+
+
+def _write(sock: socket.socket, data: bytes) -> None:
+    """``sock.sendall(data)`` without gevent's extra system call per write (it asks
+    for the send buffer's size each time); a send blocks only on a full buffer."""
+    view = memoryview(data)
+    while view:
+        view = view[sock.send(view) :]
+
+
+def _answer(
+    frame: Any, connection: Connection, realtime: Realtime, push: Any, user_id: str | None
+) -> list[str]:
+    """The frames that answer one frame from the client."""
+    try:
+        message = json.loads(frame) if isinstance(frame, str) else None
+    except ValueError:
+        message = None
+    if not isinstance(message, dict):
+        return [_error("bad_request", "Send text frames of JSON objects with an 'op'.")]
+    op = message.get("op")
+    if op == "ping":
+        return [PONG]
+    if op not in ("subscribe", "unsubscribe"):
+        return [_error("bad_request", f"Unknown op {op!r}; use subscribe, unsubscribe or ping.")]
+    try:
+        channel = channel_name(message.get("channel"))
+    except ValidationError:
+        return [_error("bad_request", "'channel' must be 1-200 characters without whitespace.")]
+    if op == "unsubscribe":
+        realtime.hub.leave(connection, channel)
+        return []
+    since = message.get("since")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+        return [_error("bad_request", "'since' must be a whole number of at least 0.")]
+    try:
+        allowed = push.may_join(user_id, channel)
+    except Exception:
+        log.exception("flask-push: channel_authorizer failed for %r", channel)
+        allowed = False
+    finally:
+        push.db.session.remove()
+    if not allowed:
+        return [_error("forbidden", f"You may not join {channel!r}.")]
+    try:
+        replay = realtime.join(connection, channel, since)
+    except BackplaneError:
+        return [
+            json.dumps({"op": "subscribed", "channel": channel}),
+            _error("unavailable", "Missed events cannot be read now; reload your state."),
+        ]
+    frames = [json.dumps({"op": "subscribed", "channel": channel})]
+    if replay is not None:
+        if replay.gap:
+            frames.append(json.dumps({"op": "gap", "channel": channel}))
+        frames.extend(event.frame for event in replay.events)
+    return frames

@@ -1,0 +1,357 @@
+"""Backplanes: memory in one process, Redis across processes (and Redis going away)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flask_push.errors import BackplaneError
+from flask_push.realtime.backplane import MemoryBackplane, RedisBackplane, backplane_for
+from flask_push.realtime.events import Event
+
+from conftest import need_service
+from wslive import Client
+
+REDIS_URL = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SERVER = Path(__file__).parent / "ws_server.py"
+
+
+def collector() -> tuple[Callable[[Event], None], queue.Queue[Event]]:
+    got: queue.Queue[Event] = queue.Queue()
+    return got.put, got
+
+
+# -- memory -------------------------------------------------------------------------
+
+
+def test_memory_numbers_each_channel_and_delivers_in_order() -> None:
+    backplane = MemoryBackplane(keep_seconds=60, keep_count=10)
+    assert backplane_for("memory://", "p", 60, 10).__class__ is MemoryBackplane
+    deliver, got = collector()
+    backplane.publish("a", "e", "1")  # before anyone listens: kept, not delivered
+    backplane.listen(deliver, lambda: None)
+    assert [backplane.publish(c, "e", "{}").id for c in ("a", "b", "a")] == [2, 1, 3]
+    assert [(e.channel, e.id) for e in (got.get_nowait() for _ in range(3))] == [
+        ("a", 2), ("b", 1), ("a", 3),
+    ]  # fmt: skip
+    assert backplane.last_id("a") == 3 and backplane.last_id("zzz") == 0
+    replay = backplane.replay("a", 1)
+    assert (replay.gap, [e.id for e in replay.events], replay.last_id) == (False, [2, 3], 3)
+    assert json.loads(replay.events[0].frame) == {
+        "op": "event", "channel": "a", "id": 2, "event": "e", "data": {},
+    }  # fmt: skip
+
+
+def test_memory_keeps_by_count_and_age() -> None:
+    backplane = MemoryBackplane(keep_seconds=1, keep_count=2)
+    for _ in range(4):
+        backplane.publish("a", "e", "null")
+    replay = backplane.replay("a", 0)
+    assert replay.gap and [e.id for e in replay.events] == [3, 4]
+    assert not backplane.replay("a", 2).gap
+    time.sleep(1.05)
+    replay = backplane.replay("a", 2)
+    assert replay.gap and replay.events == [] and replay.last_id == 4
+    assert backplane.replay("a", 4).gap is False
+    assert backplane.replay("a", 9).gap is True  # ids from before a restart
+
+
+# -- Redis --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the real Redis; its keys are deleted after."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        client.close()
+        need_service("Redis", err)
+    prefix = f"fp-test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def redis_backplane(redis_prefix: str) -> Iterator[Callable[..., RedisBackplane]]:
+    made: list[RedisBackplane] = []
+
+    def make(url: str = REDIS_URL, keep_seconds: int = 60, keep_count: int = 10) -> RedisBackplane:
+        backplane = backplane_for(url, redis_prefix, keep_seconds, keep_count)
+        assert isinstance(backplane, RedisBackplane)
+        made.append(backplane)
+        return backplane
+
+    yield make
+    for backplane in made:
+        backplane.close()
+
+
+def test_redis_ids_and_replay_are_shared(redis_backplane: Any) -> None:
+    one, two = redis_backplane(), redis_backplane()
+    deliver, got = collector()
+    two.listen(deliver, lambda: None)
+    time.sleep(0.3)  # the subscriber thread subscribes
+    assert [one.publish("order:1", "s", '{"n":1}').id, two.publish("order:1", "s", "2").id] == [
+        1, 2,
+    ]  # fmt: skip
+    assert one.publish("order:2", "s", "null").id == 1
+    received = [got.get(timeout=3) for _ in range(3)]
+    assert [(e.channel, e.id, e.data) for e in received] == [
+        ("order:1", 1, {"n": 1}), ("order:1", 2, 2), ("order:2", 1, None),
+    ]  # fmt: skip
+    replay = two.replay("order:1", 0)
+    assert (replay.gap, [e.data for e in replay.events], replay.last_id) == (
+        False,
+        [{"n": 1}, 2],
+        2,
+    )
+    assert two.last_id("order:1") == 2 and two.last_id("nothing") == 0
+
+
+def test_redis_keeps_by_count_and_age(redis_backplane: Any) -> None:
+    backplane = redis_backplane(keep_seconds=1, keep_count=2)
+    for _ in range(4):
+        backplane.publish("a", "e", "null")
+    replay = backplane.replay("a", 0)
+    assert replay.gap and [e.id for e in replay.events] == [3, 4]
+    time.sleep(1.1)
+    replay = backplane.replay("a", 2)
+    assert replay.gap and replay.events == [] and replay.last_id == 4
+
+
+def test_redis_unreachable_raises_backplane_error(redis_backplane: Any) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backplane = redis_backplane(url=f"redis://127.0.0.1:{port}/0")
+    started = time.monotonic()
+    with pytest.raises(BackplaneError):
+        backplane.publish("a", "e", "null")
+    with pytest.raises(BackplaneError):
+        backplane.replay("a", 0)
+    assert time.monotonic() - started < 10
+
+
+class TcpProxy:
+    """Forwards a fixed local port to Redis; ``stop()`` is Redis going away."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._listener is not listener:  # stopped meanwhile
+                    client.close()
+                    return
+                upstream = socket.create_connection(self.target, timeout=2)
+                upstream.settimeout(None)
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+class ServerProcess:
+    """``ws_server.py`` in a process of its own."""
+
+    def __init__(self, backplane: str, prefix: str, database: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(SERVER), backplane, prefix, str(database)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=SERVER.parent,
+        )
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], 20)
+        line = self.process.stdout.readline() if ready else ""
+        if not line.startswith("port "):
+            self.stop()
+            raise AssertionError(f"the server did not start: {line!r}")
+        self.origin = f"127.0.0.1:{int(line.split()[1])}"
+        # keep draining its log, so a full pipe never blocks it
+        self._reader = threading.Thread(target=self.process.stdout.read, daemon=True)
+        self._reader.start()
+
+    @property
+    def ws(self) -> str:
+        return f"ws://{self.origin}/push/ws"
+
+    def publish(self, channel: str, event: str, data: Any = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"http://{self.origin}/publish",
+            data=json.dumps({"channel": channel, "event": event, "data": data}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.join(timeout=5)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def servers(tmp_path: Path, redis_prefix: str) -> Iterator[Callable[[str], ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(url: str) -> ServerProcess:
+        server = ServerProcess(url, redis_prefix, tmp_path / "app.db")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    made: list[Client] = []
+    yield made
+    for client in made:
+        client.close()
+
+
+def _event(client: Client) -> tuple[int, str, Any]:
+    frame = client.recv(timeout=5)
+    assert frame["op"] == "event", frame
+    return frame["id"], frame["event"], frame["data"]
+
+
+def test_two_processes_share_events_and_replay(servers: Any, clients: Any) -> None:
+    first, second = servers(REDIS_URL), servers(REDIS_URL)
+    alice = Client(second.ws, "alice")
+    clients.append(alice)
+    alice.sync()
+    assert first.publish("user:alice", "hello", {"n": 1}) == (200, {"id": 1})
+    assert _event(alice) == (1, "hello", {"n": 1})
+    assert second.publish("user:alice", "hello", {"n": 2}) == (200, {"id": 2})
+    assert _event(alice) == (2, "hello", {"n": 2})
+    for n in (3, 4):
+        first.publish("user:alice", "hello", {"n": n})
+    assert [_event(alice)[0] for _ in range(2)] == [3, 4]
+
+    # a client of the first process catches up on what both published
+    late = Client(first.ws, "alice")
+    clients.append(late)
+    late.send({"op": "subscribe", "channel": "user:alice", "since": 1})
+    assert late.recv()["op"] == "subscribed"
+    assert [_event(late)[0] for _ in range(3)] == [2, 3, 4]
+    late.nothing()
+
+
+def test_redis_going_away_and_coming_back(servers: Any, clients: Any, redis_backplane: Any) -> None:
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    proxy = TcpProxy((host, int(port)))
+    proxy.start()
+    try:
+        via_proxy = f"redis://127.0.0.1:{proxy.port}/0"
+        first, second = servers(via_proxy), servers(via_proxy)
+        alice = Client(second.ws, "alice")
+        clients.append(alice)
+        alice.sync()
+        assert first.publish("user:alice", "before", None)[0] == 200
+        assert _event(alice)[:2] == (1, "before")
+
+        proxy.stop()
+        # the processes live on: publishing says Redis is away, sockets still answer
+        status, body = first.publish("user:alice", "lost", None)
+        assert status == 503 and "Redis" in body["error"]
+        alice.sync()
+        direct = redis_backplane()  # another host, still reaching Redis
+        direct.publish("user:alice", "during", '{"n": 1}')
+        direct.publish("user:alice", "during", '{"n": 2}')
+
+        proxy.start()
+        # the second process reconnects, and replays what its clients missed
+        assert [_event(alice) for _ in range(2)] == [
+            (2, "during", {"n": 1}), (3, "during", {"n": 2}),
+        ]  # fmt: skip
+        deadline = time.monotonic() + 10
+        while first.publish("user:alice", "after", None)[0] != 200:
+            assert time.monotonic() < deadline, "the first process never got Redis back"
+            time.sleep(0.2)
+        assert _event(alice)[:2] == (4, "after")
+        alice.nothing()
+    finally:
+        proxy.stop()

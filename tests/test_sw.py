@@ -1,0 +1,78 @@
+"""The service worker route: rendered from an overridable template, served as JavaScript."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from flask_push import sw
+
+TEMPLATE = Path(sw.__file__).parent / "templates" / "flask_push" / "sw.js"
+
+
+def _constant(script: str, name: str) -> object:
+    line = next(line for line in script.splitlines() if line.startswith(f"const {name} = "))
+    return json.loads(line.split(" = ", 1)[1].rstrip(";"))
+
+
+def test_served_at_the_root_as_javascript(app: Flask) -> None:
+    response = app.test_client().get("/push-sw.js")
+    assert response.status_code == 200
+    assert response.mimetype == "application/javascript"
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert "Service-Worker-Allowed" not in response.headers  # its scope is / already
+    script = response.get_data(as_text=True)
+    assert _constant(script, "PREFIX") == "/push"
+    assert _constant(script, "SCOPE") == "/"
+    with app.app_context():
+        key = app.extensions["push"].settings.vapid_public_key
+    assert key and _constant(script, "VAPID_PUBLIC_KEY") == key
+    for handler in ("install", "activate", "push", "notificationclick", "pushsubscriptionchange"):
+        assert f"addEventListener('{handler}'" in script
+
+
+def test_follows_the_configuration_and_the_mount_point(make_app: Callable[..., Flask]) -> None:
+    app = make_app(PUSH_URL_PREFIX="/api/push", PUSH_SERVICE_WORKER_URL="/static/js/sw.js")
+    client = app.test_client()
+    assert client.get("/push-sw.js").status_code == 404
+    response = client.get("/static/js/sw.js", base_url="http://localhost/shop/")
+    assert response.status_code == 200
+    script = response.get_data(as_text=True)
+    assert _constant(script, "PREFIX") == "/shop/api/push"
+    # below the root, the worker may still take the whole site: the server says so
+    assert response.headers["Service-Worker-Allowed"] == "/shop/"
+
+
+def test_host_templates_override_it(app: Flask, tmp_path: Path) -> None:
+    (tmp_path / "flask_push").mkdir()
+    (tmp_path / "flask_push" / "sw.js").write_text("// ours, for {{ prefix }}\n")
+    app.template_folder = str(tmp_path)
+    response = app.test_client().get("/push-sw.js")
+    assert response.get_data(as_text=True) == "// ours, for /push"
+    assert response.mimetype == "application/javascript"
+
+
+def test_host_templates_without_it_keep_the_default(app: Flask, tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<p>the host's own page</p>")
+    app.template_folder = str(tmp_path)
+    script = app.test_client().get("/push-sw.js").get_data(as_text=True)
+    assert script.startswith("/* The flask-push service worker")
+
+
+@pytest.mark.parametrize("name", ["flask-push.js", "flask-push.mjs"])
+def test_the_browser_client_is_served(app: Flask, name: str) -> None:
+    with app.test_client().get(f"/push/static/{name}") as response:
+        assert response.status_code == 200
+        assert response.mimetype == "application/javascript"
+        served = response.get_data(as_text=True)
+    assert served == (TEMPLATE.parents[2] / "static" / name).read_text()
+
+
+def test_a_missing_static_file_is_a_json_404(app: Flask) -> None:
+    response = app.test_client().get("/push/static/nope.js")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"

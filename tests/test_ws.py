@@ -1,0 +1,389 @@
+"""The websocket endpoint against a live server (CONTRACT.md section 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import simple_websocket
+from flask import Flask
+
+from conftest import as_user, db, push
+from wslive import Client, serve
+
+
+@pytest.fixture
+def database(tmp_path: Any) -> dict[str, Any]:
+    # The socket protocol does not touch the database; one is enough here.
+    return {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'app.db'}"}
+
+
+@pytest.fixture
+def live(make_app: Callable[..., Flask]) -> Iterator[Callable[..., tuple[Flask, str]]]:
+    """Start a live server for an app with the given config; yields (app, ws url)."""
+    started: list[Any] = []
+
+    def start(**config: Any) -> tuple[Flask, str]:
+        config.setdefault("PUSH_WS_HEARTBEAT", 0)
+        app = make_app(**config)
+        context = serve(app)
+        origin = context.__enter__()
+        started.append(context)
+        return app, f"{origin}/push/ws"
+
+    clients: list[Client] = []
+    yield start
+    for client in clients:
+        client.close()
+    for context in reversed(started):
+        context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[..., Client]]:
+    clients: list[Client] = []
+
+    def open_(url: str, user: str | None = None) -> Client:
+        client = Client(url, user)
+        clients.append(client)
+        return client
+
+    yield open_
+    for client in clients:
+        client.close()
+
+
+def publish(app: Flask, channel: str, event: str, data: Any = None) -> int:
+    with app.app_context():
+        return push.publish(channel, event, data)
+
+
+def test_joins_own_channel(live: Any, connect: Any) -> None:
+    app, url = live()
+    alice, bob = connect(url, "alice"), connect(url, "bob")
+    alice.sync(), bob.sync()
+    first = publish(app, "user:alice", "hello", {"n": 1})
+    assert alice.recv() == {
+        "op": "event", "channel": "user:alice", "id": first, "event": "hello", "data": {"n": 1},
+    }  # fmt: skip
+    bob.nothing()
+
+
+def test_anonymous_joins_nothing_and_may_not_join_a_user(live: Any, connect: Any) -> None:
+    app, url = live()
+    anonymous = connect(url)
+    anonymous.send({"op": "subscribe", "channel": "user:alice"})
+    reply = anonymous.recv()
+    assert reply["op"] == "error" and reply["code"] == "forbidden"
+    publish(app, "user:alice", "secret")
+    anonymous.nothing()
+
+
+def test_subscribe_own_and_forbidden(live: Any, connect: Any) -> None:
+    app, url = live()
+    alice = connect(url, "alice")
+    alice.send({"op": "subscribe", "channel": "user:alice"})
+    assert alice.recv() == {"op": "subscribed", "channel": "user:alice"}
+    alice.send({"op": "subscribe", "channel": "user:bob"})
+    reply = alice.recv()
+    assert (reply["op"], reply["code"]) == ("error", "forbidden") and reply["message"]
+    alice.send({"op": "subscribe", "channel": "order:42"})
+    assert alice.recv()["code"] == "forbidden"
+
+
+def test_channel_authorizer_and_unsubscribe(live: Any, connect: Any) -> None:
+    app, url = live()
+    previous = push._channel_authorizer
+    push.channel_authorizer(lambda user_id, channel: channel.startswith("order:"))
+    try:
+        client = connect(url, "carol")
+        client.send({"op": "subscribe", "channel": "order:42"})
+        assert client.recv() == {"op": "subscribed", "channel": "order:42"}
+        publish(app, "order:42", "status", {"status": "out_for_delivery"})
+        event = client.recv()
+        assert (event["channel"], event["event"], event["data"]) == (
+            "order:42", "status", {"status": "out_for_delivery"},
+        )  # fmt: skip
+        client.send({"op": "unsubscribe", "channel": "order:42"})
+        client.sync()
+        publish(app, "order:42", "status", {"status": "delivered"})
+        client.nothing()
+    finally:
+        push._channel_authorizer = previous
+
+
+def test_ping_pong(live: Any, connect: Any) -> None:
+    _, url = live()
+    client = connect(url, "alice")
+    client.send({"op": "ping"})
+    assert client.recv() == {"op": "pong"}
+
+
+def test_heartbeat(live: Any, connect: Any) -> None:
+    _, url = live(PUSH_WS_HEARTBEAT=1)
+    client = connect(url, "alice")
+    started = time.monotonic()
+    assert client.recv(timeout=3) == {"op": "pong"}
+    assert 0.8 < time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "not json",
+        "[1, 2]",
+        '{"op": "dance"}',
+        '{"channel": "user:alice"}',
+        '{"op": "subscribe"}',
+        '{"op": "subscribe", "channel": ""}',
+        '{"op": "subscribe", "channel": "has space"}',
+        '{"op": "subscribe", "channel": "user:alice", "since": -1}',
+        '{"op": "subscribe", "channel": "user:alice", "since": "3"}',
+        '{"op": "subscribe", "channel": "user:alice", "since": true}',
+        b"\x00binary",
+    ],
+)
+def test_bad_frames_get_an_error_and_the_connection_lives(
+    live: Any, connect: Any, frame: Any
+) -> None:
+    app, url = live()
+    client = connect(url, "alice")
+    client.ws.send(frame)
+    reply = client.recv()
+    assert reply["op"] == "error" and reply["code"] == "bad_request" and reply["message"]
+    client.sync()
+    publish(app, "user:alice", "still", {})
+    assert client.recv()["event"] == "still"
+
+
+def test_oversize_frame_closes_with_1009_and_the_server_lives(live: Any, connect: Any) -> None:
+    _, url = live(PUSH_WS_MAX_MESSAGE_BYTES=1024)
+    client = connect(url, "alice")
+    client.send({"op": "ping", "pad": "x" * 2000})
+    with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+        for _ in range(10):
+            client.ws.receive(timeout=3)
+    assert closed.value.reason == 1009
+    connect(url, "alice").sync()
+
+
+def test_replay_since_in_order_without_duplicates(live: Any, connect: Any) -> None:
+    app, url = live()
+    for n in range(1, 6):
+        assert publish(app, "user:alice", "tick", {"n": n}) == n
+    client = connect(url, "alice")
+    client.sync()
+    client.send({"op": "subscribe", "channel": "user:alice", "since": 2})
+    assert client.recv() == {"op": "subscribed", "channel": "user:alice"}
+    assert [client.recv()["id"] for _ in range(3)] == [3, 4, 5]
+    publish(app, "user:alice", "tick", {"n": 6})
+    assert client.recv()["id"] == 6
+    client.nothing()
+
+
+def test_replay_races_live_events(live: Any, connect: Any) -> None:
+    app, url = live(PUSH_EVENTS_KEEP_COUNT=1000)
+    client = connect(url, "alice")
+    client.sync()
+    done = threading.Event()
+
+    def publisher() -> None:
+        with app.app_context():
+            for n in range(200):
+                push.publish("user:alice", "tick", {"n": n})
+                if n == 50:
+                    done.set()
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    done.wait(5)
+    client.send({"op": "subscribe", "channel": "user:alice", "since": 0})
+    thread.join(10)
+    ids = []
+    while len(ids) < 200 or (ids and ids[-1] < 200):
+        frame = client.recv()
+        if frame["op"] == "event":
+            ids.append(frame["id"])
+    # live events before the subscribe, then the replay, then live again: each id once
+    assert sorted(set(ids)) == list(range(1, 201))
+    replayed = ids[ids.index(1) :]
+    assert replayed == list(range(1, 201))
+
+
+def test_gap_when_events_are_no_longer_kept(live: Any, connect: Any) -> None:
+    app, url = live(PUSH_EVENTS_KEEP_COUNT=3)
+    for _ in range(6):
+        publish(app, "user:alice", "tick")
+    client = connect(url, "alice")
+    client.send({"op": "subscribe", "channel": "user:alice", "since": 1})
+    assert client.recv()["op"] == "subscribed"
+    assert client.recv() == {"op": "gap", "channel": "user:alice"}
+    assert [client.recv()["id"] for _ in range(3)] == [4, 5, 6]
+    # nothing missing: no gap
+    client.send({"op": "subscribe", "channel": "user:alice", "since": 5})
+    assert client.recv()["op"] == "subscribed"
+    assert client.recv()["id"] == 6
+    client.send({"op": "subscribe", "channel": "user:alice", "since": 6})
+    assert client.recv()["op"] == "subscribed"
+    client.nothing()
+    # an id from before a restart (beyond the latest): the client must reload
+    client.send({"op": "subscribe", "channel": "user:alice", "since": 99})
+    assert client.recv()["op"] == "subscribed"
+    assert client.recv() == {"op": "gap", "channel": "user:alice"}
+
+
+def test_gap_when_events_expired(live: Any, connect: Any) -> None:
+    app, url = live(PUSH_EVENTS_KEEP_SECONDS=1)
+    publish(app, "user:alice", "old")
+    time.sleep(1.1)
+    publish(app, "user:alice", "new")
+    client = connect(url, "alice")
+    client.send({"op": "subscribe", "channel": "user:alice", "since": 0})
+    assert client.recv()["op"] == "subscribed"
+    assert client.recv() == {"op": "gap", "channel": "user:alice"}
+    assert client.recv()["event"] == "new"
+
+
+def test_publish_from_a_worker_thread_and_outside_requests(live: Any, connect: Any) -> None:
+    app, url = live()
+    client = connect(url, "alice")
+    client.sync()
+    thread = threading.Thread(target=publish, args=(app, "user:alice", "from-thread", [1]))
+    thread.start()
+    thread.join(5)
+    assert client.recv()["data"] == [1]
+    result = app.test_cli_runner().invoke(args=["push", "stats"])  # the CLI still works
+    assert result.exit_code == 0, result.output
+
+
+def test_publish_refuses_bad_names(app: Flask) -> None:
+    with app.app_context():
+        for channel in ("", "a b", "x" * 201):
+            with pytest.raises(ValueError):
+                push.publish(channel, "e")
+
+
+def _next(client: Client, event: str) -> Any:
+    frame = client.recv()
+    assert frame["op"] == "event" and frame["event"] == event, frame
+    return frame["data"]
+
+
+def test_inbox_events(live: Any, connect: Any) -> None:
+    app, url = live()
+    alice = connect(url, "alice")
+    alice.sync()
+    with app.app_context():
+        item = push.upsert(
+            "alice", "export-1", title="Export", progress={"total": 2, "processed": 1}
+        )
+    shown = _next(alice, "notification")
+    assert shown["id"] == "export-1" and shown["progress"] == {"total": 2, "processed": 1}
+    assert shown["userId"] == "alice" and shown["isNew"] is True and item is not None
+    assert _next(alice, "unread") == {"count": 1}
+
+    http = app.test_client()
+    answer = http.post(
+        "/push/notifications", json={"id": "n2", "title": "Hi"}, headers=as_user("alice")
+    )
+    assert answer.status_code == 201
+    assert _next(alice, "notification")["title"] == "Hi"
+    assert _next(alice, "unread") == {"count": 2}
+
+    assert (
+        http.post("/push/notifications/n2/read", json={}, headers=as_user("alice")).status_code
+        == 200
+    )
+    assert _next(alice, "unread") == {"count": 1}
+    assert http.post(
+        "/push/notifications/mark-all-read", json={}, headers=as_user("alice")
+    ).json == {"updated": 1}
+    assert _next(alice, "unread") == {"count": 0}
+
+    with app.app_context():
+        message = push.send(users=["alice"], title="Order shipped", inbox=True)
+    shown = _next(alice, "notification")
+    assert shown["id"] == message.id and shown["title"] == "Order shipped"
+    assert _next(alice, "unread") == {"count": 1}
+    alice.nothing()
+
+
+def test_inbox_events_wait_for_the_callers_commit(live: Any, connect: Any) -> None:
+    app, url = live()
+    alice = connect(url, "alice")
+    alice.sync()
+    with app.app_context():
+        push.upsert("alice", "a", title="Rolled back", commit=False)
+        db.session.rollback()
+        push.upsert("alice", "b", title="Later", commit=False)
+        alice.nothing()
+        db.session.commit()
+    assert _next(alice, "notification")["title"] == "Later"
+    assert _next(alice, "unread") == {"count": 1}
+    with app.app_context():
+        push.mark_all_read("alice", commit=False)
+        alice.nothing()
+        db.session.commit()
+    assert _next(alice, "unread") == {"count": 0}
+    alice.nothing()
+
+
+def _raw_client(url: str, user: str) -> socket.socket:
+    """A websocket client that completes the handshake and then never reads."""
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(5)
+    raw.connect((host, int(port)))
+    raw.sendall(
+        f"GET /push/ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nX-User: {user}\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += raw.recv(1)
+    assert b" 101 " in head.split(b"\r\n")[0]
+    return raw
+
+
+def test_a_slow_client_is_dropped_and_others_still_receive(live: Any, connect: Any) -> None:
+    app, url = live(PUSH_WS_QUEUE_SIZE=4)
+    slow = _raw_client(url, "bob")
+    fast = connect(url, "bob")
+    fast.sync()
+    hub = app.extensions["push"].realtime.hub
+    blob = os.urandom(32 * 1024).hex()  # not compressible: it fills the socket buffers
+    slowest = 0.0
+    for n in range(300):
+        started = time.monotonic()
+        publish(app, "user:bob", "blob", {"n": n, "blob": blob})
+        assert _next(fast, "blob")["n"] == n
+        slowest = max(slowest, time.monotonic() - started)
+        if hub.count() == 1:
+            break
+    assert hub.count() == 1, "the slow client was not dropped"
+    assert slowest < 1.0
+    # the slow client's socket was closed: reading drains what was sent, then ends
+    slow.settimeout(5)
+    try:
+        while slow.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    slow.close()
+    publish(app, "user:bob", "after", {})
+    assert _next(fast, "after") == {}
+
+
+def test_websocket_url_needs_a_websocket(live: Any) -> None:
+    app, _ = live()
+    answer = app.test_client().get("/push/ws")
+    assert answer.status_code == 400
+    assert json.loads(answer.data)["error"]["code"] == "bad_request"

@@ -1,0 +1,58 @@
+"""Helpers for websocket tests: a live server in a thread and a JSON client."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import simple_websocket
+from flask import Flask
+from werkzeug.serving import make_server
+
+
+@contextmanager
+def serve(app: Flask) -> Iterator[str]:
+    """Serve ``app`` on a free port in a thread; yields its ws:// origin."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"ws://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        server.server_close()
+
+
+class Client:
+    """A websocket client that speaks JSON frames, with a timeout on every read."""
+
+    def __init__(self, url: str, user: str | None = None) -> None:
+        headers = {"X-User": user} if user else {}
+        self.ws = simple_websocket.Client.connect(url, headers=headers)
+
+    def send(self, message: Any) -> None:
+        self.ws.send(message if isinstance(message, str) else json.dumps(message))
+
+    def recv(self, timeout: float = 3) -> dict[str, Any]:
+        raw = self.ws.receive(timeout=timeout)
+        assert raw is not None, f"nothing received within {timeout} s"
+        return json.loads(raw)  # type: ignore[no-any-return]
+
+    def nothing(self, timeout: float = 0.3) -> None:
+        raw = self.ws.receive(timeout=timeout)
+        assert raw is None, f"unexpected frame {raw!r}"
+
+    def sync(self) -> None:
+        """A ping round trip: frames sent before it have been answered."""
+        self.send({"op": "ping"})
+        assert self.recv() == {"op": "pong"}
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except simple_websocket.ConnectionClosed:
+            pass
