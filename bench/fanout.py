@@ -429,20 +429,21 @@ def _product_sender(
     result: dict[str, Any] = {}
     profiler = cProfile.Profile() if spec.profile else None
     if profiler is not None:
-        # The thread queue's worker thread runs Dispatcher.run_once; cProfile sees
-        # only the thread that enables it, so it is enabled around each round.
+        # The thread queue's worker thread runs Dispatcher.run_until_idle; cProfile
+        # sees only the thread that enables it (not the dispatcher's database
+        # thread), so it is enabled around each round on the worker thread.
         from flask_push.dispatch import Dispatcher
 
-        run_once = Dispatcher.run_once
+        run_until_idle = Dispatcher.run_until_idle
 
-        def profiled(self: Dispatcher, *, message_id: str | None = None) -> int:
+        def profiled(self: Dispatcher, **kwargs: Any) -> int:
             profiler.enable()
             try:
-                return run_once(self, message_id=message_id)
+                return run_until_idle(self, **kwargs)
             finally:
                 profiler.disable()
 
-        Dispatcher.run_once = profiled  # type: ignore[method-assign]
+        Dispatcher.run_until_idle = profiled  # type: ignore[method-assign]
     with app.app_context():
         # a running app has a warm connection pool
         db.session.execute(sa.text("SELECT 1"))

@@ -272,14 +272,7 @@ def _celery_worker(push: Any, concurrency: int, loglevel: str) -> None:
 
 def _round(push: Any, stop: threading.Event) -> int:
     """Claim and deliver batches until nothing is due or a stop is asked."""
-    dispatcher = push._dispatcher(push.state)
-    handled = 0
-    while not stop.is_set():
-        claimed = dispatcher.run_once()
-        if not claimed:
-            break
-        handled += claimed
-    return int(handled)
+    return int(push._dispatcher(push.state).run_until_idle(stop=stop.is_set))
 
 
 # -- prune -----------------------------------------------------------------------

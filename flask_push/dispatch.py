@@ -8,18 +8,21 @@ pools (aiohttp, HTTP/2 to APNs) stay warm between batches.
 Every state lives in the database. A claim sets a lease (``lease_until``) on
 queued rows; a worker that dies mid-batch leaves them queued, and another
 claims them once the lease has run out. Duplicates are limited to that
-in-flight window.
+in-flight window: the batches on the network when the worker died
+(:data:`PIPELINE_DEPTH` at most).
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import random
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask
@@ -34,12 +37,17 @@ from .providers import Provider, provider_class
 from .providers.memory import MemoryProvider
 from .sending import notification_from_json
 
+_T = TypeVar("_T")
+
 #: sends of one delivery before it is ``failed``
 DEFAULT_MAX_ATTEMPTS = 8
 #: the first retry waits about this long, doubling each time up to RETRY_CAP
 RETRY_BASE = 10.0
 RETRY_CAP = 3600.0
 _CLICK_SALT = "flask-push.click"
+#: batches on the network at once in :meth:`Dispatcher.run_until_idle`: two, so
+#: that one is sending while the other's outcomes are written and the next claimed
+PIPELINE_DEPTH = 2
 
 
 def click_serializer(secret_key: str | bytes) -> URLSafeSerializer:
@@ -68,6 +76,69 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
     if retry_after is not None:
         delay = max(delay, float(retry_after))
     return delay
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One claim, loaded: what to send per provider, and what is already decided."""
+
+    claimed: int
+    finished: list[dict[str, Any]]
+    pushes: dict[str, list[OutgoingPush]]
+    #: delivery id -> attempts so far, this one included
+    attempts: dict[int, int]
+
+
+def _never() -> bool:
+    return False
+
+
+class _DatabaseThread:
+    """A daemon thread that runs a dispatcher's database work, one job at a time.
+
+    Not a ``ThreadPoolExecutor``: those refuse new work once the interpreter has
+    begun to exit, which is just when the thread queue's worker finishes its last
+    batches (``queues._stop_all`` at exit).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, work: Callable[[], _T]) -> asyncio.Future[_T]:
+        """``work()`` on the thread; the future is resolved in the calling loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="flask-push-db", daemon=True)
+            self._thread.start()
+        self._jobs.put((loop, future, work))
+        return future
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, work = job
+            try:
+                result = work()
+            except BaseException as err:  # noqa: BLE001 - handed to the awaiting task
+                loop.call_soon_threadsafe(_resolve, future, None, err)
+            else:
+                loop.call_soon_threadsafe(_resolve, future, result, None)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _private_hosts(patterns: Iterable[str]) -> list[str]:
@@ -112,6 +183,8 @@ class Dispatcher:
         secret = app.config.get("SECRET_KEY")
         self._clicks = click_serializer(secret) if secret else None
         self._loop = asyncio.new_event_loop()
+        #: claims and outcomes of overlapping batches, one at a time, off the loop
+        self._db = _DatabaseThread()
         self._providers: dict[str, Provider] | None = None
         self._lock = threading.Lock()
         self.closed = False
@@ -157,6 +230,7 @@ class Dispatcher:
                 self._loop.run_until_complete(self._loop.shutdown_default_executor())
             finally:
                 self._loop.close()
+                self._db.stop()
 
     # -- one round -----------------------------------------------------------------
 
@@ -164,20 +238,88 @@ class Dispatcher:
         """Claim one batch of due deliveries (of ``message_id`` only, when given),
         send it and record the outcomes; returns how many rows were claimed."""
         with self._lock:
-            if self.closed:
-                raise RuntimeError("this dispatcher is closed")
-            with Session(self.engine) as session:
-                ids = self._claim(session, message_id)
-                if ids:
-                    self._deliver(session, ids)
-                return len(ids)
+            self._ready()
+            batch = self._claim_and_load(message_id)
+            if batch is None:
+                return 0
+            results = self._loop.run_until_complete(self._send(batch))
+            self._record_batch(batch, results)
+            return batch.claimed
 
-    def run_until_idle(self, *, message_id: str | None = None) -> int:
-        """:meth:`run_once` until nothing is due; returns how many rows were claimed."""
-        total = 0
-        while count := self.run_once(message_id=message_id):
-            total += count
-        return total
+    def run_until_idle(
+        self, *, message_id: str | None = None, stop: Callable[[], bool] | None = None
+    ) -> int:
+        """Deliver batch after batch until nothing is due (or ``stop()`` says so);
+        returns how many rows were claimed.
+
+        Batches overlap: while one is on the network, the next is claimed and the
+        last one's outcomes are written, on a database thread of the dispatcher's
+        own. So the requests in flight never drain between two batches, and the
+        in-flight window (what a killed worker may send twice) is
+        :data:`PIPELINE_DEPTH` batches.
+        """
+        with self._lock:
+            self._ready()
+            return self._loop.run_until_complete(self._pump(message_id, stop or _never))
+
+    def _ready(self) -> None:
+        """Refuse a closed dispatcher; build the providers now, outside the loop
+        (building runs the loop, which cannot be run from inside itself)."""
+        if self.closed:
+            raise RuntimeError("this dispatcher is closed")
+        self.providers  # noqa: B018 - built on first access
+
+    async def _pump(self, message_id: str | None, stop: Callable[[], bool]) -> int:
+        loop = asyncio.get_running_loop()
+        sending: set[asyncio.Task[None]] = set()
+        claimed = 0
+        try:
+            while not stop():
+                batch = await self._on_db_thread(self._claim_and_load, message_id)
+                if batch is None:
+                    break
+                claimed += batch.claimed
+                sending.add(loop.create_task(self._send_and_record(batch)))
+                if len(sending) >= PIPELINE_DEPTH:
+                    done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                    # A batch whose outcomes could not be written ends the round;
+                    # its rows stay leased and are sent again after the lease.
+                    for task in done:
+                        task.result()
+        finally:
+            # The batches on the network finish, whatever stopped the round.
+            outcomes = await asyncio.gather(*sending, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return claimed
+
+    async def _send_and_record(self, batch: _Batch) -> None:
+        results = await self._send(batch)
+        await self._on_db_thread(self._record_batch, batch, results)
+
+    async def _on_db_thread(self, work: Callable[..., _T], *args: Any) -> _T:
+        """``work(*args)`` on the database thread, in an app context as on the
+        caller's thread (signal receivers may use ``current_app``)."""
+
+        def run() -> _T:
+            with self.app.app_context():
+                return work(*args)
+
+        return await self._db.run(run)
+
+    def _claim_and_load(self, message_id: str | None) -> _Batch | None:
+        with Session(self.engine) as session:
+            ids = self._claim(session, message_id)
+            if not ids:
+                return None
+            return self._load(session, ids)
+
+    def _record_batch(
+        self, batch: _Batch, results: list[tuple[OutgoingPush, DeliveryResult]]
+    ) -> None:
+        with Session(self.engine) as session:
+            self._record(session, list(batch.finished), results, batch.attempts)
 
     def _claim(self, session: Session, message_id: str | None) -> list[int]:
         d = self.models.Delivery
@@ -222,7 +364,9 @@ class Dispatcher:
         _commit_without_waiting(session)
         return ids
 
-    def _deliver(self, session: Session, ids: Sequence[int]) -> None:
+    def _load(self, session: Session, ids: Sequence[int]) -> _Batch:
+        """The claimed rows as pushes per provider, and the outcomes of those that
+        need no sending (expired, gone, no provider)."""
         m = self.models
         d, msg, sub, ins = m.Delivery, m.Message, m.Subscription, m.Installation
         now = utcnow()
@@ -287,15 +431,18 @@ class Dispatcher:
                         click_token=click,
                     )
                 )
+        return _Batch(len(ids), finished, dict(batches), attempts)
+
+    async def _send(self, batch: _Batch) -> list[tuple[OutgoingPush, DeliveryResult]]:
         results: list[tuple[OutgoingPush, DeliveryResult]] = []
-        for kind, pushes in batches.items():
-            provider = providers[kind]
-            sent = self._loop.run_until_complete(provider.send_batch(pushes))
+        for kind, pushes in batch.pushes.items():
+            provider = self.providers[kind]
+            sent = await provider.send_batch(pushes)
             results.extend(zip(pushes, sent, strict=True))
             if isinstance(provider, MemoryProvider):
                 for push in pushes:
                     signals.push_recorded.send(self.app, push=push, kind=kind)
-        self._record(session, finished, results, attempts)
+        return results
 
     def _record(
         self,

@@ -68,7 +68,7 @@ class ThreadWorker:
                 while not self._stopping.is_set():
                     self._wake.clear()
                     try:
-                        claimed = dispatcher.run_once()
+                        claimed = dispatcher.run_until_idle(stop=self._stopping.is_set)
                     except Exception:  # keep the worker alive; rows stay queued
                         logger.exception("flask-push: a delivery round failed")
                         claimed = 0

@@ -44,7 +44,8 @@ class Provider(ABC):
 
     Instances live in one asyncio event loop (the worker's); ``send_batch``
     keeps up to ``concurrency`` requests in flight on the provider's pooled
-    client, and ``aclose`` releases it.
+    client, across all the batches it is sending at once, and ``aclose``
+    releases it.
     """
 
     #: the kind, as in :data:`flask_push.credentials.KINDS`
@@ -55,6 +56,7 @@ class Provider(ABC):
     def __init__(self, *, concurrency: int = 100, timeout: float = 10.0) -> None:
         self.concurrency = concurrency
         self.timeout = timeout
+        self._gate: asyncio.Semaphore | None = None
 
     @classmethod
     @abstractmethod
@@ -95,8 +97,14 @@ class Provider(ABC):
             )
 
     async def send_batch(self, pushes: Sequence[OutgoingPush]) -> list[DeliveryResult]:
-        """Send every push, ``concurrency`` at a time; one result per push, in order."""
-        gate = asyncio.Semaphore(self.concurrency)
+        """Send every push; one result per push, in order.
+
+        Batches sent at once share the provider's ``concurrency``: one gate for
+        all, so that overlapping batches keep the pool full without overfilling it.
+        """
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.concurrency)
+        gate = self._gate
 
         async def one(push: OutgoingPush) -> DeliveryResult:
             async with gate:
