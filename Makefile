@@ -29,9 +29,10 @@ lint: $(VENV)/.installed
 bench-inbox: $(VENV)/.installed
 	$(PY) bench/inbox.py
 
+# The demo storefront on http://127.0.0.1:5000: database, VAPID keys and seed data in
+# instance/ (kept for the next run), fake FCM and APNs services, in-process workers.
 demo: $(VENV)/.installed
-	@echo "The demo storefront is not built yet: it arrives with the demo issue."
-	@echo "Until then, see the README's quickstart to embed flask-push in your own app."
+	$(PY) -m demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/peers/node_modules

@@ -1,0 +1,201 @@
+"""Everything the storefront pushes, in one place: each hook is a few lines of
+flask-push's public API (``send``, ``publish``, ``upsert``)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import threading
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, current_app, url_for
+
+from .extensions import db, push
+from .models import STATUS_LABELS, Offer, Order, OrderEvent, Product, User
+
+
+def customers() -> list[User]:
+    return list(db.session.scalars(sa.select(User).where(User.role == "customer")))
+
+
+def staff() -> list[User]:
+    return list(db.session.scalars(sa.select(User).where(User.role == "staff")))
+
+
+def publish(channel: str, event: str, data: dict[str, Any]) -> None:
+    """A live event to every websocket joined to ``channel``."""
+    publisher = getattr(push, "publish", None)
+    if publisher is None:  # an older flask-push without the websocket: pages poll instead
+        return
+    publisher(channel, event, data)
+
+
+def share(sharer: User, item: Product | Offer) -> Any:
+    """Tell the other customers that ``sharer`` shared a product or an offer."""
+    kind = "offer" if isinstance(item, Offer) else "product"
+    others = [user.push_id for user in customers() if user.id != sharer.id]
+    if not others:
+        return None
+    return push.send(
+        users=others,
+        title=f"{sharer.name} shared {item.name}",
+        body=item.description[:120],
+        url=url_for(f"shop.{kind}", slug=item.slug),
+        image=url_for("static", filename=item.image),
+        data={"kind": kind, "slug": item.slug, "sharedBy": sharer.name},
+        inbox=True,
+        notify_type="share",
+    )
+
+
+def advance_order(order: Order, status: str | None = None) -> str | None:
+    """Move ``order`` to ``status`` (the next one by default), then tell its customer:
+    a live event to pages showing the order, and a push to their browsers and devices."""
+    status = status or order.next_status
+    if status is None or status not in STATUS_LABELS:
+        return None
+    order.status = status
+    event = OrderEvent(order_id=order.id, status=status)
+    db.session.add(event)
+    db.session.commit()
+    label = STATUS_LABELS[status]
+    publish(
+        f"order:{order.id}",
+        "status",
+        {"orderId": order.id, "status": status, "label": label, "at": event.at.isoformat() + "Z"},
+    )
+    push.send(
+        users=[order.user.push_id],
+        title=f"Order #{order.id}: {label}",
+        body=_status_body(status),
+        url=url_for("shop.order", order_id=order.id),
+        data={"orderId": order.id, "status": status},
+        urgency="high",
+        collapse_key=f"order-{order.id}",
+        inbox=True,
+        notify_type="order_status",
+    )
+    return status
+
+
+def _status_body(status: str) -> str:
+    return {
+        "placed": "We got your order.",
+        "confirmed": "The shop confirmed your order.",
+        "preparing": "Your order is being packed.",
+        "out_for_delivery": "Your courier is on the way.",
+        "delivered": "Enjoy! Your order was delivered.",
+    }[status]
+
+
+def offer_default_text(offer: Offer) -> str:
+    return f"Exclusive Offer: {offer.name}"
+
+
+def push_offer(offer: Offer, title: str | None = None, body: str | None = None) -> Any:
+    """Push an offer to every customer (their inbox too)."""
+    return push.send(
+        users=[user.push_id for user in customers()],
+        title=(title or "").strip() or offer_default_text(offer),
+        body=(body or "").strip() or f"{offer.discount_percent}% off {offer.product.name}.",
+        url=url_for("shop.offer", slug=offer.slug),
+        image=url_for("static", filename=offer.image),
+        data={"kind": "offer", "slug": offer.slug},
+        inbox=True,
+        notify_type="offer",
+    )
+
+
+def users_by_email(emails: str) -> tuple[list[User], list[str]]:
+    """The customers named in a comma, space or newline separated list, and the
+    addresses no customer has."""
+    wanted = [e.strip().lower() for e in emails.replace(",", " ").split() if e.strip()]
+    found = {
+        user.email: user
+        for user in db.session.scalars(
+            sa.select(User).where(User.email.in_(wanted), User.role == "customer")
+        )
+    }
+    return [found[e] for e in wanted if e in found], [e for e in wanted if e not in found]
+
+
+def ad_hoc(recipients: list[User], title: str, body: str | None, url: str | None) -> Any:
+    return push.send(
+        users=[user.push_id for user in recipients],
+        title=title,
+        body=body or None,
+        url=url or None,
+        inbox=True,
+        notify_type="announcement",
+    )
+
+
+# -- the orders export: a background job reporting to one inbox item ------------
+
+
+def export_dir(app: Flask) -> str:
+    path = os.path.join(app.instance_path, "exports")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def start_export(user: User) -> tuple[str, threading.Thread]:
+    """Start exporting every order as CSV in a thread; returns the inbox item's id
+    (updated in place as the export goes) and the thread."""
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(Order)) or 0
+    item = push.upsert(
+        user.push_id,
+        notify_type="export",
+        title="Orders export",
+        body="Starting…",
+        progress={"total": total, "processed": 0},
+    )
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    thread = threading.Thread(
+        target=_run_export, args=(app, user.push_id, item.id), name="demo-export", daemon=True
+    )
+    thread.start()
+    return item.id, thread
+
+
+def _run_export(app: Flask, user_id: str, item_id: str) -> None:
+    delay = float(app.config.get("DEMO_EXPORT_DELAY", 0))
+    with app.app_context():
+        orders = list(db.session.scalars(sa.select(Order).order_by(Order.id)))
+        total = len(orders)
+        name = f"orders-{item_id}.csv"
+        with open(os.path.join(export_dir(app), name), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["order", "customer", "status", "total", "placed_at"])
+            for done, order in enumerate(orders, start=1):
+                writer.writerow(
+                    [
+                        order.id,
+                        order.user.email,
+                        order.status,
+                        f"{order.total_cents / 100:.2f}",
+                        order.created_at.isoformat(),
+                    ]
+                )
+                push.upsert(
+                    user_id,
+                    item_id,
+                    body=f"{done} of {total} orders",
+                    progress={"total": total, "processed": done},
+                )
+                if delay:
+                    time.sleep(delay)
+        with app.test_request_context():
+            link = url_for("staff.export_file", name=name)
+        push.upsert(
+            user_id,
+            item_id,
+            title="Orders export ready",
+            body=f"{total} order{'' if total == 1 else 's'}. Download the CSV.",
+            url=link,
+            progress={"total": total, "processed": total},
+            is_new=True,
+        )
+        db.session.remove()

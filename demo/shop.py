@@ -1,0 +1,331 @@
+"""The shopper's pages: catalog, sharing, cart, orders, notifications, simulated phones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.security import check_password_hash
+
+from . import notify
+from .extensions import db, push
+from .models import CartItem, Offer, Order, OrderEvent, OrderLine, Product, User
+from .views import current_user, login_required, sign_in
+
+bp = Blueprint("shop", __name__)
+
+
+def _customer() -> User:
+    user = current_user()
+    if user is None or user.is_staff:
+        abort(403)
+    return user
+
+
+@bp.get("/")
+def index() -> str:
+    category = request.args.get("category")
+    query = sa.select(Product).order_by(Product.id)
+    if category:
+        query = query.where(Product.category == category)
+    products = list(db.session.scalars(query))
+    offers = list(db.session.scalars(sa.select(Offer).order_by(Offer.id)))
+    categories = list(db.session.scalars(sa.select(Product.category).distinct()))
+    return render_template(
+        "index.html",
+        products=products,
+        offers=offers,
+        categories=sorted(categories),
+        category=category,
+    )
+
+
+@bp.get("/products/<slug>")
+def product(slug: str) -> str:
+    item = db.first_or_404(sa.select(Product).where(Product.slug == slug))
+    offers = list(db.session.scalars(sa.select(Offer).where(Offer.product_id == item.id)))
+    return render_template("product.html", product=item, offers=offers)
+
+
+@bp.get("/offers/<slug>")
+def offer(slug: str) -> str:
+    item = db.first_or_404(sa.select(Offer).where(Offer.slug == slug))
+    return render_template("offer.html", offer=item)
+
+
+@bp.post("/share/<kind>/<slug>")
+@login_required
+def share(kind: str, slug: str) -> Any:
+    model = {"product": Product, "offer": Offer}.get(kind) or abort(404)
+    item = db.first_or_404(sa.select(model).where(model.slug == slug))
+    message = notify.share(_customer(), item)
+    count = len(notify.customers()) - 1
+    flash(
+        f"Shared {item.name} with {count} other shoppers." if message else "Nobody to share with."
+    )
+    return redirect(url_for(f"shop.{kind}", slug=slug))
+
+
+# -- cart and orders -------------------------------------------------------------
+
+
+@bp.post("/cart")
+@login_required
+def cart_add() -> Any:
+    user = _customer()
+    product_id = request.form.get("product_id", type=int)
+    offer_id = request.form.get("offer_id", type=int)
+    if offer_id:
+        offer_row = db.get_or_404(Offer, offer_id)
+        product_id = offer_row.product_id
+    product_row = db.get_or_404(Product, product_id)
+    line = db.session.scalar(
+        sa.select(CartItem).where(
+            CartItem.user_id == user.id,
+            CartItem.product_id == product_row.id,
+            CartItem.offer_id == offer_id if offer_id else CartItem.offer_id.is_(None),
+        )
+    )
+    if line is None:
+        line = CartItem(user_id=user.id, product_id=product_row.id, offer_id=offer_id, quantity=0)
+        db.session.add(line)
+    line.quantity += max(1, request.form.get("quantity", 1, type=int) or 1)
+    db.session.commit()
+    flash(f"Added {product_row.name} to your cart.")
+    return redirect(request.form.get("next") or url_for("shop.cart"))
+
+
+@bp.get("/cart")
+@login_required
+def cart() -> str:
+    user = _customer()
+    lines = list(db.session.scalars(sa.select(CartItem).where(CartItem.user_id == user.id)))
+    total = sum(line.unit_cents * line.quantity for line in lines)
+    return render_template("cart.html", lines=lines, total=total)
+
+
+@bp.post("/cart/<int:line_id>/remove")
+@login_required
+def cart_remove(line_id: int) -> Any:
+    line = db.get_or_404(CartItem, line_id)
+    if line.user_id != _customer().id:
+        abort(404)
+    db.session.delete(line)
+    db.session.commit()
+    return redirect(url_for("shop.cart"))
+
+
+@bp.post("/checkout")
+@login_required
+def checkout() -> Any:
+    user = _customer()
+    lines = list(db.session.scalars(sa.select(CartItem).where(CartItem.user_id == user.id)))
+    if not lines:
+        flash("Your cart is empty.")
+        return redirect(url_for("shop.cart"))
+    order = place_order(user, lines)
+    flash(f"Order #{order.id} placed. We will keep you posted here, live.")
+    return redirect(url_for("shop.order", order_id=order.id))
+
+
+def place_order(user: User, lines: list[CartItem]) -> Order:
+    order = Order(user_id=user.id, status="placed")
+    for line in lines:
+        name = line.offer.name if line.offer else line.product.name
+        order.lines.append(OrderLine(name=name, quantity=line.quantity, unit_cents=line.unit_cents))
+        db.session.delete(line)
+    order.total_cents = sum(line.unit_cents * line.quantity for line in order.lines)
+    db.session.add(order)
+    db.session.flush()
+    db.session.add(OrderEvent(order_id=order.id, status="placed"))
+    db.session.commit()
+    # the staff's bell: a new order to prepare
+    for member in notify.staff():
+        push.upsert(
+            member.push_id,
+            notify_type="new_order",
+            title=f"New order #{order.id}",
+            body=f"{user.name}: {notify_total(order)}",
+            url=url_for("staff.board"),
+        )
+    return order
+
+
+def notify_total(order: Order) -> str:
+    return f"${order.total_cents / 100:,.2f}"
+
+
+def _own_order(order_id: int) -> Order:
+    order = db.get_or_404(Order, order_id)
+    user = current_user()
+    if user is None or (not user.is_staff and order.user_id != user.id):
+        abort(404)
+    return order
+
+
+@bp.get("/orders")
+@login_required
+def orders() -> str:
+    user = _customer()
+    rows = list(
+        db.session.scalars(
+            sa.select(Order).where(Order.user_id == user.id).order_by(Order.id.desc())
+        )
+    )
+    return render_template("orders.html", orders=rows)
+
+
+@bp.get("/orders/<int:order_id>")
+@login_required
+def order(order_id: int) -> str:
+    return render_template("order.html", order=_own_order(order_id))
+
+
+@bp.get("/orders/<int:order_id>.json")
+@login_required
+def order_json(order_id: int) -> Any:
+    """The order's timeline, for a page that lost its websocket and reloads state."""
+    row = _own_order(order_id)
+    return jsonify(
+        {
+            "id": row.id,
+            "status": row.status,
+            "label": row.status_label,
+            "timeline": [
+                {**step, "at": step["at"].isoformat() + "Z" if step["at"] else None}  # type: ignore[union-attr]
+                for step in row.timeline()
+            ],
+        }
+    )
+
+
+# -- notifications history ---------------------------------------------------------
+
+
+@bp.get("/notifications")
+@login_required
+def notifications() -> str:
+    user = current_user()
+    assert user is not None
+    page = max(0, request.args.get("page", 0, type=int) or 0)
+    result = push.search(user.push_id, skip=page * 20, take=20)
+    return render_template("notifications.html", result=result, page=page)
+
+
+@bp.post("/notifications/read-all")
+@login_required
+def notifications_read_all() -> Any:
+    user = current_user()
+    assert user is not None
+    push.mark_all_read(user.push_id)
+    return redirect(url_for("shop.notifications"))
+
+
+# -- simulated phones ----------------------------------------------------------------
+
+
+@bp.get("/devices")
+@login_required
+def devices() -> str:
+    user = current_user()
+    assert user is not None
+    return render_template(
+        "devices.html",
+        installations=_installations(user.push_id),
+        received=_received(user.push_id),
+        fakes=current_app.extensions.get("demo_fakes"),
+        app_id=current_app.config["DEMO_APP_ID"],
+    )
+
+
+@bp.get("/devices/received.json")
+@login_required
+def devices_received() -> Any:
+    user = current_user()
+    assert user is not None
+    return jsonify(_received(user.push_id))
+
+
+def _installations(user_id: str | None = None) -> list[Any]:
+    model = push.models.Installation
+    query = sa.select(model).order_by(model.created_at.desc())
+    if user_id is not None:
+        query = query.where(model.user_id == user_id)
+    return list(db.session.scalars(query))
+
+
+def _received(user_id: str) -> list[dict[str, Any]]:
+    """What the fake FCM and APNs services accepted for this user's devices, newest first."""
+    fakes = current_app.extensions.get("demo_fakes")
+    if not fakes:
+        return []
+    tokens = {row.device_token: row for row in _installations(user_id)}
+    seen: list[dict[str, Any]] = []
+    for message in fakes["fcm"].messages:
+        if message.token in tokens:
+            note = message.notification or {}
+            seen.append(
+                {
+                    "service": "FCM",
+                    "device": tokens[message.token].id,
+                    "title": note.get("title"),
+                    "body": note.get("body"),
+                    "at": message.received_at,
+                    "raw": message.message,
+                }
+            )
+    for received in fakes["apns"].notifications:
+        if received.device_token in tokens:
+            alert = received.aps.get("alert")
+            alert = alert if isinstance(alert, dict) else {"title": alert}
+            seen.append(
+                {
+                    "service": "APNs",
+                    "device": tokens[received.device_token].id,
+                    "title": alert.get("title"),
+                    "body": alert.get("body"),
+                    "at": received.received_at,
+                    "raw": {"headers": received.headers, "payload": received.payload},
+                }
+            )
+    seen.sort(key=lambda row: row["at"], reverse=True)
+    return seen
+
+
+# -- sign in -------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        email = (request.form.get("email") or "").strip().lower()
+        user = db.session.scalar(sa.select(User).where(User.email == email))
+        if user and check_password_hash(user.password_hash, request.form.get("password", "")):
+            sign_in(user)
+            target = request.args.get("next") or ""
+            if not target.startswith("/") or target.startswith("//"):
+                target = url_for("staff.board") if user.is_staff else url_for("shop.index")
+            return redirect(target)
+        error = "Wrong email or password."
+    users = list(db.session.scalars(sa.select(User).order_by(User.role.desc(), User.id)))
+    return render_template("login.html", error=error, users=users)
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    from flask import session
+
+    session.clear()
+    return redirect(url_for("shop.index"))
