@@ -24,14 +24,6 @@ def staff() -> list[User]:
     return list(db.session.scalars(sa.select(User).where(User.role == "staff")))
 
 
-def publish(channel: str, event: str, data: dict[str, Any]) -> None:
-    """A live event to every websocket joined to ``channel``."""
-    publisher = getattr(push, "publish", None)
-    if publisher is None:  # an older flask-push without the websocket: pages poll instead
-        return
-    publisher(channel, event, data)
-
-
 def share(sharer: User, item: Product | Offer) -> Any:
     """Tell the other customers that ``sharer`` shared a product or an offer."""
     kind = "offer" if isinstance(item, Offer) else "product"
@@ -61,7 +53,7 @@ def advance_order(order: Order, status: str | None = None) -> str | None:
     db.session.add(event)
     db.session.commit()
     label = STATUS_LABELS[status]
-    publish(
+    push.publish(
         f"order:{order.id}",
         "status",
         {"orderId": order.id, "status": status, "label": label, "at": event.at.isoformat() + "Z"},

@@ -10,17 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import PayloadError
 from ..message import DeliveryResult, Notification, OutgoingPush
 
 #: seconds past a provider's own timeout before its request is abandoned
 _GRACE = 1.0
+
+_T = TypeVar("_T")
+
+
+async def _within(seconds: float, request: Coroutine[Any, Any, _T]) -> _T:
+    """``await request``, abandoned after ``seconds`` with ``asyncio.TimeoutError``.
+
+    ``asyncio.timeout`` (Python 3.11) runs it in the caller's task; ``wait_for``
+    would make a task of it, a cost paid once per push.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await request
+    return await asyncio.wait_for(request, seconds)
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -110,7 +125,7 @@ class Provider(ABC):
             async with gate:
                 try:
                     payload = self.build_payload(push)
-                    response = await asyncio.wait_for(self.post(push, payload), self.timeout)
+                    response = await _within(self.timeout, self.post(push, payload))
                 except asyncio.TimeoutError:
                     return DeliveryResult(
                         push.delivery_id,
