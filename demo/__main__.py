@@ -69,9 +69,12 @@ def start_fakes(folder: str, topic: str) -> tuple[FakeFCM, FakeAPNs, dict[str, A
     return fcm, apns, config
 
 
-def build(instance: str, topic: str = "com.example.freshcart") -> tuple[Flask, dict[str, Any]]:
+def build(
+    instance: str, topic: str = "com.example.freshcart", config: dict[str, Any] | None = None
+) -> tuple[Flask, dict[str, Any]]:
     """The demo app on the instance folder ``instance``, with its fake FCM and APNs
-    running, database created and seeded; returns the app and what seeding added."""
+    running, database created and seeded; returns the app and what seeding added.
+    ``config`` is laid over the demo's own (tests point Web Push at a local service)."""
     os.makedirs(instance, exist_ok=True)
     fcm, apns, fake_config = start_fakes(instance, topic)
     config = {
@@ -81,6 +84,7 @@ def build(instance: str, topic: str = "com.example.freshcart") -> tuple[Flask, d
         "PUSH_QUEUE": "thread",
         "DEMO_APP_ID": topic,
         **fake_config,
+        **(config or {}),
     }
     app = create_app(config)  # flask-push reads its config here, in init_app
     app.instance_path = instance

@@ -9,11 +9,7 @@ the payload a real send put on the wire, decrypted by the FakePushService.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,24 +24,12 @@ from werkzeug.serving import make_server
 from flask_push import Push
 from flask_push.testing.webpush import FakePushService, FakeSubscriber
 
-from conftest import need_service
+pytest.importorskip("playwright.sync_api")
+pytest.importorskip("dbus_next")
 
-sync_api = pytest.importorskip("playwright.sync_api")
-dbus_next = pytest.importorskip("dbus_next")
+from browser_kit import TIMEOUT_MS, Browser, chromium, deliver, off_loop, shown  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = Path(__file__).parent / "browser" / "screenshots"
-TIMEOUT_MS = 10_000
 
 # An app of its own: the browser proves who it is with the session cookie, as a
 # host's pages (and websockets) do.
@@ -72,153 +56,12 @@ background:#fff;border-bottom:1px solid #d0d7de}</style></head>
 <script src="/push/static/flask-push.js"></script></body></html>"""
 
 
-# -- D-Bus notifications: where Chromium shows notifications, and clicks come from ----
-
-
-class NotificationServer:
-    """``org.freedesktop.Notifications`` on a private bus: records what Chromium shows."""
-
-    PATH = "/org/freedesktop/Notifications"
-    NAME = "org.freedesktop.Notifications"
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.shown: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="dbus-notifications", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the D-Bus notification server did not start")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        self._bus = await dbus_next.aio.MessageBus(bus_address=self.address).connect()
-        self._bus.add_message_handler(self._handle)
-        await self._bus.request_name(self.NAME)
-        self._ready.set()
-        await self._stop.wait()
-        self._bus.disconnect()
-        await self._bus.wait_for_disconnect()
-        self._bus._sock.close()  # dbus-next shuts its socket down but never closes it
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _handle(self, msg: Any) -> Any:
-        Message = dbus_next.Message
-        if msg.message_type != dbus_next.MessageType.METHOD_CALL or msg.interface != self.NAME:
-            return None
-        if msg.member == "GetCapabilities":
-            return Message.new_method_return(msg, "as", [["actions", "body", "persistence"]])
-        if msg.member == "GetServerInformation":
-            return Message.new_method_return(msg, "ssss", ["fake", "flask-push", "1", "1.2"])
-        if msg.member == "Notify":
-            _app, replaces, _icon, summary, body, actions, _hints, _timeout = msg.body
-            with self._cond:
-                id = replaces or len(self.shown) + 1
-                self.shown.append({"id": id, "summary": summary, "body": body, "actions": actions})
-                self._cond.notify_all()
-            return Message.new_method_return(msg, "u", [id])
-        if msg.member == "CloseNotification":
-            self._signal("NotificationClosed", "uu", [msg.body[0], 3])
-            return Message.new_method_return(msg)
-        return None
-
-    def _signal(self, member: str, signature: str, body: list[Any]) -> None:
-        self._bus.send(dbus_next.Message.new_signal(self.PATH, self.NAME, member, signature, body))
-
-    def wait_shown(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.shown) >= count, timeout):
-                raise TimeoutError(f"Chromium showed {len(self.shown)} notifications, not {count}")
-            return list(self.shown)
-
-    def click(self, id: int) -> None:
-        """What a desktop does when the user clicks the notification's body."""
-        self._loop.call_soon_threadsafe(self._signal, "ActionInvoked", "us", [id, "default"])
-
-
-# -- the browser ----------------------------------------------------------------------
-
-
-class Browser:
-    """The session's Chromium, with the hooks tests set per test."""
-
-    def __init__(self, context: Any, notifications: NotificationServer) -> None:
-        self.context = context
-        self.notifications = notifications
-        #: what PushManager.subscribe() resolves to in pages: keys made in Python
-        self.make_subscription: Callable[[], dict[str, Any]] | None = None
-
-
-# PushManager.subscribe() cannot reach a push service here; this one returns a
-# subscription whose keys Python made, so the rest of the chain is real.
-SUBSCRIBE_SCRIPT = """
-PushManager.prototype.subscribe = async function (options) {
-  const info = await window.flaskPushTestSubscription();
-  return { endpoint: info.endpoint, expirationTime: null, options,
-           toJSON: () => info, unsubscribe: async () => true };
-};
-"""
-
-
 # Module-scoped, not session-scoped: while Playwright's sync API is open, the test
 # thread counts as running an asyncio loop, and later modules' asyncio.run() fails.
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not os.path.exists(CHROMIUM):
-        need_service("Chromium", RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium)"))
-    dbus_daemon = shutil.which("dbus-daemon")
-    if dbus_daemon is None:
-        need_service("dbus-daemon", RuntimeError("it is missing (apt-get install dbus)"))
-    tmp = tmp_path_factory.mktemp("browser")
-    address = f"unix:path={tmp / 'bus'}"
-    daemon = subprocess.Popen(
-        [str(dbus_daemon), "--session", "--nofork", "--nopidfile", f"--address={address}"],
-        stdout=subprocess.DEVNULL,
-    )
-    notifications = NotificationServer(address)
-    try:
-        deadline = time.monotonic() + 10
-        while not (tmp / "bus").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        notifications.start()
-        with sync_api.sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(
-                str(tmp / "profile"),
-                executable_path=CHROMIUM,
-                args=ARGS,
-                headless=True,
-                env={**os.environ, "DBUS_SESSION_BUS_ADDRESS": address},
-                viewport={"width": 720, "height": 520},
-            )
-            context.set_default_timeout(TIMEOUT_MS)
-            session = Browser(context, notifications)
-
-            def subscription() -> dict[str, Any]:
-                assert session.make_subscription is not None, "the test set no subscription"
-                return session.make_subscription()
-
-            context.expose_function("flaskPushTestSubscription", subscription)
-            context.add_init_script(SUBSCRIBE_SCRIPT)
-            try:
-                yield session
-            finally:
-                context.close()
-    finally:
-        notifications.stop()
-        daemon.terminate()
-        daemon.wait(10)
+    with chromium(tmp_path_factory.mktemp("browser")) as session:
+        yield session
 
 
 # -- the app --------------------------------------------------------------------------
@@ -307,67 +150,6 @@ def register_worker(page: Any) -> None:
     )
 
 
-def deliver(browser: Browser, page: Any, live: Live, payload: bytes) -> None:
-    """Hand a push to the origin's real service worker, as a push service would."""
-    cdp = browser.context.new_cdp_session(page)
-    registrations: dict[str, str] = {}
-
-    def updated(event: dict[str, Any]) -> None:
-        for registration in event["registrations"]:
-            if not registration.get("isDeleted"):
-                registrations[registration["scopeURL"]] = registration["registrationId"]
-
-    cdp.on("ServiceWorker.workerRegistrationUpdated", updated)  # before enable: it reports once
-    cdp.send("ServiceWorker.enable")
-    deadline = time.monotonic() + 10
-    while f"{live.origin}/" not in registrations:
-        assert time.monotonic() < deadline, f"no service worker registration: {registrations}"
-        page.wait_for_timeout(25)
-    cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {
-            "origin": live.origin,
-            "registrationId": registrations[f"{live.origin}/"],
-            "data": payload.decode(),
-        },
-    )
-    cdp.detach()
-
-
-NOTIFICATIONS = """async () => (await (await navigator.serviceWorker.ready).getNotifications())
-  .map((n) => ({title: n.title, body: n.body, icon: n.icon, tag: n.tag, data: n.data}))"""
-
-
-def shown(page: Any, count: int = 1) -> list[dict[str, Any]]:
-    page.wait_for_function(
-        "async (count) => (await (await navigator.serviceWorker.ready).getNotifications()).length"
-        " >= count",
-        arg=count,
-        polling=50,
-    )
-    result: list[dict[str, Any]] = page.evaluate(NOTIFICATIONS)
-    return result
-
-
-def off_loop(work: Callable[[], Any]) -> Any:
-    """Run ``work`` in a thread of its own: Playwright's sync API keeps an asyncio loop
-    running in the test's thread, where the dispatcher cannot run its own."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as err:  # noqa: BLE001 - re-raised in the test's thread
-            outcome["error"] = err
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
 def send_for_real(live: Live, service: FakePushService, user: str, **notification: Any) -> Any:
     """push.send through the inline queue to the FakePushService; its decrypted payload."""
 
@@ -407,7 +189,7 @@ def test_the_worker_shows_a_push(browser: Browser, page: Any, live: Callable[...
         "messageId": "msg_1",
         "clickToken": "token",
     }
-    deliver(browser, page, app, json.dumps(payload).encode())
+    deliver(browser, page, app.origin, json.dumps(payload).encode())
     [note] = shown(page)
     assert note["title"] == "Order #42" and note["body"] == "Out for delivery"
     assert note["icon"] == f"{app.origin}/static/icon.png" and note["tag"] == "order-42"
@@ -436,7 +218,7 @@ def test_a_click_opens_the_url_and_is_counted(
     open_page(browser, page, app)
     register_worker(page)
     before = len(browser.notifications.shown)
-    deliver(browser, page, app, received.payload)
+    deliver(browser, page, app.origin, received.payload)
     note = browser.notifications.wait_shown(before + 1)[-1]
     assert note["summary"] == "Order #42" and "Out for delivery" in note["body"]
     with browser.context.expect_page(timeout=TIMEOUT_MS) as opened:
@@ -475,7 +257,7 @@ def test_subscribe_reaches_the_server_and_a_send_the_worker(
             app, service, "bob", title="Spring sale", body="20% off", tag="sale"
         )
     assert received.json()["messageId"] == message.id
-    deliver(browser, page, app, received.payload)
+    deliver(browser, page, app.origin, received.payload)
     [note] = shown(page)
     assert (note["title"], note["body"], note["tag"]) == ("Spring sale", "20% off", "sale")
 

@@ -1,11 +1,16 @@
-"""The demo in real Chromium: a shopper orders and watches the status change live while
-the staff advances it, a share and staff pushes reach another shopper's bell, a
-simulated phone receives over the fake FCM, the analytics count the deliveries and the
-export finishes with its progress item. Screenshots of the main pages, at desktop and
-phone width, go to ``test-artifacts/demo/``.
+"""The demo in real Chromium: a shopper turns notifications on and orders; the staff
+advances the order; her open page follows live, and with the page closed her service
+worker shows the push, whose click opens the order and is counted. A share and staff
+pushes reach another shopper's bell, a simulated phone receives over the fake FCM,
+the analytics count the deliveries and the export finishes with its progress item.
+Screenshots of the main pages, at desktop and phone width, go to
+``test-artifacts/demo/``.
 
-Needs Chromium at /usr/bin/chromium and the ``playwright`` package; without them the
-test is skipped, except under ``CI=true``, where it fails.
+The shopper with notifications uses a persistent Chromium profile whose
+notifications go to a D-Bus server of the test's (``browser_kit``); the others use
+ordinary contexts of a second Chromium. Needs Chromium at /usr/bin/chromium, dbus,
+and the ``playwright`` and ``dbus-next`` packages; without them the test is skipped,
+except under ``CI=true``, where it fails.
 """
 
 from __future__ import annotations
@@ -18,41 +23,44 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from werkzeug.serving import make_server
+
+from flask_push.testing import FakePushService
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+pytest.importorskip("playwright.sync_api")
+pytest.importorskip("dbus_next")
+
 from demo.__main__ import build, stop  # noqa: E402
+from demo.extensions import db, push  # noqa: E402
+from demo.models import User  # noqa: E402
 from demo.seed import PASSWORD  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from browser_kit import ARGS, CHROMIUM, Browser, chromium, deliver  # noqa: E402
+
 SHOTS = ROOT / "test-artifacts" / "demo"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-
-
-def need(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(reason)
-    pytest.skip(reason)
+#: the demo's pushes to browsers go to this local service, which decrypts them
+WEB_PUSH = {"PUSH_ENDPOINT_HOSTS": ["127.0.0.1"], "PUSH_ALLOW_HTTP_ENDPOINTS": True}
 
 
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
     # build() points SSL_CERT_FILE at the fake APNs' CA bundle: undo it afterwards
     monkeypatch.setenv("SSL_CERT_FILE", os.environ.get("SSL_CERT_FILE", ""))
-    app, _ = build(str(tmp_path / "instance"))
+    app, _ = build(str(tmp_path / "instance"), config=WEB_PUSH)
     app.config["DEMO_EXPORT_DELAY"] = 0.05
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{http.server_port}", app
+        # localhost: a secure context, where service workers and Web Push run
+        yield f"http://localhost:{http.server_port}", app
     finally:
         http.shutdown()
         thread.join(5)
@@ -61,22 +69,23 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
 
 
 @pytest.fixture
-def chromium() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover
-        need(False, "playwright is not installed (pip install playwright)")
-    need(os.path.exists(CHROMIUM), f"Chromium is not at {CHROMIUM}")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        yield browser
-        browser.close()
+def browsers(tmp_path: Path) -> Iterator[tuple[Browser, Any]]:
+    """A Chromium with a persistent profile (notifications over D-Bus) for the shopper
+    who turns notifications on, and a second one for everybody else."""
+    with chromium(tmp_path / "chromium", viewport=DESKTOP) as persistent:
+        others = persistent.playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield persistent, others
+        finally:
+            others.close()
 
 
 def sign_in(browser: Any, base: str, email: str, viewport: dict[str, int] = DESKTOP) -> Any:
     page = browser.new_context(viewport=viewport).new_page()
+    return log_in(page, base, email)
+
+
+def log_in(page: Any, base: str, email: str) -> Any:
     page.set_default_timeout(10_000)
     page.goto(base + "/login")
     page.fill("input[name=email]", email)
@@ -96,17 +105,50 @@ def bell_count(page: Any) -> int:
     return 0 if badge.is_hidden() else int(badge.text_content() or 0)
 
 
-def test_walkthrough(server: tuple[str, Any], chromium: Any) -> None:
+def subscriptions_of(app: Any, email: str) -> int:
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.email == email))
+        subscriptions = push.models.Subscription
+        count = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(subscriptions)
+            .where(subscriptions.user_id == user.push_id)
+        )
+        db.session.remove()
+        return int(count or 0)
+
+
+def test_walkthrough(server: tuple[str, Any], browsers: tuple[Browser, Any]) -> None:
     from playwright.sync_api import expect
 
     base, app = server
+    persistent, chromium = browsers
     fcm = app.extensions["demo_fakes"]["fcm"]
-    alice = sign_in(chromium, base, "alice@example.com")
+    service = FakePushService().start()
+    try:
+        walk(base, app, persistent, chromium, fcm, service, expect)
+    finally:
+        service.stop()
+
+
+def walk(
+    base: str, app: Any, persistent: Browser, chromium: Any, fcm: Any, service: Any, expect: Any
+) -> None:
+    # alice's browser: PushManager.subscribe() answers with a subscription at the
+    # local push service (browser_kit), the rest of the chain is the demo's own
+    persistent.make_subscription = lambda: service.subscribe("alice's browser").info
+    persistent.context.grant_permissions(["notifications"], origin=base)
+    alice = log_in(persistent.context.new_page(), base, "alice@example.com")
     bob = sign_in(chromium, base, "bob@example.com")
     staff = sign_in(chromium, base, "staff@example.com")
     shot(alice, "home")
 
-    # alice gets a (simulated) Android phone
+    # she turns notifications on
+    alice.click("[data-enable-notifications]")
+    alice.wait_for_selector("[data-enable-notifications].btn-done")
+    assert subscriptions_of(app, "alice@example.com") == 1
+
+    # and gets a (simulated) Android phone
     alice.goto(base + "/devices")
     alice.click("text=Add Android phone")
     alice.wait_for_selector(".device-android")
@@ -118,6 +160,7 @@ def test_walkthrough(server: tuple[str, Any], chromium: Any) -> None:
     alice.click("text=Place order")
     alice.wait_for_selector("[data-live].on")
     order_id = alice.url.rsplit("/", 1)[1]
+    order_url = f"{base}/orders/{order_id}"
 
     # the staff moves it along: the open page follows live
     staff.goto(base + "/staff/")
@@ -130,6 +173,22 @@ def test_walkthrough(server: tuple[str, Any], chromium: Any) -> None:
     shot(alice, "order-live")
     [message] = fcm.wait(1, timeout=10)
     assert message.notification["title"] == f"Order #{order_id}: Confirmed"
+
+    # the same push reached her browser's push service; with the order page closed,
+    # her service worker shows it, and a click on it opens the order
+    [received] = service.subscribers[0].wait(1, timeout=10)
+    assert received.json()["title"] == f"Order #{order_id}: Confirmed"
+    alice.goto(base + "/")
+    before = len(persistent.notifications.shown)
+    deliver(persistent, alice, base, received.payload)
+    note = persistent.notifications.wait_shown(before + 1)[-1]
+    assert note["summary"] == f"Order #{order_id}: Confirmed"
+    with persistent.context.expect_page() as opened:
+        persistent.notifications.click(note["id"])  # a trusted click, from the desktop
+    tapped = opened.value
+    tapped.wait_for_url(order_url)
+    tapped.wait_for_selector("[data-order-status]")
+    tapped.close()
 
     # a share reaches bob's bell, live; alice's own bell does not count it
     bob.goto(base + "/")
@@ -156,11 +215,13 @@ def test_walkthrough(server: tuple[str, Any], chromium: Any) -> None:
     assert titles[:2] == ["Your courier is nearby", "Exclusive Offer: Breakfast bundle"]
     shot(bob, "notifications")
 
-    # the analytics count the order push that reached alice's phone
+    # the analytics count the order push: her phone and her browser got it, and she
+    # clicked it once
     staff.wait_for_selector("[data-message]")
     assert staff.locator("[data-message]").count() == 4
     order_message = staff.locator("[data-message]", has_text=f"Order #{order_id}: Confirmed")
-    expect(order_message.locator(".counts")).to_contain_text("1 sent")
+    expect(order_message.locator(".counts")).to_contain_text("2 sent")
+    expect(order_message.locator(".counts")).to_contain_text("1 clicked")
     shot(staff, "staff-messages")
 
     # the export reports through one inbox item, then links to the file
