@@ -24,7 +24,7 @@ from flask_push import PayloadError, ValidationError
 from . import notify
 from .extensions import db, push
 from .models import STATUS_LABELS, STATUSES, Offer, Order
-from .views import current_user, staff_required
+from .views import current_user, plural, staff_required
 
 bp = Blueprint("staff", __name__)
 
@@ -95,10 +95,9 @@ def messages() -> Any:
             except (ValidationError, PayloadError) as err:
                 flash(f"Not sent: {err}", "error")
             else:
-                flash(
-                    f"Queued for {len(recipients)} customers "
-                    f"({message.recipient_count} browsers and devices)."
-                )
+                count = message.recipient_count
+                targets = plural(count, "browser or device", "browsers and devices")
+                flash(f"Queued for {plural(len(recipients), 'customer')} ({targets}).")
                 return redirect(url_for("staff.messages"))
     return render_template("staff/messages.html", form=request.form)
 

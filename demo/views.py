@@ -66,8 +66,14 @@ def when(value: datetime | str | None) -> str:
     return value.strftime("%b %d, %H:%M")
 
 
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 item``, ``2 items``: a count with its noun."""
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
 def register_helpers(app: Flask) -> None:
     app.add_template_filter(money)
+    app.add_template_filter(plural)
     app.add_template_filter(when)
 
     @app.context_processor

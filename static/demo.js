@@ -218,7 +218,7 @@
         const n = m.notification || {};
         return `<article class="message" data-message="${m.id}"><div class="row-between"><strong>${escape(n.title)}</strong>` +
           `<span class="muted small">${new Date(m.createdAt).toLocaleString()}</span></div>` +
-          `<div class="muted small">${n.body ? escape(n.body) + ' · ' : ''}${m.recipientCount} browsers and devices</div>` +
+          `<div class="muted small">${n.body ? escape(n.body) + ' · ' : ''}${m.recipientCount === 1 ? '1 browser or device' : m.recipientCount + ' browsers and devices'}</div>` +
           `<div class="stacked">${segments}</div><div class="counts">${numbers}</div></article>`;
       }).join('');
     } catch (err) {

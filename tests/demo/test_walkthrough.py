@@ -234,6 +234,9 @@ def walk(
     alice.goto(base + "/devices")
     alice.locator("[data-received]").get_by_text(f"Order #{order_id}: Confirmed").wait_for()
     shot(alice, "devices")
+    alice.goto(base + "/orders")
+    alice.locator(".line").get_by_text(f"Order #{order_id}").wait_for()
+    shot(alice, "orders")
     for path in ("/staff/installations", "/staff/providers", "/staff/offers"):
         staff.goto(base + path)
         shot(staff, "staff-" + path.rsplit("/", 1)[1])
