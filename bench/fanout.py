@@ -49,7 +49,7 @@ import ssl
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -580,6 +580,27 @@ def product_run(spec: Spec, service: PushService, helpers: int) -> ProductRun:
     )
 
 
+def _timed(
+    send: Callable[[], Awaitable[dict[str, int]]], n: int, count: Any, last: Any
+) -> tuple[float, int, float, dict[str, int], float]:
+    """Run ``send()`` (which returns the statuses it saw) in a fresh event loop until
+    the push service has counted ``n`` more 201s; returns (seconds to the last 201,
+    pushes counted, peak MiB, statuses, CPU seconds of this process)."""
+
+    async def main() -> tuple[float, float, int, dict[str, int]]:
+        base = count.value
+        cpu = time.process_time()
+        started = time.monotonic()
+        statuses = await send()
+        deadline = time.monotonic() + 10
+        while count.value < base + n and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        return last.value - started, time.process_time() - cpu, count.value - base, statuses
+
+    elapsed, cpu, delivered, statuses = asyncio.run(main())
+    return float(elapsed), delivered, maxrss_mib(), statuses, cpu
+
+
 def _provider_only(
     spec: Spec, cert_file: str, endpoints: list[tuple[str, str, str]], count: Any, last: Any
 ) -> tuple[float, int, float, dict[str, int], float]:
@@ -592,15 +613,12 @@ def _provider_only(
     settings = WEBPUSH.normalize({"privateKey": spec.vapid_key, "subject": VAPID_SUBJECT})
     context = ssl.create_default_context(cafile=cert_file)
     notification = Notification(title=TITLE, body=BODY)
-    statuses: dict[str, int] = {}
 
-    async def main() -> float:
+    async def send() -> dict[str, int]:
+        statuses: dict[str, int] = {}
         provider = WebPushProvider.from_settings(
             settings, allow_private_hosts=["127.0.0.1"], ssl_context=context
         )
-        base = count.value
-        cpu[0] = time.process_time()
-        started = time.monotonic()
         try:
             for i in range(0, len(endpoints), 500):
                 pushes = [
@@ -613,16 +631,13 @@ def _provider_only(
                     statuses[result.status] = statuses.get(result.status, 0) + 1
         finally:
             await provider.aclose()
-        deadline = time.monotonic() + 10
-        while count.value < base + len(endpoints) and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        cpu[0] = time.process_time() - cpu[0]
-        return float(last.value - started)
+        return statuses
 
-    cpu = [0.0]
-    base = count.value
-    elapsed = asyncio.run(main())
-    return elapsed, count.value - base, maxrss_mib(), statuses, cpu[0]
+    return _timed(send, len(endpoints), count, last)
+
+
+def _provider_child(args: tuple[Any, ...], conn: mpc.Connection) -> None:
+    conn.send(_provider_only(*args))
 
 
 def _floor_only(
@@ -636,9 +651,9 @@ def _floor_only(
     from cryptography.hazmat.primitives.asymmetric import ec
 
     context = ssl.create_default_context(cafile=cert_file)
-    statuses: dict[str, int] = {}
 
-    async def main() -> float:
+    async def send() -> dict[str, int]:
+        statuses: dict[str, int] = {}
         gate = asyncio.Semaphore(100)
         connector = aiohttp.TCPConnector(limit=100, ssl=context)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -657,28 +672,14 @@ def _floor_only(
                         key = str(r.status)
                         statuses[key] = statuses.get(key, 0) + 1
 
-            base = count.value
-            cpu[0] = time.process_time()
-            started = time.monotonic()
             await asyncio.gather(*(one(*e) for e in endpoints))
-            deadline = time.monotonic() + 10
-            while count.value < base + len(endpoints) and time.monotonic() < deadline:
-                await asyncio.sleep(0.005)
-            cpu[0] = time.process_time() - cpu[0]
-            return float(last.value - started)
+        return statuses
 
-    cpu = [0.0]
-    base = count.value
-    elapsed = asyncio.run(main())
-    return elapsed, count.value - base, maxrss_mib(), statuses, cpu[0]
+    return _timed(send, len(endpoints), count, last)
 
 
 def _floor_child(args: tuple[Any, ...], conn: mpc.Connection) -> None:
     conn.send(_floor_only(*args))
-
-
-def _provider_child(args: tuple[Any, ...], conn: mpc.Connection) -> None:
-    conn.send(_provider_only(*args))
 
 
 def provider_run(
