@@ -173,6 +173,24 @@ def test_oversize_frame_closes_with_1009_and_the_server_lives(live: Any, connect
     connect(url, "alice").sync()
 
 
+def test_oversize_frame_after_the_handshake_ends_the_handler(live: Any, connect: Any) -> None:
+    # The limit is surely set once a ping came back: simple-websocket's reader refuses
+    # the frame itself, and the handler must notice and end, not wait forever.
+    app, url = live(PUSH_WS_MAX_MESSAGE_BYTES=1024)
+    client = connect(url, "alice")
+    client.sync()
+    hub = app.extensions["push"].realtime.hub
+    assert hub.count() == 1
+    client.send({"op": "ping", "pad": "x" * 2000})
+    with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+        client.ws.receive(timeout=3)
+    assert closed.value.reason == 1009
+    deadline = time.monotonic() + 3
+    while hub.count():
+        assert time.monotonic() < deadline, "the handler of the refused socket lives on"
+        time.sleep(0.01)
+
+
 def test_replay_since_in_order_without_duplicates(live: Any, connect: Any) -> None:
     app, url = live()
     for n in range(1, 6):

@@ -18,6 +18,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 from flask_sock import Sock
+from wsproto.frame_protocol import CloseReason
 
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
@@ -78,10 +79,23 @@ def serve(ws: Any) -> None:
             if timeout is None or timeout > 0:
                 connection.wake.wait(timeout)
             connection.wake.clear()
+            if _too_big(ws):
+                # simple-websocket wakes us for a frame over the limit before it has
+                # sent its 1009 close and marked the socket closed: let its reader
+                # finish that, then end (nothing would wake us again).
+                ws.thread.join(1.0)
+                break
             # Most wake-ups are events out: look at the client's frames only when
             # there are some (or the socket closed, which receive() raises).
             while ws.input_buffer or not ws.connected:
-                for reply in _answer(ws.receive(timeout=0), connection, realtime, push, user_id):
+                frame = ws.receive(timeout=0)
+                if len(frame) > ws.max_message_size:
+                    # It came before the limit was set (flask-sock builds the socket,
+                    # and its reader runs, before this handler): refuse it as
+                    # simple-websocket refuses later ones.
+                    ws.close(CloseReason.MESSAGE_TOO_BIG, "Message is too big")
+                    return
+                for reply in _answer(frame, connection, realtime, push, user_id):
                     send(reply)
             events = connection.take()
             if events:
@@ -95,6 +109,12 @@ def serve(ws: Any) -> None:
         realtime.hub.leave_all(connection)
         if connection.dropped:
             log.info("flask-push: dropped a websocket client that did not keep up")
+
+
+def _too_big(ws: Any) -> bool:
+    """Is simple-websocket refusing a frame over ``max_message_size``?"""
+    limit = ws.max_message_size
+    return bool(limit) and ws.incoming_message_len > limit
 
 
 def _write(sock: socket.socket, data: bytes) -> None:
