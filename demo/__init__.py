@@ -62,6 +62,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.from_mapping(
         SECRET_KEY="demo-only-not-secret",
+        # The shop's forms carry no CSRF token: a Lax session cookie is not sent with
+        # another site's POST, which is enough for a demo on localhost.
+        SESSION_COOKIE_SAMESITE="Lax",
         SQLALCHEMY_DATABASE_URI="sqlite:///" + os.path.join(app.instance_path, "demo.sqlite"),
         DEMO_EXPORT_DELAY=0.25,
         DEMO_APP_ID="com.example.freshcart",
