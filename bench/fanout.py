@@ -285,21 +285,26 @@ def naive_loop(
 # -- baseline B: the encryption ceiling ----------------------------------------------
 
 
-def _encrypt_chunk(args: tuple[bytes, list[tuple[bytes, bytes]]]) -> int:
+def _encrypt(payload: bytes, p256dh: bytes, auth: bytes) -> bytes:
+    """RFC 8291 aes128gcm with a fresh ephemeral key, as a sender must: B and F."""
     import http_ece
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    body: bytes = http_ece.encrypt(
+        payload,
+        private_key=ec.generate_private_key(ec.SECP256R1()),
+        dh=p256dh,
+        auth_secret=auth,
+        version="aes128gcm",
+    )
+    return body
+
+
+def _encrypt_chunk(args: tuple[bytes, list[tuple[bytes, bytes]]]) -> int:
     payload, keys = args
     size = 0
     for p256dh, auth in keys:
-        body = http_ece.encrypt(
-            payload,
-            private_key=ec.generate_private_key(ec.SECP256R1()),
-            dh=p256dh,
-            auth_secret=auth,
-            version="aes128gcm",
-        )
-        size += len(body)
+        size += len(_encrypt(payload, p256dh, auth))
     return size
 
 
@@ -647,8 +652,6 @@ def _floor_only(
     B) and POST each push on one aiohttp pool, 100 in flight, unsigned and with
     only a TTL header; what any asyncio sender of these pushes pays at the least."""
     import aiohttp
-    import http_ece
-    from cryptography.hazmat.primitives.asymmetric import ec
 
     context = ssl.create_default_context(cafile=cert_file)
 
@@ -660,13 +663,7 @@ def _floor_only(
 
             async def one(endpoint: str, p256dh: bytes, auth: bytes) -> None:
                 async with gate:
-                    body = http_ece.encrypt(
-                        payload,
-                        private_key=ec.generate_private_key(ec.SECP256R1()),
-                        dh=p256dh,
-                        auth_secret=auth,
-                        version="aes128gcm",
-                    )
+                    body = _encrypt(payload, p256dh, auth)
                     async with session.post(endpoint, data=body, headers={"TTL": "60"}) as r:
                         await r.read()
                         key = str(r.status)
