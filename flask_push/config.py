@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
-from . import credentials
+from . import credentials, validation
 from .errors import PushConfigError, ValidationError
 
 #: where the blueprint lives
@@ -177,7 +177,10 @@ def _endpoint_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:
         raise _fail(
             "PUSH_ENDPOINT_HOSTS", "must be a list of host patterns such as ['*.push.apple.com']"
         )
-    return tuple(p.lower().rstrip(".") for p in value)
+    try:
+        return tuple(validation.host_pattern(pattern) for pattern in value)
+    except ValueError as err:
+        raise _fail("PUSH_ENDPOINT_HOSTS", str(err)) from err
 
 
 def load(app: Flask) -> PushSettings:

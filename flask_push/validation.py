@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid.utils import b64urldecode
+from yarl import URL
 
 from .errors import ValidationError
 
@@ -25,9 +26,17 @@ TOPIC = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
 MAX_TOPICS = 50
 # Hosts that are only ever this machine, whatever DNS says.
 _LOOPBACK_NAMES = ("localhost", "*.localhost", "localhost.localdomain")
-# Dotted digits, or hex/octal parts: forms that resolvers read as an IPv4
-# address (127.1, 0x7f.0.0.1, 2130706433) though ipaddress does not.
-_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*\Z")
+# What a URI is made of (RFC 3986): printable ASCII without spaces. Browsers
+# serialize PushSubscription.endpoint so; anything else is someone's trick.
+_URI_CHARS = re.compile(r"[\x21-\x7e]+\Z")
+# A label of a host name: ASCII letters, digits and inner hyphens (RFC 1123),
+# so a PUSH_ENDPOINT_HOSTS wildcard can only ever stand for these characters.
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+# The WHATWG URL standard's "ends in a number": browsers and the system
+# resolver read such a host as an IPv4 address (127.1, 0x7f.0.0.1, 2130706433).
+_NUMBER = re.compile(r"(?:[0-9]+|0x[0-9a-f]*)\Z")
+# What a PUSH_ENDPOINT_HOSTS entry that is not an IP address may contain.
+_PATTERN = re.compile(r"[a-z0-9.*?!\[\]-]+\Z")
 
 
 def text(
@@ -144,13 +153,17 @@ def is_special_address(host: str) -> bool:
     """Is ``host`` an IP literal, or a name that always means this machine?"""
     if any(fnmatch.fnmatchcase(host, name) for name in _LOOPBACK_NAMES):
         return True
-    if _NUMERIC_HOST.match(host):
+    if _ends_in_number(host):
         return True
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return False
     return True
+
+
+def _ends_in_number(host: str) -> bool:
+    return bool(_NUMBER.match(host.rstrip(".").rpartition(".")[2]))
 
 
 def _host_allowed(host: str, patterns: Iterable[str]) -> bool:
@@ -165,33 +178,13 @@ def _host_allowed(host: str, patterns: Iterable[str]) -> bool:
 def endpoint(value: Any, *, allowed_hosts: Iterable[str], allow_http: bool) -> str:
     """A Web Push endpoint our server may later POST to, checked against SSRF.
 
-    ``https`` only (unless ``allow_http``), no user info, and a host that one of
-    ``allowed_hosts`` (fnmatch patterns, port ignored) matches; IP literals and
-    loopback names only when a pattern names them exactly.
+    :func:`endpoint_url` must accept it, and one of ``allowed_hosts`` (fnmatch
+    patterns, port ignored) must match its host; IP literals and loopback names
+    only when a pattern names them exactly. The endpoint is returned as given:
+    what is stored is exactly what was checked.
     """
     url = text(value, "endpoint", max_length=MAX_ENDPOINT_LENGTH, required=True) or ""
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").rstrip(".")
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as err:
-        raise ValidationError(
-            "is not a valid URL", field="endpoint", code="invalid_endpoint"
-        ) from err
-    schemes = ("https", "http") if allow_http else ("https",)
-    if parts.scheme not in schemes:
-        raise ValidationError(
-            "must be an https URL"
-            + ("" if allow_http else " (set PUSH_ALLOW_HTTP_ENDPOINTS for a local test service)"),
-            field="endpoint",
-            code="invalid_endpoint",
-        )
-    if not host or parts.username is not None or parts.password is not None:
-        raise ValidationError(
-            "must name a host and carry no user name or password",
-            field="endpoint",
-            code="invalid_endpoint",
-        )
+    host = (endpoint_url(url, allow_http=allow_http).raw_host or "").rstrip(".")
     if not _host_allowed(host, allowed_hosts):
         raise ValidationError(
             f"points at {host!r}, which is not a known push service; "
@@ -200,6 +193,126 @@ def endpoint(value: Any, *, allowed_hosts: Iterable[str], allow_http: bool) -> s
             code="endpoint_not_allowed",
         )
     return url
+
+
+def endpoint_url(value: str, *, allow_http: bool) -> URL:
+    """``value`` parsed by yarl, as aiohttp parses the URL it connects to.
+
+    The check when a browser subscribes and the connection at delivery both
+    use this URL, so they cannot read the host differently. Its host must be
+    written as the client will connect to it: yarl turns ``①②⑦.0.0.1`` into
+    127.0.0.1 and the system resolver reads ``0x7f.0.0.1`` the same way, and a
+    host pattern's ``*`` would match a ``\\`` or a ``%``. So the URL must be
+    printable ASCII, and its host either a name of letters, digits and hyphens
+    (an internationalized name in its ``xn--`` form) or an IP address in its
+    canonical form.
+
+    :raises ValidationError: ``invalid_endpoint``; ``endpoint_not_allowed`` for
+        an IP address spelled any other way than its canonical form.
+    """
+    if not _URI_CHARS.match(value):
+        raise _not_a_uri(value)
+    try:
+        url = URL(value)
+        written = urlsplit(value)
+        written.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as err:
+        raise _bad_endpoint(f"is not a valid URL ({err})") from err
+    schemes = ("https", "http") if allow_http else ("https",)
+    if url.scheme not in schemes:
+        raise _bad_endpoint(
+            "must be an https URL"
+            + ("" if allow_http else " (set PUSH_ALLOW_HTTP_ENDPOINTS for a local test service)")
+        )
+    host = url.raw_host or ""
+    if not host or written.username is not None or written.password is not None:
+        raise _bad_endpoint("must name a host and carry no user name or password")
+    _check_host(host, written.hostname or "", bracketed="[" in written.netloc)
+    return url
+
+
+def _check_host(host: str, written: str, *, bracketed: bool) -> None:
+    """Refuse ``host`` (as yarl will connect to it) unless ``written``, the host as
+    the endpoint spells it, says the same in its one plain form."""
+    if ":" in host or _ends_in_number(host):
+        try:
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        if ip is None or str(ip) != written:
+            what = "an IP address written other than in its canonical form (such as 127.0.0.1)"
+        elif _is_mapped_or_scoped(ip):
+            # ::ffff:7f00:1 is 127.0.0.1 again, and a pattern naming 127.0.0.1
+            # must not open it, nor a wildcard the address behind it.
+            what = "an IPv4 address written as IPv6, or an address with a zone"
+        else:
+            return
+        raise ValidationError(
+            f"points at {written!r}, {what}; no push service is reached that way",
+            field="endpoint",
+            code="endpoint_not_allowed",
+        )
+    labels = host.removesuffix(".").split(".")
+    if bracketed or written != host or not all(_LABEL.match(label) for label in labels):
+        raise _bad_endpoint(
+            f"has the host {written!r}, but a push service's host name is ASCII letters, "
+            "digits and hyphens, in labels separated by dots"
+        )
+
+
+def _is_mapped_or_scoped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Is ``ip`` an IPv4 address inside IPv6 (another spelling of that IPv4
+    address), or a link-local one with a zone (never a push service)?"""
+    return isinstance(ip, ipaddress.IPv6Address) and (
+        ip.ipv4_mapped is not None or ip.scope_id is not None
+    )
+
+
+def _not_a_uri(value: str) -> ValidationError:
+    if any(char.isspace() or not char.isprintable() for char in value):
+        return _bad_endpoint("must not contain spaces or control characters")
+    try:
+        written, read = urlsplit(value).hostname, URL(value).raw_host
+    except ValueError:
+        written = read = None
+    seen = f" (HTTP clients read its host {written!r} as {read!r})" if written != read else ""
+    return _bad_endpoint(
+        "must be an ASCII URL, as push services hand out: write an internationalized "
+        f"host name in its xn-- form{seen}"
+    )
+
+
+def _bad_endpoint(message: str) -> ValidationError:
+    return ValidationError(message, field="endpoint", code="invalid_endpoint")
+
+
+def host_pattern(pattern: str) -> str:
+    """A ``PUSH_ENDPOINT_HOSTS`` entry in the form endpoint hosts are compared with.
+
+    :raises ValueError: for an entry no endpoint host could ever match.
+    """
+    name = pattern.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        if _is_mapped_or_scoped(ip):
+            raise ValueError(f"has {pattern!r}: write an IPv4 address as such, e.g. '127.0.0.1'")
+        return str(ip)
+    if not _PATTERN.match(name):
+        raise ValueError(
+            f"has {pattern!r}: a host pattern is ASCII letters, digits, '-', '.' and the "
+            "wildcards '*', '?' and '[...]' (an internationalized name in its xn-- form)"
+        )
+    if not any(char in name for char in "*?[") and _ends_in_number(name):
+        raise ValueError(
+            f"has {pattern!r}, which no endpoint can match: write an IP address in its "
+            "canonical form, e.g. '127.0.0.1'"
+        )
+    return name
 
 
 def _b64url(value: Any, field: str) -> bytes:

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from flask_push import ProviderNotInstalled, PushConfigError
 
-from conftest import pem, service_account
+from conftest import browser_keys, pem, service_account
 
 
 def apns_config(**overrides):
@@ -72,6 +72,12 @@ def test_defaults(app):
         ({"PUSH_ALLOW_HTTP_ENDPOINTS": "yes"}, "PUSH_ALLOW_HTTP_ENDPOINTS", "True or False"),
         ({"PUSH_SUPPRESS_SEND": 1}, "PUSH_SUPPRESS_SEND", "True or False"),
         ({"PUSH_ENDPOINT_HOSTS": [""]}, "PUSH_ENDPOINT_HOSTS", "host patterns"),
+        # patterns no endpoint host could match: hosts are ASCII, addresses canonical
+        ({"PUSH_ENDPOINT_HOSTS": ["①②⑦.0.0.1"]}, "PUSH_ENDPOINT_HOSTS", "xn--"),
+        ({"PUSH_ENDPOINT_HOSTS": ["push.example\\x"]}, "PUSH_ENDPOINT_HOSTS", "ASCII letters"),
+        ({"PUSH_ENDPOINT_HOSTS": ["127.1"]}, "PUSH_ENDPOINT_HOSTS", "'127.0.0.1'"),
+        ({"PUSH_ENDPOINT_HOSTS": ["0x7f.0.0.1"]}, "PUSH_ENDPOINT_HOSTS", "canonical"),
+        ({"PUSH_ENDPOINT_HOSTS": ["::ffff:127.0.0.1"]}, "PUSH_ENDPOINT_HOSTS", "'127.0.0.1'"),
         ({"PUSH_MAX_REQUEST_BYTES": 10}, "PUSH_MAX_REQUEST_BYTES", "whole number"),
         (
             {"PUSH_FCM_PROJECT_ID": "shop"},
@@ -186,6 +192,17 @@ def test_endpoint_hosts_as_a_comma_separated_string(make_app):
         "push.example.com",
         "*.push.example.net",
     )
+
+
+def test_endpoint_hosts_are_compared_in_the_form_endpoints_are_read(make_app):
+    app = make_app(
+        PUSH_ENDPOINT_HOSTS=["[::1]", "0:0::1:2", " Web.Push.Apple.COM. ", "*.Example"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    )
+    hosts = app.extensions["push"].settings.endpoint_hosts
+    assert hosts == ("::1", "::1:2", "web.push.apple.com", "*.example")
+    body = {"endpoint": "http://[::1]:8080/push/x", "keys": browser_keys()}
+    assert app.test_client().post("/push/subscriptions", json=body).status_code == 201
 
 
 def test_redis_backplane_url(make_app):

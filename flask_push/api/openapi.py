@@ -196,9 +196,10 @@ def subscription_schemas() -> dict[str, Schema]:
     create = obj(
         {
             "endpoint": string(
-                "The push service URL: https (http only with PUSH_ALLOW_HTTP_ENDPOINTS), "
-                "on a host PUSH_ENDPOINT_HOSTS allows (an IP address only when named there "
-                "exactly), without user name or password.",
+                "The push service URL: printable ASCII (an internationalized host in its "
+                "xn-- form), https (http only with PUSH_ALLOW_HTTP_ENDPOINTS), on a host "
+                "PUSH_ENDPOINT_HOSTS allows (an IP address only in canonical form and when "
+                "named there exactly), without user name or password.",
                 max_length=validation.MAX_ENDPOINT_LENGTH,
             ),
             "expirationTime": nullable(
