@@ -23,16 +23,17 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import SplitResult, urlsplit
 
 import aiohttp
 import http_ece
 from aiohttp.abc import AbstractResolver, ResolveResult
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
+from yarl import URL
 
+from .. import validation
 from ..credentials import load_vapid, vapid_public_key
-from ..errors import PayloadError, PushError
+from ..errors import PayloadError, PushError, ValidationError
 from ..message import DeliveryResult, Notification, OutgoingPush, WebPushTarget
 from .base import Provider, retry_after_seconds
 
@@ -77,9 +78,13 @@ class WebPushRequest:
     """
 
     endpoint: str
+    #: the endpoint as :func:`~flask_push.validation.endpoint_url` parsed and
+    #: checked it; ``post`` hands aiohttp this very object, so nothing re-parses it
+    url: URL
     #: ``scheme://host[:port]``: the VAPID audience and the token cache key
     origin: str
-    #: the URL's host, so ``post`` can check an IP literal, which skips the resolver
+    #: the host aiohttp connects to, so ``post`` can check an IP literal, which
+    #: skips the resolver
     host: str
     #: the UTF-8 JSON payload (CONTRACT.md section 4)
     body: bytes
@@ -196,16 +201,16 @@ class WebPushProvider(Provider):
         """The request for ``push``, plaintext and unsigned.
 
         :raises PayloadError: when the encrypted body would exceed 4096 bytes.
-        :raises ValueError: for a bad endpoint or subscription keys.
+        :raises ValidationError: for an endpoint that subscribing would refuse now,
+            whatever the host list (a row stored before that check, say).
+        :raises ValueError: for bad subscription keys.
         """
         target = push.target
         if not isinstance(target, WebPushTarget):
             raise TypeError(f"webpush cannot deliver to a {type(target).__name__}")
-        parts = _split(target.endpoint)
-        if parts.scheme != "https" and not (parts.scheme == "http" and self.allow_http):
-            raise ValueError(f"the endpoint must be an https URL, not {target.endpoint!r}")
-        if not parts.hostname:
-            raise ValueError(f"the endpoint has no host: {target.endpoint!r}")
+        # The same check as at subscribe time: a host written otherwise than the
+        # client connects to it (①②⑦.0.0.1, 0x7f.0.0.1) never reaches the network.
+        url = validation.endpoint_url(target.endpoint, allow_http=self.allow_http)
         p256dh = _b64decode(target.p256dh, "p256dh")
         if len(p256dh) != 65 or p256dh[0] != 4:
             raise ValueError("the subscription's p256dh is not an uncompressed P-256 point")
@@ -232,8 +237,9 @@ class WebPushProvider(Provider):
             headers["Topic"] = topic_for(notification.collapse_key)
         return WebPushRequest(
             endpoint=target.endpoint,
-            origin=_origin(parts),
-            host=parts.hostname,
+            url=url,
+            origin=_origin(url),
+            host=url.raw_host or "",
             body=body,
             headers=headers,
             p256dh=p256dh,
@@ -289,7 +295,7 @@ class WebPushProvider(Provider):
 
     def _parse_error(self, push: OutgoingPush, error: BaseException) -> DeliveryResult:
         message = str(error) or type(error).__name__
-        if isinstance(error, (PayloadError, BlockedAddressError)):
+        if isinstance(error, (PayloadError, BlockedAddressError, ValidationError)):
             return DeliveryResult(push.delivery_id, "failed", self.name, error=message)
         # A dropped or refused connection, a DNS failure or a timeout may well
         # pass later; a bad URL or a bug will not.
@@ -330,7 +336,7 @@ class WebPushProvider(Provider):
         # Redirects are refused: a push service never sends one, and following
         # it would reach a URL that nobody validated.
         async with session.post(
-            payload.endpoint, data=body, headers=headers, allow_redirects=False
+            payload.url, data=body, headers=headers, allow_redirects=False
         ) as response:
             text = await _read_start(response)
             answer = WebPushResponse(
@@ -436,16 +442,24 @@ class _AddressGuard:
         )
 
     def check_literal(self, host: str) -> None:
-        """Check a URL host that is an IP address; names go through the resolver."""
+        """Check a URL host that aiohttp connects to without the resolver.
+
+        aiohttp takes a host with a colon, or of digits and dots, for an IP
+        address and skips the resolver (``aiohttp.helpers.is_ip_address``); such
+        a host must be an address the guard allows. Names go through the resolver.
+        """
         if host in self._passed:
             return
-        try:
-            ipaddress.ip_address(host.strip("[]").partition("%")[0])
-        except ValueError:
-            pass
-        else:
-            if not self.allows_host(host):
-                self.check(host, host.strip("[]"))
+        if (":" in host or host.replace(".", "").isdigit()) and not self.allows_host(host):
+            address = host.strip("[]")
+            try:
+                ipaddress.ip_address(address.partition("%")[0])
+            except ValueError as err:
+                raise BlockedAddressError(
+                    f"refused to connect to {host!r}: it is no IP address in canonical form, "
+                    "and the client would not resolve it"
+                ) from err
+            self.check(host, address)
         # The verdict on a literal never changes, unlike a name's, so it is kept.
         self._passed.add(host)
 
@@ -497,22 +511,15 @@ def _payload_json(notification: Notification, message_id: str, click_token: str 
     return text.encode("utf-8")
 
 
-def _split(url: str) -> SplitResult:
-    try:
-        return urlsplit(url)
-    except ValueError:
-        return urlsplit("")
-
-
-def _origin(parts: SplitResult) -> str:
+def _origin(url: URL) -> str:
     """``scheme://host[:port]`` as browsers serialize an origin: no default port."""
-    host = parts.hostname or ""
+    host = url.raw_host or ""
     if ":" in host:
         host = f"[{host}]"
-    port = parts.port
-    if port is None or (parts.scheme, port) in (("https", 443), ("http", 80)):
-        return f"{parts.scheme}://{host}"
-    return f"{parts.scheme}://{host}:{port}"
+    port = url.port
+    if port is None or (url.scheme, port) in (("https", 443), ("http", 80)):
+        return f"{url.scheme}://{host}"
+    return f"{url.scheme}://{host}:{port}"
 
 
 def _b64decode(text: str, name: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import gc
 import json
@@ -19,6 +20,7 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from yarl import URL
 
 from flask_push.credentials import WEBPUSH
 from flask_push.errors import PayloadError
@@ -31,6 +33,7 @@ from flask_push.message import (
 )
 from flask_push.providers import provider_class
 from flask_push.providers.webpush import (
+    BlockedAddressError,
     WebPushProvider,
     WebPushRequest,
     encrypted_size,
@@ -577,7 +580,8 @@ def test_every_kind_of_non_public_address_is_refused(vapid_private_key: str) -> 
     p256dh, auth = browser_keys()
     names = {f"h{i}.example.test": address for i, address in enumerate(BLOCKED)}
     endpoints = [f"https://{name}/push/x" for name in names]
-    # IP literals skip the resolver and are checked on their own.
+    # IP literals skip the resolver and are checked on their own; the IPv4-mapped
+    # one is refused before that, as a spelling of 127.0.0.1 other than its own.
     endpoints += [f"https://[{a}]/push/x" if ":" in a else f"https://{a}/push/x" for a in BLOCKED]
     pushes = [
         outgoing(WebPushTarget(endpoint, p256dh, auth), i) for i, endpoint in enumerate(endpoints)
@@ -585,7 +589,33 @@ def test_every_kind_of_non_public_address_is_refused(vapid_private_key: str) -> 
     provider = make_provider(vapid_private_key, allow_private_hosts=[], resolver=MapResolver(names))
     results = send(provider, pushes)
     assert [r.status for r in results] == ["failed"] * len(pushes)
-    assert all("allow_private_hosts" in (r.error or "") for r in results)
+    reasons = [r.error or "" for r in results]
+    assert all("allow_private_hosts" in reason or "canonical" in reason for reason in reasons)
+    assert sum("canonical" in reason for reason in reasons) == 1
+
+
+@pytest.mark.parametrize(
+    "host", ["①②⑦.0.0.1", "2130706433", "127.0.0.1.", "0x7f.0.0.1", "[::ffff:7f00:1]", "[::1]"]
+)
+def test_post_checks_any_host_the_client_would_not_resolve(
+    http_service: FakePushService, vapid_private_key: str, host: str
+) -> None:
+    """A request that build_payload never made still meets the guard in post."""
+    subscriber = http_service.subscribe()
+    provider = make_provider(vapid_private_key, allow_private_hosts=[])
+    push = outgoing(target(subscriber))
+    url = URL(subscriber.endpoint.replace("127.0.0.1", host))
+    forged = dataclasses.replace(provider.build_payload(push), url=url, host=url.raw_host or "")
+
+    async def run() -> Any:
+        try:
+            return await provider.post(push, forged)
+        finally:
+            await provider.aclose()
+
+    with pytest.raises(BlockedAddressError):
+        asyncio.run(run())
+    assert http_service.requests == []
 
 
 # -- lifecycle -----------------------------------------------------------------------------

@@ -1,0 +1,237 @@
+"""SSRF through odd spellings of a Web Push endpoint's host.
+
+The HTTP client (aiohttp, through yarl) connects to ``①②⑦.0.0.1`` as 127.0.0.1
+and to ``⑯⑨.②⑤④.⑯⑨.②⑤④`` as 169.254.169.254, and the system resolver reads
+``0x7f.0.0.1`` or ``127.1`` as 127.0.0.1. Each spelling is refused when a browser
+subscribes, whatever ``PUSH_ENDPOINT_HOSTS`` says, and a row stored before that
+check existed is refused at delivery: a real FakePushService listens on 127.0.0.1,
+so a push that got through would show in its requests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_push.credentials import WEBPUSH
+from flask_push.message import Notification, OutgoingPush, WebPushTarget
+from flask_push.providers import provider_class
+from flask_push.testing import FakePushService
+
+from conftest import browser_keys, db, push
+
+#: the host lists of the issue: the default (the public push services), a
+#: wildcard for everything, and the local test service named exactly
+HOST_LISTS = {"default": None, "star": ["*"], "loopback": ["127.0.0.1"]}
+
+INVALID, NOT_ALLOWED = "invalid_endpoint", "endpoint_not_allowed"
+
+#: (how the host is written, the error code). Hosts that are not plain ASCII
+#: letters, digits, hyphens and dots are malformed; numbers that are not an IP
+#: address's canonical form are addresses nobody may name that way.
+HOSTS = [
+    ("①②⑦.0.0.1", INVALID),  # circled digits; yarl makes them 127.0.0.1
+    ("１２７.０.０.１", INVALID),  # fullwidth digits
+    ("127。0。0。1", INVALID),  # ideographic full stops
+    ("127．0．0．1", INVALID),  # fullwidth full stops
+    ("⑯⑨.②⑤④.⑯⑨.②⑤④", INVALID),  # 169.254.169.254, cloud metadata
+    ("bücher.push.apple.com", INVALID),  # an IDN written in Unicode, not xn--
+    ("2130706433", NOT_ALLOWED),  # decimal
+    ("0177.0.0.1", NOT_ALLOWED),  # octal
+    ("0x7f.0.0.1", NOT_ALLOWED),  # hex
+    ("127.1", NOT_ALLOWED),  # short
+    ("127.0.0.1.", NOT_ALLOWED),  # an address with a trailing dot
+    ("[::ffff:127.0.0.1]", NOT_ALLOWED),  # IPv4-mapped, dotted
+    ("[::ffff:7f00:1]", NOT_ALLOWED),  # IPv4-mapped, canonical IPv6
+    ("[0:0:0:0:0:0:0:1]", NOT_ALLOWED),  # ::1 spelled out
+    ("evil.example\\.push.apple.com", INVALID),  # fnmatch's * matches a backslash
+    ("evil.example%2f.push.apple.com", INVALID),  # ... and a percent sign
+    ("evil.example_.push.apple.com", INVALID),  # not a host name character
+    ("127.0.0.1\t", INVALID),  # a tab, which URL parsers drop
+]
+
+#: (the endpoint made of the local service's endpoint, the error code): the
+#: whole-URL tricks, in which the host itself is spelled normally
+WRAPPERS = [
+    (lambda url: " " + url, INVALID),  # a leading space: stored with it until now
+    (lambda url: url + "\n", INVALID),
+    (lambda url: url.replace("/push/", "/pu\x01sh/"), INVALID),  # a control character
+]
+
+
+@pytest.fixture
+def service() -> Iterator[FakePushService]:
+    with FakePushService() as fake:
+        yield fake
+
+
+def make(make_app: Callable[..., Flask], hosts: list[str] | None, **config: Any) -> Flask:
+    if hosts is not None:
+        config["PUSH_ENDPOINT_HOSTS"] = hosts
+    # http is allowed, so that it is never the reason for a refusal here.
+    return make_app(PUSH_ALLOW_HTTP_ENDPOINTS=True, **config)
+
+
+def respelled(endpoint: str, host: str) -> str:
+    return endpoint.replace("127.0.0.1", host, 1)
+
+
+def count_subscriptions(app: Flask) -> int:
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Subscription))
+
+
+def assert_refused(app: Flask, endpoint: str, code: str) -> None:
+    body = {"endpoint": endpoint, "expirationTime": None, "keys": browser_keys()}
+    response = app.test_client().post("/push/subscriptions", json=body)
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["code"] == code, response.json
+    assert response.json["error"]["field"] == "endpoint"
+    assert count_subscriptions(app) == 0
+
+
+# -- when a browser subscribes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hosts", HOST_LISTS.values(), ids=HOST_LISTS.keys())
+@pytest.mark.parametrize(("host", "code"), HOSTS)
+def test_odd_host_spellings_are_refused_at_subscribe(
+    make_app: Callable[..., Flask],
+    service: FakePushService,
+    hosts: list[str] | None,
+    host: str,
+    code: str,
+) -> None:
+    app = make(make_app, hosts)
+    assert_refused(app, respelled(service.subscribe().endpoint, host), code)
+
+
+@pytest.mark.parametrize("hosts", HOST_LISTS.values(), ids=HOST_LISTS.keys())
+@pytest.mark.parametrize(("wrap", "code"), WRAPPERS)
+def test_whitespace_and_control_characters_are_refused_not_stored(
+    make_app: Callable[..., Flask],
+    service: FakePushService,
+    hosts: list[str] | None,
+    wrap: Callable[[str], str],
+    code: str,
+) -> None:
+    app = make(make_app, hosts)
+    assert_refused(app, wrap(service.subscribe().endpoint), code)
+
+
+def test_the_refusal_says_what_is_wrong(make_app: Callable[..., Flask]) -> None:
+    client = make(make_app, ["*"]).test_client()
+    keys = browser_keys()
+
+    def error(endpoint: str) -> str:
+        body = {"endpoint": endpoint, "keys": keys}
+        return str(client.post("/push/subscriptions", json=body).json["error"]["message"])
+
+    assert "xn--" in error("https://bücher.example/x")
+    assert "127.0.0.1" in error("http://①②⑦.0.0.1:8080/x")
+    assert "canonical" in error("http://0x7f.0.0.1:8080/x")
+    assert "space" in error(" https://push.example/x")
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://xn--bcher-kva.push.apple.com/x",  # an IDN in its ASCII form
+        "https://WEB.Push.Apple.com/x",  # host names are case-insensitive
+        "https://web.push.apple.com:443/x",
+    ],
+)
+def test_ascii_spellings_of_push_services_are_accepted(
+    make_app: Callable[..., Flask], endpoint: str
+) -> None:
+    body = {"endpoint": endpoint, "keys": browser_keys()}
+    response = make(make_app, None).test_client().post("/push/subscriptions", json=body)
+    assert response.status_code == 201, response.json
+    assert response.json["endpoint"] == endpoint  # stored exactly as validated
+
+
+def test_the_local_service_named_exactly_still_subscribes_and_delivers(
+    make_app: Callable[..., Flask], service: FakePushService
+) -> None:
+    app = make(make_app, ["127.0.0.1"], PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False)
+    subscriber = service.subscribe()
+    keys = {"p256dh": subscriber.p256dh, "auth": subscriber.auth}
+    body = {"endpoint": subscriber.endpoint, "keys": keys}
+    client = app.test_client()
+    response = client.post("/push/subscriptions", json=body, headers={"X-User": "alice"})
+    assert response.status_code == 201, response.json
+    with app.app_context():
+        push.send(users=["alice"], title="Order #42")
+    assert [json.loads(p.payload)["title"] for p in subscriber.received] == ["Order #42"]
+
+
+# -- rows stored before the check: refused at delivery -------------------------------------
+
+#: spellings that aiohttp would connect to 127.0.0.1 (directly or by the system resolver)
+LOCAL_SPELLINGS = [
+    "①②⑦.0.0.1",
+    "１２７.０.０.１",
+    "127。0。0。1",
+    "2130706433",
+    "0177.0.0.1",
+    "0x7f.0.0.1",
+    "127.1",
+    "127.0.0.1.",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+]
+
+
+@pytest.mark.parametrize("hosts", HOST_LISTS.values(), ids=HOST_LISTS.keys())
+@pytest.mark.parametrize(
+    "endpoint_of",
+    [*(lambda url, h=host: respelled(url, h) for host in LOCAL_SPELLINGS), lambda url: " " + url],
+    ids=[*LOCAL_SPELLINGS, "leading-space"],
+)
+def test_a_stored_odd_spelling_is_refused_at_delivery(
+    make_app: Callable[..., Flask],
+    service: FakePushService,
+    hosts: list[str] | None,
+    endpoint_of: Callable[[str], str],
+) -> None:
+    app = make(make_app, hosts, PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False)
+    subscriber = service.subscribe()
+    endpoint = endpoint_of(subscriber.endpoint)
+    with app.app_context():
+        # Inserted as an older release could have stored it, past today's checks.
+        db.session.add(
+            push.models.Subscription(
+                endpoint=endpoint,
+                p256dh=subscriber.p256dh,
+                auth=subscriber.auth,
+                user_id="mallory",
+                topics=[],
+            )
+        )
+        db.session.commit()
+        message = push.send(users=["mallory"], title="Hello")
+        delivery = push.models.Delivery
+        (row,) = db.session.scalars(sa.select(delivery).where(delivery.message_id == message.id))
+        assert row.status == "failed"
+        assert row.error  # a reason a person can read
+    assert service.requests == []
+
+
+@pytest.mark.parametrize("host", [host for host, _ in HOSTS])
+def test_the_provider_refuses_odd_spellings_without_io(vapid_private_key: str, host: str) -> None:
+    """Even a provider told to allow 127.0.0.1 refuses it spelled otherwise."""
+    provider = provider_class("webpush").from_settings(
+        WEBPUSH.normalize({"privateKey": vapid_private_key, "subject": "mailto:ops@example.com"}),
+        allow_http=True,
+        allow_private_hosts=["127.0.0.1"],
+    )
+    p256dh, auth = browser_keys().values()
+    target = WebPushTarget(f"http://{host}:8080/push/x", p256dh, auth)
+    push_ = OutgoingPush("dlv_1", "msg_1", Notification(title="Hi"), target)
+    with pytest.raises(ValueError, match="endpoint"):
+        provider.build_payload(push_)
