@@ -133,8 +133,8 @@ def test_operations_are_described_consistently() -> None:
                 }, (where, status)
             elif status == "204":
                 assert "content" not in answer, where
-            elif path.endswith("/static/{filename}"):  # the browser client is a script
-                assert list(answer["content"]) == ["application/javascript"], where
+            elif path.endswith("/static/{filename}"):  # the browser client and its CSS
+                assert list(answer["content"]) == ["application/javascript", "text/css"], where
             else:
                 assert "application/json" in answer["content"], (where, status)
             for link in answer.get("links", {}).values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -63,13 +64,32 @@ def test_host_templates_without_it_keep_the_default(app: Flask, tmp_path: Path) 
     assert script.startswith("/* The flask-push service worker")
 
 
-@pytest.mark.parametrize("name", ["flask-push.js", "flask-push.mjs"])
-def test_the_browser_client_is_served(app: Flask, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "mimetype"),
+    [
+        ("flask-push.js", "application/javascript"),
+        ("flask-push.mjs", "application/javascript"),
+        # a browser applies a stylesheet only when it is served as CSS
+        ("flask-push.css", "text/css"),
+    ],
+)
+def test_the_browser_client_is_served(app: Flask, name: str, mimetype: str) -> None:
     with app.test_client().get(f"/push/static/{name}") as response:
         assert response.status_code == 200
-        assert response.mimetype == "application/javascript"
+        assert response.mimetype == mimetype
         served = response.get_data(as_text=True)
     assert served == (TEMPLATE.parents[2] / "static" / name).read_text()
+
+
+def test_the_stylesheet_ships_in_the_wheel() -> None:
+    """The bell links flask-push.css: an installed package must carry it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    shipped = data["tool"]["setuptools"]["package-data"]["flask_push"]
+    static = TEMPLATE.parents[2] / "static"
+    for name in ("flask-push.js", "flask-push.mjs", "flask-push.css"):
+        assert any(fnmatch.fnmatch(f"static/{name}", pattern) for pattern in shipped), name
+        assert (static / name).is_file()
 
 
 def test_a_missing_static_file_is_a_json_404(app: Flask) -> None:

@@ -28,10 +28,20 @@ _STATIC = str(Path(__file__).resolve().parent.parent / "static")
 #: methods whose requests carry a JSON body and change state
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
+#: what static/ serves, by suffix: guessed types vary by machine (.mjs is unknown to
+#: older tables), a browser runs a module script only when it is served as JavaScript,
+#: and applies a stylesheet only when it is served as CSS
+_STATIC_TYPES = {
+    ".js": "application/javascript; charset=utf-8",
+    ".mjs": "application/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+
 
 def create_blueprint(settings: PushSettings) -> Blueprint:
     """A blueprint for one app, with the routes that exist under its settings."""
-    # static/: the browser client, flask-push.js (and its ES-module face, flask-push.mjs)
+    # static/: the browser client, flask-push.js (and its ES-module face, flask-push.mjs),
+    # and the bell's stylesheet, flask-push.css
     bp = Blueprint("push", __name__, static_folder=_STATIC, static_url_path="/static")
     for module in (meta, subscriptions, installations, notifications, messages, providers):
         module.register(bp)
@@ -55,13 +65,13 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         return None
 
     @bp.after_request
-    def static_script(response: Response) -> Response:
+    def static_file(response: Response) -> Response:
         if request.endpoint != "push.static" or response.status_code >= 400:
             return response
-        # Guessed types vary by machine (.mjs is unknown to older tables), and a
-        # browser runs a module script only when it is served as JavaScript.
-        response.content_type = "application/javascript; charset=utf-8"
-        # The scripts are small: read them now instead of streaming the open file,
+        content_type = _STATIC_TYPES.get(Path(request.path).suffix)
+        if content_type is not None:
+            response.content_type = content_type
+        # The files are small: read them now instead of streaming the open file,
         # which stays open until the server closes the response (some callers never do).
         if response.direct_passthrough:
             stream: Any = response.response  # werkzeug's FileWrapper

@@ -817,7 +817,8 @@ def meta_paths() -> dict[str, dict[str, Any]]:
         "/static/{filename}": {
             "get": operation(
                 "getBrowserClient",
-                "The browser client: a plain script, and an ES module that loads it",
+                "The browser client: a plain script, an ES module that loads it, and the "
+                "bell's stylesheet",
                 tag="meta",
                 who="Anyone.",
                 parameters=[
@@ -825,15 +826,22 @@ def meta_paths() -> dict[str, dict[str, Any]]:
                         "name": "filename",
                         "in": "path",
                         "required": True,
-                        "description": "`flask-push.js` (sets `window.FlaskPush`) or "
-                        "`flask-push.mjs` (exports the same functions).",
-                        "schema": {"type": "string", "enum": ["flask-push.js", "flask-push.mjs"]},
+                        "description": "`flask-push.js` (sets `window.FlaskPush`), "
+                        "`flask-push.mjs` (exports the same functions) or `flask-push.css` "
+                        "(the bell's look, which the bell links by itself).",
+                        "schema": {
+                            "type": "string",
+                            "enum": ["flask-push.js", "flask-push.mjs", "flask-push.css"],
+                        },
                     }
                 ],
                 responses={
                     "200": {
-                        "description": "The script.",
-                        "content": {"application/javascript": {"schema": {"type": "string"}}},
+                        "description": "The script, or the stylesheet.",
+                        "content": {
+                            "application/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
                     }
                 },
                 errors=(404,),
