@@ -13,11 +13,13 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, redirect, request, session
+import sqlalchemy as sa
+from flask import Flask, Response, redirect, request, session
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.serving import make_server
 
@@ -84,7 +86,14 @@ class Live:
 def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]]:
     servers: list[tuple[Any, threading.Thread, Flask]] = []
 
-    def start(**config: Any) -> Live:
+    def start(
+        html: str = PAGE,
+        csp: str | None = None,
+        files: dict[str, tuple[str, str]] | None = None,
+        **config: Any,
+    ) -> Live:
+        """An app serving ``html`` at / (with ``csp`` as its Content-Security-Policy)
+        and ``files`` ({path: (text, mimetype)}) beside it."""
         app = Flask(__name__)
         app.config.update(
             TESTING=True,
@@ -106,8 +115,14 @@ def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]
 
         @app.get("/")
         @app.get("/orders/<int:number>")
-        def page(number: int | None = None) -> str:
-            return PAGE
+        def page(number: int | None = None) -> Any:
+            headers = {"Content-Security-Policy": csp} if csp else {}
+            return html, 200, headers
+
+        for path, (text, mimetype) in (files or {}).items():
+            app.add_url_rule(
+                path, path, lambda text=text, mimetype=mimetype: Response(text, mimetype=mimetype)
+            )
 
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
@@ -317,7 +332,7 @@ def test_the_bell_follows_the_inbox_live(
     titles = page.locator(".fp-panel .fp-item-title").all_inner_texts()
     assert titles == ["Orders export", "Order #42", "Order #41"]
     page.click(".fp-show-history")
-    page.wait_for_selector(".fp-history:not([hidden]) .fp-item")
+    page.wait_for_selector(".fp-history .fp-item")
     assert page.locator(".fp-history .fp-item-title").all_inner_texts() == titles
     page.click(".fp-close")
     page.click(".fp-bell-button")
@@ -410,6 +425,338 @@ def test_screenshots_of_the_bell(browser: Browser, page: Any, live: Callable[...
     page.wait_for_selector(".fp-panel:not([hidden]) .fp-item")
     page.screenshot(path=SCREENSHOTS / "bell-menu.png")
     page.click(".fp-show-history")
-    page.wait_for_selector(".fp-history:not([hidden]) .fp-item")
+    page.wait_for_selector(".fp-history .fp-item")
     page.screenshot(path=SCREENSHOTS / "bell-history.png")
     assert page.locator(".fp-history .fp-item").count() == 5
+
+
+# -- the bell: what a person does with it -------------------------------------------------
+
+
+def start_bell(page: Any, options: dict[str, Any] | None = None) -> None:
+    """FlaskPush.bell on #bell; returns once its items are shown and its socket has
+    joined the user's channel (so live events reach it)."""
+    page.evaluate(
+        """(options) => new Promise((resolve) => {
+             const off = FlaskPush.on('*', 'open', () => {
+               off();
+               Promise.all([FlaskPush.ping(), window.bell.ready]).then(resolve);
+             });
+             window.bell = FlaskPush.bell(document.getElementById('bell'), options);
+           })""",
+        options or {},
+    )
+
+
+def served_item(app: Live, user: str, item_id: str) -> dict[str, Any]:
+    """The item as the API gives it to its owner."""
+    client = app.app.test_client()
+    client.get(f"/login/{user}")
+    response = client.get(f"/push/notifications/{item_id}")
+    assert response.status_code == 200, response.get_json()
+    item: dict[str, Any] = response.get_json()
+    return item
+
+
+def backdate(app: Live, item_id: str, hours: int) -> str:
+    """Move an item's times ``hours`` into the past; returns its createdAt as the API
+    writes it."""
+    then = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=hours)
+    with app.app.app_context():
+        model = push.models.InboxItem
+        db.session.execute(
+            sa.update(model).where(model.id == item_id).values(created_at=then, updated_at=then)
+        )
+        db.session.commit()
+    return then.isoformat().replace("+00:00", "Z")
+
+
+def test_a_click_on_an_item_marks_it_read_on_the_server_then_opens_it(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    app = live()
+    with app.app.app_context():
+        shipped = push.upsert("erin", title="Order #42 shipped", url="/orders/42").id
+        welcome = push.upsert("erin", title="Welcome", body="Nothing to open").id
+        offer = push.upsert("erin", title="Your first offer").id
+    open_page(browser, page, app, user="erin")
+    start_bell(page)
+    assert badge(page) == "3"
+
+    # in the history, an item without a url: read on the server, the dot and the badge follow
+    page.click(".fp-bell-button")
+    page.click(".fp-show-history")
+    page.click(f".fp-history li[data-id='{welcome}']")
+    deadline = time.monotonic() + 10
+    while served_item(app, "erin", welcome)["isNew"]:
+        assert time.monotonic() < deadline, "the click did not mark the item read"
+        time.sleep(0.05)
+    page.wait_for_selector(f".fp-history li[data-id='{welcome}'] .fp-dot-read")
+    page.evaluate("FlaskPush.ping()")  # the server's `unread` event has arrived
+    assert badge(page) == "2"  # counted down once, not once locally and once live
+    page.keyboard.press("Escape")
+
+    # in the menu, with the keyboard: Enter on an item does what a click does, and the
+    # menu stays open with the focus on that item
+    page.click(".fp-bell-button")
+    page.focus(f".fp-panel li[data-id='{offer}']")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f".fp-panel li[data-id='{offer}'] .fp-dot-read")
+    assert served_item(app, "erin", offer)["isNew"] is False
+    assert page.is_visible(".fp-panel")
+    assert page.evaluate("document.activeElement.dataset.id") == offer
+
+    # in the menu, an item with a url: read on the server before the page leaves for it
+    page.click(f".fp-panel li[data-id='{shipped}']")
+    page.wait_for_url(f"{app.origin}/orders/42")
+    assert served_item(app, "erin", shipped)["isNew"] is False
+    with app.app.app_context():
+        assert push.search("erin").new_count == 0
+
+
+WORD = "x" * 300  # a URL or a product code: no place to break it
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def test_a_long_word_never_widens_the_page(
+    browser: Browser, page: Any, live: Callable[..., Live], viewport: tuple[int, int]
+) -> None:
+    app = live()
+    with app.app.app_context():
+        push.upsert(
+            "frank", notify_type=WORD[:64], title=WORD[:255], body=WORD, url=f"/orders/{WORD}"
+        )
+        push.upsert("frank", title="Order #7 shipped", body="Tracking code " + WORD)
+    width, height = viewport
+    page.set_viewport_size({"width": width, "height": height})
+    open_page(browser, page, app, user="frank")
+    start_bell(page)
+    page.click(".fp-bell-button")
+    page.wait_for_selector(".fp-panel:not([hidden]) .fp-item")
+    fits = """(box) => {
+      const rect = document.querySelector(box).getBoundingClientRect();
+      const list = document.querySelector(box + ' .fp-list');
+      return {
+        page: document.documentElement.scrollWidth,
+        inside: rect.left >= 0 && rect.right <= innerWidth,
+        clipped: list.scrollWidth > list.clientWidth,
+      };
+    }"""
+    assert page.evaluate(fits, ".fp-panel") == {"page": width, "inside": True, "clipped": False}
+    page.click(".fp-show-history")
+    page.wait_for_selector(".fp-history .fp-item")
+    assert page.evaluate(fits, ".fp-history") == {
+        "page": width,
+        "inside": True,
+        "clipped": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["backdrop-filter: blur(4px)", "transform: translateZ(0)", "filter: saturate(1.2)"],
+)
+def test_the_history_is_a_dialog_above_the_hosts_header(
+    browser: Browser, page: Any, live: Callable[..., Live], header: str
+) -> None:
+    """A header with any of these becomes the containing block of a position:fixed
+    overlay inside it; the dialog's top layer is out of its reach."""
+    app = live()
+    with app.app.app_context():
+        for n in range(3):
+            push.upsert("gina", title=f"Order #{n} shipped", body="On its way")
+    open_page(browser, page, app, user="gina")
+    page.add_style_tag(content=f"header {{ position: sticky; top: 0; {header}; }}")
+    start_bell(page)
+    page.click(".fp-bell-button")
+    page.click(".fp-show-history")
+    page.wait_for_selector(".fp-history .fp-item")
+    covered = """() => {
+      const dialog = document.querySelector('.fp-history');
+      const box = dialog.getBoundingClientRect();
+      const corners = [[0, 0], [innerWidth - 1, 0], [0, innerHeight - 1],
+                       [innerWidth - 1, innerHeight - 1]];
+      return {
+        modal: dialog.matches(':modal'),
+        // the backdrop answers for the dialog: every corner of the page is behind it
+        corners: corners.map(([x, y]) => dialog.contains(document.elementFromPoint(x, y))),
+        inside: box.left >= 0 && box.top >= 0 && box.right <= innerWidth &&
+          box.bottom <= innerHeight,
+      };
+    }"""
+    assert page.evaluate(covered) == {"modal": True, "corners": [True] * 4, "inside": True}
+    focused = "document.activeElement && document.activeElement.className"
+
+    # Escape closes it, and the focus goes back to the bell
+    page.keyboard.press("Escape")
+    page.wait_for_selector(".fp-history:not([open])", state="attached")
+    assert page.evaluate(focused) == "fp-bell-button"
+    # so do its close button and a click on the backdrop
+    page.click(".fp-bell-button")
+    page.click(".fp-show-history")
+    page.click(".fp-history[open] .fp-close")
+    page.wait_for_selector(".fp-history:not([open])", state="attached")
+    assert page.evaluate(focused) == "fp-bell-button"
+    page.click(".fp-bell-button")
+    page.click(".fp-show-history")
+    page.wait_for_selector(".fp-history .fp-item")
+    page.mouse.click(5, page.viewport_size["height"] - 5)
+    page.wait_for_selector(".fp-history:not([open])", state="attached")
+
+
+def test_types_read_as_labels_and_an_items_time_reads_the_same_everywhere(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    app = live()
+    with app.app.app_context():
+        order = push.upsert("hank", notify_type="new_order", title="New order #8").id
+        export = push.upsert("hank", notify_type="export", title="Orders export").id
+    created = backdate(app, order, hours=3)
+    open_page(browser, page, app, user="hank")
+    start_bell(page, {"typeLabels": {"export": "Data export"}})
+    menu_time = f".fp-panel li[data-id='{order}'] .fp-item-meta"
+    page.click(".fp-bell-button")
+    loaded = page.inner_text(menu_time)
+    assert loaded == page.evaluate(
+        "new Intl.RelativeTimeFormat(undefined, {numeric: 'auto'}).format(-3, 'hour')"
+    )
+
+    # a live update of the item (its progress) shows its time the same way
+    with app.app.app_context():
+        push.upsert("hank", id=order, title="New order #8", progress={"total": 4, "processed": 1})
+    page.wait_for_selector(f".fp-panel li[data-id='{order}'] .fp-progress")
+    assert page.inner_text(menu_time) == loaded
+    assert page.eval_on_selector(f"{menu_time} time", "(t) => t.dateTime") == created
+
+    # the history: the type's label (a readable default, or the host's) and the same time
+    page.click(".fp-show-history")
+    page.wait_for_selector(".fp-history .fp-item")
+    meta = ".fp-history li[data-id='{}'] .fp-item-meta"
+    assert page.inner_text(meta.format(order)) == f"New order · {loaded}"
+    assert page.inner_text(meta.format(export)).startswith("Data export · ")
+
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; "
+    "img-src 'self'"
+)
+CSP_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>shop</title></head>
+<body><header><strong>Shop</strong><div id="bell"></div></header>
+<script src="/push/static/flask-push.js"></script><script src="/page.js"></script></body></html>"""
+# the page's own script: no inline script may run
+CSP_SCRIPT = """window.ready = new Promise((resolve) => {
+  const off = FlaskPush.on('*', 'open', () => {
+    off();
+    Promise.all([FlaskPush.ping(), window.bell.ready]).then(resolve);
+  });
+  window.bell = FlaskPush.bell(document.getElementById('bell'));
+});"""
+RECORD_VIOLATIONS = """window.violations = [];
+document.addEventListener('securitypolicyviolation', (event) => {
+  window.violations.push(`${event.violatedDirective} ${event.blockedURI}`);
+});"""
+
+
+def wait_until(page: Any, script: str) -> None:
+    """Wait until ``script`` (a function) is true in the page, without the string
+    eval of Playwright's wait_for_function, which a strict CSP refuses."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not page.evaluate(script):
+        assert time.monotonic() < deadline, f"still false: {script}"
+        page.wait_for_timeout(25)
+
+
+def test_the_bell_works_under_a_strict_content_security_policy(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    files = {
+        "/page.js": (CSP_SCRIPT, "text/javascript"),
+        "/favicon.ico": ("", "image/x-icon"),  # else its 404 is a console error
+    }
+    app = live(html=CSP_PAGE, csp=CSP, files=files)
+    with app.app.app_context():
+        push.upsert(
+            "ivy",
+            notify_type="export",
+            title="Orders export",
+            progress={"total": 4, "processed": 1},
+        )
+    errors: list[str] = []
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
+    page.add_init_script(RECORD_VIOLATIONS)
+    open_page(browser, page, app, user="ivy")
+    page.evaluate("window.ready")
+    # styled by its stylesheet, a file the policy allows
+    wait_until(
+        page,
+        "() => getComputedStyle(document.querySelector('.fp-bell-button')).borderRadius === '50%'",
+    )
+    assert page.eval_on_selector(".fp-badge", "(b) => getComputedStyle(b).position") == "absolute"
+    page.click(".fp-bell-button")
+    page.wait_for_selector(".fp-panel:not([hidden]) .fp-progress-fill")
+    # set through the DOM, which the policy allows, unlike a style="" attribute
+    assert page.eval_on_selector(".fp-progress-fill", "(f) => f.style.width") == "25%"
+
+    with app.app.app_context():
+        push.upsert("ivy", title="Order #9 shipped")
+    wait_until(page, "() => document.querySelector('.fp-badge').textContent === '2'")
+    assert page.locator(".fp-panel .fp-item-title").all_inner_texts() == [
+        "Order #9 shipped",
+        "Orders export",
+    ]
+    page.click(".fp-show-history")
+    page.wait_for_selector(".fp-history .fp-item")
+    assert page.evaluate("window.violations") == []
+    assert errors == []
+
+
+def test_the_bell_links_its_stylesheet_once(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    app = live()
+    open_page(browser, page, app, user="jack")
+    links = """() => [...document.querySelectorAll('link[rel=stylesheet]')]
+      .map((link) => new URL(link.href).pathname)"""
+    page.evaluate(
+        """() => {
+             FlaskPush.bell(document.getElementById('bell'));
+             FlaskPush.bell(document.body.appendChild(document.createElement('div')));
+           }"""
+    )
+    assert page.evaluate(links) == ["/push/static/flask-push.css"]
+    # first in <head>: the page's own rules win over the bell's at equal specificity
+    assert page.evaluate("document.head.firstElementChild.href.endsWith('/flask-push.css')")
+
+
+def test_escape_is_safe_in_attributes_too(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """Templates may put item text in attributes (title="..."), as the README shows."""
+    app = live()
+    open_page(browser, page, app)
+    escaped = page.evaluate("FlaskPush.escape(`<a href=\"x\" title='y'>&`)")
+    assert escaped == "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;"
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def test_the_menu_stays_on_screen_with_the_bell_at_the_left(
+    browser: Browser, page: Any, live: Callable[..., Live], viewport: tuple[int, int]
+) -> None:
+    app = live()
+    with app.app.app_context():
+        push.upsert("kim", title="Order #3 shipped")
+    width, height = viewport
+    page.set_viewport_size({"width": width, "height": height})
+    open_page(browser, page, app, user="kim")
+    page.add_style_tag(content="header { justify-content: flex-start; gap: 12px; }")
+    start_bell(page)
+    page.click(".fp-bell-button")
+    box = page.eval_on_selector(
+        ".fp-panel", "(p) => { const r = p.getBoundingClientRect(); return [r.left, r.right]; }"
+    )
+    assert 0 <= box[0] and box[1] <= width
+    page.click(".fp-show-history")  # reachable
+    page.wait_for_selector(".fp-history .fp-item")

@@ -9,9 +9,16 @@
   'use strict';
   if (root.FlaskPush) return;
 
-  const config = { prefix: '/push', serviceWorkerUrl: '/push-sw.js', scope: undefined };
+  const config = {
+    prefix: '/push',
+    serviceWorkerUrl: '/push-sw.js',
+    scope: undefined,
+    // the bell's stylesheet; undefined: <prefix>/static/flask-push.css, false: none
+    // (the page brings the fp-* styles itself)
+    stylesheet: undefined,
+  };
 
-  /** Set {prefix, serviceWorkerUrl, scope}: where the app serves flask-push. */
+  /** Set {prefix, serviceWorkerUrl, scope, stylesheet}: where the app serves flask-push. */
   function configure(options) {
     Object.assign(config, options || {});
     return Object.assign({}, config);
@@ -302,10 +309,11 @@
     return templates.find((t) => t.satisfy(notify, place));
   }
 
+  const ENTITIES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+  /** Text made safe for HTML, in element content and in quoted attribute values. */
   function escape(text) {
-    const div = document.createElement('div');
-    div.textContent = text == null ? '' : String(text);
-    return div.innerHTML;
+    return (text == null ? '' : String(text)).replace(/[&<>"']/g, (c) => ENTITIES[c]);
   }
 
   function el(tag, className, text) {
@@ -338,40 +346,55 @@
     return bar;
   }
 
-  // The default look: a dot for unread, title, body, progress, and when.
+  /** A type as people read it: the host's label from `labels`, else the slug in
+   *  words ('new_order' -> 'New order'). */
+  function typeLabel(type, labels) {
+    const key = type || 'info';
+    if (labels && Object.prototype.hasOwnProperty.call(labels, key)) return String(labels[key]);
+    const words = key.replace(/[_-]+/g, ' ').trim();
+    return words.charAt(0).toUpperCase() + words.slice(1);
+  }
+
+  // Every time the bell shows goes through here, so an item reads the same in the
+  // menu and the history, loaded from the API or arrived live. It is the item's
+  // creation time: updatedAt also moves when the item is merely read.
+  function timeOf(notify) {
+    const node = el('time', 'fp-time', when(notify.createdAt));
+    node.dateTime = notify.createdAt;
+    node.title = new Date(notify.createdAt).toLocaleString();
+    return node;
+  }
+
+  // The default look: a dot for unread, title, body, progress, and when (with the
+  // type's label in the history). A click opens the item's url: the bell has marked
+  // it read on the server by then.
   registerTemplate({
     priority: -1,
-    template(notify, place) {
+    template(notify, place, options) {
       const item = el('div', `fp-item fp-type-${notify.type || 'info'}`);
       const text = el('div', 'fp-item-text');
       text.appendChild(el('div', 'fp-item-title', notify.title));
       if (notify.body) text.appendChild(el('div', 'fp-item-body', notify.body));
       const bar = progressBar(notify.progress);
       if (bar) text.appendChild(bar);
-      const meta = el('div', 'fp-item-meta', when(notify.updatedAt || notify.createdAt));
+      const meta = el('div', 'fp-item-meta');
       if (place === 'history') {
-        meta.textContent = `${notify.type || 'info'} · ${new Date(notify.createdAt).toLocaleString()}`;
-        if (notify.updatedAt && notify.updatedAt !== notify.createdAt) {
-          meta.textContent += ` · updated ${when(notify.updatedAt)}`;
-        }
+        meta.append(typeLabel(notify.type, options && options.typeLabels), ' · ');
       }
+      if (notify.createdAt) meta.appendChild(timeOf(notify));
       text.appendChild(meta);
       item.appendChild(el('span', notify.isNew ? 'fp-dot' : 'fp-dot fp-dot-read'));
       item.appendChild(text);
       return item;
     },
     action(notify) {
-      const read = notify.isNew
-        ? api('POST', `/notifications/${encodeURIComponent(notify.id)}/read`, {}).catch(() => null)
-        : Promise.resolve();
-      if (notify.url) read.then(() => (location.href = notify.url));
-      return read;
+      if (notify.url) location.href = notify.url;
     },
   });
 
-  function render(notify, place) {
+  function render(notify, place, options) {
     const spec = resolveTemplate(notify, place);
-    const made = spec.template(notify, place);
+    const made = spec.template(notify, place, options);
     if (typeof made !== 'string') return made;
     const wrap = el('div');
     wrap.innerHTML = made;
@@ -385,75 +408,56 @@
     'd="M12 22a2.5 2.5 0 0 0 2.45-2h-4.9A2.5 2.5 0 0 0 12 22zm7-6V11a7 7 0 0 0-5.5-6.84V3.5a1.5 ' +
     '1.5 0 0 0-3 0v.66A7 7 0 0 0 5 11v5l-2 2v1h18v-1z"/></svg>';
 
-  const STYLE = `
-.fp-bell{position:relative;display:inline-block;font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;--fp-accent:#2563eb}
-.fp-bell-button{position:relative;display:flex;align-items:center;justify-content:center;width:40px;height:40px;border:0;border-radius:50%;background:transparent;color:inherit;cursor:pointer}
-.fp-bell-button:hover,.fp-bell-button[aria-expanded=true]{background:rgba(0,0,0,.06)}
-.fp-bell-button:focus-visible{outline:2px solid var(--fp-accent);outline-offset:2px}
-.fp-badge{position:absolute;top:3px;right:1px;min-width:18px;height:18px;padding:0 5px;box-sizing:border-box;border-radius:9px;background:#dc2626;color:#fff;font-size:11px;font-weight:600;line-height:18px;text-align:center;box-shadow:0 0 0 2px #fff}
-.fp-badge[hidden]{display:none}
-.fp-flash{animation:fp-flash .6s ease-in-out 3}
-@keyframes fp-flash{0%,100%{transform:rotate(0)}20%{transform:rotate(14deg)}40%{transform:rotate(-12deg)}60%{transform:rotate(8deg);color:var(--fp-accent)}80%{transform:rotate(-4deg)}}
-.fp-panel{position:absolute;right:0;top:46px;z-index:1000;width:340px;max-width:90vw;background:#fff;border:1px solid #d0d7de;border-radius:10px;box-shadow:0 8px 24px rgba(0,0,0,.12);overflow:hidden}
-.fp-panel[hidden],.fp-history[hidden]{display:none}
-.fp-head{display:flex;align-items:center;justify-content:space-between;padding:10px 14px;border-bottom:1px solid #eaeef2;font-weight:600}
-.fp-link{border:0;background:none;padding:0;color:var(--fp-accent);font:inherit;font-weight:500;cursor:pointer}
-.fp-link:hover{text-decoration:underline}
-.fp-link:disabled{color:#8c959f;cursor:default;text-decoration:none}
-.fp-list{list-style:none;margin:0;padding:0;max-height:360px;overflow-y:auto}
-.fp-list li{border-bottom:1px solid #f0f2f4;cursor:pointer}
-.fp-list li:last-child{border-bottom:0}
-.fp-list li:hover{background:#f6f8fa}
-.fp-empty{padding:24px 14px;color:#656d76;text-align:center}
-.fp-foot{padding:8px 14px;border-top:1px solid #eaeef2;text-align:center}
-.fp-item{display:flex;gap:10px;padding:10px 14px}
-.fp-dot{flex:none;width:8px;height:8px;margin-top:6px;border-radius:50%;background:var(--fp-accent)}
-.fp-dot-read{background:transparent}
-.fp-type-warning .fp-dot:not(.fp-dot-read){background:#d97706}
-.fp-type-error .fp-dot:not(.fp-dot-read){background:#dc2626}
-.fp-item-text{min-width:0;flex:1}
-.fp-item-title{font-weight:600;overflow-wrap:anywhere}
-.fp-item-body{color:#424a53;overflow-wrap:anywhere}
-.fp-panel .fp-item-body{display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden}
-.fp-item-meta{margin-top:2px;color:#656d76;font-size:12px}
-.fp-progress{height:4px;margin-top:6px;border-radius:2px;background:#eaeef2;overflow:hidden}
-.fp-progress-fill{height:100%;background:var(--fp-accent)}
-.fp-history{position:fixed;inset:0;z-index:1001;display:flex;align-items:flex-start;justify-content:center;padding:8vh 16px;background:rgba(15,23,42,.45)}
-.fp-history-box{width:560px;max-width:100%;max-height:80vh;display:flex;flex-direction:column;background:#fff;border-radius:12px;box-shadow:0 16px 48px rgba(0,0,0,.25);overflow:hidden}
-.fp-history .fp-list{max-height:none;flex:1}
-.fp-history .fp-item{padding:12px 18px}
-`;
+  // The markup only: text (the host's title) is set through the DOM, never spliced in.
+  const BELL_HTML =
+    `<button type="button" class="fp-bell-button" aria-haspopup="true" aria-expanded="false">` +
+    `${BELL_ICON}<span class="fp-badge" hidden></span></button>` +
+    `<div class="fp-panel" hidden><div class="fp-head"><span class="fp-title"></span>` +
+    `<button type="button" class="fp-link fp-mark-all">Mark all as read</button></div>` +
+    `<ul class="fp-list"></ul><div class="fp-foot">` +
+    `<button type="button" class="fp-link fp-show-history">See all</button></div></div>` +
+    // showModal() puts a <dialog> in the top layer: a host's header with transform,
+    // filter or backdrop-filter cannot trap it or its backdrop, as it traps position:fixed
+    `<dialog class="fp-history"><div class="fp-head"><span class="fp-title"></span>` +
+    `<button type="button" class="fp-link fp-close">Close</button></div>` +
+    `<ul class="fp-list"></ul></dialog>`;
 
-  function addStyle() {
-    if (document.getElementById('flask-push-style')) return;
-    const style = el('style', null, STYLE);
-    style.id = 'flask-push-style';
-    document.head.appendChild(style);
+  // A stylesheet file, not a <style>: a page whose CSP has style-src 'self' (no
+  // 'unsafe-inline') accepts it. Linked first in <head>, so the page's own rules
+  // win over the bell's at equal specificity.
+  function addStylesheet() {
+    if (config.stylesheet === false) return;
+    const file = config.stylesheet || `${config.prefix}/static/flask-push.css`;
+    const href = new URL(file, location.href).href;
+    for (const link of document.querySelectorAll('link[rel~="stylesheet"]')) {
+      if (link.href === href) return; // linked by the page, or by another bell
+    }
+    const link = el('link');
+    link.rel = 'stylesheet';
+    link.href = href;
+    document.head.prepend(link);
   }
 
   /** A notification bell in `element`: unread badge, menu, history, mark-all-read.
-   *  options: {take: items in the menu (10), historyTake (50), title}. */
+   *  options: {take: items in the menu (10), historyTake (50), title,
+   *  typeLabels: {type: label} for the history}. */
   function bell(element, options) {
-    const opts = Object.assign({ take: 10, historyTake: 50, title: 'Notifications' }, options);
-    addStyle();
+    const opts = Object.assign(
+      { take: 10, historyTake: 50, title: 'Notifications', typeLabels: {} },
+      options
+    );
+    addStylesheet();
     element.classList.add('fp-bell');
-    element.innerHTML =
-      `<button type="button" class="fp-bell-button" aria-haspopup="true" aria-expanded="false" ` +
-      `aria-label="${escape(opts.title)}">${BELL_ICON}<span class="fp-badge" hidden></span></button>` +
-      `<div class="fp-panel" hidden><div class="fp-head"><span>${escape(opts.title)}</span>` +
-      `<button type="button" class="fp-link fp-mark-all">Mark all as read</button></div>` +
-      `<ul class="fp-list"></ul><div class="fp-foot">` +
-      `<button type="button" class="fp-link fp-show-history">See all</button></div></div>` +
-      `<div class="fp-history" hidden><div class="fp-history-box" role="dialog" aria-modal="true">` +
-      `<div class="fp-head"><span>${escape(opts.title)}</span>` +
-      `<button type="button" class="fp-link fp-close" aria-label="Close">Close</button></div>` +
-      `<ul class="fp-list"></ul></div></div>`;
+    element.innerHTML = BELL_HTML;
     const $ = (selector) => element.querySelector(selector);
     const button = $('.fp-bell-button');
     const badge = $('.fp-badge');
     const panel = $('.fp-panel');
     const history = $('.fp-history');
-    const state = { items: [], count: 0 };
+    element.querySelectorAll('.fp-title').forEach((title) => (title.textContent = opts.title));
+    history.setAttribute('aria-label', opts.title);
+    // items: the menu's; history: the dialog's while it is open
+    const state = { items: [], history: [], count: 0 };
 
     function setCount(count) {
       state.count = Math.max(0, count);
@@ -467,17 +471,13 @@
       list.textContent = '';
       if (!items.length) list.appendChild(el('li', 'fp-empty', 'Nothing here yet.'));
       for (const notify of items) {
-        const li = el('li');
+        const li = el('li', 'fp-entry');
         li.dataset.id = notify.id;
-        li.appendChild(render(notify, place));
-        li.addEventListener('click', (event) => {
-          const spec = resolveTemplate(notify, place);
-          if (notify.isNew) {
-            notify.isNew = false;
-            setCount(state.count - 1);
-            renderMenu();
-          }
-          if (spec.action) spec.action(notify, place, event);
+        li.tabIndex = 0;
+        li.appendChild(render(notify, place, opts));
+        li.addEventListener('click', (event) => choose(notify, place, event));
+        li.addEventListener('keydown', (event) => {
+          if (event.key === 'Enter') choose(notify, place, event);
         });
         list.appendChild(li);
       }
@@ -487,11 +487,51 @@
       fill(panel.querySelector('.fp-list'), state.items.slice(0, opts.take), 'menu');
     }
 
+    function renderHistory() {
+      if (history.open) fill(history.querySelector('.fp-list'), state.history, 'history');
+    }
+
     async function refresh() {
       const page = await api('GET', `/notifications?take=${opts.take}`);
       state.items = page.items;
       setCount(page.newCount);
       renderMenu();
+    }
+
+    // A click on an item marks it read on the server, whatever its template does,
+    // and only then runs the template's action: the default opens the item's url,
+    // and leaving the page earlier could cancel the request.
+    async function choose(notify, place, event) {
+      const spec = resolveTemplate(notify, place);
+      if (notify.isNew) await markRead(notify);
+      if (spec.action) await spec.action(notify, place, event);
+    }
+
+    async function markRead(notify) {
+      // Shown read at once; the server's live `unread` event then brings the exact count.
+      showRead(notify.id);
+      setCount(state.count - 1);
+      try {
+        const path = `/notifications/${encodeURIComponent(notify.id)}/read`;
+        const result = await api('POST', path, {});
+        if (result.updated !== 1) await refresh(); // it was read elsewhere meanwhile
+      } catch (err) {
+        console.error(`flask-push: notification ${notify.id} was not marked read:`, err.message);
+        await refresh().catch(() => null); // show what the server has
+      }
+    }
+
+    function showRead(id) {
+      for (const item of state.items.concat(state.history)) {
+        if (item.id === id) item.isNew = false;
+      }
+      // the lists are drawn again: keep the keyboard focus on the item
+      const focused = document.activeElement;
+      const list = focused && focused.dataset.id === id ? focused.parentElement : null;
+      renderMenu();
+      renderHistory();
+      const again = list && [...list.children].find((li) => li.dataset.id === id);
+      if (again) again.focus();
     }
 
     function flash() {
@@ -508,14 +548,29 @@
       } else if (name === 'notification') {
         state.items = [data].concat(state.items.filter((item) => item.id !== data.id));
         renderMenu();
+        if (history.open) {
+          state.history = [data].concat(state.history.filter((item) => item.id !== data.id));
+          renderHistory();
+        }
         if (data.isNew) flash();
       }
     }
     document.addEventListener('new-notification-event', onInbox);
 
     function open() {
+      renderMenu(); // "5 minutes ago" is as of now
       panel.hidden = false;
       button.setAttribute('aria-expanded', 'true');
+      keepOnScreen();
+    }
+    // The menu hangs below the button, aligned to its right edge; a bell near the
+    // left of the page would push it off-screen, so shift it right as far as needed.
+    // (Set through the DOM: a strict CSP allows that, unlike style attributes.)
+    function keepOnScreen() {
+      panel.style.right = '';
+      const left = panel.getBoundingClientRect().left;
+      const margin = 8;
+      if (left < margin) panel.style.right = `${left - margin}px`;
     }
     function close() {
       panel.hidden = true;
@@ -523,26 +578,58 @@
     }
     async function showHistory() {
       close();
-      const page = await api('GET', `/notifications?take=${opts.historyTake}`);
-      fill(history.querySelector('.fp-list'), page.items, 'history');
-      history.hidden = false;
+      let failure = null;
+      try {
+        state.history = (await api('GET', `/notifications?take=${opts.historyTake}`)).items;
+      } catch (err) {
+        failure = err;
+        state.history = [];
+      }
+      if (!history.open) history.showModal();
+      renderHistory();
+      if (failure) {
+        const list = history.querySelector('.fp-list');
+        list.textContent = '';
+        const why = `The notifications could not be loaded: ${failure.message}`;
+        list.appendChild(el('li', 'fp-empty', why));
+      }
+    }
+    function closeHistory() {
+      if (history.open) history.close();
     }
     async function markAllRead() {
       await api('POST', '/notifications/mark-all-read', {});
-      state.items.forEach((item) => (item.isNew = false));
+      state.items.concat(state.history).forEach((item) => (item.isNew = false));
       setCount(0);
       renderMenu();
+      renderHistory();
     }
 
     button.addEventListener('click', () => (panel.hidden ? open() : close()));
     $('.fp-mark-all').addEventListener('click', markAllRead);
     $('.fp-show-history').addEventListener('click', showHistory);
-    $('.fp-close').addEventListener('click', () => (history.hidden = true));
+    $('.fp-close').addEventListener('click', closeHistory);
     history.addEventListener('click', (event) => {
-      if (event.target === history) history.hidden = true; // a click outside the box
+      // the backdrop's clicks land on the dialog itself, outside its box
+      const box = history.getBoundingClientRect();
+      const inside =
+        box.left <= event.clientX && event.clientX <= box.right &&
+        box.top <= event.clientY && event.clientY <= box.bottom;
+      if (event.target === history && !inside) closeHistory();
+    });
+    history.addEventListener('close', () => {
+      state.history = [];
+      button.focus(); // back where the user was: the menu that opened it is closed
+    });
+    element.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape' && !panel.hidden) {
+        close();
+        button.focus();
+      }
     });
     function outside(event) {
-      if (!element.contains(event.target)) close();
+      // the path as dispatched: a click on an item has redrawn it (detached) by now
+      if (!event.composedPath().includes(element)) close();
     }
     document.addEventListener('click', outside);
 
@@ -558,6 +645,7 @@
       open,
       close,
       showHistory,
+      closeHistory,
       markAllRead,
       get count() {
         return state.count;
@@ -566,6 +654,7 @@
         document.removeEventListener('new-notification-event', onInbox);
         document.removeEventListener('click', outside);
         offs.forEach((off) => off());
+        closeHistory();
         element.textContent = '';
       },
     };
