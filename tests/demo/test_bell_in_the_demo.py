@@ -1,0 +1,128 @@
+"""The bell inside the demo's own pages, in real Chromium: a notification with one
+long unbroken word (a tracking URL, a product code) keeps every place that shows it
+(the bell's menu and history, the toast, the notifications page) within the page,
+at desktop and at phone width, and the history covers the page under the demo's
+blurred sticky header."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from werkzeug.serving import make_server
+
+ROOT = str(Path(__file__).resolve().parents[2])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+pytest.importorskip("playwright.sync_api")
+pytest.importorskip("dbus_next")
+
+from demo import create_app, db, push  # noqa: E402
+from demo.models import User  # noqa: E402
+from demo.seed import PASSWORD, seed  # noqa: E402
+
+from browser_kit import Browser, chromium  # noqa: E402
+
+WORD = "x" * 300
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    with chromium(tmp_path_factory.mktemp("chromium")) as session:
+        yield session
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'demo.sqlite'}",
+            "PUSH_QUEUE": "inline",
+        }
+    )
+    app.instance_path = str(tmp_path / "instance")
+    with app.app_context():
+        db.create_all()
+        seed()
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://localhost:{http.server_port}", app
+    finally:
+        http.shutdown()
+        http.server_close()
+        thread.join(10)
+        with app.app_context():
+            app.extensions["push"].shutdown()
+            db.session.remove()
+            db.engine.dispose()
+
+
+def notify(app: Any, email: str, title: str, body: str) -> None:
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.email == email))
+        push.upsert(user.push_id, notify_type="order_status", title=title, body=body)
+
+
+PAGE_WIDTH = "document.documentElement.scrollWidth"
+BOX = "(e) => { const r = e.getBoundingClientRect(); return [r.left, r.right]; }"
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def test_a_long_word_stays_within_the_page(
+    browser: Browser, shop: tuple[str, Any], viewport: tuple[int, int]
+) -> None:
+    base, app = shop
+    width, height = viewport
+    notify(app, "bob@example.com", WORD[:255], "Tracking: https://track.example/" + WORD)
+    page = browser.context.new_page()
+    try:
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(base + "/login")
+        page.fill("input[name=email]", "bob@example.com")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("form.stack button[type=submit]")
+        page.wait_for_selector(".fp-badge:not([hidden])")
+        page.click(".fp-bell-button")
+        page.wait_for_selector(".fp-panel:not([hidden]) .fp-item")
+        assert page.evaluate(PAGE_WIDTH) == width
+        left, right = page.eval_on_selector(".fp-panel", BOX)
+        assert 0 <= left and right <= width
+        page.click(".fp-show-history")
+        page.wait_for_selector(".fp-history .fp-item")
+        assert page.evaluate(PAGE_WIDTH) == width
+        # under the demo's sticky, blurred header the backdrop still covers the page
+        corners = page.evaluate(
+            """() => [[0, innerHeight - 1], [innerWidth - 1, innerHeight - 1]].map(([x, y]) =>
+                 document.querySelector('.fp-history').contains(document.elementFromPoint(x, y)))"""
+        )
+        assert corners == [True, True]
+        page.keyboard.press("Escape")
+
+        # a live one shows as a toast, which wraps too
+        notify(app, "bob@example.com", "Parcel " + WORD[:240], "Code " + WORD)
+        toast = page.wait_for_selector(".toast")
+        left, right = toast.evaluate(BOX)
+        assert 0 <= left and right <= width
+
+        page.goto(base + "/notifications")
+        page.wait_for_selector(".inbox-item")
+        assert page.evaluate(PAGE_WIDTH) == width
+
+        # the demo links the bell's stylesheet itself (no flash of an unstyled bell),
+        # before its own, so its rules win; the bell adds no second link
+        sheets = page.eval_on_selector_all(
+            "link[rel=stylesheet]", "(links) => links.map((l) => new URL(l.href).pathname)"
+        )
+        assert sheets == ["/push/static/flask-push.css", "/static/demo.css"]
+    finally:
+        page.close()
