@@ -335,6 +335,31 @@ class FakeAPNs(BackgroundService):
         with self._state:
             return frozenset(self._topics)
 
+    def app_config(self, topic: str | None = None) -> dict[str, Any]:
+        """The ``PUSH_*`` keys that point an app's APNs provider at this service.
+
+        Pass them to your app before ``init_app`` (config is read once there). The
+        key is issued afresh, the topic is ``topic`` (allowed here too) or the one
+        this fake was made with, and ``PUSH_SUPPRESS_SEND`` is False, since an app
+        aimed at a fake means to send to it. The provider checks TLS against the
+        default trust store: point ``SSL_CERT_FILE`` at
+        ``certificate.trust_bundle()`` (the ``push_fake_apns`` fixture does).
+        """
+        if topic is None:
+            if len(self.topics) != 1:
+                raise ValueError("give the topic (bundle id) the app pushes to")
+            [topic] = self.topics
+        self.allow_topic(topic)
+        key_pem, key_id, team_id = self.auth_key()
+        return {
+            "PUSH_APNS_KEY": key_pem,
+            "PUSH_APNS_KEY_ID": key_id,
+            "PUSH_APNS_TEAM_ID": team_id,
+            "PUSH_APNS_TOPIC": topic,
+            "PUSH_APNS_BASE_URL": f"https://{self.host}:{self.port}",
+            "PUSH_SUPPRESS_SEND": False,
+        }
+
     # Scripting
 
     def unregister(self, token: str, *, timestamp: int | None = None) -> None:

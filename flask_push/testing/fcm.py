@@ -646,6 +646,19 @@ class FakeFCM(BackgroundService):
             "universe_domain": "googleapis.com",
         }
 
+    def app_config(self, project_id: str = "flask-push-test") -> dict[str, Any]:
+        """The ``PUSH_*`` keys that point an app's FCM provider at this service: a
+        fresh service account whose ``token_uri`` is this fake, its base URL, and
+        ``PUSH_SUPPRESS_SEND = False`` (an app aimed at a fake means to send to it).
+
+        Pass them to your app before ``init_app``: config is read once there.
+        """
+        return {
+            "PUSH_FCM_CREDENTIALS": self.service_account(project_id),
+            "PUSH_FCM_BASE_URL": self.base_url,
+            "PUSH_SUPPRESS_SEND": False,
+        }
+
     # -- scripting -------------------------------------------------------------
 
     def fail_next(

@@ -38,6 +38,20 @@ class LocalCertificate:
     def client_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.cert_file)
 
+    def trust_bundle(self) -> str:
+        """A CA bundle of the public roots (certifi's) plus this certificate, made
+        once beside it: point ``SSL_CERT_FILE`` at it so that a process trusts this
+        service without distrusting every other.
+        """
+        bundle = Path(self.cert_file).with_name("ca-bundle.pem")
+        if not bundle.exists():
+            import certifi  # requests' dependency, so always installed with flask-push
+
+            roots = Path(certifi.where()).read_text(encoding="ascii")
+            local = Path(self.cert_file).read_text(encoding="ascii")
+            bundle.write_text(f"{roots}\n{local}", encoding="ascii")
+        return str(bundle)
+
 
 def make_local_certificate(directory: str | Path | None = None) -> LocalCertificate:
     """Make a certificate valid for a day for localhost, 127.0.0.1 and ::1."""

@@ -57,7 +57,9 @@ import http_ece
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid
 
+from ..credentials import vapid_public_key, vapid_raw_private_key
 from ._service import BackgroundService
 from .tls import LocalCertificate, make_local_certificate
 
@@ -369,6 +371,30 @@ class FakePushService(BackgroundService):
     def origin(self) -> str:
         """``scheme://127.0.0.1:port``: what a VAPID token's ``aud`` must be."""
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def app_config(self) -> dict[str, Any]:
+        """The ``PUSH_*`` keys that let an app deliver to this service's endpoints.
+
+        A fresh VAPID key pair and subject (a fake accepts any key, so tests need
+        no secrets); ``PUSH_ENDPOINT_HOSTS`` naming 127.0.0.1 (private addresses
+        pass only when named exactly); ``PUSH_ALLOW_HTTP_ENDPOINTS`` unless it
+        serves TLS (then trust ``certificate.trust_bundle()`` through
+        ``SSL_CERT_FILE``); and ``PUSH_SUPPRESS_SEND = False``: an app aimed at a
+        fake means to send to it. Pass them to your app before ``init_app``:
+        config is read once there.
+        """
+        vapid = Vapid()
+        vapid.generate_keys()
+        config: dict[str, Any] = {
+            "PUSH_VAPID_PRIVATE_KEY": vapid_raw_private_key(vapid),
+            "PUSH_VAPID_PUBLIC_KEY": vapid_public_key(vapid),  # replaces one the app set
+            "PUSH_VAPID_SUBJECT": "mailto:tests@example.com",
+            "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+            "PUSH_SUPPRESS_SEND": False,
+        }
+        if not self.tls:
+            config["PUSH_ALLOW_HTTP_ENDPOINTS"] = True
+        return config
 
     # -- subscribers and scripting ----------------------------------------------------
 

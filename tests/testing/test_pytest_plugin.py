@@ -1,0 +1,75 @@
+"""flask-push's pytest plugin: the fakes as fixtures, aimed at an app by ``app_config()``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
+
+from conftest import db, push
+
+
+def test_the_plugin_is_registered_by_its_entry_point(pytestconfig: pytest.Config) -> None:
+    # Installed as a pytest11 entry point, not loaded by this suite's conftest.
+    plugin = pytestconfig.pluginmanager.get_plugin("flask_push")
+    assert plugin is not None and plugin.__name__ == "flask_push.pytest_plugin"
+
+
+def test_each_fixture_is_a_started_fake(
+    push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM, push_fake_apns: FakeAPNs
+) -> None:
+    assert push_fake_webpush.running and push_fake_apns.running
+    assert push_fake_fcm.base_url.startswith("http://127.0.0.1:")
+    # the APNs fake's certificate is trusted, beside the public roots
+    text = Path(os.environ["SSL_CERT_FILE"]).read_text()
+    own = Path(push_fake_apns.certificate.cert_file).read_text()
+    assert own in text and text.count("BEGIN CERTIFICATE") > 10
+
+
+@pytest.fixture
+def database(tmp_path: Any) -> dict[str, Any]:
+    return {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'app.db'}"}
+
+
+def test_app_config_aims_an_app_at_all_three(
+    make_app: Any,
+    push_fake_webpush: FakePushService,
+    push_fake_fcm: FakeFCM,
+    push_fake_apns: FakeAPNs,
+) -> None:
+    # TESTING stays on (make_app sets it): app_config() turns suppression off itself.
+    config = {
+        **push_fake_webpush.app_config(),
+        **push_fake_fcm.app_config(),
+        **push_fake_apns.app_config(),
+    }
+    app: Flask = make_app(PUSH_QUEUE="inline", **config)
+    browser = push_fake_webpush.subscribe("alice")
+    with app.app_context():
+        db.session.add_all(
+            [
+                push.models.Subscription(
+                    endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
+                    user_id="alice", topics=[],
+                ),
+                push.models.Installation(
+                    app_id="shop", device_type="android", device_token="f" * 64,
+                    user_id="alice", subscriptions=[],
+                ),
+                push.models.Installation(
+                    app_id="shop", device_type="ios", device_token="ab" * 32,
+                    user_id="alice", subscriptions=[],
+                ),
+            ]
+        )  # fmt: skip
+        db.session.commit()
+        message = push.send(users=["alice"], title="Order #42")
+    assert message.recipient_count == 3
+    assert browser.wait(1)[0].json()["title"] == "Order #42"
+    assert push_fake_fcm.wait(1)[0].notification == {"title": "Order #42"}
+    assert push_fake_apns.wait(1)[0].aps["alert"]["title"] == "Order #42"
