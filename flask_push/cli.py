@@ -22,6 +22,7 @@ Each runs in an app context (Flask's ``AppGroup``):
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from collections.abc import Iterator
@@ -34,14 +35,49 @@ import click
 import sqlalchemy as sa
 from click.core import ParameterSource
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, ScriptInfo
 from py_vapid import Vapid
 
 from .credentials import vapid_public_key, vapid_raw_private_key
 from .errors import PayloadError, ValidationError
 from .models import ACTIVE, DEAD, utcnow
 
-push_cli = AppGroup("push", help="flask-push: push notifications.")
+
+class _PushGroup(AppGroup):
+    """The ``flask push`` group: a database without flask-push's tables is one line
+    that says what to run, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except sa.exc.DBAPIError as err:
+            # The command's app context has ended with its context: make one.
+            with ctx.ensure_object(ScriptInfo).load_app().app_context():
+                missing = _missing_tables()
+            if not missing:
+                raise
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise click.ClickException(
+                f"flask-push's tables are missing from this database ({missing[0]}{more}). "
+                "Create them with db.create_all() in an app context, or with the shipped "
+                "Alembic migrations: `flask db upgrade heads` (README: Database migrations)."
+            ) from err
+
+
+def _missing_tables() -> list[str]:
+    """flask-push's tables that the app's database lacks (none when it cannot tell)."""
+    try:
+        push = _push()
+        push.db.session.rollback()
+        inspector = sa.inspect(push.db.engine)
+        models = push.models
+        tables = [getattr(models, f.name).__table__.name for f in dataclasses.fields(models)]
+        return [name for name in tables if not inspector.has_table(name)]
+    except Exception:  # noqa: BLE001 - the original error says more than this one
+        return []
+
+
+push_cli = _PushGroup("push", help="flask-push: push notifications.")
 
 #: the statuses of a delivery, in the order ``stats`` and ``send`` print them
 DELIVERY_STATUSES = ("queued", "sent", "failed", "gone", "expired")
@@ -77,9 +113,9 @@ def vapid_keys(subject: str) -> None:
 
 
 @push_cli.command("send")
-@click.option(
-    "--user", "users", multiple=True, required=True, help="A user id; repeat for several."
-)
+@click.option("--user", "users", multiple=True, help="A user id; repeat for several.")
+@click.option("--topic", default=None, help="Everyone subscribed to this topic.")
+@click.option("--everyone", is_flag=True, help="Every browser and device.")
 @click.option("--title", required=True, help="The notification's title.")
 @click.option("--body", default=None, help="The notification's text.")
 @click.option("--url", default=None, help="The page a click opens.")
@@ -97,6 +133,8 @@ def vapid_keys(subject: str) -> None:
 )
 def send(
     users: tuple[str, ...],
+    topic: str | None,
+    everyone: bool,
     title: str,
     body: str | None,
     url: str | None,
@@ -104,25 +142,37 @@ def send(
     urgency: str,
     no_wait: bool,
 ) -> None:
-    """Send a notification to users' browsers and devices.
+    """Send a notification to users (--user, repeated), a --topic or --everyone.
 
     The message is queued, then delivered here before the command exits, so the
-    process does not end with its deliveries in hand. Deliveries a push service
-    asked to retry later stay queued for the workers. With --no-wait the command
-    returns once the message is queued (a batch the app's thread worker already
-    took is finished first).
+    process does not end with its deliveries in hand; the outcome is printed per
+    status, with the reason of each failure, and the exit code is 1 when nothing
+    was delivered. Deliveries a push service asked to retry later stay queued for
+    the workers. With --no-wait the command returns once the message is queued
+    (a batch the app's thread worker already took is finished first).
     """
     push = _push()
     try:
         try:
             message = push.send(
-                users=list(users), title=title, body=body, url=url, ttl=ttl, urgency=urgency
+                users=list(users) or None,
+                topic=topic,
+                everyone=everyone,
+                title=title,
+                body=body,
+                url=url,
+                ttl=ttl,
+                urgency=urgency,
             )
         except ValidationError as err:
-            raise click.UsageError(str(err)) from None
+            raise click.UsageError(_as_option(err)) from None
         except PayloadError as err:
             raise click.ClickException(f"{err.provider}: {err}") from None
-        click.echo(f"Message {message.id}: {message.status}, {message.recipient_count} recipients")
+        recipients = message.recipient_count
+        click.echo(
+            f"Message {message.id}: {message.status}, "
+            f"{recipients} recipient{'' if recipients == 1 else 's'}"
+        )
         if not no_wait:
             # Only this message's rows: a backlog of others is the workers' business.
             push.dispatch_due(message_id=message.id)
@@ -132,6 +182,47 @@ def send(
     counts = _delivery_counts(push, message.id)
     if counts:
         click.echo("Deliveries: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+    for line in _problems(push, message.id):
+        click.echo(f"  {line}")
+    if no_wait:
+        return
+    if not recipients:
+        raise click.ClickException(
+            "Nothing was delivered: no active browser or device matches this audience."
+        )
+    if not counts.get("sent"):
+        raise click.ClickException("Nothing was delivered; the reasons are above.")
+
+
+def _as_option(err: ValidationError) -> str:
+    """A ValidationError of ``push.send`` in the command's own terms."""
+    if err.field == "audience":
+        return "give exactly one audience: --user (repeatable), --topic or --everyone"
+    return str(err)
+
+
+def _problems(push: Any, message_id: str) -> list[str]:
+    """One line per status and reason of a message's deliveries that failed, are
+    gone, or wait for a retry: how many, and what the push service said."""
+    d = push.models.Delivery
+    rows = push.db.session.execute(
+        sa.select(d.status, d.error, sa.func.count())
+        .where(
+            d.message_id == message_id,
+            sa.or_(
+                d.status.in_(("failed", "gone", "expired")),
+                sa.and_(d.status == "queued", d.error.is_not(None)),
+            ),
+        )
+        .group_by(d.status, d.error)
+        .order_by(d.status, d.error)
+    ).all()
+    push.db.session.rollback()  # end the read transaction
+    labels = {"queued": "will retry"}
+    return [
+        f"{labels.get(status, status)} ({count}): {error or 'no reason recorded'}"
+        for status, error, count in rows
+    ]
 
 
 def _delivery_counts(push: Any, message_id: str | None = None) -> dict[str, int]:

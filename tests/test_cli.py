@@ -120,13 +120,14 @@ def service() -> Iterator[FakePushService]:
 
 def sending_app(make_app: Any, **config: Any) -> Flask:
     """The default thread queue, really sending to the fake push service."""
-    app: Flask = make_app(
-        PUSH_QUEUE="thread",
-        PUSH_SUPPRESS_SEND=False,
-        PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
-        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    config = {
+        "PUSH_QUEUE": "thread",
+        "PUSH_SUPPRESS_SEND": False,
+        "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+        "PUSH_ALLOW_HTTP_ENDPOINTS": True,
         **config,
-    )
+    }
+    app: Flask = make_app(**config)
     return app
 
 
@@ -167,12 +168,90 @@ def test_send_no_wait_returns_once_queued(make_app: Any, service: FakePushServic
         args=["push", "send", "--user", "alice", "--title", "Hi", "--no-wait"]
     )
     assert result.exit_code == 0, result.output
-    found = re.search(r"^Message (msg_\w+): queued, 1 recipients$", result.output, re.M)
+    found = re.search(r"^Message (msg_\w+): queued, 1 recipient$", result.output, re.M)
     assert found, result.output
     with app.app_context():
         # queued for the workers, or sent by the batch the thread worker had taken
         assert statuses(found.group(1))[0] in ("queued", "sent")
         assert app.extensions["push"].worker is None
+
+
+def test_send_takes_a_topic_or_everyone(app: Flask) -> None:
+    with app.app_context():
+        add_subscription("alice", topics=["offers"])
+        add_subscription("bob")
+    runner = app.test_cli_runner()
+    offers = runner.invoke(args=["push", "send", "--topic", "offers", "--title", "Sale"])
+    assert offers.exit_code == 0, offers.output
+    assert ", 1 recipient\n" in offers.output and "Deliveries: sent 1" in offers.output
+    everyone = runner.invoke(args=["push", "send", "--everyone", "--title", "Open Sunday"])
+    assert everyone.exit_code == 0, everyone.output
+    assert ", 2 recipients\n" in everyone.output and "Deliveries: sent 2" in everyone.output
+
+
+@pytest.mark.parametrize(
+    "audience", [[], ["--user", "alice", "--everyone"], ["--topic", "a", "--everyone"]]
+)
+def test_send_needs_exactly_one_audience(app: Flask, audience: list[str]) -> None:
+    result = app.test_cli_runner().invoke(args=["push", "send", *audience, "--title", "x"])
+    assert result.exit_code == 2, result.output
+    assert "give exactly one audience: --user (repeatable), --topic or --everyone" in result.output
+    with app.app_context():
+        assert count(push.models.Message) == 0
+
+
+def test_send_prints_each_failure_and_fails_when_nothing_arrived(
+    make_app: Any, service: FakePushService
+) -> None:
+    app = sending_app(make_app, PUSH_QUEUE="inline")
+    with app.app_context():
+        gone, refused = service.subscribe(), service.subscribe()
+        subscribe(gone, "alice")
+        subscribe(refused, "alice")
+    gone.expire()
+    service.fail_next(400, subscriber=refused)
+    result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", "--title", "Hi"])
+    assert result.exit_code == 1, result.output
+    assert "Deliveries: failed 1, gone 1" in result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("  failed (1): 400 ") for line in lines), result.output
+    assert any(line.startswith("  gone (1): the subscription has expired") for line in lines)
+    assert lines[-1] == "Error: Nothing was delivered; the reasons are above."
+
+
+def test_send_to_nobody_fails_and_says_why(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["push", "send", "--user", "nobody", "--title", "x"])
+    assert result.exit_code == 1, result.output
+    assert "0 recipients" in result.output
+    assert "Nothing was delivered: no active browser or device matches" in result.output
+
+
+def test_send_says_which_deliveries_wait_for_a_retry(
+    make_app: Any, service: FakePushService
+) -> None:
+    app = sending_app(make_app, PUSH_QUEUE="inline")
+    with app.app_context():
+        busy, fine = service.subscribe(), service.subscribe()
+        subscribe(busy, "alice")
+        subscribe(fine, "alice")
+    service.fail_next(503, subscriber=busy, retry_after=120)
+    result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", "--title", "Hi"])
+    assert result.exit_code == 0, result.output  # one arrived
+    assert "Deliveries: queued 1, sent 1" in result.output
+    assert "  will retry (1): 503 " in result.output
+
+
+@pytest.mark.parametrize("command", [["stats"], ["send", "--user", "a", "--title", "x"]])
+def test_a_database_without_the_tables_is_one_line(make_app: Any, command: list[str]) -> None:
+    app = make_app()
+    with app.app_context():
+        db.drop_all()
+    result = app.test_cli_runner().invoke(args=["push", *command])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # no traceback
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: flask-push's tables are missing from this database (")
+    assert "db.create_all()" in line and "flask db upgrade heads" in line
 
 
 def test_worker_once_delivers_due_rows(app: Flask) -> None:
