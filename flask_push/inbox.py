@@ -8,6 +8,7 @@ behaviour are the same from both sides.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -77,9 +78,14 @@ def _progress(value: Any) -> dict[str, Any] | None:
         )
     for key in ("total", "processed"):
         number = value.get(key)
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or (isinstance(number, float) and not math.isfinite(number))  # NaN is no JSON
+            or number < 0
+        ):
             raise ValidationError(
-                f"{key} must be a number of at least 0",
+                f"{key} must be a finite number of at least 0",
                 field=f"progress.{key}",
                 code="invalid_value",
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import binascii
 import fnmatch
 import ipaddress
+import math
 import re
 import zoneinfo
 from collections.abc import Iterable
@@ -23,7 +24,11 @@ from .errors import ValidationError
 
 MAX_ENDPOINT_LENGTH = 2048
 TOPIC = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
-MAX_TOPICS = 50
+#: the most topics one subscription or installation holds (``PUSH_MAX_TOPICS``)
+MAX_TOPICS = 20
+#: JSON nested deeper is refused: no field needs it, and Python's recursion limit
+#: (which parsing, storing and answering all run into) is not far beyond
+MAX_JSON_DEPTH = 64
 # Hosts that are only ever this machine, whatever DNS says.
 _LOOPBACK_NAMES = ("localhost", "*.localhost", "localhost.localdomain")
 # What a URI is made of (RFC 3986): printable ASCII without spaces. Browsers
@@ -51,8 +56,7 @@ def text(
         raise ValidationError("must be a string", field=field, code="invalid_type")
     if not value and not allow_empty:
         raise ValidationError("must not be empty", field=field, code="invalid_value")
-    if "\x00" in value or not _is_utf8(value):
-        # PostgreSQL refuses NUL in text; an unpaired surrogate cannot be encoded at all
+    if not _storable(value):
         raise ValidationError(
             "must not contain NUL or unpaired surrogate characters",
             field=field,
@@ -65,7 +69,14 @@ def text(
     return value
 
 
-def _is_utf8(value: str) -> bool:
+def _storable(value: str) -> bool:
+    """Can ``value`` be stored and sent as text?
+
+    PostgreSQL refuses NUL in text (and in jsonb), and an unpaired surrogate (which
+    JSON's ``"\\ud800"`` parses to) cannot be encoded as UTF-8 at all.
+    """
+    if "\x00" in value:
+        return False
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -87,13 +98,14 @@ def boolean(value: Any, field: str) -> bool:
     return value
 
 
-def topics(value: Any, field: str = "topics") -> list[str]:
-    """A list of topic names: letters, digits and ``_ . : -``, each up to 64 characters."""
+def topics(value: Any, field: str = "topics", *, max_count: int = MAX_TOPICS) -> list[str]:
+    """A list of at most ``max_count`` topic names: letters, digits and ``_ . : -``,
+    each up to 64 characters."""
     if value is None:
         return []
-    if not isinstance(value, list) or len(value) > MAX_TOPICS:
+    if not isinstance(value, list) or len(value) > max_count:
         raise ValidationError(
-            f"must be a list of at most {MAX_TOPICS} topic names", field=field, code="invalid_value"
+            f"must be a list of at most {max_count} topic names", field=field, code="invalid_value"
         )
     for name in value:
         if not isinstance(name, str) or not TOPIC.match(name):
@@ -139,10 +151,65 @@ def time_zone(value: Any, field: str = "timeZone") -> str | None:
 
 
 def json_object(value: Any, field: str) -> dict[str, Any] | None:
+    """A JSON object that can be stored and sent (see :func:`json_value`), or None."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise ValidationError("must be a JSON object", field=field, code="invalid_type")
+    json_value(value, field)
+    return value
+
+
+def json_value(value: Any, field: str) -> Any:
+    """``value`` if it is JSON that every database and every transport takes as it is.
+
+    At any depth: object keys are strings; strings (keys too) hold no NUL and no
+    unpaired surrogate (see :func:`_storable`); numbers are finite (``NaN`` is not
+    JSON, and PostgreSQL refuses it); nothing but dicts, lists, strings, numbers,
+    booleans and None; at most :data:`MAX_JSON_DEPTH` levels. The Python API
+    would otherwise write such a value and fail later, when it is sent or shown.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValidationError(
+                f"is nested more than {MAX_JSON_DEPTH} levels deep",
+                field=field,
+                code="invalid_value",
+            )
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str) or not _storable(key):
+                    raise ValidationError(
+                        "has an object key that is not a string without NUL or unpaired "
+                        "surrogate characters",
+                        field=field,
+                        code="invalid_value",
+                    )
+            stack.extend((inner, depth + 1) for inner in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((inner, depth + 1) for inner in item)
+        elif isinstance(item, str):
+            if not _storable(item):
+                raise ValidationError(
+                    "has a string with NUL or unpaired surrogate characters",
+                    field=field,
+                    code="invalid_value",
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValidationError(
+                    "has a number that is not finite: NaN and Infinity are not JSON",
+                    field=field,
+                    code="invalid_value",
+                )
+        elif item is not None and not isinstance(item, int):  # bool is an int too
+            raise ValidationError(
+                f"holds a {type(item).__name__}, which is not a JSON value",
+                field=field,
+                code="invalid_type",
+            )
     return value
 
 

@@ -128,6 +128,14 @@ def test_search_sees_the_callers_uncommitted_writes_and_opens_no_transaction(app
         ({"title": "ok", "data": ["not", "an", "object"]}, "data"),
         ({"title": "ok", "id": "no spaces allowed"}, "id"),
         ({"title": "ok", "is_new": "yes"}, "isNew"),
+        # JSON that cannot be stored or sent as it is, at any depth, keys too
+        ({"title": "ok", "data": {"k": "\ud800"}}, "data"),
+        ({"title": "ok", "data": {"\udfff": 1}}, "data"),
+        ({"title": "ok", "data": {"k": ["a", {"b": "x\x00y"}]}}, "data"),
+        ({"title": "ok", "data": {"k": float("nan")}}, "data"),
+        ({"title": "ok", "data": {"when": datetime(2030, 1, 1)}}, "data"),
+        ({"title": "ok", "data": {1: "one"}}, "data"),
+        ({"title": "ok", "progress": {"total": float("inf"), "processed": 0}}, "progress.total"),
     ],
 )
 def test_python_api_refuses_bad_values_and_writes_nothing(app_ctx, kwargs, field):
@@ -135,6 +143,37 @@ def test_python_api_refuses_bad_values_and_writes_nothing(app_ctx, kwargs, field
         push.upsert("alice", **kwargs)
     assert info.value.field == field
     assert push.search("alice").total_count == 0
+
+
+def test_python_api_refuses_a_user_id_that_cannot_be_stored(app_ctx):
+    for user in ("u" * 256, "a\x00b", "\ud800"):
+        with pytest.raises(ValidationError) as info:
+            push.upsert(user, title="x")
+        assert info.value.field == "userId"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.InboxItem)) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"data": {"k": "\ud800"}}, "data"),  # a lone surrogate, as JSON's "\ud800" gives
+        ({"data": {"\ud800": "in a key"}}, "data"),
+        ({"data": {"list": [1, ["deep", "\udc00"]]}}, "data"),
+        ({"data": {"k": "NUL \x00 in it"}}, "data"),
+    ],
+)
+def test_http_unstorable_json_is_400_before_anything_is_written(app, client, body, field):
+    """Such input once answered 201 (and broke the live event) or 500 after the commit."""
+    response = client.post(
+        "/push/notifications", headers=as_user("alice"), json={"title": "Hi", **body}
+    )
+    assert response.status_code == 400, response.json
+    assert (response.json["error"]["field"], response.json["error"]["code"]) == (
+        field,
+        "invalid_value",
+    )
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.InboxItem)) == 0
 
 
 def test_http_list_item_upsert_read(client):
