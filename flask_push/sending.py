@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +37,10 @@ QUERY_OPERATORS = ("eq", "neq", "inq", "nin")
 #: a ttl of 0 ("now or never") still survives this long in the outbox, so that
 #: a busy worker does not turn every such message into ``expired``
 ZERO_TTL_GRACE = timedelta(seconds=60)
+#: the furthest ahead a message may be scheduled: a later ``send_at`` is most likely
+#: a mistake (a year mistyped), and this keeps ``send_at`` plus the TTL far inside
+#: what ``datetime`` and the databases hold
+MAX_SCHEDULE_DAYS = 365
 
 #: device type of an installation -> the provider kind that delivers to it
 INSTALLATION_KINDS = {"ios": "apns", "android": "fcm"}
@@ -194,13 +198,24 @@ def _query(query: Any) -> dict[str, Any]:
 
 
 def send_time(value: Any) -> datetime | None:
+    """``value`` in UTC: a timezone-aware time at most :data:`MAX_SCHEDULE_DAYS` ahead."""
     if value is None:
         return None
-    if not isinstance(value, datetime) or value.tzinfo is None:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
         raise ValidationError(
             "must be a timezone-aware datetime", field="sendAt", code="invalid_value"
         )
-    return value
+    try:
+        utc: datetime = value.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is past the year 9999 in UTC
+        raise ValidationError(
+            "is not a time datetime can hold", field="sendAt", code="invalid_value"
+        ) from None
+    if utc > utcnow() + timedelta(days=MAX_SCHEDULE_DAYS):
+        raise ValidationError(
+            f"must be at most {MAX_SCHEDULE_DAYS} days ahead", field="sendAt", code="invalid_value"
+        )
+    return utc
 
 
 # -- resolving -----------------------------------------------------------------------

@@ -43,6 +43,11 @@ def count(app: Flask, model: Any) -> int:
         return db.session.scalar(sa.select(sa.func.count()).select_from(model)) or 0
 
 
+def _ahead(**delta: float) -> str:
+    """An RFC 3339 time this far from now."""
+    return (datetime.now(timezone.utc) + timedelta(**delta)).isoformat()
+
+
 def error(response: Any, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.get_json()
     result: dict[str, Any] = response.get_json()["error"]
@@ -172,14 +177,23 @@ def test_bad_audience(app: Flask, client: Any, audience: Any, field: str, code: 
         ({"sendAt": "9999-12-31T23:59:59-01:00"}, "notification.sendAt", "invalid_value"),
         ({"sendAt": 1893456000}, "notification.sendAt", "invalid_value"),
         ({"colour": "red"}, "notification.colour", "unknown_field"),
+        # once a 500 (OverflowError: the send time plus the TTL is past the year 9999)
+        ({"sendAt": "9999-12-31T00:00:00Z"}, "notification.sendAt", "invalid_value"),
+        ({"sendAt": _ahead(days=366)}, "notification.sendAt", "invalid_value"),
+        # once a 500 (a lone surrogate cannot be encoded) or stored (NUL)
+        ({"data": {"k": "\ud800"}}, "notification.data", "invalid_value"),
+        ({"data": {"\ud800": 1}}, "notification.data", "invalid_value"),
+        ({"data": {"k": ["a\x00b"]}}, "notification.data", "invalid_value"),
     ],
 )
 def test_bad_notification(
     app: Flask, client: Any, notification: dict[str, Any], field: str, code: str
 ) -> None:
-    err = error(send(client, **notification), 400)
+    setup_subscriptions(app)
+    err = error(send(client, **{"inbox": True, **notification}), 400)
     assert (err["field"], err["code"]) == (field, code), err
-    assert count(app, push.models.Message) == 0
+    for model in (push.models.Message, push.models.Delivery, push.models.InboxItem):
+        assert count(app, model) == 0
 
 
 def test_bad_body(client: Any) -> None:
@@ -201,13 +215,15 @@ def test_oversize_notification_is_400_and_writes_nothing(app: Flask, client: Any
 
 def test_send_at_in_the_future_is_scheduled(app: Flask, client: Any) -> None:
     setup_subscriptions(app)
-    response = send(client, sendAt="2999-01-31T10:00:00+01:00")
+    later = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=364)
+    at = later.astimezone(timezone(timedelta(hours=1))).isoformat()  # "...+01:00"
+    response = send(client, sendAt=at)
     assert response.status_code == 202
     answer = response.get_json()
     assert answer["status"] == "scheduled"
     shown = client.get(f"/push/messages/{answer['id']}", headers=ADMIN).get_json()
     assert shown["status"] == "scheduled"
-    assert shown["sendAt"] == "2999-01-31T09:00:00Z"
+    assert shown["sendAt"] == later.isoformat().replace("+00:00", "Z")
     assert shown["counts"]["queued"] == 2 and shown["counts"]["sent"] == 0
     past = send(client, sendAt="2001-01-01T00:00:00Z").get_json()
     assert past["status"] == "done"

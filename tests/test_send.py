@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -248,6 +248,67 @@ def test_message_queued_signal(outbox_app: Flask) -> None:
     with signals.message_queued.connected_to(on_queued, sender=outbox_app):
         message = push.send(everyone=True, title="x")
     assert seen == [message.id]
+
+
+def test_a_failing_receiver_neither_undoes_nor_stops_a_send(
+    outbox_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The message is committed before the signal: it must still go out, and the
+    caller must not see an error (it would retry, and send it twice)."""
+    add_subscription("alice")
+    seen: list[str] = []
+
+    def broken(sender: Any, message: Any) -> None:
+        raise RuntimeError("the host's receiver is broken")
+
+    def working(sender: Any, message: Any) -> None:
+        seen.append(message.id)
+
+    with (
+        signals.message_queued.connected_to(broken, sender=outbox_app),
+        signals.message_queued.connected_to(working, sender=outbox_app),
+        push.record() as outbox,
+    ):
+        message = push.send(users=["alice"], title="Shipped", inbox=True)
+    assert seen == [message.id]  # the other receivers still ran
+    assert [p.notification.title for p in outbox] == ["Shipped"]  # and it was sent
+    assert push.search("alice").total_count == 1
+    assert "'message-queued'" in caplog.text and "the host's receiver is broken" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"data": {"k": "\ud800"}}, "data"),
+        ({"data": {"k": ["x", {"\x00": 1}]}}, "data"),
+        ({"data": {"k": float("nan")}}, "data"),
+        ({"data": {"at": datetime(2030, 1, 1)}}, "data"),
+        ({"send_at": datetime(9999, 12, 31, tzinfo=timezone.utc)}, "sendAt"),
+        ({"send_at": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))}, "sendAt"),
+        ({"send_at": utcnow() + timedelta(days=366)}, "sendAt"),
+    ],
+)
+def test_what_cannot_be_stored_or_scheduled_is_refused_before_writing(
+    outbox_app: Flask, kwargs: dict[str, Any], field: str
+) -> None:
+    sub = add_subscription("alice")
+    for call in (
+        lambda: push.send(users=["alice"], title="x", inbox=True, **kwargs),
+        lambda: push.notify_by_id(sub.id, title="x", inbox=True, **kwargs),
+    ):
+        with pytest.raises(ValidationError) as info:
+            call()
+        assert info.value.field == field
+    for model in (push.models.Message, push.models.Delivery, push.models.InboxItem):
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(model)) == 0
+
+
+def test_send_at_up_to_a_year_ahead_is_scheduled(outbox_app: Flask) -> None:
+    later = utcnow() + timedelta(days=364)
+    message = push.send(
+        everyone=True, title="x", send_at=later.astimezone(timezone(timedelta(hours=2)))
+    )
+    assert message.send_at == later
 
 
 @pytest.mark.parametrize("users", [True, {"alice": 1}, "alice", 42])
