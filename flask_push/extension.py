@@ -25,6 +25,7 @@ from .providers import Provider, provider_class
 from .queues import ThreadWorker
 
 if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery queue only
+    from .api.ratelimit import ClientLimiter
     from .celery_queue import CeleryQueue
     from .realtime import Realtime
 
@@ -46,6 +47,8 @@ class _PushState:
     celery: CeleryQueue | None = None
     #: live events: the backplane and this process's websockets, made on first use
     realtime: Realtime | None = None
+    #: counts ``POST /subscriptions`` per client when the host has no Flask-Limiter
+    subscribe_limiter: ClientLimiter | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def shutdown(self) -> None:
@@ -376,9 +379,10 @@ class Push:
             session.rollback()
             raise
         app = current_app._get_current_object()  # type: ignore[attr-defined]
+        # Committed: a receiver that fails is logged, and the message is still sent.
         for item, created in items:
-            signals.inbox_item_saved.send(app, item=item, created=created)
-        signals.message_queued.send(app, message=message)
+            signals.send_committed(signals.inbox_item_saved, app, item=item, created=created)
+        signals.send_committed(signals.message_queued, app, message=message)
         # Suppressed sends (tests) are recorded at once, as Flask-Mail records
         # mail: ``with push.record() as outbox: push.send(...)`` needs no waiting.
         if settings.queue == "inline" or settings.suppress_send:
@@ -546,7 +550,7 @@ class Push:
         )
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         if commit:
-            signals.inbox_item_saved.send(app, item=item, created=created)
+            signals.send_committed(signals.inbox_item_saved, app, item=item, created=created)
         else:
             self._publish_on_commit(app, str(item.user_id), inbox_item_json(item))
         return item, created
@@ -583,7 +587,7 @@ class Push:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         if commit:
             if count:
-                signals.inbox_read.send(app, user_id=str(user_id), count=count)
+                signals.send_committed(signals.inbox_read, app, user_id=str(user_id), count=count)
         elif count:
             self._publish_on_commit(app, str(user_id), None)
         return count

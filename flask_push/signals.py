@@ -5,7 +5,13 @@ Each comment names the sender and the keyword arguments.
 
 from __future__ import annotations
 
-from blinker import Namespace
+import logging
+from inspect import iscoroutinefunction
+from typing import Any
+
+from blinker import NamedSignal, Namespace
+
+log = logging.getLogger("flask_push")
 
 _signals = Namespace()
 
@@ -31,3 +37,27 @@ subscription_gone = _signals.signal("subscription-gone")
 #: Sending is suppressed and a push was recorded instead (what ``push.record()``
 #: collects). Sender: the app; ``push`` (an OutgoingPush), ``kind``.
 push_recorded = _signals.signal("push-recorded")
+
+
+def send_committed(signal: NamedSignal, sender: Any, **kwargs: Any) -> None:
+    """Send ``signal`` about a change that is already committed.
+
+    Unlike ``signal.send``, a receiver that raises does not stop the others, and
+    its error is logged instead of raised: the change happened, so the request
+    (or ``push.send``) that made it must still succeed, or a client retrying it
+    would make it twice.
+    """
+    if signal.is_muted:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            if iscoroutinefunction(receiver):
+                raise RuntimeError("Cannot send to a coroutine function.")  # as blinker says
+            receiver(sender, **kwargs)
+        except Exception:
+            log.exception(
+                "flask-push: a receiver of the %r signal (%r) failed; the change it was told "
+                "about is committed all the same",
+                signal.name,
+                receiver,
+            )

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
+import uuid
 
 import pytest
+import sqlalchemy as sa
 from werkzeug.serving import make_server
 
-from conftest import as_user
+from flask_push import signals
+from flask_push.models import utcnow
+
+from conftest import as_user, db, need_service, push
 
 
 def assert_error(response, status, code):
@@ -120,3 +126,81 @@ def test_vapid_public_key(app, client):
     key = client.get("/push/vapid-public-key").json["publicKey"]
     assert key == app.extensions["push"].settings.vapid_public_key
     assert len(key) == 87 and "=" not in key  # 65 bytes, base64url without padding
+
+
+# -- after the commit: nothing may turn a done change into an error -------------------
+
+
+def count(app, model):
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def test_a_failing_signal_receiver_after_the_commit_is_logged_not_a_500(
+    app, client, make_subscription, caplog
+):
+    """A client that got a 500 for a change that was made would retry it, and make it twice."""
+
+    def broken(sender, **kwargs):
+        raise RuntimeError("a host receiver is broken")
+
+    alice = as_user("alice")
+    with (
+        signals.subscription_added.connected_to(broken),
+        signals.subscription_removed.connected_to(broken),
+        signals.inbox_item_saved.connected_to(broken),
+        signals.inbox_read.connected_to(broken),
+    ):
+        sub = client.post("/push/subscriptions", json=make_subscription(), headers=alice)
+        item = client.post("/push/notifications", json={"title": "Hi"}, headers=alice)
+        read = client.post("/push/notifications/mark-all-read", json={}, headers=alice)
+        gone = client.delete(f"/push/subscriptions/{sub.json['id']}", headers=alice)
+    assert (sub.status_code, item.status_code, read.status_code, gone.status_code) == (
+        201,
+        201,
+        200,
+        204,
+    )
+    assert read.json == {"updated": 1}
+    assert count(app, push.models.InboxItem) == 1
+    assert count(app, push.models.Subscription) == 0
+    for name in ("subscription-added", "inbox-item-saved", "inbox-read", "subscription-removed"):
+        assert f"receiver of the {name!r} signal" in caplog.text
+    assert "a host receiver is broken" in caplog.text
+
+
+def test_a_live_event_that_cannot_be_published_is_logged_not_a_500(make_app, caplog):
+    """An item stored before its data was checked (a lone surrogate in it) cannot be
+    encoded for Redis; updating it still succeeds, and the lost event is logged."""
+    redis = pytest.importorskip("redis")
+    url = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    probe = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        probe.ping()
+    except redis.RedisError as err:
+        probe.close()
+        need_service("Redis", err)
+    prefix = f"fp-test-{uuid.uuid4().hex[:10]}"
+    try:
+        app = make_app(PUSH_BACKPLANE_URL=url, PUSH_BACKPLANE_PREFIX=prefix)
+        with app.app_context():
+            now = utcnow()
+            db.session.execute(
+                sa.insert(push.models.InboxItem).values(
+                    user_id="alice", id="legacy", type="info", title="Old", is_new=True,
+                    data={"note": "\ud800"}, created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+            db.session.commit()
+        response = app.test_client().post(
+            "/push/notifications",
+            json={"id": "legacy", "body": "updated"},
+            headers=as_user("alice"),
+        )
+        assert response.status_code == 200, response.json
+        assert response.json["body"] == "updated"
+        assert "event on user:alice was not published live" in caplog.text
+    finally:
+        for key in probe.scan_iter(f"{prefix}:*"):
+            probe.delete(key)
+        probe.close()

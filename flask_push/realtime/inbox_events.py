@@ -44,22 +44,28 @@ def _read(app: Flask, user_id: str, **extra: Any) -> None:
 def publish_item(app: Flask, user_id: str, item: dict[str, Any] | None) -> None:
     """Publish ``item`` (when given) and the unread count to ``user:<user_id>``.
 
-    Runs after a commit the caller already made, so a backplane that is down is
-    logged, not raised: the change itself succeeded, and clients catch up with
-    ``since``.
+    Runs after a commit the caller already made, so any failure (a backplane
+    that is down, data it cannot carry) is logged, not raised: the change itself
+    succeeded, and clients catch up with ``since`` or on their next load.
     """
     state = app.extensions.get("push")
     if state is None:
         return
     push = state.push
     channel = f"user:{user_id}"
+    event = "notification" if item is not None else "unread"
     try:
         realtime = push._realtime(state)
         if item is not None:
-            realtime.publish(channel, "notification", item)
-        realtime.publish(channel, "unread", {"count": _unread(push, user_id)})
+            realtime.publish(channel, event, item)
+            event = "unread"
+        realtime.publish(channel, event, {"count": _unread(push, user_id)})
     except PushError as err:
-        log.warning("flask-push: inbox change of %r not published live: %s", user_id, err)
+        log.warning(
+            "flask-push: the %r event on %s was not published live: %s", event, channel, err
+        )
+    except Exception:
+        log.exception("flask-push: the %r event on %s was not published live", event, channel)
 
 
 def _unread(push: Any, user_id: str) -> int:
