@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import limits
 from flask import Flask
 
 from . import credentials, validation
@@ -68,6 +69,11 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_DELIVERY_BATCH = 500
 #: seconds a claim keeps other workers off its deliveries; longer than a batch takes
 DEFAULT_DELIVERY_LEASE = 300
+#: ``POST /subscriptions`` one client address may make: a browser subscribes once,
+#: and again on a page reload at most; a script filling the table is stopped
+DEFAULT_SUBSCRIBE_RATE_LIMIT = "30/minute"
+#: topics one subscription or installation may hold
+DEFAULT_MAX_TOPICS = validation.MAX_TOPICS
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,9 @@ class PushSettings:
     ws_heartbeat: int = DEFAULT_WS_HEARTBEAT
     ws_max_message_bytes: int = DEFAULT_WS_MAX_MESSAGE_BYTES
     ws_queue_size: int = DEFAULT_WS_QUEUE_SIZE
+    #: a rate such as ``"30/minute"`` (Flask-Limiter's notation), or None for no limit
+    subscribe_rate_limit: str | None = DEFAULT_SUBSCRIBE_RATE_LIMIT
+    max_topics: int = DEFAULT_MAX_TOPICS
 
     @property
     def vapid_public_key(self) -> str | None:
@@ -183,6 +192,26 @@ def _endpoint_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:
         raise _fail("PUSH_ENDPOINT_HOSTS", str(err)) from err
 
 
+def _rate_limit(config: Mapping[str, Any], key: str, default: str) -> str | None:
+    value = config.get(key, default)
+    if value is None:
+        return None
+    problem = _fail(
+        key,
+        f"must be a rate such as {default!r} (or several: '30/minute;500/day'), or None "
+        f"for no limit; got {value!r}",
+    )
+    if not isinstance(value, str):
+        raise problem
+    try:
+        rates = limits.parse_many(value)
+    except ValueError:
+        raise problem from None
+    if not rates or any(rate.amount < 1 for rate in rates):
+        raise problem
+    return value
+
+
 def load(app: Flask) -> PushSettings:
     """Read and check the ``PUSH_*`` keys of ``app.config``."""
     config = app.config
@@ -258,4 +287,8 @@ def load(app: Flask) -> PushSettings:
             config, "PUSH_WS_MAX_MESSAGE_BYTES", DEFAULT_WS_MAX_MESSAGE_BYTES, 256, 16 * 1024 * 1024
         ),
         ws_queue_size=_int(config, "PUSH_WS_QUEUE_SIZE", DEFAULT_WS_QUEUE_SIZE, 1, 100_000),
+        subscribe_rate_limit=_rate_limit(
+            config, "PUSH_SUBSCRIBE_RATE_LIMIT", DEFAULT_SUBSCRIBE_RATE_LIMIT
+        ),
+        max_topics=_int(config, "PUSH_MAX_TOPICS", DEFAULT_MAX_TOPICS, 1, 1000),
     )

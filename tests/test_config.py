@@ -79,6 +79,12 @@ def test_defaults(app):
         ({"PUSH_ENDPOINT_HOSTS": ["0x7f.0.0.1"]}, "PUSH_ENDPOINT_HOSTS", "canonical"),
         ({"PUSH_ENDPOINT_HOSTS": ["::ffff:127.0.0.1"]}, "PUSH_ENDPOINT_HOSTS", "'127.0.0.1'"),
         ({"PUSH_MAX_REQUEST_BYTES": 10}, "PUSH_MAX_REQUEST_BYTES", "whole number"),
+        ({"PUSH_SUBSCRIBE_RATE_LIMIT": "lots"}, "PUSH_SUBSCRIBE_RATE_LIMIT", "'30/minute'"),
+        ({"PUSH_SUBSCRIBE_RATE_LIMIT": 30}, "PUSH_SUBSCRIBE_RATE_LIMIT", "or None for no limit"),
+        ({"PUSH_SUBSCRIBE_RATE_LIMIT": "0/minute"}, "PUSH_SUBSCRIBE_RATE_LIMIT", "'30/minute'"),
+        ({"PUSH_SUBSCRIBE_RATE_LIMIT": ""}, "PUSH_SUBSCRIBE_RATE_LIMIT", "'30/minute'"),
+        ({"PUSH_MAX_TOPICS": 0}, "PUSH_MAX_TOPICS", "whole number"),
+        ({"PUSH_MAX_TOPICS": 5000}, "PUSH_MAX_TOPICS", "whole number"),
         (
             {"PUSH_FCM_PROJECT_ID": "shop"},
             "PUSH_FCM_CREDENTIALS",

@@ -160,3 +160,35 @@ def test_moving_to_a_token_another_install_has_is_a_conflict(client):
         ]
         == IOS_TOKEN
     )
+
+
+def count_installations(app):
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Installation))
+
+
+def test_an_identity_that_cannot_be_stored_is_refused_before_writing(app, client):
+    """identity_loader's id becomes the owner (255 characters): 400, never a 500 halfway."""
+    for user in ("u" * 256, "a\x00b"):
+        response = client.post("/push/installations", headers={"X-User": user}, json=ios())
+        assert response.status_code == 400, response.json
+        assert response.json["error"]["field"] == "userId"
+    assert count_installations(app) == 0
+
+
+def test_topics_of_an_installation_are_capped(make_app):
+    app = make_app(PUSH_MAX_TOPICS=3)
+    client = app.test_client()
+    refused = client.post(
+        "/push/installations", headers=as_user("alice"), json=ios(subscriptions=list("abcd"))
+    )
+    assert refused.status_code == 400
+    assert refused.json["error"]["field"] == "subscriptions"
+    assert count_installations(app) == 0
+    made = client.post(
+        "/push/installations", headers=as_user("alice"), json=ios(subscriptions=list("abc"))
+    ).json
+    url = f"/push/installations/{made['id']}"
+    patched = client.patch(url, headers=as_user("alice"), json={"subscriptions": list("wxyz")})
+    assert patched.status_code == 400
+    assert client.get(url, headers=as_user("alice")).json["subscriptions"] == ["a", "b", "c"]

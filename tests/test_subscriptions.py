@@ -48,19 +48,62 @@ def test_resubscribing_updates_and_rebinds_instead_of_duplicating(app, client, m
     body = make_subscription(topics=["offers"])
     first = client.post("/push/subscriptions", json=body, headers=as_user("alice")).json
     body["keys"] = browser_keys()
-    again = client.post("/push/subscriptions", json=body, headers=as_user("bob"))
+    del body["topics"]
+    again = client.post("/push/subscriptions", json=body, headers=as_user("alice"))
     assert again.status_code == 200
     assert again.json["id"] == first["id"]
-    assert again.json["userId"] == "bob"
-    assert again.json["topics"] == ["offers"]  # kept when not sent
+    assert again.json["topics"] == ["offers"]  # the same owner keeps them when not sent
     assert count_subscriptions(app) == 1
     with app.app_context():
         row = db.session.get(push.models.Subscription, first["id"])
         assert row.p256dh == body["keys"]["p256dh"]
+
+
+@pytest.mark.parametrize("new_owner", ["bob", None])
+def test_rebinding_to_another_owner_starts_over(app, client, make_subscription, new_owner):
+    """The answer (and the row) show only what the new owner sent, never the last one's."""
+    body = make_subscription(topics=["orders", "offers"], expirationTime=1893456000000)
+    headers = {**as_user("alice"), "User-Agent": "Firefox/140"}
+    first = client.post("/push/subscriptions", json=body, headers=headers).json
+    del body["topics"], body["expirationTime"]
+    body["keys"] = browser_keys()
+    again = client.post(
+        "/push/subscriptions", json=body, headers={**as_user(new_owner), "User-Agent": "Edge/1"}
+    )
+    assert again.status_code == 200  # the contract's "already known, re-bound to the caller"
+    shown = again.json
+    assert (shown["id"], shown["userId"]) == (first["id"], new_owner)
+    assert (shown["topics"], shown["userAgent"], shown["expirationTime"]) == ([], "Edge/1", None)
+    assert shown["createdAt"] > first["createdAt"]  # its history starts now
+    with app.app_context():
+        row = db.session.get(push.models.Subscription, first["id"])
+        assert (row.user_id, row.topics, row.user_agent) == (new_owner, [], "Edge/1")
+    # a topic they ask for is theirs
+    body["topics"] = ["news"]
+    mine = client.post("/push/subscriptions", json=body, headers=as_user(new_owner))
+    assert mine.json["topics"] == ["news"]
+
+
+def test_a_dead_endpoint_is_refused_not_revived(app, client, make_subscription):
+    """Its push service said 404/410: that endpoint can never receive a push again."""
+    body = make_subscription(topics=["offers"])
+    first = client.post("/push/subscriptions", json=body, headers=as_user("alice")).json
+    with app.app_context():
+        row = db.session.get(push.models.Subscription, first["id"])
         row.status, row.dead_reason = "dead", "410 Gone"
         db.session.commit()
-    revived = client.post("/push/subscriptions", json=body, headers=as_user("bob")).json
-    assert (revived["status"], revived["deadReason"]) == ("active", None)
+    for who in ("alice", "bob", None):
+        again = client.post(
+            "/push/subscriptions", json={**body, "keys": browser_keys()}, headers=as_user(who)
+        )
+        assert again.status_code == 410
+        error = again.json["error"]
+        assert (error["code"], error["field"]) == ("subscription_gone", "endpoint")
+        assert "subscribe again" in error["message"]
+    with app.app_context():
+        row = db.session.get(push.models.Subscription, first["id"])
+        assert (row.status, row.user_id, row.p256dh) == ("dead", "alice", body["keys"]["p256dh"])
+    assert count_subscriptions(app) == 1
 
 
 def test_signals_on_subscribe_and_unsubscribe(app, client, make_subscription):
@@ -244,3 +287,119 @@ def test_subscribing_needs_web_push_configured(make_app, make_subscription):
     response = app.test_client().post("/push/subscriptions", json=make_subscription())
     assert response.status_code == 503
     assert response.json["error"]["code"] == "webpush_not_configured"
+
+
+# -- abuse: rate limit, topics, identities ---------------------------------------------
+
+
+def post_from(client, address, body, **headers):
+    return client.post(
+        "/push/subscriptions", json=body, headers=headers, environ_base={"REMOTE_ADDR": address}
+    )
+
+
+def assert_rate_limited(response, window_seconds):
+    assert response.status_code == 429
+    assert response.json["error"]["code"] == "rate_limited"
+    assert 1 <= int(response.headers["Retry-After"]) <= window_seconds
+
+
+def test_default_limit_per_client_address(app, client, make_subscription):
+    """30 a minute: a browser subscribes once, a page reload re-posts; a script is stopped."""
+    for _ in range(30):
+        assert post_from(client, "203.0.113.9", make_subscription()).status_code == 201
+    assert_rate_limited(post_from(client, "203.0.113.9", make_subscription()), 60)
+    assert count_subscriptions(app) == 30  # the refused one wrote nothing
+    # another client is not held back by it
+    assert post_from(client, "198.51.100.7", make_subscription()).status_code == 201
+
+
+def test_limit_is_configurable_and_counts_an_ipv6_client_by_its_64(make_app, make_subscription):
+    app = make_app(PUSH_SUBSCRIBE_RATE_LIMIT="2/hour")
+    client = app.test_client()
+    assert post_from(client, "2001:db8:1:2::1", make_subscription()).status_code == 201
+    assert post_from(client, "2001:db8:1:2::ffff", make_subscription()).status_code == 201
+    assert_rate_limited(post_from(client, "2001:db8:1:2:3::4", make_subscription()), 3600)
+    assert post_from(client, "2001:db8:1:3::1", make_subscription()).status_code == 201
+    assert count_subscriptions(app) == 3
+
+
+def test_no_limit_when_turned_off(make_app, make_subscription):
+    app = make_app(PUSH_SUBSCRIBE_RATE_LIMIT=None)
+    client = app.test_client()
+    for _ in range(40):
+        assert post_from(client, "203.0.113.9", make_subscription()).status_code == 201
+
+
+def test_limit_goes_through_the_hosts_flask_limiter(make_app, make_subscription):
+    """The host's limiter: its storage, and its key function (which knows its proxies)."""
+    flask_limiter = pytest.importorskip("flask_limiter")
+    from flask import request
+
+    app = make_app(PUSH_SUBSCRIBE_RATE_LIMIT="2/minute")
+    limiter = flask_limiter.Limiter(
+        lambda: request.headers.get("X-Client", "?"), app=app, storage_uri="memory://"
+    )
+    client = app.test_client()
+    for _ in range(2):
+        response = client.post(
+            "/push/subscriptions", json=make_subscription(), headers={"X-Client": "a"}
+        )
+        assert response.status_code == 201
+    refused = client.post(
+        "/push/subscriptions", json=make_subscription(), headers={"X-Client": "a"}
+    )
+    assert_rate_limited(refused, 60)
+    assert "2/minute" in refused.json["error"]["message"]
+    # the host's key, not the address: "b" comes from the same address
+    ok = client.post("/push/subscriptions", json=make_subscription(), headers={"X-Client": "b"})
+    assert ok.status_code == 201
+    assert count_subscriptions(app) == 3
+    assert app.extensions["push"].subscribe_limiter is None  # our own counter never ran
+    limiter.reset()
+
+
+@pytest.mark.parametrize("max_topics", [None, 30])
+def test_topics_per_subscription_are_capped(make_app, make_subscription, max_topics):
+    config = {} if max_topics is None else {"PUSH_MAX_TOPICS": max_topics}
+    app = make_app(**config)
+    client = app.test_client()
+    cap = max_topics or 20  # the default
+    many = [f"t{i}" for i in range(cap + 1)]
+    refused = client.post("/push/subscriptions", json=make_subscription(topics=many))
+    assert refused.status_code == 400
+    assert refused.json["error"]["field"] == "topics"
+    assert f"at most {cap}" in refused.json["error"]["message"]
+    assert count_subscriptions(app) == 0
+    # re-subscribing replaces the topics: the cap holds for the subscription, not per request
+    body = make_subscription(topics=many[:cap])
+    headers = as_user("alice")
+    assert client.post("/push/subscriptions", json=body, headers=headers).status_code == 201
+    body["topics"] = [f"u{i}" for i in range(cap)]
+    again = client.post("/push/subscriptions", json=body, headers=headers).json
+    assert again["topics"] == sorted(body["topics"])
+    served = client.get("/push/openapi.json").json["components"]["schemas"]
+    assert served["SubscriptionCreate"]["properties"]["topics"]["maxItems"] == cap
+
+
+def test_an_identity_that_cannot_be_stored_is_refused_before_writing(
+    app, client, make_subscription, caplog
+):
+    """identity_loader's id is the owner column (255 characters): 400, not a 500 halfway."""
+    for user in ("u" * 256, "a\x00b"):
+        response = client.post(
+            "/push/subscriptions", json=make_subscription(), headers={"X-User": user}
+        )
+        assert response.status_code == 400
+        assert response.json["error"]["field"] == "userId"
+    assert count_subscriptions(app) == 0
+    assert "identity_loader returned a user id that cannot be stored" in caplog.text
+
+
+def test_a_user_agent_with_nul_is_stored_without_it(app, client, make_subscription):
+    """PostgreSQL refuses NUL in text: the header must not turn the subscribe into a 500."""
+    response = client.post(
+        "/push/subscriptions", json=make_subscription(), headers={"User-Agent": "Bot\x00/1"}
+    )
+    assert response.status_code == 201
+    assert response.json["userAgent"] == "Bot/1"

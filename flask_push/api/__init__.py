@@ -107,6 +107,10 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         response = error_response(_from_http(err))
         if isinstance(err, MethodNotAllowed) and err.valid_methods:
             response.headers["Allow"] = ", ".join(err.valid_methods)
+        # a 429 of the host's own limits (Flask-Limiter) may say when to come back
+        retry_after = dict(err.get_headers()).get("Retry-After")
+        if retry_after is not None:
+            response.headers["Retry-After"] = retry_after
         return response
 
     @bp.errorhandler(sa.exc.IntegrityError)
@@ -134,6 +138,7 @@ _HTTP_CODES = {
     405: ("method_not_allowed", "That method is not allowed here."),
     413: ("payload_too_large", "The request body is too large."),
     415: ("unsupported_media_type", "Send the request with 'Content-Type: application/json'."),
+    429: ("rate_limited", "Too many requests; try again later."),
 }
 
 

@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from flask import Response, current_app, jsonify, request
 
+from .. import validation
 from ..errors import ValidationError
+from ..validation import MAX_JSON_DEPTH
 
 if TYPE_CHECKING:
     from ..extension import Push
 
-#: request JSON nested deeper is refused: no field needs it, and Python's recursion
-#: limit (which parsing, storing and answering all run into) is not far beyond
-MAX_JSON_DEPTH = 64
+log = logging.getLogger("flask_push")
 
 
 class ApiError(Exception):
-    """An error answered as ``{"error": {"code", "message", "field"?}}``."""
+    """An error answered as ``{"error": {"code", "message", "field"?}}``, with
+    ``headers`` (such as ``Retry-After``) on the response."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = dict(headers or {})
 
     @classmethod
     def from_validation(cls, err: ValidationError) -> ApiError:
@@ -35,6 +46,7 @@ def error_response(err: ApiError) -> Response:
         error["field"] = err.field
     response = jsonify(error=error)
     response.status_code = err.status
+    response.headers.update(err.headers)
     return response
 
 
@@ -52,9 +64,36 @@ def push() -> Push:
     return current_app.extensions["push"].push
 
 
+def caller_id() -> str | None:
+    """The signed-in user's id (None when anonymous), or a 400 naming ``userId`` when
+    the host's ``identity_loader`` gave an id that cannot be stored."""
+    uid = push().current_user_id()
+    if uid is None:
+        return None
+    try:
+        return validation.text(uid, "userId", max_length=255)
+    except ValidationError as err:
+        # Checked before anything is written: a column of 255 characters would refuse
+        # it halfway (PostgreSQL), or keep an owner that no send can name (SQLite).
+        log.warning(
+            "flask-push: identity_loader returned a user id that cannot be stored: it %s "
+            "(%d characters); ids are 1 to 255 characters without NUL. Refused %s %s.",
+            err.message,
+            len(uid),
+            request.method,
+            request.path,
+        )
+        raise ApiError(
+            400,
+            err.code,
+            f"The signed-in user's id cannot be stored: it {err.message}.",
+            "userId",
+        ) from None
+
+
 def user_id() -> str:
     """The signed-in user's id, or a 401."""
-    uid = push().current_user_id()
+    uid = caller_id()
     if uid is None:
         fail(401, "authentication_required", "Sign in first: this endpoint needs a user.")
     return uid

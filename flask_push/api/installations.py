@@ -57,7 +57,10 @@ def _optional_values(data: dict[str, Any], device_type: str) -> dict[str, Any]:
             lambda v: None if v is None else validation.integer(v, "badge", low=0, high=2**31 - 1),
         ),
         "timeZone": ("time_zone", validation.time_zone),
-        "subscriptions": ("subscriptions", lambda v: validation.topics(v, "subscriptions")),
+        "subscriptions": (
+            "subscriptions",
+            lambda v: validation.topics(v, "subscriptions", max_count=push().settings.max_topics),
+        ),
         "deviceToken": ("device_token", lambda v: validation.device_token(v, device_type)),
     }
     return {checks[k][0]: checks[k][1](v) for k, v in data.items() if k in checks}

@@ -21,4 +21,8 @@ def vapid_public_key() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     settings = current_app.extensions["push"].settings
-    return openapi.document(settings.url_prefix, server=request.url_root.rstrip("/"))
+    return openapi.document(
+        settings.url_prefix,
+        server=request.url_root.rstrip("/"),
+        max_topics=settings.max_topics,
+    )

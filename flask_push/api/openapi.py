@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import credentials, inbox, validation
+from .. import credentials, inbox, sending, validation
 from ..message import URGENCIES
 from . import messages
 
@@ -56,7 +56,9 @@ else. Rows of another user answer 404, as if they did not exist.
 `Content-Type: application/json` (415 otherwise), even without a body, and its
 body is limited to `PUSH_MAX_REQUEST_BYTES` (413 above). A body is a JSON object,
 nested at most 64 levels, with finite numbers; request objects refuse unknown
-fields (400 `unknown_field`), and text may not contain NUL characters.
+fields (400 `unknown_field`), and text, at any depth of a JSON field such as
+`data` (object keys included), may not contain NUL characters or unpaired
+surrogates (`"\\ud800"`).
 
 **Errors** are always `{"error": {"code", "message", "field"?}}`.
 """
@@ -156,11 +158,19 @@ def all_required(schema: Schema) -> Schema:
 # -- components -------------------------------------------------------------------
 
 
-def topics_schema() -> Schema:
-    names = array(string(pattern=TOPIC_PATTERN), max_items=validation.MAX_TOPICS)
+def topics_schema(max_topics: int) -> Schema:
+    names = array(string(pattern=TOPIC_PATTERN), max_items=max_topics)
     return nullable(names) | {
         "description": "Names of the topics to receive; null or absent means none. "
-        "Stored sorted, without duplicates.",
+        "Stored sorted, without duplicates; at most PUSH_MAX_TOPICS.",
+    }
+
+
+def json_data() -> Schema:
+    return {
+        "type": "object",
+        "description": "Any JSON object: finite numbers, and no NUL or unpaired surrogate "
+        "in any string or key.",
     }
 
 
@@ -178,7 +188,7 @@ def error_schema() -> Schema:
     return obj({"error": detail}, required=("error",))
 
 
-def subscription_schemas() -> dict[str, Schema]:
+def subscription_schemas(max_topics: int) -> dict[str, Schema]:
     keys = obj(
         {
             "p256dh": string(
@@ -211,7 +221,7 @@ def subscription_schemas() -> dict[str, Schema]:
                 }
             ),
             "keys": keys,
-            "topics": topics_schema(),
+            "topics": topics_schema(max_topics),
         },
         required=("endpoint", "keys"),
         description="`PushSubscription.toJSON()` of the browser, plus optional topics.",
@@ -251,7 +261,7 @@ def subscription_schemas() -> dict[str, Schema]:
     return {"SubscriptionCreate": create, "PushKeys": keys, "Subscription": subscription}
 
 
-def installation_schemas() -> dict[str, Schema]:
+def installation_schemas(max_topics: int) -> dict[str, Schema]:
     settable: dict[str, Schema] = {
         "deviceToken": string(
             "The APNs device token as hex (`ios`) or the FCM registration token (`android`).",
@@ -264,7 +274,7 @@ def installation_schemas() -> dict[str, Schema]:
                 max_length=MAX_TEXT,
             )
         ),
-        "subscriptions": topics_schema(),
+        "subscriptions": topics_schema(max_topics),
         "badge": nullable(integer(minimum=0, maximum=2**31 - 1)),
         "timeZone": nullable(string("An IANA time zone such as `Europe/Paris`.", max_length=64)),
         "appVersion": nullable(string(max_length=64)),
@@ -352,7 +362,7 @@ def inbox_schemas() -> dict[str, Schema]:
                     max_length=2048,
                 )
             ),
-            "data": nullable({"type": "object"}),
+            "data": nullable(json_data()),
             "isNew": nullable({"type": "boolean"}),
             "progress": nullable(ref("Progress")),
         },
@@ -443,14 +453,17 @@ def message_schemas() -> dict[str, Schema]:
             ),
             "sound": nullable(string(min_length=0)),
             "tag": nullable(string(min_length=0)),
-            "data": nullable({"type": "object"}),
+            "data": nullable(json_data()),
             "ttl": nullable(
                 integer("Seconds the push services keep it; PUSH_DEFAULT_TTL when absent.")
             ),
             "urgency": nullable(string(enum=list(URGENCIES))),
             "collapseKey": nullable(string(min_length=0)),
             "sendAt": nullable(
-                timestamp("When to send (with an offset, such as `Z`); now when absent.")
+                timestamp(
+                    "When to send (with an offset, such as `Z`); now when absent or past. "
+                    f"At most {sending.MAX_SCHEDULE_DAYS} days ahead."
+                )
             ),
             "idempotencyKey": nullable(
                 string(
@@ -662,7 +675,7 @@ def provider_schemas() -> dict[str, Schema]:
     return schemas
 
 
-def schemas() -> dict[str, Schema]:
+def schemas(max_topics: int = validation.MAX_TOPICS) -> dict[str, Schema]:
     return {
         "Error": error_schema(),
         "VapidPublicKey": all_required(
@@ -677,8 +690,8 @@ def schemas() -> dict[str, Schema]:
                 }
             )
         ),
-        **subscription_schemas(),
-        **installation_schemas(),
+        **subscription_schemas(max_topics),
+        **installation_schemas(max_topics),
         **inbox_schemas(),
         **message_schemas(),
         **provider_schemas(),
@@ -702,8 +715,18 @@ ERRORS: dict[int, tuple[str, str]] = {
     403: ("Forbidden", "The caller may not do this (not an administrator)."),
     404: ("NotFound", "No such row, or it belongs to someone else."),
     409: ("Conflict", "The request conflicts with an existing row or a concurrent change."),
+    410: (
+        "SubscriptionGone",
+        "The push service said this endpoint is gone (`subscription_gone`): subscribe "
+        "again in the browser to get a new one.",
+    ),
     413: ("PayloadTooLarge", "The body is over PUSH_MAX_REQUEST_BYTES."),
     415: ("UnsupportedMediaType", "The request lacks `Content-Type: application/json`."),
+    429: (
+        "RateLimited",
+        "Too many requests from this client (`rate_limited`); `Retry-After` says when to "
+        "try again.",
+    ),
     503: (
         "WebPushNotConfigured",
         "Web Push is not set up on this server (`webpush_not_configured`).",
@@ -724,6 +747,19 @@ def response(description: str, schema: Schema | None = None) -> dict[str, Any]:
 
 def error_response(description: str) -> dict[str, Any]:
     return response(description, ref("Error"))
+
+
+def error_component(status: int, description: str) -> dict[str, Any]:
+    answer = error_response(description)
+    if status == 429:
+        answer["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            }
+        }
+    return answer
 
 
 def error_refs(*statuses: int) -> dict[str, Any]:
@@ -859,7 +895,11 @@ def subscription_paths() -> dict[str, dict[str, Any]]:
                 "Register a browser's push subscription",
                 tag="subscriptions",
                 who="A signed-in user (the subscription is theirs) or anyone (an anonymous "
-                "subscription, whose id is its only credential).",
+                "subscription, whose id is its only credential). At most "
+                "PUSH_SUBSCRIBE_RATE_LIMIT requests per client address (429 above). "
+                "An endpoint already known is re-bound to the caller (200); to another "
+                "owner it starts over, without the previous owner's topics. An endpoint "
+                "its push service reported gone is refused (410).",
                 body=ref("SubscriptionCreate"),
                 responses={
                     "201": response("Created.", ref("Subscription")) | {"links": created},
@@ -869,7 +909,7 @@ def subscription_paths() -> dict[str, dict[str, Any]]:
                     )
                     | {"links": created},
                 },
-                errors=(409, 503),
+                errors=(409, 410, 429, 503),
             )
         },
         "/subscriptions/{id}": {
@@ -1180,8 +1220,11 @@ def paths(prefix: str) -> dict[str, dict[str, Any]]:
     return {base + path: item for path, item in routes.items()}
 
 
-def document(prefix: str, *, server: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the API mounted at ``prefix``, served from ``server``."""
+def document(
+    prefix: str, *, server: str, max_topics: int = validation.MAX_TOPICS
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the API mounted at ``prefix``, served from ``server``,
+    for an app whose ``PUSH_MAX_TOPICS`` is ``max_topics``."""
     from .. import __version__  # here, so that importing this module never cycles
 
     return {
@@ -1206,9 +1249,10 @@ def document(prefix: str, *, server: str) -> dict[str, Any]:
         ],
         "paths": paths(prefix),
         "components": {
-            "schemas": schemas(),
+            "schemas": schemas(max_topics),
             "responses": {
-                name: error_response(description) for name, description in ERRORS.values()
+                name: error_component(status, description)
+                for status, (name, description) in ERRORS.items()
             },
         },
     }
