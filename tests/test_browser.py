@@ -281,6 +281,42 @@ def test_subscribe_reaches_the_server_and_a_send_the_worker(
         assert db.session.get(push.models.Subscription, saved["id"]) is None
 
 
+def test_an_endpoint_reported_gone_is_replaced_by_a_new_one(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The server refuses an endpoint its push service said is gone (410
+    ``subscription_gone``); the client drops it and subscribes afresh."""
+    app = live(**SENDING)
+    with FakePushService() as service:
+        dead = service.subscribe("bob's old endpoint")
+        with app.app.app_context():
+            db.session.add(
+                push.models.Subscription(
+                    endpoint=dead.endpoint, p256dh=dead.p256dh, auth=dead.auth, user_id="bob",
+                    topics=[], status="dead", dead_reason="410 Gone",
+                )
+            )  # fmt: skip
+            db.session.commit()
+        handed: list[FakeSubscriber] = []
+
+        def subscription() -> dict[str, Any]:
+            # the browser still holds the dead endpoint; asked again, it makes a new one
+            handed.append(service.subscribe("bob's new endpoint") if handed else dead)
+            return handed[-1].info
+
+        browser.make_subscription = subscription
+        open_page(browser, page, app, user="bob")
+        saved = page.evaluate("FlaskPush.subscribe({topics: ['offers']})")
+        assert [s.endpoint for s in handed] == [dead.endpoint, saved["endpoint"]]
+        assert (saved["status"], saved["topics"]) == ("active", ["offers"])
+        with app.app.app_context():
+            rows = db.session.scalars(sa.select(push.models.Subscription)).all()
+            assert sorted((r.endpoint == dead.endpoint, r.status) for r in rows) == [
+                (False, "active"),
+                (True, "dead"),
+            ]
+
+
 # -- the bell -----------------------------------------------------------------------------
 
 

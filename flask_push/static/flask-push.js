@@ -108,15 +108,23 @@
       await subscription.unsubscribe();
       subscription = null;
     }
-    if (!subscription) {
-      subscription = await registration.pushManager.subscribe({
-        userVisibleOnly: true,
-        applicationServerKey: key,
-      });
+    const fresh = () =>
+      registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+    if (!subscription) subscription = await fresh();
+    const register = (sub) => {
+      const body = sub.toJSON();
+      if (options && options.topics) body.topics = options.topics;
+      return api('POST', '/subscriptions', body);
+    };
+    let saved;
+    try {
+      saved = await register(subscription);
+    } catch (err) {
+      // Its push service said this endpoint is gone; it never works again: get a new one.
+      if (err.code !== 'subscription_gone') throw err;
+      await subscription.unsubscribe();
+      saved = await register(await fresh());
     }
-    const body = subscription.toJSON();
-    if (options && options.topics) body.topics = options.topics;
-    const saved = await api('POST', '/subscriptions', body);
     localStorage.setItem(STORED_ID, saved.id);
     return saved;
   }
