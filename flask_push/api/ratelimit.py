@@ -38,7 +38,6 @@ class ClientLimiter:
     """
 
     def __init__(self, rate: str) -> None:
-        self.rate = rate
         self.items = limits.parse_many(rate)
         self._strategy: MovingWindowRateLimiter | None = None
         self._lock = threading.Lock()
