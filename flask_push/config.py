@@ -44,6 +44,9 @@ DEFAULT_WS_HEARTBEAT = 25
 DEFAULT_WS_MAX_MESSAGE_BYTES = 16 * 1024
 #: events waiting for one websocket client; a client this far behind is dropped
 DEFAULT_WS_QUEUE_SIZE = 256
+#: origins besides the request's own whose pages may open the websocket: none, since a
+#: page of another site would open it with the user's cookies (cross-site hijacking)
+DEFAULT_WS_ALLOWED_ORIGINS: tuple[str, ...] = ()
 #: a day: long enough for a phone that is off overnight (pywebpush's own default, 0,
 #: drops the message when the browser is not connected at that very moment)
 DEFAULT_TTL = 86400
@@ -104,6 +107,8 @@ class PushSettings:
     #: a rate such as ``"30/minute"`` (Flask-Limiter's notation), or None for no limit
     subscribe_rate_limit: str | None = DEFAULT_SUBSCRIBE_RATE_LIMIT
     max_topics: int = DEFAULT_MAX_TOPICS
+    #: normalized origins (``scheme://host[:port]``)
+    ws_allowed_origins: tuple[str, ...] = DEFAULT_WS_ALLOWED_ORIGINS
 
     @property
     def vapid_public_key(self) -> str | None:
@@ -212,6 +217,28 @@ def _rate_limit(config: Mapping[str, Any], key: str, default: str) -> str | None
     return value
 
 
+def _ws_allowed_origins(config: Mapping[str, Any]) -> tuple[str, ...]:
+    key = "PUSH_WS_ALLOWED_ORIGINS"
+    value = config.get(key, DEFAULT_WS_ALLOWED_ORIGINS)
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise _fail(
+            key, f"must be a list of origins such as ['https://app.shop.example'], got {value!r}"
+        )
+    origins = set()
+    for entry in value:
+        if entry == "*":
+            # Any site could then open the socket with a visitor's cookies and read
+            # her events: the very attack the check is there to stop.
+            raise _fail(
+                key, "must name each origin: '*' would let every site read your users' events"
+            )
+        try:
+            origins.add(validation.origin(entry, key))
+        except ValidationError as err:
+            raise _fail(key, f"has {entry!r}, which {err.message}") from err
+    return tuple(sorted(origins))
+
+
 def load(app: Flask) -> PushSettings:
     """Read and check the ``PUSH_*`` keys of ``app.config``."""
     config = app.config
@@ -291,4 +318,5 @@ def load(app: Flask) -> PushSettings:
             config, "PUSH_SUBSCRIBE_RATE_LIMIT", DEFAULT_SUBSCRIBE_RATE_LIMIT
         ),
         max_topics=_int(config, "PUSH_MAX_TOPICS", DEFAULT_MAX_TOPICS, 1, 1000),
+        ws_allowed_origins=_ws_allowed_origins(config),
     )

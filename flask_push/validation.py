@@ -135,6 +135,38 @@ def link(value: Any, field: str = "url") -> str | None:
     )
 
 
+#: ``scheme://host[:port]``: a DNS name or IPv4 address, or an IPv6 one in brackets;
+#: one trailing "/" is forgiven (people write origins as URLs), nothing else after
+_ORIGIN = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>[a-z0-9._-]+|\[[0-9a-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?/?"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(value: Any, field: str) -> str:
+    """A web origin as browsers write it in ``Origin`` (RFC 6454): ``scheme://host[:port]``,
+    lower-case, without the scheme's default port, so that origins compare as strings.
+
+    ``null`` (what sandboxed frames and local files send) is not an origin.
+    """
+    # isascii first: some non-ASCII letters lower-case to ASCII ones (the Kelvin sign to k)
+    ascii_text = isinstance(value, str) and value.isascii()
+    match = _ORIGIN.fullmatch(value.lower()) if ascii_text else None
+    port = int(match["port"]) if match and match["port"] else None
+    if match is None or port == 0 or (port or 0) > 65535:
+        raise ValidationError(
+            "must be an origin such as 'https://shop.example': a scheme, a host (international "
+            "names in their xn-- form) and an optional port, with no path",
+            field=field,
+            code="invalid_origin",
+        )
+    scheme, host = match["scheme"], match["host"]
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
 def time_zone(value: Any, field: str = "timeZone") -> str | None:
     name = text(value, field, max_length=64)
     if name is None:

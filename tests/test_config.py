@@ -226,3 +226,48 @@ def test_missing_optional_dependency_names_the_extra(make_app, monkeypatch):
     with pytest.raises(ProviderNotInstalled, match=r"pip install 'flask-push\[fcm\]'") as info:
         make_app(PUSH_FCM_CREDENTIALS=service_account())
     assert isinstance(info.value, ImportError) and isinstance(info.value, PushConfigError)
+
+
+def test_ws_allowed_origins_are_normalized(make_app):
+    assert make_app().extensions["push"].settings.ws_allowed_origins == ()
+    app = make_app(
+        PUSH_WS_ALLOWED_ORIGINS=[
+            "HTTPS://App.Shop.Example:443/",
+            "https://app.shop.example",
+            "http://localhost:5173",
+            "http://localhost:80",
+            "capacitor://localhost",
+            "https://[::1]:8443",
+        ]
+    )
+    assert app.extensions["push"].settings.ws_allowed_origins == (
+        "capacitor://localhost",
+        "http://localhost",
+        "http://localhost:5173",
+        "https://[::1]:8443",
+        "https://app.shop.example",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("https://app.shop.example", "must be a list"),  # a string, not a list
+        (["*"], "'*' would let every site"),
+        (["null"], "must be an origin"),
+        (["app.shop.example"], "scheme"),
+        (["https://app.shop.example/app"], "no path"),
+        (["https://*.shop.example"], "must be an origin"),
+        (["https://alice@app.shop.example"], "must be an origin"),
+        (["https://app.shop.example:0"], "port"),
+        (["https://app.shop.example:65536"], "port"),
+        (["https://bücher.example"], "xn--"),
+        ([None], "must be an origin"),
+    ],
+)
+def test_bad_ws_allowed_origins_are_refused(make_app, value, hint):
+    with pytest.raises(PushConfigError) as info:
+        make_app(PUSH_WS_ALLOWED_ORIGINS=value)
+    message = str(info.value)
+    assert message.startswith("PUSH_WS_ALLOWED_ORIGINS"), message
+    assert hint in message

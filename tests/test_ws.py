@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 import simple_websocket
-from flask import Flask
+from flask import Flask, request
 
 from conftest import as_user, db, push
 from wslive import Client, serve
@@ -49,8 +50,8 @@ def live(make_app: Callable[..., Flask]) -> Iterator[Callable[..., tuple[Flask, 
 def connect() -> Iterator[Callable[..., Client]]:
     clients: list[Client] = []
 
-    def open_(url: str, user: str | None = None) -> Client:
-        client = Client(url, user)
+    def open_(url: str, user: str | None = None, **options: Any) -> Client:
+        client = Client(url, user, **options)
         clients.append(client)
         return client
 
@@ -407,3 +408,113 @@ def test_websocket_url_needs_a_websocket(live: Any) -> None:
     answer = app.test_client().get("/push/ws")
     assert answer.status_code == 400
     assert json.loads(answer.data)["error"]["code"] == "bad_request"
+
+
+# -- the handshake's Origin (cross-site websocket hijacking) -------------------------
+
+
+@pytest.fixture
+def identity_calls() -> Iterator[list[str | None]]:
+    """The Origins of the handshakes that reached ``identity_loader``."""
+    calls: list[str | None] = []
+    previous = push._identity_loader
+
+    def recording() -> str | None:
+        calls.append(request.headers.get("Origin"))
+        return previous()  # type: ignore[no-any-return]
+
+    push.identity_loader(recording)
+    yield calls
+    push._identity_loader = previous
+
+
+def _own_origin(url: str) -> str:
+    """The origin of the page a ws:// URL of the live server belongs to."""
+    return "http" + url.removeprefix("ws").removesuffix("/push/ws")
+
+
+def test_a_cross_site_handshake_gets_403_before_the_upgrade(
+    live: Any, connect: Any, identity_calls: list[str | None]
+) -> None:
+    # The hijack: evil.example's page opens the socket, and the browser adds the
+    # victim's cookie (here: the tests' X-User header).
+    app, url = live()
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    conn.request(
+        "GET",
+        "/push/ws",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+            "Origin": "https://evil.example",
+            "X-User": "alice",
+        },
+    )
+    answer = conn.getresponse()
+    body = json.loads(answer.read())
+    conn.close()
+    assert answer.status == 403 and answer.getheader("Upgrade") is None
+    assert body["error"]["code"] == "forbidden_origin"
+    assert "PUSH_WS_ALLOWED_ORIGINS" in body["error"]["message"]
+    with pytest.raises(simple_websocket.ConnectionError) as refused:
+        connect(url, "alice", origin="https://evil.example")
+    assert refused.value.status_code == 403
+    assert identity_calls == []  # never asked who the cookie belongs to
+    assert app.extensions["push"].realtime is None  # nobody joined anything
+
+    alice = connect(url, "alice", origin=_own_origin(url))
+    alice.sync()
+    publish(app, "user:alice", "inbox", {"n": 1})
+    assert _next(alice, "inbox") == {"n": 1}
+    assert identity_calls == [_own_origin(url)]
+
+
+def test_allowed_origins_open_the_socket_and_others_do_not(live: Any, connect: Any) -> None:
+    app, url = live(PUSH_WS_ALLOWED_ORIGINS=["https://app.shop.example"])
+    spa = connect(url, "alice", origin="https://app.shop.example")
+    same = connect(url, "alice", origin=_own_origin(url))
+    spa.sync(), same.sync()
+    publish(app, "user:alice", "hello", {})
+    assert _next(spa, "hello") == _next(same, "hello") == {}
+    for origin in ("https://evil.example", "https://shop.example", "http://app.shop.example"):
+        with pytest.raises(simple_websocket.ConnectionError) as refused:
+            connect(url, "alice", origin=origin)
+        assert refused.value.status_code == 403, origin
+
+
+@pytest.mark.parametrize(
+    ("origin", "opens"),
+    [
+        ("https://shop.example", True),  # through a proxy that terminates TLS
+        ("http://shop.example", True),
+        ("https://SHOP.example", True),
+        ("https://shop.example:443", True),
+        (None, True),  # not a browser: an app or a server, without anyone's cookies
+        ("https://api.shop.example", False),  # a sibling subdomain is another site
+        ("https://shop.example.evil.example", False),
+        ("https://evilshop.example", False),
+        ("https://shop.example:8443", False),
+        ("null", False),  # sandboxed frames and files
+        ("", False),
+        ("https://shop.example/", True),
+        ("https://shop.example/path", False),
+        ("https://alice@shop.example", False),
+    ],
+)
+def test_same_origin_is_the_host_the_browser_asked_for(
+    live: Any, connect: Any, identity_calls: list[str | None], origin: str | None, opens: bool
+) -> None:
+    app, url = live()
+    if not opens:
+        with pytest.raises(simple_websocket.ConnectionError) as refused:
+            connect(url, "alice", origin=origin, host="shop.example")
+        assert refused.value.status_code == 403
+        assert identity_calls == []
+        return
+    alice = connect(url, "alice", origin=origin, host="shop.example")
+    alice.sync()
+    publish(app, "user:alice", "hello", {})
+    assert _next(alice, "hello") == {}

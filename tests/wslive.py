@@ -27,12 +27,43 @@ def serve(app: Flask) -> Iterator[str]:
         server.server_close()
 
 
-class Client:
-    """A websocket client that speaks JSON frames, with a timeout on every read."""
+class _Socket(simple_websocket.Client):  # type: ignore[misc]
+    """simple-websocket's client, sending the ``Host`` a browser sends: with the
+    port (RFC 6455 section 4.1; simple-websocket leaves it out), or the one given."""
 
-    def __init__(self, url: str, user: str | None = None) -> None:
+    def __init__(self, url: str, headers: dict[str, str], host: str | None) -> None:
+        self._host_header = host
+        super().__init__(url, headers=headers)
+
+    def handshake(self) -> None:
+        # called by the base class's constructor, once the socket is connected
+        self.host = self._host_header or f"{self.host}:{self.port}"
+        try:
+            super().handshake()
+        except BaseException:
+            self.sock.close()  # a refused handshake (a 403, say) leaves it open
+            raise
+
+
+class Client:
+    """A websocket client that speaks JSON frames, with a timeout on every read.
+
+    ``origin`` is sent as a browser sends it (none by default, as an app's client),
+    ``host`` replaces the ``Host`` header (as a proxy in front would pass it on).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        user: str | None = None,
+        *,
+        origin: str | None = None,
+        host: str | None = None,
+    ) -> None:
         headers = {"X-User": user} if user else {}
-        self.ws = simple_websocket.Client.connect(url, headers=headers)
+        if origin is not None:
+            headers["Origin"] = origin
+        self.ws = _Socket(url, headers, host)
 
     def send(self, message: Any) -> None:
         self.ws.send(message if isinstance(message, str) else json.dumps(message))

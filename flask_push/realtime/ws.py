@@ -6,6 +6,10 @@ It waits on one event for both directions (simple-websocket's own, which its
 reader sets for every frame in, and which the hub sets for every event out), so
 a connection costs the handler and simple-websocket's reader and nothing more:
 under gevent both are greenlets.
+
+Before the upgrade, the handshake's ``Origin`` is checked: a browser sends the
+user's cookies with a websocket handshake whatever page opens it, so without the
+check any site could read its visitors' events (cross-site websocket hijacking).
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ import socket
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
 from flask_sock import Sock
 from wsproto.frame_protocol import CloseReason
 
+from .. import validation
+from ..api.http import ApiError, error_response
+from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
 from .events import channel_name
@@ -35,14 +42,54 @@ def register(bp: Blueprint) -> None:
     endpoint = f"{bp.name}.{serve.__name__}"
 
     @bp.before_request
-    def decline_compression() -> None:
+    def handshake() -> Response | None:
+        if request.endpoint != endpoint:
+            return None
+        # Before the upgrade and before identity_loader: a refusal is a plain 403.
+        settings: PushSettings = current_app.extensions["push"].settings
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, request.host, settings.ws_allowed_origins):
+            log.warning(
+                "flask-push: refused a websocket handshake from Origin %r to host %r; "
+                "if that origin is yours, add it to PUSH_WS_ALLOWED_ORIGINS",
+                origin,
+                request.host,
+            )
+            return error_response(
+                ApiError(
+                    403,
+                    "forbidden_origin",
+                    "Pages of this origin may not open the websocket: only the site's own "
+                    "origin and those in PUSH_WS_ALLOWED_ORIGINS may.",
+                )
+            )
         # Browsers offer permessage-deflate, and simple-websocket accepts it. For
         # small JSON frames it saves little, yet zlib's state costs every socket
         # about 300 KiB and each frame is compressed once per socket. Without the
         # offer the handshake agrees to none, and one encoding of an event's
         # frame (Event.wire) serves every socket.
-        if request.endpoint == endpoint:
-            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return None
+
+
+def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
+    """May a page of ``origin`` open the websocket of a request to ``host``?
+
+    Without an ``Origin`` the client is not a browser (an app, a server): it has
+    no victim's cookies to carry, and it could send any Origin it liked anyway.
+    The request's own origin is the Origin's scheme with the request's ``Host``
+    (as gorilla/websocket compares them): behind a proxy that terminates TLS the
+    request itself looks like plain http, but its Host is the one the browser used.
+    """
+    if origin is None:
+        return True
+    try:
+        origin = validation.origin(origin, "Origin")  # refuses "null" too
+        scheme = origin.partition("://")[0]
+        own = validation.origin(f"{scheme}://{host}", "Host")
+    except ValidationError:
+        return False
+    return origin == own or origin in allowed
 
 
 def _error(code: str, message: str) -> str:
