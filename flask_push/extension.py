@@ -473,7 +473,9 @@ class Push:
 
         :param data: anything JSON can encode.
         :raises ValidationError: for a channel or event name that is empty, too
-            long (over 200) or holds whitespace.
+            long (over 200) or holds whitespace or lone surrogates, or for ``data``
+            that is not plain JSON (NaN, a set) or that UTF-8 cannot encode (a lone
+            surrogate): no websocket text frame could carry it. Nothing is kept.
         :raises BackplaneError: when the backplane (Redis) cannot be reached.
 
         .. versionadded:: 0.1

@@ -355,3 +355,32 @@ def test_redis_going_away_and_coming_back(servers: Any, clients: Any, redis_back
         alice.nothing()
     finally:
         proxy.stop()
+
+
+def test_a_kept_event_that_is_not_utf8_is_skipped_on_reconnect(
+    servers: Any, clients: Any, redis_prefix: str
+) -> None:
+    import redis
+
+    server = servers(REDIS_URL)
+    assert server.publish("user:alice", "before", {})[0] == 200
+    # Written by something else than flask-push: a lone surrogate as CESU-8 bytes,
+    # which no UTF-8 decoder takes.
+    raw = redis.Redis.from_url(REDIS_URL)
+    number = raw.incr(f"{redis_prefix}:seq:user:alice")
+    raw.xadd(
+        f"{redis_prefix}:log:user:alice",
+        {"i": number, "e": "notification", "d": b'{"title":"\xed\xa0\x80"}'},
+    )
+    raw.close()
+    assert server.publish("user:alice", "after", {}) == (200, {"id": 3})
+
+    for _ in range(2):  # every reconnect: the socket lives, and the rest arrives
+        alice = Client(server.ws, "alice")
+        clients.append(alice)
+        alice.send({"op": "subscribe", "channel": "user:alice", "since": 0})
+        assert alice.recv()["op"] == "subscribed"
+        assert [_event(alice)[:2] for _ in range(2)] == [(1, "before"), (3, "after")]
+        alice.sync()
+    assert server.publish("user:alice", "later", {})[0] == 200
+    assert _event(alice)[:2] == (4, "later")

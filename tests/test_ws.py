@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import socket
 import threading
@@ -14,6 +15,9 @@ from typing import Any
 import pytest
 import simple_websocket
 from flask import Flask, request
+
+from flask_push.errors import ValidationError
+from flask_push.realtime import inbox_events
 
 from conftest import as_user, db, push
 from wslive import Client, serve
@@ -148,6 +152,9 @@ def test_heartbeat(live: Any, connect: Any) -> None:
         '{"op": "subscribe", "channel": "user:alice", "since": "3"}',
         '{"op": "subscribe", "channel": "user:alice", "since": true}',
         b"\x00binary",
+        "[" * 10_000,  # json.loads raises RecursionError, not ValueError
+        '{"op": ' + "[" * 900 + "]" * 900 + "}",  # deep, whether it parses or not
+        '{"op": "subscribe", "channel": "user:\\ud800"}',  # no UTF-8 text holds it
     ],
 )
 def test_bad_frames_get_an_error_and_the_connection_lives(
@@ -518,3 +525,109 @@ def test_same_origin_is_the_host_the_browser_asked_for(
     alice.sync()
     publish(app, "user:alice", "hello", {})
     assert _next(alice, "hello") == {}
+
+
+# -- what a socket is sent and what it survives ---------------------------------------
+
+
+def test_an_error_in_the_handler_closes_the_socket_with_1011(
+    live: Any, connect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Raised out of the handler, it would become Flask's "HTTP/1.1 500" written
+    # into the websocket stream, which the client reads as garbage.
+    _, url = live()
+    previous = push._identity_loader
+
+    def broken() -> str | None:
+        raise RuntimeError("session store on fire")
+
+    push.identity_loader(broken)
+    try:
+        with caplog.at_level(logging.ERROR, logger="flask_push"):
+            raw = _raw_client(url, "alice")
+            stream = b""
+            try:
+                while chunk := raw.recv(4096):  # until the server closes the connection
+                    stream += chunk
+            except ConnectionResetError:
+                pass
+            raw.close()
+    finally:
+        push._identity_loader = previous
+    # the first thing after the 101: a close frame (0x88, unmasked, short) with code 1011
+    assert stream[:1] == b"\x88" and stream[1] < 126, stream
+    assert int.from_bytes(stream[2:4], "big") == 1011, stream
+    assert b"HTTP/1.1 500" not in stream
+    assert "session store on fire" in caplog.text and "1011" in caplog.text
+    connect(url, "alice").sync()  # the server lives on
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"title": "\ud800"},
+        {"\udfff": 1},  # keys too
+        ["ok", {"deep": "x\udc80y"}],
+        float("nan"),
+        {"n": float("inf")},
+        {1, 2},
+    ],
+)
+def test_publish_refuses_data_a_frame_cannot_carry(app: Flask, data: Any) -> None:
+    with app.app_context():
+        with pytest.raises(ValidationError) as refused:
+            push.publish("user:alice", "notification", data)
+        assert refused.value.field == "data"
+        assert push.publish("user:alice", "ok", {}) == 1  # nothing was numbered or kept
+
+
+def test_publish_refuses_names_no_utf8_text_holds(app: Flask) -> None:
+    with app.app_context():
+        with pytest.raises(ValidationError) as refused:
+            push.publish("order:\ud800", "status")
+        assert refused.value.field == "channel"
+        with pytest.raises(ValidationError) as refused:
+            push.publish("order:1", "st\udc00tus")
+        assert refused.value.field == "event"
+
+
+def test_a_kept_event_that_cannot_be_encoded_is_skipped_live_and_on_reconnect(
+    live: Any, connect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, url = live()
+    alice = connect(url, "alice")
+    alice.sync()
+    publish(app, "user:alice", "before", {})
+    with app.app_context(), caplog.at_level(logging.ERROR, logger="flask_push"):
+        # as an older version kept it: straight into the backplane, past publish's check
+        realtime = push._realtime(push.state)
+        bad = realtime.backplane.publish("user:alice", "notification", '{"title":"\ud800"}')
+    publish(app, "user:alice", "after", {})
+    assert [(e["id"], e["event"]) for e in (alice.recv(), alice.recv())] == [
+        (1, "before"), (3, "after"),
+    ]  # fmt: skip
+    alice.sync()
+    assert bad.id == 2 and "event 2 of channel 'user:alice'" in caplog.text
+
+    # every reconnect replays the kept events: the bad one is skipped each time
+    for _ in range(2):
+        again = connect(url, "alice")
+        again.send({"op": "subscribe", "channel": "user:alice", "since": 0})
+        assert again.recv() == {"op": "subscribed", "channel": "user:alice"}
+        assert [again.recv()["id"] for _ in range(2)] == [1, 3]
+        again.sync()
+    publish(app, "user:alice", "later", {})
+    assert _next(again, "later") == {}
+
+
+def test_an_inbox_item_that_cannot_be_sent_still_updates_the_count(
+    live: Any, connect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, url = live()
+    alice = connect(url, "alice")
+    alice.sync()
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="flask_push"):
+        inbox_events.publish_item(app, "alice", {"id": "n1", "title": "\ud800"})
+    assert _next(alice, "unread") == {"count": 0}
+    alice.sync()
+    assert "not published live" in caplog.text

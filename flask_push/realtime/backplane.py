@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import BackplaneError
+from ..errors import BackplaneError, ValidationError
 from .events import Event, Replay, replay
 
 log = logging.getLogger("flask_push.realtime")
@@ -203,8 +203,16 @@ class RedisBackplane(Backplane):
             raise BackplaneError(f"cannot replay, Redis is unreachable: {err}") from err
         # Trimming by age happens on publish; a quiet channel may still hold old entries.
         oldest = (seconds - self.keep_seconds) * 1000 + micros // 1000
+        # Bytes that are not UTF-8 (written by something else) decode to lone
+        # surrogates, which the hub and the handler refuse to send, with a log
+        # line: one bad entry must not fail the whole replay.
         kept = [
-            Event(channel, int(f[b"i"]), f[b"e"].decode(), f[b"d"].decode())
+            Event(
+                channel,
+                int(f[b"i"]),
+                f[b"e"].decode(errors="surrogateescape"),
+                f[b"d"].decode(errors="surrogateescape"),
+            )
             for entry_id, f in entries
             if int(entry_id.split(b"-")[0]) >= oldest
         ]
@@ -283,5 +291,20 @@ def backplane_for(url: str, prefix: str, keep_seconds: int, keep_count: int) -> 
 
 
 def dumps(data: Any) -> str:
-    """Event data as compact JSON text."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    """Event data as compact JSON text that a websocket frame can carry.
+
+    :raises ValidationError: (field ``data``) for what JSON cannot encode, NaN and
+        infinities (Python writes them, but they are not JSON, and browsers'
+        ``JSON.parse`` refuses them) and lone surrogates, in values or keys (a
+        text frame is UTF-8, which cannot hold them).
+    """
+    try:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        problem = "must not hold unpaired surrogate characters, which UTF-8 cannot encode"
+        raise ValidationError(problem, field="data", code="invalid_value") from err
+    except (TypeError, ValueError, RecursionError) as err:
+        problem = f"must be plain JSON (finite numbers, not nested too deeply): {err}"
+        raise ValidationError(problem, field="data", code="invalid_value") from err
+    return text

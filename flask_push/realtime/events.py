@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,11 @@ from wsproto.frame_protocol import FrameProtocol
 
 from ..errors import ValidationError
 
-#: channel and event names: no whitespace (they are Redis keys and go into frames)
-_NAME = re.compile(r"[^\s]{1,200}")
+log = logging.getLogger("flask_push.realtime")
+
+#: channel and event names: no whitespace (they are Redis keys and go into frames),
+#: and no lone surrogates, which no UTF-8 text (frame, Redis key) can hold
+_NAME = re.compile(r"[^\s\ud800-\udfff]{1,200}")
 
 
 def channel_name(value: Any, field: str = "channel") -> str:
@@ -63,6 +67,26 @@ class Event:
     @property
     def data(self) -> Any:
         return json.loads(self.data_json)
+
+
+def sendable(event: Event) -> bool:
+    """Can ``event`` go out as a text frame?
+
+    ``publish`` refuses data that cannot be encoded as UTF-8, but an event kept
+    by an older version, or written into Redis by something else, may still hold
+    some: it is skipped with a log line, never let near a socket, where it would
+    end the connection, and every reconnect's replay, over and over.
+    """
+    try:
+        event.wire  # noqa: B018 - encodes it, once for every socket
+    except UnicodeEncodeError:
+        log.error(
+            "flask-push: event %d of channel %r is not valid UTF-8 text; not sent",
+            event.id,
+            event.channel,
+        )
+        return False
+    return True
 
 
 @dataclass(frozen=True)

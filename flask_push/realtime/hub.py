@@ -12,7 +12,7 @@ import socket
 import threading
 from typing import Any
 
-from .events import Event
+from .events import Event, sendable
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -114,6 +114,8 @@ class Hub:
                 return
             self._last_ids[event.channel] = max(event.id, self._last_ids.get(event.channel, 0))
             targets = tuple(joined)
+        if not sendable(event):  # also encodes it here, once, for the handlers
+            return
         for connection in targets:
             connection.offer(event)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import Flask
@@ -21,6 +21,9 @@ from sqlalchemy.orm import Session, scoped_session
 from .. import signals
 from ..errors import PushError
 from ..models import inbox_item_json
+
+if TYPE_CHECKING:
+    from . import Realtime
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -53,13 +56,19 @@ def publish_item(app: Flask, user_id: str, item: dict[str, Any] | None) -> None:
         return
     push = state.push
     channel = f"user:{user_id}"
-    event = "notification" if item is not None else "unread"
+    realtime = push._realtime(state)
+    if item is not None:
+        # An item the websocket cannot carry (it holds a lone surrogate, say) must
+        # not keep the unread count from going out.
+        _publish(realtime, channel, "notification", item)
+    _publish(realtime, channel, "unread", {"count": _unread(push, user_id)})
+
+
+def _publish(realtime: Realtime, channel: str, event: str, data: Any) -> None:
+    """Publish after a commit the caller already made: a failure is logged, never
+    raised, since the change itself succeeded and clients catch up with ``since``."""
     try:
-        realtime = push._realtime(state)
-        if item is not None:
-            realtime.publish(channel, event, item)
-            event = "unread"
-        realtime.publish(channel, event, {"count": _unread(push, user_id)})
+        realtime.publish(channel, event, data)
     except PushError as err:
         log.warning(
             "flask-push: the %r event on %s was not published live: %s", event, channel, err

@@ -10,6 +10,8 @@ under gevent both are greenlets.
 Before the upgrade, the handshake's ``Origin`` is checked: a browser sends the
 user's cookies with a websocket handshake whatever page opens it, so without the
 check any site could read its visitors' events (cross-site websocket hijacking).
+After the upgrade, nothing may escape the handler: Flask would write its HTTP
+error answer into the websocket stream.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from flask_sock import Sock
+from simple_websocket import ConnectionClosed
 from wsproto.frame_protocol import CloseReason
 
 from .. import validation
@@ -29,7 +32,7 @@ from ..api.http import ApiError, error_response
 from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
-from .events import channel_name
+from .events import channel_name, sendable
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -97,7 +100,22 @@ def _error(code: str, message: str) -> str:
 
 
 def serve(ws: Any) -> None:
-    """Serve one websocket until it closes or is dropped."""
+    """Serve one websocket until it closes or is dropped; an error closes it with 1011."""
+    try:
+        _serve(ws)
+    except (OSError, ConnectionClosed):
+        pass  # the client went away, or was dropped and its socket shut down
+    except Exception:
+        # Raised on, this would become Flask's HTTP 500 answer, written into the
+        # websocket stream; the client gets a close frame saying what happened.
+        log.exception("flask-push: websocket handler failed; closing the socket with 1011")
+        try:
+            ws.close(CloseReason.INTERNAL_ERROR, "Internal error")
+        except (OSError, ConnectionClosed):
+            pass
+
+
+def _serve(ws: Any) -> None:
     push = current_app.extensions["push"].push
     settings = push.settings
     # simple-websocket reads this attribute for every message: a bigger one is
@@ -150,8 +168,6 @@ def serve(ws: Any) -> None:
                 last_sent = time.monotonic()
             if heartbeat is not None and time.monotonic() - last_sent >= heartbeat:
                 send(PONG)
-    except OSError:
-        pass  # the client went away, or was dropped and its socket shut down
     finally:
         realtime.hub.leave_all(connection)
         if connection.dropped:
@@ -176,17 +192,16 @@ def _answer(
     frame: Any, connection: Connection, realtime: Realtime, push: Any, user_id: str | None
 ) -> list[str]:
     """The frames that answer one frame from the client."""
-    try:
-        message = json.loads(frame) if isinstance(frame, str) else None
-    except ValueError:
-        message = None
-    if not isinstance(message, dict):
+    message = _parse(frame)
+    if message is None:
         return [_error("bad_request", "Send text frames of JSON objects with an 'op'.")]
     op = message.get("op")
     if op == "ping":
         return [PONG]
     if op not in ("subscribe", "unsubscribe"):
-        return [_error("bad_request", f"Unknown op {op!r}; use subscribe, unsubscribe or ping.")]
+        # only a string is echoed: repr() of a deeply nested list would recurse
+        shown = repr(op) if isinstance(op, str) else "value"
+        return [_error("bad_request", f"Unknown op {shown}; use subscribe, unsubscribe or ping.")]
     try:
         channel = channel_name(message.get("channel"))
     except ValidationError:
@@ -217,5 +232,16 @@ def _answer(
     if replay is not None:
         if replay.gap:
             frames.append(json.dumps({"op": "gap", "channel": channel}))
-        frames.extend(event.frame for event in replay.events)
+        frames.extend(event.frame for event in replay.events if sendable(event))
     return frames
+
+
+def _parse(frame: Any) -> dict[str, Any] | None:
+    """A client's frame as a JSON object, or None when it is not one."""
+    if not isinstance(frame, str):
+        return None
+    try:
+        message = json.loads(frame)
+    except (ValueError, RecursionError):  # RecursionError: thousands of nested brackets
+        return None
+    return message if isinstance(message, dict) else None
