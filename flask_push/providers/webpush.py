@@ -138,10 +138,13 @@ class WebPushProvider(Provider):
     :param allow_http: accept ``http://`` endpoints (local test services only).
     :param ssl_context: trust for TLS; by default the system's store, which
         honours ``SSL_CERT_FILE`` when it is set before the process starts.
-    :param allow_private_hosts: hosts (exact, case-insensitive) and addresses or
-        networks (``"127.0.0.1"``, ``"10.1.0.0/16"``) that may be private,
-        loopback, link-local or reserved; any other connection to such an
-        address is refused with :class:`BlockedAddressError`.
+    :param allow_private_hosts: host names (exact, case-insensitive) whose
+        addresses may be private, loopback, link-local or reserved, and addresses
+        or networks (``"127.0.0.1"``, ``"10.1.0.0/16"``) that an endpoint may name
+        as its IP literal host. A name resolving into such a network is still
+        refused, unless the name itself is listed: otherwise a wildcard pattern
+        would reach the private address through DNS (rebinding). Any other
+        connection to such an address is refused with :class:`BlockedAddressError`.
     :param resolver: replaces aiohttp's resolver (tests map names with it); the
         address check wraps it either way.
     """
@@ -415,13 +418,18 @@ class _AddressGuard:
     def allows_host(self, host: str) -> bool:
         return host.lower().rstrip(".") in self.hosts
 
-    def check(self, host: str, address: str) -> None:
-        """Raise :class:`BlockedAddressError` unless ``host`` may connect to ``address``."""
+    def check(self, host: str, address: str, *, literal: bool = False) -> None:
+        """Raise :class:`BlockedAddressError` unless ``host`` may connect to ``address``.
+
+        Allowed networks count only for a ``literal`` host (the endpoint names the
+        address itself): a name resolving there passes only when it is listed.
+        """
         try:
             ip = ipaddress.ip_address(address.partition("%")[0])
         except ValueError as err:
             raise BlockedAddressError(f"{host} resolved to {address!r}, not an IP") from err
-        if any(ip in net for net in self.networks):
+        networks = self.networks if literal else ()
+        if any(ip in net for net in networks):
             return
         seen: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
         if isinstance(ip, ipaddress.IPv6Address):
@@ -431,7 +439,7 @@ class _AddressGuard:
             if inner is None and int(ip) >> 32 == 0:
                 inner = ipaddress.IPv4Address(int(ip))
             if inner is not None:
-                if any(inner in net for net in self.networks):
+                if any(inner in net for net in networks):
                     return
                 seen.append(inner)
         if all(each.is_global and not each.is_multicast for each in seen):
@@ -459,7 +467,7 @@ class _AddressGuard:
                     f"refused to connect to {host!r}: it is no IP address in canonical form, "
                     "and the client would not resolve it"
                 ) from err
-            self.check(host, address)
+            self.check(host, address, literal=True)
         # The verdict on a literal never changes, unlike a name's, so it is kept.
         self._passed.add(host)
 
