@@ -80,9 +80,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import models  # noqa: F401  (register the tables on db)
     from .shop import bp as shop_bp
     from .staff import bp as staff_bp
-    from .views import register_helpers
+    from .views import register_error_pages, register_helpers
 
     register_helpers(app)
+    register_error_pages(app)
     app.register_blueprint(shop_bp)
     app.register_blueprint(staff_bp, url_prefix="/staff")
 

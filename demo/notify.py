@@ -86,12 +86,17 @@ def offer_default_text(offer: Offer) -> str:
     return f"Exclusive Offer: {offer.name}"
 
 
+def offer_default_body(offer: Offer) -> str:
+    return f"{offer.discount_percent}% off {offer.product.name}."
+
+
 def push_offer(offer: Offer, title: str | None = None, body: str | None = None) -> Any:
-    """Push an offer to every customer (their inbox too)."""
+    """Push an offer to every customer (their inbox too). ``None`` means the default
+    text; an empty ``body`` means none (an empty title is refused by ``push.send``)."""
     return push.send(
         users=[user.push_id for user in customers()],
-        title=(title or "").strip() or offer_default_text(offer),
-        body=(body or "").strip() or f"{offer.discount_percent}% off {offer.product.name}.",
+        title=offer_default_text(offer) if title is None else title,
+        body=offer_default_body(offer) if body is None else body or None,
         url=url_for("shop.offer", slug=offer.slug),
         image=url_for("static", filename=offer.image),
         data={"kind": "offer", "slug": offer.slug},
@@ -122,6 +127,18 @@ def ad_hoc(recipients: list[User], title: str, body: str | None, url: str | None
         inbox=True,
         notify_type="announcement",
     )
+
+
+def inbox_counts(message_ids: list[str]) -> dict[str, dict[str, int]]:
+    """How many inbox items each message wrote, and how many of them were read
+    (``push.send(inbox=True)`` gives each user's item the message's id)."""
+    item = push.models.InboxItem
+    rows = db.session.execute(
+        sa.select(item.id, sa.func.count(), sa.func.sum(sa.case((item.is_new, 0), else_=1)))
+        .where(item.id.in_(message_ids))
+        .group_by(item.id)
+    )
+    return {id: {"inbox": count, "read": int(read or 0)} for id, count, read in rows}
 
 
 # -- the orders export: a background job reporting to one inbox item ------------

@@ -21,7 +21,16 @@ from werkzeug.security import check_password_hash
 from . import notify
 from .extensions import db, push
 from .models import CartItem, Offer, Order, OrderEvent, OrderLine, Product, User
-from .views import current_user, login_required, sign_in
+from .views import (
+    MAX_QUANTITY,
+    FormError,
+    current_user,
+    int_field,
+    is_email,
+    login_required,
+    redirect_back,
+    sign_in,
+)
 
 bp = Blueprint("shop", __name__)
 
@@ -80,30 +89,58 @@ def share(kind: str, slug: str) -> Any:
 # -- cart and orders -------------------------------------------------------------
 
 
+#: the largest id a form may name (ids are positive 32-bit integers)
+MAX_ID = 2**31 - 1
+
+
 @bp.post("/cart")
 @login_required
 def cart_add() -> Any:
     user = _customer()
-    product_id = request.form.get("product_id", type=int)
-    offer_id = request.form.get("offer_id", type=int)
-    if offer_id:
+    offer_row = None
+    if offer_id := int_field(request.form, "offer_id", low=1, high=MAX_ID, default=0):
         offer_row = db.get_or_404(Offer, offer_id)
         product_id = offer_row.product_id
+    else:
+        product_id = int_field(request.form, "product_id", low=1, high=MAX_ID, label="Product")
     product_row = db.get_or_404(Product, product_id)
+    try:
+        quantity = int_field(
+            request.form, "quantity", low=1, high=MAX_QUANTITY, default=1, label="Quantity"
+        )
+        _add_to_cart(user, product_row, offer_row, quantity)
+    except FormError as err:
+        # back to the item's page, with the message and a 400
+        flash(err.message, "error")
+        page = offer(offer_row.slug) if offer_row else product(product_row.slug)
+        return page, 400
+    flash(f"Added {product_row.name} to your cart.")
+    return redirect_back(request.form.get("next"), url_for("shop.cart"))
+
+
+def _add_to_cart(user: User, item: Product, deal: Offer | None, quantity: int) -> None:
+    """Add ``quantity`` of ``item`` (at the ``deal`` price) to the user's cart line for it;
+    a line holds at most ``MAX_QUANTITY``."""
     line = db.session.scalar(
         sa.select(CartItem).where(
             CartItem.user_id == user.id,
-            CartItem.product_id == product_row.id,
-            CartItem.offer_id == offer_id if offer_id else CartItem.offer_id.is_(None),
+            CartItem.product_id == item.id,
+            CartItem.offer_id == deal.id if deal else CartItem.offer_id.is_(None),
         )
     )
     if line is None:
-        line = CartItem(user_id=user.id, product_id=product_row.id, offer_id=offer_id, quantity=0)
-        db.session.add(line)
-    line.quantity += max(1, request.form.get("quantity", 1, type=int) or 1)
+        line = CartItem(
+            user_id=user.id, product_id=item.id, offer_id=deal.id if deal else None, quantity=0
+        )
+    if line.quantity + quantity > MAX_QUANTITY:
+        raise FormError(
+            "quantity",
+            f"An order takes at most {MAX_QUANTITY} of one item, and your cart already "
+            f"has {line.quantity} of {item.name}.",
+        )
+    line.quantity += quantity
+    db.session.add(line)
     db.session.commit()
-    flash(f"Added {product_row.name} to your cart.")
-    return redirect(request.form.get("next") or url_for("shop.cart"))
 
 
 @bp.get("/cart")
@@ -157,7 +194,7 @@ def place_order(user: User, lines: list[CartItem]) -> Order:
             notify_type="new_order",
             title=f"New order #{order.id}",
             body=f"{user.name}: {notify_total(order)}",
-            url=url_for("staff.board"),
+            url=url_for("shop.order", order_id=order.id),  # staff see it with "Advance status"
         )
     return order
 
@@ -218,7 +255,7 @@ def order_json(order_id: int) -> Any:
 def notifications() -> str:
     user = current_user()
     assert user is not None
-    page = max(0, request.args.get("page", 0, type=int) or 0)
+    page = int_field(request.args, "page", low=0, high=10_000, default=0)
     result = push.search(user.push_id, skip=page * 20, take=20)
     return render_template("notifications.html", result=result, page=page)
 
@@ -308,19 +345,24 @@ def _received(user_id: str) -> list[dict[str, Any]]:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
-    error = None
+    error, status = None, 200
     if request.method == "POST":
         email = (request.form.get("email") or "").strip().lower()
-        user = db.session.scalar(sa.select(User).where(User.email == email))
-        if user and check_password_hash(user.password_hash, request.form.get("password", "")):
-            sign_in(user)
-            target = request.args.get("next") or ""
-            if not target.startswith("/") or target.startswith("//"):
-                target = url_for("staff.board") if user.is_staff else url_for("shop.index")
-            return redirect(target)
-        error = "Wrong email or password."
+        password = request.form.get("password") or ""
+        if not email or not password:
+            error, status = "Enter your email and your password.", 400
+        elif not is_email(email):
+            error, status = f"“{email[:80]}” is not an email address.", 400
+        else:
+            user = db.session.scalar(sa.select(User).where(User.email == email))
+            if user and check_password_hash(user.password_hash, password):
+                sign_in(user)
+                home = url_for("staff.board") if user.is_staff else url_for("shop.index")
+                return redirect_back(request.args.get("next"), home)
+            # a wrong password is not malformed input: the page answers 200, as before
+            error = "Wrong email or password."
     users = list(db.session.scalars(sa.select(User).order_by(User.role.desc(), User.id)))
-    return render_template("login.html", error=error, users=users)
+    return render_template("login.html", error=error, users=users), status
 
 
 @bp.post("/logout")

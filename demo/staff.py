@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import (
@@ -12,6 +13,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -24,7 +26,16 @@ from flask_push import PayloadError, ValidationError
 from . import notify
 from .extensions import db, push
 from .models import STATUS_LABELS, STATUSES, Offer, Order
-from .views import current_user, plural, staff_required
+from .views import (
+    FormError,
+    current_user,
+    is_email,
+    local_path,
+    plural,
+    redirect_back,
+    staff_required,
+    text_field,
+)
 
 bp = Blueprint("staff", __name__)
 
@@ -44,17 +55,36 @@ def board() -> str:
 @staff_required
 def advance(order_id: int) -> Any:
     order = db.get_or_404(Order, order_id)
-    status = notify.advance_order(order, request.form.get("status") or None)
-    if status:
+    wanted = (request.form.get("status") or "").strip()
+    if wanted and wanted not in STATUS_LABELS:
+        raise FormError("status", f"“{wanted[:40]}” is not an order status.")
+    if notify.advance_order(order, wanted or None):
         flash(f"Order #{order.id} is now {order.status_label}; {order.user.name} was notified.")
-    return redirect(request.form.get("next") or url_for("staff.board"))
+    else:  # a second click, or a page older than the order's state
+        flash(f"Order #{order.id} is already {order.status_label}: nothing to advance.", "error")
+    return redirect_back(request.form.get("next"), url_for("staff.board"))
 
 
 @bp.get("/offers")
 @staff_required
 def offers() -> str:
+    return _offers_page()
+
+
+def _offers_page(failed: Offer | None = None, error: str | None = None) -> str:
+    """The offers, each with its push form; ``failed`` is shown again as it was sent,
+    with ``error`` beside it."""
     rows = list(db.session.scalars(sa.select(Offer).order_by(Offer.id)))
-    return render_template("staff/offers.html", offers=rows, default_text=notify.offer_default_text)
+    drafts = {o.id: (notify.offer_default_text(o), notify.offer_default_body(o)) for o in rows}
+    if failed is not None:
+        drafts[failed.id] = (request.form.get("title", ""), request.form.get("body", ""))
+    return render_template(
+        "staff/offers.html",
+        offers=rows,
+        drafts=drafts,
+        failed=failed.id if failed else None,
+        error=error,
+    )
 
 
 @bp.post("/offers/<int:offer_id>/push")
@@ -62,44 +92,89 @@ def offers() -> str:
 def push_offer(offer_id: int) -> Any:
     offer = db.get_or_404(Offer, offer_id)
     try:
-        message = notify.push_offer(offer, request.form.get("title"), request.form.get("body"))
-    except (ValidationError, PayloadError) as err:
-        flash(f"Not sent: {err}", "error")
-        return redirect(url_for("staff.offers"))
-    flash(f"“{message.notification['title']}” queued for {message.recipient_count} devices.")
+        title = text_field(request.form, "title", max_length=120, label="The title")
+        body = text_field(request.form, "body", max_length=240, required=False, label="The text")
+        message = notify.push_offer(offer, title, body)
+    except (FormError, ValidationError, PayloadError) as err:
+        reason = err.message if isinstance(err, FormError) else str(err)
+        flash(f"{offer.name} was not sent: {reason}", "error")
+        return _offers_page(failed=offer, error=reason), 400
+    flash(sent_summary(message))
     return redirect(url_for("staff.messages"))
+
+
+def sent_summary(message: Any) -> str:
+    """What a send reached: inbox items, and the browsers and phones it is queued for."""
+    title = message.notification["title"]
+    written = notify.inbox_counts([message.id]).get(message.id, {}).get("inbox", 0)
+    inboxes = plural(written, "inbox", "inboxes")
+    devices = message.recipient_count
+    if devices == 0:
+        return f"“{title}” sent to {inboxes}; no browsers or phones are registered."
+    targets = plural(devices, "browser or phone", "browsers and phones")
+    return f"“{title}” sent to {inboxes} and queued for {targets}."
 
 
 @bp.route("/messages", methods=["GET", "POST"])
 @staff_required
 def messages() -> Any:
-    if request.method == "POST":
-        title = (request.form.get("title") or "").strip()
-        audience = request.form.get("audience", "all")
-        missing: list[str] = []
-        if audience == "emails":
-            recipients, missing = notify.users_by_email(request.form.get("emails", ""))
-        else:
-            recipients = notify.customers()
-        if not title:
-            flash("A title is needed.", "error")
-        elif missing:
-            flash(f"No customer with: {', '.join(missing)}", "error")
-        elif not recipients:
-            flash("Nobody to send to.", "error")
-        else:
-            try:
-                message = notify.ad_hoc(
-                    recipients, title, request.form.get("body"), request.form.get("url")
-                )
-            except (ValidationError, PayloadError) as err:
-                flash(f"Not sent: {err}", "error")
-            else:
-                count = message.recipient_count
-                targets = plural(count, "browser or device", "browsers and devices")
-                flash(f"Queued for {plural(len(recipients), 'customer')} ({targets}).")
-                return redirect(url_for("staff.messages"))
-    return render_template("staff/messages.html", form=request.form)
+    if request.method == "GET":
+        return render_template("staff/messages.html", form={})
+    try:
+        recipients, title, body, url = _message_form()
+        message = notify.ad_hoc(recipients, title, body, url)
+    except (FormError, ValidationError, PayloadError) as err:
+        flash(f"Not sent: {err.message if isinstance(err, FormError) else err}", "error")
+        return render_template("staff/messages.html", form=request.form), 400
+    flash(sent_summary(message))
+    return redirect(url_for("staff.messages"))
+
+
+def _message_form() -> tuple[list[Any], str, str | None, str | None]:
+    """The message form's recipients, title, text and link, checked."""
+    form = request.form
+    audience = form.get("audience", "all")
+    if audience not in ("all", "emails"):
+        raise FormError("audience", "Choose all customers, or customers by email.")
+    title = text_field(form, "title", max_length=120, label="A title")
+    body = text_field(form, "body", max_length=500, required=False, label="The text")
+    url = text_field(form, "url", max_length=2048, required=False, label="The link")
+    if url and not (local_path(url, "") or _web_address(url)):
+        raise FormError(
+            "url", "The link must be a path on this shop, such as /orders, or an http(s) address."
+        )
+    if audience == "all":
+        recipients = notify.customers()
+    else:
+        emails = text_field(form, "emails", max_length=5000, label="A list of emails")
+        recipients, missing = notify.users_by_email(emails)
+        bad = [e for e in missing if not is_email(e)]
+        if bad:
+            raise FormError("emails", f"Not an email address: {', '.join(bad[:5])}")
+        if missing:
+            raise FormError("emails", f"No customer with: {', '.join(missing[:5])}")
+    if not recipients:
+        raise FormError("audience", "Nobody to send to: there are no customers yet.")
+    return recipients, title, body or None, url or None
+
+
+def _web_address(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[": an unbalanced IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+@bp.get("/messages/inbox.json")
+@staff_required
+def messages_inbox() -> Any:
+    """Per message (``?id=..&id=..``, at most 100), the inbox items it wrote and how many
+    were read: the analytics beside flask-push's delivery counts."""
+    ids = request.args.getlist("id")
+    if len(ids) > 100:
+        raise FormError("id", "Ask for at most 100 messages at a time.")
+    return jsonify(notify.inbox_counts(ids))
 
 
 @bp.post("/export")
@@ -109,7 +184,7 @@ def export() -> Any:
     assert user is not None
     notify.start_export(user)
     flash("Export started: follow it in the bell.")
-    return redirect(request.form.get("next") or url_for("staff.board"))
+    return redirect_back(request.form.get("next"), url_for("staff.board"))
 
 
 @bp.get("/exports/<name>")

@@ -1,17 +1,38 @@
-"""Helpers shared by the shop and staff pages: who is signed in, guards, filters."""
+"""Helpers shared by the shop and staff pages: who is signed in, guards, filters,
+checked form fields, safe redirects and the error pages."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import logging
+import re
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import Flask, abort, g, redirect, request, session, url_for
+from flask import (
+    Flask,
+    abort,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.wrappers import Response
 
 from .extensions import db
 from .models import CartItem, User
+
+log = logging.getLogger("demo")
+
+#: the most of one item a cart line (and so an order line) may hold
+MAX_QUANTITY = 99
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +68,95 @@ def staff_required(view: F) -> F:
     return wrapped  # type: ignore[return-value]
 
 
+# -- form fields ----------------------------------------------------------------------
+
+
+class FormError(BadRequest):
+    """A form field to fix: a 400 whose message is shown on the page."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+#: whole numbers only, and short enough that no column or OFFSET overflows
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+#: what ``<input type="email">`` accepts (the HTML standard's "valid email address"),
+#: so the server refuses exactly what a browser's own check would
+_EMAIL = re.compile(
+    r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*"
+)
+
+
+def int_field(
+    values: Mapping[str, str],
+    name: str,
+    *,
+    low: int,
+    high: int,
+    default: int | None = None,
+    label: str | None = None,
+) -> int:
+    """The whole number in ``values[name]`` (a form or the query string), between
+    ``low`` and ``high``; ``default`` when the field is missing or empty."""
+    raw = (values.get(name) or "").strip()
+    if not raw and default is not None:
+        return default
+    if not _WHOLE_NUMBER.fullmatch(raw) or not low <= int(raw) <= high:
+        label = label or name.replace("_", " ").capitalize()
+        raise FormError(name, f"{label} must be a whole number from {low} to {high}.")
+    return int(raw)
+
+
+def text_field(
+    values: Mapping[str, str],
+    name: str,
+    *,
+    max_length: int,
+    required: bool = True,
+    label: str | None = None,
+) -> str:
+    """The text in ``values[name]``, trimmed; an error when required and empty, or too long."""
+    value = (values.get(name) or "").strip()
+    label = label or name.replace("_", " ").capitalize()
+    if required and not value:
+        raise FormError(name, f"{label} is needed.")
+    if len(value) > max_length:
+        raise FormError(name, f"{label} can be at most {max_length} characters long.")
+    return value
+
+
+def is_email(value: str) -> bool:
+    return len(value) <= 254 and _EMAIL.fullmatch(value) is not None
+
+
+# -- redirects ------------------------------------------------------------------------
+
+
+def local_path(target: str | None, fallback: str) -> str:
+    """``target`` when it is a path on this site, else ``fallback``.
+
+    Browsers read ``//host``, ``/\\host`` and ``/<tab>/host`` as another site (they turn
+    backslashes into slashes and drop tabs and newlines), so a path must start with
+    exactly one slash and carry no backslash and no control character.
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return fallback
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return fallback
+    return target
+
+
+def redirect_back(target: str | None, fallback: str) -> Response:
+    """Redirect to ``target`` (a form's ``next``, a referrer) if it is local, else ``fallback``."""
+    return redirect(local_path(target, fallback))
+
+
 def sign_in(user: User) -> None:
     session.clear()
     session["user_id"] = user.id
@@ -75,6 +185,7 @@ def register_helpers(app: Flask) -> None:
     app.add_template_filter(money)
     app.add_template_filter(plural)
     app.add_template_filter(when)
+    app.add_template_global(MAX_QUANTITY, "max_quantity")
 
     @app.context_processor
     def inject() -> dict[str, Any]:
@@ -93,3 +204,52 @@ def register_helpers(app: Flask) -> None:
             "push_prefix": app.config.get("PUSH_URL_PREFIX", "/push"),
             "sw_url": app.config.get("PUSH_SERVICE_WORKER_URL", "/push-sw.js"),
         }
+
+
+# -- error pages ------------------------------------------------------------------------
+
+#: each error page's JSON code, title and sentence
+_ERRORS = {
+    400: ("bad_request", "That did not work", "The request was not understood."),
+    403: ("forbidden", "Not for this account", "Your account cannot open this page."),
+    404: (
+        "not_found",
+        "Page not found",
+        "There is no such page here: it may have moved, or the link is wrong.",
+    ),
+    405: ("method_not_allowed", "That does not work here", "This page cannot be used that way."),
+    500: (
+        "internal_error",
+        "Something went wrong",
+        "Something broke on our side. It is logged; please try again.",
+    ),
+}
+
+
+def register_error_pages(app: Flask) -> None:
+    """HTML error pages with the shop's header and a way back; JSON for the demo's own
+    ``.json`` endpoints. flask-push answers under its prefix in its own JSON shape."""
+    prefix = app.config.get("PUSH_URL_PREFIX", "/push")
+
+    @app.errorhandler(HTTPException)
+    def error_page(err: HTTPException) -> Any:
+        if request.blueprint == "push" or request.path.startswith(prefix + "/"):
+            return err
+        status = err.code or 500
+        if status >= 500:
+            db.session.rollback()  # the failed request may have left the session unusable
+        code, title, sentence = _ERRORS.get(
+            status, ("http_error", err.name, "The request could not be served.")
+        )
+        # a FormError or an abort(400, "...") says what to fix; werkzeug's defaults do not
+        custom = err.description if err.description != type(err).description else None
+        message = custom or sentence
+        headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
+        if request.path.endswith(".json"):
+            return jsonify({"error": {"code": code, "message": message}}), status, headers
+        try:
+            page = render_template("error.html", status=status, title=title, message=message)
+        except Exception:  # the page needs the database (who is signed in): say it plainly
+            log.exception("demo: could not render the %s page for %s", status, request.path)
+            return Response(f"{status} {title}: {message}", status, mimetype="text/plain")
+        return page, status, headers

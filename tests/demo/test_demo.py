@@ -169,11 +169,12 @@ def test_customers_join_only_their_own_order_channels(demo_app: Any, alice: Any)
         assert push.may_join(user_id("staff@example.com"), f"order:{order_id}")
 
 
-def test_offer_push_uses_the_default_text(demo_app: Any, staff: Any) -> None:
+def test_offer_push_sends_the_form_text(demo_app: Any, staff: Any) -> None:
     page = staff.get("/staff/offers")
     assert b'value="Exclusive Offer: Breakfast bundle"' in page.data
     with demo_app.app_context():
-        assert staff.post("/staff/offers/1/push", data={"title": ""}).status_code == 302
+        data = {"title": "Exclusive Offer: Breakfast bundle", "body": "25% off"}
+        assert staff.post("/staff/offers/1/push", data=data).status_code == 302
         staff.post("/staff/offers/2/push", data={"title": "Berries, today only"})
         for email in ("alice@example.com", "bob@example.com", "carol@example.com"):
             assert inbox_titles(email) == [
@@ -241,3 +242,262 @@ def test_export_reports_progress_until_it_links_to_the_file(
         rows = download.data.decode().splitlines()
     assert rows[0] == "order,customer,status,total,placed_at" and len(rows) == 4
     assert alice.get(item.url).status_code == 403
+
+
+# -- the demo survives its users: checked forms, local redirects, error pages ------------
+
+
+def cart_lines(email: str) -> list[tuple[int, int]]:
+    """(product id, quantity) of each line in the user's cart."""
+    from demo.models import CartItem
+
+    user = db.session.scalar(sa.select(User).where(User.email == email))
+    rows = db.session.scalars(sa.select(CartItem).where(CartItem.user_id == user.id))
+    return [(row.product_id, row.quantity) for row in rows]
+
+
+def test_a_quantity_is_a_whole_number_from_1_to_99(demo_app: Any, alice: Any) -> None:
+    # a 20-digit quantity used to overflow the column (500); a million made a $5.49M order
+    for quantity in ["0", "-1", "100", "1.5", "2e3", "ten", "12345678901234567890", "1000000"]:
+        response = alice.post("/cart", data={"product_id": 1, "quantity": quantity})
+        assert response.status_code == 400, quantity
+        page = response.get_data(as_text=True)
+        assert "Quantity must be a whole number from 1 to 99." in page, quantity
+        assert "Hass avocados (4)" in page  # the product's page again, with the message
+    for quantity in ["٣", "1" * 5000]:  # an Arabic-Indic 3; more digits than int() takes
+        response = alice.post("/cart", data={"offer_id": 1, "quantity": quantity})
+        assert response.status_code == 400
+        assert "Breakfast bundle" in response.get_data(as_text=True)  # the offer's page
+    with demo_app.app_context():
+        assert cart_lines("alice@example.com") == []
+
+
+def test_a_cart_line_holds_at_most_99(demo_app: Any, alice: Any) -> None:
+    assert alice.post("/cart", data={"product_id": 1, "quantity": "98"}).status_code == 302
+    refused = alice.post("/cart", data={"product_id": 1, "quantity": "2"})
+    assert refused.status_code == 400
+    assert "your cart already has 98 of Hass avocados (4)" in refused.get_data(as_text=True)
+    assert alice.post("/cart", data={"product_id": 1}).status_code == 302  # 1 by default
+    order_id = place_order_of(alice)
+    with demo_app.app_context():
+        order = db.session.get(Order, order_id)
+        assert [(line.quantity, line.unit_cents) for line in order.lines] == [(99, 549)]
+
+
+def place_order_of(client: Any) -> int:
+    response = client.post("/checkout")
+    assert response.status_code == 302
+    return int(response.location.rsplit("/", 1)[1])
+
+
+def test_the_cart_needs_a_real_product(alice: Any) -> None:
+    for data, status, message in [
+        ({}, 400, "Product must be a whole number"),
+        ({"product_id": "avocados"}, 400, "Product must be a whole number"),
+        ({"product_id": "99999"}, 404, "Page not found"),
+        ({"offer_id": "1e9"}, 400, "Offer id must be a whole number"),
+    ]:
+        response = alice.post("/cart", data=data)
+        assert response.status_code == status, data
+        assert message in response.get_data(as_text=True), data
+
+
+OFF_SITE = [
+    "https://evil.example/",
+    "//evil.example",
+    "/\\evil.example",
+    "javascript:alert(1)",
+    "/\t/evil.example",
+    "http:evil.example",
+]
+
+
+def test_next_redirects_only_to_local_paths(demo_app: Any, staff: Any) -> None:
+    for target in OFF_SITE:
+        shopper = demo_app.test_client()
+        signed_in = shopper.post(
+            "/login",
+            query_string={"next": target},
+            data={"email": "alice@example.com", "password": PASSWORD},
+        )
+        assert signed_in.location == "/", target
+        added = shopper.post("/cart", data={"product_id": 1, "next": target})
+        assert added.location == "/cart", target
+        order_id = place_order(shopper)
+        advanced = staff.post(f"/staff/orders/{order_id}/advance", data={"next": target})
+        assert advanced.location == "/staff/", target
+        exported = staff.post("/staff/export", data={"next": target})
+        assert exported.location == "/staff/", target
+
+
+def test_next_keeps_local_paths(demo_app: Any, staff: Any) -> None:
+    shopper = demo_app.test_client()
+    signed_in = shopper.post(
+        "/login",
+        query_string={"next": "/orders?page=1"},
+        data={"email": "alice@example.com", "password": PASSWORD},
+    )
+    assert signed_in.location == "/orders?page=1"
+    added = shopper.post("/cart", data={"product_id": 1, "next": "/products/avocados"})
+    assert added.location == "/products/avocados"
+    order_id = place_order(shopper)
+    advanced = staff.post(f"/staff/orders/{order_id}/advance", data={"next": f"/orders/{order_id}"})
+    assert advanced.location == f"/orders/{order_id}"
+
+
+def test_sign_in_is_checked(demo_app: Any) -> None:
+    client = demo_app.test_client()
+    for data, status, message in [
+        ({"email": "", "password": ""}, 400, "Enter your email and your password."),
+        ({"email": "alice@example.com"}, 400, "Enter your email and your password."),
+        ({"email": "alice", "password": "x"}, 400, "“alice” is not an email address."),
+        ({"email": "alice@example.com", "password": "nope"}, 200, "Wrong email or password."),
+    ]:
+        response = client.post("/login", data=data)
+        assert response.status_code == status, data
+        assert message in response.get_data(as_text=True), data
+
+
+def test_error_pages_have_the_shop_header_and_a_way_back(
+    demo_app: Any, alice: Any, staff: Any
+) -> None:
+    pages = [
+        (alice, "get", "/nope", 404, "Page not found", "Back to the shop"),
+        (alice, "get", "/orders/999", 404, "Page not found", "Back to the shop"),
+        (alice, "get", "/staff/", 403, "Not for this account", "Back to the shop"),
+        (staff, "get", "/cart", 403, "Not for this account", "Back to the orders board"),
+        (alice, "get", "/checkout", 405, "That does not work here", "Back to the shop"),
+        (alice, "get", "/notifications?page=x", 400, "Page must be a whole number", "shop"),
+        (staff, "post", "/staff/orders/1/advance", 404, "Page not found", "orders board"),
+    ]
+    for client, method, path, status, title, back in pages:
+        response = getattr(client, method)(path)
+        page = response.get_data(as_text=True)
+        assert response.status_code == status, path
+        assert response.mimetype == "text/html", path
+        assert title in page and back in page, path
+        assert 'class="topbar"' in page and "Sign out" in page, path
+    assert "GET" not in alice.get("/checkout").headers["Allow"]
+
+
+def test_flask_push_keeps_its_json_errors(demo_app: Any, alice: Any) -> None:
+    for path, status, code in [
+        ("/push/nope", 404, "not_found"),
+        ("/push/messages", 403, "forbidden"),
+        ("/push/notifications/nope", 404, "not_found"),
+    ]:
+        response = alice.get(path)
+        assert response.status_code == status, path
+        assert response.json["error"]["code"] == code, path
+    response = alice.get("/orders/999.json")  # the demo's own JSON answers in JSON too
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "not_found"
+
+
+def test_a_crash_gets_the_styled_500_page(demo_app: Any, caplog: Any) -> None:
+    demo_app.config["PROPAGATE_EXCEPTIONS"] = False  # what a served app does
+
+    def boom() -> str:
+        raise RuntimeError("a bug in a view")
+
+    demo_app.add_url_rule("/boom", view_func=boom)
+    client = login(demo_app.test_client(), "alice@example.com")
+    response = client.get("/boom")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert "Something went wrong" in page and "Back to the shop" in page
+    assert 'class="topbar"' in page and "a bug in a view" not in page
+    assert any(r.exc_info and "a bug in a view" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_an_emptied_offer_title_is_an_error(demo_app: Any, staff: Any) -> None:
+    for title, message in [("", "The title is needed."), ("x" * 121, "at most 120 characters")]:
+        response = staff.post("/staff/offers/1/push", data={"title": title, "body": "Hurry"})
+        page = response.get_data(as_text=True)
+        assert response.status_code == 400
+        assert "Breakfast bundle was not sent" in page and message in page
+        assert 'value="Hurry"' in page  # the form as it was sent, to fix
+    assert staff.get("/push/messages").json["totalCount"] == 0
+    with demo_app.app_context():
+        assert inbox_titles("alice@example.com") == []
+
+
+def test_an_emptied_offer_text_sends_none(demo_app: Any, staff: Any) -> None:
+    response = staff.post("/staff/offers/1/push", data={"title": "Croissants!", "body": " "})
+    assert response.status_code == 302
+    [message] = staff.get("/push/messages").json["items"]
+    assert message["notification"]["title"] == "Croissants!"
+    assert message["notification"].get("body") is None
+
+
+def test_the_message_form_is_checked(demo_app: Any, staff: Any) -> None:
+    emails = {"title": "Hi", "audience": "emails"}
+    for data, message in [
+        ({"title": " "}, "A title is needed."),
+        ({"title": "x" * 121}, "A title can be at most 120 characters long."),
+        ({"title": "Hi", "body": "x" * 501}, "The text can be at most 500 characters long."),
+        ({"title": "Hi", "url": "javascript:alert(1)"}, "The link must be a path on this shop"),
+        ({"title": "Hi", "url": "//evil.example"}, "The link must be a path on this shop"),
+        ({"title": "Hi", "url": "http://["}, "The link must be a path on this shop"),
+        ({"title": "Hi", "audience": "staff"}, "Choose all customers, or customers by email."),
+        ({**emails, "emails": " "}, "A list of emails is needed."),
+        ({**emails, "emails": "bob@example.com, bob@"}, "Not an email address: bob@"),
+        ({**emails, "emails": "nobody@example.com"}, "No customer with: nobody@example.com"),
+    ]:
+        response = staff.post("/staff/messages", data=data)
+        assert response.status_code == 400, data
+        assert message in response.get_data(as_text=True), data
+    assert staff.get("/push/messages").json["totalCount"] == 0
+
+
+def test_order_advance_is_checked(demo_app: Any, alice: Any, staff: Any) -> None:
+    order_id = place_order(alice)
+    refused = staff.post(f"/staff/orders/{order_id}/advance", data={"status": "teleported"})
+    assert refused.status_code == 400
+    assert "“teleported” is not an order status." in refused.get_data(as_text=True)
+    staff.post(f"/staff/orders/{order_id}/advance", data={"status": "delivered"})
+    again = staff.post(f"/staff/orders/{order_id}/advance", follow_redirects=True)
+    assert f"Order #{order_id} is already Delivered: nothing to advance." in again.text
+
+
+def test_a_send_that_reached_only_inboxes_says_so(demo_app: Any, staff: Any, bob: Any) -> None:
+    sent = staff.post("/staff/messages", data={"title": "Open on Sunday"}, follow_redirects=True)
+    assert "“Open on Sunday” sent to 3 inboxes; no browsers or phones are registered." in sent.text
+    pushed = staff.post(
+        "/staff/offers/2/push", data={"title": "Berries!", "body": ""}, follow_redirects=True
+    )
+    assert "“Berries!” sent to 3 inboxes; no browsers or phones are registered." in pushed.text
+    add_phone(bob, "b1" * 32)
+    sent = staff.post(
+        "/staff/messages",
+        data={"audience": "emails", "emails": "bob@example.com", "title": "Nearby"},
+        follow_redirects=True,
+    )
+    assert "“Nearby” sent to 1 inbox and queued for 1 browser or phone." in sent.text
+
+
+def test_the_analytics_count_inbox_deliveries(demo_app: Any, staff: Any, bob: Any) -> None:
+    staff.post("/staff/messages", data={"title": "Open on Sunday"})
+    [message] = staff.get("/push/messages").json["items"]
+    assert message["recipientCount"] == 0
+    counts = staff.get("/staff/messages/inbox.json", query_string={"id": [message["id"], "x"]})
+    assert counts.json == {message["id"]: {"inbox": 3, "read": 0}}
+    bob.post("/notifications/read-all")
+    counts = staff.get("/staff/messages/inbox.json", query_string={"id": message["id"]})
+    assert counts.json == {message["id"]: {"inbox": 3, "read": 1}}
+    assert bob.get("/staff/messages/inbox.json").status_code == 403
+    too_many = staff.get("/staff/messages/inbox.json", query_string={"id": ["m"] * 101})
+    assert too_many.status_code == 400
+    assert too_many.json["error"]["message"] == "Ask for at most 100 messages at a time."
+
+
+def test_new_order_in_the_staff_bell_links_to_the_order(
+    demo_app: Any, alice: Any, staff: Any
+) -> None:
+    order_id = place_order(alice)
+    with demo_app.app_context():
+        [item] = push.search(user_id("staff@example.com"), types=["new_order"]).items
+    assert item.title == f"New order #{order_id}"
+    assert item.url == f"/orders/{order_id}"
+    page = staff.get(item.url)
+    assert page.status_code == 200 and "Advance status" in page.text
