@@ -97,7 +97,7 @@ def push_offer(offer_id: int) -> Any:
         message = notify.push_offer(offer, title, body)
     except (FormError, ValidationError, PayloadError) as err:
         reason = err.message if isinstance(err, FormError) else str(err)
-        flash(f"{offer.name} was not sent: {reason}", "error")
+        flash(f"{offer.name} was not sent. {reason}", "error")
         return _offers_page(failed=offer, error=reason), 400
     flash(sent_summary(message))
     return redirect(url_for("staff.messages"))
@@ -124,7 +124,7 @@ def messages() -> Any:
         recipients, title, body, url = _message_form()
         message = notify.ad_hoc(recipients, title, body, url)
     except (FormError, ValidationError, PayloadError) as err:
-        flash(f"Not sent: {err.message if isinstance(err, FormError) else err}", "error")
+        flash(f"Not sent. {err.message if isinstance(err, FormError) else err}", "error")
         return render_template("staff/messages.html", form=request.form), 400
     flash(sent_summary(message))
     return redirect(url_for("staff.messages"))
