@@ -8,14 +8,31 @@
   const prefix = body.dataset.pushPrefix || '/push';
   const signedIn = Boolean(body.dataset.user);
 
+  // Toasts live in the sticky header, below its row: they push the page down instead
+  // of covering its buttons, and stay in sight when the page scrolls. An error stays
+  // longer; any toast goes away when tapped.
+  const MAX_TOASTS = 3;
   function toast(text, kind) {
     const box = document.getElementById('toasts');
     const note = document.createElement('div');
     note.className = 'toast' + (kind ? ' toast-' + kind : '');
-    note.textContent = text;
+    note.setAttribute('role', kind === 'error' ? 'alert' : 'status');
+    const words = document.createElement('span');
+    words.textContent = text;
+    const close = document.createElement('button');
+    close.type = 'button';
+    close.className = 'toast-close';
+    close.setAttribute('aria-label', 'Dismiss');
+    close.textContent = '×';
+    note.append(words, close);
+    const dismiss = () => {
+      note.classList.add('gone');
+      setTimeout(() => note.remove(), 300);
+    };
+    note.addEventListener('click', dismiss);
     box.appendChild(note);
-    setTimeout(() => note.classList.add('gone'), 4000);
-    setTimeout(() => note.remove(), 4600);
+    while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
+    setTimeout(dismiss, kind === 'error' ? 10000 : 5000);
   }
 
   async function api(method, path, data) {
@@ -47,7 +64,38 @@
     bellElement.innerHTML = `<a class="bell-fallback" href="${bellElement.dataset.history}" aria-label="Notifications">🔔</a>`;
   }
 
+  // -- the tabs: on a phone they scroll sideways -------------------------------------
+  // The current tab is scrolled into view, and a faded edge shows there is more.
+  const nav = document.querySelector('.mainnav');
+  if (nav) {
+    const edges = () => {
+      const more = nav.scrollWidth - nav.clientWidth;
+      nav.classList.toggle('more-before', nav.scrollLeft > 1);
+      nav.classList.toggle('more-after', more - nav.scrollLeft > 1);
+    };
+    const active = nav.querySelector('a.active');
+    if (active && nav.scrollWidth > nav.clientWidth) {
+      const box = active.getBoundingClientRect();
+      const frame = nav.getBoundingClientRect();
+      nav.scrollLeft += box.left - frame.left - (frame.width - box.width) / 2;
+    }
+    edges();
+    nav.addEventListener('scroll', edges, { passive: true });
+    window.addEventListener('resize', edges);
+  }
+
   // -- enable notifications ---------------------------------------------------------
+  const PUSH_SERVICE_WAIT_MS = 5000;
+  const ENABLE_ERRORS = {
+    permission_denied: 'Notifications are blocked for this site in your browser settings.',
+    permission_dismissed: 'Notifications stay off: the browser did not get your permission.',
+    unreachable: "Your browser's push service could not be reached. Notifications stay off.",
+  };
+  const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  function enabled() {
+    document.querySelectorAll('[data-enable-notifications]').forEach(markEnabled);
+    toast('Notifications are on for this browser.');
+  }
   function markEnabled(button) {
     button.textContent = 'Notifications on';
     button.disabled = true;
@@ -68,20 +116,25 @@
       button.disabled = true;
       button.textContent = 'Enabling…';
       try {
-        // a browser that cannot reach its push service may never answer
-        await Promise.race([
-          FP.subscribe(),
-          new Promise((resolve, reject) => setTimeout(
-            () => reject(new Error("the browser's push service did not answer")), 20000)),
-        ]);
-        document.querySelectorAll('[data-enable-notifications]').forEach(markEnabled);
-        toast('Notifications are on for this browser.');
+        // Ask first, untimed: a person may take a while to answer the prompt.
+        const permission = 'Notification' in window ? await Notification.requestPermission() : 'granted';
+        if (permission !== 'granted') {
+          const code = permission === 'denied' ? 'permission_denied' : 'permission_dismissed';
+          throw Object.assign(new Error('not allowed'), { code });
+        }
+        // A browser whose push service cannot be reached never settles subscribe():
+        // give up after a few seconds, and say so.
+        const subscribing = FP.subscribe();
+        const answered = await Promise.race([subscribing, wait(PUSH_SERVICE_WAIT_MS)]);
+        if (answered === undefined) {
+          subscribing.then(() => enabled()).catch(() => {}); // if it answers later after all
+          throw Object.assign(new Error('no answer'), { code: 'unreachable' });
+        }
+        enabled();
       } catch (err) {
         button.disabled = false;
         button.textContent = label;
-        toast(err.code === 'permission_denied'
-          ? 'Notifications are blocked for this site in your browser settings.'
-          : 'Could not enable notifications: ' + err.message, 'error');
+        toast(ENABLE_ERRORS[err.code] || 'Could not enable notifications: ' + err.message, 'error');
       }
     });
   });
@@ -191,8 +244,16 @@
   }
 
   // -- staff: messages with delivery analytics ---------------------------------------------
-  const STATUSES = ['queued', 'sent', 'failed', 'gone', 'expired', 'clicked'];
+  // the inbox items a message wrote count beside its deliveries to browsers and phones
+  const STATUSES = ['inbox', 'queued', 'sent', 'failed', 'gone', 'expired', 'clicked'];
   const messages = document.querySelector('[data-messages]');
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+  async function inboxCounts(items) {
+    const query = items.map((m) => 'id=' + encodeURIComponent(m.id)).join('&');
+    const response = await fetch(messages.dataset.inboxUrl + '?' + query, { credentials: 'same-origin' });
+    if (!response.ok) throw new Error('inbox counts: ' + response.statusText);
+    return response.json();
+  }
   async function loadMessages() {
     try {
       const page = await api('GET', '/messages?take=25');
@@ -201,10 +262,12 @@
         messages.innerHTML = '<p class="muted">No messages yet.</p>';
         return;
       }
+      const inboxes = await inboxCounts(items);
+      items.forEach((m) => { m.counts = { ...(m.counts || {}), inbox: (inboxes[m.id] || {}).inbox || 0 }; });
       const escape = (text) => { const d = document.createElement('div'); d.textContent = text || ''; return d.innerHTML; };
       // the chart: every status summed over the messages listed
       const totals = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-      items.forEach((m) => STATUSES.forEach((s) => { totals[s] += (m.counts || {})[s] || 0; }));
+      items.forEach((m) => STATUSES.forEach((s) => { totals[s] += m.counts[s] || 0; }));
       const top = Math.max(1, ...Object.values(totals));
       const chart = `<div class="chart" role="img" aria-label="Deliveries by status">` +
         STATUSES.map((s) => `<div class="col"><span>${totals[s]}</span><i class="sw-${s}" style="height:${(100 * totals[s]) / top}%"></i></div>`).join('') +
@@ -216,9 +279,12 @@
           .map((s) => `<i class="sw-${s}" style="width:${(100 * (counts[s] || 0)) / total}%" title="${s}: ${counts[s] || 0}"></i>`).join('');
         const numbers = STATUSES.map((s) => `<span><b>${counts[s] || 0}</b> ${s}</span>`).join('');
         const n = m.notification || {};
+        const reached = plural(counts.inbox, 'inbox', 'inboxes') + ' · ' + (m.recipientCount
+          ? plural(m.recipientCount, 'browser or phone', 'browsers and phones')
+          : 'no browsers or phones registered');
         return `<article class="message" data-message="${m.id}"><div class="row-between"><strong>${escape(n.title)}</strong>` +
           `<span class="muted small">${new Date(m.createdAt).toLocaleString()}</span></div>` +
-          `<div class="muted small">${n.body ? escape(n.body) + ' · ' : ''}${m.recipientCount === 1 ? '1 browser or device' : m.recipientCount + ' browsers and devices'}</div>` +
+          `<div class="muted small">${n.body ? escape(n.body) + ' · ' : ''}<span data-reached>${reached}</span></div>` +
           `<div class="stacked">${segments}</div><div class="counts">${numbers}</div></article>`;
       }).join('');
     } catch (err) {

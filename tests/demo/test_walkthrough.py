@@ -222,6 +222,12 @@ def walk(
     order_message = staff.locator("[data-message]", has_text=f"Order #{order_id}: Confirmed")
     expect(order_message.locator(".counts")).to_contain_text("2 sent")
     expect(order_message.locator(".counts")).to_contain_text("1 clicked")
+    expect(order_message.locator(".counts")).to_contain_text("1 inbox")
+    # bob has no browser or phone with notifications: the message reached his inbox only
+    nearby = staff.locator("[data-message]", has_text="Your courier is nearby")
+    expect(nearby.locator("[data-reached]")).to_have_text(
+        "1 inbox · no browsers or phones registered"
+    )
     shot(staff, "staff-messages")
 
     # the export reports through one inbox item, then links to the file
@@ -246,5 +252,6 @@ def walk(
     for path, name in (("/", "home"), ("/offers/berry-weekend", "offer"), ("/devices", "devices")):
         phone.goto(base + path)
         shot(phone, f"phone-{name}")
-    phone.goto(base + f"/orders/{order_id}")  # not hers: 404
-    assert "Not Found" in phone.content()
+    phone.goto(base + f"/orders/{order_id}")  # not hers: 404, with the shop's header
+    assert phone.locator("[data-error='404'] h1").text_content() == "Page not found"
+    assert phone.locator(".topbar").get_by_text("Sign out").is_visible()
