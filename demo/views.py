@@ -153,7 +153,7 @@ def local_path(target: str | None, fallback: str) -> str:
 
 
 def redirect_back(target: str | None, fallback: str) -> Response:
-    """Redirect to ``target`` (a form's ``next``, a referrer) if it is local, else ``fallback``."""
+    """Redirect to ``target`` (a ``next`` field or argument) if it is local, else ``fallback``."""
     return redirect(local_path(target, fallback))
 
 
@@ -233,7 +233,8 @@ def register_error_pages(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def error_page(err: HTTPException) -> Any:
-        if request.blueprint == "push" or request.path.startswith(prefix + "/"):
+        path = request.path
+        if request.blueprint == "push" or path == prefix or path.startswith(prefix + "/"):
             return err
         status = err.code or 500
         if status >= 500:
@@ -245,11 +246,14 @@ def register_error_pages(app: Flask) -> None:
         custom = err.description if err.description != type(err).description else None
         message = custom or sentence
         headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
-        if request.path.endswith(".json"):
-            return jsonify({"error": {"code": code, "message": message}}), status, headers
+        if path.endswith(".json"):
+            error = {"code": code, "message": message}
+            if isinstance(err, FormError):
+                error["field"] = err.field
+            return jsonify({"error": error}), status, headers
         try:
             page = render_template("error.html", status=status, title=title, message=message)
         except Exception:  # the page needs the database (who is signed in): say it plainly
-            log.exception("demo: could not render the %s page for %s", status, request.path)
+            log.exception("demo: could not render the %s page for %s", status, path)
             return Response(f"{status} {title}: {message}", status, mimetype="text/plain")
         return page, status, headers

@@ -488,7 +488,11 @@ def test_the_analytics_count_inbox_deliveries(demo_app: Any, staff: Any, bob: An
     assert bob.get("/staff/messages/inbox.json").status_code == 403
     too_many = staff.get("/staff/messages/inbox.json", query_string={"id": ["m"] * 101})
     assert too_many.status_code == 400
-    assert too_many.json["error"]["message"] == "Ask for at most 100 messages at a time."
+    assert too_many.json["error"] == {
+        "code": "bad_request",
+        "message": "Ask for at most 100 messages at a time.",
+        "field": "id",
+    }
 
 
 def test_new_order_in_the_staff_bell_links_to_the_order(
