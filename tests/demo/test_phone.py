@@ -102,6 +102,16 @@ INKS = """(row) => [...row.querySelectorAll('*')]
             bottom: b.bottom}; })"""
 
 
+#: marks the page once a websocket (flask-push's) is open: the server joins the
+#: user's channel as the socket opens
+WEBSOCKET_OPEN = """window.WebSocket = class extends window.WebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener('open', () => { window.pushSocketOpen = true; });
+  }
+};"""
+
+
 def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
     return (
         a["left"] < b["right"]
@@ -220,9 +230,11 @@ def test_every_page_fits_a_phone(server: tuple[str, Any], chromium: Any) -> None
 
 def test_toasts_do_not_cover_buttons(server: tuple[str, Any], chromium: Any) -> None:
     base, _app = server
-    carol = sign_in(chromium.new_context(viewport=PHONE).new_page(), base, "carol@example.com")
+    carols = chromium.new_context(viewport=PHONE)
+    carols.add_init_script(WEBSOCKET_OPEN)
+    carol = sign_in(carols.new_page(), base, "carol@example.com")
     alice = sign_in(chromium.new_context(viewport=PHONE).new_page(), base, "alice@example.com")
-    carol.wait_for_selector(".fp-bell-button")  # the bell is live
+    carol.wait_for_function("window.pushSocketOpen === true")  # her inbox is live
 
     # Carol scrolled down the shop: an "Add" button sits at the bottom of her screen
     add = carol.locator(".product-card button").nth(4)
