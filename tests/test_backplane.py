@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 
+from flask_push.config import DEFAULT_BACKPLANE_PREFIX
 from flask_push.errors import BackplaneError
+from flask_push.realtime import backplane as backplane_module
 from flask_push.realtime.backplane import MemoryBackplane, RedisBackplane, backplane_for
-from flask_push.realtime.events import Event
+from flask_push.realtime.events import Event, Replay
 
-from conftest import need_service
-from wslive import Client
+from conftest import need_service, push
+from wslive import Client, serve
 
 REDIS_URL = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SERVER = Path(__file__).parent / "ws_server.py"
@@ -43,32 +47,62 @@ def test_memory_numbers_each_channel_and_delivers_in_order() -> None:
     backplane = MemoryBackplane(keep_seconds=60, keep_count=10)
     assert backplane_for("memory://", "p", 60, 10).__class__ is MemoryBackplane
     deliver, got = collector()
-    backplane.publish("a", "e", "1")  # before anyone listens: kept, not delivered
+    started = time.time_ns() // 1000
+    first = backplane.publish("a", "e", "1").id  # before anyone listens: kept, not delivered
+    assert started <= first <= time.time_ns() // 1000  # a numbering starts at the clock
     backplane.listen(deliver, lambda: None)
-    assert [backplane.publish(c, "e", "{}").id for c in ("a", "b", "a")] == [2, 1, 3]
+    a2, b1, a3 = (backplane.publish(c, "e", "{}").id for c in ("a", "b", "a"))
+    assert (a2, a3) == (first + 1, first + 2) and b1 > first
     assert [(e.channel, e.id) for e in (got.get_nowait() for _ in range(3))] == [
-        ("a", 2), ("b", 1), ("a", 3),
+        ("a", a2), ("b", b1), ("a", a3),
     ]  # fmt: skip
-    assert backplane.last_id("a") == 3 and backplane.last_id("zzz") == 0
-    replay = backplane.replay("a", 1)
-    assert (replay.gap, [e.id for e in replay.events], replay.last_id) == (False, [2, 3], 3)
+    assert backplane.last_id("a") == a3 and backplane.last_id("zzz") == 0
+    replay = backplane.replay("a", first)
+    assert (replay.gap, [e.id for e in replay.events], replay.last_id) == (False, [a2, a3], a3)
     assert json.loads(replay.events[0].frame) == {
-        "op": "event", "channel": "a", "id": 2, "event": "e", "data": {},
+        "op": "event", "channel": "a", "id": a2, "event": "e", "data": {},
     }  # fmt: skip
+    # a client that saw nothing gets everything, and no gap: the first is kept
+    replay = backplane.replay("a", 0)
+    assert (replay.gap, [e.id for e in replay.events]) == (False, [first, a2, a3])
 
 
 def test_memory_keeps_by_count_and_age() -> None:
     backplane = MemoryBackplane(keep_seconds=1, keep_count=2)
-    for _ in range(4):
-        backplane.publish("a", "e", "null")
+    ids = [backplane.publish("a", "e", "null").id for _ in range(4)]
     replay = backplane.replay("a", 0)
-    assert replay.gap and [e.id for e in replay.events] == [3, 4]
-    assert not backplane.replay("a", 2).gap
+    assert replay.gap and [e.id for e in replay.events] == ids[2:]
+    assert not backplane.replay("a", ids[1]).gap
     time.sleep(1.05)
-    replay = backplane.replay("a", 2)
-    assert replay.gap and replay.events == [] and replay.last_id == 4
-    assert backplane.replay("a", 4).gap is False
-    assert backplane.replay("a", 9).gap is True  # ids from before a restart
+    replay = backplane.replay("a", ids[1])
+    assert replay.gap and replay.events == [] and replay.last_id == ids[3]
+    assert backplane.replay("a", ids[3]).gap is False
+
+
+def test_memory_numbering_starts_above_the_previous_process() -> None:
+    """A restarted process numbers each channel anew, above the ids the last one
+    gave: a client's ``since`` falls before the new events, which is a gap."""
+    before = MemoryBackplane(keep_seconds=60, keep_count=10)
+    old = [before.publish("a", "e", "null").id for _ in range(3)]
+    after = MemoryBackplane(keep_seconds=60, keep_count=10)
+    assert after.replay("a", old[-1]) == Replay(True, [], 0)  # nothing yet, a gap
+    new = [after.publish("a", "e", "null").id for _ in range(2)]
+    assert min(new) > max(old)
+    replay = after.replay("a", old[-1])
+    assert (replay.gap, [e.id for e in replay.events]) == (True, new)
+
+
+def test_memory_numbering_below_a_client_id_is_a_gap_then_all_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A clock stepped back: a ``since`` beyond the latest id is from the earlier
+    numbering, so every kept event is new to that client."""
+    backplane = MemoryBackplane(keep_seconds=60, keep_count=10)
+    monkeypatch.setattr(backplane_module, "_clock_micros", lambda: 1000)
+    ids = [backplane.publish("a", "e", "null").id for _ in range(2)]
+    assert ids == [1000, 1001]
+    replay = backplane.replay("a", 5000)
+    assert (replay.gap, [e.id for e in replay.events], replay.last_id) == (True, ids, 1001)
 
 
 # -- Redis --------------------------------------------------------------------------
@@ -112,32 +146,36 @@ def test_redis_ids_and_replay_are_shared(redis_backplane: Any) -> None:
     deliver, got = collector()
     two.listen(deliver, lambda: None)
     time.sleep(0.3)  # the subscriber thread subscribes
-    assert [one.publish("order:1", "s", '{"n":1}').id, two.publish("order:1", "s", "2").id] == [
-        1, 2,
-    ]  # fmt: skip
-    assert one.publish("order:2", "s", "null").id == 1
+    started = two._client.time()
+    first = one.publish("order:1", "s", '{"n":1}').id
+    # a numbering starts at Redis's clock in microseconds; ids beyond 2**48 come
+    # through the Lua script and pub/sub whole
+    assert first >= started[0] * 1_000_000 + started[1] > 2**48
+    assert two.publish("order:1", "s", "2").id == first + 1
+    other = one.publish("order:2", "s", "null").id
+    assert other > first + 1
     received = [got.get(timeout=3) for _ in range(3)]
     assert [(e.channel, e.id, e.data) for e in received] == [
-        ("order:1", 1, {"n": 1}), ("order:1", 2, 2), ("order:2", 1, None),
+        ("order:1", first, {"n": 1}), ("order:1", first + 1, 2), ("order:2", other, None),
     ]  # fmt: skip
-    replay = two.replay("order:1", 0)
+    replay = two.replay("order:1", 0)  # a client that saw none: all of it, the first is kept
     assert (replay.gap, [e.data for e in replay.events], replay.last_id) == (
         False,
         [{"n": 1}, 2],
-        2,
+        first + 1,
     )
-    assert two.last_id("order:1") == 2 and two.last_id("nothing") == 0
+    assert two.last_id("order:1") == first + 1 and two.last_id("nothing") == 0
 
 
 def test_redis_keeps_by_count_and_age(redis_backplane: Any) -> None:
     backplane = redis_backplane(keep_seconds=1, keep_count=2)
-    for _ in range(4):
-        backplane.publish("a", "e", "null")
-    replay = backplane.replay("a", 0)
-    assert replay.gap and [e.id for e in replay.events] == [3, 4]
+    ids = [backplane.publish("a", "e", "null").id for _ in range(4)]
+    replay = backplane.replay("a", 0)  # the numbering's first is no longer kept
+    assert replay.gap and [e.id for e in replay.events] == ids[2:]
+    assert not backplane.replay("a", ids[1]).gap
     time.sleep(1.1)
-    replay = backplane.replay("a", 2)
-    assert replay.gap and replay.events == [] and replay.last_id == 4
+    replay = backplane.replay("a", ids[1])
+    assert replay.gap and replay.events == [] and replay.last_id == ids[3]
 
 
 def test_redis_unreachable_raises_backplane_error(redis_backplane: Any) -> None:
@@ -303,20 +341,22 @@ def test_two_processes_share_events_and_replay(servers: Any, clients: Any) -> No
     alice = Client(second.ws, "alice")
     clients.append(alice)
     alice.sync()
-    assert first.publish("user:alice", "hello", {"n": 1}) == (200, {"id": 1})
-    assert _event(alice) == (1, "hello", {"n": 1})
-    assert second.publish("user:alice", "hello", {"n": 2}) == (200, {"id": 2})
-    assert _event(alice) == (2, "hello", {"n": 2})
+    status, body = first.publish("user:alice", "hello", {"n": 1})
+    assert status == 200
+    one = body["id"]
+    assert _event(alice) == (one, "hello", {"n": 1})
+    assert second.publish("user:alice", "hello", {"n": 2}) == (200, {"id": one + 1})
+    assert _event(alice) == (one + 1, "hello", {"n": 2})
     for n in (3, 4):
         first.publish("user:alice", "hello", {"n": n})
-    assert [_event(alice)[0] for _ in range(2)] == [3, 4]
+    assert [_event(alice)[0] for _ in range(2)] == [one + 2, one + 3]
 
     # a client of the first process catches up on what both published
     late = Client(first.ws, "alice")
     clients.append(late)
-    late.send({"op": "subscribe", "channel": "user:alice", "since": 1})
+    late.send({"op": "subscribe", "channel": "user:alice", "since": one})
     assert late.recv()["op"] == "subscribed"
-    assert [_event(late)[0] for _ in range(3)] == [2, 3, 4]
+    assert [_event(late)[0] for _ in range(3)] == [one + 1, one + 2, one + 3]
     late.nothing()
 
 
@@ -330,8 +370,10 @@ def test_redis_going_away_and_coming_back(servers: Any, clients: Any, redis_back
         alice = Client(second.ws, "alice")
         clients.append(alice)
         alice.sync()
-        assert first.publish("user:alice", "before", None)[0] == 200
-        assert _event(alice)[:2] == (1, "before")
+        status, body = first.publish("user:alice", "before", None)
+        assert status == 200
+        one = body["id"]
+        assert _event(alice)[:2] == (one, "before")
 
         proxy.stop()
         # the processes live on: publishing says Redis is away, sockets still answer
@@ -345,13 +387,13 @@ def test_redis_going_away_and_coming_back(servers: Any, clients: Any, redis_back
         proxy.start()
         # the second process reconnects, and replays what its clients missed
         assert [_event(alice) for _ in range(2)] == [
-            (2, "during", {"n": 1}), (3, "during", {"n": 2}),
+            (one + 1, "during", {"n": 1}), (one + 2, "during", {"n": 2}),
         ]  # fmt: skip
         deadline = time.monotonic() + 10
         while first.publish("user:alice", "after", None)[0] != 200:
             assert time.monotonic() < deadline, "the first process never got Redis back"
             time.sleep(0.2)
-        assert _event(alice)[:2] == (4, "after")
+        assert _event(alice)[:2] == (one + 3, "after")
         alice.nothing()
     finally:
         proxy.stop()
@@ -384,3 +426,169 @@ def test_a_kept_event_that_is_not_utf8_is_skipped_on_reconnect(
         alice.sync()
     assert server.publish("user:alice", "later", {})[0] == 200
     assert _event(alice)[:2] == (4, "later")
+
+
+# -- Redis restarting, with and without its data -------------------------------------
+
+
+class RedisServer:
+    """A ``redis-server`` of the test's own on a free port, to kill and start again.
+
+    ``persist=False`` is a cache setup (nothing on disk: a restart loses every key);
+    ``persist=True`` writes each command to an append-only file before answering.
+    """
+
+    def __init__(self, directory: Path, persist: bool) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            need_service("redis-server", RuntimeError("the redis-server binary is not installed"))
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        directory.mkdir()
+        durability = ["--appendfsync", "always"] if persist else []
+        self.command = [
+            str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory),
+            "--save", "", "--appendonly", "yes" if persist else "no", *durability,
+        ]  # fmt: skip
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    assert self.process.poll() is None, "redis-server exited at start"
+                    assert time.monotonic() < deadline, "redis-server did not answer"
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: what it has not written to disk is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Callable[[bool], RedisServer]]:
+    started: list[RedisServer] = []
+
+    def start(persist: bool) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(started)}", persist)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> dict[str, Any]:
+    # make_app's database: these tests are about the backplane, one database is enough
+    return {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'app.db'}"}
+
+
+def _publish(app: Flask, channel: str, n: int) -> int:
+    """``push.publish``, until Redis answers (it may still be starting)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with app.app_context():
+                return push.publish(channel, "tick", {"n": n})
+        except BackplaneError:
+            assert time.monotonic() < deadline, "Redis did not come back"
+            time.sleep(0.05)
+
+
+def _restart_case(
+    redis_server: Any, make_app: Any, clients: list[Client], persist: bool, clock_behind: bool
+) -> tuple[list[int], list[int], list[list[dict[str, Any]]]]:
+    """Three clients of alice and one of bob on a live server on a private Redis:
+    5 events, Redis killed and started again, 5 more. The ids published before and
+    after, and the frames each of alice's clients got after the restart."""
+    server = redis_server(persist)
+    app = make_app(PUSH_BACKPLANE_URL=server.url, PUSH_WS_HEARTBEAT=0)
+    with serve(app) as origin:
+        alices = [Client(f"{origin}/push/ws", "alice") for _ in range(3)]
+        bob = Client(f"{origin}/push/ws", "bob")
+        clients.extend([*alices, bob])
+        for client in [*alices, bob]:
+            client.sync()
+        before = [_publish(app, "user:alice", n) for n in range(5)]
+        for client in alices:
+            assert [_event(client)[0] for _ in range(5)] == before
+
+        server.kill()
+        server.start()
+        if clock_behind:
+            # a Redis whose clock is behind the old one's numbers the channel anew,
+            # below the ids the clients hold
+            import redis
+
+            with redis.Redis.from_url(server.url) as direct:
+                direct.set(f"{DEFAULT_BACKPLANE_PREFIX}:seq:user:alice", before[0] - 1000)
+        after = [_publish(app, "user:alice", n) for n in range(5, 10)]
+        got = []
+        for client in alices:
+            frames = [client.recv(timeout=10)]
+            if frames[0]["op"] == "gap":
+                frames.append(client.recv(timeout=10))
+            frames += [client.recv(timeout=10) for _ in range(4)]
+            client.nothing()
+            got.append(frames)
+        bob.nothing()  # nothing was published to bob, nothing is missing: no gap
+        for client in clients:
+            client.close()
+    return before, after, got
+
+
+def test_redis_losing_its_data_sends_a_gap_then_every_later_event(
+    redis_server: Any, make_app: Any, clients: list[Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    before, after, got = _restart_case(redis_server, make_app, clients, False, clock_behind=False)
+    assert "1 channel(s) lost live events" in caplog.text  # and the operator is told
+    # ids keep increasing across the loss: none of the new events looks seen already
+    assert min(after) > max(before)
+    for frames in got:
+        assert frames[0] == {"op": "gap", "channel": "user:alice"}
+        assert [(f["op"], f["id"], f["data"]) for f in frames[1:]] == [
+            ("event", id, {"n": n}) for n, id in zip(range(5, 10), after, strict=True)
+        ]
+
+
+def test_redis_losing_its_data_with_its_clock_behind(
+    redis_server: Any, make_app: Any, clients: list[Client]
+) -> None:
+    before, after, got = _restart_case(redis_server, make_app, clients, False, clock_behind=True)
+    assert max(after) < min(before)  # numbered anew, lower
+    for frames in got:
+        # the gap tells the client that the ids after it start anew
+        assert frames[0] == {"op": "gap", "channel": "user:alice"}
+        assert [(f["op"], f["id"]) for f in frames[1:]] == [("event", id) for id in after]
+
+
+def test_redis_restarting_with_its_data_misses_and_repeats_nothing(
+    redis_server: Any, make_app: Any, clients: list[Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    before, after, got = _restart_case(redis_server, make_app, clients, True, clock_behind=False)
+    assert "lost live events" not in caplog.text
+    assert after == list(range(before[-1] + 1, before[-1] + 6))  # the numbering goes on
+    for frames in got:
+        assert [(f["op"], f["id"], f["data"]) for f in frames] == [
+            ("event", id, {"n": n}) for n, id in zip(range(5, 10), after, strict=True)
+        ]

@@ -18,6 +18,8 @@ from flask import Flask, request
 
 from flask_push.errors import ValidationError
 from flask_push.realtime import inbox_events
+from flask_push.realtime.events import Event, Gap
+from flask_push.realtime.hub import Connection, Hub
 
 from conftest import as_user, db, push
 from wslive import Client, serve
@@ -201,15 +203,15 @@ def test_oversize_frame_after_the_handshake_ends_the_handler(live: Any, connect:
 
 def test_replay_since_in_order_without_duplicates(live: Any, connect: Any) -> None:
     app, url = live()
-    for n in range(1, 6):
-        assert publish(app, "user:alice", "tick", {"n": n}) == n
+    ids = [publish(app, "user:alice", "tick", {"n": n}) for n in range(1, 6)]
+    assert ids == list(range(ids[0], ids[0] + 5))
     client = connect(url, "alice")
     client.sync()
-    client.send({"op": "subscribe", "channel": "user:alice", "since": 2})
+    client.send({"op": "subscribe", "channel": "user:alice", "since": ids[1]})
     assert client.recv() == {"op": "subscribed", "channel": "user:alice"}
-    assert [client.recv()["id"] for _ in range(3)] == [3, 4, 5]
-    publish(app, "user:alice", "tick", {"n": 6})
-    assert client.recv()["id"] == 6
+    assert [client.recv()["id"] for _ in range(3)] == ids[2:]
+    assert publish(app, "user:alice", "tick", {"n": 6}) == ids[-1] + 1
+    assert client.recv()["id"] == ids[-1] + 1
     client.nothing()
 
 
@@ -218,11 +220,12 @@ def test_replay_races_live_events(live: Any, connect: Any) -> None:
     client = connect(url, "alice")
     client.sync()
     done = threading.Event()
+    published: list[int] = []
 
     def publisher() -> None:
         with app.app_context():
             for n in range(200):
-                push.publish("user:alice", "tick", {"n": n})
+                published.append(push.publish("user:alice", "tick", {"n": n}))
                 if n == 50:
                     done.set()
 
@@ -231,39 +234,88 @@ def test_replay_races_live_events(live: Any, connect: Any) -> None:
     done.wait(5)
     client.send({"op": "subscribe", "channel": "user:alice", "since": 0})
     thread.join(10)
-    ids = []
-    while len(ids) < 200 or (ids and ids[-1] < 200):
+    expected = list(range(published[0], published[0] + 200))
+    assert published == expected
+    ids, ops = [], set()
+    while len(ids) < 200 or ids[-1] < expected[-1]:
         frame = client.recv()
+        ops.add(frame["op"])
         if frame["op"] == "event":
             ids.append(frame["id"])
     # live events before the subscribe, then the replay, then live again: each id once
-    assert sorted(set(ids)) == list(range(1, 201))
-    # (the replay starts at the last 1: live events may have gone out before the
-    # subscribe was read, and since=0 asks for them again)
-    replayed = ids[len(ids) - 1 - ids[::-1].index(1) :]
-    assert replayed == list(range(1, 201))
+    assert sorted(set(ids)) == expected
+    # the replay starts at the first id (live events may have come before it)
+    replayed = ids[len(ids) - 1 - ids[::-1].index(expected[0]) :]
+    assert replayed == expected
+    assert "gap" not in ops  # since=0 and the channel's first event is kept: nothing missing
 
 
 def test_gap_when_events_are_no_longer_kept(live: Any, connect: Any) -> None:
     app, url = live(PUSH_EVENTS_KEEP_COUNT=3)
-    for _ in range(6):
-        publish(app, "user:alice", "tick")
+    ids = [publish(app, "user:alice", "tick") for _ in range(6)]
     client = connect(url, "alice")
-    client.send({"op": "subscribe", "channel": "user:alice", "since": 1})
+    client.send({"op": "subscribe", "channel": "user:alice", "since": ids[0]})
     assert client.recv()["op"] == "subscribed"
     assert client.recv() == {"op": "gap", "channel": "user:alice"}
-    assert [client.recv()["id"] for _ in range(3)] == [4, 5, 6]
+    assert [client.recv()["id"] for _ in range(3)] == ids[3:]
     # nothing missing: no gap
-    client.send({"op": "subscribe", "channel": "user:alice", "since": 5})
+    client.send({"op": "subscribe", "channel": "user:alice", "since": ids[4]})
     assert client.recv()["op"] == "subscribed"
-    assert client.recv()["id"] == 6
-    client.send({"op": "subscribe", "channel": "user:alice", "since": 6})
+    assert client.recv()["id"] == ids[5]
+    client.send({"op": "subscribe", "channel": "user:alice", "since": ids[5]})
     assert client.recv()["op"] == "subscribed"
     client.nothing()
-    # an id from before a restart (beyond the latest): the client must reload
-    client.send({"op": "subscribe", "channel": "user:alice", "since": 99})
+    # an id beyond the latest is from an earlier numbering (whose clock was ahead):
+    # the client must reload, and every kept event is new to it
+    client.send({"op": "subscribe", "channel": "user:alice", "since": ids[5] + 99})
     assert client.recv()["op"] == "subscribed"
     assert client.recv() == {"op": "gap", "channel": "user:alice"}
+    assert [client.recv()["id"] for _ in range(3)] == ids[3:]
+    client.nothing()
+
+
+def test_a_restarted_server_numbers_above_the_ids_clients_hold(live: Any, connect: Any) -> None:
+    """The memory backplane lives and dies with its process; the next one starts each
+    channel at the clock, above the old ids: a client's ``since`` is a gap, and no
+    new event looks like one it has seen."""
+    app, url = live()
+    client = connect(url, "alice")
+    client.sync()
+    old = publish(app, "user:alice", "tick", {"n": 1})
+    assert client.recv()["id"] == old
+    client.close()
+    restarted, url = live()  # the next process, with a backplane of its own
+    new = [publish(restarted, "user:alice", "tick", {"n": n}) for n in (2, 3)]
+    assert min(new) > old
+    client = connect(url, "alice")
+    client.send({"op": "subscribe", "channel": "user:alice", "since": old})
+    assert client.recv()["op"] == "subscribed"
+    assert client.recv() == {"op": "gap", "channel": "user:alice"}
+    assert [(f["id"], f["data"]) for f in (client.recv(), client.recv())] == [
+        (new[0], {"n": 2}), (new[1], {"n": 3}),
+    ]  # fmt: skip
+    client.nothing()
+
+
+def test_after_a_gap_the_hub_hands_on_lower_ids() -> None:
+    """Events numbered anew below the ids sent (a Redis whose clock is behind) come
+    after a gap, in order; before it, an id at or below the last sent is a copy."""
+    hub = Hub()
+    connection = Connection(threading.Event(), None, max_queue=10)
+    hub.join(connection, "c")
+    connection.last_ids["c"] = 500
+    hub.deliver(Event("c", 501, "e", "1"))
+    hub.deliver(Event("c", 501, "e", "1"))  # a copy (replay and live overlap): skipped
+    hub.gap(Gap("c", resume=10))
+    hub.deliver(Event("c", 11, "e", "2"))
+    hub.deliver(Event("c", 12, "e", "3"))
+    assert [json.loads(item.frame) for item in connection.take()] == [
+        {"op": "event", "channel": "c", "id": 501, "event": "e", "data": 1},
+        {"op": "gap", "channel": "c"},
+        {"op": "event", "channel": "c", "id": 11, "event": "e", "data": 2},
+        {"op": "event", "channel": "c", "id": 12, "event": "e", "data": 3},
+    ]
+    assert hub.joined() == {"c": 12}  # where a resync would start
 
 
 def test_gap_when_events_expired(live: Any, connect: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from ..config import PushSettings
 from ..errors import BackplaneError
 from .backplane import Backplane, backplane_for, dumps
-from .events import Event, Replay, channel_name
+from .events import Event, Gap, Replay, channel_name
 from .hub import Connection, Hub
 
 __all__ = ["Connection", "Event", "Realtime", "Replay"]
@@ -75,15 +75,31 @@ class Realtime:
                 self._listening = True
 
     def _resync(self) -> None:
-        """After the backplane was unreachable: deliver what the joined channels missed."""
+        """After the backplane was unreachable: deliver what the joined channels missed.
+
+        Where some of it is lost (a Redis that restarted without its data), the
+        channel's connections get a ``gap`` first, in order with the events, so
+        their clients reload what they show.
+        """
+        gaps = 0
         for channel, last in self.hub.joined().items():
             try:
                 replay = self.backplane.replay(channel, last)
             except BackplaneError as err:
                 log.warning("flask-push: %s", err)
                 return
+            if replay.gap:
+                gaps += 1
+                resume = replay.events[0].id - 1 if replay.events else replay.last_id
+                self.hub.gap(Gap(channel, resume))
             for event in replay.events:
                 self.hub.deliver(event)
+        if gaps:
+            log.warning(
+                "flask-push: %d channel(s) lost live events while the backplane was away "
+                "(did Redis restart without its data?); their clients were sent a gap to reload",
+                gaps,
+            )
 
     def close(self) -> None:
         self.backplane.close()

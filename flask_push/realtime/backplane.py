@@ -9,6 +9,9 @@ client manager from ``message_queue``:
   trimmed by count and age) and publishes each event in one step, so ids agree
   across processes and replay reads what every process published.
 
+Either way a channel's numbering starts at the clock in microseconds, so ids keep
+increasing when it starts anew (see :mod:`.events`).
+
 A backplane only fans out to this process once :meth:`Backplane.listen` was
 called, which the websocket endpoint does on its first connection: the CLI and
 worker processes publish write-only, without a subscriber thread.
@@ -64,6 +67,11 @@ class Backplane(ABC):
         """Stop listening and close connections."""
 
 
+def _clock_micros() -> int:
+    """Where a new numbering starts: microseconds since 1970."""
+    return time.time_ns() // 1000
+
+
 class MemoryBackplane(Backplane):
     """One process: events are delivered in ``publish``, under a lock, so that
     every connection sees each channel's events in id order."""
@@ -75,8 +83,10 @@ class MemoryBackplane(Backplane):
         super().__init__(keep_seconds, keep_count)
         self._lock = threading.Lock()
         # Counters are kept for good (an int per channel), so ids never restart
-        # while the process lives; the kept events expire.
+        # while the process lives; the kept events expire. The next process starts
+        # each channel at its clock, above the ids this one gave.
         self._last: dict[str, int] = {}
+        self._first: dict[str, int] = {}
         self._kept: dict[str, deque[tuple[float, Event]]] = {}
         self._deliver: Deliver | None = None
         self._publishes = 0
@@ -84,7 +94,12 @@ class MemoryBackplane(Backplane):
     def publish(self, channel: str, event: str, data_json: str) -> Event:
         now = time.monotonic()
         with self._lock:
-            number = self._last[channel] = self._last.get(channel, 0) + 1
+            last = self._last.get(channel)
+            if last is None:
+                number = self._first[channel] = _clock_micros()
+            else:
+                number = last + 1
+            self._last[channel] = number
             item = Event(channel, number, event, data_json)
             kept = self._kept.get(channel)
             if kept is None:
@@ -101,7 +116,8 @@ class MemoryBackplane(Backplane):
         horizon = time.monotonic() - self.keep_seconds
         with self._lock:
             kept = [e for t, e in self._kept.get(channel, ()) if t >= horizon]
-            return replay(kept, self._last.get(channel, 0), since)
+            from_first = bool(kept) and kept[0].id == self._first[channel]
+            return replay(kept, self._last.get(channel, 0), since, from_first=from_first)
 
     def last_id(self, channel: str) -> int:
         with self._lock:
@@ -124,11 +140,25 @@ class MemoryBackplane(Backplane):
 #: KEYS: counter, stream, pub/sub channel. ARGV: channel, event, data, keep count,
 #: keep seconds, counter ttl. Numbering, keeping and publishing in one script means
 #: an event is kept before any process can deliver it, and in id order.
+#:
+#: A missing counter (never made, expired, or lost with Redis's data) starts at
+#: Redis's clock in microseconds, so the new ids are above the old ones; the stream
+#: entry of a numbering's first event is marked ``f``: nothing came before it.
+#: Lua writes numbers with 14 digits, so the id is formatted as an integer once.
 _PUBLISH = """
-local id = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*', 'i', id, 'e', ARGV[2], 'd', ARGV[3])
 local now = redis.call('TIME')
+local id
+local fields
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  id = string.format('%d', redis.call('INCR', KEYS[1]))
+  fields = {'i', id, 'e', ARGV[2], 'd', ARGV[3]}
+else
+  id = now[1] .. string.format('%06d', now[2])
+  redis.call('SET', KEYS[1], id)
+  fields = {'i', id, 'e', ARGV[2], 'd', ARGV[3], 'f', '1'}
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*', unpack(fields))
 local oldest = (tonumber(now[1]) - tonumber(ARGV[5])) * 1000
 redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', oldest))
 redis.call('EXPIRE', KEYS[2], ARGV[5])
@@ -136,9 +166,9 @@ redis.call('PUBLISH', KEYS[3], ARGV[1] .. '\\n' .. id .. '\\n' .. ARGV[2] .. '\\
 return id
 """
 
-#: a channel's counter outlives its events by far, so ids do not restart while a
-#: client may still hold one; if they do (a month without events), ``since`` is
-#: beyond the latest id and the client is sent a gap.
+#: a channel's counter outlives its events by far; when it expires (a month without
+#: events), the next event starts a numbering above it, and a client's ``since``
+#: from the old one gets a gap.
 _COUNTER_TTL = 30 * 86400
 
 
@@ -203,6 +233,7 @@ class RedisBackplane(Backplane):
             raise BackplaneError(f"cannot replay, Redis is unreachable: {err}") from err
         # Trimming by age happens on publish; a quiet channel may still hold old entries.
         oldest = (seconds - self.keep_seconds) * 1000 + micros // 1000
+        fresh = [f for entry_id, f in entries if int(entry_id.split(b"-")[0]) >= oldest]
         # Bytes that are not UTF-8 (written by something else) decode to lone
         # surrogates, which the hub and the handler refuse to send, with a log
         # line: one bad entry must not fail the whole replay.
@@ -213,10 +244,10 @@ class RedisBackplane(Backplane):
                 f[b"e"].decode(errors="surrogateescape"),
                 f[b"d"].decode(errors="surrogateescape"),
             )
-            for entry_id, f in entries
-            if int(entry_id.split(b"-")[0]) >= oldest
+            for f in fresh
         ]
-        return replay(kept, int(last or 0), since)
+        from_first = bool(fresh) and b"f" in fresh[0]
+        return replay(kept, int(last or 0), since, from_first=from_first)
 
     def last_id(self, channel: str) -> int:
         try:

@@ -1,9 +1,17 @@
 """Live events: what a channel carries, and how a reconnecting client catches up.
 
-Each channel numbers its events 1, 2, 3, ... and a backplane keeps the recent
-ones for a while (``PUSH_EVENTS_KEEP_SECONDS``, at most ``PUSH_EVENTS_KEEP_COUNT``),
-so a client that reconnects with ``since=<last id it saw>`` misses nothing, or
-is told with a ``gap`` that it must reload its state.
+Each channel numbers its events one after another, from a first id taken from the
+clock (microseconds since 1970) when its numbering starts, and a backplane keeps the
+recent ones for a while (``PUSH_EVENTS_KEEP_SECONDS``, at most
+``PUSH_EVENTS_KEEP_COUNT``), so a client that reconnects with ``since=<last id it
+saw>`` misses nothing, or is told with a ``gap`` that it must reload its state.
+
+A numbering starts anew when its counter is lost: a restarted process (memory
+backplane), a Redis that lost its data or let the counter expire. Starting from the
+clock, the new ids are still above every id the old numbering gave (one event takes
+more than a microsecond), so no client mistakes a new event for one it has seen,
+and its ``since`` falls before the kept events: a gap. Ids stay below 2**53, which
+JavaScript reads exactly, until the year 2255.
 """
 
 from __future__ import annotations
@@ -57,12 +65,8 @@ class Event:
 
     @functools.cached_property
     def wire(self) -> bytes:
-        """``frame`` as a whole websocket text frame, encoded once for every socket.
-
-        A server's frames are not masked, and ``/ws`` declines per-message
-        compression, so the same bytes are right on every connection.
-        """
-        return bytes(FrameProtocol(client=False, extensions=[]).send_data(self.frame, fin=True))
+        """``frame`` as a whole websocket text frame, encoded once for every socket."""
+        return _wire(self.frame)
 
     @property
     def data(self) -> Any:
@@ -90,10 +94,41 @@ def sendable(event: Event) -> bool:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """A ``gap`` frame on its way to the connections of a channel, in order with its
+    events: some events were lost, and those that follow are the ones after
+    ``resume``. That may be below ids already sent, when the numbering started anew
+    lower (a Redis whose clock is behind the old one's)."""
+
+    channel: str
+    resume: int
+
+    @property
+    def frame(self) -> str:
+        return gap_frame(self.channel)
+
+    @functools.cached_property
+    def wire(self) -> bytes:
+        return _wire(self.frame)
+
+
+def gap_frame(channel: str) -> str:
+    """The websocket text that tells a client to reload what ``channel`` shows."""
+    return json.dumps({"op": "gap", "channel": channel})
+
+
+def _wire(frame: str) -> bytes:
+    # A server's frames are not masked, and ``/ws`` declines per-message
+    # compression, so the same bytes are right on every connection.
+    return bytes(FrameProtocol(client=False, extensions=[]).send_data(frame, fin=True))
+
+
+@dataclass(frozen=True)
 class Replay:
     """What a channel still keeps after some id."""
 
-    #: some events after that id are no longer kept (or the numbering restarted)
+    #: some events after that id are no longer kept, or the id is from an earlier
+    #: numbering of the channel: the client must reload its state
     gap: bool
     #: the kept events after that id, oldest first
     events: list[Event]
@@ -101,14 +136,23 @@ class Replay:
     last_id: int
 
 
-def replay(kept: Sequence[Event], last_id: int, since: int) -> Replay:
+def replay(kept: Sequence[Event], last_id: int, since: int, *, from_first: bool) -> Replay:
     """The events of ``kept`` (oldest first) after ``since``, and whether any are missing.
 
-    A ``since`` beyond the channel's latest id means the numbering restarted (a
-    server restart with the memory backplane, or Redis keys that expired): the
-    client's state is stale, which is a gap too.
+    :param from_first: ``kept`` begins with the first event of the channel's
+        numbering, so a client that saw none (``since=0``) misses nothing.
+
+    A ``since`` beyond the channel's latest id is from an earlier numbering that
+    gave higher ids (a Redis that came back with its clock behind): a gap, then every
+    kept event, all of which are new to the client.
     """
-    if since >= last_id:
-        return Replay(since > last_id, [], last_id)
+    if since > last_id:
+        return Replay(True, list(kept), last_id)
+    if since == last_id:
+        return Replay(False, [], last_id)
     after = [event for event in kept if event.id > since]
-    return Replay(not after or after[0].id > since + 1, after, last_id)
+    # Complete when the event right after ``since`` is kept (an id from an earlier
+    # numbering never has it: the events after it may be lost), or when the client
+    # saw none and the numbering's first is kept.
+    complete = bool(after) and (after[0].id == since + 1 or (since == 0 and from_first))
+    return Replay(not complete, after, last_id)

@@ -12,7 +12,7 @@ import socket
 import threading
 from typing import Any
 
-from .events import Event, sendable
+from .events import Event, Gap, sendable
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -33,13 +33,14 @@ class Connection:
         self._sock = sock
         self.max_queue = max_queue
         #: appended to by broadcasters, emptied from the front by the handler only
-        self.queue: list[Event] = []
+        self.queue: list[Event | Gap] = []
         self.channels: set[str] = set()
-        #: per channel, the last event id sent; later copies and older ids are skipped
+        #: per channel, the last event id sent (or the point a replay starts from);
+        #: an event at or below it is a copy of one sent, and is skipped
         self.last_ids: dict[str, int] = {}
         self.dropped = False
 
-    def offer(self, event: Event) -> None:
+    def offer(self, event: Event | Gap) -> None:
         """Queue ``event``; drop the connection when its queue is full. Never blocks."""
         if self.dropped:
             return
@@ -63,18 +64,26 @@ class Connection:
             except OSError:
                 pass
 
-    def take(self) -> list[Event]:
-        """The queued events still worth sending, in order."""
+    def take(self) -> list[Event | Gap]:
+        """The queued events and gaps still worth sending, in order."""
         # Take a count, then that many from the front: a broadcaster's append in
         # between lands after them and waits for the next take.
         count = len(self.queue)
         queued = self.queue[:count]
         del self.queue[:count]
-        out: list[Event] = []
-        for event in queued:
-            if event.channel in self.channels and event.id > self.last_ids.get(event.channel, 0):
-                self.last_ids[event.channel] = event.id
-                out.append(event)
+        out: list[Event | Gap] = []
+        for item in queued:
+            channel = item.channel
+            if channel not in self.channels:
+                continue
+            last = self.last_ids.get(channel, 0)
+            if isinstance(item, Gap):
+                # the events after it may be numbered anew, below those sent
+                self.last_ids[channel] = min(last, item.resume)
+                out.append(item)
+            elif item.id > last:
+                self.last_ids[channel] = item.id
+                out.append(item)
         return out
 
 
@@ -119,10 +128,31 @@ class Hub:
         for connection in targets:
             connection.offer(event)
 
-    def joined(self) -> dict[str, int]:
-        """The channels with connections here, with the last id delivered on each."""
+    def gap(self, gap: Gap) -> None:
+        """Hand ``gap`` to the connections joined to its channel, in order with its events."""
         with self._lock:
-            return {channel: self._last_ids.get(channel, 0) for channel in self._channels}
+            joined = self._channels.get(gap.channel)
+            if not joined:
+                return
+            self._last_ids[gap.channel] = min(gap.resume, self._last_ids.get(gap.channel, 0))
+            targets = tuple(joined)
+        for connection in targets:
+            connection.offer(gap)
+
+    def joined(self) -> dict[str, int]:
+        """The channels with connections here, each with the id a resync replays after.
+
+        That is the last id delivered here or, when every connection joined after it
+        (at the channel's latest id, or after a replay), the earliest of their starts.
+        """
+        with self._lock:
+            return {
+                channel: max(
+                    self._last_ids.get(channel, 0),
+                    min(connection.last_ids.get(channel, 0) for connection in joined),
+                )
+                for channel, joined in self._channels.items()
+            }
 
     def count(self) -> int:
         """How many connections are joined to at least one channel."""

@@ -32,7 +32,7 @@ from ..api.http import ApiError, error_response
 from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
-from .events import channel_name, sendable
+from .events import channel_name, gap_frame, sendable
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -231,7 +231,7 @@ def _answer(
     frames = [json.dumps({"op": "subscribed", "channel": channel})]
     if replay is not None:
         if replay.gap:
-            frames.append(json.dumps({"op": "gap", "channel": channel}))
+            frames.append(gap_frame(channel))
         frames.extend(event.frame for event in replay.events if sendable(event))
     return frames
 
