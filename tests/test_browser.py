@@ -24,6 +24,7 @@ from flask_sqlalchemy import SQLAlchemy
 from werkzeug.serving import make_server
 
 from flask_push import Push
+from flask_push.realtime import backplane as backplane_module
 from flask_push.testing.webpush import FakePushService, FakeSubscriber
 
 pytest.importorskip("playwright.sync_api")
@@ -72,9 +73,18 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 class Live:
     """An app served on its own port; pages are opened at http://localhost:PORT."""
 
-    def __init__(self, app: Flask, port: int) -> None:
+    def __init__(self, app: Flask, server: Any, thread: threading.Thread) -> None:
         self.app = app
-        self.origin = f"http://localhost:{port}"
+        self.port = server.server_port
+        self.origin = f"http://localhost:{self.port}"
+        self._server = server
+        self._thread = thread
+
+    def stop(self) -> None:
+        """Stop serving the port (open websockets live on); again does nothing."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
 
     def admin_get(self, path: str) -> Any:
         response = self.app.test_client().get(path, headers={"X-Admin": "1"})
@@ -84,16 +94,17 @@ class Live:
 
 @pytest.fixture
 def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]]:
-    servers: list[tuple[Any, threading.Thread, Flask]] = []
+    servers: list[Live] = []
 
     def start(
         html: str = PAGE,
         csp: str | None = None,
         files: dict[str, tuple[str, str]] | None = None,
+        port: int = 0,
         **config: Any,
     ) -> Live:
         """An app serving ``html`` at / (with ``csp`` as its Content-Security-Policy)
-        and ``files`` ({path: (text, mimetype)}) beside it."""
+        and ``files`` ({path: (text, mimetype)}) beside it, on ``port`` (0: a free one)."""
         app = Flask(__name__)
         app.config.update(
             TESTING=True,
@@ -124,18 +135,16 @@ def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]
                 path, path, lambda text=text, mimetype=mimetype: Response(text, mimetype=mimetype)
             )
 
-        server = make_server("127.0.0.1", 0, app, threaded=True)
+        server = make_server("127.0.0.1", port, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
         thread.start()
-        servers.append((server, thread, app))
-        return Live(app, server.server_port)
+        servers.append(Live(app, server, thread))
+        return servers[-1]
 
     yield start
-    for server, thread, app in servers:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-        off_loop(lambda app=app: _close(app))
+    for each in servers:
+        each.stop()
+        off_loop(lambda app=each.app: _close(app))
 
 
 def _close(app: Flask) -> None:
@@ -417,6 +426,54 @@ def test_the_client_reconnects_and_replays_what_it_missed(
     publish(3)
     page.wait_for_function("window.seen.length === 3")
     assert page.evaluate("window.seen") == [1, 2, 3]  # in order, none twice
+
+
+def test_the_client_takes_a_channel_numbered_anew_after_a_gap(
+    browser: Browser, page: Any, live: Callable[..., Live], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server restarts with its clock behind the last one's, so it numbers the
+    channel below the id the client holds; after the gap it sends, the client takes
+    the new events instead of skipping them as seen."""
+    app = live()
+    open_page(browser, page, app, user="erin")
+    page.evaluate(
+        """() => new Promise((resolve) => {
+             window.seen = [];
+             window.gaps = 0;
+             window.reconnects = 0;
+             FlaskPush.on('user:erin', 'tick', (data, f) => window.seen.push([data.n, f.id]));
+             FlaskPush.on('user:erin', 'gap', () => { window.gaps += 1; });
+             FlaskPush.on('*', 'reconnect', () => { window.reconnects += 1; });
+             const off = FlaskPush.on('*', 'open', () => {
+               off();
+               FlaskPush.ping().then(resolve);
+             });
+             FlaskPush.connect();
+           })"""
+    )
+
+    def publish(server: Live, n: int) -> int:
+        with server.app.app_context():
+            return push.publish("user:erin", "tick", {"n": n})
+
+    old = publish(app, 1)
+    page.wait_for_function("window.seen.length === 1")
+    # the next server on the same port, whose clock is 1 ms past 1970
+    monkeypatch.setattr(backplane_module, "_clock_micros", lambda: 1000)
+    app.stop()
+    restarted = live(port=app.port)
+    hub = app.app.extensions["push"].realtime.hub
+    with hub._lock:
+        connections = {c for joined in hub._channels.values() for c in joined}
+    for connection in connections:
+        connection.drop()
+    page.wait_for_function("window.reconnects === 1")
+    page.evaluate("FlaskPush.ping()")
+    new = [publish(restarted, n) for n in (2, 3)]
+    assert new == [1000, 1001] and old > 1001
+    page.wait_for_function("window.seen.length === 3")
+    assert page.evaluate("window.seen") == [[1, old], [2, 1000], [3, 1001]]
+    assert page.evaluate("window.gaps") == 1
 
 
 def test_screenshots_of_the_bell(browser: Browser, page: Any, live: Callable[..., Live]) -> None:

@@ -152,6 +152,7 @@
     timer: null,
     pinger: null,
     lastIds: new Map(), // channel -> last event id seen (undefined: none yet)
+    afterGap: new Set(), // channels whose next event is new whatever its id
     handlers: new Map(), // channel -> Map(event -> Set(handler)); '*' matches any
   };
 
@@ -183,7 +184,10 @@
   function receive(frame) {
     if (frame.op === 'event') {
       const last = live.lastIds.get(frame.channel);
-      if (last !== undefined && frame.id <= last) return; // replayed twice: seen already
+      // After a gap the channel may be numbered anew, below the ids we saw (a server
+      // whose clock is behind the last one's), so its next event counts whatever its id.
+      const afterGap = live.afterGap.delete(frame.channel);
+      if (last !== undefined && frame.id <= last && !afterGap) return; // replayed twice: seen already
       live.lastIds.set(frame.channel, frame.id);
       emit(frame.channel, frame.event, frame.data, frame);
       // The server joins the user's own channel by itself: its events are the inbox.
@@ -195,6 +199,7 @@
         );
       }
     } else if (frame.op === 'gap') {
+      live.afterGap.add(frame.channel);
       emit(frame.channel, 'gap', null, frame); // events were lost: reload the state
     } else if (frame.op === 'error') {
       emit('*', 'error', frame, frame);
@@ -289,6 +294,7 @@
   function leave(channel) {
     live.handlers.delete(channel);
     live.lastIds.delete(channel);
+    live.afterGap.delete(channel);
     sendFrame({ op: 'unsubscribe', channel });
   }
 
