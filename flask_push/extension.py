@@ -99,9 +99,7 @@ class Push:
         self.models: Models = models_for(db)
         self._identity_loader: Callable[[], Any] = lambda: None
         self._admin_loader: Callable[[], bool] = lambda: False
-        self._channel_authorizer: Callable[[str | None, str], bool] = lambda user_id, channel: (
-            user_id is not None and channel == f"user:{user_id}"
-        )
+        self._channel_authorizer: Callable[[str | None, str], bool] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -167,7 +165,21 @@ class Push:
         return bool(self._admin_loader())
 
     def may_join(self, user_id: str | None, channel: str) -> bool:
+        """Does ``channel_authorizer`` (or, without one, the own-channel rule) let
+        ``user_id`` (None: an anonymous socket) join ``channel``?"""
+        if self._channel_authorizer is None:
+            return user_id is not None and channel == f"user:{user_id}"
         return bool(self._channel_authorizer(user_id, channel))
+
+    def join_refusal(self, channel: str) -> str:
+        """What a socket refused ``channel`` is told: without a ``channel_authorizer``,
+        that the app must register one for channels other than the user's own."""
+        if self._channel_authorizer is None:
+            return (
+                f"You may not join {channel!r}: a socket joins only its own user:<id> "
+                "channel unless the app registers @push.channel_authorizer to allow others."
+            )
+        return f"You may not join {channel!r}: the app's channel_authorizer said no."
 
     # -- per-app state ---------------------------------------------------------
 

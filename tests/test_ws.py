@@ -101,7 +101,13 @@ def test_subscribe_own_and_forbidden(live: Any, connect: Any) -> None:
     reply = alice.recv()
     assert (reply["op"], reply["code"]) == ("error", "forbidden") and reply["message"]
     alice.send({"op": "subscribe", "channel": "order:42"})
-    assert alice.recv()["code"] == "forbidden"
+    reply = alice.recv()
+    assert reply["code"] == "forbidden"
+    # says what the host must do: there is no channel_authorizer yet
+    assert reply["message"] == (
+        "You may not join 'order:42': a socket joins only its own user:<id> channel "
+        "unless the app registers @push.channel_authorizer to allow others."
+    )
 
 
 def test_channel_authorizer_and_unsubscribe(live: Any, connect: Any) -> None:
@@ -121,6 +127,10 @@ def test_channel_authorizer_and_unsubscribe(live: Any, connect: Any) -> None:
         client.sync()
         publish(app, "order:42", "status", {"status": "delivered"})
         client.nothing()
+        client.send({"op": "subscribe", "channel": "shop:news"})
+        assert client.recv()["message"] == (
+            "You may not join 'shop:news': the app's channel_authorizer said no."
+        )
     finally:
         push._channel_authorizer = previous
 

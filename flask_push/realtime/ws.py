@@ -220,7 +220,7 @@ def _answer(
     finally:
         push.db.session.remove()
     if not allowed:
-        return [_error("forbidden", f"You may not join {channel!r}.")]
+        return [_error("forbidden", push.join_refusal(channel))]
     try:
         replay = realtime.join(connection, channel, since)
     except BackplaneError:
