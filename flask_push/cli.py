@@ -38,9 +38,11 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 from py_vapid import Vapid
 
+from . import reports
 from .credentials import vapid_public_key, vapid_raw_private_key
 from .errors import PayloadError, ValidationError
 from .models import ACTIVE, DEAD, utcnow
+from .reports import DELIVERY_STATUSES
 
 
 class _PushGroup(AppGroup):
@@ -79,8 +81,6 @@ def _missing_tables() -> list[str]:
 
 push_cli = _PushGroup("push", help="flask-push: push notifications.")
 
-#: the statuses of a delivery, in the order ``stats`` and ``send`` print them
-DELIVERY_STATUSES = ("queued", "sent", "failed", "gone", "expired")
 #: Celery worker threads `flask push worker` runs by default with the celery queue
 CELERY_CONCURRENCY = 4
 
@@ -203,26 +203,11 @@ def _as_option(err: ValidationError) -> str:
 
 def _problems(push: Any, message_id: str) -> list[str]:
     """One line per status and reason of a message's deliveries that failed, are
-    gone, or wait for a retry: how many, and what the push service said."""
-    d = push.models.Delivery
-    rows = push.db.session.execute(
-        sa.select(d.status, d.error, sa.func.count())
-        .where(
-            d.message_id == message_id,
-            sa.or_(
-                d.status.in_(("failed", "gone", "expired")),
-                sa.and_(d.status == "queued", d.error.is_not(None)),
-            ),
-        )
-        .group_by(d.status, d.error)
-        .order_by(d.status, d.error)
-    ).all()
+    gone or expired, or wait for a retry: how many, and what the push service said."""
+    found = reports.problems(push.db.session, push.models, message_id, limit=50)
     push.db.session.rollback()  # end the read transaction
     labels = {"queued": "will retry"}
-    return [
-        f"{labels.get(status, status)} ({count}): {error or 'no reason recorded'}"
-        for status, error, count in rows
-    ]
+    return [f"{labels.get(p.status, p.status)} ({p.count}): {p.reason}" for p in found]
 
 
 def _delivery_counts(push: Any, message_id: str | None = None) -> dict[str, int]:

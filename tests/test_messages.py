@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_push.dispatch import click_serializer
+from flask_push.testing import FakePushService
 
 from conftest import add_subscription, as_user, db, push
 
@@ -253,7 +254,11 @@ def test_list_newest_first_with_paging(app: Flask, client: Any) -> None:
         "expired": 0,
         "clicked": 0,
     }
-    assert first == client.get(f"/push/messages/{ids[2]}", headers=ADMIN).get_json()
+    # the message's own view adds why deliveries failed (nothing here)
+    assert client.get(f"/push/messages/{ids[2]}", headers=ADMIN).get_json() == {
+        **first,
+        "problems": [],
+    }
     page = client.get("/push/messages?skip=1&take=1", headers=ADMIN).get_json()
     assert page["totalCount"] == 3 and [item["id"] for item in page["items"]] == [ids[1]]
     assert client.get("/push/messages?skip=3", headers=ADMIN).get_json()["items"] == []
@@ -317,6 +322,38 @@ def test_counts_and_status_follow_the_deliveries(app: Flask, client: Any) -> Non
     assert set_status("queued", "expired", "sent")["status"] == "sending"
     assert set_status("queued", "queued", "queued")["status"] == "queued"
     assert error(client.get("/push/messages/msg_nope", headers=ADMIN), 404)["code"] == ("not_found")
+
+
+def test_a_message_says_why_deliveries_failed(make_app: Callable[..., Flask]) -> None:
+    app = make_app(
+        PUSH_QUEUE="inline",
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    )
+    client = app.test_client()
+    with FakePushService() as service:
+        fine, gone, refused, busy = (service.subscribe(name) for name in "abcd")
+        for subscriber in (fine, gone, refused, busy):
+            answer = client.post("/push/subscriptions", json=subscriber.info, headers=as_user("al"))
+            assert answer.status_code == 201, answer.get_json()
+        gone.expire()
+        service.fail_next(400, subscriber=refused)
+        service.fail_next(503, subscriber=busy, retry_after=600)
+        id = send(client, {"users": ["al"]}).get_json()["id"]
+    shown = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()
+    assert shown["counts"] | {"clicked": 0} == {
+        "queued": 1, "sent": 1, "failed": 1, "gone": 1, "expired": 0, "clicked": 0,
+    }  # fmt: skip
+    problems = {p["status"]: p for p in shown["problems"]}
+    assert set(problems) == {"queued", "failed", "gone"}
+    assert problems["failed"]["reason"].startswith("400 ")
+    assert problems["gone"]["reason"].startswith("the subscription has expired")
+    assert problems["queued"]["reason"].startswith("503 ")  # waits for its retry
+    assert all(p["count"] == 1 and p["lastAt"].endswith("Z") for p in shown["problems"])
+    # the list stays light: the reasons are in the message's own view only
+    listed = client.get("/push/messages", headers=ADMIN).get_json()["items"][0]
+    assert "problems" not in listed
 
 
 def sent_with_tokens(app: Flask, client: Any, audience: Any) -> tuple[str, list[str]]:

@@ -19,9 +19,11 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
 
+from .. import reports
 from ..dispatch import read_click_token
 from ..errors import PayloadError, ValidationError
 from ..models import utcnow
+from ..reports import DELIVERY_STATUSES
 from .http import ApiError, body, fail, not_found, only_fields, push, query_int, require_admin
 
 _FIELDS = frozenset({"audience", "notification"})
@@ -47,8 +49,6 @@ _NOTIFICATION = {
 }
 NOTIFICATION_FIELDS = frozenset(_NOTIFICATION)
 CLICK_FIELDS = frozenset({"clickToken"})
-#: delivery statuses, each counted in ``counts``
-DELIVERY_STATUSES = ("queued", "sent", "failed", "gone", "expired")
 DEFAULT_TAKE = 20
 MAX_TAKE = 100
 #: RFC 3339 date-time (what OpenAPI's ``date-time`` format means), with its offset
@@ -184,24 +184,17 @@ def get_message(id: str) -> ResponseReturnValue:
     message = ext.db.session.get(ext.models.Message, id)
     if message is None:
         not_found("message")
-    return message_json(message, _counts([message.id])[message.id])
+    found = message_json(message, _counts([message.id])[message.id])
+    found["problems"] = [
+        problem.to_json() for problem in reports.problems(ext.db.session, ext.models, message.id)
+    ]
+    return found
 
 
 def _counts(message_ids: Iterable[str]) -> dict[str, dict[str, int]]:
     """Deliveries per status of each message, in one grouped query."""
-    ids = list(message_ids)
-    counts = {id: dict.fromkeys(DELIVERY_STATUSES, 0) for id in ids}
-    if not ids:
-        return counts
-    model = push().models.Delivery
-    rows = push().db.session.execute(
-        sa.select(model.message_id, model.status, sa.func.count())
-        .where(model.message_id.in_(ids))
-        .group_by(model.message_id, model.status)
-    )
-    for message_id, state, count in rows:
-        counts[message_id][state] = count
-    return counts
+    ext = push()
+    return reports.delivery_counts(ext.db.session, ext.models, message_ids)
 
 
 def status(message: Any, counts: dict[str, int]) -> str:

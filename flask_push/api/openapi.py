@@ -516,24 +516,40 @@ def message_schemas() -> dict[str, Schema]:
             description="Deliveries per status, and clicks.",
         )
     )
-    message = all_required(
+    fields: dict[str, Schema] = {
+        "id": row_id("msg"),
+        "status": status,
+        "recipientCount": integer(minimum=0),
+        "createdAt": timestamp(),
+        "sendAt": nullable(timestamp()),
+        "notification": obj(
+            {"title": string(min_length=None)},
+            required=("title",),
+            closed=False,
+            description="The notification as sent (camelCase keys).",
+        ),
+        "counts": ref("MessageCounts"),
+    }
+    message = all_required(obj(fields))
+    problem = all_required(
         obj(
             {
-                "id": row_id("msg"),
-                "status": status,
-                "recipientCount": integer(minimum=0),
-                "createdAt": timestamp(),
-                "sendAt": nullable(timestamp()),
-                "notification": obj(
-                    {"title": string(min_length=None)},
-                    required=("title",),
-                    closed=False,
-                    description="The notification as sent (camelCase keys).",
+                "status": string(
+                    "`queued`: waiting for a retry, after the attempt that said `reason`.",
+                    enum=["queued", "failed", "gone", "expired"],
                 ),
-                "counts": ref("MessageCounts"),
+                "reason": string("What the push service or flask-push said.", min_length=1),
+                "count": integer("Deliveries with this status and reason.", minimum=1),
+                "lastAt": timestamp(),
             }
         )
     )
+    problems = array(ref("MessageProblem"))
+    problems["description"] = (
+        "Why deliveries failed, are gone or expired, or wait for a retry: one entry per "
+        "status and reason, most recent first, at most 10."
+    )
+    detail = all_required(obj({**fields, "problems": problems}))
     click = obj(
         {"clickToken": string("The `clickToken` of the Web Push payload.", min_length=0)},
         description="Without a `clickToken` the answer is 403.",
@@ -545,6 +561,8 @@ def message_schemas() -> dict[str, Schema]:
         "MessageQueued": queued,
         "MessageCounts": counts,
         "Message": message,
+        "MessageProblem": problem,
+        "MessageDetail": detail,
         "MessageList": all_required(
             obj({"totalCount": integer(minimum=0), "items": array(ref("Message"))})
         ),
@@ -1124,7 +1142,7 @@ def message_paths() -> dict[str, dict[str, Any]]:
                 tag="messages",
                 who=ADMIN,
                 parameters=one,
-                responses={"200": response("The message.", ref("Message"))},
+                responses={"200": response("The message.", ref("MessageDetail"))},
                 errors=(403, 404),
             )
         },

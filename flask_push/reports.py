@@ -1,0 +1,86 @@
+"""What happened to a message's deliveries: counts per status, and why some failed.
+
+One place for the questions the API (``GET /messages/<id>``) and the CLI
+(``flask push send``) both answer, so they cannot tell different stories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .models import Models
+
+#: the statuses of a delivery, in the order they are shown
+DELIVERY_STATUSES = ("queued", "sent", "failed", "gone", "expired")
+#: statuses whose deliveries ended without arriving
+_UNDELIVERED = ("failed", "gone", "expired")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Deliveries of one message with the same status and the same reason.
+
+    ``status`` is ``queued`` for deliveries that wait for a retry: ``reason`` is
+    then what the push service said at the last attempt.
+    """
+
+    status: str
+    reason: str
+    count: int
+    last_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "count": self.count,
+            "lastAt": self.last_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+def delivery_counts(
+    session: Any, models: Models, message_ids: Iterable[str]
+) -> dict[str, dict[str, int]]:
+    """Deliveries per status of each message (every status present), in one query."""
+    ids = list(message_ids)
+    counts = {id: dict.fromkeys(DELIVERY_STATUSES, 0) for id in ids}
+    if ids:
+        d = models.Delivery
+        rows = session.execute(
+            sa.select(d.message_id, d.status, sa.func.count())
+            .where(d.message_id.in_(ids))
+            .group_by(d.message_id, d.status)
+        )
+        for message_id, status, count in rows:
+            counts[message_id][status] = int(count)
+    return counts
+
+
+def problems(session: Any, models: Models, message_id: str, limit: int = 10) -> list[Problem]:
+    """The reasons a message's deliveries failed, are gone or expired, or wait for a
+    retry: one per status and reason, the most recent first, at most ``limit``."""
+    d = models.Delivery
+    last_at = sa.func.max(d.updated_at)
+    rows = session.execute(
+        sa.select(d.status, d.error, sa.func.count(), last_at)
+        .where(
+            d.message_id == message_id,
+            sa.or_(
+                d.status.in_(_UNDELIVERED),
+                sa.and_(d.status == "queued", d.error.is_not(None)),
+            ),
+        )
+        .group_by(d.status, d.error)
+        .order_by(last_at.desc(), d.status)
+        .limit(limit)
+    ).all()
+    return [
+        # max() keeps the column's type, so ``at`` comes back an aware datetime
+        Problem(status, error or "no reason was recorded", int(count), at)
+        for status, error, count, at in rows
+    ]
