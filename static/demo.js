@@ -8,6 +8,16 @@
   const prefix = body.dataset.pushPrefix || '/push';
   const signedIn = Boolean(body.dataset.user);
 
+  // A time as the server writes it (views.when: "Dec 03, 17:40", UTC), so a time
+  // updated live reads like the ones the page came with.
+  const TIME = new Intl.DateTimeFormat('en-US', {
+    month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit',
+    hourCycle: 'h23', timeZone: 'UTC',
+  });
+  function when(iso) {
+    return TIME.format(new Date(iso));
+  }
+
   // Toasts live in the sticky header, below its row: they push the page down instead
   // of covering its buttons, and stay in sight when the page scrolls. An error stays
   // longer; any toast goes away when tapped.
@@ -156,9 +166,7 @@
         if (!li) continue;
         li.classList.toggle('done', Boolean(step.at));
         li.classList.toggle('current', step.status === state.status);
-        li.querySelector('[data-at]').textContent = step.at
-          ? new Date(step.at).toLocaleString(undefined, { month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit' })
-          : '';
+        li.querySelector('[data-at]').textContent = step.at ? when(step.at) : '';
       }
     }
     async function reload() {
@@ -283,7 +291,7 @@
           ? plural(m.recipientCount, 'browser or phone', 'browsers and phones')
           : 'no browsers or phones registered');
         return `<article class="message" data-message="${m.id}"><div class="row-between"><strong>${escape(n.title)}</strong>` +
-          `<span class="muted small">${new Date(m.createdAt).toLocaleString()}</span></div>` +
+          `<span class="muted small">${when(m.createdAt)}</span></div>` +
           `<div class="muted small">${n.body ? escape(n.body) + ' · ' : ''}<span data-reached>${reached}</span></div>` +
           `<div class="stacked">${segments}</div><div class="counts">${numbers}</div></article>`;
       }).join('');

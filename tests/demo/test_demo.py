@@ -505,3 +505,11 @@ def test_new_order_in_the_staff_bell_links_to_the_order(
     assert item.url == f"/orders/{order_id}"
     page = staff.get(item.url)
     assert page.status_code == 200 and "Advance status" in page.text
+
+
+def test_the_notifications_page_shows_types_as_labels(demo_app: Any, alice: Any) -> None:
+    with demo_app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.email == "alice@example.com"))
+        push.upsert(user.push_id, notify_type="order_status", title="Order #7 is on its way")
+    page = alice.get("/notifications").get_data(as_text=True)
+    assert "· Order status</div>" in page and "order_status<" not in page

@@ -11,6 +11,7 @@ test is skipped, except under ``CI=true``, where it fails.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -305,3 +306,81 @@ def test_enable_notifications_gives_up_when_the_push_service_is_unreachable(
         count = db.session.scalar(sa.select(sa.func.count()).select_from(subscriptions))
         db.session.remove()
     assert count == 0
+
+
+#: one unbroken word, as a product code or a tracking URL would be
+WORD = "x" * 300
+
+
+@pytest.mark.parametrize(
+    "viewport", [{"width": 1280, "height": 800}, PHONE], ids=["desktop", "phone"]
+)
+def test_a_long_word_never_widens_a_page(
+    server: tuple[str, Any], chromium: Any, viewport: dict[str, int]
+) -> None:
+    """Every page that shows text someone typed (a product or an offer, an order's
+    lines, a staff message, an inbox item) wraps one long word instead of widening."""
+    from demo.models import Offer, OrderLine, Product
+
+    base, app = server
+    with app.app_context():
+        for model in (Product, Offer):
+            for row in db.session.scalars(sa.select(model)):
+                row.name = "Code " + WORD[:100]
+                row.description = "Tracking https://track.example/" + WORD
+        db.session.commit()
+    context = chromium.new_context(viewport=viewport)
+    page = sign_in(context.new_page(), base, "carol@example.com")
+    page.goto(base + "/products/avocados")
+    page.click("text=Add to cart")
+    page.click("text=Place order")
+    page.wait_for_selector("[data-order-status]")
+    page.goto(base + "/offers/berry-weekend")
+    page.click("text=Add to cart")
+    with app.app_context():
+        for line in db.session.scalars(sa.select(OrderLine)):
+            line.name = "Code " + WORD[:150]
+        db.session.commit()
+        push.send(everyone=True, title="Sale " + WORD[:200], body=WORD, inbox=True)
+    for path in SHOPPER_PAGES:
+        page.goto(base + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport["width"], (path, width)
+    context.close()
+    context = chromium.new_context(viewport=viewport)
+    page = sign_in(context.new_page(), base, "staff@example.com")
+    for path in STAFF_PAGES:
+        page.goto(base + path)
+        page.wait_for_load_state("networkidle")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport["width"], (path, width)
+        shot(page, f"long-word-{viewport['width']}-" + path.strip("/").replace("/", "-"))
+    context.close()
+
+
+def test_an_orders_times_read_the_same_after_a_live_update(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    """The timeline's times come from the server ("Dec 03, 17:40", UTC); a step that
+    arrives live reads the same way, not in the browser's own format."""
+    base, app = server
+    context = chromium.new_context(
+        viewport={"width": 1280, "height": 800}, timezone_id="Asia/Tokyo"
+    )
+    context.add_init_script(WEBSOCKET_OPEN)
+    page = sign_in(context.new_page(), base, "carol@example.com")
+    page.goto(base + "/products/avocados")
+    page.click("text=Add to cart")
+    page.click("text=Place order")
+    page.wait_for_selector("[data-order-status]")
+    page.wait_for_function("window.pushSocketOpen === true")
+    placed = page.locator("li.done [data-at]").first.inner_text()
+    order_id = page.url.rstrip("/").rsplit("/", 1)[1]
+    staff = sign_in(chromium.new_context().new_page(), base, "staff@example.com")
+    staff.goto(f"{base}/orders/{order_id}")
+    staff.click(f"form[action='/staff/orders/{order_id}/advance'] button")
+    page.wait_for_function("document.querySelectorAll('li.done [data-at]').length >= 2")
+    times = [t for t in page.locator("li.done [data-at]").all_inner_texts() if t]
+    assert times[0] == placed  # re-rendered live, the first step keeps its text
+    pattern = r"[A-Z][a-z]{2} \d{2}, \d{2}:\d{2}"
+    assert all(re.fullmatch(pattern, t) for t in times), times
