@@ -4,6 +4,11 @@ The base class owns the loop over a batch, concurrency, timeouts and error
 wrapping; a provider supplies the pure steps (``build_payload``, ``parse``) and
 the one method that touches its client library (``post``). Providers never
 touch the database: they only report a :class:`DeliveryResult` per push.
+
+Concurrency is limited per *lane* (:meth:`Provider.lane`: a Web Push service's
+origin; FCM and APNs have one endpoint, so one lane) and for the whole provider.
+A push service that never answers fills its own lane and nothing more: the
+other services' pushes go past it.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import email.utils
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timezone
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from ..errors import PayloadError
 from ..message import DeliveryResult, Notification, OutgoingPush
@@ -24,6 +29,9 @@ from ..message import DeliveryResult, Notification, OutgoingPush
 _GRACE = 1.0
 
 _T = TypeVar("_T")
+
+#: what :meth:`Provider.lane_state` says of a lane
+LaneState = Literal["open", "full", "stalled"]
 
 
 async def _within(seconds: float, request: Coroutine[Any, Any, _T]) -> _T:
@@ -54,13 +62,74 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+class _Lane:
+    """The slots of one lane, and when it last moved."""
+
+    __slots__ = ("slots", "sending", "waiting", "moved_at")
+
+    def __init__(self, limit: int) -> None:
+        self.slots = asyncio.Semaphore(limit)
+        #: pushes holding a slot (on the network), and pushes waiting for one
+        self.sending = 0
+        self.waiting = 0
+        #: time.monotonic() of the last answer, or of the first push after an idle spell
+        self.moved_at = 0.0
+
+
+class _Gates:
+    """A semaphore per lane, then one for the whole provider.
+
+    A push takes its lane's slot first: while it waits there it holds none of the
+    provider's slots, so a lane that does not move delays only its own pushes.
+    """
+
+    def __init__(self, total: int, per_lane: int) -> None:
+        self.per_lane = per_lane
+        self.total = asyncio.Semaphore(total)
+        self.lanes: dict[str, _Lane] = {}
+
+    async def enter(self, key: str) -> _Lane:
+        """Wait for a slot in lane ``key``, then for one of the provider's."""
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = _Lane(self.per_lane)
+        lane.waiting += 1
+        try:
+            await lane.slots.acquire()
+        finally:
+            lane.waiting -= 1
+        try:
+            await self.total.acquire()
+        except BaseException:
+            lane.slots.release()
+            self._forget(key, lane)
+            raise
+        if lane.sending == 0:
+            lane.moved_at = time.monotonic()
+        lane.sending += 1
+        return lane
+
+    def leave(self, key: str, lane: _Lane) -> None:
+        lane.sending -= 1
+        lane.moved_at = time.monotonic()
+        self.total.release()
+        lane.slots.release()
+        self._forget(key, lane)
+
+    def _forget(self, key: str, lane: _Lane) -> None:
+        # Idle lanes go, so that endpoints seen once do not pile up.
+        if lane.sending == 0 and lane.waiting == 0:
+            self.lanes.pop(key, None)
+
+
 class Provider(ABC):
     """Delivers pushes of one platform.
 
-    Instances live in one asyncio event loop (the worker's); ``send_batch``
-    keeps up to ``concurrency`` requests in flight on the provider's pooled
-    client, across all the batches it is sending at once, and ``aclose``
-    releases it.
+    Instances live in one asyncio event loop (the worker's). ``send_one`` and
+    ``send_batch`` keep up to ``concurrency`` requests in flight on the
+    provider's pooled client, at most ``lane_concurrency`` of them in one lane
+    (see :meth:`lane`), across everything they are sending at once; ``aclose``
+    releases the client.
     """
 
     #: the kind, as in :data:`flask_push.credentials.KINDS`
@@ -68,10 +137,22 @@ class Provider(ABC):
     #: the largest payload the platform takes, in bytes on the wire
     max_payload: ClassVar[int]
 
-    def __init__(self, *, concurrency: int = 100, timeout: float = 10.0) -> None:
+    #: seconds a full lane may go without an answer before :meth:`lane_state`
+    #: calls it stalled (its push service is not answering)
+    stall_after: float = 2.0
+
+    def __init__(
+        self,
+        *,
+        concurrency: int = 100,
+        timeout: float = 10.0,
+        lane_concurrency: int | None = None,
+    ) -> None:
         self.concurrency = concurrency
+        #: requests in flight in one lane; the whole ``concurrency`` by default
+        self.lane_concurrency = min(lane_concurrency or concurrency, concurrency)
         self.timeout = timeout
-        self._gate: asyncio.Semaphore | None = None
+        self._gates: _Gates | None = None
 
     @classmethod
     @abstractmethod
@@ -111,30 +192,54 @@ class Provider(ABC):
                 provider=self.name,
             )
 
+    def lane(self, push: OutgoingPush) -> str:
+        """The lane ``push`` goes in: pushes of one lane share one endpoint, whose
+        slowness should not hold back the others. One lane by default."""
+        return self.name
+
+    def lane_state(self, key: str) -> LaneState:
+        """``open`` when a push of lane ``key`` would get a slot now, ``full`` when
+        it would wait, ``stalled`` when it would wait behind pushes that have had
+        no answer for :attr:`stall_after` seconds."""
+        lane = self._gates.lanes.get(key) if self._gates is not None else None
+        if lane is None or not lane.slots.locked():
+            return "open"
+        if lane.sending and time.monotonic() - lane.moved_at > self.stall_after:
+            return "stalled"
+        return "full"
+
+    async def send_one(
+        self, push: OutgoingPush, started: Callable[[], object] | None = None
+    ) -> DeliveryResult:
+        """Send ``push`` once its lane and the provider have a free slot.
+
+        :param started: called when the push has its slots, just before it is
+            built and sent: until then, cancelling the call sends nothing.
+        """
+        if self._gates is None:
+            self._gates = _Gates(self.concurrency, self.lane_concurrency)
+        gates, key = self._gates, self.lane(push)
+        lane = await gates.enter(key)
+        try:
+            if started is not None:
+                started()
+            payload = self.build_payload(push)
+            response = await _within(self.timeout, self.post(push, payload))
+        except asyncio.TimeoutError:
+            return DeliveryResult(
+                push.delivery_id, "retry", self.name, error=f"no answer within {self.timeout:g} s"
+            )
+        except Exception as err:  # noqa: BLE001 - parse() decides what it means
+            response = err
+        finally:
+            gates.leave(key, lane)
+        return self.parse(push, response)
+
     async def send_batch(self, pushes: Sequence[OutgoingPush]) -> list[DeliveryResult]:
         """Send every push; one result per push, in order.
 
-        Batches sent at once share the provider's ``concurrency``: one gate for
-        all, so that overlapping batches keep the pool full without overfilling it.
+        Batches sent at once share the provider's slots, so that overlapping
+        batches keep the pool full without overfilling it. The dispatcher sends
+        with :meth:`send_one`, to record each outcome as soon as it is known.
         """
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(self.concurrency)
-        gate = self._gate
-
-        async def one(push: OutgoingPush) -> DeliveryResult:
-            async with gate:
-                try:
-                    payload = self.build_payload(push)
-                    response = await _within(self.timeout, self.post(push, payload))
-                except asyncio.TimeoutError:
-                    return DeliveryResult(
-                        push.delivery_id,
-                        "retry",
-                        self.name,
-                        error=f"no answer within {self.timeout:g} s",
-                    )
-                except Exception as err:  # noqa: BLE001 - parse() decides what it means
-                    response = err
-                return self.parse(push, response)
-
-        return list(await asyncio.gather(*(one(push) for push in pushes)))
+        return list(await asyncio.gather(*(self.send_one(push) for push in pushes)))

@@ -134,6 +134,9 @@ class WebPushProvider(Provider):
     :param vapid: the application server's key (see :func:`~flask_push.credentials.load_vapid`).
     :param subject: the VAPID ``sub``, ``mailto:`` or ``https:``.
     :param concurrency: requests in flight, and connections in the pool.
+    :param lane_concurrency: requests in flight to one push service (origin):
+        half of ``concurrency`` by default, so that a service that does not
+        answer leaves the other half to the others.
     :param timeout: seconds for one push, connection included.
     :param allow_http: accept ``http://`` endpoints (local test services only).
     :param ssl_context: trust for TLS; by default the system's store, which
@@ -166,14 +169,19 @@ class WebPushProvider(Provider):
         vapid: Vapid,
         subject: str,
         *,
-        concurrency: int = 100,
+        concurrency: int = 200,
+        lane_concurrency: int | None = None,
         timeout: float = 10.0,
         allow_http: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         allow_private_hosts: Iterable[str] = (),
         resolver: AbstractResolver | None = None,
     ) -> None:
-        super().__init__(concurrency=concurrency, timeout=timeout)
+        super().__init__(
+            concurrency=concurrency,
+            timeout=timeout,
+            lane_concurrency=lane_concurrency or max(1, concurrency // 2),
+        )
         # credentials.py already checked the subject; py_vapid's own stricter
         # regex would otherwise fail every push of a subject it dislikes.
         self._vapid = Vapid(vapid.private_key, conf={"no-strict": True})
@@ -192,11 +200,16 @@ class WebPushProvider(Provider):
     def from_settings(cls, settings: Mapping[str, Any], **options: Any) -> WebPushProvider:
         """Build from :data:`flask_push.credentials.WEBPUSH` settings; no I/O.
 
-        ``options`` are the constructor's keywords (``concurrency``, ``timeout``,
-        ``allow_http``, ``ssl_context``, ``allow_private_hosts``, ``resolver``);
-        an unknown one raises :class:`TypeError`.
+        ``options`` are the constructor's keywords (``concurrency``,
+        ``lane_concurrency``, ``timeout``, ``allow_http``, ``ssl_context``,
+        ``allow_private_hosts``, ``resolver``); an unknown one raises :class:`TypeError`.
         """
         return cls(load_vapid(settings["privateKey"]), settings["subject"], **options)
+
+    def lane(self, push: OutgoingPush) -> str:
+        """The push service's origin: each service gets its own share of the slots."""
+        target = push.target
+        return _origin(_split(target.endpoint)) if isinstance(target, WebPushTarget) else ""
 
     # -- pure steps ---------------------------------------------------------------------
 
