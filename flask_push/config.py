@@ -67,11 +67,12 @@ DEFAULT_ENDPOINT_HOSTS = (
 DEFAULT_SERVICE_WORKER_URL = "/push-sw.js"
 #: the largest request body the API reads; a subscription is about 500 bytes
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
-#: deliveries one worker claims at a time: also the most a killed worker can
-#: leave to be sent twice
-DEFAULT_DELIVERY_BATCH = 500
-#: seconds a claim keeps other workers off its deliveries; longer than a batch takes
-DEFAULT_DELIVERY_LEASE = 300
+#: the most deliveries one claim takes; a worker claims again as its pushes go
+#: out, so it holds what its providers may have on the network plus one batch
+DEFAULT_DELIVERY_BATCH = 100
+#: seconds a claim keeps other workers off its deliveries; a worker renews it every
+#: third of that while they are in hand, so a dead worker's rows are free this soon
+DEFAULT_DELIVERY_LEASE = 30
 #: ``POST /subscriptions`` one client address may make: a browser subscribes once,
 #: and again on a page reload at most; a script filling the table is stopped
 DEFAULT_SUBSCRIBE_RATE_LIMIT = "30/minute"

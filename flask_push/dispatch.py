@@ -3,25 +3,30 @@
 A :class:`Dispatcher` belongs to one app and is used by one thread at a time
 (a queue's worker, or the caller of an inline ``send()``). It owns an asyncio
 event loop that lives as long as it does, so that the providers' connection
-pools (aiohttp, HTTP/2 to APNs) stay warm between batches.
+pools (aiohttp, HTTP/2 to APNs) stay warm between rounds.
 
-Every state lives in the database. A claim sets a lease (``lease_until``) on
-queued rows; a worker that dies mid-batch leaves them queued, and another
-claims them once the lease has run out. Duplicates are limited to that
-in-flight window: the batches on the network when the worker died
-(:data:`PIPELINE_DEPTH` at most).
+Every state lives in the database. A claim sets a short lease (``lease_until``)
+on queued rows, renewed while they are in hand; a worker that dies leaves them
+queued, and another claims them once the lease has run out. A worker claims
+only what it is about to send (what its providers may have on the network, plus
+a batch), and writes each outcome within :data:`FLUSH_EVERY` seconds of its
+answer, so what a killed worker leaves to be sent twice is what it had on the
+network. When the database cannot be reached, outcomes are kept in memory and
+written once it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import random
 import threading
-from collections import defaultdict
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -39,15 +44,30 @@ from .sending import notification_from_json
 
 _T = TypeVar("_T")
 
+logger = logging.getLogger("flask_push")
+
 #: sends of one delivery before it is ``failed``
 DEFAULT_MAX_ATTEMPTS = 8
 #: the first retry waits about this long, doubling each time up to RETRY_CAP
 RETRY_BASE = 10.0
 RETRY_CAP = 3600.0
 _CLICK_SALT = "flask-push.click"
-#: batches on the network at once in :meth:`Dispatcher.run_until_idle`: two, so
-#: that one is sending while the other's outcomes are written and the next claimed
-PIPELINE_DEPTH = 2
+#: outcomes are written once this many wait, or once the oldest has waited
+#: FLUSH_EVERY seconds: a slow push never holds back the others' outcomes
+FLUSH_SIZE = 100
+FLUSH_EVERY = 0.1
+#: a write that found the database unreachable is tried again after this many
+#: seconds, doubling up to DB_RETRY_CAP
+DB_RETRY_FIRST = 0.1
+DB_RETRY_CAP = 2.0
+#: seconds a dispatcher keeps outcomes it cannot write before giving up on them
+OUTAGE_PATIENCE = 300.0
+#: how often a round looks at its pushes when nothing wakes it
+_TICK = 0.05
+#: seconds between two looks for pushes stuck behind a stalled push service
+_SHED_EVERY = 0.25
+#: seconds before a round that found nothing due looks again while it still has pushes
+_RECHECK = 1.0
 
 
 def click_serializer(secret_key: str | bytes) -> URLSafeSerializer:
@@ -78,15 +98,113 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
     return delay
 
 
-@dataclass(frozen=True)
-class _Batch:
-    """One claim, loaded: what to send per provider, and what is already decided."""
+@dataclass(eq=False)
+class _Held:
+    """A claimed delivery on its way: waiting for a slot, or on the network."""
+
+    id: int
+    push: OutgoingPush
+    provider: Provider
+    lane: str
+    task: asyncio.Task[DeliveryResult] | None = None
+    started: bool = False
+
+
+@dataclass
+class _Claim:
+    """One claim, loaded: the pushes to send, and the outcomes already decided."""
 
     claimed: int
-    finished: list[dict[str, Any]]
-    pushes: dict[str, list[OutgoingPush]]
+    decided: list[dict[str, Any]]
+    pushes: list[tuple[str, OutgoingPush]]
     #: delivery id -> attempts so far, this one included
     attempts: dict[int, int]
+
+
+@dataclass
+class _Writes:
+    """What one database write records."""
+
+    decided: list[dict[str, Any]] = field(default_factory=list)
+    results: list[tuple[OutgoingPush, DeliveryResult]] = field(default_factory=list)
+    #: never sent: handed back at once
+    released: list[int] = field(default_factory=list)
+    #: never sent, waiting behind a stalled push service: handed back for later
+    deferred: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.decided) + len(self.results) + len(self.released) + len(self.deferred)
+
+    def ids(self) -> list[int]:
+        return [
+            *(row["b_id"] for row in self.decided),
+            *(int(push.delivery_id) for push, _ in self.results),
+            *self.released,
+            *(row["b_id"] for row in self.deferred),
+        ]
+
+    def extend(self, other: _Writes) -> None:
+        self.decided.extend(other.decided)
+        self.results.extend(other.results)
+        self.released.extend(other.released)
+        self.deferred.extend(other.deferred)
+
+
+class _Round:
+    """The state of one :meth:`Dispatcher.run_until_idle`."""
+
+    def __init__(self) -> None:
+        #: claimed deliveries whose outcome is not written yet, by id
+        self.held: dict[int, _Held | None] = {}
+        #: those of them not on the network yet (cancelling them sends nothing)
+        self.waiting: dict[int, _Held] = {}
+        #: sends not finished yet, on the network or waiting
+        self.unfinished = 0
+        self.attempts: dict[int, int] = {}
+        self.pending = _Writes()
+        #: time.monotonic() when the oldest pending outcome came
+        self.pending_since = 0.0
+        self.claimed = 0
+        #: time.monotonic() when a claim last found fewer rows due than it asked for
+        self.exhausted_at: float | None = None
+        self.stopping = False
+        self.gave_up = False
+        #: time.monotonic() when this round found the database unreachable, if it is
+        self.outage: float | None = None
+        self.retry_at = 0.0
+        self.retry_delay = DB_RETRY_FIRST
+        self.shed_at = 0.0
+        #: (provider id, lane) of the lanes found stalled, to say so once
+        self.stalled_lanes: set[tuple[int, str]] = set()
+        self.wake = asyncio.Event()
+
+    def add_pending(self, writes: _Writes) -> None:
+        if not len(self.pending):
+            self.pending_since = time.monotonic()
+        self.pending.extend(writes)
+        if len(self.pending) >= FLUSH_SIZE or not self.unfinished:
+            self.wake.set()
+
+    def take_pending(self) -> _Writes:
+        writes, self.pending = self.pending, _Writes()
+        return writes
+
+    @property
+    def done(self) -> bool:
+        if self.held or len(self.pending):
+            return False
+        # A claim found nothing more due a moment ago (or this round claims once).
+        found_all = (
+            self.exhausted_at is not None and time.monotonic() - self.exhausted_at < _RECHECK
+        )
+        return found_all or self.stopping or self.gave_up or self.outage is not None
+
+    async def sleep(self) -> None:
+        try:
+            await asyncio.wait_for(self.wake.wait(), _TICK)
+        except asyncio.TimeoutError:
+            pass
+        self.wake.clear()
 
 
 def _never() -> bool:
@@ -157,9 +275,13 @@ class Dispatcher:
     :param app: the app; its config and database are used.
     :param models: the push models.
     :param engine: where the push tables live.
-    :param batch_size: deliveries per claim; ``PUSH_DELIVERY_BATCH`` by default.
-    :param lease: how long a claim holds its rows; ``PUSH_DELIVERY_LEASE`` by default.
+    :param batch_size: the most deliveries one claim takes; ``PUSH_DELIVERY_BATCH``
+        by default.
+    :param lease: how long a claim keeps other workers off its rows; renewed every
+        third of it while they are in hand. ``PUSH_DELIVERY_LEASE`` by default.
     :param max_attempts: tries before a delivery is ``failed``.
+    :param outage_patience: seconds to keep outcomes that the database cannot
+        take, trying again with backoff, before giving up on them.
     """
 
     def __init__(
@@ -172,6 +294,7 @@ class Dispatcher:
         batch_size: int | None = None,
         lease: timedelta | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        outage_patience: float = OUTAGE_PATIENCE,
     ) -> None:
         self.app = app
         self.models = models
@@ -180,13 +303,16 @@ class Dispatcher:
         self.batch_size = batch_size or settings.delivery_batch
         self.lease = lease or timedelta(seconds=settings.delivery_lease)
         self.max_attempts = max_attempts
+        self.outage_patience = outage_patience
         secret = app.config.get("SECRET_KEY")
         self._clicks = click_serializer(secret) if secret else None
         self._loop = asyncio.new_event_loop()
-        #: claims and outcomes of overlapping batches, one at a time, off the loop
+        #: claims, lease renewals and outcomes, one at a time, off the loop
         self._db = _DatabaseThread()
         self._providers: dict[str, Provider] | None = None
         self._lock = threading.Lock()
+        #: time.monotonic() since when the database is unreachable, once it was said
+        self._outage_since: float | None = None
         self.closed = False
 
     # -- providers -----------------------------------------------------------------
@@ -232,6 +358,13 @@ class Dispatcher:
                 self._loop.close()
                 self._db.stop()
 
+    @property
+    def window(self) -> int:
+        """The most deliveries in hand at once: what the providers may have on the
+        network, plus one batch about to go."""
+        most = max((provider.concurrency for provider in self.providers.values()), default=0)
+        return most + self.batch_size
+
     # -- one round -----------------------------------------------------------------
 
     def run_once(self, *, message_id: str | None = None) -> int:
@@ -239,24 +372,18 @@ class Dispatcher:
         send it and record the outcomes; returns how many rows were claimed."""
         with self._lock:
             self._ready()
-            batch = self._claim_and_load(message_id)
-            if batch is None:
-                return 0
-            results = self._loop.run_until_complete(self._send(batch))
-            self._record_batch(batch, results)
-            return batch.claimed
+            return self._loop.run_until_complete(self._pump(message_id, _never, once=True))
 
     def run_until_idle(
         self, *, message_id: str | None = None, stop: Callable[[], bool] | None = None
     ) -> int:
-        """Deliver batch after batch until nothing is due (or ``stop()`` says so);
-        returns how many rows were claimed.
+        """Deliver until nothing is due (or ``stop()`` says so); returns how many
+        rows were claimed.
 
-        Batches overlap: while one is on the network, the next is claimed and the
-        last one's outcomes are written, on a database thread of the dispatcher's
-        own. So the requests in flight never drain between two batches, and the
-        in-flight window (what a killed worker may send twice) is
-        :data:`PIPELINE_DEPTH` batches.
+        Claims are made as slots free up, so the requests in flight never drain
+        between two claims; each outcome is written within :data:`FLUSH_EVERY`
+        seconds of its answer. On ``stop()`` the pushes on the network finish and
+        the claimed ones not sent yet are handed back at once.
         """
         with self._lock:
             self._ready()
@@ -269,34 +396,328 @@ class Dispatcher:
             raise RuntimeError("this dispatcher is closed")
         self.providers  # noqa: B018 - built on first access
 
-    async def _pump(self, message_id: str | None, stop: Callable[[], bool]) -> int:
-        loop = asyncio.get_running_loop()
-        sending: set[asyncio.Task[None]] = set()
-        claimed = 0
+    async def _pump(
+        self, message_id: str | None, stop: Callable[[], bool], once: bool = False
+    ) -> int:
+        r = _Round()
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(r))
         try:
-            while not stop():
-                batch = await self._on_db_thread(self._claim_and_load, message_id)
-                if batch is None:
-                    break
-                claimed += batch.claimed
-                sending.add(loop.create_task(self._send_and_record(batch)))
-                if len(sending) >= PIPELINE_DEPTH:
-                    done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
-                    # A batch whose outcomes could not be written ends the round;
-                    # its rows stay leased and are sent again after the lease.
-                    for task in done:
-                        task.result()
+            while True:
+                await self._turn(r, message_id, stop, once)
+                if r.done:
+                    return r.claimed
+                await r.sleep()
+        except Exception:
+            await self._wind_down(r)
+            raise
         finally:
-            # The batches on the network finish, whatever stopped the round.
-            outcomes = await asyncio.gather(*sending, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return claimed
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
 
-    async def _send_and_record(self, batch: _Batch) -> None:
-        results = await self._send(batch)
-        await self._on_db_thread(self._record_batch, batch, results)
+    async def _turn(
+        self, r: _Round, message_id: str | None, stop: Callable[[], bool], once: bool
+    ) -> None:
+        if not r.stopping and stop():
+            r.stopping = True
+            self._take_back(r, list(r.waiting.values()))
+        if r.outage is not None:
+            self._maybe_give_up(r)
+        else:
+            self._shed(r)
+            if self._may_claim(r):
+                await self._claim_more(r, message_id, once)
+        if self._should_write(r):
+            await self._write_pending(r)
+
+    # -- claiming and sending --------------------------------------------------------
+
+    def _may_claim(self, r: _Round) -> bool:
+        """Claim what is about to be sent: when fewer than a batch of the pushes in
+        hand could go out now, and there is room for a good part of a batch."""
+        if r.stopping or r.outage is not None:
+            return False
+        if r.exhausted_at is not None and time.monotonic() - r.exhausted_at < _RECHECK:
+            return False
+        if r.held and self.window - len(r.held) < max(1, self.batch_size // 2):
+            return False
+        if len(r.waiting) < self.batch_size:
+            return True
+        # Pushes waiting behind a full lane do not count: claiming more finds
+        # pushes for the other push services, which have free slots.
+        states: dict[tuple[int, str], str] = {}
+        ready = 0
+        for held in r.waiting.values():
+            key = (id(held.provider), held.lane)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = held.provider.lane_state(held.lane)
+            if state == "open":
+                ready += 1
+                if ready >= self.batch_size:
+                    return False
+        return True
+
+    async def _claim_more(self, r: _Round, message_id: str | None, once: bool) -> None:
+        limit = min(self.batch_size, self.window - len(r.held))
+        try:
+            claim = await self._on_db_thread(self._claim_and_load, message_id, limit)
+        except Exception as err:
+            if not _unreachable(err):
+                raise
+            self._lost_database(r, err)
+            return
+        self._found_database(r, _Writes())
+        r.claimed += claim.claimed
+        if once:
+            r.exhausted_at = float("inf")
+        elif claim.claimed < limit:
+            r.exhausted_at = time.monotonic()
+        r.attempts.update(claim.attempts)
+        if claim.decided:
+            r.held.update(dict.fromkeys((row["b_id"] for row in claim.decided), None))
+            r.add_pending(_Writes(decided=claim.decided))
+        for kind, push in claim.pushes:
+            self._start(r, kind, push)
+
+    def _start(self, r: _Round, kind: str, push: OutgoingPush) -> None:
+        provider = self.providers[kind]
+        held = _Held(int(push.delivery_id), push, provider, provider.lane(push))
+        r.held[held.id] = r.waiting[held.id] = held
+        r.unfinished += 1
+        task = asyncio.get_running_loop().create_task(
+            provider.send_one(push, partial(self._started, r, held))
+        )
+        task.add_done_callback(partial(self._finished, r, held, kind))
+        held.task = task
+
+    def _started(self, r: _Round, held: _Held) -> None:
+        held.started = True
+        r.waiting.pop(held.id, None)
+        if len(r.waiting) < self.batch_size:
+            r.wake.set()
+
+    def _finished(
+        self, r: _Round, held: _Held, kind: str, task: asyncio.Task[DeliveryResult]
+    ) -> None:
+        if task.cancelled():
+            return  # taken back before it was sent: _take_back counted it
+        r.unfinished -= 1
+        r.waiting.pop(held.id, None)
+        error = task.exception()
+        if error is None:
+            result = task.result()
+        else:
+            # A bug, not the service's answer: said, and tried again later.
+            logger.error(
+                "flask-push: sending delivery %s failed inside flask-push (%r); "
+                "it will be tried again",
+                held.id,
+                error,
+                exc_info=error,
+            )
+            result = DeliveryResult(
+                held.push.delivery_id, "retry", held.provider.name, error=repr(error)
+            )
+        r.add_pending(_Writes(results=[(held.push, result)]))
+        if isinstance(held.provider, MemoryProvider):
+            try:
+                signals.push_recorded.send(self.app, push=held.push, kind=kind)
+            except Exception:
+                logger.exception("flask-push: a receiver of push_recorded failed")
+
+    def _take_back(self, r: _Round, helds: Iterable[_Held], *, later: bool = False) -> None:
+        """Cancel the sends of ``helds`` that are not on the network yet; their
+        claims are handed back with the next write (``later``: due again once the
+        provider's timeout has passed)."""
+        writes = _Writes()
+        for held in helds:
+            if held.started or r.waiting.pop(held.id, None) is None:
+                continue
+            assert held.task is not None
+            held.task.cancel()
+            r.unfinished -= 1
+            if later:
+                provider = held.provider
+                writes.deferred.append(
+                    {
+                        "b_id": held.id,
+                        "b_delay": provider.timeout,
+                        "b_error": f"not sent: its push service ({held.lane}) gave no answer "
+                        f"for {provider.stall_after:g} s, so it waits {provider.timeout:g} s",
+                    }
+                )
+            else:
+                writes.released.append(held.id)
+        if len(writes):
+            r.add_pending(writes)
+
+    def _shed(self, r: _Round) -> None:
+        """Hand back the pushes waiting behind a push service that stopped
+        answering: they would hold their claims (and the window) until its
+        requests time out, while the others' pushes can go now."""
+        now = time.monotonic()
+        if now < r.shed_at or not r.waiting:
+            return
+        r.shed_at = now + _SHED_EVERY
+        stalled: dict[tuple[int, str], list[_Held]] = {}
+        for held in r.waiting.values():
+            if held.provider.lane_state(held.lane) == "stalled":
+                stalled.setdefault((id(held.provider), held.lane), []).append(held)
+        for key, helds in stalled.items():
+            provider, lane = helds[0].provider, helds[0].lane
+            # Once a round: while it stays silent, its pushes come back and go again.
+            log = logger.debug if key in r.stalled_lanes else logger.warning
+            r.stalled_lanes.add(key)
+            log(
+                "flask-push: %s has not answered for %g s; %d pushes waiting for it are "
+                "put back and tried again in %g s",
+                lane,
+                provider.stall_after,
+                len(helds),
+                provider.timeout,
+            )
+            self._take_back(r, helds, later=True)
+
+    # -- writing outcomes ----------------------------------------------------------
+
+    def _should_write(self, r: _Round) -> bool:
+        if not len(r.pending):
+            return False
+        now = time.monotonic()
+        if r.outage is not None:
+            return now >= r.retry_at
+        return (
+            len(r.pending) >= FLUSH_SIZE
+            or not r.unfinished
+            or r.stopping
+            or now - r.pending_since >= FLUSH_EVERY
+        )
+
+    async def _write_pending(self, r: _Round) -> None:
+        writes = r.take_pending()
+        try:
+            await self._on_db_thread(self._write, writes, r.attempts)
+        except Exception as err:
+            # Outcomes are data until written: keep them (with any that came meanwhile).
+            writes.extend(r.pending)
+            r.pending = writes
+            if not _unreachable(err):
+                raise
+            self._lost_database(r, err)
+            return
+        for id in writes.ids():
+            r.held.pop(id, None)
+            r.attempts.pop(id, None)
+        self._found_database(r, writes)
+
+    def _lost_database(self, r: _Round, err: Exception) -> None:
+        """The database did not answer: send nothing more, keep the outcomes, and
+        try again with backoff."""
+        now = time.monotonic()
+        if r.outage is None:
+            r.outage = now
+            r.retry_delay = DB_RETRY_FIRST
+            self._take_back(r, list(r.waiting.values()))
+        else:
+            r.retry_delay = min(r.retry_delay * 2, DB_RETRY_CAP)
+        r.retry_at = now + r.retry_delay
+        if self._outage_since is not None:
+            return  # already said
+        self._outage_since = now
+        if r.held:
+            pending = r.pending
+            logger.warning(
+                "flask-push: the database is unreachable (%s); %d outcomes are kept and will "
+                "be written when it is back, and %d claimed deliveries that were not sent "
+                "yet will be released then",
+                _reason(err),
+                len(pending.results) + len(pending.decided) + r.unfinished,
+                len(pending.released) + len(pending.deferred),
+            )
+        else:
+            logger.warning(
+                "flask-push: the database is unreachable (%s); no deliveries are claimed "
+                "until it is back",
+                _reason(err),
+            )
+
+    def _found_database(self, r: _Round, written: _Writes) -> None:
+        r.outage = None
+        if self._outage_since is None:
+            return
+        took = time.monotonic() - self._outage_since
+        self._outage_since = None
+        if not len(written):
+            logger.info("flask-push: the database is back after %.1f s", took)
+            return
+        logger.info(
+            "flask-push: the database is back after %.1f s; %d outcomes were written and "
+            "%d claimed deliveries that were not sent were released",
+            took,
+            len(written.results) + len(written.decided),
+            len(written.released) + len(written.deferred),
+        )
+
+    def _maybe_give_up(self, r: _Round) -> None:
+        """After :attr:`outage_patience` (or a lease, when asked to stop), and once
+        nothing is on the network, let the outcomes go: their rows fall back to
+        their lease, and whatever was sent is sent again."""
+        assert r.outage is not None
+        waited = time.monotonic() - r.outage
+        patience = self.outage_patience
+        if r.stopping:
+            patience = min(patience, self.lease.total_seconds())
+        if waited < patience or r.unfinished:
+            return
+        lost = r.take_pending()
+        logger.error(
+            "flask-push: gave up writing %d outcomes after %.0f s: the database is still "
+            "unreachable; their deliveries stay queued and are sent again once their "
+            "lease runs out, so some may arrive twice",
+            len(lost.results) + len(lost.decided),
+            waited,
+        )
+        r.held.clear()
+        r.attempts.clear()
+        r.gave_up = True
+
+    async def _heartbeat(self, r: _Round) -> None:
+        """Renew the lease of what is in hand every third of a lease, so that
+        only a dead worker's rows ever run out of it."""
+        every = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            ids = list(r.held)
+            if not ids or r.outage is not None:
+                continue
+            try:
+                await self._on_db_thread(self._renew, ids)
+            except Exception as err:
+                if not _unreachable(err):
+                    logger.exception(
+                        "flask-push: could not renew the lease of %d deliveries in hand", len(ids)
+                    )
+                    continue
+                self._lost_database(r, err)
+                r.wake.set()
+
+    async def _wind_down(self, r: _Round) -> None:
+        """After an unexpected error: send nothing more, let what is on the network
+        finish, and write its outcomes if the database takes them."""
+        self._take_back(r, list(r.waiting.values()))
+        tasks = [h.task for h in r.held.values() if h is not None and h.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writes = r.take_pending()
+        if not len(writes):
+            return
+        try:
+            await self._on_db_thread(self._write, writes, r.attempts)
+        except Exception:
+            logger.exception(
+                "flask-push: could not write %d outcomes after a failed round; their "
+                "deliveries are sent again once their lease runs out",
+                len(writes),
+            )
 
     async def _on_db_thread(self, work: Callable[..., _T], *args: Any) -> _T:
         """``work(*args)`` on the database thread, in an app context as on the
@@ -308,20 +729,74 @@ class Dispatcher:
 
         return await self._db.run(run)
 
-    def _claim_and_load(self, message_id: str | None) -> _Batch | None:
-        with Session(self.engine) as session:
-            ids = self._claim(session, message_id)
-            if not ids:
-                return None
-            return self._load(session, ids)
+    # -- the database thread ---------------------------------------------------------
 
-    def _record_batch(
-        self, batch: _Batch, results: list[tuple[OutgoingPush, DeliveryResult]]
+    def _claim_and_load(self, message_id: str | None, limit: int) -> _Claim:
+        """Claim and load in one transaction: a claim that fails to load is no claim."""
+        with Session(self.engine) as session:
+            ids = self._claim(session, message_id, limit)
+            claim = self._load(session, ids) if ids else _Claim(0, [], [], {})
+            _commit_without_waiting(session)
+            return claim
+
+    def _write(self, writes: _Writes, attempts: Mapping[int, int]) -> None:
+        with Session(self.engine) as session:
+            dead = self._record(session, list(writes.decided), writes.results, attempts)
+            self._hand_back(session, writes.released, writes.deferred)
+            _commit_without_waiting(session)
+        # The outcomes are kept whatever a receiver does.
+        try:
+            self._signal(writes.results, attempts, dead)
+        except Exception:
+            logger.exception("flask-push: a receiver of a delivery signal failed")
+
+    def _renew(self, ids: Sequence[int]) -> None:
+        d = self.models.Delivery
+        with Session(self.engine) as session:
+            session.execute(
+                sa.update(d)
+                # lease_until is cleared with each outcome: a row written meanwhile stays so
+                .where(d.id.in_(ids), d.status == "queued", d.lease_until.is_not(None))
+                .values(lease_until=utcnow() + self.lease),
+                execution_options={"synchronize_session": False},
+            )
+            _commit_without_waiting(session)
+
+    def _hand_back(
+        self, session: Session, released: Sequence[int], deferred: Sequence[dict[str, Any]]
     ) -> None:
-        with Session(self.engine) as session:
-            self._record(session, list(batch.finished), results, batch.attempts)
+        """Claims that were never sent: their attempt is taken back, and another
+        worker (or this one) may claim them at once, or once ``b_delay`` has passed."""
+        d = self.models.Delivery.__table__
+        now = utcnow()
+        if released:
+            session.execute(
+                sa.update(d)
+                .where(d.c.id.in_(released), d.c.status == "queued")
+                .values(lease_until=None, attempts=d.c.attempts - 1, updated_at=now)
+            )
+        if deferred:
+            session.execute(
+                sa.update(d)
+                .where(d.c.id == sa.bindparam("b_id"), d.c.status == "queued")
+                .values(
+                    lease_until=None,
+                    attempts=d.c.attempts - 1,
+                    due_at=sa.bindparam("b_due"),
+                    error=sa.bindparam("b_error"),
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "b_id": row["b_id"],
+                        "b_due": now + timedelta(seconds=row["b_delay"]),
+                        "b_error": _clip(row["b_error"]),
+                    }
+                    for row in deferred
+                ],
+            )
 
-    def _claim(self, session: Session, message_id: str | None) -> list[int]:
+    def _claim(self, session: Session, message_id: str | None, limit: int) -> list[int]:
         d = self.models.Delivery
         now = utcnow()
 
@@ -346,7 +821,7 @@ class Dispatcher:
             sa.select(candidate.id)
             .where(*due(candidate))
             .order_by(candidate.due_at)
-            .limit(self.batch_size)
+            .limit(limit)
             .with_for_update(skip_locked=True)
             # A CTE, which PostgreSQL runs once: a locking subquery inside IN (...)
             # may be rescanned by the plan, each rescan skipping the rows the last
@@ -360,11 +835,9 @@ class Dispatcher:
             .returning(d.id),
             execution_options={"synchronize_session": False},
         )
-        ids = sorted(claimed.scalars())
-        _commit_without_waiting(session)
-        return ids
+        return sorted(claimed.scalars())
 
-    def _load(self, session: Session, ids: Sequence[int]) -> _Batch:
+    def _load(self, session: Session, ids: Sequence[int]) -> _Claim:
         """The claimed rows as pushes per provider, and the outcomes of those that
         need no sending (expired, gone, no provider)."""
         m = self.models
@@ -393,7 +866,7 @@ class Dispatcher:
             .where(d.id.in_(ids))
         ).all()
         finished: list[dict[str, Any]] = []
-        batches: dict[str, list[OutgoingPush]] = defaultdict(list)
+        pushes: list[tuple[str, OutgoingPush]] = []
         attempts: dict[int, int] = {}
         providers = self.providers
         for row in rows:
@@ -422,27 +895,15 @@ class Dispatcher:
                 else:
                     target = DeviceTarget(token)
                 attempts[id] = tries
-                batches[kind].append(
-                    OutgoingPush(
-                        delivery_id=str(id),
-                        message_id=message_id,
-                        notification=notification_from_json(shown, ttl=ttl),
-                        target=target,
-                        click_token=click,
-                    )
+                push = OutgoingPush(
+                    delivery_id=str(id),
+                    message_id=message_id,
+                    notification=notification_from_json(shown, ttl=ttl),
+                    target=target,
+                    click_token=click,
                 )
-        return _Batch(len(ids), finished, dict(batches), attempts)
-
-    async def _send(self, batch: _Batch) -> list[tuple[OutgoingPush, DeliveryResult]]:
-        results: list[tuple[OutgoingPush, DeliveryResult]] = []
-        for kind, pushes in batch.pushes.items():
-            provider = self.providers[kind]
-            sent = await provider.send_batch(pushes)
-            results.extend(zip(pushes, sent, strict=True))
-            if isinstance(provider, MemoryProvider):
-                for push in pushes:
-                    signals.push_recorded.send(self.app, push=push, kind=kind)
-        return results
+                pushes.append((kind, push))
+        return _Claim(len(ids), finished, pushes, attempts)
 
     def _record(
         self,
@@ -450,7 +911,8 @@ class Dispatcher:
         finished: list[dict[str, Any]],
         results: list[tuple[OutgoingPush, DeliveryResult]],
         attempts: Mapping[int, int],
-    ) -> None:
+    ) -> list[tuple[str, str, str]]:
+        """Write the outcomes (no commit); returns the targets found dead."""
         # Core table, not the mapped class: a list of parameters then runs as one
         # executemany UPDATE (the ORM would read it as "bulk update by primary key").
         d = self.models.Delivery.__table__
@@ -496,9 +958,7 @@ class Dispatcher:
                 ),
                 [{**row, "b_error": _clip(row["b_error"])} for row in retried],
             )
-        dead = self._mark_dead(session, gone_targets, now)
-        _commit_without_waiting(session)
-        self._signal(results, attempts, dead)
+        return self._mark_dead(session, gone_targets, now)
 
     def _mark_dead(
         self, session: Session, gone: list[tuple[str, str, str]], now: datetime
@@ -559,7 +1019,7 @@ class Dispatcher:
 def _commit_without_waiting(session: Session) -> None:
     """Commit without waiting for the disk flush on PostgreSQL.
 
-    Claims and outcomes sit between every two batches; a flush costs tens of
+    Claims and outcomes are written many times a second; a flush costs tens of
     milliseconds. A commit lost to a database crash only means a delivery is
     claimed or sent again, which the outbox allows within its in-flight window
     anyway; never a lost one, since a row stays queued until its outcome is kept.
@@ -575,3 +1035,19 @@ def _outcome(id: int, status: str, error: str | None) -> dict[str, Any]:
 
 def _clip(text: str | None, length: int = 2000) -> str | None:
     return text[:length] if text is not None else None
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Whether a database error means the server cannot be reached right now (a
+    lost or refused connection, a server restarting, a pool or lock timeout),
+    which passes, rather than a mistake in a statement, which would not."""
+    if isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated:
+        return True
+    return isinstance(err, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError))
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of what the driver said, such as "Connection refused"."""
+    cause = getattr(err, "orig", None) or err
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__

@@ -28,7 +28,7 @@ import pytest
 import redis
 from flask import Flask
 from test_dispatch import make_due, rows
-from test_sigkill import HOST_APP, wait_until
+from test_sigkill import HOST_APP, LEASE, check_what_was_left, kill_mid_fan_out, wait_until
 
 from flask_push import PushConfigError
 from flask_push.celery_queue import MAX_TASKS_PER_SEND, TASK_NAME, tasks_for
@@ -406,4 +406,23 @@ def test_two_worker_processes_share_a_fan_out_without_duplicates(
     # 120 targets in batches of 10: 12 tasks, and each worker ran some that delivered
     assert wait_until(lambda: sum(len(workers.task_claims(n)) for n in names) == 12, 10), logs()
     assert all(sum(workers.task_claims(name)) > 0 for name in names), logs()
+    assert broker.pending() == []
+
+
+@on_postgres
+def test_a_killed_worker_with_four_threads_strands_its_claims_for_a_lease_only(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    # the default batch, as a deployment has it, and a short lease
+    config = {**celery_config, "PUSH_DELIVERY_LEASE": LEASE}
+    del config["PUSH_DELIVERY_BATCH"]
+    with FakePushService(delay=0.25) as service:
+        app = make_app(**config)
+        options = ("--concurrency", "4", "--loglevel", "info")
+        killed, _ = kill_mid_fan_out(app, service, tmp_path, config, *options, delay_send=False)
+        # four task threads and the sweep: five dispatchers
+        check_what_was_left(app, service, killed, workers=5)
     assert broker.pending() == []

@@ -1,0 +1,317 @@
+"""The delivery pipeline under faults: a push service that never answers, a slow
+one that outlives a lease, and a database that goes away mid-fan-out.
+
+Real sockets all the way: the fake push service decrypts what it gets, the
+silent one accepts and says nothing, and the database connection runs through a
+TCP proxy that the test cuts (the shared PostgreSQL itself is never touched).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_push.dispatch import Dispatcher
+from flask_push.models import utcnow
+from flask_push.testing import FakePushService
+
+from conftest import browser_keys, db, push
+from faults import SilentService, TcpProxy
+
+on_postgres = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def sending_config(**config: Any) -> dict[str, Any]:
+    """Sending for real, to services on 127.0.0.1."""
+    return {
+        "PUSH_SUPPRESS_SEND": False,
+        "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+        "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+        **config,
+    }
+
+
+def subscribe(endpoint: str, keys: dict[str, str], user_id: str) -> None:
+    db.session.add(
+        push.models.Subscription(
+            endpoint=endpoint, p256dh=keys["p256dh"], auth=keys["auth"], user_id=user_id, topics=[]
+        )
+    )
+
+
+def add_browsers(service: FakePushService, count: int, prefix: str = "user") -> None:
+    for i in range(count):
+        browser = service.subscribe(f"{prefix}-{i}")
+        subscribe(browser.endpoint, {"p256dh": browser.p256dh, "auth": browser.auth}, browser.name)
+    db.session.commit()
+
+
+def deliveries(engine: sa.Engine, message_id: str) -> list[Any]:
+    """Each delivery of the message with its target's endpoint, read on ``engine``."""
+    d, s = push.models.Delivery, push.models.Subscription
+    query = (
+        sa.select(d.id, d.status, d.attempts, d.error, d.lease_until, d.due_at, s.endpoint)
+        .join(s, s.id == d.subscription_id)
+        .where(d.message_id == message_id)
+        .order_by(d.id)
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query).all())
+
+
+# -- a push service that never answers ---------------------------------------------
+
+
+def test_a_push_service_that_never_answers_does_not_hold_back_the_others(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    hung, healthy_count = 150, 60
+    app = make_app(**sending_config(PUSH_QUEUE="thread"))
+    with SilentService() as silent, FakePushService() as healthy, app.app_context():
+        # the silent service's subscriptions first: claimed first, they would take
+        # every slot of the provider
+        for i in range(hung):
+            subscribe(f"{silent.origin}/push/{i}", browser_keys(), f"hung-{i}")
+        add_browsers(healthy, healthy_count)
+        message = push.send(everyone=True, title="Flash sale")
+        engine = db.engine
+
+        def healthy_recorded() -> bool:
+            rows = deliveries(engine, message.id)
+            return [r.status for r in rows if r.endpoint.startswith(healthy.origin)] == [
+                "sent"
+            ] * healthy_count
+
+        # The moment every healthy push is recorded, the silent service's pushes
+        # are still in hand: none has timed out yet (the provider waits 10 s).
+        assert wait_until(healthy_recorded)
+        stuck = [r for r in deliveries(engine, message.id) if r.endpoint.startswith(silent.origin)]
+        assert len(healthy.pushes) == healthy_count
+        assert [r.status for r in stuck] == ["queued"] * hung
+        assert not [r for r in stuck if r.error and "no answer within" in r.error]
+        # and it holds just its own share of the slots: 100 of the provider's 200
+        assert wait_until(lambda: silent.requests == 100)
+
+        # Those waiting behind the silent service are put back without an attempt
+        # once it has been silent for a while, so that they hold nothing meanwhile.
+        def put_back() -> list[Any]:
+            rows = deliveries(engine, message.id)
+            return [r for r in rows if r.lease_until is None and r.status == "queued"]
+
+        assert wait_until(lambda: len(put_back()) == hung - 100)
+        now = utcnow()
+        for row in put_back():
+            assert row.attempts == 0 and row.due_at > now
+            assert f"its push service ({silent.origin}) gave no answer" in row.error
+        assert silent.requests == 100
+        silent.close()  # its requests fail now, instead of timing out
+        assert wait_until(lambda: len(put_back()) == hung)
+        push.shutdown()
+    [warning] = said(caplog, logging.WARNING)
+    assert warning == (
+        f"flask-push: {silent.origin} has not answered for 2 s; 50 pushes waiting for it "
+        "are put back and tried again in 10 s"
+    )
+    assert Counter(p.subscriber_name for p in healthy.pushes) == Counter(
+        f"user-{i}" for i in range(healthy_count)
+    )
+
+
+# -- leases ------------------------------------------------------------------------
+
+
+def test_leases_are_renewed_while_the_pushes_are_in_hand(make_app: Callable[..., Flask]) -> None:
+    # A lease shorter than the push service takes to answer: without renewal,
+    # another worker would claim the rows and send them again.
+    lease = timedelta(seconds=1.2)
+    app = make_app(**sending_config(PUSH_QUEUE="inline"))
+    with FakePushService(delay=3.0) as service:
+        with app.app_context():
+            add_browsers(service, 3)
+            later = utcnow() + timedelta(hours=1)
+            message_id = push.send(everyone=True, title="x", send_at=later).id
+            d = push.models.Delivery
+            db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
+            db.session.commit()
+            first, second = (
+                Dispatcher(app, push.models, db.engine, push.settings, lease=lease)
+                for _ in range(2)
+            )
+            engine = db.engine
+
+        def work() -> None:
+            with app.app_context():
+                first.run_until_idle()
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        leases: list[Any] = []
+        taken = 0
+        try:
+            with app.app_context():
+                # on the network: the service answers each after 3 s
+                assert wait_until(
+                    lambda: all(r.lease_until for r in deliveries(engine, message_id))
+                )
+                while worker.is_alive():
+                    held = [r.lease_until for r in deliveries(engine, message_id) if r.lease_until]
+                    leases.extend(held[:1])
+                    taken += second.run_once()
+                    time.sleep(0.05)
+        finally:
+            worker.join()
+            first.close()
+            second.close()
+    assert taken == 0
+    assert sorted(p.subscriber_name for p in service.pushes) == ["user-0", "user-1", "user-2"]
+    # renewed again and again, each time a lease ahead
+    assert len(set(leases)) >= 3 and leases == sorted(leases)
+    assert [r.status for r in deliveries(engine, message_id)] == ["sent"] * 3
+
+
+# -- the database goes away ----------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(database: dict[str, Any]) -> Iterator[TcpProxy]:
+    """A TCP proxy to the test's PostgreSQL; the app connects through it."""
+    url = sa.engine.make_url(database["SQLALCHEMY_DATABASE_URI"])
+    with TcpProxy((url.host or "127.0.0.1", url.port or 5432)) as tcp:
+        yield tcp
+
+
+def through(database: dict[str, Any], proxy: TcpProxy) -> dict[str, Any]:
+    url = sa.engine.make_url(database["SQLALCHEMY_DATABASE_URI"])
+    proxied = url.set(host="127.0.0.1", port=proxy.port)
+    return {"SQLALCHEMY_DATABASE_URI": proxied.render_as_string(hide_password=False)}
+
+
+@pytest.fixture
+def direct(database: dict[str, Any]) -> Iterator[sa.Engine]:
+    """The test's own view of the database, not through the proxy."""
+    engine = sa.create_engine(
+        database["SQLALCHEMY_DATABASE_URI"], **database.get("SQLALCHEMY_ENGINE_OPTIONS", {})
+    )
+    yield engine
+    engine.dispose()
+
+
+def said(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "flask_push" and r.levelno == level]
+
+
+@on_postgres
+def test_outcomes_are_kept_while_the_database_is_unreachable(
+    database: dict[str, Any],
+    proxy: TcpProxy,
+    direct: sa.Engine,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    targets = 300
+    app = make_app(**sending_config(PUSH_QUEUE="thread"), **through(database, proxy))
+    with FakePushService(delay=0.3) as service:
+        with app.app_context():
+            add_browsers(service, targets)
+        with caplog.at_level(logging.INFO, logger="flask_push"), app.app_context():
+            message_id = push.send(everyone=True, title="Flash sale").id
+            db.session.remove()  # as the end of a request does: no connection kept
+            assert wait_until(lambda: len(service.pushes) >= 100)
+            proxy.cut()  # a restart: connections dropped, new ones refused
+            assert wait_until(lambda: bool(said(caplog, logging.WARNING)))
+            time.sleep(2)  # while it lasts, more answers come in and are kept
+            proxy.restore()
+
+            def all_sent() -> bool:
+                return [r.status for r in deliveries(direct, message_id)] == ["sent"] * targets
+
+            assert wait_until(all_sent), said(caplog, logging.WARNING)
+            push.shutdown()
+        pushes = service.pushes
+    # nobody got it twice: outcomes on hand were written, unsent claims released
+    assert Counter(p.subscriber_name for p in pushes) == Counter(
+        f"user-{i}" for i in range(targets)
+    )
+    [warning] = said(caplog, logging.WARNING)
+    assert warning.startswith("flask-push: the database is unreachable (")
+    kept = re.search(r"; (\d+) outcomes are kept and will be written when it is back", warning)
+    assert kept and int(kept.group(1)) > 0, warning
+    [back] = [m for m in said(caplog, logging.INFO) if "database is back" in m]
+    assert re.fullmatch(
+        r"flask-push: the database is back after [\d.]+ s; \d+ outcomes were written and "
+        r"\d+ claimed deliveries that were not sent were released",
+        back,
+    )
+    assert not said(caplog, logging.ERROR)
+    assert not [r for r in caplog.records if r.exc_info]  # a sentence, not a traceback
+
+
+@on_postgres
+def test_a_worker_gives_up_on_its_outcomes_after_a_while_and_says_so(
+    database: dict[str, Any],
+    proxy: TcpProxy,
+    direct: sa.Engine,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app(**sending_config(PUSH_QUEUE="inline"), **through(database, proxy))
+    with FakePushService(delay=0.5) as service:
+        with app.app_context():
+            add_browsers(service, 5)
+            message_id = push.send(
+                everyone=True, title="x", send_at=utcnow() + timedelta(hours=1)
+            ).id
+            dispatcher = Dispatcher(
+                app,
+                push.models,
+                db.engine,
+                push.settings,
+                lease=timedelta(seconds=1),
+                outage_patience=0.5,
+            )
+        with direct.begin() as conn:
+            conn.execute(sa.update(push.models.Delivery).values(due_at=utcnow()))
+
+        def cut_once_sending() -> None:
+            assert wait_until(lambda: len(service.requests) == 5)
+            proxy.cut()
+
+        cutter = threading.Thread(target=cut_once_sending)
+        cutter.start()
+        with caplog.at_level(logging.INFO, logger="flask_push"), app.app_context():
+            try:
+                assert dispatcher.run_until_idle() == 5
+            finally:
+                cutter.join()
+                proxy.restore()
+                dispatcher.close()
+    [error] = said(caplog, logging.ERROR)
+    assert re.fullmatch(
+        r"flask-push: gave up writing 5 outcomes after \d+ s: the database is still "
+        r"unreachable; their deliveries stay queued and are sent again once their lease "
+        r"runs out, so some may arrive twice",
+        error,
+    )
+    # the rows fall back to their lease (a second, since nothing renews it now)
+    rows = deliveries(direct, message_id)
+    assert [(r.status, r.attempts) for r in rows] == [("queued", 1)] * 5
+    assert all(r.lease_until is not None for r in rows)
