@@ -149,7 +149,8 @@ def send(
     status, with the reason of each failure, and the exit code is 1 when nothing
     was delivered. Deliveries a push service asked to retry later stay queued for
     the workers. With --no-wait the command returns once the message is queued
-    (a batch the app's thread worker already took is finished first).
+    (the pushes the app's thread worker already has on the network finish first;
+    the rest stay queued for the workers).
     """
     push = _push()
     try:
@@ -177,7 +178,7 @@ def send(
             # Only this message's rows: a backlog of others is the workers' business.
             push.dispatch_due(message_id=message.id)
     finally:
-        # Waits for the batch the app's thread worker (woken by send) has in hand.
+        # Waits for the pushes the app's thread worker (woken by send) has on the network.
         push.shutdown()
     counts = _delivery_counts(push, message.id)
     if counts:
@@ -232,8 +233,8 @@ def _ordered(found: dict[str, int], order: tuple[str, ...]) -> dict[str, int]:
 
 @contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """The first Ctrl-C or SIGTERM asks the loop to stop after the batch in hand;
-    a second Ctrl-C interrupts at once."""
+    """The first Ctrl-C or SIGTERM asks the loop to stop once the pushes on the
+    network are done; a second Ctrl-C interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -54,7 +54,8 @@ class ThreadWorker:
         self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch in hand, close the providers and end the thread."""
+        """Let the pushes on the network finish (and hand back the claimed ones not
+        sent yet), close the providers and end the thread."""
         self._stopping.set()
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():

@@ -136,6 +136,51 @@ def test_a_push_service_that_never_answers_does_not_hold_back_the_others(
     )
 
 
+def test_a_stopping_worker_hands_back_what_it_has_not_sent(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(**sending_config(PUSH_QUEUE="inline"))
+    stop = threading.Event()
+    with SilentService() as silent:
+        with app.app_context():
+            for i in range(150):
+                subscribe(f"{silent.origin}/push/{i}", browser_keys(), f"user-{i}")
+            db.session.commit()
+            later = utcnow() + timedelta(hours=1)
+            message_id = push.send(everyone=True, title="x", send_at=later).id
+            d = push.models.Delivery
+            db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
+            db.session.commit()
+            dispatcher = Dispatcher(app, push.models, db.engine, push.settings)
+            dispatcher.providers["webpush"].stall_after = 3600.0  # not put back as stalled
+            engine = db.engine
+
+        def work() -> None:
+            with app.app_context():
+                dispatcher.run_until_idle(stop=stop.is_set)
+
+        def handed_back() -> list[Any]:
+            rows = deliveries(engine, message_id)
+            return [r for r in rows if r.lease_until is None and r.status == "queued"]
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        try:
+            assert wait_until(lambda: silent.requests == 100)  # the rest wait for a slot
+            stop.set()
+            # at once, while the requests on the network are still unanswered
+            assert wait_until(lambda: len(handed_back()) == 50)
+            assert worker.is_alive() and silent.requests == 100
+            assert all(r.attempts == 0 and r.error is None for r in handed_back())
+            silent.close()  # the 100 on the network fail, to be retried
+        finally:
+            worker.join()
+            dispatcher.close()
+    rows = deliveries(engine, message_id)
+    assert sorted(r.attempts for r in rows) == [0] * 50 + [1] * 100
+    assert all(r.lease_until is None and r.status == "queued" for r in rows)
+
+
 # -- leases ------------------------------------------------------------------------
 
 
