@@ -207,9 +207,20 @@ class WebPushProvider(Provider):
         return cls(load_vapid(settings["privateKey"]), settings["subject"], **options)
 
     def lane(self, push: OutgoingPush) -> str:
-        """The push service's origin: each service gets its own share of the slots."""
+        """The push service's origin: each service gets its own share of the slots.
+
+        Split by hand, as this runs for every push: ``scheme://host[:port]``, the
+        host lower-cased and a default port dropped.
+        """
         target = push.target
-        return _origin(_split(target.endpoint)) if isinstance(target, WebPushTarget) else ""
+        if not isinstance(target, WebPushTarget):
+            return ""
+        scheme, _, rest = target.endpoint.partition("://")
+        host = rest.partition("/")[0].partition("?")[0].lower()
+        default = {"https": ":443", "http": ":80"}.get(scheme.lower())
+        if default and host.endswith(default):
+            host = host[: -len(default)]
+        return f"{scheme.lower()}://{host}"
 
     # -- pure steps ---------------------------------------------------------------------
 

@@ -103,8 +103,17 @@ def test_a_lane_is_stalled_once_its_requests_go_unanswered(vapid_private_key: st
 
 def test_lanes_of_one_endpoint_providers_and_of_web_push(vapid_private_key: str) -> None:
     provider = make_provider(vapid_private_key)
-    push = outgoing(to("https://updates.push.services.mozilla.com:443/wpush/v2/x"), 0)
-    assert provider.lane(push) == "https://updates.push.services.mozilla.com"
+    lanes = {
+        provider.lane(outgoing(to(endpoint), 0))
+        for endpoint in (
+            "https://updates.push.services.mozilla.com/wpush/v2/x",
+            "HTTPS://Updates.Push.Services.Mozilla.com:443/wpush/v2/y",
+            "https://updates.push.services.mozilla.com:443?z",
+        )
+    }
+    assert lanes == {"https://updates.push.services.mozilla.com"}
+    push = outgoing(to("http://127.0.0.1:8080/push/1"), 0)
+    assert provider.lane(push) == "http://127.0.0.1:8080"
     assert (provider.concurrency, provider.lane_concurrency) == (200, 100)
     memory = MemoryProvider("fcm", concurrency=50)
     assert memory.lane(push) == "memory" and memory.lane_concurrency == 50
