@@ -179,9 +179,21 @@ class _Round:
         self.wake = asyncio.Event()
 
     def add_pending(self, writes: _Writes) -> None:
+        self._pending_now()
+        self.pending.extend(writes)
+        self._wake_to_write()
+
+    def add_result(self, push: OutgoingPush, result: DeliveryResult) -> None:
+        """One push's outcome (once per push: no :class:`_Writes` made for it)."""
+        self._pending_now()
+        self.pending.results.append((push, result))
+        self._wake_to_write()
+
+    def _pending_now(self) -> None:
         if not len(self.pending):
             self.pending_since = time.monotonic()
-        self.pending.extend(writes)
+
+    def _wake_to_write(self) -> None:
         if len(self.pending) >= FLUSH_SIZE or not self.unfinished:
             self.wake.set()
 
@@ -523,7 +535,7 @@ class Dispatcher:
             result = DeliveryResult(
                 held.push.delivery_id, "retry", held.provider.name, error=repr(error)
             )
-        r.add_pending(_Writes(results=[(held.push, result)]))
+        r.add_result(held.push, result)
         if isinstance(held.provider, MemoryProvider):
             try:
                 signals.push_recorded.send(self.app, push=held.push, kind=kind)
