@@ -956,6 +956,15 @@ class Dispatcher:
                     click_token=click,
                 )
                 pushes.append((kind, push))
+        for outcome in finished:
+            # decided without sending: said here, as the sent ones are in _record
+            logger.log(
+                logging.WARNING if outcome["b_status"] == "failed" else logging.INFO,
+                "flask-push: delivery %s %s without being sent: %s",
+                outcome["b_id"],
+                outcome["b_status"],
+                outcome["b_error"],
+            )
         return _Claim(len(ids), finished, pushes, attempts)
 
     def _record(
@@ -976,11 +985,21 @@ class Dispatcher:
                 if tries >= self.max_attempts:
                     error = f"gave up after {tries} attempts: {result.error or 'retry'}"
                     finished.append(_outcome(id, "failed", error))
+                    _log_outcome(push, result, f"failed: {error}")
                 else:
-                    due = now + timedelta(seconds=backoff(tries, result.retry_after))
-                    retried.append({"b_id": id, "b_error": result.error, "b_due": due})
+                    wait = backoff(tries, result.retry_after)
+                    retried.append(
+                        {
+                            "b_id": id,
+                            "b_error": result.error,
+                            "b_due": now + timedelta(seconds=wait),
+                        }
+                    )
+                    _log_outcome(push, result, f"will be retried in {wait:.0f} s (attempt {tries})")
             else:
                 finished.append(_outcome(id, result.status, result.error))
+                if result.status != "sent":
+                    _log_outcome(push, result, result.status)
                 if result.status == "gone":
                     kind = "webpush" if isinstance(push.target, WebPushTarget) else "device"
                     gone_targets.append((kind, push.delivery_id, result.error or "gone"))
@@ -1071,6 +1090,37 @@ class Dispatcher:
                 signals.delivery_failed.send(app, push=push, result=result, will_retry=will_retry)
         for kind, target_id, reason in dead:
             signals.subscription_gone.send(app, kind=kind, target_id=target_id, reason=reason)
+
+
+def _log_outcome(push: OutgoingPush, result: DeliveryResult, what: str) -> None:
+    """One line per delivery that did not arrive, or not yet: which message, which
+    target, what the push service answered. Failures are warnings; a target gone
+    (it is marked dead) and a retry are information."""
+    level = logging.WARNING if what.startswith("failed") else logging.INFO
+    if logger.isEnabledFor(level):
+        error = result.error or "no reason given"
+        code = result.status_code
+        answer = f"HTTP {code}, " if code and str(code) not in error else ""
+        logger.log(
+            level,
+            "flask-push: delivery %s of %s to %s %s %s: %s%s",
+            push.delivery_id,
+            push.message_id,
+            result.provider,
+            describe_target(push.target),
+            what,
+            answer,
+            error,
+        )
+
+
+def describe_target(target: WebPushTarget | DeviceTarget) -> str:
+    """A target as a log line shows it: enough to find it, not its secrets (an
+    endpoint's origin and the end of its path, a token's first characters)."""
+    if isinstance(target, WebPushTarget):
+        origin, _, path = target.endpoint.partition("://")[2].partition("/")
+        return f"{target.endpoint.partition('://')[0]}://{origin}/…{path[-8:]}"
+    return f"token {target.token[:8]}…"
 
 
 def _commit_without_waiting(session: Session) -> None:
