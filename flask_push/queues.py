@@ -9,6 +9,7 @@ fork the child starts its own worker on its first send.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook must come first, see below
 import logging
 import os
 import threading
@@ -79,9 +80,19 @@ class ThreadWorker:
                 dispatcher.close()
 
 
-@atexit.register
 def _stop_all() -> None:
-    """At interpreter exit, let workers finish their batch and close connections."""
+    """At interpreter exit, let workers finish the pushes they have on the network,
+    hand back the rest, and close connections."""
     for worker in list(_running):
         if worker.pid == os.getpid():
             worker.stop(timeout=5.0)
+
+
+# Threading's exit hooks run before atexit's, last registered first, and the one
+# concurrent.futures.thread registers on import makes every executor refuse new
+# work: FCM's pool, asyncio's default one. It is imported here (concurrent.futures
+# would load it lazily, later), so that the hook registered after it, which stops
+# the workers, runs before it: what is in flight finishes instead of failing for
+# want of a thread.
+_register = getattr(threading, "_register_atexit", atexit.register)
+_register(_stop_all)

@@ -87,6 +87,10 @@ _UNREACHABLE = (
 )
 
 
+class _NotSent(Exception):
+    """The push never left this process (it is exiting): it stays for a worker."""
+
+
 class _TryLater(Exception):
     """FCM answered 429, 5xx or with a ``Retry-After``: our retry logic decides when."""
 
@@ -388,7 +392,11 @@ class FCMProvider(Provider):
                 max_workers=self.concurrency, thread_name_prefix="flask-push-fcm"
             )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._send, payload)
+        try:
+            return await loop.run_in_executor(self._executor, self._send, payload)
+        except RuntimeError as err:
+            # The pool refuses work once the interpreter exits: this push never left.
+            raise _NotSent(f"not sent, the process is exiting ({err})") from err
 
     def parse(self, push: OutgoingPush, response: Any) -> DeliveryResult:
         """Map pyfcm's answer or exception onto sent, gone, retry or failed."""
@@ -396,6 +404,8 @@ class FCMProvider(Provider):
         err = response
         if not isinstance(err, BaseException):
             return result("sent", status_code=200)
+        if isinstance(err, _NotSent):
+            return result("retry", error=str(err))
         if isinstance(err, _TryLater):
             return result(
                 "retry", error=err.detail, status_code=err.status_code, retry_after=err.retry_after
@@ -463,7 +473,8 @@ class FCMProvider(Provider):
         """Stop the worker threads, then close the pooled connections."""
         executor, self._executor = self._executor, None
         if executor is not None:
-            # A thread may still be in a request asyncio gave up on; its requests
-            # timeout bounds the wait, which runs off the event loop.
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+            # Not waited for: a thread may still be in a request asyncio gave up on
+            # (its requests timeout ends it), and at interpreter exit no thread is
+            # left to wait in (asyncio.to_thread would refuse).
+            executor.shutdown(wait=False, cancel_futures=True)
         self._client.close()
