@@ -473,8 +473,12 @@ class FCMProvider(Provider):
         """Stop the worker threads, then close the pooled connections."""
         executor, self._executor = self._executor, None
         if executor is not None:
-            # Not waited for: a thread may still be in a request asyncio gave up on
-            # (its requests timeout ends it), and at interpreter exit no thread is
-            # left to wait in (asyncio.to_thread would refuse).
-            executor.shutdown(wait=False, cancel_futures=True)
+            # A thread may still be in a request asyncio gave up on; its requests
+            # timeout bounds the wait, which runs off the event loop. At interpreter
+            # exit no executor takes that wait any more: then the threads are left
+            # to end by themselves.
+            try:
+                await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+            except RuntimeError:
+                executor.shutdown(wait=False, cancel_futures=True)
         self._client.close()
