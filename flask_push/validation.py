@@ -56,7 +56,7 @@ def text(
         raise ValidationError("must be a string", field=field, code="invalid_type")
     if not value and not allow_empty:
         raise ValidationError("must not be empty", field=field, code="invalid_value")
-    if not _storable(value):
+    if not storable(value):
         raise ValidationError(
             "must not contain NUL or unpaired surrogate characters",
             field=field,
@@ -69,7 +69,7 @@ def text(
     return value
 
 
-def _storable(value: str) -> bool:
+def storable(value: str) -> bool:
     """Can ``value`` be stored and sent as text?
 
     PostgreSQL refuses NUL in text (and in jsonb), and an unpaired surrogate (which
@@ -196,7 +196,7 @@ def json_value(value: Any, field: str) -> Any:
     """``value`` if it is JSON that every database and every transport takes as it is.
 
     At any depth: object keys are strings; strings (keys too) hold no NUL and no
-    unpaired surrogate (see :func:`_storable`); numbers are finite (``NaN`` is not
+    unpaired surrogate (see :func:`storable`); numbers are finite (``NaN`` is not
     JSON, and PostgreSQL refuses it); nothing but dicts, lists, strings, numbers,
     booleans and None; at most :data:`MAX_JSON_DEPTH` levels. The Python API
     would otherwise write such a value and fail later, when it is sent or shown.
@@ -212,7 +212,7 @@ def json_value(value: Any, field: str) -> Any:
             )
         if isinstance(item, dict):
             for key in item:
-                if not isinstance(key, str) or not _storable(key):
+                if not isinstance(key, str) or not storable(key):
                     raise ValidationError(
                         "has an object key that is not a string without NUL or unpaired "
                         "surrogate characters",
@@ -223,7 +223,7 @@ def json_value(value: Any, field: str) -> Any:
         elif isinstance(item, (list, tuple)):
             stack.extend((inner, depth + 1) for inner in item)
         elif isinstance(item, str):
-            if not _storable(item):
+            if not storable(item):
                 raise ValidationError(
                     "has a string with NUL or unpaired surrogate characters",
                     field=field,

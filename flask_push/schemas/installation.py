@@ -1,0 +1,108 @@
+"""A mobile app install that receives FCM or APNs pushes: ``/installations``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from .. import validation
+from ..errors import ValidationError
+from .base import NotNull, ResponseModel, WireModel, ecma, refuse
+from .fields import Pattern, RowId, TargetStatus, Text, TimeZone, Topics, UserId, Whole
+
+DeviceType = Literal["ios", "android"]
+#: an APNs badge: a 32-bit count
+Badge = Annotated[int, Whole(0, 2**31 - 1)]
+#: what either platform's token is made of (an APNs token is hex, which is narrower);
+#: the shape of the device type's own tokens is checked against the device type
+DeviceToken = Annotated[
+    str,
+    Text(512),
+    Pattern(
+        validation.FCM_TOKEN,
+        "invalid_device_token",
+        "must be the APNs device token as hex or the FCM registration token",
+    ),
+    NotNull,
+]
+
+
+def _absent() -> Any:
+    return None
+
+
+class InstallationUpdate(WireModel):
+    """Fields to change; the device type and app stay."""
+
+    # absent is "unchanged"; null is refused: every installation has a token
+    device_token: DeviceToken = Field(default_factory=_absent)
+    """The APNs device token as hex (`ios`) or the FCM registration token (`android`)."""
+    user_id: UserId | None = None
+    """Whose device this is: the caller when absent or null; only an admin may name
+    another user."""
+    subscriptions: Topics | None = None
+    badge: Badge | None = None
+    time_zone: TimeZone | None = None
+    """An IANA time zone such as `Europe/Paris`."""
+    app_version: Annotated[str, Text(64)] | None = None
+
+
+class InstallationCreate(InstallationUpdate):
+    """A device to register; a known (appId, deviceToken) is updated and re-bound."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            # An iOS token is hex; an Android one the (wider) FCM alphabet.
+            "if": {"properties": {"deviceType": {"const": "ios"}}, "required": ["deviceType"]},
+            "then": {"properties": {"deviceToken": {"pattern": ecma(validation.APNS_TOKEN)}}},
+            "examples": [
+                {
+                    "appId": "com.example.shop",
+                    "deviceType": "android",
+                    "deviceToken": "fcm-token_" + "a1B2c3D4e5" * 6,
+                    "subscriptions": ["offers"],
+                    "timeZone": "Europe/Paris",
+                    "appVersion": "2.4.1",
+                }
+            ],
+        }
+    )
+
+    app_id: Annotated[str, Text(255), NotNull]
+    device_type: DeviceType
+    # required here, where it names the device
+    device_token: DeviceToken
+
+    @model_validator(mode="after")
+    def _token_of_its_platform(self) -> InstallationCreate:
+        try:
+            self.device_token = validation.device_token(self.device_token, self.device_type)
+        except ValidationError as err:
+            raise refuse(err.code, err.message, field="deviceToken") from None
+        return self
+
+
+class Installation(ResponseModel):
+    """A mobile app install that receives FCM (android) or APNs (ios) pushes."""
+
+    id: Annotated[str, RowId("ins")]
+    app_id: str
+    app_version: str | None
+    badge: int | None
+    device_token: str
+    device_type: DeviceType
+    status: TargetStatus
+    dead_reason: str | None
+    dead_at: datetime | None
+    subscriptions: list[str]
+    time_zone: str | None
+    user_id: str | None
+    created_at: datetime = Field(alias="created")
+    modified_at: datetime = Field(alias="modified")
+
+    @field_validator("subscriptions", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return value or []

@@ -1,0 +1,146 @@
+"""``/messages``: a notification sent to an audience, and how its deliveries went."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from .base import Documented, ResponseModel, WireModel, refuse, shape_as
+from .fields import QueryWhole, RowId
+from .notification import _ONE_AUDIENCE, MessageAudience, MessageNotification, ShownNotification
+
+#: a message's status, derived from its deliveries (see :mod:`flask_push.api.messages`)
+MessageStatus = Literal["scheduled", "queued", "sending", "done"]
+#: messages per page
+DEFAULT_TAKE = 20
+MAX_TAKE = 100
+
+_STATUS = (
+    "`scheduled` until `sendAt`; then `queued` while every delivery is queued, `sending` "
+    "while some are done and some queued, and `done` once none is queued."
+)
+
+
+class MessageCreate(WireModel):
+    """A notification, and who it goes to."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "audience": {"users": ["alice"]},
+                    "notification": {
+                        "title": "Order #42",
+                        "body": "Out for delivery",
+                        "url": "/o/42",
+                    },
+                }
+            ]
+        }
+    )
+
+    audience: MessageAudience
+    notification: Annotated[
+        MessageNotification, shape_as("invalid_type", "must be an object with at least a title")
+    ]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _both_parts(cls, value: Any) -> Any:
+        # A message without an audience or a notification is told what one looks like,
+        # as it always was, rather than "is required".
+        if isinstance(value, dict) and not set(value) - set(cls.model_fields):
+            if "audience" not in value:
+                raise refuse("invalid_audience", _ONE_AUDIENCE, "audience")
+            if "notification" not in value:
+                raise refuse(
+                    "invalid_type", "must be an object with at least a title", "notification"
+                )
+        return value
+
+
+class MessageQueued(ResponseModel):
+    """The message as queued."""
+
+    id: Annotated[str, RowId("msg")]
+    status: MessageStatus = Field(description=_STATUS)
+    recipient_count: Annotated[int, Documented(minimum=0)]
+    """Subscriptions and installations reached."""
+
+
+class MessageCounts(ResponseModel):
+    """Deliveries per status, and clicks. Its fields name every status a delivery has."""
+
+    queued: Annotated[int, Documented(minimum=0)]
+    sent: Annotated[int, Documented(minimum=0)]
+    failed: Annotated[int, Documented(minimum=0)]
+    gone: Annotated[int, Documented(minimum=0)]
+    expired: Annotated[int, Documented(minimum=0)]
+    clicked: Annotated[int, Documented(minimum=0)]
+    """Clicks reported by service workers."""
+
+
+#: the statuses of a delivery, in the order they are shown
+DELIVERY_STATUSES: tuple[str, ...] = tuple(
+    name for name in MessageCounts.model_fields if name != "clicked"
+)
+
+
+class Message(ResponseModel):
+    """A message: what it shows, who it reached, and how its deliveries went."""
+
+    id: Annotated[str, RowId("msg")]
+    status: MessageStatus = Field(description=_STATUS)
+    recipient_count: Annotated[int, Documented(minimum=0)]
+    created_at: datetime
+    send_at: datetime | None
+    notification: ShownNotification
+    """The notification as sent."""
+    counts: MessageCounts
+
+
+class MessageProblem(ResponseModel):
+    """Deliveries with the same status and reason."""
+
+    status: Literal["queued", "failed", "gone", "expired"] = Field(
+        description="`queued`: waiting for a retry, after the attempt that said `reason`."
+    )
+    reason: Annotated[str, Documented(minLength=1)]
+    """What the push service or flask-push said."""
+    count: Annotated[int, Documented(minimum=1)]
+    """Deliveries with this status and reason."""
+    last_at: datetime
+
+
+class MessageDetail(Message):
+    """A message, with why its deliveries failed."""
+
+    problems: list[MessageProblem] = Field(
+        description="Why deliveries failed, are gone or expired, or wait for a retry: one "
+        "entry per status and reason, most recent first, at most 10."
+    )
+
+
+class MessageList(ResponseModel):
+    """One page of messages, newest first."""
+
+    total_count: Annotated[int, Documented(minimum=0)]
+    items: list[Message]
+
+
+class MessageClick(WireModel):
+    """Without a `clickToken` the answer is 403."""
+
+    click_token: str | None = None
+    """The `clickToken` of the Web Push payload."""
+
+
+class MessagesQuery(WireModel):
+    """The query string of ``GET /messages``."""
+
+    skip: Annotated[int, QueryWhole(0, 10**9)] = 0
+    """Messages to skip."""
+    take: Annotated[int, QueryWhole(1, MAX_TAKE)] = DEFAULT_TAKE
+    """Page size."""
