@@ -42,7 +42,7 @@ from . import reports
 from .credentials import vapid_public_key, vapid_raw_private_key
 from .errors import PayloadError, ValidationError
 from .models import ACTIVE, DEAD, utcnow
-from .reports import DELIVERY_STATUSES
+from .schemas.message import DELIVERY_STATUSES
 
 
 class _PushGroup(AppGroup):

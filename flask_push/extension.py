@@ -14,15 +14,20 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import config, inbox, sending, signals, sw, validation
+from . import config, inbox, sending, signals, sw
 from .config import PushSettings
 from .dispatch import Dispatcher
 from .errors import ValidationError
 from .ids import new_id
 from .message import OutgoingPush
-from .models import Models, inbox_item_json, models_for, utcnow
+from .models import Models, models_for, utcnow
 from .providers import Provider, provider_class
 from .queues import ThreadWorker
+from .schemas.base import Context
+from .schemas.errors import by_alias, check, parse
+from .schemas.fields import UserId
+from .schemas.inbox import DEFAULT_TAKE, InboxItem, InboxItemUpsert
+from .schemas.notification import MessageAudience, MessageNotification, TargetId
 
 if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery queue only
     from .api.ratelimit import ClientLimiter
@@ -251,13 +256,19 @@ class Push:
 
         .. versionadded:: 0.1
         """
-        audience = sending.audience_json(
-            users=list(users) if isinstance(users, (list, tuple, set, frozenset)) else users,
-            topic=topic,
-            query=query,
-            everyone=everyone,
+        # ``everyone`` is a Python keyword, not a wire field: False means "not this audience"
+        if not isinstance(everyone, bool):
+            raise ValidationError("must be true or false", field="everyone", code="invalid_type")
+        if isinstance(users, (list, tuple, set, frozenset)):
+            users = list(users)
+        given = {"users": users, "topic": topic, "query": query, "everyone": everyone or None}
+        audience = parse(
+            MessageAudience,
+            {name: value for name, value in given.items() if value is not None},
+            self._context(),
+            name="audience",
         )
-        values = {
+        notification = {
             "title": title,
             "body": body,
             "url": url,
@@ -270,8 +281,12 @@ class Push:
             "ttl": ttl,
             "urgency": urgency,
             "collapse_key": collapse_key,
+            "send_at": send_at,
+            "idempotency_key": idempotency_key,
+            "inbox": inbox,
+            "notify_type": notify_type,
         }
-        return self._send(audience, values, send_at, idempotency_key, inbox, notify_type)
+        return self._send(audience.keywords(), notification)
 
     def notify_by_id(self, id: str, **notification: Any) -> Any:
         """:meth:`send` to one subscription or installation, by its id.
@@ -282,7 +297,7 @@ class Push:
 
         :raises ValidationError: when no subscription or installation has this id.
         """
-        target_id = validation.text(id, "id", max_length=40, required=True) or ""
+        target_id = str(check(TargetId, id, "id"))
         models = self.models
         session = self.db.session
         found = session.scalar(
@@ -298,47 +313,27 @@ class Push:
             raise ValidationError(
                 "is not the id of a subscription or installation", field="id", code="not_found"
             )
-        options = {
-            k: notification.pop(k)
-            for k in ("send_at", "idempotency_key", "inbox", "notify_type")
-            if k in notification
-        }
-        unknown = set(notification) - {
-            "title", "body", "url", "icon", "image", "badge", "sound", "tag", "data",
-            "ttl", "urgency", "collapse_key",
-        }  # fmt: skip
+        unknown = set(notification) - set(MessageNotification.model_fields)
         if unknown:
             raise TypeError(f"notify_by_id() got unexpected keywords: {', '.join(sorted(unknown))}")
-        return self._send(
-            {"id": target_id},
-            notification,
-            options.get("send_at"),
-            options.get("idempotency_key"),
-            options.get("inbox", False),
-            options.get("notify_type"),
-        )
+        return self._send({"id": target_id}, notification)
 
-    def _send(
-        self,
-        audience: dict[str, Any],
-        values: dict[str, Any],
-        send_at: Any,
-        idempotency_key: Any,
-        to_inbox: Any,
-        notify_type: Any,
-    ) -> Any:
+    def _context(self) -> Context:
+        return Context.of(self.settings)
+
+    def _send(self, audience: dict[str, Any], keywords: dict[str, Any]) -> Any:
         state = self.state
         settings = state.settings
-        shown, notification = sending.notification_json(values, settings.default_ttl)
-        send_at = sending.send_time(send_at)
-        key = validation.text(idempotency_key, "idempotencyKey", max_length=255)
-        to_inbox = validation.boolean(to_inbox, "inbox")
-        if notify_type is not None:
-            notify_type = inbox.notify_type(notify_type, "notifyType")
+        given = parse(
+            MessageNotification, by_alias(MessageNotification, keywords), Context.of(settings)
+        )
+        shown = given.shown(settings.default_ttl)
+        notification = sending.notification_from_json(shown)
         for checker in self._checkers(state).values():
             checker.check(notification)
 
         models, session = self.models, self.db.session
+        key, send_at, notify_type = given.idempotency_key, given.send_at, given.notify_type
         if key is not None:
             existing = self._by_idempotency_key(key)
             if existing is not None:
@@ -353,7 +348,7 @@ class Push:
                 audience=audience,
                 notification=shown,
                 notify_type=notify_type,
-                inbox=to_inbox,
+                inbox=given.inbox,
                 recipient_count=len(targets),
                 idempotency_key=key,
                 send_at=send_at,
@@ -371,7 +366,7 @@ class Push:
                 due_at=due,
                 ttl=shown["ttl"],
             )
-            if to_inbox:
+            if given.inbox:
                 fields = sending.inbox_values(shown, notify_type)
                 for user_id in sending.inbox_users(audience, targets):
                     items.append(
@@ -540,8 +535,10 @@ class Push:
             item with your own changes, in one transaction.
         :raises ValidationError: when a value is refused; nothing is written.
         """
-        given = {
-            "type": notify_type,
+        owner = str(check(UserId, user_id, "userId"))
+        keywords = {
+            "id": id,
+            "notify_type": notify_type,
             "title": title,
             "body": body,
             "url": url,
@@ -549,16 +546,19 @@ class Push:
             "progress": progress,
             "is_new": is_new,
         }
-        return self._upsert(user_id, id, given, commit)[0]
+        given = parse(InboxItemUpsert, by_alias(InboxItemUpsert, keywords), self._context())
+        return self._upsert(given.model_copy(update={"user_id": owner}), commit)[0]
 
-    def _upsert(
-        self, user_id: str, id: str | None, given: dict[str, Any], commit: bool = True
-    ) -> tuple[Any, bool]:
-        """:meth:`upsert` that also says whether the item was created."""
-        values = {k: v for k, v in given.items() if v is not None}
+    def _upsert(self, given: InboxItemUpsert, commit: bool = True) -> tuple[Any, bool]:
+        """:meth:`upsert` of checked values (``user_id`` set), saying whether the item
+        was created."""
         item, created = self._write(
             lambda: inbox.upsert(
-                self.db.session, self.models, user_id=user_id, id=id, values=values
+                self.db.session,
+                self.models,
+                user_id=str(given.user_id),
+                id=given.id,
+                values=given.columns(),
             ),
             commit,
         )
@@ -566,7 +566,9 @@ class Push:
         if commit:
             signals.send_committed(signals.inbox_item_saved, app, item=item, created=created)
         else:
-            self._publish_on_commit(app, str(item.user_id), inbox_item_json(item))
+            self._publish_on_commit(
+                app, str(item.user_id), InboxItem.model_validate(item).to_json()
+            )
         return item, created
 
     def search(
@@ -575,7 +577,7 @@ class Push:
         only_new: bool = False,
         types: Iterable[str] | None = None,
         skip: int = 0,
-        take: int = inbox.DEFAULT_TAKE,
+        take: int = DEFAULT_TAKE,
     ) -> inbox.SearchResult:
         """One page of ``user_id``'s inbox, newest first, with its counts."""
         return inbox.search(

@@ -8,8 +8,6 @@ behaviour are the same from both sides.
 from __future__ import annotations
 
 import functools
-import math
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,16 +21,12 @@ from . import validation
 from .errors import ValidationError
 from .ids import new_id
 from .models import Models, utcnow
-from .models import inbox_item_json as item_json
+from .schemas.errors import check
+from .schemas.fields import NotifyType, UserId
+from .schemas.inbox import DEFAULT_TAKE, MAX_TAKE, InboxPage, ItemId
 
 #: a session, or Flask-SQLAlchemy's scoped ``db.session``
 AnySession = Session | scoped_session[Any]
-
-#: the most items one page may hold
-MAX_TAKE = 100
-DEFAULT_TAKE = 20
-ITEM_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
-NOTIFY_TYPE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
 
 
 @dataclass(frozen=True)
@@ -46,68 +40,19 @@ class SearchResult:
     new_count: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "totalCount": self.total_count,
-            "newCount": self.new_count,
-            "items": [item_json(item) for item in self.items],
-        }
+        return InboxPage.model_validate(self).to_json()
 
 
 def item_id(value: Any, field: str = "id") -> str:
-    if not isinstance(value, str) or not ITEM_ID.match(value):
-        raise ValidationError(
-            "must be 1-64 letters, digits, '_', '.', ':' or '-'", field=field, code="invalid_value"
-        )
-    return value
+    return str(check(ItemId, value, field))
 
 
 def notify_type(value: Any, field: str = "type") -> str:
-    if not isinstance(value, str) or not NOTIFY_TYPE.match(value):
-        raise ValidationError(
-            "must be 1-64 letters, digits, '_', '.', ':' or '-'", field=field, code="invalid_value"
-        )
-    return value
-
-
-def _progress(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or set(value) - {"total", "processed"}:
-        raise ValidationError(
-            "must be an object {total, processed}", field="progress", code="invalid_value"
-        )
-    for key in ("total", "processed"):
-        number = value.get(key)
-        if (
-            isinstance(number, bool)
-            or not isinstance(number, (int, float))
-            or (isinstance(number, float) and not math.isfinite(number))  # NaN is no JSON
-            or number < 0
-        ):
-            raise ValidationError(
-                f"{key} must be a finite number of at least 0",
-                field=f"progress.{key}",
-                code="invalid_value",
-            )
-    return dict(value)
+    return str(check(NotifyType, value, field))
 
 
 def _user(user_id: Any, field: str = "userId") -> str:
-    return validation.text(user_id, field, max_length=255, required=True) or ""
-
-
-def _fields(values: dict[str, Any]) -> dict[str, Any]:
-    """Check the fields an upsert sets; keys are column names."""
-    checks = {
-        "type": lambda v: notify_type(v),
-        "title": lambda v: validation.text(v, "title", max_length=255, required=True),
-        "body": lambda v: validation.text(v, "body", max_length=4000, allow_empty=True),
-        "url": lambda v: validation.link(v),
-        "data": lambda v: validation.json_object(v, "data"),
-        "is_new": lambda v: validation.boolean(v, "isNew"),
-        "progress": _progress,
-    }
-    return {name: checks[name](value) for name, value in values.items()}
+    return str(check(UserId, user_id, field))
 
 
 def upsert(
@@ -121,13 +66,13 @@ def upsert(
     """Create the item, or update the fields given in ``values`` when ``id`` exists.
 
     ``values`` is keyed by column (``type``, ``title``, ``body``, ``url``, ``data``,
-    ``is_new``, ``progress``); absent keys are left as they are on update.
-    Returns ``(item, created)``; the caller commits.
+    ``is_new``, ``progress``), checked (:class:`~flask_push.schemas.inbox.InboxItemUpsert`
+    says how) and not null; absent keys are left as they are on update. Returns
+    ``(item, created)``; the caller commits.
     """
     model = models.InboxItem
-    user_id = _user(user_id)
-    fields = _fields({k: v for k, v in values.items() if not (k == "type" and v is None)})
-    item = session.get(model, (user_id, item_id(id))) if id is not None else None
+    fields = dict(values)
+    item = session.get(model, (user_id, id)) if id is not None else None
     created = item is None
     now = utcnow()
     if item is None:
@@ -136,8 +81,6 @@ def upsert(
         item = model(user_id=user_id, id=id or new_id("ntf"), created_at=now, updated_at=now)
         item.type, item.is_new = "info", fields.pop("is_new", True)
         session.add(item)
-    elif "title" in fields and fields["title"] is None:
-        raise ValidationError("must not be null", field="title", code="required")
     is_new = None if created else fields.pop("is_new", None)
     for name, value in fields.items():
         setattr(item, name, value)

@@ -108,22 +108,6 @@ def _define(db: SQLAlchemy) -> Models:
         expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
         last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-        def to_json(self) -> dict[str, Any]:
-            # The keys stay on the server: ``auth`` is the subscriber's secret.
-            return {
-                "id": self.id,
-                "endpoint": self.endpoint,
-                "userId": self.user_id,
-                "topics": self.topics or [],
-                "userAgent": self.user_agent,
-                "expirationTime": _epoch_ms(self.expires_at),
-                "status": self.status,
-                "deadReason": self.dead_reason,
-                "deadAt": _iso(self.dead_at),
-                "createdAt": _iso(self.created_at),
-                "lastSeenAt": _iso(self.last_seen_at),
-            }
-
     class Installation(DeliveryTarget, db.Model):  # type: ignore[name-defined,misc]
         """A mobile app install (LoopBack's Installation): one device token of one app."""
 
@@ -143,24 +127,6 @@ def _define(db: SQLAlchemy) -> Models:
         subscriptions: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
         time_zone: Mapped[str | None] = mapped_column(sa.String(64))
         modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-        def to_json(self) -> dict[str, Any]:
-            return {
-                "id": self.id,
-                "appId": self.app_id,
-                "appVersion": self.app_version,
-                "badge": self.badge,
-                "deviceToken": self.device_token,
-                "deviceType": self.device_type,
-                "status": self.status,
-                "deadReason": self.dead_reason,
-                "deadAt": _iso(self.dead_at),
-                "subscriptions": self.subscriptions or [],
-                "timeZone": self.time_zone,
-                "userId": self.user_id,
-                "created": _iso(self.created_at),
-                "modified": _iso(self.modified_at),
-            }
 
     class InboxItem(db.Model):  # type: ignore[name-defined,misc]
         """One entry of a user's notification inbox.
@@ -195,9 +161,6 @@ def _define(db: SQLAlchemy) -> Models:
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
         updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-        def to_json(self) -> dict[str, Any]:
-            return inbox_item_json(self)
-
     class InboxCounter(db.Model):  # type: ignore[name-defined,misc]
         """A user's inbox counts, kept with every write so that reading them is O(1)."""
 
@@ -222,18 +185,6 @@ def _define(db: SQLAlchemy) -> Models:
         secrets: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
         modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-        def to_json(self) -> dict[str, Any]:
-            # Secrets are write-only: say which are stored, never what they are.
-            return {
-                "id": self.id,
-                "appId": self.app_id,
-                "kind": self.kind,
-                "settings": self.settings or {},
-                "secretsSet": sorted(self.secrets or {}),
-                "createdAt": _iso(self.created_at),
-                "modifiedAt": _iso(self.modified_at),
-            }
 
     class Message(db.Model):  # type: ignore[name-defined,misc]
         """One ``push.send()``: who it is for, what it shows, and when it goes."""
@@ -293,7 +244,7 @@ def _define(db: SQLAlchemy) -> Models:
         kind: Mapped[str] = mapped_column(sa.String(16))
         subscription_id: Mapped[str | None] = mapped_column(sa.String(40))
         installation_id: Mapped[str | None] = mapped_column(sa.String(40))
-        #: queued, sent, failed, gone or expired
+        #: one of :data:`flask_push.schemas.message.DELIVERY_STATUSES`
         status: Mapped[str] = mapped_column(sa.String(16), default="queued")
         attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
         due_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -305,28 +256,3 @@ def _define(db: SQLAlchemy) -> Models:
         updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     return Models(Subscription, Installation, InboxItem, InboxCounter, Provider, Message, Delivery)
-
-
-def inbox_item_json(item: Any) -> dict[str, Any]:
-    """An inbox item as the API shows it: from a model instance or a result row."""
-    return {
-        "id": item.id,
-        "userId": item.user_id,
-        "type": item.type,
-        "title": item.title,
-        "body": item.body,
-        "url": item.url,
-        "data": item.data,
-        "isNew": item.is_new,
-        "progress": item.progress,
-        "createdAt": _iso(item.created_at),
-        "updatedAt": _iso(item.updated_at),
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def _epoch_ms(value: datetime | None) -> int | None:
-    return int(value.timestamp() * 1000) if value is not None else None

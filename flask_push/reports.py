@@ -14,9 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from .models import Models
+from .schemas.message import DELIVERY_STATUSES
 
-#: the statuses of a delivery, in the order they are shown
-DELIVERY_STATUSES = ("queued", "sent", "failed", "gone", "expired")
 #: statuses whose deliveries ended without arriving
 _UNDELIVERED = ("failed", "gone", "expired")
 
@@ -33,14 +32,6 @@ class Problem:
     reason: str
     count: int
     last_at: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "count": self.count,
-            "lastAt": self.last_at.isoformat().replace("+00:00", "Z"),
-        }
 
 
 def delivery_counts(

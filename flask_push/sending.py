@@ -1,9 +1,10 @@
-"""``push.send()``: check a notification, resolve its audience, write the outbox.
+"""``push.send()``: resolve a notification's audience and write the outbox.
 
-Everything here runs in the caller's request: values are checked, every
-configured provider checks the payload, and the message, one delivery row per
-target (and, with ``inbox=True``, the inbox items) are written in one
-transaction. Nothing touches the network; :mod:`flask_push.dispatch` sends.
+Everything here runs in the caller's request, once the values are checked
+(:mod:`flask_push.schemas.notification`) and every configured provider has checked
+the payload: the message, one delivery row per target (and, with ``inbox=True``,
+the inbox items) are written in one transaction. Nothing touches the network;
+:mod:`flask_push.dispatch` sends.
 """
 
 from __future__ import annotations
@@ -11,36 +12,23 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, get_args
 
 import sqlalchemy as sa
+from pydantic.alias_generators import to_snake
 
-from . import inbox, validation
-from .config import MAX_TTL
-from .errors import ValidationError
-from .message import URGENCIES, Notification
+from .message import Notification
 from .models import ACTIVE, Models, utcnow
+from .schemas.notification import QueryField
 
 #: delivery rows per INSERT statement
 INSERT_CHUNK = 5000
-#: the most users one ``send(users=...)`` may name
-MAX_USERS = 10_000
-#: the fields ``send(query=...)`` may filter on (LoopBack's Installation names)
-QUERY_FIELDS = {
-    "userId": "user_id",
-    "deviceType": "device_type",
-    "appId": "app_id",
-    "appVersion": "app_version",
-}
-QUERY_OPERATORS = ("eq", "neq", "inq", "nin")
+#: the field a ``send(query=...)`` filters on -> the installation's column
+QUERY_FIELDS = {name: to_snake(name) for name in get_args(QueryField)}
 #: a ttl of 0 ("now or never") still survives this long in the outbox, so that
 #: a busy worker does not turn every such message into ``expired``
 ZERO_TTL_GRACE = timedelta(seconds=60)
-#: the furthest ahead a message may be scheduled: a later ``send_at`` is most likely
-#: a mistake (a year mistyped), and this keeps ``send_at`` plus the TTL far inside
-#: what ``datetime`` and the databases hold
-MAX_SCHEDULE_DAYS = 365
 
 #: device type of an installation -> the provider kind that delivers to it
 INSTALLATION_KINDS = {"ios": "apns", "android": "fcm"}
@@ -69,43 +57,8 @@ def not_configured_error(kind: str) -> str:
     )
 
 
-# -- checking ------------------------------------------------------------------------
-
-
-def notification_json(
-    values: Mapping[str, Any], default_ttl: int
-) -> tuple[dict[str, Any], Notification]:
-    """Check the notification's values (snake_case keyword names); return the
-    camelCase JSON the message keeps and the :class:`Notification` it means."""
-    title = validation.text(values.get("title"), "title", max_length=255, required=True)
-    badge = values.get("badge")
-    if badge is not None and not isinstance(badge, str):
-        badge = validation.integer(badge, "badge", low=0, high=2**31 - 1)
-    elif badge is not None:
-        badge = validation.link(badge, "badge")
-    ttl = values.get("ttl")
-    ttl = default_ttl if ttl is None else validation.integer(ttl, "ttl", low=0, high=MAX_TTL)
-    urgency = values.get("urgency", "normal")
-    if urgency not in URGENCIES:
-        raise ValidationError(
-            f"must be one of {', '.join(URGENCIES)}", field="urgency", code="invalid_value"
-        )
-    data = validation.json_object(values.get("data"), "data") or {}
-    shown = {
-        "title": title,
-        "body": validation.text(values.get("body"), "body", max_length=4000, allow_empty=True),
-        "url": validation.link(values.get("url"), "url"),
-        "icon": validation.link(values.get("icon"), "icon"),
-        "image": validation.link(values.get("image"), "image"),
-        "badge": badge,
-        "sound": validation.text(values.get("sound"), "sound", max_length=255),
-        "tag": validation.text(values.get("tag"), "tag", max_length=255),
-        "data": data,
-        "ttl": ttl,
-        "urgency": urgency,
-        "collapseKey": validation.text(values.get("collapse_key"), "collapseKey", max_length=255),
-    }
-    return shown, notification_from_json(shown)
+# -- reading back -------------------------------------------------------------------
+# (what is checked, and how, is declared in flask_push.schemas.notification)
 
 
 def notification_from_json(shown: Mapping[str, Any], ttl: int | None = None) -> Notification:
@@ -124,98 +77,6 @@ def notification_from_json(shown: Mapping[str, Any], ttl: int | None = None) -> 
         urgency=shown.get("urgency", "normal"),
         collapse_key=shown.get("collapseKey"),
     )
-
-
-def audience_json(*, users: Any, topic: Any, query: Any, everyone: Any) -> dict[str, Any]:
-    """Check that exactly one audience is given, and its value."""
-    given = [
-        name
-        for name, value in (("users", users), ("topic", topic), ("query", query))
-        if value is not None
-    ]
-    if everyone is not False:
-        if everyone is not True:
-            raise ValidationError("must be true or false", field="everyone", code="invalid_type")
-        given.append("everyone")
-    if len(given) != 1:
-        raise ValidationError(
-            "give exactly one audience: users, topic, query or everyone"
-            + (f" (got {', '.join(given)})" if given else ""),
-            field="audience",
-            code="invalid_audience",
-        )
-    if users is not None:
-        if isinstance(users, str) or not isinstance(users, (list, tuple)):
-            raise ValidationError("must be a list of user ids", field="users", code="invalid_type")
-        if not users or len(users) > MAX_USERS:
-            raise ValidationError(
-                f"must list 1 to {MAX_USERS} user ids", field="users", code="invalid_value"
-            )
-        ids = [validation.text(u, "users", max_length=255, required=True) or "" for u in users]
-        return {"users": list(dict.fromkeys(ids))}
-    if topic is not None:
-        return {"topic": validation.topics([topic], "topic")[0]}
-    if query is not None:
-        return {"query": _query(query)}
-    return {"everyone": True}
-
-
-def _query(query: Any) -> dict[str, Any]:
-    if not isinstance(query, dict) or not query:
-        raise ValidationError(
-            "must be an object of conditions such as {'deviceType': 'ios'}",
-            field="query",
-            code="invalid_type",
-        )
-    checked: dict[str, Any] = {}
-    for name, condition in query.items():
-        field = f"query.{name}"
-        if name not in QUERY_FIELDS:
-            raise ValidationError(
-                f"can filter on {', '.join(QUERY_FIELDS)} only", field=field, code="invalid_value"
-            )
-        if not isinstance(condition, dict):
-            condition = {"eq": condition}
-        if len(condition) != 1 or next(iter(condition)) not in QUERY_OPERATORS:
-            raise ValidationError(
-                f"must be a value or one of {{{', '.join(QUERY_OPERATORS)}: ...}}",
-                field=field,
-                code="invalid_value",
-            )
-        [(operator, value)] = condition.items()
-        if operator in ("inq", "nin"):
-            if not isinstance(value, list) or len(value) > MAX_USERS:
-                raise ValidationError(
-                    f"{operator} takes a list of at most {MAX_USERS} values",
-                    field=field,
-                    code="invalid_value",
-                )
-            value = [validation.text(v, field, max_length=255, required=True) for v in value]
-        else:
-            value = validation.text(value, field, max_length=255, required=True)
-        checked[name] = {operator: value}
-    return checked
-
-
-def send_time(value: Any) -> datetime | None:
-    """``value`` in UTC: a timezone-aware time at most :data:`MAX_SCHEDULE_DAYS` ahead."""
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise ValidationError(
-            "must be a timezone-aware datetime", field="sendAt", code="invalid_value"
-        )
-    try:
-        utc: datetime = value.astimezone(timezone.utc)
-    except OverflowError:  # 9999-12-31T23:00-05:00 is past the year 9999 in UTC
-        raise ValidationError(
-            "is not a time datetime can hold", field="sendAt", code="invalid_value"
-        ) from None
-    if utc > utcnow() + timedelta(days=MAX_SCHEDULE_DAYS):
-        raise ValidationError(
-            f"must be at most {MAX_SCHEDULE_DAYS} days ahead", field="sendAt", code="invalid_value"
-        )
-    return utc
 
 
 # -- resolving -----------------------------------------------------------------------
@@ -351,6 +212,6 @@ def inbox_values(shown: Mapping[str, Any], notify_type: str | None) -> dict[str,
         "body": shown.get("body"),
         "url": shown.get("url"),
         "data": shown.get("data") or None,
-        "type": inbox.notify_type(notify_type, "notifyType") if notify_type else None,
+        "type": notify_type,
     }
     return {k: v for k, v in values.items() if v is not None}

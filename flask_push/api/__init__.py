@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..config import PushSettings
 from ..errors import ValidationError
-from . import installations, messages, meta, notifications, providers, subscriptions
+from . import routes
 from .http import ApiError, error_response
 
 log = logging.getLogger("flask_push")
@@ -43,8 +43,7 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     # static/: the browser client, flask-push.js (and its ES-module face, flask-push.mjs),
     # and the bell's stylesheet, flask-push.css
     bp = Blueprint("push", __name__, static_folder=_STATIC, static_url_path="/static")
-    for module in (meta, subscriptions, installations, notifications, messages, providers):
-        module.register(bp)
+    routes.register(bp, routes.table())
 
     @bp.before_request
     def guard() -> ResponseReturnValue | None:

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import logging
 import math
+import typing
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from flask import Response, current_app, jsonify, request
+from pydantic import BaseModel
 
-from .. import validation
 from ..errors import ValidationError
+from ..schemas.base import Context
+from ..schemas.errors import Error, ErrorDetail, check, parse
+from ..schemas.fields import UserId
 from ..validation import MAX_JSON_DEPTH
 
 if TYPE_CHECKING:
     from ..extension import Push
+
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger("flask_push")
 
@@ -41,10 +47,8 @@ class ApiError(Exception):
 
 
 def error_response(err: ApiError) -> Response:
-    error: dict[str, Any] = {"code": err.code, "message": err.message}
-    if err.field:
-        error["field"] = err.field
-    response = jsonify(error=error)
+    detail = ErrorDetail(code=err.code, message=err.message, field=err.field or None)
+    response = jsonify(Error(error=detail).to_json())
     response.status_code = err.status
     response.headers.update(err.headers)
     return response
@@ -71,7 +75,7 @@ def caller_id() -> str | None:
     if uid is None:
         return None
     try:
-        return validation.text(uid, "userId", max_length=255)
+        return str(check(UserId, uid, "userId"))
     except ValidationError as err:
         # Checked before anything is written: a column of 255 characters would refuse
         # it halfway (PostgreSQL), or keep an owner that no send can name (SQLite).
@@ -161,39 +165,23 @@ def _unstorable(data: Any) -> str | None:
     return None
 
 
-def only_fields(
-    data: dict[str, Any], allowed: set[str] | frozenset[str], where: str | None = None
-) -> None:
-    """Refuse unknown fields, so that a typo is an error rather than silently ignored.
-
-    ``where`` names the enclosing object of a nested one (``notification``), so the
-    error's field is a path such as ``notification.colour``.
-    """
-    for name in data:
-        if name not in allowed:
-            fail(
-                400,
-                "unknown_field",
-                f"Unknown field {name!r}; expected one of {sorted(allowed)}.",
-                f"{where}.{name}" if where else name,
-            )
+def context() -> Context:
+    """What the checks of a request need: this app's settings; values are JSON."""
+    return Context.of(push().settings, json=True)
 
 
-def query_int(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        fail(400, "invalid_value", f"must be a whole number from {low} to {high}", name)
-    return value
+def parse_body(model: type[M]) -> M:
+    """The request's JSON body, checked as ``model`` (a 400 names the field at fault)."""
+    return parse(model, body(), context())
 
 
-def query_bool(name: str) -> bool:
-    raw = request.args.get(name, "false").lower()
-    if raw not in ("true", "false", "1", "0"):
-        fail(400, "invalid_value", "must be true or false", name)
-    return raw in ("true", "1")
+def parse_query(model: type[M]) -> M:
+    """The query string, checked as ``model``: a repeatable parameter is a list field."""
+    values: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        if key not in request.args:
+            continue
+        repeated = typing.get_origin(field.annotation) is list
+        values[key] = request.args.getlist(key) if repeated else request.args[key]
+    return parse(model, values, context())

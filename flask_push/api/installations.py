@@ -2,42 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
 from .. import validation
 from ..models import utcnow
-from .http import body, fail, not_found, only_fields, push, user_id
+from ..schemas.installation import Installation, InstallationCreate, InstallationUpdate
+from .http import fail, not_found, parse_body, push, user_id
+from .routes import OWNER, USER, Answer, Route
 
-_CREATE_FIELDS = frozenset(
-    {
-        "appId",
-        "deviceToken",
-        "deviceType",
-        "userId",
-        "subscriptions",
-        "badge",
-        "timeZone",
-        "appVersion",
-    }
-)
-_PATCH_FIELDS = _CREATE_FIELDS - {"appId", "deviceType"}
+#: field of the body -> column
+_COLUMNS = {
+    "device_token": "device_token",
+    "subscriptions": "subscriptions",
+    "badge": "badge",
+    "time_zone": "time_zone",
+    "app_version": "app_version",
+}
 
 
-def register(bp: Blueprint) -> None:
-    bp.add_url_rule("/installations", view_func=register_installation, methods=["POST"])
-    bp.add_url_rule("/installations/<id>", view_func=get_installation, methods=["GET"])
-    bp.add_url_rule("/installations/<id>", view_func=update_installation, methods=["PATCH"])
-    bp.add_url_rule("/installations/<id>", view_func=delete_installation, methods=["DELETE"])
-
-
-def _owner(data: dict[str, Any], caller: str) -> str:
+def _owner(given: str | None, caller: str) -> str:
     """The user an installation is for: the caller, or anyone when an admin says so."""
-    owner = validation.text(data.get("userId"), "userId", max_length=255) or caller
+    owner = given or caller
     if owner != caller and not push().current_user_is_admin():
         fail(
             403,
@@ -48,36 +36,26 @@ def _owner(data: dict[str, Any], caller: str) -> str:
     return owner
 
 
-def _optional_values(data: dict[str, Any], device_type: str) -> dict[str, Any]:
-    """The settable fields present in ``data``, checked, keyed by column."""
-    checks: dict[str, tuple[str, Callable[[Any], Any]]] = {
-        "appVersion": ("app_version", lambda v: validation.text(v, "appVersion", max_length=64)),
-        "badge": (
-            "badge",
-            lambda v: None if v is None else validation.integer(v, "badge", low=0, high=2**31 - 1),
-        ),
-        "timeZone": ("time_zone", validation.time_zone),
-        "subscriptions": (
-            "subscriptions",
-            lambda v: validation.topics(v, "subscriptions", max_count=push().settings.max_topics),
-        ),
-        "deviceToken": ("device_token", lambda v: validation.device_token(v, device_type)),
+def _values(given: InstallationUpdate) -> dict[str, Any]:
+    """The settable fields the body holds (null too), keyed by column."""
+    given_names = given.model_fields_set
+    values = {
+        column: getattr(given, name) for name, column in _COLUMNS.items() if name in given_names
     }
-    return {checks[k][0]: checks[k][1](v) for k, v in data.items() if k in checks}
+    if "subscriptions" in values:
+        values["subscriptions"] = values["subscriptions"] or []
+    return values
 
 
 def register_installation() -> ResponseReturnValue:
     """Register a device; a known (appId, deviceToken) is updated and re-bound."""
     caller = user_id()
-    data = body()
-    only_fields(data, _CREATE_FIELDS)
-    app_id = validation.text(data.get("appId"), "appId", max_length=255, required=True)
-    device_type = validation.device_type(data.get("deviceType"))
-    data.setdefault("deviceToken", None)
-    values = _optional_values(data, device_type)
+    given = parse_body(InstallationCreate)
+    values = _values(given)
     values.update(
-        user_id=_owner(data, caller),
-        device_type=device_type,
+        device_token=given.device_token,
+        user_id=_owner(given.user_id, caller),
+        device_type=given.device_type,
         modified_at=utcnow(),
     )
 
@@ -85,17 +63,21 @@ def register_installation() -> ResponseReturnValue:
     model = ext.models.Installation
     session = ext.db.session
     installation = session.scalar(
-        sa.select(model).where(model.app_id == app_id, model.device_token == values["device_token"])
+        sa.select(model).where(
+            model.app_id == given.app_id, model.device_token == values["device_token"]
+        )
     )
     created = installation is None
     if installation is None:
-        installation = model(app_id=app_id, subscriptions=[], created_at=values["modified_at"])
+        installation = model(
+            app_id=given.app_id, subscriptions=[], created_at=values["modified_at"]
+        )
         session.add(installation)
     for name, value in values.items():
         setattr(installation, name, value)
     installation.revive()
     session.commit()
-    return installation.to_json(), 201 if created else 200
+    return Installation.model_validate(installation).to_json(), 201 if created else 200
 
 
 def _owned(id: str) -> Any:
@@ -108,21 +90,25 @@ def _owned(id: str) -> Any:
 
 
 def get_installation(id: str) -> ResponseReturnValue:
-    return _owned(id).to_json()
+    return Installation.model_validate(_owned(id)).to_json()
 
 
 def update_installation(id: str) -> ResponseReturnValue:
     installation = _owned(id)
-    data = body()
-    only_fields(data, _PATCH_FIELDS)
-    values = _optional_values(data, installation.device_type)
-    if "userId" in data:
-        values["user_id"] = _owner(data, user_id())
+    given = parse_body(InstallationUpdate)
+    values = _values(given)
+    if values.get("device_token") is not None:
+        # the shape of the tokens of the device type it was registered with
+        values["device_token"] = validation.device_token(
+            values["device_token"], installation.device_type
+        )
+    if "user_id" in given.model_fields_set:
+        values["user_id"] = _owner(given.user_id, user_id())
     for name, value in values.items():
         setattr(installation, name, value)
     installation.modified_at = utcnow()
     push().db.session.commit()
-    return installation.to_json()
+    return Installation.model_validate(installation).to_json()
 
 
 def delete_installation(id: str) -> ResponseReturnValue:
@@ -131,3 +117,64 @@ def delete_installation(id: str) -> ResponseReturnValue:
     session.delete(installation)
     session.commit()
     return "", 204
+
+
+_LINKS = ("getInstallation", "updateInstallation", "deleteInstallation")
+_ID = "The installation's id."
+
+ROUTES = (
+    Route(
+        "POST",
+        "/installations",
+        register_installation,
+        "registerInstallation",
+        "Register a mobile app install",
+        tag="installations",
+        who=USER,
+        body=InstallationCreate,
+        answers={
+            201: Answer("Created.", Installation, _LINKS),
+            200: Answer(
+                "The (appId, deviceToken) was known: updated and re-bound.", Installation, _LINKS
+            ),
+        },
+        errors=(401, 403, 409),
+    ),
+    Route(
+        "GET",
+        "/installations/<id>",
+        get_installation,
+        "getInstallation",
+        "One installation",
+        tag="installations",
+        who=OWNER,
+        id_description=_ID,
+        answers={200: Answer("The installation.", Installation)},
+        errors=(401, 404),
+    ),
+    Route(
+        "PATCH",
+        "/installations/<id>",
+        update_installation,
+        "updateInstallation",
+        "Change an installation",
+        tag="installations",
+        who=OWNER,
+        id_description=_ID,
+        body=InstallationUpdate,
+        answers={200: Answer("The changed installation.", Installation)},
+        errors=(401, 403, 404, 409),
+    ),
+    Route(
+        "DELETE",
+        "/installations/<id>",
+        delete_installation,
+        "deleteInstallation",
+        "Remove an installation",
+        tag="installations",
+        who=OWNER,
+        id_description=_ID,
+        answers={204: Answer("Deleted.")},
+        errors=(401, 404),
+    ),
+)

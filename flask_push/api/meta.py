@@ -1,28 +1,80 @@
-"""Routes about the API itself: the VAPID public key and the OpenAPI document."""
+"""Routes about the API itself: the VAPID public key, the OpenAPI document, and the
+browser client the blueprint serves from its static folder."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import current_app, request
 
+from ..schemas.base import Context
+from ..schemas.meta import OpenApiDocument, VapidPublicKey
 from . import openapi
 from .http import require_webpush
-
-
-def register(bp: Blueprint) -> None:
-    bp.add_url_rule("/vapid-public-key", view_func=vapid_public_key, methods=["GET"])
-    bp.add_url_rule("/openapi.json", view_func=openapi_document, methods=["GET"])
+from .routes import ANYONE, Answer, Route
 
 
 def vapid_public_key() -> dict[str, Any]:
-    return {"publicKey": require_webpush()}
+    return VapidPublicKey(public_key=require_webpush()).to_json()
 
 
 def openapi_document() -> dict[str, Any]:
     settings = current_app.extensions["push"].settings
     return openapi.document(
-        settings.url_prefix,
-        server=request.url_root.rstrip("/"),
-        max_topics=settings.max_topics,
+        settings.url_prefix, server=request.url_root.rstrip("/"), limits=Context.of(settings)
     )
+
+
+ROUTES = (
+    Route(
+        "GET",
+        "/vapid-public-key",
+        vapid_public_key,
+        "getVapidPublicKey",
+        "The VAPID public key browsers subscribe with",
+        tag="meta",
+        who=ANYONE,
+        answers={200: Answer("The key.", VapidPublicKey)},
+        errors=(503,),
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        openapi_document,
+        "getOpenApiDocument",
+        "This document",
+        tag="meta",
+        who=ANYONE,
+        answers={200: Answer("An OpenAPI 3.1 document.", OpenApiDocument)},
+    ),
+    Route(
+        "GET",
+        "/static/<path:filename>",
+        None,  # the blueprint's static folder
+        "getBrowserClient",
+        "The browser client: a plain script, an ES module that loads it, and the bell's stylesheet",
+        tag="meta",
+        who=ANYONE,
+        parameters=(
+            {
+                "name": "filename",
+                "in": "path",
+                "required": True,
+                "description": "`flask-push.js` (sets `window.FlaskPush`), `flask-push.mjs` "
+                "(exports the same functions) or `flask-push.css` (the bell's look, which the "
+                "bell links by itself).",
+                "schema": {
+                    "type": "string",
+                    "enum": ["flask-push.js", "flask-push.mjs", "flask-push.css"],
+                },
+            },
+        ),
+        answers={
+            200: Answer(
+                "The script, or the stylesheet.",
+                {"application/javascript": {"type": "string"}, "text/css": {"type": "string"}},
+            )
+        },
+        errors=(404,),
+    ),
+)

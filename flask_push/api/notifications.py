@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from .. import inbox, validation
-from .http import body, fail, not_found, only_fields, push, query_bool, query_int, user_id
-
-_FIELDS = frozenset({"id", "userId", "type", "title", "body", "url", "data", "isNew", "progress"})
-
-
-def register(bp: Blueprint) -> None:
-    bp.add_url_rule("/notifications", view_func=list_items, methods=["GET"])
-    bp.add_url_rule("/notifications", view_func=upsert_item, methods=["POST"])
-    bp.add_url_rule("/notifications/mark-all-read", view_func=mark_all_read, methods=["POST"])
-    bp.add_url_rule("/notifications/<id>", view_func=get_item, methods=["GET"])
-    bp.add_url_rule("/notifications/<id>/read", view_func=mark_read, methods=["POST"])
+from .. import inbox
+from ..schemas.base import AnyObject, ecma
+from ..schemas.inbox import ITEM_ID, InboxItem, InboxItemUpsert, InboxPage, InboxQuery, UpdatedCount
+from .http import fail, not_found, parse_body, parse_query, push, user_id
+from .routes import USER, Answer, Route
 
 
 def list_items() -> ResponseReturnValue:
-    types = [t for raw in request.args.getlist("type") for t in raw.split(",") if t]
+    query = parse_query(InboxQuery)
     result = push().search(
         user_id(),
-        only_new=query_bool("onlyNew"),
-        types=types,
-        skip=query_int("skip", 0, 0, 10**9),
-        take=query_int("take", inbox.DEFAULT_TAKE, 1, inbox.MAX_TAKE),
+        only_new=query.only_new,
+        types=query.type_names(),
+        skip=query.skip,
+        take=query.take,
     )
     return result.to_json()
 
@@ -36,40 +28,103 @@ def get_item(id: str) -> ResponseReturnValue:
     item = ext.db.session.get(ext.models.InboxItem, (user_id(), id))
     if item is None:
         not_found("notification")
-    return item.to_json()
+    return InboxItem.model_validate(item).to_json()
 
 
 def upsert_item() -> ResponseReturnValue:
     """Create an item, or update the caller's item with the given ``id``."""
     caller = user_id()
-    data = body()
-    only_fields(data, _FIELDS)
-    owner = validation.text(data.get("userId"), "userId", max_length=255) or caller
+    given = parse_body(InboxItemUpsert)
+    owner = given.user_id or caller
     ext = push()
     if owner != caller and not ext.current_user_is_admin():
         fail(403, "forbidden", "Only administrators may write to another user's inbox.", "userId")
-    given = {
-        "type": data.get("type"),
-        "title": data.get("title"),
-        "body": data.get("body"),
-        "url": data.get("url"),
-        "data": data.get("data"),
-        "progress": data.get("progress"),
-        "is_new": data.get("isNew"),
-    }
-    item, created = ext._upsert(owner, data.get("id"), given)
-    return item.to_json(), 201 if created else 200
+    item, created = ext._upsert(given.model_copy(update={"user_id": owner}))
+    return InboxItem.model_validate(item).to_json(), 201 if created else 200
 
 
 def mark_read(id: str) -> ResponseReturnValue:
-    body()  # a body, if any, must still be JSON, as for mark-all-read
+    parse_body(AnyObject)  # a body, if any, must still be JSON, as for mark-all-read
     ext = push()
     owner = user_id()
     if ext.db.session.get(ext.models.InboxItem, (owner, inbox.item_id(id))) is None:
         not_found("notification")
-    return {"updated": ext.mark_read(owner, id)}
+    return UpdatedCount(updated=ext.mark_read(owner, id)).to_json()
 
 
 def mark_all_read() -> ResponseReturnValue:
-    body()  # a body, if any, must still be JSON
-    return {"updated": push().mark_all_read(user_id())}
+    parse_body(AnyObject)  # a body, if any, must still be JSON
+    return UpdatedCount(updated=push().mark_all_read(user_id())).to_json()
+
+
+_ONE = "The item's id."
+_LINKS = ("getNotification", "markNotificationRead")
+
+ROUTES = (
+    Route(
+        "GET",
+        "/notifications",
+        list_items,
+        "listNotifications",
+        "The caller's inbox, newest first",
+        tag="notifications",
+        who=USER,
+        query=InboxQuery,
+        answers={200: Answer("One page.", InboxPage)},
+        errors=(400, 401),
+    ),
+    Route(
+        "POST",
+        "/notifications",
+        upsert_item,
+        "upsertNotification",
+        "Create or update an inbox item",
+        tag="notifications",
+        who=USER + " Only an administrator may write to another user's inbox.",
+        body=InboxItemUpsert,
+        answers={
+            201: Answer("Created.", InboxItem, _LINKS),
+            200: Answer("Updated.", InboxItem, _LINKS),
+        },
+        errors=(401, 403, 409),
+    ),
+    Route(
+        "POST",
+        "/notifications/mark-all-read",
+        mark_all_read,
+        "markAllNotificationsRead",
+        "Mark all of the caller's items read",
+        tag="notifications",
+        who=USER,
+        body=AnyObject,
+        answers={200: Answer("How many were unread.", UpdatedCount)},
+        errors=(401,),
+    ),
+    Route(
+        "GET",
+        "/notifications/<id>",
+        get_item,
+        "getNotification",
+        "One of the caller's items",
+        tag="notifications",
+        who=USER,
+        id_description=_ONE,
+        id_pattern=ecma(ITEM_ID),
+        answers={200: Answer("The item.", InboxItem)},
+        errors=(401, 404),
+    ),
+    Route(
+        "POST",
+        "/notifications/<id>/read",
+        mark_read,
+        "markNotificationRead",
+        "Mark one of the caller's items read",
+        tag="notifications",
+        who=USER,
+        id_description=_ONE,
+        id_pattern=ecma(ITEM_ID),
+        body=AnyObject,
+        answers={200: Answer("1 if it was unread, else 0.", UpdatedCount)},
+        errors=(401, 404),
+    ),
+)

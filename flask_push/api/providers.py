@@ -5,32 +5,53 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
-from .. import credentials, validation
+from .. import credentials
 from ..errors import ProviderNotInstalled, ValidationError
 from ..models import utcnow
-from .http import body, fail, not_found, only_fields, push, require_admin
+from ..schemas.errors import parse
+from ..schemas.provider import (
+    CREATE,
+    Provider,
+    ProviderCreate,
+    ProviderHead,
+    ProviderList,
+    ProviderUpdate,
+)
+from .http import body, context, fail, not_found, parse_body, push, require_admin
+from .routes import ADMIN, Answer, Route
 
 
-def register(bp: Blueprint) -> None:
-    bp.add_url_rule("/providers", view_func=list_providers, methods=["GET"])
-    bp.add_url_rule("/providers", view_func=create_provider, methods=["POST"])
-    bp.add_url_rule("/providers/<id>", view_func=get_provider, methods=["GET"])
-    bp.add_url_rule("/providers/<id>", view_func=update_provider, methods=["PATCH"])
-    bp.add_url_rule("/providers/<id>", view_func=delete_provider, methods=["DELETE"])
+def _settings_error(err: ValidationError, settings: Any) -> ValidationError:
+    """A refused setting, in the words ``init_app`` uses for config: ``missing_setting``
+    for one left out (or empty), ``invalid_setting`` for a wrong one.
+
+    An unknown setting is named on its own (``color``, not ``settings.color``), as it
+    always was.
+    """
+    field = err.field or ""
+    name = field.removeprefix("settings.")
+    if err.code == "unknown_field":
+        return ValidationError(err.message, field=name, code=err.code)
+    if err.code == "required" or (isinstance(settings, dict) and settings.get(name) in (None, "")):
+        return ValidationError("is required", field=field, code="missing_setting")
+    return ValidationError(err.message, field=field, code="invalid_setting")
 
 
-def _apply(provider: Any, kind: credentials.ProviderKind, settings: dict[str, Any]) -> None:
-    """Check ``settings`` as ``init_app`` checks config, then split off the secrets."""
+def _apply(provider: Any, kind: credentials.ProviderKind, data: dict[str, Any]) -> None:
+    """Check ``data`` (a whole body of ``kind``) as ``init_app`` checks config, then split
+    off the secrets."""
     try:
         kind.check_installed()
     except ProviderNotInstalled as err:
         fail(400, "provider_not_installed", str(err), "kind")
-    only_fields(settings, {s.name for s in kind.settings})
     try:
-        normalized = kind.normalize(settings)
+        parse(CREATE[kind.name], data, context())
+    except ValidationError as err:
+        raise _settings_error(err, data.get("settings")) from None
+    try:
+        normalized = kind.normalize(data["settings"])
     except ValidationError as err:
         raise ValidationError(err.message, field=f"settings.{err.field}", code=err.code) from err
     provider.settings = {
@@ -40,44 +61,35 @@ def _apply(provider: Any, kind: credentials.ProviderKind, settings: dict[str, An
     provider.modified_at = utcnow()
 
 
-def _settings(data: dict[str, Any]) -> dict[str, Any]:
-    settings = data.get("settings", {})
-    if not isinstance(settings, dict):
-        raise ValidationError("must be an object", field="settings", code="invalid_type")
-    return settings
-
-
 def list_providers() -> ResponseReturnValue:
     require_admin()
     ext = push()
     model = ext.models.Provider
     rows = ext.db.session.scalars(sa.select(model).order_by(model.app_id, model.kind)).all()
-    return {"totalCount": len(rows), "items": [row.to_json() for row in rows]}
+    return ProviderList(total_count=len(rows), items=[Provider.of(row) for row in rows]).to_json()
 
 
 def create_provider() -> ResponseReturnValue:
     require_admin()
     data = body()
-    only_fields(data, {"appId", "kind", "settings"})
-    app_id = validation.text(data.get("appId"), "appId", max_length=255, required=True)
-    kind_name = data.get("kind")
-    kind = credentials.KINDS.get(kind_name) if isinstance(kind_name, str) else None
-    if kind is None:
-        fail(400, "invalid_value", f"must be one of {sorted(credentials.KINDS)}", "kind")
+    head = parse(ProviderHead, data, context())
+    kind = credentials.KINDS[head.kind]
     ext = push()
     model = ext.models.Provider
     session = ext.db.session
-    if session.scalar(sa.select(model.id).where(model.app_id == app_id, model.kind == kind.name)):
+    if session.scalar(
+        sa.select(model.id).where(model.app_id == head.app_id, model.kind == kind.name)
+    ):
         fail(
             409,
             "conflict",
-            f"appId {app_id!r} already has a {kind.name} provider; PATCH it instead.",
+            f"appId {head.app_id!r} already has a {kind.name} provider; PATCH it instead.",
         )
-    provider = model(app_id=app_id, kind=kind.name)
-    _apply(provider, kind, _settings(data))
+    provider = model(app_id=head.app_id, kind=kind.name)
+    _apply(provider, kind, {**data, "settings": head.settings})
     session.add(provider)
     session.commit()
-    return provider.to_json(), 201
+    return Provider.of(provider).to_json(), 201
 
 
 def _provider(id: str) -> Any:
@@ -90,23 +102,23 @@ def _provider(id: str) -> Any:
 
 
 def get_provider(id: str) -> ResponseReturnValue:
-    return _provider(id).to_json()
+    return Provider.of(_provider(id)).to_json()
 
 
 def update_provider(id: str) -> ResponseReturnValue:
     """Change some settings; secrets left out are kept, derived ones recomputed."""
     provider = _provider(id)
-    data = body()
-    only_fields(data, {"settings"})
+    given = parse_body(ProviderUpdate)
     kind = credentials.KINDS[provider.kind]
     stored = {
         k: v
         for k, v in {**provider.settings, **provider.secrets}.items()
         if k not in kind.derived_names
     }
-    _apply(provider, kind, {**stored, **_settings(data)})
+    merged = {**stored, **given.settings}
+    _apply(provider, kind, {"appId": provider.app_id, "kind": kind.name, "settings": merged})
     push().db.session.commit()
-    return provider.to_json()
+    return Provider.of(provider).to_json()
 
 
 def delete_provider(id: str) -> ResponseReturnValue:
@@ -115,3 +127,70 @@ def delete_provider(id: str) -> ResponseReturnValue:
     session.delete(provider)
     session.commit()
     return "", 204
+
+
+_LINKS = ("getProvider", "updateProvider", "deleteProvider")
+_ONE = "The provider's id."
+
+ROUTES = (
+    Route(
+        "GET",
+        "/providers",
+        list_providers,
+        "listProviders",
+        "Every provider, by appId and kind",
+        tag="providers",
+        who=ADMIN,
+        answers={200: Answer("All providers.", ProviderList)},
+        errors=(403,),
+    ),
+    Route(
+        "POST",
+        "/providers",
+        create_provider,
+        "createProvider",
+        "Add push credentials for an app id",
+        tag="providers",
+        who=ADMIN,
+        body=ProviderCreate,
+        answers={201: Answer("Created.", Provider, _LINKS)},
+        errors=(403, 409),
+    ),
+    Route(
+        "GET",
+        "/providers/<id>",
+        get_provider,
+        "getProvider",
+        "One provider",
+        tag="providers",
+        who=ADMIN,
+        id_description=_ONE,
+        answers={200: Answer("The provider.", Provider)},
+        errors=(403, 404),
+    ),
+    Route(
+        "PATCH",
+        "/providers/<id>",
+        update_provider,
+        "updateProvider",
+        "Change a provider's settings",
+        tag="providers",
+        who=ADMIN,
+        id_description=_ONE,
+        body=ProviderUpdate,
+        answers={200: Answer("The changed provider.", Provider)},
+        errors=(403, 404),
+    ),
+    Route(
+        "DELETE",
+        "/providers/<id>",
+        delete_provider,
+        "deleteProvider",
+        "Remove a provider",
+        tag="providers",
+        who=ADMIN,
+        id_description=_ONE,
+        answers={204: Answer("Deleted.")},
+        errors=(403, 404),
+    ),
+)

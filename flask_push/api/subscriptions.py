@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, request
+from flask import current_app, request
 from flask.typing import ResponseReturnValue
 
-from .. import signals, validation
-from ..errors import ValidationError
+from .. import signals
 from ..models import DEAD, utcnow
-from .http import body, caller_id, fail, not_found, only_fields, push, require_webpush
+from ..schemas.subscription import Subscription, SubscriptionCreate
+from .http import caller_id, fail, not_found, parse_body, push, require_webpush
 from .ratelimit import check_subscribe
-
-_FIELDS = frozenset({"endpoint", "expirationTime", "keys", "topics"})
-_MAX_MS = 253_402_300_800_000
-
-
-def register(bp: Blueprint) -> None:
-    bp.add_url_rule("/subscriptions", view_func=subscribe, methods=["POST"])
-    bp.add_url_rule("/subscriptions/<id>", view_func=unsubscribe, methods=["DELETE"])
-
-
-def _expiration(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    # datetime ends with the year 9999: 253402300800000 ms is 10000-01-01
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < _MAX_MS:
-        raise ValidationError(
-            "must be null or milliseconds since the epoch",
-            field="expirationTime",
-            code="invalid_value",
-        )
-    return datetime.fromtimestamp(value / 1000, timezone.utc)
+from .routes import Answer, Route
 
 
 def subscribe() -> ResponseReturnValue:
@@ -46,31 +25,21 @@ def subscribe() -> ResponseReturnValue:
     good, so re-posting it is refused with 410 rather than brought back.
     """
     ext = push()
-    settings = ext.settings
     check_subscribe()
     require_webpush()
-    data = body()
-    only_fields(data, _FIELDS)
-    keys = data.get("keys")
-    if not isinstance(keys, dict):
-        raise ValidationError("must be an object {p256dh, auth}", field="keys", code="required")
-    only_fields(keys, {"p256dh", "auth"})
+    given = parse_body(SubscriptionCreate)
     now = utcnow()
     values: dict[str, Any] = {
-        "endpoint": validation.endpoint(
-            data.get("endpoint"),
-            allowed_hosts=settings.endpoint_hosts,
-            allow_http=settings.allow_http_endpoints,
-        ),
-        "p256dh": validation.p256dh(keys.get("p256dh")),
-        "auth": validation.auth_secret(keys.get("auth")),
-        "expires_at": _expiration(data.get("expirationTime")),
+        "endpoint": given.endpoint,
+        "p256dh": given.keys.p256dh,
+        "auth": given.keys.auth,
+        "expires_at": given.expires_at,
         "user_id": caller_id(),
         "user_agent": _user_agent(),
         "last_seen_at": now,
     }
-    if "topics" in data:
-        values["topics"] = validation.topics(data["topics"], max_count=settings.max_topics)
+    if "topics" in given.model_fields_set:
+        values["topics"] = given.topics or []
 
     model = ext.models.Subscription
     session = ext.db.session
@@ -99,7 +68,7 @@ def subscribe() -> ResponseReturnValue:
         subscription=subscription,
         created=created,
     )
-    return subscription.to_json(), 201 if created else 200
+    return Subscription.model_validate(subscription).to_json(), 201 if created else 200
 
 
 def _user_agent() -> str | None:
@@ -126,3 +95,44 @@ def unsubscribe(id: str) -> ResponseReturnValue:
         subscription=subscription,
     )
     return "", 204
+
+
+ROUTES = (
+    Route(
+        "POST",
+        "/subscriptions",
+        subscribe,
+        "createSubscription",
+        "Register a browser's push subscription",
+        tag="subscriptions",
+        who="A signed-in user (the subscription is theirs) or anyone (an anonymous "
+        "subscription, whose id is its only credential). At most "
+        "PUSH_SUBSCRIBE_RATE_LIMIT requests per client address (429 above). "
+        "An endpoint already known is re-bound to the caller (200); to another "
+        "owner it starts over, without the previous owner's topics. An endpoint "
+        "its push service reported gone is refused (410).",
+        body=SubscriptionCreate,
+        answers={
+            201: Answer("Created.", Subscription, ("deleteSubscription",)),
+            200: Answer(
+                "The endpoint was known: updated and bound to the caller.",
+                Subscription,
+                ("deleteSubscription",),
+            ),
+        },
+        errors=(409, 410, 429, 503),
+    ),
+    Route(
+        "DELETE",
+        "/subscriptions/<id>",
+        unsubscribe,
+        "deleteSubscription",
+        "Remove a subscription",
+        tag="subscriptions",
+        who="Its owner, an administrator, or (for an anonymous subscription) anyone "
+        "holding its id.",
+        id_description="The subscription's id.",
+        answers={204: Answer("Deleted.")},
+        errors=(404,),
+    ),
+)

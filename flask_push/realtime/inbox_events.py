@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, scoped_session
 
 from .. import signals
 from ..errors import PushError
-from ..models import inbox_item_json
+from ..schemas.inbox import InboxItem
 
 if TYPE_CHECKING:
     from . import Realtime
@@ -37,7 +37,7 @@ def connect() -> None:
 
 
 def _item_saved(app: Flask, item: Any, **extra: Any) -> None:
-    publish_item(app, str(item.user_id), inbox_item_json(item))
+    publish_item(app, str(item.user_id), InboxItem.model_validate(item).to_json())
 
 
 def _read(app: Flask, user_id: str, **extra: Any) -> None:
