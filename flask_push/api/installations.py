@@ -11,7 +11,12 @@ from .. import validation
 from ..models import utcnow
 from ..schemas.installation import Installation, InstallationCreate, InstallationUpdate
 from .http import fail, not_found, parse_body, push, user_id
-from .routes import OWNER, USER, Answer, Route
+from .routes import OWNER, USER, Answer, Routes
+
+ROUTES = Routes("installations", who=OWNER)
+_LINKS = ("getInstallation", "updateInstallation", "deleteInstallation")
+_ID = "The installation's id."
+
 
 #: field of the body -> column
 _COLUMNS = {
@@ -47,6 +52,21 @@ def _values(given: InstallationUpdate) -> dict[str, Any]:
     return values
 
 
+@ROUTES(
+    "POST",
+    "/installations",
+    "registerInstallation",
+    "Register a mobile app install",
+    who=USER,
+    body=InstallationCreate,
+    answers={
+        201: Answer("Created.", Installation, _LINKS),
+        200: Answer(
+            "The (appId, deviceToken) was known: updated and re-bound.", Installation, _LINKS
+        ),
+    },
+    errors=(401, 403, 409),
+)
 def register_installation() -> ResponseReturnValue:
     """Register a device; a known (appId, deviceToken) is updated and re-bound."""
     caller = user_id()
@@ -89,10 +109,29 @@ def _owned(id: str) -> Any:
     return installation
 
 
+@ROUTES(
+    "GET",
+    "/installations/<id>",
+    "getInstallation",
+    "One installation",
+    id_description=_ID,
+    answers={200: Answer("The installation.", Installation)},
+    errors=(401, 404),
+)
 def get_installation(id: str) -> ResponseReturnValue:
     return Installation.model_validate(_owned(id)).to_json()
 
 
+@ROUTES(
+    "PATCH",
+    "/installations/<id>",
+    "updateInstallation",
+    "Change an installation",
+    id_description=_ID,
+    body=InstallationUpdate,
+    answers={200: Answer("The changed installation.", Installation)},
+    errors=(401, 403, 404, 409),
+)
 def update_installation(id: str) -> ResponseReturnValue:
     installation = _owned(id)
     given = parse_body(InstallationUpdate)
@@ -111,70 +150,18 @@ def update_installation(id: str) -> ResponseReturnValue:
     return Installation.model_validate(installation).to_json()
 
 
+@ROUTES(
+    "DELETE",
+    "/installations/<id>",
+    "deleteInstallation",
+    "Remove an installation",
+    id_description=_ID,
+    answers={204: Answer("Deleted.")},
+    errors=(401, 404),
+)
 def delete_installation(id: str) -> ResponseReturnValue:
     installation = _owned(id)
     session = push().db.session
     session.delete(installation)
     session.commit()
     return "", 204
-
-
-_LINKS = ("getInstallation", "updateInstallation", "deleteInstallation")
-_ID = "The installation's id."
-
-ROUTES = (
-    Route(
-        "POST",
-        "/installations",
-        register_installation,
-        "registerInstallation",
-        "Register a mobile app install",
-        tag="installations",
-        who=USER,
-        body=InstallationCreate,
-        answers={
-            201: Answer("Created.", Installation, _LINKS),
-            200: Answer(
-                "The (appId, deviceToken) was known: updated and re-bound.", Installation, _LINKS
-            ),
-        },
-        errors=(401, 403, 409),
-    ),
-    Route(
-        "GET",
-        "/installations/<id>",
-        get_installation,
-        "getInstallation",
-        "One installation",
-        tag="installations",
-        who=OWNER,
-        id_description=_ID,
-        answers={200: Answer("The installation.", Installation)},
-        errors=(401, 404),
-    ),
-    Route(
-        "PATCH",
-        "/installations/<id>",
-        update_installation,
-        "updateInstallation",
-        "Change an installation",
-        tag="installations",
-        who=OWNER,
-        id_description=_ID,
-        body=InstallationUpdate,
-        answers={200: Answer("The changed installation.", Installation)},
-        errors=(401, 403, 404, 409),
-    ),
-    Route(
-        "DELETE",
-        "/installations/<id>",
-        delete_installation,
-        "deleteInstallation",
-        "Remove an installation",
-        tag="installations",
-        who=OWNER,
-        id_description=_ID,
-        answers={204: Answer("Deleted.")},
-        errors=(401, 404),
-    ),
-)

@@ -34,11 +34,30 @@ from ..schemas.message import (
     MessageStatus,
 )
 from .http import ApiError, fail, not_found, parse_body, parse_query, push, require_admin
-from .routes import ADMIN, Answer, Route
+from .routes import ADMIN, Answer, Routes
+
+ROUTES = Routes("messages", who=ADMIN)
+_ONE = "The message's id."
+
 
 # -- sending ----------------------------------------------------------------------
 
 
+@ROUTES(
+    "POST",
+    "/messages",
+    "sendMessage",
+    "Send a notification to an audience",
+    body=MessageCreate,
+    answers={
+        202: Answer(
+            "Queued (or, with a known `idempotencyKey`, the first message).",
+            MessageQueued,
+            ("getMessage",),
+        )
+    },
+    errors=(403, 409),
+)
 def create_message() -> ResponseReturnValue:
     require_admin()
     given = parse_body(MessageCreate)
@@ -62,6 +81,15 @@ def create_message() -> ResponseReturnValue:
 # -- reading ----------------------------------------------------------------------
 
 
+@ROUTES(
+    "GET",
+    "/messages",
+    "listMessages",
+    "Sent messages, newest first",
+    query=MessagesQuery,
+    answers={200: Answer("One page.", MessageList)},
+    errors=(400, 403),
+)
 def list_messages() -> ResponseReturnValue:
     require_admin()
     query = parse_query(MessagesQuery)
@@ -83,6 +111,15 @@ def list_messages() -> ResponseReturnValue:
     ).to_json()
 
 
+@ROUTES(
+    "GET",
+    "/messages/<id>",
+    "getMessage",
+    "One message, with its delivery counts",
+    id_description=_ONE,
+    answers={200: Answer("The message.", MessageDetail)},
+    errors=(403, 404),
+)
 def get_message(id: str) -> ResponseReturnValue:
     require_admin()
     ext = push()
@@ -137,6 +174,19 @@ def _forbidden() -> ApiError:
     return ApiError(403, "forbidden", "The click token is missing, forged or not for this message.")
 
 
+@ROUTES(
+    "POST",
+    "/messages/<id>/clicks",
+    "recordMessageClick",
+    "Count a click on a message's notification",
+    who="Anyone holding a click token of this message (the service worker). A "
+    "missing, forged or other message's token answers 403, as does every token when "
+    "the app has no SECRET_KEY. Every valid click is counted.",
+    id_description=_ONE,
+    body=MessageClick,
+    answers={204: Answer("Counted.")},
+    errors=(403, 404),
+)
 def click(id: str) -> ResponseReturnValue:
     """Count a click on a notification of message ``id``, proven by its click token.
 
@@ -167,66 +217,3 @@ def click(id: str) -> ResponseReturnValue:
         )
     session.commit()
     return "", 204
-
-
-_ONE = "The message's id."
-
-ROUTES = (
-    Route(
-        "POST",
-        "/messages",
-        create_message,
-        "sendMessage",
-        "Send a notification to an audience",
-        tag="messages",
-        who=ADMIN,
-        body=MessageCreate,
-        answers={
-            202: Answer(
-                "Queued (or, with a known `idempotencyKey`, the first message).",
-                MessageQueued,
-                ("getMessage",),
-            )
-        },
-        errors=(403, 409),
-    ),
-    Route(
-        "GET",
-        "/messages",
-        list_messages,
-        "listMessages",
-        "Sent messages, newest first",
-        tag="messages",
-        who=ADMIN,
-        query=MessagesQuery,
-        answers={200: Answer("One page.", MessageList)},
-        errors=(400, 403),
-    ),
-    Route(
-        "GET",
-        "/messages/<id>",
-        get_message,
-        "getMessage",
-        "One message, with its delivery counts",
-        tag="messages",
-        who=ADMIN,
-        id_description=_ONE,
-        answers={200: Answer("The message.", MessageDetail)},
-        errors=(403, 404),
-    ),
-    Route(
-        "POST",
-        "/messages/<id>/clicks",
-        click,
-        "recordMessageClick",
-        "Count a click on a message's notification",
-        tag="messages",
-        who="Anyone holding a click token of this message (the service worker). A "
-        "missing, forged or other message's token answers 403, as does every token when "
-        "the app has no SECRET_KEY. Every valid click is counted.",
-        id_description=_ONE,
-        body=MessageClick,
-        answers={204: Answer("Counted.")},
-        errors=(403, 404),
-    ),
-)

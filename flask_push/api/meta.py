@@ -11,13 +11,30 @@ from ..schemas.base import Context
 from ..schemas.meta import OpenApiDocument, VapidPublicKey
 from . import openapi
 from .http import require_webpush
-from .routes import ANYONE, Answer, Route
+from .routes import ANYONE, Answer, Routes
+
+ROUTES = Routes("meta", who=ANYONE)
 
 
+@ROUTES(
+    "GET",
+    "/vapid-public-key",
+    "getVapidPublicKey",
+    "The VAPID public key browsers subscribe with",
+    answers={200: Answer("The key.", VapidPublicKey)},
+    errors=(503,),
+)
 def vapid_public_key() -> dict[str, Any]:
     return VapidPublicKey(public_key=require_webpush()).to_json()
 
 
+@ROUTES(
+    "GET",
+    "/openapi.json",
+    "getOpenApiDocument",
+    "This document",
+    answers={200: Answer("An OpenAPI 3.1 document.", OpenApiDocument)},
+)
 def openapi_document() -> dict[str, Any]:
     settings = current_app.extensions["push"].settings
     return openapi.document(
@@ -25,56 +42,31 @@ def openapi_document() -> dict[str, Any]:
     )
 
 
-ROUTES = (
-    Route(
-        "GET",
-        "/vapid-public-key",
-        vapid_public_key,
-        "getVapidPublicKey",
-        "The VAPID public key browsers subscribe with",
-        tag="meta",
-        who=ANYONE,
-        answers={200: Answer("The key.", VapidPublicKey)},
-        errors=(503,),
-    ),
-    Route(
-        "GET",
-        "/openapi.json",
-        openapi_document,
-        "getOpenApiDocument",
-        "This document",
-        tag="meta",
-        who=ANYONE,
-        answers={200: Answer("An OpenAPI 3.1 document.", OpenApiDocument)},
-    ),
-    Route(
-        "GET",
-        "/static/<path:filename>",
-        None,  # the blueprint's static folder
-        "getBrowserClient",
-        "The browser client: a plain script, an ES module that loads it, and the bell's stylesheet",
-        tag="meta",
-        who=ANYONE,
-        parameters=(
-            {
-                "name": "filename",
-                "in": "path",
-                "required": True,
-                "description": "`flask-push.js` (sets `window.FlaskPush`), `flask-push.mjs` "
-                "(exports the same functions) or `flask-push.css` (the bell's look, which the "
-                "bell links by itself).",
-                "schema": {
-                    "type": "string",
-                    "enum": ["flask-push.js", "flask-push.mjs", "flask-push.css"],
-                },
+ROUTES.add(
+    "GET",
+    "/static/<path:filename>",
+    None,
+    "getBrowserClient",
+    "The browser client: a plain script, an ES module that loads it, and the bell's stylesheet",
+    parameters=(
+        {
+            "name": "filename",
+            "in": "path",
+            "required": True,
+            "description": "`flask-push.js` (sets `window.FlaskPush`), `flask-push.mjs` "
+            "(exports the same functions) or `flask-push.css` (the bell's look, which the "
+            "bell links by itself).",
+            "schema": {
+                "type": "string",
+                "enum": ["flask-push.js", "flask-push.mjs", "flask-push.css"],
             },
-        ),
-        answers={
-            200: Answer(
-                "The script, or the stylesheet.",
-                {"application/javascript": {"type": "string"}, "text/css": {"type": "string"}},
-            )
         },
-        errors=(404,),
     ),
+    answers={
+        200: Answer(
+            "The script, or the stylesheet.",
+            {"application/javascript": {"type": "string"}, "text/css": {"type": "string"}},
+        )
+    },
+    errors=(404,),
 )

@@ -8,9 +8,22 @@ from .. import inbox
 from ..schemas.base import AnyObject, ecma
 from ..schemas.inbox import ITEM_ID, InboxItem, InboxItemUpsert, InboxPage, InboxQuery, UpdatedCount
 from .http import fail, not_found, parse_body, parse_query, push, user_id
-from .routes import USER, Answer, Route
+from .routes import USER, Answer, Routes
+
+ROUTES = Routes("notifications", who=USER)
+_ONE = "The item's id."
+_LINKS = ("getNotification", "markNotificationRead")
 
 
+@ROUTES(
+    "GET",
+    "/notifications",
+    "listNotifications",
+    "The caller's inbox, newest first",
+    query=InboxQuery,
+    answers={200: Answer("One page.", InboxPage)},
+    errors=(400, 401),
+)
 def list_items() -> ResponseReturnValue:
     query = parse_query(InboxQuery)
     result = push().search(
@@ -23,6 +36,16 @@ def list_items() -> ResponseReturnValue:
     return result.to_json()
 
 
+@ROUTES(
+    "GET",
+    "/notifications/<id>",
+    "getNotification",
+    "One of the caller's items",
+    id_description=_ONE,
+    id_pattern=ecma(ITEM_ID),
+    answers={200: Answer("The item.", InboxItem)},
+    errors=(401, 404),
+)
 def get_item(id: str) -> ResponseReturnValue:
     ext = push()
     item = ext.db.session.get(ext.models.InboxItem, (user_id(), id))
@@ -31,6 +54,19 @@ def get_item(id: str) -> ResponseReturnValue:
     return InboxItem.model_validate(item).to_json()
 
 
+@ROUTES(
+    "POST",
+    "/notifications",
+    "upsertNotification",
+    "Create or update an inbox item",
+    who=USER + " Only an administrator may write to another user's inbox.",
+    body=InboxItemUpsert,
+    answers={
+        201: Answer("Created.", InboxItem, _LINKS),
+        200: Answer("Updated.", InboxItem, _LINKS),
+    },
+    errors=(401, 403, 409),
+)
 def upsert_item() -> ResponseReturnValue:
     """Create an item, or update the caller's item with the given ``id``."""
     caller = user_id()
@@ -43,6 +79,17 @@ def upsert_item() -> ResponseReturnValue:
     return InboxItem.model_validate(item).to_json(), 201 if created else 200
 
 
+@ROUTES(
+    "POST",
+    "/notifications/<id>/read",
+    "markNotificationRead",
+    "Mark one of the caller's items read",
+    id_description=_ONE,
+    id_pattern=ecma(ITEM_ID),
+    body=AnyObject,
+    answers={200: Answer("1 if it was unread, else 0.", UpdatedCount)},
+    errors=(401, 404),
+)
 def mark_read(id: str) -> ResponseReturnValue:
     parse_body(AnyObject)  # a body, if any, must still be JSON, as for mark-all-read
     ext = push()
@@ -52,79 +99,15 @@ def mark_read(id: str) -> ResponseReturnValue:
     return UpdatedCount(updated=ext.mark_read(owner, id)).to_json()
 
 
+@ROUTES(
+    "POST",
+    "/notifications/mark-all-read",
+    "markAllNotificationsRead",
+    "Mark all of the caller's items read",
+    body=AnyObject,
+    answers={200: Answer("How many were unread.", UpdatedCount)},
+    errors=(401,),
+)
 def mark_all_read() -> ResponseReturnValue:
     parse_body(AnyObject)  # a body, if any, must still be JSON
     return UpdatedCount(updated=push().mark_all_read(user_id())).to_json()
-
-
-_ONE = "The item's id."
-_LINKS = ("getNotification", "markNotificationRead")
-
-ROUTES = (
-    Route(
-        "GET",
-        "/notifications",
-        list_items,
-        "listNotifications",
-        "The caller's inbox, newest first",
-        tag="notifications",
-        who=USER,
-        query=InboxQuery,
-        answers={200: Answer("One page.", InboxPage)},
-        errors=(400, 401),
-    ),
-    Route(
-        "POST",
-        "/notifications",
-        upsert_item,
-        "upsertNotification",
-        "Create or update an inbox item",
-        tag="notifications",
-        who=USER + " Only an administrator may write to another user's inbox.",
-        body=InboxItemUpsert,
-        answers={
-            201: Answer("Created.", InboxItem, _LINKS),
-            200: Answer("Updated.", InboxItem, _LINKS),
-        },
-        errors=(401, 403, 409),
-    ),
-    Route(
-        "POST",
-        "/notifications/mark-all-read",
-        mark_all_read,
-        "markAllNotificationsRead",
-        "Mark all of the caller's items read",
-        tag="notifications",
-        who=USER,
-        body=AnyObject,
-        answers={200: Answer("How many were unread.", UpdatedCount)},
-        errors=(401,),
-    ),
-    Route(
-        "GET",
-        "/notifications/<id>",
-        get_item,
-        "getNotification",
-        "One of the caller's items",
-        tag="notifications",
-        who=USER,
-        id_description=_ONE,
-        id_pattern=ecma(ITEM_ID),
-        answers={200: Answer("The item.", InboxItem)},
-        errors=(401, 404),
-    ),
-    Route(
-        "POST",
-        "/notifications/<id>/read",
-        mark_read,
-        "markNotificationRead",
-        "Mark one of the caller's items read",
-        tag="notifications",
-        who=USER,
-        id_description=_ONE,
-        id_pattern=ecma(ITEM_ID),
-        body=AnyObject,
-        answers={200: Answer("1 if it was unread, else 0.", UpdatedCount)},
-        errors=(401, 404),
-    ),
-)

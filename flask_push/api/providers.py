@@ -20,7 +20,11 @@ from ..schemas.provider import (
     ProviderUpdate,
 )
 from .http import body, context, fail, not_found, parse_body, push, require_admin
-from .routes import ADMIN, Answer, Route
+from .routes import ADMIN, Answer, Routes
+
+ROUTES = Routes("providers", who=ADMIN)
+_LINKS = ("getProvider", "updateProvider", "deleteProvider")
+_ONE = "The provider's id."
 
 
 def _settings_error(err: ValidationError, settings: Any) -> ValidationError:
@@ -61,6 +65,14 @@ def _apply(provider: Any, kind: credentials.ProviderKind, data: dict[str, Any]) 
     provider.modified_at = utcnow()
 
 
+@ROUTES(
+    "GET",
+    "/providers",
+    "listProviders",
+    "Every provider, by appId and kind",
+    answers={200: Answer("All providers.", ProviderList)},
+    errors=(403,),
+)
 def list_providers() -> ResponseReturnValue:
     require_admin()
     ext = push()
@@ -69,6 +81,15 @@ def list_providers() -> ResponseReturnValue:
     return ProviderList(total_count=len(rows), items=[Provider.of(row) for row in rows]).to_json()
 
 
+@ROUTES(
+    "POST",
+    "/providers",
+    "createProvider",
+    "Add push credentials for an app id",
+    body=ProviderCreate,
+    answers={201: Answer("Created.", Provider, _LINKS)},
+    errors=(403, 409),
+)
 def create_provider() -> ResponseReturnValue:
     require_admin()
     data = body()
@@ -101,10 +122,29 @@ def _provider(id: str) -> Any:
     return provider
 
 
+@ROUTES(
+    "GET",
+    "/providers/<id>",
+    "getProvider",
+    "One provider",
+    id_description=_ONE,
+    answers={200: Answer("The provider.", Provider)},
+    errors=(403, 404),
+)
 def get_provider(id: str) -> ResponseReturnValue:
     return Provider.of(_provider(id)).to_json()
 
 
+@ROUTES(
+    "PATCH",
+    "/providers/<id>",
+    "updateProvider",
+    "Change a provider's settings",
+    id_description=_ONE,
+    body=ProviderUpdate,
+    answers={200: Answer("The changed provider.", Provider)},
+    errors=(403, 404),
+)
 def update_provider(id: str) -> ResponseReturnValue:
     """Change some settings; secrets left out are kept, derived ones recomputed."""
     provider = _provider(id)
@@ -121,76 +161,18 @@ def update_provider(id: str) -> ResponseReturnValue:
     return Provider.of(provider).to_json()
 
 
+@ROUTES(
+    "DELETE",
+    "/providers/<id>",
+    "deleteProvider",
+    "Remove a provider",
+    id_description=_ONE,
+    answers={204: Answer("Deleted.")},
+    errors=(403, 404),
+)
 def delete_provider(id: str) -> ResponseReturnValue:
     provider = _provider(id)
     session = push().db.session
     session.delete(provider)
     session.commit()
     return "", 204
-
-
-_LINKS = ("getProvider", "updateProvider", "deleteProvider")
-_ONE = "The provider's id."
-
-ROUTES = (
-    Route(
-        "GET",
-        "/providers",
-        list_providers,
-        "listProviders",
-        "Every provider, by appId and kind",
-        tag="providers",
-        who=ADMIN,
-        answers={200: Answer("All providers.", ProviderList)},
-        errors=(403,),
-    ),
-    Route(
-        "POST",
-        "/providers",
-        create_provider,
-        "createProvider",
-        "Add push credentials for an app id",
-        tag="providers",
-        who=ADMIN,
-        body=ProviderCreate,
-        answers={201: Answer("Created.", Provider, _LINKS)},
-        errors=(403, 409),
-    ),
-    Route(
-        "GET",
-        "/providers/<id>",
-        get_provider,
-        "getProvider",
-        "One provider",
-        tag="providers",
-        who=ADMIN,
-        id_description=_ONE,
-        answers={200: Answer("The provider.", Provider)},
-        errors=(403, 404),
-    ),
-    Route(
-        "PATCH",
-        "/providers/<id>",
-        update_provider,
-        "updateProvider",
-        "Change a provider's settings",
-        tag="providers",
-        who=ADMIN,
-        id_description=_ONE,
-        body=ProviderUpdate,
-        answers={200: Answer("The changed provider.", Provider)},
-        errors=(403, 404),
-    ),
-    Route(
-        "DELETE",
-        "/providers/<id>",
-        delete_provider,
-        "deleteProvider",
-        "Remove a provider",
-        tag="providers",
-        who=ADMIN,
-        id_description=_ONE,
-        answers={204: Answer("Deleted.")},
-        errors=(403, 404),
-    ),
-)

@@ -1,18 +1,21 @@
 """The route table: each operation of the API once, with what the document says of it.
 
-Every resource module lists its routes; :func:`register` adds them to the
+Each resource module declares its operations on their handlers
+(``@ROUTES("GET", "/providers/<id>", ...)``); :func:`register` adds them to the
 blueprint and :mod:`flask_push.api.openapi` writes the document from the same
-list, with the request and response models each route names. A route cannot be
-served without being documented, nor documented without being served.
+table, with the request and response models each operation names. An operation
+cannot be served without being documented, nor documented without being served.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: who may call an operation, in the words the document uses
 ANYONE = "Anyone."
@@ -23,8 +26,9 @@ ADMIN = "Administrators only (403 otherwise)."
 
 @dataclass(frozen=True)
 class Answer:
-    """One documented response: a sentence, the body's model (None: no body), and the
-    operations the body's ``id`` may be passed to."""
+    """One documented response: a sentence, the body's model (None: no body; a mapping:
+    media type -> schema, for what is not JSON), and the operations the body's ``id``
+    may be passed to."""
 
     description: str
     model: Any = None
@@ -37,8 +41,8 @@ class Route:
 
     ``body`` and ``query`` are the models the handler parses; ``answers`` maps each
     status that is not an error to its :class:`Answer`; ``errors`` are the error
-    statuses it may answer besides those every body (400, 413, 415) brings.
-    ``view`` is None for a route the blueprint serves by itself (its static files).
+    statuses it may answer besides those every body brings (400, 413, 415). ``view``
+    is None for what the blueprint serves by itself (its static files).
     """
 
     method: str
@@ -59,17 +63,74 @@ class Route:
     parameters: tuple[Mapping[str, Any], ...] = field(default=())
 
 
+class Routes:
+    """The operations of one resource (one ``tag`` of the document).
+
+    Called with an operation's description, it is a decorator that declares the
+    handler it decorates; ``who`` is the default of its operations.
+    """
+
+    def __init__(self, tag: str, *, who: str = "") -> None:
+        self.tag, self.who = tag, who
+        self.routes: list[Route] = []
+
+    def __call__(
+        self,
+        method: str,
+        rule: str,
+        operation_id: str,
+        summary: str,
+        *,
+        answers: Mapping[int, Answer],
+        who: str | None = None,
+        **details: Any,
+    ) -> Callable[[F], F]:
+        def declare(view: F) -> F:
+            self.add(method, rule, view, operation_id, summary, answers=answers, who=who, **details)
+            return view
+
+        return declare
+
+    def add(
+        self,
+        method: str,
+        rule: str,
+        view: Callable[..., Any] | None,
+        operation_id: str,
+        summary: str,
+        *,
+        answers: Mapping[int, Answer],
+        who: str | None = None,
+        **details: Any,
+    ) -> None:
+        """Declare an operation without the decorator (``view`` None: served by the
+        blueprint itself)."""
+        self.routes.append(
+            Route(
+                method,
+                rule,
+                view,
+                operation_id,
+                summary,
+                self.tag,
+                self.who if who is None else who,
+                answers,
+                **details,
+            )
+        )
+
+
 def table() -> tuple[Route, ...]:
-    """Every route of the API, in the document's order."""
-    # imported here: each of them imports this module for Route
+    """Every operation of the API, in the document's order."""
+    # imported here: each of them imports this module
     from . import installations, messages, meta, notifications, providers, subscriptions
 
     modules = (meta, subscriptions, installations, notifications, messages, providers)
-    return tuple(route for module in modules for route in module.ROUTES)
+    return tuple(route for module in modules for route in module.ROUTES.routes)
 
 
 def register(bp: Blueprint, routes: Iterable[Route]) -> None:
-    """Add the routes that have a handler to ``bp`` (endpoint names are the handlers')."""
+    """Add the operations that have a handler to ``bp`` (endpoint names are the handlers')."""
     for route in routes:
         if route.view is not None:
             bp.add_url_rule(route.rule, view_func=route.view, methods=[route.method])

@@ -13,9 +13,33 @@ from ..models import DEAD, utcnow
 from ..schemas.subscription import Subscription, SubscriptionCreate
 from .http import caller_id, fail, not_found, parse_body, push, require_webpush
 from .ratelimit import check_subscribe
-from .routes import Answer, Route
+from .routes import Answer, Routes
+
+ROUTES = Routes("subscriptions")
 
 
+@ROUTES(
+    "POST",
+    "/subscriptions",
+    "createSubscription",
+    "Register a browser's push subscription",
+    who="A signed-in user (the subscription is theirs) or anyone (an anonymous "
+    "subscription, whose id is its only credential). At most "
+    "PUSH_SUBSCRIBE_RATE_LIMIT requests per client address (429 above). "
+    "An endpoint already known is re-bound to the caller (200); to another "
+    "owner it starts over, without the previous owner's topics. An endpoint "
+    "its push service reported gone is refused (410).",
+    body=SubscriptionCreate,
+    answers={
+        201: Answer("Created.", Subscription, ("deleteSubscription",)),
+        200: Answer(
+            "The endpoint was known: updated and bound to the caller.",
+            Subscription,
+            ("deleteSubscription",),
+        ),
+    },
+    errors=(409, 410, 429, 503),
+)
 def subscribe() -> ResponseReturnValue:
     """Register ``PushSubscription.toJSON()``; a known endpoint is updated and re-bound.
 
@@ -76,6 +100,16 @@ def _user_agent() -> str | None:
     return agent[:512] or None
 
 
+@ROUTES(
+    "DELETE",
+    "/subscriptions/<id>",
+    "deleteSubscription",
+    "Remove a subscription",
+    who="Its owner, an administrator, or (for an anonymous subscription) anyone holding its id.",
+    id_description="The subscription's id.",
+    answers={204: Answer("Deleted.")},
+    errors=(404,),
+)
 def unsubscribe(id: str) -> ResponseReturnValue:
     """Delete a subscription: its owner, an admin, or (for an anonymous one) its holder."""
     ext = push()
@@ -95,44 +129,3 @@ def unsubscribe(id: str) -> ResponseReturnValue:
         subscription=subscription,
     )
     return "", 204
-
-
-ROUTES = (
-    Route(
-        "POST",
-        "/subscriptions",
-        subscribe,
-        "createSubscription",
-        "Register a browser's push subscription",
-        tag="subscriptions",
-        who="A signed-in user (the subscription is theirs) or anyone (an anonymous "
-        "subscription, whose id is its only credential). At most "
-        "PUSH_SUBSCRIBE_RATE_LIMIT requests per client address (429 above). "
-        "An endpoint already known is re-bound to the caller (200); to another "
-        "owner it starts over, without the previous owner's topics. An endpoint "
-        "its push service reported gone is refused (410).",
-        body=SubscriptionCreate,
-        answers={
-            201: Answer("Created.", Subscription, ("deleteSubscription",)),
-            200: Answer(
-                "The endpoint was known: updated and bound to the caller.",
-                Subscription,
-                ("deleteSubscription",),
-            ),
-        },
-        errors=(409, 410, 429, 503),
-    ),
-    Route(
-        "DELETE",
-        "/subscriptions/<id>",
-        unsubscribe,
-        "deleteSubscription",
-        "Remove a subscription",
-        tag="subscriptions",
-        who="Its owner, an administrator, or (for an anonymous subscription) anyone "
-        "holding its id.",
-        id_description="The subscription's id.",
-        answers={204: Answer("Deleted.")},
-        errors=(404,),
-    ),
-)
