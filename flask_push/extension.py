@@ -25,8 +25,8 @@ from .providers import Provider, provider_class
 from .queues import ThreadWorker
 from .schemas.base import Context
 from .schemas.errors import by_alias, check, parse
-from .schemas.fields import UserId
-from .schemas.inbox import DEFAULT_TAKE, InboxItem, InboxItemUpsert
+from .schemas.fields import DEFAULT_TAKE, UserId
+from .schemas.inbox import InboxItem, InboxItemUpsert
 from .schemas.notification import MessageAudience, MessageNotification, TargetId
 
 if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery queue only

@@ -17,13 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import validation
 from .errors import ValidationError
 from .ids import new_id
 from .models import Models, utcnow
 from .schemas.errors import check
-from .schemas.fields import NotifyType, UserId
-from .schemas.inbox import DEFAULT_TAKE, MAX_TAKE, InboxPage, ItemId
+from .schemas.fields import DEFAULT_TAKE, NotifyType, Skip, Take, UserId
+from .schemas.inbox import InboxPage, ItemId
 
 #: a session, or Flask-SQLAlchemy's scoped ``db.session``
 AnySession = Session | scoped_session[Any]
@@ -116,8 +115,8 @@ def search(
     model's attribute names.
     """
     user_id = _user(user_id)
-    skip = validation.integer(skip, "skip", low=0, high=10**9)
-    take = validation.integer(take, "take", low=1, high=MAX_TAKE)
+    skip = int(check(Skip, skip, "skip"))
+    take = int(check(Take, take, "take"))
     wanted = [notify_type(t) for t in types or ()]
     params = {"user_id": user_id, "skip": skip, "take": take, "types": wanted}
     # Core, not the ORM: the rows are only read, so the identity map would be

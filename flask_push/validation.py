@@ -23,7 +23,9 @@ from yarl import URL
 from .errors import ValidationError
 
 MAX_ENDPOINT_LENGTH = 2048
-TOPIC = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
+#: what a name is made of: a topic's, an inbox item's id, an inbox item's type
+NAME_CHARACTERS = r"[A-Za-z0-9_.:\-]"
+NAME = re.compile(rf"^{NAME_CHARACTERS}{{1,64}}\Z")
 #: the most topics one subscription or installation holds (``PUSH_MAX_TOPICS``)
 MAX_TOPICS = 20
 #: JSON nested deeper is refused: no field needs it, and Python's recursion limit
@@ -84,20 +86,6 @@ def storable(value: str) -> bool:
     return True
 
 
-def integer(value: Any, field: str, *, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(
-            f"must be a whole number from {low} to {high}", field=field, code="invalid_value"
-        )
-    return value
-
-
-def boolean(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValidationError("must be true or false", field=field, code="invalid_type")
-    return value
-
-
 def topics(value: Any, field: str = "topics", *, max_count: int = MAX_TOPICS) -> list[str]:
     """A list of at most ``max_count`` topic names: letters, digits and ``_ . : -``,
     each up to 64 characters."""
@@ -108,7 +96,7 @@ def topics(value: Any, field: str = "topics", *, max_count: int = MAX_TOPICS) ->
             f"must be a list of at most {max_count} topic names", field=field, code="invalid_value"
         )
     for name in value:
-        if not isinstance(name, str) or not TOPIC.match(name):
+        if not isinstance(name, str) or not NAME.match(name):
             raise ValidationError(
                 f"has {name!r}, but topic names are 1-64 letters, digits, '_', '.', ':' or '-'",
                 field=field,
@@ -447,19 +435,10 @@ def auth_secret(value: Any, field: str = "keys.auth") -> str:
 
 # -- Mobile installations -----------------------------------------------------
 
-DEVICE_TYPES = ("ios", "android")
 # APNs tokens are hex; Apple says not to rely on their length, so accept 32 to 100 bytes.
 APNS_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}\Z")
 # FCM registration tokens are about 160 characters of base64url plus ':'.
 FCM_TOKEN = re.compile(r"^[A-Za-z0-9_\-:.]{32,512}\Z")
-
-
-def device_type(value: Any) -> str:
-    if value not in DEVICE_TYPES:
-        raise ValidationError(
-            "must be 'ios' or 'android'", field="deviceType", code="invalid_value"
-        )
-    return str(value)
 
 
 def device_token(value: Any, kind: str) -> str:

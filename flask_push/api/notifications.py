@@ -6,7 +6,8 @@ from flask.typing import ResponseReturnValue
 
 from .. import inbox
 from ..schemas.base import AnyObject, ecma
-from ..schemas.inbox import ITEM_ID, InboxItem, InboxItemUpsert, InboxPage, InboxQuery, UpdatedCount
+from ..schemas.inbox import InboxItem, InboxItemUpsert, InboxPage, InboxQuery, UpdatedCount
+from ..validation import NAME
 from .http import fail, not_found, parse_body, parse_query, push, user_id
 from .routes import USER, Answer, Routes
 
@@ -42,7 +43,7 @@ def list_items() -> ResponseReturnValue:
     "getNotification",
     "One of the caller's items",
     id_description=_ONE,
-    id_pattern=ecma(ITEM_ID),
+    id_pattern=ecma(NAME),
     answers={200: Answer("The item.", InboxItem)},
     errors=(401, 404),
 )
@@ -85,7 +86,7 @@ def upsert_item() -> ResponseReturnValue:
     "markNotificationRead",
     "Mark one of the caller's items read",
     id_description=_ONE,
-    id_pattern=ecma(ITEM_ID),
+    id_pattern=ecma(NAME),
     body=AnyObject,
     answers={200: Answer("1 if it was unread, else 0.", UpdatedCount)},
     errors=(401, 404),

@@ -112,15 +112,13 @@ Link = Annotated[
 ]
 
 _NAME = "must be 1-64 letters, digits, '_', '.', ':' or '-'"
-#: a topic: 1-64 letters, digits and ``_ . : -``
-TopicName = Annotated[
-    str, Pattern(validation.TOPIC, "invalid_value", _NAME), refuse_as("invalid_value", _NAME)
+#: 1-64 letters, digits and ``_ . : -``: a topic, an inbox item's id or type
+Name = Annotated[
+    str, Pattern(validation.NAME, "invalid_value", _NAME), refuse_as("invalid_value", _NAME)
 ]
-#: the kind of an inbox item (a message's ``notifyType``), in the same alphabet
-NOTIFY_TYPE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
-NotifyType = Annotated[
-    str, Pattern(NOTIFY_TYPE, "invalid_value", _NAME), refuse_as("invalid_value", _NAME)
-]
+TopicName = Name
+#: the kind of an inbox item (a message's ``notifyType``)
+NotifyType = Name
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,7 @@ class _Topics:
     ) -> JsonSchemaValue:
         return {
             "type": "array",
-            "items": {"type": "string", "pattern": ecma(validation.TOPIC)},
+            "items": {"type": "string", "pattern": ecma(validation.NAME)},
             "maxItems": document_limits().max_topics,
             "description": "Topic names (1-64 letters, digits, '_', '.', ':' or '-'); null "
             "means none. Stored sorted, without duplicates; at most PUSH_MAX_TOPICS.",
@@ -232,6 +230,17 @@ def _json_object(value: Any) -> dict[str, Any] | None:
 JsonObject = Annotated[dict[str, Any], checked(_json_object, dict[NoNul, JsonValue])]
 
 
+# -- pages -------------------------------------------------------------------------
+
+#: the most items (or messages) one page may hold, and how many without ``take``
+MAX_TAKE = 100
+DEFAULT_TAKE = 20
+#: how many to skip: a page's start
+Skip = Annotated[int, Whole(0, 10**9)]
+#: how many a page holds
+Take = Annotated[int, Whole(1, MAX_TAKE)]
+
+
 # -- answers ------------------------------------------------------------------------
 
 
@@ -260,16 +269,8 @@ def _whole_from_text(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class QueryWhole(GroupedMetadata):
-    """A whole number in a query string (``?take=20``), from ``low`` to ``high``."""
-
-    low: int
-    high: int
-
-    def __iter__(self) -> Iterator[BaseMetadata | Any]:
-        yield from Whole(self.low, self.high)
-        yield BeforeValidator(_whole_from_text)
+#: a whole number in a query string: ``Annotated[Take, FromQuery]``
+FromQuery = BeforeValidator(_whole_from_text)
 
 
 def _bool_from_text(value: Any) -> Any:

@@ -9,29 +9,29 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from .base import Documented, ResponseModel, WireModel, ecma, refuse, refuse_as
+from .. import validation
+from .base import Documented, ResponseModel, WireModel, ecma, refuse
 from .fields import (
-    NOTIFY_TYPE,
+    DEFAULT_TAKE,
     Boolean,
+    FromQuery,
     JsonObject,
     Link,
+    Name,
     NotifyType,
     Pattern,
     QueryBool,
-    QueryWhole,
+    ShortText,
+    Skip,
+    Take,
     Text,
     UserId,
 )
 
-#: the most items one page may hold
-MAX_TAKE = 100
-DEFAULT_TAKE = 20
 #: an item id a client may choose (``export-7``), to update the item in place
-ITEM_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
-_ID = "must be 1-64 letters, digits, '_', '.', ':' or '-'"
-ItemId = Annotated[str, Pattern(ITEM_ID, "invalid_value", _ID), refuse_as("invalid_value", _ID)]
+ItemId = Name
 #: an inbox item's title, shown in bold
-Title = Annotated[str, Text(255)]
+Title = ShortText
 #: an inbox item's or notification's text
 Body = Annotated[str, Text(4000, allow_empty=True)]
 
@@ -119,7 +119,7 @@ class InboxItem(ResponseModel):
 
     id: str
     user_id: str
-    type: Annotated[str, Documented(pattern=ecma(NOTIFY_TYPE))]
+    type: Annotated[str, Documented(pattern=ecma(validation.NAME))]
     title: str
     body: str | None
     url: str | None
@@ -133,9 +133,9 @@ class InboxItem(ResponseModel):
 class InboxPage(ResponseModel):
     """One page of the inbox, newest first."""
 
-    total_count: Annotated[int, Field(ge=0)]
+    total_count: Annotated[int, Documented(minimum=0)]
     """Items matching the filters, on all pages."""
-    new_count: Annotated[int, Field(ge=0)]
+    new_count: Annotated[int, Documented(minimum=0)]
     """The user's unread items, whatever the filters."""
     items: list[InboxItem]
 
@@ -143,12 +143,21 @@ class InboxPage(ResponseModel):
 class UpdatedCount(ResponseModel):
     """How many items changed."""
 
-    updated: Annotated[int, Field(ge=0)]
+    updated: Annotated[int, Documented(minimum=0)]
     """How many items were unread."""
 
 
 #: ``?type=a,b``: types separated by commas (empty parts are ignored)
-TYPE_LIST = re.compile(r"^[A-Za-z0-9_.:\-]{0,64}(?:,[A-Za-z0-9_.:\-]{0,64})*\Z")
+_PART = rf"{validation.NAME_CHARACTERS}{{0,64}}"
+TYPE_LIST = re.compile(rf"^{_PART}(?:,{_PART})*\Z")
+TypeList = Annotated[
+    str,
+    Pattern(
+        TYPE_LIST,
+        "invalid_value",
+        "must be types of 1-64 letters, digits, '_', '.', ':' or '-', separated by commas",
+    ),
+]
 
 
 class InboxQuery(WireModel):
@@ -156,13 +165,11 @@ class InboxQuery(WireModel):
 
     only_new: QueryBool = False
     """Only unread items (`1` and `0` are accepted too)."""
-    types: list[Annotated[str, Pattern(TYPE_LIST, "invalid_value", _ID)]] = Field(
-        default=[], alias="type"
-    )
+    types: list[TypeList] = Field(default=[], alias="type")
     """Only items of these types; repeat the parameter or separate with commas."""
-    skip: Annotated[int, QueryWhole(0, 10**9)] = 0
+    skip: Annotated[Skip, FromQuery] = 0
     """Items to skip."""
-    take: Annotated[int, QueryWhole(1, MAX_TAKE)] = DEFAULT_TAKE
+    take: Annotated[Take, FromQuery] = DEFAULT_TAKE
     """Page size."""
 
     def type_names(self) -> list[str]:

@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from .. import validation
 from ..errors import ValidationError
 from .base import NotNull, ResponseModel, WireModel, ecma, refuse
-from .fields import Pattern, RowId, TargetStatus, Text, TimeZone, Topics, UserId, Whole
+from .fields import Pattern, RowId, ShortText, TargetStatus, Text, TimeZone, Topics, UserId, Whole
 
 DeviceType = Literal["ios", "android"]
 #: an APNs badge: a 32-bit count
@@ -70,7 +70,7 @@ class InstallationCreate(InstallationUpdate):
         }
     )
 
-    app_id: Annotated[str, Text(255), NotNull]
+    app_id: Annotated[ShortText, NotNull]
     device_type: DeviceType
     # required here, where it names the device
     device_token: DeviceToken

@@ -8,14 +8,11 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from .base import Documented, ResponseModel, WireModel, refuse, shape_as
-from .fields import QueryWhole, RowId
+from .fields import DEFAULT_TAKE, FromQuery, RowId, Skip, Take
 from .notification import _ONE_AUDIENCE, MessageAudience, MessageNotification, ShownNotification
 
 #: a message's status, derived from its deliveries (see :mod:`flask_push.api.messages`)
 MessageStatus = Literal["scheduled", "queued", "sending", "done"]
-#: messages per page
-DEFAULT_TAKE = 20
-MAX_TAKE = 100
 
 _STATUS = (
     "`scheduled` until `sendAt`; then `queued` while every delivery is queued, `sending` "
@@ -140,7 +137,7 @@ class MessageClick(WireModel):
 class MessagesQuery(WireModel):
     """The query string of ``GET /messages``."""
 
-    skip: Annotated[int, QueryWhole(0, 10**9)] = 0
+    skip: Annotated[Skip, FromQuery] = 0
     """Messages to skip."""
-    take: Annotated[int, QueryWhole(1, MAX_TAKE)] = DEFAULT_TAKE
+    take: Annotated[Take, FromQuery] = DEFAULT_TAKE
     """Page size."""

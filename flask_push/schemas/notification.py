@@ -62,7 +62,7 @@ Badge = Annotated[
 class ShownNotification(WireModel):
     """What the notification shows, on every platform; a message keeps it as sent."""
 
-    title: Annotated[str, Text(255), NotNull]
+    title: Annotated[ShortText, NotNull]
     body: Body | None = None
     url: Link | None = None
     icon: Link | None = None
@@ -152,7 +152,7 @@ TargetId = Annotated[str, Text(40), NotNull]
 _ONE_AUDIENCE = "must be one of {users: [..]}, {topic: ..}, {query: {..}} or {everyone: true}"
 
 #: a value an installation's field is compared with
-QueryValue = Annotated[str, Text(255), NotNull]
+QueryValue = Annotated[ShortText, NotNull]
 #: the fields a query may filter on (LoopBack's Installation names)
 QueryField = Literal["userId", "deviceType", "appId", "appVersion"]
 

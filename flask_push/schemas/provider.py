@@ -24,7 +24,7 @@ from pydantic.fields import FieldInfo
 
 from .. import credentials
 from .base import Documented, NotNull, ResponseModel, WireModel, ecma, refuse, refuse_as
-from .fields import RowId, Text
+from .fields import RowId, ShortText
 
 #: what ``str.strip()`` takes off both ends of a setting
 _SPACE = (
@@ -39,7 +39,7 @@ def _stripped(pattern: Any) -> str:
     return f"^{_SPACE}{body}{_SPACE}$"
 
 
-AppId = Annotated[str, Text(255), NotNull]
+AppId = Annotated[ShortText, NotNull]
 Kind = Literal["webpush", "fcm", "apns"]
 
 
