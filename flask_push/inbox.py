@@ -1,7 +1,8 @@
 """The notification inbox: one list of items per user, newest first.
 
 The Python API (``push.upsert``, ``push.search``, ``push.mark_all_read``) and
-the ``/notifications`` routes both call these functions, so validation and
+the ``/notifications`` routes both call these functions, with values checked by the
+same model (:class:`flask_push.schemas.inbox.InboxItemUpsert`), so validation and
 behaviour are the same from both sides.
 """
 
