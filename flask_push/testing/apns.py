@@ -54,7 +54,7 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
-from ._service import BackgroundService
+from .service import FakeService, ScriptedFailure
 from .tls import LocalCertificate, make_local_certificate
 
 if TYPE_CHECKING:
@@ -168,14 +168,6 @@ class _IssuedKey:
     public_key: ec.EllipticCurvePublicKey
 
 
-@dataclass
-class _ScriptedFailure:
-    status: int
-    reason: str
-    token: str | None
-    remaining: int
-
-
 @dataclass(frozen=True)
 class _Response:
     status: int
@@ -197,7 +189,7 @@ class _Stream:
     body: bytearray = field(default_factory=bytearray)
 
 
-class FakeAPNs(BackgroundService):
+class FakeAPNs(FakeService[ReceivedNotification]):
     """A local APNs provider API (``POST /3/device/<token>`` over HTTP/2 and TLS).
 
     :param topic: a topic (app bundle id) that may be pushed to; see :meth:`allow_topic`.
@@ -209,10 +201,12 @@ class FakeAPNs(BackgroundService):
         protocol error that closes the connection.
     :param certificate: the TLS certificate to serve; a fresh one by default.
 
-    Use it as a context manager, or call :meth:`start` and :meth:`stop`.
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`; a stopped
+    fake may start again, on another port.
     """
 
-    host = "127.0.0.1"
+    restartable = True
+    noun = "notifications"
 
     def __init__(
         self,
@@ -223,22 +217,19 @@ class FakeAPNs(BackgroundService):
         max_concurrent_streams: int = 1000,
         certificate: LocalCertificate | None = None,
     ) -> None:
-        self.delay = delay
+        super().__init__(delay=delay)
         self.max_concurrent_streams = max_concurrent_streams
         self._certificate = certificate
-        self._state = threading.Condition()
         self._topics: set[str] = set()
         self._keys: dict[str, _IssuedKey] = {}
         self._verified_tokens: dict[str, tuple[str, _IssuedKey, int]] = {}
         self._unregistered: dict[str, int] = {}
-        self._failures: list[_ScriptedFailure] = []
-        self._notifications: list[ReceivedNotification] = []
         self._rejections: list[RejectedRequest] = []
         self._connection_count = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._port: int | None = None
+        self._bound_port = 0
         self._startup_error: BaseException | None = None
         self._protocols: set[_H2ServerProtocol] = set()
         self.allow_topic(*([topic] if topic else []), *topics)
@@ -252,20 +243,8 @@ class FakeAPNs(BackgroundService):
             self._certificate = make_local_certificate()
         return self._certificate
 
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeAPNs is not running: call start() first")
-        return self._port
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
-    def start(self) -> FakeAPNs:
-        """Start serving in a background thread; returns once the port is open."""
-        if self._thread is not None:
-            raise RuntimeError("FakeAPNs is already running")
+    def _open(self) -> int:
+        """Serve in a thread of its own, with its own event loop, once the port is open."""
         context = self.certificate.server_context(alpn=["h2"])
         ready = threading.Event()
         self._startup_error = None
@@ -279,9 +258,9 @@ class FakeAPNs(BackgroundService):
             thread.join()
             self._thread = None
             raise RuntimeError("FakeAPNs could not start") from self._startup_error
-        return self
+        return self._bound_port
 
-    def stop(self) -> None:
+    def _close(self) -> None:
         """Close every connection (with a GOAWAY) and stop the server thread."""
         thread, loop, stopping = self._thread, self._loop, self._stopping
         if thread is None:
@@ -290,7 +269,18 @@ class FakeAPNs(BackgroundService):
             loop.call_soon_threadsafe(stopping.set)
         thread.join()
         self._thread = None
-        self._port = None
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._answer_released)
+            except RuntimeError:
+                pass  # the loop closed meanwhile: nothing is held any more
+
+    def _answer_released(self) -> None:
+        for protocol in list(self._protocols):
+            protocol.answer_released()
 
     # Credentials and topics
 
@@ -310,13 +300,13 @@ class FakeAPNs(BackgroundService):
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ).decode("ascii")
-        with self._state:
+        with self._cond:
             self._keys[key_id] = _IssuedKey(team_id, private_key.public_key())
         return key_pem, key_id, team_id
 
     def revoke_key(self, key_id: str) -> None:
         """Forget a key: tokens it signed get 403 InvalidProviderToken."""
-        with self._state:
+        with self._cond:
             self._keys.pop(key_id, None)
 
     def allow_topic(self, *topics: str) -> None:
@@ -327,12 +317,12 @@ class FakeAPNs(BackgroundService):
         Those push types must use such a topic, as Apple requires (else 400
         TopicDisallowed).
         """
-        with self._state:
+        with self._cond:
             self._topics.update(topics)
 
     @property
     def topics(self) -> frozenset[str]:
-        with self._state:
+        with self._cond:
             return frozenset(self._topics)
 
     def app_config(self, topic: str | None = None) -> dict[str, Any]:
@@ -369,7 +359,7 @@ class FakeAPNs(BackgroundService):
         stopped being valid; APNs sends it back in the error body.
         """
         when = int(time.time() * 1000) if timestamp is None else timestamp
-        with self._state:
+        with self._cond:
             self._unregistered[token.lower()] = when
 
     def fail_next(
@@ -382,22 +372,15 @@ class FakeAPNs(BackgroundService):
         Only requests that pass every check are failed this way; an invalid request
         still gets its own error and does not use up the script.
         """
-        if not 400 <= status <= 599:
-            raise ValueError("status must be an HTTP error status (4xx or 5xx)")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        with self._state:
-            self._failures.append(
-                _ScriptedFailure(status, reason, token.lower() if token else None, times)
-            )
+        target = token.lower() if token else None
+        self._script_failure(ScriptedFailure(status, reason), target=target, times=times)
 
     def reset(self) -> None:
         """Forget the notifications, rejections, scripted failures and unregistered
         devices; keys and topics stay."""
-        with self._state:
-            self._notifications.clear()
+        with self._cond:
+            super().reset()
             self._rejections.clear()
-            self._failures.clear()
             self._unregistered.clear()
 
     # Inspection
@@ -405,33 +388,19 @@ class FakeAPNs(BackgroundService):
     @property
     def notifications(self) -> list[ReceivedNotification]:
         """The notifications accepted so far, in the order they were accepted."""
-        with self._state:
-            return list(self._notifications)
+        return self._recorded()
 
     @property
     def rejections(self) -> list[RejectedRequest]:
         """The requests answered with an error so far."""
-        with self._state:
+        with self._cond:
             return list(self._rejections)
 
     @property
     def connection_count(self) -> int:
         """How many connections clients have opened since the fake was created."""
-        with self._state:
+        with self._cond:
             return self._connection_count
-
-    def wait(self, count: int = 1, timeout: float = 5.0) -> list[ReceivedNotification]:
-        """Wait until at least ``count`` notifications were accepted; return them all.
-
-        Raises :class:`TimeoutError` when they have not arrived within ``timeout`` seconds.
-        """
-        with self._state:
-            if not self._state.wait_for(lambda: len(self._notifications) >= count, timeout):
-                raise TimeoutError(
-                    f"expected {count} APNs notifications within {timeout} s, "
-                    f"got {len(self._notifications)}"
-                )
-            return list(self._notifications)
 
     # Client helpers
 
@@ -483,7 +452,7 @@ class FakeAPNs(BackgroundService):
             self._startup_error = error
             ready.set()
             return
-        self._port = server.sockets[0].getsockname()[1]
+        self._bound_port = server.sockets[0].getsockname()[1]
         ready.set()
         await self._stopping.wait()
 
@@ -502,7 +471,7 @@ class FakeAPNs(BackgroundService):
 
     def _connected(self, protocol: _H2ServerProtocol) -> None:
         self._protocols.add(protocol)
-        with self._state:
+        with self._cond:
             self._connection_count += 1
 
     def _disconnected(self, protocol: _H2ServerProtocol) -> None:
@@ -518,7 +487,7 @@ class FakeAPNs(BackgroundService):
         token = path[len(_DEVICE_PATH) :] if path.startswith(_DEVICE_PATH) else ""
         sent = {name: value for name, value in headers if name.startswith("apns-")}
         now = time.time()
-        with self._state:
+        with self._cond:
             try:
                 payload = self._check(headers, fields, token, body, now)
             except _Rejected as rejected:
@@ -532,8 +501,7 @@ class FakeAPNs(BackgroundService):
                     rejected.status, apns_id, json.dumps(reply, separators=(",", ":")).encode()
                 )
             sent["apns-id"] = apns_id
-            self._notifications.append(ReceivedNotification(token, sent, payload, now))
-            self._state.notify_all()
+            self._record(ReceivedNotification(token, sent, payload, now))
         return _Response(200, apns_id)
 
     def _check(
@@ -577,12 +545,9 @@ class FakeAPNs(BackgroundService):
             raise _Rejected(400, "BadDeviceToken")
         payload = self._check_payload(body, push_type)
 
-        for failure in self._failures:
-            if failure.token is None or failure.token == token.lower():
-                failure.remaining -= 1
-                if failure.remaining == 0:
-                    self._failures.remove(failure)
-                raise _Rejected(failure.status, failure.reason)
+        failure = self._take_failure(token.lower())
+        if failure is not None:
+            raise _Rejected(failure.status, failure.reason or "")
         gone = self._unregistered.get(token.lower())
         if gone is not None:
             raise _Rejected(410, "Unregistered", timestamp=gone)
@@ -671,7 +636,11 @@ class _H2ServerProtocol(asyncio.Protocol):
             },
         )
         self.streams: dict[int, _Stream] = {}
+        # Requests received whole and not answered yet: waiting out the delay
+        # (pending), held until the fake releases them (held), or neither, briefly.
+        self.in_flight: set[int] = set()
         self.pending: dict[int, asyncio.TimerHandle] = {}
+        self.held: list[int] = []
         # Response bodies waiting for the client to open its flow-control window.
         self.blocked: dict[int, bytes] = {}
 
@@ -686,6 +655,9 @@ class _H2ServerProtocol(asyncio.Protocol):
         for handle in self.pending.values():
             handle.cancel()
         self.pending.clear()
+        self.held.clear()
+        for stream_id in list(self.in_flight):
+            self.settle(stream_id)
         self.streams.clear()
         self.blocked.clear()
         self.transport = None
@@ -727,18 +699,41 @@ class _H2ServerProtocol(asyncio.Protocol):
     def request_complete(self, stream_id: int) -> None:
         if stream_id not in self.streams:
             return
+        self.in_flight.add(stream_id)
+        self.fake._arrive()
         if self.fake.delay > 0:
             loop = asyncio.get_running_loop()
-            self.pending[stream_id] = loop.call_later(self.fake.delay, self.answer, stream_id)
+            self.pending[stream_id] = loop.call_later(
+                self.fake.delay, self.answer_unless_held, stream_id
+            )
         else:
+            self.answer_unless_held(stream_id)
+
+    def answer_unless_held(self, stream_id: int) -> None:
+        self.pending.pop(stream_id, None)
+        if self.fake._may_answer():
             self.answer(stream_id)
+        else:
+            self.held.append(stream_id)
+
+    def answer_released(self) -> None:
+        """Answer the held requests the fake now lets go, oldest first."""
+        while self.held and self.fake._may_answer():
+            self.answer(self.held.pop(0))
+
+    def settle(self, stream_id: int) -> None:
+        """The request is answered, or will never be: no longer in flight."""
+        if stream_id in self.in_flight:
+            self.in_flight.discard(stream_id)
+            self.fake._depart()
 
     def answer(self, stream_id: int) -> None:
-        self.pending.pop(stream_id, None)
         stream = self.streams.pop(stream_id, None)
         if stream is None or self.transport is None:
+            self.settle(stream_id)
             return
         response = self.fake._handle(stream.headers, bytes(stream.body))
+        self.settle(stream_id)
         headers = [(":status", str(response.status)), ("apns-id", response.apns_id)]
         if response.body is not None:
             headers.append(("content-type", "application/json"))
@@ -772,6 +767,9 @@ class _H2ServerProtocol(asyncio.Protocol):
         handle = self.pending.pop(stream_id, None)
         if handle is not None:
             handle.cancel()
+        if stream_id in self.held:
+            self.held.remove(stream_id)
+        self.settle(stream_id)
         self.streams.pop(stream_id, None)
         self.blocked.pop(stream_id, None)
 

@@ -35,22 +35,19 @@ import itertools
 import json
 import re
 import secrets
-import socket
-import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
+from io import BufferedIOBase
 from typing import Any, cast
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ._service import BackgroundService
+from ._http import BodyRefused, HTTPAnswer, HTTPFakeService, HTTPRequest
+from .service import ScriptedFailure
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
@@ -178,20 +175,14 @@ class _Account:
 
 
 @dataclass
-class _Failure:
-    status: int
-    error_code: str
-    token: str | None
-    retry_after: int | None
-    message: str | None
-    remaining: int
-
-
-@dataclass
 class _Reply:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+    def http(self) -> HTTPAnswer:
+        content_type = {"Content-Type": "application/json; charset=UTF-8"}
+        return HTTPAnswer(self.status, json.dumps(self.body).encode(), content_type | self.headers)
 
 
 class _Invalid(Exception):
@@ -230,6 +221,10 @@ def _auth_error(message: str, reason: str) -> _Reply:
 
 def _oauth_error(error: str, description: str) -> _Reply:
     return _Reply(400, {"error": error, "error_description": description})
+
+
+def _not_found(path: str) -> _Reply:
+    return _Reply(404, _google_error(404, f"The requested URL {path} was not found."))
 
 
 # -- The v1 message schema ----------------------------------------------------
@@ -452,154 +447,34 @@ _message = _object(
 _request = _object({"message": _struct, "validate_only": _boolean})
 
 
-# -- The HTTP server ----------------------------------------------------------
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # benchmarks open many connections at once
-
-    def __init__(self, fake: FakeFCM) -> None:
-        self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks the host name up (socket.getfqdn): skip it.
-        TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up is no news; a bug in the fake prints its traceback.
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as real clients expect
-    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's
-    # algorithm meets the client's delayed ACK and every answer stalls ~40 ms.
-    disable_nagle_algorithm = True
-    timeout = 30  # an idle keep-alive connection is closed after this long
-    server_version = "FakeFCM"
-    sys_version = ""
-
-    @property
-    def fake(self) -> FakeFCM:
-        return cast(_Server, self.server).fake
-
-    def setup(self) -> None:
-        super().setup()
-        self.fake._track(self.connection, open=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.fake._track(self.connection, open=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self.close_connection = True
-            self._reply(_Reply(411, _google_error(411, "Content-Length is required.")))
-            return
-        body = self.rfile.read(int(length))
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        if path == "/token":
-            reply = self.fake._token(body)
-        elif match := re.fullmatch(r"/v1/projects/([^/]+)/messages:send", path):
-            reply = self.fake._send(match.group(1), self.headers.get("Authorization"), body)
-        else:
-            reply = self._not_found(path)
-        self._reply(reply)
-
-    def do_GET(self) -> None:
-        self._reply(self._not_found(self.path))
-
-    def _not_found(self, path: str) -> _Reply:
-        return _Reply(404, _google_error(404, f"The requested URL {path} was not found."))
-
-    def _reply(self, reply: _Reply) -> None:
-        payload = json.dumps(reply.body).encode()
-        self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-
-class FakeFCM(BackgroundService):
+class FakeFCM(HTTPFakeService[ReceivedMessage]):
     """A local FCM HTTP v1 server and OAuth token endpoint, in a background thread.
 
     Start it with :meth:`start` or ``with FakeFCM() as fake:``; it listens on
     127.0.0.1 on a free port and serves each connection in its own thread.
     ``delay`` (seconds) is slept before answering each send, for benchmarks; it
-    may be changed while running. With ``check_tokens`` (the default), a
-    registration token that is not in FCM's shape gets 400 INVALID_ARGUMENT.
+    may be changed while running, and :meth:`hold` keeps sends unanswered until
+    :meth:`release`. With ``check_tokens`` (the default), a registration token
+    that is not in FCM's shape gets 400 INVALID_ARGUMENT.
     """
 
+    noun = "messages"
+    server_version = "FakeFCM"
+
     def __init__(self, delay: float = 0.0, *, check_tokens: bool = True) -> None:
-        self.delay = delay
+        super().__init__(delay=delay)
         self.check_tokens = check_tokens
-        self._lock = threading.Condition()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
         self._accounts: dict[str, _Account] = {}
         self._account_numbers = itertools.count(1)
         self._tokens: dict[str, IssuedToken] = {}
         self._expired: set[str] = set()
-        self._messages: list[ReceivedMessage] = []
-        self._failures: list[_Failure] = []
         self._unregistered: set[str] = set()
         self._send_attempts = 0
-
-    # -- lifecycle -------------------------------------------------------------
-
-    def start(self) -> FakeFCM:
-        """Listen on 127.0.0.1 (a free port) and serve in a background thread."""
-        if self._server is not None:
-            raise RuntimeError("a FakeFCM starts once (its service accounts name its port)")
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"FakeFCM:{self._server.server_port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close open connections and free the port."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        thread.join()
-        self._thread = None
-        # _server stays set: a stopped fake is not restarted (its accounts name its port)
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``: the value for ``PUSH_FCM_BASE_URL``."""
-        if self._server is None:
-            raise RuntimeError("FakeFCM is not started")
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def endpoint_base(self) -> str:
@@ -622,7 +497,7 @@ class FakeFCM(BackgroundService):
         token_uri = self.token_uri
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         private_key_id = secrets.token_hex(20)
-        with self._lock:
+        with self._cond:
             number = next(self._account_numbers)
             email = f"fcm-sender-{number}@{project_id}.iam.gserviceaccount.com"
             self._accounts[email] = _Account(email, project_id, private_key_id, key.public_key())
@@ -678,21 +553,17 @@ class FakeFCM(BackgroundService):
         ``retry_after`` adds a ``Retry-After`` header (seconds). Scripted failures
         are used in the order they were added.
         """
-        if not 400 <= status <= 599:
-            raise ValueError(f"status must be an HTTP error status, not {status}")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        with self._lock:
-            self._failures.append(_Failure(status, error_code, token, retry_after, message, times))
+        failure = ScriptedFailure(status, error_code, retry_after, message)
+        self._script_failure(failure, target=token, times=times)
 
     def unregister(self, token: str) -> None:
         """Make later sends to ``token`` fail with 404 UNREGISTERED (an uninstalled app)."""
-        with self._lock:
+        with self._cond:
             self._unregistered.add(token)
 
     def expire_tokens(self) -> None:
         """Expire every access token issued so far (sends get 401 ACCESS_TOKEN_EXPIRED)."""
-        with self._lock:
+        with self._cond:
             self._expired.update(self._tokens)
 
     def reset(self) -> None:
@@ -700,9 +571,8 @@ class FakeFCM(BackgroundService):
 
         Service accounts and issued access tokens stay valid.
         """
-        with self._lock:
-            self._messages.clear()
-            self._failures.clear()
+        with self._cond:
+            super().reset()
             self._unregistered.clear()
             self._send_attempts = 0
 
@@ -711,41 +581,43 @@ class FakeFCM(BackgroundService):
     @property
     def messages(self) -> list[ReceivedMessage]:
         """The messages accepted so far, oldest first (a copy)."""
-        with self._lock:
-            return list(self._messages)
+        return self._recorded()
 
     @property
     def issued_tokens(self) -> list[IssuedToken]:
         """The access tokens ``/token`` issued, oldest first."""
-        with self._lock:
+        with self._cond:
             return list(self._tokens.values())
 
     @property
     def send_attempts(self) -> int:
         """Every request to ``messages:send`` so far, failed ones included."""
-        with self._lock:
+        with self._cond:
             return self._send_attempts
-
-    def wait(self, count: int = 1, timeout: float = 5.0) -> list[ReceivedMessage]:
-        """Wait until at least ``count`` messages arrived; return them all.
-
-        Raises :class:`TimeoutError` if they have not within ``timeout`` seconds.
-        """
-        with self._lock:
-            if not self._lock.wait_for(lambda: len(self._messages) >= count, timeout):
-                raise TimeoutError(
-                    f"FakeFCM got {len(self._messages)} of {count} messages in {timeout}s"
-                )
-            return list(self._messages)
 
     # -- request handling (called from the server's threads) -------------------
 
-    def _track(self, connection: socket.socket, *, open: bool) -> None:
-        with self._lock:
-            if open:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
+    def _read_body(self, request: HTTPRequest, stream: BufferedIOBase) -> bytes:
+        length = request.header("Content-Length")
+        if length is None or not length.isdigit():
+            error = _google_error(411, "Content-Length is required.")
+            raise BodyRefused(_Reply(411, error).http())
+        return stream.read(int(length))
+
+    def _answer(self, request: HTTPRequest) -> HTTPAnswer:
+        path = urllib.parse.unquote(urllib.parse.urlsplit(request.path).path)
+        if request.method != "POST":
+            reply = _not_found(request.path)
+        elif path == "/token":
+            reply = self._token(request.body)
+        elif match := re.fullmatch(r"/v1/projects/([^/]+)/messages:send", path):
+            with self._cond:
+                self._send_attempts += 1
+            with self._answering():
+                reply = self._send(match.group(1), request.header("Authorization"), request.body)
+        else:
+            reply = _not_found(path)
+        return reply.http()
 
     def _token(self, body: bytes) -> _Reply:
         try:
@@ -761,7 +633,7 @@ class FakeFCM(BackgroundService):
             unverified = jwt.decode(assertion, options={"verify_signature": False})
         except jwt.PyJWTError as err:
             return _oauth_error("invalid_grant", f"Invalid JWT: {err}")
-        with self._lock:
+        with self._cond:
             account = self._accounts.get(str(unverified.get("iss")))
         if account is None:
             return _oauth_error("invalid_grant", "Invalid grant: account not found")
@@ -812,7 +684,7 @@ class FakeFCM(BackgroundService):
             issued_at=now,
             expires_at=now + TOKEN_LIFETIME,
         )
-        with self._lock:
+        with self._cond:
             self._tokens[issued.access_token] = issued
         body_out = {
             "access_token": issued.access_token,
@@ -822,11 +694,6 @@ class FakeFCM(BackgroundService):
         return _Reply(200, body_out, {"Cache-Control": "no-cache, no-store, max-age=0"})
 
     def _send(self, project: str, authorization: str | None, body: bytes) -> _Reply:
-        with self._lock:
-            self._send_attempts += 1
-        if self.delay > 0:
-            time.sleep(self.delay)
-
         scheme, _, access_token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not access_token.strip():
             return _auth_error(
@@ -835,7 +702,7 @@ class FakeFCM(BackgroundService):
                 "CREDENTIALS_MISSING",
             )
         access_token = access_token.strip()
-        with self._lock:
+        with self._cond:
             issued = self._tokens.get(access_token)
             expired = access_token in self._expired
         if issued is None:
@@ -869,14 +736,14 @@ class FakeFCM(BackgroundService):
             return _Reply(400, error)
 
         token = message.get("token")
-        with self._lock:
+        with self._cond:
             failure = self._take_failure(token)
             unregistered = token is not None and token in self._unregistered
         if failure is not None:
             headers = {}
             if failure.retry_after is not None:
                 headers["Retry-After"] = str(failure.retry_after)
-            error = _fcm_error(failure.status, failure.error_code, failure.message)
+            error = _fcm_error(failure.status, failure.reason or "", failure.message)
             return _Reply(failure.status, error, headers)
         if unregistered:
             return _Reply(404, _fcm_error(404, "UNREGISTERED"))
@@ -895,19 +762,8 @@ class FakeFCM(BackgroundService):
             access_token=access_token,
             received_at=time.time(),
         )
-        with self._lock:
-            self._messages.append(received)
-            self._lock.notify_all()
+        self._record(received)
         return _Reply(200, {"name": name})
-
-    def _take_failure(self, token: str | None) -> _Failure | None:
-        for failure in self._failures:
-            if failure.token is None or failure.token == token:
-                failure.remaining -= 1
-                if failure.remaining == 0:
-                    self._failures.remove(failure)
-                return failure
-        return None
 
     def _validate(self, request: Any) -> dict[str, Any]:
         """Check a send request's body like FCM does; return its message."""

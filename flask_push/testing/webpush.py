@@ -40,17 +40,14 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import ssl
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from io import BufferedIOBase
+from typing import Any
 from urllib.parse import urlsplit
 
 import http_ece
@@ -60,7 +57,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
 
 from ..credentials import vapid_public_key, vapid_raw_private_key
-from ._service import BackgroundService
+from ._http import BodyRefused, Headers, HTTPAnswer, HTTPFakeService, HTTPRequest, header
+from .service import ScriptedFailure
 from .tls import LocalCertificate, make_local_certificate
 
 __all__ = [
@@ -88,7 +86,6 @@ _DIGITS = re.compile(r"[0-9]+")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 # Bodies larger than this are not even read: the connection is closed after a 413.
 _READ_LIMIT = 1 << 20
-_Headers = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -146,7 +143,7 @@ class PushRequest:
     method: str
     path: str
     #: The request headers, in the order sent; see :meth:`header`.
-    headers: _Headers
+    headers: Headers
     #: The body as received (still encrypted).
     body: bytes
     #: The status answered.
@@ -166,7 +163,7 @@ class PushRequest:
 
     def header(self, name: str) -> str | None:
         """The first header of that name (case-insensitive), or ``None``."""
-        return _header(self.headers, name)
+        return header(self.headers, name)
 
 
 class FakeSubscriber:
@@ -235,21 +232,7 @@ class FakeSubscriber:
 
         Raises :class:`TimeoutError` when fewer arrived within ``timeout`` seconds.
         """
-        with self.service._cond:
-            if not self.service._cond.wait_for(lambda: len(self._received) >= count, timeout):
-                raise TimeoutError(
-                    f"{self!r} received {len(self._received)} push(es) in {timeout} s, "
-                    f"expected {count}"
-                )
-            return list(self._received)
-
-
-@dataclass
-class _Failure:
-    status: int
-    subscriber_id: str | None
-    retry_after: int | str | None
-    remaining: int
+        return self.service._wait_for(lambda: self._received, count, timeout, repr(self))
 
 
 class _Reject(Exception):
@@ -266,8 +249,15 @@ class _Answer:
     reason: str
     headers: dict[str, str] = field(default_factory=dict)
 
+    def http(self) -> HTTPAnswer:
+        """On the wire: an error's reason as a line of text, a 201 with no body."""
+        if self.status == 201:
+            return HTTPAnswer(201, b"", self.headers)
+        text = {**self.headers, "Content-Type": "text/plain; charset=utf-8"}
+        return HTTPAnswer(self.status, self.reason.encode("utf-8") + b"\n", text)
 
-class FakePushService(BackgroundService):
+
+class FakePushService(HTTPFakeService[ReceivedPush]):
     """A Web Push service on ``127.0.0.1`` that checks and decrypts what it receives.
 
     ``POST /push/<id>`` answers like a real push service:
@@ -291,9 +281,13 @@ class FakePushService(BackgroundService):
     ``tls=True`` serves https with :attr:`certificate` (made for the purpose unless
     one is given); clients trust it through ``certificate.cert_file``. ``delay``
     seconds are waited before answering each push, in the request's own thread,
-    so concurrent pushes overlap. Use it as a context manager, or call
-    :meth:`start` and :meth:`stop`.
+    so concurrent pushes overlap; :meth:`hold` keeps pushes unanswered until
+    :meth:`release`. Use it as a context manager, or call :meth:`start` and
+    :meth:`stop`.
     """
+
+    noun = "pushes"
+    server_version = "FakePushService/1.0"
 
     def __init__(
         self,
@@ -302,19 +296,12 @@ class FakePushService(BackgroundService):
         delay: float = 0.0,
         certificate: LocalCertificate | None = None,
     ) -> None:
+        super().__init__(delay=delay)
         self.tls = tls or certificate is not None
-        #: Seconds to wait before answering each push; may be changed while running.
-        self.delay = delay
         self.certificate = certificate
         self._own_certificate_dir: str | None = None
-        self._cond = threading.Condition()
         self._subscribers: dict[str, FakeSubscriber] = {}
-        self._pushes: list[ReceivedPush] = []
         self._requests: list[PushRequest] = []
-        self._failures: list[_Failure] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._port: int | None = None
 
     def __repr__(self) -> str:
         where = self.origin if self._port is not None else "not started"
@@ -322,55 +309,25 @@ class FakePushService(BackgroundService):
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def start(self) -> FakePushService:
-        """Bind a free port and serve in a background thread; returns ``self``."""
-        if self._port is not None:
-            raise RuntimeError("a FakePushService can be started only once")
-        context = None
-        if self.tls:
-            if self.certificate is None:
-                self._own_certificate_dir = tempfile.mkdtemp(prefix="flask-push-webpush-")
-                self.certificate = make_local_certificate(self._own_certificate_dir)
-            context = self.certificate.server_context()
-        server = _Server(self, context)
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"FakePushService:{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        if self.certificate is None:
+            self._own_certificate_dir = tempfile.mkdtemp(prefix="flask-push-webpush-")
+            self.certificate = make_local_certificate(self._own_certificate_dir)
+        return self.certificate.server_context()
 
     def stop(self) -> None:
         """Stop serving and close the socket. What was recorded stays readable."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join()
+        super().stop()
         if self._own_certificate_dir is not None:
             shutil.rmtree(self._own_certificate_dir, ignore_errors=True)
             self._own_certificate_dir = None
 
     @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the FakePushService is not started: call start() first")
-        return self._port
-
-    @property
     def origin(self) -> str:
         """``scheme://127.0.0.1:port``: what a VAPID token's ``aud`` must be."""
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def app_config(self) -> dict[str, Any]:
         """The ``PUSH_*`` keys that let an app deliver to this service's endpoints.
@@ -431,21 +388,16 @@ class FakePushService(BackgroundService):
         ``retry_after`` (seconds, or an HTTP date) is sent as ``Retry-After``.
         Scripted failures are used up in the order they were made.
         """
-        if not 400 <= status <= 599:
-            raise ValueError(f"a failure status is 4xx or 5xx, not {status}")
-        if times < 1:
-            raise ValueError("times must be at least 1")
         subscriber_id = subscriber.id if isinstance(subscriber, FakeSubscriber) else subscriber
-        with self._cond:
-            self._failures.append(_Failure(status, subscriber_id, retry_after, times))
+        failure = ScriptedFailure(status, retry_after=retry_after)
+        self._script_failure(failure, target=subscriber_id, times=times)
 
     # -- what happened ----------------------------------------------------------------
 
     @property
     def pushes(self) -> list[ReceivedPush]:
         """Every push delivered, to any subscriber, in order of arrival (a copy)."""
-        with self._cond:
-            return list(self._pushes)
+        return self._recorded()
 
     @property
     def requests(self) -> list[PushRequest]:
@@ -458,19 +410,6 @@ class FakePushService(BackgroundService):
         """The requests that were not accepted."""
         return [request for request in self.requests if not request.accepted]
 
-    def wait(self, count: int = 1, timeout: float = 5.0) -> list[ReceivedPush]:
-        """Wait until ``count`` pushes have been delivered in all and return them.
-
-        Raises :class:`TimeoutError` when fewer arrived within ``timeout`` seconds.
-        """
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self._pushes) >= count, timeout):
-                raise TimeoutError(
-                    f"{self!r} received {len(self._pushes)} push(es) in {timeout} s, "
-                    f"expected {count}"
-                )
-            return list(self._pushes)
-
     def reset(self) -> None:
         """Forget what was received and the scripted failures still pending.
 
@@ -478,26 +417,60 @@ class FakePushService(BackgroundService):
         lists are emptied too.
         """
         with self._cond:
-            self._pushes.clear()
+            super().reset()
             self._requests.clear()
-            self._failures.clear()
             for subscriber in self._subscribers.values():
                 subscriber._received.clear()
 
     # -- the push service -------------------------------------------------------------
 
-    def _answer(self, method: str, path: str, headers: _Headers, body: bytes) -> _Answer:
+    def _read_body(self, request: HTTPRequest, stream: BufferedIOBase) -> bytes:
+        length = request.header("Content-Length")
+        if length is None:
+            if request.header("Transfer-Encoding"):
+                self._refuse(request, 411, "send a Content-Length: chunked bodies are not accepted")
+            return b""
+        if not _DIGITS.fullmatch(length.strip()):
+            self._refuse(request, 400, f"Content-Length is not a number: {length!r}")
+        size = int(length)
+        if size > _READ_LIMIT:
+            self._refuse(
+                request, 413, f"the body is {size} bytes, more than the {MAX_BODY_SIZE} accepted"
+            )
+        return stream.read(size)
+
+    def _refuse(self, request: HTTPRequest, status: int, reason: str) -> None:
+        """Record a request whose body is not read, and answer it."""
+        answer = _Answer(status, reason)
+        self._keep(
+            PushRequest(
+                method=request.method,
+                path=request.path,
+                headers=request.headers,
+                body=b"",
+                status=status,
+                reason=reason,
+                subscriber_id=None,
+                push=None,
+                received_at=time.time(),
+            ),
+            answer,
+        )
+        raise BodyRefused(answer.http())
+
+    def _answer(self, request: HTTPRequest) -> HTTPAnswer:
         """Check one request, record it, and say what to answer."""
         received_at = time.time()
-        match = _PUSH_PATH.fullmatch(urlsplit(path).path)
+        match = _PUSH_PATH.fullmatch(urlsplit(request.path).path)
         subscriber_id = match.group(1) if match else None
         push: ReceivedPush | None = None
         try:
             if subscriber_id is None:
                 raise _Reject(404, "no push resource here: push to /push/<subscriber id>")
-            if method != "POST":
+            if request.method != "POST":
                 raise _Reject(405, "a push resource accepts POST only", {"Allow": "POST"})
-            push = self._accept(subscriber_id, headers, body, received_at)
+            with self._answering():
+                push = self._accept(subscriber_id, request.headers, request.body, received_at)
         except _Reject as reject:
             answer = _Answer(reject.status, reject.reason, reject.headers)
         else:
@@ -506,12 +479,12 @@ class FakePushService(BackgroundService):
                 "Created",
                 {"Location": f"{self.origin}/message/{push.message_id}", "TTL": str(push.ttl)},
             )
-        return self._record(
+        self._keep(
             PushRequest(
-                method=method,
-                path=path,
-                headers=headers,
-                body=body,
+                method=request.method,
+                path=request.path,
+                headers=request.headers,
+                body=request.body,
                 status=answer.status,
                 reason=answer.reason,
                 subscriber_id=subscriber_id,
@@ -520,31 +493,28 @@ class FakePushService(BackgroundService):
             ),
             answer,
         )
+        return answer.http()
 
-    def _record(self, request: PushRequest, answer: _Answer) -> _Answer:
+    def _keep(self, request: PushRequest, answer: _Answer) -> None:
         with self._cond:
             self._requests.append(request)
             if request.push is not None:
-                self._pushes.append(request.push)
+                self._record(request.push)
                 subscriber = self._subscribers.get(request.push.subscriber_id)
                 if subscriber is not None:
                     subscriber._received.append(request.push)
-            self._cond.notify_all()
         _log.debug("%s %s -> %d %s", request.method, request.path, answer.status, answer.reason)
-        return answer
 
     def _accept(
-        self, subscriber_id: str, headers: _Headers, body: bytes, received_at: float
+        self, subscriber_id: str, headers: Headers, body: bytes, received_at: float
     ) -> ReceivedPush:
-        delay = self.delay
-        if delay > 0:
-            time.sleep(delay)
+        failure = self._take_failure(subscriber_id)
         with self._cond:
-            failure = self._take_failure(subscriber_id)
             subscriber = self._subscribers.get(subscriber_id)
             expired = subscriber is not None and subscriber._expired
         if failure is not None:
-            extra = {} if failure.retry_after is None else {"Retry-After": str(failure.retry_after)}
+            retry_after = failure.retry_after
+            extra = {} if retry_after is None else {"Retry-After": str(retry_after)}
             phrase = _phrase(failure.status)
             raise _Reject(failure.status, f"{phrase} (scripted with fail_next)", extra)
         if subscriber is None:
@@ -554,15 +524,15 @@ class FakePushService(BackgroundService):
 
         vapid = self._check_vapid(headers)
 
-        ttl_text = _header(headers, "TTL")
+        ttl_text = header(headers, "TTL")
         if ttl_text is None:
             raise _Reject(400, "missing TTL header: how many seconds to keep the message")
         if not _DIGITS.fullmatch(ttl_text.strip()):
             raise _Reject(400, f"TTL must be a non-negative integer of seconds, not {ttl_text!r}")
-        urgency = _header(headers, "Urgency")
+        urgency = header(headers, "Urgency")
         if urgency is not None and urgency not in URGENCIES:
             raise _Reject(400, f"Urgency must be one of {', '.join(URGENCIES)}, not {urgency!r}")
-        topic = _header(headers, "Topic")
+        topic = header(headers, "Topic")
         if topic is not None and len(topic) > 32:
             raise _Reject(400, f"Topic is {len(topic)} characters long, at most 32 are allowed")
         if topic is not None and not (topic and _BASE64URL.fullmatch(topic)):
@@ -574,7 +544,7 @@ class FakePushService(BackgroundService):
 
         payload = b""
         if body:
-            encoding = (_header(headers, "Content-Encoding") or "").strip().lower()
+            encoding = (header(headers, "Content-Encoding") or "").strip().lower()
             if encoding != "aes128gcm":
                 raise _Reject(
                     400, f"Content-Encoding must be aes128gcm (RFC 8291), not {encoding!r}"
@@ -599,21 +569,12 @@ class FakePushService(BackgroundService):
             ttl=int(ttl_text),
             urgency=urgency,
             topic=topic,
-            content_type=_header(headers, "Content-Type"),
+            content_type=header(headers, "Content-Type"),
             vapid=vapid,
             received_at=received_at,
         )
 
-    def _take_failure(self, subscriber_id: str) -> _Failure | None:
-        for failure in self._failures:
-            if failure.subscriber_id in (None, subscriber_id):
-                failure.remaining -= 1
-                if failure.remaining == 0:
-                    self._failures.remove(failure)
-                return failure
-        return None
-
-    def _check_vapid(self, headers: _Headers) -> VapidClaims:
+    def _check_vapid(self, headers: Headers) -> VapidClaims:
         token, key, scheme = _read_authorization(headers)
         try:
             public_key = ec.EllipticCurvePublicKey.from_encoded_point(
@@ -652,10 +613,10 @@ class FakePushService(BackgroundService):
         return VapidClaims(sub=sub, aud=aud, exp=exp, public_key=key, scheme=scheme)
 
 
-def _read_authorization(headers: _Headers) -> tuple[str, str, str]:
+def _read_authorization(headers: Headers) -> tuple[str, str, str]:
     """The token, the public key and the scheme of a VAPID ``Authorization``, or 401."""
     expected = "expected 'Authorization: vapid t=<JWT>, k=<public key>' (RFC 8292)"
-    value = _header(headers, "Authorization")
+    value = header(headers, "Authorization")
     if not value or not value.strip():
         raise _Reject(401, f"no Authorization header; {expected}", {"WWW-Authenticate": "vapid"})
     scheme, _, rest = value.strip().partition(" ")
@@ -666,7 +627,7 @@ def _read_authorization(headers: _Headers) -> tuple[str, str, str]:
     elif scheme == "webpush":
         # The draft form older clients send: the key travels in Crypto-Key.
         token = rest.strip()
-        key = _parameters(_header(headers, "Crypto-Key") or "", ";,").get("p256ecdsa", "")
+        key = _parameters(header(headers, "Crypto-Key") or "", ";,").get("p256ecdsa", "")
     else:
         raise _Reject(
             401,
@@ -694,14 +655,6 @@ def _parameters(text: str, separators: str) -> dict[str, str]:
     return params
 
 
-def _header(headers: _Headers, name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in headers:
-        if key.lower() == wanted:
-            return value
-    return None
-
-
 def _b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
@@ -717,95 +670,3 @@ def _phrase(status: int) -> str:
         return f"{status} {HTTPStatus(status).phrase}"
     except ValueError:
         return str(status)
-
-
-class _Server(ThreadingHTTPServer):
-    """One thread per connection; the TLS handshake happens in that thread too."""
-
-    daemon_threads = True
-    # A burst of concurrent pushes must not overflow the listen backlog (default 5),
-    # or the kernel drops connections and clients retry a second later.
-    request_queue_size = 128
-
-    def __init__(self, service: FakePushService, context: ssl.SSLContext | None) -> None:
-        self.service = service
-        self.context = context
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.context is None:
-            super().finish_request(request, client_address)
-            return
-        plain = cast(socket.socket, request)
-        plain.settimeout(_Handler.timeout)  # a client that never finishes the handshake
-        with self.context.wrap_socket(plain, server_side=True) as tls:
-            super().finish_request(tls, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError, ssl.SSLError)):
-            return  # the client went away, timed out, or did not trust the certificate
-        _log.exception("FakePushService: error while serving %s", client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "FakePushService/1.0"
-    # Keep-alive, as real push services and pooled senders expect; and since
-    # headers and body are separate writes, TCP_NODELAY avoids Nagle's ~40 ms stall.
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    # Idle connections are dropped after this many seconds.
-    timeout = 30
-
-    def _serve(self) -> None:
-        service = cast(_Server, self.server).service
-        headers: _Headers = tuple(self.headers.items())
-        try:
-            body = self._read_body()
-        except _Reject as reject:
-            answer = service._record(
-                PushRequest(
-                    method=self.command,
-                    path=self.path,
-                    headers=headers,
-                    body=b"",
-                    status=reject.status,
-                    reason=reject.reason,
-                    subscriber_id=None,
-                    push=None,
-                    received_at=time.time(),
-                ),
-                _Answer(reject.status, reject.reason, reject.headers),
-            )
-        else:
-            answer = service._answer(self.command, self.path, headers, body)
-        content = b"" if answer.status == 201 else answer.reason.encode("utf-8") + b"\n"
-        self.send_response(answer.status)
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        if content:
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
-
-    do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = _serve
-
-    def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None:
-            if self.headers.get("Transfer-Encoding"):
-                self.close_connection = True
-                raise _Reject(411, "send a Content-Length: chunked bodies are not accepted")
-            return b""
-        if not _DIGITS.fullmatch(length.strip()):
-            self.close_connection = True
-            raise _Reject(400, f"Content-Length is not a number: {length!r}")
-        size = int(length)
-        if size > _READ_LIMIT:
-            self.close_connection = True
-            raise _Reject(413, f"the body is {size} bytes, more than the {MAX_BODY_SIZE} accepted")
-        return self.rfile.read(size)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: a test run should not print a line per push."""

@@ -360,7 +360,7 @@ def test_delay_does_not_serialize_streams() -> None:
 
 
 def test_wait_for_and_reset(fake: FakeAPNs, key: Key) -> None:
-    with pytest.raises(TimeoutError, match="expected 1 APNs notifications"):
+    with pytest.raises(TimeoutError, match="received 0 of 1 notifications"):
         fake.wait(1, timeout=0.05)
     fake.unregister(OTHER_TOKEN)
     fake.fail_next(500, "InternalServerError")

@@ -238,7 +238,7 @@ def test_wait_for_pushes_sent_from_other_threads(
     assert len(received) == 3 and service.wait(3) == received
     for thread in threads:
         thread.join()
-    with pytest.raises(TimeoutError, match="received 3 push"):
+    with pytest.raises(TimeoutError, match="received 3 of 4 pushes"):
         subscriber.wait(4, timeout=0.05)
 
 
