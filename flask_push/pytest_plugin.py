@@ -6,56 +6,115 @@ flask-push is installed has them, with no fixture code to write:
 - ``push_fake_webpush``: a started :class:`~flask_push.testing.FakePushService`;
 - ``push_fake_fcm``: a started :class:`~flask_push.testing.FakeFCM`;
 - ``push_fake_apns``: a started :class:`~flask_push.testing.FakeAPNs` for the topic
-  ``com.example.app``, trusted by this process for the test's duration.
+  ``com.example.app``, trusted by this process for the test's duration;
+- ``push_fakes``: a :class:`PushFakes` that starts more of them, with options
+  (``push_fakes.webpush(tls=True)``, ``push_fakes.apns(delay=0.1)``...).
 
-Each fake's ``app_config()`` gives the ``PUSH_*`` keys that aim an app at it;
-pass them to the app factory, before ``init_app``. The fakes need the ``testing``
-extra (``pip install 'flask-push[testing]'``), imported only when a fixture is used,
-so this plugin costs nothing to sessions that do not.
+Each fake is stopped when the test ends. Its ``app_config()`` gives the ``PUSH_*``
+keys that aim an app at it; pass them to the app factory, before ``init_app``. The
+fakes need the ``testing`` extra (``pip install 'flask-push[testing]'``), imported
+only when a fixture is used, so this plugin costs nothing to sessions that do not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 if TYPE_CHECKING:
     from .testing import FakeAPNs, FakeFCM, FakePushService
+    from .testing.service import FakeService
+
+    _Fake = TypeVar("_Fake", bound=FakeService[Any])
+
+__all__ = ["APNS_TOPIC", "PushFakes"]
 
 #: the bundle id ``push_fake_apns`` allows; ``app_config(topic=...)`` allows others
 APNS_TOPIC = "com.example.app"
 
 
+class PushFakes:
+    """Starts fake push services for one test, and stops them all after it.
+
+    What the ``push_fakes`` fixture gives: for a test that needs a fake with options,
+    or several of one kind. Each method takes the fake's own constructor arguments
+    and returns it started.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._monkeypatch = monkeypatch
+        self._started: list[FakeService[Any]] = []
+
+    def webpush(self, **options: Any) -> FakePushService:
+        """A started :class:`~flask_push.testing.FakePushService` (``tls``, ``delay``...)."""
+        from .testing import FakePushService
+
+        return self._start(FakePushService(**options))
+
+    def fcm(self, **options: Any) -> FakeFCM:
+        """A started :class:`~flask_push.testing.FakeFCM` (``delay``, ``check_tokens``)."""
+        from .testing import FakeFCM
+
+        return self._start(FakeFCM(**options))
+
+    def apns(self, topic: str = APNS_TOPIC, *, trusted: bool = True, **options: Any) -> FakeAPNs:
+        """A started :class:`~flask_push.testing.FakeAPNs` for ``topic``.
+
+        ``trusted`` points ``SSL_CERT_FILE`` at its certificate (with the public roots
+        beside it) until the test ends, as the APNs provider checks TLS against the
+        default trust store; the last fake trusted this way wins. ``trusted=False``
+        leaves the trust store alone, for a test of an untrusted server.
+        """
+        from .testing import FakeAPNs
+
+        apns = self._start(FakeAPNs(topic, **options))
+        if trusted:
+            self._monkeypatch.setenv("SSL_CERT_FILE", apns.certificate.trust_bundle())
+        return apns
+
+    def stop(self) -> None:
+        """Stop every fake started here, the newest first (stopping twice is harmless)."""
+        while self._started:
+            self._started.pop().stop()
+
+    def _start(self, fake: _Fake) -> _Fake:
+        fake.start()
+        self._started.append(fake)
+        return fake
+
+
 @pytest.fixture
-def push_fake_webpush() -> Iterator[FakePushService]:
+def push_fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushFakes]:
+    """Starts fakes with options (``push_fakes.webpush(tls=True)``); stops them after."""
+    fakes = PushFakes(monkeypatch)
+    try:
+        yield fakes
+    finally:
+        fakes.stop()
+
+
+@pytest.fixture
+def push_fake_webpush(push_fakes: PushFakes) -> FakePushService:
     """A Web Push service on 127.0.0.1 that verifies VAPID and decrypts each push."""
-    from .testing import FakePushService
-
-    with FakePushService() as service:
-        yield service
+    return push_fakes.webpush()
 
 
 @pytest.fixture
-def push_fake_fcm() -> Iterator[FakeFCM]:
+def push_fake_fcm(push_fakes: PushFakes) -> FakeFCM:
     """FCM HTTP v1 and its OAuth token endpoint on 127.0.0.1."""
-    from .testing import FakeFCM
-
-    with FakeFCM() as fcm:
-        yield fcm
+    return push_fakes.fcm()
 
 
 @pytest.fixture
-def push_fake_apns(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAPNs]:
+def push_fake_apns(push_fakes: PushFakes) -> FakeAPNs:
     """APNs over HTTP/2 and TLS on 127.0.0.1, for the topic ``com.example.app``.
 
     Its certificate is trusted through ``SSL_CERT_FILE`` (with the public roots
     beside it) until the test ends, as the APNs provider checks TLS against the
     default trust store.
     """
-    from .testing import FakeAPNs
-
-    with FakeAPNs(topic=APNS_TOPIC) as apns:
-        monkeypatch.setenv("SSL_CERT_FILE", apns.certificate.trust_bundle())
-        yield apns
+    return push_fakes.apns()

@@ -9,14 +9,18 @@ client libraries (pywebpush, pyfcm, aioapns) without any network:
 - :class:`FakeFCM`: FCM HTTP v1 with its OAuth token endpoint;
 - :class:`FakeAPNs`: APNs over HTTP/2 and TLS with token (.p8) auth.
 
-Each can script failures (gone, rate-limited, server errors) and wait for what
-arrives. They need the ``testing`` extra: ``pip install 'flask-push[testing]'``.
+They share one base, :class:`~flask_push.testing.service.FakeService`: each can
+script failures (gone, rate-limited, server errors), wait for what arrives, be slow
+(``delay``) or hang (``hold()`` until ``release()``), and counts the requests
+``in_flight``. The pytest plugin (:mod:`flask_push.pytest_plugin`) hands them to
+tests as fixtures. They need the ``testing`` extra: ``pip install 'flask-push[testing]'``.
 """
 
 from __future__ import annotations
 
 from .apns import FakeAPNs, ReceivedNotification
 from .fcm import FakeFCM, ReceivedMessage
+from .service import FakeService, ScriptedFailure
 from .tls import LocalCertificate, make_local_certificate
 from .webpush import FakePushService, FakeSubscriber, ReceivedPush
 
@@ -24,10 +28,12 @@ __all__ = [
     "FakeAPNs",
     "FakeFCM",
     "FakePushService",
+    "FakeService",
     "FakeSubscriber",
     "LocalCertificate",
     "ReceivedMessage",
     "ReceivedNotification",
     "ReceivedPush",
+    "ScriptedFailure",
     "make_local_certificate",
 ]
