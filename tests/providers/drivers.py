@@ -169,10 +169,8 @@ class WebPushDriver(Driver):
 
     def provider(self, **options: Any) -> Provider:
         settings = WEBPUSH.normalize({"privateKey": self.key, "subject": "mailto:ops@example.com"})
-        options = {"allow_http": True, "allow_private_hosts": ["127.0.0.1"], "timeout": 5.0} | (
-            options
-        )
-        return provider_class(self.path).from_settings(settings, **options)
+        local = {"allow_http": True, "allow_private_hosts": ["127.0.0.1"], "timeout": 5.0}
+        return provider_class(self.path).from_settings(settings, **(local | options))
 
     def target(self) -> Target:
         subscriber = self.service.subscribe()
