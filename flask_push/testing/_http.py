@@ -20,7 +20,7 @@ from io import BufferedIOBase
 from socketserver import TCPServer
 from typing import Any, ClassVar, cast
 
-from .service import FakeService, Received
+from .service import FakeService, HungUp, Received
 
 _log = logging.getLogger(__name__)
 
@@ -187,11 +187,13 @@ class _Handler(BaseHTTPRequestHandler):
         head = HTTPRequest(self.command, self.path, tuple(self.headers.items()))
         try:
             body = fake._read_body(head, self.rfile)
+            answer = fake._answer(HTTPRequest(head.method, head.path, head.headers, body))
         except BodyRefused as refused:
             self.close_connection = True
             answer = refused.answer
-        else:
-            answer = fake._answer(HTTPRequest(head.method, head.path, head.headers, body))
+        except HungUp:
+            self.close_connection = True
+            return
         self.send_response(answer.status)
         for name, value in answer.headers.items():
             self.send_header(name, value)

@@ -732,8 +732,9 @@ class _H2ServerProtocol(asyncio.Protocol):
         if stream is None or self.transport is None:
             self.settle(stream_id)
             return
-        response = self.fake._handle(stream.headers, bytes(stream.body))
-        self.settle(stream_id)
+        with self.fake._cond:  # answered and recorded in one moment
+            response = self.fake._handle(stream.headers, bytes(stream.body))
+            self.settle(stream_id)
         headers = [(":status", str(response.status)), ("apns-id", response.apns_id)]
         if response.body is not None:
             headers.append(("content-type", "application/json"))

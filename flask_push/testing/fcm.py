@@ -613,8 +613,9 @@ class FakeFCM(HTTPFakeService[ReceivedMessage]):
         elif match := re.fullmatch(r"/v1/projects/([^/]+)/messages:send", path):
             with self._cond:
                 self._send_attempts += 1
-            with self._answering():
-                reply = self._send(match.group(1), request.header("Authorization"), request.body)
+            with self._answering() as land:
+                authorization = request.header("Authorization")
+                reply = self._send(match.group(1), authorization, request.body, land)
         else:
             reply = _not_found(path)
         return reply.http()
@@ -693,7 +694,9 @@ class FakeFCM(HTTPFakeService[ReceivedMessage]):
         }
         return _Reply(200, body_out, {"Cache-Control": "no-cache, no-store, max-age=0"})
 
-    def _send(self, project: str, authorization: str | None, body: bytes) -> _Reply:
+    def _send(
+        self, project: str, authorization: str | None, body: bytes, land: Callable[[], None]
+    ) -> _Reply:
         scheme, _, access_token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not access_token.strip():
             return _auth_error(
@@ -762,7 +765,9 @@ class FakeFCM(HTTPFakeService[ReceivedMessage]):
             access_token=access_token,
             received_at=time.time(),
         )
-        self._record(received)
+        with self._cond:
+            self._record(received)
+            land()  # answered and recorded in one moment
         return _Reply(200, {"name": name})
 
     def _validate(self, request: Any) -> dict[str, Any]:

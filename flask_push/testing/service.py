@@ -13,14 +13,13 @@ told when a request arrives and when it is answered.
 from __future__ import annotations
 
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-__all__ = ["FakeService", "ScriptedFailure"]
+__all__ = ["FakeService", "HungUp", "ScriptedFailure"]
 
 #: what a fake records for each request it accepted
 Received = TypeVar("Received")
@@ -38,6 +37,10 @@ class ScriptedFailure:
     retry_after: int | str | None = None
     #: the error message, for a protocol that has one besides the reason
     message: str | None = None
+
+
+class HungUp(Exception):
+    """Raised in a server thread holding a request when the fake stops: hang up."""
 
 
 @dataclass
@@ -77,6 +80,7 @@ class FakeService(ABC, Generic[Received]):
         self._running = False
         self._holding = False
         self._passes = 0
+        self._hanging_up = False
         self._in_flight = 0
         self._peak_in_flight = 0
 
@@ -98,12 +102,18 @@ class FakeService(ABC, Generic[Received]):
         return self
 
     def stop(self) -> None:
-        """Answer what it holds, stop serving and close the connections; stopping twice
-        is harmless. What was recorded stays readable."""
+        """Stop serving and close the connections, hanging up on held requests;
+        stopping twice is harmless. What was recorded stays readable."""
         if not self._running:
             return
-        self.release()  # so that no server thread stays blocked on a held request
+        with self._cond:
+            self._hanging_up = True  # no server thread stays blocked on a held request
+            self._cond.notify_all()
         self._close()
+        with self._cond:
+            # Those woken are gone within moments: then nothing is in flight any more.
+            self._cond.wait_for(lambda: self._in_flight == 0, timeout=10)
+            self._hanging_up = False
         self._running = False
         if self.restartable:
             self._port = None
@@ -199,9 +209,10 @@ class FakeService(ABC, Generic[Received]):
     # -- slowness: hold, release, and what is in flight -------------------------------
 
     def hold(self) -> None:
-        """Leave every request unanswered from now on, until :meth:`release` (or
-        :meth:`stop`): a service that hangs. With :attr:`in_flight`, a test sees how
-        many requests a client keeps open at once, and its timeouts, without timing."""
+        """Leave every request unanswered from now on, until :meth:`release`: a
+        service that hangs (:meth:`stop` hangs up on them). With :attr:`in_flight`, a
+        test sees how many requests a client keeps open at once, and its timeouts,
+        without timing anything."""
         with self._cond:
             self._holding = True
             self._passes = 0
@@ -265,18 +276,36 @@ class FakeService(ABC, Generic[Received]):
             return False
 
     @contextmanager
-    def _answering(self) -> Iterator[None]:
+    def _answering(self) -> Iterator[Callable[[], None]]:
         """Around answering one request, for a server with a thread per request: it
-        counts in flight, and that thread sleeps the delay and waits out a hold."""
+        counts in flight, and that thread waits the delay and a hold out.
+
+        Yields ``land``: called, with the lock held, where the fake records what the
+        request delivered, the request leaves :attr:`in_flight` in the same moment
+        (so that a test never sees it in both); else it leaves on the way out.
+
+        :raises HungUp: when the fake stops meanwhile: close without an answer.
+        """
+        landed = False
+
+        def land() -> None:
+            nonlocal landed
+            with self._cond:
+                if not landed:
+                    landed = True
+                    self._depart()
+
         self._arrive()
         try:
-            if self.delay > 0:
-                time.sleep(self.delay)
             with self._cond:
-                self._cond.wait_for(self._may_answer)
-            yield
+                if self.delay > 0:
+                    self._cond.wait_for(lambda: self._hanging_up, self.delay)
+                self._cond.wait_for(lambda: self._hanging_up or self._may_answer())
+                if self._hanging_up:
+                    raise HungUp
+            yield land
         finally:
-            self._depart()
+            land()
 
     def _wake(self) -> None:
         """Called after :meth:`release`: a server that cannot block a thread on a held

@@ -44,6 +44,7 @@ import ssl
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from io import BufferedIOBase
@@ -442,20 +443,7 @@ class FakePushService(HTTPFakeService[ReceivedPush]):
     def _refuse(self, request: HTTPRequest, status: int, reason: str) -> None:
         """Record a request whose body is not read, and answer it."""
         answer = _Answer(status, reason)
-        self._keep(
-            PushRequest(
-                method=request.method,
-                path=request.path,
-                headers=request.headers,
-                body=b"",
-                status=status,
-                reason=reason,
-                subscriber_id=None,
-                push=None,
-                received_at=time.time(),
-            ),
-            answer,
-        )
+        self._keep(request, answer, time.time())
         raise BodyRefused(answer.http())
 
     def _answer(self, request: HTTPRequest) -> HTTPAnswer:
@@ -463,46 +451,55 @@ class FakePushService(HTTPFakeService[ReceivedPush]):
         received_at = time.time()
         match = _PUSH_PATH.fullmatch(urlsplit(request.path).path)
         subscriber_id = match.group(1) if match else None
-        push: ReceivedPush | None = None
-        try:
-            if subscriber_id is None:
-                raise _Reject(404, "no push resource here: push to /push/<subscriber id>")
-            if request.method != "POST":
-                raise _Reject(405, "a push resource accepts POST only", {"Allow": "POST"})
-            with self._answering():
-                push = self._accept(subscriber_id, request.headers, request.body, received_at)
-        except _Reject as reject:
-            answer = _Answer(reject.status, reject.reason, reject.headers)
+        if subscriber_id is None:
+            answer = _Answer(404, "no push resource here: push to /push/<subscriber id>")
+        elif request.method != "POST":
+            answer = _Answer(405, "a push resource accepts POST only", {"Allow": "POST"})
         else:
-            answer = _Answer(
-                201,
-                "Created",
-                {"Location": f"{self.origin}/message/{push.message_id}", "TTL": str(push.ttl)},
-            )
-        self._keep(
-            PushRequest(
-                method=request.method,
-                path=request.path,
-                headers=request.headers,
-                body=request.body,
-                status=answer.status,
-                reason=answer.reason,
-                subscriber_id=subscriber_id,
-                push=push,
-                received_at=received_at,
-            ),
-            answer,
-        )
+            with self._answering() as land:
+                try:
+                    push = self._accept(subscriber_id, request.headers, request.body, received_at)
+                except _Reject as reject:
+                    answer = _Answer(reject.status, reject.reason, reject.headers)
+                else:
+                    location = f"{self.origin}/message/{push.message_id}"
+                    answer = _Answer(201, "Created", {"Location": location, "TTL": str(push.ttl)})
+                    self._keep(request, answer, received_at, subscriber_id, push, land)
+                    return answer.http()
+        self._keep(request, answer, received_at, subscriber_id)
         return answer.http()
 
-    def _keep(self, request: PushRequest, answer: _Answer) -> None:
+    def _keep(
+        self,
+        request: HTTPRequest,
+        answer: _Answer,
+        received_at: float,
+        subscriber_id: str | None = None,
+        push: ReceivedPush | None = None,
+        land: Callable[[], None] | None = None,
+    ) -> None:
+        """Record a request answered, and what it delivered; ``land`` it at once."""
         with self._cond:
-            self._requests.append(request)
-            if request.push is not None:
-                self._record(request.push)
-                subscriber = self._subscribers.get(request.push.subscriber_id)
+            self._requests.append(
+                PushRequest(
+                    method=request.method,
+                    path=request.path,
+                    headers=request.headers,
+                    body=request.body,
+                    status=answer.status,
+                    reason=answer.reason,
+                    subscriber_id=subscriber_id,
+                    push=push,
+                    received_at=received_at,
+                )
+            )
+            if push is not None:
+                self._record(push)
+                subscriber = self._subscribers.get(push.subscriber_id)
                 if subscriber is not None:
-                    subscriber._received.append(request.push)
+                    subscriber._received.append(push)
+            if land is not None:
+                land()
         _log.debug("%s %s -> %d %s", request.method, request.path, answer.status, answer.reason)
 
     def _accept(
