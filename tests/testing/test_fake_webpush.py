@@ -1,12 +1,14 @@
-"""The local Web Push service, driven through the real client, pywebpush."""
+"""The local Web Push service, driven through the real client, pywebpush.
+
+What every fake does alike (its lifecycle, waiting, scripting, delay and hold) is
+tested once for all three in test_fake_service.py.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import http_ece
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid, Vapid01
 from pywebpush import WebPushException, webpush
 
+from flask_push.pytest_plugin import PushFakes
 from flask_push.testing.webpush import (
     MAX_BODY_SIZE,
     FakePushService,
@@ -37,21 +40,9 @@ MESSAGE = {
 HEADERS = {"Urgency": "high", "Topic": "order-42", "Content-Type": "application/octet-stream"}
 
 
-@pytest.fixture(scope="module")
-def http_service() -> Iterator[FakePushService]:
-    with FakePushService() as service:
-        yield service
-
-
 @pytest.fixture
-def service(http_service: FakePushService) -> FakePushService:
-    http_service.reset()
-    return http_service
-
-
-@pytest.fixture
-def subscriber(service: FakePushService) -> FakeSubscriber:
-    return service.subscribe("alice's laptop")
+def subscriber(push_fake_webpush: FakePushService) -> FakeSubscriber:
+    return push_fake_webpush.subscribe("alice's laptop")
 
 
 @pytest.fixture(scope="session")
@@ -133,29 +124,34 @@ def good_claims(service: FakePushService, **changes: Any) -> dict[str, Any]:
 
 
 def test_pywebpush_push_is_decrypted_and_recorded(
-    service: FakePushService, subscriber: FakeSubscriber, vapid: Vapid, vapid_private_key: str
+    push_fake_webpush: FakePushService,
+    subscriber: FakeSubscriber,
+    vapid: Vapid,
+    vapid_private_key: str,
 ) -> None:
     claims: dict[str, str | int] = {"sub": "mailto:ops@shop.example"}
     response = send(subscriber, vapid_private_key, vapid_claims=claims, ttl=600)
 
     assert response.status_code == 201
-    assert response.headers["Location"].startswith(f"{service.origin}/message/")
+    assert response.headers["Location"].startswith(f"{push_fake_webpush.origin}/message/")
     assert response.headers["TTL"] == "600"
     [push] = subscriber.received
-    assert service.pushes == [push]
+    assert push_fake_webpush.pushes == [push]
     assert push.json() == MESSAGE and push.text == json.dumps(MESSAGE)
     assert response.headers["Location"].endswith(push.message_id)
     assert (push.ttl, push.urgency, push.topic) == (600, "high", "order-42")
     assert push.content_type == "application/octet-stream"
     assert (push.subscriber_id, push.subscriber_name) == (subscriber.id, "alice's laptop")
     assert push.vapid.sub == "mailto:ops@shop.example"
-    assert push.vapid.aud == service.origin == f"http://127.0.0.1:{service.port}"
+    assert (
+        push.vapid.aud == push_fake_webpush.origin == f"http://127.0.0.1:{push_fake_webpush.port}"
+    )
     # pywebpush wrote aud and exp (12 hours) into the dict it was given
-    assert claims["aud"] == service.origin and push.vapid.exp == claims["exp"]
+    assert claims["aud"] == push_fake_webpush.origin and push.vapid.exp == claims["exp"]
     assert push.vapid.public_key == public_key_b64(vapid.private_key)
     assert push.vapid.scheme == "vapid"
     assert abs(push.received_at - time.time()) < 5
-    [request] = service.requests
+    [request] = push_fake_webpush.requests
     assert request.accepted and request.push == push and request.status == 201
     assert request.header("urgency") == "high" and request.header("TTL") == "600"
 
@@ -171,13 +167,14 @@ def test_subscription_info_is_what_a_browser_gives(subscriber: FakeSubscriber) -
 
 
 def test_https_with_the_local_certificate(
-    vapid_private_key: str, monkeypatch: pytest.MonkeyPatch
+    push_fakes: PushFakes, vapid_private_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with FakePushService(tls=True) as service, requests.Session() as session:
-        assert service.certificate is not None
-        cert_file = service.certificate.cert_file
-        subscriber = service.subscribe()
-        assert subscriber.endpoint.startswith(f"https://127.0.0.1:{service.port}/push/")
+    https = push_fakes.webpush(tls=True)
+    with requests.Session() as session:
+        assert https.certificate is not None
+        cert_file = https.certificate.cert_file
+        subscriber = https.subscribe()
+        assert subscriber.endpoint.startswith(f"https://127.0.0.1:{https.port}/push/")
 
         # requests prefers REQUESTS_CA_BUNDLE from the environment to session.verify,
         # unless the session ignores the environment.
@@ -188,13 +185,13 @@ def test_https_with_the_local_certificate(
         send(subscriber, vapid_private_key)
 
         assert [push.json() for push in subscriber.received] == [MESSAGE, MESSAGE]
-        assert subscriber.received[0].vapid.aud == service.origin
+        assert subscriber.received[0].vapid.aud == https.origin
         # A client that does not trust the certificate cannot connect at all.
         monkeypatch.delenv("REQUESTS_CA_BUNDLE")
         monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
         with pytest.raises(requests.exceptions.SSLError):
             send(subscriber, vapid_private_key)
-        assert len(service.requests) == 2
+        assert len(https.requests) == 2
 
 
 def test_legacy_webpush_authorization_is_accepted(
@@ -227,7 +224,7 @@ def test_largest_payload_is_accepted_and_one_byte_more_is_413(
 
 
 def test_wait_for_pushes_sent_from_other_threads(
-    service: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
+    push_fake_webpush: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
 ) -> None:
     threads = [
         threading.Thread(target=send, args=(subscriber, vapid_private_key)) for _ in range(3)
@@ -235,34 +232,18 @@ def test_wait_for_pushes_sent_from_other_threads(
     for thread in threads:
         thread.start()
     received = subscriber.wait(3, timeout=5)
-    assert len(received) == 3 and service.wait(3) == received
+    assert len(received) == 3 and push_fake_webpush.wait(3) == received
     for thread in threads:
         thread.join()
     with pytest.raises(TimeoutError, match="received 3 of 4 pushes"):
         subscriber.wait(4, timeout=0.05)
 
 
-def test_delay_does_not_serialize_concurrent_pushes(vapid_private_key: str) -> None:
-    delay = 0.3
-    with FakePushService(delay=delay) as service:
-        subscribers = [service.subscribe() for _ in range(20)]
-        started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=20) as pool:
-            responses = list(
-                pool.map(lambda subscriber: send(subscriber, vapid_private_key), subscribers)
-            )
-        elapsed = time.perf_counter() - started
-
-    assert [response.status_code for response in responses] == [201] * 20
-    assert len(service.pushes) == 20
-    assert delay <= elapsed < 3 * delay, elapsed
-
-
 # -- rejections --------------------------------------------------------------------------
 
 
 def test_missing_authorization_is_401(
-    service: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
+    push_fake_webpush: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
 ) -> None:
     response = send_fails(subscriber, vapid_private_key, vapid_claims=None)
 
@@ -270,7 +251,7 @@ def test_missing_authorization_is_401(
     assert response.headers["WWW-Authenticate"] == "vapid"
     assert "Authorization" in response.text
     assert subscriber.received == []
-    [request] = service.rejected
+    [request] = push_fake_webpush.rejected
     assert request.status == 401 and request.reason == response.text.strip()
     assert request.subscriber_id == subscriber.id and request.push is None
 
@@ -299,17 +280,20 @@ def test_malformed_authorization_is_401(subscriber: FakeSubscriber, authorizatio
 
 
 def test_token_signed_by_another_key_than_k_is_403(
-    service: FakePushService, subscriber: FakeSubscriber, vapid: Vapid
+    push_fake_webpush: FakePushService, subscriber: FakeSubscriber, vapid: Vapid
 ) -> None:
     impostor = ec.generate_private_key(ec.SECP256R1())
-    forged = vapid_header(impostor, good_claims(service), public_key_b64(vapid.private_key))
+    forged = vapid_header(
+        impostor, good_claims(push_fake_webpush), public_key_b64(vapid.private_key)
+    )
     headers = {"TTL": "60", "Content-Encoding": "aes128gcm"}
 
     response = post(subscriber, {**headers, "Authorization": forged})
     assert response.status_code == 403 and "signature" in response.text
 
     response = post(
-        subscriber, {**headers, "Authorization": vapid_header(impostor, good_claims(service))}
+        subscriber,
+        {**headers, "Authorization": vapid_header(impostor, good_claims(push_fake_webpush))},
     )
     assert response.status_code == 201
     assert subscriber.received[0].vapid.public_key == public_key_b64(impostor)
@@ -329,17 +313,20 @@ def test_token_signed_by_another_key_than_k_is_403(
     ids=["exp-too-far", "no-exp", "exp-past", "sub-not-uri", "no-sub", "aud-other", "no-aud"],
 )
 def test_bad_vapid_claims_are_403(
-    service: FakePushService, subscriber: FakeSubscriber, changes: dict[str, Any], why: str
+    push_fake_webpush: FakePushService,
+    subscriber: FakeSubscriber,
+    changes: dict[str, Any],
+    why: str,
 ) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    authorization = vapid_header(key, good_claims(service, **changes))
+    authorization = vapid_header(key, good_claims(push_fake_webpush, **changes))
 
     response = post(
         subscriber, {"TTL": "60", "Content-Encoding": "aes128gcm", "Authorization": authorization}
     )
 
     assert response.status_code == 403 and why in response.text, response.text
-    assert service.pushes == []
+    assert push_fake_webpush.pushes == []
 
 
 def test_aud_set_by_the_sender_must_be_the_service_origin(
@@ -392,17 +379,21 @@ def test_aesgcm_is_400(subscriber: FakeSubscriber, vapid_private_key: str) -> No
 
 
 def test_body_for_other_keys_is_400(
-    service: FakePushService, subscriber: FakeSubscriber, vapid: Vapid
+    push_fake_webpush: FakePushService, subscriber: FakeSubscriber, vapid: Vapid
 ) -> None:
-    stranger = service.subscribe("someone else")
+    stranger = push_fake_webpush.subscribe("someone else")
     response = requests.post(
         subscriber.endpoint,
         data=encrypt(stranger, b'{"title": "Hi"}'),
-        headers={"TTL": "60", "Content-Encoding": "aes128gcm", **vapid.sign(good_claims(service))},
+        headers={
+            "TTL": "60",
+            "Content-Encoding": "aes128gcm",
+            **vapid.sign(good_claims(push_fake_webpush)),
+        },
         timeout=10,
     )
     assert response.status_code == 400 and "decrypt" in response.text
-    assert service.pushes == []
+    assert push_fake_webpush.pushes == []
 
 
 def test_expired_subscriber_is_410(subscriber: FakeSubscriber, vapid_private_key: str) -> None:
@@ -417,32 +408,34 @@ def test_expired_subscriber_is_410(subscriber: FakeSubscriber, vapid_private_key
 
 
 def test_unknown_subscriber_is_404(
-    service: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
+    push_fake_webpush: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
 ) -> None:
-    unknown = service.subscribe()
-    service._subscribers.pop(unknown.id)  # as if made by another service instance
+    unknown = push_fake_webpush.subscribe()
+    push_fake_webpush._subscribers.pop(unknown.id)  # as if made by another service instance
 
     response = send_fails(unknown, vapid_private_key)
 
     assert response.status_code == 404
-    [request] = service.rejected
+    [request] = push_fake_webpush.rejected
     assert request.subscriber_id == unknown.id and request.status == 404
 
 
-def test_other_paths_and_methods(service: FakePushService, subscriber: FakeSubscriber) -> None:
-    assert requests.post(f"{service.origin}/nothing", timeout=10).status_code == 404
+def test_other_paths_and_methods(
+    push_fake_webpush: FakePushService, subscriber: FakeSubscriber
+) -> None:
+    assert requests.post(f"{push_fake_webpush.origin}/nothing", timeout=10).status_code == 404
     response = requests.get(subscriber.endpoint, timeout=10)
     assert response.status_code == 405 and response.headers["Allow"] == "POST"
-    assert [request.status for request in service.requests] == [404, 405]
+    assert [request.status for request in push_fake_webpush.requests] == [404, 405]
 
 
 # -- scripted failures ---------------------------------------------------------------------
 
 
 def test_scripted_429_carries_retry_after(
-    service: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
+    push_fake_webpush: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
 ) -> None:
-    service.fail_next(429, retry_after=30)
+    push_fake_webpush.fail_next(429, retry_after=30)
 
     with pytest.raises(WebPushException) as caught:
         send(subscriber, vapid_private_key)
@@ -451,15 +444,15 @@ def test_scripted_429_carries_retry_after(
     assert subscriber.received == []
     send(subscriber, vapid_private_key)  # one failure was scripted, the retry goes through
     assert len(subscriber.received) == 1
-    assert [request.status for request in service.requests] == [429, 201]
+    assert [request.status for request in push_fake_webpush.requests] == [429, 201]
 
 
 def test_scripted_failures_for_one_subscriber_several_times(
-    service: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
+    push_fake_webpush: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
 ) -> None:
-    other = service.subscribe("bob's phone")
-    service.fail_next(503, subscriber=subscriber, times=2)
-    service.fail_next(500, subscriber=subscriber.id)
+    other = push_fake_webpush.subscribe("bob's phone")
+    push_fake_webpush.fail_next(503, subscriber=subscriber, times=2)
+    push_fake_webpush.fail_next(500, subscriber=subscriber.id)
 
     send(other, vapid_private_key)
     failures = [send_fails(subscriber, vapid_private_key) for _ in range(3)]
@@ -467,35 +460,33 @@ def test_scripted_failures_for_one_subscriber_several_times(
 
     assert [response.status_code for response in failures] == [503, 503, 500]
     assert "Retry-After" not in failures[0].headers and "fail_next" in failures[0].text
-    assert [push.subscriber_name for push in service.pushes] == ["bob's phone", "alice's laptop"]
+    assert [push.subscriber_name for push in push_fake_webpush.pushes] == [
+        "bob's phone",
+        "alice's laptop",
+    ]
 
 
 def test_reset_forgets_everything_but_subscribers(
-    service: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
+    push_fake_webpush: FakePushService, subscriber: FakeSubscriber, vapid_private_key: str
 ) -> None:
     send(subscriber, vapid_private_key)
-    service.fail_next(500)
-    service.reset()
+    push_fake_webpush.fail_next(500)
+    push_fake_webpush.reset()
 
-    assert service.pushes == [] and service.requests == [] and subscriber.received == []
+    assert (
+        push_fake_webpush.pushes == []
+        and push_fake_webpush.requests == []
+        and subscriber.received == []
+    )
     send(subscriber, vapid_private_key)
-    assert len(subscriber.received) == 1 and subscriber in service.subscribers
+    assert len(subscriber.received) == 1 and subscriber in push_fake_webpush.subscribers
 
 
-def test_misuse_is_refused() -> None:
-    service = FakePushService()
+def test_subscribing_needs_a_started_service() -> None:
+    # Endpoints name its port. (Starting, stopping and fail_next's checks are
+    # every fake's: in test_fake_service.py.)
     with pytest.raises(RuntimeError, match="start"):
-        service.subscribe()
-    with pytest.raises(ValueError, match="4xx or 5xx"):
-        service.fail_next(200)
-    with pytest.raises(ValueError, match="times"):
-        service.fail_next(500, times=0)
-    with service:
-        assert service.running
-        with pytest.raises(RuntimeError, match="once"):
-            service.start()
-    assert not service.running
-    service.stop()  # stopping twice is harmless
+        FakePushService().subscribe()
 
 
 def test_received_push_is_immutable(subscriber: FakeSubscriber, vapid_private_key: str) -> None:
