@@ -1,7 +1,9 @@
 """The fake APNs, driven by the real client aioapns over HTTP/2 and TLS.
 
 A few wire-level checks (ALPN, methods, headers aioapns cannot send wrong, flow
-control) use a bare ``h2`` client instead.
+control) use a bare ``h2`` client instead. What every fake does alike (its lifecycle,
+waiting, scripting, delay and hold) is tested once for all three in
+test_fake_service.py.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import json
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import jwt
@@ -24,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from h2.connection import H2Connection
 from h2.events import DataReceived, ResponseReceived, StreamEnded
 
+from flask_push.pytest_plugin import APNS_TOPIC as TOPIC
 from flask_push.testing.apns import FakeAPNs, ReceivedNotification
 
-TOPIC = "com.example.shop"
 TOKEN = "ab12" * 16
 OTHER_TOKEN = "cd34" * 16
 T = TypeVar("T")
@@ -34,21 +36,9 @@ T = TypeVar("T")
 Key = tuple[str, str, str]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeAPNs]:
-    with FakeAPNs(topic=TOPIC) as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(server: FakeAPNs) -> FakeAPNs:
-    server.reset()
-    return server
-
-
-@pytest.fixture(scope="module")
-def key(server: FakeAPNs) -> Key:
-    return server.auth_key()
+def key(push_fake_apns: FakeAPNs) -> Key:
+    return push_fake_apns.auth_key()
 
 
 def client(fake: FakeAPNs, key: Key, **options: Any) -> APNs:
@@ -107,7 +97,7 @@ def alert(token: str = TOKEN, text: str = "Hello", **options: Any) -> Notificati
 # Delivery through aioapns
 
 
-def test_alert_arrives_with_its_headers_and_payload(fake: FakeAPNs, key: Key) -> None:
+def test_alert_arrives_with_its_headers_and_payload(push_fake_apns: FakeAPNs, key: Key) -> None:
     message = {
         "aps": {
             "alert": {"title": "Order shipped", "body": "On its way"},
@@ -126,11 +116,11 @@ def test_alert_arrives_with_its_headers_and_payload(fake: FakeAPNs, key: Key) ->
     )
     before = time.time()
 
-    result = send(fake, key, request)
+    result = send(push_fake_apns, key, request)
 
     assert (result.status, result.description) == ("200", None)
     assert result.is_successful
-    [received] = fake.wait(1)
+    [received] = push_fake_apns.wait(1)
     assert received.device_token == TOKEN
     assert received.payload == message
     assert received.aps["badge"] == 3 and received.aps["sound"] == "default"
@@ -147,7 +137,7 @@ def test_alert_arrives_with_its_headers_and_payload(fake: FakeAPNs, key: Key) ->
         received.device_token = OTHER_TOKEN  # type: ignore[misc]
 
 
-def test_push_type_topics(fake: FakeAPNs, key: Key) -> None:
+def test_push_type_topics(push_fake_apns: FakeAPNs, key: Key) -> None:
     async def use(apns: APNs) -> list[NotificationResult]:
         return [
             await apns.send_notification(
@@ -166,7 +156,7 @@ def test_push_type_topics(fake: FakeAPNs, key: Key) -> None:
             await apns.send_notification(alert(apns_topic="com.example.other")),
         ]
 
-    results = run(fake, key, use)
+    results = run(push_fake_apns, key, use)
 
     assert [(r.status, r.description) for r in results] == [
         ("200", None),
@@ -174,18 +164,18 @@ def test_push_type_topics(fake: FakeAPNs, key: Key) -> None:
         ("400", "TopicDisallowed"),
         ("400", "TopicDisallowed"),
     ]
-    assert [n.topic for n in fake.notifications] == [f"{TOPIC}.voip", TOPIC]
+    assert [n.topic for n in push_fake_apns.notifications] == [f"{TOPIC}.voip", TOPIC]
 
 
-def test_unregistered_device_gets_410_with_timestamp(fake: FakeAPNs, key: Key) -> None:
-    fake.unregister(TOKEN, timestamp=1_700_000_000_000)
+def test_unregistered_device_gets_410_with_timestamp(push_fake_apns: FakeAPNs, key: Key) -> None:
+    push_fake_apns.unregister(TOKEN, timestamp=1_700_000_000_000)
 
-    result = send(fake, key, alert())
+    result = send(push_fake_apns, key, alert())
 
     assert (result.status, result.description) == ("410", "Unregistered")
     assert result.timestamp == 1_700_000_000_000
-    assert fake.notifications == []
-    [rejection] = fake.rejections
+    assert push_fake_apns.notifications == []
+    [rejection] = push_fake_apns.rejections
     assert (rejection.device_token, rejection.status, rejection.reason) == (
         TOKEN,
         410,
@@ -206,22 +196,22 @@ def test_unregistered_device_gets_410_with_timestamp(fake: FakeAPNs, key: Key) -
     ids=["bad-token", "short-token", "too-large", "priority", "collapse-id", "no-aps"],
 )
 def test_invalid_requests_are_rejected(
-    fake: FakeAPNs, key: Key, request_: NotificationRequest, status: str, reason: str
+    push_fake_apns: FakeAPNs, key: Key, request_: NotificationRequest, status: str, reason: str
 ) -> None:
-    result = send(fake, key, request_)
+    result = send(push_fake_apns, key, request_)
 
     assert (result.status, result.description) == (status, reason)
     assert result.notification_id == request_.notification_id
-    assert fake.notifications == []
+    assert push_fake_apns.notifications == []
 
 
-def test_voip_payloads_may_be_larger(fake: FakeAPNs, key: Key) -> None:
+def test_voip_payloads_may_be_larger(push_fake_apns: FakeAPNs, key: Key) -> None:
     request = alert(text="x" * 4500, push_type=PushType.VOIP, apns_topic=f"{TOPIC}.voip")
 
-    assert send(fake, key, request).status == "200"
+    assert send(push_fake_apns, key, request).status == "200"
 
 
-def test_a_key_the_fake_did_not_issue_is_refused(fake: FakeAPNs, key: Key) -> None:
+def test_a_key_the_fake_did_not_issue_is_refused(push_fake_apns: FakeAPNs, key: Key) -> None:
     _, key_id, team_id = key
     stranger = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM,
@@ -232,10 +222,10 @@ def test_a_key_the_fake_did_not_issue_is_refused(fake: FakeAPNs, key: Key) -> No
         (stranger.decode(), key_id, team_id),
         (stranger.decode(), "UNKNOWN123", team_id),
     ]:
-        result = send(fake, forged, alert())
+        result = send(push_fake_apns, forged, alert())
 
         assert (result.status, result.description) == ("403", "InvalidProviderToken")
-    assert fake.notifications == []
+    assert push_fake_apns.notifications == []
 
 
 class StaticToken(AuthorizationHeaderProvider):
@@ -258,7 +248,7 @@ class StaticToken(AuthorizationHeaderProvider):
     ids=["expired", "other-team", "future", "no-iss", "missing"],
 )
 def test_provider_token_claims(
-    fake: FakeAPNs, key: Key, claims: dict[str, Any] | None, reason: str
+    push_fake_apns: FakeAPNs, key: Key, claims: dict[str, Any] | None, reason: str
 ) -> None:
     key_pem, key_id, team_id = key
     header = ""
@@ -268,7 +258,7 @@ def test_provider_token_claims(
         payload = {name: value for name, value in payload.items() if value is not None}
         token = jwt.encode(payload, key_pem, algorithm="ES256", headers={"kid": key_id})
         header = f"bearer {token}"
-    base = fake.aioapns_protocol_class()
+    base = push_fake_apns.aioapns_protocol_class()
 
     class Protocol(base):  # type: ignore[valid-type, misc]
         def __init__(self, *args: Any) -> None:
@@ -279,55 +269,46 @@ def test_provider_token_claims(
         apns.pool.protocol_class = Protocol
         return await apns.send_notification(alert())
 
-    result = run(fake, key, use)
+    result = run(push_fake_apns, key, use)
 
     assert (result.status, result.description) == ("403", reason)
 
 
-def test_scripted_failures(fake: FakeAPNs, key: Key) -> None:
-    fake.fail_next(429, "TooManyRequests")
-    fake.fail_next(503, "ServiceUnavailable", token=OTHER_TOKEN, times=2)
+def test_a_scripted_failure_answers_with_its_reason(push_fake_apns: FakeAPNs, key: Key) -> None:
+    # (Their order, targets and counts are every fake's: in test_fake_service.py.)
+    push_fake_apns.fail_next(503, "ServiceUnavailable", token=OTHER_TOKEN)
 
-    async def use(apns: APNs) -> list[tuple[str, str | None]]:
-        results = []
-        for token in [OTHER_TOKEN, TOKEN, OTHER_TOKEN, OTHER_TOKEN, TOKEN]:
-            result = await apns.send_notification(alert(token))
-            results.append((result.status, result.description))
-        return results
+    result = send(push_fake_apns, key, alert(OTHER_TOKEN))
 
-    assert run(fake, key, use) == [
-        ("429", "TooManyRequests"),
-        ("200", None),
-        ("503", "ServiceUnavailable"),
-        ("503", "ServiceUnavailable"),
-        ("200", None),
+    assert (result.status, result.description) == ("503", "ServiceUnavailable")
+    assert [(r.status, r.reason) for r in push_fake_apns.rejections] == [
+        (503, "ServiceUnavailable")
     ]
-    assert len(fake.notifications) == 2
 
 
-def test_concurrent_notifications_share_one_connection(fake: FakeAPNs, key: Key) -> None:
-    connections_before = fake.connection_count
+def test_concurrent_notifications_share_one_connection(push_fake_apns: FakeAPNs, key: Key) -> None:
+    connections_before = push_fake_apns.connection_count
 
     async def use(apns: APNs) -> list[NotificationResult]:
         sends = [apns.send_notification(alert(text=f"#{i}")) for i in range(100)]
         return await asyncio.wait_for(asyncio.gather(*sends), 10)
 
-    results = run(fake, key, use)
+    results = run(push_fake_apns, key, use)
 
     assert {result.status for result in results} == {"200"}
-    received = fake.wait(100, timeout=1)
+    received = push_fake_apns.wait(100, timeout=1)
     assert sorted(n.payload["aps"]["alert"] for n in received) == sorted(
         f"#{i}" for i in range(100)
     )
     assert {n.apns_id for n in received} == {r.notification_id for r in results}
-    assert fake.connection_count == connections_before + 1  # HTTP/2 multiplexing
+    assert push_fake_apns.connection_count == connections_before + 1  # HTTP/2 multiplexing
 
 
-def test_several_clients_at_once(fake: FakeAPNs, key: Key) -> None:
-    connections_before = fake.connection_count
+def test_several_clients_at_once(push_fake_apns: FakeAPNs, key: Key) -> None:
+    connections_before = push_fake_apns.connection_count
 
     async def main() -> list[NotificationResult]:
-        clients = [client(fake, key) for _ in range(3)]
+        clients = [client(push_fake_apns, key) for _ in range(3)]
         try:
             sends = [apns.send_notification(alert(text=f"{i}")) for i, apns in enumerate(clients)]
             return await asyncio.wait_for(asyncio.gather(*sends), 5)
@@ -338,39 +319,44 @@ def test_several_clients_at_once(fake: FakeAPNs, key: Key) -> None:
     results = asyncio.run(main())
 
     assert [result.status for result in results] == ["200"] * 3
-    assert len(fake.wait(3)) == 3
-    assert fake.connection_count == connections_before + 3
+    assert len(push_fake_apns.wait(3)) == 3
+    assert push_fake_apns.connection_count == connections_before + 3
 
 
-def test_delay_does_not_serialize_streams() -> None:
-    with FakeAPNs(topic=TOPIC, delay=0.3) as slow:
-        slow_key = slow.auth_key()
+def test_streams_on_one_connection_are_served_side_by_side(
+    push_fake_apns: FakeAPNs, key: Key
+) -> None:
+    async def use(apns: APNs) -> list[NotificationResult]:
+        await apns.send_notification(alert())  # connect first
+        connections = push_fake_apns.connection_count
+        push_fake_apns.hold()
+        sending = asyncio.gather(*(apns.send_notification(alert()) for _ in range(30)))
+        try:
+            # all 30 held at once, on the one connection: none waits for another
+            await asyncio.to_thread(push_fake_apns.wait_in_flight, 30)
+        finally:
+            push_fake_apns.release()
+        results = await sending
+        assert push_fake_apns.connection_count == connections
+        return results
 
-        async def use(apns: APNs) -> list[NotificationResult]:
-            await apns.send_notification(alert())  # connect first
-            started = time.perf_counter()
-            results = await asyncio.gather(*(apns.send_notification(alert()) for _ in range(30)))
-            assert 0.3 <= time.perf_counter() - started < 1.5
-            return results
-
-        results = run(slow, slow_key, use)
+    results = run(push_fake_apns, key, use)
 
     assert {result.status for result in results} == {"200"}
-    assert len(slow.notifications) == 31
+    assert len(push_fake_apns.notifications) == 31 and push_fake_apns.peak_in_flight == 30
 
 
-def test_wait_for_and_reset(fake: FakeAPNs, key: Key) -> None:
-    with pytest.raises(TimeoutError, match="received 0 of 1 notifications"):
-        fake.wait(1, timeout=0.05)
-    fake.unregister(OTHER_TOKEN)
-    fake.fail_next(500, "InternalServerError")
+def test_reset_forgets_unregistered_devices_and_rejections(
+    push_fake_apns: FakeAPNs, key: Key
+) -> None:
+    push_fake_apns.unregister(OTHER_TOKEN)
+    assert send(push_fake_apns, key, alert(OTHER_TOKEN)).status == "410"
 
-    fake.reset()
+    push_fake_apns.reset()
 
-    assert send(fake, key, alert(OTHER_TOKEN)).status == "200"
-    assert isinstance(fake.wait(1, timeout=0.05)[0], ReceivedNotification)
-    fake.reset()
-    assert fake.notifications == [] and fake.rejections == []
+    assert push_fake_apns.rejections == []
+    assert send(push_fake_apns, key, alert(OTHER_TOKEN)).status == "200"
+    assert isinstance(push_fake_apns.wait(1, timeout=0.05)[0], ReceivedNotification)
 
 
 # The wire, with a bare h2 client
@@ -459,12 +445,14 @@ PAYLOAD = b'{"aps":{"alert":"hi"}}'
 
 
 @pytest.mark.parametrize("alpn", [True, False], ids=["alpn", "no-alpn"])
-def test_speaks_http2_with_or_without_alpn(fake: FakeAPNs, key: Key, alpn: bool) -> None:
-    status, headers, body, protocol = exchange(fake, request_headers(key), PAYLOAD, alpn=alpn)
+def test_speaks_http2_with_or_without_alpn(push_fake_apns: FakeAPNs, key: Key, alpn: bool) -> None:
+    status, headers, body, protocol = exchange(
+        push_fake_apns, request_headers(key), PAYLOAD, alpn=alpn
+    )
 
     assert (status, body) == (200, None)
     assert protocol == ("h2" if alpn else None)
-    [received] = fake.wait(1)
+    [received] = push_fake_apns.wait(1)
     assert headers["apns-id"] == received.apns_id  # generated when the client sent none
 
 
@@ -494,42 +482,48 @@ def test_speaks_http2_with_or_without_alpn(fake: FakeAPNs, key: Key, alpn: bool)
     ],
 )
 def test_wire_level_rejections(
-    fake: FakeAPNs, key: Key, headers: dict[str, str], body: bytes, status: int, reason: str
+    push_fake_apns: FakeAPNs,
+    key: Key,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    reason: str,
 ) -> None:
     path, method = headers.pop("path", f"/3/device/{TOKEN}"), headers.pop("method", "POST")
 
     answer, response_headers, reply, _ = exchange(
-        fake, request_headers(key, path, method, **headers), body
+        push_fake_apns, request_headers(key, path, method, **headers), body
     )
 
     assert (answer, reply) == (status, {"reason": reason})
     assert response_headers["apns-id"]
-    assert fake.rejections[-1].reason == reason
+    assert push_fake_apns.rejections[-1].reason == reason
 
 
-def test_missing_topic_and_duplicate_headers(fake: FakeAPNs, key: Key) -> None:
+def test_missing_topic_and_duplicate_headers(push_fake_apns: FakeAPNs, key: Key) -> None:
     without_topic = [h for h in request_headers(key) if h[0] != "apns-topic"]
     twice = request_headers(key, priority="10") + [("apns-priority", "5")]
 
-    assert exchange(fake, without_topic, PAYLOAD)[2] == {"reason": "MissingTopic"}
-    assert exchange(fake, twice, PAYLOAD)[2] == {"reason": "DuplicateHeaders"}
+    assert exchange(push_fake_apns, without_topic, PAYLOAD)[2] == {"reason": "MissingTopic"}
+    assert exchange(push_fake_apns, twice, PAYLOAD)[2] == {"reason": "DuplicateHeaders"}
 
 
-def test_stop_closes_open_connections() -> None:
-    fake = FakeAPNs(topic=TOPIC).start()
-    issued = fake.auth_key()
-    with socket.create_connection((fake.host, fake.port)) as raw:
-        with fake.client_ssl_context().wrap_socket(raw, server_hostname=fake.host) as tls:
+def test_stop_closes_open_connections(push_fake_apns: FakeAPNs) -> None:
+    issued = push_fake_apns.auth_key()
+    with socket.create_connection((push_fake_apns.host, push_fake_apns.port)) as raw:
+        with push_fake_apns.client_ssl_context().wrap_socket(
+            raw, server_hostname=push_fake_apns.host
+        ) as tls:
             conn = H2Connection()
             conn.initiate_connection()
             tls.sendall(conn.data_to_send())
-            assert exchange(fake, request_headers(issued), PAYLOAD)[0] == 200
+            assert exchange(push_fake_apns, request_headers(issued), PAYLOAD)[0] == 200
             started = time.perf_counter()
 
-            fake.stop()
+            push_fake_apns.stop()
 
             assert time.perf_counter() - started < 2
-            assert not fake.running
+            assert not push_fake_apns.running
             with pytest.raises(RuntimeError):
-                fake.port  # noqa: B018
-    assert len(fake.notifications) == 1  # kept after stop
+                push_fake_apns.port  # noqa: B018
+    assert len(push_fake_apns.notifications) == 1  # kept after stop

@@ -1,11 +1,14 @@
-"""flask_push.testing.fcm.FakeFCM, driven by the real client pyfcm and by plain requests."""
+"""flask_push.testing.push_fake_fcm.FakeFCM, driven by the real client pyfcm and by plain requests.
+
+What every fake does alike (its lifecycle, waiting, scripting, delay and hold) is
+tested once for all three in test_fake_service.py.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -36,22 +39,9 @@ from conftest import service_account as foreign_service_account
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeFCM]:
-    with FakeFCM() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def account(server: FakeFCM) -> dict[str, str]:
-    return server.service_account()
-
-
 @pytest.fixture
-def fcm(server: FakeFCM) -> FakeFCM:
-    server.reset()
-    server.delay = 0.0
-    return server
+def account(push_fake_fcm: FakeFCM) -> dict[str, str]:
+    return push_fake_fcm.service_account()
 
 
 def credentials(info: dict[str, str]) -> Any:
@@ -65,12 +55,12 @@ def pyfcm_client(fake: FakeFCM, info: dict[str, str]) -> FCMNotification:
 
 
 @pytest.fixture
-def client(fcm: FakeFCM, account: dict[str, str]) -> FCMNotification:
-    return pyfcm_client(fcm, account)
+def client(push_fake_fcm: FakeFCM, account: dict[str, str]) -> FCMNotification:
+    return pyfcm_client(push_fake_fcm, account)
 
 
 @pytest.fixture
-def access_token(fcm: FakeFCM, account: dict[str, str]) -> str:
+def access_token(push_fake_fcm: FakeFCM, account: dict[str, str]) -> str:
     """An access token fetched the way google-auth does it."""
     creds = credentials(account)
     creds.refresh(Request())
@@ -96,7 +86,9 @@ def assert_invalid_argument(response: Any, field: str | None = None) -> dict[str
 # -- through pyfcm --------------------------------------------------------------
 
 
-def test_pyfcm_message_arrives_with_its_fields(fcm: FakeFCM, client: FCMNotification) -> None:
+def test_pyfcm_message_arrives_with_its_fields(
+    push_fake_fcm: FakeFCM, client: FCMNotification
+) -> None:
     token = make_registration_token()
     android = {
         "ttl": "3600s",
@@ -113,7 +105,7 @@ def test_pyfcm_message_arrives_with_its_fields(fcm: FakeFCM, client: FCMNotifica
         android_config=android,
         apns_config={"headers": {"apns-priority": "10"}, "payload": {"aps": {"badge": 1}}},
     )
-    [received] = fcm.wait(1, timeout=2)
+    [received] = push_fake_fcm.wait(1, timeout=2)
     assert isinstance(received, ReceivedMessage)
     assert answer == {"name": received.name}
     assert received.name.startswith("projects/flask-push-test/messages/")
@@ -127,7 +119,7 @@ def test_pyfcm_message_arrives_with_its_fields(fcm: FakeFCM, client: FCMNotifica
     assert received.android == android
     assert received.apns == {"headers": {"apns-priority": "10"}, "payload": {"aps": {"badge": 1}}}
     # The bearer token is one /token really issued, to this account, for FCM.
-    [issued] = [t for t in fcm.issued_tokens if t.access_token == received.access_token]
+    [issued] = [t for t in push_fake_fcm.issued_tokens if t.access_token == received.access_token]
     assert issued.client_email == received_email(client)
     assert FCM_SCOPE in issued.scopes and issued.expires_at - issued.issued_at == 3600
 
@@ -136,50 +128,56 @@ def received_email(client: FCMNotification) -> str:
     return str(client.credentials.service_account_email)
 
 
-def test_pyfcm_reuses_its_token_per_thread(fcm: FakeFCM, client: FCMNotification) -> None:
+def test_pyfcm_reuses_its_token_per_thread(push_fake_fcm: FakeFCM, client: FCMNotification) -> None:
     token = make_registration_token()
-    before = len(fcm.issued_tokens)
+    before = len(push_fake_fcm.issued_tokens)
     client.notify(fcm_token=token, notification_title="one")
     client.notify(fcm_token=token, notification_title="two")
-    assert len(fcm.issued_tokens) == before + 1
+    assert len(push_fake_fcm.issued_tokens) == before + 1
     # pyfcm keeps a session, and so an access token, per thread.
     worker = threading.Thread(target=client.notify, kwargs={"fcm_token": token})
     worker.start()
     worker.join()
-    assert len(fcm.issued_tokens) == before + 2
-    assert [m.notification for m in fcm.wait(3)] == [
+    assert len(push_fake_fcm.issued_tokens) == before + 2
+    assert [m.notification for m in push_fake_fcm.wait(3)] == [
         {"title": "one"},
         {"title": "two"},
         {},  # pyfcm sends an empty notification when given neither title nor body
     ]
 
 
-def test_pyfcm_with_a_service_account_file(fcm: FakeFCM, account: dict[str, str], tmp_path: Any):
+def test_pyfcm_with_a_service_account_file(
+    push_fake_fcm: FakeFCM, account: dict[str, str], tmp_path: Any
+):
     path = tmp_path / "service-account.json"
     path.write_text(json.dumps(account))
     client = FCMNotification(service_account_file=str(path))
-    client.FCM_END_POINT_BASE = fcm.endpoint_base
+    client.FCM_END_POINT_BASE = push_fake_fcm.endpoint_base
     client.notify(topic_name="news", data_payload={"k": "v"})
-    [received] = fcm.messages
+    [received] = push_fake_fcm.messages
     assert received.topic == "news" and received.token is None
     assert received.message == {"topic": "news", "data": {"k": "v"}}  # data only: no notification
 
 
-def test_pyfcm_dry_run_is_checked_but_not_delivered(fcm: FakeFCM, client: FCMNotification) -> None:
+def test_pyfcm_dry_run_is_checked_but_not_delivered(
+    push_fake_fcm: FakeFCM, client: FCMNotification
+) -> None:
     answer = client.notify(fcm_token=make_registration_token(), dry_run=True)
     assert answer == {"name": "projects/flask-push-test/messages/fake_message_id"}
-    assert fcm.messages == [] and fcm.send_attempts == 1
+    assert push_fake_fcm.messages == [] and push_fake_fcm.send_attempts == 1
     with pytest.raises(InvalidDataError):
         client.notify(fcm_token="short", dry_run=True)
 
 
-def test_unregistered_token_raises_not_registered(fcm: FakeFCM, client: FCMNotification) -> None:
+def test_unregistered_token_raises_not_registered(
+    push_fake_fcm: FakeFCM, client: FCMNotification
+) -> None:
     gone, alive = make_registration_token(), make_registration_token()
-    fcm.unregister(gone)
+    push_fake_fcm.unregister(gone)
     with pytest.raises(FCMNotRegisteredError):
         client.notify(fcm_token=gone, notification_title="Hi")
     client.notify(fcm_token=alive, notification_title="Hi")
-    assert [m.token for m in fcm.messages] == [alive]
+    assert [m.token for m in push_fake_fcm.messages] == [alive]
 
 
 @pytest.mark.parametrize(
@@ -198,32 +196,34 @@ def test_unregistered_token_raises_not_registered(fcm: FakeFCM, client: FCMNotif
     ],
 )
 def test_invalid_message_raises_invalid_data(
-    fcm: FakeFCM, client: FCMNotification, options: dict[str, Any], needle: str
+    push_fake_fcm: FakeFCM, client: FCMNotification, options: dict[str, Any], needle: str
 ) -> None:
     options.setdefault("fcm_token", make_registration_token())
     with pytest.raises(InvalidDataError) as caught:
         client.notify(notification_title="Hi", **options)
     assert "INVALID_ARGUMENT" in str(caught.value) and needle in str(caught.value)
-    assert fcm.messages == []
+    assert push_fake_fcm.messages == []
 
 
-def test_camel_case_fields_are_accepted(fcm: FakeFCM, client: FCMNotification) -> None:
+def test_camel_case_fields_are_accepted(push_fake_fcm: FakeFCM, client: FCMNotification) -> None:
     android = {"collapseKey": "c", "notification": {"clickAction": "OPEN", "channelId": "main"}}
     client.notify(fcm_token=make_registration_token(), android_config=android)
-    assert fcm.messages[0].android == android
+    assert push_fake_fcm.messages[0].android == android
 
 
-def test_wrong_project_raises_sender_id_mismatch(fcm: FakeFCM, account: dict[str, str]) -> None:
+def test_wrong_project_raises_sender_id_mismatch(
+    push_fake_fcm: FakeFCM, account: dict[str, str]
+) -> None:
     # pyfcm takes the project from the credentials, so a mismatch comes from there.
-    client = pyfcm_client(fcm, {**account, "project_id": "someone-else"})
+    client = pyfcm_client(push_fake_fcm, {**account, "project_id": "someone-else"})
     with pytest.raises(FCMSenderIdMismatchError):
         client.notify(fcm_token=make_registration_token(), notification_title="Hi")
-    assert fcm.messages == []
+    assert push_fake_fcm.messages == []
 
 
-def test_wrong_project_error_shape(fcm: FakeFCM, access_token: str) -> None:
+def test_wrong_project_error_shape(push_fake_fcm: FakeFCM, access_token: str) -> None:
     body = {"message": {"topic": "news"}}
-    response = send(fcm, access_token, body, project="someone-else")
+    response = send(push_fake_fcm, access_token, body, project="someone-else")
     assert response.status_code == 403
     assert response.json() == {
         "error": {
@@ -235,111 +235,92 @@ def test_wrong_project_error_shape(fcm: FakeFCM, access_token: str) -> None:
     }
 
 
-def test_server_error_raises_then_recovers(fcm: FakeFCM, client: FCMNotification) -> None:
+def test_server_error_raises_then_recovers(push_fake_fcm: FakeFCM, client: FCMNotification) -> None:
     token = make_registration_token()
-    fcm.fail_next(500, "INTERNAL")
+    push_fake_fcm.fail_next(500, "INTERNAL")
     with pytest.raises(FCMServerError):
         client.notify(fcm_token=token, notification_title="Hi")
     client.notify(fcm_token=token, notification_title="Hi")
-    assert len(fcm.messages) == 1 and fcm.send_attempts == 2
+    assert len(push_fake_fcm.messages) == 1 and push_fake_fcm.send_attempts == 2
 
 
-def test_pyfcm_retries_503_itself(fcm: FakeFCM, client: FCMNotification) -> None:
+def test_pyfcm_retries_503_itself(push_fake_fcm: FakeFCM, client: FCMNotification) -> None:
     # pyfcm mounts urllib3's Retry(status_forcelist=[502, 503]) for POST too;
     # the first retry comes without delay.
-    fcm.fail_next(503, "UNAVAILABLE")
+    push_fake_fcm.fail_next(503, "UNAVAILABLE")
     client.notify(fcm_token=make_registration_token(), notification_title="Hi")
-    assert fcm.send_attempts == 2 and len(fcm.messages) == 1
+    assert push_fake_fcm.send_attempts == 2 and len(push_fake_fcm.messages) == 1
 
 
-def test_quota_without_retry_after_raises_server_error(fcm: FakeFCM, client: FCMNotification):
-    fcm.fail_next(429, "QUOTA_EXCEEDED")
+def test_quota_without_retry_after_raises_server_error(
+    push_fake_fcm: FakeFCM, client: FCMNotification
+):
+    push_fake_fcm.fail_next(429, "QUOTA_EXCEEDED")
     with pytest.raises(FCMServerError, match="429"):
         client.notify(fcm_token=make_registration_token(), notification_title="Hi")
 
 
-def test_failure_for_one_token_only(fcm: FakeFCM, client: FCMNotification) -> None:
+def test_failure_for_one_token_only(push_fake_fcm: FakeFCM, client: FCMNotification) -> None:
     target, other = make_registration_token(), make_registration_token()
-    fcm.fail_next(500, "INTERNAL", token=target, times=2)
+    push_fake_fcm.fail_next(500, "INTERNAL", token=target, times=2)
     client.notify(fcm_token=other, notification_title="Hi")
     for _ in range(2):
         with pytest.raises(FCMServerError):
             client.notify(fcm_token=target, notification_title="Hi")
     client.notify(fcm_token=target, notification_title="Hi")
-    assert [m.token for m in fcm.messages] == [other, target]
+    assert [m.token for m in push_fake_fcm.messages] == [other, target]
 
 
-def test_expired_access_token_is_refreshed_by_pyfcm(fcm: FakeFCM, client: FCMNotification):
+def test_expired_access_token_is_refreshed_by_pyfcm(
+    push_fake_fcm: FakeFCM, client: FCMNotification
+):
     token = make_registration_token()
     client.notify(fcm_token=token, notification_title="one")
-    fcm.expire_tokens()
+    push_fake_fcm.expire_tokens()
     client.notify(fcm_token=token, notification_title="two")
-    first, second = fcm.messages
+    first, second = push_fake_fcm.messages
     assert first.access_token != second.access_token
 
 
-def test_key_the_fake_did_not_issue_is_refused(fcm: FakeFCM) -> None:
+def test_key_the_fake_did_not_issue_is_refused(push_fake_fcm: FakeFCM) -> None:
     # google-auth's RefreshError reaches the caller as pyfcm's InvalidDataError.
-    stranger = foreign_service_account(project_id="flask-push-test", token_uri=fcm.token_uri)
-    client = pyfcm_client(fcm, stranger)
+    stranger = foreign_service_account(
+        project_id="flask-push-test", token_uri=push_fake_fcm.token_uri
+    )
+    client = pyfcm_client(push_fake_fcm, stranger)
     with pytest.raises(InvalidDataError, match="account not found"):
         client.notify(fcm_token=make_registration_token(), notification_title="Hi")
-    assert fcm.send_attempts == 0
-
-
-def test_concurrent_sends_with_delay(fcm: FakeFCM, client: FCMNotification) -> None:
-    fcm.delay = 0.2
-    tokens = [make_registration_token() for _ in range(6)]
-    started = time.monotonic()
-    workers = [
-        threading.Thread(target=client.notify, kwargs={"fcm_token": t, "notification_title": "x"})
-        for t in tokens
-    ]
-    for worker in workers:
-        worker.start()
-    received = fcm.wait(6, timeout=3)
-    elapsed = time.monotonic() - started
-    for worker in workers:
-        worker.join()
-    assert sorted(m.token or "" for m in received) == sorted(tokens)
-    assert elapsed < 0.2 * 6 / 2  # served side by side, not one after another
-
-
-def test_wait_times_out(fcm: FakeFCM) -> None:
-    started = time.monotonic()
-    with pytest.raises(TimeoutError, match="0 of 1"):
-        fcm.wait(1, timeout=0.05)
-    assert time.monotonic() - started < 1
+    assert push_fake_fcm.send_attempts == 0
 
 
 # -- plain HTTP -------------------------------------------------------------------
 
 
-def test_quota_exceeded_with_retry_after(fcm: FakeFCM, access_token: str) -> None:
-    fcm.fail_next(429, "QUOTA_EXCEEDED", retry_after=7, times=2)
+def test_quota_exceeded_with_retry_after(push_fake_fcm: FakeFCM, access_token: str) -> None:
+    push_fake_fcm.fail_next(429, "QUOTA_EXCEEDED", retry_after=7, times=2)
     body = {"message": {"token": make_registration_token(), "data": {"k": "v"}}}
     for _ in range(2):
-        response = send(fcm, access_token, body)
+        response = send(push_fake_fcm, access_token, body)
         assert response.status_code == 429 and response.headers["Retry-After"] == "7"
         error = response.json()["error"]
         assert error["status"] == "RESOURCE_EXHAUSTED" and error["code"] == 429
         assert error["details"] == [{"@type": FCM_ERROR, "errorCode": "QUOTA_EXCEEDED"}]
-    response = send(fcm, access_token, body)
+    response = send(push_fake_fcm, access_token, body)
     assert response.status_code == 200 and "Retry-After" not in response.headers
-    assert response.json() == {"name": fcm.messages[0].name}
+    assert response.json() == {"name": push_fake_fcm.messages[0].name}
 
 
-def test_unavailable_error_shape(fcm: FakeFCM, access_token: str) -> None:
-    fcm.fail_next(503, "UNAVAILABLE")
-    response = send(fcm, access_token, {"message": {"topic": "news"}})
+def test_unavailable_error_shape(push_fake_fcm: FakeFCM, access_token: str) -> None:
+    push_fake_fcm.fail_next(503, "UNAVAILABLE")
+    response = send(push_fake_fcm, access_token, {"message": {"topic": "news"}})
     assert response.status_code == 503
     assert response.json()["error"]["status"] == "UNAVAILABLE"
 
 
-def test_unregistered_error_shape(fcm: FakeFCM, access_token: str) -> None:
+def test_unregistered_error_shape(push_fake_fcm: FakeFCM, access_token: str) -> None:
     token = make_registration_token()
-    fcm.unregister(token)
-    response = send(fcm, access_token, {"message": {"token": token}})
+    push_fake_fcm.unregister(token)
+    response = send(push_fake_fcm, access_token, {"message": {"token": token}})
     assert response.status_code == 404
     assert response.json() == {
         "error": {
@@ -352,11 +333,13 @@ def test_unregistered_error_shape(fcm: FakeFCM, access_token: str) -> None:
 
 
 @pytest.mark.parametrize("authorization", [None, "ya29.made-up"])
-def test_send_needs_an_issued_bearer_token(fcm: FakeFCM, authorization: str | None) -> None:
-    response = send(fcm, authorization, {"message": {"topic": "news"}})
+def test_send_needs_an_issued_bearer_token(
+    push_fake_fcm: FakeFCM, authorization: str | None
+) -> None:
+    response = send(push_fake_fcm, authorization, {"message": {"topic": "news"}})
     assert response.status_code == 401
     assert response.json()["error"]["status"] == "UNAUTHENTICATED"
-    assert fcm.messages == []
+    assert push_fake_fcm.messages == []
 
 
 @pytest.mark.parametrize(
@@ -381,13 +364,13 @@ def test_send_needs_an_issued_bearer_token(fcm: FakeFCM, authorization: str | No
     ],
 )
 def test_invalid_bodies_get_fcm_errors(
-    fcm: FakeFCM, access_token: str, body: Any, field: str | None
+    push_fake_fcm: FakeFCM, access_token: str, body: Any, field: str | None
 ) -> None:
-    assert_invalid_argument(send(fcm, access_token, body), field)
-    assert fcm.messages == []
+    assert_invalid_argument(send(push_fake_fcm, access_token, body), field)
+    assert push_fake_fcm.messages == []
 
 
-def test_valid_body_with_every_block(fcm: FakeFCM, access_token: str) -> None:
+def test_valid_body_with_every_block(push_fake_fcm: FakeFCM, access_token: str) -> None:
     message = {
         "condition": "'news' in topics && 'sport' in topics",
         "notification": {"title": "t", "body": "b"},
@@ -418,9 +401,9 @@ def test_valid_body_with_every_block(fcm: FakeFCM, access_token: str) -> None:
         },
         "fcm_options": {"analytics_label": "campaign"},
     }
-    response = send(fcm, access_token, {"message": message, "validate_only": False})
+    response = send(push_fake_fcm, access_token, {"message": message, "validate_only": False})
     assert response.status_code == 200, response.text
-    [received] = fcm.messages
+    [received] = push_fake_fcm.messages
     assert received.condition == message["condition"] and received.message == message
     assert received.webpush == message["webpush"]
 
@@ -448,15 +431,17 @@ def token_request(fake: FakeFCM, grant: str, **form: str) -> Any:
     return requests.post(fake.token_uri, data={**data, **form}, timeout=5)
 
 
-def test_token_endpoint_grants_a_good_assertion(fcm: FakeFCM, account: dict[str, str]) -> None:
-    response = token_request(fcm, assertion(account))
+def test_token_endpoint_grants_a_good_assertion(
+    push_fake_fcm: FakeFCM, account: dict[str, str]
+) -> None:
+    response = token_request(push_fake_fcm, assertion(account))
     assert response.status_code == 200
     answer = response.json()
     assert set(answer) == {"access_token", "expires_in", "token_type"}
     assert answer["expires_in"] == 3600 and answer["token_type"] == "Bearer"
     # google-auth signs for Google's endpoint, whatever token_uri says: accepted too.
     google = assertion(account, aud="https://oauth2.googleapis.com/token")
-    assert token_request(fcm, google).status_code == 200
+    assert token_request(push_fake_fcm, google).status_code == 200
 
 
 def other_key_pem() -> str:
@@ -477,7 +462,7 @@ def other_key_pem() -> str:
     ],
 )
 def test_token_endpoint_refuses_bad_grants(
-    fcm: FakeFCM, account: dict[str, str], change: dict[str, Any], error: str
+    push_fake_fcm: FakeFCM, account: dict[str, str], change: dict[str, Any], error: str
 ) -> None:
     change = dict(change)
     form = {}
@@ -486,55 +471,47 @@ def test_token_endpoint_refuses_bad_grants(
     info = dict(account)
     if change.pop("key", None):
         info["private_key"] = other_key_pem()
-    response = token_request(fcm, assertion(info, **change), **form)
+    response = token_request(push_fake_fcm, assertion(info, **change), **form)
     assert response.status_code == 400
     assert response.json()["error"] == error
     assert response.json()["error_description"]
 
 
-def test_token_endpoint_refuses_garbage(fcm: FakeFCM) -> None:
-    response = token_request(fcm, "not.a.jwt")
+def test_token_endpoint_refuses_garbage(push_fake_fcm: FakeFCM) -> None:
+    response = token_request(push_fake_fcm, "not.a.jwt")
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
 
 # -- lifecycle ---------------------------------------------------------------------
 
 
-def test_lifecycle_and_reset() -> None:
-    fake = FakeFCM()
+def test_service_accounts_reset_and_stop(push_fake_fcm: FakeFCM) -> None:
+    # (Starting and stopping are every fake's: in test_fake_service.py.)
     with pytest.raises(RuntimeError):
-        _ = fake.base_url
-    with fake:
-        assert fake.base_url.startswith("http://127.0.0.1:")
-        info = fake.service_account(project_id="shop-1")
-        assert info["type"] == "service_account" and info["project_id"] == "shop-1"
-        assert info["token_uri"] == f"{fake.base_url}/token"
-        assert info["client_email"].endswith("@shop-1.iam.gserviceaccount.com")
-        client = pyfcm_client(fake, info)
-        client.notify(topic_name="news", notification_title="Hi")
-        fake.unregister("x" * 40)
-        fake.fail_next(500, "INTERNAL")
-        fake.reset()
-        assert fake.messages == [] and fake.send_attempts == 0
-        client.notify(topic_name="news", notification_title="again")  # no failure left
-        assert fake.messages[0].project_id == "shop-1"
-        with pytest.raises(RuntimeError):
-            fake.start()
-        url = fake.base_url
+        _ = FakeFCM().base_url
+    fake = push_fake_fcm
+    assert fake.base_url.startswith("http://127.0.0.1:")
+    info = fake.service_account(project_id="shop-1")
+    assert info["type"] == "service_account" and info["project_id"] == "shop-1"
+    assert info["token_uri"] == f"{fake.base_url}/token"
+    assert info["client_email"].endswith("@shop-1.iam.gserviceaccount.com")
+    client = pyfcm_client(fake, info)
+    client.notify(topic_name="news", notification_title="Hi")
+    fake.unregister("x" * 40)
+    fake.fail_next(500, "INTERNAL")
+    fake.reset()
+    assert fake.messages == [] and fake.send_attempts == 0
+    client.notify(topic_name="news", notification_title="again")  # no failure left
+    assert fake.messages[0].project_id == "shop-1"
+    fake.stop()
     with pytest.raises(requests.ConnectionError):
-        requests.post(f"{url}/token", timeout=1)
-    fake.stop()  # idempotent
+        requests.post(f"{fake.base_url}/token", timeout=1)
 
 
-def test_fail_next_checks_its_arguments(fcm: FakeFCM) -> None:
-    with pytest.raises(ValueError):
-        fcm.fail_next(200, "INTERNAL")
-    with pytest.raises(ValueError):
-        fcm.fail_next(500, "INTERNAL", times=0)
-
-
-def test_auth_error_is_authentication_error(fcm: FakeFCM, client: FCMNotification) -> None:
+def test_auth_error_is_authentication_error(
+    push_fake_fcm: FakeFCM, client: FCMNotification
+) -> None:
     # A 401 without ACCESS_TOKEN_EXPIRED is not retried by pyfcm.
-    fcm.fail_next(401, "THIRD_PARTY_AUTH_ERROR")
+    push_fake_fcm.fail_next(401, "THIRD_PARTY_AUTH_ERROR")
     with pytest.raises(AuthenticationError):
         client.notify(fcm_token=make_registration_token(), notification_title="Hi")
