@@ -226,17 +226,21 @@ def test_the_worker_shows_a_push(browser: Browser, page: Any, live: Callable[...
 
 
 def test_a_click_opens_the_url_and_is_counted(
-    browser: Browser, page: Any, live: Callable[..., Live]
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
 ) -> None:
     app = live(**SENDING)
-    with FakePushService() as service:
-        subscriber = service.subscribe("alice's browser")
-        client = app.app.test_client()
-        client.get("/login/alice")
-        assert client.post("/push/subscriptions", json=subscriber.info).status_code == 201
-        message, received = send_for_real(
-            app, service, "alice", title="Order #42", body="Out for delivery", url="/orders/42"
-        )
+    subscriber = push_fake_webpush.subscribe("alice's browser")
+    client = app.app.test_client()
+    client.get("/login/alice")
+    assert client.post("/push/subscriptions", json=subscriber.info).status_code == 201
+    message, received = send_for_real(
+        app,
+        push_fake_webpush,
+        "alice",
+        title="Order #42",
+        body="Out for delivery",
+        url="/orders/42",
+    )
     assert received.json()["clickToken"]  # signed by the server, checked on the way back
 
     open_page(browser, page, app)
@@ -258,28 +262,27 @@ def test_a_click_opens_the_url_and_is_counted(
 
 
 def test_subscribe_reaches_the_server_and_a_send_the_worker(
-    browser: Browser, page: Any, live: Callable[..., Live]
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
 ) -> None:
     app = live(**SENDING)
-    with FakePushService() as service:
-        made: list[FakeSubscriber] = []
+    made: list[FakeSubscriber] = []
 
-        def subscription() -> dict[str, Any]:
-            made.append(service.subscribe("bob's browser"))
-            return made[-1].info
+    def subscription() -> dict[str, Any]:
+        made.append(push_fake_webpush.subscribe("bob's browser"))
+        return made[-1].info
 
-        browser.make_subscription = subscription
-        open_page(browser, page, app, user="bob")
-        saved = page.evaluate("FlaskPush.subscribe({topics: ['offers']})")
-        [subscriber] = made
-        assert saved["endpoint"] == subscriber.endpoint and saved["topics"] == ["offers"]
-        with app.app.app_context():
-            row = db.session.get(push.models.Subscription, saved["id"])
-            assert row.user_id == "bob"
-            assert (row.p256dh, row.auth) == (subscriber.p256dh, subscriber.auth)
-        message, received = send_for_real(
-            app, service, "bob", title="Spring sale", body="20% off", tag="sale"
-        )
+    browser.make_subscription = subscription
+    open_page(browser, page, app, user="bob")
+    saved = page.evaluate("FlaskPush.subscribe({topics: ['offers']})")
+    [subscriber] = made
+    assert saved["endpoint"] == subscriber.endpoint and saved["topics"] == ["offers"]
+    with app.app.app_context():
+        row = db.session.get(push.models.Subscription, saved["id"])
+        assert row.user_id == "bob"
+        assert (row.p256dh, row.auth) == (subscriber.p256dh, subscriber.auth)
+    message, received = send_for_real(
+        app, push_fake_webpush, "bob", title="Spring sale", body="20% off", tag="sale"
+    )
     assert received.json()["messageId"] == message.id
     deliver(browser, page, app.origin, received.payload)
     [note] = shown(page)
@@ -291,39 +294,38 @@ def test_subscribe_reaches_the_server_and_a_send_the_worker(
 
 
 def test_an_endpoint_reported_gone_is_replaced_by_a_new_one(
-    browser: Browser, page: Any, live: Callable[..., Live]
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
 ) -> None:
     """The server refuses an endpoint its push service said is gone (410
     ``subscription_gone``); the client drops it and subscribes afresh."""
     app = live(**SENDING)
-    with FakePushService() as service:
-        dead = service.subscribe("bob's old endpoint")
-        with app.app.app_context():
-            db.session.add(
-                push.models.Subscription(
-                    endpoint=dead.endpoint, p256dh=dead.p256dh, auth=dead.auth, user_id="bob",
-                    topics=[], status="dead", dead_reason="410 Gone",
-                )
-            )  # fmt: skip
-            db.session.commit()
-        handed: list[FakeSubscriber] = []
+    dead = push_fake_webpush.subscribe("bob's old endpoint")
+    with app.app.app_context():
+        db.session.add(
+            push.models.Subscription(
+                endpoint=dead.endpoint, p256dh=dead.p256dh, auth=dead.auth, user_id="bob",
+                topics=[], status="dead", dead_reason="410 Gone",
+            )
+        )  # fmt: skip
+        db.session.commit()
+    handed: list[FakeSubscriber] = []
 
-        def subscription() -> dict[str, Any]:
-            # the browser still holds the dead endpoint; asked again, it makes a new one
-            handed.append(service.subscribe("bob's new endpoint") if handed else dead)
-            return handed[-1].info
+    def subscription() -> dict[str, Any]:
+        # the browser still holds the dead endpoint; asked again, it makes a new one
+        handed.append(push_fake_webpush.subscribe("bob's new endpoint") if handed else dead)
+        return handed[-1].info
 
-        browser.make_subscription = subscription
-        open_page(browser, page, app, user="bob")
-        saved = page.evaluate("FlaskPush.subscribe({topics: ['offers']})")
-        assert [s.endpoint for s in handed] == [dead.endpoint, saved["endpoint"]]
-        assert (saved["status"], saved["topics"]) == ("active", ["offers"])
-        with app.app.app_context():
-            rows = db.session.scalars(sa.select(push.models.Subscription)).all()
-            assert sorted((r.endpoint == dead.endpoint, r.status) for r in rows) == [
-                (False, "active"),
-                (True, "dead"),
-            ]
+    browser.make_subscription = subscription
+    open_page(browser, page, app, user="bob")
+    saved = page.evaluate("FlaskPush.subscribe({topics: ['offers']})")
+    assert [s.endpoint for s in handed] == [dead.endpoint, saved["endpoint"]]
+    assert (saved["status"], saved["topics"]) == ("active", ["offers"])
+    with app.app.app_context():
+        rows = db.session.scalars(sa.select(push.models.Subscription)).all()
+        assert sorted((r.endpoint == dead.endpoint, r.status) for r in rows) == [
+            (False, "active"),
+            (True, "dead"),
+        ]
 
 
 # -- the bell -----------------------------------------------------------------------------

@@ -75,12 +75,6 @@ def broker() -> Iterator[Broker]:
 
 
 @pytest.fixture
-def service() -> Iterator[FakePushService]:
-    with FakePushService() as fake:
-        yield fake
-
-
-@pytest.fixture
 def celery_config(
     database: dict[str, Any], vapid_private_key: str, broker: Broker
 ) -> dict[str, Any]:
@@ -244,11 +238,11 @@ def test_send_queues_json_tasks_carrying_the_message_id(
     make_app: Callable[..., Flask],
     celery_config: dict[str, Any],
     broker: Broker,
-    service: FakePushService,
+    push_fake_webpush: FakePushService,
 ) -> None:
     app = make_app(**celery_config)
     with app.app_context():
-        add_browsers(service, 25)
+        add_browsers(push_fake_webpush, 25)
         message = push.send(everyone=True, title="Spring sale")
         message_id = message.id
         assert message.recipient_count == 25
@@ -263,20 +257,20 @@ def test_send_queues_json_tasks_carrying_the_message_id(
         args, kwargs, _ = json.loads(base64.b64decode(task["body"]))
         assert args == [message_id] and kwargs == {}
     assert statuses(app, message_id) == ["queued"] * 25
-    assert service.requests == []
+    assert push_fake_webpush.requests == []
 
 
 def test_send_with_the_broker_down_keeps_the_rows_for_the_sweep(
     make_app: Callable[..., Flask],
     celery_config: dict[str, Any],
-    service: FakePushService,
+    push_fake_webpush: FakePushService,
     workers: Workers,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     down = {**celery_config, "PUSH_CELERY_BROKER_URL": f"redis://127.0.0.1:{closed_port()}/0"}
     app = make_app(**down)
     with app.app_context(), caplog.at_level(logging.WARNING, logger="flask_push"):
-        add_browsers(service, 3)
+        add_browsers(push_fake_webpush, 3)
         started = time.monotonic()
         message = push.send(everyone=True, title="Still here")
         took = time.monotonic() - started
@@ -292,23 +286,27 @@ def test_send_with_the_broker_down_keeps_the_rows_for_the_sweep(
     # A worker with a reachable broker finds them in its sweep: no task ever carried them.
     name = workers.start(celery_config)
     assert wait_until(all_sent(app, message.id, 3), 30), workers.log(name)
-    assert sorted(p.subscriber_name for p in service.pushes) == [f"browser-{i}" for i in range(3)]
-    assert all(p.json()["title"] == "Still here" for p in service.pushes)
+    assert sorted(p.subscriber_name for p in push_fake_webpush.pushes) == [
+        f"browser-{i}" for i in range(3)
+    ]
+    assert all(p.json()["title"] == "Still here" for p in push_fake_webpush.pushes)
 
 
 def test_worker_once_delivers_without_a_broker(
-    make_app: Callable[..., Flask], celery_config: dict[str, Any], service: FakePushService
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    push_fake_webpush: FakePushService,
 ) -> None:
     down = {**celery_config, "PUSH_CELERY_BROKER_URL": f"redis://127.0.0.1:{closed_port()}/0"}
     app = make_app(**down)
     with app.app_context():
-        add_browsers(service, 2)
+        add_browsers(push_fake_webpush, 2)
         message = push.send(everyone=True, title="Once")
     result = app.test_cli_runner().invoke(args=["push", "worker", "--once"])
     assert result.exit_code == 0, result.output
     assert "handled 2 deliveries" in result.output
     assert statuses(app, message.id) == ["sent", "sent"]
-    assert len(service.pushes) == 2
+    assert len(push_fake_webpush.pushes) == 2
 
 
 # -- worker processes ------------------------------------------------------------------
@@ -319,19 +317,19 @@ def test_a_fan_out_is_delivered_by_a_celery_worker_process(
     make_app: Callable[..., Flask],
     celery_config: dict[str, Any],
     broker: Broker,
-    service: FakePushService,
+    push_fake_webpush: FakePushService,
     workers: Workers,
 ) -> None:
     app = make_app(**celery_config)
     with app.app_context():
-        add_browsers(service, 50)
+        add_browsers(push_fake_webpush, 50)
     name = workers.start(celery_config)
     workers.wait_ready(name)
     with app.app_context():
         message = push.send(everyone=True, title="Flash sale", body="50% off")
     assert wait_until(all_sent(app, message.id, 50), 30), workers.log(name)
 
-    pushes = service.pushes
+    pushes = push_fake_webpush.pushes
     assert sorted(p.subscriber_name for p in pushes) == sorted(f"browser-{i}" for i in range(50))
     assert all(p.json()["title"] == "Flash sale" and p.json()["body"] == "50% off" for p in pushes)
     assert all(p.json()["messageId"] == message.id for p in pushes)
@@ -345,14 +343,14 @@ def test_a_fan_out_is_delivered_by_a_celery_worker_process(
 def test_503_then_429_are_retried_by_the_sweep(
     make_app: Callable[..., Flask],
     celery_config: dict[str, Any],
-    service: FakePushService,
+    push_fake_webpush: FakePushService,
     workers: Workers,
 ) -> None:
     app = make_app(**celery_config)
-    service.fail_next(503)
-    service.fail_next(429, retry_after=60)
+    push_fake_webpush.fail_next(503)
+    push_fake_webpush.fail_next(429, retry_after=60)
     with app.app_context():
-        add_browsers(service, 1)
+        add_browsers(push_fake_webpush, 1)
     name = workers.start(celery_config)
     with app.app_context():
         message = push.send(everyone=True, title="Back in stock")
@@ -376,9 +374,9 @@ def test_503_then_429_are_retried_by_the_sweep(
     with app.app_context():
         [row] = rows(message.id)
         assert row.attempts == 3
-    [delivered] = service.pushes
+    [delivered] = push_fake_webpush.pushes
     assert delivered.json()["title"] == "Back in stock"
-    assert [r.status for r in service.requests] == [503, 429, 201]
+    assert [r.status for r in push_fake_webpush.requests] == [503, 429, 201]
 
 
 @on_postgres
@@ -387,20 +385,21 @@ def test_two_worker_processes_share_a_fan_out_without_duplicates(
     celery_config: dict[str, Any],
     broker: Broker,
     workers: Workers,
+    push_fake_webpush: FakePushService,
 ) -> None:
     targets = 120
-    with FakePushService(delay=0.02) as service:
-        app = make_app(**celery_config)
-        with app.app_context():
-            add_browsers(service, targets)
-        names = [workers.start(celery_config, "first"), workers.start(celery_config, "second")]
-        for name in names:
-            workers.wait_ready(name)
-        with app.app_context():
-            message = push.send(everyone=True, title="Everyone")
-        logs = lambda: "\n".join(workers.log(n) for n in names)  # noqa: E731
-        assert wait_until(all_sent(app, message.id, targets), 60), logs()
-        pushes = service.pushes
+    push_fake_webpush.delay = 0.02
+    app = make_app(**celery_config)
+    with app.app_context():
+        add_browsers(push_fake_webpush, targets)
+    names = [workers.start(celery_config, "first"), workers.start(celery_config, "second")]
+    for name in names:
+        workers.wait_ready(name)
+    with app.app_context():
+        message = push.send(everyone=True, title="Everyone")
+    logs = lambda: "\n".join(workers.log(n) for n in names)  # noqa: E731
+    assert wait_until(all_sent(app, message.id, targets), 60), logs()
+    pushes = push_fake_webpush.pushes
     assert len(pushes) == targets
     assert len({p.subscriber_name for p in pushes}) == targets
     # 120 targets in batches of 10: 12 tasks, and each worker ran some that delivered

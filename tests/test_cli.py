@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -112,12 +111,6 @@ def test_send_refuses_bad_values_without_writing(app: Flask, args: list[str], sa
         assert count(push.models.Delivery) == 0
 
 
-@pytest.fixture
-def service() -> Iterator[FakePushService]:
-    with FakePushService() as fake:
-        yield fake
-
-
 def sending_app(make_app: Any, **config: Any) -> Flask:
     """The default thread queue, really sending to the fake push service."""
     config = {
@@ -145,25 +138,27 @@ def subscribe(subscriber: FakeSubscriber, user_id: str) -> None:
 
 
 def test_send_on_the_thread_queue_delivers_before_exiting(
-    make_app: Any, service: FakePushService
+    make_app: Any, push_fake_webpush: FakePushService
 ) -> None:
     app = sending_app(make_app)
-    service.delay = 0.05  # the worker thread and the command race for the rows
+    push_fake_webpush.delay = 0.05  # the worker thread and the command race for the rows
     with app.app_context():
         for _ in range(5):
-            subscribe(service.subscribe(), "alice")
+            subscribe(push_fake_webpush.subscribe(), "alice")
     result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", "--title", "Hi"])
     assert result.exit_code == 0, result.output
     assert "Deliveries: sent 5" in result.output
-    assert len(service.pushes) == 5  # each once
+    assert len(push_fake_webpush.pushes) == 5  # each once
     with app.app_context():
         assert app.extensions["push"].worker is None  # shut down
 
 
-def test_send_no_wait_returns_once_queued(make_app: Any, service: FakePushService) -> None:
+def test_send_no_wait_returns_once_queued(
+    make_app: Any, push_fake_webpush: FakePushService
+) -> None:
     app = sending_app(make_app)
     with app.app_context():
-        subscribe(service.subscribe(), "alice")
+        subscribe(push_fake_webpush.subscribe(), "alice")
     result = app.test_cli_runner().invoke(
         args=["push", "send", "--user", "alice", "--title", "Hi", "--no-wait"]
     )
@@ -201,15 +196,15 @@ def test_send_needs_exactly_one_audience(app: Flask, audience: list[str]) -> Non
 
 
 def test_send_prints_each_failure_and_fails_when_nothing_arrived(
-    make_app: Any, service: FakePushService
+    make_app: Any, push_fake_webpush: FakePushService
 ) -> None:
     app = sending_app(make_app, PUSH_QUEUE="inline")
     with app.app_context():
-        gone, refused = service.subscribe(), service.subscribe()
+        gone, refused = push_fake_webpush.subscribe(), push_fake_webpush.subscribe()
         subscribe(gone, "alice")
         subscribe(refused, "alice")
     gone.expire()
-    service.fail_next(400, subscriber=refused)
+    push_fake_webpush.fail_next(400, subscriber=refused)
     result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", "--title", "Hi"])
     assert result.exit_code == 1, result.output
     assert "Deliveries: failed 1, gone 1" in result.output
@@ -227,14 +222,14 @@ def test_send_to_nobody_fails_and_says_why(app: Flask) -> None:
 
 
 def test_send_says_which_deliveries_wait_for_a_retry(
-    make_app: Any, service: FakePushService
+    make_app: Any, push_fake_webpush: FakePushService
 ) -> None:
     app = sending_app(make_app, PUSH_QUEUE="inline")
     with app.app_context():
-        busy, fine = service.subscribe(), service.subscribe()
+        busy, fine = push_fake_webpush.subscribe(), push_fake_webpush.subscribe()
         subscribe(busy, "alice")
         subscribe(fine, "alice")
-    service.fail_next(503, subscriber=busy, retry_after=120)
+    push_fake_webpush.fail_next(503, subscriber=busy, retry_after=120)
     result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", "--title", "Hi"])
     assert result.exit_code == 0, result.output  # one arrived
     assert "Deliveries: queued 1, sent 1" in result.output

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -27,19 +27,7 @@ SECRET = "test-secret"
 
 
 @pytest.fixture
-def service() -> Iterator[FakePushService]:
-    with FakePushService() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fcm() -> Iterator[FakeFCM]:
-    with FakeFCM() as fake:
-        yield fake
-
-
-@pytest.fixture
-def sending_app(make_app: Callable[..., Flask], fcm: FakeFCM) -> Callable[..., Flask]:
+def sending_app(make_app: Callable[..., Flask], push_fake_fcm: FakeFCM) -> Callable[..., Flask]:
     """An app that really sends (to the fakes on 127.0.0.1), inline unless told."""
 
     def factory(**config: Any) -> Flask:
@@ -48,8 +36,8 @@ def sending_app(make_app: Callable[..., Flask], fcm: FakeFCM) -> Callable[..., F
             "PUSH_SUPPRESS_SEND": False,
             "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
             "PUSH_ALLOW_HTTP_ENDPOINTS": True,
-            "PUSH_FCM_CREDENTIALS": fcm.service_account(),
-            "PUSH_FCM_BASE_URL": fcm.base_url,
+            "PUSH_FCM_CREDENTIALS": push_fake_fcm.service_account(),
+            "PUSH_FCM_BASE_URL": push_fake_fcm.base_url,
             "SECRET_KEY": SECRET,
             **config,
         }
@@ -86,10 +74,10 @@ def make_due(message_id: str, **values: Any) -> None:
 
 
 def test_inline_delivers_web_push_and_fcm(
-    sending_app: Callable[..., Flask], service: FakePushService, fcm: FakeFCM
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
 ) -> None:
     app = sending_app()
-    subscriber = service.subscribe()
+    subscriber = push_fake_webpush.subscribe()
     token = make_registration_token()
     with app.app_context():
         subscribe(subscriber)
@@ -132,7 +120,7 @@ def test_inline_delivers_web_push_and_fcm(
     assert read_click_token(SECRET, payload["clickToken"]) == (webpush_row.id, message.id)
     assert read_click_token("other-secret", payload["clickToken"]) is None
 
-    [sent] = fcm.messages
+    [sent] = push_fake_fcm.messages
     assert sent.token == token
     assert sent.notification == {"title": "Order #42", "body": "Out for delivery"}
     assert sent.data is not None and sent.data["messageId"] == message.id
@@ -144,10 +132,10 @@ def rows_outside(app: Flask, message_id: str) -> list[Any]:
 
 
 def test_gone_kills_the_subscription(
-    sending_app: Callable[..., Flask], service: FakePushService
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
     app = sending_app()
-    subscriber = service.subscribe()
+    subscriber = push_fake_webpush.subscribe()
     subscriber.expire()
     gone: list[tuple[str, str]] = []
 
@@ -164,15 +152,15 @@ def test_gone_kills_the_subscription(
         assert gone == [("subscription", sub.id)]
         again = push.send(users=["alice"], title="y")
         assert again.recipient_count == 0 and rows(again.id) == []
-    assert len(service.requests) == 1
+    assert len(push_fake_webpush.requests) == 1
 
 
 def test_rate_limit_retries_later_then_gives_up(
-    sending_app: Callable[..., Flask], service: FakePushService
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
     app = sending_app()
-    subscriber = service.subscribe()
-    service.fail_next(429, retry_after=120, times=3)
+    subscriber = push_fake_webpush.subscribe()
+    push_fake_webpush.fail_next(429, retry_after=120, times=3)
     failed: list[bool] = []
 
     def on_failed(sender: Any, push: Any, result: Any, will_retry: bool) -> None:
@@ -211,10 +199,10 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
 
 
 def test_expired_delivery_is_not_sent(
-    sending_app: Callable[..., Flask], service: FakePushService
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
     app = sending_app()
-    subscriber = service.subscribe()
+    subscriber = push_fake_webpush.subscribe()
     with app.app_context():
         subscribe(subscriber)
         message = push.send(
@@ -225,14 +213,14 @@ def test_expired_delivery_is_not_sent(
         assert push.dispatch_due() == 1
         [row] = rows(message.id)
         assert row.status == "expired" and "ttl" in row.error
-    assert service.requests == []
+    assert push_fake_webpush.requests == []
 
 
 def test_thread_queue_delivers_in_the_background(
-    sending_app: Callable[..., Flask], service: FakePushService
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
     app = sending_app(PUSH_QUEUE="thread")
-    subscriber = service.subscribe()
+    subscriber = push_fake_webpush.subscribe()
     with app.app_context():
         subscribe(subscriber)
         message = push.send(users=["alice"], title="Background")
@@ -284,11 +272,11 @@ def test_record_captures_suppressed_sends(make_app: Callable[..., Flask]) -> Non
 
 
 def test_concurrent_dispatchers_never_send_twice(
-    sending_app: Callable[..., Flask], service: FakePushService
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
     app = sending_app()
-    service.delay = 0.01
-    subscribers = [service.subscribe() for _ in range(24)]
+    push_fake_webpush.delay = 0.01
+    subscribers = [push_fake_webpush.subscribe() for _ in range(24)]
     with app.app_context():
         for subscriber in subscribers:
             subscribe(subscriber)
@@ -314,7 +302,7 @@ def test_concurrent_dispatchers_never_send_twice(
         dispatcher.close()
     assert sum(claimed) == 24
     assert all(count > 0 for count in claimed), claimed  # both took a share
-    counts = Counter(push.subscriber_id for push in service.pushes)
+    counts = Counter(push.subscriber_id for push in push_fake_webpush.pushes)
     assert sorted(counts.values()) == [1] * 24
     with app.app_context():
         assert {row.status for row in rows(message_id)} == {"sent"}

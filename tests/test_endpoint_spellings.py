@@ -11,7 +11,7 @@ so a push that got through would show in its requests.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -64,12 +64,6 @@ WRAPPERS = [
 ]
 
 
-@pytest.fixture
-def service() -> Iterator[FakePushService]:
-    with FakePushService() as fake:
-        yield fake
-
-
 def make(make_app: Callable[..., Flask], hosts: list[str] | None, **config: Any) -> Flask:
     if hosts is not None:
         config["PUSH_ENDPOINT_HOSTS"] = hosts
@@ -102,26 +96,26 @@ def assert_refused(app: Flask, endpoint: str, code: str) -> None:
 @pytest.mark.parametrize(("host", "code"), HOSTS)
 def test_odd_host_spellings_are_refused_at_subscribe(
     make_app: Callable[..., Flask],
-    service: FakePushService,
+    push_fake_webpush: FakePushService,
     hosts: list[str] | None,
     host: str,
     code: str,
 ) -> None:
     app = make(make_app, hosts)
-    assert_refused(app, respelled(service.subscribe().endpoint, host), code)
+    assert_refused(app, respelled(push_fake_webpush.subscribe().endpoint, host), code)
 
 
 @pytest.mark.parametrize("hosts", HOST_LISTS.values(), ids=HOST_LISTS.keys())
 @pytest.mark.parametrize(("wrap", "code"), WRAPPERS)
 def test_whitespace_and_control_characters_are_refused_not_stored(
     make_app: Callable[..., Flask],
-    service: FakePushService,
+    push_fake_webpush: FakePushService,
     hosts: list[str] | None,
     wrap: Callable[[str], str],
     code: str,
 ) -> None:
     app = make(make_app, hosts)
-    assert_refused(app, wrap(service.subscribe().endpoint), code)
+    assert_refused(app, wrap(push_fake_webpush.subscribe().endpoint), code)
 
 
 def test_the_refusal_says_what_is_wrong(make_app: Callable[..., Flask]) -> None:
@@ -156,10 +150,10 @@ def test_ascii_spellings_of_push_services_are_accepted(
 
 
 def test_the_local_service_named_exactly_still_subscribes_and_delivers(
-    make_app: Callable[..., Flask], service: FakePushService
+    make_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
     app = make(make_app, ["127.0.0.1"], PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False)
-    subscriber = service.subscribe()
+    subscriber = push_fake_webpush.subscribe()
     keys = {"p256dh": subscriber.p256dh, "auth": subscriber.auth}
     body = {"endpoint": subscriber.endpoint, "keys": keys}
     client = app.test_client()
@@ -195,12 +189,12 @@ LOCAL_SPELLINGS = [
 )
 def test_a_stored_odd_spelling_is_refused_at_delivery(
     make_app: Callable[..., Flask],
-    service: FakePushService,
+    push_fake_webpush: FakePushService,
     hosts: list[str] | None,
     endpoint_of: Callable[[str], str],
 ) -> None:
     app = make(make_app, hosts, PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False)
-    subscriber = service.subscribe()
+    subscriber = push_fake_webpush.subscribe()
     endpoint = endpoint_of(subscriber.endpoint)
     with app.app_context():
         # Inserted as an older release could have stored it, past today's checks.
@@ -219,7 +213,7 @@ def test_a_stored_odd_spelling_is_refused_at_delivery(
         (row,) = db.session.scalars(sa.select(delivery).where(delivery.message_id == message.id))
         assert row.status == "failed"
         assert row.error  # a reason a person can read
-    assert service.requests == []
+    assert push_fake_webpush.requests == []
 
 
 @pytest.mark.parametrize("host", [host for host, _ in HOSTS])

@@ -324,7 +324,9 @@ def test_counts_and_status_follow_the_deliveries(app: Flask, client: Any) -> Non
     assert error(client.get("/push/messages/msg_nope", headers=ADMIN), 404)["code"] == ("not_found")
 
 
-def test_a_message_says_why_deliveries_failed(make_app: Callable[..., Flask]) -> None:
+def test_a_message_says_why_deliveries_failed(
+    make_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
     app = make_app(
         PUSH_QUEUE="inline",
         PUSH_SUPPRESS_SEND=False,
@@ -332,15 +334,14 @@ def test_a_message_says_why_deliveries_failed(make_app: Callable[..., Flask]) ->
         PUSH_ALLOW_HTTP_ENDPOINTS=True,
     )
     client = app.test_client()
-    with FakePushService() as service:
-        fine, gone, refused, busy = (service.subscribe(name) for name in "abcd")
-        for subscriber in (fine, gone, refused, busy):
-            answer = client.post("/push/subscriptions", json=subscriber.info, headers=as_user("al"))
-            assert answer.status_code == 201, answer.get_json()
-        gone.expire()
-        service.fail_next(400, subscriber=refused)
-        service.fail_next(503, subscriber=busy, retry_after=600)
-        id = send(client, {"users": ["al"]}).get_json()["id"]
+    fine, gone, refused, busy = (push_fake_webpush.subscribe(name) for name in "abcd")
+    for subscriber in (fine, gone, refused, busy):
+        answer = client.post("/push/subscriptions", json=subscriber.info, headers=as_user("al"))
+        assert answer.status_code == 201, answer.get_json()
+    gone.expire()
+    push_fake_webpush.fail_next(400, subscriber=refused)
+    push_fake_webpush.fail_next(503, subscriber=busy, retry_after=600)
+    id = send(client, {"users": ["al"]}).get_json()["id"]
     shown = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()
     assert shown["counts"] | {"clicked": 0} == {
         "queued": 1, "sent": 1, "failed": 1, "gone": 1, "expired": 0, "clicked": 0,

@@ -187,19 +187,19 @@ def check_what_was_left(app: Flask, service: FakePushService, killed: Killed, wo
 
 
 def test_sigkill_mid_fanout_loses_nothing(
-    make_app: Callable[..., Flask], database: dict[str, Any], tmp_path: Path
+    make_app: Callable[..., Flask], database: dict[str, Any], tmp_path: Path, push_fakes: Any
 ) -> None:
-    with FakePushService(delay=0.25) as service:
-        config = {
-            **database,
-            "PUSH_VAPID_PRIVATE_KEY": None,  # filled below from the test app
-            "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
-            "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
-            "PUSH_ALLOW_HTTP_ENDPOINTS": True,
-            "PUSH_DELIVERY_LEASE": LEASE,
-        }
-        app = make_app(PUSH_QUEUE="inline", **{k: v for k, v in config.items() if v is not None})
-        config["PUSH_VAPID_PRIVATE_KEY"] = app.config["PUSH_VAPID_PRIVATE_KEY"]
-        killed, message_id = kill_mid_fan_out(app, service, tmp_path, config)
-        check_what_was_left(app, service, killed, workers=1)
-        assert all(p.json()["messageId"] == message_id for p in service.pushes)
+    service = push_fakes.webpush(delay=0.25)
+    config = {
+        **database,
+        "PUSH_VAPID_PRIVATE_KEY": None,  # filled below from the test app
+        "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
+        "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+        "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+        "PUSH_DELIVERY_LEASE": LEASE,
+    }
+    app = make_app(PUSH_QUEUE="inline", **{k: v for k, v in config.items() if v is not None})
+    config["PUSH_VAPID_PRIVATE_KEY"] = app.config["PUSH_VAPID_PRIVATE_KEY"]
+    killed, message_id = kill_mid_fan_out(app, service, tmp_path, config)
+    check_what_was_left(app, service, killed, workers=1)
+    assert all(p.json()["messageId"] == message_id for p in service.pushes)

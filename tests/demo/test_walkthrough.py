@@ -118,17 +118,15 @@ def subscriptions_of(app: Any, email: str) -> int:
         return int(count or 0)
 
 
-def test_walkthrough(server: tuple[str, Any], browsers: tuple[Browser, Any]) -> None:
+def test_walkthrough(
+    server: tuple[str, Any], browsers: tuple[Browser, Any], push_fake_webpush: FakePushService
+) -> None:
     from playwright.sync_api import expect
 
     base, app = server
     persistent, chromium = browsers
     fcm = app.extensions["demo_fakes"]["fcm"]
-    service = FakePushService().start()
-    try:
-        walk(base, app, persistent, chromium, fcm, service, expect)
-    finally:
-        service.stop()
+    walk(base, app, persistent, chromium, fcm, push_fake_webpush, expect)
 
 
 def walk(
