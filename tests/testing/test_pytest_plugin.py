@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from flask_push.pytest_plugin import PushFakes
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 
 from conftest import db, push
@@ -29,6 +30,22 @@ def test_each_fixture_is_a_started_fake(
     text = Path(os.environ["SSL_CERT_FILE"]).read_text()
     own = Path(push_fake_apns.certificate.cert_file).read_text()
     assert own in text and text.count("BEGIN CERTIFICATE") > 10
+
+
+def test_push_fakes_starts_fakes_with_options_and_stops_them_all(push_fakes: PushFakes) -> None:
+    trust_store = os.environ.get("SSL_CERT_FILE")
+    https = push_fakes.webpush(tls=True)
+    slow = push_fakes.fcm(delay=0.1)
+    untrusted = push_fakes.apns("com.example.shop", trusted=False)
+    assert https.origin.startswith("https://127.0.0.1:") and slow.delay == 0.1
+    assert untrusted.topics == {"com.example.shop"}
+    assert os.environ.get("SSL_CERT_FILE") == trust_store  # left alone
+    trusted = push_fakes.apns()
+    assert os.environ["SSL_CERT_FILE"] == trusted.certificate.trust_bundle()
+
+    push_fakes.stop()  # what the fixture does after the test
+
+    assert not any(fake.running for fake in (https, slow, untrusted, trusted))
 
 
 @pytest.fixture
