@@ -29,7 +29,10 @@ from flask_push.message import (
     WebPushTarget,
 )
 from flask_push.providers import Provider, provider_class
+from flask_push.providers.apns import APNsProvider
+from flask_push.providers.fcm import FCMProvider
 from flask_push.providers.memory import MemoryProvider
+from flask_push.providers.webpush import WebPushProvider
 from flask_push.pytest_plugin import APNS_TOPIC
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService, FakeService
 from flask_push.testing.fcm import make_registration_token
@@ -45,6 +48,17 @@ LIMIT = "a size limit that check() enforces"
 OTHER_TARGET = "a target of another provider's kind"
 HOLD = "a service that does not answer (held requests, counted in flight)"
 UNREACHABLE = "a service that stopped"
+
+
+class Exactly(str):
+    """An error a result must carry word for word; a plain ``str`` need only be in it."""
+
+
+def says(error: str | None, expected: str) -> bool:
+    """Whether a result's ``error`` says what a driver ``expected``."""
+    if error is None:
+        return False
+    return error == expected if isinstance(expected, Exactly) else expected in error
 
 
 async def deliver(provider: Provider, pushes: Sequence[OutgoingPush]) -> list[DeliveryResult]:
@@ -83,19 +97,21 @@ class Driver(ABC):
     kind: ClassVar[str]
     #: how ``provider_class`` finds it: its kind, or a dotted path
     path: ClassVar[str]
+    #: the class it finds
+    provider_type: ClassVar[type[Provider]]
     #: what of :data:`GONE`, :data:`RETRY`... its fake can stage
     stages: ClassVar[frozenset[str]]
     #: the status code of a result for what was delivered
     sent_status: ClassVar[int | None]
-    #: the status code, and a word of the error, for a dead target
+    #: the status code, and the words of the error (see :func:`says`), for a dead target
     gone_status: ClassVar[int | None] = None
     gone_says: ClassVar[str] = ""
-    #: the status code, and a word of the error, for a payload refused as too large
+    #: the status code, and the words of the error, for a payload refused as too large
     too_large_status: ClassVar[int | None] = None
     too_large_says: ClassVar[str] = ""
-    #: a word of the error when the service cannot be reached
+    #: the words of the error when the service cannot be reached
     unreachable_says: ClassVar[str] = ""
-    #: a word of the error for a target of another kind
+    #: the words of the error for a target of another kind
     other_target_says: ClassVar[str] = ""
     #: whether the service sends a Retry-After for the provider to pass on
     retry_after: ClassVar[bool] = False
@@ -123,6 +139,10 @@ class Driver(ABC):
         """How many sends reached the service, accepted or not."""
         raise NotImplementedError
 
+    def touched(self) -> int:
+        """How many connections and requests of any kind the service saw."""
+        return self.attempts()
+
     def other_target(self) -> Target:
         """A target of another kind, which this provider cannot deliver to."""
         raise NotImplementedError
@@ -138,7 +158,7 @@ class Driver(ABC):
         raise NotImplementedError
 
     def retry_says(self, status: int) -> str:
-        """A word of the error of a result for a scripted ``status``."""
+        """The words of the error of a result for a scripted ``status``."""
         raise NotImplementedError
 
     def refuse_too_large(self) -> None:
@@ -148,6 +168,7 @@ class Driver(ABC):
 
 class WebPushDriver(Driver):
     kind = path = "webpush"
+    provider_type = WebPushProvider
     stages = frozenset({GONE, RETRY, REFUSAL, LIMIT, OTHER_TARGET, HOLD, UNREACHABLE})
     sent_status = 201
     gone_status, gone_says = 410, "expired"
@@ -208,6 +229,7 @@ class WebPushDriver(Driver):
 
 class FCMDriver(Driver):
     kind = path = "fcm"
+    provider_type = FCMProvider
     stages = frozenset({GONE, RETRY, REFUSAL, LIMIT, OTHER_TARGET, HOLD, UNREACHABLE})
     sent_status = 200
     gone_status, gone_says = 404, "unregistered"
@@ -238,6 +260,9 @@ class FCMDriver(Driver):
     def attempts(self) -> int:
         return self.fcm.send_attempts
 
+    def touched(self) -> int:
+        return self.attempts() + len(self.fcm.issued_tokens)
+
     def other_target(self) -> Target:
         return WebPushTarget("https://push.example.com/send/1", "k", "a")
 
@@ -260,11 +285,12 @@ class FCMDriver(Driver):
 
 class APNsDriver(Driver):
     kind = path = "apns"
+    provider_type = APNsProvider
     stages = frozenset({GONE, RETRY, REFUSAL, LIMIT, OTHER_TARGET, HOLD, UNREACHABLE})
     sent_status = 200
     gone_status, gone_says = 410, "Unregistered"
     too_large_status = 413
-    too_large_says = "413 PayloadTooLarge: the payload is over 4096 bytes"
+    too_large_says = Exactly("413 PayloadTooLarge: the payload is over 4096 bytes")
     unreachable_says = "could not reach APNs"
     other_target_says = "WebPushTarget"
     retry_after = False  # APNs sends none
@@ -305,6 +331,9 @@ class APNsDriver(Driver):
     def attempts(self) -> int:
         return len(self.apns.notifications) + len(self.apns.rejections)
 
+    def touched(self) -> int:
+        return self.attempts() + self.apns.connection_count
+
     def other_target(self) -> Target:
         return WebPushTarget("https://push.example.com/send/1", "k", "a")
 
@@ -319,7 +348,7 @@ class APNsDriver(Driver):
         self.apns.fail_next(status, self.REASONS[status], token=token)
 
     def retry_says(self, status: int) -> str:
-        return f"{status} {self.REASONS[status]}"
+        return Exactly(f"{status} {self.REASONS[status]}")
 
     def refuse_too_large(self) -> None:
         self.apns.fail_next(413, "PayloadTooLarge")
@@ -330,6 +359,7 @@ class MemoryDriver(Driver):
 
     kind = "memory"
     path = f"{MemoryProvider.__module__}:{MemoryProvider.__name__}"
+    provider_type = MemoryProvider
     stages = frozenset()
     sent_status = None
 
