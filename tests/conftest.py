@@ -16,9 +16,9 @@ import subprocess
 import threading
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -35,6 +35,7 @@ POSTGRES_URL = os.environ.get(
     "PUSH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+T = TypeVar("T")
 
 db = SQLAlchemy()
 push = Push(db=db)
@@ -271,16 +272,26 @@ def web_push_testing() -> Iterator[WebPushTesting]:
         process.stdout.close()
 
 
-def send_batch(provider: Any, pushes: list[Any]) -> list[Any]:
-    """Send through a provider in a fresh event loop, then close its connections."""
+async def deliver(provider: Any, pushes: Sequence[Any]) -> list[Any]:
+    """One batch through ``provider.send_batch``: the tests' helpers call it only here."""
+    return list(await provider.send_batch(pushes))
 
-    async def run() -> list[Any]:
+
+def run_provider(provider: Any, work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work`` in a fresh event loop, then close the provider's connections."""
+
+    async def main() -> T:
         try:
-            return list(await provider.send_batch(pushes))
+            return await work()
         finally:
             await provider.aclose()
 
-    return asyncio.run(run())
+    return asyncio.run(main())
+
+
+def send_batch(provider: Any, pushes: Sequence[Any]) -> list[Any]:
+    """Send through a provider in a fresh event loop, then close its connections."""
+    return run_provider(provider, lambda: deliver(provider, pushes))
 
 
 def add_subscription(

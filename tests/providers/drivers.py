@@ -12,17 +12,14 @@ Adding a provider: write its driver here and add it to :data:`DRIVERS`.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import pytest
 
 from flask_push.credentials import APNS, FCM, WEBPUSH
 from flask_push.message import (
-    DeliveryResult,
     DeviceTarget,
     Notification,
     OutgoingPush,
@@ -59,27 +56,6 @@ def says(error: str | None, expected: str) -> bool:
     if error is None:
         return False
     return error == expected if isinstance(expected, Exactly) else expected in error
-
-
-async def deliver(provider: Provider, pushes: Sequence[OutgoingPush]) -> list[DeliveryResult]:
-    """The one place the suite calls ``send_batch``: adapt it here if its signature moves."""
-    return list(await provider.send_batch(pushes))
-
-
-def run(provider: Provider, work: Callable[[], Awaitable[T]]) -> T:
-    """Run ``work`` in a fresh event loop, then close the provider's connections."""
-
-    async def main() -> T:
-        try:
-            return await work()
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(main())
-
-
-def send(provider: Provider, pushes: Sequence[OutgoingPush]) -> list[DeliveryResult]:
-    return run(provider, lambda: deliver(provider, pushes))
 
 
 def push(target: Target, n: int = 0, notification: Notification | None = None) -> OutgoingPush:
@@ -227,25 +203,57 @@ class WebPushDriver(Driver):
         self.service.fail_next(413)
 
 
-class FCMDriver(Driver):
-    kind = path = "fcm"
-    provider_type = FCMProvider
+class DeviceDriver(Driver):
+    """A provider that sends to device tokens, to a fake that can unregister them."""
+
     stages = frozenset({GONE, RETRY, REFUSAL, LIMIT, OTHER_TARGET, HOLD, UNREACHABLE})
     sent_status = 200
+    other_target_says = "WebPushTarget"
+    #: the service's error code or reason for each scripted status
+    REASONS: ClassVar[dict[int, str]]
+
+    fake: FakeFCM | FakeAPNs
+
+    @classmethod
+    def make(cls, request: pytest.FixtureRequest) -> Driver:
+        return cls(request.getfixturevalue(f"push_fake_{cls.kind}"))
+
+    def other_target(self) -> Target:
+        return WebPushTarget("https://push.example.com/send/1", "k", "a")
+
+    def kill(self, target: Target) -> None:
+        assert isinstance(target, DeviceTarget)
+        self.fake.unregister(target.token)
+
+    def fail_next(
+        self, status: int, *, retry_after: int | None = None, target: Target | None = None
+    ) -> None:
+        token = target.token if isinstance(target, DeviceTarget) else None
+        self._fail_next(status, self.REASONS[status], token, retry_after)
+
+    @abstractmethod
+    def _fail_next(
+        self, status: int, reason: str, token: str | None, retry_after: int | None
+    ) -> None:
+        """The fake's own ``fail_next``."""
+
+    def retry_says(self, status: int) -> str:
+        return self.REASONS[status]
+
+
+class FCMDriver(DeviceDriver):
+    kind = path = "fcm"
+    provider_type = FCMProvider
     gone_status, gone_says = 404, "unregistered"
     too_large_status, too_large_says = 400, "too big"
     unreachable_says = "FCM unreachable"
     other_target_says = "device tokens only"
     retry_after = True
-    CODES: ClassVar[dict[int, str]] = {429: "QUOTA_EXCEEDED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+    REASONS = {429: "QUOTA_EXCEEDED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 
     def __init__(self, fake: FakeFCM) -> None:
         self.fake = self.fcm = fake
         self.account = fake.service_account()
-
-    @classmethod
-    def make(cls, request: pytest.FixtureRequest) -> Driver:
-        return cls(request.getfixturevalue("push_fake_fcm"))
 
     def provider(self, **options: Any) -> Provider:
         settings = FCM.normalize({"credentials": self.account, "baseUrl": self.fcm.base_url})
@@ -263,50 +271,27 @@ class FCMDriver(Driver):
     def touched(self) -> int:
         return self.attempts() + len(self.fcm.issued_tokens)
 
-    def other_target(self) -> Target:
-        return WebPushTarget("https://push.example.com/send/1", "k", "a")
-
-    def kill(self, target: Target) -> None:
-        assert isinstance(target, DeviceTarget)
-        self.fcm.unregister(target.token)
-
-    def fail_next(
-        self, status: int, *, retry_after: int | None = None, target: Target | None = None
+    def _fail_next(
+        self, status: int, reason: str, token: str | None, retry_after: int | None
     ) -> None:
-        token = target.token if isinstance(target, DeviceTarget) else None
-        self.fcm.fail_next(status, self.CODES[status], token=token, retry_after=retry_after)
-
-    def retry_says(self, status: int) -> str:
-        return self.CODES[status]
+        self.fcm.fail_next(status, reason, token=token, retry_after=retry_after)
 
     def refuse_too_large(self) -> None:
         self.fcm.fail_next(400, "INVALID_ARGUMENT", message="Message is too big")
 
 
-class APNsDriver(Driver):
+class APNsDriver(DeviceDriver):
     kind = path = "apns"
     provider_type = APNsProvider
-    stages = frozenset({GONE, RETRY, REFUSAL, LIMIT, OTHER_TARGET, HOLD, UNREACHABLE})
-    sent_status = 200
     gone_status, gone_says = 410, "Unregistered"
     too_large_status = 413
     too_large_says = Exactly("413 PayloadTooLarge: the payload is over 4096 bytes")
     unreachable_says = "could not reach APNs"
-    other_target_says = "WebPushTarget"
-    retry_after = False  # APNs sends none
-    REASONS: ClassVar[dict[int, str]] = {
-        429: "TooManyRequests",
-        500: "InternalServerError",
-        503: "ServiceUnavailable",
-    }
+    REASONS = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
 
     def __init__(self, fake: FakeAPNs) -> None:
         self.fake = self.apns = fake
         self.key = fake.auth_key()
-
-    @classmethod
-    def make(cls, request: pytest.FixtureRequest) -> Driver:
-        return cls(request.getfixturevalue("push_fake_apns"))
 
     def provider(self, **options: Any) -> Provider:
         # The plugin's fixture has this process trust the fake, as an app would.
@@ -334,18 +319,10 @@ class APNsDriver(Driver):
     def touched(self) -> int:
         return self.attempts() + self.apns.connection_count
 
-    def other_target(self) -> Target:
-        return WebPushTarget("https://push.example.com/send/1", "k", "a")
-
-    def kill(self, target: Target) -> None:
-        assert isinstance(target, DeviceTarget)
-        self.apns.unregister(target.token)
-
-    def fail_next(
-        self, status: int, *, retry_after: int | None = None, target: Target | None = None
+    def _fail_next(
+        self, status: int, reason: str, token: str | None, retry_after: int | None
     ) -> None:
-        token = target.token if isinstance(target, DeviceTarget) else None
-        self.apns.fail_next(status, self.REASONS[status], token=token)
+        self.apns.fail_next(status, reason, token=token)  # APNs sends no Retry-After
 
     def retry_says(self, status: int) -> str:
         return Exactly(f"{status} {self.REASONS[status]}")

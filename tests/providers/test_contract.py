@@ -19,6 +19,7 @@ from flask_push.errors import PayloadError
 from flask_push.message import DeliveryResult, Notification, OutgoingPush
 from flask_push.providers import REGISTRY, provider_class
 
+from conftest import deliver, run_provider, send_batch
 from drivers import (
     DRIVERS,
     GONE,
@@ -29,12 +30,9 @@ from drivers import (
     RETRY,
     UNREACHABLE,
     Driver,
-    deliver,
     for_providers,
     push,
-    run,
     says,
-    send,
 )
 
 STATUSES = {"sent", "gone", "retry", "failed"}
@@ -63,7 +61,7 @@ def test_registered_and_built_without_io(driver: Driver) -> None:
 def test_a_batch_is_sent_with_one_result_per_push_in_order(driver: Driver) -> None:
     pushes = [push(driver.target(), n) for n in range(20)]
 
-    results = send(driver.provider(), pushes)
+    results = send_batch(driver.provider(), pushes)
 
     assert [r.delivery_id for r in results] == [p.delivery_id for p in pushes]
     assert {(r.status, r.provider, r.status_code, r.error) for r in results} == {
@@ -77,7 +75,7 @@ def test_a_dead_target_is_gone(driver: Driver) -> None:
     dead, alive = driver.target(), driver.target()
     driver.kill(dead)
 
-    gone, sent = send(driver.provider(), [push(dead, 0), push(alive, 1)])
+    gone, sent = send_batch(driver.provider(), [push(dead, 0), push(alive, 1)])
 
     assert (gone.status, gone.status_code) == ("gone", driver.gone_status)
     assert says(gone.error, driver.gone_says)
@@ -92,7 +90,7 @@ def test_rate_limits_and_server_errors_are_retried_once_asked(
     busy, fine = driver.target(), driver.target()
     driver.fail_next(status, retry_after=retry_after, target=busy)
 
-    later, sent = send(driver.provider(), [push(busy, 0), push(fine, 1)])
+    later, sent = send_batch(driver.provider(), [push(busy, 0), push(fine, 1)])
 
     assert (later.status, later.status_code) == ("retry", status)
     assert later.retry_after == (retry_after if driver.retry_after else None)
@@ -106,7 +104,7 @@ def test_rate_limits_and_server_errors_are_retried_once_asked(
 def test_a_payload_the_service_refuses_as_too_large_fails(driver: Driver) -> None:
     driver.refuse_too_large()
 
-    [result] = send(driver.provider(), [push(driver.target())])
+    [result] = send_batch(driver.provider(), [push(driver.target())])
 
     assert (result.status, result.status_code) == ("failed", driver.too_large_status)
     assert says(result.error, driver.too_large_says)
@@ -132,7 +130,7 @@ def test_check_refuses_what_is_too_large_before_anything_is_sent(driver: Driver)
 
     # The largest one check lets through is delivered.
     biggest = OutgoingPush("dlv_big", "m" * 40, largest, driver.target(), click_token="c" * 160)
-    assert [r.status for r in send(provider, [biggest])] == ["sent"]
+    assert [r.status for r in send_batch(provider, [biggest])] == ["sent"]
 
 
 @for_providers(OTHER_TARGET, GONE, RETRY)
@@ -148,7 +146,7 @@ def test_results_keep_their_order_whatever_happens(driver: Driver) -> None:
         push(good, 4),
     ]
 
-    results = send(driver.provider(), pushes)
+    results = send_batch(driver.provider(), pushes)
 
     assert [r.delivery_id for r in results] == [p.delivery_id for p in pushes]
     assert [r.status for r in results] == ["sent", "gone", "failed", "retry", "sent"]
@@ -162,7 +160,7 @@ def test_no_answer_in_time_is_retried_without_waiting_for_it(driver: Driver) -> 
     provider = driver.provider(timeout=0.2)
     driver.fake.hold()
     with ThreadPoolExecutor(1) as pool:
-        sending = pool.submit(send, provider, [push(driver.target())])
+        sending = pool.submit(send_batch, provider, [push(driver.target())])
         try:
             # It returns (and closes) while the service still holds the request:
             # nobody waited for the answer. (A provider that waited would hang here.)
@@ -182,7 +180,7 @@ def test_concurrency_bounds_the_requests_in_flight(driver: Driver) -> None:
     provider = driver.provider(concurrency=2)
     fake.hold()
     with ThreadPoolExecutor(1) as pool:
-        sending = pool.submit(send, provider, pushes)
+        sending = pool.submit(send_batch, provider, pushes)
         try:
             # Answered one at a time: each answer lets one more request in, no more.
             for answered in range(1, len(pushes) - 1):
@@ -209,7 +207,7 @@ def test_a_service_that_stopped_is_retried(driver: Driver) -> None:
         results += await deliver(provider, [push(target, 1)])
         return results + await deliver(provider, [push(target, 2)])
 
-    sent, broken, refused = run(provider, work)
+    sent, broken, refused = run_provider(provider, work)
     assert sent.status == "sent"
     assert (broken.status, refused.status) == ("retry", "retry")
     assert broken.error and says(refused.error, driver.unreachable_says)
@@ -239,8 +237,8 @@ def test_aclose_releases_everything_and_the_provider_reopens(driver: Driver) -> 
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert run(provider, work) == ["sent", "sent"]
-        run(driver.provider(), lambda: _nothing())  # closing one never used is fine too
+        assert run_provider(provider, work) == ["sent", "sent"]
+        run_provider(driver.provider(), lambda: _nothing())  # closing one never used is fine too
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
     assert driver.delivered() == 2

@@ -6,10 +6,8 @@ concurrency, aclose) is in test_contract.py; here is what only FCM does.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import pytest
@@ -26,6 +24,8 @@ from flask_push.providers import provider_class
 from flask_push.providers.fcm import FCMProvider
 from flask_push.testing.fcm import FakeFCM, make_registration_token
 
+from conftest import run_provider as run
+from conftest import send_batch as send
 from conftest import service_account as foreign_service_account
 
 T = TypeVar("T")
@@ -65,20 +65,6 @@ MESSAGE_ID = "msg_01JD3X9K8Q4M2V7T5R1N6B0C9A"
 
 def push(token: str, notification: Notification = ORDER, n: int = 0, **extra: Any) -> OutgoingPush:
     return OutgoingPush(f"dlv_{n}", MESSAGE_ID, notification, DeviceTarget(token), **extra)
-
-
-def run(provider: FCMProvider, work: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            return await work()
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(main())
-
-
-def send(provider: FCMProvider, pushes: Sequence[OutgoingPush]) -> list[DeliveryResult]:
-    return run(provider, lambda: provider.send_batch(pushes))
 
 
 def send_one(provider: FCMProvider, one: OutgoingPush) -> DeliveryResult:

@@ -29,6 +29,8 @@ from h2.events import DataReceived, ResponseReceived, StreamEnded
 from flask_push.pytest_plugin import APNS_TOPIC as TOPIC
 from flask_push.testing.apns import FakeAPNs, ReceivedNotification
 
+from aioapns_client import client, close
+
 TOKEN = "ab12" * 16
 OTHER_TOKEN = "cd34" * 16
 T = TypeVar("T")
@@ -39,37 +41,6 @@ Key = tuple[str, str, str]
 @pytest.fixture
 def key(push_fake_apns: FakeAPNs) -> Key:
     return push_fake_apns.auth_key()
-
-
-def client(fake: FakeAPNs, key: Key, **options: Any) -> APNs:
-    """An aioapns client aimed at the fake; call inside the running loop."""
-    key_pem, key_id, team_id = key
-    apns = APNs(
-        key=key_pem,
-        key_id=key_id,
-        team_id=team_id,
-        topic=TOPIC,
-        use_sandbox=True,
-        ssl_context=fake.client_ssl_context(),
-        **options,
-    )
-    apns.pool.protocol_class = fake.aioapns_protocol_class()
-    return apns
-
-
-async def close(apns: APNs) -> None:
-    """Close the pool and wait until every connection is really gone.
-
-    aioapns has no ``close()`` of its own; ``pool.close()`` only starts closing the
-    transports, and the loop must keep running until ``connection_lost`` has run
-    (which takes the connection out of ``pool.connections``), or the transports are
-    left unclosed.
-    """
-    apns.pool.close()
-    deadline = time.monotonic() + 5
-    while apns.pool.connections and time.monotonic() < deadline:
-        await asyncio.sleep(0.005)
-    assert not apns.pool.connections, "aioapns connections did not close"
 
 
 def run(fake: FakeAPNs, key: Key, use: Callable[[APNs], Awaitable[T]], **options: Any) -> T:

@@ -17,13 +17,16 @@ from typing import Any, ClassVar
 
 import pytest
 import requests
-from aioapns import APNs, NotificationRequest
+from aioapns import NotificationRequest
 from google.auth.transport.requests import Request
 from google.oauth2 import service_account
 from pywebpush import WebPushException, webpush
 
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService, FakeService
 from flask_push.testing.fcm import FCM_SCOPE, make_registration_token
+
+from aioapns_client import client as aioapns_client
+from aioapns_client import close
 
 
 class Client(ABC):
@@ -132,27 +135,14 @@ class APNsClient(Client):
 
     def send(self, target: str) -> int:
         async def main() -> int:
-            key_pem, key_id, team_id = self.key
-            [topic] = self.apns.topics
-            client = APNs(
-                key=key_pem,
-                key_id=key_id,
-                team_id=team_id,
-                topic=topic,
-                use_sandbox=True,
-                ssl_context=self.apns.client_ssl_context(),
-                max_connection_attempts=1,
-            )
-            client.pool.protocol_class = self.apns.aioapns_protocol_class()
+            apns = aioapns_client(self.apns, self.key, max_connection_attempts=1)
             try:
                 request = NotificationRequest(target, {"aps": {"alert": "Hi"}})
-                result = await asyncio.wait_for(client.send_notification(request), 10)
+                result = await asyncio.wait_for(apns.send_notification(request), 10)
             except Exception:  # noqa: BLE001 - aioapns' own, or a lost connection
                 return 0
             finally:
-                client.pool.close()
-                while client.pool.connections:
-                    await asyncio.sleep(0.005)
+                await close(apns)
             return int(result.status)
 
         return asyncio.run(main())
