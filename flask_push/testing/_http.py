@@ -105,7 +105,10 @@ class HTTPFakeService(FakeService[Received]):
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
-            server.shutdown()
+            stopping = threading.Thread(target=server.shutdown)
+            stopping.start()
+            server.wake()
+            stopping.join()
             server.hang_up()
             server.server_close()
         if thread is not None:
@@ -144,6 +147,13 @@ class _Server(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], OSError):
             return  # the client went away, timed out, or did not trust the certificate
         _log.exception("%s: error while serving %s", type(self.fake).__name__, client_address)
+
+    def wake(self) -> None:
+        """Knock, so that serve_forever sees it is to stop now, not at its next poll."""
+        try:
+            socket.create_connection((self.server_name, self.server_port), timeout=1).close()
+        except OSError:
+            pass
 
     def hang_up(self) -> None:
         """Close the connections still open (idle keep-alive ones, mostly)."""
