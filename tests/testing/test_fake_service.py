@@ -32,8 +32,7 @@ from aioapns_client import close
 class Client(ABC):
     """A real client of one fake, that sends one request at a time and says the status."""
 
-    #: the fake's failure statuses take these extra arguments
-    failure_arguments: ClassVar[dict[int, tuple[str, ...]]] = {}
+    #: the status of an accepted push
     ok: ClassVar[int] = 200
 
     def __init__(self, fake: FakeService[Any]) -> None:
@@ -80,7 +79,8 @@ class WebPushClient(Client):
             return error.response.status_code if error.response is not None else 0
         except requests.ConnectionError:
             return 0
-        return int(response.status_code)  # type: ignore[union-attr]
+        assert isinstance(response, requests.Response)
+        return response.status_code
 
     def fail_next(self, status: int, *, target: str | None = None, times: int = 1) -> None:
         self.service.fail_next(status, subscriber=target, times=times)
@@ -92,8 +92,9 @@ class FCMClient(Client):
     def __init__(self, fake: FakeFCM) -> None:
         super().__init__(fake)
         self.fcm = fake
-        credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-            fake.service_account(), scopes=[FCM_SCOPE]
+        info = fake.service_account()
+        credentials = service_account.Credentials.from_service_account_info(
+            info, scopes=[FCM_SCOPE]
         )
         credentials.refresh(Request())
         self.token = str(credentials.token)
