@@ -319,7 +319,7 @@ def test_a_worker_gives_up_on_its_outcomes_after_a_while_and_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = make_app(**sending_config(PUSH_QUEUE="inline"), **through(database, proxy))
-    with FakePushService(delay=0.5) as service:
+    with FakePushService() as service:
         with app.app_context():
             add_browsers(service, 5)
             message_id = push.send(
@@ -336,9 +336,14 @@ def test_a_worker_gives_up_on_its_outcomes_after_a_while_and_says_so(
         with direct.begin() as conn:
             conn.execute(sa.update(push.models.Delivery).values(due_at=utcnow()))
 
+        # The pushes wait for their answers while the database goes away, so their
+        # outcomes can only be written after it did.
+        service.hold()
+
         def cut_once_sending() -> None:
-            assert wait_until(lambda: len(service.requests) == 5)
+            service.wait_in_flight(5, timeout=30)
             proxy.cut()
+            service.release()
 
         cutter = threading.Thread(target=cut_once_sending)
         cutter.start()
@@ -349,6 +354,8 @@ def test_a_worker_gives_up_on_its_outcomes_after_a_while_and_says_so(
                 cutter.join()
                 proxy.restore()
                 dispatcher.close()
+                # the connections the cut killed are dropped, not met by the teardown
+                db.engine.dispose()
     [error] = said(caplog, logging.ERROR)
     assert re.fullmatch(
         r"flask-push: gave up writing 5 outcomes after \d+ s: the database is still "
