@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -312,15 +313,23 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
         with _stop_on_signals(stop):
             while not stop.is_set():
                 try:
-                    handled = _round(push, stop)
+                    handled, outcomes = _round(push, stop)
                 except Exception as err:  # noqa: BLE001 - keep serving; rows stay queued
                     if once:
                         raise
                     click.echo(f"flask-push: a delivery round failed: {err!r}", err=True)
-                    handled = 0
+                    handled, outcomes = 0, Counter()
                 if handled:
                     stamp = utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
-                    click.echo(f"{stamp} handled {handled} deliveries")
+                    said = ", ".join(
+                        f"{_OUTCOME_WORDS.get(status, status)} {count}"
+                        for status, count in _ordered(dict(outcomes), _OUTCOMES).items()
+                    )
+                    click.echo(
+                        f"{stamp} handled {handled} deliveries" + (f": {said}" if said else "")
+                    )
+                elif once:
+                    click.echo("Nothing was due.")
                 if once:
                     break
                 stop.wait(interval)
@@ -347,9 +356,18 @@ def _celery_worker(push: Any, concurrency: int, loglevel: str) -> None:
         raise SystemExit(exitcode)
 
 
-def _round(push: Any, stop: threading.Event) -> int:
-    """Claim and deliver batches until nothing is due or a stop is asked."""
-    return int(push._dispatcher(push.state).run_until_idle(stop=stop.is_set))
+#: a round's outcomes, in the order the worker says them, and how
+_OUTCOMES = ("sent", "retry", "failed", "gone", "expired")
+_OUTCOME_WORDS = {"retry": "to retry"}
+
+
+def _round(push: Any, stop: threading.Event) -> tuple[int, Counter[str]]:
+    """Claim and deliver until nothing is due or a stop is asked; returns how many
+    deliveries were claimed and the outcomes written, by status."""
+    dispatcher = push._dispatcher(push.state)
+    before = Counter(dispatcher.written)
+    handled = int(dispatcher.run_until_idle(stop=stop.is_set))
+    return handled, Counter(dispatcher.written) - before
 
 
 # -- prune -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -328,6 +329,10 @@ class Dispatcher:
         #: statements run many times a second, built once: (name, variant) -> statement
         self._statements: dict[tuple[str, bool], sa.Executable] = {}
         self.closed = False
+        #: outcomes written so far, by status (``retry``: a retry scheduled), for
+        #: what ``flask push worker`` says it did
+        self.written: Counter[str] = Counter()
+        self._lock_written = threading.Lock()
 
     # -- providers -----------------------------------------------------------------
 
@@ -758,9 +763,11 @@ class Dispatcher:
 
     def _write(self, writes: _Writes, attempts: Mapping[int, int]) -> None:
         with Session(self.engine) as session:
-            dead = self._record(session, list(writes.decided), writes.results, attempts)
+            dead, written = self._record(session, list(writes.decided), writes.results, attempts)
             self._hand_back(session, writes.released, writes.deferred)
             _commit_without_waiting(session)
+        with self._lock_written:
+            self.written.update(written)
         # The outcomes are kept whatever a receiver does.
         try:
             self._signal(writes.results, attempts, dead)
@@ -973,8 +980,9 @@ class Dispatcher:
         finished: list[dict[str, Any]],
         results: list[tuple[OutgoingPush, DeliveryResult]],
         attempts: Mapping[int, int],
-    ) -> list[tuple[str, str, str]]:
-        """Write the outcomes (no commit); returns the targets found dead."""
+    ) -> tuple[list[tuple[str, str, str]], Counter[str]]:
+        """Write the outcomes (no commit); returns the targets found dead, and how
+        many outcomes of each status (``retry``: a retry scheduled) were written."""
         now = utcnow()
         gone_targets: list[tuple[str, str, str]] = []
         retried: list[dict[str, Any]] = []
@@ -1013,7 +1021,10 @@ class Dispatcher:
                 self._outcome_statement(retry=True),
                 [{**row, "b_error": _clip(row["b_error"]), "b_now": now} for row in retried],
             )
-        return self._mark_dead(session, gone_targets, now)
+        written = Counter(row["b_status"] for row in finished)
+        if retried:
+            written["retry"] = len(retried)
+        return self._mark_dead(session, gone_targets, now), written
 
     def _outcome_statement(self, retry: bool) -> sa.Update:
         """An outcome (a final status, or a retry at ``b_due``) for ``b_id``, built once."""

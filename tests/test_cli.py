@@ -262,12 +262,33 @@ def test_worker_once_delivers_due_rows(app: Flask) -> None:
     runner = app.test_cli_runner()
     result = runner.invoke(args=["push", "worker", "--once"])
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(r"\S+Z handled 2 deliveries\n", result.output), result.output
+    assert re.fullmatch(r"\S+Z handled 2 deliveries: sent 2\n", result.output), result.output
     with app.app_context():
         assert statuses(message_id) == ["sent", "sent"]
     # nothing due: quiet
     again = runner.invoke(args=["push", "worker", "--once", "--interval", "0"])
-    assert again.exit_code == 0 and again.output == ""
+    assert again.exit_code == 0 and again.output == "Nothing was due.\n"
+
+
+def test_worker_once_says_what_became_of_each_delivery(make_app: Any, push_fakes: Any) -> None:
+    service = push_fakes.webpush()
+    app = sending_app(make_app, PUSH_QUEUE="inline")  # no worker thread of its own
+    with app.app_context():
+        fine, gone, busy = service.subscribe(), service.subscribe(), service.subscribe()
+        for subscriber in (fine, gone, busy):
+            subscribe(subscriber, "alice")
+        later = utcnow() + timedelta(hours=1)
+        push.send(users=["alice"], title="x", send_at=later)  # the worker's, not send's
+        d = push.models.Delivery
+        db.session.execute(sa.update(d).values(due_at=utcnow()))
+        db.session.commit()
+    gone.expire()
+    service.fail_next(503, subscriber=busy, retry_after=600)
+    result = app.test_cli_runner().invoke(args=["push", "worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(
+        r"\S+Z handled 3 deliveries: sent 1, to retry 1, gone 1\n", result.output
+    ), result.output
 
 
 def test_worker_loops_until_asked_to_stop(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
