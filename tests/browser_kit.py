@@ -217,15 +217,18 @@ NOTIFICATIONS = """async () => (await (await navigator.serviceWorker.ready).getN
   .map((n) => ({title: n.title, body: n.body, icon: n.icon, tag: n.tag, data: n.data}))"""
 
 
-def shown(page: Any, count: int = 1) -> list[dict[str, Any]]:
-    page.wait_for_function(
-        "async (count) => (await (await navigator.serviceWorker.ready).getNotifications()).length"
-        " >= count",
-        arg=count,
-        polling=50,
-    )
-    result: list[dict[str, Any]] = page.evaluate(NOTIFICATIONS)
-    return result
+def shown(page: Any, count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
+    """The notifications the service worker shows, once there are ``count``.
+
+    Asked again and again from here rather than with ``wait_for_function``: the
+    answer that ended the wait is the one returned, with no second look in between.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result: list[dict[str, Any]] = page.evaluate(NOTIFICATIONS)
+        if len(result) >= count or time.monotonic() > deadline:
+            return result
+        page.wait_for_timeout(50)
 
 
 def off_loop(work: Callable[[], Any]) -> Any:
