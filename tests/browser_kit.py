@@ -187,7 +187,14 @@ def chromium(tmp: Path, viewport: dict[str, int] | None = None) -> Iterator[Brow
 
 
 def deliver(browser: Browser, page: Any, origin: str, payload: bytes) -> None:
-    """Hand a push to the origin's real service worker, as a push service would."""
+    """Hand a push to the origin's real service worker, as a push service would, and
+    wait until the desktop shows the notification it makes.
+
+    Chromium's ``getNotifications()`` lists only what the desktop says it shows (it
+    drops the rest from its database), so asking before the desktop has answered
+    could lose the notification for good.
+    """
+    before = len(browser.notifications.shown)
     cdp = browser.context.new_cdp_session(page)
     registrations: dict[str, str] = {}
 
@@ -211,6 +218,7 @@ def deliver(browser: Browser, page: Any, origin: str, payload: bytes) -> None:
         },
     )
     cdp.detach()
+    browser.notifications.wait_shown(before + 1, timeout=30)
 
 
 NOTIFICATIONS = """async () => (await (await navigator.serviceWorker.ready).getNotifications())
