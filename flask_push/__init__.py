@@ -14,6 +14,7 @@ from .errors import (
     PushError,
     ValidationError,
 )
+from ._version import __version__ as __version__
 from .extension import Push
 from .inbox import SearchResult
 
@@ -27,4 +28,3 @@ __all__ = [
     "SearchResult",
     "ValidationError",
 ]
-__version__ = "0.1.0.dev0"

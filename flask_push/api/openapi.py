@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 from pydantic_core import core_schema
 
+from .._version import __version__
 from ..schemas.base import Context, document_context
 from ..schemas.errors import Error
 from .routes import Answer, Route, table
@@ -94,8 +95,6 @@ def document(prefix: str, *, server: str, limits: Context | None = None) -> dict
 
 @lru_cache(maxsize=32)
 def _document(prefix: str, server: str, limits: Context) -> dict[str, Any]:
-    from .. import __version__  # here, so that importing this module never cycles
-
     schemas, refs = _components(limits)
     base = prefix.rstrip("/")
     paths: dict[str, dict[str, Any]] = {}
