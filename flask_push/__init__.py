@@ -6,6 +6,7 @@ live events, behind one ``Push(db=db)`` and ``push.init_app(app)``.
 
 from __future__ import annotations
 
+from ._version import __version__ as __version__
 from .errors import (
     BackplaneError,
     PayloadError,
@@ -14,7 +15,6 @@ from .errors import (
     PushError,
     ValidationError,
 )
-from ._version import __version__ as __version__
 from .extension import Push
 from .inbox import SearchResult
 

@@ -51,7 +51,7 @@ def tasks_for(targets: int, batch: int) -> int:
 class CeleryQueue:
     """One app's Celery app, its delivery task, and the dispatchers its tasks use.
 
-    Made on first use in each process that sends or works (``_PushState.celery``).
+    Made on first use in each process that sends or works (``PushState.get_celery()``).
     Each worker thread keeps a :class:`Dispatcher` of its own, so the providers'
     connection pools stay warm from one task to the next.
     """
@@ -63,6 +63,8 @@ class CeleryQueue:
             raise RuntimeError("the celery queue needs PUSH_CELERY_BROKER_URL")
         self.app = app
         self.queue = settings.celery_queue
+        #: deliveries a task claims at a time; a send queues one task per batch
+        self.batch = settings.delivery_batch
         self._make_dispatcher = make_dispatcher
         self._local = threading.local()
         self._dispatchers: list[tuple[int, Dispatcher]] = []
@@ -83,14 +85,19 @@ class CeleryQueue:
 
     # -- sending side ------------------------------------------------------------------
 
-    def enqueue(self, message_id: str, targets: int, batch: int) -> int:
-        """Queue the delivery tasks of a message whose rows are committed; returns how
-        many were queued.
+    def enqueue(self, message_id: str, recipients: int, *, scheduled: bool = False) -> None:
+        """Queue the delivery tasks of a message whose rows are committed (none for a
+        ``scheduled`` one: the workers' sweep sends it when due).
 
         Never raises for the broker: the rows are durable, so when it cannot be
         reached this logs a warning and the workers' sweep delivers them instead.
         """
-        count = tasks_for(targets, batch)
+        if not scheduled:
+            self.queue_tasks(message_id, tasks_for(recipients, self.batch))
+
+    def queue_tasks(self, message_id: str, count: int) -> int:
+        """Queue ``count`` delivery tasks of ``message_id``; returns how many were
+        queued (fewer when the broker failed, which is logged)."""
         if not count:
             return 0
         queued = 0
@@ -152,7 +159,7 @@ class CeleryQueue:
         worker.start()
         return int(worker.exitcode or 0)
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
         """Close this process's dispatchers and the broker connections."""
         with self._lock:
             dispatchers, self._dispatchers = self._dispatchers, []

@@ -342,13 +342,13 @@ def _celery_worker(push: Any, concurrency: int, loglevel: str) -> None:
     queue's poller, which delivers retries, scheduled messages and anything a lost
     task left, about every second."""
     state = push.state
-    queue = push._celery(state)
+    queue = state.get_celery()
     click.echo(
         f"flask-push: a Celery worker on queue {queue.queue!r} ({concurrency} threads), "
         "and a sweep of the outbox every second"
     )
     try:
-        push._worker(state)
+        state.get_worker()  # the sweep
         exitcode = queue.run_worker(concurrency=concurrency, loglevel=loglevel.upper())
     finally:
         push.shutdown()
@@ -364,7 +364,7 @@ _OUTCOME_WORDS = {"retry": "to retry"}
 def _round(push: Any, stop: threading.Event) -> tuple[int, Counter[str]]:
     """Claim and deliver until nothing is due or a stop is asked; returns how many
     deliveries were claimed and the outcomes written, by status."""
-    dispatcher = push._dispatcher(push.state)
+    dispatcher = push.state.get_inline().dispatcher
     before = Counter(dispatcher.written)
     handled = int(dispatcher.run_until_idle(stop=stop.is_set))
     return handled, Counter(dispatcher.written) - before

@@ -10,24 +10,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
 from . import config, inbox, sending, signals, sw
 from .config import PushSettings
 from .dispatch import Dispatcher
-from .errors import ValidationError
-from .ids import new_id
 from .message import OutgoingPush
-from .models import Models, models_for, utcnow
+from .models import Models, models_for
 from .providers import Provider, provider_class
-from .queues import ThreadWorker
+from .queues import InlineQueue, Queue, ThreadWorker
 from .schemas.base import Context
 from .schemas.errors import by_alias, check, parse
 from .schemas.fields import DEFAULT_TAKE, UserId
-from .schemas.inbox import InboxItem, InboxItemUpsert
-from .schemas.notification import MessageAudience, MessageNotification, TargetId
+from .schemas.inbox import InboxItemUpsert
 
 if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery queue only
     from .api.ratelimit import ClientLimiter
@@ -38,15 +34,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
-class _PushState:
-    """What one app's ``init_app`` set up; kept in ``app.extensions["push"]``."""
+class PushState:
+    """What one app's ``init_app`` set up; kept in ``app.extensions["push"]``.
+
+    Internal, but not private to this module: the API, the CLI and the websocket
+    reach the app's queues and live events through its ``get_*`` methods, which
+    make each on first use (again after :meth:`shutdown`, or in a forked child).
+    ``push.state`` returns the current app's.
+    """
 
     push: Push
     settings: PushSettings
     #: one provider per configured kind, used only for ``check()`` at send time
     checkers: dict[str, Provider] | None = None
     #: sends the deliveries of ``inline`` sends, and those of ``push.dispatch_due()``
-    dispatcher: Dispatcher | None = None
+    inline: InlineQueue | None = None
     worker: ThreadWorker | None = None
     #: the ``celery`` queue's Celery app and task, made on first use
     celery: CeleryQueue | None = None
@@ -56,6 +58,70 @@ class _PushState:
     subscribe_limiter: ClientLimiter | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def get_checkers(self) -> dict[str, Provider]:
+        """One provider per configured kind, to ``check()`` a notification at send time."""
+        with self.lock:
+            if self.checkers is None:
+                self.checkers = {
+                    kind: provider_class(kind).from_settings(options)
+                    for kind, options in self.settings.providers.items()
+                }
+            return self.checkers
+
+    def make_dispatcher(self) -> Dispatcher:
+        """A new :class:`Dispatcher` for the current app; needs its app context."""
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        return Dispatcher(app, self.push.models, self.push.db.engine, self.settings)
+
+    def get_queue(self) -> Queue:
+        """The queue sends hand their messages to: the inline one when sends are
+        suppressed (tests record them at once, as Flask-Mail records mail), else
+        the one ``PUSH_QUEUE`` names."""
+        if self.settings.queue == "inline" or self.settings.suppress_send:
+            return self.get_inline()
+        if self.settings.queue == "celery":
+            return self.get_celery()
+        return self.get_worker()
+
+    def get_inline(self) -> InlineQueue:
+        """The queue that delivers in the calling thread (``inline`` sends,
+        ``push.dispatch_due()``, ``flask push worker`` without Celery)."""
+        with self.lock:
+            if self.inline is None:
+                self.inline = InlineQueue(self.make_dispatcher)
+            return self.inline
+
+    def get_worker(self) -> ThreadWorker:
+        """This process's worker thread, started if it is not running."""
+        with self.lock:
+            worker = self.worker
+            # A forked child inherits the object but not the thread: start its own.
+            if worker is None or worker.pid != os.getpid() or not worker.alive:
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+                worker = self.worker = ThreadWorker(app, self.make_dispatcher).start()
+            return worker
+
+    def get_celery(self) -> CeleryQueue:
+        """The ``celery`` queue's Celery app and task; imports Celery."""
+        with self.lock:
+            if self.celery is None:
+                from .celery_queue import CeleryQueue  # celery is an optional dependency
+
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+                self.celery = CeleryQueue(app, self.settings, self.make_dispatcher)
+            return self.celery
+
+    def get_realtime(self) -> Realtime:
+        """Live events: the backplane and this process's websockets."""
+        with self.lock:
+            realtime = self.realtime
+            # A forked child inherits the object but not its subscriber thread.
+            if realtime is None or realtime.pid != os.getpid():
+                from .realtime import Realtime
+
+                realtime = self.realtime = Realtime(self.settings)
+            return realtime
+
     def shutdown(self) -> None:
         """Stop this app's worker thread and close its dispatchers' and broker's
         connections.
@@ -64,17 +130,19 @@ class _PushState:
         """
         with self.lock:
             worker, self.worker = self.worker, None
-            dispatcher, self.dispatcher = self.dispatcher, None
+            inline, self.inline = self.inline, None
             celery, self.celery = self.celery, None
             realtime, self.realtime = self.realtime, None
-        if worker is not None:
-            worker.stop()
-        if dispatcher is not None:
-            dispatcher.close()
-        if celery is not None:
-            celery.close()
+        queues: list[Queue | None] = [worker, inline, celery]
+        for queue in queues:
+            if queue is not None:
+                queue.shutdown()
         if realtime is not None:
             realtime.close()
+
+
+#: the name of older code and of the style guide
+_PushState = PushState
 
 
 class Push:
@@ -128,7 +196,7 @@ class Push:
         from .api import create_blueprint
         from .cli import push_cli
 
-        app.extensions["push"] = _PushState(push=self, settings=settings)
+        app.extensions["push"] = PushState(push=self, settings=settings)
         from .realtime import inbox_events, ws
 
         blueprint = create_blueprint(settings)
@@ -189,7 +257,7 @@ class Push:
     # -- per-app state ---------------------------------------------------------
 
     @property
-    def state(self) -> _PushState:
+    def state(self) -> PushState:
         """The current app's state; needs an app context."""
         try:
             state = current_app.extensions["push"]
@@ -256,18 +324,6 @@ class Push:
 
         .. versionadded:: 0.1
         """
-        # ``everyone`` is a Python keyword, not a wire field: False means "not this audience"
-        if not isinstance(everyone, bool):
-            raise ValidationError("must be true or false", field="everyone", code="invalid_type")
-        if isinstance(users, (list, tuple, set, frozenset)):
-            users = list(users)
-        given = {"users": users, "topic": topic, "query": query, "everyone": everyone or None}
-        audience = parse(
-            MessageAudience,
-            {name: value for name, value in given.items() if value is not None},
-            self._context(),
-            name="audience",
-        )
         notification = {
             "title": title,
             "body": body,
@@ -286,7 +342,8 @@ class Push:
             "inbox": inbox,
             "notify_type": notify_type,
         }
-        return self._send(audience.keywords(), notification)
+        audience = {"users": users, "topic": topic, "query": query, "everyone": everyone}
+        return sending.send(self.state, audience, notification)
 
     def notify_by_id(self, id: str, **notification: Any) -> Any:
         """:meth:`send` to one subscription or installation, by its id.
@@ -297,159 +354,13 @@ class Push:
 
         :raises ValidationError: when no subscription or installation has this id.
         """
-        target_id = str(check(TargetId, id, "id"))
-        models = self.models
-        session = self.db.session
-        found = session.scalar(
-            sa.select(sa.func.count())
-            .select_from(models.Subscription)
-            .where(models.Subscription.id == target_id)
-        ) or session.scalar(
-            sa.select(sa.func.count())
-            .select_from(models.Installation)
-            .where(models.Installation.id == target_id)
-        )
-        if not found:
-            raise ValidationError(
-                "is not the id of a subscription or installation", field="id", code="not_found"
-            )
-        unknown = set(notification) - set(MessageNotification.model_fields)
-        if unknown:
-            raise TypeError(f"notify_by_id() got unexpected keywords: {', '.join(sorted(unknown))}")
-        return self._send({"id": target_id}, notification)
-
-    def _context(self) -> Context:
-        return Context.of(self.settings)
-
-    def _send(self, audience: dict[str, Any], keywords: dict[str, Any]) -> Any:
-        state = self.state
-        settings = state.settings
-        given = parse(
-            MessageNotification, by_alias(MessageNotification, keywords), Context.of(settings)
-        )
-        shown = given.shown(settings.default_ttl)
-        notification = sending.notification_from_json(shown)
-        for checker in self._checkers(state).values():
-            checker.check(notification)
-
-        models, session = self.models, self.db.session
-        key, send_at, notify_type = given.idempotency_key, given.send_at, given.notify_type
-        if key is not None:
-            existing = self._by_idempotency_key(key)
-            if existing is not None:
-                return existing
-        now = utcnow()
-        due = send_at if send_at is not None and send_at > now else now
-        items: list[Any] = []
-        try:
-            targets = sending.resolve(session, models, audience)
-            message = models.Message(
-                id=new_id("msg"),
-                audience=audience,
-                notification=shown,
-                notify_type=notify_type,
-                inbox=given.inbox,
-                recipient_count=len(targets),
-                idempotency_key=key,
-                send_at=send_at,
-                created_at=now,
-                clicked=0,
-            )
-            session.add(message)
-            session.flush()
-            sending.insert_deliveries(
-                session,
-                models.Delivery,
-                message.id,
-                targets,
-                settings.providers,
-                due_at=due,
-                ttl=shown["ttl"],
-            )
-            if given.inbox:
-                fields = sending.inbox_values(shown, notify_type)
-                for user_id in sending.inbox_users(audience, targets):
-                    items.append(
-                        inbox.upsert(session, models, user_id=user_id, id=message.id, values=fields)
-                    )
-            session.commit()
-            # loaded now, so the returned message reads fine after the app context ends
-            session.refresh(message)
-        except sa.exc.IntegrityError:
-            session.rollback()
-            # Another send with the same key committed first: it is the message.
-            existing = self._by_idempotency_key(key) if key is not None else None
-            if existing is None:
-                raise
-            return existing
-        except BaseException:
-            session.rollback()
-            raise
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        # Committed: a receiver that fails is logged, and the message is still sent.
-        for item, created in items:
-            signals.send_committed(signals.inbox_item_saved, app, item=item, created=created)
-        signals.send_committed(signals.message_queued, app, message=message)
-        # Suppressed sends (tests) are recorded at once, as Flask-Mail records
-        # mail: ``with push.record() as outbox: push.send(...)`` needs no waiting.
-        if settings.queue == "inline" or settings.suppress_send:
-            self._dispatcher(state).run_until_idle(message_id=message.id)
-        elif settings.queue == "celery":
-            # A scheduled message gets no task: the workers' sweep sends it when due.
-            if due <= now:
-                self._celery(state).enqueue(
-                    message.id, message.recipient_count, settings.delivery_batch
-                )
-        else:
-            self._worker(state).wake()
-        return message
-
-    def _by_idempotency_key(self, key: str) -> Any:
-        model = self.models.Message
-        return self.db.session.scalar(sa.select(model).where(model.idempotency_key == key))
+        return sending.notify_by_id(self.state, id, notification)
 
     def dispatch_due(self, *, message_id: str | None = None) -> int:
         """Deliver every delivery that is due now (of ``message_id`` only, when
         given) in this thread; returns how many were claimed. Workers do this by
         themselves; scripts, commands and tests may call it."""
-        return self._dispatcher(self.state).run_until_idle(message_id=message_id)
-
-    def _checkers(self, state: _PushState) -> dict[str, Provider]:
-        with state.lock:
-            if state.checkers is None:
-                state.checkers = {
-                    kind: provider_class(kind).from_settings(options)
-                    for kind, options in state.settings.providers.items()
-                }
-            return state.checkers
-
-    def _dispatcher(self, state: _PushState) -> Dispatcher:
-        with state.lock:
-            if state.dispatcher is None or state.dispatcher.closed:
-                state.dispatcher = self._make_dispatcher()
-            return state.dispatcher
-
-    def _make_dispatcher(self) -> Dispatcher:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        return Dispatcher(app, self.models, self.db.engine, app.extensions["push"].settings)
-
-    def _worker(self, state: _PushState) -> ThreadWorker:
-        with state.lock:
-            worker = state.worker
-            # A forked child inherits the object but not the thread: start its own.
-            if worker is None or worker.pid != os.getpid() or not worker.alive:
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
-                worker = state.worker = ThreadWorker(app, self._make_dispatcher).start()
-            return worker
-
-    def _celery(self, state: _PushState) -> CeleryQueue:
-        with state.lock:
-            if state.celery is None:
-                from .celery_queue import CeleryQueue
-
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
-                state.celery = CeleryQueue(app, state.settings, self._make_dispatcher)
-            return state.celery
+        return self.state.get_inline().run_once(message_id)
 
     def shutdown(self) -> None:
         """Stop the current app's delivery worker and close its connections.
@@ -457,16 +368,6 @@ class Push:
         Deliveries still queued stay in the database for the next worker.
         """
         self.state.shutdown()
-
-    def _realtime(self, state: _PushState) -> Realtime:
-        with state.lock:
-            realtime = state.realtime
-            # A forked child inherits the object but not its subscriber thread.
-            if realtime is None or realtime.pid != os.getpid():
-                from .realtime import Realtime
-
-                realtime = state.realtime = Realtime(state.settings)
-            return realtime
 
     # -- live events -------------------------------------------------------------
 
@@ -487,7 +388,7 @@ class Push:
 
         .. versionadded:: 0.1
         """
-        return self._realtime(self.state).publish(channel, event, data).id
+        return self.state.get_realtime().publish(channel, event, data).id
 
     @contextmanager
     def record(self) -> Iterator[list[OutgoingPush]]:
@@ -546,30 +447,11 @@ class Push:
             "progress": progress,
             "is_new": is_new,
         }
-        given = parse(InboxItemUpsert, by_alias(InboxItemUpsert, keywords), self._context())
-        return self._upsert(given.model_copy(update={"user_id": owner}), commit)[0]
-
-    def _upsert(self, given: InboxItemUpsert, commit: bool = True) -> tuple[Any, bool]:
-        """:meth:`upsert` of checked values (``user_id`` set), saying whether the item
-        was created."""
-        item, created = self._write(
-            lambda: inbox.upsert(
-                self.db.session,
-                self.models,
-                user_id=str(given.user_id),
-                id=given.id,
-                values=given.columns(),
-            ),
-            commit,
+        given = parse(
+            InboxItemUpsert, by_alias(InboxItemUpsert, keywords), Context.of(self.settings)
         )
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        if commit:
-            signals.send_committed(signals.inbox_item_saved, app, item=item, created=created)
-        else:
-            self._publish_on_commit(
-                app, str(item.user_id), InboxItem.model_validate(item).to_json()
-            )
-        return item, created
+        owned = given.model_copy(update={"user_id": owner})
+        return inbox.save(self.db.session, self.models, owned, commit=commit)[0]
 
     def search(
         self,
@@ -597,36 +479,4 @@ class Push:
     def mark_read(self, user_id: str, id: str | None, *, commit: bool = True) -> int:
         """Mark the item ``id`` of ``user_id`` read (every item when ``id`` is None);
         returns how many were unread."""
-        count: int = self._write(
-            lambda: inbox.mark_read(self.db.session, self.models, user_id, id), commit
-        )
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        if commit:
-            if count:
-                signals.send_committed(signals.inbox_read, app, user_id=str(user_id), count=count)
-        elif count:
-            self._publish_on_commit(app, str(user_id), None)
-        return count
-
-    def _publish_on_commit(self, app: Flask, user_id: str, item: dict[str, Any] | None) -> None:
-        """The live ``notification``/``unread`` events of a ``commit=False`` change,
-        published when the caller commits (the item as it is now)."""
-        from .realtime import inbox_events
-
-        inbox_events.on_commit(
-            self.db.session, lambda: inbox_events.publish_item(app, user_id, item)
-        )
-
-    def _write(self, work: Callable[[], Any], commit: bool) -> Any:
-        """Run ``work`` in the session and commit; on failure roll back, so nothing is
-        half-written. With ``commit=False`` the caller owns the transaction."""
-        if not commit:
-            return work()
-        session = self.db.session
-        try:
-            result = work()
-            session.commit()
-            return result
-        except BaseException:
-            session.rollback()
-            raise
+        return inbox.read(self.db.session, self.models, user_id, id, commit=commit)

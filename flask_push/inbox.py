@@ -9,24 +9,29 @@ behaviour are the same from both sides.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from flask import Flask, current_app
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from . import signals
 from .errors import ValidationError
 from .ids import new_id
 from .models import Models, utcnow
+from .realtime import inbox_events
 from .schemas.errors import check
 from .schemas.fields import DEFAULT_TAKE, NotifyType, Skip, Take, UserId
-from .schemas.inbox import InboxPage, ItemId
+from .schemas.inbox import InboxItem, InboxItemUpsert, InboxPage, ItemId
 
 #: a session, or Flask-SQLAlchemy's scoped ``db.session``
 AnySession = Session | scoped_session[Any]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,74 @@ def notify_type(value: Any, field: str = "type") -> str:
 
 def _user(user_id: Any, field: str = "userId") -> str:
     return str(check(UserId, user_id, field))
+
+
+# -- writing, as the Python API and the routes do -------------------------------------
+# (commit or not, then tell: the ``inbox_item_saved`` and ``inbox_read`` signals, and
+# the live events, go out only once the change is committed)
+
+
+def save(
+    session: AnySession, models: Models, given: InboxItemUpsert, *, commit: bool = True
+) -> tuple[Any, bool]:
+    """``push.upsert()`` and ``POST /notifications``: write the checked item (its
+    ``user_id`` set), commit unless ``commit=False``, and announce it once committed;
+    returns ``(item, created)``."""
+    item, created = _write(
+        session,
+        lambda: upsert(
+            session, models, user_id=str(given.user_id), id=given.id, values=given.columns()
+        ),
+        commit,
+    )
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if commit:
+        signals.send_committed(signals.inbox_item_saved, app, item=item, created=created)
+    else:
+        _publish_on_commit(
+            session, app, str(item.user_id), InboxItem.model_validate(item).to_json()
+        )
+    return item, created
+
+
+def read(
+    session: AnySession, models: Models, user_id: str, id: str | None, *, commit: bool = True
+) -> int:
+    """``push.mark_read()``: :func:`mark_read`, committed unless ``commit=False`` and
+    announced once committed; returns how many items were unread."""
+    count = _write(session, lambda: mark_read(session, models, user_id, id), commit)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if commit:
+        if count:
+            signals.send_committed(signals.inbox_read, app, user_id=str(user_id), count=count)
+    elif count:
+        _publish_on_commit(session, app, str(user_id), None)
+    return count
+
+
+def _publish_on_commit(
+    session: AnySession, app: Flask, user_id: str, item: dict[str, Any] | None
+) -> None:
+    """The live ``notification``/``unread`` events of a ``commit=False`` change,
+    published when the caller commits (the item as it is now)."""
+    inbox_events.on_commit(session, lambda: inbox_events.publish_item(app, user_id, item))
+
+
+def _write(session: AnySession, work: Callable[[], T], commit: bool) -> T:
+    """Run ``work`` in the session and commit; on failure roll back, so nothing is
+    half-written. With ``commit=False`` the caller owns the transaction."""
+    if not commit:
+        return work()
+    try:
+        result = work()
+        session.commit()
+        return result
+    except BaseException:
+        session.rollback()
+        raise
+
+
+# -- the rows --------------------------------------------------------------------------
 
 
 def upsert(

@@ -1,6 +1,16 @@
-"""The ``thread`` queue: delivery workers inside the app's own process.
+"""The delivery queues, behind one small protocol: :class:`Queue`.
 
-One daemon thread per app and process, started by the first ``send()`` (so
+A send commits its message and deliveries first, then hands the message's id to the
+app's queue, which decides when and where the deliveries go out:
+
+- :class:`InlineQueue` (``PUSH_QUEUE = "inline"``, and every suppressed send):
+  in the sending thread, before ``send()`` returns;
+- :class:`ThreadWorker` (``"thread"``): a daemon thread of the app's own process;
+- :class:`~flask_push.celery_queue.CeleryQueue` (``"celery"``): Celery workers.
+
+The outbox is the source of truth for all three: a queue only says "look now".
+
+The ``thread`` queue: one daemon thread per app and process, started by the first ``send()`` (so
 scripts and CLI commands deliver too), woken by each send and otherwise polling
 about every second for retries and scheduled messages that came due. After a
 fork the child starts its own worker on its first send.
@@ -15,6 +25,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
+from typing import Protocol
 
 from flask import Flask
 
@@ -26,6 +37,55 @@ logger = logging.getLogger("flask_push")
 POLL_INTERVAL = 1.0
 
 _running: weakref.WeakSet[ThreadWorker] = weakref.WeakSet()
+
+
+class Queue(Protocol):
+    """What a send needs of a delivery queue."""
+
+    def enqueue(self, message_id: str, recipients: int, *, scheduled: bool = False) -> None:
+        """Have the deliveries of ``message_id`` (committed, ``recipients`` of them)
+        sent; ``scheduled`` when they are due later, which the workers' polling
+        covers. Never raises for an unreachable broker: the rows are durable."""
+
+    def shutdown(self) -> None:
+        """Let what is on the network finish, and close the connections."""
+
+
+class InlineQueue:
+    """The ``inline`` queue: deliver in the calling thread.
+
+    Also the queue of suppressed sends (tests record them at once), of
+    ``push.dispatch_due()`` and of ``flask push worker`` on the thread and inline
+    queues. Its :class:`Dispatcher` is made on first use, and again after a close.
+    """
+
+    def __init__(self, make_dispatcher: Callable[[], Dispatcher]) -> None:
+        self._make_dispatcher = make_dispatcher
+        self._dispatcher: Dispatcher | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        with self._lock:
+            if self._dispatcher is None or self._dispatcher.closed:
+                self._dispatcher = self._make_dispatcher()
+            return self._dispatcher
+
+    def enqueue(self, message_id: str, recipients: int, *, scheduled: bool = False) -> None:
+        self.run_once(message_id)
+
+    def run_once(
+        self, message_id: str | None = None, stop: Callable[[], bool] | None = None
+    ) -> int:
+        """Deliver what is due now (of ``message_id`` only, when given) until nothing
+        is left or ``stop()`` says so; returns how many deliveries were claimed."""
+        return self.dispatcher.run_until_idle(message_id=message_id, stop=stop)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None:
+            dispatcher.close()
 
 
 class ThreadWorker:
@@ -53,6 +113,13 @@ class ThreadWorker:
     def wake(self) -> None:
         """Look at the outbox now rather than at the next poll."""
         self._wake.set()
+
+    def enqueue(self, message_id: str, recipients: int, *, scheduled: bool = False) -> None:
+        """The worker delivers every due row, whatever its message: wake it."""
+        self.wake()
+
+    def shutdown(self) -> None:
+        self.stop()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Let the pushes on the network finish (and hand back the claimed ones not

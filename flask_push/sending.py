@@ -13,14 +13,23 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import sqlalchemy as sa
+from flask import current_app
 from pydantic.alias_generators import to_snake
 
+from . import inbox, signals
+from .errors import ValidationError
+from .ids import new_id
 from .message import Notification
 from .models import ACTIVE, Models, utcnow
-from .schemas.notification import QueryField
+from .schemas.base import Context
+from .schemas.errors import by_alias, check, parse
+from .schemas.notification import MessageAudience, MessageNotification, QueryField, TargetId
+
+if TYPE_CHECKING:
+    from .extension import PushState
 
 #: delivery rows per INSERT statement
 INSERT_CHUNK = 5000
@@ -215,3 +224,136 @@ def inbox_values(shown: Mapping[str, Any], notify_type: str | None) -> dict[str,
         "type": notify_type,
     }
     return {k: v for k, v in values.items() if v is not None}
+
+
+# -- sending -------------------------------------------------------------------------
+# ``push.send()`` and ``push.notify_by_id()`` are these, with the facade's keywords.
+
+
+def send(state: PushState, audience: Mapping[str, Any], keywords: dict[str, Any]) -> Any:
+    """``push.send()``: check the ``audience`` keywords (``users``, ``topic``,
+    ``query``, ``everyone``; exactly one set) and queue the notification of
+    ``keywords``; returns the ``Message``."""
+    given = dict(audience)
+    # ``everyone`` is a Python keyword, not a wire field: False means "not this audience"
+    if not isinstance(given.get("everyone"), bool):
+        raise ValidationError("must be true or false", field="everyone", code="invalid_type")
+    given["everyone"] = given["everyone"] or None
+    if isinstance(given.get("users"), (list, tuple, set, frozenset)):
+        given["users"] = list(given["users"])
+    checked = parse(
+        MessageAudience,
+        {name: value for name, value in given.items() if value is not None},
+        Context.of(state.settings),
+        name="audience",
+    )
+    return queue_message(state, checked.keywords(), keywords)
+
+
+def notify_by_id(state: PushState, id: str, keywords: dict[str, Any]) -> Any:
+    """``push.notify_by_id()``: queue the notification of ``keywords`` to the one
+    subscription or installation ``id``; returns the ``Message``."""
+    target_id = str(check(TargetId, id, "id"))
+    models, session = state.push.models, state.push.db.session
+    found = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(models.Subscription)
+        .where(models.Subscription.id == target_id)
+    ) or session.scalar(
+        sa.select(sa.func.count())
+        .select_from(models.Installation)
+        .where(models.Installation.id == target_id)
+    )
+    if not found:
+        raise ValidationError(
+            "is not the id of a subscription or installation", field="id", code="not_found"
+        )
+    unknown = set(keywords) - set(MessageNotification.model_fields)
+    if unknown:
+        raise TypeError(f"notify_by_id() got unexpected keywords: {', '.join(sorted(unknown))}")
+    return queue_message(state, {"id": target_id}, keywords)
+
+
+def queue_message(state: PushState, audience: dict[str, Any], keywords: dict[str, Any]) -> Any:
+    """Check the notification of ``keywords`` (snake_case, as ``push.send`` takes
+    them) against the values' rules and every configured provider, commit the
+    message to the checked ``audience`` with its deliveries (and inbox items), then
+    hand it to the app's queue; returns the ``Message``.
+
+    A second send with the same idempotency key returns the first message.
+    """
+    settings = state.settings
+    given = parse(
+        MessageNotification, by_alias(MessageNotification, keywords), Context.of(settings)
+    )
+    shown = given.shown(settings.default_ttl)
+    notification = notification_from_json(shown)
+    for checker in state.get_checkers().values():
+        checker.check(notification)
+
+    models, session = state.push.models, state.push.db.session
+    key, send_at, notify_type = given.idempotency_key, given.send_at, given.notify_type
+    if key is not None:
+        existing = by_idempotency_key(session, models, key)
+        if existing is not None:
+            return existing
+    now = utcnow()
+    due = send_at if send_at is not None and send_at > now else now
+    items: list[Any] = []
+    try:
+        targets = resolve(session, models, audience)
+        message = models.Message(
+            id=new_id("msg"),
+            audience=audience,
+            notification=shown,
+            notify_type=notify_type,
+            inbox=given.inbox,
+            recipient_count=len(targets),
+            idempotency_key=key,
+            send_at=send_at,
+            created_at=now,
+            clicked=0,
+        )
+        session.add(message)
+        session.flush()
+        insert_deliveries(
+            session,
+            models.Delivery,
+            message.id,
+            targets,
+            settings.providers,
+            due_at=due,
+            ttl=shown["ttl"],
+        )
+        if given.inbox:
+            fields = inbox_values(shown, notify_type)
+            for user_id in inbox_users(audience, targets):
+                items.append(
+                    inbox.upsert(session, models, user_id=user_id, id=message.id, values=fields)
+                )
+        session.commit()
+        # loaded now, so the returned message reads fine after the app context ends
+        session.refresh(message)
+    except sa.exc.IntegrityError:
+        session.rollback()
+        # Another send with the same key committed first: it is the message.
+        existing = by_idempotency_key(session, models, key) if key is not None else None
+        if existing is None:
+            raise
+        return existing
+    except BaseException:
+        session.rollback()
+        raise
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    # Committed: a receiver that fails is logged, and the message is still sent.
+    for item, created in items:
+        signals.send_committed(signals.inbox_item_saved, app, item=item, created=created)
+    signals.send_committed(signals.message_queued, app, message=message)
+    state.get_queue().enqueue(message.id, message.recipient_count, scheduled=due > now)
+    return message
+
+
+def by_idempotency_key(session: Any, models: Models, key: str) -> Any:
+    """The message sent with idempotency key ``key``, or None."""
+    model = models.Message
+    return session.scalar(sa.select(model).where(model.idempotency_key == key))

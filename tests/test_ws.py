@@ -663,7 +663,7 @@ def test_a_kept_event_that_cannot_be_encoded_is_skipped_live_and_on_reconnect(
     first = publish(app, "user:alice", "before", {})
     with app.app_context(), caplog.at_level(logging.ERROR, logger="flask_push"):
         # as an older version kept it: straight into the backplane, past publish's check
-        realtime = push._realtime(push.state)
+        realtime = push.state.get_realtime()
         bad = realtime.backplane.publish("user:alice", "notification", '{"title":"\ud800"}')
     publish(app, "user:alice", "after", {})
     assert [(e["id"], e["event"]) for e in (alice.recv(), alice.recv())] == [

@@ -76,7 +76,8 @@ def upsert_item() -> ResponseReturnValue:
     ext = push()
     if owner != caller and not ext.current_user_is_admin():
         fail(403, "forbidden", "Only administrators may write to another user's inbox.", "userId")
-    item, created = ext._upsert(given.model_copy(update={"user_id": owner}))
+    owned = given.model_copy(update={"user_id": owner})
+    item, created = inbox.save(ext.db.session, ext.models, owned)
     return InboxItem.model_validate(item).to_json(), 201 if created else 200
 
 

@@ -56,7 +56,7 @@ def publish_item(app: Flask, user_id: str, item: dict[str, Any] | None) -> None:
         return
     push = state.push
     channel = f"user:{user_id}"
-    realtime = push._realtime(state)
+    realtime = state.get_realtime()
     if item is not None:
         # An item the websocket cannot carry (it holds a lone surrogate, say) must
         # not keep the unread count from going out.

@@ -122,7 +122,7 @@ def _serve(ws: Any) -> None:
     # refused with close code 1009 before it is buffered whole.
     ws.max_message_size = settings.ws_max_message_bytes
     user_id = push.current_user_id()
-    realtime: Realtime = push._realtime(push.state)
+    realtime: Realtime = push.state.get_realtime()
     sock = ws.sock
     connection = Connection(ws.event, sock, settings.ws_queue_size)
     heartbeat = settings.ws_heartbeat or None
