@@ -108,3 +108,43 @@ def test_decorators_register_and_return_the_callback():
 def test_identity_loader_decides_who_the_caller_is(client):
     assert client.get("/push/notifications").status_code == 401
     assert client.get("/push/notifications", headers=as_user("alice")).status_code == 200
+
+
+def test_the_version_is_the_installed_distributions() -> None:
+    import importlib.metadata
+
+    import flask_push
+    from flask_push._version import __version__
+
+    assert flask_push.__version__ == __version__ == importlib.metadata.version("flask-push")
+
+
+def test_no_module_calls_the_facades_private_methods() -> None:
+    # The API, the CLI and the websocket go through Push's public methods and the
+    # per-app state's get_* methods, never through Push's internals.
+    import pathlib
+    import re
+
+    import flask_push
+
+    root = pathlib.Path(flask_push.__file__).parent
+    private = re.compile(r"\b(push|ext|state)\._[a-z]")
+    found = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "extension.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if private.search(line)
+    ]
+    assert found == []
+
+
+def test_suppressed_sends_use_the_inline_queue(app):
+    from flask_push.queues import InlineQueue
+
+    with app.app_context():
+        state = push.state
+        assert state.settings.suppress_send
+        queue = state.get_queue()
+        assert isinstance(queue, InlineQueue) and queue is state.get_inline()
+        assert state.worker is None  # no thread started for a suppressed send
