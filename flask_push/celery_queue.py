@@ -92,22 +92,15 @@ class CeleryQueue:
         Never raises for the broker: the rows are durable, so when it cannot be
         reached this logs a warning and the workers' sweep delivers them instead.
         """
-        if not scheduled:
-            self.queue_tasks(message_id, tasks_for(recipients, self.batch))
-
-    def queue_tasks(self, message_id: str, count: int) -> int:
-        """Queue ``count`` delivery tasks of ``message_id``; returns how many were
-        queued (fewer when the broker failed, which is logged)."""
+        count = 0 if scheduled else tasks_for(recipients, self.batch)
         if not count:
-            return 0
-        queued = 0
+            return
         try:
             with self.celery.producer_or_acquire() as producer:
                 for _ in range(count):
                     self.deliver_task.apply_async(
                         (message_id,), queue=self.queue, producer=producer
                     )
-                    queued += 1
         except Exception as err:  # noqa: BLE001 - any broker failure: the sweep delivers
             logger.warning(
                 "flask-push: could not queue delivery tasks for message %s on the Celery "
@@ -116,7 +109,6 @@ class CeleryQueue:
                 message_id,
                 err,
             )
-        return queued
 
     # -- working side ------------------------------------------------------------------
 

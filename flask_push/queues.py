@@ -10,10 +10,10 @@ app's queue, which decides when and where the deliveries go out:
 
 The outbox is the source of truth for all three: a queue only says "look now".
 
-The ``thread`` queue: one daemon thread per app and process, started by the first ``send()`` (so
-scripts and CLI commands deliver too), woken by each send and otherwise polling
-about every second for retries and scheduled messages that came due. After a
-fork the child starts its own worker on its first send.
+The ``thread`` queue: one daemon thread per app and process, started by the first
+``send()`` (so scripts and CLI commands deliver too), woken by each send and
+otherwise polling about every second for retries and scheduled messages that came
+due. After a fork the child starts its own worker on its first send.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class Queue(Protocol):
     def enqueue(self, message_id: str, recipients: int, *, scheduled: bool = False) -> None:
         """Have the deliveries of ``message_id`` (committed, ``recipients`` of them)
         sent; ``scheduled`` when they are due later, which the workers' polling
-        covers. Never raises for an unreachable broker: the rows are durable."""
+        covers. A broker that cannot be reached is logged, not raised: the rows
+        are durable and the workers' polling finds them."""
 
     def shutdown(self) -> None:
         """Let what is on the network finish, and close the connections."""
