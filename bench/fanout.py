@@ -891,6 +891,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-mobile", action="store_true")
     parser.add_argument(
+        "--only-mobile",
+        action="store_true",
+        help="run only the FCM and APNs part (no database, no Web Push fan-out)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="after the measured runs, run one more fan-out with cProfile on the thread "
@@ -905,8 +910,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def mobile_only(args: argparse.Namespace) -> int:
+    """The FCM and APNs part alone: one line per kind, median of the runs."""
+    for kind in ("fcm", "apns"):
+        times, received, statuses = mobile_run(kind, args.mobile_sends, args.runs)
+        rate = args.mobile_sends / statistics.median(times)
+        print(
+            f"{kind.upper()}: {fmt_rate(rate)} (median of {args.runs} x "
+            f"{args.mobile_sends:,}), statuses {statuses}, fake got {received:,}",
+            flush=True,
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.only_mobile:
+        return mobile_only(args)
     started_run = time.perf_counter()
     n = args.subscribers
     print(f"flask_push {getattr(flask_push, '__version__', '?')} from {flask_push.__file__}")
