@@ -28,37 +28,30 @@ badge (int)        ``android.notification.notification_count``; a str badge (a W
 Android intent action, not a link, and an action no activity handles makes the tap
 do nothing. The app opens ``data.url`` itself.
 
-pyfcm is synchronous (requests), so each send runs in a bounded thread pool. Its
-client is adapted for a worker (see :class:`_Client`): one attempt per send, never
-a sleep, a timeout on every request, and one access token shared by all threads.
+pyfcm builds the message (``parse_payload``); the send runs on the worker's event
+loop with aiohttp, one POST per push on a pooled session. The OAuth access token
+comes from the service account through google-auth and is shared by every send;
+google-auth's refresh is blocking, so it runs in the loop's executor, only when the
+token is missing or close to expiry (see :class:`_AccessToken`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+import aiohttp
 import google.auth.exceptions
 import google.auth.transport.requests
 import requests
 from google.oauth2 import service_account
 from pyfcm import FCMNotification
-from pyfcm.errors import (
-    AuthenticationError,
-    FCMNotRegisteredError,
-    FCMSenderIdMismatchError,
-    FCMServerError,
-    InvalidDataError,
-)
-from requests.adapters import HTTPAdapter
-from urllib3 import Retry
 
 from ..errors import PayloadError
 from ..message import DeliveryResult, DeviceTarget, Notification, OutgoingPush
@@ -79,26 +72,21 @@ _RESERVED_KEYS = ("from", "message_type")
 _RESERVED_PREFIXES = ("google", "gcm")
 #: seconds a refused key is remembered, so a batch does not ask the token endpoint per push
 _REFUSAL_MEMORY = 30.0
-#: requests' errors that say nothing about the message: try again later
-_UNREACHABLE = (
-    requests.Timeout,
-    requests.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-)
+#: errors of the send's connection that say nothing about the message: try again later
+_UNREACHABLE = (aiohttp.ClientError, OSError)
 
 
 class _NotSent(Exception):
     """The push never left this process (it is exiting): it stays for a worker."""
 
 
-class _TryLater(Exception):
-    """FCM answered 429, 5xx or with a ``Retry-After``: our retry logic decides when."""
+@dataclass(frozen=True)
+class _Answer:
+    """FCM's answer to one send, read in full."""
 
-    def __init__(self, status_code: int, retry_after: float | None, detail: str) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.retry_after = retry_after
-        self.detail = detail
+    status: int
+    text: str
+    retry_after: float | None
 
 
 def _fcm_error(text: str) -> tuple[str | None, str, list[str]]:
@@ -119,72 +107,61 @@ def _fcm_error(text: str) -> tuple[str | None, str, list[str]]:
     return code or error.get("status"), message, fields
 
 
-def _describe(response: requests.Response) -> str:
-    code, message, _ = _fcm_error(response.text)
-    return (
-        " ".join(filter(None, ["FCM answered", str(response.status_code), code])) + f": {message}"
-    )
+def _describe(answer: _Answer) -> str:
+    code, message, _ = _fcm_error(answer.text)
+    return " ".join(filter(None, ["FCM answered", str(answer.status), code])) + f": {message}"
 
 
-class _Client(FCMNotification):  # type: ignore[misc]  # pyfcm is untyped
-    """pyfcm's client, made fit for a worker thread pool.
+def _token_expired(answer: _Answer) -> bool:
+    """A 401 that says the access token expired (not that the key is refused)."""
+    if answer.status != 401:
+        return False
+    try:
+        details = json.loads(answer.text).get("error", {}).get("details", [])
+        return any(
+            isinstance(d, dict) and d.get("reason") == "ACCESS_TOKEN_EXPIRED" for d in details
+        )
+    except (ValueError, AttributeError):
+        return False
 
-    pyfcm as shipped sleeps for any ``Retry-After`` and recurses without limit,
-    retries 502/503 inside urllib3, refreshes the OAuth token once per thread,
-    and prefers the credentials' project over the one it is given. Here a send
-    is one POST with a timeout, retryable answers are raised for the caller to
-    schedule, the token is shared, and the configured project is used.
+
+class _AccessToken:
+    """The service account's OAuth access token, shared by every send.
+
+    google-auth's ``Credentials.valid`` is false once the token is within a few
+    minutes of expiry, so a token is fetched before FCM would refuse it. The
+    fetch is blocking (google-auth's requests transport): it runs in the loop's
+    executor, one at a time, while the sends that need it wait on a lock. A key
+    the token endpoint refuses is remembered for a while, so that a batch does
+    not ask for a token per push.
     """
 
-    def __init__(
-        self,
-        *,
-        credentials: service_account.Credentials,
-        project_id: str,
-        base_url: str,
-        timeout: float,
-        pool_size: int,
-    ) -> None:
-        # No urllib3 retries and no Retry-After sleeps: a worker must answer within
-        # its deadline and let dispatch reschedule. One adapter is shared by the
-        # per-thread sessions, so its pool is the keep-alive pool of all threads.
-        adapter = HTTPAdapter(
-            pool_connections=2,
-            pool_maxsize=pool_size,
-            max_retries=Retry(total=0, raise_on_status=False, respect_retry_after_header=False),
-        )
-        super().__init__(credentials=credentials, project_id=project_id, adapter=adapter)
-        self.FCM_END_POINT_BASE = f"{base_url}/v1/projects"
-        self._end_point = f"{self.FCM_END_POINT_BASE}/{quote(project_id, safe='')}/messages:send"
+    def __init__(self, credentials: service_account.Credentials, timeout: float) -> None:
+        self.credentials = credentials
         self.timeout = timeout
-        self._token_lock = threading.Lock()
+        self._lock: asyncio.Lock | None = None
         self._refused: tuple[float, google.auth.exceptions.RefreshError] | None = None
-        self._token_session = requests.Session()
-        self._token_request = google.auth.transport.requests.Request(self._token_session)
+        self._session: requests.Session | None = None
 
-    @property
-    def fcm_end_point(self) -> str:
-        # pyfcm takes the credentials' project_id over the configured one.
-        return self._end_point
-
-    def _get_access_token(self) -> str:
-        """The shared access token, fetched when google-auth says it is stale.
-
-        pyfcm refreshes on every new thread and wraps failures in InvalidDataError;
-        here one token serves every thread, and google-auth's own errors pass
-        through so that a transient one can be told from refused credentials.
-        """
-        with self._token_lock:
-            if self.credentials.valid:
+    async def get(self) -> str:
+        if self.credentials.valid:
+            return str(self.credentials.token)
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.credentials.valid:  # fetched while this send waited
                 return str(self.credentials.token)
             if self._refused is not None and time.monotonic() < self._refused[0]:
-                # a fresh exception: re-raising one object from many threads grows its traceback
+                # a fresh exception: re-raising one object from many sends grows its traceback
                 raise google.auth.exceptions.RefreshError(  # type: ignore[no-untyped-call]
                     *self._refused[1].args
                 )
+            loop = asyncio.get_running_loop()
             try:
-                # google-auth's default timeout is 120 s: bound it like the sends.
-                self.credentials.refresh(partial(self._token_request, timeout=self.timeout))
+                await loop.run_in_executor(None, self._refresh)
+            except RuntimeError as err:
+                # The executor refuses work once the interpreter exits: this push never left.
+                raise _NotSent(f"not sent, the process is exiting ({err})") from err
             except google.auth.exceptions.RefreshError as err:
                 if not err.retryable:
                     self._refused = (time.monotonic() + _REFUSAL_MEMORY, err)
@@ -192,45 +169,26 @@ class _Client(FCMNotification):  # type: ignore[misc]  # pyfcm is untyped
             self._refused = None
             return str(self.credentials.token)
 
-    def _forget_token(self, token: str) -> None:
-        with self._token_lock:
-            if self.credentials.token == token:
-                self.credentials.token = None
-
-    def _post(self, payload: bytes) -> tuple[str, requests.Response]:
-        token = self._get_access_token()
-        response = self.requests_session.post(
-            self.fcm_end_point,
-            data=payload,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=self.timeout,
+    def _refresh(self) -> None:
+        # Runs in the executor. google-auth's default timeout is 120 s: bound it
+        # like the sends.
+        if self._session is None:
+            self._session = requests.Session()
+        request = google.auth.transport.requests.Request(self._session)
+        self.credentials.refresh(  # type: ignore[no-untyped-call]
+            partial(request, timeout=self.timeout)
         )
-        return token, response
 
-    def send_request(self, payload: bytes, timeout: Any = None) -> requests.Response:
-        """One POST (two when the token expired early); raises :class:`_TryLater`.
-
-        ``timeout`` is pyfcm's argument, ignored: the provider's timeout applies.
-        """
-        token, response = self._post(payload)
-        if self._is_access_token_expired(response):
-            # FCM says the token expired although google-auth thought it fresh
-            # (clock skew, revocation): fetch another and try once more, at once.
-            response.close()
-            self._forget_token(token)
-            token, response = self._post(payload)
-        status = response.status_code
-        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-        # 429 QUOTA_EXCEEDED, 500 INTERNAL, 503 UNAVAILABLE are FCM's "back off and
-        # retry"; any error that names a Retry-After is a "come back later" too.
-        if status == 429 or status >= 500 or (status >= 400 and retry_after is not None):
-            raise _TryLater(status, retry_after, _describe(response))
-        return response
+    def forget(self, token: str) -> None:
+        """FCM said ``token`` expired although google-auth thought it fresh."""
+        if self.credentials.token == token:
+            self.credentials.token = None
 
     def close(self) -> None:
-        """Close the pooled connections (the token session's and the sends')."""
-        self._token_session.close()
-        self.custom_adapter.close()
+        self._lock = None  # bound to the loop that used it
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
 
 class FCMProvider(Provider):
@@ -239,7 +197,7 @@ class FCMProvider(Provider):
     :param credentials: the service-account key (the parsed JSON).
     :param project_id: the Firebase project; it wins over the key's ``project_id``.
     :param base_url: the origin requests go to.
-    :param concurrency: sends in flight at once, one worker thread each.
+    :param concurrency: sends in flight at once, on the event loop.
     :param timeout: seconds for each request (the send and the token fetch).
 
     .. versionadded:: 0.1
@@ -265,14 +223,14 @@ class FCMProvider(Provider):
         google_credentials = from_info(  # type: ignore[no-untyped-call]
             dict(credentials), scopes=[FCM_SCOPE]
         )
-        self._client = _Client(
-            credentials=google_credentials,
-            project_id=project_id,
-            base_url=base_url.rstrip("/"),
-            timeout=timeout,
-            pool_size=concurrency,
+        self._token = _AccessToken(google_credentials, timeout)
+        # pyfcm builds the messages; it sends nothing (its client is synchronous).
+        self._builder = FCMNotification(credentials=google_credentials, project_id=project_id)
+        # pyfcm would take the key's project_id over the configured one.
+        self._end_point = (
+            f"{base_url.rstrip('/')}/v1/projects/{quote(project_id, safe='')}/messages:send"
         )
-        self._executor: ThreadPoolExecutor | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], **options: Any) -> FCMProvider:
@@ -359,7 +317,7 @@ class FCMProvider(Provider):
         arguments = self._notify_arguments(
             push.notification, push.target.token, push.message_id, push.click_token
         )
-        return bytes(self._client.parse_payload(**arguments))
+        return bytes(self._builder.parse_payload(**arguments))
 
     def payload_size(self, notification: Notification) -> int:
         """UTF-8 bytes of the message's ``notification`` and ``data`` as compact JSON.
@@ -374,61 +332,77 @@ class FCMProvider(Provider):
             "m" * _LONGEST_MESSAGE_ID,
             "c" * _LONGEST_CLICK_TOKEN,
         )
-        message = json.loads(self._client.parse_payload(**arguments))["message"]
+        message = json.loads(self._builder.parse_payload(**arguments))["message"]
         counted = {key: message[key] for key in ("notification", "data") if key in message}
         return len(json.dumps(counted, separators=(",", ":"), ensure_ascii=False).encode())
 
     # -- sending ---------------------------------------------------------------
 
-    def _send(self, payload: bytes) -> Any:
-        # Runs in a pool thread: notify()'s two steps after parse_payload.
-        return self._client.parse_response(self._client.send_request(payload))
-
-    async def post(self, push: OutgoingPush, payload: Any) -> Any:
-        """Send in the thread pool; requests' own timeout frees the thread if the
-        server hangs, whatever asyncio's deadline did to the awaiting task."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.concurrency, thread_name_prefix="flask-push-fcm"
+    def _client(self) -> aiohttp.ClientSession:
+        """The pooled session, made on first use inside the running loop."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"User-Agent": "flask-push", "Content-Type": "application/json"},
+                trust_env=False,
             )
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._send, payload)
-        except RuntimeError as err:
-            # The pool refuses work once the interpreter exits: this push never left.
-            raise _NotSent(f"not sent, the process is exiting ({err})") from err
+        return self._session
 
-    def parse(self, push: OutgoingPush, response: Any) -> DeliveryResult:
-        """Map pyfcm's answer or exception onto sent, gone, retry or failed."""
+    async def _post(self, payload: bytes) -> tuple[str, _Answer]:
+        token = await self._token.get()
+        async with self._client().post(
+            self._end_point, data=payload, headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            text = await response.text()
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            return token, _Answer(response.status, text, retry_after)
+
+    async def post(self, push: OutgoingPush, payload: Any) -> _Answer:
+        """One POST on the loop (two when the access token expired early)."""
+        token, answer = await self._post(payload)
+        if _token_expired(answer):
+            # FCM says the token expired although google-auth thought it fresh
+            # (clock skew, revocation): fetch another and try once more, at once.
+            self._token.forget(token)
+            token, answer = await self._post(payload)
+        return answer
+
+    def _answered(self, push: OutgoingPush, answer: _Answer) -> DeliveryResult:
         result = partial(DeliveryResult, push.delivery_id, provider=self.name)
-        err = response
-        if not isinstance(err, BaseException):
+        status = answer.status
+        if status == 200:
+            if not answer.text:
+                return result("failed", error="FCM answered 200 with an empty body")
             return result("sent", status_code=200)
-        if isinstance(err, _NotSent):
-            return result("retry", error=str(err))
-        if isinstance(err, _TryLater):
+        # 429 QUOTA_EXCEEDED, 500 INTERNAL, 503 UNAVAILABLE are FCM's "back off and
+        # retry"; any error that names a Retry-After is a "come back later" too.
+        if status == 429 or status >= 500 or (status >= 400 and answer.retry_after is not None):
             return result(
-                "retry", error=err.detail, status_code=err.status_code, retry_after=err.retry_after
+                "retry",
+                error=_describe(answer),
+                status_code=status,
+                retry_after=answer.retry_after,
             )
-        if isinstance(err, FCMNotRegisteredError):
+        if status == 404:
             # 404 UNREGISTERED: the app was uninstalled or the token rotated.
             return result(
                 "gone", error="FCM: the registration token is unregistered", status_code=404
             )
-        if isinstance(err, InvalidDataError):
+        if status == 400:
             # 400 INVALID_ARGUMENT covers both a malformed token and a bad message;
             # only the first means the installation is dead.
-            code, message, fields = _fcm_error(str(err))
+            code, message, fields = _fcm_error(answer.text)
             bad_token = (
                 "message.token" in fields or "not a valid fcm registration token" in message.lower()
             )
             text = f"FCM answered 400 {code or 'INVALID_ARGUMENT'}: {message}"
             return result("gone" if bad_token else "failed", error=text, status_code=400)
-        if isinstance(err, FCMSenderIdMismatchError):
-            # pyfcm raises this for every 403: SENDER_ID_MISMATCH (the token belongs
-            # to another Firebase project) and PERMISSION_DENIED (the service account
-            # may not send). Both are usually a configuration mistake that hits every
-            # token alike, so the installations are kept: "gone" would wipe them all.
+        if status == 403:
+            # SENDER_ID_MISMATCH (the token belongs to another Firebase project) and
+            # PERMISSION_DENIED (the service account may not send) are both usually a
+            # configuration mistake that hits every token alike, so the installations
+            # are kept: "gone" would wipe them all.
             return result(
                 "failed",
                 error=(
@@ -438,7 +412,7 @@ class FCMProvider(Provider):
                 ),
                 status_code=403,
             )
-        if isinstance(err, AuthenticationError):
+        if status == 401:
             return result(
                 "failed",
                 error=(
@@ -448,6 +422,17 @@ class FCMProvider(Provider):
                 ),
                 status_code=401,
             )
+        # an answer FCM does not document for a send (a redirect, 405, 409...)
+        return result("failed", error=_describe(answer), status_code=status)
+
+    def parse(self, push: OutgoingPush, response: Any) -> DeliveryResult:
+        """Map FCM's answer, or what ``post`` raised, onto sent, gone, retry or failed."""
+        if isinstance(response, _Answer):
+            return self._answered(push, response)
+        result = partial(DeliveryResult, push.delivery_id, provider=self.name)
+        err = response
+        if isinstance(err, _NotSent):
+            return result("retry", error=str(err))
         if isinstance(err, google.auth.exceptions.RefreshError):
             if err.retryable:
                 return result("retry", error=f"FCM token endpoint: {err}")
@@ -462,23 +447,13 @@ class FCMProvider(Provider):
             return result("retry", error=f"FCM token endpoint unreachable: {err}")
         if isinstance(err, _UNREACHABLE):
             return result("retry", error=f"FCM unreachable: {type(err).__name__}: {err}")
-        if isinstance(err, FCMServerError):
-            # 429 and 5xx were raised as _TryLater: this is an unexpected 4xx or an empty 200.
-            return result("failed", error=f"FCM: {err}")
         if isinstance(err, PayloadError):
             return result("failed", error=str(err))
         return result("failed", error=f"FCM send failed: {type(err).__name__}: {err}")
 
     async def aclose(self) -> None:
-        """Stop the worker threads, then close the pooled connections."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            # A thread may still be in a request asyncio gave up on; its requests
-            # timeout bounds the wait, which runs off the event loop. At interpreter
-            # exit no executor takes that wait any more: then the threads are left
-            # to end by themselves.
-            try:
-                await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
-            except RuntimeError:
-                executor.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        """Close the pooled connections (the sends' and the token endpoint's)."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+        self._token.close()

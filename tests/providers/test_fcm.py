@@ -1,4 +1,4 @@
-"""FCMProvider through the real pyfcm, google-auth and requests, against FakeFCM.
+"""FCMProvider through the real pyfcm, google-auth and aiohttp, against FakeFCM.
 
 What every provider does (gone, retry without sleeping, timeouts, size checks, order,
 concurrency, aclose) is in test_contract.py; here is what only FCM does.
@@ -116,7 +116,7 @@ def test_batch_arrives_mapped_with_one_token(
                 },
             },
         }
-    # One access token from the fake's /token served all 30 sends on 10 threads.
+    # One access token from the fake's /token served all 30 sends, 10 at a time.
     assert len(push_fake_fcm.issued_tokens) == issued_before + 1
     assert {m.access_token for m in push_fake_fcm.messages} == {
         push_fake_fcm.issued_tokens[-1].access_token
@@ -243,17 +243,33 @@ def test_payload_size_covers_what_is_sent(push_fake_fcm: FakeFCM, account: dict[
     assert len(sent) < size < len(sent) + 200
 
 
-def test_aclose_shuts_the_pool_down(push_fake_fcm: FakeFCM, account: dict[str, str]) -> None:
+def test_sends_run_on_the_loop_without_threads(
+    push_fake_fcm: FakeFCM, account: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the token fetch (blocking google-auth) leaves the loop, for the loop's
+    # executor; once the token is there, sends start no thread and use none.
     provider = make_provider(push_fake_fcm, account)
+    issued_before = len(push_fake_fcm.issued_tokens)
+    loop_thread = threading.current_thread()
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
 
-    def pool_threads() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name.startswith("flask-push-fcm")]
+    def noted_start(thread: threading.Thread) -> None:
+        if threading.current_thread() is loop_thread:  # not the fake's handler threads
+            started.append(thread)
+        start(thread)
 
-    async def work() -> tuple[int, int]:
-        await provider.send_batch([push(make_registration_token(), n=i) for i in range(5)])
-        during = len(pool_threads())
-        await provider.aclose()
-        return during, len(pool_threads())
+    async def work() -> list[DeliveryResult]:
+        await provider.send_batch([push(make_registration_token())])
+        monkeypatch.setattr(threading.Thread, "start", noted_start)
+        try:
+            return await provider.send_batch(
+                [push(make_registration_token(), n=i) for i in range(1, 21)]
+            )
+        finally:
+            monkeypatch.undo()
 
-    during, after = run(provider, work)
-    assert during >= 1 and after == 0
+    results = run(provider, work)
+    assert started == []
+    assert {r.status for r in results} == {"sent"}
+    assert len(push_fake_fcm.issued_tokens) == issued_before + 1
