@@ -7,7 +7,6 @@ key and what to do.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from flask import Flask
 
 from . import credentials, validation
 from .errors import PushConfigError, ValidationError
+from .providers import kinds
 
 #: where the blueprint lives
 DEFAULT_URL_PREFIX = "/push"
@@ -163,19 +163,19 @@ def _provider(app: Flask, kind: credentials.ProviderKind) -> dict[str, Any] | No
     by_name = {s.name: s.config_key for s in kind.settings}
     trigger_key = by_name[kind.trigger]
     if kind.trigger not in given:
-        # sandbox and base URLs have defaults of their own and do not turn a provider on
-        stray = [by_name[n] for n in given if n not in ("sandbox", "baseUrl")]
+        # settings with defaults of their own (sandbox, base URLs) do not turn it on
+        standalone = {s.name for s in kind.settings if s.standalone}
+        stray = [by_name[n] for n in given if n not in standalone]
         if stray:
             raise _fail(trigger_key, f"is required when {stray[0]} is set")
         return None
-    if kind is credentials.FCM:
-        raw = _read_file_setting(trigger_key, given["credentials"], marker="{")
-        given["credentials"] = (
-            json.loads(raw) if isinstance(raw, str) and raw.lstrip().startswith("{") else raw
-        )
-    if kind is credentials.APNS:
-        given["key"] = _read_file_setting(trigger_key, given["key"], marker="-----BEGIN")
-        given.setdefault("sandbox", app.debug)
+    for setting in kind.settings:
+        if setting.file_unless is not None and setting.name in given:
+            given[setting.name] = _read_file_setting(
+                setting.config_key, given[setting.name], marker=setting.file_unless
+            )
+        if setting.debug_default:
+            given.setdefault(setting.name, app.debug)
     kind.check_installed()
     try:
         return kind.normalize(given)
@@ -244,7 +244,7 @@ def load(app: Flask) -> PushSettings:
     """Read and check the ``PUSH_*`` keys of ``app.config``."""
     config = app.config
     providers = {}
-    for kind in credentials.KINDS.values():
+    for kind in kinds().values():
         settings = _provider(app, kind)
         if settings is not None:
             providers[kind.name] = settings

@@ -1,29 +1,35 @@
-"""The settings of each push provider kind, checked in one place.
+"""What a push provider kind is made of, and the checks its settings share.
 
-The same checks serve ``PUSH_VAPID_*`` / ``PUSH_FCM_*`` / ``PUSH_APNS_*`` in
-``app.config`` and the ``/providers`` API, so a key that ``init_app`` refuses
-is refused by the API with the same explanation. Each kind lists its settings
-under the camelCase names the API uses and the config key each one comes from;
-secrets are marked so that the API never returns them.
+Each provider module declares its :class:`ProviderKind` (settings, their check,
+the extra to install, the installations it serves, how its device tokens look)
+as its class's ``kind``; :mod:`flask_push.providers` lists them. The same check
+serves ``PUSH_VAPID_*`` / ``PUSH_FCM_*`` / ``PUSH_APNS_*`` in ``app.config`` and
+the ``/providers`` API, so a key that ``init_app`` refuses is refused by the API
+with the same explanation. Each kind lists its settings under the camelCase
+names the API uses and the config key each one comes from; secrets are marked
+so that the API never returns them.
+
+``KINDS``, ``WEBPUSH``, ``FCM`` and ``APNS`` are read from the registry.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
 from py_vapid.utils import b64urlencode
 
 from .errors import ProviderNotInstalled, ValidationError
+
+if TYPE_CHECKING:
+    from .config import PushSettings
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,24 @@ class Setting:
     secret: bool = False
     #: computed from the others when left out (and recomputed when they change)
     derived: bool = False
+    #: needed to turn the provider on (what :attr:`ProviderKind.how_to_configure` names)
+    required: bool = True
+    #: has a default of its own: set alone, it does not ask for the trigger
+    standalone: bool = False
+    #: ``app.config`` may name a file holding it, unless the value contains this
+    #: marker (the API never reads files)
+    file_unless: str | None = None
+    #: defaults to ``app.debug`` in ``app.config`` (APNs' sandbox)
+    debug_default: bool = False
+
+
+def _no_options(settings: PushSettings) -> dict[str, Any]:
+    return {}
 
 
 @dataclass(frozen=True)
 class ProviderKind:
-    """A push platform: what it needs and how its settings are checked."""
+    """A push platform: what it needs, how its settings are checked, what it serves."""
 
     name: str
     settings: tuple[Setting, ...]
@@ -51,6 +70,17 @@ class ProviderKind:
     #: (module, pip extra) the provider's transport needs, if optional
     requires: tuple[str, str] | None
     normalize: Callable[[Mapping[str, Any]], dict[str, Any]]
+    #: what its pushes go to: browsers' subscriptions or apps' device tokens
+    targets: Literal["subscription", "device"] = "device"
+    #: the installations' ``deviceType`` it delivers to (``None``: subscriptions)
+    platform: str | None = None
+    #: a device token of its platform, and what to say when one is not
+    token_pattern: re.Pattern[str] | None = None
+    token_message: str = "must be a device token"
+    #: APNs tokens are hex, stored in lower case
+    token_lower: bool = False
+    #: the provider's constructor options taken from :class:`~flask_push.config.PushSettings`
+    options: Callable[[PushSettings], dict[str, Any]] = _no_options
 
     @property
     def secret_names(self) -> frozenset[str]:
@@ -60,9 +90,26 @@ class ProviderKind:
     def derived_names(self) -> frozenset[str]:
         return frozenset(s.name for s in self.settings if s.derived)
 
+    @property
+    def how_to_configure(self) -> str:
+        """The config keys to set to turn it on, as a sentence's end."""
+        keys = [s.config_key for s in self.settings if s.required and not s.derived]
+        return " and ".join(filter(None, [", ".join(keys[:-1]), keys[-1]]))
+
     def check_installed(self) -> None:
         if self.requires:
             require_module(self.name, *self.requires)
+
+    def device_token(self, token: str) -> str:
+        """``token`` as stored, when it has this platform's shape.
+
+        :raises ValidationError: ``invalid_device_token`` with :attr:`token_message`.
+        """
+        if self.token_pattern is not None and not self.token_pattern.match(token):
+            raise ValidationError(
+                self.token_message, field="deviceToken", code="invalid_device_token"
+            )
+        return token.lower() if self.token_lower else token
 
 
 def require_module(feature: str, module: str, extra: str) -> None:
@@ -71,7 +118,7 @@ def require_module(feature: str, module: str, extra: str) -> None:
         raise ProviderNotInstalled(feature, extra, module)
 
 
-def _text(values: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
+def text(values: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
     value = values.get(name)
     if value is None or value == "":
         if required:
@@ -82,7 +129,7 @@ def _text(values: Mapping[str, Any], name: str, *, required: bool = True) -> str
     return value.strip()
 
 
-def _split(url: str) -> SplitResult:
+def split_url(url: str) -> SplitResult:
     """``urlsplit``, except that an unparsable URL (say ``http://[``) reads as empty."""
     try:
         return urlsplit(url)
@@ -90,11 +137,11 @@ def _split(url: str) -> SplitResult:
         return urlsplit("")
 
 
-def _base_url(values: Mapping[str, Any], name: str, *, default: str | None) -> str | None:
-    url = _text(values, name, required=False)
+def base_url(values: Mapping[str, Any], name: str, *, default: str | None) -> str | None:
+    url = text(values, name, required=False)
     if url is None:
         return default
-    parts = _split(url)
+    parts = split_url(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError(
             f"must be an http(s) origin such as {default or 'https://example.com'}, got {url!r}",
@@ -143,173 +190,14 @@ def vapid_raw_private_key(vapid: Vapid) -> str:
     return str(b64urlencode(number.to_bytes(32, "big")))
 
 
-def _normalize_webpush(values: Mapping[str, Any]) -> dict[str, Any]:
-    vapid = load_vapid(_text(values, "privateKey") or "")
-    public = vapid_public_key(vapid)
-    given = _text(values, "publicKey", required=False)
-    if given is not None and given.rstrip("=") != public:
-        raise ValidationError(
-            "does not belong to the private key; leave it out and it is derived",
-            field="publicKey",
-            code="invalid_setting",
-        )
-    subject = _text(values, "subject") or ""
-    if not (subject.startswith("mailto:") and "@" in subject) and not (
-        subject.startswith("https://") and _split(subject).hostname
-    ):
-        raise ValidationError(
-            "must be a contact URI, 'mailto:you@example.com' or 'https://example.com'",
-            field="subject",
-            code="invalid_setting",
-        )
-    return {"privateKey": vapid_raw_private_key(vapid), "publicKey": public, "subject": subject}
+def __getattr__(name: str) -> Any:
+    # The kinds are declared by their provider modules and listed by the registry.
+    if name == "KINDS":
+        from .providers import kinds
 
+        return kinds()
+    if name in ("WEBPUSH", "FCM", "APNS"):
+        from .providers import kind
 
-def _normalize_fcm(values: Mapping[str, Any]) -> dict[str, Any]:
-    credentials = values.get("credentials")
-    if isinstance(credentials, str):
-        try:
-            credentials = json.loads(credentials)
-        except ValueError:
-            credentials = None
-    if not isinstance(credentials, dict):
-        raise ValidationError(
-            "must be the service-account JSON object downloaded from the Firebase console",
-            field="credentials",
-            code="invalid_setting",
-        )
-    for key in ("client_email", "private_key", "token_uri"):
-        if not isinstance(credentials.get(key), str) or not credentials[key]:
-            raise ValidationError(
-                f"is missing {key!r}; use the service-account key file, not google-services.json",
-                field="credentials",
-                code="invalid_setting",
-            )
-    if credentials.get("type", "service_account") != "service_account":
-        raise ValidationError(
-            "must be a service account's key (type 'service_account')",
-            field="credentials",
-            code="invalid_setting",
-        )
-    try:
-        rsa_key = serialization.load_pem_private_key(credentials["private_key"].encode(), None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as err:  # TypeError: encrypted
-        raise ValidationError(
-            "has a private_key that is not a PEM RSA key",
-            field="credentials",
-            code="invalid_setting",
-        ) from err
-    if not isinstance(rsa_key, rsa.RSAPrivateKey):
-        raise ValidationError(
-            "has a private_key that is not an RSA key", field="credentials", code="invalid_setting"
-        )
-    if _split(credentials["token_uri"]).scheme not in ("http", "https"):
-        raise ValidationError(
-            "has a token_uri that is not an http(s) URL",
-            field="credentials",
-            code="invalid_setting",
-        )
-    project_id = _text(values, "projectId", required=False) or credentials.get("project_id")
-    if not isinstance(project_id, str) or not project_id:
-        raise ValidationError(
-            "is required: the credentials name no project_id",
-            field="projectId",
-            code="missing_setting",
-        )
-    return {
-        "credentials": credentials,
-        "projectId": project_id,
-        "baseUrl": _base_url(values, "baseUrl", default="https://fcm.googleapis.com"),
-    }
-
-
-APPLE_ID = re.compile(r"^[A-Z0-9]{10}\Z")
-BUNDLE_ID = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+\Z")
-
-
-def _normalize_apns(values: Mapping[str, Any]) -> dict[str, Any]:
-    pem = _text(values, "key") or ""
-    try:
-        key = serialization.load_pem_private_key(pem.encode(), None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as err:  # TypeError: encrypted
-        raise ValidationError(
-            "must be the .p8 key from Apple (PEM text starting with -----BEGIN PRIVATE KEY-----)",
-            field="key",
-            code="invalid_setting",
-        ) from err
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise ValidationError(
-            "must be an APNs auth key (P-256)", field="key", code="invalid_setting"
-        )
-    normalized: dict[str, Any] = {"key": pem}
-    for name, what in (
-        ("keyId", "the key's 10-character Key ID"),
-        ("teamId", "your 10-character Team ID"),
-    ):
-        value = _text(values, name) or ""
-        if not APPLE_ID.match(value):
-            raise ValidationError(
-                f"must be {what}, got {value!r}", field=name, code="invalid_setting"
-            )
-        normalized[name] = value
-    topic = _text(values, "topic") or ""
-    if not BUNDLE_ID.match(topic):
-        raise ValidationError(
-            f"must be the app's bundle id such as 'com.example.shop', got {topic!r}",
-            field="topic",
-            code="invalid_setting",
-        )
-    normalized["topic"] = topic
-    sandbox = values.get("sandbox", False)
-    if not isinstance(sandbox, bool):
-        raise ValidationError("must be true or false", field="sandbox", code="invalid_setting")
-    normalized["sandbox"] = sandbox
-    normalized["baseUrl"] = _base_url(values, "baseUrl", default=None)
-    if normalized["baseUrl"] and not normalized["baseUrl"].startswith("https://"):
-        raise ValidationError(
-            "must be an https origin: APNs is always TLS", field="baseUrl", code="invalid_setting"
-        )
-    return normalized
-
-
-WEBPUSH = ProviderKind(
-    name="webpush",
-    settings=(
-        Setting("privateKey", "PUSH_VAPID_PRIVATE_KEY", secret=True),
-        Setting("publicKey", "PUSH_VAPID_PUBLIC_KEY", derived=True),
-        Setting("subject", "PUSH_VAPID_SUBJECT"),
-    ),
-    trigger="privateKey",
-    requires=None,
-    normalize=_normalize_webpush,
-)
-
-FCM = ProviderKind(
-    name="fcm",
-    settings=(
-        Setting("credentials", "PUSH_FCM_CREDENTIALS", secret=True),
-        Setting("projectId", "PUSH_FCM_PROJECT_ID"),
-        Setting("baseUrl", "PUSH_FCM_BASE_URL"),
-    ),
-    trigger="credentials",
-    requires=("pyfcm", "fcm"),
-    normalize=_normalize_fcm,
-)
-
-APNS = ProviderKind(
-    name="apns",
-    settings=(
-        Setting("key", "PUSH_APNS_KEY", secret=True),
-        Setting("keyId", "PUSH_APNS_KEY_ID"),
-        Setting("teamId", "PUSH_APNS_TEAM_ID"),
-        Setting("topic", "PUSH_APNS_TOPIC"),
-        Setting("sandbox", "PUSH_APNS_SANDBOX"),
-        Setting("baseUrl", "PUSH_APNS_BASE_URL"),
-    ),
-    trigger="key",
-    requires=("aioapns", "apns"),
-    normalize=_normalize_apns,
-)
-
-#: every provider kind, by the name the API and the database use
-KINDS: dict[str, ProviderKind] = {kind.name: kind for kind in (WEBPUSH, FCM, APNS)}
+        return kind(name.lower())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,11 +35,12 @@ from flask import Flask
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.orm import Session
 
-from . import signals, validation
+from . import signals
 from .config import PushSettings
 from .message import DeliveryResult, DeviceTarget, OutgoingPush, WebPushTarget
 from .models import ACTIVE, DEAD, Models, utcnow
 from .providers import Provider, provider_class
+from .providers import kind as registered
 from .providers.memory import MemoryProvider
 from .sending import notification_from_json
 
@@ -272,16 +273,6 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
         future.set_result(result)
 
 
-def _private_hosts(patterns: Iterable[str]) -> list[str]:
-    """The endpoint host patterns that name an IP literal or a loopback name exactly:
-    the only private hosts a Web Push endpoint may point at (CONTRACT.md)."""
-    return [
-        p.strip("[]")
-        for p in patterns
-        if validation.is_special_address(p.strip("[]")) and not any(c in p for c in "*?[")
-    ]
-
-
 class Dispatcher:
     """Claims and delivers due deliveries of one app.
 
@@ -342,12 +333,7 @@ class Dispatcher:
             return {kind: MemoryProvider(kind) for kind in self.settings.providers}
         providers: dict[str, Provider] = {}
         for kind, settings in self.settings.providers.items():
-            options: dict[str, Any] = {}
-            if kind == "webpush":
-                options = {
-                    "allow_http": self.settings.allow_http_endpoints,
-                    "allow_private_hosts": _private_hosts(self.settings.endpoint_hosts),
-                }
+            options = registered(kind).options(self.settings)
             providers[kind] = provider_class(kind).from_settings(settings, **options)
         return providers
 
@@ -948,7 +934,7 @@ class Dispatcher:
                 ttl = min(shown["ttl"], remaining)
                 target: WebPushTarget | DeviceTarget
                 click = None
-                if kind == "webpush":
+                if registered(kind).targets == "subscription":
                     target = WebPushTarget(endpoint, p256dh, auth)
                     if self._clicks is not None:
                         click = str(self._clicks.dumps({"d": id, "m": message_id}))
@@ -1009,8 +995,7 @@ class Dispatcher:
                 if result.status != "sent":
                     _log_outcome(push, result, result.status)
                 if result.status == "gone":
-                    kind = "webpush" if isinstance(push.target, WebPushTarget) else "device"
-                    gone_targets.append((kind, push.delivery_id, result.error or "gone"))
+                    gone_targets.append((result.provider, push.delivery_id, result.error or "gone"))
         if finished:
             session.execute(
                 self._outcome_statement(retry=False),

@@ -24,6 +24,7 @@ from .errors import ValidationError
 from .ids import new_id
 from .message import Notification
 from .models import ACTIVE, Models, utcnow
+from .providers import kind_for_platform, not_configured_error, subscriptions_kind
 from .schemas.base import Context
 from .schemas.errors import by_alias, check, parse
 from .schemas.notification import MessageAudience, MessageNotification, QueryField, TargetId
@@ -39,15 +40,6 @@ QUERY_FIELDS = {name: to_snake(name) for name in get_args(QueryField)}
 #: a busy worker does not turn every such message into ``expired``
 ZERO_TTL_GRACE = timedelta(seconds=60)
 
-#: device type of an installation -> the provider kind that delivers to it
-INSTALLATION_KINDS = {"ios": "apns", "android": "fcm"}
-#: what to set, per kind, to turn a provider on
-_HOW_TO_CONFIGURE = {
-    "webpush": "PUSH_VAPID_PRIVATE_KEY and PUSH_VAPID_SUBJECT",
-    "fcm": "PUSH_FCM_CREDENTIALS",
-    "apns": "PUSH_APNS_KEY, PUSH_APNS_KEY_ID, PUSH_APNS_TEAM_ID and PUSH_APNS_TOPIC",
-}
-
 
 @dataclass(frozen=True)
 class Target:
@@ -57,13 +49,6 @@ class Target:
     subscription_id: str | None
     installation_id: str | None
     user_id: str | None
-
-
-def not_configured_error(kind: str) -> str:
-    return (
-        f"no {kind} provider is configured, so this target cannot be reached; "
-        f"set {_HOW_TO_CONFIGURE.get(kind, kind)}"
-    )
 
 
 # -- reading back -------------------------------------------------------------------
@@ -144,7 +129,7 @@ def resolve(session: Any, models: Models, audience: Mapping[str, Any]) -> list[T
         rows = session.execute(
             sa.select(sub.id, sub.user_id).where(sub.status == ACTIVE, *sub_where).order_by(sub.id)
         )
-        targets.extend(Target("webpush", id, None, user_id) for id, user_id in rows)
+        targets.extend(Target(subscriptions_kind(), id, None, user_id) for id, user_id in rows)
     if ins_where is not None:
         rows = session.execute(
             sa.select(ins.id, ins.user_id, ins.device_type)
@@ -152,7 +137,7 @@ def resolve(session: Any, models: Models, audience: Mapping[str, Any]) -> list[T
             .order_by(ins.id)
         )
         targets.extend(
-            Target(INSTALLATION_KINDS.get(device_type, device_type), None, id, user_id)
+            Target(kind_for_platform(device_type), None, id, user_id)
             for id, user_id, device_type in rows
         )
     return targets

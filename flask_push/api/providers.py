@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 from .. import credentials
 from ..errors import ProviderNotInstalled, ValidationError
 from ..models import utcnow
+from ..providers import kind as registered
 from ..schemas.errors import parse
 from ..schemas.provider import (
     CREATE,
@@ -94,7 +95,7 @@ def create_provider() -> ResponseReturnValue:
     require_admin()
     data = body()
     head = parse(ProviderHead, data, context())
-    kind = credentials.KINDS[head.kind]
+    kind = registered(head.kind)
     ext = push()
     model = ext.models.Provider
     session = ext.db.session
@@ -149,7 +150,7 @@ def update_provider(id: str) -> ResponseReturnValue:
     """Change some settings; secrets left out are kept, derived ones recomputed."""
     provider = _provider(id)
     given = parse_body(ProviderUpdate)
-    kind = credentials.KINDS[provider.kind]
+    kind = registered(provider.kind)
     stored = {
         k: v
         for k, v in {**provider.settings, **provider.secrets}.items()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timezone
 from typing import Any, ClassVar, Literal, TypeVar
 
+from ..credentials import ProviderKind
 from ..errors import PayloadError
 from ..message import DeliveryResult, Notification, OutgoingPush
 
@@ -132,8 +133,11 @@ class Provider(ABC):
     releases the client.
     """
 
-    #: the kind, as in :data:`flask_push.credentials.KINDS`
+    #: the kind, as in :func:`flask_push.providers.kinds`
     name: ClassVar[str]
+    #: what the registry knows of it (settings, targets, tokens); ``None`` for a
+    #: provider that stands in for others (:class:`~.memory.MemoryProvider`)
+    spec: ClassVar[ProviderKind | None] = None
     #: the largest payload the platform takes, in bytes on the wire
     max_payload: ClassVar[int]
 

@@ -39,23 +39,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import aiohttp
-import google.auth.exceptions
-import google.auth.transport.requests
-import requests
-from google.oauth2 import service_account
-from pyfcm import FCMNotification
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..errors import PayloadError
+from ..credentials import ProviderKind, Setting
+from ..credentials import base_url as _base_url
+from ..credentials import split_url as _split
+from ..credentials import text as _text
+from ..errors import PayloadError, ValidationError
 from ..message import DeliveryResult, DeviceTarget, Notification, OutgoingPush
 from .base import Provider, retry_after_seconds
+
+# pyfcm, google-auth and requests are the ``fcm`` extra: imported when a provider
+# is made, so that the kind above can be read (and the extra asked for) without them.
+if TYPE_CHECKING:
+    import google.auth.exceptions
+    import requests
+    from google.oauth2 import service_account
 
 __all__ = ["FCM_SCOPE", "FCMProvider"]
 
@@ -144,6 +154,8 @@ class _AccessToken:
         self._session: requests.Session | None = None
 
     async def get(self) -> str:
+        import google.auth.exceptions
+
         if self.credentials.valid:
             return str(self.credentials.token)
         if self._lock is None:
@@ -172,6 +184,9 @@ class _AccessToken:
     def _refresh(self) -> None:
         # Runs in the executor. google-auth's default timeout is 120 s: bound it
         # like the sends.
+        import google.auth.transport.requests
+        import requests
+
         if self._session is None:
             self._session = requests.Session()
         request = google.auth.transport.requests.Request(self._session)
@@ -191,6 +206,83 @@ class _AccessToken:
             session.close()
 
 
+def _normalize_fcm(values: Mapping[str, Any]) -> dict[str, Any]:
+    credentials = values.get("credentials")
+    if isinstance(credentials, str):
+        try:
+            credentials = json.loads(credentials)
+        except ValueError:
+            credentials = None
+    if not isinstance(credentials, dict):
+        raise ValidationError(
+            "must be the service-account JSON object downloaded from the Firebase console",
+            field="credentials",
+            code="invalid_setting",
+        )
+    for key in ("client_email", "private_key", "token_uri"):
+        if not isinstance(credentials.get(key), str) or not credentials[key]:
+            raise ValidationError(
+                f"is missing {key!r}; use the service-account key file, not google-services.json",
+                field="credentials",
+                code="invalid_setting",
+            )
+    if credentials.get("type", "service_account") != "service_account":
+        raise ValidationError(
+            "must be a service account's key (type 'service_account')",
+            field="credentials",
+            code="invalid_setting",
+        )
+    try:
+        rsa_key = serialization.load_pem_private_key(credentials["private_key"].encode(), None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as err:  # TypeError: encrypted
+        raise ValidationError(
+            "has a private_key that is not a PEM RSA key",
+            field="credentials",
+            code="invalid_setting",
+        ) from err
+    if not isinstance(rsa_key, rsa.RSAPrivateKey):
+        raise ValidationError(
+            "has a private_key that is not an RSA key", field="credentials", code="invalid_setting"
+        )
+    if _split(credentials["token_uri"]).scheme not in ("http", "https"):
+        raise ValidationError(
+            "has a token_uri that is not an http(s) URL",
+            field="credentials",
+            code="invalid_setting",
+        )
+    project_id = _text(values, "projectId", required=False) or credentials.get("project_id")
+    if not isinstance(project_id, str) or not project_id:
+        raise ValidationError(
+            "is required: the credentials name no project_id",
+            field="projectId",
+            code="missing_setting",
+        )
+    return {
+        "credentials": credentials,
+        "projectId": project_id,
+        "baseUrl": _base_url(values, "baseUrl", default="https://fcm.googleapis.com"),
+    }
+
+
+#: FCM registration tokens are about 160 characters of base64url plus ':'
+FCM_TOKEN = re.compile(r"^[A-Za-z0-9_\-:.]{32,512}\Z")
+
+FCM = ProviderKind(
+    name="fcm",
+    settings=(
+        Setting("credentials", "PUSH_FCM_CREDENTIALS", secret=True, file_unless="{"),
+        Setting("projectId", "PUSH_FCM_PROJECT_ID", required=False),
+        Setting("baseUrl", "PUSH_FCM_BASE_URL", required=False, standalone=True),
+    ),
+    trigger="credentials",
+    requires=("pyfcm", "fcm"),
+    normalize=_normalize_fcm,
+    platform="android",
+    token_pattern=FCM_TOKEN,
+    token_message="must be the FCM registration token the Firebase SDK returned",
+)
+
+
 class FCMProvider(Provider):
     """Sends to Android (and Firebase iOS) apps through FCM HTTP v1.
 
@@ -204,6 +296,7 @@ class FCMProvider(Provider):
     """
 
     name: ClassVar[str] = "fcm"
+    spec: ClassVar[ProviderKind] = FCM
     #: FCM's limit on a message's notification and data
     max_payload: ClassVar[int] = 4000
 
@@ -218,6 +311,9 @@ class FCMProvider(Provider):
     ) -> None:
         super().__init__(concurrency=concurrency, timeout=timeout)
         self.project_id = project_id
+        from google.oauth2 import service_account
+        from pyfcm import FCMNotification
+
         # Parses the key only: the token is fetched on the first send.
         from_info = service_account.Credentials.from_service_account_info
         google_credentials = from_info(  # type: ignore[no-untyped-call]
@@ -427,6 +523,8 @@ class FCMProvider(Provider):
 
     def parse(self, push: OutgoingPush, response: Any) -> DeliveryResult:
         """Map FCM's answer, or what ``post`` raised, onto sent, gone, retry or failed."""
+        import google.auth.exceptions
+
         if isinstance(response, _Answer):
             return self._answered(push, response)
         result = partial(DeliveryResult, push.delivery_id, provider=self.name)

@@ -22,7 +22,7 @@ import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 import http_ece
@@ -32,10 +32,15 @@ from py_vapid import Vapid
 from yarl import URL
 
 from .. import validation
-from ..credentials import load_vapid, vapid_public_key
+from ..credentials import ProviderKind, Setting, load_vapid, vapid_public_key, vapid_raw_private_key
+from ..credentials import split_url as _split
+from ..credentials import text as _text
 from ..errors import PayloadError, PushError, ValidationError
 from ..message import DeliveryResult, Notification, OutgoingPush, WebPushTarget
 from .base import Provider, retry_after_seconds
+
+if TYPE_CHECKING:
+    from ..config import PushSettings
 
 __all__ = [
     "BlockedAddressError",
@@ -128,6 +133,60 @@ def encrypted_size(plaintext_size: int) -> int:
     return _HEADER_SIZE + plaintext_size + records * _RECORD_OVERHEAD
 
 
+def _normalize_webpush(values: Mapping[str, Any]) -> dict[str, Any]:
+    vapid = load_vapid(_text(values, "privateKey") or "")
+    public = vapid_public_key(vapid)
+    given = _text(values, "publicKey", required=False)
+    if given is not None and given.rstrip("=") != public:
+        raise ValidationError(
+            "does not belong to the private key; leave it out and it is derived",
+            field="publicKey",
+            code="invalid_setting",
+        )
+    subject = _text(values, "subject") or ""
+    if not (subject.startswith("mailto:") and "@" in subject) and not (
+        subject.startswith("https://") and _split(subject).hostname
+    ):
+        raise ValidationError(
+            "must be a contact URI, 'mailto:you@example.com' or 'https://example.com'",
+            field="subject",
+            code="invalid_setting",
+        )
+    return {"privateKey": vapid_raw_private_key(vapid), "publicKey": public, "subject": subject}
+
+
+def _private_hosts(patterns: Iterable[str]) -> list[str]:
+    """The endpoint host patterns that name an IP literal or a loopback name exactly:
+    the only private hosts a Web Push endpoint may point at (CONTRACT.md)."""
+    return [
+        p.strip("[]")
+        for p in patterns
+        if validation.is_special_address(p.strip("[]")) and not any(c in p for c in "*?[")
+    ]
+
+
+def _options(settings: PushSettings) -> dict[str, Any]:
+    return {
+        "allow_http": settings.allow_http_endpoints,
+        "allow_private_hosts": _private_hosts(settings.endpoint_hosts),
+    }
+
+
+WEBPUSH = ProviderKind(
+    name="webpush",
+    settings=(
+        Setting("privateKey", "PUSH_VAPID_PRIVATE_KEY", secret=True),
+        Setting("publicKey", "PUSH_VAPID_PUBLIC_KEY", derived=True),
+        Setting("subject", "PUSH_VAPID_SUBJECT"),
+    ),
+    trigger="privateKey",
+    requires=None,
+    normalize=_normalize_webpush,
+    targets="subscription",
+    options=_options,
+)
+
+
 class WebPushProvider(Provider):
     """Delivers to browsers' push services.
 
@@ -153,6 +212,7 @@ class WebPushProvider(Provider):
     """
 
     name: ClassVar[str] = "webpush"
+    spec: ClassVar[ProviderKind] = WEBPUSH
     #: bytes of encrypted body a push service must accept (RFC 8030, section 7.2)
     max_payload: ClassVar[int] = 4096
     #: ``payload_size`` assumes message ids and click tokens up to these lengths

@@ -9,6 +9,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .. import validation
 from ..errors import ValidationError
+from ..providers.apns import APNS_TOKEN
+from ..providers.fcm import FCM_TOKEN
 from .base import NotNull, ResponseModel, WireModel, ecma, refuse
 from .fields import Pattern, RowId, ShortText, TargetStatus, Text, TimeZone, Topics, UserId, Whole
 
@@ -21,7 +23,7 @@ DeviceToken = Annotated[
     str,
     Text(512),
     Pattern(
-        validation.FCM_TOKEN,
+        FCM_TOKEN,
         "invalid_device_token",
         "must be the APNs device token as hex or the FCM registration token",
     ),
@@ -56,7 +58,7 @@ class InstallationCreate(InstallationUpdate):
         json_schema_extra={
             # An iOS token is hex; an Android one the (wider) FCM alphabet.
             "if": {"properties": {"deviceType": {"const": "ios"}}, "required": ["deviceType"]},
-            "then": {"properties": {"deviceToken": {"pattern": ecma(validation.APNS_TOKEN)}}},
+            "then": {"properties": {"deviceToken": {"pattern": ecma(APNS_TOKEN)}}},
             "examples": [
                 {
                     "appId": "com.example.shop",

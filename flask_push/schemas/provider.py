@@ -22,7 +22,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from .. import credentials
+from ..providers import kind as kind_of
+from ..providers.apns import APPLE_ID, BUNDLE_ID
 from .base import Documented, NotNull, ResponseModel, WireModel, ecma, refuse, refuse_as
 from .fields import RowId, ShortText
 
@@ -76,9 +77,9 @@ class ApnsSettings(WireModel):
 
     key: str
     """Secret. The .p8 auth key from Apple, as PEM text."""
-    key_id: Annotated[str, Documented(pattern=_stripped(credentials.APPLE_ID))]
-    team_id: Annotated[str, Documented(pattern=_stripped(credentials.APPLE_ID))]
-    topic: Annotated[str, Documented(pattern=_stripped(credentials.BUNDLE_ID))]
+    key_id: Annotated[str, Documented(pattern=_stripped(APPLE_ID))]
+    team_id: Annotated[str, Documented(pattern=_stripped(APPLE_ID))]
+    topic: Annotated[str, Documented(pattern=_stripped(BUNDLE_ID))]
     """The app's bundle id."""
     sandbox: bool = False
     base_url: str | None = None
@@ -221,7 +222,7 @@ class _Provider(ResponseModel):
 
 def _secret_names(kind: str) -> Documented:
     """The secrets of ``kind`` that are stored, by name: their values are never shown."""
-    names = sorted(credentials.KINDS[kind].secret_names)
+    names = sorted(kind_of(kind).secret_names)
     return Documented(
         uniqueItems=True,
         items={"type": "string", "enum": names},
