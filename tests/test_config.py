@@ -228,6 +228,47 @@ def test_missing_optional_dependency_names_the_extra(make_app, monkeypatch):
     assert isinstance(info.value, ImportError) and isinstance(info.value, PushConfigError)
 
 
+WITHOUT_EXTRAS = """
+import json, os, sys
+for name in ("pyfcm", "aioapns", "h2"):
+    sys.modules[name] = None  # as if the fcm and apns extras were not installed
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from flask_push import ProviderNotInstalled, Push
+from flask_push.providers import kinds
+
+print(sorted(kinds()))
+for config in json.loads(os.environ["CONFIGS"]):
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", **config)
+    db = SQLAlchemy()
+    db.init_app(app)
+    try:
+        Push(db=db).init_app(app)
+    except ProviderNotInstalled as err:
+        print(err)
+"""
+
+
+def test_kinds_are_read_without_the_extras(tmp_path):
+    # The registry reads every kind (settings, checks) from its provider module without
+    # importing the client library, so a missing extra is named, not an ImportError.
+    import os
+    import subprocess
+    import sys
+
+    configs = [{"PUSH_FCM_CREDENTIALS": service_account()}, apns_config()]
+    env = dict(os.environ, CONFIGS=json.dumps(configs))
+    child = subprocess.run(
+        [sys.executable, "-c", WITHOUT_EXTRAS], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    assert lines[0] == "['apns', 'fcm', 'webpush']"
+    assert "pip install 'flask-push[fcm]'" in lines[1]
+    assert "pip install 'flask-push[apns]'" in lines[2]
+
+
 def test_ws_allowed_origins_are_normalized(make_app):
     assert make_app().extensions["push"].settings.ws_allowed_origins == ()
     app = make_app(
