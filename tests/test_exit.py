@@ -2,8 +2,9 @@
 ``push.shutdown()`` loses nothing: the pushes on the network at exit are
 delivered, the others stay queued for the next worker, and none ends ``failed``.
 
-A real child process sends to the fake services (FCM's sends run in a thread
-pool, which refuses work once the interpreter starts exiting), for each provider.
+A real child process sends to the fake services (FCM fetches its access token in
+the loop's executor, which refuses work once the interpreter starts exiting), for
+each provider.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """``/providers``: push credentials per app id. Secrets are write-only.
 
 The models say which settings each kind has and of what type; what a value must
-be (a real key, a contact URI...) is :mod:`flask_push.credentials`' to check, the
-same check ``init_app`` runs on ``app.config``. The patterns shown here are that
+be (a real key, a contact URI...) is for the provider's kind to check (its
+``normalize``, see :mod:`flask_push.providers`), the same check ``init_app`` runs on
+``app.config``. The patterns shown here are that
 check's, with the white space it strips.
 """
 
