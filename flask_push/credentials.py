@@ -2,7 +2,7 @@
 
 Each provider module declares its :class:`ProviderKind` (settings, their check,
 the extra to install, the installations it serves, how its device tokens look)
-as its class's ``kind``; :mod:`flask_push.providers` lists them. The same check
+as its class's ``spec``; :mod:`flask_push.providers` lists them. The same check
 serves ``PUSH_VAPID_*`` / ``PUSH_FCM_*`` / ``PUSH_APNS_*`` in ``app.config`` and
 the ``/providers`` API, so a key that ``init_app`` refuses is refused by the API
 with the same explanation. Each kind lists its settings under the camelCase
