@@ -180,6 +180,16 @@ def test_fcm_credentials_from_a_file_or_a_dict(make_app, tmp_path):
     assert (fcm["projectId"], fcm["baseUrl"]) == ("other", "http://127.0.0.1:9999")
 
 
+def test_fcm_credentials_that_are_not_json_name_the_key(make_app, tmp_path):
+    # Text that looks like JSON but is not, given or read from a file, was a bare
+    # JSONDecodeError out of init_app; it is a PushConfigError naming the key.
+    path = tmp_path / "service-account.json"
+    path.write_text('{"type": "service_account",')
+    for value in ('{"type": "service_account",', str(path)):
+        with pytest.raises(PushConfigError, match="PUSH_FCM_CREDENTIALS must be the service"):
+            make_app(PUSH_FCM_CREDENTIALS=value)
+
+
 def test_apns_key_from_a_file_and_sandbox_follows_debug(make_app, tmp_path):
     config = apns_config()
     path = tmp_path / "AuthKey_ABC123DEFG.p8"
