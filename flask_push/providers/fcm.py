@@ -523,10 +523,10 @@ class FCMProvider(Provider):
 
     def parse(self, push: OutgoingPush, response: Any) -> DeliveryResult:
         """Map FCM's answer, or what ``post`` raised, onto sent, gone, retry or failed."""
-        import google.auth.exceptions
-
         if isinstance(response, _Answer):
             return self._answered(push, response)
+        import google.auth.exceptions
+
         result = partial(DeliveryResult, push.delivery_id, provider=self.name)
         err = response
         if isinstance(err, _NotSent):
