@@ -441,7 +441,9 @@ class FCMProvider(Provider):
                 connector=aiohttp.TCPConnector(limit=self.concurrency),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"User-Agent": "flask-push", "Content-Type": "application/json"},
-                trust_env=False,
+                # HTTPS_PROXY and friends apply, as they did with requests (and still
+                # do for the token endpoint)
+                trust_env=True,
             )
         return self._session
 
