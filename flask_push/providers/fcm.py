@@ -41,11 +41,12 @@ import asyncio
 import json
 import re
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -133,6 +134,15 @@ def _token_expired(answer: _Answer) -> bool:
         )
     except (ValueError, AttributeError):
         return False
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy ``HTTPS_PROXY`` / ``NO_PROXY`` name for ``url``, as requests (which
+    sends the token request) would use it; read once per session."""
+    parts = urlsplit(url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 class _AccessToken:
@@ -327,6 +337,7 @@ class FCMProvider(Provider):
             f"{base_url.rstrip('/')}/v1/projects/{quote(project_id, safe='')}/messages:send"
         )
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], **options: Any) -> FCMProvider:
@@ -441,16 +452,19 @@ class FCMProvider(Provider):
                 connector=aiohttp.TCPConnector(limit=self.concurrency),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"User-Agent": "flask-push", "Content-Type": "application/json"},
-                # HTTPS_PROXY and friends apply, as they did with requests (and still
-                # do for the token endpoint)
-                trust_env=True,
+                # aiohttp would look the proxy up in the executor for every request
+                trust_env=False,
             )
+            self._proxy = _env_proxy(self._end_point)
         return self._session
 
     async def _post(self, payload: bytes) -> tuple[str, _Answer]:
         token = await self._token.get()
         async with self._client().post(
-            self._end_point, data=payload, headers={"Authorization": f"Bearer {token}"}
+            self._end_point,
+            data=payload,
+            headers={"Authorization": f"Bearer {token}"},
+            proxy=self._proxy,
         ) as response:
             text = await response.text()
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))

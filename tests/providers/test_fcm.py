@@ -273,3 +273,16 @@ def test_sends_run_on_the_loop_without_threads(
     assert started == []
     assert {r.status for r in results} == {"sent"}
     assert len(push_fake_fcm.issued_tokens) == issued_before + 1
+
+
+def test_sends_take_the_proxy_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As requests did (and does for the token request): HTTPS_PROXY, unless NO_PROXY.
+    from flask_push.providers.fcm import _env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.internal.example")
+    assert _env_proxy("https://fcm.googleapis.com/v1/projects/p/messages:send") == (
+        "http://proxy.example:3128"
+    )
+    assert _env_proxy("https://fcm.internal.example/v1/projects/p/messages:send") is None
+    assert _env_proxy("https://localhost:8443/v1/projects/p/messages:send") is None
