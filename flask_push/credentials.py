@@ -81,6 +81,10 @@ class ProviderKind:
     token_lower: bool = False
     #: the provider's constructor options taken from :class:`~flask_push.config.PushSettings`
     options: Callable[[PushSettings], dict[str, Any]] = _no_options
+    #: its settings on the wire (``/providers``), as written and as shown: pydantic
+    #: models (:class:`~flask_push.schemas.base.WireModel`, ``ResponseModel``)
+    wire: type[Any] | None = None
+    shown: type[Any] | None = None
 
     @property
     def secret_names(self) -> frozenset[str]:

@@ -51,18 +51,20 @@ import ssl
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import ConfigDict, Field, WithJsonSchema
 
 from ..credentials import ProviderKind, Setting
 from ..credentials import base_url as _base_url
 from ..credentials import text as _text
 from ..errors import ValidationError
 from ..message import DeliveryResult, DeviceTarget, Notification, OutgoingPush, Status
+from ..schemas.base import Documented, ResponseModel, WireModel, stripped
 from .base import Provider
 
 # aioapns (the ``apns`` extra) is imported by ._apns_client, on first use, so that
@@ -146,6 +148,36 @@ def _normalize_apns(values: Mapping[str, Any]) -> dict[str, Any]:
     return normalized
 
 
+# -- the settings on the wire (/providers) ------------------------------------------
+
+
+class ApnsSettings(WireModel):
+    """Apple Push Notification service, token auth."""
+
+    key: str
+    """Secret. The .p8 auth key from Apple, as PEM text."""
+    key_id: Annotated[str, Documented(pattern=stripped(APPLE_ID))]
+    team_id: Annotated[str, Documented(pattern=stripped(APPLE_ID))]
+    topic: Annotated[str, Documented(pattern=stripped(BUNDLE_ID))]
+    """The app's bundle id."""
+    sandbox: bool = False
+    base_url: str | None = None
+    """An https origin; default Apple's."""
+
+
+class ApnsPublicSettings(ResponseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=False)
+
+    key_id: str
+    team_id: str
+    topic: str
+    sandbox: bool
+    base_url: Annotated[str | None, WithJsonSchema({"type": "string"})] = Field(
+        default=None, exclude_if=lambda value: value is None
+    )
+    """Absent for Apple's own origin."""
+
+
 APNS = ProviderKind(
     name="apns",
     settings=(
@@ -165,6 +197,8 @@ APNS = ProviderKind(
     token_pattern=APNS_TOKEN,
     token_message="must be the APNs device token as hex (64 or more hex digits)",
     token_lower=True,
+    wire=ApnsSettings,
+    shown=ApnsPublicSettings,
 )
 
 

@@ -45,7 +45,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -59,6 +59,7 @@ from ..credentials import split_url as _split
 from ..credentials import text as _text
 from ..errors import PayloadError, ValidationError
 from ..message import DeliveryResult, DeviceTarget, Notification, OutgoingPush
+from ..schemas.base import ResponseModel, WireModel, refuse_as
 from .base import Provider, retry_after_seconds
 
 # pyfcm, google-auth and requests are the ``fcm`` extra: imported when a provider
@@ -277,6 +278,30 @@ def _normalize_fcm(values: Mapping[str, Any]) -> dict[str, Any]:
 #: FCM registration tokens are about 160 characters of base64url plus ':'
 FCM_TOKEN = re.compile(r"^[A-Za-z0-9_\-:.]{32,512}\Z")
 
+# -- the settings on the wire (/providers) ------------------------------------------
+
+
+class FcmSettings(WireModel):
+    """Firebase Cloud Messaging (HTTP v1)."""
+
+    credentials: Annotated[
+        dict[str, Any] | str,
+        refuse_as(
+            "invalid_setting", "must be the service-account JSON object from the Firebase console"
+        ),
+    ]
+    """Secret. The service-account key (JSON object, or its text) from the Firebase console."""
+    project_id: str | None = None
+    """Default: the credentials' project_id."""
+    base_url: str | None = None
+    """An http(s) origin; default https://fcm.googleapis.com."""
+
+
+class FcmPublicSettings(ResponseModel):
+    project_id: str
+    base_url: str
+
+
 FCM = ProviderKind(
     name="fcm",
     settings=(
@@ -290,6 +315,8 @@ FCM = ProviderKind(
     platform="android",
     token_pattern=FCM_TOKEN,
     token_message="must be the FCM registration token the Firebase SDK returned",
+    wire=FcmSettings,
+    shown=FcmPublicSettings,
 )
 
 

@@ -22,7 +22,7 @@ import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import aiohttp
 import http_ece
@@ -37,6 +37,7 @@ from ..credentials import split_url as _split
 from ..credentials import text as _text
 from ..errors import PayloadError, PushError, ValidationError
 from ..message import DeliveryResult, Notification, OutgoingPush, WebPushTarget
+from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
 from .base import Provider, retry_after_seconds
 
 if TYPE_CHECKING:
@@ -172,6 +173,26 @@ def _options(settings: PushSettings) -> dict[str, Any]:
     }
 
 
+# -- the settings on the wire (/providers) ------------------------------------------
+
+
+class WebPushSettings(WireModel):
+    """VAPID: the key browsers' push services check our pushes with."""
+
+    private_key: str
+    """Secret. The VAPID P-256 private key: PEM, or raw or DER base64url
+    (`flask push vapid-keys`)."""
+    public_key: str | None = None
+    """Derived from the private key when absent."""
+    subject: Annotated[str, Documented(pattern=starts_with("(?:mailto:|https://)"))]
+    """A contact URI: `mailto:you@example.com` or `https://example.com`."""
+
+
+class WebPushPublicSettings(ResponseModel):
+    public_key: str
+    subject: str
+
+
 WEBPUSH = ProviderKind(
     name="webpush",
     settings=(
@@ -184,6 +205,8 @@ WEBPUSH = ProviderKind(
     normalize=_normalize_webpush,
     targets="subscription",
     options=_options,
+    wire=WebPushSettings,
+    shown=WebPushPublicSettings,
 )
 
 

@@ -249,3 +249,21 @@ class Documented:
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         return {**handler(schema), **self.json_schema}
+
+
+#: what ``str.strip()`` takes off both ends of a setting
+_SPACE = (
+    "[\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000]*"
+)
+
+
+def stripped(pattern: re.Pattern[str] | str) -> str:
+    """A setting's pattern as the document shows it: white space around is stripped."""
+    body = ecma(pattern).removeprefix("^").removesuffix("$")
+    return f"^{_SPACE}{body}{_SPACE}$"
+
+
+def starts_with(prefix: str) -> str:
+    """A setting that starts with ``prefix`` once white space is stripped."""
+    return f"^{_SPACE}{prefix}"

@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .. import validation
 from ..errors import ValidationError
-from ..providers.apns import APNS_TOKEN
-from ..providers.fcm import FCM_TOKEN
+from ..providers import platforms
 from .base import NotNull, ResponseModel, WireModel, ecma, refuse
 from .fields import Pattern, RowId, ShortText, TargetStatus, Text, TimeZone, Topics, UserId, Whole
 
-DeviceType = Literal["ios", "android"]
+#: the installations' device types: each registered kind's platform
+if TYPE_CHECKING:  # made at run time, from the registry
+    DeviceType = str
+else:
+    DeviceType = Literal[tuple(platforms())]
+#: the platforms' token shapes, each checked against its own device type
+_TOKENS = {name: spec.token_pattern for name, spec in platforms().items() if spec.token_pattern}
 #: an APNs badge: a 32-bit count
 Badge = Annotated[int, Whole(0, 2**31 - 1)]
-#: what either platform's token is made of (an APNs token is hex, which is narrower);
-#: the shape of the device type's own tokens is checked against the device type
+#: what any platform's token is made of; the shape of the device type's own tokens
+#: is checked against the device type
+_ANY_TOKEN = "|".join(t.pattern.removeprefix("^").removesuffix("\\Z") for t in _TOKENS.values())
 DeviceToken = Annotated[
     str,
     Text(512),
     Pattern(
-        FCM_TOKEN,
+        re.compile(f"^(?:{_ANY_TOKEN})\\Z"),
         "invalid_device_token",
-        "must be the APNs device token as hex or the FCM registration token",
+        "must be "
+        + " or ".join(spec.token_message.removeprefix("must be ") for spec in platforms().values()),
     ),
     NotNull,
 ]
@@ -56,9 +64,17 @@ class InstallationCreate(InstallationUpdate):
 
     model_config = ConfigDict(
         json_schema_extra={
-            # An iOS token is hex; an Android one the (wider) FCM alphabet.
-            "if": {"properties": {"deviceType": {"const": "ios"}}, "required": ["deviceType"]},
-            "then": {"properties": {"deviceToken": {"pattern": ecma(APNS_TOKEN)}}},
+            # each device type's tokens have its platform's shape
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"deviceType": {"const": name}},
+                        "required": ["deviceType"],
+                    },
+                    "then": {"properties": {"deviceToken": {"pattern": ecma(token)}}},
+                }
+                for name, token in _TOKENS.items()
+            ],
             "examples": [
                 {
                     "appId": "com.example.shop",

@@ -10,88 +10,39 @@ check's, with the white space it strips.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 from pydantic import (
-    ConfigDict,
     Field,
     PlainValidator,
     RootModel,
-    WithJsonSchema,
     create_model,
     field_validator,
 )
 from pydantic.fields import FieldInfo
 
 from ..providers import kind as kind_of
-from ..providers.apns import APPLE_ID, BUNDLE_ID
-from .base import Documented, NotNull, ResponseModel, WireModel, ecma, refuse, refuse_as
+from ..providers import kinds
+from .base import Documented, NotNull, ResponseModel, WireModel, refuse
 from .fields import RowId, ShortText
 
-#: what ``str.strip()`` takes off both ends of a setting
-_SPACE = (
-    "[\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a"
-    "\\u2028\\u2029\\u202f\\u205f\\u3000]*"
-)
-
-
-def _stripped(pattern: Any) -> str:
-    """A setting's pattern as the document shows it: white space around is stripped."""
-    body = ecma(pattern).removeprefix("^").removesuffix("$")
-    return f"^{_SPACE}{body}{_SPACE}$"
-
-
 AppId = Annotated[ShortText, NotNull]
-Kind = Literal["webpush", "fcm", "apns"]
+#: every registered kind (:mod:`flask_push.providers`); each names its settings' models
+if TYPE_CHECKING:  # made at run time, from the registry
+    Kind = str
+else:
+    Kind = Literal[tuple(kinds())]
 
 
-class WebPushSettings(WireModel):
-    """VAPID: the key browsers' push services check our pushes with."""
-
-    private_key: str
-    """Secret. The VAPID P-256 private key: PEM, or raw or DER base64url
-    (`flask push vapid-keys`)."""
-    public_key: str | None = None
-    """Derived from the private key when absent."""
-    subject: Annotated[str, Documented(pattern=f"^{_SPACE}(?:mailto:|https://)")]
-    """A contact URI: `mailto:you@example.com` or `https://example.com`."""
-
-
-class FcmSettings(WireModel):
-    """Firebase Cloud Messaging (HTTP v1)."""
-
-    credentials: Annotated[
-        dict[str, Any] | str,
-        refuse_as(
-            "invalid_setting", "must be the service-account JSON object from the Firebase console"
-        ),
-    ]
-    """Secret. The service-account key (JSON object, or its text) from the Firebase console."""
-    project_id: str | None = None
-    """Default: the credentials' project_id."""
-    base_url: str | None = None
-    """An http(s) origin; default https://fcm.googleapis.com."""
-
-
-class ApnsSettings(WireModel):
-    """Apple Push Notification service, token auth."""
-
-    key: str
-    """Secret. The .p8 auth key from Apple, as PEM text."""
-    key_id: Annotated[str, Documented(pattern=_stripped(APPLE_ID))]
-    team_id: Annotated[str, Documented(pattern=_stripped(APPLE_ID))]
-    topic: Annotated[str, Documented(pattern=_stripped(BUNDLE_ID))]
-    """The app's bundle id."""
-    sandbox: bool = False
-    base_url: str | None = None
-    """An https origin; default Apple's."""
+def _title(name: str) -> str:
+    """The prefix of a kind's model names: ``WebPushSettings`` -> ``WebPush``."""
+    wire = kinds()[name].wire
+    return wire.__name__.removesuffix("Settings") if wire else name.title()
 
 
 #: each kind's settings, as written
 SETTINGS: dict[str, type[WireModel]] = {
-    "webpush": WebPushSettings,
-    "fcm": FcmSettings,
-    "apns": ApnsSettings,
+    name: spec.wire for name, spec in kinds().items() if spec.wire is not None
 }
 
 
@@ -106,32 +57,21 @@ class ProviderHead(_ProviderBody):
     settings: dict[str, Any] = {}
 
 
-class WebPushProviderCreate(_ProviderBody):
-    kind: Literal["webpush"]
-    settings: WebPushSettings
-
-
-class FcmProviderCreate(_ProviderBody):
-    kind: Literal["fcm"]
-    settings: FcmSettings
-
-
-class ApnsProviderCreate(_ProviderBody):
-    kind: Literal["apns"]
-    settings: ApnsSettings
-
-
 #: each kind's request body
 CREATE: dict[str, type[_ProviderBody]] = {
-    "webpush": WebPushProviderCreate,
-    "fcm": FcmProviderCreate,
-    "apns": ApnsProviderCreate,
+    name: create_model(
+        f"{_title(name)}ProviderCreate",
+        __base__=_ProviderBody,
+        kind=(cast(Any, Literal[name]), ...),
+        settings=(settings, ...),
+    )
+    for name, settings in SETTINGS.items()
 }
 
-
-_AnyCreate = Annotated[
-    WebPushProviderCreate | FcmProviderCreate | ApnsProviderCreate, Field(discriminator="kind")
-]
+if TYPE_CHECKING:
+    _AnyCreate = _ProviderBody
+else:
+    _AnyCreate = Annotated[Union[tuple(CREATE.values())], Field(discriminator="kind")]  # noqa: UP007
 
 
 class ProviderCreate(RootModel[_AnyCreate]):
@@ -186,29 +126,6 @@ class ProviderUpdate(WireModel):
 # -- answers ------------------------------------------------------------------------------
 
 
-class WebPushPublicSettings(ResponseModel):
-    public_key: str
-    subject: str
-
-
-class FcmPublicSettings(ResponseModel):
-    project_id: str
-    base_url: str
-
-
-class ApnsPublicSettings(ResponseModel):
-    model_config = ConfigDict(json_schema_serialization_defaults_required=False)
-
-    key_id: str
-    team_id: str
-    topic: str
-    sandbox: bool
-    base_url: Annotated[str | None, WithJsonSchema({"type": "string"})] = Field(
-        default=None, exclude_if=lambda value: value is None
-    )
-    """Absent for Apple's own origin."""
-
-
 class _Provider(ResponseModel):
     id: Annotated[str, RowId("prv")]
     app_id: str
@@ -231,32 +148,26 @@ def _secret_names(kind: str) -> Documented:
     )
 
 
-class WebPushProvider(_Provider):
-    kind: Literal["webpush"]
-    settings: WebPushPublicSettings
-    secrets_set: Annotated[list[str], _secret_names("webpush")] = Field(validation_alias="secrets")
-
-
-class FcmProvider(_Provider):
-    kind: Literal["fcm"]
-    settings: FcmPublicSettings
-    secrets_set: Annotated[list[str], _secret_names("fcm")] = Field(validation_alias="secrets")
-
-
-class ApnsProvider(_Provider):
-    kind: Literal["apns"]
-    settings: ApnsPublicSettings
-    secrets_set: Annotated[list[str], _secret_names("apns")] = Field(validation_alias="secrets")
-
-
+#: each kind's answer
 ANSWERS: dict[str, type[_Provider]] = {
-    "webpush": WebPushProvider,
-    "fcm": FcmProvider,
-    "apns": ApnsProvider,
+    name: create_model(
+        f"{_title(name)}Provider",
+        __base__=_Provider,
+        kind=(cast(Any, Literal[name]), ...),
+        settings=(spec.shown, ...),
+        secrets_set=(
+            Annotated[list[str], _secret_names(name)],
+            Field(validation_alias="secrets"),
+        ),
+    )
+    for name, spec in kinds().items()
+    if spec.shown is not None
 }
 
-
-_AnyProvider = Annotated[WebPushProvider | FcmProvider | ApnsProvider, Field(discriminator="kind")]
+if TYPE_CHECKING:
+    _AnyProvider = _Provider
+else:
+    _AnyProvider = Annotated[Union[tuple(ANSWERS.values())], Field(discriminator="kind")]  # noqa: UP007
 
 
 class Provider(RootModel[_AnyProvider]):
@@ -264,7 +175,7 @@ class Provider(RootModel[_AnyProvider]):
 
     @classmethod
     def of(cls, row: Any) -> Provider:
-        return cls(ANSWERS[row.kind].model_validate(row))  # type: ignore[arg-type]
+        return cls(ANSWERS[row.kind].model_validate(row))
 
     def to_json(self) -> dict[str, Any]:
         return self.root.to_json()
