@@ -78,6 +78,8 @@ DEFAULT_DELIVERY_LEASE = 30
 DEFAULT_SUBSCRIBE_RATE_LIMIT = "30/minute"
 #: topics one subscription or installation may hold
 DEFAULT_MAX_TOPICS = validation.MAX_TOPICS
+#: the operator console at ``<prefix>/console``, for admins only (``admin_loader``)
+DEFAULT_CONSOLE = True
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class PushSettings:
     max_topics: int = DEFAULT_MAX_TOPICS
     #: normalized origins (``scheme://host[:port]``)
     ws_allowed_origins: tuple[str, ...] = DEFAULT_WS_ALLOWED_ORIGINS
+    console: bool = DEFAULT_CONSOLE
 
     @property
     def vapid_public_key(self) -> str | None:
@@ -320,4 +323,5 @@ def load(app: Flask) -> PushSettings:
         ),
         max_topics=_int(config, "PUSH_MAX_TOPICS", DEFAULT_MAX_TOPICS, 1, 1000),
         ws_allowed_origins=_ws_allowed_origins(config),
+        console=_bool(config, "PUSH_CONSOLE", DEFAULT_CONSOLE),
     )

@@ -204,6 +204,12 @@ class Push:
         inbox_events.connect()
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.register_blueprint(sw.create_blueprint(settings))  # the service worker
+        if settings.console:
+            from . import console
+
+            app.register_blueprint(
+                console.create_blueprint(settings), url_prefix=settings.url_prefix + "/console"
+            )
         app.cli.add_command(push_cli)
 
     # -- callbacks -----------------------------------------------------------

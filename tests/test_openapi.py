@@ -157,6 +157,8 @@ def _routes(app: Flask, prefix: str) -> set[tuple[str, str]]:
     for rule in app.url_map.iter_rules():
         if rule.websocket:  # <prefix>/ws: OpenAPI does not describe websockets
             continue
+        if rule.endpoint.startswith("push_console."):  # HTML pages, not the JSON API
+            continue
         if rule.rule == prefix or rule.rule.startswith(prefix + "/"):
             path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
             methods = (rule.methods or set()) - _AUTOMATIC_METHODS

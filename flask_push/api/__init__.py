@@ -141,6 +141,12 @@ _HTTP_CODES = {
 }
 
 
+def http_error_response(err: HTTPException) -> Response:
+    """The API's JSON answer for a routing error such as 404 (the console answers
+    non-admins with it, as for any unknown path under the prefix)."""
+    return error_response(_from_http(err))
+
+
 def _from_http(err: HTTPException) -> ApiError:
     status = err.code or 500
     code, message = _HTTP_CODES.get(status, ("http_error", err.description or err.name))

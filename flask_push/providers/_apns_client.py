@@ -38,7 +38,7 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError
 
-from .apns import MAX_CONNECTIONS, MAX_SEND_ATTEMPTS, TOKEN_LIFETIME, encode
+from .apns import MAX_CONNECTIONS, MAX_SEND_ATTEMPTS, TOKEN_LIFETIME, apns_headers, encode
 
 __all__ = [
     "APNsConnectionError",
@@ -147,19 +147,8 @@ class _Connection(APNsTLSClientProtocol):
             (":scheme", "https"),
             (":path", f"/3/device/{request.device_token}"),
             ("host", self.authority),
-            ("apns-id", request.notification_id),
-            ("apns-topic", request.apns_topic or self.apns_topic),
+            *apns_headers(request, self.apns_topic, time.time()),
         ]
-        if request.time_to_live is not None:
-            # aioapns sends now + 0 for 0, a date already past; Apple's 0 means "once".
-            ttl = request.time_to_live
-            headers.append(("apns-expiration", str(int(time.time()) + ttl if ttl > 0 else 0)))
-        if request.priority is not None:
-            headers.append(("apns-priority", str(request.priority)))
-        if request.collapse_key is not None:
-            headers.append(("apns-collapse-id", request.collapse_key))
-        if request.push_type is not None:
-            headers.append(("apns-push-type", request.push_type.value))
         if self.auth_provider is not None:
             headers.append(("authorization", self.auth_provider.get_header()))
         return headers

@@ -48,6 +48,7 @@ import json
 import logging
 import re
 import ssl
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -294,6 +295,16 @@ class APNsProvider(Provider):
             push_type=PushType.BACKGROUND if background else PushType.ALERT,
         )
 
+    def preview(self, push: OutgoingPush) -> dict[str, Any]:
+        """The request's path, ``apns-*`` headers and JSON payload, as :meth:`post` sends
+        them (the ``authorization`` provider token is left out: it is a credential)."""
+        request = self.build_payload(push)
+        return {
+            "path": f"/3/device/{request.device_token}",
+            "headers": dict(apns_headers(request, self.topic, time.time())),
+            "payload": request.message,
+        }
+
     def payload_size(self, notification: Notification) -> int:
         """Bytes of the JSON payload, with the longest message id."""
         return len(encode(apns_payload(notification, "m" * LONGEST_MESSAGE_ID)))
@@ -446,6 +457,23 @@ def apns_payload(notification: Notification, message_id: str) -> dict[str, Any]:
     if notification.data:
         payload["data"] = dict(notification.data)
     return payload
+
+
+def apns_headers(request: Any, topic: str | None, now: float) -> list[tuple[str, str]]:
+    """The ``apns-*`` headers of a built request (``build_payload``'s), at time ``now``:
+    what the transport sends and what :meth:`APNsProvider.preview` shows."""
+    headers = [("apns-id", request.notification_id), ("apns-topic", request.apns_topic or topic)]
+    if request.time_to_live is not None:
+        # aioapns sends now + 0 for 0, a date already past; Apple's 0 means "once".
+        ttl = request.time_to_live
+        headers.append(("apns-expiration", str(int(now) + ttl if ttl > 0 else 0)))
+    if request.priority is not None:
+        headers.append(("apns-priority", str(request.priority)))
+    if request.collapse_key is not None:
+        headers.append(("apns-collapse-id", request.collapse_key))
+    if request.push_type is not None:
+        headers.append(("apns-push-type", request.push_type.value))
+    return headers
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:

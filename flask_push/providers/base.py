@@ -167,6 +167,16 @@ class Provider(ABC):
     def build_payload(self, push: OutgoingPush) -> Any:
         """The platform's request for ``push``: pure, no I/O."""
 
+    def preview(self, push: OutgoingPush) -> dict[str, Any]:
+        """What would go out for ``push``, as JSON-ready data (the operator console's
+        test send shows it): made by :meth:`build_payload`, so the preview and the
+        send share one mapping. Providers say it in their platform's words; this
+        default shows the built request as text.
+
+        .. versionadded:: 0.2
+        """
+        return {"request": repr(self.build_payload(push))}
+
     @abstractmethod
     def payload_size(self, notification: Notification) -> int:
         """Bytes on the wire for ``notification`` at its largest (with a click token)."""

@@ -453,6 +453,10 @@ class FCMProvider(Provider):
         )
         return bytes(self._builder.parse_payload(**arguments))
 
+    def preview(self, push: OutgoingPush) -> dict[str, Any]:
+        """The FCM HTTP v1 request: its URL and the JSON body ``post`` sends."""
+        return {"url": self._end_point, "body": json.loads(self.build_payload(push))}
+
     def payload_size(self, notification: Notification) -> int:
         """UTF-8 bytes of the message's ``notification`` and ``data`` as compact JSON.
 

@@ -356,6 +356,19 @@ class WebPushProvider(Provider):
             auth=auth,
         )
 
+    def preview(self, push: OutgoingPush) -> dict[str, Any]:
+        """The endpoint, headers (TTL, Urgency, Topic) and JSON payload before
+        encryption; ``post`` adds the VAPID ``Authorization``, signed per origin."""
+        request = self.build_payload(push)
+        headers = dict(request.headers)
+        headers["Authorization"] = f"vapid t=<signed when sent>, k={self.public_key}"
+        return {
+            "endpoint": request.endpoint,
+            "headers": headers,
+            "payload": json.loads(request.body),
+            "encryptedBytes": encrypted_size(len(request.body)),
+        }
+
     def payload_size(self, notification: Notification) -> int:
         """The encrypted body size with a message id and click token of the maximal length."""
         body = _payload_json(

@@ -1,0 +1,60 @@
+"""The operator console at ``<PUSH_URL_PREFIX>/console`` (``PUSH_CONSOLE``).
+
+Server-rendered pages (``templates/flask_push/console/``, which a host overrides
+by putting its own files at the same path in its templates folder) with a little
+plain JavaScript and a stylesheet served by the console itself: no build step, and
+everything works under the strict Content-Security-Policy of :mod:`.guard`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import NotFound
+
+from ..api import http_error_response
+from ..config import PushSettings
+from . import guard, views
+
+_STATIC = str(Path(__file__).resolve().parent.parent / "static" / "console")
+_TYPES = {".js": "application/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
+def create_blueprint(settings: PushSettings) -> Blueprint:
+    """The console's blueprint, to register at ``<prefix>/console``."""
+    bp = Blueprint(
+        "push_console",
+        __name__,
+        template_folder="../templates",
+        static_folder=_STATIC,
+        static_url_path="/static",
+    )
+    views.register(bp)
+    path = settings.url_prefix.rstrip("/") + "/console"
+
+    @bp.before_request
+    def admins_only() -> ResponseReturnValue | None:
+        push = current_app.extensions["push"].push
+        if not push.current_user_is_admin():
+            # The API's own answer for a path it does not have: nothing to see here.
+            return http_error_response(NotFound())
+        if guard.secret_key() is None:
+            return views.refused(guard.Refused(500, guard.NO_SECRET))
+        if request.method == "POST":
+            try:
+                guard.check_post()
+            except guard.Refused as err:
+                return views.refused(err)
+        return None
+
+    @bp.after_request
+    def headers(response: Response) -> Response:
+        nonce = None if guard.cookie_nonce() else views.page_nonce()
+        content_type = _TYPES.get(Path(request.path).suffix)
+        if request.endpoint == "push_console.static" and content_type:
+            response.content_type = content_type
+        return guard.protect(response, nonce, path)
+
+    return bp

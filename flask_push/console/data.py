@@ -1,0 +1,116 @@
+"""What the console's pages read: a bounded number of grouped queries per page,
+never one per row."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..models import Models, utcnow
+from ..providers import kinds
+from ..schemas.message import DELIVERY_STATUSES
+
+#: the overview's window
+WINDOW = timedelta(hours=24)
+#: dead targets listed on the overview (all are counted)
+DEAD_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One provider's deliveries in the window, per status, drawn as a stacked bar."""
+
+    provider: str
+    counts: Mapping[str, int]
+    total: int
+    #: (status, x, width) of each segment, in a 0..1000 wide box, largest provider = 1000
+    segments: tuple[tuple[str, int, int], ...]
+
+
+def statuses(found: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """The delivery statuses in their usual order, then any others found."""
+    extra = sorted({s for counts in found.values() for s in counts} - set(DELIVERY_STATUSES))
+    return [*DELIVERY_STATUSES, *extra]
+
+
+def deliveries_by_provider(session: Any, models: Models, now: datetime | None = None) -> list[Bar]:
+    """Deliveries of the messages created in the last 24 hours, per provider and status.
+
+    One grouped query that walks the messages' ``created_at`` index and each one's
+    deliveries by the ``(message_id, status)`` index.
+    """
+    since = (now or utcnow()) - WINDOW
+    m, d = models.Message, models.Delivery
+    rows = session.execute(
+        sa.select(d.kind, d.status, sa.func.count())
+        .join(m, m.id == d.message_id)
+        .where(m.created_at >= since)
+        .group_by(d.kind, d.status)
+    ).all()
+    found: dict[str, dict[str, int]] = {kind: {} for kind in kinds()}
+    for kind, status, count in rows:
+        found.setdefault(kind, {})[status] = int(count)
+    order = statuses(found)
+    largest = max((sum(c.values()) for c in found.values()), default=0) or 1
+    bars = []
+    for kind, counts in found.items():
+        total = sum(counts.values())
+        segments, x = [], 0
+        for status in order:
+            if counts.get(status):
+                width = max(2, round(1000 * counts[status] / largest))
+                segments.append((status, x, width))
+                x += width
+        bars.append(Bar(kind, counts, total, tuple(segments)))
+    return bars
+
+
+@dataclass(frozen=True)
+class DeadTarget:
+    kind: str
+    id: str
+    user_id: str | None
+    dead_at: datetime
+    reason: str | None
+
+
+def dead_today(
+    session: Any, models: Models, now: datetime | None = None
+) -> tuple[int, list[DeadTarget]]:
+    """Subscriptions and installations found dead in the last 24 hours: how many, and
+    the latest :data:`DEAD_SHOWN` of them (two queries per table)."""
+    since = (now or utcnow()) - WINDOW
+    total = 0
+    shown: list[DeadTarget] = []
+    for model, kind in (
+        (models.Subscription, None),
+        (models.Installation, "device_type"),
+    ):
+        recent = model.dead_at >= since
+        total += session.scalar(sa.select(sa.func.count()).select_from(model).where(recent)) or 0
+        kind_column = getattr(model, kind) if kind else sa.literal("browser")
+        rows = session.execute(
+            sa.select(kind_column, model.id, model.user_id, model.dead_at, model.dead_reason)
+            .where(recent)
+            .order_by(model.dead_at.desc())
+            .limit(DEAD_SHOWN)
+        ).all()
+        shown += [DeadTarget(*row) for row in rows]
+    shown.sort(key=lambda target: target.dead_at, reverse=True)
+    return total, shown[:DEAD_SHOWN]
+
+
+def messages_page(session: Any, models: Models, skip: int, take: int) -> tuple[int, list[Any]]:
+    """The total and one page of messages, newest first."""
+    m = models.Message
+    total = session.scalar(sa.select(sa.func.count()).select_from(m)) or 0
+    page = list(
+        session.scalars(
+            sa.select(m).order_by(m.created_at.desc(), m.id.desc()).offset(skip).limit(take)
+        )
+    )
+    return int(total), page

@@ -1,0 +1,105 @@
+"""The test send's preview: what each provider would send for a notification.
+
+The notification is checked as ``push.send`` checks it, and each payload is made
+by the provider's own :meth:`~flask_push.providers.base.Provider.preview`, which
+calls ``build_payload``: the preview and the real send share one mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..message import DeviceTarget, OutgoingPush, WebPushTarget
+from ..models import ACTIVE
+from ..providers import kind_for_platform, kinds
+from ..schemas.base import Context
+from ..schemas.errors import by_alias, parse
+from ..schemas.notification import MessageNotification
+from ..sending import notification_from_json
+
+#: stand-ins for what only the send makes; they show where those values go
+MESSAGE_ID = "msg_ASSIGNED_WHEN_SENT"
+CLICK_TOKEN = "signed-per-delivery-when-sent"
+DELIVERY_ID = "0"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """One provider's request for one target, or why there is none."""
+
+    kind: str
+    target_id: str | None
+    #: JSON-ready request parts (headers, payload, ...), or None
+    request: dict[str, Any] | None
+    note: str | None = None
+
+
+def _targets(session: Any, models: Any, user_id: str | None, target_id: str | None) -> list[Any]:
+    """An active subscription and one installation per device type of the user, or
+    the one target ``target_id``, as ``(kind, row)``."""
+    s, i = models.Subscription, models.Installation
+    if target_id:
+        found: list[Any] = [
+            *session.scalars(sa.select(s).where(s.id == target_id)),
+            *session.scalars(sa.select(i).where(i.id == target_id)),
+        ]
+    else:
+        found = [
+            *session.scalars(
+                sa.select(s).where(s.user_id == user_id, s.status == ACTIVE).order_by(s.id.desc())
+            ),
+            *session.scalars(
+                sa.select(i).where(i.user_id == user_id, i.status == ACTIVE).order_by(i.id.desc())
+            ),
+        ]
+    chosen: dict[str, Any] = {}
+    for row in found:
+        kind = kind_for_platform(row.device_type) if hasattr(row, "device_token") else "webpush"
+        chosen.setdefault(kind, row)
+    return list(chosen.items())
+
+
+def previews(
+    state: Any, form: dict[str, Any], user_id: str | None, target_id: str | None
+) -> list[Preview]:
+    """What would go out for the notification of ``form`` (``push.send``'s keywords).
+
+    :raises ValidationError: when ``push.send`` would refuse the notification.
+    """
+    settings = state.settings
+    given = parse(MessageNotification, by_alias(MessageNotification, form), Context.of(settings))
+    notification = notification_from_json(given.shown(settings.default_ttl))
+    providers = state.get_checkers()
+    push = state.push
+    found = dict(_targets(push.db.session, push.models, user_id, target_id))
+    result = []
+    for kind in kinds():
+        row = found.get(kind)
+        if kind not in providers:
+            note = f"No {kind} provider is configured."
+            result.append(Preview(kind, row.id if row else None, None, note))
+            continue
+        if row is None:
+            who = f"target {target_id}" if target_id else f"user {user_id}"
+            result.append(
+                Preview(kind, None, None, f"Nothing goes out: {who} has no {kind} target.")
+            )
+            continue
+        target: WebPushTarget | DeviceTarget
+        if kinds()[kind].targets == "subscription":
+            target = WebPushTarget(row.endpoint, row.p256dh, row.auth)
+            click: str | None = CLICK_TOKEN
+        else:
+            target = DeviceTarget(row.device_token)
+            click = None
+        outgoing = OutgoingPush(DELIVERY_ID, MESSAGE_ID, notification, target, click)
+        try:
+            request = providers[kind].preview(outgoing)
+        except Exception as err:  # noqa: BLE001 - shown: the send would fail the same way
+            result.append(Preview(kind, row.id, None, f"The send would fail: {err}"))
+            continue
+        result.append(Preview(kind, row.id, request))
+    return result

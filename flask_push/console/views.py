@@ -1,0 +1,268 @@
+"""The console's pages: overview, messages, users, test send, providers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from .. import reports
+from ..api.messages import status as message_status
+from ..errors import PayloadError, ValidationError
+from ..providers import kinds, provider_class
+from . import data, guard, preview
+
+#: the nav, in order: (endpoint, label)
+NAV = (
+    ("overview", "Overview"),
+    ("messages", "Messages"),
+    ("users", "Users"),
+    ("send", "Test send"),
+    ("providers", "Providers"),
+)
+#: messages per page, deliveries per page of a message
+PAGE = 25
+DELIVERIES_PAGE = 50
+#: what the test send's form passes on to ``push.send`` (empty fields are left out)
+SEND_FIELDS = ("title", "body", "url", "urgency")
+
+
+def _state() -> Any:
+    return current_app.extensions["push"]
+
+
+def _push() -> Any:
+    return _state().push
+
+
+def page_nonce() -> str | None:
+    """The CSRF cookie value made for this response, when the browser had none."""
+    return g.get("push_console_nonce")
+
+
+def csrf_token() -> str:
+    """The token for this page's forms (makes the cookie's value on first use)."""
+    nonce = guard.cookie_nonce() or page_nonce()
+    if nonce is None:
+        nonce = g.push_console_nonce = guard.new_nonce()
+    return guard.csrf_token(nonce)
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+def readable(value: Any) -> str:
+    """A time as a person reads it in a table: ``Dec 4, 17:03:09 UTC``."""
+    when = _as_datetime(value)
+    if when is None:
+        return "" if value is None else str(value)
+    return f"{when:%b} {when.day}, {when:%H:%M:%S} UTC"
+
+
+def iso(value: Any) -> str:
+    when = _as_datetime(value)
+    return when.isoformat() if when is not None else ""
+
+
+def _render(template: str, status: int = 200, **context: Any) -> ResponseReturnValue:
+    return render_template(f"flask_push/console/{template}", nav=NAV, **context), status
+
+
+def refused(err: guard.Refused) -> ResponseReturnValue:
+    """The page of a refused request: the sentence, nothing else."""
+    return _render("error.html", err.status, message=err.message, page=None)
+
+
+def _not_found(what: str) -> ResponseReturnValue:
+    return _render("error.html", 404, message=f"There is no {what} with that id.", page=None)
+
+
+def _int_arg(name: str, default: int) -> int:
+    value = request.args.get(name, "")
+    return max(1, int(value)) if value.isdigit() and len(value) < 9 else default
+
+
+# -- pages --------------------------------------------------------------------------
+
+
+def overview() -> ResponseReturnValue:
+    push = _push()
+    session = push.db.session
+    bars = data.deliveries_by_provider(session, push.models)
+    dead_total, dead = data.dead_today(session, push.models)
+    return _render(
+        "overview.html",
+        page="overview",
+        bars=bars,
+        statuses=data.statuses({bar.provider: bar.counts for bar in bars}),
+        outbox=push.outbox_state(),
+        dead_total=dead_total,
+        dead=dead,
+    )
+
+
+def messages() -> ResponseReturnValue:
+    push = _push()
+    number = _int_arg("page", 1)
+    total, rows = data.messages_page(push.db.session, push.models, (number - 1) * PAGE, PAGE)
+    counts = reports.delivery_counts(push.db.session, push.models, [m.id for m in rows])
+    items = [(m, message_status(m, counts[m.id]), counts[m.id]) for m in rows]
+    return _render(
+        "messages.html",
+        page="messages",
+        items=items,
+        total=total,
+        number=number,
+        pages=max(1, -(-total // PAGE)),
+        statuses=data.statuses(counts),
+    )
+
+
+def message(id: str) -> ResponseReturnValue:
+    push = _push()
+    session = push.db.session
+    row = session.get(push.models.Message, id)
+    if row is None:
+        return _not_found("message")
+    counts = reports.delivery_counts(session, push.models, [id])[id]
+    status = request.args.get("status") or None
+    number = _int_arg("page", 1)
+    deliveries = push.explain(
+        id, status=status, skip=(number - 1) * DELIVERIES_PAGE, take=DELIVERIES_PAGE + 1
+    )
+    return _render(
+        "message.html",
+        page="messages",
+        message=row,
+        status=message_status(row, counts),
+        counts=counts,
+        statuses=data.statuses({id: counts}),
+        problems=reports.problems(session, push.models, id),
+        deliveries=deliveries[:DELIVERIES_PAGE],
+        more=len(deliveries) > DELIVERIES_PAGE,
+        number=number,
+        filter=status,
+        done=request.args.get("done"),
+    )
+
+
+def cancel(id: str) -> ResponseReturnValue:
+    push = _push()
+    if push.db.session.get(push.models.Message, id) is None:
+        return _not_found("message")
+    push.cancel(id)
+    return redirect(url_for(".message", id=id, done="cancel"), 303)
+
+
+def retry(id: str) -> ResponseReturnValue:
+    push = _push()
+    if push.db.session.get(push.models.Message, id) is None:
+        return _not_found("message")
+    push.retry_failed(id)
+    return redirect(url_for(".message", id=id, done="retry"), 303)
+
+
+def users() -> ResponseReturnValue:
+    user_id = request.args.get("id", "").strip()[:255]
+    targets = _push().user_targets(user_id, recent=5) if user_id else None
+    return _render("users.html", page="users", user_id=user_id, targets=targets)
+
+
+def send() -> ResponseReturnValue:
+    form: Mapping[str, str] = request.form if request.method == "POST" else request.args
+    values = {name: form.get(name, "").strip() for name in ("user", "target", *SEND_FIELDS)}
+    context: dict[str, Any] = {"page": "send", "values": values, "shown": None, "error": None}
+    if request.method == "GET":
+        return _render("send.html", **context)
+    notification = {name: values[name] for name in SEND_FIELDS if values[name]}
+    user, target = values["user"] or None, values["target"] or None
+    if (user is None) == (target is None):
+        context["error"] = "Give a user id or a target id (one of them)."
+        return _render("send.html", 400, **context)
+    try:
+        if request.form.get("action") == "send":
+            push = _push()
+            if user is not None:
+                sent = push.send(users=[user], **notification)
+            else:
+                sent = push.notify_by_id(target, **notification)
+            return redirect(url_for(".message", id=sent.id, done="sent"), 303)
+        context["shown"] = [
+            (item, _pretty(item.request))
+            for item in preview.previews(_state(), notification, user, target)
+        ]
+    except (ValidationError, PayloadError) as err:
+        field = getattr(err, "field", None)
+        context["error"] = f"{field}: {err}" if field else str(err)
+        return _render("send.html", 400, **context)
+    return _render("send.html", **context)
+
+
+def _pretty(request_parts: Any) -> str | None:
+    if request_parts is None:
+        return None
+    return json.dumps(request_parts, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def providers() -> ResponseReturnValue:
+    push = _push()
+    rows = []
+    for name, settings in _state().settings.providers.items():
+        rows.append(_provider_row(name, "(app config)", settings, settings))
+    model = push.models.Provider
+    for row in push.db.session.query(model).order_by(model.app_id, model.kind):
+        rows.append(
+            _provider_row(row.kind, row.app_id, row.settings, {**row.settings, **row.secrets})
+        )
+    configured = {row["kind"] for row in rows}
+    missing = [kind for name, kind in kinds().items() if name not in configured]
+    return _render("providers.html", page="providers", rows=rows, missing=missing)
+
+
+def _provider_row(
+    kind_name: str, app_id: str, settings: Mapping[str, Any], full: Mapping[str, Any]
+) -> dict[str, Any]:
+    kind = kinds().get(kind_name)
+    secret = kind.secret_names if kind is not None else frozenset()
+    shown = {k: v for k, v in settings.items() if k not in secret and v is not None}
+    problem = None
+    try:
+        if kind is None:
+            raise ValueError(f"{kind_name!r} is not a registered provider kind")
+        kind.check_installed()
+        provider_class(kind_name).from_settings(full)
+    except Exception as err:  # noqa: BLE001 - shown as the reason it cannot send
+        problem = str(err) or type(err).__name__
+    return {
+        "kind": kind_name,
+        "app_id": app_id,
+        "settings": shown,
+        "secrets": sorted(k for k in full if k in secret),
+        "problem": problem,
+    }
+
+
+def register(bp: Blueprint) -> None:
+    bp.add_url_rule("/", "overview", overview)
+    bp.add_url_rule("/messages", "messages", messages)
+    bp.add_url_rule("/messages/<id>", "message", message)
+    bp.add_url_rule("/messages/<id>/cancel", "cancel", cancel, methods=["POST"])
+    bp.add_url_rule("/messages/<id>/retry", "retry", retry, methods=["POST"])
+    bp.add_url_rule("/users", "users", users)
+    bp.add_url_rule("/send", "send", send, methods=["GET", "POST"])
+    bp.add_url_rule("/providers", "providers", providers)
+    bp.add_app_template_global(csrf_token, "push_console_csrf_token")
+    bp.add_app_template_filter(readable, "push_console_time")
+    bp.add_app_template_filter(iso, "push_console_iso")
