@@ -18,6 +18,7 @@ from .config import PushSettings
 from .dispatch import Dispatcher
 from .message import OutgoingPush
 from .models import Models, models_for
+from .outbox_state import OutboxState, outbox_state
 from .providers import Provider, provider_class
 from .queues import InlineQueue, Queue, ThreadWorker
 from .schemas.base import Context
@@ -361,6 +362,14 @@ class Push:
         given) in this thread; returns how many were claimed. Workers do this by
         themselves; scripts, commands and tests may call it."""
         return self.state.get_inline().run_once(message_id)
+
+    def outbox_state(self) -> OutboxState:
+        """The current app's outbox: how many deliveries are due now and how long
+        the oldest has waited, read from the database (one index range query).
+
+        .. versionadded:: 0.2
+        """
+        return outbox_state(self.db.session, self.models)
 
     def shutdown(self) -> None:
         """Stop the current app's delivery worker and close its connections.
