@@ -17,10 +17,12 @@ from .errors import (
 )
 from .extension import Push
 from .inbox import SearchResult
+from .outbox_state import OutboxState
 
 __all__ = [
     "BackplaneError",
     "PayloadError",
+    "OutboxState",
     "ProviderNotInstalled",
     "Push",
     "PushConfigError",

@@ -80,6 +80,10 @@ DEFAULT_SUBSCRIBE_RATE_LIMIT = "30/minute"
 DEFAULT_MAX_TOPICS = validation.MAX_TOPICS
 #: the operator console at ``<prefix>/console``, for admins only (``admin_loader``)
 DEFAULT_CONSOLE = True
+#: Prometheus metrics at ``<prefix>/metrics``: off, since they tell outsiders how busy you are
+DEFAULT_METRICS = False
+#: the bearer token a scraper must send for ``<prefix>/metrics``; None: no token asked
+DEFAULT_METRICS_TOKEN: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ class PushSettings:
     #: normalized origins (``scheme://host[:port]``)
     ws_allowed_origins: tuple[str, ...] = DEFAULT_WS_ALLOWED_ORIGINS
     console: bool = DEFAULT_CONSOLE
+    metrics: bool = DEFAULT_METRICS
+    metrics_token: str | None = DEFAULT_METRICS_TOKEN
 
     @property
     def vapid_public_key(self) -> str | None:
@@ -243,6 +249,14 @@ def _ws_allowed_origins(config: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(origins))
 
 
+def _metrics_token(config: Mapping[str, Any]) -> str | None:
+    key = "PUSH_METRICS_TOKEN"
+    value = config.get(key, DEFAULT_METRICS_TOKEN)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise _fail(key, f"must be a non-empty string or None, got {value!r}")
+    return value
+
+
 def load(app: Flask) -> PushSettings:
     """Read and check the ``PUSH_*`` keys of ``app.config``."""
     config = app.config
@@ -289,6 +303,10 @@ def load(app: Flask) -> PushSettings:
             f"such as {DEFAULT_BACKPLANE_PREFIX!r}; got {backplane_prefix!r}",
         )
 
+    metrics = _bool(config, "PUSH_METRICS", DEFAULT_METRICS)
+    if metrics:
+        credentials.require_module("PUSH_METRICS", "prometheus_client", "metrics")
+
     return PushSettings(
         url_prefix=_path(config, "PUSH_URL_PREFIX", DEFAULT_URL_PREFIX),
         providers=providers,
@@ -324,4 +342,6 @@ def load(app: Flask) -> PushSettings:
         max_topics=_int(config, "PUSH_MAX_TOPICS", DEFAULT_MAX_TOPICS, 1, 1000),
         ws_allowed_origins=_ws_allowed_origins(config),
         console=_bool(config, "PUSH_CONSOLE", DEFAULT_CONSOLE),
+        metrics=metrics,
+        metrics_token=_metrics_token(config),
     )

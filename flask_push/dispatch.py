@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
 from flask import Flask
@@ -43,6 +43,9 @@ from .providers import Provider, provider_class
 from .providers import kind as registered
 from .providers.memory import MemoryProvider
 from .sending import notification_from_json
+
+if TYPE_CHECKING:  # prometheus_client is an optional dependency
+    from .metrics import Metrics
 
 _T = TypeVar("_T")
 
@@ -286,6 +289,7 @@ class Dispatcher:
     :param max_attempts: tries before a delivery is ``failed``.
     :param outage_patience: seconds to keep outcomes that the database cannot
         take, trying again with backoff, before giving up on them.
+    :param metrics: counts outcomes and round trips, when ``PUSH_METRICS`` is on.
     """
 
     def __init__(
@@ -299,6 +303,7 @@ class Dispatcher:
         lease: timedelta | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         outage_patience: float = OUTAGE_PATIENCE,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.models = models
@@ -308,6 +313,7 @@ class Dispatcher:
         self.lease = lease or timedelta(seconds=settings.delivery_lease)
         self.max_attempts = max_attempts
         self.outage_patience = outage_patience
+        self.metrics = metrics
         secret = app.config.get("SECRET_KEY")
         self._clicks = click_serializer(secret) if secret else None
         self._loop = asyncio.new_event_loop()
@@ -335,6 +341,8 @@ class Dispatcher:
         for kind, settings in self.settings.providers.items():
             options = registered(kind).options(self.settings)
             providers[kind] = provider_class(kind).from_settings(settings, **options)
+            if self.metrics is not None:
+                providers[kind].round_trips = []
         return providers
 
     @property
@@ -603,6 +611,8 @@ class Dispatcher:
 
     async def _write_pending(self, r: _Round) -> None:
         writes = r.take_pending()
+        if self.metrics is not None:
+            self._observe_round_trips(self.metrics)
         try:
             await self._on_db_thread(self._write, writes, r.attempts)
         except Exception as err:
@@ -754,11 +764,40 @@ class Dispatcher:
             _commit_without_waiting(session)
         with self._lock_written:
             self.written.update(written)
+        if self.metrics is not None:
+            self.metrics.count(self._outcome_counts(writes, attempts))
         # The outcomes are kept whatever a receiver does.
         try:
             self._signal(writes.results, attempts, dead)
         except Exception:
             logger.exception("flask-push: a receiver of a delivery signal failed")
+
+    def _outcome_counts(
+        self, writes: _Writes, attempts: Mapping[int, int]
+    ) -> Counter[tuple[str, str]]:
+        """What a write recorded, by provider and outcome, for the metrics."""
+        counts: Counter[tuple[str, str]] = Counter(
+            (row.get("b_kind") or "unknown", row["b_status"]) for row in writes.decided
+        )
+        for push, result in writes.results:
+            status: str = result.status
+            if status == "retry" and self._gives_up(attempts[int(push.delivery_id)]):
+                status = "failed"
+            counts[result.provider, status] += 1
+        return counts
+
+    def _observe_round_trips(self, metrics: Metrics) -> None:
+        """Hand the providers' round trips to the metrics, a batch at a time (on the
+        loop's thread, where the providers append them)."""
+        for kind, provider in self.providers.items():
+            trips = provider.round_trips
+            if trips:
+                provider.round_trips = []
+                metrics.observe(kind, trips)
+
+    def _gives_up(self, tries: int) -> bool:
+        """Whether a delivery tried ``tries`` times is failed rather than retried."""
+        return tries >= self.max_attempts
 
     def _renew(self, ids: Sequence[int]) -> None:
         d = self.models.Delivery
@@ -920,15 +959,19 @@ class Dispatcher:
             endpoint, p256dh, auth, sub_status, token, ins_status = row[8:]
             target_status = sub_status if sub_id is not None else ins_status
             if shown is None:
-                finished.append(_outcome(id, "failed", "its message was deleted"))
+                finished.append(_outcome(id, "failed", "its message was deleted", kind))
             elif expires_at <= now:
-                finished.append(_outcome(id, "expired", "its ttl ran out before it could be sent"))
+                finished.append(
+                    _outcome(id, "expired", "its ttl ran out before it could be sent", kind)
+                )
             elif target_status != ACTIVE:
                 finished.append(
-                    _outcome(id, "gone", "the target was deleted or found dead before sending")
+                    _outcome(
+                        id, "gone", "the target was deleted or found dead before sending", kind
+                    )
                 )
             elif kind not in providers:
-                finished.append(_outcome(id, "failed", f"no {kind} provider is configured"))
+                finished.append(_outcome(id, "failed", f"no {kind} provider is configured", kind))
             else:
                 remaining = max(0, int((expires_at - now).total_seconds()))
                 ttl = min(shown["ttl"], remaining)
@@ -976,9 +1019,9 @@ class Dispatcher:
             id = int(push.delivery_id)
             if result.status == "retry":
                 tries = attempts[id]
-                if tries >= self.max_attempts:
+                if self._gives_up(tries):
                     error = f"gave up after {tries} attempts: {result.error or 'retry'}"
-                    finished.append(_outcome(id, "failed", error))
+                    finished.append(_outcome(id, "failed", error, result.provider))
                     _log_outcome(push, result, f"failed: {error}")
                 else:
                     wait = backoff(tries, result.retry_after)
@@ -1080,8 +1123,8 @@ class Dispatcher:
             if result.status == "sent":
                 signals.delivery_succeeded.send(app, push=push, result=result)
             else:
-                will_retry = (
-                    result.status == "retry" and attempts[int(push.delivery_id)] < self.max_attempts
+                will_retry = result.status == "retry" and not self._gives_up(
+                    attempts[int(push.delivery_id)]
                 )
                 signals.delivery_failed.send(app, push=push, result=result, will_retry=will_retry)
         for kind, target_id, reason in dead:
@@ -1132,8 +1175,9 @@ def _commit_without_waiting(session: Session) -> None:
     session.commit()
 
 
-def _outcome(id: int, status: str, error: str | None) -> dict[str, Any]:
-    return {"b_id": id, "b_status": status, "b_error": error}
+def _outcome(id: int, status: str, error: str | None, kind: str | None = None) -> dict[str, Any]:
+    # b_kind is for the metrics only; the UPDATE ignores parameters it does not name
+    return {"b_id": id, "b_status": status, "b_error": error, "b_kind": kind}
 
 
 def _clip(text: str | None, length: int = 2000) -> str | None:

@@ -18,6 +18,7 @@ from .config import PushSettings
 from .dispatch import Dispatcher
 from .message import OutgoingPush
 from .models import Models, models_for
+from .outbox_state import OutboxState, outbox_state
 from .providers import Provider, provider_class
 from .queues import InlineQueue, Queue, ThreadWorker
 from .schemas.base import Context
@@ -28,6 +29,7 @@ from .schemas.inbox import InboxItemUpsert
 if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery queue only
     from .api.ratelimit import ClientLimiter
     from .celery_queue import CeleryQueue
+    from .metrics import Metrics
     from .realtime import Realtime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,6 +58,8 @@ class PushState:
     realtime: Realtime | None = None
     #: counts ``POST /subscriptions`` per client when the host has no Flask-Limiter
     subscribe_limiter: ClientLimiter | None = None
+    #: the Prometheus metrics, when ``PUSH_METRICS`` is on
+    metrics: Metrics | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get_checkers(self) -> dict[str, Provider]:
@@ -71,7 +75,9 @@ class PushState:
     def make_dispatcher(self) -> Dispatcher:
         """A new :class:`Dispatcher` for the current app; needs its app context."""
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        return Dispatcher(app, self.push.models, self.push.db.engine, self.settings)
+        return Dispatcher(
+            app, self.push.models, self.push.db.engine, self.settings, metrics=self.metrics
+        )
 
     def get_queue(self) -> Queue:
         """The queue sends hand their messages to: the inline one when sends are
@@ -121,6 +127,11 @@ class PushState:
 
                 realtime = self.realtime = Realtime(self.settings)
             return realtime
+
+    def ws_connections(self) -> int:
+        """This process's open websockets (joined to a channel)."""
+        realtime = self.realtime
+        return realtime.hub.count() if realtime is not None else 0
 
     def shutdown(self) -> None:
         """Stop this app's worker thread and close its dispatchers' and broker's
@@ -196,7 +207,11 @@ class Push:
         from .api import create_blueprint
         from .cli import push_cli
 
-        app.extensions["push"] = PushState(push=self, settings=settings)
+        state = app.extensions["push"] = PushState(push=self, settings=settings)
+        if settings.metrics:
+            from .metrics import Metrics  # prometheus_client is an optional dependency
+
+            state.metrics = Metrics(self.outbox_state, state.ws_connections)
         from .realtime import inbox_events, ws
 
         blueprint = create_blueprint(settings)
@@ -367,6 +382,14 @@ class Push:
         given) in this thread; returns how many were claimed. Workers do this by
         themselves; scripts, commands and tests may call it."""
         return self.state.get_inline().run_once(message_id)
+
+    def outbox_state(self) -> OutboxState:
+        """The current app's outbox: how many deliveries are due now and how long
+        the oldest has waited, read from the database (one index range query).
+
+        .. versionadded:: 0.2
+        """
+        return outbox_state(self.db.session, self.models)
 
     def shutdown(self) -> None:
         """Stop the current app's delivery worker and close its connections.

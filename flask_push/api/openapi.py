@@ -51,7 +51,15 @@ surrogates (`"\\ud800"`).
 **Errors** are always `{"error": {"code", "message", "field"?}}`.
 """
 
-TAGS = ("meta", "subscriptions", "installations", "notifications", "messages", "providers")
+TAGS = (
+    "meta",
+    "subscriptions",
+    "installations",
+    "notifications",
+    "messages",
+    "providers",
+    "operations",
+)
 
 #: status -> (component name, what it means)
 ERRORS: dict[int, tuple[str, str]] = {

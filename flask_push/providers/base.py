@@ -144,6 +144,10 @@ class Provider(ABC):
     #: seconds a full lane may go without an answer before :meth:`lane_state`
     #: calls it stalled (its push service is not answering)
     stall_after: float = 2.0
+    #: when a list (the dispatcher sets one when metrics are on), each push's
+    #: round trip to its push service is appended, in seconds, for the dispatcher
+    #: to take in batches; None costs nothing per push
+    round_trips: list[float] | None = None
 
     def __init__(
         self,
@@ -233,11 +237,13 @@ class Provider(ABC):
         if self._gates is None:
             self._gates = _Gates(self.concurrency, self.lane_concurrency)
         gates, key = self._gates, self.lane(push)
+        began = 0.0
         lane = await gates.enter(key)
         try:
             if started is not None:
                 started()
             payload = self.build_payload(push)
+            began = time.monotonic()
             response = await _within(self.timeout, self.post(push, payload))
         except asyncio.TimeoutError:
             return DeliveryResult(
@@ -247,6 +253,11 @@ class Provider(ABC):
             response = err
         finally:
             gates.leave(key, lane)
+        trips = self.round_trips
+        # An answer came (an error the client raised is one too); a payload that
+        # could not be built made no round trip.
+        if trips is not None and began:
+            trips.append(time.monotonic() - began)
         return self.parse(push, response)
 
     async def send_batch(self, pushes: Sequence[OutgoingPush]) -> list[DeliveryResult]:

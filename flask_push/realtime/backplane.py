@@ -26,7 +26,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ..errors import BackplaneError, ValidationError
@@ -66,6 +66,20 @@ class Backplane(ABC):
     def close(self) -> None:
         """Stop listening and close connections."""
 
+    #: what ``GET /health`` says of a reachable backplane
+    health: Literal["ok", "memory"] = "ok"
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Check that the backplane answers, within :data:`PING_TIMEOUT` seconds.
+
+        :raises BackplaneError: when it does not.
+        """
+
+
+#: seconds a health check waits for the backplane before calling it down
+PING_TIMEOUT = 1.0
+
 
 def _clock_micros() -> int:
     """Where a new numbering starts: microseconds since 1970."""
@@ -78,6 +92,9 @@ class MemoryBackplane(Backplane):
 
     #: forget channels whose events all expired, every this many publishes
     _SWEEP_EVERY = 1000
+
+    #: nothing to reach: one process's memory
+    health: Literal["ok", "memory"] = "memory"
 
     def __init__(self, keep_seconds: int, keep_count: int) -> None:
         super().__init__(keep_seconds, keep_count)
@@ -130,6 +147,9 @@ class MemoryBackplane(Backplane):
     def close(self) -> None:
         with self._lock:
             self._deliver = None
+
+    def ping(self) -> None:
+        """Always answers: it is this process's memory."""
 
     def _sweep(self, now: float) -> None:
         horizon = now - self.keep_seconds
@@ -201,6 +221,7 @@ class RedisBackplane(Backplane):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._ping_client: Any = None
 
     def _keys(self, channel: str) -> tuple[str, str]:
         return f"{self.prefix}:seq:{channel}", f"{self.prefix}:log:{channel}"
@@ -249,6 +270,27 @@ class RedisBackplane(Backplane):
         from_first = bool(fresh) and b"f" in fresh[0]
         return replay(kept, int(last or 0), since, from_first=from_first)
 
+    def ping(self) -> None:
+        with self._lock:
+            if self._ping_client is None:
+                import redis
+                from redis.backoff import NoBackoff
+                from redis.retry import Retry
+
+                # A client of its own: short timeouts, no retries, and never a wait
+                # behind the pool's 32 connections, so a health check stays fast.
+                self._ping_client = redis.Redis.from_url(
+                    self._url,
+                    socket_timeout=PING_TIMEOUT,
+                    socket_connect_timeout=PING_TIMEOUT,
+                    retry=Retry(NoBackoff(), 0),
+                )
+            client = self._ping_client
+        try:
+            client.ping()
+        except self._redis_errors as err:
+            raise BackplaneError(f"Redis is unreachable: {err}") from err
+
     def last_id(self, channel: str) -> int:
         try:
             return int(self._client.get(self._keys(channel)[0]) or 0)
@@ -271,6 +313,10 @@ class RedisBackplane(Backplane):
             thread.join(timeout=5)
         self._client.close()
         self._client.connection_pool.disconnect()
+        with self._lock:
+            ping, self._ping_client = self._ping_client, None
+        if ping is not None:
+            ping.close()
 
     def _subscribe(self, deliver: Deliver, resync: Resync) -> None:
         import redis

@@ -1,0 +1,50 @@
+"""``GET <prefix>/health``: can this process serve? For load balancers and probes.
+
+Fast by design: one index range query on the outbox (which also proves the
+database answers) and a backplane ping with a short timeout
+(:data:`~flask_push.realtime.backplane.PING_TIMEOUT`). Never a scan of a large table.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+from .errors import BackplaneError
+from .outbox_state import outbox_state
+from .schemas.operations import Health, OutboxHealth
+
+if TYPE_CHECKING:
+    from .extension import PushState
+
+logger = logging.getLogger("flask_push")
+
+
+def check(state: PushState) -> Health:
+    """The health of the current app, read now (needs its app context)."""
+    push = state.push
+    problems: list[str] = []
+    outbox = None
+    try:
+        found = outbox_state(push.db.session, push.models)
+        outbox = OutboxHealth(due=found.due, oldest_due_seconds=found.oldest_due_seconds)
+    except Exception as err:  # noqa: BLE001 - any failure means "down"
+        push.db.session.rollback()
+        # The log has the driver's words; the answer, read by anyone, does not.
+        logger.warning("flask-push: health check: the database did not answer: %s", err)
+        problems.append("The database did not answer.")
+    backplane = state.get_realtime().backplane
+    backplane_status: Literal["ok", "memory", "down"] = backplane.health
+    try:
+        backplane.ping()
+    except BackplaneError as err:
+        logger.warning("flask-push: health check: %s", err)
+        backplane_status = "down"
+        problems.append("The live events' backplane (Redis) did not answer.")
+    return Health(
+        status="down" if problems else "ok",
+        database="down" if outbox is None else "ok",
+        backplane=backplane_status,
+        outbox=outbox,
+        problems=problems,
+    )
