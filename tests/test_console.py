@@ -1,0 +1,287 @@
+"""The operator console through Flask's test client: who sees it, its headers, its
+CSRF guard, escaping, the test send's preview and the providers page. Real Chromium
+drives it in tests/test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+
+from conftest import add_subscription, as_user, db, pem, push, service_account
+from flask_push.console import guard
+
+SECRET = "console-test-secret"
+ADMIN = as_user("ops", admin=True)
+CONSOLE = "/push/console"
+PAGES = ("/", "/messages", "/users", "/users?id=alice", "/send", "/providers")
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture
+def console_app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(SECRET_KEY=SECRET)
+
+
+def csrf(client: Any, path: str = "/send") -> str:
+    """The CSRF token of a console page's form (the client keeps the cookie)."""
+    page = client.get(CONSOLE + path, headers=ADMIN)
+    assert page.status_code == 200, page.get_data(as_text=True)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
+    assert found is not None
+    return found.group(1)
+
+
+def later_message(app: Flask, title: str = "Tomorrow's sale") -> str:
+    """A message to alice's browser, scheduled for tomorrow: its delivery is queued."""
+    with app.app_context():
+        add_subscription("alice", user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0")
+        send_at = datetime.now(timezone.utc) + timedelta(days=1)
+        return str(push.send(users=["alice"], title=title, send_at=send_at).id)
+
+
+def test_only_admins_see_it(console_app: Flask) -> None:
+    client = console_app.test_client()
+    unknown = client.get(f"{CONSOLE}/no-such-page", headers=ADMIN)
+    assert unknown.status_code == 404
+    for who in (as_user(None), as_user("alice")):
+        for path in PAGES:
+            answer = client.get(CONSOLE + path, headers=who)
+            # exactly what an unknown path under the prefix answers: nothing to see
+            assert answer.status_code == 404, path
+            assert answer.get_json() == unknown.get_json()
+        static = client.get(f"{CONSOLE}/static/console.css", headers=who)
+        assert static.status_code == 404
+    id = later_message(console_app)
+    refused = client.post(f"{CONSOLE}/messages/{id}/cancel", headers=as_user("alice"))
+    assert refused.status_code == 404
+    for path in PAGES:
+        assert client.get(CONSOLE + path, headers=ADMIN).status_code == 200, path
+    css = client.get(f"{CONSOLE}/static/console.css", headers=ADMIN)
+    assert css.status_code == 200 and css.content_type.startswith("text/css")
+
+
+def test_push_console_false_turns_it_off(make_app: Callable[..., Flask]) -> None:
+    client = make_app(SECRET_KEY=SECRET, PUSH_CONSOLE=False).test_client()
+    for path in PAGES:
+        assert client.get(CONSOLE + path, headers=ADMIN).status_code == 404, path
+
+
+def test_push_console_must_be_a_bool(make_app: Callable[..., Flask]) -> None:
+    from flask_push.errors import PushConfigError
+
+    with pytest.raises(PushConfigError, match="PUSH_CONSOLE must be True or False"):
+        make_app(PUSH_CONSOLE="yes")
+
+
+def test_every_answer_carries_the_security_headers(console_app: Flask) -> None:
+    client = console_app.test_client()
+    for path in (*PAGES, "/static/console.js", "/messages/msg_none"):
+        answer = client.get(CONSOLE + path, headers=ADMIN)
+        assert answer.headers["Content-Security-Policy"] == guard.CSP, path
+        assert "'unsafe-inline'" not in guard.CSP
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert answer.headers["Referrer-Policy"] == "same-origin"
+    assert client.get(f"{CONSOLE}/messages/msg_none", headers=ADMIN).status_code == 404
+
+
+def test_no_inline_script_or_style(console_app: Flask) -> None:
+    later_message(console_app)
+    client = console_app.test_client()
+    for path in PAGES:
+        html = client.get(CONSOLE + path, headers=ADMIN).get_data(as_text=True)
+        assert "<style" not in html and " style=" not in html, path
+        assert re.search(r"<script(?![^>]*\bsrc=)", html) is None, path
+        assert re.search(r"\son[a-z]+=", html) is None, path
+
+
+def test_without_a_secret_key_the_console_says_so(make_app: Callable[..., Flask]) -> None:
+    client = make_app().test_client()
+    answer = client.get(f"{CONSOLE}/", headers=ADMIN)
+    assert answer.status_code == 500
+    text = answer.get_data(as_text=True)
+    assert "SECRET_KEY" in text and "Traceback" not in text
+    assert answer.headers["Content-Security-Policy"] == guard.CSP
+    # still nothing for others
+    assert client.get(f"{CONSOLE}/", headers=as_user("alice")).status_code == 404
+
+
+def test_output_is_escaped(console_app: Flask) -> None:
+    id = later_message(console_app, title=EVIL)
+    with console_app.app_context():
+        target = db.session.scalars(db.select(push.models.Subscription)).one()
+        target.user_agent = EVIL
+        db.session.commit()
+    client = console_app.test_client()
+    escaped = "&lt;img src=x onerror=alert(1)&gt;"
+    for path in ("/messages", f"/messages/{id}", "/users?id=alice", f"/users?id={EVIL}"):
+        html = client.get(CONSOLE + path, headers=ADMIN).get_data(as_text=True)
+        assert EVIL not in html, path
+    assert escaped in client.get(f"{CONSOLE}/messages", headers=ADMIN).get_data(as_text=True)
+    token = csrf(client)
+    preview = client.post(
+        f"{CONSOLE}/send",
+        headers=ADMIN,
+        data={"csrf_token": token, "user": "alice", "title": EVIL, "action": "preview"},
+    )
+    assert preview.status_code == 200
+    assert EVIL not in preview.get_data(as_text=True)
+
+
+def cancel(client: Any, id: str, **headers: str) -> Any:
+    token = csrf(client, f"/messages/{id}")
+    return client.post(
+        f"{CONSOLE}/messages/{id}/cancel", headers={**ADMIN, **headers}, data={"csrf_token": token}
+    )
+
+
+def queued(app: Flask, id: str) -> int:
+    with app.app_context():
+        model = push.models.Delivery
+        rows = db.session.scalars(db.select(model).where(model.message_id == id)).all()
+        return sum(row.status == "queued" for row in rows)
+
+
+def test_actions_refuse_cross_site_and_tokenless_posts(console_app: Flask) -> None:
+    id = later_message(console_app)
+    client = console_app.test_client()
+    url = f"{CONSOLE}/messages/{id}/cancel"
+    # no token, a forged one, a cross-site request carrying a real one: 403, nothing changes
+    assert client.post(url, headers=ADMIN).status_code == 403
+    assert client.post(url, headers=ADMIN, data={"csrf_token": "forged"}).status_code == 403
+    assert cancel(client, id, **{"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert cancel(client, id, Origin="https://evil.example").status_code == 403
+    # a token of another admin is not this admin's
+    token = csrf(client, f"/messages/{id}")
+    other = {**as_user("root", admin=True)}
+    assert client.post(url, headers=other, data={"csrf_token": token}).status_code == 403
+    # a token without the cookie it was made for
+    fresh = console_app.test_client()
+    assert fresh.post(url, headers=ADMIN, data={"csrf_token": token}).status_code == 403
+    refused = client.post(url, headers=ADMIN)
+    assert "security token" in refused.get_data(as_text=True)
+    assert queued(console_app, id) == 1
+    done = cancel(client, id, **{"Sec-Fetch-Site": "same-origin"}, Origin="http://localhost")
+    assert done.status_code == 303
+    assert queued(console_app, id) == 0
+
+
+def test_the_csrf_cookie_is_strict_and_scoped(console_app: Flask) -> None:
+    client = console_app.test_client()
+    answer = client.get(f"{CONSOLE}/send", headers=ADMIN)
+    cookie = answer.headers["Set-Cookie"]
+    assert cookie.startswith(f"{guard.CSRF_COOKIE}=")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and f"Path={CONSOLE}" in cookie
+
+
+def test_cancel_counts_cancelled(console_app: Flask) -> None:
+    id = later_message(console_app)
+    client = console_app.test_client()
+    done = cancel(client, id)
+    assert done.status_code == 303
+    page = client.get(done.headers["Location"], headers=ADMIN).get_data(as_text=True)
+    assert re.search(r'id="count-cancelled">1<', page)
+    assert "Cancelled" in page
+
+
+def test_preview_shows_what_each_provider_would_send(make_app: Callable[..., Flask]) -> None:
+    app = make_app(
+        SECRET_KEY=SECRET,
+        PUSH_FCM_CREDENTIALS=service_account(),
+        PUSH_APNS_KEY=pem(ec.generate_private_key(ec.SECP256R1())),
+        PUSH_APNS_KEY_ID="ABC123DEFG",
+        PUSH_APNS_TEAM_ID="DEF123GHIJ",
+        PUSH_APNS_TOPIC="com.example.shop",
+    )
+    with app.app_context():
+        add_subscription("alice")
+        for device_type, token in (("android", "f" * 140), ("ios", "ab" * 32)):
+            db.session.add(
+                push.models.Installation(
+                    app_id="shop",
+                    device_type=device_type,
+                    device_token=token,
+                    user_id="alice",
+                    subscriptions=[],
+                )
+            )
+        db.session.commit()
+    client = app.test_client()
+    form = {
+        "csrf_token": csrf(client),
+        "user": "alice",
+        "title": "Your order shipped",
+        "body": "Parcel 42 is on its way",
+        "url": "/orders/42",
+        "urgency": "high",
+        "action": "preview",
+    }
+    html = client.post(f"{CONSOLE}/send", headers=ADMIN, data=form).get_data(as_text=True)
+    # Web Push: the payload and its TTL and Urgency headers
+    assert "&#34;TTL&#34;: &#34;86400&#34;" in html
+    assert "&#34;Urgency&#34;: &#34;high&#34;" in html
+    assert "&#34;url&#34;: &#34;/orders/42&#34;" in html
+    # FCM v1: a message with a token; APNs: the apns-* headers and the aps payload
+    assert "&#34;message&#34;:" in html and "&#34;token&#34;: &#34;" + "f" * 140 in html
+    assert "&#34;apns-push-type&#34;: &#34;alert&#34;" in html
+    assert "&#34;apns-priority&#34;: &#34;10&#34;" in html
+    assert "&#34;aps&#34;:" in html
+    # a refused notification says why, and sends nothing
+    bad = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "title": ""})
+    assert bad.status_code == 400
+    assert "title" in bad.get_data(as_text=True)
+
+
+def test_preview_and_send_share_one_mapping(console_app: Flask) -> None:
+    """The provider's preview is made by build_payload, the very step a send runs."""
+    from flask_push.console import preview
+    from flask_push.message import Notification, OutgoingPush, WebPushTarget
+
+    with console_app.app_context():
+        sub = add_subscription("alice")
+        provider = push.state.get_checkers()["webpush"]
+        outgoing = OutgoingPush(
+            "1",
+            "msg_1",
+            Notification(title="Hi", ttl=60, collapse_key="sale"),
+            WebPushTarget(sub.endpoint, sub.p256dh, sub.auth),
+            preview.CLICK_TOKEN,
+        )
+        built = provider.build_payload(outgoing)
+        shown = provider.preview(outgoing)
+    assert shown["headers"]["TTL"] == built.headers["TTL"] == "60"
+    assert shown["headers"]["Topic"] == built.headers["Topic"] == "sale"
+    assert shown["payload"]["title"] == "Hi" and shown["payload"]["clickToken"]
+
+
+def test_providers_page_never_shows_secrets(
+    make_app: Callable[..., Flask], vapid_private_key: str
+) -> None:
+    app = make_app(SECRET_KEY=SECRET, PUSH_FCM_CREDENTIALS=service_account())
+    client = app.test_client()
+    html = client.get(f"{CONSOLE}/providers", headers=ADMIN).get_data(as_text=True)
+    assert vapid_private_key not in html
+    assert "PRIVATE KEY" not in html
+    assert "webpush" in html and "fcm" in html and "usable" in html
+    assert "privateKey: set" in html
+    assert "apns" in html and "PUSH_APNS_KEY" in html  # not configured: how to
+
+
+def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
+    with console_app.app_context():
+        sub_id = add_subscription("alice").id
+    client = console_app.test_client()
+    form = {"csrf_token": csrf(client), "target": sub_id, "title": "Hello", "action": "send"}
+    with console_app.app_context(), push.record() as outbox:
+        answer = client.post(f"{CONSOLE}/send", headers=ADMIN, data=form)
+    assert answer.status_code == 303
+    assert re.search(r"/push/console/messages/msg_\w+\?done=sent$", answer.headers["Location"])
+    assert [p.notification.title for p in outbox] == ["Hello"]
+    both = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "user": "alice"})
+    assert both.status_code == 400
