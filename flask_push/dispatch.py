@@ -1056,7 +1056,11 @@ class Dispatcher:
                     wait = backoff(tries, result.retry_after)
                     due = now + timedelta(seconds=wait)
                     text = outcomes.detail(
-                        "unavailable", service=service, answer=_answer(result), at=now, next=due
+                        "unavailable",
+                        service=service,
+                        answer=_answer(result, prefer_code=True),
+                        at=now,
+                        next=due,
                     )
                     retried.append(
                         {

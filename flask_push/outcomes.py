@@ -10,21 +10,15 @@ lists them.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 #: every status a delivery has, in the order they are shown. ``queued`` is the
 #: only one that is not final; ``cancelled`` may still turn into the outcome of
 #: a push that was already on the network when the message was cancelled.
-STATUSES: Final[tuple[str, ...]] = (
-    "queued",
-    "sent",
-    "failed",
-    "gone",
-    "expired",
-    "suppressed",
-    "superseded",
-    "cancelled",
-)
+DeliveryStatus = Literal[
+    "queued", "sent", "failed", "gone", "expired", "suppressed", "superseded", "cancelled"
+]
+STATUSES: Final[tuple[str, ...]] = get_args(DeliveryStatus)
 #: statuses that end a delivery without it arriving
 UNDELIVERED: Final[tuple[str, ...]] = ("failed", "gone", "expired")
 
@@ -67,6 +61,9 @@ REASONS: Final[dict[str, str]] = {
     ),
     "target_dead": (
         "Its {target} was already dead or deleted at {at}, so it was not sent."
+    ),
+    "target_gone": (
+        "{Service} said at {at} that this {target} is gone ({answer}); it is never used again."
     ),
     "no_provider": "No {kind} provider is configured, so it could not be sent.",
     "message_deleted": "Its message was deleted before it was sent.",
