@@ -85,6 +85,8 @@ class ProviderKind:
     #: models (:class:`~flask_push.schemas.base.WireModel`, ``ResponseModel``)
     wire: type[Any] | None = None
     shown: type[Any] | None = None
+    #: who answers its pushes, as a delivery's timeline names it
+    service: str = "the push service"
 
     @property
     def secret_names(self) -> frozenset[str]:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
@@ -35,7 +36,7 @@ from flask import Flask
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.orm import Session
 
-from . import signals
+from . import outcomes, signals
 from .config import PushSettings
 from .message import DeliveryResult, DeviceTarget, OutgoingPush, WebPushTarget
 from .models import ACTIVE, DEAD, Models, utcnow
@@ -124,6 +125,8 @@ class _Claim:
     pushes: list[tuple[str, OutgoingPush]]
     #: delivery id -> attempts so far, this one included
     attempts: dict[int, int]
+    #: delivery id -> its timeline as claimed (outcomes append to it)
+    events: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,6 +169,8 @@ class _Round:
         #: sends not finished yet, on the network or waiting
         self.unfinished = 0
         self.attempts: dict[int, int] = {}
+        #: the timelines of the deliveries in hand, as claimed
+        self.events: dict[int, list[dict[str, Any]]] = {}
         self.pending = _Writes()
         #: time.monotonic() when the oldest pending outcome came
         self.pending_since = 0.0
@@ -489,6 +494,7 @@ class Dispatcher:
         elif claim.claimed < limit:
             r.exhausted_at = time.monotonic()
         r.attempts.update(claim.attempts)
+        r.events.update(claim.events)
         if claim.decided:
             r.held.update(dict.fromkeys((row["b_id"] for row in claim.decided), None))
             r.add_pending(_Writes(decided=claim.decided))
@@ -614,7 +620,7 @@ class Dispatcher:
         if self.metrics is not None:
             self._observe_round_trips(self.metrics)
         try:
-            await self._on_db_thread(self._write, writes, r.attempts)
+            await self._on_db_thread(self._write, writes, r.attempts, r.events)
         except Exception as err:
             # Outcomes are data until written: keep them (with any that came meanwhile).
             writes.extend(r.pending)
@@ -626,6 +632,7 @@ class Dispatcher:
         for id in writes.ids():
             r.held.pop(id, None)
             r.attempts.pop(id, None)
+            r.events.pop(id, None)
         self._found_database(r, writes)
 
     def _lost_database(self, r: _Round, err: Exception) -> None:
@@ -697,6 +704,7 @@ class Dispatcher:
         )
         r.held.clear()
         r.attempts.clear()
+        r.events.clear()
         r.gave_up = True
 
     async def _heartbeat(self, r: _Round) -> None:
@@ -729,7 +737,7 @@ class Dispatcher:
         if not len(writes):
             return
         try:
-            await self._on_db_thread(self._write, writes, r.attempts)
+            await self._on_db_thread(self._write, writes, r.attempts, r.events)
         except Exception:
             logger.exception(
                 "flask-push: could not write %d outcomes after a failed round; their "
@@ -757,9 +765,16 @@ class Dispatcher:
             _commit_without_waiting(session)
             return claim
 
-    def _write(self, writes: _Writes, attempts: Mapping[int, int]) -> None:
+    def _write(
+        self,
+        writes: _Writes,
+        attempts: Mapping[int, int],
+        events: Mapping[int, list[dict[str, Any]]],
+    ) -> None:
         with Session(self.engine) as session:
-            dead, written = self._record(session, list(writes.decided), writes.results, attempts)
+            dead, written = self._record(
+                session, list(writes.decided), writes.results, attempts, events
+            )
             self._hand_back(session, writes.released, writes.deferred)
             _commit_without_waiting(session)
         with self._lock_written:
@@ -935,6 +950,8 @@ class Dispatcher:
                 sub.c.status,
                 ins.c.device_token,
                 ins.c.status,
+                # the timeline, so that outcomes append to it in their own UPDATE
+                d.c.events,
             )
             .select_from(d)
             .outerjoin(msg, msg.c.id == d.c.message_id)
@@ -953,42 +970,77 @@ class Dispatcher:
         finished: list[dict[str, Any]] = []
         pushes: list[tuple[str, OutgoingPush]] = []
         attempts: dict[int, int] = {}
+        timelines: dict[int, list[dict[str, Any]]] = {}
         providers = self.providers
         for row in rows:
             (id, message_id, kind, sub_id, ins_id, tries, expires_at, shown) = row[:8]
-            endpoint, p256dh, auth, sub_status, token, ins_status = row[8:]
+            endpoint, p256dh, auth, sub_status, token, ins_status, events = row[8:]
+            timelines[id] = list(events or ())
             target_status = sub_status if sub_id is not None else ins_status
+            target = "subscription" if sub_id is not None else "installation"
             if shown is None:
-                finished.append(_outcome(id, "failed", "its message was deleted", kind))
+                finished.append(
+                    _outcome(
+                        id,
+                        "failed",
+                        "its message was deleted",
+                        "message_deleted",
+                        now,
+                        provider=kind,
+                    )
+                )
             elif expires_at <= now:
                 finished.append(
-                    _outcome(id, "expired", "its ttl ran out before it could be sent", kind)
+                    _outcome(
+                        id,
+                        "expired",
+                        "its ttl ran out before it could be sent",
+                        "ttl_expired",
+                        expires_at,
+                        provider=kind,
+                    )
                 )
             elif target_status != ACTIVE:
                 finished.append(
                     _outcome(
-                        id, "gone", "the target was deleted or found dead before sending", kind
+                        id,
+                        "gone",
+                        "the target was deleted or found dead before sending",
+                        "target_dead",
+                        now,
+                        provider=kind,
+                        target=target,
                     )
                 )
             elif kind not in providers:
-                finished.append(_outcome(id, "failed", f"no {kind} provider is configured", kind))
+                finished.append(
+                    _outcome(
+                        id,
+                        "failed",
+                        f"no {kind} provider is configured",
+                        "no_provider",
+                        now,
+                        provider=kind,
+                        kind=kind,
+                    )
+                )
             else:
                 remaining = max(0, int((expires_at - now).total_seconds()))
                 ttl = min(shown["ttl"], remaining)
-                target: WebPushTarget | DeviceTarget
+                target_of: WebPushTarget | DeviceTarget
                 click = None
                 if registered(kind).targets == "subscription":
-                    target = WebPushTarget(endpoint, p256dh, auth)
+                    target_of = WebPushTarget(endpoint, p256dh, auth)
                     if self._clicks is not None:
                         click = str(self._clicks.dumps({"d": id, "m": message_id}))
                 else:
-                    target = DeviceTarget(token)
+                    target_of = DeviceTarget(token)
                 attempts[id] = tries
                 push = OutgoingPush(
                     delivery_id=str(id),
                     message_id=message_id,
                     notification=notification_from_json(shown, ttl=ttl),
-                    target=target,
+                    target=target_of,
                     click_token=click,
                 )
                 pushes.append((kind, push))
@@ -1001,7 +1053,7 @@ class Dispatcher:
                 outcome["b_status"],
                 outcome["b_error"],
             )
-        return _Claim(len(ids), finished, pushes, attempts)
+        return _Claim(len(ids), finished, pushes, attempts, timelines)
 
     def _record(
         self,
@@ -1009,32 +1061,93 @@ class Dispatcher:
         finished: list[dict[str, Any]],
         results: list[tuple[OutgoingPush, DeliveryResult]],
         attempts: Mapping[int, int],
+        events: Mapping[int, list[dict[str, Any]]],
     ) -> tuple[list[tuple[str, str, str]], Counter[str]]:
         """Write the outcomes (no commit); returns the targets found dead, and how
-        many outcomes of each status (``retry``: a retry scheduled) were written."""
+        many outcomes of each status (``retry``: a retry scheduled) were written.
+
+        Each outcome's events are appended to the timeline read with the claim, in
+        the same executemany UPDATE as the outcome: a timeline costs no statement
+        of its own."""
         now = utcnow()
         gone_targets: list[tuple[str, str, str]] = []
         retried: list[dict[str, Any]] = []
         for push, result in results:
             id = int(push.delivery_id)
+            tries = attempts[id]
+            service = _service(result.provider)
+            tried = outcomes.event(
+                "attempt",
+                now,
+                outcomes.attempt_detail(
+                    attempts=tries, service=service, answer=_answer(result, prefer_code=True)
+                ),
+                statusCode=result.status_code,
+            )
             if result.status == "retry":
-                tries = attempts[id]
                 if self._gives_up(tries):
                     error = f"gave up after {tries} attempts: {result.error or 'retry'}"
-                    finished.append(_outcome(id, "failed", error, result.provider))
+                    outcome = _outcome(
+                        id,
+                        "failed",
+                        error,
+                        "gave_up",
+                        now,
+                        provider=result.provider,
+                        sent=True,
+                        service=service,
+                        answer=_answer(result),
+                        attempts=tries,
+                    )
+                    outcome["b_events"].insert(0, tried)
+                    finished.append(outcome)
                     _log_outcome(push, result, f"failed: {error}")
                 else:
                     wait = backoff(tries, result.retry_after)
+                    due = now + timedelta(seconds=wait)
+                    text = outcomes.detail(
+                        "unavailable",
+                        service=service,
+                        answer=_answer(result, prefer_code=True),
+                        at=now,
+                        next=due,
+                    )
                     retried.append(
                         {
                             "b_id": id,
                             "b_error": result.error,
-                            "b_due": now + timedelta(seconds=wait),
+                            "b_due": due,
+                            "b_reason": "unavailable",
+                            "b_events": [
+                                tried,
+                                outcomes.event("retry", now, text, nextAttemptAt=due.isoformat()),
+                            ],
                         }
                     )
                     _log_outcome(push, result, f"will be retried in {wait:.0f} s (attempt {tries})")
             else:
-                finished.append(_outcome(id, result.status, result.error))
+                reason = {"sent": "accepted", "gone": "unsubscribed"}.get(result.status, "rejected")
+                outcome = _outcome(
+                    id,
+                    result.status,
+                    result.error,
+                    reason,
+                    now,
+                    sent=True,
+                    provider=result.provider,
+                    service=service,
+                    answer=_answer(result, prefer_code=result.status == "gone"),
+                    target=(
+                        "subscription" if isinstance(push.target, WebPushTarget) else "installation"
+                    ),
+                    service_id=result.service_id,
+                )
+                outcome["b_events"].insert(0, tried)
+                if result.status == "sent":
+                    outcome["b_sent_at"], outcome["b_service_id"] = now, result.service_id
+                    if result.service_id:
+                        outcome["b_events"][-1]["serviceId"] = result.service_id
+                finished.append(outcome)
                 if result.status != "sent":
                     _log_outcome(push, result, result.status)
                 if result.status == "gone":
@@ -1042,12 +1155,30 @@ class Dispatcher:
         if finished:
             session.execute(
                 self._outcome_statement(retry=False),
-                [{**row, "b_error": _clip(row["b_error"]), "b_now": now} for row in finished],
+                [
+                    {
+                        "b_sent_at": None,
+                        "b_service_id": None,
+                        **row,
+                        "b_error": _clip(row["b_error"]),
+                        "b_now": now,
+                        "b_events": [*events.get(row["b_id"], ()), *row["b_events"]],
+                    }
+                    for row in finished
+                ],
             )
         if retried:
             session.execute(
                 self._outcome_statement(retry=True),
-                [{**row, "b_error": _clip(row["b_error"]), "b_now": now} for row in retried],
+                [
+                    {
+                        **row,
+                        "b_error": _clip(row["b_error"]),
+                        "b_now": now,
+                        "b_events": [*events.get(row["b_id"], ()), *row["b_events"]],
+                    }
+                    for row in retried
+                ],
             )
         written = Counter(row["b_status"] for row in finished)
         if retried:
@@ -1055,7 +1186,12 @@ class Dispatcher:
         return self._mark_dead(session, gone_targets, now), written
 
     def _outcome_statement(self, retry: bool) -> sa.Update:
-        """An outcome (a final status, or a retry at ``b_due``) for ``b_id``, built once."""
+        """An outcome (a final status, or a retry at ``b_due``) for ``b_id``, built once.
+
+        Only a row still ``queued`` takes it, so a cancel made meanwhile wins; but
+        the outcome of a push that was on the network when its message was
+        cancelled (``b_from`` = ``cancelled``) replaces the cancel, since it is what
+        really happened."""
         cached = self._statements.get(("outcome", retry))
         if cached is not None:
             return cast(sa.Update, cached)
@@ -1066,12 +1202,19 @@ class Dispatcher:
             "error": sa.bindparam("b_error"),
             "lease_until": None,
             "updated_at": sa.bindparam("b_now", type_=d.c.updated_at.type),
+            "events": sa.bindparam("b_events", type_=d.c.events.type),
+            "reason": sa.bindparam("b_reason"),
         }
+        where = [d.c.id == sa.bindparam("b_id")]
         if retry:
             values["due_at"] = sa.bindparam("b_due", type_=d.c.due_at.type)
+            where.append(d.c.status == "queued")
         else:
             values["status"] = sa.bindparam("b_status")
-        statement = sa.update(d).where(d.c.id == sa.bindparam("b_id")).values(**values)
+            values["sent_at"] = sa.bindparam("b_sent_at", type_=d.c.sent_at.type)
+            values["service_id"] = sa.bindparam("b_service_id")
+            where.append(d.c.status.in_(["queued", sa.bindparam("b_from")]))
+        statement = sa.update(d).where(*where).values(**values)
         self._statements[("outcome", retry)] = statement
         return statement
 
@@ -1175,9 +1318,53 @@ def _commit_without_waiting(session: Session) -> None:
     session.commit()
 
 
-def _outcome(id: int, status: str, error: str | None, kind: str | None = None) -> dict[str, Any]:
-    # b_kind is for the metrics only; the UPDATE ignores parameters it does not name
-    return {"b_id": id, "b_status": status, "b_error": error, "b_kind": kind}
+def _outcome(
+    id: int,
+    status: str,
+    error: str | None,
+    reason: str,
+    at: datetime,
+    *,
+    sent: bool = False,
+    provider: str | None = None,
+    **values: Any,
+) -> dict[str, Any]:
+    """A final outcome's parameters, with its reason and its timeline event
+    (``sent``: the push went on the network, so it replaces a cancel)."""
+    text = outcomes.detail(reason, at=at, **values)
+    return {
+        "b_id": id,
+        "b_status": status,
+        "b_error": error,
+        "b_reason": reason,
+        "b_from": "cancelled" if sent else "queued",
+        "b_events": [outcomes.event(status, at, text)],
+        # b_kind is for the metrics only; the UPDATE ignores parameters it does not name
+        "b_kind": provider,
+    }
+
+
+def _service(kind: str) -> str:
+    """Who answers the pushes of ``kind``, as a sentence names it."""
+    try:
+        return registered(kind).service
+    except KeyError:
+        return "the push service"
+
+
+def _answer(result: DeliveryResult, *, prefer_code: bool = False) -> str:
+    """What the push service answered, as a sentence says it: ``410 Gone``, or the
+    error it gave (which names its status), or a connection failure."""
+    code = result.status_code
+    said = None
+    if code is not None:
+        try:
+            said = f"{code} {HTTPStatus(code).phrase}"
+        except ValueError:
+            said = str(code)
+    if said and (prefer_code or not result.error):
+        return said
+    return result.error or said or "nothing"
 
 
 def _clip(text: str | None, length: int = 2000) -> str | None:

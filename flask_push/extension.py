@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import config, inbox, sending, signals, sw
+from . import config, inbox, operations, sending, signals, sw
 from .config import PushSettings
 from .dispatch import Dispatcher
 from .message import OutgoingPush
@@ -390,6 +390,53 @@ class Push:
         .. versionadded:: 0.2
         """
         return outbox_state(self.db.session, self.models)
+
+    # -- operations: why a user did or did not get it ------------------------------------
+
+    def explain(
+        self,
+        message_id: str,
+        user_id: str | None = None,
+        *,
+        status: str | None = None,
+        skip: int = 0,
+        take: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """What happened to each delivery of ``message_id`` (to ``user_id``'s targets
+        only, when given): one entry per target with its status, machine ``reason``,
+        a ``detail`` sentence and its timeline, as ``GET /messages/<id>/deliveries``
+        answers them (camelCase keys), oldest first.
+
+        :raises ValidationError: ``not_found`` for an unknown message; a bad filter.
+        """
+        return operations.explain_message(
+            self.state, message_id, user_id, status=status, skip=skip, take=take
+        )
+
+    def cancel(self, message_id: str) -> dict[str, Any]:
+        """Cancel what of ``message_id`` is not sent yet: its queued deliveries
+        become ``cancelled`` (a scheduled message never goes out; one being sent
+        stops after the pushes in hand). Returns the message as ``GET
+        /messages/<id>`` shows it.
+
+        :raises ValidationError: ``not_found`` for an unknown message.
+        """
+        return operations.cancel(self.state, message_id)
+
+    def retry_failed(self, message_id: str) -> dict[str, Any]:
+        """Queue the ``failed`` deliveries of ``message_id`` again, due now (``gone``
+        ones stay: their targets are dead). Returns the message.
+
+        :raises ValidationError: ``not_found`` for an unknown message.
+        """
+        return operations.retry_failed(self.state, message_id)
+
+    def user_targets(self, user_id: str, *, recent: int = 5) -> list[dict[str, Any]]:
+        """``user_id``'s browsers and devices: kind, a readable label ("Chrome on
+        Android", "iOS app 2.0"), active or dead (since when, why), last seen, and
+        the ``recent`` latest deliveries of each, as ``GET /users/<id>/targets``
+        answers them."""
+        return operations.user_targets(self.state, user_id, recent)
 
     def shutdown(self) -> None:
         """Stop the current app's delivery worker and close its connections.

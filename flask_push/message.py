@@ -87,3 +87,6 @@ class DeliveryResult:
     error: str | None = None
     status_code: int | None = None
     retry_after: float | None = None
+    #: the push service's id for the message it accepted (Web Push ``Location``,
+    #: FCM's ``name``, the ``apns-id``), when it gives one
+    service_id: str | None = None

@@ -244,7 +244,7 @@ def _define(db: SQLAlchemy) -> Models:
         kind: Mapped[str] = mapped_column(sa.String(16))
         subscription_id: Mapped[str | None] = mapped_column(sa.String(40))
         installation_id: Mapped[str | None] = mapped_column(sa.String(40))
-        #: one of :data:`flask_push.schemas.message.DELIVERY_STATUSES`
+        #: one of :data:`flask_push.outcomes.STATUSES`
         status: Mapped[str] = mapped_column(sa.String(16), default="queued")
         attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
         due_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -254,5 +254,15 @@ def _define(db: SQLAlchemy) -> Models:
         #: when its notification was first clicked: a delivery's clicks count once
         clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
         updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+        #: its timeline: ``{"at", "what", "detail"?, ...}`` entries, oldest first
+        #: (:mod:`flask_push.outcomes` names the kinds)
+        #: (NULL in rows written before timelines were kept: read as none)
+        events: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON, default=list)
+        #: the machine reason of its status (a key of :data:`flask_push.outcomes.REASONS`)
+        reason: Mapped[str | None] = mapped_column(sa.String(32))
+        #: when the push service accepted it
+        sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+        #: the push service's id for it (Web Push ``Location``, FCM ``name``, ``apns-id``)
+        service_id: Mapped[str | None] = mapped_column(sa.String(255))
 
     return Models(Subscription, Installation, InboxItem, InboxCounter, Provider, Message, Delivery)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from flask import current_app
 from pydantic.alias_generators import to_snake
 
-from . import inbox, signals
+from . import inbox, outcomes, signals
 from .errors import ValidationError
 from .ids import new_id
 from .message import Notification
@@ -182,8 +182,19 @@ def _delivery_rows(
     configured = set(configured)
     expires_at = due_at + (timedelta(seconds=ttl) if ttl > 0 else ZERO_TTL_GRACE)
     now = utcnow()
+    # the first entry of every timeline, written with the row (no statement of its own)
+    waits = f" It is due at {outcomes.clock(due_at)}." if due_at > now else ""
+    queued = [outcomes.event("queued", now, f"Queued for sending.{waits}")]
     for target in targets:
         reachable = target.kind in configured
+        events = queued
+        if not reachable:
+            events = [
+                *queued,
+                outcomes.event(
+                    "failed", now, outcomes.detail("no_provider", kind=target.kind, at=now)
+                ),
+            ]
         yield {
             "message_id": message_id,
             "kind": target.kind,
@@ -195,6 +206,8 @@ def _delivery_rows(
             "lease_until": None,
             "expires_at": expires_at,
             "error": None if reachable else not_configured_error(target.kind),
+            "reason": None if reachable else "no_provider",
+            "events": events,
             "updated_at": now,
         }
 

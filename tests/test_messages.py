@@ -252,6 +252,9 @@ def test_list_newest_first_with_paging(app: Flask, client: Any) -> None:
         "failed": 0,
         "gone": 0,
         "expired": 0,
+        "suppressed": 0,
+        "superseded": 0,
+        "cancelled": 0,
         "clicked": 0,
     }
     # the message's own view adds why deliveries failed (nothing here)
@@ -317,6 +320,9 @@ def test_counts_and_status_follow_the_deliveries(app: Flask, client: Any) -> Non
         "failed": 1,
         "gone": 1,
         "expired": 0,
+        "suppressed": 0,
+        "superseded": 0,
+        "cancelled": 0,
         "clicked": 0,
     }
     assert set_status("queued", "expired", "sent")["status"] == "sending"
@@ -345,6 +351,7 @@ def test_a_message_says_why_deliveries_failed(
     shown = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()
     assert shown["counts"] | {"clicked": 0} == {
         "queued": 1, "sent": 1, "failed": 1, "gone": 1, "expired": 0, "clicked": 0,
+        "suppressed": 0, "superseded": 0, "cancelled": 0,
     }  # fmt: skip
     problems = {p["status"]: p for p in shown["problems"]}
     assert set(problems) == {"queued", "failed", "gone"}

@@ -181,6 +181,7 @@ class ApnsPublicSettings(ResponseModel):
 
 APNS = ProviderKind(
     name="apns",
+    service="Apple's push service (APNs)",
     settings=(
         Setting("key", "PUSH_APNS_KEY", secret=True, file_unless="-----BEGIN"),
         Setting("keyId", "PUSH_APNS_KEY_ID"),
@@ -349,7 +350,11 @@ class APNsProvider(Provider):
             return DeliveryResult(push.delivery_id, kind, self.name, error, code)
 
         if status == "200":
-            return outcome("sent")
+            # the apns-id APNs echoes: what Apple's delivery log knows it by
+            return DeliveryResult(
+                push.delivery_id, "sent", self.name, status_code=200,
+                service_id=result.notification_id or None,
+            )
         if status == "410" or reason in _GONE_REASONS:
             error = reason or "Unregistered"
             if result.timestamp:

@@ -119,6 +119,15 @@ def _fcm_error(text: str) -> tuple[str | None, str, list[str]]:
     return code or error.get("status"), message, fields
 
 
+def _message_name(text: str) -> str | None:
+    """The ``name`` FCM gives an accepted message (``projects/p/messages/<id>``)."""
+    try:
+        name = json.loads(text).get("name")
+    except (ValueError, AttributeError):
+        return None
+    return name[:255] if isinstance(name, str) and name else None
+
+
 def _describe(answer: _Answer) -> str:
     code, message, _ = _fcm_error(answer.text)
     return " ".join(filter(None, ["FCM answered", str(answer.status), code])) + f": {message}"
@@ -304,6 +313,7 @@ class FcmPublicSettings(ResponseModel):
 
 FCM = ProviderKind(
     name="fcm",
+    service="Firebase Cloud Messaging (FCM)",
     settings=(
         Setting("credentials", "PUSH_FCM_CREDENTIALS", secret=True, file_unless="{"),
         Setting("projectId", "PUSH_FCM_PROJECT_ID", required=False),
@@ -517,7 +527,7 @@ class FCMProvider(Provider):
         if status == 200:
             if not answer.text:
                 return result("failed", error="FCM answered 200 with an empty body")
-            return result("sent", status_code=200)
+            return result("sent", status_code=200, service_id=_message_name(answer.text))
         # 429 QUOTA_EXCEEDED, 500 INTERNAL, 503 UNAVAILABLE are FCM's "back off and
         # retry"; any error that names a Retry-After is a "come back later" too.
         if status == 429 or status >= 500 or (status >= 400 and answer.retry_after is not None):

@@ -111,6 +111,8 @@ class WebPushResponse:
     text: str
     #: seconds to wait, from ``Retry-After`` (seconds or an HTTP date)
     retry_after: float | None = None
+    #: the ``Location`` of a 201: the push service's URL for the message (RFC 8030)
+    location: str | None = None
 
 
 def topic_for(collapse_key: str) -> str:
@@ -195,6 +197,7 @@ class WebPushPublicSettings(ResponseModel):
 
 WEBPUSH = ProviderKind(
     name="webpush",
+    service="the browser's push service",
     settings=(
         Setting("privateKey", "PUSH_VAPID_PRIVATE_KEY", secret=True),
         Setting("publicKey", "PUSH_VAPID_PUBLIC_KEY", derived=True),
@@ -389,7 +392,13 @@ class WebPushProvider(Provider):
     def _parse_response(self, push: OutgoingPush, response: WebPushResponse) -> DeliveryResult:
         status = response.status
         if 200 <= status < 300:
-            return DeliveryResult(push.delivery_id, "sent", self.name, status_code=status)
+            return DeliveryResult(
+                push.delivery_id,
+                "sent",
+                self.name,
+                status_code=status,
+                service_id=response.location[:255] if response.location else None,
+            )
         said = f"{status} {response.reason}".strip()
         if response.text:
             said = f"{said}: {response.text}"
@@ -467,6 +476,7 @@ class WebPushProvider(Provider):
                 reason=response.reason or "",
                 text=text,
                 retry_after=retry_after_seconds(response.headers.get("Retry-After"), time.time()),
+                location=response.headers.get("Location"),
             )
         if answer.status in (401, 403):
             # Sign afresh next time, in case the token was the problem.

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from ..outcomes import STATUSES
 from .base import Documented, ResponseModel, WireModel, refuse, shape_as
 from .fields import DEFAULT_TAKE, FromQuery, RowId, Skip, Take
 from .notification import _ONE_AUDIENCE, MessageAudience, MessageNotification, ShownNotification
@@ -75,14 +76,21 @@ class MessageCounts(ResponseModel):
     failed: Annotated[int, Documented(minimum=0)]
     gone: Annotated[int, Documented(minimum=0)]
     expired: Annotated[int, Documented(minimum=0)]
+    suppressed: Annotated[int, Documented(minimum=0)]
+    """Not sent: the user's preferences ruled it out."""
+    superseded: Annotated[int, Documented(minimum=0)]
+    """Not sent: a newer state of the same activity replaced it."""
+    cancelled: Annotated[int, Documented(minimum=0)]
+    """Not sent: an operator cancelled the message."""
     clicked: Annotated[int, Documented(minimum=0)]
     """Clicks reported by service workers."""
 
 
-#: the statuses of a delivery, in the order they are shown
-DELIVERY_STATUSES: tuple[str, ...] = tuple(
-    name for name in MessageCounts.model_fields if name != "clicked"
-)
+#: the statuses of a delivery, in the order they are shown (written in :mod:`flask_push.outcomes`)
+DELIVERY_STATUSES: tuple[str, ...] = STATUSES
+if tuple(name for name in MessageCounts.model_fields if name != "clicked") != STATUSES:
+    # the wire model names each status for the document; it must name them all
+    raise RuntimeError("MessageCounts must have a field per status of flask_push.outcomes")
 
 
 class Message(ResponseModel):

@@ -1,0 +1,93 @@
+"""What an operator does to a message: cancel what is unsent, send again what failed.
+
+Both rewrite rows a chunk at a time with one executemany UPDATE per chunk, each
+row's timeline gaining its event; only rows still in the status they were read
+in are changed, so a worker's outcome written meanwhile is never overwritten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import outcomes
+from .models import Models, utcnow
+
+#: rows read and rewritten per statement
+CHUNK = 1000
+
+
+def cancel(session: Any, models: Models, message_id: str) -> int:
+    """Make the queued deliveries of ``message_id`` ``cancelled`` (no commit);
+    returns how many were queued when read.
+
+    A worker skips them from then on: a claim takes queued rows only, and the
+    outcome of a row it already had in hand is written only if still queued (or,
+    for a push already on the network, as what really happened).
+    """
+    now = utcnow()
+    event = outcomes.event("cancelled", now, outcomes.detail("cancelled", at=now))
+    return _rewrite(
+        session,
+        models,
+        message_id,
+        "queued",
+        {"status": "cancelled", "reason": "cancelled", "lease_until": None, "updated_at": now},
+        event,
+    )
+
+
+def retry_failed(session: Any, models: Models, message_id: str) -> int:
+    """Queue the ``failed`` deliveries of ``message_id`` again, due now, with a
+    fresh count of attempts (no commit); returns how many. ``gone`` ones stay:
+    their targets are dead."""
+    now = utcnow()
+    event = outcomes.event("retry", now, outcomes.detail("operator_retry", at=now), operator=True)
+    return _rewrite(
+        session,
+        models,
+        message_id,
+        "failed",
+        {
+            "status": "queued",
+            "reason": "operator_retry",
+            "due_at": now,
+            "lease_until": None,
+            "attempts": 0,
+            "error": None,
+            "updated_at": now,
+        },
+        event,
+    )
+
+
+def _rewrite(
+    session: Any,
+    models: Models,
+    message_id: str,
+    status: str,
+    values: dict[str, Any],
+    event: dict[str, Any],
+) -> int:
+    d = models.Delivery.__table__
+    update = (
+        sa.update(d)
+        .where(d.c.id == sa.bindparam("b_id"), d.c.status == status)
+        .values(**values, events=sa.bindparam("b_events", type_=d.c.events.type))
+    )
+    done, after = 0, 0
+    while True:
+        rows = session.execute(
+            sa.select(d.c.id, d.c.events)
+            .where(d.c.message_id == message_id, d.c.status == status, d.c.id > after)
+            .order_by(d.c.id)
+            .limit(CHUNK)
+        ).all()
+        if not rows:
+            return done
+        session.execute(
+            update, [{"b_id": id, "b_events": [*(events or ()), event]} for id, events in rows]
+        )
+        done += len(rows)
+        after = rows[-1][0]

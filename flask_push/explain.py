@@ -1,0 +1,127 @@
+"""Why a user did or did not get a message: one entry per target, with its
+status, the machine reason, a sentence a person understands, and its timeline
+(CONTRACT section 9). ``push.explain``, ``GET /messages/<id>/deliveries``, the
+CLI's ``flask push explain`` and the console all read it from here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import outcomes
+from .labels import app_label, browser_label
+from .models import Models
+from .schemas.delivery import DeliveryEntry
+
+#: timeline kinds that say what happened to the delivery (not an attempt's answer
+#: nor a click): the last one of them explains its status
+_TELLING = frozenset(outcomes.EVENTS) - {"attempt", "clicked"}
+
+
+def deliveries(
+    session: Any,
+    models: Models,
+    message_id: str,
+    *,
+    user_id: str | None = None,
+    status: str | None = None,
+    skip: int = 0,
+    take: int | None = None,
+) -> tuple[int, list[DeliveryEntry]]:
+    """How many deliveries of ``message_id`` match, and those of one page, oldest
+    first, with their targets: two queries whatever the page's size."""
+    d, sub, ins = models.Delivery, models.Subscription, models.Installation
+    where: list[Any] = [d.message_id == message_id]
+    if status is not None:
+        where.append(d.status == status)
+    if user_id is not None:
+        where.append(sa.or_(sub.user_id == user_id, ins.user_id == user_id))
+
+    def joined(select: sa.Select[Any]) -> sa.Select[Any]:
+        return (
+            select.select_from(d)
+            .outerjoin(sub, sub.id == d.subscription_id)
+            .outerjoin(ins, ins.id == d.installation_id)
+            .where(*where)
+        )
+
+    total = session.scalar(joined(sa.select(sa.func.count()))) or 0
+    page = joined(
+        sa.select(
+            d,
+            sub.id,
+            sub.user_id,
+            sub.user_agent,
+            ins.id,
+            ins.user_id,
+            ins.device_type,
+            ins.app_version,
+        )
+    ).order_by(d.id)
+    if skip:
+        page = page.offset(skip)
+    if take is not None:
+        page = page.limit(take)
+    entries = []
+    for delivery, sub_id, sub_user, agent, ins_id, ins_user, device, version in session.execute(
+        page
+    ):
+        if delivery.subscription_id is not None:
+            owner = sub_user
+            label = browser_label(agent) if sub_id is not None else "Browser (deleted)"
+        else:
+            owner = ins_user
+            label = app_label(device, version) if ins_id is not None else "App (deleted)"
+        entries.append(entry(delivery, owner, label))
+    return total, entries
+
+
+def entry(delivery: Any, user_id: str | None, label: str) -> DeliveryEntry:
+    """One delivery row as the contract shows it."""
+    events = list(delivery.events or ())
+    return DeliveryEntry.model_validate(
+        {
+            "id": delivery.id,
+            "target": {
+                "kind": delivery.kind,
+                "id": delivery.subscription_id or delivery.installation_id,
+                "userId": user_id,
+                "label": label,
+            },
+            "status": delivery.status,
+            "reason": delivery.reason,
+            "detail": detail_of(delivery.status, delivery.reason, delivery.error, events),
+            "attempts": delivery.attempts,
+            "nextAttemptAt": delivery.due_at if delivery.status == "queued" else None,
+            "sentAt": delivery.sent_at,
+            "clickedAt": delivery.clicked_at,
+            "events": [_event(event) for event in events],
+        }
+    )
+
+
+def detail_of(
+    status: str, reason: str | None, error: str | None, events: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """The sentence that explains a delivery's status: its last telling event's,
+    else its reason's, else the error recorded (rows older than timelines)."""
+    for event in reversed(events):
+        if event.get("what") in _TELLING and event.get("detail"):
+            return str(event["detail"])
+    if reason in outcomes.REASONS:
+        return outcomes.detail(reason)
+    return error
+
+
+def _event(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored timeline entry as the API shows it (unknown keys are left out)."""
+    return {
+        "at": stored.get("at"),
+        "what": stored.get("what"),
+        "detail": stored.get("detail"),
+        "statusCode": stored.get("statusCode"),
+        "serviceId": stored.get("serviceId"),
+        "nextAttemptAt": stored.get("nextAttemptAt"),
+    }

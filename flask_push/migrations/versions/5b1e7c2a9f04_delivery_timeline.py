@@ -1,0 +1,35 @@
+"""flask-push: each delivery keeps its timeline, reason, send time and service id.
+
+Frozen at the schema of its day, like every revision (it does not import the models).
+Rows written before it have no timeline (NULL, read as an empty one).
+
+Revision ID: 5b1e7c2a9f04
+Revises: d88c9039a0d5
+Create Date: 2026-12-04 03:30:00.000000
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "5b1e7c2a9f04"
+down_revision = "d88c9039a0d5"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("push_deliveries") as batch:
+        batch.add_column(sa.Column("events", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("reason", sa.String(length=32), nullable=True))
+        batch.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("service_id", sa.String(length=255), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("push_deliveries") as batch:
+        batch.drop_column("service_id")
+        batch.drop_column("sent_at")
+        batch.drop_column("reason")
+        batch.drop_column("events")

@@ -1,0 +1,104 @@
+"""``push.explain``, ``push.cancel``, ``push.retry_failed``, ``push.user_targets``:
+the operator's questions and actions as the facade offers them, answering the
+contract's JSON shapes (camelCase keys), as the API does."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import control, explain, reports, targets
+from .errors import ValidationError
+from .outcomes import STATUSES
+from .schemas.errors import check
+from .schemas.fields import Skip, Take, UserId
+
+if TYPE_CHECKING:
+    from .extension import PushState
+
+
+def message_row(state: PushState, message_id: str) -> Any:
+    """The message ``message_id``, or the API's not-found error as a ``ValidationError``."""
+    found = state.push.db.session.get(state.push.models.Message, message_id)
+    if found is None:
+        raise ValidationError("No message with that id.", field="id", code="not_found")
+    return found
+
+
+def message_json(state: PushState, message: Any) -> dict[str, Any]:
+    """The message as ``GET /messages/<id>`` answers it (without its problems)."""
+    from .api.messages import message_of
+
+    push = state.push
+    counts = reports.delivery_counts(push.db.session, push.models, [message.id])[message.id]
+    return message_of(message, counts).to_json()
+
+
+def explain_message(
+    state: PushState,
+    message_id: str,
+    user_id: str | None,
+    *,
+    status: str | None,
+    skip: int,
+    take: int | None,
+) -> list[dict[str, Any]]:
+    if user_id is not None:
+        user_id = str(check(UserId, user_id, "userId"))
+    if status is not None and status not in STATUSES:
+        raise ValidationError(
+            f"must be one of {', '.join(STATUSES)}", field="status", code="invalid_value"
+        )
+    skip = int(check(Skip, skip, "skip"))
+    if take is not None:
+        take = int(check(Take, take, "take"))
+    message = message_row(state, message_id)
+    push = state.push
+    return [
+        entry.to_json()
+        for entry in explain.deliveries(
+            push.db.session,
+            push.models,
+            message.id,
+            user_id=user_id,
+            status=status,
+            skip=skip,
+            take=take,
+        )[1]
+    ]
+
+
+def cancel(state: PushState, message_id: str) -> dict[str, Any]:
+    message = message_row(state, message_id)
+    session = state.push.db.session
+    try:
+        control.cancel(session, state.push.models, message.id)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return message_json(state, message)
+
+
+def retry_failed(state: PushState, message_id: str) -> dict[str, Any]:
+    message = message_row(state, message_id)
+    session = state.push.db.session
+    try:
+        again = control.retry_failed(session, state.push.models, message.id)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    if again:
+        state.get_queue().enqueue(message.id, again)
+    return message_json(state, message)
+
+
+def user_targets(state: PushState, user_id: str, recent: int) -> list[dict[str, Any]]:
+    user_id = str(check(UserId, user_id, "userId"))
+    if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= 100:
+        raise ValidationError("must be a whole number from 0 to 100", field="recent")
+    push = state.push
+    return [
+        target.to_json()
+        for target in targets.user_targets(push.db.session, push.models, user_id, recent=recent)
+    ]

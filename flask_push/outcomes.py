@@ -1,0 +1,133 @@
+"""The words of a delivery's story, written once: its statuses, the kinds of event
+in its timeline, and the machine reasons with the sentence each one reads as.
+
+The dispatcher, ``push.cancel``/``push.retry_failed``, the API's counts and
+schemas, the CLI and the console all take their words from here. The next
+features (preferences, quiet hours) add reasons to :data:`REASONS`: nothing else
+lists them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, Literal, get_args
+
+#: every status a delivery has, in the order they are shown. ``queued`` is the
+#: only one that is not final; ``cancelled`` may still turn into the outcome of
+#: a push that was already on the network when the message was cancelled.
+DeliveryStatus = Literal[
+    "queued", "sent", "failed", "gone", "expired", "suppressed", "superseded", "cancelled"
+]
+STATUSES: Final[tuple[str, ...]] = get_args(DeliveryStatus)
+#: statuses that end a delivery without it arriving
+UNDELIVERED: Final[tuple[str, ...]] = ("failed", "gone", "expired")
+
+#: the kinds of event in a delivery's timeline (``events[].what``)
+EVENTS: Final[tuple[str, ...]] = (
+    "queued",
+    "deferred",
+    "attempt",
+    "retry",
+    "sent",
+    "gone",
+    "failed",
+    "expired",
+    "clicked",
+    "cancelled",
+    "suppressed",
+    "superseded",
+)
+
+#: machine reason -> the sentence it reads as. Placeholders: ``{service}`` (who
+#: answered, "the browser's push service"), ``{answer}`` (what it answered, such
+#: as "410 Gone"), ``{at}`` and ``{next}`` (times), ``{attempts}``, ``{kind}``,
+#: ``{target}`` ("subscription" or "installation"), ``{service_id}``.
+REASONS: Final[dict[str, str]] = {
+    "accepted": "{Service} accepted it at {at}{service_id}.",
+    "unsubscribed": (
+        "{Service} answered {answer} at {at}: this {target} is dead and will not be used again."
+    ),
+    "rejected": (
+        "{Service} refused it at {at} ({answer}); it will not be tried again as it is."
+    ),
+    "unavailable": "{Service} answered {answer} at {at}; it will be tried again at {next}.",
+    "gave_up": (
+        "{Service} answered {answer} at {at}, attempt {attempts}; flask-push gave up after "
+        "{attempts} attempts."
+    ),
+    "ttl_expired": (
+        "Its time to live ran out at {at} before it could be sent: the user was not "
+        "reachable in time, or the message was held up."
+    ),
+    "target_dead": (
+        "Its {target} was already dead or deleted at {at}, so it was not sent."
+    ),
+    "target_gone": (
+        "{Service} said at {at} that this {target} is gone ({answer}); it is never used again."
+    ),
+    "no_provider": "No {kind} provider is configured, so it could not be sent.",
+    "message_deleted": "Its message was deleted before it was sent.",
+    "cancelled": "An operator cancelled the message at {at}, before this was sent.",
+    "operator_retry": "An operator asked at {at} to try it again; it is due now.",
+    "clicked": "The user clicked the notification at {at}.",
+    "superseded": "A newer state of the same activity replaced it at {at}, before it was sent.",
+    # preferences and quiet hours (the next issue) write these
+    "opted_out": "The user turned this category off for this channel, so it was not sent.",
+    "frequency_cap": (
+        "The user already had as many of this category today as its daily cap allows."
+    ),
+    "quiet_hours": "It waits for the end of the user's quiet hours, at {next}.",
+}
+
+#: what an attempt event says of the answer
+ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
+
+
+def clock(when: datetime) -> str:
+    """A time as a sentence shows it: ``17:03 UTC``, with the date when not today."""
+    from .models import utcnow
+
+    if when.date() == utcnow().date():
+        return when.strftime("%H:%M UTC")
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def detail(reason: str, **values: Any) -> str:
+    """The sentence of ``reason`` with ``values`` filled in (times as :func:`clock`)."""
+    shown: dict[str, Any] = {
+        "service": "the push service",
+        "answer": "nothing",
+        "target": "target",
+        "kind": "push",
+        "attempts": 1,
+        "service_id": "",
+        "next": "later",
+        "at": "an unknown time",
+    }
+    for name, value in values.items():
+        if value is None:
+            continue
+        shown[name] = clock(value) if isinstance(value, datetime) else value
+    if values.get("service_id"):
+        shown["service_id"] = f" (its id for it: {values['service_id']})"
+    service = str(shown["service"])
+    shown["Service"] = service[:1].upper() + service[1:]
+    return REASONS[reason].format(**shown)
+
+
+def attempt_detail(**values: Any) -> str:
+    """The sentence of one attempt: who answered what."""
+    shown = {"service": "the push service", "answer": "nothing", "attempts": 1}
+    shown.update({k: v for k, v in values.items() if v is not None})
+    return ATTEMPT.format(**shown)
+
+
+def event(what: str, at: datetime, text: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One timeline entry as it is stored: ``{"at", "what", "detail"?, ...}``."""
+    if what not in EVENTS:
+        raise ValueError(f"unknown event kind {what!r}")
+    entry: dict[str, Any] = {"at": at.isoformat(), "what": what}
+    if text is not None:
+        entry["detail"] = text
+    entry.update({k: v for k, v in extra.items() if v is not None})
+    return entry

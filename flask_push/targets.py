@@ -1,0 +1,105 @@
+"""A user's browsers and devices, their state, and their recent deliveries.
+
+Three queries whatever the number of targets: the subscriptions, the
+installations, and the latest deliveries of all of them at once (a window
+function keeps ``recent`` per target).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import outcomes
+from .labels import label_of
+from .models import DEAD, Models
+from .providers import kind_for_platform, subscriptions_kind
+from .schemas.delivery import UserTarget
+
+
+def user_targets(session: Any, models: Models, user_id: str, *, recent: int = 5) -> list[UserTarget]:
+    """The subscriptions and installations of ``user_id``, oldest first, each with
+    its latest ``recent`` deliveries, newest first."""
+    sub, ins, d, msg = models.Subscription, models.Installation, models.Delivery, models.Message
+    subscriptions = list(
+        session.scalars(sa.select(sub).where(sub.user_id == user_id).order_by(sub.created_at, sub.id))
+    )
+    installations = list(
+        session.scalars(sa.select(ins).where(ins.user_id == user_id).order_by(ins.created_at, ins.id))
+    )
+    latest: dict[str, list[dict[str, Any]]] = {}
+    if recent > 0 and (subscriptions or installations):
+        target = sa.func.coalesce(d.subscription_id, d.installation_id)
+        ranked = (
+            sa.select(
+                target.label("target"),
+                d.message_id,
+                d.status,
+                d.reason,
+                d.updated_at,
+                sa.func.row_number()
+                .over(partition_by=target, order_by=d.id.desc())
+                .label("rank"),
+            )
+            .where(
+                sa.or_(
+                    d.subscription_id.in_([s.id for s in subscriptions]),
+                    d.installation_id.in_([i.id for i in installations]),
+                )
+            )
+            .subquery()
+        )
+        rows = session.execute(
+            sa.select(ranked, msg.notification)
+            .outerjoin(msg, msg.id == ranked.c.message_id)
+            .where(ranked.c.rank <= recent)
+            .order_by(ranked.c.target, ranked.c.rank)
+        )
+        for row in rows:
+            latest.setdefault(row.target, []).append(
+                {
+                    "messageId": row.message_id,
+                    "title": (row.notification or {}).get("title"),
+                    "status": row.status,
+                    "reason": row.reason,
+                    "at": row.updated_at,
+                }
+            )
+    web = subscriptions_kind()
+    found = [(web, s, s.last_seen_at, "subscription") for s in subscriptions] + [
+        (kind_for_platform(i.device_type), i, i.modified_at, "installation") for i in installations
+    ]
+    return [
+        UserTarget.model_validate(
+            {
+                "kind": kind,
+                "id": row.id,
+                "label": label_of(row),
+                "status": row.status,
+                "deadSince": row.dead_at if row.status == DEAD else None,
+                "deadReason": row.dead_reason if row.status == DEAD else None,
+                "deadDetail": _dead_detail(kind, row, what) if row.status == DEAD else None,
+                "lastSeenAt": seen,
+                "createdAt": row.created_at,
+                "recentDeliveries": latest.get(row.id, []),
+            }
+        )
+        for kind, row, seen, what in found
+    ]
+
+
+def _dead_detail(kind: str, row: Any, what: str) -> str:
+    from .providers import kind as registered
+
+    try:
+        service = registered(kind).service
+    except KeyError:
+        service = "the push service"
+    return outcomes.detail(
+        "target_gone",
+        service=service,
+        at=row.dead_at,
+        target=what,
+        answer=row.dead_reason or "no reason given",
+    )
