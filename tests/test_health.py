@@ -1,0 +1,137 @@
+"""GET <prefix>/health: 200 when the database and the backplane answer, 503 naming what is down."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_push.models import utcnow
+
+from conftest import db, need_service, push
+
+REDIS_URL = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def closed_port() -> int:
+    """A port nothing listens on (taken and given back at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        need_service("Redis", err)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+def health(app: Flask) -> tuple[int, dict[str, Any]]:
+    response = app.test_client().get("/push/health")
+    assert response.mimetype == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text and "Error" not in text  # no exception leaks out
+    return response.status_code, response.get_json()
+
+
+def test_ok_with_the_outbox_state(app: Flask) -> None:
+    """On SQLite and on PostgreSQL (the ``database`` fixture runs both)."""
+    assert health(app) == (
+        200,
+        {
+            "status": "ok",
+            "database": "ok",
+            "backplane": "memory",
+            "outbox": {"due": 0, "oldestDueSeconds": None},
+            "problems": [],
+        },
+    )
+    with app.app_context():
+        message = push.models.Message(audience={"users": ["alice"]}, notification={"title": "t"})
+        db.session.add(message)
+        db.session.flush()
+        db.session.add(
+            push.models.Delivery(
+                message_id=message.id,
+                kind="webpush",
+                due_at=utcnow() - timedelta(minutes=2),
+                expires_at=utcnow() + timedelta(days=1),
+            )
+        )
+        db.session.commit()
+    status, body = health(app)
+    assert status == 200
+    assert body["outbox"]["due"] == 1
+    assert body["outbox"]["oldestDueSeconds"] >= 120
+
+
+def test_ok_with_the_redis_backplane(make_app: Callable[..., Flask], redis_url: str) -> None:
+    app = make_app(PUSH_BACKPLANE_URL=redis_url)
+    status, body = health(app)
+    assert status == 200
+    assert body["backplane"] == "ok" and body["status"] == "ok"
+
+
+def test_redis_unreachable_is_503(make_app: Callable[..., Flask]) -> None:
+    app = make_app(PUSH_BACKPLANE_URL=f"redis://127.0.0.1:{closed_port()}/0")
+    status, body = health(app)
+    assert status == 503
+    assert body["status"] == "down"
+    assert body["backplane"] == "down"
+    assert body["database"] == "ok" and body["outbox"] == {"due": 0, "oldestDueSeconds": None}
+    assert body["problems"] == ["The live events' backplane (Redis) did not answer."]
+
+
+@pytest.fixture
+def unreachable_database(
+    request: pytest.FixtureRequest, tmp_path: Path, vapid_private_key: str
+) -> Iterator[Flask]:
+    """An app whose database cannot be reached: PostgreSQL on a port nothing listens
+    on, or an SQLite file in a folder that does not exist."""
+    app = Flask(__name__)
+    app.config.update(TESTING=True, **request.param(tmp_path))
+    db.init_app(app)
+    push.init_app(app)
+    yield app
+    with app.app_context():
+        app.extensions["push"].shutdown()
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "unreachable_database",
+    [
+        lambda tmp: {
+            "SQLALCHEMY_DATABASE_URI": f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test"
+        },
+        lambda tmp: {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'missing' / 'app.db'}"},
+    ],
+    ids=["postgresql", "sqlite"],
+    indirect=True,
+)
+def test_database_down_is_503(unreachable_database: Flask) -> None:
+    status, body = health(unreachable_database)
+    assert status == 503
+    assert body == {
+        "status": "down",
+        "database": "down",
+        "backplane": "memory",
+        "outbox": None,
+        "problems": ["The database did not answer."],
+    }

@@ -1,0 +1,341 @@
+"""Prometheus metrics at <prefix>/metrics, counted from real deliveries to the fakes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+from flask_push import PushConfigError
+from flask_push.models import utcnow
+from flask_push.testing import FakePushService, FakeSubscriber
+
+from conftest import db, push
+from wslive import Client, serve
+
+TOKEN = "scrape-me-7f3a"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    """Every sample of a scrape, by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def scrape(app: Flask, token: str | None = TOKEN) -> Samples:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = app.test_client().get("/push/metrics", headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/plain"
+    return parse(response.get_data(as_text=True))
+
+
+def delivered(samples: Samples, provider: str, outcome: str) -> float:
+    key = frozenset({("provider", provider), ("outcome", outcome)})
+    return samples.get(("flask_push_deliveries_total", key), 0.0)
+
+
+def round_trips(samples: Samples, provider: str) -> float:
+    return samples.get(
+        ("flask_push_delivery_seconds_count", frozenset({("provider", provider)})), 0
+    )
+
+
+def subscribe(subscriber: FakeSubscriber, user_id: str = "alice") -> Any:
+    sub = push.models.Subscription(
+        endpoint=subscriber.endpoint,
+        p256dh=subscriber.p256dh,
+        auth=subscriber.auth,
+        user_id=user_id,
+        topics=[],
+    )
+    db.session.add(sub)
+    db.session.commit()
+    return sub
+
+
+@pytest.fixture
+def metrics_app(
+    make_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> Callable[..., Flask]:
+    """An app that really sends Web Push (to the fake), inline, with metrics on."""
+
+    def factory(**config: Any) -> Flask:
+        settings = {
+            "PUSH_QUEUE": "inline",
+            "PUSH_SUPPRESS_SEND": False,
+            "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+            "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+            "PUSH_METRICS": True,
+            "PUSH_METRICS_TOKEN": TOKEN,
+            **config,
+        }
+        return make_app(**settings)
+
+    return factory
+
+
+def test_outcomes_and_round_trips_are_counted(
+    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    app = metrics_app()
+    ok, dead, busy, refused = (push_fake_webpush.subscribe() for _ in range(4))
+    dead.expire()  # 410 Gone
+    push_fake_webpush.fail_next(500, subscriber=busy)
+    push_fake_webpush.fail_next(400, subscriber=refused)
+    before = scrape(app)
+    assert delivered(before, "webpush", "sent") == 0
+    with app.app_context():
+        for subscriber in (ok, dead, busy, refused):
+            subscribe(subscriber)
+        message = push.send(users=["alice"], title="Order #42")
+        after = scrape(app)
+        assert delivered(after, "webpush", "sent") == 1
+        assert delivered(after, "webpush", "gone") == 1
+        assert delivered(after, "webpush", "retry") == 1
+        assert delivered(after, "webpush", "failed") == 1
+        # one round trip per push that reached the push service
+        assert round_trips(after, "webpush") == 4
+        assert after[("flask_push_delivery_seconds_sum", frozenset({("provider", "webpush")}))] > 0
+
+        # The retried one's ttl runs out before its next try: expired, without a push.
+        model = push.models.Delivery
+        db.session.execute(
+            sa.update(model)
+            .where(model.message_id == message.id, model.status == "queued")
+            .values(due_at=utcnow() - timedelta(seconds=5), expires_at=utcnow())
+        )
+        db.session.commit()
+        assert push.dispatch_due() == 1
+    final = scrape(app)
+    assert delivered(final, "webpush", "expired") == 1
+    assert round_trips(final, "webpush") == 4
+    assert len(push_fake_webpush.requests) == 4
+
+
+def test_outbox_gauges_are_read_from_the_database(
+    metrics_app: Callable[..., Flask], make_app: Callable[..., Flask]
+) -> None:
+    """The gauges are right whichever process delivers: here a second app on the same
+    database (as a worker on another host would be) queues and then sends."""
+    scraped = metrics_app()
+    sender = make_app(PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=True)
+    samples = scrape(scraped)
+    assert samples[("flask_push_outbox_due", frozenset())] == 0
+    assert samples[("flask_push_outbox_oldest_due_seconds", frozenset())] == 0
+    with sender.app_context():
+        for user in ("alice", "bob", "carol"):
+            db.session.add(
+                push.models.Subscription(
+                    endpoint=f"https://fcm.googleapis.com/fcm/send/{user}",
+                    p256dh="BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM",
+                    auth="tBHItJI5svbpez7KI4CCXg",
+                    user_id=user,
+                    topics=[],
+                )
+            )
+        db.session.commit()
+        # scheduled: queued, not due yet, so nothing sends it
+        message = push.send(everyone=True, title="Sale", send_at=utcnow() + timedelta(hours=1))
+    assert scrape(scraped)[("flask_push_outbox_due", frozenset())] == 0
+    with sender.app_context():
+        model = push.models.Delivery
+        db.session.execute(
+            sa.update(model)
+            .where(model.message_id == message.id)
+            .values(due_at=utcnow() - timedelta(seconds=30))
+        )
+        db.session.commit()
+    samples = scrape(scraped)
+    assert samples[("flask_push_outbox_due", frozenset())] == 3
+    assert samples[("flask_push_outbox_oldest_due_seconds", frozenset())] >= 30
+    with sender.app_context():
+        assert push.dispatch_due() == 3
+    samples = scrape(scraped)
+    assert samples[("flask_push_outbox_due", frozenset())] == 0
+    # the other app's sends are counted in its own registry (or, across processes,
+    # through the multiprocess mode below), never in this one's
+    assert delivered(samples, "webpush", "sent") == 0
+
+
+def test_token_is_required_when_set(metrics_app: Callable[..., Flask]) -> None:
+    client = metrics_app().test_client()
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+    ):
+        response = client.get("/push/metrics", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.get_json()["error"]["code"] == "authentication_required"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    response = client.get("/push/metrics", headers={"Authorization": f"bearer {TOKEN}"})
+    assert response.status_code == 200
+
+
+def test_without_token_anyone_may_scrape(metrics_app: Callable[..., Flask]) -> None:
+    app = metrics_app(PUSH_METRICS_TOKEN=None)
+    samples = scrape(app, token=None)
+    assert samples[("flask_push_ws_connections", frozenset())] == 0
+
+
+def test_off_by_default_answers_404(app: Flask) -> None:
+    response = app.test_client().get("/push/metrics")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_two_apps_in_one_process_count_apart(
+    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    first, second = metrics_app(), metrics_app()
+    with first.app_context():
+        subscribe(push_fake_webpush.subscribe())
+        push.send(users=["alice"], title="Hi")
+    assert delivered(scrape(first), "webpush", "sent") == 1
+    assert delivered(scrape(second), "webpush", "sent") == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("PUSH_METRICS", "yes"), ("PUSH_METRICS_TOKEN", ""), ("PUSH_METRICS_TOKEN", 5)],
+)
+def test_bad_config_names_the_key(make_app: Callable[..., Flask], key: str, value: Any) -> None:
+    with pytest.raises(PushConfigError, match=key):
+        make_app(**{"PUSH_METRICS": True, key: value})
+
+
+def test_metrics_without_prometheus_client_says_what_to_install(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "prometheus_client" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(PushConfigError, match=r"flask-push\[metrics\]"):
+        make_app(PUSH_METRICS=True)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(code: str, env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_off_imports_no_prometheus_client(tmp_path: Path) -> None:
+    code = """
+        import sys
+        from flask import Flask
+        from flask_sqlalchemy import SQLAlchemy
+        from flask_push import Push
+        db = SQLAlchemy(); push = Push(db=db)
+        app = Flask(__name__)
+        app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", TESTING=True)
+        db.init_app(app); push.init_app(app)
+        with app.app_context():
+            db.create_all()
+        assert app.test_client().get("/push/health").status_code == 200
+        print("prometheus_client" in sys.modules)
+    """
+    assert _run(code, {}).strip() == "False"
+
+
+_PROCESS = """
+    import json, sys
+    from flask import Flask
+    from flask_sqlalchemy import SQLAlchemy
+    from flask_push import Push
+    db = SQLAlchemy(); push = Push(db=db)
+    given = json.loads(sys.argv[1])
+    app = Flask(__name__)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=given["db"], TESTING=True, PUSH_METRICS=True,
+        PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True, PUSH_VAPID_PRIVATE_KEY=given["key"],
+        PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
+    )
+    db.init_app(app); push.init_app(app)
+    with app.app_context():
+        db.create_all()
+        if given.get("subscriber"):
+            s = given["subscriber"]
+            db.session.add(push.models.Subscription(
+                endpoint=s["endpoint"], p256dh=s["p256dh"], auth=s["auth"], user_id=s["user"],
+                topics=[]))
+            db.session.commit()
+            push.send(users=[s["user"]], title="from another process")
+            push.shutdown()
+        else:
+            print(app.test_client().get("/push/metrics").get_data(as_text=True))
+"""
+
+
+def test_multiprocess_mode_sums_every_process(
+    tmp_path: Path, push_fake_webpush: FakePushService, vapid_private_key: str
+) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, what worker processes counted is in any scrape."""
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    for user in ("alice", "bob"):  # two worker processes, one push each
+        subscriber = push_fake_webpush.subscribe()
+        given = {
+            "db": database,
+            "key": vapid_private_key,
+            "subscriber": {
+                "endpoint": subscriber.endpoint,
+                "p256dh": subscriber.p256dh,
+                "auth": subscriber.auth,
+                "user": user,
+            },
+        }
+        _run(_PROCESS, env, json.dumps(given))
+        assert len(subscriber.received) == 1
+    scraped = _run(_PROCESS, env, json.dumps({"db": database, "key": vapid_private_key}))
+    samples = parse(scraped)
+    assert delivered(samples, "webpush", "sent") == 2
+    assert round_trips(samples, "webpush") == 2
+    assert samples[("flask_push_outbox_due", frozenset())] == 0
+
+
+def test_ws_connections_counts_this_process_sockets(metrics_app: Callable[..., Flask]) -> None:
+    app = metrics_app(PUSH_WS_HEARTBEAT=0)
+    with serve(app) as origin:
+        alice = Client(f"{origin}/push/ws", "alice")
+        bob = Client(f"{origin}/push/ws", "bob")
+        try:
+            alice.sync(), bob.sync()
+            assert scrape(app)[("flask_push_ws_connections", frozenset())] == 2
+        finally:
+            alice.close()
+            bob.close()
