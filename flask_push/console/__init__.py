@@ -9,6 +9,7 @@ everything works under the strict Content-Security-Policy of :mod:`.guard`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
@@ -53,8 +54,16 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     def headers(response: Response) -> Response:
         nonce = None if guard.cookie_nonce() else views.page_nonce()
         content_type = _TYPES.get(Path(request.path).suffix)
-        if request.endpoint == "push_console.static" and content_type:
-            response.content_type = content_type
+        if request.endpoint == "push_console.static" and response.status_code < 400:
+            if content_type:
+                response.content_type = content_type
+            # Small files: read now rather than stream the open file, which stays open
+            # until the server closes the response (some callers never do).
+            if response.direct_passthrough:
+                stream: Any = response.response
+                response.direct_passthrough = False
+                response.set_data(b"".join(stream) if response.status_code != 304 else b"")
+                stream.close()
         return guard.protect(response, nonce, path)
 
     return bp

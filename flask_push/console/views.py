@@ -76,8 +76,8 @@ def iso(value: Any) -> str:
     return when.isoformat() if when is not None else ""
 
 
-def _render(template: str, status: int = 200, **context: Any) -> ResponseReturnValue:
-    return render_template(f"flask_push/console/{template}", nav=NAV, **context), status
+def _render(template: str, code: int = 200, **context: Any) -> ResponseReturnValue:
+    return render_template(f"flask_push/console/{template}", nav=NAV, **context), code
 
 
 def refused(err: guard.Refused) -> ResponseReturnValue:
