@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from ..message import DeviceTarget, OutgoingPush, WebPushTarget
 from ..models import ACTIVE
-from ..providers import kind_for_platform, kinds
+from ..providers import kind_for_platform, kinds, provider_class
 from ..schemas.base import Context
 from ..schemas.errors import by_alias, parse
 from ..schemas.notification import MessageNotification
@@ -72,7 +72,12 @@ def previews(
     settings = state.settings
     given = parse(MessageNotification, by_alias(MessageNotification, form), Context.of(settings))
     notification = notification_from_json(given.shown(settings.default_ttl))
-    providers = state.get_checkers()
+    # built as the dispatcher builds them (with the options the settings give, such
+    # as plain-http endpoints), so that a preview refuses what a send would refuse
+    providers = {
+        kind: provider_class(kind).from_settings(options, **kinds()[kind].options(settings))
+        for kind, options in settings.providers.items()
+    }
     push = state.push
     found = dict(_targets(push.db.session, push.models, user_id, target_id))
     result = []

@@ -1,0 +1,297 @@
+"""The operator console in real Chromium: an admin opens every page at desktop and
+phone width (no horizontal scroll, no Content-Security-Policy violation), cancels a
+scheduled message, retries what failed, previews and sends a test push that the
+FakePushService receives. Screenshots go to ``$PUSH_CONSOLE_SHOTS`` (a temporary
+folder by default) for a person to look at."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from browser_kit import TIMEOUT_MS, Browser, chromium, off_loop
+from conftest import db, push
+from flask_push.testing import FakeFCM, FakePushService
+
+ADMIN_HEADERS = {"X-User": "ops", "X-Admin": "1"}
+CONSOLE = "/push/console"
+WIDTHS = {"desktop": 1280, "phone": 390}
+RECORD = """window.violations = [];
+document.addEventListener('securitypolicyviolation', (event) => {
+  window.violations.push(`${event.violatedDirective} ${event.blockedURI}`);
+});"""
+CHROME_LINUX = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+FIREFOX_MAC = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    with chromium(tmp_path_factory.mktemp("console-browser")) as session:
+        yield session
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Any]:
+    page = browser.context.new_page()
+    page.set_extra_http_headers(ADMIN_HEADERS)
+    page.add_init_script(RECORD)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.console_errors = errors
+    yield page
+    page.close()
+
+
+class Console:
+    """A served app with data: messages with sent, failed, gone and retrying
+    deliveries, a user with a dead browser and a live phone, a scheduled message."""
+
+    def __init__(self, app: Flask, port: int, service: FakePushService) -> None:
+        self.app, self.service = app, service
+        self.origin = f"http://localhost:{port}"
+        self.ids: dict[str, str] = {}
+        self.subscribers: dict[str, Any] = {}
+
+    def url(self, path: str = "/") -> str:
+        return f"{self.origin}{CONSOLE}{path}"
+
+
+def _seed(console: Console, fcm: FakeFCM) -> None:
+    service = console.service
+    with console.app.app_context():
+        for user, agent in (
+            ("alice", CHROME_LINUX),
+            ("bob", FIREFOX_MAC),
+            ("carol", CHROME_LINUX),
+            ("dave", CHROME_LINUX),
+        ):
+            subscriber = console.subscribers[user] = service.subscribe(user)
+            db.session.add(
+                push.models.Subscription(
+                    endpoint=subscriber.endpoint,
+                    p256dh=subscriber.p256dh,
+                    auth=subscriber.auth,
+                    user_id=user,
+                    topics=[],
+                    user_agent=agent,
+                )
+            )
+        db.session.add(
+            push.models.Installation(
+                app_id="shop",
+                app_version="2.4.1",
+                device_type="android",
+                device_token="phone-" + "x" * 150,
+                user_id="alice",
+                subscriptions=[],
+            )
+        )
+        db.session.commit()
+        console.subscribers["alice"].expire()
+        service.fail_next(400, subscriber=console.subscribers["carol"])
+        service.fail_next(503, subscriber=console.subscribers["dave"], retry_after=600)
+        sale = push.send(
+            users=["alice", "bob", "carol", "dave"],
+            title="Spring sale: 30% off everything",
+            body="Until Sunday midnight, on every order.",
+            url="/sale",
+        )
+        shipped = push.send(users=["bob"], title="Your order #1042 has shipped", url="/orders/1042")
+        later = push.send(
+            users=["bob", "alice"],
+            title="Reminder: your cart is waiting",
+            send_at=datetime.now(timezone.utc) + timedelta(days=1),
+        )
+        console.ids.update(sale=sale.id, shipped=shipped.id, later=later.id)
+
+
+@pytest.fixture
+def console(
+    tmp_path: Path,
+    vapid_private_key: str,
+    push_fake_webpush: FakePushService,
+    push_fake_fcm: FakeFCM,
+) -> Iterator[Console]:
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY="console-browser-tests",
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+        PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
+        PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
+        PUSH_FCM_CREDENTIALS=push_fake_fcm.service_account(),
+        PUSH_FCM_BASE_URL=push_fake_fcm.base_url,
+        PUSH_QUEUE="inline",
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    )
+    db.init_app(app)
+    push.init_app(app)
+    with app.app_context():
+        db.create_all()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    served = Console(app, server.server_port, push_fake_webpush)
+    try:
+        # the inline queue runs an event loop: not in Playwright's thread
+        off_loop(lambda: _seed(served, push_fake_fcm))
+        yield served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+        off_loop(lambda: _close(app))
+
+
+def _close(app: Flask) -> None:
+    with app.app_context():
+        app.extensions["push"].shutdown()
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+
+
+def shots() -> Path:
+    folder = Path(os.environ.get("PUSH_CONSOLE_SHOTS", "/tmp/flask-push-console-shots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def wait_until(page: Any, script: str) -> None:
+    """Poll ``script`` (a function) in the page; the strict CSP refuses string eval."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not page.evaluate(script):
+        assert time.monotonic() < deadline, f"still false: {script}"
+        page.wait_for_timeout(25)
+
+
+def look(page: Any, name: str, width: int) -> None:
+    """The page fits its width, broke no policy, logged no error; a screenshot of it."""
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
+        name,
+        width,
+        page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]"),
+    )
+    assert page.evaluate("window.violations") == [], name
+    assert page.console_errors == [], name
+    # styled by the console's own stylesheet (a file, as the policy wants)
+    assert page.evaluate("getComputedStyle(document.querySelector('.top')).display") == "flex"
+    page.screenshot(path=str(shots() / f"{name}-{width}.png"), full_page=True)
+
+
+def count(page: Any, status: str) -> int:
+    return int(page.inner_text(f"#count-{status}"))
+
+
+def test_every_page_at_desktop_and_phone_width(console: Console, page: Any) -> None:
+    pages = {
+        "overview": "/",
+        "messages": "/messages",
+        "message": f"/messages/{console.ids['sale']}",
+        "user": "/users?id=alice",
+        "providers": "/providers",
+        "send": "/send",
+    }
+    for width in WIDTHS.values():
+        page.set_viewport_size({"width": width, "height": 900})
+        for name, path in pages.items():
+            page.goto(console.url(path))
+            assert page.title().endswith("flask-push"), name
+            if name == "message":
+                for details in page.query_selector_all("details.timeline"):
+                    details.evaluate("(d) => { d.open = true; }")
+            if name == "send":
+                page.fill("#send-user", "alice")
+                page.fill("#send-title", "Back in stock: the blue kettle")
+                page.fill("#send-body", "The one you asked about is back.")
+                page.fill("#send-url", "/products/kettle")
+                page.click("button[value=preview]")
+                page.wait_for_selector("#preview-fcm pre")
+            look(page, name, width)
+    # what the overview drew: a bar per provider, the dead browser of today
+    page.goto(console.url("/"))
+    assert page.locator("svg.bar rect.st-sent").count() == 2  # webpush and fcm
+    assert "1" in page.inner_text(".tiles .tile:nth-child(3) .value")
+
+
+def test_the_message_page_tells_each_targets_story(console: Console, page: Any) -> None:
+    page.goto(console.url(f"/messages/{console.ids['sale']}"))
+    assert count(page, "sent") == 2  # bob's browser and alice's phone
+    assert count(page, "failed") == 1 and count(page, "gone") == 1 and count(page, "queued") == 1
+    rows = page.locator("table.deliveries tbody tr").all_inner_texts()
+    assert any("Chrome on Linux" in row and "gone" in row for row in rows)
+    assert any("Firefox on macOS" in row and "sent" in row for row in rows)
+    page.goto(console.url("/users?id=alice"))
+    cards = page.locator(".target").all_inner_texts()
+    assert any("dead" in card for card in cards) and any("active" in card for card in cards)
+
+
+def test_cancel_a_scheduled_message(console: Console, page: Any) -> None:
+    page.goto(console.url(f"/messages/{console.ids['later']}"))
+    assert count(page, "queued") == 2
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button.danger")
+    page.wait_for_selector(".notice.good")
+    assert count(page, "cancelled") == 2 and count(page, "queued") == 0
+    assert page.is_disabled("button.danger")
+    assert page.evaluate("window.violations") == []
+
+
+def test_a_cancel_the_admin_declines_changes_nothing(console: Console, page: Any) -> None:
+    page.goto(console.url(f"/messages/{console.ids['later']}"))
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("button.danger")
+    page.wait_for_timeout(100)
+    page.reload()
+    assert count(page, "queued") == 2
+
+
+def test_retry_failed(console: Console, page: Any) -> None:
+    page.goto(console.url(f"/messages/{console.ids['sale']}"))
+    assert count(page, "failed") == 1
+    # the push service takes it this time
+    page.click("text=Retry failed")
+    page.wait_for_selector(".notice.good")
+    console.subscribers["carol"].wait(1)
+    page.reload()
+    assert count(page, "failed") == 0 and count(page, "sent") == 3
+
+
+def test_preview_then_send_a_test_push(console: Console, page: Any) -> None:
+    page.goto(console.url("/users?id=bob"))
+    page.click("text=Test send to this user")
+    assert page.input_value("#send-user") == "bob"
+    page.fill("#send-title", "Test from the console")
+    page.fill("#send-body", "Does this arrive?")
+    page.fill("#send-url", "/orders/1042")
+    page.select_option("#send-urgency", "high")
+    page.click("button[value=preview]")
+    preview = page.inner_text("#preview-webpush pre")
+    assert '"TTL": "86400"' in preview and '"Urgency": "high"' in preview
+    assert '"title": "Test from the console"' in preview
+    assert "no fcm target" in page.inner_text("#preview-fcm").lower()
+    page.click("button[value=send]")
+    page.wait_for_url(re.compile(r".*/messages/msg_\w+\?done=sent$"))
+    bob = console.subscribers["bob"]
+    received = bob.wait(3)  # the sale, the order, and this one
+    assert received[-1].json()["title"] == "Test from the console"
+    assert received[-1].json()["url"] == "/orders/1042"
+    assert received[-1].urgency == "high"
+    page.reload()
+    assert count(page, "sent") == 1
+    assert page.evaluate("window.violations") == []
