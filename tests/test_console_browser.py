@@ -192,6 +192,11 @@ def look(page: Any, name: str, width: int) -> None:
     # styled by the console's own stylesheet (a file, as the policy wants)
     assert page.evaluate("getComputedStyle(document.querySelector('.top')).display") == "flex"
     page.screenshot(path=str(shots() / f"{name}-{width}.png"), full_page=True)
+    # a long page also in screen-sized parts, which stay readable when opened
+    height = page.evaluate("document.documentElement.scrollHeight")
+    for part, top in enumerate(range(0, height if height > 1600 else 0, 1200)):
+        clip = {"x": 0, "y": top, "width": width, "height": min(1200, height - top)}
+        page.screenshot(path=str(shots() / f"{name}-{width}-{part}.png"), clip=clip, full_page=True)
 
 
 def count(page: Any, status: str) -> int:

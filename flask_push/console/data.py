@@ -16,6 +16,8 @@ from ..schemas.message import DELIVERY_STATUSES
 
 #: the overview's window
 WINDOW = timedelta(hours=24)
+#: statuses shown even at zero: what an operator looks for first
+ALWAYS_SHOWN = frozenset({"queued", "sent", "failed", "gone"})
 #: dead targets listed on the overview (all are counted)
 DEAD_SHOWN = 10
 
@@ -32,9 +34,11 @@ class Bar:
 
 
 def statuses(found: Mapping[str, Mapping[str, int]]) -> list[str]:
-    """The delivery statuses in their usual order, then any others found."""
-    extra = sorted({s for counts in found.values() for s in counts} - set(DELIVERY_STATUSES))
-    return [*DELIVERY_STATUSES, *extra]
+    """The statuses worth a column: :data:`ALWAYS_SHOWN` and any other that has
+    deliveries, in the vocabulary's order, then any others found."""
+    present = {s for counts in found.values() for s, n in counts.items() if n}
+    known = [s for s in DELIVERY_STATUSES if s in ALWAYS_SHOWN or s in present]
+    return [*known, *sorted(present - set(DELIVERY_STATUSES))]
 
 
 def deliveries_by_provider(session: Any, models: Models, now: datetime | None = None) -> list[Bar]:
