@@ -13,8 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 
-from conftest import add_subscription, as_user, db, pem, push, service_account
 from flask_push.console import guard
+
+from conftest import add_subscription, as_user, db, pem, push, service_account
 
 SECRET = "console-test-secret"
 ADMIN = as_user("ops", admin=True)

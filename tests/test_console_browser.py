@@ -19,9 +19,10 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
+from flask_push.testing import FakeFCM, FakePushService
+
 from browser_kit import TIMEOUT_MS, Browser, chromium, off_loop
 from conftest import db, push
-from flask_push.testing import FakeFCM, FakePushService
 
 ADMIN_HEADERS = {"X-User": "ops", "X-Admin": "1"}
 CONSOLE = "/push/console"

@@ -41,7 +41,8 @@ def _push() -> Any:
 
 def page_nonce() -> str | None:
     """The CSRF cookie value made for this response, when the browser had none."""
-    return g.get("push_console_nonce")
+    nonce = g.get("push_console_nonce")
+    return nonce if isinstance(nonce, str) else None
 
 
 def csrf_token() -> str:
