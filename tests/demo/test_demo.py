@@ -513,3 +513,11 @@ def test_the_notifications_page_shows_types_as_labels(demo_app: Any, alice: Any)
         push.upsert(user.push_id, notify_type="order_status", title="Order #7 is on its way")
     page = alice.get("/notifications").get_data(as_text=True)
     assert "· Order status</div>" in page and "order_status<" not in page
+
+
+def test_staff_reach_flask_pushs_console_and_shoppers_do_not(staff: Any, alice: Any) -> None:
+    assert 'href="/push/console/">Console</a>' in staff.get("/staff/").text
+    for path in ("/push/console/", "/push/console/messages", "/push/console/providers"):
+        assert staff.get(path).status_code == 200, path
+        assert alice.get(path).status_code == 404, path
+
