@@ -1087,9 +1087,7 @@ class Dispatcher:
                     service=service,
                     answer=_answer(result, prefer_code=result.status == "gone"),
                     target=(
-                        "subscription"
-                        if isinstance(push.target, WebPushTarget)
-                        else "installation"
+                        "subscription" if isinstance(push.target, WebPushTarget) else "installation"
                     ),
                     service_id=result.service_id,
                 )
