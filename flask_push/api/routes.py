@@ -123,11 +123,9 @@ class Routes:
 def table() -> tuple[Route, ...]:
     """Every operation of the API, in the document's order."""
     # imported here: each of them imports this module
-    from . import installations, messages, meta, notifications, providers, subscriptions
-    from . import users
+    from . import installations, messages, meta, notifications, providers, subscriptions, users
 
-    modules = (meta, subscriptions, installations, notifications, messages, providers)
-    modules += (users,)
+    modules = (meta, subscriptions, installations, notifications, messages, providers, users)
     return tuple(route for module in modules for route in module.ROUTES.routes)
 
 
