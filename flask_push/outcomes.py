@@ -53,6 +53,10 @@ REASONS: Final[dict[str, str]] = {
         "{Service} answered {answer} at {at}, attempt {attempts}; flask-push gave up after "
         "{attempts} attempts."
     ),
+    "stalled": (
+        "{Service} had not answered other pushes for a while at {at}, so this one was held "
+        "back before it was sent; it is due again at {next}."
+    ),
     "ttl_expired": (
         "Its time to live ran out at {at} before it could be sent: the user was not "
         "reachable in time, or the message was held up."
