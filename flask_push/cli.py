@@ -196,6 +196,42 @@ def send(
         raise click.ClickException("Nothing was delivered; the reasons are above.")
 
 
+@push_cli.command("explain")
+@click.argument("message_id")
+@click.option("--user", "user_id", default=None, help="Only this user's browsers and devices.")
+def explain(message_id: str, user_id: str | None) -> None:
+    """Print why each target did or did not get MESSAGE_ID: its status, the reason as
+    a sentence, then its timeline (UTC). Exits 1 for an unknown message."""
+    push = _push()
+    try:
+        entries = push.explain(message_id, user_id)
+    except ValidationError as err:
+        if err.code == "not_found":
+            raise click.ClickException(f"No message with the id {message_id!r}.") from None
+        raise click.UsageError(str(err)) from None
+    finally:
+        push.db.session.rollback()  # end the read transaction
+    if not entries:
+        whose = f" to user {user_id}" if user_id is not None else ""
+        click.echo(f"Message {message_id} has no deliveries{whose}.")
+        return
+    for number, entry in enumerate(entries):
+        if number:
+            click.echo()
+        target = entry["target"]
+        owner = f", user {target['userId']}" if target["userId"] is not None else ""
+        click.echo(
+            f"{target['label']} ({target['kind']} {target['id']}{owner}): {entry['status']}"
+            + (f" [{entry['reason']}]" if entry["reason"] else "")
+        )
+        if entry["detail"]:
+            click.echo(f"  {entry['detail']}")
+        for event in entry["events"]:
+            when = str(event["at"]).replace("T", " ")[:19]
+            said = f"  {event['detail']}" if event["detail"] else ""
+            click.echo(f"    {when}  {event['what']:<10}{said}")
+
+
 def _as_option(err: ValidationError) -> str:
     """A ValidationError of ``push.send`` in the command's own terms."""
     if err.field == "audience":

@@ -564,6 +564,7 @@ class Dispatcher:
                     {
                         "b_id": held.id,
                         "b_delay": provider.timeout,
+                        "b_service": _service(provider.name),
                         "b_error": f"not sent: its push service ({held.lane}) gave no answer "
                         f"for {provider.stall_after:g} s, so it waits {provider.timeout:g} s",
                     }
@@ -775,7 +776,7 @@ class Dispatcher:
             dead, written = self._record(
                 session, list(writes.decided), writes.results, attempts, events
             )
-            self._hand_back(session, writes.released, writes.deferred)
+            self._hand_back(session, writes.released, writes.deferred, events)
             _commit_without_waiting(session)
         with self._lock_written:
             self.written.update(written)
@@ -827,7 +828,11 @@ class Dispatcher:
             _commit_without_waiting(session)
 
     def _hand_back(
-        self, session: Session, released: Sequence[int], deferred: Sequence[dict[str, Any]]
+        self,
+        session: Session,
+        released: Sequence[int],
+        deferred: Sequence[dict[str, Any]],
+        events: Mapping[int, list[dict[str, Any]]],
     ) -> None:
         """Claims that were never sent: their attempt is taken back, and another
         worker (or this one) may claim them at once, or once ``b_delay`` has passed."""
@@ -849,12 +854,19 @@ class Dispatcher:
                     due_at=sa.bindparam("b_due"),
                     error=sa.bindparam("b_error"),
                     updated_at=now,
+                    reason="stalled",
+                    events=sa.bindparam("b_events", type_=d.c.events.type),
                 ),
                 [
                     {
                         "b_id": row["b_id"],
                         "b_due": now + timedelta(seconds=row["b_delay"]),
                         "b_error": _clip(row["b_error"]),
+                        # the deferral joins the timeline in the same UPDATE
+                        "b_events": [
+                            *events.get(row["b_id"], ()),
+                            _deferred(now, timedelta(seconds=row["b_delay"]), row["b_service"]),
+                        ],
                     }
                     for row in deferred
                 ],
@@ -1342,6 +1354,11 @@ def _outcome(
         # b_kind is for the metrics only; the UPDATE ignores parameters it does not name
         "b_kind": provider,
     }
+
+
+def _deferred(now: datetime, delay: timedelta, service: str) -> dict[str, Any]:
+    text = outcomes.detail("stalled", service=service, at=now, next=now + delay)
+    return outcomes.event("deferred", now, text, nextAttemptAt=(now + delay).isoformat())
 
 
 def _service(kind: str) -> str:

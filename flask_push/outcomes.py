@@ -47,21 +47,21 @@ REASONS: Final[dict[str, str]] = {
     "unsubscribed": (
         "{Service} answered {answer} at {at}: this {target} is dead and will not be used again."
     ),
-    "rejected": (
-        "{Service} refused it at {at} ({answer}); it will not be tried again as it is."
-    ),
+    "rejected": ("{Service} refused it at {at} ({answer}); it will not be tried again as it is."),
     "unavailable": "{Service} answered {answer} at {at}; it will be tried again at {next}.",
     "gave_up": (
         "{Service} answered {answer} at {at}, attempt {attempts}; flask-push gave up after "
         "{attempts} attempts."
     ),
+    "stalled": (
+        "{Service} had not answered other pushes for a while at {at}, so this one was held "
+        "back before it was sent; it is due again at {next}."
+    ),
     "ttl_expired": (
         "Its time to live ran out at {at} before it could be sent: the user was not "
         "reachable in time, or the message was held up."
     ),
-    "target_dead": (
-        "Its {target} was already dead or deleted at {at}, so it was not sent."
-    ),
+    "target_dead": ("Its {target} was already dead or deleted at {at}, so it was not sent."),
     "target_gone": (
         "{Service} said at {at} that this {target} is gone ({answer}); it is never used again."
     ),

@@ -18,15 +18,21 @@ from .providers import kind_for_platform, subscriptions_kind
 from .schemas.delivery import UserTarget
 
 
-def user_targets(session: Any, models: Models, user_id: str, *, recent: int = 5) -> list[UserTarget]:
+def user_targets(
+    session: Any, models: Models, user_id: str, *, recent: int = 5
+) -> list[UserTarget]:
     """The subscriptions and installations of ``user_id``, oldest first, each with
     its latest ``recent`` deliveries, newest first."""
     sub, ins, d, msg = models.Subscription, models.Installation, models.Delivery, models.Message
     subscriptions = list(
-        session.scalars(sa.select(sub).where(sub.user_id == user_id).order_by(sub.created_at, sub.id))
+        session.scalars(
+            sa.select(sub).where(sub.user_id == user_id).order_by(sub.created_at, sub.id)
+        )
     )
     installations = list(
-        session.scalars(sa.select(ins).where(ins.user_id == user_id).order_by(ins.created_at, ins.id))
+        session.scalars(
+            sa.select(ins).where(ins.user_id == user_id).order_by(ins.created_at, ins.id)
+        )
     )
     latest: dict[str, list[dict[str, Any]]] = {}
     if recent > 0 and (subscriptions or installations):
@@ -38,9 +44,7 @@ def user_targets(session: Any, models: Models, user_id: str, *, recent: int = 5)
                 d.status,
                 d.reason,
                 d.updated_at,
-                sa.func.row_number()
-                .over(partition_by=target, order_by=d.id.desc())
-                .label("rank"),
+                sa.func.row_number().over(partition_by=target, order_by=d.id.desc()).label("rank"),
             )
             .where(
                 sa.or_(

@@ -69,7 +69,17 @@ def deliveries(engine: sa.Engine, message_id: str) -> list[Any]:
     """Each delivery of the message with its target's endpoint, read on ``engine``."""
     d, s = push.models.Delivery, push.models.Subscription
     query = (
-        sa.select(d.id, d.status, d.attempts, d.error, d.lease_until, d.due_at, s.endpoint)
+        sa.select(
+            d.id,
+            d.status,
+            d.attempts,
+            d.error,
+            d.lease_until,
+            d.due_at,
+            s.endpoint,
+            d.reason,
+            d.events,
+        )
         .join(s, s.id == d.subscription_id)
         .where(d.message_id == message_id)
         .order_by(d.id)
@@ -122,6 +132,10 @@ def test_a_push_service_that_never_answers_does_not_hold_back_the_others(
         for row in put_back():
             assert row.attempts == 0 and row.due_at > now
             assert f"its push service ({silent.origin}) gave no answer" in row.error
+            # its timeline says so, with when it is due again
+            assert row.reason == "stalled"
+            assert [event["what"] for event in row.events] == ["queued", "deferred"]
+            assert "held back before it was sent" in row.events[-1]["detail"]
         assert silent.requests == 100
         silent.close()  # its requests fail now, instead of timing out
         assert wait_until(lambda: len(put_back()) == hung)

@@ -344,6 +344,10 @@ class Rows:
             return self._create("/notifications", _example("InboxItemUpsert"))
         if resource == "messages":
             return self._create("/messages", _example("MessageCreate"))
+        if resource == "users":
+            # a user is known by a subscription of theirs: the caller's own
+            self._create("/subscriptions", _example("SubscriptionCreate"))
+            return "alice"
         assert resource == "providers", path
         existing = _call(self.app, "GET", "/providers").json()["items"]
         return str(existing[0]["id"]) if existing else self._create("/providers", self.provider)

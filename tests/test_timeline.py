@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from flask_push.errors import ValidationError
 from flask_push.testing import FakePushService
 
 from conftest import as_user, db, push
@@ -47,7 +48,9 @@ def by_target(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {entry["target"]["id"]: entry for entry in entries}
 
 
-def subscribe(client: Any, service: FakePushService, name: str, user: str = "al") -> tuple[str, Any]:
+def subscribe(
+    client: Any, service: FakePushService, name: str, user: str = "al"
+) -> tuple[str, Any]:
     subscriber = service.subscribe(name)
     answer = client.post(
         "/push/subscriptions",
@@ -103,3 +106,310 @@ def test_each_web_push_outcome_has_its_events(
     assert waiting["nextAttemptAt"] == waiting["events"][2]["nextAttemptAt"]
     assert "answered 503 Service Unavailable" in waiting["detail"]
     assert "it will be tried again at" in waiting["detail"]
+
+
+def rows_of(message_id: str) -> list[Any]:
+    model = push.models.Delivery
+    query = sa.select(model).where(model.message_id == message_id).order_by(model.id)
+    return list(db.session.scalars(query.execution_options(populate_existing=True)))
+
+
+def make_due(message_id: str, **values: Any) -> None:
+    """As if time had passed: the message's rows are due now."""
+    model = push.models.Delivery
+    values.setdefault("due_at", datetime.now(timezone.utc) - timedelta(seconds=1))
+    db.session.execute(sa.update(model).where(model.message_id == message_id).values(**values))
+    db.session.commit()
+
+
+def test_a_retry_then_sent_and_a_click(live: Flask, push_fake_webpush: FakePushService) -> None:
+    client = live.test_client()
+    sub_id, subscriber = subscribe(client, push_fake_webpush, "a")
+    push_fake_webpush.fail_next(500, subscriber=subscriber)
+    id = send(client, ["al"])
+    with live.app_context():
+        make_due(id)
+        push.dispatch_due(message_id=id)
+        [entry] = push.explain(id)
+    assert entry["status"] == "sent" and entry["attempts"] == 2
+    kinds = [event["what"] for event in entry["events"]]
+    assert kinds == ["queued", "attempt", "retry", "attempt", "sent"]
+    assert [e["statusCode"] for e in entry["events"] if e["what"] == "attempt"] == [500, 201]
+    assert "answered 500 Internal Server Error" in entry["events"][2]["detail"]
+
+    token = subscriber.received[0].json()["clickToken"]
+    answer = client.post(f"/push/messages/{id}/clicks", json={"clickToken": token})
+    assert answer.status_code == 204
+    client.post(f"/push/messages/{id}/clicks", json={"clickToken": token})  # counted once
+    with live.app_context():
+        [entry] = push.explain(id)
+    assert entry["clickedAt"] is not None
+    assert [event["what"] for event in entry["events"]][-1:] == ["clicked"]
+    assert [event["what"] for event in entry["events"]].count("clicked") == 1
+    assert entry["status"] == "sent"  # a click is told, not a status
+    assert entry["detail"].startswith("The browser's push service accepted it")
+
+
+def test_ttl_ran_out(live: Flask, push_fake_webpush: FakePushService) -> None:
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    push_fake_webpush.fail_next(503)
+    id = send(client, ["al"], ttl=60)
+    with live.app_context():
+        make_due(id, expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+        push.dispatch_due(message_id=id)
+        [entry] = push.explain(id)
+    assert entry["status"] == "expired" and entry["reason"] == "ttl_expired"
+    assert [e["what"] for e in entry["events"]] == ["queued", "attempt", "retry", "expired"]
+    assert entry["detail"].startswith("Its time to live ran out at ")
+
+
+def test_fcm_and_apns_give_their_message_ids(
+    make_app: Callable[..., Flask], push_fake_fcm: Any, push_fake_apns: Any
+) -> None:
+    app = make_app(
+        PUSH_QUEUE="inline", **{**push_fake_fcm.app_config(), **push_fake_apns.app_config()}
+    )
+    from flask_push.testing.fcm import make_registration_token
+
+    with app.app_context():
+        for device, token, version in (
+            ("android", make_registration_token(), "1.3"),
+            ("ios", "ab" * 32, "2.0"),
+        ):
+            db.session.add(
+                push.models.Installation(
+                    app_id="shop",
+                    device_token=token,
+                    device_type=device,
+                    user_id="al",
+                    app_version=version,
+                )
+            )
+        db.session.commit()
+        message = push.send(users=["al"], title="Hi")
+        entries = {entry["target"]["kind"]: entry for entry in push.explain(message.id)}
+    assert {kind: entry["status"] for kind, entry in entries.items()} == {
+        "fcm": "sent",
+        "apns": "sent",
+    }
+    [fcm_message] = push_fake_fcm.messages
+    assert entries["fcm"]["events"][-1]["serviceId"] == fcm_message.name
+    assert entries["fcm"]["target"]["label"] == "Android app 1.3"
+    assert entries["fcm"]["detail"].startswith("Firebase Cloud Messaging (FCM) accepted it")
+    assert entries["apns"]["events"][-1]["serviceId"]  # the apns-id
+    assert entries["apns"]["target"]["label"] == "iOS app 2.0"
+    assert entries["apns"]["events"][1]["statusCode"] == 200
+
+
+def test_explain_by_user_and_the_deliveries_endpoint(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    client = live.test_client()
+    for name in "abc":
+        subscribe(client, push_fake_webpush, name, user="al")
+    bob, _ = subscribe(client, push_fake_webpush, "d", user="bob")
+    push_fake_webpush.fail_next(400, subscriber=push_fake_webpush.subscribers[0])
+    id = send(client, ["al", "bob"])
+    with live.app_context():
+        assert len(push.explain(id)) == 4
+        [only] = push.explain(id, "bob")
+        assert only["target"]["id"] == bob
+        assert push.explain(id, "nobody") == []
+        assert [e["status"] for e in push.explain(id, status="failed")] == ["failed"]
+        assert len(push.explain(id, skip=1, take=2)) == 2
+        with pytest.raises(ValidationError) as caught:
+            push.explain("msg_nope")
+        assert caught.value.code == "not_found"
+        with pytest.raises(ValidationError) as caught:
+            push.explain(id, status="lost")
+        assert caught.value.field == "status"
+
+    url = f"/push/messages/{id}/deliveries"
+    page = client.get(url, headers=ADMIN).get_json()
+    assert page["totalCount"] == 4 and len(page["items"]) == 4
+    with live.app_context():
+        assert page["items"] == push.explain(id)
+    page = client.get(f"{url}?userId=al&skip=1&take=1", headers=ADMIN).get_json()
+    assert page["totalCount"] == 3 and len(page["items"]) == 1
+    page = client.get(f"{url}?status=failed", headers=ADMIN).get_json()
+    assert page["totalCount"] == 1 and page["items"][0]["reason"] == "rejected"
+    for query, field in (("status=lost", "status"), ("take=0", "take"), ("skip=x", "skip")):
+        answer = client.get(f"{url}?{query}", headers=ADMIN)
+        assert answer.status_code == 400, query
+        assert answer.get_json()["error"]["field"] == field
+    for headers in ({}, as_user("al")):
+        answer = client.get(url, headers=headers)
+        assert answer.status_code == 403
+        assert answer.get_json()["error"]["code"] == "forbidden"
+    assert client.get("/push/messages/msg_nope/deliveries", headers=ADMIN).status_code == 404
+
+
+def test_cancel_a_scheduled_message(live: Flask, push_fake_webpush: FakePushService) -> None:
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    subscribe(client, push_fake_webpush, "b")
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    id = send(client, ["al"], sendAt=later)
+    assert (
+        client.post(f"/push/messages/{id}/cancel", json={}, headers=as_user("al")).status_code
+        == 403
+    )
+    answer = client.post(f"/push/messages/{id}/cancel", json={}, headers=ADMIN)
+    assert answer.status_code == 200, answer.get_json()
+    shown = answer.get_json()
+    assert shown["id"] == id and shown["status"] == "done"
+    assert shown["counts"]["cancelled"] == 2 and shown["counts"]["queued"] == 0
+    with live.app_context():
+        make_due(id)  # its time comes: nothing goes out
+        push.dispatch_due()
+        entries = push.explain(id)
+    assert push_fake_webpush.requests == []
+    for entry in entries:
+        assert entry["status"] == "cancelled" and entry["reason"] == "cancelled"
+        assert [e["what"] for e in entry["events"]] == ["queued", "cancelled"]
+        assert entry["detail"].startswith("An operator cancelled the message at ")
+    assert client.post("/push/messages/msg_nope/cancel", json={}, headers=ADMIN).status_code == 404
+
+
+def test_cancel_mid_fan_out_stops_after_the_batch_in_hand(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    from flask_push import signals
+    from flask_push.dispatch import Dispatcher
+
+    with live.app_context():
+        for number in range(30):
+            subscriber = push_fake_webpush.subscribe(f"s{number}")
+            db.session.add(
+                push.models.Subscription(
+                    endpoint=subscriber.endpoint,
+                    p256dh=subscriber.p256dh,
+                    auth=subscriber.auth,
+                    user_id="al",
+                    topics=[],
+                )
+            )
+        db.session.commit()
+        # queued for later, so that the inline queue leaves it to the worker below
+        message = push.send(
+            users=["al"], title="Sale", send_at=datetime.now(timezone.utc) + timedelta(hours=1)
+        )
+        make_due(message.id)
+        cancelled: dict[str, Any] = {}
+
+        def cancel_on_first(sender: Any, **_: Any) -> None:
+            # on the worker's database thread, once the first outcomes are written
+            if not cancelled:
+                cancelled.update(push.cancel(message.id))
+
+        worker = Dispatcher(live, push.models, db.engine, push.settings, batch_size=5)
+        try:
+            with signals.delivery_succeeded.connected_to(cancel_on_first, sender=live):
+                assert worker.run_once(message_id=message.id) == 5  # one batch in hand
+                assert worker.run_until_idle(message_id=message.id) == 0  # nothing more
+        finally:
+            worker.close()
+        statuses = [row.status for row in rows_of(message.id)]
+        entries = push.explain(message.id)
+    assert statuses[:5] == ["sent"] * 5  # the batch in hand finished, and is kept
+    assert statuses[5:] == ["cancelled"] * 25
+    assert cancelled["counts"]["cancelled"] == 25
+    assert len(push_fake_webpush.pushes) == 5  # nothing cancelled went out
+    for entry in entries[:5]:
+        assert [e["what"] for e in entry["events"]] == ["queued", "attempt", "sent"]
+    for entry in entries[5:]:
+        assert [e["what"] for e in entry["events"]] == ["queued", "cancelled"]
+
+
+def test_retry_failed(live: Flask, push_fake_webpush: FakePushService) -> None:
+    client = live.test_client()
+    refused_id, refused = subscribe(client, push_fake_webpush, "a")
+    _, dead = subscribe(client, push_fake_webpush, "b")
+    subscribe(client, push_fake_webpush, "c")
+    dead.expire()
+    push_fake_webpush.fail_next(400, subscriber=refused)
+    id = send(client, ["al"])
+    with live.app_context():
+        before = {e["status"] for e in push.explain(id)}
+    assert before == {"sent", "failed", "gone"}
+    answer = client.post(f"/push/messages/{id}/retry", json={}, headers=ADMIN)
+    assert answer.status_code == 200, answer.get_json()
+    counts = answer.get_json()["counts"]
+    # the inline queue sent it again at once; the gone one stays gone
+    assert (counts["sent"], counts["failed"], counts["gone"]) == (2, 0, 1)
+    with live.app_context():
+        again = by_target(push.explain(id))[refused_id]
+        assert push.retry_failed(id)["counts"]["queued"] == 0  # nothing failed now
+    kinds = [e["what"] for e in again["events"]]
+    assert kinds == ["queued", "attempt", "failed", "retry", "attempt", "sent"]
+    assert "An operator asked at" in again["events"][3]["detail"]
+    assert again["attempts"] == 1
+    assert len(refused.received) == 1
+    assert (
+        client.post(f"/push/messages/{id}/retry", json={}, headers=as_user("al")).status_code == 403
+    )
+
+
+def test_user_targets(live: Flask, push_fake_webpush: FakePushService) -> None:
+    client = live.test_client()
+    first, _ = subscribe(client, push_fake_webpush, "a")
+    second, dead = subscribe(client, push_fake_webpush, "b")
+    with live.app_context():
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token="cd" * 32, device_type="ios", user_id="al",
+                app_version="2.0",
+            )
+        )  # fmt: skip
+        db.session.commit()
+    dead.expire()
+    ids = [send(client, ["al"], title=f"Note {n}") for n in range(3)]
+    with live.app_context():
+        found = push.user_targets("al", recent=2)
+        assert push.user_targets("nobody") == []
+    assert [t["kind"] for t in found] == ["webpush", "webpush", "apns"]
+    web, gone, phone = found
+    assert web["label"] == "Chrome on Android" and web["status"] == "active"
+    assert web["lastSeenAt"] is not None and web["deadSince"] is None
+    assert [d["messageId"] for d in web["recentDeliveries"]] == ids[:0:-1]
+    assert [d["title"] for d in web["recentDeliveries"]] == ["Note 2", "Note 1"]
+    assert web["recentDeliveries"][0]["status"] == "sent"
+    assert gone["status"] == "dead" and gone["deadSince"] is not None
+    assert "410" in gone["deadReason"] or "expired" in gone["deadReason"]
+    assert "this subscription is gone" in gone["deadDetail"]
+    # the first send found it gone; later sends leave dead targets out
+    assert [d["messageId"] for d in gone["recentDeliveries"]] == ids[:1]
+    assert gone["recentDeliveries"][0]["status"] == "gone"
+    assert phone["label"] == "iOS app 2.0"
+    assert phone["recentDeliveries"][0]["reason"] == "no_provider"
+
+    answer = client.get("/push/users/al/targets", headers=ADMIN)
+    assert answer.status_code == 200
+    assert [t["id"] for t in answer.get_json()["items"]] == [first, second, phone["id"]]
+    assert client.get("/push/users/al/targets", headers=as_user("al")).status_code == 403
+    assert client.get("/push/users/nobody/targets", headers=ADMIN).status_code == 404
+
+
+def test_explain_on_the_command_line(live: Flask, push_fake_webpush: FakePushService) -> None:
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    _, gone = subscribe(client, push_fake_webpush, "b", user="bob")
+    gone.expire()
+    id = send(client, ["al", "bob"])
+    runner = live.test_cli_runner()
+    result = runner.invoke(args=["push", "explain", id])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("Chrome on Android (webpush sub_") and lines[0].endswith(
+        ", user al): sent [accepted]"
+    )
+    assert lines[1].startswith("  The browser's push service accepted it at ")
+    assert lines[2].split()[2:4] == ["queued", "Queued"]
+    assert lines[3].split()[2:4] == ["attempt", "Attempt"]
+    assert "answered 410 Gone at" in result.output
+    only = runner.invoke(args=["push", "explain", id, "--user", "bob"])
+    assert only.exit_code == 0 and "user al" not in only.output and "user bob" in only.output
+    unknown = runner.invoke(args=["push", "explain", "msg_nope"])
+    assert unknown.exit_code == 1
+    assert unknown.output.strip() == "Error: No message with the id 'msg_nope'."

@@ -5,22 +5,25 @@ A message's ``status`` in the JSON is derived from its deliveries:
 - ``scheduled``: its ``sendAt`` is still in the future;
 - ``queued``: due, and every delivery is still queued (none has been tried to the end);
 - ``sending``: some deliveries are done (sent, failed, gone or expired), some still queued;
-- ``done``: nothing is queued any more (also a message without recipients).
+- ``done``: nothing is queued any more (also a message without recipients, and a
+  scheduled message that was cancelled).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
 from flask.typing import ResponseReturnValue
 
-from .. import reports
+from .. import explain, outcomes, reports
 from ..dispatch import read_click_token
 from ..errors import PayloadError
 from ..models import utcnow
+from ..schemas.base import AnyObject
+from ..schemas.delivery import DeliveriesQuery, DeliveryList
 from ..schemas.message import (
     DELIVERY_STATUSES,
     Message,
@@ -33,7 +36,15 @@ from ..schemas.message import (
     MessagesQuery,
     MessageStatus,
 )
-from .http import ApiError, fail, not_found, parse_body, parse_query, push, require_admin
+from .http import (
+    ApiError,
+    fail,
+    not_found,
+    parse_body,
+    parse_query,
+    push,
+    require_admin,
+)
 from .routes import ADMIN, Answer, Routes
 
 ROUTES = Routes("messages", who=ADMIN)
@@ -141,9 +152,10 @@ def _counts(message_ids: Iterable[str]) -> dict[str, dict[str, int]]:
 
 def status(message: Any, counts: dict[str, int]) -> MessageStatus:
     """The message's own status (``scheduled`` until ``sendAt``), refined by its counts."""
-    if message.status == "scheduled":
-        return "scheduled"
     queued = counts.get("queued", 0)
+    # a scheduled message that was cancelled will never go out: it is done
+    if message.status == "scheduled" and (queued or not counts.get("cancelled", 0)):
+        return "scheduled"
     if not queued:
         return "done"
     if queued == sum(counts.get(state, 0) for state in DELIVERY_STATUSES):
@@ -165,6 +177,77 @@ def message_of(message: Any, counts: dict[str, int]) -> Message:
             "counts": {**shown, "clicked": message.clicked},
         }
     )
+
+
+# -- operations: why a user did or did not get it ----------------------------------------
+
+
+@ROUTES(
+    "GET",
+    "/messages/<id>/deliveries",
+    "listMessageDeliveries",
+    "Each target's delivery of a message: status, reason and timeline",
+    id_description=_ONE,
+    query=DeliveriesQuery,
+    answers={200: Answer("One page, oldest delivery first.", DeliveryList)},
+    errors=(400, 403, 404),
+)
+def list_deliveries(id: str) -> ResponseReturnValue:
+    # {"totalCount", "items"} like GET /messages: a page needs the total to page on
+    require_admin()
+    query = parse_query(DeliveriesQuery)
+    ext = push()
+    if ext.db.session.get(ext.models.Message, id) is None:
+        not_found("message")
+    total, entries = explain.deliveries(
+        ext.db.session,
+        ext.models,
+        id,
+        user_id=query.user_id,
+        status=query.status,
+        skip=query.skip,
+        take=query.take,
+    )
+    return DeliveryList(total_count=total, items=entries).to_json()
+
+
+@ROUTES(
+    "POST",
+    "/messages/<id>/cancel",
+    "cancelMessage",
+    "Cancel what of a message is not sent yet",
+    id_description=_ONE,
+    body=AnyObject,
+    answers={200: Answer("The message: its unsent deliveries are now `cancelled`.", Message)},
+    errors=(403, 404),
+)
+def cancel_message(id: str) -> ResponseReturnValue:
+    require_admin()
+    parse_body(AnyObject)  # a body, if any, must still be JSON
+    return _operated(id, push().cancel)
+
+
+@ROUTES(
+    "POST",
+    "/messages/<id>/retry",
+    "retryFailedDeliveries",
+    "Send a message's failed deliveries again",
+    id_description=_ONE,
+    body=AnyObject,
+    answers={200: Answer("The message: its `failed` deliveries are queued again.", Message)},
+    errors=(403, 404),
+)
+def retry_message(id: str) -> ResponseReturnValue:
+    require_admin()
+    parse_body(AnyObject)  # a body, if any, must still be JSON
+    return _operated(id, push().retry_failed)
+
+
+def _operated(id: str, operation: Callable[[str], dict[str, Any]]) -> ResponseReturnValue:
+    ext = push()
+    if ext.db.session.get(ext.models.Message, id) is None:
+        not_found("message")
+    return operation(id)
 
 
 # -- clicks -----------------------------------------------------------------------
@@ -206,10 +289,15 @@ def click(id: str) -> ResponseReturnValue:
     message, delivery = ext.models.Message, ext.models.Delivery
     if session.get(message, id) is None:
         not_found("message")
+    now = utcnow()
+    events = session.scalar(
+        sa.select(delivery.events).where(delivery.id == found[0], delivery.message_id == id)
+    )
+    clicked = outcomes.event("clicked", now, outcomes.detail("clicked", at=now))
     first = session.execute(
         sa.update(delivery)
         .where(delivery.id == found[0], delivery.message_id == id, delivery.clicked_at.is_(None))
-        .values(clicked_at=utcnow())
+        .values(clicked_at=now, events=[*(events or ()), clicked])
     )
     if first.rowcount:  # type: ignore[attr-defined]
         session.execute(

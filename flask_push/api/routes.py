@@ -123,9 +123,27 @@ class Routes:
 def table() -> tuple[Route, ...]:
     """Every operation of the API, in the document's order."""
     # imported here: each of them imports this module
-    from . import installations, messages, meta, notifications, operations, providers, subscriptions
+    from . import (
+        installations,
+        messages,
+        meta,
+        notifications,
+        operations,
+        providers,
+        subscriptions,
+        users,
+    )
 
-    modules = (meta, subscriptions, installations, notifications, messages, providers, operations)
+    modules = (
+        meta,
+        subscriptions,
+        installations,
+        notifications,
+        messages,
+        providers,
+        users,
+        operations,
+    )
     return tuple(route for module in modules for route in module.ROUTES.routes)
 
 

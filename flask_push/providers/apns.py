@@ -352,7 +352,10 @@ class APNsProvider(Provider):
         if status == "200":
             # the apns-id APNs echoes: what Apple's delivery log knows it by
             return DeliveryResult(
-                push.delivery_id, "sent", self.name, status_code=200,
+                push.delivery_id,
+                "sent",
+                self.name,
+                status_code=200,
                 service_id=result.notification_id or None,
             )
         if status == "410" or reason in _GONE_REASONS:
