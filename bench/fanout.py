@@ -50,7 +50,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -343,7 +343,7 @@ def sample_payload() -> bytes:
 
 
 def create_app(
-    database_url: str, schema: str, vapid_key: str, queue: str = "thread"
+    database_url: str, schema: str, vapid_key: str, queue: str = "thread", metrics: bool = False
 ) -> tuple[Flask, SQLAlchemy, Push]:
     db = SQLAlchemy()
     push = Push(db=db)
@@ -357,6 +357,7 @@ def create_app(
         PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
         PUSH_QUEUE=queue,
         PUSH_SUPPRESS_SEND=False,
+        PUSH_METRICS=metrics,
     )
     db.init_app(app)
     push.init_app(app)
@@ -420,6 +421,20 @@ class Spec:
     timeout: float
     #: profile the worker thread's delivery rounds (Dispatcher.run_once) with cProfile
     profile: bool = False
+    #: PUSH_METRICS on
+    metrics: bool = False
+    #: False: as if opentelemetry-api were not installed (flask_push.tracing turned off)
+    tracing: bool = True
+
+
+def _create_for(spec: Spec) -> tuple[Flask, SQLAlchemy, Push]:
+    """The app of a product child, as ``spec`` says."""
+    if not spec.tracing:
+        from flask_push import tracing
+
+        tracing.trace = None  # type: ignore[assignment]
+        tracing.ENABLED = False
+    return create_app(spec.database_url, spec.schema, spec.vapid_key, metrics=spec.metrics)
 
 
 def _product_sender(
@@ -430,7 +445,7 @@ def _product_sender(
     conn: mpc.Connection,
 ) -> None:
     """push.send(everyone=True) in a fresh process; waits for the last 201."""
-    app, db, push = create_app(spec.database_url, spec.schema, spec.vapid_key)
+    app, db, push = _create_for(spec)
     result: dict[str, Any] = {}
     profiler = cProfile.Profile() if spec.profile else None
     if profiler is not None:
@@ -502,7 +517,7 @@ def _product_sender(
 
 def _product_helper(spec: Spec, stop: Any, ready: Any, conn: mpc.Connection) -> None:
     """An extra worker process: ``push.dispatch_due()`` whenever something is due."""
-    app, db, push = create_app(spec.database_url, spec.schema, spec.vapid_key)
+    app, db, push = _create_for(spec)
     with app.app_context():
         push.dispatch_due()  # builds the dispatcher and its providers
         cpu = time.process_time()
@@ -901,6 +916,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="after the measured runs, run one more fan-out with cProfile on the thread "
         "queue's worker and print the profile",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="measure the thread-queue fan-out three ways, interleaved: without "
+        "OpenTelemetry, with opentelemetry-api but no SDK, and with PUSH_METRICS too",
+    )
     parser.add_argument("--keep", action="store_true", help="do not drop the schema at the end")
     args = parser.parse_args(argv)
     if not _SCHEMA_NAME.fullmatch(args.schema):
@@ -1019,21 +1040,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Loading {n:,} subscriptions into schema {args.schema} ...", flush=True)
             load_seconds = load_subscriptions(args, vapid_key, service, keys[:n])
             print(f"  loaded in {load_seconds:.1f} s (not measured)")
-            variants = [(0, "C push.send(everyone) thread queue, 1 process")]
+            base_label = "C push.send(everyone) thread queue, 1 process"
+            variants = [(0, spec, base_label)]
+            if args.metrics:
+                # interleaved with the row above, in the same run: what metrics and
+                # OpenTelemetry cost on the fan-out path
+                variants = [
+                    (0, replace(spec, tracing=False), base_label + ", no OpenTelemetry"),
+                    (0, spec, base_label + ", opentelemetry-api without SDK"),
+                    (0, replace(spec, metrics=True), base_label + ", PUSH_METRICS, otel-api"),
+                ]
             if args.workers:
                 variants.append(
                     (
                         args.workers,
+                        spec,
                         f"C push.send(everyone) + {args.workers} worker process"
                         f"{'es' if args.workers > 1 else ''} (dispatch_due)",
                     )
                 )
-            runs: dict[int, list[ProductRun]] = {h: [] for h, _ in variants}
+            runs: dict[int, list[ProductRun]] = {i: [] for i in range(len(variants))}
             for run in range(args.runs):
-                for helpers, label in variants:
+                for i, (helpers, variant, label) in enumerate(variants):
                     print(f"  run {run + 1}/{args.runs}: {label} ...", flush=True)
-                    one = product_run(spec, service, helpers)
-                    runs[helpers].append(one)
+                    one = product_run(variant, service, helpers)
+                    runs[i].append(one)
                     print(
                         f"    {one.delivered:,} delivered in {one.elapsed:.2f} s "
                         f"(send() returned after {one.send_returned:.2f} s; "
@@ -1041,8 +1072,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"workers {one.cpu_helpers:.1f}, service {one.cpu_service:.1f})",
                         flush=True,
                     )
-            for helpers, label in variants:
-                measured.append((label, runs[helpers], True))
+            for i, (_, _, label) in enumerate(variants):
+                measured.append((label, runs[i], True))
             if args.profile:
                 print(
                     "  profiled run: thread queue, 1 process, cProfile on the worker thread's "

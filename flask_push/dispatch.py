@@ -25,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -36,7 +37,7 @@ from flask import Flask
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.orm import Session
 
-from . import outcomes, signals
+from . import outcomes, signals, tracing
 from .config import PushSettings
 from .message import DeliveryResult, DeviceTarget, OutgoingPush, WebPushTarget
 from .models import ACTIVE, DEAD, Models, utcnow
@@ -74,6 +75,8 @@ _TICK = 0.05
 _SHED_EVERY = 0.25
 #: seconds before a round that found nothing due looks again while it still has pushes
 _RECHECK = 1.0
+#: messages whose traceparent a dispatcher remembers before it starts afresh
+_TRACE_CACHE = 10_000
 
 
 def click_serializer(secret_key: str | bytes) -> URLSafeSerializer:
@@ -319,6 +322,8 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.outage_patience = outage_patience
         self.metrics = metrics
+        #: message id -> its send span's traceparent (None: it has none), for links
+        self._trace_cache: dict[str, str | None] = {}
         secret = app.config.get("SECRET_KEY")
         self._clicks = click_serializer(secret) if secret else None
         self._loop = asyncio.new_event_loop()
@@ -772,7 +777,11 @@ class Dispatcher:
         attempts: Mapping[int, int],
         events: Mapping[int, list[dict[str, Any]]],
     ) -> None:
-        with Session(self.engine) as session:
+        observed = self.metrics is not None or tracing.ENABLED
+        counts = self._outcome_counts(writes, attempts) if observed else None
+        with ExitStack() as spans, Session(self.engine) as session:
+            if counts and tracing.ENABLED:
+                self._deliver_spans(spans, session, counts, writes)
             dead, written = self._record(
                 session, list(writes.decided), writes.results, attempts, events
             )
@@ -780,8 +789,8 @@ class Dispatcher:
             _commit_without_waiting(session)
         with self._lock_written:
             self.written.update(written)
-        if self.metrics is not None:
-            self.metrics.count(self._outcome_counts(writes, attempts))
+        if self.metrics is not None and counts:
+            self.metrics.count(counts)
         # The outcomes are kept whatever a receiver does.
         try:
             self._signal(writes.results, attempts, dead)
@@ -801,6 +810,48 @@ class Dispatcher:
                 status = "failed"
             counts[result.provider, status] += 1
         return counts
+
+    def _deliver_spans(
+        self,
+        spans: ExitStack,
+        session: Session,
+        counts: Mapping[tuple[str, str], int],
+        writes: _Writes,
+    ) -> None:
+        """Open one ``flask_push.deliver`` span per provider of this write (closed
+        once it is committed), linked to the send spans of its messages."""
+        by_provider: dict[str, Counter[str]] = {}
+        for (provider, outcome), n in counts.items():
+            by_provider.setdefault(provider, Counter())[outcome] += n
+        for provider, tally in by_provider.items():
+            span = spans.enter_context(tracing.deliver_span(provider, tally))
+            if tracing.recording(span):
+                assert span is not None
+                ids = {
+                    push.message_id
+                    for push, result in writes.results
+                    if result.provider == provider
+                }
+                tracing.link(span, self._traceparents(session, ids))
+
+    def _traceparents(self, session: Session, message_ids: Iterable[str]) -> list[str]:
+        """The send spans' traceparents of these messages, read once per message."""
+        cache = self._trace_cache
+        missing = [id for id in message_ids if id not in cache]
+        if missing:
+            if len(cache) > _TRACE_CACHE:
+                cache.clear()
+            m = self.models.Message.__table__
+            # Only the one key, not the whole audience (a list of users may be long).
+            found: dict[str, str | None] = dict(
+                session.execute(
+                    sa.select(m.c.id, m.c.audience[tracing.TRACE_KEY].as_string()).where(
+                        m.c.id.in_(missing)
+                    )
+                ).all()
+            )
+            cache.update({id: found.get(id) for id in missing})
+        return [value for id in message_ids if (value := cache.get(id))]
 
     def _observe_round_trips(self, metrics: Metrics) -> None:
         """Hand the providers' round trips to the metrics, a batch at a time (on the

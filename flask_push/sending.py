@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from flask import current_app
 from pydantic.alias_generators import to_snake
 
-from . import inbox, outcomes, signals
+from . import inbox, outcomes, signals, tracing
 from .errors import ValidationError
 from .ids import new_id
 from .message import Notification
@@ -273,6 +273,21 @@ def notify_by_id(state: PushState, id: str, keywords: dict[str, Any]) -> Any:
 
 
 def queue_message(state: PushState, audience: dict[str, Any], keywords: dict[str, Any]) -> Any:
+    """:func:`_queue_message` in a ``flask_push.send`` span (with OpenTelemetry), whose
+    traceparent the message keeps for the workers' spans to link to."""
+    kind = next((name for name in audience if name != tracing.TRACE_KEY), "everyone")
+    with tracing.send_span({"flask_push.audience": kind}) as span:
+        message = _queue_message(state, audience, keywords, tracing.traceparent(span))
+        if tracing.recording(span):
+            assert span is not None
+            span.set_attribute("flask_push.message_id", message.id)
+            span.set_attribute("flask_push.recipient_count", message.recipient_count)
+        return message
+
+
+def _queue_message(
+    state: PushState, audience: dict[str, Any], keywords: dict[str, Any], traceparent: str | None
+) -> Any:
     """Check the notification of ``keywords`` (snake_case, as ``push.send`` takes
     them) against the values' rules and every configured provider, commit the
     message to the checked ``audience`` with its deliveries (and inbox items), then
@@ -302,7 +317,8 @@ def queue_message(state: PushState, audience: dict[str, Any], keywords: dict[str
         targets = resolve(session, models, audience)
         message = models.Message(
             id=new_id("msg"),
-            audience=audience,
+            # a private key: the audience is still resolved and shown without it
+            audience={**audience, tracing.TRACE_KEY: traceparent} if traceparent else audience,
             notification=shown,
             notify_type=notify_type,
             inbox=given.inbox,
