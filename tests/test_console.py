@@ -92,6 +92,15 @@ def test_every_answer_carries_the_security_headers(console_app: Flask) -> None:
     assert client.get(f"{CONSOLE}/messages/msg_none", headers=ADMIN).status_code == 404
 
 
+def test_a_bad_filter_is_a_page_not_a_crash(console_app: Flask) -> None:
+    id = later_message(console_app)
+    client = console_app.test_client()
+    answer = client.get(f"{CONSOLE}/messages/{id}?status=bogus", headers=ADMIN)
+    assert answer.status_code == 400
+    assert "status" in answer.get_data(as_text=True)
+    assert answer.headers["Content-Security-Policy"] == guard.CSP
+
+
 def test_no_inline_script_or_style(console_app: Flask) -> None:
     later_message(console_app)
     client = console_app.test_client()

@@ -17,6 +17,7 @@ from werkzeug.exceptions import NotFound
 
 from ..api import http_error_response
 from ..config import PushSettings
+from ..errors import ValidationError
 from . import guard, views
 
 _STATIC = str(Path(__file__).resolve().parent.parent / "static" / "console")
@@ -49,6 +50,13 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
             except guard.Refused as err:
                 return views.refused(err)
         return None
+
+    @bp.errorhandler(ValidationError)
+    def refused_value(err: ValidationError) -> ResponseReturnValue:
+        # a bad filter or id in the URL: said on a page, as the API says it in JSON
+        current_app.extensions["push"].push.db.session.rollback()
+        field = f"{err.field}: " if err.field else ""
+        return views.refused(guard.Refused(400, f"{field}{err.message}"))
 
     @bp.after_request
     def headers(response: Response) -> Response:
