@@ -217,14 +217,16 @@ class Push:
         blueprint = create_blueprint(settings)
         ws.register(blueprint)  # <prefix>/ws
         inbox_events.connect()
-        app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
-        app.register_blueprint(sw.create_blueprint(settings))  # the service worker
         if settings.console:
             from . import console
 
+            # before the API's blueprint, so that its routing errors under the console
+            # (a wrong method) are hidden from non-admins before the API answers them
             app.register_blueprint(
                 console.create_blueprint(settings), url_prefix=settings.url_prefix + "/console"
             )
+        app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        app.register_blueprint(sw.create_blueprint(settings))  # the service worker
         app.cli.add_command(push_cli)
 
     # -- callbacks -----------------------------------------------------------

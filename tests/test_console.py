@@ -61,6 +61,11 @@ def test_only_admins_see_it(console_app: Flask) -> None:
     id = later_message(console_app)
     refused = client.post(f"{CONSOLE}/messages/{id}/cancel", headers=as_user("alice"))
     assert refused.status_code == 404
+    # a wrong method says nothing either
+    for method, path in (("GET", f"/messages/{id}/cancel"), ("POST", "/"), ("PUT", "/send")):
+        wrong = client.open(CONSOLE + path, method=method, headers=as_user("alice"))
+        assert wrong.status_code == 404 and wrong.get_json() == unknown.get_json(), path
+    assert client.post(f"{CONSOLE}/", headers=ADMIN).status_code == 405
     for path in PAGES:
         assert client.get(CONSOLE + path, headers=ADMIN).status_code == 200, path
     css = client.get(f"{CONSOLE}/static/console.css", headers=ADMIN)
@@ -295,3 +300,40 @@ def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
     assert [p.notification.title for p in outbox] == ["Hello"]
     both = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "user": "alice"})
     assert both.status_code == 400
+
+
+def statements(app: Flask, client: Any, path: str) -> int:
+    """SQL statements one console page runs."""
+    import sqlalchemy as sa
+
+    seen: list[str] = []
+
+    def count(*args: Any) -> None:
+        seen.append(args[2])
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert client.get(CONSOLE + path, headers=ADMIN).status_code == 200
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def test_pages_run_a_bounded_number_of_queries(console_app: Flask) -> None:
+    client = console_app.test_client()
+
+    def grow(users: int) -> None:
+        with console_app.app_context():
+            for n in range(users):
+                sub = add_subscription(f"user{n}")
+                push.send(users=[f"user{n}"], title=f"Hello {n}")
+                sub.status, sub.dead_at = "dead", datetime.now(timezone.utc)
+            db.session.commit()
+
+    grow(2)
+    before = {path: statements(console_app, client, path) for path in ("/", "/messages")}
+    grow(20)
+    after = {path: statements(console_app, client, path) for path in ("/", "/messages")}
+    assert after == before

@@ -36,6 +36,17 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     views.register(bp)
     path = settings.url_prefix.rstrip("/") + "/console"
 
+    @bp.before_app_request
+    def hidden() -> ResponseReturnValue | None:
+        # A wrong method on a console URL is a routing error, decided before the
+        # blueprint's own guard runs: answered as any unknown path for non-admins.
+        err = request.routing_exception
+        if err is None or not (request.path == path or request.path.startswith(path + "/")):
+            return None
+        if current_app.extensions["push"].push.current_user_is_admin():
+            return None
+        return http_error_response(NotFound())
+
     @bp.before_request
     def admins_only() -> ResponseReturnValue | None:
         push = current_app.extensions["push"].push
