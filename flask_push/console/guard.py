@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Response, current_app, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -93,7 +94,9 @@ def check_post() -> None:
     if site is not None and site not in _SAME_SITE:
         raise Refused(403, f"Refused: the request came from another site ({site}).")
     origin = request.headers.get("Origin")
-    if origin is not None and origin != request.host_url.rstrip("/"):
+    # The host is compared, not the scheme: behind a proxy that ends TLS (without
+    # ProxyFix) the app sees http:// while the browser says https://.
+    if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
         raise Refused(403, "Refused: the request came from another origin.")
     serializer = _serializer()
     nonce = cookie_nonce()
@@ -125,7 +128,7 @@ def protect(response: Response, nonce: str | None, path: str) -> Response:
         response.set_cookie(
             CSRF_COOKIE,
             nonce,
-            path=path,
+            path=request.script_root + path,
             secure=request.is_secure,
             httponly=True,
             samesite="Strict",
