@@ -262,7 +262,6 @@ def test_a_cancel_the_admin_declines_changes_nothing(console: Console, page: Any
     page.goto(console.url(f"/messages/{console.ids['later']}"))
     page.once("dialog", lambda dialog: dialog.dismiss())
     page.click("button.danger")
-    page.wait_for_timeout(100)
     page.reload()
     assert count(page, "queued") == 2
 
