@@ -23,7 +23,7 @@ STATUSES: Final[tuple[str, ...]] = get_args(DeliveryStatus)
 UNDELIVERED: Final[tuple[str, ...]] = ("failed", "gone", "expired")
 
 #: the kinds of event in a delivery's timeline (``events[].what``)
-EVENTS: Final[tuple[str, ...]] = (
+EventKind = Literal[
     "queued",
     "deferred",
     "attempt",
@@ -36,7 +36,8 @@ EVENTS: Final[tuple[str, ...]] = (
     "cancelled",
     "suppressed",
     "superseded",
-)
+]
+EVENTS: Final[tuple[str, ...]] = get_args(EventKind)
 
 #: machine reason -> the sentence it reads as. Placeholders: ``{service}`` (who
 #: answered, "the browser's push service"), ``{answer}`` (what it answered, such
