@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -1133,20 +1133,22 @@ class Dispatcher:
         the same executemany UPDATE as the outcome: a timeline costs no statement
         of its own."""
         now = utcnow()
+        stamp = now.isoformat()  # once per batch: every event of it has this time
+        said: dict[tuple[int, str, str], str] = {}
         gone_targets: list[tuple[str, str, str]] = []
         retried: list[dict[str, Any]] = []
         for push, result in results:
             id = int(push.delivery_id)
             tries = attempts[id]
             service = _service(result.provider)
-            tried = outcomes.event(
-                "attempt",
-                now,
-                outcomes.attempt_detail(
-                    attempts=tries, service=service, answer=_answer(result, prefer_code=True)
-                ),
-                statusCode=result.status_code,
-            )
+            answer = _answer(result, prefer_code=True)
+            key = (tries, service, answer)
+            text = said.get(key)
+            if text is None:
+                text = said[key] = outcomes.attempt_detail(
+                    attempts=tries, service=service, answer=answer
+                )
+            tried = outcomes.event("attempt", stamp, text, statusCode=result.status_code)
             if result.status == "retry":
                 if self._gives_up(tries):
                     error = f"gave up after {tries} attempts: {result.error or 'retry'}"
@@ -1412,8 +1414,10 @@ def _deferred(now: datetime, delay: timedelta, service: str) -> dict[str, Any]:
     return outcomes.event("deferred", now, text, nextAttemptAt=(now + delay).isoformat())
 
 
+@lru_cache(maxsize=64)
 def _service(kind: str) -> str:
-    """Who answers the pushes of ``kind``, as a sentence names it."""
+    """Who answers the pushes of ``kind``, as a sentence names it (asked once per
+    kind: the registry builds its table on every call)."""
     try:
         return registered(kind).service
     except KeyError:

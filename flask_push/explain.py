@@ -60,6 +60,8 @@ def deliveries(
             ins.app_version,
         )
     ).order_by(d.id)
+    # rows this session read before (a cancel, a dispatch) are read afresh
+    page = page.execution_options(populate_existing=True)
     if skip:
         page = page.offset(skip)
     if take is not None:

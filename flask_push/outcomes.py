@@ -9,7 +9,7 @@ lists them.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Final, Literal, get_args
 
 #: every status a delivery has, in the order they are shown. ``queued`` is the
@@ -23,7 +23,7 @@ STATUSES: Final[tuple[str, ...]] = get_args(DeliveryStatus)
 UNDELIVERED: Final[tuple[str, ...]] = ("failed", "gone", "expired")
 
 #: the kinds of event in a delivery's timeline (``events[].what``)
-EVENTS: Final[tuple[str, ...]] = (
+EventKind = Literal[
     "queued",
     "deferred",
     "attempt",
@@ -36,7 +36,8 @@ EVENTS: Final[tuple[str, ...]] = (
     "cancelled",
     "suppressed",
     "superseded",
-)
+]
+EVENTS: Final[tuple[str, ...]] = get_args(EventKind)
 
 #: machine reason -> the sentence it reads as. Placeholders: ``{service}`` (who
 #: answered, "the browser's push service"), ``{answer}`` (what it answered, such
@@ -85,11 +86,9 @@ ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
 
 def clock(when: datetime) -> str:
     """A time as a sentence shows it: ``17:03 UTC``, with the date when not today."""
-    from .models import utcnow
-
-    if when.date() == utcnow().date():
-        return when.strftime("%H:%M UTC")
-    return when.strftime("%Y-%m-%d %H:%M UTC")
+    if when.date() == datetime.now(timezone.utc).date():
+        return f"{when:%H:%M} UTC"
+    return f"{when:%Y-%m-%d %H:%M} UTC"
 
 
 def detail(reason: str, **values: Any) -> str:
@@ -122,11 +121,14 @@ def attempt_detail(**values: Any) -> str:
     return ATTEMPT.format(**shown)
 
 
-def event(what: str, at: datetime, text: str | None = None, **extra: Any) -> dict[str, Any]:
-    """One timeline entry as it is stored: ``{"at", "what", "detail"?, ...}``."""
+def event(
+    what: str, at: datetime | str, text: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """One timeline entry as it is stored: ``{"at", "what", "detail"?, ...}`` (``at``
+    may come as its ISO text already, which a batch of outcomes computes once)."""
     if what not in EVENTS:
         raise ValueError(f"unknown event kind {what!r}")
-    entry: dict[str, Any] = {"at": at.isoformat(), "what": what}
+    entry: dict[str, Any] = {"at": at if isinstance(at, str) else at.isoformat(), "what": what}
     if text is not None:
         entry["detail"] = text
     entry.update({k: v for k, v in extra.items() if v is not None})

@@ -14,10 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from .models import Models
-from .schemas.message import DELIVERY_STATUSES
-
-#: statuses whose deliveries ended without arriving
-_UNDELIVERED = ("failed", "gone", "expired")
+from .outcomes import STATUSES as DELIVERY_STATUSES
+from .outcomes import UNDELIVERED as _UNDELIVERED
 
 
 @dataclass(frozen=True)

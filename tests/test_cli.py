@@ -374,7 +374,8 @@ def test_stats_counts(app: Flask) -> None:
         "installations ios": "active 2, dead 1",
         "messages": "total 3, last 24 h 2",
         # no FCM or APNs is configured: the installations' deliveries fail
-        "deliveries": "queued 1, sent 2, failed 3, gone 0, expired 0",
+        "deliveries": "queued 1, sent 2, failed 3, gone 0, expired 0, suppressed 0, superseded 0, "
+        "cancelled 0",
         "inbox items": "total 2, unread 1",
     }
 

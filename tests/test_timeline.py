@@ -413,3 +413,63 @@ def test_explain_on_the_command_line(live: Flask, push_fake_webpush: FakePushSer
     unknown = runner.invoke(args=["push", "explain", "msg_nope"])
     assert unknown.exit_code == 1
     assert unknown.output.strip() == "Error: No message with the id 'msg_nope'."
+
+
+@pytest.mark.parametrize(
+    ("agent", "label"),
+    [
+        (CHROME_ANDROID, "Chrome on Android"),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like "
+            "Gecko) Version/17.5 Safari/605.1.15",
+            "Safari on macOS",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
+            "Firefox on Windows",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+            "Edge on Windows",
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_2 like Mac OS X) AppleWebKit/605.1.15 "
+            "(KHTML, like Gecko) Version/18.2 Mobile/15E148 Safari/604.1",
+            "Safari on iOS",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
+            "Samsung Internet on Android",
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/131.0.0.0 Safari/537.36 OPR/115.0.0.0",
+            "Opera on Linux",
+        ),
+        (
+            "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/131.0.0.0 Safari/537.36",
+            "Chrome on ChromeOS",
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            "Firefox on Linux",
+        ),
+        ("curl/8.5.0", "Browser"),
+        (None, "Browser"),
+    ],
+)
+def test_browser_labels(agent: str | None, label: str) -> None:
+    from flask_push.labels import browser_label
+
+    assert browser_label(agent) == label
+
+
+def test_app_labels() -> None:
+    from flask_push.labels import app_label
+
+    assert app_label("ios", "2.0") == "iOS app 2.0"
+    assert app_label("android", "1.3") == "Android app 1.3"
+    assert app_label("android", None) == "Android app"

@@ -8,21 +8,19 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ..outcomes import DeliveryStatus
+from ..outcomes import REASONS, DeliveryStatus, EventKind
 from .base import Documented, ResponseModel, WireModel
 from .fields import DEFAULT_TAKE, FromQuery, Skip, Take, UserId
 
-_WHAT = (
-    "`queued`, `deferred`, `attempt` (with the service's answer), `retry`, `sent`, `gone`, "
-    "`failed`, `expired`, `clicked`, `cancelled`, `suppressed` or `superseded`."
-)
+_WHAT = "What happened: an attempt carries the service's `statusCode`, `sent` its `serviceId`."
+_REASON = "The machine reason of the status: " + ", ".join(f"`{name}`" for name in REASONS) + "."
 
 
 class DeliveryEvent(ResponseModel):
     """One entry of a delivery's timeline."""
 
     at: datetime
-    what: str = Field(description=_WHAT)
+    what: EventKind = Field(description=_WHAT)
     detail: str | None = None
     """What happened, as a sentence."""
     status_code: int | None = None
@@ -49,9 +47,7 @@ class DeliveryEntry(ResponseModel):
     id: Annotated[int, Documented(minimum=1)]
     target: DeliveryTarget
     status: DeliveryStatus
-    reason: str | None
-    """The machine reason of the status (`accepted`, `unsubscribed`, `rejected`, `unavailable`,
-    `gave_up`, `ttl_expired`, `target_dead`, `no_provider`, `cancelled`, `operator_retry`, ...)."""
+    reason: str | None = Field(description=_REASON)
     detail: str | None
     """The status and its reason as a sentence a person understands."""
     attempts: Annotated[int, Documented(minimum=0)]
