@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import test_celery_queue as celery_tests
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
+from test_sigkill import wait_until
 
 from flask_push import PushConfigError
 from flask_push.models import utcnow
@@ -380,3 +382,48 @@ def test_scrape_conforms_to_the_document(metrics_app: Callable[..., Flask]) -> N
     for headers, status in (({"Authorization": f"Bearer {TOKEN}"}, 200), ({}, 401)):
         response = operation.Case().call_and_validate(app=app, headers=headers, checks=checks)
         assert response.status_code == status
+
+
+# -- a real Celery worker process --------------------------------------------------------
+
+# the Celery tests' fixtures: a broker queue of this test's own, the shared config, and
+# `flask push worker` processes
+broker = celery_tests.broker
+celery_config = celery_tests.celery_config
+workers = celery_tests.workers
+
+
+@celery_tests.on_postgres
+def test_a_celery_worker_counts_into_the_multiprocess_directory(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    push_fake_webpush: FakePushService,
+    workers: celery_tests.Workers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A `flask push worker` process counts what it delivers; the web process's
+    scrape sums it through prometheus_client's multiprocess files."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    app = make_app(**celery_config)
+    with app.app_context():
+        celery_tests.add_browsers(push_fake_webpush, 12)
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    with monkeypatch.context() as patched:  # the worker's environment only
+        patched.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+        name = workers.start({**celery_config, "PUSH_METRICS": True})
+    workers.wait_ready(name)
+    with app.app_context():
+        message = push.send(everyone=True, title="Flash sale")
+    assert wait_until(celery_tests.all_sent(app, message.id, 12), 30), workers.log(name)
+
+    def counted() -> Samples:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(folder))  # type: ignore[no-untyped-call]
+        return parse(generate_latest(registry).decode())
+
+    assert wait_until(lambda: delivered(counted(), "webpush", "sent") == 12, 10), counted()
+    assert round_trips(counted(), "webpush") == 12
