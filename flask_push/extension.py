@@ -389,7 +389,7 @@ class Push:
         """The current app's outbox: how many deliveries are due now and how long
         the oldest has waited, read from the database (one index range query).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         return outbox_state(self.db.session, self.models)
 

@@ -33,8 +33,8 @@ logger = logging.getLogger("flask_push")
 
 #: the content type of the text exposition format the scrape answers with
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-#: what a delivery's outcome is counted as: its final status, or ``retry`` (a retry
-#: scheduled); ``expired`` and the rest are counted as the dispatcher writes them
+#: the labels of ``flask_push_deliveries_total``: the provider kind, and the outcome
+#: written (a delivery's final status, or ``retry`` when a retry was scheduled)
 OUTCOME_LABELS = ("provider", "outcome")
 
 

@@ -21,7 +21,7 @@ from .models import Models, utcnow
 class OutboxState:
     """The outbox at one moment.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     #: ``queued`` deliveries whose ``due_at`` has come (claimed ones included:

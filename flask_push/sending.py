@@ -317,7 +317,7 @@ def _queue_message(
         targets = resolve(session, models, audience)
         message = models.Message(
             id=new_id("msg"),
-            # a private key: the audience is still resolved and shown without it
+            # under a private key, which resolving the audience ignores
             audience={**audience, tracing.TRACE_KEY: traceparent} if traceparent else audience,
             notification=shown,
             notify_type=notify_type,

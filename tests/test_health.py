@@ -135,3 +135,24 @@ def test_database_down_is_503(unreachable_database: Flask) -> None:
         "outbox": None,
         "problems": ["The database did not answer."],
     }
+
+
+def test_answers_conform_to_the_document(make_app: Callable[..., Flask]) -> None:
+    """200 and 503 both carry the documented body."""
+    import schemathesis
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    from flask_push.api.openapi import document
+
+    schema = schemathesis.openapi.from_dict(document("/push", server="http://localhost"))
+    operation = schema["/push/health"]["GET"]
+    checks = [status_code_conformance, content_type_conformance, response_schema_conformance]
+    up = make_app()
+    down = make_app(PUSH_BACKPLANE_URL=f"redis://127.0.0.1:{closed_port()}/0")
+    for app, status in ((up, 200), (down, 503)):
+        response = operation.Case().call_and_validate(app=app, checks=checks)
+        assert response.status_code == status

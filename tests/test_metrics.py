@@ -15,12 +15,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import test_celery_queue as celery_tests
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
+from test_sigkill import wait_until
 
 from flask_push import PushConfigError
 from flask_push.models import utcnow
-from flask_push.testing import FakePushService, FakeSubscriber
+from flask_push.testing import FakeFCM, FakePushService, FakeSubscriber
+from flask_push.testing.fcm import make_registration_token
 
 from conftest import db, push
 from wslive import Client, serve
@@ -72,9 +75,9 @@ def subscribe(subscriber: FakeSubscriber, user_id: str = "alice") -> Any:
 
 @pytest.fixture
 def metrics_app(
-    make_app: Callable[..., Flask], push_fake_webpush: FakePushService
+    make_app: Callable[..., Flask], push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
 ) -> Callable[..., Flask]:
-    """An app that really sends Web Push (to the fake), inline, with metrics on."""
+    """An app that really sends Web Push and FCM (to the fakes), inline, with metrics on."""
 
     def factory(**config: Any) -> Flask:
         settings = {
@@ -84,6 +87,8 @@ def metrics_app(
             "PUSH_ALLOW_HTTP_ENDPOINTS": True,
             "PUSH_METRICS": True,
             "PUSH_METRICS_TOKEN": TOKEN,
+            "PUSH_FCM_CREDENTIALS": push_fake_fcm.service_account(),
+            "PUSH_FCM_BASE_URL": push_fake_fcm.base_url,
             **config,
         }
         return make_app(**settings)
@@ -92,7 +97,7 @@ def metrics_app(
 
 
 def test_outcomes_and_round_trips_are_counted(
-    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
+    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
 ) -> None:
     app = metrics_app()
     ok, dead, busy, refused = (push_fake_webpush.subscribe() for _ in range(4))
@@ -104,12 +109,23 @@ def test_outcomes_and_round_trips_are_counted(
     with app.app_context():
         for subscriber in (ok, dead, busy, refused):
             subscribe(subscriber)
+        db.session.add(
+            push.models.Installation(
+                app_id="shop",
+                device_token=make_registration_token(),
+                device_type="android",
+                user_id="alice",
+            )
+        )
+        db.session.commit()
         message = push.send(users=["alice"], title="Order #42")
         after = scrape(app)
         assert delivered(after, "webpush", "sent") == 1
         assert delivered(after, "webpush", "gone") == 1
         assert delivered(after, "webpush", "retry") == 1
         assert delivered(after, "webpush", "failed") == 1
+        assert delivered(after, "fcm", "sent") == 1
+        assert round_trips(after, "fcm") == 1
         # one round trip per push that reached the push service
         assert round_trips(after, "webpush") == 4
         assert after[("flask_push_delivery_seconds_sum", frozenset({("provider", "webpush")}))] > 0
@@ -127,6 +143,7 @@ def test_outcomes_and_round_trips_are_counted(
     assert delivered(final, "webpush", "expired") == 1
     assert round_trips(final, "webpush") == 4
     assert len(push_fake_webpush.requests) == 4
+    assert len(push_fake_fcm.messages) == 1
 
 
 def test_outbox_gauges_are_read_from_the_database(
@@ -339,3 +356,74 @@ def test_ws_connections_counts_this_process_sockets(metrics_app: Callable[..., F
         finally:
             alice.close()
             bob.close()
+
+
+def test_scrape_conforms_to_the_document(metrics_app: Callable[..., Flask]) -> None:
+    """The fuzz run of test_openapi.py sees /metrics off; here it is on, with a token."""
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    from flask_push.api.openapi import document
+
+    app = metrics_app()
+    schema = schemathesis.openapi.from_dict(document("/push", server="http://localhost"))
+    operation = schema["/push/metrics"]["GET"]
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    for headers, status in (({"Authorization": f"Bearer {TOKEN}"}, 200), ({}, 401)):
+        response = operation.Case().call_and_validate(app=app, headers=headers, checks=checks)
+        assert response.status_code == status
+
+
+# -- a real Celery worker process --------------------------------------------------------
+
+# the Celery tests' fixtures: a broker queue of this test's own, the shared config, and
+# `flask push worker` processes
+broker = celery_tests.broker
+celery_config = celery_tests.celery_config
+workers = celery_tests.workers
+
+
+@celery_tests.on_postgres
+def test_a_celery_worker_counts_into_the_multiprocess_directory(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    push_fake_webpush: FakePushService,
+    workers: celery_tests.Workers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A `flask push worker` process counts what it delivers; the web process's
+    scrape sums it through prometheus_client's multiprocess files."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    app = make_app(**celery_config)
+    with app.app_context():
+        celery_tests.add_browsers(push_fake_webpush, 12)
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    with monkeypatch.context() as patched:  # the worker's environment only
+        patched.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+        name = workers.start({**celery_config, "PUSH_METRICS": True})
+    workers.wait_ready(name)
+    with app.app_context():
+        message = push.send(everyone=True, title="Flash sale")
+    assert wait_until(celery_tests.all_sent(app, message.id, 12), 30), workers.log(name)
+
+    def counted() -> Samples:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(folder))  # type: ignore[no-untyped-call]
+        return parse(generate_latest(registry).decode())
+
+    assert wait_until(lambda: delivered(counted(), "webpush", "sent") == 12, 10), counted()
+    assert round_trips(counted(), "webpush") == 12
