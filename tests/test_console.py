@@ -339,3 +339,19 @@ def test_pages_run_a_bounded_number_of_queries(console_app: Flask) -> None:
     grow(20)
     after = {path: statements(console_app, client, path) for path in ("/", "/messages")}
     assert after == before
+
+
+def test_a_host_overrides_a_page_with_its_own_template(
+    make_app: Callable[..., Flask], tmp_path: Any
+) -> None:
+    folder = tmp_path / "templates" / "flask_push" / "console"
+    folder.mkdir(parents=True)
+    (folder / "providers.html").write_text(
+        '{% extends "flask_push/console/base.html" %}'
+        "{% block main %}<h1>Our providers</h1>{% endblock %}",
+        encoding="utf-8",
+    )
+    app = make_app(SECRET_KEY=SECRET)
+    app.template_folder = str(tmp_path / "templates")
+    html = app.test_client().get(f"{CONSOLE}/providers", headers=ADMIN).get_data(as_text=True)
+    assert "<h1>Our providers</h1>" in html and "Test send" in html  # the console's nav
