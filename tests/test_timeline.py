@@ -473,3 +473,31 @@ def test_app_labels() -> None:
     assert app_label("ios", "2.0") == "iOS app 2.0"
     assert app_label("android", "1.3") == "Android app 1.3"
     assert app_label("android", None) == "Android app"
+
+
+def test_user_targets_reads_a_bounded_number_of_queries(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    client = live.test_client()
+
+    def queries(user: str, targets: int) -> int:
+        for n in range(targets):
+            subscribe(client, push_fake_webpush, f"{user}-{n}", user=user)
+        send(client, [user])
+        send(client, [user])
+        seen: list[str] = []
+
+        def count(*args: Any) -> None:
+            seen.append(args[2])
+
+        with live.app_context():
+            sa.event.listen(db.engine, "before_cursor_execute", count)
+            try:
+                found = push.user_targets(user)
+            finally:
+                sa.event.remove(db.engine, "before_cursor_execute", count)
+        assert len(found) == targets
+        assert all(len(target["recentDeliveries"]) == 2 for target in found)
+        return len(seen)
+
+    assert queries("few", 2) == queries("many", 9) == 3
