@@ -501,3 +501,35 @@ def test_user_targets_reads_a_bounded_number_of_queries(
         return len(seen)
 
     assert queries("few", 2) == queries("many", 9) == 3
+
+
+def test_a_push_on_the_network_when_cancelled_keeps_what_happened(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    import threading
+
+    from flask_push.dispatch import Dispatcher
+
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    id = send(client, ["al"], sendAt=later)
+    with live.app_context():
+        make_due(id)
+        worker = Dispatcher(live, push.models, db.engine, push.settings)
+    push_fake_webpush.hold()
+    sending = threading.Thread(target=lambda: worker.run_once(message_id=id))
+    sending.start()
+    try:
+        push_fake_webpush.wait_in_flight(1)
+        with live.app_context():
+            assert push.cancel(id)["counts"]["cancelled"] == 1
+    finally:
+        push_fake_webpush.release()
+        sending.join()
+        worker.close()
+    with live.app_context():
+        [entry] = push.explain(id)
+    # it reached the push service: the record says so, not "cancelled"
+    assert entry["status"] == "sent" and len(push_fake_webpush.pushes) == 1
+    assert [e["what"] for e in entry["events"]] == ["queued", "attempt", "sent"]
