@@ -233,6 +233,22 @@ def _define(db: SQLAlchemy) -> Models:
             sa.Index("ix_push_deliveries_claim", "status", "due_at"),
             # a message's counts per status
             sa.Index("ix_push_deliveries_message_status", "message_id", "status"),
+            # a target's latest deliveries (push.user_targets): one index entry per row,
+            # since a delivery has a subscription or an installation, never both
+            sa.Index(
+                "ix_push_deliveries_subscription",
+                "subscription_id",
+                "id",
+                postgresql_where=sa.text("subscription_id IS NOT NULL"),
+                sqlite_where=sa.text("subscription_id IS NOT NULL"),
+            ),
+            sa.Index(
+                "ix_push_deliveries_installation",
+                "installation_id",
+                "id",
+                postgresql_where=sa.text("installation_id IS NOT NULL"),
+                sqlite_where=sa.text("installation_id IS NOT NULL"),
+            ),
         )
 
         # 64-bit on PostgreSQL (a busy sender makes billions of rows); SQLite's

@@ -42,6 +42,7 @@ def explain_message(
     skip: int,
     take: int | None,
 ) -> list[dict[str, Any]]:
+    """``push.explain``: the filters checked as the API checks them, then one page."""
     if user_id is not None:
         user_id = str(check(UserId, user_id, "userId"))
     if status is not None and status not in STATUSES:
@@ -68,6 +69,7 @@ def explain_message(
 
 
 def cancel(state: PushState, message_id: str) -> dict[str, Any]:
+    """``push.cancel``: committed at once, so that workers see it."""
     message = message_row(state, message_id)
     session = state.push.db.session
     try:
@@ -80,6 +82,7 @@ def cancel(state: PushState, message_id: str) -> dict[str, Any]:
 
 
 def retry_failed(state: PushState, message_id: str) -> dict[str, Any]:
+    """``push.retry_failed``: committed, then handed to the app's queue."""
     message = message_row(state, message_id)
     session = state.push.db.session
     try:
@@ -94,6 +97,7 @@ def retry_failed(state: PushState, message_id: str) -> dict[str, Any]:
 
 
 def user_targets(state: PushState, user_id: str, recent: int) -> list[dict[str, Any]]:
+    """``push.user_targets``, with ``recent`` from 0 to 100."""
     user_id = str(check(UserId, user_id, "userId"))
     if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= 100:
         raise ValidationError("must be a whole number from 0 to 100", field="recent")

@@ -121,9 +121,7 @@ def attempt_detail(**values: Any) -> str:
     return ATTEMPT.format(**shown)
 
 
-def event(
-    what: str, at: datetime | str, text: str | None = None, **extra: Any
-) -> dict[str, Any]:
+def event(what: str, at: datetime | str, text: str | None = None, **extra: Any) -> dict[str, Any]:
     """One timeline entry as it is stored: ``{"at", "what", "detail"?, ...}`` (``at``
     may come as its ISO text already, which a batch of outcomes computes once)."""
     if what not in EVENTS:

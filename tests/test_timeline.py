@@ -473,3 +473,63 @@ def test_app_labels() -> None:
     assert app_label("ios", "2.0") == "iOS app 2.0"
     assert app_label("android", "1.3") == "Android app 1.3"
     assert app_label("android", None) == "Android app"
+
+
+def test_user_targets_reads_a_bounded_number_of_queries(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    client = live.test_client()
+
+    def queries(user: str, targets: int) -> int:
+        for n in range(targets):
+            subscribe(client, push_fake_webpush, f"{user}-{n}", user=user)
+        send(client, [user])
+        send(client, [user])
+        seen: list[str] = []
+
+        def count(*args: Any) -> None:
+            seen.append(args[2])
+
+        with live.app_context():
+            sa.event.listen(db.engine, "before_cursor_execute", count)
+            try:
+                found = push.user_targets(user)
+            finally:
+                sa.event.remove(db.engine, "before_cursor_execute", count)
+        assert len(found) == targets
+        assert all(len(target["recentDeliveries"]) == 2 for target in found)
+        return len(seen)
+
+    assert queries("few", 2) == queries("many", 9) == 3
+
+
+def test_a_push_on_the_network_when_cancelled_keeps_what_happened(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    import threading
+
+    from flask_push.dispatch import Dispatcher
+
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    id = send(client, ["al"], sendAt=later)
+    with live.app_context():
+        make_due(id)
+        worker = Dispatcher(live, push.models, db.engine, push.settings)
+    push_fake_webpush.hold()
+    sending = threading.Thread(target=lambda: worker.run_once(message_id=id))
+    sending.start()
+    try:
+        push_fake_webpush.wait_in_flight(1)
+        with live.app_context():
+            assert push.cancel(id)["counts"]["cancelled"] == 1
+    finally:
+        push_fake_webpush.release()
+        sending.join()
+        worker.close()
+    with live.app_context():
+        [entry] = push.explain(id)
+    # it reached the push service: the record says so, not "cancelled"
+    assert entry["status"] == "sent" and len(push_fake_webpush.pushes) == 1
+    assert [e["what"] for e in entry["events"]] == ["queued", "attempt", "sent"]

@@ -1,4 +1,5 @@
-"""flask-push: each delivery keeps its timeline, reason, send time and service id.
+"""flask-push: each delivery keeps its timeline, reason, send time and service id; a
+target's deliveries are indexed.
 
 Frozen at the schema of its day, like every revision (it does not import the models).
 Rows written before it have no timeline (NULL, read as an empty one).
@@ -25,9 +26,21 @@ def upgrade() -> None:
         batch.add_column(sa.Column("reason", sa.String(length=32), nullable=True))
         batch.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("service_id", sa.String(length=255), nullable=True))
+    # a target's latest deliveries (push.user_targets)
+    for column in ("subscription_id", "installation_id"):
+        op.create_index(
+            f"ix_push_deliveries_{column.removesuffix('_id')}",
+            "push_deliveries",
+            [column, "id"],
+            unique=False,
+            postgresql_where=sa.text(f"{column} IS NOT NULL"),
+            sqlite_where=sa.text(f"{column} IS NOT NULL"),
+        )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_push_deliveries_installation", table_name="push_deliveries")
+    op.drop_index("ix_push_deliveries_subscription", table_name="push_deliveries")
     with op.batch_alter_table("push_deliveries") as batch:
         batch.drop_column("service_id")
         batch.drop_column("sent_at")
