@@ -285,9 +285,11 @@ def test_preview_then_send_a_test_push(console: Console, page: Any) -> None:
     page.fill("#send-body", "Does this arrive?")
     page.fill("#send-url", "/orders/1042")
     page.select_option("#send-urgency", "high")
+    page.fill("#send-collapse", "order-1042")
     page.click("button[value=preview]")
     preview = page.inner_text("#preview-webpush pre")
     assert '"TTL": "86400"' in preview and '"Urgency": "high"' in preview
+    assert '"Topic": "order-1042"' in preview
     assert '"title": "Test from the console"' in preview
     assert "no fcm target" in page.inner_text("#preview-fcm").lower()
     page.click("button[value=send]")
@@ -296,7 +298,7 @@ def test_preview_then_send_a_test_push(console: Console, page: Any) -> None:
     received = bob.wait(3)  # the sale, the order, and this one
     assert received[-1].json()["title"] == "Test from the console"
     assert received[-1].json()["url"] == "/orders/1042"
-    assert received[-1].urgency == "high"
+    assert received[-1].urgency == "high" and received[-1].topic == "order-1042"
     page.reload()
     assert count(page, "sent") == 1
     assert page.evaluate("window.violations") == []

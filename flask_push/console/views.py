@@ -28,7 +28,7 @@ NAV = (
 PAGE = 25
 DELIVERIES_PAGE = 50
 #: what the test send's form passes on to ``push.send`` (empty fields are left out)
-SEND_FIELDS = ("title", "body", "url", "urgency")
+SEND_FIELDS = ("title", "body", "url", "urgency", "collapse_key")
 
 
 def _state() -> Any:
