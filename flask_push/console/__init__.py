@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
@@ -51,8 +51,10 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     def admins_only() -> ResponseReturnValue | None:
         push = current_app.extensions["push"].push
         if not push.current_user_is_admin():
-            # The API's own answer for a path it does not have: nothing to see here.
+            # The API's own answer for a path it does not have, with its headers
+            # only (see ``headers``): nothing to see here.
             return http_error_response(NotFound())
+        g.push_console_admin = True
         if guard.secret_key() is None:
             return views.refused(guard.Refused(500, guard.NO_SECRET))
         if request.method == "POST":
@@ -71,6 +73,8 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
 
     @bp.after_request
     def headers(response: Response) -> Response:
+        if not g.get("push_console_admin"):
+            return response  # as an unknown path answers: the console's headers would tell
         nonce = None if guard.cookie_nonce() else views.page_nonce()
         content_type = _TYPES.get(Path(request.path).suffix)
         if request.endpoint == "push_console.static" and response.status_code < 400:
