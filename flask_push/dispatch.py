@@ -842,12 +842,9 @@ class Dispatcher:
             if len(cache) > _TRACE_CACHE:
                 cache.clear()
             m = self.models.Message.__table__
-            # Only the one key, not the whole audience (a list of users may be long).
             found: dict[str, str | None] = dict(
                 session.execute(
-                    sa.select(m.c.id, m.c.audience[tracing.TRACE_KEY].as_string()).where(
-                        m.c.id.in_(missing)
-                    )
+                    sa.select(m.c.id, m.c.traceparent).where(m.c.id.in_(missing))
                 ).all()
             )
             cache.update({id: found.get(id) for id in missing})

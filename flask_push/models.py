@@ -211,6 +211,8 @@ def _define(db: SQLAlchemy) -> Models:
         send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
         clicked: Mapped[int] = mapped_column(sa.Integer, default=0)
+        #: the W3C traceparent of the send's span (OpenTelemetry), for the workers' links
+        traceparent: Mapped[str | None] = mapped_column(sa.String(55))
 
         @property
         def status(self) -> str:

@@ -275,7 +275,7 @@ def notify_by_id(state: PushState, id: str, keywords: dict[str, Any]) -> Any:
 def queue_message(state: PushState, audience: dict[str, Any], keywords: dict[str, Any]) -> Any:
     """:func:`_queue_message` in a ``flask_push.send`` span (with OpenTelemetry), whose
     traceparent the message keeps for the workers' spans to link to."""
-    kind = next((name for name in audience if name != tracing.TRACE_KEY), "everyone")
+    kind = next(iter(audience), "everyone")
     with tracing.send_span({"flask_push.audience": kind}) as span:
         message = _queue_message(state, audience, keywords, tracing.traceparent(span))
         if tracing.recording(span):
@@ -317,8 +317,8 @@ def _queue_message(
         targets = resolve(session, models, audience)
         message = models.Message(
             id=new_id("msg"),
-            # under a private key, which resolving the audience ignores
-            audience={**audience, tracing.TRACE_KEY: traceparent} if traceparent else audience,
+            audience=audience,
+            traceparent=traceparent,
             notification=shown,
             notify_type=notify_type,
             inbox=given.inbox,

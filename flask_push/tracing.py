@@ -7,7 +7,7 @@
   links point at the ``flask_push.send`` spans of its messages.
 
 The trace context travels with the message: the send span's W3C ``traceparent``
-is kept in the message row (in its audience JSON, under :data:`TRACE_KEY`), so a
+is kept in the message row (``push_messages.traceparent``), so a
 worker in another process or on another host links to the request that sent.
 The host configures the SDK (exporters, sampling) as usual; flask-push only uses
 the API. Without the SDK every span is a no-op and nothing is read for links.
@@ -28,8 +28,6 @@ except ImportError:  # pragma: no cover - tested in a process without it
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-#: the private key of a message's audience JSON that holds its send span's traceparent
-TRACE_KEY = "_traceparent"
 #: the instrumentation scope's name
 SCOPE = "flask_push"
 

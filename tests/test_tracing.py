@@ -20,7 +20,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from flask_push.models import utcnow
 from flask_push.testing import FakePushService
-from flask_push.tracing import TRACE_KEY
 
 from conftest import as_user, db, push
 
@@ -143,11 +142,11 @@ def test_a_worker_links_to_the_request_that_sent(
             sa.update(model).where(model.message_id == message_id).values(due_at=utcnow())
         )
         db.session.commit()
-        audience = db.session.scalar(
-            sa.select(push.models.Message.audience).where(push.models.Message.id == message_id)
+        traceparent = db.session.scalar(
+            sa.select(push.models.Message.traceparent).where(push.models.Message.id == message_id)
         )
     [send] = spans("flask_push.send")
-    assert audience[TRACE_KEY].split("-")[2] == format(send.context.span_id, "016x")  # type: ignore[union-attr]
+    assert traceparent.split("-")[2] == format(send.context.span_id, "016x")  # type: ignore[union-attr]
     assert spans("flask_push.deliver") == []
     with worker.app_context():
         assert push.dispatch_due() == 1

@@ -1,5 +1,5 @@
 """flask-push: each delivery keeps its timeline, reason, send time and service id; a
-target's deliveries are indexed.
+target's deliveries are indexed; a message keeps its send span's trace context.
 
 Frozen at the schema of its day, like every revision (it does not import the models).
 Rows written before it have no timeline (NULL, read as an empty one).
@@ -26,6 +26,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("reason", sa.String(length=32), nullable=True))
         batch.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("service_id", sa.String(length=255), nullable=True))
+    with op.batch_alter_table("push_messages") as batch:
+        batch.add_column(sa.Column("traceparent", sa.String(length=55), nullable=True))
     # a target's latest deliveries (push.user_targets)
     for column in ("subscription_id", "installation_id"):
         op.create_index(
@@ -46,3 +48,5 @@ def downgrade() -> None:
         batch.drop_column("sent_at")
         batch.drop_column("reason")
         batch.drop_column("events")
+    with op.batch_alter_table("push_messages") as batch:
+        batch.drop_column("traceparent")
