@@ -312,6 +312,21 @@ def add_subscription(
     return subscription
 
 
+def subscribe(subscriber: Any, user_id: str | None = "alice") -> Any:
+    """A fake push service's subscriber (a ``FakeSubscriber``), stored as its browser's
+    subscription."""
+    subscription = push.models.Subscription(
+        endpoint=subscriber.endpoint,
+        p256dh=subscriber.p256dh,
+        auth=subscriber.auth,
+        user_id=user_id,
+        topics=[],
+    )
+    db.session.add(subscription)
+    db.session.commit()
+    return subscription
+
+
 def as_user(user: str | None, admin: bool = False) -> dict[str, str]:
     headers = {}
     if user is not None:

@@ -15,9 +15,9 @@ from flask import Flask
 
 from flask_push import cli
 from flask_push.models import DEAD, utcnow
-from flask_push.testing import FakePushService, FakeSubscriber
+from flask_push.testing import FakePushService
 
-from conftest import add_subscription, db, push
+from conftest import add_subscription, db, push, subscribe
 
 
 def test_vapid_keys_prints_pasteable_config(app, make_app):
@@ -122,19 +122,6 @@ def sending_app(make_app: Any, **config: Any) -> Flask:
     }
     app: Flask = make_app(**config)
     return app
-
-
-def subscribe(subscriber: FakeSubscriber, user_id: str) -> None:
-    db.session.add(
-        push.models.Subscription(
-            endpoint=subscriber.endpoint,
-            p256dh=subscriber.p256dh,
-            auth=subscriber.auth,
-            user_id=user_id,
-            topics=[],
-        )
-    )
-    db.session.commit()
 
 
 def test_send_on_the_thread_queue_delivers_before_exiting(

@@ -18,10 +18,10 @@ from flask import Flask
 from flask_push import signals
 from flask_push.dispatch import Dispatcher, backoff, read_click_token
 from flask_push.models import ACTIVE, DEAD, utcnow
-from flask_push.testing import FakeFCM, FakePushService, FakeSubscriber
+from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import db, push
+from conftest import db, push, subscribe
 
 SECRET = "test-secret"
 
@@ -44,19 +44,6 @@ def sending_app(make_app: Callable[..., Flask], push_fake_fcm: FakeFCM) -> Calla
         return make_app(**settings)
 
     return factory
-
-
-def subscribe(subscriber: FakeSubscriber, user_id: str | None = "alice") -> Any:
-    sub = push.models.Subscription(
-        endpoint=subscriber.endpoint,
-        p256dh=subscriber.p256dh,
-        auth=subscriber.auth,
-        user_id=user_id,
-        topics=[],
-    )
-    db.session.add(sub)
-    db.session.commit()
-    return sub
 
 
 def rows(message_id: str) -> list[Any]:

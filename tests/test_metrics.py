@@ -22,10 +22,10 @@ from test_sigkill import wait_until
 
 from flask_push import PushConfigError
 from flask_push.models import utcnow
-from flask_push.testing import FakeFCM, FakePushService, FakeSubscriber
+from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import db, push
+from conftest import db, push, subscribe
 from wslive import Client, serve
 
 TOKEN = "scrape-me-7f3a"
@@ -58,19 +58,6 @@ def round_trips(samples: Samples, provider: str) -> float:
     return samples.get(
         ("flask_push_delivery_seconds_count", frozenset({("provider", provider)})), 0
     )
-
-
-def subscribe(subscriber: FakeSubscriber, user_id: str = "alice") -> Any:
-    sub = push.models.Subscription(
-        endpoint=subscriber.endpoint,
-        p256dh=subscriber.p256dh,
-        auth=subscriber.auth,
-        user_id=user_id,
-        topics=[],
-    )
-    db.session.add(sub)
-    db.session.commit()
-    return sub
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from flask_push.models import utcnow
 from flask_push.testing import FakePushService
 
-from conftest import as_user, db, push
+from conftest import as_user, db, push, subscribe
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -66,15 +66,6 @@ def sending_app(
     return factory
 
 
-def subscribe(endpoint: str, p256dh: str, auth: str, user_id: str) -> None:
-    db.session.add(
-        push.models.Subscription(
-            endpoint=endpoint, p256dh=p256dh, auth=auth, user_id=user_id, topics=[]
-        )
-    )
-    db.session.commit()
-
-
 def test_send_and_each_provider_batch_are_spans(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService, spans: Any
 ) -> None:
@@ -84,7 +75,7 @@ def test_send_and_each_provider_batch_are_spans(
     tracer = trace.get_tracer("test")
     with app.app_context():
         for subscriber in (ok, dead):
-            subscribe(subscriber.endpoint, subscriber.p256dh, subscriber.auth, "alice")
+            subscribe(subscriber)
         with tracer.start_as_current_span("POST /checkout") as request_span:
             message = push.send(users=["alice"], title="Order #42")
     [send] = spans("flask_push.send")
@@ -123,7 +114,7 @@ def test_a_worker_links_to_the_request_that_sent(
     worker = sending_app()
     subscriber = push_fake_webpush.subscribe()
     with web.app_context():
-        subscribe(subscriber.endpoint, subscriber.p256dh, subscriber.auth, "alice")
+        subscribe(subscriber)
         response = web.test_client().post(
             "/push/messages",
             json={
