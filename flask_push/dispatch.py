@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache, partial
+from functools import partial
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -1411,10 +1411,8 @@ def _deferred(now: datetime, delay: timedelta, service: str) -> dict[str, Any]:
     return outcomes.event("deferred", now, text, nextAttemptAt=(now + delay).isoformat())
 
 
-@lru_cache(maxsize=64)
 def _service(kind: str) -> str:
-    """Who answers the pushes of ``kind``, as a sentence names it (asked once per
-    kind: the registry builds its table on every call)."""
+    """Who answers the pushes of ``kind``, as a sentence names it."""
     try:
         return registered(kind).service
     except KeyError:
