@@ -389,6 +389,49 @@ def test_the_bell_follows_the_inbox_live(
         assert push.search("carol").new_count == 0
 
 
+def test_a_listing_read_before_a_live_change_never_hides_it(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The bell's first listing is read, then a change of an item and a new item come
+    live, and only then does the listing's answer arrive: the bell keeps what came
+    live (an export's progress item overwritten by its "ready" version was a flaky
+    demo walkthrough)."""
+    app = live()
+    with app.app.app_context():
+        item = push.upsert("carol", notify_type="export", title="Orders export", body="Starting")
+    open_page(browser, page, app, user="carol")
+    page.evaluate(
+        """() => new Promise((resolve) => {
+             const off = FlaskPush.on('*', 'open', () => {
+               off();
+               FlaskPush.ping().then(resolve);
+             });
+             FlaskPush.connect();
+           })"""
+    )
+    held: list[tuple[Any, Any]] = []
+
+    def hold(route: Any) -> None:
+        held.append((route, route.fetch()))  # read by the server now, answered later
+
+    page.route("**/push/notifications?take=*", hold)
+    page.evaluate("window.bell = FlaskPush.bell(document.getElementById('bell'))")
+    while not held:
+        page.wait_for_timeout(20)
+    with app.app.app_context():
+        push.upsert("carol", item.id, title="Orders export ready", body="12 orders")
+        push.upsert("carol", notify_type="info", title="Courier nearby")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.fp-panel .fp-item-title')].length === 2"
+    )
+    for route, answer in held:
+        route.fulfill(response=answer)
+    page.evaluate("window.bell.ready")
+    page.click(".fp-bell-button")
+    titles = page.locator(".fp-panel .fp-item-title").all_inner_texts()
+    assert titles == ["Courier nearby", "Orders export ready"]
+
+
 def test_the_client_reconnects_and_replays_what_it_missed(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:

@@ -277,6 +277,23 @@
     });
   }
 
+  /** Resolves once the socket is open and the server has joined it to the user's
+   *  channel (a ping answered), or the socket has closed: what is read from then on
+   *  cannot miss a live change made meanwhile. */
+  function joined() {
+    return new Promise((resolve) => {
+      const offs = [];
+      const done = () => {
+        offs.forEach((off) => off());
+        resolve();
+      };
+      const ask = () => sendFrame({ op: 'ping' });
+      offs.push(on('*', 'pong', done), on('*', 'close', done));
+      if (live.ws && live.ws.readyState === WebSocket.OPEN) ask();
+      else offs.push(on('*', 'open', ask), on('*', 'reconnect', ask));
+    });
+  }
+
   /** Call handler(data, frame) for `event` on `channel` ('*' for any of either);
    *  joins the channel. Returns a function that removes the handler. */
   function on(channel, event, handler) {
@@ -507,9 +524,24 @@
 
     async function refresh() {
       const page = await api('GET', `/notifications?take=${opts.take}`);
-      state.items = page.items;
+      state.items = newest(page.items, state.items);
       setCount(page.newCount);
       renderMenu();
+    }
+
+    // A live event may overtake the listing that was read before it: of each item,
+    // keep the later version, and keep items newer than the whole listing.
+    function newest(listed, held) {
+      const time = (text) => Date.parse(text) || 0;
+      const mine = new Map(held.map((item) => [item.id, item]));
+      const kept = listed.map((item) => {
+        const live = mine.get(item.id);
+        return live && time(live.updatedAt) > time(item.updatedAt) ? live : item;
+      });
+      const ids = new Set(listed.map((item) => item.id));
+      const since = listed.length ? time(listed[0].createdAt) : 0;
+      const added = held.filter((item) => !ids.has(item.id) && time(item.createdAt) > since);
+      return added.concat(kept).slice(0, Math.max(opts.take, kept.length));
     }
 
     // A click on an item marks it read on the server, whatever its template does,
@@ -651,7 +683,7 @@
     const offs = [on('*', 'reconnect', refresh), on('*', 'gap', refresh)];
     connect();
     setCount(0);
-    const ready = refresh();
+    const ready = joined().then(refresh);
     return {
       element,
       ready,
