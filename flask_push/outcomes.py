@@ -64,7 +64,7 @@ REASONS: Final[dict[str, str]] = {
     ),
     "target_dead": ("Its {target} was already dead or deleted at {at}, so it was not sent."),
     "target_gone": (
-        "{Service} said at {at} that this {target} is gone ({answer}); it is never used again."
+        "{Service} said at {at} that this {target} is gone: {answer}. It is never used again."
     ),
     "no_provider": "No {kind} provider is configured, so it could not be sent.",
     "message_deleted": "Its message was deleted before it was sent.",

@@ -377,7 +377,9 @@ def test_user_targets(live: Flask, push_fake_webpush: FakePushService) -> None:
     assert web["recentDeliveries"][0]["status"] == "sent"
     assert gone["status"] == "dead" and gone["deadSince"] is not None
     assert "410" in gone["deadReason"] or "expired" in gone["deadReason"]
-    assert "this subscription is gone" in gone["deadDetail"]
+    assert "this subscription is gone: " in gone["deadDetail"]
+    assert gone["deadDetail"].endswith(". It is never used again.")
+    assert gone["deadReason"] in gone["deadDetail"]
     # the first send found it gone; later sends leave dead targets out
     assert [d["messageId"] for d in gone["recentDeliveries"]] == ids[:1]
     assert gone["recentDeliveries"][0]["status"] == "gone"
