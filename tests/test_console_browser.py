@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -168,7 +169,8 @@ def _close(app: Flask) -> None:
 
 
 def shots() -> Path:
-    folder = Path(os.environ.get("PUSH_CONSOLE_SHOTS", "/tmp/flask-push-console-shots"))
+    default = Path(tempfile.gettempdir()) / "flask-push-console-shots"
+    folder = Path(os.environ.get("PUSH_CONSOLE_SHOTS", default))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
