@@ -134,6 +134,31 @@ def make_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Calla
             db.engine.dispose()
 
 
+#: the SECRET_KEY of sending_app's apps, which signs their click tokens
+SENDING_SECRET = "test-secret"
+
+
+@pytest.fixture
+def sending_app(make_app: Callable[..., Flask], push_fake_fcm: Any) -> Callable[..., Flask]:
+    """An app that really sends, inline unless told: Web Push to endpoints on
+    127.0.0.1 over HTTP (the FakePushService) and FCM to the FakeFCM."""
+
+    def factory(**config: Any) -> Flask:
+        settings = {
+            "PUSH_QUEUE": "inline",
+            "PUSH_SUPPRESS_SEND": False,
+            "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+            "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+            "PUSH_FCM_CREDENTIALS": push_fake_fcm.service_account(),
+            "PUSH_FCM_BASE_URL": push_fake_fcm.base_url,
+            "SECRET_KEY": SENDING_SECRET,
+            **config,
+        }
+        return make_app(**settings)
+
+    return factory
+
+
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
     return make_app()

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from flask import Flask
 
@@ -21,29 +20,8 @@ from flask_push.models import ACTIVE, DEAD, utcnow
 from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
+from conftest import SENDING_SECRET as SECRET
 from conftest import db, push, subscribe
-
-SECRET = "test-secret"
-
-
-@pytest.fixture
-def sending_app(make_app: Callable[..., Flask], push_fake_fcm: FakeFCM) -> Callable[..., Flask]:
-    """An app that really sends (to the fakes on 127.0.0.1), inline unless told."""
-
-    def factory(**config: Any) -> Flask:
-        settings = {
-            "PUSH_QUEUE": "inline",
-            "PUSH_SUPPRESS_SEND": False,
-            "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
-            "PUSH_ALLOW_HTTP_ENDPOINTS": True,
-            "PUSH_FCM_CREDENTIALS": push_fake_fcm.service_account(),
-            "PUSH_FCM_BASE_URL": push_fake_fcm.base_url,
-            "SECRET_KEY": SECRET,
-            **config,
-        }
-        return make_app(**settings)
-
-    return factory
 
 
 def rows(message_id: str) -> list[Any]:

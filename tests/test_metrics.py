@@ -61,24 +61,11 @@ def round_trips(samples: Samples, provider: str) -> float:
 
 
 @pytest.fixture
-def metrics_app(
-    make_app: Callable[..., Flask], push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
-) -> Callable[..., Flask]:
+def metrics_app(sending_app: Callable[..., Flask]) -> Callable[..., Flask]:
     """An app that really sends Web Push and FCM (to the fakes), inline, with metrics on."""
 
     def factory(**config: Any) -> Flask:
-        settings = {
-            "PUSH_QUEUE": "inline",
-            "PUSH_SUPPRESS_SEND": False,
-            "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
-            "PUSH_ALLOW_HTTP_ENDPOINTS": True,
-            "PUSH_METRICS": True,
-            "PUSH_METRICS_TOKEN": TOKEN,
-            "PUSH_FCM_CREDENTIALS": push_fake_fcm.service_account(),
-            "PUSH_FCM_BASE_URL": push_fake_fcm.base_url,
-            **config,
-        }
-        return make_app(**settings)
+        return sending_app(**{"PUSH_METRICS": True, "PUSH_METRICS_TOKEN": TOKEN, **config})
 
     return factory
 

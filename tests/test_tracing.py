@@ -49,23 +49,6 @@ def spans(provider: TracerProvider) -> Iterator[Callable[[str], list[ReadableSpa
     _EXPORTER.clear()
 
 
-@pytest.fixture
-def sending_app(
-    make_app: Callable[..., Flask], push_fake_webpush: FakePushService
-) -> Callable[..., Flask]:
-    def factory(**config: Any) -> Flask:
-        settings = {
-            "PUSH_QUEUE": "inline",
-            "PUSH_SUPPRESS_SEND": False,
-            "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
-            "PUSH_ALLOW_HTTP_ENDPOINTS": True,
-            **config,
-        }
-        return make_app(**settings)
-
-    return factory
-
-
 def test_send_and_each_provider_batch_are_spans(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService, spans: Any
 ) -> None:
