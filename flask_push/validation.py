@@ -444,3 +444,24 @@ def device_token(value: Any, device_type: str) -> str:
     token = text(value, "deviceToken", max_length=512, required=True) or ""
     kind = platforms().get(device_type)
     return kind.device_token(token) if kind is not None else token
+
+
+def origin_allowed(given: str | None, host: str, allowed: tuple[str, ...]) -> bool:
+    """May a page of origin ``given`` make this request to ``host`` (open the websocket,
+    post a console form)?
+
+    Without an ``Origin`` the client is not a browser (an app, a server): it has
+    no victim's cookies to carry, and it could send any Origin it liked anyway.
+    The request's own origin is the Origin's scheme with the request's ``Host``
+    (as gorilla/websocket compares them): behind a proxy that terminates TLS the
+    request itself looks like plain http, but its Host is the one the browser used.
+    """
+    if given is None:
+        return True
+    try:
+        page = origin(given, "Origin")  # refuses "null" too
+        scheme = page.partition("://")[0]
+        own = origin(f"{scheme}://{host}", "Host")
+    except ValidationError:
+        return False
+    return page == own or page in allowed

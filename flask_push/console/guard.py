@@ -16,10 +16,11 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Response, current_app, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from ..validation import origin_allowed
 
 #: the console's Content-Security-Policy: nothing inline, nothing from elsewhere
 CSP = (
@@ -93,10 +94,8 @@ def check_post() -> None:
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in _SAME_SITE:
         raise Refused(403, f"Refused: the request came from another site ({site}).")
-    origin = request.headers.get("Origin")
-    # The host is compared, not the scheme: behind a proxy that ends TLS (without
-    # ProxyFix) the app sees http:// while the browser says https://.
-    if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
+    # the websocket's rule, with no other origin allowed
+    if not origin_allowed(request.headers.get("Origin"), request.host, ()):
         raise Refused(403, "Refused: the request came from another origin.")
     serializer = _serializer()
     nonce = cookie_nonce()

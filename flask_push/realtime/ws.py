@@ -51,7 +51,7 @@ def register(bp: Blueprint) -> None:
         # Before the upgrade and before identity_loader: a refusal is a plain 403.
         settings: PushSettings = current_app.extensions["push"].settings
         origin = request.headers.get("Origin")
-        if not origin_allowed(origin, request.host, settings.ws_allowed_origins):
+        if not validation.origin_allowed(origin, request.host, settings.ws_allowed_origins):
             log.warning(
                 "flask-push: refused a websocket handshake from Origin %r to host %r; "
                 "if that origin is yours, add it to PUSH_WS_ALLOWED_ORIGINS",
@@ -73,26 +73,6 @@ def register(bp: Blueprint) -> None:
         # frame (Event.wire) serves every socket.
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         return None
-
-
-def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
-    """May a page of ``origin`` open the websocket of a request to ``host``?
-
-    Without an ``Origin`` the client is not a browser (an app, a server): it has
-    no victim's cookies to carry, and it could send any Origin it liked anyway.
-    The request's own origin is the Origin's scheme with the request's ``Host``
-    (as gorilla/websocket compares them): behind a proxy that terminates TLS the
-    request itself looks like plain http, but its Host is the one the browser used.
-    """
-    if origin is None:
-        return True
-    try:
-        origin = validation.origin(origin, "Origin")  # refuses "null" too
-        scheme = origin.partition("://")[0]
-        own = validation.origin(f"{scheme}://{host}", "Host")
-    except ValidationError:
-        return False
-    return origin == own or origin in allowed
 
 
 def _error(code: str, message: str) -> str:
