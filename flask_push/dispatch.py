@@ -41,7 +41,7 @@ from . import outcomes, signals, tracing
 from .config import PushSettings
 from .message import DeliveryResult, DeviceTarget, OutgoingPush, WebPushTarget
 from .models import ACTIVE, DEAD, Models, utcnow
-from .providers import Provider, provider_class
+from .providers import Provider, provider_class, service_name
 from .providers import kind as registered
 from .providers.memory import MemoryProvider
 from .sending import notification_from_json
@@ -569,7 +569,7 @@ class Dispatcher:
                     {
                         "b_id": held.id,
                         "b_delay": provider.timeout,
-                        "b_service": _service(provider.name),
+                        "b_service": service_name(provider.name),
                         "b_error": f"not sent: its push service ({held.lane}) gave no answer "
                         f"for {provider.stall_after:g} s, so it waits {provider.timeout:g} s",
                     }
@@ -1137,7 +1137,7 @@ class Dispatcher:
         for push, result in results:
             id = int(push.delivery_id)
             tries = attempts[id]
-            service = _service(result.provider)
+            service = service_name(result.provider)
             answer = _answer(result, prefer_code=True)
             key = (tries, service, answer)
             text = said.get(key)
@@ -1409,14 +1409,6 @@ def _outcome(
 def _deferred(now: datetime, delay: timedelta, service: str) -> dict[str, Any]:
     text = outcomes.detail("stalled", service=service, at=now, next=now + delay)
     return outcomes.event("deferred", now, text, nextAttemptAt=(now + delay).isoformat())
-
-
-def _service(kind: str) -> str:
-    """Who answers the pushes of ``kind``, as a sentence names it."""
-    try:
-        return registered(kind).service
-    except KeyError:
-        return "the push service"
 
 
 def _answer(result: DeliveryResult, *, prefer_code: bool = False) -> str:

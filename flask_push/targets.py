@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from . import outcomes
 from .labels import label_of
 from .models import DEAD, Models
-from .providers import kind_for_platform, subscriptions_kind
+from .providers import kind_for_platform, service_name, subscriptions_kind
 from .schemas.delivery import UserTarget
 
 
@@ -94,15 +94,9 @@ def user_targets(
 
 
 def _dead_detail(kind: str, row: Any, what: str) -> str:
-    from .providers import kind as registered
-
-    try:
-        service = registered(kind).service
-    except KeyError:
-        service = "the push service"
     return outcomes.detail(
         "target_gone",
-        service=service,
+        service=service_name(kind),
         at=row.dead_at,
         target=what,
         answer=row.dead_reason or "no reason given",

@@ -69,6 +69,13 @@ def platforms() -> dict[str, ProviderKind]:
     return {k.platform: k for k in kinds().values() if k.platform is not None}
 
 
+def service_name(name: str) -> str:
+    """Who answers the pushes of kind ``name``, as a sentence names it ("the browser's
+    push service"); "the push service" for a kind that is not registered."""
+    found = kinds().get(name)
+    return found.service if found is not None else "the push service"
+
+
 def not_configured_error(name: str) -> str:
     """What a target of kind ``name`` says when no such provider is configured."""
     found = kinds().get(name)
@@ -87,5 +94,6 @@ __all__ = [
     "not_configured_error",
     "platforms",
     "provider_class",
+    "service_name",
     "subscriptions_kind",
 ]
