@@ -440,6 +440,12 @@ def test_quiet_hours_defer_pushes_and_write_the_inbox_at_once(
         assert "quiet hours" in entry["detail"]
         shown = live.test_client().get(f"/push/messages/{message.id}", headers=ADMIN).get_json()
         assert shown["counts"]["deferred"] == 2 and shown["counts"]["queued"] == 2
+        page = live.test_client().get(f"/push/console/messages/{message.id}", headers=ADMIN)
+        assert page.status_code == 200
+        text = page.get_data(as_text=True)
+        assert "<code>offers</code>" in text
+        assert '<dd id="count-deferred">2</dd>' in text
+        assert "It waits for the end of the user&#39;s quiet hours" in text
         # required categories do not wait
         urgent = push.send(
             users=["alice"], title="Your order", category="order_status", send_at=late
