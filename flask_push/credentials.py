@@ -87,6 +87,9 @@ class ProviderKind:
     shown: type[Any] | None = None
     #: who answers its pushes, as a delivery's timeline names it
     service: str = "the push service"
+    #: it shows ``push.activity`` as Live Activities, with tokens of their own
+    #: (``POST /installations/<id>/activities``, ``pushToStartToken``)
+    live_activities: bool = False
 
     @property
     def secret_names(self) -> frozenset[str]:

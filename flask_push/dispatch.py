@@ -38,6 +38,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.orm import Session
 
 from . import outcomes, signals, tracing
+from .activities import activity_from_json
 from .config import PushSettings
 from .message import DeliveryResult, DeviceTarget, OutgoingPush, WebPushTarget
 from .models import ACTIVE, DEAD, Models, utcnow
@@ -991,8 +992,9 @@ class Dispatcher:
         if cached is not None:
             return cast("sa.Select[Any]", cached)
         m = self.models
-        d, msg, sub, ins = (
-            model.__table__ for model in (m.Delivery, m.Message, m.Subscription, m.Installation)
+        d, msg, sub, ins, tok = (
+            model.__table__
+            for model in (m.Delivery, m.Message, m.Subscription, m.Installation, m.ActivityToken)
         )
         statement = (
             sa.select(
@@ -1012,11 +1014,22 @@ class Dispatcher:
                 ins.c.status,
                 # the timeline, so that outcomes append to it in their own UPDATE
                 d.c.events,
+                # push.activity: the state, and the installation's Live Activity tokens
+                msg.c.activity,
+                tok.c.push_token,
+                ins.c.push_to_start_token,
             )
             .select_from(d)
             .outerjoin(msg, msg.c.id == d.c.message_id)
             .outerjoin(sub, sub.c.id == d.c.subscription_id)
             .outerjoin(ins, ins.c.id == d.c.installation_id)
+            .outerjoin(
+                tok,
+                sa.and_(
+                    tok.c.installation_id == d.c.installation_id,
+                    tok.c.activity_id == msg.c.activity_id,
+                ),
+            )
             .where(d.c.id.in_(sa.bindparam("ids", expanding=True)))
         )
         self._statements[("load", True)] = statement
@@ -1034,7 +1047,8 @@ class Dispatcher:
         providers = self.providers
         for row in rows:
             (id, message_id, kind, sub_id, ins_id, tries, expires_at, shown) = row[:8]
-            endpoint, p256dh, auth, sub_status, token, ins_status, events = row[8:]
+            endpoint, p256dh, auth, sub_status, token, ins_status, events = row[8:15]
+            stored_activity, activity_token, start_token = row[15:]
             timelines[id] = list(events or ())
             target_status = sub_status if sub_id is not None else ins_status
             target = "subscription" if sub_id is not None else "installation"
@@ -1095,6 +1109,14 @@ class Dispatcher:
                         click = str(self._clicks.dumps({"d": id, "m": message_id}))
                 else:
                     target_of = DeviceTarget(token)
+                activity = activity_from_json(stored_activity)
+                if activity is not None and registered(kind).live_activities:
+                    # an iOS Live Activity's own token, else the app's push-to-start
+                    # token for a start; else an ordinary alert to the device
+                    if activity_token is not None:
+                        target_of = DeviceTarget(activity_token, "activity")
+                    elif activity.event == "start" and start_token is not None:
+                        target_of = DeviceTarget(start_token, "start")
                 attempts[id] = tries
                 push = OutgoingPush(
                     delivery_id=str(id),
@@ -1102,6 +1124,7 @@ class Dispatcher:
                     notification=notification_from_json(shown, ttl=ttl),
                     target=target_of,
                     click_token=click,
+                    activity=activity,
                 )
                 pushes.append((kind, push))
         for outcome in finished:
@@ -1133,6 +1156,7 @@ class Dispatcher:
         stamp = now.isoformat()  # once per batch: every event of it has this time
         said: dict[tuple[int, str, str], str] = {}
         gone_targets: list[tuple[str, str, str]] = []
+        dead_tokens: list[OutgoingPush] = []
         retried: list[dict[str, Any]] = []
         for push, result in results:
             id = int(push.delivery_id)
@@ -1213,7 +1237,14 @@ class Dispatcher:
                 if result.status != "sent":
                     _log_outcome(push, result, result.status)
                 if result.status == "gone":
-                    gone_targets.append((result.provider, push.delivery_id, result.error or "gone"))
+                    if isinstance(push.target, DeviceTarget) and push.target.kind != "device":
+                        # a Live Activity's token (or the push-to-start one) died, not
+                        # the installation: drop that token, never retry with it
+                        dead_tokens.append(push)
+                    else:
+                        gone_targets.append(
+                            (result.provider, push.delivery_id, result.error or "gone")
+                        )
         if finished:
             session.execute(
                 self._outcome_statement(retry=False),
@@ -1245,7 +1276,28 @@ class Dispatcher:
         written = Counter(row["b_status"] for row in finished)
         if retried:
             written["retry"] = len(retried)
+        self._drop_tokens(session, dead_tokens)
         return self._mark_dead(session, gone_targets, now), written
+
+    def _drop_tokens(self, session: Session, pushes: Sequence[OutgoingPush]) -> None:
+        """Forget the Live Activity and push-to-start tokens APNs said are dead."""
+        if not pushes:
+            return
+        m = self.models
+        for push in pushes:
+            assert isinstance(push.target, DeviceTarget)
+            token = push.target.token
+            if push.target.kind == "activity":
+                session.execute(
+                    sa.delete(m.ActivityToken).where(m.ActivityToken.push_token == token)
+                )
+            else:
+                session.execute(
+                    sa.update(m.Installation)
+                    .where(m.Installation.push_to_start_token == token)
+                    .values(push_to_start_token=None),
+                    execution_options={"synchronize_session": False},
+                )
 
     def _outcome_statement(self, retry: bool) -> sa.Update:
         """An outcome (a final status, or a retry at ``b_due``) for ``b_id``, built once.

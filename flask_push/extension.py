@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import config, inbox, operations, preferences, sending, signals, sw
+from . import activities, config, inbox, operations, preferences, sending, signals, sw
 from .config import PushSettings
 from .dispatch import Dispatcher
 from .message import OutgoingPush
@@ -267,6 +267,8 @@ class Push:
     def may_join(self, user_id: str | None, channel: str) -> bool:
         """Does ``channel_authorizer`` (or, without one, the own-channel rule) let
         ``user_id`` (None: an anonymous socket) join ``channel``?"""
+        if user_id is not None and activities.follows(self, user_id, channel):
+            return True  # an activity's channel, for the users it is shown to
         if self._channel_authorizer is None:
             return user_id is not None and channel == f"user:{user_id}"
         return bool(self._channel_authorizer(user_id, channel))
@@ -378,6 +380,63 @@ class Push:
         }
         audience = {"users": users, "topic": topic, "query": query, "everyone": everyone}
         return sending.send(self.state, audience, notification)
+
+    def activity(
+        self,
+        id: str,
+        *,
+        users: Iterable[str],
+        title: str,
+        body: str | None = None,
+        state: dict[str, Any] | None = None,
+        url: str | None = None,
+        event: str = "update",
+        category: str | None = None,
+        stale_at: datetime | None = None,
+        dismiss_at: datetime | None = None,
+        attributes_type: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> Any:
+        """Show the new state of the activity ``id`` (an order out for delivery) in
+        place on every screen of ``users``; returns the ``Message`` it queued.
+
+        Browsers and Android replace the activity's last notification (its tag and
+        collapse key are ``id``); iOS installations that registered a Live Activity
+        token for it (``POST /installations/<id>/activities``), or a push-to-start
+        token for ``event="start"``, get an APNs Live Activity push, the others an
+        alert that replaces the last. One inbox item per user is updated in place
+        (``progress`` from the state's ``step`` and ``steps``), an ``activity`` event
+        goes to ``user:<id>`` and ``activity:<id>``, and pushes of older states still
+        queued for the same browsers and devices become ``superseded``.
+
+        :param event: ``start``, ``update`` or ``end``; after ``end`` the activity
+            takes no more calls.
+        :param state: the app's state of it (a Live Activity's ``content-state``).
+        :param category: a ``PUSH_CATEGORIES`` id, as in :meth:`send`.
+        :param stale_at: when the state is out of date; ``dismiss_at`` (with
+            ``end``): when it leaves the lock screen.
+        :param attributes_type: with ``attributes``, for ``start``: the Live
+            Activity's type and static attributes, for a push-to-start.
+        :raises ValidationError: a bad value, or an activity that has ended
+            (``activity_ended``); nothing is written.
+
+        .. versionadded:: 0.2
+        """
+        keywords = {
+            "id": id,
+            "users": list(users) if isinstance(users, (list, tuple, set, frozenset)) else users,
+            "title": title,
+            "body": body,
+            "state": state,
+            "url": url,
+            "event": event,
+            "category": category,
+            "stale_at": stale_at,
+            "dismiss_at": dismiss_at,
+            "attributes_type": attributes_type,
+            "attributes": attributes,
+        }
+        return activities.activity(self.state, keywords)
 
     def notify_by_id(self, id: str, **notification: Any) -> Any:
         """:meth:`send` to one subscription or installation, by its id.

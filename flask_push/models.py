@@ -79,6 +79,8 @@ class Models:
     Delivery: Any
     Preference: Any
     CappedSend: Any
+    Activity: Any
+    ActivityToken: Any
 
 
 _by_db: weakref.WeakKeyDictionary[SQLAlchemy, Models] = weakref.WeakKeyDictionary()
@@ -130,6 +132,8 @@ def _define(db: SQLAlchemy) -> Models:
         subscriptions: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
         time_zone: Mapped[str | None] = mapped_column(sa.String(64))
         modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+        #: iOS: the app's push-to-start token, which starts a Live Activity by a push
+        push_to_start_token: Mapped[str | None] = mapped_column(sa.String(512))
 
     class InboxItem(db.Model):  # type: ignore[name-defined,misc]
         """One entry of a user's notification inbox.
@@ -217,6 +221,10 @@ def _define(db: SQLAlchemy) -> Models:
         traceparent: Mapped[str | None] = mapped_column(sa.String(55))
         #: its ``PUSH_CATEGORIES`` id; None: not subject to the users' preferences
         category: Mapped[str | None] = mapped_column(sa.String(64))
+        #: ``push.activity``: the activity it is a state of, and that state
+        #: (:class:`flask_push.message.Activity` as JSON) for the workers
+        activity_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+        activity: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
 
         @property
         def status(self) -> str:
@@ -324,6 +332,33 @@ def _define(db: SQLAlchemy) -> Models:
         message_id: Mapped[str] = mapped_column(sa.String(40))
         sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
+    class Activity(db.Model):  # type: ignore[name-defined,misc]
+        """A thing whose state changes (``push.activity``): who follows it, its
+        latest state, and the last APNs timestamp given to it."""
+
+        __tablename__ = "push_activities"
+
+        id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+        users: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+        event: Mapped[str] = mapped_column(sa.String(8))
+        state: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+        #: seconds since the epoch, only growing: APNs drops a push that is not newer
+        timestamp: Mapped[int] = mapped_column(sa.BigInteger)
+        #: set by ``event="end"``: the activity takes no more calls
+        ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+        created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+        updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    class ActivityToken(db.Model):  # type: ignore[name-defined,misc]
+        """An iOS Live Activity's own push token, on the installation that runs it."""
+
+        __tablename__ = "push_activity_tokens"
+
+        installation_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+        activity_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+        push_token: Mapped[str] = mapped_column(sa.String(512))
+        created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
     return Models(
         Subscription,
         Installation,
@@ -334,4 +369,6 @@ def _define(db: SQLAlchemy) -> Models:
         Delivery,
         Preference,
         CappedSend,
+        Activity,
+        ActivityToken,
     )

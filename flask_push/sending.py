@@ -315,12 +315,17 @@ def notify_by_id(state: PushState, id: str, keywords: dict[str, Any]) -> Any:
     return queue_message(state, {"id": target_id}, keywords)
 
 
-def queue_message(state: PushState, audience: dict[str, Any], keywords: dict[str, Any]) -> Any:
+def queue_message(
+    state: PushState,
+    audience: dict[str, Any],
+    keywords: dict[str, Any],
+    extras: Extras | None = None,
+) -> Any:
     """:func:`_queue_message` in a ``flask_push.send`` span (with OpenTelemetry), whose
     traceparent the message keeps for the workers' spans to link to."""
     kind = next(iter(audience), "everyone")
     with tracing.send_span({"flask_push.audience": kind}) as span:
-        message = _queue_message(state, audience, keywords, tracing.traceparent(span))
+        message = _queue_message(state, audience, keywords, tracing.traceparent(span), extras)
         if tracing.recording(span):
             assert span is not None
             span.set_attribute("flask_push.message_id", message.id)
@@ -328,8 +333,27 @@ def queue_message(state: PushState, audience: dict[str, Any], keywords: dict[str
         return message
 
 
+@dataclass
+class Extras:
+    """What a kind of message adds to a send (``push.activity``'s): columns of the
+    message, the inbox item's own id and fields, work in the send's transaction once
+    the targets are known, and work once it is committed."""
+
+    columns: dict[str, Any]
+    inbox_id: str | None = None
+    inbox_fields: dict[str, Any] | None = None
+    #: ``(session, message, targets)``, before the deliveries are written
+    before_insert: Any = None
+    #: ``(message)``, after the commit
+    after_commit: Any = None
+
+
 def _queue_message(
-    state: PushState, audience: dict[str, Any], keywords: dict[str, Any], traceparent: str | None
+    state: PushState,
+    audience: dict[str, Any],
+    keywords: dict[str, Any],
+    traceparent: str | None,
+    extras: Extras | None = None,
 ) -> Any:
     """Check the notification of ``keywords`` (snake_case, as ``push.send`` takes
     them) against the values' rules and every configured provider, commit the
@@ -391,9 +415,12 @@ def _queue_message(
             send_at=send_at,
             created_at=now,
             clicked=0,
+            **(extras.columns if extras else {}),
         )
         session.add(message)
         session.flush()
+        if extras is not None and extras.before_insert is not None:
+            extras.before_insert(session, message, targets)
         insert_deliveries(
             session,
             models.Delivery,
@@ -408,9 +435,12 @@ def _queue_message(
             policy.record_capped(session, models, category, message.id, rules, due=due, now=now)
         if owners:
             fields = inbox_values(shown, notify_type)
+            item_id = message.id
+            if extras is not None and extras.inbox_id is not None:
+                item_id, fields = extras.inbox_id, {**fields, **(extras.inbox_fields or {})}
             for user_id in owners:
                 items.append(
-                    inbox.upsert(session, models, user_id=user_id, id=message.id, values=fields)
+                    inbox.upsert(session, models, user_id=user_id, id=item_id, values=fields)
                 )
         session.commit()
         # loaded now, so the returned message reads fine after the app context ends
@@ -430,6 +460,8 @@ def _queue_message(
     for item, created in items:
         signals.send_committed(signals.inbox_item_saved, app, item=item, created=created)
     signals.send_committed(signals.message_queued, app, message=message)
+    if extras is not None and extras.after_commit is not None:
+        extras.after_commit(message)
     # what waits for quiet hours to end is found by the workers' polling, as a
     # scheduled message is
     waiting = sum(d.due_at > due for d in rules.decisions.values() if d.tried) if rules else 0

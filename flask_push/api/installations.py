@@ -9,7 +9,14 @@ from flask.typing import ResponseReturnValue
 
 from .. import validation
 from ..models import utcnow
-from ..schemas.installation import Installation, InstallationCreate, InstallationUpdate
+from ..schemas.installation import (
+    ActivityTokenCreate,
+    ActivityTokenShown,
+    Installation,
+    InstallationCreate,
+    InstallationUpdate,
+    live_token,
+)
 from .http import fail, not_found, parse_body, push, user_id
 from .routes import OWNER, USER, Answer, Routes
 
@@ -25,6 +32,7 @@ _COLUMNS = {
     "badge": "badge",
     "time_zone": "time_zone",
     "app_version": "app_version",
+    "push_to_start_token": "push_to_start_token",
 }
 
 
@@ -141,6 +149,10 @@ def update_installation(id: str) -> ResponseReturnValue:
         values["device_token"] = validation.device_token(
             values["device_token"], installation.device_type
         )
+    if values.get("push_to_start_token") is not None:
+        values["push_to_start_token"] = live_token(
+            values["push_to_start_token"], installation.device_type, "pushToStartToken"
+        )
     if "user_id" in given.model_fields_set:
         values["user_id"] = _owner(given.user_id, user_id())
     for name, value in values.items():
@@ -165,3 +177,35 @@ def delete_installation(id: str) -> ResponseReturnValue:
     session.delete(installation)
     session.commit()
     return "", 204
+
+
+@ROUTES(
+    "POST",
+    "/installations/<id>/activities",
+    "registerActivityToken",
+    "Register an iOS Live Activity's push token",
+    id_description=_ID,
+    body=ActivityTokenCreate,
+    answers={
+        201: Answer("Registered.", ActivityTokenShown),
+        200: Answer("The activity had a token on this installation: replaced.", ActivityTokenShown),
+    },
+    errors=(401, 404),
+)
+def register_activity_token(id: str) -> ResponseReturnValue:
+    """The installation's Live Activity for ``activityId`` gets ``push.activity``'s
+    states as Live Activity pushes, to this token; a token APNs says is dead is dropped."""
+    installation = _owned(id)
+    given = parse_body(ActivityTokenCreate)
+    token = live_token(given.push_token, installation.device_type, "pushToken")
+    ext = push()
+    session = ext.db.session
+    model = ext.models.ActivityToken
+    row = session.get(model, (installation.id, given.activity_id))
+    created = row is None
+    if row is None:
+        row = model(installation_id=installation.id, activity_id=given.activity_id)
+        session.add(row)
+    row.push_token, row.created_at = token, utcnow()
+    session.commit()
+    return ActivityTokenShown.model_validate(row).to_json(), 201 if created else 200

@@ -201,6 +201,7 @@ APNS = ProviderKind(
     token_lower=True,
     wire=ApnsSettings,
     shown=ApnsPublicSettings,
+    live_activities=True,
 )
 
 

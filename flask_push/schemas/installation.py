@@ -12,7 +12,18 @@ from .. import validation
 from ..errors import ValidationError
 from ..providers import platforms
 from .base import NotNull, ResponseModel, WireModel, ecma, refuse
-from .fields import Pattern, RowId, ShortText, TargetStatus, Text, TimeZone, Topics, UserId, Whole
+from .fields import (
+    Name,
+    Pattern,
+    RowId,
+    ShortText,
+    TargetStatus,
+    Text,
+    TimeZone,
+    Topics,
+    UserId,
+    Whole,
+)
 
 #: the installations' device types: each registered kind's platform
 if TYPE_CHECKING:  # made at run time, from the registry
@@ -39,6 +50,30 @@ DeviceToken = Annotated[
 ]
 
 
+#: the platform whose installations run Live Activities (APNs), and its token shape:
+#: a Live Activity's own push token and the app's push-to-start token are APNs tokens
+_LIVE = next(spec for spec in platforms().values() if spec.live_activities)
+LIVE_PLATFORMS = tuple(name for name, spec in platforms().items() if spec.live_activities)
+ActivityToken = Annotated[
+    str,
+    Text(512),
+    Pattern(_LIVE.token_pattern or re.compile(".+"), "invalid_device_token", _LIVE.token_message),
+    NotNull,
+]
+
+
+def live_token(value: str, device_type: str, field: str) -> str:
+    """``value`` as stored (lower case hex), when ``device_type`` runs Live Activities."""
+    if device_type not in LIVE_PLATFORMS:
+        raise ValidationError(
+            f"is only for {' and '.join(LIVE_PLATFORMS)} installations, whose apps run "
+            f"Live Activities; this one is {device_type!r}",
+            field=field,
+            code="invalid_value",
+        )
+    return _LIVE.device_token(value)
+
+
 def _absent() -> Any:
     return None
 
@@ -57,6 +92,9 @@ class InstallationUpdate(WireModel):
     time_zone: TimeZone | None = None
     """An IANA time zone such as `Europe/Paris`."""
     app_version: Annotated[str, Text(64)] | None = None
+    push_to_start_token: ActivityToken | None = None
+    """iOS: the app's push-to-start token (ActivityKit's `pushToStartToken`), with
+    which `push.activity(event="start")` starts a Live Activity; null forgets it."""
 
 
 class InstallationCreate(InstallationUpdate):
@@ -97,8 +135,12 @@ class InstallationCreate(InstallationUpdate):
     def _token_of_its_platform(self) -> InstallationCreate:
         try:
             self.device_token = validation.device_token(self.device_token, self.device_type)
+            if self.push_to_start_token is not None:
+                self.push_to_start_token = live_token(
+                    self.push_to_start_token, self.device_type, "pushToStartToken"
+                )
         except ValidationError as err:
-            raise refuse(err.code, err.message, field="deviceToken") from None
+            raise refuse(err.code, err.message, field=err.field) from None
         return self
 
 
@@ -117,6 +159,7 @@ class Installation(ResponseModel):
     subscriptions: list[str]
     time_zone: str | None
     user_id: str | None
+    push_to_start_token: str | None
     created_at: datetime = Field(alias="created")
     modified_at: datetime = Field(alias="modified")
 
@@ -124,3 +167,21 @@ class Installation(ResponseModel):
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return value or []
+
+
+class ActivityTokenCreate(WireModel):
+    """An iOS Live Activity's own push token (ActivityKit's `pushTokenUpdates`)."""
+
+    activity_id: Annotated[Name, NotNull]
+    """The id `push.activity()` names the activity by."""
+    push_token: ActivityToken
+    """The Live Activity's push token, as hex."""
+
+
+class ActivityTokenShown(ResponseModel):
+    """A Live Activity's push token, on the installation that runs it."""
+
+    installation_id: Annotated[str, RowId("ins")]
+    activity_id: str
+    push_token: str
+    created_at: datetime

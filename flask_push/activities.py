@@ -1,0 +1,211 @@
+"""``push.activity()``: one call for a thing whose state changes (an order out for
+delivery), shown in place on every screen of its users.
+
+Each call is a message to the users' browsers and devices (the category's rules
+apply), whose notification carries the activity id as its tag and collapse key, so
+that browsers and Android replace the previous one; iOS installations with a Live
+Activity token (or a push-to-start token, for ``start``) get a Live Activity push.
+The call also updates one inbox item per user in place, publishes an ``activity``
+event on ``user:<id>`` and ``activity:<id>``, and supersedes the pushes of older
+states still queued for the same targets, so that an older state never lands
+after a newer one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from . import outcomes
+from .errors import ValidationError
+from .message import Activity
+from .models import Models, utcnow
+from .schemas.activity import ActivityCall
+from .schemas.base import Context
+from .schemas.errors import by_alias, parse
+
+if TYPE_CHECKING:
+    from .extension import PushState
+    from .sending import Target
+
+#: the channel an activity's live events go to, besides each user's own
+CHANNEL_PREFIX = "activity:"
+
+
+def _epoch(when: datetime | None) -> int | None:
+    return None if when is None else int(when.timestamp())
+
+
+def activity(state: PushState, keywords: dict[str, Any]) -> Any:
+    """``push.activity()``: check, record the activity's new state and queue its
+    message; returns the ``Message``."""
+    from .sending import Extras, queue_message
+
+    call = parse(ActivityCall, by_alias(ActivityCall, keywords), Context.of(state.settings))
+    models, session = state.push.models, state.push.db.session
+    now = utcnow()
+    # locked (PostgreSQL): two calls for one activity take their timestamps in turn
+    row = session.get(models.Activity, call.id, with_for_update=True)
+    if row is not None and row.ended_at is not None:
+        session.rollback()
+        raise ValidationError(
+            f"has ended (event='end' at {outcomes.clock(row.ended_at)}): it takes no more "
+            "calls; start a new activity with another id",
+            field="id",
+            code="activity_ended",
+        )
+    # APNs shows a Live Activity push only if its timestamp is newer than the last
+    stamp = max(int(now.timestamp()), (row.timestamp + 1) if row is not None else 0)
+    if row is None:
+        row = models.Activity(id=call.id, created_at=now, users=[], state={})
+        session.add(row)
+    users = list(dict.fromkeys(call.users))
+    row.users = sorted(set(row.users or ()) | set(users))
+    row.event, row.state, row.timestamp, row.updated_at = call.event, call.state or {}, stamp, now
+    if call.event == "end":
+        row.ended_at = now
+    shown = Activity(
+        id=call.id,
+        event=call.event,
+        state=call.state or {},
+        timestamp=stamp,
+        stale_at=_epoch(call.stale_at),
+        dismiss_at=_epoch(call.dismiss_at),
+        attributes_type=call.attributes_type,
+        attributes=call.attributes,
+    )
+    live = {
+        "id": call.id,
+        "event": call.event,
+        "state": call.state or {},
+        "title": call.title,
+        "body": call.body,
+        "url": call.url,
+        "timestamp": stamp,
+    }
+    progress = call.progress()
+
+    def supersede(session: Any, message: Any, targets: Sequence[Target]) -> None:
+        superseded(session, models, call.id, message.id, targets, now)
+
+    def publish(message: Any) -> None:
+        push = state.push
+        for channel in [*(f"user:{user}" for user in users), CHANNEL_PREFIX + call.id]:
+            try:
+                push.publish(channel, "activity", {**live, "messageId": message.id})
+            except Exception:  # committed: a live event that fails is logged, not raised
+                current_app.logger.exception(
+                    "flask-push: the activity event for %s could not be published", channel
+                )
+
+    extras = Extras(
+        columns={"activity_id": call.id, "activity": activity_json(shown)},
+        inbox_id=call.id,
+        inbox_fields={
+            "is_new": True,
+            "data": {"activity": {"id": call.id, "event": call.event, "state": call.state or {}}},
+            **({"progress": progress} if progress else {}),
+        },
+        before_insert=supersede,
+        after_commit=publish,
+    )
+    notification = {
+        "title": call.title,
+        "body": call.body,
+        "url": call.url,
+        "tag": call.id,
+        "collapse_key": call.id,
+        "inbox": True,
+        "notify_type": "activity",
+        "category": call.category,
+    }
+    return queue_message(state, {"users": users}, notification, extras)
+
+
+def activity_json(shown: Activity) -> dict[str, Any]:
+    """An :class:`Activity` as a message keeps it."""
+    return {
+        "id": shown.id,
+        "event": shown.event,
+        "state": dict(shown.state),
+        "timestamp": shown.timestamp,
+        "staleAt": shown.stale_at,
+        "dismissAt": shown.dismiss_at,
+        "attributesType": shown.attributes_type,
+        "attributes": dict(shown.attributes) if shown.attributes is not None else None,
+    }
+
+
+def activity_from_json(stored: dict[str, Any] | None) -> Activity | None:
+    """The :class:`Activity` a message keeps, or None for other messages."""
+    if not stored:
+        return None
+    return Activity(
+        id=stored["id"],
+        event=stored["event"],
+        state=stored.get("state") or {},
+        timestamp=int(stored["timestamp"]),
+        stale_at=stored.get("staleAt"),
+        dismiss_at=stored.get("dismissAt"),
+        attributes_type=stored.get("attributesType"),
+        attributes=stored.get("attributes"),
+    )
+
+
+def superseded(
+    session: Any,
+    models: Models,
+    activity_id: str,
+    message_id: str,
+    targets: Sequence[Target],
+    now: datetime,
+) -> int:
+    """Mark the queued, unclaimed pushes of older states of ``activity_id`` to any of
+    ``targets`` ``superseded``; returns how many. A push a worker holds is on its way;
+    APNs orders Live Activity pushes by timestamp, browsers and Android by arrival."""
+    d, m = models.Delivery, models.Message
+    subscriptions = [t.subscription_id for t in targets if t.subscription_id is not None]
+    installations = [t.installation_id for t in targets if t.installation_id is not None]
+    if not subscriptions and not installations:
+        return 0
+    older = sa.select(m.id).where(m.activity_id == activity_id, m.id != message_id)
+    rows = session.execute(
+        sa.select(d.id, d.events).where(
+            d.message_id.in_(older),
+            d.status == "queued",
+            sa.or_(d.lease_until.is_(None), d.lease_until < now),
+            sa.or_(
+                d.subscription_id.in_(subscriptions) if subscriptions else sa.false(),
+                d.installation_id.in_(installations) if installations else sa.false(),
+            ),
+        )
+    ).all()
+    if not rows:
+        return 0
+    said = outcomes.event("superseded", now, outcomes.detail("superseded", at=now))
+    table = d.__table__
+    session.execute(
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("b_id"), table.c.status == "queued")
+        .values(
+            status="superseded",
+            reason="superseded",
+            lease_until=None,
+            updated_at=now,
+            events=sa.bindparam("b_events", type_=table.c.events.type),
+        ),
+        [{"b_id": id, "b_events": [*(events or ()), said]} for id, events in rows],
+    )
+    return len(rows)
+
+
+def follows(push: Any, user_id: str, channel: str) -> bool:
+    """Is ``channel`` the live channel of an activity shown to ``user_id``?"""
+    if not channel.startswith(CHANNEL_PREFIX):
+        return False
+    row = push.db.session.get(push.models.Activity, channel.removeprefix(CHANNEL_PREFIX))
+    return row is not None and user_id in (row.users or ())

@@ -1,0 +1,55 @@
+"""The arguments of ``push.activity()``: which activity, who follows it, and its state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from annotated_types import MaxLen, MinLen
+from pydantic import model_validator
+
+from .base import NotNull, WireModel, refuse
+from .fields import CategoryId, JsonObject, Link, Name, ShortText, UserId
+from .inbox import Body
+from .notification import MAX_USERS, SendAt
+
+
+class ActivityCall(WireModel):
+    """One state of an activity, for every screen of its users."""
+
+    id: Annotated[Name, NotNull]
+    users: Annotated[list[UserId], MinLen(1), MaxLen(MAX_USERS)]
+    title: Annotated[ShortText, NotNull]
+    body: Body | None = None
+    url: Link | None = None
+    event: Literal["start", "update", "end"] = "update"
+    state: JsonObject | None = None
+    category: CategoryId | None = None
+    stale_at: SendAt | None = None
+    dismiss_at: SendAt | None = None
+    attributes_type: ShortText | None = None
+    attributes: JsonObject | None = None
+
+    @model_validator(mode="after")
+    def _attributes_start_it(self) -> ActivityCall:
+        # a push-to-start carries the Live Activity's type and static attributes
+        if (self.attributes_type is None) != (self.attributes is None):
+            raise refuse(
+                "invalid_value",
+                "attributes_type and attributes go together",
+                "attributesType" if self.attributes_type is None else "attributes",
+            )
+        if self.attributes is not None and self.event != "start":
+            raise refuse("invalid_value", "are only for event='start'", "attributes")
+        if self.dismiss_at is not None and self.event != "end":
+            raise refuse("invalid_value", "is only for event='end'", "dismissAt")
+        return self
+
+    def progress(self) -> dict[str, Any] | None:
+        """The inbox item's ``progress``: ``step`` of ``steps`` when the state has both."""
+        state = self.state or {}
+        step, steps = state.get("step"), state.get("steps")
+        numbers = all(
+            isinstance(n, (int, float)) and not isinstance(n, bool) and n >= 0
+            for n in (step, steps)
+        )
+        return {"total": steps, "processed": step} if numbers else None

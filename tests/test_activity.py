@@ -1,0 +1,283 @@
+"""``push.activity()``: one call shows an activity's new state in place on every screen:
+the live events, one inbox item, Web Push, FCM and APNs (sent to the real fakes),
+older queued states superseded, timestamps that only grow, and the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_push.errors import ValidationError
+from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
+from flask_push.testing.fcm import make_registration_token
+
+from conftest import as_user, db, push, subscribe
+
+IPHONE = "ab" * 32
+LIVE_TOKEN = "cd" * 32
+START_TOKEN = "ef" * 32
+STATE = {"status": "out_for_delivery", "step": 4, "steps": 5, "eta": "17:40"}
+
+
+@pytest.fixture
+def live(sending_app: Callable[..., Flask], push_fake_apns: FakeAPNs) -> Flask:
+    return sending_app(
+        PUSH_CATEGORIES={"order_status": {"label": "Order updates", "required": True}},
+        **push_fake_apns.app_config(),
+    )
+
+
+def devices(service: FakePushService, user: str = "alice") -> dict[str, Any]:
+    """``user``'s browser, Android phone and iPhone."""
+    browser = service.subscribe(user)
+    subscribe(browser, user)
+    android = make_registration_token()
+    phones = [
+        push.models.Installation(
+            app_id="shop", device_token=android, device_type="android", user_id=user
+        ),
+        push.models.Installation(
+            app_id="shop", device_token=IPHONE, device_type="ios", user_id=user
+        ),
+    ]
+    db.session.add_all(phones)
+    db.session.commit()
+    return {"browser": browser, "android": android, "iphone": phones[1].id}
+
+
+def order(event: str = "update", **given: Any) -> Any:
+    values = {
+        "users": ["alice"],
+        "title": "Order #42",
+        "body": "Out for delivery",
+        "state": STATE,
+        "url": "/orders/42",
+        "event": event,
+        "category": "order_status",
+        **given,
+    }
+    return push.activity("order-42", **values)
+
+
+def events(channel: str) -> list[Any]:
+    kept = push.state.get_realtime().backplane.replay(channel, 0)
+    return [(e.event, e.data) for e in kept.events]
+
+
+def test_one_call_reaches_every_screen_in_place(
+    live: Flask,
+    push_fake_webpush: FakePushService,
+    push_fake_fcm: FakeFCM,
+    push_fake_apns: FakeAPNs,
+) -> None:
+    with live.app_context():
+        mine = devices(push_fake_webpush)
+        first = order("start", state={"status": "placed", "step": 1, "steps": 5})
+        second = order()
+        # the inbox: one item for the activity, updated in place, with its progress
+        items = push.search("alice").items
+        assert [item.id for item in items] == ["order-42"]
+        assert items[0].progress == {"total": 5, "processed": 4}
+        assert items[0].data == {"activity": {"id": "order-42", "event": "update", "state": STATE}}
+        # live: on the user's channel and the activity's own
+        for channel in ("user:alice", "activity:order-42"):
+            activity = [data for event, data in events(channel) if event == "activity"]
+            assert [a["event"] for a in activity] == ["start", "update"]
+            assert activity[-1]["state"] == STATE and activity[-1]["messageId"] == second.id
+        assert push.may_join("alice", "activity:order-42")
+        assert not push.may_join("bob", "activity:order-42")
+        statuses = {
+            m.id: sorted(
+                db.session.scalars(
+                    sa.select(push.models.Delivery.status).where(
+                        push.models.Delivery.message_id == m.id
+                    )
+                )
+            )
+            for m in (first, second)
+        }
+        assert statuses == {first.id: ["sent"] * 3, second.id: ["sent"] * 3}
+    # browsers: the activity id is the tag, and the Topic header comes from it
+    pushed = mine["browser"].received
+    assert [p.json()["tag"] for p in pushed] == ["order-42", "order-42"]
+    assert pushed[0].topic == pushed[1].topic == "order-42"
+    # Android: the same tag and collapse key
+    android = [m.message["android"] for m in push_fake_fcm.messages]
+    assert [a["notification"]["tag"] for a in android] == ["order-42", "order-42"]
+    assert [a["collapse_key"] for a in android] == ["order-42", "order-42"]
+    # iOS without a Live Activity token: an alert that replaces the last
+    assert [n.headers.get("apns-collapse-id") for n in push_fake_apns.notifications] == [
+        "order-42",
+        "order-42",
+    ]
+
+
+def test_live_activity_tokens_pick_the_live_activity_push(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    client = live.test_client()
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+    alice = as_user("alice")
+    answer = client.patch(
+        f"/push/installations/{iphone}", json={"pushToStartToken": START_TOKEN}, headers=alice
+    )
+    assert answer.status_code == 200 and answer.get_json()["pushToStartToken"] == START_TOKEN
+    with live.app_context():
+        order("start", attributes_type="OrderAttributes", attributes={"number": 42})
+    registered = client.post(
+        f"/push/installations/{iphone}/activities",
+        json={"activityId": "order-42", "pushToken": LIVE_TOKEN.upper()},
+        headers=alice,
+    )
+    assert registered.status_code == 201, registered.get_json()
+    assert registered.get_json()["pushToken"] == LIVE_TOKEN  # stored as APNs tokens are
+    again = client.post(
+        f"/push/installations/{iphone}/activities",
+        json={"activityId": "order-42", "pushToken": LIVE_TOKEN},
+        headers=alice,
+    )
+    assert again.status_code == 200
+    with live.app_context():
+        order()
+    start, update = push_fake_apns.notifications
+    assert (start.device_token, update.device_token) == (START_TOKEN, LIVE_TOKEN)
+
+
+def test_a_dead_live_activity_token_is_dropped_not_the_device(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        db.session.add(
+            push.models.ActivityToken(
+                installation_id=iphone, activity_id="order-42", push_token=LIVE_TOKEN
+            )
+        )
+        db.session.commit()
+        push_fake_apns.unregister(LIVE_TOKEN)
+        message = order()
+        d = push.models.Delivery
+        status = db.session.scalar(
+            sa.select(d.status).where(d.message_id == message.id, d.installation_id == iphone)
+        )
+        assert status == "gone"
+        assert (
+            db.session.scalar(sa.select(sa.func.count()).select_from(push.models.ActivityToken))
+            == 0
+        )
+        assert db.session.get(push.models.Installation, iphone).status == "active"
+        # the next state goes to the device as an alert
+        later = order(state={**STATE, "step": 5})
+        assert (
+            db.session.scalar(
+                sa.select(d.status).where(d.message_id == later.id, d.installation_id == iphone)
+            )
+            == "sent"
+        )
+
+
+def test_a_newer_state_supersedes_an_older_one_still_queued(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    with live.app_context():
+        browser = devices(push_fake_webpush)["browser"]
+        push_fake_webpush.fail_next(503, subscriber=browser, retry_after=600)
+        older = order(state={"status": "confirmed", "step": 2, "steps": 5})
+        d = push.models.Delivery
+        row = db.session.scalar(
+            sa.select(d).where(d.message_id == older.id, d.subscription_id.is_not(None))
+        )
+        assert row.status == "queued"  # waits for its retry
+        newer = order()
+        db.session.expire_all()
+        [entry] = [e for e in push.explain(older.id) if e["target"]["kind"] == "webpush"]
+        assert entry["status"] == "superseded" and entry["reason"] == "superseded"
+        assert entry["events"][-1]["what"] == "superseded"
+        # the retry's time comes: nothing of the older state goes out
+        db.session.execute(sa.update(d).where(d.id == row.id).values(due_at=sa.func.now()))
+        db.session.commit()
+        push.dispatch_due()
+        assert db.session.get(d, row.id).status == "superseded"
+        shown = live.test_client().get(
+            f"/push/messages/{older.id}", headers=as_user("root", admin=True)
+        )
+        assert shown.get_json()["counts"]["superseded"] == 1
+        newer_id = newer.id
+    assert [p.json()["messageId"] for p in browser.received] == [newer_id]
+
+
+def test_timestamps_only_grow_and_the_end_is_the_end(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    with live.app_context():
+        devices(push_fake_webpush)
+        stamps = [order("start").activity["timestamp"], order().activity["timestamp"]]
+        stamps.append(order("end", dismiss_at=None).activity["timestamp"])
+        assert stamps == sorted(set(stamps))  # strictly growing, even within one second
+        messages = db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Message))
+        with pytest.raises(ValidationError) as raised:
+            order()
+        assert (raised.value.code, raised.value.field) == ("activity_ended", "id")
+        assert (
+            db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Message))
+            == messages
+        )
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"event": "pause"}, "event"),
+        ({"users": []}, "users"),
+        ({"state": {"eta": float("nan")}}, "state"),
+        ({"attributes": {"n": 1}}, "attributesType"),
+        ({"attributes_type": "OrderAttributes", "attributes": {"n": 1}}, "attributes"),
+        ({"category": "offers"}, "category"),
+        ({"url": "javascript:alert(1)"}, "url"),
+    ],
+)
+def test_bad_calls_are_refused_and_write_nothing(
+    live: Flask, given: dict[str, Any], field: str
+) -> None:
+    with live.app_context():
+        with pytest.raises(ValidationError) as raised:
+            order(**given)
+        assert raised.value.field == field, raised.value
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Activity)) == 0
+        with pytest.raises(ValidationError):
+            push.activity("bad id!", users=["alice"], title="x")
+
+
+def test_activity_tokens_are_checked(live: Flask, push_fake_webpush: FakePushService) -> None:
+    client = live.test_client()
+    with live.app_context():
+        mine = devices(push_fake_webpush)
+        android = db.session.scalar(
+            sa.select(push.models.Installation.id).where(
+                push.models.Installation.device_type == "android"
+            )
+        )
+    url = f"/push/installations/{mine['iphone']}/activities"
+    alice = as_user("alice")
+    bad = client.post(url, json={"activityId": "order-42", "pushToken": "xyz"}, headers=alice)
+    assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "pushToken"
+    other = client.post(
+        url, json={"activityId": "order-42", "pushToken": LIVE_TOKEN}, headers=as_user("bob")
+    )
+    assert other.status_code == 404
+    not_ios = client.post(
+        f"/push/installations/{android}/activities",
+        json={"activityId": "order-42", "pushToken": LIVE_TOKEN},
+        headers=alice,
+    )
+    assert not_ios.status_code == 400 and not_ios.get_json()["error"]["field"] == "pushToken"
+    start = client.patch(
+        f"/push/installations/{android}", json={"pushToStartToken": START_TOKEN}, headers=alice
+    )
+    assert start.status_code == 400
+    assert start.get_json()["error"]["field"] == "pushToStartToken"
