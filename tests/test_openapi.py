@@ -58,7 +58,12 @@ BUSINESS_RULES: dict[str, set[tuple[str, str]]] = {
     # a new item needs a title; whether the id names an existing item is in the database
     "upsertNotification": {("required", "title")},
     # a token must have the shape of the tokens of the device type it was registered with
-    "updateInstallation": {("invalid_device_token", "deviceToken")},
+    "updateInstallation": {
+        ("invalid_device_token", "deviceToken"),
+        # only an installation of an app that runs Live Activities (iOS) takes these
+        ("invalid_value", "pushToStartToken"),
+    },
+    "registerActivityToken": {("invalid_value", "pushToken")},
     # at most a year ahead, counted from now; and what the push services take
     "sendMessage": {
         ("invalid_value", "notification.sendAt"),
@@ -274,11 +279,13 @@ REQUEST_FIELDS = {
     "PushKeys": {"p256dh", "auth"},
     "InstallationCreate": {
         "appId", "deviceToken", "deviceType", "userId", "subscriptions", "badge",
-        "timeZone", "appVersion",
+        "timeZone", "appVersion", "pushToStartToken",
     },
     "InstallationUpdate": {
         "deviceToken", "userId", "subscriptions", "badge", "timeZone", "appVersion",
+        "pushToStartToken",
     },
+    "ActivityTokenCreate": {"activityId", "pushToken"},
     "InboxItemUpsert": {
         "id", "userId", "type", "title", "body", "url", "data", "isNew", "progress",
     },

@@ -112,6 +112,18 @@ class InstallationCreate(InstallationUpdate):
                     "then": {"properties": {"deviceToken": {"pattern": ecma(token)}}},
                 }
                 for name, token in _TOKENS.items()
+            ]
+            # only the apps that run Live Activities have a push-to-start token
+            + [
+                {
+                    "if": {
+                        "properties": {"deviceType": {"const": name}},
+                        "required": ["deviceType"],
+                    },
+                    "then": {"properties": {"pushToStartToken": {"type": "null"}}},
+                }
+                for name in platforms()
+                if name not in LIVE_PLATFORMS
             ],
             "examples": [
                 {
