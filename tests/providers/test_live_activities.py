@@ -8,12 +8,13 @@ The pushes are built as dispatch builds them: the notification's ``tag`` and
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from flask_push.credentials import APNS
+from flask_push.credentials import APNS, FCM
 from flask_push.errors import PayloadError
 from flask_push.message import (
     Activity,
@@ -24,8 +25,10 @@ from flask_push.message import (
     TokenKind,
 )
 from flask_push.providers.apns import APNsProvider
+from flask_push.providers.fcm import FCMProvider
 from flask_push.pytest_plugin import APNS_TOPIC as TOPIC
 from flask_push.testing.apns import FakeAPNs
+from flask_push.testing.fcm import FakeFCM, make_registration_token
 
 from conftest import send_batch as send
 
@@ -95,6 +98,14 @@ def apns(push_fake_apns: FakeAPNs) -> APNsProvider:
         }
     )
     return APNsProvider.from_settings(settings, ssl_context=push_fake_apns.client_ssl_context())
+
+
+@pytest.fixture
+def fcm(push_fake_fcm: FakeFCM) -> FCMProvider:
+    settings = FCM.normalize(
+        {"credentials": push_fake_fcm.service_account(), "baseUrl": push_fake_fcm.base_url}
+    )
+    return FCMProvider.from_settings(settings, concurrency=10, timeout=5.0)
 
 
 def statuses(results: list[DeliveryResult]) -> list[str]:
@@ -283,3 +294,46 @@ def test_the_size_check_counts_the_activity(apns: APNsProvider) -> None:
     )
     with pytest.raises(PayloadError):
         apns.check(shown, start)
+
+
+# FCM
+
+
+def test_fcm_replaces_the_notification_in_place_with_the_state_in_data(
+    push_fake_fcm: FakeFCM, fcm: FCMProvider
+) -> None:
+    token = make_registration_token()
+    shown = notification("Out for delivery", data={"activity": "mine", "orderId": 42})
+    pushes = [
+        outgoing(0, UPDATED, "device", token, shown),
+        outgoing(1, ENDED, "device", token, notification("Delivered")),
+    ]
+
+    assert statuses(send(fcm, pushes)) == ["sent"] * 2
+
+    by_event = {json.loads((m.data or {})["activity"])["event"]: m for m in push_fake_fcm.messages}
+    update, end = by_event["update"], by_event["end"]
+    assert update.android is not None
+    assert update.android["collapse_key"] == "order-42"
+    assert update.android["notification"]["tag"] == "order-42"
+    assert update.data is not None and end.data is not None
+    assert update.data["orderId"] == "42"
+    # the activity wins over a data key of the same name
+    assert json.loads(update.data["activity"]) == {
+        "id": "order-42",
+        "event": "update",
+        "state": state(4),
+        "timestamp": T0 + 60,
+    }
+    assert json.loads(end.data["activity"])["event"] == "end"
+    assert end.android is not None and end.android["notification"]["tag"] == "order-42"
+
+
+def test_fcm_preview_and_size_check_carry_the_activity(fcm: FCMProvider) -> None:
+    shown = notification("Out for delivery")
+    preview = fcm.preview(outgoing(0, UPDATED, "device", make_registration_token()))
+
+    assert json.loads(preview["body"]["message"]["data"]["activity"])["state"] == state(4)
+    assert fcm.activity_payload_size(shown, UPDATED) > fcm.payload_size(shown)
+    with pytest.raises(PayloadError):
+        fcm.check(shown, replace(UPDATED, state={"route": "x" * 3900}))
