@@ -470,7 +470,13 @@ class APNsProvider(Provider):
         if status == "413":
             return outcome("failed", f"413 {reason}: the payload is over {self.max_payload} bytes")
         if reason in ("BadTopic", "TopicDisallowed", "MissingTopic"):
-            return outcome("failed", f"{status} {reason}: check PUSH_APNS_TOPIC ({self.topic})")
+            hint = f"check PUSH_APNS_TOPIC ({self.topic})"
+            if isinstance(push.target, DeviceTarget) and push.target.kind != "device":
+                hint += (
+                    f" and that the app supports Live Activities: they go to "
+                    f"{self.topic}{LIVE_ACTIVITY_TOPIC_SUFFIX}"
+                )
+            return outcome("failed", f"{status} {reason}: {hint}")
         return outcome("failed", f"{status} {reason}".strip() or "no status from APNs")
 
     # The client

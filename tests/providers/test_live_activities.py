@@ -337,3 +337,17 @@ def test_fcm_preview_and_size_check_carry_the_activity(fcm: FCMProvider) -> None
     assert fcm.activity_payload_size(shown, UPDATED) > fcm.payload_size(shown)
     with pytest.raises(PayloadError):
         fcm.check(shown, replace(UPDATED, state={"route": "x" * 3900}))
+
+
+def test_a_refused_live_activity_topic_names_it(
+    push_fake_apns: FakeAPNs, apns: APNsProvider
+) -> None:
+    push_fake_apns.fail_next(400, "TopicDisallowed", token=ACTIVITY_TOKEN)
+
+    [result] = send(apns, [outgoing(0, UPDATED, "activity", ACTIVITY_TOKEN)])
+
+    assert result.status == "failed"
+    assert result.error == (
+        f"400 TopicDisallowed: check PUSH_APNS_TOPIC ({TOPIC}) and that the app supports "
+        f"Live Activities: they go to {LIVE_TOPIC}"
+    )
