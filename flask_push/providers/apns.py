@@ -33,6 +33,41 @@ Request headers:
 - ``apns-id``: a UUID derived from the delivery id, so Apple's delivery log can be
   matched to the delivery.
 
+Live activities (``push.activity``, :class:`~flask_push.message.Activity`) go two ways,
+by the kind of token the push targets (``DeviceTarget.kind``):
+
+- to a Live Activity's own push token (``activity``) or the app's push-to-start token
+  (``start``): a Live Activity push, as Apple's "Starting and updating Live Activities
+  with ActivityKit push notifications" describes::
+
+      apns-push-type: liveactivity
+      apns-topic: <topic>.push-type.liveactivity
+      {"aps": {"timestamp": 1767000000,          # Activity.timestamp: only grows
+               "event": "start" | "update" | "end",
+               "content-state": {...},           # Activity.state
+               "stale-date": 1767003600,         # stale_at, when given
+               "dismissal-date": 1767007200,     # dismiss_at, on end only
+               "alert": {"title": "...", "body": "...", "sound": "..."},  # start, end
+               "attributes-type": "...",         # push-to-start (``start``) only
+               "attributes": {...}}}
+
+  ``apns-priority`` is 10 for ``start`` and ``end`` and for an update of ``high``
+  urgency, else 5: Apple gives each app a budget of priority-10 Live Activity pushes
+  and throttles past it, while 5 is delivered soon and costs nothing. No
+  ``apns-collapse-id``: the token is the activity. A ``start`` sent to an activity's own
+  token (the app started it and registered its token first) goes as an ``update``; a
+  push-to-start token takes only ``start``, with ``attributes_type`` and ``attributes``,
+  and anything else is ``failed``.
+- to the device token (``device``: an installation without a token for the activity):
+  the ordinary alert above, whose ``apns-collapse-id`` and ``thread-id`` are the
+  notification's collapse key and tag (the activity id), with the state at the top
+  level: ``"activity": {"id", "event", "state", "timestamp"}``.
+
+A token APNs reports dead (410, ``Unregistered``, ``BadDeviceToken``, ``ExpiredToken``,
+``DeviceTokenNotForTopic``) is ``gone``: that token only. The result does not say
+which token; the dispatcher knows it from the push's ``target.kind`` and drops a dead
+``activity`` or ``start`` token without touching the installation's device token.
+
 The transport is aioapns' connection pool and HTTP/2 protocol, with the request and
 response handling of its protocol redone in :class:`_Connection` (see there why), one
 provider token shared by all connections, and connection failures reported at once
@@ -63,8 +98,16 @@ from pydantic import ConfigDict, Field, WithJsonSchema
 from ..credentials import ProviderKind, Setting
 from ..credentials import base_url as _base_url
 from ..credentials import text as _text
-from ..errors import ValidationError
-from ..message import DeliveryResult, DeviceTarget, Notification, OutgoingPush, Status
+from ..errors import PayloadError, ValidationError
+from ..message import (
+    Activity,
+    DeliveryResult,
+    DeviceTarget,
+    Notification,
+    OutgoingPush,
+    Status,
+    TokenKind,
+)
 from ..schemas.base import Documented, ResponseModel, WireModel, stripped
 from .base import Provider
 
@@ -94,7 +137,16 @@ logger = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"[0-9A-Fa-f]+")
 _APNS_ID_NAMESPACE = uuid.UUID("6f1e0cf4-6a8d-4c5e-9b0b-2d3f6a1c7e55")
-_GONE_REASONS = frozenset({"Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic"})
+_GONE_REASONS = frozenset(
+    {"Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic", "ExpiredToken"}
+)
+#: what Apple appends to the bundle id in ``apns-topic`` for Live Activity pushes
+LIVE_ACTIVITY_TOPIC_SUFFIX = ".push-type.liveactivity"
+_TOKEN_NAMES: dict[TokenKind, str] = {
+    "device": "device token",
+    "activity": "Live Activity's push token",
+    "start": "push-to-start token",
+}
 _RETRY_STATUSES = frozenset({"429", "500", "503"})
 
 
@@ -283,14 +335,33 @@ class APNsProvider(Provider):
         token = push.target.token.strip()
         if not _TOKEN.fullmatch(token):
             raise InvalidDeviceToken("the device token is not hex, so it cannot be an APNs token")
-        notification = push.notification
-        payload = apns_payload(notification, push.message_id)
+        notification, activity = push.notification, push.activity
+        request_id = str(uuid.uuid5(_APNS_ID_NAMESPACE, push.delivery_id))
+        if push.target.kind != "device":
+            if activity is None:
+                raise PayloadError(
+                    f"a {_TOKEN_NAMES[push.target.kind]} takes Live Activity pushes only "
+                    "(push.activity)",
+                    provider=self.name,
+                )
+            kind = push.target.kind
+            urgent = activity.event != "update" or notification.urgency == "high"
+            return NotificationRequest(
+                token,
+                live_activity_payload(notification, activity, kind),
+                notification_id=request_id,
+                time_to_live=max(notification.ttl, 0),
+                priority=10 if urgent else 5,
+                push_type=PushType.LIVEACTIVITY,
+                apns_topic=self.topic + LIVE_ACTIVITY_TOPIC_SUFFIX,
+            )
+        payload = apns_payload(notification, push.message_id, activity)
         background = "content-available" in payload["aps"]
         low = background or notification.urgency in ("low", "very-low")
         return NotificationRequest(
             token,
             payload,
-            notification_id=str(uuid.uuid5(_APNS_ID_NAMESPACE, push.delivery_id)),
+            notification_id=request_id,
             time_to_live=max(notification.ttl, 0),
             priority=5 if low else 10,
             collapse_key=collapse_id(notification.collapse_key),
@@ -310,6 +381,20 @@ class APNsProvider(Provider):
     def payload_size(self, notification: Notification) -> int:
         """Bytes of the JSON payload, with the longest message id."""
         return len(encode(apns_payload(notification, "m" * LONGEST_MESSAGE_ID)))
+
+    def activity_payload_size(self, notification: Notification, activity: Activity) -> int:
+        """Bytes of the largest payload ``activity`` may go out as: the alert to a device
+        token, the Live Activity push to its token, or the push-to-start."""
+        sizes = [
+            len(encode(apns_payload(notification, "m" * LONGEST_MESSAGE_ID, activity))),
+            len(encode(live_activity_payload(notification, activity, "activity"))),
+        ]
+        if activity.event == "start" and None not in (
+            activity.attributes_type,
+            activity.attributes,
+        ):
+            sizes.append(len(encode(live_activity_payload(notification, activity, "start"))))
+        return max(sizes)
 
     def parse(self, push: OutgoingPush, response: Any) -> DeliveryResult:
         """Map APNs' answer (or the error ``post`` raised) onto a :class:`DeliveryResult`."""
@@ -360,6 +445,8 @@ class APNsProvider(Provider):
                 service_id=result.notification_id or None,
             )
         if status == "410" or reason in _GONE_REASONS:
+            # That token is dead; for a Live Activity's or push-to-start token, only that
+            # one (the dispatcher reads which from push.target.kind), not the device's.
             error = reason or "Unregistered"
             if result.timestamp:
                 since = datetime.fromtimestamp(result.timestamp / 1000, timezone.utc)
@@ -368,6 +455,8 @@ class APNsProvider(Provider):
                 error += " (or a token of the other environment: check PUSH_APNS_SANDBOX)"
             elif reason == "DeviceTokenNotForTopic":
                 error += f" (the token belongs to another app than {self.topic})"
+            if isinstance(push.target, DeviceTarget) and push.target.kind != "device":
+                error += f"; it was the {_TOKEN_NAMES[push.target.kind]}"
             return outcome("gone", error)
         if status in _RETRY_STATUSES:
             return outcome("retry", f"{status} {reason}".strip())
@@ -382,7 +471,13 @@ class APNsProvider(Provider):
         if status == "413":
             return outcome("failed", f"413 {reason}: the payload is over {self.max_payload} bytes")
         if reason in ("BadTopic", "TopicDisallowed", "MissingTopic"):
-            return outcome("failed", f"{status} {reason}: check PUSH_APNS_TOPIC ({self.topic})")
+            hint = f"check PUSH_APNS_TOPIC ({self.topic})"
+            if isinstance(push.target, DeviceTarget) and push.target.kind != "device":
+                hint += (
+                    f" and that the app supports Live Activities: they go to "
+                    f"{self.topic}{LIVE_ACTIVITY_TOPIC_SUFFIX}"
+                )
+            return outcome("failed", f"{status} {reason}: {hint}")
         return outcome("failed", f"{status} {reason}".strip() or "no status from APNs")
 
     # The client
@@ -435,8 +530,11 @@ async def _drained(pool: _Pool, seconds: float) -> bool:
 # Payload and headers
 
 
-def apns_payload(notification: Notification, message_id: str) -> dict[str, Any]:
-    """The APNs JSON payload for ``notification`` (see the module docstring)."""
+def apns_payload(
+    notification: Notification, message_id: str, activity: Activity | None = None
+) -> dict[str, Any]:
+    """The APNs JSON payload for ``notification``, with ``activity``'s state when it
+    shows one (see the module docstring)."""
     aps: dict[str, Any] = {}
     if notification.title or notification.body:
         alert: dict[str, str] = {}
@@ -465,7 +563,64 @@ def apns_payload(notification: Notification, message_id: str) -> dict[str, Any]:
         payload["image"] = notification.image
     if notification.data:
         payload["data"] = dict(notification.data)
+    if activity is not None:
+        payload["activity"] = {
+            "id": activity.id,
+            "event": activity.event,
+            "state": dict(activity.state),
+            "timestamp": activity.timestamp,
+        }
     return payload
+
+
+def live_activity_payload(
+    notification: Notification, activity: Activity, kind: TokenKind
+) -> dict[str, Any]:
+    """The ``liveactivity`` payload for ``activity`` to a token of ``kind``
+    (``activity`` or ``start``; see the module docstring).
+
+    :raises PayloadError: for a push-to-start token, unless the event is ``start`` with
+        ``attributes_type`` and ``attributes``.
+    """
+    event = activity.event
+    if kind == "start":
+        if event != "start":
+            raise PayloadError(
+                f"a push-to-start token only starts a Live Activity; {event!r} needs the "
+                "activity's own push token",
+                provider="apns",
+            )
+        if activity.attributes_type is None or activity.attributes is None:
+            raise PayloadError(
+                "a push-to-start needs attributes_type and attributes (the Live Activity's "
+                "ActivityAttributes type and its static attributes)",
+                provider="apns",
+            )
+    elif event == "start":
+        event = "update"  # it runs already: the app registered its own token
+    aps: dict[str, Any] = {
+        "timestamp": activity.timestamp,
+        "event": event,
+        "content-state": dict(activity.state),
+    }
+    if activity.stale_at is not None:
+        aps["stale-date"] = activity.stale_at
+    if event == "end" and activity.dismiss_at is not None:
+        aps["dismissal-date"] = activity.dismiss_at
+    if activity.event in ("start", "end") and (notification.title or notification.body):
+        # Live Activity alerts carry their sound inside the alert, unlike other pushes.
+        alert: dict[str, str] = {}
+        if notification.title:
+            alert["title"] = notification.title
+        if notification.body:
+            alert["body"] = notification.body
+        if notification.sound:
+            alert["sound"] = notification.sound
+        aps["alert"] = alert
+    if kind == "start":
+        aps["attributes-type"] = activity.attributes_type
+        aps["attributes"] = dict(activity.attributes or {})
+    return {"aps": aps}
 
 
 def apns_headers(request: Any, topic: str | None, now: float) -> list[tuple[str, str]]:

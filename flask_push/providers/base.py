@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from ..credentials import ProviderKind
 from ..errors import PayloadError
-from ..message import DeliveryResult, Notification, OutgoingPush
+from ..message import Activity, DeliveryResult, Notification, OutgoingPush
 
 #: seconds past a provider's own timeout before its request is abandoned
 _GRACE = 1.0
@@ -197,12 +197,28 @@ class Provider(ABC):
     async def aclose(self) -> None:
         """Release pooled connections (call it in the loop that used them)."""
 
-    def check(self, notification: Notification) -> None:
+    def activity_payload_size(self, notification: Notification, activity: Activity) -> int:
+        """Bytes on the wire for ``notification`` showing ``activity`` (``push.activity``),
+        at its largest over the tokens it may go to. Providers that carry the activity's
+        state override it; by default it is :meth:`payload_size`.
+
+        .. versionadded:: 0.2
+        """
+        return self.payload_size(notification)
+
+    def check(self, notification: Notification, activity: Activity | None = None) -> None:
         """Refuse a notification the platform would refuse, before anything is queued.
 
+        :param activity: the live activity state it shows, if any: counted too.
         :raises PayloadError: when it is too large; never truncated.
+
+        .. versionchanged:: 0.2
+            The ``activity`` parameter.
         """
-        size = self.payload_size(notification)
+        if activity is None:
+            size = self.payload_size(notification)
+        else:
+            size = self.activity_payload_size(notification, activity)
         if size > self.max_payload:
             raise PayloadError(
                 f"The {self.name} payload would be {size} bytes; the limit is "

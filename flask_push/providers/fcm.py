@@ -24,6 +24,14 @@ badge (int)        ``android.notification.notification_count``; a str badge (a W
                    icon URL) has no Android counterpart and is left out
 =================  ==============================================================
 
+A live activity's state (``push.activity``) rides in ``data.activity``, one JSON text
+(FCM data values are strings): ``{"id", "event", "state", "timestamp"}``, the same
+object the APNs alert and Web Push payloads carry; it wins over a ``data`` key of the
+same name. The notification's ``tag`` and ``collapse_key`` are the activity id (dispatch
+sets them), so the app's notification for it is replaced in place, and an undelivered
+older state is dropped by FCM; ``timestamp`` only grows, so an app that renders
+``data.activity`` itself can ignore an older one arriving late.
+
 ``url`` does not become ``android.notification.click_action``: that field names an
 Android intent action, not a link, and an action no activity handles makes the tap
 do nothing. The app opens ``data.url`` itself.
@@ -58,7 +66,7 @@ from ..credentials import base_url as _base_url
 from ..credentials import split_url as _split
 from ..credentials import text as _text
 from ..errors import PayloadError, ValidationError
-from ..message import DeliveryResult, DeviceTarget, Notification, OutgoingPush
+from ..message import Activity, DeliveryResult, DeviceTarget, Notification, OutgoingPush
 from ..schemas.base import ResponseModel, WireModel, refuse_as
 from .base import Provider, retry_after_seconds
 
@@ -392,7 +400,11 @@ class FCMProvider(Provider):
     # -- the message -----------------------------------------------------------
 
     def _data(
-        self, notification: Notification, message_id: str, click_token: str | None
+        self,
+        notification: Notification,
+        message_id: str,
+        click_token: str | None,
+        activity: Activity | None = None,
     ) -> dict[str, str]:
         # FCM data is a map of strings to strings; anything else gets 400.
         data: dict[str, str] = {}
@@ -420,10 +432,28 @@ class FCMProvider(Provider):
         data["messageId"] = message_id
         if click_token is not None:
             data["clickToken"] = click_token
+        if activity is not None:
+            shown = {
+                "id": activity.id,
+                "event": activity.event,
+                "state": dict(activity.state),
+                "timestamp": activity.timestamp,
+            }
+            try:
+                data["activity"] = json.dumps(shown, separators=(",", ":"), ensure_ascii=False)
+            except (TypeError, ValueError) as err:
+                raise PayloadError(
+                    f"The activity's state is not JSON-serializable: {err}", provider=self.name
+                ) from err
         return data
 
     def _notify_arguments(
-        self, notification: Notification, token: str, message_id: str, click_token: str | None
+        self,
+        notification: Notification,
+        token: str,
+        message_id: str,
+        click_token: str | None,
+        activity: Activity | None = None,
     ) -> dict[str, Any]:
         """pyfcm's ``notify()`` arguments for one push."""
         android: dict[str, Any] = {
@@ -450,7 +480,7 @@ class FCMProvider(Provider):
             "notification_title": notification.title,
             "notification_body": notification.body,
             "notification_image": notification.image,
-            "data_payload": self._data(notification, message_id, click_token),
+            "data_payload": self._data(notification, message_id, click_token, activity),
             "android_config": android,
         }
 
@@ -459,7 +489,7 @@ class FCMProvider(Provider):
         if not isinstance(push.target, DeviceTarget):
             raise PayloadError("FCM sends to device tokens only", provider=self.name)
         arguments = self._notify_arguments(
-            push.notification, push.target.token, push.message_id, push.click_token
+            push.notification, push.target.token, push.message_id, push.click_token, push.activity
         )
         return bytes(self._builder.parse_payload(**arguments))
 
@@ -474,11 +504,19 @@ class FCMProvider(Provider):
         and commas are counted too, so the estimate errs on the safe side. The
         message id and click token are the longest they can be.
         """
+        return self._size(notification, None)
+
+    def activity_payload_size(self, notification: Notification, activity: Activity) -> int:
+        """:meth:`payload_size` with the activity in ``data.activity``."""
+        return self._size(notification, activity)
+
+    def _size(self, notification: Notification, activity: Activity | None) -> int:
         arguments = self._notify_arguments(
             notification,
             "token",
             "m" * _LONGEST_MESSAGE_ID,
             "c" * _LONGEST_CLICK_TOKEN,
+            activity,
         )
         message = json.loads(self._builder.parse_payload(**arguments))["message"]
         counted = {key: message[key] for key in ("notification", "data") if key in message}

@@ -22,6 +22,18 @@ free port, with a throwaway certificate (:mod:`flask_push.testing.tls`) valid fo
 ``localhost`` and ``127.0.0.1``. It speaks HTTP/2 whether or not the client negotiates
 ALPN (aioapns does not), serves many concurrent streams on each connection and many
 connections, and honours HTTP/2 flow control in both directions.
+
+Live Activity pushes (``apns-push-type: liveactivity``) are checked against the rules of
+Apple's "Starting and updating Live Activities with ActivityKit push notifications":
+the topic ends with ``.push-type.liveactivity`` (else 400 TopicDisallowed), the priority
+is 5 or 10 (else 400 BadPriority), and ``aps`` has an integer ``timestamp``, an
+``event`` of ``start``, ``update`` or ``end``, a ``content-state`` object, and
+``attributes-type`` with ``attributes`` exactly when the event is ``start``. APNs
+itself passes such payloads on and the device drops a bad one without a word; the fake
+refuses them instead, with 400 ``BadPayload`` (its own reason, as for malformed JSON)
+and the broken rule in :attr:`RejectedRequest.detail`, so that a test sees the mistake.
+:attr:`FakeAPNs.live_activities` shows each Live Activity token's newest state, as the
+device would show it.
 """
 
 from __future__ import annotations
@@ -63,6 +75,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PUSH_TYPES",
     "FakeAPNs",
+    "LiveActivity",
     "ReceivedNotification",
     "RejectedRequest",
 ]
@@ -101,9 +114,14 @@ PROVIDER_TOKEN_LIFETIME = 3600
 CLOCK_SKEW = 60
 MAX_COLLAPSE_ID_SIZE = 64
 PRIORITIES = frozenset({"1", "5", "10"})
+#: Live Activity pushes are delivered now (10) or when convenient (5); 1 is refused
+LIVE_ACTIVITY_PRIORITIES = frozenset({"5", "10"})
+LIVE_ACTIVITY_EVENTS = frozenset({"start", "update", "end"})
 
 _DEVICE_PATH = "/3/device/"
-_DEVICE_TOKEN = re.compile(r"[0-9a-fA-F]{64}")
+# Apple says not to rely on a token's length: device tokens are 32 bytes today, Live
+# Activity and push-to-start tokens longer. Hex of 32 to 100 bytes, as the provider takes.
+_DEVICE_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){32,100}")
 _APNS_ID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 _INTEGER = re.compile(r"[0-9]+")
 # Headers that must not be sent twice (400 DuplicateHeaders).
@@ -160,6 +178,28 @@ class RejectedRequest:
     #: The request's ``apns-*`` headers as sent.
     headers: dict[str, str]
     received_at: float
+    #: Which rule the request broke, in words (not sent: APNs answers the reason only).
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LiveActivity:
+    """A Live Activity as the device shows it: the newest state pushed to one token."""
+
+    #: The Live Activity's push token, or the push-to-start token it was started with.
+    token: str
+    #: ``start``, ``update`` or ``end`` (an ended one stays until it is dismissed).
+    event: str
+    #: ``aps.timestamp``: a push older than the one shown is ignored, as on the device.
+    timestamp: int
+    content_state: dict[str, Any]
+    #: The last push's ``aps`` whole (``alert``, ``stale-date``, ``dismissal-date``...).
+    aps: dict[str, Any]
+    #: The ``attributes-type`` and ``attributes`` it was started with, by push-to-start.
+    attributes_type: str | None
+    attributes: dict[str, Any] | None
+    #: When the fake accepted the push shown (:func:`time.time`).
+    received_at: float
 
 
 @dataclass(frozen=True)
@@ -176,11 +216,14 @@ class _Response:
 
 
 class _Rejected(Exception):
-    def __init__(self, status: int, reason: str, timestamp: int | None = None) -> None:
+    def __init__(
+        self, status: int, reason: str, timestamp: int | None = None, detail: str = ""
+    ) -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
         self.timestamp = timestamp
+        self.detail = detail
 
 
 @dataclass
@@ -225,6 +268,7 @@ class FakeAPNs(FakeService[ReceivedNotification]):
         self._verified_tokens: dict[str, tuple[str, _IssuedKey, int]] = {}
         self._unregistered: dict[str, int] = {}
         self._rejections: list[RejectedRequest] = []
+        self._live: dict[str, LiveActivity] = {}
         self._connection_count = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -381,6 +425,7 @@ class FakeAPNs(FakeService[ReceivedNotification]):
         with self._cond:
             super().reset()
             self._rejections.clear()
+            self._live.clear()
             self._unregistered.clear()
 
     # Inspection
@@ -395,6 +440,13 @@ class FakeAPNs(FakeService[ReceivedNotification]):
         """The requests answered with an error so far."""
         with self._cond:
             return list(self._rejections)
+
+    @property
+    def live_activities(self) -> dict[str, LiveActivity]:
+        """Each token's Live Activity as its device shows it: the newest state (by
+        ``aps.timestamp``) of the ``liveactivity`` pushes accepted for that token."""
+        with self._cond:
+            return dict(self._live)
 
     @property
     def connection_count(self) -> int:
@@ -492,7 +544,9 @@ class FakeAPNs(FakeService[ReceivedNotification]):
                 payload = self._check(headers, fields, token, body, now)
             except _Rejected as rejected:
                 self._rejections.append(
-                    RejectedRequest(token, rejected.status, rejected.reason, sent, now)
+                    RejectedRequest(
+                        token, rejected.status, rejected.reason, sent, now, rejected.detail
+                    )
                 )
                 reply: dict[str, object] = {"reason": rejected.reason}
                 if rejected.timestamp is not None:
@@ -501,8 +555,32 @@ class FakeAPNs(FakeService[ReceivedNotification]):
                     rejected.status, apns_id, json.dumps(reply, separators=(",", ":")).encode()
                 )
             sent["apns-id"] = apns_id
+            if sent.get("apns-push-type") == "liveactivity":
+                self._show_live_activity(token.lower(), payload["aps"], now)
             self._record(ReceivedNotification(token, sent, payload, now))
         return _Response(200, apns_id)
+
+    def _show_live_activity(self, token: str, aps: dict[str, Any], now: float) -> None:
+        """Show an accepted Live Activity push on its token's activity, unless older."""
+        shown = self._live.get(token)
+        if shown is not None and aps["timestamp"] < shown.timestamp:
+            return  # ActivityKit ignores a push older than the state it shows
+        if aps["event"] == "start":
+            kind, attributes = aps["attributes-type"], aps["attributes"]
+        elif shown is not None:
+            kind, attributes = shown.attributes_type, shown.attributes
+        else:
+            kind, attributes = None, None  # started in the app, not by a push
+        self._live[token] = LiveActivity(
+            token=token,
+            event=aps["event"],
+            timestamp=aps["timestamp"],
+            content_state=aps["content-state"],
+            aps=aps,
+            attributes_type=kind,
+            attributes=attributes,
+            received_at=now,
+        )
 
     def _check(
         self,
@@ -537,6 +615,11 @@ class FakeAPNs(FakeService[ReceivedNotification]):
             raise _Rejected(400, "TopicDisallowed")
         if fields.get("apns-priority", "10") not in PRIORITIES:
             raise _Rejected(400, "BadPriority")
+        live = push_type == "liveactivity"
+        if live and fields.get("apns-priority", "10") not in LIVE_ACTIVITY_PRIORITIES:
+            raise _Rejected(
+                400, "BadPriority", detail="a Live Activity push takes priority 5 or 10"
+            )
         if not _INTEGER.fullmatch(fields.get("apns-expiration", "0")):
             raise _Rejected(400, "BadExpirationDate")
         if len(fields.get("apns-collapse-id", "").encode()) > MAX_COLLAPSE_ID_SIZE:
@@ -544,6 +627,8 @@ class FakeAPNs(FakeService[ReceivedNotification]):
         if not _DEVICE_TOKEN.fullmatch(token):
             raise _Rejected(400, "BadDeviceToken")
         payload = self._check_payload(body, push_type)
+        if live:
+            _check_live_activity(payload["aps"])
 
         failure = self._take_failure(token.lower())
         if failure is not None:
@@ -617,6 +702,37 @@ class FakeAPNs(FakeService[ReceivedNotification]):
         if not isinstance(payload.get("aps"), dict):
             raise _Rejected(400, "PayloadEmpty")
         return payload
+
+
+def _check_live_activity(aps: dict[str, Any]) -> None:
+    """Apple's rules for a Live Activity push's ``aps`` (see the module docstring)."""
+
+    def broken(detail: str) -> _Rejected:
+        return _Rejected(400, "BadPayload", detail=detail)
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    event = aps.get("event")
+    if event not in LIVE_ACTIVITY_EVENTS:
+        raise broken(f"aps.event must be start, update or end, not {event!r}")
+    if not integer(aps.get("timestamp")):
+        raise broken("aps.timestamp must be an integer: seconds since the epoch")
+    if not isinstance(aps.get("content-state"), dict):
+        raise broken("aps.content-state must be an object: the Live Activity's state")
+    for name in ("stale-date", "dismissal-date"):
+        if name in aps and not integer(aps[name]):
+            raise broken(f"aps.{name} must be an integer: seconds since the epoch")
+    has_type, has_attributes = "attributes-type" in aps, "attributes" in aps
+    if event != "start" and (has_type or has_attributes):
+        raise broken("aps.attributes-type and aps.attributes go with event start only")
+    if event == "start":
+        if not (has_type and has_attributes):
+            raise broken("a start needs aps.attributes-type and aps.attributes together")
+        if not isinstance(aps["attributes-type"], str) or not aps["attributes-type"]:
+            raise broken("aps.attributes-type must name the app's ActivityAttributes type")
+        if not isinstance(aps["attributes"], dict):
+            raise broken("aps.attributes must be an object: the activity's static attributes")
 
 
 class _H2ServerProtocol(asyncio.Protocol):

@@ -498,3 +498,144 @@ def test_stop_closes_open_connections(push_fake_apns: FakeAPNs) -> None:
             with pytest.raises(RuntimeError):
                 push_fake_apns.port  # noqa: B018
     assert len(push_fake_apns.notifications) == 1  # kept after stop
+
+
+# Live Activity pushes
+
+LIVE_TOPIC = f"{TOPIC}.push-type.liveactivity"
+#: Live Activity tokens are longer than device tokens (Apple: do not rely on the length)
+ACTIVITY_TOKEN = "ef56" * 40
+
+
+def live(aps: dict[str, Any], **options: Any) -> NotificationRequest:
+    options.setdefault("apns_topic", LIVE_TOPIC)
+    options.setdefault("priority", 10)
+    return NotificationRequest(
+        options.pop("token", ACTIVITY_TOKEN),
+        {"aps": aps},
+        push_type=PushType.LIVEACTIVITY,
+        **options,
+    )
+
+
+def state(step: int) -> dict[str, Any]:
+    return {"status": "out_for_delivery", "step": step, "steps": 5}
+
+
+UPDATE = {"timestamp": 1_767_000_000, "event": "update", "content-state": state(4)}
+START = {
+    "timestamp": 1_767_000_000,
+    "event": "start",
+    "content-state": state(1),
+    "attributes-type": "OrderAttributes",
+    "attributes": {"orderId": 42},
+    "alert": {"title": "Order #42", "body": "Placed"},
+}
+
+
+def sent_all(
+    fake: FakeAPNs, key: Key, requests: list[NotificationRequest]
+) -> list[tuple[str, str | None]]:
+    async def use(apns: APNs) -> list[NotificationResult]:
+        return [await apns.send_notification(request) for request in requests]
+
+    return [(r.status, r.description) for r in run(fake, key, use)]
+
+
+def test_live_activity_pushes_show_the_newest_state_per_token(
+    push_fake_apns: FakeAPNs, key: Key
+) -> None:
+    start_token = "0a" * 80
+    end = {
+        "timestamp": 1_767_000_300,
+        "event": "end",
+        "content-state": state(5),
+        "dismissal-date": 1_767_003_900,
+        "stale-date": 1_767_001_000,
+        "alert": {"title": "Order #42", "body": "Delivered", "sound": "default"},
+    }
+    older = {**UPDATE, "timestamp": 1_767_000_100, "content-state": state(3)}
+    requests = [
+        live(START, token=start_token),
+        live(UPDATE, priority=5),
+        live({**UPDATE, "timestamp": 1_767_000_200}),
+        live(older),  # arrives late: accepted, and ignored as the device does
+        live(end),
+    ]
+
+    assert sent_all(push_fake_apns, key, requests) == [("200", None)] * 5
+
+    assert [n.push_type for n in push_fake_apns.notifications] == ["liveactivity"] * 5
+    assert {n.topic for n in push_fake_apns.notifications} == {LIVE_TOPIC}
+    shown = push_fake_apns.live_activities
+    assert set(shown) == {start_token, ACTIVITY_TOKEN}
+    started = shown[start_token]
+    assert (started.event, started.content_state) == ("start", state(1))
+    assert (started.attributes_type, started.attributes) == ("OrderAttributes", {"orderId": 42})
+    ended = shown[ACTIVITY_TOKEN]
+    assert (ended.event, ended.timestamp, ended.content_state) == ("end", 1_767_000_300, state(5))
+    assert ended.aps["dismissal-date"] == 1_767_003_900
+    assert ended.attributes_type is None  # started in the app, not by a push
+
+    push_fake_apns.reset()
+    assert push_fake_apns.live_activities == {}
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason", "detail"),
+    [
+        (live(UPDATE, apns_topic=TOPIC), "TopicDisallowed", ""),
+        (live(UPDATE, apns_topic=f"{TOPIC}.voip"), "TopicDisallowed", ""),
+        (live(UPDATE, priority=1), "BadPriority", "priority 5 or 10"),
+        (live({**UPDATE, "timestamp": None}), "BadPayload", "aps.timestamp"),
+        (live({"event": "update", "content-state": state(1)}), "BadPayload", "aps.timestamp"),
+        (live({**UPDATE, "timestamp": "1767000000"}), "BadPayload", "aps.timestamp"),
+        (live({**UPDATE, "event": "pause"}), "BadPayload", "aps.event"),
+        (live({"timestamp": 1, "event": "update"}), "BadPayload", "aps.content-state"),
+        (live({**UPDATE, "content-state": "on its way"}), "BadPayload", "aps.content-state"),
+        (
+            live({**UPDATE, "attributes-type": "OrderAttributes", "attributes": {}}),
+            "BadPayload",
+            "event start only",
+        ),
+        (live({**START, "event": "end"}), "BadPayload", "event start only"),
+        (live({**START, "attributes": None}), "BadPayload", "aps.attributes must"),
+        (
+            live({k: v for k, v in START.items() if k != "attributes"}),
+            "BadPayload",
+            "together",
+        ),
+        (live({**UPDATE, "stale-date": "soon"}), "BadPayload", "aps.stale-date"),
+    ],
+    ids=[
+        "bare-topic",
+        "other-push-type-topic",
+        "priority-1",
+        "null-timestamp",
+        "no-timestamp",
+        "text-timestamp",
+        "bad-event",
+        "no-content-state",
+        "text-content-state",
+        "attributes-on-update",
+        "attributes-on-end",
+        "attributes-not-an-object",
+        "attributes-type-alone",
+        "text-stale-date",
+    ],
+)
+def test_live_activity_rules_are_enforced(
+    push_fake_apns: FakeAPNs, key: Key, request_: NotificationRequest, reason: str, detail: str
+) -> None:
+    assert sent_all(push_fake_apns, key, [request_]) == [("400", reason)]
+
+    assert push_fake_apns.notifications == []
+    assert push_fake_apns.live_activities == {}
+    [rejection] = push_fake_apns.rejections
+    assert rejection.reason == reason and detail in rejection.detail
+
+
+def test_an_alert_may_not_use_the_live_activity_topic(push_fake_apns: FakeAPNs, key: Key) -> None:
+    assert sent_all(push_fake_apns, key, [alert(apns_topic=LIVE_TOPIC)]) == [
+        ("400", "TopicDisallowed")
+    ]
