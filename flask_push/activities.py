@@ -104,6 +104,7 @@ def activity(state: PushState, keywords: dict[str, Any]) -> Any:
 
     extras = Extras(
         columns={"activity_id": call.id, "activity": activity_json(shown)},
+        activity=shown,
         inbox_id=call.id,
         inbox_fields={
             "is_new": True,

@@ -1112,10 +1112,15 @@ class Dispatcher:
                 activity = activity_from_json(stored_activity)
                 if activity is not None and registered(kind).live_activities:
                     # an iOS Live Activity's own token, else the app's push-to-start
-                    # token for a start; else an ordinary alert to the device
+                    # token for a start that says what to start; else an ordinary
+                    # alert to the device
                     if activity_token is not None:
                         target_of = DeviceTarget(activity_token, "activity")
-                    elif activity.event == "start" and start_token is not None:
+                    elif (
+                        activity.event == "start"
+                        and activity.attributes is not None
+                        and start_token is not None
+                    ):
                         target_of = DeviceTarget(start_token, "start")
                 attempts[id] = tries
                 push = OutgoingPush(

@@ -22,7 +22,7 @@ from pydantic.alias_generators import to_snake
 from . import inbox, outcomes, policy, signals, tracing
 from .errors import ValidationError
 from .ids import new_id
-from .message import Notification
+from .message import Activity, Notification
 from .models import ACTIVE, Models, utcnow
 from .providers import kind_for_platform, not_configured_error, subscriptions_kind
 from .schemas.base import Context
@@ -340,6 +340,8 @@ class Extras:
     the targets are known, and work once it is committed."""
 
     columns: dict[str, Any]
+    #: the activity state it shows: the providers' size checks count it
+    activity: Activity | None = None
     inbox_id: str | None = None
     inbox_fields: dict[str, Any] | None = None
     #: ``(session, message, targets)``, before the deliveries are written
@@ -369,7 +371,7 @@ def _queue_message(
     shown = given.shown(settings.default_ttl)
     notification = notification_from_json(shown)
     for checker in state.get_checkers().values():
-        checker.check(notification)
+        checker.check(notification, extras.activity if extras is not None else None)
 
     # an id of PUSH_CATEGORIES: checked with the values
     category = settings.categories[given.category] if given.category is not None else None

@@ -146,6 +146,18 @@ def test_live_activity_tokens_pick_the_live_activity_push(
         order()
     start, update = push_fake_apns.notifications
     assert (start.device_token, update.device_token) == (START_TOKEN, LIVE_TOKEN)
+    assert {n.push_type for n in (start, update)} == {"liveactivity"}
+    assert start.topic == update.topic == "com.example.app.push-type.liveactivity"
+    assert start.aps["event"] == "start" and start.aps["attributes"] == {"number": 42}
+    assert start.aps["alert"] == {"title": "Order #42", "body": "Out for delivery"}
+    assert update.aps["event"] == "update" and update.aps["content-state"] == STATE
+    assert update.aps["timestamp"] > start.aps["timestamp"]
+    assert push_fake_apns.live_activities[LIVE_TOKEN].content_state == STATE
+    with live.app_context():
+        ended = order("end", state={**STATE, "status": "delivered", "step": 5})
+        assert ended.activity["event"] == "end"
+    shown = push_fake_apns.live_activities[LIVE_TOKEN]
+    assert shown.event == "end" and shown.content_state["status"] == "delivered"
 
 
 def test_a_dead_live_activity_token_is_dropped_not_the_device(
