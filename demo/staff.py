@@ -119,19 +119,27 @@ def sent_summary(message: Any) -> str:
 @staff_required
 def messages() -> Any:
     if request.method == "GET":
-        return render_template("staff/messages.html", form={})
+        return _messages_page({})
     try:
-        recipients, title, body, url = _message_form()
-        message = notify.ad_hoc(recipients, title, body, url)
+        recipients, title, body, url, category = _message_form()
+        message = notify.ad_hoc(recipients, title, body, url, category)
     except (FormError, ValidationError, PayloadError) as err:
         flash(f"Not sent. {err.message if isinstance(err, FormError) else err}", "error")
-        return render_template("staff/messages.html", form=request.form), 400
+        return _messages_page(request.form), 400
     flash(sent_summary(message))
     return redirect(url_for("staff.messages"))
 
 
-def _message_form() -> tuple[list[Any], str, str | None, str | None]:
-    """The message form's recipients, title, text and link, checked."""
+def _messages_page(form: Any) -> str:
+    return render_template(
+        "staff/messages.html",
+        form=form,
+        kinds=notify.staff_categories(),
+    )
+
+
+def _message_form() -> tuple[list[Any], str, str | None, str | None, str]:
+    """The message form's recipients, title, text, link and category, checked."""
     form = request.form
     audience = form.get("audience", "all")
     if audience not in ("all", "emails"):
@@ -155,7 +163,11 @@ def _message_form() -> tuple[list[Any], str, str | None, str | None]:
             raise FormError("emails", f"No customer with: {', '.join(missing[:5])}")
     if not recipients:
         raise FormError("audience", "Nobody to send to: there are no customers yet.")
-    return recipients, title, body or None, url or None
+    category = form.get("category", "")
+    kinds = dict(notify.staff_categories())
+    if category not in kinds:
+        raise FormError("category", f"Choose what the message is: {', '.join(kinds.values())}.")
+    return recipients, title, body or None, url or None, category
 
 
 def _web_address(url: str) -> bool:

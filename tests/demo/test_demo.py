@@ -204,20 +204,28 @@ def test_ad_hoc_message_by_email_list(demo_app: Any, staff: Any) -> None:
                 "title": "Your courier is nearby",
                 "body": "5 minutes",
                 "url": "/orders",
+                "category": "order_status",
             },
         )
         assert response.status_code == 302
         assert inbox_titles("bob@example.com") == ["Your courier is nearby"]
         assert inbox_titles("carol@example.com") == ["Your courier is nearby"]
         assert inbox_titles("alice@example.com") == []
-        staff.post("/staff/messages", data={"audience": "all", "title": "Open on Sunday"})
+        # news is off until a shopper turns it on: only alice did
+        push.set_preferences(user_id("alice@example.com"), categories={"news": {"inbox": True}})
+        staff.post(
+            "/staff/messages",
+            data={"audience": "all", "title": "Open on Sunday", "category": "news"},
+        )
         assert inbox_titles("alice@example.com") == ["Open on Sunday"]
+        assert inbox_titles("bob@example.com") == ["Your courier is nearby"]
     listed = staff.get("/push/messages").json
     assert [m["notification"]["title"] for m in listed["items"]] == [
         "Open on Sunday",
         "Your courier is nearby",
     ]
     assert set(listed["items"][0]["counts"]) >= {"queued", "sent", "failed", "clicked"}
+    assert [m["category"] for m in listed["items"]] == ["news", "order_status"]
 
 
 def test_export_reports_progress_until_it_links_to_the_file(
@@ -443,6 +451,8 @@ def test_the_message_form_is_checked(demo_app: Any, staff: Any) -> None:
         ({**emails, "emails": " "}, "A list of emails is needed."),
         ({**emails, "emails": "bob@example.com, bob@"}, "Not an email address: bob@"),
         ({**emails, "emails": "nobody@example.com"}, "No customer with: nobody@example.com"),
+        ({"title": "Hi"}, "Choose what the message is: News, Offers and deals, Order updates."),
+        ({"title": "Hi", "category": "shares"}, "Choose what the message is:"),
     ]:
         response = staff.post("/staff/messages", data=data)
         assert response.status_code == 400, data
@@ -461,7 +471,11 @@ def test_order_advance_is_checked(demo_app: Any, alice: Any, staff: Any) -> None
 
 
 def test_a_send_that_reached_only_inboxes_says_so(demo_app: Any, staff: Any, bob: Any) -> None:
-    sent = staff.post("/staff/messages", data={"title": "Open on Sunday"}, follow_redirects=True)
+    sent = staff.post(
+        "/staff/messages",
+        data={"title": "Open on Sunday", "category": "order_status"},
+        follow_redirects=True,
+    )
     assert "“Open on Sunday” sent to 3 inboxes; no browsers or phones are registered." in sent.text
     pushed = staff.post(
         "/staff/offers/2/push", data={"title": "Berries!", "body": ""}, follow_redirects=True
@@ -470,14 +484,19 @@ def test_a_send_that_reached_only_inboxes_says_so(demo_app: Any, staff: Any, bob
     add_phone(bob, "b1" * 32)
     sent = staff.post(
         "/staff/messages",
-        data={"audience": "emails", "emails": "bob@example.com", "title": "Nearby"},
+        data={
+            "audience": "emails",
+            "emails": "bob@example.com",
+            "title": "Nearby",
+            "category": "order_status",
+        },
         follow_redirects=True,
     )
     assert "“Nearby” sent to 1 inbox and queued for 1 browser or phone." in sent.text
 
 
 def test_the_analytics_count_inbox_deliveries(demo_app: Any, staff: Any, bob: Any) -> None:
-    staff.post("/staff/messages", data={"title": "Open on Sunday"})
+    staff.post("/staff/messages", data={"title": "Free delivery", "category": "offers"})
     [message] = staff.get("/push/messages").json["items"]
     assert message["recipientCount"] == 0
     counts = staff.get("/staff/messages/inbox.json", query_string={"id": [message["id"], "x"]})
@@ -521,3 +540,17 @@ def test_staff_reach_flask_pushs_console_and_shoppers_do_not(staff: Any, alice: 
         assert staff.get(path).status_code == 200, path
         assert alice.get(path).status_code == 404, path
 
+
+def test_every_send_names_its_category(demo_app: Any, alice: Any, staff: Any) -> None:
+    order_id = place_order(alice)
+    alice.post("/share/offer/berry-weekend")
+    staff.post(f"/staff/orders/{order_id}/advance")
+    staff.post("/staff/offers/1/push", data={"title": "Croissants!"})
+    staff.post("/staff/messages", data={"title": "Hello", "category": "offers"})
+    listed = staff.get("/push/messages").json["items"]
+    assert [(m["notification"]["title"], m["category"]) for m in listed] == [
+        ("Hello", "offers"),
+        ("Croissants!", "offers"),
+        (f"Order #{order_id}: Confirmed", "order_status"),
+        ("Alice shared Berry weekend", "shares"),
+    ]

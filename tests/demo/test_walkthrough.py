@@ -206,6 +206,7 @@ def walk(
     staff.check("input[value=emails]")
     staff.fill("textarea[name=emails]", "bob@example.com")
     staff.fill("input[name=title]", "Your courier is nearby")
+    staff.select_option("select[name=category]", "order_status")
     staff.click("form[data-audience-form] button[type=submit]")
     bob.wait_for_function("document.querySelector('.fp-badge').textContent === '3'")
     bob.goto(base + "/notifications")
