@@ -196,6 +196,13 @@
     }
   }
 
+  // -- notification settings: a shopper without a time zone gets her browser's ------------
+  const zoneSelect = document.querySelector('select[data-browser-zone]');
+  if (zoneSelect && !zoneSelect.value) {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && [...zoneSelect.options].some((o) => o.value === zone)) zoneSelect.value = zone;
+  }
+
   // -- login helpers -------------------------------------------------------------------
   document.querySelectorAll('[data-fill-login]').forEach((button) => {
     button.addEventListener('click', () => {

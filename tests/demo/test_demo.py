@@ -3,6 +3,7 @@ separate): each goes through the demo's own routes and checks what flask-push go
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -103,6 +104,17 @@ def place_order(client: Any) -> int:
     response = client.post("/checkout")
     assert response.status_code == 302
     return int(response.location.rsplit("/", 1)[1])
+
+
+def settings_form(off: tuple[str, ...] = (), **fields: str) -> dict[str, str]:
+    """The notification settings form as a shopper who never chose gets it, with the
+    boxes named in ``off`` unticked and ``fields`` changed."""
+    form = {f"{c}.{ch}": "on" for c in ("offers", "shares") for ch in ("web", "mobile", "inbox")}
+    form.update(quiet="off", quiet_start="22:00", quiet_end="07:00", time_zone="")
+    for name in off:
+        del form[name]
+    form.update(fields)
+    return form
 
 
 def test_seed_is_idempotent(demo_app: Any) -> None:
@@ -541,6 +553,24 @@ def test_staff_reach_flask_pushs_console_and_shoppers_do_not(staff: Any, alice: 
         assert alice.get(path).status_code == 404, path
 
 
+# -- notification settings and the policy at send time -------------------------------------
+
+
+def preferences(email: str) -> tuple[dict[str, dict[str, bool]], Any]:
+    saved = push.get_preferences(user_id(email))
+    return saved.categories, saved.quiet_hours
+
+
+def boxes(page: str) -> dict[str, str]:
+    """Each checkbox of the settings page: its name -> "on", "off" or "always" (ticked
+    and disabled)."""
+    found = {}
+    for tag in re.findall(r"<input type=\"checkbox\"[^>]*>", page):
+        name = re.search(r'name="([^"]+)"', tag).group(1)
+        found[name] = "always" if " disabled" in tag else "on" if " checked" in tag else "off"
+    return found
+
+
 def test_every_send_names_its_category(demo_app: Any, alice: Any, staff: Any) -> None:
     order_id = place_order(alice)
     alice.post("/share/offer/berry-weekend")
@@ -554,3 +584,122 @@ def test_every_send_names_its_category(demo_app: Any, alice: Any, staff: Any) ->
         (f"Order #{order_id}: Confirmed", "order_status"),
         ("Alice shared Berry weekend", "shares"),
     ]
+
+
+def test_the_settings_page_starts_from_the_defaults(demo_app: Any, alice: Any) -> None:
+    page = alice.get("/settings/notifications").text
+    assert boxes(page) == {
+        **{f"order_status.{ch}": "always" for ch in ("web", "mobile", "inbox")},
+        **{f"offers.{ch}": "on" for ch in ("web", "mobile", "inbox")},
+        **{f"shares.{ch}": "on" for ch in ("web", "mobile", "inbox")},
+        **{f"news.{ch}": "off" for ch in ("web", "mobile", "inbox")},
+    }
+    assert "Always on" in page and "At most 2 a day" in page and "Off until you turn it on" in page
+    assert 'value="off" checked' in page  # no quiet hours
+    # no zone saved: none is selected, and the page's script may pick the browser's
+    assert '<select name="time_zone" data-browser-zone' in page
+    assert '<option value="" selected>Choose your time zone</option>' in page
+    assert "<option>Europe/Berlin</option>" in page and "<script>" not in page
+    for path in ("/devices", "/notifications", "/"):
+        assert 'href="/settings/notifications"' in alice.get(path).text, path
+
+
+def test_the_settings_form_round_trip(demo_app: Any, alice: Any) -> None:
+    form = settings_form(
+        off=("offers.web", "offers.mobile"),
+        **{"news.inbox": "on", "order_status.web": ""},  # a disabled box is never sent on
+    )
+    form.update(quiet="on", quiet_start="22:30", quiet_end="06:45", time_zone="Europe/Berlin")
+    saved = alice.post("/settings/notifications", data=form, follow_redirects=True)
+    assert saved.status_code == 200
+    assert "Your notification settings are saved." in saved.text
+    with demo_app.app_context():
+        categories, quiet = preferences("alice@example.com")
+    assert categories == {
+        "order_status": {"web": True, "mobile": True, "inbox": True},
+        "offers": {"web": False, "mobile": False, "inbox": True},
+        "shares": {"web": True, "mobile": True, "inbox": True},
+        "news": {"web": False, "mobile": False, "inbox": True},
+    }
+    assert (quiet.start, quiet.end, quiet.time_zone) == ("22:30", "06:45", "Europe/Berlin")
+    page = alice.get("/settings/notifications").text
+    assert boxes(page)["offers.web"] == "off" and boxes(page)["news.inbox"] == "on"
+    assert 'value="on" checked' in page
+    assert 'name="quiet_start" value="22:30"' in page and 'name="quiet_end" value="06:45"' in page
+    assert "<option selected>Europe/Berlin</option>" in page and "data-browser-zone" not in page
+
+    # "no quiet hours" removes them; everything else stays as it was
+    alice.post("/settings/notifications", data={**form, "quiet": "off"})
+    with demo_app.app_context():
+        categories_after, quiet = preferences("alice@example.com")
+    assert quiet is None and categories_after == categories
+    # seconds, as some browsers send a time, are fine
+    alice.post(
+        "/settings/notifications",
+        data={**form, "quiet_start": "21:00:00", "quiet_end": "07:00:00"},
+    )
+    with demo_app.app_context():
+        assert preferences("alice@example.com")[1].start == "21:00"
+
+
+def test_a_required_category_stays_on(demo_app: Any, alice: Any) -> None:
+    # a hand-made form sending the required boxes off changes nothing about them
+    form = settings_form(**{f"order_status.{ch}": "" for ch in ("web", "mobile", "inbox")})
+    assert alice.post("/settings/notifications", data=form).status_code == 302
+    with demo_app.app_context():
+        categories, _ = preferences("alice@example.com")
+    assert categories["order_status"] == {"web": True, "mobile": True, "inbox": True}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        (
+            {"time_zone": "Mars/Olympus_Mons"},
+            "time_zone",
+            "The time zone must be an IANA time zone such as",
+        ),
+        ({"time_zone": ""}, "time_zone", "Choose your time zone."),
+        (
+            {"quiet_start": "24:00"},
+            "quiet_start",
+            "The start must be a time of day as HH:MM, such as 22:00.",
+        ),
+        ({"quiet_end": ""}, "quiet_end", "The end must be a time of day as HH:MM"),
+        ({"quiet_end": "22:00"}, "quiet_end", "The end must differ from start."),
+        ({"quiet": "sometimes"}, "quiet", "Choose quiet hours, or none."),
+    ],
+)
+def test_a_refused_setting_changes_nothing(
+    demo_app: Any, alice: Any, fields: dict[str, str], field: str, message: str
+) -> None:
+    with demo_app.app_context():
+        before = preferences("alice@example.com")
+    form = settings_form(off=("offers.web",), **{"news.web": "on"})
+    form.update(quiet="on", quiet_start="22:00", quiet_end="07:00", time_zone="Europe/Berlin")
+    form.update(fields)
+    response = alice.post("/settings/notifications", data=form)
+    page = response.text
+    assert response.status_code == 400
+    assert "Nothing was saved: fix what is marked below." in page
+    # the reason sits right after its field
+    [error] = re.findall(r'<(?:span|p) class="field-error" role="alert">([^<]*)<', page)
+    assert error.startswith(message), error
+    name = {"quiet": "quiet"}.get(field, field)
+    if field != "quiet":
+        field_at = page.index(f'name="{name}"')
+        assert field_at < page.index(error) < page.index("</label>", field_at)
+    # the form as it was sent, to fix
+    assert boxes(page)["offers.web"] == "off" and boxes(page)["news.web"] == "on"
+    assert f'name="quiet_start" value="{form["quiet_start"]}"' in page
+    if form["time_zone"]:
+        assert f"<option selected>{form['time_zone']}</option>" in page
+    with demo_app.app_context():
+        assert preferences("alice@example.com") == before
+
+
+def test_the_settings_need_a_sign_in(demo_app: Any) -> None:
+    client = demo_app.test_client()
+    response = client.get("/settings/notifications")
+    assert response.status_code == 302 and "/login" in response.location
+    assert client.post("/settings/notifications", data=settings_form()).status_code == 302
