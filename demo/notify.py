@@ -16,6 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask, current_app, url_for
 
+from flask_push import reports
+
 from .extensions import db, push
 from .models import STATUS_LABELS, Offer, Order, OrderEvent, Product, User
 
@@ -135,6 +137,11 @@ def staff_categories() -> list[tuple[str, str]]:
     return [(id, configured[id].label) for id in STAFF_CATEGORIES if id in configured]
 
 
+def category_labels() -> dict[str, str]:
+    """Every category's label by id."""
+    return {id: category.label for id, category in push.settings.categories.items()}
+
+
 def ad_hoc(
     recipients: list[User], title: str, body: str | None, url: str | None, category: str
 ) -> Any:
@@ -147,6 +154,12 @@ def ad_hoc(
         notify_type="announcement",
         category=category,
     )
+
+
+def delivery_counts(message_id: str) -> dict[str, int]:
+    """The message's deliveries per status, with ``suppressed`` (the shoppers' settings
+    or the daily cap) and ``deferred`` (waiting for quiet hours)."""
+    return reports.message_counts(db.session, push.models, [message_id])[message_id]
 
 
 def inbox_counts(message_ids: list[str]) -> dict[str, dict[str, int]]:

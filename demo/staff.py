@@ -104,15 +104,30 @@ def push_offer(offer_id: int) -> Any:
 
 
 def sent_summary(message: Any) -> str:
-    """What a send reached: inbox items, and the browsers and phones it is queued for."""
+    """What a send reached: inbox items, the browsers and phones it is queued for, and
+    the pushes the shoppers' settings held back or their quiet hours hold."""
     title = message.notification["title"]
     written = notify.inbox_counts([message.id]).get(message.id, {}).get("inbox", 0)
-    inboxes = plural(written, "inbox", "inboxes")
+    counts = notify.delivery_counts(message.id)
+    suppressed, deferred = counts["suppressed"], counts["deferred"]
     devices = message.recipient_count
+    if not (written or devices or suppressed) and message.category:
+        label = notify.category_labels().get(message.category, message.category)
+        return f"“{title}” reached nobody: the shoppers it was for have “{label}” turned off."
+    inboxes = plural(written, "inbox", "inboxes")
+    held = (
+        f"{plural(suppressed, 'push', 'pushes')} held back by the shoppers’ settings "
+        "or the daily cap"
+    )
     if devices == 0:
+        if suppressed:
+            return f"“{title}” sent to {inboxes}; no browser or phone gets it: {held}."
         return f"“{title}” sent to {inboxes}; no browsers or phones are registered."
     targets = plural(devices, "browser or phone", "browsers and phones")
-    return f"“{title}” sent to {inboxes} and queued for {targets}."
+    summary = f"“{title}” sent to {inboxes} and queued for {targets}"
+    if deferred:
+        summary += f" ({deferred} of them after the shoppers’ quiet hours)"
+    return summary + (f"; {held}." if suppressed else ".")
 
 
 @bp.route("/messages", methods=["GET", "POST"])
@@ -135,6 +150,7 @@ def _messages_page(form: Any) -> str:
         "staff/messages.html",
         form=form,
         kinds=notify.staff_categories(),
+        category_labels=notify.category_labels(),
     )
 
 

@@ -3,10 +3,13 @@ separate): each goes through the demo's own routes and checks what flask-push go
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -507,6 +510,23 @@ def test_a_send_that_reached_only_inboxes_says_so(demo_app: Any, staff: Any, bob
     assert "“Nearby” sent to 1 inbox and queued for 1 browser or phone." in sent.text
 
 
+def test_a_send_says_what_the_shoppers_settings_held_back(
+    demo_app: Any, staff: Any, bob: Any
+) -> None:
+    # nobody turned news on: nothing is written, and the summary says why
+    sent = staff.post(
+        "/staff/messages", data={"title": "New shop", "category": "news"}, follow_redirects=True
+    )
+    assert "“New shop” reached nobody: the shoppers it was for have “News” turned off." in sent.text
+    add_phone(bob, "b2" * 32)
+    bob.post("/settings/notifications", data=settings_form(off=("offers.web", "offers.mobile")))
+    pushed = staff.post("/staff/offers/2/push", data={"title": "Berries!"}, follow_redirects=True)
+    assert (
+        "“Berries!” sent to 3 inboxes; no browser or phone gets it: 1 push held back by the "
+        "shoppers’ settings or the daily cap." in pushed.text
+    )
+
+
 def test_the_analytics_count_inbox_deliveries(demo_app: Any, staff: Any, bob: Any) -> None:
     staff.post("/staff/messages", data={"title": "Free delivery", "category": "offers"})
     [message] = staff.get("/push/messages").json["items"]
@@ -703,3 +723,56 @@ def test_the_settings_need_a_sign_in(demo_app: Any) -> None:
     response = client.get("/settings/notifications")
     assert response.status_code == 302 and "/login" in response.location
     assert client.post("/settings/notifications", data=settings_form()).status_code == 302
+
+
+def test_the_analytics_count_what_the_settings_held_back(
+    demo_app: Any, alice: Any, bob: Any, staff: Any
+) -> None:
+    """Alice turns offers off for her phone; Bob has quiet hours now. An offer is then
+    suppressed for her phone and deferred for his, and an order update still reaches
+    her phone at once. The staff's numbers are flask-push's message counts."""
+    add_phone(alice, "a2" * 32)
+    add_phone(bob, "b3" * 32)
+    alice.post("/settings/notifications", data=settings_form(off=("offers.mobile",)))
+    now = datetime.now(timezone.utc)
+    quiet = {
+        "quiet": "on",
+        "quiet_start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "quiet_end": (now + timedelta(hours=1)).strftime("%H:%M"),
+        "time_zone": "UTC",
+    }
+    assert bob.post("/settings/notifications", data=settings_form(**quiet)).status_code == 302
+    order_id = place_order(alice)
+    with demo_app.app_context(), push.record() as outbox:
+        pushed = staff.post("/staff/offers/1/push", data={"title": "Croissants!"})
+        summary = staff.get("/staff/messages").text
+        assert "“Croissants!” sent to 3 inboxes and queued for 1 browser or phone" in summary
+        assert "(1 of them after the shoppers’ quiet hours); 1 push held back" in summary
+        staff.post(f"/staff/orders/{order_id}/advance")
+        # only the order update went out now: to alice's phone
+        assert [(p.notification.title, p.target.token) for p in outbox] == [
+            (f"Order #{order_id}: Confirmed", "a2" * 32)
+        ]
+    assert pushed.status_code == 302
+    offer, order = staff.get("/push/messages").json["items"][::-1]
+    assert offer["category"] == "offers" and order["category"] == "order_status"
+    assert offer["counts"]["suppressed"] == 1 and offer["counts"]["deferred"] == 1
+    assert offer["counts"]["queued"] == 1 and offer["recipientCount"] == 1
+    assert order["counts"]["suppressed"] == 0 and order["counts"]["deferred"] == 0
+    # the page says what the numbers mean
+    page = staff.get("/staff/messages").text
+    assert "<dt>suppressed</dt>" in page and "<dt>deferred</dt>" in page
+    labels = re.search(r'data-categories="([^"]*)"', page).group(1)
+    assert json.loads(html.unescape(labels))["offers"] == "Offers and deals"
+
+
+def test_the_daily_cap_holds_back_the_third_offer(demo_app: Any, alice: Any, staff: Any) -> None:
+    add_phone(alice, "a3" * 32)
+    with demo_app.app_context(), push.record() as outbox:
+        for offer_id in (1, 2, 3):
+            staff.post(f"/staff/offers/{offer_id}/push", data={"title": f"Offer {offer_id}"})
+        assert [p.notification.title for p in outbox] == ["Offer 1", "Offer 2"]
+        # the inbox still gets it
+        assert inbox_titles("alice@example.com") == ["Offer 3", "Offer 2", "Offer 1"]
+    third = staff.get("/push/messages").json["items"][0]
+    assert third["counts"]["suppressed"] == 1 and third["recipientCount"] == 0
