@@ -776,3 +776,23 @@ def test_the_daily_cap_holds_back_the_third_offer(demo_app: Any, alice: Any, sta
         assert inbox_titles("alice@example.com") == ["Offer 3", "Offer 2", "Offer 1"]
     third = staff.get("/push/messages").json["items"][0]
     assert third["counts"]["suppressed"] == 1 and third["recipientCount"] == 0
+
+
+def test_an_old_demo_database_gets_the_new_tables_and_columns(demo_app: Any) -> None:
+    """A database from a run before the notification policy: no preferences, no cap
+    ledger, no message category. ``create_tables`` (what ``make demo`` runs) adds them."""
+    from demo.schema import create_tables
+
+    with demo_app.app_context():
+        with db.engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE push_preferences"))
+            connection.execute(sa.text("DROP TABLE push_capped_sends"))
+            connection.execute(sa.text("ALTER TABLE push_messages DROP COLUMN category"))
+        assert create_tables() == ["push_messages.category"]
+        tables = sa.inspect(db.engine).get_table_names()
+        assert {"push_preferences", "push_capped_sends"} <= set(tables)
+        alice = user_id("alice@example.com")
+        push.set_preferences(alice, categories={"offers": {"inbox": False}})
+        message = push.send(users=[alice], title="Hi", category="offers", inbox=True)
+        assert message.category == "offers" and inbox_titles("alice@example.com") == []
+        assert create_tables() == []  # and once is enough
