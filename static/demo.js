@@ -300,9 +300,12 @@
           .map((s) => `<i class="sw-${s}" style="width:${(100 * (counts[s] || 0)) / total}%" title="${s}: ${counts[s] || 0}"></i>`).join('');
         const numbers = STATUSES.map((s) => `<span><b>${counts[s] || 0}</b> ${s}</span>`).join('');
         const n = m.notification || {};
+        // browsers and phones the shoppers' settings held back are not "not registered"
+        const held = counts.suppressed || 0;
         const reached = plural(counts.inbox, 'inbox', 'inboxes') + ' · ' + (m.recipientCount
           ? plural(m.recipientCount, 'browser or phone', 'browsers and phones')
-          : 'no browsers or phones registered');
+          : held ? 'no browser or phone gets it' : 'no browsers or phones registered') +
+          (held ? ` · ${held} held back` : '');
         const category = m.category
           ? `<span class="category-tag" data-category="${escape(m.category)}">${escape(categoryLabels[m.category] || m.category)}</span>`
           : '<span class="category-tag none" data-category="">no category</span>';
