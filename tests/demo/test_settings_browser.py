@@ -240,3 +240,43 @@ def test_the_staff_analytics_show_what_the_settings_held_back(
     assert staff.locator("[data-legend]").is_visible()
     assert staff.evaluate(PAGE_WIDTH) <= viewport["width"]
     shot(staff, "staff-messages", viewport)
+
+
+#: what a strict host would send; the settings page needs nothing inline
+STRICT_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; form-action 'self'"
+)
+VIOLATIONS = """window.cspViolations = [];
+document.addEventListener('securitypolicyviolation', (event) => {
+  window.cspViolations.push(event.violatedDirective + ' ' + (event.blockedURI || 'inline'));
+});"""
+
+
+def test_the_settings_page_needs_nothing_inline(server: tuple[str, Any], chromium: Any) -> None:
+    """The demo sends no Content-Security-Policy; a host that copies the page may: under
+    a strict one (no inline script or style) the page and its time zone script work."""
+    base, app = server
+
+    @app.after_request
+    def strict(response: Any) -> Any:
+        response.headers["Content-Security-Policy"] = STRICT_CSP
+        return response
+
+    context = chromium.new_context(viewport=PHONE, timezone_id="Europe/Lisbon")
+    context.add_init_script(VIOLATIONS)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(base + "/login")
+    page.fill("input[name=email]", "carol@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.stack button[type=submit]")
+    answer = page.goto(base + "/settings/notifications")
+    assert answer.headers["content-security-policy"] == STRICT_CSP
+    page.wait_for_load_state("networkidle")
+    assert page.locator("select[name=time_zone]").input_value() == "Europe/Lisbon"
+    page.check("input[name=quiet][value=on]")
+    page.click("text=Save settings")
+    page.get_by_text("Your notification settings are saved.").wait_for()
+    assert saved(app, "carol@example.com").quiet_hours.time_zone == "Europe/Lisbon"
+    assert page.evaluate("window.cspViolations") == []
