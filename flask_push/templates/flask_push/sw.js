@@ -57,7 +57,9 @@ function show(payload) {
   const push = read(payload);
   const options = {
     body: push.body || '',
-    // what the click handler needs; the host's own data stays under data.data
+    // what the click handler needs; the host's own data stays under data.data. The
+    // url is not given as the `navigate` option: a browser that knows that option
+    // opens it itself and fires no notificationclick, so the click would go unreported.
     data: {
       messageId: push.messageId,
       clickToken: push.clickToken,
