@@ -225,13 +225,13 @@ def test_an_activity_state_counts_towards_the_limit(vapid_private_key: str) -> N
     webpush = provider(vapid_private_key)
     notification = Notification(title="Order #42")
     small = webpush.payload_size(notification)
-    with_state = webpush.payload_size(notification, ORDER)
+    with_state = webpush.activity_payload_size(notification, ORDER)
     assert with_state - small == len(
         b',"activity":{"id":"order-42","event":"update","state":'
         b'{"status":"out_for_delivery","step":4,"steps":5}}'
     )
     big = Activity("order-42", "update", {"note": "n" * 4000}, 1_700_000_000)
-    assert webpush.payload_size(notification, big) > 4096
+    assert webpush.activity_payload_size(notification, big) > 4096
     keys = browser_keys()
     too_big = OutgoingPush(
         "dlv_1",

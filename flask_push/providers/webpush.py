@@ -388,10 +388,17 @@ class WebPushProvider(Provider):
             "encryptedBytes": encrypted_size(len(request.body)),
         }
 
-    def payload_size(self, notification: Notification, activity: Activity | None = None) -> int:
+    def payload_size(self, notification: Notification) -> int:
         """The encrypted body size with a message id and click token of the maximal
-        length, in the form it goes out in (declarative with a site URL), with the
-        state of ``activity`` when given."""
+        length, in the form it goes out in (declarative with a site URL)."""
+        return self._largest(notification, None)
+
+    def activity_payload_size(self, notification: Notification, activity: Activity) -> int:
+        """:meth:`payload_size` of ``notification`` showing ``activity``, whose id,
+        event and state ride in the payload (``push.activity``)."""
+        return self._largest(notification, activity)
+
+    def _largest(self, notification: Notification, activity: Activity | None) -> int:
         body = _payload_json(
             notification,
             "m" * self.max_message_id_length,
