@@ -827,9 +827,13 @@
     `<button type="button" class="fp-link fp-show-history">See all</button></div></div>` +
     // showModal() puts a <dialog> in the top layer: a host's header with transform,
     // filter or backdrop-filter cannot trap it or its backdrop, as it traps position:fixed
-    `<dialog class="fp-history"><div class="fp-head"><span class="fp-title"></span>` +
+    `<dialog class="fp-dialog fp-history"><div class="fp-head"><span class="fp-title"></span>` +
     `<button type="button" class="fp-link fp-close">Close</button></div>` +
-    `<ul class="fp-list"></ul></dialog>`;
+    `<ul class="fp-list"></ul></dialog>` +
+    `<dialog class="fp-dialog fp-settings"><div class="fp-head">` +
+    `<h2 class="fp-dialog-title">Notification settings</h2>` +
+    `<button type="button" class="fp-link fp-close">Close</button></div>` +
+    `<div class="fp-settings-body"></div></dialog>`;
 
   // A stylesheet file, not a <style>: a page whose CSP has style-src 'self' (no
   // 'unsafe-inline') accepts it. Linked first in <head>, so the page's own rules
@@ -847,9 +851,10 @@
     document.head.prepend(link);
   }
 
-  /** A notification bell in `element`: unread badge, menu, history, mark-all-read.
+  /** A notification bell in `element`: unread badge, menu, history, mark-all-read, and
+   *  a way to the user's notification settings.
    *  options: {take: items in the menu (10), historyTake (50), title,
-   *  typeLabels: {type: label} for the history}. */
+   *  typeLabels: {type: label} for the history, preferencesUrl, channelLabels}. */
   function bell(element, options) {
     const opts = Object.assign(
       { take: 10, historyTake: 50, title: 'Notifications', typeLabels: {} },
@@ -863,8 +868,22 @@
     const badge = $('.fp-badge');
     const panel = $('.fp-panel');
     const history = $('.fp-history');
+    const settings = $('.fp-settings');
+    let settingsForm = null; // FlaskPush.preferences() in the settings dialog, once opened
     element.querySelectorAll('.fp-title').forEach((title) => (title.textContent = opts.title));
     history.setAttribute('aria-label', opts.title);
+    const settingsTitle = settings.querySelector('.fp-dialog-title');
+    settingsTitle.id = uniqueId();
+    settings.setAttribute('aria-labelledby', settingsTitle.id);
+    // "Notification settings" in the menu: a link to the host's own settings page when
+    // it gives preferencesUrl (where the user expects to find settings, and a URL to
+    // share or bookmark), else FlaskPush.preferences() in a dialog of the bell's own, so
+    // that a host with no such page still lets users choose without any more code.
+    const toSettings = el(opts.preferencesUrl ? 'a' : 'button', 'fp-link fp-show-settings');
+    toSettings.textContent = 'Notification settings';
+    if (opts.preferencesUrl) toSettings.href = opts.preferencesUrl;
+    else toSettings.type = 'button';
+    $('.fp-foot').appendChild(toSettings);
     // items: the menu's; history: the dialog's while it is open
     const state = { items: [], history: [], count: 0 };
 
@@ -1021,6 +1040,23 @@
     function closeHistory() {
       if (history.open) history.close();
     }
+    // Read again at each opening: the user may have changed them elsewhere meanwhile.
+    function showSettings() {
+      close();
+      const body = settings.querySelector('.fp-settings-body');
+      let loaded;
+      if (!settingsForm) {
+        settingsForm = preferences(body, { channelLabels: opts.channelLabels });
+        loaded = settingsForm.ready;
+      } else {
+        loaded = settings.open ? Promise.resolve(settingsForm.preferences) : settingsForm.reload();
+      }
+      if (!settings.open) settings.showModal();
+      return loaded;
+    }
+    function closeSettings() {
+      if (settings.open) settings.close();
+    }
     async function markAllRead() {
       await api('POST', '/notifications/mark-all-read', {});
       state.items.concat(state.history).forEach((item) => (item.isNew = false));
@@ -1032,19 +1068,21 @@
     button.addEventListener('click', () => (panel.hidden ? open() : close()));
     $('.fp-mark-all').addEventListener('click', markAllRead);
     $('.fp-show-history').addEventListener('click', showHistory);
-    $('.fp-close').addEventListener('click', closeHistory);
-    history.addEventListener('click', (event) => {
-      // the backdrop's clicks land on the dialog itself, outside its box
-      const box = history.getBoundingClientRect();
-      const inside =
-        box.left <= event.clientX && event.clientX <= box.right &&
-        box.top <= event.clientY && event.clientY <= box.bottom;
-      if (event.target === history && !inside) closeHistory();
-    });
-    history.addEventListener('close', () => {
-      state.history = [];
-      button.focus(); // back where the user was: the menu that opened it is closed
-    });
+    if (!opts.preferencesUrl) toSettings.addEventListener('click', showSettings);
+    for (const dialog of [history, settings]) {
+      dialog.querySelector('.fp-close').addEventListener('click', () => dialog.close());
+      dialog.addEventListener('click', (event) => {
+        // the backdrop's clicks land on the dialog itself, outside its box
+        const box = dialog.getBoundingClientRect();
+        const inside =
+          box.left <= event.clientX && event.clientX <= box.right &&
+          box.top <= event.clientY && event.clientY <= box.bottom;
+        if (event.target === dialog && !inside) dialog.close();
+      });
+      // back where the user was: the menu that opened it is closed
+      dialog.addEventListener('close', () => button.focus());
+    }
+    history.addEventListener('close', () => (state.history = []));
     element.addEventListener('keydown', (event) => {
       if (event.key === 'Escape' && !panel.hidden) {
         close();
@@ -1070,6 +1108,8 @@
       close,
       showHistory,
       closeHistory,
+      showSettings,
+      closeSettings,
       markAllRead,
       get count() {
         return state.count;
@@ -1079,6 +1119,8 @@
         document.removeEventListener('click', outside);
         offs.forEach((off) => off());
         closeHistory();
+        closeSettings();
+        if (settingsForm) settingsForm.destroy();
         element.textContent = '';
       },
     };
