@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import limits
 from flask import Flask
 
+from . import categories as _categories
 from . import credentials, validation
+from .categories import Category
 from .errors import PushConfigError, ValidationError
 from .providers import kinds
 
@@ -119,6 +121,8 @@ class PushSettings:
     console: bool = DEFAULT_CONSOLE
     metrics: bool = DEFAULT_METRICS
     metrics_token: str | None = DEFAULT_METRICS_TOKEN
+    #: ``PUSH_CATEGORIES``: the categories users control, by id
+    categories: Mapping[str, Category] = field(default_factory=dict)
 
     @property
     def vapid_public_key(self) -> str | None:
@@ -344,4 +348,5 @@ def load(app: Flask) -> PushSettings:
         console=_bool(config, "PUSH_CONSOLE", DEFAULT_CONSOLE),
         metrics=metrics,
         metrics_token=_metrics_token(config),
+        categories=_categories.load(config),
     )

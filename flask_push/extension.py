@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import config, inbox, operations, sending, signals, sw
+from . import config, inbox, operations, preferences, sending, signals, sw
 from .config import PushSettings
 from .dispatch import Dispatcher
 from .message import OutgoingPush
 from .models import Models, models_for
 from .outbox_state import OutboxState, outbox_state
+from .preferences import Preferences
 from .providers import Provider, provider_class
 from .queues import InlineQueue, Queue, ThreadWorker
 from .schemas.base import Context
 from .schemas.errors import by_alias, check, parse
 from .schemas.fields import DEFAULT_TAKE, UserId
 from .schemas.inbox import InboxItemUpsert
+from .schemas.preferences import PreferencesUpdate
+from .schemas.preferences import QuietHours as QuietHoursIn
 
 if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery queue only
     from .api.ratelimit import ClientLimiter
@@ -322,6 +326,7 @@ class Push:
         idempotency_key: str | None = None,
         inbox: bool = False,
         notify_type: str | None = None,
+        category: str | None = None,
     ) -> Any:
         """Queue a notification for exactly one audience; returns the ``Message``.
 
@@ -341,7 +346,12 @@ class Push:
         :param send_at: a timezone-aware time to send at, or None for now.
         :param idempotency_key: a second send with the same key returns the first
             message and queues nothing.
-        :raises ValidationError: for a bad value or not exactly one audience.
+        :param category: a ``PUSH_CATEGORIES`` id: each user's choices for it decide
+            which channels get it (the others are recorded ``suppressed``), pushes
+            wait for the end of the user's quiet hours, and its ``max_per_day`` caps
+            the pushes a user gets in 24 hours. None: none of these apply.
+        :raises ValidationError: for a bad value, an unknown category or not exactly
+            one audience.
         :raises PayloadError: when a configured platform would refuse the
             notification (too large, say); nothing is written.
 
@@ -364,6 +374,7 @@ class Push:
             "idempotency_key": idempotency_key,
             "inbox": inbox,
             "notify_type": notify_type,
+            "category": category,
         }
         audience = {"users": users, "topic": topic, "query": query, "everyone": everyone}
         return sending.send(self.state, audience, notification)
@@ -378,6 +389,57 @@ class Push:
         :raises ValidationError: when no subscription or installation has this id.
         """
         return sending.notify_by_id(self.state, id, notification)
+
+    # -- notification policy: what each user lets reach them ------------------------------
+
+    def get_preferences(self, user_id: str) -> Preferences:
+        """``user_id``'s choices: for each category of ``PUSH_CATEGORIES``, the channels
+        they may choose, on or off (``.categories["offers"]["web"]``), and their
+        ``.quiet_hours`` (None when they have none). A user who never chose gets the
+        categories' defaults.
+
+        .. versionadded:: 0.2
+        """
+        return preferences.get(self.db.session, self.models, self.settings.categories, user_id)
+
+    def set_preferences(
+        self,
+        user_id: str,
+        *,
+        categories: Mapping[str, Mapping[str, bool]] | None = None,
+        quiet_hours: Mapping[str, str] | None | EllipsisType = ...,
+    ) -> Preferences:
+        """Change ``user_id``'s choices and commit; what is not given stays.
+
+        :param categories: category id -> channel (``web``, ``mobile``, ``inbox``) ->
+            on or off, such as ``{"offers": {"web": False}}``.
+        :param quiet_hours: ``{"start": "22:00", "end": "07:00", "time_zone":
+            "Europe/Berlin"}`` (``timeZone`` too); None removes them.
+        :raises ValidationError: an unknown category or channel, a required category
+            turned off, a bad time or time zone; nothing changes.
+
+        .. versionadded:: 0.2
+        """
+        given: dict[str, Any] = {}
+        if categories is not None:
+            given["categories"] = (
+                {
+                    id: dict(choices) if isinstance(choices, Mapping) else choices
+                    for id, choices in categories.items()
+                }
+                if isinstance(categories, Mapping)
+                else categories
+            )
+        if quiet_hours is not ...:
+            given["quietHours"] = (
+                by_alias(QuietHoursIn, quiet_hours)
+                if isinstance(quiet_hours, Mapping)
+                else quiet_hours
+            )
+        change = parse(PreferencesUpdate, given, Context.of(self.settings))
+        return preferences.update(
+            self.db.session, self.models, self.settings.categories, user_id, change
+        )
 
     def dispatch_due(self, *, message_id: str | None = None) -> int:
         """Deliver every delivery that is due now (of ``message_id`` only, when

@@ -77,6 +77,8 @@ class Models:
     Provider: Any
     Message: Any
     Delivery: Any
+    Preference: Any
+    CappedSend: Any
 
 
 _by_db: weakref.WeakKeyDictionary[SQLAlchemy, Models] = weakref.WeakKeyDictionary()
@@ -213,6 +215,8 @@ def _define(db: SQLAlchemy) -> Models:
         clicked: Mapped[int] = mapped_column(sa.Integer, default=0)
         #: the W3C traceparent of the send's span (OpenTelemetry), for the workers' links
         traceparent: Mapped[str | None] = mapped_column(sa.String(55))
+        #: its ``PUSH_CATEGORIES`` id; None: not subject to the users' preferences
+        category: Mapped[str | None] = mapped_column(sa.String(64))
 
         @property
         def status(self) -> str:
@@ -284,4 +288,50 @@ def _define(db: SQLAlchemy) -> Models:
         #: the push service's id for it (Web Push ``Location``, FCM ``name``, ``apns-id``)
         service_id: Mapped[str | None] = mapped_column(sa.String(255))
 
-    return Models(Subscription, Installation, InboxItem, InboxCounter, Provider, Message, Delivery)
+    class Preference(db.Model):  # type: ignore[name-defined,misc]
+        """What one user chose: channels per category, and quiet hours.
+
+        Only the choices the user made are kept (``{"offers": {"web": false}}``); a
+        channel never chosen follows its category's ``default`` as configured now.
+        """
+
+        __tablename__ = "push_preferences"
+
+        user_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+        categories: Mapped[dict[str, dict[str, bool]]] = mapped_column(sa.JSON, default=dict)
+        #: quiet hours: local ``HH:MM`` times in ``time_zone``; all three or none
+        quiet_start: Mapped[str | None] = mapped_column(sa.String(5))
+        quiet_end: Mapped[str | None] = mapped_column(sa.String(5))
+        time_zone: Mapped[str | None] = mapped_column(sa.String(64))
+        updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    class CappedSend(db.Model):  # type: ignore[name-defined,misc]
+        """A message of a category with ``max_per_day`` that pushed to a user: what
+        the cap counts over the last 24 hours. Older rows are pruned as new ones come.
+        """
+
+        __tablename__ = "push_capped_sends"
+        __table_args__ = (
+            # "this category, since then, for these users": one range, pruning too
+            sa.Index("ix_push_capped_sends_category", "category", "sent_at", "user_id"),
+        )
+
+        id: Mapped[int] = mapped_column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
+        )
+        category: Mapped[str] = mapped_column(sa.String(64))
+        user_id: Mapped[str] = mapped_column(sa.String(255))
+        message_id: Mapped[str] = mapped_column(sa.String(40))
+        sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    return Models(
+        Subscription,
+        Installation,
+        InboxItem,
+        InboxCounter,
+        Provider,
+        Message,
+        Delivery,
+        Preference,
+        CappedSend,
+    )

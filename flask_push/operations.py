@@ -29,7 +29,7 @@ def message_json(state: PushState, message: Any) -> dict[str, Any]:
     from .api.messages import message_of
 
     push = state.push
-    counts = reports.delivery_counts(push.db.session, push.models, [message.id])[message.id]
+    counts = reports.message_counts(push.db.session, push.models, [message.id])[message.id]
     return message_of(message, counts).to_json()
 
 

@@ -3,8 +3,8 @@ in its timeline, and the machine reasons with the sentence each one reads as.
 
 The dispatcher, ``push.cancel``/``push.retry_failed``, the API's counts and
 schemas, the CLI and the console all take their words from here. The next
-features (preferences, quiet hours) add reasons to :data:`REASONS`: nothing else
-lists them.
+rules (:mod:`flask_push.policy`) add their reasons to :data:`REASONS`: nothing
+else lists them.
 """
 
 from __future__ import annotations
@@ -72,12 +72,16 @@ REASONS: Final[dict[str, str]] = {
     "operator_retry": "An operator asked at {at} to try it again; it is due now.",
     "clicked": "The user clicked the notification at {at}.",
     "superseded": "A newer state of the same activity replaced it at {at}, before it was sent.",
-    # preferences and quiet hours (the next issue) write these
+    # the notification policy (flask_push.policy) writes these
     "opted_out": "The user turned this category off for this channel, so it was not sent.",
     "frequency_cap": (
         "The user already had as many of this category today as its daily cap allows."
     ),
     "quiet_hours": "It waits for the end of the user's quiet hours, at {next}.",
+    "quiet_hours_expired": (
+        "The user's quiet hours last until {next}, and its time to live ends at {at}, "
+        "before that: it was not sent."
+    ),
 }
 
 #: what an attempt event says of the answer

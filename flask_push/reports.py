@@ -50,6 +50,27 @@ def delivery_counts(
     return counts
 
 
+def message_counts(
+    session: Any, models: Models, message_ids: Iterable[str]
+) -> dict[str, dict[str, int]]:
+    """:func:`delivery_counts`, plus ``deferred``: of the queued ones, those waiting
+    for the end of their users' quiet hours."""
+    ids = list(message_ids)
+    counts = delivery_counts(session, models, ids)
+    for found in counts.values():
+        found["deferred"] = 0
+    if ids:
+        d = models.Delivery
+        rows = session.execute(
+            sa.select(d.message_id, sa.func.count())
+            .where(d.message_id.in_(ids), d.status == "queued", d.reason == "quiet_hours")
+            .group_by(d.message_id)
+        )
+        for message_id, count in rows:
+            counts[message_id]["deferred"] = int(count)
+    return counts
+
+
 def problems(session: Any, models: Models, message_id: str, limit: int = 10) -> list[Problem]:
     """The reasons a message's deliveries failed, are gone or expired, or wait for a
     retry: one per status and reason, the most recent first, at most ``limit``."""

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from flask import current_app
 from pydantic.alias_generators import to_snake
 
-from . import inbox, outcomes, signals, tracing
+from . import inbox, outcomes, policy, signals, tracing
 from .errors import ValidationError
 from .ids import new_id
 from .message import Notification
@@ -30,6 +30,8 @@ from .schemas.errors import by_alias, check, parse
 from .schemas.notification import MessageAudience, MessageNotification, QueryField, TargetId
 
 if TYPE_CHECKING:
+    from .categories import Category
+    from .config import PushSettings
     from .extension import PushState
 
 #: delivery rows per INSERT statement
@@ -99,8 +101,9 @@ def _condition(column: Any, condition: Mapping[str, Any]) -> Any:
     return sa.or_(column.not_in(value), column.is_(None)) if value else sa.true()
 
 
-def resolve(session: Any, models: Models, audience: Mapping[str, Any]) -> list[Target]:
-    """The active subscriptions and installations of ``audience``, in a stable order."""
+def filters(models: Models, audience: Mapping[str, Any]) -> tuple[list[Any] | None, ...]:
+    """The conditions on subscriptions and on installations that pick ``audience``'s
+    (None: none of that kind), besides being active."""
     sub, ins = models.Subscription, models.Installation
     sub_where: list[Any] | None
     ins_where: list[Any] | None
@@ -124,6 +127,13 @@ def resolve(session: Any, models: Models, audience: Mapping[str, Any]) -> list[T
         ins_where = [ins.id == audience["id"]]
     else:
         sub_where, ins_where = [], []
+    return sub_where, ins_where
+
+
+def resolve(session: Any, models: Models, audience: Mapping[str, Any]) -> list[Target]:
+    """The active subscriptions and installations of ``audience``, in a stable order."""
+    sub, ins = models.Subscription, models.Installation
+    sub_where, ins_where = filters(models, audience)
     targets: list[Target] = []
     if sub_where is not None:
         rows = session.execute(
@@ -150,6 +160,17 @@ def inbox_users(audience: Mapping[str, Any], targets: Iterable[Target]) -> list[
     return sorted({t.user_id for t in targets if t.user_id is not None})
 
 
+def expiry(due_at: datetime, ttl: int) -> datetime:
+    """When a delivery due at ``due_at`` with ``ttl`` expires unsent."""
+    return due_at + (timedelta(seconds=ttl) if ttl > 0 else ZERO_TTL_GRACE)
+
+
+def first_events(due_at: datetime, now: datetime) -> list[dict[str, Any]]:
+    """The first entry of every timeline, written with the row (no statement of its own)."""
+    waits = f" It is due at {outcomes.clock(due_at)}." if due_at > now else ""
+    return [outcomes.event("queued", now, f"Queued for sending.{waits}")]
+
+
 def insert_deliveries(
     session: Any,
     model: Any,
@@ -159,14 +180,18 @@ def insert_deliveries(
     *,
     due_at: datetime,
     ttl: int,
+    rules: policy.Plan | None = None,
 ) -> None:
     """Write the delivery rows of a message, a chunk at a time.
 
-    Targets no provider can reach are ``failed`` at once. Chunks keep memory flat
-    however large the audience: a whole audience's parameters at once cost about
-    2 KB a row in the driver and SQLAlchemy.
+    Targets no provider can reach are ``failed`` at once; ``rules`` (a category's
+    plan) hold some back or suppress them. Chunks keep memory flat however large
+    the audience: a whole audience's parameters at once cost about 2 KB a row in
+    the driver and SQLAlchemy.
     """
-    rows = iter(_delivery_rows(message_id, targets, configured, due_at=due_at, ttl=ttl))
+    rows = iter(
+        _delivery_rows(message_id, targets, configured, due_at=due_at, ttl=ttl, rules=rules)
+    )
     while chunk := list(itertools.islice(rows, INSERT_CHUNK)):
         session.execute(sa.insert(model), chunk)
 
@@ -178,14 +203,31 @@ def _delivery_rows(
     *,
     due_at: datetime,
     ttl: int,
+    rules: policy.Plan | None,
 ) -> Iterator[dict[str, Any]]:
     configured = set(configured)
-    expires_at = due_at + (timedelta(seconds=ttl) if ttl > 0 else ZERO_TTL_GRACE)
+    expires_at = expiry(due_at, ttl)
     now = utcnow()
-    # the first entry of every timeline, written with the row (no statement of its own)
-    waits = f" It is due at {outcomes.clock(due_at)}." if due_at > now else ""
-    queued = [outcomes.event("queued", now, f"Queued for sending.{waits}")]
+    queued = first_events(due_at, now)
     for target in targets:
+        decision = rules.decide(target) if rules is not None else None
+        if decision is not None and target.kind in configured:
+            yield {
+                "message_id": message_id,
+                "kind": target.kind,
+                "subscription_id": target.subscription_id,
+                "installation_id": target.installation_id,
+                "status": decision.status,
+                "attempts": 0,
+                "due_at": decision.due_at,
+                "lease_until": None,
+                "expires_at": expires_at,
+                "error": None,
+                "reason": decision.reason,
+                "events": decision.events,
+                "updated_at": now,
+            }
+            continue
         reachable = target.kind in configured
         events = queued
         if not reachable:
@@ -304,6 +346,7 @@ def _queue_message(
     for checker in state.get_checkers().values():
         checker.check(notification)
 
+    category = category_of(settings, given.category)
     models, session = state.push.models, state.push.db.session
     key, send_at, notify_type = given.idempotency_key, given.send_at, given.notify_type
     if key is not None:
@@ -315,14 +358,33 @@ def _queue_message(
     items: list[Any] = []
     try:
         targets = resolve(session, models, audience)
+        owners = inbox_users(audience, targets) if given.inbox else []
+        rules = None
+        recipients = len(targets)
+        if category is not None:
+            rules = policy.plan(
+                session,
+                models,
+                category,
+                audience,
+                targets,
+                owners,
+                due=due,
+                expires_at=expiry(due, shown["ttl"]),
+                now=now,
+                queued=first_events(due, now),
+            )
+            owners = rules.inbox_users
+            recipients -= sum(not d.tried for d in rules.decisions.values())
         message = models.Message(
             id=new_id("msg"),
             audience=audience,
             traceparent=traceparent,
             notification=shown,
             notify_type=notify_type,
+            category=given.category,
             inbox=given.inbox,
-            recipient_count=len(targets),
+            recipient_count=recipients,
             idempotency_key=key,
             send_at=send_at,
             created_at=now,
@@ -338,10 +400,13 @@ def _queue_message(
             settings.providers,
             due_at=due,
             ttl=shown["ttl"],
+            rules=rules,
         )
-        if given.inbox:
+        if category is not None and rules is not None:
+            policy.record_capped(session, models, category, message.id, rules, due=due, now=now)
+        if owners:
             fields = inbox_values(shown, notify_type)
-            for user_id in inbox_users(audience, targets):
+            for user_id in owners:
                 items.append(
                     inbox.upsert(session, models, user_id=user_id, id=message.id, values=fields)
                 )
@@ -363,8 +428,25 @@ def _queue_message(
     for item, created in items:
         signals.send_committed(signals.inbox_item_saved, app, item=item, created=created)
     signals.send_committed(signals.message_queued, app, message=message)
-    state.get_queue().enqueue(message.id, message.recipient_count, scheduled=due > now)
+    # what waits for quiet hours to end is found by the workers' polling, as a
+    # scheduled message is
+    waiting = sum(d.due_at > due for d in rules.decisions.values() if d.tried) if rules else 0
+    now_due = message.recipient_count - waiting
+    state.get_queue().enqueue(message.id, now_due, scheduled=due > now or now_due <= 0)
     return message
+
+
+def category_of(settings: PushSettings, id: str | None) -> Category | None:
+    """The configured category ``id`` (None for None); an unknown one is refused."""
+    if id is None:
+        return None
+    category = settings.categories.get(id)
+    if category is None:
+        known = ", ".join(settings.categories) or "PUSH_CATEGORIES declares none"
+        raise ValidationError(
+            f"is not a category of this app ({known})", field="category", code="unknown_category"
+        )
+    return category
 
 
 def by_idempotency_key(session: Any, models: Models, key: str) -> Any:

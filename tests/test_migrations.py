@@ -259,7 +259,9 @@ def test_include_keeps_the_hosts_default_versions_folder(
     assert locations(config) == [tmp_path / "migrations" / "versions", VERSIONS_DIR]
     (tmp_path / "migrations").mkdir()  # Alembic finds our revision, and no other
     script = ScriptDirectory.from_config(config)
-    assert [s.path for s in script.walk_revisions()] == [str(p) for p in VERSIONS_DIR.glob("*.py")]
+    assert sorted(s.path for s in script.walk_revisions()) == sorted(
+        str(p) for p in VERSIONS_DIR.glob("*.py")
+    )
 
 
 @pytest.mark.parametrize(

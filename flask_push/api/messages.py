@@ -147,7 +147,7 @@ def get_message(id: str) -> ResponseReturnValue:
 def _counts(message_ids: Iterable[str]) -> dict[str, dict[str, int]]:
     """Deliveries per status of each message, in one grouped query."""
     ext = push()
-    return reports.delivery_counts(ext.db.session, ext.models, message_ids)
+    return reports.message_counts(ext.db.session, ext.models, message_ids)
 
 
 def status(message: Any, counts: dict[str, int]) -> MessageStatus:
@@ -174,7 +174,12 @@ def message_of(message: Any, counts: dict[str, int]) -> Message:
             "createdAt": message.created_at,
             "sendAt": message.send_at,
             "notification": message.notification,
-            "counts": {**shown, "clicked": message.clicked},
+            "category": message.category,
+            "counts": {
+                **shown,
+                "deferred": counts.get("deferred", 0),
+                "clicked": message.clicked,
+            },
         }
     )
 

@@ -56,8 +56,10 @@ TAGS = (
     "subscriptions",
     "installations",
     "notifications",
+    "preferences",
     "messages",
     "providers",
+    "users",
     "operations",
 )
 

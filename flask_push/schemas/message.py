@@ -65,7 +65,8 @@ class MessageQueued(ResponseModel):
     id: Annotated[str, RowId("msg")]
     status: MessageStatus = Field(description=_STATUS)
     recipient_count: Annotated[int, Documented(minimum=0)]
-    """Subscriptions and installations reached."""
+    """Subscriptions and installations it will be tried on: not those the users'
+    preferences or a daily cap suppressed."""
 
 
 class MessageCounts(ResponseModel):
@@ -82,13 +83,17 @@ class MessageCounts(ResponseModel):
     """Not sent: a newer state of the same activity replaced it."""
     cancelled: Annotated[int, Documented(minimum=0)]
     """Not sent: an operator cancelled the message."""
+    deferred: Annotated[int, Documented(minimum=0)]
+    """Of `queued`: waiting for the end of their users' quiet hours."""
     clicked: Annotated[int, Documented(minimum=0)]
     """Clicks reported by service workers."""
 
 
 #: the statuses of a delivery, in the order they are shown (written in :mod:`flask_push.outcomes`)
 DELIVERY_STATUSES: tuple[str, ...] = STATUSES
-if tuple(name for name in MessageCounts.model_fields if name != "clicked") != STATUSES:
+#: the counts that are not a status of their own
+_NOT_STATUSES = ("deferred", "clicked")
+if tuple(name for name in MessageCounts.model_fields if name not in _NOT_STATUSES) != STATUSES:
     # the wire model names each status for the document; it must name them all
     raise RuntimeError("MessageCounts must have a field per status of flask_push.outcomes")
 
@@ -103,6 +108,8 @@ class Message(ResponseModel):
     send_at: datetime | None
     notification: ShownNotification
     """The notification as sent."""
+    category: str | None
+    """Its category of PUSH_CATEGORIES; null when it has none."""
     counts: MessageCounts
 
 

@@ -23,7 +23,18 @@ from ..config import MAX_TTL
 from ..message import Urgency
 from .base import NotNull, WireModel, context_of, ecma, refuse, refuse_as, shape_as
 from .errors import validation_error
-from .fields import Boolean, JsonObject, Link, NotifyType, ShortText, Text, TopicName, UserId, Whole
+from .fields import (
+    Boolean,
+    JsonObject,
+    Link,
+    Name,
+    NotifyType,
+    ShortText,
+    Text,
+    TopicName,
+    UserId,
+    Whole,
+)
 from .inbox import Body
 
 #: the furthest ahead a message may be scheduled: a later ``sendAt`` is most likely a
@@ -131,6 +142,9 @@ class MessageNotification(ShownNotification):
     """Also add an inbox item per user."""
     notify_type: NotifyType | None = None
     """The inbox item's type."""
+    category: Name | None = None
+    """A category of PUSH_CATEGORIES: each user's choices for it, their quiet hours and
+    its daily cap apply (400 `unknown_category` for another). Absent: none of them."""
 
     def shown(self, default_ttl: int) -> dict[str, Any]:
         """What the message keeps: the shown fields, camelCase, with the defaults."""

@@ -1,0 +1,230 @@
+"""Each user's preferences: the channels they chose per category, and their quiet
+hours. ``push.get_preferences``/``push.set_preferences`` and ``/preferences`` are
+these; :mod:`flask_push.policy` reads them for a whole audience at send time.
+
+Only what a user chose is stored; a channel never chosen follows its category's
+``default`` as configured now, so changing a default reaches every user who never
+chose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from .categories import Category
+from .errors import ValidationError
+from .models import Models, utcnow
+from .schemas.fields import UserId
+from .schemas.preferences import CategoryPreference, PreferencesUpdate, QuietHoursShown
+from .schemas.preferences import Preferences as PreferencesShown
+
+#: user ids per ``IN (...)`` when reading a listed audience's preferences
+USERS_PER_QUERY = 5000
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A daily window of local times in ``time_zone``; ``start > end`` crosses midnight."""
+
+    start: str
+    end: str
+    time_zone: str
+
+    def ends_after(self, when: datetime) -> datetime | None:
+        """The end of the window ``when`` falls in (in UTC), or None when it is outside."""
+        zone = ZoneInfo(self.time_zone)
+        local = when.astimezone(zone)
+        start, end, now = _time(self.start), _time(self.end), local.time()
+        day: date | None = None
+        if start < end:
+            if start <= now < end:
+                day = local.date()
+        elif now >= start:
+            day = local.date() + timedelta(days=1)
+        elif now < end:
+            day = local.date()
+        if day is None:
+            return None
+        # a local end that a clock change skips (02:30 on a spring night) is read
+        # with the offset before the change, as zoneinfo does: a little later
+        return datetime.combine(day, end, tzinfo=zone).astimezone(when.tzinfo)
+
+    def to_json(self) -> dict[str, str]:
+        return {"start": self.start, "end": self.end, "timeZone": self.time_zone}
+
+
+def _time(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What reaches one user: per category, each channel the user may choose, on or
+    off (``{"offers": {"web": True, "mobile": True, "inbox": True}}``), and the
+    quiet hours, or None."""
+
+    user_id: str
+    categories: dict[str, dict[str, bool]]
+    quiet_hours: QuietHours | None
+
+    def to_json(self, categories: Mapping[str, Category]) -> dict[str, Any]:
+        """As ``GET /preferences`` answers it."""
+        return PreferencesShown(
+            categories=[
+                CategoryPreference.model_validate(
+                    {
+                        "id": c.id,
+                        "label": c.label,
+                        "required": c.required,
+                        "channels": self.categories[c.id],
+                    }
+                )
+                for c in categories.values()
+            ],
+            quiet_hours=(
+                QuietHoursShown.model_validate(self.quiet_hours, from_attributes=True)
+                if self.quiet_hours
+                else None
+            ),
+        ).to_json()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One user's stored choices, as the policy reads them."""
+
+    choices: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
+    quiet_hours: QuietHours | None = None
+
+
+def _stored(row: Any) -> Stored:
+    quiet = None
+    if row.quiet_start and row.quiet_end and row.time_zone:
+        quiet = QuietHours(row.quiet_start, row.quiet_end, row.time_zone)
+    return Stored(row.categories or {}, quiet)
+
+
+def _shown(user_id: str, stored: Stored, categories: Mapping[str, Category]) -> Preferences:
+    return Preferences(
+        user_id=user_id,
+        categories={
+            c.id: {ch: c.is_on(ch, stored.choices.get(c.id)) for ch in c.channels}
+            for c in categories.values()
+        },
+        quiet_hours=stored.quiet_hours,
+    )
+
+
+def get(
+    session: Any, models: Models, categories: Mapping[str, Category], user_id: Any
+) -> Preferences:
+    """``user_id``'s preferences (the defaults when they never chose)."""
+    owner = str(check_user(user_id))
+    row = session.get(models.Preference, owner)
+    return _shown(owner, _stored(row) if row is not None else Stored(), categories)
+
+
+def check_user(user_id: Any) -> str:
+    from .schemas.errors import check
+
+    return str(check(UserId, user_id, "userId"))
+
+
+def update(
+    session: Any,
+    models: Models,
+    categories: Mapping[str, Category],
+    user_id: Any,
+    change: PreferencesUpdate,
+) -> Preferences:
+    """Apply ``change`` to ``user_id``'s preferences and commit; a refused change
+    raises :class:`ValidationError` naming the field, and nothing is written."""
+    owner = check_user(user_id)
+    given = change.categories or {}
+    _check_choices(categories, given)
+    for attempt in range(2):
+        row = session.get(models.Preference, owner)
+        if row is None:
+            row = models.Preference(user_id=owner, categories={})
+            session.add(row)
+        merged = {id: dict(choices) for id, choices in (row.categories or {}).items()}
+        for id, choices in given.items():
+            merged.setdefault(id, {}).update(choices)
+        # a new dict, so that the JSON column sees the change
+        row.categories = merged
+        if change.quiet_hours is not None:
+            row.quiet_start = change.quiet_hours.start
+            row.quiet_end = change.quiet_hours.end
+            row.time_zone = change.quiet_hours.time_zone
+        elif change.removes_quiet_hours():
+            row.quiet_start = row.quiet_end = row.time_zone = None
+        row.updated_at = utcnow()
+        try:
+            session.commit()
+        except sa.exc.IntegrityError:
+            # another request created the row first: apply the change to it
+            session.rollback()
+            if attempt:
+                raise
+            continue
+        except BaseException:
+            session.rollback()
+            raise
+        break
+    return _shown(owner, _stored(row), categories)
+
+
+def _check_choices(
+    categories: Mapping[str, Category], given: Mapping[str, Mapping[str, bool]]
+) -> None:
+    for id, choices in given.items():
+        category = categories.get(id)
+        if category is None:
+            known = ", ".join(categories) or "none are configured"
+            raise ValidationError(
+                f"is not a category of this app ({known})",
+                field=f"categories.{id}",
+                code="unknown_category",
+            )
+        for channel, on in choices.items():
+            where = f"categories.{id}.{channel}"
+            if channel not in category.channels:
+                raise ValidationError(
+                    f"is not a channel users choose for {category.label!r}; it has "
+                    f"{', '.join(category.channels)}",
+                    field=where,
+                    code="invalid_value",
+                )
+            if category.required and not on:
+                raise ValidationError(
+                    f"cannot be turned off: {category.label!r} is required",
+                    field=where,
+                    code="required_category",
+                )
+
+
+# -- for the policy: many users at once ----------------------------------------------------
+
+
+def stored_for(session: Any, models: Models, users: Iterable[str] | Any) -> dict[str, Stored]:
+    """The stored preferences of ``users``: a list of ids, or a select of ids (one
+    query however many); users without a row are left out."""
+    p = models.Preference
+    columns = (p.user_id, p.categories, p.quiet_start, p.quiet_end, p.time_zone)
+    found: dict[str, Stored] = {}
+    if isinstance(users, sa.Select):
+        batches: Iterable[Any] = [users]
+    else:
+        ids = list(users)
+        batches = [ids[i : i + USERS_PER_QUERY] for i in range(0, len(ids), USERS_PER_QUERY)]
+    for batch in batches:
+        for row in session.execute(sa.select(*columns).where(p.user_id.in_(batch))):
+            found[row.user_id] = _stored(row)
+    return found

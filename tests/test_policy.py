@@ -1,0 +1,560 @@
+"""Notification policy: categories, each user's preferences, quiet hours and the daily
+cap, applied at send time and sent through the real fakes (Web Push and FCM), on
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, time, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_push import categories
+from flask_push.errors import PushConfigError, ValidationError
+from flask_push.preferences import QuietHours
+from flask_push.testing import FakeFCM, FakePushService
+from flask_push.testing.fcm import make_registration_token
+
+from conftest import as_user, db, push, subscribe
+
+CATEGORIES = {
+    "order_status": {"label": "Order updates", "required": True},
+    "offers": {"label": "Offers and deals", "default": True, "max_per_day": 2},
+    "shares": {"label": "Things friends share", "channels": ["web", "inbox"]},
+    "news": {"label": "News", "default": False},
+}
+ADMIN = as_user("root", admin=True)
+#: far from UTC (UTC+14 all year): a window that crosses midnight there is daytime in UTC
+KIRITIMATI = "Pacific/Kiritimati"
+
+
+@pytest.fixture
+def live(sending_app: Callable[..., Flask]) -> Flask:
+    return sending_app(PUSH_CATEGORIES=CATEGORIES)
+
+
+@contextmanager
+def context(app: Flask) -> Iterator[None]:
+    with app.app_context():
+        yield
+
+
+def browser_and_phone(
+    service: FakePushService, user: str = "alice"
+) -> tuple[Any, str]:
+    """``user``'s browser (a fake push service's subscriber) and Android phone (its token)."""
+    subscriber = service.subscribe(user)
+    subscribe(subscriber, user)
+    token = make_registration_token()
+    db.session.add(
+        push.models.Installation(
+            app_id="shop", device_token=token, device_type="android", user_id=user
+        )
+    )
+    db.session.commit()
+    return subscriber, token
+
+
+def statuses(message_id: str) -> dict[str, tuple[str, str | None]]:
+    """kind -> (status, reason) of each delivery of a message."""
+    d = push.models.Delivery
+    rows = db.session.execute(
+        sa.select(d.kind, d.status, d.reason).where(d.message_id == message_id)
+    )
+    return {kind: (status, reason) for kind, status, reason in rows}
+
+
+def inbox_ids(user: str) -> set[str]:
+    return {item.id for item in push.search(user).items}
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ({"required": True}, "needs 'label'"),
+        ({"label": "Offers", "colour": "red"}, "unknown field 'colour'"),
+        ({"label": "Offers", "channels": ["sms"]}, "'channels' must list some of web"),
+        ({"label": "Offers", "channels": []}, "'channels' must list"),
+        ({"label": "Offers", "channels": ["web", "web"]}, "names a channel twice"),
+        ({"label": "Offers", "max_per_day": 0}, "'max_per_day'"),
+        ({"label": "Offers", "max_per_day": "2"}, "'max_per_day'"),
+        ({"label": "Offers", "required": "yes"}, "'required'"),
+        ({"label": "Offers", "required": True, "default": False}, "contradicts"),
+        ("Offers", "must be a dict"),
+    ],
+)
+def test_a_bad_category_names_the_key_and_the_entry(entry: Any, says: str) -> None:
+    with pytest.raises(PushConfigError) as raised:
+        categories.load({"PUSH_CATEGORIES": {"offers": entry}})
+    assert "PUSH_CATEGORIES['offers']" in str(raised.value)
+    assert says in str(raised.value)
+
+
+def test_init_app_refuses_bad_categories(make_app: Callable[..., Flask]) -> None:
+    with pytest.raises(PushConfigError, match=r"PUSH_CATEGORIES has the category id 'a b'"):
+        make_app(PUSH_CATEGORIES={"a b": {"label": "Spaces"}})
+    with pytest.raises(PushConfigError, match="PUSH_CATEGORIES must be a dict"):
+        make_app(PUSH_CATEGORIES=["offers"])
+
+
+def test_categories_keep_their_order_and_defaults() -> None:
+    found = categories.load({"PUSH_CATEGORIES": CATEGORIES})
+    assert list(found) == ["order_status", "offers", "shares", "news"]
+    assert found["shares"].channels == ("web", "inbox")
+    assert found["offers"].max_per_day == 2 and found["offers"].default
+    assert not found["news"].default and not found["news"].required
+    assert found["order_status"].is_on("web", {"web": False})  # required: always on
+    assert not found["news"].is_on("web", None)  # opt-in: off until chosen
+    assert found["news"].is_on("web", {"web": True})
+    # a channel the user does not choose for a category follows its default
+    assert found["shares"].is_on("mobile", {"mobile": False})
+
+
+# -- preferences: Python and HTTP -------------------------------------------------------
+
+
+def test_defaults_before_any_choice(live: Flask) -> None:
+    answer = live.test_client().get("/push/preferences", headers=as_user("alice"))
+    assert answer.status_code == 200
+    assert answer.get_json() == {
+        "categories": [
+            {
+                "id": "order_status",
+                "label": "Order updates",
+                "required": True,
+                "channels": {"web": True, "mobile": True, "inbox": True},
+            },
+            {
+                "id": "offers",
+                "label": "Offers and deals",
+                "required": False,
+                "channels": {"web": True, "mobile": True, "inbox": True},
+            },
+            {
+                "id": "shares",
+                "label": "Things friends share",
+                "required": False,
+                "channels": {"web": True, "inbox": True},
+            },
+            {
+                "id": "news",
+                "label": "News",
+                "required": False,
+                "channels": {"web": False, "mobile": False, "inbox": False},
+            },
+        ],
+        "quietHours": None,
+    }
+
+
+def test_patch_changes_only_what_it_names(live: Flask) -> None:
+    client = live.test_client()
+    alice = as_user("alice")
+    first = client.patch(
+        "/push/preferences", json={"categories": {"offers": {"web": False}}}, headers=alice
+    )
+    assert first.status_code == 200, first.get_json()
+    second = client.patch(
+        "/push/preferences",
+        json={
+            "categories": {"news": {"mobile": True}},
+            "quietHours": {"start": "22:00", "end": "07:00", "timeZone": "Europe/Berlin"},
+        },
+        headers=alice,
+    )
+    found = {c["id"]: c["channels"] for c in second.get_json()["categories"]}
+    assert found["offers"] == {"web": False, "mobile": True, "inbox": True}
+    assert found["news"] == {"web": False, "mobile": True, "inbox": False}
+    assert second.get_json()["quietHours"] == {
+        "start": "22:00", "end": "07:00", "timeZone": "Europe/Berlin"
+    }
+    # absent keeps the quiet hours; null removes them
+    assert client.patch("/push/preferences", json={}, headers=alice).get_json()["quietHours"]
+    removed = client.patch("/push/preferences", json={"quietHours": None}, headers=alice)
+    assert removed.get_json()["quietHours"] is None
+    # someone else's are their own
+    bob = client.get("/push/preferences", headers=as_user("bob")).get_json()
+    assert bob["categories"][1]["channels"]["web"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({"categories": {"order_status": {"web": False}}}, "categories.order_status.web",
+         "required_category"),
+        ({"categories": {"coupons": {"web": False}}}, "categories.coupons", "unknown_category"),
+        ({"categories": {"shares": {"mobile": False}}}, "categories.shares.mobile",
+         "invalid_value"),
+        ({"categories": {"offers": {"web": "no"}}}, "categories.offers.web", "invalid_type"),
+        ({"categories": {"offers": False}}, "categories.offers", "invalid_type"),
+        ({"categories": ["offers"]}, "categories", "invalid_type"),
+        ({"quietHours": {"start": "22:00", "end": "07:00"}}, "quietHours.timeZone", "required"),
+        ({"quietHours": {"start": "22:00", "end": "07:00", "timeZone": "Mars/Olympus"}},
+         "quietHours.timeZone", "invalid_value"),
+        ({"quietHours": {"start": "25:00", "end": "07:00", "timeZone": "Europe/Berlin"}},
+         "quietHours.start", "invalid_value"),
+        ({"quietHours": {"start": "7:00", "end": "08:00", "timeZone": "Europe/Berlin"}},
+         "quietHours.start", "invalid_value"),
+        ({"quietHours": {"start": "22:00", "end": "22:00", "timeZone": "Europe/Berlin"}},
+         "quietHours.end", "invalid_value"),
+        ({"quietHours": "22-07"}, "quietHours", "invalid_type"),
+        ({"theme": "dark"}, "theme", "unknown_field"),
+        # a refused change beside a valid one applies neither
+        ({"categories": {"offers": {"web": True}, "news": {"fax": True}}},
+         "categories.news.fax", "invalid_value"),
+        ({"categories": {"offers": {"web": True}}, "quietHours": {"start": "1"}},
+         "quietHours.start", "invalid_value"),
+    ],
+)
+def test_a_refused_change_names_the_field_and_changes_nothing(
+    live: Flask, body: dict[str, Any], field: str, code: str
+) -> None:
+    client = live.test_client()
+    alice = as_user("alice")
+    before = client.patch(
+        "/push/preferences",
+        json={
+            "categories": {"offers": {"web": False}},
+            "quietHours": {"start": "23:00", "end": "06:00", "timeZone": "Asia/Tokyo"},
+        },
+        headers=alice,
+    ).get_json()
+    answer = client.patch("/push/preferences", json=body, headers=alice)
+    assert answer.status_code == 400, answer.get_json()
+    error = answer.get_json()["error"]
+    assert (error["field"], error["code"]) == (field, code), error
+    assert "Traceback" not in error["message"]
+    assert client.get("/push/preferences", headers=alice).get_json() == before
+
+
+def test_preferences_need_a_user(live: Flask) -> None:
+    client = live.test_client()
+    assert client.get("/push/preferences").status_code == 401
+    assert client.patch("/push/preferences", json={}).status_code == 401
+
+
+def test_python_api(live: Flask) -> None:
+    with context(live):
+        assert push.get_preferences("alice").categories["news"] == {
+            "web": False, "mobile": False, "inbox": False
+        }
+        changed = push.set_preferences(
+            "alice",
+            categories={"offers": {"web": False}},
+            quiet_hours={"start": "22:00", "end": "07:00", "time_zone": "Europe/Berlin"},
+        )
+        assert changed.categories["offers"]["web"] is False
+        assert changed.quiet_hours == QuietHours("22:00", "07:00", "Europe/Berlin")
+        kept = push.set_preferences("alice", categories={"news": {"web": True}})
+        assert kept.quiet_hours is not None and kept.categories["offers"]["web"] is False
+        assert push.set_preferences("alice", quiet_hours=None).quiet_hours is None
+        with pytest.raises(ValidationError) as raised:
+            push.set_preferences("alice", categories={"order_status": {"inbox": False}})
+        assert raised.value.code == "required_category"
+        with pytest.raises(ValidationError) as raised:
+            push.set_preferences("", categories={})
+        assert raised.value.field == "userId"
+
+
+# -- applied at send time ---------------------------------------------------------------
+
+
+def test_a_channel_turned_off_is_suppressed_and_not_counted(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
+) -> None:
+    with context(live):
+        browser, phone = browser_and_phone(push_fake_webpush)
+        push.set_preferences("alice", categories={"offers": {"web": False, "inbox": False}})
+        message = push.send(users=["alice"], title="2 for 1", category="offers", inbox=True)
+        assert statuses(message.id) == {
+            "webpush": ("suppressed", "opted_out"),
+            "fcm": ("sent", "accepted"),
+        }
+        assert message.recipient_count == 1
+        assert inbox_ids("alice") == set()  # the inbox channel is off too
+        [entry] = [e for e in push.explain(message.id) if e["status"] == "suppressed"]
+        assert entry["reason"] == "opted_out"
+        assert "turned this category off" in entry["detail"]
+        assert [event["what"] for event in entry["events"]] == ["suppressed"]
+        # an uncategorised message is not subject to preferences
+        plain = push.send(users=["alice"], title="Hello")
+        assert {s for s, _ in statuses(plain.id).values()} == {"sent"}
+        id = message.id
+    assert browser.received and len(browser.received) == 1
+    assert [m.token for m in push_fake_fcm.messages] == [phone, phone]
+    shown = live.test_client().get(f"/push/messages/{id}", headers=ADMIN).get_json()
+    assert shown["category"] == "offers"
+    assert shown["recipientCount"] == 1
+    assert shown["counts"]["suppressed"] == 1 and shown["counts"]["sent"] == 1
+
+
+def test_an_opt_in_category_reaches_only_who_turned_it_on(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
+) -> None:
+    with context(live):
+        alice, _ = browser_and_phone(push_fake_webpush, "alice")
+        bob, _ = browser_and_phone(push_fake_webpush, "bob")
+        push.set_preferences("bob", categories={"news": {"web": True, "inbox": True}})
+        message = push.send(users=["alice", "bob"], title="News", category="news", inbox=True)
+        assert message.recipient_count == 1
+        assert inbox_ids("alice") == set() and inbox_ids("bob") == {message.id}
+    assert not alice.received and len(bob.received) == 1
+    assert not push_fake_fcm.messages  # nobody turned news on for their phone
+
+
+AUDIENCES: dict[str, Callable[[str], dict[str, Any]]] = {
+    "users": lambda _: {"users": ["alice", "bob"]},
+    "topic": lambda _: {"topic": "deals"},
+    "query": lambda _: {"query": {"userId": {"inq": ["alice", "bob"]}}},
+    "everyone": lambda _: {"everyone": True},
+}
+
+
+@pytest.mark.parametrize("audience", [*AUDIENCES, "notify_by_id", "POST /messages"])
+def test_every_audience_is_subject_to_preferences(
+    live: Flask, push_fake_webpush: FakePushService, audience: str
+) -> None:
+    with context(live):
+        subscriptions = {}
+        for user in ("alice", "bob"):
+            subscription = subscribe(push_fake_webpush.subscribe(user), user)
+            subscription.topics = ["deals"]
+            subscriptions[user] = subscription.id
+        db.session.commit()
+        push.set_preferences("alice", categories={"offers": {"web": False}})
+        if audience == "notify_by_id":
+            message = push.notify_by_id(subscriptions["alice"], title="Deal", category="offers")
+            expected = {"suppressed": 1}
+        elif audience == "POST /messages":
+            answer = live.test_client().post(
+                "/push/messages",
+                json={
+                    "audience": {"users": ["alice", "bob"]},
+                    "notification": {"title": "Deal", "category": "offers"},
+                },
+                headers=ADMIN,
+            )
+            assert answer.status_code == 202, answer.get_json()
+            assert answer.get_json()["recipientCount"] == 1
+            message = db.session.get(push.models.Message, answer.get_json()["id"])
+            expected = {"suppressed": 1, "sent": 1}
+        else:
+            message = push.send(**AUDIENCES[audience](""), title="Deal", category="offers")
+            expected = {"suppressed": 1, "sent": 1}
+        d = push.models.Delivery
+        found = dict(
+            db.session.execute(
+                sa.select(d.status, sa.func.count())
+                .where(d.message_id == message.id)
+                .group_by(d.status)
+            ).all()
+        )
+        assert found == expected
+        assert message.recipient_count == expected.get("sent", 0)
+
+
+def test_an_unknown_category_is_refused_and_nothing_is_written(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    with context(live):
+        subscribe(push_fake_webpush.subscribe())
+        with pytest.raises(ValidationError) as raised:
+            push.send(users=["alice"], title="Deal", category="coupons")
+        assert (raised.value.code, raised.value.field) == ("unknown_category", "category")
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Message)) == 0
+    answer = live.test_client().post(
+        "/push/messages",
+        json={"audience": {"everyone": True}, "notification": {"title": "x", "category": "zz"}},
+        headers=ADMIN,
+    )
+    assert answer.status_code == 400
+    assert answer.get_json()["error"]["code"] == "unknown_category"
+
+
+# -- quiet hours ------------------------------------------------------------------------
+
+
+def test_quiet_hours_cross_midnight_in_the_users_zone() -> None:
+    night = QuietHours("22:00", "07:00", KIRITIMATI)
+    # 23:30 on Dec 4 in Kiritimati (UTC+14) is 09:30 UTC: quiet until 07:00 on Dec 5 there
+    assert night.ends_after(datetime(2026, 12, 4, 9, 30, tzinfo=timezone.utc)) == datetime(
+        2026, 12, 4, 17, 0, tzinfo=timezone.utc
+    )
+    # 06:59 on Dec 5 there (16:59 UTC): a minute left
+    assert night.ends_after(datetime(2026, 12, 4, 16, 59, tzinfo=timezone.utc)) == datetime(
+        2026, 12, 4, 17, 0, tzinfo=timezone.utc
+    )
+    # 07:00 and 21:59 there are outside
+    assert night.ends_after(datetime(2026, 12, 4, 17, 0, tzinfo=timezone.utc)) is None
+    assert night.ends_after(datetime(2026, 12, 5, 7, 59, tzinfo=timezone.utc)) is None
+    # a window inside one day
+    lunch = QuietHours("12:00", "13:30", "Europe/Berlin")
+    assert lunch.ends_after(datetime(2026, 12, 4, 11, 15, tzinfo=timezone.utc)) == datetime(
+        2026, 12, 4, 12, 30, tzinfo=timezone.utc
+    )
+    assert lunch.ends_after(datetime(2026, 12, 4, 12, 30, tzinfo=timezone.utc)) is None
+
+
+def next_local(clock: time, zone: str) -> datetime:
+    """The next time the clock in ``zone`` shows ``clock``, at least a minute from now (UTC)."""
+    tz = ZoneInfo(zone)
+    now = datetime.now(tz) + timedelta(minutes=1)
+    at = datetime.combine(now.date(), clock, tzinfo=tz)
+    if at <= now:
+        at = datetime.combine(now.date() + timedelta(days=1), clock, tzinfo=tz)
+    return at.astimezone(timezone.utc)
+
+
+def test_quiet_hours_defer_pushes_and_write_the_inbox_at_once(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
+) -> None:
+    with context(live):
+        browser, _ = browser_and_phone(push_fake_webpush)
+        push.set_preferences(
+            "alice", quiet_hours={"start": "22:00", "end": "07:00", "time_zone": KIRITIMATI}
+        )
+        late = next_local(time(23, 30), KIRITIMATI)
+        message = push.send(
+            users=["alice"], title="Deal", category="offers", inbox=True, send_at=late
+        )
+        assert message.recipient_count == 2
+        assert statuses(message.id) == {
+            "webpush": ("queued", "quiet_hours"),
+            "fcm": ("queued", "quiet_hours"),
+        }
+        assert inbox_ids("alice") == {message.id}  # at once
+        d = push.models.Delivery
+        due = set(db.session.scalars(sa.select(d.due_at).where(d.message_id == message.id)))
+        # 07:00 the next morning in Kiritimati
+        assert due == {late + timedelta(hours=7, minutes=30)}
+        [entry, _] = push.explain(message.id)
+        assert [e["what"] for e in entry["events"]] == ["queued", "deferred"]
+        assert "quiet hours" in entry["detail"]
+        shown = live.test_client().get(f"/push/messages/{message.id}", headers=ADMIN).get_json()
+        assert shown["counts"]["deferred"] == 2 and shown["counts"]["queued"] == 2
+        # required categories do not wait
+        urgent = push.send(
+            users=["alice"], title="Your order", category="order_status", send_at=late
+        )
+        assert {s for s, _ in statuses(urgent.id).values()} == {"queued"}
+        assert set(db.session.scalars(sa.select(d.due_at).where(d.message_id == urgent.id))) == {
+            late
+        }
+        # when the window ends, the waiting pushes go
+        db.session.execute(
+            sa.update(d)
+            .where(d.message_id == message.id)
+            .values(due_at=datetime.now(timezone.utc))
+        )
+        db.session.commit()
+        push.dispatch_due(message_id=message.id)
+        assert {s for s, _ in statuses(message.id).values()} == {"sent"}
+    assert len(browser.received) == 1 and len(push_fake_fcm.messages) == 1
+
+
+def test_quiet_hours_longer_than_the_ttl_expire_it(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    with context(live):
+        subscribe(push_fake_webpush.subscribe())
+        push.set_preferences(
+            "alice", quiet_hours={"start": "22:00", "end": "07:00", "time_zone": KIRITIMATI}
+        )
+        message = push.send(
+            users=["alice"],
+            title="Flash sale, one hour",
+            category="offers",
+            ttl=3600,
+            send_at=next_local(time(23, 0), KIRITIMATI),
+        )
+        assert statuses(message.id) == {"webpush": ("expired", "quiet_hours_expired")}
+        assert message.recipient_count == 0
+        [entry] = push.explain(message.id)
+        assert [e["what"] for e in entry["events"]] == ["queued", "deferred", "expired"]
+        assert "time to live" in entry["detail"]
+
+
+# -- the daily cap ----------------------------------------------------------------------
+
+
+def test_the_daily_cap_suppresses_pushes_but_not_the_inbox(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
+) -> None:
+    with context(live):
+        browser, _ = browser_and_phone(push_fake_webpush)
+        sent = [
+            push.send(users=["alice"], title=f"Deal {n}", category="offers", inbox=True)
+            for n in range(3)
+        ]
+        assert [m.recipient_count for m in sent] == [2, 2, 0]
+        assert statuses(sent[2].id) == {
+            "webpush": ("suppressed", "frequency_cap"),
+            "fcm": ("suppressed", "frequency_cap"),
+        }
+        assert inbox_ids("alice") == {m.id for m in sent}
+        # the cap is per category: other categories still go
+        other = push.send(users=["alice"], title="Shared", category="shares")
+        assert statuses(other.id)["webpush"] == ("sent", "accepted")
+    assert len(browser.received) == 3 and len(push_fake_fcm.messages) == 3
+
+
+def test_the_cap_counts_exactly_the_last_24_hours(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    with context(live):
+        subscribe(push_fake_webpush.subscribe())
+        first, second = (
+            push.send(users=["alice"], title=f"Deal {n}", category="offers") for n in range(2)
+        )
+        c = push.models.CappedSend
+        now = datetime.now(timezone.utc)
+        # the first was 23h59m ago: still inside the window
+        db.session.execute(
+            sa.update(c)
+            .where(c.message_id == first.id)
+            .values(sent_at=now - timedelta(hours=23, minutes=59))
+        )
+        db.session.commit()
+        held = push.send(users=["alice"], title="Deal 3", category="offers")
+        assert statuses(held.id) == {"webpush": ("suppressed", "frequency_cap")}
+        # a second past 24 hours: it no longer counts
+        db.session.execute(
+            sa.update(c)
+            .where(c.message_id == first.id)
+            .values(sent_at=now - timedelta(hours=24, seconds=1))
+        )
+        db.session.commit()
+        freed = push.send(users=["alice"], title="Deal 4", category="offers")
+        assert statuses(freed.id) == {"webpush": ("sent", "accepted")}
+        # a suppressed message does not count against the cap
+        assert db.session.scalar(
+            sa.select(sa.func.count()).select_from(c).where(c.message_id == held.id)
+        ) == 0
+        assert second.recipient_count == 1
+
+
+def test_other_users_have_caps_of_their_own(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    with context(live):
+        subscribe(push_fake_webpush.subscribe(), "alice")
+        subscribe(push_fake_webpush.subscribe(), "bob")
+        for n in range(2):
+            push.send(users=["alice"], title=f"Deal {n}", category="offers")
+        both = push.send(users=["alice", "bob"], title="Deal", category="offers")
+        assert both.recipient_count == 1
+        d = push.models.Delivery
+        found = sorted(
+            db.session.execute(
+                sa.select(d.status, d.reason).where(d.message_id == both.id)
+            ).all()
+        )
+        assert found == [("sent", "accepted"), ("suppressed", "frequency_cap")]
