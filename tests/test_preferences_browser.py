@@ -435,6 +435,22 @@ def test_the_settings_work_under_a_strict_content_security_policy(
     assert page.console_errors == []
 
 
+def test_a_visitor_not_signed_in_is_told_why_and_may_try_again(
+    browser: Browser, page: Any, live: Live
+) -> None:
+    page.goto(f"{live.origin}/")
+    assert page.evaluate("window.prefs.ready") is None
+    alert = page.locator("#prefs").get_by_role("alert")
+    expect(alert).to_have_text(
+        "Your notification settings could not be loaded: Sign in first: this endpoint needs a user."
+    )
+    # signed in meanwhile (in another tab), Try again shows them
+    page.context.request.get(f"{live.origin}/login/kate")
+    page.get_by_role("button", name="Try again").click()
+    expect(page.get_by_role("group", name="Offers and deals")).to_be_visible()
+    assert page.evaluate("window.violations") == []
+
+
 def start_bell(page: Any, options: dict[str, Any] | None = None) -> None:
     page.evaluate(
         "(options) => (window.bell = FlaskPush.bell(document.getElementById('bell'), options))"
