@@ -153,6 +153,8 @@ def _close(app: Flask) -> None:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Any]:
+    # cookies go by host, not port: the last test's sign-in would hold on every origin
+    browser.context.clear_cookies()
     page = browser.context.new_page()
     page.add_init_script(RECORD)
     errors: list[str] = []
