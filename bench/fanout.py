@@ -51,7 +51,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -358,10 +358,37 @@ def create_app(
         PUSH_QUEUE=queue,
         PUSH_SUPPRESS_SEND=False,
         PUSH_METRICS=metrics,
+        PUSH_CATEGORIES=CATEGORIES,
     )
     db.init_app(app)
     push.init_app(app)
     return app, db, push
+
+
+#: ``--policy``: the category of the second row. Its cap is high enough that nobody
+#: reaches it, and the preferences loaded leave every push on, so that both rows send
+#: all N and differ only by the policy's work: reading the audience's preferences and
+#: the cap's counts, deciding per target, and recording each push for the cap.
+CATEGORIES = {"offers": {"label": "Offers and deals", "max_per_day": 1000}}
+
+
+def preference_rows(n: int, now: datetime) -> list[dict[str, Any]]:
+    """Every 10th user chose offers on the web, every 7th has quiet hours that
+    never cover the bench's time (in UTC, three hours ahead)."""
+    start = (now + timedelta(hours=3)).strftime("%H:00")
+    end = (now + timedelta(hours=4)).strftime("%H:00")
+    return [
+        {
+            "user_id": f"user-{i:06d}",
+            "categories": {"offers": {"web": True}} if i % 10 == 0 else {},
+            "quiet_start": start if i % 7 == 0 else None,
+            "quiet_end": end if i % 7 == 0 else None,
+            "time_zone": "UTC" if i % 7 == 0 else None,
+            "updated_at": now,
+        }
+        for i in range(n)
+        if i % 10 == 0 or i % 7 == 0
+    ]
 
 
 def admin_engine(database_url: str, schema: str) -> sa.Engine:
@@ -400,9 +427,14 @@ def load_subscriptions(
             }
             for i, (p256dh, auth) in enumerate(keys)
         ]
+        preferences = preference_rows(len(rows), now)
         with db.engine.begin() as conn:
             for i in range(0, len(rows), 5000):
                 conn.execute(sa.insert(table), rows[i : i + 5000])
+            for i in range(0, len(preferences), 5000):
+                conn.execute(
+                    sa.insert(push.models.Preference.__table__), preferences[i : i + 5000]
+                )
         db.engine.dispose()
     with engine.connect() as conn:
         conn.execute(sa.text("VACUUM (ANALYZE)"))
@@ -425,6 +457,8 @@ class Spec:
     metrics: bool = False
     #: False: as if opentelemetry-api were not installed (flask_push.tracing turned off)
     tracing: bool = True
+    #: the category the send names (``--policy``), or None
+    category: str | None = None
 
 
 def _create_for(spec: Spec) -> tuple[Flask, SQLAlchemy, Push]:
@@ -473,7 +507,7 @@ def _product_sender(
         base = count.value
         cpu = time.process_time()
         started = time.monotonic()
-        message = push.send(everyone=True, title=TITLE, body=BODY)
+        message = push.send(everyone=True, title=TITLE, body=BODY, category=spec.category)
         result["send_returned"] = time.monotonic() - started
         result["rss_send"] = maxrss_mib()
         message_id, result["recipients"] = message.id, message.recipient_count
@@ -922,6 +956,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="measure the thread-queue fan-out three ways, interleaved: without "
         "OpenTelemetry, with opentelemetry-api but no SDK, and with PUSH_METRICS too",
     )
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="measure the thread-queue fan-out twice, interleaved: without a category and "
+        "with category='offers' (preferences read, quiet hours checked, the cap recorded)",
+    )
     parser.add_argument("--keep", action="store_true", help="do not drop the schema at the end")
     args = parser.parse_args(argv)
     if not _SCHEMA_NAME.fullmatch(args.schema):
@@ -1050,6 +1090,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     (0, spec, base_label + ", opentelemetry-api without SDK"),
                     (0, replace(spec, metrics=True), base_label + ", PUSH_METRICS, otel-api"),
                 ]
+            if args.policy:
+                # interleaved with the row above, in the same run: what the notification
+                # policy costs an everyone send
+                variants.append(
+                    (
+                        0,
+                        replace(spec, category="offers"),
+                        base_label + ", category='offers' (preferences, quiet hours, cap)",
+                    )
+                )
             if args.workers:
                 variants.append(
                     (

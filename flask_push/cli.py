@@ -39,10 +39,11 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 from py_vapid import Vapid
 
-from . import reports
+from . import outcomes, reports
 from .credentials import vapid_public_key, vapid_raw_private_key
 from .errors import PayloadError, ValidationError
 from .models import ACTIVE, DEAD, utcnow
+from .outcomes import POLICY_REASONS
 from .schemas.message import DELIVERY_STATUSES
 
 
@@ -128,6 +129,11 @@ def vapid_keys(subject: str) -> None:
     show_default=True,
 )
 @click.option(
+    "--category",
+    default=None,
+    help="A category of PUSH_CATEGORIES: the users' choices, quiet hours and cap apply.",
+)
+@click.option(
     "--no-wait",
     is_flag=True,
     help="Return once the message is queued; leave delivery to the workers.",
@@ -141,6 +147,7 @@ def send(
     url: str | None,
     ttl: int | None,
     urgency: str,
+    category: str | None,
     no_wait: bool,
 ) -> None:
     """Send a notification to users (--user, repeated), a --topic or --everyone.
@@ -165,6 +172,7 @@ def send(
                 url=url,
                 ttl=ttl,
                 urgency=urgency,
+                category=category,
             )
         except ValidationError as err:
             raise click.UsageError(_as_option(err)) from None
@@ -184,15 +192,23 @@ def send(
     counts = _delivery_counts(push, message.id)
     if counts:
         click.echo("Deliveries: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
-    for line in _problems(push, message.id):
+    for line in _problems(push, message.id) + _held_back(push, message.id):
         click.echo(f"  {line}")
     if no_wait:
         return
     if not recipients:
+        if counts.get("suppressed") or counts.get("expired"):
+            raise click.ClickException(
+                "Nothing was delivered: the users' preferences held back every push; the "
+                "reasons are above."
+            )
         raise click.ClickException(
             "Nothing was delivered: no active browser or device matches this audience."
         )
     if not counts.get("sent"):
+        if _deferred(push, message.id) == counts.get("queued"):
+            # nothing failed: the workers send them when the quiet hours end
+            return
         raise click.ClickException("Nothing was delivered; the reasons are above.")
 
 
@@ -246,6 +262,29 @@ def _problems(push: Any, message_id: str) -> list[str]:
     push.db.session.rollback()  # end the read transaction
     labels = {"queued": "will retry"}
     return [f"{labels.get(p.status, p.status)} ({p.count}): {p.reason}" for p in found]
+
+
+def _held_back(push: Any, message_id: str) -> list[str]:
+    """One line per reason the users' preferences held deliveries back for."""
+    d = push.models.Delivery
+    found = push.db.session.execute(
+        sa.select(d.status, d.reason, sa.func.count())
+        .where(d.message_id == message_id, d.reason.in_(POLICY_REASONS))
+        .group_by(d.status, d.reason)
+        .order_by(d.status, d.reason)
+    ).all()
+    push.db.session.rollback()  # end the read transaction
+    labels = {"queued": "waiting"}
+    return [
+        f"{labels.get(status, status)} ({count}): {reason}: {outcomes.detail(reason)}"
+        for status, reason, count in found
+    ]
+
+
+def _deferred(push: Any, message_id: str) -> int:
+    return int(
+        reports.message_counts(push.db.session, push.models, [message_id])[message_id]["deferred"]
+    )
 
 
 def _delivery_counts(push: Any, message_id: str | None = None) -> dict[str, int]:

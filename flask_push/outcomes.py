@@ -84,6 +84,14 @@ REASONS: Final[dict[str, str]] = {
     ),
 }
 
+#: the reasons the notification policy (:mod:`flask_push.policy`) records
+POLICY_REASONS: Final[tuple[str, ...]] = (
+    "opted_out",
+    "frequency_cap",
+    "quiet_hours",
+    "quiet_hours_expired",
+)
+
 #: what an attempt event says of the answer
 ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
 

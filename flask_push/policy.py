@@ -210,4 +210,4 @@ def record_capped(
         for user in plan.capped_users
     )
     while chunk := list(itertools.islice(rows, INSERT_CHUNK)):
-        session.execute(sa.insert(c), chunk)
+        session.execute(sa.insert(c.__table__), chunk)

@@ -192,8 +192,11 @@ def insert_deliveries(
     rows = iter(
         _delivery_rows(message_id, targets, configured, due_at=due_at, ttl=ttl, rules=rules)
     )
+    # Core's INSERT, not the ORM's bulk one: the ORM leaves out a row's None values
+    # and starts a new statement whenever that set changes, which a mix of sent and
+    # suppressed rows would do at every other row
     while chunk := list(itertools.islice(rows, INSERT_CHUNK)):
-        session.execute(sa.insert(model), chunk)
+        session.execute(sa.insert(model.__table__), chunk)
 
 
 def _delivery_rows(

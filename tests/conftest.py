@@ -17,6 +17,7 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -359,3 +360,18 @@ def as_user(user: str | None, admin: bool = False) -> dict[str, str]:
     if admin:
         headers["X-Admin"] = "1"
     return headers
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL of every round trip to the database while the block runs."""
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()[:3]))
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)

@@ -20,7 +20,7 @@ from flask_push.preferences import QuietHours
 from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import as_user, db, push, subscribe
+from conftest import as_user, browser_keys, db, push, statements, subscribe
 
 CATEGORIES = {
     "order_status": {"label": "Order updates", "required": True},
@@ -440,6 +440,12 @@ def test_quiet_hours_defer_pushes_and_write_the_inbox_at_once(
         assert "quiet hours" in entry["detail"]
         shown = live.test_client().get(f"/push/messages/{message.id}", headers=ADMIN).get_json()
         assert shown["counts"]["deferred"] == 2 and shown["counts"]["queued"] == 2
+        page = live.test_client().get(f"/push/console/messages/{message.id}", headers=ADMIN)
+        assert page.status_code == 200
+        text = page.get_data(as_text=True)
+        assert "<code>offers</code>" in text
+        assert '<dd id="count-deferred">2</dd>' in text
+        assert "It waits for the end of the user&#39;s quiet hours" in text
         # required categories do not wait
         urgent = push.send(
             users=["alice"], title="Your order", category="order_status", send_at=late
@@ -558,3 +564,131 @@ def test_other_users_have_caps_of_their_own(
             ).all()
         )
         assert found == [("sent", "accepted"), ("suppressed", "frequency_cap")]
+
+
+# -- at scale ---------------------------------------------------------------------------
+
+
+def audience_of(n: int) -> None:
+    """``n`` users with a browser each; every tenth turned offers off, every seventh
+    has quiet hours, and every fifth already had today's offers."""
+    s = push.models.Subscription.__table__
+    for table in (s, push.models.Preference.__table__, push.models.CappedSend.__table__):
+        db.session.execute(sa.delete(table))
+    keys = browser_keys()
+    now = datetime.now(timezone.utc)
+    db.session.execute(
+        sa.insert(s),
+        [
+            {
+                "id": f"sub_{n}_{i:08d}",
+                "endpoint": f"https://fcm.googleapis.com/fcm/send/{n}-{i}",
+                "p256dh": keys["p256dh"],
+                "auth": keys["auth"],
+                "user_id": f"user-{i}",
+                "topics": [],
+                "status": "active",
+                "created_at": now,
+                "last_seen_at": now,
+            }
+            for i in range(n)
+        ],
+    )
+    db.session.execute(
+        sa.insert(push.models.Preference.__table__),
+        [
+            {
+                "user_id": f"user-{i}",
+                "categories": {"offers": {"web": i % 10 != 0}},
+                "quiet_start": "00:00" if i % 7 == 0 else None,
+                "quiet_end": "23:59" if i % 7 == 0 else None,
+                "time_zone": "UTC" if i % 7 == 0 else None,
+                "updated_at": now,
+            }
+            for i in range(n)
+            if i % 10 == 0 or i % 7 == 0
+        ],
+    )
+    db.session.execute(
+        sa.insert(push.models.CappedSend.__table__),
+        [
+            {"category": "offers", "user_id": f"user-{i}", "message_id": "msg_x", "sent_at": now}
+            for i in range(0, n, 5)
+            for _ in range(2)
+        ],
+    )
+    db.session.commit()
+
+
+def test_the_policy_reads_a_whole_audience_in_a_fixed_number_of_queries(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(PUSH_QUEUE="inline", PUSH_CATEGORIES=CATEGORIES)
+    seen: dict[int, list[str]] = {}
+    with app.app_context():
+        for n in (500, 4_000):
+            audience_of(n)
+            with statements() as found:
+                message = push.send(
+                    everyone=True,
+                    title="Sale",
+                    category="offers",
+                    # later, so that nothing is sent while the statements are counted
+                    send_at=datetime.now(timezone.utc) + timedelta(hours=1),
+                )
+            seen[n] = found
+            d = push.models.Delivery
+            counts = dict(
+                db.session.execute(
+                    sa.select(d.reason, sa.func.count())
+                    .where(d.message_id == message.id)
+                    .group_by(d.reason)
+                ).all()
+            )
+            off = len(range(0, n, 10))
+            capped = len([i for i in range(0, n, 5) if i % 10 != 0])
+            quiet = len([i for i in range(0, n, 7) if i % 10 != 0 and i % 5 != 0])
+            assert counts == {
+                "opted_out": off,
+                "frequency_cap": capped,
+                "quiet_hours": quiet,
+                None: n - off - capped - quiet,
+            }
+            assert message.recipient_count == n - off - capped
+    # the same statements for 8 times the audience: none per user
+    assert seen[500] == seen[4_000], (seen[500], seen[4_000])
+    assert len(seen[4_000]) < 30
+
+
+def test_the_cli_says_what_the_preferences_held_back(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    with context(live):
+        subscribe(push_fake_webpush.subscribe())
+        push.set_preferences("alice", categories={"offers": {"web": False}})
+    runner = live.test_cli_runner()
+    result = runner.invoke(
+        args=["push", "send", "--user", "alice", "--title", "Deal", "--category", "offers"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "suppressed (1): opted_out: The user turned this category off" in result.output
+    assert "preferences held back every push" in result.output
+    result = runner.invoke(
+        args=["push", "send", "--user", "alice", "--title", "Deal", "--category", "nope"]
+    )
+    assert result.exit_code == 2
+    assert "category: is not a category of this app" in result.output
+    now = datetime.now(timezone.utc)
+    around_now = {
+        "start": f"{now - timedelta(hours=1):%H:%M}",
+        "end": f"{now + timedelta(hours=1):%H:%M}",
+        "time_zone": "UTC",
+    }
+    with context(live):
+        push.set_preferences("alice", quiet_hours=around_now)
+    result = runner.invoke(
+        args=["push", "send", "--user", "alice", "--title", "Tip", "--category", "shares"]
+    )
+    # waiting for the quiet hours to end is not a failure
+    assert result.exit_code == 0, result.output
+    assert "waiting (1): quiet_hours" in result.output

@@ -9,32 +9,15 @@ appended in the outcome's own executemany UPDATE.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
 
-from conftest import browser_keys, db, push
+from conftest import browser_keys, db, push, statements
 
 BATCH = 500
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    """The SQL of every round trip to the database while the block runs."""
-    seen: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(" ".join(statement.split()[:3]))
-
-    sa.event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", count)
 
 
 def fan_out(n: int) -> tuple[int, Counter[str]]:

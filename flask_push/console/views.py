@@ -137,7 +137,7 @@ def message(id: str) -> ResponseReturnValue:
     row = session.get(push.models.Message, id)
     if row is None:
         return _not_found("message")
-    counts = reports.delivery_counts(session, push.models, [id])[id]
+    counts = reports.message_counts(session, push.models, [id])[id]
     status = request.args.get("status") or None
     number = _int_arg("page", 1)
     deliveries = push.explain(
@@ -149,7 +149,8 @@ def message(id: str) -> ResponseReturnValue:
         message=row,
         status=message_status(row, counts),
         counts=counts,
-        statuses=data.statuses({id: counts}),
+        # deferred is a part of queued, not a status of its own
+        statuses=data.statuses({id: {s: n for s, n in counts.items() if s != "deferred"}}),
         problems=reports.problems(session, push.models, id),
         deliveries=deliveries[:DELIVERIES_PAGE],
         more=len(deliveries) > DELIVERIES_PAGE,
