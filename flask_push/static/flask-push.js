@@ -495,7 +495,6 @@
   function preferences(element, options) {
     const opts = Object.assign({ channelLabels: {} }, options);
     const labels = Object.assign({}, CHANNEL_LABELS, opts.channelLabels);
-    const id = uniqueId;
     addStylesheet();
     element.classList.add('fp-prefs');
     // saved: what the server last said; form: its controls; errors: field key -> where
@@ -509,7 +508,7 @@
 
     function errorBox() {
       const box = el('p', 'fp-prefs-error');
-      box.id = id();
+      box.id = uniqueId();
       box.setAttribute('role', 'alert');
       box.hidden = true;
       return box;
@@ -528,7 +527,7 @@
     function stacked(text, control, key) {
       const wrap = el('div', 'fp-prefs-field');
       const label = el('label', null, text);
-      control.id = id();
+      control.id = uniqueId();
       label.htmlFor = control.id;
       const error = errorBox();
       wrap.append(label, control, error);
@@ -577,7 +576,7 @@
         'They arrive when quiet hours end, except those that are always on. ' +
           'Your inbox gets everything at once.'
       );
-      hint.id = id();
+      hint.id = uniqueId();
       on.setAttribute('aria-describedby', hint.id);
       const start = el('input', 'fp-quiet-start');
       start.type = 'time';
