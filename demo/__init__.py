@@ -68,6 +68,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI="sqlite:///" + os.path.join(app.instance_path, "demo.sqlite"),
         DEMO_EXPORT_DELAY=0.25,
         DEMO_APP_ID="com.example.freshcart",
+        # What shoppers choose on their "Notification settings" page: per category,
+        # browser, phone and inbox on or off (every send names its category).
+        PUSH_CATEGORIES={
+            "order_status": {"label": "Order updates", "required": True},
+            "offers": {"label": "Offers and deals", "max_per_day": 2},
+            "shares": {"label": "Things friends share"},
+            # off until the shopper turns it on: consent first
+            "news": {"label": "News", "default": False},
+        },
     )
     app.config.from_pyfile("demo.cfg", silent=True)
     if test_config:

@@ -20,7 +20,7 @@ from flask import Flask
 from flask_push.testing import FakeAPNs, FakeFCM
 
 from . import create_app
-from .extensions import db
+from .schema import create_tables
 from .seed import PASSWORD, USERS, seed
 
 INSTANCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance")
@@ -90,8 +90,11 @@ def build(
     app.instance_path = instance
     app.extensions["demo_fakes"] = {"fcm": fcm, "apns": apns}
     with app.app_context():
-        db.create_all()
+        upgraded = create_tables()
         added = seed()
+    if upgraded:
+        where = os.path.relpath(os.path.join(instance, "demo.sqlite"))
+        print(f" * brought {where} up to date: added {', '.join(upgraded)}")
     return app, added
 
 

@@ -1,5 +1,9 @@
 """Everything the storefront pushes, in one place: each hook is a few lines of
-flask-push's public API (``send``, ``publish``, ``upsert``)."""
+flask-push's public API (``send``, ``publish``, ``upsert``).
+
+Every send names its category of ``PUSH_CATEGORIES`` (``demo/__init__.py``), so what
+reaches a shopper follows her "Notification settings": order updates always, offers
+(at most two a day), shares and news as she chose."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, current_app, url_for
+
+from flask_push import reports
 
 from .extensions import db, push
 from .models import STATUS_LABELS, Offer, Order, OrderEvent, Product, User
@@ -39,6 +45,7 @@ def share(sharer: User, item: Product | Offer) -> Any:
         data={"kind": kind, "slug": item.slug, "sharedBy": sharer.name},
         inbox=True,
         notify_type="share",
+        category="shares",
     )
 
 
@@ -68,6 +75,7 @@ def advance_order(order: Order, status: str | None = None) -> str | None:
         collapse_key=f"order-{order.id}",
         inbox=True,
         notify_type="order_status",
+        category="order_status",
     )
     return status
 
@@ -102,6 +110,7 @@ def push_offer(offer: Offer, title: str | None = None, body: str | None = None) 
         data={"kind": "offer", "slug": offer.slug},
         inbox=True,
         notify_type="offer",
+        category="offers",
     )
 
 
@@ -118,7 +127,24 @@ def users_by_email(emails: str) -> tuple[list[User], list[str]]:
     return [found[e] for e in wanted if e in found], [e for e in wanted if e not in found]
 
 
-def ad_hoc(recipients: list[User], title: str, body: str | None, url: str | None) -> Any:
+#: what the staff's own messages may be: shares come from shoppers only
+STAFF_CATEGORIES = ("news", "offers", "order_status")
+
+
+def staff_categories() -> list[tuple[str, str]]:
+    """The categories a staff message may have, as (id, label), news first."""
+    configured = push.settings.categories
+    return [(id, configured[id].label) for id in STAFF_CATEGORIES if id in configured]
+
+
+def category_labels() -> dict[str, str]:
+    """Every category's label by id."""
+    return {id: category.label for id, category in push.settings.categories.items()}
+
+
+def ad_hoc(
+    recipients: list[User], title: str, body: str | None, url: str | None, category: str
+) -> Any:
     return push.send(
         users=[user.push_id for user in recipients],
         title=title,
@@ -126,7 +152,14 @@ def ad_hoc(recipients: list[User], title: str, body: str | None, url: str | None
         url=url or None,
         inbox=True,
         notify_type="announcement",
+        category=category,
     )
+
+
+def delivery_counts(message_id: str) -> dict[str, int]:
+    """The message's deliveries per status, with ``suppressed`` (the shoppers' settings
+    or the daily cap) and ``deferred`` (waiting for quiet hours)."""
+    return reports.message_counts(db.session, push.models, [message_id])[message_id]
 
 
 def inbox_counts(message_ids: list[str]) -> dict[str, dict[str, int]]:

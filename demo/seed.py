@@ -11,6 +11,7 @@ from werkzeug.security import generate_password_hash
 
 from .extensions import db
 from .models import Offer, Product, User
+from .schema import create_tables
 
 #: every seeded account's password (the demo prints it)
 PASSWORD = "demo1234"
@@ -97,6 +98,8 @@ def seed() -> dict[str, int]:
 @click.command("demo-seed")
 def seed_command() -> None:
     """Create the demo's tables and seed data (safe to run again)."""
-    db.create_all()
+    upgraded = create_tables()
+    if upgraded:
+        click.echo("added to the existing tables: " + ", ".join(upgraded))
     added = seed()
     click.echo(", ".join(f"{count} {kind} added" for kind, count in added.items()))

@@ -1,7 +1,10 @@
-"""The shopper's pages: catalog, sharing, cart, orders, notifications, simulated phones."""
+"""The shopper's pages: catalog, sharing, cart, orders, notifications and their
+settings, simulated phones."""
 
 from __future__ import annotations
 
+import zoneinfo
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +20,8 @@ from flask import (
     url_for,
 )
 from werkzeug.security import check_password_hash
+
+from flask_push import ValidationError
 
 from . import notify
 from .extensions import db, push
@@ -267,6 +272,139 @@ def notifications_read_all() -> Any:
     assert user is not None
     push.mark_all_read(user.push_id)
     return redirect(url_for("shop.notifications"))
+
+
+# -- notification settings: what reaches the shopper, and when ------------------------
+
+#: each channel a shopper chooses, as the page names it
+CHANNEL_LABELS = {"web": "Browsers", "mobile": "Phones", "inbox": "Inbox"}
+#: flask-push's field of a refused preference -> (the form's field, its label)
+SETTINGS_FIELDS = {
+    "quietHours.start": ("quiet_start", "The start"),
+    "quietHours.end": ("quiet_end", "The end"),
+    "quietHours.timeZone": ("time_zone", "The time zone"),
+}
+#: quiet hours offered to a shopper who has none yet
+QUIET_DEFAULT = {"start": "22:00", "end": "07:00", "time_zone": ""}
+
+
+@cache
+def time_zones() -> list[str]:
+    """The IANA zones people live in (Europe/Berlin, America/New_York), and UTC."""
+    legacy = ("Etc/", "SystemV/", "US/", "posix", "right/")
+    return sorted(
+        {"UTC"}
+        | {
+            zone
+            for zone in zoneinfo.available_timezones()
+            if "/" in zone and not zone.startswith(legacy)
+        }
+    )
+
+
+@bp.route("/settings/notifications", methods=["GET", "POST"])
+@login_required
+def notification_settings() -> Any:
+    """A plain form: a box per category and channel, and the quiet hours. Saved
+    through ``push.set_preferences`` all at once, or, when flask-push refuses a
+    value, not at all (the form comes back as sent, with the reason beside the field)."""
+    user = current_user()
+    assert user is not None
+    categories = push.settings.categories.values()
+    if request.method == "GET":
+        saved = push.get_preferences(user.push_id)
+        quiet = saved.quiet_hours
+        return _settings_page(
+            saved.categories,
+            {
+                "on": quiet is not None,
+                **(
+                    {"start": quiet.start, "end": quiet.end, "time_zone": quiet.time_zone}
+                    if quiet
+                    else QUIET_DEFAULT
+                ),
+            },
+        )
+    form = request.form
+    chosen = {
+        c.id: {channel: f"{c.id}.{channel}" in form for channel in c.channels} for c in categories
+    }
+    quiet_form = {
+        "on": form.get("quiet") == "on",
+        "start": _local_time(form.get("quiet_start", "")),
+        "end": _local_time(form.get("quiet_end", "")),
+        "time_zone": form.get("time_zone", "").strip(),
+    }
+    try:
+        if form.get("quiet") not in ("on", "off"):
+            raise FormError("quiet", "Choose quiet hours, or none.")
+        if quiet_form["on"] and not quiet_form["time_zone"]:
+            raise FormError("time_zone", "Choose your time zone.")
+        push.set_preferences(
+            user.push_id,
+            # a required category cannot be turned off: its boxes are not sent
+            categories={c.id: chosen[c.id] for c in categories if not c.required},
+            quiet_hours=(
+                {k: quiet_form[k] for k in ("start", "end", "time_zone")}
+                if quiet_form["on"]
+                else None
+            ),
+        )
+    except (FormError, ValidationError) as err:
+        if isinstance(err, FormError):
+            field, message = err.field, err.message
+        else:
+            field, label = SETTINGS_FIELDS.get(err.field or "", ("categories", "This choice"))
+            message = f"{label} {err.message}."
+        flash("Nothing was saved: fix what is marked below.", "error")
+        return _settings_page(chosen, quiet_form, {field: message}), 400
+    flash("Your notification settings are saved.")
+    return redirect(url_for("shop.notification_settings"))
+
+
+def _local_time(value: str) -> str:
+    """A time field's value as HH:MM: a browser may add seconds (``22:00:00``)."""
+    value = value.strip()
+    return value[:5] if len(value) == 8 and value.endswith(":00") else value
+
+
+def _settings_page(
+    chosen: dict[str, dict[str, bool]],
+    quiet: dict[str, Any],
+    errors: dict[str, str] | None = None,
+) -> str:
+    rows = []
+    for c in push.settings.categories.values():
+        if c.required:
+            hint = "Always on"
+        elif c.max_per_day:
+            hint = f"At most {c.max_per_day} a day"
+        elif not c.default:
+            hint = "Off until you turn it on"
+        else:
+            hint = ""
+        rows.append(
+            {
+                "id": c.id,
+                "label": c.label,
+                "required": c.required,
+                "hint": hint,
+                "channels": [
+                    {
+                        "name": f"{c.id}.{channel}",
+                        "label": CHANNEL_LABELS[channel],
+                        "on": c.required or chosen.get(c.id, {}).get(channel, False),
+                    }
+                    for channel in c.channels
+                ],
+            }
+        )
+    zones = time_zones()
+    if quiet["time_zone"] and quiet["time_zone"] not in zones:
+        zones = [quiet["time_zone"], *zones]  # kept as sent, to fix
+    return render_template(
+        "settings.html", rows=rows, quiet=quiet, zones=zones, errors=errors or {}
+    )
 
 
 # -- simulated phones ----------------------------------------------------------------

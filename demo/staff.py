@@ -104,34 +104,58 @@ def push_offer(offer_id: int) -> Any:
 
 
 def sent_summary(message: Any) -> str:
-    """What a send reached: inbox items, and the browsers and phones it is queued for."""
+    """What a send reached: inbox items, the browsers and phones it is queued for, and
+    the pushes the shoppers' settings held back or their quiet hours hold."""
     title = message.notification["title"]
     written = notify.inbox_counts([message.id]).get(message.id, {}).get("inbox", 0)
-    inboxes = plural(written, "inbox", "inboxes")
+    counts = notify.delivery_counts(message.id)
+    suppressed, deferred = counts["suppressed"], counts["deferred"]
     devices = message.recipient_count
+    if not (written or devices or suppressed) and message.category:
+        label = notify.category_labels().get(message.category, message.category)
+        return f"“{title}” reached nobody: the shoppers it was for have “{label}” turned off."
+    inboxes = plural(written, "inbox", "inboxes")
+    held = (
+        f"{plural(suppressed, 'push', 'pushes')} held back by the shoppers’ settings "
+        "or the daily cap"
+    )
     if devices == 0:
+        if suppressed:
+            return f"“{title}” sent to {inboxes}; no browser or phone gets it: {held}."
         return f"“{title}” sent to {inboxes}; no browsers or phones are registered."
     targets = plural(devices, "browser or phone", "browsers and phones")
-    return f"“{title}” sent to {inboxes} and queued for {targets}."
+    summary = f"“{title}” sent to {inboxes} and queued for {targets}"
+    if deferred:
+        summary += f" ({deferred} of them after the shoppers’ quiet hours)"
+    return summary + (f"; {held}." if suppressed else ".")
 
 
 @bp.route("/messages", methods=["GET", "POST"])
 @staff_required
 def messages() -> Any:
     if request.method == "GET":
-        return render_template("staff/messages.html", form={})
+        return _messages_page({})
     try:
-        recipients, title, body, url = _message_form()
-        message = notify.ad_hoc(recipients, title, body, url)
+        recipients, title, body, url, category = _message_form()
+        message = notify.ad_hoc(recipients, title, body, url, category)
     except (FormError, ValidationError, PayloadError) as err:
         flash(f"Not sent. {err.message if isinstance(err, FormError) else err}", "error")
-        return render_template("staff/messages.html", form=request.form), 400
+        return _messages_page(request.form), 400
     flash(sent_summary(message))
     return redirect(url_for("staff.messages"))
 
 
-def _message_form() -> tuple[list[Any], str, str | None, str | None]:
-    """The message form's recipients, title, text and link, checked."""
+def _messages_page(form: Any) -> str:
+    return render_template(
+        "staff/messages.html",
+        form=form,
+        kinds=notify.staff_categories(),
+        category_labels=notify.category_labels(),
+    )
+
+
+def _message_form() -> tuple[list[Any], str, str | None, str | None, str]:
+    """The message form's recipients, title, text, link and category, checked."""
     form = request.form
     audience = form.get("audience", "all")
     if audience not in ("all", "emails"):
@@ -155,7 +179,11 @@ def _message_form() -> tuple[list[Any], str, str | None, str | None]:
             raise FormError("emails", f"No customer with: {', '.join(missing[:5])}")
     if not recipients:
         raise FormError("audience", "Nobody to send to: there are no customers yet.")
-    return recipients, title, body or None, url or None
+    category = form.get("category", "")
+    kinds = dict(notify.staff_categories())
+    if category not in kinds:
+        raise FormError("category", f"Choose what the message is: {', '.join(kinds.values())}.")
+    return recipients, title, body or None, url or None, category
 
 
 def _web_address(url: str) -> bool:

@@ -52,11 +52,42 @@ class WebPushTarget:
     auth: str
 
 
+#: which of an installation's tokens a push goes to: the device's own, a Live
+#: Activity's own push token, or the app's push-to-start token (APNs)
+TokenKind = Literal["device", "activity", "start"]
+
+
 @dataclass(frozen=True)
 class DeviceTarget:
     """A mobile installation's device token (FCM registration token or APNs token)."""
 
     token: str
+    kind: TokenKind = "device"
+
+
+ActivityEvent = Literal["start", "update", "end"]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One state of a live activity (``push.activity``), which every platform shows in
+    place of the last: a Live Activity on iOS, a notification with the activity's tag
+    on Android and in browsers."""
+
+    id: str
+    event: ActivityEvent
+    #: the app's own state of it (an iOS Live Activity's ``content-state``)
+    state: Mapping[str, Any]
+    #: seconds since the epoch; it only grows from one call for the activity to the
+    #: next, since APNs shows a Live Activity push only if it is newer than the last
+    timestamp: int
+    #: seconds since the epoch: when the state is out of date (``stale-date``)
+    stale_at: int | None = None
+    #: seconds since the epoch: when an ended activity leaves the lock screen
+    dismiss_at: int | None = None
+    #: a push-to-start's Live Activity type and its static attributes (``start``)
+    attributes_type: str | None = None
+    attributes: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +100,8 @@ class OutgoingPush:
     target: WebPushTarget | DeviceTarget
     #: signed token the service worker reports a click with (Web Push only)
     click_token: str | None = None
+    #: the activity state this push shows in place, for ``push.activity``
+    activity: Activity | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from .categories import Category
-from .errors import ValidationError
 from .models import Models, utcnow
 from .schemas.fields import UserId
 from .schemas.preferences import CategoryPreference, PreferencesUpdate, QuietHoursShown
@@ -147,8 +146,8 @@ def update(
     """Apply ``change`` to ``user_id``'s preferences and commit; a refused change
     raises :class:`ValidationError` naming the field, and nothing is written."""
     owner = check_user(user_id)
+    # checked against ``categories`` already (flask_push.schemas.preferences)
     given = change.categories or {}
-    _check_choices(categories, given)
     for attempt in range(2):
         row = session.get(models.Preference, owner)
         if row is None:
@@ -179,35 +178,6 @@ def update(
             raise
         break
     return _shown(owner, _stored(row), categories)
-
-
-def _check_choices(
-    categories: Mapping[str, Category], given: Mapping[str, Mapping[str, bool]]
-) -> None:
-    for id, choices in given.items():
-        category = categories.get(id)
-        if category is None:
-            known = ", ".join(categories) or "none are configured"
-            raise ValidationError(
-                f"is not a category of this app ({known})",
-                field=f"categories.{id}",
-                code="unknown_category",
-            )
-        for channel, on in choices.items():
-            where = f"categories.{id}.{channel}"
-            if channel not in category.channels:
-                raise ValidationError(
-                    f"is not a channel users choose for {category.label!r}; it has "
-                    f"{', '.join(category.channels)}",
-                    field=where,
-                    code="invalid_value",
-                )
-            if category.required and not on:
-                raise ValidationError(
-                    f"cannot be turned off: {category.label!r} is required",
-                    field=where,
-                    code="required_category",
-                )
 
 
 # -- for the policy: many users at once ----------------------------------------------------

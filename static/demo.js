@@ -196,6 +196,13 @@
     }
   }
 
+  // -- notification settings: a shopper without a time zone gets her browser's ------------
+  const zoneSelect = document.querySelector('select[data-browser-zone]');
+  if (zoneSelect && !zoneSelect.value) {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && [...zoneSelect.options].some((o) => o.value === zone)) zoneSelect.value = zone;
+  }
+
   // -- login helpers -------------------------------------------------------------------
   document.querySelectorAll('[data-fill-login]').forEach((button) => {
     button.addEventListener('click', () => {
@@ -252,9 +259,14 @@
   }
 
   // -- staff: messages with delivery analytics ---------------------------------------------
-  // the inbox items a message wrote count beside its deliveries to browsers and phones
-  const STATUSES = ['inbox', 'queued', 'sent', 'failed', 'gone', 'expired', 'clicked'];
+  // the inbox items a message wrote count beside its deliveries to browsers and phones;
+  // suppressed: the shoppers' settings (or the daily cap) held a push back; deferred:
+  // queued until the shopper's quiet hours end
+  const STATUSES = ['inbox', 'queued', 'sent', 'failed', 'gone', 'expired', 'suppressed', 'deferred', 'clicked'];
+  // the chart leaves deferred out: those are a part of queued
+  const CHARTED = STATUSES.filter((s) => s !== 'deferred');
   const messages = document.querySelector('[data-messages]');
+  const categoryLabels = messages ? JSON.parse(messages.dataset.categories || '{}') : {};
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
   async function inboxCounts(items) {
     const query = items.map((m) => 'id=' + encodeURIComponent(m.id)).join('&');
@@ -274,24 +286,32 @@
       items.forEach((m) => { m.counts = { ...(m.counts || {}), inbox: (inboxes[m.id] || {}).inbox || 0 }; });
       const escape = (text) => { const d = document.createElement('div'); d.textContent = text || ''; return d.innerHTML; };
       // the chart: every status summed over the messages listed
-      const totals = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-      items.forEach((m) => STATUSES.forEach((s) => { totals[s] += m.counts[s] || 0; }));
+      const totals = Object.fromEntries(CHARTED.map((s) => [s, 0]));
+      items.forEach((m) => CHARTED.forEach((s) => { totals[s] += m.counts[s] || 0; }));
       const top = Math.max(1, ...Object.values(totals));
       const chart = `<div class="chart" role="img" aria-label="Deliveries by status">` +
-        STATUSES.map((s) => `<div class="col"><span>${totals[s]}</span><i class="sw-${s}" style="height:${(100 * totals[s]) / top}%"></i></div>`).join('') +
-        `</div><div class="chart-labels">${STATUSES.map((s) => `<span>${s}</span>`).join('')}</div>`;
+        CHARTED.map((s) => `<div class="col"><span>${totals[s]}</span><i class="sw-${s}" style="height:${(100 * totals[s]) / top}%"></i></div>`).join('') +
+        `</div><div class="chart-labels">${CHARTED.map((s) => `<span>${s}</span>`).join('')}</div>`;
       messages.innerHTML = chart + items.map((m) => {
         const counts = m.counts || {};
-        const total = Math.max(1, m.recipientCount || 0);
-        const segments = ['sent', 'failed', 'gone', 'expired', 'queued']
+        // the bar: every browser and phone the message was for, held back ones too
+        const total = Math.max(1, (m.recipientCount || 0) + (counts.suppressed || 0));
+        const segments = ['sent', 'failed', 'gone', 'expired', 'queued', 'suppressed']
           .map((s) => `<i class="sw-${s}" style="width:${(100 * (counts[s] || 0)) / total}%" title="${s}: ${counts[s] || 0}"></i>`).join('');
         const numbers = STATUSES.map((s) => `<span><b>${counts[s] || 0}</b> ${s}</span>`).join('');
         const n = m.notification || {};
+        // browsers and phones the shoppers' settings held back are not "not registered"
+        const held = counts.suppressed || 0;
         const reached = plural(counts.inbox, 'inbox', 'inboxes') + ' · ' + (m.recipientCount
           ? plural(m.recipientCount, 'browser or phone', 'browsers and phones')
-          : 'no browsers or phones registered');
+          : held ? 'no browser or phone gets it' : 'no browsers or phones registered') +
+          (held ? ` · ${held} held back` : '');
+        const category = m.category
+          ? `<span class="category-tag" data-category="${escape(m.category)}">${escape(categoryLabels[m.category] || m.category)}</span>`
+          : '<span class="category-tag none" data-category="">no category</span>';
         return `<article class="message" data-message="${m.id}"><div class="row-between"><strong>${escape(n.title)}</strong>` +
           `<span class="muted small">${when(m.createdAt)}</span></div>` +
+          `<div class="message-meta">${category}</div>` +
           `<div class="muted small">${n.body ? escape(n.body) + ' · ' : ''}<span data-reached>${reached}</span></div>` +
           `<div class="stacked">${segments}</div><div class="counts">${numbers}</div></article>`;
       }).join('');

@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -375,3 +376,30 @@ def statements() -> Iterator[list[str]]:
         yield seen
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", count)
+
+
+def many_subscriptions(n: int, owner: Callable[[int], str | None] = lambda i: None) -> None:
+    """Replace every subscription by ``n`` of them (one key pair shared), in one INSERT;
+    ``owner(i)`` is the user of the ``i``-th."""
+    s = push.models.Subscription.__table__
+    db.session.execute(sa.delete(s))
+    keys = browser_keys()
+    now = datetime.now(timezone.utc)
+    db.session.execute(
+        sa.insert(s),
+        [
+            {
+                "id": f"sub_{n}_{i:08d}",
+                "endpoint": f"https://fcm.googleapis.com/fcm/send/{n}-{i}",
+                "p256dh": keys["p256dh"],
+                "auth": keys["auth"],
+                "user_id": owner(i),
+                "topics": [],
+                "status": "active",
+                "created_at": now,
+                "last_seen_at": now,
+            }
+            for i in range(n)
+        ],
+    )
+    db.session.commit()

@@ -255,6 +255,7 @@ def test_list_newest_first_with_paging(app: Flask, client: Any) -> None:
         "suppressed": 0,
         "superseded": 0,
         "cancelled": 0,
+        "deferred": 0,
         "clicked": 0,
     }
     # the message's own view adds why deliveries failed (nothing here)
@@ -323,6 +324,7 @@ def test_counts_and_status_follow_the_deliveries(app: Flask, client: Any) -> Non
         "suppressed": 0,
         "superseded": 0,
         "cancelled": 0,
+        "deferred": 0,
         "clicked": 0,
     }
     assert set_status("queued", "expired", "sent")["status"] == "sending"
@@ -351,7 +353,7 @@ def test_a_message_says_why_deliveries_failed(
     shown = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()
     assert shown["counts"] | {"clicked": 0} == {
         "queued": 1, "sent": 1, "failed": 1, "gone": 1, "expired": 0, "clicked": 0,
-        "suppressed": 0, "superseded": 0, "cancelled": 0,
+        "suppressed": 0, "superseded": 0, "cancelled": 0, "deferred": 0,
     }  # fmt: skip
     problems = {p["status"]: p for p in shown["problems"]}
     assert set(problems) == {"queued", "failed", "gone"}

@@ -37,8 +37,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from flask_push import __version__, credentials
+from flask_push import __version__, categories, credentials
 from flask_push.api.openapi import document
+from flask_push.schemas.base import Context
 
 from conftest import as_user, b64url, pem, service_account
 
@@ -63,6 +64,9 @@ BUSINESS_RULES: dict[str, set[tuple[str, str]]] = {
         ("invalid_value", "notification.sendAt"),
         ("payload_too_large", "notification"),
     },
+    # quiet hours from a time to the same time are no window; JSON Schema cannot
+    # compare two fields
+    "updatePreferences": {("invalid_value", "quietHours.end")},
     # real keys, and projectId when the credentials name none
     **{
         operation: {
@@ -145,7 +149,14 @@ schemathesis.openapi.format(
     ),
 )
 
-DOC = document(PREFIX, server="http://localhost")
+#: the fuzzed app's categories: a required one, one with some channels, an opt-in one
+CATEGORIES = {
+    "order_status": {"label": "Order updates", "required": True},
+    "shares": {"label": "Shares", "channels": ["web", "inbox"], "max_per_day": 3},
+    "news": {"label": "News", "default": False},
+}
+LIMITS = Context(categories=tuple(categories.load({"PUSH_CATEGORIES": CATEGORIES}).values()))
+DOC = document(PREFIX, server="http://localhost", limits=LIMITS)
 #: loaded from the document itself, so that pytest can make one test per operation;
 #: ``test_served_document_covers_every_route`` ties it to what the app serves
 schema = schemathesis.openapi.from_dict(DOC, config=CONFIG)
@@ -180,7 +191,7 @@ def _operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 def app(make_app: Callable[..., Flask]) -> Flask:
     # The fuzzer makes hundreds of subscriptions from one address, far over
     # PUSH_SUBSCRIBE_RATE_LIMIT; the limit has tests of its own (test_subscriptions.py).
-    return make_app(PUSH_SUBSCRIBE_RATE_LIMIT=None)
+    return make_app(PUSH_SUBSCRIBE_RATE_LIMIT=None, PUSH_CATEGORIES=CATEGORIES)
 
 
 # -- the document -------------------------------------------------------------------
@@ -202,7 +213,7 @@ def test_served_document_covers_every_route(client: Any, app: Flask) -> None:
     assert response.status_code == 200
     assert response.mimetype == "application/json"
     served = response.get_json()
-    assert served == document(PREFIX, server="http://localhost")
+    assert served == document(PREFIX, server="http://localhost", limits=LIMITS)
     routes = _routes(app, PREFIX)
     assert routes, "no routes under the prefix"
     assert _documented(served) == routes
@@ -276,7 +287,10 @@ REQUEST_FIELDS = {
     "MessageNotification": {
         "title", "body", "url", "icon", "image", "badge", "sound", "tag", "data", "ttl",
         "urgency", "collapseKey", "sendAt", "idempotencyKey", "inbox", "notifyType",
+        "category",
     },
+    "PreferencesUpdate": {"categories", "quietHours"},
+    "QuietHours": {"start", "end", "timeZone"},
     "MessageClick": {"clickToken"},
 }  # fmt: skip
 

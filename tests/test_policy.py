@@ -20,7 +20,7 @@ from flask_push.preferences import QuietHours
 from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import as_user, browser_keys, db, push, statements, subscribe
+from conftest import as_user, db, many_subscriptions, push, statements, subscribe
 
 CATEGORIES = {
     "order_status": {"label": "Order updates", "required": True},
@@ -572,28 +572,10 @@ def test_other_users_have_caps_of_their_own(
 def audience_of(n: int) -> None:
     """``n`` users with a browser each; every tenth turned offers off, every seventh
     has quiet hours, and every fifth already had today's offers."""
-    s = push.models.Subscription.__table__
-    for table in (s, push.models.Preference.__table__, push.models.CappedSend.__table__):
+    many_subscriptions(n, lambda i: f"user-{i}")
+    for table in (push.models.Preference.__table__, push.models.CappedSend.__table__):
         db.session.execute(sa.delete(table))
-    keys = browser_keys()
     now = datetime.now(timezone.utc)
-    db.session.execute(
-        sa.insert(s),
-        [
-            {
-                "id": f"sub_{n}_{i:08d}",
-                "endpoint": f"https://fcm.googleapis.com/fcm/send/{n}-{i}",
-                "p256dh": keys["p256dh"],
-                "auth": keys["auth"],
-                "user_id": f"user-{i}",
-                "topics": [],
-                "status": "active",
-                "created_at": now,
-                "last_seen_at": now,
-            }
-            for i in range(n)
-        ],
-    )
     db.session.execute(
         sa.insert(push.models.Preference.__table__),
         [

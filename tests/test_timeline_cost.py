@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from flask import Flask
 
-from conftest import browser_keys, db, push, statements
+from conftest import db, many_subscriptions, push, statements
 
 BATCH = 500
 
@@ -23,27 +22,7 @@ BATCH = 500
 def fan_out(n: int) -> tuple[int, Counter[str]]:
     """Send to ``n`` subscriptions and deliver through the real dispatcher; returns
     the round trips and how many of them were of each statement's start."""
-    s = push.models.Subscription.__table__
-    db.session.execute(sa.delete(s))
-    keys = browser_keys()
-    now = datetime.now(timezone.utc)
-    db.session.execute(
-        sa.insert(s),
-        [
-            {
-                "id": f"sub_{n}_{i:08d}",
-                "endpoint": f"https://fcm.googleapis.com/fcm/send/{n}-{i}",
-                "p256dh": keys["p256dh"],
-                "auth": keys["auth"],
-                "topics": [],
-                "status": "active",
-                "created_at": now,
-                "last_seen_at": now,
-            }
-            for i in range(n)
-        ],
-    )
-    db.session.commit()
+    many_subscriptions(n)
     with statements() as seen:
         message = push.send(everyone=True, title="Sale")
         push.dispatch_due(message_id=message.id)

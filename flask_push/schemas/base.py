@@ -30,6 +30,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from .. import validation
+from ..categories import Category
 from ..config import DEFAULT_ENDPOINT_HOSTS, PushSettings
 from ..errors import ValidationError
 
@@ -87,15 +88,17 @@ class Context:
     """What pydantic passes to the checks as the validation context.
 
     The limits that come from configuration (``PUSH_MAX_TOPICS``,
-    ``PUSH_ENDPOINT_HOSTS``, ``PUSH_ALLOW_HTTP_ENDPOINTS``), and whether the values
-    come from a JSON body, where a time is an RFC 3339 string (the Python API takes a
-    ``datetime``).
+    ``PUSH_ENDPOINT_HOSTS``, ``PUSH_ALLOW_HTTP_ENDPOINTS``, ``PUSH_CATEGORIES``), and
+    whether the values come from a JSON body, where a time is an RFC 3339 string (the
+    Python API takes a ``datetime``).
     """
 
     max_topics: int = validation.MAX_TOPICS
     endpoint_hosts: tuple[str, ...] = DEFAULT_ENDPOINT_HOSTS
     allow_http_endpoints: bool = False
     json: bool = False
+    #: ``PUSH_CATEGORIES``, in their order
+    categories: tuple[Category, ...] = ()
 
     @classmethod
     def of(cls, settings: PushSettings, *, json: bool = False) -> Context:
@@ -104,6 +107,7 @@ class Context:
             endpoint_hosts=settings.endpoint_hosts,
             allow_http_endpoints=settings.allow_http_endpoints,
             json=json,
+            categories=tuple(settings.categories.values()),
         )
 
 

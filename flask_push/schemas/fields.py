@@ -121,6 +121,29 @@ TopicName = Name
 NotifyType = Name
 
 
+def unknown_category(context: Context) -> str:
+    """Why an id is not a category, naming those there are."""
+    known = ", ".join(c.id for c in context.categories) or "PUSH_CATEGORIES declares none"
+    return f"is not a category of this app ({known})"
+
+
+@dataclass(frozen=True)
+class _CategoryId(AfterCheck):
+    """One of this app's ``PUSH_CATEGORIES``; the document lists them."""
+
+    def check(self, value: str, context: Context) -> str:
+        if value not in {c.id for c in context.categories}:
+            raise refuse("unknown_category", unknown_category(context))
+        return value
+
+    def document(self, json_schema: JsonSchemaValue, context: Context) -> JsonSchemaValue:
+        return {**json_schema, "enum": [c.id for c in context.categories]}
+
+
+#: the id of a category of ``PUSH_CATEGORIES`` (``push.send(category=...)``)
+CategoryId = Annotated[Name, _CategoryId()]
+
+
 @dataclass(frozen=True)
 class _Topics:
     """The topics of a subscription or installation: :func:`flask_push.validation.topics`

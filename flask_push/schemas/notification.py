@@ -25,9 +25,9 @@ from .base import NotNull, WireModel, context_of, ecma, refuse, refuse_as, shape
 from .errors import validation_error
 from .fields import (
     Boolean,
+    CategoryId,
     JsonObject,
     Link,
-    Name,
     NotifyType,
     ShortText,
     Text,
@@ -142,7 +142,7 @@ class MessageNotification(ShownNotification):
     """Also add an inbox item per user."""
     notify_type: NotifyType | None = None
     """The inbox item's type."""
-    category: Name | None = None
+    category: CategoryId | None = None
     """A category of PUSH_CATEGORIES: each user's choices for it, their quiet hours and
     its daily cap apply (400 `unknown_category` for another). Absent: none of them."""
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import model_validator
+from pydantic.json_schema import JsonSchemaValue
 
 from ..categories import Channel
-from .base import NotNull, ResponseModel, WireModel, refuse, shape_as
-from .fields import Boolean, Name, Pattern, TimeZone
+from .base import AfterCheck, Context, NotNull, ResponseModel, WireModel, refuse, shape_as
+from .fields import Boolean, Name, Pattern, TimeZone, unknown_category
 
 #: a local time of day, 24-hour clock
 LOCAL_TIME = re.compile(r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]\Z")
@@ -36,12 +38,58 @@ class QuietHours(WireModel):
         return self
 
 
-#: a channel's choices of one category: ``{"web": false}``; the names are checked
-#: against the category's channels (:mod:`flask_push.preferences`)
+#: a channel's choices of one category: ``{"web": false}``
 ChannelChoices = Annotated[
     dict[str, Boolean],
     shape_as("invalid_type", "must be an object of channel -> true or false"),
 ]
+
+
+@dataclass(frozen=True)
+class _Choices(AfterCheck):
+    """Choices of this app's categories, of the channels each lets users choose, and
+    never off for a required one; the document spells out exactly that."""
+
+    def check(
+        self, value: dict[str, dict[str, bool]], context: Context
+    ) -> dict[str, dict[str, bool]]:
+        categories = {c.id: c for c in context.categories}
+        for id, choices in value.items():
+            category = categories.get(id)
+            if category is None:
+                raise refuse("unknown_category", unknown_category(context), id)
+            for channel, on in choices.items():
+                if channel not in category.channels:
+                    raise refuse(
+                        "invalid_value",
+                        f"is not a channel users choose for {category.label!r}; it has "
+                        f"{', '.join(category.channels)}",
+                        f"{id}.{channel}",
+                    )
+                if category.required and not on:
+                    raise refuse(
+                        "required_category",
+                        f"cannot be turned off: {category.label!r} is required",
+                        f"{id}.{channel}",
+                    )
+        return value
+
+    def document(self, json_schema: JsonSchemaValue, context: Context) -> JsonSchemaValue:
+        return {
+            "type": "object",
+            "properties": {
+                c.id: {
+                    "type": "object",
+                    "properties": {
+                        channel: {"const": True} if c.required else {"type": "boolean"}
+                        for channel in c.channels
+                    },
+                    "additionalProperties": False,
+                }
+                for c in context.categories
+            },
+            "additionalProperties": False,
+        }
 
 
 class PreferencesUpdate(WireModel):
@@ -51,6 +99,7 @@ class PreferencesUpdate(WireModel):
         Annotated[
             dict[Name, ChannelChoices],
             shape_as("invalid_type", "must be an object such as {'offers': {'web': false}}"),
+            _Choices(),
         ]
         | None
     ) = None

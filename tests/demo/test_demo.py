@@ -3,9 +3,13 @@ separate): each goes through the demo's own routes and checks what flask-push go
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +107,17 @@ def place_order(client: Any) -> int:
     response = client.post("/checkout")
     assert response.status_code == 302
     return int(response.location.rsplit("/", 1)[1])
+
+
+def settings_form(off: tuple[str, ...] = (), **fields: str) -> dict[str, str]:
+    """The notification settings form as a shopper who never chose gets it, with the
+    boxes named in ``off`` unticked and ``fields`` changed."""
+    form = {f"{c}.{ch}": "on" for c in ("offers", "shares") for ch in ("web", "mobile", "inbox")}
+    form.update(quiet="off", quiet_start="22:00", quiet_end="07:00", time_zone="")
+    for name in off:
+        del form[name]
+    form.update(fields)
+    return form
 
 
 def test_seed_is_idempotent(demo_app: Any) -> None:
@@ -204,20 +219,28 @@ def test_ad_hoc_message_by_email_list(demo_app: Any, staff: Any) -> None:
                 "title": "Your courier is nearby",
                 "body": "5 minutes",
                 "url": "/orders",
+                "category": "order_status",
             },
         )
         assert response.status_code == 302
         assert inbox_titles("bob@example.com") == ["Your courier is nearby"]
         assert inbox_titles("carol@example.com") == ["Your courier is nearby"]
         assert inbox_titles("alice@example.com") == []
-        staff.post("/staff/messages", data={"audience": "all", "title": "Open on Sunday"})
+        # news is off until a shopper turns it on: only alice did
+        push.set_preferences(user_id("alice@example.com"), categories={"news": {"inbox": True}})
+        staff.post(
+            "/staff/messages",
+            data={"audience": "all", "title": "Open on Sunday", "category": "news"},
+        )
         assert inbox_titles("alice@example.com") == ["Open on Sunday"]
+        assert inbox_titles("bob@example.com") == ["Your courier is nearby"]
     listed = staff.get("/push/messages").json
     assert [m["notification"]["title"] for m in listed["items"]] == [
         "Open on Sunday",
         "Your courier is nearby",
     ]
     assert set(listed["items"][0]["counts"]) >= {"queued", "sent", "failed", "clicked"}
+    assert [m["category"] for m in listed["items"]] == ["news", "order_status"]
 
 
 def test_export_reports_progress_until_it_links_to_the_file(
@@ -443,6 +466,8 @@ def test_the_message_form_is_checked(demo_app: Any, staff: Any) -> None:
         ({**emails, "emails": " "}, "A list of emails is needed."),
         ({**emails, "emails": "bob@example.com, bob@"}, "Not an email address: bob@"),
         ({**emails, "emails": "nobody@example.com"}, "No customer with: nobody@example.com"),
+        ({"title": "Hi"}, "Choose what the message is: News, Offers and deals, Order updates."),
+        ({"title": "Hi", "category": "shares"}, "Choose what the message is:"),
     ]:
         response = staff.post("/staff/messages", data=data)
         assert response.status_code == 400, data
@@ -461,7 +486,11 @@ def test_order_advance_is_checked(demo_app: Any, alice: Any, staff: Any) -> None
 
 
 def test_a_send_that_reached_only_inboxes_says_so(demo_app: Any, staff: Any, bob: Any) -> None:
-    sent = staff.post("/staff/messages", data={"title": "Open on Sunday"}, follow_redirects=True)
+    sent = staff.post(
+        "/staff/messages",
+        data={"title": "Open on Sunday", "category": "order_status"},
+        follow_redirects=True,
+    )
     assert "“Open on Sunday” sent to 3 inboxes; no browsers or phones are registered." in sent.text
     pushed = staff.post(
         "/staff/offers/2/push", data={"title": "Berries!", "body": ""}, follow_redirects=True
@@ -470,14 +499,36 @@ def test_a_send_that_reached_only_inboxes_says_so(demo_app: Any, staff: Any, bob
     add_phone(bob, "b1" * 32)
     sent = staff.post(
         "/staff/messages",
-        data={"audience": "emails", "emails": "bob@example.com", "title": "Nearby"},
+        data={
+            "audience": "emails",
+            "emails": "bob@example.com",
+            "title": "Nearby",
+            "category": "order_status",
+        },
         follow_redirects=True,
     )
     assert "“Nearby” sent to 1 inbox and queued for 1 browser or phone." in sent.text
 
 
+def test_a_send_says_what_the_shoppers_settings_held_back(
+    demo_app: Any, staff: Any, bob: Any
+) -> None:
+    # nobody turned news on: nothing is written, and the summary says why
+    sent = staff.post(
+        "/staff/messages", data={"title": "New shop", "category": "news"}, follow_redirects=True
+    )
+    assert "“New shop” reached nobody: the shoppers it was for have “News” turned off." in sent.text
+    add_phone(bob, "b2" * 32)
+    bob.post("/settings/notifications", data=settings_form(off=("offers.web", "offers.mobile")))
+    pushed = staff.post("/staff/offers/2/push", data={"title": "Berries!"}, follow_redirects=True)
+    assert (
+        "“Berries!” sent to 3 inboxes; no browser or phone gets it: 1 push held back by the "
+        "shoppers’ settings or the daily cap." in pushed.text
+    )
+
+
 def test_the_analytics_count_inbox_deliveries(demo_app: Any, staff: Any, bob: Any) -> None:
-    staff.post("/staff/messages", data={"title": "Open on Sunday"})
+    staff.post("/staff/messages", data={"title": "Free delivery", "category": "offers"})
     [message] = staff.get("/push/messages").json["items"]
     assert message["recipientCount"] == 0
     counts = staff.get("/staff/messages/inbox.json", query_string={"id": [message["id"], "x"]})
@@ -521,3 +572,227 @@ def test_staff_reach_flask_pushs_console_and_shoppers_do_not(staff: Any, alice: 
         assert staff.get(path).status_code == 200, path
         assert alice.get(path).status_code == 404, path
 
+
+# -- notification settings and the policy at send time -------------------------------------
+
+
+def preferences(email: str) -> tuple[dict[str, dict[str, bool]], Any]:
+    saved = push.get_preferences(user_id(email))
+    return saved.categories, saved.quiet_hours
+
+
+def boxes(page: str) -> dict[str, str]:
+    """Each checkbox of the settings page: its name -> "on", "off" or "always" (ticked
+    and disabled)."""
+    found = {}
+    for tag in re.findall(r"<input type=\"checkbox\"[^>]*>", page):
+        name = re.search(r'name="([^"]+)"', tag).group(1)
+        found[name] = "always" if " disabled" in tag else "on" if " checked" in tag else "off"
+    return found
+
+
+def test_every_send_names_its_category(demo_app: Any, alice: Any, staff: Any) -> None:
+    order_id = place_order(alice)
+    alice.post("/share/offer/berry-weekend")
+    staff.post(f"/staff/orders/{order_id}/advance")
+    staff.post("/staff/offers/1/push", data={"title": "Croissants!"})
+    staff.post("/staff/messages", data={"title": "Hello", "category": "offers"})
+    listed = staff.get("/push/messages").json["items"]
+    assert [(m["notification"]["title"], m["category"]) for m in listed] == [
+        ("Hello", "offers"),
+        ("Croissants!", "offers"),
+        (f"Order #{order_id}: Confirmed", "order_status"),
+        ("Alice shared Berry weekend", "shares"),
+    ]
+
+
+def test_the_settings_page_starts_from_the_defaults(demo_app: Any, alice: Any) -> None:
+    page = alice.get("/settings/notifications").text
+    assert boxes(page) == {
+        **{f"order_status.{ch}": "always" for ch in ("web", "mobile", "inbox")},
+        **{f"offers.{ch}": "on" for ch in ("web", "mobile", "inbox")},
+        **{f"shares.{ch}": "on" for ch in ("web", "mobile", "inbox")},
+        **{f"news.{ch}": "off" for ch in ("web", "mobile", "inbox")},
+    }
+    assert "Always on" in page and "At most 2 a day" in page and "Off until you turn it on" in page
+    assert 'value="off" checked' in page  # no quiet hours
+    # no zone saved: none is selected, and the page's script may pick the browser's
+    assert '<select name="time_zone" data-browser-zone' in page
+    assert '<option value="" selected>Choose your time zone</option>' in page
+    assert "<option>Europe/Berlin</option>" in page and "<script>" not in page
+    for path in ("/devices", "/notifications", "/"):
+        assert 'href="/settings/notifications"' in alice.get(path).text, path
+
+
+def test_the_settings_form_round_trip(demo_app: Any, alice: Any) -> None:
+    form = settings_form(
+        off=("offers.web", "offers.mobile"),
+        **{"news.inbox": "on", "order_status.web": ""},  # a disabled box is never sent on
+    )
+    form.update(quiet="on", quiet_start="22:30", quiet_end="06:45", time_zone="Europe/Berlin")
+    saved = alice.post("/settings/notifications", data=form, follow_redirects=True)
+    assert saved.status_code == 200
+    assert "Your notification settings are saved." in saved.text
+    with demo_app.app_context():
+        categories, quiet = preferences("alice@example.com")
+    assert categories == {
+        "order_status": {"web": True, "mobile": True, "inbox": True},
+        "offers": {"web": False, "mobile": False, "inbox": True},
+        "shares": {"web": True, "mobile": True, "inbox": True},
+        "news": {"web": False, "mobile": False, "inbox": True},
+    }
+    assert (quiet.start, quiet.end, quiet.time_zone) == ("22:30", "06:45", "Europe/Berlin")
+    page = alice.get("/settings/notifications").text
+    assert boxes(page)["offers.web"] == "off" and boxes(page)["news.inbox"] == "on"
+    assert 'value="on" checked' in page
+    assert 'name="quiet_start" value="22:30"' in page and 'name="quiet_end" value="06:45"' in page
+    assert "<option selected>Europe/Berlin</option>" in page and "data-browser-zone" not in page
+
+    # "no quiet hours" removes them; everything else stays as it was
+    alice.post("/settings/notifications", data={**form, "quiet": "off"})
+    with demo_app.app_context():
+        categories_after, quiet = preferences("alice@example.com")
+    assert quiet is None and categories_after == categories
+    # seconds, as some browsers send a time, are fine
+    alice.post(
+        "/settings/notifications",
+        data={**form, "quiet_start": "21:00:00", "quiet_end": "07:00:00"},
+    )
+    with demo_app.app_context():
+        assert preferences("alice@example.com")[1].start == "21:00"
+
+
+def test_a_required_category_stays_on(demo_app: Any, alice: Any) -> None:
+    # a hand-made form sending the required boxes off changes nothing about them
+    form = settings_form(**{f"order_status.{ch}": "" for ch in ("web", "mobile", "inbox")})
+    assert alice.post("/settings/notifications", data=form).status_code == 302
+    with demo_app.app_context():
+        categories, _ = preferences("alice@example.com")
+    assert categories["order_status"] == {"web": True, "mobile": True, "inbox": True}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        (
+            {"time_zone": "Mars/Olympus_Mons"},
+            "time_zone",
+            "The time zone must be an IANA time zone such as",
+        ),
+        ({"time_zone": ""}, "time_zone", "Choose your time zone."),
+        (
+            {"quiet_start": "24:00"},
+            "quiet_start",
+            "The start must be a time of day as HH:MM, such as 22:00.",
+        ),
+        ({"quiet_end": ""}, "quiet_end", "The end must be a time of day as HH:MM"),
+        ({"quiet_end": "22:00"}, "quiet_end", "The end must differ from start."),
+        ({"quiet": "sometimes"}, "quiet", "Choose quiet hours, or none."),
+    ],
+)
+def test_a_refused_setting_changes_nothing(
+    demo_app: Any, alice: Any, fields: dict[str, str], field: str, message: str
+) -> None:
+    with demo_app.app_context():
+        before = preferences("alice@example.com")
+    form = settings_form(off=("offers.web",), **{"news.web": "on"})
+    form.update(quiet="on", quiet_start="22:00", quiet_end="07:00", time_zone="Europe/Berlin")
+    form.update(fields)
+    response = alice.post("/settings/notifications", data=form)
+    page = response.text
+    assert response.status_code == 400
+    assert "Nothing was saved: fix what is marked below." in page
+    # the reason sits right after its field
+    [error] = re.findall(r'<(?:span|p) class="field-error" role="alert">([^<]*)<', page)
+    assert error.startswith(message), error
+    name = {"quiet": "quiet"}.get(field, field)
+    if field != "quiet":
+        field_at = page.index(f'name="{name}"')
+        assert field_at < page.index(error) < page.index("</label>", field_at)
+    # the form as it was sent, to fix
+    assert boxes(page)["offers.web"] == "off" and boxes(page)["news.web"] == "on"
+    assert f'name="quiet_start" value="{form["quiet_start"]}"' in page
+    if form["time_zone"]:
+        assert f"<option selected>{form['time_zone']}</option>" in page
+    with demo_app.app_context():
+        assert preferences("alice@example.com") == before
+
+
+def test_the_settings_need_a_sign_in(demo_app: Any) -> None:
+    client = demo_app.test_client()
+    response = client.get("/settings/notifications")
+    assert response.status_code == 302 and "/login" in response.location
+    assert client.post("/settings/notifications", data=settings_form()).status_code == 302
+
+
+def test_the_analytics_count_what_the_settings_held_back(
+    demo_app: Any, alice: Any, bob: Any, staff: Any
+) -> None:
+    """Alice turns offers off for her phone; Bob has quiet hours now. An offer is then
+    suppressed for her phone and deferred for his, and an order update still reaches
+    her phone at once. The staff's numbers are flask-push's message counts."""
+    add_phone(alice, "a2" * 32)
+    add_phone(bob, "b3" * 32)
+    alice.post("/settings/notifications", data=settings_form(off=("offers.mobile",)))
+    now = datetime.now(timezone.utc)
+    quiet = {
+        "quiet": "on",
+        "quiet_start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "quiet_end": (now + timedelta(hours=1)).strftime("%H:%M"),
+        "time_zone": "UTC",
+    }
+    assert bob.post("/settings/notifications", data=settings_form(**quiet)).status_code == 302
+    order_id = place_order(alice)
+    with demo_app.app_context(), push.record() as outbox:
+        pushed = staff.post("/staff/offers/1/push", data={"title": "Croissants!"})
+        summary = staff.get("/staff/messages").text
+        assert "“Croissants!” sent to 3 inboxes and queued for 1 browser or phone" in summary
+        assert "(1 of them after the shoppers’ quiet hours); 1 push held back" in summary
+        staff.post(f"/staff/orders/{order_id}/advance")
+        # only the order update went out now: to alice's phone
+        assert [(p.notification.title, p.target.token) for p in outbox] == [
+            (f"Order #{order_id}: Confirmed", "a2" * 32)
+        ]
+    assert pushed.status_code == 302
+    offer, order = staff.get("/push/messages").json["items"][::-1]
+    assert offer["category"] == "offers" and order["category"] == "order_status"
+    assert offer["counts"]["suppressed"] == 1 and offer["counts"]["deferred"] == 1
+    assert offer["counts"]["queued"] == 1 and offer["recipientCount"] == 1
+    assert order["counts"]["suppressed"] == 0 and order["counts"]["deferred"] == 0
+    # the page says what the numbers mean
+    page = staff.get("/staff/messages").text
+    assert "<dt>suppressed</dt>" in page and "<dt>deferred</dt>" in page
+    labels = re.search(r'data-categories="([^"]*)"', page).group(1)
+    assert json.loads(html.unescape(labels))["offers"] == "Offers and deals"
+
+
+def test_the_daily_cap_holds_back_the_third_offer(demo_app: Any, alice: Any, staff: Any) -> None:
+    add_phone(alice, "a3" * 32)
+    with demo_app.app_context(), push.record() as outbox:
+        for offer_id in (1, 2, 3):
+            staff.post(f"/staff/offers/{offer_id}/push", data={"title": f"Offer {offer_id}"})
+        assert [p.notification.title for p in outbox] == ["Offer 1", "Offer 2"]
+        # the inbox still gets it
+        assert inbox_titles("alice@example.com") == ["Offer 3", "Offer 2", "Offer 1"]
+    third = staff.get("/push/messages").json["items"][0]
+    assert third["counts"]["suppressed"] == 1 and third["recipientCount"] == 0
+
+
+def test_an_old_demo_database_gets_the_new_tables_and_columns(demo_app: Any) -> None:
+    """A database from a run before the notification policy: no preferences, no cap
+    ledger, no message category. ``create_tables`` (what ``make demo`` runs) adds them."""
+    from demo.schema import create_tables
+
+    with demo_app.app_context():
+        with db.engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE push_preferences"))
+            connection.execute(sa.text("DROP TABLE push_capped_sends"))
+            connection.execute(sa.text("ALTER TABLE push_messages DROP COLUMN category"))
+        assert create_tables() == ["push_messages.category"]
+        tables = sa.inspect(db.engine).get_table_names()
+        assert {"push_preferences", "push_capped_sends"} <= set(tables)
+        alice = user_id("alice@example.com")
+        push.set_preferences(alice, categories={"offers": {"inbox": False}})
+        message = push.send(users=[alice], title="Hi", category="offers", inbox=True)
+        assert message.category == "offers" and inbox_titles("alice@example.com") == []
+        assert create_tables() == []  # and once is enough

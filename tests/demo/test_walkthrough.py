@@ -1,8 +1,11 @@
 """The demo in real Chromium: a shopper turns notifications on and orders; the staff
 advances the order; her open page follows live, and with the page closed her service
-worker shows the push, whose click opens the order and is counted. A share and staff
-pushes reach another shopper's bell, a simulated phone receives over the fake FCM,
-the analytics count the deliveries and the export finishes with its progress item.
+worker shows the push, whose click opens the order and is counted. On her notification
+settings she turned "Offers and deals" off for her browser and phone: the staff's
+offer reaches her inbox only, while the next order update reaches both, and the
+analytics count the offer's suppressed pushes. A share and staff pushes reach another
+shopper's bell, a simulated phone receives over the fake FCM, the analytics count the
+deliveries and the export finishes with its progress item.
 Screenshots of the main pages, at desktop and phone width, go to
 ``test-artifacts/demo/``.
 
@@ -37,7 +40,7 @@ pytest.importorskip("dbus_next")
 
 from demo.__main__ import build, stop  # noqa: E402
 from demo.extensions import db, push  # noqa: E402
-from demo.models import User  # noqa: E402
+from demo.models import Order, User  # noqa: E402
 from demo.seed import PASSWORD  # noqa: E402
 
 from browser_kit import ARGS, CHROMIUM, Browser, chromium, deliver  # noqa: E402
@@ -118,6 +121,21 @@ def subscriptions_of(app: Any, email: str) -> int:
         return int(count or 0)
 
 
+def deliveries_of(app: Any, title: str) -> list[tuple[str, str, str | None]]:
+    """(kind, status, reason) of each delivery of the message titled ``title``."""
+    with app.app_context():
+        message, delivery = push.models.Message, push.models.Delivery
+        rows = db.session.execute(
+            sa.select(delivery.kind, delivery.status, delivery.reason)
+            .join(message, message.id == delivery.message_id)
+            .where(message.notification["title"].as_string() == title)
+            .order_by(delivery.kind)
+        )
+        found = [tuple(row) for row in rows]
+        db.session.remove()
+        return found
+
+
 def test_walkthrough(
     server: tuple[str, Any], browsers: tuple[Browser, Any], push_fake_webpush: FakePushService
 ) -> None:
@@ -150,6 +168,17 @@ def walk(
     alice.goto(base + "/devices")
     alice.click("text=Add Android phone")
     alice.wait_for_selector(".device-android")
+
+    # offers are not for her browser or her phone: the inbox may keep them
+    alice.click("text=notification settings")
+    alice.uncheck("input[name='offers.web']")
+    alice.uncheck("input[name='offers.mobile']")
+    assert alice.locator("input[name='order_status.web']").is_disabled()
+    alice.click("text=Save settings")
+    alice.get_by_text("Your notification settings are saved.").wait_for()
+    assert not alice.locator("input[name='offers.web']").is_checked()
+    assert alice.locator("input[name='offers.inbox']").is_checked()
+    shot(alice, "settings")
 
     # she orders and keeps the order page open
     alice.goto(base + "/products/avocados")
@@ -202,25 +231,58 @@ def walk(
     # an offer push and an ad hoc push by email arrive too
     staff.goto(base + "/staff/offers")
     staff.locator("[data-test=push-offer]").first.click()
+    offer = "Exclusive Offer: Breakfast bundle"
+    expect(staff.locator(".flash")).to_contain_text(
+        f"“{offer}” sent to 3 inboxes; no browser or phone gets it: 2 pushes held back"
+    )
+    # not to alice's browser and phone (the only ones): she turned offers off there
+    assert deliveries_of(app, offer) == [
+        ("fcm", "suppressed", "opted_out"),
+        ("webpush", "suppressed", "opted_out"),
+    ]
+    # the next order update still reaches both: it is the next thing they receive
+    staff.goto(f"{base}/orders/{order_id}")
+    staff.click("text=Advance status")
+    expect(staff.locator("[data-order-status]")).to_have_text("Preparing")
+    titles = [m.notification["title"] for m in fcm.wait(2, timeout=10)]
+    assert titles == [f"Order #{order_id}: Confirmed", f"Order #{order_id}: Preparing"]
+    received = service.subscribers[0].wait(2, timeout=10)
+    assert [r.json()["title"] for r in received] == titles
+    with app.app_context():
+        assert db.session.get(Order, int(order_id)).status == "preparing"
+        db.session.remove()
     staff.goto(base + "/staff/messages")
     staff.check("input[value=emails]")
     staff.fill("textarea[name=emails]", "bob@example.com")
     staff.fill("input[name=title]", "Your courier is nearby")
+    staff.select_option("select[name=category]", "order_status")
     staff.click("form[data-audience-form] button[type=submit]")
     bob.wait_for_function("document.querySelector('.fp-badge').textContent === '3'")
     bob.goto(base + "/notifications")
     titles = bob.locator(".inbox-item strong").all_text_contents()
-    assert titles[:2] == ["Your courier is nearby", "Exclusive Offer: Breakfast bundle"]
+    assert titles[:2] == ["Your courier is nearby", offer]
     shot(bob, "notifications")
 
     # the analytics count the order push: her phone and her browser got it, and she
     # clicked it once
     staff.wait_for_selector("[data-message]")
-    assert staff.locator("[data-message]").count() == 4
+    assert staff.locator("[data-message]").count() == 5
     order_message = staff.locator("[data-message]", has_text=f"Order #{order_id}: Confirmed")
     expect(order_message.locator(".counts")).to_contain_text("2 sent")
     expect(order_message.locator(".counts")).to_contain_text("1 clicked")
     expect(order_message.locator(".counts")).to_contain_text("1 inbox")
+    expect(order_message.locator(".counts")).to_contain_text("0 suppressed")
+    expect(order_message.locator(".category-tag")).to_have_text("Order updates")
+    # the offer: held back from alice's browser and phone, by her settings
+    offer_message = staff.locator("[data-message]", has_text=offer)
+    expect(offer_message.locator(".category-tag")).to_have_text("Offers and deals")
+    expect(offer_message.locator(".counts")).to_contain_text("2 suppressed")
+    expect(offer_message.locator(".counts")).to_contain_text("0 deferred")
+    expect(offer_message.locator(".counts")).to_contain_text("3 inbox")
+    expect(offer_message.locator("[data-reached]")).to_have_text(
+        "3 inboxes · no browser or phone gets it · 2 held back"
+    )
+    expect(staff.locator("[data-legend]")).to_contain_text("turned the message's kind off")
     # bob has no browser or phone with notifications: the message reached his inbox only
     nearby = staff.locator("[data-message]", has_text="Your courier is nearby")
     expect(nearby.locator("[data-reached]")).to_have_text(
@@ -247,7 +309,12 @@ def walk(
 
     # phone width: the main shopper pages
     phone = sign_in(chromium, base, "carol@example.com", PHONE)
-    for path, name in (("/", "home"), ("/offers/berry-weekend", "offer"), ("/devices", "devices")):
+    for path, name in (
+        ("/", "home"),
+        ("/offers/berry-weekend", "offer"),
+        ("/devices", "devices"),
+        ("/settings/notifications", "settings"),
+    ):
         phone.goto(base + path)
         shot(phone, f"phone-{name}")
     phone.goto(base + f"/orders/{order_id}")  # not hers: 404, with the shop's header
