@@ -477,6 +477,11 @@
     return select;
   }
 
+  // A time field's value as the API takes it, HH:MM: a browser may add seconds (22:00:00).
+  function hhmm(value) {
+    return value.length === 8 && value.endsWith(':00') ? value.slice(0, 5) : value;
+  }
+
   // An error's field as the server names it ('quietHours.timeZone', 'categories.offers.web',
   // maybe 'quiet_hours[time_zone]'), in a form that compares alike.
   function fieldKey(field) {
@@ -580,9 +585,11 @@
       on.setAttribute('aria-describedby', hint.id);
       const start = el('input', 'fp-quiet-start');
       start.type = 'time';
+      start.step = 60; // minutes, no seconds
       start.value = quiet ? quiet.start : QUIET_START;
       const end = el('input', 'fp-quiet-end');
       end.type = 'time';
+      end.step = 60;
       end.value = quiet ? quiet.end : QUIET_END;
       const zone = timeZoneField(quiet ? quiet.timeZone : browserTimeZone());
       zone.classList.add('fp-quiet-zone');
@@ -669,7 +676,7 @@
       }
       if (c.on) {
         const now = c.on.checked
-          ? { start: c.start.value, end: c.end.value, timeZone: c.zone.value.trim() }
+          ? { start: hhmm(c.start.value), end: hhmm(c.end.value), timeZone: c.zone.value.trim() }
           : null;
         const was = state.saved.quietHours;
         const same =
