@@ -774,3 +774,82 @@ def test_the_menu_stays_on_screen_with_the_bell_at_the_left(
     assert 0 <= box[0] and box[1] <= width
     page.click(".fp-show-history")  # reachable
     page.wait_for_selector(".fp-history .fp-item")
+
+
+# -- the notification policy, end to end ---------------------------------------------------
+
+POLICY = {
+    "order_status": {"label": "Order updates", "required": True},
+    "offers": {"label": "Offers and deals"},
+    "shares": {"label": "Things friends share", "max_per_day": 1},
+    "news": {"label": "News", "default": False},
+}
+
+
+def test_each_rule_decides_what_the_browser_shows(
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
+) -> None:
+    """The shopper's choices, made from the page, decide which sends reach her real
+    browser: offers turned off, order updates always, news only once she opts in, one
+    share a day, and nothing pushed during her quiet hours (in the browser's own time
+    zone); her inbox still gets what the cap and the quiet hours hold back."""
+    app = live(PUSH_CATEGORIES=POLICY, **SENDING)
+    made: list[FakeSubscriber] = []
+
+    def subscription() -> dict[str, Any]:
+        made.append(push_fake_webpush.subscribe("carol's browser"))
+        return made[-1].info
+
+    browser.make_subscription = subscription
+    open_page(browser, page, app, user="carol")
+    page.evaluate("FlaskPush.subscribe()")
+    [subscriber] = made
+
+    def choose(body: dict[str, Any]) -> None:
+        page.evaluate("(body) => FlaskPush.api('PATCH', '/preferences', body)", body)
+
+    def send(title: str, category: str) -> None:
+        def go() -> None:
+            with app.app.app_context():
+                push.send(users=["carol"], title=title, category=category, inbox=True)
+
+        off_loop(go)
+
+    choose({"categories": {"offers": {"web": False, "inbox": False}}})
+    for title, category in (
+        ("2 for 1 on apples", "offers"),  # turned off: never pushed
+        ("Order #7 is on its way", "order_status"),  # required: always
+        ("Our new bakery", "news"),  # opt-in: off until she chooses
+        ("Bob shared a recipe", "shares"),
+        ("Dan shared a list", "shares"),  # over the cap of one a day
+    ):
+        send(title, category)
+    choose({"categories": {"news": {"web": True, "inbox": True}}})
+    send("Opening hours", "news")
+    # quiet hours around the browser's own clock: the next news waits for their end
+    choose(
+        page.evaluate(
+            """() => {
+              const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+              const at = (h) => new Date(Date.now() + h * 3600e3)
+                .toLocaleTimeString('en-GB', {timeZone: zone, hour: '2-digit', minute: '2-digit'});
+              return {quietHours: {start: at(-1), end: at(1), timeZone: zone}};
+            }"""
+        )
+    )
+    send("Late news", "news")
+
+    received = subscriber.received
+    titles = [p.json()["title"] for p in received]
+    assert titles == ["Order #7 is on its way", "Bob shared a recipe", "Opening hours"]
+    register_worker(page)
+    for each in received:
+        deliver(browser, page, app.origin, each.payload)
+    notes = shown(page, count=3)
+    assert sorted(n["title"] for n in notes) == sorted(titles)
+    # the inbox has what the cap and the quiet hours held back; not the offer nor the
+    # news sent before she opted in, whose inbox channel was off too
+    inbox = page.evaluate("FlaskPush.api('GET', '/notifications')")
+    assert sorted(item["title"] for item in inbox["items"]) == sorted(
+        [*titles, "Dan shared a list", "Late news"]
+    )
