@@ -34,6 +34,7 @@ from browser_kit import (  # noqa: E402
     chromium,
     db,
     deliver,
+    off_loop,
     open_page,
     push,
     register_worker,
