@@ -14,12 +14,7 @@ from typing import Any
 
 import pytest
 
-from flask_push.credentials import WEBPUSH
-from flask_push.message import Activity, Notification, OutgoingPush, WebPushTarget
-from flask_push.providers.webpush import WebPushProvider
 from flask_push.testing.webpush import FakePushService, FakeSubscriber
-
-from conftest import send_batch
 
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
@@ -33,6 +28,7 @@ from browser_kit import (  # noqa: E402
     deliver,
     off_loop,
     open_page,
+    push,
     register_worker,
     send_for_real,
     serving,
@@ -128,34 +124,27 @@ def test_a_declarative_push_is_shown_and_its_click_opens_navigate(
         time.sleep(0.05)
 
 
-def send_activity(
-    provider: WebPushProvider, subscriber: FakeSubscriber, number: int, activity: Activity
-) -> bytes:
-    """One state of ``activity`` as the Web Push provider sends it (the activity's id
-    as tag and collapse key, as ``push.activity`` gives them): the payload the
-    FakePushService decrypted."""
-    state = activity.state
-    push = OutgoingPush(
-        delivery_id=f"dlv_{number}",
-        message_id=f"msg_{number}",
-        notification=Notification(
-            title="Order #42",
-            body=f"{state['status']} ({state['step']}/{state['steps']})",
-            url="/orders/42",
-            tag=activity.id,
-            collapse_key=activity.id,
-        ),
-        target=WebPushTarget(subscriber.endpoint, subscriber.p256dh, subscriber.auth),
-        click_token=f"ct_{number}",
-        activity=activity,
-    )
+def send_activity(live: Live, subscriber: FakeSubscriber, event: str, state: dict[str, Any]) -> Any:
+    """``push.activity`` for order 42 through the inline queue; the message, and the
+    push as the FakePushService decrypted it."""
+
+    def send() -> Any:
+        with live.app.app_context():
+            return push.activity(
+                "order-42",
+                users=["bob"],
+                title="Order #42",
+                body=f"{state['status']} ({state['step']}/{state['steps']})",
+                url="/orders/42",
+                state=state,
+                event=event,
+            )
+
     before = len(subscriber.received)
-    [result] = off_loop(lambda: send_batch(provider, [push]))
-    assert result.status == "sent", result
+    message = off_loop(send)
     received = subscriber.wait(before + 1)[-1]
-    assert received.topic == activity.id
-    payload: bytes = received.payload
-    return payload
+    assert received.topic == "order-42"
+    return message, received
 
 
 @pytest.mark.parametrize("declarative", [False, True], ids=["plain", "declarative"])
@@ -164,20 +153,15 @@ def test_a_newer_state_of_an_activity_replaces_the_older_in_place(
     page: Any,
     live: Callable[..., Live],
     push_fake_webpush: FakePushService,
-    vapid_private_key: str,
     declarative: bool,
 ) -> None:
-    app = live()
-    settings = WEBPUSH.normalize(
-        {"privateKey": vapid_private_key, "subject": "mailto:ops@shop.example"}
-    )
-    provider = WebPushProvider.from_settings(
-        settings,
-        allow_http=True,
-        allow_private_hosts=["127.0.0.1"],
-        site_url=f"{app.origin}/" if declarative else None,
-    )
+    port = free_port()
+    site = {"PUSH_SITE_URL": f"http://localhost:{port}"} if declarative else {}
+    app = live(port=port, **site, **SENDING)
     subscriber = push_fake_webpush.subscribe("bob's browser")
+    client = app.app.test_client()
+    client.get("/login/bob")
+    assert client.post("/push/subscriptions", json=subscriber.info).status_code == 201
     open_page(browser, page, app)
     register_worker(page)
 
@@ -187,10 +171,11 @@ def test_a_newer_state_of_an_activity_replaces_the_older_in_place(
         ("end", {"status": "Delivered", "step": 5, "steps": 5}),
     ]
     before = len(browser.notifications.shown)
-    seen = []
-    for number, (event, state) in enumerate(states):
-        activity = Activity("order-42", event, state, 1_700_000_000 + number)  # type: ignore[arg-type]
-        deliver(browser, page, app.origin, send_activity(provider, subscriber, number, activity))
+    seen, messages = [], []
+    for event, state in states:
+        message, received = send_activity(app, subscriber, event, state)
+        messages.append(message.id)
+        deliver(browser, page, app.origin, received.payload)
         seen.append(notifications(page))
 
     # one notification throughout, showing the newest state
@@ -206,7 +191,7 @@ def test_a_newer_state_of_an_activity_replaces_the_older_in_place(
         "event": "update",
         "state": states[1][1],
     }
-    assert update["data"]["messageId"] == "msg_1"
+    assert update["data"]["messageId"] == messages[1]
     # the update replaced the start quietly, as a Live Activity's update does; the end
     # alerts again
     assert (update["silent"], update["renotify"]) == (True, False)
