@@ -324,7 +324,7 @@ class RedisBackplane(Backplane):
         delay, lost = 0.1, False
         while not self._stop.is_set():
             client = redis.Redis.from_url(self._url, socket_connect_timeout=2)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
             try:
                 pubsub.subscribe(self._events_key)
                 if lost:

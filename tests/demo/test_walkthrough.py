@@ -170,7 +170,10 @@ def walk(
     alice.wait_for_selector(".device-android")
 
     # offers are not for her browser or her phone: the inbox may keep them
-    alice.click("text=notification settings")
+    # the bell's menu leads to the shop's settings page too
+    settings = alice.locator("#bell a.fp-show-settings")
+    assert settings.get_attribute("href") == "/settings/notifications"
+    alice.locator("p.lead").get_by_role("link", name="notification settings").click()
     alice.uncheck("input[name='offers.web']")
     alice.uncheck("input[name='offers.mobile']")
     assert alice.locator("input[name='order_status.web']").is_disabled()
