@@ -97,9 +97,13 @@ def received(user_id: str) -> list[dict[str, Any]]:
         }
         if pushed.push_type == "liveactivity":
             state = pushed.aps.get("content-state") or {}
-            row["kind"] = "Live Activity " + str(pushed.aps.get("event"))
-            row["title"] = row["title"] or f"Live Activity {pushed.aps.get('event')}"
-            row["body"] = row["body"] or _state_words(state)
+            event = pushed.aps.get("event")
+            started = pushed.device_token == tokens[pushed.device_token].push_to_start_token
+            by = "the push-to-start token" if started else "the activity's own token"
+            # a start or an end also shows an alert; an update only changes the card
+            said = f"by {by}: {_state_words(state)}"
+            row["kind"] = f"Live Activity {event}, {said}" if row["title"] else said.capitalize()
+            row["title"] = row["title"] or f"Live Activity {event}"
         seen.append(row)
     seen.sort(key=lambda row: row["at"], reverse=True)
     return seen

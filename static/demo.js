@@ -309,8 +309,9 @@
   // an order's newer state went out instead of this one, still queued; deferred:
   // queued until the shopper's quiet hours end
   const STATUSES = ['inbox', 'queued', 'sent', 'failed', 'gone', 'expired', 'suppressed', 'superseded', 'deferred', 'clicked'];
-  // the chart leaves deferred out: those are a part of queued
-  const CHARTED = STATUSES.filter((s) => s !== 'deferred');
+  // the chart leaves deferred out (those are a part of queued), and superseded (rare:
+  // each message's own numbers and bar show them)
+  const CHARTED = STATUSES.filter((s) => s !== 'deferred' && s !== 'superseded');
   const messages = document.querySelector('[data-messages]');
   const categoryLabels = messages ? JSON.parse(messages.dataset.categories || '{}') : {};
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
