@@ -124,7 +124,12 @@ def activity(state: PushState, keywords: dict[str, Any]) -> Any:
         "notify_type": "activity",
         "category": call.category,
     }
-    return queue_message(state, {"users": users}, notification, extras)
+    try:
+        return queue_message(state, {"users": users}, notification, extras)
+    except BaseException:
+        # refused (a payload too large, say): the activity's new state goes too
+        session.rollback()
+        raise
 
 
 def activity_json(shown: Activity) -> dict[str, Any]:

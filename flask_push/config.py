@@ -86,6 +86,9 @@ DEFAULT_CONSOLE = True
 DEFAULT_METRICS = False
 #: the bearer token a scraper must send for ``<prefix>/metrics``; None: no token asked
 DEFAULT_METRICS_TOKEN: str | None = None
+#: the site's absolute URL (``https://shop.example``): when set, Web Push payloads are
+#: declarative (WebKit's Declarative Web Push) and their links resolve against it
+DEFAULT_SITE_URL: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ class PushSettings:
     metrics_token: str | None = DEFAULT_METRICS_TOKEN
     #: ``PUSH_CATEGORIES``: the categories users control, by id
     categories: Mapping[str, Category] = field(default_factory=dict)
+    #: ``PUSH_SITE_URL``, normalized (``scheme://host[:port]/path``), or None
+    site_url: str | None = DEFAULT_SITE_URL
 
     @property
     def vapid_public_key(self) -> str | None:
@@ -261,6 +266,37 @@ def _metrics_token(config: Mapping[str, Any]) -> str | None:
     return value
 
 
+def _site_url(config: Mapping[str, Any]) -> str | None:
+    """``PUSH_SITE_URL``: an absolute http(s) URL, with its scheme and host lower-cased
+    and a path of at least ``/`` (as browsers write it)."""
+    key = "PUSH_SITE_URL"
+    value = config.get(key, DEFAULT_SITE_URL)
+    if value is None:
+        return None
+    problem = _fail(
+        key,
+        "must be the site's absolute http(s) URL, such as 'https://shop.example' (no user, "
+        f"query or fragment; an international name in its xn-- form), or None; got {value!r}",
+    )
+    if not isinstance(value, str) or not value.isascii() or any(c.isspace() for c in value):
+        raise problem
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise problem from None
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.query
+        or parts.fragment
+        or "\\" in value
+    ):
+        raise problem
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path or '/'}"
+
+
 def load(app: Flask) -> PushSettings:
     """Read and check the ``PUSH_*`` keys of ``app.config``."""
     config = app.config
@@ -349,4 +385,5 @@ def load(app: Flask) -> PushSettings:
         metrics=metrics,
         metrics_token=_metrics_token(config),
         categories=_categories.load(config),
+        site_url=_site_url(config),
     )

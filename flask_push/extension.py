@@ -21,7 +21,7 @@ from .message import OutgoingPush
 from .models import Models, models_for
 from .outbox_state import OutboxState, outbox_state
 from .preferences import Preferences
-from .providers import Provider, provider_class
+from .providers import Provider, kinds, provider_class
 from .queues import InlineQueue, Queue, ThreadWorker
 from .schemas.base import Context
 from .schemas.errors import by_alias, check, parse
@@ -67,11 +67,15 @@ class PushState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get_checkers(self) -> dict[str, Provider]:
-        """One provider per configured kind, to ``check()`` a notification at send time."""
+        """One provider per configured kind, to ``check()`` a notification at send time:
+        built with the options the dispatcher's get, so that it measures the payload
+        that goes out (declarative Web Push with ``PUSH_SITE_URL``, say)."""
         with self.lock:
             if self.checkers is None:
                 self.checkers = {
-                    kind: provider_class(kind).from_settings(options)
+                    kind: provider_class(kind).from_settings(
+                        options, **kinds()[kind].options(self.settings)
+                    )
                     for kind, options in self.settings.providers.items()
                 }
             return self.checkers

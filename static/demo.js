@@ -63,7 +63,11 @@
   // -- bell, live inbox ------------------------------------------------------------
   const bellElement = document.getElementById('bell');
   if (bellElement && signedIn && FP) {
-    FP.bell(bellElement, { title: body.dataset.staff ? 'Staff inbox' : 'Notifications' });
+    // the bell's "Notification settings" opens the shop's own settings page
+    FP.bell(bellElement, {
+      title: body.dataset.staff ? 'Staff inbox' : 'Notifications',
+      preferencesUrl: body.dataset.staff ? undefined : bellElement.dataset.settings,
+    });
     document.addEventListener('new-notification-event', (event) => {
       const { event: name, data } = event.detail;
       // the order page announces its own status changes; the rest gets a toast. An

@@ -1,7 +1,8 @@
 """Real Chromium for the tests: a persistent profile whose notifications go to a
 D-Bus server of the tests' own (where a trusted click comes from), pushes handed
 to a service worker through CDP, and ``PushManager.subscribe()`` answered with keys
-Python made. Shared by the browser tests and the demo's walkthrough.
+Python made. Shared by the browser tests and the demo's walkthrough; the browser tests also
+share the app served to it (``serving``, ``push``, ``db``).
 
 TESTING.md has the recipes this follows.
 """
@@ -20,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import dbus_next
+from flask import Flask, Response, redirect, request, session
+from flask_sqlalchemy import SQLAlchemy
 from playwright import sync_api
+from werkzeug.serving import make_server
+
+from flask_push import Push
+from flask_push.testing.webpush import FakePushService
 
 from conftest import need_service
 
@@ -256,3 +263,152 @@ def off_loop(work: Callable[[], Any]) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+# -- an app to serve it ------------------------------------------------------------------
+
+# An app of its own: the browser proves who it is with the session cookie, as a
+# host's pages (and websockets) do.
+db = SQLAlchemy()
+push = Push(db=db)
+
+
+@push.identity_loader
+def _identity() -> str | None:
+    return session.get("user_id")
+
+
+@push.admin_loader
+def _is_admin() -> bool:
+    return request.headers.get("X-Admin") == "1"
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>shop</title>
+<style>body{margin:0;font-family:system-ui,sans-serif;background:#f6f8fa}
+header{display:flex;justify-content:space-between;align-items:center;padding:8px 20px;
+background:#fff;border-bottom:1px solid #d0d7de}</style></head>
+<body><header><strong>Shop</strong><div id="bell"></div></header>
+<script src="/push/static/flask-push.js"></script></body></html>"""
+
+
+class Live:
+    """An app served on its own port; pages are opened at http://localhost:PORT."""
+
+    def __init__(self, app: Flask, server: Any, thread: threading.Thread) -> None:
+        self.app = app
+        self.port = server.server_port
+        self.origin = f"http://localhost:{self.port}"
+        self._server = server
+        self._thread = thread
+
+    def stop(self) -> None:
+        """Stop serving the port (open websockets live on); again does nothing."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+    def admin_get(self, path: str) -> Any:
+        response = self.app.test_client().get(path, headers={"X-Admin": "1"})
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+
+@contextmanager
+def serving(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]]:
+    """Start apps with ``start(...)``, each on its own port (a ``live`` fixture's body);
+    all are stopped and closed at the end."""
+    servers: list[Live] = []
+
+    def start(
+        html: str = PAGE,
+        csp: str | None = None,
+        files: dict[str, tuple[str, str]] | None = None,
+        port: int = 0,
+        **config: Any,
+    ) -> Live:
+        """An app serving ``html`` at / (with ``csp`` as its Content-Security-Policy)
+        and ``files`` ({path: (text, mimetype)}) beside it, on ``port`` (0: a free one)."""
+        app = Flask(__name__)
+        app.config.update(
+            TESTING=True,
+            SECRET_KEY="browser-tests",
+            SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+            PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
+            PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
+            **config,
+        )
+        db.init_app(app)
+        push.init_app(app)
+        with app.app_context():
+            db.create_all()
+
+        @app.get("/login/<user>")
+        def login(user: str) -> Any:
+            session["user_id"] = user
+            return redirect("/")
+
+        @app.get("/")
+        @app.get("/orders/<int:number>")
+        def page(number: int | None = None) -> Any:
+            headers = {"Content-Security-Policy": csp} if csp else {}
+            return html, 200, headers
+
+        for path, (text, mimetype) in (files or {}).items():
+            app.add_url_rule(
+                path, path, lambda text=text, mimetype=mimetype: Response(text, mimetype=mimetype)
+            )
+
+        server = make_server("127.0.0.1", port, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        servers.append(Live(app, server, thread))
+        return servers[-1]
+
+    try:
+        yield start
+    finally:
+        for each in servers:
+            each.stop()
+            off_loop(lambda app=each.app: _close(app))
+
+
+def _close(app: Flask) -> None:
+    with app.app_context():
+        app.extensions["push"].shutdown()
+        db.session.remove()
+        db.engine.dispose()
+
+
+def open_page(browser: Browser, page: Any, live: Live, user: str | None = None) -> None:
+    browser.context.grant_permissions(["notifications"], origin=live.origin)
+    page.goto(f"{live.origin}/login/{user}" if user else f"{live.origin}/")
+
+
+def register_worker(page: Any) -> None:
+    page.evaluate(
+        "navigator.serviceWorker.register('/push-sw.js').then(() => navigator.serviceWorker.ready)"
+    )
+
+
+def send_for_real(live: Live, service: FakePushService, user: str, **notification: Any) -> Any:
+    """push.send through the inline queue to the FakePushService (to its first
+    subscriber); the message and the push as the service decrypted it."""
+
+    def send() -> Any:
+        with live.app.app_context():
+            return push.send(users=[user], **notification)
+
+    subscriber = next(s for s in service.subscribers)
+    before = len(subscriber.received)
+    message = off_loop(send)
+    received = subscriber.wait(before + 1)[-1]
+    return message, received
+
+
+SENDING = {
+    "PUSH_QUEUE": "inline",
+    "PUSH_SUPPRESS_SEND": False,
+    "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+    "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+}

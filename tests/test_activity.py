@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_push.errors import ValidationError
+from flask_push.errors import PayloadError, ValidationError
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
@@ -293,3 +293,14 @@ def test_activity_tokens_are_checked(live: Flask, push_fake_webpush: FakePushSer
     )
     assert start.status_code == 400
     assert start.get_json()["error"]["field"] == "pushToStartToken"
+
+
+def test_a_state_too_large_for_a_push_is_refused_and_nothing_is_written(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    with live.app_context():
+        devices(push_fake_webpush)
+        with pytest.raises(PayloadError):
+            order(state={"note": "x" * 4000})
+        for model in (push.models.Activity, push.models.Message, push.models.InboxItem):
+            assert db.session.scalar(sa.select(sa.func.count()).select_from(model)) == 0

@@ -10,7 +10,6 @@ the payload a real send put on the wire, decrypted by the FakePushService.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -19,44 +18,32 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask, Response, redirect, request, session
-from flask_sqlalchemy import SQLAlchemy
-from werkzeug.serving import make_server
+from flask import Flask
 
-from flask_push import Push
 from flask_push.realtime import backplane as backplane_module
 from flask_push.testing.webpush import FakePushService, FakeSubscriber
 
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from browser_kit import TIMEOUT_MS, Browser, chromium, deliver, off_loop, shown  # noqa: E402
+from browser_kit import (  # noqa: E402
+    SENDING,
+    TIMEOUT_MS,
+    Browser,
+    Live,
+    chromium,
+    db,
+    deliver,
+    off_loop,
+    open_page,
+    push,
+    register_worker,
+    send_for_real,
+    serving,
+    shown,
+)
 
 SCREENSHOTS = Path(__file__).parent / "browser" / "screenshots"
-
-# An app of its own: the browser proves who it is with the session cookie, as a
-# host's pages (and websockets) do.
-db = SQLAlchemy()
-push = Push(db=db)
-
-
-@push.identity_loader
-def _identity() -> str | None:
-    return session.get("user_id")
-
-
-@push.admin_loader
-def _is_admin() -> bool:
-    return request.headers.get("X-Admin") == "1"
-
-
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>shop</title>
-<style>body{margin:0;font-family:system-ui,sans-serif;background:#f6f8fa}
-header{display:flex;justify-content:space-between;align-items:center;padding:8px 20px;
-background:#fff;border-bottom:1px solid #d0d7de}</style></head>
-<body><header><strong>Shop</strong><div id="bell"></div></header>
-<script src="/push/static/flask-push.js"></script></body></html>"""
 
 
 # Module-scoped, not session-scoped: while Playwright's sync API is open, the test
@@ -67,91 +54,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         yield session
 
 
-# -- the app --------------------------------------------------------------------------
-
-
-class Live:
-    """An app served on its own port; pages are opened at http://localhost:PORT."""
-
-    def __init__(self, app: Flask, server: Any, thread: threading.Thread) -> None:
-        self.app = app
-        self.port = server.server_port
-        self.origin = f"http://localhost:{self.port}"
-        self._server = server
-        self._thread = thread
-
-    def stop(self) -> None:
-        """Stop serving the port (open websockets live on); again does nothing."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
-
-    def admin_get(self, path: str) -> Any:
-        response = self.app.test_client().get(path, headers={"X-Admin": "1"})
-        assert response.status_code == 200, response.get_json()
-        return response.get_json()
-
-
 @pytest.fixture
 def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]]:
-    servers: list[Live] = []
-
-    def start(
-        html: str = PAGE,
-        csp: str | None = None,
-        files: dict[str, tuple[str, str]] | None = None,
-        port: int = 0,
-        **config: Any,
-    ) -> Live:
-        """An app serving ``html`` at / (with ``csp`` as its Content-Security-Policy)
-        and ``files`` ({path: (text, mimetype)}) beside it, on ``port`` (0: a free one)."""
-        app = Flask(__name__)
-        app.config.update(
-            TESTING=True,
-            SECRET_KEY="browser-tests",
-            SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
-            PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
-            PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
-            **config,
-        )
-        db.init_app(app)
-        push.init_app(app)
-        with app.app_context():
-            db.create_all()
-
-        @app.get("/login/<user>")
-        def login(user: str) -> Any:
-            session["user_id"] = user
-            return redirect("/")
-
-        @app.get("/")
-        @app.get("/orders/<int:number>")
-        def page(number: int | None = None) -> Any:
-            headers = {"Content-Security-Policy": csp} if csp else {}
-            return html, 200, headers
-
-        for path, (text, mimetype) in (files or {}).items():
-            app.add_url_rule(
-                path, path, lambda text=text, mimetype=mimetype: Response(text, mimetype=mimetype)
-            )
-
-        server = make_server("127.0.0.1", port, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        servers.append(Live(app, server, thread))
-        return servers[-1]
-
-    yield start
-    for each in servers:
-        each.stop()
-        off_loop(lambda app=each.app: _close(app))
-
-
-def _close(app: Flask) -> None:
-    with app.app_context():
-        app.extensions["push"].shutdown()
-        db.session.remove()
-        db.engine.dispose()
+    with serving(tmp_path, vapid_private_key) as start:
+        yield start
 
 
 @pytest.fixture
@@ -161,38 +67,6 @@ def page(browser: Browser) -> Iterator[Any]:
     browser.make_subscription = None
     for each in browser.context.pages:
         each.close()
-
-
-def open_page(browser: Browser, page: Any, live: Live, user: str | None = None) -> None:
-    browser.context.grant_permissions(["notifications"], origin=live.origin)
-    page.goto(f"{live.origin}/login/{user}" if user else f"{live.origin}/")
-
-
-def register_worker(page: Any) -> None:
-    page.evaluate(
-        "navigator.serviceWorker.register('/push-sw.js').then(() => navigator.serviceWorker.ready)"
-    )
-
-
-def send_for_real(live: Live, service: FakePushService, user: str, **notification: Any) -> Any:
-    """push.send through the inline queue to the FakePushService; its decrypted payload."""
-
-    def send() -> Any:
-        with live.app.app_context():
-            return push.send(users=[user], **notification)
-
-    message = off_loop(send)
-    subscriber = next(s for s in service.subscribers)
-    [received] = subscriber.wait(1)
-    return message, received
-
-
-SENDING = {
-    "PUSH_QUEUE": "inline",
-    "PUSH_SUPPRESS_SEND": False,
-    "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
-    "PUSH_ALLOW_HTTP_ENDPOINTS": True,
-}
 
 
 # -- the service worker ------------------------------------------------------------------
@@ -208,7 +82,7 @@ def test_the_worker_shows_a_push(browser: Browser, page: Any, live: Callable[...
         "url": "/orders/42",
         "icon": "/static/icon.png",
         "tag": "order-42",
-        "badge": 3,  # an app-icon count (iOS); not an image URL, so not shown on the web
+        "badge": 3,  # an app badge count (the Badging API), not a badge image
         "data": {"orderId": 42},
         "messageId": "msg_1",
         "clickToken": "token",
@@ -901,3 +775,82 @@ def test_the_menu_stays_on_screen_with_the_bell_at_the_left(
     assert 0 <= box[0] and box[1] <= width
     page.click(".fp-show-history")  # reachable
     page.wait_for_selector(".fp-history .fp-item")
+
+
+# -- the notification policy, end to end ---------------------------------------------------
+
+POLICY = {
+    "order_status": {"label": "Order updates", "required": True},
+    "offers": {"label": "Offers and deals"},
+    "shares": {"label": "Things friends share", "max_per_day": 1},
+    "news": {"label": "News", "default": False},
+}
+
+
+def test_each_rule_decides_what_the_browser_shows(
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
+) -> None:
+    """The shopper's choices, made from the page, decide which sends reach her real
+    browser: offers turned off, order updates always, news only once she opts in, one
+    share a day, and nothing pushed during her quiet hours (in the browser's own time
+    zone); her inbox still gets what the cap and the quiet hours hold back."""
+    app = live(PUSH_CATEGORIES=POLICY, **SENDING)
+    made: list[FakeSubscriber] = []
+
+    def subscription() -> dict[str, Any]:
+        made.append(push_fake_webpush.subscribe("carol's browser"))
+        return made[-1].info
+
+    browser.make_subscription = subscription
+    open_page(browser, page, app, user="carol")
+    page.evaluate("FlaskPush.subscribe()")
+    [subscriber] = made
+
+    def choose(body: dict[str, Any]) -> None:
+        page.evaluate("(body) => FlaskPush.api('PATCH', '/preferences', body)", body)
+
+    def send(title: str, category: str) -> None:
+        def go() -> None:
+            with app.app.app_context():
+                push.send(users=["carol"], title=title, category=category, inbox=True)
+
+        off_loop(go)
+
+    choose({"categories": {"offers": {"web": False, "inbox": False}}})
+    for title, category in (
+        ("2 for 1 on apples", "offers"),  # turned off: never pushed
+        ("Order #7 is on its way", "order_status"),  # required: always
+        ("Our new bakery", "news"),  # opt-in: off until she chooses
+        ("Bob shared a recipe", "shares"),
+        ("Dan shared a list", "shares"),  # over the cap of one a day
+    ):
+        send(title, category)
+    choose({"categories": {"news": {"web": True, "inbox": True}}})
+    send("Opening hours", "news")
+    # quiet hours around the browser's own clock: the next news waits for their end
+    choose(
+        page.evaluate(
+            """() => {
+              const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+              const at = (h) => new Date(Date.now() + h * 3600e3)
+                .toLocaleTimeString('en-GB', {timeZone: zone, hour: '2-digit', minute: '2-digit'});
+              return {quietHours: {start: at(-1), end: at(1), timeZone: zone}};
+            }"""
+        )
+    )
+    send("Late news", "news")
+
+    received = subscriber.received
+    titles = [p.json()["title"] for p in received]
+    assert titles == ["Order #7 is on its way", "Bob shared a recipe", "Opening hours"]
+    register_worker(page)
+    for each in received:
+        deliver(browser, page, app.origin, each.payload)
+    notes = shown(page, count=3)
+    assert sorted(n["title"] for n in notes) == sorted(titles)
+    # the inbox has what the cap and the quiet hours held back; not the offer nor the
+    # news sent before she opted in, whose inbox channel was off too
+    inbox = page.evaluate("FlaskPush.api('GET', '/notifications')")
+    assert sorted(item["title"] for item in inbox["items"]) == sorted(
+        [*titles, "Dan shared a list", "Late news"]
+    )

@@ -322,3 +322,37 @@ def test_bad_ws_allowed_origins_are_refused(make_app, value, hint):
     message = str(info.value)
     assert message.startswith("PUSH_WS_ALLOWED_ORIGINS"), message
     assert hint in message
+
+
+def test_site_url_is_normalized(make_app):
+    assert make_app().extensions["push"].settings.site_url is None
+    for given, kept in [
+        ("https://shop.example", "https://shop.example/"),
+        ("HTTPS://Shop.Example:8443/store/", "https://shop.example:8443/store/"),
+        ("http://localhost:5000", "http://localhost:5000/"),
+    ]:
+        assert make_app(PUSH_SITE_URL=given).extensions["push"].settings.site_url == kept
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "shop.example",
+        "/orders",
+        "ftp://shop.example",
+        "https://",
+        "https://alice@shop.example",
+        "https://shop.example?ref=push",
+        "https://shop.example/#top",
+        "https://shop.example:65536",
+        "https://bücher.example",
+        "https://shop.example/a b",
+        42,
+    ],
+)
+def test_a_bad_site_url_is_refused(make_app, value):
+    with pytest.raises(PushConfigError) as info:
+        make_app(PUSH_SITE_URL=value)
+    message = str(info.value)
+    assert message.startswith("PUSH_SITE_URL"), message
+    assert "'https://shop.example'" in message

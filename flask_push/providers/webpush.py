@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from urllib.parse import urljoin
 
 import aiohttp
 import http_ece
@@ -36,7 +37,7 @@ from ..credentials import ProviderKind, Setting, load_vapid, vapid_public_key, v
 from ..credentials import split_url as _split
 from ..credentials import text as _text
 from ..errors import PayloadError, PushError, ValidationError
-from ..message import DeliveryResult, Notification, OutgoingPush, WebPushTarget
+from ..message import Activity, DeliveryResult, Notification, OutgoingPush, WebPushTarget
 from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
 from .base import Provider, retry_after_seconds
 
@@ -172,6 +173,7 @@ def _options(settings: PushSettings) -> dict[str, Any]:
     return {
         "allow_http": settings.allow_http_endpoints,
         "allow_private_hosts": _private_hosts(settings.endpoint_hosts),
+        "site_url": settings.site_url,
     }
 
 
@@ -235,6 +237,11 @@ class WebPushProvider(Provider):
         connection to such an address is refused with :class:`BlockedAddressError`.
     :param resolver: replaces aiohttp's resolver (tests map names with it); the
         address check wraps it either way.
+    :param site_url: the site's absolute URL (``PUSH_SITE_URL``): payloads are then
+        declarative (WebKit's Declarative Web Push), their links resolved against it.
+
+    .. versionchanged:: 0.2
+        ``site_url``; a live activity's state rides in the payload as ``activity``.
     """
 
     name: ClassVar[str] = "webpush"
@@ -262,6 +269,7 @@ class WebPushProvider(Provider):
         ssl_context: ssl.SSLContext | None = None,
         allow_private_hosts: Iterable[str] = (),
         resolver: AbstractResolver | None = None,
+        site_url: str | None = None,
     ) -> None:
         super().__init__(
             concurrency=concurrency,
@@ -277,6 +285,7 @@ class WebPushProvider(Provider):
         self.ssl_context = ssl_context
         self._guard = _AddressGuard(allow_private_hosts)
         self._resolver = resolver
+        self.site_url = site_url
         self._session: aiohttp.ClientSession | None = None
         self._guarded_resolver: _GuardedResolver | None = None
         #: origin -> (Authorization header, time.monotonic() when to renew it)
@@ -288,7 +297,8 @@ class WebPushProvider(Provider):
 
         ``options`` are the constructor's keywords (``concurrency``,
         ``lane_concurrency``, ``timeout``, ``allow_http``, ``ssl_context``,
-        ``allow_private_hosts``, ``resolver``); an unknown one raises :class:`TypeError`.
+        ``allow_private_hosts``, ``resolver``, ``site_url``); an unknown one raises
+        :class:`TypeError`.
         """
         return cls(load_vapid(settings["privateKey"]), settings["subject"], **options)
 
@@ -331,7 +341,13 @@ class WebPushProvider(Provider):
         if len(auth) != 16:
             raise ValueError(f"the subscription's auth secret is {len(auth)} bytes, not 16")
         notification = push.notification
-        body = _payload_json(notification, push.message_id, push.click_token)
+        body = _payload_json(
+            notification,
+            push.message_id,
+            push.click_token,
+            activity=push.activity,
+            site_url=self.site_url,
+        )
         size = encrypted_size(len(body))
         if size > self.max_payload:
             raise PayloadError(
@@ -373,9 +389,22 @@ class WebPushProvider(Provider):
         }
 
     def payload_size(self, notification: Notification) -> int:
-        """The encrypted body size with a message id and click token of the maximal length."""
+        """The encrypted body size with a message id and click token of the maximal
+        length, in the form it goes out in (declarative with a site URL)."""
+        return self._largest(notification, None)
+
+    def activity_payload_size(self, notification: Notification, activity: Activity) -> int:
+        """:meth:`payload_size` of ``notification`` showing ``activity``, whose id,
+        event and state ride in the payload (``push.activity``)."""
+        return self._largest(notification, activity)
+
+    def _largest(self, notification: Notification, activity: Activity | None) -> int:
         body = _payload_json(
-            notification, "m" * self.max_message_id_length, "c" * self.max_click_token_length
+            notification,
+            "m" * self.max_message_id_length,
+            "c" * self.max_click_token_length,
+            activity=activity,
+            site_url=self.site_url,
         )
         return encrypted_size(len(body))
 
@@ -623,8 +652,46 @@ class _GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def _payload_json(notification: Notification, message_id: str, click_token: str | None) -> bytes:
-    """The payload of CONTRACT.md section 4: compact UTF-8 JSON without nulls."""
+#: the ``web_push`` member that marks a declarative push message (the RFC's number)
+DECLARATIVE = 8030
+
+
+def _payload_json(
+    notification: Notification,
+    message_id: str,
+    click_token: str | None,
+    *,
+    activity: Activity | None = None,
+    site_url: str | None = None,
+) -> bytes:
+    """The payload as compact UTF-8 JSON without nulls: declarative (WebKit's
+    Declarative Web Push, CONTRACT.md section 8) when the site's URL is known, else
+    that of CONTRACT.md section 4; with ``"activity"`` for a live activity's state."""
+    payload = (
+        _declarative(notification, message_id, click_token, activity, site_url)
+        if site_url is not None
+        else _classic(notification, message_id, click_token, activity)
+    )
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise PayloadError(
+            f"the notification's data is not JSON: {err}", provider="webpush"
+        ) from err
+    return text.encode("utf-8")
+
+
+def _activity_json(activity: Activity) -> dict[str, Any]:
+    return {"id": activity.id, "event": activity.event, "state": dict(activity.state)}
+
+
+def _classic(
+    notification: Notification,
+    message_id: str,
+    click_token: str | None,
+    activity: Activity | None,
+) -> dict[str, Any]:
+    """For a service worker (ours, or the host's) to show: CONTRACT.md section 4."""
     payload: dict[str, Any] = {"title": notification.title, "body": notification.body or ""}
     for key, value in (
         ("url", notification.url),
@@ -637,16 +704,65 @@ def _payload_json(notification: Notification, message_id: str, click_token: str 
             payload[key] = value
     if notification.data:
         payload["data"] = dict(notification.data)
+    if activity is not None:
+        payload["activity"] = _activity_json(activity)
     payload["messageId"] = message_id
     if click_token is not None:
         payload["clickToken"] = click_token
-    try:
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise PayloadError(
-            f"the notification's data is not JSON: {err}", provider="webpush"
-        ) from err
-    return text.encode("utf-8")
+    return payload
+
+
+def _declarative(
+    notification: Notification,
+    message_id: str,
+    click_token: str | None,
+    activity: Activity | None,
+    site_url: str,
+) -> dict[str, Any]:
+    """A declarative push message (the Push API's ``web_push: 8030`` form), which Safari
+    18.4+ shows by itself, no service worker run, and which ours reads too.
+
+    WebKit requires ``navigate``, an absolute URL, and a link of ours may be a path: it
+    and the images resolve against the site's URL. What a service worker needs for
+    the click (the message id and click token, the host's data) rides in
+    ``notification.data``, which the browser hands back with the shown notification.
+    """
+    tag = notification.tag or notification.collapse_key
+    shown: dict[str, Any] = {"title": notification.title}
+    if notification.body:
+        shown["body"] = notification.body
+    shown["navigate"] = urljoin(site_url, notification.url or "")
+    if tag is not None:
+        shown["tag"] = tag
+    for key, link in (
+        ("icon", notification.icon),
+        ("image", notification.image),
+        # a str badge is the small monochrome image; an int is the app badge below
+        ("badge", notification.badge if isinstance(notification.badge, str) else None),
+    ):
+        if link is not None:
+            shown[key] = urljoin(site_url, link)
+    if activity is not None and tag is not None:
+        # As a Live Activity does: the start and the end alert, the updates in
+        # between replace the shown state quietly (renotify needs a tag).
+        if activity.event == "update":
+            shown["silent"] = True
+        else:
+            shown["renotify"] = True
+    data: dict[str, Any] = {"messageId": message_id}
+    if click_token is not None:
+        data["clickToken"] = click_token
+    if notification.url is not None:
+        data["url"] = notification.url
+    if activity is not None:
+        data["activity"] = _activity_json(activity)
+    if notification.data:
+        data["data"] = dict(notification.data)
+    shown["data"] = data
+    payload: dict[str, Any] = {"web_push": DECLARATIVE, "notification": shown}
+    if isinstance(notification.badge, int) and not isinstance(notification.badge, bool):
+        payload["app_badge"] = notification.badge
+    return payload
 
 
 def _origin(url: URL) -> str:

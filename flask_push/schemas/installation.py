@@ -97,34 +97,32 @@ class InstallationUpdate(WireModel):
     which `push.activity(event="start")` starts a Live Activity; null forgets it."""
 
 
+def _when(device_type: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema rule on ``properties`` for the installations of ``device_type``."""
+    return {
+        "if": {"properties": {"deviceType": {"const": device_type}}, "required": ["deviceType"]},
+        "then": {"properties": properties},
+    }
+
+
+#: each device type's tokens have its platform's shape, and only the apps that run
+#: Live Activities have a push-to-start token
+_PLATFORM_RULES: list[Any] = [
+    *(_when(name, {"deviceToken": {"pattern": ecma(token)}}) for name, token in _TOKENS.items()),
+    *(
+        _when(name, {"pushToStartToken": {"type": "null"}})
+        for name in platforms()
+        if name not in LIVE_PLATFORMS
+    ),
+]
+
+
 class InstallationCreate(InstallationUpdate):
     """A device to register; a known (appId, deviceToken) is updated and re-bound."""
 
     model_config = ConfigDict(
         json_schema_extra={
-            # each device type's tokens have its platform's shape
-            "allOf": [
-                {
-                    "if": {
-                        "properties": {"deviceType": {"const": name}},
-                        "required": ["deviceType"],
-                    },
-                    "then": {"properties": {"deviceToken": {"pattern": ecma(token)}}},
-                }
-                for name, token in _TOKENS.items()
-            ]
-            # only the apps that run Live Activities have a push-to-start token
-            + [
-                {
-                    "if": {
-                        "properties": {"deviceType": {"const": name}},
-                        "required": ["deviceType"],
-                    },
-                    "then": {"properties": {"pushToStartToken": {"type": "null"}}},
-                }
-                for name in platforms()
-                if name not in LIVE_PLATFORMS
-            ],
+            "allOf": _PLATFORM_RULES,
             "examples": [
                 {
                     "appId": "com.example.shop",

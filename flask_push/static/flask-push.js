@@ -432,6 +432,390 @@
     return wrap.firstElementChild || wrap;
   }
 
+  // -- notification settings (CONTRACT.md section 7) -----------------------------------
+
+  // The channels in the order people meet them, in plain words.
+  const CHANNELS = ['web', 'mobile', 'inbox'];
+  const CHANNEL_LABELS = { web: 'Browser', mobile: 'Phone app', inbox: 'Inbox' };
+  // Proposed when quiet hours are turned on for the first time.
+  const QUIET_START = '22:00';
+  const QUIET_END = '07:00';
+  // Ids unique on the page: labels and descriptions point at their controls by id.
+  let madeIds = 0;
+  const uniqueId = () => `fp-id-${++madeIds}`;
+
+  /** The IANA time zone this browser is in (UTC when it cannot tell). */
+  function browserTimeZone() {
+    try {
+      return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+    } catch (err) {
+      return 'UTC';
+    }
+  }
+
+  // A <select> of the zones the browser knows, else a text field. The chosen zone is
+  // always among the options: a browser may name its own zone by an alias that its
+  // list spells otherwise (Asia/Calcutta, Asia/Kolkata).
+  function timeZoneField(chosen) {
+    const zones =
+      typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
+    if (!zones.length) {
+      const input = el('input');
+      input.type = 'text';
+      input.autocomplete = 'off';
+      input.spellcheck = false;
+      input.value = chosen;
+      return input;
+    }
+    const select = el('select');
+    for (const zone of [...new Set(zones.concat(chosen))].sort()) {
+      const option = el('option', null, zone.replace(/_/g, ' '));
+      option.value = zone;
+      select.appendChild(option);
+    }
+    select.value = chosen;
+    return select;
+  }
+
+  // A time field's value as the API takes it, HH:MM: a browser may add seconds (22:00:00).
+  function hhmm(value) {
+    return value.length === 8 && value.endsWith(':00') ? value.slice(0, 5) : value;
+  }
+
+  // An error's field as the server names it ('quietHours.timeZone', 'categories.offers.web',
+  // maybe 'quiet_hours[time_zone]'), in a form that compares alike.
+  function fieldKey(field) {
+    return String(field).replace(/\[([^\]]*)\]/g, '.$1').replace(/_/g, '').toLowerCase();
+  }
+
+  /** The signed-in user's notification settings in `element`: per category, a checkbox
+   *  for each channel it lets the user choose (a required one shows them checked and
+   *  disabled, "Always on"), and quiet hours with the browser's time zone proposed.
+   *  Save sends the changes (PATCH /preferences); the server's error shows next to the
+   *  field it names, and what the user typed stays.
+   *  options: {channelLabels: {web, mobile, inbox}}.
+   *  Returns {element, ready, reload(), save(), destroy()}: ready and reload() resolve
+   *  to the preferences shown (null when they could not be read: the element says
+   *  why), save() to the preferences saved (null when the server refused them). */
+  function preferences(element, options) {
+    const opts = Object.assign({ channelLabels: {} }, options);
+    const labels = Object.assign({}, CHANNEL_LABELS, opts.channelLabels);
+    addStylesheet();
+    element.classList.add('fp-prefs');
+    // saved: what the server last said; form: its controls; errors: field key -> where
+    // an error about it shows (and the control it names)
+    const state = { saved: null, form: null, errors: new Map(), saving: false, alive: true };
+
+    function show(node) {
+      element.textContent = '';
+      element.appendChild(node);
+    }
+
+    function errorBox() {
+      const box = el('p', 'fp-prefs-error');
+      box.id = uniqueId();
+      box.setAttribute('role', 'alert');
+      box.hidden = true;
+      return box;
+    }
+
+    // A checkbox inside its label: a click on the words toggles it too.
+    function checkbox(text) {
+      const label = el('label', 'fp-check');
+      const input = el('input');
+      input.type = 'checkbox';
+      label.append(input, el('span', null, text));
+      return { label, input };
+    }
+
+    // A control with its label above it, and its error below.
+    function stacked(text, control, key) {
+      const wrap = el('div', 'fp-prefs-field');
+      const label = el('label', null, text);
+      control.id = uniqueId();
+      label.htmlFor = control.id;
+      const error = errorBox();
+      wrap.append(label, control, error);
+      state.errors.set(fieldKey(key), { box: error, control });
+      return wrap;
+    }
+
+    function categoryGroup(category) {
+      const group = el('fieldset', 'fp-prefs-group');
+      group.dataset.category = category.id;
+      const legend = el('legend', 'fp-prefs-legend', category.label);
+      // part of the group's name: "Order updates Always on"
+      if (category.required) legend.append(' ', el('span', 'fp-prefs-always', 'Always on'));
+      group.appendChild(legend);
+      const list = el('div', 'fp-prefs-channels');
+      const error = errorBox();
+      const channels = category.channels || {};
+      const names = CHANNELS.filter((c) => c in channels).concat(
+        Object.keys(channels).filter((c) => !CHANNELS.includes(c))
+      );
+      let first = null;
+      for (const channel of names) {
+        const { label, input } = checkbox(labels[channel] || typeLabel(channel));
+        input.dataset.channel = channel;
+        input.checked = category.required || Boolean(channels[channel]);
+        input.disabled = Boolean(category.required);
+        list.appendChild(label);
+        const key = fieldKey(`categories.${category.id}.${channel}`);
+        state.errors.set(key, { box: error, control: input });
+        first = first || input;
+      }
+      state.errors.set(fieldKey(`categories.${category.id}`), { box: error, control: first });
+      group.append(list, error);
+      return group;
+    }
+
+    function quietGroup(quiet) {
+      const group = el('fieldset', 'fp-prefs-group fp-prefs-quiet');
+      group.appendChild(el('legend', 'fp-prefs-legend', 'Quiet hours'));
+      const { label, input: on } = checkbox('Hold push notifications during quiet hours');
+      on.className = 'fp-quiet-on';
+      on.checked = Boolean(quiet);
+      const hint = el(
+        'p',
+        'fp-prefs-hint',
+        'They arrive when quiet hours end, except those that are always on. ' +
+          'Your inbox gets everything at once.'
+      );
+      hint.id = uniqueId();
+      on.setAttribute('aria-describedby', hint.id);
+      const start = el('input', 'fp-quiet-start');
+      start.type = 'time';
+      start.step = 60; // minutes, no seconds
+      start.value = quiet ? quiet.start : QUIET_START;
+      const end = el('input', 'fp-quiet-end');
+      end.type = 'time';
+      end.step = 60;
+      end.value = quiet ? quiet.end : QUIET_END;
+      const zone = timeZoneField(quiet ? quiet.timeZone : browserTimeZone());
+      zone.classList.add('fp-quiet-zone');
+      const times = el('div', 'fp-prefs-times');
+      times.append(
+        stacked('From', start, 'quietHours.start'),
+        stacked('Until', end, 'quietHours.end'),
+        stacked('Time zone', zone, 'quietHours.timeZone')
+      );
+      const error = errorBox();
+      state.errors.set(fieldKey('quietHours'), { box: error, control: on });
+      const enable = () => [start, end, zone].forEach((c) => (c.disabled = !on.checked));
+      on.addEventListener('change', enable);
+      enable();
+      group.append(label, hint, times, error);
+      return group;
+    }
+
+    function build(prefs) {
+      state.errors = new Map();
+      const form = el('form', 'fp-prefs-form');
+      form.noValidate = true; // the server's checks and messages are the ones shown
+      const general = errorBox();
+      state.errors.set('', { box: general, control: null });
+      form.appendChild(general);
+      if (!prefs.categories.length) {
+        form.appendChild(el('p', 'fp-prefs-hint', 'There are no notifications to choose from.'));
+      } else {
+        prefs.categories.forEach((category) => form.appendChild(categoryGroup(category)));
+        form.appendChild(quietGroup(prefs.quietHours));
+      }
+      const actions = el('div', 'fp-prefs-actions');
+      const button = el('button', 'fp-button', 'Save');
+      button.type = 'submit';
+      const status = el('span', 'fp-prefs-status');
+      status.setAttribute('role', 'status'); // polite: "Saved" is read out once the user pauses
+      actions.append(button, status);
+      if (prefs.categories.length) form.appendChild(actions);
+      form.addEventListener('submit', (event) => {
+        event.preventDefault();
+        save();
+      });
+      // an edit after "Saved" makes it untrue
+      form.addEventListener('change', () => say(''));
+      state.form = form;
+      show(form);
+    }
+
+    function say(text) {
+      const status = state.form && state.form.querySelector('.fp-prefs-status');
+      if (status) status.textContent = text;
+    }
+
+    function controls() {
+      const form = state.form;
+      return {
+        boxes: [...form.querySelectorAll('.fp-prefs-group[data-category] input[data-channel]')],
+        on: form.querySelector('.fp-quiet-on'),
+        start: form.querySelector('.fp-quiet-start'),
+        end: form.querySelector('.fp-quiet-end'),
+        zone: form.querySelector('.fp-quiet-zone'),
+      };
+    }
+
+    const categoryId = (input) => input.closest('.fp-prefs-group').dataset.category;
+
+    function categoryOf(input) {
+      return state.saved.categories.find((category) => category.id === categoryId(input));
+    }
+
+    // Only what the user changed since the server's last answer: a change made
+    // meanwhile in another tab (or on the phone) to another channel is kept.
+    function changes() {
+      const c = controls();
+      const body = {};
+      for (const input of c.boxes) {
+        const category = categoryOf(input);
+        if (!category || category.required) continue;
+        const was = Boolean(category.channels[input.dataset.channel]);
+        if (input.checked === was) continue;
+        body.categories = body.categories || {};
+        body.categories[category.id] = body.categories[category.id] || {};
+        body.categories[category.id][input.dataset.channel] = input.checked;
+      }
+      if (c.on) {
+        const now = c.on.checked
+          ? { start: hhmm(c.start.value), end: hhmm(c.end.value), timeZone: c.zone.value.trim() }
+          : null;
+        const was = state.saved.quietHours;
+        const same =
+          now && was
+            ? now.start === was.start && now.end === was.end && now.timeZone === was.timeZone
+            : !now && !was;
+        if (!same) body.quietHours = now;
+      }
+      return Object.keys(body).length ? body : null;
+    }
+
+    // The server's answer into the controls, which keep the focus; a different set of
+    // categories (the host's config changed) draws the form anew.
+    function apply(prefs) {
+      const c = controls();
+      const shown = c.boxes.map((box) => `${categoryId(box)}.${box.dataset.channel}`);
+      const given = [];
+      prefs.categories.forEach((category) =>
+        Object.keys(category.channels || {}).forEach((ch) => given.push(`${category.id}.${ch}`))
+      );
+      if (shown.sort().join() !== given.sort().join()) return build(prefs);
+      for (const input of c.boxes) {
+        const category = categoryOf(input);
+        input.checked = category.required || Boolean(category.channels[input.dataset.channel]);
+      }
+      if (c.on && prefs.quietHours) {
+        c.on.checked = true;
+        c.start.value = prefs.quietHours.start;
+        c.end.value = prefs.quietHours.end;
+        c.zone.value = prefs.quietHours.timeZone;
+      } else if (c.on) {
+        c.on.checked = false;
+      }
+      if (c.on) c.on.dispatchEvent(new Event('change', { bubbles: false }));
+    }
+
+    function clearErrors() {
+      for (const { box, control } of state.errors.values()) {
+        box.hidden = true;
+        box.textContent = '';
+        if (control) {
+          control.removeAttribute('aria-invalid');
+          const ids = (control.getAttribute('aria-describedby') || '').split(' ');
+          const kept = ids.filter((each) => each && each !== box.id).join(' ');
+          if (kept) control.setAttribute('aria-describedby', kept);
+          else control.removeAttribute('aria-describedby');
+        }
+      }
+    }
+
+    // The error next to the field it names (or the nearest enclosing one the form
+    // has, else above the form), the control marked invalid and focused.
+    function showError(err) {
+      let key = err.field ? fieldKey(err.field) : '';
+      while (key && !state.errors.has(key)) key = key.slice(0, Math.max(0, key.lastIndexOf('.')));
+      const { box, control } = state.errors.get(key);
+      // The API's messages speak of their field ("must differ from start"): shown
+      // next to it, they read as a sentence.
+      const message = String(err.message || 'The settings were not saved.');
+      box.textContent = message.charAt(0).toUpperCase() + message.slice(1);
+      box.hidden = false;
+      if (control) {
+        control.setAttribute('aria-invalid', 'true');
+        const ids = (control.getAttribute('aria-describedby') || '').split(' ').filter(Boolean);
+        control.setAttribute('aria-describedby', ids.concat(box.id).join(' '));
+        if (!control.disabled) control.focus();
+      }
+    }
+
+    async function save() {
+      if (!state.form || state.saving) return null;
+      clearErrors();
+      const body = changes();
+      if (!body) {
+        say('No changes to save.');
+        return state.saved;
+      }
+      state.saving = true;
+      say('Saving…');
+      try {
+        const prefs = await api('PATCH', '/preferences', body);
+        if (!state.alive) return prefs;
+        state.saved = prefs;
+        apply(prefs);
+        say('Saved.');
+        return prefs;
+      } catch (err) {
+        say('');
+        showError(err);
+        return null;
+      } finally {
+        state.saving = false;
+      }
+    }
+
+    async function reload() {
+      const loading = el('p', 'fp-prefs-hint', 'Loading your notification settings…');
+      loading.setAttribute('role', 'status');
+      state.form = null;
+      show(loading);
+      let prefs;
+      try {
+        prefs = await api('GET', '/preferences');
+      } catch (err) {
+        if (!state.alive) return null;
+        const failed = el('div', 'fp-prefs-failed');
+        const text = `Your notification settings could not be loaded: ${err.message}`;
+        const why = el('p', 'fp-prefs-error', text);
+        why.setAttribute('role', 'alert');
+        const again = el('button', 'fp-button fp-button-quiet', 'Try again');
+        again.type = 'button';
+        again.addEventListener('click', reload);
+        failed.append(why, again);
+        show(failed);
+        return null;
+      }
+      if (!state.alive) return prefs;
+      state.saved = prefs;
+      build(prefs);
+      return prefs;
+    }
+
+    const ready = reload();
+    return {
+      element,
+      ready,
+      reload,
+      save,
+      get preferences() {
+        return state.saved;
+      },
+      destroy() {
+        state.alive = false;
+        element.textContent = '';
+        element.classList.remove('fp-prefs');
+      },
+    };
+  }
+
   // -- the bell ------------------------------------------------------------------
 
   const BELL_ICON =
@@ -449,9 +833,13 @@
     `<button type="button" class="fp-link fp-show-history">See all</button></div></div>` +
     // showModal() puts a <dialog> in the top layer: a host's header with transform,
     // filter or backdrop-filter cannot trap it or its backdrop, as it traps position:fixed
-    `<dialog class="fp-history"><div class="fp-head"><span class="fp-title"></span>` +
+    `<dialog class="fp-dialog fp-history"><div class="fp-head"><span class="fp-title"></span>` +
     `<button type="button" class="fp-link fp-close">Close</button></div>` +
-    `<ul class="fp-list"></ul></dialog>`;
+    `<ul class="fp-list"></ul></dialog>` +
+    `<dialog class="fp-dialog fp-settings"><div class="fp-head">` +
+    `<h2 class="fp-dialog-title">Notification settings</h2>` +
+    `<button type="button" class="fp-link fp-close">Close</button></div>` +
+    `<div class="fp-settings-body"></div></dialog>`;
 
   // A stylesheet file, not a <style>: a page whose CSP has style-src 'self' (no
   // 'unsafe-inline') accepts it. Linked first in <head>, so the page's own rules
@@ -469,9 +857,10 @@
     document.head.prepend(link);
   }
 
-  /** A notification bell in `element`: unread badge, menu, history, mark-all-read.
+  /** A notification bell in `element`: unread badge, menu, history, mark-all-read, and
+   *  a way to the user's notification settings.
    *  options: {take: items in the menu (10), historyTake (50), title,
-   *  typeLabels: {type: label} for the history}. */
+   *  typeLabels: {type: label} for the history, preferencesUrl, channelLabels}. */
   function bell(element, options) {
     const opts = Object.assign(
       { take: 10, historyTake: 50, title: 'Notifications', typeLabels: {} },
@@ -485,8 +874,22 @@
     const badge = $('.fp-badge');
     const panel = $('.fp-panel');
     const history = $('.fp-history');
+    const settings = $('.fp-settings');
+    let settingsForm = null; // FlaskPush.preferences() in the settings dialog, once opened
     element.querySelectorAll('.fp-title').forEach((title) => (title.textContent = opts.title));
     history.setAttribute('aria-label', opts.title);
+    const settingsTitle = settings.querySelector('.fp-dialog-title');
+    settingsTitle.id = uniqueId();
+    settings.setAttribute('aria-labelledby', settingsTitle.id);
+    // "Notification settings" in the menu: a link to the host's own settings page when
+    // it gives preferencesUrl (where the user expects to find settings, and a URL to
+    // share or bookmark), else FlaskPush.preferences() in a dialog of the bell's own, so
+    // that a host with no such page still lets users choose without any more code.
+    const toSettings = el(opts.preferencesUrl ? 'a' : 'button', 'fp-link fp-show-settings');
+    toSettings.textContent = 'Notification settings';
+    if (opts.preferencesUrl) toSettings.href = opts.preferencesUrl;
+    else toSettings.type = 'button';
+    $('.fp-foot').appendChild(toSettings);
     // items: the menu's; history: the dialog's while it is open
     const state = { items: [], history: [], count: 0 };
 
@@ -643,6 +1046,23 @@
     function closeHistory() {
       if (history.open) history.close();
     }
+    // Read again at each opening: the user may have changed them elsewhere meanwhile.
+    function showSettings() {
+      close();
+      const body = settings.querySelector('.fp-settings-body');
+      let loaded;
+      if (!settingsForm) {
+        settingsForm = preferences(body, { channelLabels: opts.channelLabels });
+        loaded = settingsForm.ready;
+      } else {
+        loaded = settings.open ? Promise.resolve(settingsForm.preferences) : settingsForm.reload();
+      }
+      if (!settings.open) settings.showModal();
+      return loaded;
+    }
+    function closeSettings() {
+      if (settings.open) settings.close();
+    }
     async function markAllRead() {
       await api('POST', '/notifications/mark-all-read', {});
       state.items.concat(state.history).forEach((item) => (item.isNew = false));
@@ -654,19 +1074,21 @@
     button.addEventListener('click', () => (panel.hidden ? open() : close()));
     $('.fp-mark-all').addEventListener('click', markAllRead);
     $('.fp-show-history').addEventListener('click', showHistory);
-    $('.fp-close').addEventListener('click', closeHistory);
-    history.addEventListener('click', (event) => {
-      // the backdrop's clicks land on the dialog itself, outside its box
-      const box = history.getBoundingClientRect();
-      const inside =
-        box.left <= event.clientX && event.clientX <= box.right &&
-        box.top <= event.clientY && event.clientY <= box.bottom;
-      if (event.target === history && !inside) closeHistory();
-    });
-    history.addEventListener('close', () => {
-      state.history = [];
-      button.focus(); // back where the user was: the menu that opened it is closed
-    });
+    if (!opts.preferencesUrl) toSettings.addEventListener('click', showSettings);
+    for (const dialog of [history, settings]) {
+      dialog.querySelector('.fp-close').addEventListener('click', () => dialog.close());
+      dialog.addEventListener('click', (event) => {
+        // the backdrop's clicks land on the dialog itself, outside its box
+        const box = dialog.getBoundingClientRect();
+        const inside =
+          box.left <= event.clientX && event.clientX <= box.right &&
+          box.top <= event.clientY && event.clientY <= box.bottom;
+        if (event.target === dialog && !inside) dialog.close();
+      });
+      // back where the user was: the menu that opened it is closed
+      dialog.addEventListener('close', () => button.focus());
+    }
+    history.addEventListener('close', () => (state.history = []));
     element.addEventListener('keydown', (event) => {
       if (event.key === 'Escape' && !panel.hidden) {
         close();
@@ -692,6 +1114,8 @@
       close,
       showHistory,
       closeHistory,
+      showSettings,
+      closeSettings,
       markAllRead,
       get count() {
         return state.count;
@@ -701,6 +1125,8 @@
         document.removeEventListener('click', outside);
         offs.forEach((off) => off());
         closeHistory();
+        closeSettings();
+        if (settingsForm) settingsForm.destroy();
         element.textContent = '';
       },
     };
@@ -723,6 +1149,7 @@
     resolveTemplate,
     escape,
     bell,
+    preferences,
   };
   root.FlaskPush = FlaskPush;
 })(typeof globalThis !== 'undefined' ? globalThis : self);

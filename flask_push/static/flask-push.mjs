@@ -23,4 +23,5 @@ export const {
   resolveTemplate,
   escape,
   bell,
+  preferences,
 } = FlaskPush;

@@ -1,8 +1,9 @@
 /* The flask-push service worker, rendered from the template flask_push/sw.js.
  * To change it, copy it to flask_push/sw.js in your app's templates folder and
  * edit the copy: Flask finds the app's templates first. It shows the pushes
- * of flask-push (CONTRACT.md section 4), opens their url on click and reports
- * the click, and subscribes again when the browser renews the subscription. */
+ * of flask-push in both their forms (CONTRACT.md sections 4 and 8), opens their
+ * url on click and reports the click, sets the app badge, and subscribes again
+ * when the browser renews the subscription. */
 'use strict';
 
 // The JSON API's URL prefix (with the app's mount point), and the key the server
@@ -21,28 +22,69 @@ self.addEventListener('push', (event) => {
   try {
     payload = event.data.json();
   } catch (err) {
-    payload = { title: event.data.text() };
+    payload = null;
   }
+  if (payload === null || typeof payload !== 'object') payload = { title: event.data.text() };
   event.waitUntil(show(payload));
 });
 
+// The payload in one shape, from either form flask-push sends: the declarative one
+// (PUSH_SITE_URL; Safari 18.4+ shows it without running this worker, other browsers
+// hand it here) or the plain one of CONTRACT.md section 4.
+function read(payload) {
+  if (payload.web_push === 8030 && payload.notification) {
+    const shown = payload.notification;
+    const data = shown.data || {};
+    return {
+      title: shown.title, body: shown.body, icon: shown.icon, image: shown.image,
+      badge: shown.badge, tag: shown.tag, silent: shown.silent, renotify: shown.renotify,
+      url: shown.navigate || data.url, messageId: data.messageId, clickToken: data.clickToken,
+      activity: data.activity, data: data.data, appBadge: payload.app_badge,
+    };
+  }
+  const plain = Object.assign({}, payload);
+  // A number is an app badge count; for the web, a string badge is an image URL.
+  if (typeof payload.badge === 'number') plain.appBadge = payload.badge;
+  // A live activity, as an iOS Live Activity: its start and end alert again when they
+  // replace the state shown, its updates replace it quietly.
+  const event = payload.activity && payload.activity.event;
+  if (event === 'update') plain.silent = true;
+  else if (event) plain.renotify = true;
+  return plain;
+}
+
 function show(payload) {
+  const push = read(payload);
   const options = {
-    body: payload.body || '',
-    // what the click handler needs; the host's own data stays under data.data
+    body: push.body || '',
+    // what the click handler needs; the host's own data stays under data.data. The
+    // url is not given as the `navigate` option: a browser that knows that option
+    // opens it itself and fires no notificationclick, so the click would go unreported.
     data: {
-      messageId: payload.messageId,
-      clickToken: payload.clickToken,
-      url: payload.url,
-      data: payload.data,
+      messageId: push.messageId,
+      clickToken: push.clickToken,
+      url: push.url,
+      data: push.data,
     },
   };
+  if (push.activity) options.data.activity = push.activity;
   for (const key of ['icon', 'image', 'tag']) {
-    if (payload[key]) options[key] = String(payload[key]);
+    if (push[key]) options[key] = String(push[key]);
   }
-  // For the web, a badge is an image URL; a number is an app-icon count (iOS).
-  if (typeof payload.badge === 'string') options.badge = payload.badge;
-  return self.registration.showNotification(payload.title || '', options);
+  if (typeof push.badge === 'string') options.badge = push.badge;
+  // The same tag replaces the notification shown; renotify without one is an error.
+  if (push.silent === true) options.silent = true;
+  else if (push.renotify === true && options.tag) options.renotify = true;
+  return Promise.all([
+    self.registration.showNotification(push.title || '', options),
+    setBadge(push.appBadge),
+  ]);
+}
+
+// The Badging API, where the browser has it (installed web apps); 0 clears the badge.
+function setBadge(count) {
+  if (typeof count !== 'number' || !self.navigator.setAppBadge) return Promise.resolve();
+  return self.navigator.setAppBadge(count).catch(() => {}); // not allowed here: no badge
 }
 
 self.addEventListener('notificationclick', (event) => {
