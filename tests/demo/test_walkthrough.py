@@ -171,7 +171,7 @@ def walk(
     alice.wait_for_selector(".device-android")
 
     # offers are not for her browser or her phone: the inbox may keep them
-    alice.click("text=notification settings")
+    alice.locator("main").get_by_text("notification settings").click()  # not the bell's
     alice.uncheck("input[name='offers.web']")
     alice.uncheck("input[name='offers.mobile']")
     assert alice.locator("input[name='order_status.web']").is_disabled()
