@@ -101,8 +101,10 @@ def received(user_id: str) -> list[dict[str, Any]]:
             started = pushed.device_token == tokens[pushed.device_token].push_to_start_token
             by = "the push-to-start token" if started else "the activity's own token"
             # a start or an end also shows an alert; an update only changes the card
-            said = f"by {by}: {_state_words(state)}"
-            row["kind"] = f"Live Activity {event}, {said}" if row["title"] else said.capitalize()
+            words = _state_words(state)
+            row["kind"] = (
+                f"Live Activity {event}, by {by}: {words}" if row["title"] else f"By {by}: {words}"
+            )
             row["title"] = row["title"] or f"Live Activity {event}"
         seen.append(row)
     seen.sort(key=lambda row: row["at"], reverse=True)
