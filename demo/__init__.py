@@ -32,8 +32,10 @@ def is_admin() -> bool:
 
 @push.channel_authorizer
 def may_join(user_id: str | None, channel: str) -> bool:
-    """Users join their own ``user:<id>``; customers ``order:<id>`` of their own orders;
-    staff any channel."""
+    """Users join their own ``user:<id>``; customers ``activity:order-<n>`` of their own
+    orders (flask-push lets the users an activity is shown to join its channel; this
+    also covers an order placed before the demo had live activities); staff any
+    channel."""
     if user_id is None:
         return False
     from .models import Order, User
@@ -46,8 +48,9 @@ def may_join(user_id: str | None, channel: str) -> bool:
     if channel == f"user:{user_id}":
         return True
     kind, _, ident = channel.partition(":")
-    if kind == "order" and ident.isdigit():
-        order = db.session.get(Order, int(ident))
+    number = ident.removeprefix("order-")
+    if kind == "activity" and ident.startswith("order-") and number.isdigit() and len(number) < 10:
+        order = db.session.get(Order, int(number))
         return order is not None and order.user_id == user.id
     return False
 

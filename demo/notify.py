@@ -1,5 +1,5 @@
 """Everything the storefront pushes, in one place: each hook is a few lines of
-flask-push's public API (``send``, ``publish``, ``upsert``).
+flask-push's public API (``send``, ``activity``, ``upsert``).
 
 Every send names its category of ``PUSH_CATEGORIES`` (``demo/__init__.py``), so what
 reaches a shopper follows her "Notification settings": order updates always, offers
@@ -11,6 +11,7 @@ import csv
 import os
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from flask import Flask, current_app, url_for
 from flask_push import reports
 
 from .extensions import db, push
-from .models import STATUS_LABELS, Offer, Order, OrderEvent, Product, User
+from .models import STATUS_LABELS, STATUSES, Offer, Order, OrderEvent, Product, User
 
 
 def customers() -> list[User]:
@@ -50,34 +51,64 @@ def share(sharer: User, item: Product | Offer) -> Any:
 
 
 def advance_order(order: Order, status: str | None = None) -> str | None:
-    """Move ``order`` to ``status`` (the next one by default), then tell its customer:
-    a live event to pages showing the order, and a push to their browsers and devices."""
+    """Move ``order`` to ``status`` (the next one by default), then show its new state
+    to its customer, in place (:func:`order_activity`). A status the order has reached
+    already is not a move: None."""
     status = status or order.next_status
-    if status is None or status not in STATUS_LABELS:
+    keys = [key for key, _ in STATUSES]
+    if status not in STATUS_LABELS or keys.index(status) <= keys.index(order.status):
         return None
     order.status = status
     event = OrderEvent(order_id=order.id, status=status)
     db.session.add(event)
     db.session.commit()
-    label = STATUS_LABELS[status]
-    push.publish(
-        f"order:{order.id}",
-        "status",
-        {"orderId": order.id, "status": status, "label": label, "at": event.at.isoformat() + "Z"},
-    )
-    push.send(
-        users=[order.user.push_id],
-        title=f"Order #{order.id}: {label}",
-        body=_status_body(status),
-        url=url_for("shop.order", order_id=order.id),
-        data={"orderId": order.id, "status": status},
-        urgency="high",
-        collapse_key=f"order-{order.id}",
-        inbox=True,
-        notify_type="order_status",
-        category="order_status",
-    )
+    order_activity(order, status, event.at)
     return status
+
+
+#: minutes from each status to the door, for the ETA the order's updates show
+MINUTES_LEFT = {"placed": 45, "confirmed": 40, "preparing": 30, "out_for_delivery": 15}
+#: an ended order's Live Activity stays on the lock screen this long
+DISMISS_AFTER = timedelta(hours=1)
+
+
+def activity_id(order: Order) -> str:
+    """The id of the order's live activity (and of its customer's inbox item)."""
+    return f"order-{order.id}"
+
+
+def order_activity(order: Order, status: str, at: datetime) -> Any:
+    """Show the order's new state on every screen of its customer, in place, with one
+    ``push.activity`` call: placing the order starts the activity, delivering it ends
+    it. Her inbox keeps one item for the order with its progress, her browsers and
+    Android phones replace the order's notification, iPhones show a Live Activity (the
+    start by its push-to-start token, the rest by the activity's own token), and
+    pages showing the order follow ``activity:order-<n>``."""
+    keys = [key for key, _ in STATUSES]
+    state: dict[str, Any] = {"status": status, "step": keys.index(status) + 1, "steps": len(keys)}
+    if status in MINUTES_LEFT:  # UTC, as the shop shows its times
+        state["eta"] = (at + timedelta(minutes=MINUTES_LEFT[status])).strftime("%H:%M")
+    event = "start" if status == keys[0] else "end" if status == keys[-1] else "update"
+    extra: dict[str, Any] = {}
+    if event == "start":
+        # what the iPhone app's Live Activity is made with (ActivityKit's attributes)
+        extra = {
+            "attributes_type": "OrderAttributes",
+            "attributes": {"orderId": order.id, "total": f"${order.total_cents / 100:,.2f}"},
+        }
+    elif event == "end":
+        extra = {"dismiss_at": datetime.now(timezone.utc) + DISMISS_AFTER}
+    return push.activity(
+        activity_id(order),
+        users=[order.user.push_id],
+        title=f"Order #{order.id}: {STATUS_LABELS[status]}",
+        body=_status_body(status),
+        state=state,
+        url=url_for("shop.order", order_id=order.id),
+        event=event,
+        category="order_status",
+        **extra,
+    )
 
 
 def _status_body(status: str) -> str:
@@ -164,14 +195,24 @@ def delivery_counts(message_id: str) -> dict[str, int]:
 
 def inbox_counts(message_ids: list[str]) -> dict[str, dict[str, int]]:
     """How many inbox items each message wrote, and how many of them were read
-    (``push.send(inbox=True)`` gives each user's item the message's id)."""
-    item = push.models.InboxItem
+    (``push.send(inbox=True)`` gives each user's item the message's id; each state of
+    an order's live activity updates the item whose id is the activity's)."""
+    message, item = push.models.Message, push.models.InboxItem
+    activities = dict(
+        db.session.execute(
+            sa.select(message.id, message.activity_id).where(
+                message.id.in_(message_ids), message.activity_id.is_not(None)
+            )
+        ).all()
+    )
+    item_ids = {id: activities.get(id, id) for id in message_ids}
     rows = db.session.execute(
         sa.select(item.id, sa.func.count(), sa.func.sum(sa.case((item.is_new, 0), else_=1)))
-        .where(item.id.in_(message_ids))
+        .where(item.id.in_(set(item_ids.values())))
         .group_by(item.id)
     )
-    return {id: {"inbox": count, "read": int(read or 0)} for id, count, read in rows}
+    counts = {id: {"inbox": count, "read": int(read or 0)} for id, count, read in rows}
+    return {id: counts[shown] for id, shown in item_ids.items() if shown in counts}
 
 
 # -- the orders export: a background job reporting to one inbox item ------------

@@ -23,7 +23,7 @@ from werkzeug.security import check_password_hash
 
 from flask_push import ValidationError
 
-from . import notify
+from . import notify, phones
 from .extensions import db, push
 from .models import CartItem, Offer, Order, OrderEvent, OrderLine, Product, User
 from .views import (
@@ -190,8 +190,11 @@ def place_order(user: User, lines: list[CartItem]) -> Order:
     order.total_cents = sum(line.unit_cents * line.quantity for line in order.lines)
     db.session.add(order)
     db.session.flush()
-    db.session.add(OrderEvent(order_id=order.id, status="placed"))
+    placed = OrderEvent(order_id=order.id, status="placed")
+    db.session.add(placed)
     db.session.commit()
+    # the shopper's screens: the order's live activity starts
+    notify.order_activity(order, "placed", placed.at)
     # the staff's bell: a new order to prepare
     for member in notify.staff():
         push.upsert(
@@ -417,9 +420,10 @@ def devices() -> str:
     assert user is not None
     return render_template(
         "devices.html",
-        installations=_installations(user.push_id),
-        received=_received(user.push_id),
-        fakes=current_app.extensions.get("demo_fakes"),
+        installations=phones.installations(user.push_id),
+        received=phones.received(user.push_id),
+        screens=phones.screens(user.push_id),
+        fakes=phones.fakes(),
         app_id=current_app.config["DEMO_APP_ID"],
     )
 
@@ -427,55 +431,19 @@ def devices() -> str:
 @bp.get("/devices/received.json")
 @login_required
 def devices_received() -> Any:
+    """What the page refreshes: the services' log, each device's screen (drawn here,
+    as on the page), and the Live Activities whose token the simulated app is to
+    register."""
     user = current_user()
     assert user is not None
-    return jsonify(_received(user.push_id))
-
-
-def _installations(user_id: str | None = None) -> list[Any]:
-    model = push.models.Installation
-    query = sa.select(model).order_by(model.created_at.desc())
-    if user_id is not None:
-        query = query.where(model.user_id == user_id)
-    return list(db.session.scalars(query))
-
-
-def _received(user_id: str) -> list[dict[str, Any]]:
-    """What the fake FCM and APNs services accepted for this user's devices, newest first."""
-    fakes = current_app.extensions.get("demo_fakes")
-    if not fakes:
-        return []
-    tokens = {row.device_token: row for row in _installations(user_id)}
-    seen: list[dict[str, Any]] = []
-    for message in fakes["fcm"].messages:
-        if message.token in tokens:
-            note = message.notification or {}
-            seen.append(
-                {
-                    "service": "FCM",
-                    "device": tokens[message.token].id,
-                    "title": note.get("title"),
-                    "body": note.get("body"),
-                    "at": message.received_at,
-                    "raw": message.message,
-                }
-            )
-    for received in fakes["apns"].notifications:
-        if received.device_token in tokens:
-            alert = received.aps.get("alert")
-            alert = alert if isinstance(alert, dict) else {"title": alert}
-            seen.append(
-                {
-                    "service": "APNs",
-                    "device": tokens[received.device_token].id,
-                    "title": alert.get("title"),
-                    "body": alert.get("body"),
-                    "at": received.received_at,
-                    "raw": {"headers": received.headers, "payload": received.payload},
-                }
-            )
-    seen.sort(key=lambda row: row["at"], reverse=True)
-    return seen
+    shown = phones.screens(user.push_id)
+    return jsonify(
+        {
+            "received": phones.received(user.push_id),
+            "screens": render_template("_screens.html", screens=shown),
+            "register": phones.to_register(shown),
+        }
+    )
 
 
 # -- sign in -------------------------------------------------------------------------

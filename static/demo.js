@@ -70,9 +70,12 @@
     });
     document.addEventListener('new-notification-event', (event) => {
       const { event: name, data } = event.detail;
-      // the order page announces its own status changes; the rest gets a toast
-      if (name === 'notification' && data && data.isNew && !data.progress &&
-          !(data.url && data.url === location.pathname)) toast(data.title);
+      // the order page announces its own status changes; the rest gets a toast. An
+      // order's state comes as an 'activity' event (its inbox item, updated in place
+      // with its progress, is not announced again), an export's progress not at all.
+      const elsewhere = data && !(data.url && data.url === location.pathname);
+      if (name === 'notification' && elsewhere && data.isNew && !data.progress) toast(data.title);
+      if (name === 'activity' && elsewhere) toast(data.title);
     });
   } else if (bellElement && signedIn) {
     bellElement.innerHTML = `<a class="bell-fallback" href="${bellElement.dataset.history}" aria-label="Notifications">🔔</a>`;
@@ -178,16 +181,20 @@
       if (response.ok) render(await response.json());
     }
     if (FP) {
-      const channel = 'order:' + order.dataset.order;
-      FP.on(channel, 'status', (data) => {
-        reload();
-        const li = order.querySelector(`[data-step="${data.status}"]`);
+      // the order's live activity (push.activity in demo/notify.py): each new state
+      const channel = 'activity:order-' + order.dataset.order;
+      FP.on(channel, 'activity', (data) => {
+        const status = (data.state || {}).status;
+        const li = status && order.querySelector(`[data-step="${status}"]`);
         if (li) {
+          statusBadge.textContent = li.querySelector('strong').textContent;
+          statusBadge.className = 'status status-' + status;
           li.classList.remove('flash-step');
           void li.offsetWidth;
           li.classList.add('flash-step');
         }
-        toast('Order #' + data.orderId + ': ' + data.label);
+        reload(); // the timeline's times
+        toast(data.title);
       });
       FP.on(channel, 'gap', reload);
       FP.on(channel, 'subscribed', () => setLive('live', true));
@@ -227,19 +234,21 @@
     const pick = (n) => Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => alphabet[b % 64]).join('');
     return pick(22) + ':APA91b' + pick(134);
   }
+  // Live Activity and push-to-start tokens are APNs tokens, longer than a device's
+  const LIVE_TOKEN_BYTES = 80;
   document.querySelectorAll('[data-register-device]').forEach((button) => {
     button.addEventListener('click', async () => {
       const deviceType = button.dataset.registerDevice;
       button.disabled = true;
       try {
-        await api('POST', '/installations', {
+        await api('POST', '/installations', Object.assign({
           appId: button.dataset.appId,
           deviceType,
           deviceToken: deviceType === 'ios' ? randomHex(32) : randomToken(),
           appVersion: '2.4.0',
           timeZone: Intl.DateTimeFormat().resolvedOptions().timeZone,
           subscriptions: ['offers'],
-        });
+        }, deviceType === 'ios' ? { pushToStartToken: randomHex(LIVE_TOKEN_BYTES) } : {}));
         location.reload();
       } catch (err) {
         button.disabled = false;
@@ -247,28 +256,66 @@
       }
     });
   });
-  const received = document.querySelector('[data-received]');
-  if (received) {
+
+  // The simulated iPhone app does what ActivityKit has an app do: it reports its
+  // push-to-start token (an iPhone added before the demo had Live Activities gets one
+  // now), and once a push-to-start has started an order's Live Activity, it registers
+  // that activity's own push token, so that the order's next states reach it.
+  const phones = document.querySelector('[data-phones]');
+  if (phones) {
+    const received = phones.querySelector('[data-received]');
+    const screens = phones.querySelector('[data-screens]');
     const escape = (text) => { const d = document.createElement('div'); d.textContent = text || ''; return d.innerHTML; };
-    setInterval(async () => {
-      const response = await fetch(received.dataset.url, { credentials: 'same-origin' });
+    let drawn = null;
+    const registering = new Set();
+    async function registerActivity(want) {
+      const key = want.installation + ' ' + want.activityId;
+      if (registering.has(key)) return;
+      registering.add(key);
+      try {
+        await api('POST', `/installations/${encodeURIComponent(want.installation)}/activities`, {
+          activityId: want.activityId,
+          pushToken: randomHex(LIVE_TOKEN_BYTES),
+        });
+      } catch (err) {
+        registering.delete(key); // tried again at the next refresh
+        toast('The iPhone could not register its Live Activity: ' + err.message, 'error');
+      }
+    }
+    async function refreshPhones() {
+      const response = await fetch(phones.dataset.url, { credentials: 'same-origin' });
       if (!response.ok) return;
-      const rows = await response.json();
-      document.querySelector('[data-received-count]').textContent = rows.length;
+      const page = await response.json();
+      if (page.screens !== drawn) {
+        screens.innerHTML = page.screens; // each phone's screen, as the server draws it
+        drawn = page.screens;
+      }
+      page.register.forEach(registerActivity);
+      const rows = page.received;
+      phones.querySelector('[data-received-count]').textContent = rows.length;
       if (!rows.length) return;
       received.innerHTML = rows.map((r) =>
         `<li class="phone-note"><span class="device device-${r.service === 'FCM' ? 'android' : 'ios'}">${r.service}</span>` +
-        `<div class="grow"><strong>${escape(r.title)}</strong><div>${escape(r.body)}</div></div></li>`).join('');
-    }, 3000);
+        `<div class="grow"><strong>${escape(r.title)}</strong><div>${escape(r.body)}</div>` +
+        (r.kind ? `<div class="muted small">${escape(r.kind)}</div>` : '') + '</div></li>').join('');
+    }
+    const updates = [...phones.querySelectorAll('[data-ios-installation]')]
+      .filter((row) => !row.dataset.pushToStart)
+      .map((row) => api('PATCH', '/installations/' + encodeURIComponent(row.dataset.iosInstallation),
+        { pushToStartToken: randomHex(LIVE_TOKEN_BYTES) }).then(() => true, () => false));
+    Promise.all(updates).then((done) => (done.some(Boolean) ? location.reload() : refreshPhones()));
+    setInterval(refreshPhones, 2000);
   }
 
   // -- staff: messages with delivery analytics ---------------------------------------------
   // the inbox items a message wrote count beside its deliveries to browsers and phones;
-  // suppressed: the shoppers' settings (or the daily cap) held a push back; deferred:
+  // suppressed: the shoppers' settings (or the daily cap) held a push back; superseded:
+  // an order's newer state went out instead of this one, still queued; deferred:
   // queued until the shopper's quiet hours end
-  const STATUSES = ['inbox', 'queued', 'sent', 'failed', 'gone', 'expired', 'suppressed', 'deferred', 'clicked'];
-  // the chart leaves deferred out: those are a part of queued
-  const CHARTED = STATUSES.filter((s) => s !== 'deferred');
+  const STATUSES = ['inbox', 'queued', 'sent', 'failed', 'gone', 'expired', 'suppressed', 'superseded', 'deferred', 'clicked'];
+  // the chart leaves deferred out (those are a part of queued), and superseded (rare:
+  // each message's own numbers and bar show them)
+  const CHARTED = STATUSES.filter((s) => s !== 'deferred' && s !== 'superseded');
   const messages = document.querySelector('[data-messages]');
   const categoryLabels = messages ? JSON.parse(messages.dataset.categories || '{}') : {};
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
@@ -300,7 +347,7 @@
         const counts = m.counts || {};
         // the bar: every browser and phone the message was for, held back ones too
         const total = Math.max(1, (m.recipientCount || 0) + (counts.suppressed || 0));
-        const segments = ['sent', 'failed', 'gone', 'expired', 'queued', 'suppressed']
+        const segments = ['sent', 'failed', 'gone', 'expired', 'queued', 'superseded', 'suppressed']
           .map((s) => `<i class="sw-${s}" style="width:${(100 * (counts[s] || 0)) / total}%" title="${s}: ${counts[s] || 0}"></i>`).join('');
         const numbers = STATUSES.map((s) => `<span><b>${counts[s] || 0}</b> ${s}</span>`).join('');
         const n = m.notification || {};

@@ -166,22 +166,36 @@ def test_order_status_change_pushes_and_publishes(
         assert sent.notification.title == f"Order #{order_id}: Confirmed"
         assert sent.notification.url == f"/orders/{order_id}"
         assert inbox_titles("alice@example.com")[0] == f"Order #{order_id}: Confirmed"
-    [(channel, event, data)] = published
-    assert (channel, event, data["status"]) == (f"order:{order_id}", "status", "confirmed")
+    # the order's live activity: on her own channel and on the order's
+    with demo_app.app_context():
+        alice_id = user_id("alice@example.com")
+    assert [(c, e) for c, e, _ in published] == [
+        (f"user:{alice_id}", "activity"),
+        (f"activity:order-{order_id}", "activity"),
+    ]
+    assert {d["state"]["status"] for _, _, d in published} == {"confirmed"}
     timeline = alice.get(f"/orders/{order_id}.json").json["timeline"]
     assert [step["at"] is not None for step in timeline] == [True, True, False, False, False]
 
 
 def test_customers_join_only_their_own_order_channels(demo_app: Any, alice: Any) -> None:
     order_id = place_order(alice)
+    channel = f"activity:order-{order_id}"
     with demo_app.app_context():
         alice_id, bob_id = user_id("alice@example.com"), user_id("bob@example.com")
-        assert push.may_join(alice_id, f"order:{order_id}")
+        assert push.may_join(alice_id, channel)
         assert push.may_join(alice_id, f"user:{alice_id}")
-        assert not push.may_join(bob_id, f"order:{order_id}")
+        assert not push.may_join(bob_id, channel)
         assert not push.may_join(bob_id, f"user:{alice_id}")
-        assert not push.may_join(None, f"order:{order_id}")
-        assert push.may_join(user_id("staff@example.com"), f"order:{order_id}")
+        assert not push.may_join(None, channel)
+        assert push.may_join(user_id("staff@example.com"), channel)
+        # an order placed before the demo had live activities has none: its page may
+        # still join its channel, for the next state
+        db.session.execute(sa.delete(push.models.Activity))
+        db.session.commit()
+        assert push.may_join(alice_id, channel)
+        assert not push.may_join(bob_id, channel)
+        assert not push.may_join(alice_id, "activity:order-99999999999999999999")
 
 
 def test_offer_push_sends_the_form_text(demo_app: Any, staff: Any) -> None:
@@ -603,6 +617,7 @@ def test_every_send_names_its_category(demo_app: Any, alice: Any, staff: Any) ->
         ("Croissants!", "offers"),
         (f"Order #{order_id}: Confirmed", "order_status"),
         ("Alice shared Berry weekend", "shares"),
+        (f"Order #{order_id}: Placed", "order_status"),
     ]
 
 
@@ -754,7 +769,7 @@ def test_the_analytics_count_what_the_settings_held_back(
             (f"Order #{order_id}: Confirmed", "a2" * 32)
         ]
     assert pushed.status_code == 302
-    offer, order = staff.get("/push/messages").json["items"][::-1]
+    _placed, offer, order = staff.get("/push/messages").json["items"][::-1]
     assert offer["category"] == "offers" and order["category"] == "order_status"
     assert offer["counts"]["suppressed"] == 1 and offer["counts"]["deferred"] == 1
     assert offer["counts"]["queued"] == 1 and offer["recipientCount"] == 1

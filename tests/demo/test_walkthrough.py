@@ -1,6 +1,7 @@
 """The demo in real Chromium: a shopper turns notifications on and orders; the staff
 advances the order; her open page follows live, and with the page closed her service
-worker shows the push, whose click opens the order and is counted. On her notification
+worker shows the order's pushes as one notification (the order is one live
+activity), whose click opens the order and is counted. On her notification
 settings she turned "Offers and deals" off for her browser and phone: the staff's
 offer reaches her inbox only, while the next order update reaches both, and the
 analytics count the offer's suppressed pushes. A share and staff pushes reach another
@@ -43,7 +44,7 @@ from demo.extensions import db, push  # noqa: E402
 from demo.models import Order, User  # noqa: E402
 from demo.seed import PASSWORD  # noqa: E402
 
-from browser_kit import ARGS, CHROMIUM, Browser, chromium, deliver  # noqa: E402
+from browser_kit import ARGS, CHROMIUM, Browser, chromium, deliver, shown  # noqa: E402
 
 SHOTS = ROOT / "test-artifacts" / "demo"
 DESKTOP = {"width": 1280, "height": 900}
@@ -201,18 +202,33 @@ def walk(
     )
     assert alice.locator("[data-step=confirmed].done").count() == 1
     shot(alice, "order-live")
-    [message] = fcm.wait(1, timeout=10)
-    assert message.notification["title"] == f"Order #{order_id}: Confirmed"
+    # the order is one live activity: placing it started it, each state replaces the
+    # last on her phone (one tag) and in her browser
+    activity = f"order-{order_id}"
+    placed, confirmed = fcm.wait(2, timeout=10)
+    assert [m.notification["title"] for m in (placed, confirmed)] == [
+        f"Order #{order_id}: Placed",
+        f"Order #{order_id}: Confirmed",
+    ]
+    assert {m.android["notification"]["tag"] for m in (placed, confirmed)} == {activity}
 
-    # the same push reached her browser's push service; with the order page closed,
-    # her service worker shows it, and a click on it opens the order
-    [received] = service.subscribers[0].wait(1, timeout=10)
-    assert received.json()["title"] == f"Order #{order_id}: Confirmed"
+    # the same pushes reached her browser's push service; with the order page closed,
+    # her service worker shows them as one notification, and a click on it opens the
+    # order
+    pushed = service.subscribers[0].wait(2, timeout=10)
+    assert [r.json()["title"] for r in pushed] == [
+        f"Order #{order_id}: Placed",
+        f"Order #{order_id}: Confirmed",
+    ]
     alice.goto(base + "/")
     before = len(persistent.notifications.shown)
-    deliver(persistent, alice, base, received.payload)
-    note = persistent.notifications.wait_shown(before + 1)[-1]
+    for received in pushed:
+        deliver(persistent, alice, base, received.payload)
+    first, note = persistent.notifications.wait_shown(before + 2)[-2:]
     assert note["summary"] == f"Order #{order_id}: Confirmed"
+    assert note["id"] == first["id"]  # the desktop replaced the first one
+    [showing] = shown(alice)
+    assert (showing["title"], showing["tag"]) == (f"Order #{order_id}: Confirmed", activity)
     with persistent.context.expect_page() as opened:
         persistent.notifications.click(note["id"])  # a trusted click, from the desktop
     tapped = opened.value
@@ -247,9 +263,9 @@ def walk(
     staff.goto(f"{base}/orders/{order_id}")
     staff.click("text=Advance status")
     expect(staff.locator("[data-order-status]")).to_have_text("Preparing")
-    titles = [m.notification["title"] for m in fcm.wait(2, timeout=10)]
-    assert titles == [f"Order #{order_id}: Confirmed", f"Order #{order_id}: Preparing"]
-    received = service.subscribers[0].wait(2, timeout=10)
+    titles = [m.notification["title"] for m in fcm.wait(3, timeout=10)]
+    assert titles == [f"Order #{order_id}: {s}" for s in ("Placed", "Confirmed", "Preparing")]
+    received = service.subscribers[0].wait(3, timeout=10)
     assert [r.json()["title"] for r in received] == titles
     with app.app_context():
         assert db.session.get(Order, int(order_id)).status == "preparing"
@@ -269,7 +285,7 @@ def walk(
     # the analytics count the order push: her phone and her browser got it, and she
     # clicked it once
     staff.wait_for_selector("[data-message]")
-    assert staff.locator("[data-message]").count() == 5
+    assert staff.locator("[data-message]").count() == 6
     order_message = staff.locator("[data-message]", has_text=f"Order #{order_id}: Confirmed")
     expect(order_message.locator(".counts")).to_contain_text("2 sent")
     expect(order_message.locator(".counts")).to_contain_text("1 clicked")
@@ -302,6 +318,10 @@ def walk(
 
     alice.goto(base + "/devices")
     alice.locator("[data-received]").get_by_text(f"Order #{order_id}: Confirmed").wait_for()
+    # her Android phone shows the order once, in its newest state
+    android = alice.locator("[data-screen][data-kind=android]")
+    android.locator("[data-note-title]", has_text=f"Order #{order_id}: Preparing").wait_for()
+    assert android.locator("[data-note]").count() == 1
     shot(alice, "devices")
     alice.goto(base + "/orders")
     alice.locator(".line").get_by_text(f"Order #{order_id}").wait_for()

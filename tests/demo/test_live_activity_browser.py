@@ -1,0 +1,174 @@
+"""An order's live activity in real Chromium: on the Phones page the simulated iPhone
+gets the order's Live Activity by its push-to-start token, registers the activity's
+own token (through flask-push's endpoint, as its app would), and its card updates in
+place through the five states, as the Android phone's one notification does; the
+order page follows live, and the bell shows one item for the order. Screenshots of
+the Phones page with its card at 1280 and 390 px go to the system's temporary folder
+(``freshcart-live-activity/``).
+
+Needs Chromium at /usr/bin/chromium and the ``playwright`` package; without them the
+test is skipped, except under ``CI=true``, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from demo.__main__ import build, stop  # noqa: E402
+from demo.models import STATUSES  # noqa: E402
+from demo.seed import PASSWORD  # noqa: E402
+
+from browser_kit import ARGS, CHROMIUM, TIMEOUT_MS  # noqa: E402
+from conftest import need_service  # noqa: E402
+
+SHOTS = Path(tempfile.gettempdir()) / "freshcart-live-activity"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+LABELS = dict(STATUSES)
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
+    """The demo as ``make demo`` runs it (fake FCM and APNs, delivery workers), served
+    on localhost."""
+    # build() points SSL_CERT_FILE at the fake APNs' CA bundle: undo it afterwards
+    monkeypatch.setenv("SSL_CERT_FILE", os.environ.get("SSL_CERT_FILE", ""))
+    app, _ = build(str(tmp_path / "instance"))
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://localhost:{http.server_port}", app
+    finally:
+        http.shutdown()
+        thread.join(5)
+        http.server_close()
+        stop(app)
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        need_service("Chromium", RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium)"))
+    with sync_api.sync_playwright() as session:
+        browser = session.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def sign_in(browser: Any, base: str, email: str) -> Any:
+    page = browser.new_context(viewport=DESKTOP).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(base + "/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.stack button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    return page
+
+
+def shot(page: Any, name: str, full_page: bool = True) -> Path:
+    """A screenshot: the whole page from its top (where the sticky header is), or
+    what the screen shows now."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    if full_page:
+        page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def test_an_order_is_one_live_activity_on_the_phones(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    base, app = server
+    alice = sign_in(chromium, base, "alice@example.com")
+    staff = sign_in(chromium, base, "staff@example.com")
+
+    # her simulated phones: an iPhone (with a push-to-start token) and an Android phone
+    alice.goto(base + "/devices")
+    alice.click("text=Add iPhone")
+    alice.wait_for_selector(".category-tag:has-text('Live Activities')")
+    alice.click("text=Add Android phone")
+    alice.wait_for_selector(".device-android")
+    assert alice.locator("[data-screen]").count() == 2
+
+    # she orders in another tab, and keeps the order page open there
+    order_page = alice.context.new_page()
+    order_page.set_default_timeout(TIMEOUT_MS)
+    order_page.goto(base + "/products/avocados")
+    order_page.click("text=Add to cart")
+    order_page.click("text=Place order")
+    order_page.wait_for_selector("[data-live].on")
+    order_id = order_page.url.rsplit("/", 1)[1]
+    activity = f"order-{order_id}"
+
+    iphone = alice.locator("[data-screen][data-kind=ios]")
+    android = alice.locator("[data-screen][data-kind=android]")
+    card = iphone.locator(f"[data-live-activity='{activity}']")
+    # the start came by the push-to-start token; the app then registers the
+    # activity's own token, which the next states go to
+    card.and_(alice.locator("[data-status=placed]")).wait_for()
+    card.and_(alice.locator("[data-token=own]")).wait_for()
+
+    for step, (status, label) in enumerate(STATUSES, start=1):
+        if step > 1:
+            staff.goto(f"{base}/orders/{order_id}")
+            staff.click("text=Advance status")
+            staff.locator("[data-order-status]", has_text=label).wait_for()
+        # the iPhone: one card for the order, showing the newest state
+        card.and_(alice.locator(f"[data-status={status}]")).wait_for()
+        assert iphone.locator("[data-live-activity]").count() == 1
+        assert card.locator("[data-la-status]").text_content() == label
+        assert card.locator(f"[data-steps='{step}/5']").count() == 1
+        assert card.locator(".la-steps i.on").count() == step
+        assert (
+            card.locator("[data-la-eta]")
+            .text_content()
+            .startswith("Enjoy" if status == "delivered" else "by ")
+        )
+        # Android: one notification for the order, updated in place
+        title = f"Order #{order_id}: {label}"
+        android.locator("[data-note-title]", has_text=title).wait_for()
+        assert android.locator("[data-note]").count() == 1
+        assert android.locator(f"[data-note='{activity}'] [data-progress='{step}/5']").count() == 1
+        # the order page follows live
+        order_page.locator("[data-order-status]", has_text=label).wait_for()
+        if status == "out_for_delivery":
+            for name, viewport in (("1280", DESKTOP), ("390", PHONE)):
+                alice.set_viewport_size(viewport)
+                shot(alice, f"phones-live-activity-{name}")
+                card.scroll_into_view_if_needed()
+                shot(alice, f"phones-live-activity-{name}-card", full_page=False)
+                width = alice.evaluate("document.documentElement.scrollWidth")
+                assert width <= viewport["width"], (name, width)
+            alice.set_viewport_size(DESKTOP)
+    assert card.get_attribute("data-event") == "end"
+    # the services' log lists every push: five to each phone
+    alice.locator("[data-received-count]", has_text="10").wait_for()
+
+    # the bell: one item for the order, its progress complete
+    alice.reload()
+    alice.click(".fp-bell-button")
+    items = alice.locator(".fp-panel .fp-item", has_text=f"Order #{order_id}")
+    items.first.wait_for()
+    assert items.count() == 1
+    assert items.first.locator(".fp-item-title").text_content() == f"Order #{order_id}: Delivered"
+    shot(alice, "bell-one-item", full_page=False)
