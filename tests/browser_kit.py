@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -71,7 +72,7 @@ class NotificationServer:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        self._bus = await dbus_next.aio.MessageBus(bus_address=self.address).connect()
+        self._bus = await self._connect()
         self._bus.add_message_handler(self._handle)
         await self._bus.request_name(self.NAME)
         self._ready.set()
@@ -79,6 +80,23 @@ class NotificationServer:
         self._bus.disconnect()
         await self._bus.wait_for_disconnect()
         self._bus._sock.close()  # dbus-next shuts its socket down but never closes it
+
+    async def _connect(self, timeout: float = 10) -> Any:
+        """The bus, once dbus-daemon listens: its socket file appears when it is bound,
+        a moment before it accepts connections (a loaded machine widens that moment),
+        and dbus-next neither retries nor closes the socket of a refused connection."""
+        path = self.address.removeprefix("unix:path=")
+        deadline = time.monotonic() + timeout
+        while True:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(path)
+                    break
+                except (ConnectionRefusedError, FileNotFoundError):
+                    if time.monotonic() > deadline:
+                        raise
+            await asyncio.sleep(0.05)
+        return await dbus_next.aio.MessageBus(bus_address=self.address).connect()
 
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._stop.set)
