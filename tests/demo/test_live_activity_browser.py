@@ -15,13 +15,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -29,7 +27,8 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from demo.__main__ import build, stop  # noqa: E402
+from served_demo import served_demo  # noqa: E402
+
 from demo.models import STATUSES  # noqa: E402
 from demo.seed import PASSWORD  # noqa: E402
 
@@ -44,21 +43,8 @@ LABELS = dict(STATUSES)
 
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    """The demo as ``make demo`` runs it (fake FCM and APNs, delivery workers), served
-    on localhost."""
-    # build() points SSL_CERT_FILE at the fake APNs' CA bundle: undo it afterwards
-    monkeypatch.setenv("SSL_CERT_FILE", os.environ.get("SSL_CERT_FILE", ""))
-    app, _ = build(str(tmp_path / "instance"))
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://localhost:{http.server_port}", app
-    finally:
-        http.shutdown()
-        thread.join(5)
-        http.server_close()
-        stop(app)
+    with served_demo(tmp_path, monkeypatch) as served:
+        yield served
 
 
 @pytest.fixture

@@ -13,14 +13,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -28,7 +26,8 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from demo.__main__ import build, stop  # noqa: E402
+from served_demo import served_demo  # noqa: E402
+
 from demo.extensions import db, push  # noqa: E402
 from demo.seed import PASSWORD  # noqa: E402
 
@@ -124,20 +123,8 @@ def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
 
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    """The demo as ``make demo`` runs it, served on localhost (a secure context)."""
-    # build() points SSL_CERT_FILE at the fake APNs' CA bundle: undo it afterwards
-    monkeypatch.setenv("SSL_CERT_FILE", os.environ.get("SSL_CERT_FILE", ""))
-    app, _ = build(str(tmp_path / "instance"))
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://localhost:{http.server_port}", app
-    finally:
-        http.shutdown()
-        thread.join(5)
-        http.server_close()
-        stop(app)
+    with served_demo(tmp_path, monkeypatch) as served:
+        yield served
 
 
 @pytest.fixture

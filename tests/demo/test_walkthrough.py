@@ -19,16 +19,13 @@ except under ``CI=true``, where it fails.
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from flask_push.testing import FakePushService
 
@@ -39,7 +36,8 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from demo.__main__ import build, stop  # noqa: E402
+from served_demo import served_demo  # noqa: E402
+
 from demo.extensions import db, push  # noqa: E402
 from demo.models import Order, User  # noqa: E402
 from demo.seed import PASSWORD  # noqa: E402
@@ -55,21 +53,8 @@ WEB_PUSH = {"PUSH_ENDPOINT_HOSTS": ["127.0.0.1"], "PUSH_ALLOW_HTTP_ENDPOINTS": T
 
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    # build() points SSL_CERT_FILE at the fake APNs' CA bundle: undo it afterwards
-    monkeypatch.setenv("SSL_CERT_FILE", os.environ.get("SSL_CERT_FILE", ""))
-    app, _ = build(str(tmp_path / "instance"), config=WEB_PUSH)
-    app.config["DEMO_EXPORT_DELAY"] = 0.05
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        # localhost: a secure context, where service workers and Web Push run
-        yield f"http://localhost:{http.server_port}", app
-    finally:
-        http.shutdown()
-        thread.join(5)
-        http.server_close()
-        stop(app)
+    with served_demo(tmp_path, monkeypatch, WEB_PUSH, DEMO_EXPORT_DELAY=0.05) as served:
+        yield served
 
 
 @pytest.fixture

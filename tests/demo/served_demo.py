@@ -1,0 +1,47 @@
+"""The demo as ``make demo`` runs it (fake FCM and APNs, delivery workers), served on
+localhost (a secure context, where service workers and Web Push run), for the
+browser tests of the demo."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@contextmanager
+def served_demo(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    config: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> Iterator[tuple[str, Any]]:
+    """``(base URL, app)`` of the demo built with ``config`` in ``tmp_path``;
+    ``settings`` are set on the app's config once it is built."""
+    from demo.__main__ import build, stop
+
+    # build() points SSL_CERT_FILE at the fake APNs' CA bundle: undo it afterwards
+    monkeypatch.setenv("SSL_CERT_FILE", os.environ.get("SSL_CERT_FILE", ""))
+    app, _ = build(str(tmp_path / "instance"), **({"config": dict(config)} if config else {}))
+    app.config.update(settings)
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://localhost:{http.server_port}", app
+    finally:
+        http.shutdown()
+        thread.join(5)
+        http.server_close()
+        stop(app)
