@@ -45,3 +45,21 @@ def served_demo(
         thread.join(5)
         http.server_close()
         stop(app)
+
+
+@contextmanager
+def launched_chromium() -> Iterator[Any]:
+    """A plain (incognito) Chromium; skips when it is missing (fails under CI=true)."""
+    from playwright import sync_api
+
+    from browser_kit import ARGS, CHROMIUM
+    from conftest import need_service
+
+    if not os.path.exists(CHROMIUM):
+        need_service("Chromium", RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium)"))
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -12,7 +12,6 @@ test is skipped, except under ``CI=true``, where it fails.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -27,13 +26,12 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from served_demo import served_demo  # noqa: E402
+from served_demo import launched_chromium, served_demo  # noqa: E402
 
 from demo.models import STATUSES  # noqa: E402
 from demo.seed import PASSWORD  # noqa: E402
 
-from browser_kit import ARGS, CHROMIUM, TIMEOUT_MS  # noqa: E402
-from conftest import need_service  # noqa: E402
+from browser_kit import TIMEOUT_MS  # noqa: E402
 
 SHOTS = Path(tempfile.gettempdir()) / "freshcart-live-activity"
 DESKTOP = {"width": 1280, "height": 900}
@@ -49,14 +47,8 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
 
 @pytest.fixture
 def chromium() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        need_service("Chromium", RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium)"))
-    with sync_api.sync_playwright() as session:
-        browser = session.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 def sign_in(browser: Any, base: str, email: str) -> Any:
