@@ -402,9 +402,13 @@ def test_two_worker_processes_share_a_fan_out_without_duplicates(
     pushes = push_fake_webpush.pushes
     assert len(pushes) == targets
     assert len({p.subscriber_name for p in pushes}) == targets
-    # 120 targets in batches of 10: 12 tasks, and each worker ran some that delivered
+    # 120 targets in batches of 10: 12 tasks, which both workers took, and together
+    # they claimed each delivery once. How many rows each one's tasks found is the
+    # machine's timing (a task claims on until nothing is left, so two threads of one
+    # worker may drain it all): bench/fanout.py measures the sharing, not this test.
     assert wait_until(lambda: sum(len(workers.task_claims(n)) for n in names) == 12, 10), logs()
-    assert all(sum(workers.task_claims(name)) > 0 for name in names), logs()
+    assert all(workers.task_claims(name) for name in names), logs()
+    assert sum(sum(workers.task_claims(name)) for name in names) == targets, logs()
     assert broker.pending() == []
 
 
