@@ -185,7 +185,8 @@ def walk(
     alice.wait_for_function(
         "document.querySelector('[data-order-status]').textContent.trim() === 'Confirmed'"
     )
-    assert alice.locator("[data-step=confirmed].done").count() == 1
+    # the status text and the step bar change in two steps: wait for the bar too
+    expect(alice.locator("[data-step=confirmed].done")).to_have_count(1)
     shot(alice, "order-live")
     # the order is one live activity: placing it started it, each state replaces the
     # last on her phone (one tag) and in her browser
