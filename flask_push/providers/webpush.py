@@ -3,9 +3,11 @@
 One :class:`WebPushProvider` keeps a pooled aiohttp session with keep-alive
 connections, so a batch of thousands of pushes reuses a few connections per push
 service instead of paying a TCP and TLS handshake per push. Payloads are
-encrypted with ``http_ece`` (the library pywebpush itself uses) and VAPID tokens
-are signed with ``py_vapid``, once per push-service origin and reused for hours,
-as RFC 8292 allows.
+encrypted by :mod:`.aes128gcm` (cryptography's ECDH, HKDF and AES-GCM; checked
+against ``http_ece``, the library pywebpush uses), off the event loop when the
+dispatcher sends (:meth:`WebPushProvider.prepare`), and VAPID tokens are signed
+with ``py_vapid``, once per push-service origin and reused for hours, as RFC 8292
+allows.
 """
 
 from __future__ import annotations
@@ -21,14 +23,12 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from urllib.parse import urljoin
 
 import aiohttp
-import http_ece
 from aiohttp.abc import AbstractResolver, ResolveResult
-from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
 from yarl import URL
 
@@ -39,6 +39,7 @@ from ..credentials import text as _text
 from ..errors import PayloadError, PushError, ValidationError
 from ..message import Activity, DeliveryResult, Notification, OutgoingPush, WebPushTarget
 from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
+from . import aes128gcm
 from .base import Provider, retry_after_seconds
 
 if TYPE_CHECKING:
@@ -53,12 +54,6 @@ __all__ = [
     "topic_for",
 ]
 
-#: aes128gcm header: 16-byte salt, 4-byte record size, 1-byte key id length, 65-byte key
-_HEADER_SIZE = 86
-#: each record ends with a 1-byte delimiter and a 16-byte AES-GCM tag
-_RECORD_OVERHEAD = 17
-#: http_ece's record size; 4096 also keeps any payload we accept in one record
-_RECORD_SIZE = 4096
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
 #: the start of an error body worth putting in a DeliveryResult
 _MAX_ERROR_TEXT = 2048
@@ -77,11 +72,12 @@ class BlockedAddressError(PushError):
 class WebPushRequest:
     """What ``build_payload`` makes of a push: still plaintext, not yet signed.
 
-    The body is encrypted in ``post``: this keeps ``build_payload`` deterministic
-    (equal pushes give equal requests, easy to assert on), keeps the payload
-    readable in tests, and gives every POST fresh key material. The
-    ``Authorization`` header depends on the clock and on the token cache, so it
-    is added in ``post`` too.
+    ``build_payload`` leaves the body unencrypted: this keeps it deterministic
+    (equal pushes give equal requests, easy to assert on) and the payload readable
+    in tests. ``prepare`` adds the encrypted body (``sealed``), with fresh key
+    material for every request it prepares; ``post`` encrypts a request that
+    comes without one. The ``Authorization`` header depends on the clock and on
+    the token cache, so ``post`` adds it.
     """
 
     endpoint: str
@@ -100,6 +96,9 @@ class WebPushRequest:
     #: the subscriber's P-256 public key (uncompressed point) and auth secret
     p256dh: bytes
     auth: bytes
+    #: the body encrypted for the subscriber (RFC 8291 aes128gcm), once ``prepare``
+    #: has made it
+    sealed: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -132,9 +131,9 @@ def topic_for(collapse_key: str) -> str:
 
 def encrypted_size(plaintext_size: int) -> int:
     """Bytes on the wire of an aes128gcm body holding ``plaintext_size`` (> 0) bytes."""
-    chunk = _RECORD_SIZE - _RECORD_OVERHEAD
+    chunk = aes128gcm.RECORD_SIZE - aes128gcm.RECORD_OVERHEAD
     records = max(1, -(-plaintext_size // chunk))
-    return _HEADER_SIZE + plaintext_size + records * _RECORD_OVERHEAD
+    return aes128gcm.HEADER_SIZE + plaintext_size + records * aes128gcm.RECORD_OVERHEAD
 
 
 def _normalize_webpush(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -246,6 +245,8 @@ class WebPushProvider(Provider):
 
     name: ClassVar[str] = "webpush"
     spec: ClassVar[ProviderKind] = WEBPUSH
+    #: the encryption's ECDH and AES run in C that releases the GIL
+    prepares_off_loop: ClassVar[bool] = True
     #: bytes of encrypted body a push service must accept (RFC 8030, section 7.2)
     max_payload: ClassVar[int] = 4096
     #: ``payload_size`` assumes message ids and click tokens up to these lengths
@@ -375,6 +376,11 @@ class WebPushProvider(Provider):
             auth=auth,
         )
 
+    def prepare(self, push: OutgoingPush) -> WebPushRequest:
+        """:meth:`build_payload`, its body encrypted for the subscriber."""
+        request = self.build_payload(push)
+        return replace(request, sealed=_encrypt(request))
+
     def preview(self, push: OutgoingPush) -> dict[str, Any]:
         """The endpoint, headers (TTL, Urgency, Topic) and JSON payload before
         encryption; ``post`` adds the VAPID ``Authorization``, signed per origin."""
@@ -485,13 +491,7 @@ class WebPushProvider(Provider):
         session = self._client()
         # aiohttp connects to an IP literal without asking the resolver.
         self._guard.check_literal(payload.host)
-        body = http_ece.encrypt(
-            payload.body,
-            private_key=ec.generate_private_key(ec.SECP256R1()),
-            dh=payload.p256dh,
-            auth_secret=payload.auth,
-            version="aes128gcm",
-        )
+        body = payload.sealed if payload.sealed is not None else _encrypt(payload)
         headers = dict(payload.headers)
         headers["Authorization"] = self._authorization(payload.origin)
         # Redirects are refused: a push service never sends one, and following
@@ -540,7 +540,9 @@ class WebPushProvider(Provider):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                # send_one's own timer bounds each push; a second per request
+                # here would cost a timer for nothing
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
                 headers={"User-Agent": "flask-push"},
                 # Proxies would resolve names where the guard cannot see them.
                 trust_env=False,
@@ -654,6 +656,12 @@ class _GuardedResolver(AbstractResolver):
 
 #: the ``web_push`` member that marks a declarative push message (the RFC's number)
 DECLARATIVE = 8030
+
+
+def _encrypt(request: WebPushRequest) -> bytes:
+    """The body of ``request`` encrypted for its subscriber (RFC 8291 aes128gcm),
+    with a fresh ephemeral key, as every message must have."""
+    return aes128gcm.encrypt(request.body, request.p256dh, request.auth)
 
 
 def _payload_json(
