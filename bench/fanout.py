@@ -48,6 +48,7 @@ import resource
 import ssl
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -77,6 +78,13 @@ BODY = "Your basket is waiting. Open the app to see the deals picked for you tod
 #: the issue's goals
 GOAL_NAIVE_FACTOR = 100.0
 GOAL_CEILING_SHARE = 0.40
+#: issue 15: the default setup against the best Python peer and the Python floor
+GOAL_PEER_FACTOR = 1.5
+GOAL_FLOOR_SHARE = 0.80
+DEFAULT_LABEL = "C0 push.send(everyone), default setup: SQLite, thread queue, 1 process"
+PEER_LABEL = "P peer: pywebpush webpush_async, one aiohttp session, 100 in flight"
+FLOOR_LABEL = "F floor: encrypt (http_ece) + bare aiohttp POST, 100 in flight (no flask-push)"
+FLOOR_ONE_RECORD_LABEL = "F1 floor, with flask-push's one-record encryption instead of http_ece"
 GOAL_MEMORY_MIB = 300.0
 GOAL_MEMORY_N = 100_000
 APNS_TOPIC = "com.example.bench"
@@ -351,7 +359,11 @@ def create_app(
     app.config.update(
         SECRET_KEY="bench-fanout-secret",
         SQLALCHEMY_DATABASE_URI=database_url,
-        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": f"-csearch_path={schema}"}},
+        SQLALCHEMY_ENGINE_OPTIONS=(
+            {}
+            if is_sqlite(database_url)
+            else {"connect_args": {"options": f"-csearch_path={schema}"}}
+        ),
         PUSH_VAPID_PRIVATE_KEY=vapid_key,
         PUSH_VAPID_SUBJECT=VAPID_SUBJECT,
         PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
@@ -391,6 +403,10 @@ def preference_rows(n: int, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
+def is_sqlite(database_url: str) -> bool:
+    return database_url.startswith("sqlite")
+
+
 def admin_engine(database_url: str, schema: str) -> sa.Engine:
     return sa.create_engine(
         database_url,
@@ -400,15 +416,18 @@ def admin_engine(database_url: str, schema: str) -> sa.Engine:
 
 
 def load_subscriptions(
-    args: argparse.Namespace, vapid_key: str, service: PushService, keys: Sequence[Any]
+    database_url: str, schema: str, vapid_key: str, service: PushService, keys: Sequence[Any]
 ) -> float:
-    """Make the schema and bulk-insert N subscriptions; returns the seconds it took."""
+    """Make the schema (PostgreSQL) or the database file (SQLite) and bulk-insert N
+    subscriptions; returns the seconds it took."""
     started = time.perf_counter()
-    engine = admin_engine(args.database_url, args.schema)
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE'))
-        conn.execute(sa.text(f'CREATE SCHEMA "{args.schema}"'))
-    app, db, push = create_app(args.database_url, args.schema, vapid_key)
+    sqlite = is_sqlite(database_url)
+    engine = admin_engine(database_url, schema) if not sqlite else None
+    if engine is not None:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    app, db, push = create_app(database_url, schema, vapid_key)
     with app.app_context():
         db.create_all()
         table = push.models.Subscription.__table__
@@ -432,13 +451,15 @@ def load_subscriptions(
             for i in range(0, len(rows), 5000):
                 conn.execute(sa.insert(table), rows[i : i + 5000])
             for i in range(0, len(preferences), 5000):
-                conn.execute(
-                    sa.insert(push.models.Preference.__table__), preferences[i : i + 5000]
-                )
+                conn.execute(sa.insert(push.models.Preference.__table__), preferences[i : i + 5000])
+        if sqlite:
+            with db.engine.connect() as conn:
+                conn.execute(sa.text("ANALYZE"))
         db.engine.dispose()
-    with engine.connect() as conn:
-        conn.execute(sa.text("VACUUM (ANALYZE)"))
-    engine.dispose()
+    if engine is not None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("VACUUM (ANALYZE)"))
+        engine.dispose()
     return time.perf_counter() - started
 
 
@@ -695,14 +716,26 @@ def _provider_child(args: tuple[Any, ...], conn: mpc.Connection) -> None:
 
 
 def _floor_only(
-    cert_file: str, endpoints: list[tuple[str, bytes, bytes]], payload: bytes, count: Any, last: Any
+    cert_file: str,
+    endpoints: list[tuple[str, bytes, bytes]],
+    payload: bytes,
+    count: Any,
+    last: Any,
+    one_record: bool = False,
 ) -> tuple[float, int, float, dict[str, int], float]:
     """The Python floor, no flask-push at all: encrypt (a fresh key per push, as in
     B) and POST each push on one aiohttp pool, 100 in flight, unsigned and with
-    only a TTL header; what any asyncio sender of these pushes pays at the least."""
+    only a TTL header; what any asyncio sender of these pushes pays at the least.
+    ``one_record``: encrypt with flask-push's one-record code
+    (:mod:`flask_push.providers.aes128gcm`) instead of http_ece, the rest alike."""
     import aiohttp
 
     context = ssl.create_default_context(cafile=cert_file)
+    encrypt = _encrypt
+    if one_record:
+        from flask_push.providers import aes128gcm
+
+        encrypt = aes128gcm.encrypt  # same arguments: payload, p256dh, auth
 
     async def send() -> dict[str, int]:
         statuses: dict[str, int] = {}
@@ -712,7 +745,7 @@ def _floor_only(
 
             async def one(endpoint: str, p256dh: bytes, auth: bytes) -> None:
                 async with gate:
-                    body = _encrypt(payload, p256dh, auth)
+                    body = encrypt(payload, p256dh, auth)
                     async with session.post(endpoint, data=body, headers={"TTL": "60"}) as r:
                         await r.read()
                         key = str(r.status)
@@ -726,6 +759,68 @@ def _floor_only(
 
 def _floor_child(args: tuple[Any, ...], conn: mpc.Connection) -> None:
     conn.send(_floor_only(*args))
+
+
+def _peer_only(
+    cert_file: str,
+    endpoints: list[tuple[str, str, str]],
+    payload: str,
+    vapid_key: str,
+    count: Any,
+    last: Any,
+) -> tuple[float, int, float, dict[str, int], float]:
+    """The best Python peer: pywebpush's ``webpush_async`` on one aiohttp session,
+    100 in flight, as its documentation shows it (the VAPID key given, a claims dict
+    per call, which it signs), with the product's TTL and Urgency headers."""
+    import aiohttp
+    from py_vapid import Vapid
+    from pywebpush import webpush_async
+
+    vapid = Vapid.from_raw(vapid_key.encode())
+    context = ssl.create_default_context(cafile=cert_file)
+
+    async def send() -> dict[str, int]:
+        statuses: dict[str, int] = {}
+        gate = asyncio.Semaphore(100)
+        connector = aiohttp.TCPConnector(limit=100, ssl=context)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one(endpoint: str, p256dh: str, auth: str) -> None:
+                async with gate:
+                    response = await webpush_async(
+                        {"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}},
+                        payload,
+                        vapid_private_key=vapid,
+                        # it writes aud and exp into the claims: a fresh dict each time
+                        vapid_claims={"sub": VAPID_SUBJECT},
+                        ttl=2419200,
+                        headers={"Urgency": "normal"},
+                        aiohttp_session=session,
+                    )
+                    assert not isinstance(response, str)
+                    key = str(response.status)
+                    statuses[key] = statuses.get(key, 0) + 1
+
+            await asyncio.gather(*(one(*e) for e in endpoints))
+        return statuses
+
+    return _timed(send, len(endpoints), count, last)
+
+
+def _peer_child(args: tuple[Any, ...], conn: mpc.Connection) -> None:
+    conn.send(_peer_only(*args))
+
+
+def peer_run(
+    spec: Spec,
+    cert_file: str,
+    service: PushService,
+    keys: Sequence[tuple[bytes, bytes]],
+    payload: bytes,
+) -> ProductRun:
+    endpoints = [(service.endpoint(i), b64(p), b64(a)) for i, (p, a) in enumerate(keys)]
+    args = (cert_file, endpoints, payload.decode(), spec.vapid_key, service.count, service.last)
+    return _child_run(_peer_child, args, spec, service)
 
 
 def provider_run(
@@ -743,11 +838,11 @@ def floor_run(
     service: PushService,
     keys: Sequence[tuple[bytes, bytes]],
     payload: bytes,
+    one_record: bool = False,
 ) -> ProductRun:
     endpoints = [(service.endpoint(i), p, a) for i, (p, a) in enumerate(keys)]
-    return _child_run(
-        _floor_child, (cert_file, endpoints, payload, service.count, service.last), spec, service
-    )
+    args = (cert_file, endpoints, payload, service.count, service.last, one_record)
+    return _child_run(_floor_child, args, spec, service)
 
 
 def _child_run(
@@ -962,6 +1057,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="measure the thread-queue fan-out twice, interleaved: without a category and "
         "with category='offers' (preferences read, quiet hours checked, the cap recorded)",
     )
+    parser.add_argument(
+        "--setup",
+        choices=("default", "postgres", "both"),
+        default="both",
+        help="default: the product in the default setup (SQLite, thread queue, one "
+        "process) against the peer and the floors (issue 15); postgres: the PostgreSQL "
+        "rows; both (default)",
+    )
+    parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument("--keep", action="store_true", help="do not drop the schema at the end")
     args = parser.parse_args(argv)
     if not _SCHEMA_NAME.fullmatch(args.schema):
@@ -1047,41 +1151,64 @@ def main(argv: Sequence[str] | None = None) -> int:
                 notes.append(f"naive loop: the service counted {counted} of {len(times)}")
 
         # baseline B
-        ceiling_n = min(n, 20_000) if args.ceiling_n is None else args.ceiling_n
-        print(f"Encryption ceiling on {ceiling_n:,} pushes x {args.runs} ...", flush=True)
-        pool = SPAWN.Pool(2)
-        pool.map(_warm, range(8))
-        ceiling: dict[int, list[float]] = {1: [], 2: []}
-        for _ in range(args.runs):
-            for processes in (2, 1):
-                ceiling[processes].append(
-                    encryption_ceiling(pool, processes, keys[:ceiling_n], payload)
+        ceiling_rate = {1: math.nan, 2: math.nan}
+        if not args.skip_ceiling:
+            ceiling_n = min(n, 20_000) if args.ceiling_n is None else args.ceiling_n
+            print(f"Encryption ceiling on {ceiling_n:,} pushes x {args.runs} ...", flush=True)
+            pool = SPAWN.Pool(2)
+            pool.map(_warm, range(8))
+            ceiling: dict[int, list[float]] = {1: [], 2: []}
+            for _ in range(args.runs):
+                for processes in (2, 1):
+                    ceiling[processes].append(
+                        encryption_ceiling(pool, processes, keys[:ceiling_n], payload)
+                    )
+            pool.close()
+            pool.join()
+            pool = None
+            ceiling_rate = {p: ceiling_n / statistics.median(t) for p, t in ceiling.items()}
+            for processes in (1, 2):
+                rows.append(
+                    (
+                        f"B encryption only, {processes} process{'es' if processes > 1 else ''}",
+                        f"{ceiling_n:,}",
+                        fmt_rate(ceiling_rate[processes]),
+                        fmt_time(n / ceiling_rate[processes]),
+                        f"{len(payload)}-byte payload, aes128gcm",
+                        "",
+                    )
                 )
-        pool.close()
-        pool.join()
-        pool = None
-        ceiling_rate = {p: ceiling_n / statistics.median(t) for p, t in ceiling.items()}
-        for processes in (1, 2):
-            rows.append(
-                (
-                    f"B encryption only, {processes} process{'es' if processes > 1 else ''}",
-                    f"{ceiling_n:,}",
-                    fmt_rate(ceiling_rate[processes]),
-                    fmt_time(n / ceiling_rate[processes]),
-                    f"{len(payload)}-byte payload, aes128gcm",
-                    "",
-                )
-            )
 
         # the product path
         spec = Spec(args.database_url, args.schema, vapid_key, n, args.timeout)
+        # issue 15's baselines, each in a process of its own against the same service
+        baselines: dict[str, Callable[[], ProductRun]] = {
+            PEER_LABEL: lambda: peer_run(spec, cert.cert_file, service, keys[:n], payload),
+            FLOOR_LABEL: lambda: floor_run(spec, cert.cert_file, service, keys[:n], payload),
+            FLOOR_ONE_RECORD_LABEL: lambda: floor_run(
+                spec, cert.cert_file, service, keys[:n], payload, one_record=True
+            ),
+        }
+        baseline_runs: dict[str, list[ProductRun]] = {label: [] for label in baselines}
         measured: list[tuple[str, list[ProductRun], bool]] = []
         if args.path in ("product", "both"):
             print(f"Loading {n:,} subscriptions into schema {args.schema} ...", flush=True)
-            load_seconds = load_subscriptions(args, vapid_key, service, keys[:n])
+            load_seconds = load_subscriptions(
+                args.database_url, args.schema, vapid_key, service, keys[:n]
+            )
             print(f"  loaded in {load_seconds:.1f} s (not measured)")
             base_label = "C push.send(everyone) thread queue, 1 process"
-            variants = [(0, spec, base_label)]
+            variants = [(0, spec, base_label)] if args.setup != "default" else []
+            if args.setup != "postgres":
+                # issue 15: the setup most users run, SQLite and the thread queue in
+                # the app's one process
+                sqlite_dir = tempfile.mkdtemp(prefix="flask-push-bench-")
+                default_spec = replace(
+                    spec, database_url=f"sqlite:///{sqlite_dir}/fanout.db", schema=""
+                )
+                print(f"Loading {n:,} subscriptions into SQLite ...", flush=True)
+                load_subscriptions(default_spec.database_url, "", vapid_key, service, keys[:n])
+                variants.insert(0, (0, default_spec, DEFAULT_LABEL))
             if args.metrics:
                 # interleaved with the row above, in the same run: what metrics and
                 # OpenTelemetry cost on the fan-out path
@@ -1100,7 +1227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         base_label + ", category='offers' (preferences, quiet hours, cap)",
                     )
                 )
-            if args.workers:
+            if args.workers and args.setup != "default":
                 variants.append(
                     (
                         args.workers,
@@ -1111,6 +1238,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             runs: dict[int, list[ProductRun]] = {i: [] for i in range(len(variants))}
             for run in range(args.runs):
+                if args.setup != "postgres":
+                    # the baselines of issue 15, interleaved with the product's runs
+                    for label, make in baselines.items():
+                        print(f"  run {run + 1}/{args.runs}: {label} ...", flush=True)
+                        one = make()
+                        baseline_runs[label].append(one)
+                        print(
+                            f"    {one.delivered:,} delivered in {one.elapsed:.2f} s "
+                            f"(CPU s: sender {one.cpu_sender:.1f}, "
+                            f"service {one.cpu_service:.1f})",
+                            flush=True,
+                        )
                 for i, (helpers, variant, label) in enumerate(variants):
                     print(f"  run {run + 1}/{args.runs}: {label} ...", flush=True)
                     one = product_run(variant, service, helpers)
@@ -1124,6 +1263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
             for i, (_, _, label) in enumerate(variants):
                 measured.append((label, runs[i], True))
+            for label, made in baseline_runs.items():
+                measured.append((label, made, False))
             if args.profile:
                 print(
                     "  profiled run: thread queue, 1 process, cProfile on the worker thread's "
@@ -1143,14 +1284,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ("D WebPushProvider.send_batch (provider only, not the product path)",
                  provider_runs, False)
             )  # fmt: skip
-        print(f"Python floor: encrypt + bare aiohttp POST x {args.runs} ...", flush=True)
-        floor_runs = [
-            floor_run(spec, cert.cert_file, service, keys[:n], payload) for _ in range(args.runs)
-        ]
-        measured.append(
-            ("F floor: encrypt + bare aiohttp POST, 100 in flight (no flask-push)",
-             floor_runs, False)
-        )  # fmt: skip
+        if args.setup == "postgres" or args.path == "provider":
+            print(f"Python floor: encrypt + bare aiohttp POST x {args.runs} ...", flush=True)
+            baseline_runs[FLOOR_LABEL] = [
+                floor_run(spec, cert.cert_file, service, keys[:n], payload)
+                for _ in range(args.runs)
+            ]
+        floor_runs = baseline_runs[FLOOR_LABEL]
+        if args.setup == "postgres" or args.path == "provider":
+            measured.append((FLOOR_LABEL, floor_runs, False))
 
         goal_rows: list[tuple[str, ...]] = []
         cpu_rows: list[tuple[str, ...]] = []
@@ -1194,7 +1336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
             naive_x = rate / naive_rate if naive_rate == naive_rate else math.nan
-            share = rate / ceiling_rate[2]
+            share = rate / ceiling_rate[2]  # nan with --skip-ceiling
             peak = max(rss, helper_rss)
             goal_rows.append(
                 (
@@ -1202,7 +1344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{naive_x:,.1f}x {verdict(naive_x >= GOAL_NAIVE_FACTOR)}"
                     if naive_x == naive_x
                     else "- (--skip-naive)",
-                    f"{share:.0%} {verdict(share >= GOAL_CEILING_SHARE)}",
+                    f"{share:.0%} {verdict(share >= GOAL_CEILING_SHARE)}"
+                    if share == share
+                    else "- (--skip-ceiling)",
                     f"{peak:.0f} MiB "
                     + (
                         verdict(peak < GOAL_MEMORY_MIB)
@@ -1251,6 +1395,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if goal_rows:
             print_table(goal_rows, ("path", "vs naive", "of ceiling", "peak memory"))
+        rates = {
+            label: n / statistics.median(r.elapsed for r in made) for label, made, _ in measured
+        }
+        if DEFAULT_LABEL in rates and PEER_LABEL in rates:
+            product = rates[DEFAULT_LABEL]
+            print()
+            print(
+                f"Issue 15, the default setup (C0, {fmt_rate(product)}): >= "
+                f"{GOAL_PEER_FACTOR:g}x the peer P and >= {GOAL_FLOOR_SHARE:.0%} of the floor F, "
+                "medians of runs interleaved with C0's"
+            )
+            print_table(
+                [
+                    (
+                        PEER_LABEL,
+                        fmt_rate(rates[PEER_LABEL]),
+                        f"{product / rates[PEER_LABEL]:.2f}x "
+                        + verdict(product / rates[PEER_LABEL] >= GOAL_PEER_FACTOR),
+                    ),
+                    (
+                        FLOOR_LABEL,
+                        fmt_rate(rates[FLOOR_LABEL]),
+                        f"{product / rates[FLOOR_LABEL]:.0%} "
+                        + verdict(product / rates[FLOOR_LABEL] >= GOAL_FLOOR_SHARE),
+                    ),
+                    (
+                        FLOOR_ONE_RECORD_LABEL,
+                        fmt_rate(rates[FLOOR_ONE_RECORD_LABEL]),
+                        f"{product / rates[FLOOR_ONE_RECORD_LABEL]:.0%} (for reference)",
+                    ),
+                ],
+                ("baseline", "rate", "C0 / baseline"),
+            )
             print()
             print(
                 "CPU seconds during the fan-out (medians; PostgreSQL's own CPU not counted; "

@@ -28,20 +28,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cached_property, partial
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
 from flask import Flask
-from itsdangerous import BadSignature, Serializer, URLSafeSerializer
+from itsdangerous import BadSignature, Serializer, Signer, URLSafeSerializer
 from itsdangerous.encoding import base64_encode
 from sqlalchemy.orm import Session
 
 from . import outcomes, signals, tracing
 from .activities import activity_from_json
 from .config import PushSettings
-from .message import DeliveryResult, DeviceTarget, OutgoingPush, WebPushTarget
+from .message import DeliveryResult, DeviceTarget, Notification, OutgoingPush, WebPushTarget
 from .models import ACTIVE, DEAD, Models, utcnow
 from .providers import Provider, provider_class, service_name
 from .providers import kind as registered
@@ -84,10 +84,34 @@ _RECHECK = 1.0
 _TRACE_CACHE = 10_000
 
 
+class _ClickSigner(Signer):
+    """itsdangerous' Signer, its key derived once instead of once per token."""
+
+    @cached_property
+    def _own_key(self) -> bytes:
+        return super().derive_key()
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        return self._own_key if secret_key is None else super().derive_key(secret_key)
+
+
 class _ClickSerializer(URLSafeSerializer):
-    """itsdangerous' URL-safe serializer, without its zlib step: a click token's
-    payload is a few dozen bytes that zlib never shortens, and trying costs more
-    than the rest of the token. Its ``loads`` reads tokens made either way."""
+    """itsdangerous' URL-safe serializer for a token per push of a fan-out: without
+    its zlib step (a click token's payload is a few dozen bytes that zlib never
+    shortens, and trying costs more than the rest of the token; ``loads`` reads
+    tokens made either way), and with one signer per salt, not one per token."""
+
+    default_signer = _ClickSigner
+
+    def __init__(self, secret_key: str | bytes, salt: str) -> None:
+        super().__init__(secret_key, salt=salt)
+        self._signers: dict[str | bytes | None, Signer] = {}
+
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
+        signer = self._signers.get(salt)
+        if signer is None:
+            signer = self._signers[salt] = super().make_signer(salt)
+        return signer
 
     def dump_payload(self, obj: Any) -> bytes:
         return base64_encode(Serializer.dump_payload(self, obj))
@@ -1103,6 +1127,7 @@ class Dispatcher:
         pushes: list[tuple[str, OutgoingPush]] = []
         attempts: dict[int, int] = {}
         timelines: dict[int, list[dict[str, Any]]] = {}
+        notifications: dict[tuple[str, int], Notification] = {}
         providers = self.providers
         for row in rows:
             (id, message_id, kind, sub_id, ins_id, tries, expires_at, shown) = row[:8]
@@ -1182,10 +1207,16 @@ class Dispatcher:
                     ):
                         target_of = DeviceTarget(start_token, "start")
                 attempts[id] = tries
+                # one Notification for the pushes of a message that share a ttl
+                notification = notifications.get((message_id, ttl))
+                if notification is None:
+                    notification = notifications[message_id, ttl] = notification_from_json(
+                        shown, ttl=ttl
+                    )
                 push = OutgoingPush(
                     delivery_id=str(id),
                     message_id=message_id,
-                    notification=notification_from_json(shown, ttl=ttl),
+                    notification=notification,
                     target=target_of,
                     click_token=click,
                     activity=activity,

@@ -359,3 +359,42 @@ def test_thread_worker_stops_at_interpreter_exit(tmp_path: Any) -> None:
         statuses = conn.execute(sa.text("SELECT status FROM push_deliveries")).scalars().all()
     engine.dispose()
     assert statuses in (["sent"], ["queued"])
+
+
+def test_a_push_that_cannot_be_prepared_fails_alone(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """Pushes are prepared (encrypted) on the preparing thread: one whose stored
+    keys are bad fails with the reason, and the others of its claim go out."""
+    app = sending_app()
+    good, other = push_fake_webpush.subscribe(), push_fake_webpush.subscribe()
+    with app.app_context():
+        subscribe(good)
+        db.session.add(
+            push.models.Subscription(
+                endpoint=other.endpoint,
+                # stored before any check: not a point on P-256
+                p256dh="BA" + "A" * 85,
+                auth=other.auth,
+                user_id="alice",
+                topics=[],
+            )
+        )
+        db.session.commit()
+        message = push.send(users=["alice"], title="Hello")
+        endpoints = dict(
+            db.session.execute(
+                sa.select(push.models.Subscription.id, push.models.Subscription.endpoint)
+            ).all()
+        )
+        by_endpoint = {
+            endpoints[row.subscription_id]: row
+            for row in db.session.scalars(
+                sa.select(push.models.Delivery).where(push.models.Delivery.message_id == message.id)
+            )
+        }
+    assert by_endpoint[good.endpoint].status == "sent"
+    failed = by_endpoint[other.endpoint]
+    assert failed.status == "failed"
+    assert failed.error is not None and "p256dh" in failed.error
+    assert len(good.received) == 1 and other.received == []

@@ -49,7 +49,10 @@ def encrypt(plaintext: bytes, p256dh: bytes, auth: bytes) -> bytes:
         raise ValueError(
             f"{len(plaintext)} bytes do not fit one {RECORD_SIZE}-byte aes128gcm record"
         )
-    subscriber = ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, p256dh)
+    try:
+        subscriber = ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, p256dh)
+    except ValueError as err:
+        raise ValueError(f"the subscription's p256dh is not a point on P-256 ({err})") from err
     ephemeral = ec.generate_private_key(_CURVE)
     shared = ephemeral.exchange(ec.ECDH(), subscriber)
     sender = ephemeral.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
