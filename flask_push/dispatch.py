@@ -18,6 +18,7 @@ written once it is back.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import random
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
 from flask import Flask
-from itsdangerous import BadSignature, Serializer, Signer, URLSafeSerializer
+from itsdangerous import BadSignature, Signer, URLSafeSerializer
 from itsdangerous.encoding import base64_encode
 from sqlalchemy.orm import Session
 
@@ -114,7 +115,12 @@ class _ClickSerializer(URLSafeSerializer):
         return signer
 
     def dump_payload(self, obj: Any) -> bytes:
-        return base64_encode(Serializer.dump_payload(self, obj))
+        # the JSON itsdangerous writes (compact, not ASCII-escaped), from one encoder
+        # instead of a json.dumps() that builds an encoder per call
+        return base64_encode(_COMPACT_JSON.encode(obj).encode("utf-8"))
+
+
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def click_serializer(secret_key: str | bytes) -> URLSafeSerializer:

@@ -664,6 +664,10 @@ def _encrypt(request: WebPushRequest) -> bytes:
     return aes128gcm.encrypt(request.body, request.p256dh, request.auth)
 
 
+#: compact UTF-8 JSON without NaN; one encoder, not one per json.dumps() call
+_PAYLOAD_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _payload_json(
     notification: Notification,
     message_id: str,
@@ -681,7 +685,7 @@ def _payload_json(
         else _classic(notification, message_id, click_token, activity)
     )
     try:
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _PAYLOAD_JSON.encode(payload)
     except (TypeError, ValueError) as err:
         raise PayloadError(
             f"the notification's data is not JSON: {err}", provider="webpush"
