@@ -20,7 +20,14 @@ the script measures, each against the same local push service:
    (``ru_maxrss``) of every process involved. ``--path provider`` measures
    ``WebPushProvider.send_batch`` over the N targets instead (provider only,
    not the product path);
-5. FCM and APNs throughput of the providers' ``send_batch`` against
+5. issue 15, the default setup (``--setup default`` or ``both``): the product path
+   on SQLite with the thread queue in one process (C0), against the best Python peer
+   (P: pywebpush's ``webpush_async`` on one aiohttp session, 100 in flight) and the
+   Python floor (F: http_ece encryption and a bare aiohttp POST; F1 the same with
+   flask-push's one-record encryption), each in a process of its own against the same
+   push service, their runs interleaved with C0's; the ratios C0 / P (goal 1.5x) and
+   C0 / F (goal 80%);
+6. FCM and APNs throughput of the providers' ``send_batch`` against
    :class:`~flask_push.testing.FakeFCM` and :class:`~flask_push.testing.FakeAPNs`
    (each fake in a process of its own).
 
@@ -1070,6 +1077,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not _SCHEMA_NAME.fullmatch(args.schema):
         parser.error("--schema must start with flask_push_bench_fanout (lower case)")
+    if (args.metrics or args.policy) and args.setup == "default":
+        parser.error("--metrics and --policy measure PostgreSQL rows: use --setup postgres or both")
     if args.subscribers < 1 or args.runs < 1 or args.naive_sample < 1:
         parser.error("--subscribers, --runs and --naive-sample must be at least 1")
     return args
