@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -106,10 +107,6 @@ def subscribe() -> ResponseReturnValue:
 _UPSERTS = frozenset({"postgresql", "sqlite"})
 
 
-def _insert(dialect: str, model: Any) -> postgresql.Insert | sqlite.Insert:
-    return postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
-
-
 def _upsert(
     session: Session,
     model: Any,
@@ -118,8 +115,29 @@ def _upsert(
     topics_given: bool,
     now: datetime,
 ) -> tuple[Any, bool]:
-    """Register in one statement: ``INSERT ... ON CONFLICT (endpoint) DO UPDATE ...
-    RETURNING``. The subscription (None when the endpoint is dead) and whether it is new.
+    """Register in one statement (see :func:`_upsert_statement`). The subscription
+    (None when the endpoint is dead) and whether it is new."""
+    row = {"id": new_id("sub"), "topics": [], "status": ACTIVE, "created_at": now, **values}
+    statement = _upsert_statement(model, dialect, topics_given)
+    if dialect == "postgresql" and _idle(session):
+        # One statement is its own transaction: in autocommit the server commits it
+        # before it answers, instead of a BEGIN and a COMMIT of their own on the
+        # network. A session that already holds a transaction (the host read with it
+        # in this request) keeps it, and the commit below ends it as before.
+        session.connection(
+            bind_arguments={"mapper": model}, execution_options={"isolation_level": "AUTOCOMMIT"}
+        )
+    subscription = session.scalars(
+        statement, row, execution_options={"populate_existing": True}
+    ).one_or_none()
+    return subscription, subscription is not None and subscription.id == row["id"]
+
+
+@functools.lru_cache(maxsize=16)
+def _upsert_statement(model: Any, dialect: str, topics_given: bool) -> Any:
+    """``INSERT ... ON CONFLICT (endpoint) DO UPDATE ... RETURNING`` of a whole row,
+    whose values are the parameters of each execution (made once: building it costs
+    more than running it).
 
     The rules of a known endpoint are in the statement: its owner keeps its topics
     (unless the caller sent some) and its creation time; another owner starts over
@@ -127,9 +145,7 @@ def _upsert(
     comes back.
     """
     table = model.__table__
-    new_id_ = new_id("sub")
-    row = {"id": new_id_, "topics": [], "status": ACTIVE, "created_at": now, **values}
-    insert = _insert(dialect, model).values(row)
+    insert = postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
     proposed = insert.excluded
     # SET's expressions all read the row as it was, so this is the previous owner
     same_owner = table.c.user_id.is_not_distinct_from(proposed.user_id)
@@ -140,21 +156,9 @@ def _upsert(
         else sa.case((same_owner, table.c.topics), else_=proposed.topics)
     )
     changes["created_at"] = sa.case((same_owner, table.c.created_at), else_=proposed.created_at)
-    statement = insert.on_conflict_do_update(
+    return insert.on_conflict_do_update(
         index_elements=[table.c.endpoint], set_=changes, where=table.c.status != DEAD
     ).returning(model)
-    if dialect == "postgresql" and _idle(session):
-        # One statement is its own transaction: in autocommit the server commits it
-        # before it answers, instead of a BEGIN and a COMMIT of their own on the
-        # network. A session that already holds a transaction (the host read with it
-        # in this request) keeps it, and the commit below ends it as before.
-        session.connection(
-            bind_arguments={"mapper": model}, execution_options={"isolation_level": "AUTOCOMMIT"}
-        )
-    subscription = session.scalars(
-        statement, execution_options={"populate_existing": True}
-    ).one_or_none()
-    return subscription, subscription is not None and subscription.id == new_id_
 
 
 #: what a re-registration always takes from the request
