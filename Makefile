@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo lint bench-inbox clean
+.PHONY: test demo lint bench-inbox bench-registration clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: $(VENV)/.installed
 
 bench-inbox: $(VENV)/.installed
 	$(PY) bench/inbox.py
+
+bench-registration: $(VENV)/.installed
+	$(PY) bench/registration.py
 
 # The demo storefront on http://127.0.0.1:5000: database, VAPID keys and seed data in
 # instance/ (kept for the next run), fake FCM and APNs services, in-process workers.

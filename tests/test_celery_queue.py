@@ -402,13 +402,15 @@ def test_two_worker_processes_share_a_fan_out_without_duplicates(
     pushes = push_fake_webpush.pushes
     assert len(pushes) == targets
     assert len({p.subscriber_name for p in pushes}) == targets
-    # 120 targets in batches of 10: 12 tasks, which both workers took, and together
-    # they claimed each delivery once. How many rows each one's tasks found is the
+    # 120 targets in batches of 10: 12 tasks, which both workers took; no delivery went
+    # out twice (the pushes above). How many rows each one's tasks found is the
     # machine's timing (a task claims on until nothing is left, so two threads of one
     # worker may drain it all): bench/fanout.py measures the sharing, not this test.
     assert wait_until(lambda: sum(len(workers.task_claims(n)) for n in names) == 12, 10), logs()
     assert all(workers.task_claims(name) for name in names), logs()
-    assert sum(sum(workers.task_claims(name)) for name in names) == targets, logs()
+    # The sweep beside each worker (every second) may claim what the tasks have not yet:
+    # the tasks claim at most every delivery, and the pushes above say none was sent twice.
+    assert sum(sum(workers.task_claims(name)) for name in names) <= targets, logs()
     assert broker.pending() == []
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import signals
-from ..models import DEAD, utcnow
+from ..ids import new_id
+from ..models import ACTIVE, DEAD, utcnow
 from ..schemas.subscription import Subscription, SubscriptionCreate
 from .http import caller_id, fail, not_found, parse_body, push, require_webpush
 from .ratelimit import check_subscribe
@@ -51,7 +57,7 @@ def subscribe() -> ResponseReturnValue:
     ext = push()
     check_subscribe()
     require_webpush()
-    given = parse_body(SubscriptionCreate)
+    given = parse_body(SubscriptionCreate)  # the endpoint's SSRF checks: before any write
     now = utcnow()
     values: dict[str, Any] = {
         "endpoint": given.endpoint,
@@ -62,14 +68,18 @@ def subscribe() -> ResponseReturnValue:
         "user_agent": _user_agent(),
         "last_seen_at": now,
     }
-    if "topics" in given.model_fields_set:
+    topics_given = "topics" in given.model_fields_set
+    if topics_given:
         values["topics"] = given.topics or []
 
     model = ext.models.Subscription
-    session = ext.db.session
-    subscription = session.scalar(sa.select(model).where(model.endpoint == values["endpoint"]))
-    created = subscription is None
-    if subscription is not None and subscription.status == DEAD:
+    session = ext.db.session()  # this request's Session
+    dialect = session.get_bind(mapper=model).dialect
+    if dialect.name in _UPSERTS and dialect.insert_returning:
+        subscription, created = _upsert(session, model, dialect.name, values, topics_given, now)
+    else:
+        subscription, created = _select_then_write(session, model, values, now)
+    if subscription is None:
         fail(
             410,
             "subscription_gone",
@@ -77,6 +87,98 @@ def subscribe() -> ResponseReturnValue:
             "again: unsubscribe it in the browser and subscribe again to get a new endpoint.",
             "endpoint",
         )
+    answer = Subscription.model_validate(subscription).to_json()
+    loaded = {name: getattr(subscription, name) for name in _columns(model)}
+    session.commit()
+    # The commit expired the row; what it holds is what was just committed, so a
+    # receiver of the signal reads it without another trip to the database.
+    for name, value in loaded.items():
+        set_committed_value(subscription, name, value)
+    signals.send_committed(
+        signals.subscription_added,
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        subscription=subscription,
+        created=created,
+    )
+    return answer, 201 if created else 200
+
+
+#: the dialects whose ``insert()`` has ``on_conflict_do_update`` (RETURNING aside)
+_UPSERTS = frozenset({"postgresql", "sqlite"})
+
+
+def _upsert(
+    session: Session,
+    model: Any,
+    dialect: str,
+    values: dict[str, Any],
+    topics_given: bool,
+    now: datetime,
+) -> tuple[Any, bool]:
+    """Register in one statement (see :func:`_upsert_statement`). The subscription
+    (None when the endpoint is dead) and whether it is new."""
+    row = {"id": new_id("sub"), "topics": [], "status": ACTIVE, "created_at": now, **values}
+    statement = _upsert_statement(model, dialect, topics_given)
+    if dialect == "postgresql" and _idle(session):
+        # One statement is its own transaction: in autocommit the server commits it
+        # before it answers, instead of a BEGIN and a COMMIT of their own on the
+        # network. A session that already holds a transaction (the host read with it
+        # in this request) keeps it, and the commit below ends it as before.
+        session.connection(
+            bind_arguments={"mapper": model}, execution_options={"isolation_level": "AUTOCOMMIT"}
+        )
+    subscription = session.scalars(
+        statement, row, execution_options={"populate_existing": True}
+    ).one_or_none()
+    return subscription, subscription is not None and subscription.id == row["id"]
+
+
+@functools.lru_cache(maxsize=16)
+def _upsert_statement(model: Any, dialect: str, topics_given: bool) -> Any:
+    """``INSERT ... ON CONFLICT (endpoint) DO UPDATE ... RETURNING`` of a whole row,
+    whose values are the parameters of each execution (made once: building it costs
+    more than running it).
+
+    The rules of a known endpoint are in the statement: its owner keeps its topics
+    (unless the caller sent some) and its creation time; another owner starts over
+    from nothing; a dead row matches no ``WHERE`` and is left alone, so nothing
+    comes back.
+    """
+    table = model.__table__
+    insert = postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
+    proposed = insert.excluded
+    # SET's expressions all read the row as it was, so this is the previous owner
+    same_owner = table.c.user_id.is_not_distinct_from(proposed.user_id)
+    changes: dict[str, Any] = {name: proposed[name] for name in _REPLACED}
+    changes["topics"] = (
+        proposed.topics
+        if topics_given
+        else sa.case((same_owner, table.c.topics), else_=proposed.topics)
+    )
+    changes["created_at"] = sa.case((same_owner, table.c.created_at), else_=proposed.created_at)
+    return insert.on_conflict_do_update(
+        index_elements=[table.c.endpoint], set_=changes, where=table.c.status != DEAD
+    ).returning(model)
+
+
+#: what a re-registration always takes from the request
+_REPLACED = ("p256dh", "auth", "expires_at", "user_id", "user_agent", "last_seen_at")
+
+
+def _idle(session: Session) -> bool:
+    """Is nothing under way in the session: no transaction and no pending change?"""
+    return not session.in_transaction() and not (session.new or session.dirty or session.deleted)
+
+
+def _select_then_write(
+    session: Session, model: Any, values: dict[str, Any], now: datetime
+) -> tuple[Any, bool]:
+    """Register with a SELECT and then an INSERT or UPDATE, on databases without
+    ``ON CONFLICT ... RETURNING`` (SQLite before 3.35, others)."""
+    subscription = session.scalar(sa.select(model).where(model.endpoint == values["endpoint"]))
+    created = subscription is None
+    if subscription is not None and subscription.status == DEAD:
+        return None, False
     if subscription is None or subscription.user_id != values["user_id"]:
         if subscription is None:
             subscription = model()
@@ -85,14 +187,12 @@ def subscribe() -> ResponseReturnValue:
         values = {"topics": [], "created_at": now, **values}
     for name, value in values.items():
         setattr(subscription, name, value)
-    session.commit()
-    signals.send_committed(
-        signals.subscription_added,
-        current_app._get_current_object(),  # type: ignore[attr-defined]
-        subscription=subscription,
-        created=created,
-    )
-    return Subscription.model_validate(subscription).to_json(), 201 if created else 200
+    session.flush()
+    return subscription, created
+
+
+def _columns(model: Any) -> list[str]:
+    return [attr.key for attr in sa.inspect(model).column_attrs]
 
 
 def _user_agent() -> str | None:
