@@ -432,9 +432,7 @@ def load_subscriptions(
             for i in range(0, len(rows), 5000):
                 conn.execute(sa.insert(table), rows[i : i + 5000])
             for i in range(0, len(preferences), 5000):
-                conn.execute(
-                    sa.insert(push.models.Preference.__table__), preferences[i : i + 5000]
-                )
+                conn.execute(sa.insert(push.models.Preference.__table__), preferences[i : i + 5000])
         db.engine.dispose()
     with engine.connect() as conn:
         conn.execute(sa.text("VACUUM (ANALYZE)"))

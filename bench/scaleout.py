@@ -55,6 +55,8 @@ SATURATED = 0.90
 #: every PostgreSQL connection of the benchmark's processes has a name starting so
 APP_PREFIX = "flask_push_bench_scale"
 MONITOR_NAME = "scaleout-monitor"
+#: seconds: a transaction of another session open this long is worth a note
+LONG_TRANSACTION = 5.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -127,9 +129,12 @@ class ServiceCpu:
     PostgreSQL's backends come and go with connections, so a sum of two snapshots
     would lose a backend that ended inside the window: a thread samples every
     0.2 s and keeps each process's last value. Of PostgreSQL it counts the
-    benchmark's own backends (their ``application_name``) and the server's
-    background processes (WAL writer, checkpointer, autovacuum...), not the
-    backends of other work on a shared server; of Redis, every ``redis-server``.
+    benchmark's own backends (their ``application_name``) and, apart, the
+    server's background processes (WAL writer, checkpointer, autovacuum, which
+    may be working for others), not the backends of other work on a shared
+    server; of Redis, every ``redis-server``. It also notes the oldest transaction
+    another session held open: a long one keeps PostgreSQL from cleaning up the
+    rows the workers' claims and outcomes leave behind.
     """
 
     def __init__(self, database_url: str) -> None:
@@ -143,23 +148,34 @@ class ServiceCpu:
         self._thread: threading.Thread | None = None
         self.first: dict[tuple[str, int], float] = {}
         self.last: dict[tuple[str, int], float] = {}
+        #: seconds: the oldest open transaction of another session seen in the window
+        self.oldest_other = 0.0
 
-    def _ours(self) -> list[int]:
+    def _postgres(self) -> tuple[list[int], list[int]]:
+        """The pids of the benchmark's backends and of the server's background
+        processes; notes the oldest transaction of any other session."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
-                    "SELECT pid, backend_type, application_name FROM pg_stat_activity "
+                    "SELECT pid, backend_type, application_name, "
+                    "extract(epoch FROM now() - xact_start) FROM pg_stat_activity "
                     "WHERE pid IS NOT NULL"
                 )
             ).all()
-        return [
-            int(pid)
-            for pid, kind, name in rows
-            if kind != "client backend" or (name or "").startswith(APP_PREFIX)
-        ]
+        ours, background = [], []
+        for pid, kind, name, age in rows:
+            if kind != "client backend":
+                background.append(int(pid))
+            elif (name or "").startswith(APP_PREFIX):
+                ours.append(int(pid))
+            elif name != MONITOR_NAME and age is not None:
+                self.oldest_other = max(self.oldest_other, float(age))
+        return ours, background
 
     def _sample(self, start: bool = False) -> None:
-        for kind, pids in (("postgres", self._ours()), ("redis", pids_named("redis-server"))):
+        ours, background = self._postgres()
+        kinds = (("postgres", ours), ("pg-bg", background), ("redis", pids_named("redis-server")))
+        for kind, pids in kinds:
             for pid in pids:
                 cpu = proc_cpu(pid)
                 if cpu is None:
@@ -177,6 +193,7 @@ class ServiceCpu:
     def start(self) -> None:
         self.first.clear()
         self.last.clear()
+        self.oldest_other = 0.0
         self._stop.clear()
         self._sample(start=True)
         self._thread = threading.Thread(target=self._run, name="scaleout-cpu", daemon=True)
@@ -188,7 +205,7 @@ class ServiceCpu:
         if self._thread is not None:
             self._thread.join()
         self._sample()
-        totals = {"postgres": 0.0, "redis": 0.0}
+        totals = {"postgres": 0.0, "pg-bg": 0.0, "redis": 0.0}
         for key, first in self.first.items():
             totals[key[0]] += self.last[key] - first
         return totals
@@ -310,10 +327,13 @@ class RunResult:
     cpu_workers: list[float]
     cpu_service: float
     cpu_postgres: float
+    cpu_pg_background: float
     cpu_redis: float
     busy: float
     rss_workers: list[float]
     handled: list[int] = field(default_factory=list)
+    #: seconds: the oldest transaction another session held open during the run
+    oldest_other: float = 0.0
 
 
 @contextmanager
@@ -397,10 +417,12 @@ def one_run(
         cpu_workers=worker_cpu,
         cpu_service=service_cpu,
         cpu_postgres=cpu["postgres"],
+        cpu_pg_background=cpu["pg-bg"],
         cpu_redis=cpu["redis"],
         busy=(busy1 - busy0) / max(total1 - total0, 1),
         rss_workers=rss,
         handled=[handled(w, row.queue) for w in workers],
+        oldest_other=monitor.oldest_other,
     )
     # Untimed: the next run starts from the same table (subscriptions only).
     with db.engine.connect() as conn:
@@ -470,6 +492,7 @@ def report(summaries: list[Summary], n: int, cores: int) -> None:
                 "+".join(f"{c:.1f}" for c in s.cpu_workers),
                 f"{s.median('cpu_service'):.1f}",
                 f"{s.median('cpu_postgres'):.1f}",
+                f"{s.median('cpu_pg_background'):.1f}",
                 f"{s.median('cpu_redis'):.1f}" if s.row.queue == "celery" else "-",
                 f"{s.busy:.0%}",
                 "+".join(f"{m:.0f}" for m in s.peak_rss),
@@ -488,6 +511,7 @@ def report(summaries: list[Summary], n: int, cores: int) -> None:
             "CPU s workers",
             "push svc",
             "PostgreSQL",
+            "PG bg",
             "Redis",
             "machine busy",
             "peak MiB",
@@ -681,7 +705,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{one.statuses}; CPU s: workers "
                         + "+".join(f"{c:.1f}" for c in one.cpu_workers)
                         + f", push service {one.cpu_service:.1f}, PostgreSQL "
-                        f"{one.cpu_postgres:.1f}, Redis {one.cpu_redis:.1f}; machine "
+                        f"{one.cpu_postgres:.1f} (background {one.cpu_pg_background:.1f}), "
+                        f"Redis {one.cpu_redis:.1f}; oldest other transaction "
+                        f"{one.oldest_other:.0f} s; machine "
                         f"{one.busy:.0%} busy; claimed " + "/".join(f"{h:,}" for h in one.handled),
                         flush=True,
                     )
@@ -691,12 +717,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"Scale-out, N = {n:,}, push service answers after 20 ms, PostgreSQL; "
             f"medians of {args.runs} runs, interleaved. Time from push.send() to the last 201; "
-            "CPU seconds over that time; machine busy = all CPUs from /proc/stat, other "
-            "work included; 'claimed by each': the thread queue's rounds, or the Celery "
-            "tasks (the sweep beside them does not say)"
+            "CPU seconds over that time (PostgreSQL: the benchmark's backends; PG bg: the "
+            "server's background processes, which may work for others too); machine busy = "
+            "all CPUs from /proc/stat, other work included; 'claimed by each': the thread "
+            "queue's rounds, or the Celery tasks (the sweep beside them does not say)"
         )
         summaries = [Summary(row, results[row]) for row in rows]
         report(summaries, n, cores)
+        for row in rows:
+            for i, one in enumerate(results[row]):
+                if one.oldest_other >= LONG_TRANSACTION:
+                    print(
+                        f"note: {row.label}, run {i + 1} ({one.elapsed:.1f} s, PostgreSQL "
+                        f"{one.cpu_postgres:.1f} s): another session held a transaction open "
+                        f"for {one.oldest_other:.0f} s during it"
+                    )
         for row in rows:
             for one in results[row]:
                 if one.statuses.get("sent", 0) != n:
