@@ -476,11 +476,8 @@ def report(summaries: list[Summary], n: int, cores: int) -> None:
     first = {s.row.queue: rate[s.row] for s in summaries if s.row.processes == 1}
     for s in summaries:
         r = rate[s.row]
-        if s.row.processes == 1:
-            added = "-"
-        else:
-            one = first[s.row.queue]
-            added = f"{(r - one) / one:.0%}"
+        one = first.get(s.row.queue)
+        added = "-" if s.row.processes == 1 or one is None else f"{(r - one) / one:.0%}"
         rows.append(
             (
                 s.row.label,
