@@ -16,15 +16,11 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from .events import Event, Gap, sendable
 
 log = logging.getLogger("flask_push.realtime")
-
-#: a send that writes what the socket's buffer takes now, and never waits
-Send = Callable[[bytes], int]
 
 
 class Connection:
@@ -39,7 +35,7 @@ class Connection:
     """
 
     __slots__ = (
-        "wake", "_sock", "_send", "lock", "max_queue", "queue", "pending",
+        "wake", "_sock", "_direct", "_flags", "lock", "max_queue", "queue", "pending",
         "last_ids", "dropped", "sent_at",
     )  # fmt: skip
 
@@ -48,7 +44,10 @@ class Connection:
         #: websocket's reader, so one wait covers frames in and events out
         self.wake = wake
         self._sock = sock
-        self._send = nonblocking_send(sock)
+        #: the socket a broadcaster writes to with ``send(data, _flags)``, which
+        #: never waits; kept as the socket, not a bound method: one object fewer
+        self._direct: _socket.socket | None
+        self._direct, self._flags = direct_socket(sock) or (None, 0)
         self.lock = threading.Lock()
         self.max_queue = max_queue
         #: appended to by broadcasters, emptied from the front by the handler only
@@ -72,8 +71,8 @@ class Connection:
         """
         if self.dropped:
             return
-        send = self._send
-        if send is None or not self.lock.acquire(False):
+        direct = self._direct
+        if direct is None or not self.lock.acquire(False):
             self._queue(event)  # the handler is writing: it takes the queue next
             return
         try:
@@ -82,7 +81,7 @@ class Connection:
             elif self._admit(event):
                 data = event.wire
                 try:
-                    sent = send(data)
+                    sent = direct.send(data, self._flags)
                 except OSError:
                     # BlockingIOError: a full buffer, the handler waits for room.
                     # Anything else: a broken socket, which the handler's write ends.
@@ -140,28 +139,24 @@ class Connection:
         return False
 
 
-def nonblocking_send(sock: socket.socket | None) -> Send | None:
-    """A send on ``sock`` that returns at once, or None where there is none.
+def direct_socket(sock: socket.socket | None) -> tuple[_socket.socket, int] | None:
+    """The socket and flags with which a send to ``sock`` returns at once (None
+    where there are none): it writes what the buffer takes, or raises
+    BlockingIOError.
 
-    Under gevent the socket wraps a non-blocking one, whose own ``send`` raises
-    BlockingIOError instead of waiting (and skips gevent's wrapper). A blocking
-    standard socket (Werkzeug's threaded server) sends with ``MSG_DONTWAIT``. One
-    with a timeout would wait in ``send`` for room: it gets no direct writes.
+    Under gevent the socket wraps a non-blocking one, whose own ``send`` never
+    waits (and skips gevent's wrapper). A blocking standard socket (Werkzeug's
+    threaded server) sends with ``MSG_DONTWAIT``. One with a timeout would wait in
+    ``send`` for room: it gets no direct writes.
     """
     if sock is None:
         return None
     raw = getattr(sock, "_sock", None)  # gevent's socket: the non-blocking one inside
     if isinstance(raw, _socket.socket) and raw.gettimeout() == 0.0:
-        send: Send = raw.send
-        return send
+        return raw, 0
     dontwait = getattr(socket, "MSG_DONTWAIT", 0)
     if isinstance(sock, socket.socket) and sock.gettimeout() is None and dontwait:
-        blocking = sock
-
-        def send_now(data: bytes) -> int:
-            return blocking.send(data, dontwait)
-
-        return send_now
+        return sock, dontwait
     return None
 
 
