@@ -351,6 +351,7 @@ async def run_case(
     per_connection = (after - before) / max(clients.connected, 1)
     everyone = clients.connected + warm.connected
     cpu_before = sum(s["cpu"] for s in stats)
+    clients_before = _own_cpu()
     for n in range(events):
         await asyncio.to_thread(_get, ports[0], f"/publish?n={n}", "POST")
         deadline = time.monotonic() + 30
@@ -362,6 +363,7 @@ async def run_case(
         await asyncio.sleep(interval)
     # The servers' CPU over the events: the frames, the publish requests, two /stats.
     cpu = sum(_get(port, "/stats")["cpu"] for port in ports) - cpu_before
+    clients_cpu = _own_cpu() - clients_before
     frames = sum(clients.received.values()) + sum(warm.received.values())
     latencies = sorted(clients.latencies)
     delivered = len(latencies)
@@ -375,10 +377,17 @@ async def run_case(
         "connect s": round(connect_seconds, 1),
         "KiB/conn": round(per_connection / 1024, 1),
         "CPU us/frame": round(cpu / max(frames, 1) * 1e6, 1),
+        "clients us/frame": round(clients_cpu / max(frames, 1) * 1e6, 1),
         "p50 ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
         "p99 ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1) if latencies else None,
         "delivered": f"{delivered}/{clients.connected * events}",
     }
+
+
+def _own_cpu() -> float:
+    """This process's CPU seconds: the clients' (and the publish requests')."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def case(
@@ -451,7 +460,14 @@ def compare(
     rows = []
     for name, results in runs.items():
         row = dict(results[0])
-        for column in ("KiB/conn", "CPU us/frame", "p50 ms", "p99 ms", "connect s"):
+        for column in (
+            "KiB/conn",
+            "CPU us/frame",
+            "clients us/frame",
+            "p50 ms",
+            "p99 ms",
+            "connect s",
+        ):
             row[column] = _median([r[column] for r in results])
         row["delivered"] = " ".join(r["delivered"] for r in results)
         row["case"] = f"{name} (median of {len(results)})" if len(results) > 1 else name
