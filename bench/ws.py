@@ -8,13 +8,30 @@ the clients), p50 and p99:
 - ``threaded``: the threaded default (Werkzeug's threaded server, a thread per socket
   plus simple-websocket's reader thread);
 - ``redis``: two gevent processes sharing the Redis backplane, the clients split
-  between them, every event published in the first.
+  between them, every event published in the first;
+- ``compare``: flask-push against a bare flask-sock broadcast, both under gunicorn's
+  gevent worker (one process), the same clients and events (``--compare 2000``
+  clients, ``--compare-events 50`` events 100 ms apart), one after the other and
+  ``--rounds`` times, alternating which goes first. Besides latency and memory it
+  measures each server process's CPU time over the events (``getrusage`` through a
+  ``/stats`` route) per frame delivered.
+
+The bare broadcast (:func:`create_bare_app`) is what a hand-written flask-sock app
+would do at its fastest: its route keeps a set of sockets and waits on
+``ws.receive()``; its publish route builds the event's frame once (JSON, then the
+websocket frame's bytes) and loops ``ws.sock.send(frame)`` over the set. That is
+``ws.send(text)`` without simple-websocket's wsproto encoding per socket, the floor a
+fair bare implementation reaches; ``--bare-send`` adds a row for the one with
+``ws.send``. The ratio is taken against the first.
 
 Goals: 10,000 connections in one gevent process at 40 KiB or less each, p99 under
 100 ms at 10,000 clients, and at least 1,000 connections with the threaded default.
+For ``compare``: CPU per frame within 1.5x of the bare broadcast's, p99 under
+100 ms at 2,000 clients, every event delivered, 40 KiB or less per connection.
 Prints a table; asserts nothing. Needs ``pip install 'flask-push[bench,redis]'``.
 
-    .venv/bin/python bench/ws.py [--gevent 10000] [--threaded 1000] [--redis 2000]
+    .venv/bin/python bench/ws.py [--cases gevent,threaded,redis,compare]
+        [--gevent 10000] [--threaded 1000] [--redis 2000] [--compare 2000]
 
 The clients are raw websockets on one asyncio loop in this process (no
 compression offered), so the client side stays cheap next to the server.
@@ -75,9 +92,64 @@ def create_app() -> Any:
     @app.get("/stats")
     def stats() -> dict[str, Any]:
         realtime = app.extensions["push"].realtime
-        return {"rss": _rss(), "sockets": realtime.hub.count() if realtime else 0}
+        return {"sockets": realtime.hub.count() if realtime else 0, **_process()}
 
     return app
+
+
+def create_bare_app() -> Any:
+    """A bare flask-sock broadcast: the baseline ``compare`` measures flask-push against.
+
+    It speaks just enough of flask-push's protocol for the clients (a ``subscribed``
+    answer to the first frame, events as flask-push frames them).
+    """
+    from flask import Flask, request
+    from flask_sock import Sock
+    from wsproto.frame_protocol import FrameProtocol
+
+    app = Flask(__name__)
+    sock = Sock(app)
+    sockets: set[Any] = set()
+    use_send = os.environ.get("PUSH_BENCH_BARE") == "send"
+
+    @sock.route("/push/ws")
+    def websocket(ws: Any) -> None:
+        ws.receive()  # the client's subscribe
+        ws.send(json.dumps({"op": "subscribed", "channel": CHANNEL}))
+        sockets.add(ws)
+        try:
+            while True:
+                ws.receive()  # raises ConnectionClosed when the client goes
+        finally:
+            sockets.discard(ws)
+
+    @app.post("/publish")
+    def publish() -> dict[str, Any]:
+        number = int(request.args["n"])
+        data = json.dumps({"n": number, "t": time.time()})
+        text = f'{{"op":"event","channel":"{CHANNEL}","id":{number},"event":"tick","data":{data}}}'
+        frame = bytes(FrameProtocol(client=False, extensions=[]).send_data(text, fin=True))
+        for ws in list(sockets):
+            try:
+                if use_send:
+                    ws.send(text)
+                else:
+                    ws.sock.send(frame)
+            except Exception:
+                sockets.discard(ws)
+        return {"id": number}
+
+    @app.get("/stats")
+    def stats() -> dict[str, Any]:
+        return {"sockets": len(sockets), **_process()}
+
+    return app
+
+
+def _process() -> dict[str, Any]:
+    """This server process: its pid, RSS and CPU seconds so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"pid": os.getpid(), "rss": _rss(), "cpu": usage.ru_utime + usage.ru_stime}
 
 
 def _rss() -> int:
@@ -97,14 +169,16 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(mode: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    mode: str, env: dict[str, str], app: str = "create_app()"
+) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     if mode == "gevent":
         command = [
             sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1",
             "--worker-connections", "30000", "--backlog", "4096", "--timeout", "300",
             "--no-control-socket", "--log-level", "warning", "--chdir", str(HERE),
-            "--bind", f"127.0.0.1:{port}", "ws:create_app()",
+            "--bind", f"127.0.0.1:{port}", f"ws:{app}",
         ]  # fmt: skip
     else:
         command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port)]
@@ -259,7 +333,9 @@ class Clients:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def run_case(name: str, ports: list[int], count: int, events: int) -> dict[str, Any]:
+async def run_case(
+    name: str, ports: list[int], count: int, events: int, interval: float = 0.1
+) -> dict[str, Any]:
     # warm up (imports, the realtime state, the backplane) before the baseline
     warm = Clients(ports, 20 * len(ports))
     await warm.connect_all()
@@ -273,12 +349,22 @@ async def run_case(name: str, ports: list[int], count: int, events: int) -> dict
     stats = [_get(port, "/stats") for port in ports]
     after = sum(s["rss"] for s in stats)
     per_connection = (after - before) / max(clients.connected, 1)
+    everyone = clients.connected + warm.connected
+    cpu_before = sum(s["cpu"] for s in stats)
+    clients_before = _own_cpu()
     for n in range(events):
         await asyncio.to_thread(_get, ports[0], f"/publish?n={n}", "POST")
         deadline = time.monotonic() + 30
-        while clients.received.get(n, 0) < clients.connected and time.monotonic() < deadline:
+        while (
+            clients.received.get(n, 0) + warm.received.get(n, 0) < everyone
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(interval)
+    # The servers' CPU over the events: the frames, the publish requests, two /stats.
+    cpu = sum(_get(port, "/stats")["cpu"] for port in ports) - cpu_before
+    clients_cpu = _own_cpu() - clients_before
+    frames = sum(clients.received.values()) + sum(warm.received.values())
     latencies = sorted(clients.latencies)
     delivered = len(latencies)
     await clients.close()
@@ -290,23 +376,42 @@ async def run_case(name: str, ports: list[int], count: int, events: int) -> dict
         "server sockets": sum(s["sockets"] for s in stats),
         "connect s": round(connect_seconds, 1),
         "KiB/conn": round(per_connection / 1024, 1),
+        "CPU us/frame": round(cpu / max(frames, 1) * 1e6, 1),
+        "clients us/frame": round(clients_cpu / max(frames, 1) * 1e6, 1),
         "p50 ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
         "p99 ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1) if latencies else None,
         "delivered": f"{delivered}/{clients.connected * events}",
     }
 
 
-def case(name: str, mode: str, count: int, events: int, redis_url: str | None) -> dict[str, Any]:
+def _own_cpu() -> float:
+    """This process's CPU seconds: the clients' (and the publish requests')."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def case(
+    name: str,
+    mode: str,
+    count: int,
+    events: int,
+    redis_url: str | None,
+    app: str = "create_app()",
+    extra_env: dict[str, str] | None = None,
+    on_start: Any = None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"PUSH_BENCH_DB": str(Path(tmp) / "bench.db")}
+        env = {"PUSH_BENCH_DB": str(Path(tmp) / "bench.db"), **(extra_env or {})}
         servers = 1
         if redis_url:
             env["PUSH_BENCH_BACKPLANE"] = redis_url
             env["PUSH_BENCH_PREFIX"] = f"flask_push_bench_{uuid.uuid4().hex[:8]}"
             servers = 2
         # the app's tables are not needed: nothing here touches the inbox
-        started = [start_server(mode, env) for _ in range(servers)]
+        started = [start_server(mode, env, app) for _ in range(servers)]
         try:
+            if on_start is not None:
+                on_start(_get(started[0][1], "/stats")["pid"])
             return asyncio.run(run_case(name, [port for _, port in started], count, events))
         finally:
             for process, _ in started:
@@ -318,12 +423,89 @@ def case(name: str, mode: str, count: int, events: int, redis_url: str | None) -
                     process.wait()
 
 
+def _median(values: list[Any]) -> Any:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    middle = len(values) // 2
+    if len(values) % 2:
+        return values[middle]
+    return round((values[middle - 1] + values[middle]) / 2, 1)
+
+
+def compare(
+    count: int, events: int, rounds: int, profile: str | None, bare_send: bool
+) -> list[dict[str, Any]]:
+    """flask-push and the bare broadcast, ``rounds`` times each, alternating which
+    goes first; a row of medians for each (the first two: flask-push, the bare one
+    the ratio is taken against)."""
+    variants = {
+        "flask-push": ("create_app()", {}),
+        "bare flask-sock": ("create_bare_app()", {}),
+    }
+    if bare_send:
+        variants["bare, ws.send"] = ("create_bare_app()", {"PUSH_BENCH_BARE": "send"})
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for number in range(rounds):
+        order = list(variants) if number % 2 == 0 else list(reversed(variants))
+        for name in order:
+            app, env = variants[name]
+            on_start = None
+            if profile and name == "flask-push" and number == 0:
+                on_start = lambda pid: _profile(pid, profile)  # noqa: E731
+            print(f"compare, round {number + 1}: {name}, {count} clients ...", flush=True)
+            row = case(name, "gevent", count, events, None, app, env, on_start)
+            print(row, flush=True)
+            runs[name].append(row)
+    rows = []
+    for name, results in runs.items():
+        row = dict(results[0])
+        for column in (
+            "KiB/conn",
+            "CPU us/frame",
+            "clients us/frame",
+            "p50 ms",
+            "p99 ms",
+            "connect s",
+        ):
+            row[column] = _median([r[column] for r in results])
+        row["delivered"] = " ".join(r["delivered"] for r in results)
+        row["case"] = f"{name} (median of {len(results)})" if len(results) > 1 else name
+        rows.append(row)
+    return rows
+
+
+def _profile(pid: int, path: str) -> None:
+    """py-spy record the server ``pid`` in the background, from after the clients
+    connected (a few seconds in) for the events."""
+    command = [
+        str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+        "--duration", "12", "--rate", "250", "--nonblocking", "--output", path,
+        "--format", "raw" if path.endswith(".txt") else "flamegraph",
+    ]  # fmt: skip
+    subprocess.Popen(["sh", "-c", 'sleep "$1"; shift; exec "$@"', "sh", "4", *command])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--cases", default="gevent,threaded,redis,compare", help="comma-separated cases to run"
+    )
     parser.add_argument("--gevent", type=int, default=10_000, help="clients (0 skips)")
     parser.add_argument("--threaded", type=int, default=1_000, help="clients (0 skips)")
     parser.add_argument("--redis", type=int, default=2_000, help="clients (0 skips)")
     parser.add_argument("--events", type=int, default=10, help="events published per case")
+    parser.add_argument("--compare", type=int, default=2_000, help="clients (0 skips)")
+    parser.add_argument("--compare-events", type=int, default=50, help="events per compare run")
+    parser.add_argument("--rounds", type=int, default=3, help="compare runs of each server")
+    parser.add_argument(
+        "--profile", help="py-spy the flask-push server of the first compare run into this file"
+    )
+    parser.add_argument(
+        "--bare-send",
+        action="store_true",
+        help="compare also a bare broadcast with ws.send (a wsproto encoding per socket)",
+    )
     parser.add_argument(
         "--redis-url", default=os.environ.get("PUSH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
@@ -332,30 +514,62 @@ def main() -> None:
     if args.serve:
         serve_threaded(args.serve)
         return
+    cases = set(args.cases.split(","))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     print(f"open files limit: {hard}", flush=True)
     rows = []
     plan = [
-        ("gevent, 1 process", "gevent", args.gevent, None),
-        ("threaded default", "threaded", args.threaded, None),
-        ("gevent x2, Redis", "gevent", args.redis, args.redis_url),
+        ("gevent", "gevent, 1 process", "gevent", args.gevent, None),
+        ("threaded", "threaded default", "threaded", args.threaded, None),
+        ("redis", "gevent x2, Redis", "gevent", args.redis, args.redis_url),
     ]
-    for name, mode, count, redis_url in plan:
-        if count:
+    for key, name, mode, count, redis_url in plan:
+        if count and key in cases:
             print(f"{name}: {count} clients ...", flush=True)
             rows.append(case(name, mode, count, args.events, redis_url))
             print(rows[-1], flush=True)
-    columns = list(rows[0]) if rows else []
+    compared = []
+    if args.compare and "compare" in cases:
+        compared = compare(
+            args.compare, args.compare_events, args.rounds, args.profile, args.bare_send
+        )
+    _table(rows)
+    if rows:
+        print(
+            "\ngoals: 10,000 connections in one gevent process at <= 40 KiB each; p99 < 100 ms "
+            "at 10,000 clients; >= 1,000 connections with the threaded default"
+        )
+    if compared:
+        _table(compared)
+        ours, bare = compared[:2]
+        ratio = ours["CPU us/frame"] / bare["CPU us/frame"]
+        every = all(
+            int(got) == int(want) > 0
+            for got, want in (d.split("/") for d in ours["delivered"].split())
+        )
+        print(f"\nCPU per frame, flask-push / bare: {ratio:.2f}x")
+        goals = [
+            (f"CPU per frame within 1.5x of the bare broadcast ({ratio:.2f}x)", ratio <= 1.5),
+            (f"p99 under 100 ms at {args.compare} clients ({ours['p99 ms']} ms)",
+             ours["p99 ms"] is not None and ours["p99 ms"] < 100),
+            ("every event delivered", every),
+            (f"memory per connection at or under 40 KiB ({ours['KiB/conn']})",
+             ours["KiB/conn"] <= 40),
+        ]  # fmt: skip
+        for goal, met in goals:
+            print(f"  {'met    ' if met else 'NOT met'}  {goal}")
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
     print()
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
         print("  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths, strict=True)))
-    print(
-        "\ngoals: 10,000 connections in one gevent process at <= 40 KiB each; p99 < 100 ms "
-        "at 10,000 clients; >= 1,000 connections with the threaded default"
-    )
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import simple_websocket
 from flask import Flask, request
+from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from flask_push.errors import ValidationError
 from flask_push.realtime import inbox_events
 from flask_push.realtime.events import Event, Gap
-from flask_push.realtime.hub import Connection, Hub
+from flask_push.realtime.hub import Connection, Hub, direct_socket
 
 from conftest import as_user, db, push
 from wslive import Client, serve
@@ -470,6 +471,173 @@ def test_a_slow_client_is_dropped_and_others_still_receive(live: Any, connect: A
     slow.close()
     publish(app, "user:bob", "after", {})
     assert _next(fast, "after") == {}
+
+
+class _Reader:
+    """The client's end of a socket the hub writes to: reads its bytes as
+    websocket frames (unmasked, from a server) and gives their JSON."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.protocol = FrameProtocol(client=True, extensions=[])
+
+    def frames(self, count: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        text = ""
+        self.sock.settimeout(5)
+        while len(out) < count:
+            chunk = self.sock.recv(1 << 16)
+            assert chunk, "the socket closed"
+            self.protocol.receive_bytes(chunk)
+            for frame in self.protocol.received_frames():
+                assert frame.opcode in (Opcode.TEXT, Opcode.CONTINUATION)
+                text += frame.payload
+                if frame.message_finished:
+                    out.append(json.loads(text))
+                    text = ""
+        return out
+
+    def pending(self) -> bytes:
+        """Whatever the socket holds now, without waiting."""
+        self.sock.setblocking(False)
+        try:
+            return self.sock.recv(1 << 20)
+        except BlockingIOError:
+            return b""
+        finally:
+            self.sock.setblocking(True)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected pair of blocking sockets: the server's end, the client's end."""
+    server, client = socket.socketpair()
+    yield server, client
+    server.close()
+    client.close()
+
+
+def _event(n: int, data: str = "1") -> Event:
+    return Event("c", n, "e", data)
+
+
+def test_a_broadcast_writes_to_idle_sockets_and_wakes_no_handler(pair: Any) -> None:
+    server, client = pair
+    hub = Hub()
+    wake = threading.Event()
+    connection = Connection(wake, server, max_queue=4)
+    hub.join(connection, "c")
+    for n in (1, 2, 3):
+        hub.deliver(_event(n, str(n)))
+    assert [(f["id"], f["data"]) for f in _Reader(client).frames(3)] == [(1, 1), (2, 2), (3, 3)]
+    assert not wake.is_set(), "the handler was woken for events already written"
+    assert connection.queue == [] and connection.pending == b""
+    hub.deliver(_event(2))  # a copy of one sent: skipped
+    hub.leave(connection, "c")
+    hub.deliver(_event(4))  # after leaving: not sent
+    assert _Reader(client).pending() == b""
+
+
+def test_a_full_socket_falls_back_to_the_queue_in_order(pair: Any) -> None:
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hub = Hub()
+    wake = threading.Event()
+    connection = Connection(wake, server, max_queue=4)
+    hub.join(connection, "c")
+    big = json.dumps("x" * 1_000_000)  # more than the socket's buffers hold
+    hub.deliver(_event(1, big))
+    assert connection.pending, "the whole frame fitted: nothing to fall back from"
+    assert wake.is_set(), "the handler was not woken to write the rest"
+    for n in (2, 3, 4):
+        hub.deliver(_event(n))
+    assert [item.id for item in connection.queue] == [2, 3, 4]  # type: ignore[union-attr]
+    # What the handler does when woken: the rest of the frame, then the queue.
+    writer = threading.Thread(
+        target=lambda: server.sendall(
+            connection.pending + b"".join(item.wire for item in connection.take())
+        )
+    )
+    writer.start()
+    frames = _Reader(client).frames(4)
+    writer.join(5)
+    assert [f["id"] for f in frames] == [1, 2, 3, 4]
+    assert frames[0]["data"] == json.loads(big)
+
+
+def test_a_broadcast_waits_behind_the_handlers_own_writes(pair: Any) -> None:
+    """While the handler writes (it holds the connection's lock), a broadcast
+    queues and wakes it instead of writing into the middle of its frames."""
+    server, client = pair
+    hub = Hub()
+    wake = threading.Event()
+    connection = Connection(wake, server, max_queue=4)
+    hub.join(connection, "c")
+    with connection.lock:
+        hub.deliver(_event(1))
+        assert _Reader(client).pending() == b""
+        assert wake.is_set()
+    hub.deliver(_event(2))  # the handler has not taken the queue yet: behind it
+    assert [item.id for item in connection.take()] == [1, 2]  # type: ignore[union-attr]
+    assert _Reader(client).pending() == b""
+
+
+def test_a_queue_that_fills_drops_the_connection(pair: Any) -> None:
+    server, _ = pair
+    hub = Hub()
+    connection = Connection(threading.Event(), server, max_queue=2)
+    hub.join(connection, "c")
+    with connection.lock:  # a handler stuck writing to a client that does not read
+        for n in (1, 2, 3):
+            hub.deliver(_event(n))
+    assert connection.dropped
+    assert len(connection.queue) == 2
+
+
+def test_gevent_sockets_are_written_without_waiting(pair: Any) -> None:
+    """Under gevent the direct write uses the non-blocking socket inside gevent's,
+    which never waits for room (gevent's own send would switch to the hub)."""
+    gsocket = pytest.importorskip("gevent.socket")
+    server, client = pair
+    wrapped = gsocket.socket(fileno=server.detach())
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        direct = direct_socket(wrapped)
+        assert direct is not None
+        raw, flags = direct
+        sent = raw.send(b"x" * 10_000_000, flags)
+        assert 0 < sent < 10_000_000
+        with pytest.raises(BlockingIOError):
+            while True:
+                raw.send(b"x" * 1_000_000, flags)
+    finally:
+        wrapped.close()
+
+
+def test_a_socket_with_a_timeout_gets_no_direct_writes(pair: Any) -> None:
+    server, _ = pair
+    server.settimeout(5)  # its send would wait for room
+    assert direct_socket(server) is None
+    assert direct_socket(None) is None
+
+
+def test_a_client_that_reads_late_gets_every_event_in_order(live: Any, connect: Any) -> None:
+    """Events that do not fit the socket wait in the connection's queue and follow
+    the frame begun, in order, while other clients get theirs at once."""
+    app, url = live(PUSH_WS_QUEUE_SIZE=1000)
+    late = _raw_client(url, "bob")
+    fast = connect(url, "bob")
+    fast.sync()
+    blob = os.urandom(32 * 1024).hex()
+    count = 120  # 7.5 MiB: more than the sockets' buffers hold
+    for n in range(count):
+        publish(app, "user:bob", "blob", {"n": n, "blob": blob})
+        assert _next(fast, "blob")["n"] == n
+    frames = _Reader(late).frames(count)
+    assert [f["data"]["n"] for f in frames] == list(range(count))
+    assert app.extensions["push"].realtime.hub.count() == 2  # nobody was dropped
+    late.close()
 
 
 def test_websocket_url_needs_a_websocket(live: Any) -> None:

@@ -1,15 +1,21 @@
 """This process's websocket connections, by channel, and their bounded queues.
 
-A broadcast only appends the event to each joined connection's queue and wakes
-its handler, which writes from its own loop. A connection whose queue is full
-(a client that stopped reading) is dropped, so it never stalls anyone else.
+A broadcast writes each event's frame (encoded once) straight to the sockets of
+the joined connections that have nothing waiting, with a send that never blocks:
+the handlers stay asleep. Only where that cannot be done (the handler is writing,
+or the socket's buffer is full, or earlier events wait) does the event go to the
+connection's queue, and its handler is woken to write it from its own loop. A
+connection whose queue is full (a client that stopped reading) is dropped, so it
+never stalls anyone else.
 """
 
 from __future__ import annotations
 
+import _socket
 import logging
 import socket
 import threading
+import time
 from typing import Any
 
 from .events import Event, Gap, sendable
@@ -22,28 +28,72 @@ class Connection:
 
     Kept small, as there may be ten thousand per process: slots, and a list for
     the queue (an empty deque takes a block of 64 slots).
+
+    Who writes to the socket: whoever holds :attr:`lock`. The handler holds it
+    while it answers the client and empties the queue (its writes may wait on a
+    full socket); a broadcaster only tries it, writes without waiting, and lets go.
     """
 
-    __slots__ = ("wake", "_sock", "max_queue", "queue", "channels", "last_ids", "dropped")
+    __slots__ = (
+        "wake", "_sock", "_direct", "_flags", "lock", "max_queue", "queue", "pending",
+        "last_ids", "dropped", "sent_at",
+    )  # fmt: skip
 
     def __init__(self, wake: Any, sock: socket.socket | None, max_queue: int) -> None:
         #: set when there is something for the handler to do; shared with the
         #: websocket's reader, so one wait covers frames in and events out
         self.wake = wake
         self._sock = sock
+        #: the socket a broadcaster writes to with ``send(data, _flags)``, which
+        #: never waits; kept as the socket, not a bound method: one object fewer
+        self._direct: _socket.socket | None
+        self._direct, self._flags = direct_socket(sock) or (None, 0)
+        self.lock = threading.Lock()
         self.max_queue = max_queue
         #: appended to by broadcasters, emptied from the front by the handler only
         self.queue: list[Event | Gap] = []
-        self.channels: set[str] = set()
-        #: per channel, the last event id sent (or the point a replay starts from);
-        #: an event at or below it is a copy of one sent, and is skipped
+        #: the rest of a frame a broadcaster began: the handler writes it first
+        self.pending = b""
+        #: the channels joined, each with the last event id sent (or the point a
+        #: replay starts from); an event at or below it is a copy of one sent, and is
+        #: skipped. One dict for both: there may be ten thousand connections.
         self.last_ids: dict[str, int] = {}
         self.dropped = False
+        #: when a broadcaster last wrote to the socket (``time.monotonic()``), for
+        #: the handler's heartbeat
+        self.sent_at = 0.0
 
-    def offer(self, event: Event | Gap) -> None:
-        """Queue ``event``; drop the connection when its queue is full. Never blocks."""
+    def offer(self, event: Event | Gap, now: float) -> None:
+        """Send ``event`` now if the socket takes it without waiting, else queue it;
+        drop the connection when its queue is full. Never blocks.
+
+        :param now: ``time.monotonic()``, read once per broadcast.
+        """
         if self.dropped:
             return
+        direct = self._direct
+        if direct is None or not self.lock.acquire(False):
+            self._queue(event)  # the handler is writing: it takes the queue next
+            return
+        try:
+            if self.queue or self.pending:
+                self._queue(event)  # behind what waits, in order
+            elif self._admit(event):
+                data = event.wire
+                try:
+                    sent = direct.send(data, self._flags)
+                except OSError:
+                    # BlockingIOError: a full buffer, the handler waits for room.
+                    # Anything else: a broken socket, which the handler's write ends.
+                    sent = 0
+                if sent < len(data):
+                    self.pending = data[sent:]
+                    self.wake.set()
+                self.sent_at = now
+        finally:
+            self.lock.release()
+
+    def _queue(self, event: Event | Gap) -> None:
         if len(self.queue) >= self.max_queue:
             self.drop()
             return
@@ -71,20 +121,43 @@ class Connection:
         count = len(self.queue)
         queued = self.queue[:count]
         del self.queue[:count]
-        out: list[Event | Gap] = []
-        for item in queued:
-            channel = item.channel
-            if channel not in self.channels:
-                continue
-            last = self.last_ids.get(channel, 0)
-            if isinstance(item, Gap):
-                # the events after it may be numbered anew, below those sent
-                self.last_ids[channel] = min(last, item.resume)
-                out.append(item)
-            elif item.id > last:
-                self.last_ids[channel] = item.id
-                out.append(item)
-        return out
+        return [item for item in queued if self._admit(item)]
+
+    def _admit(self, item: Event | Gap) -> bool:
+        """Is ``item`` for this connection, and new to it? Notes it as sent."""
+        last = self.last_ids.get(item.channel)
+        if last is None:
+            return False  # not joined (any more)
+        channel = item.channel
+        if isinstance(item, Gap):
+            # the events after it may be numbered anew, below those sent
+            self.last_ids[channel] = min(last, item.resume)
+            return True
+        if item.id > last:
+            self.last_ids[channel] = item.id
+            return True
+        return False
+
+
+def direct_socket(sock: socket.socket | None) -> tuple[_socket.socket, int] | None:
+    """The socket and flags with which a send to ``sock`` returns at once (None
+    where there are none): it writes what the buffer takes, or raises
+    BlockingIOError.
+
+    Under gevent the socket wraps a non-blocking one, whose own ``send`` never
+    waits (and skips gevent's wrapper). A blocking standard socket (Werkzeug's
+    threaded server) sends with ``MSG_DONTWAIT``. One with a timeout would wait in
+    ``send`` for room: it gets no direct writes.
+    """
+    if sock is None:
+        return None
+    raw = getattr(sock, "_sock", None)  # gevent's socket: the non-blocking one inside
+    if isinstance(raw, _socket.socket) and raw.gettimeout() == 0.0:
+        return raw, 0
+    dontwait = getattr(socket, "MSG_DONTWAIT", 0)
+    if isinstance(sock, socket.socket) and sock.gettimeout() is None and dontwait:
+        return sock, dontwait
+    return None
 
 
 class Hub:
@@ -99,10 +172,10 @@ class Hub:
     def join(self, connection: Connection, channel: str) -> None:
         with self._lock:
             self._channels.setdefault(channel, set()).add(connection)
-        connection.channels.add(channel)
+        connection.last_ids.setdefault(channel, 0)
 
     def leave(self, connection: Connection, channel: str) -> None:
-        connection.channels.discard(channel)
+        connection.last_ids.pop(channel, None)
         with self._lock:
             joined = self._channels.get(channel)
             if joined is not None:
@@ -112,7 +185,7 @@ class Hub:
                     self._last_ids.pop(channel, None)
 
     def leave_all(self, connection: Connection) -> None:
-        for channel in list(connection.channels):
+        for channel in list(connection.last_ids):
             self.leave(connection, channel)
 
     def deliver(self, event: Event) -> None:
@@ -123,10 +196,11 @@ class Hub:
                 return
             self._last_ids[event.channel] = max(event.id, self._last_ids.get(event.channel, 0))
             targets = tuple(joined)
-        if not sendable(event):  # also encodes it here, once, for the handlers
+        if not sendable(event):  # also encodes it here, once, for every socket
             return
+        now = time.monotonic()
         for connection in targets:
-            connection.offer(event)
+            connection.offer(event, now)
 
     def gap(self, gap: Gap) -> None:
         """Hand ``gap`` to the connections joined to its channel, in order with its events."""
@@ -136,8 +210,9 @@ class Hub:
                 return
             self._last_ids[gap.channel] = min(gap.resume, self._last_ids.get(gap.channel, 0))
             targets = tuple(joined)
+        now = time.monotonic()
         for connection in targets:
-            connection.offer(gap)
+            connection.offer(gap, now)
 
     def joined(self) -> dict[str, int]:
         """The channels with connections here, each with the id a resync replays after.

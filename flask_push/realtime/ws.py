@@ -1,11 +1,12 @@
 """The websocket endpoint, ``<PUSH_URL_PREFIX>/ws`` (CONTRACT.md section 5).
 
 The handler stays thin: it takes the user from ``identity_loader`` during the
-handshake, joins ``user:<id>``, answers the client's ops and forwards events.
-It waits on one event for both directions (simple-websocket's own, which its
-reader sets for every frame in, and which the hub sets for every event out), so
-a connection costs the handler and simple-websocket's reader and nothing more:
-under gevent both are greenlets.
+handshake, joins ``user:<id>``, answers the client's ops and writes the events a
+broadcast could not write straight away (see :mod:`.hub`). It waits on one event
+for both directions (simple-websocket's own, which its reader sets for every frame
+in, and which the hub sets for every event queued), so a connection costs the
+handler and simple-websocket's reader and nothing more: under gevent both are
+greenlets, and a broadcast wakes neither.
 
 Before the upgrade, the handshake's ``Origin`` is checked: a browser sends the
 user's cookies with a websocket handshake whatever page opens it, so without the
@@ -113,14 +114,22 @@ def _serve(ws: Any) -> None:
         ws.send(frame)
         last_sent = time.monotonic()
 
+    # Broadcasters write to the socket directly while the handler sleeps; the
+    # handler holds the connection's lock whenever it writes, or joins a channel
+    # (its "subscribed" and replay go before that channel's live events).
+    lock = connection.lock
     try:
-        # identity and authorizer callbacks may have used the db: give the
-        # connection back now, not when the socket closes hours later
-        push.db.session.remove()
-        if user_id is not None:
-            realtime.join(connection, f"user:{user_id}")
+        with lock:
+            # identity and authorizer callbacks may have used the db: give the
+            # connection back now, not when the socket closes hours later
+            push.db.session.remove()
+            if user_id is not None:
+                realtime.join(connection, f"user:{user_id}")
         while not connection.dropped:
-            timeout = None if heartbeat is None else last_sent + heartbeat - time.monotonic()
+            if heartbeat is None:
+                timeout = None
+            else:
+                timeout = max(last_sent, connection.sent_at) + heartbeat - time.monotonic()
             if timeout is None or timeout > 0:
                 connection.wake.wait(timeout)
             connection.wake.clear()
@@ -130,26 +139,35 @@ def _serve(ws: Any) -> None:
                 # finish that, then end (nothing would wake us again).
                 ws.thread.join(1.0)
                 break
-            # Most wake-ups are events out: look at the client's frames only when
-            # there are some (or the socket closed, which receive() raises).
-            while ws.input_buffer or not ws.connected:
-                frame = ws.receive(timeout=0)
-                if len(frame) > ws.max_message_size:
-                    # It came before the limit was set (flask-sock builds the socket,
-                    # and its reader runs, before this handler): refuse it as
-                    # simple-websocket refuses later ones.
-                    ws.close(CloseReason.MESSAGE_TOO_BIG, "Message is too big")
-                    return
-                for reply in _answer(frame, connection, realtime, push, user_id):
-                    send(reply)
-            events = connection.take()
-            if events:
-                _write(sock, b"".join(event.wire for event in events))
-                last_sent = time.monotonic()
-            if heartbeat is not None and time.monotonic() - last_sent >= heartbeat:
-                send(PONG)
+            with lock:
+                if connection.pending:
+                    # the rest of a frame a broadcaster began goes before anything
+                    _write(sock, connection.pending)
+                    connection.pending = b""
+                    last_sent = time.monotonic()
+                # Most wake-ups are events out: look at the client's frames only when
+                # there are some (or the socket closed, which receive() raises).
+                while ws.input_buffer or not ws.connected:
+                    frame = ws.receive(timeout=0)
+                    if len(frame) > ws.max_message_size:
+                        # It came before the limit was set (flask-sock builds the
+                        # socket, and its reader runs, before this handler): refuse it
+                        # as simple-websocket refuses later ones.
+                        ws.close(CloseReason.MESSAGE_TOO_BIG, "Message is too big")
+                        return
+                    for reply in _answer(frame, connection, realtime, push, user_id):
+                        send(reply)
+                events = connection.take()
+                if events:
+                    _write(sock, b"".join(event.wire for event in events))
+                    last_sent = time.monotonic()
+                if heartbeat is not None:
+                    now = time.monotonic()
+                    if now - max(last_sent, connection.sent_at) >= heartbeat:
+                        send(PONG)
     finally:
-        realtime.hub.leave_all(connection)
+        with lock:  # after a broadcaster's write in progress; none follow
+            realtime.hub.leave_all(connection)
         if connection.dropped:
             log.info("flask-push: dropped a websocket client that did not keep up")
 
