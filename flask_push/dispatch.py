@@ -72,9 +72,6 @@ DB_RETRY_FIRST = 0.1
 DB_RETRY_CAP = 2.0
 #: seconds a dispatcher keeps outcomes it cannot write before giving up on them
 OUTAGE_PATIENCE = 300.0
-#: pushes prepared (Web Push: encrypted) per job of the preparing thread: the
-#: first of a claim go out while the rest are still being prepared
-_PREPARE_CHUNK = 50
 #: how often a round looks at its pushes when nothing wakes it
 _TICK = 0.05
 #: seconds between two looks for pushes stuck behind a stalled push service
@@ -280,17 +277,15 @@ def _never() -> bool:
     return False
 
 
-class _JobThread:
-    """A daemon thread that runs jobs for a dispatcher's loop, one at a time: its
-    database work, or preparing pushes.
+class _DatabaseThread:
+    """A daemon thread that runs a dispatcher's database work, one job at a time.
 
     Not a ``ThreadPoolExecutor``: those refuse new work once the interpreter has
     begun to exit, which is just when the thread queue's worker finishes its last
     batches (``queues._stop_all`` at exit).
     """
 
-    def __init__(self, name: str = "flask-push-db") -> None:
-        self.name = name
+    def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -299,7 +294,7 @@ class _JobThread:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
         if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+            self._thread = threading.Thread(target=self._serve, name="flask-push-db", daemon=True)
             self._thread.start()
         self._jobs.put((loop, future, work))
         return future
@@ -374,9 +369,7 @@ class Dispatcher:
         self._clicks = click_serializer(secret) if secret else None
         self._loop = asyncio.new_event_loop()
         #: claims, lease renewals and outcomes, one at a time, off the loop
-        self._db = _JobThread()
-        #: pushes prepared for sending (Web Push's encryption), off the loop
-        self._preparer = _JobThread("flask-push-prepare")
+        self._db = _DatabaseThread()
         self._providers: dict[str, Provider] | None = None
         self._lock = threading.Lock()
         #: time.monotonic() since when the database is unreachable, once it was said
@@ -428,7 +421,6 @@ class Dispatcher:
             finally:
                 self._loop.close()
                 self._db.stop()
-                self._preparer.stop()
 
     @property
     def window(self) -> int:
@@ -552,57 +544,16 @@ class Dispatcher:
         if claim.decided:
             r.held.update(dict.fromkeys((row["b_id"] for row in claim.decided), None))
             r.add_pending(_Writes(decided=claim.decided))
-        ahead: list[tuple[Provider, OutgoingPush, asyncio.Future[Any]]] = []
-        loop = asyncio.get_running_loop()
         for kind, push in claim.pushes:
-            prepared: asyncio.Future[Any] | None = None
-            if self.providers[kind].prepares_off_loop:
-                prepared = loop.create_future()
-                ahead.append((self.providers[kind], push, prepared))
-            self._start(r, kind, push, prepared)
-        for i in range(0, len(ahead), _PREPARE_CHUNK):
-            self._prepare(ahead[i : i + _PREPARE_CHUNK])
+            self._start(r, kind, push)
 
-    def _prepare(self, pushes: list[tuple[Provider, OutgoingPush, asyncio.Future[Any]]]) -> None:
-        """Prepare ``pushes`` on the preparing thread; each future gets its push's
-        request, or the exception preparing it raised (its send reports it)."""
-
-        def work() -> list[Any]:
-            made: list[Any] = []
-            for provider, push, _ in pushes:
-                try:
-                    made.append(provider.prepare(push))
-                except Exception as err:  # noqa: BLE001 - the push's send says it
-                    made.append(err)
-            return made
-
-        def done(job: asyncio.Future[list[Any]]) -> None:
-            error = None if job.cancelled() else job.exception()
-            for i, (_, _, future) in enumerate(pushes):
-                if future.done():
-                    continue  # its send was cancelled
-                if job.cancelled():
-                    future.cancel()
-                elif error is not None:
-                    future.set_result(error)
-                else:
-                    future.set_result(job.result()[i])
-
-        self._preparer.run(work).add_done_callback(done)
-
-    def _start(
-        self,
-        r: _Round,
-        kind: str,
-        push: OutgoingPush,
-        prepared: asyncio.Future[Any] | None = None,
-    ) -> None:
+    def _start(self, r: _Round, kind: str, push: OutgoingPush) -> None:
         provider = self.providers[kind]
         held = _Held(int(push.delivery_id), push, provider, provider.lane(push))
         r.held[held.id] = r.waiting[held.id] = held
         r.unfinished += 1
         task = asyncio.get_running_loop().create_task(
-            provider.send_one(push, partial(self._started, r, held), prepared)
+            provider.send_one(push, partial(self._started, r, held))
         )
         task.add_done_callback(partial(self._finished, r, held, kind))
         held.task = task

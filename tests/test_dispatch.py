@@ -361,11 +361,11 @@ def test_thread_worker_stops_at_interpreter_exit(tmp_path: Any) -> None:
     assert statuses in (["sent"], ["queued"])
 
 
-def test_a_push_that_cannot_be_prepared_fails_alone(
+def test_a_push_that_cannot_be_encrypted_fails_alone(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
-    """Pushes are prepared (encrypted) on the preparing thread: one whose stored
-    keys are bad fails with the reason, and the others of its claim go out."""
+    """A subscription whose stored key is no point on P-256 fails its delivery with
+    the reason, and the other pushes of its claim go out."""
     app = sending_app()
     good, other = push_fake_webpush.subscribe(), push_fake_webpush.subscribe()
     with app.app_context():

@@ -18,7 +18,7 @@ import email.utils
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timezone
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -144,12 +144,6 @@ class Provider(ABC):
     #: seconds a full lane may go without an answer before :meth:`lane_state`
     #: calls it stalled (its push service is not answering)
     stall_after: float = 2.0
-    #: True when :meth:`prepare` does CPU work worth taking off the event loop
-    #: (Web Push's encryption): the dispatcher then prepares each claim's pushes
-    #: on a thread of its own, where C code that releases the GIL (ECDH, AES) runs
-    #: beside the loop's network work. The provider's :meth:`prepare` must then
-    #: be safe to call from that thread.
-    prepares_off_loop: ClassVar[bool] = False
     #: when a list (the dispatcher sets one when metrics are on), each push's
     #: round trip to its push service is appended, in seconds, for the dispatcher
     #: to take in batches; None costs nothing per push
@@ -176,15 +170,6 @@ class Provider(ABC):
     @abstractmethod
     def build_payload(self, push: OutgoingPush) -> Any:
         """The platform's request for ``push``: pure, no I/O."""
-
-    def prepare(self, push: OutgoingPush) -> Any:
-        """The request for ``push`` ready for :meth:`post`: :meth:`build_payload`
-        by default; a provider may do more here (Web Push encrypts), which
-        :meth:`post` then skips. It may raise what ``build_payload`` raises.
-
-        .. versionadded:: 0.2
-        """
-        return self.build_payload(push)
 
     def preview(self, push: OutgoingPush) -> dict[str, Any]:
         """What would go out for ``push``, as JSON-ready data (the operator console's
@@ -258,25 +243,13 @@ class Provider(ABC):
         return "full"
 
     async def send_one(
-        self,
-        push: OutgoingPush,
-        started: Callable[[], object] | None = None,
-        prepared: Awaitable[Any] | None = None,
+        self, push: OutgoingPush, started: Callable[[], object] | None = None
     ) -> DeliveryResult:
         """Send ``push`` once its lane and the provider have a free slot.
 
         :param started: called when the push has its slots, just before it is
             built and sent: until then, cancelling the call sends nothing.
-        :param prepared: gives what :meth:`prepare` made of ``push`` (or the
-            exception it raised), made elsewhere; without it the request is built
-            here, once the push has its slots.
-
-        .. versionchanged:: 0.2
-            The ``prepared`` parameter.
         """
-        ready: Any = None
-        if prepared is not None:
-            ready = await prepared
         if self._gates is None:
             self._gates = _Gates(self.concurrency, self.lane_concurrency)
         gates, key = self._gates, self.lane(push)
@@ -285,12 +258,7 @@ class Provider(ABC):
         try:
             if started is not None:
                 started()
-            if prepared is None:
-                payload = self.build_payload(push)
-            elif isinstance(ready, Exception):
-                raise ready
-            else:
-                payload = ready
+            payload = self.build_payload(push)
             began = time.monotonic()
             response = await _within(self.timeout, self.post(push, payload))
         except asyncio.TimeoutError:

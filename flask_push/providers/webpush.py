@@ -4,9 +4,8 @@ One :class:`WebPushProvider` keeps a pooled aiohttp session with keep-alive
 connections, so a batch of thousands of pushes reuses a few connections per push
 service instead of paying a TCP and TLS handshake per push. Payloads are
 encrypted by :mod:`.aes128gcm` (cryptography's ECDH, HKDF and AES-GCM; checked
-against ``http_ece``, the library pywebpush uses), off the event loop when the
-dispatcher sends (:meth:`WebPushProvider.prepare`), and VAPID tokens are signed
-with ``py_vapid``, once per push-service origin and reused for hours, as RFC 8292
+against ``http_ece``, the library pywebpush uses), and VAPID tokens are signed with
+``py_vapid``, once per push-service origin and reused for hours, as RFC 8292
 allows.
 """
 
@@ -23,7 +22,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from urllib.parse import urljoin
 
@@ -72,12 +71,11 @@ class BlockedAddressError(PushError):
 class WebPushRequest:
     """What ``build_payload`` makes of a push: still plaintext, not yet signed.
 
-    ``build_payload`` leaves the body unencrypted: this keeps it deterministic
-    (equal pushes give equal requests, easy to assert on) and the payload readable
-    in tests. ``prepare`` adds the encrypted body (``sealed``), with fresh key
-    material for every request it prepares; ``post`` encrypts a request that
-    comes without one. The ``Authorization`` header depends on the clock and on
-    the token cache, so ``post`` adds it.
+    The body is encrypted in ``post``: this keeps ``build_payload`` deterministic
+    (equal pushes give equal requests, easy to assert on), keeps the payload
+    readable in tests, and gives every POST fresh key material. The
+    ``Authorization`` header depends on the clock and on the token cache, so it
+    is added in ``post`` too.
     """
 
     endpoint: str
@@ -96,9 +94,6 @@ class WebPushRequest:
     #: the subscriber's P-256 public key (uncompressed point) and auth secret
     p256dh: bytes
     auth: bytes
-    #: the body encrypted for the subscriber (RFC 8291 aes128gcm), once ``prepare``
-    #: has made it
-    sealed: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -245,8 +240,6 @@ class WebPushProvider(Provider):
 
     name: ClassVar[str] = "webpush"
     spec: ClassVar[ProviderKind] = WEBPUSH
-    #: the encryption's ECDH and AES run in C that releases the GIL
-    prepares_off_loop: ClassVar[bool] = True
     #: bytes of encrypted body a push service must accept (RFC 8030, section 7.2)
     max_payload: ClassVar[int] = 4096
     #: ``payload_size`` assumes message ids and click tokens up to these lengths
@@ -376,11 +369,6 @@ class WebPushProvider(Provider):
             auth=auth,
         )
 
-    def prepare(self, push: OutgoingPush) -> WebPushRequest:
-        """:meth:`build_payload`, its body encrypted for the subscriber."""
-        request = self.build_payload(push)
-        return replace(request, sealed=_encrypt(request))
-
     def preview(self, push: OutgoingPush) -> dict[str, Any]:
         """The endpoint, headers (TTL, Urgency, Topic) and JSON payload before
         encryption; ``post`` adds the VAPID ``Authorization``, signed per origin."""
@@ -491,7 +479,7 @@ class WebPushProvider(Provider):
         session = self._client()
         # aiohttp connects to an IP literal without asking the resolver.
         self._guard.check_literal(payload.host)
-        body = payload.sealed if payload.sealed is not None else _encrypt(payload)
+        body = aes128gcm.encrypt(payload.body, payload.p256dh, payload.auth)
         headers = dict(payload.headers)
         headers["Authorization"] = self._authorization(payload.origin)
         # Redirects are refused: a push service never sends one, and following
@@ -656,12 +644,6 @@ class _GuardedResolver(AbstractResolver):
 
 #: the ``web_push`` member that marks a declarative push message (the RFC's number)
 DECLARATIVE = 8030
-
-
-def _encrypt(request: WebPushRequest) -> bytes:
-    """The body of ``request`` encrypted for its subscriber (RFC 8291 aes128gcm),
-    with a fresh ephemeral key, as every message must have."""
-    return aes128gcm.encrypt(request.body, request.p256dh, request.auth)
 
 
 #: compact UTF-8 JSON without NaN; one encoder, not one per json.dumps() call
