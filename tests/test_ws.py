@@ -598,7 +598,7 @@ def test_a_queue_that_fills_drops_the_connection(pair: Any) -> None:
 def test_gevent_sockets_are_written_without_waiting(pair: Any) -> None:
     """Under gevent the direct write uses the non-blocking socket inside gevent's,
     which never waits for room (gevent's own send would switch to the hub)."""
-    gsocket = pytest.importorskip("gevent.socket")
+    gsocket = pytest.importorskip("gevent.socket", reason="pip install -e '.[test]' brings gevent")
     server, client = pair
     wrapped = gsocket.socket(fileno=server.detach())
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
