@@ -209,6 +209,24 @@ class PushService:
         return rss
 
 
+def local_credentials() -> tuple[Any, str]:
+    """A certificate for the local push service, which the product's processes
+    trust, and a fresh VAPID key (raw, as ``PUSH_VAPID_PRIVATE_KEY`` takes it)."""
+    from py_vapid import Vapid
+
+    from flask_push.credentials import vapid_raw_private_key
+    from flask_push.testing.tls import make_local_certificate
+
+    cert = make_local_certificate()
+    # The product's WebPushProvider trusts the system store, which honours
+    # SSL_CERT_FILE when set before the process starts: the product's children
+    # (spawned, or started as commands) inherit it.
+    os.environ["SSL_CERT_FILE"] = cert.cert_file
+    vapid = Vapid()
+    vapid.generate_keys()
+    return cert, vapid_raw_private_key(vapid)
+
+
 def start_push_service(cert_file: str, key_file: str) -> PushService:
     count = SPAWN.Value("q", 0)
     last = SPAWN.Value("d", 0.0)
@@ -1108,19 +1126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, N = {n:,}")
     load_before = os.getloadavg()
 
-    from py_vapid import Vapid
-
-    from flask_push.credentials import vapid_raw_private_key
-    from flask_push.testing.tls import make_local_certificate
-
-    cert = make_local_certificate()
-    # The product's WebPushProvider trusts the system store, which honours
-    # SSL_CERT_FILE when set before the process starts: the product's children
-    # are spawned with it.
-    os.environ["SSL_CERT_FILE"] = cert.cert_file
-    vapid = Vapid()
-    vapid.generate_keys()
-    vapid_key = vapid_raw_private_key(vapid)
+    cert, vapid_key = local_credentials()
 
     service = start_push_service(cert.cert_file, cert.key_file)
     print(f"Push service: https://127.0.0.1:{service.port}/push/<id>, 201 after 20 ms")

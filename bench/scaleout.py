@@ -652,18 +652,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()
 
     import redis
-    from py_vapid import Vapid
 
-    from flask_push.credentials import vapid_raw_private_key
-    from flask_push.testing.tls import make_local_certificate
-
-    cert = make_local_certificate()
-    # the product's processes trust the push service through the system store,
-    # which honours SSL_CERT_FILE: the workers inherit it
-    os.environ["SSL_CERT_FILE"] = cert.cert_file
-    vapid = Vapid()
-    vapid.generate_keys()
-    vapid_key = vapid_raw_private_key(vapid)
+    cert, vapid_key = fanout.local_credentials()
     celery_queue = f"{APP_PREFIX}_{os.getpid()}"
     broker = redis.Redis.from_url(args.redis_url, socket_connect_timeout=2)
     if any(row.queue == "celery" for row in rows):
