@@ -80,6 +80,14 @@ _SHED_EVERY = 0.25
 _RECHECK = 1.0
 #: messages whose traceparent a dispatcher remembers before it starts afresh
 _TRACE_CACHE = 10_000
+#: Run before each claim on PostgreSQL, for the rest of the claim's transaction.
+#: The planner costs the claim from the table's statistics, and those a fan-out just
+#: wrote say almost nothing is queued: then it reads and sorts every queued delivery
+#: to pick the oldest hundred (7.5 ms a claim at 20,000 queued, 40 ms at 100,000, so
+#: a fan-out's claims cost the square of its size) instead of walking
+#: ``ix_push_deliveries_claim`` in order and stopping at the limit (about 1 ms at
+#: either size). A sort is never the better plan for a claim.
+_CLAIM_IN_INDEX_ORDER = sa.text("SET LOCAL enable_sort = off")
 
 
 class _ClickSigner(Signer):
@@ -357,6 +365,7 @@ class Dispatcher:
         self.app = app
         self.models = models
         self.engine = engine
+        self._postgresql = engine.dialect.name == "postgresql"
         self.settings = settings
         self.batch_size = batch_size or settings.delivery_batch
         self.lease = lease or timedelta(seconds=settings.delivery_lease)
@@ -884,9 +893,7 @@ class Dispatcher:
                 cache.clear()
             m = self.models.Message.__table__
             found: dict[str, str | None] = dict(
-                session.execute(
-                    sa.select(m.c.id, m.c.traceparent).where(m.c.id.in_(missing))
-                ).all()
+                session.execute(sa.select(m.c.id, m.c.traceparent).where(m.c.id.in_(missing))).all()
             )
             cache.update({id: found.get(id) for id in missing})
         return [value for id in message_ids if (value := cache.get(id))]
@@ -966,6 +973,8 @@ class Dispatcher:
         params = {"now": now, "until": now + self.lease, "limit": limit}
         if message_id is not None:
             params["b_message_id"] = message_id
+        if self._postgresql:
+            session.execute(_CLAIM_IN_INDEX_ORDER)
         claimed = session.execute(self._claim_statement(message_id is not None), params)
         return sorted(claimed.scalars())
 

@@ -245,8 +245,9 @@ def _define(db: SQLAlchemy) -> Models:
         __table_args__ = (
             # claiming: "queued and due", oldest first
             sa.Index("ix_push_deliveries_claim", "status", "due_at"),
-            # a message's counts per status
-            sa.Index("ix_push_deliveries_message_status", "message_id", "status"),
+            # a message's counts per status, and claiming one message's due
+            # deliveries oldest first (the celery queue's tasks) in index order
+            sa.Index("ix_push_deliveries_message_due", "message_id", "status", "due_at"),
             # a target's latest deliveries (push.user_targets): one index entry per row,
             # since a delivery has a subscription or an installation, never both
             sa.Index(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 
@@ -22,6 +23,11 @@ from flask_push.testing.fcm import make_registration_token
 
 from conftest import SENDING_SECRET as SECRET
 from conftest import db, push, subscribe
+
+#: a browser's P-256 key, for subscriptions that are never really sent to
+BROWSER_P256DH = (
+    "BPbPsuY1g6EjcpHqzgs3jtGrs6M4-oXpBqXhdqpFL3ehjO3CaTjqWPF0jdbbC8A9VhDuU7Vn9zj6R7hRdVvZCjE"
+)
 
 
 def rows(message_id: str) -> list[Any]:
@@ -398,3 +404,75 @@ def test_a_push_that_cannot_be_encrypted_fails_alone(
     assert failed.status == "failed"
     assert failed.error is not None and "p256dh" in failed.error
     assert len(good.received) == 1 and other.received == []
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_claims_walk_their_index_whatever_the_statistics_say(
+    make_app: Callable[..., Flask],
+) -> None:
+    """A fan-out written after the table's statistics were taken (here, of an empty
+    table) makes PostgreSQL think almost nothing is queued, and plan each claim as a
+    read and sort of every queued delivery. The dispatcher's claims, of any message
+    and of one message, walk an index in order instead, and stop at their limit."""
+    app = make_app(PUSH_QUEUE="inline")  # testing: sends are suppressed
+    delivery = push.models.Delivery.__table__
+    with app.app_context():
+        with db.engine.begin() as conn:
+            # autovacuum would refresh them at a moment of its own choosing
+            conn.execute(sa.text("ALTER TABLE push_deliveries SET (autovacuum_enabled = off)"))
+            conn.execute(sa.text("ANALYZE push_deliveries"))
+            now = utcnow()
+            conn.execute(
+                sa.insert(push.models.Subscription.__table__),
+                [
+                    {
+                        "id": f"sub_{i:026d}",
+                        "endpoint": f"https://fcm.googleapis.com/fcm/send/{i}",
+                        "p256dh": BROWSER_P256DH,
+                        "auth": "mF2g8NrscYnb3g5GAhQ1YQ",
+                        "user_id": f"user-{i}",
+                        "topics": [],
+                        "created_at": now,
+                        "last_seen_at": now,
+                    }
+                    for i in range(2000)
+                ],
+            )
+        message_id = push.send(everyone=True, title="Sale", send_at=now + timedelta(hours=1)).id
+        make_due(message_id)
+        engine = db.engine
+        dispatcher = Dispatcher(app, push.models, engine, push.settings, batch_size=50)
+    plans: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "SKIP LOCKED" in statement:  # the claim, in its own transaction
+            plan = cursor.connection.execute("EXPLAIN " + statement, parameters).fetchall()
+            plans.append("\n".join(line for (line,) in plan))
+
+    try:
+        with app.app_context():
+            # the precondition: left to the statistics, the claim would sort
+            sorted_plan = [
+                plan
+                for (plan,) in db.session.execute(
+                    sa.text(
+                        "EXPLAIN SELECT id FROM push_deliveries WHERE status = 'queued' "
+                        "AND due_at <= now() ORDER BY due_at LIMIT 50"
+                    )
+                )
+            ]
+            db.session.rollback()
+            assert any("Sort" in line for line in sorted_plan), sorted_plan
+            assert dispatcher.run_once() == 50
+            assert dispatcher.run_once(message_id=message_id) == 50
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", explain)
+        dispatcher.close()
+    everyone, one_message = plans
+    assert "Sort" not in everyone and "using ix_push_deliveries_claim" in everyone, everyone
+    assert "Sort" not in one_message, one_message
+    assert "using ix_push_deliveries_message_due" in one_message, one_message
+    with app.app_context():
+        statuses = Counter(db.session.scalars(sa.select(delivery.c.status)))
+    assert statuses == {"sent": 100, "queued": 1900}
