@@ -44,9 +44,7 @@ def context(app: Flask) -> Iterator[None]:
         yield
 
 
-def browser_and_phone(
-    service: FakePushService, user: str = "alice"
-) -> tuple[Any, str]:
+def browser_and_phone(service: FakePushService, user: str = "alice") -> tuple[Any, str]:
     """``user``'s browser (a fake push service's subscriber) and Android phone (its token)."""
     subscriber = service.subscribe(user)
     subscribe(subscriber, user)
@@ -174,7 +172,9 @@ def test_patch_changes_only_what_it_names(live: Flask) -> None:
     assert found["offers"] == {"web": False, "mobile": True, "inbox": True}
     assert found["news"] == {"web": False, "mobile": True, "inbox": False}
     assert second.get_json()["quietHours"] == {
-        "start": "22:00", "end": "07:00", "timeZone": "Europe/Berlin"
+        "start": "22:00",
+        "end": "07:00",
+        "timeZone": "Europe/Berlin",
     }
     # absent keeps the quiet hours; null removes them
     assert client.patch("/push/preferences", json={}, headers=alice).get_json()["quietHours"]
@@ -188,30 +188,54 @@ def test_patch_changes_only_what_it_names(live: Flask) -> None:
 @pytest.mark.parametrize(
     ("body", "field", "code"),
     [
-        ({"categories": {"order_status": {"web": False}}}, "categories.order_status.web",
-         "required_category"),
+        (
+            {"categories": {"order_status": {"web": False}}},
+            "categories.order_status.web",
+            "required_category",
+        ),
         ({"categories": {"coupons": {"web": False}}}, "categories.coupons", "unknown_category"),
-        ({"categories": {"shares": {"mobile": False}}}, "categories.shares.mobile",
-         "invalid_value"),
+        (
+            {"categories": {"shares": {"mobile": False}}},
+            "categories.shares.mobile",
+            "invalid_value",
+        ),
         ({"categories": {"offers": {"web": "no"}}}, "categories.offers.web", "invalid_type"),
         ({"categories": {"offers": False}}, "categories.offers", "invalid_type"),
         ({"categories": ["offers"]}, "categories", "invalid_type"),
         ({"quietHours": {"start": "22:00", "end": "07:00"}}, "quietHours.timeZone", "required"),
-        ({"quietHours": {"start": "22:00", "end": "07:00", "timeZone": "Mars/Olympus"}},
-         "quietHours.timeZone", "invalid_value"),
-        ({"quietHours": {"start": "25:00", "end": "07:00", "timeZone": "Europe/Berlin"}},
-         "quietHours.start", "invalid_value"),
-        ({"quietHours": {"start": "7:00", "end": "08:00", "timeZone": "Europe/Berlin"}},
-         "quietHours.start", "invalid_value"),
-        ({"quietHours": {"start": "22:00", "end": "22:00", "timeZone": "Europe/Berlin"}},
-         "quietHours.end", "invalid_value"),
+        (
+            {"quietHours": {"start": "22:00", "end": "07:00", "timeZone": "Mars/Olympus"}},
+            "quietHours.timeZone",
+            "invalid_value",
+        ),
+        (
+            {"quietHours": {"start": "25:00", "end": "07:00", "timeZone": "Europe/Berlin"}},
+            "quietHours.start",
+            "invalid_value",
+        ),
+        (
+            {"quietHours": {"start": "7:00", "end": "08:00", "timeZone": "Europe/Berlin"}},
+            "quietHours.start",
+            "invalid_value",
+        ),
+        (
+            {"quietHours": {"start": "22:00", "end": "22:00", "timeZone": "Europe/Berlin"}},
+            "quietHours.end",
+            "invalid_value",
+        ),
         ({"quietHours": "22-07"}, "quietHours", "invalid_type"),
         ({"theme": "dark"}, "theme", "unknown_field"),
         # a refused change beside a valid one applies neither
-        ({"categories": {"offers": {"web": True}, "news": {"fax": True}}},
-         "categories.news.fax", "invalid_value"),
-        ({"categories": {"offers": {"web": True}}, "quietHours": {"start": "1"}},
-         "quietHours.start", "invalid_value"),
+        (
+            {"categories": {"offers": {"web": True}, "news": {"fax": True}}},
+            "categories.news.fax",
+            "invalid_value",
+        ),
+        (
+            {"categories": {"offers": {"web": True}}, "quietHours": {"start": "1"}},
+            "quietHours.start",
+            "invalid_value",
+        ),
     ],
 )
 def test_a_refused_change_names_the_field_and_changes_nothing(
@@ -244,7 +268,9 @@ def test_preferences_need_a_user(live: Flask) -> None:
 def test_python_api(live: Flask) -> None:
     with context(live):
         assert push.get_preferences("alice").categories["news"] == {
-            "web": False, "mobile": False, "inbox": False
+            "web": False,
+            "mobile": False,
+            "inbox": False,
         }
         changed = push.set_preferences(
             "alice",
@@ -456,9 +482,7 @@ def test_quiet_hours_defer_pushes_and_write_the_inbox_at_once(
         }
         # when the window ends, the waiting pushes go
         db.session.execute(
-            sa.update(d)
-            .where(d.message_id == message.id)
-            .values(due_at=datetime.now(timezone.utc))
+            sa.update(d).where(d.message_id == message.id).values(due_at=datetime.now(timezone.utc))
         )
         db.session.commit()
         push.dispatch_due(message_id=message.id)
@@ -541,9 +565,12 @@ def test_the_cap_counts_exactly_the_last_24_hours(
         freed = push.send(users=["alice"], title="Deal 4", category="offers")
         assert statuses(freed.id) == {"webpush": ("sent", "accepted")}
         # a suppressed message does not count against the cap
-        assert db.session.scalar(
-            sa.select(sa.func.count()).select_from(c).where(c.message_id == held.id)
-        ) == 0
+        assert (
+            db.session.scalar(
+                sa.select(sa.func.count()).select_from(c).where(c.message_id == held.id)
+            )
+            == 0
+        )
         assert second.recipient_count == 1
 
 
@@ -559,9 +586,7 @@ def test_other_users_have_caps_of_their_own(
         assert both.recipient_count == 1
         d = push.models.Delivery
         found = sorted(
-            db.session.execute(
-                sa.select(d.status, d.reason).where(d.message_id == both.id)
-            ).all()
+            db.session.execute(sa.select(d.status, d.reason).where(d.message_id == both.id)).all()
         )
         assert found == [("sent", "accepted"), ("suppressed", "frequency_cap")]
 
