@@ -19,11 +19,18 @@ $(PEERS): tests/peers/package.json tests/peers/package-lock.json
 	npm ci --prefix tests/peers --no-audit --no-fund
 	touch $@
 
+# The suite in two processes (pytest-xdist): most of its time is spent waiting on
+# browsers, push services and databases, so two take about a third off it even on
+# two cores.
+# `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed $(PEERS)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check flask_push tests bench
+	$(VENV)/bin/ruff format --check flask_push tests bench
 	$(VENV)/bin/mypy
 
 bench-inbox: $(VENV)/.installed
