@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
+from inbox import loadavg
 
 import flask_push
 from flask_push import Push
@@ -344,13 +345,6 @@ def report(cells: list[Cell]) -> None:
             f"{median / base['bare']:>6.2f}x {median / base['insert']:>8.2f}x "
             f"{cell.count.statements / cell.checked:>10.2f} {trips:>10}"
         )
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
