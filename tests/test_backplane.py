@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import os
 import queue
-import select
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,10 +25,9 @@ from flask_push.realtime.backplane import MemoryBackplane, RedisBackplane, backp
 from flask_push.realtime.events import Event, Replay
 
 from conftest import need_service, push
-from wslive import Client, serve
+from wslive import Client, ServerProcess, serve
 
 REDIS_URL = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-SERVER = Path(__file__).parent / "ws_server.py"
 
 
 def collector() -> tuple[Callable[[Event], None], queue.Queue[Event]]:
@@ -253,59 +248,6 @@ class TcpProxy:
             except OSError:
                 pass
             sock.close()
-
-
-class ServerProcess:
-    """``ws_server.py`` in a process of its own."""
-
-    def __init__(self, backplane: str, prefix: str, database: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(SERVER), backplane, prefix, str(database)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=SERVER.parent,
-        )
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], 20)
-        line = self.process.stdout.readline() if ready else ""
-        if not line.startswith("port "):
-            self.stop()
-            raise AssertionError(f"the server did not start: {line!r}")
-        self.origin = f"127.0.0.1:{int(line.split()[1])}"
-        # keep draining its log, so a full pipe never blocks it
-        self._reader = threading.Thread(target=self.process.stdout.read, daemon=True)
-        self._reader.start()
-
-    @property
-    def ws(self) -> str:
-        return f"ws://{self.origin}/push/ws"
-
-    def publish(self, channel: str, event: str, data: Any = None) -> tuple[int, Any]:
-        request = urllib.request.Request(
-            f"http://{self.origin}/publish",
-            data=json.dumps({"channel": channel, "event": event, "data": data}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        reader = getattr(self, "_reader", None)
-        if reader is not None:
-            reader.join(timeout=5)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
 
 
 @pytest.fixture

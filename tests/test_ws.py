@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from flask_push.realtime.events import Event, Gap
 from flask_push.realtime.hub import Connection, Hub, direct_socket
 
 from conftest import as_user, db, push
-from wslive import Client, serve
+from wslive import Client, ServerProcess, serve
 
 
 @pytest.fixture
@@ -620,6 +621,34 @@ def test_a_socket_with_a_timeout_gets_no_direct_writes(pair: Any) -> None:
     server.settimeout(5)  # its send would wait for room
     assert direct_socket(server) is None
     assert direct_socket(None) is None
+
+
+def test_replies_reach_a_client_that_reads_slowly_whole_under_gevent(tmp_path: Path) -> None:
+    """A replay to a client that reads slowly fills the socket's buffers. Under
+    gevent (as in gunicorn's gevent worker) one ``send`` writes only what fits, so
+    each reply must be written to its end, or the client gets a broken stream."""
+    pytest.importorskip("gevent", reason="pip install -e '.[test]' brings gevent")
+    server = ServerProcess("memory://", "test", tmp_path / "app.db", "ws_gevent_server.py")
+    try:
+        blob = os.urandom(16 * 1024).hex()  # not compressible: 32 KiB a frame
+        ids = []
+        for n in range(40):
+            status, body = server.publish("user:alice", "blob", {"n": n, "blob": blob})
+            assert status == 200, body
+            ids.append(body["id"])
+        client = _raw_client(server.ws, "alice")
+        subscribe = {"op": "subscribe", "channel": "user:alice", "since": 0}
+        client.sendall(
+            FrameProtocol(client=True, extensions=[]).send_data(json.dumps(subscribe), fin=True)
+        )
+        time.sleep(0.5)  # the server writes the replay until the buffers are full
+        frames = _Reader(client).frames(41)
+        client.close()
+    finally:
+        server.stop()
+    assert frames[0] == {"op": "subscribed", "channel": "user:alice"}
+    assert [frame["id"] for frame in frames[1:]] == ids
+    assert all(frame["data"] == {"n": n, "blob": blob} for n, frame in enumerate(frames[1:]))
 
 
 def test_a_client_that_reads_late_gets_every_event_in_order(live: Any, connect: Any) -> None:

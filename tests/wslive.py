@@ -1,16 +1,25 @@
-"""Helpers for websocket tests: a live server in a thread and a JSON client."""
+"""Helpers for websocket tests: a live server in a thread, an app served in a process
+of its own, and a JSON client."""
 
 from __future__ import annotations
 
 import json
+import select
+import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import simple_websocket
 from flask import Flask
 from werkzeug.serving import make_server
+
+HERE = Path(__file__).parent
 
 
 @contextmanager
@@ -87,3 +96,58 @@ class Client:
             self.ws.close()
         except simple_websocket.ConnectionClosed:
             pass
+
+
+class ServerProcess:
+    """``ws_server.py`` (or ``script``, which serves its app) in a process of its own."""
+
+    def __init__(
+        self, backplane: str, prefix: str, database: Path, script: str = "ws_server.py"
+    ) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / script), backplane, prefix, str(database)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=HERE,
+        )
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], 20)
+        line = self.process.stdout.readline() if ready else ""
+        if not line.startswith("port "):
+            self.stop()
+            raise AssertionError(f"the server did not start: {line!r}")
+        self.origin = f"127.0.0.1:{int(line.split()[1])}"
+        # keep draining its log, so a full pipe never blocks it
+        self._reader = threading.Thread(target=self.process.stdout.read, daemon=True)
+        self._reader.start()
+
+    @property
+    def ws(self) -> str:
+        return f"ws://{self.origin}/push/ws"
+
+    def publish(self, channel: str, event: str, data: Any = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"http://{self.origin}/publish",
+            data=json.dumps({"channel": channel, "event": event, "data": data}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.join(timeout=5)
+        assert self.process.stdout is not None
+        self.process.stdout.close()

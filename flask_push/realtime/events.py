@@ -66,7 +66,7 @@ class Event:
     @functools.cached_property
     def wire(self) -> bytes:
         """``frame`` as a whole websocket text frame, encoded once for every socket."""
-        return _wire(self.frame)
+        return wire(self.frame)
 
     @property
     def data(self) -> Any:
@@ -109,7 +109,7 @@ class Gap:
 
     @functools.cached_property
     def wire(self) -> bytes:
-        return _wire(self.frame)
+        return wire(self.frame)
 
 
 def gap_frame(channel: str) -> str:
@@ -117,7 +117,8 @@ def gap_frame(channel: str) -> str:
     return json.dumps({"op": "gap", "channel": channel})
 
 
-def _wire(frame: str) -> bytes:
+def wire(frame: str) -> bytes:
+    """``frame`` as the bytes of one websocket text frame from the server."""
     # A server's frames are not masked, and ``/ws`` declines per-message
     # compression, so the same bytes are right on every connection.
     return bytes(FrameProtocol(client=False, extensions=[]).send_data(frame, fin=True))

@@ -33,7 +33,7 @@ from ..api.http import ApiError, error_response
 from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
-from .events import channel_name, gap_frame, sendable
+from .events import channel_name, gap_frame, sendable, wire
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -110,8 +110,13 @@ def _serve(ws: Any) -> None:
     last_sent = time.monotonic()
 
     def send(frame: str) -> None:
+        # Not ws.send: simple-websocket writes with one sock.send(), which under
+        # gevent writes what fits in the socket's buffer and drops the rest of the
+        # frame (a replay to a client that reads slowly), breaking the stream.
         nonlocal last_sent
-        ws.send(frame)
+        if not ws.connected:
+            raise ConnectionClosed(ws.close_reason, ws.close_message)
+        _write(sock, wire(frame))
         last_sent = time.monotonic()
 
     # Broadcasters write to the socket directly while the handler sleeps; the
