@@ -66,7 +66,7 @@ class Event:
     @functools.cached_property
     def wire(self) -> bytes:
         """``frame`` as a whole websocket text frame, encoded once for every socket."""
-        return wire(self.frame)
+        return encode_frame(self.frame)
 
     @property
     def data(self) -> Any:
@@ -109,7 +109,7 @@ class Gap:
 
     @functools.cached_property
     def wire(self) -> bytes:
-        return wire(self.frame)
+        return encode_frame(self.frame)
 
 
 def gap_frame(channel: str) -> str:
@@ -117,7 +117,7 @@ def gap_frame(channel: str) -> str:
     return json.dumps({"op": "gap", "channel": channel})
 
 
-def wire(frame: str) -> bytes:
+def encode_frame(frame: str) -> bytes:
     """``frame`` as the bytes of one websocket text frame from the server."""
     # A server's frames are not masked, and ``/ws`` declines per-message
     # compression, so the same bytes are right on every connection.

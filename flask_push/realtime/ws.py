@@ -33,7 +33,7 @@ from ..api.http import ApiError, error_response
 from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
-from .events import channel_name, gap_frame, sendable, wire
+from .events import channel_name, encode_frame, gap_frame, sendable
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -116,7 +116,7 @@ def _serve(ws: Any) -> None:
         nonlocal last_sent
         if not ws.connected:
             raise ConnectionClosed(ws.close_reason, ws.close_message)
-        _write(sock, wire(frame))
+        _write(sock, encode_frame(frame))
         last_sent = time.monotonic()
 
     # Broadcasters write to the socket directly while the handler sleeps; the
