@@ -38,11 +38,11 @@ import platform
 import random
 import re
 import sqlite3
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,10 @@ import flask_push
 from flask_push import Push
 from flask_push.credentials import vapid_raw_private_key
 from flask_push.ids import new_id
+
+# the statement and round-trip counter of the tests, one piece for both
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pgtrace import Trips, counted  # noqa: E402
 
 DEFAULT_DATABASE_URL = os.environ.get(
     "PUSH_BENCH_DATABASE_URL",
@@ -146,62 +150,6 @@ def create_app(config: dict[str, Any], vapid: str) -> tuple[Flask, SQLAlchemy]:
     return app, db
 
 
-# -- counting ---------------------------------------------------------------------------
-
-#: a message of libpq's trace: direction, length, type, contents
-_MESSAGE = re.compile(r"^([FB])\t\d+\t(\w+)", re.MULTILINE)
-
-
-@dataclass
-class Count:
-    statements: int = 0
-    round_trips: int | None = None
-
-
-@contextmanager
-def counted(engine: sa.Engine) -> Iterator[Count]:
-    """Statements of the block and, on PostgreSQL, its round trips on the wire: one
-    per ``ReadyForQuery`` in libpq's trace, but psycopg's one-off prepare (a lone
-    Parse, once per connection and statement)."""
-    count = Count()
-    postgres = engine.dialect.name == "postgresql"
-    log = tempfile.TemporaryFile("w+")
-    traced: list[Any] = []
-
-    def statement(*args: Any) -> None:
-        count.statements += 1
-
-    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if postgres and dbapi_connection.pgconn not in traced:
-            from psycopg import pq
-
-            traced.append(dbapi_connection.pgconn)
-            traced[-1].trace(log.fileno())
-            traced[-1].set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
-
-    sa.event.listen(engine, "before_cursor_execute", statement)
-    sa.event.listen(engine, "checkout", checkout)
-    try:
-        yield count
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", statement)
-        sa.event.remove(engine, "checkout", checkout)
-        for pgconn in traced:
-            pgconn.untrace()
-        with log:
-            log.seek(0)
-            text = log.read()
-        if postgres:
-            trips, sent = 0, []
-            for direction, kind in _MESSAGE.findall(text):
-                if direction == "F":
-                    sent.append(kind)
-                elif kind == "ReadyForQuery":
-                    trips += sent != ["Parse", "Sync"]
-                    sent = []
-            count.round_trips = trips
-
-
 # -- the operations -----------------------------------------------------------------------
 
 
@@ -225,7 +173,7 @@ class Cell:
     samples: list[int] = field(default_factory=list)
     #: this process's CPU time of each timed request (the database server's is not in it)
     cpu: list[int] = field(default_factory=list)
-    count: Count = field(default_factory=Count)
+    count: Trips = field(default_factory=Trips)
     checked: int = 0
 
     def call(self) -> tuple[int, bytes]:
@@ -334,16 +282,14 @@ def report(cells: list[Cell]) -> None:
         base = {c.op.key: percentile(c.samples, 0.5) for c in cells if c.database == cell.database}
         median = percentile(cell.samples, 0.5)
         trips = (
-            f"{cell.count.round_trips / cell.checked:.2f}"
-            if cell.count.round_trips is not None
-            else "-"
+            f"{cell.count.round_trips / cell.checked:.2f}" if cell.database == "postgresql" else "-"
         )
         print(
             f"{cell.database:<10} {cell.op.label:<{width}} {len(cell.samples):>5} "
             f"{median:>10.0f} {percentile(cell.samples, 0.9):>8.0f} {1e6 / median:>7.0f} "
             f"{percentile(cell.cpu, 0.5):>7.0f} "
             f"{median / base['bare']:>6.2f}x {median / base['insert']:>8.2f}x "
-            f"{cell.count.statements / cell.checked:>10.2f} {trips:>10}"
+            f"{len(cell.count.statements) / cell.checked:>10.2f} {trips:>10}"
         )
 
 
