@@ -441,6 +441,14 @@ def admin_engine(database_url: str, schema: str) -> sa.Engine:
     )
 
 
+def drop_schema(database_url: str, schema: str) -> None:
+    """Drop the benchmark's schema, with everything in it."""
+    engine = admin_engine(database_url, "public")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
 def load_subscriptions(
     database_url: str, schema: str, vapid_key: str, service: PushService, keys: Sequence[Any]
 ) -> float:
@@ -1513,10 +1521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if service.process.is_alive():
             service.stop()
         if not args.keep and args.path in ("product", "both"):
-            engine = admin_engine(args.database_url, "public")
-            with engine.connect() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE'))
-            engine.dispose()
+            drop_schema(args.database_url, args.schema)
     return 0
 
 

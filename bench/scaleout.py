@@ -749,10 +749,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         monitor.close()
         broker.close()
         if not args.keep:
-            engine = fanout.admin_engine(args.database_url, "public")
-            with engine.connect() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE'))
-            engine.dispose()
+            fanout.drop_schema(args.database_url, args.schema)
     return 0
 
 
