@@ -59,8 +59,8 @@ class Connection:
         #: skipped. One dict for both: there may be ten thousand connections.
         self.last_ids: dict[str, int] = {}
         self.dropped = False
-        #: when a broadcaster last wrote to the socket (``time.monotonic()``), for
-        #: the handler's heartbeat
+        #: when the socket was last written to, by a broadcaster or the handler
+        #: (``time.monotonic()``), for the handler's heartbeat
         self.sent_at = 0.0
 
     def offer(self, event: Event | Gap, now: float) -> None:
@@ -89,7 +89,8 @@ class Connection:
                 if sent < len(data):
                     self.pending = data[sent:]
                     self.wake.set()
-                self.sent_at = now
+                if now > self.sent_at:  # the handler may have written since ``now``
+                    self.sent_at = now
         finally:
             self.lock.release()
 

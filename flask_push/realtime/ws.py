@@ -107,17 +107,16 @@ def _serve(ws: Any) -> None:
     sock = ws.sock
     connection = Connection(ws.event, sock, settings.ws_queue_size)
     heartbeat = settings.ws_heartbeat or None
-    last_sent = time.monotonic()
+    connection.sent_at = time.monotonic()
 
     def send(frame: str) -> None:
         # Not ws.send: simple-websocket writes with one sock.send(), which under
         # gevent writes what fits in the socket's buffer and drops the rest of the
         # frame (a replay to a client that reads slowly), breaking the stream.
-        nonlocal last_sent
         if not ws.connected:
             raise ConnectionClosed(ws.close_reason, ws.close_message)
         _write(sock, encode_frame(frame))
-        last_sent = time.monotonic()
+        connection.sent_at = time.monotonic()
 
     # Broadcasters write to the socket directly while the handler sleeps; the
     # handler holds the connection's lock whenever it writes, or joins a channel
@@ -134,7 +133,7 @@ def _serve(ws: Any) -> None:
             if heartbeat is None:
                 timeout = None
             else:
-                timeout = max(last_sent, connection.sent_at) + heartbeat - time.monotonic()
+                timeout = connection.sent_at + heartbeat - time.monotonic()
             if timeout is None or timeout > 0:
                 connection.wake.wait(timeout)
             connection.wake.clear()
@@ -149,7 +148,7 @@ def _serve(ws: Any) -> None:
                     # the rest of a frame a broadcaster began goes before anything
                     _write(sock, connection.pending)
                     connection.pending = b""
-                    last_sent = time.monotonic()
+                    connection.sent_at = time.monotonic()
                 # Most wake-ups are events out: look at the client's frames only when
                 # there are some (or the socket closed, which receive() raises).
                 while ws.input_buffer or not ws.connected:
@@ -165,11 +164,9 @@ def _serve(ws: Any) -> None:
                 events = connection.take()
                 if events:
                     _write(sock, b"".join(event.wire for event in events))
-                    last_sent = time.monotonic()
-                if heartbeat is not None:
-                    now = time.monotonic()
-                    if now - max(last_sent, connection.sent_at) >= heartbeat:
-                        send(PONG)
+                    connection.sent_at = time.monotonic()
+                if heartbeat is not None and time.monotonic() - connection.sent_at >= heartbeat:
+                    send(PONG)
     finally:
         with lock:  # after a broadcaster's write in progress; none follow
             realtime.hub.leave_all(connection)
