@@ -580,21 +580,7 @@ def _product_sender(
         result["rss"] = maxrss_mib()
         result["cpu"] = time.process_time() - cpu
         # let the worker record the last batch, then read the outcome
-        d = push.models.Delivery
-        rows: dict[str, int] = {}
-        for _ in range(200):
-            rows = dict(
-                db.session.execute(
-                    sa.select(d.status, sa.func.count())
-                    .where(d.message_id == message_id)
-                    .group_by(d.status)
-                ).all()
-            )
-            db.session.rollback()
-            if not rows.get("queued"):
-                break
-            time.sleep(0.05)
-        result["statuses"] = rows
+        result["statuses"] = outcomes_of(push, message_id)
         push.shutdown()
         db.engine.dispose()
     if profiler:
@@ -605,6 +591,26 @@ def _product_sender(
         result["profile"] = out.getvalue()
     result["rss"] = max(result["rss"], maxrss_mib())
     conn.send(result)
+
+
+def outcomes_of(push: Push, message_id: str) -> dict[str, int]:
+    """The message's deliveries by status, once none is queued (or after 10 s): the
+    outcomes are written within a fraction of a second of each answer."""
+    d = push.models.Delivery
+    statuses: dict[str, int] = {}
+    for _ in range(200):
+        statuses = dict(
+            push.db.session.execute(
+                sa.select(d.status, sa.func.count())
+                .where(d.message_id == message_id)
+                .group_by(d.status)
+            ).all()
+        )
+        push.db.session.rollback()
+        if not statuses.get("queued"):
+            break
+        time.sleep(0.05)
+    return statuses
 
 
 def _product_helper(spec: Spec, stop: Any, ready: Any, conn: mpc.Connection) -> None:

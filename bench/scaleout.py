@@ -392,20 +392,7 @@ def one_run(
         cpu = monitor.stop()
         elapsed = service.last.value - started
         delivered = service.count.value - base
-        # the outcomes are written within a fraction of a second of each 201
-        statuses: dict[str, int] = {}
-        for _ in range(200):
-            statuses = dict(
-                db.session.execute(
-                    sa.select(d.status, sa.func.count())
-                    .where(d.message_id == message.id)
-                    .group_by(d.status)
-                ).all()
-            )
-            db.session.rollback()
-            if statuses.get("sent", 0) == n or not statuses.get("queued"):
-                break
-            time.sleep(0.05)
+        statuses = fanout.outcomes_of(push, message.id)
         rss = [proc_peak_mib(w.process.pid) for w in workers]
     finally:
         stop_workers(workers)
