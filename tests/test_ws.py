@@ -481,16 +481,22 @@ class _Reader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.protocol = FrameProtocol(client=True, extensions=[])
+        #: the payloads of the pong frames read so far
+        self.pongs: list[bytes] = []
 
-    def frames(self, count: int) -> list[dict[str, Any]]:
+    def frames(self, count: int, pongs: int = 0) -> list[dict[str, Any]]:
+        """The next ``count`` messages, read on until ``pongs`` pongs came in all."""
         out: list[dict[str, Any]] = []
         text = ""
         self.sock.settimeout(5)
-        while len(out) < count:
+        while len(out) < count or len(self.pongs) < pongs:
             chunk = self.sock.recv(1 << 16)
             assert chunk, "the socket closed"
             self.protocol.receive_bytes(chunk)
-            for frame in self.protocol.received_frames():
+            for frame in self.protocol.received_frames():  # raises on a broken stream
+                if frame.opcode is Opcode.PONG:
+                    self.pongs.append(bytes(frame.payload))
+                    continue
                 assert frame.opcode in (Opcode.TEXT, Opcode.CONTINUATION)
                 text += frame.payload
                 if frame.message_finished:
@@ -667,6 +673,51 @@ def test_a_client_that_reads_late_gets_every_event_in_order(live: Any, connect: 
     assert [f["data"]["n"] for f in frames] == list(range(count))
     assert app.extensions["push"].realtime.hub.count() == 2  # nobody was dropped
     late.close()
+
+
+@pytest.mark.parametrize("server", ["threads", "gevent"])
+def test_pongs_to_a_clients_pings_never_cut_into_an_event(
+    server: str, live: Any, tmp_path: Path
+) -> None:
+    """A client that sends ping frames (Python's websockets does, every 20 s) gets its
+    pongs between whole frames, even while a broadcaster has left half an event in a
+    full socket: simple-websocket's reader answers pings on the same socket."""
+    if server == "gevent":
+        pytest.importorskip("gevent", reason="pip install -e '.[test]' brings gevent")
+        process = ServerProcess("memory://", "test", tmp_path / "app.db", "ws_gevent_server.py")
+        url, send_event = process.ws, process.publish
+    else:
+        app, url = live(PUSH_WS_QUEUE_SIZE=1000)
+        process = None
+
+        def send_event(channel: str, event: str, data: Any) -> tuple[int, Any]:
+            return 200, publish(app, channel, event, data)
+
+    try:
+        client = _raw_client(url, "alice")
+        subscribe = {"op": "subscribe", "channel": "user:alice"}
+        framing = FrameProtocol(client=True, extensions=[])
+        client.sendall(framing.send_data(json.dumps(subscribe), fin=True))
+        reader = _Reader(client)
+        # once it answers, the handler has joined the user's channel
+        assert reader.frames(1) == [{"op": "subscribed", "channel": "user:alice"}]
+        blob = os.urandom(16 * 1024).hex()  # not compressible: 32 KiB a frame
+        count = 60  # more than the sockets' buffers hold: frames are left half-written
+        pings = [f"ping {n}".encode() for n in range(20)]
+        for n in range(count):
+            status, _ = send_event("user:alice", "blob", {"n": n, "blob": blob})
+            assert status == 200
+            if n % 3 == 0:
+                client.sendall(framing.ping(pings[n // 3]))
+        time.sleep(0.3)  # the reader answers the pings while the buffers are full
+        messages = reader.frames(count, pongs=len(pings))
+        client.close()
+    finally:
+        if process is not None:
+            process.stop()
+    assert [m["data"]["n"] for m in messages] == list(range(count))
+    assert all(m["data"]["blob"] == blob for m in messages)
+    assert reader.pongs == pings
 
 
 def test_websocket_url_needs_a_websocket(live: Any) -> None:

@@ -106,6 +106,8 @@ def _serve(ws: Any) -> None:
     realtime: Realtime = push.state.get_realtime()
     sock = ws.sock
     connection = Connection(ws.event, sock, settings.ws_queue_size)
+    # simple-websocket's reader writes too (pongs, close frames): through the lock
+    ws.sock = _ReaderSocket(sock, connection)
     heartbeat = settings.ws_heartbeat or None
     connection.sent_at = time.monotonic()
 
@@ -122,6 +124,7 @@ def _serve(ws: Any) -> None:
     # handler holds the connection's lock whenever it writes, or joins a channel
     # (its "subscribed" and replay go before that channel's live events).
     lock = connection.lock
+    refused = False
     try:
         with lock:
             # identity and authorizer callbacks may have used the db: give the
@@ -156,11 +159,14 @@ def _serve(ws: Any) -> None:
                     if len(frame) > ws.max_message_size:
                         # It came before the limit was set (flask-sock builds the
                         # socket, and its reader runs, before this handler): refuse it
-                        # as simple-websocket refuses later ones.
-                        ws.close(CloseReason.MESSAGE_TOO_BIG, "Message is too big")
-                        return
+                        # as simple-websocket refuses later ones, once the lock is
+                        # let go (the close frame's write takes it).
+                        refused = True
+                        break
                     for reply in _answer(frame, connection, realtime, push, user_id):
                         send(reply)
+                if refused:
+                    break
                 events = connection.take()
                 if events:
                     _write(sock, b"".join(event.wire for event in events))
@@ -172,6 +178,38 @@ def _serve(ws: Any) -> None:
             realtime.hub.leave_all(connection)
         if connection.dropped:
             log.info("flask-push: dropped a websocket client that did not keep up")
+    if refused:
+        ws.close(CloseReason.MESSAGE_TOO_BIG, "Message is too big")
+
+
+class _ReaderSocket:
+    """The socket as simple-websocket sees it once the handler runs.
+
+    Its reader thread answers the client's ping frames, and close frames, with a
+    ``send()`` of its own. Unlocked, that write could land inside a frame that a
+    broadcaster left half-written in a full socket (see ``Connection.pending``),
+    and break the client's stream. Here it waits for the connection's lock, writes
+    the rest of that frame first, and then its own bytes whole. Everything else
+    (``recv``, ``close``, ``fileno``) goes to the socket itself.
+    """
+
+    __slots__ = ("_sock", "_connection")
+
+    def __init__(self, sock: socket.socket, connection: Connection) -> None:
+        self._sock = sock
+        self._connection = connection
+
+    def send(self, data: bytes) -> int:
+        connection = self._connection
+        with connection.lock:
+            if connection.pending:
+                _write(self._sock, connection.pending)
+                connection.pending = b""
+            _write(self._sock, data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 def _too_big(ws: Any) -> bool:
