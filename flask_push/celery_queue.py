@@ -7,8 +7,9 @@ time, a worker died before acknowledging) loses nothing, and a task that runs tw
 finds nothing left to claim. What no task covers (retries with backoff, scheduled
 messages, sends whose tasks could not be queued, leases that ran out) is swept up
 about every second by each ``flask push worker`` process, which runs the thread
-queue's poller beside the Celery worker. Claims are leased (with ``SKIP LOCKED`` on
-PostgreSQL), so any number of those processes may run at once.
+queue's poller beside the Celery worker: while tasks run in its process, a batch a
+second, so that it does not compete with them. Claims are leased (with ``SKIP
+LOCKED`` on PostgreSQL), so any number of those processes may run at once.
 
 Celery is imported only when an app uses this queue: it is an optional dependency.
 """
@@ -69,6 +70,8 @@ class CeleryQueue:
         self._local = threading.local()
         self._dispatchers: list[tuple[int, Dispatcher]] = []
         self._lock = threading.Lock()
+        #: tasks running in this process now
+        self._running = 0
         #: the Celery app; not set as Celery's current app, so a host's own is untouched
         self.celery = Celery(
             f"flask_push.{app.name}", broker=settings.celery_broker_url, set_as_current=False
@@ -115,8 +118,18 @@ class CeleryQueue:
     def run(self, message_id: str | None = None) -> int:
         """What a task does: deliver the due deliveries (of ``message_id`` only, when
         given) in batches until none is left; returns how many were claimed."""
-        with self.app.app_context():
-            return self._dispatcher().run_until_idle(message_id=message_id)
+        with self._lock:
+            self._running += 1
+        try:
+            with self.app.app_context():
+                return self._dispatcher().run_until_idle(message_id=message_id)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def busy(self) -> bool:
+        """Are tasks running in this process? The sweep beside them yields to them."""
+        return self._running > 0
 
     def _dispatcher(self) -> Dispatcher:
         """This thread's dispatcher, made on its first task (again after a fork)."""

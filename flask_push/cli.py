@@ -415,7 +415,7 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
 def _celery_worker(push: Any, concurrency: int, loglevel: str) -> None:
     """A Celery worker in the foreground, and the sweep beside it: the thread
     queue's poller, which delivers retries, scheduled messages and anything a lost
-    task left, about every second."""
+    task left, about every second (a batch a second while tasks run here)."""
     state = push.state
     queue = state.get_celery()
     click.echo(
@@ -423,7 +423,7 @@ def _celery_worker(push: Any, concurrency: int, loglevel: str) -> None:
         "and a sweep of the outbox every second"
     )
     try:
-        state.get_worker()  # the sweep
+        state.get_worker(yield_to=queue.busy)  # the sweep
         exitcode = queue.run_worker(concurrency=concurrency, loglevel=loglevel.upper())
     finally:
         push.shutdown()

@@ -105,14 +105,16 @@ class PushState:
                 self.inline = InlineQueue(self.make_dispatcher)
             return self.inline
 
-    def get_worker(self) -> ThreadWorker:
-        """This process's worker thread, started if it is not running."""
+    def get_worker(self, yield_to: Callable[[], bool] | None = None) -> ThreadWorker:
+        """This process's worker thread, started if it is not running (with
+        ``yield_to``, when this call starts it: see :class:`ThreadWorker`)."""
         with self.lock:
             worker = self.worker
             # A forked child inherits the object but not the thread: start its own.
             if worker is None or worker.pid != os.getpid() or not worker.alive:
                 app = current_app._get_current_object()  # type: ignore[attr-defined]
-                worker = self.worker = ThreadWorker(app, self.make_dispatcher).start()
+                worker = self.worker = ThreadWorker(app, self.make_dispatcher, yield_to)
+                worker.start()
             return worker
 
     def get_celery(self) -> CeleryQueue:

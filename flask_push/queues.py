@@ -90,11 +90,25 @@ class InlineQueue:
 
 
 class ThreadWorker:
-    """A background thread running a :class:`Dispatcher` in an app context."""
+    """A background thread running a :class:`Dispatcher` in an app context.
 
-    def __init__(self, app: Flask, make_dispatcher: Callable[[], Dispatcher]) -> None:
+    ``yield_to``, when given, says whether other dispatchers of this process are
+    busy (the Celery tasks beside the sweep of a ``flask push worker``). While it
+    is true, a round delivers one batch and the worker waits for the next poll: a
+    second event loop in the same process only competes with theirs for the GIL.
+    A round in progress stops when it turns true. One batch per poll keeps what
+    only this worker delivers (retries, scheduled messages) moving meanwhile.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        make_dispatcher: Callable[[], Dispatcher],
+        yield_to: Callable[[], bool] | None = None,
+    ) -> None:
         self.app = app
         self._make_dispatcher = make_dispatcher
+        self._yield_to = yield_to
         self.pid = os.getpid()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -138,14 +152,25 @@ class ThreadWorker:
                 while not self._stopping.is_set():
                     self._wake.clear()
                     try:
-                        claimed = dispatcher.run_until_idle(stop=self._stopping.is_set)
+                        more = self.run_round(dispatcher)
                     except Exception:  # keep the worker alive; rows stay queued
                         logger.exception("flask-push: a delivery round failed")
-                        claimed = 0
-                    if not claimed:
+                        more = False
+                    if not more:
                         self._wake.wait(POLL_INTERVAL)
             finally:
                 dispatcher.close()
+
+    def run_round(self, dispatcher: Dispatcher) -> bool:
+        """Deliver what is due: until nothing is, or one batch while others of this
+        process are busy (see the class). Returns whether to look again at once."""
+        busy = self._yield_to
+        if busy is not None and busy():
+            dispatcher.run_once()
+            return False
+        stopping = self._stopping.is_set
+        stop = stopping if busy is None else lambda: stopping() or busy()
+        return dispatcher.run_until_idle(stop=stop) > 0
 
 
 def _stop_all() -> None:

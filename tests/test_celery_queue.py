@@ -231,6 +231,29 @@ def test_worker_options_that_do_not_fit_the_queue_are_refused(
     assert result.exit_code == 2 and "sweeps the outbox every second" in result.output
 
 
+def test_tasks_running_in_a_process_make_its_sweep_yield(make_app: Callable[..., Flask]) -> None:
+    app = make_app(PUSH_QUEUE="celery", PUSH_CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
+    with app.app_context():
+        queue = push.state.get_celery()
+    seen: list[bool] = []
+
+    class Dispatcher:
+        closed = False
+
+        def run_until_idle(self, message_id: str | None = None) -> int:
+            seen.append(queue.busy())
+            raise RuntimeError("a failed task")
+
+        def close(self) -> None:
+            pass
+
+    queue._make_dispatcher = Dispatcher  # type: ignore[assignment]
+    assert not queue.busy()
+    with pytest.raises(RuntimeError):
+        queue.run("a-message")
+    assert seen == [True] and not queue.busy()  # busy while it ran, even if it failed
+
+
 # -- sending -------------------------------------------------------------------------
 
 

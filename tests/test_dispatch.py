@@ -18,6 +18,7 @@ from flask import Flask
 from flask_push import signals
 from flask_push.dispatch import Dispatcher, backoff, read_click_token
 from flask_push.models import ACTIVE, DEAD, utcnow
+from flask_push.queues import ThreadWorker
 from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
@@ -206,6 +207,50 @@ def test_thread_queue_delivers_in_the_background(
         push.shutdown()
         assert not worker.alive
     assert not [t for t in threading.enumerate() if t.name.startswith("flask-push-worker")]
+
+
+def test_a_sweep_beside_busy_tasks_delivers_a_batch_a_round_and_yields_when_they_start(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """The sweep of a ``flask push worker`` on the celery queue yields to the tasks
+    running in its process: one batch a round while they run, and a round that is
+    under way stops once they start; on its own it delivers everything due."""
+    app = sending_app(PUSH_DELIVERY_BATCH=10)
+    with app.app_context():
+        for i in range(35):
+            subscribe(push_fake_webpush.subscribe(f"browser-{i}"), f"user-{i}")
+        message = push.send(everyone=True, title="Sale", send_at=utcnow() + timedelta(hours=1))
+        make_due(message.id)
+        busy = [True]
+        worker = ThreadWorker(app, push.state.make_dispatcher, yield_to=lambda: busy[0])
+        dispatcher = push.state.make_dispatcher()
+        try:
+            # tasks run beside it: one batch, then wait for the next poll
+            assert worker.run_round(dispatcher) is False
+            assert Counter(row.status for row in rows(message.id)) == {"sent": 10, "queued": 25}
+            # a task starts once the round has claimed its first batch: the round
+            # lets what is on the network finish and claims no more
+            asked = []
+
+            def task_started() -> bool:
+                asked.append(True)
+                return len(asked) > 2  # run_round's look, the first turn's, then busy
+
+            worker._yield_to = task_started
+            worker.run_round(dispatcher)
+            counts = Counter(row.status for row in rows(message.id))
+            assert counts["queued"] >= 15 and counts["sent"] == 35 - counts["queued"]
+            # ... and what it claimed and did not send is free for the tasks at once
+            assert all(
+                row.lease_until is None for row in rows(message.id) if row.status == "queued"
+            )
+            # on its own, it delivers all that is due
+            worker._yield_to = None
+            assert worker.run_round(dispatcher) is True
+            assert worker.run_round(dispatcher) is False
+            assert Counter(row.status for row in rows(message.id)) == {"sent": 35}
+        finally:
+            dispatcher.close()
 
 
 def test_record_captures_suppressed_sends(make_app: Callable[..., Flask]) -> None:
