@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
+import flask_push
 from flask_push import Push
 
 ENV = "PUSH_BENCH_SCALE_CONFIG"
@@ -26,10 +27,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     ``config`` keys: ``database_url``, ``schema``, ``vapid_key``, ``queue``, and for
     the celery queue ``broker_url`` and ``celery_queue``; ``application_name`` names
-    the process's PostgreSQL connections, so the benchmark can see it is connected.
+    the process's PostgreSQL connections, so the benchmark can see it is connected;
+    ``flask_push_file``, the benchmark's own ``flask_push.__file__``, which a worker
+    must have imported too, or it would measure other code.
     """
     if config is None:
         config = json.loads(os.environ[ENV])
+    expected = config.get("flask_push_file")
+    if expected and os.path.realpath(expected) != os.path.realpath(flask_push.__file__):
+        raise RuntimeError(
+            f"this worker imported flask_push from {flask_push.__file__}, "
+            f"the benchmark from {expected}"
+        )
     options = f"-csearch_path={config['schema']}"
     db = SQLAlchemy()
     push = Push(db=db)

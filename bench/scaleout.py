@@ -240,7 +240,9 @@ def start_workers(
             "PYTHONPATH": path,
             "PYTHONUNBUFFERED": "1",
             "FLASK_APP": "_scale_app:create_app",
-            _scale_app.ENV: json.dumps({**config, "application_name": name}),
+            _scale_app.ENV: json.dumps(
+                {**config, "application_name": name, "flask_push_file": flask_push.__file__}
+            ),
         }
         command = [sys.executable, "-m", "flask", "push", "worker"]
         if row.queue == "celery":
@@ -249,7 +251,12 @@ def start_workers(
             command += ["--interval", str(args.interval)]
         log = directory / f"{name}.log"
         with log.open("wb") as out:
-            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            # In the run's own directory: ``python -m`` puts the working directory
+            # first on sys.path, so from a checkout the workers would import its
+            # flask_push whatever PYTHONPATH says, and not the code being measured.
+            process = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=directory
+            )
         workers.append(Worker(process, log, name))
     return workers
 
