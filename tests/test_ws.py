@@ -693,6 +693,7 @@ def test_pongs_to_a_clients_pings_never_cut_into_an_event(
         def send_event(channel: str, event: str, data: Any) -> tuple[int, Any]:
             return 200, publish(app, channel, event, data)
 
+    client: socket.socket | None = None
     try:
         client = _raw_client(url, "alice")
         subscribe = {"op": "subscribe", "channel": "user:alice"}
@@ -711,8 +712,9 @@ def test_pongs_to_a_clients_pings_never_cut_into_an_event(
                 client.sendall(framing.ping(pings[n // 3]))
         time.sleep(0.3)  # the reader answers the pings while the buffers are full
         messages = reader.frames(count, pongs=len(pings))
-        client.close()
     finally:
+        if client is not None:
+            client.close()
         if process is not None:
             process.stop()
     assert [m["data"]["n"] for m in messages] == list(range(count))
