@@ -147,11 +147,7 @@ def _serve(ws: Any) -> None:
                 ws.thread.join(1.0)
                 break
             with lock:
-                if connection.pending:
-                    # the rest of a frame a broadcaster began goes before anything
-                    _write(sock, connection.pending)
-                    connection.pending = b""
-                    connection.sent_at = time.monotonic()
+                _write_pending(sock, connection)
                 # Most wake-ups are events out: look at the client's frames only when
                 # there are some (or the socket closed, which receive() raises).
                 while ws.input_buffer or not ws.connected:
@@ -202,9 +198,7 @@ class _ReaderSocket:
     def send(self, data: bytes) -> int:
         connection = self._connection
         with connection.lock:
-            if connection.pending:
-                _write(self._sock, connection.pending)
-                connection.pending = b""
+            _write_pending(self._sock, connection)
             _write(self._sock, data)
         return len(data)
 
@@ -216,6 +210,15 @@ def _too_big(ws: Any) -> bool:
     """Is simple-websocket refusing a frame over ``max_message_size``?"""
     limit = ws.max_message_size
     return bool(limit) and ws.incoming_message_len > limit
+
+
+def _write_pending(sock: socket.socket, connection: Connection) -> None:
+    """Write the rest of a frame a broadcaster began: it goes before anything else.
+    The caller holds the connection's lock."""
+    if connection.pending:
+        _write(sock, connection.pending)
+        connection.pending = b""
+        connection.sent_at = time.monotonic()
 
 
 def _write(sock: socket.socket, data: bytes) -> None:
