@@ -221,12 +221,14 @@ def test_a_sweep_beside_busy_tasks_delivers_a_batch_a_round_and_yields_when_they
             subscribe(push_fake_webpush.subscribe(f"browser-{i}"), f"user-{i}")
         message = push.send(everyone=True, title="Sale", send_at=utcnow() + timedelta(hours=1))
         make_due(message.id)
-        busy = [True]
-        worker = ThreadWorker(app, push.state.make_dispatcher, yield_to=lambda: busy[0])
+
+        def sweep(yield_to: Callable[[], bool] | None) -> ThreadWorker:
+            return ThreadWorker(app, push.state.make_dispatcher, yield_to)
+
         dispatcher = push.state.make_dispatcher()
         try:
             # tasks run beside it: one batch, then wait for the next poll
-            assert worker.run_round(dispatcher) is False
+            assert sweep(lambda: True).run_round(dispatcher) is False
             assert Counter(row.status for row in rows(message.id)) == {"sent": 10, "queued": 25}
             # a task starts once the round has claimed its first batch: the round
             # lets what is on the network finish and claims no more
@@ -236,8 +238,7 @@ def test_a_sweep_beside_busy_tasks_delivers_a_batch_a_round_and_yields_when_they
                 asked.append(True)
                 return len(asked) > 2  # run_round's look, the first turn's, then busy
 
-            worker._yield_to = task_started
-            worker.run_round(dispatcher)
+            sweep(task_started).run_round(dispatcher)
             counts = Counter(row.status for row in rows(message.id))
             assert counts["queued"] >= 15 and counts["sent"] == 35 - counts["queued"]
             # ... and what it claimed and did not send is free for the tasks at once
@@ -245,9 +246,9 @@ def test_a_sweep_beside_busy_tasks_delivers_a_batch_a_round_and_yields_when_they
                 row.lease_until is None for row in rows(message.id) if row.status == "queued"
             )
             # on its own, it delivers all that is due
-            worker._yield_to = None
-            assert worker.run_round(dispatcher) is True
-            assert worker.run_round(dispatcher) is False
+            alone = sweep(None)
+            assert alone.run_round(dispatcher) is True
+            assert alone.run_round(dispatcher) is False
             assert Counter(row.status for row in rows(message.id)) == {"sent": 35}
         finally:
             dispatcher.close()
