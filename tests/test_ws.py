@@ -515,6 +515,16 @@ class _Reader:
             self.sock.setblocking(True)
 
 
+def _joined(client: socket.socket, channel: str) -> _Reader:
+    """Subscribe a raw client to ``channel`` and read the answer: from then on its
+    handler has joined the channel, and gets what is published to it."""
+    subscribe = {"op": "subscribe", "channel": channel}
+    client.sendall(FrameProtocol(client=True, extensions=[]).send_data(json.dumps(subscribe)))
+    reader = _Reader(client)
+    assert reader.frames(1) == [{"op": "subscribed", "channel": channel}]
+    return reader
+
+
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     """A connected pair of blocking sockets: the server's end, the client's end."""
@@ -662,6 +672,7 @@ def test_a_client_that_reads_late_gets_every_event_in_order(live: Any, connect: 
     the frame begun, in order, while other clients get theirs at once."""
     app, url = live(PUSH_WS_QUEUE_SIZE=1000)
     late = _raw_client(url, "bob")
+    reader = _joined(late, "user:bob")  # its handler joins apart from the handshake
     fast = connect(url, "bob")
     fast.sync()
     blob = os.urandom(32 * 1024).hex()
@@ -669,7 +680,7 @@ def test_a_client_that_reads_late_gets_every_event_in_order(live: Any, connect: 
     for n in range(count):
         publish(app, "user:bob", "blob", {"n": n, "blob": blob})
         assert _next(fast, "blob")["n"] == n
-    frames = _Reader(late).frames(count)
+    frames = reader.frames(count)
     assert [f["data"]["n"] for f in frames] == list(range(count))
     assert app.extensions["push"].realtime.hub.count() == 2  # nobody was dropped
     late.close()
@@ -696,12 +707,8 @@ def test_pongs_to_a_clients_pings_never_cut_into_an_event(
     client: socket.socket | None = None
     try:
         client = _raw_client(url, "alice")
-        subscribe = {"op": "subscribe", "channel": "user:alice"}
+        reader = _joined(client, "user:alice")
         framing = FrameProtocol(client=True, extensions=[])
-        client.sendall(framing.send_data(json.dumps(subscribe), fin=True))
-        reader = _Reader(client)
-        # once it answers, the handler has joined the user's channel
-        assert reader.frames(1) == [{"op": "subscribed", "channel": "user:alice"}]
         blob = os.urandom(16 * 1024).hex()  # not compressible: 32 KiB a frame
         count = 60  # more than the sockets' buffers hold: frames are left half-written
         pings = [f"ping {n}".encode() for n in range(20)]
