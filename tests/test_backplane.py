@@ -178,12 +178,10 @@ def test_redis_unreachable_raises_backplane_error(redis_backplane: Any) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     backplane = redis_backplane(url=f"redis://127.0.0.1:{port}/0")
-    started = time.monotonic()
-    with pytest.raises(BackplaneError):
+    with pytest.raises(BackplaneError, match="live event not published, Redis is unreachable"):
         backplane.publish("a", "e", "null")
-    with pytest.raises(BackplaneError):
+    with pytest.raises(BackplaneError, match="cannot replay, Redis is unreachable"):
         backplane.replay("a", 0)
-    assert time.monotonic() - started < 10
 
 
 class TcpProxy:
