@@ -320,7 +320,7 @@ def test_an_unreachable_server_is_retried_without_waiting(key: Key, sleeps: list
 
     results = send(apns, [outgoing(i, ALERT) for i in range(50)])
 
-    assert sleeps == []  # aioapns alone sleeps 1 s per attempt
+    assert all(delay < 1 for delay in sleeps), sleeps  # aioapns alone sleeps 1 s per attempt
     assert {r.status for r in results} == {"retry"}
     assert all(f"could not reach APNs at localhost:{port}" in (r.error or "") for r in results)
 
