@@ -133,8 +133,9 @@ def _serve_push(
     count: mps.Synchronized[int],
     last: mps.Synchronized[float],
     conn: mpc.Connection,
+    delay: float = SERVICE_DELAY,
 ) -> None:
-    """POST /push/<id>: 201 after SERVICE_DELAY; counts and stamps each 201."""
+    """POST /push/<id>: 201 after ``delay`` seconds; counts and stamps each 201."""
     from aiohttp import web
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -145,7 +146,7 @@ def _serve_push(
 
     async def push(request: web.Request) -> web.Response:
         await request.read()
-        await asyncio.sleep(SERVICE_DELAY)
+        await asyncio.sleep(delay)
         counter.value += 1
         stamp.value = time.monotonic()
         return web.Response(status=201)
@@ -227,12 +228,13 @@ def local_credentials() -> tuple[Any, str]:
     return cert, vapid_raw_private_key(vapid)
 
 
-def start_push_service(cert_file: str, key_file: str) -> PushService:
+def start_push_service(cert_file: str, key_file: str, delay: float = SERVICE_DELAY) -> PushService:
+    """The push service in a process of its own, answering each push after ``delay``."""
     count = SPAWN.Value("q", 0)
     last = SPAWN.Value("d", 0.0)
     parent, child = SPAWN.Pipe()
     process = SPAWN.Process(
-        target=_serve_push, args=(cert_file, key_file, count, last, child), daemon=True
+        target=_serve_push, args=(cert_file, key_file, count, last, child, delay), daemon=True
     )
     process.start()
     if not parent.poll(60):
