@@ -345,7 +345,7 @@ class RunResult:
     oldest_other: float = 0.0
 
 
-def in_flight(configs: dict[str, dict[str, Any]], threads: int) -> dict[str, int]:
+def pushes_in_flight(configs: dict[str, dict[str, Any]], threads: int) -> dict[str, int]:
     """Per queue, the pushes one worker process keeps in flight to one push service:
     the Web Push provider's lane, as the product builds it from the same config,
     once per process on the thread queue and once per task thread on Celery's (whose
@@ -767,7 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "queue's rounds, or the Celery tasks (the sweep beside them does not say)"
         )
         summaries = [Summary(row, results[row]) for row in rows]
-        report(summaries, n, cores, in_flight(configs, args.concurrency), delay)
+        report(summaries, n, cores, pushes_in_flight(configs, args.concurrency), delay)
         for row in rows:
             for i, one in enumerate(results[row]):
                 if one.oldest_other >= LONG_TRANSACTION:
