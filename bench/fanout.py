@@ -1028,7 +1028,8 @@ def verdict(ok: bool) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Web Push fan-out to N subscribers at a local HTTPS push service "
-        "(20 ms per push), with its baselines; FCM and APNs against the fakes."
+        f"({SERVICE_DELAY * 1000:g} ms per push), with its baselines; FCM and APNs against "
+        "the fakes."
     )
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument(
@@ -1148,7 +1149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cert, vapid_key = local_credentials()
 
     service = start_push_service(cert.cert_file, cert.key_file)
-    print(f"Push service: https://127.0.0.1:{service.port}/push/<id>, 201 after 20 ms")
+    print(
+        f"Push service: https://127.0.0.1:{service.port}/push/<id>, "
+        f"201 after {SERVICE_DELAY * 1000:g} ms"
+    )
     pool = None
     try:
         keys, key_seconds, cached = subscriber_keys(
@@ -1420,7 +1424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         service_rss = service.stop()
         print()
         print(
-            f"Web Push fan-out, N = {n:,}, push service answers after 20 ms "
+            f"Web Push fan-out, N = {n:,}, push service answers after "
+            f"{SERVICE_DELAY * 1000:g} ms "
             f"(medians of {args.runs} runs; time for N is measured for C and D, "
             f"extrapolated for A, B and E)"
         )

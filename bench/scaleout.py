@@ -656,11 +656,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--service-delay",
         type=float,
         default=fanout.SERVICE_DELAY,
-        help="seconds the push service waits before each 201 (default 0.02). Push services "
+        help="seconds the push service waits before each 201 (default %(default)s). Push services "
         "on the internet answer in tens to hundreds of ms; a longer wait makes each "
         "process's rate its requests in flight over the wait, not its CPU, so a machine "
-        "with fewer cores than the processes need at 20 ms can still show whether a "
-        "second one adds its share",
+        "with fewer cores than the processes need at the default can still show whether "
+        "a second one adds its share",
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument(
