@@ -490,9 +490,7 @@ class Dispatcher:
     async def _turn(
         self, r: _Round, message_id: str | None, stop: Callable[[], bool], once: bool
     ) -> None:
-        if not r.stopping and stop():
-            r.stopping = True
-            self._take_back(r, list(r.waiting.values()))
+        self._check_stop(r, stop)
         # Writing first: what it frees is claimed again in the same turn.
         if self._should_write(r):
             await self._write_pending(r)
@@ -502,6 +500,14 @@ class Dispatcher:
             self._shed(r)
             if self._may_claim(r):
                 await self._claim_more(r, message_id, once)
+                # Asked to stop while the claim was on its way: its sends have
+                # not begun (they begin once this turn yields), so none goes.
+                self._check_stop(r, stop)
+
+    def _check_stop(self, r: _Round, stop: Callable[[], bool]) -> None:
+        if not r.stopping and stop():
+            r.stopping = True
+            self._take_back(r, list(r.waiting.values()))
 
     # -- claiming and sending --------------------------------------------------------
 

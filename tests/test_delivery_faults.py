@@ -177,10 +177,15 @@ def test_a_stopping_worker_hands_back_what_it_has_not_sent(
             rows = deliveries(engine, message_id)
             return [r for r in rows if r.lease_until is None and r.status == "queued"]
 
+        def all_claimed() -> bool:
+            return all(r.lease_until is not None for r in deliveries(engine, message_id))
+
         worker = threading.Thread(target=work)
         worker.start()
         try:
-            assert wait_until(lambda: silent.requests == 100)  # the rest wait for a slot
+            # 100 on the network, the rest claimed and waiting for a slot (not yet
+            # claimed, they too would look handed back)
+            assert wait_until(lambda: silent.requests == 100 and all_claimed())
             stop.set()
             # at once, while the requests on the network are still unanswered
             assert wait_until(lambda: len(handed_back()) == 50)
@@ -193,6 +198,39 @@ def test_a_stopping_worker_hands_back_what_it_has_not_sent(
     rows = deliveries(engine, message_id)
     assert sorted(r.attempts for r in rows) == [0] * 50 + [1] * 100
     assert all(r.lease_until is None and r.status == "queued" for r in rows)
+
+
+def test_a_stop_asked_for_during_a_claim_sends_none_of_it(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(**sending_config(PUSH_QUEUE="inline"))
+    with FakePushService() as service:
+        with app.app_context():
+            add_browsers(service, 30)
+            message_id = push.send(
+                everyone=True, title="x", send_at=utcnow() + timedelta(hours=1)
+            ).id
+            d = push.models.Delivery
+            db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
+            db.session.commit()
+            dispatcher = Dispatcher(app, push.models, db.engine, push.settings)
+            engine = db.engine
+
+        # SIGTERM while the claim is on its way to the database: the dispatcher
+        # looks before the claim (no) and again once it is back (yes).
+        def stop() -> bool:
+            return any(r.lease_until is not None for r in deliveries(engine, message_id))
+
+        try:
+            with app.app_context():
+                assert dispatcher.run_until_idle(stop=stop) == 30
+        finally:
+            dispatcher.close()
+        assert service.pushes == []
+        rows = deliveries(engine, message_id)
+        assert [(r.status, r.attempts, r.lease_until, r.error) for r in rows] == [
+            ("queued", 0, None, None)
+        ] * 30
 
 
 # -- leases ------------------------------------------------------------------------
