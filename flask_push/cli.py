@@ -184,10 +184,13 @@ def send(
             f"{recipients} recipient{'' if recipients == 1 else 's'}"
         )
         if not no_wait:
-            # Only this message's rows: a backlog of others is the workers' business.
+            # The app's thread worker, woken by the send, may hold some of its rows:
+            # stopping it lets its pushes on the network finish and hands back the
+            # rest, which this thread then sends. Only this message's rows: a
+            # backlog of others is the workers' business.
+            push.shutdown()
             push.dispatch_due(message_id=message.id)
     finally:
-        # Waits for the pushes the app's thread worker (woken by send) has on the network.
         push.shutdown()
     counts = _delivery_counts(push, message.id)
     if counts:

@@ -128,14 +128,21 @@ def test_send_on_the_thread_queue_delivers_before_exiting(
     make_app: Any, push_fake_webpush: FakePushService
 ) -> None:
     app = sending_app(make_app)
-    push_fake_webpush.delay = 0.05  # the worker thread and the command race for the rows
+    # The worker thread, woken by the send, may claim rows before the command
+    # stops it: more than one push service's 100 slots, each answer slow, so
+    # that some it claimed wait for a slot and are handed back to the command.
+    push_fake_webpush.delay = 0.2
     with app.app_context():
-        for _ in range(5):
-            subscribe(push_fake_webpush.subscribe(), "alice")
+        browsers = [push_fake_webpush.subscribe() for _ in range(150)]
+        for browser in browsers:
+            subscribe(browser, "alice")
     result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", "--title", "Hi"])
     assert result.exit_code == 0, result.output
-    assert "Deliveries: sent 5" in result.output
-    assert len(push_fake_webpush.pushes) == 5  # each once
+    assert "Deliveries: sent 150" in result.output
+    # each once
+    assert sorted(p.subscriber_name for p in push_fake_webpush.pushes) == sorted(
+        b.name for b in browsers
+    )
     with app.app_context():
         assert app.extensions["push"].worker is None  # shut down
 
