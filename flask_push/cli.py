@@ -435,8 +435,8 @@ def _celery_worker(push: Any, concurrency: int, loglevel: str) -> None:
 
 
 #: a round's outcomes, in the order the worker says them, and how
-_OUTCOMES = ("sent", "retry", "failed", "gone", "expired")
-_OUTCOME_WORDS = {"retry": "to retry"}
+_OUTCOMES = ("sent", "retry", "failed", "gone", "expired", "handed_back")
+_OUTCOME_WORDS = {"retry": "to retry", "handed_back": "handed back unsent"}
 
 
 def _round(push: Any, stop: threading.Event) -> tuple[int, Counter[str]]:

@@ -386,8 +386,9 @@ class Dispatcher:
         #: statements run many times a second, built once: (name, variant) -> statement
         self._statements: dict[tuple[str, bool], sa.Executable] = {}
         self.closed = False
-        #: outcomes written so far, by status (``retry``: a retry scheduled), for
-        #: what ``flask push worker`` says it did
+        #: outcomes written so far, by status (``retry``: a retry scheduled;
+        #: ``handed_back``: claimed, then handed back unsent, on a stop or behind a
+        #: stalled push service), for what ``flask push worker`` says it did
         self.written: Counter[str] = Counter()
         self._lock_written = threading.Lock()
 
@@ -843,6 +844,9 @@ class Dispatcher:
             )
             self._hand_back(session, writes.released, writes.deferred, events)
             _commit_without_waiting(session)
+        handed_back = len(writes.released) + len(writes.deferred)
+        if handed_back:
+            written["handed_back"] += handed_back
         with self._lock_written:
             self.written.update(written)
         if self.metrics is not None and counts:

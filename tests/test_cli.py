@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -301,6 +302,41 @@ def test_worker_loops_until_asked_to_stop(app: Flask, monkeypatch: pytest.Monkey
     assert result.exit_code == 0, result.output
     assert len(rounds) == 3
     assert signal.getsignal(signal.SIGTERM) is previous  # put back
+
+
+def test_worker_says_what_a_stop_handed_back(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    with app.app_context():
+        for user in ("alice", "bob"):
+            add_subscription(user)
+        message_id = push.send(
+            users=["alice", "bob"], title="x", send_at=utcnow() + timedelta(hours=1)
+        ).id
+        d = push.models.Delivery
+        db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    real = cli._round
+
+    def stopped_during_the_claim(push_: Any, stop: threading.Event) -> tuple[int, Any]:
+        dispatcher = push_.state.get_inline().dispatcher
+        claim = dispatcher._claim_and_load
+
+        def claim_then_sigterm(*args: Any) -> Any:
+            try:
+                return claim(*args)
+            finally:
+                stop.set()  # what SIGTERM does, while the claim is on its way
+
+        monkeypatch.setattr(dispatcher, "_claim_and_load", claim_then_sigterm)
+        return real(push_, stop)
+
+    monkeypatch.setattr(cli, "_round", stopped_during_the_claim)
+    result = app.test_cli_runner().invoke(args=["push", "worker", "--interval", "0"])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(r"\S+Z handled 2 deliveries: handed back unsent 2\n", result.output), (
+        result.output
+    )
+    with app.app_context():
+        assert statuses(message_id) == ["queued", "queued"]
 
 
 def test_prune_removes_dead_and_stale_only(app: Flask) -> None:

@@ -231,6 +231,8 @@ def test_a_stop_asked_for_during_a_claim_sends_none_of_it(
         assert [(r.status, r.attempts, r.lease_until, r.error) for r in rows] == [
             ("queued", 0, None, None)
         ] * 30
+        # what `flask push worker` says of the round
+        assert dispatcher.written == {"handed_back": 30}
 
 
 # -- leases ------------------------------------------------------------------------
