@@ -65,6 +65,16 @@ def add_browsers(service: FakePushService, count: int, prefix: str = "user") -> 
     db.session.commit()
 
 
+def due_for_everyone() -> str:
+    """A message to everyone, due now but left to the test's own dispatchers: sent
+    for later (so that the inline queue sends nothing), then made due."""
+    message_id = push.send(everyone=True, title="x", send_at=utcnow() + timedelta(hours=1)).id
+    d = push.models.Delivery
+    db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    return message_id
+
+
 def deliveries(engine: sa.Engine, message_id: str) -> list[Any]:
     """Each delivery of the message with its target's endpoint, read on ``engine``."""
     d, s = push.models.Delivery, push.models.Subscription
@@ -160,11 +170,7 @@ def test_a_stopping_worker_hands_back_what_it_has_not_sent(
             for i in range(150):
                 subscribe(f"{silent.origin}/push/{i}", browser_keys(), f"user-{i}")
             db.session.commit()
-            later = utcnow() + timedelta(hours=1)
-            message_id = push.send(everyone=True, title="x", send_at=later).id
-            d = push.models.Delivery
-            db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
-            db.session.commit()
+            message_id = due_for_everyone()
             dispatcher = Dispatcher(app, push.models, db.engine, push.settings)
             dispatcher.providers["webpush"].stall_after = 3600.0  # not put back as stalled
             engine = db.engine
@@ -207,12 +213,7 @@ def test_a_stop_asked_for_during_a_claim_sends_none_of_it(
     with FakePushService() as service:
         with app.app_context():
             add_browsers(service, 30)
-            message_id = push.send(
-                everyone=True, title="x", send_at=utcnow() + timedelta(hours=1)
-            ).id
-            d = push.models.Delivery
-            db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
-            db.session.commit()
+            message_id = due_for_everyone()
             dispatcher = Dispatcher(app, push.models, db.engine, push.settings)
             engine = db.engine
 
@@ -246,11 +247,7 @@ def test_leases_are_renewed_while_the_pushes_are_in_hand(make_app: Callable[...,
     with FakePushService(delay=3.0) as service:
         with app.app_context():
             add_browsers(service, 3)
-            later = utcnow() + timedelta(hours=1)
-            message_id = push.send(everyone=True, title="x", send_at=later).id
-            d = push.models.Delivery
-            db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
-            db.session.commit()
+            message_id = due_for_everyone()
             first, second = (
                 Dispatcher(app, push.models, db.engine, push.settings, lease=lease)
                 for _ in range(2)
