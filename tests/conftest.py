@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -337,6 +337,15 @@ def add_subscription(
     db.session.add(subscription)
     db.session.commit()
     return subscription
+
+
+def make_due(message_id: str, **values: Any) -> None:
+    """As if time had passed: the message's rows are due now (``values``: other
+    columns to set on them)."""
+    model = push.models.Delivery
+    values.setdefault("due_at", datetime.now(timezone.utc) - timedelta(seconds=1))
+    db.session.execute(sa.update(model).where(model.message_id == message_id).values(**values))
+    db.session.commit()
 
 
 def subscribe(subscriber: Any, user_id: str | None = "alice") -> Any:

@@ -18,7 +18,7 @@ from flask_push import cli
 from flask_push.models import DEAD, utcnow
 from flask_push.testing import FakePushService
 
-from conftest import add_subscription, db, push, subscribe
+from conftest import add_subscription, db, make_due, push, subscribe
 
 
 def test_vapid_keys_prints_pasteable_config(app, make_app):
@@ -251,9 +251,7 @@ def test_worker_once_delivers_due_rows(app: Flask) -> None:
         later = utcnow() + timedelta(hours=1)
         message_id = push.send(users=["alice", "bob"], title="x", send_at=later).id
         assert statuses(message_id) == ["queued", "queued"]
-        d = push.models.Delivery
-        db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
-        db.session.commit()
+        make_due(message_id)
     runner = app.test_cli_runner()
     result = runner.invoke(args=["push", "worker", "--once"])
     assert result.exit_code == 0, result.output
@@ -311,9 +309,7 @@ def test_worker_says_what_a_stop_handed_back(app: Flask, monkeypatch: pytest.Mon
         message_id = push.send(
             users=["alice", "bob"], title="x", send_at=utcnow() + timedelta(hours=1)
         ).id
-        d = push.models.Delivery
-        db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
-        db.session.commit()
+        make_due(message_id)
     real = cli._round
 
     def stopped_during_the_claim(push_: Any, stop: threading.Event) -> tuple[int, Any]:

@@ -25,7 +25,7 @@ from flask_push.dispatch import Dispatcher
 from flask_push.models import utcnow
 from flask_push.testing import FakePushService
 
-from conftest import browser_keys, db, push
+from conftest import browser_keys, db, make_due, push
 from faults import SilentService, TcpProxy
 
 on_postgres = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
@@ -69,9 +69,7 @@ def due_for_everyone() -> str:
     """A message to everyone, due now but left to the test's own dispatchers: sent
     for later (so that the inline queue sends nothing), then made due."""
     message_id = push.send(everyone=True, title="x", send_at=utcnow() + timedelta(hours=1)).id
-    d = push.models.Delivery
-    db.session.execute(sa.update(d).values(due_at=utcnow() - timedelta(seconds=1)))
-    db.session.commit()
+    make_due(message_id)
     return message_id
 
 

@@ -23,7 +23,7 @@ from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
 from conftest import SENDING_SECRET as SECRET
-from conftest import db, push, subscribe
+from conftest import db, make_due, push, subscribe
 
 #: a browser's P-256 key, for subscriptions that are never really sent to
 BROWSER_P256DH = (
@@ -35,14 +35,6 @@ def rows(message_id: str) -> list[Any]:
     model = push.models.Delivery
     query = sa.select(model).where(model.message_id == message_id).order_by(model.id)
     return list(db.session.scalars(query.execution_options(populate_existing=True)))
-
-
-def make_due(message_id: str, **values: Any) -> None:
-    """As if time had passed: the message's rows are due now."""
-    model = push.models.Delivery
-    values.setdefault("due_at", utcnow() - timedelta(seconds=1))
-    db.session.execute(sa.update(model).where(model.message_id == message_id).values(**values))
-    db.session.commit()
 
 
 def test_inline_delivers_web_push_and_fcm(

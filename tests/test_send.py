@@ -16,7 +16,7 @@ from flask_push.errors import PayloadError, ValidationError
 from flask_push.models import DEAD, utcnow
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import add_subscription, db, push
+from conftest import add_subscription, db, make_due, push
 
 APNS_TOKEN = "ab" * 32
 
@@ -204,10 +204,7 @@ def test_send_at_schedules(outbox_app: Flask) -> None:
     assert push.dispatch_due() == 0
     assert deliveries(message.id)[0].attempts == 0
     # ...and sent once it is.
-    db.session.execute(
-        sa.update(push.models.Delivery).values(due_at=utcnow() - timedelta(seconds=1))
-    )
-    db.session.commit()
+    make_due(message.id)
     with push.record() as outbox:
         assert push.dispatch_due() == 1
     assert [p.message_id for p in outbox] == [message.id]

@@ -14,7 +14,7 @@ from flask import Flask
 from flask_push.errors import ValidationError
 from flask_push.testing import FakePushService
 
-from conftest import as_user, db, push
+from conftest import as_user, db, make_due, push
 
 ADMIN = as_user("root", admin=True)
 CHROME_ANDROID = (
@@ -112,14 +112,6 @@ def rows_of(message_id: str) -> list[Any]:
     model = push.models.Delivery
     query = sa.select(model).where(model.message_id == message_id).order_by(model.id)
     return list(db.session.scalars(query.execution_options(populate_existing=True)))
-
-
-def make_due(message_id: str, **values: Any) -> None:
-    """As if time had passed: the message's rows are due now."""
-    model = push.models.Delivery
-    values.setdefault("due_at", datetime.now(timezone.utc) - timedelta(seconds=1))
-    db.session.execute(sa.update(model).where(model.message_id == message_id).values(**values))
-    db.session.commit()
 
 
 def test_a_retry_then_sent_and_a_click(live: Flask, push_fake_webpush: FakePushService) -> None:
