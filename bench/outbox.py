@@ -32,17 +32,20 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import fanout  # noqa: E402 - the fan-out benchmark's app, keys and subscriptions
 
+from flask_push import Push  # noqa: E402
 from flask_push.dispatch import Dispatcher, _Writes  # noqa: E402
+from flask_push.message import DeliveryResult  # noqa: E402
 from flask_push.models import utcnow  # noqa: E402
-from flask_push.providers.base import DeliveryResult  # noqa: E402
 
 BATCH = 100
 
@@ -56,12 +59,16 @@ class _Endpoints:
         return f"https://127.0.0.1:9/push/{i}"
 
 
-def due_fan_out(database: Path, keys: Sequence[tuple[bytes, bytes]], vapid_key: str) -> Any:
+def due_fan_out(
+    database: Path, keys: Sequence[tuple[bytes, bytes]], vapid_key: str
+) -> tuple[Flask, SQLAlchemy, Push]:
     """A database with one message due to every one of ``keys``' subscriptions;
     returns the app's (app, db, push). The inline queue sends nothing before the
     message is due, and nothing after: only this script delivers."""
     url = f"sqlite:///{database}"
-    fanout.load_subscriptions(url, "", vapid_key, _Endpoints(), keys)
+    # only its endpoint() is used
+    endpoints = cast(fanout.PushService, _Endpoints())
+    fanout.load_subscriptions(url, "", vapid_key, endpoints, keys)
     app, db, push = fanout.create_app(url, "", vapid_key, queue="inline")
     with app.app_context():
         later = utcnow() + timedelta(hours=1)
@@ -82,7 +89,11 @@ def _accepted(delivery_id: str) -> DeliveryResult:
     )
 
 
-def flask_push_run(database: Path, keys: Sequence[tuple[bytes, bytes]], vapid_key: str) -> Any:
+#: (claim-and-load CPU seconds, write CPU seconds, deliveries claimed, count by status)
+Run = tuple[float, float, int, dict[str, int]]
+
+
+def flask_push_run(database: Path, keys: Sequence[tuple[bytes, bytes]], vapid_key: str) -> Run:
     """(claim-and-load CPU, write CPU, deliveries, statuses) through the dispatcher."""
     app, db, push = due_fan_out(database, keys, vapid_key)
     with app.app_context():
@@ -105,7 +116,7 @@ def flask_push_run(database: Path, keys: Sequence[tuple[bytes, bytes]], vapid_ke
             dispatcher.close()
         d = push.models.Delivery
         counted = sa.select(d.status, sa.func.count()).group_by(d.status)
-        statuses = dict(db.session.execute(counted).all())
+        statuses: dict[str, int] = dict(db.session.execute(counted).tuples().all())
         db.engine.dispose()
     return claim_cpu, write_cpu, done, statuses
 
@@ -141,7 +152,7 @@ def _stored(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def raw_run(database: Path, keys: Sequence[tuple[bytes, bytes]], vapid_key: str) -> Any:
+def raw_run(database: Path, keys: Sequence[tuple[bytes, bytes]], vapid_key: str) -> Run:
     """(claim-and-load CPU, write CPU, deliveries, statuses) through sqlite3 alone."""
     app, db, _ = due_fan_out(database, keys, vapid_key)
     with app.app_context():
@@ -187,7 +198,9 @@ def raw_run(database: Path, keys: Sequence[tuple[bytes, bytes]], vapid_key: str)
         con.execute("COMMIT")
         write_cpu += time.thread_time() - began
         done += len(ids)
-    statuses = dict(con.execute("SELECT status, count(*) FROM push_deliveries GROUP BY status"))
+    statuses: dict[str, int] = dict(
+        con.execute("SELECT status, count(*) FROM push_deliveries GROUP BY status")
+    )
     con.close()
     return claim_cpu, write_cpu, done, statuses
 
