@@ -48,15 +48,16 @@ from flask_push.message import DeliveryResult  # noqa: E402
 from flask_push.models import utcnow  # noqa: E402
 
 BATCH = 100
+#: where the subscriptions point, and the push service ids of the answers: nothing
+#: is sent, so nothing listens
+ORIGIN = "https://127.0.0.1:9"
 
 
 class _Endpoints:
-    """Where the subscriptions point: nothing is sent, so nothing listens."""
-
-    port = 9
+    """The subscriptions' endpoints, for ``fanout.load_subscriptions``."""
 
     def endpoint(self, i: int) -> str:
-        return f"https://127.0.0.1:9/push/{i}"
+        return f"{ORIGIN}/push/{i}"
 
 
 def due_fan_out(
@@ -85,7 +86,7 @@ def _accepted(delivery_id: str) -> DeliveryResult:
         "sent",
         "webpush",
         status_code=201,
-        service_id=f"https://127.0.0.1:9/m/{delivery_id}",
+        service_id=f"{ORIGIN}/m/{delivery_id}",
     )
 
 
@@ -184,7 +185,7 @@ def raw_run(database: Path, keys: Sequence[tuple[bytes, bytes]], vapid_key: str)
         at, stamp = _stored(now), now.isoformat()
         outcomes = []
         for id, events in timelines:
-            service_id = f"https://127.0.0.1:9/m/{id}"
+            service_id = f"{ORIGIN}/m/{id}"
             attempt = {
                 "at": stamp,
                 "what": "attempt",
@@ -226,16 +227,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             measured[label].append((claim_cpu * 1e6 / n, write_cpu * 1e6 / n))
             print(f"  run {run + 1}: {label}: {claim_cpu + write_cpu:.2f} s CPU", flush=True)
     baseline = statistics.median(sum(r) for r in measured["raw sqlite3"])
-    print()
-    print(f"{'row':36}  {'claim+load':>10}  {'write':>7}  {'total':>7}  {'x raw':>6}")
+    table: list[tuple[str, ...]] = []
     for label, made in measured.items():
         claim = statistics.median(r[0] for r in made)
         write = statistics.median(r[1] for r in made)
         total = statistics.median(sum(r) for r in made)
-        print(
-            f"{label:36}  {claim:7.0f} us  {write:4.0f} us  {total:4.0f} us  "
-            f"{total / baseline:5.2f}x"
-        )
+        cells = (f"{claim:.0f} us", f"{write:.0f} us", f"{total:.0f} us")
+        table.append((label, *cells, f"{total / baseline:.2f}x"))
+    print()
+    fanout.print_table(table, ("row", "claim+load", "write", "total", "x raw"))
     print("(the thread's CPU per push, medians; every row ends with all N sent)")
     return 0
 
