@@ -73,6 +73,20 @@ def test_only_admins_see_it(console_app: Flask) -> None:
     assert css.status_code == 200 and css.content_type.startswith("text/css")
 
 
+def test_the_console_without_its_slash_redirects_admins_only(console_app: Flask) -> None:
+    # README names <prefix>/console; its pages live under <prefix>/console/
+    client = console_app.test_client()
+    moved = client.get(CONSOLE, headers=ADMIN)
+    assert moved.status_code == 308
+    assert moved.headers["Location"].endswith(f"{CONSOLE}/")
+    followed = client.get(CONSOLE, headers=ADMIN, follow_redirects=True)
+    assert followed.status_code == 200 and followed.request.path == f"{CONSOLE}/"
+    unknown = client.get(f"{CONSOLE}/no-such-page", headers=as_user("alice"))
+    for who in (as_user(None), as_user("alice")):
+        hidden = client.get(CONSOLE, headers=who)
+        assert hidden.status_code == 404 and hidden.get_json() == unknown.get_json()
+
+
 def test_push_console_false_turns_it_off(make_app: Callable[..., Flask]) -> None:
     client = make_app(SECRET_KEY=SECRET, PUSH_CONSOLE=False).test_client()
     for path in PAGES:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import RequestRedirect
 
 from ..config import PushSettings
 from ..errors import ValidationError
@@ -85,6 +86,10 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         # chosen; answer those under our prefix in our error shape.
         err = request.routing_exception
         path = request.path
+        # A redirect to the URL with its slash (``/console`` to ``/console/``) is
+        # an answer, not an error: Flask sends it with its Location.
+        if isinstance(err, RequestRedirect):
+            return None
         if isinstance(err, HTTPException) and (
             path == settings.url_prefix or path.startswith(settings.url_prefix + "/")
         ):
