@@ -158,7 +158,7 @@ def send(
     was delivered. Deliveries a push service asked to retry later stay queued for
     the workers. With --no-wait the command returns once the message is queued
     (the pushes the app's thread worker already has on the network finish first;
-    the rest stay queued for the workers).
+    the rest stay queued for the workers), and exits 1 only when nobody matched.
     """
     push = _push()
     try:
@@ -197,8 +197,7 @@ def send(
         click.echo("Deliveries: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
     for line in _problems(push, message.id) + _held_back(push, message.id):
         click.echo(f"  {line}")
-    if no_wait:
-        return
+    # With --no-wait too: a message with no recipients will never be delivered.
     if not recipients:
         if counts.get("suppressed") or counts.get("expired"):
             raise click.ClickException(
@@ -208,6 +207,8 @@ def send(
         raise click.ClickException(
             "Nothing was delivered: no active browser or device matches this audience."
         )
+    if no_wait:
+        return
     if not counts.get("sent"):
         if _deferred(push, message.id) == counts.get("queued"):
             # nothing failed: the workers send them when the quiet hours end

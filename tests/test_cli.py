@@ -209,8 +209,10 @@ def test_send_prints_each_failure_and_fails_when_nothing_arrived(
     assert lines[-1] == "Error: Nothing was delivered; the reasons are above."
 
 
-def test_send_to_nobody_fails_and_says_why(app: Flask) -> None:
-    result = app.test_cli_runner().invoke(args=["push", "send", "--user", "nobody", "--title", "x"])
+@pytest.mark.parametrize("wait", [[], ["--no-wait"]], ids=["wait", "no-wait"])
+def test_send_to_nobody_fails_and_says_why(app: Flask, wait: list[str]) -> None:
+    args = ["push", "send", "--user", "nobody", "--title", "x", *wait]
+    result = app.test_cli_runner().invoke(args=args)
     assert result.exit_code == 1, result.output
     assert "0 recipients" in result.output
     assert "Nothing was delivered: no active browser or device matches" in result.output
