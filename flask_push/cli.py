@@ -361,7 +361,8 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
     This runs flask-push's in-process dispatcher (the one behind the thread
     queue) on this app's database: due deliveries, retries and scheduled
     messages. Several workers may run at once; each claims its own rows.
-    It prints how many deliveries it handled in each round that had any.
+    It says so when it starts, then how many deliveries it handled in each round
+    that had any.
 
     With PUSH_QUEUE="celery" it runs a Celery worker consuming this app's
     delivery tasks (PUSH_CELERY_QUEUE), and the same dispatcher beside it, about
@@ -386,6 +387,12 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
         why = "--once runs none" if once else f"PUSH_QUEUE is {push.settings.queue!r}"
         raise click.UsageError(
             f"{' and '.join(celery_only)} only apply to a Celery worker, and {why}"
+        )
+    if not once:
+        # said first: an idle worker prints nothing else until something is due
+        click.echo(
+            f"flask-push: a worker delivering what is due, looking every {interval:g} s "
+            "when nothing is; Ctrl-C or SIGTERM stops it"
         )
     stop = threading.Event()
     try:

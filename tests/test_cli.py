@@ -330,9 +330,13 @@ def test_worker_says_what_a_stop_handed_back(app: Flask, monkeypatch: pytest.Mon
     monkeypatch.setattr(cli, "_round", stopped_during_the_claim)
     result = app.test_cli_runner().invoke(args=["push", "worker", "--interval", "0"])
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(r"\S+Z handled 2 deliveries: handed back unsent 2\n", result.output), (
-        result.output
+    started, round_, end = result.output.split("\n")
+    assert started == (
+        "flask-push: a worker delivering what is due, looking every 0 s when nothing is; "
+        "Ctrl-C or SIGTERM stops it"
     )
+    assert re.fullmatch(r"\S+Z handled 2 deliveries: handed back unsent 2", round_), round_
+    assert end == ""
     with app.app_context():
         assert statuses(message_id) == ["queued", "queued"]
 
