@@ -370,3 +370,48 @@ def test_concurrent_writers_keep_the_counters_exact(app):
         stored = counters("alice")
         assert stored == inbox.recount(db.session, push.models, "alice")
         assert stored[0] == 61
+
+
+def test_announcing_a_change_needs_no_second_connection(make_app, database, monkeypatch):
+    """The live unread count is read on the request's one connection, or after the
+    caller's commit has given it back: with a pool of one, every write is announced
+    at once. (A second connection per request deadlocked a pool under load: each
+    request held one and waited for another, until the pool's timeout.)"""
+    options = {
+        **database.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+        "pool_size": 1,
+        "max_overflow": 0,
+        "pool_timeout": 3,
+    }
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS=options)
+    published = []
+    realtime = app.extensions["push"].get_realtime()
+    monkeypatch.setattr(
+        realtime, "publish", lambda channel, event, data: published.append((channel, event, data))
+    )
+
+    def unread():
+        counts = [data["count"] for _, event, data in published if event == "unread"]
+        published.clear()
+        return counts
+
+    client = app.test_client()
+    created = client.post("/push/notifications", json={"title": "Hi"}, headers=as_user("alice"))
+    assert created.status_code == 201, created.get_json()
+    assert unread() == [1]
+    with app.app_context():
+        push.upsert("alice", "later", title="Later", commit=False)
+        assert unread() == []  # not before the caller's commit
+        db.session.commit()
+        assert unread() == [2]
+        if db.engine.dialect.name != "sqlite":  # pysqlite's SAVEPOINT runs outside BEGIN
+            with db.session.begin_nested():
+                push.mark_all_read("alice", commit=False)
+            assert unread() == []  # a savepoint is not a commit
+            db.session.rollback()
+            assert unread() == []
+        push.mark_all_read("alice")
+        assert unread() == [0]
+    assert client.post(
+        "/push/notifications/mark-all-read", json={}, headers=as_user("alice")
+    ).get_json() == {"updated": 0}

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("flask_push.realtime")
 
 _PENDING = "flask_push.after_commit"
+#: callbacks of a committed transaction, run once it has ended
+_COMMITTED = "flask_push.committed"
 
 
 def connect() -> None:
@@ -37,19 +39,25 @@ def connect() -> None:
 
 
 def _item_saved(app: Flask, item: Any, **extra: Any) -> None:
-    publish_item(app, str(item.user_id), InboxItem.model_validate(item).to_json())
+    # flask-push sends these signals after its own commits, where the session may
+    # read again: the count is read on the connection the item's refresh takes
+    publish_item(app, str(item.user_id), InboxItem.model_validate(item).to_json(), in_session=True)
 
 
 def _read(app: Flask, user_id: str, **extra: Any) -> None:
-    publish_item(app, user_id, None)
+    publish_item(app, user_id, None, in_session=True)
 
 
-def publish_item(app: Flask, user_id: str, item: dict[str, Any] | None) -> None:
+def publish_item(
+    app: Flask, user_id: str, item: dict[str, Any] | None, *, in_session: bool = False
+) -> None:
     """Publish ``item`` (when given) and the unread count to ``user:<user_id>``.
 
     Runs after a commit the caller already made, so any failure (a backplane
     that is down, data it cannot carry) is logged, not raised: the change itself
     succeeded, and clients catch up with ``since`` or on their next load.
+    ``in_session``: read the count through the app's session (it may run SQL
+    now) rather than on a connection of its own.
     """
     state = app.extensions.get("push")
     if state is None:
@@ -61,7 +69,7 @@ def publish_item(app: Flask, user_id: str, item: dict[str, Any] | None) -> None:
         # An item the websocket cannot carry (it holds a lone surrogate, say) must
         # not keep the unread count from going out.
         _publish(realtime, channel, "notification", item)
-    _publish(realtime, channel, "unread", {"count": _unread(push, user_id)})
+    _publish(realtime, channel, "unread", {"count": _unread(push, user_id, in_session)})
 
 
 def _publish(realtime: Realtime, channel: str, event: str, data: Any) -> None:
@@ -77,32 +85,47 @@ def _publish(realtime: Realtime, channel: str, event: str, data: Any) -> None:
         log.exception("flask-push: the %r event on %s was not published live", event, channel)
 
 
-def _unread(push: Any, user_id: str) -> int:
-    # A connection of its own: this may run inside the session's after_commit,
-    # where the session itself may not run SQL.
+def _unread(push: Any, user_id: str, in_session: bool) -> int:
     counter = push.models.InboxCounter
-    with push.db.engine.connect() as connection:
-        count = connection.scalar(sa.select(counter.unread).where(counter.user_id == user_id))
+    query = sa.select(counter.unread).where(counter.user_id == user_id)
+    if in_session:
+        count = push.db.session.scalar(query)
+    else:
+        # After a caller's commit (see on_commit): the session's connection is
+        # back in the pool by then, so this one is the request's only one.
+        with push.db.engine.connect() as connection:
+            count = connection.scalar(query)
     return int(count or 0)
 
 
 def on_commit(session: Session | scoped_session[Any], callback: Callable[[], None]) -> None:
-    """Call ``callback`` after the session's current transaction commits (never
-    if it rolls back)."""
+    """Call ``callback`` once the session's current transaction has committed and
+    given its connection back to the pool (never if it rolls back)."""
     real = session() if isinstance(session, scoped_session) else session
     real.info.setdefault(_PENDING, []).append(callback)
 
 
 @sa.event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
-    for callback in session.info.pop(_PENDING, ()):
-        try:
-            callback()
-        except Exception:  # the commit happened; a live event is not worth failing it
-            log.exception("flask-push: after-commit publish failed")
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint released: the outer transaction may still roll back
+    committed = session.info.pop(_PENDING, None)
+    if committed:
+        session.info.setdefault(_COMMITTED, []).extend(committed)
 
 
 @sa.event.listens_for(Session, "after_transaction_end")
 def _after_end(session: Session, transaction: Any) -> None:
-    if transaction.parent is None:  # the outermost transaction; a commit ran the callbacks
-        session.info.pop(_PENDING, None)
+    if transaction.parent is not None:
+        return
+    # The outermost transaction ended, and its connection went back to the pool.
+    # Callbacks run only now, not in after_commit, where the connection is still
+    # held: a callback that reads the database on a connection of its own would
+    # hold two per request, and enough requests at once would each wait for a
+    # second that never comes free (the pool's timeout, then errors).
+    session.info.pop(_PENDING, None)  # rolled back: nothing to announce
+    for callback in session.info.pop(_COMMITTED, ()):
+        try:
+            callback()
+        except Exception:  # the commit happened; a live event is not worth failing it
+            log.exception("flask-push: after-commit publish failed")
