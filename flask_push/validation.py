@@ -110,6 +110,14 @@ def link(value: Any, field: str = "url") -> str | None:
     url = text(value, field, max_length=2048)
     if url is None:
         return None
+    # Browsers drop tabs and line breaks from a URL before reading it, so
+    # "/<tab>/evil.example" opens evil.example: a link holds none of them.
+    if any(ord(char) < 0x20 or char == "\x7f" for char in url):
+        raise ValidationError(
+            "must not contain tabs, line breaks or other control characters",
+            field=field,
+            code="invalid_url",
+        )
     if url.startswith("/") and not url.startswith("//") and "\\" not in url:
         return url
     try:

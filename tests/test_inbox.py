@@ -122,6 +122,7 @@ def test_search_sees_the_callers_uncommitted_writes_and_opens_no_transaction(app
         ({"title": "x" * 256}, "title"),
         ({"title": "ok", "url": "javascript:alert(1)"}, "url"),
         ({"title": "ok", "url": "//evil.example/x"}, "url"),
+        ({"title": "ok", "url": "/\t/evil.example/x"}, "url"),
         ({"title": "ok", "notify_type": "has space"}, "type"),
         ({"title": "ok", "progress": {"total": -1, "processed": 0}}, "progress.total"),
         ({"title": "ok", "progress": {"done": 1}}, "progress"),

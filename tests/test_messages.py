@@ -169,6 +169,11 @@ def test_bad_audience(app: Flask, client: Any, audience: Any, field: str, code: 
         ({"ttl": "60"}, "notification.ttl", "invalid_value"),
         ({"urgency": "asap"}, "notification.urgency", "invalid_value"),
         ({"url": "javascript:alert(1)"}, "notification.url", "invalid_url"),
+        # browsers read each as //evil.example: another site
+        ({"url": "/\t/evil.example"}, "notification.url", "invalid_url"),
+        ({"url": "/\n/evil.example"}, "notification.url", "invalid_url"),
+        ({"url": "/\r/evil.example"}, "notification.url", "invalid_url"),
+        ({"url": "/orders/\x7f"}, "notification.url", "invalid_url"),
         ({"data": [1]}, "notification.data", "invalid_type"),
         ({"inbox": "yes"}, "notification.inbox", "invalid_type"),
         ({"notifyType": "a b"}, "notification.notifyType", "invalid_value"),
