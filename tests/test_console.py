@@ -219,7 +219,12 @@ def test_cancel_counts_cancelled(console_app: Flask) -> None:
     assert done.status_code == 303
     page = client.get(done.headers["Location"], headers=ADMIN).get_data(as_text=True)
     assert re.search(r'id="count-cancelled">1<', page)
-    assert "Cancelled" in page
+    assert "Cancelled: 1 delivery not yet sent will not go out." in page
+    with console_app.app_context():
+        sent = str(push.send(users=["nobody"], title="Nothing queued").id)
+    done = cancel(client, sent)
+    page = client.get(done.headers["Location"], headers=ADMIN).get_data(as_text=True)
+    assert "Nothing to cancel: every delivery had already gone out." in page
 
 
 def test_preview_shows_what_each_provider_would_send(make_app: Callable[..., Flask]) -> None:
@@ -303,6 +308,20 @@ def test_providers_page_never_shows_secrets(
     assert "webpush" in html and "fcm" in html and "usable" in html
     assert "privateKey: set" in html
     assert "apns" in html and "PUSH_APNS_KEY" in html  # not configured: how to
+
+
+def test_providers_page_writes_settings_as_json_does(make_app: Callable[..., Flask]) -> None:
+    app = make_app(
+        SECRET_KEY=SECRET,
+        PUSH_APNS_KEY=pem(ec.generate_private_key(ec.SECP256R1())),
+        PUSH_APNS_KEY_ID="ABC123DEFG",
+        PUSH_APNS_TEAM_ID="DEF123GHIJ",
+        PUSH_APNS_TOPIC="com.example.shop",
+        PUSH_APNS_SANDBOX=False,
+    )
+    html = app.test_client().get(f"{CONSOLE}/providers", headers=ADMIN).get_data(as_text=True)
+    assert "<dt>sandbox</dt><dd><code>false</code></dd>" in html
+    assert "<dt>topic</dt><dd><code>com.example.shop</code></dd>" in html
 
 
 def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
