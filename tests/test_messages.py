@@ -140,6 +140,8 @@ def test_idempotent_repeat_answers_the_first_message(app: Flask, client: Any) ->
         ({"users": ["alice"], "topic": "offers"}, "audience", "invalid_audience"),
         ({"users": ["alice"], "everyone": False}, "audience", "invalid_audience"),
         ({"everyone": False}, "audience.everyone", "invalid_value"),
+        ({"everyone": 1}, "audience.everyone", "invalid_value"),  # 1 is not true
+        ({"everyone": "true"}, "audience.everyone", "invalid_value"),
         ({"users": "alice"}, "audience.users", "invalid_type"),
         ({"users": {"alice": 1}}, "audience.users", "invalid_type"),
         ({"users": []}, "audience.users", "invalid_value"),

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import MaxLen, MinLen
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     ConfigDict,
     PlainValidator,
     TypeAdapter,
@@ -207,6 +208,13 @@ Condition = Annotated[
 ]
 
 
+def _a_bool(value: Any) -> Any:
+    # Literal[True] takes 1 and 1.0 too (they equal True in Python); JSON's true only
+    if not isinstance(value, bool):
+        raise ValueError("not a boolean")
+    return value
+
+
 class MessageAudience(WireModel):
     """Exactly one audience: user ids, a topic, a query, or everyone."""
 
@@ -226,7 +234,12 @@ class MessageAudience(WireModel):
     ) = None
     """LoopBack's notifyByQuery: `eq`, `neq`, `inq` and `nin` over `userId`,
     `deviceType`, `appId` and `appVersion`. Browsers match only a query on `userId` alone."""
-    everyone: Annotated[Literal[True], refuse_as("invalid_value", "must be true")] | None = None
+    everyone: (
+        Annotated[
+            Literal[True], BeforeValidator(_a_bool), refuse_as("invalid_value", "must be true")
+        ]
+        | None
+    ) = None
     """Every active subscription and installation."""
 
     @model_validator(mode="before")
