@@ -59,16 +59,16 @@ def text(
     if not value and not allow_empty:
         raise ValidationError("must not be empty", field=field, code="invalid_value")
     if not storable(value):
-        raise ValidationError(
-            "must not contain NUL or unpaired surrogate characters",
-            field=field,
-            code="invalid_value",
-        )
+        raise ValidationError(UNSTORABLE, field=field, code="invalid_value")
     if len(value) > max_length:
         raise ValidationError(
             f"must be at most {max_length} characters", field=field, code="too_long"
         )
     return value
+
+
+#: what a text that :func:`storable` refuses is told
+UNSTORABLE = "must not contain NUL or unpaired surrogate characters"
 
 
 def storable(value: str) -> bool:

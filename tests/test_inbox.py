@@ -161,6 +161,8 @@ def test_python_api_refuses_a_user_id_that_cannot_be_stored(app_ctx):
         ({"data": {"\ud800": "in a key"}}, "data"),
         ({"data": {"list": [1, ["deep", "\udc00"]]}}, "data"),
         ({"data": {"k": "NUL \x00 in it"}}, "data"),
+        ({"title": "\ud800"}, "title"),
+        ({"title": "a\x00b"}, "title"),
     ],
 )
 def test_http_unstorable_json_is_400_before_anything_is_written(app, client, body, field):
@@ -169,10 +171,9 @@ def test_http_unstorable_json_is_400_before_anything_is_written(app, client, bod
         "/push/notifications", headers=as_user("alice"), json={"title": "Hi", **body}
     )
     assert response.status_code == 400, response.json
-    assert (response.json["error"]["field"], response.json["error"]["code"]) == (
-        field,
-        "invalid_value",
-    )
+    error = response.json["error"]
+    assert (error["field"], error["code"]) == (field, "invalid_value")
+    assert error["message"].endswith("NUL or unpaired surrogate characters"), error
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.InboxItem)) == 0
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 from pydantic import ValidationError as PydanticError
 
 from ..errors import ValidationError
+from ..validation import UNSTORABLE
 from .base import Context, ResponseModel
 
 M = TypeVar("M", bound=BaseModel)
@@ -27,6 +28,8 @@ _CODES: dict[str, tuple[str, str]] = {
     "missing": ("required", "is required"),
     "extra_forbidden": ("unknown_field", "is not a field here"),
     "string_type": ("invalid_type", "must be a string"),
+    # a lone surrogate ("\\ud800" in JSON) where pydantic reads a string itself
+    "string_unicode": ("invalid_value", UNSTORABLE),
     "string_too_short": ("invalid_value", "must not be empty"),
     "string_too_long": ("too_long", "must be at most {max_length} characters"),
     "bool_type": ("invalid_type", "must be true or false"),

@@ -70,7 +70,7 @@ class _Storable(AfterCheck):
 
     def check(self, value: str, context: Context) -> str:
         if not validation.storable(value):
-            raise refuse("invalid_value", "must not contain NUL or unpaired surrogate characters")
+            raise refuse("invalid_value", validation.UNSTORABLE)
         return value
 
     def document(self, json_schema: JsonSchemaValue, context: Context) -> JsonSchemaValue:
