@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, Literal, Union
-from zoneinfo import available_timezones
 
 from annotated_types import BaseMetadata, GroupedMetadata, Interval
 from pydantic import (
@@ -178,8 +177,8 @@ Topics = Annotated[list[str], _Topics()]
 
 @cache
 def time_zones() -> list[str]:
-    """The IANA time zones this server knows (its tz database)."""
-    return sorted(available_timezones())
+    """The IANA time zones this server knows (its tz database), in order."""
+    return sorted(validation.time_zones())
 
 
 @dataclass(frozen=True)
