@@ -252,6 +252,9 @@ def test_http_query_parameters(app, client):
         ("take=101", "take"),
         ("skip=-1", "skip"),
         ("take=ten", "take"),
+        ("skip=%EF%BC%91", "skip"),  # a fullwidth 1, which int() reads as 1
+        ("skip=%201", "skip"),
+        ("skip=1_0", "skip"),
         ("onlyNew=maybe", "onlyNew"),
         ("type=a%20b", "type"),
     ):

@@ -281,12 +281,13 @@ TargetStatus = Literal["active", "dead"]
 
 
 def _whole_from_text(value: Any) -> Any:
-    """A query parameter's text as a number, as ``int()`` reads it; else left as it is
-    (and refused as not a number)."""
-    if isinstance(value, str):
+    """A query parameter of ASCII digits as a number; else left as it is (and refused
+    as not a number). ``int()`` alone would also read "１" (a fullwidth digit), " 5",
+    "+5" and "1_000"."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         try:
             return int(value)
-        except ValueError:
+        except ValueError:  # more digits than int() reads from text
             return value
     return value
 
