@@ -1233,6 +1233,8 @@ class Dispatcher:
             id = int(push.delivery_id)
             tries = attempts[id]
             service = service_name(result.provider)
+            if result.reason == "address_blocked":
+                service = outcomes.ADDRESS_CHECK  # the push service was never asked
             answer = _answer(result, prefer_code=True)
             key = (tries, service, answer)
             text = said.get(key)
@@ -1283,7 +1285,9 @@ class Dispatcher:
                     )
                     _log_outcome(push, result, f"will be retried in {wait:.0f} s (attempt {tries})")
             else:
-                reason = {"sent": "accepted", "gone": "unsubscribed"}.get(result.status, "rejected")
+                reason = result.reason or {"sent": "accepted", "gone": "unsubscribed"}.get(
+                    result.status, "rejected"
+                )
                 outcome = _outcome(
                     id,
                     result.status,

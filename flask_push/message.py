@@ -123,3 +123,7 @@ class DeliveryResult:
     #: the push service's id for the message it accepted (Web Push ``Location``,
     #: FCM's ``name``, the ``apns-id``), when it gives one
     service_id: str | None = None
+    #: the reason of :data:`flask_push.outcomes.REASONS` the timeline gives, when the
+    #: provider knows it better than its status does: ``address_blocked`` (flask-push
+    #: itself refused to connect to the endpoint's address)
+    reason: str | None = None

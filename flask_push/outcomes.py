@@ -49,6 +49,9 @@ REASONS: Final[dict[str, str]] = {
         "{Service} answered {answer} at {at}: this {target} is dead and will not be used again."
     ),
     "rejected": ("{Service} refused it at {at} ({answer}); it will not be tried again as it is."),
+    "address_blocked": (
+        "flask-push did not connect at {at}: {answer}. It will not be tried again as it is."
+    ),
     "unavailable": "{Service} answered {answer} at {at}; it will be tried again at {next}.",
     "gave_up": (
         "{Service} answered {answer} at {at}, attempt {attempts}; flask-push gave up after "
@@ -94,6 +97,8 @@ POLICY_REASONS: Final[tuple[str, ...]] = (
 
 #: what an attempt event says of the answer
 ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
+#: who answers an attempt that flask-push itself refused (``address_blocked``)
+ADDRESS_CHECK = "flask-push's address check"
 
 
 def clock(when: datetime) -> str:

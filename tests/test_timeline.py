@@ -3,6 +3,7 @@ cancel, retry what failed, a user's targets, all through the real fakes."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -106,6 +107,43 @@ def test_each_web_push_outcome_has_its_events(
     assert waiting["nextAttemptAt"] == waiting["events"][2]["nextAttemptAt"]
     assert "answered 503 Service Unavailable" in waiting["detail"]
     assert "it will be tried again at" in waiting["detail"]
+
+
+def test_an_address_flask_push_refuses_is_not_blamed_on_the_push_service(
+    make_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A name that PUSH_ENDPOINT_HOSTS lets in, and that DNS later answers with a
+    # loopback address (rebinding): flask-push refuses to connect when it sends.
+    real = socket.getaddrinfo
+
+    def rebound(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == "push.example.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    app = make_app(
+        PUSH_QUEUE="inline",
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_ENDPOINT_HOSTS=["*.example.test"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    )
+    client = app.test_client()
+    subscriber = push_fake_webpush.subscribe()
+    endpoint = subscriber.endpoint.replace("127.0.0.1", "push.example.test")
+    answer = client.post(
+        "/push/subscriptions", json={**subscriber.info, "endpoint": endpoint}, headers=as_user("al")
+    )
+    assert answer.status_code == 201, answer.get_json()
+    id = send(client, ["al"])
+    with app.app_context():
+        (entry,) = push.explain(id)
+    assert (entry["status"], entry["reason"]) == ("failed", "address_blocked")
+    attempt = entry["events"][1]["detail"]
+    assert attempt.startswith("Attempt 1: flask-push's address check answered refused to connect")
+    assert entry["detail"].startswith("flask-push did not connect at ")
+    assert "allow_private_hosts" in entry["detail"] and "push service" not in entry["detail"]
+    assert push_fake_webpush.requests == []
 
 
 def rows_of(message_id: str) -> list[Any]:

@@ -450,7 +450,11 @@ class WebPushProvider(Provider):
 
     def _parse_error(self, push: OutgoingPush, error: BaseException) -> DeliveryResult:
         message = str(error) or type(error).__name__
-        if isinstance(error, (PayloadError, BlockedAddressError, ValidationError)):
+        if isinstance(error, BlockedAddressError):
+            return DeliveryResult(
+                push.delivery_id, "failed", self.name, error=message, reason="address_blocked"
+            )
+        if isinstance(error, (PayloadError, ValidationError)):
             return DeliveryResult(push.delivery_id, "failed", self.name, error=message)
         # A dropped or refused connection, a DNS failure or a timeout may well
         # pass later; a bad URL or a bug will not.

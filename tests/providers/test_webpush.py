@@ -492,7 +492,7 @@ def test_private_addresses_are_refused_unless_allowed(
         # The system resolver's answer for localhost is checked too.
         attempt(subscriber.endpoint.replace("127.0.0.1", "localhost"), [], mapped=False),
     ):
-        assert refused.status == "failed"
+        assert (refused.status, refused.reason) == ("failed", "address_blocked")
         assert refused.error is not None and "allow_private_hosts" in refused.error
     assert service.requests == []
 
