@@ -324,6 +324,22 @@ def test_providers_page_writes_settings_as_json_does(make_app: Callable[..., Fla
     assert "<dt>topic</dt><dd><code>com.example.shop</code></dd>" in html
 
 
+def test_providers_page_says_a_stored_provider_does_not_send(
+    console_app: Flask, vapid_private_key: str
+) -> None:
+    client = console_app.test_client()
+    created = client.post(
+        "/push/providers",
+        json={"appId": "shop", "kind": "fcm", "settings": {"credentials": service_account()}},
+        headers=ADMIN,
+    )
+    assert created.status_code == 201, created.get_json()
+    html = client.get(f"{CONSOLE}/providers", headers=ADMIN).get_data(as_text=True)
+    assert "deliveries use the providers of the app's config" in html
+    # still not configured where delivery looks
+    assert "<strong>fcm</strong>: set" in html
+
+
 def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
     with console_app.app_context():
         sub_id = add_subscription("alice").id

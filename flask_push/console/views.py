@@ -221,14 +221,14 @@ def _pretty(request_parts: Any) -> str | None:
 def providers() -> ResponseReturnValue:
     push = _push()
     rows = []
-    for name, settings in _state().settings.providers.items():
+    configured = _state().settings.providers
+    for name, settings in configured.items():
         rows.append(_provider_row(name, "(app config)", settings, settings))
     model = push.models.Provider
     for row in push.db.session.query(model).order_by(model.app_id, model.kind):
-        rows.append(
-            _provider_row(row.kind, row.app_id, row.settings, {**row.settings, **row.secrets})
-        )
-    configured = {row["kind"] for row in rows}
+        stored = _provider_row(row.kind, row.app_id, row.settings, {**row.settings, **row.secrets})
+        rows.append({**stored, "stored": True})
+    # what delivery can use: a row of /providers does not send (see the page's note)
     missing = [kind for name, kind in kinds().items() if name not in configured]
     return _render("providers.html", page="providers", rows=rows, missing=missing)
 
@@ -253,6 +253,7 @@ def _provider_row(
         "settings": shown,
         "secrets": sorted(k for k in full if k in secret),
         "problem": problem,
+        "stored": False,
     }
 
 
