@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import queue
 import random
 import threading
@@ -39,7 +40,7 @@ from itsdangerous import BadSignature, Signer, URLSafeSerializer
 from itsdangerous.encoding import base64_encode
 from sqlalchemy.orm import Session
 
-from . import outcomes, signals, tracing
+from . import app_providers, outcomes, signals, tracing
 from .activities import activity_from_json
 from .config import PushSettings
 from .message import DeliveryResult, DeviceTarget, Notification, OutgoingPush, WebPushTarget
@@ -72,6 +73,9 @@ DB_RETRY_FIRST = 0.1
 DB_RETRY_CAP = 2.0
 #: seconds a dispatcher keeps outcomes it cannot write before giving up on them
 OUTAGE_PATIENCE = 300.0
+#: seconds between two reads of the providers stored by /providers: a change
+#: reaches delivery within about this long
+STORED_REFRESH = 2.0
 #: how often a round looks at its pushes when nothing wakes it
 _TICK = 0.05
 #: seconds between two looks for pushes stuck behind a stalled push service
@@ -174,7 +178,8 @@ class _Claim:
 
     claimed: int
     decided: list[dict[str, Any]]
-    pushes: list[tuple[str, OutgoingPush]]
+    #: each with the provider that sends it (app.config's, or one stored for its app)
+    pushes: list[tuple[Provider, OutgoingPush]]
     #: delivery id -> attempts so far, this one included
     attempts: dict[int, int]
     #: delivery id -> its timeline as claimed (outcomes append to it)
@@ -380,6 +385,13 @@ class Dispatcher:
         #: claims, lease renewals and outcomes, one at a time, off the loop
         self._db = _DatabaseThread()
         self._providers: dict[str, Provider] | None = None
+        #: the providers stored by /providers that deliver to installations of their
+        #: app id: (kind, app id) -> (when it last changed, the provider, or why it
+        #: cannot send); read on the database thread, at most every STORED_REFRESH s
+        self._stored: dict[app_providers.Key, tuple[Any, Provider | str]] = {}
+        self._stored_read_at = -math.inf
+        #: stored providers replaced or removed since they were built, closed at the end
+        self._retired: list[Provider] = []
         self._lock = threading.Lock()
         #: time.monotonic() since when the database is unreachable, once it was said
         self._outage_since: float | None = None
@@ -396,15 +408,58 @@ class Dispatcher:
 
     def _make_providers(self) -> dict[str, Provider]:
         """Built inside the loop, once: their pools are bound to it."""
+        return {
+            kind: self._make_provider(kind, settings)
+            for kind, settings in self.settings.providers.items()
+        }
+
+    def _make_provider(self, kind: str, settings: Mapping[str, Any]) -> Provider:
+        """A provider of ``kind`` (no I/O: its pool is made on its first send)."""
         if self.settings.suppress_send:
-            return {kind: MemoryProvider(kind) for kind in self.settings.providers}
-        providers: dict[str, Provider] = {}
-        for kind, settings in self.settings.providers.items():
-            options = registered(kind).options(self.settings)
-            providers[kind] = provider_class(kind).from_settings(settings, **options)
-            if self.metrics is not None:
-                providers[kind].round_trips = []
-        return providers
+            return MemoryProvider(kind)
+        options = registered(kind).options(self.settings)
+        provider = provider_class(kind).from_settings(settings, **options)
+        if self.metrics is not None:
+            provider.round_trips = []
+        return provider
+
+    def _read_stored(self, session: Session) -> dict[app_providers.Key, tuple[Any, Provider | str]]:
+        """The stored providers, read again when :data:`STORED_REFRESH` has passed
+        (on the database thread); one whose row changed is built afresh."""
+        now = time.monotonic()
+        if now - self._stored_read_at < STORED_REFRESH:
+            return self._stored
+        self._stored_read_at = now
+        versions = app_providers.stored_versions(session, self.models)
+        stored: dict[app_providers.Key, tuple[Any, Provider | str]] = {}
+        for key, version in versions.items():
+            known = self._stored.get(key)
+            if known is not None and known[0] == version:
+                stored[key] = known
+                continue
+            settings = app_providers.stored_settings(session, self.models, key)
+            if settings is None:  # deleted since
+                continue
+            try:
+                built: Provider | str = self._make_provider(
+                    key[0], app_providers.delivery_settings(key[0], settings, self.app.config)
+                )
+            except Exception as err:  # noqa: BLE001 - its deliveries fail with the reason
+                built = str(err) or type(err).__name__
+                logger.warning(
+                    "flask-push: the %s provider stored for app %r cannot send: %s",
+                    key[0],
+                    key[1],
+                    built,
+                )
+            stored[key] = (version, built)
+        self._retired.extend(
+            provider
+            for key, (_, provider) in self._stored.items()
+            if isinstance(provider, Provider) and stored.get(key, (None, None))[1] is not provider
+        )
+        self._stored = stored
+        return stored
 
     @property
     def providers(self) -> dict[str, Provider]:
@@ -423,8 +478,10 @@ class Dispatcher:
                 return
             self.closed = True
             providers, self._providers = self._providers, None
+            stored = [p for _, p in self._stored.values() if isinstance(p, Provider)]
+            retired, self._stored, self._retired = self._retired, {}, []
             try:
-                for provider in (providers or {}).values():
+                for provider in [*(providers or {}).values(), *stored, *retired]:
                     self._loop.run_until_complete(provider.aclose())
                 self._loop.run_until_complete(self._loop.shutdown_asyncgens())
                 self._loop.run_until_complete(self._loop.shutdown_default_executor())
@@ -560,18 +617,17 @@ class Dispatcher:
         if claim.decided:
             r.held.update(dict.fromkeys((row["b_id"] for row in claim.decided), None))
             r.add_pending(_Writes(decided=claim.decided))
-        for kind, push in claim.pushes:
-            self._start(r, kind, push)
+        for provider, push in claim.pushes:
+            self._start(r, provider, push)
 
-    def _start(self, r: _Round, kind: str, push: OutgoingPush) -> None:
-        provider = self.providers[kind]
+    def _start(self, r: _Round, provider: Provider, push: OutgoingPush) -> None:
         held = _Held(int(push.delivery_id), push, provider, provider.lane(push))
         r.held[held.id] = r.waiting[held.id] = held
         r.unfinished += 1
         task = asyncio.get_running_loop().create_task(
             provider.send_one(push, partial(self._started, r, held))
         )
-        task.add_done_callback(partial(self._finished, r, held, kind))
+        task.add_done_callback(partial(self._finished, r, held, provider.name))
         held.task = task
 
     def _started(self, r: _Round, held: _Held) -> None:
@@ -911,11 +967,12 @@ class Dispatcher:
     def _observe_round_trips(self, metrics: Metrics) -> None:
         """Hand the providers' round trips to the metrics, a batch at a time (on the
         loop's thread, where the providers append them)."""
-        for kind, provider in self.providers.items():
+        stored = [p for _, p in self._stored.values() if isinstance(p, Provider)]
+        for provider in [*self.providers.values(), *stored]:
             trips = provider.round_trips
             if trips:
                 provider.round_trips = []
-                metrics.observe(kind, trips)
+                metrics.observe(provider.name, trips)
 
     def _gives_up(self, tries: int) -> bool:
         """Whether a delivery tried ``tries`` times is failed rather than retried."""
@@ -1077,6 +1134,8 @@ class Dispatcher:
                 msg.c.activity,
                 tok.c.push_token,
                 ins.c.push_to_start_token,
+                # a provider stored for the installation's app sends it (app_providers)
+                ins.c.app_id,
             )
             .select_from(d)
             .outerjoin(msg, msg.c.id == d.c.message_id)
@@ -1100,15 +1159,19 @@ class Dispatcher:
         now = utcnow()
         rows = session.execute(self._load_statement(), {"ids": list(ids)}).all()
         finished: list[dict[str, Any]] = []
-        pushes: list[tuple[str, OutgoingPush]] = []
+        pushes: list[tuple[Provider, OutgoingPush]] = []
         attempts: dict[int, int] = {}
         timelines: dict[int, list[dict[str, Any]]] = {}
         notifications: dict[tuple[str, int], Notification] = {}
         providers = self.providers
+        stored = self._read_stored(session)
         for row in rows:
             (id, message_id, kind, sub_id, ins_id, tries, expires_at, shown) = row[:8]
             endpoint, p256dh, auth, sub_status, token, ins_status, events = row[8:15]
-            stored_activity, activity_token, start_token = row[15:]
+            stored_activity, activity_token, start_token, app_id = row[15:]
+            provider: Provider | str | None = providers.get(kind)
+            if app_id is not None and (kind, app_id) in stored:
+                provider = stored[kind, app_id][1]
             timelines[id] = list(events or ())
             target_status = sub_status if sub_id is not None else ins_status
             target = "subscription" if sub_id is not None else "installation"
@@ -1146,7 +1209,7 @@ class Dispatcher:
                         target=target,
                     )
                 )
-            elif kind not in providers:
+            elif provider is None:
                 finished.append(
                     _outcome(
                         id,
@@ -1156,6 +1219,19 @@ class Dispatcher:
                         now,
                         provider=kind,
                         kind=kind,
+                    )
+                )
+            elif isinstance(provider, str):
+                finished.append(
+                    _outcome(
+                        id,
+                        "failed",
+                        f"the {kind} provider stored for app {app_id!r} cannot send: {provider}",
+                        "provider_unusable",
+                        now,
+                        provider=kind,
+                        kind=kind,
+                        answer=provider,
                     )
                 )
             else:
@@ -1197,7 +1273,7 @@ class Dispatcher:
                     click_token=click,
                     activity=activity,
                 )
-                pushes.append((kind, push))
+                pushes.append((provider, push))
         for outcome in finished:
             # decided without sending: said here, as the sent ones are in _record
             logger.log(

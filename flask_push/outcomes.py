@@ -70,6 +70,9 @@ REASONS: Final[dict[str, str]] = {
         "{Service} said at {at} that this {target} is gone: {answer}. It is never used again."
     ),
     "no_provider": "No {kind} provider is configured, so it could not be sent.",
+    "provider_unusable": (
+        "The {kind} provider stored for its app cannot send ({answer}), so it was not sent."
+    ),
     "message_deleted": "Its message was deleted before it was sent.",
     "cancelled": "An operator cancelled the message at {at}, before this was sent.",
     "operator_retry": "An operator asked at {at} to try it again; it is due now.",

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from flask import current_app
 from pydantic.alias_generators import to_snake
 
-from . import inbox, outcomes, policy, signals, tracing
+from . import app_providers, inbox, outcomes, policy, signals, tracing
 from .errors import ValidationError
 from .ids import new_id
 from .message import Activity, Notification
@@ -49,6 +49,8 @@ class Target:
     subscription_id: str | None
     installation_id: str | None
     user_id: str | None
+    #: an installation's app id: a provider stored for it sends (see app_providers)
+    app_id: str | None = None
 
 
 # -- reading back -------------------------------------------------------------------
@@ -140,13 +142,13 @@ def resolve(session: Any, models: Models, audience: Mapping[str, Any]) -> list[T
         targets.extend(Target(subscriptions_kind(), id, None, user_id) for id, user_id in rows)
     if ins_where is not None:
         rows = session.execute(
-            sa.select(ins.id, ins.user_id, ins.device_type)
+            sa.select(ins.id, ins.user_id, ins.device_type, ins.app_id)
             .where(ins.status == ACTIVE, *ins_where)
             .order_by(ins.id)
         )
         targets.extend(
-            Target(kind_for_platform(device_type), None, id, user_id)
-            for id, user_id, device_type in rows
+            Target(kind_for_platform(device_type), None, id, user_id, app_id)
+            for id, user_id, device_type, app_id in rows
         )
     return targets
 
@@ -179,16 +181,20 @@ def insert_deliveries(
     due_at: datetime,
     ttl: int,
     rules: policy.Plan | None = None,
+    stored: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
     """Write the delivery rows of a message, a chunk at a time.
 
-    Targets no provider can reach are ``failed`` at once; ``rules`` (a category's
-    plan) hold some back or suppress them. Chunks keep memory flat however large
+    Targets no provider can reach (of ``configured`` kinds, or ``stored`` for their
+    app id) are ``failed`` at once; ``rules`` (a category's plan) hold some back or
+    suppress them. Chunks keep memory flat however large
     the audience: a whole audience's parameters at once cost about 2 KB a row in
     the driver and SQLAlchemy.
     """
     rows = iter(
-        _delivery_rows(message_id, targets, configured, due_at=due_at, ttl=ttl, rules=rules)
+        _delivery_rows(
+            message_id, targets, configured, due_at=due_at, ttl=ttl, rules=rules, stored=stored
+        )
     )
     # Core's INSERT, not the ORM's bulk one: the ORM leaves out a row's None values
     # and starts a new statement whenever that set changes, which a mix of sent and
@@ -205,6 +211,7 @@ def _delivery_rows(
     due_at: datetime,
     ttl: int,
     rules: policy.Plan | None,
+    stored: frozenset[tuple[str, str]],
 ) -> Iterator[dict[str, Any]]:
     configured = set(configured)
     expires_at = expiry(due_at, ttl)
@@ -212,7 +219,8 @@ def _delivery_rows(
     queued = first_events(due_at, now)
     for target in targets:
         decision = rules.decide(target) if rules is not None else None
-        if decision is not None and target.kind in configured:
+        reachable = target.kind in configured or (target.kind, target.app_id) in stored
+        if decision is not None and reachable:
             yield {
                 "message_id": message_id,
                 "kind": target.kind,
@@ -229,7 +237,6 @@ def _delivery_rows(
                 "updated_at": now,
             }
             continue
-        reachable = target.kind in configured
         events = queued
         if not reachable:
             events = [
@@ -432,6 +439,11 @@ def _queue_message(
             due_at=due,
             ttl=shown["ttl"],
             rules=rules,
+            stored=(
+                app_providers.stored_keys(session, models)
+                if any(t.installation_id is not None for t in targets)
+                else frozenset()
+            ),
         )
         if category is not None and rules is not None:
             policy.record_capped(session, models, category, message.id, rules, due=due, now=now)

@@ -324,19 +324,24 @@ def test_providers_page_writes_settings_as_json_does(make_app: Callable[..., Fla
     assert "<dt>topic</dt><dd><code>com.example.shop</code></dd>" in html
 
 
-def test_providers_page_says_a_stored_provider_does_not_send(
+def test_providers_page_says_what_a_stored_provider_sends_for(
     console_app: Flask, vapid_private_key: str
 ) -> None:
     client = console_app.test_client()
-    created = client.post(
-        "/push/providers",
-        json={"appId": "shop", "kind": "fcm", "settings": {"credentials": service_account()}},
-        headers=ADMIN,
-    )
-    assert created.status_code == 201, created.get_json()
+    for kind, settings in (
+        ("fcm", {"credentials": service_account()}),
+        ("webpush", {"privateKey": vapid_private_key, "subject": "mailto:ops@shop.example"}),
+    ):
+        created = client.post(
+            "/push/providers",
+            json={"appId": "shop", "kind": kind, "settings": settings},
+            headers=ADMIN,
+        )
+        assert created.status_code == 201, created.get_json()
     html = client.get(f"{CONSOLE}/providers", headers=ADMIN).get_data(as_text=True)
-    assert "deliveries use the providers of the app's config" in html
-    # still not configured where delivery looks
+    assert "For installations of this app id." in html
+    assert "Browsers have no app id: Web Push sends with the app's config." in html
+    # app.config has none: other apps' installations cannot be sent to
     assert "<strong>fcm</strong>: set" in html
 
 

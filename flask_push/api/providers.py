@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 from flask.typing import ResponseReturnValue
 
-from .. import credentials
+from .. import app_providers, credentials
 from ..errors import ProviderNotInstalled, ValidationError
 from ..models import utcnow
 from ..providers import kind as registered
@@ -57,6 +58,7 @@ def _apply(provider: Any, kind: credentials.ProviderKind, data: dict[str, Any]) 
         raise _settings_error(err, data.get("settings")) from None
     try:
         normalized = kind.normalize(data["settings"])
+        app_providers.check_token_uri(kind.name, normalized, current_app.config)
     except ValidationError as err:
         raise ValidationError(err.message, field=f"settings.{err.field}", code=err.code) from err
     provider.settings = {
@@ -107,6 +109,7 @@ def create_provider() -> ResponseReturnValue:
             "conflict",
             f"appId {head.app_id!r} already has a {kind.name} provider; PATCH it instead.",
         )
+    app_providers.check_no_base_url(head.settings)
     provider = model(app_id=head.app_id, kind=kind.name)
     _apply(provider, kind, {**data, "settings": head.settings})
     session.add(provider)
@@ -150,6 +153,7 @@ def update_provider(id: str) -> ResponseReturnValue:
     """Change some settings; secrets left out are kept, derived ones recomputed."""
     provider = _provider(id)
     given = parse_body(ProviderUpdate)
+    app_providers.check_no_base_url(given.settings)
     kind = registered(provider.kind)
     stored = {
         k: v

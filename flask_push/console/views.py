@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from .. import reports
+from .. import app_providers, reports
 from ..api.messages import status as message_status
 from ..errors import PayloadError, ValidationError
 from ..providers import kinds, provider_class
@@ -227,8 +227,8 @@ def providers() -> ResponseReturnValue:
     model = push.models.Provider
     for row in push.db.session.query(model).order_by(model.app_id, model.kind):
         stored = _provider_row(row.kind, row.app_id, row.settings, {**row.settings, **row.secrets})
-        rows.append({**stored, "stored": True})
-    # what delivery can use: a row of /providers does not send (see the page's note)
+        rows.append({**stored, "stored": True, "sends": app_providers.sends_for_apps(row.kind)})
+    # app.config's: a stored row sends only for its app's installations
     missing = [kind for name, kind in kinds().items() if name not in configured]
     return _render("providers.html", page="providers", rows=rows, missing=missing)
 
@@ -254,6 +254,7 @@ def _provider_row(
         "secrets": sorted(k for k in full if k in secret),
         "problem": problem,
         "stored": False,
+        "sends": True,
     }
 
 

@@ -1,0 +1,159 @@
+"""Providers stored per app id by ``/providers`` send to that app's installations,
+through the real pyfcm and google-auth against FakeFCM; every other installation
+keeps the provider of ``app.config``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_push import dispatch
+from flask_push.testing import FakeFCM
+
+from conftest import as_user, db, push, service_account
+
+ADMIN = as_user("root", admin=True)
+SHOP_TOKEN = "shop-token-" + "s" * 40
+OTHER_TOKEN = "other-token-" + "o" * 40
+
+
+@pytest.fixture(autouse=True)
+def read_stored_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a change to /providers reaches delivery within STORED_REFRESH seconds
+    monkeypatch.setattr(dispatch, "STORED_REFRESH", 0.0)
+
+
+def store(client: Any, account: dict[str, Any], app_id: str = "shop") -> str:
+    answer = client.post(
+        "/push/providers",
+        json={"appId": app_id, "kind": "fcm", "settings": {"credentials": account}},
+        headers=ADMIN,
+    )
+    assert answer.status_code == 201, answer.get_json()
+    return str(answer.get_json()["id"])
+
+
+def install(client: Any, app_id: str, token: str) -> None:
+    answer = client.post(
+        "/push/installations",
+        json={"appId": app_id, "deviceType": "android", "deviceToken": token},
+        headers=as_user("al"),
+    )
+    assert answer.status_code == 201, answer.get_json()
+
+
+def projects(fake: FakeFCM) -> dict[str | None, str]:
+    """Each token's last message: the project it was sent for."""
+    return {message.token: message.project_id for message in fake.messages}
+
+
+def outcomes(app: Flask, message_id: str) -> dict[str, tuple[str, str | None]]:
+    with app.app_context():
+        return {
+            entry["target"]["id"]: (entry["status"], entry["reason"])
+            for entry in push.explain(message_id)
+        }
+
+
+def test_a_stored_provider_sends_for_its_app_and_config_for_the_rest(
+    sending_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    app = sending_app()  # app.config's FCM: project flask-push-test
+    client = app.test_client()
+    id = store(client, push_fake_fcm.service_account("shop-project"))
+    install(client, "shop", SHOP_TOKEN)
+    install(client, "other", OTHER_TOKEN)
+    with app.app_context():
+        push.send(users=["al"], title="Your order shipped")
+    assert projects(push_fake_fcm) == {SHOP_TOKEN: "shop-project", OTHER_TOKEN: "flask-push-test"}
+
+    # a new service account (a rotated key) is used from then on
+    rotated = push_fake_fcm.service_account("shop-project")
+    changed = client.patch(
+        f"/push/providers/{id}", json={"settings": {"credentials": rotated}}, headers=ADMIN
+    )
+    assert changed.status_code == 200, changed.get_json()
+    with app.app_context():
+        push.send(users=["al"], title="Again")
+    assert rotated["client_email"] in {t.client_email for t in push_fake_fcm.issued_tokens}
+
+    # removed: the app's installations go back to app.config's provider
+    assert client.delete(f"/push/providers/{id}", headers=ADMIN).status_code == 204
+    with app.app_context():
+        push.send(users=["al"], title="Once more")
+    assert projects(push_fake_fcm)[SHOP_TOKEN] == "flask-push-test"
+
+
+def test_without_fcm_in_config_only_the_stored_apps_are_reachable(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    # PUSH_FCM_BASE_URL alone says where FCM is (here, the fake), and turns nothing on
+    app = make_app(
+        PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_FCM_BASE_URL=push_fake_fcm.base_url
+    )
+    client = app.test_client()
+    store(client, push_fake_fcm.service_account("shop-project"))
+    install(client, "shop", SHOP_TOKEN)
+    install(client, "other", OTHER_TOKEN)
+    with app.app_context():
+        message = push.send(users=["al"], title="Your order shipped")
+    assert projects(push_fake_fcm) == {SHOP_TOKEN: "shop-project"}
+    assert sorted(outcomes(app, message.id).values()) == [
+        ("failed", "no_provider"),
+        ("sent", "accepted"),
+    ]
+
+
+def test_a_stored_provider_that_cannot_send_says_why(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    app = make_app(
+        PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_FCM_BASE_URL=push_fake_fcm.base_url
+    )
+    client = app.test_client()
+    id = store(client, push_fake_fcm.service_account("shop-project"))
+    install(client, "shop", SHOP_TOKEN)
+    with app.app_context():
+        # a row written before its checks, or by hand
+        model = push.models.Provider
+        db.session.execute(
+            sa.update(model).where(model.id == id).values(secrets={"credentials": {"x": 1}})
+        )
+        db.session.commit()
+        message = push.send(users=["al"], title="x")
+        (entry,) = push.explain(message.id)
+    assert (entry["status"], entry["reason"]) == ("failed", "provider_unusable")
+    assert entry["detail"].startswith("The fcm provider stored for its app cannot send (")
+    assert push_fake_fcm.messages == []
+
+
+def test_the_address_of_the_service_is_the_deployments(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    client = make_app().test_client()  # app.config sends FCM to Google
+    body = {"appId": "shop", "kind": "fcm"}
+    refused = client.post(
+        "/push/providers",
+        json={**body, "settings": {"credentials": service_account(), "baseUrl": "https://x.test"}},
+        headers=ADMIN,
+    )
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["field"] == "settings.baseUrl"
+    # a service account that would fetch its tokens elsewhere than Google
+    elsewhere = service_account(token_uri="http://169.254.169.254/token")
+    refused = client.post(
+        "/push/providers", json={**body, "settings": {"credentials": elsewhere}}, headers=ADMIN
+    )
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["field"] == "settings.credentials"
+    assert "token_uri" in refused.get_json()["error"]["message"]
+    id = store(client, service_account())
+    patched = client.patch(
+        f"/push/providers/{id}", json={"settings": {"baseUrl": "https://x.test"}}, headers=ADMIN
+    )
+    assert patched.status_code == 400
+    assert patched.get_json()["error"]["field"] == "settings.baseUrl"
