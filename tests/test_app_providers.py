@@ -157,3 +157,34 @@ def test_the_address_of_the_service_is_the_deployments(
     )
     assert patched.status_code == 400
     assert patched.get_json()["error"]["field"] == "settings.baseUrl"
+
+
+def test_a_stored_apns_provider_sends_with_its_own_key_and_topic(
+    make_app: Callable[..., Flask], push_fake_apns: Any
+) -> None:
+    # app.config says only where APNs is (the fake); the key and topic are the app's
+    base = push_fake_apns.app_config(topic="com.example.app")["PUSH_APNS_BASE_URL"]
+    app = make_app(PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_APNS_BASE_URL=base)
+    client = app.test_client()
+    push_fake_apns.allow_topic("com.example.shop")
+    key_pem, key_id, team_id = push_fake_apns.auth_key()
+    settings = {"key": key_pem, "keyId": key_id, "teamId": team_id, "topic": "com.example.shop"}
+    answer = client.post(
+        "/push/providers",
+        json={"appId": "shop", "kind": "apns", "settings": settings},
+        headers=ADMIN,
+    )
+    assert answer.status_code == 201, answer.get_json()
+    token = "ab" * 32
+    installed = client.post(
+        "/push/installations",
+        json={"appId": "shop", "deviceType": "ios", "deviceToken": token},
+        headers=as_user("al"),
+    )
+    assert installed.status_code == 201, installed.get_json()
+    with app.app_context():
+        message = push.send(users=["al"], title="Your order shipped")
+    assert [(n.device_token, n.headers["apns-topic"]) for n in push_fake_apns.notifications] == [
+        (token, "com.example.shop")
+    ]
+    assert list(outcomes(app, message.id).values()) == [("sent", "accepted")]
