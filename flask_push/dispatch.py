@@ -423,6 +423,10 @@ class Dispatcher:
             provider.round_trips = []
         return provider
 
+    def _stored_providers(self) -> list[Provider]:
+        """The stored providers in use (those that could be built)."""
+        return [p for _, p in self._stored.values() if isinstance(p, Provider)]
+
     def _read_stored(self, session: Session) -> dict[app_providers.Key, tuple[Any, Provider | str]]:
         """The stored providers, read again when :data:`STORED_REFRESH` has passed
         (on the database thread); one whose row changed is built afresh."""
@@ -478,7 +482,7 @@ class Dispatcher:
                 return
             self.closed = True
             providers, self._providers = self._providers, None
-            stored = [p for _, p in self._stored.values() if isinstance(p, Provider)]
+            stored = self._stored_providers()
             retired, self._stored, self._retired = self._retired, {}, []
             try:
                 for provider in [*(providers or {}).values(), *stored, *retired]:
@@ -493,7 +497,8 @@ class Dispatcher:
     def window(self) -> int:
         """The most deliveries in hand and not sent yet: what the providers may have
         on the network, plus one batch about to go."""
-        most = max((provider.concurrency for provider in self.providers.values()), default=0)
+        providers = [*self.providers.values(), *self._stored_providers()]
+        most = max((provider.concurrency for provider in providers), default=0)
         return most + self.batch_size
 
     # -- one round -----------------------------------------------------------------
@@ -967,8 +972,7 @@ class Dispatcher:
     def _observe_round_trips(self, metrics: Metrics) -> None:
         """Hand the providers' round trips to the metrics, a batch at a time (on the
         loop's thread, where the providers append them)."""
-        stored = [p for _, p in self._stored.values() if isinstance(p, Provider)]
-        for provider in [*self.providers.values(), *stored]:
+        for provider in [*self.providers.values(), *self._stored_providers()]:
             trips = provider.round_trips
             if trips:
                 provider.round_trips = []
