@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from . import app_providers, outcomes, signals, tracing
 from .activities import activity_from_json
-from .config import PushSettings
+from .config import MAX_TTL, PushSettings
 from .message import DeliveryResult, DeviceTarget, Notification, OutgoingPush, WebPushTarget
 from .models import ACTIVE, DEAD, Models, utcnow
 from .providers import Provider, provider_class, service_name
@@ -156,7 +156,9 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
     # "equal jitter": at least half the ceiling, so retries do spread but still back off
     delay = ceiling / 2 + random.uniform(0, ceiling / 2)
     if retry_after is not None:
-        delay = max(delay, float(retry_after))
+        # a service may ask for any wait: none is longer than a push may live (and a
+        # date as far off as some ask for cannot even be written)
+        delay = max(delay, min(float(retry_after), float(MAX_TTL)))
     return delay
 
 

@@ -146,6 +146,24 @@ def test_an_address_flask_push_refuses_is_not_blamed_on_the_push_service(
     assert push_fake_webpush.requests == []
 
 
+def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    # once an OverflowError in the date of the next try: the whole batch's outcomes
+    # were lost, and the worker sent the batch again every lease, forever
+    client = live.test_client()
+    (fine, _), (busy, b) = (subscribe(client, push_fake_webpush, n) for n in "ab")
+    push_fake_webpush.fail_next(429, subscriber=b, retry_after="9" * 20)
+    id = send(client, ["al"])
+    with live.app_context():
+        entries = by_target(push.explain(id))
+    assert entries[fine]["status"] == "sent"
+    waiting = entries[busy]
+    assert (waiting["status"], waiting["reason"]) == ("queued", "unavailable")
+    next_try = datetime.fromisoformat(waiting["nextAttemptAt"])
+    assert next_try <= datetime.now(timezone.utc) + timedelta(days=28, minutes=1)
+
+
 def rows_of(message_id: str) -> list[Any]:
     model = push.models.Delivery
     query = sa.select(model).where(model.message_id == message_id).order_by(model.id)
