@@ -456,6 +456,16 @@ class WebPushProvider(Provider):
             )
         if isinstance(error, (PayloadError, ValidationError)):
             return DeliveryResult(push.delivery_id, "failed", self.name, error=message)
+        if isinstance(error, aiohttp.ClientResponseError):
+            # aiohttp could not read the answer as HTTP (a 400 of its own, not the
+            # service's): it may well read the next one. Its text would name the
+            # whole endpoint, which logs and timelines never show.
+            return DeliveryResult(
+                push.delivery_id,
+                "retry",
+                self.name,
+                error=f"the answer was not readable HTTP ({error.message})",
+            )
         # A dropped or refused connection, a DNS failure or a timeout may well
         # pass later; a bad URL or a bug will not.
         transient = (

@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from typing import Any
@@ -584,3 +585,30 @@ def test_aclose_leaves_nothing_open_over_tls(push_fakes: PushFakes, vapid_privat
         assert asyncio.run(run()) == ["sent", "sent"]
         gc.collect()
     assert [str(w.message) for w in caught] == []
+
+
+def test_an_answer_that_is_not_http_is_retried_and_names_no_endpoint(
+    vapid_private_key: str,
+) -> None:
+    """Once a permanent failure ("refused it"), its text holding the whole endpoint."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_garbage() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"\x00\xffNOT HTTP AT ALL\r\n\r\n")
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    p256dh, auth = browser_keys()
+    endpoint = f"http://127.0.0.1:{port}/push/secret-subscription-id"
+    result = send_one(
+        make_provider(vapid_private_key), outgoing(WebPushTarget(endpoint, p256dh, auth))
+    )
+    thread.join(5)
+    listener.close()
+    assert result.status == "retry", result
+    assert result.error is not None and result.error.startswith("the answer was not readable HTTP")
+    assert "secret-subscription-id" not in result.error
