@@ -41,6 +41,7 @@ from py_vapid import Vapid
 
 from . import outcomes, reports
 from .credentials import vapid_public_key, vapid_raw_private_key
+from .dispatch import _reason, _unreachable
 from .errors import PayloadError, ValidationError
 from .models import ACTIVE, DEAD, utcnow
 from .outcomes import POLICY_REASONS
@@ -58,14 +59,28 @@ class _PushGroup(AppGroup):
             # The command's app context has ended with its context: make one.
             with ctx.ensure_object(ScriptInfo).load_app().app_context():
                 missing = _missing_tables()
-            if not missing:
-                raise
-            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise click.ClickException(
-                f"flask-push's tables are missing from this database ({missing[0]}{more}). "
-                "Create them with db.create_all() in an app context, or with the shipped "
-                "Alembic migrations: `flask db upgrade heads` (README: Database migrations)."
-            ) from err
+            if missing:
+                raise _tables_missing(missing) from err
+            if _unreachable(err):
+                raise _database_unreachable(err) from err
+            raise
+
+
+def _tables_missing(missing: list[str]) -> click.ClickException:
+    more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    return click.ClickException(
+        f"flask-push's tables are missing from this database ({missing[0]}{more}). "
+        "Create them with db.create_all() in an app context, or with the shipped "
+        "Alembic migrations: `flask db upgrade heads` (README: Database migrations)."
+    )
+
+
+def _database_unreachable(err: BaseException | None) -> click.ClickException:
+    said = f" ({_reason(err)})" if err is not None else ""
+    return click.ClickException(
+        f"the database is unreachable{said}; check SQLALCHEMY_DATABASE_URI and that the "
+        "server is up. Nothing was changed."
+    )
 
 
 def _missing_tables() -> list[str]:
@@ -405,6 +420,10 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                         raise
                     click.echo(f"flask-push: a delivery round failed: {err!r}", err=True)
                     handled, outcomes = 0, Counter()
+                if once and not handled and push.state.get_inline().dispatcher.database_unreachable:
+                    # said as a warning already; a cron job must see it fail too
+                    missing = _missing_tables()
+                    raise _tables_missing(missing) if missing else _database_unreachable(None)
                 if handled:
                     stamp = utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
                     said = ", ".join(

@@ -406,6 +406,12 @@ class Dispatcher:
         self.written: Counter[str] = Counter()
         self._lock_written = threading.Lock()
 
+    @property
+    def database_unreachable(self) -> bool:
+        """Whether the last look at the database found it unreachable (said once, as a
+        warning, until it is back)."""
+        return self._outage_since is not None
+
     # -- providers -----------------------------------------------------------------
 
     def _make_providers(self) -> dict[str, Provider]:

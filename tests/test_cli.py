@@ -417,3 +417,30 @@ def test_stats_on_an_empty_database(app: Flask) -> None:
     assert result.exit_code == 0, result.output
     assert "installations  active 0, dead 0" in result.output
     assert "deliveries     queued 0, sent 0, failed 0, gone 0, expired 0" in result.output
+
+
+def test_a_database_that_is_down_is_one_line_and_exit_1() -> None:
+    from flask_sqlalchemy import SQLAlchemy
+
+    from flask_push import Push
+
+    own_db = SQLAlchemy()
+    own_push = Push(db=own_db)
+    app = Flask(__name__)
+    # nothing listens on port 1
+    app.config["SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://postgres@127.0.0.1:1/x"
+    own_db.init_app(app)
+    own_push.init_app(app)
+    runner = app.test_cli_runner()
+    for args in (
+        ["stats"],
+        ["prune", "--dry-run"],
+        ["explain", "msg_x"],
+        ["send", "--everyone", "--title", "x"],
+        ["worker", "--once"],
+    ):
+        result = runner.invoke(args=["push", *args])
+        assert result.exit_code == 1, (args, result.output)
+        last = result.output.splitlines()[-1]
+        assert last.startswith("Error: the database is unreachable"), (args, result.output)
+        assert "Traceback" not in result.output
