@@ -23,6 +23,7 @@ Each runs in an app context (Flask's ``AppGroup``):
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import threading
 from collections import Counter
@@ -40,11 +41,12 @@ from flask.cli import AppGroup, ScriptInfo
 from py_vapid import Vapid
 
 from . import outcomes, reports
-from .credentials import vapid_public_key, vapid_raw_private_key
+from .credentials import vapid_raw_private_key
 from .dispatch import _reason, _unreachable
 from .errors import PayloadError, ValidationError
 from .models import ACTIVE, DEAD, utcnow
 from .outcomes import POLICY_REASONS
+from .providers.webpush import WEBPUSH
 from .schemas.message import DELIVERY_STATUSES
 
 
@@ -118,12 +120,18 @@ def vapid_keys(subject: str) -> None:
     """Make a VAPID key pair and print the config lines to paste."""
     vapid = Vapid()
     vapid.generate_keys()
+    try:
+        # the check init_app makes of these lines, before they are printed
+        values = WEBPUSH.normalize({"privateKey": vapid_raw_private_key(vapid), "subject": subject})
+    except ValidationError as err:
+        raise click.BadParameter(err.message, param_hint="'--subject'") from None
     click.echo(
         "# Web Push (VAPID) keys made by `flask push vapid-keys`; keep the private key secret."
     )
-    click.echo(f'PUSH_VAPID_PRIVATE_KEY = "{vapid_raw_private_key(vapid)}"')
-    click.echo(f'PUSH_VAPID_PUBLIC_KEY = "{vapid_public_key(vapid)}"')
-    click.echo(f'PUSH_VAPID_SUBJECT = "{subject}"')
+    # JSON strings are Python strings too: whatever the subject holds, it stays one
+    for key, name in (("PRIVATE_KEY", "privateKey"), ("PUBLIC_KEY", "publicKey")):
+        click.echo(f"PUSH_VAPID_{key} = {json.dumps(values[name])}")
+    click.echo(f"PUSH_VAPID_SUBJECT = {json.dumps(values['subject'])}")
 
 
 # -- send ------------------------------------------------------------------------

@@ -40,6 +40,20 @@ def test_vapid_keys_are_fresh_each_time(app):
     assert 'PUSH_VAPID_SUBJECT = "mailto:you@example.com"' in first
 
 
+def test_vapid_keys_checks_the_subject_and_prints_it_as_a_string(app):
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["push", "vapid-keys", "--subject", "notauri"])
+    assert refused.exit_code == 2 and "must be a contact URI" in refused.output
+    # a quote in it once ended the string, and the rest ran as Python where it was pasted
+    odd = 'mailto:a@b.example"; import os #'
+    result = runner.invoke(args=["push", "vapid-keys", "--subject", odd])
+    assert result.exit_code == 0, result.output
+    pasted: dict[str, object] = {}
+    exec(result.output, {}, pasted)  # noqa: S102 - what a user's config file would run
+    assert pasted["PUSH_VAPID_SUBJECT"] == odd
+    assert set(pasted) == {"PUSH_VAPID_PRIVATE_KEY", "PUSH_VAPID_PUBLIC_KEY", "PUSH_VAPID_SUBJECT"}
+
+
 # -- send, worker, prune, stats ----------------------------------------------------
 
 
