@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import signal
 import threading
 from collections import Counter
@@ -359,7 +360,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.0),
+    type=click.FloatRange(min=0.0, max=3600.0),
+    callback=lambda ctx, param, value: _a_number(value, param),
     default=1.0,
     show_default=True,
     help="Seconds between two looks at the outbox when nothing is due (not with celery).",
@@ -450,6 +452,13 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
         push.shutdown()
 
 
+def _a_number(value: float, param: click.Parameter) -> float:
+    """``value``, unless it is NaN, which every range lets through (it compares false)."""
+    if math.isnan(value):
+        raise click.BadParameter("must be a number, not nan", param=param)
+    return value
+
+
 def _celery_worker(push: Any, concurrency: int, loglevel: str) -> None:
     """A Celery worker in the foreground, and the sweep beside it: the thread
     queue's poller, which delivers retries, scheduled messages and anything a lost
@@ -489,7 +498,7 @@ def _round(push: Any, stop: threading.Event) -> tuple[int, Counter[str]]:
 @push_cli.command("prune")
 @click.option(
     "--days",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=36500),
     default=270,
     show_default=True,
     help="Also remove those not seen for this many days.",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import control, explain, reports, targets
+from . import control, explain, reports, targets, validation
 from .errors import ValidationError
 from .outcomes import STATUSES
 from .schemas.errors import check
@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 def message_row(state: PushState, message_id: str) -> Any:
     """The message ``message_id``, or the API's not-found error as a ``ValidationError``."""
-    found = state.push.db.session.get(state.push.models.Message, message_id)
+    # no stored id holds NUL or a lone surrogate, which the database could not even take
+    storable = isinstance(message_id, str) and validation.storable(message_id)
+    found = state.push.db.session.get(state.push.models.Message, message_id) if storable else None
     if found is None:
         raise ValidationError("No message with that id.", field="id", code="not_found")
     return found

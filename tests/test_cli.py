@@ -458,3 +458,20 @@ def test_a_database_that_is_down_is_one_line_and_exit_1() -> None:
         last = result.output.splitlines()[-1]
         assert last.startswith("Error: the database is unreachable"), (args, result.output)
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["worker", "--interval", "nan"], "must be a number, not nan"),
+        (["worker", "--interval", "inf"], "is not in the range"),
+        (["prune", "--days", "100000000"], "is not in the range"),
+        # what argv gives for bytes that are not UTF-8: once a UnicodeEncodeError
+        (["explain", "\udcff"], "No message with the id"),
+    ],
+)
+def test_odd_arguments_are_one_line(app: Flask, args: list[str], said: str) -> None:
+    result = app.test_cli_runner().invoke(args=["push", *args])
+    assert result.exit_code in (1, 2), result.output
+    assert said in result.output.splitlines()[-1], result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
