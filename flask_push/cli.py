@@ -185,37 +185,49 @@ def send(
     the rest stay queued for the workers), and exits 1 only when nobody matched.
     """
     push = _push()
-    try:
+    stop = threading.Event()
+    # Ctrl-C or SIGTERM, from here on: the pushes on the network finish and their
+    # outcomes are written; the rest are handed back to the workers (an interrupted
+    # loop would lose both, and the workers would send them all again)
+    with _stop_on_signals(stop):
         try:
-            message = push.send(
-                users=list(users) or None,
-                topic=topic,
-                everyone=everyone,
-                title=title,
-                body=body,
-                url=url,
-                ttl=ttl,
-                urgency=urgency,
-                category=category,
+            try:
+                message = push.send(
+                    users=list(users) or None,
+                    topic=topic,
+                    everyone=everyone,
+                    title=title,
+                    body=body,
+                    url=url,
+                    ttl=ttl,
+                    urgency=urgency,
+                    category=category,
+                )
+            except ValidationError as err:
+                raise click.UsageError(_as_option(err)) from None
+            except PayloadError as err:
+                raise click.ClickException(f"{err.provider}: {err}") from None
+            recipients = message.recipient_count
+            click.echo(
+                f"Message {message.id}: {message.status}, "
+                f"{recipients} recipient{'' if recipients == 1 else 's'}"
             )
-        except ValidationError as err:
-            raise click.UsageError(_as_option(err)) from None
-        except PayloadError as err:
-            raise click.ClickException(f"{err.provider}: {err}") from None
-        recipients = message.recipient_count
-        click.echo(
-            f"Message {message.id}: {message.status}, "
-            f"{recipients} recipient{'' if recipients == 1 else 's'}"
-        )
-        if not no_wait:
-            # The app's thread worker, woken by the send, may hold some of its rows:
-            # stopping it lets its pushes on the network finish and hands back the
-            # rest, which this thread then sends. Only this message's rows: a
-            # backlog of others is the workers' business.
+            if not no_wait:
+                # The app's thread worker, woken by the send, may hold some of its rows:
+                # stopping it lets its pushes on the network finish and hands back the
+                # rest, which this thread then sends. Only this message's rows: a
+                # backlog of others is the workers' business.
+                push.shutdown()
+                push.state.get_inline().run_once(message.id, stop=stop.is_set)
+        finally:
             push.shutdown()
-            push.dispatch_due(message_id=message.id)
-    finally:
-        push.shutdown()
+    if stop.is_set():
+        counts = _delivery_counts(push, message.id)
+        click.echo("Deliveries: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+        raise click.ClickException(
+            f"Stopped: the pushes on the network were finished; {counts.get('queued', 0)} "
+            "deliveries stay queued for the workers (flask push worker)."
+        )
     counts = _delivery_counts(push, message.id)
     if counts:
         click.echo("Deliveries: " + ", ".join(f"{s} {n}" for s, n in counts.items()))

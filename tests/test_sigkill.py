@@ -203,3 +203,56 @@ def test_sigkill_mid_fanout_loses_nothing(
     killed, message_id = kill_mid_fan_out(app, service, tmp_path, config)
     check_what_was_left(app, service, killed, workers=1)
     assert all(p.json()["messageId"] == message_id for p in service.pushes)
+
+
+def test_ctrl_c_on_push_send_writes_what_went_out_and_hands_back_the_rest(
+    make_app: Callable[..., Flask], database: dict[str, Any], tmp_path: Path, push_fakes: Any
+) -> None:
+    """Ctrl-C once interrupted the command's event loop: the outcomes of the pushes
+    that had gone out were lost (left leased), and a worker sent them again."""
+    service = push_fakes.webpush(delay=0.5)
+    config = {
+        **database,
+        "PUSH_VAPID_PRIVATE_KEY": None,  # filled below from the test app
+        "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
+        "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+        "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+    }
+    # the command's app has the default thread queue; this one only writes the rows
+    app = make_app(PUSH_QUEUE="inline", **{k: v for k, v in config.items() if v is not None})
+    config["PUSH_VAPID_PRIVATE_KEY"] = app.config["PUSH_VAPID_PRIVATE_KEY"]
+    with app.app_context():
+        for i in range(SUBSCRIBERS):
+            browser = service.subscribe(f"browser-{i}")
+            db.session.add(push.models.Subscription(
+                endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
+                user_id=f"user-{i}", topics=[],
+            ))  # fmt: skip
+        db.session.commit()
+    (tmp_path / "host.py").write_text(HOST_APP)
+    env = {**os.environ, "PUSH_TEST_CONFIG": json.dumps(config), "PYTHONPATH": str(tmp_path)}
+    command = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "host:create_app", "push", "send",
+         "--everyone", "--title", "Flash sale"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: len(service.requests) > 0, 60)
+        command.send_signal(signal.SIGINT)
+        output = command.communicate(timeout=60)[0].decode()
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 1, output
+    assert output.splitlines()[-1].startswith("Error: Stopped: the pushes on the network"), output
+    assert "Traceback" not in output and "Task was destroyed" not in output
+    with app.app_context():
+        d = push.models.Delivery
+        statuses = Counter(db.session.scalars(sa.select(d.status)))
+        leased = db.session.scalar(
+            sa.select(sa.func.count()).where(d.status == "queued", d.lease_until.is_not(None))
+        )
+    # every push that reached the service is recorded as sent; the rest wait, unleased
+    assert statuses["sent"] == len(service.pushes) > 0
+    assert statuses["sent"] + statuses["queued"] == SUBSCRIBERS and statuses["queued"] > 0
+    assert leased == 0
