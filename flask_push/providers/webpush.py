@@ -56,6 +56,11 @@ __all__ = [
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
 #: the start of an error body worth putting in a DeliveryResult
 _MAX_ERROR_TEXT = 2048
+#: control characters but tab and newline, written out: an error body goes to logs,
+#: terminals and pages, and a terminal would run an escape sequence
+_CONTROLS = {
+    code: f"\\x{code:02x}" for code in (*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))
+}
 
 
 class BlockedAddressError(PushError):
@@ -800,4 +805,4 @@ async def _read_start(response: aiohttp.ClientResponse) -> str:
         if not chunk:
             break
         data += chunk
-    return bytes(data).decode("utf-8", "replace").strip()
+    return bytes(data).decode("utf-8", "replace").translate(_CONTROLS).strip()

@@ -587,28 +587,48 @@ def test_aclose_leaves_nothing_open_over_tls(push_fakes: PushFakes, vapid_privat
     assert [str(w.message) for w in caught] == []
 
 
+def answer_once(raw: bytes) -> tuple[str, threading.Thread, socket.socket]:
+    """A server on 127.0.0.1 that reads one request and answers ``raw``; returns an
+    endpoint on it, its thread and its socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(raw)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    return f"http://127.0.0.1:{port}/push/secret-subscription-id", thread, listener
+
+
+def send_to_raw(vapid_private_key: str, raw: bytes) -> DeliveryResult:
+    endpoint, thread, listener = answer_once(raw)
+    p256dh, auth = browser_keys()
+    try:
+        return send_one(
+            make_provider(vapid_private_key), outgoing(WebPushTarget(endpoint, p256dh, auth))
+        )
+    finally:
+        thread.join(5)
+        listener.close()
+
+
 def test_an_answer_that_is_not_http_is_retried_and_names_no_endpoint(
     vapid_private_key: str,
 ) -> None:
     """Once a permanent failure ("refused it"), its text holding the whole endpoint."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def answer_garbage() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)
-            connection.sendall(b"\x00\xffNOT HTTP AT ALL\r\n\r\n")
-
-    thread = threading.Thread(target=answer_garbage, daemon=True)
-    thread.start()
-    p256dh, auth = browser_keys()
-    endpoint = f"http://127.0.0.1:{port}/push/secret-subscription-id"
-    result = send_one(
-        make_provider(vapid_private_key), outgoing(WebPushTarget(endpoint, p256dh, auth))
-    )
-    thread.join(5)
-    listener.close()
+    result = send_to_raw(vapid_private_key, b"\x00\xffNOT HTTP AT ALL\r\n\r\n")
     assert result.status == "retry", result
     assert result.error is not None and result.error.startswith("the answer was not readable HTTP")
     assert "secret-subscription-id" not in result.error
+
+
+def test_control_characters_of_an_error_body_are_written_out(vapid_private_key: str) -> None:
+    body = b"\x1b[2Jno\x07 such\tsubscription"
+    head = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(body)
+    result = send_to_raw(vapid_private_key, head + body)
+    assert result.status == "failed", result
+    assert result.error == "400 Bad Request: \\x1b[2Jno\\x07 such\tsubscription"
