@@ -83,6 +83,18 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
+def add_subscribers(app: Flask, service: FakePushService) -> None:
+    """SUBSCRIBERS browsers of ``service``, ``browser-<i>`` of ``user-<i>``."""
+    with app.app_context():
+        for i in range(SUBSCRIBERS):
+            browser = service.subscribe(f"browser-{i}")
+            db.session.add(push.models.Subscription(
+                endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
+                user_id=f"user-{i}", topics=[],
+            ))  # fmt: skip
+        db.session.commit()
+
+
 @dataclass
 class Killed:
     """What the first worker left behind."""
@@ -108,14 +120,8 @@ def kill_mid_fan_out(
     returns what the first left and the message id. ``options`` are the
     workers'; ``delay_send`` makes the message due a second after the send."""
     d, s = push.models.Delivery, push.models.Subscription
+    add_subscribers(app, service)
     with app.app_context():
-        for i in range(SUBSCRIBERS):
-            browser = service.subscribe(f"browser-{i}")
-            db.session.add(s(
-                endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
-                user_id=f"user-{i}", topics=[],
-            ))  # fmt: skip
-        db.session.commit()
         # Due in a moment, so that this process's inline queue leaves it to the workers.
         due = utcnow() + timedelta(seconds=1) if delay_send else None
         message_id = push.send(everyone=True, title="Flash sale", send_at=due).id
@@ -186,20 +192,27 @@ def check_what_was_left(app: Flask, service: FakePushService, killed: Killed, wo
     assert all(updated[id] >= lease for id, lease in killed.held.items())
 
 
+def sending_config(
+    make_app: Callable[..., Flask], database: dict[str, Any], **extra: Any
+) -> tuple[Flask, dict[str, Any]]:
+    """The config of the commands' apps (the default thread queue), and an app of this
+    process on the same database and VAPID key, with the inline queue."""
+    config = {
+        **database,
+        "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
+        "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+        "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+        **extra,
+    }
+    app = make_app(PUSH_QUEUE="inline", **config)
+    return app, {**config, "PUSH_VAPID_PRIVATE_KEY": app.config["PUSH_VAPID_PRIVATE_KEY"]}
+
+
 def test_sigkill_mid_fanout_loses_nothing(
     make_app: Callable[..., Flask], database: dict[str, Any], tmp_path: Path, push_fakes: Any
 ) -> None:
     service = push_fakes.webpush(delay=0.25)
-    config = {
-        **database,
-        "PUSH_VAPID_PRIVATE_KEY": None,  # filled below from the test app
-        "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
-        "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
-        "PUSH_ALLOW_HTTP_ENDPOINTS": True,
-        "PUSH_DELIVERY_LEASE": LEASE,
-    }
-    app = make_app(PUSH_QUEUE="inline", **{k: v for k, v in config.items() if v is not None})
-    config["PUSH_VAPID_PRIVATE_KEY"] = app.config["PUSH_VAPID_PRIVATE_KEY"]
+    app, config = sending_config(make_app, database, PUSH_DELIVERY_LEASE=LEASE)
     killed, message_id = kill_mid_fan_out(app, service, tmp_path, config)
     check_what_was_left(app, service, killed, workers=1)
     assert all(p.json()["messageId"] == message_id for p in service.pushes)
@@ -211,24 +224,8 @@ def test_ctrl_c_on_push_send_writes_what_went_out_and_hands_back_the_rest(
     """Ctrl-C once interrupted the command's event loop: the outcomes of the pushes
     that had gone out were lost (left leased), and a worker sent them again."""
     service = push_fakes.webpush(delay=0.5)
-    config = {
-        **database,
-        "PUSH_VAPID_PRIVATE_KEY": None,  # filled below from the test app
-        "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
-        "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
-        "PUSH_ALLOW_HTTP_ENDPOINTS": True,
-    }
-    # the command's app has the default thread queue; this one only writes the rows
-    app = make_app(PUSH_QUEUE="inline", **{k: v for k, v in config.items() if v is not None})
-    config["PUSH_VAPID_PRIVATE_KEY"] = app.config["PUSH_VAPID_PRIVATE_KEY"]
-    with app.app_context():
-        for i in range(SUBSCRIBERS):
-            browser = service.subscribe(f"browser-{i}")
-            db.session.add(push.models.Subscription(
-                endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
-                user_id=f"user-{i}", topics=[],
-            ))  # fmt: skip
-        db.session.commit()
+    app, config = sending_config(make_app, database)
+    add_subscribers(app, service)
     (tmp_path / "host.py").write_text(HOST_APP)
     env = {**os.environ, "PUSH_TEST_CONFIG": json.dumps(config), "PYTHONPATH": str(tmp_path)}
     command = subprocess.Popen(
