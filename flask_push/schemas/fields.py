@@ -96,12 +96,13 @@ ShortText = Annotated[str, Text(MAX_TEXT)]
 UserId = Annotated[str, Text(MAX_TEXT), NotNull]
 
 #: a link shown to a user: a same-site path (``/orders/42``; never ``//host``, no
-#: backslash) or an http(s) URL with a host, never ``javascript:`` and the like.
+#: backslash) or an http(s) URL with a host, never ``javascript:`` and the like, and
+#: no control character (browsers drop tabs and line breaks: "/<tab>/host" is //host).
 #: :func:`flask_push.validation.link` still has the last word.
 LINK = re.compile(
-    r"(?:/(?:[^/\\\x00][^\\\x00]*)?"
+    r"(?:/(?:[^/\\\x00-\x1f\x7f][^\\\x00-\x1f\x7f]*)?"
     r"|[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9\-._~!$&'()*+,;=%:]*@)?[A-Za-z0-9\-._~!$&'()*+,;=%]+"
-    r"(?::[0-9]*)?(?:[/?#][^\x00]*)?)\Z"
+    r"(?::[0-9]*)?(?:[/?#][^\x00-\x1f\x7f]*)?)\Z"
 )
 Link = Annotated[
     str,
