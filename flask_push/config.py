@@ -139,11 +139,32 @@ def _fail(key: str, message: str) -> PushConfigError:
     return PushConfigError(f"{key} {message}")
 
 
+#: a URL path as browsers send it (RFC 3986): no space, control character, query or fragment
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+
+
 def _path(config: Mapping[str, Any], key: str, default: str) -> str:
     value = config.get(key, default)
-    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
-        raise _fail(key, f"must be a path starting with '/', such as {default!r}; got {value!r}")
+    if not isinstance(value, str) or not _URL_PATH.fullmatch(value) or value.startswith("//"):
+        raise _fail(
+            key,
+            f"must be a path starting with '/', such as {default!r}, of the characters a URL "
+            f"path may hold (no space, '?' or '#'); got {value!r}",
+        )
     return value.rstrip("/") if value != "/" else value
+
+
+def _service_worker_url(config: Mapping[str, Any], url_prefix: str) -> str:
+    url = _path(config, "PUSH_SERVICE_WORKER_URL", DEFAULT_SERVICE_WORKER_URL)
+    # under the prefix it would meet the API's own routes (the websocket at /ws), and a
+    # service worker there could only control pages under the prefix
+    if url_prefix != "/" and (url == url_prefix or url.startswith(url_prefix + "/")):
+        raise _fail(
+            "PUSH_SERVICE_WORKER_URL",
+            f"must not be under PUSH_URL_PREFIX ({url_prefix!r}), where flask-push's API "
+            f"answers; such as {DEFAULT_SERVICE_WORKER_URL!r}; got {url!r}",
+        )
+    return url
 
 
 def _bool(config: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -347,8 +368,9 @@ def load(app: Flask) -> PushSettings:
     if metrics:
         credentials.require_module("PUSH_METRICS", "prometheus_client", "metrics")
 
+    url_prefix = _path(config, "PUSH_URL_PREFIX", DEFAULT_URL_PREFIX)
     return PushSettings(
-        url_prefix=_path(config, "PUSH_URL_PREFIX", DEFAULT_URL_PREFIX),
+        url_prefix=url_prefix,
         providers=providers,
         queue=queue,
         celery_broker_url=broker,
@@ -358,7 +380,7 @@ def load(app: Flask) -> PushSettings:
         endpoint_hosts=_endpoint_hosts(config),
         allow_http_endpoints=_bool(config, "PUSH_ALLOW_HTTP_ENDPOINTS", False),
         suppress_send=_bool(config, "PUSH_SUPPRESS_SEND", app.testing),
-        service_worker_url=_path(config, "PUSH_SERVICE_WORKER_URL", DEFAULT_SERVICE_WORKER_URL),
+        service_worker_url=_service_worker_url(config, url_prefix),
         max_request_bytes=_int(
             config, "PUSH_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1024, 16 * 1024 * 1024
         ),

@@ -69,6 +69,11 @@ def test_defaults(app):
         ({"PUSH_DEFAULT_TTL": "3600"}, "PUSH_DEFAULT_TTL", "whole number"),
         ({"PUSH_URL_PREFIX": "push"}, "PUSH_URL_PREFIX", "starting with '/'"),
         ({"PUSH_SERVICE_WORKER_URL": "//evil.example/sw.js"}, "PUSH_SERVICE_WORKER_URL", "'/'"),
+        ({"PUSH_URL_PREFIX": "/pu sh"}, "PUSH_URL_PREFIX", "no space"),
+        ({"PUSH_URL_PREFIX": "/a\x00b"}, "PUSH_URL_PREFIX", "no space"),
+        ({"PUSH_URL_PREFIX": "/push?x=1"}, "PUSH_URL_PREFIX", "no space"),
+        # the websocket's own route
+        ({"PUSH_SERVICE_WORKER_URL": "/push/ws"}, "PUSH_SERVICE_WORKER_URL", "PUSH_URL_PREFIX"),
         ({"PUSH_ALLOW_HTTP_ENDPOINTS": "yes"}, "PUSH_ALLOW_HTTP_ENDPOINTS", "True or False"),
         ({"PUSH_SUPPRESS_SEND": 1}, "PUSH_SUPPRESS_SEND", "True or False"),
         ({"PUSH_ENDPOINT_HOSTS": [""]}, "PUSH_ENDPOINT_HOSTS", "host patterns"),
