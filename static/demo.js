@@ -67,6 +67,8 @@
     FP.bell(bellElement, {
       title: body.dataset.staff ? 'Staff inbox' : 'Notifications',
       preferencesUrl: body.dataset.staff ? undefined : bellElement.dataset.settings,
+      // the shop's live activities are its orders: named as the Notifications page names them
+      typeLabels: { activity: 'Order status' },
     });
     document.addEventListener('new-notification-event', (event) => {
       const { event: name, data } = event.detail;

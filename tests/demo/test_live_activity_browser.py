@@ -150,3 +150,8 @@ def test_an_order_is_one_live_activity_on_the_phones(
     assert items.count() == 1
     assert items.first.locator(".fp-item-title").text_content() == f"Order #{order_id}: Delivered"
     shot(alice, "bell-one-item", full_page=False)
+    # in the history, named as the Notifications page names it
+    alice.click(".fp-show-history")
+    listed = alice.locator(".fp-history .fp-item", has_text=f"Order #{order_id}")
+    listed.first.wait_for()
+    assert listed.first.locator(".fp-item-meta").text_content().startswith("Order status · ")
