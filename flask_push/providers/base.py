@@ -51,20 +51,16 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110)."""
     if not value:
         return None
-    # no push lives longer, and a huge wait cannot be added to a date (imported here:
-    # flask_push.config imports the providers)
-    from ..config import MAX_TTL
-
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return min(float(value), float(MAX_TTL))
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return min(float(MAX_TTL), max(0.0, when.timestamp() - (time.time() if now is None else now)))
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class _Lane:
