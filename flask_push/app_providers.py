@@ -37,9 +37,7 @@ def sends_for_apps(kind: str) -> bool:
 
 def stored_keys(session: Any, models: Any) -> frozenset[Key]:
     """The (kind, app id) of every stored provider that delivery uses."""
-    p = models.Provider
-    rows = session.execute(sa.select(p.kind, p.app_id))
-    return frozenset((kind, app_id) for kind, app_id in rows if sends_for_apps(kind))
+    return frozenset(stored_versions(session, models))
 
 
 def stored_versions(session: Any, models: Any) -> dict[Key, Any]:

@@ -130,9 +130,12 @@ def vapid_keys(subject: str) -> None:
         "# Web Push (VAPID) keys made by `flask push vapid-keys`; keep the private key secret."
     )
     # JSON strings are Python strings too: whatever the subject holds, it stays one
-    for key, name in (("PRIVATE_KEY", "privateKey"), ("PUBLIC_KEY", "publicKey")):
+    for key, name in (
+        ("PRIVATE_KEY", "privateKey"),
+        ("PUBLIC_KEY", "publicKey"),
+        ("SUBJECT", "subject"),
+    ):
         click.echo(f"PUSH_VAPID_{key} = {json.dumps(values[name])}")
-    click.echo(f"PUSH_VAPID_SUBJECT = {json.dumps(values['subject'])}")
 
 
 # -- send ------------------------------------------------------------------------
@@ -221,18 +224,16 @@ def send(
                 push.state.get_inline().run_once(message.id, stop=stop.is_set)
         finally:
             push.shutdown()
-    if stop.is_set():
-        counts = _delivery_counts(push, message.id)
-        click.echo("Deliveries: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
-        raise click.ClickException(
-            f"Stopped: the pushes on the network were finished; {counts.get('queued', 0)} "
-            "deliveries stay queued for the workers (flask push worker)."
-        )
     counts = _delivery_counts(push, message.id)
     if counts:
         click.echo("Deliveries: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
     for line in _problems(push, message.id) + _held_back(push, message.id):
         click.echo(f"  {line}")
+    if stop.is_set():
+        raise click.ClickException(
+            f"Stopped: the pushes on the network were finished; {counts.get('queued', 0)} "
+            "deliveries stay queued for the workers (flask push worker)."
+        )
     # With --no-wait too: a message with no recipients will never be delivered.
     if not recipients:
         if counts.get("suppressed") or counts.get("expired"):
