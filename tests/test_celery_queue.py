@@ -29,7 +29,14 @@ import pytest
 import redis
 from flask import Flask
 from test_dispatch import make_due, rows
-from test_sigkill import HOST_APP, LEASE, check_what_was_left, kill_mid_fan_out, wait_until
+from test_sigkill import (
+    HOST_APP,
+    LEASE,
+    add_browsers,
+    check_what_was_left,
+    kill_mid_fan_out,
+    wait_until,
+)
 
 from flask_push import PushConfigError
 from flask_push.celery_queue import MAX_TASKS_PER_SEND, TASK_NAME, tasks_for
@@ -154,17 +161,6 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
         yield started
     finally:
         started.stop()
-
-
-def add_browsers(service: FakePushService, count: int) -> None:
-    """``count`` subscriptions of the fake's browsers, ``browser-<i>`` of ``user-<i>``."""
-    for i in range(count):
-        browser = service.subscribe(f"browser-{i}")
-        db.session.add(push.models.Subscription(
-            endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
-            user_id=f"user-{i}", topics=[],
-        ))  # fmt: skip
-    db.session.commit()
 
 
 def statuses(app: Flask, message_id: str) -> list[str]:

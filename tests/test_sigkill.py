@@ -83,16 +83,15 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
-def add_subscribers(app: Flask, service: FakePushService) -> None:
-    """SUBSCRIBERS browsers of ``service``, ``browser-<i>`` of ``user-<i>``."""
-    with app.app_context():
-        for i in range(SUBSCRIBERS):
-            browser = service.subscribe(f"browser-{i}")
-            db.session.add(push.models.Subscription(
-                endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
-                user_id=f"user-{i}", topics=[],
-            ))  # fmt: skip
-        db.session.commit()
+def add_browsers(service: FakePushService, count: int) -> None:
+    """``count`` subscriptions of the fake's browsers, ``browser-<i>`` of ``user-<i>``."""
+    for i in range(count):
+        browser = service.subscribe(f"browser-{i}")
+        db.session.add(push.models.Subscription(
+            endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
+            user_id=f"user-{i}", topics=[],
+        ))  # fmt: skip
+    db.session.commit()
 
 
 @dataclass
@@ -120,8 +119,8 @@ def kill_mid_fan_out(
     returns what the first left and the message id. ``options`` are the
     workers'; ``delay_send`` makes the message due a second after the send."""
     d, s = push.models.Delivery, push.models.Subscription
-    add_subscribers(app, service)
     with app.app_context():
+        add_browsers(service, SUBSCRIBERS)
         # Due in a moment, so that this process's inline queue leaves it to the workers.
         due = utcnow() + timedelta(seconds=1) if delay_send else None
         message_id = push.send(everyone=True, title="Flash sale", send_at=due).id
@@ -225,7 +224,8 @@ def test_ctrl_c_on_push_send_writes_what_went_out_and_hands_back_the_rest(
     that had gone out were lost (left leased), and a worker sent them again."""
     service = push_fakes.webpush(delay=0.5)
     app, config = sending_config(make_app, database)
-    add_subscribers(app, service)
+    with app.app_context():
+        add_browsers(service, SUBSCRIBERS)
     (tmp_path / "host.py").write_text(HOST_APP)
     env = {**os.environ, "PUSH_TEST_CONFIG": json.dumps(config), "PYTHONPATH": str(tmp_path)}
     command = subprocess.Popen(
