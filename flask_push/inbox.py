@@ -135,33 +135,33 @@ def upsert(
     user_id: str,
     id: str | None = None,
     values: dict[str, Any],
+    fresh_id: bool = False,
 ) -> tuple[Any, bool]:
     """Create the item, or update the fields given in ``values`` when ``id`` exists.
 
     ``values`` is keyed by column (``type``, ``title``, ``body``, ``url``, ``data``,
     ``is_new``, ``progress``), checked (:class:`~flask_push.schemas.inbox.InboxItemUpsert`
-    says how) and not null; absent keys are left as they are on update. Returns
-    ``(item, created)``; the caller commits.
+    says how) and not null; absent keys are left as they are on update.
+    ``fresh_id=True`` says ``id`` was just made (a new message's), so no item can
+    have it yet. Returns ``(item, created)``; the caller commits.
     """
     model = models.InboxItem
     fields = dict(values)
-    item = session.get(model, (user_id, id)) if id is not None else None
-    created = item is None
     now = utcnow()
+    item: Any = None if fresh_id or id is None else session.get(model, (user_id, id))
     if item is None:
-        if fields.get("title") is None:
-            raise ValidationError("is required for a new item", field="title", code="required")
-        item = model(user_id=user_id, id=id or new_id("ntf"), created_at=now, updated_at=now)
-        item.type, item.is_new = "info", fields.pop("is_new", True)
-        session.add(item)
-    is_new = None if created else fields.pop("is_new", None)
+        item = _create(session, model, user_id, id, fields, now, may_race=not fresh_id)
+        if item is not None:
+            _count(session, models, user_id, total=1, unread=int(item.is_new))
+            return item, True
+        # another request created this id since we looked: update theirs
+        item = session.get(model, (user_id, id))
+    is_new = fields.pop("is_new", None)
     for name, value in fields.items():
         setattr(item, name, value)
     item.updated_at = now
     session.flush()
-    if created:
-        _count(session, models, user_id, total=1, unread=int(item.is_new))
-    elif is_new is not None:
+    if is_new is not None:
         # Flip is_new only where it differs, so that the counter moves by what
         # really changed even when another request marked the item read meanwhile.
         flipped = _set_new(
@@ -169,7 +169,41 @@ def upsert(
         )
         _count(session, models, user_id, unread=flipped if is_new else -flipped)
         set_committed_value(item, "is_new", is_new)
-    return item, created
+    return item, False
+
+
+def _create(
+    session: AnySession,
+    model: Any,
+    user_id: str,
+    id: str | None,
+    fields: dict[str, Any],
+    now: Any,
+    *,
+    may_race: bool,
+) -> Any | None:
+    """Insert a new item; ``None`` when a concurrent request inserted ``id`` first.
+
+    A caller-chosen id may be written by two requests at once (two updates of
+    one activity, a client retrying): the insert runs in a savepoint, so the
+    loser updates the winner's item instead of failing the whole request.
+    """
+    if fields.get("title") is None:
+        raise ValidationError("is required for a new item", field="title", code="required")
+    item = model(user_id=user_id, id=id or new_id("ntf"), created_at=now, updated_at=now)
+    item.type, item.is_new = "info", True
+    for name, value in fields.items():
+        setattr(item, name, value)
+    if id is None or not may_race:
+        session.add(item)
+        session.flush()
+        return item
+    try:
+        with session.begin_nested():
+            session.add(item)
+    except sa.exc.IntegrityError:
+        return None
+    return item
 
 
 def search(

@@ -449,12 +449,15 @@ def _queue_message(
             policy.record_capped(session, models, category, message.id, rules, due=due, now=now)
         if owners:
             fields = inbox_values(shown, notify_type)
-            item_id = message.id
+            item_id, fresh = message.id, True
             if extras is not None and extras.inbox_id is not None:
                 item_id, fields = extras.inbox_id, {**fields, **(extras.inbox_fields or {})}
+                fresh = False
             for user_id in owners:
                 items.append(
-                    inbox.upsert(session, models, user_id=user_id, id=item_id, values=fields)
+                    inbox.upsert(
+                        session, models, user_id=user_id, id=item_id, values=fields, fresh_id=fresh
+                    )
                 )
         session.commit()
         # loaded now, so the returned message reads fine after the app context ends

@@ -377,6 +377,61 @@ def test_concurrent_writers_keep_the_counters_exact(app):
         assert stored[0] == 61
 
 
+def test_writers_of_one_new_id_at_once_all_succeed(app):
+    """Requests that create the same client-chosen id at once (a client retrying,
+    two updates of one activity) make one item: the first creates it, the others
+    update it. (The losers once answered 409 "retry".)"""
+    import threading
+
+    client = app.test_client()
+    start = threading.Barrier(6)
+    statuses = []
+
+    def writer(n):
+        start.wait()
+        response = client.post(
+            "/push/notifications",
+            headers=as_user("alice"),
+            json={"id": "order-42", "title": f"Order #42 ({n})"},
+        )
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] * 5 + [201]
+    with app.app_context():
+        assert counters("alice") == (1, 1)
+        assert push.search("alice").total_count == 1
+
+
+def test_an_id_created_since_the_lookup_is_updated(app_ctx, monkeypatch):
+    """The losing side of that race, made certain: the lookup misses an item that
+    another request committed meanwhile, the insert fails in its savepoint, and
+    the item is updated instead, in the same transaction."""
+    push.upsert("alice", "order-42", title="Placed", body="We have it")
+    db.session.remove()
+    session = db.session()
+    real_get = session.get
+    missed = []
+
+    def get_missing_once(*args, **kwargs):
+        if not missed:
+            missed.append(args)
+            return None
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(session, "get", get_missing_once)
+    item = push.upsert("alice", "order-42", title="Out for delivery", notify_type="order_status")
+    assert missed, "the lookup was not made"
+    assert (item.title, item.body, item.type) == ("Out for delivery", "We have it", "order_status")
+    db.session.remove()
+    assert counters("alice") == (1, 1)
+    assert [i.title for i in push.search("alice").items] == ["Out for delivery"]
+
+
 def test_announcing_a_change_needs_no_second_connection(make_app, database, monkeypatch):
     """The live unread count is read on the request's one connection, or after the
     caller's commit has given it back: with a pool of one, every write is announced
