@@ -43,13 +43,30 @@ def _epoch(when: datetime | None) -> int | None:
 def activity(state: PushState, keywords: dict[str, Any]) -> Any:
     """``push.activity()``: check, record the activity's new state and queue its
     message; returns the ``Message``."""
-    from .sending import Extras, queue_message
 
     call = parse(ActivityCall, by_alias(ActivityCall, keywords), Context.of(state.settings))
+    try:
+        return _record_and_queue(state, call)
+    except sa.exc.IntegrityError:
+        # Another call made this activity's row since we looked (two first calls
+        # at once): go again, now behind it, as an update of what it recorded.
+        return _record_and_queue(state, call)
+
+
+def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
+    from .sending import Extras, queue_message
+
     models, session = state.push.models, state.push.db.session
     now = utcnow()
-    # locked (PostgreSQL): two calls for one activity take their timestamps in turn
-    row = session.get(models.Activity, call.id, with_for_update=True)
+    # The row is locked before it is read, so that two calls for one activity take
+    # their timestamps and merge their users in turn. An UPDATE locks it on every
+    # database (SQLite has no SELECT ... FOR UPDATE); the call sets updated_at anyway.
+    model = models.Activity
+    locked = session.execute(
+        sa.update(model).where(model.id == call.id).values(updated_at=now),
+        execution_options={"synchronize_session": False},
+    ).rowcount  # type: ignore[attr-defined]
+    row = session.get(model, call.id, populate_existing=True) if locked else None
     if row is not None and row.ended_at is not None:
         session.rollback()
         raise ValidationError(
@@ -61,7 +78,7 @@ def activity(state: PushState, keywords: dict[str, Any]) -> Any:
     # APNs shows a Live Activity push only if its timestamp is newer than the last
     stamp = max(int(now.timestamp()), (row.timestamp + 1) if row is not None else 0)
     if row is None:
-        row = models.Activity(id=call.id, created_at=now, users=[], state={})
+        row = model(id=call.id, created_at=now, users=[], state={})
         session.add(row)
     users = list(dict.fromkeys(call.users))
     row.users = sorted(set(row.users or ()) | set(users))

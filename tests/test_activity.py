@@ -241,6 +241,62 @@ def test_timestamps_only_grow_and_the_end_is_the_end(
         )
 
 
+def test_first_calls_at_once_make_one_activity(live: Flask) -> None:
+    """Calls that find no activity yet, at once (a start and an early update), all
+    succeed: one row, one inbox item, timestamps still strictly growing."""
+    import threading
+
+    start = threading.Barrier(4)
+    stamps: list[int] = []
+    failures: list[BaseException] = []
+
+    def caller(event: str) -> None:
+        with live.app_context():
+            start.wait()
+            try:
+                stamps.append(order(event).activity["timestamp"])
+            except BaseException as error:  # reported below, with the others
+                failures.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=caller, args=(e,)) for e in ["start"] + ["update"] * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(set(stamps)) == 4
+    with live.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Activity)) == 1
+        assert [i.id for i in push.search("alice").items] == ["order-42"]
+
+
+def test_an_activity_made_since_the_lookup_is_updated(
+    live: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The losing side of that race, made certain: the lookup misses the row
+    another call committed meanwhile; the call goes again, as an update."""
+    with live.app_context():
+        first = order("start").activity["timestamp"]
+        db.session.remove()
+        session = db.session()
+        real_get = session.get
+        missed: list[Any] = []
+
+        def get_missing_once(model: Any, *args: Any, **kwargs: Any) -> Any:
+            if model is push.models.Activity and not missed:
+                missed.append(model)
+                return None
+            return real_get(model, *args, **kwargs)
+
+        monkeypatch.setattr(session, "get", get_missing_once)
+        second = order(body="Packed").activity["timestamp"]
+        assert missed and second > first
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Activity)) == 1
+        assert [i.body for i in push.search("alice").items] == ["Packed"]
+
+
 @pytest.mark.parametrize(
     ("given", "field"),
     [
