@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import aliased
 
 from . import outcomes
 from .errors import ValidationError
@@ -224,6 +225,38 @@ def superseded(
         [{"b_id": id, "b_events": [*(events or ()), said]} for id, events in rows],
     )
     return len(rows)
+
+
+def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> set[int]:
+    """Which of ``delivery_ids`` (pushes of activity states that the push service
+    asked to retry) a newer state of the same activity to the same target has
+    overtaken, sent or queued. Such a push was on its way when the newer state
+    came, so :func:`superseded` left it; retried now, it would land after the
+    newer state and show the older one in its place."""
+    if not delivery_ids:
+        return set()
+    d, m = models.Delivery, models.Message
+    newer_d, newer_m = aliased(d), aliased(m)
+    same_target = sa.or_(
+        sa.and_(d.subscription_id.is_not(None), newer_d.subscription_id == d.subscription_id),
+        sa.and_(d.installation_id.is_not(None), newer_d.installation_id == d.installation_id),
+    )
+    newer = (
+        sa.select(newer_d.id)
+        .join(newer_m, newer_m.id == newer_d.message_id)
+        .where(
+            newer_m.activity_id == m.activity_id,
+            newer_m.created_at > m.created_at,
+            newer_d.status.in_(["queued", "sent"]),
+            same_target,
+        )
+    )
+    query = (
+        sa.select(d.id)
+        .join(m, m.id == d.message_id)
+        .where(d.id.in_(delivery_ids), m.activity_id.is_not(None), newer.exists())
+    )
+    return set(session.scalars(query))
 
 
 def follows(push: Any, user_id: str, channel: str) -> bool:

@@ -41,7 +41,7 @@ from itsdangerous.encoding import base64_encode
 from sqlalchemy.orm import Session
 
 from . import app_providers, outcomes, signals, tracing
-from .activities import activity_from_json
+from .activities import activity_from_json, overtaken
 from .config import MAX_TTL, PushSettings
 from .message import DeliveryResult, DeviceTarget, Notification, OutgoingPush, WebPushTarget
 from .models import ACTIVE, DEAD, Models, utcnow
@@ -908,7 +908,7 @@ class Dispatcher:
         with ExitStack() as spans, Session(self.engine) as session:
             if counts and tracing.ENABLED:
                 self._deliver_spans(spans, session, counts, writes)
-            dead, written = self._record(
+            dead, written, dropped = self._record(
                 session, list(writes.decided), writes.results, attempts, events
             )
             self._hand_back(session, writes.released, writes.deferred, events)
@@ -922,7 +922,7 @@ class Dispatcher:
             self.metrics.count(counts)
         # The outcomes are kept whatever a receiver does.
         try:
-            self._signal(writes.results, attempts, dead)
+            self._signal(writes.results, attempts, dead, dropped)
         except Exception:
             logger.exception("flask-push: a receiver of a delivery signal failed")
 
@@ -1304,14 +1304,25 @@ class Dispatcher:
         results: list[tuple[OutgoingPush, DeliveryResult]],
         attempts: Mapping[int, int],
         events: Mapping[int, list[dict[str, Any]]],
-    ) -> tuple[list[tuple[str, str, str]], Counter[str]]:
-        """Write the outcomes (no commit); returns the targets found dead, and how
-        many outcomes of each status (``retry``: a retry scheduled) were written.
+    ) -> tuple[list[tuple[str, str, str]], Counter[str], set[int]]:
+        """Write the outcomes (no commit); returns the targets found dead, how many
+        outcomes of each status (``retry``: a retry scheduled) were written, and
+        the retries dropped as ``superseded`` (a newer state of their activity to
+        the same target overtook them).
 
         Each outcome's events are appended to the timeline read with the claim, in
         the same executemany UPDATE as the outcome: a timeline costs no statement
         of its own."""
         now = utcnow()
+        dropped = overtaken(
+            session,
+            self.models,
+            [
+                int(push.delivery_id)
+                for push, result in results
+                if result.status == "retry" and push.activity is not None
+            ],
+        )
         stamp = now.isoformat()  # once per batch: every event of it has this time
         said: dict[tuple[int, str, str], str] = {}
         gone_targets: list[tuple[str, str, str]] = []
@@ -1331,7 +1342,12 @@ class Dispatcher:
                     attempts=tries, service=service, answer=answer
                 )
             tried = outcomes.event("attempt", stamp, text, statusCode=result.status_code)
-            if result.status == "retry":
+            if result.status == "retry" and id in dropped:
+                outcome = _outcome(id, "superseded", result.error, "superseded", now)
+                outcome["b_events"].insert(0, tried)
+                finished.append(outcome)
+                _log_outcome(push, result, "superseded by a newer state, not retried")
+            elif result.status == "retry":
                 if self._gives_up(tries):
                     error = f"gave up after {tries} attempts: {result.error or 'retry'}"
                     outcome = _outcome(
@@ -1440,7 +1456,7 @@ class Dispatcher:
         if retried:
             written["retry"] = len(retried)
         self._drop_tokens(session, dead_tokens)
-        return self._mark_dead(session, gone_targets, now), written
+        return self._mark_dead(session, gone_targets, now), written, dropped
 
     def _drop_tokens(self, session: Session, pushes: Sequence[OutgoingPush]) -> None:
         """Forget the Live Activity and push-to-start tokens APNs said are dead."""
@@ -1537,14 +1553,18 @@ class Dispatcher:
         results: list[tuple[OutgoingPush, DeliveryResult]],
         attempts: Mapping[int, int],
         dead: list[tuple[str, str, str]],
+        dropped: set[int],
     ) -> None:
         app = self.app
         for push, result in results:
             if result.status == "sent":
                 signals.delivery_succeeded.send(app, push=push, result=result)
             else:
-                will_retry = result.status == "retry" and not self._gives_up(
-                    attempts[int(push.delivery_id)]
+                id = int(push.delivery_id)
+                will_retry = (
+                    result.status == "retry"
+                    and id not in dropped
+                    and not self._gives_up(attempts[id])
                 )
                 signals.delivery_failed.send(app, push=push, result=result, will_retry=will_retry)
         for kind, target_id, reason in dead:

@@ -77,7 +77,9 @@ REASONS: Final[dict[str, str]] = {
     "cancelled": "An operator cancelled the message at {at}, before this was sent.",
     "operator_retry": "An operator asked at {at} to try it again; it is due now.",
     "clicked": "The user clicked the notification at {at}.",
-    "superseded": "A newer state of the same activity replaced it at {at}, before it was sent.",
+    "superseded": (
+        "A newer state of the same activity replaced it at {at}, before it was delivered."
+    ),
     # the notification policy (flask_push.policy) writes these
     "opted_out": "The user turned this category off for this channel, so it was not sent.",
     "frequency_cap": (

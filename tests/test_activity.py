@@ -4,7 +4,9 @@ older queued states superseded, timestamps that only grow, and the end."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -221,6 +223,53 @@ def test_a_newer_state_supersedes_an_older_one_still_queued(
         assert shown.get_json()["counts"]["superseded"] == 1
         newer_id = newer.id
     assert [p.json()["messageId"] for p in browser.received] == [newer_id]
+
+
+def test_a_retried_older_state_never_lands_after_a_newer_one(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """The older state was on the network when the newer one was queued (so it
+    could not be superseded then), and the push service asks for it again: it is
+    dropped as ``superseded``, never sent after the newer one. (The newer one waits
+    for the user's quiet hours, so the order of the answers is certain.)"""
+    app = sending_app(
+        PUSH_QUEUE="thread", PUSH_CATEGORIES={"deliveries": {"label": "Delivery updates"}}
+    )
+    service = push_fake_webpush
+    with app.app_context():
+        browser = service.subscribe()
+        subscribe(browser, "alice")
+        service.hold()
+        service.fail_next(503, subscriber=browser, retry_after=1)
+        older = order(state={"status": "confirmed", "step": 2, "steps": 5}, category="deliveries")
+        service.wait_in_flight(1)
+        now = datetime.now(timezone.utc)
+        push.set_preferences(
+            "alice",
+            quiet_hours={
+                "start": f"{(now - timedelta(hours=1)):%H:%M}",
+                "end": f"{(now + timedelta(hours=1)):%H:%M}",
+                "time_zone": "UTC",
+            },
+        )
+        newer = order(category="deliveries")
+        service.release()
+        d = push.models.Delivery
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            db.session.expire_all()
+            row = db.session.scalar(sa.select(d).where(d.message_id == older.id))
+            if row.status != "queued":
+                break
+            time.sleep(0.05)
+        [entry] = push.explain(older.id)
+        assert entry["status"] == "superseded", entry["events"]
+        assert [e["what"] for e in entry["events"]][-2:] == ["attempt", "superseded"]
+        assert "503" in entry["events"][-2]["detail"]
+        [waiting] = push.explain(newer.id)
+        assert (waiting["status"], waiting["reason"]) == ("queued", "quiet_hours")
+        push.shutdown()
+    assert browser.received == []
 
 
 def test_timestamps_only_grow_and_the_end_is_the_end(
