@@ -10,7 +10,7 @@ the inbox items) are written in one transaction. Nothing touches the network;
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, get_args
@@ -340,6 +340,13 @@ def queue_message(
         return message
 
 
+def tried(targets: Sequence[Target], rules: policy.Plan | None) -> list[Target]:
+    """The targets a message will be tried on (now or later) under ``rules``."""
+    if rules is None:
+        return list(targets)
+    return [t for t in targets if (d := rules.decide(t)) is None or d.tried]
+
+
 @dataclass
 class Extras:
     """What a kind of message adds to a send (``push.activity``'s): columns of the
@@ -429,7 +436,9 @@ def _queue_message(
         session.add(message)
         session.flush()
         if extras is not None and extras.before_insert is not None:
-            extras.before_insert(session, message, targets)
+            # only the targets it will be tried on: a newer state the user will not
+            # get (turned off, capped) must not take the older one away as well
+            extras.before_insert(session, message, tried(targets, rules))
         insert_deliveries(
             session,
             models.Delivery,

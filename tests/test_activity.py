@@ -272,6 +272,33 @@ def test_a_retried_older_state_never_lands_after_a_newer_one(
     assert browser.received == []
 
 
+def test_a_newer_state_the_user_will_not_get_leaves_the_older_one(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A newer state held back by the policy (here the daily cap) supersedes
+    nothing: the older one, waiting for the end of the quiet hours, still goes."""
+    app = sending_app(
+        PUSH_CATEGORIES={"deals": {"label": "Deals", "max_per_day": 1}},
+    )
+    with app.app_context():
+        subscribe(push_fake_webpush.subscribe(), "alice")
+        now = datetime.now(timezone.utc)
+        push.set_preferences(
+            "alice",
+            quiet_hours={
+                "start": f"{(now - timedelta(hours=1)):%H:%M}",
+                "end": f"{(now + timedelta(hours=1)):%H:%M}",
+                "time_zone": "UTC",
+            },
+        )
+        older = push.activity("deal-1", users=["alice"], title="Deal", category="deals")
+        newer = push.activity("deal-1", users=["alice"], title="Deal, updated", category="deals")
+        [held] = push.explain(newer.id)
+        assert (held["status"], held["reason"]) == ("suppressed", "frequency_cap")
+        [waiting] = push.explain(older.id)
+        assert (waiting["status"], waiting["reason"]) == ("queued", "quiet_hours")
+
+
 def test_timestamps_only_grow_and_the_end_is_the_end(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
