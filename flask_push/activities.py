@@ -127,7 +127,8 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         inbox_fields={
             "is_new": True,
             "data": {"activity": {"id": call.id, "event": call.event, "state": call.state or {}}},
-            **({"progress": progress} if progress else {}),
+            # from this state alone: a state without step and steps clears it
+            "progress": progress,
         },
         before_insert=supersede,
         after_commit=publish,

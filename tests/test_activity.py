@@ -299,6 +299,19 @@ def test_a_newer_state_the_user_will_not_get_leaves_the_older_one(
         assert (waiting["status"], waiting["reason"]) == ("queued", "quiet_hours")
 
 
+def test_the_inbox_progress_follows_each_state(live: Flask) -> None:
+    """The item's progress comes from the latest state's step and steps: a state
+    without them clears it, rather than leaving an older state's bar."""
+    with live.app_context():
+        order("start", state={"status": "placed", "step": 1, "steps": 5})
+        [item] = push.search("alice").items
+        assert item.progress == {"total": 5, "processed": 1}
+        order(state={"status": "driver_nearby"})
+        [item] = push.search("alice").items
+        assert item.progress is None
+        assert item.data["activity"]["state"] == {"status": "driver_nearby"}
+
+
 def test_timestamps_only_grow_and_the_end_is_the_end(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
