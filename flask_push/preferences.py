@@ -50,9 +50,16 @@ class QuietHours:
             day = local.date()
         if day is None:
             return None
-        # a local end that a clock change skips (02:30 on a spring night) is read
-        # with the offset before the change, as zoneinfo does: a little later
-        return datetime.combine(day, end, tzinfo=zone).astimezone(when.tzinfo)
+        # An end in the hour an autumn night repeats is the one after ``when``: at
+        # 02:15 in the second pass, 02:30 of the first pass is over. An end that a
+        # spring night skips (02:30) is read with the offset before the change, as
+        # zoneinfo does: a little later.
+        for fold in (0, 1):
+            local_end = datetime.combine(day, end, tzinfo=zone).replace(fold=fold)
+            at = local_end.astimezone(when.tzinfo)
+            if at > when:
+                return at
+        return None  # unreachable: ``when`` is before the end of the window it is in
 
     def to_json(self) -> dict[str, str]:
         return {"start": self.start, "end": self.end, "timeZone": self.time_zone}

@@ -438,6 +438,26 @@ def test_quiet_hours_cross_midnight_in_the_users_zone() -> None:
     assert lunch.ends_after(datetime(2026, 12, 4, 12, 30, tzinfo=timezone.utc)) is None
 
 
+def test_quiet_hours_across_the_clock_changes() -> None:
+    """In the hour an autumn night repeats, the end is the one after the time
+    asked about; an end a spring night skips is read with the old offset."""
+    night = QuietHours("01:00", "02:30", "Europe/Berlin")
+    utc = timezone.utc
+    # 26 Oct 2025: 02:15 CEST (00:15 UTC), the first pass: it ends at 02:30 CEST
+    assert night.ends_after(datetime(2025, 10, 26, 0, 15, tzinfo=utc)) == datetime(
+        2025, 10, 26, 0, 30, tzinfo=utc
+    )
+    # 02:15 CET (01:15 UTC), the second pass: 02:30 CEST is over, it ends at 02:30 CET
+    assert night.ends_after(datetime(2025, 10, 26, 1, 15, tzinfo=utc)) == datetime(
+        2025, 10, 26, 1, 30, tzinfo=utc
+    )
+    assert night.ends_after(datetime(2025, 10, 26, 1, 30, tzinfo=utc)) is None
+    # 30 Mar 2025: 02:30 is skipped; 01:30 CET ends at 02:30 CET, shown as 03:30 CEST
+    assert night.ends_after(datetime(2025, 3, 30, 0, 30, tzinfo=utc)) == datetime(
+        2025, 3, 30, 1, 30, tzinfo=utc
+    )
+
+
 def next_local(clock: time, zone: str) -> datetime:
     """The next time the clock in ``zone`` shows ``clock``, at least a minute from now (UTC)."""
     tz = ZoneInfo(zone)
