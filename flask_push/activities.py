@@ -13,7 +13,7 @@ after a newer one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import aliased
 
-from . import outcomes
+from . import outcomes, policy
+from .categories import Category
 from .errors import ValidationError
 from .message import Activity
 from .models import Models, utcnow
@@ -108,7 +109,7 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
     progress = call.progress()
 
     def supersede(session: Any, message: Any, targets: Sequence[Target]) -> None:
-        superseded(session, models, call.id, message.id, targets, now)
+        superseded(session, models, call.id, message.id, targets, now, state.settings.categories)
 
     def publish(message: Any) -> None:
         push = state.push
@@ -188,10 +189,12 @@ def superseded(
     message_id: str,
     targets: Sequence[Target],
     now: datetime,
+    categories: Mapping[str, Category],
 ) -> int:
     """Mark the queued, unclaimed pushes of older states of ``activity_id`` to any of
-    ``targets`` ``superseded``; returns how many. A push a worker holds is on its way;
-    APNs orders Live Activity pushes by timestamp, browsers and Android by arrival."""
+    ``targets`` ``superseded``, and uncount them from their category's daily cap;
+    returns how many. A push a worker holds is on its way; APNs orders Live
+    Activity pushes by timestamp, browsers and Android by arrival."""
     d, m = models.Delivery, models.Message
     subscriptions = [t.subscription_id for t in targets if t.subscription_id is not None]
     installations = [t.installation_id for t in targets if t.installation_id is not None]
@@ -199,7 +202,7 @@ def superseded(
         return 0
     older = sa.select(m.id).where(m.activity_id == activity_id, m.id != message_id)
     rows = session.execute(
-        sa.select(d.id, d.events).where(
+        sa.select(d.id, d.events, d.message_id).where(
             d.message_id.in_(older),
             d.status == "queued",
             sa.or_(d.lease_until.is_(None), d.lease_until < now),
@@ -223,8 +226,9 @@ def superseded(
             updated_at=now,
             events=sa.bindparam("b_events", type_=table.c.events.type),
         ),
-        [{"b_id": id, "b_events": [*(events or ()), said]} for id, events in rows],
+        [{"b_id": id, "b_events": [*(events or ()), said]} for id, events, _ in rows],
     )
+    policy.release_capped(session, models, categories, {message for _, _, message in rows})
     return len(rows)
 
 

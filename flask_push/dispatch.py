@@ -40,7 +40,7 @@ from itsdangerous import BadSignature, Signer, URLSafeSerializer
 from itsdangerous.encoding import base64_encode
 from sqlalchemy.orm import Session
 
-from . import app_providers, outcomes, signals, tracing
+from . import app_providers, outcomes, policy, signals, tracing
 from .activities import activity_from_json, overtaken
 from .config import MAX_TTL, PushSettings
 from .message import DeliveryResult, DeviceTarget, Notification, OutgoingPush, WebPushTarget
@@ -1455,6 +1455,13 @@ class Dispatcher:
         written = Counter(row["b_status"] for row in finished)
         if retried:
             written["retry"] = len(retried)
+        if dropped:
+            policy.release_capped(
+                session,
+                self.models,
+                self.settings.categories,
+                {push.message_id for push, _ in results if int(push.delivery_id) in dropped},
+            )
         self._drop_tokens(session, dead_tokens)
         return self._mark_dead(session, gone_targets, now), written, dropped
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import control, explain, reports, targets, validation
+from . import control, explain, policy, reports, targets, validation
 from .errors import ValidationError
 from .outcomes import STATUSES
 from .schemas.errors import check
@@ -75,7 +75,10 @@ def cancel(state: PushState, message_id: str) -> dict[str, Any]:
     message = message_row(state, message_id)
     session = state.push.db.session
     try:
-        control.cancel(session, state.push.models, message.id)
+        if control.cancel(session, state.push.models, message.id):
+            policy.release_capped(
+                session, state.push.models, state.settings.categories, [message.id]
+            )
         session.commit()
     except BaseException:
         session.rollback()

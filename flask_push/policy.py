@@ -2,7 +2,7 @@
 channels, quiet hours and the category's daily cap.
 
 ``plan()`` reads what it needs for the whole audience in a fixed number of queries
-(the audience's preferences, and the cap's counts of the last 24 hours), however
+(the audience's preferences, and the cap's pushes a day either side of it), however
 many users it has, then decides per target in memory: send now, wait for the end
 of the user's quiet hours, or record it ``suppressed`` (or ``expired``, when the
 quiet hours outlast its time to live). The inbox channel decides who gets an
@@ -11,6 +11,7 @@ inbox item; quiet hours and the cap never hold an inbox item back.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -105,14 +106,17 @@ def plan(
     # a required category cannot be turned off and ignores quiet hours: no one's
     # choices matter, only the cap
     stored = {} if category.required else stored_for(session, models, users)
-    sent_today = _sent_today(session, models, category, users, due) if category.max_per_day else {}
+    capped: set[str] = set()
+    if category.max_per_day:
+        _hold_cap(session, models, category, now)
+        capped = _over_cap(session, models, category, users, due, category.max_per_day)
     result = Plan()
     nobody = Stored()
     pushed: set[str] = set()
     for target in targets:
         user = target.user_id
         mine = stored.get(user, nobody) if user is not None else nobody
-        decision = _decide(category, target, mine, sent_today, due, expires_at, now, queued)
+        decision = _decide(category, target, mine, capped, due, expires_at, now, queued)
         if decision is not None:
             result.decisions[target] = decision
         if user is not None and (decision is None or decision.tried):
@@ -131,7 +135,7 @@ def _decide(
     category: Category,
     target: Target,
     mine: Stored,
-    sent_today: Mapping[str, int],
+    capped: set[str],
     due: datetime,
     expires_at: datetime,
     now: datetime,
@@ -140,8 +144,7 @@ def _decide(
     """One target's decision, or None when it goes as any message would."""
     if not category.is_on(channel_of(target), mine.choices.get(category.id)):
         return _suppressed("opted_out", due, now)
-    cap = category.max_per_day
-    if cap is not None and target.user_id is not None and sent_today.get(target.user_id, 0) >= cap:
+    if target.user_id in capped:
         return _suppressed("frequency_cap", due, now)
     if category.required or mine.quiet_hours is None:
         return None
@@ -163,30 +166,54 @@ def _suppressed(reason: str, due: datetime, now: datetime) -> Decision:
     )
 
 
-def _sent_today(
+def _hold_cap(session: Any, models: Models, category: Category, now: datetime) -> None:
+    """Hold ``category``'s cap until the send commits, so that two sends at once
+    count each other: on PostgreSQL a transaction's advisory lock, elsewhere the
+    DELETE of the rows no cap looks at any more, which takes SQLite's write lock
+    (later reads in the transaction then see every send committed before it)."""
+    c = models.CappedSend
+    if session.get_bind(mapper=c).dialect.name == "postgresql":
+        key = f"flask-push cap {category.id}".encode()
+        lock = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big", signed=True)
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(lock)))
+    session.execute(sa.delete(c).where(c.category == category.id, c.sent_at <= now - CAP_WINDOW))
+
+
+def _over_cap(
     session: Any,
     models: Models,
     category: Category,
     users: Sequence[str] | sa.Select[Any],
     due: datetime,
-) -> dict[str, int]:
-    """Pushes of ``category`` each of ``users`` had in the 24 hours before ``due``."""
+    cap: int,
+) -> set[str]:
+    """The users of ``users`` whom one more push of ``category`` at ``due`` would
+    give more than ``cap`` in the 24 hours before a push: this one, or one already
+    queued for later (a scheduled send)."""
     c = models.CappedSend
-    query = (
-        sa.select(c.user_id, sa.func.count())
-        .where(c.category == category.id, c.sent_at > due - CAP_WINDOW, c.sent_at <= due)
-        .group_by(c.user_id)
+    query = sa.select(c.user_id, c.sent_at).where(
+        c.category == category.id, c.sent_at > due - CAP_WINDOW, c.sent_at < due + CAP_WINDOW
     )
     if isinstance(users, sa.Select):
-        return {user: int(n) for user, n in session.execute(query.where(c.user_id.in_(users)))}
-    counts: dict[str, int] = {}
-    ids = list(users)
-    for start in range(0, len(ids), INSERT_CHUNK):
-        batch = ids[start : start + INSERT_CHUNK]
-        counts.update(
-            (user, int(n)) for user, n in session.execute(query.where(c.user_id.in_(batch)))
-        )
-    return counts
+        batches = [query.where(c.user_id.in_(users))]
+    else:
+        ids = list(users)
+        batches = [
+            query.where(c.user_id.in_(ids[start : start + INSERT_CHUNK]))
+            for start in range(0, len(ids), INSERT_CHUNK)
+        ]
+    times: dict[str, list[datetime]] = {}
+    for batch in batches:
+        for user, at in session.execute(batch):
+            times.setdefault(user, []).append(at)
+    return {user for user, pushed in times.items() if _breaks(pushed, due, cap)}
+
+
+def _breaks(pushed: Sequence[datetime], due: datetime, cap: int) -> bool:
+    """Would a push at ``due`` make more than ``cap`` of ``pushed`` and it fall in
+    the 24 hours up to itself or up to any later one of ``pushed``?"""
+    ends = [due, *(at for at in pushed if at > due)]
+    return any(1 + sum(end - CAP_WINDOW < at <= end for at in pushed) > cap for end in ends)
 
 
 def record_capped(
@@ -197,17 +224,51 @@ def record_capped(
     plan: Plan,
     *,
     due: datetime,
-    now: datetime,
 ) -> None:
-    """Count this message against the cap of each user it pushes to, and drop the
-    rows no cap looks at any more."""
+    """Count this message against the cap of each user it pushes to."""
     if not plan.capped_users:
         return
     c = models.CappedSend
-    session.execute(sa.delete(c).where(c.category == category.id, c.sent_at <= now - CAP_WINDOW))
     rows = (
         {"category": category.id, "user_id": user, "message_id": message_id, "sent_at": due}
         for user in plan.capped_users
     )
     while chunk := list(itertools.islice(rows, INSERT_CHUNK)):
         session.execute(sa.insert(c.__table__), chunk)
+
+
+#: what a delivery is in once it was pushed or will be: it counts against the cap
+COUNTED = ("queued", "sent", "failed", "gone")
+
+
+def release_capped(
+    session: Any, models: Models, categories: Mapping[str, Category], message_ids: Iterable[str]
+) -> None:
+    """Stop counting ``message_ids`` against the daily cap of the users they will
+    now never push to: all their deliveries of it were cancelled or superseded (no
+    commit). Messages of a category without a cap are left alone."""
+    ids = sorted(set(message_ids))
+    if not ids:
+        return
+    m, c, d = models.Message, models.CappedSend, models.Delivery
+    s, i = models.Subscription, models.Installation
+    for message_id, category in session.execute(
+        sa.select(m.id, m.category).where(m.id.in_(ids), m.category.is_not(None))
+    ):
+        known = categories.get(category)
+        if known is None or not known.max_per_day:
+            continue
+        still = sa.union(
+            sa.select(s.user_id)
+            .join(d, d.subscription_id == s.id)
+            .where(d.message_id == message_id, d.status.in_(COUNTED), s.user_id.is_not(None)),
+            sa.select(i.user_id)
+            .join(d, d.installation_id == i.id)
+            .where(d.message_id == message_id, d.status.in_(COUNTED), i.user_id.is_not(None)),
+        )
+        session.execute(
+            sa.delete(c).where(
+                c.category == category, c.message_id == message_id, c.user_id.not_in(still)
+            ),
+            execution_options={"synchronize_session": False},
+        )

@@ -455,7 +455,7 @@ def _queue_message(
             ),
         )
         if category is not None and rules is not None:
-            policy.record_capped(session, models, category, message.id, rules, due=due, now=now)
+            policy.record_capped(session, models, category, message.id, rules, due=due)
         if owners:
             fields = inbox_values(shown, notify_type)
             item_id, fresh = message.id, True

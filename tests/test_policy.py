@@ -620,6 +620,92 @@ def test_other_users_have_caps_of_their_own(
         assert found == [("sent", "accepted"), ("suppressed", "frequency_cap")]
 
 
+def quiet_now(user: str = "alice") -> None:
+    """Quiet hours for ``user`` from an hour ago to an hour from now (UTC)."""
+    now = datetime.now(timezone.utc)
+    window = {
+        "start": f"{now - timedelta(hours=1):%H:%M}",
+        "end": f"{now + timedelta(hours=1):%H:%M}",
+    }
+    push.set_preferences(user, quiet_hours={**window, "time_zone": "UTC"})
+
+
+def test_a_scheduled_send_counts_in_the_24_hours_before_it(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """The cap holds in the 24 hours before every push, a scheduled one too: two
+    sends now and one queued for later are one too many for a cap of two."""
+    with context(live):
+        subscribe(push_fake_webpush.subscribe())
+        later = datetime.now(timezone.utc) + timedelta(hours=2)
+        scheduled = push.send(users=["alice"], title="Later", category="offers", send_at=later)
+        now = push.send(users=["alice"], title="Now", category="offers")
+        held = push.send(users=["alice"], title="Now, again", category="offers")
+        assert statuses(scheduled.id) == {"webpush": ("queued", None)}
+        assert statuses(now.id) == {"webpush": ("sent", "accepted")}
+        assert statuses(held.id) == {"webpush": ("suppressed", "frequency_cap")}
+        # a day after the scheduled one, its window no longer reaches back to now
+        free = push.send(
+            users=["alice"],
+            title="Much later",
+            category="offers",
+            send_at=later + timedelta(hours=23),
+        )
+        assert statuses(free.id) == {"webpush": ("queued", None)}
+
+
+def test_sends_at_once_never_pass_the_cap(live: Flask, push_fake_webpush: FakePushService) -> None:
+    """Each send counts the ones before it under the category's lock: six at once
+    against a cap of two push twice."""
+    import threading
+
+    with context(live):
+        subscribe(push_fake_webpush.subscribe())
+    start = threading.Barrier(6)
+    counts: list[int] = []
+
+    def send(n: int) -> None:
+        with context(live):
+            start.wait()
+            counts.append(
+                push.send(users=["alice"], title=f"Deal {n}", category="offers").recipient_count
+            )
+            db.session.remove()
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(counts) == [0, 0, 0, 0, 1, 1]
+
+
+def test_pushes_that_will_never_be_made_stop_counting(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """Cancelled and superseded pushes do not use up the cap: the user got nothing."""
+    with context(live):
+        subscribe(push_fake_webpush.subscribe())
+        quiet_now()
+        waiting = [
+            push.send(users=["alice"], title=f"Deal {n}", category="offers") for n in range(2)
+        ]
+        assert [m.recipient_count for m in waiting] == [1, 1]
+        for message in waiting:
+            push.cancel(message.id)
+        # each newer state of an activity supersedes the last one still waiting:
+        # only the newest counts
+        states = [
+            push.activity("deal-1", users=["alice"], title=f"Deal {n}", category="offers")
+            for n in range(3)
+        ]
+        assert [statuses(m.id)["webpush"][0] for m in states] == ["superseded"] * 2 + ["queued"]
+        again = push.send(users=["alice"], title="Deal, again", category="offers")
+        assert statuses(again.id) == {"webpush": ("queued", "quiet_hours")}
+        capped = push.send(users=["alice"], title="One more", category="offers")
+        assert statuses(capped.id) == {"webpush": ("suppressed", "frequency_cap")}
+
+
 # -- at scale ---------------------------------------------------------------------------
 
 
