@@ -189,6 +189,7 @@ def send(
     """
     push = _push()
     stop = threading.Event()
+    elsewhere = 0  # deliveries another worker still holds
     # Ctrl-C or SIGTERM, from here on: the pushes on the network finish and their
     # outcomes are written; the rest are handed back to the workers (an interrupted
     # loop would lose both, and the workers would send them all again)
@@ -222,6 +223,7 @@ def send(
                 # backlog of others is the workers' business.
                 push.shutdown()
                 push.state.get_inline().run_once(message.id, stop=stop.is_set)
+                elsewhere = _wait_for_other_workers(push, message.id, stop)
         finally:
             push.shutdown()
     counts = _delivery_counts(push, message.id)
@@ -250,7 +252,39 @@ def send(
         if _deferred(push, message.id) == counts.get("queued"):
             # nothing failed: the workers send them when the quiet hours end
             return
+        if elsewhere:
+            raise click.ClickException(
+                f"Nothing was delivered yet: {elsewhere} deliveries are still with another "
+                f"worker; `flask push explain {message.id}` says how they went."
+            )
         raise click.ClickException("Nothing was delivered; the reasons are above.")
+
+
+#: how often ``send`` looks whether another worker is done with its deliveries
+OTHER_WORKERS_POLL = 0.1
+
+
+def _wait_for_other_workers(push: Any, message_id: str, stop: threading.Event) -> int:
+    """Wait while other workers (a Celery worker woken by the send, another
+    process) hold some of the message's deliveries, so that their outcomes are
+    printed too; send what they hand back. Waits at most a lease, the longest
+    they may hold one; returns how many they still hold."""
+    d = push.models.Delivery
+    session = push.db.session
+    deadline = utcnow() + timedelta(seconds=push.state.settings.delivery_lease)
+    while True:
+        now = utcnow()
+        held = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(d)
+            .where(d.message_id == message_id, d.status == "queued", d.lease_until > now)
+        )
+        session.rollback()  # end the read transaction: the next look sees their commits
+        if not held or now >= deadline or stop.wait(OTHER_WORKERS_POLL):
+            break
+    if not held and not stop.is_set():
+        push.state.get_inline().run_once(message_id, stop=stop.is_set)  # handed back
+    return int(held or 0)
 
 
 @push_cli.command("explain")

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import threading
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_push import cli
+from flask_push import cli, signals
 from flask_push.models import DEAD, utcnow
 from flask_push.testing import FakePushService
 
@@ -160,6 +161,48 @@ def test_send_on_the_thread_queue_delivers_before_exiting(
     )
     with app.app_context():
         assert app.extensions["push"].worker is None  # shut down
+
+
+def test_send_waits_for_deliveries_another_worker_holds(
+    make_app: Any, push_fake_webpush: FakePushService
+) -> None:
+    """A worker of another process (a Celery worker woken by the send) may claim
+    the message's deliveries first: the command waits for their outcomes instead
+    of saying that nothing was delivered."""
+    app = sending_app(make_app, PUSH_QUEUE="inline")
+    with app.app_context():
+        for _ in range(3):
+            subscribe(push_fake_webpush.subscribe(), "alice")
+    d = push.models.Delivery
+
+    def other_worker(sender: Any, message: Any, **extra: Any) -> None:
+        with app.app_context():
+            now = utcnow()
+            with db.engine.begin() as connection:  # claimed, as a worker claims
+                connection.execute(
+                    sa.update(d)
+                    .where(d.message_id == message.id)
+                    .values(lease_until=now + timedelta(seconds=30))
+                )
+
+        def deliver() -> None:
+            time.sleep(0.3)
+            with app.app_context(), db.engine.begin() as connection:
+                connection.execute(
+                    sa.update(d)
+                    .where(d.message_id == message.id)
+                    .values(status="sent", reason="accepted", lease_until=None)
+                )
+
+        threading.Thread(target=deliver).start()
+
+    with signals.message_queued.connected_to(other_worker):
+        result = app.test_cli_runner().invoke(
+            args=["push", "send", "--user", "alice", "--title", "Hi"]
+        )
+    assert result.exit_code == 0, result.output
+    assert "Deliveries: sent 3" in result.output
+    assert push_fake_webpush.pushes == []  # the other worker sent them, not the command
 
 
 def test_send_no_wait_returns_once_queued(
