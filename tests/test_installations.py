@@ -98,6 +98,26 @@ def test_owner_and_admin_read_update_delete(client):
     assert client.get(url, headers=as_user("bob")).status_code == 404
 
 
+def test_an_admin_without_a_user_of_their_own(client):
+    """A service account the admin_loader trusts, with no user identity, acts for
+    the user it names, as an admin who is signed in does."""
+    service = as_user(None, admin=True)
+    assert client.post("/push/installations", headers=service, json=ios()).status_code == 401
+    made = client.post("/push/installations", headers=service, json=ios(userId="bob"))
+    assert made.status_code == 201 and made.json["userId"] == "bob"
+    url = f"/push/installations/{made.json['id']}"
+    assert client.get(url, headers=service).json["userId"] == "bob"
+    moved = client.patch(url, headers=service, json={"userId": "carol"})
+    assert moved.status_code == 200 and moved.json["userId"] == "carol"
+    assert client.delete(url, headers=service).status_code == 204
+    written = client.post(
+        "/push/notifications", headers=service, json={"userId": "bob", "title": "Hi"}
+    )
+    assert written.status_code == 201 and written.json["userId"] == "bob"
+    refused = client.post("/push/notifications", headers=service, json={"title": "Hi"})
+    assert refused.status_code == 401
+
+
 @pytest.mark.parametrize(
     ("body", "field", "code"),
     [

@@ -103,6 +103,26 @@ def user_id() -> str:
     return uid
 
 
+def user_or_admin() -> str | None:
+    """The signed-in user's id, or None for an administrator without a user of their
+    own (a service account, say); a 401 for anyone else."""
+    uid = caller_id()
+    if uid is None and not push().current_user_is_admin():
+        return user_id()  # 401
+    return uid
+
+
+def owner_for(given: str | None, caller: str | None, refusal: str) -> str:
+    """Whom a write is for: ``given`` when the caller may name them (themselves; an
+    administrator anyone), else the caller. A 403 saying ``refusal`` when a user
+    names someone else; a 401 when nobody is named and nobody is signed in."""
+    if given is None or given == caller:
+        return caller if caller is not None else user_id()
+    if not push().current_user_is_admin():
+        fail(403, "forbidden", refusal, "userId")
+    return given
+
+
 def require_admin() -> None:
     if not push().current_user_is_admin():
         fail(403, "forbidden", "Only administrators may use this endpoint.")

@@ -17,7 +17,7 @@ from ..schemas.installation import (
     InstallationUpdate,
     live_token,
 )
-from .http import fail, not_found, parse_body, push, user_id
+from .http import caller_id, not_found, owner_for, parse_body, push, user_or_admin
 from .routes import OWNER, USER, Answer, Routes
 
 ROUTES = Routes("installations", who=OWNER)
@@ -36,17 +36,8 @@ _COLUMNS = {
 }
 
 
-def _owner(given: str | None, caller: str) -> str:
-    """The user an installation is for: the caller, or anyone when an admin says so."""
-    owner = given or caller
-    if owner != caller and not push().current_user_is_admin():
-        fail(
-            403,
-            "forbidden",
-            "Only administrators may register an installation for another user.",
-            "userId",
-        )
-    return owner
+#: the answer to a user who names another user
+_NOT_YOURS = "Only administrators may register an installation for another user."
 
 
 def _values(given: InstallationUpdate) -> dict[str, Any]:
@@ -77,12 +68,12 @@ def _values(given: InstallationUpdate) -> dict[str, Any]:
 )
 def register_installation() -> ResponseReturnValue:
     """Register a device; a known (appId, deviceToken) is updated and re-bound."""
-    caller = user_id()
+    caller = user_or_admin()
     given = parse_body(InstallationCreate)
     values = _values(given)
     values.update(
         device_token=given.device_token,
-        user_id=_owner(given.user_id, caller),
+        user_id=owner_for(given.user_id, caller, _NOT_YOURS),
         device_type=given.device_type,
         modified_at=utcnow(),
     )
@@ -110,7 +101,7 @@ def register_installation() -> ResponseReturnValue:
 
 def _owned(id: str) -> Any:
     ext = push()
-    caller = user_id()
+    caller = user_or_admin()
     installation = ext.db.session.get(ext.models.Installation, id)
     if installation is None or (installation.user_id != caller and not ext.current_user_is_admin()):
         not_found("installation")
@@ -154,7 +145,7 @@ def update_installation(id: str) -> ResponseReturnValue:
             values["push_to_start_token"], installation.device_type, "pushToStartToken"
         )
     if "user_id" in given.model_fields_set:
-        values["user_id"] = _owner(given.user_id, user_id())
+        values["user_id"] = owner_for(given.user_id, caller_id(), _NOT_YOURS)
     for name, value in values.items():
         setattr(installation, name, value)
     installation.modified_at = utcnow()

@@ -8,7 +8,7 @@ from .. import inbox
 from ..schemas.base import AnyObject, ecma
 from ..schemas.inbox import InboxItem, InboxItemUpsert, InboxPage, InboxQuery, UpdatedCount
 from ..validation import NAME
-from .http import fail, not_found, parse_body, parse_query, push, user_id
+from .http import not_found, owner_for, parse_body, parse_query, push, user_id, user_or_admin
 from .routes import USER, Answer, Routes
 
 ROUTES = Routes("notifications", who=USER)
@@ -70,12 +70,12 @@ def get_item(id: str) -> ResponseReturnValue:
 )
 def upsert_item() -> ResponseReturnValue:
     """Create an item, or update the caller's item with the given ``id``."""
-    caller = user_id()
+    caller = user_or_admin()
     given = parse_body(InboxItemUpsert)
-    owner = given.user_id or caller
+    owner = owner_for(
+        given.user_id, caller, "Only administrators may write to another user's inbox."
+    )
     ext = push()
-    if owner != caller and not ext.current_user_is_admin():
-        fail(403, "forbidden", "Only administrators may write to another user's inbox.", "userId")
     owned = given.model_copy(update={"user_id": owner})
     item, created = inbox.save(ext.db.session, ext.models, owned)
     return InboxItem.model_validate(item).to_json(), 201 if created else 200
