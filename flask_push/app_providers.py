@@ -73,6 +73,18 @@ def delivery_settings(
     return settings
 
 
+def shown_settings(
+    kind: str, stored: Mapping[str, Any], config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A stored provider's public settings as it sends: at the address ``config``
+    gives the kind, when it gives one (else the platform's own, as stored)."""
+    shown = dict(stored)
+    base_url = _config_base_url(kind, config)
+    if base_url is not None:
+        shown[_BASE_URL] = base_url
+    return shown
+
+
 def check_token_uri(kind: str, settings: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """Refuse an FCM service account (normalized: a dict) that would fetch its tokens
     anywhere but Google, unless ``app.config`` sends FCM to a service of its own: the

@@ -65,6 +65,11 @@ def test_a_stored_provider_sends_for_its_app_and_config_for_the_rest(
     app = sending_app()  # app.config's FCM: project flask-push-test
     client = app.test_client()
     id = store(client, push_fake_fcm.service_account("shop-project"))
+    # shown at the address it sends to: app.config's (the fake), not Google's
+    shown = client.get(f"/push/providers/{id}", headers=ADMIN).get_json()
+    assert shown["settings"] == {"projectId": "shop-project", "baseUrl": push_fake_fcm.base_url}
+    console = client.get("/push/console/providers", headers=ADMIN).get_data(as_text=True)
+    assert push_fake_fcm.base_url in console and "fcm.googleapis.com" not in console
     install(client, "shop", SHOP_TOKEN)
     install(client, "other", OTHER_TOKEN)
     with app.app_context():

@@ -68,6 +68,12 @@ def _apply(provider: Any, kind: credentials.ProviderKind, data: dict[str, Any]) 
     provider.modified_at = utcnow()
 
 
+def _shown(row: Any) -> Provider:
+    """A stored provider as it sends: at the address app.config gives its kind."""
+    settings = app_providers.shown_settings(row.kind, row.settings, current_app.config)
+    return Provider.of(row, settings)
+
+
 @ROUTES(
     "GET",
     "/providers",
@@ -81,7 +87,7 @@ def list_providers() -> ResponseReturnValue:
     ext = push()
     model = ext.models.Provider
     rows = ext.db.session.scalars(sa.select(model).order_by(model.app_id, model.kind)).all()
-    return ProviderList(total_count=len(rows), items=[Provider.of(row) for row in rows]).to_json()
+    return ProviderList(total_count=len(rows), items=[_shown(row) for row in rows]).to_json()
 
 
 @ROUTES(
@@ -114,7 +120,7 @@ def create_provider() -> ResponseReturnValue:
     _apply(provider, kind, {**data, "settings": head.settings})
     session.add(provider)
     session.commit()
-    return Provider.of(provider).to_json(), 201
+    return _shown(provider).to_json(), 201
 
 
 def _provider(id: str) -> Any:
@@ -136,7 +142,7 @@ def _provider(id: str) -> Any:
     errors=(403, 404),
 )
 def get_provider(id: str) -> ResponseReturnValue:
-    return Provider.of(_provider(id)).to_json()
+    return _shown(_provider(id)).to_json()
 
 
 @ROUTES(
@@ -163,7 +169,7 @@ def update_provider(id: str) -> ResponseReturnValue:
     merged = {**stored, **given.settings}
     _apply(provider, kind, {"appId": provider.app_id, "kind": kind.name, "settings": merged})
     push().db.session.commit()
-    return Provider.of(provider).to_json()
+    return _shown(provider).to_json()
 
 
 @ROUTES(

@@ -226,7 +226,13 @@ def providers() -> ResponseReturnValue:
         rows.append(_provider_row(name, "(app config)", settings, settings))
     model = push.models.Provider
     for row in push.db.session.query(model).order_by(model.app_id, model.kind):
-        stored = _provider_row(row.kind, row.app_id, row.settings, {**row.settings, **row.secrets})
+        stored = _provider_row(
+            row.kind,
+            row.app_id,
+            app_providers.shown_settings(row.kind, row.settings, current_app.config),
+            {**row.settings, **row.secrets},
+            config=current_app.config,
+        )
         rows.append({**stored, "stored": True, "sends": app_providers.sends_for_apps(row.kind)})
     # app.config's: a stored row sends only for its app's installations
     missing = [kind for name, kind in kinds().items() if name not in configured]
@@ -234,8 +240,14 @@ def providers() -> ResponseReturnValue:
 
 
 def _provider_row(
-    kind_name: str, app_id: str, settings: Mapping[str, Any], full: Mapping[str, Any]
+    kind_name: str,
+    app_id: str,
+    settings: Mapping[str, Any],
+    full: Mapping[str, Any],
+    config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One row of the providers page; ``config`` for a stored provider, which sends
+    with :func:`~flask_push.app_providers.delivery_settings`."""
     kind = kinds().get(kind_name)
     secret = kind.secret_names if kind is not None else frozenset()
     shown = {k: v for k, v in settings.items() if k not in secret and v is not None}
@@ -244,6 +256,8 @@ def _provider_row(
         if kind is None:
             raise ValueError(f"{kind_name!r} is not a registered provider kind")
         kind.check_installed()
+        if config is not None:
+            full = app_providers.delivery_settings(kind_name, full, config)
         provider_class(kind_name).from_settings(full)
     except Exception as err:  # noqa: BLE001 - shown as the reason it cannot send
         problem = str(err) or type(err).__name__

@@ -9,6 +9,7 @@ check's, with the white space it strips.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
@@ -174,8 +175,13 @@ class Provider(RootModel[_AnyProvider]):
     """Push credentials; secrets are write-only."""
 
     @classmethod
-    def of(cls, row: Any) -> Provider:
-        return cls(ANSWERS[row.kind].model_validate(row))
+    def of(cls, row: Any, settings: Mapping[str, Any] | None = None) -> Provider:
+        """The answer for a stored ``row``; ``settings`` shown instead of its own."""
+        answer = ANSWERS[row.kind].model_validate(row)
+        if settings is not None:
+            shown = type(answer.settings).model_validate(settings)  # type: ignore[attr-defined]
+            answer = answer.model_copy(update={"settings": shown})
+        return cls(answer)
 
     def to_json(self) -> dict[str, Any]:
         return self.root.to_json()
