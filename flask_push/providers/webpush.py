@@ -614,7 +614,8 @@ class _AddressGuard:
             return
         raise BlockedAddressError(
             f"refused to connect to {host} at {ip}: a private, loopback, link-local or "
-            f"reserved address; name it in allow_private_hosts if that is intended"
+            "reserved address, reached only by an endpoint that names the address "
+            "itself, listed exactly in PUSH_ENDPOINT_HOSTS"
         )
 
     def check_literal(self, host: str) -> None:
