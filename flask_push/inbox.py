@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, current_app
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -172,6 +173,13 @@ def upsert(
     return item, False
 
 
+#: the dialects whose ``insert()`` has ``on_conflict_do_nothing``
+_INSERT_OR_NOTHING: dict[str, Callable[[Any], Any]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
+
+
 def _create(
     session: AnySession,
     model: Any,
@@ -185,25 +193,35 @@ def _create(
     """Insert a new item; ``None`` when a concurrent request inserted ``id`` first.
 
     A caller-chosen id may be written by two requests at once (two updates of
-    one activity, a client retrying): the insert runs in a savepoint, so the
-    loser updates the winner's item instead of failing the whole request.
+    one activity, a client retrying): on PostgreSQL and SQLite the insert is
+    ``ON CONFLICT DO NOTHING``, so the loser updates the winner's item instead of
+    failing the whole request. (Not a savepoint: pysqlite runs a SAVEPOINT outside
+    the transaction, and releasing it would commit a ``commit=False`` write.)
     """
     if fields.get("title") is None:
         raise ValidationError("is required for a new item", field="title", code="required")
-    item = model(user_id=user_id, id=id or new_id("ntf"), created_at=now, updated_at=now)
-    item.type, item.is_new = "info", True
-    for name, value in fields.items():
-        setattr(item, name, value)
-    if id is None or not may_race:
+    row = {
+        "user_id": user_id,
+        "id": id or new_id("ntf"),
+        "created_at": now,
+        "updated_at": now,
+        "type": "info",
+        "is_new": True,
+        **fields,
+    }
+    insert = _INSERT_OR_NOTHING.get(session.get_bind(mapper=model).dialect.name)
+    if id is None or not may_race or insert is None:
+        item = model(**row)
         session.add(item)
         session.flush()
         return item
-    try:
-        with session.begin_nested():
-            session.add(item)
-    except sa.exc.IntegrityError:
-        return None
-    return item
+    statement = (
+        insert(model)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=[model.user_id, model.id])
+        .returning(model)
+    )
+    return session.scalars(statement, execution_options={"populate_existing": True}).one_or_none()
 
 
 def search(

@@ -432,6 +432,15 @@ def test_an_id_created_since_the_lookup_is_updated(app_ctx, monkeypatch):
     assert [i.title for i in push.search("alice").items] == ["Out for delivery"]
 
 
+def test_an_uncommitted_write_the_caller_rolls_back_leaves_nothing(app_ctx):
+    """``commit=False`` with a chosen id: the caller's rollback takes it all back
+    (a SAVEPOINT around the insert committed it on SQLite, without its count)."""
+    push.upsert("alice", "a", title="Rolled back", commit=False)
+    db.session.rollback()
+    assert push.search("alice").total_count == 0
+    assert counters("alice") == (0, 0)
+
+
 def test_announcing_a_change_needs_no_second_connection(make_app, database, monkeypatch):
     """The live unread count is read on the request's one connection, or after the
     caller's commit has given it back: with a pool of one, every write is announced
