@@ -1332,8 +1332,11 @@ class Dispatcher:
             id = int(push.delivery_id)
             tries = attempts[id]
             service = service_name(result.provider)
+            # the push service was never asked
             if result.reason == "address_blocked":
-                service = outcomes.ADDRESS_CHECK  # the push service was never asked
+                service = outcomes.ADDRESS_CHECK
+            elif result.reason == "recorded":
+                service = outcomes.RECORDER
             answer = _answer(result, prefer_code=True)
             key = (tries, service, answer)
             text = said.get(key)

@@ -45,6 +45,10 @@ EVENTS: Final[tuple[str, ...]] = get_args(EventKind)
 #: ``{target}`` ("subscription" or "installation"), ``{service_id}``.
 REASONS: Final[dict[str, str]] = {
     "accepted": "{Service} accepted it at {at}{service_id}.",
+    "recorded": (
+        "Recorded at {at}, not sent: sending is suppressed (PUSH_SUPPRESS_SEND, on by "
+        "default under TESTING); push.record() shows it."
+    ),
     "unsubscribed": (
         "{Service} answered {answer} at {at}: this {target} is dead and will not be used again."
     ),
@@ -104,6 +108,8 @@ POLICY_REASONS: Final[tuple[str, ...]] = (
 ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
 #: who answers an attempt that flask-push itself refused (``address_blocked``)
 ADDRESS_CHECK = "flask-push's address check"
+#: who answers an attempt while sending is suppressed (``recorded``)
+RECORDER = "flask-push's recorder (PUSH_SUPPRESS_SEND)"
 
 
 def clock(when: datetime) -> str:

@@ -62,6 +62,28 @@ def subscribe(
     return str(answer.get_json()["id"]), subscriber
 
 
+def test_a_suppressed_send_says_it_was_only_recorded(
+    make_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """Under TESTING nothing goes out: the timeline says so, instead of a push
+    service that accepted it."""
+    app = make_app(
+        PUSH_QUEUE="inline",
+        TESTING=True,
+        PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    )
+    client = app.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    with app.app_context():
+        (entry,) = push.explain(send(client, ["al"]))
+    assert (entry["status"], entry["reason"]) == ("sent", "recorded")
+    assert entry["detail"].startswith("Recorded at ") and "not sent" in entry["detail"]
+    assert "PUSH_SUPPRESS_SEND" in entry["events"][1]["detail"]
+    assert "push service" not in entry["detail"]
+    assert push_fake_webpush.requests == []
+
+
 def test_each_web_push_outcome_has_its_events(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:

@@ -48,7 +48,7 @@ class MemoryProvider(Provider):
     def parse(self, push: OutgoingPush, response: Any) -> DeliveryResult:
         if isinstance(response, BaseException):
             return DeliveryResult(push.delivery_id, "failed", self.kind, error=str(response))
-        return DeliveryResult(push.delivery_id, "sent", self.kind)
+        return DeliveryResult(push.delivery_id, "sent", self.kind, reason="recorded")
 
     async def aclose(self) -> None:
         return None
