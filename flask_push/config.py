@@ -220,7 +220,11 @@ def _provider(app: Flask, kind: credentials.ProviderKind) -> dict[str, Any] | No
         return kind.normalize(given)
     except ValidationError as err:
         key = by_name.get(err.field or "", trigger_key)
-        raise _fail(key, err.message) from err
+        message = err.message
+        what = kind.describe(err.field or "") if err.code == "missing_setting" else None
+        if what:
+            message = f"{message}: {what}"
+        raise _fail(key, message) from err
 
 
 def _endpoint_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
 from py_vapid.utils import b64urlencode
+from pydantic.alias_generators import to_snake
 
 from .errors import ProviderNotInstalled, ValidationError
 
@@ -104,6 +105,13 @@ class ProviderKind:
         """The config keys to set to turn it on, as a sentence's end."""
         keys = [s.config_key for s in self.settings if s.required and not s.derived]
         return " and ".join(filter(None, [", ".join(keys[:-1]), keys[-1]]))
+
+    def describe(self, name: str) -> str | None:
+        """What setting ``name`` is, from its wire model's docstring (secret or not)."""
+        found = self.wire.model_fields.get(to_snake(name)) if self.wire is not None else None
+        if found is None or not found.description:
+            return None
+        return " ".join(found.description.removeprefix("Secret. ").split())
 
     def check_installed(self) -> None:
         if self.requires:

@@ -49,7 +49,11 @@ def test_defaults(app):
             "flask push vapid-keys",
         ),
         ({"PUSH_VAPID_SUBJECT": "ops@shop.example"}, "PUSH_VAPID_SUBJECT", "mailto:"),
-        ({"PUSH_VAPID_SUBJECT": None}, "PUSH_VAPID_SUBJECT", "is required"),
+        (
+            {"PUSH_VAPID_SUBJECT": None},
+            "PUSH_VAPID_SUBJECT",
+            "is required: A contact URI: `mailto:",
+        ),
         ({"PUSH_VAPID_PUBLIC_KEY": "BOGUS"}, "PUSH_VAPID_PUBLIC_KEY", "does not belong"),
         (
             {"PUSH_VAPID_PRIVATE_KEY": None},
@@ -121,7 +125,7 @@ def test_defaults(app):
             "http(s)",
         ),
         ({"PUSH_APNS_TEAM_ID": "DEF123GHIJ"}, "PUSH_APNS_KEY", "required when PUSH_APNS_TEAM_ID"),
-        (apns_config(PUSH_APNS_KEY_ID=None), "PUSH_APNS_KEY_ID", "required"),
+        (apns_config(PUSH_APNS_KEY_ID=None), "PUSH_APNS_KEY_ID", "required: The auth key's 10-"),
         (apns_config(PUSH_APNS_TEAM_ID="short"), "PUSH_APNS_TEAM_ID", "10-character"),
         (apns_config(PUSH_APNS_TOPIC="shop"), "PUSH_APNS_TOPIC", "bundle id"),
         (

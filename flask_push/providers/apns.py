@@ -210,9 +210,11 @@ class ApnsSettings(WireModel):
     key: str
     """Secret. The .p8 auth key from Apple, as PEM text."""
     key_id: Annotated[str, Documented(pattern=stripped(APPLE_ID))]
+    """The auth key's 10-character Key ID, from Apple's developer account."""
     team_id: Annotated[str, Documented(pattern=stripped(APPLE_ID))]
+    """Your 10-character Team ID, from Apple's developer account."""
     topic: Annotated[str, Documented(pattern=stripped(BUNDLE_ID))]
-    """The app's bundle id."""
+    """The app's bundle id (`com.example.shop`)."""
     sandbox: bool = False
     base_url: str | None = None
     """An https origin; default Apple's."""
