@@ -22,7 +22,6 @@ Each runs in an app context (Flask's ``AppGroup``):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import signal
@@ -43,7 +42,7 @@ from py_vapid import Vapid
 
 from . import outcomes, reports
 from .credentials import vapid_raw_private_key
-from .dispatch import _reason, _unreachable
+from .database import first_line, missing_tables, tables_missing_message, unreachable
 from .errors import PayloadError, ValidationError
 from .models import ACTIVE, DEAD, utcnow
 from .outcomes import POLICY_REASONS
@@ -61,42 +60,24 @@ class _PushGroup(AppGroup):
         except sa.exc.DBAPIError as err:
             # The command's app context has ended with its context: make one.
             with ctx.ensure_object(ScriptInfo).load_app().app_context():
-                missing = _missing_tables()
+                missing = missing_tables(_push())
             if missing:
                 raise _tables_missing(missing) from err
-            if _unreachable(err):
+            if unreachable(err):
                 raise _database_unreachable(err) from err
             raise
 
 
 def _tables_missing(missing: list[str]) -> click.ClickException:
-    more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-    return click.ClickException(
-        f"flask-push's tables are missing from this database ({missing[0]}{more}). "
-        "Create them with db.create_all() in an app context, or with the shipped "
-        "Alembic migrations: `flask db upgrade heads` (README: Database migrations)."
-    )
+    return click.ClickException(tables_missing_message(missing))
 
 
 def _database_unreachable(err: BaseException | None) -> click.ClickException:
-    said = f" ({_reason(err)})" if err is not None else ""
+    said = f" ({first_line(err)})" if err is not None else ""
     return click.ClickException(
         f"the database is unreachable{said}; check SQLALCHEMY_DATABASE_URI and that the "
         "server is up. Nothing was changed."
     )
-
-
-def _missing_tables() -> list[str]:
-    """flask-push's tables that the app's database lacks (none when it cannot tell)."""
-    try:
-        push = _push()
-        push.db.session.rollback()
-        inspector = sa.inspect(push.db.engine)
-        models = push.models
-        tables = [getattr(models, f.name).__table__.name for f in dataclasses.fields(models)]
-        return [name for name in tables if not inspector.has_table(name)]
-    except Exception:  # noqa: BLE001 - the original error says more than this one
-        return []
 
 
 push_cli = _PushGroup("push", help="flask-push: push notifications.")
@@ -479,7 +460,7 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                     handled, outcomes = 0, Counter()
                 if once and not handled and push.state.get_inline().dispatcher.database_unreachable:
                     # said as a warning already; a cron job must see it fail too
-                    missing = _missing_tables()
+                    missing = missing_tables(_push())
                     raise _tables_missing(missing) if missing else _database_unreachable(None)
                 if handled:
                     stamp = utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from . import app_providers, outcomes, policy, signals, tracing
 from .activities import activity_from_json, overtaken
 from .config import MAX_TTL, PushSettings
+from .database import first_line, unreachable
 from .message import DeliveryResult, DeviceTarget, Notification, OutgoingPush, WebPushTarget
 from .models import ACTIVE, DEAD, Models, utcnow
 from .providers import Provider, provider_class, service_name
@@ -615,7 +616,7 @@ class Dispatcher:
         try:
             claim = await self._on_db_thread(self._claim_and_load, message_id, limit)
         except Exception as err:
-            if not _unreachable(err):
+            if not unreachable(err):
                 raise
             self._lost_database(r, err)
             return
@@ -757,7 +758,7 @@ class Dispatcher:
             # Outcomes are data until written: keep them (with any that came meanwhile).
             writes.extend(r.pending)
             r.pending = writes
-            if not _unreachable(err):
+            if not unreachable(err):
                 raise
             self._lost_database(r, err)
             return
@@ -787,7 +788,7 @@ class Dispatcher:
                 "flask-push: the database is unreachable (%s); %d outcomes are kept and will "
                 "be written when it is back, and %d claimed deliveries that were not sent "
                 "yet will be released then",
-                _reason(err),
+                first_line(err),
                 len(pending.results) + len(pending.decided) + r.unfinished,
                 len(pending.released) + len(pending.deferred),
             )
@@ -795,7 +796,7 @@ class Dispatcher:
             logger.warning(
                 "flask-push: the database is unreachable (%s); no deliveries are claimed "
                 "until it is back",
-                _reason(err),
+                first_line(err),
             )
 
     def _found_database(self, r: _Round, written: _Writes) -> None:
@@ -851,7 +852,7 @@ class Dispatcher:
             try:
                 await self._on_db_thread(self._renew, ids)
             except Exception as err:
-                if not _unreachable(err):
+                if not unreachable(err):
                     logger.exception(
                         "flask-push: could not renew the lease of %d deliveries in hand", len(ids)
                     )
@@ -1673,19 +1674,3 @@ def _answer(result: DeliveryResult, *, prefer_code: bool = False) -> str:
 
 def _clip(text: str | None, length: int = 2000) -> str | None:
     return text[:length] if text is not None else None
-
-
-def _unreachable(err: BaseException) -> bool:
-    """Whether a database error means the server cannot be reached right now (a
-    lost or refused connection, a server restarting, a pool or lock timeout),
-    which passes, rather than a mistake in a statement, which would not."""
-    if isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated:
-        return True
-    return isinstance(err, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError))
-
-
-def _reason(err: BaseException) -> str:
-    """The first line of what the driver said, such as "Connection refused"."""
-    cause = getattr(err, "orig", None) or err
-    lines = str(cause).strip().splitlines()
-    return lines[0] if lines else type(cause).__name__

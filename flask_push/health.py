@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Literal
 
+from . import database
 from .errors import BackplaneError
 from .outbox_state import outbox_state
 from .schemas.operations import Health, OutboxHealth
@@ -30,9 +31,15 @@ def check(state: PushState) -> Health:
         outbox = OutboxHealth(due=found.due, oldest_due_seconds=found.oldest_due_seconds)
     except Exception as err:  # noqa: BLE001 - any failure means "down"
         push.db.session.rollback()
-        # The log has the driver's words; the answer, read by anyone, does not.
-        logger.warning("flask-push: health check: the database did not answer: %s", err)
-        problems.append("The database did not answer.")
+        # The log has the driver's words and what to do; the answer, read by
+        # anyone, does not.
+        missing = database.missing_tables(push)
+        if missing:
+            logger.error("flask-push: health check: %s", database.tables_missing_message(missing))
+            problems.append("The database answered, but flask-push's tables are missing.")
+        else:
+            logger.warning("flask-push: health check: the database did not answer: %s", err)
+            problems.append("The database did not answer.")
     backplane = state.get_realtime().backplane
     backplane_status: Literal["ok", "memory", "down"] = backplane.health
     try:

@@ -137,6 +137,55 @@ def test_database_down_is_503(unreachable_database: Flask) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "unreachable_database",
+    [
+        lambda tmp: {
+            "SQLALCHEMY_DATABASE_URI": f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test"
+        },
+        lambda tmp: {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'missing' / 'app.db'}"},
+    ],
+    ids=["postgresql", "sqlite"],
+    indirect=True,
+)
+def test_the_api_answers_503_while_the_database_is_down(
+    unreachable_database: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a 500 "something went wrong": the client may try again, and the log says
+    what the driver said, in one line."""
+    client = unreachable_database.test_client()
+    answer = client.post("/push/notifications", json={"title": "Hi"}, headers={"X-User": "alice"})
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert answer.get_json()["error"]["code"] == "database_unavailable"
+    assert "Traceback" not in answer.get_data(as_text=True)
+    [said] = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert said.exc_info is None and "POST /push/notifications" in said.getMessage()
+
+
+def test_missing_tables_are_named_in_the_log_not_to_the_client(
+    tmp_path: Path, vapid_private_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = Flask(__name__)
+    app.config.update(TESTING=True, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'new.db'}")
+    db.init_app(app)
+    push.init_app(app)  # and no db.create_all()
+    try:
+        answer = app.test_client().get("/push/notifications", headers={"X-User": "alice"})
+        assert answer.status_code == 500
+        assert answer.get_json()["error"]["code"] == "database_not_set_up"
+        assert "push_" not in answer.get_data(as_text=True)
+        assert any("db.create_all()" in r.getMessage() for r in caplog.records)
+        status, body = health(app)
+        assert status == 503
+        assert body["problems"] == ["The database answered, but flask-push's tables are missing."]
+    finally:
+        with app.app_context():
+            app.extensions["push"].shutdown()
+            db.session.remove()
+            db.engine.dispose()
+
+
 def test_answers_conform_to_the_document(make_app: Callable[..., Flask]) -> None:
     """200 and 503 both carry the documented body."""
     import schemathesis

@@ -17,12 +17,16 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
 
+from .. import database
 from ..config import PushSettings
 from ..errors import ValidationError
 from . import routes
-from .http import ApiError, error_response
+from .http import ApiError, error_response, push
 
 log = logging.getLogger("flask_push")
+
+#: seconds a client is asked to wait when the database cannot be reached
+DATABASE_RETRY_AFTER = 5
 
 _STATIC = str(Path(__file__).resolve().parent.parent / "static")
 
@@ -124,6 +128,37 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         return error_response(
             ApiError(409, "conflict", "That conflicts with a concurrent change; retry.")
         )
+
+    @bp.errorhandler(sa.exc.DBAPIError)
+    def database_error(err: sa.exc.DBAPIError) -> ResponseReturnValue:
+        _rollback()
+        missing = database.missing_tables(push())
+        if missing:
+            # the operator's mistake, said in the log; the client learns only that
+            log.error("flask-push: %s", database.tables_missing_message(missing))
+            return error_response(
+                ApiError(
+                    500, "database_not_set_up", "The server's database is not set up for this yet."
+                )
+            )
+        if database.unreachable(err):
+            log.warning(
+                "flask-push: the database is unreachable (%s) in %s %s",
+                database.first_line(err),
+                request.method,
+                request.path,
+            )
+            response = error_response(
+                ApiError(
+                    503,
+                    "database_unavailable",
+                    "The database cannot be reached right now; nothing was changed. Try again "
+                    "shortly.",
+                )
+            )
+            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+            return response
+        return internal_error(err)
 
     @bp.errorhandler(Exception)
     def internal_error(err: Exception) -> ResponseReturnValue:

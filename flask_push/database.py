@@ -1,0 +1,49 @@
+"""What is wrong with the database, when a statement fails: the server cannot be
+reached (which passes), or flask-push's tables were never made (which does not).
+The CLI, the HTTP API, ``/health`` and the workers say it the same way."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether a database error means the server cannot be reached right now (a
+    lost or refused connection, a server restarting, a pool or lock timeout),
+    which passes, rather than a mistake in a statement, which would not."""
+    if isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated:
+        return True
+    return isinstance(err, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError))
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of what the driver said, such as "Connection refused"."""
+    cause = getattr(err, "orig", None) or err
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+def missing_tables(push: Any) -> list[str]:
+    """flask-push's tables that the app's database lacks (none when it cannot tell:
+    the server is down, say). Needs an app context."""
+    try:
+        push.db.session.rollback()
+        inspector = sa.inspect(push.db.engine)
+        models = push.models
+        tables = [getattr(models, f.name).__table__.name for f in dataclasses.fields(models)]
+        return [name for name in tables if not inspector.has_table(name)]
+    except Exception:  # noqa: BLE001 - the original error says more than this one
+        return []
+
+
+def tables_missing_message(missing: list[str]) -> str:
+    """What to do about :func:`missing_tables`, as a sentence."""
+    more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    return (
+        f"flask-push's tables are missing from this database ({missing[0]}{more}). "
+        "Create them with db.create_all() in an app context, or with the shipped "
+        "Alembic migrations: `flask db upgrade heads` (README: Database migrations)."
+    )
