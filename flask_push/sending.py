@@ -220,7 +220,8 @@ def _delivery_rows(
     for target in targets:
         decision = rules.decide(target) if rules is not None else None
         reachable = target.kind in configured or (target.kind, target.app_id) in stored
-        if decision is not None and reachable:
+        # held back by the user's choices: that is the reason, with or without a provider
+        if decision is not None and (reachable or not decision.tried):
             yield {
                 "message_id": message_id,
                 "kind": target.kind,

@@ -331,6 +331,23 @@ def test_a_channel_turned_off_is_suppressed_and_not_counted(
     assert shown["counts"]["suppressed"] == 1 and shown["counts"]["sent"] == 1
 
 
+def test_a_channel_turned_off_is_suppressed_even_without_a_provider(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """The user's choice is the reason, not the missing FCM: the console shows no
+    failure that an operator would look into."""
+    app = sending_app(PUSH_CATEGORIES=CATEGORIES, PUSH_FCM_CREDENTIALS=None, PUSH_FCM_BASE_URL=None)
+    with context(app):
+        browser_and_phone(push_fake_webpush)
+        push.set_preferences("alice", categories={"offers": {"mobile": False}})
+        message = push.send(users=["alice"], title="Deal", category="offers")
+        assert statuses(message.id) == {
+            "webpush": ("sent", "accepted"),
+            "fcm": ("suppressed", "opted_out"),
+        }
+        assert message.recipient_count == 1
+
+
 def test_an_opt_in_category_reaches_only_who_turned_it_on(
     live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
 ) -> None:
