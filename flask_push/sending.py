@@ -470,7 +470,9 @@ def _queue_message(
                     )
                 )
         session.commit()
-        # loaded now, so the returned message reads fine after the app context ends
+        # Loaded now, so the returned message reads fine after the app context ends.
+        # It stays in the session, for a caller who changes and commits it; so a later
+        # commit in the same context (a second send) expires it like any other row.
         session.refresh(message)
     except sa.exc.IntegrityError:
         session.rollback()
