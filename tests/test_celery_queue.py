@@ -368,6 +368,31 @@ def test_a_fan_out_is_delivered_by_a_celery_worker_process(
     assert broker.pending() == []
 
 
+def test_cli_send_reports_what_the_celery_worker_delivered(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    push_fake_webpush: FakePushService,
+    workers: Workers,
+) -> None:
+    """The worker, woken by the send's task, claims deliveries before the command
+    does: the command waits for their outcomes and reports them as delivered."""
+    app = make_app(**celery_config)
+    with app.app_context():
+        add_browsers(push_fake_webpush, 20)
+    name = workers.start(celery_config)
+    workers.wait_ready(name)
+    push_fake_webpush.delay = 0.3  # the worker's pushes are in flight as the command looks
+    for attempt in range(3):
+        result = app.test_cli_runner().invoke(
+            args=["push", "send", "--everyone", "--title", f"Sale {attempt}"]
+        )
+        assert result.exit_code == 0, (result.output, workers.log(name))
+        assert "Deliveries: sent 20" in result.output, result.output
+    assert sorted(p.subscriber_name for p in push_fake_webpush.pushes) == sorted(
+        f"browser-{i}" for i in range(20) for _ in range(3)
+    )
+
+
 @on_postgres
 def test_503_then_429_are_retried_by_the_sweep(
     make_app: Callable[..., Flask],
