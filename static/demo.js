@@ -239,6 +239,7 @@
   // Live Activity and push-to-start tokens are APNs tokens, longer than a device's
   const LIVE_TOKEN_BYTES = 80;
   document.querySelectorAll('[data-register-device]').forEach((button) => {
+    button.disabled = false; // the page shows it disabled until this script runs
     button.addEventListener('click', async () => {
       const deviceType = button.dataset.registerDevice;
       button.disabled = true;
