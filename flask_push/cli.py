@@ -42,7 +42,13 @@ from py_vapid import Vapid
 
 from . import outcomes, reports
 from .credentials import vapid_raw_private_key
-from .database import first_line, missing_tables, tables_missing_message, unreachable
+from .database import (
+    answers,
+    first_line,
+    missing_tables,
+    tables_missing_message,
+    unreachable,
+)
 from .errors import PayloadError, ValidationError
 from .models import ACTIVE, DEAD, utcnow
 from .outcomes import POLICY_REASONS
@@ -61,9 +67,11 @@ class _PushGroup(AppGroup):
             # The command's app context has ended with its context: make one.
             with ctx.ensure_object(ScriptInfo).load_app().app_context():
                 missing = missing_tables(_push())
+                # the same class for a refused connection and a failed statement
+                down = unreachable(err) and not answers(_push())
             if missing:
                 raise _tables_missing(missing) from err
-            if unreachable(err):
+            if down:
                 raise _database_unreachable(err) from err
             raise
 

@@ -26,12 +26,28 @@ def first_line(err: BaseException) -> str:
     return lines[0] if lines else type(cause).__name__
 
 
+def _engine(push: Any) -> Any:
+    """The engine flask-push's models use (a bind of their own, if the app has one)."""
+    return push.db.session.get_bind(mapper=push.models.Message)
+
+
+def answers(push: Any) -> bool:
+    """Whether the database answers a ``SELECT 1`` now, on a connection of its own.
+    After an error, it tells an outage from a statement that failed."""
+    try:
+        with _engine(push).connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means it does not answer
+        return False
+
+
 def missing_tables(push: Any) -> list[str]:
     """flask-push's tables that the app's database lacks (none when it cannot tell:
     the server is down, say). Needs an app context."""
     try:
         push.db.session.rollback()
-        inspector = sa.inspect(push.db.engine)
+        inspector = sa.inspect(_engine(push))
         models = push.models
         tables = [getattr(models, f.name).__table__.name for f in dataclasses.fields(models)]
         return [name for name in tables if not inspector.has_table(name)]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 
 from flask_push.models import utcnow
@@ -161,6 +162,31 @@ def test_the_api_answers_503_while_the_database_is_down(
     assert "Traceback" not in answer.get_data(as_text=True)
     [said] = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert said.exc_info is None and "POST /push/notifications" in said.getMessage()
+
+
+def test_a_failed_statement_is_no_outage(app: Flask) -> None:
+    """SQLite raises the same OperationalError for "no such column" as for a
+    database it cannot open: the database still answers, so it is a 500 with its
+    traceback in the log, not a 503 that tells clients to come back."""
+    with app.app_context():
+        db.session.execute(sa.text("ALTER TABLE push_inbox_items RENAME COLUMN progress TO gone"))
+        db.session.commit()
+    answer = app.test_client().get("/push/notifications", headers={"X-User": "alice"})
+    assert answer.status_code == 500
+    assert answer.get_json()["error"]["code"] == "internal_error"
+
+
+def test_a_pool_with_no_connection_free_is_503(make_app: Callable[..., Flask]) -> None:
+    options = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.5}
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS=options)
+    with app.app_context():
+        held = db.engine.connect()
+        try:
+            answer = app.test_client().get("/push/notifications", headers={"X-User": "alice"})
+        finally:
+            held.close()
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "database_unavailable"
 
 
 def test_missing_tables_are_named_in_the_log_not_to_the_client(

@@ -132,6 +132,11 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     @bp.errorhandler(sa.exc.DBAPIError)
     def database_error(err: sa.exc.DBAPIError) -> ResponseReturnValue:
         _rollback()
+        # Told apart by asking the database again: drivers raise the same class
+        # for a refused connection and for a statement that failed (SQLite's "no
+        # such column", PostgreSQL's deadlock), and only the first passes.
+        if not database.answers(push()):
+            return _database_unavailable(err)
         missing = database.missing_tables(push())
         if missing:
             # the operator's mistake, said in the log; the client learns only that
@@ -141,24 +146,13 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
                     500, "database_not_set_up", "The server's database is not set up for this yet."
                 )
             )
-        if database.unreachable(err):
-            log.warning(
-                "flask-push: the database is unreachable (%s) in %s %s",
-                database.first_line(err),
-                request.method,
-                request.path,
-            )
-            response = error_response(
-                ApiError(
-                    503,
-                    "database_unavailable",
-                    "The database cannot be reached right now; nothing was changed. Try again "
-                    "shortly.",
-                )
-            )
-            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
-            return response
         return internal_error(err)
+
+    @bp.errorhandler(sa.exc.TimeoutError)
+    def database_busy(err: sa.exc.TimeoutError) -> ResponseReturnValue:
+        # every connection of the pool is in use, for longer than its pool_timeout
+        _rollback()
+        return _database_unavailable(err)
 
     @bp.errorhandler(Exception)
     def internal_error(err: Exception) -> ResponseReturnValue:
@@ -169,6 +163,25 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         )
 
     return bp
+
+
+def _database_unavailable(err: Exception) -> Response:
+    """503 with ``Retry-After``, and one line in the log: an outage passes."""
+    log.warning(
+        "flask-push: the database is unreachable (%s) in %s %s",
+        database.first_line(err),
+        request.method,
+        request.path,
+    )
+    response = error_response(
+        ApiError(
+            503,
+            "database_unavailable",
+            "The database cannot be reached right now; nothing was changed. Try again shortly.",
+        )
+    )
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
 
 
 _HTTP_CODES = {
