@@ -75,10 +75,15 @@ def cancel(state: PushState, message_id: str) -> dict[str, Any]:
     message = message_row(state, message_id)
     session = state.push.db.session
     try:
-        if control.cancel(session, state.push.models, message.id):
-            policy.release_capped(
-                session, state.push.models, state.settings.categories, [message.id]
-            )
+        # before the cancel, which ends the lease of a push on the network too
+        policy.release_capped(
+            session,
+            state.push.models,
+            state.settings.categories,
+            [message.id],
+            cancelling=True,
+        )
+        control.cancel(session, state.push.models, message.id)
         session.commit()
     except BaseException:
         session.rollback()

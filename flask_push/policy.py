@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from . import outcomes
 from .categories import Category
-from .models import ACTIVE, Models
+from .models import ACTIVE, Models, utcnow
 from .preferences import Stored, stored_for
 
 if TYPE_CHECKING:
@@ -239,36 +239,59 @@ def record_capped(
 
 #: what a delivery is in once it was pushed or will be: it counts against the cap
 COUNTED = ("queued", "sent", "failed", "gone")
+#: what it is in once it was pushed
+PUSHED = ("sent", "failed", "gone")
 
 
 def release_capped(
-    session: Any, models: Models, categories: Mapping[str, Category], message_ids: Iterable[str]
+    session: Any,
+    models: Models,
+    categories: Mapping[str, Category],
+    message_ids: Iterable[str],
+    *,
+    cancelling: bool = False,
 ) -> None:
     """Stop counting ``message_ids`` against the daily cap of the users they will
     now never push to: all their deliveries of it were cancelled or superseded (no
-    commit). Messages of a category without a cap are left alone."""
+    commit). With ``cancelling``, called before a cancel: the users kept are those
+    with a delivery pushed or on the network now (a worker holds it, and its
+    outcome replaces the cancel). Messages of a category without a cap are left
+    alone."""
     ids = sorted(set(message_ids))
     if not ids:
         return
     m, c, d = models.Message, models.CappedSend, models.Delivery
     s, i = models.Subscription, models.Installation
-    for message_id, category in session.execute(
-        sa.select(m.id, m.category).where(m.id.in_(ids), m.category.is_not(None))
-    ):
+    now = utcnow()
+    if cancelling:
+        counted = sa.or_(d.status.in_(PUSHED), sa.and_(d.status == "queued", d.lease_until > now))
+    else:
+        counted = d.status.in_(COUNTED)
+    rows = session.execute(
+        sa.select(m.id, m.category, m.send_at, m.created_at).where(
+            m.id.in_(ids), m.category.is_not(None)
+        )
+    )
+    for message_id, category, send_at, created_at in rows:
         known = categories.get(category)
         if known is None or not known.max_per_day:
             continue
-        still = sa.union(
-            sa.select(s.user_id)
-            .join(d, d.subscription_id == s.id)
-            .where(d.message_id == message_id, d.status.in_(COUNTED), s.user_id.is_not(None)),
-            sa.select(i.user_id)
-            .join(d, d.installation_id == i.id)
-            .where(d.message_id == message_id, d.status.in_(COUNTED), i.user_id.is_not(None)),
-        )
+        # the time its rows were counted at (sending: ``due``): with the category,
+        # a range of the ledger's index instead of all of the category's rows
+        counted_at = send_at if send_at is not None and send_at > created_at else created_at
+        still = [
+            sa.select(d.id)
+            .join(target, column == target.id)
+            .where(d.message_id == message_id, target.user_id == c.user_id, counted)
+            .exists()
+            for target, column in ((s, d.subscription_id), (i, d.installation_id))
+        ]
         session.execute(
             sa.delete(c).where(
-                c.category == category, c.message_id == message_id, c.user_id.not_in(still)
+                c.category == category,
+                c.sent_at == counted_at,
+                c.message_id == message_id,
+                ~sa.or_(*still),
             ),
             execution_options={"synchronize_session": False},
         )

@@ -723,6 +723,35 @@ def test_pushes_that_will_never_be_made_stop_counting(
         assert statuses(capped.id) == {"webpush": ("suppressed", "frequency_cap")}
 
 
+def test_a_push_on_the_network_when_cancelled_still_counts(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """Cancel cannot call back a push already sent: its outcome replaces the cancel,
+    and the cap keeps counting it."""
+    import time
+
+    app = sending_app(
+        PUSH_QUEUE="thread", PUSH_CATEGORIES={"deals": {"label": "Deals", "max_per_day": 1}}
+    )
+    with context(app):
+        browser = push_fake_webpush.subscribe()
+        subscribe(browser)
+        push_fake_webpush.hold()
+        first = push.send(users=["alice"], title="Deal", category="deals")
+        push_fake_webpush.wait_in_flight(1)
+        push.cancel(first.id)
+        push_fake_webpush.release()
+        deadline = time.monotonic() + 10
+        while statuses(first.id)["webpush"][0] != "sent" and time.monotonic() < deadline:
+            db.session.rollback()
+            time.sleep(0.05)
+        assert statuses(first.id) == {"webpush": ("sent", "accepted")}
+        second = push.send(users=["alice"], title="Another deal", category="deals")
+        assert statuses(second.id) == {"webpush": ("suppressed", "frequency_cap")}
+        push.shutdown()
+    assert len(browser.received) == 1
+
+
 # -- at scale ---------------------------------------------------------------------------
 
 
