@@ -99,9 +99,11 @@ def plan(
     expires_at: datetime,
     now: datetime,
     queued: list[dict[str, Any]],
+    activity_id: str | None = None,
 ) -> Plan:
     """Decide, for ``category``, what reaches each of ``targets`` and who of
-    ``inbox_users`` gets an inbox item. ``queued`` is the timeline's first entry."""
+    ``inbox_users`` gets an inbox item. ``queued`` is the timeline's first entry;
+    ``activity_id``, for a state of an activity (see :func:`_over_cap`)."""
     users = audience_users(models, audience)
     # a required category cannot be turned off and ignores quiet hours: no one's
     # choices matter, only the cap
@@ -109,7 +111,16 @@ def plan(
     capped: set[str] = set()
     if category.max_per_day:
         _hold_cap(session, models, category, now)
-        capped = _over_cap(session, models, category, users, due, category.max_per_day)
+        capped = _over_cap(
+            session,
+            models,
+            category,
+            users,
+            due,
+            category.max_per_day,
+            activity_id=activity_id,
+            now=now,
+        )
     result = Plan()
     nobody = Stored()
     pushed: set[str] = set()
@@ -186,27 +197,70 @@ def _over_cap(
     users: Sequence[str] | sa.Select[Any],
     due: datetime,
     cap: int,
+    *,
+    activity_id: str | None = None,
+    now: datetime,
 ) -> set[str]:
     """The users of ``users`` whom one more push of ``category`` at ``due`` would
     give more than ``cap`` in the 24 hours before a push: this one, or one already
-    queued for later (a scheduled send)."""
+    queued for later (a scheduled send).
+
+    A new state of activity ``activity_id`` replaces its older states that are
+    still waiting: those do not count, as this one supersedes them (or, held back
+    itself, leaves them to go).
+    """
     c = models.CappedSend
-    query = sa.select(c.user_id, c.sent_at).where(
-        c.category == category.id, c.sent_at > due - CAP_WINDOW, c.sent_at < due + CAP_WINDOW
-    )
+    where = [c.category == category.id, c.sent_at > due - CAP_WINDOW, c.sent_at < due + CAP_WINDOW]
+    if activity_id is not None:
+        m = models.Message
+        older = sa.select(m.id).where(m.activity_id == activity_id)
+        where.append(
+            sa.or_(c.message_id.not_in(older), _reached(models, c.message_id, c.user_id, now))
+        )
+    # Only a user with ``cap`` pushes within a day either side can go over: read
+    # the times of those alone, not of everyone a broadcast reaches.
+    crowded = sa.select(c.user_id).where(*where).group_by(c.user_id)
+    crowded = crowded.having(sa.func.count() >= cap)
     if isinstance(users, sa.Select):
-        batches = [query.where(c.user_id.in_(users))]
+        batches = [crowded.where(c.user_id.in_(users))]
     else:
         ids = list(users)
         batches = [
-            query.where(c.user_id.in_(ids[start : start + INSERT_CHUNK]))
+            crowded.where(c.user_id.in_(ids[start : start + INSERT_CHUNK]))
             for start in range(0, len(ids), INSERT_CHUNK)
         ]
+    candidates = [user for batch in batches for user in session.scalars(batch)]
     times: dict[str, list[datetime]] = {}
-    for batch in batches:
-        for user, at in session.execute(batch):
+    for start in range(0, len(candidates), INSERT_CHUNK):
+        batch = candidates[start : start + INSERT_CHUNK]
+        for user, at in session.execute(
+            sa.select(c.user_id, c.sent_at).where(*where, c.user_id.in_(batch))
+        ):
             times.setdefault(user, []).append(at)
     return {user for user, pushed in times.items() if _breaks(pushed, due, cap)}
+
+
+def _reached(models: Models, message_id: Any, user_id: Any, now: datetime) -> Any:
+    """SQL: some delivery of ``message_id`` to a target of ``user_id`` was pushed or
+    is on the network now (a worker holds it)."""
+    d = models.Delivery
+    counted = sa.or_(d.status.in_(PUSHED), sa.and_(d.status == "queued", d.lease_until > now))
+    return _delivered(models, message_id, user_id, counted)
+
+
+def _delivered(models: Models, message_id: Any, user_id: Any, counted: Any) -> Any:
+    """SQL: some delivery of ``message_id`` to a browser or device of ``user_id`` is
+    as ``counted`` says."""
+    d, s, i = models.Delivery, models.Subscription, models.Installation
+    return sa.or_(
+        *(
+            sa.select(d.id)
+            .join(target, column == target.id)
+            .where(d.message_id == message_id, target.user_id == user_id, counted)
+            .exists()
+            for target, column in ((s, d.subscription_id), (i, d.installation_id))
+        )
+    )
 
 
 def _breaks(pushed: Sequence[datetime], due: datetime, cap: int) -> bool:
@@ -261,12 +315,7 @@ def release_capped(
     if not ids:
         return
     m, c, d = models.Message, models.CappedSend, models.Delivery
-    s, i = models.Subscription, models.Installation
     now = utcnow()
-    if cancelling:
-        counted = sa.or_(d.status.in_(PUSHED), sa.and_(d.status == "queued", d.lease_until > now))
-    else:
-        counted = d.status.in_(COUNTED)
     rows = session.execute(
         sa.select(m.id, m.category, m.send_at, m.created_at).where(
             m.id.in_(ids), m.category.is_not(None)
@@ -279,19 +328,17 @@ def release_capped(
         # the time its rows were counted at (sending: ``due``): with the category,
         # a range of the ledger's index instead of all of the category's rows
         counted_at = send_at if send_at is not None and send_at > created_at else created_at
-        still = [
-            sa.select(d.id)
-            .join(target, column == target.id)
-            .where(d.message_id == message_id, target.user_id == c.user_id, counted)
-            .exists()
-            for target, column in ((s, d.subscription_id), (i, d.installation_id))
-        ]
+        still = (
+            _reached(models, message_id, c.user_id, now)
+            if cancelling
+            else _delivered(models, message_id, c.user_id, d.status.in_(COUNTED))
+        )
         session.execute(
             sa.delete(c).where(
                 c.category == category,
                 c.sent_at == counted_at,
                 c.message_id == message_id,
-                ~sa.or_(*still),
+                ~still,
             ),
             execution_options={"synchronize_session": False},
         )

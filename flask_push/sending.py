@@ -416,6 +416,7 @@ def _queue_message(
                 expires_at=expiry(due, shown["ttl"]),
                 now=now,
                 queued=first_events(due, now),
+                activity_id=extras.columns.get("activity_id") if extras is not None else None,
             )
             owners = rules.inbox_users
             recipients -= sum(not d.tried for d in rules.decisions.values())

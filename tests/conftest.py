@@ -412,3 +412,13 @@ def many_subscriptions(n: int, owner: Callable[[int], str | None] = lambda i: No
         ],
     )
     db.session.commit()
+
+
+def quiet_now(user: str = "alice") -> None:
+    """Quiet hours for ``user`` from an hour ago to an hour from now (UTC)."""
+    now = datetime.now(timezone.utc)
+    window = {
+        "start": f"{now - timedelta(hours=1):%H:%M}",
+        "end": f"{now + timedelta(hours=1):%H:%M}",
+    }
+    push.set_preferences(user, quiet_hours={**window, "time_zone": "UTC"})

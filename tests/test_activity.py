@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from flask_push.errors import PayloadError, ValidationError
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import as_user, db, push, subscribe
+from conftest import as_user, db, push, quiet_now, subscribe
 
 IPHONE = "ab" * 32
 LIVE_TOKEN = "cd" * 32
@@ -243,15 +242,7 @@ def test_a_retried_older_state_never_lands_after_a_newer_one(
         service.fail_next(503, subscriber=browser, retry_after=1)
         older = order(state={"status": "confirmed", "step": 2, "steps": 5}, category="deliveries")
         service.wait_in_flight(1)
-        now = datetime.now(timezone.utc)
-        push.set_preferences(
-            "alice",
-            quiet_hours={
-                "start": f"{(now - timedelta(hours=1)):%H:%M}",
-                "end": f"{(now + timedelta(hours=1)):%H:%M}",
-                "time_zone": "UTC",
-            },
-        )
+        quiet_now()
         newer = order(category="deliveries")
         service.release()
         d = push.models.Delivery
@@ -275,28 +266,38 @@ def test_a_retried_older_state_never_lands_after_a_newer_one(
 def test_a_newer_state_the_user_will_not_get_leaves_the_older_one(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
-    """A newer state held back by the policy (here the daily cap) supersedes
-    nothing: the older one, waiting for the end of the quiet hours, still goes."""
-    app = sending_app(
-        PUSH_CATEGORIES={"deals": {"label": "Deals", "max_per_day": 1}},
-    )
+    """A newer state held back by the policy (here the user turned the channel off
+    meanwhile) supersedes nothing: the older one, waiting for the end of the quiet
+    hours, still goes."""
+    app = sending_app(PUSH_CATEGORIES={"deals": {"label": "Deals"}})
     with app.app_context():
         subscribe(push_fake_webpush.subscribe(), "alice")
-        now = datetime.now(timezone.utc)
-        push.set_preferences(
-            "alice",
-            quiet_hours={
-                "start": f"{(now - timedelta(hours=1)):%H:%M}",
-                "end": f"{(now + timedelta(hours=1)):%H:%M}",
-                "time_zone": "UTC",
-            },
-        )
+        quiet_now()
         older = push.activity("deal-1", users=["alice"], title="Deal", category="deals")
+        push.set_preferences("alice", categories={"deals": {"web": False}})
         newer = push.activity("deal-1", users=["alice"], title="Deal, updated", category="deals")
         [held] = push.explain(newer.id)
-        assert (held["status"], held["reason"]) == ("suppressed", "frequency_cap")
+        assert (held["status"], held["reason"]) == ("suppressed", "opted_out")
         [waiting] = push.explain(older.id)
         assert (waiting["status"], waiting["reason"]) == ("queued", "quiet_hours")
+
+
+def test_a_newer_state_is_not_capped_by_the_one_it_replaces(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """The older state still waiting does not count against the daily cap of the
+    newer one, which takes its place: one push either way, and the newest."""
+    app = sending_app(PUSH_CATEGORIES={"deals": {"label": "Deals", "max_per_day": 1}})
+    with app.app_context():
+        subscribe(push_fake_webpush.subscribe(), "alice")
+        quiet_now()
+        states = [
+            push.activity("deal-1", users=["alice"], title=f"Deal {n}", category="deals")
+            for n in range(3)
+        ]
+        assert [push.explain(m.id)[0]["status"] for m in states] == ["superseded"] * 2 + ["queued"]
+        other = push.send(users=["alice"], title="Another deal", category="deals")
+        assert push.explain(other.id)[0]["reason"] == "frequency_cap"
 
 
 def test_the_inbox_progress_follows_each_state(live: Flask) -> None:

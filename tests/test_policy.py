@@ -20,7 +20,7 @@ from flask_push.preferences import QuietHours
 from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import as_user, db, many_subscriptions, push, statements, subscribe
+from conftest import as_user, db, many_subscriptions, push, quiet_now, statements, subscribe
 
 CATEGORIES = {
     "order_status": {"label": "Order updates", "required": True},
@@ -635,16 +635,6 @@ def test_other_users_have_caps_of_their_own(
             db.session.execute(sa.select(d.status, d.reason).where(d.message_id == both.id)).all()
         )
         assert found == [("sent", "accepted"), ("suppressed", "frequency_cap")]
-
-
-def quiet_now(user: str = "alice") -> None:
-    """Quiet hours for ``user`` from an hour ago to an hour from now (UTC)."""
-    now = datetime.now(timezone.utc)
-    window = {
-        "start": f"{now - timedelta(hours=1):%H:%M}",
-        "end": f"{now + timedelta(hours=1):%H:%M}",
-    }
-    push.set_preferences(user, quiet_hours={**window, "time_zone": "UTC"})
 
 
 def test_a_scheduled_send_counts_in_the_24_hours_before_it(
