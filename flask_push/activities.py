@@ -128,8 +128,9 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         inbox_fields={
             "is_new": True,
             "data": {"activity": {"id": call.id, "event": call.event, "state": call.state or {}}},
-            # from this state alone: a state without step and steps clears it
-            "progress": progress,
+            # from this state alone: a state without step and steps clears it (SQL
+            # NULL, as on an item never given one, not JSON null)
+            "progress": progress if progress is not None else sa.null(),
         },
         before_insert=supersede,
         after_commit=publish,

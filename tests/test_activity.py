@@ -310,6 +310,8 @@ def test_the_inbox_progress_follows_each_state(live: Flask) -> None:
         order(state={"status": "driver_nearby"})
         [item] = push.search("alice").items
         assert item.progress is None
+        i = push.models.InboxItem
+        assert db.session.scalar(sa.select(sa.func.count()).where(i.progress.is_(None))) == 1
         assert item.data["activity"]["state"] == {"status": "driver_nearby"}
 
 
