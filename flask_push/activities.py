@@ -252,7 +252,9 @@ def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> set[
         .join(newer_m, newer_m.id == newer_d.message_id)
         .where(
             newer_m.activity_id == m.activity_id,
-            newer_m.created_at > m.created_at,
+            # the activity's own clock, which only grows from one call to the next
+            # (not created_at, which app servers' clocks may disagree on)
+            newer_m.activity["timestamp"].as_integer() > m.activity["timestamp"].as_integer(),
             newer_d.status.in_(["queued", "sent"]),
             same_target,
         )

@@ -184,7 +184,8 @@ def _hold_cap(session: Any, models: Models, category: Category, now: datetime) -
     (later reads in the transaction then see every send committed before it)."""
     c = models.CappedSend
     if session.get_bind(mapper=c).dialect.name == "postgresql":
-        key = f"flask-push cap {category.id}".encode()
+        # the table's full name too: apps in other schemas of the database keep apart
+        key = f"flask-push cap {c.__table__.fullname} {category.id}".encode()
         lock = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big", signed=True)
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(lock)))
     session.execute(sa.delete(c).where(c.category == category.id, c.sent_at <= now - CAP_WINDOW))
