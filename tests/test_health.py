@@ -98,7 +98,15 @@ def test_redis_unreachable_is_503(make_app: Callable[..., Flask]) -> None:
     assert body["problems"] == ["The live events' backplane (Redis) did not answer."]
 
 
-@pytest.fixture
+@pytest.fixture(
+    params=[
+        lambda tmp: {
+            "SQLALCHEMY_DATABASE_URI": f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test"
+        },
+        lambda tmp: {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'missing' / 'app.db'}"},
+    ],
+    ids=["postgresql", "sqlite"],
+)
 def unreachable_database(
     request: pytest.FixtureRequest, tmp_path: Path, vapid_private_key: str
 ) -> Iterator[Flask]:
@@ -115,17 +123,6 @@ def unreachable_database(
         db.engine.dispose()
 
 
-@pytest.mark.parametrize(
-    "unreachable_database",
-    [
-        lambda tmp: {
-            "SQLALCHEMY_DATABASE_URI": f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test"
-        },
-        lambda tmp: {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'missing' / 'app.db'}"},
-    ],
-    ids=["postgresql", "sqlite"],
-    indirect=True,
-)
 def test_database_down_is_503(unreachable_database: Flask) -> None:
     status, body = health(unreachable_database)
     assert status == 503
@@ -138,17 +135,6 @@ def test_database_down_is_503(unreachable_database: Flask) -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "unreachable_database",
-    [
-        lambda tmp: {
-            "SQLALCHEMY_DATABASE_URI": f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test"
-        },
-        lambda tmp: {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'missing' / 'app.db'}"},
-    ],
-    ids=["postgresql", "sqlite"],
-    indirect=True,
-)
 def test_the_api_answers_503_while_the_database_is_down(
     unreachable_database: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
