@@ -255,9 +255,11 @@ OTHER_WORKERS_POLL = 0.1
 
 def _wait_for_other_workers(push: Any, message_id: str, stop: threading.Event) -> int:
     """Wait while other workers (a Celery worker woken by the send, another
-    process) hold some of the message's deliveries, so that their outcomes are
-    printed too; send what they hand back. Waits at most a lease, the longest
-    they may hold one; returns how many they still hold."""
+    process) have some of the message's deliveries in hand, so that their outcomes
+    are printed too; send what they hand back. In hand: leased, or due now and not
+    claimable here (a claim under way elsewhere locks its rows until it commits).
+    Waits at most a lease, the longest a worker may hold one; returns how many
+    are still in hand."""
     d = push.models.Delivery
     session = push.db.session
     deadline = utcnow() + timedelta(seconds=push.state.settings.delivery_lease)
@@ -266,14 +268,16 @@ def _wait_for_other_workers(push: Any, message_id: str, stop: threading.Event) -
         held = session.scalar(
             sa.select(sa.func.count())
             .select_from(d)
-            .where(d.message_id == message_id, d.status == "queued", d.lease_until > now)
+            .where(
+                d.message_id == message_id,
+                d.status == "queued",
+                sa.or_(d.lease_until > now, d.due_at <= now),
+            )
         )
         session.rollback()  # end the read transaction: the next look sees their commits
         if not held or now >= deadline or stop.wait(OTHER_WORKERS_POLL):
-            break
-    if not held and not stop.is_set():
+            return int(held or 0)
         push.state.get_inline().run_once(message_id, stop=stop.is_set)  # handed back
-    return int(held or 0)
 
 
 @push_cli.command("explain")

@@ -169,32 +169,46 @@ def test_send_waits_for_deliveries_another_worker_holds(
     """A worker of another process (a Celery worker woken by the send) may claim
     the message's deliveries first: the command waits for their outcomes instead
     of saying that nothing was delivered."""
+    send_while_another_worker_holds(make_app, push_fake_webpush, "leased")
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_send_waits_for_a_claim_under_way_elsewhere(
+    make_app: Any, push_fake_webpush: FakePushService
+) -> None:
+    """The other worker's claim has locked the rows and not committed yet, so the
+    command's own claim skips them (FOR UPDATE SKIP LOCKED), and they look unleased.
+    (SQLite locks the whole database, not rows.)"""
+    send_while_another_worker_holds(make_app, push_fake_webpush, "being_claimed")
+
+
+def send_while_another_worker_holds(
+    make_app: Any, push_fake_webpush: FakePushService, held: str
+) -> None:
     app = sending_app(make_app, PUSH_QUEUE="inline")
     with app.app_context():
         for _ in range(3):
             subscribe(push_fake_webpush.subscribe(), "alice")
     d = push.models.Delivery
+    locked = threading.Event()
 
     def other_worker(sender: Any, message: Any, **extra: Any) -> None:
-        with app.app_context():
-            now = utcnow()
-            with db.engine.begin() as connection:  # claimed, as a worker claims
-                connection.execute(
-                    sa.update(d)
-                    .where(d.message_id == message.id)
-                    .values(lease_until=now + timedelta(seconds=30))
-                )
-
         def deliver() -> None:
-            time.sleep(0.3)
             with app.app_context(), db.engine.begin() as connection:
-                connection.execute(
-                    sa.update(d)
-                    .where(d.message_id == message.id)
-                    .values(status="sent", reason="accepted", lease_until=None)
-                )
+                mine = sa.update(d).where(d.message_id == message.id)
+                if held == "leased":  # claimed, as a worker claims, and committed
+                    with db.engine.begin() as claim:
+                        claim.execute(mine.values(lease_until=utcnow() + timedelta(seconds=30)))
+                else:
+                    connection.execute(
+                        sa.select(d.id).where(d.message_id == message.id).with_for_update()
+                    )
+                locked.set()
+                time.sleep(0.3)
+                connection.execute(mine.values(status="sent", reason="accepted", lease_until=None))
 
         threading.Thread(target=deliver).start()
+        assert locked.wait(10)
 
     with signals.message_queued.connected_to(other_worker):
         result = app.test_cli_runner().invoke(
