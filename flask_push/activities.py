@@ -45,7 +45,6 @@ def _epoch(when: datetime | None) -> int | None:
 def activity(state: PushState, keywords: dict[str, Any]) -> Any:
     """``push.activity()``: check, record the activity's new state and queue its
     message; returns the ``Message``."""
-
     call = parse(ActivityCall, by_alias(ActivityCall, keywords), Context.of(state.settings))
     try:
         return _record_and_queue(state, call)
