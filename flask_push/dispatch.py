@@ -1660,6 +1660,8 @@ def _deferred(now: datetime, delay: timedelta, service: str) -> dict[str, Any]:
 def _answer(result: DeliveryResult, *, prefer_code: bool = False) -> str:
     """What the push service answered, as a sentence says it: ``410 Gone``, or the
     error it gave (which names its status), or a connection failure."""
+    if result.reason == "recorded":
+        return "that it kept the push, sending nothing"
     code = result.status_code
     said = None
     if code is not None:

@@ -79,7 +79,10 @@ def test_a_suppressed_send_says_it_was_only_recorded(
         (entry,) = push.explain(send(client, ["al"]))
     assert (entry["status"], entry["reason"]) == ("sent", "recorded")
     assert entry["detail"].startswith("Recorded at ") and "not sent" in entry["detail"]
-    assert "PUSH_SUPPRESS_SEND" in entry["events"][1]["detail"]
+    assert entry["events"][1]["detail"] == (
+        "Attempt 1: flask-push's recorder (PUSH_SUPPRESS_SEND) answered that it kept the "
+        "push, sending nothing."
+    )
     assert "push service" not in entry["detail"]
     assert push_fake_webpush.requests == []
 
