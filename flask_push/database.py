@@ -5,9 +5,18 @@ The CLI, the HTTP API, ``/health`` and the workers say it the same way."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+
+#: the ``insert()`` of each dialect that has ``ON CONFLICT``
+_ON_CONFLICT_INSERTS: dict[str, Callable[[Any], Any]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
 
 
 def unreachable(err: BaseException) -> bool:
@@ -63,3 +72,10 @@ def tables_missing_message(missing: list[str]) -> str:
         "Create them with db.create_all() in an app context, or with the shipped "
         "Alembic migrations: `flask db upgrade heads` (README: Database migrations)."
     )
+
+
+def on_conflict_insert(dialect: Dialect) -> Callable[[Any], Any] | None:
+    """``dialect``'s ``insert()`` with ``ON CONFLICT`` and ``RETURNING``
+    (PostgreSQL, an SQLite of 3.35 or later), or None: write another way."""
+    insert = _ON_CONFLICT_INSERTS.get(dialect.name)
+    return insert if insert is not None and dialect.insert_returning else None

@@ -16,11 +16,10 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, current_app
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import signals
+from . import database, signals
 from .errors import ValidationError
 from .ids import new_id
 from .models import Models, utcnow
@@ -173,13 +172,6 @@ def upsert(
     return item, False
 
 
-#: the dialects whose ``insert()`` has ``on_conflict_do_nothing``
-_INSERT_OR_NOTHING: dict[str, Callable[[Any], Any]] = {
-    "postgresql": postgresql.insert,
-    "sqlite": sqlite.insert,
-}
-
-
 def _create(
     session: AnySession,
     model: Any,
@@ -209,7 +201,7 @@ def _create(
         "is_new": True,
         **fields,
     }
-    insert = _INSERT_OR_NOTHING.get(session.get_bind(mapper=model).dialect.name)
+    insert = database.on_conflict_insert(session.get_bind(mapper=model).dialect)
     if id is None or not may_race or insert is None:
         item = model(**row)
         session.add(item)

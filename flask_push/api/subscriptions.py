@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from .. import signals
+from .. import database, signals
 from ..ids import new_id
 from ..models import ACTIVE, DEAD, utcnow
 from ..schemas.subscription import Subscription, SubscriptionCreate
@@ -75,8 +75,11 @@ def subscribe() -> ResponseReturnValue:
     model = ext.models.Subscription
     session = ext.db.session()  # this request's Session
     dialect = session.get_bind(mapper=model).dialect
-    if dialect.name in _UPSERTS and dialect.insert_returning:
-        subscription, created = _upsert(session, model, dialect.name, values, topics_given, now)
+    insert = database.on_conflict_insert(dialect)
+    if insert is not None:
+        subscription, created = _upsert(
+            session, model, dialect.name, insert, values, topics_given, now
+        )
     else:
         subscription, created = _select_then_write(session, model, values, now)
     if subscription is None:
@@ -103,14 +106,11 @@ def subscribe() -> ResponseReturnValue:
     return answer, 201 if created else 200
 
 
-#: the dialects whose ``insert()`` has ``on_conflict_do_update`` (RETURNING aside)
-_UPSERTS = frozenset({"postgresql", "sqlite"})
-
-
 def _upsert(
     session: Session,
     model: Any,
     dialect: str,
+    insert: Callable[[Any], Any],
     values: dict[str, Any],
     topics_given: bool,
     now: datetime,
@@ -118,7 +118,7 @@ def _upsert(
     """Register in one statement (see :func:`_upsert_statement`). The subscription
     (None when the endpoint is dead) and whether it is new."""
     row = {"id": new_id("sub"), "topics": [], "status": ACTIVE, "created_at": now, **values}
-    statement = _upsert_statement(model, dialect, topics_given)
+    statement = _upsert_statement(model, insert, topics_given)
     if dialect == "postgresql" and _idle(session):
         # One statement is its own transaction: in autocommit the server commits it
         # before it answers, instead of a BEGIN and a COMMIT of their own on the
@@ -134,7 +134,7 @@ def _upsert(
 
 
 @functools.lru_cache(maxsize=16)
-def _upsert_statement(model: Any, dialect: str, topics_given: bool) -> Any:
+def _upsert_statement(model: Any, insert: Callable[[Any], Any], topics_given: bool) -> Any:
     """``INSERT ... ON CONFLICT (endpoint) DO UPDATE ... RETURNING`` of a whole row,
     whose values are the parameters of each execution (made once: building it costs
     more than running it).
@@ -145,8 +145,8 @@ def _upsert_statement(model: Any, dialect: str, topics_given: bool) -> Any:
     comes back.
     """
     table = model.__table__
-    insert = postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
-    proposed = insert.excluded
+    statement = insert(model)
+    proposed = statement.excluded
     # SET's expressions all read the row as it was, so this is the previous owner
     same_owner = table.c.user_id.is_not_distinct_from(proposed.user_id)
     changes: dict[str, Any] = {name: proposed[name] for name in _REPLACED}
@@ -156,7 +156,7 @@ def _upsert_statement(model: Any, dialect: str, topics_given: bool) -> Any:
         else sa.case((same_owner, table.c.topics), else_=proposed.topics)
     )
     changes["created_at"] = sa.case((same_owner, table.c.created_at), else_=proposed.created_at)
-    return insert.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[table.c.endpoint], set_=changes, where=table.c.status != DEAD
     ).returning(model)
 
