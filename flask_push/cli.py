@@ -43,7 +43,7 @@ from py_vapid import Vapid
 from . import outcomes, reports
 from .credentials import vapid_raw_private_key
 from .database import (
-    answers,
+    diagnose,
     first_line,
     missing_tables,
     tables_missing_message,
@@ -66,12 +66,10 @@ class _PushGroup(AppGroup):
         except sa.exc.DBAPIError as err:
             # The command's app context has ended with its context: make one.
             with ctx.ensure_object(ScriptInfo).load_app().app_context():
-                missing = missing_tables(_push())
-                # the same class for a refused connection and a failed statement
-                down = unreachable(err) and not answers(_push())
-            if missing:
-                raise _tables_missing(missing) from err
-            if down:
+                found = diagnose(_push())
+            if found.missing_tables:
+                raise _tables_missing(found.missing_tables) from err
+            if unreachable(err) and not found.answers:
                 raise _database_unreachable(err) from err
             raise
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,6 +63,25 @@ def missing_tables(push: Any) -> list[str]:
         return [name for name in tables if not inspector.has_table(name)]
     except Exception:  # noqa: BLE001 - the original error says more than this one
         return []
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What a database error meant: the database does not answer (an outage, which
+    passes), or it answers and lacks flask-push's ``missing_tables``, or neither
+    (a statement failed)."""
+
+    answers: bool
+    missing_tables: list[str]
+
+
+def diagnose(push: Any) -> Diagnosis:
+    """Ask the database again after an error. Drivers raise one class for a refused
+    connection and for a statement that failed (SQLite's "no such column",
+    PostgreSQL's deadlock); only the first passes. Needs an app context."""
+    if not answers(push):
+        return Diagnosis(answers=False, missing_tables=[])
+    return Diagnosis(answers=True, missing_tables=missing_tables(push))
 
 
 def tables_missing_message(missing: list[str]) -> str:

@@ -132,15 +132,12 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     @bp.errorhandler(sa.exc.DBAPIError)
     def database_error(err: sa.exc.DBAPIError) -> ResponseReturnValue:
         _rollback()
-        # Told apart by asking the database again: drivers raise the same class
-        # for a refused connection and for a statement that failed (SQLite's "no
-        # such column", PostgreSQL's deadlock), and only the first passes.
-        if not database.answers(push()):
+        found = database.diagnose(push())
+        if not found.answers:
             return _database_unavailable(err)
-        missing = database.missing_tables(push())
-        if missing:
+        if found.missing_tables:
             # the operator's mistake, said in the log; the client learns only that
-            log.error("flask-push: %s", database.tables_missing_message(missing))
+            log.error("flask-push: %s", database.tables_missing_message(found.missing_tables))
             return error_response(
                 ApiError(
                     500, "database_not_set_up", "The server's database is not set up for this yet."
