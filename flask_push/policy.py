@@ -65,6 +65,12 @@ class Plan:
         return self.decisions.get(target)
 
 
+def first_due(send_at: datetime | None, created_at: datetime) -> datetime:
+    """When a message's pushes are first due: its ``send_at`` if that is later than
+    when it was sent, else then. The cap's ledger counts it at this time."""
+    return send_at if send_at is not None and send_at > created_at else created_at
+
+
 def channel_of(target: Target) -> str:
     """The channel a target is: browsers are ``web``, app installations ``mobile``."""
     return "web" if target.subscription_id is not None else "mobile"
@@ -326,9 +332,9 @@ def release_capped(
         known = categories.get(category)
         if known is None or not known.max_per_day:
             continue
-        # the time its rows were counted at (sending: ``due``): with the category,
+        # the time its rows were counted at (its first due time): with the category,
         # a range of the ledger's index instead of all of the category's rows
-        counted_at = send_at if send_at is not None and send_at > created_at else created_at
+        counted_at = first_due(send_at, created_at)
         still = (
             _reached(models, message_id, c.user_id, now)
             if cancelling

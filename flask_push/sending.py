@@ -397,7 +397,7 @@ def _queue_message(
         if existing is not None:
             return existing
     now = utcnow()
-    due = send_at if send_at is not None and send_at > now else now
+    due = policy.first_due(send_at, now)
     items: list[Any] = []
     try:
         targets = resolve(session, models, audience)
