@@ -1332,12 +1332,7 @@ class Dispatcher:
         for push, result in results:
             id = int(push.delivery_id)
             tries = attempts[id]
-            service = service_name(result.provider)
-            # the push service was never asked
-            if result.reason == "address_blocked":
-                service = outcomes.ADDRESS_CHECK
-            elif result.reason == "recorded":
-                service = outcomes.RECORDER
+            service = outcomes.ANSWERED_BY.get(result.reason or "") or service_name(result.provider)
             answer = _answer(result, prefer_code=True)
             key = (tries, service, answer)
             text = said.get(key)

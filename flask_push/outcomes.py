@@ -106,10 +106,12 @@ POLICY_REASONS: Final[tuple[str, ...]] = (
 
 #: what an attempt event says of the answer
 ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
-#: who answers an attempt that flask-push itself refused (``address_blocked``)
-ADDRESS_CHECK = "flask-push's address check"
-#: who answers an attempt while sending is suppressed (``recorded``)
-RECORDER = "flask-push's recorder (PUSH_SUPPRESS_SEND)"
+#: reason -> who answered an attempt that never reached the push service: flask-push
+#: refused the address itself, or sending is suppressed and the push was recorded
+ANSWERED_BY: Final[dict[str, str]] = {
+    "address_blocked": "flask-push's address check",
+    "recorded": "flask-push's recorder (PUSH_SUPPRESS_SEND)",
+}
 
 
 def clock(when: datetime) -> str:
