@@ -185,6 +185,9 @@ def wait_until(page: Any, script: str) -> None:
 
 def look(page: Any, name: str, width: int) -> None:
     """The page fits its width, broke no policy, logged no error; a screenshot of it."""
+    # a page reached by a form's POST can be in the DOM before its stylesheet has
+    # loaded, and measured unstyled its <pre> blocks are wider than a phone
+    page.wait_for_load_state("load")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
         name,
         width,
