@@ -336,6 +336,9 @@ def endpoint_url(value: str, *, allow_http: bool) -> URL:
     return url
 
 
+# Every push re-checks its endpoint, and a fan-out's endpoints share a few hosts:
+# the verdict on one host is kept (a refusal raises, and is never cached).
+@functools.lru_cache(maxsize=1024)
 def _check_host(host: str, written: str, *, bracketed: bool) -> None:
     """Refuse ``host`` (as yarl will connect to it) unless ``written``, the host as
     the endpoint spells it, says the same in its one plain form."""

@@ -531,6 +531,8 @@ class FCMProvider(Provider):
                 connector=aiohttp.TCPConnector(limit=self.concurrency),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"User-Agent": "flask-push", "Content-Type": "application/json"},
+                # FCM's API keeps no session in cookies; a jar is searched per request
+                cookie_jar=aiohttp.DummyCookieJar(),
                 # aiohttp would look the proxy up in the executor for every request
                 trust_env=False,
             )

@@ -551,6 +551,9 @@ class WebPushProvider(Provider):
                 # here would cost a timer for nothing
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
                 headers={"User-Agent": "flask-push"},
+                # A push service sets no cookie worth keeping, and a jar would be
+                # searched on every request of a fan-out for nothing.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 # Proxies would resolve names where the guard cannot see them.
                 trust_env=False,
             )
