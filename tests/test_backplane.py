@@ -140,7 +140,6 @@ def test_redis_ids_and_replay_are_shared(redis_backplane: Any) -> None:
     one, two = redis_backplane(), redis_backplane()
     deliver, got = collector()
     two.listen(deliver, lambda: None)
-    time.sleep(0.3)  # the subscriber thread subscribes
     started = two._client.time()
     first = one.publish("order:1", "s", '{"n":1}').id
     # a numbering starts at Redis's clock in microseconds; ids beyond 2**48 come
@@ -160,6 +159,17 @@ def test_redis_ids_and_replay_are_shared(redis_backplane: Any) -> None:
         first + 1,
     )
     assert two.last_id("order:1") == first + 1 and two.last_id("nothing") == 0
+
+
+def test_redis_listen_returns_once_what_is_published_next_comes(redis_backplane: Any) -> None:
+    # the first websocket to join a process starts its subscriber: the client is
+    # told "subscribed", and must get the event published right after that
+    for _ in range(5):
+        one, two = redis_backplane(), redis_backplane()
+        deliver, got = collector()
+        two.listen(deliver, lambda: None)
+        sent = one.publish("order:1", "s", "1").id
+        assert got.get(timeout=3).id == sent
 
 
 def test_redis_keeps_by_count_and_age(redis_backplane: Any) -> None:
@@ -182,6 +192,11 @@ def test_redis_unreachable_raises_backplane_error(redis_backplane: Any) -> None:
         backplane.publish("a", "e", "null")
     with pytest.raises(BackplaneError, match="cannot replay, Redis is unreachable"):
         backplane.replay("a", 0)
+    # the first join waits a connection attempt for the subscription, not forever
+    listening = threading.Thread(target=backplane.listen, args=(lambda event: None, lambda: None))
+    listening.start()
+    listening.join(backplane_module.CONNECT_TIMEOUT + 10)
+    assert not listening.is_alive()
 
 
 class TcpProxy:

@@ -60,7 +60,11 @@ class Backplane(ABC):
     @abstractmethod
     def listen(self, deliver: Deliver, resync: Resync) -> None:
         """Start calling ``deliver(event)`` for every event published anywhere, in
-        order per channel; ``resync()`` after a lost connection came back."""
+        order per channel; ``resync()`` after a lost connection came back.
+
+        Returns once events published from then on will be delivered (or, where
+        the backplane does not answer, after a bounded wait, and it catches up
+        with ``resync()`` when it answers)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -79,6 +83,8 @@ class Backplane(ABC):
 
 #: seconds a health check waits for the backplane before calling it down
 PING_TIMEOUT = 1.0
+#: seconds to connect to Redis; the first listen() waits as long for its subscription
+CONNECT_TIMEOUT = 2.0
 
 
 def _clock_micros() -> int:
@@ -212,7 +218,11 @@ class RedisBackplane(Backplane):
         # gevent) wait their turn for a connection instead of failing or opening
         # one each.
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=32, timeout=5, socket_timeout=2, socket_connect_timeout=2
+            url,
+            max_connections=32,
+            timeout=5,
+            socket_timeout=2,
+            socket_connect_timeout=CONNECT_TIMEOUT,
         )
         self._client = redis.Redis(connection_pool=pool)
         self._script = self._client.register_script(_PUBLISH)
@@ -220,6 +230,9 @@ class RedisBackplane(Backplane):
         self._events_key = f"{prefix}:events"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: set once Redis confirmed the subscription: an event published before
+        #: that is sent to nobody here
+        self._subscribed = threading.Event()
         self._lock = threading.Lock()
         self._ping_client: Any = None
 
@@ -299,12 +312,18 @@ class RedisBackplane(Backplane):
 
     def listen(self, deliver: Deliver, resync: Resync) -> None:
         with self._lock:
-            if self._thread is None:
+            starting = self._thread is None
+            if starting:
                 self._thread = threading.Thread(
                     target=self._subscribe, args=(deliver, resync), daemon=True,
                     name="flask-push-backplane",
                 )  # fmt: skip
                 self._thread.start()
+        if starting:
+            # The first websocket to join waits for the subscription: a client told
+            # "subscribed" gets what is published next. A Redis that does not
+            # answer costs that first join no more than a connection attempt.
+            self._subscribed.wait(CONNECT_TIMEOUT)
 
     def close(self) -> None:
         self._stop.set()
@@ -323,10 +342,11 @@ class RedisBackplane(Backplane):
 
         delay, lost = 0.1, False
         while not self._stop.is_set():
-            client = redis.Redis.from_url(self._url, socket_connect_timeout=2)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
+            client = redis.Redis.from_url(self._url, socket_connect_timeout=CONNECT_TIMEOUT)
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
             try:
                 pubsub.subscribe(self._events_key)
+                self._confirm(pubsub)
                 if lost:
                     log.warning("flask-push: backplane Redis is back; catching up")
                     resync()
@@ -334,7 +354,7 @@ class RedisBackplane(Backplane):
                 delay = 0.1
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.5)
-                    if message is not None:
+                    if message is not None and message["type"] == "message":
                         self._deliver(deliver, message["data"])
             except self._redis_errors as err:
                 if not lost:
@@ -349,6 +369,15 @@ class RedisBackplane(Backplane):
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, 5.0)
+
+    def _confirm(self, pubsub: Any) -> None:
+        """Wait for Redis's answer to the SUBSCRIBE: from then on it sends us every
+        event, so a resync's replay read after it misses none."""
+        while not self._stop.is_set():
+            message = pubsub.get_message(timeout=0.5)
+            if message is not None and message["type"] == "subscribe":
+                self._subscribed.set()
+                return
 
     @staticmethod
     def _deliver(deliver: Deliver, raw: bytes) -> None:
