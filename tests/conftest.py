@@ -14,6 +14,8 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
+import types
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -32,6 +34,7 @@ from py_vapid import Vapid
 
 from flask_push import Push
 from flask_push.credentials import vapid_raw_private_key
+from flask_push.realtime import backplane as backplane_module
 
 POSTGRES_URL = os.environ.get(
     "PUSH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -422,3 +425,14 @@ def quiet_now(user: str = "alice") -> None:
         "end": f"{now + timedelta(hours=1):%H:%M}",
     }
     push.set_preferences(user, quiet_hours={**window, "time_zone": "UTC"})
+
+
+@pytest.fixture
+def backplane_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The clock by which the backplanes keep events, moved by the test
+    (``clock[0] += 2``) instead of slept through: on a busy machine a sleep of
+    about the keep window can let events expire that the test means to keep."""
+    clock = [time.monotonic()]
+    fake = types.SimpleNamespace(monotonic=lambda: clock[0], time_ns=time.time_ns)
+    monkeypatch.setattr(backplane_module, "time", fake)
+    return clock

@@ -62,13 +62,13 @@ def test_memory_numbers_each_channel_and_delivers_in_order() -> None:
     assert (replay.gap, [e.id for e in replay.events]) == (False, [first, a2, a3])
 
 
-def test_memory_keeps_by_count_and_age() -> None:
+def test_memory_keeps_by_count_and_age(backplane_clock: list[float]) -> None:
     backplane = MemoryBackplane(keep_seconds=1, keep_count=2)
     ids = [backplane.publish("a", "e", "null").id for _ in range(4)]
     replay = backplane.replay("a", 0)
     assert replay.gap and [e.id for e in replay.events] == ids[2:]
     assert not backplane.replay("a", ids[1]).gap
-    time.sleep(1.05)
+    backplane_clock[0] += 1.05
     replay = backplane.replay("a", ids[1])
     assert replay.gap and replay.events == [] and replay.last_id == ids[3]
     assert backplane.replay("a", ids[3]).gap is False
