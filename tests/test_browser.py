@@ -446,13 +446,19 @@ def test_screenshots_of_the_bell(browser: Browser, page: Any, live: Callable[...
 
 
 def start_bell(page: Any, options: dict[str, Any] | None = None) -> None:
-    """FlaskPush.bell on #bell; returns once its items are shown and its socket has
-    joined the user's channel (so live events reach it)."""
+    """FlaskPush.bell on #bell; returns once its items are shown, its socket has
+    joined the user's channel (so live events reach it) and the stylesheet it links
+    has loaded (so what a test measures is the styled bell)."""
     page.evaluate(
         """(options) => new Promise((resolve) => {
+             const styled = () => new Promise((loaded) => {
+               const link = document.querySelector('link[href$="/flask-push.css"]');
+               if (!link || link.sheet) loaded();
+               else ['load', 'error'].forEach((e) => link.addEventListener(e, loaded));
+             });
              const off = FlaskPush.on('*', 'open', () => {
                off();
-               Promise.all([FlaskPush.ping(), window.bell.ready]).then(resolve);
+               Promise.all([FlaskPush.ping(), window.bell.ready, styled()]).then(resolve);
              });
              window.bell = FlaskPush.bell(document.getElementById('bell'), options);
            })""",

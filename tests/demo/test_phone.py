@@ -102,8 +102,8 @@ INKS = """(row) => [...row.querySelectorAll('*')]
             bottom: b.bottom}; })"""
 
 
-#: marks the page once a websocket (flask-push's) is open: the server joins the
-#: user's channel as the socket opens
+#: marks the page once a websocket (flask-push's) is open; the server joins the
+#: user's channel just after, which a ping answered confirms
 WEBSOCKET_OPEN = """window.WebSocket = class extends window.WebSocket {
   constructor(...args) {
     super(...args);
@@ -222,7 +222,8 @@ def test_toasts_do_not_cover_buttons(server: tuple[str, Any], chromium: Any) -> 
     carols.add_init_script(WEBSOCKET_OPEN)
     carol = sign_in(carols.new_page(), base, "carol@example.com")
     alice = sign_in(chromium.new_context(viewport=PHONE).new_page(), base, "alice@example.com")
-    carol.wait_for_function("window.pushSocketOpen === true")  # her inbox is live
+    carol.wait_for_function("window.pushSocketOpen === true")
+    carol.evaluate("FlaskPush.ping()")  # answered once the server joined her channel
 
     # Carol scrolled down the shop: an "Add" button sits at the bottom of her screen
     add = carol.locator(".product-card button").nth(4)
@@ -354,13 +355,12 @@ def test_an_orders_times_read_the_same_after_a_live_update(
     context = chromium.new_context(
         viewport={"width": 1280, "height": 800}, timezone_id="Asia/Tokyo"
     )
-    context.add_init_script(WEBSOCKET_OPEN)
     page = sign_in(context.new_page(), base, "carol@example.com")
     page.goto(base + "/products/avocados")
     page.click("text=Add to cart")
     page.click("text=Place order")
     page.wait_for_selector("[data-order-status]")
-    page.wait_for_function("window.pushSocketOpen === true")
+    page.wait_for_selector("[data-live].on")  # subscribed to the order's activity
     placed = page.locator("li.done [data-at]").first.inner_text()
     order_id = page.url.rstrip("/").rsplit("/", 1)[1]
     staff = sign_in(chromium.new_context().new_page(), base, "staff@example.com")

@@ -153,6 +153,7 @@ def test_the_settings_form_round_trip(
     )
     assert boxes(page)["shares.mobile"] == (False, True)
     assert page.locator("input[name=quiet_end]").input_value() == "21:30"
+    page.wait_for_load_state("load")  # measured once styled
     assert page.evaluate(PAGE_WIDTH) <= viewport["width"]
     shot(page, "settings-refused", viewport)
     assert saved(app, "alice@example.com") == preferences
