@@ -23,6 +23,7 @@ from flask import Flask
 
 from flask_push.dispatch import Dispatcher
 from flask_push.models import utcnow
+from flask_push.providers.webpush import WebPushProvider
 from flask_push.testing import FakePushService
 
 from conftest import browser_keys, db, make_due, push
@@ -99,8 +100,21 @@ def deliveries(engine: sa.Engine, message_id: str) -> list[Any]:
 # -- a push service that never answers ---------------------------------------------
 
 
+@pytest.fixture
+def patient_webpush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Web Push providers that wait 120 s for an answer, not 10: the tests below
+    close the silent service themselves, and on a busy machine could otherwise
+    reach that point after the pushes on the network had timed out."""
+    made = WebPushProvider.from_settings.__func__  # type: ignore[attr-defined]
+
+    def patient(cls: type[WebPushProvider], settings: Any, **options: Any) -> WebPushProvider:
+        return made(cls, settings, **{**options, "timeout": 120.0})  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(WebPushProvider, "from_settings", classmethod(patient))
+
+
 def test_a_push_service_that_never_answers_does_not_hold_back_the_others(
-    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture, patient_webpush: None
 ) -> None:
     hung, healthy_count = 150, 60
     app = make_app(**sending_config(PUSH_QUEUE="thread"))
@@ -120,7 +134,7 @@ def test_a_push_service_that_never_answers_does_not_hold_back_the_others(
             ] * healthy_count
 
         # The moment every healthy push is recorded, the silent service's pushes
-        # are still in hand: none has timed out yet (the provider waits 10 s).
+        # are still in hand: none has timed out (the provider waits 120 s).
         assert wait_until(healthy_recorded)
         stuck = [r for r in deliveries(engine, message.id) if r.endpoint.startswith(silent.origin)]
         assert len(healthy.pushes) == healthy_count
@@ -151,7 +165,7 @@ def test_a_push_service_that_never_answers_does_not_hold_back_the_others(
     [warning] = said(caplog, logging.WARNING)
     assert warning == (
         f"flask-push: {silent.origin} has not answered for 2 s; 50 pushes waiting for it "
-        "are put back and tried again in 10 s"
+        "are put back and tried again in 120 s"
     )
     assert Counter(p.subscriber_name for p in healthy.pushes) == Counter(
         f"user-{i}" for i in range(healthy_count)
@@ -159,7 +173,7 @@ def test_a_push_service_that_never_answers_does_not_hold_back_the_others(
 
 
 def test_a_stopping_worker_hands_back_what_it_has_not_sent(
-    make_app: Callable[..., Flask],
+    make_app: Callable[..., Flask], patient_webpush: None
 ) -> None:
     app = make_app(**sending_config(PUSH_QUEUE="inline"))
     stop = threading.Event()
@@ -240,9 +254,11 @@ def test_a_stop_asked_for_during_a_claim_sends_none_of_it(
 def test_leases_are_renewed_while_the_pushes_are_in_hand(make_app: Callable[..., Flask]) -> None:
     # A lease shorter than the push service takes to answer: without renewal,
     # another worker would claim the rows and send them again.
-    lease = timedelta(seconds=1.2)
+    # (a lease of seconds, renewed every third of it: a busy machine's stall of a
+    # second must not let the other worker in)
+    lease = timedelta(seconds=3)
     app = make_app(**sending_config(PUSH_QUEUE="inline"))
-    with FakePushService(delay=3.0) as service:
+    with FakePushService(delay=7.0) as service:
         with app.app_context():
             add_browsers(service, 3)
             message_id = due_for_everyone()
@@ -262,7 +278,7 @@ def test_leases_are_renewed_while_the_pushes_are_in_hand(make_app: Callable[...,
         taken = 0
         try:
             with app.app_context():
-                # on the network: the service answers each after 3 s
+                # on the network: the service answers each after 7 s
                 assert wait_until(
                     lambda: all(r.lease_until for r in deliveries(engine, message_id))
                 )

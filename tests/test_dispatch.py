@@ -296,6 +296,11 @@ def test_concurrent_dispatchers_never_send_twice(
         ]
     claimed: list[int] = []
     start = threading.Barrier(2)
+    # Each one's first claim waits for the other's: one starved thread would
+    # otherwise see the other take every batch before it claims at all.
+    first_claims = threading.Barrier(2, timeout=30)
+    for dispatcher in dispatchers:
+        dispatcher._claim_and_load = _then_wait(dispatcher._claim_and_load, first_claims)  # type: ignore[method-assign]
 
     def work(dispatcher: Dispatcher) -> None:
         with app.app_context():
@@ -315,6 +320,20 @@ def test_concurrent_dispatchers_never_send_twice(
     assert sorted(counts.values()) == [1] * 24
     with app.app_context():
         assert {row.status for row in rows(message_id)} == {"sent"}
+
+
+def _then_wait(claim: Callable[..., Any], barrier: threading.Barrier) -> Callable[..., Any]:
+    """``claim``, whose first call waits at ``barrier`` once it has claimed."""
+    calls: list[None] = []
+
+    def claim_then_wait(*args: Any) -> Any:
+        claimed = claim(*args)
+        if not calls:
+            calls.append(None)
+            barrier.wait()
+        return claimed
+
+    return claim_then_wait
 
 
 def test_rows_whose_target_died_or_message_went_are_not_sent(

@@ -135,7 +135,7 @@ def kill_mid_fan_out(
         first.kill()
     # The service answers each request in a thread of its own: let those in hand land.
     seen = -1
-    while seen != len(service.requests):
+    while seen != len(service.requests) or service.in_flight:
         seen = len(service.requests)
         time.sleep(0.5)
     with app.app_context():
