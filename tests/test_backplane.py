@@ -199,11 +199,95 @@ def test_redis_unreachable_raises_backplane_error(redis_backplane: Any) -> None:
     assert not listening.is_alive()
 
 
+def test_redis_a_subscription_confirmed_late_is_followed_by_a_resync(
+    redis_backplane: Any,
+) -> None:
+    # Redis answers the subscriber after the first join stopped waiting for it: what
+    # was published meanwhile reached nobody here, so the subscriber resyncs
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    proxy = TcpProxy((host, int(port)), hold=backplane_module.CONNECT_TIMEOUT + 1)
+    proxy.start()
+    try:
+        far = redis_backplane(url=f"redis://127.0.0.1:{proxy.port}/0")
+        near = redis_backplane()
+        deliver, got = collector()
+        resyncs: list[None] = []
+        far.listen(deliver, lambda: resyncs.append(None))  # gave up waiting
+        near.publish("order:1", "s", "1")
+        deadline = time.monotonic() + 10
+        while not resyncs:
+            assert time.monotonic() < deadline, "no resync after the late subscription"
+            time.sleep(0.02)
+        # subscribed now: the next event comes live, and one resync was enough
+        sent = near.publish("order:1", "s", "2").id
+        assert got.get(timeout=5).id == sent
+        assert resyncs == [None]
+    finally:
+        proxy.stop()
+
+
+class SilentRedis:
+    """Answers every command +OK but HELLO (unknown) and SUBSCRIBE, which it never
+    confirms."""
+
+    def __init__(self, port: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.subscribed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            while line := stream.readline():  # *<n>, then <n> of $<len> and the bytes
+                words = []
+                for _ in range(int(line[1:])):
+                    size = int(stream.readline()[1:])
+                    words.append(stream.read(size + 2)[:size].upper())
+                if words[0] == b"SUBSCRIBE":
+                    self.subscribed.set()
+                elif words[0] == b"HELLO":  # the client then speaks RESP2, as to Redis 5
+                    conn.sendall(b"-ERR unknown command 'HELLO'\r\n")
+                else:
+                    conn.sendall(b"+OK\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_redis_closed_while_its_subscription_waits_does_not_resync(
+    redis_backplane: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backplane = redis_backplane(url=f"redis://127.0.0.1:{port}/0")
+    resyncs: list[None] = []
+    backplane.listen(lambda event: None, lambda: resyncs.append(None))  # refused: goes on
+    silent = SilentRedis(port)  # "back", but it never confirms the subscription
+    try:
+        assert silent.subscribed.wait(15)
+        backplane.close()
+    finally:
+        silent.close()
+    assert resyncs == []
+    assert "Redis is back" not in caplog.text
+
+
 class TcpProxy:
     """Forwards a fixed local port to Redis; ``stop()`` is Redis going away."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], hold: float = 0.0) -> None:
         self.target = target
+        #: seconds each new connection's bytes wait before they go through: a slow
+        #: network, or a far-away Redis
+        self.hold = hold
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -225,15 +309,19 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
-            with self._lock:
-                if self._listener is not listener:  # stopped meanwhile
-                    client.close()
-                    return
-                upstream = socket.create_connection(self.target, timeout=2)
-                upstream.settimeout(None)
-                self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._connect, args=(listener, client), daemon=True).start()
+
+    def _connect(self, listener: socket.socket, client: socket.socket) -> None:
+        time.sleep(self.hold)
+        with self._lock:
+            if self._listener is not listener:  # stopped meanwhile
+                client.close()
+                return
+            upstream = socket.create_connection(self.target, timeout=2)
+            upstream.settimeout(None)
+            self._sockets += [client, upstream]
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pipe(source: socket.socket, sink: socket.socket) -> None:

@@ -315,7 +315,7 @@ def test_concurrent_dispatchers_never_send_twice(
     for dispatcher in dispatchers:
         dispatcher.close()
     assert sum(claimed) == 24
-    assert all(count > 0 for count in claimed), claimed  # both took a share
+    assert all(count > 0 for count in claimed), claimed  # both sent, side by side
     counts = Counter(push.subscriber_id for push in push_fake_webpush.pushes)
     assert sorted(counts.values()) == [1] * 24
     with app.app_context():

@@ -62,9 +62,9 @@ class Backplane(ABC):
         """Start calling ``deliver(event)`` for every event published anywhere, in
         order per channel; ``resync()`` after a lost connection came back.
 
-        Returns once events published from then on will be delivered (or, where
-        the backplane does not answer, after a bounded wait, and it catches up
-        with ``resync()`` when it answers)."""
+        Returns once events published from then on will be delivered; or, where
+        the backplane does not answer at once, after a bounded wait, and then it
+        calls ``resync()`` when it does answer."""
 
     @abstractmethod
     def close(self) -> None:
@@ -83,7 +83,8 @@ class Backplane(ABC):
 
 #: seconds a health check waits for the backplane before calling it down
 PING_TIMEOUT = 1.0
-#: seconds to connect to Redis; the first listen() waits as long for its subscription
+#: seconds to connect to Redis; the first listen() waits at most as long for its
+#: subscription
 CONNECT_TIMEOUT = 2.0
 
 
@@ -233,6 +234,10 @@ class RedisBackplane(Backplane):
         #: set once Redis confirmed the subscription: an event published before
         #: that is sent to nobody here
         self._subscribed = threading.Event()
+        #: set once the subscriber's first try is over, confirmed or failed
+        self._first_try = threading.Event()
+        #: the first listen() went on unsubscribed: resync once subscribed
+        self._went_on = False
         self._lock = threading.Lock()
         self._ping_client: Any = None
 
@@ -320,10 +325,14 @@ class RedisBackplane(Backplane):
                 )  # fmt: skip
                 self._thread.start()
         if starting:
-            # The first websocket to join waits for the subscription: a client told
-            # "subscribed" gets what is published next. A Redis that does not
-            # answer costs that first join no more than a connection attempt.
-            self._subscribed.wait(CONNECT_TIMEOUT)
+            # The first websocket to join waits for the subscription, so that its
+            # client, told "subscribed", gets what is published next (those joining
+            # meanwhile wait behind it). Where the first try fails, or takes longer
+            # than a connection may, it goes on, and the subscriber resyncs once
+            # it is subscribed.
+            self._first_try.wait(CONNECT_TIMEOUT)
+            with self._lock:
+                self._went_on = not self._subscribed.is_set()
 
     def close(self) -> None:
         self._stop.set()
@@ -346,17 +355,22 @@ class RedisBackplane(Backplane):
             pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
             try:
                 pubsub.subscribe(self._events_key)
-                self._confirm(pubsub)
+                if not self._confirm(pubsub):
+                    break  # closed meanwhile
+                with self._lock:
+                    late, self._went_on = self._went_on, False
                 if lost:
                     log.warning("flask-push: backplane Redis is back; catching up")
+                if lost or late:
                     resync()
-                    lost = False
+                lost = False
                 delay = 0.1
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None and message["type"] == "message":
                         self._deliver(deliver, message["data"])
             except self._redis_errors as err:
+                self._first_try.set()
                 if not lost:
                     log.warning("flask-push: backplane Redis unreachable (%s); retrying", err)
                 lost = True
@@ -370,14 +384,18 @@ class RedisBackplane(Backplane):
                 break
             delay = min(delay * 2, 5.0)
 
-    def _confirm(self, pubsub: Any) -> None:
+    def _confirm(self, pubsub: Any) -> bool:
         """Wait for Redis's answer to the SUBSCRIBE: from then on it sends us every
-        event, so a resync's replay read after it misses none."""
+        event, so a resync's replay read after it misses none. False when closed
+        before it came."""
         while not self._stop.is_set():
             message = pubsub.get_message(timeout=0.5)
             if message is not None and message["type"] == "subscribe":
-                self._subscribed.set()
-                return
+                with self._lock:
+                    self._subscribed.set()
+                self._first_try.set()
+                return True
+        return False
 
     @staticmethod
     def _deliver(deliver: Deliver, raw: bytes) -> None:
