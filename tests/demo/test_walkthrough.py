@@ -89,31 +89,27 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def unread_of(app: Any, email: str) -> int:
-    """The count a loaded bell of ``email`` shows: her unread inbox items."""
+def rows_of(app: Any, email: str, model: Any, *where: Any) -> int:
+    """How many rows of ``model`` belong to the shopper ``email`` (and match ``where``)."""
     with app.app_context():
         user = db.session.scalar(sa.select(User).where(User.email == email))
-        items = push.models.InboxItem
         count = db.session.scalar(
             sa.select(sa.func.count())
-            .select_from(items)
-            .where(items.user_id == user.push_id, items.is_new)
+            .select_from(model)
+            .where(model.user_id == user.push_id, *where)
         )
         db.session.remove()
         return int(count or 0)
+
+
+def unread_of(app: Any, email: str) -> int:
+    """The count a loaded bell of ``email`` shows: her unread inbox items."""
+    items = push.models.InboxItem
+    return rows_of(app, email, items, items.is_new)
 
 
 def subscriptions_of(app: Any, email: str) -> int:
-    with app.app_context():
-        user = db.session.scalar(sa.select(User).where(User.email == email))
-        subscriptions = push.models.Subscription
-        count = db.session.scalar(
-            sa.select(sa.func.count())
-            .select_from(subscriptions)
-            .where(subscriptions.user_id == user.push_id)
-        )
-        db.session.remove()
-        return int(count or 0)
+    return rows_of(app, email, push.models.Subscription)
 
 
 def deliveries_of(app: Any, title: str) -> list[tuple[str, str, str | None]]:
