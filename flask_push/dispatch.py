@@ -325,11 +325,15 @@ class _DatabaseThread:
         while (job := self._jobs.get()) is not None:
             loop, future, work = job
             try:
-                result = work()
+                result, error = work(), None
             except BaseException as err:  # noqa: BLE001 - handed to the awaiting task
-                loop.call_soon_threadsafe(_resolve, future, None, err)
-            else:
-                loop.call_soon_threadsafe(_resolve, future, result, None)
+                result, error = None, err
+            if loop.is_closed():
+                continue  # nobody waits any more (a stop() that gave up waiting for us)
+            try:
+                loop.call_soon_threadsafe(_resolve, future, result, error)
+            except RuntimeError:
+                pass  # closed just now, as above
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -499,8 +503,10 @@ class Dispatcher:
                 self._loop.run_until_complete(self._loop.shutdown_asyncgens())
                 self._loop.run_until_complete(self._loop.shutdown_default_executor())
             finally:
-                self._loop.close()
+                # The database thread first: a job still on it (a cancelled round's
+                # lease renewal) hands its result to the loop, which must be open.
                 self._db.stop()
+                self._loop.close()
 
     @property
     def window(self) -> int:

@@ -322,6 +322,33 @@ def test_concurrent_dispatchers_never_send_twice(
         assert {row.status for row in rows(message_id)} == {"sent"}
 
 
+def test_closing_while_a_database_job_runs_ends_its_thread_cleanly(
+    sending_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A round's lease renewal can still be on the database thread when the round is
+    # over and the dispatcher closes: its result has a loop to go to, not a crash.
+    app = sending_app()
+    with app.app_context():
+        dispatcher = Dispatcher(app, push.models, db.engine, push.settings)
+    crashed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    started, release = threading.Event(), threading.Event()
+
+    def renewal() -> int:
+        started.set()
+        release.wait(5)
+        return 1
+
+    async def leave_it_running() -> None:
+        dispatcher._db.run(renewal)  # not awaited: its task was cancelled
+
+    dispatcher._loop.run_until_complete(leave_it_running())
+    assert started.wait(5)
+    threading.Timer(0.2, release.set).start()
+    dispatcher.close()
+    assert crashed == []
+
+
 def _then_wait(claim: Callable[..., Any], barrier: threading.Barrier) -> Callable[..., Any]:
     """``claim``, whose first call waits at ``barrier`` once it has claimed."""
     calls: list[None] = []
