@@ -328,12 +328,16 @@ class _DatabaseThread:
                 result, error = work(), None
             except BaseException as err:  # noqa: BLE001 - handed to the awaiting task
                 result, error = None, err
-            if loop.is_closed():
-                continue  # nobody waits any more (a stop() that gave up waiting for us)
             try:
                 loop.call_soon_threadsafe(_resolve, future, result, error)
             except RuntimeError:
-                pass  # closed just now, as above
+                # The loop closed under it (a stop() that gave up waiting for this
+                # job): nobody waits for the result, but a failure is still said.
+                if error is not None:
+                    logger.warning(
+                        "flask-push: database work failed after its dispatcher closed: %s",
+                        error,
+                    )
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
