@@ -298,10 +298,10 @@ def record_capped(
         session.execute(sa.insert(c.__table__), chunk)
 
 
-#: what a delivery is in once it was pushed or will be: it counts against the cap
-COUNTED = ("queued", "sent", "failed", "gone")
-#: what it is in once it was pushed
+#: what a delivery is in once it was pushed
 PUSHED = ("sent", "failed", "gone")
+#: what it is in once it was pushed or will be: it counts against the cap
+COUNTED = ("queued", *PUSHED)
 
 
 def release_capped(

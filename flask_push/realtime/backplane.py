@@ -231,9 +231,9 @@ class RedisBackplane(Backplane):
         self._events_key = f"{prefix}:events"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: set once Redis confirmed the subscription: an event published before
-        #: that is sent to nobody here
-        self._subscribed = threading.Event()
+        #: whether Redis confirmed the subscription: an event published before that
+        #: is sent to nobody here (read and written under the lock)
+        self._subscribed = False
         #: set once the subscriber's first try is over, confirmed or failed
         self._first_try = threading.Event()
         #: the first listen() went on unsubscribed: resync once subscribed
@@ -332,7 +332,7 @@ class RedisBackplane(Backplane):
             # it is subscribed.
             self._first_try.wait(CONNECT_TIMEOUT)
             with self._lock:
-                self._went_on = not self._subscribed.is_set()
+                self._went_on = not self._subscribed
 
     def close(self) -> None:
         self._stop.set()
@@ -392,7 +392,7 @@ class RedisBackplane(Backplane):
             message = pubsub.get_message(timeout=0.5)
             if message is not None and message["type"] == "subscribe":
                 with self._lock:
-                    self._subscribed.set()
+                    self._subscribed = True
                 self._first_try.set()
                 return True
         return False
