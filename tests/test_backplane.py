@@ -280,6 +280,88 @@ def test_redis_closed_while_its_subscription_waits_does_not_resync(
     assert "Redis is back" not in caplog.text
 
 
+@pytest.fixture
+def refused_user(redis_prefix: str) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A Redis ACL user that may run every command on every key but use no pub/sub
+    channel, as an ACL written for another app would be, and a function that grants
+    it every channel: a URL that logs in as it, and the grant."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    name = f"{redis_prefix}-user"
+    client.acl_setuser(name, enabled=True, nopass=True, commands=["+@all"], keys=["*"],
+                       reset_channels=True)  # fmt: skip
+    scheme, rest = REDIS_URL.split("://", 1)
+
+    def grant() -> None:
+        client.acl_setuser(name, enabled=True, nopass=True, channels=["*"])
+
+    try:
+        yield f"{scheme}://{name}@{rest}", grant
+    finally:
+        client.acl_deluser(name)
+        client.close()
+
+
+def test_redis_refusing_the_subscription_is_said_and_tried_again(
+    redis_backplane: Any, refused_user: tuple[str, Callable[[], None]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    # A refusal is not a lost connection, yet it must not end the subscriber (and
+    # with it every live event from other processes) for good either.
+    url, grant = refused_user
+    refused, other = redis_backplane(url=url), redis_backplane()
+    deliver, got = collector()
+    resyncs: list[None] = []
+    caplog.set_level("WARNING", logger="flask_push.realtime")
+    refused.listen(deliver, lambda: resyncs.append(None))  # refused: goes on at once
+    deadline = time.monotonic() + 10
+    while "backplane subscriber failed" not in caplog.text:
+        assert time.monotonic() < deadline, "the refused subscription was not logged"
+        time.sleep(0.02)
+    assert "Redis refused it: " in caplog.text and "no permissions" in caplog.text
+    # its publish is refused too (the script publishes to the channel): said, not raw
+    with pytest.raises(BackplaneError, match="live event not published, Redis refused it: "):
+        refused.publish("order:1", "s", "1")
+    grant()
+    while not resyncs:
+        assert time.monotonic() < deadline, "no resync once the subscription was allowed"
+        time.sleep(0.02)
+    sent = other.publish("order:1", "s", "2").id
+    assert got.get(timeout=5).id == sent
+    assert caplog.text.count("backplane subscriber failed") == 1  # once, not per retry
+    assert "Redis is back" in caplog.text
+
+
+def test_redis_subscriber_outlives_a_failing_resync(
+    redis_backplane: Any, refused_user: tuple[str, Callable[[], None]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    # a bug in what runs on the subscriber's thread is logged with its traceback,
+    # and the subscriber tries again rather than ending live events here
+    url, grant = refused_user
+    refused, other = redis_backplane(url=url), redis_backplane()
+    deliver, got = collector()
+    resyncs: list[None] = []
+
+    def resync() -> None:
+        resyncs.append(None)
+        if len(resyncs) == 1:
+            raise RuntimeError("a resync that failed")
+
+    caplog.set_level("WARNING", logger="flask_push.realtime")
+    refused.listen(deliver, resync)
+    grant()
+    deadline = time.monotonic() + 15
+    while len(resyncs) < 2:
+        assert time.monotonic() < deadline, "the subscriber did not try again"
+        time.sleep(0.02)
+    sent = other.publish("order:1", "s", "1").id
+    assert got.get(timeout=5).id == sent
+    failed = [r for r in caplog.records if "RuntimeError: a resync that failed" in r.message]
+    assert len(failed) == 1 and failed[0].exc_info is not None
+
+
 class TcpProxy:
     """Forwards a fixed local port to Redis; ``stop()`` is Redis going away."""
 

@@ -213,7 +213,8 @@ class RedisBackplane(Backplane):
         super().__init__(keep_seconds, keep_count)
         import redis
 
-        self._redis_errors = (redis.ConnectionError, redis.TimeoutError)
+        #: what Redis can answer or fail with; each becomes a BackplaneError
+        self._redis_errors = redis.RedisError
         self.prefix = prefix
         # A blocking pool: thousands of sockets joining at once (greenlets under
         # gevent) wait their turn for a connection instead of failing or opening
@@ -257,7 +258,7 @@ class RedisBackplane(Backplane):
         try:
             number = self._script(keys=[counter, stream, self._events_key], args=args)
         except self._redis_errors as err:
-            raise BackplaneError(f"live event not published, Redis is unreachable: {err}") from err
+            raise _failed("live event not published", err) from err
         return Event(channel, int(number), event, data_json)
 
     def replay(self, channel: str, since: int) -> Replay:
@@ -269,7 +270,7 @@ class RedisBackplane(Backplane):
             pipe.xrange(stream)
             (seconds, micros), last, entries = pipe.execute()
         except self._redis_errors as err:
-            raise BackplaneError(f"cannot replay, Redis is unreachable: {err}") from err
+            raise _failed("cannot replay", err) from err
         # Trimming by age happens on publish; a quiet channel may still hold old entries.
         oldest = (seconds - self.keep_seconds) * 1000 + micros // 1000
         fresh = [f for entry_id, f in entries if int(entry_id.split(b"-")[0]) >= oldest]
@@ -307,13 +308,13 @@ class RedisBackplane(Backplane):
         try:
             client.ping()
         except self._redis_errors as err:
-            raise BackplaneError(f"Redis is unreachable: {err}") from err
+            raise _failed("", err) from err
 
     def last_id(self, channel: str) -> int:
         try:
             return int(self._client.get(self._keys(channel)[0]) or 0)
         except self._redis_errors as err:
-            raise BackplaneError(f"cannot read a channel, Redis is unreachable: {err}") from err
+            raise _failed("cannot read a channel", err) from err
 
     def listen(self, deliver: Deliver, resync: Resync) -> None:
         with self._lock:
@@ -349,7 +350,8 @@ class RedisBackplane(Backplane):
     def _subscribe(self, deliver: Deliver, resync: Resync) -> None:
         import redis
 
-        delay, lost = 0.1, False
+        # failure: why the last try failed ("" once subscribed), logged when it changes
+        delay, failure = 0.1, ""
         while not self._stop.is_set():
             client = redis.Redis.from_url(self._url, socket_connect_timeout=CONNECT_TIMEOUT)
             pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
@@ -359,21 +361,31 @@ class RedisBackplane(Backplane):
                     break  # closed meanwhile
                 with self._lock:
                     late, self._went_on = self._went_on, False
-                if lost:
+                if failure:
                     log.warning("flask-push: backplane Redis is back; catching up")
-                if lost or late:
+                if failure or late:
                     resync()
-                lost = False
-                delay = 0.1
+                delay, failure = 0.1, ""
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None and message["type"] == "message":
                         self._deliver(deliver, message["data"])
-            except self._redis_errors as err:
+            except Exception as err:  # noqa: BLE001 - said below, and tried again
+                # Unreachable, or refusing (an ACL without the channel, a replica
+                # that went read-only), or a bug: any of them would end live events
+                # from other processes for good, so each new reason is logged and
+                # the subscriber tries again after the backoff.
                 self._first_try.set()
-                if not lost:
-                    log.warning("flask-push: backplane Redis unreachable (%s); retrying", err)
-                lost = True
+                known = isinstance(err, redis.RedisError)
+                said = str(_failed("", err)) if known else f"{type(err).__name__}: {err}"
+                if said != failure:
+                    log.warning(
+                        "flask-push: backplane subscriber failed (%s); live events from "
+                        "other processes wait until it is back; retrying",
+                        said,
+                        exc_info=not known,
+                    )
+                failure = said
             finally:
                 try:
                     pubsub.close()
@@ -404,6 +416,18 @@ class RedisBackplane(Backplane):
             deliver(Event(channel, int(number), event, data_json))
         except Exception:  # one bad message must not stop the subscriber
             log.exception("flask-push: cannot deliver a backplane message")
+
+
+def _failed(doing: str, err: Exception) -> BackplaneError:
+    """``err`` from redis-py, said as what went wrong with ``doing``: Redis out of
+    reach, or answering with a refusal (``NOPERM``, ``READONLY``, ``OOM``)."""
+    import redis
+
+    if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
+        why = f"Redis is unreachable: {err}"
+    else:
+        why = f"Redis refused it: {err}"
+    return BackplaneError(f"{doing}, {why}" if doing else why)
 
 
 def backplane_for(url: str, prefix: str, keep_seconds: int, keep_count: int) -> Backplane:
