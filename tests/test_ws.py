@@ -19,7 +19,7 @@ from flask import Flask, request
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from flask_push.errors import ValidationError
-from flask_push.realtime import inbox_events
+from flask_push.realtime import Realtime, inbox_events
 from flask_push.realtime.events import Event, Gap
 from flask_push.realtime.hub import Connection, Hub, direct_socket
 
@@ -82,6 +82,38 @@ def test_joins_own_channel(live: Any, connect: Any) -> None:
         "op": "event", "channel": "user:alice", "id": first, "event": "hello", "data": {"n": 1},
     }  # fmt: skip
     bob.nothing()
+
+
+def test_what_is_published_to_the_user_once_the_socket_is_open_arrives(
+    live: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The handler joins user:<id> after the 101, on its own thread, and a client may
+    # count on live events from `open` on: here that join is held back until an
+    # event was published, and another is published as it joins.
+    app, url = live()
+    holding, go = threading.Event(), threading.Event()
+    join = Realtime.join
+    later: list[int] = []
+
+    def held_join(self: Realtime, connection: Any, channel: str, *args: Any, **kw: Any) -> Any:
+        if channel == "user:alice":
+            holding.set()
+            assert go.wait(10)
+            later.append(publish(app, "user:alice", "meanwhile"))
+        return join(self, connection, channel, *args, **kw)
+
+    monkeypatch.setattr(Realtime, "join", held_join)
+    alice = connect(url, "alice")  # open
+    assert holding.wait(10)
+    first = publish(app, "user:alice", "hello", {"n": 1})
+    go.set()
+    assert alice.recv() == {
+        "op": "event", "channel": "user:alice", "id": first, "event": "hello", "data": {"n": 1},
+    }  # fmt: skip
+    assert alice.recv()["id"] == later[0]
+    last = publish(app, "user:alice", "after")
+    assert alice.recv()["id"] == last
+    alice.nothing()  # each once
 
 
 def test_anonymous_joins_nothing_and_may_not_join_a_user(live: Any, connect: Any) -> None:

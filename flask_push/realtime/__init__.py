@@ -47,23 +47,47 @@ class Realtime:
         event = channel_name(event, "event")
         return self.backplane.publish(channel, event, dumps(data))
 
-    def join(self, connection: Connection, channel: str, since: int | None = None) -> Replay | None:
+    def join(
+        self,
+        connection: Connection,
+        channel: str,
+        since: int | None = None,
+        *,
+        seen: int | None = None,
+    ) -> Replay | None:
         """Join ``connection`` to ``channel``; with ``since``, return what it missed.
 
         The connection joins before the replay is read, and skips any live
         event whose id it has already been sent, so replay and live events meet
         without a hole or a duplicate.
+
+        :param seen: for a channel joined on the client's behalf after its
+            handshake (its user's): the channel's last id before the handshake.
+            Anything published since is returned as a replay, as the client may
+            have counted on live events from the moment it opened.
         """
         self._listen()
         self.hub.join(connection, channel)
-        if since is None:
-            try:
-                last = self.backplane.last_id(channel)
-            except BackplaneError as err:
-                log.warning("flask-push: %s", err)
-                last = 0
-            connection.last_ids[channel] = max(last, connection.last_ids.get(channel, 0))
-            return None
+        if since is not None:
+            return self._replay(connection, channel, since)
+        try:
+            last = self.backplane.last_id(channel)
+        except BackplaneError as err:
+            log.warning("flask-push: %s", err)
+            last = 0
+        else:
+            if seen is not None and last > seen:
+                try:
+                    return self._replay(connection, channel, seen)
+                except BackplaneError as err:
+                    log.warning(
+                        "flask-push: %s; events on %s published while its websocket "
+                        "opened were not sent to it", err, channel,
+                    )  # fmt: skip
+        connection.last_ids[channel] = max(last, connection.last_ids.get(channel, 0))
+        return None
+
+    def _replay(self, connection: Connection, channel: str, since: int) -> Replay:
         replay = self.backplane.replay(channel, since)
         connection.last_ids[channel] = replay.events[-1].id if replay.events else replay.last_id
         return replay

@@ -23,7 +23,7 @@ import socket
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from wsproto.frame_protocol import CloseReason
@@ -33,7 +33,7 @@ from ..api.http import ApiError, error_response
 from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
-from .events import channel_name, encode_frame, gap_frame, sendable
+from .events import Replay, channel_name, encode_frame, gap_frame, sendable
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -73,7 +73,36 @@ def register(bp: Blueprint) -> None:
         # offer the handshake agrees to none, and one encoding of an event's
         # frame (Event.wire) serves every socket.
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        _mark_before_upgrade(current_app.extensions["push"].push)
         return None
+
+
+#: ``flask.g`` key: the user and their channel's last id, read before the upgrade
+_MARK = "_push_ws_mark"
+
+
+def _mark_before_upgrade(push: Any) -> None:
+    """Note, before the 101, who connects and how far their channel's numbering is.
+
+    The handler joins ``user:<id>`` after the 101, on its own thread, while the
+    client may count on live events from ``open`` on (read the inbox, then follow
+    the events): what is published to the channel in between reaches it as a
+    replay from this mark.
+    """
+    try:
+        user_id = push.current_user_id()
+    except Exception:  # noqa: BLE001 - the handler calls it again, and says why
+        return
+    mark = None
+    if user_id is not None:
+        try:
+            mark = push.state.get_realtime().backplane.last_id(f"user:{user_id}")
+        except BackplaneError as err:
+            log.warning(
+                "flask-push: %s; events published while this websocket opens may not reach it",
+                err,
+            )
+    setattr(g, _MARK, (user_id, mark))
 
 
 def _error(code: str, message: str) -> str:
@@ -102,7 +131,8 @@ def _serve(ws: Any) -> None:
     # simple-websocket reads this attribute for every message: a bigger one is
     # refused with close code 1009 before it is buffered whole.
     ws.max_message_size = settings.ws_max_message_bytes
-    user_id = push.current_user_id()
+    marked = g.pop(_MARK, None)
+    user_id, mark = marked if marked is not None else (push.current_user_id(), None)
     realtime: Realtime = push.state.get_realtime()
     sock = ws.sock
     connection = Connection(ws.event, sock, settings.ws_queue_size)
@@ -131,7 +161,10 @@ def _serve(ws: Any) -> None:
             # connection back now, not when the socket closes hours later
             push.db.session.remove()
             if user_id is not None:
-                realtime.join(connection, f"user:{user_id}")
+                channel = f"user:{user_id}"
+                replay = realtime.join(connection, channel, seen=mark)
+                for frame in _replayed(channel, replay):
+                    send(frame)
         while not connection.dropped:
             if heartbeat is None:
                 timeout = None
@@ -269,11 +302,15 @@ def _answer(
             json.dumps({"op": "subscribed", "channel": channel}),
             _error("unavailable", "Missed events cannot be read now; reload your state."),
         ]
-    frames = [json.dumps({"op": "subscribed", "channel": channel})]
-    if replay is not None:
-        if replay.gap:
-            frames.append(gap_frame(channel))
-        frames.extend(event.frame for event in replay.events if sendable(event))
+    return [json.dumps({"op": "subscribed", "channel": channel}), *_replayed(channel, replay)]
+
+
+def _replayed(channel: str, replay: Replay | None) -> list[str]:
+    """The frames of a join's replay: a gap first where some of it is lost."""
+    if replay is None:
+        return []
+    frames = [gap_frame(channel)] if replay.gap else []
+    frames.extend(event.frame for event in replay.events if sendable(event))
     return frames
 
 
