@@ -16,6 +16,22 @@ Status = Literal["sent", "gone", "retry", "failed"]
 
 URGENCIES: tuple[Urgency, ...] = ("very-low", "low", "normal", "high")
 
+#: control characters but tab and newline, written out as ``\xNN``
+CONTROLS = {
+    code: f"\\x{code:02x}" for code in (*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))
+}
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters (but tab and newline) and lone
+    surrogates written out as escapes.
+
+    What a push service or a connection failure says goes to logs, terminals,
+    pages and a text column: a terminal would run an escape sequence, PostgreSQL
+    refuses NUL, and UTF-8 cannot encode a lone surrogate (JSON's ``"\\ud800"``).
+    """
+    return text.translate(CONTROLS).encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 @dataclass(frozen=True)
 class Notification:
@@ -127,3 +143,10 @@ class DeliveryResult:
     #: provider knows it better than its status does: ``address_blocked`` (flask-push
     #: itself refused to connect to the endpoint's address)
     reason: str | None = None
+
+    def __post_init__(self) -> None:
+        # One place for every provider's words: a service's reason phrase or JSON
+        # error may hold NUL or an escape sequence, and one outcome PostgreSQL
+        # refuses would fail the write of its whole batch.
+        if self.error is not None:
+            object.__setattr__(self, "error", printable(self.error))

@@ -90,6 +90,36 @@ def test_inline_delivers_web_push_and_fcm(
     assert sent.data is not None and sent.data["messageId"] == message.id
 
 
+def test_what_a_service_says_is_kept_in_printable_words_with_its_batch(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    push_fake_fcm: FakeFCM,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # FCM's JSON error may hold NUL (which PostgreSQL refuses in text) and escape
+    # sequences (which a terminal runs): one such outcome failed the write of its
+    # whole batch, which was then sent again at every lease, the Web Push too.
+    app = sending_app()
+    subscriber = push_fake_webpush.subscribe()
+    token = make_registration_token()
+    push_fake_fcm.fail_next(400, "INVALID_ARGUMENT", message="bad\x00token \x1b[31mred\ud800")
+    with app.app_context():
+        subscribe(subscriber)
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token=token, device_type="android", user_id="alice"
+            )
+        )
+        db.session.commit()
+        message = push.send(users=["alice"], title="Hello")
+        by_kind = {row.kind: row for row in rows(message.id)}
+    assert by_kind["webpush"].status == "sent" and len(subscriber.received) == 1
+    failed = by_kind["fcm"]
+    assert failed.status == "failed" and failed.lease_until is None
+    assert failed.error is not None and "bad\\x00token \\x1b[31mred\\ud800" in failed.error
+    assert "\x00" not in caplog.text and "\x1b" not in caplog.text
+
+
 def rows_outside(app: Flask, message_id: str) -> list[Any]:
     with app.app_context():
         return rows(message_id)

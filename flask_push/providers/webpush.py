@@ -36,7 +36,14 @@ from ..credentials import ProviderKind, Setting, load_vapid, vapid_public_key, v
 from ..credentials import split_url as _split
 from ..credentials import text as _text
 from ..errors import PayloadError, PushError, ValidationError
-from ..message import Activity, DeliveryResult, Notification, OutgoingPush, WebPushTarget
+from ..message import (
+    Activity,
+    DeliveryResult,
+    Notification,
+    OutgoingPush,
+    WebPushTarget,
+    printable,
+)
 from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
 from . import aes128gcm
 from .base import Provider, retry_after_seconds
@@ -56,11 +63,6 @@ __all__ = [
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
 #: the start of an error body worth putting in a DeliveryResult
 _MAX_ERROR_TEXT = 2048
-#: control characters but tab and newline, written out: an error body goes to logs,
-#: terminals and pages, and a terminal would run an escape sequence
-_CONTROLS = {
-    code: f"\\x{code:02x}" for code in (*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))
-}
 
 
 class BlockedAddressError(PushError):
@@ -809,4 +811,4 @@ async def _read_start(response: aiohttp.ClientResponse) -> str:
         if not chunk:
             break
         data += chunk
-    return bytes(data).decode("utf-8", "replace").translate(_CONTROLS).strip()
+    return printable(bytes(data).decode("utf-8", "replace")).strip()

@@ -632,3 +632,11 @@ def test_control_characters_of_an_error_body_are_written_out(vapid_private_key: 
     result = send_to_raw(vapid_private_key, head + body)
     assert result.status == "failed", result
     assert result.error == "400 Bad Request: \\x1b[2Jno\\x07 such\tsubscription"
+
+
+def test_control_characters_of_a_reason_phrase_are_written_out(vapid_private_key: str) -> None:
+    # aiohttp hands the status line's reason on as it came
+    head = b"HTTP/1.1 400 Bad\x00Req\x1b[31m\r\nContent-Length: 0\r\n\r\n"
+    result = send_to_raw(vapid_private_key, head)
+    assert result.status == "failed", result
+    assert result.error == "400 Bad\\x00Req\\x1b[31m"
