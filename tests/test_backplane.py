@@ -226,6 +226,41 @@ def test_redis_a_subscription_confirmed_late_is_followed_by_a_resync(
         proxy.stop()
 
 
+def test_redis_a_subscription_gone_silent_is_found_out_and_made_again(
+    redis_backplane: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A connection that a load balancer or NAT forgot never errors: without a
+    # question, the subscriber would wait on it for good, hearing nothing.
+    monkeypatch.setattr(backplane_module, "SUBSCRIBER_PING_AFTER", 0.5)
+    monkeypatch.setattr(backplane_module, "SUBSCRIBER_PONG_TIMEOUT", 1.0)
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    proxy = TcpProxy((host, int(port)))
+    proxy.start()
+    try:
+        far, near = redis_backplane(url=f"redis://127.0.0.1:{proxy.port}/0"), redis_backplane()
+        deliver, got = collector()
+        resyncs: list[None] = []
+        caplog.set_level("WARNING", logger="flask_push.realtime")
+        far.listen(deliver, lambda: resyncs.append(None))
+        sent = near.publish("order:1", "s", "1").id
+        assert got.get(timeout=5).id == sent
+        time.sleep(1)  # quiet for longer than SUBSCRIBER_PING_AFTER: pings are answered
+        sent = near.publish("order:1", "s", "2").id
+        assert got.get(timeout=5).id == sent
+        assert resyncs == []
+        proxy.freeze()
+        near.publish("order:1", "s", "3")  # lost on the silent connection
+        deadline = time.monotonic() + 15
+        while not resyncs:
+            assert time.monotonic() < deadline, "the silent subscription was not found out"
+            time.sleep(0.02)
+        assert "no answer to a ping in 1 s" in caplog.text
+        sent = near.publish("order:1", "s", "4").id
+        assert got.get(timeout=5).id == sent  # live again
+    finally:
+        proxy.stop()
+
+
 class SilentRedis:
     """Answers every command +OK but HELLO (unknown) and SUBSCRIBE, which it never
     confirms."""
@@ -376,6 +411,8 @@ class TcpProxy:
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
         self._lock = threading.Lock()
+        #: the connections made so far, and those frozen (their bytes are dropped)
+        self._made = self._frozen = 0
 
     def start(self) -> None:
         listener = socket.socket()
@@ -402,14 +439,22 @@ class TcpProxy:
             upstream = socket.create_connection(self.target, timeout=2)
             upstream.settimeout(None)
             self._sockets += [client, upstream]
+            self._made += 1
+            number = self._made
         for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(a, b, number), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def freeze(self) -> None:
+        """The connections open now go silent both ways, yet stay open, as those a
+        load balancer or NAT forgot; new ones go through."""
+        with self._lock:
+            self._frozen = self._made
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, number: int) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if number > self._frozen:
+                    sink.sendall(data)
         except OSError:
             pass
         for sock in (source, sink):

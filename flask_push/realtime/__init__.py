@@ -107,11 +107,9 @@ class Realtime:
         """
         gaps = 0
         for channel, last in self.hub.joined().items():
-            try:
-                replay = self.backplane.replay(channel, last)
-            except BackplaneError as err:
-                log.warning("flask-push: %s", err)
-                return
+            # Raised on: the subscriber says why and resyncs again once it can. The
+            # channels replayed by then skip what they get twice, by id.
+            replay = self.backplane.replay(channel, last)
             if replay.gap:
                 gaps += 1
                 resume = replay.events[0].id - 1 if replay.events else replay.last_id

@@ -86,6 +86,10 @@ PING_TIMEOUT = 1.0
 #: seconds to connect to Redis; the first listen() waits at most as long for its
 #: subscription
 CONNECT_TIMEOUT = 2.0
+#: seconds of silence after which the subscriber pings Redis, and then how long it
+#: waits for the answer before it connects again (and resyncs)
+SUBSCRIBER_PING_AFTER = 30.0
+SUBSCRIBER_PONG_TIMEOUT = 5.0
 
 
 def _clock_micros() -> int:
@@ -366,18 +370,35 @@ class RedisBackplane(Backplane):
                 if failure or late:
                     resync()
                 delay, failure = 0.1, ""
+                heard, asked = time.monotonic(), 0.0
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.5)
-                    if message is not None and message["type"] == "message":
-                        self._deliver(deliver, message["data"])
+                    now = time.monotonic()
+                    if message is not None:
+                        heard, asked = now, 0.0
+                        if message["type"] == "message":
+                            self._deliver(deliver, message["data"])
+                    elif asked and now - asked > SUBSCRIBER_PONG_TIMEOUT:
+                        raise redis.TimeoutError(
+                            f"no answer to a ping in {SUBSCRIBER_PONG_TIMEOUT:g} s"
+                        )
+                    elif not asked and now - heard > SUBSCRIBER_PING_AFTER:
+                        # A connection that a load balancer or NAT forgot says
+                        # nothing, ever: only a question shows that it is gone.
+                        pubsub.ping()
+                        asked = now
             except Exception as err:  # noqa: BLE001 - said below, and tried again
                 # Unreachable, or refusing (an ACL without the channel, a replica
                 # that went read-only), or a bug: any of them would end live events
                 # from other processes for good, so each new reason is logged and
                 # the subscriber tries again after the backoff.
                 self._first_try.set()
-                known = isinstance(err, redis.RedisError)
-                said = str(_failed("", err)) if known else f"{type(err).__name__}: {err}"
+                if isinstance(err, redis.RedisError):
+                    said, known = str(_failed("", err)), True
+                elif isinstance(err, BackplaneError):  # the resync's replay
+                    said, known = str(err), True
+                else:
+                    said, known = f"{type(err).__name__}: {err}", False
                 if said != failure:
                     log.warning(
                         "flask-push: backplane subscriber failed (%s); live events from "
