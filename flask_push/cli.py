@@ -468,8 +468,9 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                         raise
                     click.echo(f"flask-push: a delivery round failed: {err!r}", err=True)
                     handled, outcomes = 0, Counter()
-                if once and not handled and push.state.get_inline().dispatcher.database_unreachable:
-                    # said as a warning already; a cron job must see it fail too
+                # said in the log already; a cron job must see it fail too
+                unreachable = once and push.state.get_inline().dispatcher.database_unreachable
+                if unreachable and not handled:
                     missing = missing_tables(_push())
                     raise _tables_missing(missing) if missing else _database_unreachable(None)
                 if handled:
@@ -483,6 +484,12 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                     )
                 elif once:
                     click.echo("Nothing was due.")
+                if unreachable:
+                    raise click.ClickException(
+                        "the database went away during the run; the deliveries whose "
+                        "outcomes were not written stay queued and are sent again once "
+                        "their lease runs out, so some may arrive twice"
+                    )
                 if once:
                     break
                 stop.wait(interval)

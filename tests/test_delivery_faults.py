@@ -376,6 +376,43 @@ def test_outcomes_are_kept_while_the_database_is_unreachable(
 
 
 @on_postgres
+def test_worker_once_fails_when_it_gave_up_on_outcomes(
+    database: dict[str, Any], proxy: TcpProxy, direct: sa.Engine, make_app: Callable[..., Flask]
+) -> None:
+    # a cron job's `flask push worker --once` must not exit 0 when what it sent is
+    # to be sent again
+    app = make_app(**sending_config(PUSH_QUEUE="inline"), **through(database, proxy))
+    with FakePushService() as service:
+        with app.app_context():
+            add_browsers(service, 3)
+            push.send(everyone=True, title="x", send_at=utcnow() + timedelta(hours=1))
+            dispatcher = push.state.get_inline().dispatcher  # the one the command uses
+            dispatcher.outage_patience = 0.5
+            dispatcher.lease = timedelta(seconds=1)
+        with direct.begin() as conn:
+            conn.execute(sa.update(push.models.Delivery).values(due_at=utcnow()))
+        service.hold()
+
+        def cut_once_sending() -> None:
+            service.wait_in_flight(3, timeout=30)
+            proxy.cut()
+            service.release()
+
+        cutter = threading.Thread(target=cut_once_sending)
+        cutter.start()
+        try:
+            result = app.test_cli_runner().invoke(args=["push", "worker", "--once"])
+        finally:
+            cutter.join()
+            proxy.restore()
+            with app.app_context():
+                db.engine.dispose()
+    assert result.exit_code == 1, result.output
+    assert re.search(r"Z handled 3 deliveries", result.output), result.output
+    assert "Error: the database went away during the run; the deliveries whose " in result.output
+
+
+@on_postgres
 def test_a_worker_gives_up_on_its_outcomes_after_a_while_and_says_so(
     database: dict[str, Any],
     proxy: TcpProxy,
