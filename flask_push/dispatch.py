@@ -896,7 +896,34 @@ class Dispatcher:
             with self.app.app_context():
                 return work(*args)
 
-        return await self._db.run(run)
+        future = self._db.run(run)
+        # A connection whose server vanished (a failover, a host gone) can leave a
+        # query waiting for many minutes without an error: say so while it waits,
+        # as the leases of what is in hand run out meanwhile.
+        patience = self.lease.total_seconds() / 2
+        said: list[float] = []
+
+        def still_waiting() -> None:
+            if future.done():
+                return  # answered in this very turn of the loop
+            said.append(time.monotonic() - patience)
+            logger.warning(
+                "flask-push: the database has not answered for %g s; the leases of the "
+                "deliveries in hand run out after %g s, and another worker may then send "
+                "them again",
+                patience,
+                self.lease.total_seconds(),
+            )
+
+        watch = asyncio.get_running_loop().call_later(patience, still_waiting)
+        try:
+            return await future
+        finally:
+            watch.cancel()
+            if said and not future.cancelled():
+                logger.info(
+                    "flask-push: the database answered after %.0f s", time.monotonic() - said[0]
+                )
 
     # -- the database thread ---------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -350,6 +351,55 @@ def test_concurrent_dispatchers_never_send_twice(
     assert sorted(counts.values()) == [1] * 24
     with app.app_context():
         assert {row.status for row in rows(message_id)} == {"sent"}
+
+
+def test_a_database_that_does_not_answer_is_said_while_it_waits(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A query on a connection whose server vanished can wait for many minutes
+    # without an error; the leases of what is in hand run out meanwhile.
+    app = sending_app()
+    subscriber = push_fake_webpush.subscribe()
+    with app.app_context():
+        subscribe(subscriber)
+        later = utcnow() + timedelta(hours=1)
+        message_id = push.send(users=["alice"], title="x", send_at=later).id
+        make_due(message_id)
+        dispatcher = Dispatcher(
+            app, push.models, db.engine, push.settings, lease=timedelta(seconds=1)
+        )
+    said = threading.Event()
+    claim = dispatcher._claim_and_load
+
+    def slow_claim(*args: Any) -> Any:
+        assert said.wait(10)  # answers once the wait was said
+        return claim(*args)
+
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "has not answered" in record.getMessage():
+                said.set()
+
+    dispatcher._claim_and_load = slow_claim  # type: ignore[method-assign]
+    watcher = Said()
+    logging.getLogger("flask_push").addHandler(watcher)
+    try:
+        with caplog.at_level(logging.INFO, logger="flask_push"), app.app_context():
+            assert dispatcher.run_until_idle() == 1
+    finally:
+        logging.getLogger("flask_push").removeHandler(watcher)
+        dispatcher.close()
+    [waiting] = [r for r in caplog.records if "has not answered" in r.getMessage()]
+    assert waiting.levelno == logging.WARNING
+    assert (
+        "flask-push: the database has not answered for 0.5 s; the leases of the deliveries "
+        "in hand run out after 1 s, and another worker may then send them again"
+        == waiting.getMessage()
+    )
+    assert "the database answered after" in caplog.text
+    assert len(subscriber.received) == 1
 
 
 def test_closing_while_a_database_job_runs_ends_its_thread_cleanly(
