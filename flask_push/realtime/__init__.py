@@ -101,15 +101,18 @@ class Realtime:
     def _resync(self) -> None:
         """After the backplane was unreachable: deliver what the joined channels missed.
 
-        Where some of it is lost (a Redis that restarted without its data), the
-        channel's connections get a ``gap`` first, in order with the events, so
-        their clients reload what they show.
+        Where some of it is lost (a Redis that restarted without its data), or a
+        channel's replay cannot be read, the channel's connections get a ``gap``
+        first, in order with the events, so their clients reload what they show.
         """
-        gaps = 0
+        gaps, unread, why = 0, 0, None
         for channel, last in self.hub.joined().items():
-            # Raised on: the subscriber says why and resyncs again once it can. The
-            # channels replayed by then skip what they get twice, by id.
-            replay = self.backplane.replay(channel, last)
+            try:
+                replay = self.backplane.replay(channel, last)
+            except BackplaneError as err:
+                unread, why = unread + 1, err
+                self.hub.gap(Gap(channel, last))
+                continue
             if replay.gap:
                 gaps += 1
                 resume = replay.events[0].id - 1 if replay.events else replay.last_id
@@ -121,6 +124,13 @@ class Realtime:
                 "flask-push: %d channel(s) lost live events while the backplane was away "
                 "(did Redis restart without its data?); their clients were sent a gap to reload",
                 gaps,
+            )
+        if unread:
+            log.warning(
+                "flask-push: %d channel(s) could not be caught up after the backplane was "
+                "away (%s); their clients were sent a gap to reload",
+                unread,
+                why,
             )
 
     def close(self) -> None:

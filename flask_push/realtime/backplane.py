@@ -176,7 +176,13 @@ class MemoryBackplane(Backplane):
 #: Redis's clock in microseconds, so the new ids are above the old ones; the stream
 #: entry of a numbering's first event is marked ``f``: nothing came before it.
 #: Lua writes numbers with 14 digits, so the id is formatted as an integer once.
+#: Redis does not undo a script's writes when a later command fails: a user whose
+#: ACL refuses the PUBLISH is refused first (Redis 7 can tell), so that an event
+#: said to be not published is not numbered and kept either.
 _PUBLISH = """
+if redis.acl_check_cmd and not redis.acl_check_cmd('PUBLISH', KEYS[3], '') then
+  return redis.error_reply('NOPERM this user may not publish to ' .. KEYS[3])
+end
 local now = redis.call('TIME')
 local id
 local fields
@@ -366,9 +372,9 @@ class RedisBackplane(Backplane):
                 with self._lock:
                     late, self._went_on = self._went_on, False
                 if failure:
-                    log.warning("flask-push: backplane Redis is back; catching up")
+                    log.warning("flask-push: backplane subscriber is back; catching up")
                 if failure or late:
-                    resync()
+                    self._catch_up(resync)
                 delay, failure = 0.1, ""
                 heard, asked = time.monotonic(), 0.0
                 while not self._stop.is_set():
@@ -395,8 +401,6 @@ class RedisBackplane(Backplane):
                 self._first_try.set()
                 if isinstance(err, redis.RedisError):
                     said, known = str(_failed("", err)), True
-                elif isinstance(err, BackplaneError):  # the resync's replay
-                    said, known = str(err), True
                 else:
                     said, known = f"{type(err).__name__}: {err}", False
                 if said != failure:
@@ -416,6 +420,14 @@ class RedisBackplane(Backplane):
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    def _catch_up(resync: Resync) -> None:
+        """Run ``resync``; live events go on whatever becomes of it."""
+        try:
+            resync()
+        except Exception:  # noqa: BLE001 - said; reconnecting would not mend it
+            log.exception("flask-push: catching up after the backplane was away failed")
 
     def _confirm(self, pubsub: Any) -> bool:
         """Wait for Redis's answer to the SUBSCRIBE: from then on it sends us every
@@ -444,8 +456,12 @@ def _failed(doing: str, err: Exception) -> BackplaneError:
     reach, or answering with a refusal (``NOPERM``, ``READONLY``, ``OOM``)."""
     import redis
 
-    if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
+    if isinstance(err, redis.AuthenticationError):  # a ConnectionError, yet an answer
+        why = f"Redis refused the login: {err}"
+    elif isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
         why = f"Redis is unreachable: {err}"
+    elif isinstance(err, redis.exceptions.InvalidResponse):
+        why = f"what answered is not Redis: {err}"
     else:
         why = f"Redis refused it: {err}"
     return BackplaneError(f"{doing}, {why}" if doing else why)

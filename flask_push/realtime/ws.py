@@ -77,22 +77,26 @@ def register(bp: Blueprint) -> None:
         return None
 
 
-#: ``flask.g`` key: the user and their channel's last id, read before the upgrade
+#: ``flask.g`` key: the user and their channel's last id, read before the upgrade, or
+#: what the identity loader raised
 _MARK = "_push_ws_mark"
 
 
 def _mark_before_upgrade(push: Any) -> None:
     """Note, before the 101, who connects and how far their channel's numbering is.
 
-    The handler joins ``user:<id>`` after the 101, on its own thread, while the
-    client may count on live events from ``open`` on (read the inbox, then follow
-    the events): what is published to the channel in between reaches it as a
-    replay from this mark.
+    The handler joins ``user:<id>`` once the 101 has gone, while the client may
+    count on live events from ``open`` on (read the inbox, then follow the
+    events): what is published to the channel in between reaches it as a replay
+    from this mark.
     """
     try:
         user_id = push.current_user_id()
-    except Exception:  # noqa: BLE001 - the handler calls it again, and says why
+    except Exception as err:  # noqa: BLE001 - raised by the handler, after the 101
+        setattr(g, _MARK, err)
         return
+    # the loader's connection goes back to the pool before Redis is asked
+    push.db.session.remove()
     mark = None
     if user_id is not None:
         try:
@@ -129,6 +133,9 @@ def _serve(ws: Any) -> None:
     # refused with close code 1009 before it is buffered whole.
     ws.max_message_size = settings.ws_max_message_bytes
     marked = g.pop(_MARK, None)
+    if isinstance(marked, Exception):
+        # the identity loader's, before the upgrade: said now, with a 1011 close
+        raise marked
     user_id, mark = marked if marked is not None else (push.current_user_id(), None)
     realtime: Realtime = push.state.get_realtime()
     sock = ws.sock
