@@ -892,7 +892,10 @@ class Dispatcher:
         """``work(*args)`` on the database thread, in an app context as on the
         caller's thread (signal receivers may use ``current_app``)."""
 
+        began: list[float] = []  # when the thread took it up
+
         def run() -> _T:
+            began.append(time.monotonic())
             with self.app.app_context():
                 return work(*args)
 
@@ -900,13 +903,22 @@ class Dispatcher:
         # A connection whose server vanished (a failover, a host gone) can leave a
         # query waiting for many minutes without an error: say so while it waits,
         # as the leases of what is in hand run out meanwhile.
+        loop = asyncio.get_running_loop()
         patience = self.lease.total_seconds() / 2
-        said: list[float] = []
+        said = False
+        watch: asyncio.TimerHandle
 
         def still_waiting() -> None:
+            nonlocal watch, said
             if future.done():
                 return  # answered in this very turn of the loop
-            said.append(time.monotonic() - patience)
+            # Timed from when the thread took it up: a job queued behind the one
+            # that waits is not the one to blame.
+            waited = time.monotonic() - began[0] if began else 0.0
+            if waited < patience:
+                watch = loop.call_later(patience - waited, still_waiting)
+                return
+            said = True
             logger.warning(
                 "flask-push: the database has not answered for %g s; the leases of the "
                 "deliveries in hand run out after %g s, and another worker may then send "
@@ -915,14 +927,14 @@ class Dispatcher:
                 self.lease.total_seconds(),
             )
 
-        watch = asyncio.get_running_loop().call_later(patience, still_waiting)
+        watch = loop.call_later(patience, still_waiting)
         try:
             return await future
         finally:
             watch.cancel()
             if said and not future.cancelled():
                 logger.info(
-                    "flask-push: the database answered after %.0f s", time.monotonic() - said[0]
+                    "flask-push: the database answered after %.0f s", time.monotonic() - began[0]
                 )
 
     # -- the database thread ---------------------------------------------------------

@@ -145,8 +145,10 @@ class DeliveryResult:
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        # One place for every provider's words: a service's reason phrase or JSON
-        # error may hold NUL or an escape sequence, and one outcome PostgreSQL
-        # refuses would fail the write of its whole batch.
+        # One place for every provider's words: a service's reason phrase, JSON or
+        # header may hold NUL, an escape sequence or bytes that are not UTF-8, and
+        # one outcome the database refuses would fail the write of its whole batch.
         if self.error is not None:
             object.__setattr__(self, "error", printable(self.error))
+        if self.service_id is not None:  # a Location header, a name in JSON
+            object.__setattr__(self, "service_id", printable(self.service_id))

@@ -408,26 +408,36 @@ def test_redis_a_failing_resync_is_said_and_live_events_go_on(
 def test_a_channel_that_cannot_be_caught_up_gets_a_gap_and_the_others_their_events(
     make_app: Callable[..., Flask],
 ) -> None:
-    # after the backplane was away: one channel's replay cannot be read, the next
-    # one's can; the first one's clients are told to reload, the second's get what
-    # they missed
-    class Unreadable(MemoryBackplane):
+    # After the backplane was away: a channel whose replay is refused gets a gap
+    # (its clients reload) and the next ones are still asked; once Redis does not
+    # answer at all, the rest get a gap without waiting for it channel by channel.
+    asked: list[str] = []
+
+    class Failing(MemoryBackplane):
         def replay(self, channel: str, since: int) -> Replay:
-            if channel == "a":
-                raise BackplaneError("cannot replay, Redis is unreachable: gone")
+            asked.append(channel)
+            if channel == "refused":
+                raise BackplaneError("cannot replay, Redis refused it: WRONGTYPE")
+            if channel == "unreachable":
+                raise backplane_module.BackplaneUnreachable("cannot replay, Redis is unreachable")
             return super().replay(channel, since)
 
-    backplane = Unreadable(keep_seconds=60, keep_count=10)
+    backplane = Failing(keep_seconds=60, keep_count=10)
     realtime: Realtime = make_app().extensions["push"].get_realtime()
     realtime.backplane = backplane
     got: list[Any] = []
     realtime.hub.deliver = got.append  # type: ignore[method-assign]
     realtime.hub.gap = got.append  # type: ignore[method-assign]
-    joined = {"a": backplane.publish("a", "e", "1").id, "b": backplane.publish("b", "e", "1").id}
-    missed = backplane.publish("b", "e", "2")
+    names = ("refused", "fine", "unreachable", "after")
+    joined = {name: backplane.publish(name, "e", "1").id for name in names}
+    missed = backplane.publish("fine", "e", "2")
     realtime.hub.joined = lambda: joined  # type: ignore[method-assign]
     realtime._resync()
-    assert got == [Gap("a", joined["a"]), missed]
+    assert asked == ["refused", "fine", "unreachable"]
+    assert got == [
+        Gap("refused", joined["refused"]), missed,
+        Gap("unreachable", joined["unreachable"]), Gap("after", joined["after"]),
+    ]  # fmt: skip
 
 
 class TcpProxy:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import PushSettings
 from ..errors import BackplaneError
-from .backplane import Backplane, backplane_for, dumps
+from .backplane import Backplane, BackplaneUnreachable, backplane_for, dumps
 from .events import Event, Gap, Replay, channel_name
 from .hub import Connection, Hub
 
@@ -107,6 +107,12 @@ class Realtime:
         """
         gaps, unread, why = 0, 0, None
         for channel, last in self.hub.joined().items():
+            if isinstance(why, BackplaneUnreachable):
+                # Redis went away again: each question would wait its timeout, and
+                # the subscriber reads nothing meanwhile; tell the clients instead
+                unread += 1
+                self.hub.gap(Gap(channel, last))
+                continue
             try:
                 replay = self.backplane.replay(channel, last)
             except BackplaneError as err:

@@ -451,20 +451,26 @@ class RedisBackplane(Backplane):
             log.exception("flask-push: cannot deliver a backplane message")
 
 
+class BackplaneUnreachable(BackplaneError):
+    """Redis did not answer at all (refused, reset, timed out): asking it about the
+    next channel would most likely wait as long for nothing."""
+
+
 def _failed(doing: str, err: Exception) -> BackplaneError:
     """``err`` from redis-py, said as what went wrong with ``doing``: Redis out of
     reach, or answering with a refusal (``NOPERM``, ``READONLY``, ``OOM``)."""
     import redis
 
+    kind = BackplaneError
     if isinstance(err, redis.AuthenticationError):  # a ConnectionError, yet an answer
         why = f"Redis refused the login: {err}"
     elif isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
-        why = f"Redis is unreachable: {err}"
+        why, kind = f"Redis is unreachable: {err}", BackplaneUnreachable
     elif isinstance(err, redis.exceptions.InvalidResponse):
         why = f"what answered is not Redis: {err}"
     else:
         why = f"Redis refused it: {err}"
-    return BackplaneError(f"{doing}, {why}" if doing else why)
+    return kind(f"{doing}, {why}" if doing else why)
 
 
 def backplane_for(url: str, prefix: str, keep_seconds: int, keep_count: int) -> Backplane:

@@ -640,3 +640,13 @@ def test_control_characters_of_a_reason_phrase_are_written_out(vapid_private_key
     result = send_to_raw(vapid_private_key, head)
     assert result.status == "failed", result
     assert result.error == "400 Bad\\x00Req\\x1b[31m"
+
+
+def test_a_location_that_is_not_utf8_is_kept_printable(vapid_private_key: str) -> None:
+    # aiohttp decodes a header's other bytes as lone surrogates, which no database
+    # column takes: one such outcome would fail the write of its whole batch
+    head = b"HTTP/1.1 201 Created\r\nLocation: https://push.example/m/\xff1\r\n"
+    result = send_to_raw(vapid_private_key, head + b"Content-Length: 0\r\n\r\n")
+    assert result.status == "sent", result
+    assert result.service_id == "https://push.example/m/\\udcff1"
+    result.service_id.encode("utf-8")
