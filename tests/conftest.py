@@ -67,6 +67,28 @@ def need_service(name: str, error: Exception | None) -> None:
     pytest.skip(message)
 
 
+#: the Redis the tests use (keys under a prefix of each test's own)
+REDIS_URL = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the real Redis; its keys are deleted after."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        client.close()
+        need_service("Redis", err)
+    prefix = f"fp-test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()
+
+
 def b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import threading
 import uuid
 
@@ -15,7 +14,7 @@ from werkzeug.serving import make_server
 from flask_push import signals
 from flask_push.models import utcnow
 
-from conftest import as_user, db, need_service, push
+from conftest import REDIS_URL, as_user, db, need_service, push
 
 
 def assert_error(response, status, code):
@@ -173,7 +172,7 @@ def test_a_live_event_that_cannot_be_published_is_logged_not_a_500(make_app, cap
     """An item stored before its data was checked (a lone surrogate in it) cannot be
     encoded for Redis; updating it still succeeds, and the lost event is logged."""
     redis = pytest.importorskip("redis")
-    url = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    url = REDIS_URL
     probe = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
     try:
         probe.ping()

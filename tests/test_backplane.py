@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import shutil
 import socket
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,8 @@ from flask_push.realtime import backplane as backplane_module
 from flask_push.realtime.backplane import MemoryBackplane, RedisBackplane, backplane_for
 from flask_push.realtime.events import Event, Gap, Replay
 
-from conftest import need_service, push
+from conftest import REDIS_URL, need_service, push
 from wslive import Client, ServerProcess, serve
-
-REDIS_URL = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def collector() -> tuple[Callable[[Event], None], queue.Queue[Event]]:
@@ -102,24 +98,6 @@ def test_memory_numbering_below_a_client_id_is_a_gap_then_all_kept(
 
 
 # -- Redis --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A key prefix of this test's own in the real Redis; its keys are deleted after."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as err:
-        client.close()
-        need_service("Redis", err)
-    prefix = f"fp-test-{uuid.uuid4().hex[:10]}"
-    yield prefix
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
-    client.close()
 
 
 @pytest.fixture

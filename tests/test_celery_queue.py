@@ -43,9 +43,7 @@ from flask_push.celery_queue import MAX_TASKS_PER_SEND, TASK_NAME, tasks_for
 from flask_push.models import utcnow
 from flask_push.testing import FakePushService
 
-from conftest import db, need_service, push
-
-REDIS_URL = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from conftest import REDIS_URL, db, need_service, push
 
 #: the worker processes share the test's PostgreSQL schema
 on_postgres = pytest.mark.parametrize("database", ["postgresql"], indirect=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -15,9 +14,7 @@ from flask import Flask
 
 from flask_push.models import utcnow
 
-from conftest import db, need_service, push
-
-REDIS_URL = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from conftest import REDIS_URL, db, need_service, push
 
 
 def closed_port() -> int:

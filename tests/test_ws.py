@@ -9,7 +9,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from flask_push.realtime import ws as ws_module
 from flask_push.realtime.events import Event, Gap
 from flask_push.realtime.hub import Connection, Hub, direct_socket
 
-from conftest import as_user, db, need_service, push
+from conftest import REDIS_URL, as_user, db, push
 from wslive import Client, ServerProcess, serve
 
 
@@ -87,26 +86,13 @@ def test_joins_own_channel(live: Any, connect: Any) -> None:
 
 
 @pytest.fixture(params=["memory", "redis"])
-def backplane(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+def backplane(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The config of a backplane: memory, or a prefix of this test's own in the real
-    Redis (its keys deleted after)."""
+    Redis."""
     if request.param == "memory":
-        yield {}
-        return
-    import redis
-
-    url = os.environ.get("PUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as err:
-        client.close()
-        need_service("Redis", err)
-    prefix = f"fp-test-{uuid.uuid4().hex[:10]}"
-    yield {"PUSH_BACKPLANE_URL": url, "PUSH_BACKPLANE_PREFIX": prefix}
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
-    client.close()
+        return {}
+    prefix = request.getfixturevalue("redis_prefix")
+    return {"PUSH_BACKPLANE_URL": REDIS_URL, "PUSH_BACKPLANE_PREFIX": prefix}
 
 
 def test_what_is_published_to_the_user_once_the_socket_is_open_arrives(
