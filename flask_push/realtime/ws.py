@@ -106,6 +106,26 @@ def _mark_before_upgrade(push: Any) -> None:
     setattr(g, _MARK, (user_id, mark))
 
 
+def _marked(push: Any) -> tuple[str | None, int | None]:
+    """The user and their channel's mark, as read before the upgrade."""
+    marked = g.pop(_MARK, None)
+    if isinstance(marked, Exception):
+        # the identity loader's, before the upgrade: said now, with a 1011 close
+        raise marked
+    if marked is None:  # not through the handshake hook
+        return push.current_user_id(), None
+    user_id, mark = marked
+    return user_id, mark
+
+
+def _join_own_channel(
+    realtime: Realtime, connection: Connection, user_id: str, mark: int | None
+) -> list[str]:
+    """Join ``user:<id>``; the frames of what was published since ``mark``."""
+    channel = f"user:{user_id}"
+    return _replayed(channel, realtime.join(connection, channel, seen=mark))
+
+
 def _error(code: str, message: str) -> str:
     return json.dumps({"op": "error", "code": code, "message": message})
 
@@ -132,11 +152,7 @@ def _serve(ws: Any) -> None:
     # simple-websocket reads this attribute for every message: a bigger one is
     # refused with close code 1009 before it is buffered whole.
     ws.max_message_size = settings.ws_max_message_bytes
-    marked = g.pop(_MARK, None)
-    if isinstance(marked, Exception):
-        # the identity loader's, before the upgrade: said now, with a 1011 close
-        raise marked
-    user_id, mark = marked if marked is not None else (push.current_user_id(), None)
+    user_id, mark = _marked(push)
     realtime: Realtime = push.state.get_realtime()
     sock = ws.sock
     connection = Connection(ws.event, sock, settings.ws_queue_size)
@@ -165,10 +181,11 @@ def _serve(ws: Any) -> None:
             # connection back now, not when the socket closes hours later
             push.db.session.remove()
             if user_id is not None:
-                channel = f"user:{user_id}"
-                replay = realtime.join(connection, channel, seen=mark)
-                for frame in _replayed(channel, replay):
+                for frame in _join_own_channel(realtime, connection, user_id, mark):
                     send(frame)
+            # This frame lives as long as the socket, and there may be ten thousand:
+            # it keeps nothing it no longer needs.
+            del mark
         while not connection.dropped:
             if heartbeat is None:
                 timeout = None
