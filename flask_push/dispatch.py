@@ -293,6 +293,34 @@ def _never() -> bool:
     return False
 
 
+def _one_by_one(writes: _Writes) -> list[_Writes]:
+    """``writes`` as one :class:`_Writes` per delivery."""
+    return [
+        *(_Writes(decided=[row]) for row in writes.decided),
+        *(_Writes(results=[item]) for item in writes.results),
+        *(_Writes(released=[id]) for id in writes.released),
+        *(_Writes(deferred=[row]) for row in writes.deferred),
+    ]
+
+
+def _joined(pieces: Sequence[_Writes]) -> _Writes:
+    whole = _Writes()
+    for piece in pieces:
+        whole.extend(piece)
+    return whole
+
+
+def _failed_instead(one: _Writes, err: Exception) -> _Writes | None:
+    """A push's outcome that the database refused, as ``failed`` with words of our
+    own (None for what is not a push's outcome: a decision, a release)."""
+    if not one.results:
+        return None
+    push, result = one.results[0]
+    said = f"its outcome could not be kept: {type(err).__name__}: {first_line(err)}"
+    failed = DeliveryResult(push.delivery_id, "failed", result.provider, error=said)
+    return _Writes(results=[(push, failed)])
+
+
 class _DatabaseThread:
     """A daemon thread that runs a dispatcher's database work, one job at a time.
 
@@ -765,18 +793,82 @@ class Dispatcher:
         try:
             await self._on_db_thread(self._write, writes, r.attempts, r.events)
         except Exception as err:
+            if not unreachable(err):
+                # One outcome the database refuses (or a bug) must not hold back the
+                # others, which would be sent again at every lease.
+                logger.warning(
+                    "flask-push: writing %d outcomes failed (%s); writing them one by one",
+                    len(writes),
+                    first_line(err),
+                )
+                left, outage = await self._on_db_thread(
+                    self._write_each, writes, r.attempts, r.events
+                )
+                unwritten = set(left.ids())
+                self._written(r, [id for id in writes.ids() if id not in unwritten])
+                if outage is None:
+                    self._found_database(r, writes)
+                    return
+                writes, err = left, outage
             # Outcomes are data until written: keep them (with any that came meanwhile).
             writes.extend(r.pending)
             r.pending = writes
-            if not unreachable(err):
-                raise
             self._lost_database(r, err)
             return
-        for id in writes.ids():
+        self._written(r, writes.ids())
+        self._found_database(r, writes)
+
+    @staticmethod
+    def _written(r: _Round, ids: Iterable[int]) -> None:
+        """Forget what is in the database now."""
+        for id in ids:
             r.held.pop(id, None)
             r.attempts.pop(id, None)
             r.events.pop(id, None)
-        self._found_database(r, writes)
+
+    def _write_each(
+        self,
+        writes: _Writes,
+        attempts: Mapping[int, int],
+        events: Mapping[int, list[dict[str, Any]]],
+    ) -> tuple[_Writes, Exception | None]:
+        """Write each outcome of ``writes`` on its own; one the database still
+        refuses is written as ``failed`` with the reason, or else (a release, or
+        that fails too) logged and left to its lease. Returns what is left unwritten
+        when the database became unreachable meanwhile, and why."""
+        pieces = _one_by_one(writes)
+        for at, one in enumerate(pieces):
+            try:
+                self._write(one, attempts, events)
+                continue
+            except Exception as err:
+                if unreachable(err):
+                    return _joined(pieces[at:]), err
+                refused = err
+            substitute = _failed_instead(one, refused)
+            if substitute is not None:
+                try:
+                    self._write(substitute, attempts, events)
+                except Exception as err:
+                    if unreachable(err):
+                        return _joined(pieces[at:]), err
+                else:
+                    logger.error(
+                        "flask-push: the outcome of delivery %s could not be kept (%s); it is "
+                        "kept as failed",
+                        one.ids()[0],
+                        first_line(refused),
+                        exc_info=refused,
+                    )
+                    continue
+            logger.error(
+                "flask-push: the outcome of delivery %s could not be kept (%s); it is sent "
+                "again once its lease runs out",
+                one.ids()[0],
+                first_line(refused),
+                exc_info=refused,
+            )
+        return _Writes(), None
 
     def _lost_database(self, r: _Round, err: Exception) -> None:
         """The database did not answer: send nothing more, keep the outcomes, and

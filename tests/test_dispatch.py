@@ -403,6 +403,60 @@ def test_a_database_that_does_not_answer_is_said_while_it_waits(
     assert len(subscriber.received) == 1
 
 
+@pytest.mark.parametrize("substitute", ["kept", "refused too"])
+def test_an_outcome_the_database_refuses_does_not_hold_back_the_others(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    caplog: pytest.LogCaptureFixture,
+    substitute: str,
+) -> None:
+    # One outcome that cannot be written (a bug, a value the database refuses)
+    # failed the write of its whole batch, and every push of it, sent, was sent
+    # again at every lease.
+    app = sending_app()
+    subscribers = [push_fake_webpush.subscribe() for _ in range(3)]
+    with app.app_context():
+        for subscriber in subscribers:
+            subscribe(subscriber)
+        later = utcnow() + timedelta(hours=1)
+        message_id = push.send(users=["alice"], title="x", send_at=later).id
+        make_due(message_id)
+        poisoned = rows(message_id)[1].id
+        dispatcher = Dispatcher(app, push.models, db.engine, push.settings)
+    record = dispatcher._record
+
+    def refusing(session: Any, decided: Any, results: Any, *args: Any) -> Any:
+        for push_, result in results:
+            if int(push_.delivery_id) == poisoned and (
+                result.status == "sent" or substitute == "refused too"
+            ):
+                raise ValueError("a value the database refuses")
+        return record(session, decided, results, *args)
+
+    dispatcher._record = refusing  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.INFO, logger="flask_push"), app.app_context():
+            assert dispatcher.run_until_idle() == 3
+            by_id = {row.id: row for row in rows(message_id)}
+    finally:
+        dispatcher.close()
+    assert "writing 3 outcomes failed (a value the database refuses)" in caplog.text
+    others = [row for id, row in by_id.items() if id != poisoned]
+    assert [(row.status, row.lease_until) for row in others] == [("sent", None)] * 2
+    row = by_id[poisoned]
+    if substitute == "kept":
+        assert (row.status, row.lease_until) == ("failed", None)
+        assert row.error == (
+            "its outcome could not be kept: ValueError: a value the database refuses"
+        )
+        assert f"the outcome of delivery {poisoned} could not be kept" in caplog.text
+        assert "it is kept as failed" in caplog.text
+    else:
+        assert row.status == "queued" and row.lease_until is not None  # back after it
+        assert "it is sent again once its lease runs out" in caplog.text
+    assert sum(len(s.received) for s in subscribers) == 3  # nothing sent twice
+
+
 def test_closing_while_a_database_job_runs_ends_its_thread_cleanly(
     sending_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
