@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property, partial
 from http import HTTPStatus
@@ -310,15 +310,17 @@ def _joined(pieces: Sequence[_Writes]) -> _Writes:
     return whole
 
 
-def _failed_instead(one: _Writes, err: Exception) -> _Writes | None:
-    """A push's outcome that the database refused, as ``failed`` with words of our
-    own (None for what is not a push's outcome: a decision, a release)."""
+def _without_their_words(one: _Writes) -> _Writes | None:
+    """A push's outcome without what its push service said in words (the error
+    text, the message id), which is all of it that came from outside. None for
+    what holds no such words, or is not a push's outcome."""
     if not one.results:
         return None
     push, result = one.results[0]
-    said = f"its outcome could not be kept: {type(err).__name__}: {first_line(err)}"
-    failed = DeliveryResult(push.delivery_id, "failed", result.provider, error=said)
-    return _Writes(results=[(push, failed)])
+    if result.error is None and result.service_id is None:
+        return None
+    error = None if result.status == "sent" else "its push service's answer could not be kept"
+    return _Writes(results=[(push, replace(result, error=error, service_id=None))])
 
 
 class _DatabaseThread:
@@ -793,26 +795,28 @@ class Dispatcher:
         try:
             await self._on_db_thread(self._write, writes, r.attempts, r.events)
         except Exception as err:
-            if not unreachable(err):
-                # One outcome the database refuses (or a bug) must not hold back the
-                # others, which would be sent again at every lease.
+            if not unreachable(err) and writes.results:
+                # One push service's words the database refuses must not hold back
+                # the other outcomes, whose pushes would be sent again at every lease.
                 logger.warning(
                     "flask-push: writing %d outcomes failed (%s); writing them one by one",
                     len(writes),
                     first_line(err),
                 )
-                left, outage = await self._on_db_thread(
+                left, failure = await self._on_db_thread(
                     self._write_each, writes, r.attempts, r.events
                 )
                 unwritten = set(left.ids())
                 self._written(r, [id for id in writes.ids() if id not in unwritten])
-                if outage is None:
+                if failure is None:
                     self._found_database(r, writes)
                     return
-                writes, err = left, outage
+                writes, err = left, failure
             # Outcomes are data until written: keep them (with any that came meanwhile).
             writes.extend(r.pending)
             r.pending = writes
+            if not unreachable(err):
+                raise err
             self._lost_database(r, err)
             return
         self._written(r, writes.ids())
@@ -832,10 +836,11 @@ class Dispatcher:
         attempts: Mapping[int, int],
         events: Mapping[int, list[dict[str, Any]]],
     ) -> tuple[_Writes, Exception | None]:
-        """Write each outcome of ``writes`` on its own; one the database still
-        refuses is written as ``failed`` with the reason, or else (a release, or
-        that fails too) logged and left to its lease. Returns what is left unwritten
-        when the database became unreachable meanwhile, and why."""
+        """Write each outcome of ``writes`` on its own. A push's outcome the database
+        still refuses is written again without the push service's words (its error
+        text and message id), the only part of it that came from outside. Returns
+        what is left unwritten and why, when the database became unreachable or a
+        piece fails even so (a bug, which the round then raises as before)."""
         pieces = _one_by_one(writes)
         for at, one in enumerate(pieces):
             try:
@@ -845,28 +850,18 @@ class Dispatcher:
                 if unreachable(err):
                     return _joined(pieces[at:]), err
                 refused = err
-            substitute = _failed_instead(one, refused)
-            if substitute is not None:
-                try:
-                    self._write(substitute, attempts, events)
-                except Exception as err:
-                    if unreachable(err):
-                        return _joined(pieces[at:]), err
-                else:
-                    logger.error(
-                        "flask-push: the outcome of delivery %s could not be kept (%s); it is "
-                        "kept as failed",
-                        one.ids()[0],
-                        first_line(refused),
-                        exc_info=refused,
-                    )
-                    continue
+            plain = _without_their_words(one)
+            if plain is None:
+                return _joined(pieces[at:]), refused
+            try:
+                self._write(plain, attempts, events)
+            except Exception as err:
+                return _joined(pieces[at:]), err if unreachable(err) else refused
             logger.error(
-                "flask-push: the outcome of delivery %s could not be kept (%s); it is sent "
-                "again once its lease runs out",
+                "flask-push: the push service's words for delivery %s could not be kept "
+                "(%s); its outcome is kept without them",
                 one.ids()[0],
                 first_line(refused),
-                exc_info=refused,
             )
         return _Writes(), None
 
