@@ -361,7 +361,8 @@ def test_outcomes_are_kept_while_the_database_is_unreachable(
     assert Counter(p.subscriber_name for p in pushes) == Counter(
         f"user-{i}" for i in range(targets)
     )
-    [warning] = said(caplog, logging.WARNING)
+    # once (a loaded machine may add a push service's stall, 0.3 s answers taking 2)
+    [warning] = [m for m in said(caplog, logging.WARNING) if "database is unreachable" in m]
     assert warning.startswith("flask-push: the database is unreachable (")
     kept = re.search(r"; (\d+) outcomes are kept and will be written when it is back", warning)
     assert kept and int(kept.group(1)) > 0, warning
