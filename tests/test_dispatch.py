@@ -38,6 +38,16 @@ def rows(message_id: str) -> list[Any]:
     return list(db.session.scalars(query.execution_options(populate_existing=True)))
 
 
+def add_android(token: str) -> None:
+    """An Android installation of alice's, with an FCM registration token."""
+    db.session.add(
+        push.models.Installation(
+            app_id="shop", device_token=token, device_type="android", user_id="alice"
+        )
+    )
+    db.session.commit()
+
+
 def test_inline_delivers_web_push_and_fcm(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
 ) -> None:
@@ -46,12 +56,7 @@ def test_inline_delivers_web_push_and_fcm(
     token = make_registration_token()
     with app.app_context():
         subscribe(subscriber)
-        db.session.add(
-            push.models.Installation(
-                app_id="shop", device_token=token, device_type="android", user_id="alice"
-            )
-        )
-        db.session.commit()
+        add_android(token)
         succeeded: list[Any] = []
 
         def on_success(sender: Any, push: Any, result: Any) -> None:
@@ -106,12 +111,7 @@ def test_what_a_service_says_is_kept_in_printable_words_with_its_batch(
     push_fake_fcm.fail_next(400, "INVALID_ARGUMENT", message="bad\x00token \x1b[31mred\ud800")
     with app.app_context():
         subscribe(subscriber)
-        db.session.add(
-            push.models.Installation(
-                app_id="shop", device_token=token, device_type="android", user_id="alice"
-            )
-        )
-        db.session.commit()
+        add_android(token)
         message = push.send(users=["alice"], title="Hello")
         by_kind = {row.kind: row for row in rows(message.id)}
     assert by_kind["webpush"].status == "sent" and len(subscriber.received) == 1
