@@ -1127,6 +1127,13 @@ class Dispatcher:
         """Whether a delivery tried ``tries`` times is failed rather than retried."""
         return tries >= self.max_attempts
 
+    def _never_finished(self, claims: int) -> bool:
+        """Whether a delivery claimed ``claims`` times, this claim included, has
+        been claimed more often than it may be tried: a retry gives up at
+        ``max_attempts``, and an unsent claim handed back is not counted, so only
+        claims that ended with no outcome at all take it past that."""
+        return claims > self.max_attempts
+
     def _renew(self, ids: Sequence[int]) -> None:
         d = self.models.Delivery
         with Session(self.engine) as session:
@@ -1356,6 +1363,21 @@ class Dispatcher:
                         now,
                         provider=kind,
                         target=target,
+                    )
+                )
+            elif self._never_finished(tries):
+                # claimed again and again, and each time the worker holding it
+                # stopped or failed before writing an outcome: without this, such a
+                # delivery (a push that crashes its worker, say) is claimed forever
+                finished.append(
+                    _outcome(
+                        id,
+                        "failed",
+                        f"gave up after {tries - 1} claims, the last with no outcome written",
+                        "no_outcome",
+                        now,
+                        provider=kind,
+                        attempts=tries - 1,
                     )
                 )
             elif provider is None:

@@ -61,6 +61,11 @@ REASONS: Final[dict[str, str]] = {
         "{Service} answered {answer} at {at}, attempt {attempts}; flask-push gave up after "
         "{attempts} attempts."
     ),
+    "no_outcome": (
+        "flask-push gave up on it at {at}: it had been claimed for sending {attempts} "
+        "times before, and the last claims ended with no outcome written (the worker "
+        "holding it stopped or failed first: its log says why)."
+    ),
     "stalled": (
         "{Service} had not answered other pushes for a while at {at}, so this one was held "
         "back before it was sent; it is due again at {next}."

@@ -24,7 +24,7 @@ from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
 from conftest import SENDING_SECRET as SECRET
-from conftest import db, make_due, push, subscribe
+from conftest import as_user, db, make_due, push, subscribe
 
 #: a browser's P-256 key, for subscriptions that are never really sent to
 BROWSER_P256DH = (
@@ -183,6 +183,68 @@ def test_rate_limit_retries_later_then_gives_up(
         assert sub.status == ACTIVE
     assert failed == [True, False]
     assert subscriber.received == []
+
+
+def test_a_delivery_whose_claims_never_end_is_given_up(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker that dies each time it holds a delivery (a push that crashes it, say)
+    writes no outcome: once the delivery has been claimed as often as it may be tried,
+    the next claim fails it with the reason instead of handing it out forever."""
+    app = sending_app()
+    subscriber = push_fake_webpush.subscribe()
+    with app.app_context():
+        dispatcher = Dispatcher(app, push.models, db.engine, push.settings, max_attempts=3)
+    try:
+        with app.app_context():
+            subscribe(subscriber)
+            message = push.send(users=["alice"], title="x", send_at=utcnow() + timedelta(hours=1))
+            for _ in range(3):
+                make_due(message.id, lease_until=None)
+                # claimed and committed; then the worker is gone before sending
+                assert dispatcher._claim_and_load(None, 100).pushes
+            make_due(message.id, lease_until=None)
+            with caplog.at_level(logging.WARNING, logger="flask_push"):
+                assert dispatcher.run_once() == 1
+            [row] = rows(message.id)
+            assert (row.status, row.reason, row.attempts) == ("failed", "no_outcome", 4)
+            assert row.error == "gave up after 3 claims, the last with no outcome written"
+            detail = row.events[-1]["detail"]
+            assert "claimed for sending 3 times before" in detail and "its log says why" in detail
+            assert f"delivery {row.id} failed without being sent" in caplog.text
+            page = app.test_client().get(
+                f"/push/messages/{message.id}/deliveries", headers=as_user("ops", admin=True)
+            )
+            [item] = page.get_json()["items"]
+            assert item["reason"] == "no_outcome" and item["detail"] == detail
+    finally:
+        dispatcher.close()
+    assert push_fake_webpush.requests == []
+
+
+def test_a_delivery_claimed_fewer_times_than_it_may_be_tried_is_still_sent(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    app = sending_app()
+    subscriber = push_fake_webpush.subscribe()
+    with app.app_context():
+        dispatcher = Dispatcher(app, push.models, db.engine, push.settings, max_attempts=3)
+    try:
+        with app.app_context():
+            subscribe(subscriber)
+            message = push.send(users=["alice"], title="x", send_at=utcnow() + timedelta(hours=1))
+            for _ in range(2):
+                make_due(message.id, lease_until=None)
+                assert dispatcher._claim_and_load(None, 100).pushes
+            make_due(message.id, lease_until=None)
+            assert dispatcher.run_once() == 1
+            [row] = rows(message.id)
+            assert (row.status, row.attempts) == ("sent", 3)
+    finally:
+        dispatcher.close()
+    assert len(subscriber.received) == 1
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
