@@ -26,6 +26,7 @@ from .categories import Category
 from .errors import ValidationError
 from .message import Activity
 from .models import Models, utcnow
+from .realtime.events import user_channel
 from .schemas.activity import ActivityCall
 from .schemas.base import Context
 from .schemas.errors import by_alias, parse
@@ -112,12 +113,12 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
 
     def publish(message: Any) -> None:
         push = state.push
-        for channel in [*(f"user:{user}" for user in users), CHANNEL_PREFIX + call.id]:
+        for channel in [*map(user_channel, users), CHANNEL_PREFIX + call.id]:
             try:
                 push.publish(channel, "activity", {**live, "messageId": message.id})
             except Exception:  # committed: a live event that fails is logged, not raised
                 current_app.logger.exception(
-                    "flask-push: the activity event for %s could not be published", channel
+                    "flask-push: the activity event for %r could not be published", channel
                 )
 
     extras = Extras(

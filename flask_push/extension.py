@@ -23,6 +23,7 @@ from .outbox_state import OutboxState, outbox_state
 from .preferences import Preferences
 from .providers import Provider, kinds, provider_class
 from .queues import InlineQueue, Queue, ThreadWorker
+from .realtime.events import user_channel
 from .schemas.base import Context
 from .schemas.errors import by_alias, check, parse
 from .schemas.fields import DEFAULT_TAKE, UserId
@@ -276,7 +277,7 @@ class Push:
         if user_id is not None and activities.follows(self, user_id, channel):
             return True  # an activity's channel, for the users it is shown to
         if self._channel_authorizer is None:
-            return user_id is not None and channel == f"user:{user_id}"
+            return user_id is not None and channel == user_channel(user_id)
         return bool(self._channel_authorizer(user_id, channel))
 
     def join_refusal(self, channel: str) -> str:
@@ -586,7 +587,8 @@ class Push:
 
         :param data: anything JSON can encode.
         :raises ValidationError: for a channel or event name that is empty, too
-            long (over 200) or holds whitespace or lone surrogates, or for ``data``
+            long (a channel over 260, an event over 200), for an event name with
+            whitespace, for NUL or lone surrogates in either, or for ``data``
             that is not plain JSON (NaN, a set) or that UTF-8 cannot encode (a lone
             surrogate): no websocket text frame could carry it. Nothing is kept.
         :raises BackplaneError: when the backplane (Redis) cannot be reached.

@@ -200,7 +200,8 @@ def test_heartbeat(live: Any, connect: Any) -> None:
         '{"channel": "user:alice"}',
         '{"op": "subscribe"}',
         '{"op": "subscribe", "channel": ""}',
-        '{"op": "subscribe", "channel": "has space"}',
+        '{"op": "subscribe", "channel": "nul\\u0000"}',
+        '{"op": "subscribe", "channel": "' + "x" * 261 + '"}',
         '{"op": "subscribe", "channel": "user:alice", "since": -1}',
         '{"op": "subscribe", "channel": "user:alice", "since": "3"}',
         '{"op": "subscribe", "channel": "user:alice", "since": true}',
@@ -395,9 +396,33 @@ def test_publish_from_a_worker_thread_and_outside_requests(live: Any, connect: A
 
 def test_publish_refuses_bad_names(app: Flask) -> None:
     with app.app_context():
-        for channel in ("", "a b", "x" * 201):
-            with pytest.raises(ValueError):
+        for channel in ("", "a\x00b", "x" * 261, "user:\ud800"):
+            with pytest.raises(ValidationError) as refused:
                 push.publish(channel, "e")
+            assert refused.value.field == "channel"
+            assert str(refused.value) == (
+                "channel: must be 1-260 characters, without NUL or lone surrogates"
+            )
+        for event in ("", "a b", "x" * 201):
+            with pytest.raises(ValidationError) as refused:
+                push.publish("news", event)
+            assert refused.value.field == "event"
+
+
+def test_any_user_id_has_a_channel_of_its_own(live: Any, connect: Any) -> None:
+    """A user id may hold spaces and be as long as a user id may be: its user's
+    channel is still a channel, and the live events reach them."""
+    user = "Ada Lovelace " + "x" * 242
+    assert len(user) == 255  # the longest user id
+    app, url = live()
+    ada = connect(url, user)
+    ada.sync()
+    with app.app_context():
+        push.upsert(user, "n1", title="Hi")
+    assert _next(ada, "notification")["userId"] == user
+    assert _next(ada, "unread") == {"count": 1}
+    ada.send({"op": "subscribe", "channel": f"user:{user}"})
+    assert ada.recv() == {"op": "subscribed", "channel": f"user:{user}"}
 
 
 def _next(client: Client, event: str) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 from ..config import PushSettings
 from ..errors import BackplaneError
 from .backplane import Backplane, BackplaneUnreachable, backplane_for, dumps
-from .events import Event, Gap, Replay, channel_name
+from .events import Event, Gap, Replay, channel_name, event_name
 from .hub import Connection, Hub
 
 __all__ = ["Connection", "Event", "Realtime", "Replay"]
@@ -44,7 +44,7 @@ class Realtime:
     def publish(self, channel: str, event: str, data: Any = None) -> Event:
         """Number, keep and fan out one event."""
         channel = channel_name(channel)
-        event = channel_name(event, "event")
+        event = event_name(event)
         return self.backplane.publish(channel, event, dumps(data))
 
     def join(
@@ -81,7 +81,7 @@ class Realtime:
                     return self._replay(connection, channel, seen)
                 except BackplaneError as err:
                     log.warning(
-                        "flask-push: %s; events on %s published while its websocket "
+                        "flask-push: %s; events on %r published while its websocket "
                         "opened were not sent to it", err, channel,
                     )  # fmt: skip
         connection.last_ids[channel] = max(last, connection.last_ids.get(channel, 0))

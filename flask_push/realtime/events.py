@@ -27,20 +27,40 @@ from typing import Any
 from wsproto.frame_protocol import FrameProtocol
 
 from ..errors import ValidationError
+from ..schemas.fields import MAX_TEXT
 
 log = logging.getLogger("flask_push.realtime")
 
-#: channel and event names: no whitespace (they are Redis keys and go into frames),
-#: and no lone surrogates, which no UTF-8 text (frame, Redis key) can hold
-_NAME = re.compile(r"[^\s\ud800-\udfff]{1,200}")
+#: every user's own channel is this and their id
+USER_CHANNEL_PREFIX = "user:"
+#: the longest channel: room for ``user:<id>`` with the longest user id
+MAX_CHANNEL = len(USER_CHANNEL_PREFIX) + MAX_TEXT
+#: what a channel name may be: any user's own channel is one, whatever their id
+#: holds (spaces, say), so only what no user id holds is refused: NUL, and lone
+#: surrogates, which no UTF-8 text (frame, Redis key) can hold
+CHANNEL_RULE = f"must be 1-{MAX_CHANNEL} characters, without NUL or lone surrogates"
+_CHANNEL = re.compile(rf"[^\x00\ud800-\udfff]{{1,{MAX_CHANNEL}}}")
+#: event names: words a developer chose, so no whitespace (nor lone surrogates)
+EVENT_RULE = "must be 1-200 characters without whitespace"
+_EVENT = re.compile(r"[^\s\ud800-\udfff]{1,200}")
+
+
+def user_channel(user_id: str) -> str:
+    """The channel of ``user_id``'s own events: ``user:<id>``."""
+    return USER_CHANNEL_PREFIX + user_id
 
 
 def channel_name(value: Any, field: str = "channel") -> str:
     """``value`` if it is a usable channel name; else a ValidationError."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ValidationError(
-            "must be 1-200 characters without whitespace", field=field, code="invalid_value"
-        )
+    if not isinstance(value, str) or not _CHANNEL.fullmatch(value):
+        raise ValidationError(CHANNEL_RULE, field=field, code="invalid_value")
+    return value
+
+
+def event_name(value: Any) -> str:
+    """``value`` if it is a usable event name; else a ValidationError."""
+    if not isinstance(value, str) or not _EVENT.fullmatch(value):
+        raise ValidationError(EVENT_RULE, field="event", code="invalid_value")
     return value
 
 

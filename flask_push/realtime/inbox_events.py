@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, scoped_session
 from .. import signals
 from ..errors import PushError
 from ..schemas.inbox import InboxItem
+from .events import user_channel
 
 if TYPE_CHECKING:
     from . import Realtime
@@ -63,7 +64,7 @@ def publish_item(
     if state is None:
         return
     push = state.push
-    channel = f"user:{user_id}"
+    channel = user_channel(user_id)
     realtime = state.get_realtime()
     if item is not None:
         # An item the websocket cannot carry (it holds a lone surrogate, say) must
@@ -79,10 +80,10 @@ def _publish(realtime: Realtime, channel: str, event: str, data: Any) -> None:
         realtime.publish(channel, event, data)
     except PushError as err:
         log.warning(
-            "flask-push: the %r event on %s was not published live: %s", event, channel, err
+            "flask-push: the %r event on %r was not published live: %s", event, channel, err
         )
     except Exception:
-        log.exception("flask-push: the %r event on %s was not published live", event, channel)
+        log.exception("flask-push: the %r event on %r was not published live", event, channel)
 
 
 def _unread(push: Any, user_id: str, in_session: bool) -> int:

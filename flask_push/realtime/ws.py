@@ -33,7 +33,15 @@ from ..api.http import ApiError, error_response
 from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
-from .events import Replay, channel_name, encode_frame, gap_frame, sendable
+from .events import (
+    CHANNEL_RULE,
+    Replay,
+    channel_name,
+    encode_frame,
+    gap_frame,
+    sendable,
+    user_channel,
+)
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -100,7 +108,7 @@ def _mark_before_upgrade(push: Any) -> None:
     mark = None
     if user_id is not None:
         try:
-            mark = push.state.get_realtime().backplane.last_id(f"user:{user_id}")
+            mark = push.state.get_realtime().backplane.last_id(user_channel(user_id))
         except BackplaneError:
             pass  # the join reads the channel again, and says why it cannot
     setattr(g, _MARK, (user_id, mark))
@@ -122,7 +130,7 @@ def _join_own_channel(
     realtime: Realtime, connection: Connection, user_id: str, mark: int | None
 ) -> list[str]:
     """Join ``user:<id>``; the frames of what was published since ``mark``."""
-    channel = f"user:{user_id}"
+    channel = user_channel(user_id)
     return _replayed(channel, realtime.join(connection, channel, seen=mark))
 
 
@@ -300,7 +308,7 @@ def _answer(
     try:
         channel = channel_name(message.get("channel"))
     except ValidationError:
-        return [_error("bad_request", "'channel' must be 1-200 characters without whitespace.")]
+        return [_error("bad_request", f"'channel' {CHANNEL_RULE}.")]
     if op == "unsubscribe":
         realtime.hub.leave(connection, channel)
         return []
