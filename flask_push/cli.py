@@ -50,6 +50,7 @@ from .database import (
     unreachable,
 )
 from .errors import PayloadError, ValidationError
+from .message import one_line
 from .models import ACTIVE, DEAD, utcnow
 from .outcomes import POLICY_REASONS
 from .providers.webpush import WEBPUSH
@@ -217,7 +218,7 @@ def send(
     if counts:
         click.echo("Deliveries: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
     for line in _problems(push, message.id) + _held_back(push, message.id):
-        click.echo(f"  {line}")
+        click.echo(f"  {one_line(line)}")
     if stop.is_set():
         raise click.ClickException(
             f"Stopped: the pushes on the network were finished; {counts.get('queued', 0)} "
@@ -302,16 +303,21 @@ def explain(message_id: str, user_id: str | None) -> None:
             click.echo()
         target = entry["target"]
         owner = f", user {target['userId']}" if target["userId"] is not None else ""
+        # one_line: the label holds the app's version, and the user id, the reasons and
+        # what push services said came from outside; none may start a line of its own
+        # or reach the terminal as a control sequence
         click.echo(
-            f"{target['label']} ({target['kind']} {target['id']}{owner}): {entry['status']}"
-            + (f" [{entry['reason']}]" if entry["reason"] else "")
+            one_line(
+                f"{target['label']} ({target['kind']} {target['id']}{owner}): {entry['status']}"
+                + (f" [{entry['reason']}]" if entry["reason"] else "")
+            )
         )
         if entry["detail"]:
-            click.echo(f"  {entry['detail']}")
+            click.echo(f"  {one_line(entry['detail'])}")
         for event in entry["events"]:
             when = str(event["at"]).replace("T", " ")[:19]
             said = f"  {event['detail']}" if event["detail"] else ""
-            click.echo(f"    {when}  {event['what']:<10}{said}")
+            click.echo(one_line(f"    {when}  {event['what']:<10}{said}"))
 
 
 def _as_option(err: ValidationError) -> str:

@@ -44,7 +44,14 @@ from . import app_providers, outcomes, policy, signals, tracing
 from .activities import activity_from_json, overtaken
 from .config import MAX_TTL, PushSettings
 from .database import first_line, unreachable
-from .message import DeliveryResult, DeviceTarget, Notification, OutgoingPush, WebPushTarget
+from .message import (
+    DeliveryResult,
+    DeviceTarget,
+    Notification,
+    OutgoingPush,
+    WebPushTarget,
+    one_line,
+)
 from .models import ACTIVE, DEAD, Models, utcnow
 from .providers import Provider, provider_class, service_name
 from .providers import kind as registered
@@ -496,7 +503,7 @@ class Dispatcher:
                     key[0], app_providers.delivery_settings(key[0], settings, self.app.config)
                 )
             except Exception as err:  # noqa: BLE001 - its deliveries fail with the reason
-                built = str(err) or type(err).__name__
+                built = one_line(str(err)) or type(err).__name__
                 logger.warning(
                     "flask-push: the %s provider stored for app %r cannot send: %s",
                     key[0],
@@ -1741,7 +1748,7 @@ def _log_outcome(push: OutgoingPush, result: DeliveryResult, what: str) -> None:
     (it is marked dead) and a retry are information."""
     level = logging.WARNING if what.startswith("failed") else logging.INFO
     if logger.isEnabledFor(level):
-        error = result.error or "no reason given"
+        error = one_line(result.error or "no reason given")
         code = result.status_code
         answer = f"HTTP {code}, " if code and str(code) not in error else ""
         logger.log(

@@ -16,10 +16,19 @@ Status = Literal["sent", "gone", "retry", "failed"]
 
 URGENCIES: tuple[Urgency, ...] = ("very-low", "low", "normal", "high")
 
-#: control characters but tab and newline, written out as ``\xNN``
+#: control characters but tab and newline, written out as ``\xNN``, and the
+#: invisible ones that reorder or break what follows them: the bidirectional
+#: marks, embeddings, overrides and isolates, and the line and paragraph
+#: separators, written out as ``\uNNNN``
 CONTROLS = {
-    code: f"\\x{code:02x}" for code in (*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))
+    **{code: f"\\x{code:02x}" for code in (*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))},
+    **{
+        code: f"\\u{code:04x}"
+        for code in (0x061C, 0x200E, 0x200F, *range(0x2028, 0x202F), *range(0x2066, 0x206A))
+    },
 }
+#: :data:`CONTROLS`, and tab and newline too: for a line of a terminal or a log
+LINE_CONTROLS = {**CONTROLS, 0x09: "\\t", 0x0A: "\\n"}
 
 
 def printable(text: str) -> str:
@@ -31,6 +40,13 @@ def printable(text: str) -> str:
     refuses NUL, and UTF-8 cannot encode a lone surrogate (JSON's ``"\\ud800"``).
     """
     return text.translate(CONTROLS).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def one_line(text: str) -> str:
+    """:func:`printable`, with tab and newline written out too: what a line of a
+    terminal or a log shows of a text that came from outside (a user id, an app
+    version, what a push service said), which must not start a line of its own."""
+    return text.translate(LINE_CONTROLS).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)

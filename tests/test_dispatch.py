@@ -108,7 +108,9 @@ def test_what_a_service_says_is_kept_in_printable_words_with_its_batch(
     app = sending_app()
     subscriber = push_fake_webpush.subscribe()
     token = make_registration_token()
-    push_fake_fcm.fail_next(400, "INVALID_ARGUMENT", message="bad\x00token \x1b[31mred\ud800")
+    push_fake_fcm.fail_next(
+        400, "INVALID_ARGUMENT", message="bad\x00token \x1b[31mred\ud800\n  sent \u202edenifed"
+    )
     with app.app_context():
         subscribe(subscriber)
         add_android(token)
@@ -117,8 +119,11 @@ def test_what_a_service_says_is_kept_in_printable_words_with_its_batch(
     assert by_kind["webpush"].status == "sent" and len(subscriber.received) == 1
     failed = by_kind["fcm"]
     assert failed.status == "failed" and failed.lease_until is None
-    assert failed.error is not None and "bad\\x00token \\x1b[31mred\\ud800" in failed.error
-    assert "\x00" not in caplog.text and "\x1b" not in caplog.text
+    assert failed.error is not None
+    assert "bad\\x00token \\x1b[31mred\\ud800\n  sent \\u202edenifed" in failed.error
+    assert not {"\x00", "\x1b", "\u202e"} & set(caplog.text)
+    # a line of the log is a line: the service's newline is written out there
+    assert "\\ud800\\n  sent \\u202edenifed" in caplog.text
 
 
 def rows_outside(app: Flask, message_id: str) -> list[Any]:

@@ -394,6 +394,14 @@ def test_an_identity_that_cannot_be_stored_is_refused_before_writing(
         assert response.json["error"]["field"] == "userId"
     assert count_subscriptions(app) == 0
     assert "identity_loader returned a user id that cannot be stored" in caplog.text
+    # the path is the caller's: written out in the log line, it cannot forge one
+    response = client.delete(
+        "/push/installations/ins_x%0A2026-12-05 INFO admin logged in%1b[8m",
+        headers={"X-User": "u" * 256},
+    )
+    assert response.status_code == 400
+    assert "ins_x\\n2026-12-05 INFO admin logged in\\x1b[8m" in caplog.text
+    assert "\n2026" not in caplog.text and "\x1b" not in caplog.text
 
 
 def test_a_user_agent_with_nul_is_stored_without_it(app, client, make_subscription):

@@ -491,6 +491,34 @@ def test_explain_on_the_command_line(live: Flask, push_fake_webpush: FakePushSer
     assert unknown.output.strip() == "Error: No message with the id 'msg_nope'."
 
 
+def test_explain_shows_what_came_from_outside_on_its_own_line(live: Flask) -> None:
+    """An app version and a user id are the shopper's and the host's words: on the
+    operator's terminal, a control sequence, a line break or a bidi override in
+    them is written out, so it neither runs nor forges or reorders a line."""
+    user = "eve): sent [accepted]\n  Delivered.\x1b[8m"
+    with live.app_context():
+        db.session.add(
+            push.models.Installation(
+                app_id="shop",
+                device_type="android",
+                device_token="a" * 40,
+                app_version="\x1b]0;title\x07\x1b[2J\rRED\u202eEVIL",
+                user_id=user,
+            )
+        )
+        db.session.commit()
+        id = push.send(users=[user], title="x").id
+    result = live.test_cli_runner().invoke(args=["push", "explain", id])
+    assert result.exit_code == 0, result.output
+    assert not {"\x1b", "\x07", "\r", "\u202e"} & set(result.output)
+    [first, *rest] = result.output.splitlines()
+    assert first.startswith("Android app \\x1b]0;title\\x07\\x1b[2J\\x0dRED\\u202eEVIL (fcm ins_")
+    assert first.endswith(
+        ", user eve): sent [accepted]\\n  Delivered.\\x1b[8m): failed [no_provider]"
+    )
+    assert all(line.startswith("  ") for line in rest)
+
+
 @pytest.mark.parametrize(
     ("agent", "label"),
     [

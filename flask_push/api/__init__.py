@@ -154,7 +154,7 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     @bp.errorhandler(Exception)
     def internal_error(err: Exception) -> ResponseReturnValue:
         _rollback()
-        log.exception("flask-push: unhandled error in %s %s", request.method, request.path)
+        log.exception("flask-push: unhandled error in %s %r", request.method, request.path)
         return error_response(
             ApiError(500, "internal_error", "Something went wrong on the server.")
         )
@@ -165,7 +165,7 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
 def _database_unavailable(err: Exception) -> Response:
     """503 with ``Retry-After``, and one line in the log: an outage passes."""
     log.warning(
-        "flask-push: the database is unreachable (%s) in %s %s",
+        "flask-push: the database is unreachable (%s) in %s %r",
         database.first_line(err),
         request.method,
         request.path,

@@ -81,7 +81,7 @@ def caller_id() -> str | None:
         # it halfway (PostgreSQL), or keep an owner that no send can name (SQLite).
         log.warning(
             "flask-push: identity_loader returned a user id that cannot be stored: it %s "
-            "(%d characters); ids are 1 to 255 characters without NUL. Refused %s %s.",
+            "(%d characters); ids are 1 to 255 characters without NUL. Refused %s %r.",
             err.message,
             len(uid),
             request.method,
