@@ -187,4 +187,4 @@ def test_a_live_event_that_cannot_be_published_is_logged_not_a_500(make_app, cap
     )
     assert response.status_code == 200, response.json
     assert response.json["body"] == "updated"
-    assert "event on user:alice was not published live" in caplog.text
+    assert "event on 'user:alice' was not published live" in caplog.text
