@@ -8,7 +8,8 @@ flask-push is installed has them, with no fixture code to write:
 - ``push_fake_apns``: a started :class:`~flask_push.testing.FakeAPNs` for the topic
   ``com.example.app``, trusted by this process for the test's duration;
 - ``push_fakes``: a :class:`PushFakes` that starts more of them, with options
-  (``push_fakes.webpush(tls=True)``, ``push_fakes.apns(delay=0.1)``...).
+  (``push_fakes.webpush(tls=True)``, ``push_fakes.apns(delay=0.1)``...); those
+  that serve TLS are trusted too.
 
 Each fake is stopped when the test ends. Its ``app_config()`` gives the ``PUSH_*``
 keys that aim an app at it; pass them to the app factory, before ``init_app``. The
@@ -19,6 +20,7 @@ only when a fixture is used, so this plugin costs nothing to sessions that do no
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -48,12 +50,20 @@ class PushFakes:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self._monkeypatch = monkeypatch
         self._started: list[FakeService[Any]] = []
+        self._trusted: list[Path] = []
 
-    def webpush(self, **options: Any) -> FakePushService:
-        """A started :class:`~flask_push.testing.FakePushService` (``tls``, ``delay``...)."""
+    def webpush(self, *, trusted: bool = True, **options: Any) -> FakePushService:
+        """A started :class:`~flask_push.testing.FakePushService` (``tls``, ``delay``...).
+
+        One that serves TLS (``tls=True``) is trusted as :meth:`apns` says, unless
+        ``trusted=False``.
+        """
         from .testing import FakePushService
 
-        return self._start(FakePushService(**options))
+        service = self._start(FakePushService(**options))
+        if trusted and service.certificate is not None:
+            self._trust(service.certificate.cert_file)
+        return service
 
     def fcm(self, **options: Any) -> FakeFCM:
         """A started :class:`~flask_push.testing.FakeFCM` (``delay``, ``check_tokens``)."""
@@ -64,17 +74,28 @@ class PushFakes:
     def apns(self, topic: str = APNS_TOPIC, *, trusted: bool = True, **options: Any) -> FakeAPNs:
         """A started :class:`~flask_push.testing.FakeAPNs` for ``topic``.
 
-        ``trusted`` points ``SSL_CERT_FILE`` at its certificate (with the public roots
-        beside it) until the test ends, as the APNs provider checks TLS against the
-        default trust store; the last fake trusted this way wins. ``trusted=False``
+        ``trusted`` points ``SSL_CERT_FILE`` at a bundle of the public roots and the
+        certificates of every fake trusted so far, until the test ends, as the
+        providers check TLS against the default trust store. ``trusted=False``
         leaves the trust store alone, for a test of an untrusted server.
         """
         from .testing import FakeAPNs
 
         apns = self._start(FakeAPNs(topic, **options))
         if trusted:
-            self._monkeypatch.setenv("SSL_CERT_FILE", apns.certificate.trust_bundle())
+            self._trust(apns.certificate.cert_file)
         return apns
+
+    def _trust(self, cert_file: str) -> None:
+        """Trust ``cert_file`` too: a bundle of the public roots and every
+        certificate trusted in this test, beside the newest one."""
+        import certifi  # requests' dependency, so always installed with flask-push
+
+        self._trusted.append(Path(cert_file))
+        bundle = self._trusted[-1].with_name("trusted-by-test.pem")
+        pems = [Path(certifi.where()), *self._trusted]
+        bundle.write_text("\n".join(pem.read_text(encoding="ascii") for pem in pems), "ascii")
+        self._monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
 
     def stop(self) -> None:
         """Stop every fake started here, the newest first (stopping twice is harmless)."""

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import socket
 import ssl
@@ -227,8 +229,8 @@ class WebPushProvider(Provider):
         answer leaves the other half to the others.
     :param timeout: seconds for one push, connection included.
     :param allow_http: accept ``http://`` endpoints (local test services only).
-    :param ssl_context: trust for TLS; by default the system's store, which
-        honours ``SSL_CERT_FILE`` when it is set before the process starts.
+    :param ssl_context: trust for TLS; by default the system's store, as
+        ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` say when the pool is made.
     :param allow_private_hosts: host names (exact, case-insensitive) whose
         addresses may be private, loopback, link-local or reserved, and addresses
         or networks (``"127.0.0.1"``, ``"10.1.0.0/16"``) that an endpoint may name
@@ -544,7 +546,8 @@ class WebPushProvider(Provider):
             )
             connector = aiohttp.TCPConnector(
                 limit=self.concurrency,
-                ssl=self.ssl_context or True,
+                ssl=self.ssl_context
+                or _system_trust(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
                 resolver=self._guarded_resolver,
             )
             self._session = aiohttp.ClientSession(
@@ -569,6 +572,18 @@ class WebPushProvider(Provider):
             await session.close()
         if resolver is not None and self._resolver is None:
             await resolver.close()
+
+
+@functools.cache
+def _system_trust(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """The system's trust store, as ``SSL_CERT_FILE`` (``cafile``) and
+    ``SSL_CERT_DIR`` (``capath``) say now: aiohttp's own default context is made
+    when aiohttp is imported, so a setting made later (a test's fake service, a
+    container's entry point) would not count. Made once per setting: loading the
+    store takes milliseconds. aiohttp's settings otherwise."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(("http/1.1",))
+    return context
 
 
 class _AddressGuard:

@@ -57,14 +57,20 @@ def make_local_certificate(directory: str | Path | None = None) -> LocalCertific
     """Make a certificate valid for a day for localhost, 127.0.0.1 and ::1."""
     folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="flask-push-tls-"))
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flask-push local test service")])
+    # A name of its own: a trust store that holds two of these finds a certificate's
+    # issuer by name, and with one name for both it may check against the other
+    # one's key ("self-signed certificate").
+    serial = x509.random_serial_number()
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, f"flask-push test service {serial % 16**12:012x}")]
+    )
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial)
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(

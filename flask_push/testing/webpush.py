@@ -337,9 +337,9 @@ class FakePushService(HTTPFakeService[ReceivedPush]):
         no secrets); ``PUSH_ENDPOINT_HOSTS`` naming 127.0.0.1 (private addresses
         pass only when named exactly); ``PUSH_ALLOW_HTTP_ENDPOINTS`` unless it
         serves TLS (then trust ``certificate.trust_bundle()`` through
-        ``SSL_CERT_FILE``); and ``PUSH_SUPPRESS_SEND = False``: an app aimed at a
-        fake means to send to it. Pass them to your app before ``init_app``:
-        config is read once there.
+        ``SSL_CERT_FILE``, as ``push_fakes.webpush(tls=True)`` does); and
+        ``PUSH_SUPPRESS_SEND = False``: an app aimed at a fake means to send to it.
+        Pass them to your app before ``init_app``: config is read once there.
         """
         vapid = Vapid()
         vapid.generate_keys()

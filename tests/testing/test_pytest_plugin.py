@@ -34,18 +34,58 @@ def test_each_fixture_is_a_started_fake(
 
 def test_push_fakes_starts_fakes_with_options_and_stops_them_all(push_fakes: PushFakes) -> None:
     trust_store = os.environ.get("SSL_CERT_FILE")
-    https = push_fakes.webpush(tls=True)
+    https = push_fakes.webpush(tls=True, trusted=False)
     slow = push_fakes.fcm(delay=0.1)
     untrusted = push_fakes.apns("com.example.shop", trusted=False)
     assert https.origin.startswith("https://127.0.0.1:") and slow.delay == 0.1
     assert untrusted.topics == {"com.example.shop"}
     assert os.environ.get("SSL_CERT_FILE") == trust_store  # left alone
     trusted = push_fakes.apns()
-    assert os.environ["SSL_CERT_FILE"] == trusted.certificate.trust_bundle()
+    also = push_fakes.webpush(tls=True)
+    # one bundle: the public roots, and both trusted fakes' certificates
+    text = Path(os.environ["SSL_CERT_FILE"]).read_text()
+    for fake in (trusted, also):
+        assert fake.certificate is not None
+        assert Path(fake.certificate.cert_file).read_text() in text
+    assert Path(https.certificate.cert_file).read_text() not in text  # type: ignore[union-attr]
+    assert text.count("BEGIN CERTIFICATE") > 10
 
     push_fakes.stop()  # what the fixture does after the test
 
-    assert not any(fake.running for fake in (https, slow, untrusted, trusted))
+    assert not any(fake.running for fake in (https, slow, untrusted, trusted, also))
+
+
+def test_a_web_push_fake_over_tls_is_trusted_beside_the_apns_one(
+    make_app: Any, push_fakes: PushFakes
+) -> None:
+    """Both fakes serve TLS with certificates of their own: the app's sessions,
+    made after the fixture set ``SSL_CERT_FILE``, trust both."""
+    apns = push_fakes.apns()
+    browser_service = push_fakes.webpush(tls=True)
+    app: Flask = make_app(
+        PUSH_QUEUE="inline", **{**apns.app_config(), **browser_service.app_config()}
+    )
+    assert "PUSH_ALLOW_HTTP_ENDPOINTS" not in browser_service.app_config()
+    browser = browser_service.subscribe("alice")
+    assert browser.endpoint.startswith("https://127.0.0.1:")
+    with app.app_context():
+        db.session.add_all(
+            [
+                push.models.Subscription(
+                    endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
+                    user_id="alice", topics=[],
+                ),
+                push.models.Installation(
+                    app_id="shop", device_type="ios", device_token="ab" * 32,
+                    user_id="alice", subscriptions=[],
+                ),
+            ]
+        )  # fmt: skip
+        db.session.commit()
+        message = push.send(users=["alice"], title="Order #42")
+    assert message.recipient_count == 2
+    assert browser.wait(1)[0].json()["title"] == "Order #42"
+    assert apns.wait(1)[0].aps["alert"]["title"] == "Order #42"
 
 
 @pytest.fixture
