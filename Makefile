@@ -39,10 +39,12 @@ bench-inbox: $(VENV)/.installed
 bench-registration: $(VENV)/.installed
 	$(PY) bench/registration.py
 
-# The demo storefront on http://127.0.0.1:5000: database, VAPID keys and seed data in
-# instance/ (kept for the next run), fake FCM and APNs services, in-process workers.
+# The demo storefront on http://127.0.0.1:5000 (`make demo PORT=5001` elsewhere):
+# database, VAPID keys and seed data in instance/ (kept for the next run), fake FCM
+# and APNs services, in-process workers.
+PORT ?= 5000
 demo: $(VENV)/.installed
-	$(PY) -m demo
+	$(PY) -m demo --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/peers/node_modules

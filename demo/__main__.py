@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from typing import Any
 
 import certifi
@@ -106,11 +107,32 @@ def stop(app: Flask) -> None:
         fake.stop()
 
 
+def port_taken(host: str, port: int) -> str | None:
+    """Why the demo cannot listen on ``host:port``, or None when it can."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # as werkzeug binds: a port left in TIME_WAIT by a stopped demo is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            return err.strerror or str(err)
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
+    taken = port_taken(args.host, args.port)
+    if taken:
+        # said before anything is built or seeded, and with what to do
+        parser.exit(
+            1,
+            f"Port {args.port} on {args.host} is in use ({taken}): stop what serves "
+            f"there, or serve the demo elsewhere with `make demo PORT={args.port + 1}` "
+            f"(or `python -m demo --port {args.port + 1}`).\n",
+        )
 
     app, added = build(INSTANCE)
     fakes = app.extensions["demo_fakes"]

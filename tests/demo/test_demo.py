@@ -811,3 +811,28 @@ def test_an_old_demo_database_gets_the_new_tables_and_columns(demo_app: Any) -> 
         message = push.send(users=[alice], title="Hi", category="offers", inbox=True)
         assert message.category == "offers" and inbox_titles("alice@example.com") == []
         assert create_tables() == []  # and once is enough
+
+
+def test_a_port_in_use_is_said_before_anything_is_built() -> None:
+    """`make demo` on a busy port: one line that says what to do, exit 1, and
+    nothing seeded into instance/ (the check comes first)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        ran = subprocess.run(
+            [sys.executable, "-m", "demo", "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert ran.returncode == 1 and ran.stdout == ""
+    assert ran.stderr == (
+        f"Port {port} on 127.0.0.1 is in use (Address already in use): stop what serves "
+        f"there, or serve the demo elsewhere with `make demo PORT={port + 1}` "
+        f"(or `python -m demo --port {port + 1}`).\n"
+    )
