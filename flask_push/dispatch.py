@@ -499,9 +499,11 @@ class Dispatcher:
             if settings is None:  # deleted since
                 continue
             try:
-                built: Provider | str = self._make_provider(
+                provider = self._make_provider(
                     key[0], app_providers.delivery_settings(key[0], settings, self.app.config)
                 )
+                provider.stored_for = key[1]  # its hints name the stored settings
+                built: Provider | str = provider
             except Exception as err:  # noqa: BLE001 - its deliveries fail with the reason
                 built = one_line(str(err)) or type(err).__name__
                 logger.warning(

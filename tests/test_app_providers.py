@@ -193,3 +193,38 @@ def test_a_stored_apns_provider_sends_with_its_own_key_and_topic(
         (token, "com.example.shop")
     ]
     assert list(outcomes(app, message.id).values()) == [("sent", "accepted")]
+
+
+def test_a_stored_providers_failure_names_the_settings_it_sent_with(
+    make_app: Callable[..., Flask], push_fake_apns: Any
+) -> None:
+    """APNs refuses the stored provider's key: the hint names that provider's
+    settings, not PUSH_APNS_KEY, which this app does not even set."""
+    base = push_fake_apns.app_config(topic="com.example.app")["PUSH_APNS_BASE_URL"]
+    app = make_app(PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_APNS_BASE_URL=base)
+    client = app.test_client()
+    push_fake_apns.allow_topic("com.example.beta")
+    key_pem, key_id, team_id = push_fake_apns.auth_key(key_id="REVOKED001")
+    push_fake_apns.revoke_key("REVOKED001")
+    settings = {"key": key_pem, "keyId": key_id, "teamId": team_id, "topic": "com.example.beta"}
+    answer = client.post(
+        "/push/providers",
+        json={"appId": "beta", "kind": "apns", "settings": settings},
+        headers=ADMIN,
+    )
+    assert answer.status_code == 201, answer.get_json()
+    installed = client.post(
+        "/push/installations",
+        json={"appId": "beta", "deviceType": "ios", "deviceToken": "ab" * 32},
+        headers=as_user("al"),
+    )
+    assert installed.status_code == 201, installed.get_json()
+    with app.app_context():
+        message = push.send(users=["al"], title="Your order shipped")
+        [entry] = push.explain(message.id)
+    assert (entry["status"], entry["reason"]) == ("failed", "rejected")
+    assert (
+        "check settings.key of the apns provider stored for app 'beta', its key id "
+        in (entry["detail"])
+    )
+    assert "PUSH_APNS" not in entry["detail"]

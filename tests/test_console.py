@@ -275,6 +275,44 @@ def test_preview_shows_what_each_provider_would_send(make_app: Callable[..., Fla
     assert "title" in bad.get_data(as_text=True)
 
 
+def test_preview_uses_the_provider_stored_for_the_devices_app(
+    make_app: Callable[..., Flask],
+) -> None:
+    """A device of an app with a provider of its own (``POST /providers``) is sent
+    through that one: the preview shows its topic, not app.config's."""
+    app = make_app(
+        SECRET_KEY=SECRET,
+        PUSH_APNS_KEY=pem(ec.generate_private_key(ec.SECP256R1())),
+        PUSH_APNS_KEY_ID="ABC123DEFG",
+        PUSH_APNS_TEAM_ID="DEF123GHIJ",
+        PUSH_APNS_TOPIC="com.example.shop",
+    )
+    client = app.test_client()
+    settings = {
+        "key": pem(ec.generate_private_key(ec.SECP256R1())),
+        "keyId": "BETA123456",
+        "teamId": "DEF123GHIJ",
+        "topic": "com.example.beta",
+    }
+    stored = client.post(
+        "/push/providers",
+        json={"appId": "beta", "kind": "apns", "settings": settings},
+        headers=ADMIN,
+    )
+    assert stored.status_code == 201, stored.get_json()
+    with app.app_context():
+        db.session.add(
+            push.models.Installation(
+                app_id="beta", device_type="ios", device_token="ab" * 32, user_id="alice"
+            )
+        )
+        db.session.commit()
+    form = {"csrf_token": csrf(client), "user": "alice", "title": "Hi", "action": "preview"}
+    html = client.post(f"{CONSOLE}/send", headers=ADMIN, data=form).get_data(as_text=True)
+    assert "&#34;apns-topic&#34;: &#34;com.example.beta&#34;" in html
+    assert "com.example.shop" not in html
+
+
 def test_preview_and_send_share_one_mapping(console_app: Flask) -> None:
     """The provider's preview is made by build_payload, the very step a send runs."""
     from flask_push.console import preview

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 
+from .. import app_providers
 from ..message import DeviceTarget, OutgoingPush, WebPushTarget
 from ..models import ACTIVE
 from ..providers import kind_for_platform, kinds, provider_class
@@ -83,7 +85,14 @@ def previews(
     result = []
     for kind in kinds():
         row = found.get(kind)
-        if kind not in providers:
+        provider = providers.get(kind)
+        stored = _stored_provider(push, kind, row, settings) if row is not None else None
+        if isinstance(stored, str) and row is not None:
+            result.append(Preview(kind, row.id, None, f"The send would fail: {stored}"))
+            continue
+        if stored is not None:
+            provider = stored
+        if provider is None:
             note = f"No {kind} provider is configured."
             result.append(Preview(kind, row.id if row else None, None, note))
             continue
@@ -102,9 +111,28 @@ def previews(
             click = None
         outgoing = OutgoingPush(DELIVERY_ID, MESSAGE_ID, notification, target, click)
         try:
-            request = providers[kind].preview(outgoing)
+            request = provider.preview(outgoing)
         except Exception as err:  # noqa: BLE001 - shown: the send would fail the same way
             result.append(Preview(kind, row.id, None, f"The send would fail: {err}"))
             continue
         result.append(Preview(kind, row.id, request))
     return result
+
+
+def _stored_provider(push: Any, kind: str, row: Any, settings: Any) -> Any:
+    """The provider stored for the app of installation ``row`` (``POST /providers``),
+    which its pushes go through as the dispatcher sends them; why it cannot send,
+    as text; or None when the app has none (the one of ``app.config`` sends)."""
+    app_id = getattr(row, "app_id", None)
+    if app_id is None:
+        return None
+    stored = app_providers.stored_settings(push.db.session, push.models, (kind, app_id))
+    if stored is None:
+        return None
+    try:
+        return provider_class(kind).from_settings(
+            app_providers.delivery_settings(kind, stored, current_app.config),
+            **kinds()[kind].options(settings),
+        )
+    except Exception as err:  # noqa: BLE001 - shown: its pushes fail the same way
+        return f"the {kind} provider stored for app {app_id!r} cannot send: {err}"

@@ -454,7 +454,10 @@ class APNsProvider(Provider):
                 since = datetime.fromtimestamp(result.timestamp / 1000, timezone.utc)
                 error += f" (the token is invalid since {since.isoformat(timespec='seconds')})"
             elif reason == "BadDeviceToken":
-                error += " (or a token of the other environment: check PUSH_APNS_SANDBOX)"
+                error += (
+                    " (or a token of the other environment: "
+                    f"check {self.setting('PUSH_APNS_SANDBOX')})"
+                )
             elif reason == "DeviceTokenNotForTopic":
                 error += f" (the token belongs to another app than {self.topic})"
             if isinstance(push.target, DeviceTarget) and push.target.kind != "device":
@@ -466,14 +469,14 @@ class APNsProvider(Provider):
             hint = (
                 "check the server clock"
                 if reason == "ExpiredProviderToken"
-                else f"check PUSH_APNS_KEY, its key id {self.key_id} and the team id "
-                f"{self.team_id}, and that the key was not revoked"
+                else f"check {self.setting('PUSH_APNS_KEY')}, its key id {self.key_id} and "
+                f"the team id {self.team_id}, and that the key was not revoked"
             )
             return outcome("failed", f"403 {reason}: APNs refused the provider token; {hint}")
         if status == "413":
             return outcome("failed", f"413 {reason}: the payload is over {self.max_payload} bytes")
         if reason in ("BadTopic", "TopicDisallowed", "MissingTopic"):
-            hint = f"check PUSH_APNS_TOPIC ({self.topic})"
+            hint = f"check {self.setting('PUSH_APNS_TOPIC')} ({self.topic})"
             if isinstance(push.target, DeviceTarget) and push.target.kind != "device":
                 hint += (
                     f" and that the app supports Live Activities: they go to "

@@ -148,6 +148,23 @@ class Provider(ABC):
     #: round trip to its push service is appended, in seconds, for the dispatcher
     #: to take in batches; None costs nothing per push
     round_trips: list[float] | None = None
+    #: the app whose provider this is, when it was stored for one (``POST
+    #: /providers``) rather than configured in ``app.config``: what :meth:`setting`
+    #: names, so that a failure's hint points at the settings that were used
+    stored_for: str | None = None
+
+    def setting(self, config_key: str) -> str:
+        """How a hint names one of the provider's settings: its ``app.config`` key
+        (``PUSH_APNS_KEY``), or, for a provider stored for an app, its field there
+        (``settings.key of the apns provider stored for app 'com.example.beta'``)."""
+        if self.stored_for is not None and self.spec is not None:
+            for setting in self.spec.settings:
+                if setting.config_key == config_key:
+                    return (
+                        f"settings.{setting.name} of the {self.name} provider stored for "
+                        f"app {self.stored_for!r}"
+                    )
+        return config_key
 
     def __init__(
         self,

@@ -601,7 +601,8 @@ class FCMProvider(Provider):
                 error=(
                     f"FCM answered 403: the token was registered with a Firebase project "
                     f"other than {self.project_id!r}, or the service account may not send "
-                    "for it. Check PUSH_FCM_PROJECT_ID and PUSH_FCM_CREDENTIALS."
+                    f"for it. Check {self.setting('PUSH_FCM_PROJECT_ID')} and "
+                    f"{self.setting('PUSH_FCM_CREDENTIALS')}."
                 ),
                 status_code=403,
             )
@@ -610,7 +611,8 @@ class FCMProvider(Provider):
                 "failed",
                 error=(
                     "FCM refused the sender's credentials (401). Check that "
-                    "PUSH_FCM_CREDENTIALS is a current service-account key of project "
+                    f"{self.setting('PUSH_FCM_CREDENTIALS')} is a current service-account "
+                    "key of project "
                     f"{self.project_id!r} with the Firebase Cloud Messaging API enabled."
                 ),
                 status_code=401,
@@ -635,7 +637,8 @@ class FCMProvider(Provider):
                 "failed",
                 error=(
                     f"The OAuth token endpoint refused the FCM credentials: {err}. "
-                    "Check PUSH_FCM_CREDENTIALS (the key may be deleted or disabled)."
+                    f"Check {self.setting('PUSH_FCM_CREDENTIALS')} (the key may be deleted "
+                    "or disabled)."
                 ),
             )
         if isinstance(err, google.auth.exceptions.TransportError):
