@@ -90,7 +90,10 @@ REASONS: Final[dict[str, str]] = {
         "A newer state of the same activity replaced it at {at}, before it was delivered."
     ),
     # the notification policy (flask_push.policy) writes these
-    "opted_out": "The user turned this category off for this channel, so it was not sent.",
+    "opted_out": (
+        "This category is off on this channel for the user (they turned it off, or it "
+        "is off until they turn it on), so it was not sent."
+    ),
     "frequency_cap": (
         "The user already had as many of this category today as its daily cap allows."
     ),

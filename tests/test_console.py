@@ -112,6 +112,60 @@ def test_every_answer_carries_the_security_headers(console_app: Flask) -> None:
     assert client.get(f"{CONSOLE}/messages/msg_none", headers=ADMIN).status_code == 404
 
 
+def test_a_mistyped_address_is_a_console_page_for_admins(console_app: Flask) -> None:
+    client = console_app.test_client()
+    answer = client.get(f"{CONSOLE}/mesages", headers=ADMIN)
+    assert answer.status_code == 404 and answer.content_type.startswith("text/html")
+    html = answer.get_data(as_text=True)
+    assert "The console has no such page." in html and f'href="{CONSOLE}/"' in html
+    assert answer.headers["Content-Security-Policy"] == guard.CSP
+    assert answer.headers["Cache-Control"] == "no-store"
+    # anyone else: the API's answer for a path it does not have, as before
+    hidden = client.get(f"{CONSOLE}/mesages", headers=as_user("alice"))
+    assert hidden.status_code == 404 and hidden.get_json()["error"]["code"] == "not_found"
+
+
+def test_messages_past_the_last_page_say_so(console_app: Flask) -> None:
+    later_message(console_app)
+    html = console_app.test_client().get(f"{CONSOLE}/messages?page=99", headers=ADMIN)
+    text = html.get_data(as_text=True)
+    assert "Page 99 is past the last page (1)." in text
+    assert "No message has been sent yet" not in text
+
+
+def test_users_page_says_what_a_user_id_is_and_lists_recent_ones(console_app: Flask) -> None:
+    with console_app.app_context():
+        for user in ("7", "42", "7"):
+            add_subscription(user)
+        add_subscription(None)  # anonymous: not a user to pick
+    client = console_app.test_client()
+    for path in ("/users", "/users?id=alice@example.com"):
+        html = client.get(CONSOLE + path, headers=ADMIN).get_data(as_text=True)
+        listed = re.findall(r'<a href="[^"]*users\?id=([^"]+)"><code>', html)
+        assert listed == ["7", "42"], path  # newest first, each once
+    assert "not an email address or a name" in html
+    assert "No browser or device is registered for the user id" in html
+    found = client.get(f"{CONSOLE}/users?id=42", headers=ADMIN).get_data(as_text=True)
+    assert "Recently registered" not in found
+
+
+def test_a_message_names_its_category_and_what_the_users_held_back(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(
+        SECRET_KEY=SECRET,
+        PUSH_CATEGORIES={"offers": {"label": "Offers and deals", "default": False}},
+    )
+    with app.app_context():
+        add_subscription("alice")
+        add_subscription("bob")
+        id = push.send(users=["alice", "bob"], title="Sale", category="offers").id
+    html = app.test_client().get(f"{CONSOLE}/messages/{id}", headers=ADMIN).get_data(as_text=True)
+    assert "Offers and deals <code>offers</code>" in html
+    assert "<dt>Targets to send to</dt><dd>0 <span" in html
+    assert "(2 held back by the users' settings)" in html
+
+
 def test_a_bad_filter_is_a_page_not_a_crash(console_app: Flask) -> None:
     id = later_message(console_app)
     client = console_app.test_client()

@@ -317,7 +317,7 @@ def test_a_channel_turned_off_is_suppressed_and_not_counted(
         assert inbox_ids("alice") == set()  # the inbox channel is off too
         [entry] = [e for e in push.explain(message.id) if e["status"] == "suppressed"]
         assert entry["reason"] == "opted_out"
-        assert "turned this category off" in entry["detail"]
+        assert "they turned it off, or it is off until they turn it on" in entry["detail"]
         assert [event["what"] for event in entry["events"]] == ["suppressed"]
         # an uncategorised message is not subject to preferences
         plain = push.send(users=["alice"], title="Hello")
@@ -829,7 +829,7 @@ def test_the_cli_says_what_the_preferences_held_back(
         args=["push", "send", "--user", "alice", "--title", "Deal", "--category", "offers"]
     )
     assert result.exit_code == 1, result.output
-    assert "suppressed (1): opted_out: The user turned this category off" in result.output
+    assert "suppressed (1): opted_out: This category is off on this channel" in result.output
     assert "preferences held back every push" in result.output
     result = runner.invoke(
         args=["push", "send", "--user", "alice", "--title", "Deal", "--category", "nope"]

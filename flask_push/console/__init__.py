@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
@@ -44,6 +44,11 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         if err is None or not (request.path == path or request.path.startswith(path + "/")):
             return None
         if current_app.extensions["push"].push.current_user_is_admin():
+            if isinstance(err, NotFound):
+                # a mistyped console address: a console page that says so, with
+                # the way back, rather than the API's JSON
+                page = make_response(views.missing_page())
+                return guard.protect(page, views.page_nonce(), path)
             return None
         return http_error_response(NotFound())
 

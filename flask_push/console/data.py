@@ -118,3 +118,24 @@ def messages_page(session: Any, models: Models, skip: int, take: int) -> tuple[i
         )
     )
     return int(total), page
+
+
+#: users listed on the users page to pick from
+RECENT_USERS = 10
+
+
+def recent_users(session: Any, models: Models) -> list[str]:
+    """The users whose browsers or devices registered last, newest first, at most
+    :data:`RECENT_USERS`: a walk down each table's primary key (ids begin with their
+    time), so the tables' size does not matter."""
+    found: list[tuple[str, str]] = []
+    for model in (models.Subscription, models.Installation):
+        found += session.execute(
+            sa.select(model.id, model.user_id)
+            .where(model.user_id.is_not(None))
+            .order_by(model.id.desc())
+            .limit(RECENT_USERS * 5)
+        ).all()
+    # newest first across both tables: their ids share the time-ordered tail
+    found.sort(key=lambda row: row[0].split("_", 1)[-1], reverse=True)
+    return list(dict.fromkeys(user for _, user in found))[:RECENT_USERS]

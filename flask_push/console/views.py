@@ -86,6 +86,10 @@ def refused(err: guard.Refused) -> ResponseReturnValue:
     return _render("error.html", err.status, message=err.message, page=None)
 
 
+def missing_page() -> ResponseReturnValue:
+    return _render("error.html", 404, message="The console has no such page.", page=None)
+
+
 def _not_found(what: str) -> ResponseReturnValue:
     return _render("error.html", 404, message=f"There is no {what} with that id.", page=None)
 
@@ -157,7 +161,14 @@ def message(id: str) -> ResponseReturnValue:
         number=number,
         filter=status,
         done=request.args.get("done"),
+        category_label=_category_label(row.category),
     )
+
+
+def _category_label(category: str | None) -> str | None:
+    """What people call a message's category (``PUSH_CATEGORIES``), if it has one."""
+    found = _state().settings.categories.get(category) if category else None
+    return found.label if found is not None else None
 
 
 def cancel(id: str) -> ResponseReturnValue:
@@ -178,8 +189,11 @@ def retry(id: str) -> ResponseReturnValue:
 
 def users() -> ResponseReturnValue:
     user_id = request.args.get("id", "").strip()[:255]
-    targets = _push().user_targets(user_id, recent=5) if user_id else None
-    return _render("users.html", page="users", user_id=user_id, targets=targets)
+    push = _push()
+    targets = push.user_targets(user_id, recent=5) if user_id else None
+    # ids to pick from when none was given, or the one given has nothing
+    recent = data.recent_users(push.db.session, push.models) if not targets else []
+    return _render("users.html", page="users", user_id=user_id, targets=targets, recent=recent)
 
 
 def send() -> ResponseReturnValue:

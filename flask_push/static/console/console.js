@@ -10,9 +10,11 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 
-  // Times are written in UTC by the server; show them in the reader's own zone too.
+  // Times are written in UTC by the server; show them in the reader's own zone,
+  // named, since the sentences of the timelines say UTC.
   const format = new Intl.DateTimeFormat(undefined, {
     month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    timeZoneName: "short",
   });
   for (const node of document.querySelectorAll("time[datetime]")) {
     const when = new Date(node.dateTime);
