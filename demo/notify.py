@@ -173,6 +173,20 @@ def category_labels() -> dict[str, str]:
     return {id: category.label for id, category in push.settings.categories.items()}
 
 
+def type_labels() -> dict[str, str]:
+    """What the Notifications page and the bell call each inbox item's type: its
+    category's label, as the notification settings name it."""
+    labels = category_labels()
+    return {
+        **labels,  # a staff message's type is its category
+        "activity": labels["order_status"],  # an order's live activity
+        "share": labels["shares"],
+        "offer": labels["offers"],
+        "export": "Export",
+        "announcement": "Announcement",  # staff messages of earlier versions of the demo
+    }
+
+
 def ad_hoc(
     recipients: list[User], title: str, body: str | None, url: str | None, category: str
 ) -> Any:
@@ -182,7 +196,7 @@ def ad_hoc(
         body=body or None,
         url=url or None,
         inbox=True,
-        notify_type="announcement",
+        notify_type=category,  # named in the inbox as its category is in the settings
         category=category,
     )
 

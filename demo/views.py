@@ -26,6 +26,7 @@ from flask import (
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wrappers import Response
 
+from . import notify
 from .extensions import db
 from .models import CartItem, User
 
@@ -173,7 +174,8 @@ def when(value: datetime | str | None) -> str:
         return ""
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value.strftime("%b %d, %H:%M")
+    # named: a shopper reads a bare time as her own zone's
+    return value.strftime("%b %d, %H:%M UTC")
 
 
 def plural(count: int, one: str, many: str | None = None) -> str:
@@ -203,6 +205,7 @@ def register_helpers(app: Flask) -> None:
             "cart_count": cart_count,
             "push_prefix": app.config.get("PUSH_URL_PREFIX", "/push"),
             "sw_url": app.config.get("PUSH_SERVICE_WORKER_URL", "/push-sw.js"),
+            "type_labels": notify.type_labels(),
         }
 
 

@@ -8,14 +8,14 @@
   const prefix = body.dataset.pushPrefix || '/push';
   const signedIn = Boolean(body.dataset.user);
 
-  // A time as the server writes it (views.when: "Dec 03, 17:40", UTC), so a time
+  // A time as the server writes it (views.when: "Dec 03, 17:40 UTC"), so a time
   // updated live reads like the ones the page came with.
   const TIME = new Intl.DateTimeFormat('en-US', {
     month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit',
     hourCycle: 'h23', timeZone: 'UTC',
   });
   function when(iso) {
-    return TIME.format(new Date(iso));
+    return `${TIME.format(new Date(iso))} UTC`;
   }
 
   // Toasts live in the sticky header, below its row: they push the page down instead
@@ -67,8 +67,8 @@
     FP.bell(bellElement, {
       title: body.dataset.staff ? 'Staff inbox' : 'Notifications',
       preferencesUrl: body.dataset.staff ? undefined : bellElement.dataset.settings,
-      // the shop's live activities are its orders: named as the Notifications page names them
-      typeLabels: { activity: 'Order status' },
+      // each type named as the Notifications page and the settings name it
+      typeLabels: JSON.parse(body.dataset.typeLabels || '{}'),
     });
     document.addEventListener('new-notification-event', (event) => {
       const { event: name, data } = event.detail;

@@ -577,7 +577,22 @@ def test_the_notifications_page_shows_types_as_labels(demo_app: Any, alice: Any)
         user = db.session.scalar(sa.select(User).where(User.email == "alice@example.com"))
         push.upsert(user.push_id, notify_type="order_status", title="Order #7 is on its way")
     page = alice.get("/notifications").get_data(as_text=True)
-    assert "· Order status</div>" in page and "order_status<" not in page
+    assert "· Order updates</div>" in page and "order_status<" not in page
+
+
+def test_a_staff_message_is_named_in_the_inbox_by_its_category(
+    demo_app: Any, staff: Any, alice: Any
+) -> None:
+    """As the notification settings name it, not "Announcement"; the bell gets the
+    same labels from the page."""
+    staff.post(
+        "/staff/messages", data={"title": "Your order's new slot", "category": "order_status"}
+    )
+    page = alice.get("/notifications").get_data(as_text=True)
+    assert "· Order updates</div>" in page and "· Announcement" not in page
+    labels = re.search(r'data-type-labels="([^"]*)"', page)
+    assert labels is not None
+    assert json.loads(html.unescape(labels.group(1)))["order_status"] == "Order updates"
 
 
 def test_staff_reach_flask_pushs_console_and_shoppers_do_not(staff: Any, alice: Any) -> None:

@@ -154,4 +154,4 @@ def test_an_order_is_one_live_activity_on_the_phones(
     alice.click(".fp-show-history")
     listed = alice.locator(".fp-history .fp-item", has_text=f"Order #{order_id}")
     listed.first.wait_for()
-    assert listed.first.locator(".fp-item-meta").text_content().startswith("Order status · ")
+    assert listed.first.locator(".fp-item-meta").text_content().startswith("Order updates · ")

@@ -354,7 +354,7 @@ def test_a_long_word_never_widens_a_page(
 def test_an_orders_times_read_the_same_after_a_live_update(
     server: tuple[str, Any], chromium: Any
 ) -> None:
-    """The timeline's times come from the server ("Dec 03, 17:40", UTC); a step that
+    """The timeline's times come from the server ("Dec 03, 17:40 UTC"); a step that
     arrives live reads the same way, not in the browser's own format."""
     base, app = server
     context = chromium.new_context(
@@ -374,5 +374,5 @@ def test_an_orders_times_read_the_same_after_a_live_update(
     page.wait_for_function("document.querySelectorAll('li.done [data-at]').length >= 2")
     times = [t for t in page.locator("li.done [data-at]").all_inner_texts() if t]
     assert times[0] == placed  # re-rendered live, the first step keeps its text
-    pattern = r"[A-Z][a-z]{2} \d{2}, \d{2}:\d{2}"
+    pattern = r"[A-Z][a-z]{2} \d{2}, \d{2}:\d{2} UTC"
     assert all(re.fullmatch(pattern, t) for t in times), times
