@@ -131,7 +131,7 @@ def main() -> None:
             1,
             f"Port {args.port} on {args.host} is in use ({taken}): stop what serves "
             f"there, or serve the demo elsewhere with `make demo PORT={args.port + 1}` "
-            f"(or `python -m demo --port {args.port + 1}`).\n",
+            f"(or `.venv/bin/python -m demo --port {args.port + 1}`).\n",
         )
 
     app, added = build(INSTANCE)

@@ -396,7 +396,8 @@ class Dispatcher:
         by default.
     :param lease: how long a claim keeps other workers off its rows; renewed every
         third of it while they are in hand. ``PUSH_DELIVERY_LEASE`` by default.
-    :param max_attempts: tries before a delivery is ``failed``.
+    :param max_attempts: tries before a delivery is ``failed``; also the claims it
+        may have that end with no outcome written (see ``no_outcome``).
     :param outage_patience: seconds to keep outcomes that the database cannot
         take, trying again with backoff, before giving up on them.
     :param metrics: counts outcomes and round trips, when ``PUSH_METRICS`` is on.
@@ -1382,11 +1383,12 @@ class Dispatcher:
                     _outcome(
                         id,
                         "failed",
-                        f"gave up after {tries - 1} claims, the last with no outcome written",
+                        f"gave up at claim {tries}: the last claims before it ended with no "
+                        "outcome written",
                         "no_outcome",
                         now,
                         provider=kind,
-                        attempts=tries - 1,
+                        attempts=tries,
                     )
                 )
             elif provider is None:

@@ -588,7 +588,8 @@ class Push:
         :param data: anything JSON can encode.
         :raises ValidationError: for a channel or event name that is empty, too
             long (a channel over 260, an event over 200), for an event name with
-            whitespace, for NUL or lone surrogates in either, or for ``data``
+            whitespace, for NUL in a channel name, for lone surrogates in either, or
+            for ``data``
             that is not plain JSON (NaN, a set) or that UTF-8 cannot encode (a lone
             surrogate): no websocket text frame could carry it. Nothing is kept.
         :raises BackplaneError: when the backplane (Redis) cannot be reached.

@@ -32,8 +32,9 @@ LINE_CONTROLS = {**CONTROLS, 0x09: "\\t", 0x0A: "\\n"}
 
 
 def printable(text: str) -> str:
-    """``text`` with its control characters (but tab and newline) and lone
-    surrogates written out as escapes.
+    """``text`` with its control characters (but tab and newline), its invisible
+    reordering and line-breaking characters (bidi controls, U+2028 and U+2029)
+    and lone surrogates written out as escapes.
 
     What a push service or a connection failure says goes to logs, terminals,
     pages and a text column: a terminal would run an escape sequence, PostgreSQL

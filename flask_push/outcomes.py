@@ -62,9 +62,9 @@ REASONS: Final[dict[str, str]] = {
         "{attempts} attempts."
     ),
     "no_outcome": (
-        "flask-push gave up on it at {at}: it had been claimed for sending {attempts} "
-        "times before, and the last claims ended with no outcome written (the worker "
-        "holding it stopped or failed first: its log says why)."
+        "flask-push gave up on it at {at}, at its claim number {attempts}: the last "
+        "claims before it ended with no outcome written (the worker holding it stopped "
+        "or failed first, or the database was unreachable: the log says why)."
     ),
     "stalled": (
         "{Service} had not answered other pushes for a while at {at}, so this one was held "

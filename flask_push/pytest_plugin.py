@@ -19,6 +19,8 @@ only when a fixture is used, so this plugin costs nothing to sessions that do no
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,7 +52,9 @@ class PushFakes:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self._monkeypatch = monkeypatch
         self._started: list[FakeService[Any]] = []
-        self._trusted: list[Path] = []
+        #: the certificates trusted in this test (PEM), and where their bundles go
+        self._trusted: list[str] = []
+        self._bundles: str | None = None
 
     def webpush(self, *, trusted: bool = True, **options: Any) -> FakePushService:
         """A started :class:`~flask_push.testing.FakePushService` (``tls``, ``delay``...).
@@ -76,7 +80,7 @@ class PushFakes:
 
         ``trusted`` points ``SSL_CERT_FILE`` at a bundle of the public roots and the
         certificates of every fake trusted so far, until the test ends, as the
-        providers check TLS against the default trust store. ``trusted=False``
+        Web Push and APNs providers check TLS against the default trust store. ``trusted=False``
         leaves the trust store alone, for a test of an untrusted server.
         """
         from .testing import FakeAPNs
@@ -87,20 +91,27 @@ class PushFakes:
         return apns
 
     def _trust(self, cert_file: str) -> None:
-        """Trust ``cert_file`` too: a bundle of the public roots and every
-        certificate trusted in this test, beside the newest one."""
+        """Trust ``cert_file`` too: ``SSL_CERT_FILE`` names a new bundle of the
+        public roots and every certificate trusted in this test. Kept as text, in a
+        folder of this object's: a fake stopped early takes its own folder along.
+        Each bundle has a name of its own, since trust stores are kept per name."""
         import certifi  # requests' dependency, so always installed with flask-push
 
-        self._trusted.append(Path(cert_file))
-        bundle = self._trusted[-1].with_name("trusted-by-test.pem")
-        pems = [Path(certifi.where()), *self._trusted]
-        bundle.write_text("\n".join(pem.read_text(encoding="ascii") for pem in pems), "ascii")
+        self._trusted.append(Path(cert_file).read_text(encoding="ascii"))
+        if self._bundles is None:
+            self._bundles = tempfile.mkdtemp(prefix="flask-push-trust-")
+        bundle = Path(self._bundles) / f"trusted-{len(self._trusted)}.pem"
+        roots = Path(certifi.where()).read_text(encoding="ascii")
+        bundle.write_text("\n".join([roots, *self._trusted]), encoding="ascii")
         self._monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
 
     def stop(self) -> None:
         """Stop every fake started here, the newest first (stopping twice is harmless)."""
         while self._started:
             self._started.pop().stop()
+        if self._bundles is not None:
+            shutil.rmtree(self._bundles, ignore_errors=True)
+            self._bundles = None
 
     def _start(self, fake: _Fake) -> _Fake:
         fake.start()

@@ -140,6 +140,22 @@ def test_redis_ids_and_replay_are_shared(redis_backplane: Any) -> None:
     assert two.last_id("order:1") == first + 1 and two.last_id("nothing") == 0
 
 
+def test_redis_carries_any_channel_a_user_id_makes(redis_backplane: Any) -> None:
+    """A user id may hold spaces and line breaks, and ``user:<id>`` is its channel:
+    pub/sub carries it whole, with its own id, event and data."""
+    one, two = redis_backplane(), redis_backplane()
+    deliver, got = collector()
+    two.listen(deliver, lambda: None)
+    channels = ["user:Ada Lovelace " + "x" * 242, "user:bob\n99999999999999", "user:a\tb\r\n"]
+    sent = [one.publish(channel, "e", '{"a":"b\\nc"}').id for channel in channels]
+    received = [got.get(timeout=3) for _ in channels]
+    assert [(e.channel, e.id, e.event, e.data) for e in received] == [
+        (channel, id, "e", {"a": "b\nc"}) for channel, id in zip(channels, sent, strict=True)
+    ]
+    replay = two.replay(channels[1], 0)
+    assert [(e.channel, e.id) for e in replay.events] == [(channels[1], sent[1])]
+
+
 def test_redis_listen_returns_once_what_is_published_next_comes(redis_backplane: Any) -> None:
     # the first websocket to join a process starts its subscriber: the client is
     # told "subscribed", and must get the event published right after that

@@ -215,9 +215,11 @@ def test_a_delivery_whose_claims_never_end_is_given_up(
                 assert dispatcher.run_once() == 1
             [row] = rows(message.id)
             assert (row.status, row.reason, row.attempts) == ("failed", "no_outcome", 4)
-            assert row.error == "gave up after 3 claims, the last with no outcome written"
+            assert row.error == (
+                "gave up at claim 4: the last claims before it ended with no outcome written"
+            )
             detail = row.events[-1]["detail"]
-            assert "claimed for sending 3 times before" in detail and "its log says why" in detail
+            assert "at its claim number 4: the last claims before it" in detail
             assert f"delivery {row.id} failed without being sent" in caplog.text
             page = app.test_client().get(
                 f"/push/messages/{message.id}/deliveries", headers=as_user("ops", admin=True)

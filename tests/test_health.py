@@ -144,7 +144,7 @@ def test_the_api_answers_503_while_the_database_is_down(
     assert answer.get_json()["error"]["code"] == "database_unavailable"
     assert "Traceback" not in answer.get_data(as_text=True)
     [said] = [r for r in caplog.records if "unreachable" in r.getMessage()]
-    assert said.exc_info is None and "POST /push/notifications" in said.getMessage()
+    assert said.exc_info is None and "POST '/push/notifications'" in said.getMessage()
 
 
 def test_a_failed_statement_is_no_outage(app: Flask) -> None:

@@ -409,12 +409,14 @@ def test_publish_refuses_bad_names(app: Flask) -> None:
             assert refused.value.field == "event"
 
 
-def test_any_user_id_has_a_channel_of_its_own(live: Any, connect: Any) -> None:
+def test_any_user_id_has_a_channel_of_its_own(
+    live: Any, connect: Any, backplane: dict[str, Any]
+) -> None:
     """A user id may hold spaces and be as long as a user id may be: its user's
     channel is still a channel, and the live events reach them."""
     user = "Ada Lovelace " + "x" * 242
     assert len(user) == 255  # the longest user id
-    app, url = live()
+    app, url = live(**backplane)
     ada = connect(url, user)
     ada.sync()
     with app.app_context():

@@ -445,7 +445,10 @@ class RedisBackplane(Backplane):
     @staticmethod
     def _deliver(deliver: Deliver, raw: bytes) -> None:
         try:
-            channel, number, event, data_json = raw.decode().split("\n", 3)
+            # from the right: a channel may hold line breaks (a user id may), while
+            # the id is digits, an event name has no whitespace, and compact JSON
+            # has no raw line break
+            channel, number, event, data_json = raw.decode().rsplit("\n", 3)
             deliver(Event(channel, int(number), event, data_json))
         except Exception:  # one bad message must not stop the subscriber
             log.exception("flask-push: cannot deliver a backplane message")

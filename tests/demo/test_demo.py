@@ -849,5 +849,5 @@ def test_a_port_in_use_is_said_before_anything_is_built() -> None:
     assert ran.stderr == (
         f"Port {port} on 127.0.0.1 is in use (Address already in use): stop what serves "
         f"there, or serve the demo elsewhere with `make demo PORT={port + 1}` "
-        f"(or `python -m demo --port {port + 1}`).\n"
+        f"(or `.venv/bin/python -m demo --port {port + 1}`).\n"
     )

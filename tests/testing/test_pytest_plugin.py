@@ -50,9 +50,20 @@ def test_push_fakes_starts_fakes_with_options_and_stops_them_all(push_fakes: Pus
     assert Path(https.certificate.cert_file).read_text() not in text  # type: ignore[union-attr]
     assert text.count("BEGIN CERTIFICATE") > 10
 
+    # a fake stopped early leaves the trust of the others whole
+    also.stop()
+    assert Path(os.environ["SSL_CERT_FILE"]).read_text() == text
+    again = push_fakes.webpush(tls=True)
+    assert again.certificate is not None
+    assert (
+        Path(again.certificate.cert_file).read_text()
+        in Path(os.environ["SSL_CERT_FILE"]).read_text()
+    )
+
     push_fakes.stop()  # what the fixture does after the test
 
-    assert not any(fake.running for fake in (https, slow, untrusted, trusted, also))
+    assert not any(fake.running for fake in (https, slow, untrusted, trusted, also, again))
+    assert not Path(os.environ["SSL_CERT_FILE"]).exists()  # its bundles go too
 
 
 def test_a_web_push_fake_over_tls_is_trusted_beside_the_apns_one(
