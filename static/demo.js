@@ -363,11 +363,15 @@
         const category = m.category
           ? `<span class="category-tag" data-category="${escape(m.category)}">${escape(categoryLabels[m.category] || m.category)}</span>`
           : '<span class="category-tag none" data-category="">no category</span>';
+        // what became of each browser and phone, and why: the operator console says
+        const undelivered = (counts.failed || 0) + (counts.gone || 0) + (counts.expired || 0);
+        const why = `<a class="small" data-why href="${prefix}/console/messages/${encodeURIComponent(m.id)}">` +
+          `${undelivered ? `Why ${plural(undelivered, 'push', 'pushes')} did not arrive` : 'Each browser and phone'} (console)</a>`;
         return `<article class="message" data-message="${m.id}"><div class="row-between"><strong>${escape(n.title)}</strong>` +
           `<span class="muted small">${when(m.createdAt)}</span></div>` +
           `<div class="message-meta">${category}</div>` +
           `<div class="muted small">${n.body ? escape(n.body) + ' · ' : ''}<span data-reached>${reached}</span></div>` +
-          `<div class="stacked">${segments}</div><div class="counts">${numbers}</div></article>`;
+          `<div class="stacked">${segments}</div><div class="counts">${numbers}</div>${why}</article>`;
       }).join('');
     } catch (err) {
       messages.innerHTML = `<p class="flash flash-error">Could not load messages: ${err.message}</p>`;

@@ -851,3 +851,14 @@ def test_a_port_in_use_is_said_before_anything_is_built() -> None:
         f"there, or serve the demo elsewhere with `make demo PORT={port + 1}` "
         f"(or `.venv/bin/python -m demo --port {port + 1}`).\n"
     )
+
+
+def test_a_delivered_order_no_longer_offers_notifications_of_its_steps(
+    demo_app: Any, alice: Any
+) -> None:
+    order_id = place_order(alice)
+    assert "Get a notification at each step" in alice.get(f"/orders/{order_id}").text
+    with demo_app.app_context():
+        db.session.get(Order, order_id).status = "delivered"
+        db.session.commit()
+    assert "Get a notification at each step" not in alice.get(f"/orders/{order_id}").text

@@ -284,6 +284,13 @@ def walk(
     expect(order_message.locator(".counts")).to_contain_text("1 inbox")
     expect(order_message.locator(".counts")).to_contain_text("0 suppressed")
     expect(order_message.locator(".category-tag")).to_have_text("Order updates")
+    # each message leads to the console, which says what became of each target
+    why = order_message.locator("[data-why]")
+    expect(why).to_have_text("Each browser and phone (console)")
+    console = staff.context.new_page()
+    console.goto(base + why.get_attribute("href"))
+    expect(console.locator("h1")).to_contain_text(f"Order #{order_id}: Confirmed")
+    console.close()
     # the offer: held back from alice's browser and phone, by her settings
     offer_message = staff.locator("[data-message]", has_text=offer)
     expect(offer_message.locator(".category-tag")).to_have_text("Offers and deals")
