@@ -164,33 +164,42 @@ def test_the_address_of_the_service_is_the_deployments(
     assert patched.get_json()["error"]["field"] == "settings.baseUrl"
 
 
-def test_a_stored_apns_provider_sends_with_its_own_key_and_topic(
-    make_app: Callable[..., Flask], push_fake_apns: Any
-) -> None:
-    # app.config says only where APNs is (the fake); the key and topic are the app's
-    base = push_fake_apns.app_config(topic="com.example.app")["PUSH_APNS_BASE_URL"]
+def apns_app_of_its_own(
+    make_app: Callable[..., Flask], fake: Any, app_id: str, key_id: str | None = None
+) -> Flask:
+    """An app whose app.config says only where APNs is (the fake), with an APNs
+    provider stored for ``app_id`` (its own key and topic, ``com.example.<app_id>``)
+    and al's iPhone of that app."""
+    base = fake.app_config(topic="com.example.app")["PUSH_APNS_BASE_URL"]
     app = make_app(PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_APNS_BASE_URL=base)
     client = app.test_client()
-    push_fake_apns.allow_topic("com.example.shop")
-    key_pem, key_id, team_id = push_fake_apns.auth_key()
-    settings = {"key": key_pem, "keyId": key_id, "teamId": team_id, "topic": "com.example.shop"}
+    topic = f"com.example.{app_id}"
+    fake.allow_topic(topic)
+    key_pem, key_id, team_id = fake.auth_key(key_id=key_id) if key_id else fake.auth_key()
+    settings = {"key": key_pem, "keyId": key_id, "teamId": team_id, "topic": topic}
     answer = client.post(
         "/push/providers",
-        json={"appId": "shop", "kind": "apns", "settings": settings},
+        json={"appId": app_id, "kind": "apns", "settings": settings},
         headers=ADMIN,
     )
     assert answer.status_code == 201, answer.get_json()
-    token = "ab" * 32
     installed = client.post(
         "/push/installations",
-        json={"appId": "shop", "deviceType": "ios", "deviceToken": token},
+        json={"appId": app_id, "deviceType": "ios", "deviceToken": "ab" * 32},
         headers=as_user("al"),
     )
     assert installed.status_code == 201, installed.get_json()
+    return app
+
+
+def test_a_stored_apns_provider_sends_with_its_own_key_and_topic(
+    make_app: Callable[..., Flask], push_fake_apns: Any
+) -> None:
+    app = apns_app_of_its_own(make_app, push_fake_apns, "shop")
     with app.app_context():
         message = push.send(users=["al"], title="Your order shipped")
     assert [(n.device_token, n.headers["apns-topic"]) for n in push_fake_apns.notifications] == [
-        (token, "com.example.shop")
+        ("ab" * 32, "com.example.shop")
     ]
     assert list(outcomes(app, message.id).values()) == [("sent", "accepted")]
 
@@ -200,25 +209,8 @@ def test_a_stored_providers_failure_names_the_settings_it_sent_with(
 ) -> None:
     """APNs refuses the stored provider's key: the hint names that provider's
     settings, not PUSH_APNS_KEY, which this app does not even set."""
-    base = push_fake_apns.app_config(topic="com.example.app")["PUSH_APNS_BASE_URL"]
-    app = make_app(PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_APNS_BASE_URL=base)
-    client = app.test_client()
-    push_fake_apns.allow_topic("com.example.beta")
-    key_pem, key_id, team_id = push_fake_apns.auth_key(key_id="REVOKED001")
+    app = apns_app_of_its_own(make_app, push_fake_apns, "beta", key_id="REVOKED001")
     push_fake_apns.revoke_key("REVOKED001")
-    settings = {"key": key_pem, "keyId": key_id, "teamId": team_id, "topic": "com.example.beta"}
-    answer = client.post(
-        "/push/providers",
-        json={"appId": "beta", "kind": "apns", "settings": settings},
-        headers=ADMIN,
-    )
-    assert answer.status_code == 201, answer.get_json()
-    installed = client.post(
-        "/push/installations",
-        json={"appId": "beta", "deviceType": "ios", "deviceToken": "ab" * 32},
-        headers=as_user("al"),
-    )
-    assert installed.status_code == 201, installed.get_json()
     with app.app_context():
         message = push.send(users=["al"], title="Your order shipped")
         [entry] = push.explain(message.id)

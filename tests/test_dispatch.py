@@ -8,7 +8,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -190,6 +191,26 @@ def test_rate_limit_retries_later_then_gives_up(
     assert subscriber.received == []
 
 
+@contextmanager
+def claims_lost(app: Flask, subscriber: Any, lost: int) -> Iterator[tuple[Dispatcher, str]]:
+    """A message to ``subscriber``'s browser whose delivery was claimed ``lost``
+    times by workers that were gone before sending (claimed and committed, nothing
+    written), and is due again; with a dispatcher that tries 3 times."""
+    with app.app_context():
+        dispatcher = Dispatcher(app, push.models, db.engine, push.settings, max_attempts=3)
+    try:
+        with app.app_context():
+            subscribe(subscriber)
+            message = push.send(users=["alice"], title="x", send_at=utcnow() + timedelta(hours=1))
+            for _ in range(lost):
+                make_due(message.id, lease_until=None)
+                assert dispatcher._claim_and_load(None, 100).pushes
+            make_due(message.id, lease_until=None)
+            yield dispatcher, message.id
+    finally:
+        dispatcher.close()
+
+
 def test_a_delivery_whose_claims_never_end_is_given_up(
     sending_app: Callable[..., Flask],
     push_fake_webpush: FakePushService,
@@ -199,58 +220,33 @@ def test_a_delivery_whose_claims_never_end_is_given_up(
     writes no outcome: once the delivery has been claimed as often as it may be tried,
     the next claim fails it with the reason instead of handing it out forever."""
     app = sending_app()
-    subscriber = push_fake_webpush.subscribe()
-    with app.app_context():
-        dispatcher = Dispatcher(app, push.models, db.engine, push.settings, max_attempts=3)
-    try:
-        with app.app_context():
-            subscribe(subscriber)
-            message = push.send(users=["alice"], title="x", send_at=utcnow() + timedelta(hours=1))
-            for _ in range(3):
-                make_due(message.id, lease_until=None)
-                # claimed and committed; then the worker is gone before sending
-                assert dispatcher._claim_and_load(None, 100).pushes
-            make_due(message.id, lease_until=None)
-            with caplog.at_level(logging.WARNING, logger="flask_push"):
-                assert dispatcher.run_once() == 1
-            [row] = rows(message.id)
-            assert (row.status, row.reason, row.attempts) == ("failed", "no_outcome", 4)
-            assert row.error == (
-                "gave up at claim 4: the last claims before it ended with no outcome written"
-            )
-            detail = row.events[-1]["detail"]
-            assert "at its claim number 4: the last claims before it" in detail
-            assert f"delivery {row.id} failed without being sent" in caplog.text
-            page = app.test_client().get(
-                f"/push/messages/{message.id}/deliveries", headers=as_user("ops", admin=True)
-            )
-            [item] = page.get_json()["items"]
-            assert item["reason"] == "no_outcome" and item["detail"] == detail
-    finally:
-        dispatcher.close()
+    with claims_lost(app, push_fake_webpush.subscribe(), 3) as (dispatcher, message_id):
+        with caplog.at_level(logging.WARNING, logger="flask_push"):
+            assert dispatcher.run_once() == 1
+        [row] = rows(message_id)
+        assert (row.status, row.reason, row.attempts) == ("failed", "no_outcome", 4)
+        assert row.error == (
+            "gave up at claim 4: the last claims before it ended with no outcome written"
+        )
+        detail = row.events[-1]["detail"]
+        assert "at its claim number 4: the last claims before it" in detail
+        assert f"delivery {row.id} failed without being sent" in caplog.text
+        page = app.test_client().get(
+            f"/push/messages/{message_id}/deliveries", headers=as_user("ops", admin=True)
+        )
+        [item] = page.get_json()["items"]
+        assert item["reason"] == "no_outcome" and item["detail"] == detail
     assert push_fake_webpush.requests == []
 
 
 def test_a_delivery_claimed_fewer_times_than_it_may_be_tried_is_still_sent(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
-    app = sending_app()
     subscriber = push_fake_webpush.subscribe()
-    with app.app_context():
-        dispatcher = Dispatcher(app, push.models, db.engine, push.settings, max_attempts=3)
-    try:
-        with app.app_context():
-            subscribe(subscriber)
-            message = push.send(users=["alice"], title="x", send_at=utcnow() + timedelta(hours=1))
-            for _ in range(2):
-                make_due(message.id, lease_until=None)
-                assert dispatcher._claim_and_load(None, 100).pushes
-            make_due(message.id, lease_until=None)
-            assert dispatcher.run_once() == 1
-            [row] = rows(message.id)
-            assert (row.status, row.attempts) == ("sent", 3)
-    finally:
-        dispatcher.close()
+    with claims_lost(sending_app(), subscriber, 2) as (dispatcher, message_id):
+        assert dispatcher.run_once() == 1
+        [row] = rows(message_id)
+        assert (row.status, row.attempts) == ("sent", 3)
     assert len(subscriber.received) == 1
 
 
