@@ -89,6 +89,17 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Whether ``condition()`` came true within ``timeout`` seconds, asked every
+    20 ms: a bound on a hang, never a measure of speed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
 def b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

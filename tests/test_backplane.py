@@ -23,7 +23,7 @@ from flask_push.realtime import backplane as backplane_module
 from flask_push.realtime.backplane import MemoryBackplane, RedisBackplane, backplane_for
 from flask_push.realtime.events import Event, Gap, Replay
 
-from conftest import REDIS_URL, need_service, push
+from conftest import REDIS_URL, need_service, push, wait_until
 from wslive import Client, ServerProcess, serve
 
 
@@ -209,10 +209,7 @@ def test_redis_a_subscription_confirmed_late_is_followed_by_a_resync(
         resyncs: list[None] = []
         far.listen(deliver, lambda: resyncs.append(None))  # gave up waiting
         near.publish("order:1", "s", "1")
-        deadline = time.monotonic() + 10
-        while not resyncs:
-            assert time.monotonic() < deadline, "no resync after the late subscription"
-            time.sleep(0.02)
+        assert wait_until(lambda: bool(resyncs), 10), "no resync after the late subscription"
         # subscribed now: the next event comes live, and one resync was enough
         sent = near.publish("order:1", "s", "2").id
         assert got.get(timeout=5).id == sent
@@ -245,10 +242,7 @@ def test_redis_a_subscription_gone_silent_is_found_out_and_made_again(
         assert resyncs == []
         proxy.freeze()
         near.publish("order:1", "s", "3")  # lost on the silent connection
-        deadline = time.monotonic() + 15
-        while not resyncs:
-            assert time.monotonic() < deadline, "the silent subscription was not found out"
-            time.sleep(0.02)
+        assert wait_until(lambda: bool(resyncs), 15), "the silent subscription was not found out"
         assert "no answer to a ping in 1 s" in caplog.text
         sent = near.publish("order:1", "s", "4").id
         assert got.get(timeout=5).id == sent  # live again
@@ -349,10 +343,10 @@ def test_redis_refusing_the_subscription_is_said_and_tried_again(
     resyncs: list[None] = []
     caplog.set_level("WARNING", logger="flask_push.realtime")
     refused.listen(deliver, lambda: resyncs.append(None))  # refused: goes on at once
-    deadline = time.monotonic() + 10
-    while "backplane subscriber failed" not in caplog.text:
-        assert time.monotonic() < deadline, "the refused subscription was not logged"
-        time.sleep(0.02)
+    deadline = time.monotonic() + 10  # for both waits of this test
+    assert wait_until(lambda: "backplane subscriber failed" in caplog.text, 10), (
+        "the refused subscription was not logged"
+    )
     assert "Redis refused it: " in caplog.text and "no permissions" in caplog.text
     # its publish is refused too (the script publishes to the channel): said, not
     # raw, and (Redis 7 can tell first) neither numbered nor kept
@@ -361,9 +355,9 @@ def test_redis_refusing_the_subscription_is_said_and_tried_again(
     if int(other._client.info("server")["redis_version"].split(".")[0]) >= 7:
         assert other.last_id("order:1") == 0 and other.replay("order:1", 0).events == []
     grant()
-    while not resyncs:
-        assert time.monotonic() < deadline, "no resync once the subscription was allowed"
-        time.sleep(0.02)
+    assert wait_until(lambda: bool(resyncs), deadline - time.monotonic()), (
+        "no resync once the subscription was allowed"
+    )
     sent = other.publish("order:1", "s", "2").id
     assert got.get(timeout=5).id == sent
     assert caplog.text.count("backplane subscriber failed") == 1  # once, not per retry
@@ -388,10 +382,7 @@ def test_redis_a_failing_resync_is_said_and_live_events_go_on(
     caplog.set_level("WARNING", logger="flask_push.realtime")
     refused.listen(deliver, resync)
     grant()
-    deadline = time.monotonic() + 15
-    while not resyncs:
-        assert time.monotonic() < deadline, "no resync once the subscription was allowed"
-        time.sleep(0.02)
+    assert wait_until(lambda: bool(resyncs), 15), "no resync once the subscription was allowed"
     sent = other.publish("order:1", "s", "1").id
     assert got.get(timeout=5).id == sent
     [failed] = [r for r in caplog.records if "catching up after" in r.message]

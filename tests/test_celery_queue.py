@@ -35,7 +35,6 @@ from test_sigkill import (
     add_browsers,
     check_what_was_left,
     kill_mid_fan_out,
-    wait_until,
 )
 
 from flask_push import PushConfigError
@@ -43,7 +42,7 @@ from flask_push.celery_queue import MAX_TASKS_PER_SEND, TASK_NAME, tasks_for
 from flask_push.models import utcnow
 from flask_push.testing import FakePushService
 
-from conftest import REDIS_URL, db, need_service, push
+from conftest import REDIS_URL, db, need_service, push, wait_until
 
 #: the worker processes share the test's PostgreSQL schema
 on_postgres = pytest.mark.parametrize("database", ["postgresql"], indirect=True)

@@ -26,19 +26,10 @@ from flask_push.models import utcnow
 from flask_push.providers.webpush import WebPushProvider
 from flask_push.testing import FakePushService
 
-from conftest import browser_keys, db, make_due, push
+from conftest import browser_keys, db, make_due, push, wait_until
 from faults import SilentService, TcpProxy
 
 on_postgres = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def sending_config(**config: Any) -> dict[str, Any]:

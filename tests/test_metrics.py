@@ -18,14 +18,13 @@ import sqlalchemy as sa
 import test_celery_queue as celery_tests
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
-from test_sigkill import wait_until
 
 from flask_push import PushConfigError
 from flask_push.models import utcnow
 from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import db, push, subscribe
+from conftest import db, push, subscribe, wait_until
 from wslive import Client, serve
 
 TOKEN = "scrape-me-7f3a"

@@ -30,7 +30,7 @@ from flask_push.dispatch import FLUSH_SIZE
 from flask_push.models import utcnow
 from flask_push.testing import FakePushService
 
-from conftest import db, push
+from conftest import db, push, wait_until
 
 SUBSCRIBERS = 600
 #: seconds; the worker renews it every third of that while it holds the rows
@@ -72,15 +72,6 @@ def start_worker(
              *(options or ("--interval", "0.1"))],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def add_browsers(service: FakePushService, count: int) -> None:
