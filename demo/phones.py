@@ -117,7 +117,7 @@ def _state_words(state: dict[str, Any]) -> str:
     if state.get("step") and state.get("steps"):
         words.append(f"step {state['step']} of {state['steps']}")
     if state.get("eta"):
-        words.append(f"ETA {state['eta']}")
+        words.append(f"ETA {state['eta']} UTC")
     return " · ".join(words)
 
 
