@@ -128,8 +128,12 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         inbox_fields={
             "is_new": True,
             "data": {"activity": {"id": call.id, "event": call.event, "state": call.state or {}}},
-            # from this state alone: a state without step and steps clears it (SQL
-            # NULL, as on an item never given one, not JSON null)
+            # from this state alone, as its push shows it: a state without a body,
+            # a url or step and steps clears the previous state's (SQL NULL, as on an
+            # item never given one, not JSON null), so that the bell never shows
+            # "shipped" beside the link to pay of the state before
+            "body": call.body if call.body is not None else sa.null(),
+            "url": call.url if call.url is not None else sa.null(),
             "progress": progress if progress is not None else sa.null(),
         },
         before_insert=supersede,

@@ -315,6 +315,24 @@ def test_the_inbox_progress_follows_each_state(live: Flask) -> None:
         assert item.data["activity"]["state"] == {"status": "driver_nearby"}
 
 
+def test_the_inbox_item_shows_the_latest_state_alone(live: Flask) -> None:
+    """Each state's body and url replace the previous state's, and a state without
+    them clears them, as its push has none: the bell never shows "shipped" beside
+    the link to pay of the state before."""
+    with live.app_context():
+        order("start", title="Order #42", body="Placed, pay now", url="/pay/42")
+        order(title="Order #42 shipped", body=None, url=None)
+        [item] = push.search("alice").items
+        assert (item.title, item.body, item.url) == ("Order #42 shipped", None, None)
+        order(title="Order #42 nearby", body="Your courier is close", url="/orders/42")
+        [item] = push.search("alice").items
+        assert (item.title, item.body, item.url) == (
+            "Order #42 nearby",
+            "Your courier is close",
+            "/orders/42",
+        )
+
+
 def test_timestamps_only_grow_and_the_end_is_the_end(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
