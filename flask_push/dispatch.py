@@ -1623,13 +1623,16 @@ class Dispatcher:
         written = Counter(row["b_status"] for row in finished)
         if retried:
             written["retry"] = len(retried)
-        if dropped:
-            policy.release_capped(
-                session,
-                self.models,
-                self.settings.categories,
-                {push.message_id for push, _ in results if int(push.delivery_id) in dropped},
+        # A push the user will never get no longer counts against their daily cap:
+        # one dropped for a newer state, or one whose time to live ran out unsent.
+        uncounted = {push.message_id for push, _ in results if int(push.delivery_id) in dropped}
+        expired = [row["b_id"] for row in finished if row["b_status"] == "expired"]
+        if expired:
+            d = self.models.Delivery
+            uncounted.update(
+                session.scalars(sa.select(d.message_id).where(d.id.in_(expired)).distinct())
             )
+        policy.release_capped(session, self.models, self.settings.categories, uncounted)
         self._drop_tokens(session, dead_tokens)
         return self._mark_dead(session, gone_targets, now), written, dropped
 

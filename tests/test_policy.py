@@ -713,6 +713,38 @@ def test_pushes_that_will_never_be_made_stop_counting(
         assert statuses(capped.id) == {"webpush": ("suppressed", "frequency_cap")}
 
 
+def test_a_push_whose_ttl_ran_out_unsent_stops_counting(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A push that expired before any worker sent it never reached the user: it
+    gives its place under the cap back."""
+    with context(live):
+        browser = push_fake_webpush.subscribe()
+        subscribe(browser)
+        later = datetime.now(timezone.utc) + timedelta(minutes=5)
+        missed = [
+            push.send(users=["alice"], title=f"Deal {n}", category="offers", send_at=later)
+            for n in range(2)
+        ]
+        assert statuses(push.send(users=["alice"], title="Held", category="offers").id) == {
+            "webpush": ("suppressed", "frequency_cap")
+        }
+        # as if the workers were down until their time to live ran out
+        d = push.models.Delivery
+        past = datetime.now(timezone.utc) - timedelta(minutes=1)
+        db.session.execute(
+            sa.update(d)
+            .where(d.message_id.in_([m.id for m in missed]))
+            .values(due_at=past, expires_at=past)
+        )
+        db.session.commit()
+        push.dispatch_due()
+        assert [statuses(m.id) for m in missed] == [{"webpush": ("expired", "ttl_expired")}] * 2
+        freed = push.send(users=["alice"], title="Deal, at last", category="offers")
+        assert statuses(freed.id) == {"webpush": ("sent", "accepted")}
+        assert [p.json()["title"] for p in browser.received] == ["Deal, at last"]
+
+
 def test_a_push_on_the_network_when_cancelled_still_counts(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
