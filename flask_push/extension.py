@@ -473,14 +473,15 @@ class Push:
         user_id: str,
         *,
         categories: Mapping[str, Mapping[str, bool]] | None = None,
-        quiet_hours: Mapping[str, str] | None | EllipsisType = ...,
+        quiet_hours: Mapping[str, str] | preferences.QuietHours | None | EllipsisType = ...,
     ) -> Preferences:
         """Change ``user_id``'s choices and commit; what is not given stays.
 
         :param categories: category id -> channel (``web``, ``mobile``, ``inbox``) ->
             on or off, such as ``{"offers": {"web": False}}``.
         :param quiet_hours: ``{"start": "22:00", "end": "07:00", "time_zone":
-            "Europe/Berlin"}`` (``timeZone`` too); None removes them.
+            "Europe/Berlin"}`` (``timeZone`` too), or the ``QuietHours`` that
+            :meth:`get_preferences` returns; None removes them.
         :raises ValidationError: an unknown category or channel, a required category
             turned off, a bad time or time zone; nothing changes.
 
@@ -496,6 +497,8 @@ class Push:
                 if isinstance(categories, Mapping)
                 else categories
             )
+        if isinstance(quiet_hours, preferences.QuietHours):
+            quiet_hours = quiet_hours.to_json()
         if quiet_hours is not ...:
             given["quietHours"] = (
                 by_alias(QuietHoursIn, quiet_hours)

@@ -290,6 +290,12 @@ def test_python_api(live: Flask) -> None:
         assert changed.quiet_hours == QuietHours("22:00", "07:00", "Europe/Berlin")
         kept = push.set_preferences("alice", categories={"news": {"web": True}})
         assert kept.quiet_hours is not None and kept.categories["offers"]["web"] is False
+        # what get_preferences returns is what set_preferences takes: copied to bob
+        mine = push.get_preferences("alice")
+        copied = push.set_preferences(
+            "bob", categories=mine.categories, quiet_hours=mine.quiet_hours
+        )
+        assert (copied.categories, copied.quiet_hours) == (mine.categories, mine.quiet_hours)
         assert push.set_preferences("alice", quiet_hours=None).quiet_hours is None
         with pytest.raises(ValidationError) as raised:
             push.set_preferences("alice", categories={"order_status": {"inbox": False}})
