@@ -1456,6 +1456,24 @@ class Dispatcher:
                     activity=activity,
                 )
                 pushes.append((provider, push))
+        # An older state of an activity due again (an operator's retry, say) after a
+        # newer one to the same target was sent or queued would replace it on the
+        # screen: it is superseded instead of sent.
+        states = [int(push.delivery_id) for _, push in pushes if push.activity is not None]
+        late = overtaken(session, self.models, states) if states else set()
+        if late:
+            pushes = [(p, push) for p, push in pushes if int(push.delivery_id) not in late]
+            for id in sorted(late):
+                del attempts[id]
+                finished.append(
+                    _outcome(
+                        id,
+                        "superseded",
+                        "a newer state of its activity was sent or queued first",
+                        "superseded",
+                        now,
+                    )
+                )
         for outcome in finished:
             # decided without sending: said here, as the sent ones are in _record
             logger.log(
@@ -1624,13 +1642,13 @@ class Dispatcher:
         if retried:
             written["retry"] = len(retried)
         # A push the user will never get no longer counts against their daily cap:
-        # one dropped for a newer state, or one whose time to live ran out unsent.
+        # one superseded by a newer state, or one whose time to live ran out unsent.
         uncounted = {push.message_id for push, _ in results if int(push.delivery_id) in dropped}
-        expired = [row["b_id"] for row in finished if row["b_status"] == "expired"]
-        if expired:
+        unsent = [row["b_id"] for row in finished if row["b_status"] in ("expired", "superseded")]
+        if unsent:
             d = self.models.Delivery
             uncounted.update(
-                session.scalars(sa.select(d.message_id).where(d.id.in_(expired)).distinct())
+                session.scalars(sa.select(d.message_id).where(d.id.in_(unsent)).distinct())
             )
         policy.release_capped(session, self.models, self.settings.categories, uncounted)
         self._drop_tokens(session, dead_tokens)

@@ -224,6 +224,29 @@ def test_a_newer_state_supersedes_an_older_one_still_queued(
     assert [p.json()["messageId"] for p in browser.received] == [newer_id]
 
 
+def test_an_operators_retry_of_an_older_state_never_lands_after_a_newer_one(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """The older state failed (400) and the newer one was sent; an operator then
+    retries the older message: it is superseded when it comes due, not sent."""
+    with live.app_context():
+        browser = devices(push_fake_webpush)["browser"]
+        push_fake_webpush.fail_next(400, subscriber=browser)
+        older = order(body="Step 1", state={"status": "confirmed", "step": 1, "steps": 3})
+        newer = order(body="Step 2", state={"status": "preparing", "step": 2, "steps": 3})
+        older_id, newer_id = older.id, newer.id
+    admin = as_user("root", admin=True)
+    client = live.test_client()
+    retried = client.post(f"/push/messages/{older_id}/retry", json={}, headers=admin)
+    assert retried.status_code == 200, retried.get_json()
+    with live.app_context():
+        push.dispatch_due()
+        [entry] = [e for e in push.explain(older_id) if e["target"]["kind"] == "webpush"]
+        assert (entry["status"], entry["reason"]) == ("superseded", "superseded")
+        assert [e["what"] for e in entry["events"]][-2:] == ["retry", "superseded"]
+    assert [p.json()["messageId"] for p in browser.received] == [newer_id]
+
+
 def test_a_retried_older_state_never_lands_after_a_newer_one(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
