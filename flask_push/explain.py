@@ -37,7 +37,15 @@ def deliveries(
     if status is not None:
         where.append(d.status == status)
     if user_id is not None:
-        where.append(sa.or_(sub.user_id == user_id, ins.user_id == user_id))
+        where.append(
+            sa.or_(
+                d.user_id == user_id,
+                # rows written before deliveries kept their user: their target's owner
+                sa.and_(
+                    d.user_id.is_(None), sa.or_(sub.user_id == user_id, ins.user_id == user_id)
+                ),
+            )
+        )
 
     def joined(select: sa.Select[Any]) -> sa.Select[Any]:
         return (
@@ -76,7 +84,8 @@ def deliveries(
         else:
             owner = ins_user
             label = app_label(device, version) if ins_id is not None else "App (deleted)"
-        entries.append(entry(delivery, owner, label))
+        # the user it was sent to, whoever owns the target now (if it still exists)
+        entries.append(entry(delivery, delivery.user_id or owner, label))
     return total, entries
 
 

@@ -276,6 +276,10 @@ def _define(db: SQLAlchemy) -> Models:
         kind: Mapped[str] = mapped_column(sa.String(16))
         subscription_id: Mapped[str | None] = mapped_column(sa.String(40))
         installation_id: Mapped[str | None] = mapped_column(sa.String(40))
+        #: the user it was sent to (None: an anonymous target, or a row written before
+        #: it was kept), which the target's owner may no longer be: a subscription is
+        #: deleted, or a browser signs in as someone else
+        user_id: Mapped[str | None] = mapped_column(sa.String(255))
         #: one of :data:`flask_push.outcomes.STATUSES`
         status: Mapped[str] = mapped_column(sa.String(16), default="queued")
         attempts: Mapped[int] = mapped_column(sa.Integer, default=0)

@@ -50,7 +50,10 @@ def user_targets(
                 sa.or_(
                     d.subscription_id.in_([s.id for s in subscriptions]),
                     d.installation_id.in_([i.id for i in installations]),
-                )
+                ),
+                # not what the target got while someone else's (a browser that signed
+                # in as this user); rows without a user were written before they kept it
+                sa.or_(d.user_id == user_id, d.user_id.is_(None)),
             )
             .subquery()
         )

@@ -319,6 +319,39 @@ def test_explain_by_user_and_the_deliveries_endpoint(
     assert client.get("/push/messages/msg_nope/deliveries", headers=ADMIN).status_code == 404
 
 
+def test_deliveries_stay_with_the_user_they_were_sent_to(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """After she deletes her subscription, or her browser signs in as someone else,
+    her deliveries are still found as hers, and never shown as the new owner's."""
+    client = live.test_client()
+    gone, _ = subscribe(client, push_fake_webpush, "a", user="al")
+    moved, browser = subscribe(client, push_fake_webpush, "b", user="al")
+    id = send(client, ["al"])
+    assert client.delete(f"/push/subscriptions/{gone}", headers=as_user("al")).status_code == 204
+    # the same browser, signed in as bob now: its subscription becomes his
+    again = client.post("/push/subscriptions", json=browser.info, headers=as_user("bob"))
+    assert again.status_code in (200, 201) and again.get_json()["id"] == moved
+
+    url = f"/push/messages/{id}/deliveries"
+    mine = client.get(f"{url}?userId=al", headers=ADMIN).get_json()
+    assert mine["totalCount"] == 2
+    assert {e["target"]["id"]: e["target"]["userId"] for e in mine["items"]} == {
+        gone: "al",
+        moved: "al",
+    }
+    assert by_target(mine["items"])[gone]["target"]["label"] == "Browser (deleted)"
+    assert client.get(f"{url}?userId=bob", headers=ADMIN).get_json()["totalCount"] == 0
+    with live.app_context():
+        assert [e["target"]["userId"] for e in push.explain(id)] == ["al", "al"]
+        [his] = push.user_targets("bob")
+    assert his["id"] == moved and his["recentDeliveries"] == []
+    runner = live.test_cli_runner()
+    shown = runner.invoke(args=["push", "explain", id, "--user", "al"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count(", user al): sent [accepted]") == 2, shown.output
+
+
 def test_cancel_a_scheduled_message(live: Flask, push_fake_webpush: FakePushService) -> None:
     client = live.test_client()
     subscribe(client, push_fake_webpush, "a")
