@@ -40,7 +40,7 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 from py_vapid import Vapid
 
-from . import outcomes, reports
+from . import reports
 from .api.messages import status as message_status
 from .credentials import vapid_raw_private_key
 from .database import (
@@ -51,6 +51,7 @@ from .database import (
     unreachable,
 )
 from .errors import PayloadError, ValidationError
+from .explain import detail_of
 from .message import one_line
 from .models import ACTIVE, DEAD, utcnow
 from .outcomes import POLICY_REASONS
@@ -334,27 +335,40 @@ def _as_option(err: ValidationError) -> str:
 def _problems(push: Any, message_id: str) -> list[str]:
     """One line per status and reason of a message's deliveries that failed, are
     gone or expired, or wait for a retry: how many, and what the push service said."""
-    found = reports.problems(push.db.session, push.models, message_id, limit=50)
+    # what the users' preferences held back has lines of its own (_held_back)
+    found = reports.problems(
+        push.db.session, push.models, message_id, limit=50, leave_out=POLICY_REASONS
+    )
     push.db.session.rollback()  # end the read transaction
     labels = {"queued": "will retry"}
     return [f"{labels.get(p.status, p.status)} ({p.count}): {p.reason}" for p in found]
 
 
 def _held_back(push: Any, message_id: str) -> list[str]:
-    """One line per reason the users' preferences held deliveries back for."""
+    """One line per reason the users' preferences held deliveries back for, with
+    the sentence of the latest such delivery (its times are its user's own)."""
     d = push.models.Delivery
-    found = push.db.session.execute(
-        sa.select(d.status, d.reason, sa.func.count())
+    session = push.db.session
+    found = session.execute(
+        sa.select(d.status, d.reason, sa.func.count(), sa.func.max(d.id))
         .where(d.message_id == message_id, d.reason.in_(POLICY_REASONS))
         .group_by(d.status, d.reason)
         .order_by(d.status, d.reason)
     ).all()
-    push.db.session.rollback()  # end the read transaction
+    latest = {
+        row.id: row for row in session.scalars(sa.select(d).where(d.id.in_(r[3] for r in found)))
+    }
+    lines = []
     labels = {"queued": "waiting"}
-    return [
-        f"{labels.get(status, status)} ({count}): {reason}: {outcomes.detail(reason)}"
-        for status, reason, count in found
-    ]
+    for status, reason, count, id in found:
+        row = latest[id]
+        said = detail_of(row.status, row.reason, row.error, row.events or ())
+        lines.append(
+            f"{labels.get(status, status)} ({count}): {reason}: "
+            f"{'the latest: ' if count > 1 else ''}{said}"
+        )
+    session.rollback()  # end the read transaction
+    return lines
 
 
 def _deferred(push: Any, message_id: str) -> int:

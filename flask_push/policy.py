@@ -43,6 +43,8 @@ class Decision:
     reason: str | None
     due_at: datetime
     events: list[dict[str, Any]]
+    #: the delivery's ``error``: what went wrong, for a decision that ends it unsent
+    error: str | None = None
 
     @property
     def tried(self) -> bool:
@@ -173,7 +175,13 @@ def _decide(
         expired = outcomes.event(
             "expired", now, outcomes.detail("quiet_hours_expired", at=expires_at, next=end)
         )
-        return Decision("expired", "quiet_hours_expired", due, [*queued, deferred, expired])
+        return Decision(
+            "expired",
+            "quiet_hours_expired",
+            due,
+            [*queued, deferred, expired],
+            error="the user's quiet hours last past its time to live",
+        )
     return Decision("queued", "quiet_hours", end, [*queued, deferred])
 
 

@@ -6,7 +6,7 @@ One place for the questions the API (``GET /messages/<id>``) and the CLI
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,9 +72,17 @@ def message_counts(
     return counts
 
 
-def problems(session: Any, models: Models, message_id: str, limit: int = 10) -> list[Problem]:
+def problems(
+    session: Any,
+    models: Models,
+    message_id: str,
+    limit: int = 10,
+    *,
+    leave_out: Sequence[str] = (),
+) -> list[Problem]:
     """The reasons a message's deliveries failed, are gone or expired, or wait for a
-    retry: one per status and reason, the most recent first, at most ``limit``."""
+    retry: one per status and reason, the most recent first, at most ``limit``;
+    without those of the machine reasons in ``leave_out``."""
     d = models.Delivery
     last_at = sa.func.max(d.updated_at)
     rows = session.execute(
@@ -85,6 +93,7 @@ def problems(session: Any, models: Models, message_id: str, limit: int = 10) -> 
                 d.status.in_(_UNDELIVERED),
                 sa.and_(d.status == "queued", d.error.is_not(None)),
             ),
+            *([sa.or_(d.reason.is_(None), d.reason.not_in(leave_out))] if leave_out else []),
         )
         .group_by(d.status, d.error)
         .order_by(last_at.desc(), d.status)

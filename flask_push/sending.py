@@ -233,7 +233,7 @@ def _delivery_rows(
                 "due_at": decision.due_at,
                 "lease_until": None,
                 "expires_at": expires_at,
-                "error": None,
+                "error": decision.error,
                 "reason": decision.reason,
                 "events": decision.events,
                 "updated_at": now,

@@ -562,6 +562,12 @@ def test_quiet_hours_longer_than_the_ttl_expire_it(
         [entry] = push.explain(message.id)
         assert [e["what"] for e in entry["events"]] == ["queued", "deferred", "expired"]
         assert "time to live" in entry["detail"]
+        message_id = message.id
+    # the message's problems say why, where they said "no reason was recorded"
+    shown = live.test_client().get(f"/push/messages/{message_id}", headers=ADMIN).get_json()
+    assert [(p["status"], p["reason"], p["count"]) for p in shown["problems"]] == [
+        ("expired", "the user's quiet hours last past its time to live", 1)
+    ]
 
 
 # -- the daily cap ----------------------------------------------------------------------
@@ -885,6 +891,23 @@ def test_the_cli_says_what_the_preferences_held_back(
     result = runner.invoke(
         args=["push", "send", "--user", "alice", "--title", "Tip", "--category", "shares"]
     )
-    # waiting for the quiet hours to end is not a failure
+    # waiting for the quiet hours to end is not a failure; the line says when they end
     assert result.exit_code == 0, result.output
-    assert "waiting (1): quiet_hours" in result.output
+    end = datetime.fromisoformat(f"{now:%Y-%m-%d}T{around_now['end']}+00:00")
+    if end < now:
+        end += timedelta(days=1)
+    assert (
+        "waiting (1): quiet_hours: It waits for the end of the user's quiet hours, at "
+        f"{end:%H:%M} UTC."
+        in result.output
+        or f"at {end:%Y-%m-%d %H:%M} UTC." in result.output
+    ), result.output
+    # quiet hours that outlast the push's time to live: the line has both times
+    result = runner.invoke(
+        args=["push", "send", "--user", "alice", "--title", "Tip", "--category", "shares",
+              "--ttl", "60"]
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "no reason was recorded" not in result.output and "unknown time" not in result.output
+    assert "quiet hours last past its time to live" not in result.output  # said once, below
+    assert "expired (1): quiet_hours_expired: The user's quiet hours last until " in result.output
