@@ -692,6 +692,12 @@ def test_a_push_that_cannot_be_encrypted_fails_alone(
     assert len(good.received) == 1 and other.received == []
 
 
+#: deliveries of the fan-out below: with statistics of an empty table, PostgreSQL
+#: estimates the rows from the table's pages, and at 2,000 it already guessed so few
+#: that it walked the index anyway, with nothing to show
+FAN_OUT = 5000
+
+
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 def test_claims_walk_their_index_whatever_the_statistics_say(
     make_app: Callable[..., Flask],
@@ -721,7 +727,7 @@ def test_claims_walk_their_index_whatever_the_statistics_say(
                         "created_at": now,
                         "last_seen_at": now,
                     }
-                    for i in range(2000)
+                    for i in range(FAN_OUT)
                 ],
             )
         message_id = push.send(everyone=True, title="Sale", send_at=now + timedelta(hours=1)).id
@@ -761,4 +767,4 @@ def test_claims_walk_their_index_whatever_the_statistics_say(
     assert "using ix_push_deliveries_message_due" in one_message, one_message
     with app.app_context():
         statuses = Counter(db.session.scalars(sa.select(delivery.c.status)))
-    assert statuses == {"sent": 100, "queued": 1900}
+    assert statuses == {"sent": 100, "queued": FAN_OUT - 100}
