@@ -13,6 +13,7 @@ after a newer one.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -108,8 +109,12 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
     }
     progress = call.progress()
 
-    def supersede(session: Any, message: Any, targets: Sequence[Target]) -> None:
-        superseded(session, models, call.id, message.id, targets, now, state.settings.categories)
+    def supersede(
+        session: Any, message: Any, targets: Sequence[Target]
+    ) -> Counter[tuple[str, str]]:
+        return superseded(
+            session, models, call.id, message.id, targets, now, state.settings.categories
+        )
 
     def publish(message: Any) -> None:
         push = state.push
@@ -195,19 +200,20 @@ def superseded(
     targets: Sequence[Target],
     now: datetime,
     categories: Mapping[str, Category],
-) -> int:
+) -> Counter[tuple[str, str]]:
     """Mark the queued, unclaimed pushes of older states of ``activity_id`` to any of
     ``targets`` ``superseded``, and uncount them from their category's daily cap;
-    returns how many. A push a worker holds is on its way; APNs orders Live
-    Activity pushes by timestamp, browsers and Android by arrival."""
+    returns how many, by provider kind (and ``superseded``), for the metrics. A push
+    a worker holds is on its way; APNs orders Live Activity pushes by timestamp,
+    browsers and Android by arrival."""
     d, m = models.Delivery, models.Message
     subscriptions = [t.subscription_id for t in targets if t.subscription_id is not None]
     installations = [t.installation_id for t in targets if t.installation_id is not None]
     if not subscriptions and not installations:
-        return 0
+        return Counter()
     older = sa.select(m.id).where(m.activity_id == activity_id, m.id != message_id)
     rows = session.execute(
-        sa.select(d.id, d.events, d.message_id).where(
+        sa.select(d.id, d.events, d.message_id, d.kind).where(
             d.message_id.in_(older),
             d.status == "queued",
             sa.or_(d.lease_until.is_(None), d.lease_until < now),
@@ -218,7 +224,7 @@ def superseded(
         )
     ).all()
     if not rows:
-        return 0
+        return Counter()
     said = outcomes.event("superseded", now, outcomes.detail("superseded", at=now))
     table = d.__table__
     session.execute(
@@ -231,10 +237,10 @@ def superseded(
             updated_at=now,
             events=sa.bindparam("b_events", type_=table.c.events.type),
         ),
-        [{"b_id": id, "b_events": [*(events or ()), said]} for id, events, _ in rows],
+        [{"b_id": id, "b_events": [*(events or ()), said]} for id, events, _, _ in rows],
     )
-    policy.release_capped(session, models, categories, {message for _, _, message in rows})
-    return len(rows)
+    policy.release_capped(session, models, categories, {message for _, _, message, _ in rows})
+    return Counter((kind, "superseded") for _, _, _, kind in rows)
 
 
 def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> set[int]:

@@ -1050,23 +1050,26 @@ class Dispatcher:
         attempts: Mapping[int, int],
         events: Mapping[int, list[dict[str, Any]]],
     ) -> None:
-        observed = self.metrics is not None or tracing.ENABLED
-        counts = self._outcome_counts(writes, attempts) if observed else None
         with ExitStack() as spans, Session(self.engine) as session:
-            if counts and tracing.ENABLED:
-                self._deliver_spans(spans, session, counts, writes)
-            dead, written, dropped = self._record(
+            if tracing.ENABLED:
+                self._deliver_spans(spans, session, self._outcome_counts(writes, attempts), writes)
+            dead, recorded, dropped = self._record(
                 session, list(writes.decided), writes.results, attempts, events
             )
             self._hand_back(session, writes.released, writes.deferred, events)
             _commit_without_waiting(session)
+        written: Counter[str] = Counter()
+        for (_, status), n in recorded.items():
+            written[status] += n
         handed_back = len(writes.released) + len(writes.deferred)
         if handed_back:
             written["handed_back"] += handed_back
         with self._lock_written:
             self.written.update(written)
-        if self.metrics is not None and counts:
-            self.metrics.count(counts)
+        if self.metrics is not None and recorded:
+            # what was written, not what was answered: a retry dropped as superseded
+            # counts as superseded
+            self.metrics.count(recorded)
         # The outcomes are kept whatever a receiver does.
         try:
             self._signal(writes.results, attempts, dead, dropped)
@@ -1076,7 +1079,8 @@ class Dispatcher:
     def _outcome_counts(
         self, writes: _Writes, attempts: Mapping[int, int]
     ) -> Counter[tuple[str, str]]:
-        """What a write recorded, by provider and outcome, for the metrics."""
+        """What a write's answers say, by provider and outcome, for its tracing
+        spans (opened before the write; the metrics count what it wrote)."""
         counts: Counter[tuple[str, str]] = Counter(
             (row.get("b_kind") or "unknown", row["b_status"]) for row in writes.decided
         )
@@ -1462,18 +1466,21 @@ class Dispatcher:
         states = [int(push.delivery_id) for _, push in pushes if push.activity is not None]
         late = overtaken(session, self.models, states) if states else set()
         if late:
-            pushes = [(p, push) for p, push in pushes if int(push.delivery_id) not in late]
-            for id in sorted(late):
-                del attempts[id]
-                finished.append(
-                    _outcome(
-                        id,
-                        "superseded",
-                        "a newer state of its activity was sent or queued first",
-                        "superseded",
-                        now,
+            for provider, push in pushes:
+                id = int(push.delivery_id)
+                if id in late:
+                    del attempts[id]
+                    finished.append(
+                        _outcome(
+                            id,
+                            "superseded",
+                            "a newer state of its activity was sent or queued first",
+                            "superseded",
+                            now,
+                            provider=provider.name,
+                        )
                     )
-                )
+            pushes = [(p, push) for p, push in pushes if int(push.delivery_id) not in late]
         for outcome in finished:
             # decided without sending: said here, as the sent ones are in _record
             logger.log(
@@ -1492,9 +1499,10 @@ class Dispatcher:
         results: list[tuple[OutgoingPush, DeliveryResult]],
         attempts: Mapping[int, int],
         events: Mapping[int, list[dict[str, Any]]],
-    ) -> tuple[list[tuple[str, str, str]], Counter[str], set[int]]:
+    ) -> tuple[list[tuple[str, str, str]], Counter[tuple[str, str]], set[int]]:
         """Write the outcomes (no commit); returns the targets found dead, how many
-        outcomes of each status (``retry``: a retry scheduled) were written, and
+        outcomes of each provider and status (``retry``: a retry scheduled) were
+        written, and
         the retries dropped as ``superseded`` (a newer state of their activity to
         the same target overtook them).
 
@@ -1529,7 +1537,9 @@ class Dispatcher:
                 )
             tried = outcomes.event("attempt", stamp, text, statusCode=result.status_code)
             if result.status == "retry" and id in dropped:
-                outcome = _outcome(id, "superseded", result.error, "superseded", now)
+                outcome = _outcome(
+                    id, "superseded", result.error, "superseded", now, provider=result.provider
+                )
                 outcome["b_events"].insert(0, tried)
                 finished.append(outcome)
                 _log_outcome(push, result, "superseded by a newer state, not retried")
@@ -1564,6 +1574,7 @@ class Dispatcher:
                     retried.append(
                         {
                             "b_id": id,
+                            "b_kind": result.provider,  # for the metrics
                             "b_error": result.error,
                             "b_due": due,
                             "b_reason": "unavailable",
@@ -1638,9 +1649,8 @@ class Dispatcher:
                     for row in retried
                 ],
             )
-        written = Counter(row["b_status"] for row in finished)
-        if retried:
-            written["retry"] = len(retried)
+        written = Counter((row.get("b_kind") or "unknown", row["b_status"]) for row in finished)
+        written.update((row["b_kind"], "retry") for row in retried)
         # A push the user will never get no longer counts against their daily cap:
         # one superseded by a newer state, or one whose time to live ran out unsent.
         uncounted = {push.message_id for push, _ in results if int(push.delivery_id) in dropped}

@@ -3,9 +3,11 @@
 ``prometheus_client`` is imported here only, and this module only when
 ``PUSH_METRICS`` is on, so a host without it runs as before.
 
-- ``flask_push_deliveries_total{provider,outcome}`` and
-  ``flask_push_delivery_seconds{provider}`` are counted where the dispatcher
-  writes outcomes, a batch at a time. In one process they live in the app's own
+- ``flask_push_deliveries_total{provider,outcome}`` is counted where outcomes
+  are written: by the dispatcher, a batch at a time, and by a send for what ends
+  at once (held back by the policy, superseded, without a provider).
+  ``flask_push_delivery_seconds{provider}`` is counted by the dispatcher. In one
+  process they live in the app's own
   :class:`~prometheus_client.CollectorRegistry` (two apps in one process do not
   collide). With ``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client's
   multiprocess mode keeps them in files there, and a scrape of any process sums

@@ -10,6 +10,7 @@ the inbox items) are written in one transaction. Nothing touches the network;
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -182,8 +183,9 @@ def insert_deliveries(
     ttl: int,
     rules: policy.Plan | None = None,
     stored: frozenset[tuple[str, str]] = frozenset(),
-) -> None:
-    """Write the delivery rows of a message, a chunk at a time.
+) -> Counter[tuple[str, str]]:
+    """Write the delivery rows of a message, a chunk at a time; returns how many
+    ended at once (not ``queued``), by provider kind and status, for the metrics.
 
     Targets no provider can reach (of ``configured`` kinds, or ``stored`` for their
     app id) are ``failed`` at once; ``rules`` (a category's plan) hold some back or
@@ -199,8 +201,11 @@ def insert_deliveries(
     # Core's INSERT, not the ORM's bulk one: the ORM leaves out a row's None values
     # and starts a new statement whenever that set changes, which a mix of sent and
     # suppressed rows would do at every other row
+    ended: Counter[tuple[str, str]] = Counter()
     while chunk := list(itertools.islice(rows, INSERT_CHUNK)):
         session.execute(sa.insert(model.__table__), chunk)
+        ended.update((row["kind"], row["status"]) for row in chunk if row["status"] != "queued")
+    return ended
 
 
 def _delivery_rows(
@@ -361,7 +366,8 @@ class Extras:
     activity: Activity | None = None
     inbox_id: str | None = None
     inbox_fields: dict[str, Any] | None = None
-    #: ``(session, message, targets)``, before the deliveries are written
+    #: ``(session, message, targets)``, before the deliveries are written; returns
+    #: how many deliveries it ended, by provider kind and status, or None
     before_insert: Any = None
     #: ``(message)``, after the commit
     after_commit: Any = None
@@ -439,24 +445,27 @@ def _queue_message(
         )
         session.add(message)
         session.flush()
+        ended: Counter[tuple[str, str]] = Counter()  # deliveries that end at once
         if extras is not None and extras.before_insert is not None:
             # only the targets it will be tried on: a newer state the user will not
             # get (turned off, capped) must not take the older one away as well
-            extras.before_insert(session, message, tried(targets, rules))
-        insert_deliveries(
-            session,
-            models.Delivery,
-            message.id,
-            targets,
-            settings.providers,
-            due_at=due,
-            ttl=shown["ttl"],
-            rules=rules,
-            stored=(
-                app_providers.stored_keys(session, models)
-                if any(t.installation_id is not None for t in targets)
-                else frozenset()
-            ),
+            ended.update(extras.before_insert(session, message, tried(targets, rules)) or ())
+        ended.update(
+            insert_deliveries(
+                session,
+                models.Delivery,
+                message.id,
+                targets,
+                settings.providers,
+                due_at=due,
+                ttl=shown["ttl"],
+                rules=rules,
+                stored=(
+                    app_providers.stored_keys(session, models)
+                    if any(t.installation_id is not None for t in targets)
+                    else frozenset()
+                ),
+            )
         )
         if category is not None and rules is not None:
             policy.record_capped(session, models, category, message.id, rules, due=due)
@@ -487,6 +496,10 @@ def _queue_message(
     except BaseException:
         session.rollback()
         raise
+    if state.metrics is not None and ended:
+        # the outcomes written here, not by a worker: held back by the policy,
+        # superseded, or without a provider
+        state.metrics.count(ended)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     # Committed: a receiver that fails is logged, and the message is still sent.
     for item, created in items:

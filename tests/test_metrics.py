@@ -24,7 +24,7 @@ from flask_push.models import utcnow
 from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import db, push, subscribe, wait_until
+from conftest import db, push, quiet_now, subscribe, wait_until
 from wslive import Client, serve
 
 TOKEN = "scrape-me-7f3a"
@@ -117,6 +117,50 @@ def test_outcomes_and_round_trips_are_counted(
     assert round_trips(final, "webpush") == 4
     assert len(push_fake_webpush.requests) == 4
     assert len(push_fake_fcm.messages) == 1
+
+
+def test_outcomes_are_counted_as_written_wherever_they_are_written(
+    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """What the policy ends at send time, what a newer state supersedes (at its
+    call, or at the claim of an older state an operator retried) and what has no
+    provider: each counted once, under the status the API shows."""
+    app = metrics_app(
+        PUSH_CATEGORIES={"offers": {"label": "Offers"}, "orders": {"label": "Orders"}}
+    )
+    browser = push_fake_webpush.subscribe()
+    with app.app_context():
+        subscribe(browser)
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token="ab" * 32, device_type="ios", user_id="alice"
+            )
+        )  # no APNs provider: failed at once
+        db.session.commit()
+        push.set_preferences("alice", categories={"offers": {"web": False}})
+        push.send(users=["alice"], title="Deal", category="offers")  # web: suppressed
+        # an older state fails (400), a newer one is sent, the older one is retried
+        push_fake_webpush.fail_next(400, subscriber=browser)
+        older = push.activity("order-1", users=["alice"], title="Placed", category="orders")
+        push.activity("order-1", users=["alice"], title="Packed", category="orders")
+        push.retry_failed(older.id)
+        push.dispatch_due()
+        # quiet hours: one push outlasts them, and one is superseded while it waits
+        quiet_now()
+        push.send(users=["alice"], title="Soon", category="orders", ttl=60)
+        push.activity("order-2", users=["alice"], title="Placed", category="orders")
+        push.activity("order-2", users=["alice"], title="Packed", category="orders")
+    after = scrape(app)
+    assert delivered(after, "webpush", "suppressed") == 1
+    assert delivered(after, "webpush", "failed") == 1  # the older state's 400
+    assert delivered(after, "webpush", "sent") == 1
+    assert delivered(after, "webpush", "superseded") == 2
+    assert delivered(after, "webpush", "expired") == 1
+    assert delivered(after, "webpush", "retry") == 0
+    # the iPhone, with no APNs provider: failed at once for five messages, and again
+    # when the operator retried the older state; "Soon" outlasted the quiet hours
+    assert delivered(after, "apns", "failed") == 6
+    assert delivered(after, "apns", "expired") == 1
 
 
 def test_outbox_gauges_are_read_from_the_database(
