@@ -14,7 +14,7 @@ from flask import Flask
 
 from flask_push.models import utcnow
 
-from conftest import REDIS_URL, db, need_service, push
+from conftest import REDIS_URL, as_user, db, need_service, push
 
 
 def closed_port() -> int:
@@ -145,6 +145,22 @@ def test_the_api_answers_503_while_the_database_is_down(
     assert "Traceback" not in answer.get_data(as_text=True)
     [said] = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert said.exc_info is None and "POST '/push/notifications'" in said.getMessage()
+
+
+def test_the_console_says_the_database_is_down_on_a_page(
+    unreachable_database: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An admin on the console while the database is down gets a console page that
+    says so (503, Retry-After), not the server's bare "Internal Server Error"."""
+    unreachable_database.config["SECRET_KEY"] = "console-secret"
+    client = unreachable_database.test_client()
+    answer = client.get("/push/console/messages", headers=as_user("root", admin=True))
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert answer.mimetype == "text/html"
+    page = answer.get_data(as_text=True)
+    assert "The database cannot be reached right now" in page and "Traceback" not in page
+    assert any("unreachable" in r.getMessage() for r in caplog.records)
 
 
 def test_a_failed_statement_is_no_outage(app: Flask) -> None:

@@ -130,26 +130,11 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         )
 
     @bp.errorhandler(sa.exc.DBAPIError)
-    def database_error(err: sa.exc.DBAPIError) -> ResponseReturnValue:
-        _rollback()
-        found = database.diagnose(push())
-        if not found.answers:
-            return _database_unavailable(err)
-        if found.missing_tables:
-            # the operator's mistake, said in the log; the client learns only that
-            log.error("flask-push: %s", database.tables_missing_message(found.missing_tables))
-            return error_response(
-                ApiError(
-                    500, "database_not_set_up", "The server's database is not set up for this yet."
-                )
-            )
-        return internal_error(err)
-
     @bp.errorhandler(sa.exc.TimeoutError)
-    def database_busy(err: sa.exc.TimeoutError) -> ResponseReturnValue:
-        # every connection of the pool is in use, for longer than its pool_timeout
+    def database_error(err: Exception) -> ResponseReturnValue:
         _rollback()
-        return _database_unavailable(err)
+        failure = database_failure(err)
+        return internal_error(err) if failure is None else error_response(failure)
 
     @bp.errorhandler(Exception)
     def internal_error(err: Exception) -> ResponseReturnValue:
@@ -162,23 +147,33 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     return bp
 
 
-def _database_unavailable(err: Exception) -> Response:
-    """503 with ``Retry-After``, and one line in the log: an outage passes."""
-    log.warning(
-        "flask-push: the database is unreachable (%s) in %s %r",
-        database.first_line(err),
-        request.method,
-        request.path,
-    )
-    response = error_response(
-        ApiError(
+def database_failure(err: Exception) -> ApiError | None:
+    """What a database error of a request means to its client, said in the log
+    too: unreachable or out of connections (503 with ``Retry-After``: an outage
+    passes), or its tables not made yet (500); None for any other failure, a bug.
+    The API answers it in JSON, the console on a page."""
+    # sa.exc.TimeoutError: every connection of the pool is in use, for longer than
+    # its pool_timeout
+    if isinstance(err, sa.exc.TimeoutError) or not (found := database.diagnose(push())).answers:
+        log.warning(
+            "flask-push: the database is unreachable (%s) in %s %r",
+            database.first_line(err),
+            request.method,
+            request.path,
+        )
+        return ApiError(
             503,
             "database_unavailable",
             "The database cannot be reached right now; nothing was changed. Try again shortly.",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
         )
-    )
-    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
-    return response
+    if found.missing_tables:
+        # the operator's mistake, said in the log; the client learns only that
+        log.error("flask-push: %s", database.tables_missing_message(found.missing_tables))
+        return ApiError(
+            500, "database_not_set_up", "The server's database is not set up for this yet."
+        )
+    return None
 
 
 _HTTP_CODES = {

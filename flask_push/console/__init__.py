@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
-from ..api import http_error_response
+from ..api import database_failure, http_error_response
 from ..config import PushSettings
 from ..errors import ValidationError
 from . import guard, views
@@ -75,6 +76,19 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         current_app.extensions["push"].push.db.session.rollback()
         field = f"{err.field}: " if err.field else ""
         return views.refused(guard.Refused(400, f"{field}{err.message}"))
+
+    @bp.errorhandler(sa.exc.DBAPIError)
+    @bp.errorhandler(sa.exc.TimeoutError)
+    def database_error(err: Exception) -> ResponseReturnValue:
+        # an outage or tables not made yet: said on a page, as the API says it in
+        # JSON, rather than the server's bare "Internal Server Error"
+        current_app.extensions["push"].push.db.session.rollback()
+        failure = database_failure(err)
+        if failure is None:
+            raise err  # a bug: Flask's 500, with the traceback in the log
+        page = make_response(views.refused(guard.Refused(failure.status, failure.message)))
+        page.headers.update(failure.headers)
+        return page
 
     @bp.after_request
     def headers(response: Response) -> Response:
