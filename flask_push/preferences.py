@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -50,19 +50,44 @@ class QuietHours:
             day = local.date()
         if day is None:
             return None
+        local_end = datetime.combine(day, end, tzinfo=zone)
+        if _skipped(local_end):
+            # An end that a spring night skips (02:30, when 02:00 becomes 03:00) is
+            # the change itself: from then on the clock shows later than the end,
+            # so "is it quiet?" already answers no.
+            return _clock_change(local_end).astimezone(when.tzinfo)
         # An end in the hour an autumn night repeats is the one after ``when``: at
-        # 02:15 in the second pass, 02:30 of the first pass is over. An end that a
-        # spring night skips (02:30) is read with the offset before the change, as
-        # zoneinfo does: a little later.
+        # 02:15 in the second pass, 02:30 of the first pass is over.
         for fold in (0, 1):
-            local_end = datetime.combine(day, end, tzinfo=zone).replace(fold=fold)
-            at = local_end.astimezone(when.tzinfo)
+            at = local_end.replace(fold=fold).astimezone(when.tzinfo)
             if at > when:
                 return at
         return None  # unreachable: ``when`` is before the end of the window it is in
 
     def to_json(self) -> dict[str, str]:
         return {"start": self.start, "end": self.end, "timeZone": self.time_zone}
+
+
+def _skipped(local: datetime) -> bool:
+    """Does the clock of ``local``'s zone never show it (a spring night's gap)?"""
+    shown = local.astimezone(timezone.utc).astimezone(local.tzinfo)
+    return shown.replace(tzinfo=None) != local.replace(tzinfo=None)
+
+
+def _clock_change(skipped: datetime) -> datetime:
+    """The instant (UTC) the clock jumped over ``skipped``: between ``skipped`` read
+    with the offset after the change (the clock still shows less) and with the one
+    before (it shows more), found to the second."""
+    zone, wall = skipped.tzinfo, skipped.replace(tzinfo=None)
+    early = int(skipped.replace(fold=1).timestamp())
+    late = int(skipped.replace(fold=0).timestamp())
+    while late - early > 1:
+        middle = (early + late) // 2
+        if datetime.fromtimestamp(middle, zone).replace(tzinfo=None) >= wall:
+            late = middle
+        else:
+            early = middle
+    return datetime.fromtimestamp(late, timezone.utc)
 
 
 def _time(text: str) -> time:

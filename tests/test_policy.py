@@ -463,7 +463,7 @@ def test_quiet_hours_cross_midnight_in_the_users_zone() -> None:
 
 def test_quiet_hours_across_the_clock_changes() -> None:
     """In the hour an autumn night repeats, the end is the one after the time
-    asked about; an end a spring night skips is read with the old offset."""
+    asked about; an end a spring night skips is the clock change itself."""
     night = QuietHours("01:00", "02:30", "Europe/Berlin")
     utc = timezone.utc
     # 26 Oct 2025: 02:15 CEST (00:15 UTC), the first pass: it ends at 02:30 CEST
@@ -475,10 +475,20 @@ def test_quiet_hours_across_the_clock_changes() -> None:
         2025, 10, 26, 1, 30, tzinfo=utc
     )
     assert night.ends_after(datetime(2025, 10, 26, 1, 30, tzinfo=utc)) is None
-    # 30 Mar 2025: 02:30 is skipped; 01:30 CET ends at 02:30 CET, shown as 03:30 CEST
-    assert night.ends_after(datetime(2025, 3, 30, 0, 30, tzinfo=utc)) == datetime(
-        2025, 3, 30, 1, 30, tzinfo=utc
-    )
+    # 30 Mar 2025: 02:30 is skipped (02:00 CET becomes 03:00 CEST at 01:00 UTC): at
+    # 01:30 CET the window ends with the change, when the clock already shows later
+    # than its end and "is it quiet?" answers no
+    change = datetime(2025, 3, 30, 1, 0, tzinfo=utc)
+    assert night.ends_after(datetime(2025, 3, 30, 0, 30, tzinfo=utc)) == change
+    assert night.ends_after(change - timedelta(seconds=1)) == change
+    assert night.ends_after(change) is None
+    assert night.ends_after(datetime(2025, 3, 30, 1, 10, tzinfo=utc)) is None  # 03:10 CEST
+    # a window across midnight, and another zone (Santiago: 24:00 becomes 23:00 in
+    # autumn there, 00:00 becomes 01:00 in its spring, 7 Sep 2025 at 04:00 UTC)
+    late = QuietHours("22:00", "00:30", "America/Santiago")
+    spring = datetime(2025, 9, 7, 4, 0, tzinfo=utc)
+    assert late.ends_after(datetime(2025, 9, 7, 3, 50, tzinfo=utc)) == spring
+    assert late.ends_after(spring) is None
 
 
 def next_local(clock: time, zone: str) -> datetime:
