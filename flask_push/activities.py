@@ -229,7 +229,12 @@ def superseded(
     table = d.__table__
     session.execute(
         sa.update(table)
-        .where(table.c.id == sa.bindparam("b_id"), table.c.status == "queued")
+        .where(
+            table.c.id == sa.bindparam("b_id"),
+            table.c.status == "queued",
+            # a worker may have claimed it since the read: then it is on its way
+            sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now),
+        )
         .values(
             status="superseded",
             reason="superseded",
@@ -244,11 +249,12 @@ def superseded(
 
 
 def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> set[int]:
-    """Which of ``delivery_ids`` (pushes of activity states that the push service
-    asked to retry) a newer state of the same activity to the same target has
-    overtaken, sent or queued. Such a push was on its way when the newer state
-    came, so :func:`superseded` left it; retried now, it would land after the
-    newer state and show the older one in its place."""
+    """Which of ``delivery_ids`` (pushes of activity states about to be sent, or that
+    the push service asked to retry) a newer state of the same activity to the same
+    target has overtaken, sent or queued. Such a push was on its way or failed when
+    the newer state came, so :func:`superseded` left it; sent now (a retry, an
+    operator's retry), it would land after the newer state and show the older one
+    in its place."""
     if not delivery_ids:
         return set()
     d, m = models.Delivery, models.Message

@@ -361,7 +361,9 @@ def _held_back(push: Any, message_id: str) -> list[str]:
     lines = []
     labels = {"queued": "waiting"}
     for status, reason, count, id in found:
-        row = latest[id]
+        row = latest.get(id)
+        if row is None:
+            continue  # deleted since the count (flask push prune, say)
         said = detail_of(row.status, row.reason, row.error, row.events or ())
         lines.append(
             f"{labels.get(status, status)} ({count}): {reason}: "

@@ -1466,20 +1466,19 @@ class Dispatcher:
         states = [int(push.delivery_id) for _, push in pushes if push.activity is not None]
         late = overtaken(session, self.models, states) if states else set()
         if late:
-            for provider, push in pushes:
-                id = int(push.delivery_id)
-                if id in late:
-                    del attempts[id]
-                    finished.append(
-                        _outcome(
-                            id,
-                            "superseded",
-                            "a newer state of its activity was sent or queued first",
-                            "superseded",
-                            now,
-                            provider=provider.name,
-                        )
+            kinds = {row[0]: row[2] for row in rows}
+            for id in sorted(late):
+                del attempts[id]
+                finished.append(
+                    _outcome(
+                        id,
+                        "superseded",
+                        "a newer state of its activity was sent or queued first",
+                        "superseded",
+                        now,
+                        provider=kinds[id],
                     )
+                )
             pushes = [(p, push) for p, push in pushes if int(push.delivery_id) not in late]
         for outcome in finished:
             # decided without sending: said here, as the sent ones are in _record
@@ -1652,15 +1651,21 @@ class Dispatcher:
         written = Counter((row.get("b_kind") or "unknown", row["b_status"]) for row in finished)
         written.update((row["b_kind"], "retry") for row in retried)
         # A push the user will never get no longer counts against their daily cap:
-        # one superseded by a newer state, or one whose time to live ran out unsent.
-        uncounted = {push.message_id for push, _ in results if int(push.delivery_id) in dropped}
-        unsent = [row["b_id"] for row in finished if row["b_status"] in ("expired", "superseded")]
+        # one superseded by a newer state, one whose time to live ran out unsent, one
+        # ended before it was pushed (no provider, its target dead). Only these
+        # users' places are looked at: a broadcast's every user, at every batch of
+        # its outcomes, would cost the square of its size.
+        unsent = [
+            row["b_id"]
+            for row in finished
+            if row["b_status"] in ("expired", "superseded")
+            or row["b_reason"] in outcomes.NEVER_PUSHED
+        ]
         if unsent:
-            d = self.models.Delivery
-            uncounted.update(
-                session.scalars(sa.select(d.message_id).where(d.id.in_(unsent)).distinct())
+            messages, users = policy.recipients(session, self.models, unsent)
+            policy.release_capped(
+                session, self.models, self.settings.categories, messages, users=users
             )
-        policy.release_capped(session, self.models, self.settings.categories, uncounted)
         self._drop_tokens(session, dead_tokens)
         return self._mark_dead(session, gone_targets, now), written, dropped
 

@@ -535,8 +535,10 @@ class Push:
         skip: int = 0,
         take: int | None = None,
     ) -> list[dict[str, Any]]:
-        """What happened to each delivery of ``message_id`` (to ``user_id``'s targets
-        only, when given): one entry per target with its status, machine ``reason``,
+        """What happened to each delivery of ``message_id`` (of those sent to
+        ``user_id`` only, when given, whoever owns their targets now; a delivery to a
+        target that was anonymous then is found through its owner now): one entry
+        per target with its status, machine ``reason``,
         a ``detail`` sentence and its timeline, as ``GET /messages/<id>/deliveries``
         answers them (camelCase keys), oldest first.
 

@@ -104,6 +104,15 @@ REASONS: Final[dict[str, str]] = {
     ),
 }
 
+#: reasons of outcomes decided before anything went on the network: a ``failed`` or
+#: ``gone`` delivery with one of them was never pushed (the daily cap does not count it)
+NEVER_PUSHED: Final[tuple[str, ...]] = (
+    "no_provider",
+    "provider_unusable",
+    "target_dead",
+    "message_deleted",
+)
+
 #: the reasons the notification policy (:mod:`flask_push.policy`) records
 POLICY_REASONS: Final[tuple[str, ...]] = (
     "opted_out",

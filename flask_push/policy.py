@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -259,19 +259,30 @@ def _reached(models: Models, message_id: Any, user_id: Any, now: datetime) -> An
     """SQL: some delivery of ``message_id`` to a target of ``user_id`` was pushed or
     is on the network now (a worker holds it)."""
     d = models.Delivery
-    counted = sa.or_(d.status.in_(PUSHED), sa.and_(d.status == "queued", d.lease_until > now))
+    counted = sa.or_(
+        sa.and_(d.status.in_(PUSHED), _pushed(d)),
+        sa.and_(d.status == "queued", d.lease_until > now),
+    )
     return _delivered(models, message_id, user_id, counted)
+
+
+def _pushed(d: Any) -> Any:
+    """SQL: the delivery's outcome, if any, was not decided before it was pushed."""
+    return sa.or_(d.reason.is_(None), d.reason.not_in(outcomes.NEVER_PUSHED))
 
 
 def _delivered(models: Models, message_id: Any, user_id: Any, counted: Any) -> Any:
     """SQL: some delivery of ``message_id`` to a browser or device of ``user_id`` is
-    as ``counted`` says."""
+    as ``counted`` says. Found through the user's targets (their indexes keep it
+    cheap for a broadcast's every user), and not one sent to someone else before
+    the target became theirs."""
     d, s, i = models.Delivery, models.Subscription, models.Installation
+    theirs = sa.or_(d.user_id.is_(None), d.user_id == user_id)
     return sa.or_(
         *(
             sa.select(d.id)
             .join(target, column == target.id)
-            .where(d.message_id == message_id, target.user_id == user_id, counted)
+            .where(d.message_id == message_id, target.user_id == user_id, theirs, counted)
             .exists()
             for target, column in ((s, d.subscription_id), (i, d.installation_id))
         )
@@ -283,6 +294,21 @@ def _breaks(pushed: Sequence[datetime], due: datetime, cap: int) -> bool:
     the 24 hours up to itself or up to any later one of ``pushed``?"""
     ends = [due, *(at for at in pushed if at > due)]
     return any(1 + sum(end - CAP_WINDOW < at <= end for at in pushed) > cap for end in ends)
+
+
+def recipients(
+    session: Any, models: Models, delivery_ids: Collection[int]
+) -> tuple[set[str], set[str]]:
+    """The messages of ``delivery_ids`` and the users they were sent to (rows
+    written before deliveries kept their user: their target's owner)."""
+    d, s, i = models.Delivery, models.Subscription, models.Installation
+    rows = session.execute(
+        sa.select(d.message_id, sa.func.coalesce(d.user_id, s.user_id, i.user_id))
+        .outerjoin(s, s.id == d.subscription_id)
+        .outerjoin(i, i.id == d.installation_id)
+        .where(d.id.in_(sorted(delivery_ids)))
+    ).all()
+    return {message for message, _ in rows}, {user for _, user in rows if user is not None}
 
 
 def record_capped(
@@ -306,7 +332,8 @@ def record_capped(
         session.execute(sa.insert(c.__table__), chunk)
 
 
-#: what a delivery is in once it was pushed
+#: what a delivery is in once it was pushed (unless its reason is one of
+#: :data:`~flask_push.outcomes.NEVER_PUSHED`)
 PUSHED = ("sent", "failed", "gone")
 #: what it is in once it was pushed or will be: it counts against the cap
 COUNTED = ("queued", *PUSHED)
@@ -319,13 +346,18 @@ def release_capped(
     message_ids: Iterable[str],
     *,
     cancelling: bool = False,
+    users: Collection[str] | None = None,
 ) -> None:
     """Stop counting ``message_ids`` against the daily cap of the users they will
-    now never push to: all their deliveries of it were cancelled or superseded (no
-    commit). With ``cancelling``, called before a cancel: the users kept are those
-    with a delivery pushed or on the network now (a worker holds it, and its
-    outcome replaces the cancel). Messages of a category without a cap are left
-    alone."""
+    now never push to: none of their deliveries of it was pushed or will be (all
+    cancelled, superseded, expired, or ended before a push; no commit). With
+    ``cancelling``, called before a cancel: the users kept are those with a
+    delivery pushed or on the network now (a worker holds it, and its outcome
+    replaces the cancel). ``users``: look at these users only, not at every user
+    the messages were counted for (a batch of outcomes knows whose they were).
+    Messages of a category without a cap are left alone."""
+    if users is not None and not users:
+        return
     ids = sorted(set(message_ids))
     if not ids:
         return
@@ -346,13 +378,17 @@ def release_capped(
         still = (
             _reached(models, message_id, c.user_id, now)
             if cancelling
-            else _delivered(models, message_id, c.user_id, d.status.in_(COUNTED))
+            else _delivered(
+                models, message_id, c.user_id, sa.and_(d.status.in_(COUNTED), _pushed(d))
+            )
         )
+        whose = [c.user_id.in_(sorted(users))] if users is not None else []
         session.execute(
             sa.delete(c).where(
                 c.category == category,
                 c.sent_at == counted_at,
                 c.message_id == message_id,
+                *whose,
                 ~still,
             ),
             execution_options={"synchronize_session": False},

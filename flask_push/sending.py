@@ -469,6 +469,9 @@ def _queue_message(
         )
         if category is not None and rules is not None:
             policy.record_capped(session, models, category, message.id, rules, due=due)
+            if category.max_per_day and any(status == "failed" for _, status in ended):
+                # some targets have no provider: a user with no other is not pushed to
+                policy.release_capped(session, models, state.settings.categories, [message.id])
         if owners:
             fields = inbox_values(shown, notify_type)
             item_id, fresh = message.id, True

@@ -255,7 +255,9 @@ def test_a_retried_older_state_never_lands_after_a_newer_one(
     dropped as ``superseded``, never sent after the newer one. (The newer one waits
     for the user's quiet hours, so the order of the answers is certain.)"""
     app = sending_app(
-        PUSH_QUEUE="thread", PUSH_CATEGORIES={"deliveries": {"label": "Delivery updates"}}
+        PUSH_QUEUE="thread",
+        PUSH_CATEGORIES={"deliveries": {"label": "Delivery updates"}},
+        PUSH_METRICS=True,
     )
     service = push_fake_webpush
     with app.app_context():
@@ -284,6 +286,14 @@ def test_a_retried_older_state_never_lands_after_a_newer_one(
         assert (waiting["status"], waiting["reason"]) == ("queued", "quiet_hours")
         push.shutdown()
     assert browser.received == []
+    # the metrics count what was written: superseded, not the retry that was asked for
+    scraped = app.test_client().get("/push/metrics").get_data(as_text=True)
+    counted = [
+        line for line in scraped.splitlines() if line.startswith("flask_push_deliveries_total")
+    ]
+    assert counted == [
+        'flask_push_deliveries_total{outcome="superseded",provider="webpush"} 1.0'
+    ], scraped
 
 
 def test_a_newer_state_the_user_will_not_get_leaves_the_older_one(

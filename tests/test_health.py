@@ -163,6 +163,23 @@ def test_the_console_says_the_database_is_down_on_a_page(
     assert any("unreachable" in r.getMessage() for r in caplog.records)
 
 
+def test_the_console_tells_no_one_but_admins_it_is_there_when_the_database_is_down(
+    unreachable_database: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host whose admin check reads the database: that check fails first, so the
+    caller gets the API's JSON answer, which says nothing of a console."""
+
+    def admin_from_the_database(self: Any) -> bool:
+        return bool(db.session.execute(sa.text("SELECT 1")).scalar())
+
+    monkeypatch.setattr(type(push), "current_user_is_admin", admin_from_the_database)
+    unreachable_database.config["SECRET_KEY"] = "console-secret"
+    answer = unreachable_database.test_client().get("/push/console/messages")
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "database_unavailable"
+    assert "console" not in answer.get_data(as_text=True).lower()
+
+
 def test_a_failed_statement_is_no_outage(app: Flask) -> None:
     """SQLite raises the same OperationalError for "no such column" as for a
     database it cannot open: the database still answers, so it is a 500 with its

@@ -767,6 +767,47 @@ def test_a_push_whose_ttl_ran_out_unsent_stops_counting(
         assert [p.json()["title"] for p in browser.received] == ["Deal, at last"]
 
 
+def test_pushes_ended_before_they_were_pushed_do_not_count(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A device no provider can reach (no APNs here), or a browser found dead before
+    its push went out: the user got nothing, and their day's places stay free."""
+    with context(live):
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token="ab" * 32, device_type="ios", user_id="alice"
+            )
+        )
+        db.session.commit()
+        for n in range(3):
+            message = push.send(users=["alice"], title=f"Deal {n}", category="offers")
+            assert statuses(message.id) == {"apns": ("failed", "no_provider")}
+        db.session.execute(sa.delete(push.models.Installation))
+        browser = push_fake_webpush.subscribe()
+        subscription_id = subscribe(browser).id
+        later = datetime.now(timezone.utc) + timedelta(minutes=5)
+        missed = [
+            push.send(users=["alice"], title=f"Later {n}", category="offers", send_at=later)
+            for n in range(2)
+        ]
+        # the browser dies before they are due
+        s, d = push.models.Subscription, push.models.Delivery
+        db.session.execute(sa.update(s).where(s.id == subscription_id).values(status="dead"))
+        db.session.execute(
+            sa.update(d)
+            .where(d.message_id.in_([m.id for m in missed]))
+            .values(due_at=later - timedelta(hours=1))
+        )
+        db.session.commit()
+        push.dispatch_due()
+        assert [statuses(m.id) for m in missed] == [{"webpush": ("gone", "target_dead")}] * 2
+        again = push_fake_webpush.subscribe()
+        subscribe(again)
+        freed = push.send(users=["alice"], title="Deal, at last", category="offers")
+        assert statuses(freed.id) == {"webpush": ("sent", "accepted")}
+        assert [p.json()["title"] for p in again.received] == ["Deal, at last"]
+
+
 def test_a_push_on_the_network_when_cancelled_still_counts(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:

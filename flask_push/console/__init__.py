@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
 from ..api import database_failure, http_error_response
+from ..api.http import error_response
 from ..config import PushSettings
 from ..errors import ValidationError
 from . import guard, views
@@ -86,6 +87,10 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         failure = database_failure(err)
         if failure is None:
             raise err  # a bug: Flask's 500, with the traceback in the log
+        if not g.get("push_console_admin"):
+            # failed before the caller was known to be an admin (the host's admin
+            # check reads the database): the API's answer, which tells no console
+            return error_response(failure)
         page = make_response(views.refused(guard.Refused(failure.status, failure.message)))
         page.headers.update(failure.headers)
         return page
