@@ -298,12 +298,15 @@ def test_a_listing_read_before_a_live_change_never_hides_it(
     page.wait_for_function(
         "[...document.querySelectorAll('.fp-panel .fp-item-title')].length === 2"
     )
+    page.wait_for_function("document.querySelector('.fp-badge').textContent === '2'")
     for route, answer in held:
         route.fulfill(response=answer)
     page.evaluate("window.bell.ready")
     page.click(".fp-bell-button")
     titles = page.locator(".fp-panel .fp-item-title").all_inner_texts()
     assert titles == ["Courier nearby", "Orders export ready"]
+    # the listing's count (1) is older than the live one: the badge keeps 2
+    assert badge(page) == "2"
 
 
 def test_the_client_reconnects_and_replays_what_it_missed(
@@ -345,6 +348,42 @@ def test_the_client_reconnects_and_replays_what_it_missed(
     publish(3)
     page.wait_for_function("window.seen.length === 3")
     assert page.evaluate("window.seen") == [1, 2, 3]  # in order, none twice
+
+
+def test_a_channel_with_no_event_yet_is_told_of_a_gap_after_a_reconnect(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The client cannot ask the server for what it missed on a channel it has had
+    no event from: after a reconnect it gets a `gap` there, so the page reloads."""
+    app = live()
+    open_page(browser, page, app, user="dave")
+    page.evaluate(
+        """() => new Promise((resolve) => {
+             window.seen = [];
+             window.gaps = 0;
+             window.reconnects = 0;
+             FlaskPush.on('user:dave', 'tick', (data) => window.seen.push(data.n));
+             FlaskPush.on('user:dave', 'gap', () => { window.gaps += 1; });
+             FlaskPush.on('*', 'reconnect', () => { window.reconnects += 1; });
+             const off = FlaskPush.on('*', 'open', () => {
+               off();
+               FlaskPush.ping().then(resolve);
+             });
+             FlaskPush.connect();
+           })"""
+    )
+    hub = app.app.extensions["push"].realtime.hub
+    with hub._lock:
+        connections = {c for joined in hub._channels.values() for c in joined}
+    for connection in connections:
+        connection.drop()
+    with app.app.app_context():
+        push.publish("user:dave", "tick", {"n": 1})  # while the client is away
+    page.wait_for_function("window.reconnects === 1 && window.gaps === 1")
+    with app.app.app_context():
+        push.publish("user:dave", "tick", {"n": 2})
+    page.wait_for_function("window.seen.length === 1")
+    assert page.evaluate("[window.seen, window.gaps]") == [[2], 1]
 
 
 def test_the_client_takes_a_channel_numbered_anew_after_a_gap(
@@ -464,6 +503,92 @@ def start_bell(page: Any, options: dict[str, Any] | None = None) -> None:
            })""",
         options or {},
     )
+
+
+def test_what_another_tab_read_is_shown_read(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """Two tabs: all read in one, the other's items lose their dots too; one read in
+    one, the other shows it read."""
+    app = live()
+    with app.app.app_context():
+        first = push.upsert("carol", notify_type="info", title="First").id
+        for title in ("Second", "Third"):
+            push.upsert("carol", notify_type="info", title=title)
+    other = browser.context.new_page()
+    for tab in (page, other):
+        open_page(browser, tab, app, user="carol")
+        start_bell(tab)
+    unread = "document.querySelectorAll('.fp-panel .fp-dot:not(.fp-dot-read)').length"
+    other.wait_for_function(f"{unread} === 3")
+    with app.app.app_context():
+        push.mark_read("carol", first)
+    other.wait_for_function(f"{unread} === 2")
+    assert badge(other) == "2"
+    page.click(".fp-bell-button")
+    page.click(".fp-mark-all")
+    other.wait_for_function(f"{unread} === 0")
+    assert badge(other) == ""
+
+
+def test_an_activitys_item_is_updated_where_it_is(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """A live activity's next state changes its item in the menu where it is (the
+    listing, newest first by creation, has it there too), not at the top."""
+    app = live()
+
+    def state(title: str, **more: Any) -> None:
+        # off the test's thread: its send may run the dispatcher's own loop
+        def send() -> None:
+            with app.app.app_context():
+                push.activity("order-42", users=["carol"], title=title, **more)
+
+        off_loop(send)
+
+    state("Order #42", body="Placed", event="start")
+    with app.app.app_context():
+        push.upsert("carol", notify_type="info", title="Newer item")
+    open_page(browser, page, app, user="carol")
+    start_bell(page)
+    titles = "[...document.querySelectorAll('.fp-panel .fp-item-title')].map((t) => t.textContent)"
+    assert page.evaluate(titles) == ["Newer item", "Order #42"]
+    state("Order #42: shipped", body="On its way")
+    page.wait_for_function(f"{titles}[1] === 'Order #42: shipped'")
+    assert page.evaluate(titles) == ["Newer item", "Order #42: shipped"]
+    page.evaluate("window.bell.refresh()")
+    assert page.evaluate(titles) == ["Newer item", "Order #42: shipped"]
+
+
+def test_the_bell_says_what_it_could_not_do(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The inbox cannot be loaded, or marked read: the menu says so, instead of
+    "Nothing here yet." and a count that silently stays."""
+    app = live()
+    with app.app.app_context():
+        push.upsert("carol", notify_type="info", title="Unread")
+    open_page(browser, page, app, user="carol")
+    down = {"error": {"code": "database_unavailable", "message": "Try again shortly."}}
+
+    def unavailable(route: Any) -> None:
+        route.fulfill(status=503, content_type="application/json", body=json.dumps(down))
+
+    page.route("**/push/notifications?take=*", unavailable)
+    page.evaluate("window.bell = FlaskPush.bell(document.getElementById('bell'))")
+    problem = "document.querySelector('.fp-panel .fp-problem')"
+    page.wait_for_function(f"{problem} !== null")
+    said = page.evaluate(f"{problem}.textContent")
+    assert said.startswith("The notifications could not be loaded: ") and "Try again" in said
+    assert page.locator(".fp-panel .fp-list li").count() == 1  # not "Nothing here yet."
+    page.unroute("**/push/notifications?take=*")
+    page.evaluate("window.bell.refresh()")
+    page.route("**/push/notifications/mark-all-read", unavailable)
+    page.click(".fp-bell-button")
+    page.click(".fp-mark-all")
+    page.wait_for_function(f"{problem} !== null")
+    assert page.evaluate(f"{problem}.textContent").startswith("Could not mark them as read: ")
+    assert badge(page) == "1"
 
 
 def served_item(app: Live, user: str, item_id: str) -> dict[str, Any]:

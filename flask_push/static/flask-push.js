@@ -153,6 +153,10 @@
     pinger: null,
     lastIds: new Map(), // channel -> last event id seen (undefined: none yet)
     afterGap: new Set(), // channels whose next event is new whatever its id
+    // channels joined again after a reconnect with no event seen yet: whatever was
+    // published while the socket was down cannot be asked for, so once subscribed
+    // they get a `gap` (reload the state), as a channel whose events were lost does
+    unsure: new Set(),
     handlers: new Map(), // channel -> Map(event -> Set(handler)); '*' matches any
   };
 
@@ -205,6 +209,9 @@
       emit('*', 'error', frame, frame);
     } else if (frame.op === 'subscribed') {
       emit(frame.channel, 'subscribed', null, frame);
+      if (live.unsure.delete(frame.channel)) {
+        emit(frame.channel, 'gap', null, { op: 'gap', channel: frame.channel });
+      }
     } else if (frame.op === 'pong') {
       emit('*', 'pong', null, frame);
     }
@@ -227,7 +234,9 @@
       live.attempts = 0;
       // Every channel again, with the last id seen, so the server replays what we missed.
       for (const channel of new Set([...live.handlers.keys(), ...live.lastIds.keys()])) {
-        if (channel !== '*') join(channel);
+        if (channel === '*') continue;
+        if (reconnected && !live.lastIds.has(channel)) live.unsure.add(channel);
+        join(channel);
       }
       // Proxies close quiet connections; a ping now and then keeps it open.
       live.pinger = setInterval(() => sendFrame({ op: 'ping' }), 25000);
@@ -312,6 +321,7 @@
     live.handlers.delete(channel);
     live.lastIds.delete(channel);
     live.afterGap.delete(channel);
+    live.unsure.delete(channel);
     sendFrame({ op: 'unsubscribe', channel });
   }
 
@@ -890,8 +900,9 @@
     if (opts.preferencesUrl) toSettings.href = opts.preferencesUrl;
     else toSettings.type = 'button';
     $('.fp-foot').appendChild(toSettings);
-    // items: the menu's; history: the dialog's while it is open
-    const state = { items: [], history: [], count: 0 };
+    // items: the menu's; history: the dialog's while it is open; counted: live unread
+    // counts received (a listing read before the latest of them has an older count)
+    const state = { items: [], history: [], count: 0, counted: 0 };
 
     function setCount(count) {
       state.count = Math.max(0, count);
@@ -926,11 +937,26 @@
     }
 
     async function refresh() {
+      const counted = state.counted;
       const page = await api('GET', `/notifications?take=${opts.take}`);
       state.items = newest(page.items, state.items);
-      setCount(page.newCount);
+      // a live count that came while the listing was on its way is the newer one
+      if (state.counted === counted) setCount(page.newCount);
       renderMenu();
     }
+
+    // What the bell could not do, said in its menu (and the console), not swallowed.
+    function failed(what, err) {
+      console.error(`flask-push: ${what}:`, err);
+      const list = panel.querySelector('.fp-list');
+      if (!state.items.length) list.textContent = ''; // not "Nothing here yet."
+      list.querySelector('.fp-problem')?.remove();
+      const said = el('li', 'fp-empty fp-problem', `${what}: ${err.message || err}`);
+      said.setAttribute('role', 'alert');
+      list.prepend(said);
+    }
+    const refreshShown = () =>
+      refresh().catch((err) => failed('The notifications could not be loaded', err));
 
     // A live event may overtake the listing that was read before it: of each item,
     // keep the later version, and keep items newer than the whole listing.
@@ -993,18 +1019,38 @@
     function onInbox(event) {
       const { event: name, data } = event.detail;
       if (name === 'unread') {
+        state.counted += 1;
         setCount(data.count);
+        // read elsewhere (another tab, the phone): the dots here are out of date
+        const shownUnread = state.items.filter((item) => item.isNew).length;
+        if (data.count === 0 && shownUnread) {
+          state.items.concat(state.history).forEach((item) => (item.isNew = false));
+          renderMenu();
+          renderHistory();
+        } else if (data.count < shownUnread) {
+          refreshShown();
+        }
       } else if (name === 'notification') {
-        state.items = [data].concat(state.items.filter((item) => item.id !== data.id));
+        // an item it has already is updated where it is (a live activity's next
+        // state); a new one goes first, as the listing (newest first) has it
+        state.items = upsertItem(state.items, data);
         renderMenu();
         if (history.open) {
-          state.history = [data].concat(state.history.filter((item) => item.id !== data.id));
+          state.history = upsertItem(state.history, data);
           renderHistory();
         }
         if (data.isNew) flash();
       }
     }
     document.addEventListener('new-notification-event', onInbox);
+
+    function upsertItem(items, item) {
+      const at = items.findIndex((held) => held.id === item.id);
+      if (at < 0) return [item].concat(items);
+      const updated = items.slice();
+      updated[at] = item;
+      return updated;
+    }
 
     function open() {
       renderMenu(); // "5 minutes ago" is as of now
@@ -1064,7 +1110,12 @@
       if (settings.open) settings.close();
     }
     async function markAllRead() {
-      await api('POST', '/notifications/mark-all-read', {});
+      try {
+        await api('POST', '/notifications/mark-all-read', {});
+      } catch (err) {
+        failed('Could not mark them as read', err);
+        throw err;
+      }
       state.items.concat(state.history).forEach((item) => (item.isNew = false));
       setCount(0);
       renderMenu();
@@ -1072,7 +1123,7 @@
     }
 
     button.addEventListener('click', () => (panel.hidden ? open() : close()));
-    $('.fp-mark-all').addEventListener('click', markAllRead);
+    $('.fp-mark-all').addEventListener('click', () => markAllRead().catch(() => null));
     $('.fp-show-history').addEventListener('click', showHistory);
     if (!opts.preferencesUrl) toSettings.addEventListener('click', showSettings);
     for (const dialog of [history, settings]) {
@@ -1102,10 +1153,12 @@
     document.addEventListener('click', outside);
 
     // After a reconnect or a gap in the events, what we show may be stale.
-    const offs = [on('*', 'reconnect', refresh), on('*', 'gap', refresh)];
+    const offs = [on('*', 'reconnect', refreshShown), on('*', 'gap', refreshShown)];
     connect();
     setCount(0);
     const ready = joined().then(refresh);
+    // said in the menu; a host that awaits `ready` still gets the error
+    ready.catch((err) => failed('The notifications could not be loaded', err));
     return {
       element,
       ready,
