@@ -202,6 +202,43 @@ def test_an_endpoint_reported_gone_is_replaced_by_a_new_one(
         ]
 
 
+def test_a_subscription_the_browser_renews_keeps_its_topics(
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
+) -> None:
+    """The worker's pushsubscriptionchange handler posts the new subscription with
+    the old endpoint: the server carries the topics over and forgets the old one.
+    (Chromium never fires the event itself: the test dispatches it in the worker.)"""
+    app = live(**SENDING)
+    old, new = push_fake_webpush.subscribe("old"), push_fake_webpush.subscribe("new")
+    open_page(browser, page, app, user="bob")
+    register_worker(page)
+    first = page.evaluate(
+        """(body) => fetch('/push/subscriptions', {method: 'POST', body: JSON.stringify(body),
+             headers: {'Content-Type': 'application/json'}}).then((r) => r.json())""",
+        {**old.info, "topics": ["offers"]},
+    )
+    [worker] = [w for w in browser.context.service_workers if w.url.startswith(app.origin)]
+    worker.evaluate(
+        """([renewed, oldEndpoint]) => {
+             const event = new ExtendableEvent('pushsubscriptionchange');
+             Object.defineProperty(event, 'newSubscription', {value: {toJSON: () => renewed}});
+             Object.defineProperty(event, 'oldSubscription', {value: {endpoint: oldEndpoint}});
+             try { self.dispatchEvent(event); } catch (err) {}  // waitUntil: not trusted
+           }""",
+        [new.info, old.endpoint],
+    )
+    model = push.models.Subscription
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        with app.app.app_context():
+            rows = {r.endpoint: r.topics for r in db.session.scalars(sa.select(model))}
+        if new.endpoint in rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert rows == {new.endpoint: ["offers"]}, rows
+    assert first["topics"] == ["offers"]
+
+
 # -- the bell -----------------------------------------------------------------------------
 
 

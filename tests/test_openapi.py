@@ -275,7 +275,7 @@ def test_operations_are_described_consistently() -> None:
 
 #: the fields each request body takes (CONTRACT.md section 3)
 REQUEST_FIELDS = {
-    "SubscriptionCreate": {"endpoint", "expirationTime", "keys", "topics"},
+    "SubscriptionCreate": {"endpoint", "expirationTime", "keys", "topics", "oldEndpoint"},
     "PushKeys": {"p256dh", "auth"},
     "InstallationCreate": {
         "appId", "deviceToken", "deviceType", "userId", "subscriptions", "badge",

@@ -84,6 +84,34 @@ def test_rebinding_to_another_owner_starts_over(app, client, make_subscription, 
     assert mine.json["topics"] == ["news"]
 
 
+def test_a_renewed_subscription_keeps_its_topics_and_replaces_the_old(
+    app, client, make_subscription
+):
+    """The service worker's pushsubscriptionchange posts the new subscription with
+    the old endpoint: the topics carry over, and the old one, which its push service
+    no longer serves, is gone. Someone else's old endpoint is left as it is."""
+    old = make_subscription(topics=["offers"])
+    first = client.post("/push/subscriptions", json=old, headers=as_user("alice")).json
+    renewed = make_subscription(oldEndpoint=old["endpoint"])
+    answer = client.post("/push/subscriptions", json=renewed, headers=as_user("alice"))
+    assert answer.status_code == 201, answer.json
+    assert (answer.json["topics"], answer.json["userId"]) == (["offers"], "alice")
+    with app.app_context():
+        assert db.session.get(push.models.Subscription, first["id"]) is None
+        assert push.send(topic="offers", title="Sale").recipient_count == 1
+    # topics sent with it win; and bob cannot take or remove alice's subscription
+    theirs = make_subscription(topics=["news"])
+    kept = client.post("/push/subscriptions", json=theirs, headers=as_user("alice")).json
+    other = make_subscription(oldEndpoint=theirs["endpoint"], topics=["orders"])
+    answer = client.post("/push/subscriptions", json=other, headers=as_user("bob"))
+    assert answer.status_code == 201 and answer.json["topics"] == ["orders"]
+    with app.app_context():
+        assert db.session.get(push.models.Subscription, kept["id"]).topics == ["news"]
+    bad = make_subscription(oldEndpoint="x" * 5000)
+    refused = client.post("/push/subscriptions", json=bad, headers=as_user("alice"))
+    assert refused.status_code == 400 and refused.json["error"]["field"] == "oldEndpoint"
+
+
 def test_a_dead_endpoint_is_refused_not_revived(app, client, make_subscription):
     """Its push service said 404/410: that endpoint can never receive a push again."""
     body = make_subscription(topics=["offers"])

@@ -34,7 +34,9 @@ ROUTES = Routes("subscriptions")
     "PUSH_SUBSCRIBE_RATE_LIMIT requests per client address (429 above). "
     "An endpoint already known is re-bound to the caller (200); to another "
     "owner it starts over, without the previous owner's topics. An endpoint "
-    "its push service reported gone is refused (410).",
+    "its push service reported gone is refused (410). With oldEndpoint (a "
+    "subscription the browser renewed), the caller's subscription there is "
+    "removed and its topics carry over.",
     body=SubscriptionCreate,
     answers={
         201: Answer("Created.", Subscription, ("deleteSubscription",)),
@@ -74,6 +76,17 @@ def subscribe() -> ResponseReturnValue:
 
     model = ext.models.Subscription
     session = ext.db.session()  # this request's Session
+    replaced = None
+    if given.old_endpoint is not None and given.old_endpoint != given.endpoint:
+        # renewed by the browser: the old one is the caller's own, or it stays as it is
+        replaced = session.scalar(
+            sa.select(model).where(
+                model.endpoint == given.old_endpoint,
+                model.user_id.is_not_distinct_from(values["user_id"]),
+            )
+        )
+        if replaced is not None and not topics_given:
+            values["topics"], topics_given = list(replaced.topics or []), True
     dialect = session.get_bind(mapper=model).dialect
     insert = database.on_conflict_insert(dialect)
     if insert is not None:
@@ -90,6 +103,8 @@ def subscribe() -> ResponseReturnValue:
             "again: unsubscribe it in the browser and subscribe again to get a new endpoint.",
             "endpoint",
         )
+    if replaced is not None:
+        session.delete(replaced)
     answer = Subscription.model_validate(subscription).to_json()
     loaded = {name: getattr(subscription, name) for name in _columns(model)}
     session.commit()

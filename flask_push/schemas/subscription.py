@@ -116,6 +116,10 @@ class SubscriptionCreate(WireModel):
         refuse_as("required", "must be an object {p256dh, auth}", when=lambda e: e["loc"] == ()),
     ]
     topics: Topics | None = None
+    old_endpoint: Annotated[str, Text(validation.MAX_ENDPOINT_LENGTH)] | None = None
+    """The endpoint this one replaces (the service worker's `pushsubscriptionchange`
+    sends it): the caller's own subscription there is removed, and its topics carry
+    over unless `topics` is given. Never posted to."""
 
     @property
     def expires_at(self) -> datetime | None:

@@ -137,10 +137,13 @@ async function resubscribe(event) {
       applicationServerKey: fromBase64Url(key),
     });
   }
+  // the old endpoint, so that the server keeps the renewed one's topics and forgets
+  // the old one (which its push service no longer serves)
+  const old = event.oldSubscription && event.oldSubscription.endpoint;
   await fetch(`${PREFIX}/subscriptions`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(subscription.toJSON()),
+    body: JSON.stringify(old ? { ...subscription.toJSON(), oldEndpoint: old } : subscription.toJSON()),
     credentials: 'same-origin',
   });
 }
