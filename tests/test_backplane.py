@@ -425,6 +425,28 @@ def test_a_channel_that_cannot_be_caught_up_gets_a_gap_and_the_others_their_even
     ]  # fmt: skip
 
 
+def test_an_event_that_cannot_be_published_sends_this_process_sockets_a_gap(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Redis is away when a change is published: the event is lost (nothing numbered
+    or kept it), so the sockets here on its channel are told at once and their
+    clients reload, rather than wait for an event that will never come."""
+
+    class Away(MemoryBackplane):
+        def publish(self, channel: str, event: str, data_json: str) -> Event:
+            raise backplane_module.BackplaneUnreachable("cannot publish, Redis is unreachable")
+
+    realtime: Realtime = make_app().extensions["push"].get_realtime()
+    realtime.backplane = Away(keep_seconds=60, keep_count=10)
+    got: list[Any] = []
+    realtime.hub.gap = got.append  # type: ignore[method-assign]
+    realtime.hub.joined = lambda: {"user:alice": 7}  # type: ignore[method-assign]
+    for channel in ("user:alice", "user:bob"):  # bob has no socket here
+        with pytest.raises(BackplaneError):
+            realtime.publish(channel, "notification", {"id": "n1"})
+    assert got == [Gap("user:alice", 7)]
+
+
 class TcpProxy:
     """Forwards a fixed local port to Redis; ``stop()`` is Redis going away."""
 

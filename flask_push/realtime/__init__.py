@@ -42,10 +42,23 @@ class Realtime:
         self._lock = threading.Lock()
 
     def publish(self, channel: str, event: str, data: Any = None) -> Event:
-        """Number, keep and fan out one event."""
+        """Number, keep and fan out one event.
+
+        :raises BackplaneError: it could not be (Redis away): the event is lost, and
+            this process's connections on ``channel`` get a ``gap`` at once, so that
+            their clients reload what they show rather than wait for an event that
+            will never come.
+        """
         channel = channel_name(channel)
         event = event_name(event)
-        return self.backplane.publish(channel, event, dumps(data))
+        encoded = dumps(data)
+        try:
+            return self.backplane.publish(channel, event, encoded)
+        except BackplaneError:
+            last = self.hub.joined().get(channel)
+            if last is not None:
+                self.hub.gap(Gap(channel, last))
+            raise
 
     def join(
         self,

@@ -75,7 +75,8 @@ def publish_item(
 
 def _publish(realtime: Realtime, channel: str, event: str, data: Any) -> None:
     """Publish after a commit the caller already made: a failure is logged, never
-    raised, since the change itself succeeded and clients catch up with ``since``."""
+    raised, since the change itself succeeded (the sockets here on the channel got a
+    ``gap``, so their clients reload it)."""
     try:
         realtime.publish(channel, event, data)
     except PushError as err:
