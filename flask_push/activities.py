@@ -283,6 +283,16 @@ def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> set[
     return set(session.scalars(query))
 
 
+def forget_tokens(session: Any, models: Models, installations: Any) -> None:
+    """Delete the Live Activity tokens of ``installations`` (their ids, or a SELECT of
+    them), which are being deleted: nothing would ever read those tokens again."""
+    token = models.ActivityToken
+    session.execute(
+        sa.delete(token).where(token.installation_id.in_(installations)),
+        execution_options={"synchronize_session": False},
+    )
+
+
 def follows(push: Any, user_id: str, channel: str) -> bool:
     """Is ``channel`` the live channel of an activity shown to ``user_id``?"""
     if not channel.startswith(CHANNEL_PREFIX):

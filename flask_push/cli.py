@@ -41,6 +41,7 @@ from flask.cli import AppGroup, ScriptInfo
 from py_vapid import Vapid
 
 from . import reports
+from .activities import forget_tokens
 from .api.messages import status as message_status
 from .credentials import vapid_raw_private_key
 from .database import (
@@ -603,6 +604,8 @@ def prune(days: int, dry_run: bool) -> None:
                     session.scalar(sa.select(sa.func.count()).select_from(model).where(where)) or 0
                 )
             else:
+                if model is models.Installation:
+                    forget_tokens(session, models, sa.select(model.id).where(where))
                 result = session.execute(
                     sa.delete(model).where(where),
                     execution_options={"synchronize_session": False},

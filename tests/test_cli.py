@@ -417,17 +417,23 @@ def test_prune_removes_dead_and_stale_only(app: Flask) -> None:
     old = utcnow() - timedelta(days=300)
     recent = utcnow() - timedelta(days=100)
     with app.app_context():
+        kept_phone = add_installation("alice", "ios", modified_at=recent)
         keep = {
             add_subscription("alice").id,
             add_subscription("alice", last_seen_at=recent).id,
             add_installation("alice"),
-            add_installation("alice", "ios", modified_at=recent),
+            kept_phone,
         }
         add_subscription("bob", status=DEAD, dead_at=utcnow())
         add_subscription("bob", last_seen_at=old)
         add_subscription("bob", status=DEAD, last_seen_at=old)
         add_installation("bob", status=DEAD, dead_at=utcnow())
-        add_installation("bob", "ios", modified_at=old)
+        gone_phone = add_installation("bob", "ios", modified_at=old)
+        # Live Activity tokens: the kept phone's stay, the pruned one's go with it
+        token = push.models.ActivityToken
+        for installation in (gone_phone, kept_phone):
+            db.session.add(token(installation_id=installation, activity_id="a", push_token="t"))
+        db.session.commit()
     runner = app.test_cli_runner()
 
     dry = runner.invoke(args=["push", "prune", "--dry-run"])
@@ -444,6 +450,8 @@ def test_prune_removes_dead_and_stale_only(app: Flask) -> None:
         left = set(db.session.scalars(sa.select(push.models.Subscription.id)))
         left |= set(db.session.scalars(sa.select(push.models.Installation.id)))
         assert left == keep
+        tokens = set(db.session.scalars(sa.select(push.models.ActivityToken.installation_id)))
+        assert tokens == {kept_phone}
 
     # a shorter horizon takes the ones seen 100 days ago too
     shorter = runner.invoke(args=["push", "prune", "--days", "30"])

@@ -94,8 +94,13 @@ def test_owner_and_admin_read_update_delete(client):
     moved = client.patch(url, headers=as_user("root", admin=True), json={"userId": "bob"})
     assert moved.json["userId"] == "bob"
     assert client.get(url, headers=as_user("alice")).status_code == 404
+    token = {"activityId": "order-42", "pushToken": "ab" * 32}
+    added = client.post(f"{url}/activities", headers=as_user("bob"), json=token)
+    assert added.status_code in (200, 201), added.json
     assert client.delete(url, headers=as_user("bob")).status_code == 204
     assert client.get(url, headers=as_user("bob")).status_code == 404
+    with client.application.app_context():  # its Live Activity tokens went with it
+        assert db.session.scalars(sa.select(push.models.ActivityToken)).all() == []
 
 
 def test_an_admin_without_a_user_of_their_own(client):

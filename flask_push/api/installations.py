@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from flask.typing import ResponseReturnValue
 
 from .. import validation
+from ..activities import forget_tokens
 from ..models import utcnow
 from ..schemas.installation import (
     ActivityTokenCreate,
@@ -165,6 +166,7 @@ def update_installation(id: str) -> ResponseReturnValue:
 def delete_installation(id: str) -> ResponseReturnValue:
     installation = _owned(id)
     session = push().db.session
+    forget_tokens(session, push().models, [installation.id])
     session.delete(installation)
     session.commit()
     return "", 204
