@@ -485,15 +485,23 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
             "when nothing is; Ctrl-C or SIGTERM stops it"
         )
     stop = threading.Event()
+    said = None  # the tables-missing sentence last printed
     try:
         with _stop_on_signals(stop):
             while not stop.is_set():
                 try:
                     handled, outcomes = _round(push, stop)
+                    said = None
                 except Exception as err:  # noqa: BLE001 - keep serving; rows stay queued
                     if once:
                         raise
-                    click.echo(f"flask-push: a delivery round failed: {err!r}", err=True)
+                    # tables not made yet: one line that says what to run, once
+                    missing = missing_tables(_push())
+                    if not missing:
+                        click.echo(f"flask-push: a delivery round failed: {err!r}", err=True)
+                    elif tables_missing_message(missing) != said:
+                        said = tables_missing_message(missing)
+                        click.echo(f"flask-push: nothing is delivered until then: {said}", err=True)
                     handled, outcomes = 0, Counter()
                 # said in the log already; a cron job must see it fail too
                 unreachable = once and push.state.get_inline().dispatcher.database_unreachable

@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 from . import app_providers, outcomes, policy, signals, tracing
 from .activities import activity_from_json, overtaken
 from .config import MAX_TTL, PushSettings
-from .database import first_line, unreachable
+from .database import first_line, missing_tables, unreachable
 from .message import (
     DeliveryResult,
     DeviceTarget,
@@ -666,7 +666,15 @@ class Dispatcher:
         try:
             claim = await self._on_db_thread(self._claim_and_load, message_id, limit)
         except Exception as err:
-            if not unreachable(err):
+            if not unreachable(err) or (
+                # SQLite says "no such table" as it says "unable to open": tables not
+                # made yet are no outage to wait out, but the round's failure (asked
+                # of SQLite alone: a server that does not answer could keep the
+                # question waiting as long as the claim)
+                r.outage is None
+                and self.engine.dialect.name == "sqlite"
+                and await self._tables_missing()
+            ):
                 raise
             self._lost_database(r, err)
             return
@@ -874,6 +882,11 @@ class Dispatcher:
                 first_line(refused),
             )
         return _Writes(), None
+
+    async def _tables_missing(self) -> bool:
+        """Does the database answer, and lack flask-push's tables?"""
+        push = self.app.extensions["push"].push
+        return bool(await self._on_db_thread(missing_tables, push))
 
     def _lost_database(self, r: _Round, err: Exception) -> None:
         """The database did not answer: send nothing more, keep the outcomes, and

@@ -29,6 +29,7 @@ from typing import Protocol
 
 from flask import Flask
 
+from .database import missing_tables, tables_missing_message
 from .dispatch import Dispatcher
 
 logger = logging.getLogger("flask_push")
@@ -148,13 +149,22 @@ class ThreadWorker:
     def _run(self) -> None:
         with self.app.app_context():
             dispatcher = self._make_dispatcher()
+            said = None  # the tables-missing sentence last logged
             try:
                 while not self._stopping.is_set():
                     self._wake.clear()
                     try:
                         more = self.run_round(dispatcher)
+                        said = None
                     except Exception:  # keep the worker alive; rows stay queued
-                        logger.exception("flask-push: a delivery round failed")
+                        # tables not made yet: one line that says what to run, not a
+                        # traceback every round
+                        missing = missing_tables(self.app.extensions["push"].push)
+                        if not missing:
+                            logger.exception("flask-push: a delivery round failed")
+                        elif tables_missing_message(missing) != said:
+                            said = tables_missing_message(missing)
+                            logger.error("flask-push: nothing is delivered until then: %s", said)
                         more = False
                     if not more:
                         self._wake.wait(POLL_INTERVAL)

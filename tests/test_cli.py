@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -9,17 +10,19 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from test_sigkill import start_worker
 
 from flask_push import cli, signals
 from flask_push.models import DEAD, utcnow
 from flask_push.testing import FakePushService
 
-from conftest import add_subscription, db, make_due, push, subscribe
+from conftest import add_subscription, db, make_due, push, subscribe, wait_until
 
 
 def test_vapid_keys_prints_pasteable_config(app, make_app):
@@ -316,6 +319,43 @@ def test_a_database_without_the_tables_is_one_line(make_app: Any, command: list[
     [line] = result.output.splitlines()
     assert line.startswith("Error: flask-push's tables are missing from this database (")
     assert "db.create_all()" in line and "flask db upgrade heads" in line
+
+
+def test_workers_without_the_tables_say_what_to_run_once(
+    make_app: Any, database: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker started before the tables were made waits for them, saying in one
+    line what to run, not a traceback every round: the app's own worker thread, and
+    `flask push worker`."""
+    app = make_app(PUSH_QUEUE="thread")
+    with app.app_context():
+        db.drop_all()
+        push.state.get_worker()
+        wait_until(lambda: any("nothing is delivered" in r.getMessage() for r in caplog.records))
+        time.sleep(2.5)  # two more rounds, each failing the same way
+        push.shutdown()
+    said = [r for r in caplog.records if r.name == "flask_push" and r.levelno >= logging.WARNING]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].exc_info is None
+    assert "flask-push's tables are missing from this database" in said[0].getMessage()
+    assert "flask db upgrade heads" in said[0].getMessage()
+
+    config = {**database, "TESTING": True}  # the same database, without its tables
+    worker = start_worker(tmp_path, config, "worker", "--interval", "0.2")
+    try:
+        log = tmp_path / "worker.log"
+        wait_until(lambda: "nothing is delivered" in log.read_text())
+        time.sleep(1.5)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    lines = log.read_text().splitlines()
+    [line] = [line for line in lines if "tables are missing" in line]
+    assert line.startswith(
+        "flask-push: nothing is delivered until then: flask-push's tables are missing from "
+        "this database (push_"
+    ) and line.endswith("`flask db upgrade heads` (README: Database migrations)."), lines
+    assert not [line for line in lines if "Traceback" in line or "unreachable" in line], lines
 
 
 def test_worker_once_delivers_due_rows(app: Flask) -> None:
