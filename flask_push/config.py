@@ -322,6 +322,52 @@ def _site_url(config: Mapping[str, Any]) -> str | None:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path or '/'}"
 
 
+def _shown(url: str) -> str:
+    """``url`` as an error may say it: its password, if any, left out."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return repr(url)
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return repr(parts._replace(netloc=netloc).geturl())
+    except ValueError:
+        return "that value"
+
+
+def _redis_url(key: str, url: str) -> None:
+    """Refuse a Redis URL that redis-py would fail on later, or read otherwise than
+    written (a database that is not a number is silently database 0)."""
+    problem = (
+        "must be a Redis URL such as 'redis://127.0.0.1:6379/0' (a port that is a "
+        f"number, a database that is one); got {_shown(url)}"
+    )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise _fail(key, problem) from None
+    if not re.fullmatch(r"/?\d*", parts.path):
+        raise _fail(key, problem)
+
+
+def _broker_url(url: str) -> None:
+    """Refuse a Celery broker URL that Celery would read as something else ("not a
+    url" is the AMQP broker on host "not a url") or never reach: each of its
+    ';'-separated URLs names one of kombu's transports."""
+    from kombu.transport import TRANSPORT_ALIASES  # celery's own dependency
+
+    for each in url.split(";"):
+        scheme = urlsplit(each.strip()).scheme if "://" in each else ""
+        if scheme not in TRANSPORT_ALIASES:
+            raise _fail(
+                "PUSH_CELERY_BROKER_URL",
+                "must be a Celery broker URL such as 'redis://127.0.0.1:6379/0' or "
+                f"'amqp://guest@127.0.0.1//'; got {_shown(url)}",
+            )
+        if scheme in ("redis", "rediss"):
+            _redis_url("PUSH_CELERY_BROKER_URL", each.strip())
+
+
 def load(app: Flask) -> PushSettings:
     """Read and check the ``PUSH_*`` keys of ``app.config``."""
     config = app.config
@@ -344,6 +390,7 @@ def load(app: Flask) -> PushSettings:
                 "is required when PUSH_QUEUE is 'celery', e.g. 'redis://127.0.0.1:6379/0'",
             )
         credentials.require_module("celery queue", "celery", "celery")
+        _broker_url(broker)
     celery_queue = config.get("PUSH_CELERY_QUEUE", DEFAULT_CELERY_QUEUE)
     if not isinstance(celery_queue, str) or not _CELERY_QUEUE_NAME.fullmatch(celery_queue):
         raise _fail(
@@ -356,10 +403,13 @@ def load(app: Flask) -> PushSettings:
     scheme = urlsplit(backplane).scheme if isinstance(backplane, str) else ""
     if scheme not in ("memory", "redis", "rediss"):
         raise _fail(
-            "PUSH_BACKPLANE_URL", f"must be 'memory://' or a 'redis://' URL, got {backplane!r}"
+            "PUSH_BACKPLANE_URL",
+            "must be 'memory://' or a 'redis://' URL, got "
+            + (_shown(backplane) if isinstance(backplane, str) else repr(backplane)),
         )
     if scheme != "memory":
         credentials.require_module("redis backplane", "redis", "redis")
+        _redis_url("PUSH_BACKPLANE_URL", backplane)
     backplane_prefix = config.get("PUSH_BACKPLANE_PREFIX", DEFAULT_BACKPLANE_PREFIX)
     if not isinstance(backplane_prefix, str) or not _BACKPLANE_PREFIX.fullmatch(backplane_prefix):
         raise _fail(

@@ -63,6 +63,25 @@ def test_defaults(app):
         ({"PUSH_QUEUE": "rq"}, "PUSH_QUEUE", "thread, inline, celery"),
         ({"PUSH_QUEUE": "celery"}, "PUSH_CELERY_BROKER_URL", "redis://"),
         ({"PUSH_BACKPLANE_URL": "kafka://x"}, "PUSH_BACKPLANE_URL", "redis://"),
+        # what redis-py would fail on later, or read as database 0
+        ({"PUSH_BACKPLANE_URL": "redis://h:notaport/7"}, "PUSH_BACKPLANE_URL", "port that is"),
+        ({"PUSH_BACKPLANE_URL": "redis://h/abc"}, "PUSH_BACKPLANE_URL", "a database that is"),
+        # what Celery would read as the AMQP broker on host "not a url", or never reach
+        (
+            {"PUSH_QUEUE": "celery", "PUSH_CELERY_BROKER_URL": "not a url"},
+            "PUSH_CELERY_BROKER_URL",
+            "Celery broker URL",
+        ),
+        (
+            {"PUSH_QUEUE": "celery", "PUSH_CELERY_BROKER_URL": "http://x"},
+            "PUSH_CELERY_BROKER_URL",
+            "Celery broker URL",
+        ),
+        (
+            {"PUSH_QUEUE": "celery", "PUSH_CELERY_BROKER_URL": "redis://:s3cret@h/x"},
+            "PUSH_CELERY_BROKER_URL",
+            "got 'redis://:***@h/x'",  # the password is not said
+        ),
         ({"PUSH_BACKPLANE_PREFIX": "a b"}, "PUSH_BACKPLANE_PREFIX", "letters, digits"),
         ({"PUSH_EVENTS_KEEP_SECONDS": 0}, "PUSH_EVENTS_KEEP_SECONDS", "whole number"),
         ({"PUSH_EVENTS_KEEP_COUNT": "100"}, "PUSH_EVENTS_KEEP_COUNT", "whole number"),
