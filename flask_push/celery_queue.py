@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from celery import Celery
+from celery.signals import worker_shutting_down
 from flask import Flask
 
 from .config import PushSettings
@@ -72,6 +73,9 @@ class CeleryQueue:
         self._lock = threading.Lock()
         #: tasks running in this process now
         self._running = 0
+        #: set when this process's Celery worker begins its warm shutdown (SIGTERM,
+        #: Ctrl-C): its tasks then stop after the pushes on the network
+        self._stopping = threading.Event()
         #: the Celery app; not set as Celery's current app, so a host's own is untouched
         self.celery = Celery(
             f"flask_push.{app.name}", broker=settings.celery_broker_url, set_as_current=False
@@ -122,7 +126,13 @@ class CeleryQueue:
             self._running += 1
         try:
             with self.app.app_context():
-                return self._dispatcher().run_until_idle(message_id=message_id)
+                # A task keeps claiming batches until its message is done: a fan-out
+                # would otherwise outlast any supervisor's grace period, and the kill
+                # that ends it would strand the pushes on the network. Stopped, it
+                # hands the rest back (queued, for any worker's tasks or sweep).
+                return self._dispatcher().run_until_idle(
+                    message_id=message_id, stop=self._stopping.is_set
+                )
         finally:
             with self._lock:
                 self._running -= 1
@@ -144,14 +154,21 @@ class CeleryQueue:
 
     def run_worker(self, *, concurrency: int, loglevel: str) -> int:
         """Run a Celery worker in the foreground, consuming this app's delivery queue
-        until Ctrl-C or SIGTERM (which let the tasks in hand finish); returns its exit
-        code.
+        until Ctrl-C or SIGTERM (its tasks then finish the pushes on the network and
+        hand the rest of their message back); returns its exit code.
 
         Its pool is threads: delivery waits on the network, and threads share the
         app's database engine, which a forked pool would have to set up again.
         """
+        hostname = f"flask-push-{os.getpid()}@{socket.gethostname()}"
+
+        def shutting_down(sender: Any = None, **_: Any) -> None:
+            if sender == hostname:
+                self._stopping.set()
+
+        worker_shutting_down.connect(shutting_down, weak=False)
         worker = self.celery.Worker(
-            hostname=f"flask-push-{os.getpid()}@{socket.gethostname()}",
+            hostname=hostname,
             pool_cls="threads",
             concurrency=concurrency,
             loglevel=loglevel,
@@ -161,7 +178,10 @@ class CeleryQueue:
             without_heartbeat=True,
             quiet=True,
         )
-        worker.start()
+        try:
+            worker.start()
+        finally:
+            worker_shutting_down.disconnect(shutting_down)
         return int(worker.exitcode or 0)
 
     def shutdown(self) -> None:

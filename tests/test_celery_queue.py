@@ -234,7 +234,7 @@ def test_tasks_running_in_a_process_make_its_sweep_yield(make_app: Callable[...,
     class Dispatcher:
         closed = False
 
-        def run_until_idle(self, message_id: str | None = None) -> int:
+        def run_until_idle(self, message_id: str | None = None, **_: Any) -> int:
             seen.append(queue.busy())
             raise RuntimeError("a failed task")
 
@@ -363,6 +363,43 @@ def test_a_fan_out_is_delivered_by_a_celery_worker_process(
     assert wait_until(lambda: len(workers.task_claims(name)) == 5, 10), workers.log(name)
     assert sum(workers.task_claims(name)) > 0
     assert broker.pending() == []
+
+
+def test_sigterm_stops_a_celery_workers_fan_out_after_the_pushes_on_the_network(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    push_fakes: Any,
+    workers: Workers,
+) -> None:
+    """A supervisor's SIGTERM mid-fan-out: the worker finishes the pushes it has on
+    the network and exits, handing the rest back (queued, for the next worker), where
+    its tasks went on until every push of the message was sent."""
+    service = push_fakes.webpush(delay=0.2)
+    config = {**celery_config, **service.app_config()}
+    app = make_app(**config)
+    with app.app_context():
+        add_browsers(service, 600)
+    name = workers.start(config)
+    workers.wait_ready(name)
+    with app.app_context():
+        message = push.send(everyone=True, title="Flash sale")
+    assert wait_until(lambda: len(service.requests) >= 50, 30), workers.log(name)
+    [process] = workers.processes
+    process.terminate()
+    process.wait(30)
+    sent = len(service.requests)
+    found = statuses(app, message.id)
+    assert sent < 600 and found.count("sent") == sent, (sent, found.count("sent"))
+    assert found.count("queued") == 600 - sent  # handed back, nothing lost
+    with app.app_context():
+        leased = [r for r in rows(message.id) if r.status == "queued" and r.lease_until]
+        assert leased == [], "handed back: no lease to wait out"
+        db.session.rollback()
+    # the next worker delivers the rest
+    again = workers.start(config, "again")
+    workers.wait_ready(again)
+    assert wait_until(all_sent(app, message.id, 600), 60), workers.log(again)
+    assert len(service.requests) == 600
 
 
 def test_cli_send_reports_what_the_celery_worker_delivered(
