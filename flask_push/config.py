@@ -323,15 +323,9 @@ def _site_url(config: Mapping[str, Any]) -> str | None:
 
 
 def _shown(url: str) -> str:
-    """``url`` as an error may say it: its password, if any, left out."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return repr(url)
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return repr(parts._replace(netloc=netloc).geturl())
-    except ValueError:
-        return "that value"
+    """``url`` as an error may say it: the password of each of its URLs (a broker's
+    are ';'-separated) left out, whatever characters it holds."""
+    return repr(re.sub(r"(://[^/@;]*?:)[^@;]*@", r"\1***@", url))
 
 
 def _redis_url(key: str, url: str) -> None:
@@ -358,7 +352,8 @@ def _broker_url(url: str) -> None:
 
     for each in url.split(";"):
         scheme = urlsplit(each.strip()).scheme if "://" in each else ""
-        if scheme not in TRANSPORT_ALIASES:
+        # "redis+socket://", "sqla+postgresql://": kombu's transport is before the "+"
+        if scheme.split("+", 1)[0] not in TRANSPORT_ALIASES:
             raise _fail(
                 "PUSH_CELERY_BROKER_URL",
                 "must be a Celery broker URL such as 'redis://127.0.0.1:6379/0' or "

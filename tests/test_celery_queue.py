@@ -192,6 +192,23 @@ def test_init_app_accepts_the_celery_queue(make_app: Callable[..., Flask]) -> No
     assert other.extensions["push"].settings.celery_queue == "shop.push-1"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+socket:///tmp/redis.sock",  # kombu's transport is before the "+"
+        "sqla+postgresql://user:pw@db.example/broker",
+        "sentinel://a.example:26379;sentinel://b.example:26379",
+        "amqp://user:pw@rabbit.example:5672/shop",
+        "rediss://:pw@redis.example:6380/2",
+    ],
+)
+def test_init_app_accepts_the_broker_urls_celery_reads(
+    make_app: Callable[..., Flask], url: str
+) -> None:
+    app = make_app(PUSH_QUEUE="celery", PUSH_CELERY_BROKER_URL=url)
+    assert app.extensions["push"].settings.celery_broker_url == url
+
+
 @pytest.mark.parametrize("name", ["", "two words", "a" * 101, 42, None, "quêue"])
 def test_init_app_refuses_a_bad_celery_queue_name(
     make_app: Callable[..., Flask], name: Any

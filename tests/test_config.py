@@ -82,6 +82,11 @@ def test_defaults(app):
             "PUSH_CELERY_BROKER_URL",
             "got 'redis://:***@h/x'",  # the password is not said
         ),
+        (  # nor any of a failover list's, whatever it holds
+            {"PUSH_QUEUE": "celery", "PUSH_CELERY_BROKER_URL": "amqp://u:s/1@a//;x://u:s2@b//"},
+            "PUSH_CELERY_BROKER_URL",
+            "got 'amqp://u:***@a//;x://u:***@b//'",
+        ),
         ({"PUSH_BACKPLANE_PREFIX": "a b"}, "PUSH_BACKPLANE_PREFIX", "letters, digits"),
         ({"PUSH_EVENTS_KEEP_SECONDS": 0}, "PUSH_EVENTS_KEEP_SECONDS", "whole number"),
         ({"PUSH_EVENTS_KEEP_COUNT": "100"}, "PUSH_EVENTS_KEEP_COUNT", "whole number"),
