@@ -161,6 +161,7 @@ class CeleryQueue:
         app's database engine, which a forked pool would have to set up again.
         """
         hostname = f"flask-push-{os.getpid()}@{socket.gethostname()}"
+        self._stopping.clear()  # a worker run again in this process starts afresh
 
         def shutting_down(sender: Any = None, **_: Any) -> None:
             if sender == hostname:

@@ -171,14 +171,15 @@ def test_an_endpoint_reported_gone_is_replaced_by_a_new_one(
     browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
 ) -> None:
     """The server refuses an endpoint its push service said is gone (410
-    ``subscription_gone``); the client drops it and subscribes afresh."""
+    ``subscription_gone``); the client drops it and subscribes afresh, keeping its
+    topics; the dead one stays, with why it died, until pruned."""
     app = live(**SENDING)
     dead = push_fake_webpush.subscribe("bob's old endpoint")
     with app.app.app_context():
         db.session.add(
             push.models.Subscription(
                 endpoint=dead.endpoint, p256dh=dead.p256dh, auth=dead.auth, user_id="bob",
-                topics=[], status="dead", dead_reason="410 Gone",
+                topics=["offers"], status="dead", dead_reason="410 Gone",
             )
         )  # fmt: skip
         db.session.commit()
@@ -191,7 +192,8 @@ def test_an_endpoint_reported_gone_is_replaced_by_a_new_one(
 
     browser.make_subscription = subscription
     open_page(browser, page, app, user="bob")
-    saved = page.evaluate("FlaskPush.subscribe({topics: ['offers']})")
+    # no topics asked for: the new one keeps the old one's (it sends oldEndpoint)
+    saved = page.evaluate("FlaskPush.subscribe()")
     assert [s.endpoint for s in handed] == [dead.endpoint, saved["endpoint"]]
     assert (saved["status"], saved["topics"]) == ("active", ["offers"])
     with app.app.app_context():
@@ -549,19 +551,18 @@ def test_what_another_tab_read_is_shown_read(
     one, the other shows it read."""
     app = live()
     with app.app.app_context():
-        first = push.upsert("carol", notify_type="info", title="First").id
-        for title in ("Second", "Third"):
-            push.upsert("carol", notify_type="info", title=title)
+        for n in range(12):  # more unread than the menu shows (10)
+            last = push.upsert("carol", notify_type="info", title=f"Item {n}").id
     other = browser.context.new_page()
     for tab in (page, other):
         open_page(browser, tab, app, user="carol")
         start_bell(tab)
     unread = "document.querySelectorAll('.fp-panel .fp-dot:not(.fp-dot-read)').length"
-    other.wait_for_function(f"{unread} === 3")
+    other.wait_for_function(f"{unread} === 10")
     with app.app.app_context():
-        push.mark_read("carol", first)
-    other.wait_for_function(f"{unread} === 2")
-    assert badge(other) == "2"
+        push.mark_read("carol", last)  # the newest, shown first
+    other.wait_for_function(f"{unread} === 9")
+    assert badge(other) == "11"
     page.click(".fp-bell-button")
     page.click(".fp-mark-all")
     other.wait_for_function(f"{unread} === 0")
@@ -615,13 +616,14 @@ def test_the_bell_says_what_it_could_not_do(
     page.evaluate("window.bell = FlaskPush.bell(document.getElementById('bell'))")
     problem = "document.querySelector('.fp-panel .fp-problem')"
     page.wait_for_function(f"{problem} !== null")
+    page.click(".fp-bell-button")  # the menu drawn again, opening, still says it
     said = page.evaluate(f"{problem}.textContent")
     assert said.startswith("The notifications could not be loaded: ") and "Try again" in said
     assert page.locator(".fp-panel .fp-list li").count() == 1  # not "Nothing here yet."
     page.unroute("**/push/notifications?take=*")
     page.evaluate("window.bell.refresh()")
+    assert page.evaluate(f"{problem} === null")  # loaded: nothing to say any more
     page.route("**/push/notifications/mark-all-read", unavailable)
-    page.click(".fp-bell-button")
     page.click(".fp-mark-all")
     page.wait_for_function(f"{problem} !== null")
     assert page.evaluate(f"{problem}.textContent").startswith("Could not mark them as read: ")

@@ -93,8 +93,15 @@ def test_a_renewed_subscription_keeps_its_topics_and_replaces_the_old(
     old = make_subscription(topics=["offers"])
     first = client.post("/push/subscriptions", json=old, headers=as_user("alice")).json
     renewed = make_subscription(oldEndpoint=old["endpoint"])
-    answer = client.post("/push/subscriptions", json=renewed, headers=as_user("alice"))
+    removed: list[str] = []
+
+    def receive(sender, subscription):
+        removed.append(subscription.id)
+
+    with signals.subscription_removed.connected_to(receive):
+        answer = client.post("/push/subscriptions", json=renewed, headers=as_user("alice"))
     assert answer.status_code == 201, answer.json
+    assert removed == [first["id"]]  # said to hosts, as a DELETE says it
     assert (answer.json["topics"], answer.json["userId"]) == (["offers"], "alice")
     with app.app_context():
         assert db.session.get(push.models.Subscription, first["id"]) is None

@@ -103,8 +103,10 @@ def subscribe() -> ResponseReturnValue:
             "again: unsubscribe it in the browser and subscribe again to get a new endpoint.",
             "endpoint",
         )
-    if replaced is not None:
-        session.delete(replaced)
+    # the old one goes (a dead one stays, with why it died, until `flask push prune`)
+    removed = replaced if replaced is not None and replaced.status != DEAD else None
+    if removed is not None:
+        session.delete(removed)
     answer = Subscription.model_validate(subscription).to_json()
     loaded = {name: getattr(subscription, name) for name in _columns(model)}
     session.commit()
@@ -112,11 +114,11 @@ def subscribe() -> ResponseReturnValue:
     # receiver of the signal reads it without another trip to the database.
     for name, value in loaded.items():
         set_committed_value(subscription, name, value)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if removed is not None:
+        signals.send_committed(signals.subscription_removed, app, subscription=removed)
     signals.send_committed(
-        signals.subscription_added,
-        current_app._get_current_object(),  # type: ignore[attr-defined]
-        subscription=subscription,
-        created=created,
+        signals.subscription_added, app, subscription=subscription, created=created
     )
     return answer, 201 if created else 200
 

@@ -117,9 +117,10 @@ class SubscriptionCreate(WireModel):
     ]
     topics: Topics | None = None
     old_endpoint: Annotated[str, Text(validation.MAX_ENDPOINT_LENGTH)] | None = None
-    """The endpoint this one replaces (the service worker's `pushsubscriptionchange`
-    sends it): the caller's own subscription there is removed, and its topics carry
-    over unless `topics` is given. Never posted to."""
+    """The endpoint this one replaces (the browser renewed it, or it was made with an
+    old key or reported gone): the caller's own subscription there is removed (a dead
+    one is kept until pruned), and its topics carry over unless `topics` is given.
+    Never posted to."""
 
     @property
     def expires_at(self) -> datetime | None:

@@ -103,8 +103,11 @@
     const registration = await activeRegistration();
     const key = fromBase64Url((await api('GET', '/vapid-public-key')).publicKey);
     let subscription = await registration.pushManager.getSubscription();
+    // the endpoint a new subscription replaces: the server carries its topics over
+    let replaced = null;
     // Made with another key (the server's key was rotated): it cannot receive our pushes.
     if (subscription && !sameBytes(subscription.options.applicationServerKey, key)) {
+      replaced = subscription.endpoint;
       await subscription.unsubscribe();
       subscription = null;
     }
@@ -114,6 +117,7 @@
     const register = (sub) => {
       const body = sub.toJSON();
       if (options && options.topics) body.topics = options.topics;
+      if (replaced && replaced !== body.endpoint) body.oldEndpoint = replaced;
       return api('POST', '/subscriptions', body);
     };
     let saved;
@@ -122,6 +126,7 @@
     } catch (err) {
       // Its push service said this endpoint is gone; it never works again: get a new one.
       if (err.code !== 'subscription_gone') throw err;
+      replaced = subscription.endpoint;
       await subscription.unsubscribe();
       saved = await register(await fresh());
     }
@@ -902,7 +907,12 @@
     $('.fp-foot').appendChild(toSettings);
     // items: the menu's; history: the dialog's while it is open; counted: live unread
     // counts received (a listing read before the latest of them has an older count)
-    const state = { items: [], history: [], count: 0, counted: 0 };
+    // problem: what the bell could not do, shown above the items until it is done
+    // asked, applied: listings asked for and the latest shown (an older one that
+    // arrives later is dropped)
+    const state = {
+      items: [], history: [], count: 0, counted: 0, problem: null, asked: 0, applied: 0,
+    };
 
     function setCount(count) {
       state.count = Math.max(0, count);
@@ -929,7 +939,14 @@
     }
 
     function renderMenu() {
-      fill(panel.querySelector('.fp-list'), state.items.slice(0, opts.take), 'menu');
+      const list = panel.querySelector('.fp-list');
+      fill(list, state.items.slice(0, opts.take), 'menu');
+      if (state.problem) {
+        if (!state.items.length) list.textContent = ''; // not "Nothing here yet."
+        const said = el('li', 'fp-empty fp-problem', state.problem);
+        said.setAttribute('role', 'alert');
+        list.prepend(said);
+      }
     }
 
     function renderHistory() {
@@ -938,8 +955,12 @@
 
     async function refresh() {
       const counted = state.counted;
+      const asked = ++state.asked;
       const page = await api('GET', `/notifications?take=${opts.take}`);
+      if (asked < state.applied) return; // a later listing is shown already
+      state.applied = asked;
       state.items = newest(page.items, state.items);
+      state.problem = null;
       // a live count that came while the listing was on its way is the newer one
       if (state.counted === counted) setCount(page.newCount);
       renderMenu();
@@ -948,12 +969,8 @@
     // What the bell could not do, said in its menu (and the console), not swallowed.
     function failed(what, err) {
       console.error(`flask-push: ${what}:`, err);
-      const list = panel.querySelector('.fp-list');
-      if (!state.items.length) list.textContent = ''; // not "Nothing here yet."
-      list.querySelector('.fp-problem')?.remove();
-      const said = el('li', 'fp-empty fp-problem', `${what}: ${err.message || err}`);
-      said.setAttribute('role', 'alert');
-      list.prepend(said);
+      state.problem = `${what}: ${err.message || err}`;
+      renderMenu();
     }
     const refreshShown = () =>
       refresh().catch((err) => failed('The notifications could not be loaded', err));
@@ -1019,15 +1036,17 @@
     function onInbox(event) {
       const { event: name, data } = event.detail;
       if (name === 'unread') {
+        const before = state.count;
         state.counted += 1;
         setCount(data.count);
-        // read elsewhere (another tab, the phone): the dots here are out of date
-        const shownUnread = state.items.filter((item) => item.isNew).length;
+        // read elsewhere (another tab, the phone): the dots here are out of date (a
+        // read here lowered the count itself first, so it does not come here)
+        const shownUnread = state.items.some((item) => item.isNew);
         if (data.count === 0 && shownUnread) {
           state.items.concat(state.history).forEach((item) => (item.isNew = false));
           renderMenu();
           renderHistory();
-        } else if (data.count < shownUnread) {
+        } else if (data.count < before && shownUnread) {
           refreshShown();
         }
       } else if (name === 'notification') {
@@ -1116,6 +1135,7 @@
         failed('Could not mark them as read', err);
         throw err;
       }
+      state.problem = null;
       state.items.concat(state.history).forEach((item) => (item.isNew = false));
       setCount(0);
       renderMenu();
@@ -1153,7 +1173,9 @@
     document.addEventListener('click', outside);
 
     // After a reconnect or a gap in the events, what we show may be stale.
-    const offs = [on('*', 'reconnect', refreshShown), on('*', 'gap', refreshShown)];
+    // (a gap on another channel says nothing of the inbox)
+    const inboxGap = (data, frame) => frame.channel.startsWith('user:') && refreshShown();
+    const offs = [on('*', 'reconnect', refreshShown), on('*', 'gap', inboxGap)];
     connect();
     setCount(0);
     const ready = joined().then(refresh);

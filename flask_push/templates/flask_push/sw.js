@@ -119,7 +119,8 @@ function reportClick(data) {
 
 // The push service replaced or dropped the subscription: make a new one and tell
 // the server, which binds it to the signed-in user the cookies name (if any).
-// The old endpoint is dropped by the server when its push service answers 410.
+// With the old endpoint (when the browser gives it), the server keeps its topics
+// and drops it; else it is dropped when its push service answers 410.
 self.addEventListener('pushsubscriptionchange', (event) => {
   event.waitUntil(resubscribe(event));
 });
