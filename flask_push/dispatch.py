@@ -88,6 +88,8 @@ STORED_REFRESH = 2.0
 _TICK = 0.05
 #: seconds between two looks for pushes stuck behind a stalled push service
 _SHED_EVERY = 0.25
+#: seconds between two looks for cancelled messages among the pushes waiting for a slot
+_CANCEL_CHECK_EVERY = 0.5
 #: seconds before a round that found nothing due looks again while it still has pushes
 _RECHECK = 1.0
 #: messages whose traceparent a dispatcher remembers before it starts afresh
@@ -253,6 +255,8 @@ class _Round:
         self.shed_at = 0.0
         #: (provider id, lane) of the lanes found stalled, to say so once
         self.stalled_lanes: set[tuple[int, str]] = set()
+        #: time.monotonic() when the pushes waiting for a slot are next checked for a cancel
+        self.cancel_check_at = 0.0
         self.wake = asyncio.Event()
 
     def add_pending(self, writes: _Writes) -> None:
@@ -620,6 +624,7 @@ class Dispatcher:
             self._maybe_give_up(r)
         else:
             self._shed(r)
+            await self._drop_cancelled(r)
             if self._may_claim(r):
                 await self._claim_more(r, message_id, once)
                 # Asked to stop while the claim was on its way: its sends have
@@ -790,6 +795,31 @@ class Dispatcher:
                 provider.timeout,
             )
             self._take_back(r, helds, later=True)
+
+    async def _drop_cancelled(self, r: _Round) -> None:
+        """Send none of the pushes waiting for a slot whose message an operator has
+        cancelled since they were claimed (in any process): a cancel reaches the
+        pushes in hand within about :data:`_CANCEL_CHECK_EVERY`, and only those on
+        the network by then still go. One short query, only while pushes wait."""
+        now = time.monotonic()
+        if not r.waiting or now < r.cancel_check_at:
+            return
+        r.cancel_check_at = now + _CANCEL_CHECK_EVERY
+        try:
+            cancelled = await self._on_db_thread(self._cancelled, list(r.waiting))
+        except Exception as err:  # noqa: BLE001 - sending goes on; a write or claim says it
+            if not unreachable(err):
+                logger.warning("flask-push: looking for cancelled pushes failed: %s", err)
+            return
+        # handed back as unsent: the cancel already wrote their status and timeline
+        self._take_back(r, [r.waiting[id] for id in cancelled if id in r.waiting])
+
+    def _cancelled(self, ids: Sequence[int]) -> set[int]:
+        d = self.models.Delivery
+        with Session(self.engine) as session:
+            return set(
+                session.scalars(sa.select(d.id).where(d.id.in_(ids), d.status == "cancelled"))
+            )
 
     # -- writing outcomes ----------------------------------------------------------
 

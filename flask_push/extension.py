@@ -551,7 +551,8 @@ class Push:
     def cancel(self, message_id: str) -> dict[str, Any]:
         """Cancel what of ``message_id`` is not sent yet: its queued deliveries
         become ``cancelled`` (a scheduled message never goes out; one being sent
-        stops after the pushes in hand). Returns the message as ``GET
+        stops after the pushes on the network: a worker drops those it holds waiting
+        for a slot within about half a second). Returns the message as ``GET
         /messages/<id>`` shows it.
 
         :raises ValidationError: ``not_found`` for an unknown message.

@@ -4,6 +4,8 @@ cancel, retry what failed, a user's targets, all through the real fakes."""
 from __future__ import annotations
 
 import socket
+import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -427,6 +429,56 @@ def test_cancel_mid_fan_out_stops_after_the_batch_in_hand(
         assert [e["what"] for e in entry["events"]] == ["queued", "attempt", "sent"]
     for entry in entries[5:]:
         assert [e["what"] for e in entry["events"]] == ["queued", "cancelled"]
+
+
+def test_a_cancel_reaches_the_pushes_waiting_for_a_slot(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A worker holds more than it has on the network (a push service's lane takes
+    100 at a time, and a batch waits behind them). The cancel, made elsewhere, marks
+    the waiting ones cancelled, and the worker sends none of them: only the pushes on
+    the network when the cancel came go out."""
+    import threading
+
+    from flask_push.dispatch import _CANCEL_CHECK_EVERY, Dispatcher
+
+    service = push_fake_webpush
+    with live.app_context():
+        for number in range(300):
+            subscriber = service.subscribe(f"s{number}")
+            db.session.add(
+                push.models.Subscription(
+                    endpoint=subscriber.endpoint, p256dh=subscriber.p256dh,
+                    auth=subscriber.auth, user_id="al", topics=[],
+                )
+            )  # fmt: skip
+        db.session.commit()
+        message = push.send(
+            users=["al"], title="Sale", send_at=datetime.now(timezone.utc) + timedelta(hours=1)
+        )
+        make_due(message.id)
+        message_id = message.id
+        worker = Dispatcher(live, push.models, db.engine, push.settings, batch_size=50)
+    service.hold()
+    sending = threading.Thread(target=worker.run_until_idle, kwargs={"message_id": message_id})
+    sending.start()
+    try:
+        on_the_network = service.wait_in_flight(100)
+        with live.app_context():
+            shown = push.cancel(message_id)
+        time.sleep(_CANCEL_CHECK_EVERY * 3)  # the worker looks, and takes them back
+    finally:
+        service.release()
+        sending.join(30)
+        worker.close()
+    assert on_the_network == 100
+    # every unsent one, as the cancel sees it; the outcomes of those on the network
+    # replace the cancel, as what really happened
+    assert shown["counts"]["cancelled"] == 300
+    assert len(service.pushes) == 100  # none of the cancelled went out
+    with live.app_context():
+        statuses = Counter(row.status for row in rows_of(message_id))
+    assert statuses == {"sent": 100, "cancelled": 200}
 
 
 def test_retry_failed(live: Flask, push_fake_webpush: FakePushService) -> None:
