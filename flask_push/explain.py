@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from . import outcomes
 from .labels import app_label, browser_label
-from .models import Models
+from .models import Models, recipient
 from .schemas.delivery import DeliveryEntry
 
 #: timeline kinds that say what happened to the delivery (not an attempt's answer
@@ -36,16 +36,9 @@ def deliveries(
     where: list[Any] = [d.message_id == message_id]
     if status is not None:
         where.append(d.status == status)
+    sent_to = recipient(models)
     if user_id is not None:
-        where.append(
-            sa.or_(
-                d.user_id == user_id,
-                # rows written before deliveries kept their user: their target's owner
-                sa.and_(
-                    d.user_id.is_(None), sa.or_(sub.user_id == user_id, ins.user_id == user_id)
-                ),
-            )
-        )
+        where.append(sent_to == user_id)
 
     def joined(select: sa.Select[Any]) -> sa.Select[Any]:
         return (
@@ -57,16 +50,7 @@ def deliveries(
 
     total = session.scalar(joined(sa.select(sa.func.count()))) or 0
     page = joined(
-        sa.select(
-            d,
-            sub.id,
-            sub.user_id,
-            sub.user_agent,
-            ins.id,
-            ins.user_id,
-            ins.device_type,
-            ins.app_version,
-        )
+        sa.select(d, sent_to, sub.id, sub.user_agent, ins.id, ins.device_type, ins.app_version)
     ).order_by(d.id)
     # rows this session read before (a cancel, a dispatch) are read afresh
     page = page.execution_options(populate_existing=True)
@@ -75,17 +59,12 @@ def deliveries(
     if take is not None:
         page = page.limit(take)
     entries = []
-    for delivery, sub_id, sub_user, agent, ins_id, ins_user, device, version in session.execute(
-        page
-    ):
+    for delivery, owner, sub_id, agent, ins_id, device, version in session.execute(page):
         if delivery.subscription_id is not None:
-            owner = sub_user
             label = browser_label(agent) if sub_id is not None else "Browser (deleted)"
         else:
-            owner = ins_user
             label = app_label(device, version) if ins_id is not None else "App (deleted)"
-        # the user it was sent to, whoever owns the target now (if it still exists)
-        entries.append(entry(delivery, delivery.user_id or owner, label))
+        entries.append(entry(delivery, owner, label))
     return total, entries
 
 

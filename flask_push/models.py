@@ -83,6 +83,15 @@ class Models:
     ActivityToken: Any
 
 
+def recipient(models: Models) -> Any:
+    """SQL: the user a delivery was sent to: its own ``user_id``, else (a row written
+    before deliveries kept it, or one to a target that was anonymous then) its
+    target's owner now. For a query that outer-joins the delivery's subscription and
+    installation."""
+    d, s, i = models.Delivery, models.Subscription, models.Installation
+    return sa.func.coalesce(d.user_id, s.user_id, i.user_id)
+
+
 _by_db: weakref.WeakKeyDictionary[SQLAlchemy, Models] = weakref.WeakKeyDictionary()
 
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from . import outcomes
 from .categories import Category
-from .models import ACTIVE, Models, utcnow
+from .models import ACTIVE, Models, recipient, utcnow
 from .preferences import Stored, stored_for
 
 if TYPE_CHECKING:
@@ -299,11 +299,11 @@ def _breaks(pushed: Sequence[datetime], due: datetime, cap: int) -> bool:
 def recipients(
     session: Any, models: Models, delivery_ids: Collection[int]
 ) -> tuple[set[str], set[str]]:
-    """The messages of ``delivery_ids`` and the users they were sent to (rows
-    written before deliveries kept their user: their target's owner)."""
+    """The messages of ``delivery_ids`` and the users they were sent to
+    (:func:`~flask_push.models.recipient`)."""
     d, s, i = models.Delivery, models.Subscription, models.Installation
     rows = session.execute(
-        sa.select(d.message_id, sa.func.coalesce(d.user_id, s.user_id, i.user_id))
+        sa.select(d.message_id, recipient(models))
         .outerjoin(s, s.id == d.subscription_id)
         .outerjoin(i, i.id == d.installation_id)
         .where(d.id.in_(sorted(delivery_ids)))
