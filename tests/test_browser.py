@@ -348,6 +348,17 @@ def test_a_listing_read_before_a_live_change_never_hides_it(
     assert badge(page) == "2"
 
 
+def drop_sockets(app: Live) -> int:
+    """The server drops every websocket it has (as it does a client that falls
+    behind, or as a restart would); returns how many."""
+    hub = app.app.extensions["push"].realtime.hub
+    with hub._lock:
+        connections = {c for joined in hub._channels.values() for c in joined}
+    for connection in connections:
+        connection.drop()
+    return len(connections)
+
+
 def test_the_client_reconnects_and_replays_what_it_missed(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:
@@ -375,12 +386,7 @@ def test_the_client_reconnects_and_replays_what_it_missed(
     page.wait_for_function("window.seen.length === 1")
     # The server drops the socket (as it does a client that falls behind, or as a
     # restart would), and an event comes while the client is away.
-    hub = app.app.extensions["push"].realtime.hub
-    with hub._lock:
-        connections = {c for joined in hub._channels.values() for c in joined}
-    assert connections
-    for connection in connections:
-        connection.drop()
+    assert drop_sockets(app)
     publish(2)
     page.wait_for_function("window.reconnects === 1")
     page.wait_for_function("window.seen.length === 2")
@@ -411,11 +417,7 @@ def test_a_channel_with_no_event_yet_is_told_of_a_gap_after_a_reconnect(
              FlaskPush.connect();
            })"""
     )
-    hub = app.app.extensions["push"].realtime.hub
-    with hub._lock:
-        connections = {c for joined in hub._channels.values() for c in joined}
-    for connection in connections:
-        connection.drop()
+    drop_sockets(app)
     with app.app.app_context():
         push.publish("user:dave", "tick", {"n": 1})  # while the client is away
     page.wait_for_function("window.reconnects === 1 && window.gaps === 1")
@@ -459,11 +461,7 @@ def test_the_client_takes_a_channel_numbered_anew_after_a_gap(
     monkeypatch.setattr(backplane_module, "_clock_micros", lambda: 1000)
     app.stop()
     restarted = live(port=app.port)
-    hub = app.app.extensions["push"].realtime.hub
-    with hub._lock:
-        connections = {c for joined in hub._channels.values() for c in joined}
-    for connection in connections:
-        connection.drop()
+    drop_sockets(app)
     page.wait_for_function("window.reconnects === 1")
     page.evaluate("FlaskPush.ping()")
     new = [publish(restarted, n) for n in (2, 3)]
