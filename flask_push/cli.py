@@ -48,6 +48,7 @@ from .database import (
     diagnose,
     first_line,
     missing_tables,
+    missing_tables_sentence,
     tables_missing_message,
     unreachable,
 )
@@ -496,11 +497,11 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                     if once:
                         raise
                     # tables not made yet: one line that says what to run, once
-                    missing = missing_tables(_push())
-                    if not missing:
+                    sentence = missing_tables_sentence(_push())
+                    if sentence is None:
                         click.echo(f"flask-push: a delivery round failed: {err!r}", err=True)
-                    elif tables_missing_message(missing) != said:
-                        said = tables_missing_message(missing)
+                    elif sentence != said:
+                        said = sentence
                         click.echo(f"flask-push: nothing is delivered until then: {said}", err=True)
                     handled, outcomes = 0, Counter()
                 # said in the log already; a cron job must see it fail too

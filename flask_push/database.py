@@ -94,6 +94,13 @@ def tables_missing_message(missing: list[str]) -> str:
     )
 
 
+def missing_tables_sentence(push: Any) -> str | None:
+    """:func:`tables_missing_message` when flask-push's tables are missing, else None:
+    what a loop that keeps trying says once, when one of its rounds fails."""
+    missing = missing_tables(push)
+    return tables_missing_message(missing) if missing else None
+
+
 def on_conflict_insert(dialect: Dialect) -> Callable[[Any], Any] | None:
     """``dialect``'s ``insert()`` with ``ON CONFLICT`` and ``RETURNING``
     (PostgreSQL, an SQLite of 3.35 or later), or None: write another way."""

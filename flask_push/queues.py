@@ -29,7 +29,7 @@ from typing import Protocol
 
 from flask import Flask
 
-from .database import missing_tables, tables_missing_message
+from .database import missing_tables_sentence
 from .dispatch import Dispatcher
 
 logger = logging.getLogger("flask_push")
@@ -159,11 +159,11 @@ class ThreadWorker:
                     except Exception:  # keep the worker alive; rows stay queued
                         # tables not made yet: one line that says what to run, not a
                         # traceback every round
-                        missing = missing_tables(self.app.extensions["push"].push)
-                        if not missing:
+                        sentence = missing_tables_sentence(self.app.extensions["push"].push)
+                        if sentence is None:
                             logger.exception("flask-push: a delivery round failed")
-                        elif tables_missing_message(missing) != said:
-                            said = tables_missing_message(missing)
+                        elif sentence != said:
+                            said = sentence
                             logger.error("flask-push: nothing is delivered until then: %s", said)
                         more = False
                     if not more:
