@@ -350,8 +350,8 @@ def _broker_url(url: str) -> None:
     ';'-separated URLs names one of kombu's transports."""
     from kombu.transport import TRANSPORT_ALIASES  # celery's own dependency
 
-    for each in url.split(";"):
-        scheme = urlsplit(each.strip()).scheme if "://" in each else ""
+    for each in (part.strip() for part in url.split(";")):
+        scheme = urlsplit(each).scheme if "://" in each else ""
         # "redis+socket://", "sqla+postgresql://": kombu's transport is before the "+"
         if scheme.split("+", 1)[0] not in TRANSPORT_ALIASES:
             raise _fail(
@@ -360,7 +360,7 @@ def _broker_url(url: str) -> None:
                 f"'amqp://guest@127.0.0.1//'; got {_shown(url)}",
             )
         if scheme in ("redis", "rediss"):
-            _redis_url("PUSH_CELERY_BROKER_URL", each.strip())
+            _redis_url("PUSH_CELERY_BROKER_URL", each)
 
 
 def load(app: Flask) -> PushSettings:

@@ -972,8 +972,8 @@
       state.problem = `${what}: ${err.message || err}`;
       renderMenu();
     }
-    const refreshShown = () =>
-      refresh().catch((err) => failed('The notifications could not be loaded', err));
+    const notLoaded = (err) => failed('The notifications could not be loaded', err);
+    const refreshShown = () => refresh().catch(notLoaded);
 
     // A live event may overtake the listing that was read before it: of each item,
     // keep the later version, and keep items newer than the whole listing.
@@ -1180,7 +1180,7 @@
     setCount(0);
     const ready = joined().then(refresh);
     // said in the menu; a host that awaits `ready` still gets the error
-    ready.catch((err) => failed('The notifications could not be loaded', err));
+    ready.catch(notLoaded);
     return {
       element,
       ready,
