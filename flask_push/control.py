@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import outcomes
+from . import outcomes, scheduled_inbox
 from .models import Models, utcnow
 
 #: rows read and rewritten per statement
@@ -19,13 +19,15 @@ CHUNK = 1000
 
 
 def cancel(session: Any, models: Models, message_id: str) -> int:
-    """Make the queued deliveries of ``message_id`` ``cancelled`` (no commit);
-    returns how many were queued when read.
+    """Make the queued deliveries of ``message_id`` ``cancelled``, and take back the
+    inbox items a scheduled one still holds (no commit); returns how many deliveries
+    were queued when read.
 
     A worker skips them from then on: a claim takes queued rows only, and the
     outcome of a row it already had in hand is written only if still queued (or,
     for a push already on the network, as what really happened).
     """
+    scheduled_inbox.drop(session, models, message_id)
     now = utcnow()
     event = outcomes.event("cancelled", now, outcomes.detail("cancelled", at=now))
     return _rewrite(

@@ -40,7 +40,7 @@ from itsdangerous import BadSignature, Signer, URLSafeSerializer
 from itsdangerous.encoding import base64_encode
 from sqlalchemy.orm import Session
 
-from . import app_providers, outcomes, policy, signals, tracing
+from . import app_providers, outcomes, policy, scheduled_inbox, signals, tracing
 from .activities import activity_from_json, overtaken
 from .config import MAX_TTL, PushSettings
 from .database import first_line, missing_tables, unreachable
@@ -90,6 +90,8 @@ _TICK = 0.05
 _SHED_EVERY = 0.25
 #: seconds between two looks for cancelled messages among the pushes waiting for a slot
 _CANCEL_CHECK_EVERY = 0.5
+#: seconds between two looks for scheduled messages' inbox items that came due
+_INBOX_CHECK_EVERY = 1.0
 #: seconds before a round that found nothing due looks again while it still has pushes
 _RECHECK = 1.0
 #: messages whose traceparent a dispatcher remembers before it starts afresh
@@ -443,6 +445,8 @@ class Dispatcher:
         #: cannot send); read on the database thread, at most every STORED_REFRESH s
         self._stored: dict[app_providers.Key, tuple[Any, Provider | str]] = {}
         self._stored_read_at = -math.inf
+        #: time.monotonic() of the next look for held inbox items that came due
+        self._inbox_check_at = -math.inf
         #: stored providers replaced or removed since they were built, closed at the end
         self._retired: list[Provider] = []
         self._lock = threading.Lock()
@@ -599,6 +603,7 @@ class Dispatcher:
         self, message_id: str | None, stop: Callable[[], bool], once: bool = False
     ) -> int:
         r = _Round()
+        self._inbox_check_at = -math.inf  # a round's first claim looks at once
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(r))
         try:
             while True:
@@ -1081,11 +1086,29 @@ class Dispatcher:
 
     def _claim_and_load(self, message_id: str | None, limit: int) -> _Claim:
         """Claim and load in one transaction: a claim that fails to load is no claim."""
+        self._write_due_inbox()
         with Session(self.engine) as session:
             ids = self._claim(session, message_id, limit)
             claim = self._load(session, ids) if ids else _Claim(0, [], [], {})
             _commit_without_waiting(session)
             return claim
+
+    def _write_due_inbox(self) -> None:
+        """Write the inbox items of scheduled messages that came due, and announce
+        them: at a round's first claim, then at most every :data:`_INBOX_CHECK_EVERY`
+        seconds, at once again while more are waiting. Beside the claims, so that
+        every kind of worker does it."""
+        now = time.monotonic()
+        if now < self._inbox_check_at:
+            return
+        # not expired by the commit: the announcements read the items
+        with Session(self.engine, expire_on_commit=False) as session:
+            written = scheduled_inbox.write_due(session, self.models, utcnow())
+            session.commit()
+        more = len(written) >= scheduled_inbox.WRITE_AT_ONCE
+        self._inbox_check_at = now if more else now + _INBOX_CHECK_EVERY
+        for item, created in written:
+            signals.send_committed(signals.inbox_item_saved, self.app, item=item, created=created)
 
     def _write(
         self,

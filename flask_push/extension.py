@@ -352,7 +352,8 @@ class Push:
         :param everyone: every active subscription and installation.
         :param ttl: seconds the push services keep it; ``PUSH_DEFAULT_TTL`` by default.
             A delivery not sent within its ttl becomes ``expired``.
-        :param send_at: a timezone-aware time to send at, or None for now.
+        :param send_at: a timezone-aware time to send at, or None for now. A
+            scheduled message's inbox items are written when it comes due.
         :param idempotency_key: a second send with the same key returns the first
             message and queues nothing.
         :param category: a ``PUSH_CATEGORIES`` id: each user's choices for it decide

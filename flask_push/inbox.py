@@ -9,7 +9,7 @@ behaviour are the same from both sides.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -123,6 +123,19 @@ def _write(session: AnySession, work: Callable[[], T], commit: bool) -> T:
     except BaseException:
         session.rollback()
         raise
+
+
+def message_fields(shown: Mapping[str, Any], notify_type: str | None) -> dict[str, Any]:
+    """The inbox item of a message (``shown``: its notification as the API shows it),
+    keyed by the item's columns."""
+    values = {
+        "title": shown["title"],
+        "body": shown.get("body"),
+        "url": shown.get("url"),
+        "data": shown.get("data") or None,
+        "type": notify_type,
+    }
+    return {k: v for k, v in values.items() if v is not None}
 
 
 # -- the rows --------------------------------------------------------------------------

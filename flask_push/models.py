@@ -81,6 +81,7 @@ class Models:
     CappedSend: Any
     Activity: Any
     ActivityToken: Any
+    ScheduledInboxItem: Any
 
 
 def recipient(models: Models) -> Any:
@@ -176,6 +177,22 @@ def _define(db: SQLAlchemy) -> Models:
         progress: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
         updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    class ScheduledInboxItem(db.Model):  # type: ignore[name-defined,misc]
+        """An inbox item a scheduled message owes a user, written when the message
+        comes due (``send_at``): until then the user sees nothing of it, and a cancel
+        takes it back. One row per message and user; the item's fields are the
+        message's own."""
+
+        __tablename__ = "push_scheduled_inbox"
+        __table_args__ = (
+            # the workers' "what has come due": one index range
+            sa.Index("ix_push_scheduled_inbox_due", "due_at"),
+        )
+
+        message_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+        user_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+        due_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     class InboxCounter(db.Model):  # type: ignore[name-defined,misc]
         """A user's inbox counts, kept with every write so that reading them is O(1)."""
@@ -385,4 +402,5 @@ def _define(db: SQLAlchemy) -> Models:
         CappedSend,
         Activity,
         ActivityToken,
+        ScheduledInboxItem,
     )

@@ -3,7 +3,8 @@
 Everything here runs in the caller's request, once the values are checked
 (:mod:`flask_push.schemas.notification`) and every configured provider has checked
 the payload: the message, one delivery row per target (and, with ``inbox=True``,
-the inbox items) are written in one transaction. Nothing touches the network;
+the inbox items, or for a scheduled message what holds them until it is due:
+:mod:`flask_push.scheduled_inbox`) are written in one transaction. Nothing touches the network;
 :mod:`flask_push.dispatch` sends.
 """
 
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from flask import current_app
 from pydantic.alias_generators import to_snake
 
-from . import app_providers, inbox, outcomes, policy, signals, tracing
+from . import app_providers, inbox, outcomes, policy, scheduled_inbox, signals, tracing
 from .errors import ValidationError
 from .ids import new_id
 from .message import Activity, Notification
@@ -270,18 +271,6 @@ def _delivery_rows(
         }
 
 
-def inbox_values(shown: Mapping[str, Any], notify_type: str | None) -> dict[str, Any]:
-    """An inbox item's fields for a message (keys are the item's columns)."""
-    values = {
-        "title": shown["title"],
-        "body": shown.get("body"),
-        "url": shown.get("url"),
-        "data": shown.get("data") or None,
-        "type": notify_type,
-    }
-    return {k: v for k, v in values.items() if v is not None}
-
-
 # -- sending -------------------------------------------------------------------------
 # ``push.send()`` and ``push.notify_by_id()`` are these, with the facade's keywords.
 
@@ -472,8 +461,11 @@ def _queue_message(
             if category.max_per_day and any(status == "failed" for _, status in ended):
                 # some targets have no provider: a user with no other is not pushed to
                 policy.release_capped(session, models, state.settings.categories, [message.id])
-        if owners:
-            fields = inbox_values(shown, notify_type)
+        if owners and due > now and (extras is None or extras.inbox_id is None):
+            # a scheduled message: its items are written when it comes due
+            scheduled_inbox.hold(session, models, message.id, owners, due)
+        elif owners:
+            fields = inbox.message_fields(shown, notify_type)
             item_id, fresh = message.id, True
             if extras is not None and extras.inbox_id is not None:
                 item_id, fields = extras.inbox_id, {**fields, **(extras.inbox_fields or {})}

@@ -378,9 +378,13 @@ def add_subscription(
 def make_due(message_id: str, **values: Any) -> None:
     """As if time had passed: the message's rows are due now (``values``: other
     columns to set on them)."""
-    model = push.models.Delivery
+    model, held = push.models.Delivery, push.models.ScheduledInboxItem
     values.setdefault("due_at", datetime.now(timezone.utc) - timedelta(seconds=1))
     db.session.execute(sa.update(model).where(model.message_id == message_id).values(**values))
+    # the inbox items a scheduled message holds come due with it
+    db.session.execute(
+        sa.update(held).where(held.message_id == message_id).values(due_at=values["due_at"])
+    )
     db.session.commit()
 
 

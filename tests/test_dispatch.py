@@ -297,6 +297,45 @@ def test_thread_queue_delivers_in_the_background(
     assert not [t for t in threading.enumerate() if t.name.startswith("flask-push-worker")]
 
 
+def test_the_thread_queue_writes_a_scheduled_messages_inbox_items_when_it_comes_due(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No one calls dispatch_due: the worker's polling finds the items that came due,
+    bob's too, who has no browser, and announces them, on the signal and live."""
+    app = sending_app(PUSH_QUEUE="thread")
+    subscriber = push_fake_webpush.subscribe()
+    saved: list[str] = []
+    published: list[tuple[str, str, Any]] = []
+    realtime = app.extensions["push"].get_realtime()
+    monkeypatch.setattr(
+        realtime, "publish", lambda channel, event, data: published.append((channel, event, data))
+    )
+
+    def on_saved(sender: Any, item: Any, created: bool) -> None:
+        saved.append(item.user_id)
+
+    with app.app_context(), signals.inbox_item_saved.connected_to(on_saved, sender=app):
+        subscribe(subscriber)
+        send_at = utcnow() + timedelta(seconds=1.5)
+        message = push.send(users=["alice", "bob"], title="Sale", inbox=True, send_at=send_at)
+        assert push.search("alice").total_count == 0 and saved == []
+        [received] = subscriber.wait(1, timeout=10)
+        assert received.json()["messageId"] == message.id
+        deadline = time.monotonic() + 10
+        while len(saved) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sorted(saved) == ["alice", "bob"]
+        for user in ("alice", "bob"):
+            [item] = push.search(user).items
+            assert item.id == message.id and item.created_at >= send_at
+            live = [(event, data) for to, event, data in published if to == f"user:{user}"]
+            assert [event for event, _ in live] == ["notification", "unread"]
+            assert live[0][1]["id"] == message.id and live[1][1] == {"count": 1}
+        push.shutdown()
+
+
 def test_a_sweep_beside_busy_tasks_delivers_a_batch_a_round_and_yields_when_they_start(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:

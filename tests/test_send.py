@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from sqlalchemy.orm import Session
 
-from flask_push import signals
+from flask_push import scheduled_inbox, signals
 from flask_push.errors import PayloadError, ValidationError
 from flask_push.models import DEAD, utcnow
 from flask_push.testing.fcm import make_registration_token
@@ -48,6 +49,11 @@ def deliveries(message_id: str | None = None) -> list[Any]:
     if message_id is not None:
         query = query.where(model.message_id == message_id)
     return list(db.session.scalars(query))
+
+
+def later() -> datetime:
+    """An hour from now: a ``send_at`` that schedules."""
+    return utcnow() + timedelta(hours=1)
 
 
 def targets(message: Any) -> set[str]:
@@ -234,6 +240,93 @@ def test_inbox_items_for_resolved_users(outbox_app: Flask) -> None:
     push.send(topic="offers", title="Sale", inbox=True)
     assert push.search("alice").total_count == 1
     assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.InboxItem)) == 1
+
+
+def test_a_scheduled_message_writes_its_inbox_items_when_it_comes_due(outbox_app: Flask) -> None:
+    """Until ``send_at`` the users see nothing of it: not in the list, not in the
+    unread count; then every worker's claim writes the items and announces them."""
+    add_subscription("alice")
+    message = push.send(
+        users=["alice", "bob"], title="Flash sale", body="6 pm", inbox=True, send_at=later()
+    )
+    assert message.status == "scheduled"
+    for user in ("alice", "bob"):
+        assert (push.search(user).total_count, push.search(user).new_count) == (0, 0)
+    assert push.dispatch_due() == 0  # not due: nothing written
+    assert push.search("bob").total_count == 0
+
+    saved: list[tuple[str, str, bool]] = []
+
+    def on_saved(sender: Any, item: Any, created: bool) -> None:
+        saved.append((item.user_id, item.id, created))
+
+    make_due(message.id)
+    with signals.inbox_item_saved.connected_to(on_saved, sender=outbox_app):
+        with push.record():
+            assert push.dispatch_due() == 1  # alice's browser; bob has none
+    assert sorted(saved) == [("alice", message.id, True), ("bob", message.id, True)]
+    for user in ("alice", "bob"):
+        result = push.search(user)
+        [item] = result.items
+        assert (item.id, item.title, item.body, result.new_count) == (
+            message.id,
+            "Flash sale",
+            "6 pm",
+            1,
+        )
+    # written once: the next look finds nothing held
+    assert push.dispatch_due() == 0
+    assert push.search("alice").total_count == 1
+    held = push.models.ScheduledInboxItem
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(held)) == 0
+
+
+def test_two_workers_write_a_held_inbox_item_once(outbox_app: Flask) -> None:
+    """The second worker's take waits for the first's transaction and finds the rows
+    gone: each item is written once, whoever commits first."""
+    message = push.send(users=["alice", "bob"], title="Sale", inbox=True, send_at=later())
+    make_due(message.id)
+    engine, models = db.engine, push.models
+    first = Session(engine, expire_on_commit=False)
+    try:
+        assert len(scheduled_inbox.write_due(first, models, utcnow())) == 2  # not committed
+        second: list[Any] = []
+
+        def take() -> None:
+            with Session(engine) as session:
+                second.extend(scheduled_inbox.write_due(session, models, utcnow()))
+                session.commit()
+
+        racing = threading.Thread(target=take)
+        racing.start()
+        racing.join(0.3)
+        assert racing.is_alive()  # waiting for the first's rows
+        first.commit()
+        racing.join(10)
+        assert not racing.is_alive() and second == []
+    finally:
+        first.close()
+    assert [push.search(user).total_count for user in ("alice", "bob")] == [1, 1]
+
+
+def test_a_cancelled_scheduled_message_writes_no_inbox_item(outbox_app: Flask) -> None:
+    add_subscription("alice")
+    message = push.send(users=["alice"], title="Flash sale", inbox=True, send_at=later())
+    push.cancel(message.id)
+    make_due(message.id)
+    assert push.dispatch_due() == 0
+    assert push.search("alice").total_count == 0
+
+
+def test_a_deleted_scheduled_message_writes_no_inbox_item(outbox_app: Flask) -> None:
+    message = push.send(users=["bob"], title="Flash sale", inbox=True, send_at=later())
+    make_due(message.id)
+    db.session.execute(sa.delete(push.models.Message).where(push.models.Message.id == message.id))
+    db.session.commit()
+    assert push.dispatch_due() == 0
+    assert push.search("bob").total_count == 0
+    held = push.models.ScheduledInboxItem
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(held)) == 0
 
 
 def test_message_queued_signal(outbox_app: Flask) -> None:

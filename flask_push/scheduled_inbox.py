@@ -1,0 +1,95 @@
+"""The inbox items of scheduled messages, held until the message comes due.
+
+``push.send(send_at=..., inbox=True)`` decides at once who gets an inbox item (the
+preferences' inbox channel, as for any send), but the items wait in
+``push_scheduled_inbox`` until ``send_at``: the user sees nothing of the message
+before its pushes go out, and a cancel takes it back. Every worker writes what has
+come due as it claims deliveries (:func:`write_due`), so a message whose users have
+no browser or device gets its inbox items too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from . import inbox
+from .models import Models
+
+#: the most held items one :func:`write_due` writes (one transaction)
+WRITE_AT_ONCE = 1000
+
+
+def hold(
+    session: Any, models: Models, message_id: str, users: Iterable[str], due_at: datetime
+) -> None:
+    """Keep ``message_id``'s inbox item for each of ``users`` until ``due_at``, in the
+    caller's transaction."""
+    rows = [{"message_id": message_id, "user_id": user, "due_at": due_at} for user in users]
+    if rows:
+        session.execute(sa.insert(models.ScheduledInboxItem), rows)
+
+
+def drop(session: Any, models: Models, message_id: str) -> int:
+    """Take back what ``message_id`` still holds (it was cancelled), in the caller's
+    transaction; returns how many items will not be written."""
+    held = models.ScheduledInboxItem
+    result = session.execute(
+        sa.delete(held).where(held.message_id == message_id),
+        execution_options={"synchronize_session": False},
+    )
+    return int(result.rowcount or 0)
+
+
+def write_due(session: Session, models: Models, now: datetime) -> list[tuple[Any, bool]]:
+    """Write up to :data:`WRITE_AT_ONCE` held items that have come due, oldest first;
+    returns ``(item, created)`` of each, for the caller to commit and then announce.
+
+    Taking a row deletes it in the same statement, so two workers never write one
+    item twice: the second finds it gone. An item whose message was deleted
+    meanwhile is dropped.
+    """
+    held = models.ScheduledInboxItem
+    # a read first: a worker looks every second, and most looks find nothing, which
+    # must not cost a write (SQLite would lock the whole database for it)
+    if session.scalar(sa.select(held.due_at).where(held.due_at <= now).limit(1)) is None:
+        return []
+    due = (
+        sa.select(held.message_id, held.user_id)
+        .where(held.due_at <= now)
+        .order_by(held.due_at)
+        .limit(WRITE_AT_ONCE)
+    )
+    taken = session.execute(
+        sa.delete(held)
+        .where(sa.tuple_(held.message_id, held.user_id).in_(due))
+        .returning(held.message_id, held.user_id),
+        execution_options={"synchronize_session": False},
+    ).all()
+    if not taken:
+        return []
+    message = models.Message
+    fields = {
+        id: inbox.message_fields(notification, notify_type)
+        for id, notification, notify_type in session.execute(
+            sa.select(message.id, message.notification, message.notify_type).where(
+                message.id.in_({row.message_id for row in taken})
+            )
+        )
+    }
+    return [
+        inbox.upsert(
+            session,
+            models,
+            user_id=row.user_id,
+            id=row.message_id,
+            values=fields[row.message_id],
+            fresh_id=True,
+        )
+        for row in sorted(taken)
+        if row.message_id in fields
+    ]
