@@ -1,5 +1,6 @@
 """What is wrong with the database, when a statement fails: the server cannot be
-reached (which passes), or flask-push's tables were never made (which does not).
+reached (which passes), or flask-push's tables were never made, or not upgraded
+since an older flask-push made them (which does not).
 The CLI, the HTTP API, ``/health`` and the workers say it the same way."""
 
 from __future__ import annotations
@@ -53,14 +54,21 @@ def answers(push: Any) -> bool:
 
 
 def missing_tables(push: Any) -> list[str]:
-    """flask-push's tables that the app's database lacks (none when it cannot tell:
-    the server is down, say). Needs an app context."""
+    """flask-push's tables that the app's database lacks, then the columns it lacks
+    of the tables it has, as ``table.column`` (tables made by an older flask-push and
+    not upgraded since); none when it cannot tell (the server is down, say). Needs an
+    app context."""
     try:
         push.db.session.rollback()
         inspector = sa.inspect(_engine(push))
         models = push.models
-        tables = [getattr(models, f.name).__table__.name for f in dataclasses.fields(models)]
-        return [name for name in tables if not inspector.has_table(name)]
+        tables = [getattr(models, f.name).__table__ for f in dataclasses.fields(models)]
+        missing = [table.name for table in tables if not inspector.has_table(table.name)]
+        for table in tables:
+            if table.name not in missing:
+                has = {column["name"] for column in inspector.get_columns(table.name)}
+                missing += [f"{table.name}.{c.name}" for c in table.columns if c.name not in has]
+        return missing
     except Exception:  # noqa: BLE001 - the original error says more than this one
         return []
 
@@ -84,9 +92,21 @@ def diagnose(push: Any) -> Diagnosis:
     return Diagnosis(answers=True, missing_tables=missing_tables(push))
 
 
+def out_of_date(missing: list[str]) -> bool:
+    """Whether :func:`missing_tables` found columns missing: tables that an older
+    flask-push made, which only the migrations bring up to date."""
+    return any("." in name for name in missing)
+
+
 def tables_missing_message(missing: list[str]) -> str:
     """What to do about :func:`missing_tables`, as a sentence."""
     more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    if out_of_date(missing):
+        return (
+            f"flask-push's tables in this database are older than this flask-push "
+            f"({missing[0]}{more} missing). Upgrade them with the shipped Alembic "
+            "migrations: `flask db upgrade heads` (README: Database migrations)."
+        )
     return (
         f"flask-push's tables are missing from this database ({missing[0]}{more}). "
         "Create them with db.create_all() in an app context, or with the shipped "

@@ -36,7 +36,8 @@ def check(state: PushState) -> Health:
         missing = database.missing_tables(push)
         if missing:
             logger.error("flask-push: health check: %s", database.tables_missing_message(missing))
-            problems.append("The database answered, but flask-push's tables are missing.")
+            which = "out of date" if database.out_of_date(missing) else "missing"
+            problems.append(f"The database answered, but flask-push's tables are {which}.")
         else:
             logger.warning("flask-push: health check: the database did not answer: %s", err)
             problems.append("The database did not answer.")

@@ -22,7 +22,7 @@ from flask_push import cli, signals
 from flask_push.models import DEAD, utcnow
 from flask_push.testing import FakePushService
 
-from conftest import add_subscription, db, make_due, push, subscribe, wait_until
+from conftest import add_subscription, as_user, db, make_due, push, subscribe, wait_until
 
 
 def test_vapid_keys_prints_pasteable_config(app, make_app):
@@ -319,6 +319,35 @@ def test_a_database_without_the_tables_is_one_line(make_app: Any, command: list[
     [line] = result.output.splitlines()
     assert line.startswith("Error: flask-push's tables are missing from this database (")
     assert "db.create_all()" in line and "flask db upgrade heads" in line
+
+
+def test_tables_an_older_flask_push_made_say_to_upgrade_them(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host that upgraded flask-push and not its tables: the command, and the API's
+    log, name the missing column and the migration to run, not an outage or a
+    traceback."""
+    app = make_app()
+    with app.app_context():
+        with db.engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE push_deliveries DROP COLUMN user_id"))
+        add_subscription("alice")
+    result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", "--title", "x"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    [line] = result.output.splitlines()
+    assert line == (
+        "Error: flask-push's tables in this database are older than this flask-push "
+        "(push_deliveries.user_id missing). Upgrade them with the shipped Alembic "
+        "migrations: `flask db upgrade heads` (README: Database migrations)."
+    )
+    answer = app.test_client().post(
+        "/push/messages",
+        json={"audience": {"users": ["alice"]}, "notification": {"title": "x"}},
+        headers=as_user("root", admin=True),
+    )
+    assert answer.status_code == 500
+    assert answer.get_json()["error"]["code"] == "database_not_set_up"
+    assert any("push_deliveries.user_id missing" in r.getMessage() for r in caplog.records)
 
 
 def test_workers_without_the_tables_say_what_to_run_once(
