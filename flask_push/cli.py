@@ -492,6 +492,8 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
             while not stop.is_set():
                 try:
                     handled, outcomes = _round(push, stop)
+                    if once:  # a cron job's run ends with what came due in the inboxes
+                        push.state.get_inline().dispatcher.settle_inbox()
                     said = None
                 except Exception as err:  # noqa: BLE001 - keep serving; rows stay queued
                     if once:

@@ -66,8 +66,11 @@ def missing_tables(push: Any) -> list[str]:
         missing = [table.name for table in tables if not inspector.has_table(table.name)]
         for table in tables:
             if table.name not in missing:
-                has = {column["name"] for column in inspector.get_columns(table.name)}
-                missing += [f"{table.name}.{c.name}" for c in table.columns if c.name not in has]
+                # SQLite's names ignore case
+                has = {column["name"].lower() for column in inspector.get_columns(table.name)}
+                missing += [
+                    f"{table.name}.{c.name}" for c in table.columns if c.name.lower() not in has
+                ]
         return missing
     except Exception:  # noqa: BLE001 - the original error says more than this one
         return []

@@ -445,8 +445,12 @@ class Dispatcher:
         #: cannot send); read on the database thread, at most every STORED_REFRESH s
         self._stored: dict[app_providers.Key, tuple[Any, Provider | str]] = {}
         self._stored_read_at = -math.inf
-        #: time.monotonic() of the next look for held inbox items that came due
+        #: time.monotonic() of the next look for held inbox items that came due, and
+        #: the thread that writes and announces them (one at a time)
         self._inbox_check_at = -math.inf
+        self._inbox_writer: threading.Thread | None = None
+        #: the last failure the inbox writer logged, so that an outage is said once
+        self._inbox_failure: str | None = None
         #: stored providers replaced or removed since they were built, closed at the end
         self._retired: list[Provider] = []
         self._lock = threading.Lock()
@@ -546,6 +550,7 @@ class Dispatcher:
             if self.closed:
                 return
             self.closed = True
+            self.settle_inbox(timeout=5.0)  # it stops after the batch it is writing
             providers, self._providers = self._providers, None
             stored = self._stored_providers()
             retired, self._stored, self._retired = self._retired, {}, []
@@ -603,7 +608,7 @@ class Dispatcher:
         self, message_id: str | None, stop: Callable[[], bool], once: bool = False
     ) -> int:
         r = _Round()
-        self._inbox_check_at = -math.inf  # a round's first claim looks at once
+        self._inbox_check_at = -math.inf  # a round's first turn looks at once
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(r))
         try:
             while True:
@@ -625,6 +630,8 @@ class Dispatcher:
         # Writing first: what it frees is claimed again in the same turn.
         if self._should_write(r):
             await self._write_pending(r)
+        if message_id is None:
+            self._look_for_due_inbox()
         if r.outage is not None:
             self._maybe_give_up(r)
         else:
@@ -635,6 +642,66 @@ class Dispatcher:
                 # Asked to stop while the claim was on its way: its sends have
                 # not begun (they begin once this turn yields), so none goes.
                 self._check_stop(r, stop)
+
+    # -- scheduled messages' inbox items ---------------------------------------------
+
+    def _look_for_due_inbox(self) -> None:
+        """Have the inbox items of scheduled messages that came due written and
+        announced, at most every :data:`_INBOX_CHECK_EVERY` seconds, on a thread of
+        their own: neither a slow backplane under the announcements nor a failure
+        may hold back a claim, a lease renewal or an outcome."""
+        now = time.monotonic()
+        writer = self._inbox_writer
+        if now < self._inbox_check_at or (writer is not None and writer.is_alive()):
+            return
+        self._inbox_check_at = now + _INBOX_CHECK_EVERY
+        self._inbox_writer = threading.Thread(
+            target=self._write_due_inbox, name="flask-push-inbox", daemon=True
+        )
+        self._inbox_writer.start()
+
+    def settle_inbox(self, timeout: float | None = None) -> None:
+        """Wait until the inbox items being written (see :meth:`run_until_idle`) are
+        written and announced: what ``push.dispatch_due()`` and ``flask push worker
+        --once`` promise, beside the deliveries."""
+        writer = self._inbox_writer
+        if writer is not None:
+            writer.join(timeout)
+
+    def _write_due_inbox(self) -> None:
+        """Write what came due a batch at a time, each announced once committed,
+        until none is left or the dispatcher closes; a failure is logged once and
+        tried again at the next look."""
+        try:
+            with self.app.app_context():
+                while not self.closed:
+                    # not expired by the commit: the announcements read the items
+                    with Session(self.engine, expire_on_commit=False) as session:
+                        written = scheduled_inbox.write_due(session, self.models, utcnow())
+                        session.commit()
+                    for item, created in written:
+                        signals.send_committed(
+                            signals.inbox_item_saved, self.app, item=item, created=created
+                        )
+                    self._inbox_failure = None
+                    if len(written) < scheduled_inbox.WRITE_AT_ONCE:
+                        return
+        except Exception as err:  # noqa: BLE001 - a thread of its own: say it, look again
+            said = first_line(err)
+            if said == self._inbox_failure:
+                return
+            self._inbox_failure = said
+            with self.app.app_context():
+                push = self.app.extensions["push"].push
+                # an outage, or tables not made yet: the claims say so already
+                elsewhere = unreachable(err) or bool(missing_tables(push))
+            (logger.debug if elsewhere else logger.warning)(
+                "flask-push: the inbox items of scheduled messages that came due could "
+                "not be written (%s); they stay held, and are tried again about every "
+                "%g s",
+                said,
+                _INBOX_CHECK_EVERY,
+            )
 
     def _check_stop(self, r: _Round, stop: Callable[[], bool]) -> None:
         if not r.stopping and stop():
@@ -1086,29 +1153,11 @@ class Dispatcher:
 
     def _claim_and_load(self, message_id: str | None, limit: int) -> _Claim:
         """Claim and load in one transaction: a claim that fails to load is no claim."""
-        self._write_due_inbox()
         with Session(self.engine) as session:
             ids = self._claim(session, message_id, limit)
             claim = self._load(session, ids) if ids else _Claim(0, [], [], {})
             _commit_without_waiting(session)
             return claim
-
-    def _write_due_inbox(self) -> None:
-        """Write the inbox items of scheduled messages that came due, and announce
-        them: at a round's first claim, then at most every :data:`_INBOX_CHECK_EVERY`
-        seconds, at once again while more are waiting. Beside the claims, so that
-        every kind of worker does it."""
-        now = time.monotonic()
-        if now < self._inbox_check_at:
-            return
-        # not expired by the commit: the announcements read the items
-        with Session(self.engine, expire_on_commit=False) as session:
-            written = scheduled_inbox.write_due(session, self.models, utcnow())
-            session.commit()
-        more = len(written) >= scheduled_inbox.WRITE_AT_ONCE
-        self._inbox_check_at = now if more else now + _INBOX_CHECK_EVERY
-        for item, created in written:
-            signals.send_committed(signals.inbox_item_saved, self.app, item=item, created=created)
 
     def _write(
         self,

@@ -80,8 +80,14 @@ class InlineQueue:
         self, message_id: str | None = None, stop: Callable[[], bool] | None = None
     ) -> int:
         """Deliver what is due now (of ``message_id`` only, when given) until nothing
-        is left or ``stop()`` says so; returns how many deliveries were claimed."""
-        return self.dispatcher.run_until_idle(message_id=message_id, stop=stop)
+        is left or ``stop()`` says so; returns how many deliveries were claimed.
+        Without ``message_id``, the inbox items of scheduled messages that came due
+        are written too, before it returns."""
+        dispatcher = self.dispatcher
+        claimed = dispatcher.run_until_idle(message_id=message_id, stop=stop)
+        if message_id is None:
+            dispatcher.settle_inbox()
+        return claimed
 
     def shutdown(self) -> None:
         with self._lock:

@@ -4,8 +4,9 @@
 preferences' inbox channel, as for any send), but the items wait in
 ``push_scheduled_inbox`` until ``send_at``: the user sees nothing of the message
 before its pushes go out, and a cancel takes it back. Every worker writes what has
-come due as it claims deliveries (:func:`write_due`), so a message whose users have
-no browser or device gets its inbox items too.
+come due (:func:`write_due`) about every second, beside its claims, on a thread of
+its own (:meth:`flask_push.dispatch.Dispatcher.settle_inbox`), so a message whose
+users have no browser or device gets its inbox items too.
 """
 
 from __future__ import annotations
@@ -49,29 +50,28 @@ def write_due(session: Session, models: Models, now: datetime) -> list[tuple[Any
     """Write up to :data:`WRITE_AT_ONCE` held items that have come due, oldest first;
     returns ``(item, created)`` of each, for the caller to commit and then announce.
 
-    Taking a row deletes it in the same statement, so two workers never write one
-    item twice: the second finds it gone. An item whose message was deleted
-    meanwhile is dropped.
+    The held rows are read along their index, skipping those another worker has
+    locked (PostgreSQL), then deleted by key, keeping those this delete removed: a
+    second worker on SQLite waits for the first's transaction and finds them gone.
+    So each item is written once. An item whose message was deleted meanwhile is
+    dropped; one the host wrote itself under the message's id is updated.
     """
     held = models.ScheduledInboxItem
-    # a read first: a worker looks every second, and most looks find nothing, which
-    # must not cost a write (SQLite would lock the whole database for it)
-    if session.scalar(sa.select(held.due_at).where(held.due_at <= now).limit(1)) is None:
-        return []
-    due = (
+    due = session.execute(
         sa.select(held.message_id, held.user_id)
         .where(held.due_at <= now)
         .order_by(held.due_at)
         .limit(WRITE_AT_ONCE)
-    )
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not due:
+        return []
     taken = session.execute(
         sa.delete(held)
-        .where(sa.tuple_(held.message_id, held.user_id).in_(due))
+        .where(sa.tuple_(held.message_id, held.user_id).in_([tuple(row) for row in due]))
         .returning(held.message_id, held.user_id),
         execution_options={"synchronize_session": False},
     ).all()
-    if not taken:
-        return []
     message = models.Message
     fields = {
         id: inbox.message_fields(notification, notify_type)
@@ -83,12 +83,7 @@ def write_due(session: Session, models: Models, now: datetime) -> list[tuple[Any
     }
     return [
         inbox.upsert(
-            session,
-            models,
-            user_id=row.user_id,
-            id=row.message_id,
-            values=fields[row.message_id],
-            fresh_id=True,
+            session, models, user_id=row.user_id, id=row.message_id, values=fields[row.message_id]
         )
         for row in sorted(taken)
         if row.message_id in fields

@@ -392,8 +392,9 @@ def test_worker_once_delivers_due_rows(app: Flask) -> None:
         for user in ("alice", "bob"):
             add_subscription(user)
         later = utcnow() + timedelta(hours=1)
-        message_id = push.send(users=["alice", "bob"], title="x", send_at=later).id
+        message_id = push.send(users=["alice", "bob"], title="x", send_at=later, inbox=True).id
         assert statuses(message_id) == ["queued", "queued"]
+        assert push.search("alice").total_count == 0
         make_due(message_id)
     runner = app.test_cli_runner()
     result = runner.invoke(args=["push", "worker", "--once"])
@@ -401,6 +402,8 @@ def test_worker_once_delivers_due_rows(app: Flask) -> None:
     assert re.fullmatch(r"\S+Z handled 2 deliveries: sent 2\n", result.output), result.output
     with app.app_context():
         assert statuses(message_id) == ["sent", "sent"]
+        # its inbox items too, before the command ends
+        assert [push.search(user).total_count for user in ("alice", "bob")] == [1, 1]
     # nothing due: quiet
     again = runner.invoke(args=["push", "worker", "--once", "--interval", "0"])
     assert again.exit_code == 0 and again.output == "Nothing was due.\n"

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_push import signals
+from flask_push import scheduled_inbox, signals
 from flask_push.dispatch import Dispatcher, backoff, read_click_token
 from flask_push.models import ACTIVE, DEAD, utcnow
 from flask_push.queues import ThreadWorker
@@ -31,6 +31,11 @@ from conftest import as_user, db, make_due, push, subscribe
 BROWSER_P256DH = (
     "BPbPsuY1g6EjcpHqzgs3jtGrs6M4-oXpBqXhdqpFL3ehjO3CaTjqWPF0jdbbC8A9VhDuU7Vn9zj6R7hRdVvZCjE"
 )
+
+
+def later() -> Any:
+    """An hour from now: a ``send_at`` that schedules."""
+    return utcnow() + timedelta(hours=1)
 
 
 def rows(message_id: str) -> list[Any]:
@@ -334,6 +339,60 @@ def test_the_thread_queue_writes_a_scheduled_messages_inbox_items_when_it_comes_
             assert [event for event, _ in live] == ["notification", "unread"]
             assert live[0][1]["id"] == message.id and live[1][1] == {"count": 1}
         push.shutdown()
+
+
+def test_held_inbox_items_never_hold_back_deliveries(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The inbox items run on a thread of their own: announcements that hang (a
+    receiver, a backplane that does not answer) and writes that fail leave the
+    claims, sends and outcomes of every message as they were; a failure is said
+    once."""
+    app = sending_app()
+    subscriber = push_fake_webpush.subscribe()
+    held = threading.Event()
+
+    def hanging(sender: Any, item: Any, created: bool) -> None:
+        held.wait(30)
+
+    with app.app_context(), signals.inbox_item_saved.connected_to(hanging, sender=app):
+        subscribe(subscriber)
+        scheduled = push.send(users=["bob"], title="Sale", inbox=True, send_at=later())
+        make_due(scheduled.id)
+        now = push.send(users=["alice"], title="Order", send_at=later())
+        make_due(now.id)
+        dispatcher = push.state.make_dispatcher()
+        try:
+            assert dispatcher.run_until_idle() == 1  # while the announcement hangs
+            assert rows(now.id)[0].status == "sent"
+            assert subscriber.wait(1)
+            assert push.search("bob").total_count == 1  # written, announcing
+            held.set()
+            dispatcher.settle_inbox(timeout=10)
+
+            # a write that fails: said once, and the deliveries go on
+            def broken(*args: Any) -> Any:
+                raise RuntimeError("the inbox writer is broken")
+
+            monkeypatch.setattr(scheduled_inbox, "write_due", broken)
+            for n in range(3):
+                again = push.send(users=["alice"], title=f"Order {n}", send_at=later())
+                make_due(again.id)
+                assert dispatcher.run_until_idle() == 1
+                dispatcher.settle_inbox(timeout=10)
+                assert rows(again.id)[0].status == "sent"
+        finally:
+            held.set()
+            dispatcher.close()
+    said = [r.getMessage() for r in caplog.records if "inbox items" in r.getMessage()]
+    assert said == [
+        "flask-push: the inbox items of scheduled messages that came due could not be "
+        "written (the inbox writer is broken); they stay held, and are tried again about "
+        "every 1 s"
+    ]
 
 
 def test_a_sweep_beside_busy_tasks_delivers_a_batch_a_round_and_yields_when_they_start(
@@ -777,7 +836,8 @@ def test_claims_walk_their_index_whatever_the_statistics_say(
 
     @sa.event.listens_for(engine, "before_cursor_execute")
     def explain(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "SKIP LOCKED" in statement:  # the claim, in its own transaction
+        # the claim, in its own transaction (not the look for held inbox items)
+        if "SKIP LOCKED" in statement and "push_deliveries" in statement:
             plan = cursor.connection.execute("EXPLAIN " + statement, parameters).fetchall()
             plans.append("\n".join(line for (line,) in plan))
 

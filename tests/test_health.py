@@ -182,14 +182,15 @@ def test_the_console_tells_no_one_but_admins_it_is_there_when_the_database_is_do
 
 def test_a_failed_statement_is_no_outage(app: Flask) -> None:
     """SQLite raises the same OperationalError for "no such column" as for a
-    database it cannot open: the database still answers, so it is a 500 with its
-    traceback in the log, not a 503 that tells clients to come back."""
+    database it cannot open: the database still answers, so it is a 500, with the
+    column and what to run in the log, not a 503 that tells clients to come back."""
     with app.app_context():
         db.session.execute(sa.text("ALTER TABLE push_inbox_items RENAME COLUMN progress TO gone"))
         db.session.commit()
     answer = app.test_client().get("/push/notifications", headers={"X-User": "alice"})
     assert answer.status_code == 500
-    assert answer.get_json()["error"]["code"] == "internal_error"
+    assert answer.get_json()["error"]["code"] == "database_not_set_up"
+    assert "push_inbox_items.progress" not in answer.get_data(as_text=True)
 
 
 def test_a_pool_with_no_connection_free_is_503(make_app: Callable[..., Flask]) -> None:

@@ -523,7 +523,7 @@ def test_quiet_hours_defer_pushes_but_not_the_inbox_item(
         held = push.models.ScheduledInboxItem
         db.session.execute(sa.update(held).values(due_at=datetime.now(timezone.utc)))
         db.session.commit()
-        assert push.dispatch_due(message_id=message.id) == 0
+        assert push.dispatch_due() == 0
         assert inbox_ids("alice") == {message.id}
         d = push.models.Delivery
         due = set(db.session.scalars(sa.select(d.due_at).where(d.message_id == message.id)))
