@@ -1,7 +1,8 @@
 """Delivery: claim due outbox rows, send them through the providers, record outcomes.
 
 A :class:`Dispatcher` belongs to one app and is used by one thread at a time
-(a queue's worker, or the caller of an inline ``send()``). It owns an asyncio
+(a queue's worker, or the caller of an inline ``send()``), beside its database
+thread and, now and then, a thread writing the inbox items of scheduled messages. It owns an asyncio
 event loop that lives as long as it does, so that the providers' connection
 pools (aiohttp, HTTP/2 to APNs) stay warm between rounds.
 
@@ -43,7 +44,7 @@ from sqlalchemy.orm import Session
 from . import app_providers, outcomes, policy, scheduled_inbox, signals, tracing
 from .activities import activity_from_json, overtaken
 from .config import MAX_TTL, PushSettings
-from .database import first_line, missing_tables, unreachable
+from .database import answers, first_line, missing_tables, missing_tables_sentence, unreachable
 from .message import (
     DeliveryResult,
     DeviceTarget,
@@ -449,8 +450,10 @@ class Dispatcher:
         #: the thread that writes and announces them (one at a time)
         self._inbox_check_at = -math.inf
         self._inbox_writer: threading.Thread | None = None
-        #: the last failure the inbox writer logged, so that an outage is said once
+        #: the last failure the inbox writer logged, so that an outage is said once,
+        #: and what made its last run fail, for settle_inbox
         self._inbox_failure: str | None = None
+        self._inbox_error: Exception | None = None
         #: stored providers replaced or removed since they were built, closed at the end
         self._retired: list[Provider] = []
         self._lock = threading.Lock()
@@ -550,7 +553,9 @@ class Dispatcher:
             if self.closed:
                 return
             self.closed = True
-            self.settle_inbox(timeout=5.0)  # it stops after the batch it is writing
+            # it stops after the batch it is writing (announcements that hang are
+            # left behind after a while)
+            self._join_inbox(timeout=5.0)
             providers, self._providers = self._providers, None
             stored = self._stored_providers()
             retired, self._stored, self._retired = self._retired, {}, []
@@ -655,23 +660,37 @@ class Dispatcher:
         if now < self._inbox_check_at or (writer is not None and writer.is_alive()):
             return
         self._inbox_check_at = now + _INBOX_CHECK_EVERY
-        self._inbox_writer = threading.Thread(
+        writer = threading.Thread(
             target=self._write_due_inbox, name="flask-push-inbox", daemon=True
         )
-        self._inbox_writer.start()
+        try:
+            writer.start()
+        except RuntimeError:  # the interpreter is exiting (or out of threads): next time
+            logger.debug("flask-push: no thread for the inbox items that came due", exc_info=True)
+            return
+        self._inbox_writer = writer
 
     def settle_inbox(self, timeout: float | None = None) -> None:
         """Wait until the inbox items being written (see :meth:`run_until_idle`) are
         written and announced: what ``push.dispatch_due()`` and ``flask push worker
-        --once`` promise, beside the deliveries."""
+        --once`` promise, beside the deliveries. Raises what made the writing fail
+        (it is logged too; the items stay held, for the next look)."""
+        self._join_inbox(timeout)
+        failure, self._inbox_error = self._inbox_error, None
+        if failure is not None:
+            raise failure
+
+    def _join_inbox(self, timeout: float | None) -> None:
         writer = self._inbox_writer
-        if writer is not None:
+        # not from the writer itself: a receiver of its announcement may dispatch
+        if writer is not None and writer is not threading.current_thread():
             writer.join(timeout)
 
     def _write_due_inbox(self) -> None:
         """Write what came due a batch at a time, each announced once committed,
-        until none is left or the dispatcher closes; a failure is logged once and
-        tried again at the next look."""
+        until none is left or the dispatcher closes. A failure is kept for
+        :meth:`settle_inbox` and logged once (an outage, which the claims say, only
+        for debugging); the next look tries again."""
         try:
             with self.app.app_context():
                 while not self.closed:
@@ -683,24 +702,27 @@ class Dispatcher:
                         signals.send_committed(
                             signals.inbox_item_saved, self.app, item=item, created=created
                         )
-                    self._inbox_failure = None
+                    self._inbox_error = self._inbox_failure = None
                     if len(written) < scheduled_inbox.WRITE_AT_ONCE:
                         return
-        except Exception as err:  # noqa: BLE001 - a thread of its own: say it, look again
+        except Exception as err:  # noqa: BLE001 - a thread of its own: keep it, say it
+            self._inbox_error = err
             said = first_line(err)
             if said == self._inbox_failure:
                 return
             self._inbox_failure = said
             with self.app.app_context():
                 push = self.app.extensions["push"].push
-                # an outage, or tables not made yet: the claims say so already
-                elsewhere = unreachable(err) or bool(missing_tables(push))
-            (logger.debug if elsewhere else logger.warning)(
+                outage = unreachable(err) and not answers(push)
+                # tables not made, or not upgraded: what to run
+                sentence = None if outage else missing_tables_sentence(push)
+            (logger.debug if outage else logger.warning)(
                 "flask-push: the inbox items of scheduled messages that came due could "
                 "not be written (%s); they stay held, and are tried again about every "
-                "%g s",
+                "%g s%s",
                 said,
                 _INBOX_CHECK_EVERY,
+                f". {sentence}" if sentence else "",
             )
 
     def _check_stop(self, r: _Round, stop: Callable[[], bool]) -> None:

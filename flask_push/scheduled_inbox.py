@@ -3,10 +3,12 @@
 ``push.send(send_at=..., inbox=True)`` decides at once who gets an inbox item (the
 preferences' inbox channel, as for any send), but the items wait in
 ``push_scheduled_inbox`` until ``send_at``: the user sees nothing of the message
-before its pushes go out, and a cancel takes it back. Every worker writes what has
-come due (:func:`write_due`) about every second, beside its claims, on a thread of
-its own (:meth:`flask_push.dispatch.Dispatcher.settle_inbox`), so a message whose
-users have no browser or device gets its inbox items too.
+before its pushes go out, and a cancel takes it back. Every worker's rounds for any
+message (the worker thread's, ``flask push worker``'s, a Celery worker's sweep,
+``push.dispatch_due()`` without a message id) write what has come due
+(:func:`write_due`) about every second, beside their claims, on a thread of their
+own (:meth:`flask_push.dispatch.Dispatcher.settle_inbox`), so a message whose users
+have no browser or device gets its inbox items too.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def write_due(session: Session, models: Models, now: datetime) -> list[tuple[Any
         inbox.upsert(
             session, models, user_id=row.user_id, id=row.message_id, values=fields[row.message_id]
         )
-        for row in sorted(taken)
+        # by user: two workers lock the users' counters in one order, never deadlock
+        for row in sorted(taken, key=lambda row: (row.user_id, row.message_id))
         if row.message_id in fields
     ]

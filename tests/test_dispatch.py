@@ -382,7 +382,8 @@ def test_held_inbox_items_never_hold_back_deliveries(
                 again = push.send(users=["alice"], title=f"Order {n}", send_at=later())
                 make_due(again.id)
                 assert dispatcher.run_until_idle() == 1
-                dispatcher.settle_inbox(timeout=10)
+                with pytest.raises(RuntimeError, match="the inbox writer is broken"):
+                    dispatcher.settle_inbox(timeout=10)  # as dispatch_due() raises it
                 assert rows(again.id)[0].status == "sent"
         finally:
             held.set()
@@ -393,6 +394,63 @@ def test_held_inbox_items_never_hold_back_deliveries(
         "written (the inbox writer is broken); they stay held, and are tried again about "
         "every 1 s"
     ]
+
+
+def test_inbox_tables_an_older_flask_push_made_are_said_and_raised(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claims never touch the inbox's tables, so the writer says it itself: a
+    warning with what to run, and dispatch_due() and `flask push worker --once` fail
+    with it. The items stay held."""
+    app = make_app(PUSH_QUEUE="inline")
+    with app.app_context():
+        message = push.send(users=["bob"], title="Sale", inbox=True, send_at=later())
+        make_due(message.id)
+        with db.engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE push_inbox_items DROP COLUMN progress"))
+        with pytest.raises(sa.exc.DBAPIError):
+            push.dispatch_due()
+    said = [r for r in caplog.records if "inbox items" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING]
+    assert "push_inbox_items.progress missing" in said[0].getMessage()
+    assert "flask db upgrade heads" in said[0].getMessage()
+    result = app.test_cli_runner().invoke(args=["push", "worker", "--once"])
+    assert result.exit_code == 1, result.output
+    assert "push_inbox_items.progress missing" in result.output
+    with app.app_context():
+        held = push.models.ScheduledInboxItem
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(held)) == 1
+
+
+def test_no_thread_for_the_inbox_items_leaves_delivery_and_closing_as_they_were(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At interpreter exit (Python 3.12) or at a thread limit, a thread cannot start:
+    the look waits for the next round, and the dispatcher still closes."""
+
+    class Refused(threading.Thread):
+        def start(self) -> None:
+            if self.name == "flask-push-inbox":
+                raise RuntimeError("can't create new thread at interpreter shutdown")
+            super().start()
+
+    subscriber = push_fake_webpush.subscribe()
+    app = sending_app()
+    with app.app_context():
+        subscribe(subscriber)
+        held = push.send(users=["bob"], title="Sale", inbox=True, send_at=later())
+        make_due(held.id)
+        order = push.send(users=["alice"], title="Order", send_at=later())
+        make_due(order.id)
+        dispatcher = push.state.make_dispatcher()
+        monkeypatch.setattr(threading, "Thread", Refused)
+        assert dispatcher.run_until_idle() == 1
+        dispatcher.settle_inbox()
+        dispatcher.close()
+        assert dispatcher.closed and dispatcher._loop.is_closed()
+        assert rows(order.id)[0].status == "sent" and push.search("bob").total_count == 0
 
 
 def test_a_sweep_beside_busy_tasks_delivers_a_batch_a_round_and_yields_when_they_start(
