@@ -2,9 +2,9 @@
 
 A :class:`Dispatcher` belongs to one app and is used by one thread at a time
 (a queue's worker, or the caller of an inline ``send()``), beside its database
-thread and, now and then, a thread writing the inbox items of scheduled messages. It owns an asyncio
-event loop that lives as long as it does, so that the providers' connection
-pools (aiohttp, HTTP/2 to APNs) stay warm between rounds.
+thread and, now and then, a thread writing the inbox items of scheduled messages.
+It owns an asyncio event loop that lives as long as it does, so that the
+providers' connection pools (aiohttp, HTTP/2 to APNs) stay warm between rounds.
 
 Every state lives in the database. A claim sets a short lease (``lease_until``)
 on queued rows, renewed while they are in hand; a worker that dies leaves them

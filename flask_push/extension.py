@@ -513,8 +513,10 @@ class Push:
 
     def dispatch_due(self, *, message_id: str | None = None) -> int:
         """Deliver every delivery that is due now (of ``message_id`` only, when
-        given) in this thread; returns how many were claimed. Workers do this by
-        themselves; scripts, commands and tests may call it."""
+        given) in this thread; returns how many were claimed. Without
+        ``message_id``, the inbox items of scheduled messages that came due are
+        written too, before it returns. Workers do this by themselves; scripts,
+        commands and tests may call it."""
         return self.state.get_inline().run_once(message_id)
 
     def outbox_state(self) -> OutboxState:

@@ -4,8 +4,8 @@ Everything here runs in the caller's request, once the values are checked
 (:mod:`flask_push.schemas.notification`) and every configured provider has checked
 the payload: the message, one delivery row per target (and, with ``inbox=True``,
 the inbox items, or for a scheduled message what holds them until it is due:
-:mod:`flask_push.scheduled_inbox`) are written in one transaction. Nothing touches the network;
-:mod:`flask_push.dispatch` sends.
+:mod:`flask_push.scheduled_inbox`) are written in one transaction. Nothing
+touches the network; :mod:`flask_push.dispatch` sends.
 """
 
 from __future__ import annotations
