@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from . import app_providers, outcomes, policy, scheduled_inbox, signals, tracing
 from .activities import activity_from_json, overtaken
 from .config import MAX_TTL, PushSettings
-from .database import answers, first_line, missing_tables, missing_tables_sentence, unreachable
+from .database import answers, first_line, missing_tables, tables_missing_message, unreachable
 from .message import (
     DeliveryResult,
     DeviceTarget,
@@ -715,14 +715,17 @@ class Dispatcher:
                 push = self.app.extensions["push"].push
                 outage = unreachable(err) and not answers(push)
                 # tables not made, or not upgraded: what to run
-                sentence = None if outage else missing_tables_sentence(push)
-            (logger.debug if outage else logger.warning)(
+                missing = [] if outage else missing_tables(push)
+            # an outage, or no outbox at all: the claims say so already
+            elsewhere = outage or self.models.Delivery.__table__.name in missing
+            sentence = f". {tables_missing_message(missing)}" if missing else ""
+            (logger.debug if elsewhere else logger.warning)(
                 "flask-push: the inbox items of scheduled messages that came due could "
                 "not be written (%s); they stay held, and are tried again about every "
                 "%g s%s",
                 said,
                 _INBOX_CHECK_EVERY,
-                f". {sentence}" if sentence else "",
+                sentence,
             )
 
     def _check_stop(self, r: _Round, stop: Callable[[], bool]) -> None:
