@@ -487,6 +487,7 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
         )
     stop = threading.Event()
     said = None  # the tables-missing sentence last printed
+    told = 0  # the inbox items of scheduled messages written, as said so far
     try:
         with _stop_on_signals(stop):
             while not stop.is_set():
@@ -511,8 +512,11 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                 if unreachable and not handled:
                     missing = missing_tables(_push())
                     raise _tables_missing(missing) if missing else _database_unreachable(None)
+                # written beside the rounds, on a thread of their own
+                wrote = max(0, push.state.get_inline().dispatcher.inbox_written - told)
+                told += wrote
+                stamp = utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
                 if handled:
-                    stamp = utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
                     said = ", ".join(
                         f"{_OUTCOME_WORDS.get(status, status)} {count}"
                         for status, count in _ordered(dict(outcomes), _OUTCOMES).items()
@@ -520,7 +524,10 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                     click.echo(
                         f"{stamp} handled {handled} deliveries" + (f": {said}" if said else "")
                     )
-                elif once:
+                if wrote:
+                    items = "inbox item" if wrote == 1 else "inbox items"
+                    click.echo(f"{stamp} wrote {wrote} {items} of scheduled messages")
+                if once and not handled and not wrote:
                     click.echo("Nothing was due.")
                 if unreachable:
                     raise click.ClickException(

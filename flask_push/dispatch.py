@@ -454,6 +454,9 @@ class Dispatcher:
         #: and what made its last run fail, for settle_inbox
         self._inbox_failure: str | None = None
         self._inbox_error: Exception | None = None
+        #: inbox items of scheduled messages written so far (by one thread at a
+        #: time), for what ``flask push worker`` says it did
+        self.inbox_written = 0
         #: stored providers replaced or removed since they were built, closed at the end
         self._retired: list[Provider] = []
         self._lock = threading.Lock()
@@ -698,6 +701,7 @@ class Dispatcher:
                     with Session(self.engine, expire_on_commit=False) as session:
                         written = scheduled_inbox.write_due(session, self.models, utcnow())
                         session.commit()
+                    self.inbox_written += len(written)
                     for item, created in written:
                         signals.send_committed(
                             signals.inbox_item_saved, self.app, item=item, created=created

@@ -399,11 +399,20 @@ def test_worker_once_delivers_due_rows(app: Flask) -> None:
     runner = app.test_cli_runner()
     result = runner.invoke(args=["push", "worker", "--once"])
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(r"\S+Z handled 2 deliveries: sent 2\n", result.output), result.output
+    assert re.fullmatch(
+        r"\S+Z handled 2 deliveries: sent 2\n\S+Z wrote 2 inbox items of scheduled messages\n",
+        result.output,
+    ), result.output
     with app.app_context():
         assert statuses(message_id) == ["sent", "sent"]
         # its inbox items too, before the command ends
         assert [push.search(user).total_count for user in ("alice", "bob")] == [1, 1]
+        # a user with no browser: only the inbox item is due, and said
+        only_inbox = push.send(users=["carol"], title="x", send_at=later, inbox=True).id
+        make_due(only_inbox)
+    result = runner.invoke(args=["push", "worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(r"\S+Z wrote 1 inbox item of scheduled messages\n", result.output)
     # nothing due: quiet
     again = runner.invoke(args=["push", "worker", "--once", "--interval", "0"])
     assert again.exit_code == 0 and again.output == "Nothing was due.\n"
