@@ -375,6 +375,11 @@ def add_subscription(
     return subscription
 
 
+def later() -> datetime:
+    """An hour from now: a ``send_at`` that schedules."""
+    return datetime.now(timezone.utc) + timedelta(hours=1)
+
+
 def make_due(message_id: str, **values: Any) -> None:
     """As if time had passed: the message's rows are due now (``values``: other
     columns to set on them)."""

@@ -25,17 +25,12 @@ from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
 from conftest import SENDING_SECRET as SECRET
-from conftest import as_user, db, make_due, push, subscribe
+from conftest import as_user, db, later, make_due, push, subscribe
 
 #: a browser's P-256 key, for subscriptions that are never really sent to
 BROWSER_P256DH = (
     "BPbPsuY1g6EjcpHqzgs3jtGrs6M4-oXpBqXhdqpFL3ehjO3CaTjqWPF0jdbbC8A9VhDuU7Vn9zj6R7hRdVvZCjE"
 )
-
-
-def later() -> Any:
-    """An hour from now: a ``send_at`` that schedules."""
-    return utcnow() + timedelta(hours=1)
 
 
 def rows(message_id: str) -> list[Any]:

@@ -17,7 +17,7 @@ from flask_push.errors import PayloadError, ValidationError
 from flask_push.models import DEAD, utcnow
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import add_subscription, db, make_due, push
+from conftest import add_subscription, db, later, make_due, push
 
 APNS_TOKEN = "ab" * 32
 
@@ -49,11 +49,6 @@ def deliveries(message_id: str | None = None) -> list[Any]:
     if message_id is not None:
         query = query.where(model.message_id == message_id)
     return list(db.session.scalars(query))
-
-
-def later() -> datetime:
-    """An hour from now: a ``send_at`` that schedules."""
-    return utcnow() + timedelta(hours=1)
 
 
 def targets(message: Any) -> set[str]:
@@ -244,7 +239,7 @@ def test_inbox_items_for_resolved_users(outbox_app: Flask) -> None:
 
 def test_a_scheduled_message_writes_its_inbox_items_when_it_comes_due(outbox_app: Flask) -> None:
     """Until ``send_at`` the users see nothing of it: not in the list, not in the
-    unread count; then every worker's claim writes the items and announces them."""
+    unread count; then a worker's round writes the items and announces them."""
     add_subscription("alice")
     message = push.send(
         users=["alice", "bob"], title="Flash sale", body="6 pm", inbox=True, send_at=later()
