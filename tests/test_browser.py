@@ -253,6 +253,37 @@ def badge(page: Any) -> str:
     return text
 
 
+def when_joined(page: Any, setup: str = "", start: str = "FlaskPush.connect();") -> None:
+    """Run ``setup`` and ``start`` (JavaScript) in the page, and return once its socket
+    is open and a ping answered: the server has joined it to its user's channel."""
+    page.evaluate(
+        f"""() => new Promise((resolve) => {{
+             {setup}
+             const off = FlaskPush.on('*', 'open', () => {{
+               off();
+               FlaskPush.ping().then(resolve);
+             }});
+             {start}
+           }})"""
+    )
+
+
+def follow_ticks(page: Any, user: str, *, with_ids: bool = False) -> None:
+    """Connect, and follow ``user``'s ``tick`` events: ``window.seen`` holds each ``n``
+    (``[n, frame id]`` with ``with_ids``), ``window.gaps`` and ``window.reconnects``
+    count those events."""
+    seen = "[data.n, f.id]" if with_ids else "data.n"
+    when_joined(
+        page,
+        f"""window.seen = [];
+             window.gaps = 0;
+             window.reconnects = 0;
+             FlaskPush.on('user:{user}', 'tick', (data, f) => window.seen.push({seen}));
+             FlaskPush.on('user:{user}', 'gap', () => {{ window.gaps += 1; }});
+             FlaskPush.on('*', 'reconnect', () => {{ window.reconnects += 1; }});""",
+    )
+
+
 def test_the_bell_follows_the_inbox_live(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:
@@ -264,15 +295,7 @@ def test_the_bell_follows_the_inbox_live(
         push.upsert("carol", notify_type="order_status", title="Order #42", body="Shipped")
     open_page(browser, page, app, user="carol")
     # once the socket is open and a ping answered, the server has joined us to user:carol
-    page.evaluate(
-        """() => new Promise((resolve) => {
-             const off = FlaskPush.on('*', 'open', () => {
-               off();
-               FlaskPush.ping().then(resolve);
-             });
-             window.bell = FlaskPush.bell(document.getElementById('bell'));
-           })"""
-    )
+    when_joined(page, start="window.bell = FlaskPush.bell(document.getElementById('bell'));")
     page.wait_for_function("document.querySelector('.fp-badge').textContent === '2'")
 
     with app.app.app_context():
@@ -313,15 +336,7 @@ def test_a_listing_read_before_a_live_change_never_hides_it(
     with app.app.app_context():
         item = push.upsert("carol", notify_type="export", title="Orders export", body="Starting")
     open_page(browser, page, app, user="carol")
-    page.evaluate(
-        """() => new Promise((resolve) => {
-             const off = FlaskPush.on('*', 'open', () => {
-               off();
-               FlaskPush.ping().then(resolve);
-             });
-             FlaskPush.connect();
-           })"""
-    )
+    when_joined(page)
     held: list[tuple[Any, Any]] = []
 
     def hold(route: Any) -> None:
@@ -364,19 +379,7 @@ def test_the_client_reconnects_and_replays_what_it_missed(
 ) -> None:
     app = live()
     open_page(browser, page, app, user="dave")
-    page.evaluate(
-        """() => new Promise((resolve) => {
-             window.seen = [];
-             window.reconnects = 0;
-             FlaskPush.on('user:dave', 'tick', (data) => window.seen.push(data.n));
-             FlaskPush.on('*', 'reconnect', () => { window.reconnects += 1; });
-             const off = FlaskPush.on('*', 'open', () => {
-               off();
-               FlaskPush.ping().then(resolve);
-             });
-             FlaskPush.connect();
-           })"""
-    )
+    follow_ticks(page, "dave")
 
     def publish(n: int) -> None:
         with app.app.app_context():
@@ -402,21 +405,7 @@ def test_a_channel_with_no_event_yet_is_told_of_a_gap_after_a_reconnect(
     no event from: after a reconnect it gets a `gap` there, so the page reloads."""
     app = live()
     open_page(browser, page, app, user="dave")
-    page.evaluate(
-        """() => new Promise((resolve) => {
-             window.seen = [];
-             window.gaps = 0;
-             window.reconnects = 0;
-             FlaskPush.on('user:dave', 'tick', (data) => window.seen.push(data.n));
-             FlaskPush.on('user:dave', 'gap', () => { window.gaps += 1; });
-             FlaskPush.on('*', 'reconnect', () => { window.reconnects += 1; });
-             const off = FlaskPush.on('*', 'open', () => {
-               off();
-               FlaskPush.ping().then(resolve);
-             });
-             FlaskPush.connect();
-           })"""
-    )
+    follow_ticks(page, "dave")
     drop_sockets(app)
     with app.app.app_context():
         push.publish("user:dave", "tick", {"n": 1})  # while the client is away
@@ -435,21 +424,7 @@ def test_the_client_takes_a_channel_numbered_anew_after_a_gap(
     the new events instead of skipping them as seen."""
     app = live()
     open_page(browser, page, app, user="erin")
-    page.evaluate(
-        """() => new Promise((resolve) => {
-             window.seen = [];
-             window.gaps = 0;
-             window.reconnects = 0;
-             FlaskPush.on('user:erin', 'tick', (data, f) => window.seen.push([data.n, f.id]));
-             FlaskPush.on('user:erin', 'gap', () => { window.gaps += 1; });
-             FlaskPush.on('*', 'reconnect', () => { window.reconnects += 1; });
-             const off = FlaskPush.on('*', 'open', () => {
-               off();
-               FlaskPush.ping().then(resolve);
-             });
-             FlaskPush.connect();
-           })"""
-    )
+    follow_ticks(page, "erin", with_ids=True)
 
     def publish(server: Live, n: int) -> int:
         with server.app.app_context():

@@ -336,6 +336,16 @@ def test_the_thread_queue_writes_a_scheduled_messages_inbox_items_when_it_comes_
         push.shutdown()
 
 
+def an_inbox_item_and_a_push_due() -> tuple[Any, Any]:
+    """Two scheduled messages, come due: bob's inbox item (he has no browser), and a
+    push to alice's browser. Returns both messages."""
+    held = push.send(users=["bob"], title="Sale", inbox=True, send_at=later())
+    make_due(held.id)
+    order = push.send(users=["alice"], title="Order", send_at=later())
+    make_due(order.id)
+    return held, order
+
+
 def test_held_inbox_items_never_hold_back_deliveries(
     sending_app: Callable[..., Flask],
     push_fake_webpush: FakePushService,
@@ -355,10 +365,7 @@ def test_held_inbox_items_never_hold_back_deliveries(
 
     with app.app_context(), signals.inbox_item_saved.connected_to(hanging, sender=app):
         subscribe(subscriber)
-        scheduled = push.send(users=["bob"], title="Sale", inbox=True, send_at=later())
-        make_due(scheduled.id)
-        now = push.send(users=["alice"], title="Order", send_at=later())
-        make_due(now.id)
+        _, now = an_inbox_item_and_a_push_due()
         dispatcher = push.state.make_dispatcher()
         try:
             assert dispatcher.run_until_idle() == 1  # while the announcement hangs
@@ -435,10 +442,7 @@ def test_no_thread_for_the_inbox_items_leaves_delivery_and_closing_as_they_were(
     app = sending_app()
     with app.app_context():
         subscribe(subscriber)
-        held = push.send(users=["bob"], title="Sale", inbox=True, send_at=later())
-        make_due(held.id)
-        order = push.send(users=["alice"], title="Order", send_at=later())
-        make_due(order.id)
+        _, order = an_inbox_item_and_a_push_due()
         dispatcher = push.state.make_dispatcher()
         monkeypatch.setattr(threading, "Thread", Refused)
         assert dispatcher.run_until_idle() == 1
