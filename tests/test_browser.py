@@ -571,6 +571,89 @@ def test_an_activitys_item_is_updated_where_it_is(
     assert page.evaluate(titles) == ["Newer item", "Order #42: shipped"]
 
 
+def test_the_menu_keeps_the_listings_order_and_only_its_latest_items(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """A live change of an item older than the menu's latest does not put it on
+    top (the listing would not have it there), and the menu keeps only ``take``
+    items however many come live: a tab left open all day holds no more."""
+    app = live()
+    with app.app.app_context():
+        oldest = push.upsert("carol", notify_type="info", title="Oldest").id
+        older = push.upsert("carol", notify_type="info", title="Older").id
+        push.upsert("carol", notify_type="info", title="Latest")
+    backdate(app, oldest, hours=2)
+    backdate(app, older, hours=1)
+    open_page(browser, page, app, user="carol")
+    start_bell(page, {"take": 2})
+    titles = "[...document.querySelectorAll('.fp-panel .fp-item-title')].map((t) => t.textContent)"
+    assert page.evaluate(titles) == ["Latest", "Older"]
+    with app.app.app_context():
+        push.upsert("carol", oldest, title="Oldest, changed")
+        push.upsert("carol", notify_type="info", title="New 1")  # comes after the change
+    page.wait_for_function(f"{titles}[0] === 'New 1'")
+    assert page.evaluate(titles) == ["New 1", "Latest"]
+    with app.app.app_context():
+        for n in range(2, 4):
+            push.upsert("carol", notify_type="info", title=f"New {n}")
+    page.wait_for_function(f"{titles}[0] === 'New 3'")
+    assert page.evaluate(titles) == ["New 3", "New 2"]
+    page.evaluate("window.bell.refresh()")
+    assert page.evaluate(titles) == ["New 3", "New 2"]
+
+
+def test_a_ping_waits_for_its_own_answer(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The server answers pings in order: each ping() resolves on its own pong, not
+    on one that answers an earlier ping, and fails with `closed` when there is no
+    socket to answer it."""
+    app = live()
+    open_page(browser, page, app, user="dave")
+    when_joined(page)
+    order = page.evaluate(
+        """async () => {
+             const order = [];
+             const off = FlaskPush.on('*', 'pong', () => order.push('pong'));
+             await Promise.all([
+               FlaskPush.ping().then(() => order.push('first')),
+               FlaskPush.ping().then(() => order.push('second')),
+             ]);
+             off();
+             return order;
+           }"""
+    )
+    assert order == ["pong", "first", "pong", "second"]
+    failures = page.evaluate(
+        """async () => {
+             const code = (promise) => promise.then(() => 'answered', (err) => err.code);
+             const asked = code(FlaskPush.ping());  // on its way when the socket closes
+             FlaskPush.disconnect();
+             return [await asked, await code(FlaskPush.ping())];
+           }"""
+    )
+    assert failures == ["closed", "closed"]
+
+
+def test_subscribe_says_when_the_browser_has_no_push(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    app = live()
+    open_page(browser, page, app, user="dave")
+    said = page.evaluate(
+        """async () => {
+             delete window.PushManager;
+             try {
+               await FlaskPush.subscribe();
+               return null;
+             } catch (err) {
+               return [err.code, err.message];
+             }
+           }"""
+    )
+    assert said == ["unsupported", "This browser cannot receive push notifications."]
+
+
 def test_the_bell_says_what_it_could_not_do(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:

@@ -93,7 +93,11 @@
   /** Ask for permission, subscribe this browser and register it with the server.
    *  options.topics: topics to subscribe to. Resolves to the server's subscription. */
   async function subscribe(options) {
-    if (!pushSupported()) throw new Error('This browser cannot receive push notifications.');
+    if (!pushSupported()) {
+      throw Object.assign(new Error('This browser cannot receive push notifications.'), {
+        code: 'unsupported',
+      });
+    }
     const permission = await Notification.requestPermission();
     if (permission !== 'granted') {
       throw Object.assign(new Error('Notifications are not allowed in this browser.'), {
@@ -156,6 +160,11 @@
     attempts: 0, // failed attempts since the last open, for the backoff
     timer: null,
     pinger: null,
+    // pings sent and pongs received on this socket: the server answers in order, so
+    // the nth pong answers the nth ping; each ping() waits for its own
+    pings: 0,
+    pongs: 0,
+    awaitingPong: [], // [{number, resolve, reject}]
     lastIds: new Map(), // channel -> last event id seen (undefined: none yet)
     afterGap: new Set(), // channels whose next event is new whatever its id
     // channels joined again after a reconnect with no event seen yet: whatever was
@@ -167,6 +176,12 @@
 
   function sendFrame(frame) {
     if (live.ws && live.ws.readyState === WebSocket.OPEN) live.ws.send(JSON.stringify(frame));
+  }
+
+  function sendPing() {
+    sendFrame({ op: 'ping' });
+    live.pings += 1;
+    return live.pings;
   }
 
   function join(channel) {
@@ -218,6 +233,10 @@
         emit(frame.channel, 'gap', null, { op: 'gap', channel: frame.channel });
       }
     } else if (frame.op === 'pong') {
+      live.pongs += 1;
+      const answered = live.awaitingPong.filter((wait) => wait.number <= live.pongs);
+      live.awaitingPong = live.awaitingPong.filter((wait) => wait.number > live.pongs);
+      answered.forEach((wait) => wait.resolve());
       emit('*', 'pong', null, frame);
     }
   }
@@ -244,7 +263,7 @@
         join(channel);
       }
       // Proxies close quiet connections; a ping now and then keeps it open.
-      live.pinger = setInterval(() => sendFrame({ op: 'ping' }), 25000);
+      live.pinger = setInterval(sendPing, 25000);
       emit('*', reconnected ? 'reconnect' : 'open', null, null);
     };
     ws.onmessage = (message) => {
@@ -259,6 +278,10 @@
     ws.onclose = () => {
       clearInterval(live.pinger);
       live.ws = null;
+      // what was asked on this socket is never answered now
+      const unanswered = live.awaitingPong;
+      Object.assign(live, { pings: 0, pongs: 0, awaitingPong: [] });
+      unanswered.forEach((wait) => wait.reject(socketClosed()));
       emit('*', 'close', null, null);
       if (!live.wanted) return;
       // 0.5 s, 1 s, 2 s ... up to 30 s, jittered so that a restarted server is not
@@ -280,14 +303,19 @@
     if (live.ws) live.ws.close();
   }
 
-  /** Resolves on the server's pong: everything sent before it has been handled. */
+  function socketClosed() {
+    return Object.assign(new Error('The live connection is not open.'), { code: 'closed' });
+  }
+
+  /** Resolves on the server's answer to this ping: everything sent before it has been
+   *  handled. Rejects (err.code 'closed') when the socket is not open or closes first. */
   function ping() {
-    return new Promise((resolve) => {
-      const off = on('*', 'pong', () => {
-        off();
-        resolve();
-      });
-      sendFrame({ op: 'ping' });
+    return new Promise((resolve, reject) => {
+      if (!live.ws || live.ws.readyState !== WebSocket.OPEN) {
+        reject(socketClosed());
+        return;
+      }
+      live.awaitingPong.push({ number: sendPing(), resolve, reject });
     });
   }
 
@@ -296,15 +324,21 @@
    *  cannot miss a live change made meanwhile. */
   function joined() {
     return new Promise((resolve) => {
+      const answered = () => ping().then(resolve, resolve);
+      if (live.ws && live.ws.readyState === WebSocket.OPEN) {
+        answered();
+        return;
+      }
       const offs = [];
-      const done = () => {
+      const then = (next) => () => {
         offs.forEach((off) => off());
-        resolve();
+        next();
       };
-      const ask = () => sendFrame({ op: 'ping' });
-      offs.push(on('*', 'pong', done), on('*', 'close', done));
-      if (live.ws && live.ws.readyState === WebSocket.OPEN) ask();
-      else offs.push(on('*', 'open', ask), on('*', 'reconnect', ask));
+      offs.push(
+        on('*', 'open', then(answered)),
+        on('*', 'reconnect', then(answered)),
+        on('*', 'close', then(resolve))
+      );
     });
   }
 
@@ -1051,8 +1085,9 @@
         }
       } else if (name === 'notification') {
         // an item it has already is updated where it is (a live activity's next
-        // state); a new one goes first, as the listing (newest first) has it
-        state.items = upsertItem(state.items, data);
+        // state); a new one goes where the listing (newest first) has it, and the
+        // menu keeps only its latest, so a tab left open all day holds no more
+        state.items = upsertItem(state.items, data).slice(0, opts.take);
         renderMenu();
         if (history.open) {
           state.history = upsertItem(state.history, data);
@@ -1065,9 +1100,15 @@
 
     function upsertItem(items, item) {
       const at = items.findIndex((held) => held.id === item.id);
-      if (at < 0) return [item].concat(items);
       const updated = items.slice();
-      updated[at] = item;
+      if (at >= 0) {
+        updated[at] = item;
+        return updated;
+      }
+      // before the first item created no later than it: the listing's order
+      const created = Date.parse(item.createdAt) || Infinity;
+      const before = updated.findIndex((held) => (Date.parse(held.createdAt) || 0) <= created);
+      updated.splice(before < 0 ? updated.length : before, 0, item);
       return updated;
     }
 
