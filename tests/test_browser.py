@@ -542,6 +542,10 @@ def test_what_another_tab_read_is_shown_read(
     assert badge(other) == ""
 
 
+# the titles in the bell's menu, in order (a JavaScript expression)
+MENU_TITLES = "[...document.querySelectorAll('.fp-panel .fp-item-title')].map((t) => t.textContent)"
+
+
 def test_an_activitys_item_is_updated_where_it_is(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:
@@ -562,13 +566,12 @@ def test_an_activitys_item_is_updated_where_it_is(
         push.upsert("carol", notify_type="info", title="Newer item")
     open_page(browser, page, app, user="carol")
     start_bell(page)
-    titles = "[...document.querySelectorAll('.fp-panel .fp-item-title')].map((t) => t.textContent)"
-    assert page.evaluate(titles) == ["Newer item", "Order #42"]
+    assert page.evaluate(MENU_TITLES) == ["Newer item", "Order #42"]
     state("Order #42: shipped", body="On its way")
-    page.wait_for_function(f"{titles}[1] === 'Order #42: shipped'")
-    assert page.evaluate(titles) == ["Newer item", "Order #42: shipped"]
+    page.wait_for_function(f"{MENU_TITLES}[1] === 'Order #42: shipped'")
+    assert page.evaluate(MENU_TITLES) == ["Newer item", "Order #42: shipped"]
     page.evaluate("window.bell.refresh()")
-    assert page.evaluate(titles) == ["Newer item", "Order #42: shipped"]
+    assert page.evaluate(MENU_TITLES) == ["Newer item", "Order #42: shipped"]
 
 
 def test_the_menu_keeps_the_listings_order_and_only_its_latest_items(
@@ -586,20 +589,19 @@ def test_the_menu_keeps_the_listings_order_and_only_its_latest_items(
     backdate(app, older, hours=1)
     open_page(browser, page, app, user="carol")
     start_bell(page, {"take": 2})
-    titles = "[...document.querySelectorAll('.fp-panel .fp-item-title')].map((t) => t.textContent)"
-    assert page.evaluate(titles) == ["Latest", "Older"]
+    assert page.evaluate(MENU_TITLES) == ["Latest", "Older"]
     with app.app.app_context():
         push.upsert("carol", oldest, title="Oldest, changed")
         push.upsert("carol", notify_type="info", title="New 1")  # comes after the change
-    page.wait_for_function(f"{titles}[0] === 'New 1'")
-    assert page.evaluate(titles) == ["New 1", "Latest"]
+    page.wait_for_function(f"{MENU_TITLES}[0] === 'New 1'")
+    assert page.evaluate(MENU_TITLES) == ["New 1", "Latest"]
     with app.app.app_context():
         for n in range(2, 4):
             push.upsert("carol", notify_type="info", title=f"New {n}")
-    page.wait_for_function(f"{titles}[0] === 'New 3'")
-    assert page.evaluate(titles) == ["New 3", "New 2"]
+    page.wait_for_function(f"{MENU_TITLES}[0] === 'New 3'")
+    assert page.evaluate(MENU_TITLES) == ["New 3", "New 2"]
     page.evaluate("window.bell.refresh()")
-    assert page.evaluate(titles) == ["New 3", "New 2"]
+    assert page.evaluate(MENU_TITLES) == ["New 3", "New 2"]
 
 
 def test_a_ping_waits_for_its_own_answer(
