@@ -40,7 +40,7 @@ def may_join(user_id: str | None, channel: str) -> bool:
         return False
     from .models import Order, User
 
-    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    user = db.session.get(User, int(user_id)) if _number(user_id) else None
     if user is None:
         return False
     if user.is_staff:
@@ -49,10 +49,15 @@ def may_join(user_id: str | None, channel: str) -> bool:
         return True
     kind, _, ident = channel.partition(":")
     number = ident.removeprefix("order-")
-    if kind == "activity" and ident.startswith("order-") and number.isdigit() and len(number) < 10:
+    if kind == "activity" and ident.startswith("order-") and _number(number) and len(number) < 10:
         order = db.session.get(Order, int(number))
         return order is not None and order.user_id == user.id
     return False
+
+
+def _number(text: str) -> bool:
+    """Digits that int() reads (a superscript two is a digit to isdigit(), not to int())."""
+    return text.isascii() and text.isdigit()
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:

@@ -333,6 +333,8 @@ def endpoint_url(value: str, *, allow_http: bool) -> URL:
     if not host or written.username is not None or written.password is not None:
         raise _bad_endpoint("must name a host and carry no user name or password")
     _check_host(host, written.hostname or "", bracketed="[" in written.netloc)
+    if written.port == 0:  # no service listens there; a connection would fail
+        raise _bad_endpoint("must not name port 0")
     return url
 
 

@@ -37,13 +37,20 @@ def test_cross_site_form_posts_are_refused(app, client, content_type):
 
 
 def test_malformed_json(client):
-    for data in ("{not json", "[1, 2]", '"text"'):
+    for data, said in (
+        ("{not json", "The request body is not valid JSON."),
+        ("[1, 2]", "The request body must be a JSON object."),
+        ('"text"', "The request body must be a JSON object."),
+        ("null", "The request body must be a JSON object."),  # parsed, as None
+        ("[" * 5_000, "The request body is not valid JSON."),  # too deep to parse
+    ):
         response = client.post(
             "/push/notifications",
             data=data,
             headers={**as_user("alice"), "Content-Type": "application/json"},
         )
         assert_error(response, 400, "invalid_json")
+        assert response.json["error"]["message"] == said, data
 
 
 def test_body_size_limit(make_app):

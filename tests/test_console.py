@@ -134,6 +134,19 @@ def test_messages_past_the_last_page_say_so(console_app: Flask) -> None:
     assert "No message has been sent yet" not in text
 
 
+def test_a_page_number_past_the_end_or_no_number_is_a_page(console_app: Flask) -> None:
+    id = later_message(console_app)
+    client = console_app.test_client()
+    for page in ("2", "99999999"):  # the second is past what a listing may skip
+        html = client.get(f"{CONSOLE}/messages/{id}?page={page}", headers=ADMIN)
+        assert html.status_code == 200
+        assert f"Page {page} is past the last page." in html.get_data(as_text=True)
+    # a digit to str.isdigit() that int() refuses reads as no number
+    for path in ("/messages", f"/messages/{id}"):
+        shown = client.get(f"{CONSOLE}{path}?page=\u00b2", headers=ADMIN)
+        assert shown.status_code == 200 and "Page 1" in shown.get_data(as_text=True), path
+
+
 def test_users_page_says_what_a_user_id_is_and_lists_recent_ones(console_app: Flask) -> None:
     with console_app.app_context():
         for user in ("7", "42", "7"):
@@ -451,6 +464,10 @@ def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
     assert [p.notification.title for p in outbox] == ["Hello"]
     both = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "user": "alice"})
     assert both.status_code == 400
+    untitled = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "title": ""})
+    assert untitled.status_code == 400
+    said = untitled.get_data(as_text=True)
+    assert "title: is required" in said and "title: title:" not in said  # named once
 
 
 def statements(app: Flask, client: Any, path: str) -> int:

@@ -233,6 +233,14 @@ def test_patch_changes_only_what_it_names(live: Flask) -> None:
             "invalid_value",
         ),
         ({"quietHours": "22-07"}, "quietHours", "invalid_type"),
+        # a lone surrogate as a channel (JSON's "\ud800"), named in the error as escaped
+        *(
+            ({"categories": {category: {"\ud800": on}}}, f"categories.{category}.\\ud800", code)
+            for category, on, code in (
+                ("offers", False, "invalid_value"),
+                ("order_status", True, "invalid_value"),
+            )
+        ),
         ({"theme": "dark"}, "theme", "unknown_field"),
         # a refused change beside a valid one applies neither
         (
@@ -266,6 +274,15 @@ def test_a_refused_change_names_the_field_and_changes_nothing(
     assert (error["field"], error["code"]) == (field, code), error
     assert "Traceback" not in error["message"]
     assert client.get("/push/preferences", headers=alice).get_json() == before
+
+
+def test_a_channel_that_is_no_text_is_refused_from_python_too(live: Flask) -> None:
+    with live.app_context(), pytest.raises(ValidationError) as refused:
+        push.set_preferences("alice", categories={"offers": {"\ud800": False}})
+    assert (refused.value.field, refused.value.code) == (
+        "categories.offers.\\ud800",
+        "invalid_value",
+    )
 
 
 def test_preferences_need_a_user(live: Flask) -> None:

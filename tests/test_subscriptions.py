@@ -188,6 +188,7 @@ def test_delete_by_owner_admin_or_anonymous_holder(app, client, make_subscriptio
         ("https://user:pw@fcm.googleapis.com/x", "invalid_endpoint"),
         ("https:///no-host", "invalid_endpoint"),
         ("https://fcm.googleapis.com:99999/x", "invalid_endpoint"),
+        ("https://fcm.googleapis.com:0/x", "invalid_endpoint"),
         ("https://evil.example/x", "endpoint_not_allowed"),
         ("https://fcm.googleapis.com.evil.example/x", "endpoint_not_allowed"),
         ("https://127.0.0.1/x", "endpoint_not_allowed"),

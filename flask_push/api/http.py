@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from flask import Response, current_app, jsonify, request
 from pydantic import BaseModel
+from werkzeug.exceptions import BadRequest
 
 from ..errors import ValidationError
 from ..schemas.base import Context
@@ -152,10 +153,9 @@ def body() -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        data = request.get_json(silent=True)
-    except RecursionError:
-        data = None
-    if data is None:
+        # not silent: JSON's null (None too) is not a body that failed to parse
+        data = request.get_json(force=True)
+    except (BadRequest, RecursionError):
         fail(400, "invalid_json", "The request body is not valid JSON.")
     if not isinstance(data, dict):
         fail(400, "invalid_json", "The request body must be a JSON object.")

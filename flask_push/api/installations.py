@@ -18,7 +18,7 @@ from ..schemas.installation import (
     InstallationUpdate,
     live_token,
 )
-from .http import caller_id, not_found, owner_for, parse_body, push, user_or_admin
+from .http import caller_id, fail, not_found, owner_for, parse_body, push, user_or_admin
 from .routes import OWNER, USER, Answer, Routes
 
 ROUTES = Routes("installations", who=OWNER)
@@ -100,6 +100,27 @@ def register_installation() -> ResponseReturnValue:
     return Installation.model_validate(installation).to_json(), 201 if created else 200
 
 
+def _token_free(installation: Any, token: str) -> None:
+    """Refuse a device token that another installation of the app holds: one device
+    is one installation (POST /installations with the token updates that one)."""
+    model = push().models.Installation
+    holder = push().db.session.scalar(
+        sa.select(model.id).where(
+            model.app_id == installation.app_id,
+            model.device_token == token,
+            model.id != installation.id,
+        )
+    )
+    if holder is not None:
+        fail(
+            409,
+            "conflict",
+            f"Another installation of appId {installation.app_id!r} has this device "
+            "token: register it with POST /installations, which updates that "
+            "installation, and delete this one.",
+        )
+
+
 def _owned(id: str) -> Any:
     ext = push()
     caller = user_or_admin()
@@ -141,6 +162,7 @@ def update_installation(id: str) -> ResponseReturnValue:
         values["device_token"] = validation.device_token(
             values["device_token"], installation.device_type
         )
+        _token_free(installation, values["device_token"])
     if values.get("push_to_start_token") is not None:
         values["push_to_start_token"] = live_token(
             values["push_to_start_token"], installation.device_type, "pushToStartToken"

@@ -14,6 +14,7 @@ from .. import app_providers, reports
 from ..api.messages import status as message_status
 from ..errors import PayloadError, ValidationError
 from ..providers import kinds, provider_class
+from ..schemas.fields import MOST_SKIPPED
 from . import data, guard, preview
 
 #: the nav, in order: (endpoint, label)
@@ -96,7 +97,9 @@ def _not_found(what: str) -> ResponseReturnValue:
 
 def _int_arg(name: str, default: int) -> int:
     value = request.args.get(name, "")
-    return max(1, int(value)) if value.isdigit() and len(value) < 9 else default
+    # isascii: a superscript two is a digit to isdigit() and not to int()
+    digits = value.isascii() and value.isdigit()
+    return max(1, int(value)) if digits and len(value) < 9 else default
 
 
 # -- pages --------------------------------------------------------------------------
@@ -144,8 +147,11 @@ def message(id: str) -> ResponseReturnValue:
     counts = reports.message_counts(session, push.models, [id])[id]
     status = request.args.get("status") or None
     number = _int_arg("page", 1)
-    deliveries = push.explain(
-        id, status=status, skip=(number - 1) * DELIVERIES_PAGE, take=DELIVERIES_PAGE + 1
+    skip = (number - 1) * DELIVERIES_PAGE
+    deliveries = (
+        push.explain(id, status=status, skip=skip, take=DELIVERIES_PAGE + 1)
+        if skip <= MOST_SKIPPED
+        else []  # past any message's last page
     )
     return _render(
         "message.html",
@@ -220,8 +226,7 @@ def send() -> ResponseReturnValue:
             for item in preview.previews(_state(), notification, user, target)
         ]
     except (ValidationError, PayloadError) as err:
-        field = getattr(err, "field", None)
-        context["error"] = f"{field}: {err}" if field else str(err)
+        context["error"] = str(err)  # a ValidationError names its field itself
         return _render("send.html", 400, **context)
     return _render("send.html", **context)
 

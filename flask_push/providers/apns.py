@@ -432,7 +432,7 @@ class APNsProvider(Provider):
 
     def _parse_result(self, push: OutgoingPush, result: NotificationResult) -> DeliveryResult:
         status, reason = result.status, result.description or ""
-        code = int(status) if status.isdigit() else None
+        code = int(status) if status.isascii() and status.isdigit() else None
 
         def outcome(kind: Status, error: str | None = None) -> DeliveryResult:
             return DeliveryResult(push.delivery_id, kind, self.name, error, code)

@@ -128,15 +128,21 @@ def document_limits() -> Context:
 # -- refusing with the contract's codes -------------------------------------------------
 
 
+def renderable(text: str) -> str:
+    """``text`` with a lone surrogate (JSON's ``"\\ud800"``, say in a key) escaped:
+    pydantic cannot render an error holding one, nor can it be answered as JSON."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def refuse(code: str, message: str, field: str | None = None) -> PydanticCustomError:
     """A refusal with one of the contract's codes and a sentence for a person.
 
     ``field`` names a field below the value checked, for a rule that spans fields
     (it is added to the error's path).
     """
-    context: dict[str, Any] = {"message": message}
+    context: dict[str, Any] = {"message": renderable(message)}
     if field is not None:
-        context["field"] = field
+        context["field"] = renderable(field)
     # the message goes through the context: a template would read its braces as fields
     return PydanticCustomError(code, "{message}", context)
 

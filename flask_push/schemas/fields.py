@@ -259,7 +259,9 @@ JsonObject = Annotated[dict[str, Any], checked(_json_object, dict[NoNul, JsonVal
 MAX_TAKE = 100
 DEFAULT_TAKE = 20
 #: how many to skip: a page's start
-Skip = Annotated[int, Whole(0, 10**9)]
+#: the most rows a listing may skip
+MOST_SKIPPED = 10**9
+Skip = Annotated[int, Whole(0, MOST_SKIPPED)]
 #: how many a page holds
 Take = Annotated[int, Whole(1, MAX_TAKE)]
 

@@ -599,7 +599,7 @@ class FakeFCM(HTTPFakeService[ReceivedMessage]):
 
     def _read_body(self, request: HTTPRequest, stream: BufferedIOBase) -> bytes:
         length = request.header("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not (length.isascii() and length.isdigit()):
             error = _google_error(411, "Content-Length is required.")
             raise BodyRefused(_Reply(411, error).http())
         return stream.read(int(length))

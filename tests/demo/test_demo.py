@@ -188,6 +188,9 @@ def test_customers_join_only_their_own_order_channels(demo_app: Any, alice: Any)
         assert not push.may_join(bob_id, channel)
         assert not push.may_join(bob_id, f"user:{alice_id}")
         assert not push.may_join(None, channel)
+        # digits to str.isdigit() that int() refuses: no, not an error
+        assert not push.may_join(alice_id, "activity:order-\u00b2")
+        assert not push.may_join("\u00b2", f"user:{alice_id}")
         assert push.may_join(user_id("staff@example.com"), channel)
         # an order placed before the demo had live activities has none: its page may
         # still join its channel, for the next state
