@@ -118,6 +118,18 @@ class PushState:
                 worker.start()
             return worker
 
+    def deliver_here(self) -> None:
+        """Before each request: with the ``thread`` queue, a process that serves
+        requests runs its worker thread, whether or not it sends itself. Else what
+        is due without a send here would wait for the next one: messages scheduled
+        before a restart, retries, sends of scripts and of ``flask push send
+        --no-wait``."""
+        worker = self.worker
+        if worker is not None and worker.pid == os.getpid() and worker.alive:
+            return  # the usual case: one look, no lock
+        if self.settings.queue == "thread" and not self.settings.suppress_send:
+            self.get_worker()
+
     def get_celery(self) -> CeleryQueue:
         """The ``celery`` queue's Celery app and task; imports Celery."""
         with self.lock:
@@ -238,6 +250,7 @@ class Push:
             )
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.register_blueprint(sw.create_blueprint(settings))  # the service worker
+        app.before_request(state.deliver_here)
         app.cli.add_command(push_cli)
 
     # -- callbacks -----------------------------------------------------------

@@ -11,9 +11,11 @@ app's queue, which decides when and where the deliveries go out:
 The outbox is the source of truth for all three: a queue only says "look now".
 
 The ``thread`` queue: one daemon thread per app and process, started by the first
-``send()`` (so scripts and CLI commands deliver too), woken by each send and
-otherwise polling about every second for retries and scheduled messages that came
-due. After a fork the child starts its own worker on its first send.
+``send()`` (so scripts and CLI commands deliver too) or the first request the
+process serves (so a web process delivers what others queued, and what was due
+when it restarted), woken by each send and otherwise polling about every second
+for retries and scheduled messages that came due. After a fork the child starts
+its own worker on its first send or request.
 """
 
 from __future__ import annotations

@@ -297,6 +297,26 @@ def test_thread_queue_delivers_in_the_background(
     assert not [t for t in threading.enumerate() if t.name.startswith("flask-push-worker")]
 
 
+def test_a_process_that_serves_requests_delivers_what_it_did_not_send(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """The web server restarted, or a script queued the message and ended: its
+    first request starts the worker thread, which finds the message due."""
+    app = sending_app(PUSH_QUEUE="thread")
+    subscriber = push_fake_webpush.subscribe()
+    with app.app_context():
+        subscribe(subscriber)
+        message = push.send(users=["alice"], title="Scheduled", send_at=later()).id
+        push.shutdown()  # the process that sent it has ended
+        make_due(message)
+    assert app.extensions["push"].worker is None
+    app.test_client().get("/push/vapid-public-key")  # any request of the app's
+    [received] = subscriber.wait(1, timeout=10)
+    assert received.json()["messageId"] == message
+    with app.app_context():
+        push.shutdown()
+
+
 def test_the_thread_queue_writes_a_scheduled_messages_inbox_items_when_it_comes_due(
     sending_app: Callable[..., Flask],
     push_fake_webpush: FakePushService,
