@@ -102,15 +102,27 @@ def _push() -> Any:
     return current_app.extensions["push"].push
 
 
+#: the subject written when none is given: a placeholder to replace
+PLACEHOLDER_SUBJECT = "mailto:you@example.com"
+
+
 @push_cli.command("vapid-keys")
 @click.option(
     "--subject",
-    default="mailto:you@example.com",
+    default=PLACEHOLDER_SUBJECT,
     show_default=True,
     help="Contact for the push services: a mailto: or https: URI.",
 )
 def vapid_keys(subject: str) -> None:
     """Make a VAPID key pair and print the config lines to paste."""
+    if subject == PLACEHOLDER_SUBJECT:
+        # stderr: stdout is the config file being written
+        click.echo(
+            f"PUSH_VAPID_SUBJECT is the placeholder {PLACEHOLDER_SUBJECT!r}: push services "
+            "use it to reach you about your pushes; give yours with --subject, or edit the "
+            "line.",
+            err=True,
+        )
     vapid = Vapid()
     vapid.generate_keys()
     try:
@@ -521,8 +533,9 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                         f"{_OUTCOME_WORDS.get(status, status)} {count}"
                         for status, count in _ordered(dict(outcomes), _OUTCOMES).items()
                     )
+                    deliveries = "delivery" if handled == 1 else "deliveries"
                     click.echo(
-                        f"{stamp} handled {handled} deliveries" + (f": {said}" if said else "")
+                        f"{stamp} handled {handled} {deliveries}" + (f": {said}" if said else "")
                     )
                 if wrote:
                     items = "inbox item" if wrote == 1 else "inbox items"

@@ -167,6 +167,36 @@ def test_subscribe_reaches_the_server_and_a_send_the_worker(
         assert db.session.get(push.models.Subscription, saved["id"]) is None
 
 
+def test_the_readmes_page_and_script_work_as_written(
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
+) -> None:
+    """README, Browser side: its HTML in a page and its static/shop.js beside it. The
+    bell shows, and a click on the button subscribes this browser to offers."""
+    from test_readme import one
+
+    body = one("browser", "page").code
+    html = f"<!doctype html><html><head><meta charset='utf-8'></head><body>{body}</body></html>"
+    script = one("browser", "static/shop.js").code
+    app = live(html=html, files={"/static/shop.js": (script, "text/javascript")}, **SENDING)
+    made: list[FakeSubscriber] = []
+
+    def subscription() -> dict[str, Any]:
+        made.append(push_fake_webpush.subscribe("bob's browser"))
+        return made[-1].info
+
+    browser.make_subscription = subscription
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    open_page(browser, page, app, user="bob")
+    page.wait_for_selector("#bell .fp-bell-button")
+    page.click("#allow")
+    page.wait_for_function("localStorage.getItem('flask-push:subscription-id') !== null")
+    with app.app.app_context():
+        [row] = db.session.scalars(sa.select(push.models.Subscription)).all()
+        assert (row.user_id, row.topics) == ("bob", ["offers"])
+    assert errors == []
+
+
 def test_an_endpoint_reported_gone_is_replaced_by_a_new_one(
     browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
 ) -> None:

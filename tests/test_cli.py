@@ -38,10 +38,13 @@ def test_vapid_keys_prints_pasteable_config(app, make_app):
 
 def test_vapid_keys_are_fresh_each_time(app):
     runner = app.test_cli_runner()
-    first = runner.invoke(args=["push", "vapid-keys"]).output
-    second = runner.invoke(args=["push", "vapid-keys"]).output
-    assert first != second
-    assert 'PUSH_VAPID_SUBJECT = "mailto:you@example.com"' in first
+    first = runner.invoke(args=["push", "vapid-keys"])
+    second = runner.invoke(args=["push", "vapid-keys"]).stdout
+    assert first.stdout != second
+    assert 'PUSH_VAPID_SUBJECT = "mailto:you@example.com"' in first.stdout
+    # said beside the file being written, not in it
+    assert "placeholder 'mailto:you@example.com'" in first.stderr
+    assert "placeholder" not in first.stdout
 
 
 def test_vapid_keys_checks_the_subject_and_prints_it_as_a_string(app):
@@ -413,6 +416,11 @@ def test_worker_once_delivers_due_rows(app: Flask) -> None:
     result = runner.invoke(args=["push", "worker", "--once"])
     assert result.exit_code == 0, result.output
     assert re.fullmatch(r"\S+Z wrote 1 inbox item of scheduled messages\n", result.output)
+    # one delivery, said as one
+    with app.app_context():
+        make_due(push.send(users=["alice"], title="x", send_at=later).id)
+    one = runner.invoke(args=["push", "worker", "--once"])
+    assert re.fullmatch(r"\S+Z handled 1 delivery: sent 1\n", one.output), one.output
     # nothing due: quiet
     again = runner.invoke(args=["push", "worker", "--once", "--interval", "0"])
     assert again.exit_code == 0 and again.output == "Nothing was due.\n"

@@ -13,7 +13,9 @@ it runs (the comment does not show on a rendered page):
   pytest, through flask-push's own pytest plugin (its ``push_fake_*`` fixtures);
 - ``<!-- example: alembic -->``: ``shop.py`` changed as the migrations section says,
   then its ``shell alembic`` commands;
-- ``<!-- example: config -->``: config lines that ``init_app`` must accept.
+- ``<!-- example: config -->``: config lines that ``init_app`` must accept;
+- ``<!-- example: browser NAME -->``: the page (``page``) and its script, served
+  and opened in Chromium by ``tests/test_browser.py``.
 
 ``test_fresh_virtualenv`` follows Install and Quickstart word for word in a new
 virtualenv; the others run the examples in this one, faster.
@@ -185,8 +187,8 @@ def test_pytest_examples(shop: Path) -> None:
         assert " passed" in output and "failed" not in output, output
 
 
-def test_alembic_path(shop: Path) -> None:
-    """shop.py changed as "Database migrations" says, then its commands."""
+def to_alembic(shop: Path) -> None:
+    """shop.py changed as "Database migrations" says."""
     source = (shop / "shop.py").read_text(encoding="utf-8")
     create_all = "    with app.app_context():\n        db.create_all()"
     assert create_all in source and "push = Push(db=db)\n" in source
@@ -203,8 +205,32 @@ def test_alembic_path(shop: Path) -> None:
         source,
     )
     (shop / "shop.py").write_text(source, encoding="utf-8")
+
+
+def test_alembic_path(shop: Path) -> None:
+    """shop.py changed as "Database migrations" says, then its commands."""
+    to_alembic(shop)
     env = environment(here())
     run_shell(one("shell", "alembic"), shop, here(), env)
+    stats = run([sys.executable, "-m", "flask", "--app", "shop", "push", "stats"], shop, env, "")
+    assert stats.startswith("subscriptions  active 0, dead 0"), stats
+
+
+def test_alembic_path_after_the_quickstart(shop: Path) -> None:
+    """A reader who ran the Quickstart first has tables that db.create_all() made:
+    `upgrade` says in one line what to run, and the README's stamp then works."""
+    env = environment(here())
+    run_shell(one("shell", None), shop, here(), env)  # makes instance/shop.db's tables
+    to_alembic(shop)
+    flask = [sys.executable, "-m", "flask", "--app", "shop", "db"]
+    run([*flask, "init"], shop, env, "db init")
+    refused = subprocess.run(
+        [*flask, "upgrade", "heads"], cwd=shop, env=env, capture_output=True, text=True
+    )
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 1, said
+    assert "`flask db stamp flask_push@head`" in said and "Traceback" not in said, said
+    run_shell(one("shell", "alembic-stamp"), shop, here(), env)
     stats = run([sys.executable, "-m", "flask", "--app", "shop", "push", "stats"], shop, env, "")
     assert stats.startswith("subscriptions  active 0, dead 0"), stats
 
@@ -254,7 +280,7 @@ def test_fresh_virtualenv(tmp_path: Path) -> None:
     env = environment(bin_dir)
     for line in _install_lines():
         words = shlex.split(line, comments=True)
-        words = [w.replace("./flask-push", str(clone)) for w in words]
+        words = [w.replace("../flask-push", str(clone)) for w in words]
         result = subprocess.run(
             [str(bin_dir / "pip"), *words[1:], "--quiet", "--disable-pip-version-check"],
             cwd=app_dir,

@@ -20,7 +20,8 @@ Create Date: 2025-11-23 02:00:00.000000
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
+from alembic.util import CommandError
 
 revision = "d88c9039a0d5"
 down_revision = None
@@ -29,6 +30,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _not_made_already()
     op.create_table(
         "push_subscriptions",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -176,6 +178,20 @@ def upgrade() -> None:
         "push_deliveries",
         ["message_id", "status"],
         unique=False,
+    )
+
+
+def _not_made_already() -> None:
+    """The tables exist, and Alembic has no record of them: ``db.create_all()`` made
+    them (the Quickstart's way). Say what to run instead of failing on the first
+    CREATE TABLE. (Flask-Migrate prints a CommandError as one line.)"""
+    if context.is_offline_mode() or not sa.inspect(op.get_bind()).has_table("push_subscriptions"):
+        return
+    raise CommandError(
+        "flask-push's tables exist already, but Alembic has no record of them "
+        "(db.create_all() made them?). If this version of flask-push made them, record "
+        "them once with `flask db stamp flask_push@head`, then run `flask db upgrade "
+        "heads` again (tables of an older flask-push: stamp the revision they match)."
     )
 
 
