@@ -83,23 +83,22 @@
     bellElement.innerHTML = `<a class="bell-fallback" href="${bellElement.dataset.history}" aria-label="Notifications">🔔</a>`;
   }
 
-  // -- the tabs: on a phone they scroll sideways -------------------------------------
-  // The current tab is scrolled into view, and a faded edge shows there is more.
-  const nav = document.querySelector('.mainnav');
-  if (nav) {
+  // -- what scrolls sideways on a phone: the tabs, the staff's tables -----------------
+  // A faded edge shows there is more; the current tab is scrolled into view.
+  for (const strip of document.querySelectorAll('.mainnav, .table-wrap')) {
     const edges = () => {
-      const more = nav.scrollWidth - nav.clientWidth;
-      nav.classList.toggle('more-before', nav.scrollLeft > 1);
-      nav.classList.toggle('more-after', more - nav.scrollLeft > 1);
+      const more = strip.scrollWidth - strip.clientWidth;
+      strip.classList.toggle('more-before', strip.scrollLeft > 1);
+      strip.classList.toggle('more-after', more - strip.scrollLeft > 1);
     };
-    const active = nav.querySelector('a.active');
-    if (active && nav.scrollWidth > nav.clientWidth) {
+    const active = strip.querySelector('a.active');
+    if (active && strip.scrollWidth > strip.clientWidth) {
       const box = active.getBoundingClientRect();
-      const frame = nav.getBoundingClientRect();
-      nav.scrollLeft += box.left - frame.left - (frame.width - box.width) / 2;
+      const frame = strip.getBoundingClientRect();
+      strip.scrollLeft += box.left - frame.left - (frame.width - box.width) / 2;
     }
     edges();
-    nav.addEventListener('scroll', edges, { passive: true });
+    strip.addEventListener('scroll', edges, { passive: true });
     window.addEventListener('resize', edges);
   }
 

@@ -205,6 +205,15 @@ def look(page: Any, name: str, width: int) -> None:
         page.screenshot(path=str(shots() / f"{name}-{width}-{part}.png"), clip=clip, full_page=True)
 
 
+# the text of elements that reach past the right edge of the box they are in
+SPILLED_OUT_OF = """(boxes) => [...document.querySelectorAll(boxes)].flatMap((box) => {
+  const edge = box.getBoundingClientRect().right;
+  return [...box.querySelectorAll('*')]
+    .filter((el) => el.getBoundingClientRect().right > edge + 0.5)
+    .map((el) => el.textContent);
+})"""
+
+
 def count(page: Any, status: str) -> int:
     return int(page.inner_text(f"#count-{status}"))
 
@@ -234,6 +243,8 @@ def test_every_page_at_desktop_and_phone_width(console: Console, page: Any) -> N
                 page.click("button[value=preview]")
                 page.wait_for_selector("#preview-fcm pre")
             look(page, name, width)
+            if name == "user":  # nothing spills out of a device's card (its two dates)
+                assert page.evaluate(SPILLED_OUT_OF, ".target") == [], width
     # what the overview drew: a bar per provider, the dead browser of today
     page.goto(console.url("/"))
     assert page.locator("svg.bar rect.st-sent").count() == 2  # webpush and fcm
