@@ -92,6 +92,8 @@ def create_app(database_url: str, schema: str) -> tuple[Flask, SQLAlchemy, Push]
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_url,
         SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": f"-csearch_path={schema}"}},
+        # nothing is sent: no worker thread looking at the outbox beside the requests
+        PUSH_QUEUE="inline",
     )
     db.init_app(app)
     push.init_app(app)

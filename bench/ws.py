@@ -80,6 +80,8 @@ def create_app() -> Any:
         PUSH_BACKPLANE_URL=os.environ.get("PUSH_BENCH_BACKPLANE", "memory://"),
         PUSH_BACKPLANE_PREFIX=os.environ.get("PUSH_BENCH_PREFIX", "flask_push_bench"),
         PUSH_WS_HEARTBEAT=0,
+        # nothing is sent: no worker thread looking at the outbox beside the sockets
+        PUSH_QUEUE="inline",
     )
     db.init_app(app)
     push.init_app(app)
