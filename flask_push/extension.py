@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery qu
     from .metrics import Metrics
     from .realtime import Realtime
 
+logger = logging.getLogger("flask_push")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -57,6 +59,8 @@ class PushState:
     #: sends the deliveries of ``inline`` sends, and those of ``push.dispatch_due()``
     inline: InlineQueue | None = None
     worker: ThreadWorker | None = None
+    #: a request could not start the worker thread (said once)
+    worker_refused: bool = False
     #: the ``celery`` queue's Celery app and task, made on first use
     celery: CeleryQueue | None = None
     #: live events: the backplane and this process's websockets, made on first use
@@ -119,16 +123,24 @@ class PushState:
             return worker
 
     def deliver_here(self) -> None:
-        """Before each request: with the ``thread`` queue, a process that serves
-        requests runs its worker thread, whether or not it sends itself. Else what
-        is due without a send here would wait for the next one: messages scheduled
-        before a restart, retries, sends of scripts and of ``flask push send
-        --no-wait``."""
+        """Before each request (with the ``thread`` queue, sending not suppressed): a
+        process that serves requests runs its worker thread, whether or not it sends
+        itself. Else what is due without a send here would wait for the next one:
+        messages scheduled before a restart, retries, sends of scripts and of
+        ``flask push send --no-wait``."""
         worker = self.worker
         if worker is not None and worker.pid == os.getpid() and worker.alive:
             return  # the usual case: one look, no lock
-        if self.settings.queue == "thread" and not self.settings.suppress_send:
+        try:
             self.get_worker()
+        except RuntimeError as err:  # no thread to be had: serve the request anyway
+            if not self.worker_refused:
+                self.worker_refused = True
+                logger.warning(
+                    "flask-push: this process could not start its worker thread (%s); "
+                    "what is due is delivered by the next send or another process",
+                    err,
+                )
 
     def get_celery(self) -> CeleryQueue:
         """The ``celery`` queue's Celery app and task; imports Celery."""
@@ -160,7 +172,8 @@ class PushState:
         """Stop this app's worker thread and close its dispatchers' and broker's
         connections.
 
-        A later send starts them again.
+        A later send starts them again, and so does a request with the ``thread``
+        queue (see :meth:`deliver_here`).
         """
         with self.lock:
             worker, self.worker = self.worker, None
@@ -250,7 +263,8 @@ class Push:
             )
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.register_blueprint(sw.create_blueprint(settings))  # the service worker
-        app.before_request(state.deliver_here)
+        if settings.queue == "thread" and not settings.suppress_send:
+            app.before_request(state.deliver_here)
         app.cli.add_command(push_cli)
 
     # -- callbacks -----------------------------------------------------------

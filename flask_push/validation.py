@@ -47,6 +47,12 @@ _NUMBER = re.compile(r"(?:[0-9]+|0x[0-9a-f]*)\Z")
 _PATTERN = re.compile(r"[a-z0-9.*?!\[\]-]+\Z")
 
 
+def digits(text: str) -> bool:
+    """Is ``text`` ASCII digits only, as ``int()`` reads them? ``str.isdigit()`` alone
+    also takes "²" (which ``int()`` refuses) and "١" (which it reads)."""
+    return text.isascii() and text.isdigit()
+
+
 def text(
     value: Any, field: str, *, max_length: int, required: bool = False, allow_empty: bool = False
 ) -> str | None:

@@ -637,16 +637,23 @@ def test_the_menu_keeps_the_listings_order_and_only_its_latest_items(
 def test_a_ping_waits_for_its_own_answer(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:
-    """The server answers pings in order: each ping() resolves on its own pong, not
-    on one that answers an earlier ping, and fails with `closed` when there is no
-    socket to answer it."""
-    app = live()
+    """Each ping() resolves on the pong that answers it, not on an earlier one nor on
+    a heartbeat's (which come unasked), waits for a socket still connecting, and
+    fails with `closed` when there is no socket to answer it."""
+    app = live(PUSH_WS_HEARTBEAT=1)
     open_page(browser, page, app, user="dave")
-    when_joined(page)
+    page.evaluate(
+        """() => new Promise((resolve) => {
+             const off = FlaskPush.on('*', 'pong', () => { off(); resolve(); });
+             FlaskPush.connect();
+           })"""
+    )  # a heartbeat came first: pongs outnumber the pings sent
     order = page.evaluate(
         """async () => {
              const order = [];
-             const off = FlaskPush.on('*', 'pong', () => order.push('pong'));
+             const off = FlaskPush.on('*', 'pong', (data, frame) => {
+               if (frame.id !== undefined) order.push('pong');  // not a heartbeat's
+             });
              await Promise.all([
                FlaskPush.ping().then(() => order.push('first')),
                FlaskPush.ping().then(() => order.push('second')),
@@ -665,6 +672,10 @@ def test_a_ping_waits_for_its_own_answer(
            }"""
     )
     assert failures == ["closed", "closed"]
+    # connecting: answered once the socket opens
+    assert page.evaluate("FlaskPush.connect(); FlaskPush.ping().then(() => 'answered')") == (
+        "answered"
+    )
 
 
 def test_subscribe_says_when_the_browser_has_no_push(

@@ -317,6 +317,34 @@ def test_a_process_that_serves_requests_delivers_what_it_did_not_send(
         push.shutdown()
 
 
+def test_only_the_thread_queue_starts_a_worker_on_a_request(
+    sending_app: Callable[..., Flask],
+) -> None:
+    for config in ({"PUSH_QUEUE": "inline"}, {"PUSH_QUEUE": "thread", "PUSH_SUPPRESS_SEND": True}):
+        app = sending_app(**config)
+        assert app.test_client().get("/push/vapid-public-key").status_code == 200
+        assert app.extensions["push"].worker is None, config
+
+
+def test_a_request_is_served_when_no_worker_thread_can_start(
+    sending_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = sending_app(PUSH_QUEUE="thread")
+
+    def refused(self: Any) -> None:
+        raise RuntimeError("can't start new thread")
+
+    client = app.test_client()
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refused)
+        for _ in range(2):
+            assert client.get("/push/vapid-public-key").status_code == 200
+    said = [r for r in caplog.records if "could not start its worker thread" in r.getMessage()]
+    assert len(said) == 1 and "can't start new thread" in said[0].getMessage()  # once
+
+
 def test_the_thread_queue_writes_a_scheduled_messages_inbox_items_when_it_comes_due(
     sending_app: Callable[..., Flask],
     push_fake_webpush: FakePushService,

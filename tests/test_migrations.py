@@ -242,6 +242,31 @@ def test_host_upgrades_heads_and_gets_exactly_the_models(
 # include() on its own: no database needed.
 
 
+@pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+def test_tables_in_the_way_are_named_before_anything_is_made(
+    host: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host table with one of flask-push's names: `upgrade` says which, and makes
+    none of the others. All of them (db.create_all() made them): it says to stamp."""
+    app, db = host.app, host.db
+    flask_db(app, "init")
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE push_messages (id INTEGER PRIMARY KEY)"))
+    refused = app.test_cli_runner().invoke(args=["db", "upgrade", "heads"])
+    assert refused.exit_code == 1
+    assert "table names are taken already (push_messages)" in caplog.text
+    with app.app_context():
+        assert push_tables(db.engine) == {"push_messages"}
+        db.session.execute(sa.text("DROP TABLE push_messages"))
+        db.session.commit()
+        db.create_all()
+    caplog.clear()
+    refused = app.test_cli_runner().invoke(args=["db", "upgrade", "heads"])
+    assert refused.exit_code == 1 and "`flask db stamp flask_push@head`" in caplog.text
+    flask_db(app, "stamp", "flask_push@head")
+    flask_db(app, "upgrade", "heads")
+
+
 def locations(config: Config) -> list[Path]:
     return [Path(p).resolve() for p in config.get_version_locations_list() or []]
 

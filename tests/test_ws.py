@@ -181,6 +181,15 @@ def test_ping_pong(live: Any, connect: Any) -> None:
     client = connect(url, "alice")
     client.send({"op": "ping"})
     assert client.recv() == {"op": "pong"}
+    # an id is given back: the answer to this ping, not a heartbeat's pong
+    for id in (0, 7, 2**53 - 1):
+        client.send({"op": "ping", "id": id})
+        assert client.recv() == {"op": "pong", "id": id}
+    for id in (-1, 2**53, 1.5, True, "7", None, [1]):
+        client.send({"op": "ping", "id": id})
+        answer = client.recv()
+        assert answer["op"] == "error" and answer["code"] == "bad_request", (id, answer)
+        assert "'id'" in answer["message"]
 
 
 def test_heartbeat(live: Any, connect: Any) -> None:

@@ -15,6 +15,7 @@ from ..api.messages import status as message_status
 from ..errors import PayloadError, ValidationError
 from ..providers import kinds, provider_class
 from ..schemas.fields import MOST_SKIPPED
+from ..validation import digits
 from . import data, guard, preview
 
 #: the nav, in order: (endpoint, label)
@@ -97,9 +98,7 @@ def _not_found(what: str) -> ResponseReturnValue:
 
 def _int_arg(name: str, default: int) -> int:
     value = request.args.get(name, "")
-    # isascii: a superscript two is a digit to isdigit() and not to int()
-    digits = value.isascii() and value.isdigit()
-    return max(1, int(value)) if digits and len(value) < 9 else default
+    return max(1, int(value)) if digits(value) and len(value) < 9 else default
 
 
 # -- pages --------------------------------------------------------------------------

@@ -109,6 +109,7 @@ from ..message import (
     TokenKind,
 )
 from ..schemas.base import Documented, ResponseModel, WireModel, stripped
+from ..validation import digits
 from .base import Provider
 
 # aioapns (the ``apns`` extra) is imported by ._apns_client, on first use, so that
@@ -432,7 +433,7 @@ class APNsProvider(Provider):
 
     def _parse_result(self, push: OutgoingPush, result: NotificationResult) -> DeliveryResult:
         status, reason = result.status, result.description or ""
-        code = int(status) if status.isascii() and status.isdigit() else None
+        code = int(status) if digits(status) else None
 
         def outcome(kind: Status, error: str | None = None) -> DeliveryResult:
             return DeliveryResult(push.delivery_id, kind, self.name, error, code)

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from ..credentials import ProviderKind
 from ..errors import PayloadError
 from ..message import Activity, DeliveryResult, Notification, OutgoingPush
+from ..validation import digits
 
 #: seconds past a provider's own timeout before its request is abandoned
 _GRACE = 1.0
@@ -52,7 +53,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     if not value:
         return None
     value = value.strip()
-    if value.isascii() and value.isdigit():
+    if digits(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

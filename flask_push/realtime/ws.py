@@ -46,6 +46,8 @@ from .events import (
 log = logging.getLogger("flask_push.realtime")
 
 PONG = '{"op":"pong"}'
+#: a ping's id stays below 2^53, which JavaScript numbers hold exactly
+MAX_PING_ID = 2**53
 
 
 def register(bp: Blueprint) -> None:
@@ -300,7 +302,7 @@ def _answer(
         return [_error("bad_request", "Send text frames of JSON objects with an 'op'.")]
     op = message.get("op")
     if op == "ping":
-        return [PONG]
+        return [_pong(message)]
     if op not in ("subscribe", "unsubscribe"):
         # only a string is echoed: repr() of a deeply nested list would recurse
         shown = repr(op) if isinstance(op, str) else "value"
@@ -332,6 +334,17 @@ def _answer(
             _error("unavailable", "Missed events cannot be read now; reload your state."),
         ]
     return [json.dumps({"op": "subscribed", "channel": channel}), *_replayed(channel, replay)]
+
+
+def _pong(ping: dict[str, Any]) -> str:
+    """The answer to a ping: its ``id`` given back, so that a client tells the answer
+    to its ping from a heartbeat's pong (which has none)."""
+    if "id" not in ping:
+        return PONG
+    id = ping["id"]
+    if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id < MAX_PING_ID:
+        return _error("bad_request", "A ping's 'id' must be a whole number from 0 below 2^53.")
+    return json.dumps({"op": "pong", "id": id})
 
 
 def _replayed(channel: str, replay: Replay | None) -> list[str]:

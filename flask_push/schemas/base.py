@@ -33,6 +33,7 @@ from .. import validation
 from ..categories import Category
 from ..config import DEFAULT_ENDPOINT_HOSTS, PushSettings
 from ..errors import ValidationError
+from ..message import printable
 
 # -- base models ---------------------------------------------------------------------
 
@@ -128,21 +129,17 @@ def document_limits() -> Context:
 # -- refusing with the contract's codes -------------------------------------------------
 
 
-def renderable(text: str) -> str:
-    """``text`` with a lone surrogate (JSON's ``"\\ud800"``, say in a key) escaped:
-    pydantic cannot render an error holding one, nor can it be answered as JSON."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def refuse(code: str, message: str, field: str | None = None) -> PydanticCustomError:
     """A refusal with one of the contract's codes and a sentence for a person.
 
     ``field`` names a field below the value checked, for a rule that spans fields
     (it is added to the error's path).
     """
-    context: dict[str, Any] = {"message": renderable(message)}
+    # printable: pydantic cannot even render an error that holds a lone surrogate
+    # (JSON's "\\ud800", in a key that the message or field names)
+    context: dict[str, Any] = {"message": printable(message)}
     if field is not None:
-        context["field"] = renderable(field)
+        context["field"] = printable(field)
     # the message goes through the context: a template would read its braces as fields
     return PydanticCustomError(code, "{message}", context)
 

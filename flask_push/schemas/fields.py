@@ -258,9 +258,9 @@ JsonObject = Annotated[dict[str, Any], checked(_json_object, dict[NoNul, JsonVal
 #: the most items (or messages) one page may hold, and how many without ``take``
 MAX_TAKE = 100
 DEFAULT_TAKE = 20
-#: how many to skip: a page's start
 #: the most rows a listing may skip
 MOST_SKIPPED = 10**9
+#: how many to skip: a page's start
 Skip = Annotated[int, Whole(0, MOST_SKIPPED)]
 #: how many a page holds
 Take = Annotated[int, Whole(1, MAX_TAKE)]
@@ -287,7 +287,7 @@ def _whole_from_text(value: Any) -> Any:
     """A query parameter of ASCII digits as a number; else left as it is (and refused
     as not a number). ``int()`` alone would also read "１" (a fullwidth digit), " 5",
     "+5" and "1_000"."""
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if isinstance(value, str) and validation.digits(value):
         try:
             return int(value)
         except ValueError:  # more digits than int() reads from text

@@ -160,11 +160,10 @@
     attempts: 0, // failed attempts since the last open, for the backoff
     timer: null,
     pinger: null,
-    // pings sent and pongs received on this socket: the server answers in order, so
-    // the nth pong answers the nth ping; each ping() waits for its own
+    // each ping() sends an id and waits for the pong that gives it back (a heartbeat's
+    // pong has none)
     pings: 0,
-    pongs: 0,
-    awaitingPong: [], // [{number, resolve, reject}]
+    awaitingPong: new Map(), // id -> {resolve, reject}
     lastIds: new Map(), // channel -> last event id seen (undefined: none yet)
     afterGap: new Set(), // channels whose next event is new whatever its id
     // channels joined again after a reconnect with no event seen yet: whatever was
@@ -176,12 +175,6 @@
 
   function sendFrame(frame) {
     if (live.ws && live.ws.readyState === WebSocket.OPEN) live.ws.send(JSON.stringify(frame));
-  }
-
-  function sendPing() {
-    sendFrame({ op: 'ping' });
-    live.pings += 1;
-    return live.pings;
   }
 
   function join(channel) {
@@ -233,10 +226,11 @@
         emit(frame.channel, 'gap', null, { op: 'gap', channel: frame.channel });
       }
     } else if (frame.op === 'pong') {
-      live.pongs += 1;
-      const answered = live.awaitingPong.filter((wait) => wait.number <= live.pongs);
-      live.awaitingPong = live.awaitingPong.filter((wait) => wait.number > live.pongs);
-      answered.forEach((wait) => wait.resolve());
+      const wait = live.awaitingPong.get(frame.id);
+      if (wait) {
+        live.awaitingPong.delete(frame.id);
+        wait.resolve();
+      }
       emit('*', 'pong', null, frame);
     }
   }
@@ -263,7 +257,7 @@
         join(channel);
       }
       // Proxies close quiet connections; a ping now and then keeps it open.
-      live.pinger = setInterval(sendPing, 25000);
+      live.pinger = setInterval(() => sendFrame({ op: 'ping' }), 25000);
       emit('*', reconnected ? 'reconnect' : 'open', null, null);
     };
     ws.onmessage = (message) => {
@@ -279,8 +273,8 @@
       clearInterval(live.pinger);
       live.ws = null;
       // what was asked on this socket is never answered now
-      const unanswered = live.awaitingPong;
-      Object.assign(live, { pings: 0, pongs: 0, awaitingPong: [] });
+      const unanswered = [...live.awaitingPong.values()];
+      live.awaitingPong.clear();
       unanswered.forEach((wait) => wait.reject(socketClosed()));
       emit('*', 'close', null, null);
       if (!live.wanted) return;
@@ -308,38 +302,39 @@
   }
 
   /** Resolves on the server's answer to this ping: everything sent before it has been
-   *  handled. Rejects (err.code 'closed') when the socket is not open or closes first. */
-  function ping() {
+   *  handled. A socket still connecting is waited for; rejects (err.code 'closed')
+   *  when there is none, or it closes first. */
+  async function ping() {
+    if (live.ws && live.ws.readyState === WebSocket.CONNECTING) await opened();
     return new Promise((resolve, reject) => {
       if (!live.ws || live.ws.readyState !== WebSocket.OPEN) {
         reject(socketClosed());
         return;
       }
-      live.awaitingPong.push({ number: sendPing(), resolve, reject });
+      live.pings += 1;
+      live.awaitingPong.set(live.pings, { resolve, reject });
+      sendFrame({ op: 'ping', id: live.pings });
+    });
+  }
+
+  /** Resolves when the socket connecting now has opened, or has closed instead. */
+  function opened() {
+    return new Promise((resolve) => {
+      const offs = [];
+      const done = () => {
+        offs.forEach((off) => off());
+        resolve();
+      };
+      offs.push(on('*', 'open', done), on('*', 'reconnect', done), on('*', 'close', done));
     });
   }
 
   /** Resolves once the socket is open and the server has joined it to the user's
    *  channel (a ping answered), or the socket has closed: what is read from then on
    *  cannot miss a live change made meanwhile. */
-  function joined() {
-    return new Promise((resolve) => {
-      const answered = () => ping().then(resolve, resolve);
-      if (live.ws && live.ws.readyState === WebSocket.OPEN) {
-        answered();
-        return;
-      }
-      const offs = [];
-      const then = (next) => () => {
-        offs.forEach((off) => off());
-        next();
-      };
-      offs.push(
-        on('*', 'open', then(answered)),
-        on('*', 'reconnect', then(answered)),
-        on('*', 'close', then(resolve))
-      );
-    });
+  async function joined() {
+    if (!live.ws || live.ws.readyState !== WebSocket.OPEN) await opened();
+    await ping().catch(() => null); // closed meanwhile: nothing more to wait for
   }
 
   /** Call handler(data, frame) for `event` on `channel` ('*' for any of either);
@@ -1009,10 +1004,12 @@
     const notLoaded = (err) => failed('The notifications could not be loaded', err);
     const refreshShown = () => refresh().catch(notLoaded);
 
+    // an item's time (createdAt, updatedAt) to compare; one without counts as oldest
+    const time = (text) => Date.parse(text) || 0;
+
     // A live event may overtake the listing that was read before it: of each item,
     // keep the later version, and keep items newer than the whole listing.
     function newest(listed, held) {
-      const time = (text) => Date.parse(text) || 0;
       const mine = new Map(held.map((item) => [item.id, item]));
       const kept = listed.map((item) => {
         const live = mine.get(item.id);
@@ -1106,8 +1103,8 @@
         return updated;
       }
       // before the first item created no later than it: the listing's order
-      const created = Date.parse(item.createdAt) || Infinity;
-      const before = updated.findIndex((held) => (Date.parse(held.createdAt) || 0) <= created);
+      const created = time(item.createdAt);
+      const before = updated.findIndex((held) => time(held.createdAt) <= created);
       updated.splice(before < 0 ? updated.length : before, 0, item);
       return updated;
     }

@@ -46,6 +46,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ..validation import digits
 from ._http import BodyRefused, HTTPAnswer, HTTPFakeService, HTTPRequest
 from .service import ScriptedFailure
 
@@ -599,7 +600,7 @@ class FakeFCM(HTTPFakeService[ReceivedMessage]):
 
     def _read_body(self, request: HTTPRequest, stream: BufferedIOBase) -> bytes:
         length = request.header("Content-Length")
-        if length is None or not (length.isascii() and length.isdigit()):
+        if length is None or not digits(length):
             error = _google_error(411, "Content-Length is required.")
             raise BodyRefused(_Reply(411, error).http())
         return stream.read(int(length))

@@ -223,9 +223,11 @@ def test_toasts_do_not_cover_buttons(server: tuple[str, Any], chromium: Any) -> 
     carol = sign_in(carols.new_page(), base, "carol@example.com")
     alice = sign_in(chromium.new_context(viewport=PHONE).new_page(), base, "alice@example.com")
     carol.wait_for_function("window.pushSocketOpen === true")
-    # answered once the server joined her channel (on a socket that is not open,
-    # the ping fails at once)
-    carol.evaluate("FlaskPush.ping()")
+    # answered once the server joined her channel (the bound only ends a hang)
+    carol.evaluate(
+        """() => Promise.race([FlaskPush.ping(), new Promise((_, fail) =>
+             setTimeout(() => fail(new Error('no pong in 10 s')), 10000))])"""
+    )
 
     # Carol scrolled down the shop: an "Add" button sits at the bottom of her screen
     add = carol.locator(".product-card button").nth(4)

@@ -181,17 +181,44 @@ def upgrade() -> None:
     )
 
 
+#: the tables this revision creates
+_TABLES = (
+    "push_subscriptions",
+    "push_installations",
+    "push_inbox_items",
+    "push_inbox_counters",
+    "push_providers",
+    "push_messages",
+    "push_deliveries",
+)
+
+
 def _not_made_already() -> None:
-    """The tables exist, and Alembic has no record of them: ``db.create_all()`` made
-    them (the Quickstart's way). Say what to run instead of failing on the first
-    CREATE TABLE. (Flask-Migrate prints a CommandError as one line.)"""
-    if context.is_offline_mode() or not sa.inspect(op.get_bind()).has_table("push_subscriptions"):
+    """Tables of these names exist, and Alembic has no record of them: say what to do
+    instead of failing on the first CREATE TABLE. All of them: ``db.create_all()``
+    made them (the Quickstart's way), to be recorded. Some: a host's own tables, or
+    an earlier attempt, which recording would pass off as flask-push's.
+    (Flask-Migrate prints a CommandError as one line.)"""
+    if context.is_offline_mode():
         return
+    inspector = sa.inspect(op.get_bind())
+    present = [table for table in _TABLES if inspector.has_table(table)]
+    if not present:
+        return
+    if len(present) == len(_TABLES):
+        raise CommandError(
+            "flask-push's tables exist already, but Alembic has no record of them "
+            "(db.create_all() made them?). If this version of flask-push made them, "
+            "record them once with `flask db stamp flask_push@head`, then run `flask db "
+            "upgrade heads` again (tables of an older flask-push: stamp the revision "
+            "they match)."
+        )
+    missing = [table for table in _TABLES if table not in present]
     raise CommandError(
-        "flask-push's tables exist already, but Alembic has no record of them "
-        "(db.create_all() made them?). If this version of flask-push made them, record "
-        "them once with `flask db stamp flask_push@head`, then run `flask db upgrade "
-        "heads` again (tables of an older flask-push: stamp the revision they match)."
+        f"Some of flask-push's table names are taken already ({', '.join(present)}), "
+        f"and the others are not ({', '.join(missing)}): these are not tables flask-push "
+        "made whole. Rename or drop the tables in the way, then run `flask db upgrade "
+        "heads` again."
     )
 
 
