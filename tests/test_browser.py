@@ -576,6 +576,13 @@ def test_what_another_tab_read_is_shown_read(
 MENU_TITLES = "[...document.querySelectorAll('.fp-panel .fp-item-title')].map((t) => t.textContent)"
 
 
+def menu_shows_as_listed(page: Any, titles: list[str]) -> None:
+    """The menu shows ``titles`` from what came live, and again once listed anew."""
+    assert page.evaluate(MENU_TITLES) == titles
+    page.evaluate("window.bell.refresh()")
+    assert page.evaluate(MENU_TITLES) == titles
+
+
 def test_an_activitys_item_is_updated_where_it_is(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:
@@ -599,9 +606,7 @@ def test_an_activitys_item_is_updated_where_it_is(
     assert page.evaluate(MENU_TITLES) == ["Newer item", "Order #42"]
     state("Order #42: shipped", body="On its way")
     page.wait_for_function(f"{MENU_TITLES}[1] === 'Order #42: shipped'")
-    assert page.evaluate(MENU_TITLES) == ["Newer item", "Order #42: shipped"]
-    page.evaluate("window.bell.refresh()")
-    assert page.evaluate(MENU_TITLES) == ["Newer item", "Order #42: shipped"]
+    menu_shows_as_listed(page, ["Newer item", "Order #42: shipped"])
 
 
 def test_the_menu_keeps_the_listings_order_and_only_its_latest_items(
@@ -629,9 +634,7 @@ def test_the_menu_keeps_the_listings_order_and_only_its_latest_items(
         for n in range(2, 4):
             push.upsert("carol", notify_type="info", title=f"New {n}")
     page.wait_for_function(f"{MENU_TITLES}[0] === 'New 3'")
-    assert page.evaluate(MENU_TITLES) == ["New 3", "New 2"]
-    page.evaluate("window.bell.refresh()")
-    assert page.evaluate(MENU_TITLES) == ["New 3", "New 2"]
+    menu_shows_as_listed(page, ["New 3", "New 2"])
 
 
 def test_a_ping_waits_for_its_own_answer(
