@@ -326,7 +326,7 @@ def endpoint_url(value: str, *, allow_http: bool) -> URL:
     try:
         url = URL(value)
         written = urlsplit(value)
-        written.port  # noqa: B018 - raises ValueError on a bad port
+        port = written.port  # raises ValueError on a bad port
     except ValueError as err:
         raise _bad_endpoint(f"is not a valid URL ({err})") from err
     schemes = ("https", "http") if allow_http else ("https",)
@@ -339,7 +339,7 @@ def endpoint_url(value: str, *, allow_http: bool) -> URL:
     if not host or written.username is not None or written.password is not None:
         raise _bad_endpoint("must name a host and carry no user name or password")
     _check_host(host, written.hostname or "", bracketed="[" in written.netloc)
-    if written.port == 0:  # no service listens there; a connection would fail
+    if port == 0:  # no service listens there; a connection would fail
         raise _bad_endpoint("must not name port 0")
     return url
 
