@@ -283,54 +283,6 @@ def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> set[
     return set(session.scalars(query))
 
 
-def catch_up(
-    session: Any, models: Models, installation_id: str, activity_id: str, now: datetime
-) -> str | None:
-    """The Live Activity on ``installation_id`` has just registered its own token.
-    iOS gives the app that token a moment after a push-to-start began the activity,
-    and the activity may have moved on meanwhile: its latest state then went to the
-    device as an ordinary alert, and the Live Activity would show the start until
-    the next state. That delivery is queued again, due now, and goes to the token
-    (no commit). Returns its message's id, for the queue to look now; None when
-    there is nothing to catch up."""
-    message = models.Message
-    latest = session.execute(
-        sa.select(message.id, message.activity)
-        .where(message.activity_id == activity_id)
-        .order_by(message.created_at.desc(), message.id.desc())
-        .limit(1)
-    ).first()
-    if latest is None or (latest.activity or {}).get("event") == "start":
-        return None  # the start is what the activity began with
-    d = models.Delivery
-    sent = session.execute(
-        sa.select(d.id, d.events).where(
-            d.message_id == latest.id,
-            d.installation_id == installation_id,
-            d.status == "sent",
-            d.expires_at > now,
-        )
-    ).first()
-    if sent is None:
-        return None  # not sent yet (it will use the token), held back, or expired
-    event = outcomes.event("queued", now, outcomes.detail("activity_token", at=now))
-    session.execute(
-        sa.update(d)
-        .where(d.id == sent.id, d.status == "sent")
-        .values(
-            status="queued",
-            reason="activity_token",
-            due_at=now,
-            lease_until=None,
-            error=None,
-            updated_at=now,
-            events=[*(sent.events or ()), event],
-        ),
-        execution_options={"synchronize_session": False},
-    )
-    return str(latest.id)
-
-
 def forget_tokens(session: Any, models: Models, installations: Any) -> None:
     """Delete the Live Activity tokens of ``installations`` (their ids, or a SELECT of
     them), which are being deleted: nothing would ever read those tokens again."""

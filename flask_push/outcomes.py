@@ -85,10 +85,6 @@ REASONS: Final[dict[str, str]] = {
     "message_deleted": "Its message was deleted before it was sent.",
     "cancelled": "An operator cancelled the message at {at}, before this was sent.",
     "operator_retry": "An operator asked at {at} to try it again; it is due now.",
-    "activity_token": (
-        "Its Live Activity registered a token of its own at {at}, after this state "
-        "went to the device as an alert: it goes again, to the Live Activity."
-    ),
     "clicked": "The user clicked the notification at {at}.",
     "superseded": (
         "A newer state of the same activity replaced it at {at}, before it was delivered."

@@ -161,62 +161,6 @@ def test_live_activity_tokens_pick_the_live_activity_push(
     assert shown.event == "end" and shown.content_state["status"] == "delivered"
 
 
-def test_a_state_sent_before_the_token_came_goes_to_it_once_registered(
-    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
-) -> None:
-    """iOS hands the app the Live Activity's own token a moment after the
-    push-to-start: a state sent meanwhile went as an alert, and goes again to the
-    token once the app registers it, so the Live Activity does not stay at the start."""
-    client = live.test_client()
-    alice = as_user("alice")
-    with live.app_context():
-        iphone = devices(push_fake_webpush)["iphone"]
-    client.patch(
-        f"/push/installations/{iphone}", json={"pushToStartToken": START_TOKEN}, headers=alice
-    )
-    with live.app_context():
-        order("start", state={"status": "placed", "step": 1, "steps": 5},
-              attributes_type="OrderAttributes", attributes={"number": 42})  # fmt: skip
-        update = order().id  # before the app had the activity's token
-    start, alert = push_fake_apns.notifications
-    assert (start.device_token, start.push_type) == (START_TOKEN, "liveactivity")
-    assert (alert.device_token, alert.push_type) == (IPHONE, "alert")
-
-    def register() -> int:
-        answer = client.post(
-            f"/push/installations/{iphone}/activities",
-            json={"activityId": "order-42", "pushToken": LIVE_TOKEN},
-            headers=alice,
-        )
-        return int(answer.status_code)
-
-    assert register() == 201
-    *_, caught_up = push_fake_apns.wait(3)
-    assert (caught_up.device_token, caught_up.push_type) == (LIVE_TOKEN, "liveactivity")
-    assert caught_up.aps["event"] == "update" and caught_up.aps["content-state"] == STATE
-    assert push_fake_apns.live_activities[LIVE_TOKEN].content_state == STATE
-    with live.app_context():
-        d = push.models.Delivery
-        row = db.session.scalars(
-            sa.select(d).where(d.message_id == update, d.installation_id == iphone)
-        ).one()  # the same delivery, sent again: the message's counts are as they were
-        assert row.status == "sent"
-        timeline = [(e["what"], e.get("detail", "")) for e in row.events]
-        assert [what for what, _ in timeline] == [
-            "queued",
-            "attempt",
-            "sent",
-            "queued",
-            "attempt",
-            "sent",
-        ]
-        assert "registered a token of its own" in timeline[3][1]
-    # the same token again: nothing more to send (the inline queue would have sent it
-    # before the answer)
-    assert register() == 200
-    assert len(push_fake_apns.notifications) == 3
-
-
 def test_a_dead_live_activity_token_is_dropped_not_the_device(
     live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
 ) -> None:

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask.typing import ResponseReturnValue
 
 from .. import validation
-from ..activities import catch_up, forget_tokens
+from ..activities import forget_tokens
 from ..models import utcnow
 from ..schemas.installation import (
     ActivityTokenCreate,
@@ -218,16 +218,9 @@ def register_activity_token(id: str) -> ResponseReturnValue:
     model = ext.models.ActivityToken
     row = session.get(model, (installation.id, given.activity_id))
     created = row is None
-    fresh = row is None or row.push_token != token
     if row is None:
         row = model(installation_id=installation.id, activity_id=given.activity_id)
         session.add(row)
-    now = utcnow()
-    row.push_token, row.created_at = token, now
-    behind = None
-    if fresh:  # a state that went as an alert before the token came goes to it now
-        behind = catch_up(session, ext.models, installation.id, given.activity_id, now)
+    row.push_token, row.created_at = token, utcnow()
     session.commit()
-    if behind is not None:
-        ext.state.get_queue().enqueue(behind, 1)
     return ActivityTokenShown.model_validate(row).to_json(), 201 if created else 200
