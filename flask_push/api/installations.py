@@ -103,8 +103,9 @@ def register_installation() -> ResponseReturnValue:
 def _token_free(installation: Any, token: str) -> None:
     """Refuse a device token that another installation of the app holds: one device
     is one installation (POST /installations with the token updates that one)."""
-    model = push().models.Installation
-    holder = push().db.session.scalar(
+    ext = push()
+    model = ext.models.Installation
+    holder = ext.db.session.scalar(
         sa.select(model.id).where(
             model.app_id == installation.app_id,
             model.device_token == token,

@@ -315,7 +315,7 @@ def _answer(
         realtime.hub.leave(connection, channel)
         return []
     since = message.get("since")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+    if since is not None and not _whole(since):
         return [_error("bad_request", "'since' must be a whole number of at least 0.")]
     try:
         allowed = push.may_join(user_id, channel)
@@ -336,13 +336,21 @@ def _answer(
     return [json.dumps({"op": "subscribed", "channel": channel}), *_replayed(channel, replay)]
 
 
+def _whole(value: Any, below: int | None = None) -> bool:
+    """Is ``value`` a whole number of at least 0 (and under ``below``)? JSON's
+    ``true`` is not 1, and ``1.0`` is not one either."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return False
+    return below is None or value < below
+
+
 def _pong(ping: dict[str, Any]) -> str:
     """The answer to a ping: its ``id`` given back, so that a client tells the answer
     to its ping from a heartbeat's pong (which has none)."""
     if "id" not in ping:
         return PONG
     id = ping["id"]
-    if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id < MAX_PING_ID:
+    if not _whole(id, below=MAX_PING_ID):
         return _error("bad_request", "A ping's 'id' must be a whole number from 0 below 2^53.")
     return json.dumps({"op": "pong", "id": id})
 
