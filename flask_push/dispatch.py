@@ -1663,20 +1663,20 @@ class Dispatcher:
             ],
         )
         stamp = now.isoformat()  # once per batch: every event of it has this time
-        said: dict[tuple[int, str, str], str] = {}
+        said: dict[tuple[int, str, str, str | None], str] = {}
         gone_targets: list[tuple[str, str, str]] = []
         dead_tokens: list[OutgoingPush] = []
         retried: list[dict[str, Any]] = []
         for push, result in results:
             id = int(push.delivery_id)
             tries = attempts[id]
-            service = outcomes.ANSWERED_BY.get(result.reason or "") or service_name(result.provider)
+            service = service_name(result.provider)
             answer = _answer(result, prefer_code=True)
-            key = (tries, service, answer)
+            key = (tries, service, answer, result.reason)
             text = said.get(key)
             if text is None:
                 text = said[key] = outcomes.attempt_detail(
-                    attempts=tries, service=service, answer=answer
+                    result.reason, attempts=tries, service=service, answer=answer
                 )
             tried = outcomes.event("attempt", stamp, text, statusCode=result.status_code)
             if result.status == "retry" and id in dropped:
@@ -1700,6 +1700,7 @@ class Dispatcher:
                         service=service,
                         answer=_answer(result),
                         attempts=tries,
+                        unanswered=result.reason == "unreachable",
                     )
                     outcome["b_events"].insert(0, tried)
                     finished.append(outcome)
@@ -1707,8 +1708,9 @@ class Dispatcher:
                 else:
                     wait = backoff(tries, result.retry_after)
                     due = now + timedelta(seconds=wait)
+                    waited = "unreachable" if result.reason == "unreachable" else "unavailable"
                     text = outcomes.detail(
-                        "unavailable",
+                        waited,
                         service=service,
                         answer=_answer(result, prefer_code=True),
                         at=now,
@@ -1720,7 +1722,7 @@ class Dispatcher:
                             "b_kind": result.provider,  # for the metrics
                             "b_error": result.error,
                             "b_due": due,
-                            "b_reason": "unavailable",
+                            "b_reason": waited,
                             "b_events": [
                                 tried,
                                 outcomes.event("retry", now, text, nextAttemptAt=due.isoformat()),
@@ -2004,8 +2006,6 @@ def _deferred(now: datetime, delay: timedelta, service: str) -> dict[str, Any]:
 def _answer(result: DeliveryResult, *, prefer_code: bool = False) -> str:
     """What the push service answered, as a sentence says it: ``410 Gone``, or the
     error it gave (which names its status), or a connection failure."""
-    if result.reason == "recorded":
-        return "that it kept the push, sending nothing"
     code = result.status_code
     said = None
     if code is not None:

@@ -41,8 +41,9 @@ EVENTS: Final[tuple[str, ...]] = get_args(EventKind)
 
 #: machine reason -> the sentence it reads as. Placeholders: ``{service}`` (who
 #: answered, "the browser's push service"), ``{answer}`` (what it answered, such
-#: as "410 Gone"), ``{at}`` and ``{next}`` (times), ``{attempts}``, ``{kind}``,
-#: ``{target}`` ("subscription" or "installation"), ``{service_id}``.
+#: as "410 Gone", or why no answer came), ``{at}`` and ``{next}`` (times),
+#: ``{attempts}``, ``{kind}``, ``{target}`` ("subscription" or "installation"),
+#: ``{service_id}``; ``{Last}``: what the last attempt found (an answer, or none).
 REASONS: Final[dict[str, str]] = {
     "accepted": "{Service} accepted it at {at}{service_id}.",
     "recorded": (
@@ -57,10 +58,10 @@ REASONS: Final[dict[str, str]] = {
         "flask-push did not connect at {at}: {answer}. It will not be tried again as it is."
     ),
     "unavailable": "{Service} answered {answer} at {at}; it will be tried again at {next}.",
-    "gave_up": (
-        "{Service} answered {answer} at {at}, attempt {attempts}; flask-push gave up after "
-        "{attempts} attempts."
+    "unreachable": (
+        "flask-push could not reach {service} at {at}: {answer}. It will be tried again at {next}."
     ),
+    "gave_up": "{Last}; flask-push gave up after {attempts} attempts.",
     "no_outcome": (
         "flask-push gave up on it at {at}, at its claim number {attempts}: the last "
         "claims before it ended with no outcome written (the worker holding it stopped "
@@ -123,11 +124,16 @@ POLICY_REASONS: Final[tuple[str, ...]] = (
 
 #: what an attempt event says of the answer
 ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
-#: reason -> who answered an attempt that never reached the push service: flask-push
-#: refused the address itself, or sending is suppressed and the push was recorded
-ANSWERED_BY: Final[dict[str, str]] = {
-    "address_blocked": "flask-push's address check",
-    "recorded": "flask-push's recorder (PUSH_SUPPRESS_SEND)",
+#: reason -> what an attempt event says when the push service gave no answer: it
+#: could not be reached, flask-push refused the address itself, or sending is
+#: suppressed and the push was recorded
+UNANSWERED: Final[dict[str, str]] = {
+    "unreachable": "Attempt {attempts}: {service} could not be reached: {answer}.",
+    "address_blocked": "Attempt {attempts}: flask-push's address check {answer}.",
+    "recorded": (
+        "Attempt {attempts}: flask-push's recorder (PUSH_SUPPRESS_SEND) kept the push and "
+        "sent nothing."
+    ),
 }
 
 
@@ -158,14 +164,21 @@ def detail(reason: str, **values: Any) -> str:
         shown["service_id"] = f" (its id for it: {values['service_id']})"
     service = str(shown["service"])
     shown["Service"] = service[:1].upper() + service[1:]
+    last = (
+        "flask-push could not reach {service} at {at}, attempt {attempts}: {answer}"
+        if values.get("unanswered")
+        else "{Service} answered {answer} at {at}, attempt {attempts}"
+    )
+    shown["Last"] = last.format(**shown)
     return REASONS[reason].format(**shown)
 
 
-def attempt_detail(**values: Any) -> str:
-    """The sentence of one attempt: who answered what."""
+def attempt_detail(reason: str | None = None, **values: Any) -> str:
+    """The sentence of one attempt: who answered what (``reason``: the result's,
+    which says when no answer came)."""
     shown = {"service": "the push service", "answer": "nothing", "attempts": 1}
     shown.update({k: v for k, v in values.items() if v is not None})
-    return ATTEMPT.format(**shown)
+    return UNANSWERED.get(reason or "", ATTEMPT).format(**shown)
 
 
 def event(what: str, at: datetime | str, text: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from flask_push.dispatch import Dispatcher
 from flask_push.errors import ValidationError
 from flask_push.testing import FakePushService
 
@@ -82,8 +83,7 @@ def test_a_suppressed_send_says_it_was_only_recorded(
     assert (entry["status"], entry["reason"]) == ("sent", "recorded")
     assert entry["detail"].startswith("Recorded at ") and "not sent" in entry["detail"]
     assert entry["events"][1]["detail"] == (
-        "Attempt 1: flask-push's recorder (PUSH_SUPPRESS_SEND) answered that it kept the "
-        "push, sending nothing."
+        "Attempt 1: flask-push's recorder (PUSH_SUPPRESS_SEND) kept the push and sent nothing."
     )
     assert "push service" not in entry["detail"]
     assert push_fake_webpush.requests == []
@@ -167,11 +167,85 @@ def test_an_address_flask_push_refuses_is_not_blamed_on_the_push_service(
         (entry,) = push.explain(id)
     assert (entry["status"], entry["reason"]) == ("failed", "address_blocked")
     attempt = entry["events"][1]["detail"]
-    assert attempt.startswith("Attempt 1: flask-push's address check answered refused to connect")
+    assert attempt.startswith("Attempt 1: flask-push's address check refused to connect")
     assert entry["detail"].startswith("flask-push did not connect at ")
     # what to do, in the app's own terms; the push service is not blamed
     assert "PUSH_ENDPOINT_HOSTS" in entry["detail"] and "push service" not in entry["detail"]
     assert push_fake_webpush.requests == []
+
+
+def test_a_push_service_that_cannot_be_reached_is_said_so_in_plain_words(
+    make_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No answer is not an answer: the timeline says the service could not be
+    reached and why (a closed port, a name that does not resolve), never that it
+    "answered ClientConnectorDNSError"."""
+    live = make_app(
+        PUSH_QUEUE="inline",
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_ENDPOINT_HOSTS=["127.0.0.1", "*.example.test"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    )
+    client = live.test_client()
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    endpoints = {
+        "refused": f"http://127.0.0.1:{closed}/push/refused",
+        "nameless": "https://push.example.test/push/nameless",
+    }
+    ids = {}
+    for name, endpoint in endpoints.items():
+        info = {**push_fake_webpush.subscribe(name).info, "endpoint": endpoint}
+        answer = client.post("/push/subscriptions", json=info, headers=as_user("al"))
+        assert answer.status_code == 201, answer.get_json()
+        ids[name] = answer.get_json()["id"]
+    real = socket.getaddrinfo
+
+    def nameless(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "push.example.test":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", nameless)
+    id = send(client, ["al"])
+    with live.app_context():
+        entries = by_target(push.explain(id))
+    said = {
+        "refused": f"the connection to 127.0.0.1:{closed} failed (Connection refused)",
+        "nameless": "the name push.example.test did not resolve (Name or service not known)",
+    }
+    for name, why in said.items():
+        entry = entries[ids[name]]
+        assert (entry["status"], entry["reason"]) == ("queued", "unreachable")
+        queued, attempt, retry = entry["events"]
+        assert attempt["detail"] == (
+            f"Attempt 1: the browser's push service could not be reached: {why}."
+        )
+        assert attempt.get("statusCode") is None
+        assert entry["detail"].startswith(
+            "flask-push could not reach the browser's push service at "
+        )
+        assert f": {why}. It will be tried again at " in entry["detail"]
+        assert "answered" not in entry["detail"] + attempt["detail"]
+
+    # and when flask-push gives up, it says the last try found no one either
+    with live.app_context():
+        make_due(id)
+        dispatcher = Dispatcher(live, push.models, db.engine, push.settings, max_attempts=2)
+        try:
+            dispatcher.run_once(message_id=id)
+        finally:
+            dispatcher.close()
+        entry = by_target(push.explain(id))[ids["refused"]]
+    assert (entry["status"], entry["reason"]) == ("failed", "gave_up")
+    assert entry["detail"].startswith("flask-push could not reach the browser's push service at ")
+    assert entry["detail"].endswith(
+        f", attempt 2: the connection to 127.0.0.1:{closed} failed (Connection refused); "
+        "flask-push gave up after 2 attempts."
+    )
 
 
 def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(

@@ -110,7 +110,7 @@ from ..message import (
 )
 from ..schemas.base import Documented, ResponseModel, WireModel, stripped
 from ..validation import digits
-from .base import Provider
+from .base import Provider, unreachable
 
 # aioapns (the ``apns`` extra) is imported by ._apns_client, on first use, so that
 # the kind below can be read (and the extra asked for) without it.
@@ -415,14 +415,13 @@ class APNsProvider(Provider):
         if isinstance(
             response, (MaxAttemptsExceeded, ConnectionClosed, APNsConnectionError, OSError)
         ):
-            detail = str(response) or type(response).__name__
+            where = f"{self.host}:{self.port}"
             if isinstance(response, MaxAttemptsExceeded):
-                detail = "the connection dropped on every attempt"
+                said = f"the connection to {where} dropped on every attempt"
+            else:
+                said = f"the connection to {where} failed ({unreachable(response)})"
             return DeliveryResult(
-                push.delivery_id,
-                "retry",
-                self.name,
-                error=f"could not reach APNs at {self.host}:{self.port}: {detail}",
+                push.delivery_id, "retry", self.name, error=said, reason="unreachable"
             )
         return DeliveryResult(
             push.delivery_id,

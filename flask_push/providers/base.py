@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import os
+import ssl
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -46,6 +48,50 @@ async def _within(seconds: float, request: Coroutine[Any, Any, _T]) -> _T:
         async with asyncio.timeout(seconds):
             return await request
     return await asyncio.wait_for(request, seconds)
+
+
+def unreachable(error: BaseException, timeout: float | None = None) -> str:
+    """A failure to get any answer from a push service, in the words an operator
+    reads in a timeline: what went wrong first, the client library's own words after.
+
+    Each provider's ``parse`` gives it, with the reason ``unreachable``, for what its
+    client raised before an answer came; ``timeout`` is the provider's, for a
+    request abandoned without an answer.
+    """
+    import aiohttp
+
+    if isinstance(error, getattr(aiohttp, "ConnectionTimeoutError", ())):
+        return "the connection was not made in time"
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        waited = f" within {timeout:g} s" if timeout is not None else ""
+        return f"no answer came{waited}"
+    words = str(error) or type(error).__name__
+    if isinstance(error, aiohttp.ClientConnectorError):
+        host = error.host
+        if isinstance(error, getattr(aiohttp, "ClientConnectorDNSError", ())):
+            return f"the name {host} did not resolve ({error.os_error.strerror or words})"
+        if isinstance(error, aiohttp.ClientConnectorCertificateError):
+            return f"{host}'s TLS certificate is not trusted ({error.certificate_error})"
+        if isinstance(error, aiohttp.ClientSSLError):
+            return f"the TLS handshake with {host} failed ({error.os_error})"
+        return f"the connection to {host}:{error.port} failed ({_said(error.os_error)})"
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "it closed the connection before answering"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return f"its answer broke off ({words})"
+    if isinstance(error, ssl.SSLError):
+        return f"the TLS connection failed ({words})"
+    if isinstance(error, OSError) and (error.errno or error.strerror):
+        return f"the connection failed ({_said(error)})"
+    return f"{type(error).__name__}: {words}"
+
+
+def _said(error: OSError) -> str:
+    """The system's words for ``error``: asyncio's own text for a refused connection
+    ("Connect call failed ...") names no cause, its errno does."""
+    if error.errno and error.errno > 0:
+        return os.strerror(error.errno)
+    return error.strerror or str(error) or type(error).__name__
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -279,9 +325,13 @@ class Provider(ABC):
             payload = self.build_payload(push)
             began = time.monotonic()
             response = await _within(self.timeout, self.post(push, payload))
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError as err:
             return DeliveryResult(
-                push.delivery_id, "retry", self.name, error=f"no answer within {self.timeout:g} s"
+                push.delivery_id,
+                "retry",
+                self.name,
+                error=unreachable(err, self.timeout),
+                reason="unreachable",
             )
         except Exception as err:  # noqa: BLE001 - parse() decides what it means
             response = err

@@ -68,7 +68,7 @@ from ..credentials import text as _text
 from ..errors import PayloadError, ValidationError
 from ..message import Activity, DeliveryResult, DeviceTarget, Notification, OutgoingPush
 from ..schemas.base import ResponseModel, WireModel, refuse_as
-from .base import Provider, retry_after_seconds
+from .base import Provider, retry_after_seconds, unreachable
 
 # pyfcm, google-auth and requests are the ``fcm`` extra: imported when a provider
 # is made, so that the kind above can be read (and the extra asked for) without them.
@@ -642,9 +642,13 @@ class FCMProvider(Provider):
                 ),
             )
         if isinstance(err, google.auth.exceptions.TransportError):
-            return result("retry", error=f"FCM token endpoint unreachable: {err}")
+            return result(
+                "retry",
+                error=f"Google's OAuth token endpoint could not be reached ({err})",
+                reason="unreachable",
+            )
         if isinstance(err, _UNREACHABLE):
-            return result("retry", error=f"FCM unreachable: {type(err).__name__}: {err}")
+            return result("retry", error=unreachable(err, self.timeout), reason="unreachable")
         if isinstance(err, PayloadError):
             return result("failed", error=str(err))
         return result("failed", error=f"FCM send failed: {type(err).__name__}: {err}")

@@ -48,7 +48,7 @@ from ..message import (
 )
 from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
 from . import aes128gcm
-from .base import Provider, retry_after_seconds
+from .base import Provider, retry_after_seconds, unreachable
 
 if TYPE_CHECKING:
     from ..config import PushSettings
@@ -489,7 +489,8 @@ class WebPushProvider(Provider):
                 push.delivery_id,
                 "retry",
                 self.name,
-                error=f"{type(error).__name__}: {message}",
+                error=unreachable(error, self.timeout),
+                reason="unreachable",
             )
         return DeliveryResult(
             push.delivery_id, "failed", self.name, error=f"{type(error).__name__}: {message}"

@@ -149,7 +149,7 @@ class WebPushDriver(Driver):
     sent_status = 201
     gone_status, gone_says = 410, "expired"
     too_large_status, too_large_says = 413, "too large"
-    unreachable_says = "connect"
+    unreachable_says = "Connection refused"
     other_target_says = "DeviceTarget"
     retry_after = True
 
@@ -246,7 +246,7 @@ class FCMDriver(DeviceDriver):
     provider_type = FCMProvider
     gone_status, gone_says = 404, "unregistered"
     too_large_status, too_large_says = 400, "too big"
-    unreachable_says = "FCM unreachable"
+    unreachable_says = "Connection refused"
     other_target_says = "device tokens only"
     retry_after = True
     REASONS = {429: "QUOTA_EXCEEDED", 500: "INTERNAL", 503: "UNAVAILABLE"}
@@ -286,7 +286,7 @@ class APNsDriver(DeviceDriver):
     gone_status, gone_says = 410, "Unregistered"
     too_large_status = 413
     too_large_says = Exactly("413 PayloadTooLarge: the payload is over 4096 bytes")
-    unreachable_says = "could not reach APNs"
+    unreachable_says = "Connection refused"
     REASONS = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
 
     def __init__(self, fake: FakeAPNs) -> None:

@@ -214,6 +214,8 @@ def test_a_service_that_stopped_is_retried(driver: Driver) -> None:
     assert sent.status == "sent"
     assert (broken.status, refused.status) == ("retry", "retry")
     assert broken.error and says(refused.error, driver.unreachable_says)
+    # no answer came: the timeline says it could not be reached, not what it answered
+    assert (broken.reason, refused.reason) == ("unreachable", "unreachable")
 
 
 @for_providers()

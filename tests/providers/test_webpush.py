@@ -382,6 +382,7 @@ def test_tls_is_verified_against_ssl_cert_file(
     trusted, untrusted = outputs
     assert trusted.startswith("sent")
     assert untrusted.startswith("retry") and "certificate verify failed" in untrusted
+    assert "TLS certificate is not trusted" in untrusted
 
 
 # -- size ----------------------------------------------------------------------------------
