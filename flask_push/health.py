@@ -37,7 +37,10 @@ def check(state: PushState) -> Health:
         if missing:
             logger.error("flask-push: health check: %s", database.tables_missing_message(missing))
             which = "out of date" if database.out_of_date(missing) else "missing"
-            problems.append(f"The database answered, but flask-push's tables are {which}.")
+            problems.append(
+                f"The database answered, but flask-push's tables are {which}: the log "
+                "says which, and the command that makes them."
+            )
         else:
             logger.warning("flask-push: health check: the database did not answer: %s", err)
             problems.append("The database did not answer.")

@@ -221,7 +221,11 @@ def test_missing_tables_are_named_in_the_log_not_to_the_client(
         assert any("db.create_all()" in r.getMessage() for r in caplog.records)
         status, body = health(app)
         assert status == 503
-        assert body["problems"] == ["The database answered, but flask-push's tables are missing."]
+        assert body["problems"] == [
+            "The database answered, but flask-push's tables are missing: the log says which, "
+            "and the command that makes them."
+        ]
+        assert any("flask db upgrade heads" in r.getMessage() for r in caplog.records)
     finally:
         with app.app_context():
             app.extensions["push"].shutdown()
