@@ -15,7 +15,10 @@ The ``thread`` queue: one daemon thread per app and process, started by the firs
 process serves (so a web process delivers what others queued, and what was due
 when it restarted), woken by each send and otherwise polling about every second
 for retries and scheduled messages that came due. After a fork the child starts
-its own worker on its first send or request.
+its own worker on its first send or request. When the process exits, its worker
+first delivers what is due, for up to :data:`EXIT_DRAIN` seconds, so that a script
+that sends and ends has sent; then it lets what is on the network finish and hands
+the rest back to the outbox.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import concurrent.futures.thread  # noqa: F401 - its exit hook must come first, 
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Protocol
@@ -38,6 +42,10 @@ logger = logging.getLogger("flask_push")
 
 #: seconds between two looks at the outbox when no send wakes the worker
 POLL_INTERVAL = 1.0
+#: seconds a ``thread`` worker goes on delivering what is due when its process exits
+EXIT_DRAIN = 5.0
+#: seconds it then gives the pushes on the network to finish
+EXIT_FINISH = 5.0
 
 _running: weakref.WeakSet[ThreadWorker] = weakref.WeakSet()
 
@@ -121,6 +129,10 @@ class ThreadWorker:
         self.pid = os.getpid()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        # set by drain(): rounds stop at this monotonic time, and the next round
+        # that finds nothing due says so through _drained
+        self._drain_until: float | None = None
+        self._drained = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"flask-push-worker:{app.name}", daemon=True
         )
@@ -154,6 +166,19 @@ class ThreadWorker:
             self._thread.join(timeout)
         _running.discard(self)
 
+    def drain(self, seconds: float) -> None:
+        """Deliver what is due, until nothing is or ``seconds`` have passed, then
+        :meth:`stop`: what a process does as it exits."""
+        self._drain_until = time.monotonic() + seconds
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._drained.wait(seconds)
+        self.stop(EXIT_FINISH)
+
+    def _past_drain(self) -> bool:
+        until = self._drain_until
+        return until is not None and time.monotonic() >= until
+
     def _run(self) -> None:
         with self.app.app_context():
             dispatcher = self._make_dispatcher()
@@ -174,6 +199,9 @@ class ThreadWorker:
                             said = sentence
                             logger.error("flask-push: nothing is delivered until then: %s", said)
                         more = False
+                    # nothing due, and no send since the round began: drained
+                    if not more and self._drain_until is not None and not self._wake.is_set():
+                        self._drained.set()
                     if not more:
                         self._wake.wait(POLL_INTERVAL)
             finally:
@@ -187,16 +215,22 @@ class ThreadWorker:
             dispatcher.run_once()
             return False
         stopping = self._stopping.is_set
-        stop = stopping if busy is None else lambda: stopping() or busy()
+        past = self._past_drain
+        stop = (
+            (lambda: stopping() or past())
+            if busy is None
+            else (lambda: stopping() or past() or busy())
+        )
         return dispatcher.run_until_idle(stop=stop) > 0
 
 
 def _stop_all() -> None:
-    """At interpreter exit, let workers finish the pushes they have on the network,
-    hand back the rest, and close connections."""
+    """At interpreter exit, have workers deliver what is due (for a while), let them
+    finish the pushes they have on the network, hand back the rest, and close
+    connections."""
     for worker in list(_running):
         if worker.pid == os.getpid():
-            worker.stop(timeout=5.0)
+            worker.drain(EXIT_DRAIN)
 
 
 # Threading's exit hooks run before atexit's, last registered first, and the one

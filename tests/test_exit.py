@@ -1,6 +1,8 @@
 """A process that sends with the ``thread`` queue and exits without
-``push.shutdown()`` loses nothing: the pushes on the network at exit are
-delivered, the others stay queued for the next worker, and none ends ``failed``.
+``push.shutdown()`` has sent what it queued, and loses nothing when it cannot: its
+worker delivers what is due for up to ``EXIT_DRAIN`` seconds, the pushes on the
+network then are delivered, the others stay queued for the next worker, and none
+ends ``failed``.
 
 A real child process sends to the fake services (FCM fetches its access token in
 the loop's executor, which refuses work once the interpreter starts exiting), for
@@ -26,6 +28,7 @@ TARGETS = 120
 CHILD = """
 import json, os, time
 from flask import Flask
+import flask_push.queues
 from flask_sqlalchemy import SQLAlchemy
 from flask_push import Push
 
@@ -47,7 +50,9 @@ with app.app_context():
         db.session.add(row)
     db.session.commit()
     push.send(users=["al"], title="Your order is on its way")
-    time.sleep(0.5)  # the worker thread has pushes on the network now
+    if "CHILD_DRAIN" in os.environ:  # how long the worker may go on when the script ends
+        flask_push.queues.EXIT_DRAIN = float(os.environ["CHILD_DRAIN"])
+        time.sleep(0.5)  # the worker thread has pushes on the network now
 # the script ends here: no push.shutdown()
 """
 
@@ -61,8 +66,8 @@ def fake_for(kind: str) -> Any:
     return FakeAPNs(topic="com.example.shop", delay=0.5)
 
 
-@pytest.mark.parametrize("kind", ["webpush", "fcm", "apns"])
-def test_exit_with_pushes_in_flight_loses_nothing(tmp_path: Path, kind: str) -> None:
+def run_child(tmp_path: Path, kind: str, drain: float | None) -> tuple[dict[str, int], int]:
+    """Run the script; the deliveries' statuses and how many pushes arrived."""
     database = tmp_path / "app.db"
     with fake_for(kind) as fake:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PUSH_")}
@@ -79,6 +84,8 @@ def test_exit_with_pushes_in_flight_loses_nothing(tmp_path: Path, kind: str) -> 
             env["SSL_CERT_FILE"] = fake.certificate.trust_bundle()
         env["CHILD_CONFIG"] = json.dumps(config)
         env["CHILD_TARGETS"] = json.dumps(targets)
+        if drain is not None:
+            env["CHILD_DRAIN"] = str(drain)
         child = subprocess.run(
             [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120
         )
@@ -93,7 +100,24 @@ def test_exit_with_pushes_in_flight_loses_nothing(tmp_path: Path, kind: str) -> 
         statuses = dict(
             connection.execute("SELECT status, count(*) FROM push_deliveries GROUP BY status")
         )
-    assert set(statuses) <= {"sent", "queued"}, statuses  # nothing failed
     assert sum(statuses.values()) == TARGETS
+    return statuses, received
+
+
+@pytest.mark.parametrize("kind", ["webpush", "fcm", "apns"])
+def test_a_script_that_sends_and_ends_has_sent(tmp_path: Path, kind: str) -> None:
+    """The script ends at once after its send: its worker delivers it all first
+    (two rounds of answers that take 0.5 s, well within EXIT_DRAIN)."""
+    statuses, received = run_child(tmp_path, kind, drain=None)
+    assert statuses == {"sent": TARGETS}
+    assert received == TARGETS
+
+
+@pytest.mark.parametrize("kind", ["webpush", "fcm", "apns"])
+def test_exit_with_pushes_in_flight_loses_nothing(tmp_path: Path, kind: str) -> None:
+    """No time to drain (EXIT_DRAIN = 0): what is on the network arrives, the rest
+    is handed back."""
+    statuses, received = run_child(tmp_path, kind, drain=0)
+    assert set(statuses) <= {"sent", "queued"}, statuses  # nothing failed
     assert statuses.get("sent", 0) >= 1  # what was on the network arrived
     assert received == statuses.get("sent", 0)  # each once; the rest wait for a worker
