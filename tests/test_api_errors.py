@@ -36,6 +36,43 @@ def test_cross_site_form_posts_are_refused(app, client, content_type):
         )
 
 
+def test_writes_without_a_body_need_no_content_type_unless_from_another_site(app, client):
+    """``POST /notifications/mark-all-read`` as the contract shows it (no body) works;
+    the same from another site's page (a form with nothing in it) is refused."""
+    user = as_user("alice")
+    client.post("/push/notifications", json={"id": "n1", "title": "Hi"}, headers=user)
+    assert client.post("/push/notifications/n1/read", headers=user).status_code == 200
+    assert client.post("/push/notifications/mark-all-read", headers=user).status_code == 200
+    own = [{"Sec-Fetch-Site": "same-origin"}, {"Origin": "http://localhost"}]
+    for headers in own:
+        answer = client.post("/push/notifications/mark-all-read", headers={**user, **headers})
+        assert answer.status_code == 200, headers
+    others = [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"},
+    ]
+    for headers in others:
+        answer = client.post(
+            "/push/notifications/mark-all-read",
+            headers={**user, **headers, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert_error(answer, 415, "unsupported_media_type")
+        answer = client.post("/push/notifications/mark-all-read", headers={**user, **headers})
+        assert_error(answer, 415, "unsupported_media_type")
+    # a PATCH is its body, so it has a type
+    answer = client.patch("/push/preferences", headers=user)
+    assert_error(answer, 415, "unsupported_media_type")
+    # a body still needs its type, and a write that needs a body says what is missing
+    assert_error(
+        client.post("/push/notifications", data="{}", headers=user), 415, "unsupported_media_type"
+    )
+    answer = client.post("/push/notifications", headers=user)
+    assert answer.status_code == 400 and answer.json["error"]["field"] == "title"
+
+
 def test_malformed_json(client):
     for data, said in (
         ("{not json", "The request body is not valid JSON."),

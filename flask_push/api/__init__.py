@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
 
-from .. import database
+from .. import database, validation
 from ..config import PushSettings
 from ..errors import ValidationError
 from . import routes
@@ -43,6 +43,26 @@ _STATIC_TYPES = {
 }
 
 
+def _own_empty() -> bool:
+    """A POST with no body at all (``POST /notifications/<id>/read``) that no browser
+    says came from another site: it needs no ``Content-Type``. (A PUT or PATCH is
+    its body: without one it is refused as ever.)
+
+    A browser sends ``Sec-Fetch-Site`` or an ``Origin`` with every cross-site POST (a
+    form, ``sendBeacon``, ``fetch`` in ``no-cors`` mode), so the door above stays
+    shut; a client without either (a test client, curl, an app) has no victim's
+    cookies to carry.
+    """
+    if request.method != "POST" or request.content_length:
+        return False
+    if "Transfer-Encoding" in request.headers:
+        return False
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    return validation.origin_allowed(request.headers.get("Origin"), request.host, ())
+
+
 def create_blueprint(settings: PushSettings) -> Blueprint:
     """A blueprint for one app, with the routes that exist under its settings."""
     # static/: the browser client, flask-push.js (and its ES-module face, flask-push.mjs),
@@ -55,7 +75,7 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         request.max_content_length = settings.max_request_bytes
         # A cross-site HTML form can POST, but only as a form or text/plain;
         # requiring JSON (which needs a CORS preflight) shuts that door.
-        if request.method in _WRITE_METHODS and not request.is_json:
+        if request.method in _WRITE_METHODS and not request.is_json and not _own_empty():
             return error_response(
                 ApiError(
                     415,

@@ -21,7 +21,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaV
 from pydantic_core import core_schema
 
 from .._version import __version__
-from ..schemas.base import Context, document_context
+from ..schemas.base import AnyObject, Context, document_context
 from ..schemas.errors import Error
 from .routes import Answer, Route, table
 
@@ -40,9 +40,10 @@ and `push.admin_loader` (may this request use the admin endpoints?). Endpoints
 that need a user answer 401 without one; admin endpoints answer 403 to anyone
 else. Rows of another user answer 404, as if they did not exist.
 
-**Requests.** Every POST and PATCH must be sent with
-`Content-Type: application/json` (415 otherwise), even without a body, and its
-body is limited to `PUSH_MAX_REQUEST_BYTES` (413 above). A body is a JSON object,
+**Requests.** Every POST and PATCH with a body must be sent with
+`Content-Type: application/json` (415 otherwise), and so must a POST without one
+that a browser says came from another site (`Sec-Fetch-Site`, `Origin`). A body
+is limited to `PUSH_MAX_REQUEST_BYTES` (413 above). A body is a JSON object,
 nested at most 64 levels, with finite numbers; request objects refuse unknown
 fields (400 `unknown_field`), and text, at any depth of a JSON field such as
 `data` (object keys included), may not contain NUL characters or unpaired
@@ -329,7 +330,8 @@ def _operation(
     errors = set(route.errors)
     if route.body is not None:
         operation["requestBody"] = {
-            "required": True,
+            # AnyObject: a POST that may have no body at all
+            "required": route.body is not AnyObject,
             "content": {JSON: {"schema": refs[(route.body, "validation")]}},
         }
         errors.update(_BODY_ERRORS)

@@ -59,8 +59,8 @@ class WireModel(BaseModel):
 
 
 class AnyObject(BaseModel):
-    """Any JSON object (its fields are ignored), or no body at all; the request still
-    needs `Content-Type: application/json`."""
+    """Any JSON object (its fields are ignored), or no body at all; a body needs
+    `Content-Type: application/json`, and so does no body from a page of another site."""
 
     model_config = ConfigDict(extra="allow")
 
