@@ -40,6 +40,10 @@ TASK_NAME = "flask_push.deliver"
 MAX_TASKS_PER_SEND = 16
 #: seconds a send waits to reach the broker before leaving delivery to the sweep
 BROKER_CONNECT_TIMEOUT = 2.0
+#: seconds a Redis broker may take to answer one command: one that accepts the
+#: connection and never answers (a TLS-only Redis reached with redis://, a half-open
+#: connection) would otherwise hold a send, and the request that made it, for ever
+BROKER_ANSWER_TIMEOUT = 2.0
 
 
 def tasks_for(targets: int, batch: int) -> int:
@@ -222,5 +226,8 @@ def _celery_config(broker_url: str, queue: str) -> dict[str, Any]:
         },
     }
     if urlsplit(broker_url).scheme in ("redis", "rediss"):
-        config["broker_transport_options"] = {"socket_connect_timeout": BROKER_CONNECT_TIMEOUT}
+        config["broker_transport_options"] = {
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
+            "socket_timeout": BROKER_ANSWER_TIMEOUT,
+        }
     return config

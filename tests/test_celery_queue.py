@@ -16,6 +16,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -333,6 +334,40 @@ def test_send_with_the_broker_down_keeps_the_rows_for_the_sweep(
         f"browser-{i}" for i in range(3)
     ]
     assert all(p.json()["title"] == "Still here" for p in push_fake_webpush.pushes)
+
+
+def test_send_to_a_broker_that_never_answers_is_not_held(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    push_fake_webpush: FakePushService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broker that takes the connection and never answers (a TLS-only Redis reached
+    with redis://, a half-open connection) once held the send, and the request that
+    made it, for ever: each command now has BROKER_ANSWER_TIMEOUT to be answered."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes each handshake; nobody reads or writes
+        port = silent.getsockname()[1]
+        app = make_app(**{**celery_config, "PUSH_CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0"})
+        sent: list[Any] = []
+
+        def send() -> None:
+            with app.app_context():
+                sent.append(push.send(everyone=True, title="Still here"))
+
+        with caplog.at_level(logging.WARNING, logger="flask_push"):
+            with app.app_context():
+                add_browsers(push_fake_webpush, 2)
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            sender.join(120)  # not a measure of time: a send that never returns fails here
+        assert not sender.is_alive(), "the send is still waiting for the broker"
+    [message] = sent
+    [warning] = [r for r in caplog.records if r.name == "flask_push"]
+    assert warning.levelno == logging.WARNING and message.id in warning.getMessage()
+    with app.app_context():
+        assert statuses(app, message.id) == ["queued"] * 2  # kept for the workers' sweep
 
 
 def test_worker_once_delivers_without_a_broker(
