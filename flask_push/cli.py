@@ -234,10 +234,19 @@ def send(
         finally:
             push.shutdown()
     counts = _delivery_counts(push, message.id)
+    suppressed = _suppressed(push)
     if counts:
-        click.echo("Deliveries: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+        words = {"sent": "recorded"} if suppressed else {}
+        click.echo("Deliveries: " + ", ".join(f"{words.get(s, s)} {n}" for s, n in counts.items()))
     for line in _problems(push, message.id) + _held_back(push, message.id):
         click.echo(f"  {one_line(line)}")
+    if suppressed and counts.get("sent"):
+        # what the app asked for (a test, say): said, not failed
+        click.echo(
+            f"Warning: nothing went out: {suppressed}. `flask push explain {message.id}` "
+            "shows what would have gone, and to whom; set PUSH_SUPPRESS_SEND = False to send.",
+            err=True,
+        )
     if stop.is_set():
         raise click.ClickException(
             f"Stopped: the pushes on the network were finished; {counts.get('queued', 0)} "
@@ -393,6 +402,14 @@ def _deferred(push: Any, message_id: str) -> int:
     )
 
 
+def _suppressed(push: Any) -> str | None:
+    """Why this app records pushes instead of sending them, or None when it sends."""
+    if not push.settings.suppress_send:
+        return None
+    why = "on" if "PUSH_SUPPRESS_SEND" in current_app.config else "on, as under TESTING"
+    return f"sending is suppressed (PUSH_SUPPRESS_SEND is {why}): pushes are recorded, not sent"
+
+
 def _delivery_counts(push: Any, message_id: str | None = None) -> dict[str, int]:
     d = push.models.Delivery
     query = sa.select(d.status, sa.func.count()).group_by(d.status)
@@ -473,6 +490,15 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
     --once then delivers what is due in this process, without Celery.
     """
     push = _push()
+    suppressed = _suppressed(push)
+    if suppressed:
+        # what a test may want, and what a worker left with TESTING on in production
+        # must not do unseen: it takes the deliveries other processes queued
+        click.echo(
+            f"Warning: this worker marks each due delivery sent without sending it: "
+            f"{suppressed}. Set PUSH_SUPPRESS_SEND = False in its config to send.",
+            err=True,
+        )
     ctx = click.get_current_context()
     given = {
         name for name in ctx.params if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
@@ -529,8 +555,9 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                 told += wrote
                 stamp = utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
                 if handled:
+                    words = {**_OUTCOME_WORDS, "sent": "recorded"} if suppressed else _OUTCOME_WORDS
                     said = ", ".join(
-                        f"{_OUTCOME_WORDS.get(status, status)} {count}"
+                        f"{words.get(status, status)} {count}"
                         for status, count in _ordered(dict(outcomes), _OUTCOMES).items()
                     )
                     deliveries = "delivery" if handled == 1 else "deliveries"

@@ -102,7 +102,12 @@ def test_send_delivers_and_prints_the_message(app: Flask) -> None:
     assert result.exit_code == 0, result.output
     found = re.search(r"^Message (msg_\w+): queued, 3 recipients$", result.output, re.M)
     assert found, result.output
-    assert "Deliveries: sent 3" in result.output
+    # under TESTING nothing goes out, and the command says so
+    assert "Deliveries: recorded 3" in result.output
+    assert result.stderr.startswith(
+        "Warning: nothing went out: sending is suppressed (PUSH_SUPPRESS_SEND is on, as "
+        "under TESTING): pushes are recorded, not sent. `flask push explain msg_"
+    )
     with app.app_context():
         message = db.session.get(push.models.Message, found.group(1))
         assert message.audience == {"users": ["alice", "bob"]}
@@ -250,10 +255,10 @@ def test_send_takes_a_topic_or_everyone(app: Flask) -> None:
     runner = app.test_cli_runner()
     offers = runner.invoke(args=["push", "send", "--topic", "offers", "--title", "Sale"])
     assert offers.exit_code == 0, offers.output
-    assert ", 1 recipient\n" in offers.output and "Deliveries: sent 1" in offers.output
+    assert ", 1 recipient\n" in offers.output and "Deliveries: recorded 1" in offers.output
     everyone = runner.invoke(args=["push", "send", "--everyone", "--title", "Open Sunday"])
     assert everyone.exit_code == 0, everyone.output
-    assert ", 2 recipients\n" in everyone.output and "Deliveries: sent 2" in everyone.output
+    assert ", 2 recipients\n" in everyone.output and "Deliveries: recorded 2" in everyone.output
 
 
 @pytest.mark.parametrize(
@@ -372,7 +377,8 @@ def test_workers_without_the_tables_say_what_to_run_once(
     assert "flask-push's tables are missing from this database" in said[0].getMessage()
     assert "flask db upgrade heads" in said[0].getMessage()
 
-    config = {**database, "TESTING": True}  # the same database, without its tables
+    # the same database, without its tables
+    config = {**database, "TESTING": True, "PUSH_SUPPRESS_SEND": False}
     worker = start_worker(tmp_path, config, "worker", "--interval", "0.2")
     try:
         log = tmp_path / "worker.log"
@@ -402,10 +408,16 @@ def test_worker_once_delivers_due_rows(app: Flask) -> None:
     runner = app.test_cli_runner()
     result = runner.invoke(args=["push", "worker", "--once"])
     assert result.exit_code == 0, result.output
+    # under TESTING: recorded, not sent, and said before anything is taken
     assert re.fullmatch(
-        r"\S+Z handled 2 deliveries: sent 2\n\S+Z wrote 2 inbox items of scheduled messages\n",
-        result.output,
+        r"\S+Z handled 2 deliveries: recorded 2\n\S+Z wrote 2 inbox items of scheduled messages\n",
+        result.stdout,
     ), result.output
+    assert result.stderr == (
+        "Warning: this worker marks each due delivery sent without sending it: sending is "
+        "suppressed (PUSH_SUPPRESS_SEND is on, as under TESTING): pushes are recorded, not "
+        "sent. Set PUSH_SUPPRESS_SEND = False in its config to send.\n"
+    )
     with app.app_context():
         assert statuses(message_id) == ["sent", "sent"]
         # its inbox items too, before the command ends
@@ -415,15 +427,15 @@ def test_worker_once_delivers_due_rows(app: Flask) -> None:
         make_due(only_inbox)
     result = runner.invoke(args=["push", "worker", "--once"])
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(r"\S+Z wrote 1 inbox item of scheduled messages\n", result.output)
+    assert re.fullmatch(r"\S+Z wrote 1 inbox item of scheduled messages\n", result.stdout)
     # one delivery, said as one
     with app.app_context():
         make_due(push.send(users=["alice"], title="x", send_at=later).id)
     one = runner.invoke(args=["push", "worker", "--once"])
-    assert re.fullmatch(r"\S+Z handled 1 delivery: sent 1\n", one.output), one.output
+    assert re.fullmatch(r"\S+Z handled 1 delivery: recorded 1\n", one.stdout), one.output
     # nothing due: quiet
     again = runner.invoke(args=["push", "worker", "--once", "--interval", "0"])
-    assert again.exit_code == 0 and again.output == "Nothing was due.\n"
+    assert again.exit_code == 0 and again.stdout == "Nothing was due.\n"
 
 
 def test_worker_once_says_what_became_of_each_delivery(make_app: Any, push_fakes: Any) -> None:
@@ -491,7 +503,7 @@ def test_worker_says_what_a_stop_handed_back(app: Flask, monkeypatch: pytest.Mon
     monkeypatch.setattr(cli, "_round", stopped_during_the_claim)
     result = app.test_cli_runner().invoke(args=["push", "worker", "--interval", "0"])
     assert result.exit_code == 0, result.output
-    started, round_, end = result.output.split("\n")
+    started, round_, end = result.stdout.split("\n")
     assert started == (
         "flask-push: a worker delivering what is due, looking every 0 s when nothing is; "
         "Ctrl-C or SIGTERM stops it"
