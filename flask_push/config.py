@@ -7,9 +7,11 @@ key and what to do.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -194,8 +196,46 @@ def _read_file_setting(key: str, value: Any, *, marker: str) -> Any:
     return value
 
 
-def _provider(app: Flask, kind: credentials.ProviderKind) -> dict[str, Any] | None:
-    config = app.config
+class _Asked(Mapping[str, Any]):
+    """``app.config`` as :func:`load` reads it, remembering every key it asks for:
+    a ``PUSH_*`` key that no check asked for is one flask-push does not know."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._config = config
+        self.asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.asked.add(key)
+        return self._config[key]
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.asked.add(key)
+        return key in self._config
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._config)
+
+    def __len__(self) -> int:
+        return len(self._config)
+
+
+def _say_unknown(config: _Asked) -> None:
+    """Warn of each ``PUSH_*`` key flask-push does not read: a misspelt
+    ``PUSH_FCM_CREDENTIAL`` would otherwise leave FCM off without a word."""
+    known = sorted(k for k in config.asked if k.startswith("PUSH_"))
+    for key in sorted(k for k in config if k.startswith("PUSH_") and k not in config.asked):
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        logging.getLogger("flask_push").warning(
+            "flask-push: app.config has %s, which flask-push does not read%s",
+            key,
+            f"; did you mean {close[0]}?" if close else " (a misspelt key?)",
+        )
+
+
+def _provider(
+    config: Mapping[str, Any], app: Flask, kind: credentials.ProviderKind
+) -> dict[str, Any] | None:
     given = {
         s.name: config[s.config_key] for s in kind.settings if config.get(s.config_key) is not None
     }
@@ -364,11 +404,12 @@ def _broker_url(url: str) -> None:
 
 
 def load(app: Flask) -> PushSettings:
-    """Read and check the ``PUSH_*`` keys of ``app.config``."""
-    config = app.config
+    """Read and check the ``PUSH_*`` keys of ``app.config`` (and warn of those it
+    does not know)."""
+    config = _Asked(app.config)
     providers = {}
     for kind in kinds().values():
-        settings = _provider(app, kind)
+        settings = _provider(config, app, kind)
         if settings is not None:
             providers[kind.name] = settings
 
@@ -418,7 +459,7 @@ def load(app: Flask) -> PushSettings:
         credentials.require_module("PUSH_METRICS", "prometheus_client", "metrics")
 
     url_prefix = _path(config, "PUSH_URL_PREFIX", DEFAULT_URL_PREFIX)
-    return PushSettings(
+    loaded = PushSettings(
         url_prefix=url_prefix,
         providers=providers,
         queue=queue,
@@ -458,3 +499,5 @@ def load(app: Flask) -> PushSettings:
         categories=_categories.load(config),
         site_url=_site_url(config),
     )
+    _say_unknown(config)
+    return loaded

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -389,3 +391,45 @@ def test_a_bad_site_url_is_refused(make_app, value):
     message = str(info.value)
     assert message.startswith("PUSH_SITE_URL"), message
     assert "'https://shop.example'" in message
+
+
+def test_a_push_key_it_does_not_read_is_said_with_the_likely_one(make_app, caplog):
+    """A misspelt key leaves its setting at its default (FCM off, say) without a word,
+    unless it is named."""
+    with caplog.at_level("WARNING", logger="flask_push"):
+        make_app(
+            PUSH_FCM_CREDENTIAL="creds.json",
+            PUSH_VAPID_PRIVATEKEY="x",
+            PUSH_WHATEVER=1,
+            PUSH_QUEUE="inline",  # known: not said
+        )
+    said = sorted(r.getMessage() for r in caplog.records if r.name == "flask_push")
+    assert said == [
+        "flask-push: app.config has PUSH_FCM_CREDENTIAL, which flask-push does not read; "
+        "did you mean PUSH_FCM_CREDENTIALS?",
+        "flask-push: app.config has PUSH_VAPID_PRIVATEKEY, which flask-push does not read; "
+        "did you mean PUSH_VAPID_PRIVATE_KEY?",
+        "flask-push: app.config has PUSH_WHATEVER, which flask-push does not read "
+        "(a misspelt key?)",
+    ]
+
+
+
+def test_every_documented_key_is_one_it_reads(make_app, monkeypatch):
+    """The README's configuration table names no key that flask-push would call
+    unknown."""
+    from flask_push import config as push_config
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(PUSH_[A-Z_]+)` \|", readme, re.M))
+    assert len(documented) > 30
+    seen = []
+
+    class Seen(push_config._Asked):
+        def __init__(self, config):
+            super().__init__(config)
+            seen.append(self)
+
+    monkeypatch.setattr(push_config, "_Asked", Seen)
+    push_config.load(make_app())
+    assert documented <= seen[-1].asked, documented - seen[-1].asked
