@@ -414,7 +414,6 @@ def test_a_push_key_it_does_not_read_is_said_with_the_likely_one(make_app, caplo
     ]
 
 
-
 def test_every_documented_key_is_one_it_reads(make_app, monkeypatch):
     """The README's configuration table names no key that flask-push would call
     unknown."""
