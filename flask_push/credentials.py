@@ -180,9 +180,19 @@ def load_vapid(private_key: str) -> Vapid:
             vapid = Vapid.from_string(private_key.strip())
         key = vapid.private_key
     except Exception as err:  # py-vapid raises whatever its decoder raised
+        given = private_key.strip()
+        # base64url has neither, and the file system is not asked: this also checks
+        # what admins post to /providers
+        if "-----BEGIN" not in given and ("/" in given or given.endswith(".pem")):
+            raise ValidationError(
+                "looks like the path of a file: give the key itself (its PEM text, or "
+                "raw base64url), e.g. Path(...).read_text()",
+                field="privateKey",
+                code="invalid_setting",
+            ) from err
         raise ValidationError(
-            "is not a P-256 private key (PEM, or raw/DER base64url); "
-            "run `flask push vapid-keys` to make one",
+            "is not a P-256 private key (PEM, or raw/DER base64url); make one with "
+            "`flask push vapid-keys` (with this key unset, so that the app loads)",
             field="privateKey",
             code="invalid_setting",
         ) from err

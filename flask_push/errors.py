@@ -7,6 +7,8 @@ handler that catches runtime push failures.
 
 from __future__ import annotations
 
+import click
+
 
 class PushError(Exception):
     """Base class of runtime failures in flask-push."""
@@ -42,10 +44,13 @@ class BackplaneError(PushError):
     or a replay could not be read. Clients that reconnect with ``since`` catch up."""
 
 
-class PushConfigError(Exception):
+class PushConfigError(click.ClickException):
     """Bad or missing ``PUSH_*`` configuration, raised by ``init_app``.
 
-    The message names the key and says what to do about it.
+    The message names the key and says what to do about it. A ``click`` exception
+    (an ``Exception`` like any other elsewhere): raised while ``flask`` loads the app
+    for a command, it is shown as one line, ``Error: <message>``, and exit code 1,
+    instead of a traceback through Flask's app loader.
     """
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from test_sigkill import HOST_APP
 
 from flask_push import ProviderNotInstalled, PushConfigError
 
@@ -432,3 +436,27 @@ def test_every_documented_key_is_one_it_reads(make_app, monkeypatch):
     monkeypatch.setattr(push_config, "_Asked", Seen)
     push_config.load(make_app())
     assert documented <= seen[-1].asked, documented - seen[-1].asked
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ({"PUSH_DEFAULT_TTL": "3600"}, "PUSH_DEFAULT_TTL must be a whole number from 0 to "),
+        (
+            {"PUSH_VAPID_PRIVATE_KEY": "keys/vapid.pem", "PUSH_VAPID_SUBJECT": "mailto:a@b.c"},
+            "PUSH_VAPID_PRIVATE_KEY looks like the path of a file: give the key itself",
+        ),
+    ],
+)
+def test_a_flask_command_says_a_bad_key_in_one_line(tmp_path, config, said):
+    """Not a traceback through Flask's app loader with the sentence at its end."""
+    (tmp_path / "host.py").write_text(HOST_APP)
+    config = {"SQLALCHEMY_DATABASE_URI": "sqlite://", **config}
+    env = {**os.environ, "PUSH_TEST_CONFIG": json.dumps(config), "PYTHONPATH": str(tmp_path)}
+    ran = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "host:create_app", "push", "stats"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 1, ran.stderr
+    assert ran.stderr.startswith(f"Error: {said}") and ran.stderr.count("\n") == 1, ran.stderr
+    assert ran.stdout == ""
