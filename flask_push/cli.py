@@ -263,7 +263,10 @@ def send(
             "Nothing was delivered: no active browser or device matches this audience."
         )
     if no_wait:
-        return
+        if counts.get("queued") or counts.get("sent"):
+            return
+        # every one ended as it was queued (no provider for it): none will go later
+        raise click.ClickException("Nothing will be delivered; the reasons are above.")
     if not counts.get("sent"):
         if _deferred(push, message.id) == counts.get("queued"):
             # nothing failed: the workers send them when the quiet hours end

@@ -54,7 +54,7 @@ from .message import (
     one_line,
 )
 from .models import ACTIVE, DEAD, Models, utcnow
-from .providers import Provider, provider_class, service_name
+from .providers import Provider, not_configured_error, provider_class, service_name
 from .providers import kind as registered
 from .providers.memory import MemoryProvider
 from .sending import notification_from_json
@@ -1544,7 +1544,9 @@ class Dispatcher:
                     _outcome(
                         id,
                         "failed",
-                        f"no {kind} provider is configured",
+                        # found by a worker: the process that queued it may have had one
+                        f"{not_configured_error(kind)} in the config of the process "
+                        "delivering it (workers need the app's PUSH_* settings)",
                         "no_provider",
                         now,
                         provider=kind,

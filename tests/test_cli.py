@@ -301,6 +301,21 @@ def test_send_to_nobody_fails_and_says_why(app: Flask, wait: list[str]) -> None:
     assert "Nothing was delivered: no active browser or device matches" in result.output
 
 
+@pytest.mark.parametrize("wait", [[], ["--no-wait"]], ids=["wait", "no-wait"])
+def test_send_to_devices_no_provider_reaches_fails(app: Flask, wait: list[str]) -> None:
+    """Failed as they were queued (no FCM here): nothing goes later either, so
+    --no-wait fails too, as a cron job must see."""
+    with app.app_context():
+        add_installation("alice")
+    result = app.test_cli_runner().invoke(
+        args=["push", "send", "--user", "alice", "--title", "x", *wait]
+    )
+    assert result.exit_code == 1, result.output
+    assert "Deliveries: failed 1" in result.output
+    assert "  failed (1): no fcm provider is configured" in result.output
+    assert result.output.splitlines()[-1].startswith("Error: Nothing ")
+
+
 def test_send_says_which_deliveries_wait_for_a_retry(
     make_app: Any, push_fake_webpush: FakePushService
 ) -> None:

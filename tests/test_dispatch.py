@@ -973,3 +973,30 @@ def test_claims_walk_their_index_whatever_the_statistics_say(
     with app.app_context():
         statuses = Counter(db.session.scalars(sa.select(delivery.c.status)))
     assert statuses == {"sent": 100, "queued": FAN_OUT - 100}
+
+
+def test_a_worker_without_the_apps_provider_says_so(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """The app queued it with Web Push set up; the worker that met it has none: its
+    delivery fails saying where the setting is missing, not only that it is."""
+    import dataclasses
+
+    app = sending_app()
+    with app.app_context():
+        subscribe(push_fake_webpush.subscribe())
+        message = push.send(users=["alice"], title="x", send_at=later())
+        make_due(message.id)
+        bare = dataclasses.replace(push.settings, providers={})
+        dispatcher = Dispatcher(app, push.models, db.engine, bare)
+        try:
+            assert dispatcher.run_once() == 1
+        finally:
+            dispatcher.close()
+        [row] = rows(message.id)
+    assert (row.status, row.reason) == ("failed", "no_provider")
+    assert row.error.startswith("no webpush provider is configured, so this target cannot be ")
+    assert row.error.endswith(
+        " in the config of the process delivering it (workers need the app's PUSH_* settings)"
+    )
+    assert push_fake_webpush.requests == []
