@@ -49,6 +49,7 @@ from .database import (
     first_line,
     missing_tables,
     missing_tables_sentence,
+    refused_writes,
     tables_missing_message,
     unreachable,
 )
@@ -76,6 +77,9 @@ class _PushGroup(AppGroup):
                 raise _tables_missing(found.missing_tables) from err
             if unreachable(err) and not found.answers:
                 raise _database_unreachable(err) from err
+            refused = refused_writes(err)
+            if refused is not None:
+                raise click.ClickException(refused) from err
             raise
 
 
@@ -517,8 +521,9 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
     celery_only = [f"--{name}" for name in ("concurrency", "loglevel") if name in given]
     if celery_only:
         why = "--once runs none" if once else f"PUSH_QUEUE is {push.settings.queue!r}"
+        verb = "apply" if len(celery_only) > 1 else "applies"
         raise click.UsageError(
-            f"{' and '.join(celery_only)} only apply to a Celery worker, and {why}"
+            f"{' and '.join(celery_only)} only {verb} to a Celery worker, and {why}"
         )
     if not once:
         # said first: an idle worker prints nothing else until something is due
@@ -527,7 +532,7 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
             "when nothing is; Ctrl-C or SIGTERM stops it"
         )
     stop = threading.Event()
-    said = None  # the tables-missing sentence last printed
+    said = None  # why the last round failed, as last printed
     told = 0  # the inbox items of scheduled messages written, as said so far
     try:
         with _stop_on_signals(stop):
@@ -540,13 +545,17 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                 except Exception as err:  # noqa: BLE001 - keep serving; rows stay queued
                     if once:
                         raise
-                    # tables not made yet: one line that says what to run, once
-                    sentence = missing_tables_sentence(_push())
-                    if sentence is None:
-                        click.echo(f"flask-push: a delivery round failed: {err!r}", err=True)
-                    elif sentence != said:
-                        said = sentence
-                        click.echo(f"flask-push: nothing is delivered until then: {said}", err=True)
+                    # tables not made yet, writes refused: one line that says what to
+                    # do, once (and again only when the reason changes)
+                    sentence = missing_tables_sentence(_push()) or refused_writes(err)
+                    told_why = (
+                        f"flask-push: a delivery round failed: {err!r}"
+                        if sentence is None
+                        else f"flask-push: nothing is delivered until then: {sentence}"
+                    )
+                    if told_why != said:
+                        said = told_why
+                        click.echo(told_why, err=True)
                     handled, outcomes = 0, Counter()
                 # said in the log already; a cron job must see it fail too
                 unreachable = once and push.state.get_inline().dispatcher.database_unreachable

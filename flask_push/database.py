@@ -27,6 +27,8 @@ def unreachable(err: BaseException) -> bool:
     which passes, rather than a mistake in a statement, which would not."""
     if isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated:
         return True
+    if refused_writes(err) is not None:
+        return False  # it answered: SQLite says so with an OperationalError too
     return isinstance(err, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError))
 
 
@@ -35,6 +37,23 @@ def first_line(err: BaseException) -> str:
     cause = getattr(err, "orig", None) or err
     lines = str(cause).strip().splitlines()
     return lines[0] if lines else type(cause).__name__
+
+
+#: what drivers say when the database user may not write, or the database is read-only
+_NO_WRITE = ("permission denied", "read-only transaction", "readonly database", "read only")
+
+
+def refused_writes(err: BaseException) -> str | None:
+    """What to do about a database that answered but would not let flask-push write
+    (a user without the grants, a read-only replica or file), or None for other errors."""
+    said = first_line(err)
+    if not any(words in said.lower() for words in _NO_WRITE):
+        return None
+    return (
+        f"the database refused flask-push's statement ({said}): its user needs SELECT, "
+        "INSERT, UPDATE and DELETE on flask-push's tables (push_*), on a database that "
+        "takes writes (not a read-only replica or file)"
+    )
 
 
 def _engine(push: Any) -> Any:

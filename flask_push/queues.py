@@ -35,7 +35,7 @@ from typing import Protocol
 
 from flask import Flask
 
-from .database import missing_tables_sentence
+from .database import first_line, missing_tables_sentence, refused_writes
 from .dispatch import Dispatcher
 
 logger = logging.getLogger("flask_push")
@@ -182,22 +182,31 @@ class ThreadWorker:
     def _run(self) -> None:
         with self.app.app_context():
             dispatcher = self._make_dispatcher()
-            said = None  # the tables-missing sentence last logged
+            said = None  # why the last round failed, as last logged
             try:
                 while not self._stopping.is_set():
                     self._wake.clear()
                     try:
                         more = self.run_round(dispatcher)
                         said = None
-                    except Exception:  # keep the worker alive; rows stay queued
-                        # tables not made yet: one line that says what to run, not a
-                        # traceback every round
-                        sentence = missing_tables_sentence(self.app.extensions["push"].push)
-                        if sentence is None:
-                            logger.exception("flask-push: a delivery round failed")
-                        elif sentence != said:
-                            said = sentence
-                            logger.error("flask-push: nothing is delivered until then: %s", said)
+                    except Exception as err:  # keep the worker alive; rows stay queued
+                        # tables not made yet, writes refused: one line that says what
+                        # to do; anything else its traceback. Each once while it lasts,
+                        # not every round.
+                        push = self.app.extensions["push"].push
+                        sentence = missing_tables_sentence(push) or refused_writes(err)
+                        why = sentence or f"{type(err).__name__}: {first_line(err)}"
+                        if why != said:
+                            said = why
+                            if sentence is None:
+                                logger.exception(
+                                    "flask-push: a delivery round failed (said again only "
+                                    "when the reason changes)"
+                                )
+                            else:
+                                logger.error(
+                                    "flask-push: nothing is delivered until then: %s", sentence
+                                )
                         more = False
                     # nothing due, and no send since the round began: drained
                     if not more and self._drain_until is not None and not self._wake.is_set():

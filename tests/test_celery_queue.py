@@ -237,7 +237,9 @@ def test_worker_options_that_do_not_fit_the_queue_are_refused(
 ) -> None:
     thread = make_app().test_cli_runner()
     result = thread.invoke(args=["push", "worker", "--concurrency", "2"])
-    assert result.exit_code == 2 and "--concurrency only apply to a Celery worker" in result.output
+    assert (
+        result.exit_code == 2 and "--concurrency only applies to a Celery worker" in result.output
+    )
     celery = make_app(PUSH_QUEUE="celery", PUSH_CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
     result = celery.test_cli_runner().invoke(args=["push", "worker", "--interval", "0.5"])
     assert result.exit_code == 2 and "sweeps the outbox every second" in result.output

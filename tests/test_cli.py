@@ -657,3 +657,71 @@ def test_odd_arguments_are_one_line(app: Flask, args: list[str], said: str) -> N
     assert result.exit_code in (1, 2), result.output
     assert said in result.output.splitlines()[-1], result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_database_that_refuses_writes_is_one_line_said_once(
+    make_app: Any,
+    database: dict[str, Any],
+    tmp_path: Path,
+    push_fake_webpush: FakePushService,
+    vapid_private_key: str,
+) -> None:
+    """A user without the grants, a read-only replica or file: what to do, in one line,
+    from a command and, once, from a worker (not a traceback, nor a line a second)."""
+    app = make_app()
+    with app.app_context():
+        subscribe(push_fake_webpush.subscribe(), "alice")
+        make_due(push.send(users=["alice"], title="x", send_at=utcnow() + timedelta(hours=1)).id)
+    if database["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        path = database["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+        read_only = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///file:{path}?mode=ro&uri=true"}
+        why = "attempt to write a readonly database"
+    else:  # a replica: every transaction read-only
+        options = database["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]["options"]
+        read_only = {
+            **database,
+            "SQLALCHEMY_ENGINE_OPTIONS": {
+                "connect_args": {"options": f"{options} -cdefault_transaction_read_only=on"}
+            },
+        }
+        why = "cannot execute UPDATE in a read-only transaction"
+    config = {
+        **read_only,
+        "PUSH_SUPPRESS_SEND": False,
+        "PUSH_VAPID_PRIVATE_KEY": vapid_private_key,
+        "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
+        "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
+        "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+    }
+    said = (
+        f"the database refused flask-push's statement ({why}): its user needs SELECT, "
+        "INSERT, UPDATE and DELETE on flask-push's tables (push_*), on a database that "
+        "takes writes (not a read-only replica or file)"
+    )
+
+    replica = Flask(__name__)
+    replica.config.update(config)
+    db.init_app(replica)
+    push.init_app(replica)
+    try:
+        result = replica.test_cli_runner().invoke(args=["push", "worker", "--once"])
+    finally:
+        with replica.app_context():
+            push.shutdown()
+            db.engine.dispose()
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [f"Error: {said}"], result.output
+
+    worker = start_worker(tmp_path, config, "worker", "--interval", "0.1")
+    try:
+        log = tmp_path / "worker.log"
+        wait_until(lambda: "nothing is delivered" in log.read_text())
+        time.sleep(1.0)  # about ten more rounds, each failing the same way
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    lines = log.read_text().splitlines()
+    assert [line for line in lines if "refused" in line] == [
+        f"flask-push: nothing is delivered until then: {said}"
+    ], lines
+    assert not [line for line in lines if "Traceback" in line], lines
