@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import threading
 from collections import Counter
@@ -359,7 +360,23 @@ def _as_option(err: ValidationError) -> str:
     """A ValidationError of ``push.send`` in the command's own terms."""
     if err.field == "audience":
         return "give exactly one audience: --user (repeatable), --topic or --everyone"
-    return str(err)
+    field = re.split(r"[.\[]", err.field or "", maxsplit=1)[0]
+    option = _OPTIONS.get(field)
+    return f"{option}: {err.message}" if option else str(err)
+
+
+#: the fields of ``push.send`` that ``flask push send`` takes, by option
+_OPTIONS = {
+    "users": "--user",
+    "userId": "--user",
+    "topic": "--topic",
+    "title": "--title",
+    "body": "--body",
+    "url": "--url",
+    "ttl": "--ttl",
+    "urgency": "--urgency",
+    "category": "--category",
+}
 
 
 def _problems(push: Any, message_id: str) -> list[str]:
