@@ -194,7 +194,8 @@ def send(
     was delivered. Deliveries a push service asked to retry later stay queued for
     the workers. With --no-wait the command returns once the message is queued
     (the pushes the app's thread worker already has on the network finish first;
-    the rest stay queued for the workers), and exits 1 only when nobody matched.
+    the rest stay queued for the workers), and exits 1 only when nobody matched or
+    every delivery failed as it was queued (no provider for it).
     """
     push = _push()
     stop = threading.Event()

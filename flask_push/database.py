@@ -46,6 +46,8 @@ _NO_WRITE = ("permission denied", "read-only transaction", "readonly database", 
 def refused_writes(err: BaseException) -> str | None:
     """What to do about a database that answered but would not let flask-push write
     (a user without the grants, a read-only replica or file), or None for other errors."""
+    if not isinstance(err, sa.exc.DBAPIError):
+        return None  # a PermissionError of a file, say: not the database's answer
     said = first_line(err)
     if not any(words in said.lower() for words in _NO_WRITE):
         return None

@@ -157,23 +157,29 @@ class ThreadWorker:
     def shutdown(self) -> None:
         self.stop()
 
+    def stop_soon(self) -> None:
+        """Ask the thread to end as :meth:`stop` does, without waiting for it."""
+        self._stopping.set()
+        self._wake.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Let the pushes on the network finish (and hand back the claimed ones not
         sent yet), close the providers and end the thread."""
-        self._stopping.set()
-        self._wake.set()
+        self.stop_soon()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         _running.discard(self)
 
-    def drain(self, seconds: float) -> None:
-        """Deliver what is due, until nothing is or ``seconds`` have passed, then
-        :meth:`stop`: what a process does as it exits."""
-        self._drain_until = time.monotonic() + seconds
+    def drain(self, until: float) -> None:
+        """Deliver what is due until nothing is, or the monotonic time ``until``
+        (then :meth:`drained` says so): what a process does as it exits."""
+        self._drain_until = until
         self._wake.set()
+
+    def drained(self, until: float) -> None:
+        """Wait, until the monotonic time ``until`` at most, for :meth:`drain` to end."""
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._drained.wait(seconds)
-        self.stop(EXIT_FINISH)
+            self._drained.wait(max(0.0, until - time.monotonic()))
 
     def _past_drain(self) -> bool:
         until = self._drain_until
@@ -237,9 +243,18 @@ def _stop_all() -> None:
     """At interpreter exit, have workers deliver what is due (for a while), let them
     finish the pushes they have on the network, hand back the rest, and close
     connections."""
-    for worker in list(_running):
-        if worker.pid == os.getpid():
-            worker.drain(EXIT_DRAIN)
+    workers = [worker for worker in list(_running) if worker.pid == os.getpid()]
+    # all at once: several apps' workers take EXIT_DRAIN together, not one after another
+    until = time.monotonic() + EXIT_DRAIN
+    for worker in workers:
+        worker.drain(until)
+    for worker in workers:
+        worker.drained(until)
+    finish = time.monotonic() + EXIT_FINISH
+    for worker in workers:
+        worker.stop_soon()
+    for worker in workers:
+        worker.stop(max(0.0, finish - time.monotonic()))
 
 
 # Threading's exit hooks run before atexit's, last registered first, and the one

@@ -19,6 +19,7 @@ from flask import Flask
 from test_sigkill import start_worker
 
 from flask_push import cli, signals
+from flask_push.database import refused_writes
 from flask_push.models import DEAD, utcnow
 from flask_push.testing import FakePushService
 
@@ -726,3 +727,5 @@ def test_a_database_that_refuses_writes_is_one_line_said_once(
         f"flask-push: nothing is delivered until then: {said}"
     ], lines
     assert not [line for line in lines if "Traceback" in line], lines
+    # only the database's own answer is taken for one: not a file's PermissionError
+    assert refused_writes(PermissionError(13, "Permission denied")) is None

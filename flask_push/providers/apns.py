@@ -110,7 +110,7 @@ from ..message import (
 )
 from ..schemas.base import Documented, ResponseModel, WireModel, stripped
 from ..validation import digits
-from .base import Provider, unreachable
+from .base import Provider, exiting, os_words, unreachable
 
 # aioapns (the ``apns`` extra) is imported by ._apns_client, on first use, so that
 # the kind below can be read (and the extra asked for) without it.
@@ -414,12 +414,18 @@ class APNsProvider(Provider):
             return DeliveryResult(push.delivery_id, "gone", self.name, error=str(response))
         if isinstance(
             response, (MaxAttemptsExceeded, ConnectionClosed, APNsConnectionError, OSError)
-        ):
+        ) or exiting(response):
             where = f"{self.host}:{self.port}"
             if isinstance(response, MaxAttemptsExceeded):
                 said = f"the connection to {where} dropped on every attempt"
-            else:
-                said = f"the connection to {where} failed ({unreachable(response)})"
+            elif exiting(response):
+                said = unreachable(response)
+            elif isinstance(response, OSError):
+                said = f"the connection to {where} failed ({os_words(response)})"
+            else:  # aioapns's own: its name says it when its text is empty
+                said = (
+                    f"the connection to {where} failed ({str(response) or type(response).__name__})"
+                )
             return DeliveryResult(
                 push.delivery_id, "retry", self.name, error=said, reason="unreachable"
             )

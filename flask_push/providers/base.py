@@ -60,7 +60,7 @@ def unreachable(error: BaseException, timeout: float | None = None) -> str:
     """
     import aiohttp
 
-    if isinstance(error, getattr(aiohttp, "ConnectionTimeoutError", ())):
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
         return "the connection was not made in time"
     if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
         waited = f" within {timeout:g} s" if timeout is not None else ""
@@ -68,27 +68,38 @@ def unreachable(error: BaseException, timeout: float | None = None) -> str:
     words = str(error) or type(error).__name__
     if isinstance(error, aiohttp.ClientConnectorError):
         host = error.host
-        if isinstance(error, getattr(aiohttp, "ClientConnectorDNSError", ())):
+        if isinstance(error, aiohttp.ClientConnectorDNSError):
             return f"the name {host} did not resolve ({error.os_error.strerror or words})"
         if isinstance(error, aiohttp.ClientConnectorCertificateError):
             return f"{host}'s TLS certificate is not trusted ({error.certificate_error})"
         if isinstance(error, aiohttp.ClientSSLError):
             return f"the TLS handshake with {host} failed ({error.os_error})"
-        return f"the connection to {host}:{error.port} failed ({_said(error.os_error)})"
+        return f"the connection to {host}:{error.port} failed ({os_words(error.os_error)})"
     if isinstance(error, aiohttp.ServerDisconnectedError):
         return "it closed the connection before answering"
     if isinstance(error, aiohttp.ClientPayloadError):
-        return f"its answer broke off ({words})"
+        return f"the connection broke off before its answer was read ({words})"
+    if exiting(error):
+        return f"this process was exiting and could not connect ({words})"
     if isinstance(error, ssl.SSLError):
         return f"the TLS connection failed ({words})"
     if isinstance(error, OSError) and (error.errno or error.strerror):
-        return f"the connection failed ({_said(error)})"
+        return f"the connection failed ({os_words(error)})"
     return f"{type(error).__name__}: {words}"
 
 
-def _said(error: OSError) -> str:
+def exiting(error: BaseException) -> bool:
+    """Did Python refuse a thread or an executor's work because the interpreter is
+    exiting? Python 3.12.0 to 3.12.2 start no thread (a resolver's) then: such a push
+    was not sent, and goes again from the next process."""
+    return isinstance(error, RuntimeError) and "shutdown" in str(error)
+
+
+def os_words(error: OSError) -> str:
     """The system's words for ``error``: asyncio's own text for a refused connection
     ("Connect call failed ...") names no cause, its errno does."""
+    if isinstance(error, ssl.SSLError):  # its errno is OpenSSL's, not the system's
+        return str(error) or type(error).__name__
     if error.errno and error.errno > 0:
         return os.strerror(error.errno)
     return error.strerror or str(error) or type(error).__name__

@@ -48,7 +48,7 @@ from ..message import (
 )
 from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
 from . import aes128gcm
-from .base import Provider, retry_after_seconds, unreachable
+from .base import Provider, exiting, retry_after_seconds, unreachable
 
 if TYPE_CHECKING:
     from ..config import PushSettings
@@ -484,7 +484,7 @@ class WebPushProvider(Provider):
             asyncio.TimeoutError,
             TimeoutError,
         )
-        if isinstance(error, transient):
+        if isinstance(error, transient) or exiting(error):
             return DeliveryResult(
                 push.delivery_id,
                 "retry",

@@ -455,8 +455,24 @@ def test_aclose_closes_the_pool(push_fake_apns: FakeAPNs, key: Key) -> None:
         (NotificationResult("id", "400", "TopicDisallowed"), "failed", 400, "PUSH_APNS_TOPIC"),
         (NotificationResult("id", "405", "MethodNotAllowed"), "failed", 405, "405"),
         (MaxAttemptsExceeded(), "retry", None, "dropped on every attempt"),
-        (APNsConnectionError(), "retry", None, "the connection to localhost:1 failed"),
-        (ConnectionRefusedError(111, "refused"), "retry", None, "refused"),
+        (
+            APNsConnectionError(),
+            "retry",
+            None,
+            "the connection to localhost:1 failed (ConnectionError)",
+        ),
+        (
+            ConnectionRefusedError(111, "Connect call failed"),
+            "retry",
+            None,
+            "the connection to localhost:1 failed (Connection refused)",
+        ),
+        (
+            RuntimeError("can't create new thread at interpreter shutdown"),
+            "retry",
+            None,
+            "this process was exiting",
+        ),
         (ValueError("odd"), "failed", None, "ValueError: odd"),
     ],
 )

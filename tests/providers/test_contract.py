@@ -218,6 +218,20 @@ def test_a_service_that_stopped_is_retried(driver: Driver) -> None:
     assert (broken.reason, refused.reason) == ("unreachable", "unreachable")
 
 
+@for_providers(UNREACHABLE)
+def test_a_push_python_would_not_start_at_exit_goes_again(driver: Driver) -> None:
+    """Python 3.12.0 to 3.12.2 start no thread (a resolver's) while the interpreter
+    exits: not the push's fault, so not a failure for good."""
+    one = push(driver.target(), 7)
+    error = RuntimeError("can't create new thread at interpreter shutdown")
+    result = driver.provider().parse(one, error)
+    assert (result.status, result.reason) == ("retry", "unreachable")
+    assert result.error == (
+        "this process was exiting and could not connect (can't create new thread at "
+        "interpreter shutdown)"
+    )
+
+
 @for_providers()
 def test_parse_makes_a_result_of_any_exception(driver: Driver) -> None:
     one = push(driver.target(), 7)
