@@ -147,6 +147,50 @@ def test_the_api_answers_503_while_the_database_is_down(
     assert said.exc_info is None and "POST '/push/notifications'" in said.getMessage()
 
 
+def test_a_database_that_takes_no_writes_is_503_and_said_in_one_line(
+    tmp_path: Path, vapid_private_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only replica or file (or missing grants): the client may try again (a
+    failover passes), and the log says what to do, without a traceback."""
+    path = tmp_path / "shop.db"
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{path}",
+        PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
+        PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
+    )
+    db.init_app(app)
+    push.init_app(app)
+    with app.app_context():
+        db.create_all()
+        app.extensions["push"].shutdown()
+        db.engine.dispose()
+    replica = Flask(__name__)
+    replica.config.update(app.config)
+    replica.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///file:{path}?mode=ro&uri=true"
+    db.init_app(replica)
+    push.init_app(replica)
+    try:
+        client = replica.test_client()
+        answer = client.post("/push/notifications", json={"title": "Hi"}, headers={"X-User": "al"})
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "5"
+        assert answer.get_json()["error"]["code"] == "database_unavailable"
+        [said] = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert said.exc_info is None
+        assert said.getMessage().startswith(
+            "flask-push: the database refused flask-push's statement (attempt to write a "
+            "readonly database): its user needs SELECT, INSERT, UPDATE and DELETE"
+        )
+        assert said.getMessage().endswith("in POST '/push/notifications'")
+    finally:
+        with replica.app_context():
+            replica.extensions["push"].shutdown()
+            db.session.remove()
+            db.engine.dispose()
+
+
 def test_the_console_says_the_database_is_down_on_a_page(
     unreachable_database: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:

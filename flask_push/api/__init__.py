@@ -169,8 +169,9 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
 
 def database_failure(err: Exception) -> ApiError | None:
     """What a database error of a request means to its client, said in the log
-    too: unreachable or out of connections (503 with ``Retry-After``: an outage
-    passes), or its tables not made yet (500); None for any other failure, a bug.
+    too: unreachable or out of connections, or taking no writes (503 with
+    ``Retry-After``: an outage passes), or its tables not made yet (500); None for
+    any other failure, a bug.
     The API answers it in JSON, the console on a page."""
     # sa.exc.TimeoutError: every connection of the pool is in use, for longer than
     # its pool_timeout
@@ -192,6 +193,17 @@ def database_failure(err: Exception) -> ApiError | None:
         log.error("flask-push: %s", database.tables_missing_message(found.missing_tables))
         return ApiError(
             500, "database_not_set_up", "The server's database is not set up for this yet."
+        )
+    refused = database.refused_writes(err)
+    if refused is not None:
+        # a read-only replica or missing grants: what to do in the log, not a traceback;
+        # to the client an outage, which a failover that ends passes
+        log.error("flask-push: %s, in %s %r", refused, request.method, request.path)
+        return ApiError(
+            503,
+            "database_unavailable",
+            "The database does not take changes right now; nothing was changed. Try again shortly.",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
         )
     return None
 
