@@ -11,7 +11,7 @@ import difflib
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -242,11 +242,14 @@ def _provider(
     by_name = {s.name: s.config_key for s in kind.settings}
     trigger_key = by_name[kind.trigger]
     if kind.trigger not in given:
-        # settings with defaults of their own (sandbox, base URLs) do not turn it on
+        # settings with defaults of their own (sandbox, base URLs) do not turn it on,
+        # but the providers stored through the API use them: checked all the same
         standalone = {s.name for s in kind.settings if s.standalone}
         stray = [by_name[n] for n in given if n not in standalone]
         if stray:
             raise _fail(trigger_key, f"is required when {stray[0]} is set")
+        if given and kind.normalize_standalone is not None:
+            _normalized(kind, kind.normalize_standalone, given, by_name)
         return None
     for setting in kind.settings:
         if setting.file_unless is not None and setting.name in given:
@@ -256,10 +259,20 @@ def _provider(
         if setting.debug_default:
             given.setdefault(setting.name, app.debug)
     kind.check_installed()
+    return _normalized(kind, kind.normalize, given, by_name)
+
+
+def _normalized(
+    kind: credentials.ProviderKind,
+    normalize: Callable[[Mapping[str, Any]], dict[str, Any]],
+    given: Mapping[str, Any],
+    by_name: Mapping[str, str],
+) -> dict[str, Any]:
+    """``normalize(given)``, its refusal said as a ``PushConfigError`` naming the key."""
     try:
-        return kind.normalize(given)
+        return normalize(given)
     except ValidationError as err:
-        key = by_name.get(err.field or "", trigger_key)
+        key = by_name.get(err.field or "", by_name[kind.trigger])
         message = err.message
         what = kind.describe(err.field or "") if err.code == "missing_setting" else None
         if what:

@@ -71,6 +71,9 @@ class ProviderKind:
     #: (module, pip extra) the provider's transport needs, if optional
     requires: tuple[str, str] | None
     normalize: Callable[[Mapping[str, Any]], dict[str, Any]]
+    #: checks the :attr:`Setting.standalone` settings alone (given without the
+    #: trigger, for providers stored through the API)
+    normalize_standalone: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     #: what its pushes go to: browsers' subscriptions or apps' device tokens
     targets: Literal["subscription", "device"] = "device"
     #: the installations' ``deviceType`` it delivers to (``None``: subscriptions)

@@ -165,6 +165,10 @@ def test_defaults(app):
         ),
         (apns_config(PUSH_APNS_SANDBOX="no"), "PUSH_APNS_SANDBOX", "true or false"),
         (apns_config(PUSH_APNS_BASE_URL="http://127.0.0.1:2197"), "PUSH_APNS_BASE_URL", "https"),
+        # alone (no key or credentials here): providers stored through the API use them
+        ({"PUSH_FCM_BASE_URL": "ftp://x"}, "PUSH_FCM_BASE_URL", "http(s) origin"),
+        ({"PUSH_APNS_SANDBOX": "yes"}, "PUSH_APNS_SANDBOX", "true or false"),
+        ({"PUSH_APNS_BASE_URL": "http://apns.example"}, "PUSH_APNS_BASE_URL", "https"),
     ],
 )
 def test_bad_config_names_the_key_and_the_fix(make_app, config, key, hint):

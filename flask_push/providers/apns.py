@@ -190,16 +190,21 @@ def _normalize_apns(values: Mapping[str, Any]) -> dict[str, Any]:
             code="invalid_setting",
         )
     normalized["topic"] = topic
+    return {**normalized, **_where_apns_is(values)}
+
+
+def _where_apns_is(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that have defaults of their own (``sandbox``, ``baseUrl``),
+    checked: ``init_app`` checks them alone too, for providers stored through the API."""
     sandbox = values.get("sandbox", False)
     if not isinstance(sandbox, bool):
         raise ValidationError("must be true or false", field="sandbox", code="invalid_setting")
-    normalized["sandbox"] = sandbox
-    normalized["baseUrl"] = _base_url(values, "baseUrl", default=None)
-    if normalized["baseUrl"] and not normalized["baseUrl"].startswith("https://"):
+    base_url = _base_url(values, "baseUrl", default=None)
+    if base_url and not base_url.startswith("https://"):
         raise ValidationError(
             "must be an https origin: APNs is always TLS", field="baseUrl", code="invalid_setting"
         )
-    return normalized
+    return {"sandbox": sandbox, "baseUrl": base_url}
 
 
 # -- the settings on the wire (/providers) ------------------------------------------
@@ -250,6 +255,7 @@ APNS = ProviderKind(
     trigger="key",
     requires=("aioapns", "apns"),
     normalize=_normalize_apns,
+    normalize_standalone=_where_apns_is,
     platform="ios",
     token_pattern=APNS_TOKEN,
     token_message="must be the APNs device token as hex (64 or more hex digits)",

@@ -285,11 +285,13 @@ def _normalize_fcm(values: Mapping[str, Any]) -> dict[str, Any]:
             field="projectId",
             code="missing_setting",
         )
-    return {
-        "credentials": credentials,
-        "projectId": project_id,
-        "baseUrl": _base_url(values, "baseUrl", default="https://fcm.googleapis.com"),
-    }
+    return {"credentials": credentials, "projectId": project_id, **_where_fcm_is(values)}
+
+
+def _where_fcm_is(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``baseUrl``, which has a default of its own, checked: ``init_app`` checks it
+    alone too, for providers stored through the API."""
+    return {"baseUrl": _base_url(values, "baseUrl", default="https://fcm.googleapis.com")}
 
 
 #: FCM registration tokens are about 160 characters of base64url plus ':'
@@ -330,6 +332,7 @@ FCM = ProviderKind(
     trigger="credentials",
     requires=("pyfcm", "fcm"),
     normalize=_normalize_fcm,
+    normalize_standalone=_where_fcm_is,
     platform="android",
     token_pattern=FCM_TOKEN,
     token_message="must be the FCM registration token the Firebase SDK returned",
