@@ -120,6 +120,14 @@ PLACEHOLDER_SUBJECT = "mailto:you@example.com"
 )
 def vapid_keys(subject: str) -> None:
     """Make a VAPID key pair and print the config lines to paste."""
+    if "webpush" in _push().settings.providers:
+        # stderr, as below: stdout may be the config file being written
+        click.echo(
+            "Warning: this app has a VAPID key already (PUSH_VAPID_PRIVATE_KEY). Replacing "
+            "it with this one stops the pushes to every browser subscribed until now, "
+            "until each subscribes again.",
+            err=True,
+        )
     if subject == PLACEHOLDER_SUBJECT:
         # stderr: stdout is the config file being written
         click.echo(

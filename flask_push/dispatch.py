@@ -54,7 +54,13 @@ from .message import (
     one_line,
 )
 from .models import ACTIVE, DEAD, Models, utcnow
-from .providers import Provider, not_configured_error, provider_class, service_name
+from .providers import (
+    Provider,
+    not_configured_error,
+    provider_class,
+    service_name,
+    settings_to_set,
+)
 from .providers import kind as registered
 from .providers.memory import MemoryProvider
 from .sending import notification_from_json
@@ -1505,7 +1511,7 @@ class Dispatcher:
                     _outcome(
                         id,
                         "expired",
-                        "its ttl ran out before it could be sent",
+                        "its time to live ran out before it could be sent",
                         "ttl_expired",
                         expires_at,
                         provider=kind,
@@ -1551,6 +1557,7 @@ class Dispatcher:
                         now,
                         provider=kind,
                         kind=kind,
+                        how=settings_to_set(kind),
                     )
                 )
             elif isinstance(provider, str):
@@ -1626,12 +1633,14 @@ class Dispatcher:
                     )
                 )
             pushes = [(p, push) for p, push in pushes if int(push.delivery_id) not in late]
+        messages = {row[0]: row[1] for row in rows}
         for outcome in finished:
             # decided without sending: said here, as the sent ones are in _record
             logger.log(
                 logging.WARNING if outcome["b_status"] == "failed" else logging.INFO,
-                "flask-push: delivery %s %s without being sent: %s",
+                "flask-push: delivery %s of %s %s without being sent: %s",
                 outcome["b_id"],
+                messages.get(outcome["b_id"], "a deleted message"),
                 outcome["b_status"],
                 outcome["b_error"],
             )
@@ -1700,13 +1709,14 @@ class Dispatcher:
                         provider=result.provider,
                         sent=True,
                         service=service,
-                        answer=_answer(result),
+                        answer=_answer(result, prefer_code=True),
                         attempts=tries,
                         unanswered=result.reason == "unreachable",
                     )
                     outcome["b_events"].insert(0, tried)
                     finished.append(outcome)
-                    _log_outcome(push, result, f"failed: {error}")
+                    # the log line ends with the answer itself
+                    _log_outcome(push, result, f"failed: gave up after {tries} attempts")
                 else:
                     wait = backoff(tries, result.retry_after)
                     due = now + timedelta(seconds=wait)
@@ -1745,7 +1755,13 @@ class Dispatcher:
                     sent=True,
                     provider=result.provider,
                     service=service,
-                    answer=_answer(result, prefer_code=result.status == "gone"),
+                    # a plain "unsubscribed" (404, 410) by its status; any other
+                    # death (APNs' 400 BadDeviceToken, which may mean the other
+                    # environment) in the provider's own words, which say what to check
+                    answer=_answer(
+                        result,
+                        prefer_code=result.status == "gone" and result.status_code in (404, 410),
+                    ),
                     target=(
                         "subscription" if isinstance(push.target, WebPushTarget) else "installation"
                     ),
@@ -2017,6 +2033,8 @@ def _answer(result: DeliveryResult, *, prefer_code: bool = False) -> str:
             said = str(code)
     if said and (prefer_code or not result.error):
         return said
+    if code is not None and result.error and str(code) not in result.error:
+        return f"{code} {result.error}"  # APNs' "BadDeviceToken ...": the status first
     return result.error or said or "nothing"
 
 

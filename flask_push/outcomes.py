@@ -43,7 +43,8 @@ EVENTS: Final[tuple[str, ...]] = get_args(EventKind)
 #: answered, "the browser's push service"), ``{answer}`` (what it answered, such
 #: as "410 Gone", or why no answer came), ``{at}`` and ``{next}`` (times),
 #: ``{attempts}``, ``{kind}``, ``{target}`` ("subscription" or "installation"),
-#: ``{service_id}``; ``{Last}``: what the last attempt found (an answer, or none).
+#: ``{service_id}``, ``{how}`` (the settings that turn a provider on); ``{Last}``:
+#: what the last attempt found (an answer, or none).
 REASONS: Final[dict[str, str]] = {
     "accepted": "{Service} accepted it at {at}{service_id}.",
     "recorded": (
@@ -79,7 +80,10 @@ REASONS: Final[dict[str, str]] = {
     "target_gone": (
         "{Service} said at {at} that this {target} is gone: {answer}. It is never used again."
     ),
-    "no_provider": "No {kind} provider is configured, so it could not be sent.",
+    "no_provider": (
+        "No {kind} provider is configured, so it could not be sent: set {how}, or store one "
+        "for its app (POST /providers), then retry what failed."
+    ),
     "provider_unusable": (
         "The {kind} provider stored for its app cannot send ({answer}), so it was not sent."
     ),
@@ -155,6 +159,7 @@ def detail(reason: str, **values: Any) -> str:
         "service_id": "",
         "next": "later",
         "at": "an unknown time",
+        "how": "its provider's settings",
     }
     for name, value in values.items():
         if value is None:

@@ -11,6 +11,7 @@ touches the network; :mod:`flask_push.dispatch` sends.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,13 +27,20 @@ from .errors import ValidationError
 from .ids import new_id
 from .message import Activity, Notification
 from .models import ACTIVE, Models, utcnow
-from .providers import kind_for_platform, not_configured_error, subscriptions_kind
+from .providers import (
+    kind_for_platform,
+    not_configured_error,
+    settings_to_set,
+    subscriptions_kind,
+)
 from .schemas.base import Context
 from .schemas.errors import by_alias, check, parse
 from .schemas.notification import MessageAudience, MessageNotification, QueryField, TargetId
 
 if TYPE_CHECKING:
     from .extension import PushState
+
+logger = logging.getLogger("flask_push")
 
 #: delivery rows per INSERT statement
 INSERT_CHUNK = 5000
@@ -250,7 +258,11 @@ def _delivery_rows(
             events = [
                 *queued,
                 outcomes.event(
-                    "failed", now, outcomes.detail("no_provider", kind=target.kind, at=now)
+                    "failed",
+                    now,
+                    outcomes.detail(
+                        "no_provider", kind=target.kind, at=now, how=settings_to_set(target.kind)
+                    ),
                 ),
             ]
         yield {
@@ -495,6 +507,16 @@ def _queue_message(
         # the outcomes written here, not by a worker: held back by the policy,
         # superseded, or without a provider
         state.metrics.count(ended)
+    for (kind, status), count in sorted(ended.items()):
+        if status == "failed":  # at send, only for want of a provider
+            logger.warning(
+                "flask-push: %s: %d %s deliver%s failed as queued: %s",
+                message.id,
+                count,
+                kind,
+                "y" if count == 1 else "ies",
+                not_configured_error(kind),
+            )
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     # Committed: a receiver that fails is logged, and the message is still sent.
     for item, created in items:

@@ -46,6 +46,14 @@ def test_vapid_keys_are_fresh_each_time(app):
     # said beside the file being written, not in it
     assert "placeholder 'mailto:you@example.com'" in first.stderr
     assert "placeholder" not in first.stdout
+    # this app has a key: a new one would cut off its subscribed browsers
+    assert first.stderr.startswith("Warning: this app has a VAPID key already")
+
+
+def test_vapid_keys_for_an_app_without_one_says_nothing_of_it(make_app):
+    result = make_app(PUSH_VAPID_PRIVATE_KEY=None, PUSH_VAPID_SUBJECT=None).test_cli_runner()
+    said = result.invoke(args=["push", "vapid-keys", "--subject", "mailto:ops@shop.example"])
+    assert said.exit_code == 0 and said.stderr == "", said.stderr
 
 
 def test_vapid_keys_checks_the_subject_and_prints_it_as_a_string(app):
@@ -57,7 +65,7 @@ def test_vapid_keys_checks_the_subject_and_prints_it_as_a_string(app):
     result = runner.invoke(args=["push", "vapid-keys", "--subject", odd])
     assert result.exit_code == 0, result.output
     pasted: dict[str, object] = {}
-    exec(result.output, {}, pasted)  # noqa: S102 - what a user's config file would run
+    exec(result.stdout, {}, pasted)  # noqa: S102 - what a user's config file would run
     assert pasted["PUSH_VAPID_SUBJECT"] == odd
     assert set(pasted) == {"PUSH_VAPID_PRIVATE_KEY", "PUSH_VAPID_PUBLIC_KEY", "PUSH_VAPID_SUBJECT"}
 
@@ -304,7 +312,9 @@ def test_send_to_nobody_fails_and_says_why(app: Flask, wait: list[str]) -> None:
 
 
 @pytest.mark.parametrize("wait", [[], ["--no-wait"]], ids=["wait", "no-wait"])
-def test_send_to_devices_no_provider_reaches_fails(app: Flask, wait: list[str]) -> None:
+def test_send_to_devices_no_provider_reaches_fails(
+    app: Flask, wait: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """Failed as they were queued (no FCM here): nothing goes later either, so
     --no-wait fails too, as a cron job must see."""
     with app.app_context():
@@ -316,6 +326,14 @@ def test_send_to_devices_no_provider_reaches_fails(app: Flask, wait: list[str]) 
     assert "Deliveries: failed 1" in result.output
     assert "  failed (1): no fcm provider is configured" in result.output
     assert result.output.splitlines()[-1].startswith("Error: Nothing ")
+    # and the log says it, as it says every other failure
+    [line] = [r for r in caplog.records if "failed as queued" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert re.fullmatch(
+        r"flask-push: msg_\w+: 1 fcm delivery failed as queued: no fcm provider is "
+        r"configured, so this target cannot be reached; set PUSH_FCM_CREDENTIALS",
+        line.getMessage(),
+    ), line.getMessage()
 
 
 def test_send_says_which_deliveries_wait_for_a_retry(

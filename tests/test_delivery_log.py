@@ -62,6 +62,7 @@ def test_a_delivery_decided_without_sending_is_logged(
         with app.app_context(), caplog.at_level(logging.INFO, logger="flask_push"):
             later = utcnow() + timedelta(hours=1)
             message = push.send(users=["al"], title="Tonight only", send_at=later)
+            message_id = message.id
             # its time came while no worker ran, and its ttl ran out meanwhile
             d = push.models.Delivery
             push.db.session.execute(
@@ -74,6 +75,7 @@ def test_a_delivery_decided_without_sending_is_logged(
     [line] = [r for r in caplog.records if "without being sent" in r.getMessage()]
     assert line.levelno == logging.INFO
     assert line.getMessage().endswith(
-        "expired without being sent: its ttl ran out before it could be sent"
+        f"of {message_id} expired without being sent: its time to live ran out before it "
+        "could be sent"
     )
     assert service.requests == []

@@ -230,7 +230,7 @@ def test_a_delivery_whose_claims_never_end_is_given_up(
         )
         detail = row.events[-1]["detail"]
         assert "at its claim number 4: the last claims before it" in detail
-        assert f"delivery {row.id} failed without being sent" in caplog.text
+        assert f"delivery {row.id} of {message_id} failed without being sent" in caplog.text
         page = app.test_client().get(
             f"/push/messages/{message_id}/deliveries", headers=as_user("ops", admin=True)
         )
@@ -272,7 +272,7 @@ def test_expired_delivery_is_not_sent(
         make_due(message.id, expires_at=utcnow() - timedelta(seconds=1))
         assert push.dispatch_due() == 1
         [row] = rows(message.id)
-        assert row.status == "expired" and "ttl" in row.error
+        assert row.status == "expired" and "time to live" in row.error
     assert push_fake_webpush.requests == []
 
 

@@ -618,6 +618,14 @@ def test_user_targets(live: Flask, push_fake_webpush: FakePushService) -> None:
     assert gone["recentDeliveries"][0]["status"] == "gone"
     assert phone["label"] == "iOS app 2.0"
     assert phone["recentDeliveries"][0]["reason"] == "no_provider"
+    with live.app_context():
+        [entry] = push.explain(ids[2], status="failed")
+    # what to do, not only what is missing
+    assert entry["detail"] == (
+        "No apns provider is configured, so it could not be sent: set PUSH_APNS_KEY, "
+        "PUSH_APNS_KEY_ID, PUSH_APNS_TEAM_ID and PUSH_APNS_TOPIC, or store one for its app "
+        "(POST /providers), then retry what failed."
+    )
 
     answer = client.get("/push/users/al/targets", headers=ADMIN)
     assert answer.status_code == 200
@@ -796,3 +804,25 @@ def test_a_push_on_the_network_when_cancelled_keeps_what_happened(
     # it reached the push service: the record says so, not "cancelled"
     assert entry["status"] == "sent" and len(push_fake_webpush.pushes) == 1
     assert [e["what"] for e in entry["events"]] == ["queued", "attempt", "sent"]
+
+
+def test_a_token_apns_refuses_says_what_to_check(
+    make_app: Callable[..., Flask], push_fake_apns: Any
+) -> None:
+    """APNs' 400 BadDeviceToken kills the installation like a 410, but its cause may be
+    the other environment (every iPhone at once): the sentence keeps APNs' own words."""
+    app = make_app(PUSH_QUEUE="inline", **push_fake_apns.app_config())
+    with app.app_context():
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token="ab" * 32, device_type="ios", user_id="al"
+            )
+        )
+        db.session.commit()
+        push_fake_apns.fail_next(400, "BadDeviceToken")
+        message = push.send(users=["al"], title="Order #42")
+        [entry] = push.explain(message.id)
+    assert (entry["status"], entry["reason"]) == ("gone", "unsubscribed")
+    assert entry["detail"].startswith("Apple's push service (APNs) answered 400 BadDeviceToken (")
+    assert "PUSH_APNS_SANDBOX" in entry["detail"]
+    assert entry["detail"].endswith("this installation is dead and will not be used again.")

@@ -76,12 +76,17 @@ def service_name(name: str) -> str:
     return found.service if found is not None else "the push service"
 
 
+def settings_to_set(name: str) -> str:
+    """The config keys that turn the provider of kind ``name`` on, as a sentence's end."""
+    found = kinds().get(name)
+    return found.how_to_configure if found else f"the {name} provider's settings"
+
+
 def not_configured_error(name: str) -> str:
     """What a target of kind ``name`` says when no such provider is configured."""
-    found = kinds().get(name)
     return (
         f"no {name} provider is configured, so this target cannot be reached; "
-        f"set {found.how_to_configure if found else name}"
+        f"set {settings_to_set(name)}"
     )
 
 
@@ -92,6 +97,7 @@ __all__ = [
     "kind_for_platform",
     "kinds",
     "not_configured_error",
+    "settings_to_set",
     "platforms",
     "provider_class",
     "service_name",
