@@ -1717,8 +1717,31 @@ class Dispatcher:
                     finished.append(outcome)
                     # the log line ends with the answer itself
                     _log_outcome(push, result, f"failed: gave up after {tries} attempts")
+                elif (wait := backoff(tries, result.retry_after)) >= push.notification.ttl:
+                    # the next try would come after its time to live (what was left of
+                    # it when claimed): expired now, and said why, rather than a retry
+                    # promised for a time it will never be tried at
+                    ends = now + timedelta(seconds=push.notification.ttl)
+                    outcome = _outcome(
+                        id,
+                        "expired",
+                        result.error,
+                        "retry_past_ttl",
+                        now,
+                        provider=result.provider,
+                        sent=True,
+                        service=service,
+                        answer=_answer(result, prefer_code=True),
+                        attempts=tries,
+                        unanswered=result.reason == "unreachable",
+                        next=ends,
+                    )
+                    outcome["b_events"].insert(0, tried)
+                    finished.append(outcome)
+                    _log_outcome(
+                        push, result, "expired: its next try would come after its time to live"
+                    )
                 else:
-                    wait = backoff(tries, result.retry_after)
                     due = now + timedelta(seconds=wait)
                     waited = "unreachable" if result.reason == "unreachable" else "unavailable"
                     text = outcomes.detail(

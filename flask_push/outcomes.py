@@ -72,6 +72,10 @@ REASONS: Final[dict[str, str]] = {
         "{Service} had not answered other pushes for a while at {at}, so this one was held "
         "back before it was sent; it is due again at {next}."
     ),
+    "retry_past_ttl": (
+        "{Last}; its time to live ends at {next}, before a next try could come, so it is "
+        "not tried again."
+    ),
     "ttl_expired": (
         "Its time to live ran out at {at} before it could be sent: the user was not "
         "reachable in time, or the message was held up."

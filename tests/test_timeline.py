@@ -254,16 +254,27 @@ def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(
     # once an OverflowError in the date of the next try: the whole batch's outcomes
     # were lost, and the worker sent the batch again every lease, forever
     client = live.test_client()
-    (fine, _), (busy, b) = (subscribe(client, push_fake_webpush, n) for n in "ab")
+    (fine, _), (busy, b), (later, c) = (subscribe(client, push_fake_webpush, n) for n in "abc")
     push_fake_webpush.fail_next(429, subscriber=b, retry_after="9" * 20)
+    push_fake_webpush.fail_next(503, subscriber=c, retry_after=120)
     id = send(client, ["al"])
     with live.app_context():
         entries = by_target(push.explain(id))
     assert entries[fine]["status"] == "sent"
-    waiting = entries[busy]
+    # within its life (a day): a retry at the time asked for
+    waiting = entries[later]
     assert (waiting["status"], waiting["reason"]) == ("queued", "unavailable")
     next_try = datetime.fromisoformat(waiting["nextAttemptAt"])
-    assert next_try <= datetime.now(timezone.utc) + timedelta(days=28, minutes=1)
+    assert next_try >= datetime.now(timezone.utc) + timedelta(seconds=110)
+    # past it: expired at once, saying why, not a retry promised for a time it never
+    # gets (the time to live would end first)
+    ended = entries[busy]
+    assert (ended["status"], ended["reason"]) == ("expired", "retry_past_ttl")
+    assert ended["nextAttemptAt"] is None
+    assert ended["detail"].startswith(
+        "The browser's push service answered 429 Too Many Requests at "
+    )
+    assert ", before a next try could come, so it is not tried again." in ended["detail"]
 
 
 def rows_of(message_id: str) -> list[Any]:
