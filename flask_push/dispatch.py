@@ -1698,13 +1698,19 @@ class Dispatcher:
                 finished.append(outcome)
                 _log_outcome(push, result, "superseded by a newer state, not retried")
             elif result.status == "retry":
-                if self._gives_up(tries):
-                    error = f"gave up after {tries} attempts: {result.error or 'retry'}"
+                wait = None if self._gives_up(tries) else backoff(tries, result.retry_after)
+                if wait is None or wait >= push.notification.ttl:
+                    # given up; or the next try would come after its time to live (what
+                    # was left of it when claimed): expired now, and said why, rather
+                    # than a retry promised for a time it will never be tried at
+                    gave_up = wait is None
                     outcome = _outcome(
                         id,
-                        "failed",
-                        error,
-                        "gave_up",
+                        "failed" if gave_up else "expired",
+                        f"gave up after {tries} attempts: {result.error or 'retry'}"
+                        if gave_up
+                        else result.error,
+                        "gave_up" if gave_up else "retry_past_ttl",
                         now,
                         provider=result.provider,
                         sent=True,
@@ -1712,34 +1718,17 @@ class Dispatcher:
                         answer=_answer(result, prefer_code=True),
                         attempts=tries,
                         unanswered=result.reason == "unreachable",
+                        next=None if gave_up else now + timedelta(seconds=push.notification.ttl),
                     )
                     outcome["b_events"].insert(0, tried)
                     finished.append(outcome)
                     # the log line ends with the answer itself
-                    _log_outcome(push, result, f"failed: gave up after {tries} attempts")
-                elif (wait := backoff(tries, result.retry_after)) >= push.notification.ttl:
-                    # the next try would come after its time to live (what was left of
-                    # it when claimed): expired now, and said why, rather than a retry
-                    # promised for a time it will never be tried at
-                    ends = now + timedelta(seconds=push.notification.ttl)
-                    outcome = _outcome(
-                        id,
-                        "expired",
-                        result.error,
-                        "retry_past_ttl",
-                        now,
-                        provider=result.provider,
-                        sent=True,
-                        service=service,
-                        answer=_answer(result, prefer_code=True),
-                        attempts=tries,
-                        unanswered=result.reason == "unreachable",
-                        next=ends,
-                    )
-                    outcome["b_events"].insert(0, tried)
-                    finished.append(outcome)
                     _log_outcome(
-                        push, result, "expired: its next try would come after its time to live"
+                        push,
+                        result,
+                        f"failed: gave up after {tries} attempts"
+                        if gave_up
+                        else "expired: its next try would come after its time to live",
                     )
                 else:
                     due = now + timedelta(seconds=wait)
