@@ -243,7 +243,7 @@ def _provider(
     trigger_key = by_name[kind.trigger]
     if kind.trigger not in given:
         # settings with defaults of their own (sandbox, base URLs) do not turn it on,
-        # but the providers stored through the API use them: checked all the same
+        # but the providers stored through the API use the base URLs: checked all the same
         standalone = {s.name for s in kind.settings if s.standalone}
         stray = [by_name[n] for n in given if n not in standalone]
         if stray:

@@ -1611,6 +1611,7 @@ class Dispatcher:
                     target=target_of,
                     click_token=click,
                     activity=activity,
+                    expires_at=expires_at,
                 )
                 pushes.append((provider, push))
         # An older state of an activity due again (an operator's retry, say) after a
@@ -1633,7 +1634,7 @@ class Dispatcher:
                     )
                 )
             pushes = [(p, push) for p, push in pushes if int(push.delivery_id) not in late]
-        messages = {row[0]: row[1] for row in rows}
+        messages = {row[0]: row[1] for row in rows} if finished else {}
         for outcome in finished:
             # decided without sending: said here, as the sent ones are in _record
             logger.log(
@@ -1656,9 +1657,9 @@ class Dispatcher:
     ) -> tuple[list[tuple[str, str, str]], Counter[tuple[str, str]], set[int]]:
         """Write the outcomes (no commit); returns the targets found dead, how many
         outcomes of each provider and status (``retry``: a retry scheduled) were
-        written, and
-        the retries dropped as ``superseded`` (a newer state of their activity to
-        the same target overtook them).
+        written, and the retries not made: dropped as ``superseded`` (a newer state
+        of their activity to the same target overtook them), or ``expired`` (their
+        next try would come after their time to live).
 
         Each outcome's events are appended to the timeline read with the claim, in
         the same executemany UPDATE as the outcome: a timeline costs no statement
@@ -1699,39 +1700,41 @@ class Dispatcher:
                 _log_outcome(push, result, "superseded by a newer state, not retried")
             elif result.status == "retry":
                 wait = None if self._gives_up(tries) else backoff(tries, result.retry_after)
-                if wait is None or wait >= push.notification.ttl:
-                    # given up; or the next try would come after its time to live (what
-                    # was left of it when claimed): expired now, and said why, rather
-                    # than a retry promised for a time it will never be tried at
-                    gave_up = wait is None
+                due = now + timedelta(seconds=wait) if wait is not None else None
+                ends = push.expires_at
+                if due is None or (ends is not None and due >= ends):
+                    # given up; or the next try would come after its time to live:
+                    # expired now, and said why, rather than a retry promised for a
+                    # time it will never be tried at
+                    gave_up = due is None
+                    if not gave_up:
+                        dropped.add(id)  # not retried: the signal says so too
+                    why = (
+                        f"gave up after {tries} attempts"
+                        if gave_up
+                        else "its next try would come after its time to live"
+                    )
                     outcome = _outcome(
                         id,
                         "failed" if gave_up else "expired",
-                        f"gave up after {tries} attempts: {result.error or 'retry'}"
-                        if gave_up
-                        else result.error,
+                        f"{why}: {result.error or 'retry'}",
                         "gave_up" if gave_up else "retry_past_ttl",
                         now,
                         provider=result.provider,
-                        sent=True,
+                        # a give-up replaces a cancel made meanwhile, as what really
+                        # happened; an expiry does not, as a retry would not have
+                        sent=gave_up,
                         service=service,
                         answer=_answer(result, prefer_code=True),
                         attempts=tries,
                         unanswered=result.reason == "unreachable",
-                        next=None if gave_up else now + timedelta(seconds=push.notification.ttl),
+                        next=None if gave_up else ends,
                     )
                     outcome["b_events"].insert(0, tried)
                     finished.append(outcome)
                     # the log line ends with the answer itself
-                    _log_outcome(
-                        push,
-                        result,
-                        f"failed: gave up after {tries} attempts"
-                        if gave_up
-                        else "expired: its next try would come after its time to live",
-                    )
+                    _log_outcome(push, result, f"{'failed' if gave_up else 'expired'}: {why}")
                 else:
-                    due = now + timedelta(seconds=wait)
                     waited = "unreachable" if result.reason == "unreachable" else "unavailable"
                     text = outcomes.detail(
                         waited,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 Urgency = Literal["very-low", "low", "normal", "high"]
@@ -135,6 +136,9 @@ class OutgoingPush:
     click_token: str | None = None
     #: the activity state this push shows in place, for ``push.activity``
     activity: Activity | None = None
+    #: when its delivery's time to live ends (the outbox's ``expires_at``): a retry
+    #: due after it is not made
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)

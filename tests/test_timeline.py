@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from flask_push import signals
 from flask_push.dispatch import Dispatcher
 from flask_push.errors import ValidationError
 from flask_push.testing import FakePushService
@@ -257,7 +258,14 @@ def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(
     (fine, _), (busy, b), (later, c) = (subscribe(client, push_fake_webpush, n) for n in "abc")
     push_fake_webpush.fail_next(429, subscriber=b, retry_after="9" * 20)
     push_fake_webpush.fail_next(503, subscriber=c, retry_after=120)
-    id = send(client, ["al"])
+    retried: list[bool] = []
+
+    def failed(sender: Any, push: Any, result: Any, will_retry: bool) -> None:
+        retried.append(will_retry)
+
+    with signals.delivery_failed.connected_to(failed, sender=live):
+        id = send(client, ["al"])
+    assert sorted(retried) == [False, True]  # the signal does not promise the expired one
     with live.app_context():
         entries = by_target(push.explain(id))
     assert entries[fine]["status"] == "sent"
@@ -275,6 +283,20 @@ def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(
         "The browser's push service answered 429 Too Many Requests at "
     )
     assert ", before a next try could come, so it is not tried again." in ended["detail"]
+
+
+def test_a_push_with_no_time_to_live_is_still_retried_within_its_grace(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """TTL 0 ("now or never") keeps a short grace in the outbox: a 503 is retried in
+    it, not expired at once."""
+    client = live.test_client()
+    _, busy = subscribe(client, push_fake_webpush, "a")
+    push_fake_webpush.fail_next(503, subscriber=busy)
+    id = send(client, ["al"], ttl=0)
+    with live.app_context():
+        [entry] = push.explain(id)
+    assert (entry["status"], entry["reason"]) == ("queued", "unavailable")
 
 
 def rows_of(message_id: str) -> list[Any]:

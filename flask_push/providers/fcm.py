@@ -592,7 +592,8 @@ class FCMProvider(Provider):
             bad_token = (
                 "message.token" in fields or "not a valid fcm registration token" in message.lower()
             )
-            text = f"FCM answered 400 {code or 'INVALID_ARGUMENT'}: {message}"
+            # what FCM said: the sentence it goes in says who said it
+            text = f"400 {code or 'INVALID_ARGUMENT'}: {message}"
             return result("gone" if bad_token else "failed", error=text, status_code=400)
         if status == 403:
             # SENDER_ID_MISMATCH (the token belongs to another Firebase project) and
