@@ -1777,9 +1777,7 @@ class Dispatcher:
                         result,
                         prefer_code=result.status == "gone" and result.status_code in (404, 410),
                     ),
-                    target=(
-                        "subscription" if isinstance(push.target, WebPushTarget) else "installation"
-                    ),
+                    target=_target_word(push.target),
                     service_id=result.service_id,
                 )
                 outcome["b_events"].insert(0, tried)
@@ -2029,6 +2027,16 @@ def _outcome(
         # b_kind is for the metrics only; the UPDATE ignores parameters it does not name
         "b_kind": provider,
     }
+
+
+def _target_word(target: WebPushTarget | DeviceTarget) -> str:
+    """What a sentence calls the target a push went to: a Live Activity's own token
+    dies alone, never its installation."""
+    if isinstance(target, WebPushTarget):
+        return "subscription"
+    return {"activity": "Live Activity token", "start": "push-to-start token"}.get(
+        target.kind, "installation"
+    )
 
 
 def _deferred(now: datetime, delay: timedelta, service: str) -> dict[str, Any]:

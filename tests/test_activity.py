@@ -184,6 +184,11 @@ def test_a_dead_live_activity_token_is_dropped_not_the_device(
             == 0
         )
         assert db.session.get(push.models.Installation, iphone).status == "active"
+        # and the timeline says the token died, not the installation
+        [entry] = push.explain(message.id, status="gone")
+        assert entry["detail"].endswith(
+            ": this Live Activity token is dead and will not be used again."
+        )
         # the next state goes to the device as an alert
         later = order(state={**STATE, "step": 5})
         assert (
