@@ -1641,7 +1641,7 @@ class Dispatcher:
                 logging.WARNING if outcome["b_status"] == "failed" else logging.INFO,
                 "flask-push: delivery %s of %s %s without being sent: %s",
                 outcome["b_id"],
-                messages.get(outcome["b_id"], "a deleted message"),
+                messages[outcome["b_id"]],
                 outcome["b_status"],
                 outcome["b_error"],
             )

@@ -88,6 +88,43 @@ def unreachable(error: BaseException, timeout: float | None = None) -> str:
     return f"{type(error).__name__}: {words}"
 
 
+def without_answer(
+    push: OutgoingPush, provider: str, error: BaseException, timeout: float
+) -> DeliveryResult | None:
+    """What an aiohttp client's ``error`` means when no answer of the push service
+    could be read: a retry, since the next try may well be answered (a dropped or
+    refused connection, a DNS failure, a timeout, an answer that was not HTTP); None
+    for anything else, such as a bad URL or a bug, which will not pass."""
+    import aiohttp
+
+    if isinstance(error, aiohttp.ClientResponseError):
+        # aiohttp could not read the answer as HTTP (a 400 of its own, not the
+        # service's): it may well read the next one. Its text would name the whole
+        # endpoint, which logs and timelines never show.
+        return DeliveryResult(
+            push.delivery_id,
+            "retry",
+            provider,
+            error=f"the answer was not readable HTTP ({error.message})",
+        )
+    transient = (
+        aiohttp.ClientConnectionError,
+        aiohttp.ClientPayloadError,
+        OSError,
+        asyncio.TimeoutError,
+        TimeoutError,
+    )
+    if isinstance(error, transient) or exiting(error):
+        return DeliveryResult(
+            push.delivery_id,
+            "retry",
+            provider,
+            error=unreachable(error, timeout),
+            reason="unreachable",
+        )
+    return None
+
+
 def exiting(error: BaseException) -> bool:
     """Did Python refuse a thread or an executor's work because the interpreter is
     exiting? Python 3.12.0 to 3.12.2 start no thread (a resolver's) then: such a push

@@ -68,7 +68,7 @@ from ..credentials import text as _text
 from ..errors import PayloadError, ValidationError
 from ..message import Activity, DeliveryResult, DeviceTarget, Notification, OutgoingPush
 from ..schemas.base import ResponseModel, WireModel, refuse_as
-from .base import Provider, exiting, retry_after_seconds, unreachable
+from .base import Provider, retry_after_seconds, without_answer
 
 # pyfcm, google-auth and requests are the ``fcm`` extra: imported when a provider
 # is made, so that the kind above can be read (and the extra asked for) without them.
@@ -92,8 +92,6 @@ _RESERVED_KEYS = ("from", "message_type")
 _RESERVED_PREFIXES = ("google", "gcm")
 #: seconds a refused key is remembered, so a batch does not ask the token endpoint per push
 _REFUSAL_MEMORY = 30.0
-#: errors of the send's connection that say nothing about the message: try again later
-_UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
 
 
 class _NotSent(Exception):
@@ -651,11 +649,9 @@ class FCMProvider(Provider):
                 error=f"Google's OAuth token endpoint could not be reached ({err})",
                 reason="unreachable",
             )
-        if isinstance(err, aiohttp.ClientResponseError):
-            # aiohttp could not read the answer as HTTP: the next one may well be
-            return result("retry", error=f"the answer was not readable HTTP ({err.message})")
-        if isinstance(err, _UNREACHABLE) or exiting(err):
-            return result("retry", error=unreachable(err, self.timeout), reason="unreachable")
+        unanswered = without_answer(push, self.name, err, self.timeout)
+        if unanswered is not None:
+            return unanswered
         if isinstance(err, PayloadError):
             return result("failed", error=str(err))
         return result("failed", error=f"FCM send failed: {type(err).__name__}: {err}")

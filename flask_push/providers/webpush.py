@@ -11,7 +11,6 @@ allows.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import functools
@@ -48,7 +47,7 @@ from ..message import (
 )
 from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
 from . import aes128gcm
-from .base import Provider, exiting, retry_after_seconds, unreachable
+from .base import Provider, retry_after_seconds, without_answer
 
 if TYPE_CHECKING:
     from ..config import PushSettings
@@ -465,33 +464,9 @@ class WebPushProvider(Provider):
             )
         if isinstance(error, (PayloadError, ValidationError)):
             return DeliveryResult(push.delivery_id, "failed", self.name, error=message)
-        if isinstance(error, aiohttp.ClientResponseError):
-            # aiohttp could not read the answer as HTTP (a 400 of its own, not the
-            # service's): it may well read the next one. Its text would name the
-            # whole endpoint, which logs and timelines never show.
-            return DeliveryResult(
-                push.delivery_id,
-                "retry",
-                self.name,
-                error=f"the answer was not readable HTTP ({error.message})",
-            )
-        # A dropped or refused connection, a DNS failure or a timeout may well
-        # pass later; a bad URL or a bug will not.
-        transient = (
-            aiohttp.ClientConnectionError,
-            aiohttp.ClientPayloadError,
-            OSError,
-            asyncio.TimeoutError,
-            TimeoutError,
-        )
-        if isinstance(error, transient) or exiting(error):
-            return DeliveryResult(
-                push.delivery_id,
-                "retry",
-                self.name,
-                error=unreachable(error, self.timeout),
-                reason="unreachable",
-            )
+        unanswered = without_answer(push, self.name, error, self.timeout)
+        if unanswered is not None:
+            return unanswered
         return DeliveryResult(
             push.delivery_id, "failed", self.name, error=f"{type(error).__name__}: {message}"
         )
