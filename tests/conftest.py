@@ -172,6 +172,41 @@ def make_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Calla
             db.engine.dispose()
 
 
+@contextmanager
+def bare_app(config: dict[str, Any]) -> Iterator[Flask]:
+    """An app with flask-push on ``config`` alone: no tables made or dropped (a
+    database that is unreachable, read-only, or without them)."""
+    app = Flask(__name__)
+    app.config.update(config)
+    db.init_app(app)
+    push.init_app(app)
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            app.extensions["push"].shutdown()
+            db.session.remove()
+            db.engine.dispose()
+
+
+def read_only(database: dict[str, Any], statement: str) -> tuple[dict[str, Any], str]:
+    """``database`` as a read-only replica of it (the SQLite file opened read-only;
+    every PostgreSQL transaction read-only), and what its driver says to
+    ``statement`` ("UPDATE", "INSERT")."""
+    if database["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        path = database["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+        uri = f"sqlite:///file:{path}?mode=ro&uri=true"
+        return {"SQLALCHEMY_DATABASE_URI": uri}, "attempt to write a readonly database"
+    options = database["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]["options"]
+    replica = {
+        **database,
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "connect_args": {"options": f"{options} -cdefault_transaction_read_only=on"}
+        },
+    }
+    return replica, f"cannot execute {statement} in a read-only transaction"
+
+
 #: the SECRET_KEY of sending_app's apps, which signs their click tokens
 SENDING_SECRET = "test-secret"
 

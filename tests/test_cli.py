@@ -23,7 +23,17 @@ from flask_push.database import refused_writes
 from flask_push.models import DEAD, utcnow
 from flask_push.testing import FakePushService
 
-from conftest import add_subscription, as_user, db, make_due, push, subscribe, wait_until
+from conftest import (
+    add_subscription,
+    as_user,
+    bare_app,
+    db,
+    make_due,
+    push,
+    read_only,
+    subscribe,
+    wait_until,
+)
 
 
 def test_vapid_keys_prints_pasteable_config(app, make_app):
@@ -692,21 +702,9 @@ def test_a_database_that_refuses_writes_is_one_line_said_once(
     with app.app_context():
         subscribe(push_fake_webpush.subscribe(), "alice")
         make_due(push.send(users=["alice"], title="x", send_at=utcnow() + timedelta(hours=1)).id)
-    if database["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        path = database["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
-        read_only = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///file:{path}?mode=ro&uri=true"}
-        why = "attempt to write a readonly database"
-    else:  # a replica: every transaction read-only
-        options = database["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]["options"]
-        read_only = {
-            **database,
-            "SQLALCHEMY_ENGINE_OPTIONS": {
-                "connect_args": {"options": f"{options} -cdefault_transaction_read_only=on"}
-            },
-        }
-        why = "cannot execute UPDATE in a read-only transaction"
+    replica, why = read_only(database, "UPDATE")
     config = {
-        **read_only,
+        **replica,
         "PUSH_SUPPRESS_SEND": False,
         "PUSH_VAPID_PRIVATE_KEY": vapid_private_key,
         "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
@@ -719,16 +717,8 @@ def test_a_database_that_refuses_writes_is_one_line_said_once(
         "takes writes (not a read-only replica or file)"
     )
 
-    replica = Flask(__name__)
-    replica.config.update(config)
-    db.init_app(replica)
-    push.init_app(replica)
-    try:
-        result = replica.test_cli_runner().invoke(args=["push", "worker", "--once"])
-    finally:
-        with replica.app_context():
-            push.shutdown()
-            db.engine.dispose()
+    with bare_app(config) as worker_app:
+        result = worker_app.test_cli_runner().invoke(args=["push", "worker", "--once"])
     assert result.exit_code == 1
     assert result.output.splitlines() == [f"Error: {said}"], result.output
 

@@ -14,7 +14,7 @@ from flask import Flask
 
 from flask_push.models import utcnow
 
-from conftest import REDIS_URL, as_user, db, need_service, push
+from conftest import REDIS_URL, as_user, bare_app, db, need_service, push, read_only
 
 
 def closed_port() -> int:
@@ -109,15 +109,8 @@ def unreachable_database(
 ) -> Iterator[Flask]:
     """An app whose database cannot be reached: PostgreSQL on a port nothing listens
     on, or an SQLite file in a folder that does not exist."""
-    app = Flask(__name__)
-    app.config.update(TESTING=True, **request.param(tmp_path))
-    db.init_app(app)
-    push.init_app(app)
-    yield app
-    with app.app_context():
-        app.extensions["push"].shutdown()
-        db.session.remove()
-        db.engine.dispose()
+    with bare_app({"TESTING": True, **request.param(tmp_path)}) as app:
+        yield app
 
 
 def test_database_down_is_503(unreachable_database: Flask) -> None:
@@ -148,47 +141,25 @@ def test_the_api_answers_503_while_the_database_is_down(
 
 
 def test_a_database_that_takes_no_writes_is_503_and_said_in_one_line(
-    tmp_path: Path, vapid_private_key: str, caplog: pytest.LogCaptureFixture
+    make_app: Callable[..., Flask], database: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A read-only replica or file (or missing grants): the client may try again (a
     failover passes), and the log says what to do, without a traceback."""
-    path = tmp_path / "shop.db"
-    app = Flask(__name__)
-    app.config.update(
-        TESTING=True,
-        SQLALCHEMY_DATABASE_URI=f"sqlite:///{path}",
-        PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
-        PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
-    )
-    db.init_app(app)
-    push.init_app(app)
-    with app.app_context():
-        db.create_all()
-        app.extensions["push"].shutdown()
-        db.engine.dispose()
-    replica = Flask(__name__)
-    replica.config.update(app.config)
-    replica.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///file:{path}?mode=ro&uri=true"
-    db.init_app(replica)
-    push.init_app(replica)
-    try:
-        client = replica.test_client()
+    make_app()  # its tables
+    replica, why = read_only(database, "INSERT")
+    with bare_app({"TESTING": True, **replica}) as app:
+        client = app.test_client()
         answer = client.post("/push/notifications", json={"title": "Hi"}, headers={"X-User": "al"})
-        assert answer.status_code == 503
-        assert answer.headers["Retry-After"] == "5"
-        assert answer.get_json()["error"]["code"] == "database_unavailable"
-        [said] = [r for r in caplog.records if "refused" in r.getMessage()]
-        assert said.exc_info is None
-        assert said.getMessage().startswith(
-            "flask-push: the database refused flask-push's statement (attempt to write a "
-            "readonly database): its user needs SELECT, INSERT, UPDATE and DELETE"
-        )
-        assert said.getMessage().endswith("in POST '/push/notifications'")
-    finally:
-        with replica.app_context():
-            replica.extensions["push"].shutdown()
-            db.session.remove()
-            db.engine.dispose()
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert answer.get_json()["error"]["code"] == "database_unavailable"
+    [said] = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert said.exc_info is None
+    assert said.getMessage().startswith(
+        f"flask-push: the database refused flask-push's statement ({why}): its user needs "
+        "SELECT, INSERT, UPDATE and DELETE"
+    )
+    assert said.getMessage().endswith("in POST '/push/notifications'")
 
 
 def test_the_console_says_the_database_is_down_on_a_page(
@@ -253,11 +224,8 @@ def test_a_pool_with_no_connection_free_is_503(make_app: Callable[..., Flask]) -
 def test_missing_tables_are_named_in_the_log_not_to_the_client(
     tmp_path: Path, vapid_private_key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = Flask(__name__)
-    app.config.update(TESTING=True, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'new.db'}")
-    db.init_app(app)
-    push.init_app(app)  # and no db.create_all()
-    try:
+    config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'new.db'}"}
+    with bare_app(config) as app:  # and no db.create_all()
         answer = app.test_client().get("/push/notifications", headers={"X-User": "alice"})
         assert answer.status_code == 500
         assert answer.get_json()["error"]["code"] == "database_not_set_up"
@@ -270,11 +238,6 @@ def test_missing_tables_are_named_in_the_log_not_to_the_client(
             "and the command that makes them."
         ]
         assert any("flask db upgrade heads" in r.getMessage() for r in caplog.records)
-    finally:
-        with app.app_context():
-            app.extensions["push"].shutdown()
-            db.session.remove()
-            db.engine.dispose()
 
 
 def test_answers_conform_to_the_document(make_app: Callable[..., Flask]) -> None:
