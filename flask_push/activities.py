@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +114,7 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         session: Any, message: Any, targets: Sequence[Target]
     ) -> Counter[tuple[str, str]]:
         return superseded(
-            session, models, call.id, message.id, targets, now, state.settings.categories
+            session, models, call.id, message.id, stamp, targets, now, state.settings.categories
         )
 
     def publish(message: Any) -> None:
@@ -173,6 +174,7 @@ def activity_json(shown: Activity) -> dict[str, Any]:
         "dismissAt": shown.dismiss_at,
         "attributesType": shown.attributes_type,
         "attributes": dict(shown.attributes) if shown.attributes is not None else None,
+        **({"catchUp": True} if shown.catch_up else {}),
     }
 
 
@@ -189,7 +191,91 @@ def activity_from_json(stored: dict[str, Any] | None) -> Activity | None:
         dismiss_at=stored.get("dismissAt"),
         attributes_type=stored.get("attributesType"),
         attributes=stored.get("attributes"),
+        catch_up=bool(stored.get("catchUp")),
     )
+
+
+#: what became of the latest state's push to an installation for it to be caught up
+#: when the installation registers a Live Activity token: it went to the device (or
+#: never arrived). A queued one goes to the new token anyway; one the policy held
+#: back or an operator cancelled stays so.
+CAUGHT_UP_FROM = ("sent", "failed", "expired")
+
+
+def catch_up(state: PushState, installation: Any, activity_id: str) -> Any:
+    """Queue the latest state of ``activity_id`` to the Live Activity token that
+    ``installation`` has just registered for it, when that state reached the device
+    before the token did (as an alert): the Live Activity would show the state the app
+    started it with until the next call. It goes to that token alone, without an
+    alert (the user had one), and a newer state supersedes it as any other; an ended
+    activity is ended on the phone. Returns the message queued, or None when there
+    is nothing to catch up."""
+    models, session = state.push.models, state.push.db.session
+    m, d = models.Message, models.Delivery
+    row = session.get(models.Activity, activity_id)
+    if row is None or installation.user_id not in (row.users or ()):
+        return None
+    latest = session.scalar(
+        sa.select(m)
+        .where(m.activity_id == activity_id)
+        # the newest state; of the same timestamp, the call's own, not a catch-up
+        .order_by(m.activity["timestamp"].as_integer().desc(), m.created_at, m.id)
+        .limit(1)
+    )
+    if latest is None:
+        return None
+    shown = activity_from_json(latest.activity)
+    if shown is None:
+        return None
+    status = session.scalar(
+        sa.select(d.status)
+        .where(d.message_id == latest.id, d.installation_id == installation.id)
+        .order_by(d.id.desc())
+        .limit(1)
+    )
+    started = (
+        shown.event == "start"
+        and shown.attributes is not None
+        and installation.push_to_start_token is not None
+    )
+    if status not in CAUGHT_UP_FROM or started:  # a push-to-start showed this state
+        return None
+    return queue_catch_up(state, installation.id, latest)
+
+
+def queue_catch_up(state: PushState, installation_id: str, latest: Any) -> Any:
+    """Queue message ``latest``'s activity state again, as a catch-up, to
+    installation ``installation_id`` (see :func:`catch_up`)."""
+    from .sending import Extras, queue_message
+
+    models = state.push.models
+    activity_id = latest.activity_id
+    shown = activity_from_json(latest.activity)
+    assert shown is not None, "a message of an activity keeps its state"
+    caught = replace(shown, catch_up=True)
+    now = utcnow()
+
+    def supersede(
+        session: Any, message: Any, targets: Sequence[Target]
+    ) -> Counter[tuple[str, str]]:
+        return superseded(
+            session,
+            models,
+            activity_id,
+            message.id,
+            caught.timestamp,
+            targets,
+            now,
+            state.settings.categories,
+        )
+
+    keywords = {**latest.notification, "inbox": False, "notify_type": latest.notify_type}
+    extras = Extras(
+        columns={"activity_id": activity_id, "activity": activity_json(caught)},
+        activity=caught,
+        before_insert=supersede,
+    )
+    return queue_message(state, {"id": installation_id}, keywords, extras)
 
 
 def superseded(
@@ -197,21 +283,28 @@ def superseded(
     models: Models,
     activity_id: str,
     message_id: str,
+    stamp: int,
     targets: Sequence[Target],
     now: datetime,
     categories: Mapping[str, Category],
 ) -> Counter[tuple[str, str]]:
-    """Mark the queued, unclaimed pushes of older states of ``activity_id`` to any of
+    """Mark the queued, unclaimed pushes of older states of ``activity_id`` (whose
+    timestamp is before ``stamp``, that of message ``message_id``) to any of
     ``targets`` ``superseded``, and uncount them from their category's daily cap;
     returns how many, by provider kind (and ``superseded``), for the metrics. A push
     a worker holds is on its way; APNs orders Live Activity pushes by timestamp,
-    browsers and Android by arrival."""
+    browsers and Android by arrival. A newer state queued already (a call made while
+    a catch-up was being queued) stays, and overtakes this one (:func:`overtaken`)."""
     d, m = models.Delivery, models.Message
     subscriptions = [t.subscription_id for t in targets if t.subscription_id is not None]
     installations = [t.installation_id for t in targets if t.installation_id is not None]
     if not subscriptions and not installations:
         return Counter()
-    older = sa.select(m.id).where(m.activity_id == activity_id, m.id != message_id)
+    older = sa.select(m.id).where(
+        m.activity_id == activity_id,
+        m.id != message_id,
+        m.activity["timestamp"].as_integer() < stamp,
+    )
     rows = session.execute(
         sa.select(d.id, d.events, d.message_id, d.kind).where(
             d.message_id.in_(older),

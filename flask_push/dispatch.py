@@ -1585,6 +1585,21 @@ class Dispatcher:
                 else:
                     target_of = DeviceTarget(token)
                 activity = activity_from_json(stored_activity)
+                if activity is not None and activity.catch_up and activity_token is None:
+                    # its token died or went with its installation since: the
+                    # device had this state as an alert already
+                    finished.append(
+                        _outcome(
+                            id,
+                            "gone",
+                            "the Live Activity token it was for was deleted before sending",
+                            "target_dead",
+                            now,
+                            provider=kind,
+                            target="Live Activity token",
+                        )
+                    )
+                    continue
                 if activity is not None and registered(kind).live_activities:
                     # an iOS Live Activity's own token, else the app's push-to-start
                     # token for a start that says what to start; else an ordinary

@@ -122,6 +122,9 @@ class Activity:
     #: a push-to-start's Live Activity type and its static attributes (``start``)
     attributes_type: str | None = None
     attributes: Mapping[str, Any] | None = None
+    #: the activity's latest state again, for a Live Activity token registered after
+    #: it went to the device as an alert: to that token only, and without an alert
+    catch_up: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from flask_push import activities
 from flask_push.errors import PayloadError, ValidationError
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
@@ -159,6 +160,163 @@ def test_live_activity_tokens_pick_the_live_activity_push(
         assert ended.activity["event"] == "end"
     shown = push_fake_apns.live_activities[LIVE_TOKEN]
     assert shown.event == "end" and shown.content_state["status"] == "delivered"
+
+
+def register_live_token(app: Flask, iphone: str, token: str = LIVE_TOKEN) -> Any:
+    return app.test_client().post(
+        f"/push/installations/{iphone}/activities",
+        json={"activityId": "order-42", "pushToken": token},
+        headers=as_user("alice"),
+    )
+
+
+def test_a_live_activity_token_registered_late_gets_the_latest_state(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """The states before the app registered its Live Activity's token went to the
+    device as alerts: the token gets the latest state at once, without an alert (the
+    user had one), else the Live Activity shows the state it started with."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        order("start", state={"status": "placed", "step": 1, "steps": 5})
+        latest = order()
+        stamp = latest.activity["timestamp"]
+    assert [n.push_type for n in push_fake_apns.notifications] == ["alert", "alert"]
+    assert register_live_token(live, iphone).status_code == 201
+    caught = push_fake_apns.notifications[-1]
+    assert (caught.device_token, caught.push_type) == (LIVE_TOKEN, "liveactivity")
+    assert caught.aps == {"timestamp": stamp, "event": "update", "content-state": STATE}
+    assert push_fake_apns.live_activities[LIVE_TOKEN].content_state == STATE
+    # registering the same token again is not a new Live Activity: nothing more
+    assert register_live_token(live, iphone).status_code == 200
+    assert len(push_fake_apns.notifications) == 3
+    with live.app_context():
+        [message] = [
+            m
+            for m in db.session.scalars(sa.select(push.models.Message))
+            if m.audience == {"id": iphone}
+        ]
+        assert message.activity_id == "order-42" and message.inbox is False
+        [entry] = push.explain(message.id)
+        assert entry["status"] == "sent"
+        assert [item.id for item in push.search("alice").items] == ["order-42"]
+        # the next state goes to the token as any other, and supersedes nothing sent
+        order(state={**STATE, "step": 5})
+    assert push_fake_apns.live_activities[LIVE_TOKEN].content_state["step"] == 5
+
+
+def test_an_ended_activity_is_ended_on_a_live_activity_registered_late(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        order("start")
+        order("end", state={**STATE, "status": "delivered"}, dismiss_at=None)
+    assert register_live_token(live, iphone).status_code == 201
+    caught = push_fake_apns.notifications[-1]
+    assert caught.device_token == LIVE_TOKEN
+    assert caught.aps["event"] == "end" and "alert" not in caught.aps
+    assert push_fake_apns.live_activities[LIVE_TOKEN].content_state["status"] == "delivered"
+
+
+def test_nothing_is_caught_up_that_the_token_will_get_or_the_user_never_had(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        bobs = push.models.Installation(
+            app_id="shop", device_token="12" * 32, device_type="ios", user_id="bob"
+        )
+        db.session.add(bobs)
+        db.session.commit()
+        bobs = bobs.id
+    # no activity yet: the token waits for the first state
+    assert register_live_token(live, iphone).status_code == 201
+    assert push_fake_apns.notifications == []
+    with live.app_context():
+        order("start")  # to alice's token: the state it has
+    assert [n.device_token for n in push_fake_apns.notifications] == [LIVE_TOKEN]
+    # bob is not among the activity's users
+    bob = live.test_client().post(
+        f"/push/installations/{bobs}/activities",
+        json={"activityId": "order-42", "pushToken": "34" * 32},
+        headers=as_user("bob"),
+    )
+    assert bob.status_code == 201
+    assert len(push_fake_apns.notifications) == 1
+
+
+def test_a_catch_up_whose_token_died_meanwhile_is_not_sent_to_the_device(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        order()
+    push_fake_apns.fail_next(503, "ServiceUnavailable", token=LIVE_TOKEN)
+    assert register_live_token(live, iphone).status_code == 201
+    with live.app_context():
+        d, token = push.models.Delivery, push.models.ActivityToken
+        [waiting] = db.session.scalars(sa.select(d).where(d.status == "queued"))
+        db.session.execute(sa.delete(token))
+        db.session.execute(sa.update(d).where(d.id == waiting.id).values(due_at=sa.func.now()))
+        db.session.commit()
+        push.dispatch_due()
+        [entry] = push.explain(waiting.message_id)
+        assert (entry["status"], entry["reason"]) == ("gone", "target_dead")
+        assert entry["events"][-1]["detail"].startswith("Its Live Activity token was already")
+    assert [n.push_type for n in push_fake_apns.notifications] == ["alert"]
+
+
+def test_a_catch_up_that_cannot_be_queued_still_registers_the_token(
+    live: Flask,
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        order()
+
+    def refused(*args: Any) -> None:
+        raise PayloadError("too large", provider="apns")
+
+    monkeypatch.setattr(activities, "queue_catch_up", refused)
+    assert register_live_token(live, iphone).status_code == 201
+    assert "could not be queued to it; its next state will be" in caplog.text
+    with live.app_context():
+        token = push.models.ActivityToken
+        assert db.session.get(token, (iphone, "order-42")).push_token == LIVE_TOKEN
+
+
+def test_a_catch_up_queued_behind_a_newer_state_leaves_it(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """A call made while a catch-up was being queued: its newer state is not taken
+    for an older one, and the catch-up gives way to it."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        older = order(state={"status": "confirmed", "step": 2, "steps": 5})
+        db.session.add(
+            push.models.ActivityToken(
+                installation_id=iphone, activity_id="order-42", push_token=LIVE_TOKEN
+            )
+        )
+        db.session.commit()
+        push_fake_apns.fail_next(503, "ServiceUnavailable", token=LIVE_TOKEN)
+        newer = order()
+        d = push.models.Delivery
+        waiting = db.session.scalar(
+            sa.select(d).where(d.message_id == newer.id, d.installation_id == iphone)
+        )
+        assert waiting.status == "queued"
+        caught = activities.queue_catch_up(push.state, iphone, older)
+        [entry] = push.explain(caught.id)
+        assert (entry["status"], entry["reason"]) == ("superseded", "superseded")
+        db.session.execute(sa.update(d).where(d.id == waiting.id).values(due_at=sa.func.now()))
+        db.session.commit()
+        push.dispatch_due()
+        assert db.session.get(d, waiting.id).status == "sent"
+    assert push_fake_apns.live_activities[LIVE_TOKEN].content_state == STATE
 
 
 def test_a_dead_live_activity_token_is_dropped_not_the_device(

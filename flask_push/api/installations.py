@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 from flask.typing import ResponseReturnValue
 
 from .. import validation
-from ..activities import forget_tokens
+from ..activities import catch_up, forget_tokens
 from ..models import utcnow
 from ..schemas.installation import (
     ActivityTokenCreate,
@@ -203,7 +204,11 @@ def delete_installation(id: str) -> ResponseReturnValue:
     id_description=_ID,
     body=ActivityTokenCreate,
     answers={
-        201: Answer("Registered.", ActivityTokenShown),
+        201: Answer(
+            "Registered. If the activity's latest state reached the device before the "
+            "token (as an alert), it is queued to the token, without an alert.",
+            ActivityTokenShown,
+        ),
         200: Answer("The activity had a token on this installation: replaced.", ActivityTokenShown),
     },
     errors=(401, 404),
@@ -224,4 +229,33 @@ def register_activity_token(id: str) -> ResponseReturnValue:
         session.add(row)
     row.push_token, row.created_at = token, utcnow()
     session.commit()
-    return ActivityTokenShown.model_validate(row).to_json(), 201 if created else 200
+    shown = ActivityTokenShown.model_validate(row).to_json()
+    if created:
+        _catch_up(installation, given.activity_id)
+    return shown, 201 if created else 200
+
+
+def _catch_up(installation: Any, activity_id: str) -> None:
+    """The activity's latest state, to the token just registered (see
+    :func:`~flask_push.activities.catch_up`). The token is registered either way: a
+    state that cannot be queued is logged, and the next call reaches the token."""
+    installation_id = installation.id
+    try:
+        caught = catch_up(push().state, installation, activity_id)
+    except Exception:
+        push().db.session.rollback()
+        current_app.logger.exception(
+            "flask-push: installation %s registered its Live Activity token for %r, but "
+            "the activity's latest state could not be queued to it; its next state will be",
+            installation_id,
+            activity_id,
+        )
+        return
+    if caught is not None:
+        current_app.logger.info(
+            "flask-push: %s: the latest state of %r, to the Live Activity token installation "
+            "%s has just registered",
+            caught.id,
+            activity_id,
+            installation_id,
+        )

@@ -624,7 +624,11 @@ def live_activity_payload(
         aps["stale-date"] = activity.stale_at
     if event == "end" and activity.dismiss_at is not None:
         aps["dismissal-date"] = activity.dismiss_at
-    if activity.event in ("start", "end") and (notification.title or notification.body):
+    if (
+        activity.event in ("start", "end")
+        and not activity.catch_up  # the user saw this state already, as an alert
+        and (notification.title or notification.body)
+    ):
         # Live Activity alerts carry their sound inside the alert, unlike other pushes.
         alert: dict[str, str] = {}
         if notification.title:
