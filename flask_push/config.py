@@ -288,6 +288,12 @@ def _endpoint_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:
         raise _fail(
             "PUSH_ENDPOINT_HOSTS", "must be a list of host patterns such as ['*.push.apple.com']"
         )
+    if not value:
+        raise _fail(
+            "PUSH_ENDPOINT_HOSTS",
+            "names no host, so no browser could subscribe; leave it unset for the public "
+            "push services, or name the hosts such as ['*.push.apple.com']",
+        )
     try:
         return tuple(validation.host_pattern(pattern) for pattern in value)
     except ValueError as err:

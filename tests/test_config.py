@@ -111,6 +111,8 @@ def test_defaults(app):
         ({"PUSH_ALLOW_HTTP_ENDPOINTS": "yes"}, "PUSH_ALLOW_HTTP_ENDPOINTS", "True or False"),
         ({"PUSH_SUPPRESS_SEND": 1}, "PUSH_SUPPRESS_SEND", "True or False"),
         ({"PUSH_ENDPOINT_HOSTS": [""]}, "PUSH_ENDPOINT_HOSTS", "host patterns"),
+        ({"PUSH_ENDPOINT_HOSTS": []}, "PUSH_ENDPOINT_HOSTS", "no browser could subscribe"),
+        ({"PUSH_ENDPOINT_HOSTS": " , "}, "PUSH_ENDPOINT_HOSTS", "leave it unset"),
         # patterns no endpoint host could match: hosts are ASCII, addresses canonical
         ({"PUSH_ENDPOINT_HOSTS": ["①②⑦.0.0.1"]}, "PUSH_ENDPOINT_HOSTS", "xn--"),
         ({"PUSH_ENDPOINT_HOSTS": ["push.example\\x"]}, "PUSH_ENDPOINT_HOSTS", "ASCII letters"),
