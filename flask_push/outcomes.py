@@ -44,7 +44,8 @@ EVENTS: Final[tuple[str, ...]] = get_args(EventKind)
 #: as "410 Gone", or why no answer came), ``{at}`` and ``{next}`` (times),
 #: ``{attempts}``, ``{kind}``, ``{target}`` ("subscription" or "installation"),
 #: ``{service_id}``, ``{how}`` (the settings that turn a provider on); ``{Last}``:
-#: what the last attempt found (an answer, or none).
+#: what the last attempt found (an answer, or none); ``{category}`` (its label),
+#: ``{channel}`` and ``{cap}``, for the policy's.
 REASONS: Final[dict[str, str]] = {
     "accepted": "{Service} accepted it at {at}{service_id}.",
     "recorded": (
@@ -100,11 +101,12 @@ REASONS: Final[dict[str, str]] = {
     ),
     # the notification policy (flask_push.policy) writes these
     "opted_out": (
-        "This category is off on this channel for the user (they turned it off, or it "
-        "is off until they turn it on), so it was not sent."
+        "{Category} is off on {channel} for the user (they turned it off, or it is off "
+        "until they turn it on), so it was not sent."
     ),
     "frequency_cap": (
-        "The user already had as many of this category today as its daily cap allows."
+        "The user already had {cap} of {category} in the 24 hours before it, as many as "
+        "its daily cap allows."
     ),
     "quiet_hours": "It waits for the end of the user's quiet hours, at {next}.",
     "quiet_hours_expired": (
@@ -164,6 +166,9 @@ def detail(reason: str, **values: Any) -> str:
         "next": "later",
         "at": "an unknown time",
         "how": "its provider's settings",
+        "category": "this category",
+        "channel": "this channel",
+        "cap": "as many",
     }
     for name, value in values.items():
         if value is None:
@@ -173,6 +178,8 @@ def detail(reason: str, **values: Any) -> str:
         shown["service_id"] = f" (its id for it: {values['service_id']})"
     service = str(shown["service"])
     shown["Service"] = service[:1].upper() + service[1:]
+    category = str(shown["category"])
+    shown["Category"] = category[:1].upper() + category[1:]
     last = (
         "flask-push could not reach {service} at {at}, attempt {attempts}: {answer}"
         if values.get("unanswered")

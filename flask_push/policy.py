@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
@@ -71,6 +71,10 @@ def first_due(send_at: datetime | None, created_at: datetime) -> datetime:
     """When a message's pushes are first due: its ``send_at`` if that is later than
     when it was sent, else then. The cap's ledger counts it at this time."""
     return send_at if send_at is not None and send_at > created_at else created_at
+
+
+#: a push channel as a sentence names it
+CHANNEL_WORDS: Final[dict[str, str]] = {"web": "the web (browsers)", "mobile": "mobile (apps)"}
 
 
 def channel_of(target: Target) -> str:
@@ -161,10 +165,12 @@ def _decide(
     queued: list[dict[str, Any]],
 ) -> Decision | None:
     """One target's decision, or None when it goes as any message would."""
-    if not category.is_on(channel_of(target), mine.choices.get(category.id)):
-        return _suppressed("opted_out", due, now)
+    channel = channel_of(target)
+    named = f'the category "{category.label}"'
+    if not category.is_on(channel, mine.choices.get(category.id)):
+        return _suppressed("opted_out", due, now, category=named, channel=CHANNEL_WORDS[channel])
     if target.user_id in capped:
-        return _suppressed("frequency_cap", due, now)
+        return _suppressed("frequency_cap", due, now, category=named, cap=category.max_per_day)
     if category.required or mine.quiet_hours is None:
         return None
     end = mine.quiet_hours.ends_after(due)
@@ -185,10 +191,9 @@ def _decide(
     return Decision("queued", "quiet_hours", end, [*queued, deferred])
 
 
-def _suppressed(reason: str, due: datetime, now: datetime) -> Decision:
-    return Decision(
-        "suppressed", reason, due, [outcomes.event("suppressed", now, outcomes.detail(reason))]
-    )
+def _suppressed(reason: str, due: datetime, now: datetime, **values: Any) -> Decision:
+    said = outcomes.event("suppressed", now, outcomes.detail(reason, **values))
+    return Decision("suppressed", reason, due, [said])
 
 
 def _hold_cap(session: Any, models: Models, category: Category, now: datetime) -> None:

@@ -230,3 +230,12 @@ def stored_for(session: Any, models: Models, users: Iterable[str] | Any) -> dict
         for row in session.execute(sa.select(*columns).where(p.user_id.in_(batch))):
             found[row.user_id] = _stored(row)
     return found
+
+
+def known(session: Any, models: Models, user_id: str) -> bool:
+    """Does flask-push know ``user_id``: a browser, a device or a choice of theirs?"""
+    found = [
+        sa.exists().where(model.user_id == user_id)
+        for model in (models.Preference, models.Subscription, models.Installation)
+    ]
+    return bool(session.scalar(sa.select(sa.or_(*found))))

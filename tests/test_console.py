@@ -164,6 +164,44 @@ def test_users_page_says_what_a_user_id_is_and_lists_recent_ones(console_app: Fl
     assert "Recently registered" not in found
 
 
+def test_a_dead_browser_offers_no_test_send(console_app: Flask) -> None:
+    with console_app.app_context():
+        add_subscription("42", status="dead", dead_at=datetime.now(timezone.utc))
+        live = add_subscription("42").id
+    html = console_app.test_client().get(f"{CONSOLE}/users?id=42", headers=ADMIN)
+    text = html.get_data(as_text=True)
+    assert re.findall(r"send\?target=([^\"]+)", text) == [live]
+    assert "Nothing is sent to a dead browser again: it comes back when the browser" in text
+
+
+def test_the_users_page_says_what_the_user_lets_through(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(
+        SECRET_KEY=SECRET,
+        PUSH_CATEGORIES={
+            "orders": {"label": "Order updates", "required": True},
+            "offers": {"label": "Offers and deals", "max_per_day": 2, "channels": ["web"]},
+        },
+    )
+    with app.app_context():
+        add_subscription("42")
+        push.set_preferences("42", categories={"offers": {"web": False}})
+    html = app.test_client().get(f"{CONSOLE}/users?id=42", headers=ADMIN).get_data(as_text=True)
+    table = html[html.index('<table class="numbers choices">') : html.index("</table>")]
+    rows = re.findall(r"<tr><th scope=\"row\".*?</tr>", table, re.S)
+    cells = [
+        re.findall(r'badge st-(on|off)">\w+</span>( <span class="muted small">fixed)?', r)
+        for r in rows
+    ]
+    fixed = ' <span class="muted small">fixed'
+    assert cells == [
+        [("on", fixed)] * 3,  # required: on everywhere, not hers to change
+        [("off", ""), ("on", fixed), ("on", fixed)],  # she turned off the web
+    ]
+    assert "at most 2 in 24 hours" in rows[1] and "Quiet hours: none" in html
+
+
 def test_a_message_names_its_category_and_what_the_users_held_back(
     make_app: Callable[..., Flask],
 ) -> None:

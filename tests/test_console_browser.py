@@ -118,6 +118,11 @@ def _seed(console: Console, fcm: FakeFCM) -> None:
             send_at=datetime.now(timezone.utc) + timedelta(days=1),
         )
         console.ids.update(sale=sale.id, shipped=shipped.id, later=later.id)
+        push.set_preferences(
+            "alice",
+            categories={"offers": {"web": False}},
+            quiet_hours={"start": "22:00", "end": "07:00", "time_zone": "Europe/Berlin"},
+        )
 
 
 @pytest.fixture
@@ -140,6 +145,10 @@ def console(
         PUSH_SUPPRESS_SEND=False,
         PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
         PUSH_ALLOW_HTTP_ENDPOINTS=True,
+        PUSH_CATEGORIES={
+            "orders": {"label": "Order updates", "required": True},
+            "offers": {"label": "Offers and deals", "max_per_day": 2, "channels": ["web"]},
+        },
     )
     db.init_app(app)
     push.init_app(app)
@@ -261,6 +270,11 @@ def test_the_message_page_tells_each_targets_story(console: Console, page: Any) 
     page.goto(console.url("/users?id=alice"))
     cards = page.locator(".target").all_inner_texts()
     assert any("dead" in card for card in cards) and any("active" in card for card in cards)
+    # what she lets through: offers are off in browsers, by her choice
+    rows = page.locator("table.choices tbody tr").all_inner_texts()
+    assert [row.split()[:2] for row in rows] == [["Order", "updates"], ["Offers", "and"]]
+    assert "off" in rows[1].split("24 hours")[1].split()[0]
+    assert "22:00 to 07:00, Europe/Berlin" in page.inner_text(".choices + p")
 
 
 def test_cancel_a_scheduled_message(console: Console, page: Any) -> None:

@@ -291,6 +291,30 @@ def test_preferences_need_a_user(live: Flask) -> None:
     assert client.patch("/push/preferences", json={}).status_code == 401
 
 
+def test_an_operator_reads_a_users_preferences(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    client = live.test_client()
+    alice = as_user("alice")
+    client.patch(
+        "/push/preferences", json={"categories": {"offers": {"web": False}}}, headers=alice
+    )
+    admin = as_user("root", admin=True)
+    theirs = client.get("/push/users/alice/preferences", headers=admin)
+    assert theirs.status_code == 200
+    assert theirs.get_json() == client.get("/push/preferences", headers=alice).get_json()
+    # one with a browser who never chose has the defaults
+    with context(live):
+        subscribe(push_fake_webpush.subscribe(), "bob")
+    bob = client.get("/push/users/bob/preferences", headers=admin).get_json()
+    assert bob == client.get("/push/preferences", headers=as_user("bob")).get_json()
+    # a mistyped id is said so, not answered with the defaults; only an admin may ask
+    assert client.get("/push/users/nobody/preferences", headers=admin).status_code == 404
+    assert client.get("/push/users/alice/preferences", headers=alice).status_code == 403
+    bad = client.get("/push/users/" + "x" * 300 + "/preferences", headers=admin)
+    assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "userId"
+
+
 def test_python_api(live: Flask) -> None:
     with context(live):
         assert push.get_preferences("alice").categories["news"] == {
@@ -620,6 +644,10 @@ def test_the_daily_cap_suppresses_pushes_but_not_the_inbox(
             "webpush": ("suppressed", "frequency_cap"),
             "fcm": ("suppressed", "frequency_cap"),
         }
+        assert {entry["events"][-1]["detail"] for entry in push.explain(sent[2].id)} == {
+            'The user already had 2 of the category "Offers and deals" in the 24 hours '
+            "before it, as many as its daily cap allows."
+        }
         assert inbox_ids("alice") == {m.id for m in sent}
         # the cap is per category: other categories still go
         other = push.send(users=["alice"], title="Shared", category="shares")
@@ -947,7 +975,10 @@ def test_the_cli_says_what_the_preferences_held_back(
         args=["push", "send", "--user", "alice", "--title", "Deal", "--category", "offers"]
     )
     assert result.exit_code == 1, result.output
-    assert "suppressed (1): opted_out: This category is off on this channel" in result.output
+    assert (
+        'suppressed (1): opted_out: The category "Offers and deals" is off on the web '
+        "(browsers) for the user"
+    ) in result.output
     assert "preferences held back every push" in result.output
     result = runner.invoke(
         args=["push", "send", "--user", "alice", "--title", "Deal", "--category", "nope"]

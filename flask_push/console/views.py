@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 
 from .. import app_providers, reports
 from ..api.messages import status as message_status
+from ..categories import CHANNELS
 from ..errors import PayloadError, ValidationError
 from ..providers import kinds, provider_class
 from ..schemas.fields import MOST_SKIPPED
@@ -198,7 +199,37 @@ def users() -> ResponseReturnValue:
     targets = push.user_targets(user_id, recent=5) if user_id else None
     # ids to pick from when none was given, or the one given has nothing
     recent = data.recent_users(push.db.session, push.models) if not targets else []
-    return _render("users.html", page="users", user_id=user_id, targets=targets, recent=recent)
+    choices = _choices(push, user_id) if user_id else None
+    return _render(
+        "users.html",
+        page="users",
+        user_id=user_id,
+        targets=targets,
+        recent=recent,
+        choices=choices,
+        channels=CHANNELS,
+    )
+
+
+def _choices(push: Any, user_id: str) -> dict[str, Any] | None:
+    """What ``user_id`` lets through, for the users page: per category, each channel
+    on or off, and whether the user may change it; their quiet hours. None without
+    ``PUSH_CATEGORIES``."""
+    categories = push.settings.categories
+    if not categories:
+        return None
+    chosen = push.get_preferences(user_id)
+    rows = []
+    for category in categories.values():
+        mine = chosen.categories.get(category.id, {})
+        cells = [
+            (mine[channel], False)
+            if channel in mine and not category.required
+            else (category.is_on(channel, None), True)
+            for channel in CHANNELS
+        ]
+        rows.append((category, cells))
+    return {"rows": rows, "quiet_hours": chosen.quiet_hours}
 
 
 def send() -> ResponseReturnValue:
