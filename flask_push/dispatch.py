@@ -1757,6 +1757,7 @@ class Dispatcher:
                         answer=_answer(result, prefer_code=True),
                         at=now,
                         next=due,
+                        retry_after=result.retry_after,
                     )
                     retried.append(
                         {

@@ -44,7 +44,8 @@ EVENTS: Final[tuple[str, ...]] = get_args(EventKind)
 #: as "410 Gone", or why no answer came), ``{at}`` and ``{next}`` (times),
 #: ``{attempts}``, ``{kind}``, ``{target}`` ("subscription" or "installation"),
 #: ``{service_id}``, ``{how}`` (the settings that turn a provider on); ``{Last}``:
-#: what the last attempt found (an answer, or none); ``{category}`` (its label),
+#: what the last attempt found (an answer, or none); ``{asked}``: the wait the
+#: service's ``Retry-After`` asked for (``retry_after``, seconds); ``{category}`` (its label),
 #: ``{channel}`` and ``{cap}``, for the policy's.
 REASONS: Final[dict[str, str]] = {
     "accepted": "{Service} accepted it at {at}{service_id}.",
@@ -59,7 +60,9 @@ REASONS: Final[dict[str, str]] = {
     "address_blocked": (
         "flask-push did not connect at {at}: {answer}. It will not be tried again as it is."
     ),
-    "unavailable": "{Service} answered {answer} at {at}; it will be tried again at {next}.",
+    "unavailable": (
+        "{Service} answered {answer} at {at}; it will be tried again at {next}{asked}."
+    ),
     "unreachable": (
         "flask-push could not reach {service} at {at}: {answer}. It will be tried again at {next}."
     ),
@@ -174,6 +177,8 @@ def detail(reason: str, **values: Any) -> str:
         if value is None:
             continue
         shown[name] = clock(value) if isinstance(value, datetime) else value
+    asked = values.get("retry_after")
+    shown["asked"] = f", no sooner than its Retry-After of {asked:g} s asked" if asked else ""
     if values.get("service_id"):
         shown["service_id"] = f" (its id for it: {values['service_id']})"
     service = str(shown["service"])

@@ -135,6 +135,7 @@ def test_each_web_push_outcome_has_its_events(
     assert waiting["nextAttemptAt"] == waiting["events"][2]["nextAttemptAt"]
     assert "answered 503 Service Unavailable" in waiting["detail"]
     assert "it will be tried again at" in waiting["detail"]
+    assert waiting["detail"].endswith(", no sooner than its Retry-After of 600 s asked.")
 
 
 def test_an_address_flask_push_refuses_is_not_blamed_on_the_push_service(
