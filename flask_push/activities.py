@@ -195,51 +195,56 @@ def activity_from_json(stored: dict[str, Any] | None) -> Activity | None:
     )
 
 
-#: what became of the latest state's push to an installation for it to be caught up
-#: when the installation registers a Live Activity token: it went to the device (or
-#: never arrived). A queued one goes to the new token anyway; one the policy held
-#: back or an operator cancelled stays so.
-CAUGHT_UP_FROM = ("sent", "failed", "expired")
+#: what a push to a device's token (not the Live Activity's) was, for an
+#: installation's Live Activity token registered later to be caught up: it will not
+#: be when it waits unclaimed (it goes to the new token), or the policy held it back,
+#: or an operator cancelled it, or a newer state replaced it
+NOT_CAUGHT_UP = ("suppressed", "cancelled", "superseded")
+
+
+def stamp_of(message: Any) -> Any:
+    """SQL: the activity timestamp of ``message`` (a Message entity or alias), as a
+    64-bit integer on every database."""
+    return sa.cast(message.activity["timestamp"].as_string(), sa.BigInteger)
 
 
 def catch_up(state: PushState, installation: Any, activity_id: str) -> Any:
-    """Queue the latest state of ``activity_id`` to the Live Activity token that
-    ``installation`` has just registered for it, when that state reached the device
-    before the token did (as an alert): the Live Activity would show the state the app
+    """Queue the latest state of ``activity_id`` this installation was sent to the
+    Live Activity token it has just registered (or changed) for it: a state sent
+    before the token came went to the device as an alert, or to a Live Activity the
+    user has since replaced, and the Live Activity would show the state the app
     started it with until the next call. It goes to that token alone, without an
-    alert (the user had one), and a newer state supersedes it as any other; an ended
-    activity is ended on the phone. Returns the message queued, or None when there
-    is nothing to catch up."""
+    alert (the user had one) and at low priority; a newer state supersedes it as any
+    other, and an ended activity is ended on the phone.
+
+    Nothing is queued for a state the installation was never sent, one that still
+    waits unclaimed (it goes to the new token), one held back by the policy or
+    cancelled, or one a push-to-start token showed. Returns the message queued, or
+    None."""
     models, session = state.push.models, state.push.db.session
     m, d = models.Message, models.Delivery
     row = session.get(models.Activity, activity_id)
     if row is None or installation.user_id not in (row.users or ()):
         return None
-    latest = session.scalar(
-        sa.select(m)
-        .where(m.activity_id == activity_id)
-        # the newest state; of the same timestamp, the call's own, not a catch-up
-        .order_by(m.activity["timestamp"].as_integer().desc(), m.created_at, m.id)
+    found = session.execute(
+        sa.select(m, d.status, d.reason, d.lease_until, d.events)
+        .join(d, d.message_id == m.id)
+        .where(
+            m.activity_id == activity_id,
+            d.installation_id == installation.id,
+            m.activity["catchUp"].as_boolean().is_(None),  # the calls' own states
+        )
+        .order_by(stamp_of(m).desc(), d.id.desc())
         .limit(1)
-    )
-    if latest is None:
+    ).first()
+    if found is None:
         return None
-    shown = activity_from_json(latest.activity)
-    if shown is None:
+    latest, status, reason, lease_until, events = found
+    waiting = status == "queued" and (lease_until is None or lease_until < utcnow())
+    if waiting or status in NOT_CAUGHT_UP or reason in outcomes.POLICY_REASONS:
         return None
-    status = session.scalar(
-        sa.select(d.status)
-        .where(d.message_id == latest.id, d.installation_id == installation.id)
-        .order_by(d.id.desc())
-        .limit(1)
-    )
-    started = (
-        shown.event == "start"
-        and shown.attributes is not None
-        and installation.push_to_start_token is not None
-    )
-    if status not in CAUGHT_UP_FROM or started:  # a push-to-start showed this state
-        return None
+    if status == "sent" and any(e.get("token") == "start" for e in events or ()):
+        return None  # a push-to-start showed this state
     return queue_catch_up(state, installation.id, latest)
 
 
@@ -303,7 +308,7 @@ def superseded(
     older = sa.select(m.id).where(
         m.activity_id == activity_id,
         m.id != message_id,
-        m.activity["timestamp"].as_integer() < stamp,
+        stamp_of(m) < stamp,
     )
     rows = session.execute(
         sa.select(d.id, d.events, d.message_id, d.kind).where(
@@ -363,7 +368,7 @@ def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> set[
             newer_m.activity_id == m.activity_id,
             # the activity's own clock, which only grows from one call to the next
             # (not created_at, which app servers' clocks may disagree on)
-            newer_m.activity["timestamp"].as_integer() > m.activity["timestamp"].as_integer(),
+            stamp_of(newer_m) > stamp_of(m),
             newer_d.status.in_(["queued", "sent"]),
             same_target,
         )

@@ -1705,7 +1705,15 @@ class Dispatcher:
                 text = said[key] = outcomes.attempt_detail(
                     result.reason, attempts=tries, service=service, answer=answer
                 )
-            tried = outcomes.event("attempt", stamp, text, statusCode=result.status_code)
+            tried = outcomes.event(
+                "attempt",
+                stamp,
+                text,
+                statusCode=result.status_code,
+                # a Live Activity's own token or the app's push-to-start token, which
+                # a Live Activity token registered later is caught up by
+                token=_token_kind(push.target),
+            )
             if result.status == "retry" and id in dropped:
                 outcome = _outcome(
                     id, "superseded", result.error, "superseded", now, provider=result.provider
@@ -2043,6 +2051,13 @@ def _outcome(
         # b_kind is for the metrics only; the UPDATE ignores parameters it does not name
         "b_kind": provider,
     }
+
+
+def _token_kind(target: WebPushTarget | DeviceTarget) -> str | None:
+    """Which of an installation's tokens a push went to, when not the device's own."""
+    if isinstance(target, DeviceTarget) and target.kind != "device":
+        return target.kind
+    return None
 
 
 def _target_word(target: WebPushTarget | DeviceTarget) -> str:

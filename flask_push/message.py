@@ -165,7 +165,8 @@ class DeliveryResult:
     service_id: str | None = None
     #: the reason of :data:`flask_push.outcomes.REASONS` the timeline gives, when the
     #: provider knows it better than its status does: ``address_blocked`` (flask-push
-    #: itself refused to connect to the endpoint's address)
+    #: itself refused to connect to the endpoint's address), ``unsendable`` (the push
+    #: could not be built), ``unreachable``
     reason: str | None = None
 
     def __post_init__(self) -> None:

@@ -60,6 +60,9 @@ REASONS: Final[dict[str, str]] = {
     "address_blocked": (
         "flask-push did not connect at {at}: {answer}. It will not be tried again as it is."
     ),
+    "unsendable": (
+        "flask-push could not send it at {at}: {answer}. It will not be tried again as it is."
+    ),
     "unavailable": (
         "{Service} answered {answer} at {at}; it will be tried again at {next}{asked}."
     ),
@@ -108,8 +111,8 @@ REASONS: Final[dict[str, str]] = {
         "until they turn it on), so it was not sent."
     ),
     "frequency_cap": (
-        "The user already had {cap} of {category} in the 24 hours before it, as many as "
-        "its daily cap allows."
+        "The user already has {cap} of {category} pushed or due within 24 hours of it, as "
+        "many as its daily cap allows."
     ),
     "quiet_hours": "It waits for the end of the user's quiet hours, at {next}.",
     "quiet_hours_expired": (
@@ -122,6 +125,7 @@ REASONS: Final[dict[str, str]] = {
 #: ``gone`` delivery with one of them was never pushed (the daily cap does not count it)
 NEVER_PUSHED: Final[tuple[str, ...]] = (
     "no_provider",
+    "unsendable",
     "provider_unusable",
     "target_dead",
     "message_deleted",
@@ -138,11 +142,12 @@ POLICY_REASONS: Final[tuple[str, ...]] = (
 #: what an attempt event says of the answer
 ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
 #: reason -> what an attempt event says when the push service gave no answer: it
-#: could not be reached, flask-push refused the address itself, or sending is
-#: suppressed and the push was recorded
+#: could not be reached, flask-push refused the address itself or could not make
+#: the push, or sending is suppressed and the push was recorded
 UNANSWERED: Final[dict[str, str]] = {
     "unreachable": "Attempt {attempts}: {service} could not be reached: {answer}.",
     "address_blocked": "Attempt {attempts}: flask-push's address check {answer}.",
+    "unsendable": "Attempt {attempts}: flask-push could not make the push: {answer}.",
     "recorded": (
         "Attempt {attempts}: flask-push's recorder (PUSH_SUPPRESS_SEND) kept the push and "
         "sent nothing."

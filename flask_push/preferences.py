@@ -233,9 +233,15 @@ def stored_for(session: Any, models: Models, users: Iterable[str] | Any) -> dict
 
 
 def known(session: Any, models: Models, user_id: str) -> bool:
-    """Does flask-push know ``user_id``: a browser, a device or a choice of theirs?"""
+    """Does flask-push know ``user_id``: a browser, a device, an inbox item or a
+    choice of theirs? (Each by its user id's index.)"""
     found = [
         sa.exists().where(model.user_id == user_id)
-        for model in (models.Preference, models.Subscription, models.Installation)
+        for model in (
+            models.Preference,
+            models.Subscription,
+            models.Installation,
+            models.InboxItem,
+        )
     ]
     return bool(session.scalar(sa.select(sa.or_(*found))))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -244,6 +245,84 @@ def test_nothing_is_caught_up_that_the_token_will_get_or_the_user_never_had(
     )
     assert bob.status_code == 201
     assert len(push_fake_apns.notifications) == 1
+
+
+def test_a_state_on_its_way_when_the_token_came_is_caught_up(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """A worker that had read the push before the token was registered sends it to
+    the device: the token gets the state as well (the same timestamp, no alert)."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        latest = order()
+        d = push.models.Delivery
+        db.session.execute(
+            sa.update(d)
+            .where(d.message_id == latest.id, d.installation_id == iphone)
+            .values(status="queued", lease_until=datetime.now(timezone.utc) + timedelta(minutes=1))
+        )
+        db.session.commit()
+    assert register_live_token(live, iphone).status_code == 201
+    assert push_fake_apns.notifications[-1].device_token == LIVE_TOKEN
+
+
+def test_a_new_live_activity_after_a_dead_one_is_caught_up(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """The user dismissed the Live Activity (its token died on the last state) and the
+    app starts another: the new token gets the state the dead one missed; a token
+    changed in place too."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+    register_live_token(live, iphone)
+    push_fake_apns.unregister(LIVE_TOKEN)
+    with live.app_context():
+        order()
+    assert register_live_token(live, iphone, "12" * 32).status_code == 201
+    assert push_fake_apns.live_activities["12" * 32].content_state == STATE
+    changed = register_live_token(live, iphone, "34" * 32)
+    assert changed.status_code == 200
+    assert push_fake_apns.live_activities["34" * 32].content_state == STATE
+    caught = push_fake_apns.notifications[-1]
+    assert caught.headers["apns-priority"] == "5" and "alert" not in caught.aps
+
+
+def test_a_push_to_start_token_registered_after_the_start_leaves_the_catch_up(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """The start went to the device as an alert; the app registered its push-to-start
+    token later, then started the Live Activity itself: it is caught up."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        order("start", attributes_type="OrderAttributes", attributes={"number": 42})
+    alice = as_user("alice")
+    client = live.test_client()
+    client.patch(
+        f"/push/installations/{iphone}", json={"pushToStartToken": START_TOKEN}, headers=alice
+    )
+    assert register_live_token(live, iphone).status_code == 201
+    caught = push_fake_apns.notifications[-1]
+    assert caught.device_token == LIVE_TOKEN and caught.aps["event"] == "update"
+
+
+def test_a_state_the_quiet_hours_held_back_is_not_caught_up(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    push_fake_apns: FakeAPNs,
+) -> None:
+    app = sending_app(
+        PUSH_CATEGORIES={"deals": {"label": "Deals"}},
+        PUSH_DEFAULT_TTL=600,
+        **push_fake_apns.app_config(),
+    )
+    with app.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        quiet_now()
+        held = order(category="deals")
+        [entry] = [e for e in push.explain(held.id) if e["target"]["kind"] == "apns"]
+        assert entry["reason"] == "quiet_hours_expired"
+    assert register_live_token(app, iphone).status_code == 201
+    assert push_fake_apns.notifications == []
 
 
 def test_a_catch_up_whose_token_died_meanwhile_is_not_sent_to_the_device(

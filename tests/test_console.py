@@ -171,7 +171,7 @@ def test_a_dead_browser_offers_no_test_send(console_app: Flask) -> None:
     html = console_app.test_client().get(f"{CONSOLE}/users?id=42", headers=ADMIN)
     text = html.get_data(as_text=True)
     assert re.findall(r"send\?target=([^\"]+)", text) == [live]
-    assert "Nothing is sent to a dead browser again: it comes back when the browser" in text
+    assert "Nothing is sent to a dead browser subscription again; when the browser" in text
 
 
 def test_the_users_page_says_what_the_user_lets_through(
@@ -200,6 +200,9 @@ def test_the_users_page_says_what_the_user_lets_through(
         [("off", ""), ("on", fixed), ("on", fixed)],  # she turned off the web
     ]
     assert "at most 2 in 24 hours" in rows[1] and "Quiet hours: none" in html
+    # a mistyped id is not shown the defaults as if they were someone's choices
+    unknown = app.test_client().get(f"{CONSOLE}/users?id=43", headers=ADMIN)
+    assert "lets through" not in unknown.get_data(as_text=True)
 
 
 def test_a_message_names_its_category_and_what_the_users_held_back(

@@ -308,6 +308,10 @@ def test_an_operator_reads_a_users_preferences(
         subscribe(push_fake_webpush.subscribe(), "bob")
     bob = client.get("/push/users/bob/preferences", headers=admin).get_json()
     assert bob == client.get("/push/preferences", headers=as_user("bob")).get_json()
+    # and one who only has inbox items
+    with context(live):
+        push.send(users=["carol"], title="Welcome", inbox=True)
+    assert client.get("/push/users/carol/preferences", headers=admin).status_code == 200
     # a mistyped id is said so, not answered with the defaults; only an admin may ask
     assert client.get("/push/users/nobody/preferences", headers=admin).status_code == 404
     assert client.get("/push/users/alice/preferences", headers=alice).status_code == 403
@@ -645,8 +649,8 @@ def test_the_daily_cap_suppresses_pushes_but_not_the_inbox(
             "fcm": ("suppressed", "frequency_cap"),
         }
         assert {entry["events"][-1]["detail"] for entry in push.explain(sent[2].id)} == {
-            'The user already had 2 of the category "Offers and deals" in the 24 hours '
-            "before it, as many as its daily cap allows."
+            'The user already has 2 of the category "Offers and deals" pushed or due within '
+            "24 hours of it, as many as its daily cap allows."
         }
         assert inbox_ids("alice") == {m.id for m in sent}
         # the cap is per category: other categories still go

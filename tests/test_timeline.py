@@ -176,6 +176,36 @@ def test_an_address_flask_push_refuses_is_not_blamed_on_the_push_service(
     assert push_fake_webpush.requests == []
 
 
+def test_a_push_flask_push_cannot_make_is_not_blamed_on_the_push_service(
+    make_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A subscription stored under other settings (an http endpoint, taken while
+    PUSH_ALLOW_HTTP_ENDPOINTS was on): the push is never made, and the timeline says
+    flask-push refused it, not that the push service did."""
+    app = make_app(PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_ENDPOINT_HOSTS=["127.0.0.1"])
+    subscriber = push_fake_webpush.subscribe()
+    with app.app_context():
+        db.session.add(
+            push.models.Subscription(
+                endpoint=subscriber.endpoint,
+                p256dh=subscriber.p256dh,
+                auth=subscriber.auth,
+                user_id="al",
+                topics=[],
+            )
+        )
+        db.session.commit()
+    id = send(app.test_client(), ["al"])
+    with app.app_context():
+        (entry,) = push.explain(id)
+    assert (entry["status"], entry["reason"]) == ("failed", "unsendable")
+    assert entry["events"][1]["detail"].startswith("Attempt 1: flask-push could not make the push")
+    assert entry["detail"].startswith("flask-push could not send it at ")
+    assert "PUSH_ALLOW_HTTP_ENDPOINTS" in entry["detail"]
+    assert "push service" not in entry["detail"]
+    assert push_fake_webpush.requests == []
+
+
 def test_a_push_service_that_cannot_be_reached_is_said_so_in_plain_words(
     make_app: Callable[..., Flask],
     push_fake_webpush: FakePushService,

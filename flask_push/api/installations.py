@@ -205,11 +205,15 @@ def delete_installation(id: str) -> ResponseReturnValue:
     body=ActivityTokenCreate,
     answers={
         201: Answer(
-            "Registered. If the activity's latest state reached the device before the "
-            "token (as an alert), it is queued to the token, without an alert.",
+            "Registered. The activity's latest state, if it was sent to the device before "
+            "the token came, is queued to the token, without an alert.",
             ActivityTokenShown,
         ),
-        200: Answer("The activity had a token on this installation: replaced.", ActivityTokenShown),
+        200: Answer(
+            "The activity had a token on this installation: replaced (a changed token gets "
+            "the latest state as a new one does).",
+            ActivityTokenShown,
+        ),
     },
     errors=(401, 404),
 )
@@ -227,10 +231,12 @@ def register_activity_token(id: str) -> ResponseReturnValue:
     if row is None:
         row = model(installation_id=installation.id, activity_id=given.activity_id)
         session.add(row)
+    # a new token is a Live Activity that has not had the activity's latest state
+    new = created or row.push_token != token
     row.push_token, row.created_at = token, utcnow()
     session.commit()
     shown = ActivityTokenShown.model_validate(row).to_json()
-    if created:
+    if new:
         _catch_up(installation, given.activity_id)
     return shown, 201 if created else 200
 

@@ -50,7 +50,7 @@ def list_targets(id: str) -> ResponseReturnValue:
             "What `GET /preferences` answers that user: every category of PUSH_CATEGORIES "
             "with the channels the user chooses for it (the defaults where they never "
             "chose), and the quiet hours. 404 for a user flask-push does not know: no "
-            "browser, device or choice of theirs is stored.",
+            "browser, device, inbox item or choice of theirs is stored.",
             Preferences,
         )
     },
@@ -63,5 +63,9 @@ def get_user_preferences(id: str) -> ResponseReturnValue:
     found = ext.get_preferences(id)
     if not known(ext.db.session, ext.models, id):
         # the defaults would answer a mistyped id as well as a real user
-        fail(404, "not_found", "No subscription, installation or choice belongs to that user.")
+        fail(
+            404,
+            "not_found",
+            "No subscription, installation, inbox item or choice belongs to that user.",
+        )
     return found.to_json(ext.settings.categories)

@@ -14,6 +14,7 @@ from .. import app_providers, reports
 from ..api.messages import status as message_status
 from ..categories import CHANNELS
 from ..errors import PayloadError, ValidationError
+from ..preferences import known
 from ..providers import kinds, provider_class
 from ..schemas.fields import MOST_SKIPPED
 from ..validation import digits
@@ -214,10 +215,10 @@ def users() -> ResponseReturnValue:
 def _choices(push: Any, user_id: str) -> dict[str, Any] | None:
     """What ``user_id`` lets through, for the users page: per category, each channel
     on or off, and whether the user may change it; their quiet hours. None without
-    ``PUSH_CATEGORIES``."""
+    ``PUSH_CATEGORIES``, or for a user flask-push does not know."""
     categories = push.settings.categories
-    if not categories:
-        return None
+    if not categories or not known(push.db.session, push.models, user_id):
+        return None  # the defaults would be shown for a mistyped id too
     chosen = push.get_preferences(user_id)
     rows = []
     for category in categories.values():

@@ -354,7 +354,10 @@ class APNsProvider(Provider):
                     provider=self.name,
                 )
             kind = push.target.kind
-            urgent = activity.event != "update" or notification.urgency == "high"
+            # a catch-up brings no news: Apple's budget of priority 10 is small
+            urgent = not activity.catch_up and (
+                activity.event != "update" or notification.urgency == "high"
+            )
             return NotificationRequest(
                 token,
                 live_activity_payload(notification, activity, kind),

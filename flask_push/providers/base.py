@@ -14,6 +14,7 @@ other services' pushes go past it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import os
 import ssl
@@ -48,6 +49,14 @@ async def _within(seconds: float, request: Coroutine[Any, Any, _T]) -> _T:
         async with asyncio.timeout(seconds):
             return await request
     return await asyncio.wait_for(request, seconds)
+
+
+def _unsendable(result: DeliveryResult) -> DeliveryResult:
+    """``result`` of a push that could not be built (a payload too large, an endpoint
+    refused, a key that is not one): flask-push's own verdict, not the service's."""
+    if result.status != "failed" or result.reason is not None:
+        return result
+    return dataclasses.replace(result, reason="unsendable")
 
 
 def unreachable(error: BaseException, timeout: float | None = None) -> str:
@@ -370,7 +379,10 @@ class Provider(ABC):
         try:
             if started is not None:
                 started()
-            payload = self.build_payload(push)
+            try:
+                payload = self.build_payload(push)
+            except Exception as err:  # noqa: BLE001 - parse() decides what it means
+                return _unsendable(self.parse(push, err))
             began = time.monotonic()
             response = await _within(self.timeout, self.post(push, payload))
         except asyncio.TimeoutError as err:
