@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import threading
@@ -31,6 +32,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -118,8 +120,25 @@ PLACEHOLDER_SUBJECT = "mailto:you@example.com"
     show_default=True,
     help="Contact for the push services: a mailto: or https: URI.",
 )
-def vapid_keys(subject: str) -> None:
-    """Make a VAPID key pair and print the config lines to paste."""
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=(
+        "Write the lines to this file (readable by its owner alone) instead of printing "
+        "them; a file that holds a VAPID key already is refused."
+    ),
+)
+def vapid_keys(subject: str, output: Path | None) -> None:
+    """Make a VAPID key pair: print the config lines to paste, or write them to --output."""
+    if output is not None and _holds_a_key(output):
+        # a shell's `>` would have emptied it before the app read it: no warning
+        # could come then, and every subscribed browser would stop getting pushes
+        raise click.ClickException(
+            f"{output} holds a VAPID key already. Replacing it stops the pushes to every "
+            "browser subscribed until now, until each subscribes again; delete the file "
+            "first if that is what you mean."
+        )
     if "webpush" in _push().settings.providers:
         # stderr, as below: stdout may be the config file being written
         click.echo(
@@ -143,16 +162,35 @@ def vapid_keys(subject: str) -> None:
         values = WEBPUSH.normalize({"privateKey": vapid_raw_private_key(vapid), "subject": subject})
     except ValidationError as err:
         raise click.BadParameter(err.message, param_hint="'--subject'") from None
-    click.echo(
+    lines = [
         "# Web Push (VAPID) keys made by `flask push vapid-keys`; keep the private key secret."
-    )
+    ]
     # JSON strings are Python strings too: whatever the subject holds, it stays one
     for key, name in (
         ("PRIVATE_KEY", "privateKey"),
         ("PUBLIC_KEY", "publicKey"),
         ("SUBJECT", "subject"),
     ):
-        click.echo(f"PUSH_VAPID_{key} = {json.dumps(values[name])}")
+        lines.append(f"PUSH_VAPID_{key} = {json.dumps(values[name])}")
+    if output is None:
+        click.echo("\n".join(lines))
+        return
+    try:
+        # made for its owner alone, since it holds the private key
+        with os.fdopen(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    except OSError as err:
+        raise click.ClickException(f"{output} could not be written: {err.strerror}") from None
+    click.echo(f"Wrote the VAPID keys to {output}; keep it out of version control.")
+
+
+def _holds_a_key(path: Path) -> bool:
+    try:
+        return "PUSH_VAPID_PRIVATE_KEY" in path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise click.ClickException(f"{path} could not be read: {err.strerror}") from None
 
 
 # -- send ------------------------------------------------------------------------

@@ -60,6 +60,26 @@ def test_vapid_keys_are_fresh_each_time(app):
     assert first.stderr.startswith("Warning: this app has a VAPID key already")
 
 
+def test_vapid_keys_writes_its_file_for_its_owner_and_never_over_a_key(make_app, tmp_path):
+    runner = make_app(PUSH_VAPID_PRIVATE_KEY=None, PUSH_VAPID_SUBJECT=None).test_cli_runner()
+    keys = tmp_path / "push_keys.py"
+    args = ["push", "vapid-keys", "--subject", "mailto:ops@shop.example", "--output", str(keys)]
+    made = runner.invoke(args=args)
+    assert made.exit_code == 0, made.output
+    assert made.stdout == f"Wrote the VAPID keys to {keys}; keep it out of version control.\n"
+    assert keys.stat().st_mode & 0o777 == 0o600  # it holds the private key
+    written = keys.read_text(encoding="utf-8")
+    loaded: dict[str, object] = {}
+    exec(written, {}, loaded)  # noqa: S102 - as app.config.from_pyfile reads it
+    assert make_app(**loaded).extensions["push"].settings.vapid_public_key
+    # a second run would cut off every subscribed browser: refused, the file kept
+    again = runner.invoke(args=args)
+    assert again.exit_code == 1 and "holds a VAPID key already" in again.output
+    assert keys.read_text(encoding="utf-8") == written
+    nowhere = runner.invoke(args=[*args[:-1], str(tmp_path / "missing" / "keys.py")])
+    assert nowhere.exit_code == 1 and "could not be written" in nowhere.output
+
+
 def test_vapid_keys_for_an_app_without_one_says_nothing_of_it(make_app):
     result = make_app(PUSH_VAPID_PRIVATE_KEY=None, PUSH_VAPID_SUBJECT=None).test_cli_runner()
     said = result.invoke(args=["push", "vapid-keys", "--subject", "mailto:ops@shop.example"])

@@ -381,7 +381,10 @@ class FakeAPNs(FakeService[ReceivedNotification]):
         """
         if topic is None:
             if len(self.topics) != 1:
-                raise ValueError("give the topic (bundle id) the app pushes to")
+                raise ValueError(
+                    "give the topic (bundle id) the app pushes to: FakeAPNs('com.example.app'), "
+                    "or app_config(topic='com.example.app')"
+                )
             [topic] = self.topics
         self.allow_topic(topic)
         key_pem, key_id, team_id = self.auth_key()
