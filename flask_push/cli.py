@@ -176,8 +176,11 @@ def vapid_keys(subject: str, output: Path | None) -> None:
         click.echo("\n".join(lines))
         return
     try:
-        # made for its owner alone, since it holds the private key
-        with os.fdopen(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        # for its owner alone, since it holds the private key (a file that was there
+        # keeps its mode through O_TRUNC: set it)
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(fd, 0o600)
             f.write("\n".join(lines) + "\n")
     except OSError as err:
         raise click.ClickException(f"{output} could not be written: {err.strerror}") from None

@@ -76,6 +76,11 @@ def test_vapid_keys_writes_its_file_for_its_owner_and_never_over_a_key(make_app,
     again = runner.invoke(args=args)
     assert again.exit_code == 1 and "holds a VAPID key already" in again.output
     assert keys.read_text(encoding="utf-8") == written
+    # an empty file left from before is made its owner's alone too
+    empty = tmp_path / "empty.py"
+    empty.touch(mode=0o644)
+    assert runner.invoke(args=[*args[:-1], str(empty)]).exit_code == 0
+    assert empty.stat().st_mode & 0o777 == 0o600
     nowhere = runner.invoke(args=[*args[:-1], str(tmp_path / "missing" / "keys.py")])
     assert nowhere.exit_code == 1 and "could not be written" in nowhere.output
 
