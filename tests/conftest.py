@@ -395,15 +395,17 @@ def send_batch(provider: Any, pushes: Sequence[Any]) -> list[Any]:
 def add_subscription(
     user_id: str | None = None, topics: list[str] | None = None, **values: Any
 ) -> Any:
-    """A browser's subscription, stored directly (as ``POST /subscriptions`` would)."""
+    """A browser's subscription, stored directly (as ``POST /subscriptions`` would);
+    ``values`` (a fake's ``endpoint``, ``p256dh`` and ``auth``, say) replace the
+    made-up ones."""
     keys = browser_keys()
+    made = {
+        "endpoint": f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}",
+        "p256dh": keys["p256dh"],
+        "auth": keys["auth"],
+    }
     subscription = push.models.Subscription(
-        endpoint=f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}",
-        p256dh=keys["p256dh"],
-        auth=keys["auth"],
-        user_id=user_id,
-        topics=topics or [],
-        **values,
+        user_id=user_id, topics=topics or [], **{**made, **values}
     )
     db.session.add(subscription)
     db.session.commit()

@@ -19,7 +19,7 @@ from flask_push.dispatch import Dispatcher
 from flask_push.errors import ValidationError
 from flask_push.testing import FakePushService
 
-from conftest import as_user, db, make_due, push
+from conftest import add_subscription, as_user, db, make_due, push
 
 ADMIN = as_user("root", admin=True)
 CHROME_ANDROID = (
@@ -176,6 +176,11 @@ def test_an_address_flask_push_refuses_is_not_blamed_on_the_push_service(
     assert push_fake_webpush.requests == []
 
 
+def stored(subscriber: Any) -> dict[str, str]:
+    """A fake push service's subscriber as a subscription row stores it."""
+    return {"endpoint": subscriber.endpoint, "p256dh": subscriber.p256dh, "auth": subscriber.auth}
+
+
 def test_a_push_flask_push_cannot_make_is_not_blamed_on_the_push_service(
     make_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
@@ -185,16 +190,7 @@ def test_a_push_flask_push_cannot_make_is_not_blamed_on_the_push_service(
     app = make_app(PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_ENDPOINT_HOSTS=["127.0.0.1"])
     subscriber = push_fake_webpush.subscribe()
     with app.app_context():
-        db.session.add(
-            push.models.Subscription(
-                endpoint=subscriber.endpoint,
-                p256dh=subscriber.p256dh,
-                auth=subscriber.auth,
-                user_id="al",
-                topics=[],
-            )
-        )
-        db.session.commit()
+        add_subscription("al", **stored(subscriber))
     id = send(app.test_client(), ["al"])
     with app.app_context():
         (entry,) = push.explain(id)
@@ -527,17 +523,7 @@ def test_cancel_mid_fan_out_stops_after_the_batch_in_hand(
 
     with live.app_context():
         for number in range(30):
-            subscriber = push_fake_webpush.subscribe(f"s{number}")
-            db.session.add(
-                push.models.Subscription(
-                    endpoint=subscriber.endpoint,
-                    p256dh=subscriber.p256dh,
-                    auth=subscriber.auth,
-                    user_id="al",
-                    topics=[],
-                )
-            )
-        db.session.commit()
+            add_subscription("al", **stored(push_fake_webpush.subscribe(f"s{number}")))
         # queued for later, so that the inline queue leaves it to the worker below
         message = push.send(
             users=["al"], title="Sale", send_at=datetime.now(timezone.utc) + timedelta(hours=1)
