@@ -208,7 +208,7 @@ def stamp_of(message: Any) -> Any:
     return sa.cast(message.activity["timestamp"].as_string(), sa.BigInteger)
 
 
-def catch_up(state: PushState, installation: Any, activity_id: str) -> Any:
+def catch_up(state: PushState, installation: Any, activity_id: str, *, first: bool) -> Any:
     """Queue the latest state of ``activity_id`` this installation was sent to the
     Live Activity token it has just registered (or changed) for it: a state sent
     before the token came went to the device as an alert, or to a Live Activity the
@@ -218,9 +218,10 @@ def catch_up(state: PushState, installation: Any, activity_id: str) -> Any:
     other, and an ended activity is ended on the phone.
 
     Nothing is queued for a state the installation was never sent, one that still
-    waits unclaimed (it goes to the new token), one held back by the policy or
-    cancelled, or one a push-to-start token showed. Returns the message queued, or
-    None."""
+    waits unclaimed (it goes to the new token; a catch-up too), one held back by the
+    policy or cancelled, or, for the ``first`` token of the activity on this
+    installation, one a push-to-start token showed (that started this Live
+    Activity). Returns the message queued, or None."""
     models, session = state.push.models, state.push.db.session
     m, d = models.Message, models.Delivery
     row = session.get(models.Activity, activity_id)
@@ -229,11 +230,8 @@ def catch_up(state: PushState, installation: Any, activity_id: str) -> Any:
     found = session.execute(
         sa.select(m, d.status, d.reason, d.lease_until, d.events)
         .join(d, d.message_id == m.id)
-        .where(
-            m.activity_id == activity_id,
-            d.installation_id == installation.id,
-            m.activity["catchUp"].as_boolean().is_(None),  # the calls' own states
-        )
+        .where(m.activity_id == activity_id, d.installation_id == installation.id)
+        # of the same state, its latest push here: a catch-up after the call's own
         .order_by(stamp_of(m).desc(), d.id.desc())
         .limit(1)
     ).first()
@@ -243,8 +241,9 @@ def catch_up(state: PushState, installation: Any, activity_id: str) -> Any:
     waiting = status == "queued" and (lease_until is None or lease_until < utcnow())
     if waiting or status in NOT_CAUGHT_UP or reason in outcomes.POLICY_REASONS:
         return None
-    if status == "sent" and any(e.get("token") == "start" for e in events or ()):
-        return None  # a push-to-start showed this state
+    tried = [e for e in events or () if e.get("what") == "attempt"]
+    if first and status == "sent" and tried and tried[-1].get("token") == "start":
+        return None  # a push-to-start showed this state: it started this Live Activity
     return queue_catch_up(state, installation.id, latest)
 
 

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import signal
+import stat
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -125,20 +126,14 @@ PLACEHOLDER_SUBJECT = "mailto:you@example.com"
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help=(
-        "Write the lines to this file (readable by its owner alone) instead of printing "
-        "them; a file that holds a VAPID key already is refused."
+        "Write the lines to this new file (readable by its owner alone) instead of "
+        "printing them; a file that holds anything already is refused."
     ),
 )
 def vapid_keys(subject: str, output: Path | None) -> None:
     """Make a VAPID key pair: print the config lines to paste, or write them to --output."""
-    if output is not None and _holds_a_key(output):
-        # a shell's `>` would have emptied it before the app read it: no warning
-        # could come then, and every subscribed browser would stop getting pushes
-        raise click.ClickException(
-            f"{output} holds a VAPID key already. Replacing it stops the pushes to every "
-            "browser subscribed until now, until each subscribes again; delete the file "
-            "first if that is what you mean."
-        )
+    if output is not None:
+        _check_output(output)
     if "webpush" in _push().settings.providers:
         # stderr, as below: stdout may be the config file being written
         click.echo(
@@ -178,7 +173,7 @@ def vapid_keys(subject: str, output: Path | None) -> None:
     try:
         # for its owner alone, since it holds the private key (a file that was there
         # keeps its mode through O_TRUNC: set it)
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             os.fchmod(fd, 0o600)
             f.write("\n".join(lines) + "\n")
@@ -187,13 +182,37 @@ def vapid_keys(subject: str, output: Path | None) -> None:
     click.echo(f"Wrote the VAPID keys to {output}; keep it out of version control.")
 
 
-def _holds_a_key(path: Path) -> bool:
+def _check_output(path: Path) -> None:
+    """Refuse to write the keys over anything but a new or empty file: over a key, it
+    would stop the pushes to every subscribed browser (a shell's ``>`` empties the
+    file before the app reads it, so no warning could come); over other lines (an
+    app's config), it would lose them."""
     try:
-        return "PUSH_VAPID_PRIVATE_KEY" in path.read_text(encoding="utf-8", errors="replace")
+        found = path.lstat()
     except FileNotFoundError:
-        return False
+        return
     except OSError as err:
         raise click.ClickException(f"{path} could not be read: {err.strerror}") from None
+    if stat.S_ISREG(found.st_mode) and found.st_size == 0:
+        return
+    if not stat.S_ISREG(found.st_mode):
+        raise click.ClickException(
+            f"{path} is not a plain file (a link, say): give the path of a new file."
+        )
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        raise click.ClickException(f"{path} could not be read: {err.strerror}") from None
+    if "PUSH_VAPID_PRIVATE_KEY" in text:
+        raise click.ClickException(
+            f"{path} holds a VAPID key already. Replacing it stops the pushes to every "
+            "browser subscribed until now, until each subscribes again; delete the file "
+            "first if that is what you mean."
+        )
+    raise click.ClickException(
+        f"{path} holds other lines, which writing the keys would lose: give a new file "
+        "(and load it as well), or print the lines without --output and paste them."
+    )
 
 
 # -- send ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from flask_push.errors import PayloadError, ValidationError
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import as_user, db, push, quiet_now, subscribe
+from conftest import as_user, db, make_due, push, quiet_now, subscribe
 
 IPHONE = "ab" * 32
 LIVE_TOKEN = "cd" * 32
@@ -303,6 +303,49 @@ def test_a_push_to_start_token_registered_after_the_start_leaves_the_catch_up(
     assert register_live_token(live, iphone).status_code == 201
     caught = push_fake_apns.notifications[-1]
     assert caught.device_token == LIVE_TOKEN and caught.aps["event"] == "update"
+
+
+def test_a_changed_token_after_a_retried_push_to_start_is_caught_up(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """The start failed on the push-to-start token and its retry went to the Live
+    Activity's own token; that token then changes: the new one gets the state."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        installation = db.session.get(push.models.Installation, iphone)
+        installation.push_to_start_token = START_TOKEN
+        db.session.commit()
+        push_fake_apns.fail_next(503, "ServiceUnavailable", token=START_TOKEN)
+        started = order("start", attributes_type="OrderAttributes", attributes={"number": 42})
+    assert register_live_token(live, iphone).status_code == 201  # the start still waits
+    with live.app_context():
+        make_due(started.id)
+        push.dispatch_due()
+        [entry] = [e for e in push.explain(started.id) if e["target"]["kind"] == "apns"]
+        assert entry["status"] == "sent"
+    assert push_fake_apns.notifications[-1].device_token == LIVE_TOKEN
+    assert register_live_token(live, iphone, "12" * 32).status_code == 200
+    assert push_fake_apns.notifications[-1].device_token == "12" * 32
+
+
+def test_a_catch_up_still_waiting_is_not_queued_twice(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """The token changes while its catch-up waits for a retry: that catch-up goes to
+    the new token, and no second one is queued."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        order()
+    push_fake_apns.fail_next(503, "ServiceUnavailable", token=LIVE_TOKEN)
+    register_live_token(live, iphone)
+    assert register_live_token(live, iphone, "12" * 32).status_code == 200
+    with live.app_context():
+        m = push.models.Message
+        caught = [x for x in db.session.scalars(sa.select(m)) if x.audience == {"id": iphone}]
+        assert len(caught) == 1
+        make_due(caught[0].id)
+        push.dispatch_due()
+    assert push_fake_apns.live_activities["12" * 32].content_state == STATE
 
 
 def test_a_state_the_quiet_hours_held_back_is_not_caught_up(

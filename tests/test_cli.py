@@ -81,6 +81,17 @@ def test_vapid_keys_writes_its_file_for_its_owner_and_never_over_a_key(make_app,
     empty.touch(mode=0o644)
     assert runner.invoke(args=[*args[:-1], str(empty)]).exit_code == 0
     assert empty.stat().st_mode & 0o777 == 0o600
+    # an app's config is not lost to them, nor a file a link points at
+    config = tmp_path / "config.py"
+    config.write_text("SECRET_KEY = 'keep me'\n", encoding="utf-8")
+    kept = runner.invoke(args=[*args[:-1], str(config)])
+    assert kept.exit_code == 1 and "holds other lines" in kept.output
+    assert config.read_text(encoding="utf-8") == "SECRET_KEY = 'keep me'\n"
+    link = tmp_path / "link.py"
+    link.symlink_to(tmp_path / "elsewhere.py")
+    linked = runner.invoke(args=[*args[:-1], str(link)])
+    assert linked.exit_code == 1 and "not a plain file" in linked.output
+    assert not (tmp_path / "elsewhere.py").exists()
     nowhere = runner.invoke(args=[*args[:-1], str(tmp_path / "missing" / "keys.py")])
     assert nowhere.exit_code == 1 and "could not be written" in nowhere.output
 

@@ -237,17 +237,17 @@ def register_activity_token(id: str) -> ResponseReturnValue:
     session.commit()
     shown = ActivityTokenShown.model_validate(row).to_json()
     if new:
-        _catch_up(installation, given.activity_id)
+        _catch_up(installation, given.activity_id, first=created)
     return shown, 201 if created else 200
 
 
-def _catch_up(installation: Any, activity_id: str) -> None:
+def _catch_up(installation: Any, activity_id: str, *, first: bool) -> None:
     """The activity's latest state, to the token just registered (see
     :func:`~flask_push.activities.catch_up`). The token is registered either way: a
     state that cannot be queued is logged, and the next call reaches the token."""
     installation_id = installation.id
     try:
-        caught = catch_up(push().state, installation, activity_id)
+        caught = catch_up(push().state, installation, activity_id, first=first)
     except Exception:
         push().db.session.rollback()
         current_app.logger.exception(
