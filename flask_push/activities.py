@@ -195,10 +195,10 @@ def activity_from_json(stored: dict[str, Any] | None) -> Activity | None:
     )
 
 
-#: what a push to a device's token (not the Live Activity's) was, for an
-#: installation's Live Activity token registered later to be caught up: it will not
-#: be when it waits unclaimed (it goes to the new token), or the policy held it back,
-#: or an operator cancelled it, or a newer state replaced it
+#: the statuses of an installation's latest push of an activity that keep a Live
+#: Activity token it registers later from being caught up: the policy held the push
+#: back, an operator cancelled it, or a newer state replaced it (one that waits
+#: unclaimed is left too: it goes to the new token)
 NOT_CAUGHT_UP = ("suppressed", "cancelled", "superseded")
 
 
