@@ -166,11 +166,11 @@ def _decide(
 ) -> Decision | None:
     """One target's decision, or None when it goes as any message would."""
     channel = channel_of(target)
-    named = f'the category "{category.label}"'
     if not category.is_on(channel, mine.choices.get(category.id)):
-        return _suppressed("opted_out", due, now, category=named, channel=CHANNEL_WORDS[channel])
+        words = CHANNEL_WORDS[channel]
+        return _suppressed("opted_out", due, now, category=category, channel=words)
     if target.user_id in capped:
-        return _suppressed("frequency_cap", due, now, category=named, cap=category.max_per_day)
+        return _suppressed("frequency_cap", due, now, category=category, cap=category.max_per_day)
     if category.required or mine.quiet_hours is None:
         return None
     end = mine.quiet_hours.ends_after(due)
@@ -191,8 +191,12 @@ def _decide(
     return Decision("queued", "quiet_hours", end, [*queued, deferred])
 
 
-def _suppressed(reason: str, due: datetime, now: datetime, **values: Any) -> Decision:
-    said = outcomes.event("suppressed", now, outcomes.detail(reason, **values))
+def _suppressed(
+    reason: str, due: datetime, now: datetime, *, category: Category, **values: Any
+) -> Decision:
+    # named only for a target held back: _decide runs for every target of a send
+    named = f'the category "{category.label}"'
+    said = outcomes.event("suppressed", now, outcomes.detail(reason, category=named, **values))
     return Decision("suppressed", reason, due, [said])
 
 
