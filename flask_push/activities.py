@@ -382,7 +382,8 @@ def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> set[
 
 def forget_tokens(session: Any, models: Models, installations: Any) -> None:
     """Delete the Live Activity tokens of ``installations`` (their ids, or a SELECT of
-    them), which are being deleted: nothing would ever read those tokens again."""
+    them), which are being deleted, or registered again by another user: those
+    tokens were the last owner's Live Activities."""
     token = models.ActivityToken
     session.execute(
         sa.delete(token).where(token.installation_id.in_(installations)),

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm.attributes import set_committed_value
 
 #: the ``insert()`` of each dialect that has ``ON CONFLICT``
 _ON_CONFLICT_INSERTS: dict[str, Callable[[Any], Any]] = {
@@ -150,3 +151,23 @@ def on_conflict_insert(dialect: Dialect) -> Callable[[Any], Any] | None:
     (PostgreSQL, an SQLite of 3.35 or later), or None: write another way."""
     insert = _ON_CONFLICT_INSERTS.get(dialect.name)
     return insert if insert is not None and dialect.insert_returning else None
+
+
+def commit_keeping(session: Any, *rows: Any) -> None:
+    """Commit, keeping each of ``rows`` loaded with what was just committed.
+
+    A commit expires every row, so reading one afterwards (to answer the request,
+    or in a signal's receiver) is another trip to the database. When the
+    connection is lost right after the commit (a failover, a server killing idle
+    connections), that read fails and a write that is durable would answer 500,
+    and its client would write it again. What the rows hold is what was committed,
+    so they need no reading again."""
+    session.flush()  # a new row's defaults (its id) are set by its INSERT
+    kept = [
+        (row, {attr.key: getattr(row, attr.key) for attr in sa.inspect(row).mapper.column_attrs})
+        for row in rows
+    ]
+    session.commit()
+    for row, values in kept:
+        for key, value in values.items():
+            set_committed_value(row, key, value)

@@ -77,6 +77,7 @@ def save(
             session, models, user_id=str(given.user_id), id=given.id, values=given.columns()
         ),
         commit,
+        rows=lambda saved: saved[:1],
     )
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if commit:
@@ -111,14 +112,20 @@ def _publish_on_commit(
     inbox_events.on_commit(session, lambda: inbox_events.publish_item(app, user_id, item))
 
 
-def _write(session: AnySession, work: Callable[[], T], commit: bool) -> T:
-    """Run ``work`` in the session and commit; on failure roll back, so nothing is
-    half-written. With ``commit=False`` the caller owns the transaction."""
+def _write(
+    session: AnySession,
+    work: Callable[[], T],
+    commit: bool,
+    rows: Callable[[T], Iterable[Any]] = lambda result: (),
+) -> T:
+    """Run ``work`` in the session and commit, keeping the ``rows`` of its result
+    loaded (:func:`~flask_push.database.commit_keeping`); on failure roll back, so
+    nothing is half-written. With ``commit=False`` the caller owns the transaction."""
     if not commit:
         return work()
     try:
         result = work()
-        session.commit()
+        database.commit_keeping(session, *rows(result))
         return result
     except BaseException:
         session.rollback()

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from . import database
 from .categories import Category
 from .models import Models, utcnow
 from .schemas.fields import UserId
@@ -198,7 +199,7 @@ def update(
             row.quiet_start = row.quiet_end = row.time_zone = None
         row.updated_at = utcnow()
         try:
-            session.commit()
+            database.commit_keeping(session, row)
         except sa.exc.IntegrityError:
             # another request created the row first: apply the change to it
             session.rollback()

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from flask import current_app
 from pydantic.alias_generators import to_snake
 
-from . import app_providers, inbox, outcomes, policy, scheduled_inbox, signals, tracing
+from . import app_providers, database, inbox, outcomes, policy, scheduled_inbox, signals, tracing
 from .errors import ValidationError
 from .ids import new_id
 from .message import Activity, Notification
@@ -488,11 +488,11 @@ def _queue_message(
                         session, models, user_id=user_id, id=item_id, values=fields, fresh_id=fresh
                     )
                 )
-        session.commit()
-        # Loaded now, so the returned message reads fine after the app context ends.
-        # It stays in the session, for a caller who changes and commits it; so a later
+        # Kept loaded, so the returned message reads fine after the app context ends,
+        # and without another trip to the database (which may be gone by then). It
+        # stays in the session, for a caller who changes and commits it; so a later
         # commit in the same context (a second send) expires it like any other row.
-        session.refresh(message)
+        database.commit_keeping(session, message)
     except sa.exc.IntegrityError:
         session.rollback()
         # Another send with the same key committed first: it is the message.

@@ -232,3 +232,26 @@ def test_a_live_event_that_cannot_be_published_is_logged_not_a_500(make_app, cap
     assert response.status_code == 200, response.json
     assert response.json["body"] == "updated"
     assert "event on 'user:alice' was not published live" in caplog.text
+
+
+def test_an_unknown_query_parameter_is_refused_as_an_unknown_field_is(client):
+    """`?status=queued` is no filter of GET /messages: answering every message as if
+    it were would mislead; a repeated parameter has a limit too."""
+    answer = client.get("/push/messages?status=queued", headers=as_user("root", admin=True))
+    assert answer.status_code == 400
+    assert answer.json["error"] == {
+        "code": "unknown_field",
+        "field": "status",
+        "message": "Unknown query parameter 'status'; expected one of ['skip', 'take'].",
+    }
+    mine = as_user("alice")
+    assert client.get("/push/notifications?take=5&onlyNew=1", headers=mine).status_code == 200
+    many = "&".join(f"type=t{n}" for n in range(21))
+    refused = client.get(f"/push/notifications?{many}", headers=mine)
+    assert (refused.status_code, refused.json["error"]["field"]) == (400, "type")
+    packed = ",".join(f"t{n}" for n in range(21))
+    refused = client.get(f"/push/notifications?type={packed}", headers=mine)
+    assert refused.status_code == 400
+    assert "at most 20 types" in refused.json["error"]["message"]
+    twenty = ",".join(f"t{n}" for n in range(20))
+    assert client.get(f"/push/notifications?type={twenty}", headers=mine).status_code == 200

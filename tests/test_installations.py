@@ -226,3 +226,45 @@ def test_topics_of_an_installation_are_capped(make_app):
     patched = client.patch(url, headers=as_user("alice"), json={"subscriptions": list("wxyz")})
     assert patched.status_code == 400
     assert client.get(url, headers=as_user("alice")).json["subscriptions"] == ["a", "b", "c"]
+
+
+def test_a_device_registered_by_another_user_starts_over(app, client):
+    """Bob signs in on the phone Alice used: the installation is his now, without
+    her topics, badge, time zone, push-to-start token or Live Activities, and the
+    answer shows him none of them."""
+    start = secrets.token_hex(32)
+    hers = client.post(
+        "/push/installations",
+        headers=as_user("alice"),
+        json=ios(
+            appVersion="2.1.0",
+            badge=3,
+            timeZone="Europe/Paris",
+            subscriptions=["offers"],
+            pushToStartToken=start,
+        ),
+    ).json
+    live = client.post(
+        f"/push/installations/{hers['id']}/activities",
+        headers=as_user("alice"),
+        json={"activityId": "order-42", "pushToken": secrets.token_hex(32)},
+    )
+    assert live.status_code == 201
+    # the same user again keeps it all
+    same = client.post("/push/installations", headers=as_user("alice"), json=ios())
+    assert (same.status_code, same.json["subscriptions"], same.json["badge"]) == (
+        200,
+        ["offers"],
+        3,
+    )
+
+    answer = client.post("/push/installations", headers=as_user("bob"), json=ios(badge=1))
+    assert answer.status_code == 200
+    his = answer.json
+    assert his["id"] == hers["id"] and his["userId"] == "bob"
+    assert (his["subscriptions"], his["badge"], his["timeZone"]) == ([], 1, None)
+    assert his["pushToStartToken"] is None and his["appVersion"] == "2.1.0"
+    with app.app_context():
+        token = push.models.ActivityToken
+        tokens = sa.select(token).where(token.installation_id == his["id"])
+        assert db.session.scalars(tokens).all() == []

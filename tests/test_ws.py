@@ -19,6 +19,7 @@ from flask import Flask, request
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from flask_push.errors import ValidationError
+from flask_push.realtime import hub as hub_module
 from flask_push.realtime import inbox_events
 from flask_push.realtime import ws as ws_module
 from flask_push.realtime.events import Event, Gap
@@ -274,6 +275,38 @@ def test_replay_since_in_order_without_duplicates(live: Any, connect: Any) -> No
     assert publish(app, "user:alice", "tick", {"n": 6}) == ids[-1] + 1
     assert client.recv()["id"] == ids[-1] + 1
     client.nothing()
+
+
+def test_replays_asked_for_again_and_again_become_gaps(
+    live: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each replay may be as long as the channel keeps, for a frame of a few bytes:
+    past REPLAY_BURST at once, a join with `since` gets a gap (reload) instead, until
+    the socket has earned another."""
+    monkeypatch.setattr(hub_module, "REPLAY_EVERY", 2.0)
+    app, url = live()
+    ids = [publish(app, "user:alice", "tick") for _ in range(3)]
+    client = connect(url, "alice")
+    client.sync()
+    ask = {"op": "subscribe", "channel": "user:alice", "since": ids[0]}
+    for _ in range(hub_module.REPLAY_BURST):
+        client.send(ask)
+        assert client.recv()["op"] == "subscribed"
+        assert [client.recv()["id"] for _ in range(2)] == ids[1:]
+    client.send(ask)
+    assert client.recv()["op"] == "subscribed"
+    assert client.recv() == {"op": "gap", "channel": "user:alice"}
+    client.nothing()
+    # still joined: live events come
+    latest = publish(app, "user:alice", "tick")
+    assert client.recv()["id"] == latest
+    time.sleep(2.0)  # one more earned
+    client.send(ask)
+    assert client.recv()["op"] == "subscribed"
+    assert [client.recv()["id"] for _ in range(3)] == [*ids[1:], latest]
+    client.send(ask)
+    assert client.recv()["op"] == "subscribed"
+    assert client.recv()["op"] == "gap"
 
 
 def test_replay_races_live_events(live: Any, connect: Any) -> None:

@@ -174,8 +174,14 @@ def database_failure(err: Exception) -> ApiError | None:
     any other failure, a bug.
     The API answers it in JSON, the console on a page."""
     # sa.exc.TimeoutError: every connection of the pool is in use, for longer than
-    # its pool_timeout
-    if isinstance(err, sa.exc.TimeoutError) or not (found := database.diagnose(push())).answers:
+    # its pool_timeout. A connection lost (a restart or a failover since it was last
+    # used) is an outage too, though a new one may answer by now.
+    lost = isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated
+    if (
+        isinstance(err, sa.exc.TimeoutError)
+        or lost
+        or not (found := database.diagnose(push())).answers
+    ):
         log.warning(
             "flask-push: the database is unreachable (%s) in %s %r",
             database.first_line(err),

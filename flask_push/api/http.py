@@ -196,10 +196,19 @@ def parse_body(model: type[M]) -> M:
 
 
 def parse_query(model: type[M]) -> M:
-    """The query string, checked as ``model``: a repeatable parameter is a list field."""
+    """The query string, checked as ``model``: a repeatable parameter is a list field.
+    An unknown parameter is refused, as an unknown field of a body is: a filter that
+    is not one (``?status=``) would answer everything as if it were applied."""
+    known = {field.alias or name: field for name, field in model.model_fields.items()}
+    unknown = sorted(set(request.args) - set(known))
+    if unknown:
+        raise ValidationError(
+            f"Unknown query parameter {unknown[0]!r}; expected one of {sorted(known)}.",
+            field=unknown[0],
+            code="unknown_field",
+        )
     values: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
-        key = field.alias or name
+    for key, field in known.items():
         if key not in request.args:
             continue
         repeated = typing.get_origin(field.annotation) is list

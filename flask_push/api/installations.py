@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 
 from .. import validation
 from ..activities import catch_up, forget_tokens
+from ..database import commit_keeping
 from ..models import utcnow
 from ..schemas.installation import (
     ActivityTokenCreate,
@@ -35,6 +36,16 @@ _COLUMNS = {
     "time_zone": "time_zone",
     "app_version": "app_version",
     "push_to_start_token": "push_to_start_token",
+}
+
+
+#: what an installation registered again by another user starts with, where the body
+#: does not say (its appVersion stays: the app on the device is the same)
+_STARTING_OVER: dict[str, Any] = {
+    "subscriptions": [],
+    "badge": None,
+    "time_zone": None,
+    "push_to_start_token": None,
 }
 
 
@@ -94,10 +105,16 @@ def register_installation() -> ResponseReturnValue:
             app_id=given.app_id, subscriptions=[], created_at=values["modified_at"]
         )
         session.add(installation)
+    elif installation.user_id != values["user_id"]:
+        # another user signed in on the device: they start over, as a browser does,
+        # without the previous owner's topics, badge, time zone or Live Activities
+        # (nor a sight of them in this answer)
+        values = {**_STARTING_OVER, **values}
+        forget_tokens(session, ext.models, [installation.id])
     for name, value in values.items():
         setattr(installation, name, value)
     installation.revive()
-    session.commit()
+    commit_keeping(session, installation)
     return Installation.model_validate(installation).to_json(), 201 if created else 200
 
 
@@ -174,7 +191,7 @@ def update_installation(id: str) -> ResponseReturnValue:
     for name, value in values.items():
         setattr(installation, name, value)
     installation.modified_at = utcnow()
-    push().db.session.commit()
+    commit_keeping(push().db.session, installation)
     return Installation.model_validate(installation).to_json()
 
 
@@ -234,7 +251,7 @@ def register_activity_token(id: str) -> ResponseReturnValue:
     # a new token is a Live Activity that has not had the activity's latest state
     new = created or row.push_token != token
     row.push_token, row.created_at = token, utcnow()
-    session.commit()
+    commit_keeping(session, row, installation)
     shown = ActivityTokenShown.model_validate(row).to_json()
     if new:
         _catch_up(installation, given.activity_id, first=created)

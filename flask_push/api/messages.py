@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.typing import ResponseReturnValue
 
-from .. import explain, outcomes, reports
+from .. import database, explain, outcomes, reports
 from ..dispatch import read_click_token
 from ..errors import PayloadError
 from ..models import utcnow
@@ -39,6 +39,7 @@ from ..schemas.message import (
 from .http import (
     ApiError,
     fail,
+    log,
     not_found,
     parse_body,
     parse_query,
@@ -82,9 +83,22 @@ def create_message() -> ResponseReturnValue:
         # The request was fine; the notification it asks for is more than a push
         # service takes: a 400 about the notification, not a 413 about the request.
         fail(400, "payload_too_large", str(err), "notification")
+    try:
+        counts = _counts([message.id])[message.id]
+    except sa.exc.DBAPIError as err:
+        # it is committed and will be sent: the client needs its id, not a 500 that
+        # would have it send the message again
+        ext.db.session.rollback()
+        log.warning(
+            "flask-push: %s is queued, but its counts could not be read for the answer "
+            "(%s); answered as queued",
+            message.id,
+            database.first_line(err),
+        )
+        counts = {"queued": message.recipient_count}
     return MessageQueued(
         id=message.id,
-        status=status(message, _counts([message.id])[message.id]),
+        status=status(message, counts),
         recipient_count=message.recipient_count,
     ).to_json(), 202
 

@@ -9,6 +9,7 @@ from flask import current_app
 from flask.typing import ResponseReturnValue
 
 from .. import app_providers, credentials
+from ..database import commit_keeping
 from ..errors import ProviderNotInstalled, ValidationError
 from ..models import utcnow
 from ..providers import kind as registered
@@ -119,7 +120,7 @@ def create_provider() -> ResponseReturnValue:
     provider = model(app_id=head.app_id, kind=kind.name)
     _apply(provider, kind, {**data, "settings": head.settings})
     session.add(provider)
-    session.commit()
+    commit_keeping(session, provider)
     return _shown(provider).to_json(), 201
 
 
@@ -168,7 +169,7 @@ def update_provider(id: str) -> ResponseReturnValue:
     }
     merged = {**stored, **given.settings}
     _apply(provider, kind, {"appId": provider.app_id, "kind": kind.name, "settings": merged})
-    push().db.session.commit()
+    commit_keeping(push().db.session, provider)
     return _shown(provider).to_json()
 
 

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from flask import current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import database, signals
 from ..ids import new_id
@@ -108,12 +107,8 @@ def subscribe() -> ResponseReturnValue:
     if removed is not None:
         session.delete(removed)
     answer = Subscription.model_validate(subscription).to_json()
-    loaded = {name: getattr(subscription, name) for name in _columns(model)}
-    session.commit()
-    # The commit expired the row; what it holds is what was just committed, so a
-    # receiver of the signal reads it without another trip to the database.
-    for name, value in loaded.items():
-        set_committed_value(subscription, name, value)
+    # a receiver of the signal reads the row without another trip to the database
+    database.commit_keeping(session, subscription)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if removed is not None:
         signals.send_committed(signals.subscription_removed, app, subscription=removed)
@@ -206,10 +201,6 @@ def _select_then_write(
         setattr(subscription, name, value)
     session.flush()
     return subscription, created
-
-
-def _columns(model: Any) -> list[str]:
-    return [attr.key for attr in sa.inspect(model).column_attrs]
 
 
 def _user_agent() -> str | None:

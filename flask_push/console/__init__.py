@@ -69,6 +69,16 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
                 guard.check_post()
             except guard.Refused as err:
                 return views.refused(err)
+        # No row has an id with NUL in it, and PostgreSQL would refuse to even look.
+        if any("\x00" in str(value) for value in (request.view_args or {}).values()):
+            return views.refused(guard.Refused(404, "Nothing has that id."))
+        fields = [request.args, request.form] if request.method == "POST" else [request.args]
+        if any("\x00" in value for given in fields for _, value in given.items(multi=True)):
+            return views.refused(
+                guard.Refused(
+                    400, "A field holds a NUL character (\\x00), which no id or text may."
+                )
+            )
         return None
 
     @bp.errorhandler(ValidationError)

@@ -22,6 +22,12 @@ from .events import Event, Gap, sendable
 
 log = logging.getLogger("flask_push.realtime")
 
+#: the replays (joins with ``since``) a socket may ask for at once, and the seconds
+#: it earns another in: each may be as long as the channel keeps, for a frame of
+#: a few bytes
+REPLAY_BURST = 10
+REPLAY_EVERY = 6.0
+
 
 class Connection:
     """One websocket's side of the hub: its channels and its queue of events.
@@ -36,7 +42,7 @@ class Connection:
 
     __slots__ = (
         "wake", "_sock", "_direct", "_flags", "lock", "max_queue", "queue", "pending",
-        "last_ids", "dropped", "sent_at",
+        "last_ids", "dropped", "sent_at", "replays",
     )  # fmt: skip
 
     def __init__(self, wake: Any, sock: socket.socket | None, max_queue: int) -> None:
@@ -62,6 +68,21 @@ class Connection:
         #: when the socket was last written to, by a broadcaster or the handler
         #: (``time.monotonic()``), for the handler's heartbeat
         self.sent_at = 0.0
+        #: the replays it may still ask for, and when that was counted; None until
+        #: its first (most sockets never ask)
+        self.replays: tuple[float, float] | None = None
+
+    def may_replay(self, now: float) -> bool:
+        """Whether the client may have one more replay: :data:`REPLAY_BURST` at
+        once, then one every :data:`REPLAY_EVERY` seconds.
+
+        :param now: ``time.monotonic()``.
+        """
+        left, at = self.replays or (float(REPLAY_BURST), now)
+        left = min(float(REPLAY_BURST), left + (now - at) / REPLAY_EVERY)
+        allowed = left >= 1
+        self.replays = (left - 1 if allowed else left, now)
+        return allowed
 
     def offer(self, event: Event | Gap, now: float) -> None:
         """Send ``event`` now if the socket takes it without waiting, else queue it;

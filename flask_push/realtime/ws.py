@@ -326,14 +326,20 @@ def _answer(
         push.db.session.remove()
     if not allowed:
         return [_error("forbidden", push.join_refusal(channel))]
+    subscribed = json.dumps({"op": "subscribed", "channel": channel})
+    if since is not None and not connection.may_replay(time.monotonic()):
+        # replays asked for again and again: the client is told to reload its
+        # state instead, as when events are no longer kept
+        realtime.join(connection, channel)
+        return [subscribed, gap_frame(channel)]
     try:
         replay = realtime.join(connection, channel, since)
     except BackplaneError:
         return [
-            json.dumps({"op": "subscribed", "channel": channel}),
+            subscribed,
             _error("unavailable", "Missed events cannot be read now; reload your state."),
         ]
-    return [json.dumps({"op": "subscribed", "channel": channel}), *_replayed(channel, replay)]
+    return [subscribed, *_replayed(channel, replay)]
 
 
 def _whole(value: Any, below: int | None = None) -> bool:

@@ -7,6 +7,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
+from annotated_types import MaxLen
 from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from .. import validation
@@ -147,15 +148,18 @@ class UpdatedCount(ResponseModel):
     """How many items were unread."""
 
 
+#: the most types one ``type`` parameter names, and the most ``type`` parameters
+MAX_TYPES = 20
 #: ``?type=a,b``: types separated by commas (empty parts are ignored)
 _PART = rf"{validation.NAME_CHARACTERS}{{0,64}}"
-TYPE_LIST = re.compile(rf"^{_PART}(?:,{_PART})*\Z")
+TYPE_LIST = re.compile(rf"^{_PART}(?:,{_PART}){{0,{MAX_TYPES - 1}}}\Z")
 TypeList = Annotated[
     str,
     Pattern(
         TYPE_LIST,
         "invalid_value",
-        "must be types of 1-64 letters, digits, '_', '.', ':' or '-', separated by commas",
+        f"must be at most {MAX_TYPES} types of 1-64 letters, digits, '_', '.', ':' or '-', "
+        "separated by commas",
     ),
 ]
 
@@ -165,7 +169,7 @@ class InboxQuery(WireModel):
 
     only_new: QueryBool = False
     """Only unread items (`1` and `0` are accepted too)."""
-    types: list[TypeList] = Field(default=[], alias="type")
+    types: Annotated[list[TypeList], MaxLen(MAX_TYPES)] = Field(default=[], alias="type")
     """Only items of these types; repeat the parameter or separate with commas."""
     skip: Annotated[Skip, FromQuery] = 0
     """Items to skip."""
