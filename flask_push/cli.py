@@ -58,7 +58,7 @@ from .database import (
     unreachable,
 )
 from .errors import PayloadError, ValidationError
-from .explain import detail_of
+from .explain import NO_DELIVERY, detail_of
 from .message import one_line
 from .models import ACTIVE, DEAD, utcnow
 from .outcomes import POLICY_REASONS
@@ -401,7 +401,7 @@ def explain(message_id: str, user_id: str | None) -> None:
         push.db.session.rollback()  # end the read transaction
     if not entries:
         whose = f" to user {user_id}" if user_id is not None else ""
-        click.echo(f"Message {message_id} has no deliveries{whose}.")
+        click.echo(f"Message {message_id} has no deliveries{whose}: {NO_DELIVERY}.")
         return
     for number, entry in enumerate(entries):
         if number:
@@ -548,7 +548,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.0, max=3600.0),
+    type=click.FloatRange(min=0.1, max=3600.0),  # 0 would poll without a pause
     callback=lambda ctx, param, value: _a_number(value, param),
     default=1.0,
     show_default=True,

@@ -22,8 +22,10 @@ import asyncio
 import json
 import logging
 import math
+import os
 import queue
 import random
+import socket
 import threading
 import time
 from collections import Counter
@@ -1456,6 +1458,9 @@ class Dispatcher:
                 ins.c.push_to_start_token,
                 # a provider stored for the installation's app sends it (app_providers)
                 ins.c.app_id,
+                # whom it was for, and whose the target is now
+                d.c.user_id,
+                sa.func.coalesce(sub.c.user_id, ins.c.user_id),
             )
             .select_from(d)
             .outerjoin(msg, msg.c.id == d.c.message_id)
@@ -1488,11 +1493,13 @@ class Dispatcher:
         for row in rows:
             (id, message_id, kind, sub_id, ins_id, tries, expires_at, shown) = row[:8]
             endpoint, p256dh, auth, sub_status, token, ins_status, events = row[8:15]
-            stored_activity, activity_token, start_token, app_id = row[15:]
+            stored_activity, activity_token, start_token, app_id, user_id, owner = row[15:]
             provider: Provider | str | None = providers.get(kind)
             if app_id is not None and (kind, app_id) in stored:
                 provider = stored[kind, app_id][1]
             timelines[id] = list(events or ())
+            if tries > 1:
+                timelines[id].extend(_lost_attempts(timelines[id], tries, kind, now))
             target_status = sub_status if sub_id is not None else ins_status
             target = "subscription" if sub_id is not None else "installation"
             if shown is None:
@@ -1515,6 +1522,7 @@ class Dispatcher:
                         "ttl_expired",
                         expires_at,
                         provider=kind,
+                        ttl=shown["ttl"],
                     )
                 )
             elif target_status != ACTIVE:
@@ -1524,6 +1532,20 @@ class Dispatcher:
                         "gone",
                         "the target was deleted or found dead before sending",
                         "target_dead",
+                        now,
+                        provider=kind,
+                        target=target,
+                    )
+                )
+            elif user_id is not None and user_id != owner:
+                # another user registered the browser or device since: what was
+                # queued for the last one is not theirs to see
+                finished.append(
+                    _outcome(
+                        id,
+                        "gone",
+                        "its target was registered by another user before sending",
+                        "target_changed_hands",
                         now,
                         provider=kind,
                         target=target,
@@ -1558,6 +1580,7 @@ class Dispatcher:
                         provider=kind,
                         kind=kind,
                         how=settings_to_set(kind),
+                        worker=_THIS_WORKER,
                     )
                 )
             elif isinstance(provider, str):
@@ -1722,6 +1745,8 @@ class Dispatcher:
                 finished.append(outcome)
                 _log_outcome(push, result, "superseded by a newer state, not retried")
             elif result.status == "retry":
+                # no connection, or no answer to read: else the service answered
+                unanswered = result.reason if result.reason in outcomes.UNANSWERED_RETRIES else None
                 wait = None if self._gives_up(tries) else backoff(tries, result.retry_after)
                 due = now + timedelta(seconds=wait) if wait is not None else None
                 ends = push.expires_at
@@ -1750,7 +1775,7 @@ class Dispatcher:
                         service=service,
                         answer=_answer(result, prefer_code=True),
                         attempts=tries,
-                        unanswered=result.reason == "unreachable",
+                        unanswered=unanswered,
                         next=None if gave_up else ends,
                     )
                     outcome["b_events"].insert(0, tried)
@@ -1758,7 +1783,7 @@ class Dispatcher:
                     # the log line ends with the answer itself
                     _log_outcome(push, result, f"{'failed' if gave_up else 'expired'}: {why}")
                 else:
-                    waited = "unreachable" if result.reason == "unreachable" else "unavailable"
+                    waited = unanswered or "unavailable"
                     text = outcomes.detail(
                         waited,
                         service=service,
@@ -2025,6 +2050,30 @@ def _commit_without_waiting(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SET LOCAL synchronous_commit = off"))
     session.commit()
+
+
+def _lost_attempts(
+    events: list[dict[str, Any]], claims: int, kind: str, now: datetime
+) -> list[dict[str, Any]]:
+    """An attempt event for each earlier claim of a delivery (``claims`` counts this
+    one) that ended with nothing written, as when its worker was killed: the timeline
+    counts them as ``attempts`` does, and says the push may have gone out."""
+    # attempts count from an operator's retry on, which starts them afresh
+    since = next((n for n in range(len(events) - 1, -1, -1) if events[n].get("operator")), -1)
+    seen = sum(event["what"] == "attempt" for event in events[since + 1 :])
+    return [
+        outcomes.event(
+            "attempt",
+            now,
+            outcomes.LOST_ATTEMPT.format(attempts=number, service=service_name(kind)),
+        )
+        for number in range(seen + 1, claims)
+    ]
+
+
+#: this process, as an operator finds it: a worker whose config lacks a provider
+#: the app has (one started without the app's settings) fails what it claims
+_THIS_WORKER = f"host {socket.gethostname()}, pid {os.getpid()}"
 
 
 def _outcome(

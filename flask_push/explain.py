@@ -15,6 +15,13 @@ from .labels import app_label, browser_label
 from .models import Models, recipient
 from .schemas.delivery import DeliveryEntry
 
+#: why a message has no delivery (to a user): deliveries are made at the send, one
+#: per active target of its audience then
+NO_DELIVERY = (
+    "no browser or device of its audience was active when it was sent (a dead one is "
+    "never sent to, and one registered later does not get it)"
+)
+
 #: timeline kinds that say what happened to the delivery (not an attempt's answer
 #: nor a click): the last one of them explains its status
 _TELLING = frozenset(outcomes.EVENTS) - {"attempt", "clicked"}

@@ -46,7 +46,8 @@ EVENTS: Final[tuple[str, ...]] = get_args(EventKind)
 #: ``{service_id}``, ``{how}`` (the settings that turn a provider on); ``{Last}``:
 #: what the last attempt found (an answer, or none); ``{asked}``: the wait the
 #: service's ``Retry-After`` asked for (``retry_after``, seconds); ``{category}`` (its label),
-#: ``{channel}`` and ``{cap}``, for the policy's.
+#: ``{channel}`` and ``{cap}``, for the policy's; ``{ttl}``, ``{worker}`` and
+#: ``{where}``, made from ``ttl`` (seconds) and ``worker`` (the process) when given.
 REASONS: Final[dict[str, str]] = {
     "accepted": "{Service} accepted it at {at}{service_id}.",
     "recorded": (
@@ -69,6 +70,11 @@ REASONS: Final[dict[str, str]] = {
     "unreachable": (
         "flask-push could not reach {service} at {at}: {answer}. It will be tried again at {next}."
     ),
+    "no_answer": (
+        "flask-push sent it to {service} at {at}, but got no answer it could read: {answer}. "
+        "The push may have arrived all the same (a retry then shows it twice); it will be "
+        "tried again at {next}."
+    ),
     "gave_up": "{Last}; flask-push gave up after {attempts} attempts.",
     "no_outcome": (
         "flask-push gave up on it at {at}, at its claim number {attempts}: the last "
@@ -84,16 +90,21 @@ REASONS: Final[dict[str, str]] = {
         "not tried again."
     ),
     "ttl_expired": (
-        "Its time to live ran out at {at} before it could be sent: the user was not "
-        "reachable in time, or the message was held up."
+        "Its time to live{ttl} ran out at {at} before it could be sent: no worker sent it "
+        "in time (none was running, the outbox was behind, or earlier tries used it up)."
     ),
     "target_dead": ("Its {target} was already dead or deleted at {at}, so it was not sent."),
+    "target_changed_hands": (
+        "By {at} its {target} had been registered again for someone else (another user, "
+        "or no one, signed in on that browser or device), so it was not sent: it was not "
+        "theirs to see."
+    ),
     "target_gone": (
         "{Service} said at {at} that this {target} is gone: {answer}. It is never used again."
     ),
     "no_provider": (
-        "No {kind} provider is configured, so it could not be sent: set {how}, or store one "
-        "for its app (POST /providers), then retry what failed."
+        "No {kind} provider is configured{worker}, so it could not be sent: set {how}{where}, "
+        "or store one for its app (POST /providers), then retry what failed."
     ),
     "provider_unusable": (
         "The {kind} provider stored for its app cannot send ({answer}), so it was not sent."
@@ -128,6 +139,7 @@ NEVER_PUSHED: Final[tuple[str, ...]] = (
     "unsendable",
     "provider_unusable",
     "target_dead",
+    "target_changed_hands",
     "message_deleted",
 )
 
@@ -139,6 +151,14 @@ POLICY_REASONS: Final[tuple[str, ...]] = (
     "quiet_hours_expired",
 )
 
+#: an attempt whose claim ended with no outcome written, found when it is claimed
+#: again: what became of the push is not known
+LOST_ATTEMPT = (
+    "Attempt {attempts}: no outcome was written: the worker that claimed it stopped (or "
+    "lost its database) first. The push may have reached {service} all the same, and then "
+    "shows twice."
+)
+
 #: what an attempt event says of the answer
 ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
 #: reason -> what an attempt event says when the push service gave no answer: it
@@ -146,11 +166,25 @@ ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
 #: the push, or sending is suppressed and the push was recorded
 UNANSWERED: Final[dict[str, str]] = {
     "unreachable": "Attempt {attempts}: {service} could not be reached: {answer}.",
+    "no_answer": "Attempt {attempts}: {service} gave no answer flask-push could read: {answer}.",
     "address_blocked": "Attempt {attempts}: flask-push's address check {answer}.",
     "unsendable": "Attempt {attempts}: flask-push could not make the push: {answer}.",
     "recorded": (
         "Attempt {attempts}: flask-push's recorder (PUSH_SUPPRESS_SEND) kept the push and "
         "sent nothing."
+    ),
+}
+
+
+#: the reasons of a retry for want of an answer: no connection, or none to read
+UNANSWERED_RETRIES: Final[tuple[str, ...]] = ("unreachable", "no_answer")
+
+#: what ``{Last}`` says of the last attempt: by the reason it had no answer, if so
+_LAST: Final[dict[str, str]] = {
+    "": "{Service} answered {answer} at {at}, attempt {attempts}",
+    "unreachable": "flask-push could not reach {service} at {at}, attempt {attempts}: {answer}",
+    "no_answer": (
+        "{Service} gave no answer flask-push could read at {at}, attempt {attempts}: {answer}"
     ),
 }
 
@@ -182,6 +216,21 @@ def detail(reason: str, **values: Any) -> str:
         if value is None:
             continue
         shown[name] = clock(value) if isinstance(value, datetime) else value
+    worker = values.get("worker")
+    # a worker found it: the process that queued it had the provider
+    shown["worker"] = (
+        f" in the worker process that claimed it ({worker}), though the app that queued it has one"
+        if worker
+        else ""
+    )
+    shown["where"] = (
+        " in that process's config (`flask push worker` and Celery workers need the app's "
+        "PUSH_* settings)"
+        if worker
+        else ""
+    )
+    ttl = values.get("ttl")
+    shown["ttl"] = f" of {ttl:,} s" if ttl is not None else ""
     asked = values.get("retry_after")
     shown["asked"] = f", no sooner than its Retry-After of {asked:g} s asked" if asked else ""
     if values.get("service_id"):
@@ -190,11 +239,7 @@ def detail(reason: str, **values: Any) -> str:
     shown["Service"] = service[:1].upper() + service[1:]
     category = str(shown["category"])
     shown["Category"] = category[:1].upper() + category[1:]
-    last = (
-        "flask-push could not reach {service} at {at}, attempt {attempts}: {answer}"
-        if values.get("unanswered")
-        else "{Service} answered {answer} at {at}, attempt {attempts}"
-    )
+    last = _LAST.get(values.get("unanswered") or "", _LAST[""])
     shown["Last"] = last.format(**shown)
     return REASONS[reason].format(**shown)
 

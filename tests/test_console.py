@@ -174,6 +174,22 @@ def test_a_dead_browser_offers_no_test_send(console_app: Flask) -> None:
     assert "Nothing is sent to a dead browser subscription again; when the browser" in text
 
 
+def test_the_overview_names_what_was_found_dead(console_app: Flask) -> None:
+    """A browser found dead today is shown as a person knows it ("Chrome on Linux"),
+    its id beside it for the search."""
+    with console_app.app_context():
+        dead = add_subscription(
+            "42",
+            status="dead",
+            dead_at=datetime.now(timezone.utc),
+            dead_reason="410 Gone",
+            user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0",
+        ).id
+    html = console_app.test_client().get(f"{CONSOLE}/", headers=ADMIN).get_data(as_text=True)
+    assert f'Chrome on Linux<br><code class="small">{dead}</code>' in html
+    assert "410 Gone" in html
+
+
 def test_the_users_page_says_what_the_user_lets_through(
     make_app: Callable[..., Flask],
 ) -> None:
@@ -229,6 +245,30 @@ def test_a_bad_filter_is_a_page_not_a_crash(console_app: Flask) -> None:
     assert answer.status_code == 400
     assert "status" in answer.get_data(as_text=True)
     assert answer.headers["Content-Security-Policy"] == guard.CSP
+
+
+def test_nul_in_an_id_or_a_field_is_a_page_not_a_crash(console_app: Flask) -> None:
+    """PostgreSQL refuses NUL in text, even to look a row up: the console says what
+    is wrong on its page, as the API does in JSON, before any query."""
+    later_message(console_app)
+    client = console_app.test_client()
+    token = csrf(client)
+    for method, path, data, status in [
+        ("GET", "/messages/%00", None, 404),
+        ("POST", "/messages/%00/cancel", {"csrf_token": token}, 404),
+        ("POST", "/messages/%00/retry", {"csrf_token": token}, 404),
+        ("GET", "/users?id=a%00b", None, 400),
+        ("GET", "/send?user=%00", None, 400),
+        ("POST", "/send", {"csrf_token": token, "target": "\x00", "action": "preview"}, 400),
+        ("POST", "/send", {"csrf_token": token, "user": "al", "title": "a\x00"}, 400),
+    ]:
+        answer = client.open(CONSOLE + path, method=method, data=data, headers=ADMIN)
+        assert answer.status_code == status, (path, data)
+        assert answer.mimetype == "text/html"
+        page = answer.get_data(as_text=True)
+        assert "Traceback" not in page and "Internal Server Error" not in page
+        if status == 400:
+            assert "NUL character" in page
 
 
 def test_no_inline_script_or_style(console_app: Flask) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -230,6 +232,7 @@ def test_a_delivery_whose_claims_never_end_is_given_up(
         )
         detail = row.events[-1]["detail"]
         assert "at its claim number 4: the last claims before it" in detail
+        assert [e["what"] for e in row.events] == ["queued", *["attempt"] * 3, "failed"]
         assert f"delivery {row.id} of {message_id} failed without being sent" in caplog.text
         page = app.test_client().get(
             f"/push/messages/{message_id}/deliveries", headers=as_user("ops", admin=True)
@@ -247,6 +250,23 @@ def test_a_delivery_claimed_fewer_times_than_it_may_be_tried_is_still_sent(
         assert dispatcher.run_once() == 1
         [row] = rows(message_id)
         assert (row.status, row.attempts) == ("sent", 3)
+        # the claims that wrote nothing are in the timeline, as attempts counts them,
+        # saying the push may have gone out (a worker killed after its POST)
+        attempts = [e["detail"] for e in row.events if e["what"] == "attempt"]
+        assert [e["what"] for e in row.events] == [
+            "queued",
+            "attempt",
+            "attempt",
+            "attempt",
+            "sent",
+        ]
+        for number in (1, 2):
+            assert attempts[number - 1] == (
+                f"Attempt {number}: no outcome was written: the worker that claimed it "
+                "stopped (or lost its database) first. The push may have reached the "
+                "browser's push service all the same, and then shows twice."
+            )
+        assert attempts[2].startswith("Attempt 3: the browser's push service answered 201")
     assert len(subscriber.received) == 1
 
 
@@ -998,5 +1018,15 @@ def test_a_worker_without_the_apps_provider_says_so(
     assert row.error.startswith("no webpush provider is configured, so this target cannot be ")
     assert row.error.endswith(
         " in the config of the process delivering it (workers need the app's PUSH_* settings)"
+    )
+    # the timeline names the process, as the Providers page (the web app's) says webpush
+    # can send
+    assert row.events[-1]["detail"] == (
+        f"No webpush provider is configured in the worker process that claimed it (host "
+        f"{socket.gethostname()}, pid {os.getpid()}), though the app that queued it has one, "
+        "so it could not be sent: set PUSH_VAPID_PRIVATE_KEY and PUSH_VAPID_SUBJECT in that "
+        "process's config "
+        "(`flask push worker` and Celery workers need the app's PUSH_* settings), or store "
+        "one for its app (POST /providers), then retry what failed."
     )
     assert push_fake_webpush.requests == []

@@ -4,6 +4,7 @@ cancel, retry what failed, a user's targets, all through the real fakes."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -13,10 +14,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
 
 from flask_push import signals
 from flask_push.dispatch import Dispatcher
 from flask_push.errors import ValidationError
+from flask_push.providers.webpush import WebPushProvider
 from flask_push.testing import FakePushService
 
 from conftest import add_subscription, as_user, db, make_due, push
@@ -276,6 +279,97 @@ def test_a_push_service_that_cannot_be_reached_is_said_so_in_plain_words(
     )
 
 
+def test_a_push_service_that_takes_a_push_and_does_not_answer_may_have_it(
+    make_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The request went out and no answer came in time: that is not "could not
+    reach", and the push may show twice after the retry. Its wait counts in the
+    round-trip histogram too, so a push service that hangs does not look fast."""
+    made = WebPushProvider.from_settings.__func__  # type: ignore[attr-defined]
+
+    def impatient(cls: type[WebPushProvider], settings: Any, **options: Any) -> Any:
+        return made(cls, settings, **{**options, "timeout": 0.5})
+
+    monkeypatch.setattr(WebPushProvider, "from_settings", classmethod(impatient))
+    live = make_app(
+        PUSH_QUEUE="inline",
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+        PUSH_METRICS=True,
+        PUSH_METRICS_TOKEN="scrape",
+    )
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    push_fake_webpush.hold()
+    try:
+        id = send(client, ["al"])
+    finally:
+        push_fake_webpush.release()
+    with live.app_context():
+        [entry] = push.explain(id)
+    scraped = client.get("/push/metrics", headers={"Authorization": "Bearer scrape"})
+    waited = [
+        sample.value
+        for family in text_string_to_metric_families(scraped.get_data(as_text=True))
+        for sample in family.samples
+        if sample.name == "flask_push_delivery_seconds_sum"
+    ]
+    assert (entry["status"], entry["reason"]) == ("queued", "no_answer")
+    queued, attempt, retry = entry["events"]
+    assert attempt["detail"] == (
+        "Attempt 1: the browser's push service gave no answer flask-push could read: no "
+        "answer came within 0.5 s."
+    )
+    assert entry["detail"].startswith("flask-push sent it to the browser's push service at ")
+    assert (
+        entry["detail"]
+        .split(" UTC", 1)[1]
+        .startswith(
+            ", but got no answer it could read: no answer came within 0.5 s. The push may have "
+            "arrived all the same (a retry then shows it twice); it will be tried again at "
+        )
+    )
+    assert waited and sum(waited) >= 0.5
+
+
+def test_an_answer_that_is_not_http_is_said_on_one_line(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A service that answers with something else: its parser's words, on one line,
+    and not "answered" as though it had."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def garble() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"SMTP ready\r\nnot http at all\r\n\r\n")
+
+        thread = threading.Thread(target=garble, daemon=True)
+        thread.start()
+        client = live.test_client()
+        info = {**push_fake_webpush.subscribe().info, "endpoint": f"http://127.0.0.1:{port}/p"}
+        added = client.post("/push/subscriptions", json=info, headers=as_user("al"))
+        assert added.status_code == 201
+        id = send(client, ["al"])
+        thread.join(5)
+    with live.app_context():
+        [entry] = push.explain(id)
+    assert (entry["status"], entry["reason"]) == ("queued", "no_answer")
+    attempt = entry["events"][1]["detail"]
+    assert attempt.startswith(
+        "Attempt 1: the browser's push service gave no answer flask-push could read: its "
+        "answer was not HTTP ("
+    )
+    assert "\n" not in attempt and "answered" not in attempt
+
+
 def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
@@ -371,7 +465,11 @@ def test_ttl_ran_out(live: Flask, push_fake_webpush: FakePushService) -> None:
         [entry] = push.explain(id)
     assert entry["status"] == "expired" and entry["reason"] == "ttl_expired"
     assert [e["what"] for e in entry["events"]] == ["queued", "attempt", "retry", "expired"]
-    assert entry["detail"].startswith("Its time to live ran out at ")
+    assert entry["detail"].startswith("Its time to live of 60 s ran out at ")
+    assert entry["detail"].endswith(
+        "before it could be sent: no worker sent it in time (none was running, the outbox "
+        "was behind, or earlier tries used it up)."
+    )
 
 
 def test_fcm_and_apns_give_their_message_ids(
@@ -486,6 +584,36 @@ def test_deliveries_stay_with_the_user_they_were_sent_to(
     shown = runner.invoke(args=["push", "explain", id, "--user", "al"])
     assert shown.exit_code == 0, shown.output
     assert shown.output.count(", user al): sent [accepted]") == 2, shown.output
+
+
+def test_what_waits_for_a_browser_is_not_sent_once_someone_else_signs_in_on_it(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A message to al, scheduled (or waiting for a retry, or quiet hours): her
+    browser is signed in as bob before it goes. It is not his to see: it ends
+    ``gone``, saying why, and the browser gets nothing; her other browser gets it."""
+    client = live.test_client()
+    kept, hers = subscribe(client, push_fake_webpush, "a", user="al")
+    moved, browser = subscribe(client, push_fake_webpush, "b", user="al")
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    id = send(client, ["al"], sendAt=later)
+    again = client.post("/push/subscriptions", json=browser.info, headers=as_user("bob"))
+    assert again.status_code == 200 and again.get_json()["id"] == moved
+    with live.app_context():
+        make_due(id)
+        push.dispatch_due()
+        entries = by_target(push.explain(id))
+    assert browser.received == [] and [p.json()["title"] for p in hers.received] == ["Order #42"]
+    assert (entries[kept]["status"], entries[kept]["reason"]) == ("sent", "accepted")
+    entry = entries[moved]
+    assert (entry["status"], entry["reason"]) == ("gone", "target_changed_hands")
+    assert entry["target"]["userId"] == "al"
+    assert entry["detail"].startswith("By ") and entry["detail"].endswith(
+        "its subscription had been registered again for someone else (another user, or no "
+        "one, signed in on that browser or device), so it was not sent: it was not theirs "
+        "to see."
+    )
+    assert [e["what"] for e in entry["events"]] == ["queued", "gone"]
 
 
 def test_cancel_a_scheduled_message(live: Flask, push_fake_webpush: FakePushService) -> None:

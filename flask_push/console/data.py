@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..labels import label_of
 from ..models import Models, utcnow
 from ..providers import kinds
 from ..schemas.message import DELIVERY_STATUSES
@@ -77,6 +78,8 @@ def deliveries_by_provider(session: Any, models: Models, now: datetime | None = 
 class DeadTarget:
     kind: str
     id: str
+    #: "Chrome on Android", "iOS app 2.4.1" (:func:`~flask_push.labels.label_of`)
+    label: str
     user_id: str | None
     dead_at: datetime
     reason: str | None
@@ -90,20 +93,23 @@ def dead_today(
     since = (now or utcnow()) - WINDOW
     total = 0
     shown: list[DeadTarget] = []
-    for model, kind in (
-        (models.Subscription, None),
-        (models.Installation, "device_type"),
-    ):
+    for model in (models.Subscription, models.Installation):
         recent = model.dead_at >= since
         total += session.scalar(sa.select(sa.func.count()).select_from(model).where(recent)) or 0
-        kind_column = getattr(model, kind) if kind else sa.literal("browser")
-        rows = session.execute(
-            sa.select(kind_column, model.id, model.user_id, model.dead_at, model.dead_reason)
-            .where(recent)
-            .order_by(model.dead_at.desc())
-            .limit(DEAD_SHOWN)
-        ).all()
-        shown += [DeadTarget(*row) for row in rows]
+        rows = session.scalars(
+            sa.select(model).where(recent).order_by(model.dead_at.desc()).limit(DEAD_SHOWN)
+        )
+        shown += [
+            DeadTarget(
+                getattr(row, "device_type", "browser"),
+                row.id,
+                label_of(row),
+                row.user_id,
+                row.dead_at,
+                row.dead_reason,
+            )
+            for row in rows
+        ]
     shown.sort(key=lambda target: target.dead_at, reverse=True)
     return total, shown[:DEAD_SHOWN]
 

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from .. import app_providers, reports
+from .. import app_providers, explain, reports
 from ..api.messages import status as message_status
 from ..categories import CHANNELS
 from ..errors import PayloadError, ValidationError
@@ -169,6 +169,7 @@ def message(id: str) -> ResponseReturnValue:
         filter=status,
         done=request.args.get("done"),
         category_label=_category_label(row.category),
+        no_delivery=explain.NO_DELIVERY,
     )
 
 

@@ -109,12 +109,15 @@ def without_answer(
     if isinstance(error, aiohttp.ClientResponseError):
         # aiohttp could not read the answer as HTTP (a 400 of its own, not the
         # service's): it may well read the next one. Its text would name the whole
-        # endpoint, which logs and timelines never show.
+        # endpoint, which logs and timelines never show; its parser's message may
+        # run over lines.
+        said = " ".join(str(error.message).split())[:200]
         return DeliveryResult(
             push.delivery_id,
             "retry",
             provider,
-            error=f"the answer was not readable HTTP ({error.message})",
+            error=f"its answer was not HTTP ({said})",
+            reason="no_answer",
         )
     transient = (
         aiohttp.ClientConnectionError,
@@ -129,9 +132,27 @@ def without_answer(
             "retry",
             provider,
             error=unreachable(error, timeout),
-            reason="unreachable",
+            reason=unanswered_reason(error),
         )
     return None
+
+
+def unanswered_reason(error: BaseException) -> str:
+    """``no_answer`` when the request may have reached the push service and no
+    answer came back to read (a read timeout, a connection closed or broken off
+    before the answer), so the push may have arrived; ``unreachable`` when no
+    connection was made, so it was not sent."""
+    import aiohttp
+
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return "unreachable"
+    read_stage = (
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientPayloadError,
+        asyncio.TimeoutError,
+        TimeoutError,
+    )
+    return "no_answer" if isinstance(error, read_stage) else "unreachable"
 
 
 def exiting(error: BaseException) -> bool:
@@ -386,12 +407,15 @@ class Provider(ABC):
             began = time.monotonic()
             response = await _within(self.timeout, self.post(push, payload))
         except asyncio.TimeoutError as err:
+            if began and self.round_trips is not None:
+                # the time it waited: a push service that stops answering is slow
+                self.round_trips.append(time.monotonic() - began)
             return DeliveryResult(
                 push.delivery_id,
                 "retry",
                 self.name,
                 error=unreachable(err, self.timeout),
-                reason="unreachable",
+                reason="no_answer",
             )
         except Exception as err:  # noqa: BLE001 - parse() decides what it means
             response = err

@@ -622,8 +622,8 @@ def test_an_answer_that_is_not_http_is_retried_and_names_no_endpoint(
 ) -> None:
     """Once a permanent failure ("refused it"), its text holding the whole endpoint."""
     result = send_to_raw(vapid_private_key, b"\x00\xffNOT HTTP AT ALL\r\n\r\n")
-    assert result.status == "retry", result
-    assert result.error is not None and result.error.startswith("the answer was not readable HTTP")
+    assert (result.status, result.reason) == ("retry", "no_answer"), result
+    assert result.error is not None and result.error.startswith("its answer was not HTTP (")
     assert "secret-subscription-id" not in result.error
 
 
