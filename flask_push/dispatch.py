@@ -1222,6 +1222,13 @@ class Dispatcher:
             # what was written, not what was answered: a retry dropped as superseded
             # counts as superseded
             self.metrics.count(recorded)
+            self.metrics.refused(
+                Counter(
+                    result.provider
+                    for _, result in writes.results
+                    if result.reason == "credentials_refused"
+                )
+            )
         # The outcomes are kept whatever a receiver does.
         try:
             self._signal(writes.results, attempts, dead, dropped)

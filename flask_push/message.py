@@ -166,7 +166,8 @@ class DeliveryResult:
     #: the reason of :data:`flask_push.outcomes.REASONS` the timeline gives, when the
     #: provider knows it better than its status does: ``address_blocked`` (flask-push
     #: itself refused to connect to the endpoint's address), ``unsendable`` (the push
-    #: could not be built), ``unreachable``
+    #: could not be built), ``unreachable`` (no connection), ``no_answer`` (none came
+    #: back to read), ``credentials_refused`` (the service refused flask-push's key)
     reason: str | None = None
 
     def __post_init__(self) -> None:

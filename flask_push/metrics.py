@@ -12,6 +12,9 @@
   collide). With ``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client's
   multiprocess mode keeps them in files there, and a scrape of any process sums
   every process's (gunicorn workers, Celery workers, ``flask push worker``).
+- ``flask_push_credentials_refused_total{provider}``: the pushes a push service
+  refused for flask-push's credentials, counted by the dispatcher; any is worth an
+  alert, since every push those credentials sign fails.
 - ``flask_push_outbox_due`` and ``flask_push_outbox_oldest_due_seconds`` are read
   from the database at scrape time, so they are right whichever process delivers.
 - ``flask_push_ws_connections`` is this process's open websockets.
@@ -113,6 +116,13 @@ class Metrics:
             OUTCOME_LABELS,
             registry=own,
         )
+        self.credentials_refused = Counter(
+            "flask_push_credentials_refused",
+            "Pushes a push service refused for flask-push's credentials (its key, token or "
+            "VAPID signature), by provider: alert on any.",
+            ("provider",),
+            registry=own,
+        )
         self.seconds = Histogram(
             "flask_push_delivery_seconds",
             "Round trips to the push services, in seconds.",
@@ -128,6 +138,12 @@ class Metrics:
         for (provider, outcome), n in outcomes.items():
             if n:
                 self.deliveries.labels(provider, outcome).inc(n)
+
+    def refused(self, providers: Mapping[str, int]) -> None:
+        """Add a batch of pushes refused for the credentials, ``{provider: how many}``."""
+        for provider, n in providers.items():
+            if n:
+                self.credentials_refused.labels(provider).inc(n)
 
     def observe(self, provider: str, seconds: Iterable[float]) -> None:
         """Add a batch of ``provider``'s round trips."""

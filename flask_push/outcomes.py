@@ -58,6 +58,10 @@ REASONS: Final[dict[str, str]] = {
         "{Service} answered {answer} at {at}: this {target} is dead and will not be used again."
     ),
     "rejected": ("{Service} refused it at {at} ({answer}); it will not be tried again as it is."),
+    "credentials_refused": (
+        "{Service} refused flask-push's credentials at {at} ({answer}). Until they are "
+        "fixed, it refuses every push they sign; then retry what failed."
+    ),
     "address_blocked": (
         "flask-push did not connect at {at}: {answer}. It will not be tried again as it is."
     ),

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flask_push import PushConfigError
 from flask_push.models import utcnow
-from flask_push.testing import FakeFCM, FakePushService
+from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
 from conftest import db, push, quiet_now, subscribe, wait_until
@@ -117,6 +117,44 @@ def test_outcomes_and_round_trips_are_counted(
     assert round_trips(final, "webpush") == 4
     assert len(push_fake_webpush.requests) == 4
     assert len(push_fake_fcm.messages) == 1
+
+
+def test_refused_credentials_are_counted_and_said_as_such(
+    make_app: Callable[..., Flask], push_fake_apns: FakeAPNs
+) -> None:
+    """A revoked APNs key fails every iOS push: not "refused it" like a bad payload,
+    but a reason and a counter of its own, for an alert."""
+    config = push_fake_apns.app_config()
+    app = make_app(PUSH_QUEUE="inline", PUSH_METRICS=True, PUSH_METRICS_TOKEN=TOKEN, **config)
+    push_fake_apns.revoke_key(config["PUSH_APNS_KEY_ID"])
+    with app.app_context():
+        for n in range(2):
+            db.session.add(
+                push.models.Installation(
+                    app_id="shop",
+                    device_token=f"{n:02x}" * 32,
+                    device_type="ios",
+                    user_id="alice",
+                )
+            )
+        db.session.commit()
+        message = push.send(users=["alice"], title="Order #42")
+        entries = push.explain(message.id)
+    samples = scrape(app)
+    assert delivered(samples, "apns", "failed") == 2
+    key = ("flask_push_credentials_refused_total", frozenset({("provider", "apns")}))
+    assert samples[key] == 2
+    for entry in entries:
+        assert (entry["status"], entry["reason"]) == ("failed", "credentials_refused")
+        assert entry["detail"].startswith(
+            "Apple's push service (APNs) refused flask-push's credentials at "
+        )
+        assert (
+            "(403 InvalidProviderToken: APNs refused the provider token; check " in entry["detail"]
+        )
+        assert entry["detail"].endswith(
+            "Until they are fixed, it refuses every push they sign; then retry what failed."
+        )
 
 
 def test_outcomes_are_counted_as_written_wherever_they_are_written(

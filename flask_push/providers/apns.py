@@ -449,8 +449,10 @@ class APNsProvider(Provider):
         status, reason = result.status, result.description or ""
         code = int(status) if digits(status) else None
 
-        def outcome(kind: Status, error: str | None = None) -> DeliveryResult:
-            return DeliveryResult(push.delivery_id, kind, self.name, error, code)
+        def outcome(
+            kind: Status, error: str | None = None, reason: str | None = None
+        ) -> DeliveryResult:
+            return DeliveryResult(push.delivery_id, kind, self.name, error, code, reason=reason)
 
         if status == "200":
             # the apns-id APNs echoes: what Apple's delivery log knows it by
@@ -487,7 +489,11 @@ class APNsProvider(Provider):
                 else f"check {self.setting('PUSH_APNS_KEY')}, its key id {self.key_id} and "
                 f"the team id {self.team_id}, and that the key was not revoked"
             )
-            return outcome("failed", f"403 {reason}: APNs refused the provider token; {hint}")
+            return outcome(
+                "failed",
+                f"403 {reason}: APNs refused the provider token; {hint}",
+                reason="credentials_refused",
+            )
         if status == "413":
             return outcome("failed", f"413 {reason}: the payload is over {self.max_payload} bytes")
         if reason in ("BadTopic", "TopicDisallowed", "MissingTopic"):

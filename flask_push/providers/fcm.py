@@ -607,6 +607,7 @@ class FCMProvider(Provider):
                     f"{self.setting('PUSH_FCM_CREDENTIALS')}."
                 ),
                 status_code=403,
+                reason="credentials_refused",
             )
         if status == 401:
             return result(
@@ -618,6 +619,7 @@ class FCMProvider(Provider):
                     f"{self.project_id!r} with the Firebase Cloud Messaging API enabled."
                 ),
                 status_code=401,
+                reason="credentials_refused",
             )
         # an answer FCM does not document for a send (a redirect, 405, 409...)
         return result("failed", error=_describe(answer), status_code=status)
@@ -642,6 +644,7 @@ class FCMProvider(Provider):
                     f"Check {self.setting('PUSH_FCM_CREDENTIALS')} (the key may be deleted "
                     "or disabled)."
                 ),
+                reason="credentials_refused",
             )
         if isinstance(err, google.auth.exceptions.TransportError):
             return result(

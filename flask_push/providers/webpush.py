@@ -452,6 +452,21 @@ class WebPushProvider(Provider):
                 status_code=status,
                 retry_after=response.retry_after,
             )
+        if status in (401, 403):
+            # RFC 8292: the VAPID token is refused, or does not match the key the
+            # subscription was made for (the app's key changed since)
+            return DeliveryResult(
+                push.delivery_id,
+                "failed",
+                self.name,
+                error=(
+                    f"{said}; check {self.setting('PUSH_VAPID_PRIVATE_KEY')} and "
+                    f"{self.setting('PUSH_VAPID_SUBJECT')}: a subscription made for another "
+                    "key is refused (the browser must subscribe again)"
+                ),
+                status_code=status,
+                reason="credentials_refused",
+            )
         if status == 413:
             said = f"the encrypted payload is too large for the push service ({said})"
         return DeliveryResult(push.delivery_id, "failed", self.name, error=said, status_code=status)

@@ -262,7 +262,11 @@ def test_a_revoked_key_fails_with_a_hint(push_fake_apns: FakeAPNs) -> None:
     revoked = push_fake_apns.auth_key(key_id="REVOKED001")
     push_fake_apns.revoke_key("REVOKED001")
     [result] = send(provider(push_fake_apns, revoked), [outgoing(0, ALERT)])
-    assert (result.status, result.status_code) == ("failed", 403)
+    assert (result.status, result.status_code, result.reason) == (
+        "failed",
+        403,
+        "credentials_refused",
+    )
     assert result.error is not None
     assert result.error.startswith("403 InvalidProviderToken: APNs refused the provider token")
     assert "REVOKED001" in result.error and "TEAM123456" in result.error

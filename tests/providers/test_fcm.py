@@ -196,7 +196,11 @@ def test_refused_credentials_fail_with_advice(
 ) -> None:
     push_fake_fcm.fail_next(401, "THIRD_PARTY_AUTH_ERROR")
     result = send_one(make_provider(push_fake_fcm, account), push(make_registration_token()))
-    assert (result.status, result.status_code) == ("failed", 401)
+    assert (result.status, result.status_code, result.reason) == (
+        "failed",
+        401,
+        "credentials_refused",
+    )
     assert "PUSH_FCM_CREDENTIALS" in (result.error or "")
 
     # A key the token endpoint does not know: invalid_grant, not worth retrying,
@@ -204,7 +208,7 @@ def test_refused_credentials_fail_with_advice(
     stranger = foreign_service_account(token_uri=push_fake_fcm.token_uri)
     pushes = [push(make_registration_token(), n=i) for i in range(3)]
     results = send(make_provider(push_fake_fcm, stranger), pushes)
-    assert [r.status for r in results] == ["failed"] * 3
+    assert [(r.status, r.reason) for r in results] == [("failed", "credentials_refused")] * 3
     for result in results:
         assert "invalid_grant" in (result.error or "")
         assert "PUSH_FCM_CREDENTIALS" in (result.error or "")

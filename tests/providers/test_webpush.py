@@ -299,8 +299,16 @@ def test_a_bad_vapid_token_fails_with_the_services_explanation(
     endpoint = subscriber.endpoint.replace("127.0.0.1", "localhost")
     provider = make_provider(vapid_private_key, allow_private_hosts=["localhost"])
     result = send_one(provider, outgoing(target(subscriber, endpoint)))
-    assert (result.status, result.status_code) == ("failed", 403)
+    assert (result.status, result.status_code, result.reason) == (
+        "failed",
+        403,
+        "credentials_refused",
+    )
     assert result.error is not None and "aud" in result.error
+    assert result.error.endswith(
+        "; check PUSH_VAPID_PRIVATE_KEY and PUSH_VAPID_SUBJECT: a subscription made for "
+        "another key is refused (the browser must subscribe again)"
+    )
 
 
 def test_bad_subscription_keys_and_data_that_is_not_json_fail_alone(
