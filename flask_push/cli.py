@@ -400,8 +400,13 @@ def explain(message_id: str, user_id: str | None) -> None:
     finally:
         push.db.session.rollback()  # end the read transaction
     if not entries:
-        whose = f" to user {user_id}" if user_id is not None else ""
-        click.echo(f"Message {message_id} has no deliveries{whose}: {NO_DELIVERY}.")
+        if user_id is None:
+            click.echo(f"Message {message_id} has no deliveries: {NO_DELIVERY}.")
+        else:
+            click.echo(
+                f"Message {message_id} has no deliveries to user {user_id}: they were not "
+                "in its audience, or had no browser or device active when it was sent."
+            )
         return
     for number, entry in enumerate(entries):
         if number:

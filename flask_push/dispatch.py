@@ -1587,7 +1587,7 @@ class Dispatcher:
                         provider=kind,
                         kind=kind,
                         how=settings_to_set(kind),
-                        worker=_THIS_WORKER,
+                        worker=_this_process(),
                     )
                 )
             elif isinstance(provider, str):
@@ -2078,9 +2078,12 @@ def _lost_attempts(
     ]
 
 
-#: this process, as an operator finds it: a worker whose config lacks a provider
-#: the app has (one started without the app's settings) fails what it claims
-_THIS_WORKER = f"host {socket.gethostname()}, pid {os.getpid()}"
+def _this_process() -> str:
+    """This process, as an operator finds it: a worker whose config lacks a provider
+    the app has (one started without the app's settings) fails what it claims. Read
+    when said: a process forked after the import (a Celery pool's, gunicorn's) has a
+    pid of its own."""
+    return f"host {socket.gethostname()}, pid {os.getpid()}"
 
 
 def _outcome(

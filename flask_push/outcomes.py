@@ -59,8 +59,8 @@ REASONS: Final[dict[str, str]] = {
     ),
     "rejected": ("{Service} refused it at {at} ({answer}); it will not be tried again as it is."),
     "credentials_refused": (
-        "{Service} refused flask-push's credentials at {at} ({answer}). Until they are "
-        "fixed, it refuses every push they sign; then retry what failed."
+        "{Service} refused flask-push's credentials at {at} ({answer}); it will not be "
+        "tried again as it is."
     ),
     "address_blocked": (
         "flask-push did not connect at {at}: {answer}. It will not be tried again as it is."
@@ -75,9 +75,9 @@ REASONS: Final[dict[str, str]] = {
         "flask-push could not reach {service} at {at}: {answer}. It will be tried again at {next}."
     ),
     "no_answer": (
-        "flask-push sent it to {service} at {at}, but got no answer it could read: {answer}. "
-        "The push may have arrived all the same (a retry then shows it twice); it will be "
-        "tried again at {next}."
+        "flask-push got no answer it could read from {service} at {at}: {answer}. The push "
+        "may have arrived all the same (a retry then shows it twice); it will be tried "
+        "again at {next}."
     ),
     "gave_up": "{Last}; flask-push gave up after {attempts} attempts.",
     "no_outcome": (
@@ -223,7 +223,8 @@ def detail(reason: str, **values: Any) -> str:
     worker = values.get("worker")
     # a worker found it: the process that queued it had the provider
     shown["worker"] = (
-        f" in the worker process that claimed it ({worker}), though the app that queued it has one"
+        f" in the worker process that claimed it ({worker}), though the process that "
+        "queued it had one then"
         if worker
         else ""
     )

@@ -1023,7 +1023,8 @@ def test_a_worker_without_the_apps_provider_says_so(
     # can send
     assert row.events[-1]["detail"] == (
         f"No webpush provider is configured in the worker process that claimed it (host "
-        f"{socket.gethostname()}, pid {os.getpid()}), though the app that queued it has one, "
+        f"{socket.gethostname()}, pid {os.getpid()}), though the process that queued it had "
+        "one then, "
         "so it could not be sent: set PUSH_VAPID_PRIVATE_KEY and PUSH_VAPID_SUBJECT in that "
         "process's config "
         "(`flask push worker` and Celery workers need the app's PUSH_* settings), or store "

@@ -268,3 +268,40 @@ def test_a_device_registered_by_another_user_starts_over(app, client):
         token = push.models.ActivityToken
         tokens = sa.select(token).where(token.installation_id == his["id"])
         assert db.session.scalars(tokens).all() == []
+
+
+def test_an_installation_given_to_another_user_starts_over_too(app, client):
+    """An admin's PATCH of userId moves the device as a new sign-in does: the new
+    owner gets none of the last one's topics, badge, time zone or Live Activities."""
+    hers = client.post(
+        "/push/installations",
+        headers=as_user("alice"),
+        json=ios(badge=3, timeZone="Europe/Paris", subscriptions=["offers"]),
+    ).json
+    client.post(
+        f"/push/installations/{hers['id']}/activities",
+        headers=as_user("alice"),
+        json={"activityId": "order-42", "pushToken": secrets.token_hex(32)},
+    )
+    # her own PATCH that names herself changes nothing of it
+    same = client.patch(
+        f"/push/installations/{hers['id']}", headers=as_user("alice"), json={"userId": "alice"}
+    )
+    assert (same.json["subscriptions"], same.json["badge"]) == (["offers"], 3)
+    moved = client.patch(
+        f"/push/installations/{hers['id']}",
+        headers=as_user("root", admin=True),
+        json={"userId": "bob", "subscriptions": ["news"]},
+    )
+    assert moved.status_code == 200
+    his = moved.json
+    assert (his["userId"], his["subscriptions"], his["badge"], his["timeZone"]) == (
+        "bob",
+        ["news"],
+        None,
+        None,
+    )
+    with app.app_context():
+        token = push.models.ActivityToken
+        tokens = sa.select(token).where(token.installation_id == his["id"])
+        assert db.session.scalars(tokens).all() == []

@@ -33,9 +33,10 @@ def _terminate(connection: Any) -> None:
 
 
 @contextmanager
-def lost_after_commit() -> Iterator[list[str]]:
-    """This thread's connection is lost at its first statement after a COMMIT;
-    yields the statements it was lost at."""
+def lost_after_commit(*, for_good: bool = False) -> Iterator[list[str]]:
+    """This thread's connection is lost at its first statement after a COMMIT (and,
+    ``for_good``, at every one after it: the database stays down); yields the
+    statements it was lost at."""
     me = threading.get_ident()
     committed = [False]
     lost: list[str] = []
@@ -46,7 +47,7 @@ def lost_after_commit() -> Iterator[list[str]]:
 
     def before(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
         if threading.get_ident() == me and committed[0]:
-            committed[0] = False
+            committed[0] = for_good
             _terminate(connection)
             lost.append(statement)
 
@@ -64,42 +65,96 @@ def _count(model: Any) -> int:
     return int(db.session.scalar(sa.select(sa.func.count()).select_from(model)) or 0)
 
 
-WRITES: dict[str, tuple[Callable[[Any], Any], int, str]] = {
+#: name -> (the request, given the client and alice's installation id; its status;
+#: the model it writes; how many rows of it there are then)
+WRITES: dict[str, tuple[Callable[[Any, str], Any], int, str, int]] = {
     "send": (
-        lambda client: client.post(
+        lambda client, ins: client.post(
             "/push/messages",
             json={"audience": {"users": ["alice"]}, "notification": {"title": "Sale"}},
             headers=as_user("root", admin=True),
         ),
         202,
         "Message",
+        1,
     ),
     "inbox item": (
-        lambda client: client.post(
+        lambda client, ins: client.post(
             "/push/notifications", json={"title": "Hello"}, headers=as_user("alice")
         ),
         201,
         "InboxItem",
+        1,
     ),
     "installation": (
-        lambda client: client.post(
+        lambda client, ins: client.post(
             "/push/installations",
             json={"appId": "shop-ios", "deviceType": "ios", "deviceToken": IOS_TOKEN},
             headers=as_user("alice"),
         ),
         201,
         "Installation",
+        2,
     ),
     "preferences": (
-        lambda client: client.patch(
+        lambda client, ins: client.patch(
             "/push/preferences",
             json={"categories": {"offers": {"web": False}}},
             headers=as_user("alice"),
         ),
         200,
         "Preference",
+        1,
+    ),
+    "installation change": (
+        lambda client, ins: client.patch(
+            f"/push/installations/{ins}",
+            json={"badge": 3},
+            headers=as_user("alice"),
+        ),
+        200,
+        "Installation",
+        1,
+    ),
+    "live activity token": (
+        lambda client, ins: client.post(
+            f"/push/installations/{ins}/activities",
+            json={"activityId": "order-42", "pushToken": "cd" * 32},
+            headers=as_user("alice"),
+        ),
+        201,
+        "ActivityToken",
+        1,
+    ),
+    "provider": (
+        lambda client, ins: client.post(
+            "/push/providers",
+            json={
+                "appId": "shop-web",
+                "kind": "webpush",
+                "settings": {
+                    "privateKey": client.application.config["PUSH_VAPID_PRIVATE_KEY"],
+                    "subject": "mailto:ops@shop.example",
+                },
+            },
+            headers=as_user("root", admin=True),
+        ),
+        201,
+        "Provider",
+        1,
     ),
 }
+
+
+def _installation(client: Any) -> str:
+    """Alice's iPhone, registered before the connection is lost."""
+    answer = client.post(
+        "/push/installations",
+        json={"appId": "shop-ios", "deviceType": "ios", "deviceToken": "ef" * 32},
+        headers=as_user("alice"),
+    )
+    assert answer.status_code in (200, 201)
+    return str(answer.get_json()["id"])
 
 
 @on_postgres
@@ -109,16 +164,17 @@ def test_a_write_committed_before_the_connection_is_lost_is_answered_as_done(
 ) -> None:
     """The answer is made from what was committed, without reading it again: a 500
     would have the client write it a second time."""
-    call, status, model_name = WRITES[write]
+    call, status, model_name, rows = WRITES[write]
     app = make_app(PUSH_CATEGORIES={"offers": {"label": "Offers"}})
     client = app.test_client()
+    ins = _installation(client)  # made before: its write is not the one lost
     with app.app_context():
         model = getattr(app.extensions["push"].push.models, model_name)
         with lost_after_commit():
-            answer = call(client)
+            answer = call(client, ins)
         assert answer.status_code == status, answer.get_json()
         assert "error" not in answer.get_json()
-        assert _count(model) == 1
+        assert _count(model) == rows
         # the pool has put the lost connection away: the next request works
         assert client.get("/push/notifications", headers=as_user("alice")).status_code == 200
 
@@ -143,6 +199,28 @@ def test_a_send_answers_its_id_though_its_counts_cannot_be_read(
         assert len(lost) == 1 and "push_deliveries" in lost[0]
     [said] = [r for r in caplog.records if "its counts could not be read" in r.getMessage()]
     assert said.getMessage().startswith(f"flask-push: {answer.get_json()['id']} is queued")
+
+
+@on_postgres
+def test_a_send_answers_its_id_though_the_database_stays_down(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Every read after the commit fails, the message's own too: the answer is made
+    from what the send committed, not a 503 saying nothing was changed (which a
+    client would answer by sending it again)."""
+    app = make_app()
+    with app.app_context():
+        with lost_after_commit(for_good=True) as lost:
+            answer = app.test_client().post(
+                "/push/messages",
+                json={"audience": {"everyone": True}, "notification": {"title": "Sale"}},
+                headers=as_user("root", admin=True),
+            )
+        assert answer.status_code == 202, answer.get_json()
+        assert answer.get_json()["id"].startswith("msg_")
+        assert lost
+        db.session.remove()
+        assert _count(app.extensions["push"].push.models.Message) == 1
 
 
 @on_postgres

@@ -153,7 +153,7 @@ def test_refused_credentials_are_counted_and_said_as_such(
             "(403 InvalidProviderToken: APNs refused the provider token; check " in entry["detail"]
         )
         assert entry["detail"].endswith(
-            "Until they are fixed, it refuses every push they sign; then retry what failed."
+            "and that the key was not revoked); it will not be tried again as it is."
         )
 
 

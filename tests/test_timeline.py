@@ -323,14 +323,13 @@ def test_a_push_service_that_takes_a_push_and_does_not_answer_may_have_it(
         "Attempt 1: the browser's push service gave no answer flask-push could read: no "
         "answer came within 0.5 s."
     )
-    assert entry["detail"].startswith("flask-push sent it to the browser's push service at ")
-    assert (
-        entry["detail"]
-        .split(" UTC", 1)[1]
-        .startswith(
-            ", but got no answer it could read: no answer came within 0.5 s. The push may have "
-            "arrived all the same (a retry then shows it twice); it will be tried again at "
-        )
+    opening, rest = entry["detail"].split(" UTC", 1)
+    assert opening.startswith(
+        "flask-push got no answer it could read from the browser's push service at "
+    )
+    assert rest.startswith(
+        ": no answer came within 0.5 s. The push may have arrived all the same (a retry "
+        "then shows it twice); it will be tried again at "
     )
     assert waited and sum(waited) >= 0.5
 
@@ -616,6 +615,30 @@ def test_what_waits_for_a_browser_is_not_sent_once_someone_else_signs_in_on_it(
     assert [e["what"] for e in entry["events"]] == ["queued", "gone"]
 
 
+def test_what_waits_for_a_device_is_not_sent_once_someone_else_signs_in_on_it(
+    sending_app: Callable[..., Flask], push_fake_fcm: Any
+) -> None:
+    """The same for a phone: bob signs in on al's phone (the app registers its token
+    for him) before her scheduled message goes."""
+    from flask_push.testing.fcm import make_registration_token
+
+    app = sending_app()
+    client = app.test_client()
+    device = {"appId": "shop", "deviceType": "android", "deviceToken": make_registration_token()}
+    phone = client.post("/push/installations", json=device, headers=as_user("al")).get_json()
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    id = send(client, ["al"], sendAt=later)
+    again = client.post("/push/installations", json=device, headers=as_user("bob"))
+    assert again.status_code == 200 and again.get_json()["id"] == phone["id"]
+    with app.app_context():
+        make_due(id)
+        push.dispatch_due()
+        [entry] = push.explain(id)
+    assert (entry["status"], entry["reason"]) == ("gone", "target_changed_hands")
+    assert "its installation had been registered again for someone else" in entry["detail"]
+    assert push_fake_fcm.messages == []
+
+
 def test_cancel_a_scheduled_message(live: Flask, push_fake_webpush: FakePushService) -> None:
     client = live.test_client()
     subscribe(client, push_fake_webpush, "a")
@@ -834,6 +857,30 @@ def test_explain_on_the_command_line(live: Flask, push_fake_webpush: FakePushSer
     unknown = runner.invoke(args=["push", "explain", "msg_nope"])
     assert unknown.exit_code == 1
     assert unknown.output.strip() == "Error: No message with the id 'msg_nope'."
+
+
+def test_a_message_without_deliveries_says_why(live: Flask) -> None:
+    """Not a bare "has no deliveries" (exit 0): deliveries are made at the send, for
+    what of the audience was active then."""
+    with live.app_context():
+        id = push.send(users=["al"], title="Nobody home").id
+    runner = live.test_cli_runner()
+    shown = runner.invoke(args=["push", "explain", id])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output == (
+        f"Message {id} has no deliveries: no browser or device of its audience was active "
+        "when it was sent (a dead one is never sent to, and one registered later does not "
+        "get it).\n"
+    )
+    theirs = runner.invoke(args=["push", "explain", id, "--user", "zed"])
+    assert theirs.output == (
+        f"Message {id} has no deliveries to user zed: they were not in its audience, or "
+        "had no browser or device active when it was sent.\n"
+    )
+    page = live.test_client().get(f"/push/console/messages/{id}", headers=ADMIN)
+    assert "No delivery: no browser or device of its audience was active" in page.get_data(
+        as_text=True
+    )
 
 
 def test_explain_shows_what_came_from_outside_on_its_own_line(live: Flask) -> None:

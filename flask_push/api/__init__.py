@@ -188,10 +188,16 @@ def database_failure(err: Exception) -> ApiError | None:
             request.method,
             request.path,
         )
+        said = (
+            # it may have gone while a commit was on its way: what it did is not known
+            "The connection to the database was lost. Try again shortly."
+            if lost
+            else "The database cannot be reached right now; nothing was changed. Try again shortly."
+        )
         return ApiError(
             503,
             "database_unavailable",
-            "The database cannot be reached right now; nothing was changed. Try again shortly.",
+            said,
             headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
         )
     if found.missing_tables:

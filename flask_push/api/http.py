@@ -198,9 +198,15 @@ def parse_body(model: type[M]) -> M:
 def parse_query(model: type[M]) -> M:
     """The query string, checked as ``model``: a repeatable parameter is a list field.
     An unknown parameter is refused, as an unknown field of a body is: a filter that
-    is not one (``?status=``) would answer everything as if it were applied."""
+    is not one (``?status=``) would answer everything as if it were applied. Those
+    that are no one's filter pass: a cache buster (``_=``, as jQuery adds) and a
+    bearer token (``access_token``, RFC 6750) for the host's identity loader."""
     known = {field.alias or name: field for name, field in model.model_fields.items()}
-    unknown = sorted(set(request.args) - set(known))
+    unknown = sorted(
+        name
+        for name in set(request.args) - set(known)
+        if not name.startswith("_") and name != "access_token"
+    )
     if unknown:
         raise ValidationError(
             f"Unknown query parameter {unknown[0]!r}; expected one of {sorted(known)}.",

@@ -106,16 +106,22 @@ def register_installation() -> ResponseReturnValue:
         )
         session.add(installation)
     elif installation.user_id != values["user_id"]:
-        # another user signed in on the device: they start over, as a browser does,
-        # without the previous owner's topics, badge, time zone or Live Activities
-        # (nor a sight of them in this answer)
-        values = {**_STARTING_OVER, **values}
-        forget_tokens(session, ext.models, [installation.id])
+        # another user signed in on the device
+        values = _start_over(installation, values)
     for name, value in values.items():
         setattr(installation, name, value)
     installation.revive()
     commit_keeping(session, installation)
     return Installation.model_validate(installation).to_json(), 201 if created else 200
+
+
+def _start_over(installation: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` for an installation that changes hands: the new owner starts over,
+    as a browser does, without the last owner's topics, badge, time zone or Live
+    Activities (nor a sight of them in the answer), where ``values`` does not say."""
+    ext = push()
+    forget_tokens(ext.db.session, ext.models, [installation.id])
+    return {**_STARTING_OVER, **values}
 
 
 def _token_free(installation: Any, token: str) -> None:
@@ -188,6 +194,8 @@ def update_installation(id: str) -> ResponseReturnValue:
         )
     if "user_id" in given.model_fields_set:
         values["user_id"] = owner_for(given.user_id, caller_id(), _NOT_YOURS)
+        if values["user_id"] != installation.user_id:
+            values = _start_over(installation, values)
     for name, value in values.items():
         setattr(installation, name, value)
     installation.modified_at = utcnow()

@@ -83,24 +83,26 @@ def create_message() -> ResponseReturnValue:
         # The request was fine; the notification it asks for is more than a push
         # service takes: a 400 about the notification, not a 413 about the request.
         fail(400, "payload_too_large", str(err), "notification")
+    # read now, from the message as committed: a rollback below expires it
+    queued = MessageQueued(
+        id=message.id,
+        status=status(message, {"queued": message.recipient_count}),
+        recipient_count=message.recipient_count,
+    )
     try:
-        counts = _counts([message.id])[message.id]
-    except sa.exc.DBAPIError as err:
-        # it is committed and will be sent: the client needs its id, not a 500 that
-        # would have it send the message again
+        counts = _counts([queued.id])[queued.id]
+    except (sa.exc.DBAPIError, sa.exc.TimeoutError) as err:
+        # it is committed and will be sent: the client needs its id, not an error
+        # that would have it send the message again
         ext.db.session.rollback()
         log.warning(
             "flask-push: %s is queued, but its counts could not be read for the answer "
             "(%s); answered as queued",
-            message.id,
+            queued.id,
             database.first_line(err),
         )
-        counts = {"queued": message.recipient_count}
-    return MessageQueued(
-        id=message.id,
-        status=status(message, counts),
-        recipient_count=message.recipient_count,
-    ).to_json(), 202
+        return queued.to_json(), 202
+    return queued.model_copy(update={"status": status(message, counts)}).to_json(), 202
 
 
 # -- reading ----------------------------------------------------------------------

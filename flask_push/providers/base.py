@@ -415,7 +415,7 @@ class Provider(ABC):
                 "retry",
                 self.name,
                 error=unreachable(err, self.timeout),
-                reason="no_answer",
+                reason=unanswered_reason(err),
             )
         except Exception as err:  # noqa: BLE001 - parse() decides what it means
             response = err

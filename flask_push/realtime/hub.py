@@ -22,10 +22,11 @@ from .events import Event, Gap, sendable
 
 log = logging.getLogger("flask_push.realtime")
 
-#: the replays (joins with ``since``) a socket may ask for at once, and the seconds
-#: it earns another in: each may be as long as the channel keeps, for a frame of
-#: a few bytes
-REPLAY_BURST = 10
+#: the replays (joins with ``since`` that found events to send) a socket may have at
+#: once, and the seconds it earns another in: each may be as long as the channel
+#: keeps, for a frame of a few bytes. A client that reconnects rejoins each of its
+#: channels with ``since``: the burst leaves room for many.
+REPLAY_BURST = 32
 REPLAY_EVERY = 6.0
 
 
@@ -74,15 +75,20 @@ class Connection:
 
     def may_replay(self, now: float) -> bool:
         """Whether the client may have one more replay: :data:`REPLAY_BURST` at
-        once, then one every :data:`REPLAY_EVERY` seconds.
+        once, then one every :data:`REPLAY_EVERY` seconds (:meth:`replayed` spends
+        one).
 
         :param now: ``time.monotonic()``.
         """
         left, at = self.replays or (float(REPLAY_BURST), now)
         left = min(float(REPLAY_BURST), left + (now - at) / REPLAY_EVERY)
-        allowed = left >= 1
-        self.replays = (left - 1 if allowed else left, now)
-        return allowed
+        self.replays = (left, now)
+        return left >= 1
+
+    def replayed(self) -> None:
+        """Spend a replay that sent events (one that found none costs nothing)."""
+        left, at = self.replays or (float(REPLAY_BURST), 0.0)
+        self.replays = (left - 1, at)
 
     def offer(self, event: Event | Gap, now: float) -> None:
         """Send ``event`` now if the socket takes it without waiting, else queue it;

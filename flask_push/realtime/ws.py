@@ -339,6 +339,8 @@ def _answer(
             subscribed,
             _error("unavailable", "Missed events cannot be read now; reload your state."),
         ]
+    if replay is not None and (replay.events or replay.gap):
+        connection.replayed()
     return [subscribed, *_replayed(channel, replay)]
 
 

@@ -635,6 +635,23 @@ def test_an_answer_that_is_not_http_is_retried_and_names_no_endpoint(
     assert "secret-subscription-id" not in result.error
 
 
+def test_a_connection_not_made_in_time_is_unreachable_not_no_answer(
+    push_fake_webpush: FakePushService, vapid_private_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp's connect timeout is an asyncio.TimeoutError too: it is still "could
+    not reach" (nothing was sent), not "may have arrived"."""
+    import aiohttp
+
+    async def never_connects(self: Any, push: Any, payload: Any) -> Any:
+        raise aiohttp.ConnectionTimeoutError("Connection timeout to host")
+
+    monkeypatch.setattr(WebPushProvider, "post", never_connects)
+    subscriber = push_fake_webpush.subscribe()
+    result = send_one(make_provider(vapid_private_key), outgoing(target(subscriber)))
+    assert (result.status, result.reason) == ("retry", "unreachable")
+    assert result.error == "the connection was not made in time"
+
+
 def test_control_characters_of_an_error_body_are_written_out(vapid_private_key: str) -> None:
     body = b"\x1b[2Jno\x07 such\tsubscription"
     head = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(body)
