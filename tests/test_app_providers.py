@@ -214,7 +214,7 @@ def test_a_stored_providers_failure_names_the_settings_it_sent_with(
     with app.app_context():
         message = push.send(users=["al"], title="Your order shipped")
         [entry] = push.explain(message.id)
-    assert (entry["status"], entry["reason"]) == ("failed", "rejected")
+    assert (entry["status"], entry["reason"]) == ("failed", "credentials_refused")
     assert (
         "check settings.key of the apns provider stored for app 'beta', its key id "
         in (entry["detail"])
