@@ -9,13 +9,14 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from conftest import POSTGRES_URL, as_user, db
+from conftest import POSTGRES_URL, as_user, db, service_account
 
 on_postgres = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 IOS_TOKEN = "ab" * 32
@@ -65,83 +66,69 @@ def _count(model: Any) -> int:
     return int(db.session.scalar(sa.select(sa.func.count()).select_from(model)) or 0)
 
 
-#: name -> (the request, given the client and alice's installation id; its status;
-#: the model it writes; how many rows of it there are then)
-WRITES: dict[str, tuple[Callable[[Any, str], Any], int, str, int]] = {
-    "send": (
-        lambda client, ins: client.post(
-            "/push/messages",
-            json={"audience": {"users": ["alice"]}, "notification": {"title": "Sale"}},
-            headers=as_user("root", admin=True),
-        ),
+ADMIN = as_user("root", admin=True)
+ALICE = as_user("alice")
+
+
+@dataclass(frozen=True)
+class Write:
+    """A request that writes: ``{ins}`` in its path is alice's installation id;
+    the model it writes, and how many rows of it there are then."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    status: int
+    model: str
+    rows: int = 1
+
+
+WRITES = {
+    "send": Write(
+        "POST",
+        "/messages",
+        {"audience": {"users": ["alice"]}, "notification": {"title": "Sale"}},
+        ADMIN,
         202,
         "Message",
-        1,
     ),
-    "inbox item": (
-        lambda client, ins: client.post(
-            "/push/notifications", json={"title": "Hello"}, headers=as_user("alice")
-        ),
-        201,
-        "InboxItem",
-        1,
-    ),
-    "installation": (
-        lambda client, ins: client.post(
-            "/push/installations",
-            json={"appId": "shop-ios", "deviceType": "ios", "deviceToken": IOS_TOKEN},
-            headers=as_user("alice"),
-        ),
+    "inbox item": Write("POST", "/notifications", {"title": "Hello"}, ALICE, 201, "InboxItem"),
+    "installation": Write(
+        "POST",
+        "/installations",
+        {"appId": "shop-ios", "deviceType": "ios", "deviceToken": IOS_TOKEN},
+        ALICE,
         201,
         "Installation",
-        2,
+        rows=2,
     ),
-    "preferences": (
-        lambda client, ins: client.patch(
-            "/push/preferences",
-            json={"categories": {"offers": {"web": False}}},
-            headers=as_user("alice"),
-        ),
+    "preferences": Write(
+        "PATCH",
+        "/preferences",
+        {"categories": {"offers": {"web": False}}},
+        ALICE,
         200,
         "Preference",
-        1,
     ),
-    "installation change": (
-        lambda client, ins: client.patch(
-            f"/push/installations/{ins}",
-            json={"badge": 3},
-            headers=as_user("alice"),
-        ),
-        200,
-        "Installation",
-        1,
+    "installation change": Write(
+        "PATCH", "/installations/{ins}", {"badge": 3}, ALICE, 200, "Installation"
     ),
-    "live activity token": (
-        lambda client, ins: client.post(
-            f"/push/installations/{ins}/activities",
-            json={"activityId": "order-42", "pushToken": "cd" * 32},
-            headers=as_user("alice"),
-        ),
+    "live activity token": Write(
+        "POST",
+        "/installations/{ins}/activities",
+        {"activityId": "order-42", "pushToken": "cd" * 32},
+        ALICE,
         201,
         "ActivityToken",
-        1,
     ),
-    "provider": (
-        lambda client, ins: client.post(
-            "/push/providers",
-            json={
-                "appId": "shop-web",
-                "kind": "webpush",
-                "settings": {
-                    "privateKey": client.application.config["PUSH_VAPID_PRIVATE_KEY"],
-                    "subject": "mailto:ops@shop.example",
-                },
-            },
-            headers=as_user("root", admin=True),
-        ),
+    "provider": Write(
+        "POST",
+        "/providers",
+        {"appId": "shop-web", "kind": "fcm", "settings": {"credentials": service_account()}},
+        ADMIN,
         201,
         "Provider",
-        1,
     ),
 }
 
@@ -164,17 +151,18 @@ def test_a_write_committed_before_the_connection_is_lost_is_answered_as_done(
 ) -> None:
     """The answer is made from what was committed, without reading it again: a 500
     would have the client write it a second time."""
-    call, status, model_name, rows = WRITES[write]
+    given = WRITES[write]
     app = make_app(PUSH_CATEGORIES={"offers": {"label": "Offers"}})
     client = app.test_client()
     ins = _installation(client)  # made before: its write is not the one lost
+    path = "/push" + given.path.format(ins=ins)
     with app.app_context():
-        model = getattr(app.extensions["push"].push.models, model_name)
+        model = getattr(app.extensions["push"].push.models, given.model)
         with lost_after_commit():
-            answer = call(client, ins)
-        assert answer.status_code == status, answer.get_json()
+            answer = client.open(path, method=given.method, json=given.body, headers=given.headers)
+        assert answer.status_code == given.status, answer.get_json()
         assert "error" not in answer.get_json()
-        assert _count(model) == rows
+        assert _count(model) == given.rows
         # the pool has put the lost connection away: the next request works
         assert client.get("/push/notifications", headers=as_user("alice")).status_code == 200
 
