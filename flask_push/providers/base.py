@@ -144,11 +144,14 @@ def unanswered_reason(error: BaseException) -> str:
     connection was made, so it was not sent."""
     import aiohttp
 
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
+    if isinstance(error, (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError)):
         return "unreachable"
     read_stage = (
         aiohttp.ServerDisconnectedError,
         aiohttp.ClientPayloadError,
+        # an error of the connection once made (reset by the peer while the request
+        # or its answer was on the way): ClientConnectorError is one before it
+        aiohttp.ClientOSError,
         asyncio.TimeoutError,
         TimeoutError,
     )

@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -633,6 +634,32 @@ def test_an_answer_that_is_not_http_is_retried_and_names_no_endpoint(
     assert (result.status, result.reason) == ("retry", "no_answer"), result
     assert result.error is not None and result.error.startswith("its answer was not HTTP (")
     assert "secret-subscription-id" not in result.error
+
+
+def test_a_connection_reset_once_the_request_went_is_no_answer(vapid_private_key: str) -> None:
+    """The service read the push and reset the connection: it may have it, so the
+    retry may show it twice; not "could not be reached"."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def reset() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()  # a reset, not a close
+
+    thread = threading.Thread(target=reset, daemon=True)
+    thread.start()
+    p256dh, auth = browser_keys()
+    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}/push/x"
+    try:
+        result = send_one(
+            make_provider(vapid_private_key), outgoing(WebPushTarget(endpoint, p256dh, auth))
+        )
+    finally:
+        thread.join(5)
+        listener.close()
+    assert (result.status, result.reason) == ("retry", "no_answer"), result
+    assert result.error == "the connection failed (Connection reset by peer)"
 
 
 def test_a_connection_not_made_in_time_is_unreachable_not_no_answer(
