@@ -14,7 +14,7 @@
   every process's (gunicorn workers, Celery workers, ``flask push worker``).
 - ``flask_push_credentials_refused_total{provider}``: the pushes a push service
   refused for flask-push's credentials, counted by the dispatcher; any is worth an
-  alert, since every push those credentials sign fails.
+  alert (for Web Push it also counts each subscription made for another VAPID key).
 - ``flask_push_outbox_due`` and ``flask_push_outbox_oldest_due_seconds`` are read
   from the database at scrape time, so they are right whichever process delivers.
 - ``flask_push_ws_connections`` is this process's open websockets.

@@ -21,7 +21,7 @@ from .. import database, validation
 from ..config import PushSettings
 from ..errors import ValidationError
 from . import routes
-from .http import ApiError, error_response, push
+from .http import ApiError, error_response, nul_in_path, push
 
 log = logging.getLogger("flask_push")
 
@@ -83,8 +83,7 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
                     "Send the request with 'Content-Type: application/json'.",
                 )
             )
-        # No row has an id with NUL in it, and PostgreSQL would refuse to even look.
-        if any("\x00" in str(value) for value in (request.view_args or {}).values()):
+        if nul_in_path():
             return error_response(ApiError(404, "not_found", "Nothing has that id."))
         return None
 

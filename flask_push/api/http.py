@@ -195,6 +195,13 @@ def parse_body(model: type[M]) -> M:
     return parse(model, body(), context())
 
 
+def nul_in_path() -> bool:
+    """Whether an id in the request's path holds NUL: no row has such an id, and
+    PostgreSQL would refuse even to look one up. The API and the console answer it
+    as an id that matches nothing."""
+    return any("\x00" in str(value) for value in (request.view_args or {}).values())
+
+
 def parse_query(model: type[M]) -> M:
     """The query string, checked as ``model``: a repeatable parameter is a list field.
     An unknown parameter is refused, as an unknown field of a body is: a filter that

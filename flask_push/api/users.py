@@ -12,6 +12,7 @@ from .http import fail, push, require_admin
 from .routes import ADMIN, Answer, Routes
 
 ROUTES = Routes("users", who=ADMIN)
+_USER_ID = "The user's id, as the host's `identity_loader` gives it."
 
 
 @ROUTES(
@@ -19,7 +20,7 @@ ROUTES = Routes("users", who=ADMIN)
     "/users/<id>/targets",
     "listUserTargets",
     "A user's browsers and devices, with their recent deliveries",
-    id_description="The user's id, as the host's `identity_loader` gives it.",
+    id_description=_USER_ID,
     answers={
         200: Answer(
             "Every subscription and installation of the user, oldest first, each with "
@@ -44,7 +45,7 @@ def list_targets(id: str) -> ResponseReturnValue:
     "/users/<id>/preferences",
     "getUserPreferences",
     "A user's channels per category, and quiet hours",
-    id_description="The user's id, as the host's `identity_loader` gives it.",
+    id_description=_USER_ID,
     answers={
         200: Answer(
             "What `GET /preferences` answers that user: every category of PUSH_CATEGORIES "

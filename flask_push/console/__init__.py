@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
 from ..api import database_failure, http_error_response
-from ..api.http import error_response
+from ..api.http import error_response, nul_in_path
 from ..config import PushSettings
 from ..errors import ValidationError
 from . import guard, views
@@ -69,8 +69,7 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
                 guard.check_post()
             except guard.Refused as err:
                 return views.refused(err)
-        # No row has an id with NUL in it, and PostgreSQL would refuse to even look.
-        if any("\x00" in str(value) for value in (request.view_args or {}).values()):
+        if nul_in_path():
             return views.refused(guard.Refused(404, "Nothing has that id."))
         fields = [request.args, request.form] if request.method == "POST" else [request.args]
         if any("\x00" in value for given in fields for _, value in given.items(multi=True)):
