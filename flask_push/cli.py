@@ -46,7 +46,6 @@ from py_vapid import Vapid
 
 from . import reports
 from .activities import forget_tokens
-from .api.messages import status as message_status
 from .credentials import vapid_raw_private_key
 from .database import (
     diagnose,
@@ -290,11 +289,8 @@ def send(
             except PayloadError as err:
                 raise click.ClickException(f"{err.provider}: {err}") from None
             recipients = message.recipient_count
-            # as GET /messages/<id> says it: a message that pushes to nobody is done
-            # at once (with recipients, nothing of it has been sent yet: queued)
-            shown = message.status if recipients else message_status(message, {})
             click.echo(
-                f"Message {message.id}: {shown}, "
+                f"Message {message.id}: {message.status}, "
                 f"{recipients} recipient{'' if recipients == 1 else 's'}"
             )
             if not no_wait:

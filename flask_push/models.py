@@ -254,10 +254,11 @@ def _define(db: SQLAlchemy) -> Models:
 
         @property
         def status(self) -> str:
-            """``scheduled`` until ``send_at``, then ``queued``."""
+            """``scheduled`` until ``send_at``, then ``queued``; ``done`` at once when
+            it pushes to no one (as ``GET /messages/<id>`` says it)."""
             if self.send_at is not None and self.send_at > utcnow():
                 return "scheduled"
-            return "queued"
+            return "queued" if self.recipient_count else "done"
 
     class Delivery(db.Model):  # type: ignore[name-defined,misc]
         """One message to one subscription or installation: the durable outbox row.

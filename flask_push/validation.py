@@ -53,6 +53,16 @@ def digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+#: characters of a name the client chose (a key, a query parameter) that an error
+#: quotes back: enough to recognise it, and an error never grows with the request
+MAX_ECHOED = 100
+
+
+def clipped(name: str) -> str:
+    """``name`` as an error quotes it: at most :data:`MAX_ECHOED` characters."""
+    return name if len(name) <= MAX_ECHOED else f"{name[: MAX_ECHOED - 1]}…"
+
+
 def text(
     value: Any, field: str, *, max_length: int, required: bool = False, allow_empty: bool = False
 ) -> str | None:

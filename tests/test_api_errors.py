@@ -258,3 +258,37 @@ def test_an_unknown_query_parameter_is_refused_as_an_unknown_field_is(client):
     assert "at most 20 types" in refused.json["error"]["message"]
     twenty = ",".join(f"t{n}" for n in range(20))
     assert client.get(f"/push/notifications?type={twenty}", headers=mine).status_code == 200
+
+
+def test_an_operation_that_reads_no_query_refuses_one(client):
+    """`PATCH /preferences?userId=bob` changed the caller's own choices and answered
+    200, as though bob's had changed: an operation without a query refuses any."""
+    mine = as_user("alice")
+    answer = client.patch("/push/preferences?userId=bob", json={}, headers=mine)
+    assert answer.status_code == 400
+    assert answer.json["error"] == {
+        "code": "unknown_field",
+        "field": "userId",
+        "message": "Unknown query parameter 'userId'; this operation takes none.",
+    }
+    assert client.get("/push/preferences?_=1733390000000", headers=mine).status_code == 200
+    admin = as_user("root", admin=True)
+    assert client.get("/push/providers?kind=apns", headers=admin).status_code == 400
+
+
+def test_an_error_quotes_a_name_of_the_clients_at_most_100_characters(client):
+    """A key of 60,000 characters is not answered back whole."""
+    long, shown = "a" * 60_000, "a" * 99 + "…"
+    mine = as_user("alice")
+    for answer, field in (
+        (
+            client.patch("/push/preferences", json={"categories": {long: {}}}, headers=mine),
+            f"categories.{shown}",
+        ),
+        (client.post("/push/subscriptions", json={long: 1}, headers=mine), shown),
+        (client.get(f"/push/notifications?{long}=1", headers=mine), shown),
+    ):
+        assert answer.status_code == 400, answer.json
+        error = answer.json["error"]
+        assert error["field"] == field
+        assert len(error["message"]) < 400

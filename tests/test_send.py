@@ -17,7 +17,7 @@ from flask_push.errors import PayloadError, ValidationError
 from flask_push.models import DEAD, utcnow
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import add_subscription, db, later, make_due, push
+from conftest import add_subscription, as_user, db, later, make_due, push
 
 APNS_TOKEN = "ab" * 32
 
@@ -61,6 +61,17 @@ def outbox_app(make_app: Callable[..., Flask]) -> Any:
     app = make_app(PUSH_QUEUE="inline")
     with app.app_context():
         yield app
+
+
+def test_a_send_to_no_one_is_done_at_once_as_the_api_says(outbox_app: Flask) -> None:
+    message = push.send(users=["nobody"], title="Order #42")
+    assert message.recipient_count == 0
+    assert message.status == "done"
+    admin = as_user("root", admin=True)
+    shown = outbox_app.test_client().get(f"/push/messages/{message.id}", headers=admin)
+    assert shown.get_json()["status"] == "done"
+    later = push.send(users=["nobody"], title="Order #42", send_at=utcnow() + timedelta(hours=1))
+    assert later.status == "scheduled"
 
 
 def test_users_audience(outbox_app: Flask) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from flask import Response, current_app, jsonify, request
@@ -16,7 +16,7 @@ from ..errors import ValidationError
 from ..schemas.base import Context
 from ..schemas.errors import Error, ErrorDetail, check, parse
 from ..schemas.fields import UserId
-from ..validation import MAX_JSON_DEPTH
+from ..validation import MAX_JSON_DEPTH, clipped
 
 if TYPE_CHECKING:
     from ..extension import Push
@@ -202,24 +202,32 @@ def nul_in_path() -> bool:
     return any("\x00" in str(value) for value in (request.view_args or {}).values())
 
 
-def parse_query(model: type[M]) -> M:
-    """The query string, checked as ``model``: a repeatable parameter is a list field.
-    An unknown parameter is refused, as an unknown field of a body is: a filter that
-    is not one (``?status=``) would answer everything as if it were applied. Those
-    that are no one's filter pass: a cache buster (``_=``, as jQuery adds) and a
-    bearer token (``access_token``, RFC 6750) for the host's identity loader."""
-    known = {field.alias or name: field for name, field in model.model_fields.items()}
+def refuse_unknown_query(known: Iterable[str] = ()) -> None:
+    """Refuse a query parameter that is not one of ``known`` (an operation without
+    a query: any), as an unknown field of a body is: a filter that is not one
+    (``?status=``, ``?userId=``) would answer as if it were applied. Those that are no
+    one's filter pass: a cache buster (``_=``, as jQuery adds) and a bearer token
+    (``access_token``, RFC 6750) for the host's identity loader."""
+    expected = sorted(known)
     unknown = sorted(
         name
-        for name in set(request.args) - set(known)
+        for name in set(request.args) - set(expected)
         if not name.startswith("_") and name != "access_token"
     )
     if unknown:
+        takes = f"expected one of {expected}" if expected else "this operation takes none"
         raise ValidationError(
-            f"Unknown query parameter {unknown[0]!r}; expected one of {sorted(known)}.",
-            field=unknown[0],
+            f"Unknown query parameter {clipped(unknown[0])!r}; {takes}.",
+            field=clipped(unknown[0]),
             code="unknown_field",
         )
+
+
+def parse_query(model: type[M]) -> M:
+    """The query string, checked as ``model``: a repeatable parameter is a list field;
+    an unknown one is refused (:func:`refuse_unknown_query`)."""
+    known = {field.alias or name: field for name, field in model.model_fields.items()}
+    refuse_unknown_query(known)
     values: dict[str, Any] = {}
     for key, field in known.items():
         if key not in request.args:

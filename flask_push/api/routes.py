@@ -9,6 +9,8 @@ cannot be served without being documented, nor documented without being served.
 
 from __future__ import annotations
 
+import functools
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -153,4 +155,18 @@ def register(bp: Blueprint, routes: Iterable[Route]) -> None:
     """Add the operations that have a handler to ``bp`` (endpoint names are the handlers')."""
     for route in routes:
         if route.view is not None:
-            bp.add_url_rule(route.rule, view_func=route.view, methods=[route.method])
+            view = route.view if route.query is not None else _taking_no_query(route.view)
+            bp.add_url_rule(route.rule, view_func=view, methods=[route.method])
+
+
+def _taking_no_query(view: F) -> F:
+    """``view``, refusing any query parameter, since its operation reads none (those
+    that read one refuse what their model lacks as they parse it)."""
+    from .http import refuse_unknown_query
+
+    @functools.wraps(view)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        refuse_unknown_query()
+        return view(*args, **kwargs)
+
+    return typing.cast(F, checked)

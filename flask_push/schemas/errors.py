@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 from pydantic import ValidationError as PydanticError
 
 from ..errors import ValidationError
-from ..validation import UNSTORABLE
+from ..validation import UNSTORABLE, clipped
 from .base import Context, ResponseModel
 
 M = TypeVar("M", bound=BaseModel)
@@ -61,9 +61,9 @@ def validation_error(err: PydanticError, model: Any = None) -> ValidationError:
     error = errors[0]
     loc = list(error["loc"])
     context = error.get("ctx") or {}
-    path = [part for part in loc if isinstance(part, str) and part != _KEY]
+    path = [clipped(part) for part in loc if isinstance(part, str) and part != _KEY]
     if "field" in context:
-        path.append(str(context["field"]))
+        path.extend(clipped(part) for part in str(context["field"]).split("."))
     kind = error["type"]
     if "message" in context:  # raised by refuse(): the contract's own code and sentence
         code, message = kind, str(context["message"])
@@ -81,7 +81,7 @@ def validation_error(err: PydanticError, model: Any = None) -> ValidationError:
 
 
 def _unknown_field(model: Any, loc: list[Any]) -> str:
-    name = loc[-1]
+    name = clipped(str(loc[-1]))
     owner = _model_at(model, loc[:-1])
     if owner is None:
         return f"Unknown field {name!r}."
