@@ -81,17 +81,22 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         )
     # APNs shows a Live Activity push only if its timestamp is newer than the last
     stamp = max(int(now.timestamp()), (row.timestamp + 1) if row is not None else 0)
+    # A start of an activity that has started (a host's job run twice) is its next
+    # state: a second push-to-start would start a second Live Activity on the phone.
+    event = "update" if call.event == "start" and row is not None else call.event
     if row is None:
         row = model(id=call.id, created_at=now, users=[], state={})
         session.add(row)
     users = list(dict.fromkeys(call.users))
-    row.users = sorted(set(row.users or ()) | set(users))
-    row.event, row.state, row.timestamp, row.updated_at = call.event, call.state or {}, stamp, now
-    if call.event == "end":
+    # the users of the latest call are the activity's: one left out (a courier
+    # replaced) may no longer join its channel, nor be caught up
+    row.users = sorted(users)
+    row.event, row.state, row.timestamp, row.updated_at = event, call.state or {}, stamp, now
+    if event == "end":
         row.ended_at = now
     shown = Activity(
         id=call.id,
-        event=call.event,
+        event=event,
         state=call.state or {},
         timestamp=stamp,
         stale_at=_epoch(call.stale_at),
@@ -101,7 +106,7 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
     )
     live = {
         "id": call.id,
-        "event": call.event,
+        "event": event,
         "state": call.state or {},
         "title": call.title,
         "body": call.body,
@@ -117,9 +122,12 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
             session, models, call.id, message.id, stamp, targets, now, state.settings.categories
         )
 
-    def publish(message: Any) -> None:
+    def publish(message: Any, inbox_users: Sequence[str]) -> None:
+        # on the channels of the users whose inbox it reaches (the category's inbox
+        # channel is theirs to turn off), and on the activity's own, which a page
+        # showing it joins
         push = state.push
-        for channel in [*map(user_channel, users), CHANNEL_PREFIX + call.id]:
+        for channel in [*map(user_channel, inbox_users), CHANNEL_PREFIX + call.id]:
             try:
                 push.publish(channel, "activity", {**live, "messageId": message.id})
             except Exception:  # committed: a live event that fails is logged, not raised
@@ -133,7 +141,7 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         inbox_id=call.id,
         inbox_fields={
             "is_new": True,
-            "data": {"activity": {"id": call.id, "event": call.event, "state": call.state or {}}},
+            "data": {"activity": {"id": call.id, "event": event, "state": call.state or {}}},
             # from this state alone, as its push shows it: a state without a body,
             # a url or step and steps clears the previous state's (SQL NULL, as on an
             # item never given one, not JSON null), so that the bell never shows

@@ -370,7 +370,7 @@ class Extras:
     #: ``(session, message, targets)``, before the deliveries are written; returns
     #: how many deliveries it ended, by provider kind and status, or None
     before_insert: Any = None
-    #: ``(message)``, after the commit
+    #: ``(message, inbox_users)``, after the commit: the users given an inbox item
     after_commit: Any = None
 
 
@@ -523,7 +523,7 @@ def _queue_message(
         signals.send_committed(signals.inbox_item_saved, app, item=item, created=created)
     signals.send_committed(signals.message_queued, app, message=message)
     if extras is not None and extras.after_commit is not None:
-        extras.after_commit(message)
+        extras.after_commit(message, owners)
     # what waits for quiet hours to end is found by the workers' polling, as a
     # scheduled message is
     waiting = sum(d.due_at > due for d in rules.decisions.values() if d.tried) if rules else 0

@@ -184,7 +184,12 @@
     if (FP) {
       // the order's live activity (push.activity in demo/notify.py): each new state
       const channel = 'activity:order-' + order.dataset.order;
+      let shownStamp = 0;
       FP.on(channel, 'activity', (data) => {
+        // two states saved at once may be announced in either order: a state older
+        // than the one shown is not shown over it
+        if (data.timestamp < shownStamp) return;
+        shownStamp = data.timestamp;
         const status = (data.state || {}).status;
         const li = status && order.querySelector(`[data-step="${status}"]`);
         if (li) {

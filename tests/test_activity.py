@@ -163,6 +163,63 @@ def test_live_activity_tokens_pick_the_live_activity_push(
     assert shown.event == "end" and shown.content_state["status"] == "delivered"
 
 
+def test_a_start_run_twice_starts_one_live_activity(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """A host's job that calls start twice: the second goes out as the next state,
+    not as a second push-to-start (each would start a Live Activity on the phone)."""
+    client = live.test_client()
+    with live.app_context():
+        mine = devices(push_fake_webpush)
+        iphone = mine["iphone"]
+    patched = client.patch(
+        f"/push/installations/{iphone}",
+        json={"pushToStartToken": START_TOKEN},
+        headers=as_user("alice"),
+    )
+    assert patched.status_code == 200
+    with live.app_context():
+        first = order("start", attributes_type="OrderAttributes", attributes={"number": 42})
+        second = order("start", attributes_type="OrderAttributes", attributes={"number": 42})
+        assert (first.activity["event"], second.activity["event"]) == ("start", "update")
+        assert [data["event"] for _, data in events("activity:order-42")] == ["start", "update"]
+    started = [n for n in push_fake_apns.notifications if n.device_token == START_TOKEN]
+    assert len(started) == 1 and started[0].aps["event"] == "start"
+    # the device without the Live Activity's own token yet: the state as an alert
+    assert [n.push_type for n in push_fake_apns.notifications] == ["liveactivity", "alert"]
+    assert [p.json()["activity"]["event"] for p in mine["browser"].received] == [
+        "start",
+        "update",
+    ]
+
+
+def test_the_users_of_the_latest_call_are_the_activitys(live: Flask) -> None:
+    """A courier replaced by another may no longer join the delivery's channel, whose
+    next states (a door code) are not theirs to see."""
+    with live.app_context():
+        order("start", users=["alice", "courier_a"])
+        assert push.may_join("courier_a", "activity:order-42")
+        order(users=["alice", "courier_b"], state={**STATE, "door": "4711"})
+        assert not push.may_join("courier_a", "activity:order-42")
+        assert push.may_join("courier_b", "activity:order-42")
+        assert push.may_join("alice", "activity:order-42")
+
+
+def test_a_user_who_turned_the_inbox_off_gets_no_live_event(
+    sending_app: Callable[..., Flask],
+) -> None:
+    """The inbox channel is the inbox item and its live events: turned off, neither
+    comes (the activity's own channel, which a page showing it joins, still has it)."""
+    app = sending_app(PUSH_CATEGORIES={"deliveries": {"label": "Deliveries"}})
+    with app.app_context():
+        push.set_preferences("bob", categories={"deliveries": {"inbox": False}})
+        push.activity("order-42", users=["alice", "bob"], title="Order #42", category="deliveries")
+        assert [e for e, _ in events("user:alice")] == ["notification", "unread", "activity"]
+        assert [e for e, _ in events("user:bob")] == []
+        assert [e for e, _ in events("activity:order-42")] == ["activity"]
+        assert [item.id for item in push.search("bob").items] == []
+
+
 def register_live_token(app: Flask, iphone: str, token: str = LIVE_TOKEN) -> Any:
     return app.test_client().post(
         f"/push/installations/{iphone}/activities",
@@ -581,12 +638,12 @@ def test_a_retried_older_state_never_lands_after_a_newer_one(
     ], scraped
 
 
-def test_a_newer_state_the_user_will_not_get_leaves_the_older_one(
+def test_a_newer_state_the_user_will_not_get_supersedes_nothing(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
-    """A newer state held back by the policy (here the user turned the channel off
-    meanwhile) supersedes nothing: the older one, waiting for the end of the quiet
-    hours, still goes."""
+    """A newer state held back by the policy supersedes nothing. Here the user turned
+    the channel off meanwhile, which ended the older one, waiting for the end of the
+    quiet hours, already: it says so, not that a newer state replaced it."""
     app = sending_app(PUSH_CATEGORIES={"deals": {"label": "Deals"}})
     with app.app_context():
         subscribe(push_fake_webpush.subscribe(), "alice")
@@ -594,10 +651,9 @@ def test_a_newer_state_the_user_will_not_get_leaves_the_older_one(
         older = push.activity("deal-1", users=["alice"], title="Deal", category="deals")
         push.set_preferences("alice", categories={"deals": {"web": False}})
         newer = push.activity("deal-1", users=["alice"], title="Deal, updated", category="deals")
-        [held] = push.explain(newer.id)
-        assert (held["status"], held["reason"]) == ("suppressed", "opted_out")
-        [waiting] = push.explain(older.id)
-        assert (waiting["status"], waiting["reason"]) == ("queued", "quiet_hours")
+        for message in (older, newer):
+            [held] = push.explain(message.id)
+            assert (held["status"], held["reason"]) == ("suppressed", "opted_out")
 
 
 def test_a_newer_state_is_not_capped_by_the_one_it_replaces(

@@ -609,6 +609,35 @@ def test_an_activitys_item_is_updated_where_it_is(
     menu_shows_as_listed(page, ["Newer item", "Order #42: shipped"])
 
 
+def test_an_older_state_announced_late_is_not_shown_over_a_newer(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """Two states of an activity saved at once may be announced in either order:
+    the bell keeps the one saved later."""
+    from flask_push.schemas.inbox import InboxItem
+
+    app = live()
+    older: list[Any] = []
+
+    def states() -> None:
+        # off the test's thread: its send may run the dispatcher's own loop
+        with app.app.app_context():
+            push.activity("order-42", users=["carol"], title="Order #42: placed", event="start")
+            [placed] = push.search("carol").items
+            older.append(InboxItem.model_validate(placed).to_json())
+            push.activity("order-42", users=["carol"], title="Order #42: shipped")
+
+    off_loop(states)
+    open_page(browser, page, app, user="carol")
+    start_bell(page)
+    assert page.evaluate(MENU_TITLES) == ["Order #42: shipped"]
+    with app.app.app_context():
+        push.publish("user:carol", "notification", older[0])  # the placed state, late
+        push.upsert("carol", notify_type="info", title="After")
+    page.wait_for_function(f"{MENU_TITLES}[0] === 'After'")
+    assert page.evaluate(MENU_TITLES) == ["After", "Order #42: shipped"]
+
+
 def test_the_menu_keeps_the_listings_order_and_only_its_latest_items(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:

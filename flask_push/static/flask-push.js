@@ -1099,6 +1099,9 @@
       const at = items.findIndex((held) => held.id === item.id);
       const updated = items.slice();
       if (at >= 0) {
+        // two states of an activity saved at once may be announced in either
+        // order: the later save is the one to show
+        if (time(items[at].updatedAt) > time(item.updatedAt)) return items;
         updated[at] = item;
         return updated;
       }
