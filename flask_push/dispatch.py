@@ -707,7 +707,9 @@ class Dispatcher:
                 while not self.closed:
                     # not expired by the commit: the announcements read the items
                     with Session(self.engine, expire_on_commit=False) as session:
-                        written = scheduled_inbox.write_due(session, self.models, utcnow())
+                        written = scheduled_inbox.write_due(
+                            session, self.models, utcnow(), self.settings.categories
+                        )
                         session.commit()
                     self.inbox_written += len(written)
                     for item, created in written:

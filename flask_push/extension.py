@@ -441,11 +441,15 @@ class Push:
         token for ``event="start"``, get an APNs Live Activity push, the others an
         alert that replaces the last. One inbox item per user is updated in place
         (``progress`` from the state's ``step`` and ``steps``), an ``activity`` event
-        goes to ``user:<id>`` and ``activity:<id>``, and pushes of older states still
-        queued for the same browsers and devices become ``superseded``.
+        goes to ``user:<id>`` (of each user whose inbox it reaches) and
+        ``activity:<id>``, and pushes of older states still queued for the same
+        browsers and devices become ``superseded``. The users of the latest call are
+        the activity's: only they may join ``activity:<id>``.
 
         :param event: ``start``, ``update`` or ``end``; after ``end`` the activity
-            takes no more calls.
+            takes no more calls. A ``start`` of an activity that has started (a job
+            run twice) is sent as an ``update``: a second push-to-start would start
+            a second Live Activity on the phone.
         :param state: the app's state of it (a Live Activity's ``content-state``).
         :param category: a ``PUSH_CATEGORIES`` id, as in :meth:`send`.
         :param stale_at: when the state is out of date; ``dismiss_at`` (with
@@ -535,7 +539,12 @@ class Push:
             )
         change = parse(PreferencesUpdate, given, Context.of(self.settings))
         return preferences.update(
-            self.db.session, self.models, self.settings.categories, user_id, change
+            self.db.session,
+            self.models,
+            self.settings.categories,
+            user_id,
+            change,
+            self.state.metrics,
         )
 
     def dispatch_due(self, *, message_id: str | None = None) -> int:

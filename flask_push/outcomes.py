@@ -163,6 +163,9 @@ LOST_ATTEMPT = (
     "shows twice."
 )
 
+#: a push that waits, moved when the user changed their quiet hours
+QUIET_HOURS_CHANGED = "The user changed their quiet hours at {at}: it is due at {next}."
+
 #: what an attempt event says of the answer
 ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
 #: reason -> what an attempt event says when the push service gave no answer: it

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -402,3 +403,154 @@ def release_capped(
             ),
             execution_options={"synchronize_session": False},
         )
+
+
+# -- a user's choices changed: their pushes that wait ------------------------------------
+
+
+def replan_waiting(
+    session: Any,
+    models: Models,
+    categories: Mapping[str, Category],
+    user_id: str,
+    mine: Stored,
+    now: datetime,
+) -> Counter[tuple[str, str]]:
+    """Apply ``user_id``'s choices as they are now (``mine``) to their pushes of a
+    category that still wait unsent (scheduled, held for quiet hours, or not claimed
+    yet), in the caller's transaction: a channel turned off ends them ``suppressed``
+    (``opted_out``); quiet hours set, changed or removed move a push that waits for
+    its time or for the old window's end to the new window's end, or to its own time
+    (``expired`` when that is past its time to live). A push a worker holds is on its
+    way and left alone, as is one waiting to be retried. Returns how many ended, by
+    provider kind and status, for the metrics.
+
+    The choices are the user's consent: a push queued before they turned a category
+    off is not theirs to get after. (One held back when it was queued stays so: a
+    category turned on later does not bring back what it missed.)"""
+    ruled = [id for id, category in categories.items() if not category.required]
+    if not ruled:
+        return Counter()
+    d, m, s, i = models.Delivery, models.Message, models.Subscription, models.Installation
+    columns = (
+        d.id,
+        d.kind,
+        d.subscription_id,
+        d.due_at,
+        d.expires_at,
+        d.reason,
+        d.attempts,
+        d.events,
+        d.message_id,
+        m.category,
+        m.send_at,
+        m.created_at,
+    )
+    waiting = (
+        d.status == "queued",
+        sa.or_(d.lease_until.is_(None), d.lease_until < now),
+        # the push was for this user (not a target's last owner's)
+        sa.or_(d.user_id == user_id, d.user_id.is_(None)),
+        m.category.in_(ruled),
+    )
+    rows = []
+    # along each target's index: the user's browsers, then their devices
+    for column, owned in (
+        (d.subscription_id, sa.select(s.id).where(s.user_id == user_id)),
+        (d.installation_id, sa.select(i.id).where(i.user_id == user_id)),
+    ):
+        targets = list(session.scalars(owned))
+        if targets:
+            rows += session.execute(
+                sa.select(*columns)
+                .join(m, m.id == d.message_id)
+                .where(column.in_(targets), *waiting)
+            ).all()
+    changes: list[dict[str, Any]] = []
+    ended: Counter[tuple[str, str]] = Counter()
+    over: set[str] = set()  # messages it now never pushes to the user
+    for row in rows:
+        change = _replanned(categories[row.category], row, mine, now)
+        if change is None:
+            continue
+        changes.append(change)
+        if change["b_status"] != "queued":
+            ended[row.kind, change["b_status"]] += 1
+            over.add(row.message_id)
+    if not changes:
+        return ended
+    table = d.__table__
+    session.execute(
+        sa.update(table)
+        .where(
+            table.c.id == sa.bindparam("b_id"),
+            table.c.status == "queued",
+            # a worker may have claimed it since the read: then it is on its way
+            sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now),
+        )
+        .values(
+            status=sa.bindparam("b_status"),
+            reason=sa.bindparam("b_reason"),
+            due_at=sa.bindparam("b_due_at"),
+            error=sa.bindparam("b_error"),
+            updated_at=now,
+            events=sa.bindparam("b_events", type_=table.c.events.type),
+        ),
+        changes,
+    )
+    release_capped(session, models, categories, over, users=[user_id])
+    return ended
+
+
+def _replanned(category: Category, row: Any, mine: Stored, now: datetime) -> dict[str, Any] | None:
+    """What becomes of one waiting push under the user's choices ``mine``: the
+    UPDATE's parameters, or None when nothing changes."""
+    keep = {
+        "b_id": row.id,
+        "b_status": "queued",
+        "b_reason": row.reason,
+        "b_due_at": row.due_at,
+        "b_error": None,
+    }
+    channel = "web" if row.subscription_id is not None else "mobile"
+    if not category.is_on(channel, mine.choices.get(category.id)):
+        named = f'the category "{category.label}"'
+        said = outcomes.event(
+            "suppressed",
+            now,
+            outcomes.detail("opted_out", category=named, channel=CHANNEL_WORDS[channel]),
+        )
+        return {
+            **keep,
+            "b_status": "suppressed",
+            "b_reason": "opted_out",
+            "b_events": [*(row.events or ()), said],
+        }
+    # only what waits for its own time or for quiet hours to end: a retry waits for
+    # the push service, which the user's evenings do not move
+    if not (row.reason == "quiet_hours" or (row.attempts == 0 and row.reason is None)):
+        return None
+    own_time = max(first_due(row.send_at, row.created_at), now)
+    end = mine.quiet_hours.ends_after(own_time) if mine.quiet_hours is not None else None
+    due = end or own_time
+    if end is not None and end >= row.expires_at:
+        said = outcomes.event(
+            "expired", now, outcomes.detail("quiet_hours_expired", at=row.expires_at, next=end)
+        )
+        return {
+            **keep,
+            "b_status": "expired",
+            "b_reason": "quiet_hours_expired",
+            "b_error": "the user's quiet hours last past its time to live",
+            "b_events": [*(row.events or ()), said],
+        }
+    if due == row.due_at or (end is None and row.reason is None):
+        return None  # its time stands: not in a window, before or now
+    moved = outcomes.QUIET_HOURS_CHANGED.format(at=outcomes.clock(now), next=outcomes.clock(due))
+    said = outcomes.event("deferred", now, moved)
+    return {
+        **keep,
+        "b_reason": "quiet_hours" if end is not None else None,
+        "b_due_at": due,
+        "b_events": [*(row.events or ()), said],
+    }

@@ -175,14 +175,19 @@ def update(
     categories: Mapping[str, Category],
     user_id: Any,
     change: PreferencesUpdate,
+    metrics: Any = None,
 ) -> Preferences:
-    """Apply ``change`` to ``user_id``'s preferences and commit; a refused change
-    raises :class:`ValidationError` naming the field, and nothing is written."""
+    """Apply ``change`` to ``user_id``'s preferences and, in the same transaction, to
+    their pushes that wait unsent (:func:`flask_push.policy.replan_waiting`), and
+    commit; a refused change raises :class:`ValidationError` naming the field, and
+    nothing is written. ``metrics``: where the pushes it ends are counted."""
+    from . import policy
+
     owner = check_user(user_id)
     # checked against ``categories`` already (flask_push.schemas.preferences)
     given = change.categories or {}
     for attempt in range(2):
-        row = session.get(models.Preference, owner)
+        row = _held(session, models, owner)
         if row is None:
             row = models.Preference(user_id=owner, categories={})
             session.add(row)
@@ -197,8 +202,9 @@ def update(
             row.time_zone = change.quiet_hours.time_zone
         elif change.removes_quiet_hours():
             row.quiet_start = row.quiet_end = row.time_zone = None
-        row.updated_at = utcnow()
+        row.updated_at = now = utcnow()
         try:
+            ended = policy.replan_waiting(session, models, categories, owner, _stored(row), now)
             database.commit_keeping(session, row)
         except sa.exc.IntegrityError:
             # another request created the row first: apply the change to it
@@ -210,7 +216,31 @@ def update(
             session.rollback()
             raise
         break
+    if metrics is not None:
+        metrics.count(ended)
     return _shown(owner, _stored(row), categories)
+
+
+def _held(session: Any, models: Models, owner: str) -> Any:
+    """The user's row, taken for this transaction before it is read, so that two
+    changes at once apply one after the other instead of the later write undoing the
+    earlier: an UPDATE locks the row on PostgreSQL and takes SQLite's write lock,
+    where a SELECT takes neither. None when the user has no row yet: two first
+    changes at once then meet at the primary key."""
+    p = models.Preference
+    touch = (
+        sa.update(p)
+        .where(p.user_id == owner)
+        .values(updated_at=p.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    for _ in range(2):
+        locked = session.execute(touch).rowcount
+        row = session.get(p, owner, populate_existing=True)
+        # a row committed between the UPDATE and the read is not held yet: again
+        if row is None or locked:
+            break
+    return row
 
 
 # -- for the policy: many users at once ----------------------------------------------------

@@ -1,7 +1,8 @@
 """The inbox items of scheduled messages, held until the message comes due.
 
 ``push.send(send_at=..., inbox=True)`` decides at once who gets an inbox item (the
-preferences' inbox channel, as for any send), but the items wait in
+preferences' inbox channel, as for any send; a user who turns it off before
+``send_at`` gets none), but the items wait in
 ``push_scheduled_inbox`` until ``send_at``: the user sees nothing of the message
 before its pushes go out, and a cancel takes it back. Every worker's rounds for any
 message (the worker thread's, ``flask push worker``'s, a Celery worker's sweep,
@@ -13,7 +14,7 @@ have no browser or device gets its inbox items too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from . import inbox
+from .categories import Category
 from .models import Models
+from .preferences import Stored, stored_for
 
 #: the most held items one :func:`write_due` writes (one transaction)
 WRITE_AT_ONCE = 1000
@@ -48,9 +51,17 @@ def drop(session: Any, models: Models, message_id: str) -> int:
     return int(result.rowcount or 0)
 
 
-def write_due(session: Session, models: Models, now: datetime) -> list[tuple[Any, bool]]:
+def write_due(
+    session: Session,
+    models: Models,
+    now: datetime,
+    categories: Mapping[str, Category] | None = None,
+) -> list[tuple[Any, bool]]:
     """Write up to :data:`WRITE_AT_ONCE` held items that have come due, oldest first;
     returns ``(item, created)`` of each, for the caller to commit and then announce.
+    An item of a category (of ``categories``) whose inbox channel the user has
+    turned off since the message was sent is dropped: their choices as they are
+    when it comes due.
 
     The held rows are read along their index, skipping those another worker has
     locked (PostgreSQL), then deleted by key, keeping those this delete removed: a
@@ -75,19 +86,32 @@ def write_due(session: Session, models: Models, now: datetime) -> list[tuple[Any
         execution_options={"synchronize_session": False},
     ).all()
     message = models.Message
-    fields = {
-        id: inbox.message_fields(notification, notify_type)
-        for id, notification, notify_type in session.execute(
-            sa.select(message.id, message.notification, message.notify_type).where(
-                message.id.in_({row.message_id for row in taken})
-            )
+    fields: dict[str, dict[str, Any]] = {}
+    ruled: dict[str, Category] = {}  # message -> the category its users choose for
+    for id, notification, notify_type, category in session.execute(
+        sa.select(message.id, message.notification, message.notify_type, message.category).where(
+            message.id.in_({row.message_id for row in taken})
         )
-    }
+    ):
+        fields[id] = inbox.message_fields(notification, notify_type)
+        known = (categories or {}).get(category) if category is not None else None
+        if known is not None and not known.required:
+            ruled[id] = known
+    stored = stored_for(session, models, {r.user_id for r in taken if r.message_id in ruled})
+    nobody = Stored()
+
+    def still_wanted(row: Any) -> bool:
+        category = ruled.get(row.message_id)
+        if category is None:
+            return True
+        choices = stored.get(row.user_id, nobody).choices.get(category.id)
+        return category.is_on("inbox", choices)
+
     return [
         inbox.upsert(
             session, models, user_id=row.user_id, id=row.message_id, values=fields[row.message_id]
         )
         # by user: two workers lock the users' counters in one order, never deadlock
         for row in sorted(taken, key=lambda row: (row.user_id, row.message_id))
-        if row.message_id in fields
+        if row.message_id in fields and still_wanted(row)
     ]

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -188,16 +188,21 @@ def test_outcomes_are_counted_as_written_wherever_they_are_written(
         push.send(users=["alice"], title="Soon", category="orders", ttl=60)
         push.activity("order-2", users=["alice"], title="Placed", category="orders")
         push.activity("order-2", users=["alice"], title="Packed", category="orders")
+        # what waits is ended when she turns its category off: a push for tomorrow,
+        # and order-2's newer state, held for her quiet hours
+        later = datetime.now(timezone.utc) + timedelta(days=1)
+        push.send(users=["alice"], title="Tomorrow", category="orders", send_at=later)
+        push.set_preferences("alice", categories={"orders": {"web": False}})
     after = scrape(app)
-    assert delivered(after, "webpush", "suppressed") == 1
+    assert delivered(after, "webpush", "suppressed") == 3
     assert delivered(after, "webpush", "failed") == 1  # the older state's 400
     assert delivered(after, "webpush", "sent") == 1
     assert delivered(after, "webpush", "superseded") == 2
     assert delivered(after, "webpush", "expired") == 1
     assert delivered(after, "webpush", "retry") == 0
-    # the iPhone, with no APNs provider: failed at once for five messages, and again
+    # the iPhone, with no APNs provider: failed at once for six messages, and again
     # when the operator retried the older state; "Soon" outlasted the quiet hours
-    assert delivered(after, "apns", "failed") == 6
+    assert delivered(after, "apns", "failed") == 7
     assert delivered(after, "apns", "expired") == 1
 
 

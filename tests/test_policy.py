@@ -20,7 +20,16 @@ from flask_push.preferences import QuietHours
 from flask_push.testing import FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import as_user, db, many_subscriptions, push, quiet_now, statements, subscribe
+from conftest import (
+    as_user,
+    db,
+    make_due,
+    many_subscriptions,
+    push,
+    quiet_now,
+    statements,
+    subscribe,
+)
 
 CATEGORIES = {
     "order_status": {"label": "Order updates", "required": True},
@@ -183,6 +192,60 @@ def test_patch_changes_only_what_it_names(live: Flask) -> None:
     # someone else's are their own
     bob = client.get("/push/preferences", headers=as_user("bob")).get_json()
     assert bob["categories"][1]["channels"]["web"] is True
+
+
+#: eight changes of one channel each, none the default: each must be kept
+EIGHT_CHANGES = [
+    (category, channel, category == "news")
+    for category, channels in [
+        ("offers", ("web", "mobile", "inbox")),
+        ("news", ("web", "mobile", "inbox")),
+        ("shares", ("web", "inbox")),
+    ]
+    for channel in channels
+]
+
+
+@pytest.mark.parametrize("chose_before", [False, True], ids=["first choice", "chose before"])
+def test_changes_at_once_each_keep_theirs(live: Flask, chose_before: bool) -> None:
+    """Eight PATCHes at once, each of another channel: each change holds the user's
+    row while it reads and writes, so none undoes another (before, most rounds lost
+    some, on both databases)."""
+    import threading
+
+    def change(
+        start: threading.Barrier,
+        answers: list[int],
+        user: dict[str, str],
+        category: str,
+        channel: str,
+        on: bool,
+    ) -> None:
+        client = live.test_client()
+        start.wait()
+        body = {"categories": {category: {channel: on}}}
+        answers.append(client.patch("/push/preferences", json=body, headers=user).status_code)
+
+    for round in range(5):
+        user = as_user(f"user{round}")
+        if chose_before:
+            live.test_client().patch("/push/preferences", json={}, headers=user)
+        start = threading.Barrier(len(EIGHT_CHANGES))
+        answers: list[int] = []
+        threads = [
+            threading.Thread(target=change, args=(start, answers, user, *each))
+            for each in EIGHT_CHANGES
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers == [200] * len(EIGHT_CHANGES)
+        shown = live.test_client().get("/push/preferences", headers=user).get_json()
+        found = {c["id"]: c["channels"] for c in shown["categories"]}
+        assert [found[category][channel] for category, channel, _ in EIGHT_CHANGES] == [
+            on for _, _, on in EIGHT_CHANGES
+        ], f"round {round}"
 
 
 @pytest.mark.parametrize(
@@ -601,6 +664,95 @@ def test_quiet_hours_defer_pushes_but_not_the_inbox_item(
         push.dispatch_due(message_id=message.id)
         assert {s for s, _ in statuses(message.id).values()} == {"sent"}
     assert len(browser.received) == 1 and len(push_fake_fcm.messages) == 1
+
+
+# -- choices changed while a push waits ---------------------------------------------------
+
+
+def test_a_category_turned_off_ends_the_pushes_that_wait_for_it(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
+) -> None:
+    """The user's choices are theirs until a push goes: an offer scheduled for
+    tomorrow, which she turns off tonight, is not sent, and its inbox item is not
+    written (before, both came at send_at)."""
+    with context(live):
+        browser, _ = browser_and_phone(push_fake_webpush)
+        tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
+        offer = push.send(
+            users=["alice"], title="Deal", category="offers", inbox=True, send_at=tomorrow
+        )
+        news = push.send(users=["alice"], title="News", category="shares", send_at=tomorrow)
+        push.set_preferences("alice", categories={"offers": {"web": False, "inbox": False}})
+        assert statuses(offer.id) == {
+            "webpush": ("suppressed", "opted_out"),
+            "fcm": ("queued", None),  # mobile stays on
+        }
+        [web] = [e for e in push.explain(offer.id) if e["target"]["kind"] == "webpush"]
+        assert [e["what"] for e in web["events"]] == ["queued", "suppressed"]
+        assert "off on the web (browsers)" in web["events"][-1]["detail"]
+        # another category
+        assert statuses(news.id) == {"webpush": ("queued", None), "fcm": ("queued", None)}
+        make_due(offer.id)
+        make_due(news.id)
+        push.dispatch_due()
+        assert statuses(offer.id) == {
+            "webpush": ("suppressed", "opted_out"),
+            "fcm": ("sent", "accepted"),
+        }
+        assert [p.json()["title"] for p in browser.received] == ["News"]
+        assert inbox_ids("alice") == set()
+    shown = live.test_client().get(f"/push/messages/{offer.id}", headers=ADMIN).get_json()
+    assert (shown["counts"]["suppressed"], shown["counts"]["sent"]) == (1, 1)
+
+
+def test_quiet_hours_changed_move_the_pushes_that_wait(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """Quiet hours set after a push was scheduled hold it to their end; quiet hours
+    removed let go at once what waited for them (before, it waited for the old end)."""
+    with context(live):
+        browser = push_fake_webpush.subscribe("alice")
+        subscribe(browser, "alice")
+        late = next_local(time(23, 30), KIRITIMATI)
+        scheduled = push.send(users=["alice"], title="Deal", category="offers", send_at=late)
+        d = push.models.Delivery
+
+        def due_of(message_id: str) -> datetime:
+            return db.session.scalar(sa.select(d.due_at).where(d.message_id == message_id))
+
+        assert due_of(scheduled.id) == late
+        push.set_preferences(
+            "alice", quiet_hours={"start": "22:00", "end": "07:00", "time_zone": KIRITIMATI}
+        )
+        assert statuses(scheduled.id) == {"webpush": ("queued", "quiet_hours")}
+        assert due_of(scheduled.id) == late + timedelta(hours=7, minutes=30)
+        [entry] = push.explain(scheduled.id)
+        assert [e["what"] for e in entry["events"]] == ["queued", "deferred"]
+        assert "changed their quiet hours" in entry["events"][-1]["detail"]
+        # one that waits for quiet hours now goes as soon as they are removed
+        quiet_now()
+        held = push.send(users=["alice"], title="Flash sale", category="offers")
+        assert statuses(held.id) == {"webpush": ("queued", "quiet_hours")}
+        push.set_preferences("alice", quiet_hours=None)
+        assert statuses(held.id) == {"webpush": ("queued", None)}
+        assert due_of(held.id) <= datetime.now(timezone.utc)
+        assert due_of(scheduled.id) == late  # its own time again
+        push.dispatch_due()
+        assert statuses(held.id) == {"webpush": ("sent", "accepted")}
+        assert [p.json()["title"] for p in browser.received] == ["Flash sale"]
+
+
+def test_quiet_hours_that_outlast_a_waiting_push_expire_it(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    with context(live):
+        subscribe(push_fake_webpush.subscribe("alice"), "alice")
+        soon = datetime.now(timezone.utc) + timedelta(minutes=10)
+        message = push.send(
+            users=["alice"], title="Deal", category="offers", ttl=1800, send_at=soon
+        )
+        quiet_now()
+        assert statuses(message.id) == {"webpush": ("expired", "quiet_hours_expired")}
 
 
 def test_quiet_hours_longer_than_the_ttl_expire_it(

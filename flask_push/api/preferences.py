@@ -48,5 +48,7 @@ def update_preferences() -> ResponseReturnValue:
     change = parse_body(PreferencesUpdate)
     ext = push()
     return _answer(
-        preferences.update(ext.db.session, ext.models, ext.settings.categories, owner, change)
+        preferences.update(
+            ext.db.session, ext.models, ext.settings.categories, owner, change, ext.state.metrics
+        )
     )
