@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from flask import current_app
 from sqlalchemy.orm import aliased
 
 from . import outcomes, policy
@@ -29,6 +28,7 @@ from .errors import ValidationError
 from .message import Activity
 from .models import Models, utcnow
 from .realtime.events import user_channel
+from .realtime.inbox_events import publish_committed
 from .schemas.activity import ActivityCall
 from .schemas.base import Context
 from .schemas.errors import by_alias, parse
@@ -126,14 +126,10 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         # on the channels of the users whose inbox it reaches (the category's inbox
         # channel is theirs to turn off), and on the activity's own, which a page
         # showing it joins
-        push = state.push
+        realtime = state.get_realtime()
         for channel in [*map(user_channel, inbox_users), CHANNEL_PREFIX + call.id]:
-            try:
-                push.publish(channel, "activity", {**live, "messageId": message.id})
-            except Exception:  # committed: a live event that fails is logged, not raised
-                current_app.logger.exception(
-                    "flask-push: the activity event for %r could not be published", channel
-                )
+            # committed: a live event that fails is logged, not raised
+            publish_committed(realtime, channel, "activity", {**live, "messageId": message.id})
 
     extras = Extras(
         columns={"activity_id": call.id, "activity": activity_json(shown)},

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -814,3 +816,35 @@ def test_redis_restarting_with_its_data_misses_and_repeats_nothing(
         assert [(f["op"], f["id"], f["data"]) for f in frames] == [
             ("event", id, {"n": n}) for n, id in zip(range(5, 10), after, strict=True)
         ]
+
+
+def test_a_redis_that_stops_answering_is_asked_once_for_a_whole_send(
+    redis_server: Any, make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that takes connections but answers nothing (hung, or cut off by the
+    network): a send with an inbox item for ten users asked it once, not once for
+    each of their two events (each ask waits the socket's timeout, 2 s: a send to a
+    thousand users waited over an hour). The failure is logged once; the next
+    publish after the pause asks again, and goes when Redis answers."""
+    server = redis_server(False)
+    app = make_app(PUSH_BACKPLANE_URL=server.url)
+    with app.app_context():
+        backplane = push.state.get_realtime().backplane
+        asked: list[str] = []
+        script = backplane._script
+        backplane._script = lambda **given: asked.append(given["args"][0]) or script(**given)
+        push.publish("user:u0", "tick", {})  # the script is loaded: Redis answers
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            message = push.send(users=[f"u{n}" for n in range(10)], title="Hi", inbox=True)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert [item.id for item in push.search("u9").items] == [message.id]
+        assert asked == ["user:u0", "user:u0"]  # the tick, then one ask for the send
+        said = [r for r in caplog.records if "not published live" in r.getMessage()]
+        assert [r.levelname for r in said if r.levelno >= logging.WARNING] == ["WARNING"]
+        assert "Redis is unreachable" in said[0].getMessage()
+        backplane._unanswered_at -= backplane_module.UNANSWERED_PAUSE  # the pause is over
+        assert push.publish("user:u0", "tick", {}) > 0
+        assert backplane._unanswered_at is None

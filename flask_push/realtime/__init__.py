@@ -44,10 +44,11 @@ class Realtime:
     def publish(self, channel: str, event: str, data: Any = None) -> Event:
         """Number, keep and fan out one event.
 
-        :raises BackplaneError: it could not be (Redis away): the event is lost, and
-            this process's connections on ``channel`` get a ``gap`` at once, so that
-            their clients reload what they show rather than wait for an event that
-            will never come.
+        :raises BackplaneError: it could not be (Redis away): the event is lost (or,
+            when Redis took it but did not answer in time, goes out when it
+            recovers), and this process's connections on ``channel`` get a ``gap`` at
+            once, so that their clients reload what they show rather than wait for
+            an event that may never come.
         """
         channel = channel_name(channel)
         event = event_name(event)

@@ -86,6 +86,10 @@ PING_TIMEOUT = 1.0
 #: seconds to connect to Redis; the first listen() waits at most as long for its
 #: subscription
 CONNECT_TIMEOUT = 2.0
+#: after Redis did not answer a publish, how long the next ones fail at once instead
+#: of each waiting the socket's timeout for it again: a send to a thousand users,
+#: each with an inbox item and a count to publish, would otherwise wait over an hour
+UNANSWERED_PAUSE = 5.0
 #: seconds of silence after which the subscriber pings Redis, and then how long it
 #: waits for the answer before it connects again (and resyncs)
 SUBSCRIBER_PING_AFTER = 30.0
@@ -251,6 +255,8 @@ class RedisBackplane(Backplane):
         self._went_on = False
         self._lock = threading.Lock()
         self._ping_client: Any = None
+        #: when (monotonic) a publish last found Redis not answering; None: it answered
+        self._unanswered_at: float | None = None
 
     def _keys(self, channel: str) -> tuple[str, str]:
         return f"{self.prefix}:seq:{channel}", f"{self.prefix}:log:{channel}"
@@ -265,10 +271,22 @@ class RedisBackplane(Backplane):
             self.keep_seconds,
             _COUNTER_TTL,
         ]
+        unanswered_at = self._unanswered_at
+        if unanswered_at is not None:
+            ago = time.monotonic() - unanswered_at
+            if ago < UNANSWERED_PAUSE:
+                raise BackplaneResting(
+                    f"live event not published: Redis did not answer {ago:.1f} s ago, and "
+                    f"is not asked again until {UNANSWERED_PAUSE:g} s after that"
+                )
         try:
             number = self._script(keys=[counter, stream, self._events_key], args=args)
         except self._redis_errors as err:
-            raise _failed("live event not published", err) from err
+            failure = _failed("live event not published", err)
+            if isinstance(failure, BackplaneUnreachable):
+                self._unanswered_at = time.monotonic()
+            raise failure from err
+        self._unanswered_at = None
         return Event(channel, int(number), event, data_json)
 
     def replay(self, channel: str, since: int) -> Replay:
@@ -456,7 +474,13 @@ class RedisBackplane(Backplane):
 
 class BackplaneUnreachable(BackplaneError):
     """Redis did not answer at all (refused, reset, timed out): asking it about the
-    next channel would most likely wait as long for nothing."""
+    next channel would most likely wait as long for nothing. After a timeout the
+    event may still reach Redis, and then its subscribers, later."""
+
+
+class BackplaneResting(BackplaneUnreachable):
+    """Not asked: Redis did not answer a publish moments ago
+    (:data:`UNANSWERED_PAUSE`). That failure was said already."""
 
 
 def _failed(doing: str, err: Exception) -> BackplaneError:

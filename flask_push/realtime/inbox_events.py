@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, scoped_session
 from .. import signals
 from ..errors import PushError
 from ..schemas.inbox import InboxItem
+from .backplane import BackplaneResting
 from .events import user_channel
 
 if TYPE_CHECKING:
@@ -69,16 +70,18 @@ def publish_item(
     if item is not None:
         # An item the websocket cannot carry (it holds a lone surrogate, say) must
         # not keep the unread count from going out.
-        _publish(realtime, channel, "notification", item)
-    _publish(realtime, channel, "unread", {"count": _unread(push, user_id, in_session)})
+        publish_committed(realtime, channel, "notification", item)
+    publish_committed(realtime, channel, "unread", {"count": _unread(push, user_id, in_session)})
 
 
-def _publish(realtime: Realtime, channel: str, event: str, data: Any) -> None:
+def publish_committed(realtime: Realtime, channel: str, event: str, data: Any) -> None:
     """Publish after a commit the caller already made: a failure is logged, never
     raised, since the change itself succeeded (the sockets here on the channel got a
     ``gap``, so their clients reload it)."""
     try:
         realtime.publish(channel, event, data)
+    except BackplaneResting as err:  # the failure moments ago was logged
+        log.debug("flask-push: the %r event on %r was not published live: %s", event, channel, err)
     except PushError as err:
         log.warning(
             "flask-push: the %r event on %r was not published live: %s", event, channel, err
