@@ -36,6 +36,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import sqlalchemy as sa
@@ -504,6 +505,26 @@ def _suppressed(push: Any) -> str | None:
     return f"sending is suppressed (PUSH_SUPPRESS_SEND is {why}): pushes are recorded, not sent"
 
 
+def _worker_warnings(push: Any, once: bool) -> list[str]:
+    """What a worker's config makes it do unseen: a worker is a process of its own,
+    with the config it was started with, not the web app's. (A run ``--once``, a
+    test's or a cron job's, is not told of its live events.)"""
+    settings, warnings = push.settings, []
+    if not settings.providers:
+        warnings.append(
+            "no provider is configured in this worker's config: each delivery it claims "
+            "fails (no_provider) unless a provider is stored for its app (POST "
+            "/providers). Give the worker the web app's PUSH_* settings."
+        )
+    if not once and urlsplit(settings.backplane_url).scheme == "memory":
+        warnings.append(
+            "PUSH_BACKPLANE_URL is memory://, so the live events this worker publishes "
+            "(the inbox items of scheduled messages it writes) reach no browser: set it "
+            "to the Redis the web processes use."
+        )
+    return warnings
+
+
 def _delivery_counts(push: Any, message_id: str | None = None) -> dict[str, int]:
     d = push.models.Delivery
     query = sa.select(d.status, sa.func.count()).group_by(d.status)
@@ -527,13 +548,15 @@ def _ordered(found: dict[str, int], order: tuple[str, ...]) -> dict[str, int]:
 @contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """The first Ctrl-C or SIGTERM asks the loop to stop once the pushes on the
-    network are done; a second Ctrl-C interrupts at once."""
+    network are done; a second one interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
+        # the second: a round that cannot end (a database that hangs) is left, and
+        # its claims fall back to their lease
+        if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
 
@@ -593,6 +616,8 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
             f"{suppressed}. Set PUSH_SUPPRESS_SEND = False in its config to send.",
             err=True,
         )
+    for warning in _worker_warnings(push, once):
+        click.echo(f"Warning: {warning}", err=True)
     ctx = click.get_current_context()
     given = {
         name for name in ctx.params if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT

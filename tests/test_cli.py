@@ -558,6 +558,52 @@ def test_worker_loops_until_asked_to_stop(app: Flask, monkeypatch: pytest.Monkey
     assert signal.getsignal(signal.SIGTERM) is previous  # put back
 
 
+def test_worker_says_what_its_config_makes_it_do_unseen(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker is a process of its own, with its own config: one without the app's
+    providers fails what it claims, and one on memory:// publishes to no browser.
+    Said at start, not once per delivery (or never)."""
+    app = make_app(PUSH_VAPID_PRIVATE_KEY=None, PUSH_VAPID_SUBJECT=None, PUSH_SUPPRESS_SEND=False)
+
+    def one_round(push_: Any, stop: threading.Event) -> tuple[int, Any]:
+        stop.set()
+        return 0, {}
+
+    monkeypatch.setattr(cli, "_round", one_round)
+    result = app.test_cli_runner().invoke(args=["push", "worker", "--interval", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "Warning: no provider is configured in this worker's config: each delivery it "
+        "claims fails (no_provider) unless a provider is stored for its app (POST "
+        "/providers). Give the worker the web app's PUSH_* settings.",
+        "Warning: PUSH_BACKPLANE_URL is memory://, so the live events this worker publishes "
+        "(the inbox items of scheduled messages it writes) reach no browser: set it to the "
+        "Redis the web processes use.",
+    ]
+
+
+def test_a_second_sigterm_stops_the_worker_at_once(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first asks for a stop after the round; a round that cannot end (its
+    database hangs) would never see it, so a second interrupts, as a second Ctrl-C
+    does (the claims fall back to their lease)."""
+    signals_sent: list[int] = []
+
+    def hanging(push_: Any, stop: threading.Event) -> tuple[int, Any]:
+        for _ in range(2):
+            signals_sent.append(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # a database that does not answer
+        raise AssertionError("not interrupted")
+
+    monkeypatch.setattr(cli, "_round", hanging)
+    result = app.test_cli_runner().invoke(args=["push", "worker", "--interval", "0.1"])
+    assert len(signals_sent) == 2
+    assert result.exit_code == 1 and "Aborted!" in result.output, result.output
+
+
 def test_worker_says_what_a_stop_handed_back(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     with app.app_context():
         for user in ("alice", "bob"):
