@@ -126,10 +126,10 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         # on the channels of the users whose inbox it reaches (the category's inbox
         # channel is theirs to turn off), and on the activity's own, which a page
         # showing it joins
-        realtime = state.get_realtime()
         for channel in [*map(user_channel, inbox_users), CHANNEL_PREFIX + call.id]:
             # committed: a live event that fails is logged, not raised
-            publish_committed(realtime, channel, "activity", {**live, "messageId": message.id})
+            data = {**live, "messageId": message.id}
+            publish_committed(state.push.publish, channel, "activity", data)
 
     extras = Extras(
         columns={"activity_id": call.id, "activity": activity_json(shown)},

@@ -180,6 +180,14 @@ def vapid_keys(subject: str, output: Path | None) -> None:
     except OSError as err:
         raise click.ClickException(f"{output} could not be written: {err.strerror}") from None
     click.echo(f"Wrote the VAPID keys to {output}; keep it out of version control.")
+    written, root = Path(output).resolve().parent, Path(current_app.root_path).resolve()
+    if written != root:
+        # app.config.from_pyfile("push_keys.py") reads beside the app, not here
+        click.echo(
+            f"Note: the app's folder is {root}; a config file named without a folder "
+            "(app.config.from_pyfile) is read from there.",
+            err=True,
+        )
 
 
 def _check_output(path: Path) -> None:

@@ -275,8 +275,8 @@ def _normalized(
         key = by_name.get(err.field or "", by_name[kind.trigger])
         message = err.message
         what = kind.describe(err.field or "") if err.code == "missing_setting" else None
-        if what:
-            message = f"{message}: {what}"
+        if what:  # the setting's own description, as a sentence's aside
+            message = f"{message} ({what[:1].lower()}{what[1:].rstrip('.')})"
         raise _fail(key, message) from err
 
 
@@ -424,8 +424,25 @@ def _broker_url(url: str) -> None:
 
 def load(app: Flask) -> PushSettings:
     """Read and check the ``PUSH_*`` keys of ``app.config`` (and warn of those it
-    does not know)."""
+    does not know). A refusal names a misspelt key that may be its cause."""
     config = _Asked(app.config)
+    try:
+        return _load(app, config)
+    except PushConfigError as err:
+        misspelt = _misspelt(config, str(err).split(" ", 1)[0])
+        if misspelt is None or type(err) is not PushConfigError:  # a missing package: as it is
+            raise
+        raise PushConfigError(f"{err} (app.config has {misspelt}: a misspelling?)") from err
+
+
+def _misspelt(config: _Asked, key: str) -> str | None:
+    """A ``PUSH_*`` key of ``config`` that no check asked for, close to ``key``."""
+    unknown = [k for k in config if k.startswith("PUSH_") and k not in config.asked]
+    close = difflib.get_close_matches(key, unknown, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _load(app: Flask, config: _Asked) -> PushSettings:
     providers = {}
     for kind in kinds().values():
         settings = _provider(config, app, kind)

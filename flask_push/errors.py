@@ -60,7 +60,27 @@ class ProviderNotInstalled(PushConfigError, ImportError):
     def __init__(self, provider: str, extra: str, module: str) -> None:
         super().__init__(
             f"{provider} needs the {module!r} package, which is not installed. "
-            f"Install it with: pip install 'flask-push[{extra}]'"
+            f"Install it with: pip install '{requirement(extra)}'"
         )
         self.provider = provider
         self.extra = extra
+
+
+def requirement(extra: str) -> str:
+    """flask-push with ``extra``, as pip installs it here: from the folder (or
+    archive) it was installed from, which pip records (PEP 610's
+    ``direct_url.json``; flask-push is installed from a checkout), else by name."""
+    import importlib.metadata
+    import json
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    try:
+        recorded = importlib.metadata.distribution("flask-push").read_text("direct_url.json")
+        url = str(json.loads(recorded or "{}").get("url", ""))
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        url = ""
+    where = urlsplit(url)
+    if where.scheme == "file" and where.path:
+        return f"{url2pathname(where.path)}[{extra}]"
+    return f"flask-push[{extra}]"

@@ -39,6 +39,13 @@ if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery qu
     from .realtime import Realtime
 
 logger = logging.getLogger("flask_push")
+
+
+def _no_identity_loader() -> None:
+    """The identity of every request before ``@push.identity_loader``: nobody."""
+    return None
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -61,6 +68,8 @@ class PushState:
     worker: ThreadWorker | None = None
     #: a request could not start the worker thread (said once)
     worker_refused: bool = False
+    #: a request answered 401 for want of an ``identity_loader`` (said once)
+    told_no_identity_loader: bool = False
     #: the ``celery`` queue's Celery app and task, made on first use
     celery: CeleryQueue | None = None
     #: live events: the backplane and this process's websockets, made on first use
@@ -217,7 +226,7 @@ class Push:
         self.db = db
         #: the model classes (``Subscription``, ``Installation``, ``InboxItem``, ``Provider``)
         self.models: Models = models_for(db)
-        self._identity_loader: Callable[[], Any] = lambda: None
+        self._identity_loader: Callable[[], Any] = _no_identity_loader
         self._admin_loader: Callable[[], bool] = lambda: False
         self._channel_authorizer: Callable[[str | None, str], bool] | None = None
         if app is not None:
@@ -266,6 +275,9 @@ class Push:
         if settings.queue == "thread" and not settings.suppress_send:
             app.before_request(state.deliver_here)
         app.cli.add_command(push_cli)
+        # ``flask shell`` has the extension as ``push``, as Flask-SQLAlchemy gives ``db``
+        # (a processor of the app's own, registered later, may name another)
+        app.shell_context_processor(lambda: {"push": self})
 
     # -- callbacks -----------------------------------------------------------
 
@@ -294,6 +306,10 @@ class Push:
         """The current request's user id, as ``identity_loader`` says, or None."""
         user_id = self._identity_loader()
         return None if user_id is None else str(user_id)
+
+    def no_identity_loader(self) -> bool:
+        """No ``identity_loader`` is registered: every request is anonymous."""
+        return self._identity_loader is _no_identity_loader
 
     def current_user_is_admin(self) -> bool:
         return bool(self._admin_loader())

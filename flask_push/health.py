@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from . import database
 from .errors import BackplaneError
 from .outbox_state import outbox_state
+from .realtime.backplane import BackplaneUnreachable
 from .schemas.operations import Health, OutboxHealth
 
 if TYPE_CHECKING:
@@ -51,7 +52,11 @@ def check(state: PushState) -> Health:
     except BackplaneError as err:
         logger.warning("flask-push: health check: %s", err)
         backplane_status = "down"
-        problems.append("The live events' backplane (Redis) did not answer.")
+        problems.append(
+            "The live events' backplane (Redis) did not answer."
+            if isinstance(err, BackplaneUnreachable)
+            else "The live events' backplane (Redis) refused it: the log says why."
+        )
     return Health(
         status="down" if problems else "ok",
         database="down" if outbox is None else "ok",

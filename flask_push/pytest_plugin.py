@@ -13,7 +13,7 @@ flask-push is installed has them, with no fixture code to write:
 
 Each fake is stopped when the test ends. Its ``app_config()`` gives the ``PUSH_*``
 keys that aim an app at it; pass them to the app factory, before ``init_app``. The
-fakes need the ``testing`` extra (``pip install 'flask-push[testing]'``), imported
+fakes need the ``testing`` extra (``pip install '../flask-push[testing]'``), imported
 only when a fixture is used, so this plugin costs nothing to sessions that do not.
 """
 

@@ -108,6 +108,9 @@
     permission_denied: 'Notifications are blocked for this site in your browser settings.',
     permission_dismissed: 'Notifications stay off: the browser did not get your permission.',
     unreachable: "Your browser's push service could not be reached. Notifications stay off.",
+    unsupported:
+      'This browser cannot receive push notifications here (a private window has none). ' +
+      'Notifications stay off.',
   };
   const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   function enabled() {

@@ -292,3 +292,28 @@ def test_an_error_quotes_a_name_of_the_clients_at_most_100_characters(client):
         error = answer.json["error"]
         assert error["field"] == field
         assert len(error["message"]) < 400
+
+
+def test_a_401_for_want_of_an_identity_loader_is_said_in_the_log_once(
+    make_app, caplog, monkeypatch
+):
+    """A host that forgot @push.identity_loader sees every user endpoint answer 401
+    "Sign in first" with a signed-in session: the log says why, once."""
+    from flask_push import extension
+
+    monkeypatch.setattr(push, "_identity_loader", extension._no_identity_loader)
+    app = make_app()
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/push/notifications").status_code == 401
+    said = [r.getMessage() for r in caplog.records if "identity_loader" in r.getMessage()]
+    assert said == [
+        "flask-push: GET /push/notifications answered 401 because no @push.identity_loader "
+        "is registered, so every request is anonymous; register one that returns the "
+        "signed-in user's id (this is said once)"
+    ]
+    monkeypatch.undo()  # the tests' loader, as registered
+    caplog.clear()
+    other = make_app().test_client()  # not told yet
+    assert other.get("/push/notifications").status_code == 401  # anonymous: not said
+    assert "identity_loader" not in caplog.text

@@ -191,6 +191,9 @@ def test_the_readmes_page_and_script_work_as_written(
     page.wait_for_selector("#bell .fp-bell-button")
     page.click("#allow")
     page.wait_for_function("localStorage.getItem('flask-push:subscription-id') !== null")
+    page.wait_for_function(
+        "document.querySelector('#allow').textContent === 'Offers will come as notifications'"
+    )
     with app.app.app_context():
         [row] = db.session.scalars(sa.select(push.models.Subscription)).all()
         assert (row.user_id, row.topics) == ("bob", ["offers"])
@@ -727,6 +730,32 @@ def test_subscribe_says_when_the_browser_has_no_push(
            }"""
     )
     assert said == ["unsupported", "This browser cannot receive push notifications."]
+
+
+def test_subscribe_says_when_the_browser_refuses_push_though_notifications_are_allowed(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """Chrome's private windows: permission granted, then subscribe() rejects with
+    "Registration failed - permission denied", which blamed the permission."""
+    app = live()
+    open_page(browser, page, app, user="dave")
+    said = page.evaluate(
+        """async () => {
+             PushManager.prototype.subscribe = () => Promise.reject(
+               new DOMException('Registration failed - permission denied', 'NotAllowedError'));
+             try {
+               await FlaskPush.subscribe();
+               return null;
+             } catch (err) {
+               return [err.code, err.message];
+             }
+           }"""
+    )
+    assert said == [
+        "unsupported",
+        "This browser refused a push subscription although notifications are allowed (a "
+        "private window has no push): Registration failed - permission denied",
+    ]
 
 
 def test_the_bell_says_what_it_could_not_do(

@@ -58,7 +58,7 @@ def test_defaults(app):
         (
             {"PUSH_VAPID_SUBJECT": None},
             "PUSH_VAPID_SUBJECT",
-            "is required: A contact URI: `mailto:",
+            "is required (a contact URI: `mailto:you@example.com` or `https://example.com`)",
         ),
         ({"PUSH_VAPID_PUBLIC_KEY": "BOGUS"}, "PUSH_VAPID_PUBLIC_KEY", "does not belong"),
         (
@@ -157,7 +157,7 @@ def test_defaults(app):
             "http(s)",
         ),
         ({"PUSH_APNS_TEAM_ID": "DEF123GHIJ"}, "PUSH_APNS_KEY", "required when PUSH_APNS_TEAM_ID"),
-        (apns_config(PUSH_APNS_KEY_ID=None), "PUSH_APNS_KEY_ID", "required: The auth key's 10-"),
+        (apns_config(PUSH_APNS_KEY_ID=None), "PUSH_APNS_KEY_ID", "required (the auth key's 10-"),
         (apns_config(PUSH_APNS_TEAM_ID="short"), "PUSH_APNS_TEAM_ID", "10-character"),
         (apns_config(PUSH_APNS_TOPIC="shop"), "PUSH_APNS_TOPIC", "bundle id"),
         (
@@ -278,7 +278,7 @@ def test_missing_optional_dependency_names_the_extra(make_app, monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "pyfcm" else real(name, *a)
     )
-    with pytest.raises(ProviderNotInstalled, match=r"pip install 'flask-push\[fcm\]'") as info:
+    with pytest.raises(ProviderNotInstalled, match=r"pip install '\S*\[fcm\]'") as info:
         make_app(PUSH_FCM_CREDENTIALS=service_account())
     assert isinstance(info.value, ImportError) and isinstance(info.value, PushConfigError)
 
@@ -320,8 +320,8 @@ def test_kinds_are_read_without_the_extras(tmp_path):
     assert child.returncode == 0, child.stderr
     lines = child.stdout.splitlines()
     assert lines[0] == "['apns', 'fcm', 'webpush']"
-    assert "pip install 'flask-push[fcm]'" in lines[1]
-    assert "pip install 'flask-push[apns]'" in lines[2]
+    assert re.search(r"pip install '\S*\[fcm\]'", lines[1]), lines[1]
+    assert re.search(r"pip install '\S*\[apns\]'", lines[2]), lines[2]
 
 
 def test_ws_allowed_origins_are_normalized(make_app):
@@ -424,6 +424,17 @@ def test_a_push_key_it_does_not_read_is_said_with_the_likely_one(make_app, caplo
     ]
 
 
+def test_a_refusal_names_the_misspelt_key_that_may_cause_it(make_app):
+    """The warning above comes only once the config loads: a refusal caused by the
+    misspelling says it itself."""
+    with pytest.raises(PushConfigError) as info:
+        make_app(PUSH_VAPID_PRIVATE_KEY=None, PUSH_VAPID_PRIVATEKEY="x")
+    assert str(info.value) == (
+        "PUSH_VAPID_PRIVATE_KEY is required when PUSH_VAPID_SUBJECT is set "
+        "(app.config has PUSH_VAPID_PRIVATEKEY: a misspelling?)"
+    )
+
+
 def test_every_documented_key_is_one_it_reads(make_app, monkeypatch):
     """The README's configuration table names no key that flask-push would call
     unknown."""
@@ -466,3 +477,50 @@ def test_a_flask_command_says_a_bad_key_in_one_line(tmp_path, config, said):
     assert ran.returncode == 1, ran.stderr
     assert ran.stderr.startswith(f"Error: {said}") and ran.stderr.count("\n") == 1, ran.stderr
     assert ran.stdout == ""
+
+
+def test_an_extras_install_command_names_where_flask_push_came_from(monkeypatch):
+    """flask-push is installed from a checkout (`pip install ../flask-push`), and pip
+    records the folder (PEP 610): the command to add an extra names it, since
+    `pip install 'flask-push[fcm]'` would look for it on a package index."""
+    import importlib.metadata
+
+    from flask_push.errors import requirement
+
+    class Installed:
+        def __init__(self, recorded: str | None) -> None:
+            self.recorded = recorded
+
+        def read_text(self, name: str) -> str | None:
+            return self.recorded if name == "direct_url.json" else None
+
+    for recorded, expected in [
+        (
+            '{"url": "file:///home/ana/src/flask-push", "dir_info": {}}',
+            "/home/ana/src/flask-push[fcm]",
+        ),
+        ('{"url": "file:///home/ana/flask%20push", "dir_info": {}}', "/home/ana/flask push[fcm]"),
+        (None, "flask-push[fcm]"),  # from a package index: by name
+        ('{"url": "https://example.com/flask_push-0.2.tar.gz"}', "flask-push[fcm]"),
+    ]:
+        monkeypatch.setattr(
+            importlib.metadata, "distribution", lambda name, r=recorded: Installed(r)
+        )
+        assert requirement("fcm") == expected
+
+
+def test_the_fakes_without_the_testing_extra_say_what_to_install():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['jwt'] = None\n"  # as if PyJWT were not installed
+        "try:\n    import flask_push.testing\nexcept ImportError as err:\n    print(err)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert re.fullmatch(
+        r"flask_push\.testing needs flask-push's 'testing' extra \('jwt' is not installed\): "
+        r"pip install '\S+\[testing\]'\n",
+        child.stdout,
+    ), child.stdout

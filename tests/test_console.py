@@ -543,6 +543,15 @@ def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
     assert answer.status_code == 303
     assert re.search(r"/push/console/messages/msg_\w+\?done=sent$", answer.headers["Location"])
     assert [p.notification.title for p in outbox] == ["Hello"]
+    page = client.get(answer.headers["Location"], headers=ADMIN).get_data(as_text=True)
+    assert "Queued. The outcomes below fill in as workers send." in page
+    # a user with nothing to send to: the page says nothing went out, not "Queued"
+    to_nobody = {**form, "target": "", "user": "nobody"}
+    answer = client.post(f"{CONSOLE}/send", headers=ADMIN, data=to_nobody)
+    assert answer.status_code == 303, answer.get_data(as_text=True)
+    page = client.get(answer.headers["Location"], headers=ADMIN).get_data(as_text=True)
+    assert "Queued." not in page
+    assert "Nothing went out: no active browser or device of this audience." in page
     both = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "user": "alice"})
     assert both.status_code == 400
     untitled = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "title": ""})

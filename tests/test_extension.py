@@ -148,3 +148,9 @@ def test_suppressed_sends_use_the_inline_queue(app):
         queue = state.get_queue()
         assert isinstance(queue, InlineQueue) and queue is state.get_inline()
         assert state.worker is None  # no thread started for a suppressed send
+
+
+def test_flask_shell_has_the_extension_as_push(app):
+    """The README's calls, tried in `flask shell` as it says, find `push` there."""
+    with app.app_context():  # as the shell runs
+        assert app.make_shell_context()["push"] is push

@@ -95,6 +95,18 @@ def test_redis_unreachable_is_503(make_app: Callable[..., Flask]) -> None:
     assert body["problems"] == ["The live events' backplane (Redis) did not answer."]
 
 
+def test_redis_that_refuses_is_told_from_one_that_does_not_answer(
+    make_app: Callable[..., Flask], redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database index Redis does not have: it answered, with an error."""
+    base = redis_url.rsplit("/", 1)[0]
+    app = make_app(PUSH_BACKPLANE_URL=f"{base}/99")
+    status, body = health(app)
+    assert status == 503 and body["backplane"] == "down"
+    assert body["problems"] == ["The live events' backplane (Redis) refused it: the log says why."]
+    assert "DB index is out of range" in caplog.text
+
+
 @pytest.fixture(
     params=[
         lambda tmp: {

@@ -100,8 +100,25 @@ def user_id() -> str:
     """The signed-in user's id, or a 401."""
     uid = caller_id()
     if uid is None:
+        _tell_of_no_identity_loader()
         fail(401, "authentication_required", "Sign in first: this endpoint needs a user.")
     return uid
+
+
+def _tell_of_no_identity_loader() -> None:
+    """Log once per app that its 401s come from a missing ``identity_loader``: the
+    host forgot it, and the browser only sees "Sign in first"."""
+    state = current_app.extensions["push"]
+    if state.told_no_identity_loader or not state.push.no_identity_loader():
+        return
+    state.told_no_identity_loader = True
+    log.warning(
+        "flask-push: %s %s answered 401 because no @push.identity_loader is registered, "
+        "so every request is anonymous; register one that returns the signed-in user's id "
+        "(this is said once)",
+        request.method,
+        request.path,
+    )
 
 
 def user_or_admin() -> str | None:

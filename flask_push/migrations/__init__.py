@@ -17,7 +17,7 @@ app --version-path migrations/versions``), later ones extend it (``flask db
 migrate --head app@head``). Without ``--head``, Alembic would build on
 flask-push's head, and write the file into :data:`VERSIONS_DIR`.
 
-This module needs Alembic (``pip install flask-push[migrations]``).
+This module needs Alembic (``pip install '../flask-push[migrations]'``).
 """
 
 from __future__ import annotations

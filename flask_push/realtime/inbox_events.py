@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
@@ -23,9 +23,6 @@ from ..errors import PushError
 from ..schemas.inbox import InboxItem
 from .backplane import BackplaneResting
 from .events import user_channel
-
-if TYPE_CHECKING:
-    from . import Realtime
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -70,16 +67,19 @@ def publish_item(
     if item is not None:
         # An item the websocket cannot carry (it holds a lone surrogate, say) must
         # not keep the unread count from going out.
-        publish_committed(realtime, channel, "notification", item)
-    publish_committed(realtime, channel, "unread", {"count": _unread(push, user_id, in_session)})
+        publish_committed(realtime.publish, channel, "notification", item)
+    count = _unread(push, user_id, in_session)
+    publish_committed(realtime.publish, channel, "unread", {"count": count})
 
 
-def publish_committed(realtime: Realtime, channel: str, event: str, data: Any) -> None:
-    """Publish after a commit the caller already made: a failure is logged, never
-    raised, since the change itself succeeded (the sockets here on the channel got a
-    ``gap``, so their clients reload it)."""
+def publish_committed(
+    publish: Callable[[str, str, Any], Any], channel: str, event: str, data: Any
+) -> None:
+    """``publish(channel, event, data)`` after a commit the caller already made: a
+    failure is logged, never raised, since the change itself succeeded (the sockets
+    here on the channel got a ``gap``, so their clients reload it)."""
     try:
-        realtime.publish(channel, event, data)
+        publish(channel, event, data)
     except BackplaneResting as err:  # the failure moments ago was logged
         log.debug("flask-push: the %r event on %r was not published live: %s", event, channel, err)
     except PushError as err:

@@ -116,7 +116,22 @@
       subscription = null;
     }
     const fresh = () =>
-      registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+      registration.pushManager
+        .subscribe({ userVisibleOnly: true, applicationServerKey: key })
+        .catch((err) => {
+          // notifications are allowed, yet the browser refuses a subscription: it has
+          // no push here (Chrome's private windows say "permission denied")
+          if (err && err.name === 'NotAllowedError') {
+            throw Object.assign(
+              new Error(
+                'This browser refused a push subscription although notifications are ' +
+                  `allowed (a private window has no push): ${err.message}`
+              ),
+              { code: 'unsupported', cause: err }
+            );
+          }
+          throw err;
+        });
     if (!subscription) subscription = await fresh();
     const register = (sub) => {
       const body = sub.toJSON();
@@ -152,7 +167,7 @@
     if (subscription) await subscription.unsubscribe();
   }
 
-  // -- live events (CONTRACT.md section 5) ---------------------------------------
+  // -- live events (README: Live events) ------------------------------------------
 
   const live = {
     ws: null,
@@ -476,7 +491,7 @@
     return wrap.firstElementChild || wrap;
   }
 
-  // -- notification settings (CONTRACT.md section 7) -----------------------------------
+  // -- notification settings (README: Notification policy) ---------------------------
 
   // The channels in the order people meet them, in plain words.
   const CHANNELS = ['web', 'mobile', 'inbox'];

@@ -13,16 +13,29 @@ They share one base, :class:`~flask_push.testing.service.FakeService`: each can
 script failures (gone, rate-limited, server errors), wait for what arrives, be slow
 (``delay``) or hang (``hold()`` until ``release()``), and counts the requests
 ``in_flight``. The pytest plugin (:mod:`flask_push.pytest_plugin`) hands them to
-tests as fixtures. They need the ``testing`` extra: ``pip install 'flask-push[testing]'``.
+tests as fixtures. They need the ``testing`` extra: ``pip install '../flask-push[testing]'``
+(the folder flask-push was installed from).
 """
 
 from __future__ import annotations
 
-from .apns import FakeAPNs, ReceivedNotification
-from .fcm import FakeFCM, ReceivedMessage
-from .service import FakeService, ScriptedFailure
-from .tls import LocalCertificate, make_local_certificate
-from .webpush import FakePushService, FakeSubscriber, ReceivedPush
+from ..errors import requirement
+
+try:
+    from .apns import FakeAPNs, ReceivedNotification
+    from .fcm import FakeFCM, ReceivedMessage
+    from .service import FakeService, ScriptedFailure
+    from .tls import LocalCertificate, make_local_certificate
+    from .webpush import FakePushService, FakeSubscriber, ReceivedPush
+except ImportError as err:
+    if (err.name or "").startswith("flask_push"):
+        raise
+    # a package of the extra: say which, and how to install them all
+    raise ImportError(
+        f"flask_push.testing needs flask-push's 'testing' extra ({err.name!r} is not "
+        f"installed): pip install '{requirement('testing')}'",
+        name=err.name,
+    ) from err
 
 __all__ = [
     "FakeAPNs",

@@ -1,9 +1,9 @@
 /* The flask-push service worker, rendered from the template flask_push/sw.js.
  * To change it, copy it to flask_push/sw.js in your app's templates folder and
  * edit the copy: Flask finds the app's templates first. It shows the pushes
- * of flask-push in both their forms (CONTRACT.md sections 4 and 8), opens their
- * url on click and reports the click, sets the app badge, and subscribes again
- * when the browser renews the subscription. */
+ * of flask-push in both their forms (README: Browser side, and its Declarative
+ * Web Push), opens their url on click and reports the click, sets the app badge,
+ * and subscribes again when the browser renews the subscription. */
 'use strict';
 
 // The JSON API's URL prefix (with the app's mount point), and the key the server
@@ -30,7 +30,7 @@ self.addEventListener('push', (event) => {
 
 // The payload in one shape, from either form flask-push sends: the declarative one
 // (PUSH_SITE_URL; Safari 18.4+ shows it without running this worker, other browsers
-// hand it here) or the plain one of CONTRACT.md section 4.
+// hand it here) or the plain one (README: Browser side).
 function read(payload) {
   if (payload.web_push === 8030 && payload.notification) {
     const shown = payload.notification;
