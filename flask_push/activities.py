@@ -26,7 +26,7 @@ from . import outcomes, policy
 from .categories import Category
 from .errors import ValidationError
 from .message import Activity
-from .models import Models, utcnow
+from .models import Models, unclaimed_update, utcnow
 from .realtime.events import user_channel
 from .realtime.inbox_events import publish_committed
 from .schemas.activity import ActivityCall
@@ -329,14 +329,7 @@ def superseded(
     said = outcomes.event("superseded", now, outcomes.detail("superseded", at=now))
     table = d.__table__
     session.execute(
-        sa.update(table)
-        .where(
-            table.c.id == sa.bindparam("b_id"),
-            table.c.status == "queued",
-            # a worker may have claimed it since the read: then it is on its way
-            sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now),
-        )
-        .values(
+        unclaimed_update(table, now).values(
             status="superseded",
             reason="superseded",
             lease_until=None,

@@ -84,6 +84,17 @@ class Models:
     ScheduledInboxItem: Any
 
 
+def unclaimed_update(table: Any, now: Any) -> Any:
+    """SQL: an UPDATE of the queued delivery ``b_id`` (a parameter, for executemany)
+    that no worker holds at ``now``: one a worker claimed since it was read is on its
+    way, and left as it is."""
+    return sa.update(table).where(
+        table.c.id == sa.bindparam("b_id"),
+        table.c.status == "queued",
+        sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now),
+    )
+
+
 def recipient(models: Models) -> Any:
     """SQL: the user a delivery was sent to: its own ``user_id``, else (a row written
     before deliveries kept it, or one to a target that was anonymous then) its

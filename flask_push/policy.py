@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from . import outcomes
 from .categories import Category
-from .models import ACTIVE, Models, recipient, utcnow
+from .models import ACTIVE, Models, recipient, unclaimed_update, utcnow
 from .preferences import Stored, stored_for
 
 if TYPE_CHECKING:
@@ -481,14 +481,7 @@ def replan_waiting(
         return ended
     table = d.__table__
     session.execute(
-        sa.update(table)
-        .where(
-            table.c.id == sa.bindparam("b_id"),
-            table.c.status == "queued",
-            # a worker may have claimed it since the read: then it is on its way
-            sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now),
-        )
-        .values(
+        unclaimed_update(table, now).values(
             status=sa.bindparam("b_status"),
             reason=sa.bindparam("b_reason"),
             due_at=sa.bindparam("b_due_at"),

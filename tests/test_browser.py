@@ -713,49 +713,42 @@ def test_a_ping_waits_for_its_own_answer(
     )
 
 
-def test_subscribe_says_when_the_browser_has_no_push(
-    browser: Browser, page: Any, live: Callable[..., Live]
-) -> None:
-    app = live()
-    open_page(browser, page, app, user="dave")
-    said = page.evaluate(
-        """async () => {
-             delete window.PushManager;
-             try {
-               await FlaskPush.subscribe();
-               return null;
-             } catch (err) {
-               return [err.code, err.message];
-             }
-           }"""
-    )
-    assert said == ["unsupported", "This browser cannot receive push notifications."]
-
-
-def test_subscribe_says_when_the_browser_refuses_push_though_notifications_are_allowed(
-    browser: Browser, page: Any, live: Callable[..., Live]
-) -> None:
-    """Chrome's private windows: permission granted, then subscribe() rejects with
-    "Registration failed - permission denied", which blamed the permission."""
-    app = live()
-    open_page(browser, page, app, user="dave")
-    said = page.evaluate(
-        """async () => {
-             PushManager.prototype.subscribe = () => Promise.reject(
-               new DOMException('Registration failed - permission denied', 'NotAllowedError'));
-             try {
-               await FlaskPush.subscribe();
-               return null;
-             } catch (err) {
-               return [err.code, err.message];
-             }
-           }"""
-    )
-    assert said == [
-        "unsupported",
+#: a browser without push, and one that refuses a subscription though notifications
+#: are allowed (Chrome's private windows, which said "permission denied")
+NO_PUSH = {
+    "none": (
+        "delete window.PushManager",
+        "This browser cannot receive push notifications.",
+    ),
+    "refused": (
+        "PushManager.prototype.subscribe = () => Promise.reject(new DOMException("
+        "'Registration failed - permission denied', 'NotAllowedError'))",
         "This browser refused a push subscription although notifications are allowed (a "
         "private window has no push): Registration failed - permission denied",
-    ]
+    ),
+}
+
+
+@pytest.mark.parametrize("how", NO_PUSH.keys())
+def test_subscribe_says_when_the_browser_has_no_push(
+    browser: Browser, page: Any, live: Callable[..., Live], how: str
+) -> None:
+    app = live()
+    open_page(browser, page, app, user="dave")
+    setup, message = NO_PUSH[how]
+    said = page.evaluate(
+        """async (setup) => {
+             (0, eval)(setup);
+             try {
+               await FlaskPush.subscribe();
+               return null;
+             } catch (err) {
+               return [err.code, err.message];
+             }
+           }""",
+        setup,
+    )
+    assert said == ["unsupported", message]
 
 
 def test_the_bell_says_what_it_could_not_do(
