@@ -81,9 +81,9 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         )
     # APNs shows a Live Activity push only if its timestamp is newer than the last
     stamp = max(int(now.timestamp()), (row.timestamp + 1) if row is not None else 0)
-    # A start of an activity that has started (a host's job run twice) is its next
-    # state: a second push-to-start would start a second Live Activity on the phone.
-    event = "update" if call.event == "start" and row is not None else call.event
+    # (a start run twice, a host's job retried, stays one: the dispatcher sends no
+    # second push-to-start to a device that had one for this activity)
+    event = call.event
     if row is None:
         row = model(id=call.id, created_at=now, users=[], state={})
         session.add(row)
@@ -314,7 +314,10 @@ def superseded(
         stamp_of(m) < stamp,
     )
     rows = session.execute(
-        sa.select(d.id, d.events, d.message_id, d.kind).where(
+        # in the order of their ids: the order every other writer of these rows takes
+        sa.select(d.id, d.events, d.message_id, d.kind)
+        .order_by(d.id)
+        .where(
             d.message_id.in_(older),
             d.status == "queued",
             sa.or_(d.lease_until.is_(None), d.lease_until < now),

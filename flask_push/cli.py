@@ -180,12 +180,13 @@ def vapid_keys(subject: str, output: Path | None) -> None:
     except OSError as err:
         raise click.ClickException(f"{output} could not be written: {err.strerror}") from None
     click.echo(f"Wrote the VAPID keys to {output}; keep it out of version control.")
-    written, root = Path(output).resolve().parent, Path(current_app.root_path).resolve()
+    # app.config.from_pyfile("push_keys.py") reads from the config's folder (the app's,
+    # or its instance folder with instance_relative_config), not from here
+    written, root = Path(output).resolve().parent, Path(current_app.config.root_path).resolve()
     if written != root:
-        # app.config.from_pyfile("push_keys.py") reads beside the app, not here
         click.echo(
-            f"Note: the app's folder is {root}; a config file named without a folder "
-            "(app.config.from_pyfile) is read from there.",
+            f"Note: the app reads a config file named without a folder "
+            f"(app.config.from_pyfile) from {root}.",
             err=True,
         )
 

@@ -429,7 +429,10 @@ def load(app: Flask) -> PushSettings:
     try:
         return _load(app, config)
     except PushConfigError as err:
-        misspelt = _misspelt(config, str(err).split(" ", 1)[0])
+        refused = str(err).split(" ", 1)[0]
+        # a key given with a bad value is no misspelling; one missing may be
+        given = app.config.get(refused) not in (None, "")
+        misspelt = None if given else _misspelt(config, refused)
         if misspelt is None or type(err) is not PushConfigError:  # a missing package: as it is
             raise
         raise PushConfigError(f"{err} (app.config has {misspelt}: a misspelling?)") from err

@@ -707,7 +707,7 @@ class Dispatcher:
                 while not self.closed:
                     # not expired by the commit: the announcements read the items
                     with Session(self.engine, expire_on_commit=False) as session:
-                        written = scheduled_inbox.write_due(
+                        written, taken = scheduled_inbox.write_due(
                             session, self.models, utcnow(), self.settings.categories
                         )
                         session.commit()
@@ -717,7 +717,8 @@ class Dispatcher:
                             signals.inbox_item_saved, self.app, item=item, created=created
                         )
                     self._inbox_error = self._inbox_failure = None
-                    if len(written) < scheduled_inbox.WRITE_AT_ONCE:
+                    # (the rows taken: those dropped for a user's choices count too)
+                    if taken < scheduled_inbox.WRITE_AT_ONCE:
                         return
         except Exception as err:  # noqa: BLE001 - a thread of its own: keep it, say it
             self._inbox_error = err
@@ -1487,6 +1488,44 @@ class Dispatcher:
         self._statements[("load", True)] = statement
         return statement
 
+    def _started_here(self, session: Session, rows: Sequence[Any]) -> set[tuple[str, str]]:
+        """``(activity id, installation id)`` of the claimed pushes of a ``start`` to a
+        push-to-start token whose device had a push-to-start for that activity sent
+        already: a start run twice (a host's job retried) must not start a second
+        Live Activity there. One query, and only when a claim has such pushes (a
+        start that waited and was superseded by the second was never sent: the
+        second goes as the push-to-start)."""
+        wanted: dict[str, set[str]] = {}
+        for row in rows:
+            stored_activity, activity_token, start_token = row[15:18]
+            ins_id = row[4]
+            if (
+                stored_activity
+                and stored_activity.get("event") == "start"
+                and activity_token is None
+                and start_token is not None
+                and ins_id is not None
+            ):
+                wanted.setdefault(stored_activity["id"], set()).add(ins_id)
+        if not wanted:
+            return set()
+        d, m = self.models.Delivery, self.models.Message
+        found = session.execute(
+            sa.select(m.activity_id, d.installation_id, d.events)
+            .join(m, m.id == d.message_id)
+            .where(
+                m.activity_id.in_(sorted(wanted)),
+                d.installation_id.in_(sorted(set().union(*wanted.values()))),
+                d.status == "sent",
+            )
+        )
+        return {
+            (activity_id, ins_id)
+            for activity_id, ins_id, events in found
+            if ins_id in wanted.get(activity_id, ())
+            and any(e.get("what") == "attempt" and e.get("token") == "start" for e in events or ())
+        }
+
     def _load(self, session: Session, ids: Sequence[int]) -> _Claim:
         """The claimed rows as pushes per provider, and the outcomes of those that
         need no sending (expired, gone, no provider)."""
@@ -1499,6 +1538,7 @@ class Dispatcher:
         notifications: dict[tuple[str, int], Notification] = {}
         providers = self.providers
         stored = self._read_stored(session)
+        started = self._started_here(session, rows)
         for row in rows:
             (id, message_id, kind, sub_id, ins_id, tries, expires_at, shown) = row[:8]
             endpoint, p256dh, auth, sub_status, token, ins_status, events = row[8:15]
@@ -1642,6 +1682,7 @@ class Dispatcher:
                         activity.event == "start"
                         and activity.attributes is not None
                         and start_token is not None
+                        and (activity.id, ins_id) not in started
                     ):
                         target_of = DeviceTarget(start_token, "start")
                 attempts[id] = tries

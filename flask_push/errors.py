@@ -60,27 +60,35 @@ class ProviderNotInstalled(PushConfigError, ImportError):
     def __init__(self, provider: str, extra: str, module: str) -> None:
         super().__init__(
             f"{provider} needs the {module!r} package, which is not installed. "
-            f"Install it with: pip install '{requirement(extra)}'"
+            f"Install it with: {install_command(extra)}"
         )
         self.provider = provider
         self.extra = extra
 
 
-def requirement(extra: str) -> str:
-    """flask-push with ``extra``, as pip installs it here: from the folder (or
-    archive) it was installed from, which pip records (PEP 610's
-    ``direct_url.json``; flask-push is installed from a checkout), else by name."""
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` to flask-push as it is installed here: from
+    the folder it was installed from, which pip records (PEP 610's
+    ``direct_url.json``; flask-push is installed from a checkout), editable if it
+    was, else by name."""
     import importlib.metadata
     import json
+    import os
     from urllib.parse import urlsplit
     from urllib.request import url2pathname
 
     try:
         recorded = importlib.metadata.distribution("flask-push").read_text("direct_url.json")
-        url = str(json.loads(recorded or "{}").get("url", ""))
+        found = json.loads(recorded or "{}")
     except (importlib.metadata.PackageNotFoundError, ValueError):
-        url = ""
-    where = urlsplit(url)
-    if where.scheme == "file" and where.path:
-        return f"{url2pathname(where.path)}[{extra}]"
-    return f"flask-push[{extra}]"
+        found = {}
+    if not isinstance(found, dict):
+        found = {}
+    where = urlsplit(str(found.get("url", "")))
+    folder = url2pathname(where.path) if where.scheme == "file" and where.path else ""
+    if not folder or not os.path.exists(folder):  # gone since (a build stage's, say)
+        return f"pip install 'flask-push[{extra}]'"
+    info = found.get("dir_info")
+    # an editable install stays one
+    editable = isinstance(info, dict) and info.get("editable") is True
+    return f"pip install {'-e ' if editable else ''}'{folder}[{extra}]'"

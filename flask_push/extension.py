@@ -463,9 +463,9 @@ class Push:
         the activity's: only they may join ``activity:<id>``.
 
         :param event: ``start``, ``update`` or ``end``; after ``end`` the activity
-            takes no more calls. A ``start`` of an activity that has started (a job
-            run twice) is sent as an ``update``: a second push-to-start would start
-            a second Live Activity on the phone.
+            takes no more calls. A ``start`` run twice (a job retried) sends no second
+            push-to-start to a device that had one for this activity (it would start a
+            second Live Activity there): that device gets it as an alert.
         :param state: the app's state of it (a Live Activity's ``content-state``).
         :param category: a ``PUSH_CATEGORIES`` id, as in :meth:`send`.
         :param stale_at: when the state is out of date; ``dismiss_at`` (with

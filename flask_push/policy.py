@@ -415,15 +415,18 @@ def replan_waiting(
     user_id: str,
     mine: Stored,
     now: datetime,
+    *,
+    quiet_changed: bool,
 ) -> Counter[tuple[str, str]]:
     """Apply ``user_id``'s choices as they are now (``mine``) to their pushes of a
     category that still wait unsent (scheduled, held for quiet hours, or not claimed
     yet), in the caller's transaction: a channel turned off ends them ``suppressed``
-    (``opted_out``); quiet hours set, changed or removed move a push that waits for
-    its time or for the old window's end to the new window's end, or to its own time
-    (``expired`` when that is past its time to live). A push a worker holds is on its
-    way and left alone, as is one waiting to be retried. Returns how many ended, by
-    provider kind and status, for the metrics.
+    (``opted_out``); quiet hours set, changed or removed (``quiet_changed``) move a
+    push that waits for its time or for the old window's end to the new window's end,
+    or to its own time (``expired`` when that is past its time to live); one due
+    already stays due. A push a worker holds is on its way and left alone, as is one
+    waiting to be retried. Returns how many ended, by provider kind and status, for
+    the metrics.
 
     The choices are the user's consent: a push queued before they turned a category
     off is not theirs to get after. (One held back when it was queued stays so: a
@@ -469,8 +472,9 @@ def replan_waiting(
     changes: list[dict[str, Any]] = []
     ended: Counter[tuple[str, str]] = Counter()
     over: set[str] = set()  # messages it now never pushes to the user
-    for row in rows:
-        change = _replanned(categories[row.category], row, mine, now)
+    # in the order of their ids: the order every other writer of these rows takes
+    for row in sorted(rows, key=lambda row: row.id):
+        change = _replanned(categories[row.category], row, mine, now, quiet_changed)
         if change is None:
             continue
         changes.append(change)
@@ -495,7 +499,9 @@ def replan_waiting(
     return ended
 
 
-def _replanned(category: Category, row: Any, mine: Stored, now: datetime) -> dict[str, Any] | None:
+def _replanned(
+    category: Category, row: Any, mine: Stored, now: datetime, quiet_changed: bool
+) -> dict[str, Any] | None:
     """What becomes of one waiting push under the user's choices ``mine``: the
     UPDATE's parameters, or None when nothing changes."""
     keep = {
@@ -521,6 +527,8 @@ def _replanned(category: Category, row: Any, mine: Stored, now: datetime) -> dic
         }
     # only what waits for its own time or for quiet hours to end: a retry waits for
     # the push service, which the user's evenings do not move
+    if not quiet_changed:
+        return None
     if not (row.reason == "quiet_hours" or (row.attempts == 0 and row.reason is None)):
         return None
     own_time = max(first_due(row.send_at, row.created_at), now)
@@ -537,8 +545,8 @@ def _replanned(category: Category, row: Any, mine: Stored, now: datetime) -> dic
             "b_error": "the user's quiet hours last past its time to live",
             "b_events": [*(row.events or ()), said],
         }
-    if due == row.due_at or (end is None and row.reason is None):
-        return None  # its time stands: not in a window, before or now
+    if due == row.due_at or (end is None and (row.reason is None or row.due_at <= now)):
+        return None  # its time stands, or it is due already: not in a window
     moved = outcomes.QUIET_HOURS_CHANGED.format(at=outcomes.clock(now), next=outcomes.clock(due))
     said = outcomes.event("deferred", now, moved)
     return {

@@ -187,24 +187,34 @@ def update(
     # checked against ``categories`` already (flask_push.schemas.preferences)
     given = change.categories or {}
     for attempt in range(2):
-        row = _held(session, models, owner)
-        if row is None:
-            row = models.Preference(user_id=owner, categories={})
-            session.add(row)
-        merged = {id: dict(choices) for id, choices in (row.categories or {}).items()}
-        for id, choices in given.items():
-            merged.setdefault(id, {}).update(choices)
-        # a new dict, so that the JSON column sees the change
-        row.categories = merged
-        if change.quiet_hours is not None:
-            row.quiet_start = change.quiet_hours.start
-            row.quiet_end = change.quiet_hours.end
-            row.time_zone = change.quiet_hours.time_zone
-        elif change.removes_quiet_hours():
-            row.quiet_start = row.quiet_end = row.time_zone = None
-        row.updated_at = now = utcnow()
         try:
-            ended = policy.replan_waiting(session, models, categories, owner, _stored(row), now)
+            row = _held(session, models, owner)
+            if row is None:
+                row = models.Preference(user_id=owner, categories={})
+                session.add(row)
+            quiet_before = _stored(row).quiet_hours
+            merged = {id: dict(choices) for id, choices in (row.categories or {}).items()}
+            for id, choices in given.items():
+                merged.setdefault(id, {}).update(choices)
+            # a new dict, so that the JSON column sees the change
+            row.categories = merged
+            if change.quiet_hours is not None:
+                row.quiet_start = change.quiet_hours.start
+                row.quiet_end = change.quiet_hours.end
+                row.time_zone = change.quiet_hours.time_zone
+            elif change.removes_quiet_hours():
+                row.quiet_start = row.quiet_end = row.time_zone = None
+            row.updated_at = now = utcnow()
+            mine = _stored(row)
+            ended = policy.replan_waiting(
+                session,
+                models,
+                categories,
+                owner,
+                mine,
+                now,
+                quiet_changed=mine.quiet_hours != quiet_before,
+            )
             database.commit_keeping(session, row)
         except sa.exc.IntegrityError:
             # another request created the row first: apply the change to it

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -51,14 +51,23 @@ def drop(session: Any, models: Models, message_id: str) -> int:
     return int(result.rowcount or 0)
 
 
+class Written(NamedTuple):
+    """What one :func:`write_due` did: the items written, ``(item, created)``, and the
+    held rows it took, dropped ones too (fewer than :data:`WRITE_AT_ONCE`: none left)."""
+
+    items: list[tuple[Any, bool]]
+    taken: int
+
+
 def write_due(
     session: Session,
     models: Models,
     now: datetime,
     categories: Mapping[str, Category] | None = None,
-) -> list[tuple[Any, bool]]:
+) -> Written:
     """Write up to :data:`WRITE_AT_ONCE` held items that have come due, oldest first;
-    returns ``(item, created)`` of each, for the caller to commit and then announce.
+    returns ``(item, created)`` of each, for the caller to commit and then announce,
+    and how many held rows it took.
     An item of a category (of ``categories``) whose inbox channel the user has
     turned off since the message was sent is dropped: their choices as they are
     when it comes due.
@@ -78,7 +87,7 @@ def write_due(
         .with_for_update(skip_locked=True)
     ).all()
     if not due:
-        return []
+        return Written([], 0)
     taken = session.execute(
         sa.delete(held)
         .where(sa.tuple_(held.message_id, held.user_id).in_([tuple(row) for row in due]))
@@ -107,7 +116,7 @@ def write_due(
         choices = stored.get(row.user_id, nobody).choices.get(category.id)
         return category.is_on("inbox", choices)
 
-    return [
+    written = [
         inbox.upsert(
             session, models, user_id=row.user_id, id=row.message_id, values=fields[row.message_id]
         )
@@ -115,3 +124,4 @@ def write_due(
         for row in sorted(taken, key=lambda row: (row.user_id, row.message_id))
         if row.message_id in fields and still_wanted(row)
     ]
+    return Written(written, len(taken))

@@ -274,6 +274,10 @@ def test_an_operation_that_reads_no_query_refuses_one(client):
     assert client.get("/push/preferences?_=1733390000000", headers=mine).status_code == 200
     admin = as_user("root", admin=True)
     assert client.get("/push/providers?kind=apns", headers=admin).status_code == 400
+    # what anyone reads, probes and scrapers among them, ignores theirs
+    for path in ("/health?probe=lb", "/metrics?name[]=x", "/openapi.json?v=2"):
+        assert client.get(f"/push{path}").status_code in (200, 404), path  # 404: metrics off
+    assert client.get("/push/vapid-public-key?t=1").status_code == 200
 
 
 def test_an_error_quotes_a_name_of_the_clients_at_most_100_characters(client):

@@ -69,8 +69,8 @@ def test_vapid_keys_writes_its_file_for_its_owner_and_never_over_a_key(make_app,
     assert made.stdout == f"Wrote the VAPID keys to {keys}; keep it out of version control.\n"
     # not beside the app, whose from_pyfile("push_keys.py") would not find it: said
     assert made.stderr == (
-        f"Note: the app's folder is {Path(runner.app.root_path).resolve()}; a config file "
-        "named without a folder (app.config.from_pyfile) is read from there.\n"
+        "Note: the app reads a config file named without a folder (app.config.from_pyfile) "
+        f"from {Path(runner.app.config.root_path).resolve()}.\n"
     )
     assert keys.stat().st_mode & 0o777 == 0o600  # it holds the private key
     written = keys.read_text(encoding="utf-8")

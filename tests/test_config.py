@@ -278,7 +278,7 @@ def test_missing_optional_dependency_names_the_extra(make_app, monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "pyfcm" else real(name, *a)
     )
-    with pytest.raises(ProviderNotInstalled, match=r"pip install '\S*\[fcm\]'") as info:
+    with pytest.raises(ProviderNotInstalled, match=r"pip install (-e )?'\S*\[fcm\]'") as info:
         make_app(PUSH_FCM_CREDENTIALS=service_account())
     assert isinstance(info.value, ImportError) and isinstance(info.value, PushConfigError)
 
@@ -320,8 +320,8 @@ def test_kinds_are_read_without_the_extras(tmp_path):
     assert child.returncode == 0, child.stderr
     lines = child.stdout.splitlines()
     assert lines[0] == "['apns', 'fcm', 'webpush']"
-    assert re.search(r"pip install '\S*\[fcm\]'", lines[1]), lines[1]
-    assert re.search(r"pip install '\S*\[apns\]'", lines[2]), lines[2]
+    assert re.search(r"pip install (-e )?'\S*\[fcm\]'", lines[1]), lines[1]
+    assert re.search(r"pip install (-e )?'\S*\[apns\]'", lines[2]), lines[2]
 
 
 def test_ws_allowed_origins_are_normalized(make_app):
@@ -433,6 +433,10 @@ def test_a_refusal_names_the_misspelt_key_that_may_cause_it(make_app):
         "PUSH_VAPID_PRIVATE_KEY is required when PUSH_VAPID_SUBJECT is set "
         "(app.config has PUSH_VAPID_PRIVATEKEY: a misspelling?)"
     )
+    # a key given with a bad value is not one: the keys read after it are not named
+    with pytest.raises(PushConfigError) as info:
+        make_app(PUSH_FCM_BASE_URL="ftp://x", PUSH_APNS_BASE_URL="https://apns.example")
+    assert "misspelling" not in str(info.value), info.value
 
 
 def test_every_documented_key_is_one_it_reads(make_app, monkeypatch):
@@ -479,13 +483,13 @@ def test_a_flask_command_says_a_bad_key_in_one_line(tmp_path, config, said):
     assert ran.stdout == ""
 
 
-def test_an_extras_install_command_names_where_flask_push_came_from(monkeypatch):
+def test_an_extras_install_command_names_where_flask_push_came_from(monkeypatch, tmp_path):
     """flask-push is installed from a checkout (`pip install ../flask-push`), and pip
     records the folder (PEP 610): the command to add an extra names it, since
     `pip install 'flask-push[fcm]'` would look for it on a package index."""
     import importlib.metadata
 
-    from flask_push.errors import requirement
+    from flask_push.errors import install_command
 
     class Installed:
         def __init__(self, recorded: str | None) -> None:
@@ -494,19 +498,25 @@ def test_an_extras_install_command_names_where_flask_push_came_from(monkeypatch)
         def read_text(self, name: str) -> str | None:
             return self.recorded if name == "direct_url.json" else None
 
+    here = tmp_path / "flask push"
+    here.mkdir()
+    url = here.as_uri()  # file:///.../flask%20push
     for recorded, expected in [
+        (f'{{"url": "{url}", "dir_info": {{}}}}', f"pip install '{here}[fcm]'"),
         (
-            '{"url": "file:///home/ana/src/flask-push", "dir_info": {}}',
-            "/home/ana/src/flask-push[fcm]",
+            f'{{"url": "{url}", "dir_info": {{"editable": true}}}}',
+            f"pip install -e '{here}[fcm]'",  # stays editable
         ),
-        ('{"url": "file:///home/ana/flask%20push", "dir_info": {}}', "/home/ana/flask push[fcm]"),
-        (None, "flask-push[fcm]"),  # from a package index: by name
-        ('{"url": "https://example.com/flask_push-0.2.tar.gz"}', "flask-push[fcm]"),
+        # by name: from a package index, a folder gone since, or what is not pip's
+        (None, "pip install 'flask-push[fcm]'"),
+        ('{"url": "https://example.com/flask_push-0.2.tar.gz"}', "pip install 'flask-push[fcm]'"),
+        ('{"url": "file:///gone/flask-push"}', "pip install 'flask-push[fcm]'"),
+        ("[1, 2]", "pip install 'flask-push[fcm]'"),
     ]:
         monkeypatch.setattr(
             importlib.metadata, "distribution", lambda name, r=recorded: Installed(r)
         )
-        assert requirement("fcm") == expected
+        assert install_command("fcm") == expected
 
 
 def test_the_fakes_without_the_testing_extra_say_what_to_install():
@@ -521,6 +531,6 @@ def test_the_fakes_without_the_testing_extra_say_what_to_install():
     assert child.returncode == 0, child.stderr
     assert re.fullmatch(
         r"flask_push\.testing needs flask-push's 'testing' extra \('jwt' is not installed\): "
-        r"pip install '\S+\[testing\]'\n",
+        r"pip install (-e )?'\S+\[testing\]'\n",
         child.stdout,
     ), child.stdout

@@ -308,7 +308,7 @@ def test_metrics_without_prometheus_client_says_what_to_install(
         return None if name == "prometheus_client" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    with pytest.raises(PushConfigError, match=r"flask-push\[metrics\]"):
+    with pytest.raises(PushConfigError, match=r"pip install (-e )?'\S*\[metrics\]'"):
         make_app(PUSH_METRICS=True)
 
 

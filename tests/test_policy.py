@@ -705,6 +705,29 @@ def test_a_category_turned_off_ends_the_pushes_that_wait_for_it(
     assert (shown["counts"]["suppressed"], shown["counts"]["sent"]) == (1, 1)
 
 
+def test_inbox_items_dropped_for_a_choice_do_not_end_the_writing_early(
+    live: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer goes on while whole batches are due: a batch whose items were all
+    dropped (their users turned the inbox off) is not "the last one"."""
+    from flask_push import scheduled_inbox
+
+    monkeypatch.setattr(scheduled_inbox, "WRITE_AT_ONCE", 2)
+    users = ["a", "b", "c", "d"]
+    with context(live):
+        tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
+        message = push.send(
+            users=users, title="Deal", category="offers", inbox=True, send_at=tomorrow
+        )
+        for user in users[:3]:
+            push.set_preferences(user, categories={"offers": {"inbox": False}})
+        make_due(message.id)
+        push.dispatch_due()
+        assert [inbox_ids(user) for user in users] == [set(), set(), set(), {message.id}]
+        held = push.models.ScheduledInboxItem
+        assert db.session.scalars(sa.select(held.user_id)).all() == []
+
+
 def test_quiet_hours_changed_move_the_pushes_that_wait(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
@@ -733,6 +756,12 @@ def test_quiet_hours_changed_move_the_pushes_that_wait(
         quiet_now()
         held = push.send(users=["alice"], title="Flash sale", category="offers")
         assert statuses(held.id) == {"webpush": ("queued", "quiet_hours")}
+        # a change of something else moves nothing, and says nothing of quiet hours
+        [before] = push.explain(held.id)
+        push.set_preferences("alice", categories={"news": {"web": True}})
+        [after] = push.explain(held.id)
+        assert after["events"] == before["events"]
+        assert due_of(held.id) > datetime.now(timezone.utc)
         push.set_preferences("alice", quiet_hours=None)
         assert statuses(held.id) == {"webpush": ("queued", None)}
         assert due_of(held.id) <= datetime.now(timezone.utc)

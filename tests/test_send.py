@@ -295,12 +295,12 @@ def test_two_workers_write_a_held_inbox_item_once(outbox_app: Flask) -> None:
     engine, models = db.engine, push.models
     first = Session(engine, expire_on_commit=False)
     try:
-        assert len(scheduled_inbox.write_due(first, models, utcnow())) == 2  # not committed
+        assert len(scheduled_inbox.write_due(first, models, utcnow()).items) == 2  # not committed
         second: list[Any] = []
 
         def take() -> None:
             with Session(engine) as session:
-                second.extend(scheduled_inbox.write_due(session, models, utcnow()))
+                second.extend(scheduled_inbox.write_due(session, models, utcnow()).items)
                 session.commit()
 
         racing = threading.Thread(target=take)

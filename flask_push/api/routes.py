@@ -151,11 +151,18 @@ def table() -> tuple[Route, ...]:
     return tuple(route for module in modules for route in module.ROUTES.routes)
 
 
+#: the tags of the operations that probes, scrapers and caches read (health, metrics,
+#: the VAPID key, this document): they add parameters of their own (``?probe=``,
+#: ``?name[]=``, ``?v=``), which change nothing these answer, so they are ignored
+READ_BY_MACHINES = ("meta", "operations")
+
+
 def register(bp: Blueprint, routes: Iterable[Route]) -> None:
     """Add the operations that have a handler to ``bp`` (endpoint names are the handlers')."""
     for route in routes:
         if route.view is not None:
-            view = route.view if route.query is not None else _taking_no_query(route.view)
+            keeps = route.query is not None or route.tag in READ_BY_MACHINES
+            view = route.view if keeps else _taking_no_query(route.view)
             bp.add_url_rule(route.rule, view_func=view, methods=[route.method])
 
 

@@ -19,7 +19,7 @@ tests as fixtures. They need the ``testing`` extra: ``pip install '../flask-push
 
 from __future__ import annotations
 
-from ..errors import requirement
+from ..errors import install_command
 
 try:
     from .apns import FakeAPNs, ReceivedNotification
@@ -33,7 +33,7 @@ except ImportError as err:
     # a package of the extra: say which, and how to install them all
     raise ImportError(
         f"flask_push.testing needs flask-push's 'testing' extra ({err.name!r} is not "
-        f"installed): pip install '{requirement('testing')}'",
+        f"installed): {install_command('testing')}",
         name=err.name,
     ) from err
 
