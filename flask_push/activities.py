@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
-from . import outcomes, policy
+from . import database, outcomes, policy
 from .categories import Category
 from .errors import ValidationError
 from .message import Activity
@@ -62,15 +62,10 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
 
     models, session = state.push.models, state.push.db.session
     now = utcnow()
-    # The row is locked before it is read, so that two calls for one activity take
-    # their timestamps and merge their users in turn. An UPDATE locks it on every
-    # database (SQLite has no SELECT ... FOR UPDATE); the call sets updated_at anyway.
+    # held before it is read: two calls for one activity take their timestamps in
+    # turn (the call sets updated_at anyway)
     model = models.Activity
-    locked = session.execute(
-        sa.update(model).where(model.id == call.id).values(updated_at=now),
-        execution_options={"synchronize_session": False},
-    ).rowcount  # type: ignore[attr-defined]
-    row = session.get(model, call.id, populate_existing=True) if locked else None
+    row = database.held_row(session, model, call.id, updated_at=now)
     if row is not None and row.ended_at is not None:
         session.rollback()
         raise ValidationError(
@@ -81,9 +76,6 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         )
     # APNs shows a Live Activity push only if its timestamp is newer than the last
     stamp = max(int(now.timestamp()), (row.timestamp + 1) if row is not None else 0)
-    # (a start run twice, a host's job retried, stays one: the dispatcher sends no
-    # second push-to-start to a device that had one for this activity)
-    event = call.event
     if row is None:
         row = model(id=call.id, created_at=now, users=[], state={})
         session.add(row)
@@ -91,12 +83,14 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
     # the users of the latest call are the activity's: one left out (a courier
     # replaced) may no longer join its channel, nor be caught up
     row.users = sorted(users)
-    row.event, row.state, row.timestamp, row.updated_at = event, call.state or {}, stamp, now
-    if event == "end":
+    row.event, row.state, row.timestamp, row.updated_at = call.event, call.state or {}, stamp, now
+    if call.event == "end":
         row.ended_at = now
     shown = Activity(
         id=call.id,
-        event=event,
+        # a start run twice (a host's job retried) stays one: the dispatcher sends no
+        # second push-to-start to a device that had one for this activity
+        event=call.event,
         state=call.state or {},
         timestamp=stamp,
         stale_at=_epoch(call.stale_at),
@@ -106,7 +100,7 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
     )
     live = {
         "id": call.id,
-        "event": event,
+        "event": call.event,
         "state": call.state or {},
         "title": call.title,
         "body": call.body,
@@ -137,7 +131,7 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         inbox_id=call.id,
         inbox_fields={
             "is_new": True,
-            "data": {"activity": {"id": call.id, "event": event, "state": call.state or {}}},
+            "data": {"activity": {"id": call.id, "event": call.event, "state": call.state or {}}},
             # from this state alone, as its push shows it: a state without a body,
             # a url or step and steps clears the previous state's (SQL NULL, as on an
             # item never given one, not JSON null), so that the bell never shows

@@ -138,7 +138,7 @@ class PushSettings:
 
 
 def _fail(key: str, message: str) -> PushConfigError:
-    return PushConfigError(f"{key} {message}")
+    return PushConfigError(f"{key} {message}", key=key)
 
 
 #: a URL path as browsers send it (RFC 3986): no space, control character, query or fragment
@@ -429,13 +429,15 @@ def load(app: Flask) -> PushSettings:
     try:
         return _load(app, config)
     except PushConfigError as err:
-        refused = str(err).split(" ", 1)[0]
-        # a key given with a bad value is no misspelling; one missing may be
-        given = app.config.get(refused) not in (None, "")
-        misspelt = None if given else _misspelt(config, refused)
-        if misspelt is None or type(err) is not PushConfigError:  # a missing package: as it is
+        # a key given with a bad value is no misspelling; one missing may be (a
+        # refusal that names no key, a package missing, say, is left as it is)
+        if err.key is None or app.config.get(err.key) not in (None, ""):
             raise
-        raise PushConfigError(f"{err} (app.config has {misspelt}: a misspelling?)") from err
+        misspelt = _misspelt(config, err.key)
+        if misspelt is None:
+            raise
+        said = f"{err} (app.config has {misspelt}: a misspelling?)"
+        raise PushConfigError(said, key=err.key) from err
 
 
 def _misspelt(config: _Asked, key: str) -> str | None:

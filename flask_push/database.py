@@ -153,6 +153,22 @@ def on_conflict_insert(dialect: Dialect) -> Callable[[Any], Any] | None:
     return insert if insert is not None and dialect.insert_returning else None
 
 
+def held_row(session: Any, model: Any, key: Any, **touch: Any) -> Any:
+    """The row of ``model`` whose primary key is ``key``, taken for the transaction
+    before it is read, so that two writers of it at once go one after the other
+    instead of the later write undoing the earlier: an UPDATE (setting ``touch``)
+    locks the row on PostgreSQL and takes SQLite's write lock, where a SELECT takes
+    neither (SQLite has no SELECT ... FOR UPDATE). None when there is no row yet:
+    two writers that make it at once meet at the primary key, and the one that
+    loses goes again (then it finds the row)."""
+    [column] = sa.inspect(model).primary_key
+    locked = session.execute(
+        sa.update(model).where(column == key).values(**touch),
+        execution_options={"synchronize_session": False},
+    ).rowcount
+    return session.get(model, key, populate_existing=True) if locked else None
+
+
 def commit_keeping(session: Any, *rows: Any) -> None:
     """Commit, keeping each of ``rows`` loaded with what was just committed.
 

@@ -1496,17 +1496,15 @@ class Dispatcher:
         start that waited and was superseded by the second was never sent: the
         second goes as the push-to-start)."""
         wanted: dict[str, set[str]] = {}
-        for row in rows:
-            stored_activity, activity_token, start_token = row[15:18]
-            ins_id = row[4]
+        for row in rows:  # by name: the load's columns (activity: the message's state)
             if (
-                stored_activity
-                and stored_activity.get("event") == "start"
-                and activity_token is None
-                and start_token is not None
-                and ins_id is not None
+                row.activity
+                and row.activity.get("event") == "start"
+                and row.push_token is None
+                and row.push_to_start_token is not None
+                and row.installation_id is not None
             ):
-                wanted.setdefault(stored_activity["id"], set()).add(ins_id)
+                wanted.setdefault(row.activity["id"], set()).add(row.installation_id)
         if not wanted:
             return set()
         d, m = self.models.Delivery, self.models.Message

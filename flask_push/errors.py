@@ -50,8 +50,13 @@ class PushConfigError(click.ClickException):
     The message names the key and says what to do about it. A ``click`` exception
     (an ``Exception`` like any other elsewhere): raised while ``flask`` loads the app
     for a command, it is shown as one line, ``Error: <message>``, and exit code 1,
-    instead of a traceback through Flask's app loader.
+    instead of a traceback through Flask's app loader. ``key``: the key the message
+    begins with, when it names one.
     """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class ProviderNotInstalled(PushConfigError, ImportError):

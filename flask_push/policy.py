@@ -525,10 +525,10 @@ def _replanned(
             "b_reason": "opted_out",
             "b_events": [*(row.events or ()), said],
         }
-    # only what waits for its own time or for quiet hours to end: a retry waits for
-    # the push service, which the user's evenings do not move
     if not quiet_changed:
         return None
+    # only what waits for its own time or for quiet hours to end: a retry waits for
+    # the push service, which the user's evenings do not move
     if not (row.reason == "quiet_hours" or (row.attempts == 0 and row.reason is None)):
         return None
     own_time = max(first_due(row.send_at, row.created_at), now)

@@ -188,7 +188,10 @@ def update(
     given = change.categories or {}
     for attempt in range(2):
         try:
-            row = _held(session, models, owner)
+            # held before it is read: two changes at once apply one after the other
+            row = database.held_row(
+                session, models.Preference, owner, updated_at=models.Preference.updated_at
+            )
             if row is None:
                 row = models.Preference(user_id=owner, categories={})
                 session.add(row)
@@ -229,28 +232,6 @@ def update(
     if metrics is not None:
         metrics.count(ended)
     return _shown(owner, _stored(row), categories)
-
-
-def _held(session: Any, models: Models, owner: str) -> Any:
-    """The user's row, taken for this transaction before it is read, so that two
-    changes at once apply one after the other instead of the later write undoing the
-    earlier: an UPDATE locks the row on PostgreSQL and takes SQLite's write lock,
-    where a SELECT takes neither. None when the user has no row yet: two first
-    changes at once then meet at the primary key."""
-    p = models.Preference
-    touch = (
-        sa.update(p)
-        .where(p.user_id == owner)
-        .values(updated_at=p.updated_at)
-        .execution_options(synchronize_session=False)
-    )
-    for _ in range(2):
-        locked = session.execute(touch).rowcount
-        row = session.get(p, owner, populate_existing=True)
-        # a row committed between the UPDATE and the read is not held yet: again
-        if row is None or locked:
-            break
-    return row
 
 
 # -- for the policy: many users at once ----------------------------------------------------
