@@ -13,6 +13,7 @@ after a newer one.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -36,6 +37,8 @@ from .schemas.errors import by_alias, parse
 if TYPE_CHECKING:
     from .extension import PushState
     from .sending import Target
+
+logger = logging.getLogger("flask_push")
 
 #: the channel an activity's live events go to, besides each user's own
 CHANNEL_PREFIX = "activity:"
@@ -81,7 +84,9 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         session.add(row)
     users = list(dict.fromkeys(call.users))
     # the users of the latest call are the activity's: one left out (a courier
-    # replaced) may no longer join its channel, nor be caught up
+    # replaced) may no longer join its channel, nor be caught up, and their sockets
+    # on it leave it before its next state goes out
+    left = sorted(set(row.users or ()) - set(users))
     row.users = sorted(users)
     row.event, row.state, row.timestamp, row.updated_at = call.event, call.state or {}, stamp, now
     if call.event == "end":
@@ -117,6 +122,8 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         )
 
     def publish(message: Any, inbox_users: Sequence[str]) -> None:
+        if left:
+            shut_out(state, CHANNEL_PREFIX + call.id, left)
         # on the channels of the users whose inbox it reaches (the category's inbox
         # channel is theirs to turn off), and on the activity's own, which a page
         # showing it joins
@@ -159,6 +166,22 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         # refused (a payload too large, say): the activity's new state goes too
         session.rollback()
         raise
+
+
+def shut_out(state: PushState, channel: str, users: list[str]) -> None:
+    """Make the sockets of ``users`` leave ``channel``, which they no longer follow;
+    after a commit the caller made, so a failure is logged, not raised."""
+    why = f"You no longer follow {channel!r}: the activity's latest call leaves you out."
+    try:
+        state.get_realtime().shut_out(channel, users, why)
+    except Exception as err:  # noqa: BLE001 - said; the call itself succeeded
+        logger.warning(
+            "flask-push: %d user(s) left out of %r were not made to leave its channel "
+            "(%s): their sockets already on it see its events until they reconnect",
+            len(users),
+            channel,
+            err,
+        )
 
 
 def activity_json(shown: Activity) -> dict[str, Any]:

@@ -226,6 +226,29 @@ def test_the_users_of_the_latest_call_are_the_activitys(live: Flask) -> None:
         assert push.may_join("alice", "activity:order-42")
 
 
+def test_a_shut_out_that_fails_is_logged_and_the_call_stands(
+    live: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sockets of a user left out cannot be made to leave (Redis away): the log
+    says what that means, and the call, committed, stands."""
+    from flask_push.errors import BackplaneError
+    from flask_push.realtime import Realtime
+
+    def unreachable(*args: Any) -> None:
+        raise BackplaneError("live event not published: Redis did not answer")
+
+    monkeypatch.setattr(Realtime, "shut_out", unreachable)
+    with live.app_context():
+        order("start", users=["alice", "courier_a"])
+        order(users=["alice", "courier_b"])
+        assert not push.may_join("courier_a", "activity:order-42")
+    assert (
+        "1 user(s) left out of 'activity:order-42' were not made to leave its channel "
+        "(live event not published: Redis did not answer): their sockets already on it "
+        "see its events until they reconnect"
+    ) in caplog.text
+
+
 def test_a_user_who_turned_the_inbox_off_gets_no_live_event(
     sending_app: Callable[..., Flask],
 ) -> None:

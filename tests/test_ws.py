@@ -177,6 +177,45 @@ def test_channel_authorizer_and_unsubscribe(live: Any, connect: Any) -> None:
         push._channel_authorizer = previous
 
 
+def test_a_user_left_out_of_an_activity_leaves_its_channel_at_once(
+    live: Any, connect: Any, backplane: dict[str, Any]
+) -> None:
+    """A courier replaced by another (the activity's latest call leaves them out) is
+    made to leave its channel before its next state (a door code) goes out there, in
+    every process; the users still in it keep it."""
+    app, url = live(**backplane)
+    with app.app_context():
+        push.activity("order-42", users=["alice", "courier_a"], title="Order #42", event="start")
+    clients = {user: connect(url, user) for user in ("alice", "courier_a", "carol")}
+    for client in clients.values():
+        client.sync()
+        client.send({"op": "subscribe", "channel": "activity:order-42"})
+    assert clients["alice"].recv() == {"op": "subscribed", "channel": "activity:order-42"}
+    assert clients["courier_a"].recv() == {"op": "subscribed", "channel": "activity:order-42"}
+    assert clients["carol"].recv()["code"] == "forbidden"
+
+    with app.app_context():
+        push.activity(
+            "order-42", users=["alice", "courier_b"], title="Order #42", state={"door": "4711"}
+        )
+    assert clients["courier_a"].recv() == {
+        "op": "error",
+        "code": "forbidden",
+        "channel": "activity:order-42",
+        "message": "You no longer follow 'activity:order-42': the activity's latest call "
+        "leaves you out.",
+    }
+    clients["courier_a"].nothing()  # no door code
+    event = clients["alice"].recv()
+    while event["channel"] != "activity:order-42":  # her own channel's come too
+        event = clients["alice"].recv()
+    assert event["data"]["state"] == {"door": "4711"}
+    # nor can the socket join it again
+    clients["courier_a"].send({"op": "subscribe", "channel": "activity:order-42"})
+    assert clients["courier_a"].recv()["code"] == "forbidden"
+    clients["carol"].nothing()
+
+
 def test_ping_pong(live: Any, connect: Any) -> None:
     _, url = live()
     client = connect(url, "alice")

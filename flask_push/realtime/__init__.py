@@ -8,6 +8,7 @@ websocket connects, so processes without sockets publish write-only.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 from ..config import PushSettings
 from ..errors import BackplaneError
 from .backplane import Backplane, BackplaneUnreachable, backplane_for, dumps
-from .events import Event, Gap, Replay, channel_name, event_name
+from .events import LEFT_CHANNEL, Event, Gap, Notice, Replay, channel_name, event_name
 from .hub import Connection, Hub
 
 __all__ = ["Connection", "Event", "Realtime", "Replay"]
@@ -60,6 +61,27 @@ class Realtime:
             if last is not None:
                 self.hub.gap(Gap(channel, last))
             raise
+
+    def shut_out(self, channel: str, users: list[str], why: str) -> None:
+        """Make the sockets of ``users`` leave ``channel``, in every process sharing
+        the backplane, each told ``why`` in a ``forbidden`` error; a socket may join
+        it again only if ``channel_authorizer`` (or an activity) lets it.
+
+        :raises BackplaneError: the backplane (Redis) cannot be reached.
+        """
+        data = {"channel": channel_name(channel), "users": users, "why": why}
+        self.backplane.publish(LEFT_CHANNEL, "left", dumps(data))
+
+    def _deliver(self, event: Event) -> None:
+        if event.channel != LEFT_CHANNEL:
+            self.hub.deliver(event)
+            return
+        left = event.data
+        channel = left["channel"]
+        notice = json.dumps(
+            {"op": "error", "code": "forbidden", "channel": channel, "message": left["why"]}
+        )
+        self.hub.shut_out(channel, frozenset(left["users"]), Notice(channel, notice))
 
     def join(
         self,
@@ -109,7 +131,7 @@ class Realtime:
     def _listen(self) -> None:
         with self._lock:
             if not self._listening:
-                self.backplane.listen(self.hub.deliver, self._resync)
+                self.backplane.listen(self._deliver, self._resync)
                 self._listening = True
 
     def _resync(self) -> None:

@@ -40,6 +40,10 @@ MAX_CHANNEL = len(USER_CHANNEL_PREFIX) + MAX_TEXT
 #: surrogates, which no UTF-8 text (frame, Redis key) can hold
 CHANNEL_RULE = f"must be 1-{MAX_CHANNEL} characters, without NUL or lone surrogates"
 _CHANNEL = re.compile(rf"[^\x00\ud800-\udfff]{{1,{MAX_CHANNEL}}}")
+#: the backplane's own channel, which no client can name (channel names hold no
+#: NUL): its ``left`` events tell every process which users may no longer follow a
+#: channel (an activity's, whose latest call left them out)
+LEFT_CHANNEL = "\x00left"
 #: event names: words a developer chose, so no whitespace (nor lone surrogates)
 EVENT_RULE = "must be 1-200 characters without whitespace"
 _EVENT = re.compile(r"[^\s\ud800-\udfff]{1,200}")
@@ -126,6 +130,19 @@ class Gap:
     @property
     def frame(self) -> str:
         return gap_frame(self.channel)
+
+    @functools.cached_property
+    def wire(self) -> bytes:
+        return encode_frame(self.frame)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A frame for one connection about a channel it has just been made to leave:
+    it goes out though the connection is no longer on the channel."""
+
+    channel: str
+    frame: str
 
     @functools.cached_property
     def wire(self) -> bytes:

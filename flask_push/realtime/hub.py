@@ -16,9 +16,13 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
-from .events import Event, Gap, sendable
+from .events import Event, Gap, Notice, sendable
+
+#: what a connection's queue holds
+Item = Event | Gap | Notice
 
 log = logging.getLogger("flask_push.realtime")
 
@@ -43,10 +47,14 @@ class Connection:
 
     __slots__ = (
         "wake", "_sock", "_direct", "_flags", "lock", "max_queue", "queue", "pending",
-        "last_ids", "dropped", "sent_at", "replays",
+        "last_ids", "dropped", "sent_at", "replays", "user_id",
     )  # fmt: skip
 
-    def __init__(self, wake: Any, sock: socket.socket | None, max_queue: int) -> None:
+    def __init__(
+        self, wake: Any, sock: socket.socket | None, max_queue: int, user_id: str | None = None
+    ) -> None:
+        #: who the socket is (None: anonymous), for a channel they may no longer follow
+        self.user_id = user_id
         #: set when there is something for the handler to do; shared with the
         #: websocket's reader, so one wait covers frames in and events out
         self.wake = wake
@@ -58,7 +66,7 @@ class Connection:
         self.lock = threading.Lock()
         self.max_queue = max_queue
         #: appended to by broadcasters, emptied from the front by the handler only
-        self.queue: list[Event | Gap] = []
+        self.queue: list[Item] = []
         #: the rest of a frame a broadcaster began: the handler writes it first
         self.pending = b""
         #: the channels joined, each with the last event id sent (or the point a
@@ -90,7 +98,7 @@ class Connection:
         left, at = self.replays or (float(REPLAY_BURST), 0.0)
         self.replays = (left - 1, at)
 
-    def offer(self, event: Event | Gap, now: float) -> None:
+    def offer(self, event: Item, now: float) -> None:
         """Send ``event`` now if the socket takes it without waiting, else queue it;
         drop the connection when its queue is full. Never blocks.
 
@@ -121,7 +129,7 @@ class Connection:
         finally:
             self.lock.release()
 
-    def _queue(self, event: Event | Gap) -> None:
+    def _queue(self, event: Item) -> None:
         if len(self.queue) >= self.max_queue:
             self.drop()
             return
@@ -142,7 +150,7 @@ class Connection:
             except OSError:
                 pass
 
-    def take(self) -> list[Event | Gap]:
+    def take(self) -> list[Item]:
         """The queued events and gaps still worth sending, in order."""
         # Take a count, then that many from the front: a broadcaster's append in
         # between lands after them and waits for the next take.
@@ -151,20 +159,21 @@ class Connection:
         del self.queue[:count]
         return [item for item in queued if self._admit(item)]
 
-    def _admit(self, item: Event | Gap) -> bool:
+    def _admit(self, item: Item) -> bool:
         """Is ``item`` for this connection, and new to it? Notes it as sent."""
         last = self.last_ids.get(item.channel)
         if last is None:
-            return False  # not joined (any more)
-        channel = item.channel
+            # not joined (any more); a notice is about having been made to leave
+            return isinstance(item, Notice)
+        if isinstance(item, Event):
+            if item.id > last:
+                self.last_ids[item.channel] = item.id
+                return True
+            return False
         if isinstance(item, Gap):
             # the events after it may be numbered anew, below those sent
-            self.last_ids[channel] = min(last, item.resume)
-            return True
-        if item.id > last:
-            self.last_ids[channel] = item.id
-            return True
-        return False
+            self.last_ids[item.channel] = min(last, item.resume)
+        return True
 
 
 def direct_socket(sock: socket.socket | None) -> tuple[_socket.socket, int] | None:
@@ -241,6 +250,20 @@ class Hub:
         now = time.monotonic()
         for connection in targets:
             connection.offer(gap, now)
+
+    def shut_out(self, channel: str, users: Collection[str], notice: Notice) -> int:
+        """Make the connections of ``users`` on ``channel`` leave it, each told with
+        ``notice``; how many there were."""
+        with self._lock:
+            joined = self._channels.get(channel, ())
+            leaving = [c for c in joined if c.user_id is not None and c.user_id in users]
+        now = time.monotonic()
+        for connection in leaving:
+            # told first, and behind what it was sent before; an event after this
+            # one finds the connection gone from the channel
+            connection.offer(notice, now)
+            self.leave(connection, channel)
+        return len(leaving)
 
     def joined(self) -> dict[str, int]:
         """The channels with connections here, each with the id a resync replays after.

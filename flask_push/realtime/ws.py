@@ -165,7 +165,7 @@ def _serve(ws: Any) -> None:
     user_id, mark = _marked(push)
     realtime: Realtime = push.state.get_realtime()
     sock = ws.sock
-    connection = Connection(ws.event, sock, settings.ws_queue_size)
+    connection = Connection(ws.event, sock, settings.ws_queue_size, user_id)
     # simple-websocket's reader writes too (pongs, close frames): through the lock
     ws.sock = _ReaderSocket(sock, connection)
     heartbeat = settings.ws_heartbeat or None
