@@ -848,3 +848,44 @@ def test_a_redis_that_stops_answering_is_asked_once_for_a_whole_send(
         backplane._unanswered_at -= backplane_module.UNANSWERED_PAUSE  # the pause is over
         assert push.publish("user:u0", "tick", {}) > 0
         assert backplane._unanswered_at is None
+
+
+def test_after_the_pause_one_publish_asks_a_redis_still_hung(
+    redis_server: Any, make_app: Any
+) -> None:
+    """When the pause ends, one publish asks Redis again; the others of the process
+    go on resting at once until it has its answer, instead of each waiting the
+    socket's timeout for a Redis still hung."""
+    server = redis_server(False)
+    app = make_app(PUSH_BACKPLANE_URL=server.url)
+    with app.app_context():
+        backplane = push.state.get_realtime().backplane
+        push.publish("user:u0", "tick", {})
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(BackplaneError):
+                push.publish("user:u0", "tick", {})  # waits the timeout: the pause begins
+            backplane._unanswered_at -= backplane_module.UNANSWERED_PAUSE  # and is over
+            failed: list[Exception] = []
+
+            def ask() -> None:
+                with app.app_context():
+                    try:
+                        push.publish("user:u1", "tick", {})
+                    except BackplaneError as err:
+                        failed.append(err)
+
+            asking = threading.Thread(target=ask)
+            asking.start()
+            while not backplane._asking:
+                time.sleep(0.01)
+            with pytest.raises(backplane_module.BackplaneResting, match="another publish is"):
+                push.publish("user:u2", "tick", {})
+            asking.join()
+            assert [type(err).__name__ for err in failed] == ["BackplaneUnreachable"]
+            assert not backplane._asking  # it did not answer: a new pause
+            with pytest.raises(backplane_module.BackplaneResting, match="not asked again"):
+                push.publish("user:u2", "tick", {})
+        finally:
+            server.process.send_signal(signal.SIGCONT)

@@ -257,6 +257,8 @@ class RedisBackplane(Backplane):
         self._ping_client: Any = None
         #: when (monotonic) a publish last found Redis not answering; None: it answered
         self._unanswered_at: float | None = None
+        #: a publish is asking Redis again after the pause; the others still rest
+        self._asking = False
 
     def _keys(self, channel: str) -> tuple[str, str]:
         return f"{self.prefix}:seq:{channel}", f"{self.prefix}:log:{channel}"
@@ -271,23 +273,43 @@ class RedisBackplane(Backplane):
             self.keep_seconds,
             _COUNTER_TTL,
         ]
-        unanswered_at = self._unanswered_at
-        if unanswered_at is not None:
-            ago = time.monotonic() - unanswered_at
-            if ago < UNANSWERED_PAUSE:
-                raise BackplaneResting(
-                    f"live event not published: Redis did not answer {ago:.1f} s ago, and "
-                    f"is not asked again until {UNANSWERED_PAUSE:g} s after that"
-                )
+        asking = self._unanswered_at is not None and self._rest_or_ask()
         try:
             number = self._script(keys=[counter, stream, self._events_key], args=args)
         except self._redis_errors as err:
             failure = _failed("live event not published", err)
-            if isinstance(failure, BackplaneUnreachable):
-                self._unanswered_at = time.monotonic()
+            # answered with an error: Redis is there
+            unreachable = isinstance(failure, BackplaneUnreachable)
+            self._unanswered_at = time.monotonic() if unreachable else None
             raise failure from err
-        self._unanswered_at = None
+        else:
+            self._unanswered_at = None
+        finally:
+            if asking:
+                self._asking = False
         return Event(channel, int(number), event, data_json)
+
+    def _rest_or_ask(self) -> bool:
+        """Since Redis did not answer a publish: raise :class:`BackplaneResting` until
+        :data:`UNANSWERED_PAUSE` has passed; then let one publish ask it (True: this
+        one), while the others of this process go on resting until it has its
+        answer, since each would wait the socket's timeout for a Redis still hung."""
+        with self._lock:
+            unanswered_at = self._unanswered_at
+            if unanswered_at is None:
+                return False  # it answered meanwhile
+            ago = time.monotonic() - unanswered_at
+            if ago >= UNANSWERED_PAUSE and not self._asking:
+                self._asking = True
+                return True
+        then = (
+            "another publish is asking it again"
+            if self._asking
+            else f"it is not asked again until {UNANSWERED_PAUSE:g} s after that"
+        )
+        raise BackplaneResting(
+            f"live event not published: Redis did not answer {ago:.1f} s ago, and {then}"
+        )
 
     def replay(self, channel: str, since: int) -> Replay:
         counter, stream = self._keys(channel)
