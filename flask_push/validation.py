@@ -287,7 +287,7 @@ def _ends_in_number(host: str) -> bool:
     return bool(_NUMBER.match(host.rstrip(".").rpartition(".")[2]))
 
 
-def _host_allowed(host: str, patterns: Iterable[str]) -> bool:
+def host_allowed(host: str, patterns: Iterable[str]) -> bool:
     if is_special_address(host):
         # An IP literal or loopback name only ever passes by being named exactly,
         # so that a wildcard such as "*" can never open the way to 127.0.0.1,
@@ -306,7 +306,7 @@ def endpoint(value: Any, *, allowed_hosts: Iterable[str], allow_http: bool) -> s
     """
     url = text(value, "endpoint", max_length=MAX_ENDPOINT_LENGTH, required=True) or ""
     host = (endpoint_url(url, allow_http=allow_http).raw_host or "").rstrip(".")
-    if not _host_allowed(host, allowed_hosts):
+    if not host_allowed(host, allowed_hosts):
         raise ValidationError(
             f"points at {host!r}, which is not a known push service; "
             "add it to PUSH_ENDPOINT_HOSTS if it is one",

@@ -11,6 +11,7 @@ so a push that got through would show in its requests.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from flask import Flask
 from flask_push.credentials import WEBPUSH
 from flask_push.message import Notification, OutgoingPush, WebPushTarget
 from flask_push.providers import provider_class
+from flask_push.providers.webpush import BlockedAddressError, _AddressGuard
 from flask_push.testing import FakePushService
 
 from conftest import browser_keys, db, push
@@ -229,3 +231,83 @@ def test_the_provider_refuses_odd_spellings_without_io(vapid_private_key: str, h
     push_ = OutgoingPush("dlv_1", "msg_1", Notification(title="Hi"), target)
     with pytest.raises(ValueError, match="endpoint"):
         provider.build_payload(push_)
+
+
+# -- addresses a name resolves to: judged at connect time ------------------------------
+
+#: addresses that reach a private, loopback or reserved network, whatever Python's
+#: ``is_global`` says of the IPv6 ones: an IPv4 address inside IPv6 (NAT64's
+#: well-known prefix, SIIT, mapped, 6to4, the old compatible form), NAT64 for local
+#: use, site-local, the documentation range of RFC 9637, SRv6 segment ids
+BLOCKED_ADDRESSES = [
+    "127.0.0.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "64:ff9b::7f00:1",
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b::a00:1",
+    "64:ff9b:1::a00:1",
+    "::ffff:0:a9fe:a9fe",
+    "::ffff:127.0.0.1",
+    "2002:7f00:1::",
+    "::127.0.0.1",
+    "fec0::1",
+    "3fff::1",
+    "5f00::1",
+    "fe80::1%eth0",
+    "ff02::1",
+]
+#: public addresses, some inside IPv6 the same ways
+PUBLIC_ADDRESSES = ["8.8.8.8", "64:ff9b::808:808", "::ffff:0:808:808", "2a00:1450:4001::200a"]
+
+
+@pytest.mark.parametrize("address", BLOCKED_ADDRESSES)
+def test_a_name_resolving_to_a_private_address_is_refused_however_it_is_wrapped(
+    address: str,
+) -> None:
+    guard = _AddressGuard([])
+    with pytest.raises(BlockedAddressError, match="private, loopback"):
+        guard.check("push.example.test", address)
+
+
+@pytest.mark.parametrize("address", PUBLIC_ADDRESSES)
+def test_a_name_resolving_to_a_public_address_passes(address: str) -> None:
+    _AddressGuard([]).check("push.example.test", address)
+
+
+def test_a_stored_endpoint_the_host_list_no_longer_allows_is_not_sent_to(
+    make_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An operator who narrows PUSH_ENDPOINT_HOSTS (a wildcard abused) stops the
+    pushes to the endpoints it no longer allows: not even their names are looked up."""
+    looked_up: list[Any] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    app = make(make_app, ["127.0.0.1"], PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False)
+    subscriber = push_fake_webpush.subscribe()
+    with app.app_context():
+        # subscribed while the list was ["*.evil.test", ...]
+        endpoint = subscriber.endpoint.replace("127.0.0.1", "attacker.evil.test")
+        db.session.add(
+            push.models.Subscription(
+                endpoint=endpoint,
+                p256dh=subscriber.p256dh,
+                auth=subscriber.auth,
+                user_id="mallory",
+                topics=[],
+            )
+        )
+        db.session.commit()
+        message = push.send(users=["mallory"], title="Hello")
+        (entry,) = push.explain(message.id)
+    assert entry["status"] == "failed"
+    assert "'attacker.evil.test', which PUSH_ENDPOINT_HOSTS no longer allows" in entry["detail"]
+    assert "attacker.evil.test" not in looked_up
+    assert push_fake_webpush.requests == []

@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
+#: endpoint hosts whose verdict a provider keeps; more are judged again
+_KEPT_VERDICTS = 4096
 #: the start of an error body worth putting in a DeliveryResult
 _MAX_ERROR_TEXT = 2048
 
@@ -175,6 +177,7 @@ def _options(settings: PushSettings) -> dict[str, Any]:
     return {
         "allow_http": settings.allow_http_endpoints,
         "allow_private_hosts": _private_hosts(settings.endpoint_hosts),
+        "allowed_hosts": settings.endpoint_hosts,
         "site_url": settings.site_url,
     }
 
@@ -237,6 +240,10 @@ class WebPushProvider(Provider):
         refused, unless the name itself is listed: otherwise a wildcard pattern
         would reach the private address through DNS (rebinding). Any other
         connection to such an address is refused with :class:`BlockedAddressError`.
+    :param allowed_hosts: the endpoint host patterns of ``PUSH_ENDPOINT_HOSTS``: a
+        push to an endpoint they no longer allow (stored before the list was
+        narrowed) fails without a connection. None: any host (the address check
+        still applies).
     :param resolver: replaces aiohttp's resolver (tests map names with it); the
         address check wraps it either way.
     :param site_url: the site's absolute URL (``PUSH_SITE_URL``): payloads are then
@@ -270,6 +277,7 @@ class WebPushProvider(Provider):
         allow_http: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         allow_private_hosts: Iterable[str] = (),
+        allowed_hosts: Iterable[str] | None = None,
         resolver: AbstractResolver | None = None,
         site_url: str | None = None,
     ) -> None:
@@ -286,6 +294,9 @@ class WebPushProvider(Provider):
         self.allow_http = allow_http
         self.ssl_context = ssl_context
         self._guard = _AddressGuard(allow_private_hosts)
+        self._allowed_hosts = None if allowed_hosts is None else tuple(allowed_hosts)
+        #: the verdict of ``allowed_hosts`` on each endpoint host seen
+        self._host_verdicts: dict[str, bool] = {}
         self._resolver = resolver
         self.site_url = site_url
         self._session: aiohttp.ClientSession | None = None
@@ -299,25 +310,34 @@ class WebPushProvider(Provider):
 
         ``options`` are the constructor's keywords (``concurrency``,
         ``lane_concurrency``, ``timeout``, ``allow_http``, ``ssl_context``,
-        ``allow_private_hosts``, ``resolver``, ``site_url``); an unknown one raises
+        ``allow_private_hosts``, ``allowed_hosts``, ``resolver``, ``site_url``); an
+        unknown one raises
         :class:`TypeError`.
         """
         return cls(load_vapid(settings["privateKey"]), settings["subject"], **options)
 
     def lane(self, push: OutgoingPush) -> str:
-        """The push service's origin: each service gets its own share of the slots.
+        """The push service: each gets its own share of the slots.
 
-        Split by hand, as this runs for every push: ``scheme://host[:port]``, the
-        host lower-cased and a default port dropped.
+        ``scheme://name`` for a host name, whatever the port and a trailing dot,
+        since one service answers on all of them: else an endpoint could make a
+        lane of its own of each port of an allowed host (a subscriber's choice),
+        and endpoints that never answer, each in a lane of its own, would hold
+        every slot. ``scheme://address[:port]`` for an IP address, which only an
+        operator names (local test services share one address). Split by hand, as
+        this runs for every push.
         """
         target = push.target
         if not isinstance(target, WebPushTarget):
             return ""
         scheme, _, rest = target.endpoint.partition("://")
         host = rest.partition("/")[0].partition("?")[0].lower()
-        default = {"https": ":443", "http": ":80"}.get(scheme.lower())
-        if default and host.endswith(default):
-            host = host[: -len(default)]
+        if not host.startswith("[") and not host.rpartition(":")[0].replace(".", "").isdigit():
+            host = host.partition(":")[0].rstrip(".")
+        else:
+            default = {"https": ":443", "http": ":80"}.get(scheme.lower())
+            if default and host.endswith(default):
+                host = host[: -len(default)]
         return f"{scheme.lower()}://{host}"
 
     # -- pure steps ---------------------------------------------------------------------
@@ -336,6 +356,8 @@ class WebPushProvider(Provider):
         # The same check as at subscribe time: a host written otherwise than the
         # client connects to it (①②⑦.0.0.1, 0x7f.0.0.1) never reaches the network.
         url = validation.endpoint_url(target.endpoint, allow_http=self.allow_http)
+        if self._allowed_hosts is not None:
+            self._check_host_allowed(url.raw_host or "")
         p256dh = _b64decode(target.p256dh, "p256dh")
         if len(p256dh) != 65 or p256dh[0] != 4:
             raise ValueError("the subscription's p256dh is not an uncompressed P-256 point")
@@ -376,6 +398,24 @@ class WebPushProvider(Provider):
             p256dh=p256dh,
             auth=auth,
         )
+
+    def _check_host_allowed(self, host: str) -> None:
+        """Refuse ``host`` unless ``allowed_hosts`` allows it (as subscribing checks
+        it); the verdict on each host is kept."""
+        assert self._allowed_hosts is not None
+        allowed = self._host_verdicts.get(host)
+        if allowed is None:
+            if len(self._host_verdicts) >= _KEPT_VERDICTS:
+                self._host_verdicts.clear()
+            name = host.rstrip(".")
+            allowed = self._host_verdicts[host] = validation.host_allowed(name, self._allowed_hosts)
+        if not allowed:
+            raise ValidationError(
+                f"points at {host.rstrip('.')!r}, which PUSH_ENDPOINT_HOSTS no longer "
+                "allows (it did when the browser subscribed); not sent",
+                field="endpoint",
+                code="endpoint_not_allowed",
+            )
 
     def preview(self, push: OutgoingPush) -> dict[str, Any]:
         """The endpoint, headers (TTL, Urgency, Topic) and JSON payload before
@@ -577,6 +617,35 @@ def _system_trust(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     return context
 
 
+#: IPv6 networks that Python's ``is_global`` (3.10 to 3.12) counts as global and are
+#: not: site-local (deprecated, still routed inside some sites), NAT64 for local use
+#: (RFC 8215: it reaches the site's own IPv4 network), the documentation range of
+#: RFC 9637 and SRv6 segment identifiers (RFC 9602)
+_NOT_GLOBAL_V6 = tuple(
+    ipaddress.IPv6Network(net) for net in ("fec0::/10", "64:ff9b:1::/48", "3fff::/20", "5f00::/16")
+)
+#: IPv6 networks whose last 32 bits are an IPv4 address that a packet to them
+#: reaches: NAT64's well-known prefix (RFC 6052) and SIIT's IPv4-translated
+#: addresses (RFC 2765)
+_LAST_32_BITS_V4 = tuple(ipaddress.IPv6Network(net) for net in ("64:ff9b::/96", "::ffff:0:0:0/96"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address inside ``ip`` that a connection to it reaches (mapped, 6to4,
+    NAT64, SIIT, or the old ``::a.b.c.d`` form), or None."""
+    inner = ip.ipv4_mapped or ip.sixtofour
+    if inner is None and (int(ip) >> 32 == 0 or any(ip in net for net in _LAST_32_BITS_V4)):
+        inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return inner
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """May a push connect to ``ip`` by a name? Only a global unicast address."""
+    if ip.is_multicast or not ip.is_global:
+        return False
+    return not (isinstance(ip, ipaddress.IPv6Address) and any(ip in n for n in _NOT_GLOBAL_V6))
+
+
 class _AddressGuard:
     """Decides which addresses a push may connect to."""
 
@@ -612,16 +681,14 @@ class _AddressGuard:
             return
         seen: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
         if isinstance(ip, ipaddress.IPv6Address):
-            # An IPv4 address inside IPv6 (mapped, 6to4, or the old ::a.b.c.d
-            # form) reaches that IPv4 address, so it is judged as one too.
-            inner = ip.ipv4_mapped or ip.sixtofour
-            if inner is None and int(ip) >> 32 == 0:
-                inner = ipaddress.IPv4Address(int(ip))
+            # An IPv4 address inside IPv6 reaches that IPv4 address, so it is
+            # judged as one too
+            inner = _embedded_ipv4(ip)
             if inner is not None:
                 if any(inner in net for net in networks):
                     return
                 seen.append(inner)
-        if all(each.is_global and not each.is_multicast for each in seen):
+        if all(_public(each) for each in seen):
             return
         raise BlockedAddressError(
             f"refused to connect to {host} at {ip}: a private, loopback, link-local or "
