@@ -38,7 +38,14 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError
 
-from .apns import MAX_CONNECTIONS, MAX_SEND_ATTEMPTS, TOKEN_LIFETIME, apns_headers, encode
+from .apns import (
+    MAX_CONNECTIONS,
+    MAX_SEND_ATTEMPTS,
+    MIN_TOKEN_AGE,
+    TOKEN_LIFETIME,
+    apns_headers,
+    encode,
+)
 
 __all__ = [
     "APNsConnectionError",
@@ -50,6 +57,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("flask_push.providers.apns")
+
+#: the most of an answer's body kept: APNs' are a line of JSON, and a server that
+#: sends more (an endless body) must not fill the memory
+MAX_ERROR_BODY = 4096
 
 
 class _ProviderToken(AuthorizationHeaderProvider):
@@ -65,19 +76,33 @@ class _ProviderToken(AuthorizationHeaderProvider):
         self.key_id = key_id
         self.team_id = team_id
         self._header = ""
-        self._issued_at = 0.0
+        #: when (``time.monotonic()``) the token was signed, None before the first:
+        #: its age is read on a clock that a correction of the wall clock (NTP
+        #: stepping it back) does not move, which would keep an expired token
+        self._signed_at: float | None = None
 
     def get_header(self) -> str:
-        now = time.time()
-        if now - self._issued_at >= TOKEN_LIFETIME:
+        now = time.monotonic()
+        if self._signed_at is None or now - self._signed_at >= TOKEN_LIFETIME:
             token = jwt.encode(
-                {"iss": self.team_id, "iat": int(now)},
+                {"iss": self.team_id, "iat": int(time.time())},
                 self.key,
                 algorithm="ES256",
                 headers={"kid": self.key_id},
             )
-            self._header, self._issued_at = f"bearer {token}", now
+            self._header, self._signed_at = f"bearer {token}", now
         return self._header
+
+    def renew_if_old(self) -> bool:
+        """APNs said the token expired: sign another for the next request, unless
+        this one is younger than APNs' 20 minutes between changes (then the clock,
+        not the token, is wrong, and a new token would be refused the same way, or
+        with TooManyProviderTokenUpdates). Whether it will be renewed."""
+        signed_at = self._signed_at
+        if signed_at is None or time.monotonic() - signed_at < MIN_TOKEN_AGE:
+            return False
+        self._signed_at = None
+        return True
 
 
 @dataclass
@@ -188,7 +213,9 @@ class _Connection(APNsTLSClientProtocol):
                     exchange.status = dict(event.headers or []).get(b":status", b"").decode()
             elif isinstance(event, DataReceived):
                 if exchange is not None:
-                    exchange.body += event.data or b""
+                    # an error body is a line of JSON: what is past it is not kept
+                    room = MAX_ERROR_BODY - len(exchange.body)
+                    exchange.body += (event.data or b"")[: max(room, 0)]
                 # Give the credit back, or the server stops sending after 64 KiB.
                 self.conn.acknowledge_received_data(event.flow_controlled_length or 0, stream_id)
             elif isinstance(event, StreamEnded):

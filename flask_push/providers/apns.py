@@ -133,6 +133,9 @@ MAX_COLLAPSE_ID_BYTES = 64
 LONGEST_MESSAGE_ID = 40
 #: provider tokens are renewed after this many seconds (Apple: between 20 and 60 minutes)
 TOKEN_LIFETIME = 30 * 60
+#: APNs refuses a new provider token within this many seconds of the last
+#: (TooManyProviderTokenUpdates)
+MIN_TOKEN_AGE = 20 * 60
 
 logger = logging.getLogger(__name__)
 
@@ -482,6 +485,14 @@ class APNsProvider(Provider):
             return outcome("gone", error)
         if status in _RETRY_STATUSES:
             return outcome("retry", f"{status} {reason}".strip())
+        if reason == "ExpiredProviderToken" and self._token.renew_if_old():
+            # the token's age was misread (the wall clock stepped back since it was
+            # signed): the next try carries a new one
+            return outcome(
+                "retry",
+                "403 ExpiredProviderToken: APNs said the provider token expired; the next "
+                "try carries a new one",
+            )
         if status == "403":
             hint = (
                 "check the server clock"

@@ -39,6 +39,13 @@ _T = TypeVar("_T")
 LaneState = Literal["open", "full", "stalled"]
 
 
+#: the share of a push's ``timeout`` in which its connection (TLS included), and an
+#: access token it needs, must be made: a push whose connection was never made is
+#: then told ("unreachable", it was not sent) from one whose answer never came
+#: ("no_answer", it may have arrived), which the whole timeout would hide
+CONNECT_SHARE = 0.5
+
+
 async def _within(seconds: float, request: Coroutine[Any, Any, _T]) -> _T:
     """``await request``, abandoned after ``seconds`` with ``asyncio.TimeoutError``.
 
@@ -49,6 +56,19 @@ async def _within(seconds: float, request: Coroutine[Any, Any, _T]) -> _T:
         async with asyncio.timeout(seconds):
             return await request
     return await asyncio.wait_for(request, seconds)
+
+
+async def read_start(response: Any, limit: int) -> str:
+    """The first ``limit`` bytes of an aiohttp ``response``'s body, as text; the
+    rest is left unread, so that a service answering with an endless body costs
+    no more memory than that."""
+    data = bytearray()
+    while len(data) < limit:
+        chunk = await response.content.read(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data).decode("utf-8", "replace")
 
 
 def _unsendable(result: DeliveryResult) -> DeliveryResult:

@@ -68,7 +68,7 @@ from ..credentials import text as _text
 from ..errors import PayloadError, ValidationError
 from ..message import Activity, DeliveryResult, DeviceTarget, Notification, OutgoingPush
 from ..schemas.base import ResponseModel, WireModel, refuse_as
-from .base import Provider, retry_after_seconds, without_answer
+from .base import CONNECT_SHARE, Provider, read_start, retry_after_seconds, without_answer
 
 # pyfcm, google-auth and requests are the ``fcm`` extra: imported when a provider
 # is made, so that the kind above can be read (and the extra asked for) without them.
@@ -92,10 +92,17 @@ _RESERVED_KEYS = ("from", "message_type")
 _RESERVED_PREFIXES = ("google", "gcm")
 #: seconds a refused key is remembered, so a batch does not ask the token endpoint per push
 _REFUSAL_MEMORY = 30.0
+#: the most of an answer read: FCM's are a few hundred bytes, and one that is not
+#: FCM's (a proxy's error page, an endless body) must not fill the memory
+_MAX_ANSWER = 64 * 1024
 
 
 class _NotSent(Exception):
     """The push never left this process (it is exiting): it stays for a worker."""
+
+
+class _TokenUnreadable(Exception):
+    """The token endpoint's answer held no access token: the push was not sent."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,15 @@ class _AccessToken:
                 if not err.retryable:
                     self._refused = (time.monotonic() + _REFUSAL_MEMORY, err)
                 raise
+            except (google.auth.exceptions.TransportError, _NotSent):
+                raise
+            except Exception as err:
+                # google-auth reading an answer that is not a token (a proxy's
+                # page, a field of the wrong type): FCM never saw the push
+                raise _TokenUnreadable(
+                    "Google's OAuth token endpoint answered something that is not an "
+                    f"access token ({type(err).__name__}: {err})"
+                ) from err
             self._refused = None
             return str(self.credentials.token)
 
@@ -375,7 +391,7 @@ class FCMProvider(Provider):
         google_credentials = from_info(  # type: ignore[no-untyped-call]
             dict(credentials), scopes=[FCM_SCOPE]
         )
-        self._token = _AccessToken(google_credentials, timeout)
+        self._token = _AccessToken(google_credentials, timeout * CONNECT_SHARE)
         # pyfcm builds the messages; it sends nothing (its client is synchronous).
         self._builder = FCMNotification(credentials=google_credentials, project_id=project_id)
         # pyfcm would take the key's project_id over the configured one.
@@ -530,7 +546,9 @@ class FCMProvider(Provider):
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.concurrency),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.timeout, sock_connect=self.timeout * CONNECT_SHARE
+                ),
                 headers={"User-Agent": "flask-push", "Content-Type": "application/json"},
                 # FCM's API keeps no session in cookies; a jar is searched per request
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -547,19 +565,24 @@ class FCMProvider(Provider):
             data=payload,
             headers={"Authorization": f"Bearer {token}"},
             proxy=self._proxy,
+            # FCM never redirects a send: one elsewhere must not carry the token
+            allow_redirects=False,
         ) as response:
-            text = await response.text()
+            text = await read_start(response, _MAX_ANSWER)
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             return token, _Answer(response.status, text, retry_after)
 
     async def post(self, push: OutgoingPush, payload: Any) -> _Answer:
         """One POST on the loop (two when the access token expired early)."""
         token, answer = await self._post(payload)
-        if _token_expired(answer):
-            # FCM says the token expired although google-auth thought it fresh
-            # (clock skew, revocation): fetch another and try once more, at once.
+        if answer.status == 401:
+            # Refused: the next send fetches another token rather than keep this
+            # one until google-auth thinks it expired (an hour), whatever the 401
+            # says. When it says the token expired although google-auth thought it
+            # fresh (clock skew, revocation), try once more at once.
             self._token.forget(token)
-            token, answer = await self._post(payload)
+            if _token_expired(answer):
+                token, answer = await self._post(payload)
         return answer
 
     def _answered(self, push: OutgoingPush, answer: _Answer) -> DeliveryResult:
@@ -634,6 +657,8 @@ class FCMProvider(Provider):
         err = response
         if isinstance(err, _NotSent):
             return result("retry", error=str(err))
+        if isinstance(err, _TokenUnreadable):
+            return result("retry", error=str(err), reason="unreachable")
         if isinstance(err, google.auth.exceptions.RefreshError):
             if err.retryable:
                 return result("retry", error=f"FCM token endpoint: {err}")

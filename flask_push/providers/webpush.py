@@ -47,7 +47,7 @@ from ..message import (
 )
 from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
 from . import aes128gcm
-from .base import Provider, retry_after_seconds, without_answer
+from .base import CONNECT_SHARE, Provider, read_start, retry_after_seconds, without_answer
 
 if TYPE_CHECKING:
     from ..config import PushSettings
@@ -541,7 +541,7 @@ class WebPushProvider(Provider):
         async with session.post(
             payload.url, data=body, headers=headers, allow_redirects=False
         ) as response:
-            text = await _read_start(response)
+            text = printable(await read_start(response, _MAX_ERROR_TEXT)).strip()
             answer = WebPushResponse(
                 status=response.status,
                 reason=response.reason or "",
@@ -585,7 +585,9 @@ class WebPushProvider(Provider):
                 connector=connector,
                 # send_one's own timer bounds each push; a second per request
                 # here would cost a timer for nothing
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.timeout * CONNECT_SHARE
+                ),
                 headers={"User-Agent": "flask-push"},
                 # A push service sets no cookie worth keeping, and a jar would be
                 # searched on every request of a fan-out for nothing.
@@ -874,14 +876,3 @@ def _b64decode(text: str, name: str) -> bytes:
         return base64.urlsafe_b64decode(padded + "=" * (-len(padded) % 4))
     except (binascii.Error, ValueError) as err:
         raise ValueError(f"the subscription's {name} is not base64url") from err
-
-
-async def _read_start(response: aiohttp.ClientResponse) -> str:
-    """The first bytes of the body as text; the rest is left unread."""
-    data = bytearray()
-    while len(data) < _MAX_ERROR_TEXT:
-        chunk = await response.content.read(_MAX_ERROR_TEXT - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return printable(bytes(data).decode("utf-8", "replace")).strip()

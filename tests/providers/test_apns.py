@@ -28,6 +28,7 @@ from flask_push.message import (
     OutgoingPush,
 )
 from flask_push.providers.apns import (
+    MIN_TOKEN_AGE,
     PRODUCTION_HOST,
     SANDBOX_HOST,
     APNsProvider,
@@ -494,3 +495,40 @@ def test_apns_id_is_a_uuid_derived_from_the_delivery() -> None:
     push = outgoing(0, ALERT)
     assert uuid.UUID(apns_id(push)).version == 5
     assert apns_id(push) == apns_id(push) != apns_id(outgoing(1, ALERT))
+
+
+def test_an_error_body_is_kept_only_so_far(push_fake_apns: FakeAPNs, key: Key) -> None:
+    """APNs' error bodies are a line of JSON: more than a few KiB is not kept."""
+    push_fake_apns.fail_next(400, "BadPriority" + "x" * 10_000)
+    (result,) = send(provider(push_fake_apns, key), [outgoing(0, Notification(title="Hi"))])
+    assert result.status == "failed" and result.status_code == 400, result
+    assert len(result.error or "") < 1000
+
+
+def test_an_expired_provider_token_is_renewed_once_old_enough(
+    push_fake_apns: FakeAPNs, key: Key
+) -> None:
+    """APNs says the token expired though this process read it as fresh (its wall
+    clock stepped back): the next try carries a new one. A token younger than
+    APNs' 20 minutes between changes is kept, and the clock is named."""
+    apns = provider(push_fake_apns, key)
+    first = apns._token.get_header()
+    expired = NotificationResult("id", "403", "ExpiredProviderToken")
+    young = apns.parse(outgoing(0, Notification(title="Hi")), expired)
+    assert (young.status, young.reason) == ("failed", "credentials_refused")
+    assert "check the server clock" in (young.error or "")
+    assert apns._token.get_header() == first
+
+    assert apns._token._signed_at is not None
+    apns._token._signed_at -= MIN_TOKEN_AGE  # signed 20 minutes ago
+    old = apns.parse(outgoing(0, Notification(title="Hi")), expired)
+    assert old.status == "retry"
+    assert old.error == (
+        "403 ExpiredProviderToken: APNs said the provider token expired; the next try "
+        "carries a new one"
+    )
+    renewed = apns._token.get_header()
+    assert renewed != first
+    # ... which APNs takes
+    (sent,) = send(apns, [outgoing(1, Notification(title="Hi"))])
+    assert sent.status == "sent"

@@ -6,7 +6,9 @@ concurrency, aclose) is in test_contract.py; here is what only FCM does.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from typing import Any, TypeVar
 
@@ -290,3 +292,108 @@ def test_sends_take_the_proxy_of_the_environment(monkeypatch: pytest.MonkeyPatch
     )
     assert _env_proxy("https://fcm.internal.example/v1/projects/p/messages:send") is None
     assert _env_proxy("https://localhost:8443/v1/projects/p/messages:send") is None
+
+
+def answering(raw: bytes, then_hold: bool = False) -> tuple[str, threading.Thread, socket.socket]:
+    """A server on 127.0.0.1 that reads one request and answers ``raw`` (and then,
+    with ``then_hold``, keeps the connection open without another byte); returns
+    its base URL, its thread and its socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection, contextlib.suppress(OSError):  # the client may close it first
+            connection.recv(65536)
+            connection.sendall(raw)
+            if then_hold:
+                connection.recv(1)  # until the client closes it
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread, listener
+
+
+def test_a_redirect_is_not_followed(push_fake_fcm: FakeFCM, account: dict[str, str]) -> None:
+    """FCM never redirects a send: one elsewhere must not carry the access token
+    and the push there, nor count as sent by what that server answers."""
+    elsewhere = socket.create_server(("127.0.0.1", 0))
+    elsewhere.settimeout(0.5)
+    location = f"http://127.0.0.1:{elsewhere.getsockname()[1]}/v1/projects/p/messages:send"
+    head = f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+    base_url, thread, listener = answering(head.encode())
+    try:
+        provider = make_provider(push_fake_fcm, account, baseUrl=base_url)
+        result = send_one(provider, push(make_registration_token()))
+        with pytest.raises(TimeoutError):
+            elsewhere.accept()  # nobody came
+    finally:
+        thread.join(5)
+        listener.close()
+        elsewhere.close()
+    assert (result.status, result.status_code) == ("failed", 307), result
+
+
+def test_an_endless_answer_is_read_only_so_far(
+    push_fake_fcm: FakeFCM, account: dict[str, str]
+) -> None:
+    """A 500 whose body never ends (a proxy gone wrong): its start is read, and the
+    push is retried at once, without waiting for the rest or keeping it."""
+    head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 600000000\r\n\r\n"
+    base_url, thread, listener = answering(head + b"x" * 200_000, then_hold=True)
+    try:
+        provider = make_provider(push_fake_fcm, account, baseUrl=base_url, timeout=30.0)
+        result = send_one(provider, push(make_registration_token()))
+    finally:
+        listener.close()
+    thread.join(5)
+    assert (result.status, result.status_code) == ("retry", 500), result
+    assert len(result.error or "") < 1000
+
+
+def test_any_401_sends_the_next_push_with_a_new_access_token(
+    push_fake_fcm: FakeFCM, account: dict[str, str]
+) -> None:
+    """A 401 that does not say the token expired fails its push (the credentials may
+    be refused), and the next push asks for another token rather than keep the
+    refused one for up to an hour."""
+    provider = make_provider(push_fake_fcm, account)
+    push_fake_fcm.fail_next(401, "UNAUTHENTICATED")
+
+    async def work() -> list[DeliveryResult]:
+        first = await provider.send_batch([push(make_registration_token())])
+        return first + await provider.send_batch([push(make_registration_token(), n=1)])
+
+    issued_before = len(push_fake_fcm.issued_tokens)
+    results = run(provider, work)
+    assert [(r.status, r.reason) for r in results] == [
+        ("failed", "credentials_refused"),
+        ("sent", None),
+    ]
+    assert len(push_fake_fcm.issued_tokens) == issued_before + 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'"a string"',
+        b'{"access_token": "t", "expires_in": "soon"}',
+        b'{"access_token": "t", "expires_in": 1e300}',
+    ],
+)
+def test_a_token_answer_that_is_no_token_is_retried_and_says_so(answer: bytes) -> None:
+    """FCM never saw the push: it is retried, with what went wrong, not failed
+    for good with a Python error as its reason."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    base_url, thread, listener = answering(head % len(answer) + answer)
+    try:
+        account = foreign_service_account(token_uri=f"{base_url}/token")
+        checked = FCM.normalize({"credentials": account})
+        provider = provider_class("fcm").from_settings(checked, timeout=5.0)
+        result = send_one(provider, push(make_registration_token()))
+    finally:
+        thread.join(5)
+        listener.close()
+    assert (result.status, result.reason) == ("retry", "unreachable"), result
+    assert (result.error or "").startswith(
+        "Google's OAuth token endpoint answered something that is not an access token ("
+    )

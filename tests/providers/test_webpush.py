@@ -47,6 +47,7 @@ from flask_push.testing.webpush import FakePushService, FakeSubscriber
 
 from conftest import b64url
 from conftest import send_batch as send
+from faults import SilentService
 
 SUBJECT = "mailto:ops@example.com"
 
@@ -663,18 +664,16 @@ def test_a_connection_reset_once_the_request_went_is_no_answer(vapid_private_key
 
 
 def test_a_connection_not_made_in_time_is_unreachable_not_no_answer(
-    push_fake_webpush: FakePushService, vapid_private_key: str, monkeypatch: pytest.MonkeyPatch
+    vapid_private_key: str,
 ) -> None:
-    """aiohttp's connect timeout is an asyncio.TimeoutError too: it is still "could
-    not reach" (nothing was sent), not "may have arrived"."""
-    import aiohttp
-
-    async def never_connects(self: Any, push: Any, payload: Any) -> Any:
-        raise aiohttp.ConnectionTimeoutError("Connection timeout to host")
-
-    monkeypatch.setattr(WebPushProvider, "post", never_connects)
-    subscriber = push_fake_webpush.subscribe()
-    result = send_one(make_provider(vapid_private_key), outgoing(target(subscriber)))
+    """A TLS handshake the service never answers: the connection is given up on at
+    half the push's timeout, so the push is "could not reach" (nothing was sent),
+    not "may have arrived"."""
+    provider = make_provider(vapid_private_key, timeout=1.0)
+    with SilentService() as silent:  # takes the connection, says nothing
+        endpoint = silent.origin.replace("http://", "https://") + "/push/1"
+        p256dh, auth = browser_keys()
+        result = send_one(provider, outgoing(WebPushTarget(endpoint, p256dh, auth)))
     assert (result.status, result.reason) == ("retry", "unreachable")
     assert result.error == "the connection was not made in time"
 
