@@ -160,7 +160,7 @@ def _service_worker_url(config: Mapping[str, Any], url_prefix: str) -> str:
     url = _path(config, "PUSH_SERVICE_WORKER_URL", DEFAULT_SERVICE_WORKER_URL)
     # under the prefix it would meet the API's own routes (the websocket at /ws), and a
     # service worker there could only control pages under the prefix
-    if url_prefix != "/" and (url == url_prefix or url.startswith(url_prefix + "/")):
+    if url == url_prefix or url.startswith(url_prefix + "/"):
         raise _fail(
             "PUSH_SERVICE_WORKER_URL",
             f"must not be under PUSH_URL_PREFIX ({url_prefix!r}), where flask-push's API "
@@ -500,6 +500,15 @@ def _load(app: Flask, config: _Asked) -> PushSettings:
         credentials.require_module("PUSH_METRICS", "prometheus_client", "metrics")
 
     url_prefix = _path(config, "PUSH_URL_PREFIX", DEFAULT_URL_PREFIX)
+    if url_prefix == "/":
+        # the service worker and the browser client build their URLs as the prefix
+        # and a path ("//subscriptions" is another host), and flask-push's routes
+        # (/subscriptions, /ws, /console) would mix with the app's own
+        raise _fail(
+            "PUSH_URL_PREFIX",
+            f"must be a path below the root, such as {DEFAULT_URL_PREFIX!r}, under which "
+            "flask-push's API, websocket and console answer; got '/'",
+        )
     loaded = PushSettings(
         url_prefix=url_prefix,
         providers=providers,

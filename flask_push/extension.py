@@ -49,6 +49,26 @@ def _no_identity_loader() -> None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: flask-push's blueprints, which need no host's CSRF token: the API takes only JSON
+#: (which a cross-site form cannot send, and a cross-site script only after a CORS
+#: preflight), the console checks a token of its own, and the service worker's is GET
+_OWN_BLUEPRINTS = ("push", "push_console", "push_sw")
+
+
+def _exempt_from_csrf(app: Flask) -> None:
+    """Exempt flask-push's blueprints from the host's Flask-WTF ``CSRFProtect``, if
+    it has one: it would refuse every write of the API and the browser client,
+    which cannot send its token."""
+    csrf = app.extensions.get("csrf")
+    exempt = getattr(csrf, "exempt", None)
+    if csrf is None or exempt is None or getattr(csrf, "_push_exempt", False):
+        return
+    for name in _OWN_BLUEPRINTS:
+        if name in app.blueprints:
+            exempt(app.blueprints[name])
+    csrf._push_exempt = True
+
+
 @dataclass
 class PushState:
     """What one app's ``init_app`` set up; kept in ``app.extensions["push"]``.
@@ -272,6 +292,9 @@ class Push:
             )
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.register_blueprint(sw.create_blueprint(settings))  # the service worker
+        _exempt_from_csrf(app)  # a CSRFProtect set up before this
+        # ... or after: this runs before its check, registered later
+        app.before_request(lambda: _exempt_from_csrf(current_app))
         if settings.queue == "thread" and not settings.suppress_send:
             app.before_request(state.deliver_here)
         app.cli.add_command(push_cli)

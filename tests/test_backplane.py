@@ -142,6 +142,19 @@ def test_redis_ids_and_replay_are_shared(redis_backplane: Any) -> None:
     assert two.last_id("order:1") == first + 1 and two.last_id("nothing") == 0
 
 
+def test_redis_apps_on_other_databases_do_not_hear_each_other(redis_backplane: Any) -> None:
+    """Pub/sub ignores Redis's database number: apps kept apart by it (the same
+    prefix on /1 and /2) heard each other's events, a user's inbox included."""
+    base = REDIS_URL.rsplit("/", 1)[0]
+    one, two = redis_backplane(f"{base}/1"), redis_backplane(f"{base}/2")
+    deliver, got = collector()
+    one.listen(deliver, lambda: None)
+    two.publish("user:alice", "notification", '{"from":"two"}')
+    mine = one.publish("user:alice", "notification", '{"from":"one"}')
+    assert [(e.id, e.data) for e in [got.get(timeout=3)]] == [(mine.id, {"from": "one"})]
+    assert got.empty()
+
+
 def test_redis_carries_any_channel_a_user_id_makes(redis_backplane: Any) -> None:
     """A user id may hold spaces and line breaks, and ``user:<id>`` is its channel:
     pub/sub carries it whole, with its own id, event and data."""

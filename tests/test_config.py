@@ -102,6 +102,7 @@ def test_defaults(app):
         ({"PUSH_DEFAULT_TTL": -1}, "PUSH_DEFAULT_TTL", "whole number"),
         ({"PUSH_DEFAULT_TTL": "3600"}, "PUSH_DEFAULT_TTL", "whole number"),
         ({"PUSH_URL_PREFIX": "push"}, "PUSH_URL_PREFIX", "starting with '/'"),
+        ({"PUSH_URL_PREFIX": "/"}, "PUSH_URL_PREFIX", "below the root, such as '/push'"),
         ({"PUSH_SERVICE_WORKER_URL": "//evil.example/sw.js"}, "PUSH_SERVICE_WORKER_URL", "'/'"),
         ({"PUSH_URL_PREFIX": "/pu sh"}, "PUSH_URL_PREFIX", "no space"),
         ({"PUSH_URL_PREFIX": "/a\x00b"}, "PUSH_URL_PREFIX", "no space"),

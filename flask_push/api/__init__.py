@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, default_exceptions
 from werkzeug.routing import RequestRedirect
 
 from .. import database, validation
@@ -140,6 +140,12 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
             response.headers["Retry-After"] = retry_after
         return response
 
+    # A host's handler for a status (an HTML page for 413) is found before a handler
+    # for HTTPException, even a blueprint's: ours are registered by status too
+    for status in default_exceptions:
+        if 400 <= status < 500:
+            bp.register_error_handler(status, http_error)
+
     @bp.errorhandler(sa.exc.IntegrityError)
     def conflict(err: sa.exc.IntegrityError) -> ResponseReturnValue:
         # Two requests raced to create the same row; the loser gets a clean answer.
@@ -238,6 +244,11 @@ def http_error_response(err: HTTPException) -> Response:
 def _from_http(err: HTTPException) -> ApiError:
     status = err.code or 500
     code, message = _HTTP_CODES.get(status, ("http_error", err.description or err.name))
+    default = default_exceptions.get(status)
+    if err.description and default is not None and err.description != default.description:
+        # raised with a reason of its own (Flask-WTF's "The CSRF token is missing."):
+        # that says more than ours
+        message = err.description
     return ApiError(status, code, message)
 
 

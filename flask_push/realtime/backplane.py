@@ -243,7 +243,11 @@ class RedisBackplane(Backplane):
         self._client = redis.Redis(connection_pool=pool)
         self._script = self._client.register_script(_PUBLISH)
         self._url = url
-        self._events_key = f"{prefix}:events"
+        # Redis's pub/sub ignores the database number: apps kept apart by it (one
+        # on /1, one on /2) would hear each other's events. Database 0 keeps the
+        # plain name, which processes of earlier versions publish on.
+        database = int(pool.connection_kwargs.get("db") or 0)
+        self._events_key = f"{prefix}:events" + (f"@{database}" if database else "")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: whether Redis confirmed the subscription: an event published before that

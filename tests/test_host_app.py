@@ -1,0 +1,139 @@
+"""flask-push inside a host app with extensions and handlers of its own: CSRF
+protection, error pages by status, a JSON provider of its own."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+from flask_wtf.csrf import CSRFProtect
+
+from conftest import as_user, db, push
+
+
+@pytest.fixture
+def host_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Callable[..., Flask]]:
+    """A host app; ``before`` and ``after`` set up its own extensions before or
+    after flask-push's ``init_app``."""
+    apps: list[Flask] = []
+
+    def factory(
+        before: Callable[[Flask], Any] = lambda app: None,
+        after: Callable[[Flask], Any] = lambda app: None,
+    ) -> Flask:
+        app = Flask(__name__)
+        app.config.update(
+            TESTING=True,
+            SECRET_KEY="host-secret",
+            PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
+            PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
+            PUSH_MAX_REQUEST_BYTES=1024,
+            **database,
+        )
+        before(app)
+        db.init_app(app)
+        push.init_app(app)
+        after(app)
+
+        @app.post("/checkout")
+        def checkout() -> str:
+            return "paid"
+
+        with app.app_context():
+            db.create_all()
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        with app.app_context():
+            app.extensions["push"].shutdown()
+            db.session.remove()
+            db.drop_all()
+            db.engine.dispose()
+
+
+def csrf_protect(app: Flask) -> None:
+    app.config["WTF_CSRF_ENABLED"] = True  # Flask-WTF turns it off when testing
+    CSRFProtect(app)
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_a_hosts_csrf_protection_leaves_flask_pushs_api_alone(
+    host_app: Callable[..., Flask], make_subscription: Callable[..., Any], order: str
+) -> None:
+    """Flask-WTF's CSRFProtect refused every write of the API (the browser client
+    cannot send its token), set up before flask-push or after it. The API takes
+    only JSON, which a cross-site form cannot send; the host's own forms still
+    need their token."""
+    app = host_app(**{order: csrf_protect})
+    client = app.test_client()
+    answer = client.post("/push/subscriptions", json=make_subscription(), headers=as_user("al"))
+    assert answer.status_code == 201, answer.get_json()
+    assert client.post("/checkout", data={"card": "4242"}).status_code == 400
+    # a cross-site form is still refused by flask-push itself
+    form = client.post("/push/subscriptions", data={"endpoint": "x"}, headers=as_user("al"))
+    assert form.status_code == 415
+
+
+def test_a_hosts_error_page_for_a_status_does_not_replace_the_apis_json(
+    host_app: Callable[..., Flask],
+) -> None:
+    """Flask looks for a handler of the status before one of its class: a host's
+    HTML page for 413 answered the API's too-large bodies."""
+
+    def pages(app: Flask) -> None:
+        for status in (400, 404, 405, 413):
+            app.register_error_handler(status, lambda err: ("<h1>Oops</h1>", err.code))
+
+    client = host_app(after=pages).test_client()
+    answer = client.post("/push/subscriptions", json={"endpoint": "x" * 2000})
+    assert answer.status_code == 413
+    assert answer.get_json()["error"]["code"] == "payload_too_large"
+    assert client.get("/checkout").data == b"<h1>Oops</h1>"  # the host's, for its own
+
+
+def test_a_reason_of_the_hosts_own_is_kept(host_app: Callable[..., Flask]) -> None:
+    """A host's check that refuses an API request with a reason of its own (as
+    Flask-WTF's "The CSRF token is missing."): the JSON answer says it."""
+    from werkzeug.exceptions import BadRequest
+
+    def refuse(app: Flask) -> None:
+        @app.before_request
+        def maintenance() -> None:
+            raise BadRequest("The shop is in maintenance until 14:00.")
+
+    answer = host_app(after=refuse).test_client().get("/push/notifications", headers=as_user("al"))
+    assert answer.status_code == 400
+    assert answer.get_json()["error"] == {
+        "code": "bad_request",
+        "message": "The shop is in maintenance until 14:00.",
+    }
+
+
+class DecimalJSON(DefaultJSONProvider):
+    """A money app's JSON: floats are read as Decimal."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return super().loads(s, parse_float=Decimal, **kwargs)
+
+
+def test_a_hosts_json_provider_does_not_read_the_apis_bodies(
+    host_app: Callable[..., Flask],
+) -> None:
+    """A float in a body came to the checks as a Decimal, which no JSON holds, and
+    the client was told its valid JSON was not."""
+
+    def decimals(app: Flask) -> None:
+        app.json = DecimalJSON(app)
+
+    client = host_app(after=decimals).test_client()
+    body = {"title": "Deal", "data": {"price": 9.99}}
+    answer = client.post("/push/notifications", json=body, headers=as_user("al"))
+    assert answer.status_code == 201, answer.get_json()
+    assert json.loads(answer.data)["data"] == {"price": 9.99}
