@@ -95,6 +95,29 @@ def unclaimed_update(table: Any, now: Any) -> Any:
     )
 
 
+def hurry_waiting(session: Any, models: Models, column: Any, target_id: str, now: Any) -> None:
+    """Make the pushes to one target that wait unclaimed for a later time (quiet
+    hours, a schedule, a retry) due now, in the caller's transaction: the target was
+    deleted or registered by someone else, so a worker ends them at once as it does
+    on a claim (``target_dead``, ``target_changed_hands``), rather than they wait
+    for a time that no longer matters with a reason that no longer holds.
+
+    :param column: ``Delivery.subscription_id`` or ``Delivery.installation_id``.
+    """
+    d = models.Delivery
+    session.execute(
+        sa.update(d)
+        .where(
+            column == target_id,
+            d.status == "queued",
+            d.due_at > now,
+            sa.or_(d.lease_until.is_(None), d.lease_until < now),
+        )
+        .values(due_at=now),
+        execution_options={"synchronize_session": False},
+    )
+
+
 def recipient(models: Models) -> Any:
     """SQL: the user a delivery was sent to: its own ``user_id``, else (a row written
     before deliveries kept it, or one to a target that was anonymous then) its

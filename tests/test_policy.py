@@ -771,6 +771,37 @@ def test_quiet_hours_changed_move_the_pushes_that_wait(
         assert [p.json()["title"] for p in browser.received] == ["Flash sale"]
 
 
+def test_a_deleted_browser_or_device_ends_its_waiting_pushes_at_once(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
+) -> None:
+    """A push held for quiet hours to a browser or device the user then deletes: it
+    ended only when the quiet hours did (hours on), "waiting for the end of the
+    user's quiet hours". Now the next worker round ends it, as the target is gone."""
+    with context(live):
+        _, token = browser_and_phone(push_fake_webpush)
+        s, i = push.models.Subscription, push.models.Installation
+        browser = db.session.scalar(sa.select(s.id).where(s.user_id == "alice"))
+        phone = db.session.scalar(sa.select(i.id).where(i.device_token == token))
+        quiet_now()
+        held = push.send(users=["alice"], title="Flash sale", category="offers")
+        assert statuses(held.id) == {
+            "webpush": ("queued", "quiet_hours"),
+            "fcm": ("queued", "quiet_hours"),
+        }
+        client = live.test_client()
+        for path in (f"/push/subscriptions/{browser}", f"/push/installations/{phone}"):
+            assert client.delete(path, headers=as_user("alice")).status_code == 204
+        push.dispatch_due()
+        assert statuses(held.id) == {
+            "webpush": ("gone", "target_dead"),
+            "fcm": ("gone", "target_dead"),
+        }
+        for entry in push.explain(held.id):
+            assert "was already dead or deleted" in entry["detail"]
+        assert push_fake_webpush.requests == []
+        assert push_fake_fcm.send_attempts == 0
+
+
 def test_quiet_hours_that_outlast_a_waiting_push_expire_it(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:

@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 from .. import validation
 from ..activities import catch_up, forget_tokens
 from ..database import commit_keeping
-from ..models import utcnow
+from ..models import hurry_waiting, utcnow
 from ..schemas.installation import (
     ActivityTokenCreate,
     ActivityTokenShown,
@@ -214,8 +214,9 @@ def update_installation(id: str) -> ResponseReturnValue:
 )
 def delete_installation(id: str) -> ResponseReturnValue:
     installation = _owned(id)
-    session = push().db.session
-    forget_tokens(session, push().models, [installation.id])
+    session, models = push().db.session, push().models
+    hurry_waiting(session, models, models.Delivery.installation_id, installation.id, utcnow())
+    forget_tokens(session, models, [installation.id])
     session.delete(installation)
     session.commit()
     return "", 204

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from .. import database, signals
 from ..ids import new_id
-from ..models import ACTIVE, DEAD, utcnow
+from ..models import ACTIVE, DEAD, hurry_waiting, utcnow
 from ..schemas.subscription import Subscription, SubscriptionCreate
 from .http import caller_id, fail, not_found, parse_body, push, require_webpush
 from .ratelimit import check_subscribe
@@ -229,8 +229,10 @@ def unsubscribe(id: str) -> ResponseReturnValue:
     if subscription.user_id is not None and subscription.user_id != caller_id():
         if not ext.current_user_is_admin():
             not_found("subscription")
-    ext.db.session.delete(subscription)
-    ext.db.session.commit()
+    session = ext.db.session
+    hurry_waiting(session, ext.models, ext.models.Delivery.subscription_id, id, utcnow())
+    session.delete(subscription)
+    session.commit()
     signals.send_committed(
         signals.subscription_removed,
         current_app._get_current_object(),  # type: ignore[attr-defined]
