@@ -41,6 +41,18 @@ if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery qu
 logger = logging.getLogger("flask_push")
 
 
+def _listed(users: Any) -> Any:
+    """``users`` as a list when it is an iterable of ids (a generator, a dict's keys),
+    as its annotation promises; a string, a mapping or None as given, for the
+    checks to refuse or take."""
+    if users is None or isinstance(users, (str, bytes, Mapping)):
+        return users
+    try:
+        return list(users)
+    except TypeError:
+        return users  # not iterable: the checks say what it should be
+
+
 def _no_identity_loader() -> None:
     """The identity of every request before ``@push.identity_loader``: nobody."""
     return None
@@ -452,7 +464,7 @@ class Push:
             "notify_type": notify_type,
             "category": category,
         }
-        audience = {"users": users, "topic": topic, "query": query, "everyone": everyone}
+        audience = {"users": _listed(users), "topic": topic, "query": query, "everyone": everyone}
         return sending.send(self.state, audience, notification)
 
     def activity(
@@ -502,7 +514,7 @@ class Push:
         """
         keywords = {
             "id": id,
-            "users": list(users) if isinstance(users, (list, tuple, set, frozenset)) else users,
+            "users": _listed(users),
             "title": title,
             "body": body,
             "state": state,

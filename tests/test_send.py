@@ -90,6 +90,18 @@ def test_users_audience(outbox_app: Flask) -> None:
     assert message.notification["collapseKey"] is None
 
 
+def test_users_may_be_any_iterable_of_ids(outbox_app: Flask) -> None:
+    """``users: Iterable[str]``: a generator or a dict's keys were refused with
+    "must be a list"; a string still is (it would be its letters)."""
+    alice, bob = add_subscription("alice"), add_subscription("bob")
+    wanted = {"alice": 1, "bob": 2}
+    for users in (wanted.keys(), (user for user in wanted)):
+        message = push.send(users=users, title="Order #42")
+        assert targets(message) == {alice.id, bob.id}
+    with pytest.raises(ValidationError):
+        push.send(users="alice", title="Order #42")
+
+
 def test_topic_audience_matches_exact_names(outbox_app: Flask) -> None:
     offers = add_subscription(topics=["offers", "news"])
     add_subscription(topics=["offers2"])
