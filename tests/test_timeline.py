@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from flask_push import signals
+from flask_push import outcomes, signals
 from flask_push.dispatch import Dispatcher
 from flask_push.errors import ValidationError
 from flask_push.providers.webpush import WebPushProvider
@@ -1051,3 +1051,30 @@ def test_a_token_apns_refuses_says_what_to_check(
     assert entry["detail"].startswith("Apple's push service (APNs) answered 400 BadDeviceToken (")
     assert "PUSH_APNS_SANDBOX" in entry["detail"]
     assert entry["detail"].endswith("this installation is dead and will not be used again.")
+
+
+def test_a_push_a_worker_holds_says_so(make_app: Callable[..., Flask]) -> None:
+    """While a worker has a push on its way, explain said "Queued for sending.", as
+    of one nobody had touched; it says a worker is sending it, and until when the
+    worker holds it (when another takes it, should that worker stop)."""
+    app = make_app(PUSH_QUEUE="inline")
+    with app.app_context():
+        add_subscription("al")
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        message = push.send(users=["al"], title="Hi", send_at=later)
+        [waiting] = push.explain(message.id)
+        assert "worker" not in waiting["detail"]
+        held_until = datetime.now(timezone.utc) + timedelta(seconds=30)
+        d = push.models.Delivery
+        db.session.execute(  # as a worker's claim leaves it
+            sa.update(d)
+            .where(d.message_id == message.id)
+            .values(due_at=datetime.now(timezone.utc), lease_until=held_until, attempts=1)
+        )
+        db.session.commit()
+        [held] = push.explain(message.id)
+    assert held["status"] == "queued"
+    assert held["detail"] == (
+        "A worker took it and is sending it now; should that worker stop, another takes "
+        f"it at {outcomes.clock(held_until)}."
+    )
