@@ -68,7 +68,8 @@ class DeliveryTarget:
 
 @dataclass(frozen=True)
 class Models:
-    """The model classes bound to one ``db``."""
+    """The model classes bound to one ``db``, by the names flask-push gives them
+    (the classes themselves are ``FlaskPushSubscription``, ``FlaskPushMessage``, ...)."""
 
     Subscription: Any
     Installation: Any
@@ -138,7 +139,11 @@ def models_for(db: SQLAlchemy) -> Models:
 
 
 def _define(db: SQLAlchemy) -> Models:
-    class Subscription(DeliveryTarget, db.Model):  # type: ignore[name-defined,misc]
+    # The classes join the host's registry, where a relationship("Subscription") of
+    # the host looks its own class up by name: a second class of that name makes the
+    # name ambiguous, and the host's mapping fails. So they carry a prefix no host
+    # model has; the code (and hosts) reach them as ``push.models.Subscription``.
+    class FlaskPushSubscription(DeliveryTarget, db.Model):  # type: ignore[name-defined,misc]
         """A browser's Web Push subscription."""
 
         __tablename__ = "push_subscriptions"
@@ -157,7 +162,7 @@ def _define(db: SQLAlchemy) -> Models:
         expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
         last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    class Installation(DeliveryTarget, db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushInstallation(DeliveryTarget, db.Model):  # type: ignore[name-defined,misc]
         """A mobile app install (LoopBack's Installation): one device token of one app."""
 
         __tablename__ = "push_installations"
@@ -179,7 +184,7 @@ def _define(db: SQLAlchemy) -> Models:
         #: iOS: the app's push-to-start token, which starts a Live Activity by a push
         push_to_start_token: Mapped[str | None] = mapped_column(sa.String(512))
 
-    class InboxItem(db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushInboxItem(db.Model):  # type: ignore[name-defined,misc]
         """One entry of a user's notification inbox.
 
         The key is (user_id, id): ids are per user, so a client may pick its own
@@ -212,7 +217,7 @@ def _define(db: SQLAlchemy) -> Models:
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
         updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    class ScheduledInboxItem(db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushScheduledInboxItem(db.Model):  # type: ignore[name-defined,misc]
         """An inbox item a scheduled message owes a user, written when the message
         comes due (``send_at``): until then the user sees nothing of it, and a cancel
         takes it back. One row per message and user; the item's fields are the
@@ -228,7 +233,7 @@ def _define(db: SQLAlchemy) -> Models:
         user_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
         due_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    class InboxCounter(db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushInboxCounter(db.Model):  # type: ignore[name-defined,misc]
         """A user's inbox counts, kept with every write so that reading them is O(1)."""
 
         __tablename__ = "push_inbox_counters"
@@ -237,7 +242,7 @@ def _define(db: SQLAlchemy) -> Models:
         total: Mapped[int] = mapped_column(sa.Integer, default=0)
         unread: Mapped[int] = mapped_column(sa.Integer, default=0)
 
-    class Provider(db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushProvider(db.Model):  # type: ignore[name-defined,misc]
         """Push credentials of one kind (webpush, fcm, apns) for one app id."""
 
         __tablename__ = "push_providers"
@@ -253,7 +258,7 @@ def _define(db: SQLAlchemy) -> Models:
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
         modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    class Message(db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushMessage(db.Model):  # type: ignore[name-defined,misc]
         """One ``push.send()``: who it is for, what it shows, and when it goes."""
 
         __tablename__ = "push_messages"
@@ -294,7 +299,7 @@ def _define(db: SQLAlchemy) -> Models:
                 return "scheduled"
             return "queued" if self.recipient_count else "done"
 
-    class Delivery(db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushDelivery(db.Model):  # type: ignore[name-defined,misc]
         """One message to one subscription or installation: the durable outbox row.
 
         ``queued`` rows whose ``due_at`` has come and whose ``lease_until`` is past
@@ -362,7 +367,7 @@ def _define(db: SQLAlchemy) -> Models:
         #: the push service's id for it (Web Push ``Location``, FCM ``name``, ``apns-id``)
         service_id: Mapped[str | None] = mapped_column(sa.String(255))
 
-    class Preference(db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushPreference(db.Model):  # type: ignore[name-defined,misc]
         """What one user chose: channels per category, and quiet hours.
 
         Only the choices the user made are kept (``{"offers": {"web": false}}``); a
@@ -379,7 +384,7 @@ def _define(db: SQLAlchemy) -> Models:
         time_zone: Mapped[str | None] = mapped_column(sa.String(64))
         updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    class CappedSend(db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushCappedSend(db.Model):  # type: ignore[name-defined,misc]
         """A message of a category with ``max_per_day`` that pushed to a user: what
         the cap counts over the last 24 hours. Older rows are pruned as new ones come.
         """
@@ -398,7 +403,7 @@ def _define(db: SQLAlchemy) -> Models:
         message_id: Mapped[str] = mapped_column(sa.String(40))
         sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    class Activity(db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushActivity(db.Model):  # type: ignore[name-defined,misc]
         """A thing whose state changes (``push.activity``): who follows it, its
         latest state, and the last APNs timestamp given to it."""
 
@@ -415,7 +420,7 @@ def _define(db: SQLAlchemy) -> Models:
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
         updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    class ActivityToken(db.Model):  # type: ignore[name-defined,misc]
+    class FlaskPushActivityToken(db.Model):  # type: ignore[name-defined,misc]
         """An iOS Live Activity's own push token, on the installation that runs it."""
 
         __tablename__ = "push_activity_tokens"
@@ -426,16 +431,16 @@ def _define(db: SQLAlchemy) -> Models:
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     return Models(
-        Subscription,
-        Installation,
-        InboxItem,
-        InboxCounter,
-        Provider,
-        Message,
-        Delivery,
-        Preference,
-        CappedSend,
-        Activity,
-        ActivityToken,
-        ScheduledInboxItem,
+        Subscription=FlaskPushSubscription,
+        Installation=FlaskPushInstallation,
+        InboxItem=FlaskPushInboxItem,
+        InboxCounter=FlaskPushInboxCounter,
+        Provider=FlaskPushProvider,
+        Message=FlaskPushMessage,
+        Delivery=FlaskPushDelivery,
+        Preference=FlaskPushPreference,
+        CappedSend=FlaskPushCappedSend,
+        Activity=FlaskPushActivity,
+        ActivityToken=FlaskPushActivityToken,
+        ScheduledInboxItem=FlaskPushScheduledInboxItem,
     )

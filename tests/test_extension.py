@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_push import Push
+from flask_push.models import Models
 
 from conftest import as_user, db, push
 
@@ -154,3 +158,88 @@ def test_flask_shell_has_the_extension_as_push(app):
     """The README's calls, tried in `flask shell` as it says, find `push` there."""
     with app.app_context():  # as the shell runs
         assert app.make_shell_context()["push"] is push
+
+
+def test_the_hosts_own_models_keep_their_names(tmp_path, vapid_private_key):
+    """A host with its own Subscription (billing) and Message (chat), reached by
+    string from its relationships: Push(db=db) on the same db leaves them working
+    (flask-push's classes once took those names in the host's registry)."""
+    host_db = SQLAlchemy()
+
+    class Customer(host_db.Model):
+        __tablename__ = "customers"
+        id = host_db.Column(host_db.Integer, primary_key=True)
+        subscriptions = host_db.relationship("Subscription", back_populates="customer")
+        messages = host_db.relationship("Message")
+
+    class Subscription(host_db.Model):
+        __tablename__ = "billing_subscriptions"
+        id = host_db.Column(host_db.Integer, primary_key=True)
+        customer_id = host_db.Column(host_db.ForeignKey("customers.id"))
+        plan = host_db.Column(host_db.String(20))
+        customer = host_db.relationship("Customer", back_populates="subscriptions")
+
+    class Message(host_db.Model):
+        __tablename__ = "chat_messages"
+        id = host_db.Column(host_db.Integer, primary_key=True)
+        customer_id = host_db.Column(host_db.ForeignKey("customers.id"))
+        text = host_db.Column(host_db.String(200))
+
+    host_push = Push(db=host_db)
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'host.db'}",
+        PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
+        PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
+    )
+    host_db.init_app(app)
+    host_push.init_app(app)
+    with app.app_context():
+        try:
+            host_db.create_all()
+            customer = Customer(
+                subscriptions=[Subscription(plan="pro")], messages=[Message(text="hi")]
+            )
+            host_db.session.add(customer)
+            host_db.session.commit()
+            host_db.session.expunge_all()
+            [found] = host_db.session.scalars(host_db.select(Customer)).all()
+            assert [s.plan for s in found.subscriptions] == ["pro"]
+            assert [m.text for m in found.messages] == ["hi"]
+            # flask-push's own models, by the names push.models gives them, work alongside
+            message = host_push.send(users=["alice"], title="Hello")
+            assert host_db.session.get(host_push.models.Message, message.id) is not None
+            assert host_push.models.Subscription.__tablename__ == "push_subscriptions"
+        finally:
+            app.extensions["push"].shutdown()
+            host_db.session.remove()
+            host_db.engine.dispose()
+
+
+@pytest.mark.parametrize("name", [field.name for field in dataclasses.fields(Models)])
+def test_no_name_of_a_host_model_is_taken(name):
+    """Whatever flask-push calls a model (``push.models.<name>``), a host class of
+    that name is still the one the host's relationships find by it."""
+    host_db = SQLAlchemy()
+    Push(db=host_db)
+    owner = type(
+        "Owner",
+        (host_db.Model,),
+        {
+            "__tablename__": "owners",
+            "id": sa.Column(sa.Integer, primary_key=True),
+            "things": sa.orm.relationship(name),
+        },
+    )
+    own = type(
+        name,
+        (host_db.Model,),
+        {
+            "__tablename__": "things",
+            "id": sa.Column(sa.Integer, primary_key=True),
+            "owner_id": sa.Column(sa.ForeignKey("owners.id")),
+        },
+    )
+    host_db.Model.registry.configure()
+    assert owner.things.property.mapper.class_ is own
