@@ -54,11 +54,12 @@ class DeliveryTarget:
     turns dead, with the reason and time, once the push service says the target
     is gone (dead targets are never sent to again)."""
 
-    user_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    #: indexed (each table declares its indexes, named as its migrations name them)
+    user_id: Mapped[str | None] = mapped_column(sa.String(255))
     status: Mapped[str] = mapped_column(sa.String(16), default=ACTIVE)
     dead_reason: Mapped[str | None] = mapped_column(sa.String(255))
     #: indexed: the console lists the targets found dead in the last day
-    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def revive(self) -> None:
@@ -147,9 +148,14 @@ def _define(db: SQLAlchemy) -> Models:
         """A browser's Web Push subscription."""
 
         __tablename__ = "push_subscriptions"
-        # Constraint names are explicit so that they match the shipped migration
-        # whatever naming convention the host's metadata has.
-        __table_args__ = (sa.UniqueConstraint("endpoint", name="uq_push_subscriptions_endpoint"),)
+        # Every index and constraint is named, as the shipped migrations name it: a
+        # name left to the host's naming convention would differ from the one the
+        # migrations made, and the host's autogenerate would drop and recreate it.
+        __table_args__ = (
+            sa.UniqueConstraint("endpoint", name="uq_push_subscriptions_endpoint"),
+            sa.Index("ix_push_subscriptions_user_id", "user_id"),
+            sa.Index("ix_push_subscriptions_dead_at", "dead_at"),
+        )
 
         id: Mapped[str] = mapped_column(
             sa.String(40), primary_key=True, default=lambda: new_id("sub")
@@ -168,6 +174,8 @@ def _define(db: SQLAlchemy) -> Models:
         __tablename__ = "push_installations"
         __table_args__ = (
             sa.UniqueConstraint("app_id", "device_token", name="uq_push_installations_app_id"),
+            sa.Index("ix_push_installations_user_id", "user_id"),
+            sa.Index("ix_push_installations_dead_at", "dead_at"),
         )
 
         id: Mapped[str] = mapped_column(
@@ -265,6 +273,7 @@ def _define(db: SQLAlchemy) -> Models:
         __table_args__ = (
             sa.UniqueConstraint("idempotency_key", name="uq_push_messages_idempotency_key"),
             sa.Index("ix_push_messages_created_at", "created_at"),
+            sa.Index("ix_push_messages_activity_id", "activity_id"),
         )
 
         id: Mapped[str] = mapped_column(
@@ -288,7 +297,7 @@ def _define(db: SQLAlchemy) -> Models:
         category: Mapped[str | None] = mapped_column(sa.String(64))
         #: ``push.activity``: the activity it is a state of, and that state
         #: (:class:`flask_push.message.Activity` as JSON) for the workers
-        activity_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+        activity_id: Mapped[str | None] = mapped_column(sa.String(64))
         activity: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
 
         @property

@@ -38,6 +38,16 @@ DOCS_NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# Another common one: PostgreSQL's own suffixes. Under it, a name flask-push left to
+# the convention would differ from the one its migrations made.
+SUFFIX_NAMING_CONVENTION = {
+    "ix": "%(table_name)s_%(column_0_name)s_idx",
+    "uq": "%(table_name)s_%(column_0_name)s_key",
+    "ck": "%(table_name)s_%(constraint_name)s_check",
+    "fk": "%(table_name)s_%(column_0_name)s_fkey",
+    "pk": "%(table_name)s_pkey",
+}
+
 HOST_APP = '''
 """A host app, as its author writes it: its own db, its own model, flask-push, Flask-Migrate."""
 
@@ -100,9 +110,13 @@ def host_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[di
     engine.dispose()
 
 
-@pytest.fixture(params=[None, DOCS_NAMING_CONVENTION], ids=["no-convention", "docs-convention"])
+@pytest.fixture(
+    params=[None, DOCS_NAMING_CONVENTION, SUFFIX_NAMING_CONVENTION],
+    ids=["no-convention", "docs-convention", "suffix-convention"],
+)
 def naming_convention(request: pytest.FixtureRequest) -> dict[str, str] | None:
-    """The host's metadata naming convention: none (Flask-SQLAlchemy's default) or the docs'."""
+    """The host's metadata naming convention: none (Flask-SQLAlchemy's default), the
+    docs', or PostgreSQL's suffixes."""
     return request.param
 
 
