@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.schema import conv
 
 from .ids import new_id
 
@@ -148,12 +149,17 @@ def _define(db: SQLAlchemy) -> Models:
         """A browser's Web Push subscription."""
 
         __tablename__ = "push_subscriptions"
-        # Every index and constraint is named, as the shipped migrations name it: a
+        # Every index and constraint is named as the shipped migrations name it: a
         # name left to the host's naming convention would differ from the one the
         # migrations made, and the host's autogenerate would drop and recreate it.
+        # conv() marks a name final, as op.f() does in the revisions; a name a
+        # revision gives plainly is plain here too, since a convention that uses
+        # %(constraint_name)s rewrote it there and rewrites it here alike. A primary
+        # key a revision left unnamed is unnamed here.
         __table_args__ = (
-            sa.UniqueConstraint("endpoint", name="uq_push_subscriptions_endpoint"),
-            sa.Index("ix_push_subscriptions_user_id", "user_id"),
+            sa.PrimaryKeyConstraint("id", name=conv("pk_push_subscriptions")),
+            sa.UniqueConstraint("endpoint", name=conv("uq_push_subscriptions_endpoint")),
+            sa.Index(conv("ix_push_subscriptions_user_id"), "user_id"),
             sa.Index("ix_push_subscriptions_dead_at", "dead_at"),
         )
 
@@ -173,8 +179,11 @@ def _define(db: SQLAlchemy) -> Models:
 
         __tablename__ = "push_installations"
         __table_args__ = (
-            sa.UniqueConstraint("app_id", "device_token", name="uq_push_installations_app_id"),
-            sa.Index("ix_push_installations_user_id", "user_id"),
+            sa.PrimaryKeyConstraint("id", name=conv("pk_push_installations")),
+            sa.UniqueConstraint(
+                "app_id", "device_token", name=conv("uq_push_installations_app_id")
+            ),
+            sa.Index(conv("ix_push_installations_user_id"), "user_id"),
             sa.Index("ix_push_installations_dead_at", "dead_at"),
         )
 
@@ -201,6 +210,7 @@ def _define(db: SQLAlchemy) -> Models:
 
         __tablename__ = "push_inbox_items"
         __table_args__ = (
+            sa.PrimaryKeyConstraint("user_id", "id", name=conv("pk_push_inbox_items")),
             # "newest first for one user": the listing's first page is an index range scan
             sa.Index("ix_push_inbox_items_user_newest", "user_id", "created_at", "id"),
             # unread counts and mark-all-read touch only the unread rows
@@ -245,6 +255,7 @@ def _define(db: SQLAlchemy) -> Models:
         """A user's inbox counts, kept with every write so that reading them is O(1)."""
 
         __tablename__ = "push_inbox_counters"
+        __table_args__ = (sa.PrimaryKeyConstraint("user_id", name=conv("pk_push_inbox_counters")),)
 
         user_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
         total: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -254,7 +265,10 @@ def _define(db: SQLAlchemy) -> Models:
         """Push credentials of one kind (webpush, fcm, apns) for one app id."""
 
         __tablename__ = "push_providers"
-        __table_args__ = (sa.UniqueConstraint("app_id", "kind", name="uq_push_providers_app_id"),)
+        __table_args__ = (
+            sa.PrimaryKeyConstraint("id", name=conv("pk_push_providers")),
+            sa.UniqueConstraint("app_id", "kind", name=conv("uq_push_providers_app_id")),
+        )
 
         id: Mapped[str] = mapped_column(
             sa.String(40), primary_key=True, default=lambda: new_id("prv")
@@ -271,7 +285,8 @@ def _define(db: SQLAlchemy) -> Models:
 
         __tablename__ = "push_messages"
         __table_args__ = (
-            sa.UniqueConstraint("idempotency_key", name="uq_push_messages_idempotency_key"),
+            sa.PrimaryKeyConstraint("id", name=conv("pk_push_messages")),
+            sa.UniqueConstraint("idempotency_key", name=conv("uq_push_messages_idempotency_key")),
             sa.Index("ix_push_messages_created_at", "created_at"),
             sa.Index("ix_push_messages_activity_id", "activity_id"),
         )
@@ -318,6 +333,7 @@ def _define(db: SQLAlchemy) -> Models:
 
         __tablename__ = "push_deliveries"
         __table_args__ = (
+            sa.PrimaryKeyConstraint("id", name=conv("pk_push_deliveries")),
             # claiming: "queued and due", oldest first
             sa.Index("ix_push_deliveries_claim", "status", "due_at"),
             # a message's counts per status, and claiming one message's due

@@ -18,13 +18,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 
+from flask_push import Push
 from flask_push.migrations import BRANCH_LABEL, VERSIONS_DIR, include
 
 from conftest import POSTGRES_URL, need_service
@@ -46,6 +49,14 @@ SUFFIX_NAMING_CONVENTION = {
     "ck": "%(table_name)s_%(constraint_name)s_check",
     "fk": "%(table_name)s_%(column_0_name)s_fkey",
     "pk": "%(table_name)s_pkey",
+}
+
+# One that puts a name given to an index or unique constraint into the one it makes:
+# a name a revision marked final (``op.f``) must be final in the models too, and one it
+# gave plainly must go through the convention there as it did in the revision.
+CONSTRAINT_NAME_CONVENTION = {
+    "ix": "%(constraint_name)s_idx",
+    "uq": "%(constraint_name)s_key",
 }
 
 HOST_APP = '''
@@ -251,6 +262,64 @@ def test_host_upgrades_heads_and_gets_exactly_the_models(
     with app.app_context():
         assert push_tables(db.engine) == set()
         assert "orders" in sa.inspect(db.engine).get_table_names()
+
+
+# The least an Alembic environment needs to run the revisions on a connection it is
+# handed, with a host's metadata (Alembic's "sharing a connection" recipe).
+ENV_PY = """
+from alembic import context
+
+context.configure(
+    connection=context.config.attributes["connection"],
+    target_metadata=context.config.attributes["target_metadata"],
+)
+with context.begin_transaction():
+    context.run_migrations()
+"""
+
+
+@pytest.mark.parametrize(
+    "convention",
+    [None, DOCS_NAMING_CONVENTION, SUFFIX_NAMING_CONVENTION, CONSTRAINT_NAME_CONVENTION],
+    ids=["no-convention", "docs-convention", "suffix-convention", "constraint-name-convention"],
+)
+def test_the_models_name_what_the_migrations_made_whatever_the_convention(
+    convention: dict[str, str] | None, host_database: dict[str, Any], tmp_path: Path
+) -> None:
+    """The shipped revisions, run with a host's metadata (whose naming convention
+    names what a revision leaves unnamed), make every index and constraint the models
+    declare on that metadata, by the same name: autogenerate finds nothing to change,
+    and the primary keys are named alike."""
+    metadata = sa.MetaData(naming_convention=convention)
+    Push(db=SQLAlchemy(metadata=metadata))
+    (tmp_path / "migrations" / "versions").mkdir(parents=True)
+    (tmp_path / "migrations" / "env.py").write_text(ENV_PY)
+    config = Config()
+    config.set_main_option("script_location", str(tmp_path / "migrations"))
+    include(config)
+    engine = sa.create_engine(
+        host_database["SQLALCHEMY_DATABASE_URI"],
+        **host_database.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+    )
+    try:
+        with engine.begin() as conn:
+            config.attributes.update(connection=conn, target_metadata=metadata)
+            command.upgrade(config, "heads")
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+            # Autogenerate leaves primary keys alone; db.create_all() names them too.
+            inspector = sa.inspect(conn)
+            # unnamed: the database names it (PostgreSQL <table>_pkey, SQLite none)
+            unnamed = "{}_pkey" if conn.dialect.name == "postgresql" else None
+            made = {name: inspector.get_pk_constraint(name)["name"] for name in metadata.tables}
+            declared = {
+                name: table.primary_key.name or (unnamed and unnamed.format(name))
+                for name, table in metadata.tables.items()
+            }
+            assert declared == made
+    finally:
+        engine.dispose()
 
 
 # include() on its own: no database needed.
