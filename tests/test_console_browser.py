@@ -332,3 +332,44 @@ def test_preview_then_send_a_test_push(console: Console, page: Any) -> None:
     page.reload()
     assert count(page, "sent") == 1
     assert page.evaluate("window.violations") == []
+
+
+# the numbers ("17. ") that find no room left of a list's items: each set in the
+# first item's font, against the list's left padding (where an outside marker goes)
+MARKERS_CUT = """([list, numbers]) => numbers.filter((n) => {
+  const probe = document.createElement('span');
+  probe.textContent = `${n}. `;
+  probe.style.whiteSpace = 'pre';
+  list.firstElementChild.prepend(probe);
+  const width = probe.getBoundingClientRect().width;
+  probe.remove();
+  return width > parseFloat(getComputedStyle(list).paddingLeft);
+})"""
+
+
+def test_a_long_timeline_keeps_its_numbers(console: Console, page: Any) -> None:
+    def lengthen() -> None:
+        with console.app.app_context():
+            Delivery = push.models.Delivery
+            delivery = db.session.scalars(
+                db.select(Delivery).filter_by(message_id=console.ids["shipped"])
+            ).one()
+            at = "2026-05-01T10:00:00+00:00"
+            events = [{"at": at, "what": "queued"}]
+            events += [{"at": at, "what": "attempt", "detail": "503"} for _ in range(16)]
+            delivery.events = events
+            db.session.commit()
+
+    off_loop(lengthen)
+    for name, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(console.url(f"/messages/{console.ids['shipped']}"))
+        timeline = page.locator("details.timeline")
+        timeline.evaluate("(d) => { d.open = true; }")
+        items = timeline.locator("ol > li")
+        assert items.count() == 17
+        look(page, "long-timeline", width)
+        # every number up to 17, and any of three digits, has room to be read whole
+        numbers = [*range(1, 18), 100, 888, 999]
+        ol = timeline.locator("ol").element_handle()
+        assert page.evaluate(MARKERS_CUT, [ol, numbers]) == [], name
