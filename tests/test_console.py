@@ -164,6 +164,35 @@ def test_users_page_says_what_a_user_id_is_and_lists_recent_ones(console_app: Fl
     assert "Recently registered" not in found
 
 
+def test_recently_registered_lists_each_user_once_whatever_their_devices(
+    console_app: Flask,
+) -> None:
+    now = datetime.now(timezone.utc)
+
+    def registered(model: Any, user: str | None, hours_ago: float, **values: Any) -> None:
+        db.session.add(model(user_id=user, created_at=now - timedelta(hours=hours_ago), **values))
+
+    with console_app.app_context():
+        Subscription, Installation = push.models.Subscription, push.models.Installation
+        browser = {"p256dh": "k", "auth": "a", "topics": []}
+        phone = {"app_id": "shop", "device_type": "android", "subscriptions": []}
+        for n in range(12):  # one browser each, an hour apart: user0 the newest
+            registered(Subscription, f"user{n}", 2 + n, endpoint=f"https://e/{n}", **browser)
+        # carol's newest is a phone, her browser is older than everyone's
+        registered(Subscription, "carol", 50, endpoint="https://e/carol", **browser)
+        registered(Installation, "carol", 1.5, device_token="carol", **phone)
+        # a fleet account registered last, with hundreds of devices and browsers
+        for n in range(300):
+            registered(Installation, "fleet", 1 - n / 1000, device_token=f"f{n}", **phone)
+            registered(Subscription, "fleet", 1, endpoint=f"https://e/f{n}", **browser)
+        registered(Subscription, None, 0, endpoint="https://e/anonymous", **browser)
+        db.session.commit()
+    html = console_app.test_client().get(f"{CONSOLE}/users", headers=ADMIN).get_data(as_text=True)
+    listed = re.findall(r'<a href="[^"]*users\?id=([^"]+)"><code>', html)
+    # newest registration first, each user once, ten of them
+    assert listed == ["fleet", "carol", *(f"user{n}" for n in range(8))]
+
+
 def test_a_dead_browser_offers_no_test_send(console_app: Flask) -> None:
     with console_app.app_context():
         add_subscription("42", status="dead", dead_at=datetime.now(timezone.utc))

@@ -132,16 +132,26 @@ RECENT_USERS = 10
 
 def recent_users(session: Any, models: Models) -> list[str]:
     """The users whose browsers or devices registered last, newest first, at most
-    :data:`RECENT_USERS`: a walk down each table's primary key (ids begin with their
-    time), so the tables' size does not matter."""
-    found: list[tuple[str, str]] = []
-    for model in (models.Subscription, models.Installation):
-        found += session.execute(
-            sa.select(model.id, model.user_id)
-            .where(model.user_id.is_not(None))
-            .order_by(model.id.desc())
-            .limit(RECENT_USERS * 5)
-        ).all()
-    # newest first across both tables: their ids share the time-ordered tail
-    found.sort(key=lambda row: row[0].split("_", 1)[-1], reverse=True)
-    return list(dict.fromkeys(user for _, user in found))[:RECENT_USERS]
+    :data:`RECENT_USERS`: each user once, by their newest registration in either
+    table. Grouped in the database, since one user can own hundreds of devices (a
+    fleet, a test account): a window of the newest rows could hold only them. The
+    grouping reads every owned row of both tables (about 2 s for a million on
+    PostgreSQL), which only the users page without an id asks for."""
+    registered = sa.union_all(
+        *(
+            sa.select(model.user_id.label("user_id"), model.created_at.label("at")).where(
+                model.user_id.is_not(None)
+            )
+            for model in (models.Subscription, models.Installation)
+        )
+    ).subquery()
+    latest = sa.func.max(registered.c.at)
+    return list(
+        session.scalars(
+            sa.select(registered.c.user_id)
+            .group_by(registered.c.user_id)
+            # the user id breaks a tie, so the list holds still between reloads
+            .order_by(latest.desc(), registered.c.user_id)
+            .limit(RECENT_USERS)
+        )
+    )
