@@ -86,7 +86,7 @@ def user_targets(
                 "status": row.status,
                 "deadSince": row.dead_at if row.status == DEAD else None,
                 "deadReason": row.dead_reason if row.status == DEAD else None,
-                "deadDetail": _dead_detail(kind, row, what) if row.status == DEAD else None,
+                "deadDetail": dead_detail(kind, row, what) if row.status == DEAD else None,
                 "lastSeenAt": seen,
                 "createdAt": row.created_at,
                 "recentDeliveries": latest.get(row.id, []),
@@ -96,7 +96,9 @@ def user_targets(
     ]
 
 
-def _dead_detail(kind: str, row: Any, what: str) -> str:
+def dead_detail(kind: str, row: Any, what: str) -> str:
+    """Why the dead target ``row`` (a ``what``: "subscription" or "installation") of
+    kind ``kind`` is never sent to again, as a sentence."""
     return outcomes.detail(
         "target_gone",
         service=service_name(kind),

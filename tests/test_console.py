@@ -454,6 +454,32 @@ def test_preview_shows_what_each_provider_would_send(make_app: Callable[..., Fla
     assert "title" in bad.get_data(as_text=True)
 
 
+def test_preview_of_a_dead_or_unknown_target_says_nothing_goes_out(
+    console_app: Flask,
+) -> None:
+    with console_app.app_context():
+        gone = datetime(2026, 5, 1, 10, 0, tzinfo=timezone.utc)
+        dead = add_subscription("42", status="dead", dead_at=gone, dead_reason="410 Gone").id
+        silent = add_subscription("42", status="dead", dead_at=gone).id
+    client = console_app.test_client()
+    form = {"csrf_token": csrf(client), "title": "Hello", "action": "preview"}
+
+    def preview(target: str) -> str:
+        answer = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "target": target})
+        assert answer.status_code == 200
+        return answer.get_data(as_text=True)
+
+    html = preview(dead)
+    webpush = html.split('id="preview-webpush"')[1].split("</article>")[0]
+    assert "&#34;TTL&#34;" not in html  # no payload: the send skips a dead target
+    assert "Nothing goes out: this subscription is dead." in webpush
+    assert "that this subscription is gone: 410 Gone. It is never used again." in webpush
+    assert "that this subscription is gone: no reason given." in preview(silent)
+    html = preview("sub_01NOSUCHTARGET")
+    assert html.count("Nothing goes out: no subscription or installation with the id") == 3
+    assert "has no webpush target" not in html
+
+
 def test_preview_uses_the_provider_stored_for_the_devices_app(
     make_app: Callable[..., Flask],
 ) -> None:

@@ -15,12 +15,13 @@ from flask import current_app
 
 from .. import app_providers
 from ..message import DeviceTarget, OutgoingPush, WebPushTarget
-from ..models import ACTIVE
+from ..models import ACTIVE, DEAD
 from ..providers import kind_for_platform, kinds, provider_class
 from ..schemas.base import Context
 from ..schemas.errors import by_alias, parse
 from ..schemas.notification import MessageNotification
 from ..sending import notification_from_json
+from ..targets import dead_detail
 
 #: stand-ins for what only the send makes; they show where those values go
 MESSAGE_ID = "msg_ASSIGNED_WHEN_SENT"
@@ -41,7 +42,7 @@ class Preview:
 
 def _targets(session: Any, models: Any, user_id: str | None, target_id: str | None) -> list[Any]:
     """An active subscription and one installation per device type of the user, or
-    the one target ``target_id``, as ``(kind, row)``."""
+    the one target ``target_id`` whatever its status, as ``(kind, row)``."""
     s, i = models.Subscription, models.Installation
     if target_id:
         found: list[Any] = [
@@ -82,9 +83,21 @@ def previews(
     }
     push = state.push
     found = dict(_targets(push.db.session, push.models, user_id, target_id))
+    if target_id and not found:
+        # the id names nothing: each provider's panel says so, rather than that the
+        # id has no target of its kind
+        note = f"Nothing goes out: no subscription or installation with the id {target_id}."
+        return [Preview(kind, None, None, note) for kind in kinds()]
     result = []
     for kind in kinds():
         row = found.get(kind)
+        if row is not None and row.status == DEAD:
+            # a target picked by its id can be dead: the send skips it, so a payload
+            # shown for it would be one that never goes out
+            what = "installation" if hasattr(row, "device_token") else "subscription"
+            note = f"Nothing goes out: this {what} is dead. {dead_detail(kind, row, what)}"
+            result.append(Preview(kind, row.id, None, note))
+            continue
         provider = providers.get(kind)
         stored = _stored_provider(push, kind, row, settings) if row is not None else None
         if isinstance(stored, str) and row is not None:
