@@ -77,6 +77,9 @@ def user_targets(
     found = [(web, s, s.last_seen_at, "subscription") for s in subscriptions] + [
         (kind_for_platform(i.device_type), i, i.modified_at, "installation") for i in installations
     ]
+    # oldest first across both tables, as each query gives its own (then by id, so
+    # two registered in the same instant keep one order)
+    found.sort(key=lambda entry: (entry[1].created_at, entry[1].id))
     return [
         UserTarget.model_validate(
             {

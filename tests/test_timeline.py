@@ -835,6 +835,31 @@ def test_user_targets(live: Flask, push_fake_webpush: FakePushService) -> None:
     assert client.get("/push/users/nobody/targets", headers=ADMIN).status_code == 404
 
 
+def test_user_targets_are_oldest_first_across_browsers_and_devices(app: Flask) -> None:
+    now = datetime.now(timezone.utc)
+    made: dict[str, str] = {}
+    with app.app_context():
+        # written in another order than made: neither the order of writing nor the
+        # kind decides the order, only when each was registered
+        for name, hours_ago in (("laptop", 0.5), ("phone", 3), ("tablet", 1), ("work", 2)):
+            created = now - timedelta(hours=hours_ago)
+            if name in ("laptop", "work"):
+                row = add_subscription("al", created_at=created)
+            else:
+                row = push.models.Installation(
+                    app_id="shop", device_token=name, device_type="android", user_id="al",
+                    subscriptions=[], created_at=created,
+                )  # fmt: skip
+                db.session.add(row)
+                db.session.commit()
+            made[name] = row.id
+        found = push.user_targets("al")
+    oldest_first = [made[name] for name in ("phone", "work", "tablet", "laptop")]
+    assert [t["id"] for t in found] == oldest_first
+    answer = app.test_client().get("/push/users/al/targets", headers=ADMIN)
+    assert [t["id"] for t in answer.get_json()["items"]] == oldest_first
+
+
 def test_explain_on_the_command_line(live: Flask, push_fake_webpush: FakePushService) -> None:
     client = live.test_client()
     subscribe(client, push_fake_webpush, "a")
