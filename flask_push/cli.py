@@ -468,7 +468,12 @@ def _problems(push: Any, message_id: str) -> list[str]:
     )
     push.db.session.rollback()  # end the read transaction
     labels = {"queued": "will retry"}
-    return [f"{labels.get(p.status, p.status)} ({p.count}): {p.reason}" for p in found]
+    lines = [f"{labels.get(p.status, p.status)} ({p.count}): {p.reason}" for p in found.shown]
+    if found.more:
+        reasons = f"{found.more} more reason{'' if found.more == 1 else 's'}"
+        deliveries = f"{found.more_count} deliver{'y' if found.more_count == 1 else 'ies'}"
+        lines.append(f"... and {reasons}, for {deliveries}")
+    return lines
 
 
 def _held_back(push: Any, message_id: str) -> list[str]:

@@ -20,16 +20,35 @@ from .outcomes import UNDELIVERED as _UNDELIVERED
 
 @dataclass(frozen=True)
 class Problem:
-    """Deliveries of one message with the same status and the same reason.
+    """Deliveries of one message that ended the same way for the same cause: one
+    status, one machine reason and one provider kind.
 
     ``status`` is ``queued`` for deliveries that wait for a retry: ``reason`` is
     then what the push service said at the last attempt.
     """
 
     status: str
+    #: what the push service or flask-push said, for the latest of them: texts of one
+    #: cause differ (APNs puts each token's own time in its ``Unregistered``)
     reason: str
     count: int
     last_at: datetime
+    #: the machine reason (a key of :data:`flask_push.outcomes.REASONS`); None for
+    #: deliveries written before it was kept, which are told apart by their text
+    code: str | None
+    #: the provider kind (webpush, fcm, apns)
+    kind: str
+
+
+@dataclass(frozen=True)
+class Problems:
+    r"""A message's :class:`Problem`\ s, the most recent first, and what the limit
+    left out of them."""
+
+    shown: list[Problem]
+    #: the causes past the limit, and their deliveries
+    more: int = 0
+    more_count: int = 0
 
 
 def delivery_counts(
@@ -79,14 +98,28 @@ def problems(
     limit: int = 10,
     *,
     leave_out: Sequence[str] = (),
-) -> list[Problem]:
+) -> Problems:
     """The reasons a message's deliveries failed, are gone or expired, or wait for a
-    retry: one per status and reason, the most recent first, at most ``limit``;
-    without those of the machine reasons in ``leave_out``."""
+    retry: one per status, machine reason and provider kind, the most recent first,
+    at most ``limit``, with how many more there were; without those of the machine
+    reasons in ``leave_out``."""
     d = models.Delivery
-    last_at = sa.func.max(d.updated_at)
-    rows = session.execute(
-        sa.select(d.status, d.error, sa.func.count(), last_at)
+    # one cause, whatever its texts say; a row without a machine reason (written
+    # before they were kept) is told apart by its text, as it was then
+    cause = (d.status, sa.func.coalesce(d.reason, d.error), d.kind)
+    ranked = (
+        sa.select(
+            d.status,
+            d.reason,
+            d.kind,
+            d.error,
+            d.updated_at,
+            sa.func.count().over(partition_by=cause).label("count"),
+            # the latest of each cause gives its text and time
+            sa.func.row_number()
+            .over(partition_by=cause, order_by=(d.updated_at.desc(), d.id.desc()))
+            .label("rank"),
+        )
         .where(
             d.message_id == message_id,
             sa.or_(
@@ -95,12 +128,26 @@ def problems(
             ),
             *([sa.or_(d.reason.is_(None), d.reason.not_in(leave_out))] if leave_out else []),
         )
-        .group_by(d.status, d.error)
-        .order_by(last_at.desc(), d.status)
-        .limit(limit)
+        .subquery()
+    )
+    # every cause, not ``limit`` of them: there are few (statuses x machine reasons x
+    # kinds), and the ones past the limit are counted
+    rows = session.execute(
+        sa.select(ranked)
+        .where(ranked.c.rank == 1)
+        .order_by(ranked.c.updated_at.desc(), ranked.c.status, ranked.c.kind, ranked.c.error)
     ).all()
-    return [
-        # max() keeps the column's type, so ``at`` comes back an aware datetime
-        Problem(status, error or "no reason was recorded", int(count), at)
-        for status, error, count, at in rows
+    found = [
+        # the column keeps its type through the subquery: ``at`` is an aware datetime
+        Problem(
+            row.status,
+            row.error or "no reason was recorded",
+            int(row.count),
+            row.updated_at,
+            row.reason,
+            row.kind,
+        )
+        for row in rows
     ]
+    cut = found[limit:]
+    return Problems(found[:limit], len(cut), sum(problem.count for problem in cut))

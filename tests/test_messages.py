@@ -269,6 +269,7 @@ def test_list_newest_first_with_paging(app: Flask, client: Any) -> None:
     assert client.get(f"/push/messages/{ids[2]}", headers=ADMIN).get_json() == {
         **first,
         "problems": [],
+        "moreProblems": None,
     }
     page = client.get("/push/messages?skip=1&take=1", headers=ADMIN).get_json()
     assert page["totalCount"] == 3 and [item["id"] for item in page["items"]] == [ids[1]]
@@ -371,6 +372,56 @@ def test_a_message_says_why_deliveries_failed(
     # the list stays light: the reasons are in the message's own view only
     listed = client.get("/push/messages", headers=ADMIN).get_json()["items"][0]
     assert "problems" not in listed
+
+
+def test_problems_are_one_entry_per_cause_and_say_what_was_left_out(app: Flask) -> None:
+    now = datetime.now(timezone.utc)
+    with app.app_context():
+        id = push.send(users=["nobody"], title="Sale").id
+
+        def delivery(status: str, kind: str, reason: str | None, error: str, ago: int) -> None:
+            at = now - timedelta(minutes=ago)
+            db.session.add(
+                push.models.Delivery(
+                    message_id=id, kind=kind, status=status, reason=reason, error=error,
+                    updated_at=at, due_at=at, expires_at=at + timedelta(days=1), events=[],
+                )
+            )  # fmt: skip
+
+        # twelve iPhones gone for one cause: APNs puts each token's own time in the text
+        for n in range(12):
+            since = f"Unregistered (the token is invalid since 2026-05-01 10:{n:02d}:41)"
+            delivery("gone", "apns", "unsubscribed", since, 30 + n)
+        delivery("failed", "webpush", "rejected", "400 Bad Request", 20)
+        delivery("queued", "fcm", "unavailable", "503 Service Unavailable", 10)
+        # rows written before deliveries kept a machine reason: one entry per text
+        for n in range(10):
+            delivery("failed", "webpush", None, f"old failure {n}", 100 + n)
+        delivery("failed", "webpush", None, "old failure 9", 120)
+        db.session.commit()
+    client = app.test_client()
+    shown = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()
+    keys = ("status", "code", "kind", "count", "reason")
+    problems = [{k: p[k] for k in keys} for p in shown["problems"]]
+    assert problems[:3] == [
+        {"status": "queued", "code": "unavailable", "kind": "fcm", "count": 1,
+         "reason": "503 Service Unavailable"},
+        {"status": "failed", "code": "rejected", "kind": "webpush", "count": 1,
+         "reason": "400 Bad Request"},
+        # one entry for the twelve, with the latest text
+        {"status": "gone", "code": "unsubscribed", "kind": "apns", "count": 12,
+         "reason": "Unregistered (the token is invalid since 2026-05-01 10:00:41)"},
+    ]  # fmt: skip
+    assert [p["reason"] for p in problems[3:]] == [f"old failure {n}" for n in range(7)]
+    assert {p["code"] for p in problems[3:]} == {None}
+    assert shown["problems"][2]["lastAt"] == (now - timedelta(minutes=30)).isoformat(
+        timespec="microseconds"
+    ).replace("+00:00", "Z")
+    # the ten shown are not all: three more causes, of four deliveries
+    assert shown["moreProblems"] == {"entries": 3, "count": 4}
+    page = client.get(f"/push/console/messages/{id}", headers=ADMIN).get_data(as_text=True)
+    assert "<strong>12</strong>" in page
+    assert "and 3 more reasons, for 4 deliveries" in page
 
 
 def sent_with_tokens(app: Flask, client: Any, audience: Any) -> tuple[str, list[str]]:

@@ -35,6 +35,7 @@ from ..schemas.message import (
     MessageQueued,
     MessagesQuery,
     MessageStatus,
+    MoreProblems,
 )
 from .http import (
     ApiError,
@@ -154,9 +155,12 @@ def get_message(id: str) -> ResponseReturnValue:
     if message is None:
         not_found("message")
     shown = message_of(message, _counts([message.id])[message.id])
-    problems = reports.problems(ext.db.session, ext.models, message.id)
+    found = reports.problems(ext.db.session, ext.models, message.id)
+    more = MoreProblems(entries=found.more, count=found.more_count) if found.more else None
     return MessageDetail(
-        **dict(shown), problems=[MessageProblem.model_validate(problem) for problem in problems]
+        **dict(shown),
+        problems=[MessageProblem.model_validate(problem) for problem in found.shown],
+        more_problems=more,
     ).to_json()
 
 

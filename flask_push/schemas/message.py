@@ -114,16 +114,32 @@ class Message(ResponseModel):
 
 
 class MessageProblem(ResponseModel):
-    """Deliveries with the same status and reason."""
+    """Deliveries that ended the same way for the same cause: one status, machine
+    reason and provider kind."""
 
     status: Literal["queued", "failed", "gone", "expired"] = Field(
         description="`queued`: waiting for a retry, after the attempt that said `reason`."
     )
     reason: Annotated[str, Documented(minLength=1)]
-    """What the push service or flask-push said."""
+    """What the push service or flask-push said, the latest of them (the texts of one
+    cause can differ: APNs puts each token's own time in its `Unregistered`)."""
     count: Annotated[int, Documented(minimum=1)]
-    """Deliveries with this status and reason."""
+    """Deliveries with this status, machine reason and kind."""
     last_at: datetime
+    code: str | None
+    """The machine reason, as `reason` in `GET /messages/<id>/deliveries`; null for
+    deliveries written before it was kept, which are told apart by their text."""
+    kind: str
+    """The provider kind: `webpush`, `fcm` or `apns`."""
+
+
+class MoreProblems(ResponseModel):
+    """What the limit left out of `problems`."""
+
+    entries: Annotated[int, Documented(minimum=1)]
+    """Causes not listed."""
+    count: Annotated[int, Documented(minimum=1)]
+    """Their deliveries."""
 
 
 class MessageDetail(Message):
@@ -131,8 +147,11 @@ class MessageDetail(Message):
 
     problems: list[MessageProblem] = Field(
         description="Why deliveries failed, are gone or expired, or wait for a retry: one "
-        "entry per status and reason, most recent first, at most 10."
+        "entry per status, machine reason and provider kind, most recent first, at most 10."
     )
+    more_problems: MoreProblems | None
+    """The causes past the 10 in `problems`, and their deliveries; null when none was
+    left out."""
 
 
 class MessageList(ResponseModel):
