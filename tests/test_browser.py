@@ -27,6 +27,7 @@ pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
 from browser_kit import (  # noqa: E402
+    PAGE,
     SENDING,
     TIMEOUT_MS,
     Browser,
@@ -165,6 +166,57 @@ def test_subscribe_reaches_the_server_and_a_send_the_worker(
     page.evaluate("FlaskPush.unsubscribe()")
     with app.app.app_context():
         assert db.session.get(push.models.Subscription, saved["id"]) is None
+
+
+def test_the_client_finds_a_custom_prefix_by_itself(
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
+) -> None:
+    """Under PUSH_URL_PREFIX = "/api/notify" every call of a page that did not call
+    configure() answered 404: the client assumed /push. It reads the prefix from the
+    address it was loaded from, as a plain script and as a module."""
+    html = PAGE.replace("/push/static/flask-push.js", "/api/notify/static/flask-push.js")
+    app = live(html=html, PUSH_URL_PREFIX="/api/notify", **SENDING)
+    made: list[FakeSubscriber] = []
+
+    def subscription() -> dict[str, Any]:
+        made.append(push_fake_webpush.subscribe("bob's browser"))
+        return made[-1].info
+
+    browser.make_subscription = subscription
+    open_page(browser, page, app, user="bob")
+    assert page.evaluate("FlaskPush.configure().prefix") == "/api/notify"
+    saved = page.evaluate("FlaskPush.subscribe()")
+    assert saved["endpoint"] == made[0].endpoint
+    module = page.evaluate(
+        "import('/api/notify/static/flask-push.mjs').then((m) => m.configure().prefix)"
+    )
+    assert module == "/api/notify"
+
+    # a module alone, in a page of its own
+    page.goto(f"{app.origin}/login/bob")
+    page.set_content("<!doctype html><title>shop</title>")
+    alone = page.evaluate(
+        "import('/api/notify/static/flask-push.mjs').then((m) => m.configure().prefix)"
+    )
+    assert alone == "/api/notify"
+
+
+def test_a_service_worker_not_found_says_what_to_do(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """An app whose service worker is elsewhere (mounted below the root, say): the
+    page is told where the client looked and what to call, not a bare TypeError."""
+    app = live()
+    open_page(browser, page, app, user="bob")
+    failed = page.evaluate(
+        """FlaskPush.configure({serviceWorkerUrl: '/shop/push-sw.js'}) &&
+        FlaskPush.subscribe().then(() => null, (err) => ({code: err.code, message: err.message}))"""
+    )
+    assert failed["code"] == "service_worker_failed"
+    assert failed["message"].startswith(
+        "The service worker /shop/push-sw.js could not be registered ("
+    )
+    assert "FlaskPush.configure({serviceWorkerUrl, scope})" in failed["message"]
 
 
 def test_the_readmes_page_and_script_work_as_written(

@@ -18,6 +18,19 @@
     stylesheet: undefined,
   };
 
+  // The script is served at <prefix>/static/flask-push.js: that says the prefix, so a
+  // custom PUSH_URL_PREFIX, or an app mounted below the root, needs no configure().
+  servedFrom(document.currentScript && document.currentScript.src, 'flask-push.js');
+
+  /** Take the prefix from `url`, the address `file` was loaded from, unless the page
+   *  set one (or the file was copied elsewhere). */
+  function servedFrom(url, file) {
+    if (!url || config.prefix !== '/push') return;
+    const path = new URL(url, location.href).pathname;
+    const suffix = '/static/' + file;
+    if (path.endsWith(suffix)) config.prefix = path.slice(0, -suffix.length);
+  }
+
   /** Set {prefix, serviceWorkerUrl, scope, stylesheet}: where the app serves flask-push. */
   function configure(options) {
     Object.assign(config, options || {});
@@ -68,7 +81,20 @@
   // PushManager.subscribe() needs an active worker, not only a registration.
   async function activeRegistration() {
     const options = config.scope ? { scope: config.scope } : undefined;
-    const registration = await navigator.serviceWorker.register(config.serviceWorkerUrl, options);
+    let registration;
+    try {
+      registration = await navigator.serviceWorker.register(config.serviceWorkerUrl, options);
+    } catch (err) {
+      // a 404 reads "A bad HTTP response code (404) was received when fetching the script"
+      throw Object.assign(
+        new Error(
+          `The service worker ${config.serviceWorkerUrl} could not be registered (${err.message}). ` +
+            'If the app serves it elsewhere (PUSH_SERVICE_WORKER_URL, or an app mounted below ' +
+            "the site's root), call FlaskPush.configure({serviceWorkerUrl, scope})."
+        ),
+        { code: 'service_worker_failed', cause: err }
+      );
+    }
     const worker = registration.installing || registration.waiting;
     if (!registration.active && worker) {
       await new Promise((resolve, reject) => {

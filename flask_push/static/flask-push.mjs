@@ -5,6 +5,10 @@
 import './flask-push.js';
 
 const FlaskPush = globalThis.FlaskPush;
+// Served at <prefix>/static/flask-push.mjs: that says the prefix (a module's script
+// has no document.currentScript), unless the page set one.
+const served = new URL(import.meta.url).pathname.match(/^(.*)\/static\/flask-push\.mjs$/);
+if (served && FlaskPush.configure().prefix === '/push') FlaskPush.configure({ prefix: served[1] });
 export default FlaskPush;
 export const {
   configure,
