@@ -143,10 +143,17 @@ def database(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def make_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Callable[..., Flask]]:
-    """Build an app with flask-push set up; keyword arguments override config."""
+    """Build an app with flask-push set up; keyword arguments override config, and
+    ``before`` and ``after`` set up a host's own extensions before or after
+    ``push.init_app``."""
     apps: list[Flask] = []
 
-    def factory(**config: Any) -> Flask:
+    def factory(
+        *,
+        before: Callable[[Flask], Any] | None = None,
+        after: Callable[[Flask], Any] | None = None,
+        **config: Any,
+    ) -> Flask:
         app = Flask(__name__)
         app.config.update(
             TESTING=True,
@@ -155,8 +162,12 @@ def make_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Calla
             **database,
         )
         app.config.update(config)
+        if before is not None:
+            before(app)
         db.init_app(app)
         push.init_app(app)
+        if after is not None:
+            after(app)
         with app.app_context():
             db.create_all()
         apps.append(app)
@@ -164,12 +175,17 @@ def make_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Calla
 
     yield factory
     for app in apps:
-        with app.app_context():
-            # stop the delivery worker thread and close connections: nothing leaks
-            app.extensions["push"].shutdown()
-            db.session.remove()
-            db.drop_all()
-            db.engine.dispose()
+        tear_down(app)
+
+
+def tear_down(app: Flask) -> None:
+    """Stop ``app``'s delivery worker thread, drop its tables and close its
+    connections: nothing leaks into the next test."""
+    with app.app_context():
+        app.extensions["push"].shutdown()
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
 
 
 @contextmanager

@@ -136,17 +136,24 @@ def test_a_click_opens_the_url_and_is_counted(
 # -- the client ---------------------------------------------------------------------------
 
 
+def subscriptions_from(browser: Browser, service: FakePushService) -> list[FakeSubscriber]:
+    """Make the page's PushManager.subscribe() give subscriptions of ``service``; the
+    list of those made."""
+    made: list[FakeSubscriber] = []
+
+    def subscription() -> dict[str, Any]:
+        made.append(service.subscribe("bob's browser"))
+        return made[-1].info
+
+    browser.make_subscription = subscription
+    return made
+
+
 def test_subscribe_reaches_the_server_and_a_send_the_worker(
     browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
 ) -> None:
     app = live(**SENDING)
-    made: list[FakeSubscriber] = []
-
-    def subscription() -> dict[str, Any]:
-        made.append(push_fake_webpush.subscribe("bob's browser"))
-        return made[-1].info
-
-    browser.make_subscription = subscription
+    made = subscriptions_from(browser, push_fake_webpush)
     open_page(browser, page, app, user="bob")
     saved = page.evaluate("FlaskPush.subscribe({topics: ['offers']})")
     [subscriber] = made
@@ -176,13 +183,7 @@ def test_the_client_finds_a_custom_prefix_by_itself(
     address it was loaded from, as a plain script and as a module."""
     html = PAGE.replace("/push/static/flask-push.js", "/api/notify/static/flask-push.js")
     app = live(html=html, PUSH_URL_PREFIX="/api/notify", **SENDING)
-    made: list[FakeSubscriber] = []
-
-    def subscription() -> dict[str, Any]:
-        made.append(push_fake_webpush.subscribe("bob's browser"))
-        return made[-1].info
-
-    browser.make_subscription = subscription
+    made = subscriptions_from(browser, push_fake_webpush)
     open_page(browser, page, app, user="bob")
     assert page.evaluate("FlaskPush.configure().prefix") == "/api/notify"
     saved = page.evaluate("FlaskPush.subscribe()")

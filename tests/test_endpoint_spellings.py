@@ -25,7 +25,7 @@ from flask_push.providers import provider_class
 from flask_push.providers.webpush import BlockedAddressError, _AddressGuard
 from flask_push.testing import FakePushService
 
-from conftest import browser_keys, db, push
+from conftest import add_subscription, browser_keys, db, push
 
 #: the host lists of the issue: the default (the public push services), a
 #: wildcard for everything, and the local test service named exactly
@@ -75,6 +75,12 @@ def make(make_app: Callable[..., Flask], hosts: list[str] | None, **config: Any)
 
 def respelled(endpoint: str, host: str) -> str:
     return endpoint.replace("127.0.0.1", host, 1)
+
+
+def stored(subscriber: Any, endpoint: str) -> dict[str, str]:
+    """A fake push service's subscriber's keys, with another ``endpoint``, as a
+    subscription row stores them."""
+    return {"endpoint": endpoint, "p256dh": subscriber.p256dh, "auth": subscriber.auth}
 
 
 def count_subscriptions(app: Flask) -> int:
@@ -200,16 +206,7 @@ def test_a_stored_odd_spelling_is_refused_at_delivery(
     endpoint = endpoint_of(subscriber.endpoint)
     with app.app_context():
         # Inserted as an older release could have stored it, past today's checks.
-        db.session.add(
-            push.models.Subscription(
-                endpoint=endpoint,
-                p256dh=subscriber.p256dh,
-                auth=subscriber.auth,
-                user_id="mallory",
-                topics=[],
-            )
-        )
-        db.session.commit()
+        add_subscription("mallory", **stored(subscriber, endpoint))
         message = push.send(users=["mallory"], title="Hello")
         delivery = push.models.Delivery
         (row,) = db.session.scalars(sa.select(delivery).where(delivery.message_id == message.id))
@@ -295,16 +292,7 @@ def test_a_stored_endpoint_the_host_list_no_longer_allows_is_not_sent_to(
     with app.app_context():
         # subscribed while the list was ["*.evil.test", ...]
         endpoint = subscriber.endpoint.replace("127.0.0.1", "attacker.evil.test")
-        db.session.add(
-            push.models.Subscription(
-                endpoint=endpoint,
-                p256dh=subscriber.p256dh,
-                auth=subscriber.auth,
-                user_id="mallory",
-                topics=[],
-            )
-        )
-        db.session.commit()
+        add_subscription("mallory", **stored(subscriber, endpoint))
         message = push.send(users=["mallory"], title="Hello")
         (entry,) = push.explain(message.id)
     assert entry["status"] == "failed"

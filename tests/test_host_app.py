@@ -4,7 +4,7 @@ protection, error pages by status, a JSON provider of its own."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -13,49 +13,30 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFProtect
 
-from conftest import as_user, db, push
+from conftest import as_user
 
 
 @pytest.fixture
-def host_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Callable[..., Flask]]:
-    """A host app; ``before`` and ``after`` set up its own extensions before or
-    after flask-push's ``init_app``."""
-    apps: list[Flask] = []
+def host_app(make_app: Callable[..., Flask]) -> Callable[..., Flask]:
+    """A host app with a form of its own at /checkout; ``before`` and ``after`` set
+    up its own extensions before or after flask-push's ``init_app``."""
 
     def factory(
         before: Callable[[Flask], Any] = lambda app: None,
         after: Callable[[Flask], Any] = lambda app: None,
     ) -> Flask:
-        app = Flask(__name__)
-        app.config.update(
-            TESTING=True,
-            SECRET_KEY="host-secret",
-            PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
-            PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
-            PUSH_MAX_REQUEST_BYTES=1024,
-            **database,
+        def host(app: Flask) -> None:
+            after(app)
+
+            @app.post("/checkout")
+            def checkout() -> str:
+                return "paid"
+
+        return make_app(
+            before=before, after=host, SECRET_KEY="host-secret", PUSH_MAX_REQUEST_BYTES=1024
         )
-        before(app)
-        db.init_app(app)
-        push.init_app(app)
-        after(app)
 
-        @app.post("/checkout")
-        def checkout() -> str:
-            return "paid"
-
-        with app.app_context():
-            db.create_all()
-        apps.append(app)
-        return app
-
-    yield factory
-    for app in apps:
-        with app.app_context():
-            app.extensions["push"].shutdown()
-            db.session.remove()
-            db.drop_all()
-            db.engine.dispose()
+    return factory
 
 
 def csrf_protect(app: Flask) -> None:
