@@ -64,6 +64,7 @@ from .models import ACTIVE, DEAD, utcnow
 from .outcomes import POLICY_REASONS
 from .providers.webpush import WEBPUSH
 from .schemas.message import DELIVERY_STATUSES
+from .validation import clipped
 
 
 class _PushGroup(AppGroup):
@@ -401,7 +402,8 @@ def explain(message_id: str, user_id: str | None) -> None:
         entries = push.explain(message_id, user_id)
     except ValidationError as err:
         if err.code == "not_found":
-            raise click.ClickException(f"No message with the id {message_id!r}.") from None
+            shown = clipped(message_id)  # a pasted page must not come back whole
+            raise click.ClickException(f"No message with the id {shown!r}.") from None
         raise click.UsageError(str(err)) from None
     finally:
         push.db.session.rollback()  # end the read transaction

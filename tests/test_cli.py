@@ -777,6 +777,14 @@ def test_odd_arguments_are_one_line(app: Flask, args: list[str], said: str) -> N
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_an_unknown_message_id_is_quoted_clipped(app: Flask) -> None:
+    """A page pasted by mistake as the id does not come back whole."""
+    result = app.test_cli_runner().invoke(args=["push", "explain", "x" * 100_000])
+    assert result.exit_code == 1
+    last = result.output.splitlines()[-1]
+    assert last.startswith("Error: No message with the id 'xxx") and len(last) < 200
+
+
 def test_a_database_that_refuses_writes_is_one_line_said_once(
     make_app: Any,
     database: dict[str, Any],
