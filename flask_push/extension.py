@@ -71,14 +71,16 @@ def _exempt_from_csrf(app: Flask) -> None:
     """Exempt flask-push's blueprints from the host's Flask-WTF ``CSRFProtect``, if
     it has one: it would refuse every write of the API and the browser client,
     which cannot send its token."""
-    csrf = app.extensions.get("csrf")
-    exempt = getattr(csrf, "exempt", None)
-    if csrf is None or exempt is None or getattr(csrf, "_push_exempt", False):
+    state = app.extensions.get("push")
+    exempt = getattr(app.extensions.get("csrf"), "exempt", None)
+    # per app: one CSRFProtect may serve many (csrf.init_app in an app factory),
+    # each with blueprints of its own
+    if state is None or exempt is None or state.csrf_exempt:
         return
     for name in _OWN_BLUEPRINTS:
         if name in app.blueprints:
             exempt(app.blueprints[name])
-    csrf._push_exempt = True
+    state.csrf_exempt = True
 
 
 @dataclass
@@ -102,6 +104,8 @@ class PushState:
     worker_refused: bool = False
     #: a request answered 401 for want of an ``identity_loader`` (said once)
     told_no_identity_loader: bool = False
+    #: flask-push's blueprints are exempt from the host's CSRFProtect
+    csrf_exempt: bool = False
     #: the ``celery`` queue's Celery app and task, made on first use
     celery: CeleryQueue | None = None
     #: live events: the backplane and this process's websockets, made on first use

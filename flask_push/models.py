@@ -100,10 +100,10 @@ def unclaimed_update(table: Any, now: Any) -> Any:
 
 def hurry_waiting(session: Any, models: Models, column: Any, target_id: str, now: Any) -> None:
     """Make the pushes to one target that wait unclaimed for a later time (quiet
-    hours, a schedule, a retry) due now, in the caller's transaction: the target was
-    deleted or registered by someone else, so a worker ends them at once as it does
-    on a claim (``target_dead``, ``target_changed_hands``), rather than they wait
-    for a time that no longer matters with a reason that no longer holds.
+    hours, a schedule, a retry) due now, in the caller's transaction: the target is
+    being deleted, so a worker ends them at once as it does on a claim
+    (``target_dead``), rather than they wait for a time that no longer matters with
+    a reason that no longer holds.
 
     :param column: ``Delivery.subscription_id`` or ``Delivery.installation_id``.
     """

@@ -28,8 +28,9 @@ class Problem:
     """
 
     status: str
-    #: what the push service or flask-push said, for the latest of them: texts of one
-    #: cause differ (APNs puts each token's own time in its ``Unregistered``)
+    #: what the push service or flask-push said, for the newest of them (the last
+    #: written): texts of one cause differ (APNs puts each token's own time in its
+    #: ``Unregistered``)
     reason: str
     count: int
     last_at: datetime
@@ -105,20 +106,18 @@ def problems(
     reasons in ``leave_out``."""
     d = models.Delivery
     # one cause, whatever its texts say; a row without a machine reason (written
-    # before they were kept) is told apart by its text, as it was then
-    cause = (d.status, sa.func.coalesce(d.reason, d.error), d.kind)
-    ranked = (
+    # before they were kept) is told apart by its text, as it was then. A hash
+    # aggregate: a window over every row would sort them all, texts and all.
+    cause = sa.func.coalesce(d.reason, d.error)
+    last_at = sa.func.max(d.updated_at)
+    groups = session.execute(
         sa.select(
             d.status,
-            d.reason,
+            sa.func.max(d.reason).label("code"),  # the reason itself, or None
             d.kind,
-            d.error,
-            d.updated_at,
-            sa.func.count().over(partition_by=cause).label("count"),
-            # the latest of each cause gives its text and time
-            sa.func.row_number()
-            .over(partition_by=cause, order_by=(d.updated_at.desc(), d.id.desc()))
-            .label("rank"),
+            sa.func.count().label("count"),
+            last_at.label("last_at"),
+            sa.func.max(d.id).label("latest"),
         )
         .where(
             d.message_id == message_id,
@@ -128,26 +127,25 @@ def problems(
             ),
             *([sa.or_(d.reason.is_(None), d.reason.not_in(leave_out))] if leave_out else []),
         )
-        .subquery()
-    )
-    # every cause, not ``limit`` of them: there are few (statuses x machine reasons x
-    # kinds), and the ones past the limit are counted
-    rows = session.execute(
-        sa.select(ranked)
-        .where(ranked.c.rank == 1)
-        .order_by(ranked.c.updated_at.desc(), ranked.c.status, ranked.c.kind, ranked.c.error)
+        .group_by(d.status, cause, d.kind)
+        # every cause, not ``limit`` of them: there are few (statuses x machine
+        # reasons x kinds), and the ones past the limit are counted
+        .order_by(last_at.desc(), d.status, d.kind)
     ).all()
+    # the text of each cause shown: its latest delivery's
+    ids = [group.latest for group in groups[:limit]]
+    texts = dict(session.execute(sa.select(d.id, d.error).where(d.id.in_(ids))).all())
     found = [
-        # the column keeps its type through the subquery: ``at`` is an aware datetime
+        # max() keeps the column's type: ``last_at`` is an aware datetime
         Problem(
-            row.status,
-            row.error or "no reason was recorded",
-            int(row.count),
-            row.updated_at,
-            row.reason,
-            row.kind,
+            group.status,
+            texts.get(group.latest) or "no reason was recorded",
+            int(group.count),
+            group.last_at,
+            group.code,
+            group.kind,
         )
-        for row in rows
+        for group in groups
     ]
     cut = found[limit:]
     return Problems(found[:limit], len(cut), sum(problem.count for problem in cut))

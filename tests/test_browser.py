@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+import flask_push
 from flask_push.realtime import backplane as backplane_module
 from flask_push.testing.webpush import FakePushService, FakeSubscriber
 
@@ -200,6 +201,18 @@ def test_the_client_finds_a_custom_prefix_by_itself(
         "import('/api/notify/static/flask-push.mjs').then((m) => m.configure().prefix)"
     )
     assert alone == "/api/notify"
+
+
+def test_a_copy_of_the_client_in_the_apps_static_keeps_the_default_prefix(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """A host serving its own copy at /static/flask-push.js: its address says nothing
+    of the prefix (which is never the root), so the default stays."""
+    client = (Path(flask_push.__file__).parent / "static" / "flask-push.js").read_text()
+    html = PAGE.replace("/push/static/flask-push.js", "/static/flask-push.js")
+    app = live(html=html, files={"/static/flask-push.js": (client, "text/javascript")})
+    open_page(browser, page, app, user="bob")
+    assert page.evaluate("FlaskPush.configure().prefix") == "/push"
 
 
 def test_a_service_worker_not_found_says_what_to_do(

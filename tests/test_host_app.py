@@ -62,6 +62,24 @@ def test_a_hosts_csrf_protection_leaves_flask_pushs_api_alone(
     assert form.status_code == 415
 
 
+def test_one_csrf_protect_of_an_app_factory_leaves_each_apps_api_alone(
+    host_app: Callable[..., Flask], make_subscription: Callable[..., Any]
+) -> None:
+    """An app factory's module-level CSRFProtect, set up on each app it makes: the
+    second app's API was refused ("The CSRF token is missing.")."""
+    shared = CSRFProtect()
+
+    def protect(app: Flask) -> None:
+        app.config["WTF_CSRF_ENABLED"] = True
+        shared.init_app(app)
+
+    for _ in range(2):
+        client = host_app(after=protect).test_client()
+        body = make_subscription()
+        answer = client.post("/push/subscriptions", json=body, headers=as_user("al"))
+        assert answer.status_code == 201, answer.get_json()
+
+
 def test_a_hosts_error_page_for_a_status_does_not_replace_the_apis_json(
     host_app: Callable[..., Flask],
 ) -> None:

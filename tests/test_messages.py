@@ -408,9 +408,9 @@ def test_problems_are_one_entry_per_cause_and_say_what_was_left_out(app: Flask) 
          "reason": "503 Service Unavailable"},
         {"status": "failed", "code": "rejected", "kind": "webpush", "count": 1,
          "reason": "400 Bad Request"},
-        # one entry for the twelve, with the latest text
+        # one entry for the twelve, with the text of the newest of them
         {"status": "gone", "code": "unsubscribed", "kind": "apns", "count": 12,
-         "reason": "Unregistered (the token is invalid since 2026-05-01 10:00:41)"},
+         "reason": "Unregistered (the token is invalid since 2026-05-01 10:11:41)"},
     ]  # fmt: skip
     assert [p["reason"] for p in problems[3:]] == [f"old failure {n}" for n in range(7)]
     assert {p["code"] for p in problems[3:]} == {None}

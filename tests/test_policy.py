@@ -801,6 +801,17 @@ def test_a_deleted_browser_or_device_ends_its_waiting_pushes_at_once(
         assert push_fake_webpush.requests == []
         assert push_fake_fcm.send_attempts == 0
 
+        # a browser's renewed subscription (oldEndpoint) replaces the old one alike
+        old = push_fake_webpush.subscribe("alice")
+        subscribe(old, "alice")
+        waiting = push.send(users=["alice"], title="Flash sale", category="offers")
+        renewed = push_fake_webpush.subscribe("alice")
+        body = {**renewed.info, "oldEndpoint": old.endpoint}
+        answer = client.post("/push/subscriptions", json=body, headers=as_user("alice"))
+        assert answer.status_code == 201, answer.get_json()
+        push.dispatch_due()
+        assert statuses(waiting.id) == {"webpush": ("gone", "target_dead")}
+
 
 def test_quiet_hours_that_outlast_a_waiting_push_expire_it(
     live: Flask, push_fake_webpush: FakePushService

@@ -105,6 +105,7 @@ def subscribe() -> ResponseReturnValue:
     # the old one goes (a dead one stays, with why it died, until `flask push prune`)
     removed = replaced if replaced is not None and replaced.status != DEAD else None
     if removed is not None:
+        hurry_waiting(session, ext.models, ext.models.Delivery.subscription_id, removed.id, now)
         session.delete(removed)
     answer = Subscription.model_validate(subscription).to_json()
     # a receiver of the signal reads the row without another trip to the database

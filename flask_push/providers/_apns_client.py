@@ -58,6 +58,9 @@ __all__ = [
 
 logger = logging.getLogger("flask_push.providers.apns")
 
+#: seconds after an ExpiredProviderToken renewed the token in which the same answer
+#: to other pushes is taken as theirs of the old token (they were on their way)
+RENEWED_LATELY = 60.0
 #: the most of an answer's body kept: APNs' are a line of JSON, and a server that
 #: sends more (an endless body) must not fill the memory
 MAX_ERROR_BODY = 4096
@@ -80,6 +83,8 @@ class _ProviderToken(AuthorizationHeaderProvider):
         #: its age is read on a clock that a correction of the wall clock (NTP
         #: stepping it back) does not move, which would keep an expired token
         self._signed_at: float | None = None
+        #: when (monotonic) an ExpiredProviderToken last renewed it
+        self._renewed_at: float | None = None
 
     def get_header(self) -> str:
         now = time.monotonic()
@@ -97,11 +102,17 @@ class _ProviderToken(AuthorizationHeaderProvider):
         """APNs said the token expired: sign another for the next request, unless
         this one is younger than APNs' 20 minutes between changes (then the clock,
         not the token, is wrong, and a new token would be refused the same way, or
-        with TooManyProviderTokenUpdates). Whether it will be renewed."""
+        with TooManyProviderTokenUpdates). Whether the push's next try carries a new
+        token: true too for the pushes that were on their way with the old one when
+        the first answer renewed it (they get the same answer moments later)."""
+        now = time.monotonic()
+        renewed_at = self._renewed_at
+        if renewed_at is not None and now - renewed_at < RENEWED_LATELY:
+            return True
         signed_at = self._signed_at
-        if signed_at is None or time.monotonic() - signed_at < MIN_TOKEN_AGE:
+        if signed_at is None or now - signed_at < MIN_TOKEN_AGE:
             return False
-        self._signed_at = None
+        self._signed_at, self._renewed_at = None, now
         return True
 
 

@@ -184,6 +184,8 @@ class _AccessToken:
         self.timeout = timeout
         self._lock: asyncio.Lock | None = None
         self._refused: tuple[float, google.auth.exceptions.RefreshError] | None = None
+        #: when (monotonic) a token refused but not expired was last forgotten
+        self._forgot_refused_at: float | None = None
         self._session: requests.Session | None = None
 
     async def get(self) -> str:
@@ -236,10 +238,22 @@ class _AccessToken:
             partial(request, timeout=self.timeout)
         )
 
-    def forget(self, token: str) -> None:
-        """FCM said ``token`` expired although google-auth thought it fresh."""
-        if self.credentials.token == token:
-            self.credentials.token = None
+    def forget(self, token: str, *, expired: bool = True) -> None:
+        """FCM refused ``token`` although google-auth thought it fresh: the next send
+        fetches another. A token refused for another reason than its expiry (the
+        credentials may be refused for good) is forgotten at most once in
+        :data:`_REFUSAL_MEMORY`, so that a fan-out does not ask for a token per wave
+        of sends."""
+        if self.credentials.token != token:
+            return
+        if not expired:
+            now = time.monotonic()
+            if self._forgot_refused_at is not None and now - self._forgot_refused_at < (
+                _REFUSAL_MEMORY
+            ):
+                return
+            self._forgot_refused_at = now
+        self.credentials.token = None
 
     def close(self) -> None:
         self._lock = None  # bound to the loop that used it
@@ -580,8 +594,9 @@ class FCMProvider(Provider):
             # one until google-auth thinks it expired (an hour), whatever the 401
             # says. When it says the token expired although google-auth thought it
             # fresh (clock skew, revocation), try once more at once.
-            self._token.forget(token)
-            if _token_expired(answer):
+            expired = _token_expired(answer)
+            self._token.forget(token, expired=expired)
+            if expired:
                 token, answer = await self._post(payload)
         return answer
 

@@ -331,7 +331,7 @@ class WebPushProvider(Provider):
         if not isinstance(target, WebPushTarget):
             return ""
         scheme, _, rest = target.endpoint.partition("://")
-        host = rest.partition("/")[0].partition("?")[0].lower()
+        host = rest.partition("/")[0].partition("?")[0].partition("#")[0].lower()
         if not host.startswith("[") and not host.rpartition(":")[0].replace(".", "").isdigit():
             host = host.partition(":")[0].rstrip(".")
         else:

@@ -121,7 +121,7 @@ class MessageProblem(ResponseModel):
         description="`queued`: waiting for a retry, after the attempt that said `reason`."
     )
     reason: Annotated[str, Documented(minLength=1)]
-    """What the push service or flask-push said, the latest of them (the texts of one
+    """What the push service or flask-push said, the newest of them (the texts of one
     cause can differ: APNs puts each token's own time in its `Unregistered`)."""
     count: Annotated[int, Documented(minimum=1)]
     """Deliveries with this status, machine reason and kind."""

@@ -28,7 +28,10 @@
     if (!url || config.prefix !== '/push') return;
     const path = new URL(url, location.href).pathname;
     const suffix = '/static/' + file;
-    if (path.endsWith(suffix)) config.prefix = path.slice(0, -suffix.length);
+    // a copy in the app's own /static/ says nothing: the prefix is never the root
+    if (path.endsWith(suffix) && path.length > suffix.length) {
+      config.prefix = path.slice(0, -suffix.length);
+    }
   }
 
   /** Set {prefix, serviceWorkerUrl, scope, stylesheet}: where the app serves flask-push. */

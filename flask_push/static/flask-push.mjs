@@ -7,7 +7,8 @@ import './flask-push.js';
 const FlaskPush = globalThis.FlaskPush;
 // Served at <prefix>/static/flask-push.mjs: that says the prefix (a module's script
 // has no document.currentScript), unless the page set one.
-const served = new URL(import.meta.url).pathname.match(/^(.*)\/static\/flask-push\.mjs$/);
+// (a copy in the app's own /static/ says nothing: the prefix is never the root)
+const served = new URL(import.meta.url).pathname.match(/^(.+)\/static\/flask-push\.mjs$/);
 if (served && FlaskPush.configure().prefix === '/push') FlaskPush.configure({ prefix: served[1] });
 export default FlaskPush;
 export const {

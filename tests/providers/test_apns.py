@@ -527,8 +527,12 @@ def test_an_expired_provider_token_is_renewed_once_old_enough(
         "403 ExpiredProviderToken: APNs said the provider token expired; the next try "
         "carries a new one"
     )
+    # the pushes that were on their way with the old token get the same answer
+    # moments later: theirs are retried too, with the new token
+    also = apns.parse(outgoing(1, Notification(title="Hi")), expired)
+    assert also.status == "retry"
     renewed = apns._token.get_header()
     assert renewed != first
     # ... which APNs takes
-    (sent,) = send(apns, [outgoing(1, Notification(title="Hi"))])
+    (sent,) = send(apns, [outgoing(2, Notification(title="Hi"))])
     assert sent.status == "sent"

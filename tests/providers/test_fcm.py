@@ -370,6 +370,18 @@ def test_any_401_sends_the_next_push_with_a_new_access_token(
         ("sent", None),
     ]
     assert len(push_fake_fcm.issued_tokens) == issued_before + 2
+    # credentials refused for good: a fan-out's next waves do not each ask for a
+    # token (a refused one is forgotten once in half a minute, and was just now)
+    push_fake_fcm.fail_next(401, "UNAUTHENTICATED", times=3)
+
+    async def waves() -> list[DeliveryResult]:
+        done = []
+        for n in range(3):
+            done += await provider.send_batch([push(make_registration_token(), n=10 + n)])
+        return done
+
+    assert [r.status for r in run(provider, waves)] == ["failed"] * 3
+    assert len(push_fake_fcm.issued_tokens) == issued_before + 2
 
 
 @pytest.mark.parametrize(

@@ -109,11 +109,18 @@ def test_lanes_of_one_endpoint_providers_and_of_web_push(vapid_private_key: str)
             "https://updates.push.services.mozilla.com/wpush/v2/x",
             "HTTPS://Updates.Push.Services.Mozilla.com:443/wpush/v2/y",
             "https://updates.push.services.mozilla.com:443?z",
+            # one push service whatever the port, a trailing dot or a fragment: else
+            # each spelling, a subscriber's choice, would be a lane of its own
+            "https://updates.push.services.mozilla.com:1/wpush/v2/x",
+            "https://updates.push.services.mozilla.com:8443/wpush/v2/x",
+            "https://updates.push.services.mozilla.com./wpush/v2/x",
+            "https://updates.push.services.mozilla.com#1/wpush/v2/x",
         )
     }
     assert lanes == {"https://updates.push.services.mozilla.com"}
     push = outgoing(to("http://127.0.0.1:8080/push/1"), 0)
-    assert provider.lane(push) == "http://127.0.0.1:8080"
+    assert provider.lane(push) == "http://127.0.0.1:8080"  # an address keeps its port
+    assert provider.lane(outgoing(to("https://[::1]:8443/push/1"), 0)) == "https://[::1]:8443"
     assert (provider.concurrency, provider.lane_concurrency) == (200, 100)
     memory = MemoryProvider("fcm", concurrency=50)
     assert memory.lane(push) == "memory" and memory.lane_concurrency == 50
