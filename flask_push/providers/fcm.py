@@ -213,8 +213,8 @@ class _AccessToken:
                 if not err.retryable:
                     self._refused = (time.monotonic() + _REFUSAL_MEMORY, err)
                 raise
-            except (google.auth.exceptions.TransportError, _NotSent):
-                raise
+            except google.auth.exceptions.TransportError:
+                raise  # parse() says it could not be reached
             except Exception as err:
                 # google-auth reading an answer that is not a token (a proxy's
                 # page, a field of the wrong type): FCM never saw the push

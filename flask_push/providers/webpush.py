@@ -62,8 +62,6 @@ __all__ = [
 ]
 
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
-#: endpoint hosts whose verdict a provider keeps; more are judged again
-_KEPT_VERDICTS = 4096
 #: the start of an error body worth putting in a DeliveryResult
 _MAX_ERROR_TEXT = 2048
 
@@ -295,8 +293,6 @@ class WebPushProvider(Provider):
         self.ssl_context = ssl_context
         self._guard = _AddressGuard(allow_private_hosts)
         self._allowed_hosts = None if allowed_hosts is None else tuple(allowed_hosts)
-        #: the verdict of ``allowed_hosts`` on each endpoint host seen
-        self._host_verdicts: dict[str, bool] = {}
         self._resolver = resolver
         self.site_url = site_url
         self._session: aiohttp.ClientSession | None = None
@@ -400,16 +396,9 @@ class WebPushProvider(Provider):
         )
 
     def _check_host_allowed(self, host: str) -> None:
-        """Refuse ``host`` unless ``allowed_hosts`` allows it (as subscribing checks
-        it); the verdict on each host is kept."""
+        """Refuse ``host`` unless ``allowed_hosts`` allows it, as subscribing checks it."""
         assert self._allowed_hosts is not None
-        allowed = self._host_verdicts.get(host)
-        if allowed is None:
-            if len(self._host_verdicts) >= _KEPT_VERDICTS:
-                self._host_verdicts.clear()
-            name = host.rstrip(".")
-            allowed = self._host_verdicts[host] = validation.host_allowed(name, self._allowed_hosts)
-        if not allowed:
+        if not _host_allowed(host, self._allowed_hosts):
             raise ValidationError(
                 f"points at {host.rstrip('.')!r}, which PUSH_ENDPOINT_HOSTS no longer "
                 "allows (it did when the browser subscribed); not sent",
@@ -608,6 +597,13 @@ class WebPushProvider(Provider):
 
 
 @functools.cache
+# Every push re-checks its endpoint's host, and a fan-out's endpoints share a few
+# hosts: the verdict on each is kept, as validation keeps its spelling check's.
+@functools.lru_cache(maxsize=4096)
+def _host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
+    return validation.host_allowed(host.rstrip("."), patterns)
+
+
 def _system_trust(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     """The system's trust store, as ``SSL_CERT_FILE`` (``cafile``) and
     ``SSL_CERT_DIR`` (``capath``) say now: aiohttp's own default context is made

@@ -251,9 +251,9 @@ class Hub:
         for connection in targets:
             connection.offer(gap, now)
 
-    def shut_out(self, channel: str, users: Collection[str], notice: Notice) -> int:
+    def shut_out(self, channel: str, users: Collection[str], notice: Notice) -> None:
         """Make the connections of ``users`` on ``channel`` leave it, each told with
-        ``notice``; how many there were."""
+        ``notice``."""
         with self._lock:
             joined = self._channels.get(channel, ())
             leaving = [c for c in joined if c.user_id is not None and c.user_id in users]
@@ -263,7 +263,6 @@ class Hub:
             # one finds the connection gone from the channel
             connection.offer(notice, now)
             self.leave(connection, channel)
-        return len(leaving)
 
     def joined(self) -> dict[str, int]:
         """The channels with connections here, each with the id a resync replays after.
