@@ -299,3 +299,13 @@ def test_a_stored_endpoint_the_host_list_no_longer_allows_is_not_sent_to(
     assert "'attacker.evil.test', which PUSH_ENDPOINT_HOSTS no longer allows" in entry["detail"]
     assert "attacker.evil.test" not in looked_up
     assert push_fake_webpush.requests == []
+
+
+def test_the_host_verdicts_kept_are_bounded_and_the_trust_store_is_loaded_once() -> None:
+    """A wildcard lets in any number of hosts: the verdicts kept on them have a
+    bound. The system trust store, which takes milliseconds to load, is loaded once
+    per setting, not once per pool."""
+    from flask_push.providers import webpush
+
+    assert webpush._host_allowed.cache_info().maxsize == 4096
+    assert webpush._system_trust(None, None) is webpush._system_trust(None, None)

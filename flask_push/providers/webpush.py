@@ -596,7 +596,6 @@ class WebPushProvider(Provider):
             await resolver.close()
 
 
-@functools.cache
 # Every push re-checks its endpoint's host, and a fan-out's endpoints share a few
 # hosts: the verdict on each is kept, as validation keeps its spelling check's.
 @functools.lru_cache(maxsize=4096)
@@ -604,6 +603,7 @@ def _host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     return validation.host_allowed(host.rstrip("."), patterns)
 
 
+@functools.cache
 def _system_trust(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     """The system's trust store, as ``SSL_CERT_FILE`` (``cafile``) and
     ``SSL_CERT_DIR`` (``capath``) say now: aiohttp's own default context is made
