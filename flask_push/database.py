@@ -6,14 +6,18 @@ The CLI, the HTTP API, ``/health`` and the workers say it the same way."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.attributes import set_committed_value
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: the ``insert()`` of each dialect that has ``ON CONFLICT``
 _ON_CONFLICT_INSERTS: dict[str, Callable[[Any], Any]] = {
@@ -137,6 +141,65 @@ def tables_missing_message(missing: list[str]) -> str:
         "Create them with db.create_all() in an app context, or with the shipped "
         "Alembic migrations: `flask db upgrade heads` (README: Database migrations)."
     )
+
+
+#: a missing table, in the words of SQLite, PostgreSQL and MySQL
+_NO_TABLE = re.compile(
+    r"no such table: (?:\w+\.)?(\w+)|relation \"(?:\w+\.)?(\w+)\" does not exist"
+    r"|Table '(?:\w+\.)?(\w+)' doesn't exist"
+)
+#: a missing column, in the same words, as ``[table.]column``
+_NO_COLUMN = re.compile(
+    r"no such column: ([\w.]+)|column ([\w.\"]+) (?:of relation \"\w+\" )?does not exist"
+    r"|Unknown column '([\w.]+)'"
+)
+
+
+def note_missing_tables(push: Any, err: BaseException) -> None:
+    """Add :func:`tables_missing_message` to ``err`` as a note (Python 3.11+) when
+    what the driver said is that one of flask-push's tables is missing, or a column
+    of a statement on them: a Python API call then ends its traceback with what to
+    do, as the CLI and the HTTP API say it. Read from the error alone: no statement
+    of its own, no rollback of the caller's session."""
+    if not isinstance(err, sa.exc.DBAPIError) or not hasattr(err, "add_note"):
+        return
+    said = str(err.orig)
+    tables = [getattr(push.models, f.name).__table__ for f in dataclasses.fields(push.models)]
+    missing: str | None = None
+    if found := _NO_TABLE.search(said):
+        name = next(name for name in found.groups() if name)
+        missing = name if any(table.name == name for table in tables) else None
+    elif found := _NO_COLUMN.search(said):
+        # "reason", or "push_deliveries.reason": of the tables of ours the statement
+        # names, the one whose model has that column
+        *named, column = next(name for name in found.groups() if name).replace('"', "").split(".")
+        statement = str(err.statement or "")
+        missing = next(
+            (
+                f"{table.name}.{column}"
+                for table in tables
+                if (table.name in named if named else table.name in statement) and column in table.c
+            ),
+            None,
+        )
+    note = tables_missing_message([missing]) if missing else None
+    if note is not None and note not in getattr(err, "__notes__", ()):
+        err.add_note(note)
+
+
+def explains_missing_tables(method: _F) -> _F:
+    """A method of :class:`~flask_push.Push` whose database errors carry
+    :func:`note_missing_tables`."""
+
+    @functools.wraps(method)
+    def wrapper(push: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(push, *args, **kwargs)
+        except sa.exc.DBAPIError as err:
+            note_missing_tables(push, err)
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 def missing_tables_sentence(push: Any) -> str | None:

@@ -17,6 +17,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from . import activities, config, inbox, operations, preferences, sending, signals, sw
 from .config import PushSettings
+from .database import explains_missing_tables
 from .dispatch import Dispatcher
 from .message import OutgoingPush
 from .models import Models, models_for
@@ -394,6 +395,7 @@ class Push:
 
     # -- sending -----------------------------------------------------------------
 
+    @explains_missing_tables
     def send(
         self,
         *,
@@ -471,6 +473,7 @@ class Push:
         audience = {"users": _listed(users), "topic": topic, "query": query, "everyone": everyone}
         return sending.send(self.state, audience, notification)
 
+    @explains_missing_tables
     def activity(
         self,
         id: str,
@@ -532,6 +535,7 @@ class Push:
         }
         return activities.activity(self.state, keywords)
 
+    @explains_missing_tables
     def notify_by_id(self, id: str, **notification: Any) -> Any:
         """:meth:`send` to one subscription or installation, by its id.
 
@@ -545,6 +549,7 @@ class Push:
 
     # -- notification policy: what each user lets reach them ------------------------------
 
+    @explains_missing_tables
     def get_preferences(self, user_id: str) -> Preferences:
         """``user_id``'s choices: for each category of ``PUSH_CATEGORIES``, the channels
         they may choose, on or off (``.categories["offers"]["web"]``), and their
@@ -555,6 +560,7 @@ class Push:
         """
         return preferences.get(self.db.session, self.models, self.settings.categories, user_id)
 
+    @explains_missing_tables
     def set_preferences(
         self,
         user_id: str,
@@ -602,6 +608,7 @@ class Push:
             self.state.metrics,
         )
 
+    @explains_missing_tables
     def dispatch_due(self, *, message_id: str | None = None) -> int:
         """Deliver every delivery that is due now (of ``message_id`` only, when
         given) in this thread; returns how many were claimed. Without
@@ -610,6 +617,7 @@ class Push:
         commands and tests may call it."""
         return self.state.get_inline().run_once(message_id)
 
+    @explains_missing_tables
     def outbox_state(self) -> OutboxState:
         """The current app's outbox: how many deliveries are due now and how long
         the oldest has waited, read from the database (one index range query).
@@ -620,6 +628,7 @@ class Push:
 
     # -- operations: why a user did or did not get it ------------------------------------
 
+    @explains_missing_tables
     def explain(
         self,
         message_id: str,
@@ -642,6 +651,7 @@ class Push:
             self.state, message_id, user_id, status=status, skip=skip, take=take
         )
 
+    @explains_missing_tables
     def cancel(self, message_id: str) -> dict[str, Any]:
         """Cancel what of ``message_id`` is not sent yet: its queued deliveries
         become ``cancelled`` (a scheduled message never goes out; one being sent
@@ -653,6 +663,7 @@ class Push:
         """
         return operations.cancel(self.state, message_id)
 
+    @explains_missing_tables
     def retry_failed(self, message_id: str) -> dict[str, Any]:
         """Queue the ``failed`` deliveries of ``message_id`` again, due now (``gone``
         ones stay: their targets are dead). Returns the message.
@@ -661,6 +672,7 @@ class Push:
         """
         return operations.retry_failed(self.state, message_id)
 
+    @explains_missing_tables
     def user_targets(self, user_id: str, *, recent: int = 5) -> list[dict[str, Any]]:
         """``user_id``'s browsers and devices: kind, a readable label ("Chrome on
         Android", "iOS app 2.0"), active or dead (since when, why), last seen, and
@@ -721,6 +733,7 @@ class Push:
 
     # -- inbox -----------------------------------------------------------------
 
+    @explains_missing_tables
     def upsert(
         self,
         user_id: str,
@@ -761,6 +774,7 @@ class Push:
         owned = given.model_copy(update={"user_id": owner})
         return inbox.save(self.db.session, self.models, owned, commit=commit)[0]
 
+    @explains_missing_tables
     def search(
         self,
         user_id: str,
@@ -784,6 +798,7 @@ class Push:
         """Mark every item of ``user_id`` read; returns how many were unread."""
         return self.mark_read(user_id, None, commit=commit)
 
+    @explains_missing_tables
     def mark_read(self, user_id: str, id: str | None, *, commit: bool = True) -> int:
         """Mark the item ``id`` of ``user_id`` read (every item when ``id`` is None);
         returns how many were unread."""

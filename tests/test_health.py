@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -271,3 +272,39 @@ def test_answers_conform_to_the_document(make_app: Callable[..., Flask]) -> None
     for app, status in ((up, 200), (down, 503)):
         response = operation.Case().call_and_validate(app=app, checks=checks)
         assert response.status_code == status
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes came in Python 3.11")
+def test_the_python_api_says_what_to_do_about_missing_tables(
+    make_app: Callable[..., Flask],
+) -> None:
+    """A Python API call on a database without flask-push's tables (no
+    ``db.create_all()``), or with a table an older flask-push made, raises the
+    driver's error with what to do as a note, as the CLI and the HTTP API say it."""
+    from flask_push.database import note_missing_tables
+
+    app = make_app()
+    with app.app_context():
+        db.session.execute(sa.text("ALTER TABLE push_preferences DROP COLUMN time_zone"))
+        db.session.commit()
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            push.get_preferences("alice")
+        db.session.rollback()
+        assert raised.value.__notes__ == [
+            "flask-push's tables in this database are older than this flask-push "
+            "(push_preferences.time_zone missing). Upgrade them with the shipped Alembic "
+            "migrations: `flask db upgrade heads` (README: Database migrations)."
+        ]
+        db.drop_all()
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            push.send(users=["alice"], title="Hello")
+        db.session.rollback()
+        (note,) = raised.value.__notes__
+        assert note.startswith("flask-push's tables are missing from this database (push_")
+        assert "db.create_all()" in note
+        # a table not of flask-push's gets no note
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            db.session.execute(sa.text("SELECT * FROM orders"))
+        db.session.rollback()
+        note_missing_tables(push, raised.value)
+        assert not getattr(raised.value, "__notes__", None)
