@@ -73,6 +73,9 @@ def test_strict_types_from_json() -> None:
         ({**good, "ttl": 60.5}, "notification.ttl", "invalid_value"),
         ({**good, "inbox": 1}, "notification.inbox", "invalid_type"),
         ({**good, "title": 5}, "notification.title", "invalid_type"),
+        # a name (category, topic, type) that is no string is of the wrong type too
+        ({**good, "category": 5}, "notification.category", "invalid_type"),
+        ({**good, "category": "a b"}, "notification.category", "invalid_value"),
     ):
         body = {"audience": {"everyone": True}, "notification": notification}
         with pytest.raises(ValidationError) as info:

@@ -114,7 +114,10 @@ Link = Annotated[
 _NAME = "must be 1-64 letters, digits, '_', '.', ':' or '-'"
 #: 1-64 letters, digits and ``_ . : -``: a topic, an inbox item's id or type
 Name = Annotated[
-    str, Pattern(validation.NAME, "invalid_value", _NAME), refuse_as("invalid_value", _NAME)
+    str,
+    Pattern(validation.NAME, "invalid_value", _NAME),
+    # a number or a list is of the wrong type, said as of any other string field
+    refuse_as("invalid_value", _NAME, when=lambda error: error["type"] != "string_type"),
 ]
 TopicName = Name
 #: the kind of an inbox item (a message's ``notifyType``)
