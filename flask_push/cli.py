@@ -58,11 +58,12 @@ from .database import (
     unreachable,
 )
 from .errors import PayloadError, ValidationError
-from .explain import NO_DELIVERY, detail_of
+from .explain import NO_DELIVERY, deliveries, detail_of
 from .message import one_line
 from .models import ACTIVE, DEAD, utcnow
 from .outcomes import POLICY_REASONS
 from .providers.webpush import WEBPUSH
+from .schemas.fields import MAX_TAKE
 from .schemas.message import DELIVERY_STATUSES
 from .validation import clipped
 
@@ -394,12 +395,39 @@ def _wait_for_other_workers(push: Any, message_id: str, stop: threading.Event) -
 @push_cli.command("explain")
 @click.argument("message_id")
 @click.option("--user", "user_id", default=None, help="Only this user's browsers and devices.")
-def explain(message_id: str, user_id: str | None) -> None:
+@click.option(
+    "--status",
+    type=click.Choice(DELIVERY_STATUSES),
+    default=None,
+    help="Only the deliveries with this status, such as failed or gone.",
+)
+@click.option(
+    "--skip", type=click.IntRange(min=0), default=0, help="Leave out the first N (default 0)."
+)
+@click.option(
+    "--take",
+    type=click.IntRange(1, MAX_TAKE),
+    default=None,
+    help=f"Print at most N (1-{MAX_TAKE}); all by default.",
+)
+def explain(
+    message_id: str, user_id: str | None, status: str | None, skip: int, take: int | None
+) -> None:
     """Print why each target did or did not get MESSAGE_ID: its status, the reason as
-    a sentence, then its timeline (UTC). Exits 1 for an unknown message."""
+    a sentence, then its timeline (UTC), oldest target first. Exits 1 for an unknown
+    message."""
     push = _push()
     try:
-        entries = push.explain(message_id, user_id)
+        entries = push.explain(message_id, user_id, status=status, skip=skip, take=take)
+        paged = skip > 0 or take is not None
+        # how many there are in all: the count of a one-entry page
+        total = (
+            deliveries(
+                push.db.session, push.models, message_id, user_id=user_id, status=status, take=1
+            )[0]
+            if paged
+            else len(entries)
+        )
     except ValidationError as err:
         if err.code == "not_found":
             shown = clipped(message_id)  # a pasted page must not come back whole
@@ -408,7 +436,14 @@ def explain(message_id: str, user_id: str | None) -> None:
     finally:
         push.db.session.rollback()  # end the read transaction
     if not entries:
-        if user_id is None:
+        if total:
+            click.echo(
+                f"Message {message_id} has {total} such deliveries; --skip {skip} passed them all."
+            )
+        elif status is not None:
+            whose = "" if user_id is None else f" to user {user_id}"
+            click.echo(f"Message {message_id} has no {status} deliveries{whose}.")
+        elif user_id is None:
             click.echo(f"Message {message_id} has no deliveries: {NO_DELIVERY}.")
         else:
             click.echo(
@@ -436,6 +471,10 @@ def explain(message_id: str, user_id: str | None) -> None:
             when = str(event["at"]).replace("T", " ")[:19]
             said = f"  {event['detail']}" if event["detail"] else ""
             click.echo(one_line(f"    {when}  {event['what']:<10}{said}"))
+    if paged:
+        shown_to = skip + len(entries)
+        more = f"; the next with --skip {shown_to}" if shown_to < total else ""
+        click.echo(f"\n{skip + 1}-{shown_to} of {total}{more}.")
 
 
 def _as_option(err: ValidationError) -> str:

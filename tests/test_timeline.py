@@ -884,6 +884,40 @@ def test_explain_on_the_command_line(live: Flask, push_fake_webpush: FakePushSer
     assert unknown.output.strip() == "Error: No message with the id 'msg_nope'."
 
 
+def test_explain_on_the_command_line_filters_and_pages(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """An operator with 500 devices to read asks for the failed ones, a page at a time."""
+    client = live.test_client()
+    for user in ("al", "bo", "cy"):
+        subscribe(client, push_fake_webpush, "a", user=user)
+    _, gone = subscribe(client, push_fake_webpush, "b", user="dee")
+    gone.expire()
+    id = send(client, ["al", "bo", "cy", "dee"])
+    runner = live.test_cli_runner()
+
+    def explain(*options: str) -> list[str]:
+        result = runner.invoke(args=["push", "explain", id, *options])
+        assert result.exit_code == 0, result.output
+        return [line for line in result.output.splitlines() if line and line[0] != " "]
+
+    assert explain("--status", "gone") == [
+        next(line for line in explain() if line.endswith("user dee): gone [unsubscribed]"))
+    ]
+    first, _, counted = explain("--take", "2")[-3:]
+    assert counted == "1-2 of 4; the next with --skip 2."
+    page = explain("--skip", "2", "--take", "2")
+    assert page[-1] == "3-4 of 4." and first not in page
+    assert explain("--status", "sent", "--skip", "3") == [
+        f"Message {id} has 3 such deliveries; --skip 3 passed them all."
+    ]
+    assert explain("--status", "failed") == [f"Message {id} has no failed deliveries."]
+    wrong = runner.invoke(args=["push", "explain", id, "--status", "lost"])
+    assert wrong.exit_code == 2 and "'lost' is not one of" in wrong.output
+    too_many = runner.invoke(args=["push", "explain", id, "--take", "101"])
+    assert too_many.exit_code == 2 and "1<=x<=100" in too_many.output
+
+
 def test_a_message_without_deliveries_says_why(live: Flask) -> None:
     """Not a bare "has no deliveries" (exit 0): deliveries are made at the send, for
     what of the audience was active then."""
