@@ -96,3 +96,12 @@ def test_a_missing_static_file_is_a_json_404(app: Flask) -> None:
     response = app.test_client().get("/push/static/nope.js")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_a_wrong_method_on_the_service_worker_is_a_json_405(app: Flask, method: str) -> None:
+    response = app.test_client().open("/push-sw.js", method=method)
+    assert response.status_code == 405
+    assert response.mimetype == "application/json"
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in response.headers["Allow"]

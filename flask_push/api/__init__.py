@@ -113,8 +113,12 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         # an answer, not an error: Flask sends it with its Location.
         if isinstance(err, RequestRedirect):
             return None
+        # The service worker is ours too, though it lives outside the prefix: a
+        # wrong method there (a POST) gets our error shape, not Flask's HTML page.
         if isinstance(err, HTTPException) and (
-            path == settings.url_prefix or path.startswith(settings.url_prefix + "/")
+            path == settings.url_prefix
+            or path.startswith(settings.url_prefix + "/")
+            or path == settings.service_worker_url
         ):
             return http_error(err)
         return None
