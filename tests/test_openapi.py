@@ -218,17 +218,33 @@ def test_served_document_covers_every_route(client: Any, app: Flask) -> None:
     assert response.status_code == 200
     assert response.mimetype == "application/json"
     served = response.get_json()
-    assert served == document(PREFIX, server="http://localhost", limits=LIMITS)
+    assert served == document(
+        PREFIX, server="http://localhost", limits=LIMITS, service_worker="/push-sw.js"
+    )
     routes = _routes(app, PREFIX)
     assert routes, "no routes under the prefix"
-    assert _documented(served) == routes
+    # and the service worker, which the app serves at its root
+    assert _documented(served) == routes | {("GET", "/push-sw.js")}
+    worker = served["paths"]["/push-sw.js"]["get"]["responses"]["200"]
+    assert client.get("/push-sw.js").mimetype in worker["content"]
 
 
 def test_document_follows_the_prefix(make_app: Callable[..., Flask]) -> None:
     app = make_app(PUSH_URL_PREFIX="/api/v1/push")
     doc = app.test_client().get("/api/v1/push/openapi.json").get_json()
-    assert _documented(doc) == _routes(app, "/api/v1/push")
-    assert all(path.startswith("/api/v1/push/") for path in doc["paths"])
+    worker = ("GET", "/push-sw.js")
+    assert _documented(doc) == _routes(app, "/api/v1/push") | {worker}
+    assert all(path.startswith("/api/v1/push/") for path in doc["paths"] if path != worker[1])
+
+
+def test_document_names_the_configured_service_worker(make_app: Callable[..., Flask]) -> None:
+    """Section 3 lists `GET <PUSH_SERVICE_WORKER_URL>`; the document has it where it is."""
+    app = make_app(PUSH_SERVICE_WORKER_URL="/static/js/sw.js")
+    doc = app.test_client().get("/push/openapi.json").get_json()
+    assert "/push-sw.js" not in doc["paths"]
+    operation = doc["paths"]["/static/js/sw.js"]["get"]
+    assert operation["operationId"] == "getServiceWorker"
+    assert "application/javascript" in operation["responses"]["200"]["content"]
 
 
 def test_server_url_includes_the_mount_point(app: Flask) -> None:

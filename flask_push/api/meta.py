@@ -38,7 +38,10 @@ def vapid_public_key() -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     settings = current_app.extensions["push"].settings
     return openapi.document(
-        settings.url_prefix, server=request.url_root.rstrip("/"), limits=Context.of(settings)
+        settings.url_prefix,
+        server=request.url_root.rstrip("/"),
+        limits=Context.of(settings),
+        service_worker=settings.service_worker_url,
     )
 
 

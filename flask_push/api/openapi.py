@@ -23,7 +23,7 @@ from pydantic_core import core_schema
 from .._version import __version__
 from ..schemas.base import AnyObject, Context, document_context
 from ..schemas.errors import Error
-from .routes import Answer, Route, table
+from .routes import ANYONE, Answer, Route, table
 
 Schema = dict[str, Any]
 JSON = "application/json"
@@ -96,16 +96,42 @@ ERRORS: dict[int, tuple[str, str]] = {
 _BODY_ERRORS = (400, 413, 415)
 
 
-def document(prefix: str, *, server: str, limits: Context | None = None) -> dict[str, Any]:
+def document(
+    prefix: str,
+    *,
+    server: str,
+    limits: Context | None = None,
+    service_worker: str | None = None,
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API mounted at ``prefix``, served from ``server``
     (the URL its paths are relative to), for an app with the ``limits`` of its settings
-    (:meth:`Context.of`; the defaults when None)."""
+    (:meth:`Context.of`; the defaults when None). ``service_worker``: the URL of the
+    generated service worker (``PUSH_SERVICE_WORKER_URL``), which the app serves
+    outside the prefix; documented when given."""
     # a copy: whoever gets the document may change it, the next one gets it whole
-    return copy.deepcopy(_document(prefix, server, limits or Context()))
+    return copy.deepcopy(_document(prefix, server, limits or Context(), service_worker))
+
+
+#: ``GET <PUSH_SERVICE_WORKER_URL>``: served at the app's root, outside the prefix
+_SERVICE_WORKER: dict[str, Any] = {
+    "operationId": "getServiceWorker",
+    "summary": "The generated service worker",
+    "tags": ["meta"],
+    "description": ANYONE,
+    "responses": {
+        "200": {
+            "description": "The service worker script (`PUSH_SERVICE_WORKER_URL`, served at "
+            "the app's root so that its scope can be the whole site).",
+            "content": {"application/javascript": {"schema": {"type": "string"}}},
+        }
+    },
+}
 
 
 @lru_cache(maxsize=32)
-def _document(prefix: str, server: str, limits: Context) -> dict[str, Any]:
+def _document(
+    prefix: str, server: str, limits: Context, service_worker: str | None = None
+) -> dict[str, Any]:
     schemas, refs = _components(limits)
     base = prefix.rstrip("/")
     paths: dict[str, dict[str, Any]] = {}
@@ -113,6 +139,8 @@ def _document(prefix: str, server: str, limits: Context) -> dict[str, Any]:
         paths.setdefault(base + _openapi_path(route.rule), {})[route.method.lower()] = _operation(
             route, refs, limits
         )
+    if service_worker is not None:
+        paths[service_worker] = {"get": copy.deepcopy(_SERVICE_WORKER)}
     return {
         "openapi": "3.1.0",
         "info": {
