@@ -28,7 +28,7 @@ from .categories import Category
 from .errors import ValidationError
 from .message import Activity
 from .models import Models, unclaimed_update, utcnow
-from .realtime.events import user_channel
+from .realtime.events import ACTIVITY_CHANNEL_PREFIX, user_channel
 from .realtime.inbox_events import publish_committed
 from .schemas.activity import ActivityCall
 from .schemas.base import Context
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_push")
 
 #: the channel an activity's live events go to, besides each user's own
-CHANNEL_PREFIX = "activity:"
+CHANNEL_PREFIX = ACTIVITY_CHANNEL_PREFIX
 
 
 def _epoch(when: datetime | None) -> int | None:

@@ -216,6 +216,40 @@ def test_a_user_left_out_of_an_activity_leaves_its_channel_at_once(
     clients["carol"].nothing()
 
 
+def test_a_user_left_out_while_their_socket_joins_does_not_stay_on(
+    live: Any, connect: Any, backplane: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: the socket is let in, then the call that leaves its user out commits
+    and its shut-out passes this process, and only then is the socket on the channel.
+    Asked again once joined, it is refused: no replay and no live state reach it."""
+    app, url = live(**backplane)
+    with app.app_context():
+        push.activity("order-42", users=["alice", "courier_a"], title="Order #42", event="start")
+    real = type(push).may_join
+    answers: list[bool] = []
+
+    def may_join(self: Any, user_id: str | None, channel: str) -> bool:
+        allowed = real(self, user_id, channel)
+        answers.append(allowed)
+        if channel == "activity:order-42" and len(answers) == 1:
+            self.activity(
+                "order-42", users=["alice", "courier_b"], title="Order #42", state={"door": "4711"}
+            )
+        return allowed
+
+    monkeypatch.setattr(type(push), "may_join", may_join)
+    courier = connect(url, "courier_a")
+    courier.sync()
+    courier.send({"op": "subscribe", "channel": "activity:order-42", "since": 0})
+    refused = courier.recv()
+    assert (refused["op"], refused["code"]) == ("error", "forbidden"), refused
+    assert answers == [True, False]
+    courier.nothing()  # no door code, replayed or live
+    with app.app_context():
+        push.activity("order-42", users=["alice", "courier_b"], title="Order #42", event="end")
+    courier.nothing()
+
+
 def test_ping_pong(live: Any, connect: Any) -> None:
     _, url = live()
     client = connect(url, "alice")

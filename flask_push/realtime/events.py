@@ -33,6 +33,8 @@ log = logging.getLogger("flask_push.realtime")
 
 #: every user's own channel is this and their id
 USER_CHANNEL_PREFIX = "user:"
+#: an activity's channel is this and its id: a page showing the activity joins it
+ACTIVITY_CHANNEL_PREFIX = "activity:"
 #: the longest channel: room for ``user:<id>`` with the longest user id
 MAX_CHANNEL = len(USER_CHANNEL_PREFIX) + MAX_TEXT
 #: what a channel name may be: any user's own channel is one, whatever their id

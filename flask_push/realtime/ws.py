@@ -34,6 +34,7 @@ from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
 from .events import (
+    ACTIVITY_CHANNEL_PREFIX,
     CHANNEL_RULE,
     Replay,
     channel_name,
@@ -317,31 +318,55 @@ def _answer(
     since = message.get("since")
     if since is not None and not _whole(since):
         return [_error("bad_request", "'since' must be a whole number of at least 0.")]
-    try:
-        allowed = push.may_join(user_id, channel)
-    except Exception:
-        log.exception("flask-push: channel_authorizer failed for %r", channel)
-        allowed = False
-    finally:
-        push.db.session.remove()
-    if not allowed:
+    if not _may_join(push, user_id, channel):
         return [_error("forbidden", push.join_refusal(channel))]
     subscribed = json.dumps({"op": "subscribed", "channel": channel})
     if since is not None and not connection.may_replay(time.monotonic()):
         # replays asked for again and again: the client is told to reload its
         # state instead, as when events are no longer kept
         realtime.join(connection, channel)
-        return [subscribed, gap_frame(channel)]
+        return _unless_shut_out(push, realtime, connection, user_id, channel) or [
+            subscribed,
+            gap_frame(channel),
+        ]
     try:
         replay = realtime.join(connection, channel, since)
     except BackplaneError:
-        return [
+        return _unless_shut_out(push, realtime, connection, user_id, channel) or [
             subscribed,
             _error("unavailable", "Missed events cannot be read now; reload your state."),
         ]
+    if refused := _unless_shut_out(push, realtime, connection, user_id, channel):
+        return refused
     if replay is not None and (replay.events or replay.gap):
         connection.replayed()
     return [subscribed, *_replayed(channel, replay)]
+
+
+def _may_join(push: Any, user_id: str | None, channel: str) -> bool:
+    """``push.may_join``, read in a transaction of its own; a failure says no."""
+    try:
+        return bool(push.may_join(user_id, channel))
+    except Exception:
+        log.exception("flask-push: channel_authorizer failed for %r", channel)
+        return False
+    finally:
+        push.db.session.remove()
+
+
+def _unless_shut_out(
+    push: Any, realtime: Realtime, connection: Connection, user_id: str | None, channel: str
+) -> list[str] | None:
+    """For an activity's channel, ask again once joined: a call that left the user out
+    may have committed after the first answer, and its shut-out have passed this
+    process before the socket was on the channel. Then the socket leaves it unseen:
+    the handler holds the connection, so nothing of the channel was written yet, and
+    what waits in its queue is dropped with the channel. Another channel has no
+    shut-out to miss, and costs no second question."""
+    if not channel.startswith(ACTIVITY_CHANNEL_PREFIX) or _may_join(push, user_id, channel):
+        return None
+    realtime.hub.leave(connection, channel)
+    return [_error("forbidden", push.join_refusal(channel))]
 
 
 def _whole(value: Any, below: int | None = None) -> bool:
