@@ -20,10 +20,10 @@ from flask import Flask
 
 from flask_push.config import DEFAULT_BACKPLANE_PREFIX
 from flask_push.errors import BackplaneError
-from flask_push.realtime import Realtime
+from flask_push.realtime import Connection, Realtime
 from flask_push.realtime import backplane as backplane_module
 from flask_push.realtime.backplane import MemoryBackplane, RedisBackplane, backplane_for
-from flask_push.realtime.events import Event, Gap, Replay
+from flask_push.realtime.events import Event, Gap, Notice, Replay
 
 from conftest import REDIS_URL, need_service, push, wait_until
 from wslive import Client, ServerProcess, serve
@@ -630,6 +630,47 @@ def test_redis_going_away_and_coming_back(servers: Any, clients: Any, redis_back
             time.sleep(0.2)
         assert _event(alice)[:2] == (one + 3, "after")
         alice.nothing()
+    finally:
+        proxy.stop()
+
+
+def test_a_shut_out_published_while_redis_was_away_is_caught_up_first(
+    make_app: Callable[..., Flask], redis_backplane: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user an activity left out while this process's subscriber was cut off from
+    Redis: on the way back, their socket leaves the channel before the channel's
+    missed events are replayed, so the door code published after reaches only the
+    users still in it."""
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    proxy = TcpProxy((host, int(port)))
+    proxy.start()
+    try:
+        realtime: Realtime = make_app().extensions["push"].get_realtime()
+        realtime.backplane = redis_backplane(url=f"redis://127.0.0.1:{proxy.port}/0")
+        elsewhere = Realtime(realtime.settings)  # another process, still reaching Redis
+        elsewhere.backplane = redis_backplane()
+        channel = "activity:order-42"
+        alice, courier = (
+            Connection(threading.Event(), None, 100, user_id=user)
+            for user in ("alice", "courier_a")
+        )
+        for connection in (alice, courier):
+            realtime.join(connection, channel)
+        assert wait_until(lambda: realtime.backplane._subscribed, 10)
+
+        caplog.set_level("WARNING", logger="flask_push.realtime")
+        proxy.stop()
+        assert wait_until(lambda: "backplane subscriber failed" in caplog.text, 10)
+        elsewhere.shut_out(channel, ["courier_a"], "You no longer follow it.")
+        door = elsewhere.publish(channel, "activity", {"door": "4711"})
+        proxy.start()
+
+        assert wait_until(lambda: bool(alice.queue), 15), "no resync once Redis was back"
+        assert [(item.id, item.data) for item in alice.take()] == [(door.id, {"door": "4711"})]
+        (notice,) = courier.take()
+        assert isinstance(notice, Notice) and json.loads(notice.frame)["code"] == "forbidden"
+        assert channel not in courier.last_ids
+        assert realtime._left_seen is not None and realtime._left_seen > 0
     finally:
         proxy.stop()
 

@@ -41,6 +41,10 @@ class Realtime:
         self.pid = os.getpid()
         self._listening = False
         self._lock = threading.Lock()
+        #: the id of the last shut-out seen, from which a resync replays those that
+        #: went by while the backplane was away; None: not known (not listening yet,
+        #: or the backplane did not answer then)
+        self._left_seen: int | None = None
 
     def publish(self, channel: str, event: str, data: Any = None) -> Event:
         """Number, keep and fan out one event.
@@ -76,6 +80,7 @@ class Realtime:
         if event.channel != LEFT_CHANNEL:
             self.hub.deliver(event)
             return
+        self._left_seen = max(self._left_seen or 0, event.id)
         left = event.data
         channel = left["channel"]
         notice = json.dumps(
@@ -123,6 +128,34 @@ class Realtime:
         connection.last_ids[channel] = max(last, connection.last_ids.get(channel, 0))
         return None
 
+    def _catch_up_shut_outs(self) -> None:
+        """Before the channels' events are replayed: make leave the sockets of users
+        shut out while the backplane was away, so that none is sent what came after."""
+        seen = self._left_seen
+        try:
+            if seen is None:
+                # not known when listening began; from now on, it is
+                self._left_seen = self.backplane.last_id(LEFT_CHANNEL)
+                raise BackplaneError("where they would start is not known")
+            missed = self.backplane.replay(LEFT_CHANNEL, seen)
+        except BackplaneError as err:
+            log.warning(
+                "flask-push: the shut-outs published while the backplane was away cannot "
+                "be read (%s): a socket of a user an activity left out meanwhile may stay "
+                "on its channel until it reconnects",
+                err,
+            )
+            return
+        if missed.gap:
+            log.warning(
+                "flask-push: some shut-outs published while the backplane was away are "
+                "lost (did Redis restart without its data?): a socket of a user an "
+                "activity left out meanwhile may stay on its channel until it reconnects"
+            )
+        for event in missed.events:
+            self._deliver(event)
+        self._left_seen = max(self._left_seen or 0, missed.last_id)
+
     def _replay(self, connection: Connection, channel: str, since: int) -> Replay:
         replay = self.backplane.replay(channel, since)
         connection.last_ids[channel] = replay.events[-1].id if replay.events else replay.last_id
@@ -131,6 +164,10 @@ class Realtime:
     def _listen(self) -> None:
         with self._lock:
             if not self._listening:
+                try:
+                    self._left_seen = self.backplane.last_id(LEFT_CHANNEL)
+                except BackplaneError:
+                    self._left_seen = None  # its first resync cannot catch up on them
                 self.backplane.listen(self._deliver, self._resync)
                 self._listening = True
 
@@ -141,6 +178,7 @@ class Realtime:
         channel's replay cannot be read, the channel's connections get a ``gap``
         first, in order with the events, so their clients reload what they show.
         """
+        self._catch_up_shut_outs()
         gaps, unread, why = 0, 0, None
         for channel, last in self.hub.joined().items():
             if isinstance(why, BackplaneUnreachable):
