@@ -571,6 +571,17 @@ def _worker_warnings(push: Any, once: bool) -> list[str]:
             "fails (no_provider) unless a provider is stored for its app (POST "
             "/providers). Give the worker the web app's PUSH_* settings."
         )
+    if (
+        settings.providers
+        and not settings.suppress_send
+        and not current_app.config.get("SECRET_KEY")
+    ):
+        warnings.append(
+            "this worker's config has no SECRET_KEY, so the notifications it sends carry "
+            "no click token and their clicks are not counted (clicked stays 0). Give the "
+            "worker the web app's SECRET_KEY: it counts no click whose token another key "
+            "signed."
+        )
     if not once and urlsplit(settings.backplane_url).scheme == "memory":
         warnings.append(
             "PUSH_BACKPLANE_URL is memory://, so the live events this worker publishes "

@@ -203,6 +203,7 @@ def sending_app(make_app: Any, **config: Any) -> Flask:
     """The default thread queue, really sending to the fake push service."""
     config = {
         "PUSH_QUEUE": "thread",
+        "SECRET_KEY": "test-secret",  # an app that sends signs its click tokens
         "PUSH_SUPPRESS_SEND": False,
         "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
         "PUSH_ALLOW_HTTP_ENDPOINTS": True,
@@ -802,6 +803,7 @@ def test_a_database_that_refuses_writes_is_one_line_said_once(
     config = {
         **replica,
         "PUSH_SUPPRESS_SEND": False,
+        "SECRET_KEY": "test-secret",  # a worker that sends signs its click tokens
         "PUSH_VAPID_PRIVATE_KEY": vapid_private_key,
         "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
         "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
@@ -833,3 +835,32 @@ def test_a_database_that_refuses_writes_is_one_line_said_once(
     assert not [line for line in lines if "Traceback" in line], lines
     # only the database's own answer is taken for one: not a file's PermissionError
     assert refused_writes(PermissionError(13, "Permission denied")) is None
+
+
+def test_a_worker_without_a_secret_key_says_its_clicks_go_uncounted(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a SECRET_KEY the pushes carry no click token, so clicks on them are
+    never counted, and nothing said so: a worker given only the web app's PUSH_*
+    settings is the usual case. Said at start; not when it has a key, and not when
+    it sends nothing (no provider, or sending suppressed)."""
+
+    def one_round(push_: Any, stop: threading.Event) -> tuple[int, Any]:
+        stop.set()
+        return 0, {}
+
+    monkeypatch.setattr(cli, "_round", one_round)
+    args = ["push", "worker", "--once"]
+    keyless = make_app(PUSH_SUPPRESS_SEND=False)
+    result = keyless.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "Warning: this worker's config has no SECRET_KEY, so the notifications it sends "
+        "carry no click token and their clicks are not counted (clicked stays 0). Give "
+        "the worker the web app's SECRET_KEY: it counts no click whose token another key "
+        "signed."
+    ]
+    keyed = make_app(PUSH_SUPPRESS_SEND=False, SECRET_KEY="s")
+    assert keyed.test_cli_runner().invoke(args=args).stderr == ""
+    suppressed = make_app()  # TESTING: nothing goes out, so no click either
+    assert "SECRET_KEY" not in suppressed.test_cli_runner().invoke(args=args).stderr
