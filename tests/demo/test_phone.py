@@ -375,3 +375,22 @@ def test_an_orders_times_read_the_same_after_a_live_update(
     assert times[0] == placed  # re-rendered live, the first step keeps its text
     pattern = r"[A-Z][a-z]{2} \d{2}, \d{2}:\d{2} UTC"
     assert all(re.fullmatch(pattern, t) for t in times), times
+
+
+def test_an_empty_list_is_said_in_full_on_a_phone(server: tuple[str, Any], chromium: Any) -> None:
+    """The staff's Devices page before anyone registered: its "No devices yet" was a
+    row of a table wider than the phone, so the sentence ran past the screen's edge
+    and was cut ("...adds one on t" ... "page.")."""
+    base, _app = server
+    context = chromium.new_context(viewport=PHONE)
+    page = sign_in(context.new_page(), base, "staff@example.com")
+    page.goto(base + "/staff/installations")
+    for sentence in (
+        "No devices yet: a customer adds one on the Phones page.",
+        "No browser has enabled notifications yet.",
+    ):
+        element = page.get_by_text(sentence, exact=True)
+        [box] = element.evaluate(INKS.replace("row.querySelectorAll('*')", "[row]"))
+        assert 0 <= box["left"] and box["right"] <= PHONE["width"] - 16, (sentence, box)
+    shot(page, "staff-installations-empty")
+    context.close()
