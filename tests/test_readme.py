@@ -322,3 +322,15 @@ def _install_lines() -> list[str]:
     wanted = [line for line in lines if "[all]" not in line and "[fcm,apns]" not in line]
     assert any("[testing]" in line for line in wanted), lines
     return wanted
+
+
+def test_the_quickstart_says_the_shell_is_not_live_on_memory() -> None:
+    """The Quickstart sends a newcomer to `flask shell` to try the inbox with a page
+    open; on the default memory:// backplane the page's bell never showed the item
+    live, and only the Live events section, far below, said why."""
+    text = README.read_text(encoding="utf-8")
+    quickstart = text[text.index("## Quickstart") : text.index("## Configuration")]
+    shell = quickstart[quickstart.index("`flask --app shop shell` to try them") :]
+    paragraph = shell[: shell.index("<!-- example:")]
+    for needed in ("memory://", "PUSH_BACKPLANE_URL", "(#live-events)"):
+        assert needed in paragraph, (needed, paragraph)
