@@ -241,6 +241,8 @@ def test_every_page_at_desktop_and_phone_width(console: Console, page: Any) -> N
         for name, path in pages.items():
             page.goto(console.url(path))
             assert page.title().endswith("flask-push"), name
+            # a way back to the app the console is part of, on every page
+            assert page.get_attribute("a.site", "href") == "/", name
             if name == "message":
                 for details in page.query_selector_all("details.timeline"):
                     details.evaluate("(d) => { d.open = true; }")
