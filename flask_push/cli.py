@@ -684,6 +684,8 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
         )
     for warning in _worker_warnings(push, once):
         click.echo(f"Warning: {warning}", err=True)
+    if not current_app.config.get("SECRET_KEY"):
+        push.state.told_no_secret_key = True  # said above, in the worker's own words
     ctx = click.get_current_context()
     given = {
         name for name in ctx.params if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT

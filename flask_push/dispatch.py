@@ -445,6 +445,8 @@ class Dispatcher:
         self._trace_cache: dict[str, str | None] = {}
         secret = app.config.get("SECRET_KEY")
         self._clicks = click_serializer(secret) if secret else None
+        #: the pushes carry click tokens (signed with the app's ``SECRET_KEY``)
+        self.signs_clicks = self._clicks is not None
         self._loop = asyncio.new_event_loop()
         #: claims, lease renewals and outcomes, one at a time, off the loop
         self._db = _DatabaseThread()

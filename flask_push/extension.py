@@ -107,6 +107,8 @@ class PushState:
     told_no_identity_loader: bool = False
     #: flask-push's blueprints are exempt from the host's CSRFProtect
     csrf_exempt: bool = False
+    #: this process sends without a ``SECRET_KEY``, so no click is counted (said once)
+    told_no_secret_key: bool = False
     #: the ``celery`` queue's Celery app and task, made on first use
     celery: CeleryQueue | None = None
     #: live events: the backplane and this process's websockets, made on first use
@@ -134,9 +136,20 @@ class PushState:
     def make_dispatcher(self) -> Dispatcher:
         """A new :class:`Dispatcher` for the current app; needs its app context."""
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        return Dispatcher(
+        dispatcher = Dispatcher(
             app, self.push.models, self.push.db.engine, self.settings, metrics=self.metrics
         )
+        if not dispatcher.signs_clicks and not self.settings.suppress_send:
+            with self.lock:
+                told, self.told_no_secret_key = self.told_no_secret_key, True
+            if not told:
+                logger.warning(
+                    "flask-push: this app has no SECRET_KEY, so the notifications this "
+                    "process sends carry no click token and no click on them is counted "
+                    "(clicked stays 0). Set SECRET_KEY: the same in every process that "
+                    "sends and in the web app, which checks the tokens."
+                )
+        return dispatcher
 
     def get_queue(self) -> Queue:
         """The queue sends hand their messages to: the inline one when sends are

@@ -38,6 +38,7 @@ def sending_config(**config: Any) -> dict[str, Any]:
         "PUSH_SUPPRESS_SEND": False,
         "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
         "PUSH_ALLOW_HTTP_ENDPOINTS": True,
+        "SECRET_KEY": "test-secret",  # an app that sends signs its click tokens
         **config,
     }
 

@@ -51,6 +51,41 @@ def add_android(token: str) -> None:
     db.session.commit()
 
 
+def test_an_app_that_sends_without_a_secret_key_says_so_once(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without a SECRET_KEY (an API-only host, with tokens and no sessions) the pushes
+    carry no click token, so the service worker reports no click and ``clicked``
+    stays 0: said once, when this process first sends, not a word per push."""
+    caplog.set_level("WARNING", logger="flask_push")
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "SECRET_KEY" in r.getMessage()]
+
+    subscriber = push_fake_webpush.subscribe()
+    keyless = sending_app(SECRET_KEY=None)
+    with keyless.app_context():
+        subscribe(subscriber)
+        for _ in range(2):
+            push.send(users=["alice"], title="Hello")
+    assert [("clickToken" in r.json()) for r in subscriber.received] == [False, False]
+    assert said() == [
+        "flask-push: this app has no SECRET_KEY, so the notifications this process sends "
+        "carry no click token and no click on them is counted (clicked stays 0). Set "
+        "SECRET_KEY: the same in every process that sends and in the web app, which "
+        "checks the tokens."
+    ]
+    caplog.clear()
+    keyed, other = sending_app(), push_fake_webpush.subscribe()
+    with keyed.app_context():
+        db.session.execute(sa.delete(push.models.Subscription))  # the same tables
+        subscribe(other)
+        push.send(users=["alice"], title="Hello")
+    assert "clickToken" in other.received[-1].json() and said() == []
+
+
 def test_inline_delivers_web_push_and_fcm(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
 ) -> None:
@@ -843,6 +878,7 @@ app.config.update(
     PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
     PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
     PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    SECRET_KEY="test-secret",
 )
 db.init_app(app)
 push.init_app(app)
