@@ -437,9 +437,8 @@ def explain(
         push.db.session.rollback()  # end the read transaction
     if not entries:
         if total:
-            click.echo(
-                f"Message {message_id} has {total} such deliveries; --skip {skip} passed them all."
-            )
+            such = "such delivery" if total == 1 else "such deliveries"
+            click.echo(f"Message {message_id} has {total} {such}; --skip {skip} passed them all.")
         elif status is not None:
             whose = "" if user_id is None else f" to user {user_id}"
             click.echo(f"Message {message_id} has no {status} deliveries{whose}.")
