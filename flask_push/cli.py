@@ -58,9 +58,10 @@ from .database import (
     unreachable,
 )
 from .errors import PayloadError, ValidationError
-from .explain import NO_DELIVERY, deliveries, detail_of
+from .explain import NO_DELIVERY, detail_of
 from .message import one_line
 from .models import ACTIVE, DEAD, utcnow
+from .operations import explain_page
 from .outcomes import POLICY_REASONS
 from .providers.webpush import WEBPUSH
 from .schemas.fields import MAX_TAKE
@@ -418,15 +419,8 @@ def explain(
     message."""
     push = _push()
     try:
-        entries = push.explain(message_id, user_id, status=status, skip=skip, take=take)
-        paged = skip > 0 or take is not None
-        # how many there are in all: the count of a one-entry page
-        total = (
-            deliveries(
-                push.db.session, push.models, message_id, user_id=user_id, status=status, take=1
-            )[0]
-            if paged
-            else len(entries)
+        total, entries = explain_page(
+            push.state, message_id, user_id, status=status, skip=skip, take=take
         )
     except ValidationError as err:
         if err.code == "not_found":
@@ -470,7 +464,7 @@ def explain(
             when = str(event["at"]).replace("T", " ")[:19]
             said = f"  {event['detail']}" if event["detail"] else ""
             click.echo(one_line(f"    {when}  {event['what']:<10}{said}"))
-    if paged:
+    if skip > 0 or take is not None:
         shown_to = skip + len(entries)
         more = f"; the next with --skip {shown_to}" if shown_to < total else ""
         click.echo(f"\n{skip + 1}-{shown_to} of {total}{more}.")

@@ -45,6 +45,20 @@ def explain_message(
     take: int | None,
 ) -> list[dict[str, Any]]:
     """``push.explain``: the filters checked as the API checks them, then one page."""
+    return explain_page(state, message_id, user_id, status=status, skip=skip, take=take)[1]
+
+
+def explain_page(
+    state: PushState,
+    message_id: str,
+    user_id: str | None,
+    *,
+    status: str | None,
+    skip: int,
+    take: int | None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """:func:`explain_message`, with how many deliveries match in all (a command
+    that pages says where the next page starts)."""
     if user_id is not None:
         user_id = str(check(UserId, user_id, "userId"))
     if status is not None and status not in STATUSES:
@@ -56,18 +70,16 @@ def explain_message(
         take = int(check(Take, take, "take"))
     message = message_row(state, message_id)
     push = state.push
-    return [
-        entry.to_json()
-        for entry in explain.deliveries(
-            push.db.session,
-            push.models,
-            message.id,
-            user_id=user_id,
-            status=status,
-            skip=skip,
-            take=take,
-        )[1]
-    ]
+    total, page = explain.deliveries(
+        push.db.session,
+        push.models,
+        message.id,
+        user_id=user_id,
+        status=status,
+        skip=skip,
+        take=take,
+    )
+    return total, [entry.to_json() for entry in page]
 
 
 def cancel(state: PushState, message_id: str) -> dict[str, Any]:

@@ -135,7 +135,7 @@ def problems(
     # the text of each cause shown: its latest delivery's
     ids = [group.latest for group in groups[:limit]]
     texts = dict(session.execute(sa.select(d.id, d.error).where(d.id.in_(ids))).all())
-    found = [
+    shown = [
         # max() keeps the column's type: ``last_at`` is an aware datetime
         Problem(
             group.status,
@@ -145,7 +145,7 @@ def problems(
             group.code,
             group.kind,
         )
-        for group in groups
+        for group in groups[:limit]
     ]
-    cut = found[limit:]
-    return Problems(found[:limit], len(cut), sum(problem.count for problem in cut))
+    cut = groups[limit:]
+    return Problems(shown, len(cut), sum(int(group.count) for group in cut))
