@@ -140,7 +140,7 @@ def _document(
             route, refs, limits
         )
     if service_worker is not None:
-        paths[service_worker] = {"get": copy.deepcopy(_SERVICE_WORKER)}
+        paths[service_worker] = {"get": _SERVICE_WORKER}  # document() hands out a copy
     return {
         "openapi": "3.1.0",
         "info": {
