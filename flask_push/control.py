@@ -41,11 +41,21 @@ def cancel(session: Any, models: Models, message_id: str) -> int:
 
 
 def retry_failed(session: Any, models: Models, message_id: str) -> int:
-    """Queue the ``failed`` deliveries of ``message_id`` again, due now, with a
-    fresh count of attempts (no commit); returns how many. ``gone`` ones stay:
-    their targets are dead."""
+    """Queue the ``failed`` deliveries of ``message_id`` again, due now (or at its
+    ``send_at``, if that is later: a push that failed as it was queued must not go
+    out before the others), with a fresh count of attempts (no commit); returns how
+    many. ``gone`` ones stay: their targets are dead."""
     now = utcnow()
-    event = outcomes.event("retry", now, outcomes.detail("operator_retry", at=now), operator=True)
+    send_at = session.scalar(
+        sa.select(models.Message.send_at).where(models.Message.id == message_id)
+    )
+    due = send_at if send_at is not None and send_at > now else now
+    said = (
+        outcomes.RETRY_SCHEDULED.format(at=outcomes.clock(now), next=outcomes.clock(due))
+        if due > now
+        else outcomes.detail("operator_retry", at=now)
+    )
+    event = outcomes.event("retry", now, said, operator=True)
     return _rewrite(
         session,
         models,
@@ -54,7 +64,7 @@ def retry_failed(session: Any, models: Models, message_id: str) -> int:
         {
             "status": "queued",
             "reason": "operator_retry",
-            "due_at": now,
+            "due_at": due,
             "lease_until": None,
             "attempts": 0,
             "error": None,

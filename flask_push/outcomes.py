@@ -166,6 +166,12 @@ LOST_ATTEMPT = (
 #: a push that waits, moved when the user changed their quiet hours
 QUIET_HOURS_CHANGED = "The user changed their quiet hours at {at}: it is due at {next}."
 
+#: an operator's retry of what failed in a message scheduled for later: it waits for
+#: the message's ``send_at``, as its other pushes do
+RETRY_SCHEDULED = (
+    "An operator asked at {at} to try it again; it is due at {next}, when the message is scheduled."
+)
+
 #: what an attempt event says of the answer
 ATTEMPT = "Attempt {attempts}: {service} answered {answer}."
 #: reason -> what an attempt event says when the push service gave no answer: it

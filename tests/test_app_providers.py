@@ -12,9 +12,10 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_push import dispatch
+from flask_push import outcomes as outcomes_module
 from flask_push.testing import FakeFCM
 
-from conftest import as_user, db, push, service_account
+from conftest import as_user, db, later, push, service_account
 
 ADMIN = as_user("root", admin=True)
 SHOP_TOKEN = "shop-token-" + "s" * 40
@@ -220,3 +221,29 @@ def test_a_stored_providers_failure_names_the_settings_it_sent_with(
         in (entry["detail"])
     )
     assert "PUSH_APNS" not in entry["detail"]
+
+
+def test_retrying_what_failed_keeps_a_scheduled_messages_send_time(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    """A message for tomorrow fails at once on a device no provider reaches; the
+    operator stores one and retries what failed, as the detail says: the device
+    gets it tomorrow, with everyone else, not now."""
+    app = make_app(
+        PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_FCM_BASE_URL=push_fake_fcm.base_url
+    )
+    client = app.test_client()
+    install(client, "shop", SHOP_TOKEN)
+    send_at = later()
+    with app.app_context():
+        message = push.send(users=["al"], title="Tomorrow's sale", send_at=send_at)
+    assert list(outcomes(app, message.id).values()) == [("failed", "no_provider")]
+    store(client, push_fake_fcm.service_account("shop-project"))
+    answer = client.post(f"/push/messages/{message.id}/retry", json={}, headers=ADMIN)
+    assert answer.status_code == 200, answer.get_json()
+    assert push_fake_fcm.messages == []  # not before its time
+    with app.app_context():
+        (entry,) = push.explain(message.id)
+    assert entry["status"] == "queued"
+    assert entry["nextAttemptAt"] == send_at.isoformat().replace("+00:00", "Z")
+    assert f"it is due at {outcomes_module.clock(send_at)}" in entry["detail"]
