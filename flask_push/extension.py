@@ -678,8 +678,9 @@ class Push:
 
     @explains_missing_tables
     def retry_failed(self, message_id: str) -> dict[str, Any]:
-        """Queue the ``failed`` deliveries of ``message_id`` again, due now (``gone``
-        ones stay: their targets are dead). Returns the message.
+        """Queue the ``failed`` deliveries of ``message_id`` again, due now (a
+        scheduled message's at its ``send_at``, if that is later; ``gone`` ones stay:
+        their targets are dead). Returns the message.
 
         :raises ValidationError: ``not_found`` for an unknown message.
         """
