@@ -44,7 +44,13 @@ def retry_failed(session: Any, models: Models, message_id: str) -> int:
     """Queue the ``failed`` deliveries of ``message_id`` again, due now (or at its
     ``send_at``, if that is later: a push that failed as it was queued must not go
     out before the others), with a fresh count of attempts (no commit); returns how
-    many. ``gone`` ones stay: their targets are dead."""
+    many. ``gone`` ones stay: their targets are dead. A message an operator cancelled
+    (it has ``cancelled`` deliveries) is left as it is: none of it goes out again."""
+    d = models.Delivery
+    if session.scalar(
+        sa.select(sa.exists().where(d.message_id == message_id, d.status == "cancelled"))
+    ):
+        return 0
     now = utcnow()
     send_at = session.scalar(
         sa.select(models.Message.send_at).where(models.Message.id == message_id)

@@ -15,7 +15,7 @@ from flask_push import dispatch
 from flask_push import outcomes as outcomes_module
 from flask_push.testing import FakeFCM
 
-from conftest import as_user, db, later, push, service_account
+from conftest import add_subscription, as_user, db, later, make_due, push, service_account
 
 ADMIN = as_user("root", admin=True)
 SHOP_TOKEN = "shop-token-" + "s" * 40
@@ -247,3 +247,39 @@ def test_retrying_what_failed_keeps_a_scheduled_messages_send_time(
     assert entry["status"] == "queued"
     assert entry["nextAttemptAt"] == send_at.isoformat().replace("+00:00", "Z")
     assert f"it is due at {outcomes_module.clock(send_at)}" in entry["detail"]
+
+
+def test_a_cancelled_message_is_not_sent_by_retrying_what_failed(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    """The operator cancels a message for tomorrow; its device without a provider had
+    failed as it was queued. Storing a provider and retrying what failed (the button
+    and the detail both offer it) must not send what was cancelled."""
+    app = make_app(
+        SECRET_KEY="test-secret",  # for the console
+        PUSH_QUEUE="inline",
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_FCM_BASE_URL=push_fake_fcm.base_url,
+    )
+    client = app.test_client()
+    install(client, "shop", SHOP_TOKEN)
+    with app.app_context():
+        add_subscription("al")  # her browser: queued for tomorrow
+        message = push.send(users=["al"], title="Tomorrow's sale", send_at=later())
+    assert sorted(outcomes(app, message.id).values()) == [
+        ("failed", "no_provider"),
+        ("queued", None),
+    ]
+    cancelled = client.post(f"/push/messages/{message.id}/cancel", json={}, headers=ADMIN)
+    assert cancelled.get_json()["counts"]["cancelled"] == 1
+    store(client, push_fake_fcm.service_account("shop-project"))
+    answer = client.post(f"/push/messages/{message.id}/retry", json={}, headers=ADMIN)
+    assert answer.status_code == 200, answer.get_json()
+    counts = answer.get_json()["counts"]
+    assert (counts["queued"], counts["failed"], counts["cancelled"]) == (0, 1, 1)
+    console = client.get(f"/push/console/messages/{message.id}", headers=ADMIN)
+    assert b'<button type="submit" disabled>Retry failed</button>' in console.data
+    with app.app_context():
+        make_due(message.id)
+        push.dispatch_due()
+    assert push_fake_fcm.messages == []

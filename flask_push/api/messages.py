@@ -259,7 +259,13 @@ def cancel_message(id: str) -> ResponseReturnValue:
     "Send a message's failed deliveries again",
     id_description=_ONE,
     body=AnyObject,
-    answers={200: Answer("The message: its `failed` deliveries are queued again.", Message)},
+    answers={
+        200: Answer(
+            "The message: its `failed` deliveries are queued again (none of a cancelled "
+            "message's).",
+            Message,
+        )
+    },
     errors=(403, 404),
 )
 def retry_message(id: str) -> ResponseReturnValue:
