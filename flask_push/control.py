@@ -7,12 +7,17 @@ in are changed, so a worker's outcome written meanwhile is never overwritten.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
-from . import outcomes, scheduled_inbox
+from . import outcomes, policy, scheduled_inbox
+from .categories import Category
 from .models import Models, utcnow
+from .preferences import Stored, stored_for
+from .sending import Target
 
 #: rows read and rewritten per statement
 CHUNK = 1000
@@ -40,44 +45,100 @@ def cancel(session: Any, models: Models, message_id: str) -> int:
     )
 
 
-def retry_failed(session: Any, models: Models, message_id: str) -> int:
-    """Queue the ``failed`` deliveries of ``message_id`` again, due now (or at its
-    ``send_at``, if that is later: a push that failed as it was queued must not go
-    out before the others), with a fresh count of attempts (no commit); returns how
-    many. ``gone`` ones stay: their targets are dead. A message an operator cancelled
-    (it has ``cancelled`` deliveries) is left as it is: none of it goes out again."""
-    d = models.Delivery
+def retry_failed(
+    session: Any, models: Models, categories: Mapping[str, Category], message_id: str
+) -> tuple[int, Counter[tuple[str, str]]]:
+    """Queue the ``failed`` deliveries of ``message_id`` again, with a fresh count of
+    attempts (no commit). Returns how many are queued, and how many of the others
+    ended, by provider kind and status, for the metrics.
+
+    Each is due as the message's other pushes were: now, or at the message's
+    ``send_at`` if that is later (a push that failed as it was queued must not go out
+    before the others). For a category its users choose, each user's choices as they
+    are now apply, as at send time: a channel turned off since ends it ``suppressed``,
+    and quiet hours hold it to their end (``expired`` when that is past its time to
+    live), so that a retry at night does not wake anyone. The daily cap counted it
+    when it was sent. ``gone`` ones stay: their targets are dead. A message an
+    operator cancelled (it has ``cancelled`` deliveries) is left as it is: none of it
+    goes out again."""
+    d, m = models.Delivery, models.Message
+    ended: Counter[tuple[str, str]] = Counter()
     if session.scalar(
         sa.select(sa.exists().where(d.message_id == message_id, d.status == "cancelled"))
     ):
-        return 0
+        return 0, ended
     now = utcnow()
-    send_at = session.scalar(
-        sa.select(models.Message.send_at).where(models.Message.id == message_id)
-    )
-    due = send_at if send_at is not None and send_at > now else now
+    message = session.execute(
+        sa.select(m.send_at, m.created_at, m.category).where(m.id == message_id)
+    ).one()
+    due = max(policy.first_due(message.send_at, message.created_at), now)
     said = (
         outcomes.RETRY_SCHEDULED.format(at=outcomes.clock(now), next=outcomes.clock(due))
         if due > now
         else outcomes.detail("operator_retry", at=now)
     )
-    event = outcomes.event("retry", now, said, operator=True)
-    return _rewrite(
-        session,
-        models,
-        message_id,
-        "failed",
-        {
-            "status": "queued",
-            "reason": "operator_retry",
-            "due_at": due,
-            "lease_until": None,
-            "attempts": 0,
-            "error": None,
-            "updated_at": now,
-        },
-        event,
+    retried = outcomes.event("retry", now, said, operator=True)
+    category = categories.get(message.category) if message.category else None
+    ruled = category is not None and not category.required
+    table = d.__table__
+    update = (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("b_id"), table.c.status == "failed")
+        .values(
+            status=sa.bindparam("b_status"),
+            reason=sa.bindparam("b_reason"),
+            due_at=sa.bindparam("b_due_at"),
+            error=sa.bindparam("b_error"),
+            lease_until=None,
+            attempts=0,
+            updated_at=now,
+            events=sa.bindparam("b_events", type_=table.c.events.type),
+        )
     )
+    columns = (d.id, d.events, d.kind, d.subscription_id, d.installation_id, d.user_id)
+    queued, after = 0, 0
+    while True:
+        rows = session.execute(
+            sa.select(*columns, d.expires_at)
+            .where(d.message_id == message_id, d.status == "failed", d.id > after)
+            .order_by(d.id)
+            .limit(CHUNK)
+        ).all()
+        if not rows:
+            return queued, ended
+        stored = (
+            stored_for(session, models, {row.user_id for row in rows if row.user_id})
+            if ruled
+            else {}
+        )
+        changes = []
+        for row in rows:
+            decision = None
+            if ruled:
+                assert category is not None
+                target = Target(row.kind, row.subscription_id, row.installation_id, row.user_id)
+                mine = stored.get(row.user_id, Stored()) if row.user_id else Stored()
+                decision = policy.decide(
+                    category, target, mine, due, row.expires_at, now, [retried]
+                )
+            if decision is None:
+                decision = policy.Decision("queued", "operator_retry", due, [retried])
+            if decision.tried:
+                queued += 1
+            else:
+                ended[row.kind, decision.status] += 1
+            changes.append(
+                {
+                    "b_id": row.id,
+                    "b_status": decision.status,
+                    "b_reason": decision.reason,
+                    "b_due_at": decision.due_at,
+                    "b_error": decision.error,
+                    "b_events": [*(row.events or ()), *decision.events],
+                }
+            )
+        session.execute(update, changes)
+        after = rows[-1].id
 
 
 def _rewrite(

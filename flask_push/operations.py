@@ -108,11 +108,15 @@ def retry_failed(state: PushState, message_id: str) -> dict[str, Any]:
     message = message_row(state, message_id)
     session = state.push.db.session
     try:
-        again = control.retry_failed(session, state.push.models, message.id)
+        again, ended = control.retry_failed(
+            session, state.push.models, state.settings.categories, message.id
+        )
         session.commit()
     except BaseException:
         session.rollback()
         raise
+    if state.metrics is not None:
+        state.metrics.count(ended)
     if again:
         state.get_queue().enqueue(message.id, again)
     return message_json(state, message)

@@ -192,6 +192,21 @@ def _decide(
     return Decision("queued", "quiet_hours", end, [*queued, deferred])
 
 
+def decide(
+    category: Category,
+    target: Target,
+    mine: Stored,
+    due: datetime,
+    expires_at: datetime,
+    now: datetime,
+    timeline: list[dict[str, Any]],
+) -> Decision | None:
+    """One target's decision outside a send (an operator's retry): ``mine``, the
+    user's choices as they are now, and their quiet hours; not the daily cap, which
+    counted the push when it was sent. ``timeline``: the events it starts with."""
+    return _decide(category, target, mine, set(), due, expires_at, now, timeline)
+
+
 def _suppressed(
     reason: str, due: datetime, now: datetime, *, category: Category, **values: Any
 ) -> Decision:

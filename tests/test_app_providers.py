@@ -15,7 +15,16 @@ from flask_push import dispatch
 from flask_push import outcomes as outcomes_module
 from flask_push.testing import FakeFCM
 
-from conftest import add_subscription, as_user, db, later, make_due, push, service_account
+from conftest import (
+    add_subscription,
+    as_user,
+    db,
+    later,
+    make_due,
+    push,
+    quiet_now,
+    service_account,
+)
 
 ADMIN = as_user("root", admin=True)
 SHOP_TOKEN = "shop-token-" + "s" * 40
@@ -247,6 +256,67 @@ def test_retrying_what_failed_keeps_a_scheduled_messages_send_time(
     assert entry["status"] == "queued"
     assert entry["nextAttemptAt"] == send_at.isoformat().replace("+00:00", "Z")
     assert f"it is due at {outcomes_module.clock(send_at)}" in entry["detail"]
+
+
+OFFERS = {"offers": {"label": "Offers and deals"}}
+
+
+def test_retrying_what_failed_keeps_the_users_quiet_hours(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    """An offer reaches her phone during her quiet hours and fails at once: no
+    provider yet. The operator stores one and retries what failed: the phone is
+    held to the end of her quiet hours, as it would have been, not woken now."""
+    app = make_app(
+        PUSH_QUEUE="inline",
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_FCM_BASE_URL=push_fake_fcm.base_url,
+        PUSH_CATEGORIES=OFFERS,
+    )
+    client = app.test_client()
+    install(client, "shop", SHOP_TOKEN)
+    with app.app_context():
+        quiet_now("al")
+        id = push.send(users=["al"], title="Half price", category="offers").id
+    assert list(outcomes(app, id).values()) == [("failed", "no_provider")]
+    store(client, push_fake_fcm.service_account("shop-project"))
+    answer = client.post(f"/push/messages/{id}/retry", json={}, headers=ADMIN)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["counts"]["queued"] == 1
+    assert push_fake_fcm.messages == []  # not in her quiet hours
+    with app.app_context():
+        (entry,) = push.explain(id)
+        quiet = push.get_preferences("al").quiet_hours
+    assert (entry["status"], entry["reason"]) == ("queued", "quiet_hours")
+    assert entry["nextAttemptAt"][11:16] == quiet.end
+    assert [event["what"] for event in entry["events"]][-2:] == ["retry", "deferred"]
+
+
+def test_retrying_what_failed_keeps_a_category_the_user_turned_off_since(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    """She turned offers off on her phone after the offer failed there: a retry ends
+    it suppressed (opted_out), as a send would, and nothing reaches the phone."""
+    app = make_app(
+        PUSH_QUEUE="inline",
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_FCM_BASE_URL=push_fake_fcm.base_url,
+        PUSH_CATEGORIES=OFFERS,
+    )
+    client = app.test_client()
+    install(client, "shop", SHOP_TOKEN)
+    with app.app_context():
+        id = push.send(users=["al"], title="Half price", category="offers").id
+        push.set_preferences("al", categories={"offers": {"mobile": False}})
+    store(client, push_fake_fcm.service_account("shop-project"))
+    answer = client.post(f"/push/messages/{id}/retry", json={}, headers=ADMIN)
+    counts = answer.get_json()["counts"]
+    assert (counts["queued"], counts["failed"], counts["suppressed"]) == (0, 0, 1)
+    assert list(outcomes(app, id).values()) == [("suppressed", "opted_out")]
+    with app.app_context():
+        make_due(id)
+        push.dispatch_due()
+    assert push_fake_fcm.messages == []
 
 
 def test_a_cancelled_message_is_not_sent_by_retrying_what_failed(
