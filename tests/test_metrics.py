@@ -176,7 +176,7 @@ def test_outcomes_are_counted_as_written_wherever_they_are_written(
         )  # no APNs provider: failed at once
         db.session.commit()
         push.set_preferences("alice", categories={"offers": {"web": False}})
-        push.send(users=["alice"], title="Deal", category="offers")  # web: suppressed
+        deal = push.send(users=["alice"], title="Deal", category="offers")  # web: suppressed
         # an older state fails (400), a newer one is sent, the older one is retried
         push_fake_webpush.fail_next(400, subscriber=browser)
         older = push.activity("order-1", users=["alice"], title="Placed", category="orders")
@@ -193,6 +193,9 @@ def test_outcomes_are_counted_as_written_wherever_they_are_written(
         later = datetime.now(timezone.utc) + timedelta(days=1)
         push.send(users=["alice"], title="Tomorrow", category="orders", send_at=later)
         push.set_preferences("alice", categories={"orders": {"web": False}})
+        # the deal failed on the iPhone; she turns offers off there before the retry
+        push.set_preferences("alice", categories={"offers": {"mobile": False}})
+        push.retry_failed(deal.id)
     after = scrape(app)
     assert delivered(after, "webpush", "suppressed") == 3
     assert delivered(after, "webpush", "failed") == 1  # the older state's 400
@@ -204,6 +207,7 @@ def test_outcomes_are_counted_as_written_wherever_they_are_written(
     # when the operator retried the older state; "Soon" outlasted the quiet hours
     assert delivered(after, "apns", "failed") == 7
     assert delivered(after, "apns", "expired") == 1
+    assert delivered(after, "apns", "suppressed") == 1  # the deal, at its retry
 
 
 def test_outbox_gauges_are_read_from_the_database(
