@@ -406,6 +406,20 @@ def test_cancel_counts_cancelled(console_app: Flask) -> None:
     assert "Nothing to cancel: every delivery had already gone out." in page
 
 
+def test_retrying_a_cancelled_message_says_nothing_was_tried(console_app: Flask) -> None:
+    """The button is disabled once a message is cancelled; a retry posted anyway (an
+    older tab) says that nothing was tried again, not that it was queued."""
+    id = later_message(console_app)
+    client = console_app.test_client()
+    cancel(client, id)
+    token = csrf(client, f"/messages/{id}")
+    done = client.post(f"{CONSOLE}/messages/{id}/retry", headers=ADMIN, data={"csrf_token": token})
+    assert done.status_code == 303
+    page = client.get(done.headers["Location"], headers=ADMIN).get_data(as_text=True)
+    assert "Nothing was tried again: the message was cancelled" in page
+    assert "queued again" not in page
+
+
 def test_preview_shows_what_each_provider_would_send(make_app: Callable[..., Flask]) -> None:
     app = make_app(
         SECRET_KEY=SECRET,
