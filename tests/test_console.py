@@ -16,7 +16,7 @@ from flask import Flask
 
 from flask_push.console import guard
 
-from conftest import add_subscription, as_user, db, pem, push, service_account
+from conftest import add_subscription, as_user, db, pem, push, quiet_now, service_account
 
 SECRET = "console-test-secret"
 ADMIN = as_user("ops", admin=True)
@@ -260,11 +260,16 @@ def test_a_message_names_its_category_and_what_the_users_held_back(
     with app.app_context():
         add_subscription("alice")
         add_subscription("bob")
-        id = push.send(users=["alice", "bob"], title="Sale", category="offers").id
+        # carol opted in, but her quiet hours outlast the sale's minute to live
+        add_subscription("carol")
+        push.set_preferences("carol", categories={"offers": {"web": True}})
+        quiet_now("carol")
+        sale = push.send(users=["alice", "bob", "carol"], title="Sale", category="offers", ttl=60)
+        id = sale.id
     html = app.test_client().get(f"{CONSOLE}/messages/{id}", headers=ADMIN).get_data(as_text=True)
     assert "Offers and deals <code>offers</code>" in html
     assert "<dt>Targets to send to</dt><dd>0 <span" in html
-    assert "(2 held back by the users' settings or a daily cap)" in html
+    assert "(3 held back by the users' settings or a daily cap)" in html
 
 
 def test_a_bad_filter_is_a_page_not_a_crash(console_app: Flask) -> None:

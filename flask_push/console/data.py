@@ -114,6 +114,23 @@ def dead_today(
     return total, shown[:DEAD_SHOWN]
 
 
+def held_back(session: Any, models: Models, message_id: str, counts: dict[str, int]) -> int:
+    """How many of a message's targets the users' choices held back: ``suppressed``
+    (a channel turned off, a daily cap), and ``expired`` because their quiet hours
+    outlast its time to live; none of them is in its ``recipient_count``."""
+    d = models.Delivery
+    outlasted = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(d)
+        .where(
+            d.message_id == message_id,
+            d.status == "expired",
+            d.reason == "quiet_hours_expired",
+        )
+    )
+    return counts.get("suppressed", 0) + (outlasted or 0)
+
+
 def messages_page(session: Any, models: Models, skip: int, take: int) -> tuple[int, list[Any]]:
     """The total and one page of messages, newest first."""
     m = models.Message
