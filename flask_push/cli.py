@@ -547,7 +547,7 @@ def _deferred(push: Any, message_id: str) -> int:
 
 def _suppressed(push: Any) -> str | None:
     """Why this app records pushes instead of sending them, or None when it sends."""
-    if not push.settings.suppress_send:
+    if not push.settings.suppresses_send(current_app):
         return None
     why = "on" if "PUSH_SUPPRESS_SEND" in current_app.config else "on, as under TESTING"
     return f"sending is suppressed (PUSH_SUPPRESS_SEND is {why}): pushes are recorded, not sent"
@@ -566,7 +566,7 @@ def _worker_warnings(push: Any, once: bool) -> list[str]:
         )
     if (
         settings.providers
-        and not settings.suppress_send
+        and not settings.suppresses_send(current_app)
         and not current_app.config.get("SECRET_KEY")
     ):
         warnings.append(

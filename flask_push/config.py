@@ -107,7 +107,9 @@ class PushSettings:
     default_ttl: int
     endpoint_hosts: tuple[str, ...]
     allow_http_endpoints: bool
-    suppress_send: bool
+    #: ``PUSH_SUPPRESS_SEND`` as set, or None when unset: then :meth:`suppresses_send`
+    #: follows ``app.testing``
+    suppress_send_config: bool | None
     service_worker_url: str
     max_request_bytes: int
     delivery_batch: int
@@ -130,6 +132,14 @@ class PushSettings:
     categories: Mapping[str, Category] = field(default_factory=dict)
     #: ``PUSH_SITE_URL``, normalized (``scheme://host[:port]/path``), or None
     site_url: str | None = DEFAULT_SITE_URL
+
+    def suppresses_send(self, app: Flask) -> bool:
+        """Whether ``app`` records pushes instead of sending them: ``PUSH_SUPPRESS_SEND``
+        when set, else whether ``app`` is testing now. Flask's testing docs set
+        ``TESTING`` on the app a factory returned, after ``init_app``."""
+        if self.suppress_send_config is None:
+            return app.testing
+        return self.suppress_send_config
 
     @property
     def vapid_public_key(self) -> str | None:
@@ -519,7 +529,9 @@ def _load(app: Flask, config: _Asked) -> PushSettings:
         default_ttl=_int(config, "PUSH_DEFAULT_TTL", DEFAULT_TTL, 0, MAX_TTL),
         endpoint_hosts=_endpoint_hosts(config),
         allow_http_endpoints=_bool(config, "PUSH_ALLOW_HTTP_ENDPOINTS", False),
-        suppress_send=_bool(config, "PUSH_SUPPRESS_SEND", app.testing),
+        suppress_send_config=(
+            _bool(config, "PUSH_SUPPRESS_SEND", False) if "PUSH_SUPPRESS_SEND" in config else None
+        ),
         service_worker_url=_service_worker_url(config, url_prefix),
         max_request_bytes=_int(
             config, "PUSH_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1024, 16 * 1024 * 1024

@@ -498,7 +498,7 @@ class Dispatcher:
 
     def _make_provider(self, kind: str, settings: Mapping[str, Any]) -> Provider:
         """A provider of ``kind`` (no I/O: its pool is made on its first send)."""
-        if self.settings.suppress_send:
+        if self.settings.suppresses_send(self.app):
             return MemoryProvider(kind)
         options = registered(kind).options(self.settings)
         provider = provider_class(kind).from_settings(settings, **options)

@@ -139,7 +139,7 @@ class PushState:
         dispatcher = Dispatcher(
             app, self.push.models, self.push.db.engine, self.settings, metrics=self.metrics
         )
-        if not dispatcher.signs_clicks and not self.settings.suppress_send:
+        if not dispatcher.signs_clicks and not self.settings.suppresses_send(app):
             with self.lock:
                 told, self.told_no_secret_key = self.told_no_secret_key, True
             if not told:
@@ -155,7 +155,8 @@ class PushState:
         """The queue sends hand their messages to: the inline one when sends are
         suppressed (tests record them at once, as Flask-Mail records mail), else
         the one ``PUSH_QUEUE`` names."""
-        if self.settings.queue == "inline" or self.settings.suppress_send:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if self.settings.queue == "inline" or self.settings.suppresses_send(app):
             return self.get_inline()
         if self.settings.queue == "celery":
             return self.get_celery()
@@ -190,6 +191,8 @@ class PushState:
         worker = self.worker
         if worker is not None and worker.pid == os.getpid() and worker.alive:
             return  # the usual case: one look, no lock
+        if self.settings.suppresses_send(current_app):  # a test app set TESTING after init_app
+            return
         try:
             self.get_worker()
         except RuntimeError as err:  # no thread to be had: serve the request anyway
@@ -325,7 +328,7 @@ class Push:
         _exempt_from_csrf(app)  # a CSRFProtect set up before this
         # ... or after: this runs before its check, registered later
         app.before_request(lambda: _exempt_from_csrf(current_app))
-        if settings.queue == "thread" and not settings.suppress_send:
+        if settings.queue == "thread" and settings.suppress_send_config is not True:
             app.before_request(state.deliver_here)
         app.cli.add_command(push_cli)
         # ``flask shell`` has the extension as ``push``, as Flask-SQLAlchemy gives ``db``
@@ -733,9 +736,10 @@ class Push:
                 push.send(users=["alice"], title="Hi")
             assert outbox[0].notification.title == "Hi"
 
-        Sends are suppressed when ``PUSH_SUPPRESS_SEND`` is true (by default when
-        ``app.testing``): they are delivered at once, to an in-memory provider, so
-        the deliveries, counts and signals are as real.
+        Sends are suppressed when ``PUSH_SUPPRESS_SEND`` is true (unset: while
+        ``app.testing``, even if ``TESTING`` was set after ``init_app``): they are
+        delivered at once, to an in-memory provider, so the deliveries, counts and
+        signals are as real.
         """
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         outbox: list[OutgoingPush] = []

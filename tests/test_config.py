@@ -37,7 +37,7 @@ def test_defaults(app):
     assert settings.backplane_url == "memory://"
     assert settings.default_ttl == 86400
     assert settings.allow_http_endpoints is False
-    assert settings.suppress_send is True  # app.testing
+    assert settings.suppress_send_config is None and settings.suppresses_send(app)  # testing
     assert settings.service_worker_url == "/push-sw.js"
     assert "fcm.googleapis.com" in settings.endpoint_hosts
     assert "*.push.apple.com" in settings.endpoint_hosts

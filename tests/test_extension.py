@@ -148,7 +148,7 @@ def test_suppressed_sends_use_the_inline_queue(app):
 
     with app.app_context():
         state = push.state
-        assert state.settings.suppress_send
+        assert state.settings.suppresses_send(app)
         queue = state.get_queue()
         assert isinstance(queue, InlineQueue) and queue is state.get_inline()
         assert state.worker is None  # no thread started for a suppressed send

@@ -13,7 +13,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFProtect
 
-from conftest import as_user
+from conftest import as_user, push
 
 
 @pytest.fixture
@@ -136,3 +136,42 @@ def test_a_hosts_json_provider_does_not_read_the_apis_bodies(
     answer = client.post("/push/notifications", json=body, headers=as_user("al"))
     assert answer.status_code == 201, answer.get_json()
     assert json.loads(answer.data)["data"] == {"price": 9.99}
+
+
+def test_testing_set_after_the_factory_records_instead_of_sending(
+    make_app: Callable[..., Flask], push_fake_webpush: Any
+) -> None:
+    """Flask's testing docs set ``TESTING`` on the app the factory returned, after
+    ``init_app``: sends went out for real, by a worker thread, and ``push.record()``
+    saw nothing. Unset, ``PUSH_SUPPRESS_SEND`` follows ``app.testing`` as it is."""
+    app = make_app(
+        TESTING=False,
+        PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    )
+    app.config.update({"TESTING": True})  # the docs' fixture
+    browser = push_fake_webpush.subscribe()
+    answer = app.test_client().post(
+        "/push/subscriptions", json=browser.info, headers=as_user("alice")
+    )
+    assert answer.status_code == 201, answer.get_json()
+
+    with app.app_context(), push.record() as outbox:
+        push.send(users=["alice"], title="Order #42")
+        assert push.state.worker is None  # no thread sending behind the test's back
+    assert [sent.notification.title for sent in outbox] == ["Order #42"]
+    assert push_fake_webpush.pushes == []
+
+    # set, PUSH_SUPPRESS_SEND is what it says, whatever TESTING is
+    sending = make_app(
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_QUEUE="inline",
+        PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    )
+    answer = sending.test_client().post(
+        "/push/subscriptions", json=browser.info, headers=as_user("alice")
+    )
+    with sending.app_context():
+        push.send(users=["alice"], title="Order #43")
+    assert [received.json()["title"] for received in browser.wait(1)] == ["Order #43"]
