@@ -21,6 +21,7 @@ from . import activities, config, inbox, operations, preferences, sending, signa
 from .config import PushSettings
 from .database import explains_missing_tables
 from .dispatch import Dispatcher
+from .errors import PushConfigError
 from .message import OutgoingPush
 from .models import Models, models_for
 from .outbox_state import OutboxState, outbox_state
@@ -83,6 +84,30 @@ def app_mark() -> int:
 def apps_since(mark: int) -> list[Flask]:
     """The apps still alive that flask-push was set up on after ``mark``."""
     return [app for app, made in list(_apps.items()) if made > mark]
+
+
+def _check_room(app: Flask, settings: PushSettings) -> None:
+    """Refuse, before anything is registered, a host whose own blueprint or route
+    takes a name or URL flask-push needs: Flask would refuse the blueprint with an
+    error about its ``name=`` (which flask-push's callers cannot change) and leave the
+    app half set up, and a route would hide the service worker without a word."""
+    mine = ("push", "push_sw", *(("push_console",) if settings.console else ()))
+    for name in mine:
+        if name in app.blueprints:
+            raise PushConfigError(
+                f"This app already has a blueprint named {name!r}, a name flask-push "
+                "registers its own under. Register yours under another name "
+                f"(app.register_blueprint(bp, name=...)) or rename it."
+            )
+    url = settings.service_worker_url
+    for rule in app.url_map.iter_rules():
+        if rule.rule == url and "GET" in (rule.methods or ()):
+            raise PushConfigError(
+                f"PUSH_SERVICE_WORKER_URL is {url!r}, and this app already has a route "
+                f"there (endpoint {rule.endpoint!r}), which would hide flask-push's "
+                "service worker. Set PUSH_SERVICE_WORKER_URL to a free path, or move "
+                "your route."
+            )
 
 
 def _exempt_from_csrf(app: Flask) -> None:
@@ -305,7 +330,8 @@ class Push:
     def init_app(self, app: Flask) -> None:
         """Check the ``PUSH_*`` config and register the API and CLI on ``app``.
 
-        :raises PushConfigError: when a key is missing or wrong.
+        :raises PushConfigError: when a key is missing or wrong, or a blueprint or route
+            of the app's own takes a name or URL flask-push needs.
         :raises RuntimeError: when ``app`` already has flask-push.
         """
         if "push" in app.extensions:
@@ -319,6 +345,7 @@ class Push:
                 "Call db.init_app(app) before push.init_app(app)."
             )
         settings = config.load(app)
+        _check_room(app, settings)
         from .api import create_blueprint
         from .cli import push_cli
 

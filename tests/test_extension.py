@@ -277,3 +277,38 @@ def test_no_name_of_a_host_model_is_taken(name):
     )
     host_db.Model.registry.configure()
     assert owner.things.property.mapper.class_ is own
+
+
+def test_a_blueprint_of_the_host_named_as_flask_pushs_is_refused_first(database, vapid_private_key):
+    """Flask's own error would tell the host to pass ``name=`` to a blueprint that is
+    flask-push's, and leave the app half set up."""
+    from flask import Blueprint
+
+    from flask_push import PushConfigError
+
+    app = Flask(__name__)
+    app.config.update(database, PUSH_VAPID_PRIVATE_KEY=vapid_private_key)
+    app.config["PUSH_VAPID_SUBJECT"] = "mailto:ops@shop.example"
+    app.register_blueprint(Blueprint("push", __name__), url_prefix="/notifications")
+    db.init_app(app)
+    with pytest.raises(PushConfigError, match=r"already has a blueprint named 'push'"):
+        push.init_app(app)
+    assert "push" not in app.extensions  # nothing half done
+
+
+def test_a_host_route_at_the_service_worker_url_is_refused(database, vapid_private_key):
+    """A route of the host's own at PUSH_SERVICE_WORKER_URL would answer in place of
+    flask-push's service worker, without a word."""
+    from flask_push import PushConfigError
+
+    app = Flask(__name__)
+    app.config.update(database, PUSH_VAPID_PRIVATE_KEY=vapid_private_key)
+    app.config["PUSH_VAPID_SUBJECT"] = "mailto:ops@shop.example"
+    app.add_url_rule("/push-sw.js", "old_worker", lambda: "self.addEventListener()")
+    db.init_app(app)
+    with pytest.raises(PushConfigError, match=r"PUSH_SERVICE_WORKER_URL is '/push-sw.js'"):
+        push.init_app(app)
+    assert "push" not in app.extensions
+    app.config["PUSH_SERVICE_WORKER_URL"] = "/sw.js"
+    push.init_app(app)
+    assert app.test_client().get("/sw.js").status_code == 200
