@@ -114,22 +114,32 @@ class _Answer:
     retry_after: float | None
 
 
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON list (nothing, for what is not a list): an answer that
+    comes through a proxy or a broken gateway may have any shape."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def _fcm_error(text: str) -> tuple[str | None, str, list[str]]:
     """(errorCode, message, fields in violation) from an FCM error body, as far as it has them."""
     try:
         error = json.loads(text)["error"]
-        message = str(error.get("message", ""))
-        details = [d for d in error.get("details", []) if isinstance(d, dict)]
+        message = error.get("message")
     except (ValueError, TypeError, KeyError, AttributeError):
         return None, text.strip()[:300], []
-    code = next((str(d["errorCode"]) for d in details if "errorCode" in d), None)
+    details = _objects(error.get("details"))
+    codes = (detail.get("errorCode") for detail in details)
+    code = next((c for c in codes if isinstance(c, str) and c), None) or error.get("status")
     fields = [
         str(violation.get("field"))
         for detail in details
-        for violation in detail.get("fieldViolations", [])
-        if isinstance(violation, dict)
+        for violation in _objects(detail.get("fieldViolations"))
     ]
-    return code or error.get("status"), message, fields
+    return (
+        code if isinstance(code, str) and code else None,
+        message if isinstance(message, str) else "",
+        fields,
+    )
 
 
 def _message_name(text: str) -> str | None:
@@ -151,12 +161,10 @@ def _token_expired(answer: _Answer) -> bool:
     if answer.status != 401:
         return False
     try:
-        details = json.loads(answer.text).get("error", {}).get("details", [])
-        return any(
-            isinstance(d, dict) and d.get("reason") == "ACCESS_TOKEN_EXPIRED" for d in details
-        )
+        details = _objects(json.loads(answer.text).get("error", {}).get("details"))
     except (ValueError, AttributeError):
         return False
+    return any(d.get("reason") == "ACCESS_TOKEN_EXPIRED" for d in details)
 
 
 def _env_proxy(url: str) -> str | None:

@@ -409,3 +409,54 @@ def test_a_token_answer_that_is_no_token_is_retried_and_says_so(answer: bytes) -
     assert (result.error or "").startswith(
         "Google's OAuth token endpoint answered something that is not an access token ("
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "outcome"),
+    [
+        (400, b'{"error": {"details": [{"fieldViolations": null}]}}', "failed"),
+        (400, b'{"error": {"details": [{"fieldViolations": 5}]}}', "failed"),
+        (400, b'{"error": {"status": 400, "details": [{"errorCode": null}]}}', "failed"),
+        (503, b'{"error": {"status": {"code": "UNAVAILABLE"}}}', "retry"),
+        (500, b'{"error": {"status": ["INTERNAL"]}}', "retry"),
+        (401, b'{"error": {"details": 5}}', "failed"),
+        (
+            401,
+            b'{"error": {"status": 7, "details": [{"reason": "ACCESS_TOKEN_EXPIRED"}]}}',
+            "failed",
+        ),
+    ],
+)
+def test_an_error_answer_of_unexpected_shape_is_read_as_its_status(
+    push_fake_fcm: FakeFCM, account: dict[str, str], status: int, answer: bytes, outcome: str
+) -> None:
+    """An error body whose fields have other types than FCM's (a proxy's, a broken
+    gateway's) is an answer all the same: the push gets its status's outcome, with
+    what was said, not a Python error retried as a bug of flask-push."""
+    head = b"HTTP/1.1 %d Oops\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    raw = head % (status, len(answer)) + answer
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    done = threading.Event()
+
+    def serve() -> None:  # every request gets the answer (a 401 may be asked again)
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                connection, _ = listener.accept()
+                with connection:
+                    connection.recv(65536)
+                    connection.sendall(raw)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        provider = make_provider(push_fake_fcm, account, baseUrl=base_url)
+        result = send_one(provider, push(make_registration_token()))
+    finally:
+        done.set()
+        thread.join(5)
+        listener.close()
+    assert (result.status, result.status_code) == (outcome, status), result
+    # no TypeError or AttributeError, and no "None" for a code that was not given
+    assert "Error" not in (result.error or "") and "None" not in (result.error or ""), result
