@@ -177,6 +177,37 @@ def test_channel_authorizer_and_unsubscribe(live: Any, connect: Any) -> None:
         push._channel_authorizer = previous
 
 
+def test_a_socket_follows_a_bounded_number_of_channels(
+    live: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that joins channel after channel (an authorizer that lets anyone
+    follow any ``product:<id>``) is refused past the limit: each channel joined costs
+    the process memory for as long as the socket lives."""
+    monkeypatch.setattr(hub_module, "MAX_CHANNELS", 3, raising=False)
+    app, url = live()
+    previous = push._channel_authorizer
+    push.channel_authorizer(lambda user_id, channel: True)
+    try:
+        client = connect(url, "carol")  # on user:carol already
+        for n in (1, 2):
+            client.send({"op": "subscribe", "channel": f"product:{n}"})
+            assert client.recv() == {"op": "subscribed", "channel": f"product:{n}"}
+        client.send({"op": "subscribe", "channel": "product:3"})
+        refused = client.recv()
+        assert (refused["op"], refused["code"]) == ("error", "too_many_channels")
+        assert "3 channels" in refused["message"]
+        # a channel it follows may be asked for again, and leaving one makes room
+        client.send({"op": "subscribe", "channel": "product:2"})
+        assert client.recv() == {"op": "subscribed", "channel": "product:2"}
+        client.send({"op": "unsubscribe", "channel": "product:1"})
+        client.send({"op": "subscribe", "channel": "product:3"})
+        assert client.recv() == {"op": "subscribed", "channel": "product:3"}
+        publish(app, "product:3", "stock", {"left": 2})
+        assert client.recv()["event"] == "stock"
+    finally:
+        push._channel_authorizer = previous
+
+
 def test_a_user_left_out_of_an_activity_leaves_its_channel_at_once(
     live: Any, connect: Any, backplane: dict[str, Any]
 ) -> None:

@@ -32,6 +32,11 @@ log = logging.getLogger("flask_push.realtime")
 #: channels with ``since``: the burst leaves room for many.
 REPLAY_BURST = 32
 REPLAY_EVERY = 6.0
+#: the channels one socket may follow at once (its user's own among them): each costs
+#: the process memory for as long as the socket lives, and a client that joins one
+#: after another (an authorizer that lets anyone follow any ``product:<id>``) must
+#: not grow it without end
+MAX_CHANNELS = 1000
 
 
 class Connection:

@@ -33,6 +33,7 @@ from ..api.http import ApiError, error_response
 from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
+from . import hub as hub_module
 from .events import (
     ACTIVITY_CHANNEL_PREFIX,
     CHANNEL_RULE,
@@ -318,6 +319,15 @@ def _answer(
     since = message.get("since")
     if since is not None and not _whole(since):
         return [_error("bad_request", "'since' must be a whole number of at least 0.")]
+    limit = hub_module.MAX_CHANNELS
+    if channel not in connection.last_ids and len(connection.last_ids) >= limit:
+        return [
+            _error(
+                "too_many_channels",
+                f"A socket may follow at most {limit} channels at once; unsubscribe from "
+                "one first.",
+            )
+        ]
     if not _may_join(push, user_id, channel):
         return [_error("forbidden", push.join_refusal(channel))]
     subscribed = json.dumps({"op": "subscribed", "channel": channel})
