@@ -388,6 +388,29 @@ def test_actions_refuse_cross_site_and_tokenless_posts(console_app: Flask) -> No
     assert queued(console_app, id) == 0
 
 
+@pytest.mark.parametrize("value", ["\u00e9t\u00e9", "\u00c3\u00a9"])  # é as latin-1, as UTF-8
+def test_a_csrf_cookie_that_is_not_ascii_is_replaced_and_its_posts_refused(
+    console_app: Flask, value: str
+) -> None:
+    """A cookie of the CSRF cookie's name that no console page set (another app on a
+    sibling host can set one for the whole domain) holds no nonce: the page sets one
+    of its own, and a post with the old cookie is refused, not answered with a 500."""
+    id = later_message(console_app)
+    client = console_app.test_client(use_cookies=False)
+    tossed = {"HTTP_COOKIE": f"{guard.CSRF_COOKIE}={value}"}  # as the WSGI server has it
+    page = client.get(f"{CONSOLE}/messages/{id}", headers=ADMIN, environ_overrides=tossed)
+    assert page.status_code == 200
+    assert page.headers.get("Set-Cookie", "").startswith(f"{guard.CSRF_COOKIE}=")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
+    assert found is not None
+    url = f"{CONSOLE}/messages/{id}/cancel"
+    form = {"csrf_token": found.group(1)}
+    refused = client.post(url, headers=ADMIN, data=form, environ_overrides=tossed)
+    assert refused.status_code == 403
+    assert "security token" in refused.get_data(as_text=True)
+    assert queued(console_app, id) == 1
+
+
 def test_the_csrf_cookie_is_strict_and_scoped(console_app: Flask) -> None:
     client = console_app.test_client()
     answer = client.get(f"{CONSOLE}/send", headers=ADMIN)

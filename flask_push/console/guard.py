@@ -78,7 +78,9 @@ def _admin_id() -> str:
 
 def cookie_nonce() -> str | None:
     value = request.cookies.get(CSRF_COOKIE)
-    return value if value and len(value) <= 100 else None
+    # Ours are ASCII (new_nonce); one that is not was set by someone else (a sibling
+    # host, for the whole domain), and compare_digest refuses non-ASCII text.
+    return value if value and len(value) <= 100 and value.isascii() else None
 
 
 def csrf_token(nonce: str) -> str:
