@@ -88,6 +88,25 @@ def test_the_console_without_its_slash_redirects_admins_only(console_app: Flask)
         assert hidden.status_code == 404 and hidden.get_json() == unknown.get_json()
 
 
+def test_a_static_file_it_lacks_is_a_console_page_not_werkzeugs(console_app: Flask) -> None:
+    """A missing file under the console's static/ (a stale link, a probe) is said as a
+    mistyped console address is: a console page for an admin, the API's JSON for
+    anyone else; and a Range past a file's end gets the API's JSON. Never
+    Werkzeug's bare HTML page."""
+    client = console_app.test_client()
+    mistyped = client.get(f"{CONSOLE}/no-such-page", headers=ADMIN)
+    for path in ("/static/no-such-file.css", "/static/", "/static/console.css/x"):
+        missing = client.get(CONSOLE + path, headers=ADMIN)
+        assert missing.status_code == 404, path
+        assert missing.get_data() == mistyped.get_data(), path
+        assert missing.headers["Content-Security-Policy"] == guard.CSP, path
+    past_the_end = client.get(
+        f"{CONSOLE}/static/console.css", headers={**ADMIN, "Range": "bytes=99999999-"}
+    )
+    assert past_the_end.status_code == 416
+    assert past_the_end.get_json()["error"]["code"] == "http_error"
+
+
 def test_push_console_false_turns_it_off(make_app: Callable[..., Flask]) -> None:
     client = make_app(SECRET_KEY=SECRET, PUSH_CONSOLE=False).test_client()
     for path in PAGES:

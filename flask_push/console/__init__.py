@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import HTTPException, NotFound
 
 from ..api import database_failure, http_error_response
 from ..api.http import error_response, nul_in_path
@@ -86,6 +86,14 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         current_app.extensions["push"].push.db.session.rollback()
         field = f"{err.field}: " if err.field else ""
         return views.refused(guard.Refused(400, f"{field}{err.message}"))
+
+    @bp.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> ResponseReturnValue:
+        # raised inside a view (static/ lacks the file, a Range past its end): said as
+        # a mistyped console address is, not with Werkzeug's bare HTML page
+        if isinstance(err, NotFound) and g.get("push_console_admin"):
+            return views.missing_page()
+        return http_error_response(err)
 
     @bp.errorhandler(sa.exc.DBAPIError)
     @bp.errorhandler(sa.exc.TimeoutError)
