@@ -273,6 +273,15 @@ class InvalidDeviceToken(ValueError):
     """A device token that is not hex: APNs would refuse it, so it is never sent."""
 
 
+def _instant(milliseconds: int) -> datetime | None:
+    """The time of an APNs ``timestamp`` (milliseconds since the epoch), or None for
+    one no calendar holds: it is only told, and the token is gone all the same."""
+    try:
+        return datetime.fromtimestamp(milliseconds / 1000, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 class APNsProvider(Provider):
     """Sends to iOS, iPadOS and macOS apps through APNs with one pooled HTTP/2 client.
 
@@ -470,8 +479,8 @@ class APNsProvider(Provider):
             # That token is dead; for a Live Activity's or push-to-start token, only that
             # one (the dispatcher reads which from push.target.kind), not the device's.
             error = reason or "Unregistered"
-            if result.timestamp:
-                since = datetime.fromtimestamp(result.timestamp / 1000, timezone.utc)
+            since = _instant(result.timestamp) if result.timestamp else None
+            if since is not None:
                 error += f" (the token is invalid since {since.isoformat(timespec='seconds')})"
             elif reason == "BadDeviceToken":
                 error += (

@@ -259,6 +259,17 @@ def test_dead_tokens_are_gone_and_results_keep_their_order(
     assert [r.getMessage() for r in caplog.records] == []
 
 
+@pytest.mark.parametrize("timestamp", [10**20, -(10**20), 10**15])
+def test_a_410_whose_timestamp_no_calendar_holds_is_gone_all_the_same(
+    push_fake_apns: FakeAPNs, key: Key, timestamp: int
+) -> None:
+    """The time a 410 says the token died is only told: one that is no date (a
+    gateway's garbage, a fake's) does not make the answer a bug of flask-push."""
+    push_fake_apns.unregister(token(0), timestamp=timestamp)
+    [result] = send(provider(push_fake_apns, key), [outgoing(0, Notification(title="Hi"))])
+    assert (result.status, result.status_code, result.error) == ("gone", 410, "Unregistered")
+
+
 def test_a_revoked_key_fails_with_a_hint(push_fake_apns: FakeAPNs) -> None:
     revoked = push_fake_apns.auth_key(key_id="REVOKED001")
     push_fake_apns.revoke_key("REVOKED001")
