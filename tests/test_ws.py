@@ -959,6 +959,40 @@ def test_websocket_url_needs_a_websocket(live: Any) -> None:
     assert json.loads(answer.data)["error"]["code"] == "bad_request"
 
 
+@pytest.mark.parametrize(
+    ("drop", "extra", "named"),
+    [
+        ("Sec-WebSocket-Key", {}, "Sec-WebSocket-Key"),
+        ("Sec-WebSocket-Version", {"Sec-WebSocket-Version": "99"}, "Sec-WebSocket-Version"),
+    ],
+)
+def test_a_handshake_the_protocol_refuses_gets_400_not_500(
+    live: Any, connect: Any, caplog: pytest.LogCaptureFixture, drop: str, extra: Any, named: str
+) -> None:
+    """An upgrade without a key, or for a version of the protocol other than 13, is
+    the client's mistake: 400 naming the header, not a 500 with a traceback."""
+    app, url = live()
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+        "X-User": "alice",
+    }
+    del headers[drop]
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    with caplog.at_level(logging.ERROR):
+        conn.request("GET", "/push/ws", headers={**headers, **extra})
+        answer = conn.getresponse()
+        body = json.loads(answer.read())
+    conn.close()
+    assert answer.status == 400 and answer.getheader("Upgrade") is None
+    assert body["error"]["code"] == "bad_request" and named in body["error"]["message"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    connect(url, "alice").sync()  # the server lives
+
+
 # -- the handshake's Origin (cross-site websocket hijacking) -------------------------
 
 

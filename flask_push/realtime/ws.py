@@ -27,6 +27,7 @@ from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import RemoteProtocolError
 
 from .. import validation
 from ..api.http import ApiError, error_response
@@ -87,6 +88,15 @@ def register(bp: Blueprint) -> None:
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         _mark_before_upgrade(current_app.extensions["push"].push)
         return None
+
+    @bp.errorhandler(RemoteProtocolError)
+    def not_a_handshake(err: RemoteProtocolError) -> Response:
+        # Raised by wsproto as simple-websocket answers the upgrade, before anything is
+        # written: a request without Sec-WebSocket-Key, or for a version other than 13.
+        # The client's mistake, not a 500 with a traceback.
+        return error_response(
+            ApiError(400, "bad_request", f"Not a websocket handshake this server takes: {err}.")
+        )
 
 
 #: ``flask.g`` key: the user and their channel's last id, read before the upgrade, or
