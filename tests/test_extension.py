@@ -288,7 +288,7 @@ def test_a_blueprint_of_the_host_named_as_flask_pushs_is_refused_first(database,
 
     app = Flask(__name__)
     app.config.update(database, PUSH_VAPID_PRIVATE_KEY=vapid_private_key)
-    app.config["PUSH_VAPID_SUBJECT"] = "mailto:ops@shop.example"
+    app.config.update(PUSH_VAPID_SUBJECT="mailto:ops@shop.example", PUSH_QUEUE="inline")
     app.register_blueprint(Blueprint("push", __name__), url_prefix="/notifications")
     db.init_app(app)
     with pytest.raises(PushConfigError, match=r"already has a blueprint named 'push'"):
@@ -303,7 +303,7 @@ def test_a_host_route_at_the_service_worker_url_is_refused(database, vapid_priva
 
     app = Flask(__name__)
     app.config.update(database, PUSH_VAPID_PRIVATE_KEY=vapid_private_key)
-    app.config["PUSH_VAPID_SUBJECT"] = "mailto:ops@shop.example"
+    app.config.update(PUSH_VAPID_SUBJECT="mailto:ops@shop.example", PUSH_QUEUE="inline")
     app.add_url_rule("/push-sw.js", "old_worker", lambda: "self.addEventListener()")
     db.init_app(app)
     with pytest.raises(PushConfigError, match=r"PUSH_SERVICE_WORKER_URL is '/push-sw.js'"):
@@ -311,4 +311,9 @@ def test_a_host_route_at_the_service_worker_url_is_refused(database, vapid_priva
     assert "push" not in app.extensions
     app.config["PUSH_SERVICE_WORKER_URL"] = "/sw.js"
     push.init_app(app)
-    assert app.test_client().get("/sw.js").status_code == 200
+    try:
+        assert app.test_client().get("/sw.js").status_code == 200
+    finally:
+        with app.app_context():
+            push.shutdown()
+            db.engine.dispose()
