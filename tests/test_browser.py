@@ -1008,6 +1008,33 @@ def test_the_history_is_a_dialog_above_the_hosts_header(
     page.wait_for_selector(".fp-history:not([open])", state="attached")
 
 
+FOCUSED = "document.activeElement && document.activeElement.className"
+
+
+def test_mark_all_read_from_the_keyboard_leaves_the_focus_in_the_bell(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """Mark all as read turns itself off once done: the focus it had goes back to the
+    bell's button, not to the page, where Escape no longer reaches the menu."""
+    app = live()
+    with app.app.app_context():
+        for n in range(2):
+            push.upsert("hana", title=f"Order #{n} shipped")
+    open_page(browser, page, app, user="hana")
+    start_bell(page)
+    page.focus(".fp-bell-button")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    assert page.evaluate(FOCUSED) == "fp-link fp-mark-all"
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('.fp-mark-all').disabled")
+    assert page.evaluate(FOCUSED) == "fp-bell-button"
+    assert badge(page) == ""
+    page.keyboard.press("Escape")
+    assert page.is_hidden(".fp-panel")
+    assert page.evaluate(FOCUSED) == "fp-bell-button"
+
+
 def test_types_read_as_labels_and_an_items_time_reads_the_same_everywhere(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:

@@ -991,7 +991,11 @@
       state.count = Math.max(0, count);
       badge.textContent = state.count > 99 ? '99+' : String(state.count);
       badge.hidden = state.count === 0;
-      $('.fp-mark-all').disabled = state.count === 0;
+      // A button turned off loses the focus to the page, where Escape no longer
+      // reaches the menu: a keyboard user who had it goes back to the bell.
+      const markAll = $('.fp-mark-all');
+      if (state.count === 0 && document.activeElement === markAll) button.focus();
+      markAll.disabled = state.count === 0;
       button.setAttribute('aria-label', `${opts.title} (${state.count} unread)`);
     }
 
