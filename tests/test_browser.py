@@ -1035,6 +1035,32 @@ def test_mark_all_read_from_the_keyboard_leaves_the_focus_in_the_bell(
     assert page.evaluate(FOCUSED) == "fp-bell-button"
 
 
+def test_tabbing_out_of_the_menu_closes_it(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The keyboard's way out closes the menu, as a click elsewhere does; it does not
+    stay open over the page while the focus goes on through it."""
+    app = live()
+    with app.app.app_context():
+        push.upsert("ivy", title="Order #5 shipped")
+    open_page(browser, page, app, user="ivy")
+    page.eval_on_selector(
+        "header", "(h) => h.insertAdjacentHTML('beforeend', '<a id=\"after\" href=\"#\">Help</a>')"
+    )
+    start_bell(page)
+    page.focus(".fp-bell-button")
+    page.keyboard.press("Enter")
+    seen = []
+    while page.evaluate("document.activeElement.id") != "after":
+        assert len(seen) < 10, f"the focus never left the bell: {seen}"
+        assert page.is_visible(".fp-panel")  # open while the focus is in it
+        page.keyboard.press("Tab")
+        seen.append(page.evaluate(FOCUSED))
+    assert seen[:2] == ["fp-link fp-mark-all", "fp-entry"]
+    assert page.is_hidden(".fp-panel")
+    assert page.get_attribute(".fp-bell-button", "aria-expanded") == "false"
+
+
 def test_types_read_as_labels_and_an_items_time_reads_the_same_everywhere(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:

@@ -1260,6 +1260,11 @@
       if (!event.composedPath().includes(element)) close();
     }
     document.addEventListener('click', outside);
+    // Tabbing on past the menu closes it, as a click elsewhere does. (No element to
+    // go to: the window lost the focus, or a redrawn item did; the menu stays.)
+    element.addEventListener('focusout', (event) => {
+      if (event.relatedTarget && !element.contains(event.relatedTarget)) close();
+    });
 
     // After a reconnect or a gap in the events, what we show may be stale.
     // (a gap on another channel says nothing of the inbox)
