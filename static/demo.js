@@ -29,6 +29,7 @@
     note.setAttribute('role', kind === 'error' ? 'alert' : 'status');
     const words = document.createElement('span');
     words.textContent = text;
+    words.dir = 'auto'; // a title in Hebrew or Arabic reads right to left
     const close = document.createElement('button');
     close.type = 'button';
     close.className = 'toast-close';

@@ -492,8 +492,12 @@
     template(notify, place, options) {
       const item = el('div', `fp-item fp-type-${notify.type || 'info'}`);
       const text = el('div', 'fp-item-text');
-      text.appendChild(el('div', 'fp-item-title', notify.title));
-      if (notify.body) text.appendChild(el('div', 'fp-item-body', notify.body));
+      // each in the direction of its own words: Hebrew or Arabic reads right to left,
+      // with its punctuation at the end of the sentence, not the start
+      text.appendChild(Object.assign(el('div', 'fp-item-title', notify.title), { dir: 'auto' }));
+      if (notify.body) {
+        text.appendChild(Object.assign(el('div', 'fp-item-body', notify.body), { dir: 'auto' }));
+      }
       const bar = progressBar(notify.progress);
       if (bar) text.appendChild(bar);
       const meta = el('div', 'fp-item-meta');

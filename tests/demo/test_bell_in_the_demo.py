@@ -126,3 +126,43 @@ def test_a_long_word_stays_within_the_page(
         assert sheets == ["/push/static/flask-push.css", "/static/demo.css"]
     finally:
         page.close()
+
+
+#: the direction the browser lays each element's text out in
+DIRECTIONS = "(els) => els.map((e) => getComputedStyle(e).direction)"
+
+
+def test_right_to_left_text_reads_right_to_left(browser: Browser, shop: tuple[str, Any]) -> None:
+    """A title and body in Hebrew or Arabic are laid out right to left wherever they
+    show (the bell's menu and history, the toast, the notifications page), so their
+    punctuation ends the sentence instead of starting it; English stays left to right."""
+    base, app = shop
+    notify(app, "bob@example.com", "Order #7 shipped", "On its way.")
+    notify(app, "bob@example.com", "ההזמנה שלך בדרך!", "השליח יגיע בעוד 10 דקות.")
+    page = browser.context.new_page()
+    try:
+        page.goto(base + "/login")
+        page.fill("input[name=email]", "bob@example.com")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("form.stack button[type=submit]")
+        page.wait_for_selector(".fp-badge:not([hidden])")
+        page.click(".fp-bell-button")
+        texts = ".fp-panel .fp-item-title, .fp-panel .fp-item-body"
+        page.wait_for_selector(texts)
+        assert page.eval_on_selector_all(texts, DIRECTIONS) == ["rtl", "rtl", "ltr", "ltr"]
+        page.click(".fp-show-history")
+        texts = ".fp-history .fp-item-title, .fp-history .fp-item-body"
+        page.wait_for_selector(texts)
+        assert page.eval_on_selector_all(texts, DIRECTIONS) == ["rtl", "rtl", "ltr", "ltr"]
+        page.keyboard.press("Escape")
+
+        notify(app, "bob@example.com", "طلبك رقم 42 في الطريق!", "سيصل السائق قريبا.")
+        toast = page.wait_for_selector(".toast span")
+        assert toast.evaluate("(e) => getComputedStyle(e).direction") == "rtl"
+
+        page.goto(base + "/notifications")
+        texts = ".inbox-item strong, .inbox-item .grow > div:nth-child(2)"
+        page.wait_for_selector(texts)
+        assert page.eval_on_selector_all(texts, DIRECTIONS) == ["rtl"] * 4 + ["ltr"] * 2
+    finally:
+        page.close()
