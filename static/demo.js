@@ -161,6 +161,22 @@
     });
   });
 
+  // -- sign out: this browser's notifications were the shopper's -------------------------
+  // A browser may be shared: left on, her pushes (her order, her address) would keep
+  // showing here, and the next shopper to sign in would be told notifications are on
+  // for him. Sign-out ends them first; if that fails, she is signed out all the same.
+  const signOut = document.querySelector('.topbar form.who');
+  if (signOut && FP) {
+    signOut.addEventListener('submit', (event) => {
+      if (!localStorage.getItem('flask-push:subscription-id')) return; // none to end
+      event.preventDefault();
+      signOut.querySelector('button').disabled = true;
+      FP.unsubscribe()
+        .catch((err) => console.error('flask-push: notifications not turned off:', err))
+        .finally(() => signOut.submit()); // submit() fires no second submit event
+    });
+  }
+
   // -- the order page's live timeline --------------------------------------------------
   const order = document.querySelector('[data-order]');
   if (order) {

@@ -1,0 +1,70 @@
+"""One browser, two shoppers, in real Chromium: alice turns notifications on, signs
+out, and bob signs in on the same browser. Her pushes must not follow her order to
+his screen, and his page must not say notifications are on for him when they are
+hers.
+
+Needs Chromium at /usr/bin/chromium, dbus, and the ``playwright`` and ``dbus-next``
+packages; without them the test is skipped, except under ``CI=true``, where it fails.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flask_push.testing import FakePushService
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+pytest.importorskip("playwright.sync_api")
+pytest.importorskip("dbus_next")
+
+from served_demo import served_demo  # noqa: E402
+from test_walkthrough import DESKTOP, WEB_PUSH, log_in, subscriptions_of  # noqa: E402
+
+from browser_kit import Browser, chromium  # noqa: E402
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
+    with served_demo(tmp_path, monkeypatch, WEB_PUSH) as served:
+        yield served
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    with chromium(tmp_path / "chromium", viewport=DESKTOP) as session:
+        yield session
+
+
+def test_signing_out_ends_this_browsers_notifications(
+    server: tuple[str, Any], browser: Browser, push_fake_webpush: FakePushService
+) -> None:
+    from playwright.sync_api import expect
+
+    base, app = server
+    browser.make_subscription = lambda: push_fake_webpush.subscribe("the family laptop").info
+    browser.context.grant_permissions(["notifications"], origin=base)
+    page = log_in(browser.context.new_page(), base, "alice@example.com")
+    page.click("[data-enable-notifications]")
+    page.wait_for_selector("[data-enable-notifications].btn-done")
+    assert subscriptions_of(app, "alice@example.com") == 1
+
+    page.locator(".topbar").get_by_role("button", name="Sign out").click()
+    page.locator(".topbar").get_by_role("link", name="Sign in").wait_for()
+    # this browser no longer gets her pushes (her order's address, say)
+    assert subscriptions_of(app, "alice@example.com") == 0
+
+    # bob, next at this browser, is offered notifications: they are not on for him
+    log_in(page, base, "bob@example.com")
+    expect(page.locator("[data-enable-notifications]").first).to_have_text("Enable notifications")
+    page.locator("[data-enable-notifications]").first.click()
+    page.wait_for_selector("[data-enable-notifications].btn-done")
+    assert subscriptions_of(app, "bob@example.com") == 1
+    assert subscriptions_of(app, "alice@example.com") == 0
