@@ -1061,6 +1061,32 @@ def test_tabbing_out_of_the_menu_closes_it(
     assert page.get_attribute(".fp-bell-button", "aria-expanded") == "false"
 
 
+def test_a_screen_reader_hears_which_items_are_unread(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The unread dot is seen, not heard, unless it is named: the accessibility tree
+    says which items are unread, in the menu and the history."""
+    app = live()
+    with app.app.app_context():
+        read = push.upsert("lena", title="Order #8 delivered").id
+        push.upsert("lena", title="Order #9 shipped")
+        push.mark_read("lena", read)
+    open_page(browser, page, app, user="lena")
+    start_bell(page)
+    page.click(".fp-bell-button")
+    items = page.locator(".fp-panel li")
+    assert 'img "Unread"' in items.nth(0).aria_snapshot()
+    assert "Unread" not in items.nth(1).aria_snapshot()
+    page.click(".fp-show-history")
+    page.wait_for_selector(".fp-history .fp-item")
+    assert 'img "Unread"' in page.locator(".fp-history li").nth(0).aria_snapshot()
+    page.keyboard.press("Escape")
+    page.click(".fp-bell-button")
+    page.click(".fp-mark-all")
+    page.wait_for_function("document.querySelector('.fp-badge').hidden")
+    assert "Unread" not in items.nth(0).aria_snapshot()
+
+
 def test_types_read_as_labels_and_an_items_time_reads_the_same_everywhere(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:

@@ -506,7 +506,13 @@
       }
       if (notify.createdAt) meta.appendChild(timeOf(notify));
       text.appendChild(meta);
-      item.appendChild(el('span', notify.isNew ? 'fp-dot' : 'fp-dot fp-dot-read'));
+      const dot = el('span', notify.isNew ? 'fp-dot' : 'fp-dot fp-dot-read');
+      if (notify.isNew) {
+        // seen, and heard too: a screen reader says which items are unread
+        dot.setAttribute('role', 'img');
+        dot.setAttribute('aria-label', 'Unread');
+      }
+      item.appendChild(dot);
       item.appendChild(text);
       return item;
     },
