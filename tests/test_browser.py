@@ -849,6 +849,50 @@ def test_the_bell_says_what_it_could_not_do(
     assert badge(page) == "1"
 
 
+def test_an_item_that_could_not_be_marked_read_says_so_and_stays_unread(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """Offline, or refused: the item is not shown read while the server still has it
+    unread, the menu says why, and the keyboard focus stays on the item."""
+    app = live()
+    with app.app.app_context():
+        push.upsert("mia", title="Order #6 shipped")
+        news = push.upsert("mia", title="Opening hours for the holidays").id
+    open_page(browser, page, app, user="mia")
+    start_bell(page)
+    problem = "document.querySelector('.fp-panel .fp-problem')"
+    unread = "document.querySelectorAll('.fp-panel .fp-dot:not(.fp-dot-read)').length"
+
+    # offline: neither the mark nor a new listing gets through
+    page.route("**/push/notifications**", lambda route: route.abort("internetdisconnected"))
+    page.click(".fp-bell-button")
+    page.focus(f".fp-panel li[data-id='{news}']")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"{problem} !== null")
+    assert page.evaluate(f"{problem}.textContent").startswith("Could not mark it as read: ")
+    assert page.evaluate(unread) == 2
+    assert badge(page) == "2"
+    assert page.evaluate("document.activeElement.dataset.id") == news
+
+    # refused by the server: the listing shows what it has, and the menu says why
+    page.unroute("**/push/notifications**")
+    down = {"error": {"code": "database_unavailable", "message": "Try again shortly."}}
+    page.route(
+        "**/push/notifications/*/read",
+        lambda route: route.fulfill(
+            status=503, content_type="application/json", body=json.dumps(down)
+        ),
+    )
+    page.evaluate("window.bell.refresh()")  # nothing to say any more
+    page.focus(f".fp-panel li[data-id='{news}']")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"{problem} !== null")
+    said = page.evaluate(f"{problem}.textContent")
+    assert said == "Could not mark it as read: Try again shortly."
+    assert page.evaluate(unread) == 2
+    assert badge(page) == "2"
+
+
 def served_item(app: Live, user: str, item_id: str) -> dict[str, Any]:
     """The item as the API gives it to its owner."""
     client = app.app.test_client()

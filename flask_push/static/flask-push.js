@@ -1010,6 +1010,8 @@
     }
 
     function fill(list, items, place) {
+      // drawn again: the keyboard focus stays on the item it was on
+      const focused = list.contains(document.activeElement) && document.activeElement.dataset.id;
       list.textContent = '';
       if (!items.length) list.appendChild(el('li', 'fp-empty', 'Nothing here yet.'));
       for (const notify of items) {
@@ -1022,6 +1024,7 @@
           if (event.key === 'Enter') choose(notify, place, event);
         });
         list.appendChild(li);
+        if (notify.id === focused) li.focus();
       }
     }
 
@@ -1097,22 +1100,21 @@
         const result = await api('POST', path, {});
         if (result.updated !== 1) await refresh(); // it was read elsewhere meanwhile
       } catch (err) {
-        console.error(`flask-push: notification ${notify.id} was not marked read:`, err.message);
-        await refresh().catch(() => null); // show what the server has
+        // Show what the server has (unreachable: the item as it was), and say why.
+        await refresh().catch(() => {
+          setCount(state.count + 1);
+          showRead(notify.id, false);
+        });
+        failed('Could not mark it as read', err);
       }
     }
 
-    function showRead(id) {
+    function showRead(id, read = true) {
       for (const item of state.items.concat(state.history)) {
-        if (item.id === id) item.isNew = false;
+        if (item.id === id) item.isNew = !read;
       }
-      // the lists are drawn again: keep the keyboard focus on the item
-      const focused = document.activeElement;
-      const list = focused && focused.dataset.id === id ? focused.parentElement : null;
       renderMenu();
       renderHistory();
-      const again = list && [...list.children].find((li) => li.dataset.id === id);
-      if (again) again.focus();
     }
 
     function flash() {
