@@ -199,7 +199,10 @@
     }
     async function reload() {
       const response = await fetch(order.dataset.orderJson, { credentials: 'same-origin' });
-      if (response.ok) render(await response.json());
+      // signed out meanwhile (in another tab, say): the answer is the sign-in page, and
+      // the live connection no longer gets her order's changes
+      if (response.redirected) setLive('signed out: sign in to follow it live', false);
+      else if (response.ok) render(await response.json());
     }
     if (FP) {
       // the order's live activity (push.activity in demo/notify.py): each new state

@@ -156,3 +156,31 @@ def test_an_order_is_one_live_activity_on_the_phones(
     listed = alice.locator(".fp-history .fp-item", has_text=f"Order #{order_id}")
     listed.first.wait_for()
     assert listed.first.locator(".fp-item-meta").text_content().startswith("Order updates · ")
+
+
+def test_the_order_page_says_so_when_she_signed_out_elsewhere(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    """Signed out in another tab: when the order page's live connection comes back,
+    the server no longer knows her. The page says she is signed out, instead of
+    "reconnecting…" for ever over a state that no longer changes, and throws nothing."""
+    from playwright.sync_api import expect
+
+    base, _app = server
+    alice = sign_in(chromium, base, "alice@example.com")
+    thrown: list[str] = []
+    alice.on("pageerror", lambda err: thrown.append(str(err)))
+    alice.goto(base + "/products/avocados")
+    alice.click("text=Add to cart")
+    alice.click("text=Place order")
+    alice.wait_for_selector("[data-live].on")
+
+    other = alice.context.new_page()
+    other.goto(base + "/")
+    other.locator(".topbar").get_by_role("button", name="Sign out").click()
+    other.locator(".topbar").get_by_role("link", name="Sign in").wait_for()
+
+    # the connection drops (a network change, say) and comes back
+    alice.evaluate("FlaskPush.disconnect(); FlaskPush.connect()")
+    expect(alice.locator("[data-live]")).to_have_text("signed out: sign in to follow it live")
+    assert thrown == []
