@@ -124,9 +124,15 @@
     button.classList.add('btn-done');
   }
   const enableButtons = document.querySelectorAll('[data-enable-notifications]');
-  if (enableButtons.length && 'Notification' in window && Notification.permission === 'granted' &&
-      localStorage.getItem('flask-push:subscription-id')) {
-    enableButtons.forEach(markEnabled);
+  if (enableButtons.length && 'Notification' in window && 'serviceWorker' in navigator &&
+      Notification.permission === 'granted' && localStorage.getItem('flask-push:subscription-id')) {
+    // ...and while the browser still has the subscription: Chrome ends it when the
+    // site's notifications are blocked, and does not bring it back when they are
+    // allowed again, so then nothing arrives until she turns them on again
+    navigator.serviceWorker.getRegistration()
+      .then((registration) => registration && registration.pushManager.getSubscription())
+      .then((subscription) => subscription && enableButtons.forEach(markEnabled))
+      .catch(() => {}); // no answer: the button stays, and turning them on works
   }
   enableButtons.forEach((button) => {
     if (!('serviceWorker' in navigator && 'PushManager' in window)) {

@@ -1,0 +1,80 @@
+"""Notifications blocked, then allowed again, in the browser's site settings, in real
+Chromium. Chrome ends the site's push subscription when its notifications are
+blocked, and does not bring it back when they are allowed again: the page must then
+offer to turn them on, not say they are on while nothing can arrive.
+
+Here Chromium never holds a subscription of its own (``PushManager.subscribe()`` is
+answered with keys Python made, see ``browser_kit``), so after a reload its real
+``getSubscription()`` says what Chrome says once it has dropped one: there is none.
+
+Needs Chromium at /usr/bin/chromium, dbus, and the ``playwright`` and ``dbus-next``
+packages; without them the test is skipped, except under ``CI=true``, where it fails.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flask_push.testing import FakePushService
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+pytest.importorskip("playwright.sync_api")
+pytest.importorskip("dbus_next")
+
+from served_demo import served_demo  # noqa: E402
+from test_walkthrough import DESKTOP, WEB_PUSH, log_in, subscriptions_of  # noqa: E402
+
+from browser_kit import Browser, chromium  # noqa: E402
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
+    with served_demo(tmp_path, monkeypatch, WEB_PUSH) as served:
+        yield served
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    with chromium(tmp_path / "chromium", viewport=DESKTOP) as session:
+        yield session
+
+
+def test_allowed_again_without_a_subscription_offers_to_turn_them_on(
+    server: tuple[str, Any], browser: Browser, push_fake_webpush: FakePushService
+) -> None:
+    from playwright.sync_api import expect
+
+    base, app = server
+    browser.make_subscription = lambda: push_fake_webpush.subscribe("alice's laptop").info
+    browser.context.grant_permissions(["notifications"], origin=base)
+    page = log_in(browser.context.new_page(), base, "alice@example.com")
+    button = page.locator("[data-enable-notifications]").first
+    button.click()
+    expect(button).to_have_text("Notifications on")
+
+    # blocked in the site's settings, later allowed again: no subscription is left
+    browser.context.clear_permissions()
+    page.reload()
+    expect(button).to_have_text("Enable notifications")
+    browser.context.grant_permissions(["notifications"], origin=base)
+    page.reload()
+    page.wait_for_load_state("networkidle")
+    assert (
+        page.evaluate("navigator.serviceWorker.ready.then((r) => r.pushManager.getSubscription())")
+        is None
+    )
+    expect(button).to_have_text("Enable notifications")
+    assert button.is_enabled()
+
+    # so she turns them on again, and this browser has a subscription that works
+    button.click()
+    expect(button).to_have_text("Notifications on")
+    assert subscriptions_of(app, "alice@example.com") == 2  # the dropped one until a 410
