@@ -1131,6 +1131,35 @@ def test_a_screen_reader_hears_which_items_are_unread(
     assert "Unread" not in items.nth(0).aria_snapshot()
 
 
+def test_the_bell_button_promises_no_menu_it_does_not_have(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The panel is a list of links and buttons reached with Tab, not an ARIA menu
+    (arrow keys, menu items): the button must not tell a screen reader it opens a
+    menu. It says it shows and hides the panel, and which element that is."""
+    app = live()
+    open_page(browser, page, app, user="nora")
+    start_bell(page)
+    page.click(".fp-bell-button")  # (a hidden panel is not in the tree to point at)
+    cdp = browser.context.new_cdp_session(page)
+    try:
+        nodes = cdp.send("Accessibility.getFullAXTree")["nodes"]
+    finally:
+        cdp.detach()
+    [button] = [
+        n
+        for n in nodes
+        if n.get("role", {}).get("value") == "button"
+        and n.get("name", {}).get("value", "").startswith("Notifications (")
+    ]
+    properties = {p["name"]: p["value"] for p in button.get("properties", [])}
+    assert "hasPopup" not in properties
+    [controlled] = properties["controls"]["relatedNodes"]
+    panel = page.eval_on_selector(".fp-bell-button", "(b) => b.getAttribute('aria-controls')")
+    assert page.eval_on_selector(f"#{panel}", "(p) => p.classList.contains('fp-panel')")
+    assert controlled["idref"] == panel
+
+
 def test_types_read_as_labels_and_an_items_time_reads_the_same_everywhere(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:

@@ -923,7 +923,9 @@
 
   // The markup only: text (the host's title) is set through the DOM, never spliced in.
   const BELL_HTML =
-    `<button type="button" class="fp-bell-button" aria-haspopup="true" aria-expanded="false">` +
+    // a disclosure (aria-expanded, aria-controls), not aria-haspopup: that promises a
+    // menu, with arrow keys and menu items, which the panel is not
+    `<button type="button" class="fp-bell-button" aria-expanded="false">` +
     `${BELL_ICON}<span class="fp-badge" hidden></span></button>` +
     `<div class="fp-panel" hidden><div class="fp-head"><span class="fp-title"></span>` +
     `<button type="button" class="fp-link fp-mark-all">Mark all as read</button></div>` +
@@ -975,6 +977,8 @@
     const settings = $('.fp-settings');
     let settingsForm = null; // FlaskPush.preferences() in the settings dialog, once opened
     element.querySelectorAll('.fp-title').forEach((title) => (title.textContent = opts.title));
+    panel.id = uniqueId();
+    button.setAttribute('aria-controls', panel.id);
     history.setAttribute('aria-label', opts.title);
     const settingsTitle = settings.querySelector('.fp-dialog-title');
     settingsTitle.id = uniqueId();
