@@ -243,7 +243,8 @@
   }
 
   // -- notification settings: a shopper without a time zone gets her browser's ------------
-  const zoneSelect = document.querySelector('select[data-browser-zone]');
+  // (not over her own choice of none, which the page marks as refused)
+  const zoneSelect = document.querySelector('select[data-browser-zone]:not([aria-invalid=true])');
   if (zoneSelect && !zoneSelect.value) {
     const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
     if (zone && [...zoneSelect.options].some((o) => o.value === zone)) zoneSelect.value = zone;

@@ -105,6 +105,27 @@ def boxes(page: Any) -> dict[str, tuple[bool, bool]]:
     }
 
 
+def test_a_time_zone_refused_as_missing_is_not_filled_in_again(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    """She set the zone back to "Choose your time zone": the page that says "Choose
+    your time zone." beside it shows none chosen, not the browser's zone filled in
+    over her choice (which contradicts the sentence, and which Save would keep)."""
+    base, app = server
+    page = sign_in(chromium, base, "carol@example.com", timezone_id="Asia/Tokyo")
+    page.goto(base + "/settings/notifications")
+    zone = page.locator("select[name=time_zone]")
+    assert zone.input_value() == "Asia/Tokyo"  # offered: she has none yet
+    page.check("input[name=quiet][value=on]")
+    zone.select_option("")
+    page.click("text=Save settings")
+    error = page.locator("label.zone .field-error")
+    assert error.text_content() == "Choose your time zone."
+    page.wait_for_load_state("load")  # the page's script has run
+    assert zone.input_value() == ""
+    assert saved(app, "carol@example.com").quiet_hours is None
+
+
 @VIEWPORTS
 def test_the_settings_form_round_trip(
     server: tuple[str, Any], chromium: Any, viewport: dict[str, int]
