@@ -84,6 +84,26 @@
     bellElement.innerHTML = `<a class="bell-fallback" href="${bellElement.dataset.history}" aria-label="Notifications">🔔</a>`;
   }
 
+  // -- the notifications page lists what the bell shows, as it changes ------------------
+  // (a new one arrives, or the bell marks some read): the server draws it again, once
+  // for a burst of events
+  const inboxPage = document.querySelector('[data-inbox-page]');
+  if (inboxPage && FP) {
+    let queued = null;
+    const redraw = () => {
+      clearTimeout(queued);
+      queued = setTimeout(async () => {
+        const response = await fetch(location.href, { credentials: 'same-origin' }).catch(() => null);
+        if (!response || !response.ok || response.redirected) return; // as it is until then
+        const page = new DOMParser().parseFromString(await response.text(), 'text/html');
+        const fresh = page.querySelector('[data-inbox-page]');
+        if (fresh && fresh.innerHTML !== inboxPage.innerHTML) inboxPage.innerHTML = fresh.innerHTML;
+      }, 150);
+    };
+    document.addEventListener('new-notification-event', redraw);
+    FP.on('*', 'reconnect', redraw);
+  }
+
   // -- what scrolls sideways on a phone: the tabs, the staff's tables -----------------
   // A faded edge shows there is more; the current tab is scrolled into view.
   for (const strip of document.querySelectorAll('.mainnav, .table-wrap')) {

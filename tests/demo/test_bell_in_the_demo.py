@@ -166,3 +166,39 @@ def test_right_to_left_text_reads_right_to_left(browser: Browser, shop: tuple[st
         assert page.eval_on_selector_all(texts, DIRECTIONS) == ["rtl"] * 4 + ["ltr"] * 2
     finally:
         page.close()
+
+
+def test_the_notifications_page_follows_the_inbox_live(
+    browser: Browser, shop: tuple[str, Any]
+) -> None:
+    """The page lists what the bell above it shows: a notification that arrives is
+    listed, and what the bell marks read is shown read, without a reload."""
+    from playwright.sync_api import expect
+
+    base, app = shop
+    notify(app, "bob@example.com", "Order #7 shipped", "On its way.")
+    page = browser.context.new_page()
+    try:
+        page.goto(base + "/login")
+        page.fill("input[name=email]", "bob@example.com")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("form.stack button[type=submit]")
+        page.goto(base + "/notifications")
+        page.wait_for_selector(".fp-badge:not([hidden])")  # the bell's socket is joined
+        mark_all = page.locator("form button", has_text="Mark all read")
+        expect(mark_all).to_have_text("Mark all read (1)")
+
+        notify(app, "bob@example.com", "Your courier is nearby", "Two minutes away.")
+        expect(page.locator(".inbox-item strong")).to_have_text(
+            ["Your courier is nearby", "Order #7 shipped"]
+        )
+        expect(page.locator(".inbox-item.new")).to_have_count(2)
+        expect(mark_all).to_have_text("Mark all read (2)")
+
+        page.click(".fp-bell-button")
+        page.click(".fp-mark-all")
+        expect(page.locator(".inbox-item.new")).to_have_count(0)
+        expect(mark_all).to_have_text("Mark all read (0)")
+        expect(mark_all).to_be_disabled()
+    finally:
+        page.close()
