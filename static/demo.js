@@ -190,16 +190,20 @@
   // -- sign out: this browser's notifications were the shopper's -------------------------
   // A browser may be shared: left on, her pushes (her order, her address) would keep
   // showing here, and the next shopper to sign in would be told notifications are on
-  // for him. Sign-out ends them first; if that fails, she is signed out all the same.
+  // for him. Sign-out ends them first; if that fails, or the server has not answered
+  // within a few seconds, she is signed out all the same.
   const signOut = document.querySelector('.topbar form.who');
   if (signOut && FP) {
     signOut.addEventListener('submit', (event) => {
       if (!localStorage.getItem('flask-push:subscription-id')) return; // none to end
       event.preventDefault();
       signOut.querySelector('button').disabled = true;
-      FP.unsubscribe()
-        .catch((err) => console.error('flask-push: notifications not turned off:', err))
-        .finally(() => signOut.submit()); // submit() fires no second submit event
+      const ended = FP.unsubscribe().catch((err) =>
+        console.error('flask-push: notifications not turned off:', err)
+      );
+      const waited = new Promise((resolve) => setTimeout(resolve, 4000));
+      // submit() fires no second submit event
+      Promise.race([ended, waited]).then(() => signOut.submit());
     });
   }
 

@@ -68,3 +68,22 @@ def test_signing_out_ends_this_browsers_notifications(
     page.wait_for_selector("[data-enable-notifications].btn-done")
     assert subscriptions_of(app, "bob@example.com") == 1
     assert subscriptions_of(app, "alice@example.com") == 0
+
+
+def test_signing_out_does_not_wait_on_a_server_that_never_answers(
+    server: tuple[str, Any], browser: Browser, push_fake_webpush: FakePushService
+) -> None:
+    """Ending the subscription first must not hold the shopper in: when the server
+    does not answer, she is signed out after a few seconds all the same."""
+    base, _app = server
+    browser.make_subscription = lambda: push_fake_webpush.subscribe("a hanging laptop").info
+    browser.context.grant_permissions(["notifications"], origin=base)
+    page = log_in(browser.context.new_page(), base, "alice@example.com")
+    page.click("[data-enable-notifications]")
+    page.wait_for_selector("[data-enable-notifications].btn-done")
+    held: list[Any] = []
+    # the unsubscribe is held, never answered
+    page.route("**/push/subscriptions/*", lambda route: held.append(route))
+    page.locator(".topbar").get_by_role("button", name="Sign out").click()
+    page.locator(".topbar").get_by_role("link", name="Sign in").wait_for(timeout=15_000)
+    assert held, "the sign-out did not try to end the subscription"
