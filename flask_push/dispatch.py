@@ -473,8 +473,7 @@ class Dispatcher:
         self._loop = contextvars.Context().run(asyncio.new_event_loop)
         #: claims, lease renewals and outcomes, one at a time, off the loop
         self._db = _DatabaseThread()
-        # not at exit, where the thread queue stops its workers itself (queues._stop_all)
-        weakref.finalize(self, _let_go, self._loop, self._db._jobs).atexit = False
+        weakref.finalize(self, _let_go, self._loop, self._db._jobs)
         self._providers: dict[str, Provider] | None = None
         #: the providers stored by /providers that deliver to installations of their
         #: app id: (kind, app id) -> (when it last changed, the provider, or why it
