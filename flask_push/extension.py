@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,21 +67,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: (which a cross-site form cannot send, and a cross-site script only after a CORS
 #: preflight), the console checks a token of its own, and the service worker's is GET
 _OWN_BLUEPRINTS = ("push", "push_console", "push_sw")
-
-#: the apps flask-push was set up on in this process (weakly), each with the mark of
-#: when: the pytest plugin shuts down those a test made as the test ends
-_apps: weakref.WeakKeyDictionary[Flask, int] = weakref.WeakKeyDictionary()
-_marks = itertools.count()
-
-
-def app_mark() -> int:
-    """A mark that :func:`apps_since` takes: the apps set up after it."""
-    return next(_marks)
-
-
-def apps_since(mark: int) -> list[Flask]:
-    """The apps still alive that flask-push was set up on after ``mark``."""
-    return [app for app, made in list(_apps.items()) if made > mark]
 
 
 def _check_room(app: Flask, settings: PushSettings) -> None:
@@ -350,7 +333,6 @@ class Push:
         from .cli import push_cli
 
         state = app.extensions["push"] = PushState(push=self, settings=settings)
-        _apps[app] = next(_marks)
         if settings.metrics:
             from .metrics import Metrics  # prometheus_client is an optional dependency
 

@@ -11,9 +11,7 @@ flask-push is installed has them, with no fixture code to write:
   (``push_fakes.webpush(tls=True)``, ``push_fakes.apns(delay=0.1)``...); those
   that serve TLS are trusted too.
 
-Each fake is stopped when the test ends, after flask-push is shut down on the apps
-made during the test (their worker threads and connections, which would otherwise
-keep each app alive after its test). Its ``app_config()`` gives the ``PUSH_*``
+Each fake is stopped when the test ends. Its ``app_config()`` gives the ``PUSH_*``
 keys that aim an app at it; pass them to the app factory, before ``init_app``. The
 fakes need the ``testing`` extra (``pip install '../flask-push[testing]'``), imported
 only when a fixture is used, so this plugin costs nothing to sessions that do not.
@@ -52,11 +50,7 @@ class PushFakes:
     """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from .extension import app_mark
-
         self._monkeypatch = monkeypatch
-        #: the apps set up after this are the test's own: shut down by stop()
-        self._mark = app_mark()
         self._started: list[FakeService[Any]] = []
         #: the certificates trusted in this test (PEM), and where their bundles go
         self._trusted: list[str] = []
@@ -112,15 +106,7 @@ class PushFakes:
         self._monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
 
     def stop(self) -> None:
-        """Shut down flask-push on each app set up since this object was made (the
-        test's own: its worker thread and connections, or they outlive the test, with
-        the app), then stop every fake started here, the newest first (stopping twice
-        is harmless)."""
-        from .extension import apps_since
-
-        for app in apps_since(self._mark):
-            with app.app_context():
-                app.extensions["push"].shutdown()
+        """Stop every fake started here, the newest first (stopping twice is harmless)."""
         while self._started:
             self._started.pop().stop()
         if self._bundles is not None:

@@ -141,36 +141,3 @@ def test_app_config_aims_an_app_at_all_three(
     assert browser.wait(1)[0].json()["title"] == "Order #42"
     assert push_fake_fcm.wait(1)[0].notification == {"title": "Order #42"}
     assert push_fake_apns.wait(1)[0].aps["alert"]["title"] == "Order #42"
-
-
-def test_apps_a_test_made_are_shut_down_when_its_fakes_stop(
-    make_app: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An app per test aimed at the fakes, with the default thread queue (the README's
-    test_slow.py): each test left its app's worker thread running, with the app, its
-    engine and their connections. A suite of such tests on PostgreSQL ran out of
-    connections. The fixtures now shut down the apps made during the test, first."""
-    earlier: Flask = make_app()  # made before the test's fakes: left alone
-    with earlier.app_context():
-        push.state.get_inline()
-    fakes = PushFakes(monkeypatch)
-    service = fakes.webpush()
-    app: Flask = make_app(**service.app_config())
-    browser = service.subscribe()
-    with app.app_context():
-        db.session.add(
-            push.models.Subscription(
-                endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
-                user_id="alice", topics=[],
-            )
-        )  # fmt: skip
-        db.session.commit()
-        push.send(users=["alice"], title="Back in stock")
-    assert browser.wait(1)[0].json()["title"] == "Back in stock"
-    worker = app.extensions["push"].worker
-    assert worker is not None and worker.alive
-
-    fakes.stop()
-    assert not worker.alive
-    assert app.extensions["push"].worker is None
-    assert earlier.extensions["push"].inline is not None
