@@ -19,7 +19,6 @@ written once it is back.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import math
@@ -29,7 +28,6 @@ import random
 import socket
 import threading
 import time
-import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
@@ -377,39 +375,21 @@ class _DatabaseThread:
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            self._do(*job)
-            # A job is a closure over its dispatcher, and so over the app: waiting
-            # for the next one must not keep them (an app a test made and let go,
-            # with its engine and a pooled connection).
-            del job
-
-    @staticmethod
-    def _do(
-        loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], work: Callable[[], Any]
-    ) -> None:
-        try:
-            result, error = work(), None
-        except BaseException as err:  # noqa: BLE001 - handed to the awaiting task
-            result, error = None, err
-        try:
-            loop.call_soon_threadsafe(_resolve, future, result, error)
-        except RuntimeError:
-            # The loop closed under it (a stop() that gave up waiting for this
-            # job): nobody waits for the result, but a failure is still said.
-            if error is not None:
-                logger.warning(
-                    "flask-push: database work failed after its dispatcher closed: %s",
-                    error,
-                )
-
-
-def _let_go(loop: asyncio.AbstractEventLoop, jobs: queue.SimpleQueue[Any]) -> None:
-    """A dispatcher dropped without :meth:`Dispatcher.close` (its app let go): its
-    database thread ends and its loop closes. Nothing may wait here: the garbage
-    collector may run it on that thread."""
-    jobs.put(None)
-    if not loop.is_running() and not loop.is_closed():
-        loop.close()
+            loop, future, work = job
+            try:
+                result, error = work(), None
+            except BaseException as err:  # noqa: BLE001 - handed to the awaiting task
+                result, error = None, err
+            try:
+                loop.call_soon_threadsafe(_resolve, future, result, error)
+            except RuntimeError:
+                # The loop closed under it (a stop() that gave up waiting for this
+                # job): nobody waits for the result, but a failure is still said.
+                if error is not None:
+                    logger.warning(
+                        "flask-push: database work failed after its dispatcher closed: %s",
+                        error,
+                    )
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -467,13 +447,9 @@ class Dispatcher:
         self._clicks = click_serializer(secret) if secret else None
         #: the pushes carry click tokens (signed with the app's ``SECRET_KEY``)
         self.signs_clicks = self._clicks is not None
-        # made in an empty context: the callbacks it keeps (its self-pipe reader)
-        # would hold the caller's, and with it the app context and the app, which
-        # must be free to go when the app is let go (see _let_go)
-        self._loop = contextvars.Context().run(asyncio.new_event_loop)
+        self._loop = asyncio.new_event_loop()
         #: claims, lease renewals and outcomes, one at a time, off the loop
         self._db = _DatabaseThread()
-        weakref.finalize(self, _let_go, self._loop, self._db._jobs)
         self._providers: dict[str, Provider] | None = None
         #: the providers stored by /providers that deliver to installations of their
         #: app id: (kind, app id) -> (when it last changed, the provider, or why it
