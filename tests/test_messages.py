@@ -479,6 +479,30 @@ def test_clicks(app: Flask, client: Any) -> None:
     assert error(client.post(url, json={"token": "x"}), 400)["code"] == "unknown_field"
 
 
+def test_a_click_marks_its_inbox_item_read(app: Flask, client: Any) -> None:
+    """She opened the notification: its item in the bell is read too, for her alone
+    (bob's item of the same message stays new). A message without an item is counted
+    as before."""
+    setup_subscriptions(app)
+    with app.app_context(), push.record() as outbox:
+        id = push.send(users=["alice", "bob"], title="Your order is here", inbox=True).id
+        plain = push.send(users=["alice"], title="No item").id
+    with app.app_context():
+        d = push.models.Delivery
+        alices = db.session.scalars(sa.select(d.id).where(d.message_id == id, d.user_id == "alice"))
+        mine = {str(delivery) for delivery in alices}
+        assert push.search("alice").to_json()["newCount"] == 1
+    token = next(p.click_token for p in outbox if p.delivery_id in mine)
+    assert client.post(f"/push/messages/{id}/clicks", json={"clickToken": token}).status_code == 204
+    with app.app_context():
+        assert push.search("alice").to_json()["newCount"] == 0
+        assert push.search("bob").to_json()["newCount"] == 1
+    (other,) = [p for p in outbox if p.message_id == plain and p.click_token][:1]
+    url = f"/push/messages/{plain}/clicks"
+    assert client.post(url, json={"clickToken": other.click_token}).status_code == 204
+    assert clicked(app, plain) == 1
+
+
 def test_click_on_a_deleted_message_is_404(app: Flask, client: Any) -> None:
     setup_subscriptions(app)
     id, tokens = sent_with_tokens(app, client, {"users": ["alice"]})

@@ -298,7 +298,7 @@ def _forbidden() -> ApiError:
     "the app has no SECRET_KEY. Every valid click is counted.",
     id_description=_ONE,
     body=MessageClick,
-    answers={204: Answer("Counted.")},
+    answers={204: Answer("Counted, and the user's inbox item of the message is read.")},
     errors=(403, 404),
 )
 def click(id: str) -> ResponseReturnValue:
@@ -318,12 +318,16 @@ def click(id: str) -> ResponseReturnValue:
     ext = push()
     session = ext.db.session
     message, delivery = ext.models.Message, ext.models.Delivery
-    if session.get(message, id) is None:
+    row = session.get(message, id)
+    if row is None:
         not_found("message")
+    item_id = row.activity_id or row.id  # its inbox item's id (an activity's is its own)
     now = utcnow()
-    events = session.scalar(
-        sa.select(delivery.events).where(delivery.id == found[0], delivery.message_id == id)
-    )
+    events, user_id = session.execute(
+        sa.select(delivery.events, delivery.user_id).where(
+            delivery.id == found[0], delivery.message_id == id
+        )
+    ).one_or_none() or (None, None)
     clicked = outcomes.event("clicked", now, outcomes.detail("clicked", at=now))
     first = session.execute(
         sa.update(delivery)
@@ -335,4 +339,8 @@ def click(id: str) -> ResponseReturnValue:
             sa.update(message).where(message.id == id).values(clicked=message.clicked + 1)
         )
     session.commit()
+    if first.rowcount and user_id is not None:  # type: ignore[attr-defined]
+        # She opened it: its inbox item is read, in the bell and on every open page
+        # (none, when the message wrote no item for her).
+        ext.mark_read(user_id, item_id)
     return "", 204
