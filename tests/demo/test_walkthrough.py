@@ -20,6 +20,7 @@ except under ``CI=true``, where it fails.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,17 +235,23 @@ def walk(
     assert note["id"] == first["id"]  # the desktop replaced the first one
     [showing] = shown(alice)
     assert (showing["title"], showing["tag"]) == (f"Order #{order_id}: Confirmed", activity)
+    unread = unread_of(app, "alice@example.com")
+    assert unread > 0  # her order's updates: her bell shows a count
     with persistent.context.expect_page() as opened:
         persistent.notifications.click(note["id"])  # a trusted click, from the desktop
     tapped = opened.value
     tapped.wait_for_url(order_url)
     tapped.wait_for_selector("[data-order-status]")
     tapped.close()
+    # she opened her order from it: its item in her bell is read (the click's report)
+    deadline = time.monotonic() + 10
+    while unread_of(app, "alice@example.com") != unread - 1:
+        assert time.monotonic() < deadline, "the click did not mark the order's item read"
+        time.sleep(0.05)
 
     # a share reaches bob's bell, live; alice's own bell does not count it
     bob.goto(base + "/")
     before = unread_of(app, "alice@example.com")
-    assert before > 0  # her order's updates: her bell shows a count
     alice.goto(base + "/offers/berry-weekend")
     alice.click("[data-test=share]")
     bob.wait_for_function("document.querySelector('.fp-badge').textContent === '1'")
