@@ -8,7 +8,7 @@ in are changed, so a worker's outcome written meanwhile is never overwritten.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,14 +35,16 @@ def cancel(session: Any, models: Models, message_id: str) -> int:
     scheduled_inbox.drop(session, models, message_id)
     now = utcnow()
     event = outcomes.event("cancelled", now, outcomes.detail("cancelled", at=now))
-    return _rewrite(
-        session,
-        models,
-        message_id,
-        "queued",
-        {"status": "cancelled", "reason": "cancelled", "lease_until": None, "updated_at": now},
-        event,
+    update = _update(
+        models, "queued", status="cancelled", reason="cancelled", lease_until=None, updated_at=now
     )
+    done = 0
+    for rows in _chunks(session, models, message_id, "queued"):
+        session.execute(
+            update, [{"b_id": row.id, "b_events": [*(row.events or ()), event]} for row in rows]
+        )
+        done += len(rows)
+    return done
 
 
 def retry_failed(
@@ -79,48 +81,34 @@ def retry_failed(
     )
     retried = outcomes.event("retry", now, said, operator=True)
     category = categories.get(message.category) if message.category else None
-    ruled = category is not None and not category.required
-    table = d.__table__
-    update = (
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("b_id"), table.c.status == "failed")
-        .values(
-            status=sa.bindparam("b_status"),
-            reason=sa.bindparam("b_reason"),
-            due_at=sa.bindparam("b_due_at"),
-            error=sa.bindparam("b_error"),
-            lease_until=None,
-            attempts=0,
-            updated_at=now,
-            events=sa.bindparam("b_events", type_=table.c.events.type),
-        )
+    # the category whose choices are the users' (a required one ignores them)
+    ruled = category if category is not None and not category.required else None
+    update = _update(
+        models,
+        "failed",
+        status=sa.bindparam("b_status"),
+        reason=sa.bindparam("b_reason"),
+        due_at=sa.bindparam("b_due_at"),
+        error=sa.bindparam("b_error"),
+        lease_until=None,
+        attempts=0,
+        updated_at=now,
     )
-    columns = (d.id, d.events, d.kind, d.subscription_id, d.installation_id, d.user_id)
-    queued, after = 0, 0
-    while True:
-        rows = session.execute(
-            sa.select(*columns, d.expires_at)
-            .where(d.message_id == message_id, d.status == "failed", d.id > after)
-            .order_by(d.id)
-            .limit(CHUNK)
-        ).all()
-        if not rows:
-            return queued, ended
+    columns = (d.kind, d.subscription_id, d.installation_id, d.user_id, d.expires_at)
+    queued = 0
+    for rows in _chunks(session, models, message_id, "failed", *columns):
         stored = (
             stored_for(session, models, {row.user_id for row in rows if row.user_id})
-            if ruled
+            if ruled is not None
             else {}
         )
         changes = []
         for row in rows:
             decision = None
-            if ruled:
-                assert category is not None
+            if ruled is not None:
                 target = Target(row.kind, row.subscription_id, row.installation_id, row.user_id)
                 mine = stored.get(row.user_id, Stored()) if row.user_id else Stored()
-                decision = policy.decide(
-                    category, target, mine, due, row.expires_at, now, [retried]
-                )
+                decision = policy.decide(ruled, target, mine, due, row.expires_at, now, [retried])
             if decision is None:
                 decision = policy.Decision("queued", "operator_retry", due, [retried])
             if decision.tried:
@@ -138,35 +126,37 @@ def retry_failed(
                 }
             )
         session.execute(update, changes)
-        after = rows[-1].id
+    return queued, ended
 
 
-def _rewrite(
-    session: Any,
-    models: Models,
-    message_id: str,
-    status: str,
-    values: dict[str, Any],
-    event: dict[str, Any],
-) -> int:
+def _update(models: Models, was: str, **values: Any) -> sa.Update:
+    """The executemany UPDATE of one delivery (``b_id``) still in status ``was``:
+    ``values``, and its timeline (``b_events``)."""
     d = models.Delivery.__table__
-    update = (
+    return (
         sa.update(d)
-        .where(d.c.id == sa.bindparam("b_id"), d.c.status == status)
+        .where(d.c.id == sa.bindparam("b_id"), d.c.status == was)
         .values(**values, events=sa.bindparam("b_events", type_=d.c.events.type))
     )
-    done, after = 0, 0
+
+
+def _chunks(
+    session: Any, models: Models, message_id: str, status: str, *columns: Any
+) -> Iterator[Sequence[Any]]:
+    """The deliveries of ``message_id`` in ``status`` (their ``id``, ``events`` and
+    ``columns``), :data:`CHUNK` at a time in the order of their ids, the order every
+    other writer of these rows takes. Each chunk is read after the caller rewrote
+    the one before."""
+    d = models.Delivery
+    after = 0
     while True:
         rows = session.execute(
-            sa.select(d.c.id, d.c.events)
-            .where(d.c.message_id == message_id, d.c.status == status, d.c.id > after)
-            .order_by(d.c.id)
+            sa.select(d.id, d.events, *columns)
+            .where(d.message_id == message_id, d.status == status, d.id > after)
+            .order_by(d.id)
             .limit(CHUNK)
         ).all()
         if not rows:
-            return done
-        session.execute(
-            update, [{"b_id": id, "b_events": [*(events or ()), event]} for id, events in rows]
-        )
-        done += len(rows)
-        after = rows[-1][0]
+            return
+        yield rows
+        after = rows[-1].id
