@@ -74,8 +74,9 @@ def _check_room(app: Flask, settings: PushSettings) -> None:
     takes a name or URL flask-push needs: Flask would refuse the blueprint with an
     error about its ``name=`` (which flask-push's callers cannot change) and leave the
     app half set up, and a route would hide the service worker without a word."""
-    mine = ("push", "push_sw", *(("push_console",) if settings.console else ()))
-    for name in mine:
+    for name in _OWN_BLUEPRINTS:
+        if name == "push_console" and not settings.console:
+            continue  # not registered
         if name in app.blueprints:
             raise PushConfigError(
                 f"This app already has a blueprint named {name!r}, a name flask-push "

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import outcomes
 from ..labels import label_of
 from ..models import Models, utcnow
 from ..providers import kinds
@@ -114,21 +115,22 @@ def dead_today(
     return total, shown[:DEAD_SHOWN]
 
 
-def held_back(session: Any, models: Models, message_id: str, counts: dict[str, int]) -> int:
-    """How many of a message's targets the users' choices held back: ``suppressed``
-    (a channel turned off, a daily cap), and ``expired`` because their quiet hours
-    outlast its time to live; none of them is in its ``recipient_count``."""
+def held_back(session: Any, models: Models, message_id: str) -> int:
+    """How many of a message's targets the users' choices ended unsent: the policy's
+    reasons (:data:`~flask_push.outcomes.POLICY_REASONS`) on a delivery no longer
+    queued (``suppressed``, or ``expired`` because quiet hours outlast its time to
+    live). None of them is in its ``recipient_count``."""
     d = models.Delivery
-    outlasted = session.scalar(
+    ended = session.scalar(
         sa.select(sa.func.count())
         .select_from(d)
         .where(
             d.message_id == message_id,
-            d.status == "expired",
-            d.reason == "quiet_hours_expired",
+            d.status != "queued",
+            d.reason.in_(outcomes.POLICY_REASONS),
         )
     )
-    return counts.get("suppressed", 0) + (outlasted or 0)
+    return int(ended or 0)
 
 
 def messages_page(session: Any, models: Models, skip: int, take: int) -> tuple[int, list[Any]]:

@@ -169,7 +169,7 @@ def message(id: str) -> ResponseReturnValue:
         filter=status,
         done=request.args.get("done"),
         category_label=_category_label(row.category),
-        held_back=data.held_back(session, push.models, id, counts),
+        held_back=data.held_back(session, push.models, id),
         no_delivery=explain.NO_DELIVERY,
     )
 
