@@ -232,17 +232,26 @@ def test_a_stored_providers_failure_names_the_settings_it_sent_with(
     assert "PUSH_APNS" not in entry["detail"]
 
 
+def al_with_a_phone(
+    make_app: Callable[..., Flask], fake: FakeFCM, **config: Any
+) -> tuple[Flask, Any]:
+    """An app aimed at ``fake`` (FCM configured nowhere) and its client, with al's
+    phone of the app ``shop`` installed: no provider reaches it until one is stored."""
+    app = make_app(
+        PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_FCM_BASE_URL=fake.base_url, **config
+    )
+    client = app.test_client()
+    install(client, "shop", SHOP_TOKEN)
+    return app, client
+
+
 def test_retrying_what_failed_keeps_a_scheduled_messages_send_time(
     make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
 ) -> None:
     """A message for tomorrow fails at once on a device no provider reaches; the
     operator stores one and retries what failed, as the detail says: the device
     gets it tomorrow, with everyone else, not now."""
-    app = make_app(
-        PUSH_QUEUE="inline", PUSH_SUPPRESS_SEND=False, PUSH_FCM_BASE_URL=push_fake_fcm.base_url
-    )
-    client = app.test_client()
-    install(client, "shop", SHOP_TOKEN)
+    app, client = al_with_a_phone(make_app, push_fake_fcm)
     send_at = later()
     with app.app_context():
         message = push.send(users=["al"], title="Tomorrow's sale", send_at=send_at)
@@ -267,14 +276,7 @@ def test_retrying_what_failed_keeps_the_users_quiet_hours(
     """An offer reaches her phone during her quiet hours and fails at once: no
     provider yet. The operator stores one and retries what failed: the phone is
     held to the end of her quiet hours, as it would have been, not woken now."""
-    app = make_app(
-        PUSH_QUEUE="inline",
-        PUSH_SUPPRESS_SEND=False,
-        PUSH_FCM_BASE_URL=push_fake_fcm.base_url,
-        PUSH_CATEGORIES=OFFERS,
-    )
-    client = app.test_client()
-    install(client, "shop", SHOP_TOKEN)
+    app, client = al_with_a_phone(make_app, push_fake_fcm, PUSH_CATEGORIES=OFFERS)
     with app.app_context():
         quiet_now("al")
         id = push.send(users=["al"], title="Half price", category="offers").id
@@ -297,14 +299,7 @@ def test_retrying_what_failed_keeps_a_category_the_user_turned_off_since(
 ) -> None:
     """She turned offers off on her phone after the offer failed there: a retry ends
     it suppressed (opted_out), as a send would, and nothing reaches the phone."""
-    app = make_app(
-        PUSH_QUEUE="inline",
-        PUSH_SUPPRESS_SEND=False,
-        PUSH_FCM_BASE_URL=push_fake_fcm.base_url,
-        PUSH_CATEGORIES=OFFERS,
-    )
-    client = app.test_client()
-    install(client, "shop", SHOP_TOKEN)
+    app, client = al_with_a_phone(make_app, push_fake_fcm, PUSH_CATEGORIES=OFFERS)
     with app.app_context():
         id = push.send(users=["al"], title="Half price", category="offers").id
         push.set_preferences("al", categories={"offers": {"mobile": False}})
@@ -325,14 +320,8 @@ def test_a_cancelled_message_is_not_sent_by_retrying_what_failed(
     """The operator cancels a message for tomorrow; its device without a provider had
     failed as it was queued. Storing a provider and retrying what failed (the button
     and the detail both offer it) must not send what was cancelled."""
-    app = make_app(
-        SECRET_KEY="test-secret",  # for the console
-        PUSH_QUEUE="inline",
-        PUSH_SUPPRESS_SEND=False,
-        PUSH_FCM_BASE_URL=push_fake_fcm.base_url,
-    )
-    client = app.test_client()
-    install(client, "shop", SHOP_TOKEN)
+    # a SECRET_KEY, for the console
+    app, client = al_with_a_phone(make_app, push_fake_fcm, SECRET_KEY="test-secret")
     with app.app_context():
         add_subscription("al")  # her browser: queued for tomorrow
         message = push.send(users=["al"], title="Tomorrow's sale", send_at=later())
