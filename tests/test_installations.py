@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -305,3 +306,35 @@ def test_an_installation_given_to_another_user_starts_over_too(app, client):
         token = push.models.ActivityToken
         tokens = sa.select(token).where(token.installation_id == his["id"])
         assert db.session.scalars(tokens).all() == []
+
+
+def test_a_device_registered_twice_at_once_is_one_installation(app, client):
+    """The app posts its token twice at once (a launch and a token refresh): the
+    second to insert finds the first's row made since it looked, and updates it
+    instead of answering 409."""
+    raced, started = [], []
+
+    def other_request_first(session, flush_context, instances):
+        # between this request's look for the device and its insert, the other
+        # request (a thread, and so an app context and a session, of its own) makes it
+        if started or not any(isinstance(row, push.models.Installation) for row in session.new):
+            return
+        started.append(True)
+        other = threading.Thread(
+            target=lambda: raced.append(
+                client.post("/push/installations", headers=as_user("alice"), json=ios(badge=1))
+            )
+        )
+        other.start()
+        other.join()
+
+    sa.event.listen(sa.orm.Session, "before_flush", other_request_first)
+    try:
+        response = client.post("/push/installations", headers=as_user("alice"), json=ios(badge=2))
+    finally:
+        sa.event.remove(sa.orm.Session, "before_flush", other_request_first)
+    assert [r.status_code for r in raced] == [201]
+    assert response.status_code == 200, response.json
+    assert response.json["id"] == raced[0].json["id"]
+    assert response.json["badge"] == 2
+    assert count_installations(app) == 1

@@ -83,6 +83,19 @@ def register_installation() -> ResponseReturnValue:
     """Register a device; a known (appId, deviceToken) is updated and re-bound."""
     caller = user_or_admin()
     given = parse_body(InstallationCreate)
+    try:
+        installation, created = _register(given, caller)
+    except sa.exc.IntegrityError:
+        # The app registered the device twice at once (a launch and a token refresh):
+        # the other request made the row between our look and our insert. This one
+        # comes second, so it updates that row, as it would have a moment later.
+        push().db.session.rollback()
+        installation, created = _register(given, caller)
+    return Installation.model_validate(installation).to_json(), 201 if created else 200
+
+
+def _register(given: InstallationCreate, caller: str | None) -> tuple[Any, bool]:
+    """Write the device's installation and commit: the row and whether it is new."""
     values = _values(given)
     values.update(
         device_token=given.device_token,
@@ -112,7 +125,7 @@ def register_installation() -> ResponseReturnValue:
         setattr(installation, name, value)
     installation.revive()
     commit_keeping(session, installation)
-    return Installation.model_validate(installation).to_json(), 201 if created else 200
+    return installation, created
 
 
 def _start_over(installation: Any, values: dict[str, Any]) -> dict[str, Any]:
