@@ -27,6 +27,8 @@ from flask_push.testing.webpush import FakePushService, FakeSubscriber
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
+from playwright.sync_api import expect  # noqa: E402
+
 from browser_kit import (  # noqa: E402
     PAGE,
     SENDING,
@@ -398,7 +400,7 @@ def test_the_bell_follows_the_inbox_live(
     page.wait_for_function("document.querySelector('.fp-badge').textContent === '2'")
 
     with app.app.app_context():
-        push.upsert(
+        export = push.upsert(
             "carol",
             notify_type="export",
             title="Orders export",
@@ -409,6 +411,13 @@ def test_the_bell_follows_the_inbox_live(
     page.wait_for_function(
         "document.querySelector('.fp-bell-button').classList.contains('fp-flash')"
     )
+    # and a screen reader says so, politely, with the menu closed
+    spoken = page.locator(".fp-bell [role=status].fp-announce")
+    expect(spoken).to_have_text("New notification: Orders export")
+    assert spoken.bounding_box()["width"] <= 1  # heard, not seen
+    with app.app.app_context():
+        push.upsert("carol", export.id, body="80% done", progress={"total": 100, "processed": 80})
+    expect(spoken).to_have_text("Updated notification: Orders export")
 
     page.click(".fp-bell-button")
     titles = page.locator(".fp-panel .fp-item-title").all_inner_texts()

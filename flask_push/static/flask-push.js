@@ -927,6 +927,9 @@
     // menu, with arrow keys and menu items, which the panel is not
     `<button type="button" class="fp-bell-button" aria-expanded="false">` +
     `${BELL_ICON}<span class="fp-badge" hidden></span></button>` +
+    // read out by screen readers when a new item arrives live (polite: after what
+    // the user is doing); outside the panel, so it speaks while the menu is closed
+    `<span class="fp-announce" role="status"></span>` +
     `<div class="fp-panel" hidden><div class="fp-head"><span class="fp-title"></span>` +
     `<button type="button" class="fp-link fp-mark-all">Mark all as read</button></div>` +
     `<ul class="fp-list"></ul><div class="fp-foot">` +
@@ -1121,6 +1124,16 @@
       renderHistory();
     }
 
+    // The same words twice in a row are still news: the region is emptied and filled
+    // a moment later, so that screen readers see a change and read it out again.
+    const spoken = $('.fp-announce');
+    let speaking = null;
+    function announce(text) {
+      spoken.textContent = '';
+      clearTimeout(speaking);
+      speaking = setTimeout(() => (spoken.textContent = text), 100);
+    }
+
     function flash() {
       button.classList.remove('fp-flash');
       void button.offsetWidth; // restart the animation
@@ -1148,13 +1161,17 @@
         // an item it has already is updated where it is (a live activity's next
         // state); a new one goes where the listing (newest first) has it, and the
         // menu keeps only its latest, so a tab left open all day holds no more
+        const known = state.items.some((item) => item.id === data.id);
         state.items = upsertItem(state.items, data).slice(0, opts.take);
         renderMenu();
         if (history.open) {
           state.history = upsertItem(state.history, data);
           renderHistory();
         }
-        if (data.isNew) flash();
+        if (data.isNew) {
+          flash();
+          announce(`${known ? 'Updated' : 'New'} notification: ${data.title}`);
+        }
       }
     }
     document.addEventListener('new-notification-event', onInbox);
