@@ -1028,7 +1028,13 @@
         li.appendChild(render(notify, place, opts));
         li.addEventListener('click', (event) => choose(notify, place, event));
         li.addEventListener('keydown', (event) => {
+          // Enter and Space, as on a button; Space only on the item itself, not on a
+          // template's own button in it, and without scrolling the page
           if (event.key === 'Enter') choose(notify, place, event);
+          else if (event.key === ' ' && event.target === li) {
+            event.preventDefault();
+            choose(notify, place, event);
+          }
         });
         list.appendChild(li);
         if (notify.id === focused) li.focus();
