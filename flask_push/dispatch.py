@@ -19,6 +19,7 @@ written once it is back.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import math
@@ -28,8 +29,9 @@ import random
 import socket
 import threading
 import time
+import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -375,21 +377,55 @@ class _DatabaseThread:
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            loop, future, work = job
-            try:
-                result, error = work(), None
-            except BaseException as err:  # noqa: BLE001 - handed to the awaiting task
-                result, error = None, err
-            try:
-                loop.call_soon_threadsafe(_resolve, future, result, error)
-            except RuntimeError:
-                # The loop closed under it (a stop() that gave up waiting for this
-                # job): nobody waits for the result, but a failure is still said.
-                if error is not None:
-                    logger.warning(
-                        "flask-push: database work failed after its dispatcher closed: %s",
-                        error,
-                    )
+            self._do(*job)
+            # A job is a closure over its dispatcher, and so over the app: waiting
+            # for the next one must not keep them (an app a test made and let go,
+            # with its engine and a pooled connection).
+            del job
+
+    @staticmethod
+    def _do(
+        loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], work: Callable[[], Any]
+    ) -> None:
+        try:
+            result, error = work(), None
+        except BaseException as err:  # noqa: BLE001 - handed to the awaiting task
+            result, error = None, err
+        try:
+            loop.call_soon_threadsafe(_resolve, future, result, error)
+        except RuntimeError:
+            # The loop closed under it (a stop() that gave up waiting for this
+            # job): nobody waits for the result, but a failure is still said.
+            if error is not None:
+                logger.warning(
+                    "flask-push: database work failed after its dispatcher closed: %s",
+                    error,
+                )
+
+
+def _let_go(
+    loop: asyncio.AbstractEventLoop, jobs: queue.SimpleQueue[Any], made: list[Provider]
+) -> None:
+    """A dispatcher collected without :meth:`Dispatcher.close` (its app let go, as
+    an app per test is): its database thread ends, and its providers' connections
+    and its event loop are closed.
+
+    On a thread of its own: the garbage collector runs this on whatever thread it
+    found the dispatcher from, which may be running an event loop of its own (a
+    browser test's Playwright), where this loop could not run."""
+    jobs.put(None)
+
+    def close() -> None:
+        try:
+            for provider in made:
+                loop.run_until_complete(provider.aclose())
+        except Exception as err:  # noqa: BLE001 - nobody is left to tell but the log
+            logger.warning("flask-push: closing a let-go dispatcher failed: %s", err)
+        finally:
+            loop.close()
+
+    if not loop.is_closed():
+        threading.Thread(target=close, name="flask-push-let-go", daemon=True).start()
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -447,9 +483,18 @@ class Dispatcher:
         self._clicks = click_serializer(secret) if secret else None
         #: the pushes carry click tokens (signed with the app's ``SECRET_KEY``)
         self.signs_clicks = self._clicks is not None
-        self._loop = asyncio.new_event_loop()
+        # made in an empty context: the callbacks it keeps (its self-pipe reader)
+        # would hold the caller's, and with it the app context and the app, which
+        # must be free to go when the app is let go (see _let_go)
+        self._loop = contextvars.Context().run(asyncio.new_event_loop)
         #: claims, lease renewals and outcomes, one at a time, off the loop
         self._db = _DatabaseThread()
+        #: every provider built: in use, or replaced or removed since (a stored one);
+        #: all closed by close(), or by _let_go if the dispatcher is let go without it
+        self._made: list[Provider] = []
+        self._let_go = weakref.finalize(self, _let_go, self._loop, self._db._jobs, self._made)
+        # not at exit, where the thread queue stops its workers itself (queues._stop_all)
+        self._let_go.atexit = False
         self._providers: dict[str, Provider] | None = None
         #: the providers stored by /providers that deliver to installations of their
         #: app id: (kind, app id) -> (when it last changed, the provider, or why it
@@ -467,8 +512,6 @@ class Dispatcher:
         #: inbox items of scheduled messages written so far (by one thread at a
         #: time), for what ``flask push worker`` says it did
         self.inbox_written = 0
-        #: stored providers replaced or removed since they were built, closed at the end
-        self._retired: list[Provider] = []
         self._lock = threading.Lock()
         #: time.monotonic() since when the database is unreachable, once it was said
         self._outage_since: float | None = None
@@ -498,12 +541,15 @@ class Dispatcher:
 
     def _make_provider(self, kind: str, settings: Mapping[str, Any]) -> Provider:
         """A provider of ``kind`` (no I/O: its pool is made on its first send)."""
+        provider: Provider
         if self.settings.suppresses_send(self.app):
-            return MemoryProvider(kind)
-        options = registered(kind).options(self.settings)
-        provider = provider_class(kind).from_settings(settings, **options)
-        if self.metrics is not None:
-            provider.round_trips = []
+            provider = MemoryProvider(kind)
+        else:
+            options = registered(kind).options(self.settings)
+            provider = provider_class(kind).from_settings(settings, **options)
+            if self.metrics is not None:
+                provider.round_trips = []
+        self._made.append(provider)
         return provider
 
     def _stored_providers(self) -> list[Provider]:
@@ -542,11 +588,6 @@ class Dispatcher:
                     built,
                 )
             stored[key] = (version, built)
-        self._retired.extend(
-            provider
-            for key, (_, provider) in self._stored.items()
-            if isinstance(provider, Provider) and stored.get(key, (None, None))[1] is not provider
-        )
         self._stored = stored
         return stored
 
@@ -557,8 +598,18 @@ class Dispatcher:
             async def build() -> dict[str, Provider]:
                 return self._make_providers()
 
-            self._providers = self._loop.run_until_complete(build())
+            self._providers = self._run(build())
         return self._providers
+
+    def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coroutine`` on the loop until it is done, as a task in a context of
+        its own. What it leaves on the loop (a connection pool's keep-alive timer)
+        keeps the context it was made in: the caller's holds the app context, and
+        through it the app, which must be free to go when it is let go (see
+        :func:`_let_go`). Nothing on the loop needs the caller's context: the
+        database work runs in an app context of its own (:meth:`_on_db_thread`)."""
+        task = contextvars.Context().run(self._loop.create_task, coroutine)
+        return self._loop.run_until_complete(task)
 
     def close(self) -> None:
         """Close the providers' connections and the event loop."""
@@ -569,14 +620,15 @@ class Dispatcher:
             # it stops after the batch it is writing (announcements that hang are
             # left behind after a while)
             self._join_inbox(timeout=5.0)
-            providers, self._providers = self._providers, None
-            stored = self._stored_providers()
-            retired, self._stored, self._retired = self._retired, {}, []
+            self._let_go.detach()  # closed here instead
+            made, self._made[:] = list(self._made), []
+            self._providers, self._stored = None, {}
             try:
-                for provider in [*(providers or {}).values(), *stored, *retired]:
-                    self._loop.run_until_complete(provider.aclose())
-                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-                self._loop.run_until_complete(self._loop.shutdown_default_executor())
+                # the providers in use and those replaced or removed since (stored ones)
+                for provider in made:
+                    self._run(provider.aclose())
+                self._run(self._loop.shutdown_asyncgens())
+                self._run(self._loop.shutdown_default_executor())
             finally:
                 # The database thread first: a job still on it (a cancelled round's
                 # lease renewal) hands its result to the loop, which must be open.
@@ -598,7 +650,7 @@ class Dispatcher:
         send it and record the outcomes; returns how many rows were claimed."""
         with self._lock:
             self._ready()
-            return self._loop.run_until_complete(self._pump(message_id, _never, once=True))
+            return self._run(self._pump(message_id, _never, once=True))
 
     def run_until_idle(
         self, *, message_id: str | None = None, stop: Callable[[], bool] | None = None
@@ -613,7 +665,7 @@ class Dispatcher:
         """
         with self._lock:
             self._ready()
-            return self._loop.run_until_complete(self._pump(message_id, stop or _never))
+            return self._run(self._pump(message_id, stop or _never))
 
     def _ready(self) -> None:
         """Refuse a closed dispatcher; build the providers now, outside the loop
@@ -852,7 +904,8 @@ class Dispatcher:
         r.add_result(held.push, result)
         if isinstance(held.provider, MemoryProvider):
             try:
-                signals.push_recorded.send(self.app, push=held.push, kind=kind)
+                with self.app.app_context():  # the loop's tasks run without one (_run)
+                    signals.push_recorded.send(self.app, push=held.push, kind=kind)
             except Exception:
                 logger.exception("flask-push: a receiver of push_recorded failed")
 

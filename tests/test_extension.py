@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import threading
+import warnings
+import weakref
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +16,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_push import Push
 from flask_push.models import Models
 
-from conftest import as_user, db, push
+from conftest import as_user, db, push, subscribe, wait_until
 
 
 def test_init_app_registers_blueprint_and_state(app):
@@ -46,6 +50,58 @@ def test_two_apps_in_one_process_keep_their_own_state(make_app, make_subscriptio
     assert one.test_client().get("/one/vapid-public-key").status_code == 200
     assert one.test_client().get("/two/vapid-public-key").status_code == 404
     assert two.test_client().get("/two/vapid-public-key").status_code == 200
+
+
+@pytest.mark.parametrize("sends", ["recorded", "for real"])
+def test_an_app_that_is_let_go_is_not_kept_alive(
+    database, vapid_private_key, push_fake_webpush, sends
+):
+    """An app a test made, sent with and let go (an app per test, as in Flask's
+    testing docs) lived on for good: the database thread of its dispatcher kept its
+    last job, and so the app, its engine and their pooled connections. A suite of a
+    hundred such tests on PostgreSQL ran out of connections ("too many clients").
+    Let go, the dispatcher's thread ends, and an app that sent for real has its push
+    service connections closed, without a word of warning."""
+    subscriber = push_fake_webpush.subscribe()
+
+    def one_test() -> tuple[weakref.ref[Flask], threading.Thread]:
+        app = Flask(__name__)
+        app.config.update(
+            database,
+            TESTING=True,
+            PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
+            PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
+        )
+        if sends == "for real":
+            app.config.update(
+                PUSH_SUPPRESS_SEND=False,
+                PUSH_QUEUE="inline",
+                PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+                PUSH_ALLOW_HTTP_ENDPOINTS=True,
+            )
+        db.init_app(app)
+        push.init_app(app)
+        with app.app_context():
+            db.create_all()
+            subscribe(subscriber)
+            push.send(users=["alice"], title="Hi")
+            thread = push.state.get_inline().dispatcher._db._thread
+            db.drop_all()
+            db.engine.dispose()  # so that none of its connections is left open
+        assert thread is not None and thread.is_alive()
+        return weakref.ref(app), thread
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        app, thread = one_test()
+        assert wait_until(lambda: gc.collect() >= 0 and app() is None, timeout=10)
+        thread.join(10)
+        assert not thread.is_alive()  # its database thread ended with it
+        for closer in [t for t in threading.enumerate() if t.name == "flask-push-let-go"]:
+            closer.join(10)
+        gc.collect()
+    assert len(subscriber.received) == (1 if sends == "for real" else 0)
+    assert [str(w.message) for w in said] == []  # no unclosed session, loop or socket
 
 
 def test_push_with_app_argument_sets_up_at_once(database, vapid_private_key):
