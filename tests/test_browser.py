@@ -981,6 +981,42 @@ def test_a_click_on_an_item_marks_it_read_on_the_server_then_opens_it(
         assert push.search("erin").new_count == 0
 
 
+def test_the_history_shows_older_items_on_asking(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The history shows a page of items, then "Show older" brings the next page,
+    until she has seen every item she has; the keyboard goes on from the first item
+    of the last page. Before, it stopped at the first page (50) for good."""
+    app = live()
+    with app.app.app_context():
+        for n in range(1, 8):
+            push.upsert("fay", title=f"Order #{n}", commit=False)
+            db.session.commit()
+    open_page(browser, page, app, user="fay")
+    start_bell(page, {"historyTake": 3})
+    page.click(".fp-bell-button")
+    page.click(".fp-show-history")
+    titles = page.locator(".fp-history .fp-item-title")
+    expect(titles).to_have_count(3)
+    older = page.locator(".fp-history .fp-show-older")
+    older.click()
+    expect(titles).to_have_count(6)
+    expect(older).to_be_visible()
+    older.focus()
+    page.keyboard.press("Enter")
+    expect(titles).to_have_count(7)
+    expect(older).to_be_hidden()
+    expect(page.locator(".fp-history .fp-foot")).to_be_hidden()  # no empty strip left
+    assert titles.all_inner_texts() == [f"Order #{n}" for n in range(7, 0, -1)]
+    assert page.evaluate("document.activeElement.textContent").startswith("Order #1")
+    # opened again, it starts from the first page
+    page.click(".fp-history .fp-close")
+    page.click(".fp-bell-button")
+    page.click(".fp-show-history")
+    expect(titles).to_have_count(3)
+    expect(older).to_be_visible()
+
+
 WORD = "x" * 300  # a URL or a product code: no place to break it
 
 

@@ -938,7 +938,9 @@
     // filter or backdrop-filter cannot trap it or its backdrop, as it traps position:fixed
     `<dialog class="fp-dialog fp-history"><div class="fp-head"><span class="fp-title"></span>` +
     `<button type="button" class="fp-link fp-close">Close</button></div>` +
-    `<ul class="fp-list"></ul></dialog>` +
+    `<ul class="fp-list"></ul><div class="fp-foot">` +
+    `<button type="button" class="fp-link fp-show-older" hidden>Show older</button>` +
+    `</div></dialog>` +
     `<dialog class="fp-dialog fp-settings"><div class="fp-head">` +
     `<h2 class="fp-dialog-title">Notification settings</h2>` +
     `<button type="button" class="fp-link fp-close">Close</button></div>` +
@@ -962,8 +964,9 @@
 
   /** A notification bell in `element`: unread badge, menu, history, mark-all-read, and
    *  a way to the user's notification settings.
-   *  options: {take: items in the menu (10), historyTake (50), title,
-   *  typeLabels: {type: label} for the history, preferencesUrl, channelLabels}. */
+   *  options: {take: items in the menu (10), historyTake: items per page of the history
+   *  (50), title, typeLabels: {type: label} for the history, preferencesUrl,
+   *  channelLabels}. */
   function bell(element, options) {
     const opts = Object.assign(
       { take: 10, historyTake: 50, title: 'Notifications', typeLabels: {} },
@@ -1000,8 +1003,10 @@
     // problem: what the bell could not do, shown above the items until it is done
     // asked, applied: listings asked for and the latest shown (an older one that
     // arrives later is dropped)
+    // historyTotal: how many items the user has, as of the history's last page
     const state = {
-      items: [], history: [], count: 0, counted: 0, problem: null, asked: 0, applied: 0,
+      items: [], history: [], historyTotal: 0, count: 0, counted: 0, problem: null,
+      asked: 0, applied: 0,
     };
 
     function setCount(count) {
@@ -1052,8 +1057,12 @@
       }
     }
 
+    const older = history.querySelector('.fp-show-older');
     function renderHistory() {
-      if (history.open) fill(history.querySelector('.fp-list'), state.history, 'history');
+      if (!history.open) return;
+      fill(history.querySelector('.fp-list'), state.history, 'history');
+      older.hidden = state.history.length >= state.historyTotal;
+      older.parentElement.hidden = older.hidden; // no empty strip under the last item
     }
 
     async function refresh() {
@@ -1171,6 +1180,7 @@
         state.items = upsertItem(state.items, data).slice(0, opts.take);
         renderMenu();
         if (history.open) {
+          if (!state.history.some((item) => item.id === data.id)) state.historyTotal += 1;
           state.history = upsertItem(state.history, data);
           renderHistory();
         }
@@ -1222,10 +1232,13 @@
       close();
       let failure = null;
       try {
-        state.history = (await api('GET', `/notifications?take=${opts.historyTake}`)).items;
+        const page = await api('GET', `/notifications?take=${opts.historyTake}`);
+        state.history = page.items;
+        state.historyTotal = page.totalCount;
       } catch (err) {
         failure = err;
         state.history = [];
+        state.historyTotal = 0;
       }
       if (!history.open) history.showModal();
       renderHistory();
@@ -1236,6 +1249,34 @@
         list.appendChild(el('li', 'fp-empty', why));
       }
     }
+    // The next page of the history, after what it shows. An item that arrived since
+    // moves the rest one place down, so the page may repeat the last one shown: each
+    // item is kept once.
+    async function showOlder() {
+      older.disabled = true;
+      try {
+        const skip = state.history.length;
+        const page = await api('GET', `/notifications?skip=${skip}&take=${opts.historyTake}`);
+        const shown = new Set(state.history.map((item) => item.id));
+        const added = page.items.filter((item) => !shown.has(item.id));
+        state.history = state.history.concat(added);
+        state.historyTotal = page.totalCount;
+        renderHistory();
+        // the button goes once there is no more: the keyboard goes on from the first
+        // item it brought, which is where the reader was going
+        if (older.hidden && added.length) {
+          history.querySelector(`li[data-id="${CSS.escape(added[0].id)}"]`).focus();
+        }
+      } catch (err) {
+        const said = `Older notifications could not be loaded: ${err.message || err}`;
+        const why = el('li', 'fp-empty fp-problem', said);
+        why.setAttribute('role', 'alert');
+        history.querySelector('.fp-list').appendChild(why);
+      } finally {
+        older.disabled = false;
+      }
+    }
+    older.addEventListener('click', showOlder);
     function closeHistory() {
       if (history.open) history.close();
     }
@@ -1287,7 +1328,10 @@
       // back where the user was: the menu that opened it is closed
       dialog.addEventListener('close', () => button.focus());
     }
-    history.addEventListener('close', () => (state.history = []));
+    history.addEventListener('close', () => {
+      state.history = [];
+      state.historyTotal = 0;
+    });
     element.addEventListener('keydown', (event) => {
       if (event.key === 'Escape' && !panel.hidden) {
         close();
