@@ -417,8 +417,7 @@ def _let_go(
 
     def close() -> None:
         try:
-            for provider in made:
-                loop.run_until_complete(provider.aclose())
+            _wind_up(loop, made)
         except Exception as err:  # noqa: BLE001 - nobody is left to tell but the log
             logger.warning("flask-push: closing a let-go dispatcher failed: %s", err)
         finally:
@@ -426,6 +425,15 @@ def _let_go(
 
     if not loop.is_closed():
         threading.Thread(target=close, name="flask-push-let-go", daemon=True).start()
+
+
+def _wind_up(loop: asyncio.AbstractEventLoop, providers: Iterable[Provider]) -> None:
+    """Close ``providers``' connections and end what else runs on ``loop`` (its async
+    generators, its default executor's threads), leaving the loop to be closed."""
+    for provider in providers:
+        loop.run_until_complete(provider.aclose())
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -625,10 +633,7 @@ class Dispatcher:
             self._providers, self._stored = None, {}
             try:
                 # the providers in use and those replaced or removed since (stored ones)
-                for provider in made:
-                    self._run(provider.aclose())
-                self._run(self._loop.shutdown_asyncgens())
-                self._run(self._loop.shutdown_default_executor())
+                _wind_up(self._loop, made)
             finally:
                 # The database thread first: a job still on it (a cancelled round's
                 # lease renewal) hands its result to the loop, which must be open.
