@@ -4,6 +4,7 @@ older queued states superseded, timestamps that only grow, and the end."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -877,6 +878,48 @@ def test_activity_tokens_are_checked(live: Flask, push_fake_webpush: FakePushSer
     )
     assert start.status_code == 400
     assert start.get_json()["error"]["field"] == "pushToStartToken"
+
+
+def test_a_live_activity_token_registered_twice_at_once_is_one_row(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """ActivityKit hands the app a token and a refreshed one at once: the second
+    request to insert the activity's row finds the first one's made since it looked,
+    and replaces its token, instead of answering 409 (which its document never says)."""
+    client = live.test_client()
+    with live.app_context():
+        mine = devices(push_fake_webpush)
+    url = f"/push/installations/{mine['iphone']}/activities"
+    alice = as_user("alice")
+    raced, started = [], []
+
+    def other_request_first(session: Any, flush_context: Any, instances: Any) -> None:
+        # between this request's look for the row and its insert, the other request
+        # (a thread, and so an app context and a session, of its own) makes it
+        token_rows = [r for r in session.new if isinstance(r, push.models.ActivityToken)]
+        if started or not token_rows:
+            return
+        started.append(True)
+        body = {"activityId": "order-42", "pushToken": LIVE_TOKEN}
+        other = threading.Thread(
+            target=lambda: raced.append(client.post(url, json=body, headers=alice))
+        )
+        other.start()
+        other.join()
+
+    refreshed = "ef" * 32
+    sa.event.listen(sa.orm.Session, "before_flush", other_request_first)
+    try:
+        response = client.post(
+            url, json={"activityId": "order-42", "pushToken": refreshed}, headers=alice
+        )
+    finally:
+        sa.event.remove(sa.orm.Session, "before_flush", other_request_first)
+    assert [r.status_code for r in raced] == [201]
+    assert response.status_code == 200, response.get_json()
+    with live.app_context():
+        rows = db.session.scalars(sa.select(push.models.ActivityToken)).all()
+        assert [(row.activity_id, row.push_token) for row in rows] == [("order-42", refreshed)]
 
 
 def test_a_state_too_large_for_a_push_is_refused_and_nothing_is_written(

@@ -6,9 +6,10 @@ import json
 import logging
 import math
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+import sqlalchemy as sa
 from flask import Response, current_app, jsonify, request
 from pydantic import BaseModel
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ..extension import Push
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 log = logging.getLogger("flask_push")
 
@@ -67,6 +69,18 @@ def not_found(what: str) -> NoReturn:
 
 def push() -> Push:
     return current_app.extensions["push"].push
+
+
+def second_to_insert(write: Callable[[], T]) -> T:
+    """``write()``, which looks for a row and inserts it when there is none, and
+    commits; once more when another request inserted the same row between the look
+    and the insert (a unique key's ``IntegrityError``): this one came second, so it
+    finds that row and updates it, as it would have a moment later."""
+    try:
+        return write()
+    except sa.exc.IntegrityError:
+        push().db.session.rollback()
+        return write()
 
 
 def caller_id() -> str | None:

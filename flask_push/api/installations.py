@@ -20,7 +20,16 @@ from ..schemas.installation import (
     InstallationUpdate,
     live_token,
 )
-from .http import caller_id, fail, not_found, owner_for, parse_body, push, user_or_admin
+from .http import (
+    caller_id,
+    fail,
+    not_found,
+    owner_for,
+    parse_body,
+    push,
+    second_to_insert,
+    user_or_admin,
+)
 from .routes import OWNER, USER, Answer, Routes
 
 ROUTES = Routes("installations", who=OWNER)
@@ -83,14 +92,8 @@ def register_installation() -> ResponseReturnValue:
     """Register a device; a known (appId, deviceToken) is updated and re-bound."""
     caller = user_or_admin()
     given = parse_body(InstallationCreate)
-    try:
-        installation, created = _register(given, caller)
-    except sa.exc.IntegrityError:
-        # The app registered the device twice at once (a launch and a token refresh):
-        # the other request made the row between our look and our insert. This one
-        # comes second, so it updates that row, as it would have a moment later.
-        push().db.session.rollback()
-        installation, created = _register(given, caller)
+    # an app registers its device twice at once (a launch and a token refresh)
+    installation, created = second_to_insert(lambda: _register(given, caller))
     return Installation.model_validate(installation).to_json(), 201 if created else 200
 
 
@@ -262,22 +265,32 @@ def register_activity_token(id: str) -> ResponseReturnValue:
     installation = _owned(id)
     given = parse_body(ActivityTokenCreate)
     token = live_token(given.push_token, installation.device_type, "pushToken")
-    ext = push()
-    session = ext.db.session
-    model = ext.models.ActivityToken
-    row = session.get(model, (installation.id, given.activity_id))
-    created = row is None
-    if row is None:
-        row = model(installation_id=installation.id, activity_id=given.activity_id)
-        session.add(row)
-    # a new token is a Live Activity that has not had the activity's latest state
-    new = created or row.push_token != token
-    row.push_token, row.created_at = token, utcnow()
-    commit_keeping(session, row, installation)
+    # ActivityKit hands the app a token and, at once, a refreshed one: two requests
+    row, created, new = second_to_insert(
+        lambda: _register_token(installation, given.activity_id, token)
+    )
     shown = ActivityTokenShown.model_validate(row).to_json()
     if new:
         _catch_up(installation, given.activity_id, first=created)
     return shown, 201 if created else 200
+
+
+def _register_token(installation: Any, activity_id: str, token: str) -> tuple[Any, bool, bool]:
+    """Write the activity's token on the installation and commit: the row, whether
+    it is new, and whether its token is (a Live Activity that has not had the
+    activity's latest state)."""
+    ext = push()
+    session = ext.db.session
+    model = ext.models.ActivityToken
+    row = session.get(model, (installation.id, activity_id))
+    created = row is None
+    if row is None:
+        row = model(installation_id=installation.id, activity_id=activity_id)
+        session.add(row)
+    new = created or row.push_token != token
+    row.push_token, row.created_at = token, utcnow()
+    commit_keeping(session, row, installation)
+    return row, created, new
 
 
 def _catch_up(installation: Any, activity_id: str, *, first: bool) -> None:
