@@ -413,11 +413,11 @@ def test_the_bell_follows_the_inbox_live(
     )
     # and a screen reader says so, politely, with the menu closed
     spoken = page.locator(".fp-bell [role=status].fp-announce")
-    expect(spoken).to_have_text("New notification: Orders export")
+    expect(spoken).to_have_text("New notification: Orders export", timeout=TIMEOUT_MS)
     assert spoken.bounding_box()["width"] <= 1  # heard, not seen
     with app.app.app_context():
         push.upsert("carol", export.id, body="80% done", progress={"total": 100, "processed": 80})
-    expect(spoken).to_have_text("Updated notification: Orders export")
+    expect(spoken).to_have_text("Updated notification: Orders export", timeout=TIMEOUT_MS)
 
     page.click(".fp-bell-button")
     titles = page.locator(".fp-panel .fp-item-title").all_inner_texts()
@@ -997,24 +997,26 @@ def test_the_history_shows_older_items_on_asking(
     page.click(".fp-bell-button")
     page.click(".fp-show-history")
     titles = page.locator(".fp-history .fp-item-title")
-    expect(titles).to_have_count(3)
+    expect(titles).to_have_count(3, timeout=TIMEOUT_MS)
     older = page.locator(".fp-history .fp-show-older")
     older.click()
-    expect(titles).to_have_count(6)
-    expect(older).to_be_visible()
+    expect(titles).to_have_count(6, timeout=TIMEOUT_MS)
+    expect(older).to_be_visible(timeout=TIMEOUT_MS)
     older.focus()
     page.keyboard.press("Enter")
-    expect(titles).to_have_count(7)
-    expect(older).to_be_hidden()
-    expect(page.locator(".fp-history .fp-foot")).to_be_hidden()  # no empty strip left
+    expect(titles).to_have_count(7, timeout=TIMEOUT_MS)
+    expect(older).to_be_hidden(timeout=TIMEOUT_MS)
+    expect(page.locator(".fp-history .fp-foot")).to_be_hidden(
+        timeout=TIMEOUT_MS
+    )  # no empty strip left
     assert titles.all_inner_texts() == [f"Order #{n}" for n in range(7, 0, -1)]
     assert page.evaluate("document.activeElement.textContent").startswith("Order #1")
     # opened again, it starts from the first page
     page.click(".fp-history .fp-close")
     page.click(".fp-bell-button")
     page.click(".fp-show-history")
-    expect(titles).to_have_count(3)
-    expect(older).to_be_visible()
+    expect(titles).to_have_count(3, timeout=TIMEOUT_MS)
+    expect(older).to_be_visible(timeout=TIMEOUT_MS)
 
 
 WORD = "x" * 300  # a URL or a product code: no place to break it
