@@ -119,10 +119,22 @@ def port_taken(host: str, port: int) -> str | None:
     return None
 
 
+def port_number(text: str) -> int:
+    """``--port``: a TCP port a browser can be pointed at, 1 to 65535 (0 would have
+    the system pick one, which the demo could not print)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: choose one from 1 to 65535")
+    return port
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--port", type=port_number, default=5000)
     args = parser.parse_args()
     taken = port_taken(args.host, args.port)
     if taken:

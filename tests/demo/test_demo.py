@@ -856,6 +856,27 @@ def test_a_port_in_use_is_said_before_anything_is_built() -> None:
     )
 
 
+@pytest.mark.parametrize("port", ["99999", "0"])
+def test_a_port_out_of_range_is_said_without_a_traceback(port: str) -> None:
+    """`make demo PORT=99999` (a digit too many) or 0: argparse's one line saying which
+    ports there are, exit 2, instead of a traceback from bind() or a demo announced
+    at port 0."""
+    import subprocess
+
+    ran = subprocess.run(
+        [sys.executable, "-m", "demo", "--port", port],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 2 and ran.stdout == ""
+    assert ran.stderr.endswith(
+        f"error: argument --port: {port} is not a port: choose one from 1 to 65535\n"
+    )
+    assert "Traceback" not in ran.stderr
+
+
 def test_a_delivered_order_no_longer_offers_notifications_of_its_steps(
     demo_app: Any, alice: Any
 ) -> None:
