@@ -210,12 +210,15 @@ def delivery_counts(message_id: str) -> dict[str, int]:
 def inbox_counts(message_ids: list[str]) -> dict[str, dict[str, int]]:
     """How many inbox items each message wrote, and how many of them were read
     (``push.send(inbox=True)`` gives each user's item the message's id; each state of
-    an order's live activity updates the item whose id is the activity's)."""
+    an order's live activity updates the item whose id is the activity's, but a
+    catch-up of a state to a Live Activity's new token writes none)."""
     message, item = push.models.Message, push.models.InboxItem
     activities = dict(
         db.session.execute(
             sa.select(message.id, message.activity_id).where(
-                message.id.in_(message_ids), message.activity_id.is_not(None)
+                message.id.in_(message_ids),
+                message.activity_id.is_not(None),
+                message.inbox.is_(True),
             )
         ).all()
     )

@@ -224,6 +224,32 @@ def test_an_iphone_without_live_activities_gets_one_alert_per_order(
     assert note["title"] == f"Order #{order_id}: Confirmed" and note["updates"] == 2
 
 
+def test_a_catch_up_to_a_late_activity_token_writes_no_inbox_item(
+    shop: Any, push_fake_apns: FakeAPNs
+) -> None:
+    """The order moved on before the iPhone registered its Live Activity's own token (the
+    Phones page was not open): flask-push sends the newest state again to that token
+    alone, as a message of the activity without an inbox item. The staff's Messages
+    page counts no inbox for it, where it said "1 inbox" (the order's item, which the
+    states before it wrote)."""
+    alice, staff = login(shop, "alice@example.com"), login(shop, "staff@example.com")
+    ios = phones(alice)["ios"]
+    order_id = place_order(alice)
+    staff.post(f"/staff/orders/{order_id}/advance")
+    registered = alice.post(
+        f"/push/installations/{ios}/activities",
+        json={"activityId": f"order-{order_id}", "pushToken": LIVE_TOKEN},
+    )
+    assert registered.status_code == 201, registered.text
+    assert push_fake_apns.live_activities[LIVE_TOKEN].content_state["status"] == "confirmed"
+    with shop.app_context():
+        placed, confirmed, caught_up = activity_messages(order_id)
+        assert (caught_up.inbox, confirmed.inbox) == (False, True)
+        ids = [placed.id, confirmed.id, caught_up.id]
+    counts = staff.get("/staff/messages/inbox.json", query_string={"id": ids}).get_json()
+    assert counts == {placed.id: {"inbox": 1, "read": 0}, confirmed.id: {"inbox": 1, "read": 0}}
+
+
 def test_a_state_superseded_while_queued_is_counted_and_breaks_nothing(
     shop: Any, push_fake_fcm: FakeFCM
 ) -> None:
