@@ -801,6 +801,13 @@ NO_PUSH = {
         "This browser refused a push subscription although notifications are allowed (a "
         "private window has no push): Registration failed - permission denied",
     ),
+    # what Chromium 156's private windows (and Playwright's contexts) reject with
+    "aborted": (
+        "PushManager.prototype.subscribe = () => Promise.reject(new DOMException("
+        "'Registration failed - permission denied', 'AbortError'))",
+        "This browser refused a push subscription although notifications are allowed (a "
+        "private window has no push): Registration failed - permission denied",
+    ),
 }
 
 

@@ -119,6 +119,13 @@
     });
   }
 
+  /** Chromium's refusal of a subscription in a private window: an AbortError whose
+   *  message says "permission denied" (other AbortErrors, such as "push service
+   *  error", are failures to reach the push service, not a refusal). */
+  function refusedAsAborted(err) {
+    return err.name === 'AbortError' && /permission denied/i.test(err.message || '');
+  }
+
   /** Ask for permission, subscribe this browser and register it with the server.
    *  options.topics: topics to subscribe to. Resolves to the server's subscription. */
   async function subscribe(options) {
@@ -149,8 +156,9 @@
         .subscribe({ userVisibleOnly: true, applicationServerKey: key })
         .catch((err) => {
           // notifications are allowed, yet the browser refuses a subscription: it has
-          // no push here (Chrome's private windows say "permission denied")
-          if (err && err.name === 'NotAllowedError') {
+          // no push here (Chrome's private windows say "permission denied", as an
+          // AbortError in Chromium 156)
+          if (err && (err.name === 'NotAllowedError' || refusedAsAborted(err))) {
             throw Object.assign(
               new Error(
                 'This browser refused a push subscription although notifications are ' +

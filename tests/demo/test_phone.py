@@ -300,6 +300,27 @@ def test_enable_notifications_gives_up_when_the_push_service_is_unreachable(
     assert count == 0
 
 
+def test_enable_notifications_in_a_private_window_says_it_has_no_push(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    """The README has one of the two accounts in a private window. There Chromium
+    refuses a push subscription though notifications are allowed, with an AbortError
+    "Registration failed - permission denied": the page says the window has no push,
+    not "Could not enable notifications: ... permission denied"."""
+    base, _app = server
+    context = chromium.new_context(viewport=PHONE)  # Playwright's contexts are private
+    context.grant_permissions(["notifications"], origin=base)
+    page = sign_in(context.new_page(), base, "alice@example.com")
+    button = page.locator(".hero [data-enable-notifications]")
+    button.click()
+    toast = page.locator(".toast-error")
+    toast.wait_for(timeout=15_000)
+    assert toast.text_content().startswith(
+        "This browser cannot receive push notifications here (a private window has none)."
+    )
+    assert button.is_enabled() and button.text_content() == "Enable notifications"
+
+
 #: one unbroken word, as a product code or a tracking URL would be
 WORD = "x" * 300
 
