@@ -372,11 +372,12 @@
   // the inbox items a message wrote count beside its deliveries to browsers and phones;
   // suppressed: the shoppers' settings (or the daily cap) held a push back; superseded:
   // an order's newer state went out instead of this one, still queued; deferred:
-  // queued until the shopper's quiet hours end
-  const STATUSES = ['inbox', 'queued', 'sent', 'failed', 'gone', 'expired', 'suppressed', 'superseded', 'deferred', 'clicked'];
-  // the chart leaves deferred out (those are a part of queued), and superseded (rare:
-  // each message's own numbers and bar show them)
-  const CHARTED = STATUSES.filter((s) => s !== 'deferred' && s !== 'superseded');
+  // queued until the shopper's quiet hours end; cancelled: stopped in the operator
+  // console before it was sent
+  const STATUSES = ['inbox', 'queued', 'sent', 'failed', 'gone', 'expired', 'suppressed', 'superseded', 'cancelled', 'deferred', 'clicked'];
+  // the chart leaves deferred out (those are a part of queued), and superseded and
+  // cancelled (rare: each message's own numbers and bar show them)
+  const CHARTED = STATUSES.filter((s) => !['deferred', 'superseded', 'cancelled'].includes(s));
   const messages = document.querySelector('[data-messages]');
   const categoryLabels = messages ? JSON.parse(messages.dataset.categories || '{}') : {};
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
@@ -408,7 +409,7 @@
         const counts = m.counts || {};
         // the bar: every browser and phone the message was for, held back ones too
         const total = Math.max(1, (m.recipientCount || 0) + (counts.suppressed || 0));
-        const segments = ['sent', 'failed', 'gone', 'expired', 'queued', 'superseded', 'suppressed']
+        const segments = ['sent', 'failed', 'gone', 'expired', 'queued', 'superseded', 'cancelled', 'suppressed']
           .map((s) => `<i class="sw-${s}" style="width:${(100 * (counts[s] || 0)) / total}%" title="${s}: ${counts[s] || 0}"></i>`).join('');
         const numbers = STATUSES.map((s) => `<span><b>${counts[s] || 0}</b> ${s}</span>`).join('');
         const n = m.notification || {};

@@ -244,6 +244,44 @@ def test_the_staff_analytics_show_what_the_settings_held_back(
     shot(staff, "staff-messages", viewport)
 
 
+def test_the_staff_messages_page_counts_what_the_console_cancelled(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    """A message waiting for Bob's quiet hours, cancelled in the operator console: the
+    staff's Messages page says "1 cancelled" and draws it in the bar, where it showed
+    zeros everywhere and an empty bar, as if nothing had been sent."""
+    base, app = server
+    client = app.test_client()
+    client.post("/login", data={"email": "bob@example.com", "password": PASSWORD})
+    answer = client.post(
+        "/push/installations",
+        json={"appId": "com.example.freshcart", "deviceType": "ios", "deviceToken": "b2" * 32},
+    )
+    assert answer.status_code == 201, answer.text
+    now = datetime.now(timezone.utc)
+    with app.app_context():
+        bob = push_id(app, "bob@example.com")
+        push.set_preferences(
+            bob,
+            quiet_hours={
+                "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+                "end": (now + timedelta(hours=1)).strftime("%H:%M"),
+                "time_zone": "UTC",
+            },
+        )
+        message = push.send(users=[bob], title="Held, then cancelled", category="offers")
+        assert push.cancel(message.id)["counts"]["cancelled"] == 1
+        db.session.remove()
+    staff = sign_in(chromium, base, "staff@example.com", viewport=DESKTOP)
+    staff.goto(base + "/staff/messages")
+    card = staff.locator("[data-message]", has_text="Held, then cancelled")
+    card.wait_for()
+    counts = card.locator(".counts").text_content()
+    assert "1 cancelled" in counts and "0 queued" in counts
+    assert card.locator(".stacked .sw-cancelled").evaluate("(el) => el.style.width") == "100%"
+    assert staff.locator(".legend", has_text="cancelled").is_visible()
+
+
 #: what a strict host would send; the settings page needs nothing inline
 STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
