@@ -583,6 +583,26 @@ def test_the_notifications_page_shows_types_as_labels(demo_app: Any, alice: Any)
     assert "· Order updates</div>" in page and "order_status<" not in page
 
 
+def test_the_notifications_page_says_when_each_arrived_not_when_it_was_read(
+    demo_app: Any, alice: Any
+) -> None:
+    """Marking all read touches every item (its updatedAt moves): the page kept showing
+    that moment for all of them, as if they had all just arrived. It shows when each
+    arrived, as the bell does."""
+    with demo_app.app_context():
+        shopper = user_id("alice@example.com")
+        push.upsert(shopper, "old-news", notify_type="news", title="Sunday deliveries")
+        item, march = push.models.InboxItem, datetime(2026, 3, 1, 8, 30, tzinfo=timezone.utc)
+        db.session.execute(
+            sa.update(item).where(item.id == "old-news").values(created_at=march, updated_at=march)
+        )
+        db.session.commit()
+    assert "Mar 01, 08:30 UTC" in alice.get("/notifications").text
+    alice.post("/notifications/read-all")
+    page = alice.get("/notifications").text
+    assert "Mar 01, 08:30 UTC" in page and "Mark all read (0)" in page
+
+
 def test_a_staff_message_is_named_in_the_inbox_by_its_category(
     demo_app: Any, staff: Any, alice: Any
 ) -> None:
