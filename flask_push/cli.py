@@ -581,6 +581,14 @@ def _worker_warnings(push: Any, once: bool) -> list[str]:
             "(the inbox items of scheduled messages it writes) reach no browser: set it "
             "to the Redis the web processes use."
         )
+    metrics = push.state.metrics
+    if metrics is not None and not metrics.multiprocess:
+        warnings.append(
+            "PUSH_METRICS is on but PROMETHEUS_MULTIPROC_DIR is not set, so what this "
+            "worker counts (flask_push_deliveries_total, ...) reaches no scrape: a worker "
+            "serves none. Give it, and the web processes on this host, the same "
+            "PROMETHEUS_MULTIPROC_DIR."
+        )
     return warnings
 
 

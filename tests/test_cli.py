@@ -589,6 +589,37 @@ def test_worker_says_what_its_config_makes_it_do_unseen(
     ]
 
 
+def test_worker_says_its_metrics_reach_no_scrape_without_the_multiprocess_dir(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker serves no /metrics: without PROMETHEUS_MULTIPROC_DIR what it counts
+    stays in its own memory, and the scrapes of the web processes never show it."""
+    pytest.importorskip("prometheus_client")
+
+    def one_round(push_: Any, stop: threading.Event) -> tuple[int, Any]:
+        stop.set()
+        return 0, {}
+
+    monkeypatch.setattr(cli, "_round", one_round)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    app = make_app(PUSH_METRICS=True, PUSH_SUPPRESS_SEND=False, SECRET_KEY="s")
+    result = app.test_cli_runner().invoke(args=["push", "worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "Warning: PUSH_METRICS is on but PROMETHEUS_MULTIPROC_DIR is not set, so what this "
+        "worker counts (flask_push_deliveries_total, ...) reaches no scrape: a worker serves "
+        "none. Give it, and the web processes on this host, the same "
+        "PROMETHEUS_MULTIPROC_DIR."
+    ]
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # then nothing to say
+    app = make_app(PUSH_METRICS=True, PUSH_SUPPRESS_SEND=False, SECRET_KEY="s")
+    result = app.test_cli_runner().invoke(args=["push", "worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+
+
 def test_a_second_sigterm_stops_the_worker_at_once(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
