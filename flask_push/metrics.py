@@ -32,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from .errors import PushConfigError
 from .outbox_state import OutboxState
 
 logger = logging.getLogger("flask_push")
@@ -106,7 +107,16 @@ class Metrics:
         self, outbox: Callable[[], OutboxState], ws_connections: Callable[[], int]
     ) -> None:
         self.registry = CollectorRegistry()
-        self.multiprocess = multiprocess_dir() is not None
+        folder = multiprocess_dir()
+        self.multiprocess = folder is not None
+        if folder is not None and not os.path.isdir(folder):
+            # prometheus_client would say only "not set or not a directory", from
+            # init_app, as a traceback through the app's factory
+            raise PushConfigError(
+                f"PROMETHEUS_MULTIPROC_DIR is {folder!r}, which is not a directory: make "
+                "it (empty) before the app's processes start, or unset it to count in "
+                "each process alone"
+            )
         # In multiprocess mode the values live in files, summed by the collector at
         # scrape time; registering them here as well would count this process twice.
         own = None if self.multiprocess else self.registry

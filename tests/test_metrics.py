@@ -316,6 +316,19 @@ def test_metrics_without_prometheus_client_says_what_to_install(
         make_app(PUSH_METRICS=True)
 
 
+def test_a_multiprocess_dir_that_is_not_there_is_a_config_error(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Emptied with `rm -rf` and not made again: one line naming the variable, which a
+    `flask` command prints as `Error: ...`, not prometheus_client's traceback."""
+    missing = tmp_path / "gone"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(missing))
+    with pytest.raises(PushConfigError, match="PROMETHEUS_MULTIPROC_DIR .* not a directory"):
+        make_app(PUSH_METRICS=True)
+    missing.mkdir()
+    assert make_app(PUSH_METRICS=True)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
