@@ -335,9 +335,10 @@ class Push:
 
         state = app.extensions["push"] = PushState(push=self, settings=settings)
         if settings.metrics:
+            from .health import read_outbox
             from .metrics import Metrics  # prometheus_client is an optional dependency
 
-            state.metrics = Metrics(self.outbox_state, state.ws_connections)
+            state.metrics = Metrics(lambda: read_outbox(self), state.ws_connections)
         from .realtime import inbox_events, ws
 
         blueprint = create_blueprint(settings)

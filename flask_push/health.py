@@ -8,11 +8,13 @@ database answers) and a backplane ping with a short timeout
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
 
 from . import database
 from .errors import BackplaneError
-from .outbox_state import outbox_state
+from .outbox_state import OutboxState, outbox_state
 from .realtime.backplane import BackplaneUnreachable
 from .schemas.operations import Health, OutboxHealth
 
@@ -22,13 +24,31 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_push")
 
 
+def read_outbox(push: Any) -> OutboxState:
+    """The outbox's state, for a probe or a scrape whose session is its own.
+
+    A connection the server ended since the pool last used it (PostgreSQL restarted,
+    a failover, a pooler's idle timeout) fails its first statement, though the
+    database answers by now: the read is tried once more, on a fresh connection, as
+    the engine's ``pool_pre_ping`` would, so a probe does not report an outage that
+    is over.
+    """
+    try:
+        return outbox_state(push.db.session, push.models)
+    except sa.exc.DBAPIError as err:
+        if not err.connection_invalidated:
+            raise
+        push.db.session.rollback()
+        return outbox_state(push.db.session, push.models)
+
+
 def check(state: PushState) -> Health:
     """The health of the current app, read now (needs its app context)."""
     push = state.push
     problems: list[str] = []
     outbox = None
     try:
-        found = outbox_state(push.db.session, push.models)
+        found = read_outbox(push)
         outbox = OutboxHealth(due=found.due, oldest_due_seconds=found.oldest_due_seconds)
     except Exception as err:  # noqa: BLE001 - any failure means "down"
         push.db.session.rollback()

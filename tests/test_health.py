@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from flask import Flask
 
 from flask_push.models import utcnow
 
-from conftest import REDIS_URL, as_user, bare_app, db, need_service, push, read_only
+from conftest import POSTGRES_URL, REDIS_URL, as_user, bare_app, db, need_service, push, read_only
 
 
 def closed_port() -> int:
@@ -136,6 +137,41 @@ def test_database_down_is_503(unreachable_database: Flask) -> None:
         "outbox": None,
         "problems": ["The database did not answer."],
     }
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_database_back_from_a_restart_is_ok_at_the_first_probe(
+    make_app: Callable[..., Flask], database: dict[str, Any]
+) -> None:
+    """PostgreSQL restarted between two probes: the pool's connections were ended,
+    but the database answers again. The probe (and the scrape's outbox gauges) say
+    so at once, instead of one "down" per process that sends a load balancer away."""
+    name = f"flask-push-test-{uuid.uuid4().hex[:12]}"  # this app's connections only
+    options = dict(database["SQLALCHEMY_ENGINE_OPTIONS"])
+    options["connect_args"] = {**options["connect_args"], "application_name": name}
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS=options, PUSH_METRICS=True)
+    client = app.test_client()
+
+    def restart() -> None:
+        killer = sa.create_engine(POSTGRES_URL)
+        with killer.begin() as admin:
+            ended = admin.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": name},
+            ).all()
+        killer.dispose()
+        assert ended
+
+    assert health(app)[0] == 200
+    restart()
+    status, body = health(app)
+    assert (status, body["database"], body["problems"]) == (200, "ok", [])
+    assert "flask_push_outbox_due 0.0" in client.get("/push/metrics").get_data(as_text=True)
+    restart()
+    assert "flask_push_outbox_due 0.0" in client.get("/push/metrics").get_data(as_text=True)
 
 
 def test_the_api_answers_503_while_the_database_is_down(
