@@ -281,6 +281,40 @@ def test_a_user_left_out_while_their_socket_joins_does_not_stay_on(
     courier.nothing()
 
 
+def test_a_server_that_serves_one_request_at_a_time_is_named_in_the_log(
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """gunicorn's default sync worker (here Werkzeug's, unthreaded) serves a websocket,
+    and nothing else of that process until it closes: said once, in the log."""
+    from werkzeug.serving import make_server
+
+    monkeypatch.setattr(ws_module, "_told_one_at_a_time", False, raising=False)
+    app = make_app(PUSH_WS_HEARTBEAT=0)
+    with serve(app) as origin:  # threaded: nothing to say
+        client = Client(f"{origin}/push/ws", "alice")
+        client.sync()
+        client.close()
+    assert "one request at a time" not in caplog.text
+
+    server = make_server("127.0.0.1", 0, app, threaded=False)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        for _ in range(2):
+            client = Client(f"ws://127.0.0.1:{server.server_port}/push/ws", "alice")
+            client.sync()
+            client.close()
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        server.server_close()
+    said = [r.getMessage() for r in caplog.records if "one request at a time" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "gunicorn -k gevent" in said[0] and "--threads N" in said[0]
+
+
 def test_ping_pong(live: Any, connect: Any) -> None:
     _, url = live()
     client = connect(url, "alice")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import time
 from typing import Any
 
@@ -86,6 +87,7 @@ def register(bp: Blueprint) -> None:
         # offer the handshake agrees to none, and one encoding of an event's
         # frame (Event.wire) serves every socket.
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        _warn_if_one_at_a_time(request.environ)
         _mark_before_upgrade(current_app.extensions["push"].push)
         return None
 
@@ -97,6 +99,42 @@ def register(bp: Blueprint) -> None:
         return error_response(
             ApiError(400, "bad_request", f"Not a websocket handshake this server takes: {err}.")
         )
+
+
+#: whether this process said that its server serves one request at a time
+_told_one_at_a_time = False
+
+
+def _serves_one_at_a_time(environ: dict[str, Any]) -> bool:
+    """Whether the server runs this process's requests one after the other
+    (gunicorn's default sync worker, Werkzeug's with ``threaded=False``): not
+    threaded (``wsgi.multithread``) and not on gevent's or eventlet's patched
+    sockets, whose servers say ``multithread`` false too."""
+    if environ.get("wsgi.multithread", True):
+        return False
+    gevent = sys.modules.get("gevent.monkey")
+    if gevent is not None and gevent.is_module_patched("socket"):
+        return False
+    eventlet = sys.modules.get("eventlet.patcher")
+    return not (eventlet is not None and eventlet.is_monkey_patched("socket"))
+
+
+def _warn_if_one_at_a_time(environ: dict[str, Any]) -> None:
+    """Say once per process that a websocket stalls a server that serves one request
+    at a time: it holds the process for as long as it is open (gunicorn's sync worker
+    is killed for it after its timeout), and nothing else said why."""
+    global _told_one_at_a_time
+    if _told_one_at_a_time or not _serves_one_at_a_time(environ):
+        return
+    _told_one_at_a_time = True
+    log.warning(
+        "flask-push: a websocket is opening on a server that serves one request at a "
+        "time in this process (%s): it holds the process until it closes, and no other "
+        "request is answered meanwhile. Serve the app with gunicorn -k gevent, or with "
+        "--threads N (N sockets per process); gunicorn's default sync worker cannot "
+        "serve websockets.",
+        environ.get("SERVER_SOFTWARE", "wsgi.multithread is false"),
+    )
 
 
 #: ``flask.g`` key: the user and their channel's last id, read before the upgrade, or
