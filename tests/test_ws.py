@@ -315,6 +315,39 @@ def test_a_server_that_serves_one_request_at_a_time_is_named_in_the_log(
     assert "gunicorn -k gevent" in said[0] and "--threads N" in said[0]
 
 
+def test_memory_on_a_server_of_several_processes_is_named_in_the_log(
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """gunicorn -w 4 with the default memory://: an event reaches the sockets of the
+    process that published it only, and the others' clients miss it. Said once, when
+    a websocket opens in a process whose server says it runs several."""
+    monkeypatch.setattr(ws_module, "_told_memory_across_processes", False, raising=False)
+    app = make_app(PUSH_WS_HEARTBEAT=0)
+    with serve(app) as origin:  # one process: nothing to say
+        client = Client(f"{origin}/push/ws", "alice")
+        client.sync()
+        client.close()
+    assert "several processes" not in caplog.text
+
+    served = app.wsgi_app
+
+    def as_a_worker_of_several(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["wsgi.multiprocess"] = True  # as gunicorn says with -w 2 or more
+        return served(environ, start_response)
+
+    app.wsgi_app = as_a_worker_of_several  # type: ignore[method-assign]
+    with serve(app) as origin:
+        for _ in range(2):
+            client = Client(f"{origin}/push/ws", "alice")
+            client.sync()
+            client.close()
+    said = [r.getMessage() for r in caplog.records if "several processes" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "PUSH_BACKPLANE_URL is memory://" in said[0] and "redis://" in said[0]
+
+
 def test_ping_pong(live: Any, connect: Any) -> None:
     _, url = live()
     client = connect(url, "alice")

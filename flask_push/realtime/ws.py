@@ -23,6 +23,7 @@ import socket
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
@@ -88,6 +89,7 @@ def register(bp: Blueprint) -> None:
         # frame (Event.wire) serves every socket.
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         _warn_if_one_at_a_time(request.environ)
+        _warn_if_memory_across_processes(request.environ, settings)
         _mark_before_upgrade(current_app.extensions["push"].push)
         return None
 
@@ -134,6 +136,28 @@ def _warn_if_one_at_a_time(environ: dict[str, Any]) -> None:
         "--threads N (N sockets per process); gunicorn's default sync worker cannot "
         "serve websockets.",
         environ.get("SERVER_SOFTWARE", "wsgi.multithread is false"),
+    )
+
+
+#: whether this process said that its server's other processes do not hear its events
+_told_memory_across_processes = False
+
+
+def _warn_if_memory_across_processes(environ: dict[str, Any], settings: PushSettings) -> None:
+    """Say once per process that ``memory://`` cannot reach the sockets of the
+    server's other processes (gunicorn with ``-w 2`` or more): an event published in
+    one process misses every socket held by another, and nothing else says so."""
+    global _told_memory_across_processes
+    if _told_memory_across_processes or not environ.get("wsgi.multiprocess"):
+        return
+    if urlsplit(settings.backplane_url).scheme != "memory":
+        return
+    _told_memory_across_processes = True
+    log.warning(
+        "flask-push: this server runs the app in several processes, but "
+        "PUSH_BACKPLANE_URL is memory://, so a live event reaches only the websockets "
+        "of the process that publishes it: the clients connected to the others miss it. "
+        "Set PUSH_BACKPLANE_URL to a Redis that every process uses (redis://...)."
     )
 
 
