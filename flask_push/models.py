@@ -27,7 +27,9 @@ def utcnow() -> datetime:
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """A timestamp that always comes back timezone-aware in UTC.
 
-    PostgreSQL keeps the zone; SQLite does not, so naive values read back are UTC.
+    SQLite keeps no zone, so naive values read back are UTC; PostgreSQL answers in
+    its session's ``TimeZone`` (the server's, often not UTC), converted here: the
+    sentences and pages that show times say "UTC" of them.
     """
 
     impl = sa.DateTime(timezone=True)
@@ -39,9 +41,11 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.astimezone(timezone.utc) if value is not None else None
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
-        return value
+        return value.astimezone(timezone.utc)
 
 
 #: status of a subscription or installation that is delivered to

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_push import categories
+from flask_push import categories, outcomes
 from flask_push.errors import PushConfigError, ValidationError
 from flask_push.preferences import QuietHours
 from flask_push.testing import FakeFCM, FakePushService
@@ -769,6 +769,35 @@ def test_quiet_hours_changed_move_the_pushes_that_wait(
         push.dispatch_due()
         assert statuses(held.id) == {"webpush": ("sent", "accepted")}
         assert [p.json()["title"] for p in browser.received] == ["Flash sale"]
+
+
+def test_times_said_are_utc_whatever_the_databases_time_zone(
+    database: dict[str, Any],
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+) -> None:
+    """A PostgreSQL server whose time zone is not UTC (initdb takes the machine's)
+    hands timestamps back in its own zone: a scheduled push moved by quiet hours
+    said "it is due at 16:30 UTC" for 21:30 UTC, and the console read its times so
+    too."""
+    if "SQLALCHEMY_ENGINE_OPTIONS" not in database:
+        pytest.skip("SQLite keeps no time zone")
+    options = database["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]["options"]
+    engine = {"connect_args": {"options": f"{options} -ctimezone=America/New_York"}}
+    app = sending_app(PUSH_CATEGORIES=CATEGORIES, SQLALCHEMY_ENGINE_OPTIONS=engine)
+    with context(app):
+        subscribe(push_fake_webpush.subscribe("alice"), "alice")
+        send_at = datetime.now(timezone.utc).replace(second=0, microsecond=0) + timedelta(hours=3)
+        message = push.send(users=["alice"], title="Deal", category="offers", send_at=send_at)
+        end = send_at + timedelta(hours=1)
+        window = {"start": f"{send_at - timedelta(hours=1):%H:%M}", "end": f"{end:%H:%M}"}
+        push.set_preferences("alice", quiet_hours={**window, "time_zone": "UTC"})
+        assert statuses(message.id) == {"webpush": ("queued", "quiet_hours")}
+        [entry] = push.explain(message.id)
+        assert entry["detail"].endswith(f"it is due at {outcomes.clock(end)}.")
+    page = app.test_client().get(f"/push/console/messages/{message.id}", headers=ADMIN)
+    assert "Next attempt <time" in page.get_data(as_text=True)
+    assert f"{end:%b} {end.day}, {end:%H:%M:%S} UTC</time>" in page.get_data(as_text=True)
 
 
 def test_a_deleted_browser_or_device_ends_its_waiting_pushes_at_once(
