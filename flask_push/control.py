@@ -60,7 +60,10 @@ def retry_failed(
     are now apply, as at send time: a channel turned off since ends it ``suppressed``,
     and quiet hours hold it to their end (``expired`` when that is past its time to
     live), so that a retry at night does not wake anyone. The daily cap counted it
-    when it was sent. ``gone`` ones stay: their targets are dead. A message an
+    when it was sent, unless it gave the place back, never pushed to the user (no
+    provider, say): then it takes its place again, or is ``suppressed``
+    (``frequency_cap``) when the user's day is full now. ``gone`` ones stay: their
+    targets are dead. A message an
     operator cancelled (it has ``cancelled`` deliveries) is left as it is: none of it
     goes out again."""
     d, m = models.Delivery, models.Message
@@ -83,6 +86,14 @@ def retry_failed(
     category = categories.get(message.category) if message.category else None
     # the category whose choices are the users' (a required one ignores them)
     ruled = category if category is not None and not category.required else None
+    # users whose place under the category's cap it gave back, never pushed to them,
+    # and of those, the ones whose day is full now
+    freed: set[str] = set()
+    full: set[str] = set()
+    counted_at = policy.first_due(message.send_at, message.created_at)
+    if category is not None and category.max_per_day:
+        freed, full = policy.retaken(session, models, category, message_id, counted_at, now)
+    pushed: set[str] = set()
     update = _update(
         models,
         "failed",
@@ -105,14 +116,18 @@ def retry_failed(
         changes = []
         for row in rows:
             decision = None
-            if ruled is not None:
+            if category is not None and (ruled is not None or row.user_id in full):
                 target = Target(row.kind, row.subscription_id, row.installation_id, row.user_id)
                 mine = stored.get(row.user_id, Stored()) if row.user_id else Stored()
-                decision = policy.decide(ruled, target, mine, due, row.expires_at, now, [retried])
+                decision = policy.decide(
+                    category, target, mine, due, row.expires_at, now, [retried], full
+                )
             if decision is None:
                 decision = policy.Decision("queued", "operator_retry", due, [retried])
             if decision.tried:
                 queued += 1
+                if row.user_id in freed:
+                    pushed.add(row.user_id)
             else:
                 ended[row.kind, decision.status] += 1
             changes.append(
@@ -126,6 +141,9 @@ def retry_failed(
                 }
             )
         session.execute(update, changes)
+    if category is not None and pushed:
+        again = policy.Plan(capped_users=sorted(pushed))
+        policy.record_capped(session, models, category, message_id, again, due=counted_at)
     return queued, ended
 
 

@@ -200,11 +200,53 @@ def decide(
     expires_at: datetime,
     now: datetime,
     timeline: list[dict[str, Any]],
+    capped: Collection[str] = (),
 ) -> Decision | None:
     """One target's decision outside a send (an operator's retry): ``mine``, the
-    user's choices as they are now, and their quiet hours; not the daily cap, which
-    counted the push when it was sent. ``timeline``: the events it starts with."""
-    return _decide(category, target, mine, set(), due, expires_at, now, timeline)
+    user's choices as they are now, and their quiet hours. The daily cap counted the
+    push when it was sent; ``capped``: the users whose place it gave back, as it was
+    never pushed to them, and whose day is full now (:func:`retaken`).
+    ``timeline``: the events it starts with."""
+    return _decide(category, target, mine, set(capped), due, expires_at, now, timeline)
+
+
+def retaken(
+    session: Any,
+    models: Models,
+    category: Category,
+    message_id: str,
+    counted_at: datetime,
+    now: datetime,
+) -> tuple[set[str], set[str]]:
+    """Before an operator's retry of what ``message_id`` (of ``category``, which has
+    a cap) failed to push: the users of its failed deliveries whose place under the
+    cap it gave back, as none of its pushes to them was made (no provider, say), and
+    of those, the ones whose day is full now: as if it had kept its place, counted
+    at ``counted_at`` (:func:`first_due`). The cap is held until the retry commits.
+    The others take their place again (:func:`record_capped`) if pushed to."""
+    d, c = models.Delivery, models.CappedSend
+    counted = sa.select(c.user_id).where(
+        c.category == category.id, c.sent_at == counted_at, c.message_id == message_id
+    )
+    freed = set(
+        session.scalars(
+            sa.select(d.user_id)
+            .distinct()
+            .where(
+                d.message_id == message_id,
+                d.status == "failed",
+                d.user_id.is_not(None),
+                d.user_id.not_in(counted),
+            )
+        )
+    )
+    if not freed or not category.max_per_day:
+        return freed, set()
+    _hold_cap(session, models, category, now)
+    full = _over_cap(
+        session, models, category, sorted(freed), counted_at, category.max_per_day, now=now
+    )
+    return freed, full
 
 
 def _suppressed(

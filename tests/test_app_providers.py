@@ -314,6 +314,49 @@ def test_retrying_what_failed_keeps_a_category_the_user_turned_off_since(
     assert push_fake_fcm.messages == []
 
 
+def test_retrying_what_failed_before_it_was_pushed_keeps_the_daily_cap(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    """An offer fails at once on her phone (no provider yet), which frees its place
+    under a cap of two: she got nothing. Retried once a provider is stored, it
+    reaches her: it takes its place again, so two more offers make three, and the
+    third is held back. (It went uncounted, and she got three offers that day.)"""
+    capped = {"offers": {"label": "Offers and deals", "max_per_day": 2}}
+    app, client = al_with_a_phone(make_app, push_fake_fcm, PUSH_CATEGORIES=capped)
+    with app.app_context():
+        missed = push.send(users=["al"], title="Deal 1", category="offers").id
+    assert list(outcomes(app, missed).values()) == [("failed", "no_provider")]
+    store(client, push_fake_fcm.service_account("shop-project"))
+    answer = client.post(f"/push/messages/{missed}/retry", json={}, headers=ADMIN)
+    assert answer.get_json()["counts"]["sent"] == 1
+    with app.app_context():
+        second = push.send(users=["al"], title="Deal 2", category="offers").id
+        third = push.send(users=["al"], title="Deal 3", category="offers").id
+    assert list(outcomes(app, second).values()) == [("sent", "accepted")]
+    assert list(outcomes(app, third).values()) == [("suppressed", "frequency_cap")]
+    assert len(push_fake_fcm.messages) == 2
+
+
+def test_retrying_what_failed_before_it_was_pushed_on_a_full_day_holds_it_back(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    """The offer that failed at once is retried after two others reached her: her
+    day is full, so it is held back (frequency_cap), as a send would be."""
+    capped = {"offers": {"label": "Offers and deals", "max_per_day": 2}}
+    app, client = al_with_a_phone(make_app, push_fake_fcm, PUSH_CATEGORIES=capped)
+    with app.app_context():
+        missed = push.send(users=["al"], title="Deal 1", category="offers").id
+    store(client, push_fake_fcm.service_account("shop-project"))
+    with app.app_context():
+        for n in (2, 3):
+            push.send(users=["al"], title=f"Deal {n}", category="offers")
+    answer = client.post(f"/push/messages/{missed}/retry", json={}, headers=ADMIN)
+    counts = answer.get_json()["counts"]
+    assert (counts["queued"], counts["sent"], counts["suppressed"]) == (0, 0, 1)
+    assert list(outcomes(app, missed).values()) == [("suppressed", "frequency_cap")]
+    assert len(push_fake_fcm.messages) == 2
+
+
 def test_a_cancelled_message_is_not_sent_by_retrying_what_failed(
     make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
 ) -> None:
