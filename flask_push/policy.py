@@ -584,9 +584,11 @@ def _replanned(
         }
     if not quiet_changed:
         return None
-    # only what waits for its own time or for quiet hours to end: a retry waits for
-    # the push service, which the user's evenings do not move
-    if not (row.reason == "quiet_hours" or (row.attempts == 0 and row.reason is None)):
+    # only what waits for its own time (an operator's retry of it too) or for quiet
+    # hours to end: a retry after an attempt waits for the push service, which the
+    # user's evenings do not move
+    waits_for_its_time = row.attempts == 0 and row.reason in (None, "operator_retry")
+    if not (row.reason == "quiet_hours" or waits_for_its_time):
         return None
     own_time = max(first_due(row.send_at, row.created_at), now)
     end = mine.quiet_hours.ends_after(own_time) if mine.quiet_hours is not None else None
@@ -602,7 +604,7 @@ def _replanned(
             "b_error": "the user's quiet hours last past its time to live",
             "b_events": [*(row.events or ()), said],
         }
-    if due == row.due_at or (end is None and (row.reason is None or row.due_at <= now)):
+    if due == row.due_at or (end is None and (row.reason != "quiet_hours" or row.due_at <= now)):
         return None  # its time stands, or it is due already: not in a window
     moved = outcomes.QUIET_HOURS_CHANGED.format(at=outcomes.clock(now), next=outcomes.clock(due))
     said = outcomes.event("deferred", now, moved)

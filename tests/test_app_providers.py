@@ -5,6 +5,7 @@ keeps the provider of ``app.config``."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -292,6 +293,35 @@ def test_retrying_what_failed_keeps_the_users_quiet_hours(
     assert (entry["status"], entry["reason"]) == ("queued", "quiet_hours")
     assert entry["nextAttemptAt"][11:16] == quiet.end
     assert [event["what"] for event in entry["events"]][-2:] == ["retry", "deferred"]
+
+
+def test_a_retried_push_that_waits_for_its_time_follows_new_quiet_hours(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    """An offer for later fails at once on her phone; the operator stores a provider
+    and retries it, so it waits for the message's time. She then sets quiet hours
+    over that time: it waits for their end, as the message's other pushes do. (It
+    kept its time, and woke her.)"""
+    app, client = al_with_a_phone(make_app, push_fake_fcm, PUSH_CATEGORIES=OFFERS)
+    send_at = later().replace(second=0, microsecond=0)
+    with app.app_context():
+        id = push.send(users=["al"], title="Half price", category="offers", send_at=send_at).id
+    store(client, push_fake_fcm.service_account("shop-project"))
+    client.post(f"/push/messages/{id}/retry", json={}, headers=ADMIN)
+    assert list(outcomes(app, id).values()) == [("queued", "operator_retry")]
+    end = send_at + timedelta(hours=1)
+    window = {"start": f"{send_at - timedelta(hours=1):%H:%M}", "end": f"{end:%H:%M}"}
+    with app.app_context():
+        push.set_preferences("al", quiet_hours={**window, "time_zone": "UTC"})
+        (entry,) = push.explain(id)
+    assert (entry["status"], entry["reason"]) == ("queued", "quiet_hours")
+    assert entry["nextAttemptAt"] == end.isoformat().replace("+00:00", "Z")
+    assert f"it is due at {outcomes_module.clock(end)}" in entry["detail"]
+    with app.app_context():
+        push.set_preferences("al", quiet_hours=None)  # its own time again
+        (entry,) = push.explain(id)
+    assert (entry["status"], entry["reason"]) == ("queued", None)
+    assert entry["nextAttemptAt"] == send_at.isoformat().replace("+00:00", "Z")
 
 
 def test_retrying_what_failed_keeps_a_category_the_user_turned_off_since(
