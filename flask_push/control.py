@@ -63,9 +63,8 @@ def retry_failed(
     when it was sent, unless it gave the place back, never pushed to the user (no
     provider, say): then it takes its place again, or is ``suppressed``
     (``frequency_cap``) when the user's day is full now. ``gone`` ones stay: their
-    targets are dead. A message an
-    operator cancelled (it has ``cancelled`` deliveries) is left as it is: none of it
-    goes out again."""
+    targets are dead. A message an operator cancelled (it has ``cancelled``
+    deliveries) is left as it is: none of it goes out again."""
     d, m = models.Delivery, models.Message
     ended: Counter[tuple[str, str]] = Counter()
     if session.scalar(
