@@ -290,7 +290,7 @@ def test_a_server_that_serves_one_request_at_a_time_is_named_in_the_log(
     and nothing else of that process until it closes: said once, in the log."""
     from werkzeug.serving import make_server
 
-    monkeypatch.setattr(ws_module, "_told_one_at_a_time", False, raising=False)
+    monkeypatch.setattr(ws_module, "_said", set())
     app = make_app(PUSH_WS_HEARTBEAT=0)
     with serve(app) as origin:  # threaded: nothing to say
         client = Client(f"{origin}/push/ws", "alice")
@@ -323,7 +323,7 @@ def test_memory_on_a_server_of_several_processes_is_named_in_the_log(
     """gunicorn -w 4 with the default memory://: an event reaches the sockets of the
     process that published it only, and the others' clients miss it. Said once, when
     a websocket opens in a process whose server says it runs several."""
-    monkeypatch.setattr(ws_module, "_told_memory_across_processes", False, raising=False)
+    monkeypatch.setattr(ws_module, "_said", set())
     app = make_app(PUSH_WS_HEARTBEAT=0)
     with serve(app) as origin:  # one process: nothing to say
         client = Client(f"{origin}/push/ws", "alice")

@@ -103,8 +103,15 @@ def register(bp: Blueprint) -> None:
         )
 
 
-#: whether this process said that its server serves one request at a time
-_told_one_at_a_time = False
+#: what this process has said of the server it runs on, each once
+_said: set[str] = set()
+
+
+def _say_once(what: str, message: str, *args: Any) -> None:
+    """A WARNING the first time ``what`` is found in this process, not per socket."""
+    if what not in _said:
+        _said.add(what)
+        log.warning(message, *args)
 
 
 def _serves_one_at_a_time(environ: dict[str, Any]) -> bool:
@@ -122,43 +129,33 @@ def _serves_one_at_a_time(environ: dict[str, Any]) -> bool:
 
 
 def _warn_if_one_at_a_time(environ: dict[str, Any]) -> None:
-    """Say once per process that a websocket stalls a server that serves one request
-    at a time: it holds the process for as long as it is open (gunicorn's sync worker
-    is killed for it after its timeout), and nothing else said why."""
-    global _told_one_at_a_time
-    if _told_one_at_a_time or not _serves_one_at_a_time(environ):
-        return
-    _told_one_at_a_time = True
-    log.warning(
-        "flask-push: a websocket is opening on a server that serves one request at a "
-        "time in this process (%s): it holds the process until it closes, and no other "
-        "request is answered meanwhile. Serve the app with gunicorn -k gevent, or with "
-        "--threads N (N sockets per process); gunicorn's default sync worker cannot "
-        "serve websockets.",
-        environ.get("SERVER_SOFTWARE", "wsgi.multithread is false"),
-    )
-
-
-#: whether this process said that its server's other processes do not hear its events
-_told_memory_across_processes = False
+    """Say that a websocket stalls a server that serves one request at a time: it
+    holds the process for as long as it is open (gunicorn's sync worker is killed for
+    it after its timeout), and nothing else said why."""
+    if _serves_one_at_a_time(environ):
+        _say_once(
+            "one_at_a_time",
+            "flask-push: a websocket is opening on a server that serves one request at a "
+            "time in this process (%s): it holds the process until it closes, and no "
+            "other request is answered meanwhile. Serve the app with gunicorn -k gevent, "
+            "or with --threads N (N sockets per process); gunicorn's default sync worker "
+            "cannot serve websockets.",
+            environ.get("SERVER_SOFTWARE", "wsgi.multithread is false"),
+        )
 
 
 def _warn_if_memory_across_processes(environ: dict[str, Any], settings: PushSettings) -> None:
-    """Say once per process that ``memory://`` cannot reach the sockets of the
-    server's other processes (gunicorn with ``-w 2`` or more): an event published in
-    one process misses every socket held by another, and nothing else says so."""
-    global _told_memory_across_processes
-    if _told_memory_across_processes or not environ.get("wsgi.multiprocess"):
-        return
-    if urlsplit(settings.backplane_url).scheme != "memory":
-        return
-    _told_memory_across_processes = True
-    log.warning(
-        "flask-push: this server runs the app in several processes, but "
-        "PUSH_BACKPLANE_URL is memory://, so a live event reaches only the websockets "
-        "of the process that publishes it: the clients connected to the others miss it. "
-        "Set PUSH_BACKPLANE_URL to a Redis that every process uses (redis://...)."
-    )
+    """Say that ``memory://`` cannot reach the sockets of the server's other processes
+    (gunicorn with ``-w 2`` or more): an event published in one process misses every
+    socket held by another, and nothing else says so."""
+    if environ.get("wsgi.multiprocess") and urlsplit(settings.backplane_url).scheme == "memory":
+        _say_once(
+            "memory_across_processes",
+            "flask-push: this server runs the app in several processes, but "
+            "PUSH_BACKPLANE_URL is memory://, so a live event reaches only the websockets "
+            "of the process that publishes it: the clients connected to the others miss "
+            "it. Set PUSH_BACKPLANE_URL to a Redis that every process uses (redis://...).",
+        )
 
 
 #: ``flask.g`` key: the user and their channel's last id, read before the upgrade, or
