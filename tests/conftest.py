@@ -223,6 +223,31 @@ def read_only(database: dict[str, Any], statement: str) -> tuple[dict[str, Any],
     return replica, f"cannot execute {statement} in a read-only transaction"
 
 
+def named_connections(database: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL engine options whose connections carry a name of their own (their
+    ``application_name``), for :func:`end_connections`; and that name."""
+    name = f"flask-push-test-{uuid.uuid4().hex[:12]}"
+    options = dict(database["SQLALCHEMY_ENGINE_OPTIONS"])
+    options["connect_args"] = {**options["connect_args"], "application_name": name}
+    return name, options
+
+
+def end_connections(name: str) -> None:
+    """End the server side of the connections named ``name``, as a PostgreSQL restart
+    does: their pool still holds them, and their next statement fails."""
+    killer = sa.create_engine(POSTGRES_URL)
+    with killer.begin() as admin:
+        ended = admin.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = :name"
+            ),
+            {"name": name},
+        ).all()
+    killer.dispose()
+    assert ended
+
+
 #: the SECRET_KEY of sending_app's apps, which signs their click tokens
 SENDING_SECRET = "test-secret"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +15,17 @@ from flask import Flask
 
 from flask_push.models import utcnow
 
-from conftest import POSTGRES_URL, REDIS_URL, as_user, bare_app, db, need_service, push, read_only
+from conftest import (
+    REDIS_URL,
+    as_user,
+    bare_app,
+    db,
+    end_connections,
+    named_connections,
+    need_service,
+    push,
+    read_only,
+)
 
 
 def closed_port() -> int:
@@ -146,31 +155,15 @@ def test_a_database_back_from_a_restart_is_ok_at_the_first_probe(
     """PostgreSQL restarted between two probes: the pool's connections were ended,
     but the database answers again. The probe (and the scrape's outbox gauges) say
     so at once, instead of one "down" per process that sends a load balancer away."""
-    name = f"flask-push-test-{uuid.uuid4().hex[:12]}"  # this app's connections only
-    options = dict(database["SQLALCHEMY_ENGINE_OPTIONS"])
-    options["connect_args"] = {**options["connect_args"], "application_name": name}
+    name, options = named_connections(database)  # this app's connections only
     app = make_app(SQLALCHEMY_ENGINE_OPTIONS=options, PUSH_METRICS=True)
     client = app.test_client()
-
-    def restart() -> None:
-        killer = sa.create_engine(POSTGRES_URL)
-        with killer.begin() as admin:
-            ended = admin.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = :name"
-                ),
-                {"name": name},
-            ).all()
-        killer.dispose()
-        assert ended
-
     assert health(app)[0] == 200
-    restart()
+    end_connections(name)
     status, body = health(app)
     assert (status, body["database"], body["problems"]) == (200, "ok", [])
     assert "flask_push_outbox_due 0.0" in client.get("/push/metrics").get_data(as_text=True)
-    restart()
+    end_connections(name)
     assert "flask_push_outbox_due 0.0" in client.get("/push/metrics").get_data(as_text=True)
 
 

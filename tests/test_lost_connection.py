@@ -6,7 +6,6 @@ does not write it twice."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from conftest import POSTGRES_URL, as_user, db, service_account
+from conftest import POSTGRES_URL, as_user, db, end_connections, named_connections, service_account
 
 on_postgres = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 IOS_TOKEN = "ab" * 32
@@ -219,23 +218,11 @@ def test_a_connection_lost_between_requests_is_503_not_500(
     has ended. The database answers again by the time flask-push asks, but this
     request could not be served: an outage to the client (503, Retry-After), not
     "something went wrong"."""
-    name = f"flask-push-test-{uuid.uuid4().hex[:12]}"  # this app's connections only
-    options = dict(database["SQLALCHEMY_ENGINE_OPTIONS"])
-    options["connect_args"] = {**options["connect_args"], "application_name": name}
+    name, options = named_connections(database)  # this app's connections only
     app = make_app(SQLALCHEMY_ENGINE_OPTIONS=options, PUSH_QUEUE="inline")
     client = app.test_client()
     assert client.get("/push/notifications", headers=as_user("alice")).status_code == 200
-    killer = sa.create_engine(POSTGRES_URL)
-    with killer.begin() as admin:
-        ended = admin.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = :name"
-            ),
-            {"name": name},
-        ).all()
-    killer.dispose()
-    assert ended
+    end_connections(name)
     answer = client.get("/push/notifications", headers=as_user("alice"))
     assert answer.status_code == 503
     assert answer.headers["Retry-After"] == "5"
