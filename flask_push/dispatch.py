@@ -1821,7 +1821,7 @@ class Dispatcher:
             ],
         )
         stamp = now.isoformat()  # once per batch: every event of it has this time
-        said: dict[tuple[int, str, str, str | None], str] = {}
+        said: dict[tuple[int, str, str, str | None, str | None], str] = {}
         gone_targets: list[tuple[str, str, str]] = []
         dead_tokens: list[OutgoingPush] = []
         retried: list[dict[str, Any]] = []
@@ -1830,11 +1830,13 @@ class Dispatcher:
             tries = attempts[id]
             service = service_name(result.provider)
             answer = _answer(result, prefer_code=True)
-            key = (tries, service, answer, result.reason)
+            # an activity's push to an iPhone: to which of its tokens, else as an alert
+            to = _pushed_to(push, result.provider)
+            key = (tries, service, answer, result.reason, to)
             text = said.get(key)
             if text is None:
                 text = said[key] = outcomes.attempt_detail(
-                    result.reason, attempts=tries, service=service, answer=answer
+                    result.reason, attempts=tries, service=service, answer=answer, to=to
                 )
             tried = outcomes.event(
                 "attempt",
@@ -2218,6 +2220,25 @@ def _token_kind(target: WebPushTarget | DeviceTarget) -> str | None:
     if isinstance(target, DeviceTarget) and target.kind != "device":
         return target.kind
     return None
+
+
+def _pushed_to(push: OutgoingPush, provider: str) -> str | None:
+    """Where a push of a live activity went on a platform with Live Activities, as an
+    attempt says it: the Live Activity's own token, the app's push-to-start token, or
+    the device as an alert (the app registered no token for the activity yet), which
+    the lock screen's Live Activity does not show. None for any other push."""
+    target = push.target
+    if push.activity is None or not isinstance(target, DeviceTarget):
+        return None
+    if target.kind == "activity":
+        return "to the Live Activity's own token"
+    if target.kind == "start":
+        return "to the app's push-to-start token"
+    try:
+        live = registered(provider).live_activities
+    except KeyError:  # a kind of no registered provider (a test's own)
+        return None
+    return "to the device as an alert (no Live Activity token for it yet)" if live else None
 
 
 def _target_word(target: WebPushTarget | DeviceTarget) -> str:

@@ -258,11 +258,14 @@ def detail(reason: str, **values: Any) -> str:
     return REASONS[reason].format(**shown)
 
 
-def attempt_detail(reason: str | None = None, **values: Any) -> str:
+def attempt_detail(reason: str | None = None, *, to: str | None = None, **values: Any) -> str:
     """The sentence of one attempt: who answered what (``reason``: the result's,
-    which says when no answer came)."""
+    which says when no answer came); ``to``, where the push went, when the target
+    has more than one (a Live Activity's token or its device): "Attempt 1, to ...: "."""
     shown = {"service": "the push service", "answer": "nothing", "attempts": 1}
     shown.update({k: v for k, v in values.items() if v is not None})
+    if to is not None:
+        shown["attempts"] = f"{shown['attempts']}, {to}"
     return UNANSWERED.get(reason or "", ATTEMPT).format(**shown)
 
 

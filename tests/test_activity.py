@@ -581,6 +581,41 @@ def test_a_dead_live_activity_token_is_dropped_not_the_device(
         )
 
 
+def test_the_timeline_says_where_an_iphones_push_went(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """An operator asking why her lock screen did not update: each attempt on an
+    iPhone says whether it went to the Live Activity's own token, the push-to-start
+    token, or to the device as an alert (no Live Activity token yet)."""
+
+    def attempt(message: Any) -> str:
+        [entry] = [e for e in push.explain(message.id) if e["target"]["kind"] == "apns"]
+        return next(e["detail"] for e in entry["events"] if e["what"] == "attempt")
+
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        db.session.get(push.models.Installation, iphone).push_to_start_token = START_TOKEN
+        db.session.commit()
+        started = order("start", attributes_type="OrderAttributes", attributes={"number": 42})
+        alerted = order()
+        assert attempt(started) == (
+            "Attempt 1, to the app's push-to-start token: Apple's push service (APNs) "
+            "answered 200 OK."
+        )
+        assert attempt(alerted) == (
+            "Attempt 1, to the device as an alert (no Live Activity token for it yet): "
+            "Apple's push service (APNs) answered 200 OK."
+        )
+    assert register_live_token(live, iphone).status_code == 201
+    with live.app_context():
+        m = push.models.Message
+        [caught] = [x for x in db.session.scalars(sa.select(m)) if x.audience == {"id": iphone}]
+        assert attempt(caught).startswith("Attempt 1, to the Live Activity's own token: ")
+        # other pushes say nothing of the kind
+        [web] = [e for e in push.explain(alerted.id) if e["target"]["kind"] == "webpush"]
+        assert web["events"][1]["detail"].startswith("Attempt 1: ")
+
+
 def test_a_newer_state_supersedes_an_older_one_still_queued(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
