@@ -268,6 +268,13 @@ def catch_up(state: PushState, installation: Any, activity_id: str, *, first: bo
     return queue_catch_up(state, installation.id, latest)
 
 
+#: what the timeline of a catch-up says first, after "Queued for sending."
+CAUGHT_UP = (
+    "A catch-up: the activity's latest state again, without an alert, for the Live "
+    "Activity token the device's app registered after that state was sent to it."
+)
+
+
 def queue_catch_up(state: PushState, installation_id: str, latest: Any) -> Any:
     """Queue message ``latest``'s activity state again, as a catch-up, to
     installation ``installation_id`` (see :func:`catch_up`)."""
@@ -299,6 +306,7 @@ def queue_catch_up(state: PushState, installation_id: str, latest: Any) -> Any:
         columns={"activity_id": activity_id, "activity": activity_json(caught)},
         activity=caught,
         before_insert=supersede,
+        why=CAUGHT_UP,
     )
     return queue_message(state, {"id": installation_id}, keywords, extras)
 

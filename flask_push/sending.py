@@ -175,10 +175,12 @@ def expiry(due_at: datetime, ttl: int) -> datetime:
     return due_at + (timedelta(seconds=ttl) if ttl > 0 else ZERO_TTL_GRACE)
 
 
-def first_events(due_at: datetime, now: datetime) -> list[dict[str, Any]]:
-    """The first entry of every timeline, written with the row (no statement of its own)."""
+def first_events(due_at: datetime, now: datetime, why: str | None = None) -> list[dict[str, Any]]:
+    """The first entry of every timeline, written with the row (no statement of its
+    own); ``why``, a sentence saying why it was queued, when a caller has one."""
     waits = f" It is due at {outcomes.clock(due_at)}." if due_at > now else ""
-    return [outcomes.event("queued", now, f"Queued for sending.{waits}")]
+    said = f" {why}" if why is not None else ""
+    return [outcomes.event("queued", now, f"Queued for sending.{said}{waits}")]
 
 
 def insert_deliveries(
@@ -192,19 +194,27 @@ def insert_deliveries(
     ttl: int,
     rules: policy.Plan | None = None,
     stored: frozenset[tuple[str, str]] = frozenset(),
+    why: str | None = None,
 ) -> Counter[tuple[str, str]]:
     """Write the delivery rows of a message, a chunk at a time; returns how many
     ended at once (not ``queued``), by provider kind and status, for the metrics.
 
     Targets no provider can reach (of ``configured`` kinds, or ``stored`` for their
     app id) are ``failed`` at once; ``rules`` (a category's plan) hold some back or
-    suppress them. Chunks keep memory flat however large
-    the audience: a whole audience's parameters at once cost about 2 KB a row in
-    the driver and SQLAlchemy.
+    suppress them; ``why`` is what each timeline's first entry says of the send.
+    Chunks keep memory flat however large the audience: a whole audience's
+    parameters at once cost about 2 KB a row in the driver and SQLAlchemy.
     """
     rows = iter(
         _delivery_rows(
-            message_id, targets, configured, due_at=due_at, ttl=ttl, rules=rules, stored=stored
+            message_id,
+            targets,
+            configured,
+            due_at=due_at,
+            ttl=ttl,
+            rules=rules,
+            stored=stored,
+            why=why,
         )
     )
     # Core's INSERT, not the ORM's bulk one: the ORM leaves out a row's None values
@@ -226,11 +236,12 @@ def _delivery_rows(
     ttl: int,
     rules: policy.Plan | None,
     stored: frozenset[tuple[str, str]],
+    why: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     configured = set(configured)
     expires_at = expiry(due_at, ttl)
     now = utcnow()
-    queued = first_events(due_at, now)
+    queued = first_events(due_at, now, why)
     for target in targets:
         decision = rules.decide(target) if rules is not None else None
         reachable = target.kind in configured or (target.kind, target.app_id) in stored
@@ -372,6 +383,8 @@ class Extras:
     before_insert: Any = None
     #: ``(message, inbox_users)``, after the commit: the users given an inbox item
     after_commit: Any = None
+    #: why it was sent, said by the first entry of each delivery's timeline
+    why: str | None = None
 
 
 def _queue_message(
@@ -424,7 +437,7 @@ def _queue_message(
                 due=due,
                 expires_at=expiry(due, shown["ttl"]),
                 now=now,
-                queued=first_events(due, now),
+                queued=first_events(due, now, extras.why if extras is not None else None),
                 activity_id=extras.columns.get("activity_id") if extras is not None else None,
             )
             owners = rules.inbox_users
@@ -466,6 +479,7 @@ def _queue_message(
                     if any(t.installation_id is not None for t in targets)
                     else frozenset()
                 ),
+                why=extras.why if extras is not None else None,
             )
         )
         if category is not None and rules is not None:

@@ -302,6 +302,12 @@ def test_a_live_activity_token_registered_late_gets_the_latest_state(
         assert message.activity_id == "order-42" and message.inbox is False
         [entry] = push.explain(message.id)
         assert entry["status"] == "sent"
+        # the operator's timeline says what this second push of the state is
+        assert entry["events"][0]["detail"] == (
+            "Queued for sending. A catch-up: the activity's latest state again, without "
+            "an alert, for the Live Activity token the device's app registered after that "
+            "state was sent to it."
+        )
         assert [item.id for item in push.search("alice").items] == ["order-42"]
         # the next state goes to the token as any other, and supersedes nothing sent
         order(state={**STATE, "step": 5})
