@@ -433,6 +433,24 @@ def test_the_bell_follows_the_inbox_live(
         assert push.search("carol").new_count == 0
 
 
+def test_an_update_of_an_item_out_of_the_menu_is_said_as_an_update(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """An order's item, pushed out of the menu by newer ones, gets its next state: a
+    screen reader hears "Updated notification", not "New notification" of an item
+    that the menu does not even show."""
+    app = live()
+    with app.app.app_context():
+        order = push.upsert("gus", title="Order #42", body="Placed").id
+        push.upsert("gus", title="Weekend offer")
+    open_page(browser, page, app, user="gus")
+    start_bell(page, {"take": 1})
+    with app.app.app_context():
+        push.upsert("gus", order, body="Out for delivery")
+    spoken = page.locator(".fp-bell .fp-announce")
+    expect(spoken).to_have_text("Updated notification: Order #42", timeout=TIMEOUT_MS)
+
+
 def test_a_listing_read_before_a_live_change_never_hides_it(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:

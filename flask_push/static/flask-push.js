@@ -1184,7 +1184,9 @@
         // an item it has already is updated where it is (a live activity's next
         // state); a new one goes where the listing (newest first) has it, and the
         // menu keeps only its latest, so a tab left open all day holds no more
-        const known = state.items.some((item) => item.id === data.id);
+        // changed since it was made (an activity's next state), shown in the menu or
+        // not: a new item's two times are the same
+        const updated = time(data.updatedAt) > time(data.createdAt);
         state.items = upsertItem(state.items, data).slice(0, opts.take);
         renderMenu();
         if (history.open) {
@@ -1194,7 +1196,7 @@
         }
         if (data.isNew) {
           flash();
-          announce(`${known ? 'Updated' : 'New'} notification: ${data.title}`);
+          announce(`${updated ? 'Updated' : 'New'} notification: ${data.title}`);
         }
       }
     }
