@@ -60,7 +60,7 @@ def test_defaults(app):
             "PUSH_VAPID_SUBJECT",
             "is required (a contact URI: `mailto:you@example.com` or `https://example.com`)",
         ),
-        ({"PUSH_VAPID_PUBLIC_KEY": "BOGUS"}, "PUSH_VAPID_PUBLIC_KEY", "does not belong"),
+        ({"PUSH_VAPID_PUBLIC_KEY": "BOGUS"}, "PUSH_VAPID_PUBLIC_KEY", "is not a P-256 public key"),
         (
             {"PUSH_VAPID_PRIVATE_KEY": None},
             "PUSH_VAPID_PRIVATE_KEY",
@@ -194,6 +194,33 @@ def test_pem_and_der_vapid_keys_are_accepted(make_app):
         base64.urlsafe_b64decode(app.extensions["push"].settings.vapid_public_key + "==")
         == expected
     )
+
+
+def test_vapid_public_key_is_compared_as_a_key_not_as_text(make_app):
+    """The public key of the private one, given as standard base64 or as PEM (as
+    other tools write it), is that key: it used to be called one of another pair."""
+    import base64
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    wanted = base64.urlsafe_b64encode(point).decode().rstrip("=")
+    for given in (base64.b64encode(point).decode(), public_pem.decode(), wanted + "="):
+        app = make_app(PUSH_VAPID_PRIVATE_KEY=pem(key), PUSH_VAPID_PUBLIC_KEY=given)
+        assert app.extensions["push"].settings.vapid_public_key == wanted
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    other_point = other.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    with pytest.raises(PushConfigError, match="does not belong to the private key"):
+        make_app(
+            PUSH_VAPID_PRIVATE_KEY=pem(key),
+            PUSH_VAPID_PUBLIC_KEY=base64.urlsafe_b64encode(other_point).decode(),
+        )
 
 
 def test_rsa_key_is_not_a_vapid_key(make_app):

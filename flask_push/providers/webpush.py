@@ -29,7 +29,11 @@ from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
+from py_vapid.utils import b64urlencode
 from yarl import URL
 
 from .. import validation
@@ -143,12 +147,21 @@ def _normalize_webpush(values: Mapping[str, Any]) -> dict[str, Any]:
     vapid = load_vapid(_text(values, "privateKey") or "")
     public = vapid_public_key(vapid)
     given = _text(values, "publicKey", required=False)
-    if given is not None and given.rstrip("=") != public:
-        raise ValidationError(
-            "does not belong to the private key; leave it out and it is derived",
-            field="publicKey",
-            code="invalid_setting",
-        )
+    if given is not None:
+        point = _public_point(given)
+        if point is None:
+            raise ValidationError(
+                "is not a P-256 public key (PEM, or the base64url of its 65 bytes, as "
+                "`flask push vapid-keys` writes it); leave it out and it is derived",
+                field="publicKey",
+                code="invalid_setting",
+            )
+        if str(b64urlencode(point)) != public:
+            raise ValidationError(
+                "does not belong to the private key; leave it out and it is derived",
+                field="publicKey",
+                code="invalid_setting",
+            )
     subject = _text(values, "subject") or ""
     if not (subject.startswith("mailto:") and "@" in subject) and not (
         subject.startswith("https://") and _split(subject).hostname
@@ -159,6 +172,25 @@ def _normalize_webpush(values: Mapping[str, Any]) -> dict[str, Any]:
             code="invalid_setting",
         )
     return {"privateKey": vapid_raw_private_key(vapid), "publicKey": public, "subject": subject}
+
+
+def _public_point(text: str) -> bytes | None:
+    """The uncompressed P-256 point of a public key given as PEM or as base64 (either
+    alphabet, padded or not), or None when ``text`` is no such key."""
+    try:
+        if "-----BEGIN" in text:
+            key = serialization.load_pem_public_key(text.strip().encode())
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                return None
+            return key.public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            )
+        padded = text.strip().rstrip("=")
+        point = base64.urlsafe_b64decode(padded + "=" * (-len(padded) % 4))
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    except (binascii.Error, ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    return point if len(point) == 65 else None
 
 
 def _private_hosts(patterns: Iterable[str]) -> list[str]:
