@@ -432,6 +432,31 @@ def _broker_url(url: str) -> None:
             _redis_url("PUSH_CELERY_BROKER_URL", each)
 
 
+_UNSET = object()
+
+
+def push_keys(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``PUSH_*`` keys of ``config`` and their values, as they are now."""
+    return {k: v for k, v in config.items() if isinstance(k, str) and k.startswith("PUSH_")}
+
+
+def say_changed(read: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """Warn of each ``PUSH_*`` key set, changed or removed in ``config`` since
+    ``init_app`` read ``read``: flask-push goes on with what it read, so a test that
+    sets ``PUSH_QUEUE`` on the app its factory returned would otherwise not know."""
+    now = push_keys(config)
+    keys = read.keys() | now.keys()
+    changed = sorted(k for k in keys if read.get(k, _UNSET) != now.get(k, _UNSET))
+    if changed:
+        logging.getLogger("flask_push").warning(
+            "flask-push: app.config's %s changed after push.init_app(app), which reads the "
+            "PUSH_* keys once: flask-push goes on with the values it read then. Set them "
+            "before init_app (in a test, give them to your app factory, before it calls "
+            "init_app).",
+            ", ".join(changed),
+        )
+
+
 def load(app: Flask) -> PushSettings:
     """Read and check the ``PUSH_*`` keys of ``app.config`` (and warn of those it
     does not know). A refusal names a misspelt key that may be its cause."""

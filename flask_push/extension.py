@@ -143,7 +143,19 @@ class PushState:
     subscribe_limiter: ClientLimiter | None = None
     #: the Prometheus metrics, when ``PUSH_METRICS`` is on
     metrics: Metrics | None = None
+    #: the ``PUSH_*`` keys of ``app.config`` as ``init_app`` read them
+    config_read: dict[str, Any] = field(default_factory=dict)
+    #: ``app.config`` was compared with ``config_read`` (at the first request or call)
+    config_checked: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check_config(self, app: Flask) -> None:
+        """Once, at the app's first request or call of the Python API: warn of the
+        ``PUSH_*`` keys changed since ``init_app`` read them, which it does not use."""
+        if self.config_checked:
+            return
+        self.config_checked = True
+        config.say_changed(self.config_read, app.config)
 
     def get_checkers(self) -> dict[str, Provider]:
         """One provider per configured kind, to ``check()`` a notification at send time:
@@ -333,7 +345,9 @@ class Push:
         from .api import create_blueprint
         from .cli import push_cli
 
-        state = app.extensions["push"] = PushState(push=self, settings=settings)
+        state = app.extensions["push"] = PushState(
+            push=self, settings=settings, config_read=config.push_keys(app.config)
+        )
         if settings.metrics:
             from .health import read_outbox
             from .metrics import Metrics  # prometheus_client is an optional dependency
@@ -357,6 +371,7 @@ class Push:
         _exempt_from_csrf(app)  # a CSRFProtect set up before this
         # ... or after: this runs before its check, registered later
         app.before_request(lambda: _exempt_from_csrf(current_app))
+        app.before_request(lambda: state.check_config(current_app))
         if settings.queue == "thread" and settings.suppress_send_config is not True:
             app.before_request(state.deliver_here)
         app.cli.add_command(push_cli)
@@ -431,6 +446,8 @@ class Push:
             ) from None
         if state.push is not self:
             raise RuntimeError("The current app was set up with a different Push instance.")
+        if not state.config_checked:
+            state.check_config(current_app)
         return state  # type: ignore[no-any-return]
 
     @property

@@ -562,3 +562,34 @@ def test_the_fakes_without_the_testing_extra_say_what_to_install():
         r"pip install (-e )?'\S+\[testing\]'\n",
         child.stdout,
     ), child.stdout
+
+
+def test_a_key_set_after_init_app_is_said_once(make_app, caplog):
+    """A test that sets PUSH_* keys on the app its factory returned changed nothing,
+    and the subscription it then posted was refused for want of the very key it set."""
+    app = make_app()
+    app.config.update(PUSH_ALLOW_HTTP_ENDPOINTS=True, PUSH_QUEUE="inline")
+    with caplog.at_level("WARNING", logger="flask_push"):
+        app.test_client().get("/push/vapid-public-key")
+        app.test_client().get("/push/vapid-public-key")
+    said = [r.getMessage() for r in caplog.records if "after push.init_app" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "PUSH_ALLOW_HTTP_ENDPOINTS, PUSH_QUEUE changed after push.init_app(app)" in said[0]
+    assert "Set them before init_app" in said[0]
+
+
+def test_a_key_changed_after_init_app_is_said_by_the_python_api(make_app, caplog):
+    from conftest import push
+
+    app = make_app(PUSH_QUEUE="inline")
+    del app.config["PUSH_QUEUE"]
+    with caplog.at_level("WARNING", logger="flask_push"), app.app_context():
+        push.send(users=["alice"], title="Hi")
+    assert any("PUSH_QUEUE changed after push.init_app" in r.getMessage() for r in caplog.records)
+
+
+def test_unchanged_config_says_nothing(make_app, caplog):
+    app = make_app(PUSH_QUEUE="inline")
+    with caplog.at_level("WARNING", logger="flask_push"):
+        app.test_client().get("/push/vapid-public-key")
+    assert not [r for r in caplog.records if "after push.init_app" in r.getMessage()]
