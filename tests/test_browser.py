@@ -217,6 +217,35 @@ def test_a_copy_of_the_client_in_the_apps_static_keeps_the_default_prefix(
     assert page.evaluate("FlaskPush.configure().prefix") == "/push"
 
 
+def test_a_page_of_another_origin_is_told_where_the_client_calls(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """A page served from another origin than the app's, loading the client from the
+    app: every call went to the page's own origin and answered 404 without a word of
+    why. The console now says where it calls and what to do."""
+    app = live(html="<!doctype html><title>shop</title>")
+    open_page(browser, page, app, user="bob")
+    page.goto(f"{app.origin}/")
+    other = f"http://127.0.0.1:{app.port}"  # the same server, another origin
+    warned: list[str] = []
+    page.on("console", lambda m: warned.append(m.text) if m.type == "warning" else None)
+    page.evaluate(
+        """(src) => new Promise((resolve, reject) => {
+          const script = Object.assign(document.createElement('script'), {src});
+          script.onload = resolve;
+          script.onerror = reject;
+          document.head.append(script);
+        })""",
+        f"{other}/push/static/flask-push.js",
+    )
+    said = [w for w in warned if w.startswith("flask-push:")]
+    assert len(said) == 1, warned
+    assert said[0].startswith(
+        f"flask-push: flask-push.js was loaded from {other}, but this page is at {app.origin}"
+    )
+    assert f"Serve this page from {other}" in said[0]
+
+
 def test_a_service_worker_not_found_says_what_to_do(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:

@@ -26,12 +26,26 @@
    *  set one (or the file was copied elsewhere). */
   function servedFrom(url, file) {
     if (!url || config.prefix !== '/push') return;
-    const path = new URL(url, location.href).pathname;
+    const src = new URL(url, location.href);
+    const path = src.pathname;
     const suffix = '/static/' + file;
     // a copy in the app's own /static/ says nothing: the prefix is never the root
     if (path.endsWith(suffix) && path.length > suffix.length) {
       config.prefix = path.slice(0, -suffix.length);
+      if (src.origin !== location.origin) otherOrigin(src.origin, file);
     }
+  }
+
+  /** Loaded from another origin than the page's: the API, the websocket and the
+   *  service worker are asked on the page's own origin, so they would answer 404. */
+  function otherOrigin(origin, file) {
+    console.warn(
+      `flask-push: ${file} was loaded from ${origin}, but this page is at ` +
+        `${location.origin}, where the client calls the API (${config.prefix}), the ` +
+        `websocket and the service worker: they will not reach the app at ${origin}. ` +
+        `Serve this page from ${origin}, or pass ${config.prefix} and the service ` +
+        'worker through to it from this origin.'
+    );
   }
 
   /** Set {prefix, serviceWorkerUrl, scope, stylesheet}: where the app serves flask-push. */
