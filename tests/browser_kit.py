@@ -162,12 +162,17 @@ PushManager.prototype.subscribe = async function (options) {
 """
 
 
+def need_chromium() -> None:
+    """Skips (fails in CI) when Chromium is missing."""
+    if not os.path.exists(CHROMIUM):
+        need_service("Chromium", RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium)"))
+
+
 @contextmanager
 def chromium(tmp: Path, viewport: dict[str, int] | None = None) -> Iterator[Browser]:
     """Chromium on a private session bus, with its notification server. Skips (fails
     in CI) when Chromium or dbus-daemon is missing."""
-    if not os.path.exists(CHROMIUM):
-        need_service("Chromium", RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium)"))
+    need_chromium()
     dbus_daemon = shutil.which("dbus-daemon")
     if dbus_daemon is None:
         need_service("dbus-daemon", RuntimeError("it is missing (apt-get install dbus)"))

@@ -1,6 +1,7 @@
 """The demo as ``make demo`` runs it (fake FCM and APNs, delivery workers), served on
 localhost (a secure context, where service workers and Web Push run), for the
-browser tests of the demo."""
+browser tests of the demo, and their fixtures: a test module takes the ones it needs
+by name, ``server = server_fixture(WEB_PUSH)``, ``chromium = chromium_fixture()``."""
 
 from __future__ import annotations
 
@@ -52,14 +53,49 @@ def launched_chromium() -> Iterator[Any]:
     """A plain (incognito) Chromium; skips when it is missing (fails under CI=true)."""
     from playwright import sync_api
 
-    from browser_kit import ARGS, CHROMIUM
-    from conftest import need_service
+    from browser_kit import ARGS, CHROMIUM, need_chromium
 
-    if not os.path.exists(CHROMIUM):
-        need_service("Chromium", RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium)"))
+    need_chromium()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             yield browser
         finally:
             browser.close()
+
+
+def server_fixture(config: Mapping[str, Any] | None = None, **settings: Any) -> Any:
+    """A ``server`` fixture: ``(base URL, app)`` of the demo served with ``config`` and
+    ``settings`` (see :func:`served_demo`), a fresh one for each test."""
+
+    @pytest.fixture
+    def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
+        with served_demo(tmp_path, monkeypatch, config, **settings) as served:
+            yield served
+
+    return server
+
+
+def chromium_fixture() -> Any:
+    """A ``chromium`` fixture: a plain Chromium (:func:`launched_chromium`) for each test."""
+
+    @pytest.fixture
+    def chromium() -> Iterator[Any]:
+        with launched_chromium() as browser:
+            yield browser
+
+    return chromium
+
+
+def browser_fixture(viewport: dict[str, int]) -> Any:
+    """A ``browser`` fixture: ``browser_kit``'s Chromium with a persistent profile whose
+    notifications go to the test's D-Bus server, pages of ``viewport``, for each test."""
+
+    @pytest.fixture
+    def browser(tmp_path: Path) -> Iterator[Any]:
+        from browser_kit import chromium
+
+        with chromium(tmp_path / "chromium", viewport=viewport) as session:
+            yield session
+
+    return browser

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from served_demo import launched_chromium, served_demo  # noqa: E402
+from served_demo import chromium_fixture, server_fixture  # noqa: E402
 
 from demo.models import STATUSES  # noqa: E402
 from demo.seed import PASSWORD  # noqa: E402
@@ -40,16 +39,8 @@ PHONE = {"width": 390, "height": 844}
 LABELS = dict(STATUSES)
 
 
-@pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    with served_demo(tmp_path, monkeypatch) as served:
-        yield served
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    with launched_chromium() as browser:
-        yield browser
+server = server_fixture()
+chromium = chromium_fixture()
 
 
 def sign_in(browser: Any, base: str, email: str) -> Any:

@@ -10,7 +10,6 @@ test is skipped, except under ``CI=true``, where it fails.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -26,13 +25,12 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from served_demo import served_demo  # noqa: E402
+from served_demo import chromium_fixture, server_fixture  # noqa: E402
 
 from demo.extensions import db, push  # noqa: E402
 from demo.seed import PASSWORD  # noqa: E402
 
-from browser_kit import ARGS, CHROMIUM, TIMEOUT_MS  # noqa: E402
-from conftest import need_service  # noqa: E402
+from browser_kit import ARGS, CHROMIUM, TIMEOUT_MS, need_chromium  # noqa: E402
 
 SHOTS = ROOT / "test-artifacts" / "demo"
 PHONE = {"width": 390, "height": 844}
@@ -121,27 +119,15 @@ def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
     )
 
 
-@pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    with served_demo(tmp_path, monkeypatch) as served:
-        yield served
+server = server_fixture()
+chromium = chromium_fixture()
 
 
 @pytest.fixture
 def playwright() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        need_service("Chromium", RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium)"))
+    need_chromium()
     with sync_api.sync_playwright() as session:
         yield session
-
-
-@pytest.fixture
-def chromium(playwright: Any) -> Iterator[Any]:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-    try:
-        yield browser
-    finally:
-        browser.close()
 
 
 def sign_in(page: Any, base: str, email: str) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from served_demo import launched_chromium, served_demo  # noqa: E402
+from served_demo import chromium_fixture, server_fixture  # noqa: E402
 
 from demo.extensions import db, push  # noqa: E402
 from demo.models import User  # noqa: E402
@@ -60,16 +59,8 @@ def shot(page: Any, name: str, viewport: dict[str, int]) -> None:
     page.screenshot(path=str(shots() / f"{name}-{viewport['width']}.png"), full_page=True)
 
 
-@pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    with served_demo(tmp_path, monkeypatch) as served:
-        yield served
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    with launched_chromium() as browser:
-        yield browser
+server = server_fixture()
+chromium = chromium_fixture()
 
 
 def sign_in(browser: Any, base: str, email: str, **context: Any) -> Any:

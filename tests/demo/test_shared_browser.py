@@ -10,7 +10,6 @@ packages; without them the test is skipped, except under ``CI=true``, where it f
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,13 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from served_demo import served_demo  # noqa: E402
+from served_demo import browser_fixture, server_fixture  # noqa: E402
 from test_walkthrough import DESKTOP, WEB_PUSH, log_in, subscriptions_of  # noqa: E402
 
-from browser_kit import Browser, chromium  # noqa: E402
+from browser_kit import Browser  # noqa: E402
 
-
-@pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    with served_demo(tmp_path, monkeypatch, WEB_PUSH) as served:
-        yield served
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    with chromium(tmp_path / "chromium", viewport=DESKTOP) as session:
-        yield session
+server = server_fixture(WEB_PUSH)
+browser = browser_fixture(viewport=DESKTOP)
 
 
 def test_signing_out_ends_this_browsers_notifications(

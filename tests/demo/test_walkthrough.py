@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from served_demo import served_demo  # noqa: E402
+from served_demo import server_fixture  # noqa: E402
 
 from demo.extensions import db, push  # noqa: E402
 from demo.models import Order, User  # noqa: E402
@@ -52,10 +52,7 @@ PHONE = {"width": 390, "height": 844}
 WEB_PUSH = {"PUSH_ENDPOINT_HOSTS": ["127.0.0.1"], "PUSH_ALLOW_HTTP_ENDPOINTS": True}
 
 
-@pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    with served_demo(tmp_path, monkeypatch, WEB_PUSH, DEMO_EXPORT_DELAY=0.05) as served:
-        yield served
+server = server_fixture(WEB_PUSH, DEMO_EXPORT_DELAY=0.05)
 
 
 @pytest.fixture
