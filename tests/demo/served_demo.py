@@ -64,6 +64,34 @@ def launched_chromium() -> Iterator[Any]:
             browser.close()
 
 
+def submit_login(page: Any, base: str, email: str) -> Any:
+    """Fills in and sends the demo's sign-in form at ``base`` on ``page`` as ``email``
+    (every seeded account has the same password)."""
+    from demo.seed import PASSWORD
+
+    page.goto(base + "/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.stack button[type=submit]")
+    return page
+
+
+def log_in(page: Any, base: str, email: str) -> Any:
+    """``page`` signed in as ``email``, once the page it lands on has loaded."""
+    from browser_kit import TIMEOUT_MS
+
+    page.set_default_timeout(TIMEOUT_MS)
+    submit_login(page, base, email)
+    page.wait_for_load_state("networkidle")
+    return page
+
+
+def sign_in(browser: Any, base: str, email: str, **context: Any) -> Any:
+    """A page of a new context of ``browser`` (``context``: its options, such as the
+    viewport), signed in as ``email`` (:func:`log_in`)."""
+    return log_in(browser.new_context(**context).new_page(), base, email)
+
+
 def server_fixture(config: Mapping[str, Any] | None = None, **settings: Any) -> Any:
     """A ``server`` fixture: ``(base URL, app)`` of the demo served with ``config`` and
     ``settings`` (see :func:`served_demo`), a fresh one for each test."""

@@ -23,9 +23,11 @@ if ROOT not in sys.path:
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
+from served_demo import submit_login  # noqa: E402
+
 from demo import create_app, db, push  # noqa: E402
 from demo.models import User  # noqa: E402
-from demo.seed import PASSWORD, seed  # noqa: E402
+from demo.seed import seed  # noqa: E402
 
 from browser_kit import Browser, chromium  # noqa: E402
 
@@ -87,10 +89,7 @@ def test_a_long_word_stays_within_the_page(
     page = browser.context.new_page()
     try:
         page.set_viewport_size({"width": width, "height": height})
-        page.goto(base + "/login")
-        page.fill("input[name=email]", "bob@example.com")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form.stack button[type=submit]")
+        submit_login(page, base, "bob@example.com")
         page.wait_for_selector(".fp-badge:not([hidden])")
         page.click(".fp-bell-button")
         page.wait_for_selector(".fp-panel:not([hidden]) .fp-item")
@@ -141,10 +140,7 @@ def test_right_to_left_text_reads_right_to_left(browser: Browser, shop: tuple[st
     notify(app, "bob@example.com", "ההזמנה שלך בדרך!", "השליח יגיע בעוד 10 דקות.")
     page = browser.context.new_page()
     try:
-        page.goto(base + "/login")
-        page.fill("input[name=email]", "bob@example.com")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form.stack button[type=submit]")
+        submit_login(page, base, "bob@example.com")
         page.wait_for_selector(".fp-badge:not([hidden])")
         page.click(".fp-bell-button")
         texts = ".fp-panel .fp-item-title, .fp-panel .fp-item-body"
@@ -179,10 +175,7 @@ def test_the_notifications_page_follows_the_inbox_live(
     notify(app, "bob@example.com", "Order #7 shipped", "On its way.")
     page = browser.context.new_page()
     try:
-        page.goto(base + "/login")
-        page.fill("input[name=email]", "bob@example.com")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form.stack button[type=submit]")
+        submit_login(page, base, "bob@example.com")
         page.goto(base + "/notifications")
         page.wait_for_selector(".fp-badge:not([hidden])")  # the bell's socket is joined
         mark_all = page.locator("form button", has_text="Mark all read")

@@ -26,10 +26,9 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from served_demo import chromium_fixture, server_fixture  # noqa: E402
+from served_demo import chromium_fixture, server_fixture, sign_in  # noqa: E402
 
 from demo.models import STATUSES  # noqa: E402
-from demo.seed import PASSWORD  # noqa: E402
 
 from browser_kit import TIMEOUT_MS  # noqa: E402
 
@@ -41,17 +40,6 @@ LABELS = dict(STATUSES)
 
 server = server_fixture()
 chromium = chromium_fixture()
-
-
-def sign_in(browser: Any, base: str, email: str) -> Any:
-    page = browser.new_context(viewport=DESKTOP).new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(base + "/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.stack button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    return page
 
 
 def shot(page: Any, name: str, full_page: bool = True) -> Path:
@@ -69,8 +57,8 @@ def test_an_order_is_one_live_activity_on_the_phones(
     server: tuple[str, Any], chromium: Any
 ) -> None:
     base, app = server
-    alice = sign_in(chromium, base, "alice@example.com")
-    staff = sign_in(chromium, base, "staff@example.com")
+    alice = sign_in(chromium, base, "alice@example.com", viewport=DESKTOP)
+    staff = sign_in(chromium, base, "staff@example.com", viewport=DESKTOP)
 
     # her simulated phones: an iPhone (with a push-to-start token) and an Android phone
     alice.goto(base + "/devices")
@@ -158,7 +146,7 @@ def test_the_order_page_says_so_when_she_signed_out_elsewhere(
     from playwright.sync_api import expect
 
     base, _app = server
-    alice = sign_in(chromium, base, "alice@example.com")
+    alice = sign_in(chromium, base, "alice@example.com", viewport=DESKTOP)
     thrown: list[str] = []
     alice.on("pageerror", lambda err: thrown.append(str(err)))
     alice.goto(base + "/products/avocados")

@@ -25,12 +25,11 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from served_demo import chromium_fixture, server_fixture  # noqa: E402
+from served_demo import chromium_fixture, log_in, server_fixture, sign_in  # noqa: E402
 
 from demo.extensions import db, push  # noqa: E402
-from demo.seed import PASSWORD  # noqa: E402
 
-from browser_kit import ARGS, CHROMIUM, TIMEOUT_MS, need_chromium  # noqa: E402
+from browser_kit import ARGS, CHROMIUM, need_chromium  # noqa: E402
 
 SHOTS = ROOT / "test-artifacts" / "demo"
 PHONE = {"width": 390, "height": 844}
@@ -130,16 +129,6 @@ def playwright() -> Iterator[Any]:
         yield session
 
 
-def sign_in(page: Any, base: str, email: str) -> Any:
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(base + "/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.stack button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    return page
-
-
 def shot(page: Any, name: str, full_page: bool = True) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"phone-{name}.png"), full_page=full_page)
@@ -175,7 +164,7 @@ def test_every_page_fits_a_phone(server: tuple[str, Any], chromium: Any) -> None
     shot(page, "login")
 
     # a shopper with an order and a full cart
-    sign_in(page, base, "carol@example.com")
+    log_in(page, base, "carol@example.com")
     page.goto(base + "/products/avocados")
     page.fill("input[name=quantity]", "3")
     page.click("text=Add to cart")
@@ -191,7 +180,7 @@ def test_every_page_fits_a_phone(server: tuple[str, Any], chromium: Any) -> None
 
     # the staff: five tabs do not fit, so they scroll, and the current one shows
     context = chromium.new_context(viewport=PHONE)
-    page = sign_in(context.new_page(), base, "staff@example.com")
+    page = log_in(context.new_page(), base, "staff@example.com")
     for path in STAFF_PAGES:
         page.goto(base + path)
         check_fits(page, path)
@@ -206,8 +195,8 @@ def test_toasts_do_not_cover_buttons(server: tuple[str, Any], chromium: Any) -> 
     base, _app = server
     carols = chromium.new_context(viewport=PHONE)
     carols.add_init_script(WEBSOCKET_OPEN)
-    carol = sign_in(carols.new_page(), base, "carol@example.com")
-    alice = sign_in(chromium.new_context(viewport=PHONE).new_page(), base, "alice@example.com")
+    carol = log_in(carols.new_page(), base, "carol@example.com")
+    alice = sign_in(chromium, base, "alice@example.com", viewport=PHONE)
     carol.wait_for_function("window.pushSocketOpen === true")
     # answered once the server joined her channel (the bound only ends a hang)
     carol.evaluate(
@@ -256,7 +245,7 @@ def test_enable_notifications_gives_up_when_the_push_service_is_unreachable(
     )
     try:
         context.grant_permissions(["notifications"], origin=base)
-        page = sign_in(context.new_page(), base, "alice@example.com")
+        page = log_in(context.new_page(), base, "alice@example.com")
         button = page.locator(".hero [data-enable-notifications]")
         button.click()
         toast = page.locator(".toast-error")
@@ -296,7 +285,7 @@ def test_enable_notifications_in_a_private_window_says_it_has_no_push(
     base, _app = server
     context = chromium.new_context(viewport=PHONE)  # Playwright's contexts are private
     context.grant_permissions(["notifications"], origin=base)
-    page = sign_in(context.new_page(), base, "alice@example.com")
+    page = log_in(context.new_page(), base, "alice@example.com")
     button = page.locator(".hero [data-enable-notifications]")
     button.click()
     toast = page.locator(".toast-error")
@@ -329,7 +318,7 @@ def test_a_long_word_never_widens_a_page(
                 row.description = "Tracking https://track.example/" + WORD
         db.session.commit()
     context = chromium.new_context(viewport=viewport)
-    page = sign_in(context.new_page(), base, "carol@example.com")
+    page = log_in(context.new_page(), base, "carol@example.com")
     page.goto(base + "/products/avocados")
     page.click("text=Add to cart")
     page.click("text=Place order")
@@ -347,7 +336,7 @@ def test_a_long_word_never_widens_a_page(
         assert width <= viewport["width"], (path, width)
     context.close()
     context = chromium.new_context(viewport=viewport)
-    page = sign_in(context.new_page(), base, "staff@example.com")
+    page = log_in(context.new_page(), base, "staff@example.com")
     for path in STAFF_PAGES:
         page.goto(base + path)
         page.wait_for_load_state("networkidle")
@@ -366,7 +355,7 @@ def test_an_orders_times_read_the_same_after_a_live_update(
     context = chromium.new_context(
         viewport={"width": 1280, "height": 800}, timezone_id="Asia/Tokyo"
     )
-    page = sign_in(context.new_page(), base, "carol@example.com")
+    page = log_in(context.new_page(), base, "carol@example.com")
     page.goto(base + "/products/avocados")
     page.click("text=Add to cart")
     page.click("text=Place order")
@@ -374,7 +363,7 @@ def test_an_orders_times_read_the_same_after_a_live_update(
     page.wait_for_selector("[data-live].on")  # subscribed to the order's activity
     placed = page.locator("li.done [data-at]").first.inner_text()
     order_id = page.url.rstrip("/").rsplit("/", 1)[1]
-    staff = sign_in(chromium.new_context().new_page(), base, "staff@example.com")
+    staff = sign_in(chromium, base, "staff@example.com")
     staff.goto(f"{base}/orders/{order_id}")
     staff.click(f"form[action='/staff/orders/{order_id}/advance'] button")
     page.wait_for_function("document.querySelectorAll('li.done [data-at]').length >= 2")
@@ -390,7 +379,7 @@ def test_an_empty_list_is_said_in_full_on_a_phone(server: tuple[str, Any], chrom
     and was cut ("...adds one on t" ... "page.")."""
     base, _app = server
     context = chromium.new_context(viewport=PHONE)
-    page = sign_in(context.new_page(), base, "staff@example.com")
+    page = log_in(context.new_page(), base, "staff@example.com")
     page.goto(base + "/staff/installations")
     for sentence in (
         "No devices yet: a customer adds one on the Phones page.",

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from served_demo import chromium_fixture, server_fixture  # noqa: E402
+from served_demo import chromium_fixture, server_fixture, sign_in, submit_login  # noqa: E402
 
 from demo.extensions import db, push  # noqa: E402
 from demo.models import User  # noqa: E402
@@ -61,17 +61,6 @@ def shot(page: Any, name: str, viewport: dict[str, int]) -> None:
 
 server = server_fixture()
 chromium = chromium_fixture()
-
-
-def sign_in(browser: Any, base: str, email: str, **context: Any) -> Any:
-    page = browser.new_context(**context).new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(base + "/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.stack button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    return page
 
 
 def push_id(app: Any, email: str) -> str:
@@ -298,10 +287,7 @@ def test_the_settings_page_needs_nothing_inline(server: tuple[str, Any], chromiu
     context.add_init_script(VIOLATIONS)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(base + "/login")
-    page.fill("input[name=email]", "carol@example.com")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.stack button[type=submit]")
+    submit_login(page, base, "carol@example.com")
     answer = page.goto(base + "/settings/notifications")
     assert answer.headers["content-security-policy"] == STRICT_CSP
     page.wait_for_load_state("networkidle")

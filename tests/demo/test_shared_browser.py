@@ -24,8 +24,8 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from served_demo import browser_fixture, server_fixture  # noqa: E402
-from test_walkthrough import DESKTOP, WEB_PUSH, log_in, subscriptions_of  # noqa: E402
+from served_demo import browser_fixture, log_in, server_fixture  # noqa: E402
+from test_walkthrough import DESKTOP, WEB_PUSH, subscriptions_of  # noqa: E402
 
 from browser_kit import Browser  # noqa: E402
 

@@ -37,11 +37,10 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from served_demo import server_fixture  # noqa: E402
+from served_demo import log_in, server_fixture, sign_in  # noqa: E402
 
 from demo.extensions import db, push  # noqa: E402
 from demo.models import Order, User  # noqa: E402
-from demo.seed import PASSWORD  # noqa: E402
 
 from browser_kit import ARGS, CHROMIUM, Browser, chromium, deliver, shown  # noqa: E402
 
@@ -65,21 +64,6 @@ def browsers(tmp_path: Path) -> Iterator[tuple[Browser, Any]]:
             yield persistent, others
         finally:
             others.close()
-
-
-def sign_in(browser: Any, base: str, email: str, viewport: dict[str, int] = DESKTOP) -> Any:
-    page = browser.new_context(viewport=viewport).new_page()
-    return log_in(page, base, email)
-
-
-def log_in(page: Any, base: str, email: str) -> Any:
-    page.set_default_timeout(10_000)
-    page.goto(base + "/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.stack button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    return page
 
 
 def shot(page: Any, name: str) -> None:
@@ -144,8 +128,8 @@ def walk(
     persistent.make_subscription = lambda: service.subscribe("alice's browser").info
     persistent.context.grant_permissions(["notifications"], origin=base)
     alice = log_in(persistent.context.new_page(), base, "alice@example.com")
-    bob = sign_in(chromium, base, "bob@example.com")
-    staff = sign_in(chromium, base, "staff@example.com")
+    bob = sign_in(chromium, base, "bob@example.com", viewport=DESKTOP)
+    staff = sign_in(chromium, base, "staff@example.com", viewport=DESKTOP)
     shot(alice, "home")
 
     # she turns notifications on
@@ -348,7 +332,7 @@ def walk(
         shot(staff, "staff-" + path.rsplit("/", 1)[1])
 
     # phone width: the main shopper pages
-    phone = sign_in(chromium, base, "carol@example.com", PHONE)
+    phone = sign_in(chromium, base, "carol@example.com", viewport=PHONE)
     for path, name in (
         ("/", "home"),
         ("/offers/berry-weekend", "offer"),
