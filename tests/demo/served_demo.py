@@ -36,16 +36,25 @@ def served_demo(
     monkeypatch.setenv("SSL_CERT_FILE", os.environ.get("SSL_CERT_FILE", ""))
     app, _ = build(str(tmp_path / "instance"), **({"config": dict(config)} if config else {}))
     app.config.update(settings)
+    try:
+        with serving(app) as base:
+            yield base, app
+    finally:
+        stop(app)
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The base URL of ``app`` served on localhost by a thread, until the block ends."""
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
-        yield f"http://localhost:{http.server_port}", app
+        yield f"http://localhost:{http.server_port}"
     finally:
         http.shutdown()
-        thread.join(5)
+        thread.join(10)
         http.server_close()
-        stop(app)
 
 
 @contextmanager

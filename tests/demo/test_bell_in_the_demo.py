@@ -7,14 +7,12 @@ blurred sticky header."""
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
@@ -23,7 +21,7 @@ if ROOT not in sys.path:
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from served_demo import submit_login  # noqa: E402
+from served_demo import serving, submit_login  # noqa: E402
 
 from demo import create_app, db, push  # noqa: E402
 from demo.models import User  # noqa: E402
@@ -54,15 +52,10 @@ def shop(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     with app.app_context():
         db.create_all()
         seed()
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
     try:
-        yield f"http://localhost:{http.server_port}", app
+        with serving(app) as base:
+            yield base, app
     finally:
-        http.shutdown()
-        http.server_close()
-        thread.join(10)
         with app.app_context():
             app.extensions["push"].shutdown()
             db.session.remove()
