@@ -1073,6 +1073,41 @@ def test_the_history_shows_older_items_on_asking(
     expect(older).to_be_visible(timeout=TIMEOUT_MS)
 
 
+def test_an_older_item_changed_while_the_history_is_open_keeps_show_older_whole(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """An item older than the pages the history shows gets its next state live (an
+    old order shipped): it comes in its own page, where it belongs. Before, it was
+    added below the page shown and counted as one more item, so "Show older" skipped
+    an item, put the changed one out of order, and stayed for good."""
+    app = live()
+    ids = {}
+    with app.app.app_context():
+        for n in range(1, 8):
+            ids[n] = push.upsert("fay", title=f"Order #{n}", commit=False).id
+            db.session.commit()
+    open_page(browser, page, app, user="fay")
+    start_bell(page, {"historyTake": 3})
+    page.click(".fp-bell-button")
+    page.click(".fp-show-history")
+    titles = page.locator(".fp-history .fp-item-title")
+    expect(titles).to_have_count(3, timeout=TIMEOUT_MS)
+    with app.app.app_context():
+        push.upsert("fay", ids[2], body="Shipped")
+    spoken = page.locator(".fp-bell .fp-announce")
+    expect(spoken).to_have_text("Updated notification: Order #2", timeout=TIMEOUT_MS)
+    older = page.locator(".fp-history .fp-show-older")
+    for _ in range(3):  # two pages are left; a third click would be one too many
+        if older.is_hidden():
+            break
+        with page.expect_response("**/push/notifications?skip=*"):
+            older.click()
+        expect(older).to_be_enabled(timeout=TIMEOUT_MS)
+    assert titles.all_inner_texts() == [f"Order #{n}" for n in range(7, 0, -1)]
+    expect(older).to_be_hidden(timeout=TIMEOUT_MS)
+    assert "Shipped" in page.locator(".fp-history .fp-item").nth(5).inner_text()
+
+
 WORD = "x" * 300  # a URL or a product code: no place to break it
 
 

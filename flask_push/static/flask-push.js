@@ -1203,7 +1203,7 @@
         const updated = time(data.updatedAt) > time(data.createdAt);
         state.items = upsertItem(state.items, data).slice(0, opts.take);
         renderMenu();
-        if (history.open) {
+        if (history.open && inHistory(data)) {
           if (!state.history.some((item) => item.id === data.id)) state.historyTotal += 1;
           state.history = upsertItem(state.history, data);
           renderHistory();
@@ -1215,6 +1215,16 @@
       }
     }
     document.addEventListener('new-notification-event', onInbox);
+
+    // Whether the history's pages shown so far hold `item`: one it shows, or one no
+    // older than its last. An older one (an old order's next state) comes in its own
+    // page: added below the last, it would take the place "Show older" skips to.
+    function inHistory(item) {
+      const last = state.history[state.history.length - 1];
+      if (!last || state.history.length >= state.historyTotal) return true;
+      if (state.history.some((held) => held.id === item.id)) return true;
+      return time(item.createdAt) >= time(last.createdAt);
+    }
 
     function upsertItem(items, item) {
       const at = items.findIndex((held) => held.id === item.id);
