@@ -963,6 +963,56 @@ def test_a_live_activity_token_registered_twice_at_once_is_one_row(
         assert [(row.activity_id, row.push_token) for row in rows] == [("order-42", refreshed)]
 
 
+def test_an_installation_deleted_before_the_retry_of_its_token_is_not_found(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """Two registrations of a token at once, and the installation deleted between the
+    loser's conflict and its retry: the retry finds no installation and answers 404
+    (as a request after the delete does), not a 500 for the row gone under it."""
+    client = live.test_client()
+    with live.app_context():
+        mine = devices(push_fake_webpush)
+    iphone = f"/push/installations/{mine['iphone']}"
+    alice = as_user("alice")
+    others: list[Any] = []
+    this_request = threading.current_thread()
+
+    def in_a_thread(request: Callable[[], Any]) -> None:
+        # another request: a thread, and so an app context and a session, of its own
+        other = threading.Thread(target=lambda: others.append(request()))
+        other.start()
+        other.join()
+
+    def other_token_first(session: Any, flush_context: Any, instances: Any) -> None:
+        if threading.current_thread() is not this_request or others:
+            return
+        if any(isinstance(row, push.models.ActivityToken) for row in session.new):
+            body = {"activityId": "order-42", "pushToken": LIVE_TOKEN}
+            in_a_thread(lambda: client.post(f"{iphone}/activities", json=body, headers=alice))
+
+    def then_deleted(session: Any) -> None:
+        # this request's conflict, rolled back: the retry comes next
+        if threading.current_thread() is this_request and len(others) == 1:
+            in_a_thread(lambda: client.delete(iphone, headers=alice))
+
+    sa.event.listen(sa.orm.Session, "before_flush", other_token_first)
+    sa.event.listen(sa.orm.Session, "after_rollback", then_deleted)
+    try:
+        response = client.post(
+            f"{iphone}/activities",
+            json={"activityId": "order-42", "pushToken": "ef" * 32},
+            headers=alice,
+        )
+    finally:
+        sa.event.remove(sa.orm.Session, "before_flush", other_token_first)
+        sa.event.remove(sa.orm.Session, "after_rollback", then_deleted)
+    assert [r.status_code for r in others] == [201, 204]
+    assert response.status_code == 404, response.get_json()
+    assert response.get_json()["error"]["code"] == "not_found"
+    with live.app_context():
+        assert db.session.scalars(sa.select(push.models.ActivityToken)).all() == []
+
+
 def test_a_state_too_large_for_a_push_is_refused_and_nothing_is_written(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
