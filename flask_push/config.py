@@ -7,6 +7,7 @@ key and what to do.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import os
@@ -436,8 +437,24 @@ _UNSET = object()
 
 
 def push_keys(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``PUSH_*`` keys of ``config`` and their values, as they are now."""
-    return {k: v for k, v in config.items() if isinstance(k, str) and k.startswith("PUSH_")}
+    """The ``PUSH_*`` keys of ``config`` and their values, as they are now: a copy of
+    each, so that a dict or list changed in place later (a category added to
+    ``PUSH_CATEGORIES``) differs from it."""
+    return {
+        k: _as_now(v) for k, v in config.items() if isinstance(k, str) and k.startswith("PUSH_")
+    }
+
+
+def _as_now(value: Any) -> Any:
+    """A deep copy of ``value`` that equals it, else ``value`` itself (an object that
+    cannot be copied, or whose copy compares by identity)."""
+    try:
+        copied = copy.deepcopy(value)
+        if copied == value:
+            return copied
+    except Exception:  # noqa: BLE001, S110 - the value itself is what there is
+        pass
+    return value
 
 
 def say_changed(read: Mapping[str, Any], config: Mapping[str, Any]) -> None:

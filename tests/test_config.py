@@ -593,3 +593,21 @@ def test_unchanged_config_says_nothing(make_app, caplog):
     with caplog.at_level("WARNING", logger="flask_push"):
         app.test_client().get("/push/vapid-public-key")
     assert not [r for r in caplog.records if "after push.init_app" in r.getMessage()]
+
+
+def test_a_key_changed_in_place_after_init_app_is_said(make_app, caplog):
+    """A test that adds a category to the app's PUSH_CATEGORIES, or a host to its
+    PUSH_ENDPOINT_HOSTS, changes the value init_app read, not the key: it is said as
+    a key set anew is. Before, the value read and the value now were one object."""
+    app = make_app(
+        PUSH_CATEGORIES={"order_status": {"label": "Order updates"}},
+        PUSH_ENDPOINT_HOSTS=["push.example.com"],
+        PUSH_QUEUE="inline",
+    )
+    app.config["PUSH_CATEGORIES"]["promotions"] = {"label": "Offers"}
+    app.config["PUSH_ENDPOINT_HOSTS"].append("127.0.0.1")
+    with caplog.at_level("WARNING", logger="flask_push"):
+        app.test_client().get("/push/vapid-public-key")
+    said = [r.getMessage() for r in caplog.records if "after push.init_app" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "PUSH_CATEGORIES, PUSH_ENDPOINT_HOSTS changed after push.init_app(app)" in said[0]
