@@ -223,6 +223,18 @@ def test_vapid_public_key_is_compared_as_a_key_not_as_text(make_app):
         )
 
 
+def test_a_vapid_public_key_of_another_curve_is_said_to_be_no_p256_key(make_app):
+    """A PEM public key of P-384 (an ES384 key from another setup) is no Web Push key
+    at all: said so, not that it belongs to another private key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    p384 = ec.generate_private_key(ec.SECP384R1()).public_key()
+    public_pem = p384.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with pytest.raises(PushConfigError, match="is not a P-256 public key"):
+        make_app(PUSH_VAPID_PRIVATE_KEY=pem(key), PUSH_VAPID_PUBLIC_KEY=public_pem.decode())
+
+
 def test_rsa_key_is_not_a_vapid_key(make_app):
     rsa_pem = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     with pytest.raises(PushConfigError, match="PUSH_VAPID_PRIVATE_KEY"):

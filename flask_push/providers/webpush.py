@@ -180,7 +180,7 @@ def _public_point(text: str) -> bytes | None:
     try:
         if "-----BEGIN" in text:
             key = serialization.load_pem_public_key(text.strip().encode())
-            if not isinstance(key, ec.EllipticCurvePublicKey):
+            if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
                 return None
             return key.public_bytes(
                 serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
