@@ -94,7 +94,15 @@ class InlineQueue:
         Without ``message_id``, the inbox items of scheduled messages that came due
         are written too, before it returns."""
         dispatcher = self.dispatcher
-        claimed = dispatcher.run_until_idle(message_id=message_id, stop=stop)
+        try:
+            claimed = dispatcher.run_until_idle(message_id=message_id, stop=stop)
+        except RuntimeError:
+            if not dispatcher.closed:
+                raise
+            # closed by a shutdown() on another thread since it was taken: a fresh
+            # one delivers, as for a send after the shutdown
+            dispatcher = self.dispatcher
+            claimed = dispatcher.run_until_idle(message_id=message_id, stop=stop)
         if message_id is None:
             dispatcher.settle_inbox()
         return claimed

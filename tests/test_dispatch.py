@@ -352,6 +352,46 @@ def test_thread_queue_delivers_in_the_background(
     assert not [t for t in threading.enumerate() if t.name.startswith("flask-push-worker")]
 
 
+def test_an_inline_send_that_a_shutdown_overtakes_still_delivers(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """push.shutdown() on another thread (a worker process ending, a test's teardown)
+    closes the inline queue's dispatcher between a send's taking it and its round:
+    the send, committed, raised "this dispatcher is closed" to its caller, who would
+    send it again. It goes out with a fresh dispatcher, as a send after the shutdown
+    does."""
+    app = sending_app(PUSH_QUEUE="inline")
+    subscriber = push_fake_webpush.subscribe()
+    run_until_idle = Dispatcher.run_until_idle
+    overtaken: list[bool] = []
+
+    def shut_down_first(self: Dispatcher, **kwargs: Any) -> int:
+        if not overtaken:
+            overtaken.append(True)
+
+            def shutdown() -> None:
+                with app.app_context():
+                    push.shutdown()
+
+            other = threading.Thread(target=shutdown)
+            other.start()
+            other.join()
+        return run_until_idle(self, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "run_until_idle", shut_down_first)
+    with app.app_context():
+        subscribe(subscriber)
+        message = push.send(users=["alice"], title="Hi")
+        assert overtaken
+        assert rows(message.id)[0].status == "sent"
+    [received] = subscriber.wait(1)
+    assert received.json()["messageId"] == message.id
+    with app.app_context():
+        push.shutdown()
+
+
 def test_a_process_that_serves_requests_delivers_what_it_did_not_send(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
