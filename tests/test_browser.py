@@ -1035,23 +1035,34 @@ def test_a_click_on_an_item_marks_it_read_on_the_server_then_opens_it(
         assert push.search("erin").new_count == 0
 
 
+def seven_orders_in_pages_of_three(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> tuple[Live, dict[int, str]]:
+    """fay's items "Order #1" to "Order #7" (made in that order), her bell with a
+    history of pages of three, and that history open at its first page; the app and
+    the items' ids by number."""
+    app = live()
+    ids = {}
+    with app.app.app_context():
+        for n in range(1, 8):
+            ids[n] = push.upsert("fay", title=f"Order #{n}", commit=False).id
+            db.session.commit()
+    open_page(browser, page, app, user="fay")
+    start_bell(page, {"historyTake": 3})
+    page.click(".fp-bell-button")
+    page.click(".fp-show-history")
+    expect(page.locator(".fp-history .fp-item-title")).to_have_count(3, timeout=TIMEOUT_MS)
+    return app, ids
+
+
 def test_the_history_shows_older_items_on_asking(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:
     """The history shows a page of items, then "Show older" brings the next page,
     until she has seen every item she has; the keyboard goes on from the first item
     of the last page. Before, it stopped at the first page (50) for good."""
-    app = live()
-    with app.app.app_context():
-        for n in range(1, 8):
-            push.upsert("fay", title=f"Order #{n}", commit=False)
-            db.session.commit()
-    open_page(browser, page, app, user="fay")
-    start_bell(page, {"historyTake": 3})
-    page.click(".fp-bell-button")
-    page.click(".fp-show-history")
+    app, _ = seven_orders_in_pages_of_three(browser, page, live)
     titles = page.locator(".fp-history .fp-item-title")
-    expect(titles).to_have_count(3, timeout=TIMEOUT_MS)
     older = page.locator(".fp-history .fp-show-older")
     older.click()
     expect(titles).to_have_count(6, timeout=TIMEOUT_MS)
@@ -1060,9 +1071,8 @@ def test_the_history_shows_older_items_on_asking(
     page.keyboard.press("Enter")
     expect(titles).to_have_count(7, timeout=TIMEOUT_MS)
     expect(older).to_be_hidden(timeout=TIMEOUT_MS)
-    expect(page.locator(".fp-history .fp-foot")).to_be_hidden(
-        timeout=TIMEOUT_MS
-    )  # no empty strip left
+    no_strip = page.locator(".fp-history .fp-foot")  # no empty strip under the last item
+    expect(no_strip).to_be_hidden(timeout=TIMEOUT_MS)
     assert titles.all_inner_texts() == [f"Order #{n}" for n in range(7, 0, -1)]
     assert page.evaluate("document.activeElement.textContent").startswith("Order #1")
     # opened again, it starts from the first page
@@ -1080,18 +1090,8 @@ def test_an_older_item_changed_while_the_history_is_open_keeps_show_older_whole(
     old order shipped): it comes in its own page, where it belongs. Before, it was
     added below the page shown and counted as one more item, so "Show older" skipped
     an item, put the changed one out of order, and stayed for good."""
-    app = live()
-    ids = {}
-    with app.app.app_context():
-        for n in range(1, 8):
-            ids[n] = push.upsert("fay", title=f"Order #{n}", commit=False).id
-            db.session.commit()
-    open_page(browser, page, app, user="fay")
-    start_bell(page, {"historyTake": 3})
-    page.click(".fp-bell-button")
-    page.click(".fp-show-history")
+    app, ids = seven_orders_in_pages_of_three(browser, page, live)
     titles = page.locator(".fp-history .fp-item-title")
-    expect(titles).to_have_count(3, timeout=TIMEOUT_MS)
     with app.app.app_context():
         push.upsert("fay", ids[2], body="Shipped")
     spoken = page.locator(".fp-bell .fp-announce")
