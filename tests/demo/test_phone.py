@@ -230,6 +230,21 @@ def test_toasts_do_not_cover_buttons(server: tuple[str, Any], chromium: Any) -> 
     toast.wait_for(state="detached")
 
 
+def enable_notifications_in_vain(context: Any, base: str) -> tuple[Any, Any]:
+    """alice signs in and asks for notifications, which fail: the page, and the toast
+    that says why, once it shows. The button is back as it was."""
+    context.grant_permissions(["notifications"], origin=base)
+    page = log_in(context.new_page(), base, "alice@example.com")
+    button = page.locator(".hero [data-enable-notifications]")
+    button.click()
+    toast = page.locator(".toast-error")
+    # the page gives up on a push service after 5 s; the wait is generous for a busy
+    # machine (it was 20 s before, and said less)
+    toast.wait_for(timeout=15_000)
+    assert button.is_enabled() and button.text_content() == "Enable notifications"
+    return page, toast
+
+
 def test_enable_notifications_gives_up_when_the_push_service_is_unreachable(
     server: tuple[str, Any], playwright: Any, tmp_path: Path
 ) -> None:
@@ -244,18 +259,10 @@ def test_enable_notifications_gives_up_when_the_push_service_is_unreachable(
         viewport=PHONE,
     )
     try:
-        context.grant_permissions(["notifications"], origin=base)
-        page = log_in(context.new_page(), base, "alice@example.com")
-        button = page.locator(".hero [data-enable-notifications]")
-        button.click()
-        toast = page.locator(".toast-error")
-        # the page gives up after 5 s; the wait is generous for a busy machine (it was
-        # 20 s before, and said less)
-        toast.wait_for(timeout=15_000)
+        page, toast = enable_notifications_in_vain(context, base)
         assert toast.text_content().startswith(
             "Your browser's push service could not be reached. Notifications stay off."
         )
-        assert button.is_enabled() and button.text_content() == "Enable notifications"
         shot(page, "push-unreachable", full_page=False)
         box = toast.bounding_box()
         toast_box = {
@@ -284,16 +291,10 @@ def test_enable_notifications_in_a_private_window_says_it_has_no_push(
     not "Could not enable notifications: ... permission denied"."""
     base, _app = server
     context = chromium.new_context(viewport=PHONE)  # Playwright's contexts are private
-    context.grant_permissions(["notifications"], origin=base)
-    page = log_in(context.new_page(), base, "alice@example.com")
-    button = page.locator(".hero [data-enable-notifications]")
-    button.click()
-    toast = page.locator(".toast-error")
-    toast.wait_for(timeout=15_000)
+    _page, toast = enable_notifications_in_vain(context, base)
     assert toast.text_content().startswith(
         "This browser cannot receive push notifications here (a private window has none)."
     )
-    assert button.is_enabled() and button.text_content() == "Enable notifications"
 
 
 #: one unbroken word, as a product code or a tracking URL would be
