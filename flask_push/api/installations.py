@@ -265,19 +265,15 @@ def register_activity_token(id: str) -> ResponseReturnValue:
     installation = _owned(id)
     given = parse_body(ActivityTokenCreate)
     token = live_token(given.push_token, installation.device_type, "pushToken")
-    tried = False
 
-    def write() -> tuple[Any, bool, bool]:
-        nonlocal installation, tried
-        if tried:
-            # the retry, after the rollback: a third request may have deleted the
-            # installation, or given the device to another user, since it was read
-            installation = _owned(id)
-        tried = True
-        return _register_token(installation, given.activity_id, token)
+    def write() -> tuple[Any, Any, bool, bool]:
+        # Each try reads the installation (from the session, the first time): before
+        # a retry, a third request may have deleted it or given the device away.
+        mine = _owned(id)
+        return (mine, *_register_token(mine, given.activity_id, token))
 
     # ActivityKit hands the app a token and, at once, a refreshed one: two requests
-    row, created, new = second_to_insert(write)
+    installation, row, created, new = second_to_insert(write)
     shown = ActivityTokenShown.model_validate(row).to_json()
     if new:
         _catch_up(installation, given.activity_id, first=created)
