@@ -1195,12 +1195,12 @@
           refreshShown();
         }
       } else if (name === 'notification') {
-        // an item it has already is updated where it is (a live activity's next
-        // state); a new one goes where the listing (newest first) has it, and the
-        // menu keeps only its latest, so a tab left open all day holds no more
         // changed since it was made (an activity's next state), shown in the menu or
         // not: a new item's two times are the same
         const updated = time(data.updatedAt) > time(data.createdAt);
+        // an item it has already is updated where it is (a live activity's next
+        // state); a new one goes where the listing (newest first) has it, and the
+        // menu keeps only its latest, so a tab left open all day holds no more
         state.items = upsertItem(state.items, data).slice(0, opts.take);
         renderMenu();
         if (history.open && inHistory(data)) {
@@ -1291,6 +1291,7 @@
       try {
         const skip = state.history.length;
         const page = await api('GET', `/notifications?skip=${skip}&take=${opts.historyTake}`);
+        if (!history.open) return; // closed meanwhile: it starts afresh when opened
         const shown = new Set(state.history.map((item) => item.id));
         const added = page.items.filter((item) => !shown.has(item.id));
         state.history = state.history.concat(added);
@@ -1299,9 +1300,10 @@
         // the button goes once there is no more: the keyboard goes on from the first
         // item it brought, which is where the reader was going
         if (older.hidden && added.length) {
-          history.querySelector(`li[data-id="${CSS.escape(added[0].id)}"]`).focus();
+          history.querySelector(`li[data-id="${CSS.escape(added[0].id)}"]`)?.focus();
         }
       } catch (err) {
+        if (!history.open) return;
         const said = `Older notifications could not be loaded: ${err.message || err}`;
         const why = el('li', 'fp-empty fp-problem', said);
         why.setAttribute('role', 'alert');
