@@ -1299,9 +1299,10 @@
         renderHistory();
         // the button goes once there is no more: the keyboard goes on from the first
         // item it brought, which is where the reader was going
-        if (older.hidden && added.length) {
-          history.querySelector(`li[data-id="${CSS.escape(added[0].id)}"]`)?.focus();
-        }
+        const first = added.length
+          ? history.querySelector(`li[data-id="${CSS.escape(added[0].id)}"]`)
+          : null;
+        if (older.hidden && first) first.focus();
       } catch (err) {
         if (!history.open) return;
         const said = `Older notifications could not be loaded: ${err.message || err}`;
