@@ -95,6 +95,18 @@ def log_in(page: Any, base: str, email: str) -> Any:
     return page
 
 
+def notifications_on(browser: Any, base: str, service: Any, device: str, email: str) -> Any:
+    """``email`` signs in on ``browser`` (a ``browser_kit.Browser``) and turns
+    notifications on, with a subscription of the Web Push fake ``service`` named
+    ``device``: the page, once its button says they are on."""
+    browser.make_subscription = lambda: service.subscribe(device).info
+    browser.context.grant_permissions(["notifications"], origin=base)
+    page = log_in(browser.context.new_page(), base, email)
+    page.locator("[data-enable-notifications]").first.click()
+    page.wait_for_selector("[data-enable-notifications].btn-done")
+    return page
+
+
 def sign_in(browser: Any, base: str, email: str, **context: Any) -> Any:
     """A page of a new context of ``browser`` (``context``: its options, such as the
     viewport), signed in as ``email`` (:func:`log_in`)."""

@@ -9,22 +9,21 @@ packages; without them the test is skipped, except under ``CI=true``, where it f
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flask_push.testing import FakePushService
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from served_demo import browser_fixture, log_in, server_fixture  # noqa: E402
+from served_demo import (  # noqa: E402
+    browser_fixture,
+    log_in,
+    notifications_on,
+    server_fixture,
+)
 from test_walkthrough import DESKTOP, WEB_PUSH, subscriptions_of  # noqa: E402
 
 from browser_kit import Browser  # noqa: E402
@@ -39,17 +38,14 @@ def test_signing_out_ends_this_browsers_notifications(
     from playwright.sync_api import expect
 
     base, app = server
-    browser.make_subscription = lambda: push_fake_webpush.subscribe("the family laptop").info
-    browser.context.grant_permissions(["notifications"], origin=base)
-    page = log_in(browser.context.new_page(), base, "alice@example.com")
-    page.click("[data-enable-notifications]")
-    page.wait_for_selector("[data-enable-notifications].btn-done")
-    assert subscriptions_of(app, "alice@example.com") == 1
+    alice = "alice@example.com"
+    page = notifications_on(browser, base, push_fake_webpush, "the family laptop", alice)
+    assert subscriptions_of(app, alice) == 1
 
     page.locator(".topbar").get_by_role("button", name="Sign out").click()
     page.locator(".topbar").get_by_role("link", name="Sign in").wait_for()
     # this browser no longer gets her pushes (her order's address, say)
-    assert subscriptions_of(app, "alice@example.com") == 0
+    assert subscriptions_of(app, alice) == 0
 
     # bob, next at this browser, is offered notifications: they are not on for him
     log_in(page, base, "bob@example.com")
@@ -57,7 +53,7 @@ def test_signing_out_ends_this_browsers_notifications(
     page.locator("[data-enable-notifications]").first.click()
     page.wait_for_selector("[data-enable-notifications].btn-done")
     assert subscriptions_of(app, "bob@example.com") == 1
-    assert subscriptions_of(app, "alice@example.com") == 0
+    assert subscriptions_of(app, alice) == 0
 
 
 def test_signing_out_does_not_wait_on_a_server_that_never_answers(
@@ -66,11 +62,8 @@ def test_signing_out_does_not_wait_on_a_server_that_never_answers(
     """Ending the subscription first must not hold the shopper in: when the server
     does not answer, she is signed out after a few seconds all the same."""
     base, _app = server
-    browser.make_subscription = lambda: push_fake_webpush.subscribe("a hanging laptop").info
-    browser.context.grant_permissions(["notifications"], origin=base)
-    page = log_in(browser.context.new_page(), base, "alice@example.com")
-    page.click("[data-enable-notifications]")
-    page.wait_for_selector("[data-enable-notifications].btn-done")
+    alice = "alice@example.com"
+    page = notifications_on(browser, base, push_fake_webpush, "a hanging laptop", alice)
     held: list[Any] = []
     # the unsubscribe is held, never answered
     page.route("**/push/subscriptions/*", lambda route: held.append(route))

@@ -13,22 +13,16 @@ packages; without them the test is skipped, except under ``CI=true``, where it f
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flask_push.testing import FakePushService
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from served_demo import browser_fixture, log_in, server_fixture  # noqa: E402
+from served_demo import browser_fixture, notifications_on, server_fixture  # noqa: E402
 from test_walkthrough import DESKTOP, WEB_PUSH, subscriptions_of  # noqa: E402
 
 from browser_kit import Browser  # noqa: E402
@@ -43,11 +37,9 @@ def test_allowed_again_without_a_subscription_offers_to_turn_them_on(
     from playwright.sync_api import expect
 
     base, app = server
-    browser.make_subscription = lambda: push_fake_webpush.subscribe("alice's laptop").info
-    browser.context.grant_permissions(["notifications"], origin=base)
-    page = log_in(browser.context.new_page(), base, "alice@example.com")
+    alice = "alice@example.com"
+    page = notifications_on(browser, base, push_fake_webpush, "alice's laptop", alice)
     button = page.locator("[data-enable-notifications]").first
-    button.click()
     expect(button).to_have_text("Notifications on")
 
     # blocked in the site's settings, later allowed again: no subscription is left
@@ -67,4 +59,4 @@ def test_allowed_again_without_a_subscription_offers_to_turn_them_on(
     # so she turns them on again, and this browser has a subscription that works
     button.click()
     expect(button).to_have_text("Notifications on")
-    assert subscriptions_of(app, "alice@example.com") == 2  # the dropped one until a 410
+    assert subscriptions_of(app, alice) == 2  # the dropped one until a 410
