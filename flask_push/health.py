@@ -8,23 +8,23 @@ database answers) and a backplane ping with a short timeout
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import sqlalchemy as sa
 
 from . import database
 from .errors import BackplaneError
-from .outbox_state import OutboxState, outbox_state
+from .outbox_state import OutboxState
 from .realtime.backplane import BackplaneUnreachable
 from .schemas.operations import Health, OutboxHealth
 
 if TYPE_CHECKING:
-    from .extension import PushState
+    from .extension import Push, PushState
 
 logger = logging.getLogger("flask_push")
 
 
-def read_outbox(push: Any) -> OutboxState:
+def read_outbox(push: Push) -> OutboxState:
     """The outbox's state, for a probe or a scrape whose session is its own.
 
     A connection the server ended since the pool last used it (PostgreSQL restarted,
@@ -34,12 +34,12 @@ def read_outbox(push: Any) -> OutboxState:
     is over.
     """
     try:
-        return outbox_state(push.db.session, push.models)
+        return push.outbox_state()
     except sa.exc.DBAPIError as err:
         if not err.connection_invalidated:
             raise
         push.db.session.rollback()
-        return outbox_state(push.db.session, push.models)
+        return push.outbox_state()
 
 
 def check(state: PushState) -> Health:
