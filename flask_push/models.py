@@ -321,11 +321,17 @@ def _define(db: SQLAlchemy) -> Models:
 
         @property
         def status(self) -> str:
-            """``scheduled`` until ``send_at``, then ``queued``; ``done`` at once when
-            it pushes to no one (as ``GET /messages/<id>`` says it)."""
-            if self.send_at is not None and self.send_at > utcnow():
-                return "scheduled"
-            return "queued" if self.recipient_count else "done"
+            """``scheduled``, ``queued``, ``sending`` or ``done``, as ``GET
+            /messages/<id>`` says it: read from its deliveries (one query) while the
+            message is in a session, so that it is ``done`` after an inline send."""
+            from .reports import message_counts, message_status
+
+            session = sa.orm.object_session(self)
+            if session is None:
+                counts = {"queued": self.recipient_count}
+            else:
+                counts = message_counts(session, models, [self.id])[self.id]
+            return message_status(self.send_at, counts)
 
     class FlaskPushDelivery(db.Model):  # type: ignore[name-defined,misc]
         """One message to one subscription or installation: the durable outbox row.
@@ -459,7 +465,7 @@ def _define(db: SQLAlchemy) -> Models:
         push_token: Mapped[str] = mapped_column(sa.String(512))
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    return Models(
+    models = Models(
         Subscription=FlaskPushSubscription,
         Installation=FlaskPushInstallation,
         InboxItem=FlaskPushInboxItem,
@@ -473,3 +479,4 @@ def _define(db: SQLAlchemy) -> Models:
         ActivityToken=FlaskPushActivityToken,
         ScheduledInboxItem=FlaskPushScheduledInboxItem,
     )
+    return models

@@ -13,9 +13,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .models import Models
+from .models import Models, utcnow
 from .outcomes import STATUSES as DELIVERY_STATUSES
 from .outcomes import UNDELIVERED as _UNDELIVERED
+from .schemas.message import MessageStatus
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,21 @@ def message_counts(
             if deferred:
                 counts[message_id]["deferred"] += int(count)
     return counts
+
+
+def message_status(send_at: datetime | None, counts: dict[str, int]) -> MessageStatus:
+    """A message's status from its deliveries' ``counts``: ``scheduled`` until
+    ``send_at``, ``queued`` while none has gone, ``sending`` while some wait, then
+    ``done``."""
+    queued = counts.get("queued", 0)
+    # a scheduled message that was cancelled will never go out: it is done
+    if send_at is not None and send_at > utcnow() and (queued or not counts.get("cancelled", 0)):
+        return "scheduled"
+    if not queued:
+        return "done"
+    if queued == sum(counts.get(state, 0) for state in DELIVERY_STATUSES):
+        return "queued"
+    return "sending"
 
 
 def problems(

@@ -113,6 +113,8 @@ def test_inline_delivers_web_push_and_fcm(
             )
         assert sorted(succeeded) == ["fcm", "webpush"]
         assert {row.status for row in rows(message.id)} == {"sent"}
+        # what push.send returned says what GET /messages/<id> says, not "queued"
+        assert message.status == "done"
         assert all(row.attempts == 1 and row.lease_until is None for row in rows(message.id))
 
     [received] = subscriber.received

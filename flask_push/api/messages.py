@@ -171,16 +171,8 @@ def _counts(message_ids: Iterable[str]) -> dict[str, dict[str, int]]:
 
 
 def status(message: Any, counts: dict[str, int]) -> MessageStatus:
-    """The message's own status (``scheduled`` until ``sendAt``), refined by its counts."""
-    queued = counts.get("queued", 0)
-    # a scheduled message that was cancelled will never go out: it is done
-    if message.status == "scheduled" and (queued or not counts.get("cancelled", 0)):
-        return "scheduled"
-    if not queued:
-        return "done"
-    if queued == sum(counts.get(state, 0) for state in DELIVERY_STATUSES):
-        return "queued"
-    return "sending"
+    """The message's status as the API answers it, from its deliveries' counts."""
+    return reports.message_status(message.send_at, counts)
 
 
 def message_of(message: Any, counts: dict[str, int]) -> Message:
