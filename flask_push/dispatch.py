@@ -1039,8 +1039,17 @@ class Dispatcher:
                 raise err
             self._lost_database(r, err)
             return
+        # a push whose Live Activity token died goes again at once, as an alert: this
+        # round claims it too, as it would any other due push (else it waits for the
+        # next round, which an inline send never makes)
+        again = any(
+            self._falls_back(push, result, r.attempts[int(push.delivery_id)])
+            for push, result in writes.results
+        )
         self._written(r, writes.ids())
         self._found_database(r, writes)
+        if again and r.exhausted_at != float("inf"):
+            r.exhausted_at = None
 
     @staticmethod
     def _written(r: _Round, ids: Iterable[int]) -> None:
@@ -1362,6 +1371,17 @@ class Dispatcher:
     def _gives_up(self, tries: int) -> bool:
         """Whether a delivery tried ``tries`` times is failed rather than retried."""
         return tries >= self.max_attempts
+
+    def _falls_back(self, push: OutgoingPush, result: DeliveryResult, tries: int) -> bool:
+        """Whether a push APNs answered "gone" for goes again as an ordinary alert to
+        its device: it went to a Live Activity's own token or the push-to-start token,
+        which died alone, and it has tries left."""
+        return (
+            result.status == "gone"
+            and isinstance(push.target, DeviceTarget)
+            and push.target.kind != "device"
+            and not self._gives_up(tries)
+        )
 
     def _never_finished(self, claims: int) -> bool:
         """Whether a delivery claimed ``claims`` times, this claim included, has
@@ -1916,6 +1936,33 @@ class Dispatcher:
                         }
                     )
                     _log_outcome(push, result, f"will be retried in {wait:.0f} s (attempt {tries})")
+            elif self._falls_back(push, result, tries):
+                # A Live Activity's own token (or the push-to-start one) is dead, not
+                # the device: forget the token and send this state again at once, as
+                # the ordinary alert the device's next states go as. Else a start to
+                # a dead push-to-start token was lost on that iPhone.
+                dead_tokens.append(push)
+                text = outcomes.detail(
+                    "live_token_dead",
+                    service=service,
+                    answer=_answer(result, prefer_code=result.status_code in (404, 410)),
+                    at=now,
+                    token=_target_word(push.target),
+                )
+                retried.append(
+                    {
+                        "b_id": id,
+                        "b_kind": result.provider,  # for the metrics
+                        "b_error": result.error,
+                        "b_due": now,
+                        "b_reason": "live_token_dead",
+                        "b_events": [
+                            tried,
+                            outcomes.event("retry", now, text, nextAttemptAt=now.isoformat()),
+                        ],
+                    }
+                )
+                _log_outcome(push, result, "its token is dead: sent again as an alert")
             else:
                 reason = result.reason or {"sent": "accepted", "gone": "unsubscribed"}.get(
                     result.status, "rejected"
@@ -2112,7 +2159,7 @@ class Dispatcher:
                     result.status == "retry"
                     and id not in dropped
                     and not self._gives_up(attempts[id])
-                )
+                ) or self._falls_back(push, result, attempts[id])
                 signals.delivery_failed.send(app, push=push, result=result, will_retry=will_retry)
         for kind, target_id, reason in dead:
             signals.subscription_gone.send(app, kind=kind, target_id=target_id, reason=reason)

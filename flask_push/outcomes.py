@@ -46,7 +46,8 @@ EVENTS: Final[tuple[str, ...]] = get_args(EventKind)
 #: ``{service_id}``, ``{how}`` (the settings that turn a provider on); ``{Last}``:
 #: what the last attempt found (an answer, or none); ``{asked}``: the wait the
 #: service's ``Retry-After`` asked for (``retry_after``, seconds); ``{category}`` (its label),
-#: ``{channel}`` and ``{cap}``, for the policy's; ``{ttl}``, ``{worker}`` and
+#: ``{channel}`` and ``{cap}``, for the policy's; ``{token}``: which of a device's
+#: tokens (a Live Activity's own, or its push-to-start one); ``{ttl}``, ``{worker}`` and
 #: ``{where}``, made from ``ttl`` (seconds) and ``worker`` (the process) when given.
 REASONS: Final[dict[str, str]] = {
     "accepted": "{Service} accepted it at {at}{service_id}.",
@@ -112,6 +113,11 @@ REASONS: Final[dict[str, str]] = {
     ),
     "provider_unusable": (
         "The {kind} provider stored for its app cannot send ({answer}), so it was not sent."
+    ),
+    "live_token_dead": (
+        "{Service} answered {answer} at {at}: the {token} is dead (the Live Activity "
+        "ended on the device, or the app was reinstalled), so flask-push forgot it; this "
+        "state goes to the device again at once, as an ordinary alert."
     ),
     "message_deleted": "Its message was deleted before it was sent.",
     "cancelled": "An operator cancelled the message at {at}, before this was sent.",
@@ -224,6 +230,7 @@ def detail(reason: str, **values: Any) -> str:
         "category": "this category",
         "channel": "this channel",
         "cap": "as many",
+        "token": "Live Activity token",
     }
     for name, value in values.items():
         if value is None:

@@ -552,6 +552,8 @@ def test_a_catch_up_queued_behind_a_newer_state_leaves_it(
 def test_a_dead_live_activity_token_is_dropped_not_the_device(
     live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
 ) -> None:
+    """The user ended the Live Activity: its token is forgotten, not the device, and
+    the state goes to the device at once as the alert its next states go as."""
     with live.app_context():
         iphone = devices(push_fake_webpush)["iphone"]
         db.session.add(
@@ -562,29 +564,57 @@ def test_a_dead_live_activity_token_is_dropped_not_the_device(
         db.session.commit()
         push_fake_apns.unregister(LIVE_TOKEN)
         message = order()
-        d = push.models.Delivery
-        status = db.session.scalar(
-            sa.select(d.status).where(d.message_id == message.id, d.installation_id == iphone)
-        )
-        assert status == "gone"
         assert (
             db.session.scalar(sa.select(sa.func.count()).select_from(push.models.ActivityToken))
             == 0
         )
         assert db.session.get(push.models.Installation, iphone).status == "active"
-        # and the timeline says the token died, not the installation
-        [entry] = push.explain(message.id, status="gone")
-        assert entry["detail"].endswith(
-            ": this Live Activity token is dead and will not be used again."
+        [entry] = [e for e in push.explain(message.id) if e["target"]["kind"] == "apns"]
+        assert (entry["status"], entry["attempts"]) == ("sent", 2)
+        # the timeline says the token died, not the installation, and what came of it
+        [retry] = [e for e in entry["events"] if e["what"] == "retry"]
+        assert "answered 410 Gone" in retry["detail"]
+        assert retry["detail"].endswith(
+            "the Live Activity token is dead (the Live Activity ended on the device, or the "
+            "app was reinstalled), so flask-push forgot it; this state goes to the device "
+            "again at once, as an ordinary alert."
         )
-        # the next state goes to the device as an alert
+    again = push_fake_apns.notifications[-1]  # (the fake keeps what it accepted)
+    assert again.device_token == IPHONE
+    assert again.aps["alert"] == {"title": "Order #42", "body": "Out for delivery"}
+    with live.app_context():
+        # and so does the next state
         later = order(state={**STATE, "step": 5})
+        d = push.models.Delivery
         assert (
             db.session.scalar(
                 sa.select(d.status).where(d.message_id == later.id, d.installation_id == iphone)
             )
             == "sent"
         )
+    assert push_fake_apns.notifications[-1].device_token == IPHONE
+
+
+def test_a_start_to_a_dead_push_to_start_token_goes_to_the_device_as_an_alert(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """The app was reinstalled and its push-to-start token died: the start is not
+    lost on that iPhone. The token is forgotten and the start goes as an alert."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        db.session.get(push.models.Installation, iphone).push_to_start_token = START_TOKEN
+        db.session.commit()
+        push_fake_apns.unregister(START_TOKEN)
+        started = order("start", attributes_type="OrderAttributes", attributes={"number": 42})
+        installation = db.session.get(push.models.Installation, iphone)
+        assert (installation.status, installation.push_to_start_token) == ("active", None)
+        [entry] = [e for e in push.explain(started.id) if e["target"]["kind"] == "apns"]
+        assert entry["status"] == "sent"
+        [retry] = [e for e in entry["events"] if e["what"] == "retry"]
+        assert "the push-to-start token is dead" in retry["detail"]
+    alert = push_fake_apns.notifications[-1]
+    assert alert.device_token == IPHONE and "attributes-type" not in alert.aps
+    assert alert.aps["alert"]["title"] == "Order #42"
 
 
 def test_the_timeline_says_where_an_iphones_push_went(
