@@ -264,17 +264,29 @@ def test_a_service_worker_not_found_says_what_to_do(
     assert "FlaskPush.configure({serviceWorkerUrl, scope})" in failed["message"]
 
 
+@pytest.mark.parametrize("prefix", ["/push", "/api/notify"])
 def test_the_readmes_page_and_script_work_as_written(
-    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
+    browser: Browser,
+    page: Any,
+    live: Callable[..., Live],
+    push_fake_webpush: FakePushService,
+    prefix: str,
 ) -> None:
     """README, Browser side: its HTML in a page and its static/shop.js beside it. The
-    bell shows, and a click on the button subscribes this browser to offers."""
+    bell shows, and a click on the button subscribes this browser to offers. Under a
+    PUSH_URL_PREFIX of the app's own, only the page's addresses change: the script
+    once set ``prefix: "/push"``, which sent every call of such an app to a 404."""
     from test_readme import one
 
-    body = one("browser", "page").code
+    body = one("browser", "page").code.replace('"/push/static/', f'"{prefix}/static/')
     html = f"<!doctype html><html><head><meta charset='utf-8'></head><body>{body}</body></html>"
     script = one("browser", "static/shop.js").code
-    app = live(html=html, files={"/static/shop.js": (script, "text/javascript")}, **SENDING)
+    app = live(
+        html=html,
+        files={"/static/shop.js": (script, "text/javascript")},
+        PUSH_URL_PREFIX=prefix,
+        **SENDING,
+    )
     made: list[FakeSubscriber] = []
 
     def subscription() -> dict[str, Any]:
