@@ -1136,10 +1136,12 @@ class Dispatcher:
             return
         took = time.monotonic() - self._outage_since
         self._outage_since = None
+        # at the outage's own level: a log (the worker's stderr) that shows the one
+        # WARNING must show its end too, or the outage reads as never over
         if not len(written):
-            logger.info("flask-push: the database is back after %.1f s", took)
+            logger.warning("flask-push: the database is back after %.1f s", took)
             return
-        logger.info(
+        logger.warning(
             "flask-push: the database is back after %.1f s; %d outcomes were written and "
             "%d claimed deliveries that were not sent were released",
             took,
