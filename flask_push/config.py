@@ -152,6 +152,20 @@ def _fail(key: str, message: str) -> PushConfigError:
     return PushConfigError(f"{key} {message}", key=key)
 
 
+def _read_as_number(key: str, value: object) -> str:
+    """Why an int stands where a string goes, as an aside to a message, or "".
+
+    ``app.config.from_prefixed_env()`` parses each value as JSON, so an all-digit
+    secret or id (a metrics token, an APNs Key ID) arrives as an int."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return ""
+    return (
+        f" (got {value!r}: `app.config.from_prefixed_env()` parses each value as JSON, so "
+        f"an all-digit one becomes a number; quote it in the environment: "
+        f"FLASK_{key}='\"{value}\"')"
+    )
+
+
 #: a URL path as browsers send it (RFC 3986): no space, control character, query or fragment
 _URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 
@@ -284,7 +298,7 @@ def _normalized(
         return normalize(given)
     except ValidationError as err:
         key = by_name.get(err.field or "", by_name[kind.trigger])
-        message = err.message
+        message = err.message + _read_as_number(key, given.get(err.field or ""))
         what = kind.describe(err.field or "") if err.code == "missing_setting" else None
         if what:  # the setting's own description, as a sentence's aside
             message = f"{message} ({what[:1].lower()}{what[1:].rstrip('.')})"
@@ -357,7 +371,8 @@ def _metrics_token(config: Mapping[str, Any]) -> str | None:
     key = "PUSH_METRICS_TOKEN"
     value = config.get(key, DEFAULT_METRICS_TOKEN)
     if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise _fail(key, f"must be a non-empty string or None, got {value!r}")
+        why = _read_as_number(key, value) or f", got {value!r}"
+        raise _fail(key, f"must be a non-empty string or None{why}")
     return value
 
 

@@ -182,6 +182,23 @@ def test_bad_config_names_the_key_and_the_fix(make_app, config, key, hint):
     assert hint in message
 
 
+@pytest.mark.parametrize(
+    ("key", "extra"), [("PUSH_APNS_KEY_ID", apns_config()), ("PUSH_METRICS_TOKEN", {})]
+)
+def test_an_all_digit_value_from_the_environment_says_to_quote_it(
+    make_app, monkeypatch, key, extra
+):
+    # Flask's from_prefixed_env parses values as JSON: an all-digit Key ID or token
+    # becomes an int, which was refused as "must be a string" with no word of why
+    monkeypatch.setenv(f"FLASK_{key}", "1234567890")
+    with pytest.raises(PushConfigError) as info:
+        make_app(before=lambda app: app.config.from_prefixed_env(), **extra)
+    message = str(info.value)
+    assert message.startswith(f"{key} must be a"), message
+    assert "(got 1234567890: `app.config.from_prefixed_env()` parses each value as JSON" in message
+    assert message.endswith(f"""quote it in the environment: FLASK_{key}='"1234567890"')"""), message
+
+
 def test_pem_and_der_vapid_keys_are_accepted(make_app):
     key = ec.generate_private_key(ec.SECP256R1())
     app = make_app(PUSH_VAPID_PRIVATE_KEY=pem(key))
