@@ -60,6 +60,11 @@ def _no_options(settings: PushSettings) -> dict[str, Any]:
     return {}
 
 
+def site_url_option(settings: PushSettings) -> dict[str, Any]:
+    """``site_url``, for the providers to phones: they resolve ``image`` against it."""
+    return {"site_url": settings.site_url}
+
+
 @dataclass(frozen=True)
 class ProviderKind:
     """A push platform: what it needs, how its settings are checked, what it serves."""

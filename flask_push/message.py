@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urljoin
 
 Urgency = Literal["very-low", "low", "normal", "high"]
 #: the outcomes every provider reports, whatever its platform says
@@ -75,6 +76,14 @@ class Notification:
     ttl: int = 86400
     urgency: Urgency = "normal"
     collapse_key: str | None = None
+
+
+def on_site(link: str | None, site_url: str | None) -> str | None:
+    """``link`` resolved against the site's URL (``PUSH_SITE_URL``) when one is set:
+    a path means nothing to a phone, or to Safari showing a declarative push."""
+    if link is None or site_url is None:
+        return link
+    return urljoin(site_url, link)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from flask_push.credentials import WEBPUSH
 from flask_push.errors import PayloadError
 from flask_push.message import Activity, Notification, OutgoingPush, WebPushTarget
 from flask_push.providers.webpush import WebPushProvider
-from flask_push.testing import FakePushService
+from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
+from flask_push.testing.fcm import make_registration_token
 
 from conftest import add_subscription, as_user, browser_keys, db, push, subscribe
 
@@ -303,3 +304,25 @@ def test_a_real_send_puts_the_declarative_payload_on_the_wire(
     )
     assert shown["navigate"] == "https://shop.example/orders/42"
     assert shown["data"]["messageId"] == message.id and shown["data"]["clickToken"]
+
+
+def test_a_phones_image_resolves_against_the_site(
+    sending_app: Callable[..., Flask], push_fake_fcm: FakeFCM, push_fake_apns: FakeAPNs
+) -> None:
+    # An image given as a path reached FCM and APNs as that path, which a phone cannot
+    # download: the browsers showed the picture, the phones none. The url stays a path
+    # there, for the app to route.
+    app = sending_app(PUSH_SITE_URL="https://shop.example", **push_fake_apns.app_config())
+    with app.app_context():
+        db.session.add_all(
+            push.models.Installation(app_id="shop", device_token=token, device_type=kind, user_id="alice")
+            for kind, token in (("android", make_registration_token()), ("ios", "ab" * 32))
+        )  # fmt: skip
+        db.session.commit()
+        push.send(users=["alice"], title="Apples", image="/static/apples.jpg", url="/offers/7")
+    [android] = push_fake_fcm.wait(1)
+    assert android.notification["image"] == "https://shop.example/static/apples.jpg"
+    assert android.data["url"] == "/offers/7"
+    [iphone] = push_fake_apns.wait(1)
+    assert iphone.payload["image"] == "https://shop.example/static/apples.jpg"
+    assert iphone.payload["url"] == "/offers/7"

@@ -14,7 +14,8 @@ the bytes :meth:`APNsProvider.payload_size` counts)::
 
 A notification without title, body, badge or sound is a background push:
 ``{"aps": {"content-available": 1}, ...}`` with ``apns-push-type: background`` and
-priority 5, as Apple requires. ``icon`` has no APNs equivalent (the app icon is shown)
+priority 5, as Apple requires. An ``image`` path resolves against ``PUSH_SITE_URL``
+when set; ``url`` stays as given, for the app to route. ``icon`` has no APNs equivalent (the app icon is shown)
 and ``url-args`` is left out: it only serves Safari's legacy website push, which
 flask-push does through Web Push.
 
@@ -95,7 +96,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ConfigDict, Field, WithJsonSchema
 
-from ..credentials import ProviderKind, Setting
+from ..credentials import ProviderKind, Setting, site_url_option
 from ..credentials import base_url as _base_url
 from ..credentials import text as _text
 from ..errors import PayloadError, ValidationError
@@ -107,6 +108,7 @@ from ..message import (
     OutgoingPush,
     Status,
     TokenKind,
+    on_site,
 )
 from ..schemas.base import Documented, ResponseModel, WireModel, stripped
 from ..validation import digits
@@ -266,6 +268,7 @@ APNS = ProviderKind(
     wire=ApnsSettings,
     shown=ApnsPublicSettings,
     live_activities=True,
+    options=site_url_option,
 )
 
 
@@ -306,9 +309,12 @@ class APNsProvider(Provider):
         ssl_context: ssl.SSLContext | None = None,
         concurrency: int = 100,
         timeout: float = 10.0,
+        site_url: str | None = None,
     ) -> None:
         super().__init__(concurrency=concurrency, timeout=timeout)
         self.key_id = key_id
+        #: ``PUSH_SITE_URL``: an image given as a path resolves against it
+        self.site_url = site_url
         self.team_id = team_id
         self.topic = topic
         self.host = host
@@ -326,7 +332,7 @@ class APNsProvider(Provider):
         """Build from normalized ``apns`` settings: ``baseUrl`` overrides ``sandbox``.
 
         ``options`` are the constructor's keywords (``concurrency``, ``timeout``,
-        and ``ssl_context``, which replaces the default context: the system trust
+        ``site_url``, and ``ssl_context``, which replaces the default context: the system trust
         store, honouring ``SSL_CERT_FILE``); an unknown one raises TypeError.
         """
         base_url = settings.get("baseUrl")
@@ -379,7 +385,7 @@ class APNsProvider(Provider):
                 push_type=PushType.LIVEACTIVITY,
                 apns_topic=self.topic + LIVE_ACTIVITY_TOPIC_SUFFIX,
             )
-        payload = apns_payload(notification, push.message_id, activity)
+        payload = apns_payload(notification, push.message_id, activity, self.site_url)
         background = "content-available" in payload["aps"]
         low = background or notification.urgency in ("low", "very-low")
         return NotificationRequest(
@@ -404,13 +410,18 @@ class APNsProvider(Provider):
 
     def payload_size(self, notification: Notification) -> int:
         """Bytes of the JSON payload, with the longest message id."""
-        return len(encode(apns_payload(notification, "m" * LONGEST_MESSAGE_ID)))
+        longest = "m" * LONGEST_MESSAGE_ID
+        return len(encode(apns_payload(notification, longest, site_url=self.site_url)))
 
     def activity_payload_size(self, notification: Notification, activity: Activity) -> int:
         """Bytes of the largest payload ``activity`` may go out as: the alert to a device
         token, the Live Activity push to its token, or the push-to-start."""
         sizes = [
-            len(encode(apns_payload(notification, "m" * LONGEST_MESSAGE_ID, activity))),
+            len(
+                encode(
+                    apns_payload(notification, "m" * LONGEST_MESSAGE_ID, activity, self.site_url)
+                )
+            ),
             len(encode(live_activity_payload(notification, activity, "activity"))),
         ]
         if activity.event == "start" and None not in (
@@ -577,10 +588,14 @@ async def _drained(pool: _Pool, seconds: float) -> bool:
 
 
 def apns_payload(
-    notification: Notification, message_id: str, activity: Activity | None = None
+    notification: Notification,
+    message_id: str,
+    activity: Activity | None = None,
+    site_url: str | None = None,
 ) -> dict[str, Any]:
     """The APNs JSON payload for ``notification``, with ``activity``'s state when it
-    shows one (see the module docstring)."""
+    shows one (see the module docstring); an ``image`` path resolves against
+    ``site_url`` (``PUSH_SITE_URL``), since the app's extension downloads it."""
     aps: dict[str, Any] = {}
     if notification.title or notification.body:
         alert: dict[str, str] = {}
@@ -606,7 +621,7 @@ def apns_payload(
     if notification.url:
         payload["url"] = notification.url
     if notification.image:
-        payload["image"] = notification.image
+        payload["image"] = on_site(notification.image, site_url)
     if notification.data:
         payload["data"] = dict(notification.data)
     if activity is not None:

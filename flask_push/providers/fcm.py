@@ -8,7 +8,8 @@ Notification       v1 message
 =================  ==============================================================
 target token       ``token``
 title, body        ``notification.title``, ``notification.body``
-image              ``notification.image`` (shown by Android, iOS and browsers)
+image              ``notification.image`` (shown by Android, iOS and browsers), a path
+                   resolved against ``PUSH_SITE_URL`` when set: the phone downloads it
 data               ``data``: every value a string; strings as they are, anything
                    else JSON-encoded (``42`` -> ``"42"``, ``True`` -> ``"true"``)
 url                ``data.url``
@@ -61,12 +62,19 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..credentials import ProviderKind, Setting
+from ..credentials import ProviderKind, Setting, site_url_option
 from ..credentials import base_url as _base_url
 from ..credentials import split_url as _split
 from ..credentials import text as _text
 from ..errors import PayloadError, ValidationError
-from ..message import Activity, DeliveryResult, DeviceTarget, Notification, OutgoingPush
+from ..message import (
+    Activity,
+    DeliveryResult,
+    DeviceTarget,
+    Notification,
+    OutgoingPush,
+    on_site,
+)
 from ..schemas.base import ResponseModel, WireModel, refuse_as
 from .base import CONNECT_SHARE, Provider, read_start, retry_after_seconds, without_answer
 
@@ -374,6 +382,7 @@ FCM = ProviderKind(
     token_message="must be the FCM registration token the Firebase SDK returned",
     wire=FcmSettings,
     shown=FcmPublicSettings,
+    options=site_url_option,
 )
 
 
@@ -402,9 +411,12 @@ class FCMProvider(Provider):
         base_url: str = "https://fcm.googleapis.com",
         concurrency: int = 50,
         timeout: float = 10.0,
+        site_url: str | None = None,
     ) -> None:
         super().__init__(concurrency=concurrency, timeout=timeout)
         self.project_id = project_id
+        #: ``PUSH_SITE_URL``: an image given as a path resolves against it
+        self.site_url = site_url
         from google.oauth2 import service_account
         from pyfcm import FCMNotification
 
@@ -427,7 +439,7 @@ class FCMProvider(Provider):
     def from_settings(cls, settings: Mapping[str, Any], **options: Any) -> FCMProvider:
         """Build from :data:`flask_push.credentials.FCM` settings (no network).
 
-        ``options`` are the constructor's ``concurrency`` and ``timeout``.
+        ``options`` are the constructor's ``concurrency``, ``timeout`` and ``site_url``.
         """
         return cls(
             credentials=settings["credentials"],
@@ -518,7 +530,7 @@ class FCMProvider(Provider):
             "fcm_token": token,
             "notification_title": notification.title,
             "notification_body": notification.body,
-            "notification_image": notification.image,
+            "notification_image": on_site(notification.image, self.site_url),
             "data_payload": self._data(notification, message_id, click_token, activity),
             "android_config": android,
         }

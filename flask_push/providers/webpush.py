@@ -47,6 +47,7 @@ from ..message import (
     Notification,
     OutgoingPush,
     WebPushTarget,
+    on_site,
     printable,
 )
 from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
@@ -863,7 +864,7 @@ def _declarative(
         ("badge", notification.badge if isinstance(notification.badge, str) else None),
     ):
         if link is not None:
-            shown[key] = urljoin(site_url, link)
+            shown[key] = on_site(link, site_url)
     if activity is not None and tag is not None:
         # As a Live Activity does: the start and the end alert, the updates in
         # between replace the shown state quietly (renotify needs a tag).
