@@ -196,7 +196,8 @@ def test_an_all_digit_value_from_the_environment_says_to_quote_it(
     message = str(info.value)
     assert message.startswith(f"{key} must be a"), message
     assert "(got 1234567890: `app.config.from_prefixed_env()` parses each value as JSON" in message
-    assert message.endswith(f"""quote it in the environment: FLASK_{key}='"1234567890"')"""), message
+    quoted = f"""quote it in the environment: FLASK_{key}='"1234567890"')"""
+    assert message.endswith(quoted), message
 
 
 def test_pem_and_der_vapid_keys_are_accepted(make_app):

@@ -314,10 +314,11 @@ def test_a_phones_image_resolves_against_the_site(
     # there, for the app to route.
     app = sending_app(PUSH_SITE_URL="https://shop.example", **push_fake_apns.app_config())
     with app.app_context():
+        phones = (("android", make_registration_token()), ("ios", "ab" * 32))
         db.session.add_all(
-            push.models.Installation(app_id="shop", device_token=token, device_type=kind, user_id="alice")
-            for kind, token in (("android", make_registration_token()), ("ios", "ab" * 32))
-        )  # fmt: skip
+            push.models.Installation(app_id="shop", device_token=t, device_type=k, user_id="alice")
+            for k, t in phones
+        )
         db.session.commit()
         push.send(users=["alice"], title="Apples", image="/static/apples.jpg", url="/offers/7")
     [android] = push_fake_fcm.wait(1)

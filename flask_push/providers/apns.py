@@ -15,9 +15,9 @@ the bytes :meth:`APNsProvider.payload_size` counts)::
 A notification without title, body, badge or sound is a background push:
 ``{"aps": {"content-available": 1}, ...}`` with ``apns-push-type: background`` and
 priority 5, as Apple requires. An ``image`` path resolves against ``PUSH_SITE_URL``
-when set; ``url`` stays as given, for the app to route. ``icon`` has no APNs equivalent (the app icon is shown)
-and ``url-args`` is left out: it only serves Safari's legacy website push, which
-flask-push does through Web Push.
+when set; ``url`` stays as given, for the app to route. ``icon`` has no APNs
+equivalent (the app icon is shown) and ``url-args`` is left out: it only serves
+Safari's legacy website push, which flask-push does through Web Push.
 
 Request headers:
 
