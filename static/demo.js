@@ -64,10 +64,12 @@
   // -- bell, live inbox ------------------------------------------------------------
   const bellElement = document.getElementById('bell');
   if (bellElement && signedIn && FP) {
-    // the bell's "Notification settings" opens the shop's own settings page
+    // the bell's "Notification settings" opens the shop's own settings page; staff
+    // have none: their inbox (new orders, exports) has no category, and the
+    // categories are the shoppers' choices
     FP.bell(bellElement, {
       title: body.dataset.staff ? 'Staff inbox' : 'Notifications',
-      preferencesUrl: body.dataset.staff ? undefined : bellElement.dataset.settings,
+      preferencesUrl: body.dataset.staff ? false : bellElement.dataset.settings,
       // each type named as the Notifications page and the settings name it
       typeLabels: JSON.parse(body.dataset.typeLabels || '{}'),
     });

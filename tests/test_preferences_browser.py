@@ -11,6 +11,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,20 @@ class Live:
 
 @pytest.fixture
 def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Live]:
+    with served(tmp_path, vapid_private_key, CATEGORIES) as app:
+        yield app
+
+
+@pytest.fixture
+def live_without_categories(tmp_path: Path, vapid_private_key: str) -> Iterator[Live]:
+    """An app whose users have nothing to choose: no ``PUSH_CATEGORIES``."""
+    with served(tmp_path, vapid_private_key, {}) as app:
+        yield app
+
+
+@contextmanager
+def served(tmp_path: Path, vapid_private_key: str, categories: dict[str, Any]) -> Iterator[Live]:
+    """The app with ``categories``, served on a port of its own until the block ends."""
     app = Flask(__name__)
     app.config.update(
         TESTING=True,
@@ -105,7 +120,7 @@ def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Live]:
         SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
         PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
         PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
-        PUSH_CATEGORIES=CATEGORIES,
+        PUSH_CATEGORIES=categories,
     )
     db.init_app(app)
     push.init_app(app)
@@ -507,6 +522,32 @@ def test_the_bells_menu_links_to_the_hosts_settings_page(
     expect(link).to_have_attribute("href", "/account/notifications")
     link.click()
     page.wait_for_url(f"{live.origin}/account/notifications")
+
+
+def test_the_bell_offers_no_settings_when_there_is_nothing_to_choose(
+    browser: Browser, page: Any, live_without_categories: Live
+) -> None:
+    live = live_without_categories
+    page.goto(f"{live.origin}/login/kim")
+    for options in ({}, {"preferencesUrl": "/account/notifications"}):
+        page.goto(f"{live.origin}/")
+        start_bell(page, options)
+        page.locator(".fp-bell-button").click()
+        expect(page.locator(".fp-panel").get_by_role("button", name="See all")).to_be_visible()
+        # not a way to "There are no notifications to choose from"
+        expect(page.locator(".fp-show-settings")).to_have_count(1)
+        expect(page.locator(".fp-show-settings")).to_be_hidden()
+    assert page.console_errors == []
+
+
+def test_a_bell_told_there_are_no_settings_offers_none(
+    browser: Browser, page: Any, live: Live
+) -> None:
+    open_settings(page, live, "lea")
+    start_bell(page, {"preferencesUrl": False})
+    page.locator(".fp-bell-button").click()
+    expect(page.locator(".fp-panel").get_by_role("button", name="See all")).to_be_visible()
+    expect(page.locator(".fp-show-settings")).to_have_count(0)
 
 
 def shots() -> Path:

@@ -987,8 +987,8 @@
   /** A notification bell in `element`: unread badge, menu, history, mark-all-read, and
    *  a way to the user's notification settings.
    *  options: {take: items in the menu (10), historyTake: items per page of the history
-   *  (50), title, typeLabels: {type: label} for the history, preferencesUrl,
-   *  channelLabels}. */
+   *  (50), title, typeLabels: {type: label} for the history, preferencesUrl (false:
+   *  no settings in the menu), channelLabels}. */
   function bell(element, options) {
     const opts = Object.assign(
       { take: 10, historyTake: 50, title: 'Notifications', typeLabels: {} },
@@ -1015,11 +1015,14 @@
     // it gives preferencesUrl (where the user expects to find settings, and a URL to
     // share or bookmark), else FlaskPush.preferences() in a dialog of the bell's own, so
     // that a host with no such page still lets users choose without any more code.
+    // preferencesUrl false: none (the host knows this user has nothing to choose).
     const toSettings = el(opts.preferencesUrl ? 'a' : 'button', 'fp-link fp-show-settings');
     toSettings.textContent = 'Notification settings';
     if (opts.preferencesUrl) toSettings.href = opts.preferencesUrl;
     else toSettings.type = 'button';
-    $('.fp-foot').appendChild(toSettings);
+    // shown once the user is known to have categories to choose (offerSettings)
+    toSettings.hidden = true;
+    if (opts.preferencesUrl !== false) $('.fp-foot').appendChild(toSettings);
     // items: the menu's; history: the dialog's while it is open; counted: live unread
     // counts received (a listing read before the latest of them has an older count)
     // problem: what the bell could not do, shown above the items until it is done
@@ -1107,6 +1110,19 @@
       renderMenu();
     }
     const notLoaded = (err) => failed('The notifications could not be loaded', err);
+
+    // Settings without a category to choose would be a dead end ("There are no
+    // notifications to choose from"): the menu offers them only when there is one.
+    // Unreadable now, they are offered all the same: opened, they say why.
+    async function offerSettings() {
+      if (opts.preferencesUrl === false) return;
+      try {
+        const prefs = await api('GET', '/preferences');
+        toSettings.hidden = !(prefs.categories && prefs.categories.length);
+      } catch (err) {
+        toSettings.hidden = false;
+      }
+    }
     const refreshShown = () => refresh().catch(notLoaded);
 
     // an item's time (createdAt, updatedAt) to compare; one without counts as oldest
@@ -1392,7 +1408,10 @@
     const offs = [on('*', 'reconnect', refreshShown), on('*', 'gap', inboxGap)];
     connect();
     setCount(0);
-    const ready = joined().then(refresh);
+    const offered = offerSettings(); // never rejects
+    const ready = joined()
+      .then(refresh)
+      .then(() => offered);
     // said in the menu; a host that awaits `ready` still gets the error
     ready.catch(notLoaded);
     return {

@@ -677,6 +677,13 @@ def test_the_settings_page_starts_from_the_defaults(demo_app: Any, alice: Any) -
         assert 'href="/settings/notifications"' in alice.get(path).text, path
 
 
+def test_staff_are_offered_no_notification_settings(demo_app: Any, staff: Any) -> None:
+    """The categories are the shoppers' choices; the staff's inbox (new orders,
+    exports) has none: the staff's notifications page offered the shoppers' settings."""
+    for path in ("/notifications", "/staff/"):
+        assert 'href="/settings/notifications"' not in staff.get(path).text, path
+
+
 def test_the_settings_form_round_trip(demo_app: Any, alice: Any) -> None:
     form = settings_form(
         off=("offers.web", "offers.mobile"),
