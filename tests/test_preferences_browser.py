@@ -266,6 +266,18 @@ def test_a_required_category_is_shown_on_and_cannot_be_turned_off(
     assert live.channels("bob")["order_status"] == {"web": True, "mobile": True, "inbox": True}
 
 
+def test_quiet_hours_promise_the_inbox_only_what_it_lets_in(
+    browser: Browser, page: Any, live: Live
+) -> None:
+    # a category whose inbox is off writes no inbox item, in quiet hours or not
+    open_settings(page, live, "mia")
+    on = page.get_by_role("checkbox", name="Hold push notifications during quiet hours")
+    expect(on).to_have_accessible_description(
+        "They arrive when quiet hours end, except those that are always on. "
+        "What you let into your inbox still arrives there at once."
+    )
+
+
 def test_quiet_hours_propose_the_browsers_time_zone_and_are_saved(
     browser: Browser, page: Any, live: Live
 ) -> None:

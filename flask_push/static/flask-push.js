@@ -698,8 +698,9 @@
       const hint = el(
         'p',
         'fp-prefs-hint',
+        // not "everything": a category whose inbox is off writes no inbox item
         'They arrive when quiet hours end, except those that are always on. ' +
-          'Your inbox gets everything at once.'
+          'What you let into your inbox still arrives there at once.'
       );
       hint.id = uniqueId();
       on.setAttribute('aria-describedby', hint.id);

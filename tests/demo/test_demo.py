@@ -677,6 +677,14 @@ def test_the_settings_page_starts_from_the_defaults(demo_app: Any, alice: Any) -
         assert 'href="/settings/notifications"' in alice.get(path).text, path
 
 
+def test_the_quiet_hours_promise_the_inbox_only_what_it_lets_in(demo_app: Any, alice: Any) -> None:
+    """A category whose inbox is off writes no inbox item, in quiet hours or not: the
+    page said "The inbox gets everything at once"."""
+    page = alice.get("/settings/notifications").text
+    assert "What you let into your inbox still arrives there at once." in page
+    assert "everything" not in page
+
+
 def test_staff_are_offered_no_notification_settings(demo_app: Any, staff: Any) -> None:
     """The categories are the shoppers' choices; the staff's inbox (new orders,
     exports) has none: the staff's notifications page offered the shoppers' settings."""
