@@ -1,6 +1,7 @@
 """What a screen reader hears of the demo, in real Chromium (Playwright's accessibility
-tree): the staff's bell offers no notification settings (the categories are the
-shoppers' choices), while a shopper's links to hers. Screenshots at desktop and phone width go to
+tree): a button that each line of a list repeats names its line, and the staff's bell
+offers no notification settings (the categories are the shoppers' choices), while a
+shopper's links to hers. Screenshots at desktop and phone width go to
 ``$FRESHCART_SHOTS`` (a folder in the system's temporary folder by default): look at
 them. Needs Chromium at /usr/bin/chromium and the ``playwright`` package; without them
 the tests are skipped, except under ``CI=true``, where they fail.
@@ -28,6 +29,66 @@ from browser_kit import TIMEOUT_MS  # noqa: E402
 
 server = server_fixture()
 chromium = chromium_fixture()
+#: a control's words as a person sees them: without those only screen readers get
+SEEN = """(control) => [...control.childNodes]
+  .filter((node) => !(node.classList && node.classList.contains('sr-only')))
+  .map((node) => node.textContent).join('').trim()"""
+
+
+def fill_cart(page: Any, base: str) -> None:
+    for path in ("/products/avocados", "/offers/berry-weekend"):
+        page.goto(base + path)
+        page.get_by_role("button", name="Add to cart").click()
+        page.wait_for_url(base + "/cart")
+
+
+@VIEWPORTS
+def test_each_remove_button_names_its_item(
+    server: tuple[str, Any], chromium: Any, viewport: dict[str, int]
+) -> None:
+    base, _app = server
+    page = sign_in(chromium, base, "carol@example.com", viewport=viewport)
+    fill_cart(page, base)
+    lines = page.get_by_role("main").get_by_role("listitem")
+    expect(lines).to_have_count(2, timeout=TIMEOUT_MS)
+    # not "Remove, Remove": which line each one takes away
+    names = ["Remove Hass avocados (4)", "Remove Berry weekend"]
+    for line, name in zip(lines.all(), names, strict=True):
+        expect(line.get_by_role("button")).to_have_accessible_name(name, timeout=TIMEOUT_MS)
+    expect(page.get_by_role("button", name="Remove", exact=True)).to_have_count(0)
+    # what a person sees stays one word
+    assert lines.first.get_by_role("button").evaluate(SEEN) == "Remove"
+    shot(page, "cart-named", viewport)
+
+    page.get_by_role("button", name="Remove Berry weekend").click()
+    expect(lines).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(page.get_by_text("Berry weekend")).to_have_count(0)
+
+
+@VIEWPORTS
+def test_each_advance_button_of_the_board_names_its_order(
+    server: tuple[str, Any], chromium: Any, viewport: dict[str, int]
+) -> None:
+    base, _app = server
+    for email in ("alice@example.com", "bob@example.com"):
+        shopper = sign_in(chromium, base, email, viewport=viewport)
+        fill_cart(shopper, base)
+        shopper.get_by_role("button", name="Place order").click()
+        shopper.wait_for_selector("[data-order-status]")
+        shopper.context.close()
+    staff = sign_in(chromium, base, "staff@example.com", viewport=viewport)
+    placed = staff.locator(".column").first
+    buttons = placed.get_by_role("button")
+    expect(buttons).to_have_count(2, timeout=TIMEOUT_MS)
+    # newest first; each says which order it moves, not "Confirmed →" twice
+    expect(buttons.nth(0)).to_have_accessible_name("Move order #2 to Confirmed")
+    expect(buttons.nth(1)).to_have_accessible_name("Move order #1 to Confirmed")
+    assert buttons.nth(0).evaluate(SEEN) == "Confirmed\u00a0→"
+    shot(staff, "board-named", viewport)
+
+    staff.get_by_role("button", name="Move order #1 to Confirmed").click()
+    confirmed = staff.locator(".column").nth(1)
+    expect(confirmed.get_by_role("button")).to_have_accessible_name("Move order #1 to Preparing")
 
 
 @VIEWPORTS
