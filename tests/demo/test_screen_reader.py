@@ -1,10 +1,11 @@
 """What a screen reader hears of the demo, in real Chromium (Playwright's accessibility
-tree): a button that each line of a list repeats names its line, and the staff's bell
-offers no notification settings (the categories are the shoppers' choices), while a
-shopper's links to hers. Screenshots at desktop and phone width go to
-``$FRESHCART_SHOTS`` (a folder in the system's temporary folder by default): look at
-them. Needs Chromium at /usr/bin/chromium and the ``playwright`` package; without them
-the tests are skipped, except under ``CI=true``, where they fail.
+tree): a button that each line of a list repeats names its line, the cart's link says
+how many items it holds, and the staff's bell offers no notification settings (the
+categories are the shoppers' choices), while a shopper's links to hers. Screenshots
+at desktop and phone width go to ``$FRESHCART_SHOTS`` (a folder in the system's
+temporary folder by default): look at them. Needs Chromium at /usr/bin/chromium and
+the ``playwright`` package; without them the tests are skipped, except under
+``CI=true``, where they fail.
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ def test_each_remove_button_names_its_item(
 ) -> None:
     base, _app = server
     page = sign_in(chromium, base, "carol@example.com", viewport=viewport)
+    cart = page.locator("a.cart-link")
+    expect(cart).to_have_accessible_name("Cart (0 items)", timeout=TIMEOUT_MS)
     fill_cart(page, base)
+    # the badge's count is heard too, not "Cart" alone
+    expect(cart).to_have_accessible_name("Cart (2 items)")
     lines = page.get_by_role("main").get_by_role("listitem")
     expect(lines).to_have_count(2, timeout=TIMEOUT_MS)
     # not "Remove, Remove": which line each one takes away
@@ -63,6 +68,21 @@ def test_each_remove_button_names_its_item(
     page.get_by_role("button", name="Remove Berry weekend").click()
     expect(lines).to_have_count(1, timeout=TIMEOUT_MS)
     expect(page.get_by_text("Berry weekend")).to_have_count(0)
+
+
+def test_each_demo_accounts_button_names_its_account(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    base, _app = server
+    page = chromium.new_page()
+    page.goto(base + "/login")
+    accounts = page.locator(".demo-accounts").get_by_role("button")
+    expect(accounts).to_have_count(4, timeout=TIMEOUT_MS)
+    for email in ("staff@example.com", "alice@example.com", "bob@example.com"):
+        expect(page.get_by_role("button", name=f"Use {email}", exact=True)).to_have_text("Use")
+    page.get_by_role("button", name="Use carol@example.com").click()
+    page.wait_for_url(base + "/")
+    expect(page.get_by_role("link", name="Cart (0 items)")).to_be_visible()
 
 
 @VIEWPORTS
