@@ -119,7 +119,8 @@ def cart_add() -> Any:
         flash(err.message, "error")
         page = offer(offer_row.slug) if offer_row else product(product_row.slug)
         return page, 400
-    flash(f"Added {product_row.name} to your cart.")
+    # by the name the cart's line shows: an offer's, else the product's
+    flash(f"Added {(offer_row or product_row).name} to your cart.")
     return redirect_back(request.form.get("next"), url_for("shop.cart"))
 
 

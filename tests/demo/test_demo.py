@@ -296,6 +296,17 @@ def cart_lines(email: str) -> list[tuple[int, int]]:
     return [(row.product_id, row.quantity) for row in rows]
 
 
+def test_what_was_added_is_said_by_the_name_the_cart_shows(demo_app: Any, alice: Any) -> None:
+    """An offer was said by its product's name ("Strawberries 400 g") while its cart
+    line says the offer's ("Berry weekend")."""
+    for form, name in (
+        ({"offer_id": 1}, "Breakfast bundle"),
+        ({"product_id": 1}, "Hass avocados (4)"),
+    ):
+        added = alice.post("/cart", data=form, follow_redirects=True)
+        assert f"Added {name} to your cart." in added.get_data(as_text=True)
+
+
 def test_a_quantity_is_a_whole_number_from_1_to_99(demo_app: Any, alice: Any) -> None:
     # a 20-digit quantity used to overflow the column (500); a million made a $5.49M order
     for quantity in ["0", "-1", "100", "1.5", "2e3", "ten", "12345678901234567890", "1000000"]:
