@@ -73,35 +73,43 @@ def user_targets(
                     "at": row.updated_at,
                 }
             )
-    web = subscriptions_kind()
-    found = [(web, s, s.last_seen_at, "subscription") for s in subscriptions] + [
-        (kind_for_platform(i.device_type), i, i.modified_at, "installation") for i in installations
+    found = [(s, s.last_seen_at) for s in subscriptions] + [
+        (i, i.modified_at) for i in installations
     ]
     # oldest first across both tables, as each query gives its own (then by id, so
     # two registered in the same instant keep one order)
-    found.sort(key=lambda entry: (entry[1].created_at, entry[1].id))
+    found.sort(key=lambda entry: (entry[0].created_at, entry[0].id))
     return [
         UserTarget.model_validate(
             {
-                "kind": kind,
+                "kind": kind_of(row)[0],
                 "id": row.id,
                 "label": label_of(row),
                 "status": row.status,
                 "deadSince": row.dead_at if row.status == DEAD else None,
                 "deadReason": row.dead_reason if row.status == DEAD else None,
-                "deadDetail": dead_detail(kind, row, what) if row.status == DEAD else None,
+                "deadDetail": dead_detail(row) if row.status == DEAD else None,
                 "lastSeenAt": seen,
                 "createdAt": row.created_at,
                 "recentDeliveries": latest.get(row.id, []),
             }
         )
-        for kind, row, seen, what in found
+        for row, seen in found
     ]
 
 
-def dead_detail(kind: str, row: Any, what: str) -> str:
-    """Why the dead target ``row`` (a ``what``: "subscription" or "installation") of
-    kind ``kind`` is never sent to again, as a sentence."""
+def kind_of(row: Any) -> tuple[str, str]:
+    """The provider kind that delivers to the subscription or installation ``row``,
+    and what the row is ("subscription" or "installation"), as sentences name it."""
+    if hasattr(row, "endpoint"):
+        return subscriptions_kind(), "subscription"
+    return kind_for_platform(row.device_type), "installation"
+
+
+def dead_detail(row: Any) -> str:
+    """Why the dead subscription or installation ``row`` is never sent to again, as a
+    sentence."""
+    kind, what = kind_of(row)
     return outcomes.detail(
         "target_gone",
         service=service_name(kind),

@@ -224,7 +224,7 @@ def test_a_dead_browser_offers_no_test_send(console_app: Flask) -> None:
 
 def test_the_overview_names_what_was_found_dead(console_app: Flask) -> None:
     """A browser found dead today is shown as a person knows it ("Chrome on Linux"),
-    its id beside it for the search."""
+    its id beside it for the search, and why it is dead as a sentence."""
     with console_app.app_context():
         dead = add_subscription(
             "42",
@@ -233,9 +233,14 @@ def test_the_overview_names_what_was_found_dead(console_app: Flask) -> None:
             dead_reason="410 Gone",
             user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0",
         ).id
+        # why, in the sentence the users page says it in, not the service's bare answer
+        (target,) = push.user_targets("42")
     html = console_app.test_client().get(f"{CONSOLE}/", headers=ADMIN).get_data(as_text=True)
     assert f'Chrome on Linux<br><code class="small">{dead}</code>' in html
-    assert "410 Gone" in html
+    assert target["deadDetail"].startswith("The browser's push service said at ")
+    assert f'<td data-label="Why" class="wrap">{target["deadDetail"]}</td>' in html.replace(
+        "&#39;", "'"
+    )
 
 
 def test_the_users_page_says_what_the_user_lets_through(

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import outcomes
+from .. import outcomes, targets
 from ..labels import label_of
 from ..models import Models, utcnow
 from ..providers import kinds
@@ -83,7 +83,8 @@ class DeadTarget:
     label: str
     user_id: str | None
     dead_at: datetime
-    reason: str | None
+    #: why it is dead, as a sentence: the users page's ``deadDetail``
+    detail: str
 
 
 def dead_today(
@@ -107,7 +108,7 @@ def dead_today(
                 label_of(row),
                 row.user_id,
                 row.dead_at,
-                row.dead_reason,
+                targets.dead_detail(row),
             )
             for row in rows
         ]

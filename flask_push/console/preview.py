@@ -95,7 +95,7 @@ def previews(
             # a target picked by its id can be dead: the send skips it, so a payload
             # shown for it would be one that never goes out
             what = "installation" if hasattr(row, "device_token") else "subscription"
-            note = f"Nothing goes out: this {what} is dead. {dead_detail(kind, row, what)}"
+            note = f"Nothing goes out: this {what} is dead. {dead_detail(row)}"
             result.append(Preview(kind, row.id, None, note))
             continue
         provider = providers.get(kind)
