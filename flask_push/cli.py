@@ -58,11 +58,11 @@ from .database import (
     unreachable,
 )
 from .errors import PayloadError, ValidationError
-from .explain import NO_DELIVERY, detail_of
+from .explain import NO_DELIVERY
 from .message import one_line
 from .models import ACTIVE, DEAD, utcnow
 from .operations import explain_page
-from .outcomes import POLICY_REASONS
+from .outcomes import POLICY_REASONS, detail_of
 from .providers.webpush import WEBPUSH
 from .schemas.fields import MAX_TAKE
 from .schemas.message import DELIVERY_STATUSES
@@ -497,14 +497,25 @@ _OPTIONS = {
 
 def _problems(push: Any, message_id: str) -> list[str]:
     """One line per status and reason of a message's deliveries that failed, are
-    gone or expired, or wait for a retry: how many, and what the push service said."""
+    gone or expired, or wait for a retry: how many, the machine reason, and the
+    sentence of the latest of them."""
     # what the users' preferences held back has lines of its own (_held_back)
     found = reports.problems(
         push.db.session, push.models, message_id, limit=50, leave_out=POLICY_REASONS
     )
     push.db.session.rollback()  # end the read transaction
     labels = {"queued": "will retry"}
-    lines = [f"{labels.get(p.status, p.status)} ({p.count}): {p.reason}" for p in found.shown]
+    # the sentence of the latest, as _held_back and `flask push explain` say it; a row
+    # older than machine reasons has only its text
+    lines = [
+        f"{labels.get(p.status, p.status)} ({p.count}): "
+        + (
+            f"{p.code}: {'the latest: ' if p.count > 1 else ''}{p.detail or p.reason}"
+            if p.code
+            else p.reason
+        )
+        for p in found.shown
+    ]
     if found.more:
         reasons = f"{found.more} more reason{'' if found.more == 1 else 's'}"
         deliveries = f"{found.more_count} deliver{'y' if found.more_count == 1 else 'ies'}"

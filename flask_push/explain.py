@@ -5,7 +5,7 @@ CLI's ``flask push explain`` and the console all read it from here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,10 +21,6 @@ NO_DELIVERY = (
     "no browser or device of its audience was active when it was sent (a dead one is "
     "never sent to, and one registered later does not get it)"
 )
-
-#: timeline kinds that say what happened to the delivery (not an attempt's answer
-#: nor a click): the last one of them explains its status
-_TELLING = frozenset(outcomes.EVENTS) - {"attempt", "clicked"}
 
 
 def deliveries(
@@ -90,7 +86,7 @@ def entry(delivery: Any, user_id: str | None, label: str) -> DeliveryEntry:
             "status": delivery.status,
             "reason": delivery.reason,
             "detail": _held(delivery)
-            or detail_of(delivery.status, delivery.reason, delivery.error, events),
+            or outcomes.detail_of(delivery.status, delivery.reason, delivery.error, events),
             "attempts": delivery.attempts,
             "nextAttemptAt": delivery.due_at if delivery.status == "queued" else None,
             "sentAt": delivery.sent_at,
@@ -111,19 +107,6 @@ def _held(delivery: Any) -> str | None:
         "A worker took it and is sending it now; should that worker stop, another "
         f"takes it at {outcomes.clock(held_until)}."
     )
-
-
-def detail_of(
-    status: str, reason: str | None, error: str | None, events: Sequence[Mapping[str, Any]]
-) -> str | None:
-    """The sentence that explains a delivery's status: its last telling event's,
-    else its reason's, else the error recorded (rows older than timelines)."""
-    for event in reversed(events):
-        if event.get("what") in _TELLING and event.get("detail"):
-            return str(event["detail"])
-    if reason in outcomes.REASONS:
-        return outcomes.detail(reason)
-    return error
 
 
 def _event(stored: Mapping[str, Any]) -> dict[str, Any]:

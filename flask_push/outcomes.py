@@ -9,6 +9,7 @@ else lists them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Final, Literal, get_args
 
@@ -38,6 +39,9 @@ EventKind = Literal[
     "superseded",
 ]
 EVENTS: Final[tuple[str, ...]] = get_args(EventKind)
+#: the kinds that say what happened to the delivery (not an attempt's answer nor a
+#: click): the last one of them explains its status
+TELLING: Final[frozenset[str]] = frozenset(EVENTS) - {"attempt", "clicked"}
 
 #: machine reason -> the sentence it reads as. Placeholders: ``{service}`` (who
 #: answered, "the browser's push service"), ``{answer}`` (what it answered, such
@@ -263,6 +267,19 @@ def detail(reason: str, **values: Any) -> str:
     last = _LAST.get(values.get("unanswered") or "", _LAST[""])
     shown["Last"] = last.format(**shown)
     return REASONS[reason].format(**shown)
+
+
+def detail_of(
+    status: str, reason: str | None, error: str | None, events: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """The sentence that explains a delivery's status: its last telling event's,
+    else its reason's, else the error recorded (rows older than timelines)."""
+    for event in reversed(events):
+        if event.get("what") in TELLING and event.get("detail"):
+            return str(event["detail"])
+    if reason in REASONS:
+        return detail(reason)
+    return error
 
 
 def attempt_detail(reason: str | None = None, *, to: str | None = None, **values: Any) -> str:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from .models import Models, utcnow
 from .outcomes import STATUSES as DELIVERY_STATUSES
 from .outcomes import UNDELIVERED as _UNDELIVERED
+from .outcomes import detail_of
 from .schemas.message import MessageStatus
 
 
@@ -40,6 +41,9 @@ class Problem:
     code: str | None
     #: the provider kind (webpush, fcm, apns)
     kind: str
+    #: the sentence that explains the newest of them, as its ``detail`` in
+    #: :func:`flask_push.explain.deliveries`: what a person reads beside ``reason``
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,20 +152,29 @@ def problems(
         # reasons x kinds), and the ones past the limit are counted
         .order_by(last_at.desc(), d.status, d.kind)
     ).all()
-    # the text of each cause shown: its latest delivery's
+    # the text and sentence of each cause shown: its latest delivery's
     ids = [group.latest for group in groups[:limit]]
-    texts = dict(session.execute(sa.select(d.id, d.error).where(d.id.in_(ids))).all())
-    shown = [
-        # max() keeps the column's type: ``last_at`` is an aware datetime
-        Problem(
-            group.status,
-            texts.get(group.latest) or "no reason was recorded",
-            int(group.count),
-            group.last_at,
-            group.code,
-            group.kind,
+    latest = {
+        row.id: row
+        for row in session.execute(
+            sa.select(d.id, d.status, d.reason, d.error, d.events).where(d.id.in_(ids))
         )
-        for group in groups[:limit]
-    ]
+    }
+    shown = []
+    for group in groups[:limit]:
+        row = latest.get(group.latest)
+        said = detail_of(row.status, row.reason, row.error, row.events or ()) if row else None
+        shown.append(
+            # max() keeps the column's type: ``last_at`` is an aware datetime
+            Problem(
+                group.status,
+                (row.error if row else None) or "no reason was recorded",
+                int(group.count),
+                group.last_at,
+                group.code,
+                group.kind,
+                said,
+            )
+        )
     cut = groups[limit:]
     return Problems(shown, len(cut), sum(int(group.count) for group in cut))

@@ -348,8 +348,13 @@ def test_send_prints_each_failure_and_fails_when_nothing_arrived(
     assert result.exit_code == 1, result.output
     assert "Deliveries: failed 1, gone 1" in result.output
     lines = result.output.splitlines()
-    assert any(line.startswith("  failed (1): 400 ") for line in lines), result.output
-    assert any(line.startswith("  gone (1): the subscription has expired") for line in lines)
+    # each cause with its machine reason and the sentence `flask push explain` says
+    message_id = lines[0].split()[1].rstrip(":")
+    with app.app_context():
+        said = {entry["status"]: entry for entry in push.explain(message_id)}
+    assert f"  failed (1): rejected: {said['failed']['detail']}" in lines, result.output
+    assert f"  gone (1): unsubscribed: {said['gone']['detail']}" in lines
+    assert "refused it at " in said["failed"]["detail"] and "400 Bad Request" in result.output
     assert lines[-1] == "Error: Nothing was delivered; the reasons are above."
 
 
@@ -376,7 +381,7 @@ def test_send_to_devices_no_provider_reaches_fails(
     )
     assert result.exit_code == 1, result.output
     assert "Deliveries: failed 1" in result.output
-    assert "  failed (1): no fcm provider is configured" in result.output
+    assert "  failed (1): no_provider: No fcm provider is configured" in result.output
     assert result.output.splitlines()[-1].startswith("Error: Nothing ")
     # and the log says it, as it says every other failure
     [line] = [r for r in caplog.records if "failed as queued" in r.getMessage()]
@@ -400,7 +405,10 @@ def test_send_says_which_deliveries_wait_for_a_retry(
     result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", "--title", "Hi"])
     assert result.exit_code == 0, result.output  # one arrived
     assert "Deliveries: queued 1, sent 1" in result.output
-    assert "  will retry (1): 503 " in result.output
+    assert "  will retry (1): unavailable: The browser's push service answered 503 " in (
+        result.output
+    )
+    assert "no sooner than its Retry-After of 120 s asked" in result.output
 
 
 @pytest.mark.parametrize("command", [["stats"], ["send", "--user", "a", "--title", "x"]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -344,6 +345,7 @@ def test_a_message_says_why_deliveries_failed(
     make_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
     app = make_app(
+        SECRET_KEY="console-secret",
         PUSH_QUEUE="inline",
         PUSH_SUPPRESS_SEND=False,
         PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
@@ -369,6 +371,20 @@ def test_a_message_says_why_deliveries_failed(
     assert problems["gone"]["reason"].startswith("the subscription has expired")
     assert problems["queued"]["reason"].startswith("503 ")  # waits for its retry
     assert all(p["count"] == 1 and p["lastAt"].endswith("Z") for p in shown["problems"])
+    # beside the service's text, the sentence its delivery says, which the console shows
+    deliveries = client.get(f"/push/messages/{id}/deliveries", headers=ADMIN).get_json()
+    said = {entry["status"]: entry["detail"] for entry in deliveries["items"]}
+    assert {status: p["detail"] for status, p in problems.items()} == {
+        status: said[status] for status in problems
+    }
+    assert problems["failed"]["detail"].startswith("The browser's push service refused it at ")
+    page = client.get(f"/push/console/messages/{id}", headers=ADMIN).get_data(as_text=True)
+    start = page.index('<ul class="problems">')
+    listed = html.unescape(page[start : page.index("</ul>", start)])
+    for problem in problems.values():
+        assert problem["detail"] in listed
+        assert f'<code class="small reason">{problem["code"]}</code>' in listed
+    assert problems["gone"]["reason"] not in listed  # the service's words: in the timeline
     # the list stays light: the reasons are in the message's own view only
     listed = client.get("/push/messages", headers=ADMIN).get_json()["items"][0]
     assert "problems" not in listed

@@ -131,6 +131,9 @@ class MessageProblem(ResponseModel):
     deliveries written before it was kept, which are told apart by their text."""
     kind: str
     """The provider kind: `webpush`, `fcm` or `apns`."""
+    detail: str | None
+    """What happened to the newest of them, as a sentence a person understands: its
+    `detail` in `GET /messages/<id>/deliveries`."""
 
 
 class MoreProblems(ResponseModel):
