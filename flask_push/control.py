@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import outcomes, policy, scheduled_inbox
+from . import outcomes, policy, reports, scheduled_inbox
 from .categories import Category
 from .models import Models, utcnow
 from .preferences import Stored, stored_for
@@ -67,9 +67,7 @@ def retry_failed(
     deliveries) is left as it is: none of it goes out again."""
     d, m = models.Delivery, models.Message
     ended: Counter[tuple[str, str]] = Counter()
-    if session.scalar(
-        sa.select(sa.exists().where(d.message_id == message_id, d.status == "cancelled"))
-    ):
+    if reports.cancelled(session, models, message_id):
         return 0, ended
     now = utcnow()
     message = session.execute(

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import outcomes
+from . import outcomes, reports
 from .labels import app_label, browser_label
 from .models import Models, recipient, utcnow
 from .schemas.delivery import DeliveryEntry
@@ -61,18 +61,24 @@ def deliveries(
         page = page.offset(skip)
     if take is not None:
         page = page.limit(take)
+    rows = session.execute(page).all()
+    # a sentence that advises a retry says too when the message was cancelled since
+    advised = any(row[0].reason in outcomes.RETRY_ADVISED for row in rows)
+    stopped = advised and reports.cancelled(session, models, message_id)
     entries = []
-    for delivery, owner, sub_id, agent, ins_id, device, version in session.execute(page):
+    for delivery, owner, sub_id, agent, ins_id, device, version in rows:
         if delivery.subscription_id is not None:
             label = browser_label(agent) if sub_id is not None else "Browser (deleted)"
         else:
             label = app_label(device, version) if ins_id is not None else "App (deleted)"
-        entries.append(entry(delivery, owner, label))
+        entries.append(entry(delivery, owner, label, cancelled=stopped))
     return total, entries
 
 
-def entry(delivery: Any, user_id: str | None, label: str) -> DeliveryEntry:
-    """One delivery row as the contract shows it."""
+def entry(
+    delivery: Any, user_id: str | None, label: str, *, cancelled: bool = False
+) -> DeliveryEntry:
+    """One delivery row as the contract shows it; ``cancelled``: its message was."""
     events = list(delivery.events or ())
     return DeliveryEntry.model_validate(
         {
@@ -86,7 +92,9 @@ def entry(delivery: Any, user_id: str | None, label: str) -> DeliveryEntry:
             "status": delivery.status,
             "reason": delivery.reason,
             "detail": _held(delivery)
-            or outcomes.detail_of(delivery.status, delivery.reason, delivery.error, events),
+            or outcomes.detail_of(
+                delivery.status, delivery.reason, delivery.error, events, cancelled=cancelled
+            ),
             "attempts": delivery.attempts,
             "nextAttemptAt": delivery.due_at if delivery.status == "queued" else None,
             "sentAt": delivery.sent_at,

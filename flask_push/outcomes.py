@@ -269,17 +269,40 @@ def detail(reason: str, **values: Any) -> str:
     return REASONS[reason].format(**shown)
 
 
+#: the reasons whose sentence advises retrying what failed
+RETRY_ADVISED: Final[tuple[str, ...]] = ("no_provider",)
+
+#: said after such a sentence once its message is cancelled: a retry of a cancelled
+#: message sends none of it (:func:`flask_push.control.retry_failed`)
+CANCELLED_SINCE = (
+    "The message was cancelled since, so retrying what failed sends none of it: send "
+    "it again as a new message."
+)
+
+
 def detail_of(
-    status: str, reason: str | None, error: str | None, events: Sequence[Mapping[str, Any]]
+    status: str,
+    reason: str | None,
+    error: str | None,
+    events: Sequence[Mapping[str, Any]],
+    *,
+    cancelled: bool = False,
 ) -> str | None:
     """The sentence that explains a delivery's status: its last telling event's,
-    else its reason's, else the error recorded (rows older than timelines)."""
-    for event in reversed(events):
-        if event.get("what") in TELLING and event.get("detail"):
-            return str(event["detail"])
-    if reason in REASONS:
-        return detail(reason)
-    return error
+    else its reason's, else the error recorded (rows older than timelines); with
+    :data:`CANCELLED_SINCE` after advice to retry when its message is ``cancelled``
+    (the advice was written when it failed)."""
+    said = next(
+        (
+            str(event["detail"])
+            for event in reversed(events)
+            if event.get("what") in TELLING and event.get("detail")
+        ),
+        detail(reason) if reason in REASONS else error,
+    )
+    if cancelled and said and status == "failed" and reason in RETRY_ADVISED:
+        return f"{said} {CANCELLED_SINCE}"
+    return said
 
 
 def attempt_detail(reason: str | None = None, *, to: str | None = None, **values: Any) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from .models import Models, utcnow
+from .outcomes import RETRY_ADVISED, detail_of
 from .outcomes import STATUSES as DELIVERY_STATUSES
 from .outcomes import UNDELIVERED as _UNDELIVERED
-from .outcomes import detail_of
 from .schemas.message import MessageStatus
 
 
@@ -112,6 +112,16 @@ def message_status(send_at: datetime | None, counts: dict[str, int]) -> MessageS
     return "sending"
 
 
+def cancelled(session: Any, models: Models, message_id: str) -> bool:
+    """Whether an operator cancelled ``message_id``: it has ``cancelled`` deliveries
+    (nothing of it is sent again, a retry included)."""
+    d = models.Delivery
+    found = session.scalar(
+        sa.select(sa.exists().where(d.message_id == message_id, d.status == "cancelled"))
+    )
+    return bool(found)
+
+
 def problems(
     session: Any,
     models: Models,
@@ -160,10 +170,17 @@ def problems(
             sa.select(d.id, d.status, d.reason, d.error, d.events).where(d.id.in_(ids))
         )
     }
+    # a sentence that advises a retry says too when the message was cancelled since
+    advised = any(group.code in RETRY_ADVISED for group in groups[:limit])
+    stopped = advised and cancelled(session, models, message_id)
     shown = []
     for group in groups[:limit]:
         row = latest.get(group.latest)
-        said = detail_of(row.status, row.reason, row.error, row.events or ()) if row else None
+        said = (
+            detail_of(row.status, row.reason, row.error, row.events or (), cancelled=stopped)
+            if row
+            else None
+        )
         shown.append(
             # max() keeps the column's type: ``last_at`` is an aware datetime
             Problem(

@@ -666,6 +666,38 @@ def test_cancel_a_scheduled_message(live: Flask, push_fake_webpush: FakePushServ
     assert client.post("/push/messages/msg_nope/cancel", json={}, headers=ADMIN).status_code == 404
 
 
+def test_no_provider_stops_advising_a_retry_once_the_message_is_cancelled(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """An iPhone without an APNs provider fails as the message is queued, with the
+    advice to retry what failed; once the message is cancelled a retry sends none of
+    it, and every surface says so beside that advice."""
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    with live.app_context():
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token="cd" * 32, device_type="ios", user_id="al"
+            )
+        )
+        db.session.commit()
+    id = send(client, ["al"], sendAt=(datetime.now(timezone.utc) + timedelta(hours=1)).isoformat())
+    with live.app_context():
+        [before] = push.explain(id, status="failed")
+    assert before["reason"] == "no_provider"
+    assert before["detail"].endswith("then retry what failed.")
+    assert outcomes.CANCELLED_SINCE not in before["detail"]
+    assert client.post(f"/push/messages/{id}/cancel", json={}, headers=ADMIN).status_code == 200
+    with live.app_context():
+        [after] = push.explain(id, status="failed")
+        assert push.retry_failed(id)["counts"]["failed"] == 1  # indeed: nothing was retried
+    assert after["detail"] == f"{before['detail']} {outcomes.CANCELLED_SINCE}"
+    [problem] = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()["problems"]
+    assert problem["detail"] == after["detail"]
+    explained = live.test_cli_runner().invoke(args=["push", "explain", id, "--status", "failed"])
+    assert outcomes.CANCELLED_SINCE in explained.output
+
+
 def test_cancel_mid_fan_out_stops_after_the_batch_in_hand(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
