@@ -451,6 +451,11 @@ def test_cancel_counts_cancelled(console_app: Flask) -> None:
     page = client.get(done.headers["Location"], headers=ADMIN).get_data(as_text=True)
     assert re.search(r'id="count-cancelled">1<', page)
     assert "Cancelled: 1 delivery not yet sent will not go out." in page
+    # the message is shown cancelled, not "done" as if it went out: here and in the list
+    assert """Tomorrow&#39;s sale <span class="badge st-cancelled">cancelled</span></h1>""" in page
+    listed = client.get(f"{CONSOLE}/messages", headers=ADMIN).get_data(as_text=True)
+    assert '<td data-label="Status"><span class="badge st-cancelled">cancelled</span>' in listed
+    assert "st-done" not in listed
     with console_app.app_context():
         sent = str(push.send(users=["nobody"], title="Nothing queued").id)
     done = cancel(client, sent)

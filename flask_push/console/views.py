@@ -122,12 +122,20 @@ def overview() -> ResponseReturnValue:
     )
 
 
+def shown_status(message: Any, counts: dict[str, int]) -> str:
+    """A message's status as the console shows it: the API's, but ``cancelled`` for
+    a ``done`` one an operator cancelled, which "done" would say went out. (The API
+    keeps ``done``: nothing of it is queued any more, and clients wait for that.)"""
+    status = message_status(message, counts)
+    return "cancelled" if status == "done" and counts.get("cancelled") else status
+
+
 def messages() -> ResponseReturnValue:
     push = _push()
     number = _int_arg("page", 1)
     total, rows = data.messages_page(push.db.session, push.models, (number - 1) * PAGE, PAGE)
     counts = reports.delivery_counts(push.db.session, push.models, [m.id for m in rows])
-    items = [(m, message_status(m, counts[m.id]), counts[m.id]) for m in rows]
+    items = [(m, shown_status(m, counts[m.id]), counts[m.id]) for m in rows]
     return _render(
         "messages.html",
         page="messages",
@@ -158,7 +166,7 @@ def message(id: str) -> ResponseReturnValue:
         "message.html",
         page="messages",
         message=row,
-        status=message_status(row, counts),
+        status=shown_status(row, counts),
         counts=counts,
         # deferred is a part of queued, not a status of its own
         statuses=data.statuses({id: {s: n for s, n in counts.items() if s != "deferred"}}),
