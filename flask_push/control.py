@@ -23,10 +23,10 @@ from .sending import Target
 CHUNK = 1000
 
 
-def cancel(session: Any, models: Models, message_id: str) -> int:
+def cancel(session: Any, models: Models, message_id: str) -> Counter[tuple[str, str]]:
     """Make the queued deliveries of ``message_id`` ``cancelled``, and take back the
     inbox items a scheduled one still holds (no commit); returns how many deliveries
-    were queued when read.
+    were queued when read, by provider kind and ``"cancelled"``, for the metrics.
 
     A worker skips them from then on: a claim takes queued rows only, and the
     outcome of a row it already had in hand is written only if still queued (or,
@@ -38,12 +38,12 @@ def cancel(session: Any, models: Models, message_id: str) -> int:
     update = _update(
         models, "queued", status="cancelled", reason="cancelled", lease_until=None, updated_at=now
     )
-    done = 0
-    for rows in _chunks(session, models, message_id, "queued"):
+    done: Counter[tuple[str, str]] = Counter()
+    for rows in _chunks(session, models, message_id, "queued", models.Delivery.kind):
         session.execute(
             update, [{"b_id": row.id, "b_events": [*(row.events or ()), event]} for row in rows]
         )
-        done += len(rows)
+        done.update((row.kind, "cancelled") for row in rows)
     return done
 
 

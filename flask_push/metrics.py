@@ -4,8 +4,9 @@
 ``PUSH_METRICS`` is on, so a host without it runs as before.
 
 - ``flask_push_deliveries_total{provider,outcome}`` is counted where outcomes
-  are written: by the dispatcher, a batch at a time, and by a send for what ends
-  at once (held back by the policy, superseded, without a provider).
+  are written: by the dispatcher, a batch at a time; by a send, for what ends at
+  once (held back by the policy, superseded, without a provider); and by an
+  operator's cancel and retry.
   ``flask_push_delivery_seconds{provider}`` is counted by the dispatcher. In one
   process they live in the app's own
   :class:`~prometheus_client.CollectorRegistry` (two apps in one process do not

@@ -95,11 +95,15 @@ def cancel(state: PushState, message_id: str) -> dict[str, Any]:
             [message.id],
             cancelling=True,
         )
-        control.cancel(session, state.push.models, message.id)
+        ended = control.cancel(session, state.push.models, message.id)
         session.commit()
     except BaseException:
         session.rollback()
         raise
+    # counted as every other outcome written is, so that the metrics add up to the
+    # counts (a push already on the network when cancelled counts its outcome too)
+    if state.metrics is not None:
+        state.metrics.count(ended)
     return message_json(state, message)
 
 

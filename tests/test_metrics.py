@@ -210,6 +210,23 @@ def test_outcomes_are_counted_as_written_wherever_they_are_written(
     assert delivered(after, "apns", "suppressed") == 1  # the deal, at its retry
 
 
+def test_an_operators_cancel_is_counted_as_the_counts_show_it(
+    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A cancel writes ``cancelled`` outcomes: counted, as every other outcome is,
+    so that the metrics tell what the console's chart and the message's counts do."""
+    app = metrics_app()
+    with app.app_context():
+        for _ in range(2):
+            subscribe(push_fake_webpush.subscribe())
+        later = datetime.now(timezone.utc) + timedelta(days=1)
+        message = push.send(users=["alice"], title="Tomorrow", send_at=later)
+        shown = push.cancel(message.id)
+        again = push.cancel(message.id)  # nothing left to cancel: counted once
+    assert shown["counts"]["cancelled"] == again["counts"]["cancelled"] == 2
+    assert delivered(scrape(app), "webpush", "cancelled") == 2
+
+
 def test_outbox_gauges_are_read_from_the_database(
     metrics_app: Callable[..., Flask], make_app: Callable[..., Flask]
 ) -> None:
