@@ -237,6 +237,8 @@ def test_the_overview_names_what_was_found_dead(console_app: Flask) -> None:
         (target,) = push.user_targets("42")
     html = console_app.test_client().get(f"{CONSOLE}/", headers=ADMIN).get_data(as_text=True)
     assert f'Chrome on Linux<br><code class="small">{dead}</code>' in html
+    # its kind as the chart above and the users page name it, not "browser"
+    assert '<td data-label="Kind">webpush</td>' in html
     assert target["deadDetail"].startswith("The browser's push service said at ")
     assert f'<td data-label="Why" class="wrap">{target["deadDetail"]}</td>' in html.replace(
         "&#39;", "'"

@@ -77,6 +77,8 @@ def deliveries_by_provider(session: Any, models: Models, now: datetime | None = 
 
 @dataclass(frozen=True)
 class DeadTarget:
+    #: the provider kind (webpush, fcm, apns), as the chart above it and the users
+    #: page name it
     kind: str
     id: str
     #: "Chrome on Android", "iOS app 2.4.1" (:func:`~flask_push.labels.label_of`)
@@ -103,7 +105,7 @@ def dead_today(
         )
         shown += [
             DeadTarget(
-                getattr(row, "device_type", "browser"),
+                targets.kind_of(row)[0],
                 row.id,
                 label_of(row),
                 row.user_id,
