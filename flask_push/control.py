@@ -67,7 +67,7 @@ def retry_failed(
     deliveries) is left as it is: none of it goes out again."""
     d, m = models.Delivery, models.Message
     ended: Counter[tuple[str, str]] = Counter()
-    if reports.cancelled(session, models, message_id):
+    if message_id in reports.cancelled(session, models, [message_id]):
         return 0, ended
     now = utcnow()
     message = session.execute(

@@ -64,7 +64,7 @@ def deliveries(
     rows = session.execute(page).all()
     # a sentence that advises a retry says too when the message was cancelled since
     advised = any(row[0].reason in outcomes.RETRY_ADVISED for row in rows)
-    stopped = advised and reports.cancelled(session, models, message_id)
+    stopped = advised and message_id in reports.cancelled(session, models, [message_id])
     entries = []
     for delivery, owner, sub_id, agent, ins_id, device, version in rows:
         if delivery.subscription_id is not None:

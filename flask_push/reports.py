@@ -112,14 +112,20 @@ def message_status(send_at: datetime | None, counts: dict[str, int]) -> MessageS
     return "sending"
 
 
-def cancelled(session: Any, models: Models, message_id: str) -> bool:
-    """Whether an operator cancelled ``message_id``: it has ``cancelled`` deliveries
-    (nothing of it is sent again, a retry included)."""
+def cancelled(session: Any, models: Models, message_ids: Iterable[str]) -> set[str]:
+    """Those of ``message_ids`` an operator cancelled: they have ``cancelled``
+    deliveries (nothing of them is sent again, a retry included). One query."""
+    ids = set(message_ids)
+    if not ids:
+        return set()
     d = models.Delivery
-    found = session.scalar(
-        sa.select(sa.exists().where(d.message_id == message_id, d.status == "cancelled"))
+    return set(
+        session.scalars(
+            sa.select(d.message_id)
+            .where(d.message_id.in_(ids), d.status == "cancelled")
+            .group_by(d.message_id)
+        )
     )
-    return bool(found)
 
 
 def problems(
@@ -172,7 +178,7 @@ def problems(
     }
     # a sentence that advises a retry says too when the message was cancelled since
     advised = any(group.code in RETRY_ADVISED for group in groups[:limit])
-    stopped = advised and cancelled(session, models, message_id)
+    stopped = advised and message_id in cancelled(session, models, [message_id])
     shown = []
     for group in groups[:limit]:
         row = latest.get(group.latest)

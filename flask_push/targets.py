@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import outcomes
+from . import outcomes, reports
 from .labels import label_of
 from .models import DEAD, Models
 from .providers import kind_for_platform, service_name, subscriptions_kind
@@ -43,6 +43,8 @@ def user_targets(
                 d.message_id,
                 d.status,
                 d.reason,
+                d.error,
+                d.events,
                 d.updated_at,
                 sa.func.row_number().over(partition_by=target, order_by=d.id.desc()).label("rank"),
             )
@@ -62,6 +64,12 @@ def user_targets(
             .outerjoin(msg, msg.id == ranked.c.message_id)
             .where(ranked.c.rank <= recent)
             .order_by(ranked.c.target, ranked.c.rank)
+        ).all()
+        # a sentence that advises a retry says too when its message was cancelled since
+        stopped = reports.cancelled(
+            session,
+            models,
+            {row.message_id for row in rows if row.reason in outcomes.RETRY_ADVISED},
         )
         for row in rows:
             latest.setdefault(row.target, []).append(
@@ -70,6 +78,13 @@ def user_targets(
                     "title": (row.notification or {}).get("title"),
                     "status": row.status,
                     "reason": row.reason,
+                    "detail": outcomes.detail_of(
+                        row.status,
+                        row.reason,
+                        row.error,
+                        row.events or (),
+                        cancelled=row.message_id in stopped,
+                    ),
                     "at": row.updated_at,
                 }
             )

@@ -212,6 +212,29 @@ def test_recently_registered_lists_each_user_once_whatever_their_devices(
     assert listed == ["fleet", "carol", *(f"user{n}" for n in range(8))]
 
 
+def test_a_users_recent_deliveries_say_what_happened(console_app: Flask) -> None:
+    """Each recent delivery of a browser says in a sentence what became of it, as
+    the message's deliveries do, beside its machine reason."""
+    with console_app.app_context():
+        add_subscription("42")
+        # the device has no provider here: failed as it was queued
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token="ab" * 32, device_type="ios", user_id="42"
+            )
+        )
+        db.session.commit()
+        id = push.send(users=["42"], title="Sale").id
+        [failed] = push.explain(id, status="failed")
+    html = console_app.test_client().get(f"{CONSOLE}/users?id=42", headers=ADMIN)
+    text = html.get_data(as_text=True).replace("&#39;", "'")
+    assert failed["detail"].startswith("No apns provider is configured")
+    assert (
+        f'<code class="small">no_provider</code><br><span class="small wrap">{failed["detail"]}'
+        in (text)
+    )
+
+
 def test_a_dead_browser_offers_no_test_send(console_app: Flask) -> None:
     with console_app.app_context():
         add_subscription("42", status="dead", dead_at=datetime.now(timezone.utc))

@@ -696,6 +696,9 @@ def test_no_provider_stops_advising_a_retry_once_the_message_is_cancelled(
     assert problem["detail"] == after["detail"]
     explained = live.test_cli_runner().invoke(args=["push", "explain", id, "--status", "failed"])
     assert outcomes.CANCELLED_SINCE in explained.output
+    with live.app_context():
+        phone = next(t for t in push.user_targets("al") if t["kind"] == "apns")
+    assert phone["recentDeliveries"][0]["detail"] == after["detail"]
 
 
 def test_cancel_mid_fan_out_stops_after_the_batch_in_hand(
@@ -859,6 +862,12 @@ def test_user_targets(live: Flask, push_fake_webpush: FakePushService) -> None:
         "PUSH_APNS_KEY_ID, PUSH_APNS_TEAM_ID and PUSH_APNS_TOPIC, or store one for its app "
         "(POST /providers), then retry what failed."
     )
+    # each recent delivery says what happened as its message's deliveries say it
+    assert phone["recentDeliveries"][0]["detail"] == entry["detail"]
+    with live.app_context():
+        [sent] = push.explain(ids[2], status="sent")
+    assert web["recentDeliveries"][0]["detail"] == sent["detail"]
+    assert sent["detail"].startswith("The browser's push service accepted it at ")
 
     answer = client.get("/push/users/al/targets", headers=ADMIN)
     assert answer.status_code == 200

@@ -87,6 +87,8 @@ class RecentDelivery(ResponseModel):
     title: str | None
     status: DeliveryStatus
     reason: str | None
+    detail: str | None
+    """What happened to it, as a sentence: its `detail` in `GET /messages/<id>/deliveries`."""
     at: datetime
     """When its status was last written."""
 
