@@ -152,17 +152,19 @@ def _fail(key: str, message: str) -> PushConfigError:
     return PushConfigError(f"{key} {message}", key=key)
 
 
-def _read_as_number(key: str, value: object) -> str:
+def _read_as_number(key: str, value: object, *, secret: bool = False) -> str:
     """Why an int stands where a string goes, as an aside to a message, or "".
 
     ``app.config.from_prefixed_env()`` parses each value as JSON, so an all-digit
-    secret or id (a metrics token, an APNs Key ID) arrives as an int."""
+    secret or id (a metrics token, an APNs Key ID) arrives as an int. A ``secret``'s
+    value is never repeated: the error lands in logs and CI output."""
     if not isinstance(value, int) or isinstance(value, bool):
         return ""
+    got, shown = ("a number", "<its digits>") if secret else (repr(value), str(value))
     return (
-        f" (got {value!r}: `app.config.from_prefixed_env()` parses each value as JSON, so "
+        f" (got {got}: `app.config.from_prefixed_env()` parses each value as JSON, so "
         f"an all-digit one becomes a number; quote it in the environment: "
-        f"FLASK_{key}='\"{value}\"')"
+        f"FLASK_{key}='\"{shown}\"')"
     )
 
 
@@ -298,7 +300,8 @@ def _normalized(
         return normalize(given)
     except ValidationError as err:
         key = by_name.get(err.field or "", by_name[kind.trigger])
-        message = err.message + _read_as_number(key, given.get(err.field or ""))
+        secret = err.field in kind.secret_names
+        message = err.message + _read_as_number(key, given.get(err.field or ""), secret=secret)
         what = kind.describe(err.field or "") if err.code == "missing_setting" else None
         if what:  # the setting's own description, as a sentence's aside
             message = f"{message} ({what[:1].lower()}{what[1:].rstrip('.')})"
@@ -371,7 +374,10 @@ def _metrics_token(config: Mapping[str, Any]) -> str | None:
     key = "PUSH_METRICS_TOKEN"
     value = config.get(key, DEFAULT_METRICS_TOKEN)
     if value is not None and (not isinstance(value, str) or not value.strip()):
-        why = _read_as_number(key, value) or f", got {value!r}"
+        # a secret: its type is said, never its value
+        why = _read_as_number(key, value, secret=True) or (
+            ", got a blank string" if isinstance(value, str) else f", got a {type(value).__name__}"
+        )
         raise _fail(key, f"must be a non-empty string or None{why}")
     return value
 

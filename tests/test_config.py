@@ -182,22 +182,46 @@ def test_bad_config_names_the_key_and_the_fix(make_app, config, key, hint):
     assert hint in message
 
 
-@pytest.mark.parametrize(
-    ("key", "extra"), [("PUSH_APNS_KEY_ID", apns_config()), ("PUSH_METRICS_TOKEN", {})]
-)
-def test_an_all_digit_value_from_the_environment_says_to_quote_it(
-    make_app, monkeypatch, key, extra
-):
-    # Flask's from_prefixed_env parses values as JSON: an all-digit Key ID or token
-    # becomes an int, which was refused as "must be a string" with no word of why
+def test_an_all_digit_value_from_the_environment_says_to_quote_it(make_app, monkeypatch):
+    # Flask's from_prefixed_env parses values as JSON: an all-digit Key ID becomes an
+    # int, which was refused as "must be a string" with no word of why
+    key = "PUSH_APNS_KEY_ID"
     monkeypatch.setenv(f"FLASK_{key}", "1234567890")
     with pytest.raises(PushConfigError) as info:
-        make_app(before=lambda app: app.config.from_prefixed_env(), **extra)
+        make_app(before=lambda app: app.config.from_prefixed_env(), **apns_config())
     message = str(info.value)
     assert message.startswith(f"{key} must be a"), message
     assert "(got 1234567890: `app.config.from_prefixed_env()` parses each value as JSON" in message
-    quoted = f"""quote it in the environment: FLASK_{key}='"1234567890"')"""
-    assert message.endswith(quoted), message
+    assert message.endswith(f"""quote it in the environment: FLASK_{key}='"1234567890"')"""), (
+        message
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "extra"),
+    [
+        ("PUSH_METRICS_TOKEN", {}),
+        ("PUSH_VAPID_PRIVATE_KEY", {}),
+        ("PUSH_FCM_CREDENTIALS", {}),
+        ("PUSH_APNS_KEY", apns_config()),
+    ],
+)
+def test_an_all_digit_secret_is_refused_without_its_value(make_app, monkeypatch, key, extra):
+    # the error goes to logs and CI output: it said the secret itself, twice
+    monkeypatch.setenv(f"FLASK_{key}", "98765432109")
+    with pytest.raises(PushConfigError) as info:
+        make_app(before=lambda app: app.config.from_prefixed_env(), **extra)
+    message = str(info.value)
+    assert "98765432109" not in message, message
+    assert message.startswith(f"{key} must be"), message
+    assert "(got a number: `app.config.from_prefixed_env()` parses each value as JSON" in message
+    assert message.endswith(f"""FLASK_{key}='"<its digits>"')"""), message
+
+
+def test_a_metrics_token_of_another_type_is_refused_without_its_value(make_app):
+    with pytest.raises(PushConfigError) as info:
+        make_app(PUSH_METRICS_TOKEN=["s3cr3t-token"])
+    assert str(info.value) == ("PUSH_METRICS_TOKEN must be a non-empty string or None, got a list")
 
 
 def test_pem_and_der_vapid_keys_are_accepted(make_app):
