@@ -25,8 +25,11 @@ CHUNK = 1000
 
 def cancel(session: Any, models: Models, message_id: str) -> Counter[tuple[str, str]]:
     """Make the queued deliveries of ``message_id`` ``cancelled``, and take back the
-    inbox items a scheduled one still holds (no commit); returns how many deliveries
-    were queued when read, by provider kind and ``"cancelled"``, for the metrics.
+    inbox items a scheduled one still holds (no commit); returns how many of them
+    were in no worker's hand, by provider kind and ``"cancelled"``, for the metrics.
+    A worker counts those it held: it takes back the ones not sent yet as
+    cancelled, and a push already on the network counts its own outcome, which
+    replaces the cancel (counted here too, one delivery would count twice).
 
     A worker skips them from then on: a claim takes queued rows only, and the
     outcome of a row it already had in hand is written only if still queued (or,
@@ -39,11 +42,17 @@ def cancel(session: Any, models: Models, message_id: str) -> Counter[tuple[str, 
         models, "queued", status="cancelled", reason="cancelled", lease_until=None, updated_at=now
     )
     done: Counter[tuple[str, str]] = Counter()
-    for rows in _chunks(session, models, message_id, "queued", models.Delivery.kind):
+    d = models.Delivery
+    for rows in _chunks(session, models, message_id, "queued", d.kind, d.lease_until):
         session.execute(
             update, [{"b_id": row.id, "b_events": [*(row.events or ()), event]} for row in rows]
         )
-        done.update((row.kind, "cancelled") for row in rows)
+        # a lease past its time: its worker is gone, and counts nothing
+        done.update(
+            (row.kind, "cancelled")
+            for row in rows
+            if row.lease_until is None or row.lease_until <= now
+        )
     return done
 
 

@@ -914,14 +914,16 @@ class Dispatcher:
             except Exception:
                 logger.exception("flask-push: a receiver of push_recorded failed")
 
-    def _take_back(self, r: _Round, helds: Iterable[_Held], *, later: bool = False) -> None:
+    def _take_back(self, r: _Round, helds: Iterable[_Held], *, later: bool = False) -> list[_Held]:
         """Cancel the sends of ``helds`` that are not on the network yet; their
         claims are handed back with the next write (``later``: due again once the
-        provider's timeout has passed)."""
+        provider's timeout has passed). Returns those taken back."""
         writes = _Writes()
+        taken: list[_Held] = []
         for held in helds:
             if held.started or r.waiting.pop(held.id, None) is None:
                 continue
+            taken.append(held)
             assert held.task is not None
             held.task.cancel()
             r.unfinished -= 1
@@ -940,6 +942,7 @@ class Dispatcher:
                 writes.released.append(held.id)
         if len(writes):
             r.add_pending(writes)
+        return taken
 
     def _shed(self, r: _Round) -> None:
         """Hand back the pushes waiting behind a push service that stopped
@@ -984,7 +987,10 @@ class Dispatcher:
                 logger.warning("flask-push: looking for cancelled pushes failed: %s", err)
             return
         # handed back as unsent: the cancel already wrote their status and timeline
-        self._take_back(r, [r.waiting[id] for id in cancelled if id in r.waiting])
+        taken = self._take_back(r, [r.waiting[id] for id in cancelled if id in r.waiting])
+        if self.metrics is not None:
+            # the cancel left them to this worker to count (control.cancel)
+            self.metrics.count(Counter((held.provider.name, "cancelled") for held in taken))
 
     def _cancelled(self, ids: Sequence[int]) -> set[int]:
         d = self.models.Delivery

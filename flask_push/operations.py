@@ -101,7 +101,7 @@ def cancel(state: PushState, message_id: str) -> dict[str, Any]:
         session.rollback()
         raise
     # counted as every other outcome written is, so that the metrics add up to the
-    # counts (a push already on the network when cancelled counts its outcome too)
+    # counts (those in a worker's hand, the worker counts: control.cancel)
     if state.metrics is not None:
         state.metrics.count(ended)
     return message_json(state, message)

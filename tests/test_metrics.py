@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,7 +25,7 @@ from flask_push.models import utcnow
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import db, push, quiet_now, subscribe, wait_until
+from conftest import db, make_due, push, quiet_now, subscribe, wait_until
 from wslive import Client, serve
 
 TOKEN = "scrape-me-7f3a"
@@ -225,6 +226,50 @@ def test_an_operators_cancel_is_counted_as_the_counts_show_it(
         again = push.cancel(message.id)  # nothing left to cancel: counted once
     assert shown["counts"]["cancelled"] == again["counts"]["cancelled"] == 2
     assert delivered(scrape(app), "webpush", "cancelled") == 2
+
+
+def test_a_cancel_mid_send_counts_each_delivery_once(
+    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A worker holds 150 pushes: 100 on the network (a lane's share), 50 waiting for
+    a slot. The cancel counted all 150 as cancelled, and the 100 that went out then
+    counted as sent too: 250 outcomes for 150 deliveries. Each counts once now."""
+    import threading
+
+    from flask_push.dispatch import Dispatcher
+
+    app = metrics_app()
+    service = push_fake_webpush
+    with app.app_context():
+        for number in range(150):
+            subscribe(service.subscribe(f"s{number}"))
+        message = push.send(users=["alice"], title="Sale", send_at=utcnow() + timedelta(hours=1))
+        make_due(message.id)
+        message_id, state = message.id, push.state
+        worker = Dispatcher(
+            app, push.models, db.engine, state.settings, batch_size=50, metrics=state.metrics
+        )
+    service.hold()
+    sending = threading.Thread(target=worker.run_until_idle, kwargs={"message_id": message_id})
+    sending.start()
+    try:
+        assert service.wait_in_flight(100) == 100
+        with app.app_context():
+            shown = push.cancel(message_id)
+        assert shown["counts"]["cancelled"] == 150  # as the cancel saw them
+        # the worker finds the cancel and takes back the 50 waiting, counting them
+        assert wait_until(lambda: delivered(scrape(app), "webpush", "cancelled") == 50)
+    finally:
+        service.release()
+        sending.join(30)
+        worker.close()
+    with app.app_context():
+        counts = push.explain(message_id)
+    ended = Counter(entry["status"] for entry in counts)
+    assert ended == {"sent": 100, "cancelled": 50}
+    samples = scrape(app)
+    assert delivered(samples, "webpush", "sent") == 100
+    assert delivered(samples, "webpush", "cancelled") == 50
 
 
 def test_outbox_gauges_are_read_from_the_database(
