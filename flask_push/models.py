@@ -326,10 +326,13 @@ def _define(db: SQLAlchemy) -> Models:
             message is in a session, so that it is ``done`` after an inline send."""
             from .reports import message_counts, message_status
 
-            session = sa.orm.object_session(self)
-            if session is None:
-                counts = {"queued": self.recipient_count}
+            # Only a row written and still in its session has deliveries to read: one
+            # added and not flushed yet has no id until the query's autoflush gives it
+            # one (the lookup by its id then failed), and one deleted has none left.
+            if not sa.inspect(self).persistent:
+                counts = {"queued": self.recipient_count or 0}
             else:
+                session = sa.orm.object_session(self)
                 counts = message_counts(session, models, [self.id])[self.id]
             return message_status(self.send_at, counts)
 

@@ -74,6 +74,18 @@ def test_a_send_to_no_one_is_done_at_once_as_the_api_says(outbox_app: Flask) -> 
     assert later.status == "scheduled"
 
 
+def test_a_message_not_written_yet_has_a_status(outbox_app: Flask) -> None:
+    # a host's own row, added and not flushed: reading its status raised KeyError,
+    # and flushed it on the way
+    message = push.models.Message(notification={"title": "Hi"}, audience={"users": []})
+    db.session.add(message)
+    assert message.status == "done"  # it pushes to no one
+    assert sa.inspect(message).pending
+    message.send_at = utcnow() + timedelta(hours=1)
+    assert message.status == "scheduled"
+    db.session.rollback()
+
+
 def test_users_audience(outbox_app: Flask) -> None:
     alice = add_subscription("alice")
     alice_phone = add_installation("alice")
