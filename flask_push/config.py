@@ -210,6 +210,13 @@ def _int(config: Mapping[str, Any], key: str, default: int, low: int, high: int)
     return value
 
 
+#: a file setting's value worth repeating in an error: one line, as long as paths are
+_LOOKS_LIKE_A_PATH = re.compile(r"[^\n\r]{1,160}")
+#: a key's body without its PEM lines: long base64 (a path of that shape, with no dot
+#: or dash, is not repeated either)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+
+
 def _read_file_setting(key: str, value: Any, *, marker: str) -> Any:
     """Config may name a file for a secret; the API never may (it would read server files)."""
     if isinstance(value, str) and marker not in value and not value.lstrip().startswith("{"):
@@ -217,9 +224,15 @@ def _read_file_setting(key: str, value: Any, *, marker: str) -> Any:
             with open(os.path.expanduser(value), encoding="utf-8") as file:
                 return file.read()
         except OSError as err:
-            raise _fail(
-                key, f"names a file that cannot be read ({err.strerror}): {value!r}"
-            ) from err
+            # the path helps, but a key pasted without its first line is no path: the
+            # error lands in logs and CI output, so such a value is not repeated
+            shown = (
+                repr(value)
+                if _LOOKS_LIKE_A_PATH.fullmatch(value) and not _BASE64.fullmatch(value)
+                else f"(not shown: it does not look like a path, and may be the secret "
+                f"itself without its {marker!r})"
+            )
+            raise _fail(key, f"names a file that cannot be read ({err.strerror}): {shown}") from err
     return value
 
 

@@ -218,6 +218,30 @@ def test_an_all_digit_secret_is_refused_without_its_value(make_app, monkeypatch,
     assert message.endswith(f"""FLASK_{key}='"<its digits>"')"""), message
 
 
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        # a key's body without its -----BEGIN line, on one line and as PEM lines
+        "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgs3cr3tK3yB0dy",
+        "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\ns3cr3tK3yB0dy\n",
+    ],
+)
+def test_a_key_pasted_without_its_first_line_is_not_repeated(make_app, pasted):
+    """Read as a file's name, it cannot be opened: the error said the value, the
+    secret itself, into logs and CI output. A path is still said."""
+    with pytest.raises(PushConfigError) as info:
+        make_app(**apns_config(PUSH_APNS_KEY=pasted))
+    message = str(info.value)
+    assert "s3cr3t" not in message, message
+    assert message.endswith(
+        "(not shown: it does not look like a path, and may be the secret itself without "
+        "its '-----BEGIN')"
+    ), message
+    with pytest.raises(PushConfigError) as info:
+        make_app(**apns_config(PUSH_APNS_KEY="~/keys/AuthKey_ABC123DEFG.p8"))
+    assert str(info.value).endswith(": '~/keys/AuthKey_ABC123DEFG.p8'")
+
+
 def test_a_metrics_token_of_another_type_is_refused_without_its_value(make_app):
     with pytest.raises(PushConfigError) as info:
         make_app(PUSH_METRICS_TOKEN=["s3cr3t-token"])
