@@ -245,50 +245,32 @@ def _delivery_rows(
     for target in targets:
         decision = rules.decide(target) if rules is not None else None
         reachable = target.kind in configured or (target.kind, target.app_id) in stored
-        # held back by the user's choices: that is the reason, with or without a provider
         if decision is not None and (reachable or not decision.tried):
-            yield {
-                "message_id": message_id,
-                "kind": target.kind,
-                "subscription_id": target.subscription_id,
-                "installation_id": target.installation_id,
-                "user_id": target.user_id,
-                "status": decision.status,
-                "attempts": 0,
-                "due_at": decision.due_at,
-                "lease_until": None,
-                "expires_at": expires_at,
-                "error": decision.error,
-                "reason": decision.reason,
-                "events": decision.events,
-                "updated_at": now,
-            }
-            continue
-        events = queued
-        if not reachable:
-            events = [
-                *queued,
-                outcomes.event(
-                    "failed",
-                    now,
-                    outcomes.detail(
-                        "no_provider", kind=target.kind, at=now, how=settings_to_set(target.kind)
-                    ),
-                ),
-            ]
+            # held back by the user's choices: that is the reason, with or without a provider
+            status, due, events = decision.status, decision.due_at, decision.events
+            error, reason = decision.error, decision.reason
+        elif reachable:
+            status, due, events = "queued", due_at, queued
+            error = reason = None
+        else:
+            status, due, reason = "failed", due_at, "no_provider"
+            error = not_configured_error(target.kind)
+            how = settings_to_set(target.kind)
+            detail = outcomes.detail(reason, kind=target.kind, at=now, how=how)
+            events = [*queued, outcomes.event("failed", now, detail)]
         yield {
             "message_id": message_id,
             "kind": target.kind,
             "subscription_id": target.subscription_id,
             "installation_id": target.installation_id,
             "user_id": target.user_id,
-            "status": "queued" if reachable else "failed",
+            "status": status,
             "attempts": 0,
-            "due_at": due_at,
+            "due_at": due,
             "lease_until": None,
             "expires_at": expires_at,
-            "error": None if reachable else not_configured_error(target.kind),
-            "reason": None if reachable else "no_provider",
+            "error": error,
+            "reason": reason,
             "events": events,
             "updated_at": now,
         }
