@@ -48,6 +48,13 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
 
+def _partial_index(name: str, *columns: str, where: str) -> sa.Index:
+    """An index of the rows matching ``where`` only, on both databases flask-push
+    supports (each dialect takes its own keyword, and one left out builds a full
+    index there without a word)."""
+    return sa.Index(name, *columns, postgresql_where=sa.text(where), sqlite_where=sa.text(where))
+
+
 #: status of a subscription or installation that is delivered to
 ACTIVE = "active"
 #: status once the push service said the target is gone; never sent to again
@@ -218,12 +225,8 @@ def _define(db: SQLAlchemy) -> Models:
             # "newest first for one user": the listing's first page is an index range scan
             sa.Index("ix_push_inbox_items_user_newest", "user_id", "created_at", "id"),
             # unread counts and mark-all-read touch only the unread rows
-            sa.Index(
-                "ix_push_inbox_items_user_unread",
-                "user_id",
-                "created_at",
-                postgresql_where=sa.text("is_new"),
-                sqlite_where=sa.text("is_new"),
+            _partial_index(
+                "ix_push_inbox_items_user_unread", "user_id", "created_at", where="is_new"
             ),
         )
 
@@ -354,19 +357,17 @@ def _define(db: SQLAlchemy) -> Models:
             sa.Index("ix_push_deliveries_message_due", "message_id", "status", "due_at"),
             # a target's latest deliveries (push.user_targets): one index entry per row,
             # since a delivery has a subscription or an installation, never both
-            sa.Index(
+            _partial_index(
                 "ix_push_deliveries_subscription",
                 "subscription_id",
                 "id",
-                postgresql_where=sa.text("subscription_id IS NOT NULL"),
-                sqlite_where=sa.text("subscription_id IS NOT NULL"),
+                where="subscription_id IS NOT NULL",
             ),
-            sa.Index(
+            _partial_index(
                 "ix_push_deliveries_installation",
                 "installation_id",
                 "id",
-                postgresql_where=sa.text("installation_id IS NOT NULL"),
-                sqlite_where=sa.text("installation_id IS NOT NULL"),
+                where="installation_id IS NOT NULL",
             ),
         )
 
