@@ -33,6 +33,7 @@ from .schemas.fields import DEFAULT_TAKE, UserId
 from .schemas.inbox import InboxItemUpsert
 from .schemas.preferences import PreferencesUpdate
 from .schemas.preferences import QuietHours as QuietHoursIn
+from .targets import DEFAULT_RECENT
 
 if TYPE_CHECKING:  # celery is an optional dependency, imported by the celery queue only
     from .api.ratelimit import ClientLimiter
@@ -737,7 +738,7 @@ class Push:
         return operations.retry_failed(self.state, message_id)
 
     @explains_missing_tables
-    def user_targets(self, user_id: str, *, recent: int = 5) -> list[dict[str, Any]]:
+    def user_targets(self, user_id: str, *, recent: int = DEFAULT_RECENT) -> list[dict[str, Any]]:
         """``user_id``'s browsers and devices: kind, a readable label ("Chrome on
         Android", "iOS app 2.0"), active or dead (since when, why), last seen, and
         the ``recent`` latest deliveries of each, as ``GET /users/<id>/targets``

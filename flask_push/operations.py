@@ -127,10 +127,16 @@ def retry_failed(state: PushState, message_id: str) -> dict[str, Any]:
 
 
 def user_targets(state: PushState, user_id: str, recent: int) -> list[dict[str, Any]]:
-    """``push.user_targets``, with ``recent`` from 0 to 100."""
+    """``push.user_targets``, with ``recent`` from 0 to :data:`targets.MAX_RECENT`."""
     user_id = str(check(UserId, user_id, "userId"))
-    if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= 100:
-        raise ValidationError("must be a whole number from 0 to 100", field="recent")
+    if (
+        isinstance(recent, bool)
+        or not isinstance(recent, int)
+        or not 0 <= recent <= targets.MAX_RECENT
+    ):
+        raise ValidationError(
+            f"must be a whole number from 0 to {targets.MAX_RECENT}", field="recent"
+        )
     push = state.push
     return [
         target.to_json()

@@ -17,9 +17,14 @@ from .models import DEAD, Models
 from .providers import kind_for_platform, service_name, subscriptions_kind
 from .schemas.delivery import UserTarget
 
+#: how many deliveries of each target :func:`user_targets` gives unless told
+DEFAULT_RECENT = 5
+#: the most a caller may ask for per target
+MAX_RECENT = 100
+
 
 def user_targets(
-    session: Any, models: Models, user_id: str, *, recent: int = 5
+    session: Any, models: Models, user_id: str, *, recent: int = DEFAULT_RECENT
 ) -> list[UserTarget]:
     """The subscriptions and installations of ``user_id``, oldest first, each with
     its latest ``recent`` deliveries, newest first."""

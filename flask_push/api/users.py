@@ -8,6 +8,7 @@ from flask.typing import ResponseReturnValue
 from ..preferences import known
 from ..schemas.delivery import UserTargets
 from ..schemas.preferences import Preferences
+from ..targets import DEFAULT_RECENT
 from .http import fail, push, require_admin
 from .routes import ADMIN, Answer, Routes
 
@@ -24,7 +25,7 @@ _USER_ID = "The user's id, as the host's `identity_loader` gives it."
     answers={
         200: Answer(
             "Every subscription and installation of the user, oldest first, each with "
-            "its 5 latest deliveries.",
+            f"its {DEFAULT_RECENT} latest deliveries.",
             UserTargets,
         )
     },

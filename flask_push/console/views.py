@@ -207,7 +207,7 @@ def retry(id: str) -> ResponseReturnValue:
 def users() -> ResponseReturnValue:
     user_id = request.args.get("id", "").strip()[:255]
     push = _push()
-    targets = push.user_targets(user_id, recent=5) if user_id else None
+    targets = push.user_targets(user_id) if user_id else None
     # ids to pick from when none was given, or the one given has nothing
     recent = data.recent_users(push.db.session, push.models) if not targets else []
     choices = _choices(push, user_id) if user_id else None
