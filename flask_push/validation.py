@@ -449,6 +449,10 @@ def _b64url(value: Any, field: str) -> bytes:
         raise ValidationError("must be base64url", field=field, code="invalid_key") from err
 
 
+#: what a browser key that is not a P-256 point is told
+P256DH_REFUSED = "must be an uncompressed P-256 public key (65 bytes, base64url)"
+
+
 def p256dh(value: Any, field: str = "keys.p256dh") -> str:
     """The browser's ECDH key: a 65-byte uncompressed point that lies on P-256."""
     raw = _b64url(value, field)
@@ -457,11 +461,7 @@ def p256dh(value: Any, field: str = "keys.p256dh") -> str:
             raise ValueError("not an uncompressed point")
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
     except ValueError as err:
-        raise ValidationError(
-            "must be an uncompressed P-256 public key (65 bytes, base64url)",
-            field=field,
-            code="invalid_key",
-        ) from err
+        raise ValidationError(P256DH_REFUSED, field=field, code="invalid_key") from err
     return str(value).rstrip("=")
 
 

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..outcomes import REASONS, DeliveryStatus, EventKind
 from .base import Documented, ResponseModel, WireModel
-from .fields import DEFAULT_TAKE, FromQuery, Skip, Take, UserId
+from .fields import DEFAULT_TAKE, KIND, FromQuery, Skip, Take, UserId
 
 _WHAT = "What happened: an attempt carries the service's `statusCode`, `sent` its `serviceId`."
 _REASON = "The machine reason of the status: " + ", ".join(f"`{name}`" for name in REASONS) + "."
@@ -34,7 +34,7 @@ class DeliveryEvent(ResponseModel):
 class DeliveryTarget(ResponseModel):
     """Where a delivery went: a browser's subscription or an app's installation."""
 
-    kind: str = Field(description="The provider kind: `webpush`, `fcm` or `apns`.")
+    kind: str = Field(description=KIND)
     id: str | None = Field(description="The subscription's or installation's id.")
     user_id: str | None
     label: str
@@ -96,7 +96,7 @@ class RecentDelivery(ResponseModel):
 class UserTarget(ResponseModel):
     """A user's browser or device, its state and its recent deliveries."""
 
-    kind: str = Field(description="The provider kind: `webpush`, `fcm` or `apns`.")
+    kind: str = Field(description=KIND)
     id: str
     label: str
     """A name a person recognises: "Chrome on Android", "iOS app 2.0"."""

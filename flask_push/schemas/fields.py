@@ -94,6 +94,8 @@ MAX_TEXT = 255
 ShortText = Annotated[str, Text(MAX_TEXT)]
 #: a user's id, as the host's ``identity_loader`` gives it and the owner columns hold it
 UserId = Annotated[str, Text(MAX_TEXT), NotNull]
+#: what a target's or a delivery's ``kind`` says
+KIND = "The provider kind: `webpush`, `fcm` or `apns`."
 
 #: a link shown to a user: a same-site path (``/orders/42``; never ``//host``, no
 #: backslash) or an http(s) URL with a host, never ``javascript:`` and the like, and

@@ -9,8 +9,11 @@ from pydantic import ConfigDict, Field, model_validator
 
 from ..outcomes import STATUSES
 from .base import Documented, ResponseModel, WireModel, refuse, shape_as
-from .fields import DEFAULT_TAKE, FromQuery, RowId, Skip, Take
+from .fields import DEFAULT_TAKE, KIND, FromQuery, RowId, Skip, Take
 from .notification import _ONE_AUDIENCE, MessageAudience, MessageNotification, ShownNotification
+
+#: what a message without a notification, or with something else, is told
+_NEEDS_TITLE = "must be an object with at least a title"
 
 #: a message's status, derived from its deliveries (see :mod:`flask_push.api.messages`)
 MessageStatus = Literal["scheduled", "queued", "sending", "done"]
@@ -40,9 +43,7 @@ class MessageCreate(WireModel):
     )
 
     audience: MessageAudience
-    notification: Annotated[
-        MessageNotification, shape_as("invalid_type", "must be an object with at least a title")
-    ]
+    notification: Annotated[MessageNotification, shape_as("invalid_type", _NEEDS_TITLE)]
 
     @model_validator(mode="before")
     @classmethod
@@ -53,9 +54,7 @@ class MessageCreate(WireModel):
             if "audience" not in value:
                 raise refuse("invalid_audience", _ONE_AUDIENCE, "audience")
             if "notification" not in value:
-                raise refuse(
-                    "invalid_type", "must be an object with at least a title", "notification"
-                )
+                raise refuse("invalid_type", _NEEDS_TITLE, "notification")
         return value
 
 
@@ -129,8 +128,7 @@ class MessageProblem(ResponseModel):
     code: str | None
     """The machine reason, as `reason` in `GET /messages/<id>/deliveries`; null for
     deliveries written before it was kept, which are told apart by their text."""
-    kind: str
-    """The provider kind: `webpush`, `fcm` or `apns`."""
+    kind: str = Field(description=KIND)
     detail: str | None
     """What happened to the newest of them, as a sentence a person understands: its
     `detail` in `GET /messages/<id>/deliveries`."""

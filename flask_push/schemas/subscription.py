@@ -31,9 +31,7 @@ class PushKeys(WireModel):
         str,
         Field(alias="p256dh", json_schema_extra={"format": "p256-public-key"}),
         Text(256),
-        Pattern(
-            P256DH, "invalid_key", "must be an uncompressed P-256 public key (65 bytes, base64url)"
-        ),
+        Pattern(P256DH, "invalid_key", validation.P256DH_REFUSED),
         then(validation.p256dh),
         NotNull,
     ]
