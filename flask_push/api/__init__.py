@@ -43,6 +43,22 @@ _STATIC_TYPES = {
 }
 
 
+def static_answer(response: Response) -> Response:
+    """A static file's answer (the client's or the console's), typed by its suffix and
+    read whole."""
+    content_type = _STATIC_TYPES.get(Path(request.path).suffix)
+    if content_type is not None:
+        response.content_type = content_type
+    # The files are small: read them now instead of streaming the open file,
+    # which stays open until the server closes the response (some callers never do).
+    if response.direct_passthrough:
+        stream: Any = response.response  # werkzeug's FileWrapper
+        response.direct_passthrough = False
+        response.set_data(b"".join(stream) if response.status_code != 304 else b"")
+        stream.close()
+    return response
+
+
 def _own_empty() -> bool:
     """A POST with no body at all (``POST /notifications/<id>/read``) that no browser
     says came from another site: it needs no ``Content-Type``. (A PUT or PATCH is
@@ -91,17 +107,7 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     def static_file(response: Response) -> Response:
         if request.endpoint != "push.static" or response.status_code >= 400:
             return response
-        content_type = _STATIC_TYPES.get(Path(request.path).suffix)
-        if content_type is not None:
-            response.content_type = content_type
-        # The files are small: read them now instead of streaming the open file,
-        # which stays open until the server closes the response (some callers never do).
-        if response.direct_passthrough:
-            stream: Any = response.response  # werkzeug's FileWrapper
-            response.direct_passthrough = False
-            response.set_data(b"".join(stream) if response.status_code != 304 else b"")
-            stream.close()
-        return response
+        return static_answer(response)
 
     @bp.before_app_request
     def routing_errors() -> ResponseReturnValue | None:

@@ -9,21 +9,19 @@ everything works under the strict Content-Security-Policy of :mod:`.guard`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound
 
-from ..api import database_failure, http_error_response
+from ..api import database_failure, http_error_response, static_answer
 from ..api.http import error_response, nul_in_path
 from ..config import PushSettings
 from ..errors import ValidationError
 from . import guard, views
 
 _STATIC = str(Path(__file__).resolve().parent.parent / "static" / "console")
-_TYPES = {".js": "application/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
 def create_blueprint(settings: PushSettings) -> Blueprint:
@@ -117,17 +115,8 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
         if not g.get("push_console_admin"):
             return response  # as an unknown path answers: the console's headers would tell
         nonce = None if guard.cookie_nonce() else views.page_nonce()
-        content_type = _TYPES.get(Path(request.path).suffix)
         if request.endpoint == "push_console.static" and response.status_code < 400:
-            if content_type:
-                response.content_type = content_type
-            # Small files: read now rather than stream the open file, which stays open
-            # until the server closes the response (some callers never do).
-            if response.direct_passthrough:
-                stream: Any = response.response
-                response.direct_passthrough = False
-                response.set_data(b"".join(stream) if response.status_code != 304 else b"")
-                stream.close()
+            static_answer(response)
         return guard.protect(response, nonce, path)
 
     return bp
