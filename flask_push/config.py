@@ -33,12 +33,13 @@ DEFAULT_QUEUE = "thread"
 QUEUES = ("thread", "inline", "celery")
 #: the Celery queue flask-push's tasks go to; give each app sharing a broker its own
 DEFAULT_CELERY_QUEUE = "flask_push"
-_CELERY_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+#: a name flask-push takes on a broker or a Redis that other apps may share (a Celery
+#: queue, a key prefix): safe in a Redis key and a queue name alike
+_SHARED_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 #: live events stay inside one process unless a redis:// URL is given
 DEFAULT_BACKPLANE_URL = "memory://"
 #: the prefix of the backplane's Redis keys; give each app sharing a Redis its own
 DEFAULT_BACKPLANE_PREFIX = "flask_push"
-_BACKPLANE_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 #: how long and how many events each channel keeps for clients that reconnect with ``since``
 DEFAULT_EVENTS_KEEP_SECONDS = 300
 DEFAULT_EVENTS_KEEP_COUNT = 100
@@ -426,6 +427,18 @@ def _site_url(config: Mapping[str, Any]) -> str | None:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path or '/'}"
 
 
+def _shared_name(config: Mapping[str, Any], key: str, default: str, what: str = "") -> str:
+    """``key``, a name matching :data:`_SHARED_NAME`; ``what`` says what kind of name."""
+    value = config.get(key, default)
+    if not isinstance(value, str) or not _SHARED_NAME.fullmatch(value):
+        raise _fail(
+            key,
+            f"must be {what}1 to 100 letters, digits, '_', '.', ':' or '-', "
+            f"such as {default!r}; got {value!r}",
+        )
+    return value
+
+
 def _shown(url: str) -> str:
     """``url`` as an error may say it: the password of each of its URLs (a broker's
     are ';'-separated) left out, whatever characters it holds."""
@@ -554,13 +567,9 @@ def _load(app: Flask, config: _Asked) -> PushSettings:
             )
         credentials.require_module("celery queue", "celery", "celery")
         _broker_url(broker)
-    celery_queue = config.get("PUSH_CELERY_QUEUE", DEFAULT_CELERY_QUEUE)
-    if not isinstance(celery_queue, str) or not _CELERY_QUEUE_NAME.fullmatch(celery_queue):
-        raise _fail(
-            "PUSH_CELERY_QUEUE",
-            "must be a Celery queue name of 1 to 100 letters, digits, '_', '.', ':' or '-', "
-            f"such as {DEFAULT_CELERY_QUEUE!r}; got {celery_queue!r}",
-        )
+    celery_queue = _shared_name(
+        config, "PUSH_CELERY_QUEUE", DEFAULT_CELERY_QUEUE, "a Celery queue name of "
+    )
 
     backplane = config.get("PUSH_BACKPLANE_URL", DEFAULT_BACKPLANE_URL)
     scheme = urlsplit(backplane).scheme if isinstance(backplane, str) else ""
@@ -573,13 +582,7 @@ def _load(app: Flask, config: _Asked) -> PushSettings:
     if scheme != "memory":
         credentials.require_module("redis backplane", "redis", "redis")
         _redis_url("PUSH_BACKPLANE_URL", backplane)
-    backplane_prefix = config.get("PUSH_BACKPLANE_PREFIX", DEFAULT_BACKPLANE_PREFIX)
-    if not isinstance(backplane_prefix, str) or not _BACKPLANE_PREFIX.fullmatch(backplane_prefix):
-        raise _fail(
-            "PUSH_BACKPLANE_PREFIX",
-            "must be 1 to 100 letters, digits, '_', '.', ':' or '-', "
-            f"such as {DEFAULT_BACKPLANE_PREFIX!r}; got {backplane_prefix!r}",
-        )
+    backplane_prefix = _shared_name(config, "PUSH_BACKPLANE_PREFIX", DEFAULT_BACKPLANE_PREFIX)
 
     metrics = _bool(config, "PUSH_METRICS", DEFAULT_METRICS)
     if metrics:
