@@ -20,6 +20,11 @@ STATUSES: list[tuple[str, str]] = [
 STATUS_LABELS = dict(STATUSES)
 
 
+def money(cents: int) -> str:
+    """A price as the shop writes it everywhere: pages, pushes and Live Activities."""
+    return f"${cents / 100:,.2f}"
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 

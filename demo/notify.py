@@ -20,7 +20,7 @@ from flask import Flask, current_app, url_for
 from flask_push import reports
 
 from .extensions import db, push
-from .models import STATUS_LABELS, STATUSES, Offer, Order, OrderEvent, Product, User
+from .models import STATUS_LABELS, STATUSES, Offer, Order, OrderEvent, Product, User, money
 
 
 def customers() -> list[User]:
@@ -94,7 +94,7 @@ def order_activity(order: Order, status: str, at: datetime) -> Any:
         # what the iPhone app's Live Activity is made with (ActivityKit's attributes)
         extra = {
             "attributes_type": "OrderAttributes",
-            "attributes": {"orderId": order.id, "total": f"${order.total_cents / 100:,.2f}"},
+            "attributes": {"orderId": order.id, "total": money(order.total_cents)},
         }
     elif event == "end":
         extra = {"dismiss_at": datetime.now(timezone.utc) + DISMISS_AFTER}

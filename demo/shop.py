@@ -25,7 +25,7 @@ from flask_push import ValidationError
 
 from . import notify, phones
 from .extensions import db, push
-from .models import CartItem, Offer, Order, OrderEvent, OrderLine, Product, User
+from .models import CartItem, Offer, Order, OrderEvent, OrderLine, Product, User, money
 from .views import (
     MAX_QUANTITY,
     FormError,
@@ -202,14 +202,10 @@ def place_order(user: User, lines: list[CartItem]) -> Order:
             member.push_id,
             notify_type="new_order",
             title=f"New order #{order.id}",
-            body=f"{user.name}: {notify_total(order)}",
+            body=f"{user.name}: {money(order.total_cents)}",
             url=url_for("shop.order", order_id=order.id),  # staff see it with "Advance status"
         )
     return order
-
-
-def notify_total(order: Order) -> str:
-    return f"${order.total_cents / 100:,.2f}"
 
 
 def _own_order(order_id: int) -> Order:

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Response
 
 from . import notify
 from .extensions import db
-from .models import CartItem, User
+from .models import CartItem, User, money
 
 log = logging.getLogger("demo")
 
@@ -163,10 +163,6 @@ def sign_in(user: User) -> None:
     session["user_id"] = user.id
     session["role"] = user.role
     g.pop("user", None)
-
-
-def money(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
 
 
 def when(value: datetime | str | None) -> str:
