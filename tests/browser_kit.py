@@ -30,7 +30,7 @@ from werkzeug.serving import make_server
 from flask_push import Push
 from flask_push.testing.webpush import FakePushService
 
-from conftest import need_service
+from conftest import close_app, need_service
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -393,14 +393,7 @@ def serving(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Li
     finally:
         for each in servers:
             each.stop()
-            off_loop(lambda app=each.app: _close(app))
-
-
-def _close(app: Flask) -> None:
-    with app.app_context():
-        app.extensions["push"].shutdown()
-        db.session.remove()
-        db.engine.dispose()
+            off_loop(lambda app=each.app: close_app(app))
 
 
 def open_page(browser: Browser, page: Any, live: Live, user: str | None = None) -> None:

@@ -181,11 +181,20 @@ def make_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Calla
 def tear_down(app: Flask) -> None:
     """Stop ``app``'s delivery worker thread, drop its tables and close its
     connections: nothing leaks into the next test."""
+    close_app(app, drop=True)
+
+
+def close_app(app: Flask, *, drop: bool = False) -> None:
+    """Stop ``app``'s delivery worker thread and close its connections, whichever
+    ``SQLAlchemy`` it has (the tests', a module's own, the demo's); with ``drop``,
+    drop its tables first."""
+    app_db = app.extensions["sqlalchemy"]
     with app.app_context():
         app.extensions["push"].shutdown()
-        db.session.remove()
-        db.drop_all()
-        db.engine.dispose()
+        app_db.session.remove()
+        if drop:
+            app_db.drop_all()
+        app_db.engine.dispose()
 
 
 @contextmanager
@@ -199,10 +208,7 @@ def bare_app(config: dict[str, Any]) -> Iterator[Flask]:
     try:
         yield app
     finally:
-        with app.app_context():
-            app.extensions["push"].shutdown()
-            db.session.remove()
-            db.engine.dispose()
+        close_app(app)
 
 
 def read_only(database: dict[str, Any], statement: str) -> tuple[dict[str, Any], str]:

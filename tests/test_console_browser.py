@@ -23,7 +23,7 @@ from werkzeug.serving import make_server
 from flask_push.testing import FakeFCM, FakePushService
 
 from browser_kit import TIMEOUT_MS, Browser, chromium, off_loop
-from conftest import db, push
+from conftest import db, push, tear_down
 
 ADMIN_HEADERS = {"X-User": "ops", "X-Admin": "1"}
 CONSOLE = "/push/console"
@@ -166,15 +166,7 @@ def console(
         server.shutdown()
         server.server_close()
         thread.join(10)
-        off_loop(lambda: _close(app))
-
-
-def _close(app: Flask) -> None:
-    with app.app_context():
-        app.extensions["push"].shutdown()
-        db.session.remove()
-        db.drop_all()
-        db.engine.dispose()
+        off_loop(lambda: tear_down(app))
 
 
 def shots() -> Path:

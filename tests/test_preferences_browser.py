@@ -28,6 +28,7 @@ pytest.importorskip("dbus_next")
 from playwright.sync_api import expect  # noqa: E402
 
 from browser_kit import Browser, chromium, off_loop  # noqa: E402
+from conftest import close_app  # noqa: E402
 
 db = SQLAlchemy()
 push = Push(db=db)
@@ -156,14 +157,7 @@ def served(tmp_path: Path, vapid_private_key: str, categories: dict[str, Any]) -
         server.shutdown()
         server.server_close()
         thread.join(10)
-        off_loop(lambda: _close(app))
-
-
-def _close(app: Flask) -> None:
-    with app.app_context():
-        app.extensions["push"].shutdown()
-        db.session.remove()
-        db.engine.dispose()
+        off_loop(lambda: close_app(app))
 
 
 @pytest.fixture

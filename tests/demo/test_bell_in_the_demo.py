@@ -28,6 +28,7 @@ from demo.models import User  # noqa: E402
 from demo.seed import seed  # noqa: E402
 
 from browser_kit import Browser, chromium  # noqa: E402
+from conftest import close_app  # noqa: E402
 
 WORD = "x" * 300
 
@@ -56,10 +57,7 @@ def shop(tmp_path: Path) -> Iterator[tuple[str, Any]]:
         with serving(app) as base:
             yield base, app
     finally:
-        with app.app_context():
-            app.extensions["push"].shutdown()
-            db.session.remove()
-            db.engine.dispose()
+        close_app(app)
 
 
 def notify(app: Any, email: str, title: str, body: str) -> None:

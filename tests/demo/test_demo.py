@@ -27,6 +27,8 @@ from demo import create_app, db, push  # noqa: E402
 from demo.models import Order, User  # noqa: E402
 from demo.seed import PASSWORD, seed  # noqa: E402
 
+from conftest import close_app  # noqa: E402
+
 
 def apns_key() -> str:
     """A fresh .p8 key as PEM: APNs is configured, so iOS devices get deliveries
@@ -57,10 +59,7 @@ def demo_app(tmp_path: Path) -> Iterator[Any]:
         db.create_all()
         seed()
     yield app
-    with app.app_context():
-        app.extensions["push"].shutdown()
-        db.session.remove()
-        db.engine.dispose()
+    close_app(app)
 
 
 def login(client: Any, email: str) -> Any:

@@ -27,6 +27,8 @@ from demo import create_app, db, push  # noqa: E402
 from demo.models import STATUSES, User  # noqa: E402
 from demo.seed import PASSWORD, seed  # noqa: E402
 
+from conftest import close_app  # noqa: E402
+
 TOPIC = "com.example.freshcart"
 DEVICE = "a4" * 32
 PUSH_TO_START = "5a" * 80
@@ -53,10 +55,7 @@ def shop(tmp_path: Path, push_fake_apns: FakeAPNs, push_fake_fcm: FakeFCM) -> It
         db.create_all()
         seed()
     yield app
-    with app.app_context():
-        app.extensions["push"].shutdown()
-        db.session.remove()
-        db.engine.dispose()
+    close_app(app)
 
 
 def login(app: Any, email: str) -> Any:
