@@ -67,6 +67,7 @@ from .providers import (
 )
 from .providers import kind as registered
 from .providers.memory import MemoryProvider
+from .schemas.fields import MAX_TEXT
 from .sending import notification_from_json
 
 if TYPE_CHECKING:  # prometheus_client is an optional dependency
@@ -2132,7 +2133,7 @@ class Dispatcher:
             (m.Installation, "installation", 2),
         ):
             params = [
-                {"b_id": row[column], "b_reason": _clip(reasons[row[0]], 255)}
+                {"b_id": row[column], "b_reason": _clip(reasons[row[0]], MAX_TEXT)}
                 for row in rows
                 if row[column] is not None
             ]

@@ -16,7 +16,7 @@ from ..categories import CHANNELS
 from ..errors import PayloadError, ValidationError
 from ..preferences import known
 from ..providers import kinds, provider_class
-from ..schemas.fields import MOST_SKIPPED
+from ..schemas.fields import MAX_TEXT, MOST_SKIPPED
 from ..validation import digits
 from . import data, guard, preview
 
@@ -205,7 +205,7 @@ def retry(id: str) -> ResponseReturnValue:
 
 
 def users() -> ResponseReturnValue:
-    user_id = request.args.get("id", "").strip()[:255]
+    user_id = request.args.get("id", "").strip()[:MAX_TEXT]
     push = _push()
     targets = push.user_targets(user_id) if user_id else None
     # ids to pick from when none was given, or the one given has nothing

@@ -76,6 +76,7 @@ from ..message import (
     on_site,
 )
 from ..schemas.base import ResponseModel, WireModel, refuse_as
+from ..schemas.fields import MAX_TEXT
 from .base import CONNECT_SHARE, Provider, read_start, retry_after_seconds, without_answer
 
 # pyfcm, google-auth and requests are the ``fcm`` extra: imported when a provider
@@ -156,7 +157,7 @@ def _message_name(text: str) -> str | None:
         name = json.loads(text).get("name")
     except (ValueError, AttributeError):
         return None
-    return name[:255] if isinstance(name, str) and name else None
+    return name[:MAX_TEXT] if isinstance(name, str) and name else None
 
 
 def _describe(answer: _Answer) -> str:

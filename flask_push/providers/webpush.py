@@ -51,6 +51,7 @@ from ..message import (
     printable,
 )
 from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
+from ..schemas.fields import MAX_TEXT
 from . import aes128gcm
 from .base import CONNECT_SHARE, Provider, read_start, retry_after_seconds, without_answer
 
@@ -490,7 +491,7 @@ class WebPushProvider(Provider):
                 "sent",
                 self.name,
                 status_code=status,
-                service_id=response.location[:255] if response.location else None,
+                service_id=response.location[:MAX_TEXT] if response.location else None,
             )
         said = f"{status} {response.reason}".strip()
         if response.text:
