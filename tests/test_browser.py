@@ -205,6 +205,21 @@ def test_the_client_finds_a_custom_prefix_by_itself(
     assert alone == "/api/notify"
 
 
+def test_the_module_exports_every_function_of_the_script(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """flask-push.mjs lists by hand what flask-push.js puts on FlaskPush (a module's
+    names are fixed when it is written): a function added to one is in the other."""
+    app = live()
+    open_page(browser, page, app, user="bob")
+    script, module = page.evaluate(
+        "import('/push/static/flask-push.mjs').then((m) => ["
+        "Object.keys(FlaskPush).sort(),"
+        "Object.keys(m).filter((name) => name !== 'default').sort()])"
+    )
+    assert module == script and "bell" in module
+
+
 def test_a_copy_of_the_client_in_the_apps_static_keeps_the_default_prefix(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:
