@@ -27,13 +27,15 @@ def cancel(session: Any, models: Models, message_id: str) -> Counter[tuple[str, 
     """Make the queued deliveries of ``message_id`` ``cancelled``, and take back the
     inbox items a scheduled one still holds (no commit); returns how many of them
     were in no worker's hand, by provider kind and ``"cancelled"``, for the metrics.
-    A worker counts those it held: it takes back the ones not sent yet as
-    cancelled, and a push already on the network counts its own outcome, which
-    replaces the cancel (counted here too, one delivery would count twice).
+    A worker counts those it held: as cancelled the ones it takes back unsent and
+    those whose retry the cancel wins over; a push already on the network that its
+    answer ended counts that outcome, which replaces the cancel (counted here too,
+    one delivery would count twice).
 
     A worker skips them from then on: a claim takes queued rows only, and the
     outcome of a row it already had in hand is written only if still queued (or,
-    for a push already on the network, as what really happened).
+    for a push already on the network that its answer ended, as what really
+    happened).
     """
     scheduled_inbox.drop(session, models, message_id)
     now = utcnow()

@@ -2040,8 +2040,17 @@ class Dispatcher:
                     for row in retried
                 ],
             )
-        written = Counter((row.get("b_kind") or "unknown", row["b_status"]) for row in finished)
-        written.update((row["b_kind"], "retry") for row in retried)
+        stopped = self._stopped(session, finished, retried)
+        written = Counter(
+            (
+                row.get("b_kind") or "unknown",
+                "cancelled" if row["b_id"] in stopped else row["b_status"],
+            )
+            for row in finished
+        )
+        written.update(
+            (row["b_kind"], "cancelled" if row["b_id"] in stopped else "retry") for row in retried
+        )
         # A push the user will never get no longer counts against their daily cap:
         # one superseded by a newer state, one whose time to live ran out unsent, one
         # ended before it was pushed (no provider, its target dead). Only these
@@ -2060,6 +2069,22 @@ class Dispatcher:
             )
         self._drop_tokens(session, dead_tokens)
         return self._mark_dead(session, gone_targets, now), written, dropped
+
+    def _stopped(
+        self, session: Session, finished: list[dict[str, Any]], retried: list[dict[str, Any]]
+    ) -> set[int]:
+        """The ids of the outcomes just written over that a cancel won against: a
+        retry, or an end decided without sending (:func:`_outcome`'s ``b_from``), is
+        written only to a row still queued. Such a delivery stays ``cancelled``, and
+        this worker, which held it, counts it so (:func:`flask_push.control.cancel`
+        left it to it). One query, only for a write that has such outcomes: the
+        common ones (sent, gone, failed) replace a cancel."""
+        ids = [row["b_id"] for row in finished if row["b_from"] == "queued"]
+        ids += [row["b_id"] for row in retried]
+        if not ids:
+            return set()
+        d = self.models.Delivery
+        return set(session.scalars(sa.select(d.id).where(d.id.in_(ids), d.status == "cancelled")))
 
     def _drop_tokens(self, session: Session, pushes: Sequence[OutgoingPush]) -> None:
         """Forget the Live Activity and push-to-start tokens APNs said are dead."""

@@ -272,6 +272,43 @@ def test_a_cancel_mid_send_counts_each_delivery_once(
     assert delivered(samples, "webpush", "cancelled") == 50
 
 
+def test_a_cancel_mid_send_counts_a_retry_it_stopped_as_cancelled(
+    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A push on the network when its message is cancelled, whose service then says
+    503: its retry is not written (the cancel wins), so it ends ``cancelled``. Its
+    worker counted a ``retry`` that never was, and no one counted it ``cancelled``."""
+    import threading
+
+    from flask_push.dispatch import Dispatcher
+
+    app = metrics_app()
+    service = push_fake_webpush
+    with app.app_context():
+        subscribe(service.subscribe())
+        message = push.send(users=["alice"], title="Sale", send_at=utcnow() + timedelta(hours=1))
+        make_due(message.id)
+        message_id, state = message.id, push.state
+        worker = Dispatcher(app, push.models, db.engine, state.settings, metrics=state.metrics)
+    service.hold()
+    sending = threading.Thread(target=worker.run_until_idle, kwargs={"message_id": message_id})
+    sending.start()
+    try:
+        assert service.wait_in_flight(1) == 1
+        with app.app_context():
+            assert push.cancel(message_id)["counts"]["cancelled"] == 1
+        service.fail_next(503)
+    finally:
+        service.release()
+        sending.join(30)
+        worker.close()
+    with app.app_context():
+        assert [entry["status"] for entry in push.explain(message_id)] == ["cancelled"]
+    samples = scrape(app)
+    assert delivered(samples, "webpush", "retry") == 0
+    assert delivered(samples, "webpush", "cancelled") == 1
+
+
 def test_outbox_gauges_are_read_from_the_database(
     metrics_app: Callable[..., Flask], make_app: Callable[..., Flask]
 ) -> None:
