@@ -62,7 +62,7 @@ from .explain import NO_DELIVERY
 from .message import one_line
 from .models import ACTIVE, DEAD, utcnow
 from .operations import explain_page
-from .outcomes import POLICY_REASONS, detail_of
+from .outcomes import POLICY_REASONS, delivery_detail
 from .providers.webpush import WEBPUSH
 from .schemas.fields import MAX_TAKE
 from .schemas.message import DELIVERY_STATUSES
@@ -543,7 +543,7 @@ def _held_back(push: Any, message_id: str) -> list[str]:
         row = latest.get(id)
         if row is None:
             continue  # deleted since the count (flask push prune, say)
-        said = detail_of(row.status, row.reason, row.error, row.events or ())
+        said = delivery_detail(row)
         lines.append(
             f"{labels.get(status, status)} ({count}): {reason}: "
             f"{'the latest: ' if count > 1 else ''}{said}"

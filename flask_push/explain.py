@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from . import outcomes, reports
 from .labels import app_label, browser_label
-from .models import Models, recipient, utcnow
+from .models import Models, recipient
 from .schemas.delivery import DeliveryEntry
 
 #: why a message has no delivery (to a user): deliveries are made at the send, one
@@ -91,29 +91,13 @@ def entry(
             },
             "status": delivery.status,
             "reason": delivery.reason,
-            "detail": _held(delivery)
-            or outcomes.detail_of(
-                delivery.status, delivery.reason, delivery.error, events, cancelled=cancelled
-            ),
+            "detail": outcomes.delivery_detail(delivery, cancelled=cancelled),
             "attempts": delivery.attempts,
             "nextAttemptAt": delivery.due_at if delivery.status == "queued" else None,
             "sentAt": delivery.sent_at,
             "clickedAt": delivery.clicked_at,
             "events": [_event(event) for event in events],
         }
-    )
-
-
-def _held(delivery: Any) -> str | None:
-    """The sentence of a queued delivery a worker holds now (its push is on its way,
-    or being written), which its last event (the previous attempt's, or "queued")
-    does not tell; None for any other."""
-    held_until = delivery.lease_until
-    if delivery.status != "queued" or held_until is None or held_until <= utcnow():
-        return None
-    return (
-        "A worker took it and is sending it now; should that worker stop, another "
-        f"takes it at {outcomes.clock(held_until)}."
     )
 
 

@@ -305,6 +305,27 @@ def detail_of(
     return said
 
 
+def delivery_detail(delivery: Any, *, cancelled: bool = False) -> str | None:
+    """A delivery's ``detail``, said alike wherever it shows (its message's deliveries
+    and problems, its user's targets): a push a worker holds now is on its way, which
+    its last event (the previous attempt's, or "queued") does not tell; else
+    :func:`detail_of`. ``delivery`` has ``status``, ``reason``, ``error``,
+    ``events`` and ``lease_until`` (a mapped row or a selected one)."""
+    held_until = delivery.lease_until
+    if (
+        delivery.status == "queued"
+        and held_until is not None
+        and held_until > datetime.now(timezone.utc)
+    ):
+        return (
+            "A worker took it and is sending it now; should that worker stop, another "
+            f"takes it at {clock(held_until)}."
+        )
+    return detail_of(
+        delivery.status, delivery.reason, delivery.error, delivery.events or (), cancelled=cancelled
+    )
+
+
 def attempt_detail(reason: str | None = None, *, to: str | None = None, **values: Any) -> str:
     """The sentence of one attempt: who answered what (``reason``: the result's,
     which says when no answer came); ``to``, where the push went, when the target

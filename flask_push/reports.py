@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .models import Models, utcnow
-from .outcomes import RETRY_ADVISED, detail_of
+from .outcomes import RETRY_ADVISED, delivery_detail
 from .outcomes import STATUSES as DELIVERY_STATUSES
 from .outcomes import UNDELIVERED as _UNDELIVERED
 from .schemas.message import MessageStatus
@@ -173,7 +173,9 @@ def problems(
     latest = {
         row.id: row
         for row in session.execute(
-            sa.select(d.id, d.status, d.reason, d.error, d.events).where(d.id.in_(ids))
+            sa.select(d.id, d.status, d.reason, d.error, d.events, d.lease_until).where(
+                d.id.in_(ids)
+            )
         )
     }
     # a sentence that advises a retry says too when the message was cancelled since
@@ -182,11 +184,7 @@ def problems(
     shown = []
     for group in groups[:limit]:
         row = latest.get(group.latest)
-        said = (
-            detail_of(row.status, row.reason, row.error, row.events or (), cancelled=stopped)
-            if row
-            else None
-        )
+        said = delivery_detail(row, cancelled=stopped) if row else None
         shown.append(
             # max() keeps the column's type: ``last_at`` is an aware datetime
             Problem(

@@ -50,6 +50,7 @@ def user_targets(
                 d.reason,
                 d.error,
                 d.events,
+                d.lease_until,
                 d.updated_at,
                 sa.func.row_number().over(partition_by=target, order_by=d.id.desc()).label("rank"),
             )
@@ -83,13 +84,7 @@ def user_targets(
                     "title": (row.notification or {}).get("title"),
                     "status": row.status,
                     "reason": row.reason,
-                    "detail": outcomes.detail_of(
-                        row.status,
-                        row.reason,
-                        row.error,
-                        row.events or (),
-                        cancelled=row.message_id in stopped,
-                    ),
+                    "detail": outcomes.delivery_detail(row, cancelled=row.message_id in stopped),
                     "at": row.updated_at,
                 }
             )

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flask_push import outcomes, signals
 from flask_push.dispatch import Dispatcher
 from flask_push.errors import ValidationError
+from flask_push.models import utcnow
 from flask_push.providers.webpush import WebPushProvider
 from flask_push.testing import FakePushService
 
@@ -874,6 +875,33 @@ def test_user_targets(live: Flask, push_fake_webpush: FakePushService) -> None:
     assert [t["id"] for t in answer.get_json()["items"]] == [first, second, phone["id"]]
     assert client.get("/push/users/al/targets", headers=as_user("al")).status_code == 403
     assert client.get("/push/users/nobody/targets", headers=ADMIN).status_code == 404
+
+
+def test_a_push_in_a_workers_hand_is_said_alike_everywhere(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A queued delivery a worker holds is on its way: the message's deliveries say
+    so, and the user's targets and the message's problems said the older words of
+    its last event instead (a retry "due at" a time already past)."""
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    push_fake_webpush.fail_next(503)
+    id = send(client, ["al"])
+    d = push.models.Delivery
+    with live.app_context():
+        # the retry came due, and a worker took it: its lease runs for a while
+        db.session.execute(
+            sa.update(d)
+            .where(d.message_id == id)
+            .values(due_at=utcnow(), lease_until=utcnow() + timedelta(minutes=5))
+        )
+        db.session.commit()
+        [entry] = push.explain(id)
+        [web] = push.user_targets("al")
+    assert entry["detail"].startswith("A worker took it and is sending it now")
+    assert web["recentDeliveries"][0]["detail"] == entry["detail"]
+    [problem] = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()["problems"]
+    assert problem["detail"] == entry["detail"]
 
 
 def test_user_targets_are_oldest_first_across_browsers_and_devices(app: Flask) -> None:
