@@ -15,7 +15,7 @@ from .notification import _ONE_AUDIENCE, MessageAudience, MessageNotification, S
 #: what a message without a notification, or with something else, is told
 _NEEDS_TITLE = "must be an object with at least a title"
 
-#: a message's status, derived from its deliveries (see :mod:`flask_push.api.messages`)
+#: a message's status, derived from its deliveries (see :func:`flask_push.reports.message_status`)
 MessageStatus = Literal["scheduled", "queued", "sending", "done"]
 
 _STATUS = (
