@@ -20,6 +20,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
+from flask_push.schemas.fields import MAX_TEXT
 from flask_push.testing import FakeFCM, FakePushService
 
 from browser_kit import TIMEOUT_MS, Browser, chromium, off_loop
@@ -367,3 +368,36 @@ def test_a_long_timeline_keeps_its_numbers(console: Console, page: Any) -> None:
         numbers = [*range(1, 18), 100, 888, 999]
         ol = timeline.locator("ol").element_handle()
         assert page.evaluate(MARKERS_CUT, [ol, numbers]) == [], name
+
+
+def test_a_long_user_id_wraps_in_every_table(console: Console, page: Any) -> None:
+    """A user id of MAX_TEXT characters and no space, whose browser is found gone:
+    the overview's dead targets and the message's deliveries keep to the page."""
+    long_id = "customer-" + "7f3a9c" * ((MAX_TEXT - 9) // 6)
+
+    def send() -> None:
+        subscriber = console.service.subscribe("long")
+        with console.app.app_context():
+            db.session.add(
+                push.models.Subscription(
+                    endpoint=subscriber.endpoint,
+                    p256dh=subscriber.p256dh,
+                    auth=subscriber.auth,
+                    user_id=long_id,
+                    topics=[],
+                    user_agent=CHROME_LINUX,
+                )
+            )
+            db.session.commit()
+            subscriber.expire()
+            console.ids["long"] = push.send(users=[long_id], title="Your basket").id
+
+    off_loop(send)
+    for width in WIDTHS.values():
+        page.set_viewport_size({"width": width, "height": 900})
+        for name, path in (("overview", "/"), ("message", f"/messages/{console.ids['long']}")):
+            page.goto(console.url(path))
+            assert page.locator(f"table.cards a:text-is('{long_id}')").count() == 1
+            look(page, f"long-user-{name}", width)
+            # a phone's card hides what passes its edge rather than scroll
+            assert page.evaluate(SPILLED_OUT_OF, "table.cards tbody tr") == [], (name, width)
