@@ -375,6 +375,19 @@ def test_without_a_secret_key_the_console_says_so(make_app: Callable[..., Flask]
     assert client.get(f"{CONSOLE}/", headers=as_user("alice")).status_code == 404
 
 
+def test_an_audience_of_many_users_names_ten(console_app: Flask) -> None:
+    """A message to 1,200 users: its row and its page name ten and count the rest,
+    rather than list every id."""
+    users = [f"user-{n:04d}" for n in range(1200)]
+    with console_app.app_context():
+        id = push.send(users=users, title="Sale").id
+    client = console_app.test_client()
+    for path in ("/messages", f"/messages/{id}"):
+        text = client.get(CONSOLE + path, headers=ADMIN).get_data(as_text=True)
+        assert f"users: {', '.join(users[:10])} and 1,190 more" in text, path
+        assert users[10] not in text, path
+
+
 def test_output_is_escaped(console_app: Flask) -> None:
     id = later_message(console_app, title=EVIL)
     with console_app.app_context():
