@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from playwright.sync_api import expect
 from werkzeug.serving import make_server
 
 from flask_push.schemas.fields import MAX_TEXT
@@ -401,3 +402,30 @@ def test_a_long_user_id_wraps_in_every_table(console: Console, page: Any) -> Non
             look(page, f"long-user-{name}", width)
             # a phone's card hides what passes its edge rather than scroll
             assert page.evaluate(SPILLED_OUT_OF, "table.cards tbody tr") == [], (name, width)
+
+
+NO_CLIPBOARD = "Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined });"
+
+
+def test_copy_says_what_became_of_the_copy(console: Console, page: Any) -> None:
+    """The preview's Copy puts the request on the clipboard and says so; where the
+    browser gives no clipboard (a console served over plain HTTP), it selects the
+    text and says to copy it by hand, rather than do nothing."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console.origin)
+    preview = console.url("/send?user=bob&title=Copy%20me")
+    page.set_viewport_size({"width": WIDTHS["phone"], "height": 900})
+    for clipboard in (True, False):
+        if not clipboard:
+            page.add_init_script(NO_CLIPBOARD)
+        page.goto(preview)
+        page.click("button[value=preview]")
+        block = page.inner_text("#preview-webpush pre")
+        page.click("button[aria-label='Copy the webpush request']")
+        status = page.locator("#preview-webpush [role=status]")
+        if clipboard:
+            expect(status).to_have_text("Copied.", timeout=TIMEOUT_MS)
+            assert page.evaluate("navigator.clipboard.readText()") == block
+        else:
+            expect(status).to_contain_text("copy it with Ctrl+C", timeout=TIMEOUT_MS)
+            assert page.evaluate("String(window.getSelection())") == block
+            look(page, "copy-by-hand", WIDTHS["phone"])

@@ -21,13 +21,25 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!Number.isNaN(when.getTime())) node.textContent = format.format(when);
   }
 
-  // The test send's preview: copy a payload as JSON.
+  // The test send's preview: copy a payload as JSON. The clipboard exists only in a
+  // secure context (HTTPS or localhost) and may be refused: then the text is selected
+  // for the reader to copy, and the status beside the button says so.
   for (const button of document.querySelectorAll("button[data-copy]")) {
+    const panel = document.getElementById(button.dataset.copy);
+    const block = panel?.querySelector("pre");
+    const status = panel?.querySelector(".copy-status");
+    if (!block || !status) continue;
     button.addEventListener("click", async () => {
-      const block = document.getElementById(button.dataset.copy)?.querySelector("pre");
-      if (!block || !navigator.clipboard) return;
-      await navigator.clipboard.writeText(block.textContent);
-      button.textContent = "Copied";
+      try {
+        if (!navigator.clipboard) throw new Error("no clipboard in this context");
+        await navigator.clipboard.writeText(block.textContent);
+        status.textContent = "Copied.";
+      } catch {
+        window.getSelection().selectAllChildren(block);
+        status.textContent =
+          "The browser did not let the page copy (it allows it on HTTPS): the text is " +
+          "selected, copy it with Ctrl+C (⌘C on a Mac).";
+      }
     });
   }
 });
