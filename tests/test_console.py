@@ -721,7 +721,8 @@ def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
     untitled = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "title": ""})
     assert untitled.status_code == 400
     said = untitled.get_data(as_text=True)
-    assert "title: is required" in said and "title: title:" not in said  # named once
+    # named once, by its label
+    assert "Title: is required" in said and "Title: title:" not in said
 
 
 def statements(app: Flask, client: Any, path: str) -> int:

@@ -404,6 +404,7 @@ def test_a_long_user_id_wraps_in_every_table(console: Console, page: Any) -> Non
             assert page.evaluate(SPILLED_OUT_OF, "table.cards tbody tr") == [], (name, width)
 
 
+BAD_REQUEST = "the server responded with a status of 400 (BAD REQUEST)"
 NO_CLIPBOARD = "Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined });"
 
 
@@ -429,3 +430,33 @@ def test_copy_says_what_became_of_the_copy(console: Console, page: Any) -> None:
             expect(status).to_contain_text("copy it with Ctrl+C", timeout=TIMEOUT_MS)
             assert page.evaluate("String(window.getSelection())") == block
             look(page, "copy-by-hand", WIDTHS["phone"])
+
+
+def test_a_send_form_error_names_the_field_as_labelled_and_focuses_it(
+    console: Console, page: Any
+) -> None:
+    """The test send's errors name a field by its label (not the API's ``id`` or
+    ``collapseKey``), and the keyboard lands on the field to correct."""
+    cases = {
+        "send-url": ("javascript:alert(1)", "URL opened on click: must be a path such as"),
+        "send-body": ("x" * 4001, "Body: must be at most 4000 characters"),
+        # a preview of it says nothing goes out: the send refuses it
+        "send-target": ("sub_nope", "One subscription or installation id: is not the id of"),
+    }
+    for width in WIDTHS.values():
+        page.set_viewport_size({"width": width, "height": 900})
+        for field, (value, said) in cases.items():
+            page.goto(console.url("/send"))
+            page.fill("#send-title", "Hello")
+            if field != "send-target":
+                page.fill("#send-user", "bob")
+            page.fill(f"#{field}", value)
+            page.click("button[value=send]" if field == "send-target" else "button[value=preview]")
+            expect(page.locator("#send-error")).to_contain_text(said, timeout=TIMEOUT_MS)
+            assert page.evaluate("document.activeElement.id") == field
+            assert page.get_attribute(f"#{field}", "aria-invalid") == "true"
+            assert page.get_attribute(f"#{field}", "aria-describedby") == "send-error"
+            # the page answered 400, which Chromium logs as a resource that failed
+            assert page.console_errors == [f"Failed to load resource: {BAD_REQUEST}"]
+            page.console_errors.clear()
+            look(page, f"send-error-{field}", width)

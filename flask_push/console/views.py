@@ -33,6 +33,27 @@ PAGE = 25
 DELIVERIES_PAGE = 50
 #: what the test send's form passes on to ``push.send`` (empty fields are left out)
 SEND_FIELDS = ("title", "body", "url", "urgency", "collapse_key")
+#: the test send's inputs: id -> its label, and the field a ValidationError names
+#: (the API's name) -> the input's id. An error is said with the label the reader
+#: sees, not the API's name ("collapseKey", "id"), and marked on its input.
+SEND_LABELS = {
+    "send-user": "User id",
+    "send-target": "One subscription or installation id",
+    "send-title": "Title",
+    "send-url": "URL opened on click",
+    "send-body": "Body",
+    "send-urgency": "Urgency",
+    "send-collapse": "Collapse key (Web Push Topic)",
+}
+SEND_INPUTS = {
+    "users": "send-user",
+    "id": "send-target",
+    "title": "send-title",
+    "url": "send-url",
+    "body": "send-body",
+    "urgency": "send-urgency",
+    "collapseKey": "send-collapse",
+}
 
 
 def _state() -> Any:
@@ -246,13 +267,21 @@ def _choices(push: Any, user_id: str) -> dict[str, Any] | None:
 def send() -> ResponseReturnValue:
     form: Mapping[str, str] = request.form if request.method == "POST" else request.args
     values = {name: form.get(name, "").strip() for name in ("user", "target", *SEND_FIELDS)}
-    context: dict[str, Any] = {"page": "send", "values": values, "shown": None, "error": None}
+    context: dict[str, Any] = {
+        "page": "send",
+        "values": values,
+        "shown": None,
+        "error": None,
+        "invalid": None,  # the id of the input the error is about
+        "labels": SEND_LABELS,
+    }
     if request.method == "GET":
         return _render("send.html", **context)
     notification = {name: values[name] for name in SEND_FIELDS if values[name]}
     user, target = values["user"] or None, values["target"] or None
     if (user is None) == (target is None):
         context["error"] = "Give a user id or a target id (one of them)."
+        context["invalid"] = "send-user" if user is None else "send-target"
         return _render("send.html", 400, **context)
     try:
         if request.form.get("action") == "send":
@@ -266,8 +295,13 @@ def send() -> ResponseReturnValue:
             (item, _pretty(item.request))
             for item in preview.previews(_state(), notification, user, target)
         ]
-    except (ValidationError, PayloadError) as err:
-        context["error"] = str(err)  # a ValidationError names its field itself
+    except ValidationError as err:
+        invalid = SEND_INPUTS.get(err.field or "")
+        context["invalid"] = invalid
+        context["error"] = f"{SEND_LABELS[invalid]}: {err.message}" if invalid else str(err)
+        return _render("send.html", 400, **context)
+    except PayloadError as err:
+        context["error"] = str(err)
         return _render("send.html", 400, **context)
     return _render("send.html", **context)
 
