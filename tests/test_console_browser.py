@@ -73,6 +73,23 @@ class Console:
         return f"{self.origin}{CONSOLE}{path}"
 
 
+def subscribe(console: Console, user: str, agent: str = CHROME_LINUX) -> Any:
+    """A browser of ``user`` at the FakePushService, registered (in an app context;
+    the caller commits)."""
+    subscriber = console.service.subscribe(user)
+    db.session.add(
+        push.models.Subscription(
+            endpoint=subscriber.endpoint,
+            p256dh=subscriber.p256dh,
+            auth=subscriber.auth,
+            user_id=user,
+            topics=[],
+            user_agent=agent,
+        )
+    )
+    return subscriber
+
+
 def _seed(console: Console, fcm: FakeFCM) -> None:
     service = console.service
     with console.app.app_context():
@@ -82,17 +99,7 @@ def _seed(console: Console, fcm: FakeFCM) -> None:
             ("carol", CHROME_LINUX),
             ("dave", CHROME_LINUX),
         ):
-            subscriber = console.subscribers[user] = service.subscribe(user)
-            db.session.add(
-                push.models.Subscription(
-                    endpoint=subscriber.endpoint,
-                    p256dh=subscriber.p256dh,
-                    auth=subscriber.auth,
-                    user_id=user,
-                    topics=[],
-                    user_agent=agent,
-                )
-            )
+            console.subscribers[user] = subscribe(console, user, agent)
         db.session.add(
             push.models.Installation(
                 app_id="shop",
@@ -377,18 +384,8 @@ def test_a_long_user_id_wraps_in_every_table(console: Console, page: Any) -> Non
     long_id = "customer-" + "7f3a9c" * ((MAX_TEXT - 9) // 6)
 
     def send() -> None:
-        subscriber = console.service.subscribe("long")
         with console.app.app_context():
-            db.session.add(
-                push.models.Subscription(
-                    endpoint=subscriber.endpoint,
-                    p256dh=subscriber.p256dh,
-                    auth=subscriber.auth,
-                    user_id=long_id,
-                    topics=[],
-                    user_agent=CHROME_LINUX,
-                )
-            )
+            subscriber = subscribe(console, long_id)
             db.session.commit()
             subscriber.expire()
             console.ids["long"] = push.send(users=[long_id], title="Your basket").id
