@@ -85,6 +85,11 @@ class CartItem(db.Model):  # type: ignore[name-defined,misc]
     offer: Mapped[Offer | None] = relationship()
 
     @property
+    def name(self) -> str:
+        """What the line is called: the offer's name, else the product's."""
+        return (self.offer or self.product).name
+
+    @property
     def unit_cents(self) -> int:
         return self.offer.price_cents if self.offer else self.product.price_cents
 

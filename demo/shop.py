@@ -113,20 +113,19 @@ def cart_add() -> Any:
         quantity = int_field(
             request.form, "quantity", low=1, high=MAX_QUANTITY, default=1, label="Quantity"
         )
-        _add_to_cart(user, product_row, offer_row, quantity)
+        line = _add_to_cart(user, product_row, offer_row, quantity)
     except FormError as err:
         # back to the item's page, with the message and a 400
         flash(err.message, "error")
         page = offer(offer_row.slug) if offer_row else product(product_row.slug)
         return page, 400
-    # by the name the cart's line shows: an offer's, else the product's
-    flash(f"Added {(offer_row or product_row).name} to your cart.")
+    flash(f"Added {line.name} to your cart.")  # as the cart's line says it
     return redirect_back(request.form.get("next"), url_for("shop.cart"))
 
 
-def _add_to_cart(user: User, item: Product, deal: Offer | None, quantity: int) -> None:
-    """Add ``quantity`` of ``item`` (at the ``deal`` price) to the user's cart line for it;
-    a line holds at most ``MAX_QUANTITY``."""
+def _add_to_cart(user: User, item: Product, deal: Offer | None, quantity: int) -> CartItem:
+    """Add ``quantity`` of ``item`` (at the ``deal`` price) to the user's cart line for it,
+    which it returns; a line holds at most ``MAX_QUANTITY``."""
     line = db.session.scalar(
         sa.select(CartItem).where(
             CartItem.user_id == user.id,
@@ -135,18 +134,17 @@ def _add_to_cart(user: User, item: Product, deal: Offer | None, quantity: int) -
         )
     )
     if line is None:
-        line = CartItem(
-            user_id=user.id, product_id=item.id, offer_id=deal.id if deal else None, quantity=0
-        )
+        line = CartItem(user_id=user.id, product=item, offer=deal, quantity=0)
     if line.quantity + quantity > MAX_QUANTITY:
         raise FormError(
             "quantity",
             f"An order takes at most {MAX_QUANTITY} of one item, and your cart already "
-            f"has {line.quantity} of {item.name}.",
+            f"has {line.quantity} of {line.name}.",
         )
     line.quantity += quantity
     db.session.add(line)
     db.session.commit()
+    return line
 
 
 @bp.get("/cart")
@@ -185,8 +183,9 @@ def checkout() -> Any:
 def place_order(user: User, lines: list[CartItem]) -> Order:
     order = Order(user_id=user.id, status="placed")
     for line in lines:
-        name = line.offer.name if line.offer else line.product.name
-        order.lines.append(OrderLine(name=name, quantity=line.quantity, unit_cents=line.unit_cents))
+        order.lines.append(
+            OrderLine(name=line.name, quantity=line.quantity, unit_cents=line.unit_cents)
+        )
         db.session.delete(line)
     order.total_cents = sum(line.unit_cents * line.quantity for line in order.lines)
     db.session.add(order)
