@@ -21,7 +21,8 @@ from flask import Flask
 from playwright.sync_api import expect
 from werkzeug.serving import make_server
 
-from flask_push.schemas.fields import MAX_TEXT
+from flask_push.schemas.fields import MAX_LINK, MAX_TEXT
+from flask_push.schemas.inbox import MAX_BODY
 from flask_push.testing import FakeFCM, FakePushService
 
 from browser_kit import TIMEOUT_MS, Browser, chromium, off_loop
@@ -429,6 +430,23 @@ def test_copy_says_what_became_of_the_copy(console: Console, page: Any) -> None:
             look(page, "copy-by-hand", WIDTHS["phone"])
 
 
+def test_the_send_forms_limits_are_the_apis(console: Console, page: Any) -> None:
+    """The browser stops what the API would refuse: each input's maxlength is the
+    API's own limit, read from its schema, not a number typed into the page."""
+    page.goto(console.url("/send"))
+    limits = page.eval_on_selector_all(
+        "#send-user, #send-title, #send-url, #send-body, #send-collapse",
+        "(inputs) => inputs.map((input) => [input.id, input.maxLength])",
+    )
+    assert dict(limits) == {
+        "send-user": MAX_TEXT,
+        "send-title": MAX_TEXT,
+        "send-url": MAX_LINK,
+        "send-body": MAX_BODY,
+        "send-collapse": MAX_TEXT,
+    }
+
+
 def test_a_send_form_error_names_the_field_as_labelled_and_focuses_it(
     console: Console, page: Any
 ) -> None:
@@ -447,6 +465,9 @@ def test_a_send_form_error_names_the_field_as_labelled_and_focuses_it(
             page.fill("#send-title", "Hello")
             if field != "send-target":
                 page.fill("#send-user", "bob")
+            # the form's maxlength (the API's own limit) stops a long body in the
+            # browser; the server still names the field for a client without it
+            page.eval_on_selector(f"#{field}", "(input) => input.removeAttribute('maxlength')")
             page.fill(f"#{field}", value)
             page.click("button[value=send]" if field == "send-target" else "button[value=preview]")
             expect(page.locator("#send-error")).to_contain_text(said, timeout=TIMEOUT_MS)

@@ -16,7 +16,8 @@ from ..categories import CHANNELS
 from ..errors import PayloadError, ValidationError
 from ..preferences import known
 from ..providers import kinds, provider_class
-from ..schemas.fields import MAX_TEXT, MOST_SKIPPED
+from ..schemas.fields import MAX_LINK, MAX_TEXT, MOST_SKIPPED
+from ..schemas.inbox import MAX_BODY
 from ..validation import digits
 from . import data, guard, preview
 
@@ -102,8 +103,14 @@ def iso(value: Any) -> str:
     return when.isoformat() if when is not None else ""
 
 
+#: the API's own limits, as the forms' ``maxlength``: the browser stops what it refuses
+LIMITS = {"text": MAX_TEXT, "link": MAX_LINK, "body": MAX_BODY}
+
+
 def _render(template: str, code: int = 200, **context: Any) -> ResponseReturnValue:
-    return render_template(f"flask_push/console/{template}", nav=NAV, **context), code
+    return render_template(
+        f"flask_push/console/{template}", nav=NAV, limits=LIMITS, **context
+    ), code
 
 
 def refused(err: guard.Refused) -> ResponseReturnValue:

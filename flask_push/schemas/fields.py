@@ -106,9 +106,11 @@ LINK = re.compile(
     r"|[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9\-._~!$&'()*+,;=%:]*@)?[A-Za-z0-9\-._~!$&'()*+,;=%]+"
     r"(?::[0-9]*)?(?:[/?#][^\x00-\x1f\x7f]*)?)\Z"
 )
+#: the longest link (``url``, ``icon``, ``image``) a notification may carry
+MAX_LINK = 2048
 Link = Annotated[
     str,
-    Text(2048),
+    Text(MAX_LINK),
     Pattern(LINK, "invalid_url", "must be a path such as '/orders/42' or an http(s) URL"),
     then(validation.link),
 ]

@@ -34,7 +34,9 @@ ItemId = Name
 #: an inbox item's title, shown in bold
 Title = ShortText
 #: an inbox item's or notification's text
-Body = Annotated[str, Text(4000, allow_empty=True)]
+#: the longest body a notification or an inbox item may have
+MAX_BODY = 4000
+Body = Annotated[str, Text(MAX_BODY, allow_empty=True)]
 
 
 #: a count or amount of at least 0; an int stays an int
