@@ -1019,6 +1019,13 @@ class Dispatcher:
         writes = r.take_pending()
         if self.metrics is not None:
             self._observe_round_trips(self.metrics)
+        # a push whose Live Activity token died goes again at once, as an alert: once
+        # written, this round claims it too, as it would any other due push (else it
+        # waits for the next round, which an inline send never makes)
+        again = any(
+            self._falls_back(push, result, r.attempts[int(push.delivery_id)])
+            for push, result in writes.results
+        )
         try:
             await self._on_db_thread(self._write, writes, r.attempts, r.events)
         except Exception as err:
@@ -1037,6 +1044,7 @@ class Dispatcher:
                 self._written(r, [id for id in writes.ids() if id not in unwritten])
                 if failure is None:
                     self._found_database(r, writes)
+                    self._claim_again(r, again)
                     return
                 writes, err = left, failure
             # Outcomes are data until written: keep them (with any that came meanwhile).
@@ -1046,16 +1054,15 @@ class Dispatcher:
                 raise err
             self._lost_database(r, err)
             return
-        # a push whose Live Activity token died goes again at once, as an alert: this
-        # round claims it too, as it would any other due push (else it waits for the
-        # next round, which an inline send never makes)
-        again = any(
-            self._falls_back(push, result, r.attempts[int(push.delivery_id)])
-            for push, result in writes.results
-        )
         self._written(r, writes.ids())
         self._found_database(r, writes)
-        if again and r.exhausted_at != float("inf"):
+        self._claim_again(r, again)
+
+    @staticmethod
+    def _claim_again(r: _Round, due_now: bool) -> None:
+        """Have the round claim once more when what was just written made a push due
+        at once (a round that claims once claims no more)."""
+        if due_now and r.exhausted_at != float("inf"):
             r.exhausted_at = None
 
     @staticmethod

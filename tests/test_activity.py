@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_push import activities
+from flask_push.dispatch import Dispatcher
 from flask_push.errors import PayloadError, ValidationError
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
@@ -592,6 +593,39 @@ def test_a_dead_live_activity_token_is_dropped_not_the_device(
             )
             == "sent"
         )
+    assert push_fake_apns.notifications[-1].device_token == IPHONE
+
+
+def test_a_dead_tokens_alert_goes_in_the_same_round_when_its_outcome_is_written_alone(
+    live: Flask,
+    push_fake_webpush: FakePushService,
+    push_fake_apns: FakeAPNs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database refused APNs' words for the dead token, so the outcomes were
+    written one by one: the alert then waited for a next round, which an inline send
+    never makes."""
+    record = Dispatcher._record
+
+    def refusing(self: Dispatcher, session: Any, decided: Any, results: Any, *args: Any) -> Any:
+        for _, result in results:
+            if result.status == "gone" and "Unregistered" in (result.error or ""):
+                raise ValueError("a value the database refuses")
+        return record(self, session, decided, results, *args)
+
+    monkeypatch.setattr(Dispatcher, "_record", refusing)
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        db.session.add(
+            push.models.ActivityToken(
+                installation_id=iphone, activity_id="order-42", push_token=LIVE_TOKEN
+            )
+        )
+        db.session.commit()
+        push_fake_apns.unregister(LIVE_TOKEN)
+        message = order()
+        [entry] = [e for e in push.explain(message.id) if e["target"]["kind"] == "apns"]
+        assert (entry["status"], entry["attempts"]) == ("sent", 2)
     assert push_fake_apns.notifications[-1].device_token == IPHONE
 
 
