@@ -550,20 +550,27 @@ def test_a_catch_up_queued_behind_a_newer_state_leaves_it(
     assert push_fake_apns.live_activities[LIVE_TOKEN].content_state == STATE
 
 
+def with_a_dead_live_token(service: FakePushService, apns: FakeAPNs) -> str:
+    """Alice's devices, her iPhone with a Live Activity token for order 42 that APNs
+    says is dead (she ended it); the iPhone's id."""
+    iphone = devices(service)["iphone"]
+    db.session.add(
+        push.models.ActivityToken(
+            installation_id=iphone, activity_id="order-42", push_token=LIVE_TOKEN
+        )
+    )
+    db.session.commit()
+    apns.unregister(LIVE_TOKEN)
+    return str(iphone)
+
+
 def test_a_dead_live_activity_token_is_dropped_not_the_device(
     live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
 ) -> None:
     """The user ended the Live Activity: its token is forgotten, not the device, and
     the state goes to the device at once as the alert its next states go as."""
     with live.app_context():
-        iphone = devices(push_fake_webpush)["iphone"]
-        db.session.add(
-            push.models.ActivityToken(
-                installation_id=iphone, activity_id="order-42", push_token=LIVE_TOKEN
-            )
-        )
-        db.session.commit()
-        push_fake_apns.unregister(LIVE_TOKEN)
+        iphone = with_a_dead_live_token(push_fake_webpush, push_fake_apns)
         message = order()
         assert (
             db.session.scalar(sa.select(sa.func.count()).select_from(push.models.ActivityToken))
@@ -615,14 +622,7 @@ def test_a_dead_tokens_alert_goes_in_the_same_round_when_its_outcome_is_written_
 
     monkeypatch.setattr(Dispatcher, "_record", refusing)
     with live.app_context():
-        iphone = devices(push_fake_webpush)["iphone"]
-        db.session.add(
-            push.models.ActivityToken(
-                installation_id=iphone, activity_id="order-42", push_token=LIVE_TOKEN
-            )
-        )
-        db.session.commit()
-        push_fake_apns.unregister(LIVE_TOKEN)
+        with_a_dead_live_token(push_fake_webpush, push_fake_apns)
         message = order()
         [entry] = [e for e in push.explain(message.id) if e["target"]["kind"] == "apns"]
         assert (entry["status"], entry["attempts"]) == ("sent", 2)
