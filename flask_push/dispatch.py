@@ -1022,10 +1022,7 @@ class Dispatcher:
         # a push whose Live Activity token died goes again at once, as an alert: once
         # written, this round claims it too, as it would any other due push (else it
         # waits for the next round, which an inline send never makes)
-        again = any(
-            self._falls_back(push, result, r.attempts[int(push.delivery_id)])
-            for push, result in writes.results
-        )
+        again = any(self._falls_back(push, result, r.attempts) for push, result in writes.results)
         try:
             await self._on_db_thread(self._write, writes, r.attempts, r.events)
         except Exception as err:
@@ -1388,15 +1385,18 @@ class Dispatcher:
         """Whether a delivery tried ``tries`` times is failed rather than retried."""
         return tries >= self.max_attempts
 
-    def _falls_back(self, push: OutgoingPush, result: DeliveryResult, tries: int) -> bool:
+    def _falls_back(
+        self, push: OutgoingPush, result: DeliveryResult, attempts: Mapping[int, int]
+    ) -> bool:
         """Whether a push APNs answered "gone" for goes again as an ordinary alert to
         its device: it went to a Live Activity's own token or the push-to-start token,
-        which died alone, and it has tries left."""
+        which died alone, and it has tries left (``attempts``: tries by delivery id,
+        looked up last: every outcome of a write is asked)."""
         return (
             result.status == "gone"
             and isinstance(push.target, DeviceTarget)
             and push.target.kind != "device"
-            and not self._gives_up(tries)
+            and not self._gives_up(attempts[int(push.delivery_id)])
         )
 
     def _never_finished(self, claims: int) -> bool:
@@ -1952,7 +1952,7 @@ class Dispatcher:
                         }
                     )
                     _log_outcome(push, result, f"will be retried in {wait:.0f} s (attempt {tries})")
-            elif self._falls_back(push, result, tries):
+            elif self._falls_back(push, result, attempts):
                 # A Live Activity's own token (or the push-to-start one) is dead, not
                 # the device: forget the token and send this state again at once, as
                 # the ordinary alert the device's next states go as. Else a start to
@@ -2200,7 +2200,7 @@ class Dispatcher:
                     result.status == "retry"
                     and id not in dropped
                     and not self._gives_up(attempts[id])
-                ) or self._falls_back(push, result, attempts[id])
+                ) or self._falls_back(push, result, attempts)
                 signals.delivery_failed.send(app, push=push, result=result, will_retry=will_retry)
         for kind, target_id, reason in dead:
             signals.subscription_gone.send(app, kind=kind, target_id=target_id, reason=reason)
