@@ -303,9 +303,8 @@ def send(
                 raise click.ClickException(f"{err.provider}: {err}") from None
             recipients = message.recipient_count
             # its status as it was queued: the counts below say what became of it
-            queued_as = reports.message_status(message.send_at, {"queued": recipients})
             click.echo(
-                f"Message {message.id}: {queued_as}, "
+                f"Message {message.id}: {reports.status_as_queued(message)}, "
                 f"{recipients} recipient{'' if recipients == 1 else 's'}"
             )
             if not no_wait:

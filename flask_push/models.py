@@ -327,16 +327,15 @@ def _define(db: SQLAlchemy) -> Models:
             """``scheduled``, ``queued``, ``sending`` or ``done``, as ``GET
             /messages/<id>`` says it: read from its deliveries (one query) while the
             message is in a session, so that it is ``done`` after an inline send."""
-            from .reports import message_counts, message_status
+            from .reports import message_counts, message_status, status_as_queued
 
             # Only a row written and still in its session has deliveries to read: one
             # added and not flushed yet has no id until the query's autoflush gives it
             # one (the lookup by its id then failed), and one deleted has none left.
             if not sa.inspect(self).persistent:
-                counts = {"queued": self.recipient_count or 0}
-            else:
-                session = sa.orm.object_session(self)
-                counts = message_counts(session, models, [self.id])[self.id]
+                return status_as_queued(self)
+            session = sa.orm.object_session(self)
+            counts = message_counts(session, models, [self.id])[self.id]
             return message_status(self.send_at, counts)
 
     class FlaskPushDelivery(db.Model):  # type: ignore[name-defined,misc]

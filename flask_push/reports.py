@@ -112,6 +112,12 @@ def message_status(send_at: datetime | None, counts: dict[str, int]) -> MessageS
     return "sending"
 
 
+def status_as_queued(message: Any) -> MessageStatus:
+    """The status ``message`` was queued with, from its own columns (no query): what
+    a send answers at once, before its deliveries say more."""
+    return message_status(message.send_at, {"queued": message.recipient_count or 0})
+
+
 def cancelled(session: Any, models: Models, message_ids: Iterable[str]) -> set[str]:
     """Those of ``message_ids`` an operator cancelled: they have ``cancelled``
     deliveries (nothing of them is sent again, a retry included). One query."""

@@ -87,7 +87,7 @@ def create_message() -> ResponseReturnValue:
     # read now, from the message as committed: a rollback below expires it
     queued = MessageQueued(
         id=message.id,
-        status=status(message, {"queued": message.recipient_count}),
+        status=reports.status_as_queued(message),
         recipient_count=message.recipient_count,
     )
     try:
