@@ -176,6 +176,13 @@ LOST_ATTEMPT = (
 #: a push that waits, moved when the user changed their quiet hours
 QUIET_HOURS_CHANGED = "The user changed their quiet hours at {at}: it is due at {next}."
 
+#: added to the first entry of a push that goes at once because the user's quiet hours
+#: are in a zone this server's tz database does not know (a tzdata update removed it)
+QUIET_HOURS_UNKNOWN_ZONE = (
+    'The user\'s quiet hours were not applied: their time zone "{zone}" is not in this '
+    "server's time zone database (they can choose their zone again in their settings)."
+)
+
 #: an operator's retry of what failed in a message scheduled for later: it waits for
 #: the message's ``send_at``, as its other pushes do
 RETRY_SCHEDULED = (

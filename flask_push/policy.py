@@ -164,8 +164,10 @@ def _decide(
     expires_at: datetime,
     now: datetime,
     queued: list[dict[str, Any]],
+    going: str | None = None,
 ) -> Decision | None:
-    """One target's decision, or None when it goes as any message would."""
+    """One target's decision, or None when it goes as any message would (a decision
+    that lets it go says ``going`` as its reason)."""
     channel = channel_of(target)
     if not category.is_on(channel, mine.choices.get(category.id)):
         words = CHANNEL_WORDS[channel]
@@ -174,6 +176,16 @@ def _decide(
         return _suppressed("frequency_cap", due, now, category=category, cap=category.max_per_day)
     if category.required or mine.quiet_hours is None:
         return None
+    if not mine.quiet_hours.known_zone:
+        # a zone the tz database lost since the user chose it: no window to hold the
+        # push to, so it goes as without quiet hours, saying why in its timeline
+        said = outcomes.QUIET_HOURS_UNKNOWN_ZONE.format(zone=mine.quiet_hours.time_zone)
+        last = queued[-1]
+        first = [
+            *queued[:-1],
+            {**last, "detail": " ".join(filter(None, [last.get("detail"), said]))},
+        ]
+        return Decision("queued", going, due, first)
     end = mine.quiet_hours.ends_after(due)
     if end is None:
         return None
@@ -207,7 +219,9 @@ def decide(
     push when it was sent; ``capped``: the users whose place it gave back, as it was
     never pushed to them, and whose day is full now (:func:`retaken`).
     ``timeline``: the events it starts with."""
-    return _decide(category, target, mine, set(capped), due, expires_at, now, timeline)
+    return _decide(
+        category, target, mine, set(capped), due, expires_at, now, timeline, going="operator_retry"
+    )
 
 
 def retaken(

@@ -9,11 +9,13 @@ chose.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
@@ -27,6 +29,31 @@ from .schemas.preferences import Preferences as PreferencesShown
 #: user ids per ``IN (...)`` when reading a listed audience's preferences
 USERS_PER_QUERY = 5000
 
+logger = logging.getLogger("flask_push")
+
+
+@functools.lru_cache(maxsize=1024)
+def zone_of(name: str) -> ZoneInfo | None:
+    """The time zone ``name``, or None when this server's tz database lacks it.
+
+    A stored zone was checked when the user chose it, but the database can change
+    under it: a tzdata update removes a name (``US/Pacific-New`` went in 2020b), or
+    the process that sends runs on a host or image with another (or no) tz database
+    than the one that took the choice. One such user must not break a send to a
+    whole audience; their quiet hours are left unapplied and said so, once per
+    name and process here, and in the timeline of each push they let through.
+    """
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        logger.warning(
+            "flask-push: the time zone %r of a user's quiet hours is not in this server's "
+            "time zone database, so their quiet hours are not applied until they choose "
+            "their zone again (or the database knows it: the tzdata package)",
+            name,
+        )
+        return None
+
 
 @dataclass(frozen=True)
 class QuietHours:
@@ -36,9 +63,17 @@ class QuietHours:
     end: str
     time_zone: str
 
+    @property
+    def known_zone(self) -> bool:
+        """This server's tz database knows ``time_zone`` (see :func:`zone_of`)."""
+        return zone_of(self.time_zone) is not None
+
     def ends_after(self, when: datetime) -> datetime | None:
-        """The end of the window ``when`` falls in (in UTC), or None when it is outside."""
-        zone = ZoneInfo(self.time_zone)
+        """The end of the window ``when`` falls in (in UTC), or None when it is
+        outside, or when the zone is unknown here (:func:`zone_of`)."""
+        zone = zone_of(self.time_zone)
+        if zone is None:
+            return None
         local = when.astimezone(zone)
         start, end, now = _time(self.start), _time(self.end), local.time()
         day: date | None = None

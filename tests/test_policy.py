@@ -883,6 +883,52 @@ def test_quiet_hours_longer_than_the_ttl_expire_it(
     ]
 
 
+def test_a_time_zone_the_server_no_longer_knows_breaks_no_send(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A zone checked when the user chose it may leave the tz database later (tzdata
+    2020b removed US/Pacific-New), or be missing where the sender runs: that one
+    user's quiet hours are not applied, and the broadcast still goes to everyone
+    (it failed with ZoneInfoNotFoundError: 500 for POST /messages)."""
+    with context(live):
+        alice = push_fake_webpush.subscribe("alice")
+        bob = push_fake_webpush.subscribe("bob")
+        subscribe(alice, "alice")
+        subscribe(bob, "bob")
+        quiet_now("alice")
+        p = push.models.Preference
+        db.session.execute(
+            sa.update(p).where(p.user_id == "alice").values(time_zone="US/Pacific-New")
+        )
+        db.session.commit()
+    answer = live.test_client().post(
+        "/push/messages",
+        json={
+            "audience": {"everyone": True},
+            "notification": {"title": "2 for 1 on apples", "category": "offers"},
+        },
+        headers=ADMIN,
+    )
+    assert answer.status_code == 202, answer.get_json()
+    assert answer.get_json()["recipientCount"] == 2
+    with context(live):
+        message_id = answer.get_json()["id"]
+        assert [len(alice.received), len(bob.received)] == [1, 1]
+        [first] = push.explain(message_id, user_id="alice")[0]["events"][:1]
+        assert first["what"] == "queued"
+        assert first["detail"].endswith(
+            'The user\'s quiet hours were not applied: their time zone "US/Pacific-New" is '
+            "not in this server's time zone database (they can choose their zone again in "
+            "their settings)."
+        )
+        # bob's timeline says nothing of it
+        [bobs] = push.explain(message_id, user_id="bob")[0]["events"][:1]
+        assert bobs["detail"] == "Queued for sending."
+        # the user still sees what they chose, and can choose again
+        shown = live.test_client().get("/push/preferences", headers=as_user("alice"))
+        assert shown.get_json()["quietHours"]["timeZone"] == "US/Pacific-New"
+
+
 # -- the daily cap ----------------------------------------------------------------------
 
 
