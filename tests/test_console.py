@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 
@@ -297,6 +298,38 @@ def test_the_users_page_says_what_the_user_lets_through(
     # a mistyped id is not shown the defaults as if they were someone's choices
     unknown = app.test_client().get(f"{CONSOLE}/users?id=43", headers=ADMIN)
     assert "lets through" not in unknown.get_data(as_text=True)
+
+
+def test_the_users_page_says_when_quiet_hours_are_not_applied(
+    make_app: Callable[..., Flask],
+) -> None:
+    """A zone the server's tz database lost since the user chose it leaves their
+    quiet hours unapplied (test_policy): the operator reads so where the quiet hours
+    are shown, not that pushes wait for them."""
+    app = make_app(SECRET_KEY=SECRET, PUSH_CATEGORIES={"offers": {"label": "Offers"}})
+    with app.app_context():
+        add_subscription("42")
+        add_subscription("43")
+        for user in ("42", "43"):
+            push.set_preferences(
+                user, quiet_hours={"start": "22:00", "end": "07:00", "time_zone": "Asia/Kathmandu"}
+            )
+        p = push.models.Preference
+        db.session.execute(sa.update(p).where(p.user_id == "43").values(time_zone="Mars/Olympus"))
+        db.session.commit()
+    pages = {
+        user: app.test_client()
+        .get(f"{CONSOLE}/users?id={user}", headers=ADMIN)
+        .get_data(as_text=True)
+        .replace("&#39;", "'")
+        for user in ("42", "43")
+    }
+    assert "22:00 to 07:00, Asia/Kathmandu (pushes of a category" in pages["42"]
+    assert "not applied" not in pages["42"]
+    assert (
+        "22:00 to 07:00, Mars/Olympus <strong>(not applied: this server's time zone database "
+        "does not know this zone" in pages["43"]
+    )
 
 
 def test_a_message_names_its_category_and_what_the_users_held_back(
@@ -727,8 +760,6 @@ def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
 
 def statements(app: Flask, client: Any, path: str) -> int:
     """SQL statements one console page runs."""
-    import sqlalchemy as sa
-
     seen: list[str] = []
 
     def count(*args: Any) -> None:
