@@ -30,7 +30,7 @@ from .message import Activity
 from .models import Models, unclaimed_update, utcnow
 from .realtime.events import ACTIVITY_CHANNEL_PREFIX, user_channel
 from .realtime.inbox_events import publish_committed
-from .schemas.activity import ActivityCall
+from .schemas.activity import ActivityCall, progress_of
 from .schemas.base import Context
 from .schemas.errors import by_alias, parse
 
@@ -79,6 +79,12 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         )
     # APNs shows a Live Activity push only if its timestamp is newer than the last
     stamp = max(int(now.timestamp()), (row.timestamp + 1) if row is not None else 0)
+    # A call without a state (an end, new words alone) shows the last one: an empty
+    # content-state does not decode into the app's ContentState, so an iPhone would
+    # drop the push and its Live Activity would go on showing the old state.
+    current = call.state
+    if current is None:
+        current = dict(row.state or {}) if row is not None else {}
     if row is None:
         row = model(id=call.id, created_at=now, users=[], state={})
         session.add(row)
@@ -88,7 +94,7 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
     # on it leave it before its next state goes out
     left = sorted(set(row.users or ()) - set(users))
     row.users = sorted(users)
-    row.event, row.state, row.timestamp, row.updated_at = call.event, call.state or {}, stamp, now
+    row.event, row.state, row.timestamp, row.updated_at = call.event, current, stamp, now
     if call.event == "end":
         row.ended_at = now
     shown = Activity(
@@ -96,7 +102,7 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         # a start run twice (a host's job retried) stays one: the dispatcher sends no
         # second push-to-start to a device that had one for this activity
         event=call.event,
-        state=call.state or {},
+        state=current,
         timestamp=stamp,
         stale_at=_epoch(call.stale_at),
         dismiss_at=_epoch(call.dismiss_at),
@@ -106,13 +112,13 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
     live = {
         "id": call.id,
         "event": call.event,
-        "state": call.state or {},
+        "state": current,
         "title": call.title,
         "body": call.body,
         "url": call.url,
         "timestamp": stamp,
     }
-    progress = call.progress()
+    progress = progress_of(current)
 
     def supersede(
         session: Any, message: Any, targets: Sequence[Target]
@@ -138,7 +144,7 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         inbox_id=call.id,
         inbox_fields={
             "is_new": True,
-            "data": {"activity": {"id": call.id, "event": call.event, "state": call.state or {}}},
+            "data": {"activity": {"id": call.id, "event": call.event, "state": current}},
             # from this state alone, as its push shows it: a state without a body,
             # a url or step and steps clears the previous state's (SQL NULL, as on an
             # item never given one, not JSON null), so that the bell never shows

@@ -571,7 +571,8 @@ class Push:
             takes no more calls. A ``start`` run twice (a job retried) sends no second
             push-to-start to a device that had one for this activity (it would start a
             second Live Activity there): that device gets it as an alert.
-        :param state: the app's state of it (a Live Activity's ``content-state``).
+        :param state: the app's state of it (a Live Activity's ``content-state``);
+            when not given, the activity's last state.
         :param category: a ``PUSH_CATEGORIES`` id, as in :meth:`send`.
         :param stale_at: when the state is out of date; ``dismiss_at`` (with
             ``end``): when it leaves the lock screen.

@@ -4,6 +4,7 @@ older queued states superseded, timestamps that only grow, and the end."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -855,6 +856,36 @@ def test_the_inbox_item_shows_the_latest_state_alone(live: Flask) -> None:
             "Your courier is close",
             "/orders/42",
         )
+
+
+def test_a_call_without_a_state_keeps_the_last_one(
+    live: Flask,
+    push_fake_webpush: FakePushService,
+    push_fake_fcm: FakeFCM,
+    push_fake_apns: FakeAPNs,
+) -> None:
+    """An ``end`` (or an update of the words alone) given no ``state`` shows the
+    activity's last state: an empty ``content-state`` would not decode into the
+    app's ContentState, so the iPhone would drop the push and keep showing "out for
+    delivery" on its lock screen for hours after the order arrived."""
+    with live.app_context():
+        mine = devices(push_fake_webpush)
+        order("start")
+    assert register_live_token(live, mine["iphone"]).status_code == 201
+    with live.app_context():
+        ended = order("end", title="Order #42 delivered", body=None, state=None)
+        assert ended.activity["state"] == STATE
+        [item] = push.search("alice").items
+        assert item.progress == {"total": 5, "processed": 4}
+        assert item.data["activity"]["state"] == STATE
+        [(_, said)] = [e for e in events("activity:order-42") if e[1]["event"] == "end"]
+        assert said["state"] == STATE
+    shown = push_fake_apns.live_activities[LIVE_TOKEN]
+    assert (shown.event, shown.content_state) == ("end", STATE)
+    [browser_end] = [p.json() for p in mine["browser"].received][-1:]
+    assert browser_end["activity"]["state"] == STATE
+    android = push_fake_fcm.messages[-1].message["data"]["activity"]
+    assert json.loads(android)["state"] == STATE
 
 
 def test_timestamps_only_grow_and_the_end_is_the_end(

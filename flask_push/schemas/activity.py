@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from annotated_types import MaxLen, MinLen
@@ -44,12 +45,11 @@ class ActivityCall(WireModel):
             raise refuse("invalid_value", "is only for event='end'", "dismissAt")
         return self
 
-    def progress(self) -> dict[str, Any] | None:
-        """The inbox item's ``progress``: ``step`` of ``steps`` when the state has both."""
-        state = self.state or {}
-        step, steps = state.get("step"), state.get("steps")
-        numbers = all(
-            isinstance(n, (int, float)) and not isinstance(n, bool) and n >= 0
-            for n in (step, steps)
-        )
-        return {"total": steps, "processed": step} if numbers else None
+
+def progress_of(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The inbox item's ``progress``: ``step`` of ``steps`` when ``state`` has both."""
+    step, steps = state.get("step"), state.get("steps")
+    numbers = all(
+        isinstance(n, (int, float)) and not isinstance(n, bool) and n >= 0 for n in (step, steps)
+    )
+    return {"total": steps, "processed": step} if numbers else None
