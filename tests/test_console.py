@@ -4,10 +4,12 @@ drives it in tests/test_console_browser.py."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from html import unescape
 from typing import Any
 
 import pytest
@@ -352,6 +354,38 @@ def test_a_message_names_its_category_and_what_the_users_held_back(
     assert "Offers and deals <code>offers</code>" in html
     assert "<dt>Targets to send to</dt><dd>0 <span" in html
     assert "(3 held back by the users' settings or a daily cap)" in html
+
+
+def test_a_live_activitys_message_says_which_of_its_states_it_is(console_app: Flask) -> None:
+    """Each state of a live activity is a message with the same title: the list and
+    the message's page say which activity, which event and what state it showed
+    (and that a catch-up is one), else an operator cannot tell them apart."""
+    dismissed = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
+    with console_app.app_context():
+        add_subscription("alice")
+        push.activity(
+            "order-42", users=["alice"], title="Order #42", event="start", state={"step": 1}
+        )
+        ended = push.activity(
+            "order-42",
+            users=["alice"],
+            title="Order #42",
+            event="end",
+            state={"status": "delivered", "note": EVIL},
+            dismiss_at=dismissed,
+        )
+        id = ended.id
+    client = console_app.test_client()
+    listed = client.get(f"{CONSOLE}/messages", headers=ADMIN).get_data(as_text=True)
+    assert listed.count("live activity <code>order-42</code>") == 2
+    assert ">end</span>" in listed and ">start</span>" in listed
+    html = client.get(f"{CONSOLE}/messages/{id}", headers=ADMIN).get_data(as_text=True)
+    assert "<dt>Live activity</dt><dd><code>order-42</code>: end</dd>" in html
+    assert EVIL not in html  # the state is the host's data: escaped
+    shown = re.search(r"<dt>State</dt><dd[^>]*><code>(.*?)</code>", html)
+    assert shown is not None
+    assert unescape(shown.group(1)) == json.dumps({"status": "delivered", "note": EVIL})
+    assert f'<time datetime="{dismissed.isoformat()}"' in html  # dismissal, as a time
 
 
 def test_a_bad_filter_is_a_page_not_a_crash(console_app: Flask) -> None:

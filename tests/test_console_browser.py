@@ -127,7 +127,18 @@ def _seed(console: Console, fcm: FakeFCM) -> None:
             title="Reminder: your cart is waiting",
             send_at=datetime.now(timezone.utc) + timedelta(days=1),
         )
-        console.ids.update(sale=sale.id, shipped=shipped.id, later=later.id)
+        # a live activity's state: a long state without a space must wrap on a phone
+        push.activity("order-1042", users=["bob"], title="Order #1042", event="start")
+        delivered = push.activity(
+            "order-1042",
+            users=["bob"],
+            title="Order #1042",
+            body="Delivered",
+            event="end",
+            state={"status": "delivered", "step": 5, "steps": 5, "proof": "x" * 120},
+            dismiss_at=datetime.now(timezone.utc) + timedelta(hours=1),
+        )
+        console.ids.update(sale=sale.id, shipped=shipped.id, later=later.id, order=delivered.id)
         push.set_preferences(
             "alice",
             categories={"offers": {"web": False}},
@@ -234,6 +245,7 @@ def test_every_page_at_desktop_and_phone_width(console: Console, page: Any) -> N
         "overview": "/",
         "messages": "/messages",
         "message": f"/messages/{console.ids['sale']}",
+        "activity": f"/messages/{console.ids['order']}",
         "user": "/users?id=alice",
         "providers": "/providers",
         "send": "/send",

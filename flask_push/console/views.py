@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from .. import app_providers, explain, reports
+from ..activities import activity_from_json
 from ..api.messages import status as message_status
 from ..categories import CHANNELS
 from ..errors import PayloadError, ValidationError
@@ -101,6 +102,27 @@ def readable(value: Any) -> str:
 def iso(value: Any) -> str:
     when = _as_datetime(value)
     return when.isoformat() if when is not None else ""
+
+
+def activity_facts(message: Any) -> dict[str, Any] | None:
+    """Which state of a live activity ``message`` showed (``push.activity``): its
+    activity, event, state and times; None for another message. Each state is a
+    message with the same title, which alone does not tell them apart."""
+    shown = activity_from_json(message.activity)
+    if shown is None:
+        return None
+
+    def at(seconds: int | None) -> datetime | None:
+        return None if seconds is None else datetime.fromtimestamp(seconds, timezone.utc)
+
+    return {
+        "id": shown.id,
+        "event": shown.event,
+        "state": json.dumps(dict(shown.state), ensure_ascii=False),
+        "stale_at": at(shown.stale_at),
+        "dismiss_at": at(shown.dismiss_at),
+        "catch_up": shown.catch_up,
+    }
 
 
 #: the API's own limits, as the forms' ``maxlength``: the browser stops what it refuses
@@ -385,3 +407,4 @@ def register(bp: Blueprint) -> None:
     bp.add_app_template_global(csrf_token, "push_console_csrf_token")
     bp.add_app_template_filter(readable, "push_console_time")
     bp.add_app_template_filter(iso, "push_console_iso")
+    bp.add_app_template_filter(activity_facts, "push_console_activity")
