@@ -577,7 +577,8 @@ class Push:
         :param stale_at: when the state is out of date; ``dismiss_at`` (with
             ``end``): when it leaves the lock screen.
         :param attributes_type: with ``attributes``, for ``start``: the Live
-            Activity's type and static attributes, for a push-to-start.
+            Activity's type and static attributes, for a push-to-start (which needs
+            a ``state``).
         :raises ValidationError: a bad value, or an activity that has ended
             (``activity_ended``); nothing is written.
 

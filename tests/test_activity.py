@@ -970,6 +970,16 @@ def test_an_activity_made_since_the_lookup_is_updated(
         ({"state": {"eta": float("nan")}}, "state"),
         ({"attributes": {"n": 1}}, "attributesType"),
         ({"attributes_type": "OrderAttributes", "attributes": {"n": 1}}, "attributes"),
+        # a push-to-start without a content-state starts nothing on the iPhone
+        (
+            {
+                "event": "start",
+                "attributes_type": "OrderAttributes",
+                "attributes": {},
+                "state": None,
+            },
+            "state",
+        ),
         ({"category": "offers"}, "category"),
         ({"url": "javascript:alert(1)"}, "url"),
     ],

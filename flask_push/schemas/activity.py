@@ -41,6 +41,15 @@ class ActivityCall(WireModel):
             )
         if self.attributes is not None and self.event != "start":
             raise refuse("invalid_value", "are only for event='start'", "attributes")
+        if self.attributes is not None and self.state is None:
+            # APNs takes a push-to-start without one, and the iPhone starts nothing:
+            # ActivityKit cannot make the app's ContentState out of no content-state
+            raise refuse(
+                "required",
+                "is required with attributes: a push-to-start's content-state "
+                "(state={} for a ContentState without fields)",
+                "state",
+            )
         if self.dismiss_at is not None and self.event != "end":
             raise refuse("invalid_value", "is only for event='end'", "dismissAt")
         return self
