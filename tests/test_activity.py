@@ -1123,7 +1123,9 @@ def test_a_state_too_large_for_a_push_is_refused_and_nothing_is_written(
 ) -> None:
     with live.app_context():
         devices(push_fake_webpush)
-        with pytest.raises(PayloadError):
+        with pytest.raises(PayloadError) as raised:
             order(state={"note": "x" * 4000})
+        # the state is what made it too large, and the message says so
+        assert "Shorten the body or the activity's state, or move" in str(raised.value)
         for model in (push.models.Activity, push.models.Message, push.models.InboxItem):
             assert db.session.scalar(sa.select(sa.func.count()).select_from(model)) == 0

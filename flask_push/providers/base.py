@@ -382,12 +382,17 @@ class Provider(ABC):
         """
         if activity is None:
             size = self.payload_size(notification)
+            # what the sender can shorten: an activity's state rides in the payload too
+            what = "the body"
         else:
             size = self.activity_payload_size(notification, activity)
+            what = "the body or the activity's state" + (
+                " and attributes" if activity.attributes else ""
+            )
         if size > self.max_payload:
             raise PayloadError(
                 f"The {self.name} payload would be {size} bytes; the limit is "
-                f"{self.max_payload}. Shorten the body or move data to your server.",
+                f"{self.max_payload}. Shorten {what}, or move data to your server.",
                 provider=self.name,
             )
 
