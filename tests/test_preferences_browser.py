@@ -530,6 +530,39 @@ def test_the_bells_menu_links_to_the_hosts_settings_page(
     page.wait_for_url(f"{live.origin}/account/notifications")
 
 
+def test_the_bell_is_ready_while_its_settings_entry_waits_for_the_preferences(
+    browser: Browser, page: Any, live: Live
+) -> None:
+    """A server slow to answer ``GET /preferences`` holds back only the menu's
+    "Notification settings", which shows once the answer comes: the bell's ``ready``
+    (its items and count) does not wait for it."""
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append(route)  # answered at the end, not before
+
+    page.route("**/push/preferences", hold)
+    page.goto(f"{live.origin}/login/nina")
+    page.evaluate(
+        """() => {
+             window.bell = FlaskPush.bell(document.getElementById('bell'));
+             window.bellReady = false;
+             window.bell.ready.then(() => { window.bellReady = true; });
+           }"""
+    )
+    page.wait_for_function("() => window.bellReady")
+    while len(held) < 2:  # the page's own read and the bell's, both still unanswered
+        page.wait_for_timeout(20)
+    page.locator(".fp-bell-button").click()
+    expect(page.locator(".fp-panel").get_by_role("button", name="See all")).to_be_visible()
+    expect(page.locator(".fp-show-settings")).to_be_hidden()
+    for route in held:
+        route.fulfill(response=route.fetch())
+    settings = page.locator(".fp-panel").get_by_role("button", name="Notification settings")
+    expect(settings).to_be_visible()
+    assert page.console_errors == []
+
+
 def test_the_bell_offers_no_settings_when_there_is_nothing_to_choose(
     browser: Browser, page: Any, live_without_categories: Live
 ) -> None:
@@ -537,7 +570,13 @@ def test_the_bell_offers_no_settings_when_there_is_nothing_to_choose(
     page.goto(f"{live.origin}/login/kim")
     for options in ({}, {"preferencesUrl": "/account/notifications"}):
         page.goto(f"{live.origin}/")
-        start_bell(page, options)
+        page.evaluate("window.prefs.ready")  # the page's own read is done
+        # the bell's `ready` does not wait for its read of the preferences: wait for
+        # the answer, and for a read the page sends after it, so the bell has used it
+        with page.expect_response(lambda r: r.url.endswith("/push/preferences")) as read:
+            start_bell(page, options)
+        read.value.finished()
+        page.evaluate("FlaskPush.api('GET', '/preferences')")
         page.locator(".fp-bell-button").click()
         expect(page.locator(".fp-panel").get_by_role("button", name="See all")).to_be_visible()
         # not a way to "There are no notifications to choose from"

@@ -1409,10 +1409,10 @@
     const offs = [on('*', 'reconnect', refreshShown), on('*', 'gap', inboxGap)];
     connect();
     setCount(0);
-    const offered = offerSettings(); // never rejects
-    const ready = joined()
-      .then(refresh)
-      .then(() => offered);
+    // The settings entry shows when (and if) GET /preferences answers: a slow or hung
+    // answer must not hold the bell's items and count, which is what `ready` is for.
+    offerSettings(); // never rejects
+    const ready = joined().then(refresh);
     // said in the menu; a host that awaits `ready` still gets the error
     ready.catch(notLoaded);
     return {
