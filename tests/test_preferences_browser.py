@@ -641,3 +641,48 @@ def test_screenshots_at_desktop_and_phone_width(
     assert scroll <= inner
     page.screenshot(path=str(shots() / f"bell-settings-{width}.png"))
     assert page.evaluate("window.violations") == []
+
+
+# every control a pointer can aim at in the bell's menu or its history, as
+# [its words, width, height] (a JavaScript expression)
+TARGETS = """(selector) => [...document.querySelectorAll(selector)]
+  .filter((e) => e.checkVisibility())
+  .map((e) => {
+    const box = e.getBoundingClientRect();
+    return [e.textContent.trim() || e.getAttribute('aria-label'), box.width, box.height];
+  })"""
+CONTROLS = ":is(button, a[href], input, select, [tabindex])"
+
+
+@pytest.mark.parametrize("width", WIDTHS.values(), ids=WIDTHS.keys())
+def test_every_control_of_the_bell_is_a_target_of_24_pixels_at_least(
+    browser: Browser, page: Any, live: Live, width: int
+) -> None:
+    """WCAG 2.2's Target Size (Minimum), 2.5.8: 24 by 24 CSS pixels, for the menu's
+    text buttons and link too, and the history's; look at the screenshots."""
+    page.set_viewport_size({"width": width, "height": 900})
+    with live.app.app_context():
+        for n in range(3):
+            push.upsert("olga", notify_type="info", title=f"Offer {n}", body="20% off")
+    page.goto(f"{live.origin}/login/olga")
+    for options in ({"historyTake": 2}, {"preferencesUrl": "/account/notifications"}):
+        page.goto(f"{live.origin}/")
+        start_bell(page, options)
+        page.locator(".fp-bell-button").click()
+        expect(page.locator(".fp-show-settings")).to_be_visible()
+        targets = page.evaluate(TARGETS, f".fp-bell-button, .fp-panel {CONTROLS}")
+        words = [each[0] for each in targets]
+        for name in ("Mark all as read", "See all", "Notification settings", "Offer 0"):
+            assert any(name in said for said in words), words
+        assert [each for each in targets if min(each[1:]) < 24] == []
+        kind = "link" if "preferencesUrl" in options else "button"
+        page.screenshot(path=str(shots() / f"bell-targets-{kind}-{width}.png"))
+    page.goto(f"{live.origin}/")
+    start_bell(page, {"historyTake": 2})
+    page.locator(".fp-bell-button").click()
+    page.locator(".fp-show-history").click()
+    expect(page.locator(".fp-show-older")).to_be_visible()
+    targets = page.evaluate(TARGETS, f".fp-history {CONTROLS}")
+    assert {"Close", "Show older"} <= {each[0] for each in targets}
+    assert [each for each in targets if min(each[1:]) < 24] == []
+    page.screenshot(path=str(shots() / f"bell-targets-history-{width}.png"))
