@@ -276,6 +276,22 @@
     if (zone && [...zoneSelect.options].some((o) => o.value === zone)) zoneSelect.value = zone;
   }
 
+  // -- quiet hours: the times wait while "No quiet hours" is chosen ------------------------
+  // Disabled, so Tab skips them and a click cannot change what would not be used (the
+  // CSS dims them). Without JavaScript they stay usable, and the server ignores them
+  // with "No quiet hours"; disabled fields are not sent, which it does not need then.
+  const noQuietHours = document.querySelector('input[name=quiet][value=off]');
+  if (noQuietHours) {
+    const times = noQuietHours.form.querySelectorAll('.quiet-times input, .quiet-times select');
+    const wait = () => times.forEach((field) => (field.disabled = noQuietHours.checked));
+    noQuietHours.form
+      .querySelectorAll('input[name=quiet]')
+      .forEach((radio) => radio.addEventListener('change', wait));
+    wait();
+    // back to the page: the browser may restore the choice after the script has run
+    window.addEventListener('pageshow', wait);
+  }
+
   // -- login helpers -------------------------------------------------------------------
   document.querySelectorAll('[data-fill-login]').forEach((button) => {
     button.addEventListener('click', () => {

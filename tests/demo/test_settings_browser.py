@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from playwright.sync_api import expect  # noqa: E402
 from served_demo import chromium_fixture, server_fixture, sign_in, submit_login  # noqa: E402
 
 from demo.extensions import db, push  # noqa: E402
@@ -160,11 +161,57 @@ def test_the_settings_form_round_trip(
     assert saved(app, "alice@example.com") == preferences
 
 
+@VIEWPORTS
+def test_the_quiet_hours_times_wait_while_there_are_none(
+    server: tuple[str, Any], chromium: Any, viewport: dict[str, int]
+) -> None:
+    """With "No quiet hours" chosen, the times and the zone are off (Tab skips them,
+    a click cannot change them); "Quiet every day" turns them on, and back again."""
+    base, app = server
+    page = sign_in(chromium, base, "alice@example.com", viewport=viewport, timezone_id="Asia/Tokyo")
+    page.goto(base + "/settings/notifications")
+    times = [page.locator(f"[name={name}]") for name in ("quiet_start", "quiet_end", "time_zone")]
+    none = page.locator("input[name=quiet][value=off]")
+    expect(none).to_be_checked(timeout=TIMEOUT_MS)  # she has none yet
+    for field in times:
+        expect(field).to_be_disabled(timeout=TIMEOUT_MS)
+    shot(page, "settings-no-quiet-hours", viewport)
+    none.focus()
+    page.keyboard.press("Tab")  # out of the radio group: past the times, to Save
+    expect(page.get_by_role("button", name="Save settings")).to_be_focused(timeout=TIMEOUT_MS)
+
+    page.check("input[name=quiet][value=on]")
+    for field in times:
+        expect(field).to_be_enabled(timeout=TIMEOUT_MS)
+    assert times[2].input_value() == "Asia/Tokyo"  # still offered: the browser's zone
+    page.fill("input[name=quiet_start]", "23:00")
+    page.check("input[name=quiet][value=off]")
+    for field in times:
+        expect(field).to_be_disabled(timeout=TIMEOUT_MS)
+    page.click("text=Save settings")
+    page.get_by_text("Your notification settings are saved.").wait_for()
+    assert saved(app, "alice@example.com").quiet_hours is None
+    for field in times:  # the page as saved: none, and the times off again
+        expect(field).to_be_disabled(timeout=TIMEOUT_MS)
+
+    page.check("input[name=quiet][value=on]")
+    page.fill("input[name=quiet_start]", "23:00")
+    page.click("text=Save settings")
+    page.get_by_text("Your notification settings are saved.").wait_for()
+    quiet = saved(app, "alice@example.com").quiet_hours
+    assert (quiet.start, quiet.end, quiet.time_zone) == ("23:00", "07:00", "Asia/Tokyo")
+    for field in times:
+        expect(field).to_be_enabled(timeout=TIMEOUT_MS)
+
+
 def test_the_settings_work_without_javascript(server: tuple[str, Any], chromium: Any) -> None:
     base, app = server
     page = sign_in(chromium, base, "bob@example.com", java_script_enabled=False)
     page.goto(base + "/settings/notifications")
     assert page.locator("select[name=time_zone]").input_value() == ""  # nobody picked one
+    # nothing but a script turns the times off while "No quiet hours" is chosen
+    assert page.locator("input[name=quiet][value=off]").is_checked()
+    assert page.locator("input[name=quiet_start]").is_enabled()
     page.check("input[name=quiet][value=on]")
     page.click("text=Save settings")
     assert page.locator(".field-error").text_content() == "Choose your time zone."
