@@ -27,13 +27,24 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess as _multiprocess
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.registry import Collector
+from .errors import PushConfigError, install_command
 
-from .errors import PushConfigError
+try:
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client import multiprocess as _multiprocess
+    from prometheus_client.core import GaugeMetricFamily, Metric
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+    from prometheus_client.registry import Collector
+except ModuleNotFoundError as err:
+    if err.name != "prometheus_client":
+        raise
+    # Imported before any init_app could check PUSH_METRICS (a gunicorn.conf.py's
+    # child_exit hook imports mark_process_dead): say which extra brings it.
+    raise ModuleNotFoundError(
+        f"flask_push.metrics needs flask-push's 'metrics' extra ({err.name!r} is not "
+        f"installed): {install_command('metrics')}",
+        name=err.name,
+    ) from err
 from .outbox_state import OutboxState
 
 logger = logging.getLogger("flask_push")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -413,6 +414,28 @@ def test_metrics_without_prometheus_client_says_what_to_install(
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(PushConfigError, match=r"pip install (-e )?'\S*\[metrics\]'"):
         make_app(PUSH_METRICS=True)
+
+
+def test_the_gunicorn_hook_without_prometheus_client_says_what_to_install() -> None:
+    """The README's gunicorn.conf.py imports flask_push.metrics, before any init_app has
+    checked PUSH_METRICS: without the extra, it says which extra to install, not only
+    that prometheus_client is missing."""
+    code = """
+        import sys
+        sys.modules["prometheus_client"] = None  # as if the metrics extra were not installed
+        try:
+            from flask_push.metrics import mark_process_dead
+        except ImportError as err:
+            print(isinstance(err, ModuleNotFoundError), err.name)
+            print(err)
+    """
+    kind, said = _run(code, {}).splitlines()
+    assert kind == "True prometheus_client"  # still what it was, for code that catches it
+    assert re.fullmatch(
+        r"flask_push\.metrics needs flask-push's 'metrics' extra \('prometheus_client' is not "
+        r"installed\): pip install (-e )?'\S+\[metrics\]'",
+        said,
+    ), said
 
 
 def test_a_multiprocess_dir_that_is_not_there_is_a_config_error(
