@@ -764,6 +764,45 @@ def test_a_slow_client_is_dropped_and_others_still_receive(live: Any, connect: A
     assert _next(fast, "after") == {}
 
 
+def _bytes_to_the_end(sock: socket.socket) -> bytes:
+    """What the server sends until it ends the stream."""
+    sock.settimeout(5)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_socket_the_client_closes_ends_with_the_close_frame(live: Any) -> None:
+    """Werkzeug's development server writes an HTTP answer ("HTTP/1.1 200 OK ...")
+    once the handler returns: behind the close frame it reads as a broken frame, which
+    Chromium's console shows as "Invalid frame header". The stream ends after it."""
+    _, url = live()
+    raw = _raw_client(url, "alice")
+    _joined(raw, "user:alice")  # served: its handler runs
+    raw.sendall(FrameProtocol(client=True, extensions=[]).close(1000, "bye"))
+    server = FrameProtocol(client=False, extensions=[])  # how the server writes it
+    assert _bytes_to_the_end(raw) == server.close(1000, "bye")
+    raw.close()
+
+
+def test_a_socket_the_server_closes_ends_with_the_close_frame(live: Any) -> None:
+    """The same when the server closes it (here, for a frame over the limit): its
+    close frame, the client's answer, and the end of the stream."""
+    _, url = live(PUSH_WS_MAX_MESSAGE_BYTES=1024)
+    raw = _raw_client(url, "alice")
+    protocol = _joined(raw, "user:alice").protocol
+    raw.sendall(protocol.send_data(json.dumps({"op": "ping", "pad": "x" * 2000})))
+    closing = FrameProtocol(client=False, extensions=[]).close(1009, "Message is too big")
+    received = b""
+    while len(received) < len(closing):
+        received += raw.recv(len(closing) - len(received))
+    assert received == closing
+    raw.sendall(protocol.close(1009))
+    assert _bytes_to_the_end(raw) == b""
+    raw.close()
+
+
 class _Reader:
     """The client's end of a socket the hub writes to: reads its bytes as
     websocket frames (unmasked, from a server) and gives their JSON."""

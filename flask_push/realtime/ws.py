@@ -211,6 +211,11 @@ def _error(code: str, message: str) -> str:
     return json.dumps({"op": "error", "code": code, "message": message})
 
 
+#: seconds the end of a websocket under Werkzeug's development server waits for the
+#: client's answer to the server's close frame
+CLOSE_HANDSHAKE_WAIT = 1.0
+
+
 def serve(ws: Any) -> None:
     """Serve one websocket until it closes or is dropped; an error closes it with 1011."""
     try:
@@ -225,6 +230,35 @@ def serve(ws: Any) -> None:
             ws.close(CloseReason.INTERNAL_ERROR, "Internal error")
         except (OSError, ConnectionClosed):
             pass
+    finally:
+        if ws.mode == "werkzeug":
+            _end_the_stream(ws, request.environ["werkzeug.socket"])
+
+
+def _end_the_stream(ws: Any, sock: socket.socket) -> None:
+    """Under Werkzeug's development server: finish the close handshake, then end the
+    stream (a FIN), as RFC 6455 has the server do.
+
+    Once the handler returns, Werkzeug writes an HTTP answer (flask-sock's: "HTTP/1.1
+    200 OK ...") on the socket. In the websocket stream those bytes are a broken
+    frame, which Chromium's console shows as "Invalid frame header" whenever a page
+    closes its socket (``FlaskPush.disconnect()``) or the server closes it. With the
+    stream ended, that write meets a broken pipe, which Werkzeug takes quietly for a
+    client gone. (flask-sock keeps the other servers from writing an answer.)
+    """
+    try:
+        if ws.connected:
+            ws.close()  # what flask-sock does next: the server's close frame
+    except (OSError, ConnectionClosed):
+        pass
+    # simple-websocket's reader writes the answer to the client's close frame, or
+    # reads the client's answer to ours, and then ends: wait for it, so that the
+    # close frame goes before the end and the answer is not left for Werkzeug to read
+    ws.thread.join(CLOSE_HANDSHAKE_WAIT)
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # shut down already (a dropped client), or gone
 
 
 def _serve(ws: Any) -> None:
