@@ -28,8 +28,10 @@ Request headers:
   keeps 5 for what may arrive late;
 - ``apns-expiration``: now + ``ttl``; a ``ttl`` of 0 sends ``0`` (deliver once if the
   device is online, never store), which is what Apple means by 0;
-- ``apns-collapse-id``: ``collapse_key``; a key longer than Apple's 64 bytes becomes its
-  first 31 bytes, ``~`` and 32 hex digits of its SHA-256 (stable, still readable);
+- ``apns-collapse-id``: ``collapse_key``; a key longer than Apple's 64 bytes, or one
+  an HTTP field value cannot hold (a control character such as a line break, or
+  surrounding white space), becomes its first 31 bytes without those, ``~`` and 32 hex
+  digits of its SHA-256 (stable, still readable);
 - ``apns-topic``: the ``topic`` setting (the app's bundle id);
 - ``apns-id``: a UUID derived from the delivery id, so Apple's delivery log can be
   matched to the delivery.
@@ -131,6 +133,11 @@ MAX_CONNECTIONS = 10
 #: tries per push when a connection drops under it (connect failures are not retried)
 MAX_SEND_ATTEMPTS = 3
 MAX_COLLAPSE_ID_BYTES = 64
+#: what an HTTP field value must not hold (RFC 9110 section 5.5): control characters
+#: but tab. HTTP/2 makes a request whose field value holds NUL, CR or LF, or starts or
+#: ends with white space, malformed (RFC 9113 section 8.2.1); h2 sends it as it is,
+#: and the server then drops the whole connection, with the other pushes on it.
+_NOT_IN_FIELD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: ids are String(40) columns; payload_size assumes the longest
 LONGEST_MESSAGE_ID = 40
 #: provider tokens are renewed after this many seconds (Apple: between 20 and 60 minutes)
@@ -711,12 +718,16 @@ def encode(payload: Mapping[str, Any]) -> bytes:
 
 
 def collapse_id(key: str | None) -> str | None:
-    """``key`` when it fits ``apns-collapse-id`` (64 bytes), else a stable shorter form."""
+    """``key`` when it fits ``apns-collapse-id`` (64 bytes of a valid HTTP field value),
+    else a stable form that does."""
     if key is None:
         return None
     raw = key.encode()
-    if len(raw) <= MAX_COLLAPSE_ID_BYTES:
+    fits = key == key.strip(" \t") and not _NOT_IN_FIELD.search(key)
+    if fits and len(raw) <= MAX_COLLAPSE_ID_BYTES:
         return key
-    # 31 + 1 + 32 bytes; "ignore" drops a character cut in half at the end.
-    prefix = raw[:31].decode("utf-8", "ignore")
+    # The hash is of the key as given, so keys differing only in what is dropped
+    # stay distinct. 31 + 1 + 32 bytes; "ignore" drops a character cut in half.
+    shown = _NOT_IN_FIELD.sub("", key).lstrip(" \t").encode()[:31]
+    prefix = shown.decode("utf-8", "ignore")
     return f"{prefix}~{hashlib.sha256(raw).hexdigest()[:32]}"

@@ -225,6 +225,31 @@ def test_background_low_urgency_ttl_zero_and_a_long_collapse_key(
     assert received[token(3)].headers["apns-priority"] == "10"  # normal: shown at once
 
 
+def test_a_collapse_key_no_header_can_hold_is_sent_in_a_form_one_can(
+    push_fake_apns: FakeAPNs, key: Key
+) -> None:
+    """A host may make collapse keys of what its users write. A line break in one
+    went out in ``apns-collapse-id`` as it was (h2 does not check values): a malformed
+    HTTP/2 request, on which the server drops the connection with every push on it,
+    and the push was retried as "unreachable" until given up."""
+    keys = ["chat\nroom", "x\r\nauthorization: bearer forged", " padded ", "a\x1bb", "tab\tinside"]
+    pushes = [outgoing(i, Notification(title="Hi", collapse_key=k)) for i, k in enumerate(keys)]
+    connections = push_fake_apns.connection_count
+
+    results = send(provider(push_fake_apns, key), pushes)
+
+    assert [(r.status, r.error) for r in results] == [("sent", None)] * len(keys)
+    assert push_fake_apns.connection_count == connections + 1  # none dropped
+    received = {n.device_token: n.headers["apns-collapse-id"] for n in push_fake_apns.notifications}
+    sent = [received[token(i)] for i in range(len(keys))]
+    assert sent == [collapse_id(k) for k in keys]  # stable
+    assert sent[0].startswith("chatroom~") and sent[1].startswith("xauthorization: bearer ")
+    assert sent[2].startswith("padded ~")
+    assert sent[4] == "tab\tinside"  # a tab is a field value's own character
+    assert len(set(sent)) == len(keys)
+    assert collapse_id("chatroom") == "chatroom" != collapse_id("chat\nroom")  # distinct
+
+
 def test_dead_tokens_are_gone_and_results_keep_their_order(
     push_fake_apns: FakeAPNs, key: Key, caplog: pytest.LogCaptureFixture
 ) -> None:
