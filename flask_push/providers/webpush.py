@@ -297,6 +297,10 @@ class WebPushProvider(Provider):
     #: after 6, so a token in use always has hours left despite clock skew
     vapid_lifetime: ClassVar[int] = 12 * 3600
     vapid_renew_after: ClassVar[float] = 6 * 3600
+    #: VAPID tokens kept, one per push-service origin. A fan-out reaches a few push
+    #: services, but an endpoint may name any port of an allowed host (and any host
+    #: a wildcard allows): each is an origin, and a token of its own.
+    max_tokens: ClassVar[int] = 1024
 
     def __init__(
         self,
@@ -583,8 +587,14 @@ class WebPushProvider(Provider):
         cached = self._tokens.get(origin)
         if cached is not None and now < cached[1]:
             return cached[0]
-        if len(self._tokens) > 1024:
-            self._tokens = {o: t for o, t in self._tokens.items() if now < t[1]}
+        self._tokens.pop(origin, None)  # signed again below: then the newest
+        if len(self._tokens) >= self.max_tokens:
+            # Keep the newest half of those still valid: a fan-out over many origins
+            # then prunes once per max_tokens / 2 signatures. Pruning only the
+            # expired ones left them all (they live for hours) and scanned them on
+            # every signature: quadratic, on the loop every push waits on.
+            valid = [(o, t) for o, t in self._tokens.items() if now < t[1]]
+            self._tokens = dict(valid[len(valid) - self.max_tokens // 2 :])
         # Built fresh for each signature: pywebpush's webpush() writes into the
         # claims it is given, and nothing here should share them.
         claims = {"aud": origin, "sub": self.subject, "exp": int(time.time()) + self.vapid_lifetime}

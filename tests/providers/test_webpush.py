@@ -226,6 +226,36 @@ def test_tokens_are_reused_per_origin_and_differ_between_origins(
     assert {p.vapid.aud for p in two.pushes} == {two.origin}
 
 
+def test_the_tokens_kept_are_bounded_however_many_origins_endpoints_name(
+    push_fakes: PushFakes, vapid_private_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each origin gets a token of its own, and an endpoint may name any port of an
+    allowed host (anyone may subscribe): the tokens kept were pruned of expired ones
+    only, so they grew without bound, each signature past 1024 rescanning them all
+    (16,000 origins took 10 s of the loop). Here with a bound of 4, and 6 services."""
+    monkeypatch.setattr(WebPushProvider, "max_tokens", 4, raising=False)
+    services = [push_fakes.webpush() for _ in range(6)]
+    subscribers = [service.subscribe() for service in services]
+    provider = make_provider(vapid_private_key)
+    pushes = [outgoing(target(s), i) for i, s in enumerate(subscribers)]
+
+    async def run() -> list[DeliveryResult]:
+        try:
+            results = await provider.send_batch(pushes)
+            kept.append(len(provider._tokens))
+            results += await provider.send_batch(pushes)  # the evicted are signed again
+            kept.append(len(provider._tokens))
+            return results
+        finally:
+            await provider.aclose()
+
+    kept: list[int] = []
+    assert [r.status for r in asyncio.run(run())] == ["sent"] * 12
+    assert max(kept) <= 4
+    for service in services:
+        assert {p.vapid.aud for p in service.pushes} == {service.origin}
+
+
 def test_a_token_is_renewed_after_its_renewal_time(
     push_fake_webpush: FakePushService, vapid_private_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
