@@ -352,7 +352,7 @@ def send(
         # every one ended as it was queued (no provider for it): none will go later
         raise click.ClickException("Nothing will be delivered; the reasons are above.")
     if not counts.get("sent"):
-        if _deferred(push, message.id) == counts.get("queued"):
+        if counts.get("queued") and _only_quiet_hours(push, message.id):
             # nothing failed: the workers send them when the quiet hours end
             return
         if elsewhere:
@@ -551,10 +551,19 @@ def _held_back(push: Any, message_id: str) -> list[str]:
     return lines
 
 
-def _deferred(push: Any, message_id: str) -> int:
-    return int(
-        reports.message_counts(push.db.session, push.models, [message_id])[message_id]["deferred"]
+def _only_quiet_hours(push: Any, message_id: str) -> bool:
+    """Does every queued delivery of the message wait for its user's quiet hours,
+    none after a try the push service did not take (a retry held for them: its
+    ``error`` says what the service answered)?"""
+    d = push.models.Delivery
+    other = sa.exists().where(
+        d.message_id == message_id,
+        d.status == "queued",
+        sa.or_(d.reason.is_(None), d.reason != "quiet_hours", d.error.is_not(None)),
     )
+    found = bool(push.db.session.scalar(sa.select(other)))
+    push.db.session.rollback()  # end the read transaction
+    return not found
 
 
 def _suppressed(push: Any) -> str | None:

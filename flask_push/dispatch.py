@@ -1857,6 +1857,22 @@ class Dispatcher:
             ],
         )
         stamp = now.isoformat()  # once per batch: every event of it has this time
+        # each retry's wait (None: given up), and of those due before their time to
+        # live ends, the ones that would come in their user's quiet hours: held to
+        # the end of the window, found in one query for the batch (retries only)
+        waits: dict[int, float | None] = {}
+        retry_due: dict[int, datetime] = {}
+        for push, result in results:
+            id = int(push.delivery_id)
+            if result.status != "retry" or id in dropped:
+                continue
+            tries = attempts[id]
+            wait = waits[id] = None if self._gives_up(tries) else backoff(tries, result.retry_after)
+            if wait is not None:
+                at = now + timedelta(seconds=wait)
+                if push.expires_at is None or at < push.expires_at:
+                    retry_due[id] = at
+        quiet = policy.quiet_retries(session, self.models, self.settings.categories, retry_due)
         said: dict[tuple[int, str, str, str | None, str | None], str] = {}
         gone_targets: list[tuple[str, str, str]] = []
         dead_tokens: list[OutgoingPush] = []
@@ -1893,9 +1909,10 @@ class Dispatcher:
             elif result.status == "retry":
                 # no connection, or no answer to read: else the service answered
                 unanswered = result.reason if result.reason in outcomes.UNANSWERED_RETRIES else None
-                wait = None if self._gives_up(tries) else backoff(tries, result.retry_after)
+                wait = waits[id]
                 due = now + timedelta(seconds=wait) if wait is not None else None
                 ends = push.expires_at
+                held = quiet.get(id)  # the end of the quiet hours its retry falls in
                 if due is None or (ends is not None and due >= ends):
                     # given up; or the next try would come after its time to live:
                     # expired now, and said why, rather than a retry promised for a
@@ -1928,6 +1945,27 @@ class Dispatcher:
                     finished.append(outcome)
                     # the log line ends with the answer itself
                     _log_outcome(push, result, f"{'failed' if gave_up else 'expired'}: {why}")
+                elif held is not None and ends is not None and held >= ends:
+                    # its quiet hours outlast its time to live: expired now, as a push
+                    # held at send time is (and not retried: the signal says so too)
+                    dropped.add(id)
+                    text = outcomes.QUIET_HOURS_RETRY_EXPIRED.format(
+                        at=outcomes.clock(due), next=outcomes.clock(held), ends=outcomes.clock(ends)
+                    )
+                    finished.append(
+                        {
+                            **_outcome(
+                                id,
+                                "expired",
+                                f"{policy.QUIET_HOURS_EXPIRED}: {result.error or 'retry'}",
+                                "quiet_hours_expired",
+                                now,
+                                provider=result.provider,
+                            ),
+                            "b_events": [tried, outcomes.event("expired", now, text)],
+                        }
+                    )
+                    _log_outcome(push, result, f"expired: {policy.QUIET_HOURS_EXPIRED}")
                 else:
                     waited = unanswered or "unavailable"
                     text = outcomes.detail(
@@ -1938,20 +1976,46 @@ class Dispatcher:
                         next=due,
                         retry_after=result.retry_after,
                     )
+                    said_then = [
+                        tried,
+                        outcomes.event("retry", now, text, nextAttemptAt=due.isoformat()),
+                    ]
+                    if held is not None:
+                        # waiting for the end of the user's quiet hours, counted and
+                        # shown as a push held at send time is (reason quiet_hours);
+                        # the time its service asked for, and why, are kept for a
+                        # change of the quiet hours (policy.held_retry)
+                        text = outcomes.QUIET_HOURS_RETRY.format(
+                            at=outcomes.clock(due), next=outcomes.clock(held)
+                        )
+                        said_then.append(
+                            outcomes.event(
+                                "deferred",
+                                now,
+                                text,
+                                nextAttemptAt=held.isoformat(),
+                                retryAt=due.isoformat(),
+                                retryReason=waited,
+                            )
+                        )
                     retried.append(
                         {
                             "b_id": id,
                             "b_kind": result.provider,  # for the metrics
                             "b_error": result.error,
-                            "b_due": due,
-                            "b_reason": waited,
-                            "b_events": [
-                                tried,
-                                outcomes.event("retry", now, text, nextAttemptAt=due.isoformat()),
-                            ],
+                            "b_due": held or due,
+                            "b_reason": "quiet_hours" if held is not None else waited,
+                            "b_events": said_then,
                         }
                     )
-                    _log_outcome(push, result, f"will be retried in {wait:.0f} s (attempt {tries})")
+                    _log_outcome(
+                        push,
+                        result,
+                        f"will be retried in {wait:.0f} s (attempt {tries})"
+                        if held is None
+                        else f"will be retried at {held.isoformat()}, when the user's quiet "
+                        f"hours end (attempt {tries})",
+                    )
             elif self._falls_back(push, result, attempts):
                 # A Live Activity's own token (or the push-to-start one) is dead, not
                 # the device: forget the token and send this state again at once, as

@@ -176,6 +176,19 @@ LOST_ATTEMPT = (
 #: a push that waits, moved when the user changed their quiet hours
 QUIET_HOURS_CHANGED = "The user changed their quiet hours at {at}: it is due at {next}."
 
+#: a retry whose time falls in the user's quiet hours (a push of a category that is
+#: not required): it waits for their end, as the push would have at send time
+QUIET_HOURS_RETRY = (
+    "Its next try, at {at}, would fall in the user's quiet hours: it waits for their end, "
+    "at {next}."
+)
+
+#: such a retry, when the quiet hours last past its time to live
+QUIET_HOURS_RETRY_EXPIRED = (
+    "Its next try, at {at}, would fall in the user's quiet hours, which last until {next}, "
+    "and its time to live ends at {ends}, before that: it is not tried again."
+)
+
 #: added to the first entry of a push that goes at once because the user's quiet hours
 #: are in a zone this server's tz database does not know (a tzdata update removed it)
 QUIET_HOURS_UNKNOWN_ZONE = (

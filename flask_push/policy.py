@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from . import outcomes
 from .categories import Category
 from .models import ACTIVE, Models, recipient, unclaimed_update, utcnow
-from .preferences import Stored, stored_for
+from .preferences import QuietHours, Stored, stored_for
 
 if TYPE_CHECKING:
     from .sending import Target
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 CAP_WINDOW = timedelta(hours=24)
 #: rows per INSERT of the cap's ledger
 INSERT_CHUNK = 5000
+#: the ``error`` of a push whose user's quiet hours outlast its time to live
+QUIET_HOURS_EXPIRED = "the user's quiet hours last past its time to live"
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ def _decide(
             "quiet_hours_expired",
             due,
             [*queued, deferred, expired],
-            error="the user's quiet hours last past its time to live",
+            error=QUIET_HOURS_EXPIRED,
         )
     return Decision("queued", "quiet_hours", end, [*queued, deferred])
 
@@ -476,6 +478,70 @@ def release_capped(
         )
 
 
+# -- a retry of a push the service did not take ------------------------------------------
+
+
+def quiet_retries(
+    session: Any,
+    models: Models,
+    categories: Mapping[str, Category],
+    due: Mapping[int, datetime],
+) -> dict[int, datetime]:
+    """Of the retries about to be scheduled, ``{delivery id: when it is due}``, those
+    whose time falls in their user's quiet hours, with the end of that window (UTC):
+    a retry waits for it, as the push would have waited at send time. Only pushes of
+    a category that is not required. One query per :data:`INSERT_CHUNK` retries, and
+    none for an app whose categories are all required (or that has none)."""
+    ruled = [id for id, category in categories.items() if not category.required]
+    if not due or not ruled:
+        return {}
+    d, m, s, i, p = (
+        models.Delivery,
+        models.Message,
+        models.Subscription,
+        models.Installation,
+        models.Preference,
+    )
+    ids = sorted(due)
+    ends: dict[int, datetime] = {}
+    for start in range(0, len(ids), INSERT_CHUNK):
+        rows = session.execute(
+            sa.select(d.id, p.quiet_start, p.quiet_end, p.time_zone)
+            .select_from(d)
+            .join(m, m.id == d.message_id)
+            .outerjoin(s, s.id == d.subscription_id)
+            .outerjoin(i, i.id == d.installation_id)
+            # whom it was for (a target's owner now, for a row that kept no user)
+            .join(p, p.user_id == recipient(models))
+            .where(
+                d.id.in_(ids[start : start + INSERT_CHUNK]),
+                m.category.in_(ruled),
+                p.quiet_start.is_not(None),
+                p.quiet_end.is_not(None),
+                p.time_zone.is_not(None),
+            )
+        )
+        for id, quiet_start, quiet_end, zone in rows:
+            # an unknown zone (see QuietHours.known_zone) holds nothing, as at send time
+            end = QuietHours(quiet_start, quiet_end, zone).ends_after(due[id])
+            if end is not None:
+                ends[id] = end
+    return ends
+
+
+def held_retry(events: Sequence[Mapping[str, Any]] | None) -> tuple[datetime, str] | None:
+    """Of a push held for quiet hours: when it was due as a retry before they held
+    it, and the reason it had then, as the ``deferred`` event that holds it keeps
+    them; None when it was not a retry then (held at send time, or an operator's
+    retry)."""
+    for event in reversed(events or ()):
+        if event.get("what") == "deferred":
+            if not event.get("retryAt"):
+                return None
+            return datetime.fromisoformat(event["retryAt"]), str(event.get("retryReason"))
+    return None
+
+
 # -- a user's choices changed: their pushes that wait ------------------------------------
 
 
@@ -496,8 +562,9 @@ def replan_waiting(
     push that waits for its time or for the old window's end to the new window's end,
     or to its own time (``expired`` when that is past its time to live); one due
     already stays due. A push a worker holds is on its way and left alone, as is one
-    waiting to be retried. Returns how many ended, by provider kind and status, for
-    the metrics.
+    waiting to be retried (a retry held for quiet hours moves with them, never to
+    before the time it was due). Returns how many ended, by provider kind and status,
+    for the metrics.
 
     The choices are the user's consent: a push queued before they turned a category
     off is not theirs to get after. (One held back when it was queued stays so: a
@@ -515,6 +582,7 @@ def replan_waiting(
         d.reason,
         d.attempts,
         d.events,
+        d.error,
         d.message_id,
         m.category,
         m.send_at,
@@ -604,7 +672,9 @@ def _replanned(
     waits_for_its_time = row.attempts == 0 and row.reason in (None, "operator_retry")
     if not (row.reason == "quiet_hours" or waits_for_its_time):
         return None
-    own_time = max(first_due(row.send_at, row.created_at), now)
+    # a retry held for quiet hours keeps the time its push service asked for
+    retry = held_retry(row.events) if row.reason == "quiet_hours" else None
+    own_time = max(retry[0] if retry else first_due(row.send_at, row.created_at), now)
     end = mine.quiet_hours.ends_after(own_time) if mine.quiet_hours is not None else None
     due = end or own_time
     if end is not None and end >= row.expires_at:
@@ -615,16 +685,21 @@ def _replanned(
             **keep,
             "b_status": "expired",
             "b_reason": "quiet_hours_expired",
-            "b_error": "the user's quiet hours last past its time to live",
+            "b_error": QUIET_HOURS_EXPIRED,
             "b_events": [*(row.events or ()), said],
         }
     if due == row.due_at or (end is None and (row.reason != "quiet_hours" or row.due_at <= now)):
         return None  # its time stands, or it is due already: not in a window
     moved = outcomes.QUIET_HOURS_CHANGED.format(at=outcomes.clock(now), next=outcomes.clock(due))
-    said = outcomes.event("deferred", now, moved)
+    held = {}
+    if retry is not None and end is not None:
+        held = {"retryAt": retry[0].isoformat(), "retryReason": retry[1]}
+    said = outcomes.event("deferred", now, moved, **held)
     return {
         **keep,
-        "b_reason": "quiet_hours" if end is not None else None,
+        "b_reason": "quiet_hours" if end is not None else (retry[1] if retry else None),
+        # a retry's: what its service answered
+        "b_error": row.error,
         "b_due_at": due,
         "b_events": [*(row.events or ()), said],
     }

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_push import categories, outcomes
+from flask_push import categories, outcomes, signals
 from flask_push.errors import PushConfigError, ValidationError
 from flask_push.preferences import QuietHours
 from flask_push.testing import FakeFCM, FakePushService
@@ -883,6 +883,175 @@ def test_quiet_hours_longer_than_the_ttl_expire_it(
     ]
 
 
+def quiet_soon(user: str = "alice") -> datetime:
+    """Quiet hours for ``user`` (UTC) from half an hour from now to three hours from
+    now: a retry an hour away falls in them. Returns their end."""
+    now = datetime.now(timezone.utc)
+    start, end = now + timedelta(minutes=30), now + timedelta(hours=3)
+    window = {"start": f"{start:%H:%M}", "end": f"{end:%H:%M}", "time_zone": "UTC"}
+    push.set_preferences(user, quiet_hours=window)
+    return end.replace(second=0, microsecond=0)
+
+
+def retries(message_id: str) -> dict[str, Any]:
+    """kind -> the delivery row of each delivery of a message."""
+    d = push.models.Delivery
+    query = sa.select(d).where(d.message_id == message_id)
+    return {
+        row.kind: row for row in db.session.scalars(query.execution_options(populate_existing=True))
+    }
+
+
+def test_a_retry_that_would_come_in_quiet_hours_waits_for_their_end(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
+) -> None:
+    """An offer sent at 21:50 while the push services are down, asked to come back in
+    an hour: its retry came at 22:50, in her 22:00-07:00 quiet hours. Now it waits
+    for their end, counted and shown as a push held at send time is; a required
+    category's retry does not wait, and a change of the quiet hours moves it, never
+    to before the time its service asked for."""
+    with context(live):
+        browser, token = browser_and_phone(push_fake_webpush)
+        end = quiet_soon()
+        for _ in range(2):  # the offer's and the order update's
+            push_fake_webpush.fail_next(503, retry_after=3600)
+            push_fake_fcm.fail_next(503, "UNAVAILABLE", retry_after=3600)
+        before = datetime.now(timezone.utc)
+        offer = push.send(users=["alice"], title="Deal", category="offers")
+        urgent = push.send(users=["alice"], title="Your order", category="order_status")
+        assert statuses(offer.id) == {
+            "webpush": ("queued", "quiet_hours"),
+            "fcm": ("queued", "quiet_hours"),
+        }
+        for row in retries(offer.id).values():
+            assert row.attempts == 1 and row.due_at == end
+        # a required category goes when its service asked, quiet hours or not
+        assert statuses(urgent.id) == {
+            "webpush": ("queued", "unavailable"),
+            "fcm": ("queued", "unavailable"),
+        }
+        for row in retries(urgent.id).values():
+            assert before + timedelta(hours=1) <= row.due_at < end - timedelta(hours=1)
+        for entry in push.explain(offer.id):
+            assert [e["what"] for e in entry["events"]] == [
+                "queued",
+                "attempt",
+                "retry",
+                "deferred",
+            ]
+            asked = datetime.fromisoformat(entry["events"][2]["nextAttemptAt"])
+            assert before + timedelta(hours=1) <= asked < end
+            assert entry["detail"] == (
+                f"Its next try, at {outcomes.clock(asked)}, would fall in the user's quiet "
+                f"hours: it waits for their end, at {outcomes.clock(end)}."
+            )
+            assert datetime.fromisoformat(entry["events"][-1]["nextAttemptAt"]) == end
+            assert datetime.fromisoformat(entry["nextAttemptAt"]) == end
+        shown = live.test_client().get(f"/push/messages/{offer.id}", headers=ADMIN).get_json()
+        assert shown["counts"]["deferred"] == 2 and shown["counts"]["queued"] == 2
+        page = live.test_client().get(f"/push/console/messages/{offer.id}", headers=ADMIN)
+        text = page.get_data(as_text=True)
+        assert '<dd id="count-deferred">2</dd>' in text
+        assert "would fall in the user&#39;s quiet hours: it waits for their end" in text
+
+        # quiet hours removed: due when its service asked again, for the same reason
+        push.set_preferences("alice", quiet_hours=None)
+        assert statuses(offer.id) == {
+            "webpush": ("queued", "unavailable"),
+            "fcm": ("queued", "unavailable"),
+        }
+        for entry in push.explain(offer.id):
+            asked = datetime.fromisoformat(entry["events"][2]["nextAttemptAt"])
+            row = retries(offer.id)[entry["target"]["kind"]]
+            assert row.due_at == asked and "503" in row.error
+        make_due(offer.id)
+        push.dispatch_due(message_id=offer.id)
+        assert {s for s, _ in statuses(offer.id).values()} == {"sent"}
+    assert [p.json()["title"] for p in browser.received] == ["Deal"]
+    assert [m.token for m in push_fake_fcm.messages] == [token]
+
+
+def test_the_cli_says_a_held_retry_failed_a_try(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """Waiting for quiet hours is no failure, but a retry held for them is one: the
+    push service did not take it."""
+    with context(live):
+        subscribe(push_fake_webpush.subscribe("alice"), "alice")
+        end = quiet_soon()
+    push_fake_webpush.fail_next(503, retry_after=3600)
+    result = live.test_cli_runner().invoke(
+        args=["push", "send", "--user", "alice", "--title", "Deal", "--category", "offers"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "waiting (1): quiet_hours: Its next try, at " in result.output
+    assert f"it waits for their end, at {outcomes.clock(end)}." in result.output
+    assert "Nothing was delivered; the reasons are above." in result.output
+
+
+def test_quiet_hours_changed_move_a_held_retry_never_before_its_time(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    with context(live):
+        subscribe(push_fake_webpush.subscribe("alice"), "alice")
+        end = quiet_soon()
+        push_fake_webpush.fail_next(503, retry_after=3600)
+        offer = push.send(users=["alice"], title="Deal", category="offers")
+        [row] = retries(offer.id).values()
+        assert (row.reason, row.due_at) == ("quiet_hours", end)
+        [entry] = push.explain(offer.id)
+        asked = datetime.fromisoformat(entry["events"][2]["nextAttemptAt"])
+        now = datetime.now(timezone.utc)
+
+        def window(start: datetime, end: datetime) -> dict[str, str]:
+            return {"start": f"{start:%H:%M}", "end": f"{end:%H:%M}", "time_zone": "UTC"}
+
+        # longer quiet hours: held to their end
+        longer = now + timedelta(hours=5)
+        push.set_preferences("alice", quiet_hours=window(now + timedelta(minutes=30), longer))
+        [row] = retries(offer.id).values()
+        assert (row.reason, row.due_at) == ("quiet_hours", longer.replace(second=0, microsecond=0))
+        [entry] = push.explain(offer.id)
+        assert [e["what"] for e in entry["events"]][-2:] == ["deferred", "deferred"]
+        assert "changed their quiet hours" in entry["detail"]
+        # quiet hours that end before the time its service asked for: due then, not
+        # at their end, nor at once
+        push.set_preferences(
+            "alice", quiet_hours=window(now - timedelta(hours=1), now + timedelta(minutes=30))
+        )
+        [row] = retries(offer.id).values()
+        assert (row.reason, row.due_at) == ("unavailable", asked)
+    assert len(push_fake_webpush.requests) == 1
+
+
+def test_quiet_hours_that_outlast_a_retrys_ttl_expire_it(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    failed: list[bool] = []
+
+    def on_failed(sender: Any, push: Any, result: Any, will_retry: bool) -> None:
+        failed.append(will_retry)
+
+    with context(live), signals.delivery_failed.connected_to(on_failed, sender=live):
+        subscribe(push_fake_webpush.subscribe("alice"), "alice")
+        end = quiet_soon()
+        push_fake_webpush.fail_next(503, retry_after=3600)
+        offer = push.send(users=["alice"], title="Deal", category="offers", ttl=5400)
+        assert statuses(offer.id) == {"webpush": ("expired", "quiet_hours_expired")}
+        [entry] = push.explain(offer.id)
+        assert [e["what"] for e in entry["events"]] == ["queued", "attempt", "expired"]
+        assert "would fall in the user's quiet hours, which last until" in entry["detail"]
+        assert f"until {outcomes.clock(end)}, and its time to live ends" in entry["detail"]
+        assert entry["detail"].endswith("before that: it is not tried again.")
+        message_id = offer.id
+    assert failed == [False]
+    shown = live.test_client().get(f"/push/messages/{message_id}", headers=ADMIN).get_json()
+    assert (shown["counts"]["expired"], shown["counts"]["deferred"]) == (1, 0)
+    [problem] = shown["problems"]
+    assert problem["status"] == "expired"
+    assert problem["reason"].startswith("the user's quiet hours last past its time to live: ")
+
+
 def test_a_time_zone_the_server_no_longer_knows_breaks_no_send(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
@@ -1264,6 +1433,37 @@ def test_the_policy_reads_a_whole_audience_in_a_fixed_number_of_queries(
     # the same statements for 8 times the audience: none per user
     assert seen[500] == seen[4_000], (seen[500], seen[4_000])
     assert len(seen[4_000]) < 30
+
+
+def test_retries_read_quiet_hours_once_a_batch_and_sends_never(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """The quiet hours of retries are read in one query per batch of outcomes, not
+    one per push; pushes that went (the common case) read nothing more."""
+    n = 20
+    with context(live):
+        for i in range(n):
+            subscribe(push_fake_webpush.subscribe(f"user-{i}"), f"user-{i}")
+            quiet_soon(f"user-{i}")
+        users = [f"user-{i}" for i in range(n)]
+
+        def quiet_reads(seen: list[str]) -> int:
+            return sum(s.startswith("SELECT push_deliveries.id, push_preferences.") for s in seen)
+
+        with statements() as went:
+            sent = push.send(users=users, title="Deal", category="offers")
+        assert {s for s, _ in statuses(sent.id).values()} == {"sent"}
+        assert quiet_reads(went) == 0
+        push_fake_webpush.fail_next(503, retry_after=3600, times=n)
+        with statements() as failed:
+            held = push.send(users=users, title="Deal", category="offers")
+        d = push.models.Delivery
+        reasons = db.session.scalars(sa.select(d.reason).where(d.message_id == held.id)).all()
+        assert reasons == ["quiet_hours"] * n
+        # one per write of outcomes: no more than the claims and writes (UPDATEs), far
+        # fewer than the pushes
+        writes = sum(s.startswith("UPDATE push_deliveries SET") for s in failed)
+        assert 1 <= quiet_reads(failed) <= writes < n, failed
 
 
 def test_the_cli_says_what_the_preferences_held_back(
