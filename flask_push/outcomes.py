@@ -221,6 +221,9 @@ UNANSWERED: Final[dict[str, str]] = {
 
 #: the reasons of a retry for want of an answer: no connection, or none to read
 UNANSWERED_RETRIES: Final[tuple[str, ...]] = ("unreachable", "no_answer")
+#: the reasons of a push waiting for the time its push service asked for (or the
+#: backoff chose) after a try it did not take
+RETRIES: Final[tuple[str, ...]] = ("unavailable", *UNANSWERED_RETRIES)
 
 #: what ``{Last}`` says of the last attempt: by the reason it had no answer, if so
 _LAST: Final[dict[str, str]] = {

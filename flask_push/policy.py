@@ -561,10 +561,10 @@ def replan_waiting(
     (``opted_out``); quiet hours set, changed or removed (``quiet_changed``) move a
     push that waits for its time or for the old window's end to the new window's end,
     or to its own time (``expired`` when that is past its time to live); one due
-    already stays due. A push a worker holds is on its way and left alone, as is one
-    waiting to be retried (a retry held for quiet hours moves with them, never to
-    before the time it was due). Returns how many ended, by provider kind and status,
-    for the metrics.
+    already stays due. A retry waiting for the time its push service asked for moves
+    alike, to the end of a window that time falls in, never to before it. A push a
+    worker holds is on its way and left alone. Returns how many ended, by provider
+    kind and status, for the metrics.
 
     The choices are the user's consent: a push queued before they turned a category
     off is not theirs to get after. (One held back when it was queued stays so: a
@@ -666,14 +666,17 @@ def _replanned(
         }
     if not quiet_changed:
         return None
-    # only what waits for its own time (an operator's retry of it too) or for quiet
-    # hours to end: a retry after an attempt waits for the push service, which the
-    # user's evenings do not move
+    # only what waits for its own time (an operator's retry of it too), for quiet
+    # hours to end, or for the time its push service asked for (a retry after an
+    # attempt): quiet hours may hold a retry later, never bring it sooner
     waits_for_its_time = row.attempts == 0 and row.reason in (None, "operator_retry")
-    if not (row.reason == "quiet_hours" or waits_for_its_time):
+    retry: tuple[datetime, str] | None = None
+    if row.reason == "quiet_hours":
+        retry = held_retry(row.events)
+    elif row.attempts and row.reason in outcomes.RETRIES:
+        retry = (row.due_at, row.reason)
+    elif not waits_for_its_time:
         return None
-    # a retry held for quiet hours keeps the time its push service asked for
-    retry = held_retry(row.events) if row.reason == "quiet_hours" else None
     own_time = max(retry[0] if retry else first_due(row.send_at, row.created_at), now)
     end = mine.quiet_hours.ends_after(own_time) if mine.quiet_hours is not None else None
     due = end or own_time

@@ -1024,6 +1024,46 @@ def test_quiet_hours_changed_move_a_held_retry_never_before_its_time(
     assert len(push_fake_webpush.requests) == 1
 
 
+def test_quiet_hours_set_while_a_retry_waits_hold_it(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A retry waiting for its push service, and quiet hours set over its time
+    afterwards: it went in them. Now it waits for their end; when they outlast its
+    time to live, it ends expired."""
+    with context(live):
+        subscribe(push_fake_webpush.subscribe("alice"), "alice")
+        push_fake_webpush.fail_next(503, retry_after=3600, times=2)
+        offer = push.send(users=["alice"], title="Deal", category="offers")
+        brief = push.send(users=["alice"], title="Flash", category="offers", ttl=5400)
+        [row] = retries(offer.id).values()
+        assert row.reason == "unavailable"
+        asked = row.due_at
+        end = quiet_soon()
+        [row] = retries(offer.id).values()
+        assert (row.reason, row.due_at) == ("quiet_hours", end)
+        assert "503" in row.error
+        [entry] = push.explain(offer.id)
+        assert [e["what"] for e in entry["events"]] == ["queued", "attempt", "retry", "deferred"]
+        assert entry["detail"].startswith("The user changed their quiet hours at ")
+        assert entry["detail"].endswith(f": it is due at {outcomes.clock(end)}.")
+        assert statuses(brief.id) == {"webpush": ("expired", "quiet_hours_expired")}
+        # removed again: due when its service asked
+        push.set_preferences("alice", quiet_hours=None)
+        [row] = retries(offer.id).values()
+        assert (row.reason, row.due_at) == ("unavailable", asked)
+        # quiet hours that do not cover its time leave it as it is
+        now = datetime.now(timezone.utc)
+        window = {
+            "start": f"{now + timedelta(hours=2):%H:%M}",
+            "end": f"{now + timedelta(hours=3):%H:%M}",
+            "time_zone": "UTC",
+        }
+        before = retries(offer.id)["webpush"].events
+        push.set_preferences("alice", quiet_hours=window)
+        [row] = retries(offer.id).values()
+        assert (row.reason, row.due_at, row.events) == ("unavailable", asked, before)
+
+
 def test_quiet_hours_that_outlast_a_retrys_ttl_expire_it(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
