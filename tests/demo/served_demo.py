@@ -1,7 +1,8 @@
 """The demo as ``make demo`` runs it (fake FCM and APNs, delivery workers), served on
 localhost (a secure context, where service workers and Web Push run), for the
 browser tests of the demo, and their fixtures: a test module takes the ones it needs
-by name, ``server = server_fixture(WEB_PUSH)``, ``chromium = chromium_fixture()``."""
+by name, ``server = server_fixture(WEB_PUSH)``,
+``chromium_session, chromium = chromium_fixtures()``."""
 
 from __future__ import annotations
 
@@ -125,15 +126,28 @@ def server_fixture(config: Mapping[str, Any] | None = None, **settings: Any) -> 
     return server
 
 
-def chromium_fixture() -> Any:
-    """A ``chromium`` fixture: a plain Chromium (:func:`launched_chromium`) for each test."""
+def chromium_fixtures() -> tuple[Any, Any]:
+    """The fixtures ``chromium_session, chromium``: a plain Chromium
+    (:func:`launched_chromium`) launched once for the test module, since a launch
+    costs about a second; and, for each test, that browser with no context open. The
+    contexts a test opens are closed after it, and Playwright's contexts share
+    nothing (cookies, storage, permissions, service workers), so each test starts as
+    in a browser of its own."""
 
-    @pytest.fixture
-    def chromium() -> Iterator[Any]:
+    # Module-scoped, not session-scoped: while Playwright's sync API is open, the
+    # test thread counts as running an asyncio loop (see tests/test_browser.py).
+    @pytest.fixture(scope="module")
+    def chromium_session() -> Iterator[Any]:
         with launched_chromium() as browser:
             yield browser
 
-    return chromium
+    @pytest.fixture
+    def chromium(chromium_session: Any) -> Iterator[Any]:
+        yield chromium_session
+        for context in chromium_session.contexts:
+            context.close()
+
+    return chromium_session, chromium
 
 
 def browser_fixture(viewport: dict[str, int]) -> Any:

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from served_demo import chromium_fixture, server_fixture, sign_in  # noqa: E402
+from served_demo import chromium_fixtures, server_fixture, sign_in  # noqa: E402
 
 from demo.models import STATUSES  # noqa: E402
 
@@ -39,7 +39,7 @@ LABELS = dict(STATUSES)
 
 
 server = server_fixture()
-chromium = chromium_fixture()
+chromium_session, chromium = chromium_fixtures()
 
 
 def shot(page: Any, name: str, full_page: bool = True) -> Path:

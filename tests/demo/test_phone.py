@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
-from served_demo import chromium_fixture, log_in, server_fixture, sign_in  # noqa: E402
+from served_demo import chromium_fixtures, log_in, server_fixture, sign_in  # noqa: E402
 
 from demo.extensions import db, push  # noqa: E402
 
-from browser_kit import ARGS, CHROMIUM, need_chromium  # noqa: E402
+from browser_kit import ARGS, CHROMIUM  # noqa: E402
 
 SHOTS = ROOT / "test-artifacts" / "demo"
 PHONE = {"width": 390, "height": 844}
@@ -119,14 +118,7 @@ def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
 
 
 server = server_fixture()
-chromium = chromium_fixture()
-
-
-@pytest.fixture
-def playwright() -> Iterator[Any]:
-    need_chromium()
-    with sync_api.sync_playwright() as session:
-        yield session
+chromium_session, chromium = chromium_fixtures()
 
 
 def shot(page: Any, name: str, full_page: bool = True) -> None:
@@ -246,12 +238,13 @@ def enable_notifications_in_vain(context: Any, base: str) -> tuple[Any, Any]:
 
 
 def test_enable_notifications_gives_up_when_the_push_service_is_unreachable(
-    server: tuple[str, Any], playwright: Any, tmp_path: Path
+    server: tuple[str, Any], chromium: Any, tmp_path: Path
 ) -> None:
     """Offline, Chromium's PushManager.subscribe() never settles in a persistent profile
     (TESTING.md): the page stops waiting after a few seconds and says so in words."""
     base, app = server
-    context = playwright.chromium.launch_persistent_context(
+    # the module's Playwright session launches it: one sync API per thread at a time
+    context = chromium.browser_type.launch_persistent_context(
         str(tmp_path / "profile"),
         executable_path=CHROMIUM,
         args=ARGS,

@@ -23,13 +23,13 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("playwright.sync_api")
 
 from playwright.sync_api import expect  # noqa: E402
-from served_demo import chromium_fixture, server_fixture, sign_in  # noqa: E402
+from served_demo import chromium_fixtures, server_fixture, sign_in  # noqa: E402
 from test_settings_browser import VIEWPORTS, shot  # noqa: E402
 
 from browser_kit import TIMEOUT_MS  # noqa: E402
 
 server = server_fixture()
-chromium = chromium_fixture()
+chromium_session, chromium = chromium_fixtures()
 #: a control's words as a person sees them: without those only screen readers get
 SEEN = """(control) => [...control.childNodes]
   .filter((node) => !(node.classList && node.classList.contains('sr-only')))

@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from playwright.sync_api import expect  # noqa: E402
-from served_demo import chromium_fixture, server_fixture, sign_in, submit_login  # noqa: E402
+from served_demo import chromium_fixtures, server_fixture, sign_in, submit_login  # noqa: E402
 
 from demo.extensions import db, push  # noqa: E402
 from demo.models import User  # noqa: E402
@@ -61,7 +61,7 @@ def shot(page: Any, name: str, viewport: dict[str, int]) -> None:
 
 
 server = server_fixture()
-chromium = chromium_fixture()
+chromium_session, chromium = chromium_fixtures()
 
 
 def push_id(app: Any, email: str) -> str:
