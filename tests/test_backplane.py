@@ -675,6 +675,48 @@ def test_a_shut_out_published_while_redis_was_away_is_caught_up_first(
         proxy.stop()
 
 
+def test_a_socket_that_joined_while_redis_was_away_is_not_replayed_older_events(
+    make_app: Callable[..., Flask], redis_backplane: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A page opened while this process could not reach Redis: its socket joined its
+    channel at a place not known. Once Redis is back, it is told to reload (a gap)
+    rather than sent again every event the channel keeps from before the page read
+    its state, and it gets what was published after."""
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    proxy = TcpProxy((host, int(port)))
+    proxy.start()
+    try:
+        realtime: Realtime = make_app().extensions["push"].get_realtime()
+        realtime.backplane = redis_backplane(url=f"redis://127.0.0.1:{proxy.port}/0")
+        elsewhere = redis_backplane()  # another process, still reaching Redis
+        older = [elsewhere.publish("user:alice", "notification", f'{{"n": {n}}}') for n in (1, 2)]
+        bob = Connection(threading.Event(), None, 100, user_id="bob")
+        realtime.join(bob, "user:bob")  # this process listens
+        assert wait_until(lambda: realtime.backplane._subscribed, 10)
+
+        caplog.set_level("WARNING", logger="flask_push.realtime")
+        proxy.stop()
+        assert wait_until(lambda: "backplane subscriber failed" in caplog.text, 10)
+        alice, tab = (Connection(threading.Event(), None, 100, user_id="alice") for _ in "ab")
+        assert realtime.join(alice, "user:alice") is None  # its page read its state now
+        with pytest.raises(BackplaneError):  # another tab, back from sleep, says since
+            realtime.join(tab, "user:alice", since=older[0].id)
+        later = elsewhere.publish("user:alice", "notification", '{"n": 3}')
+        proxy.start()
+
+        assert wait_until(lambda: bool(alice.queue), 15), "no resync once Redis was back"
+        # the gap, and no event: what came after the page read its state (n 3), the
+        # reload reads; the older ones (n 1, n 2) it had
+        for connection in (alice, tab):
+            assert connection.take() == [Gap("user:alice", later.id)]
+        assert older[-1].id < later.id == realtime.hub.joined()["user:alice"]
+        after = elsewhere.publish("user:alice", "notification", '{"n": 4}')
+        assert wait_until(lambda: bool(alice.queue), 10)
+        assert [item.id for item in alice.take()] == [after.id]
+    finally:
+        proxy.stop()
+
+
 def test_a_kept_event_that_is_not_utf8_is_skipped_on_reconnect(
     servers: Any, clients: Any, redis_prefix: str
 ) -> None:

@@ -45,6 +45,9 @@ class Realtime:
         #: went by while the backplane was away; None: not known (not listening yet,
         #: or the backplane did not answer then)
         self._left_seen: int | None = None
+        #: channels a socket joined while the backplane did not answer, so at a place
+        #: not known: a resync tells them to reload rather than replay from 0
+        self._unplaced: set[str] = set()
 
     def publish(self, channel: str, event: str, data: Any = None) -> Event:
         """Number, keep and fan out one event.
@@ -110,11 +113,16 @@ class Realtime:
         self._listen()
         self.hub.join(connection, channel)
         if since is not None:
-            return self._replay(connection, channel, since)
+            try:
+                return self._replay(connection, channel, since)
+            except BackplaneError:
+                self._unplace(channel)
+                raise
         try:
             last = self.backplane.last_id(channel)
         except BackplaneError as err:
             log.warning("flask-push: %s", err)
+            self._unplace(channel)
             last = 0
         else:
             if seen is not None and last > seen:
@@ -127,6 +135,13 @@ class Realtime:
                     )  # fmt: skip
         connection.last_ids[channel] = max(last, connection.last_ids.get(channel, 0))
         return None
+
+    def _unplace(self, channel: str) -> None:
+        # Read from 0, a resync would send this socket every event the channel
+        # keeps, most of them older than the state its page has just read (stale
+        # unread counts, notifications shown again).
+        with self._lock:
+            self._unplaced.add(channel)
 
     def _catch_up_shut_outs(self) -> None:
         """Before the channels' events are replayed: make leave the sockets of users
@@ -179,6 +194,8 @@ class Realtime:
         first, in order with the events, so their clients reload what they show.
         """
         self._catch_up_shut_outs()
+        with self._lock:
+            unplaced, self._unplaced = self._unplaced, set()
         gaps, unread, why = 0, 0, None
         for channel, last in self.hub.joined().items():
             if isinstance(why, BackplaneUnreachable):
@@ -186,12 +203,23 @@ class Realtime:
                 # the subscriber reads nothing meanwhile; tell the clients instead
                 unread += 1
                 self.hub.gap(Gap(channel, last))
+                if channel in unplaced:
+                    self._unplace(channel)
                 continue
             try:
+                if channel in unplaced:
+                    # a socket here joined at a place not known: its client reloads,
+                    # and the channel goes on from its latest event
+                    now = self.backplane.last_id(channel)
+                    self.hub.gap(Gap(channel, now))
+                    self.hub.resume(channel, now)
+                    continue
                 replay = self.backplane.replay(channel, last)
             except BackplaneError as err:
                 unread, why = unread + 1, err
                 self.hub.gap(Gap(channel, last))
+                if channel in unplaced:
+                    self._unplace(channel)
                 continue
             if replay.gap:
                 gaps += 1

@@ -269,6 +269,12 @@ class Hub:
             connection.offer(notice, now)
             self.leave(connection, channel)
 
+    def resume(self, channel: str, last: int) -> None:
+        """After a gap: the next resync of ``channel`` replays what follows ``last``."""
+        with self._lock:
+            if channel in self._channels:
+                self._last_ids[channel] = max(last, self._last_ids.get(channel, 0))
+
     def joined(self) -> dict[str, int]:
         """The channels with connections here, each with the id a resync replays after.
 
