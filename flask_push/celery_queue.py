@@ -21,6 +21,7 @@ import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +45,10 @@ BROKER_CONNECT_TIMEOUT = 2.0
 #: connection and never answers (a TLS-only Redis reached with redis://, a half-open
 #: connection) would otherwise hold a send, and the request that made it, for ever
 BROKER_ANSWER_TIMEOUT = 2.0
+#: after a send could not reach the broker, how long the next sends of the process
+#: leave their deliveries to the sweep at once instead of each waiting for a broker
+#: that hangs (up to three of BROKER_ANSWER_TIMEOUT), as every request that sends would
+BROKER_PAUSE = 5.0
 
 
 def tasks_for(targets: int, batch: int) -> int:
@@ -80,6 +85,10 @@ class CeleryQueue:
         #: set when this process's Celery worker begins its warm shutdown (SIGTERM,
         #: Ctrl-C): its tasks then stop after the pushes on the network
         self._stopping = threading.Event()
+        #: when (monotonic) a send last failed to reach the broker; None: it answered
+        self._unreached_at: float | None = None
+        #: a send is asking the broker again after the pause; the others still rest
+        self._asking = False
         #: the Celery app; not set as Celery's current app, so a host's own is untouched
         self.celery = Celery(
             f"flask_push.{app.name}", broker=settings.celery_broker_url, set_as_current=False
@@ -104,7 +113,7 @@ class CeleryQueue:
         reached this logs a warning and the workers' sweep delivers them instead.
         """
         count = 0 if scheduled else tasks_for(recipients, self.batch)
-        if not count:
+        if not count or self._resting(message_id):
             return
         try:
             with self.celery.producer_or_acquire() as producer:
@@ -113,13 +122,39 @@ class CeleryQueue:
                         (message_id,), queue=self.queue, producer=producer
                     )
         except Exception as err:  # noqa: BLE001 - any broker failure: the sweep delivers
+            with self._lock:
+                self._unreached_at, self._asking = time.monotonic(), False
             logger.warning(
                 "flask-push: could not queue delivery tasks for message %s on the Celery "
                 "broker (%s); its deliveries stay queued and a `flask push worker` "
-                "delivers them within about a second of running",
+                "delivers them within about a second of running, as it does those of "
+                "this process's sends for the next %g s, which do not ask the broker",
                 message_id,
                 err,
+                BROKER_PAUSE,
             )
+        else:
+            with self._lock:
+                self._unreached_at, self._asking = None, False
+
+    def _resting(self, message_id: str) -> bool:
+        """Is the broker left alone for this send (a send found it unreachable less
+        than :data:`BROKER_PAUSE` ago, or another is asking it again now)?"""
+        with self._lock:
+            unreached_at = self._unreached_at
+            if unreached_at is None:
+                return False
+            ago = time.monotonic() - unreached_at
+            if ago >= BROKER_PAUSE and not self._asking:
+                self._asking = True  # this send asks; the others rest until it knows
+                return False
+        logger.info(
+            "flask-push: message %s left to the workers' sweep: the Celery broker could "
+            "not be reached %.1f s ago",
+            message_id,
+            ago,
+        )
+        return True
 
     # -- working side ------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from test_sigkill import (
     kill_mid_fan_out,
 )
 
-from flask_push import PushConfigError
+from flask_push import PushConfigError, celery_queue
 from flask_push.celery_queue import MAX_TASKS_PER_SEND, TASK_NAME, tasks_for
 from flask_push.models import utcnow
 from flask_push.testing import FakePushService
@@ -370,6 +370,54 @@ def test_send_to_a_broker_that_never_answers_is_not_held(
     assert warning.levelno == logging.WARNING and message.id in warning.getMessage()
     with app.app_context():
         assert statuses(app, message.id) == ["queued"] * 2  # kept for the workers' sweep
+
+
+def test_sends_rest_from_a_broker_that_did_not_answer(
+    make_app: Callable[..., Flask],
+    celery_config: dict[str, Any],
+    push_fake_webpush: FakePushService,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hung broker (a Redis stopped, or saving a large dataset) once held every send,
+    and the request that made it, for seconds each: a web app sending on each order
+    ran out of workers. After one send found the broker not answering, the sends of
+    the next BROKER_PAUSE seconds leave their deliveries to the sweep without asking
+    it; then one send asks again."""
+    connections: list[socket.socket] = []
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+
+        def take() -> None:  # counts connections; nobody reads or writes
+            while True:
+                try:
+                    connections.append(silent.accept()[0])
+                except OSError:
+                    return
+
+        threading.Thread(target=take, daemon=True).start()
+        app = make_app(**{**celery_config, "PUSH_CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0"})
+        monkeypatch.setattr(celery_queue, "BROKER_PAUSE", 3600.0)
+        with caplog.at_level(logging.INFO, logger="flask_push"), app.app_context():
+            add_browsers(push_fake_webpush, 2)
+            first = push.send(everyone=True, title="Asks the broker").id
+            asked = len(connections)
+            assert asked >= 1
+            later = [push.send(everyone=True, title=f"Rests {n}").id for n in range(3)]
+            assert len(connections) == asked  # none of them waited for the broker
+            monkeypatch.setattr(celery_queue, "BROKER_PAUSE", 0.0)
+            push.send(everyone=True, title="Asks again")
+            assert len(connections) > asked
+        for sock in connections:
+            sock.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and first in warnings[0] and "for the next" in warnings[0]
+    told = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    for message_id in later:
+        assert statuses(app, message_id) == ["queued"] * 2  # kept for the workers' sweep
+        assert any(message_id in line and "sweep" in line for line in told)
 
 
 def test_worker_once_delivers_without_a_broker(
