@@ -914,6 +914,37 @@ def test_redis_restarting_with_its_data_misses_and_repeats_nothing(
         ]
 
 
+def test_a_page_opened_while_redis_was_down_is_told_to_reload_once_it_is_back(
+    redis_server: Any, make_app: Any, clients: list[Client]
+) -> None:
+    """A page of alice's opens, and another tab rejoins with ``since``, while Redis is
+    down: the rejoin is told the missed events cannot be read. When Redis is back
+    with its data, both get a gap (reload), never the events from before they read
+    their state, then the events published after."""
+    server = redis_server(True)
+    app = make_app(PUSH_BACKPLANE_URL=server.url, PUSH_WS_HEARTBEAT=0)
+    with serve(app) as origin:
+        bob = Client(f"{origin}/push/ws", "bob")  # this process listens to Redis
+        clients.append(bob)
+        bob.sync()
+        before = [_publish(app, "user:alice", n) for n in range(2)]
+        server.kill()
+        page, tab = (Client(f"{origin}/push/ws", "alice") for _ in "ab")
+        clients.extend([page, tab])
+        page.sync()
+        tab.send({"op": "subscribe", "channel": "user:alice", "since": before[0]})
+        assert tab.recv() == {"op": "subscribed", "channel": "user:alice"}
+        assert tab.recv()["code"] == "unavailable"
+
+        server.start()
+        for client in (page, tab):
+            assert client.recv(timeout=15) == {"op": "gap", "channel": "user:alice"}
+        after = _publish(app, "user:alice", 2)
+        for client in (page, tab):
+            assert _event(client) == (after, "tick", {"n": 2})
+            client.nothing()
+
+
 def test_a_redis_that_stops_answering_is_asked_once_for_a_whole_send(
     redis_server: Any, make_app: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
