@@ -46,8 +46,10 @@ def served_demo(
 
 @contextmanager
 def serving(app: Any) -> Iterator[str]:
-    """The base URL of ``app`` served on localhost by a thread, until the block ends."""
-    http = make_server("127.0.0.1", 0, app, threaded=True)
+    """The base URL of ``app`` served on localhost by a thread, until the block ends,
+    and then until the requests in hand have ended (10 s at most)."""
+    requests = _InHand(app)
+    http = make_server("127.0.0.1", 0, requests, threaded=True)
     thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -56,6 +58,34 @@ def serving(app: Any) -> Iterator[str]:
         http.shutdown()
         thread.join(10)
         http.server_close()
+        # A request's thread outlives the server's shutdown (it serves its keep-alive
+        # connection to its end): one still in a view, an order's push.send say, would
+        # start the app's delivery worker again after stop() had stopped it, and that
+        # thread would run on into the next tests.
+        requests.wait_until_none(10)
+
+
+class _InHand:
+    """``app``, counting the requests it is in the middle of."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._count = 0
+        self._changed = threading.Condition()
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        with self._changed:
+            self._count += 1
+        try:
+            return self.app(environ, start_response)
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify_all()
+
+    def wait_until_none(self, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._count == 0, timeout)
 
 
 @contextmanager
