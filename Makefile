@@ -19,11 +19,11 @@ $(PEERS): tests/peers/package.json tests/peers/package-lock.json
 	npm ci --prefix tests/peers --no-audit --no-fund
 	touch $@
 
-# The suite in two processes (pytest-xdist): most of its time is spent waiting on
-# browsers, push services and databases, so two take about a third off it even on
-# two cores.
+# The suite in three processes (pytest-xdist): much of its time is spent waiting on
+# browsers, push services and databases, so even on two cores two processes leave a
+# third of the CPU idle, and a third process fills some of it.
 # `make test TEST_WORKERS=0` runs it in one process.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 test: $(VENV)/.installed $(PEERS)
 	$(PY) -m pytest -n $(TEST_WORKERS)
