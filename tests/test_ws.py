@@ -142,6 +142,7 @@ def test_subscribe_own_and_forbidden(live: Any, connect: Any) -> None:
     alice.send({"op": "subscribe", "channel": "user:bob"})
     reply = alice.recv()
     assert (reply["op"], reply["code"]) == ("error", "forbidden") and reply["message"]
+    assert reply["channel"] == "user:bob"  # which join it answers
     alice.send({"op": "subscribe", "channel": "order:42"})
     reply = alice.recv()
     assert reply["code"] == "forbidden"
@@ -195,6 +196,7 @@ def test_a_socket_follows_a_bounded_number_of_channels(
         client.send({"op": "subscribe", "channel": "product:3"})
         refused = client.recv()
         assert (refused["op"], refused["code"]) == ("error", "too_many_channels")
+        assert refused["channel"] == "product:3"
         assert "3 channels" in refused["message"]
         # a channel it follows may be asked for again, and leaving one makes room
         client.send({"op": "subscribe", "channel": "product:2"})
@@ -400,6 +402,8 @@ def test_bad_frames_get_an_error_and_the_connection_lives(
     client.ws.send(frame)
     reply = client.recv()
     assert reply["op"] == "error" and reply["code"] == "bad_request" and reply["message"]
+    # a join refused for its 'since' names its channel; a frame with no valid one not
+    assert reply.get("channel") == ("user:alice" if '"since"' in str(frame) else None)
     client.sync()
     publish(app, "user:alice", "still", {})
     assert client.recv()["event"] == "still"

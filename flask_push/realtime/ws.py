@@ -207,8 +207,13 @@ def _join_own_channel(
     return _replayed(channel, realtime.join(connection, channel, seen=mark))
 
 
-def _error(code: str, message: str) -> str:
-    return json.dumps({"op": "error", "code": code, "message": message})
+def _error(code: str, message: str, channel: str | None = None) -> str:
+    """An error frame; one that answers a join names its ``channel``, as a shut-out's
+    does, so that a client following several can tell which join it answers."""
+    frame = {"op": "error", "code": code, "message": message}
+    if channel is not None:
+        frame["channel"] = channel
+    return json.dumps(frame)
 
 
 #: seconds the end of a websocket under Werkzeug's development server waits for the
@@ -421,7 +426,7 @@ def _answer(
         return []
     since = message.get("since")
     if since is not None and not _whole(since):
-        return [_error("bad_request", "'since' must be a whole number of at least 0.")]
+        return [_error("bad_request", "'since' must be a whole number of at least 0.", channel)]
     limit = hub_module.MAX_CHANNELS
     if channel not in connection.last_ids and len(connection.last_ids) >= limit:
         return [
@@ -429,10 +434,11 @@ def _answer(
                 "too_many_channels",
                 f"A socket may follow at most {limit} channels at once; unsubscribe from "
                 "one first.",
+                channel,
             )
         ]
     if not _may_join(push, user_id, channel):
-        return [_error("forbidden", push.join_refusal(channel))]
+        return [_error("forbidden", push.join_refusal(channel), channel)]
     subscribed = json.dumps({"op": "subscribed", "channel": channel})
     if since is not None and not connection.may_replay(time.monotonic()):
         # replays asked for again and again: the client is told to reload its
@@ -447,7 +453,7 @@ def _answer(
     except BackplaneError:
         return _unless_shut_out(push, realtime, connection, user_id, channel) or [
             subscribed,
-            _error("unavailable", "Missed events cannot be read now; reload your state."),
+            _error("unavailable", "Missed events cannot be read now; reload your state.", channel),
         ]
     if refused := _unless_shut_out(push, realtime, connection, user_id, channel):
         return refused
@@ -479,7 +485,7 @@ def _unless_shut_out(
     if not channel.startswith(ACTIVITY_CHANNEL_PREFIX) or _may_join(push, user_id, channel):
         return None
     realtime.hub.leave(connection, channel)
-    return [_error("forbidden", push.join_refusal(channel))]
+    return [_error("forbidden", push.join_refusal(channel), channel)]
 
 
 def _whole(value: Any, below: int | None = None) -> bool:
