@@ -117,6 +117,17 @@ def redis_backplane(redis_prefix: str) -> Iterator[Callable[..., RedisBackplane]
         backplane.close()
 
 
+@pytest.fixture
+def redis_proxy() -> Iterator[TcpProxy]:
+    """The test Redis behind a :class:`TcpProxy` (its ``stop`` cuts every connection
+    off, ``start`` lets them in again), stopped after the test."""
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    proxy = TcpProxy((host, int(port)))
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
 def test_redis_ids_and_replay_are_shared(redis_backplane: Any) -> None:
     one, two = redis_backplane(), redis_backplane()
     deliver, got = collector()
@@ -234,35 +245,32 @@ def test_redis_a_subscription_confirmed_late_is_followed_by_a_resync(
 
 
 def test_redis_a_subscription_gone_silent_is_found_out_and_made_again(
-    redis_backplane: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    redis_backplane: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_proxy: TcpProxy,
 ) -> None:
     # A connection that a load balancer or NAT forgot never errors: without a
     # question, the subscriber would wait on it for good, hearing nothing.
     monkeypatch.setattr(backplane_module, "SUBSCRIBER_PING_AFTER", 0.5)
     monkeypatch.setattr(backplane_module, "SUBSCRIBER_PONG_TIMEOUT", 1.0)
-    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
-    proxy = TcpProxy((host, int(port)))
-    proxy.start()
-    try:
-        far, near = redis_backplane(url=f"redis://127.0.0.1:{proxy.port}/0"), redis_backplane()
-        deliver, got = collector()
-        resyncs: list[None] = []
-        caplog.set_level("WARNING", logger="flask_push.realtime")
-        far.listen(deliver, lambda: resyncs.append(None))
-        sent = near.publish("order:1", "s", "1").id
-        assert got.get(timeout=5).id == sent
-        time.sleep(1)  # quiet for longer than SUBSCRIBER_PING_AFTER: pings are answered
-        sent = near.publish("order:1", "s", "2").id
-        assert got.get(timeout=5).id == sent
-        assert resyncs == []
-        proxy.freeze()
-        near.publish("order:1", "s", "3")  # lost on the silent connection
-        assert wait_until(lambda: bool(resyncs), 15), "the silent subscription was not found out"
-        assert "no answer to a ping in 1 s" in caplog.text
-        sent = near.publish("order:1", "s", "4").id
-        assert got.get(timeout=5).id == sent  # live again
-    finally:
-        proxy.stop()
+    far, near = redis_backplane(url=f"redis://127.0.0.1:{redis_proxy.port}/0"), redis_backplane()
+    deliver, got = collector()
+    resyncs: list[None] = []
+    caplog.set_level("WARNING", logger="flask_push.realtime")
+    far.listen(deliver, lambda: resyncs.append(None))
+    sent = near.publish("order:1", "s", "1").id
+    assert got.get(timeout=5).id == sent
+    time.sleep(1)  # quiet for longer than SUBSCRIBER_PING_AFTER: pings are answered
+    sent = near.publish("order:1", "s", "2").id
+    assert got.get(timeout=5).id == sent
+    assert resyncs == []
+    redis_proxy.freeze()
+    near.publish("order:1", "s", "3")  # lost on the silent connection
+    assert wait_until(lambda: bool(resyncs), 15), "the silent subscription was not found out"
+    assert "no answer to a ping in 1 s" in caplog.text
+    sent = near.publish("order:1", "s", "4").id
+    assert got.get(timeout=5).id == sent  # live again
 
 
 class SilentRedis:
@@ -595,126 +603,115 @@ def test_two_processes_share_events_and_replay(servers: Any, clients: Any) -> No
     late.nothing()
 
 
-def test_redis_going_away_and_coming_back(servers: Any, clients: Any, redis_backplane: Any) -> None:
-    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
-    proxy = TcpProxy((host, int(port)))
-    proxy.start()
-    try:
-        via_proxy = f"redis://127.0.0.1:{proxy.port}/0"
-        first, second = servers(via_proxy), servers(via_proxy)
-        alice = Client(second.ws, "alice")
-        clients.append(alice)
-        alice.sync()
-        status, body = first.publish("user:alice", "before", None)
-        assert status == 200
-        one = body["id"]
-        assert _event(alice)[:2] == (one, "before")
+def test_redis_going_away_and_coming_back(
+    servers: Any, clients: Any, redis_backplane: Any, redis_proxy: TcpProxy
+) -> None:
+    via_proxy = f"redis://127.0.0.1:{redis_proxy.port}/0"
+    first, second = servers(via_proxy), servers(via_proxy)
+    alice = Client(second.ws, "alice")
+    clients.append(alice)
+    alice.sync()
+    status, body = first.publish("user:alice", "before", None)
+    assert status == 200
+    one = body["id"]
+    assert _event(alice)[:2] == (one, "before")
 
-        proxy.stop()
-        # the processes live on: publishing says Redis is away, sockets still answer
-        status, body = first.publish("user:alice", "lost", None)
-        assert status == 503 and "Redis" in body["error"]
-        alice.sync()
-        direct = redis_backplane()  # another host, still reaching Redis
-        direct.publish("user:alice", "during", '{"n": 1}')
-        direct.publish("user:alice", "during", '{"n": 2}')
+    redis_proxy.stop()
+    # the processes live on: publishing says Redis is away, sockets still answer
+    status, body = first.publish("user:alice", "lost", None)
+    assert status == 503 and "Redis" in body["error"]
+    alice.sync()
+    direct = redis_backplane()  # another host, still reaching Redis
+    direct.publish("user:alice", "during", '{"n": 1}')
+    direct.publish("user:alice", "during", '{"n": 2}')
 
-        proxy.start()
-        # the second process reconnects, and replays what its clients missed
-        assert [_event(alice) for _ in range(2)] == [
-            (one + 1, "during", {"n": 1}), (one + 2, "during", {"n": 2}),
-        ]  # fmt: skip
-        deadline = time.monotonic() + 10
-        while first.publish("user:alice", "after", None)[0] != 200:
-            assert time.monotonic() < deadline, "the first process never got Redis back"
-            time.sleep(0.2)
-        assert _event(alice)[:2] == (one + 3, "after")
-        alice.nothing()
-    finally:
-        proxy.stop()
+    redis_proxy.start()
+    # the second process reconnects, and replays what its clients missed
+    assert [_event(alice) for _ in range(2)] == [
+        (one + 1, "during", {"n": 1}), (one + 2, "during", {"n": 2}),
+    ]  # fmt: skip
+    deadline = time.monotonic() + 10
+    while first.publish("user:alice", "after", None)[0] != 200:
+        assert time.monotonic() < deadline, "the first process never got Redis back"
+        time.sleep(0.2)
+    assert _event(alice)[:2] == (one + 3, "after")
+    alice.nothing()
 
 
 def test_a_shut_out_published_while_redis_was_away_is_caught_up_first(
-    make_app: Callable[..., Flask], redis_backplane: Any, caplog: pytest.LogCaptureFixture
+    make_app: Callable[..., Flask],
+    redis_backplane: Any,
+    caplog: pytest.LogCaptureFixture,
+    redis_proxy: TcpProxy,
 ) -> None:
     """A user an activity left out while this process's subscriber was cut off from
     Redis: on the way back, their socket leaves the channel before the channel's
     missed events are replayed, so the door code published after reaches only the
     users still in it."""
-    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
-    proxy = TcpProxy((host, int(port)))
-    proxy.start()
-    try:
-        realtime: Realtime = make_app().extensions["push"].get_realtime()
-        realtime.backplane = redis_backplane(url=f"redis://127.0.0.1:{proxy.port}/0")
-        elsewhere = Realtime(realtime.settings)  # another process, still reaching Redis
-        elsewhere.backplane = redis_backplane()
-        channel = "activity:order-42"
-        alice, courier = (
-            Connection(threading.Event(), None, 100, user_id=user)
-            for user in ("alice", "courier_a")
-        )
-        for connection in (alice, courier):
-            realtime.join(connection, channel)
-        assert wait_until(lambda: realtime.backplane._subscribed, 10)
+    realtime: Realtime = make_app().extensions["push"].get_realtime()
+    realtime.backplane = redis_backplane(url=f"redis://127.0.0.1:{redis_proxy.port}/0")
+    elsewhere = Realtime(realtime.settings)  # another process, still reaching Redis
+    elsewhere.backplane = redis_backplane()
+    channel = "activity:order-42"
+    alice, courier = (
+        Connection(threading.Event(), None, 100, user_id=user) for user in ("alice", "courier_a")
+    )
+    for connection in (alice, courier):
+        realtime.join(connection, channel)
+    assert wait_until(lambda: realtime.backplane._subscribed, 10)
 
-        caplog.set_level("WARNING", logger="flask_push.realtime")
-        proxy.stop()
-        assert wait_until(lambda: "backplane subscriber failed" in caplog.text, 10)
-        elsewhere.shut_out(channel, ["courier_a"], "You no longer follow it.")
-        door = elsewhere.publish(channel, "activity", {"door": "4711"})
-        proxy.start()
+    caplog.set_level("WARNING", logger="flask_push.realtime")
+    redis_proxy.stop()
+    assert wait_until(lambda: "backplane subscriber failed" in caplog.text, 10)
+    elsewhere.shut_out(channel, ["courier_a"], "You no longer follow it.")
+    door = elsewhere.publish(channel, "activity", {"door": "4711"})
+    redis_proxy.start()
 
-        assert wait_until(lambda: bool(alice.queue), 15), "no resync once Redis was back"
-        assert [(item.id, item.data) for item in alice.take()] == [(door.id, {"door": "4711"})]
-        (notice,) = courier.take()
-        assert isinstance(notice, Notice) and json.loads(notice.frame)["code"] == "forbidden"
-        assert channel not in courier.last_ids
-        assert realtime._left_seen is not None and realtime._left_seen > 0
-    finally:
-        proxy.stop()
+    assert wait_until(lambda: bool(alice.queue), 15), "no resync once Redis was back"
+    assert [(item.id, item.data) for item in alice.take()] == [(door.id, {"door": "4711"})]
+    (notice,) = courier.take()
+    assert isinstance(notice, Notice) and json.loads(notice.frame)["code"] == "forbidden"
+    assert channel not in courier.last_ids
+    assert realtime._left_seen is not None and realtime._left_seen > 0
 
 
 def test_a_socket_that_joined_while_redis_was_away_is_not_replayed_older_events(
-    make_app: Callable[..., Flask], redis_backplane: Any, caplog: pytest.LogCaptureFixture
+    make_app: Callable[..., Flask],
+    redis_backplane: Any,
+    caplog: pytest.LogCaptureFixture,
+    redis_proxy: TcpProxy,
 ) -> None:
     """A page opened while this process could not reach Redis: its socket joined its
     channel at a place not known. Once Redis is back, it is told to reload (a gap)
     rather than sent again every event the channel keeps from before the page read
     its state, and it gets what was published after."""
-    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
-    proxy = TcpProxy((host, int(port)))
-    proxy.start()
-    try:
-        realtime: Realtime = make_app().extensions["push"].get_realtime()
-        realtime.backplane = redis_backplane(url=f"redis://127.0.0.1:{proxy.port}/0")
-        elsewhere = redis_backplane()  # another process, still reaching Redis
-        older = [elsewhere.publish("user:alice", "notification", f'{{"n": {n}}}') for n in (1, 2)]
-        bob = Connection(threading.Event(), None, 100, user_id="bob")
-        realtime.join(bob, "user:bob")  # this process listens
-        assert wait_until(lambda: realtime.backplane._subscribed, 10)
+    realtime: Realtime = make_app().extensions["push"].get_realtime()
+    realtime.backplane = redis_backplane(url=f"redis://127.0.0.1:{redis_proxy.port}/0")
+    elsewhere = redis_backplane()  # another process, still reaching Redis
+    older = [elsewhere.publish("user:alice", "notification", f'{{"n": {n}}}') for n in (1, 2)]
+    bob = Connection(threading.Event(), None, 100, user_id="bob")
+    realtime.join(bob, "user:bob")  # this process listens
+    assert wait_until(lambda: realtime.backplane._subscribed, 10)
 
-        caplog.set_level("WARNING", logger="flask_push.realtime")
-        proxy.stop()
-        assert wait_until(lambda: "backplane subscriber failed" in caplog.text, 10)
-        alice, tab = (Connection(threading.Event(), None, 100, user_id="alice") for _ in "ab")
-        assert realtime.join(alice, "user:alice") is None  # its page read its state now
-        with pytest.raises(BackplaneError):  # another tab, back from sleep, says since
-            realtime.join(tab, "user:alice", since=older[0].id)
-        later = elsewhere.publish("user:alice", "notification", '{"n": 3}')
-        proxy.start()
+    caplog.set_level("WARNING", logger="flask_push.realtime")
+    redis_proxy.stop()
+    assert wait_until(lambda: "backplane subscriber failed" in caplog.text, 10)
+    alice, tab = (Connection(threading.Event(), None, 100, user_id="alice") for _ in "ab")
+    assert realtime.join(alice, "user:alice") is None  # its page read its state now
+    with pytest.raises(BackplaneError):  # another tab, back from sleep, says since
+        realtime.join(tab, "user:alice", since=older[0].id)
+    later = elsewhere.publish("user:alice", "notification", '{"n": 3}')
+    redis_proxy.start()
 
-        assert wait_until(lambda: bool(alice.queue), 15), "no resync once Redis was back"
-        # the gap, and no event: what came after the page read its state (n 3), the
-        # reload reads; the older ones (n 1, n 2) it had
-        for connection in (alice, tab):
-            assert connection.take() == [Gap("user:alice", later.id)]
-        assert older[-1].id < later.id == realtime.hub.joined()["user:alice"]
-        after = elsewhere.publish("user:alice", "notification", '{"n": 4}')
-        assert wait_until(lambda: bool(alice.queue), 10)
-        assert [item.id for item in alice.take()] == [after.id]
-    finally:
-        proxy.stop()
+    assert wait_until(lambda: bool(alice.queue), 15), "no resync once Redis was back"
+    # the gap, and no event: what came after the page read its state (n 3), the
+    # reload reads; the older ones (n 1, n 2) it had
+    for connection in (alice, tab):
+        assert connection.take() == [Gap("user:alice", later.id)]
+    assert older[-1].id < later.id == realtime.hub.joined()["user:alice"]
+    after = elsewhere.publish("user:alice", "notification", '{"n": 4}')
+    assert wait_until(lambda: bool(alice.queue), 10)
+    assert [item.id for item in alice.take()] == [after.id]
 
 
 def test_a_kept_event_that_is_not_utf8_is_skipped_on_reconnect(
