@@ -439,6 +439,22 @@ def send_batch(provider: Any, pushes: Sequence[Any]) -> list[Any]:
     return run_provider(provider, lambda: deliver(provider, pushes))
 
 
+@contextmanager
+def sending_held(service: Any, worker: Any, message_id: str) -> Iterator[None]:
+    """``worker`` (a ``Dispatcher``) sending ``message_id`` on a thread of its own while
+    the fake push ``service`` holds its answers; on leaving, the service answers, the
+    send ends and the worker is closed."""
+    service.hold()
+    sending = threading.Thread(target=worker.run_until_idle, kwargs={"message_id": message_id})
+    sending.start()
+    try:
+        yield
+    finally:
+        service.release()
+        sending.join(30)
+        worker.close()
+
+
 def add_subscription(
     user_id: str | None = None, topics: list[str] | None = None, **values: Any
 ) -> Any:

@@ -26,7 +26,7 @@ from flask_push.models import utcnow
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import db, make_due, push, quiet_now, subscribe, wait_until
+from conftest import db, make_due, push, quiet_now, sending_held, subscribe, wait_until
 from wslive import Client, serve
 
 TOKEN = "scrape-me-7f3a"
@@ -235,7 +235,6 @@ def test_a_cancel_mid_send_counts_each_delivery_once(
     """A worker holds 150 pushes: 100 on the network (a lane's share), 50 waiting for
     a slot. The cancel counted all 150 as cancelled, and the 100 that went out then
     counted as sent too: 250 outcomes for 150 deliveries. Each counts once now."""
-    import threading
 
     from flask_push.dispatch import Dispatcher
 
@@ -250,20 +249,13 @@ def test_a_cancel_mid_send_counts_each_delivery_once(
         worker = Dispatcher(
             app, push.models, db.engine, state.settings, batch_size=50, metrics=state.metrics
         )
-    service.hold()
-    sending = threading.Thread(target=worker.run_until_idle, kwargs={"message_id": message_id})
-    sending.start()
-    try:
+    with sending_held(service, worker, message_id):
         assert service.wait_in_flight(100) == 100
         with app.app_context():
             shown = push.cancel(message_id)
         assert shown["counts"]["cancelled"] == 150  # as the cancel saw them
         # the worker finds the cancel and takes back the 50 waiting, counting them
         assert wait_until(lambda: delivered(scrape(app), "webpush", "cancelled") == 50)
-    finally:
-        service.release()
-        sending.join(30)
-        worker.close()
     with app.app_context():
         counts = push.explain(message_id)
     ended = Counter(entry["status"] for entry in counts)
@@ -279,7 +271,6 @@ def test_a_cancel_mid_send_counts_a_retry_it_stopped_as_cancelled(
     """A push on the network when its message is cancelled, whose service then says
     503: its retry is not written (the cancel wins), so it ends ``cancelled``. Its
     worker counted a ``retry`` that never was, and no one counted it ``cancelled``."""
-    import threading
 
     from flask_push.dispatch import Dispatcher
 
@@ -291,18 +282,11 @@ def test_a_cancel_mid_send_counts_a_retry_it_stopped_as_cancelled(
         make_due(message.id)
         message_id, state = message.id, push.state
         worker = Dispatcher(app, push.models, db.engine, state.settings, metrics=state.metrics)
-    service.hold()
-    sending = threading.Thread(target=worker.run_until_idle, kwargs={"message_id": message_id})
-    sending.start()
-    try:
+    with sending_held(service, worker, message_id):
         assert service.wait_in_flight(1) == 1
         with app.app_context():
             assert push.cancel(message_id)["counts"]["cancelled"] == 1
         service.fail_next(503)
-    finally:
-        service.release()
-        sending.join(30)
-        worker.close()
     with app.app_context():
         assert [entry["status"] for entry in push.explain(message_id)] == ["cancelled"]
     samples = scrape(app)

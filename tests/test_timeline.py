@@ -23,7 +23,7 @@ from flask_push.models import utcnow
 from flask_push.providers.webpush import WebPushProvider
 from flask_push.testing import FakePushService
 
-from conftest import add_subscription, as_user, db, make_due, push
+from conftest import add_subscription, as_user, db, make_due, push, sending_held
 
 ADMIN = as_user("root", admin=True)
 CHROME_ANDROID = (
@@ -749,7 +749,6 @@ def test_a_cancel_reaches_the_pushes_waiting_for_a_slot(
     100 at a time, and a batch waits behind them). The cancel, made elsewhere, marks
     the waiting ones cancelled, and the worker sends none of them: only the pushes on
     the network when the cancel came go out."""
-    import threading
 
     from flask_push.dispatch import _CANCEL_CHECK_EVERY, Dispatcher
 
@@ -770,18 +769,11 @@ def test_a_cancel_reaches_the_pushes_waiting_for_a_slot(
         make_due(message.id)
         message_id = message.id
         worker = Dispatcher(live, push.models, db.engine, push.settings, batch_size=50)
-    service.hold()
-    sending = threading.Thread(target=worker.run_until_idle, kwargs={"message_id": message_id})
-    sending.start()
-    try:
+    with sending_held(service, worker, message_id):
         on_the_network = service.wait_in_flight(100)
         with live.app_context():
             shown = push.cancel(message_id)
         time.sleep(_CANCEL_CHECK_EVERY * 3)  # the worker looks, and takes them back
-    finally:
-        service.release()
-        sending.join(30)
-        worker.close()
     assert on_the_network == 100
     # every unsent one, as the cancel sees it; the outcomes of those on the network
     # replace the cancel, as what really happened
