@@ -328,25 +328,59 @@ def detail_of(
     return said
 
 
+#: seconds a queued push may stay due, untaken, before its sentence says so: the
+#: workers look for due pushes about every second, so a minute untouched means none
+#: runs for this app, or they are far behind
+OVERDUE_AFTER: Final = 60
+
+#: added to the sentence of a queued push due that long ago that no worker holds:
+#: its last event still says when it was to go ("due at", "tried again at"), a time
+#: past, which reads as if all were well
+OVERDUE = (
+    "It has been due since {due} ({waited} ago) and no worker has taken it: no "
+    "delivery worker is running for this app (`flask push worker`, or the process "
+    "that runs the thread queue, stopped or was never started), or the workers are "
+    "far behind (the console's overview and GET /health show the outbox)."
+)
+
+
+def waited(seconds: float) -> str:
+    """A wait as a sentence says it: ``45 s``, ``39 min``, ``2.5 h``, ``3.0 days``
+    (as the console shows the outbox's oldest due push)."""
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def delivery_detail(delivery: Any, *, cancelled: bool = False) -> str | None:
     """A delivery's ``detail``, said alike wherever it shows (its message's deliveries
     and problems, its user's targets): a push a worker holds now is on its way, which
-    its last event (the previous attempt's, or "queued") does not tell; else
-    :func:`detail_of`. ``delivery`` has ``status``, ``reason``, ``error``,
-    ``events`` and ``lease_until`` (a mapped row or a selected one)."""
+    its last event (the previous attempt's, or "queued") does not tell; one due for
+    longer than :data:`OVERDUE_AFTER` that no worker holds says so after that event's
+    sentence (:data:`OVERDUE`); else :func:`detail_of`. ``delivery`` has ``status``,
+    ``reason``, ``error``, ``events``, ``lease_until`` and ``due_at`` (a mapped row
+    or a selected one)."""
+    now = datetime.now(timezone.utc)
     held_until = delivery.lease_until
-    if (
-        delivery.status == "queued"
-        and held_until is not None
-        and held_until > datetime.now(timezone.utc)
-    ):
+    if delivery.status == "queued" and held_until is not None and held_until > now:
         return (
             "A worker took it and is sending it now; should that worker stop, another "
             f"takes it at {clock(held_until)}."
         )
-    return detail_of(
+    said = detail_of(
         delivery.status, delivery.reason, delivery.error, delivery.events or (), cancelled=cancelled
     )
+    due = delivery.due_at
+    if delivery.status == "queued" and due is not None:
+        late = (now - due).total_seconds()
+        if late > OVERDUE_AFTER:
+            overdue = OVERDUE.format(due=clock(due), waited=waited(late))
+            return f"{said} {overdue}" if said else overdue
+    return said
 
 
 def attempt_detail(reason: str | None = None, *, to: str | None = None, **values: Any) -> str:

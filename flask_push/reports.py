@@ -179,7 +179,7 @@ def problems(
     latest = {
         row.id: row
         for row in session.execute(
-            sa.select(d.id, d.status, d.reason, d.error, d.events, d.lease_until).where(
+            sa.select(d.id, d.status, d.reason, d.error, d.events, d.lease_until, d.due_at).where(
                 d.id.in_(ids)
             )
         )

@@ -51,6 +51,7 @@ def user_targets(
                 d.error,
                 d.events,
                 d.lease_until,
+                d.due_at,
                 d.updated_at,
                 sa.func.row_number().over(partition_by=target, order_by=d.id.desc()).label("rank"),
             )

@@ -23,7 +23,7 @@ from flask_push.models import utcnow
 from flask_push.providers.webpush import WebPushProvider
 from flask_push.testing import FakePushService
 
-from conftest import add_subscription, as_user, db, make_due, push, sending_held
+from conftest import add_subscription, as_user, db, later, make_due, push, sending_held
 
 ADMIN = as_user("root", admin=True)
 CHROME_ANDROID = (
@@ -894,6 +894,45 @@ def test_a_push_in_a_workers_hand_is_said_alike_everywhere(
     assert web["recentDeliveries"][0]["detail"] == entry["detail"]
     [problem] = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()["problems"]
     assert problem["detail"] == entry["detail"]
+
+
+def test_a_push_no_worker_takes_says_so_everywhere(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """With no worker running, a scheduled push past its time said "Queued for
+    sending. It is due at 17:51 UTC." at 18:30, and a retry "it will be tried again
+    at" a time long past: as if all were well. Every surface says it is overdue and
+    what to check."""
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    scheduled = send(client, ["al"], sendAt=later().isoformat())
+    push_fake_webpush.fail_next(503, retry_after=60)
+    retried = send(client, ["al"])
+    with live.app_context():
+        [waiting] = push.explain(scheduled)
+        assert "no worker has taken it" not in waiting["detail"]  # not due yet
+        # as if 10 minutes had passed since both came due, with no worker running
+        since = datetime.now(timezone.utc) - timedelta(minutes=10)
+        for id in (scheduled, retried):
+            make_due(id, due_at=since)
+        [late] = push.explain(scheduled)
+        [late_retry] = push.explain(retried)
+        web = push.user_targets("al")[0]["recentDeliveries"]
+    overdue = (
+        f"It has been due since {outcomes.clock(since)} (10 min ago) and no worker has "
+        "taken it: no delivery worker is running for this app (`flask push worker`, or "
+        "the process that runs the thread queue, stopped or was never started), or the "
+        "workers are far behind (the console's overview and GET /health show the outbox)."
+    )
+    assert late["detail"] == f"{waiting['detail']} {overdue}"
+    assert late_retry["detail"].startswith("The browser's push service answered 503 ")
+    assert late_retry["detail"].endswith(overdue)
+    # alike in the user's targets, the message's problems and on the command line
+    assert [d["detail"] for d in web] == [late_retry["detail"], late["detail"]]
+    [problem] = client.get(f"/push/messages/{retried}", headers=ADMIN).get_json()["problems"]
+    assert problem["detail"] == late_retry["detail"]
+    shown = live.test_cli_runner().invoke(args=["push", "explain", scheduled])
+    assert shown.exit_code == 0 and f"  {late['detail']}\n" in shown.output
 
 
 def test_user_targets_are_oldest_first_across_browsers_and_devices(app: Flask) -> None:
