@@ -340,8 +340,8 @@ def send(
     if not recipients:
         if counts.get("suppressed") or counts.get("expired"):
             raise click.ClickException(
-                "Nothing was delivered: the users' preferences held back every push; the "
-                "reasons are above."
+                f"Nothing was delivered: {_held_back_by(push, message.id)} held back every "
+                "push; the reasons are above."
             )
         raise click.ClickException(
             "Nothing was delivered: no active browser or device matches this audience."
@@ -549,6 +549,27 @@ def _held_back(push: Any, message_id: str) -> list[str]:
         )
     session.rollback()  # end the read transaction
     return lines
+
+
+def _held_back_by(push: Any, message_id: str) -> str:
+    """Who held back a message's pushes: the users' preferences (their choices and
+    quiet hours), the category's daily cap (the app's ``max_per_day``, not a user's
+    choice), or both."""
+    d = push.models.Delivery
+    reasons = set(
+        push.db.session.scalars(
+            sa.select(d.reason)
+            .where(d.message_id == message_id, d.reason.in_(POLICY_REASONS))
+            .distinct()
+        )
+    )
+    push.db.session.rollback()  # end the read transaction
+    cap = "the category's daily cap (max_per_day in PUSH_CATEGORIES)"
+    if reasons == {"frequency_cap"}:
+        return cap
+    if "frequency_cap" in reasons:
+        return f"the users' preferences and {cap}"
+    return "the users' preferences"
 
 
 def _only_quiet_hours(push: Any, message_id: str) -> bool:

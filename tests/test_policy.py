@@ -1506,6 +1506,36 @@ def test_retries_read_quiet_hours_once_a_batch_and_sends_never(
         assert 1 <= quiet_reads(failed) <= writes < n, failed
 
 
+def test_the_cli_blames_the_daily_cap_not_the_users_for_what_it_held_back(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A send the category's cap held back said "the users' preferences held back
+    every push": the operator went looking at settings the user never changed."""
+    with context(live):
+        subscribe(push_fake_webpush.subscribe())
+        subscribe(push_fake_webpush.subscribe(), "bob")
+        push.set_preferences("bob", categories={"offers": {"web": False}})
+        for _ in range(2):  # the cap of "offers"
+            push.send(users=["alice"], title="Deal", category="offers")
+
+    def send(*users: str) -> str:
+        who = [arg for user in users for arg in ("--user", user)]
+        result = live.test_cli_runner().invoke(
+            args=["push", "send", *who, "--title", "Deal", "--category", "offers"]
+        )
+        assert result.exit_code == 1, result.output
+        return result.output.splitlines()[-1]
+
+    assert send("alice") == (
+        "Error: Nothing was delivered: the category's daily cap (max_per_day in "
+        "PUSH_CATEGORIES) held back every push; the reasons are above."
+    )
+    assert send("alice", "bob") == (
+        "Error: Nothing was delivered: the users' preferences and the category's daily cap "
+        "(max_per_day in PUSH_CATEGORIES) held back every push; the reasons are above."
+    )
+
+
 def test_the_cli_says_what_the_preferences_held_back(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
@@ -1522,6 +1552,7 @@ def test_the_cli_says_what_the_preferences_held_back(
         "(browsers) for the user"
     ) in result.output
     assert "preferences held back every push" in result.output
+    assert "daily cap" not in result.output
     result = runner.invoke(
         args=["push", "send", "--user", "alice", "--title", "Deal", "--category", "nope"]
     )
