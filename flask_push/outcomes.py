@@ -84,7 +84,10 @@ REASONS: Final[dict[str, str]] = {
         "may have arrived all the same (a retry then shows it twice); it will be tried "
         "again at {next}."
     ),
-    "gave_up": "{Last}; flask-push gave up after {attempts} attempts.",
+    "gave_up": (
+        "{Last}; flask-push gave up after {attempts} attempts: once {service} takes pushes "
+        "again, retry what failed."
+    ),
     "no_outcome": (
         "flask-push gave up on it at {at}, at its claim number {attempts}: the last "
         "claims before it ended with no outcome written (the worker holding it stopped "
@@ -293,7 +296,7 @@ def detail(reason: str, **values: Any) -> str:
 
 
 #: the reasons whose sentence advises retrying what failed
-RETRY_ADVISED: Final[tuple[str, ...]] = ("no_provider",)
+RETRY_ADVISED: Final[tuple[str, ...]] = ("no_provider", "gave_up")
 
 #: said after such a sentence once its message is cancelled: a retry of a cancelled
 #: message sends none of it (:func:`flask_push.control.retry_failed`)

@@ -276,7 +276,8 @@ def test_a_push_service_that_cannot_be_reached_is_said_so_in_plain_words(
     assert entry["detail"].startswith("flask-push could not reach the browser's push service at ")
     assert entry["detail"].endswith(
         f", attempt 2: the connection to 127.0.0.1:{closed} failed (Connection refused); "
-        "flask-push gave up after 2 attempts."
+        "flask-push gave up after 2 attempts: once the browser's push service takes "
+        "pushes again, retry what failed."
     )
 
 
@@ -811,6 +812,36 @@ def test_retry_failed(live: Flask, push_fake_webpush: FakePushService) -> None:
     assert (
         client.post(f"/push/messages/{id}/retry", json={}, headers=as_user("al")).status_code == 403
     )
+
+
+def test_a_push_given_up_on_says_to_retry_it_once_the_service_is_back(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A push its service refused with 503 until flask-push gave up said only "gave up
+    after 8 attempts": nothing of what to do. It says to retry what failed (which
+    sends it), as a push that had no provider does."""
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    push_fake_webpush.fail_next(503, times=2)
+    id = send(client, ["al"])
+    with live.app_context():
+        make_due(id)
+        dispatcher = Dispatcher(live, push.models, db.engine, push.settings, max_attempts=2)
+        try:
+            dispatcher.run_once(message_id=id)
+        finally:
+            dispatcher.close()
+        [entry] = push.explain(id)
+    assert (entry["status"], entry["reason"]) == ("failed", "gave_up")
+    assert entry["detail"].endswith(
+        "flask-push gave up after 2 attempts: once the browser's push service takes pushes "
+        "again, retry what failed."
+    )
+    [problem] = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()["problems"]
+    assert problem["detail"] == entry["detail"]
+    # as said: the retry sends it
+    answer = client.post(f"/push/messages/{id}/retry", json={}, headers=ADMIN)
+    assert answer.get_json()["counts"]["sent"] == 1
 
 
 def test_user_targets(live: Flask, push_fake_webpush: FakePushService) -> None:
