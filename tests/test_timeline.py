@@ -511,6 +511,32 @@ def test_fcm_and_apns_give_their_message_ids(
     assert entries["apns"]["events"][1]["statusCode"] == 200
 
 
+def test_an_fcm_address_that_answers_404_keeps_the_devices(
+    make_app: Callable[..., Flask], push_fake_fcm: Any
+) -> None:
+    """PUSH_FCM_BASE_URL with a wrong path: the devices stay, and the operator is
+    told what to check, not that each device's token is unregistered."""
+    from flask_push.testing.fcm import make_registration_token
+
+    config = {**push_fake_fcm.app_config(), "PUSH_FCM_BASE_URL": f"{push_fake_fcm.base_url}/x"}
+    app = make_app(PUSH_QUEUE="inline", **config)
+    with app.app_context():
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token=make_registration_token(), device_type="android",
+                user_id="al",
+            )
+        )  # fmt: skip
+        db.session.commit()
+        message = push.send(users=["al"], title="Hi")
+        [entry] = push.explain(message.id)
+        [phone] = push.user_targets("al")
+    assert (entry["status"], entry["reason"]) == ("failed", "rejected")
+    assert "check PUSH_FCM_BASE_URL and the project" in entry["detail"]
+    assert "unregistered" not in entry["detail"]
+    assert phone["status"] == "active"
+
+
 def test_explain_by_user_and_the_deliveries_endpoint(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:

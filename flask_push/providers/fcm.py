@@ -638,9 +638,25 @@ class FCMProvider(Provider):
                 retry_after=answer.retry_after,
             )
         if status == 404:
-            # 404 UNREGISTERED: the app was uninstalled or the token rotated.
+            code, message, _ = _fcm_error(answer.text)
+            if code == "UNREGISTERED":
+                # the app was uninstalled or the token rotated
+                return result(
+                    "gone", error="FCM: the registration token is unregistered", status_code=404
+                )
+            # Any other 404 is not about the token: the send went to an address FCM
+            # (or a proxy before it) does not serve, as a wrong base URL or project
+            # makes for every token alike, so the installations are kept: "gone"
+            # would wipe them all.
+            said = message or answer.text.strip()[:300] or "no text"
             return result(
-                "gone", error="FCM: the registration token is unregistered", status_code=404
+                "failed",
+                error=(
+                    f"404 {code or 'Not Found'}: {said} (not FCM's UNREGISTERED, so not "
+                    f"about this token: check {self.setting('PUSH_FCM_BASE_URL')} and the "
+                    f"project {self.project_id!r})"
+                ),
+                status_code=404,
             )
         if status == 400:
             # 400 INVALID_ARGUMENT covers both a malformed token and a bad message;

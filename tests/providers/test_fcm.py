@@ -163,6 +163,24 @@ def test_wrong_project_fails_and_keeps_the_token(
     assert "PUSH_FCM_PROJECT_ID" in (result.error or "")
 
 
+def test_a_404_that_is_not_unregistered_fails_and_keeps_the_token(
+    push_fake_fcm: FakeFCM, account: dict[str, str]
+) -> None:
+    """A base URL with a wrong path (a proxy's prefix mistyped) gets 404 for every
+    send: each installation was marked dead, said "the registration token is
+    unregistered". Only FCM's UNREGISTERED is a dead token."""
+    wrong = make_provider(push_fake_fcm, account, baseUrl=f"{push_fake_fcm.base_url}/fcm-proxy")
+    result = send_one(wrong, push(make_registration_token()))
+    assert (result.status, result.status_code) == ("failed", 404), result
+    assert "was not found" in (result.error or "")
+    assert "check PUSH_FCM_BASE_URL and the project 'flask-push-test'" in (result.error or "")
+    dead = make_registration_token()
+    push_fake_fcm.unregister(dead)
+    gone = send_one(make_provider(push_fake_fcm, account), push(dead))
+    assert (gone.status, gone.status_code) == ("gone", 404)
+    assert gone.error == "FCM: the registration token is unregistered"
+
+
 def test_malformed_token_is_gone_other_invalid_argument_fails(
     push_fake_fcm: FakeFCM, account: dict[str, str]
 ) -> None:
