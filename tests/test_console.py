@@ -19,7 +19,17 @@ from flask import Flask
 
 from flask_push.console import guard
 
-from conftest import add_subscription, as_user, db, pem, push, quiet_now, service_account
+from conftest import (
+    add_subscription,
+    as_user,
+    db,
+    later,
+    make_due,
+    pem,
+    push,
+    quiet_now,
+    service_account,
+)
 
 SECRET = "console-test-secret"
 ADMIN = as_user("ops", admin=True)
@@ -246,6 +256,25 @@ def test_a_dead_browser_offers_no_test_send(console_app: Flask) -> None:
     text = html.get_data(as_text=True)
     assert re.findall(r"send\?target=([^\"]+)", text) == [live]
     assert "Nothing is sent to a dead browser subscription again; when the browser" in text
+
+
+def test_the_overview_asks_for_a_worker_when_the_outbox_waits(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The oldest due push had waited 30 min, tinted, with only "how long the oldest
+    has waited" beside it (and on a phone not even that): not what to look at. (The
+    inline queue: no worker here.)"""
+    console_app = make_app(SECRET_KEY=SECRET, PUSH_QUEUE="inline")
+    client = console_app.test_client()
+    question = "is a delivery worker running for this app (flask push worker), and keeping up?"
+    with console_app.app_context():
+        add_subscription("42")
+        id = push.send(users=["42"], title="Sale", send_at=later()).id
+    assert question not in client.get(f"{CONSOLE}/", headers=ADMIN).get_data(as_text=True)
+    with console_app.app_context():
+        make_due(id, due_at=datetime.now(timezone.utc) - timedelta(minutes=30))
+    html = client.get(f"{CONSOLE}/", headers=ADMIN).get_data(as_text=True)
+    assert f"The oldest due delivery has waited 30 min: {question}</p>" in html
 
 
 def test_the_overview_names_what_was_found_dead(console_app: Flask) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from .. import app_providers, explain, reports
+from .. import app_providers, explain, outcomes, reports
 from ..activities import activity_from_json
 from ..api.messages import status as message_status
 from ..categories import CHANNELS
@@ -167,6 +167,8 @@ def overview() -> ResponseReturnValue:
         bars=bars,
         statuses=data.statuses({bar.provider: bar.counts for bar in bars}),
         outbox=push.outbox_state(),
+        # as long as a queued push's sentence waits before it says no worker took it
+        overdue_after=outcomes.OVERDUE_AFTER,
         dead_total=dead_total,
         dead=dead,
     )
