@@ -45,7 +45,7 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 from py_vapid import Vapid
 
-from . import reports
+from . import outcomes, reports
 from .activities import forget_tokens
 from .credentials import vapid_raw_private_key
 from .database import (
@@ -952,6 +952,7 @@ def stats() -> None:
                 sa.func.coalesce(sa.func.sum(counter.unread), 0),
             )
         ).one()
+        outbox = push.outbox_state()
     finally:
         session.rollback()  # end the read transaction
     deliveries = _delivery_counts(push)
@@ -974,6 +975,14 @@ def stats() -> None:
     all_deliveries.update(deliveries)
     rows.append(("deliveries", ", ".join(f"{s} {n}" for s, n in all_deliveries.items())))
     rows.append(("inbox items", f"total {int(inbox_total)}, unread {int(inbox_unread)}"))
+    # what GET /health, the metrics and the console's overview say of the outbox: the
+    # deliveries due now, and how long the oldest has waited for a worker
+    waiting = (
+        f", the oldest for {outcomes.waited(outbox.oldest_due_seconds)}"
+        if outbox.oldest_due_seconds is not None
+        else ""
+    )
+    rows.append(("outbox", f"due {outbox.due}{waiting}"))
     width = max(len(label) for label, _ in rows)
     for label, values in rows:
         click.echo(f"{label.ljust(width)}  {values}")

@@ -762,7 +762,27 @@ def test_stats_counts(app: Flask) -> None:
         "deliveries": "queued 1, sent 2, failed 3, gone 0, expired 0, suppressed 0, superseded 0, "
         "cancelled 0",
         "inbox items": "total 2, unread 1",
+        # as GET /health and the console's overview say it: nothing due yet
+        "outbox": "due 0",
     }
+
+
+def test_stats_says_how_long_the_outbox_has_waited(make_app: Any) -> None:
+    """With no worker running, stats counted the queued deliveries and nothing said
+    they were long past due, as GET /health, the metrics and the console do. (The
+    inline queue: no worker takes them here.)"""
+    app = make_app(PUSH_QUEUE="inline")
+    with app.app_context():
+        add_subscription("alice")
+        id = push.send(users=["alice"], title="later", send_at=utcnow() + timedelta(hours=1)).id
+        d = push.models.Delivery
+        db.session.execute(
+            sa.update(d).where(d.message_id == id).values(due_at=utcnow() - timedelta(minutes=30))
+        )
+        db.session.commit()
+    result = app.test_cli_runner().invoke(args=["push", "stats"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "outbox         due 1, the oldest for 30 min"
 
 
 def test_stats_on_an_empty_database(app: Flask) -> None:
