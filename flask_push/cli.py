@@ -58,7 +58,7 @@ from .database import (
     unreachable,
 )
 from .errors import PayloadError, ValidationError
-from .explain import NO_DELIVERY
+from .explain import why_none
 from .message import one_line
 from .models import ACTIVE, DEAD, utcnow
 from .operations import explain_page
@@ -431,19 +431,8 @@ def explain(
     finally:
         push.db.session.rollback()  # end the read transaction
     if not entries:
-        if total:
-            such = "such delivery" if total == 1 else "such deliveries"
-            click.echo(f"Message {message_id} has {total} {such}; --skip {skip} passed them all.")
-        elif status is not None:
-            whose = "" if user_id is None else f" to user {user_id}"
-            click.echo(f"Message {message_id} has no {status} deliveries{whose}.")
-        elif user_id is None:
-            click.echo(f"Message {message_id} has no deliveries: {NO_DELIVERY}.")
-        else:
-            click.echo(
-                f"Message {message_id} has no deliveries to user {user_id}: they were not "
-                "in its audience, or had no browser or device active when it was sent."
-            )
+        said = why_none(message_id, total, user_id=user_id, status=status, skipped=f"--skip {skip}")
+        click.echo(one_line(said))
         return
     for number, entry in enumerate(entries):
         if number:

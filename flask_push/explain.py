@@ -23,6 +23,32 @@ NO_DELIVERY = (
 )
 
 
+def why_none(
+    message_id: str,
+    total: int,
+    *,
+    user_id: str | None = None,
+    status: str | None = None,
+    skipped: str = "skip",
+) -> str:
+    """Why a page of ``message_id``'s deliveries is empty, as a sentence: ``total``
+    match its filters (``user_id``, ``status``) and the page skipped them all (said
+    ``skipped``: ``--skip 20`` on the command line, ``skip=20`` over HTTP), or none
+    does, and why. ``flask push explain`` and ``GET /messages/<id>/deliveries`` say it."""
+    if total:
+        such = "such delivery" if total == 1 else "such deliveries"
+        return f"Message {message_id} has {total} {such}; {skipped} passed them all."
+    if status is not None:
+        whose = "" if user_id is None else f" to user {user_id}"
+        return f"Message {message_id} has no {status} deliveries{whose}."
+    if user_id is None:
+        return f"Message {message_id} has no deliveries: {NO_DELIVERY}."
+    return (
+        f"Message {message_id} has no deliveries to user {user_id}: they were not in its "
+        "audience, or had no browser or device active when it was sent."
+    )
+
+
 def deliveries(
     session: Any,
     models: Models,

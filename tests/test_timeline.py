@@ -1097,6 +1097,30 @@ def test_a_message_without_deliveries_says_why(live: Flask) -> None:
     assert "No delivery: no browser or device of its audience was active" in page.get_data(
         as_text=True
     )
+    # and over HTTP, which answered an empty list and nothing of why
+    client = live.test_client()
+    url = f"/push/messages/{id}/deliveries"
+    answer = client.get(url, headers=ADMIN).get_json()
+    assert answer == {"totalCount": 0, "items": [], "detail": shown.output.strip()}
+    assert client.get(f"{url}?userId=zed", headers=ADMIN).get_json()["detail"] == (
+        theirs.output.strip()
+    )
+
+
+def test_an_empty_page_of_deliveries_says_why_over_http(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "a")
+    id = send(client, ["al"])
+    url = f"/push/messages/{id}/deliveries"
+    assert client.get(url, headers=ADMIN).get_json()["detail"] is None
+    assert client.get(f"{url}?status=failed", headers=ADMIN).get_json()["detail"] == (
+        f"Message {id} has no failed deliveries."
+    )
+    assert client.get(f"{url}?skip=5", headers=ADMIN).get_json()["detail"] == (
+        f"Message {id} has 1 such delivery; skip=5 passed them all."
+    )
 
 
 def test_explain_shows_what_came_from_outside_on_its_own_line(live: Flask) -> None:

@@ -225,7 +225,16 @@ def list_deliveries(id: str) -> ResponseReturnValue:
         skip=query.skip,
         take=query.take,
     )
-    return DeliveryList(total_count=total, items=entries).to_json()
+    # an empty page says why, as `flask push explain` does: else an operator reads
+    # nothing at all for a message that reached no one
+    why = (
+        None
+        if entries
+        else explain.why_none(
+            id, total, user_id=query.user_id, status=query.status, skipped=f"skip={query.skip}"
+        )
+    )
+    return DeliveryList(total_count=total, items=entries, detail=why).to_json()
 
 
 @ROUTES(

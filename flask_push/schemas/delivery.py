@@ -65,6 +65,10 @@ class DeliveryList(ResponseModel):
     total_count: Annotated[int, Documented(minimum=0)]
     """Deliveries matching the filters."""
     items: list[DeliveryEntry]
+    detail: str | None = None
+    """Why the page is empty, as a sentence (as `flask push explain` says it): the
+    message had no browser or device of its audience active when it was sent, the
+    filters match none, or `skip` passed them all. `null` when the page has items."""
 
 
 class DeliveriesQuery(WireModel):
