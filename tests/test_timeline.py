@@ -1293,6 +1293,30 @@ def test_a_token_apns_refuses_says_what_to_check(
     assert entry["detail"].endswith("this installation is dead and will not be used again.")
 
 
+def test_a_token_of_another_app_fails_and_keeps_the_installation(
+    make_app: Callable[..., Flask], push_fake_apns: Any
+) -> None:
+    """APNs' 400 DeviceTokenNotForTopic: a PUSH_APNS_TOPIC naming another app of the
+    team (its key signs for all of them) gets it for every iPhone, which were all
+    dropped for good. The push fails with what to check; the installation stays."""
+    app = make_app(PUSH_QUEUE="inline", **push_fake_apns.app_config())
+    with app.app_context():
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token="ab" * 32, device_type="ios", user_id="al"
+            )
+        )
+        db.session.commit()
+        push_fake_apns.fail_next(400, "DeviceTokenNotForTopic")
+        message = push.send(users=["al"], title="Order #42")
+        [entry] = push.explain(message.id)
+        [phone] = push.user_targets("al")
+    assert (entry["status"], entry["reason"]) == ("failed", "rejected")
+    assert "check PUSH_APNS_TOPIC" in entry["detail"]
+    assert "dead" not in entry["detail"]
+    assert phone["status"] == "active"
+
+
 def test_a_push_a_worker_holds_says_so(make_app: Callable[..., Flask]) -> None:
     """While a worker has a push on its way, explain said "Queued for sending.", as
     of one nobody had touched; it says a worker is sending it, and until when the

@@ -66,10 +66,12 @@ by the kind of token the push targets (``DeviceTarget.kind``):
   notification's collapse key and tag (the activity id), with the state at the top
   level: ``"activity": {"id", "event", "state", "timestamp"}``.
 
-A token APNs reports dead (410, ``Unregistered``, ``BadDeviceToken``, ``ExpiredToken``,
-``DeviceTokenNotForTopic``) is ``gone``: that token only. The result does not say
-which token; the dispatcher knows it from the push's ``target.kind`` and drops a dead
-``activity`` or ``start`` token without touching the installation's device token.
+A token APNs reports dead (410, ``Unregistered``, ``BadDeviceToken``, ``ExpiredToken``)
+is ``gone``: that token only. ``DeviceTokenNotForTopic`` is ``failed`` and keeps the
+token: a ``PUSH_APNS_TOPIC`` naming another app of the team says it of every device.
+The result does not say which token; the dispatcher knows it from the push's
+``target.kind`` and drops a dead ``activity`` or ``start`` token without touching the
+installation's device token.
 
 The transport is aioapns' connection pool and HTTP/2 protocol, with the request and
 response handling of its protocol redone in :class:`_Connection` (see there why), one
@@ -150,9 +152,7 @@ logger = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"[0-9A-Fa-f]+")
 _APNS_ID_NAMESPACE = uuid.UUID("6f1e0cf4-6a8d-4c5e-9b0b-2d3f6a1c7e55")
-_GONE_REASONS = frozenset(
-    {"Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic", "ExpiredToken"}
-)
+_GONE_REASONS = frozenset({"Unregistered", "BadDeviceToken", "ExpiredToken"})
 #: what Apple appends to the bundle id in ``apns-topic`` for Live Activity pushes
 LIVE_ACTIVITY_TOPIC_SUFFIX = ".push-type.liveactivity"
 _TOKEN_NAMES: dict[TokenKind, str] = {
@@ -505,8 +505,6 @@ class APNsProvider(Provider):
                     " (or a token of the other environment: "
                     f"check {self.setting('PUSH_APNS_SANDBOX')})"
                 )
-            elif reason == "DeviceTokenNotForTopic":
-                error += f" (the token belongs to another app than {self.topic})"
             if isinstance(push.target, DeviceTarget) and push.target.kind != "device":
                 error += f"; it was the {_TOKEN_NAMES[push.target.kind]}"
             return outcome("gone", error)
@@ -534,6 +532,16 @@ class APNsProvider(Provider):
             )
         if status == "413":
             return outcome("failed", f"413 {reason}: the payload is over {self.max_payload} bytes")
+        if reason == "DeviceTokenNotForTopic":
+            # Not "gone": the team's key signs for all its apps, so a topic naming
+            # another of them gets this answer for every device, which would all be
+            # dropped for good. A token of another app fails each time instead.
+            return outcome(
+                "failed",
+                f"400 DeviceTokenNotForTopic: APNs says this token is not of the app "
+                f"{self.topic}; check {self.setting('PUSH_APNS_TOPIC')}, or the app "
+                "registered a token of another app",
+            )
         if reason in ("BadTopic", "TopicDisallowed", "MissingTopic"):
             hint = f"check {self.setting('PUSH_APNS_TOPIC')} ({self.topic})"
             if isinstance(push.target, DeviceTarget) and push.target.kind != "device":
