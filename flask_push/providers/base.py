@@ -46,7 +46,7 @@ LaneState = Literal["open", "full", "stalled"]
 CONNECT_SHARE = 0.5
 
 
-async def _within(seconds: float, request: Coroutine[Any, Any, _T]) -> _T:
+async def within(seconds: float, request: Coroutine[Any, Any, _T]) -> _T:
     """``await request``, abandoned after ``seconds`` with ``asyncio.TimeoutError``.
 
     ``asyncio.timeout`` (Python 3.11) runs it in the caller's task; ``wait_for``
@@ -433,7 +433,7 @@ class Provider(ABC):
             except Exception as err:  # noqa: BLE001 - parse() decides what it means
                 return _unsendable(self.parse(push, err))
             began = time.monotonic()
-            response = await _within(self.timeout, self.post(push, payload))
+            response = await within(self.timeout, self.post(push, payload))
         except asyncio.TimeoutError as err:
             if began and self.round_trips is not None:
                 # the time it waited: a push service that stops answering is slow

@@ -77,7 +77,14 @@ from ..message import (
 )
 from ..schemas.base import ResponseModel, WireModel, refuse_as
 from ..schemas.fields import MAX_TEXT
-from .base import CONNECT_SHARE, Provider, read_start, retry_after_seconds, without_answer
+from .base import (
+    CONNECT_SHARE,
+    Provider,
+    read_start,
+    retry_after_seconds,
+    within,
+    without_answer,
+)
 
 # pyfcm, google-auth and requests are the ``fcm`` extra: imported when a provider
 # is made, so that the kind above can be read (and the extra asked for) without them.
@@ -112,6 +119,11 @@ class _NotSent(Exception):
 
 class _TokenUnreadable(Exception):
     """The token endpoint's answer held no access token: the push was not sent."""
+
+
+class _TokenLate(Exception):
+    """No access token came in time (the token endpoint is slow or silent, or the
+    fetch another send started is): the push was not sent."""
 
 
 @dataclass(frozen=True)
@@ -204,12 +216,28 @@ class _AccessToken:
         #: when (monotonic) a token refused but not expired was last forgotten
         self._forgot_refused_at: float | None = None
         self._session: requests.Session | None = None
+        self._fetch_under_way: asyncio.Future[None] | None = None
 
     async def get(self) -> str:
-        import google.auth.exceptions
+        """The access token, fetched first if need be, within :attr:`timeout`.
 
+        The wait for the lock counts too: sends queued behind a fetch that hangs
+        would otherwise run into their own timeout, which says that the push
+        service gave no answer (so the push may have arrived) when the push never
+        left this process."""
         if self.credentials.valid:
             return str(self.credentials.token)
+        try:
+            return await within(self.timeout, self._fetch())
+        except asyncio.TimeoutError as err:
+            raise _TokenLate(
+                "Google's OAuth token endpoint gave no access token within "
+                f"{self.timeout:g} s, so the push was not sent"
+            ) from err
+
+    async def _fetch(self) -> str:
+        import google.auth.exceptions
+
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -220,9 +248,8 @@ class _AccessToken:
                 raise google.auth.exceptions.RefreshError(  # type: ignore[no-untyped-call]
                     *self._refused[1].args
                 )
-            loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(None, self._refresh)
+                await asyncio.shield(self._refreshing())
             except RuntimeError as err:
                 # The executor refuses work once the interpreter exits: this push never left.
                 raise _NotSent(f"not sent, the process is exiting ({err})") from err
@@ -241,6 +268,18 @@ class _AccessToken:
                 ) from err
             self._refused = None
             return str(self.credentials.token)
+
+    def _refreshing(self) -> asyncio.Future[None]:
+        """The fetch under way, or a new one. A send that stops waiting (its time is
+        up) leaves the fetch running in the executor: the next send waits for that
+        one rather than start a second beside it, one more thread per timeout."""
+        fetch = self._fetch_under_way
+        if fetch is None or fetch.done():
+            fetch = asyncio.get_running_loop().run_in_executor(None, self._refresh)
+            # seen, so that one nobody waits for any more is not logged as lost
+            fetch.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._fetch_under_way = fetch
+        return fetch
 
     def _refresh(self) -> None:
         # Runs in the executor. google-auth's default timeout is 120 s: bound it
@@ -273,7 +312,7 @@ class _AccessToken:
         self.credentials.token = None
 
     def close(self) -> None:
-        self._lock = None  # bound to the loop that used it
+        self._lock = self._fetch_under_way = None  # bound to the loop that used them
         session, self._session = self._session, None
         if session is not None:
             session.close()
@@ -709,7 +748,7 @@ class FCMProvider(Provider):
         err = response
         if isinstance(err, _NotSent):
             return result("retry", error=str(err))
-        if isinstance(err, _TokenUnreadable):
+        if isinstance(err, (_TokenUnreadable, _TokenLate)):
             return result("retry", error=str(err), reason="unreachable")
         if isinstance(err, google.auth.exceptions.RefreshError):
             if err.retryable:

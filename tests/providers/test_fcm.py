@@ -29,6 +29,7 @@ from flask_push.testing.fcm import FakeFCM, make_registration_token
 from conftest import run_provider as run
 from conftest import send_batch as send
 from conftest import service_account as foreign_service_account
+from faults import SilentService
 
 T = TypeVar("T")
 
@@ -427,6 +428,23 @@ def test_a_token_answer_that_is_no_token_is_retried_and_says_so(answer: bytes) -
     assert (result.error or "").startswith(
         "Google's OAuth token endpoint answered something that is not an access token ("
     )
+
+
+def test_sends_waiting_for_an_access_token_that_never_comes_say_so() -> None:
+    """A token endpoint that never answers: the sends queued behind its fetch were
+    timed out as if FCM had not answered them ("no answer came", so the push "may
+    have arrived"), though none left. Each says it waited for the token, and that
+    it was not sent."""
+    with SilentService() as silent:
+        account = foreign_service_account(token_uri=f"{silent.origin}/token")
+        checked = FCM.normalize({"credentials": account})
+        provider = provider_class("fcm").from_settings(checked, concurrency=10, timeout=2.0)
+        results = send(provider, [push(make_registration_token(), n=n) for n in range(20)])
+    assert [(r.status, r.reason) for r in results] == [("retry", "unreachable")] * 20
+    waited = [r.error for r in results if "could not be reached" not in (r.error or "")]
+    assert waited and set(waited) == {
+        "Google's OAuth token endpoint gave no access token within 1 s, so the push was not sent"
+    }
 
 
 @pytest.mark.parametrize(
