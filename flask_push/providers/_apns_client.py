@@ -26,7 +26,7 @@ from aioapns.connection import (
 )
 from aioapns.exceptions import ConnectionClosed, MaxAttemptsExceeded
 from aioapns.exceptions import ConnectionError as APNsConnectionError
-from h2.connection import ConnectionState
+from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -37,6 +37,7 @@ from h2.events import (
     StreamReset,
 )
 from h2.exceptions import ProtocolError
+from hyperframe.frame import Frame, GoAwayFrame
 
 from .apns import (
     MAX_CONNECTIONS,
@@ -126,6 +127,30 @@ class _Exchange:
     body: bytearray = field(default_factory=bytearray)
 
 
+class _H2Client(H2Connection):
+    """h2's client connection, reading on after a GOAWAY.
+
+    RFC 9113 (6.8): a server closing a connection gracefully names the last stream it
+    took and still answers the streams up to it. h2 4 takes its connection as closed
+    on a GOAWAY and refuses every frame after it as a protocol error, so those
+    answers could not be read and aioapns sent the pushes again on a new connection,
+    while APNs had taken them: the device showed them twice.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: the last stream the server said it took, once it sent a GOAWAY
+        self.last_taken: int | None = None
+
+    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Any]]:
+        frames, events = super()._receive_goaway_frame(frame)
+        taken = frame.last_stream_id
+        self.last_taken = taken if self.last_taken is None else min(self.last_taken, taken)
+        # open again for the answers still to come; _Connection opens no new stream
+        self.state_machine.state = ConnectionState.CLIENT_OPEN
+        return frames, events
+
+
 class _Connection(APNsTLSClientProtocol):
     """One HTTP/2 connection: aioapns' protocol with its request handling redone.
 
@@ -147,6 +172,7 @@ class _Connection(APNsTLSClientProtocol):
         authority: str,
     ) -> None:
         super().__init__(topic, loop, None, token)
+        self.conn: _H2Client = _H2Client()
         self._on_lost = on_lost
         self.authority = authority
         self.exchanges: dict[int, _Exchange] = {}
@@ -159,11 +185,14 @@ class _Connection(APNsTLSClientProtocol):
     def is_busy(self) -> bool:
         # A closing connection takes no new streams: the pool opens another.
         closing = self.transport is None or self.transport.is_closing()
-        return self.lost or closing or super().is_busy
+        going_away = self.conn.last_taken is not None
+        return self.lost or closing or going_away or super().is_busy
 
     async def send_notification(self, request: NotificationRequest) -> NotificationResult:
         stream_id = await self.free_channels.acquire()
-        if self.lost or self.conn.state_machine.state is ConnectionState.CLOSED:
+        closed = self.conn.state_machine.state is ConnectionState.CLOSED
+        if self.lost or closed or self.conn.last_taken is not None:
+            self.free_channels.release()
             raise ConnectionClosed("the connection closed before the request went out")
         exchange = _Exchange(request.notification_id, self.loop.create_future())
         self.exchanges[stream_id] = exchange
@@ -243,18 +272,40 @@ class _Connection(APNsTLSClientProtocol):
 
     def on_connection_terminated(self, event: ConnectionTerminated) -> None:
         # GOAWAY: APNs closes idle or old connections with NO_ERROR as routine; aioapns
-        # logs each at WARNING. The requests still open are retried on a new connection.
-        level = logging.INFO if event.error_code == ErrorCodes.NO_ERROR else logging.WARNING
+        # logs each at WARNING. The requests it took are answered on this connection;
+        # those it did not take were not delivered, and the pool sends them again on
+        # another (aioapns does on ConnectionClosed).
+        last = self.conn.last_taken or 0
+        again = [stream_id for stream_id in self.exchanges if stream_id > last]
+        for stream_id in again:
+            self._finish(stream_id, ConnectionClosed("APNs closed the connection before taking it"))
+        code = event.error_code
+        level = logging.INFO if code == ErrorCodes.NO_ERROR else logging.WARNING
+        said = getattr(code, "name", code)
+        if event.additional_data:
+            said = f"{said} {event.additional_data!r}"
         logger.log(
-            level, "APNs closed the connection: %s %r", event.error_code, event.additional_data
+            level,
+            "APNs is closing a connection (GOAWAY %s): the %d requests it took are "
+            "answered on it, the %d it did not take go on another",
+            said,
+            len(self.exchanges),
+            len(again),
         )
-        self.close()
+        self._close_once_answered()
+
+    def _close_once_answered(self) -> None:
+        """After a GOAWAY, close the connection once no request on it waits for its
+        answer (each is bounded by the push's timeout)."""
+        if self.conn.last_taken is not None and not self.exchanges:
+            self.close()
 
     def _finish(self, stream_id: int, error: Exception | None = None) -> None:
         exchange = self.exchanges.pop(stream_id, None)
         if exchange is None:
             return
         self.free_channels.release()
+        self._close_once_answered()
         if exchange.result.done():
             return
         if error is not None:
@@ -271,6 +322,9 @@ class _Connection(APNsTLSClientProtocol):
             return
         self.free_channels.release()
         if self.lost:
+            return
+        if self.conn.last_taken is not None and not self.exchanges:
+            self.close()  # the last one the GOAWAY left: no stream to cancel on a closing one
             return
         try:
             self.conn.reset_stream(stream_id, ErrorCodes.CANCEL)

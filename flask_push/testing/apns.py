@@ -14,8 +14,9 @@ Each request is checked as Apple checks it, and rejected with the status and JSO
 ``{"reason": ...}`` body that Apple documents: the provider token (an ES256 JWT signed
 by a key from :meth:`FakeAPNs.auth_key`, at most an hour old), the topic, the
 ``apns-*`` headers, the device token and the payload. Tests script the rest:
-:meth:`FakeAPNs.unregister` a device (410 Unregistered) or :meth:`FakeAPNs.fail_next`
-with any status (429 TooManyRequests, 503 ServiceUnavailable, ...).
+:meth:`FakeAPNs.unregister` a device (410 Unregistered), :meth:`FakeAPNs.fail_next`
+with any status (429 TooManyRequests, 503 ServiceUnavailable, ...), or
+:meth:`FakeAPNs.go_away` to close the connections in the middle of a batch.
 
 The server runs in a background thread with its own event loop, on ``127.0.0.1`` and a
 free port, with a throwaway certificate (:mod:`flask_push.testing.tls`) valid for
@@ -53,7 +54,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -421,6 +422,34 @@ class FakeAPNs(FakeService[ReceivedNotification]):
         """
         target = token.lower() if token else None
         self._script_failure(ScriptedFailure(status, reason), target=target, times=times)
+
+    def go_away(self, taken: int | None = None) -> None:
+        """Close every open connection as APNs closes one it has had long enough
+        (RFC 9113's graceful shutdown): a GOAWAY (NO_ERROR) naming the last request
+        it took, the answers to the requests it took, held ones too, and the close.
+
+        :param taken: how many of the requests each connection has received, oldest
+            first, it takes; the others are dropped unanswered and not delivered (a
+            client sends them again on a new connection). All of them by default.
+
+        Returns once the GOAWAYs and answers are written.
+
+        .. versionadded:: 0.2
+        """
+        loop = self._loop
+        if loop is None:
+            return
+        done = threading.Event()
+
+        def close_all() -> None:
+            try:
+                for protocol in list(self._protocols):
+                    protocol.go_away(taken)
+            finally:
+                done.set()
+
+        loop.call_soon_threadsafe(close_all)
+        done.wait()
 
     def reset(self) -> None:
         """Forget the notifications, rejections, scripted failures and unregistered
@@ -906,6 +935,31 @@ class _H2ServerProtocol(asyncio.Protocol):
             self.conn.close_connection(ErrorCodes.NO_ERROR)
         except ProtocolError:
             pass
+        self.flush()
+        self.transport.close()
+
+    def go_away(self, taken: int | None) -> None:
+        """Take the first ``taken`` requests received whole (all when None), say
+        GOAWAY with the last of them, answer them and close; drop the rest."""
+        if self.transport is None:
+            return
+        received = sorted(self.in_flight)
+        kept = received if taken is None else received[:taken]
+        for stream_id in list(self.streams):
+            if stream_id not in kept:
+                self.forget(stream_id)
+        self.conn.close_connection(ErrorCodes.NO_ERROR, last_stream_id=max(kept, default=0))
+        # h2 refuses to send anything after its own GOAWAY; a server (APNs) still
+        # answers the requests it took
+        self.conn.state_machine.state = ConnectionState.SERVER_OPEN
+        self.flush()
+        for stream_id in kept:
+            handle = self.pending.pop(stream_id, None)
+            if handle is not None:
+                handle.cancel()
+            if stream_id in self.held:
+                self.held.remove(stream_id)
+            self.answer(stream_id)
         self.flush()
         self.transport.close()
 

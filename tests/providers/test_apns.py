@@ -406,6 +406,40 @@ def test_requests_in_flight_when_the_server_stops_are_retried(
     assert all("the connection to localhost:" in (r.error or "") for r in results)
 
 
+@pytest.mark.parametrize("taken", [None, 12])
+def test_a_goaway_mid_batch_delivers_each_push_once(
+    push_fake_apns: FakeAPNs, key: Key, taken: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """APNs closes a connection it has had long enough with a GOAWAY naming the last
+    request it took, and still answers those. h2 refused every frame after a GOAWAY,
+    so those answers were lost and the pool sent the pushes again on a new
+    connection: the device showed them twice. The requests it took are read on the
+    old connection; those it did not take (past ``taken``) go on a new one."""
+    push_fake_apns.hold()  # all 20 on the wire when the GOAWAY comes
+    apns = provider(push_fake_apns, key, timeout=30.0)
+    pushes = [outgoing(i, ALERT) for i in range(20)]
+
+    async def use(apns: APNsProvider) -> list[DeliveryResult]:
+        sending = asyncio.ensure_future(apns.send_batch(pushes))
+        await asyncio.to_thread(push_fake_apns.wait_in_flight, 20)
+        await asyncio.to_thread(push_fake_apns.go_away, taken)
+        push_fake_apns.release()  # what goes on a new connection is answered
+        return await sending
+
+    with caplog.at_level(logging.INFO, logger="flask_push.providers.apns"):
+        results = run(apns, use)
+    assert [r.status for r in results] == ["sent"] * 20
+    delivered = [n.device_token for n in push_fake_apns.notifications]
+    assert sorted(delivered) == sorted(token(i) for i in range(20))  # each once
+    again = 0 if taken is None else 20 - taken
+    assert push_fake_apns.connection_count == (2 if again else 1)
+    [said] = [r.getMessage() for r in caplog.records if "closing a connection" in r.getMessage()]
+    assert said == (
+        f"APNs is closing a connection (GOAWAY NO_ERROR): the {20 - again} requests it "
+        f"took are answered on it, the {again} it did not take go on another"
+    )
+
+
 def test_tls_is_verified_against_the_default_trust_store(
     push_fakes: PushFakes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
