@@ -61,13 +61,23 @@ async def within(seconds: float, request: Coroutine[Any, Any, _T]) -> _T:
 async def read_start(response: Any, limit: int) -> str:
     """The first ``limit`` bytes of an aiohttp ``response``'s body, as text; the
     rest is left unread, so that a service answering with an endless body costs
-    no more memory than that."""
+    no more memory than that.
+
+    A body that breaks off (the connection closed or reset before the length its
+    headers gave) is what came of it: the status line has said what became of the
+    push, and the body only words it. Raising would make an accepted push a retry,
+    sent twice."""
+    import aiohttp
+
     data = bytearray()
-    while len(data) < limit:
-        chunk = await response.content.read(limit - len(data))
-        if not chunk:
-            break
-        data += chunk
+    try:
+        while len(data) < limit:
+            chunk = await response.content.read(limit - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except aiohttp.ClientPayloadError:
+        pass
     return bytes(data).decode("utf-8", "replace")
 
 

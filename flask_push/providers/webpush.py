@@ -568,11 +568,15 @@ class WebPushProvider(Provider):
         async with session.post(
             payload.url, data=body, headers=headers, allow_redirects=False
         ) as response:
-            text = printable(await read_start(response, _MAX_ERROR_TEXT)).strip()
+            # A push service's 2xx says the push is taken, with nothing to read in
+            # its body: a body that never ends, or stalls, must not hold the push
+            # until its timeout makes it a retry, sent twice.
+            accepted = 200 <= response.status < 300
+            text = "" if accepted else printable(await read_start(response, _MAX_ERROR_TEXT))
             answer = WebPushResponse(
                 status=response.status,
                 reason=response.reason or "",
-                text=text,
+                text=text.strip(),
                 retry_after=retry_after_seconds(response.headers.get("Retry-After"), time.time()),
                 location=response.headers.get("Location"),
             )

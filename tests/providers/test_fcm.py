@@ -369,6 +369,23 @@ def test_an_endless_answer_is_read_only_so_far(
     assert len(result.error or "") < 1000
 
 
+def test_a_message_taken_whose_answer_broke_off_is_sent(
+    push_fake_fcm: FakeFCM, account: dict[str, str]
+) -> None:
+    """FCM said 200 and the connection closed before the body's end: the message was
+    taken, and was retried ("no_answer"), so the device showed it twice."""
+    body = b'{"name": "projects/flask-push-test/messages/0:1'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    base_url, thread, listener = answering(head + body)
+    try:
+        provider = make_provider(push_fake_fcm, account, baseUrl=base_url)
+        result = send_one(provider, push(make_registration_token()))
+    finally:
+        listener.close()
+    thread.join(5)
+    assert (result.status, result.status_code, result.error) == ("sent", 200, None), result
+
+
 def test_any_401_sends_the_next_push_with_a_new_access_token(
     push_fake_fcm: FakeFCM, account: dict[str, str]
 ) -> None:

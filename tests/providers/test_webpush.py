@@ -7,6 +7,7 @@ aclose) is in test_contract.py; here is what only Web Push does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import email.utils
 import gc
@@ -628,16 +629,19 @@ def test_aclose_leaves_nothing_open_over_tls(push_fakes: PushFakes, vapid_privat
     assert [str(w.message) for w in caught] == []
 
 
-def answer_once(raw: bytes) -> tuple[str, threading.Thread, socket.socket]:
-    """A server on 127.0.0.1 that reads one request and answers ``raw``; returns an
+def answer_once(raw: bytes, then_hold: bool = False) -> tuple[str, threading.Thread, socket.socket]:
+    """A server on 127.0.0.1 that reads one request and answers ``raw`` (and then,
+    with ``then_hold``, keeps the connection open without another byte); returns an
     endpoint on it, its thread and its socket."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
         connection, _ = listener.accept()
-        with connection:
+        with connection, contextlib.suppress(OSError):  # the client may close it first
             connection.recv(65536)
             connection.sendall(raw)
+            if then_hold:
+                connection.recv(1)  # until the client closes it
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -645,12 +649,15 @@ def answer_once(raw: bytes) -> tuple[str, threading.Thread, socket.socket]:
     return f"http://127.0.0.1:{port}/push/secret-subscription-id", thread, listener
 
 
-def send_to_raw(vapid_private_key: str, raw: bytes) -> DeliveryResult:
-    endpoint, thread, listener = answer_once(raw)
+def send_to_raw(
+    vapid_private_key: str, raw: bytes, then_hold: bool = False, **options: Any
+) -> DeliveryResult:
+    endpoint, thread, listener = answer_once(raw, then_hold)
     p256dh, auth = browser_keys()
     try:
         return send_one(
-            make_provider(vapid_private_key), outgoing(WebPushTarget(endpoint, p256dh, auth))
+            make_provider(vapid_private_key, **options),
+            outgoing(WebPushTarget(endpoint, p256dh, auth)),
         )
     finally:
         thread.join(5)
@@ -665,6 +672,37 @@ def test_an_answer_that_is_not_http_is_retried_and_names_no_endpoint(
     assert (result.status, result.reason) == ("retry", "no_answer"), result
     assert result.error is not None and result.error.startswith("its answer was not HTTP (")
     assert "secret-subscription-id" not in result.error
+
+
+@pytest.mark.parametrize(
+    ("answer", "then_hold"),
+    [
+        (b"HTTP/1.1 201 Created\r\nContent-Length: 100\r\n\r\nshort", False),
+        (b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", False),
+        (b"HTTP/1.1 201 Created\r\nContent-Length: 100\r\n\r\nshort", True),
+        (b"HTTP/1.0 201 Created\r\n\r\n", False),
+    ],
+    ids=["cut-off", "cut-off-chunk", "stalled", "http-1.0-close"],
+)
+def test_a_push_taken_is_sent_whatever_becomes_of_the_body(
+    vapid_private_key: str, answer: bytes, then_hold: bool
+) -> None:
+    """The service said 201 and its body broke off, or never ended: the push was
+    taken, and was made a retry ("no_answer", or a timeout), so it arrived twice."""
+    result = send_to_raw(vapid_private_key, answer, then_hold)
+    assert (result.status, result.error) == ("sent", None), result
+
+
+def test_an_error_whose_body_broke_off_is_read_by_its_status(vapid_private_key: str) -> None:
+    """A 410 whose body broke off was a retry: the dead subscription was pushed to
+    again, instead of being marked gone."""
+    head = b"HTTP/1.1 410 Gone\r\nContent-Length: 100\r\n\r\n"
+    result = send_to_raw(vapid_private_key, head + b"push subscription has unsubscribed")
+    assert result.status == "gone", result
+    assert result.error == (
+        "the subscription has expired or was unsubscribed "
+        "(410 Gone: push subscription has unsubscribed)"
+    )
 
 
 def test_a_connection_reset_once_the_request_went_is_no_answer(vapid_private_key: str) -> None:
