@@ -49,6 +49,7 @@ from . import app_providers, outcomes, policy, scheduled_inbox, signals, tracing
 from .activities import activity_from_json, overtaken
 from .config import MAX_TTL, PushSettings
 from .database import answers, first_line, missing_tables, tables_missing_message, unreachable
+from .db_clock import DatabaseClock
 from .message import (
     DeliveryResult,
     DeviceTarget,
@@ -57,7 +58,7 @@ from .message import (
     WebPushTarget,
     one_line,
 )
-from .models import ACTIVE, DEAD, Models, utcnow
+from .models import ACTIVE, DEAD, Models
 from .providers import (
     Provider,
     not_configured_error,
@@ -480,6 +481,8 @@ class Dispatcher:
         self.models = models
         self.engine = engine
         self._postgresql = engine.dialect.name == "postgresql"
+        #: leases and due times go by the database's clock (see db_clock)
+        self.clock = DatabaseClock()
         self.settings = settings
         self.batch_size = batch_size or settings.delivery_batch
         self.lease = lease or timedelta(seconds=settings.delivery_lease)
@@ -768,7 +771,7 @@ class Dispatcher:
                     # not expired by the commit: the announcements read the items
                     with Session(self.engine, expire_on_commit=False) as session:
                         written, taken = scheduled_inbox.write_due(
-                            session, self.models, utcnow(), self.settings.categories
+                            session, self.models, self.clock.now(), self.settings.categories
                         )
                         session.commit()
                     self.inbox_written += len(written)
@@ -1413,7 +1416,7 @@ class Dispatcher:
                 sa.update(d)
                 # lease_until is cleared with each outcome: a row written meanwhile stays so
                 .where(d.id.in_(ids), d.status == "queued", d.lease_until.is_not(None))
-                .values(lease_until=utcnow() + self.lease),
+                .values(lease_until=self.clock.now() + self.lease),
                 execution_options={"synchronize_session": False},
             )
             _commit_without_waiting(session)
@@ -1428,7 +1431,7 @@ class Dispatcher:
         """Claims that were never sent: their attempt is taken back, and another
         worker (or this one) may claim them at once, or once ``b_delay`` has passed."""
         d = self.models.Delivery.__table__
-        now = utcnow()
+        now = self.clock.now()
         if released:
             session.execute(
                 sa.update(d)
@@ -1464,24 +1467,42 @@ class Dispatcher:
             )
 
     def _claim(self, session: Session, message_id: str | None, limit: int) -> list[int]:
-        now = utcnow()
-        params = {"now": now, "until": now + self.lease, "limit": limit}
+        now = self.clock.now()
+        params: dict[str, Any] = {"limit": limit}
+        if self._postgresql:
+            params["lease"] = self.lease  # from the database's clock
+        else:
+            params.update(now=now, until=now + self.lease)
         if message_id is not None:
             params["b_message_id"] = message_id
         if self._postgresql:
             session.execute(_CLAIM_IN_INDEX_ORDER)
-        claimed = session.execute(self._claim_statement(message_id is not None), params)
-        return sorted(claimed.scalars())
+        claimed = session.execute(self._claim_statement(message_id is not None), params).all()
+        if self._postgresql and claimed:
+            self.clock.observe(claimed[0][1], time.monotonic())
+        return sorted(row[0] for row in claimed)
 
     def _claim_statement(self, of_a_message: bool) -> sa.Update:
         """The claim, built once for each shape: claims run many times a second,
         and building the statement costs more than running it. Its parameters
-        are ``now``, ``until`` (the new lease), ``limit`` and ``b_message_id``."""
+        are ``now``, ``until`` (the new lease), ``limit`` and ``b_message_id``.
+
+        On PostgreSQL it goes by the database's clock instead (``lease`` is the
+        lease's length), and returns it beside each id for the renewals and
+        outcomes that follow (see :mod:`.db_clock`): workers on hosts whose clocks
+        differ then agree on when a lease runs out, with no round trip of its own."""
         cached = self._statements.get(("claim", of_a_message))
         if cached is not None:
             return cast(sa.Update, cached)
         d = self.models.Delivery.__table__
-        now = sa.bindparam("now", type_=d.c.due_at.type)
+        now: Any
+        if self._postgresql:
+            # the transaction's start: one time for the whole statement
+            now = sa.func.now(type_=d.c.due_at.type)
+            until = now + sa.bindparam("lease", type_=sa.Interval())
+        else:
+            now = sa.bindparam("now", type_=d.c.due_at.type)
+            until = sa.bindparam("until", type_=d.c.lease_until.type)
 
         def due(table: Any) -> list[Any]:
             where = [
@@ -1520,12 +1541,8 @@ class Dispatcher:
             # row of the message with every picked one: a claim of 100 out of
             # 5,000 took 135 ms, and more the larger the fan-out.
             .where(d.c.id == pick.c.id)
-            .values(
-                lease_until=sa.bindparam("until", type_=d.c.lease_until.type),
-                attempts=d.c.attempts + 1,
-                updated_at=now,
-            )
-            .returning(d.c.id)
+            .values(lease_until=until, attempts=d.c.attempts + 1, updated_at=now)
+            .returning(d.c.id, *([now] if self._postgresql else []))
         )
         self._statements[("claim", of_a_message)] = statement
         return statement
@@ -1623,7 +1640,7 @@ class Dispatcher:
     def _load(self, session: Session, ids: Sequence[int]) -> _Claim:
         """The claimed rows as pushes per provider, and the outcomes of those that
         need no sending (expired, gone, no provider)."""
-        now = utcnow()
+        now = self.clock.now()
         rows = session.execute(self._load_statement(), {"ids": list(ids)}).all()
         finished: list[dict[str, Any]] = []
         pushes: list[tuple[Provider, OutgoingPush]] = []
@@ -1846,7 +1863,7 @@ class Dispatcher:
         Each outcome's events are appended to the timeline read with the claim, in
         the same executemany UPDATE as the outcome: a timeline costs no statement
         of its own."""
-        now = utcnow()
+        now = self.clock.now()
         dropped = overtaken(
             session,
             self.models,

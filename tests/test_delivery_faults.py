@@ -8,19 +8,25 @@ TCP proxy that the test cuts (the shared PostgreSQL itself is never touched).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from flask_push import db_clock
 from flask_push.dispatch import Dispatcher
 from flask_push.models import utcnow
 from flask_push.providers.webpush import WebPushProvider
@@ -288,6 +294,130 @@ def test_leases_are_renewed_while_the_pushes_are_in_hand(make_app: Callable[...,
     # renewed again and again, each time a lease ahead
     assert len(set(leases)) >= 3 and leases == sorted(leases)
     assert [r.status for r in deliveries(engine, message_id)] == ["sent"] * 3
+
+
+#: ``flask push worker`` on a host whose clock is ``PUSH_TEST_SKEW`` seconds off:
+#: flask-push reads that clock (the test's own process keeps the true one)
+SKEWED_HOST = """
+import json, os, sys
+from datetime import timedelta
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+import flask_push.cli, flask_push.dispatch, flask_push.models
+from flask_push import Push
+
+true_clock = flask_push.models.utcnow
+skew = timedelta(seconds=float(os.environ["PUSH_TEST_SKEW"]))
+for module in list(sys.modules.values()):
+    if module.__name__.startswith("flask_push") and getattr(module, "utcnow", None) is true_clock:
+        module.utcnow = lambda: true_clock() + skew
+
+db = SQLAlchemy()
+push = Push(db=db)
+
+
+def create_app():
+    app = Flask(__name__)
+    app.config.update(json.loads(os.environ["PUSH_TEST_CONFIG"]))
+    db.init_app(app)
+    push.init_app(app)
+    return app
+"""
+
+
+@on_postgres
+def test_a_worker_whose_clock_is_behind_keeps_its_leases(
+    make_app: Callable[..., Flask], database: dict[str, Any], tmp_path: Path
+) -> None:
+    """Leases were set by the worker's own clock: one five minutes behind wrote
+    leases that had run out by every other worker's, which took its deliveries in
+    hand and sent them a second time. Leases go by the database's clock."""
+    config = {
+        **database,
+        **sending_config(),
+        "PUSH_DELIVERY_LEASE": 30,
+        "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
+    }
+    app = make_app(PUSH_QUEUE="inline", **config)
+    config["PUSH_VAPID_PRIVATE_KEY"] = app.config["PUSH_VAPID_PRIVATE_KEY"]
+    (tmp_path / "host.py").write_text(SKEWED_HOST)
+    env = {
+        **os.environ,
+        "PUSH_TEST_CONFIG": json.dumps(config),
+        "PUSH_TEST_SKEW": "-300",
+        "PYTHONPATH": str(tmp_path),
+    }
+    with FakePushService() as service:
+        with app.app_context():
+            add_browsers(service, 20)
+            # due for a while (a backlog): due by the skewed clock too
+            message_id = due_for_everyone()
+            make_due(message_id, due_at=utcnow() - timedelta(minutes=10))
+            other = Dispatcher(app, push.models, db.engine, push.settings)
+            engine = db.engine
+        service.hold()
+        log = tmp_path / "worker.log"
+        with log.open("wb") as out:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "host:create_app", "push", "worker",
+                 "--interval", "0.1"],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            assert service.wait_in_flight(20, timeout=60), log.read_text()
+            # another worker, whose clock is right, looks while the 20 are on the wire:
+            # it claims none, or sends what it claimed (held too)
+            taken: list[int] = []
+
+            def look() -> None:
+                with app.app_context():
+                    taken.append(other.run_once())
+
+            looking = threading.Thread(target=look)
+            looking.start()
+            assert wait_until(lambda: not looking.is_alive() or service.in_flight > 20)
+            service.release()
+            looking.join()
+            assert wait_until(
+                lambda: [r.status for r in deliveries(engine, message_id)] == ["sent"] * 20
+            ), log.read_text()
+        finally:
+            service.release()
+            worker.terminate()
+            worker.wait(30)
+            other.close()
+    assert taken == [0]
+    assert Counter(p.subscriber_name for p in service.pushes) == Counter(
+        f"user-{i}" for i in range(20)
+    )
+    [said] = [line for line in log.read_text().splitlines() if "clock" in line]
+    assert re.fullmatch(
+        r"flask-push: this host's clock is 30\d s behind the database's; this worker "
+        r"sets its leases and due times by the database's clock, but other processes "
+        r"on this host go by theirs: set the host's clock right \(NTP\)",
+        said,
+    ), said
+
+
+@on_postgres
+def test_a_clock_that_jumps_after_the_read_moves_no_lease(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's clock steps back an hour (a VM resumed, a wrong NTP server) between
+    two reads of the database's: leases and due times stay on the database's."""
+    app = make_app(PUSH_QUEUE="inline")  # sending suppressed: recorded as sent
+    with app.app_context():
+        subscribe("https://push.example/1", browser_keys(), "alice")
+        db.session.commit()
+        due_for_everyone()
+        dispatcher = Dispatcher(app, push.models, db.engine, push.settings)
+        try:
+            assert dispatcher.run_once() == 1  # its claim says the database's time
+            true_clock = db_clock.utcnow
+            monkeypatch.setattr(db_clock, "utcnow", lambda: true_clock() - timedelta(hours=1))
+            assert abs(dispatcher.clock.now() - true_clock()) < timedelta(seconds=1)
+        finally:
+            dispatcher.close()
 
 
 # -- the database goes away ----------------------------------------------------------
