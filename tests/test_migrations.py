@@ -27,6 +27,7 @@ from alembic.util import CommandError
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
+import flask_push.migrations
 from flask_push import Push
 from flask_push.migrations import BRANCH_LABEL, VERSIONS_DIR, include
 
@@ -322,6 +323,50 @@ def test_the_models_name_what_the_migrations_made_whatever_the_convention(
         engine.dispose()
 
 
+@pytest.fixture
+def shipped_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """flask-push's revisions in a folder of the test's own, standing in for the
+    installed one: a file written there by mistake touches no other test's run."""
+    copy = tmp_path / "flask_push_versions"
+    copy.mkdir()
+    for path in VERSIONS_DIR.glob("*.py"):
+        (copy / path.name).write_text(path.read_text())
+    monkeypatch.setattr(flask_push.migrations, "VERSIONS_DIR", copy.resolve())
+    return copy
+
+
+@pytest.mark.parametrize("naming_convention", [None])
+@pytest.mark.parametrize("host_database", ["sqlite"], indirect=True)
+@pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+def test_a_hosts_revision_is_not_written_into_flask_push(
+    shipped_copy: Path, host: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What Flask-Migrate's tutorials say to type, before the host has a branch of its
+    own: Alembic would build on flask-push's head and write the file into flask-push's
+    folder (reinstalling flask-push loses it). It is removed, and the error says how to
+    start the host's branch, which then works."""
+    app = host.app
+    shipped = sorted(shipped_copy.iterdir())
+    flask_db(app, "init")
+    flask_db(app, "upgrade")
+    for args in (["migrate", "-m", "create orders"], ["revision", "-m", "by hand"]):
+        caplog.clear()
+        refused = app.test_cli_runner().invoke(args=["db", *args])
+        assert refused.exit_code == 1, refused.output
+        assert sorted(shipped_copy.iterdir()) == shipped
+        assert "flask-push's own migrations folder" in caplog.text
+        assert (
+            '`flask db migrate -m "..." --head base --branch-label app --version-path '
+            "migrations/versions`" in caplog.text
+        )
+    flask_db(
+        app, "migrate", "-m", "create orders",
+        "--head", "base", "--branch-label", "app", "--version-path", "migrations/versions",
+    )  # fmt: skip
+    assert len(list((tmp_path / "migrations" / "versions").glob("*.py"))) == 1
+    assert sorted(shipped_copy.iterdir()) == shipped
+
+
 # include() on its own: no database needed.
 
 
@@ -408,6 +453,26 @@ def test_include_escapes_percent_signs(tmp_path: Path, monkeypatch: pytest.Monke
     config.set_main_option("version_locations", "100%%/versions")  # ini files escape % too
     include(config)
     assert locations(config) == [tmp_path / "100%" / "versions", VERSIONS_DIR]
+
+
+def hook_names(config: Config) -> list[str]:
+    return [hook["_hook_name"] for hook in config.get_hooks_list()]
+
+
+def test_include_puts_its_write_hook_first_and_keeps_the_hosts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = Config()
+    config.set_main_option("script_location", "migrations")
+    config.set_section_option("post_write_hooks", "hooks", "black")
+    config.set_section_option("post_write_hooks", "black.type", "console_scripts")
+    include(config)
+    include(config)  # twice is once
+    assert hook_names(config) == ["flask_push", "black"]
+    [ours, black] = config.get_hooks_list()
+    assert ours["host_versions"] == os.path.join("migrations", "versions")
+    assert black["type"] == "console_scripts"
 
 
 def test_include_rejects_a_separator_alembic_does_not_know() -> None:

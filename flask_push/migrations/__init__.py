@@ -30,6 +30,8 @@ from typing import Final, TypeVar
 from alembic.config import Config
 from alembic.util import CommandError, coerce_resource_to_filename
 
+from . import guards
+
 __all__ = ["BRANCH_LABEL", "VERSIONS_DIR", "include"]
 
 #: the folder holding flask-push's revision files
@@ -62,6 +64,11 @@ def include(config: C) -> C:
     and the separator is set to ``os``, as Alembic recommends, so that paths
     with spaces keep working.
 
+    It also puts a post-write hook first in ``[post_write_hooks]``
+    (:func:`~flask_push.migrations.guards.refuse_revision_in_our_folder`): a revision
+    of the host's written into :data:`VERSIONS_DIR` is removed again, with a sentence
+    on how to start the host's own branch.
+
     It returns ``config``, so it can be given to Flask-Migrate as it is::
 
         migrate.configure(flask_push.migrations.include)
@@ -79,6 +86,7 @@ def include(config: C) -> C:
 
     if any(_same_dir(location, VERSIONS_DIR) for location in locations):
         return config
+    _add_write_hook(config, locations[0] if locations else None)
     locations.append(str(VERSIONS_DIR))
 
     set_separator = separator_name is None
@@ -99,6 +107,31 @@ def include(config: C) -> C:
         config.set_main_option("version_path_separator", separator_name)
     config.set_main_option("version_locations", _join(locations, separator))
     return config
+
+
+def _add_write_hook(config: Config, host_versions: str | None) -> None:
+    """Put :data:`guards.HOOK` first among the config's post-write hooks, keeping the
+    host's (from ``[post_write_hooks]``, or from ``pyproject.toml``, which Alembic reads
+    only while the ini file has no such section)."""
+    section = "post_write_hooks"
+    has_section = config.file_config.has_section(section)
+    if _HAS_PATH_SEPARATOR:  # Alembic 1.16 added pyproject.toml and get_hooks_list
+        hooks = [dict(hook) for hook in config.get_hooks_list()]
+    else:
+        hooks = []
+    names = [hook["_hook_name"] for hook in hooks]
+    if has_section and not _HAS_PATH_SEPARATOR:
+        listed = config.get_section(section, {}).get("hooks", "")
+        names = [name for name in listed.replace(",", " ").split() if name]
+    if not has_section:
+        # the host's pyproject.toml hooks, as ini options, since ours make a section
+        for hook in hooks:
+            name = hook.pop("_hook_name")
+            for key, value in hook.items():
+                config.set_section_option(section, f"{name}.{key}", value.replace("%", "%%"))
+    for key, value in guards.hook_options(host_versions).items():
+        config.set_section_option(section, key, value.replace("%", "%%"))
+    config.set_section_option(section, "hooks", ", ".join([guards.HOOK, *names]))
 
 
 def _separator_name(config: Config) -> str | None:
