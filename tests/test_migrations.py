@@ -367,6 +367,67 @@ def test_a_hosts_revision_is_not_written_into_flask_push(
     assert sorted(shipped_copy.iterdir()) == shipped
 
 
+@pytest.mark.parametrize("naming_convention", [None])
+@pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:downgrade -1 from multiple heads is ambiguous:UserWarning")
+def test_downgrade_with_two_heads_does_not_step_back_flask_push(
+    host: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`flask db downgrade` (-1) with the host's branch and flask-push's applied:
+    Alembic steps back the head it reads first from alembic_version, here flask-push's,
+    dropping its table and rows, when the host meant its own last revision. It is
+    refused, naming both branches; the branch named then steps back."""
+    app, db = host.app, host.db
+    flask_db(app, "init")
+    flask_db(app, "upgrade")
+    flask_db(
+        app, "migrate", "-m", "create orders",
+        "--head", "base", "--branch-label", "app", "--version-path", "migrations/versions",
+    )  # fmt: skip
+    flask_db(app, "upgrade", "heads")
+    script = ScriptDirectory.from_config(host_config())
+    with app.app_context(), db.engine.begin() as conn:
+        [push_head] = script.get_revisions(f"{BRANCH_LABEL}@head")
+        # what Alembic reads first, and steps back on `downgrade -1`
+        first = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().first()
+        assert first == push_head.revision
+        conn.execute(
+            sa.text("INSERT INTO push_scheduled_inbox VALUES ('msg_1', 'alice', :due)"),
+            {"due": "2026-12-06 10:00:00+00:00"},
+        )
+    refused = app.test_cli_runner().invoke(args=["db", "downgrade"])
+    assert refused.exit_code == 1, refused.output
+    assert (
+        "`flask db downgrade app@-1` for yours, `flask db downgrade flask_push@-1` for "
+        "flask-push's" in caplog.text
+    )
+    with app.app_context(), db.engine.connect() as conn:
+        assert conn.execute(
+            sa.text("SELECT user_id FROM push_scheduled_inbox")
+        ).scalars().all() == ["alice"]
+        assert set(MigrationContext.configure(conn).get_current_heads()) == {
+            s.revision for s in script.get_revisions("heads")
+        }
+
+    flask_db(app, "downgrade", "app@-1")
+    with app.app_context():
+        assert "orders" not in sa.inspect(db.engine).get_table_names()
+        assert "push_scheduled_inbox" in sa.inspect(db.engine).get_table_names()
+    flask_db(app, "upgrade", "heads")
+    flask_db(app, "downgrade", f"{BRANCH_LABEL}@-1")  # named: goes ahead
+    with app.app_context():
+        assert "push_scheduled_inbox" not in sa.inspect(db.engine).get_table_names()
+        assert "orders" in sa.inspect(db.engine).get_table_names()
+
+
+def test_every_shipped_downgrade_begins_with_the_guard() -> None:
+    """A revision added later refuses an ambiguous `downgrade -1` too."""
+    for path in sorted(VERSIONS_DIR.glob("*.py")):
+        assert "def downgrade() -> None:\n    refuse_ambiguous_downgrade()\n" in path.read_text(), (
+            f"{path.name}: its downgrade() does not begin with refuse_ambiguous_downgrade()"
+        )
+
+
 # include() on its own: no database needed.
 
 

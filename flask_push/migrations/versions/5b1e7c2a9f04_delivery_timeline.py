@@ -14,6 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from flask_push.migrations.guards import refuse_ambiguous_downgrade
+
 revision = "5b1e7c2a9f04"
 down_revision = "d88c9039a0d5"
 branch_labels = None
@@ -41,6 +43,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_ambiguous_downgrade()
     op.drop_index("ix_push_deliveries_installation", table_name="push_deliveries")
     op.drop_index("ix_push_deliveries_subscription", table_name="push_deliveries")
     with op.batch_alter_table("push_deliveries") as batch:

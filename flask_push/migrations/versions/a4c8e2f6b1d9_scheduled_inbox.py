@@ -18,6 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from flask_push.migrations.guards import refuse_ambiguous_downgrade
+
 revision = "a4c8e2f6b1d9"
 down_revision = "f3b9a2d6c1e8"
 branch_labels = None
@@ -36,5 +38,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_ambiguous_downgrade()
     op.drop_index("ix_push_scheduled_inbox_due", table_name="push_scheduled_inbox")
     op.drop_table("push_scheduled_inbox")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from flask_push.migrations.guards import refuse_ambiguous_downgrade
+
 revision = "a91c3d5e7b28"
 down_revision = "e7a3f9c15d20"
 branch_labels = None
@@ -49,6 +51,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_ambiguous_downgrade()
     op.drop_index("ix_push_messages_activity_id", table_name="push_messages")
     with op.batch_alter_table("push_messages") as batch:
         batch.drop_column("activity")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from flask_push.migrations.guards import refuse_ambiguous_downgrade
+
 revision = "b6f1d4e8c2a7"
 down_revision = "a91c3d5e7b28"
 branch_labels = None
@@ -36,6 +38,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_ambiguous_downgrade()
     op.create_index(
         "ix_push_deliveries_message_status", "push_deliveries", ["message_id", "status"]
     )

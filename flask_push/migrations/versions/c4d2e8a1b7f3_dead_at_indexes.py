@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from flask_push.migrations.guards import refuse_ambiguous_downgrade
+
 revision = "c4d2e8a1b7f3"
 down_revision = "5b1e7c2a9f04"
 branch_labels = None
@@ -24,5 +26,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_ambiguous_downgrade()
     op.drop_index("ix_push_installations_dead_at", table_name="push_installations")
     op.drop_index("ix_push_subscriptions_dead_at", table_name="push_subscriptions")

@@ -23,6 +23,8 @@ import sqlalchemy as sa
 from alembic import context, op
 from alembic.util import CommandError
 
+from flask_push.migrations.guards import refuse_ambiguous_downgrade
+
 revision = "d88c9039a0d5"
 down_revision = None
 branch_labels = ("flask_push",)
@@ -223,6 +225,7 @@ def _not_made_already() -> None:
 
 
 def downgrade() -> None:
+    refuse_ambiguous_downgrade()
     op.drop_index("ix_push_deliveries_message_status", table_name="push_deliveries")
     op.drop_index("ix_push_deliveries_claim", table_name="push_deliveries")
     op.drop_table("push_deliveries")

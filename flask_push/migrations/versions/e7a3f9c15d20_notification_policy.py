@@ -13,6 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from flask_push.migrations.guards import refuse_ambiguous_downgrade
+
 revision = "e7a3f9c15d20"
 down_revision = "c4d2e8a1b7f3"
 branch_labels = None
@@ -49,6 +51,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_ambiguous_downgrade()
     with op.batch_alter_table("push_messages") as batch:
         batch.drop_column("category")
     op.drop_index("ix_push_capped_sends_category", table_name="push_capped_sends")

@@ -19,6 +19,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from flask_push.migrations.guards import refuse_ambiguous_downgrade
+
 revision = "f3b9a2d6c1e8"
 down_revision = "b6f1d4e8c2a7"
 branch_labels = None
@@ -30,5 +32,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_ambiguous_downgrade()
     with op.batch_alter_table("push_deliveries") as table:
         table.drop_column("user_id")
