@@ -536,6 +536,33 @@ def test_include_puts_its_write_hook_first_and_keeps_the_hosts(
     assert black["type"] == "console_scripts"
 
 
+@pytest.mark.skipif(
+    not hasattr(Config, "get_alembic_option"), reason="pyproject.toml configs: Alembic 1.16"
+)
+def test_include_reads_a_pyproject_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host configured in pyproject.toml only (``alembic init -t pyproject``):
+    include() finds its script_location there (it said there was none), and keeps its
+    write hooks, which Alembic reads only while the ini file has no
+    [post_write_hooks], by carrying them into the section it makes."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.alembic]\n"
+        'script_location = "migrations"\n'
+        "[[tool.alembic.post_write_hooks]]\n"
+        'name = "ruff"\n'
+        'type = "exec"\n'
+        'executable = "ruff"\n'
+        'options = "format REVISION_SCRIPT_FILENAME --line-length 100%%"\n'
+    )
+    config = Config(toml_file="pyproject.toml")
+    include(config)
+    assert locations(config) == [tmp_path / "migrations" / "versions", VERSIONS_DIR]
+    assert hook_names(config) == ["flask_push", "ruff"]
+    ruff = config.get_hooks_list()[1]
+    assert ruff["options"] == "format REVISION_SCRIPT_FILENAME --line-length 100%"
+    assert ruff["executable"] == "ruff"
+
+
 def test_include_rejects_a_separator_alembic_does_not_know() -> None:
     config = Config()
     config.set_main_option("script_location", "migrations")

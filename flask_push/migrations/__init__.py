@@ -160,7 +160,11 @@ def _version_locations(config: Config) -> list[str]:
         listed = _split_legacy(config, config.get_main_option("version_locations"))
     if listed:
         return [str(location) for location in listed if str(location)]
-    script_location = config.get_main_option("script_location")
+    # Alembic 1.16 reads it from pyproject.toml too, when alembic.ini has none
+    if hasattr(config, "get_alembic_option"):
+        script_location = config.get_alembic_option("script_location")
+    else:
+        script_location = config.get_main_option("script_location")
     if script_location is None:
         raise CommandError("No 'script_location' key found in configuration.")
     return [str(Path(coerce_resource_to_filename(script_location), "versions"))]
