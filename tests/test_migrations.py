@@ -30,6 +30,7 @@ from flask_sqlalchemy import SQLAlchemy
 import flask_push.migrations
 from flask_push import Push
 from flask_push.migrations import BRANCH_LABEL, VERSIONS_DIR, include
+from flask_push.schema_history import FIRST, MARKS
 
 from conftest import POSTGRES_URL, need_service
 
@@ -454,6 +455,56 @@ def test_tables_in_the_way_are_named_before_anything_is_made(
     assert refused.exit_code == 1 and "`flask db stamp flask_push@head`" in caplog.text
     flask_db(app, "stamp", "flask_push@head")
     flask_db(app, "upgrade", "heads")
+
+
+def shipped_script() -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(VERSIONS_DIR.parent))
+    config.set_main_option("version_locations", str(VERSIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    return ScriptDirectory.from_config(config)
+
+
+#: flask-push's revisions, oldest first
+CHAIN = [script.revision for script in reversed(list(shipped_script().walk_revisions()))]
+
+
+def test_every_revision_has_a_mark_newest_first() -> None:
+    """What tells a database's tables' revision knows every revision, in order."""
+    assert [FIRST, *(mark.revision for mark in reversed(MARKS))] == CHAIN
+
+
+@pytest.mark.parametrize("naming_convention", [None])
+@pytest.mark.parametrize("made_by", CHAIN)
+@pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+def test_tables_made_without_alembic_are_stamped_as_the_revision_they_match(
+    host: Any, made_by: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tables an older flask-push's db.create_all() made: `upgrade` names the revision
+    they match to stamp (stamping the head left Alembic nothing to upgrade, and the
+    tables old), and upgrading from there gives exactly the models."""
+    app, db = host.app, host.db
+    flask_db(app, "init")
+    flask_db(app, "upgrade", made_by)
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE alembic_version"))  # as db.create_all() left it
+    refused = app.test_cli_runner().invoke(args=["db", "upgrade", "heads"])
+    assert refused.exit_code == 1
+    stamp = "flask_push@head" if made_by == CHAIN[-1] else made_by
+    assert f"`flask db stamp {stamp}`, then run `flask db upgrade heads` again" in caplog.text
+    flask_db(app, "stamp", stamp)
+    flask_db(app, "upgrade", "heads")
+    with app.app_context(), db.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "compare_type": True,
+                "include_object": lambda obj, name, type_, reflected, compare_to: (
+                    type_ != "table" or name.startswith("push_")
+                ),
+            },
+        )
+        assert compare_metadata(context, db.metadata) == []
 
 
 def locations(config: Config) -> list[Path]:

@@ -208,12 +208,28 @@ def _not_made_already() -> None:
     if not present:
         return
     if len(present) == len(_TABLES):
+        # Which revision: stamping the head over an older flask-push's tables would
+        # leave Alembic nothing to upgrade while they stay old.
+        from flask_push.schema_history import HEAD, stamp_command, tables_revision
+
+        made_by = tables_revision(inspector)
+        if made_by is None:
+            raise CommandError(
+                "flask-push's tables exist already, but Alembic has no record of them, "
+                "and they match none of flask-push's revisions (some of what its later "
+                "revisions added is there, some is not). Rename or drop them, then run "
+                "`flask db upgrade heads` again."
+            )
+        which = (
+            "this flask-push's newest revision"
+            if made_by == HEAD
+            else f"flask-push's revision {made_by}"
+        )
         raise CommandError(
             "flask-push's tables exist already, but Alembic has no record of them "
-            "(db.create_all() made them?). If this version of flask-push made them, "
-            "record them once with `flask db stamp flask_push@head`, then run `flask db "
-            "upgrade heads` again (tables of an older flask-push: stamp the revision "
-            "they match)."
+            f"(db.create_all() made them?). They are as {which} made them: "
+            f"record that once with `{stamp_command(made_by)}`, then run `flask db "
+            "upgrade heads` again."
         )
     missing = [table for table in _TABLES if table not in present]
     raise CommandError(
