@@ -113,6 +113,19 @@ def _push() -> Any:
     return current_app.extensions["push"].push
 
 
+def _tables_checked() -> Any:
+    """The current app's :class:`~flask_push.Push`, once its tables are found whole: a
+    command on tables that are missing, or older than this flask-push, says what to
+    run before it does anything. Gone ahead, it wrote part of its work and then failed
+    (``send`` left a message behind), or printed old tables' counts as if nothing
+    were wrong (``stats``). The worker is not checked: it waits for the tables."""
+    push = _push()
+    missing = missing_tables(push)  # none when the database cannot tell
+    if missing:
+        raise _tables_missing(missing)
+    return push
+
+
 #: the subject written when none is given: a placeholder to replace
 PLACEHOLDER_SUBJECT = "mailto:you@example.com"
 
@@ -277,7 +290,7 @@ def send(
     the rest stay queued for the workers), and exits 1 only when nobody matched or
     every delivery failed as it was queued (no provider for it).
     """
-    push = _push()
+    push = _tables_checked()
     stop = threading.Event()
     elsewhere = 0  # deliveries another worker still holds
     # Ctrl-C or SIGTERM, from here on: the pushes on the network finish and their
@@ -418,7 +431,7 @@ def explain(
     """Print why each target did or did not get MESSAGE_ID: its status, the reason as
     a sentence, then its timeline (UTC), oldest target first. Exits 1 for an unknown
     message."""
-    push = _push()
+    push = _tables_checked()
     try:
         total, entries = explain_page(
             push.state, message_id, user_id, status=status, skip=skip, take=take
@@ -865,7 +878,7 @@ def prune(days: int, dry_run: bool) -> None:
     an installation when it was last modified. Their queued deliveries end
     `gone` when a worker reaches them.
     """
-    push = _push()
+    push = _tables_checked()
     models, session = push.models, push.db.session
     cutoff = utcnow() - timedelta(days=days)
     kinds = {
@@ -913,7 +926,7 @@ def prune(days: int, dry_run: bool) -> None:
 @push_cli.command("stats")
 def stats() -> None:
     """Print counts: subscriptions, installations, messages, deliveries, inbox items."""
-    push = _push()
+    push = _tables_checked()
     models, session = push.models, push.db.session
     sub, ins, msg = models.Subscription, models.Installation, models.Message
     counter = models.InboxCounter

@@ -453,6 +453,32 @@ def test_tables_an_older_flask_push_made_say_to_upgrade_them(
     assert any("push_deliveries.user_id missing" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["send", "--user", "nobody", "--title", "x"], ["stats"], ["prune"], ["explain", "msg_1"]],
+    ids=["send", "stats", "prune", "explain"],
+)
+def test_commands_on_older_tables_say_so_before_doing_anything(
+    make_app: Any, command: list[str]
+) -> None:
+    """Tables an older flask-push made: each command says to upgrade them before it
+    writes or reads anything. `send` to nobody wrote its message, then failed; `stats`
+    and `prune` went ahead as if the tables were fine."""
+    app = make_app()
+    with app.app_context():
+        with db.engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE push_deliveries DROP COLUMN user_id"))
+    result = app.test_cli_runner().invoke(args=["push", *command])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.output.splitlines() == [
+        "Error: flask-push's tables in this database are older than this flask-push "
+        "(push_deliveries.user_id missing). Upgrade them with the shipped Alembic "
+        "migrations: `flask db upgrade heads` (README: Database migrations)."
+    ]
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Message)) == 0
+
+
 def test_workers_without_the_tables_say_what_to_run_once(
     make_app: Any, database: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
