@@ -53,6 +53,7 @@ from .database import (
     first_line,
     missing_tables,
     missing_tables_sentence,
+    recorded_as_newer,
     refused_writes,
     tables_missing_message,
     unreachable,
@@ -80,8 +81,9 @@ class _PushGroup(AppGroup):
             # The command's app context has ended with its context: make one.
             with ctx.ensure_object(ScriptInfo).load_app().app_context():
                 found = diagnose(_push())
-            if found.missing_tables:
-                raise _tables_missing(found.missing_tables) from err
+                missing = _tables_missing(found.missing_tables) if found.missing_tables else None
+            if missing is not None:
+                raise missing from err
             if unreachable(err) and not found.answers:
                 raise _database_unreachable(err) from err
             refused = refused_writes(err)
@@ -91,7 +93,8 @@ class _PushGroup(AppGroup):
 
 
 def _tables_missing(missing: list[str]) -> click.ClickException:
-    return click.ClickException(tables_missing_message(missing))
+    # in an app context: whether Alembic records them as newer than they are
+    return click.ClickException(tables_missing_message(missing, recorded_as_newer(_push())))
 
 
 def _database_unreachable(err: BaseException | None) -> click.ClickException:

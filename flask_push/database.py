@@ -17,6 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.attributes import set_committed_value
 
+from . import schema_history
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: the ``insert()`` of each dialect that has ``ON CONFLICT``
@@ -127,9 +129,41 @@ def out_of_date(missing: list[str]) -> bool:
     return any("." in name for name in missing)
 
 
-def tables_missing_message(missing: list[str]) -> str:
-    """What to do about :func:`missing_tables`, as a sentence."""
+def recorded_as_newer(push: Any) -> str | None:
+    """The ``flask db stamp`` that records what flask-push's tables are, when Alembic
+    records them at this flask-push's newest revision while they are older (``flask db
+    stamp flask_push@head`` run over an older flask-push's tables): ``flask db upgrade
+    heads`` then finds nothing to do. None otherwise, or when it cannot tell. Needs an
+    app context."""
+    try:
+        engine = _engine(push)
+        inspector = sa.inspect(engine)
+        if not (inspector.has_table("alembic_version") and inspector.has_table("push_messages")):
+            return None
+        with engine.connect() as connection:
+            recorded = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+            if schema_history.HEAD not in set(recorded.scalars()):
+                return None
+        made_by = schema_history.tables_revision(inspector)
+    except Exception:  # noqa: BLE001 - the sentence without it still says what is missing
+        return None
+    if made_by is None or made_by == schema_history.HEAD:
+        return None
+    return schema_history.stamp_command(made_by)
+
+
+def tables_missing_message(missing: list[str], restamp: str | None = None) -> str:
+    """What to do about :func:`missing_tables`, as a sentence; ``restamp``: the
+    :func:`recorded_as_newer` stamp, when Alembic records them as newer than they are."""
     more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    if restamp is not None:
+        return (
+            f"flask-push's tables in this database are older than this flask-push "
+            f"({missing[0]}{more} missing), though Alembic records them as up to date "
+            "(`flask db stamp flask_push@head` over an older flask-push's tables?). "
+            f"Record what they are with `{restamp}`, then run `flask db upgrade heads` "
+            "(README: Database migrations)."
+        )
     if out_of_date(missing):
         return (
             f"flask-push's tables in this database are older than this flask-push "

@@ -507,6 +507,33 @@ def test_tables_made_without_alembic_are_stamped_as_the_revision_they_match(
         assert compare_metadata(context, db.metadata) == []
 
 
+@pytest.mark.parametrize("naming_convention", [None])
+@pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+def test_tables_stamped_newer_than_they_are_say_what_to_stamp(host: Any) -> None:
+    """`flask db stamp flask_push@head` over an older flask-push's tables (what the
+    README once said for any db.create_all() tables): `flask db upgrade heads` has
+    nothing to do, so `flask push` saying to run it was a dead end. It names the stamp
+    that records what the tables are, after which the upgrade brings them up to date."""
+    app = host.app
+    flask_db(app, "init")
+    flask_db(app, "upgrade", CHAIN[-3])  # push_deliveries.user_id comes in CHAIN[-2]
+    flask_db(app, "stamp", f"{BRANCH_LABEL}@head")
+    flask_db(app, "upgrade", "heads")  # nothing to do
+    refused = app.test_cli_runner().invoke(args=["push", "stats"])
+    assert refused.exit_code == 1
+    assert refused.output.splitlines() == [
+        "Error: flask-push's tables in this database are older than this flask-push "
+        "(push_scheduled_inbox and 1 more missing), though Alembic records them as up to "
+        "date (`flask db stamp flask_push@head` over an older flask-push's tables?). Record "
+        f"what they are with `flask db stamp {CHAIN[-3]}`, then run `flask db upgrade heads` "
+        "(README: Database migrations)."
+    ]
+    flask_db(app, "stamp", CHAIN[-3])
+    flask_db(app, "upgrade", "heads")
+    stats = app.test_cli_runner().invoke(args=["push", "stats"])
+    assert stats.exit_code == 0, stats.output
+
+
 def locations(config: Config) -> list[Path]:
     return [Path(p).resolve() for p in config.get_version_locations_list() or []]
 
