@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging.config
 import os
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -135,11 +136,18 @@ def naming_convention(request: pytest.FixtureRequest) -> dict[str, str] | None:
 
 
 @pytest.fixture
+def host_binds() -> dict[str, str]:
+    """The host's SQLALCHEMY_BINDS: none, unless a test names some."""
+    return {}
+
+
+@pytest.fixture
 def host(
     tmp_path: Path,
     naming_convention: dict[str, str] | None,
     monkeypatch: pytest.MonkeyPatch,
     host_database: dict[str, Any],
+    host_binds: dict[str, str],
     vapid_private_key: str,
 ) -> Iterator[Any]:
     """The host app's module, imported from its project folder, which is the cwd."""
@@ -161,6 +169,7 @@ def host(
             "PUSH_VAPID_PRIVATE_KEY": vapid_private_key,
             "PUSH_VAPID_SUBJECT": "mailto:ops@shop.example",
             **host_database,
+            **({"SQLALCHEMY_BINDS": host_binds} if host_binds else {}),
         }
     )
     yield module
@@ -261,6 +270,37 @@ def test_host_upgrades_heads_and_gets_exactly_the_models(
     assert "No changes in schema detected" in caplog.text
     assert list(host_versions.glob("*.py")) == [first]
 
+    flask_db(app, "downgrade", f"{BRANCH_LABEL}@base")
+    with app.app_context():
+        assert push_tables(db.engine) == set()
+        assert "orders" in sa.inspect(db.engine).get_table_names()
+
+
+@pytest.mark.parametrize("naming_convention", [None])
+@pytest.mark.parametrize("host_database", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("host_binds", [{"stats": "sqlite:///stats.db"}])
+@pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+def test_a_multidb_environment_makes_the_tables_on_the_apps_database(
+    host: Any, tmp_path: Path
+) -> None:
+    """`flask db init --multidb` (a host with SQLALCHEMY_BINDS) calls each revision's
+    upgrade with the name of each database: flask-push's took no argument, and the
+    upgrade failed with a TypeError. Its tables go on the app's database, none on the
+    bind's, and both come back down."""
+    app, db = host.app, host.db
+    flask_db(app, "init", "--multidb")
+    flask_db(app, "upgrade", "heads")
+    with app.app_context():
+        models = {table for table in db.metadata.tables if table.startswith("push_")}
+        assert push_tables(db.engine) == models
+        assert push_tables(db.engines["stats"]) == set()
+    flask_db(
+        app, "migrate", "-m", "create orders",
+        "--head", "base", "--branch-label", "app", "--version-path", "migrations/versions",
+    )  # fmt: skip
+    [first] = (tmp_path / "migrations" / "versions").glob("*.py")
+    assert "orders" in first.read_text() and "push_" not in first.read_text()
+    flask_db(app, "upgrade", "heads")
     flask_db(app, "downgrade", f"{BRANCH_LABEL}@base")
     with app.app_context():
         assert push_tables(db.engine) == set()
@@ -425,7 +465,12 @@ def test_downgrade_with_two_heads_does_not_step_back_flask_push(
 def test_every_shipped_downgrade_begins_with_the_guard() -> None:
     """A revision added later refuses an ambiguous `downgrade -1` too."""
     for path in sorted(VERSIONS_DIR.glob("*.py")):
-        assert "def downgrade() -> None:\n    refuse_ambiguous_downgrade()\n" in path.read_text(), (
+        begins = re.compile(
+            r'^def downgrade\(engine_name: str = ""\) -> None:\n'
+            r"    if engine_name:.*\n        return\n    refuse_ambiguous_downgrade\(\)\n",
+            re.M,
+        )
+        assert begins.search(path.read_text()), (
             f"{path.name}: its downgrade() does not begin with refuse_ambiguous_downgrade()"
         )
 

@@ -17,6 +17,10 @@ app --version-path migrations/versions``), later ones extend it (``flask db
 migrate --head app@head``). Without ``--head``, Alembic would build on
 flask-push's head, and write the file into :data:`VERSIONS_DIR`.
 
+Each revision's ``upgrade`` and ``downgrade`` take the ``engine_name`` that
+Flask-Migrate's ``--multidb`` environment passes, and run on the app's own
+database only (``""``), where flask-push's models are.
+
 This module needs Alembic (``pip install '../flask-push[migrations]'``).
 """
 

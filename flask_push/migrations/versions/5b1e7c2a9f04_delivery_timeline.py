@@ -22,7 +22,9 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def upgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     with op.batch_alter_table("push_deliveries") as batch:
         batch.add_column(sa.Column("events", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("reason", sa.String(length=32), nullable=True))
@@ -42,7 +44,9 @@ def upgrade() -> None:
         )
 
 
-def downgrade() -> None:
+def downgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     refuse_ambiguous_downgrade()
     op.drop_index("ix_push_deliveries_installation", table_name="push_deliveries")
     op.drop_index("ix_push_deliveries_subscription", table_name="push_deliveries")

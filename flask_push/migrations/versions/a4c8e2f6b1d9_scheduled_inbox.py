@@ -26,7 +26,9 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def upgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     op.create_table(
         "push_scheduled_inbox",
         sa.Column("message_id", sa.String(40), nullable=False),
@@ -37,7 +39,9 @@ def upgrade() -> None:
     op.create_index("ix_push_scheduled_inbox_due", "push_scheduled_inbox", ["due_at"])
 
 
-def downgrade() -> None:
+def downgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     refuse_ambiguous_downgrade()
     op.drop_index("ix_push_scheduled_inbox_due", table_name="push_scheduled_inbox")
     op.drop_table("push_scheduled_inbox")

@@ -21,7 +21,9 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def upgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     op.create_table(
         "push_activities",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -50,7 +52,9 @@ def upgrade() -> None:
     op.create_index("ix_push_messages_activity_id", "push_messages", ["activity_id"])
 
 
-def downgrade() -> None:
+def downgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     refuse_ambiguous_downgrade()
     op.drop_index("ix_push_messages_activity_id", table_name="push_messages")
     with op.batch_alter_table("push_messages") as batch:

@@ -27,7 +27,9 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def upgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     # the new index first, so that the counts always have one
     op.create_index(
         "ix_push_deliveries_message_due",
@@ -37,7 +39,9 @@ def upgrade() -> None:
     op.drop_index("ix_push_deliveries_message_status", table_name="push_deliveries")
 
 
-def downgrade() -> None:
+def downgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     refuse_ambiguous_downgrade()
     op.create_index(
         "ix_push_deliveries_message_status", "push_deliveries", ["message_id", "status"]

@@ -20,12 +20,16 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def upgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     op.create_index("ix_push_subscriptions_dead_at", "push_subscriptions", ["dead_at"])
     op.create_index("ix_push_installations_dead_at", "push_installations", ["dead_at"])
 
 
-def downgrade() -> None:
+def downgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     refuse_ambiguous_downgrade()
     op.drop_index("ix_push_installations_dead_at", table_name="push_installations")
     op.drop_index("ix_push_subscriptions_dead_at", table_name="push_subscriptions")

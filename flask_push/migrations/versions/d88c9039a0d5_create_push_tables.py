@@ -31,7 +31,9 @@ branch_labels = ("flask_push",)
 depends_on = None
 
 
-def upgrade() -> None:
+def upgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     _not_made_already()
     op.create_table(
         "push_subscriptions",
@@ -240,7 +242,9 @@ def _not_made_already() -> None:
     )
 
 
-def downgrade() -> None:
+def downgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     refuse_ambiguous_downgrade()
     op.drop_index("ix_push_deliveries_message_status", table_name="push_deliveries")
     op.drop_index("ix_push_deliveries_claim", table_name="push_deliveries")

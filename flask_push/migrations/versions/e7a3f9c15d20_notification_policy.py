@@ -21,7 +21,9 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def upgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     op.create_table(
         "push_preferences",
         sa.Column("user_id", sa.String(length=255), nullable=False),
@@ -50,7 +52,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("category", sa.String(length=64), nullable=True))
 
 
-def downgrade() -> None:
+def downgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     refuse_ambiguous_downgrade()
     with op.batch_alter_table("push_messages") as batch:
         batch.drop_column("category")

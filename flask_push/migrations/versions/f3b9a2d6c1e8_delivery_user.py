@@ -27,11 +27,15 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def upgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     op.add_column("push_deliveries", sa.Column("user_id", sa.String(255), nullable=True))
 
 
-def downgrade() -> None:
+def downgrade(engine_name: str = "") -> None:
+    if engine_name:  # a bind's database (`flask db init --multidb`): not flask-push's
+        return
     refuse_ambiguous_downgrade()
     with op.batch_alter_table("push_deliveries") as table:
         table.drop_column("user_id")
