@@ -1271,11 +1271,11 @@ def test_a_push_on_the_network_when_cancelled_keeps_what_happened(
     assert [e["what"] for e in entry["events"]] == ["queued", "attempt", "sent"]
 
 
-def test_a_token_apns_refuses_says_what_to_check(
-    make_app: Callable[..., Flask], push_fake_apns: Any
-) -> None:
-    """APNs' 400 BadDeviceToken kills the installation like a 410, but its cause may be
-    the other environment (every iPhone at once): the sentence keeps APNs' own words."""
+def _an_iphone_apns_refuses(
+    make_app: Callable[..., Flask], push_fake_apns: Any, reason: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Al's one iPhone, a push to it that APNs answers 400 ``reason``: its delivery's
+    timeline entry, and the iPhone as his targets show it after."""
     app = make_app(PUSH_QUEUE="inline", **push_fake_apns.app_config())
     with app.app_context():
         db.session.add(
@@ -1284,13 +1284,24 @@ def test_a_token_apns_refuses_says_what_to_check(
             )
         )
         db.session.commit()
-        push_fake_apns.fail_next(400, "BadDeviceToken")
+        push_fake_apns.fail_next(400, reason)
         message = push.send(users=["al"], title="Order #42")
         [entry] = push.explain(message.id)
+        [phone] = push.user_targets("al")
+    return entry, phone
+
+
+def test_a_token_apns_refuses_says_what_to_check(
+    make_app: Callable[..., Flask], push_fake_apns: Any
+) -> None:
+    """APNs' 400 BadDeviceToken kills the installation like a 410, but its cause may be
+    the other environment (every iPhone at once): the sentence keeps APNs' own words."""
+    entry, phone = _an_iphone_apns_refuses(make_app, push_fake_apns, "BadDeviceToken")
     assert (entry["status"], entry["reason"]) == ("gone", "unsubscribed")
     assert entry["detail"].startswith("Apple's push service (APNs) answered 400 BadDeviceToken (")
     assert "PUSH_APNS_SANDBOX" in entry["detail"]
     assert entry["detail"].endswith("this installation is dead and will not be used again.")
+    assert phone["status"] == "dead"
 
 
 def test_a_token_of_another_app_fails_and_keeps_the_installation(
@@ -1299,18 +1310,7 @@ def test_a_token_of_another_app_fails_and_keeps_the_installation(
     """APNs' 400 DeviceTokenNotForTopic: a PUSH_APNS_TOPIC naming another app of the
     team (its key signs for all of them) gets it for every iPhone, which were all
     dropped for good. The push fails with what to check; the installation stays."""
-    app = make_app(PUSH_QUEUE="inline", **push_fake_apns.app_config())
-    with app.app_context():
-        db.session.add(
-            push.models.Installation(
-                app_id="shop", device_token="ab" * 32, device_type="ios", user_id="al"
-            )
-        )
-        db.session.commit()
-        push_fake_apns.fail_next(400, "DeviceTokenNotForTopic")
-        message = push.send(users=["al"], title="Order #42")
-        [entry] = push.explain(message.id)
-        [phone] = push.user_targets("al")
+    entry, phone = _an_iphone_apns_refuses(make_app, push_fake_apns, "DeviceTokenNotForTopic")
     assert (entry["status"], entry["reason"]) == ("failed", "rejected")
     assert "check PUSH_APNS_TOPIC" in entry["detail"]
     assert "dead" not in entry["detail"]
