@@ -40,11 +40,25 @@ from .views import (
 bp = Blueprint("shop", __name__)
 
 
-def _customer() -> User:
+def _customer(reason: str | None = None) -> User:
+    """The signed-in shopper; a 403 for staff, with ``reason`` on the page when given."""
     user = current_user()
     if user is None or user.is_staff:
-        abort(403)
+        abort(403, reason)
     return user
+
+
+#: why staff may not open the shoppers' notification settings and simulated phones:
+#: the staff's inbox (new orders, exports) has no category and reaches no phone, so
+#: what they chose there would change nothing
+STAFF_HAVE_NO_SETTINGS = (
+    "Notification settings are the shoppers' choices. Staff get new orders and exports "
+    "in the bell's inbox only, which no setting changes."
+)
+STAFF_HAVE_NO_PHONES = (
+    "Simulated phones are the shoppers': staff get nothing on a phone. Devices lists "
+    "the browsers and phones the shoppers registered."
+)
 
 
 @bp.get("/")
@@ -307,8 +321,7 @@ def notification_settings() -> Any:
     """A plain form: a box per category and channel, and the quiet hours. Saved
     through ``push.set_preferences`` all at once, or, when flask-push refuses a
     value, not at all (the form comes back as sent, with the reason beside the field)."""
-    user = current_user()
-    assert user is not None
+    user = _customer(STAFF_HAVE_NO_SETTINGS)
     categories = push.settings.categories.values()
     if request.method == "GET":
         saved = push.get_preferences(user.push_id)
@@ -412,8 +425,7 @@ def _settings_page(
 @bp.get("/devices")
 @login_required
 def devices() -> str:
-    user = current_user()
-    assert user is not None
+    user = _customer(STAFF_HAVE_NO_PHONES)
     return render_template(
         "devices.html",
         installations=phones.installations(user.push_id),
@@ -430,8 +442,7 @@ def devices_received() -> Any:
     """What the page refreshes: the services' log, each device's screen (drawn here,
     as on the page), and the Live Activities whose token the simulated app is to
     register."""
-    user = current_user()
-    assert user is not None
+    user = _customer(STAFF_HAVE_NO_PHONES)
     shown = phones.screens(user.push_id)
     return jsonify(
         {

@@ -702,6 +702,25 @@ def test_staff_are_offered_no_notification_settings(demo_app: Any, staff: Any) -
         assert 'href="/settings/notifications"' not in staff.get(path).text, path
 
 
+def test_staff_cannot_open_the_shoppers_settings_or_phones(demo_app: Any, staff: Any) -> None:
+    """By its address, the settings page showed the staff the shoppers' categories and
+    saved their choices, which changed nothing (their inbox has no category); the
+    Phones page registered phones that got nothing. Both say why they are closed."""
+    for path in ("/settings/notifications", "/devices"):
+        page = staff.get(path)
+        assert page.status_code == 403, path
+        assert "Not for this account" in page.text, path
+        assert "the shoppers" in page.text, path
+    refused = staff.post("/settings/notifications", data=settings_form(off=("offers.web",)))
+    assert refused.status_code == 403
+    with demo_app.app_context():
+        assert push.get_preferences(user_id("staff@example.com")).categories["offers"]["web"]
+    answer = staff.get("/devices/received.json")
+    assert answer.status_code == 403
+    assert answer.get_json()["error"]["code"] == "forbidden"
+    assert "shoppers" in answer.get_json()["error"]["message"]
+
+
 def test_the_settings_form_round_trip(demo_app: Any, alice: Any) -> None:
     form = settings_form(
         off=("offers.web", "offers.mobile"),
