@@ -218,9 +218,19 @@
       live.textContent = text;
       live.classList.toggle('on', Boolean(on));
     }
+    // The last step ends the order: "Enable notifications" for its next steps (or the
+    // staff's "Advance status") would offer what can no longer come, as the page does
+    // not when it is loaded then.
+    const steps = order.querySelectorAll('[data-step]');
+    const lastStep = steps.length ? steps[steps.length - 1].dataset.step : null;
+    function closeWhenDone(status) {
+      if (status !== lastStep) return;
+      order.querySelectorAll('[data-while-open]').forEach((element) => { element.hidden = true; });
+    }
     function render(state) {
       statusBadge.textContent = state.label;
       statusBadge.className = 'status status-' + state.status;
+      closeWhenDone(state.status);
       for (const step of state.timeline) {
         const li = order.querySelector(`[data-step="${step.status}"]`);
         if (!li) continue;
@@ -250,6 +260,7 @@
         if (li) {
           statusBadge.textContent = li.querySelector('strong').textContent;
           statusBadge.className = 'status status-' + status;
+          closeWhenDone(status);
           li.classList.remove('flash-step');
           void li.offsetWidth;
           li.classList.add('flash-step');

@@ -163,3 +163,44 @@ def test_the_order_page_says_so_when_she_signed_out_elsewhere(
     alice.evaluate("FlaskPush.disconnect(); FlaskPush.connect()")
     expect(alice.locator("[data-live]")).to_have_text("signed out: sign in to follow it live")
     assert thrown == []
+
+
+def test_a_delivered_order_offers_no_next_step_on_the_open_page(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    """The order page stays open while the order is delivered: it still offered
+    "Enable notifications" for the next steps, and another staff's page "Advance
+    status", where the page loaded then offers neither. Both go when the last step
+    comes live, and stay until then."""
+    from playwright.sync_api import expect
+
+    base, _app = server
+    alice = sign_in(chromium, base, "alice@example.com", viewport=PHONE)
+    watching = sign_in(chromium, base, "staff@example.com", viewport=DESKTOP)
+    staff = sign_in(chromium, base, "staff@example.com", viewport=DESKTOP)
+    alice.goto(base + "/products/avocados")
+    alice.click("text=Add to cart")
+    alice.click("text=Place order")
+    alice.wait_for_selector("[data-live].on")
+    order_url = alice.url
+    watching.goto(order_url)
+    watching.wait_for_selector("[data-live].on")
+    enable = alice.locator("[data-enable-notifications]")
+    advance = watching.get_by_role("button", name="Advance status")
+
+    for _status, label in STATUSES[1:]:
+        staff.goto(order_url)
+        staff.click("text=Advance status")
+        staff.locator("[data-order-status]", has_text=label).wait_for()
+        for page in (alice, watching):
+            page.locator("[data-order-status]", has_text=label).wait_for()
+        if label != LABELS["delivered"]:
+            expect(enable).to_be_visible()
+            expect(advance).to_be_visible()
+    expect(enable).to_be_hidden()
+    expect(advance).to_be_hidden()
+    expect(alice.locator(".notice")).to_be_hidden()
+    shot(alice, "order-delivered-live-390")
+    # as the page loaded now shows it
+    alice.reload()
+    assert alice.locator(".notice").count() == 0
