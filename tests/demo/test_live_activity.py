@@ -249,6 +249,37 @@ def test_a_catch_up_to_a_late_activity_token_writes_no_inbox_item(
     assert counts == {placed.id: {"inbox": 1, "read": 0}, confirmed.id: {"inbox": 1, "read": 0}}
 
 
+def test_an_order_delivered_before_the_iphone_registered_ends_its_live_activity(
+    shop: Any, push_fake_apns: FakeAPNs
+) -> None:
+    """The Phones page (the simulated app) was closed while the order went from placed
+    to delivered: the iPhone's Live Activity showed "Placed" for ever beside the alert
+    "Delivered", since an ended activity was never registered. The app registers it
+    when the page opens, as it would have at the start, and flask-push's catch-up
+    ends it on the phone with the order's last state."""
+    alice, staff = login(shop, "alice@example.com"), login(shop, "staff@example.com")
+    ios = phones(alice)["ios"]
+    order_id = place_order(alice)
+    activity = f"order-{order_id}"
+    for _ in KEYS[1:]:
+        assert staff.post(f"/staff/orders/{order_id}/advance").status_code == 302
+    [card] = screen(alice, "ios")["activities"]
+    assert card["status"] == "placed" and not card["ended"]
+
+    wanted = alice.get("/devices/received.json").get_json()["register"]
+    assert wanted == [{"installation": ios, "activityId": activity}]
+    registered = alice.post(
+        f"/push/installations/{ios}/activities",
+        json={"activityId": activity, "pushToken": LIVE_TOKEN},
+    )
+    assert registered.status_code == 201, registered.text
+    shown = push_fake_apns.live_activities[LIVE_TOKEN]
+    assert (shown.event, shown.content_state["status"]) == ("end", "delivered")
+    [card] = screen(alice, "ios")["activities"]
+    assert (card["status"], card["ended"], card["ownToken"]) == ("delivered", True, True)
+    assert alice.get("/devices/received.json").get_json()["register"] == []
+
+
 def test_a_state_superseded_while_queued_is_counted_and_breaks_nothing(
     shop: Any, push_fake_fcm: FakeFCM
 ) -> None:
