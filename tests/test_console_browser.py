@@ -490,3 +490,39 @@ def test_a_send_form_error_names_the_field_as_labelled_and_focuses_it(
             assert page.console_errors == [f"Failed to load resource: {BAD_REQUEST}"]
             page.console_errors.clear()
             look(page, f"send-error-{field}", width)
+
+
+#: each nav link focused by the keyboard: the sides its focus ring is cut on by the
+#: nearest ancestor that clips (the nav's row scrolls sideways on a phone)
+NAV_RINGS = """async () => {
+  const cut = {};
+  for (const link of document.querySelectorAll('.top nav a')) {
+    link.focus();
+    const style = getComputedStyle(link);
+    const grow = parseFloat(style.outlineOffset) + parseFloat(style.outlineWidth);
+    const box = link.getBoundingClientRect();
+    let sides = style.outlineStyle === 'none' || !link.matches(':focus-visible') ? ['none'] : [];
+    for (let up = link.parentElement; up && !sides.length; up = up.parentElement) {
+      const clip = getComputedStyle(up);
+      if (clip.overflowY === 'visible') continue;
+      const frame = up.getBoundingClientRect();
+      if (box.top - grow < frame.top - 0.5) sides.push('top');
+      if (box.bottom + grow > frame.bottom + 0.5) sides.push('bottom');
+    }
+    if (sides.length) cut[link.textContent.trim()] = sides.join(', ');
+  }
+  return cut;
+}"""
+
+
+def test_the_nav_shows_its_focus_ring_whole(console: Console, page: Any) -> None:
+    """On a phone the nav's row scrolls sideways, so it clips: the focused link's
+    ring was cut at its top and bottom (on the current page's white tab only a
+    sliver of one side showed). The ring is drawn inside the link, at both widths."""
+    for width in WIDTHS.values():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(console.url("/"))
+        page.keyboard.press("Tab")  # the keyboard was used: focus() now shows its ring
+        assert page.evaluate(NAV_RINGS) == {}, width
+        page.locator(".top nav a[aria-current=page]").focus()
+        look(page, "nav-focus", width)
