@@ -86,11 +86,12 @@
     bellElement.innerHTML = `<a class="bell-fallback" href="${bellElement.dataset.history}" aria-label="Notifications">🔔</a>`;
   }
 
-  // -- the notifications page lists what the bell shows, as it changes ------------------
-  // (a new one arrives, or the bell marks some read): the server draws it again, once
-  // for a burst of events
-  const inboxPage = document.querySelector('[data-inbox-page]');
-  if (inboxPage && FP) {
+  // -- pages drawn from what the bell gets, as it changes ------------------------------
+  // The notifications page lists what the bell shows (a new one arrives, or the bell
+  // marks some read); the staff's orders board gets each new order, which comes to
+  // their bell. The server draws the part again, once for a burst of events.
+  const followsInbox = document.querySelector('[data-follows-inbox]');
+  if (followsInbox && FP) {
     let queued = null;
     const redraw = () => {
       clearTimeout(queued);
@@ -98,8 +99,8 @@
         const response = await fetch(location.href, { credentials: 'same-origin' }).catch(() => null);
         if (!response || !response.ok || response.redirected) return; // as it is until then
         const page = new DOMParser().parseFromString(await response.text(), 'text/html');
-        const fresh = page.querySelector('[data-inbox-page]');
-        if (fresh && fresh.innerHTML !== inboxPage.innerHTML) inboxPage.innerHTML = fresh.innerHTML;
+        const fresh = page.querySelector('[data-follows-inbox]');
+        if (fresh && fresh.innerHTML !== followsInbox.innerHTML) followsInbox.innerHTML = fresh.innerHTML;
       }, 150);
     };
     document.addEventListener('new-notification-event', redraw);
