@@ -702,6 +702,17 @@ def test_staff_are_offered_no_notification_settings(demo_app: Any, staff: Any) -
         assert 'href="/settings/notifications"' not in staff.get(path).text, path
 
 
+def test_the_empty_orders_board_says_what_comes_there(
+    demo_app: Any, staff: Any, alice: Any
+) -> None:
+    """A first run's board was five columns of dashes, with nothing to say that it
+    waits for the shoppers' orders."""
+    assert "No orders yet. A shopper's order shows here" in staff.get("/staff/").text
+    alice.post("/cart", data={"product_id": 1})
+    alice.post("/checkout")
+    assert "No orders yet" not in staff.get("/staff/").text
+
+
 def test_staff_cannot_open_the_shoppers_settings_or_phones(demo_app: Any, staff: Any) -> None:
     """By its address, the settings page showed the staff the shoppers' categories and
     saved their choices, which changed nothing (their inbox has no category); the
