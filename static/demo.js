@@ -100,7 +100,17 @@
         if (!response || !response.ok || response.redirected) return; // as it is until then
         const page = new DOMParser().parseFromString(await response.text(), 'text/html');
         const fresh = page.querySelector('[data-follows-inbox]');
-        if (fresh && fresh.innerHTML !== followsInbox.innerHTML) followsInbox.innerHTML = fresh.innerHTML;
+        if (!fresh || fresh.innerHTML === followsInbox.innerHTML) return;
+        // the keyboard stays where it was (an order's button, say): drawn again, the
+        // element is found by its form's action or its link
+        const focused = followsInbox.contains(document.activeElement) ? document.activeElement : null;
+        const form = focused && focused.closest('form');
+        const key = !focused ? null
+          : form ? `form[action="${CSS.escape(form.getAttribute('action') || '')}"] ${focused.tagName}`
+          : focused.getAttribute('href') ? `a[href="${CSS.escape(focused.getAttribute('href'))}"]` : null;
+        followsInbox.innerHTML = fresh.innerHTML;
+        const again = key && followsInbox.querySelector(key);
+        if (again) again.focus();
       }, 150);
     };
     document.addEventListener('new-notification-event', redraw);

@@ -69,7 +69,14 @@ def test_a_new_order_shows_on_the_open_board(server: tuple[str, Any], chromium: 
     assert placed.locator(".ticket").first.text_content().strip().startswith(f"#{second}")
     assert staff.evaluate("window.notReloaded") is True
 
+    # the keyboard stays on the button it was on while the board is drawn again
+    move_first = placed.get_by_role("button", name=f"Move order #{first} to Confirmed")
+    move_first.focus()
+    third = place_order(alice, base)
+    expect(placed.locator(".ticket", has_text=f"#{third}")).to_be_visible()
+    expect(move_first).to_be_focused()
+
     # and it is moved along from there, as from a board loaded with it
-    placed.get_by_role("button", name=f"Move order #{first} to Confirmed").click()
+    staff.keyboard.press("Enter")
     confirmed = staff.locator(".column").nth(1)
     expect(confirmed.locator(".ticket", has_text=f"#{first}")).to_be_visible()
