@@ -713,6 +713,17 @@ def test_the_empty_orders_board_says_what_comes_there(
     assert "No orders yet" not in staff.get("/staff/").text
 
 
+def test_the_shop_front_offers_the_staff_their_own_pages(demo_app: Any, staff: Any) -> None:
+    """The staff reach the shop's front page (the console's "Back to the site" leads
+    there): its hero offered them the shopper's "Go to cart", a 403 for them, and
+    "Enable notifications" for pushes their inbox never sends."""
+    page = staff.get("/").text
+    assert 'href="/cart"' not in page
+    assert "data-enable-notifications" not in page
+    assert '<a class="btn" href="/staff/">Orders board</a>' in page
+    assert 'href="/staff/offers">Push an offer</a>' in page
+
+
 def test_staff_cannot_open_the_shoppers_settings_or_phones(demo_app: Any, staff: Any) -> None:
     """By its address, the settings page showed the staff the shoppers' categories and
     saved their choices, which changed nothing (their inbox has no category); the
