@@ -31,6 +31,16 @@ def create_blueprint(settings: PushSettings) -> Blueprint:
     return bp
 
 
+def where() -> tuple[str, str]:
+    """The worker's address and scope as this request's browser sees them: below the
+    app's mount point (``SCRIPT_NAME``, a ``DispatcherMiddleware`` mount, ProxyFix's
+    ``X-Forwarded-Prefix``), whose root is the scope, so the worker controls the
+    app's pages and no other app's on the same host."""
+    settings: PushSettings = current_app.extensions["push"].settings
+    root = request.script_root
+    return root + settings.service_worker_url, root + "/"
+
+
 def service_worker() -> Response:
     settings: PushSettings = current_app.extensions["push"].settings
     root = request.script_root
@@ -38,7 +48,7 @@ def service_worker() -> Response:
         TEMPLATE,
         prefix=root + settings.url_prefix,
         vapid_public_key=settings.vapid_public_key,
-        scope=root + "/",
+        scope=where()[1],
     )
     response = Response(script, mimetype="application/javascript")
     # Browsers check for a new worker on navigation anyway, but an HTTP cache in

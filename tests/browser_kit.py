@@ -25,6 +25,8 @@ import dbus_next
 from flask import Flask, Response, redirect, request, session
 from flask_sqlalchemy import SQLAlchemy
 from playwright import sync_api
+from werkzeug.exceptions import NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
 
 from flask_push import Push
@@ -216,9 +218,9 @@ def chromium(tmp: Path, viewport: dict[str, int] | None = None) -> Iterator[Brow
         daemon.wait(10)
 
 
-def deliver(browser: Browser, page: Any, origin: str, payload: bytes) -> None:
-    """Hand a push to the origin's real service worker, as a push service would, and
-    wait until the desktop shows the notification it makes.
+def deliver(browser: Browser, page: Any, origin: str, payload: bytes, scope: str = "/") -> None:
+    """Hand a push to the origin's real service worker (of ``scope``, the app's root),
+    as a push service would, and wait until the desktop shows the notification it makes.
 
     Chromium's ``getNotifications()`` lists only what the desktop says it shows (it
     drops the rest from its database), so asking before the desktop has answered
@@ -236,14 +238,14 @@ def deliver(browser: Browser, page: Any, origin: str, payload: bytes) -> None:
     cdp.on("ServiceWorker.workerRegistrationUpdated", updated)  # before enable: it reports once
     cdp.send("ServiceWorker.enable")
     deadline = time.monotonic() + 10
-    while f"{origin}/" not in registrations:
+    while f"{origin}{scope}" not in registrations:
         assert time.monotonic() < deadline, f"no service worker registration: {registrations}"
         page.wait_for_timeout(25)
     cdp.send(
         "ServiceWorker.deliverPushMessage",
         {
             "origin": origin,
-            "registrationId": registrations[f"{origin}/"],
+            "registrationId": registrations[f"{origin}{scope}"],
             "data": payload.decode(),
         },
     )
@@ -316,12 +318,15 @@ background:#fff;border-bottom:1px solid #d0d7de}</style></head>
 
 
 class Live:
-    """An app served on its own port; pages are opened at http://localhost:PORT."""
+    """An app served on its own port; pages are opened at http://localhost:PORT, and
+    below its mount point (``base``) when it has one."""
 
-    def __init__(self, app: Flask, server: Any, thread: threading.Thread) -> None:
+    def __init__(self, app: Flask, server: Any, thread: threading.Thread, mount: str = "") -> None:
         self.app = app
         self.port = server.server_port
         self.origin = f"http://localhost:{self.port}"
+        #: the app's root: the origin, or the address of its mount point
+        self.base = self.origin + mount
         self._server = server
         self._thread = thread
 
@@ -348,10 +353,13 @@ def serving(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Li
         csp: str | None = None,
         files: dict[str, tuple[str, str]] | None = None,
         port: int = 0,
+        mount: str = "",
         **config: Any,
     ) -> Live:
         """An app serving ``html`` at / (with ``csp`` as its Content-Security-Policy)
-        and ``files`` ({path: (text, mimetype)}) beside it, on ``port`` (0: a free one)."""
+        and ``files`` ({path: (text, mimetype)}) beside it, on ``port`` (0: a free one);
+        mounted at ``mount`` (``/shop``) by a ``DispatcherMiddleware``, as a host
+        serving it below the site's root would, when given."""
         app = Flask(__name__)
         app.config.update(
             TESTING=True,
@@ -369,7 +377,7 @@ def serving(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Li
         @app.get("/login/<user>")
         def login(user: str) -> Any:
             session["user_id"] = user
-            return redirect("/")
+            return redirect(request.script_root + "/")
 
         @app.get("/")
         @app.get("/orders/<int:number>")
@@ -382,10 +390,11 @@ def serving(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Li
                 path, path, lambda text=text, mimetype=mimetype: Response(text, mimetype=mimetype)
             )
 
-        server = make_server("127.0.0.1", port, app, threaded=True)
+        site: Any = DispatcherMiddleware(NotFound(), {mount: app}) if mount else app
+        server = make_server("127.0.0.1", port, site, threaded=True)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
         thread.start()
-        servers.append(Live(app, server, thread))
+        servers.append(Live(app, server, thread, mount))
         return servers[-1]
 
     try:
@@ -398,7 +407,7 @@ def serving(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Li
 
 def open_page(browser: Browser, page: Any, live: Live, user: str | None = None) -> None:
     browser.context.grant_permissions(["notifications"], origin=live.origin)
-    page.goto(f"{live.origin}/login/{user}" if user else f"{live.origin}/")
+    page.goto(f"{live.base}/login/{user}" if user else f"{live.base}/")
 
 
 def register_worker(page: Any) -> None:

@@ -48,6 +48,41 @@ def test_follows_the_configuration_and_the_mount_point(make_app: Callable[..., F
     assert response.headers["Service-Worker-Allowed"] == "/shop/"
 
 
+def test_the_client_is_told_where_the_worker_and_the_apps_root_are(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The browser client reads the API's address from its own, but cannot tell the
+    app's root from it (/shop/push is an app at /shop, or PUSH_URL_PREFIX /shop/push):
+    it asks, and gets the addresses below the mount point its request came through."""
+    app = make_app(PUSH_URL_PREFIX="/api/push", PUSH_SERVICE_WORKER_URL="/static/js/sw.js")
+    client = app.test_client()
+    assert client.get("/api/push/client-config").get_json() == {
+        "root": "/",
+        "serviceWorkerUrl": "/static/js/sw.js",
+        "scope": "/",
+    }
+    mounted = client.get("/api/push/client-config", base_url="http://localhost/shop/")
+    assert mounted.get_json() == {
+        "root": "/shop/",
+        "serviceWorkerUrl": "/shop/static/js/sw.js",
+        "scope": "/shop/",
+    }
+
+
+def test_behind_a_proxy_that_names_the_prefix(app: Flask) -> None:
+    """ProxyFix with X-Forwarded-Prefix: the worker's scope and the client's addresses
+    are below the prefix the proxy serves the app at."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_prefix=1)  # type: ignore[method-assign]
+    client = app.test_client()
+    forwarded = {"X-Forwarded-Prefix": "/shop"}
+    script = client.get("/push-sw.js", headers=forwarded).get_data(as_text=True)
+    assert (_constant(script, "PREFIX"), _constant(script, "SCOPE")) == ("/shop/push", "/shop/")
+    where = client.get("/push/client-config", headers=forwarded).get_json()
+    assert where == {"root": "/shop/", "serviceWorkerUrl": "/shop/push-sw.js", "scope": "/shop/"}
+
+
 def test_host_templates_override_it(app: Flask, tmp_path: Path) -> None:
     (tmp_path / "flask_push").mkdir()
     (tmp_path / "flask_push" / "sw.js").write_text("// ours, for {{ prefix }}\n")

@@ -1,5 +1,6 @@
-"""Routes about the API itself: the VAPID public key, the OpenAPI document, and the
-browser client the blueprint serves from its static folder."""
+"""Routes about the API itself: the VAPID public key, where the browser client finds
+the app, the OpenAPI document, and the browser client the blueprint serves from its
+static folder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 from flask import current_app, request
 
 from ..schemas.base import Context
-from ..schemas.meta import OpenApiDocument, VapidPublicKey
+from ..schemas.meta import ClientConfig, OpenApiDocument, VapidPublicKey
+from ..sw import where
 from . import openapi
 from .http import require_webpush
 from .routes import ANYONE, Answer, Routes
@@ -26,6 +28,23 @@ ROUTES = Routes("meta", who=ANYONE)
 )
 def vapid_public_key() -> dict[str, Any]:
     return VapidPublicKey(public_key=require_webpush()).to_json()
+
+
+@ROUTES(
+    "GET",
+    "/client-config",
+    "getClientConfig",
+    "Where the browser client finds the service worker and the app's pages",
+    answers={200: Answer("Paths as this request's browser sees them.", ClientConfig)},
+)
+def client_config() -> dict[str, Any]:
+    # The client knows the API's address from its own, but not the app's root (an app
+    # mounted at /shop under PUSH_URL_PREFIX /push is /shop/push, as is one at the root
+    # under /shop/push), and the worker and links are below the root, not the prefix.
+    service_worker_url, scope = where()
+    return ClientConfig(
+        root=request.script_root + "/", service_worker_url=service_worker_url, scope=scope
+    ).to_json()
 
 
 @ROUTES(

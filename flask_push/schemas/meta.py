@@ -1,4 +1,5 @@
-"""Answers about the API itself: the VAPID public key and the OpenAPI document."""
+"""Answers about the API itself: the VAPID public key, where the browser finds the
+app, and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -15,6 +16,19 @@ class VapidPublicKey(ResponseModel):
     public_key: Annotated[str, Documented(pattern="^[A-Za-z0-9_-]{87}$")]
     """The 65-byte uncompressed P-256 point, base64url without padding, for
     `pushManager.subscribe({applicationServerKey})`."""
+
+
+class ClientConfig(ResponseModel):
+    """Where the browser client finds what the app serves outside its API, as this
+    request's browser sees it: below the app's mount point when it has one."""
+
+    root: str
+    """The app's root path, ending in `/` (`/`, or `/shop/` for an app mounted at
+    `/shop`): the paths of notifications' links (`/orders/42`) are the app's, below it."""
+    service_worker_url: str
+    """The service worker's path (`PUSH_SERVICE_WORKER_URL` below the root)."""
+    scope: str
+    """The scope to register it with: the app's root."""
 
 
 class OpenApiDocument(ResponseModel):

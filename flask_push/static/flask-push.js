@@ -17,6 +17,9 @@
     // (the page brings the fp-* styles itself)
     stylesheet: undefined,
   };
+  // the keys of config the page set itself; the app says the others (whereTheAppIs)
+  const given = new Set();
+  let site = null;
 
   // The script is served at <prefix>/static/flask-push.js: that says the prefix, so a
   // custom PUSH_URL_PREFIX, or an app mounted below the root, needs no configure().
@@ -51,7 +54,33 @@
   /** Set {prefix, serviceWorkerUrl, scope, stylesheet}: where the app serves flask-push. */
   function configure(options) {
     Object.assign(config, options || {});
+    for (const key of Object.keys(options || {})) given.add(key);
+    if (options) site = null; // asked again, of the prefix set now
     return Object.assign({}, config);
+  }
+
+  /** Where the app serves its service worker, and its root, as the app says
+   *  (GET <prefix>/client-config), unless the page set them: an app mounted below the
+   *  site's root (at /shop) serves the worker at /shop/push-sw.js with the scope /shop/.
+   *  Asked once, if it answers. */
+  function whereTheAppIs() {
+    if (!site) {
+      const asked = api('GET', '/client-config').catch(() => {
+        // unanswered: the defaults this time (which say what failed, if they fail too),
+        // and the app asked again next time
+        if (site === pending) site = null;
+        return {};
+      });
+      const pending = asked.then((answer) => ({
+        root: answer.root || '/',
+        serviceWorkerUrl: given.has('serviceWorkerUrl')
+          ? config.serviceWorkerUrl
+          : answer.serviceWorkerUrl || config.serviceWorkerUrl,
+        scope: given.has('scope') ? config.scope : answer.scope || config.scope,
+      }));
+      site = pending;
+    }
+    return site;
   }
 
   /** A JSON API call under the prefix; rejects with err.status and err.code. */
@@ -97,17 +126,18 @@
 
   // PushManager.subscribe() needs an active worker, not only a registration.
   async function activeRegistration() {
-    const options = config.scope ? { scope: config.scope } : undefined;
+    const { serviceWorkerUrl, scope } = await whereTheAppIs();
+    const options = scope ? { scope } : undefined;
     let registration;
     try {
-      registration = await navigator.serviceWorker.register(config.serviceWorkerUrl, options);
+      registration = await navigator.serviceWorker.register(serviceWorkerUrl, options);
     } catch (err) {
       // a 404 reads "A bad HTTP response code (404) was received when fetching the script"
       throw Object.assign(
         new Error(
-          `The service worker ${config.serviceWorkerUrl} could not be registered (${err.message}). ` +
-            'If the app serves it elsewhere (PUSH_SERVICE_WORKER_URL, or an app mounted below ' +
-            "the site's root), call FlaskPush.configure({serviceWorkerUrl, scope})."
+          `The service worker ${serviceWorkerUrl} could not be registered (${err.message}). ` +
+            'If it is served elsewhere than the app says (a proxy that does not pass it on, ' +
+            'say), call FlaskPush.configure({serviceWorkerUrl, scope}).'
         ),
         { code: 'service_worker_failed', cause: err }
       );
@@ -125,7 +155,7 @@
   }
 
   async function ourRegistration() {
-    const script = new URL(config.serviceWorkerUrl, location.href).href;
+    const script = new URL((await whereTheAppIs()).serviceWorkerUrl, location.href).href;
     const registrations = await navigator.serviceWorker.getRegistrations();
     return registrations.find((r) => {
       const worker = r.active || r.waiting || r.installing;

@@ -1,0 +1,151 @@
+"""An app served below the site's root, in a real Chromium.
+
+The host mounts its app at ``/shop`` (a ``DispatcherMiddleware`` here; ``SCRIPT_NAME``
+or ProxyFix's ``X-Forwarded-Prefix`` come to the same): the page, the API, the
+websocket and the service worker are all below ``/shop``, and nothing of the app's
+answers at the site's root. What a page and the worker do must stay within it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flask_push.testing.webpush import FakePushService, FakeSubscriber
+
+pytest.importorskip("playwright.sync_api")
+pytest.importorskip("dbus_next")
+
+from browser_kit import (  # noqa: E402
+    PAGE,
+    SENDING,
+    Browser,
+    Live,
+    chromium,
+    db,
+    off_loop,
+    open_page,
+    push,
+    serving,
+)
+
+MOUNT = "/shop"
+#: the page of an app mounted at /shop loads the client from there
+MOUNTED_PAGE = PAGE.replace('"/push/static/flask-push.js"', f'"{MOUNT}/push/static/flask-push.js"')
+ICON = ("", "image/png")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    with chromium(tmp_path_factory.mktemp("browser")) as session:
+        yield session
+
+
+@pytest.fixture
+def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]]:
+    with serving(tmp_path, vapid_private_key) as start:
+        yield start
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Any]:
+    page = browser.context.new_page()
+    yield page
+    browser.make_subscription = None
+    for each in browser.context.pages:
+        each.close()
+
+
+def mounted(live: Callable[..., Live], **config: Any) -> Live:
+    return live(html=MOUNTED_PAGE, mount=MOUNT, files={"/static/icon.png": ICON}, **config)
+
+
+def subscriptions_from(browser: Browser, service: FakePushService) -> list[FakeSubscriber]:
+    made: list[FakeSubscriber] = []
+
+    def subscription() -> dict[str, Any]:
+        made.append(service.subscribe("bob's browser"))
+        return made[-1].info
+
+    browser.make_subscription = subscription
+    return made
+
+
+def test_subscribe_registers_the_mounts_worker_with_the_mounts_scope(
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
+) -> None:
+    """The client looked for the worker at the site's root, /push-sw.js, where nothing of
+    the app answers: subscribe() rejected with service_worker_failed unless the page
+    called configure({serviceWorkerUrl, scope}). It asks the app where its worker is."""
+    app = mounted(live, **SENDING)
+    made = subscriptions_from(browser, push_fake_webpush)
+    open_page(browser, page, app, user="bob")
+    assert page.url == f"{app.base}/"
+    saved = page.evaluate(
+        "FlaskPush.subscribe().catch((err) => ({code: err.code, message: err.message}))"
+    )
+    assert "code" not in saved, saved
+    [subscriber] = made
+    assert saved["endpoint"] == subscriber.endpoint
+    registrations = page.evaluate(
+        """navigator.serviceWorker.getRegistrations().then((all) => all.map((r) =>
+          [r.scope, (r.active || r.waiting || r.installing).scriptURL]))"""
+    )
+    assert registrations == [[f"{app.base}/", f"{app.base}/push-sw.js"]]
+    with app.app.app_context():
+        row = db.session.get(push.models.Subscription, saved["id"])
+        assert row is not None and row.user_id == "bob"
+
+    # unsubscribe() finds that worker's subscription too, and ends it in the browser
+    page.evaluate(
+        """window.ended = false; PushManager.prototype.getSubscription = async function () {
+          return {endpoint: 'x', unsubscribe: async () => { window.ended = true; return true; }};
+        }"""
+    )
+    page.evaluate("FlaskPush.unsubscribe()")
+    assert page.evaluate("window.ended") is True
+    with app.app.app_context():
+        assert db.session.get(push.models.Subscription, saved["id"]) is None
+
+
+def test_the_page_may_still_say_where_its_worker_is(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """configure({serviceWorkerUrl}) wins over what the app says."""
+    app = mounted(live)
+    open_page(browser, page, app, user="bob")
+    failed = page.evaluate(
+        """FlaskPush.configure({serviceWorkerUrl: '/elsewhere/sw.js'}) &&
+        FlaskPush.subscribe().then(() => null, (err) => ({code: err.code, message: err.message}))"""
+    )
+    assert failed["code"] == "service_worker_failed"
+    assert failed["message"].startswith("The service worker /elsewhere/sw.js could not be")
+
+
+def test_the_websocket_connects_below_the_mount(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    app = mounted(live)
+    open_page(browser, page, app, user="bob")
+    page.evaluate(
+        """() => new Promise((resolve) => {
+             window.got = null;
+             FlaskPush.on('user:bob', 'hello', (data) => { window.got = data; });
+             const off = FlaskPush.on('*', 'open', () => {
+               off();
+               FlaskPush.ping().then(resolve);
+             });
+             FlaskPush.connect();
+           })"""
+    )  # open, and joined to user:bob (a ping answered)
+
+    def publish() -> None:
+        with app.app.app_context():
+            push.publish("user:bob", "hello", {"to": "bob"})
+
+    off_loop(publish)
+    page.wait_for_function("window.got !== null")
+    assert page.evaluate("window.got") == {"to": "bob"}
