@@ -8,6 +8,7 @@ answers at the site's root. What a page and the worker do must stay within it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,18 @@ pytest.importorskip("dbus_next")
 from browser_kit import (  # noqa: E402
     PAGE,
     SENDING,
+    TIMEOUT_MS,
     Browser,
     Live,
     chromium,
     db,
+    deliver,
     off_loop,
     open_page,
     push,
+    send_for_real,
     serving,
+    shown,
 )
 
 MOUNT = "/shop"
@@ -123,6 +128,69 @@ def test_the_page_may_still_say_where_its_worker_is(
     )
     assert failed["code"] == "service_worker_failed"
     assert failed["message"].startswith("The service worker /elsewhere/sw.js could not be")
+
+
+def test_a_push_opens_and_shows_the_apps_addresses_below_the_mount(
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
+) -> None:
+    """A push's url /orders/42 opened the site's /orders/42, outside the app (a 404
+    or another app's page), and its icon /static/icon.png was asked of the site's
+    root. They are the app's paths: below its mount point. A url made with the mount
+    already (url_for in a request) is not mounted twice."""
+    app = mounted(live, **SENDING)
+    subscriptions_from(browser, push_fake_webpush)
+    open_page(browser, page, app, user="alice")
+    page.evaluate("FlaskPush.subscribe()")
+
+    message, received = send_for_real(
+        app,
+        push_fake_webpush,
+        "alice",
+        title="Order #42",
+        body="Out for delivery",
+        url="/orders/42",
+        icon="/static/icon.png",
+    )
+    assert received.json()["url"] == "/orders/42"  # the wire keeps the app's path
+    deliver(browser, page, app.origin, received.payload, scope=f"{MOUNT}/")
+    [note] = shown(page)
+    assert note["icon"] == f"{app.base}/static/icon.png"
+    clicked = browser.notifications.shown[-1]
+    with browser.context.expect_page(timeout=TIMEOUT_MS) as opened:
+        browser.notifications.click(clicked["id"])  # a trusted click, from the desktop
+    opened.value.wait_for_url(f"{app.base}/orders/42")
+    deadline = time.monotonic() + 10
+    while app.admin_get(f"/push/messages/{message.id}")["counts"]["clicked"] != 1:
+        assert time.monotonic() < deadline, "the click was not reported"
+        time.sleep(0.05)
+    opened.value.close()
+
+    _, again = send_for_real(
+        app, push_fake_webpush, "alice", title="Order #7", url=f"{MOUNT}/orders/7"
+    )
+    deliver(browser, page, app.origin, again.payload, scope=f"{MOUNT}/")
+    with browser.context.expect_page(timeout=TIMEOUT_MS) as opened:
+        browser.notifications.click(browser.notifications.shown[-1]["id"])
+    opened.value.wait_for_url(f"{app.base}/orders/7")
+
+
+def test_the_bell_opens_an_items_page_below_the_mount(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """A click on a bell item whose url is /orders/42 left the app for the site's
+    /orders/42; it opens the app's, as the service worker does."""
+    app = mounted(live)
+
+    def item() -> None:
+        with app.app.app_context():
+            push.upsert("bob", title="Order #42 shipped", url="/orders/42")
+
+    off_loop(item)
+    open_page(browser, page, app, user="bob")
+    page.evaluate("FlaskPush.bell(document.querySelector('#bell')).ready")
+    page.click("#bell .fp-bell-button")
+    page.click("#bell .fp-item")
+    page.wait_for_url(f"{app.base}/orders/42")
 
 
 def test_the_websocket_connects_below_the_mount(

@@ -61,8 +61,8 @@
 
   /** Where the app serves its service worker, and its root, as the app says
    *  (GET <prefix>/client-config), unless the page set them: an app mounted below the
-   *  site's root (at /shop) serves the worker at /shop/push-sw.js with the scope /shop/.
-   *  Asked once, if it answers. */
+   *  site's root (at /shop) serves the worker at /shop/push-sw.js with the scope /shop/,
+   *  and a notification's /orders/42 is its /shop/orders/42. Asked once, if it answers. */
   function whereTheAppIs() {
     if (!site) {
       const asked = api('GET', '/client-config').catch(() => {
@@ -81,6 +81,16 @@
       site = pending;
     }
     return site;
+  }
+
+  /** A link of a notification (`url`) as a page address: a path is the app's, below
+   *  its root, unless it is there already (made with the mount, by url_for). As the
+   *  service worker reads it. */
+  function appLink(link, root) {
+    if (typeof link !== 'string' || !link.startsWith('/') || link.startsWith('//')) return link;
+    const mount = root.replace(/\/$/, '');
+    if (!mount || link === mount || link.startsWith(mount + '/')) return link;
+    return mount + link;
   }
 
   /** A JSON API call under the prefix; rejects with err.status and err.code. */
@@ -568,8 +578,8 @@
       item.appendChild(text);
       return item;
     },
-    action(notify) {
-      if (notify.url) location.href = notify.url;
+    async action(notify) {
+      if (notify.url) location.href = appLink(notify.url, (await whereTheAppIs()).root);
     },
   });
 

@@ -68,10 +68,11 @@ function show(payload) {
     },
   };
   if (push.activity) options.data.activity = push.activity;
-  for (const key of ['icon', 'image', 'tag']) {
-    if (push[key]) options[key] = String(push[key]);
+  for (const key of ['icon', 'image']) {
+    if (push[key]) options[key] = appLink(String(push[key]));
   }
-  if (typeof push.badge === 'string') options.badge = push.badge;
+  if (push.tag) options.tag = String(push.tag);
+  if (typeof push.badge === 'string') options.badge = appLink(push.badge);
   // The same tag replaces the notification shown; renotify without one is an error.
   if (push.silent === true) options.silent = true;
   else if (push.renotify === true && options.tag) options.renotify = true;
@@ -79,6 +80,17 @@ function show(payload) {
     self.registration.showNotification(push.title || '', options),
     setBadge(push.appBadge),
   ]);
+}
+
+// A link of a push (url, icon, image, badge): a path is the app's, below its root (the
+// scope: /shop/ for an app mounted at /shop, where /orders/42 is /shop/orders/42),
+// unless it is there already (made with the mount, as url_for does in a request).
+// At the site's root, and for a full URL, it stays as it is.
+function appLink(link) {
+  if (typeof link !== 'string' || !link.startsWith('/') || link.startsWith('//')) return link;
+  const mount = SCOPE.replace(/\/$/, '');
+  if (!mount || link === mount || link.startsWith(mount + '/')) return link;
+  return mount + link;
 }
 
 // The Badging API, where the browser has it (installed web apps); 0 clears the badge.
@@ -90,7 +102,8 @@ function setBadge(count) {
 self.addEventListener('notificationclick', (event) => {
   const data = event.notification.data || {};
   event.notification.close();
-  const url = new URL(data.url || SCOPE, self.location.origin).href;
+  // a relative url ("orders/42") is below the root too
+  const url = new URL(appLink(data.url) || SCOPE, new URL(SCOPE, self.location.origin)).href;
   // Both inside waitUntil: the worker may be stopped as soon as the handler returns.
   event.waitUntil(Promise.all([openOrFocus(url), reportClick(data)]));
 });
