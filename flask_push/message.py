@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 Urgency = Literal["very-low", "low", "normal", "high"]
 #: the outcomes every provider reports, whatever its platform says
@@ -78,12 +78,30 @@ class Notification:
     collapse_key: str | None = None
 
 
+def app_link(link: str, root: str) -> str:
+    """``link`` (a notification's ``url``, ``icon``, ...) as a path below the app's root
+    path ``root``: for an app mounted at ``/shop``, ``/orders/42`` is
+    ``/shop/orders/42``. A path there already (``url_for`` in a request adds the mount)
+    stays, as does anything but a path; at the root nothing changes. The service worker
+    and the browser client read links the same way (their ``appLink``)."""
+    if not link.startswith("/") or link.startswith("//"):
+        return link
+    mount = root.rstrip("/")
+    if not mount or link == mount or link.startswith(mount + "/"):
+        return link
+    return mount + link
+
+
 def on_site(link: str | None, site_url: str | None) -> str | None:
     """``link`` resolved against the site's URL (``PUSH_SITE_URL``) when one is set:
-    a path means nothing to a phone, or to Safari showing a declarative push."""
+    a path means nothing to a phone, or to Safari showing a declarative push. The
+    site URL is the app's root, so its path is the mount point a path is below
+    (``https://shop.example/shop`` makes ``/orders/42`` ``.../shop/orders/42``)."""
     if link is None or site_url is None:
         return link
-    return urljoin(site_url, link)
+    path = urlsplit(site_url).path
+    base = site_url if path.endswith("/") else site_url + "/"
+    return urljoin(base, app_link(link, path))
 
 
 @dataclass(frozen=True)

@@ -142,11 +142,22 @@ def test_a_bare_declarative_payload_navigates_to_the_site(vapid_private_key: str
             "https://shop.example/orders/42?tab=map#eta",
         ),
         ("https://shop.example:8443/", "/orders/42", "https://shop.example:8443/orders/42"),
-        # a path is site-relative, as a link on the site's pages would be
-        ("https://shop.example/store/", "/orders/42", "https://shop.example/orders/42"),
+        # an app mounted below the site's root: a path is the app's, below its mount
+        # point, as the service worker reads it (once the site's /orders/42, outside it)
+        ("https://shop.example/store/", "/orders/42", "https://shop.example/store/orders/42"),
+        ("https://shop.example/store", "/orders/42", "https://shop.example/store/orders/42"),
+        ("https://shop.example/store/", "orders/42", "https://shop.example/store/orders/42"),
+        # made with the mount already (url_for in a request): not mounted twice
+        (
+            "https://shop.example/store/",
+            "/store/orders/42",
+            "https://shop.example/store/orders/42",
+        ),
         ("https://shop.example/store/", None, "https://shop.example/store/"),
+        ("https://shop.example/store", None, "https://shop.example/store"),
         # an absolute link stays as it is
         ("https://shop.example/", "https://track.example/42", "https://track.example/42"),
+        ("https://shop.example/store/", "https://track.example/42", "https://track.example/42"),
         ("http://localhost:5000/", "/orders/42", "http://localhost:5000/orders/42"),
     ],
 )
@@ -155,10 +166,10 @@ def test_links_resolve_against_the_site(
 ) -> None:
     shown = payload(vapid_private_key, site_url=site, url=url, icon="/i.png", badge="/b.png")
     assert shown["notification"]["navigate"] == navigate
-    origin = site.split("/store/")[0].rstrip("/")
-    assert shown["notification"]["icon"] == f"{origin}/i.png"
+    root = site.rstrip("/")
+    assert shown["notification"]["icon"] == f"{root}/i.png"
     # a str badge is the monochrome image; it is no app badge count
-    assert shown["notification"]["badge"] == f"{origin}/b.png" and "app_badge" not in shown
+    assert shown["notification"]["badge"] == f"{root}/b.png" and "app_badge" not in shown
 
 
 def test_the_collapse_key_is_the_tag_when_no_tag_is_given(vapid_private_key: str) -> None:
@@ -306,13 +317,15 @@ def test_a_real_send_puts_the_declarative_payload_on_the_wire(
     assert shown["data"]["messageId"] == message.id and shown["data"]["clickToken"]
 
 
+@pytest.mark.parametrize("site", ["https://shop.example", "https://shop.example/shop"])
 def test_a_phones_image_resolves_against_the_site(
-    sending_app: Callable[..., Flask], push_fake_fcm: FakeFCM, push_fake_apns: FakeAPNs
+    sending_app: Callable[..., Flask], push_fake_fcm: FakeFCM, push_fake_apns: FakeAPNs, site: str
 ) -> None:
     # An image given as a path reached FCM and APNs as that path, which a phone cannot
     # download: the browsers showed the picture, the phones none. The url stays a path
     # there, for the app to route.
-    app = sending_app(PUSH_SITE_URL="https://shop.example", **push_fake_apns.app_config())
+    # An app mounted at /shop: its image is below the mount, as the browsers show it.
+    app = sending_app(PUSH_SITE_URL=site, **push_fake_apns.app_config())
     with app.app_context():
         phones = (("android", make_registration_token()), ("ios", "ab" * 32))
         db.session.add_all(
@@ -322,8 +335,8 @@ def test_a_phones_image_resolves_against_the_site(
         db.session.commit()
         push.send(users=["alice"], title="Apples", image="/static/apples.jpg", url="/offers/7")
     [android] = push_fake_fcm.wait(1)
-    assert android.notification["image"] == "https://shop.example/static/apples.jpg"
+    assert android.notification["image"] == f"{site}/static/apples.jpg"
     assert android.data["url"] == "/offers/7"
     [iphone] = push_fake_apns.wait(1)
-    assert iphone.payload["image"] == "https://shop.example/static/apples.jpg"
+    assert iphone.payload["image"] == f"{site}/static/apples.jpg"
     assert iphone.payload["url"] == "/offers/7"

@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
-from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -869,7 +868,7 @@ def _declarative(
     shown: dict[str, Any] = {"title": notification.title}
     if notification.body:
         shown["body"] = notification.body
-    shown["navigate"] = urljoin(site_url, notification.url or "")
+    shown["navigate"] = on_site(notification.url, site_url) if notification.url else site_url
     if tag is not None:
         shown["tag"] = tag
     for key, link in (
