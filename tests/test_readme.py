@@ -309,7 +309,8 @@ def test_fresh_virtualenv(tmp_path: Path) -> None:
         if result.returncode != 0 and "Could not find a version" in result.stderr:
             need_service("the package index (to install dependencies)", RuntimeError(line))
         assert result.returncode == 0, f"$ {line}\n{result.stdout}{result.stderr}"
-    (app_dir / "shop.py").write_text(one("file", "shop.py").code, encoding="utf-8")
+    for example in examples("file"):  # shop.py, and wsgi.py that mounts it below the root
+        (app_dir / str(example.arg)).write_text(example.code, encoding="utf-8")
     run_shell(one("shell", None), app_dir, bin_dir, env)
     for example in examples("pytest"):
         (app_dir / str(example.arg)).write_text(example.code, encoding="utf-8")
