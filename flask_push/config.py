@@ -50,6 +50,10 @@ DEFAULT_WS_HEARTBEAT = 25
 DEFAULT_WS_MAX_MESSAGE_BYTES = 16 * 1024
 #: events waiting for one websocket client; a client this far behind is dropped
 DEFAULT_WS_QUEUE_SIZE = 256
+#: frames one websocket client may send: a burst of this many, then as many again per
+#: period. A page sends a few (its joins, a ping now and then); one that reconnects
+#: joins each of its channels again at once, and a socket may follow up to 1000
+DEFAULT_WS_RATE_LIMIT = "1200/minute"
 #: origins besides the request's own whose pages may open the websocket: none, since a
 #: page of another site would open it with the user's cookies (cross-site hijacking)
 DEFAULT_WS_ALLOWED_ORIGINS: tuple[str, ...] = ()
@@ -122,6 +126,8 @@ class PushSettings:
     ws_heartbeat: int = DEFAULT_WS_HEARTBEAT
     ws_max_message_bytes: int = DEFAULT_WS_MAX_MESSAGE_BYTES
     ws_queue_size: int = DEFAULT_WS_QUEUE_SIZE
+    #: ``PUSH_WS_RATE_LIMIT`` as (frames, seconds), or None for no limit
+    ws_rate_limit: tuple[int, int] | None = (1200, 60)  # DEFAULT_WS_RATE_LIMIT
     #: a rate such as ``"30/minute"`` (Flask-Limiter's notation), or None for no limit
     subscribe_rate_limit: str | None = DEFAULT_SUBSCRIBE_RATE_LIMIT
     max_topics: int = DEFAULT_MAX_TOPICS
@@ -360,6 +366,27 @@ def _rate_limit(config: Mapping[str, Any], key: str, default: str) -> str | None
     if not rates or any(rate.amount < 1 for rate in rates):
         raise problem
     return value
+
+
+def _ws_rate_limit(config: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``PUSH_WS_RATE_LIMIT``: one rate (a token bucket has one), as (frames, seconds)."""
+    key = "PUSH_WS_RATE_LIMIT"
+    value = config.get(key, DEFAULT_WS_RATE_LIMIT)
+    if value is None:
+        return None
+    problem = _fail(
+        key,
+        f"must be one rate such as {DEFAULT_WS_RATE_LIMIT!r}, or None for no limit; got {value!r}",
+    )
+    if not isinstance(value, str):
+        raise problem
+    try:
+        rates = limits.parse_many(value)
+    except ValueError:
+        raise problem from None
+    if len(rates) != 1 or rates[0].amount < 1:
+        raise problem
+    return rates[0].amount, rates[0].get_expiry()
 
 
 def _ws_allowed_origins(config: Mapping[str, Any]) -> tuple[str, ...]:
@@ -632,6 +659,7 @@ def _load(app: Flask, config: _Asked) -> PushSettings:
         subscribe_rate_limit=_rate_limit(
             config, "PUSH_SUBSCRIBE_RATE_LIMIT", DEFAULT_SUBSCRIBE_RATE_LIMIT
         ),
+        ws_rate_limit=_ws_rate_limit(config),
         max_topics=_int(config, "PUSH_MAX_TOPICS", DEFAULT_MAX_TOPICS, 1, 1000),
         ws_allowed_origins=_ws_allowed_origins(config),
         console=_bool(config, "PUSH_CONSOLE", DEFAULT_CONSOLE),

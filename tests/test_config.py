@@ -125,6 +125,11 @@ def test_defaults(app):
         ({"PUSH_SUBSCRIBE_RATE_LIMIT": 30}, "PUSH_SUBSCRIBE_RATE_LIMIT", "or None for no limit"),
         ({"PUSH_SUBSCRIBE_RATE_LIMIT": "0/minute"}, "PUSH_SUBSCRIBE_RATE_LIMIT", "'30/minute'"),
         ({"PUSH_SUBSCRIBE_RATE_LIMIT": ""}, "PUSH_SUBSCRIBE_RATE_LIMIT", "'30/minute'"),
+        ({"PUSH_WS_RATE_LIMIT": "lots"}, "PUSH_WS_RATE_LIMIT", "'1200/minute'"),
+        ({"PUSH_WS_RATE_LIMIT": 20}, "PUSH_WS_RATE_LIMIT", "or None for no limit"),
+        ({"PUSH_WS_RATE_LIMIT": "0/second"}, "PUSH_WS_RATE_LIMIT", "one rate"),
+        # a token bucket has one rate
+        ({"PUSH_WS_RATE_LIMIT": "20/second;1200/minute"}, "PUSH_WS_RATE_LIMIT", "one rate"),
         ({"PUSH_MAX_TOPICS": 0}, "PUSH_MAX_TOPICS", "whole number"),
         ({"PUSH_MAX_TOPICS": 5000}, "PUSH_MAX_TOPICS", "whole number"),
         (

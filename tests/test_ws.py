@@ -19,9 +19,11 @@ from flask import Flask, request
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from flask_push.errors import ValidationError
+from flask_push.realtime import budget as budget_module
 from flask_push.realtime import hub as hub_module
 from flask_push.realtime import inbox_events
 from flask_push.realtime import ws as ws_module
+from flask_push.realtime.budget import FrameBudget, Verdict
 from flask_push.realtime.events import Event, Gap
 from flask_push.realtime.hub import Connection, Hub, direct_socket
 
@@ -436,6 +438,64 @@ def test_oversize_frame_after_the_handshake_ends_the_handler(live: Any, connect:
     while hub.count():
         assert time.monotonic() < deadline, "the handler of the refused socket lives on"
         time.sleep(0.01)
+
+
+def test_a_client_that_floods_is_refused_then_closed_and_others_are_served(
+    live: Any, connect: Any, backplane: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Thousands of frames a second (a loop gone wrong, or an attack) would keep a core
+    busy, and ask the authorizer and Redis for each join: past its budget a frame is
+    refused, and a client that keeps on is closed with a reason, logged once."""
+    app, url = live(PUSH_WS_RATE_LIMIT="10/minute", **backplane)
+    flood = connect(url, "mallory")
+    for id in range(10):  # the burst: each answered
+        flood.send({"op": "ping", "id": id})
+        assert flood.recv() == {"op": "pong", "id": id}
+    flood.send({"op": "subscribe", "channel": "user:mallory"})
+    refused = flood.recv()
+    assert (refused["op"], refused["code"]) == ("error", "rate_limited")
+    assert refused["channel"] == "user:mallory"  # the join to send again
+    assert "10 frames a minute" in refused["message"]
+    flood.send("not json")  # a frame of any kind counts, and is refused alike
+    assert flood.recv()["code"] == "rate_limited"
+    with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+        for _ in range(budget_module.GRACE + 10):
+            flood.send({"op": "ping"})
+        while True:
+            assert flood.recv()["code"] == "rate_limited"
+    assert closed.value.reason == 1008
+    assert closed.value.message == "Too many frames: more than 10 frames a minute"
+    said = [r.getMessage() for r in caplog.records if "PUSH_WS_RATE_LIMIT" in r.getMessage()]
+    assert len(said) == 1 and "'mallory'" in said[0], said
+    # another client (of the same user, even) has a budget of its own
+    other = connect(url, "mallory")
+    other.sync()
+    publish(app, "user:mallory", "still", {})
+    assert other.recv()["event"] == "still"
+
+
+def test_a_frame_budget_refills_and_is_spent_by_refusals_too() -> None:
+    budget = FrameBudget(3, 60, now=0.0)
+    assert [budget.spend(0.0) for _ in range(4)] == [Verdict.ANSWER] * 3 + [Verdict.REFUSE]
+    # a client that waits is answered again: one frame every 20 s here, and the
+    # refused one cost a token too
+    assert budget.spend(20.0) is Verdict.REFUSE
+    assert budget.spend(60.0) is Verdict.ANSWER
+    assert budget.spend(1000.0) is Verdict.ANSWER  # never more than the burst saved up
+    assert [budget.spend(1000.0) for _ in range(3)] == [Verdict.ANSWER] * 2 + [Verdict.REFUSE]
+    verdicts = [budget.spend(1000.0) for _ in range(budget_module.GRACE)]
+    assert verdicts[-1] is Verdict.CLOSE and set(verdicts[:-1]) == {Verdict.REFUSE}
+    assert budget.said() == "3 frames a minute"
+    assert FrameBudget(5, 7, now=0.0).said() == "5 frames per 7 seconds"
+
+
+def test_no_frame_budget_when_the_limit_is_off(live: Any, connect: Any) -> None:
+    _, url = live(PUSH_WS_RATE_LIMIT=None)
+    client = connect(url, "alice")
+    for _ in range(3 * budget_module.GRACE):
+        client.send({"op": "ping"})
+    for _ in range(3 * budget_module.GRACE):
+        assert client.recv() == {"op": "pong"}
 
 
 def test_replay_since_in_order_without_duplicates(live: Any, connect: Any) -> None:

@@ -37,6 +37,7 @@ from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
 from . import hub as hub_module
+from .budget import FrameBudget, Verdict
 from .events import (
     ACTIVITY_CHANNEL_PREFIX,
     CHANNEL_RULE,
@@ -280,6 +281,8 @@ def _serve(ws: Any) -> None:
     ws.sock = _ReaderSocket(sock, connection)
     heartbeat = settings.ws_heartbeat or None
     connection.sent_at = time.monotonic()
+    rate = settings.ws_rate_limit
+    budget = None if rate is None else FrameBudget(rate[0], rate[1], connection.sent_at)
 
     def send(frame: str) -> None:
         # Not ws.send: simple-websocket writes with one sock.send(), which under
@@ -294,7 +297,7 @@ def _serve(ws: Any) -> None:
     # handler holds the connection's lock whenever it writes, or joins a channel
     # (its "subscribed" and replay go before that channel's live events).
     lock = connection.lock
-    refused = False
+    refused = flooded = False
     try:
         with lock:
             # identity and authorizer callbacks may have used the db: give the
@@ -333,9 +336,17 @@ def _serve(ws: Any) -> None:
                         # let go (the close frame's write takes it).
                         refused = True
                         break
+                    if budget is not None:
+                        verdict = budget.spend(time.monotonic())
+                        if verdict is Verdict.CLOSE:
+                            flooded = True
+                            break
+                        if verdict is Verdict.REFUSE:
+                            send(_rate_limited(frame, budget))
+                            continue
                     for reply in _answer(frame, connection, realtime, push, user_id):
                         send(reply)
-                if refused:
+                if refused or flooded:
                     break
                 events = connection.take()
                 if events:
@@ -350,6 +361,15 @@ def _serve(ws: Any) -> None:
             log.info("flask-push: dropped a websocket client that did not keep up")
     if refused:
         ws.close(CloseReason.MESSAGE_TOO_BIG, "Message is too big")
+    elif flooded and budget is not None:
+        # once per socket: its refusals went to the client, frame by frame
+        log.warning(
+            "flask-push: closed the websocket of user %r: it kept sending after being "
+            "refused for more than %s (PUSH_WS_RATE_LIMIT)",
+            user_id,
+            budget.said(),
+        )
+        ws.close(CloseReason.POLICY_VIOLATION, f"Too many frames: more than {budget.said()}")
 
 
 class _ReaderSocket:
@@ -486,6 +506,27 @@ def _unless_shut_out(
         return None
     realtime.hub.leave(connection, channel)
     return [_error("forbidden", push.join_refusal(channel), channel)]
+
+
+def _rate_limited(frame: Any, budget: FrameBudget) -> str:
+    """The refusal of a frame over the socket's budget, naming the channel a join or
+    a leave names, so that the client knows which one to send again."""
+    message = _parse(frame)
+    channel = message.get("channel") if message is not None else None
+    return _error(
+        "rate_limited",
+        f"This socket sent more than {budget.said()}; this frame was not acted on. Send it "
+        "again later, more slowly: a socket that keeps on sending is closed.",
+        channel if isinstance(channel, str) and _is_channel(channel) else None,
+    )
+
+
+def _is_channel(name: str) -> bool:
+    try:
+        channel_name(name)
+    except ValidationError:
+        return False
+    return True
 
 
 def _whole(value: Any, below: int | None = None) -> bool:
