@@ -474,6 +474,44 @@ def test_a_client_that_floods_is_refused_then_closed_and_others_are_served(
     assert other.recv()["event"] == "still"
 
 
+def test_a_client_far_ahead_of_its_answers_is_read_no_further(
+    live: Any, connect: Any, monkeypatch: pytest.MonkeyPatch, backplane: dict[str, Any]
+) -> None:
+    """A client that sends and never reads: once its answers fill the socket, the
+    handler waits to write them, and what the client sends meanwhile must not pile
+    up in the server's memory (here with no frame budget, which would close it)."""
+    sockets: list[Any] = []
+    serve = ws_module._serve
+
+    def seen(ws: Any) -> None:
+        sockets.append(ws)
+        serve(ws)
+
+    monkeypatch.setattr(ws_module, "_serve", seen)
+    app, url = live(PUSH_WS_RATE_LIMIT=None, **backplane)
+    raw = _raw_client(url, "mallory")
+    _joined(raw, "user:mallory")
+    (ws,) = sockets
+    # each answer (the unknown op given back) is as long as the frame
+    frame = FrameProtocol(client=True, extensions=[]).send_data(json.dumps({"op": "x" * 200}))
+    raw.settimeout(2)
+    try:
+        for _ in range(200):  # 200 × 1000 frames, 44 MB: far past any socket buffer
+            raw.sendall(frame * 1000)
+    except TimeoutError:
+        pass  # the server reads no further: the kernel's buffers are full
+    # at most the limit, and the frames of the one read that went past it
+    assert len(ws.input_buffer) <= ws_module.MAX_UNREAD_FRAMES + ws.receive_bytes // len(frame) + 1
+    other = connect(url, "alice")  # the server still serves others
+    other.sync()
+    raw.close()
+    hub = app.extensions["push"].realtime.hub
+    deadline = time.monotonic() + 10  # the blocked handler fails its write and ends
+    while hub.count() != 1:
+        assert time.monotonic() < deadline, "the handler of the closed socket lives on"
+        time.sleep(0.01)
+
+
 def test_a_frame_budget_refills_and_is_spent_by_refusals_too() -> None:
     budget = FrameBudget(3, 60, now=0.0)
     assert [budget.spend(0.0) for _ in range(4)] == [Verdict.ANSWER] * 3 + [Verdict.REFUSE]

@@ -217,6 +217,12 @@ def _error(code: str, message: str, channel: str | None = None) -> str:
     return json.dumps(frame)
 
 
+#: frames a client's socket reads ahead of the handler's answers; past them it reads
+#: no more until the handler has caught up (a reconnect's joins come in a burst)
+MAX_UNREAD_FRAMES = 64
+#: seconds between looks at a backlog of unread frames
+UNREAD_POLL = 0.05
+
 #: seconds the end of a websocket under Werkzeug's development server waits for the
 #: client's answer to the server's close frame
 CLOSE_HANDSHAKE_WAIT = 1.0
@@ -278,7 +284,7 @@ def _serve(ws: Any) -> None:
     sock = ws.sock
     connection = Connection(ws.event, sock, settings.ws_queue_size, user_id)
     # simple-websocket's reader writes too (pongs, close frames): through the lock
-    ws.sock = _ReaderSocket(sock, connection)
+    ws.sock = _ReaderSocket(sock, connection, ws)
     heartbeat = settings.ws_heartbeat or None
     connection.sent_at = time.monotonic()
     rate = settings.ws_rate_limit
@@ -379,15 +385,31 @@ class _ReaderSocket:
     ``send()`` of its own. Unlocked, that write could land inside a frame that a
     broadcaster left half-written in a full socket (see ``Connection.pending``),
     and break the client's stream. Here it waits for the connection's lock, writes
-    the rest of that frame first, and then its own bytes whole. Everything else
-    (``recv``, ``close``, ``fileno``) goes to the socket itself.
+    the rest of that frame first, and then its own bytes whole.
+
+    Its reader reads whatever the client sends into a list the handler empties. A
+    handler that cannot answer (blocked writing to a client that does not read its
+    answers, or a slow authorizer) would let that list grow without end; ``recv``
+    waits while :data:`MAX_UNREAD_FRAMES` wait there, so the client's further frames
+    stay in the kernel's buffers and its sends block. Everything else (``close``,
+    ``fileno``) goes to the socket itself.
     """
 
-    __slots__ = ("_sock", "_connection")
+    __slots__ = ("_sock", "_connection", "_ws")
 
-    def __init__(self, sock: socket.socket, connection: Connection) -> None:
+    def __init__(self, sock: socket.socket, connection: Connection, ws: Any) -> None:
         self._sock = sock
         self._connection = connection
+        self._ws = ws
+
+    def recv(self, size: int) -> bytes:
+        ws = self._ws
+        # Rare (a client far ahead of its answers): polled, so that each of ten
+        # thousand sockets does not carry an event of its own for it. The handler
+        # ends with the socket closed, which ends the wait.
+        while len(ws.input_buffer) >= MAX_UNREAD_FRAMES and ws.connected:
+            time.sleep(UNREAD_POLL)
+        return self._sock.recv(size)
 
     def send(self, data: bytes) -> int:
         connection = self._connection
