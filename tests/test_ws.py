@@ -446,7 +446,7 @@ def test_a_client_that_floods_is_refused_then_closed_and_others_are_served(
     """Thousands of frames a second (a loop gone wrong, or an attack) would keep a core
     busy, and ask the authorizer and Redis for each join: past its budget a frame is
     refused, and a client that keeps on is closed with a reason, logged once."""
-    app, url = live(PUSH_WS_RATE_LIMIT="10/minute", **backplane)
+    app, url = live(PUSH_WS_RATE_LIMIT="10/hour", **backplane)
     flood = connect(url, "mallory")
     for id in range(10):  # the burst: each answered
         flood.send({"op": "ping", "id": id})
@@ -455,7 +455,7 @@ def test_a_client_that_floods_is_refused_then_closed_and_others_are_served(
     refused = flood.recv()
     assert (refused["op"], refused["code"]) == ("error", "rate_limited")
     assert refused["channel"] == "user:mallory"  # the join to send again
-    assert "10 frames a minute" in refused["message"]
+    assert "10 frames an hour" in refused["message"]
     flood.send("not json")  # a frame of any kind counts, and is refused alike
     assert flood.recv()["code"] == "rate_limited"
     with pytest.raises(simple_websocket.ConnectionClosed) as closed:
@@ -464,7 +464,7 @@ def test_a_client_that_floods_is_refused_then_closed_and_others_are_served(
         while True:
             assert flood.recv()["code"] == "rate_limited"
     assert closed.value.reason == 1008
-    assert closed.value.message == "Too many frames: more than 10 frames a minute"
+    assert closed.value.message == "Too many frames: more than 10 frames an hour"
     said = [r.getMessage() for r in caplog.records if "PUSH_WS_RATE_LIMIT" in r.getMessage()]
     assert len(said) == 1 and "'mallory'" in said[0], said
     # another client (of the same user, even) has a budget of its own
@@ -472,6 +472,34 @@ def test_a_client_that_floods_is_refused_then_closed_and_others_are_served(
     other.sync()
     publish(app, "user:mallory", "still", {})
     assert other.recv()["event"] == "still"
+
+
+def test_ping_frames_spend_the_budget_too(
+    live: Any, connect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """simple-websocket's reader answers a ping frame without the handler: a flood of
+    them (600,000 in 3 s from one client) went past any budget the handler keeps."""
+    _, url = live(PUSH_WS_RATE_LIMIT="10/hour")
+    raw = _raw_client(url, "mallory")
+    reader = _joined(raw, "user:mallory")  # one frame of the budget spent
+    raw.sendall(reader.protocol.ping(b"p") * (9 + budget_module.GRACE + 10))
+    raw.settimeout(5)
+    closing = None
+    while closing is None:
+        chunk = raw.recv(1 << 16)
+        assert chunk, "the socket ended without a close frame"
+        reader.protocol.receive_bytes(chunk)
+        for frame in reader.protocol.received_frames():
+            if frame.opcode is Opcode.PONG:
+                reader.pongs.append(bytes(frame.payload))
+            elif frame.opcode is Opcode.CLOSE:
+                closing = frame.payload
+    assert reader.pongs == [b"p"] * 9  # those within the budget, and no more
+    assert closing == (1008, "Too many frames: more than 10 frames an hour")
+    said = [r.getMessage() for r in caplog.records if "PUSH_WS_RATE_LIMIT" in r.getMessage()]
+    assert len(said) == 1, said
+    raw.close()
+    connect(url, "mallory").sync()
 
 
 def test_a_client_far_ahead_of_its_answers_is_read_no_further(

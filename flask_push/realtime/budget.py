@@ -12,6 +12,11 @@ after it was told is closed.
 from __future__ import annotations
 
 import enum
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from wsproto.events import Event, Ping, Pong
 
 #: frames a client may send past the limit before it is closed: those it sent before
 #: the first refusal reached it are on their way, and each gets its own refusal
@@ -30,7 +35,7 @@ class FrameBudget:
     after its refusals sinks below the refusals' :data:`GRACE` and is closed, while
     one that slows down is answered again once the bucket has refilled."""
 
-    __slots__ = ("amount", "seconds", "_per_second", "_tokens", "_at")
+    __slots__ = ("amount", "seconds", "exceeded", "_per_second", "_tokens", "_at")
 
     def __init__(self, amount: int, seconds: int, now: float) -> None:
         self.amount = amount
@@ -38,6 +43,8 @@ class FrameBudget:
         self._per_second = amount / seconds
         self._tokens = float(amount)
         self._at = now
+        #: set once a verdict was CLOSE, by whichever thread spent the frame
+        self.exceeded = False
 
     def spend(self, now: float) -> Verdict:
         """The verdict on one frame received at ``now`` (``time.monotonic()``)."""
@@ -48,9 +55,44 @@ class FrameBudget:
             return Verdict.ANSWER
         if self._tokens >= -GRACE:
             return Verdict.REFUSE
+        self.exceeded = True
         return Verdict.CLOSE
 
     def said(self) -> str:
         """The limit as a person reads it: "1200 frames a minute"."""
         per = {1: "a second", 60: "a minute", 3600: "an hour", 86400: "a day"}
         return f"{self.amount} frames {per.get(self.seconds, f'per {self.seconds} seconds')}"
+
+
+class CountedControlFrames:
+    """simple-websocket's protocol object (wsproto's ``WSConnection``) as its reader
+    sees it once the handler runs: the ping and pong frames it reads spend the
+    socket's budget too.
+
+    The reader answers a ping frame itself, without the handler, so a client could
+    send hundreds of thousands a second past any budget the handler keeps. A ping
+    over the budget goes unanswered; past the refusals' :data:`GRACE` the handler is
+    woken to close the socket. The reader and the handler may spend at the same
+    moment and one frame go uncounted: the budget stays a bound, just not exact.
+    Everything else goes to the protocol object itself.
+    """
+
+    __slots__ = ("_protocol", "_budget", "_wake")
+
+    def __init__(self, protocol: Any, budget: FrameBudget, wake: Any) -> None:
+        self._protocol = protocol
+        self._budget = budget
+        self._wake = wake
+
+    def events(self) -> Iterator[Event]:
+        for event in self._protocol.events():
+            if isinstance(event, (Ping, Pong)):
+                verdict = self._budget.spend(time.monotonic())
+                if verdict is Verdict.CLOSE:
+                    self._wake.set()  # the handler closes it
+                if verdict is not Verdict.ANSWER:
+                    continue
+            yield event
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol, name)

@@ -37,7 +37,7 @@ from ..config import PushSettings
 from ..errors import BackplaneError, ValidationError
 from . import Connection, Realtime
 from . import hub as hub_module
-from .budget import FrameBudget, Verdict
+from .budget import CountedControlFrames, FrameBudget, Verdict
 from .events import (
     ACTIVITY_CHANNEL_PREFIX,
     CHANNEL_RULE,
@@ -289,6 +289,8 @@ def _serve(ws: Any) -> None:
     connection.sent_at = time.monotonic()
     rate = settings.ws_rate_limit
     budget = None if rate is None else FrameBudget(rate[0], rate[1], connection.sent_at)
+    if budget is not None:
+        ws.ws = CountedControlFrames(ws.ws, budget, ws.event)
 
     def send(frame: str) -> None:
         # Not ws.send: simple-websocket writes with one sock.send(), which under
@@ -328,6 +330,9 @@ def _serve(ws: Any) -> None:
                 # sent its 1009 close and marked the socket closed: let its reader
                 # finish that, then end (nothing would wake us again).
                 ws.thread.join(1.0)
+                break
+            if budget is not None and budget.exceeded:
+                flooded = True  # by ping frames, which the reader counts
                 break
             with lock:
                 _write_pending(sock, connection)
