@@ -540,6 +540,59 @@ def test_a_client_far_ahead_of_its_answers_is_read_no_further(
         time.sleep(0.01)
 
 
+@pytest.mark.parametrize("sends", ["on", "nothing"])
+def test_the_reader_of_a_socket_the_server_closed_ends_whatever_the_client_does(
+    live: Any, monkeypatch: pytest.MonkeyPatch, sends: str
+) -> None:
+    """After the server's close frame (here for a flood), a client that never answers
+    it, and either sends on or sends nothing: simple-websocket's reader must end, and
+    keep nothing of what it reads, instead of living as long as the client does."""
+    sockets: list[Any] = []
+    serve = ws_module._serve
+
+    def seen(ws: Any) -> None:
+        sockets.append(ws)
+        serve(ws)
+
+    monkeypatch.setattr(ws_module, "_serve", seen)
+    _, url = live(PUSH_WS_RATE_LIMIT="10/hour")
+    raw = _raw_client(url, "mallory")
+    protocol = _joined(raw, "user:mallory").protocol
+    (ws,) = sockets
+    ping = protocol.send_data(json.dumps({"op": "ping"}))
+    stop = threading.Event()
+
+    def read() -> None:  # the client reads (the close frame among the rest)
+        raw.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                if not raw.recv(1 << 16):
+                    return
+            except TimeoutError:
+                pass
+            except OSError:
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        raw.sendall(ping * (10 + budget_module.GRACE + 10))  # closed for it
+        while sends == "on" and ws.thread.is_alive():
+            try:
+                raw.sendall(ping * 100)
+            except OSError:
+                break  # the server ended the stream
+        deadline = time.monotonic() + 10
+        while ws.thread.is_alive():
+            assert time.monotonic() < deadline, "the reader of the closed socket lives on"
+            time.sleep(0.01)
+        assert len(ws.input_buffer) <= ws_module.MAX_UNREAD_FRAMES
+    finally:
+        stop.set()
+        reader.join()
+        raw.close()
+
+
 def test_a_frame_budget_refills_and_is_spent_by_refusals_too() -> None:
     budget = FrameBudget(3, 60, now=0.0)
     assert [budget.spend(0.0) for _ in range(4)] == [Verdict.ANSWER] * 3 + [Verdict.REFUSE]
@@ -1124,6 +1177,25 @@ def test_replies_reach_a_client_that_reads_slowly_whole_under_gevent(tmp_path: P
     assert frames[0] == {"op": "subscribed", "channel": "user:alice"}
     assert [frame["id"] for frame in frames[1:]] == ids
     assert all(frame["data"] == {"n": n, "blob": blob} for n, frame in enumerate(frames[1:]))
+
+
+def test_a_socket_the_server_closes_ends_under_gevent_if_the_client_never_answers(
+    tmp_path: Path,
+) -> None:
+    """gevent's server leaves a socket to simple-websocket's reader once the handler
+    has ended, and the reader waits for the client's close frame: a client that never
+    sends it kept the socket, and the reader, for as long as it stayed connected."""
+    pytest.importorskip("gevent", reason="pip install -e '.[test]' brings gevent")
+    server = ServerProcess("memory://", "test", tmp_path / "app.db", "ws_gevent_server.py")
+    try:
+        raw = _raw_client(server.ws, "alice")
+        protocol = _joined(raw, "user:alice").protocol
+        raw.sendall(protocol.send_data(json.dumps({"op": "ping", "pad": "x" * 20_000})))
+        closing = FrameProtocol(client=False, extensions=[]).close(1009, "Message is too big")
+        assert _bytes_to_the_end(raw) == closing  # then the end of the stream
+        raw.close()
+    finally:
+        server.stop()
 
 
 def test_a_client_that_reads_late_gets_every_event_in_order(live: Any, connect: Any) -> None:

@@ -223,8 +223,8 @@ MAX_UNREAD_FRAMES = 64
 #: seconds between looks at a backlog of unread frames
 UNREAD_POLL = 0.05
 
-#: seconds the end of a websocket under Werkzeug's development server waits for the
-#: client's answer to the server's close frame
+#: seconds the end of a websocket waits for the client's answer to the server's close
+#: frame, before it shuts the socket down
 CLOSE_HANDSHAKE_WAIT = 1.0
 
 
@@ -243,8 +243,31 @@ def serve(ws: Any) -> None:
         except (OSError, ConnectionClosed):
             pass
     finally:
+        if isinstance(ws.sock, _ReaderSocket):
+            ws.sock.ended = True
         if ws.mode == "werkzeug":
             _end_the_stream(ws, request.environ["werkzeug.socket"])
+        else:
+            _finish_the_close(ws, ws.sock)
+
+
+def _finish_the_close(ws: Any, sock: socket.socket) -> None:
+    """Let the close handshake finish, then end the stream (a FIN), as RFC 6455 has
+    the server do.
+
+    simple-websocket's reader writes the answer to the client's close frame, or reads
+    the client's answer to ours, and then ends: it is waited for, so that the close
+    frame goes before the end and the answer is not left unread. A client that never
+    answers (nor goes away) would keep the reader reading, and the socket open, for
+    as long as it likes: after the wait the read side is shut down too, which ends
+    the reader (and its ``close``, the stream).
+    """
+    ws.thread.join(CLOSE_HANDSHAKE_WAIT)
+    how = socket.SHUT_RDWR if ws.thread.is_alive() else socket.SHUT_WR
+    try:
+        sock.shutdown(how)
+    except OSError:
+        pass  # shut down already (a dropped client), or gone
 
 
 def _end_the_stream(ws: Any, sock: socket.socket) -> None:
@@ -263,14 +286,7 @@ def _end_the_stream(ws: Any, sock: socket.socket) -> None:
             ws.close()  # what flask-sock does next: the server's close frame
     except (OSError, ConnectionClosed):
         pass
-    # simple-websocket's reader writes the answer to the client's close frame, or
-    # reads the client's answer to ours, and then ends: wait for it, so that the
-    # close frame goes before the end and the answer is not left for Werkzeug to read
-    ws.thread.join(CLOSE_HANDSHAKE_WAIT)
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass  # shut down already (a dropped client), or gone
+    _finish_the_close(ws, sock)
 
 
 def _serve(ws: Any) -> None:
@@ -397,23 +413,29 @@ class _ReaderSocket:
     answers, or a slow authorizer) would let that list grow without end; ``recv``
     waits while :data:`MAX_UNREAD_FRAMES` wait there, so the client's further frames
     stay in the kernel's buffers and its sends block. Everything else (``close``,
-    ``fileno``) goes to the socket itself.
+    ``fileno``) goes to the socket itself. Once the handler has ended, nothing
+    will answer those frames: they are dropped as they come.
     """
 
-    __slots__ = ("_sock", "_connection", "_ws")
+    __slots__ = ("_sock", "_connection", "_ws", "ended")
 
     def __init__(self, sock: socket.socket, connection: Connection, ws: Any) -> None:
         self._sock = sock
         self._connection = connection
         self._ws = ws
+        #: set by the handler as it ends
+        self.ended = False
 
     def recv(self, size: int) -> bytes:
-        ws = self._ws
+        backlog = self._ws.input_buffer
         # Rare (a client far ahead of its answers): polled, so that each of ten
-        # thousand sockets does not carry an event of its own for it. The handler
-        # ends with the socket closed, which ends the wait.
-        while len(ws.input_buffer) >= MAX_UNREAD_FRAMES and ws.connected:
+        # thousand sockets does not carry an event of its own for it. Not on
+        # ``ws.connected``: the reader sets that again after each read that
+        # brings no close frame, even once the server's close has gone.
+        while len(backlog) >= MAX_UNREAD_FRAMES and not self.ended:
             time.sleep(UNREAD_POLL)
+        if self.ended:
+            backlog.clear()
         return self._sock.recv(size)
 
     def send(self, data: bytes) -> int:
@@ -422,6 +444,18 @@ class _ReaderSocket:
             _write_pending(self._sock, connection)
             _write(self._sock, data)
         return len(data)
+
+    def close(self) -> None:
+        # The reader's last act, once the close handshake is over (or the client
+        # gone): the end of the stream goes with it. Under gevent the reader's socket
+        # is a copy of the server's, which the server keeps open after the handler
+        # (until the client closes): without the FIN, a client that never answers
+        # our close frame would never see the stream end.
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # shut down already, or gone
+        self._sock.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
