@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
+import flask_push
 from flask_push.config import DEFAULT_DELIVERY_BATCH
 from flask_push.dispatch import FLUSH_SIZE
 from flask_push.models import utcnow
@@ -65,7 +66,9 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """``flask push worker`` in a process of its own; what it says goes to ``<name>.log``."""
     (tmp_path / "host.py").write_text(HOST_APP)
-    env = {**os.environ, "PUSH_TEST_CONFIG": json.dumps(config), "PYTHONPATH": str(tmp_path)}
+    # the flask_push these tests import, wherever it is installed from
+    path = os.pathsep.join((str(tmp_path), str(Path(flask_push.__file__).parents[1])))
+    env = {**os.environ, "PUSH_TEST_CONFIG": json.dumps(config), "PYTHONPATH": path}
     with (tmp_path / f"{name}.log").open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "host:create_app", "push", "worker",
