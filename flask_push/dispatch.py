@@ -2215,9 +2215,11 @@ class Dispatcher:
                     # a plain "unsubscribed" (404, 410) by its status; any other
                     # death (APNs' 400 BadDeviceToken, which may mean the other
                     # environment) in the provider's own words, which say what to check
+                    # (too large: the sentence says what it means and what to do)
                     answer=_answer(
                         result,
-                        prefer_code=result.status == "gone" and result.status_code in (404, 410),
+                        prefer_code=(result.status == "gone" and result.status_code in (404, 410))
+                        or result.reason == "too_large",
                     ),
                     target=_target_word(push.target),
                     service_id=result.service_id,

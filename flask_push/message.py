@@ -194,7 +194,8 @@ class DeliveryResult:
     #: provider knows it better than its status does: ``address_blocked`` (flask-push
     #: itself refused to connect to the endpoint's address), ``unsendable`` (the push
     #: could not be built), ``unreachable`` (no connection), ``no_answer`` (none came
-    #: back to read), ``credentials_refused`` (the service refused flask-push's key)
+    #: back to read), ``credentials_refused`` (the service refused flask-push's key),
+    #: ``too_large`` (a push service took less than flask-push's payload limit)
     reason: str | None = None
 
     def __post_init__(self) -> None:

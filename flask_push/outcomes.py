@@ -63,6 +63,12 @@ REASONS: Final[dict[str, str]] = {
         "{Service} answered {answer} at {at}: this {target} is dead and will not be used again."
     ),
     "rejected": ("{Service} refused it at {at} ({answer}); it will not be tried again as it is."),
+    # Web Push's 413: flask-push sends at most WebPushProvider.max_payload bytes
+    "too_large": (
+        "{Service} refused it as too large at {at} ({answer}): it takes less than the 4,096 "
+        "bytes of encrypted payload flask-push allows. Shorten the notification's body or "
+        "data, or move data to your server; it will not be tried again as it is."
+    ),
     "credentials_refused": (
         "{Service} refused flask-push's credentials at {at} ({answer}); it will not be "
         "tried again as it is."

@@ -180,6 +180,24 @@ def test_an_address_flask_push_refuses_is_not_blamed_on_the_push_service(
     assert push_fake_webpush.requests == []
 
 
+def test_a_payload_the_push_service_finds_too_large_says_what_to_shorten(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    client = live.test_client()
+    subscribe(client, push_fake_webpush, "phone")
+    push_fake_webpush.fail_next(413)
+    id = send(client, ["al"], body="Your order has shipped")
+    with live.app_context():
+        (entry,) = push.explain(id)
+    assert (entry["status"], entry["reason"]) == ("failed", "too_large")
+    # one pair of parentheses: the status, not the service's words inside ours
+    assert entry["detail"].count("(") == 1, entry["detail"]
+    assert "refused it as too large at " in entry["detail"]
+    assert "(413 Request Entity Too Large): it takes less than the 4,096 bytes" in entry["detail"]
+    assert "Shorten the notification's body or data" in entry["detail"]
+    assert f"{WebPushProvider.max_payload:,} bytes" in entry["detail"]
+
+
 def stored(subscriber: Any) -> dict[str, str]:
     """A fake push service's subscriber as a subscription row stores it."""
     return {"endpoint": subscriber.endpoint, "p256dh": subscriber.p256dh, "auth": subscriber.auth}

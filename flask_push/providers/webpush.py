@@ -534,7 +534,15 @@ class WebPushProvider(Provider):
                 reason="credentials_refused",
             )
         if status == 413:
-            said = f"the encrypted payload is too large for the push service ({said})"
+            # flask-push sends no more than max_payload: this service takes less
+            return DeliveryResult(
+                push.delivery_id,
+                "failed",
+                self.name,
+                error=f"the push service refused the encrypted payload as too large: {said}",
+                status_code=status,
+                reason="too_large",
+            )
         return DeliveryResult(push.delivery_id, "failed", self.name, error=said, status_code=status)
 
     def _parse_error(self, push: OutgoingPush, error: BaseException) -> DeliveryResult:
