@@ -340,6 +340,11 @@ def send(
         click.echo("Deliveries: " + ", ".join(f"{words.get(s, s)} {n}" for s, n in counts.items()))
     for line in _problems(push, message.id) + _held_back(push, message.id):
         click.echo(f"  {one_line(line)}")
+    queued = counts.get("queued", 0)
+    if no_wait and queued and push.settings.queue == "thread" and not stop.is_set():
+        # "queued 1" read as if something would send it: with the thread queue,
+        # nothing does once this process has ended
+        click.echo(_left_on_the_thread_queue(queued))
     if suppressed and counts.get("sent"):
         # what the app asked for (a test, say): said, not failed
         click.echo(
@@ -377,6 +382,17 @@ def send(
                 f"worker; `flask push explain {message.id}` says how they went."
             )
         raise click.ClickException("Nothing was delivered; the reasons are above.")
+
+
+def _left_on_the_thread_queue(queued: int) -> str:
+    """Who sends what ``send --no-wait`` left queued on the thread queue."""
+    them = "it" if queued == 1 else "them"
+    return (
+        f"{queued} {'delivery stays' if queued == 1 else 'deliveries stay'} queued: "
+        "PUSH_QUEUE is 'thread', which sends only while a process of the app runs it, and "
+        f"this command has ended. `flask push worker` delivers {them}, as do the app's web "
+        "processes once they serve a request."
+    )
 
 
 #: how often ``send`` looks whether another worker is done with its deliveries

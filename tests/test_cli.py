@@ -21,6 +21,7 @@ from test_sigkill import start_worker
 from flask_push import cli, signals
 from flask_push.database import refused_writes
 from flask_push.models import DEAD, utcnow
+from flask_push.queues import ThreadWorker
 from flask_push.testing import FakePushService
 
 from conftest import (
@@ -308,6 +309,28 @@ def test_send_no_wait_returns_once_queued(
         # queued for the workers, or sent by the batch the thread worker had taken
         assert statuses(found.group(1))[0] in ("queued", "sent")
         assert app.extensions["push"].worker is None
+
+
+def test_send_no_wait_on_the_thread_queue_says_who_sends_what_it_left(
+    make_app: Any, push_fake_webpush: FakePushService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the app's worker thread does not get to it before the command ends
+    monkeypatch.setattr(ThreadWorker, "start", lambda worker: worker)
+    app = sending_app(make_app)
+    with app.app_context():
+        subscribe(push_fake_webpush.subscribe(), "alice")
+    result = app.test_cli_runner().invoke(
+        args=["push", "send", "--user", "alice", "--title", "Hi", "--no-wait"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1:] == [
+        "Deliveries: queued 1",
+        "1 delivery stays queued: PUSH_QUEUE is 'thread', which sends only while a process "
+        "of the app runs it, and this command has ended. `flask push worker` delivers it, "
+        "as do the app's web processes once they serve a request.",
+    ], result.output
+    assert push_fake_webpush.pushes == []
 
 
 def test_send_takes_a_topic_or_everyone(app: Flask) -> None:
