@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import dbus_next
+import pytest
 from flask import Flask, Response, redirect, request, session
 from flask_sqlalchemy import SQLAlchemy
 from playwright import sync_api
@@ -437,3 +438,34 @@ SENDING = {
     "PUSH_ENDPOINT_HOSTS": ["127.0.0.1"],
     "PUSH_ALLOW_HTTP_ENDPOINTS": True,
 }
+
+
+def page_fixtures(name: str) -> tuple[Any, Any, Any]:
+    """The fixtures ``browser, live, page`` of a module that drives flask-push's
+    pages in Chromium: :func:`chromium` launched once for the module (a profile
+    under a folder called ``name``), :func:`serving` for each test, and a page of
+    the browser for each test, closed after it with any others the test opened.
+
+    Module-scoped, not session-scoped: while Playwright's sync API is open, the test
+    thread counts as running an asyncio loop, and later modules' asyncio.run() fails.
+    """
+
+    @pytest.fixture(scope="module")
+    def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+        with chromium(tmp_path_factory.mktemp(name)) as session:
+            yield session
+
+    @pytest.fixture
+    def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]]:
+        with serving(tmp_path, vapid_private_key) as start:
+            yield start
+
+    @pytest.fixture
+    def page(browser: Browser) -> Iterator[Any]:
+        page = browser.context.new_page()
+        yield page
+        browser.make_subscription = None
+        for each in browser.context.pages:
+            each.close()
+
+    return browser, live, page

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -35,42 +35,21 @@ from browser_kit import (  # noqa: E402
     TIMEOUT_MS,
     Browser,
     Live,
-    chromium,
     db,
     deliver,
     off_loop,
     open_page,
+    page_fixtures,
     push,
     register_worker,
     send_for_real,
-    serving,
     shown,
 )
 
 SCREENSHOTS = Path(__file__).parent / "browser" / "screenshots"
 
 
-# Module-scoped, not session-scoped: while Playwright's sync API is open, the test
-# thread counts as running an asyncio loop, and later modules' asyncio.run() fails.
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    with chromium(tmp_path_factory.mktemp("browser")) as session:
-        yield session
-
-
-@pytest.fixture
-def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]]:
-    with serving(tmp_path, vapid_private_key) as start:
-        yield start
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Any]:
-    page = browser.context.new_page()
-    yield page
-    browser.make_subscription = None
-    for each in browser.context.pages:
-        each.close()
+browser, live, page = page_fixtures("browser")
 
 
 # -- the service worker ------------------------------------------------------------------

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,35 +23,16 @@ from browser_kit import (  # noqa: E402
     TIMEOUT_MS,
     Browser,
     Live,
-    chromium,
     deliver,
     off_loop,
     open_page,
+    page_fixtures,
     push,
     register_worker,
     send_for_real,
-    serving,
 )
 
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    with chromium(tmp_path_factory.mktemp("declarative-browser")) as session:
-        yield session
-
-
-@pytest.fixture
-def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]]:
-    with serving(tmp_path, vapid_private_key) as start:
-        yield start
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Any]:
-    page = browser.context.new_page()
-    yield page
-    for each in browser.context.pages:
-        each.close()
+browser, live, page = page_fixtures("declarative-browser")
 
 
 def free_port() -> int:

@@ -9,8 +9,7 @@ answers at the site's root. What a page and the worker do must stay within it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,14 +25,13 @@ from browser_kit import (  # noqa: E402
     TIMEOUT_MS,
     Browser,
     Live,
-    chromium,
     db,
     deliver,
     off_loop,
     open_page,
+    page_fixtures,
     push,
     send_for_real,
-    serving,
     shown,
 )
 
@@ -43,25 +41,7 @@ MOUNTED_PAGE = PAGE.replace('"/push/static/flask-push.js"', f'"{MOUNT}/push/stat
 ICON = ("", "image/png")
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    with chromium(tmp_path_factory.mktemp("browser")) as session:
-        yield session
-
-
-@pytest.fixture
-def live(tmp_path: Path, vapid_private_key: str) -> Iterator[Callable[..., Live]]:
-    with serving(tmp_path, vapid_private_key) as start:
-        yield start
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Any]:
-    page = browser.context.new_page()
-    yield page
-    browser.make_subscription = None
-    for each in browser.context.pages:
-        each.close()
+browser, live, page = page_fixtures("browser")
 
 
 def mounted(live: Callable[..., Live], **config: Any) -> Live:
