@@ -2231,6 +2231,7 @@ class Dispatcher:
                     ),
                     target=_target_word(push.target),
                     service_id=result.service_id,
+                    **(_too_large(push, result) if reason == "too_large" else {}),
                 )
                 outcome["b_events"].insert(0, tried)
                 if result.status == "sent":
@@ -2579,6 +2580,21 @@ def _target_word(target: WebPushTarget | DeviceTarget) -> str:
 def _deferred(now: datetime, delay: timedelta, service: str) -> dict[str, Any]:
     text = outcomes.detail("stalled", service=service, at=now, next=now + delay)
     return outcomes.event("deferred", now, text, nextAttemptAt=(now + delay).isoformat())
+
+
+def _too_large(push: OutgoingPush, result: DeliveryResult) -> dict[str, str]:
+    """The values of a ``too_large`` sentence: the limit of the provider that sent
+    it (``max_payload``) and what to shorten, said alike for every provider."""
+    try:
+        sender = provider_class(result.provider)
+    except (ImportError, AttributeError, TypeError, ValueError):  # a test's own kind
+        return {}
+    limit = getattr(sender, "max_payload", None)
+    if not isinstance(limit, int):
+        return {}
+    return outcomes.too_large_values(
+        limit, sender.payload_counted, activity=push.activity is not None
+    )
 
 
 def _answer(result: DeliveryResult, *, prefer_code: bool = False) -> str:

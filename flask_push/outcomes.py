@@ -52,7 +52,8 @@ TELLING: Final[frozenset[str]] = frozenset(EVENTS) - {"attempt", "clicked"}
 #: service's ``Retry-After`` asked for (``retry_after``, seconds); ``{category}`` (its label),
 #: ``{channel}`` and ``{cap}``, for the policy's; ``{token}``: which of a device's
 #: tokens (a Live Activity's own, or its push-to-start one); ``{ttl}``, ``{worker}`` and
-#: ``{where}``, made from ``ttl`` (seconds) and ``worker`` (the process) when given.
+#: ``{where}``, made from ``ttl`` (seconds) and ``worker`` (the process) when given;
+#: ``{limit}`` and ``{shorten}``, for ``too_large``, made by :func:`too_large_values`.
 REASONS: Final[dict[str, str]] = {
     "accepted": "{Service} accepted it at {at}{service_id}.",
     "recorded": (
@@ -63,11 +64,13 @@ REASONS: Final[dict[str, str]] = {
         "{Service} answered {answer} at {at}: this {target} is dead and will not be used again."
     ),
     "rejected": ("{Service} refused it at {at} ({answer}); it will not be tried again as it is."),
-    # Web Push's 413: flask-push sends at most WebPushProvider.max_payload bytes
+    # a push service's "too large" (Web Push's 413, APNs' 413 PayloadTooLarge, FCM's
+    # 400 "message is too big"): flask-push sent no more than the provider's
+    # max_payload, so that service takes less (or counts more)
     "too_large": (
-        "{Service} refused it as too large at {at} ({answer}): it takes less than the 4,096 "
-        "bytes of encrypted payload flask-push allows. Shorten the notification's body or "
-        "data, or move data to your server; it will not be tried again as it is."
+        "{Service} refused it as too large at {at} ({answer}): it takes less than the "
+        "{limit} flask-push allows. Shorten {shorten}, or move data to your server; it "
+        "will not be tried again as it is."
     ),
     "credentials_refused": (
         "{Service} refused flask-push's credentials at {at} ({answer}); it will not be "
@@ -251,6 +254,18 @@ def clock(when: datetime) -> str:
     return f"{when:%Y-%m-%d %H:%M} UTC"
 
 
+#: what a sender shortens in a push that is too large
+SHORTEN = "the notification's body or data"
+
+
+def too_large_values(limit: int, counted: str, *, activity: bool = False) -> dict[str, str]:
+    """The ``{limit}`` and ``{shorten}`` of a ``too_large`` sentence: the provider's
+    limit (``max_payload``, of what it counts: ``counted``) and what to shorten
+    (a live activity's state rides in the payload too)."""
+    shorten = f"{SHORTEN} or the activity's state" if activity else SHORTEN
+    return {"limit": f"{limit:,} bytes of {counted}", "shorten": shorten}
+
+
 def detail(reason: str, **values: Any) -> str:
     """The sentence of ``reason`` with ``values`` filled in (times as :func:`clock`)."""
     shown: dict[str, Any] = {
@@ -267,6 +282,8 @@ def detail(reason: str, **values: Any) -> str:
         "channel": "this channel",
         "cap": "as many",
         "token": "Live Activity token",
+        "limit": "payload",
+        "shorten": SHORTEN,
     }
     for name, value in values.items():
         if value is None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from markupsafe import escape
 from prometheus_client.parser import text_string_to_metric_families
 
 from flask_push import outcomes, signals
@@ -196,6 +197,73 @@ def test_a_payload_the_push_service_finds_too_large_says_what_to_shorten(
     assert "(413 Request Entity Too Large): it takes less than the 4,096 bytes" in entry["detail"]
     assert "Shorten the notification's body or data" in entry["detail"]
     assert f"{WebPushProvider.max_payload:,} bytes" in entry["detail"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "limit", "status", "said"),
+    [
+        ("apns", "4,096 bytes of payload", 413, "413 PayloadTooLarge"),
+        ("fcm", "4,000 bytes of notification and data", 400, "Android message is too big"),
+    ],
+)
+def test_a_payload_apns_or_fcm_finds_too_large_says_what_to_shorten_alike(
+    make_app: Callable[..., Flask],
+    push_fake_fcm: Any,
+    push_fake_apns: Any,
+    kind: str,
+    limit: str,
+    status: int,
+    said: str,
+) -> None:
+    """APNs' 413 PayloadTooLarge and FCM's 400 INVALID_ARGUMENT "Android message is
+    too big" read as Web Push's 413 does: reason too_large, the provider's own limit
+    and what to shorten, on every surface; the service's words stay in the error."""
+    from flask_push.testing.fcm import make_registration_token
+
+    app = make_app(
+        PUSH_QUEUE="inline",
+        SECRET_KEY="test-secret",  # the console's
+        **{**push_fake_fcm.app_config(), **push_fake_apns.app_config()},
+    )
+    device, token = ("ios", "ab" * 32) if kind == "apns" else ("android", make_registration_token())
+    if kind == "apns":
+        push_fake_apns.fail_next(413, "PayloadTooLarge")
+    else:
+        push_fake_fcm.fail_next(400, "INVALID_ARGUMENT", message="Android message is too big")
+    with app.app_context():
+        db.session.add(
+            push.models.Installation(
+                app_id="shop", device_token=token, device_type=device, user_id="al"
+            )
+        )
+        db.session.commit()
+        message = push.send(users=["al"], title="Order #42")
+        [entry] = push.explain(message.id)
+        [phone] = push.user_targets("al")
+        deliveries = push.models.Delivery
+        error = db.session.scalars(
+            sa.select(deliveries.error).where(deliveries.message_id == message.id)
+        ).one()
+    assert said in (error or ""), error
+    assert (entry["status"], entry["reason"]) == ("failed", "too_large")
+    detail = entry["detail"]
+    assert " refused it as too large at " in detail
+    # the status once, not the service's words inside ours (they are in the error)
+    assert f" ({status} " in detail and said not in detail, detail
+    assert f"it takes less than the {limit} flask-push allows" in detail
+    assert "Shorten the notification's body or data, or move data to your server" in detail
+    assert phone["status"] == "active"  # too large is the message's fault, not the device's
+    client = app.test_client()
+    [problem] = client.get(f"/push/messages/{message.id}", headers=ADMIN).get_json()["problems"]
+    assert problem["detail"] == detail
+    url = f"/push/messages/{message.id}/deliveries"
+    [delivery] = client.get(url, headers=ADMIN).get_json()["items"]
+    assert (delivery["reason"], delivery["detail"]) == ("too_large", detail)
+    shown = app.test_cli_runner().invoke(args=["push", "explain", message.id])
+    assert shown.exit_code == 0 and f"  {detail}\n" in shown.output
+    page = client.get(f"/push/console/messages/{message.id}", headers=ADMIN)
+    assert page.status_code == 200
+    assert str(escape(detail)) in page.get_data(as_text=True)  # as Jinja escapes it
 
 
 def stored(subscriber: Any) -> dict[str, str]:

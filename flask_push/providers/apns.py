@@ -531,7 +531,12 @@ class APNsProvider(Provider):
                 reason="credentials_refused",
             )
         if status == "413":
-            return outcome("failed", f"413 {reason}: the payload is over {self.max_payload} bytes")
+            # flask-push sends no more than max_payload: APNs counted more
+            return outcome(
+                "failed",
+                f"413 {reason}: APNs refused the payload as too large",
+                reason="too_large",
+            )
         if reason == "DeviceTokenNotForTopic":
             # Not "gone": the team's key signs for all its apps, so a topic naming
             # another of them gets this answer for every device, which would all be

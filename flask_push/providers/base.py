@@ -298,6 +298,9 @@ class Provider(ABC):
     spec: ClassVar[ProviderKind | None] = None
     #: the largest payload the platform takes, in bytes on the wire
     max_payload: ClassVar[int]
+    #: what :attr:`max_payload` counts, as a sentence names it ("4,096 bytes of
+    #: payload"): a ``too_large`` outcome says it
+    payload_counted: ClassVar[str] = "payload"
 
     #: seconds a full lane may go without an answer before :meth:`lane_state`
     #: calls it stalled (its push service is not answering)

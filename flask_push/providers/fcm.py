@@ -108,6 +108,9 @@ _RESERVED_KEYS = ("from", "message_type")
 _RESERVED_PREFIXES = ("google", "gcm")
 #: seconds a refused key is remembered, so a batch does not ask the token endpoint per push
 _REFUSAL_MEMORY = 30.0
+#: FCM's words for a message over its limit, on a 400 INVALID_ARGUMENT ("Android
+#: message is too big"; undocumented, so any "too big" or "too large")
+_TOO_BIG = re.compile(r"\btoo (big|large)\b", re.IGNORECASE)
 #: the most of an answer read: FCM's are a few hundred bytes, and one that is not
 #: FCM's (a proxy's error page, an endless body) must not fill the memory
 _MAX_ANSWER = 64 * 1024
@@ -442,6 +445,7 @@ class FCMProvider(Provider):
     spec: ClassVar[ProviderKind] = FCM
     #: FCM's limit on a message's notification and data
     max_payload: ClassVar[int] = 4000
+    payload_counted: ClassVar[str] = "notification and data"
 
     def __init__(
         self,
@@ -706,6 +710,10 @@ class FCMProvider(Provider):
             )
             # what FCM said: the sentence it goes in says who said it
             text = f"400 {code or 'INVALID_ARGUMENT'}: {message}"
+            if not bad_token and _TOO_BIG.search(message):
+                # "Android message is too big": flask-push sent no more than
+                # max_payload of notification and data, FCM counted more
+                return result("failed", error=text, status_code=400, reason="too_large")
             return result("gone" if bad_token else "failed", error=text, status_code=400)
         if status == 403:
             # SENDER_ID_MISMATCH (the token belongs to another Firebase project) and

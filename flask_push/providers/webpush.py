@@ -288,6 +288,7 @@ class WebPushProvider(Provider):
     spec: ClassVar[ProviderKind] = WEBPUSH
     #: bytes of encrypted body a push service must accept (RFC 8030, section 7.2)
     max_payload: ClassVar[int] = 4096
+    payload_counted: ClassVar[str] = "encrypted payload"
     #: ``payload_size`` assumes message ids and click tokens up to these lengths
     #: (ids are ``msg_`` plus a 26-character ULID; a click token is a signed id)
     max_message_id_length: ClassVar[int] = 64

@@ -285,7 +285,7 @@ class APNsDriver(DeviceDriver):
     provider_type = APNsProvider
     gone_status, gone_says = 410, "Unregistered"
     too_large_status = 413
-    too_large_says = Exactly("413 PayloadTooLarge: the payload is over 4096 bytes")
+    too_large_says = Exactly("413 PayloadTooLarge: APNs refused the payload as too large")
     unreachable_says = "Connection refused"
     REASONS = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
 

@@ -107,6 +107,8 @@ def test_a_payload_the_service_refuses_as_too_large_fails(driver: Driver) -> Non
     [result] = send_batch(driver.provider(), [push(driver.target())])
 
     assert (result.status, result.status_code) == ("failed", driver.too_large_status)
+    # one reason for every provider: its sentence gives the provider's limit
+    assert result.reason == "too_large"
     assert says(result.error, driver.too_large_says)
     assert driver.attempts() == 1 and driver.delivered() == 0
 
