@@ -266,6 +266,19 @@ def test_a_payload_apns_or_fcm_finds_too_large_says_what_to_shorten_alike(
     assert str(escape(detail)) in page.get_data(as_text=True)  # as Jinja escapes it
 
 
+def test_a_too_large_live_activity_push_says_its_state_may_be_shortened() -> None:
+    """A live activity's state rides in the payload: the sentence names it, and the
+    provider's limit, the same for every provider."""
+    said = outcomes.detail(
+        "too_large",
+        service="Apple's push service (APNs)",
+        answer="413 Request Entity Too Large",
+        **outcomes.too_large_values(4096, "payload", activity=True),
+    )
+    assert "it takes less than the 4,096 bytes of payload flask-push allows" in said
+    assert "Shorten the notification's body or data or the activity's state, or move" in said
+
+
 def stored(subscriber: Any) -> dict[str, str]:
     """A fake push service's subscriber as a subscription row stores it."""
     return {"endpoint": subscriber.endpoint, "p256dh": subscriber.p256dh, "auth": subscriber.auth}
