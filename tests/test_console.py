@@ -277,6 +277,24 @@ def test_the_overview_asks_for_a_worker_when_the_outbox_waits(
     assert f"The oldest due delivery has waited 30 min: {question}</p>" in html
 
 
+def test_the_overview_says_what_its_chart_will_show_before_anything_was_sent(
+    console_app: Flask,
+) -> None:
+    """On a fresh database the chart was a bar of zeros per provider and a table of
+    zeros, with no sentence: what comes there, and how, instead."""
+    client = console_app.test_client()
+    empty = "No delivery in the last 24 hours. Each message sent with <code>push.send()</code>"
+    html = client.get(f"{CONSOLE}/", headers=ADMIN).get_data(as_text=True)
+    assert empty in html
+    assert 'class="bar-row"' not in html and '<table class="numbers">' not in html
+    with console_app.app_context():
+        add_subscription("42")
+        push.send(users=["42"], title="Sale", send_at=later())
+    html = client.get(f"{CONSOLE}/", headers=ADMIN).get_data(as_text=True)
+    assert empty not in html
+    assert 'aria-label="webpush: 1 deliveries"' in html
+
+
 def test_the_overview_names_what_was_found_dead(console_app: Flask) -> None:
     """A browser found dead today is shown as a person knows it ("Chrome on Linux"),
     its id beside it for the search, and why it is dead as a sentence."""
