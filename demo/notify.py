@@ -265,6 +265,17 @@ def _run_export(app: Flask, user_id: str, item_id: str) -> None:
     with app.app_context():
         orders = list(db.session.scalars(sa.select(Order).order_by(Order.id)))
         total = len(orders)
+        if not orders:
+            # a CSV of its header line alone is nothing to download: say why instead
+            push.upsert(
+                user_id,
+                item_id,
+                title="Nothing to export yet",
+                body="No orders yet: the export lists every order once shoppers have placed some.",
+                progress={"total": 0, "processed": 0},
+                is_new=True,
+            )
+            return
         name = f"orders-{item_id}.csv"
         with open(os.path.join(export_dir(app), name), "w", newline="") as handle:
             writer = csv.writer(handle)

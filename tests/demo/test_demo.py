@@ -283,6 +283,23 @@ def test_export_reports_progress_until_it_links_to_the_file(
     assert alice.get(item.url).status_code == 403
 
 
+def test_an_export_of_no_orders_offers_no_file(demo_app: Any, staff: Any) -> None:
+    """With no orders it read "0 orders. Download the CSV.", a link to a header line."""
+    assert staff.post("/staff/export").status_code == 302
+    with demo_app.app_context():
+        staff_id = user_id("staff@example.com")
+        deadline = time.monotonic() + 10
+        while True:
+            [item] = push.search(staff_id, types=["export"]).items
+            if item.title != "Orders export" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+            db.session.remove()
+    assert item.title == "Nothing to export yet"
+    assert item.body.startswith("No orders yet: the export lists every order once shoppers")
+    assert item.url is None
+
+
 # -- the demo survives its users: checked forms, local redirects, error pages ------------
 
 
