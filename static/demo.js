@@ -432,7 +432,11 @@
       const page = await api('GET', '/messages?take=25');
       const items = page.items || page.messages || [];
       if (!items.length) {
-        messages.innerHTML = '<p class="muted">No messages yet.</p>';
+        // the page's own sentence (staff/messages.html): what comes here, and how
+        const empty = document.createElement('p');
+        empty.className = 'muted';
+        empty.textContent = messages.dataset.empty || 'No messages yet.';
+        messages.replaceChildren(empty);
         return;
       }
       const inboxes = await inboxCounts(items);

@@ -730,6 +730,14 @@ def test_the_empty_orders_board_says_what_comes_there(
     assert "No orders yet" not in staff.get("/staff/").text
 
 
+def test_the_empty_sent_list_says_what_comes_there(demo_app: Any, staff: Any) -> None:
+    """A first run's list of sent messages read "No messages yet." and no more. The
+    sentence is the page's, which the script shows when the API lists nothing."""
+    page = staff.get("/staff/messages").text
+    assert 'data-empty="No messages yet. A message sent with the form here, an offer' in page
+    assert "messages.dataset.empty" in staff.get("/static/demo.js").text
+
+
 def test_the_shop_front_offers_the_staff_their_own_pages(demo_app: Any, staff: Any) -> None:
     """The staff reach the shop's front page (the console's "Back to the site" leads
     there): its hero offered them the shopper's "Go to cart", a 403 for them, and
