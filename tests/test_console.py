@@ -158,6 +158,26 @@ def test_a_mistyped_address_is_a_console_page_for_admins(console_app: Flask) -> 
     assert hidden.status_code == 404 and hidden.get_json()["error"]["code"] == "not_found"
 
 
+def test_empty_console_lists_say_what_comes_there_and_how(console_app: Flask) -> None:
+    """On a fresh database the users page was a search box over nothing, and the
+    messages page said only "Try a test send", not how messages come there."""
+    client = console_app.test_client()
+    users = client.get(f"{CONSOLE}/users", headers=ADMIN).get_data(as_text=True)
+    registered = "No browser or device has registered yet. A user shows here, newest first"
+    assert registered in users
+    assert "<code>FlaskPush.subscribe()</code>" in users
+    messages = client.get(f"{CONSOLE}/messages", headers=ADMIN).get_data(as_text=True)
+    assert "No message has been sent yet. Each one sent with <code>push.send()</code>" in messages
+    later_message(console_app)
+    users = client.get(f"{CONSOLE}/users", headers=ADMIN).get_data(as_text=True)
+    assert registered not in users and "Recently registered" in users
+    # a user looked up says its own sentence, not this one
+    searched = client.get(f"{CONSOLE}/users?id=nobody", headers=ADMIN).get_data(as_text=True)
+    assert registered not in searched
+    messages = client.get(f"{CONSOLE}/messages", headers=ADMIN).get_data(as_text=True)
+    assert "No message has been sent yet" not in messages
+
+
 def test_messages_past_the_last_page_say_so(console_app: Flask) -> None:
     later_message(console_app)
     html = console_app.test_client().get(f"{CONSOLE}/messages?page=99", headers=ADMIN)
