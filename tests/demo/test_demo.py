@@ -738,6 +738,18 @@ def test_the_empty_sent_list_says_what_comes_there(demo_app: Any, staff: Any) ->
     assert "messages.dataset.empty" in staff.get("/static/demo.js").text
 
 
+def test_an_empty_inbox_names_what_comes_to_its_reader(
+    demo_app: Any, staff: Any, alice: Any
+) -> None:
+    """The staff's empty notifications page promised the shoppers' shares, order
+    updates and offers, none of which come to them."""
+    shoppers = "Nothing yet. Shares, order updates and offers land here."
+    assert shoppers in alice.get("/notifications").text
+    page = staff.get("/notifications").text
+    assert shoppers not in page
+    assert "Nothing yet. Each new order lands here as it is placed, and each export" in page
+
+
 def test_the_shop_front_offers_the_staff_their_own_pages(demo_app: Any, staff: Any) -> None:
     """The staff reach the shop's front page (the console's "Back to the site" leads
     there): its hero offered them the shopper's "Go to cart", a 403 for them, and
