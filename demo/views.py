@@ -199,8 +199,10 @@ def register_helpers(app: Flask) -> None:
         return {
             "user": user,
             "cart_count": cart_count,
-            "push_prefix": app.config.get("PUSH_URL_PREFIX", "/push"),
-            "sw_url": app.config.get("PUSH_SERVICE_WORKER_URL", "/push-sw.js"),
+            # below the mount point the request came through (an app served at /shop
+            # has its API at /shop/push); the service worker's address the client asks
+            # of the app (GET <prefix>/client-config), which knows the mount too
+            "push_prefix": request.script_root + app.config.get("PUSH_URL_PREFIX", "/push"),
             "type_labels": notify.type_labels(),
         }
 

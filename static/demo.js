@@ -59,7 +59,9 @@
     return json;
   }
 
-  if (FP) FP.configure({ prefix, serviceWorkerUrl: body.dataset.swUrl || '/push-sw.js' });
+  // the prefix only: the service worker's address and scope the client asks of the
+  // app, which answers them below its mount point (/shop/push-sw.js at /shop)
+  if (FP) FP.configure({ prefix });
 
   // -- bell, live inbox ------------------------------------------------------------
   const bellElement = document.getElementById('bell');

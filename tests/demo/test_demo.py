@@ -750,6 +750,21 @@ def test_an_empty_inbox_names_what_comes_to_its_reader(
     assert "Nothing yet. Each new order lands here as it is placed, and each export" in page
 
 
+def test_the_pages_find_flask_push_below_a_mount(demo_app: Any, staff: Any) -> None:
+    """Served at /shop, the pages asked for flask-push's script, stylesheet and API at
+    the site's /push, and told the client its service worker was the site's
+    /push-sw.js, which overrides what the app answers (/shop/push-sw.js)."""
+    page = staff.get("/staff/messages", base_url="http://localhost/shop").text
+    assert '<script src="/shop/push/static/flask-push.js"></script>' in page
+    assert 'href="/shop/push/static/flask-push.css"' in page
+    assert 'data-push-prefix="/shop/push"' in page
+    assert 'data-url="/shop/push/messages?take=25"' in page
+    assert "data-sw-url" not in page and "push-sw.js" not in page
+    assert "serviceWorkerUrl" not in staff.get("/static/demo.js").text
+    # at the root, as before
+    assert '<script src="/push/static/flask-push.js"></script>' in staff.get("/staff/").text
+
+
 def test_the_shop_front_offers_the_staff_their_own_pages(demo_app: Any, staff: Any) -> None:
     """The staff reach the shop's front page (the console's "Back to the site" leads
     there): its hero offered them the shopper's "Go to cart", a 403 for them, and
