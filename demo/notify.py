@@ -173,6 +173,12 @@ def category_labels() -> dict[str, str]:
     return {id: category.label for id, category in push.settings.categories.items()}
 
 
+def off_by_default() -> list[str]:
+    """The categories a shopper gets nothing of until she turns them on (news)."""
+    categories = push.settings.categories.items()
+    return [id for id, category in categories if not (category.default or category.required)]
+
+
 def type_labels() -> dict[str, str]:
     """What the Notifications page and the bell call each inbox item's type: its
     category's label, as the notification settings name it."""
@@ -208,28 +214,45 @@ def delivery_counts(message_id: str) -> dict[str, int]:
 
 
 def inbox_counts(message_ids: list[str]) -> dict[str, dict[str, int]]:
-    """How many inbox items each message wrote, and how many of them were read
-    (``push.send(inbox=True)`` gives each user's item the message's id; each state of
-    an order's live activity updates the item whose id is the activity's, but a
-    catch-up of a state to a Live Activity's new token writes none)."""
+    """How many inbox items each message wrote, how many of them were read, and for
+    how many of the shoppers it was for their notification settings held the item
+    back (``heldBack``: ``push.send(inbox=True)`` gives each user's item the message's
+    id, unless her settings have the message's category off in her inbox; each state
+    of an order's live activity updates the item whose id is the activity's, but a
+    catch-up of a state to a Live Activity's new token writes none). Messages not
+    found are left out."""
     message, item = push.models.Message, push.models.InboxItem
-    activities = dict(
-        db.session.execute(
-            sa.select(message.id, message.activity_id).where(
-                message.id.in_(message_ids),
-                message.activity_id.is_not(None),
-                message.inbox.is_(True),
-            )
-        ).all()
-    )
-    item_ids = {id: activities.get(id, id) for id in message_ids}
+    sent = db.session.execute(
+        sa.select(
+            message.id, message.activity_id, message.inbox, message.category, message.audience
+        ).where(message.id.in_(message_ids))
+    ).all()
+    # an activity's states share one item per user: the activity's id
+    item_ids = {
+        row.id: (row.activity_id if row.inbox and row.activity_id else row.id) for row in sent
+    }
     rows = db.session.execute(
         sa.select(item.id, sa.func.count(), sa.func.sum(sa.case((item.is_new, 0), else_=1)))
         .where(item.id.in_(set(item_ids.values())))
         .group_by(item.id)
     )
-    counts = {id: {"inbox": count, "read": int(read or 0)} for id, count, read in rows}
-    return {id: counts[shown] for id, shown in item_ids.items() if shown in counts}
+    counts = {id: (int(count), int(read or 0)) for id, count, read in rows}
+    answer: dict[str, dict[str, int]] = {}
+    for row in sent:
+        written, read = counts.get(item_ids[row.id], (0, 0))
+        answer[row.id] = {"inbox": written, "read": read, "heldBack": _held_back(row, written)}
+    return answer
+
+
+def _held_back(sent: Any, written: int) -> int:
+    """Of the shoppers a message with an inbox item and a category was for, those
+    who got no item: the send gives one to each of them but those whose settings
+    have the category off in the inbox (the demo sends to lists of users, and
+    schedules nothing, whose items would wait)."""
+    users = (sent.audience or {}).get("users") if isinstance(sent.audience, dict) else None
+    if not (sent.inbox and sent.category and isinstance(users, list)):
+        return 0
+    return max(0, len(set(users)) - written)
 
 
 # -- the orders export: a background job reporting to one inbox item ------------

@@ -151,6 +151,7 @@ def _messages_page(form: Any) -> str:
         form=form,
         kinds=notify.staff_categories(),
         category_labels=notify.category_labels(),
+        off_by_default=notify.off_by_default(),
     )
 
 

@@ -422,7 +422,33 @@
   const CHARTED = STATUSES.filter((s) => !['deferred', 'superseded', 'cancelled'].includes(s));
   const messages = document.querySelector('[data-messages]');
   const categoryLabels = messages ? JSON.parse(messages.dataset.categories || '{}') : {};
+  const offByDefault = messages ? JSON.parse(messages.dataset.offByDefault || '[]') : [];
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+  // what a message reached, and why not more, from its own counts (flask-push's, and
+  // the inbox items the demo's inbox.json counts): no policy is worked out again here
+  function reachOf(m) {
+    const counts = m.counts;
+    const held = m.heldBack || 0; // shoppers whose settings kept the item from their inbox
+    const suppressed = counts.suppressed || 0; // pushes: the settings, or the daily cap
+    const deferred = counts.deferred || 0;
+    const parts = [plural(counts.inbox, 'inbox', 'inboxes')];
+    if (held) {
+      const label = categoryLabels[m.category] || m.category;
+      parts.push(`held back for ${plural(held, 'shopper', 'shoppers')} by their notification settings` +
+        (offByDefault.includes(m.category) ? ` (${label} is off unless they turn it on)` : ''));
+    }
+    if (m.recipientCount) {
+      parts.push(plural(m.recipientCount, 'browser or phone', 'browsers and phones') +
+        (deferred ? `, ${deferred} waiting for quiet hours` : ''));
+    } else if (suppressed) {
+      parts.push('no browser or phone gets it');
+    } else if (!held || counts.inbox) {
+      // a message the settings held back from everyone is not waiting on a device
+      parts.push('no browsers or phones registered');
+    }
+    if (suppressed) parts.push(`${plural(suppressed, 'push', 'pushes')} held back`);
+    return parts.join(' · ');
+  }
   async function inboxCounts(items) {
     const query = items.map((m) => 'id=' + encodeURIComponent(m.id)).join('&');
     const response = await fetch(messages.dataset.inboxUrl + '?' + query, { credentials: 'same-origin' });
@@ -442,7 +468,11 @@
         return;
       }
       const inboxes = await inboxCounts(items);
-      items.forEach((m) => { m.counts = { ...(m.counts || {}), inbox: (inboxes[m.id] || {}).inbox || 0 }; });
+      items.forEach((m) => {
+        const written = inboxes[m.id] || {};
+        m.counts = { ...(m.counts || {}), inbox: written.inbox || 0 };
+        m.heldBack = written.heldBack || 0;
+      });
       const escape = (text) => { const d = document.createElement('div'); d.textContent = text || ''; return d.innerHTML; };
       // the chart: every status summed over the messages listed
       const totals = Object.fromEntries(CHARTED.map((s) => [s, 0]));
@@ -459,12 +489,7 @@
           .map((s) => `<i class="sw-${s}" style="width:${(100 * (counts[s] || 0)) / total}%" title="${s}: ${counts[s] || 0}"></i>`).join('');
         const numbers = STATUSES.map((s) => `<span><b>${counts[s] || 0}</b> ${s}</span>`).join('');
         const n = m.notification || {};
-        // browsers and phones the shoppers' settings held back are not "not registered"
-        const held = counts.suppressed || 0;
-        const reached = plural(counts.inbox, 'inbox', 'inboxes') + ' · ' + (m.recipientCount
-          ? plural(m.recipientCount, 'browser or phone', 'browsers and phones')
-          : held ? 'no browser or phone gets it' : 'no browsers or phones registered') +
-          (held ? ` · ${held} held back` : '');
+        const reached = escape(reachOf(m));
         const category = m.category
           ? `<span class="category-tag" data-category="${escape(m.category)}">${escape(categoryLabels[m.category] || m.category)}</span>`
           : '<span class="category-tag none" data-category="">no category</span>';

@@ -576,10 +576,10 @@ def test_the_analytics_count_inbox_deliveries(demo_app: Any, staff: Any, bob: An
     [message] = staff.get("/push/messages").json["items"]
     assert message["recipientCount"] == 0
     counts = staff.get("/staff/messages/inbox.json", query_string={"id": [message["id"], "x"]})
-    assert counts.json == {message["id"]: {"inbox": 3, "read": 0}}
+    assert counts.json == {message["id"]: {"inbox": 3, "read": 0, "heldBack": 0}}
     bob.post("/notifications/read-all")
     counts = staff.get("/staff/messages/inbox.json", query_string={"id": message["id"]})
-    assert counts.json == {message["id"]: {"inbox": 3, "read": 1}}
+    assert counts.json == {message["id"]: {"inbox": 3, "read": 1, "heldBack": 0}}
     assert bob.get("/staff/messages/inbox.json").status_code == 403
     too_many = staff.get("/staff/messages/inbox.json", query_string={"id": ["m"] * 101})
     assert too_many.status_code == 400
@@ -588,6 +588,18 @@ def test_the_analytics_count_inbox_deliveries(demo_app: Any, staff: Any, bob: An
         "message": "Ask for at most 100 messages at a time.",
         "field": "id",
     }
+
+
+def test_the_analytics_count_the_shoppers_whose_settings_held_the_inbox_back(
+    demo_app: Any, staff: Any, bob: Any
+) -> None:
+    """News is off until a shopper turns it on: a news message wrote no inbox item, and
+    the Sent card read "no browsers or phones registered" for want of this count."""
+    bob.post("/settings/notifications", data={**settings_form(), "news.inbox": "on"})
+    staff.post("/staff/messages", data={"title": "New shop", "category": "news"})
+    [message] = staff.get("/push/messages").json["items"]
+    counts = staff.get("/staff/messages/inbox.json", query_string={"id": message["id"]})
+    assert counts.json == {message["id"]: {"inbox": 1, "read": 0, "heldBack": 2}}
 
 
 def test_new_order_in_the_staff_bell_links_to_the_order(

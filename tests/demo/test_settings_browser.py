@@ -265,10 +265,42 @@ def test_the_staff_analytics_show_what_the_settings_held_back(
     offer.wait_for()
     counts = offer.locator(".counts").text_content()
     assert "1 suppressed" in counts and "1 deferred" in counts and "1 queued" in counts
+    expect(offer.locator("[data-reached]")).to_have_text(
+        "3 inboxes · 1 browser or phone, 1 waiting for quiet hours · 1 push held back"
+    )
     assert offer.locator(".category-tag").text_content() == "Offers and deals"
     assert staff.locator("[data-legend]").is_visible()
     assert staff.evaluate(PAGE_WIDTH) <= viewport["width"]
     shot(staff, "staff-messages", viewport)
+
+
+@VIEWPORTS
+def test_the_sent_card_says_the_shoppers_settings_held_a_message_back(
+    server: tuple[str, Any], chromium: Any, viewport: dict[str, int]
+) -> None:
+    """News is off until a shopper turns it on: a news message to everyone reached no
+    inbox, and its card blamed "no browsers or phones registered". It now says what
+    held it back; a message that reached inboxes alone still says nothing is
+    registered."""
+    base, _app = server
+    staff = sign_in(chromium, base, "staff@example.com", viewport=viewport)
+    staff.goto(base + "/staff/messages")
+    for title, category in (("Open on Sunday", "order_status"), ("New shop", "news")):
+        staff.fill("input[name=title]", title)
+        staff.select_option("select[name=category]", category)
+        staff.click("form[data-audience-form] button[type=submit]")
+        staff.wait_for_url(base + "/staff/messages")
+    news = staff.locator("[data-message]", has_text="New shop")
+    expect(news.locator("[data-reached]")).to_have_text(
+        "0 inboxes · held back for 3 shoppers by their notification settings "
+        "(News is off unless they turn it on)"
+    )
+    sunday = staff.locator("[data-message]", has_text="Open on Sunday")
+    expect(sunday.locator("[data-reached]")).to_have_text(
+        "3 inboxes · no browsers or phones registered"
+    )
+    assert staff.evaluate(PAGE_WIDTH) <= viewport["width"]
+    shot(staff, "staff-messages-held-back", viewport)
 
 
 def test_the_staff_messages_page_counts_what_the_console_cancelled(

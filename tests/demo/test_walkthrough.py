@@ -300,7 +300,7 @@ def walk(
     expect(offer_message.locator(".counts")).to_contain_text("0 deferred")
     expect(offer_message.locator(".counts")).to_contain_text("3 inbox")
     expect(offer_message.locator("[data-reached]")).to_have_text(
-        "3 inboxes · no browser or phone gets it · 2 held back"
+        "3 inboxes · no browser or phone gets it · 2 pushes held back"
     )
     expect(staff.locator("[data-legend]")).to_contain_text("turned the message's kind off")
     # bob has no browser or phone with notifications: the message reached his inbox only
