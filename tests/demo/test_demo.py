@@ -642,6 +642,18 @@ def test_the_notifications_page_says_when_each_arrived_not_when_it_was_read(
     assert "Mar 01, 08:30 UTC" in page and "Mark all read (0)" in page
 
 
+def test_an_empty_inbox_offers_nothing_to_mark_read(demo_app: Any, alice: Any) -> None:
+    """A new shopper's Notifications page showed a greyed-out "Mark all read (0)" over
+    "Nothing yet"; it shows the button once there is an item, disabled while none is
+    new."""
+    assert "Mark all read" not in alice.get("/notifications").text
+    with demo_app.app_context():
+        push.upsert(user_id("alice@example.com"), "welcome", notify_type="news", title="Hi")
+    assert "Mark all read (1)</button>" in alice.get("/notifications").text
+    alice.post("/notifications/read-all")
+    assert "disabled>Mark all read (0)</button>" in alice.get("/notifications").text
+
+
 def test_a_staff_message_is_named_in_the_inbox_by_its_category(
     demo_app: Any, staff: Any, alice: Any
 ) -> None:
