@@ -321,6 +321,17 @@ def detail(reason: str, **values: Any) -> str:
 #: the reasons whose sentence advises retrying what failed
 RETRY_ADVISED: Final[tuple[str, ...]] = ("no_provider", "gave_up")
 
+#: reasons of a ``failed`` delivery that a retry cannot help: it sends the same push
+#: again, which is refused or cannot be made the same way. Any other (and an older
+#: row's missing one) may pass later: the service is back, a key or a provider is
+#: fixed. So a retry is offered unless it is known to be in vain. Reason -> what it
+#: is, in words (the console's message page counts failures by these).
+RETRY_FUTILE: Final[dict[str, str]] = {
+    "too_large": "too large for the push service",
+    "rejected": "refused by the push service as sent",
+    "unsendable": "could not be made into a push",
+}
+
 #: said after such a sentence once its message is cancelled: a retry of a cancelled
 #: message sends none of it (:func:`flask_push.control.retry_failed`)
 CANCELLED_SINCE = (

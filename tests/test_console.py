@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 
 from flask_push.console import guard
+from flask_push.testing import FakePushService
 
 from conftest import (
     add_subscription,
@@ -647,6 +648,88 @@ def test_retrying_a_cancelled_message_says_nothing_was_tried(console_app: Flask)
     page = client.get(done.headers["Location"], headers=ADMIN).get_data(as_text=True)
     assert "Nothing was tried again: the message was cancelled" in page
     assert "queued again" not in page
+
+
+CHROME = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0"
+
+
+def failing_message(app: Flask, service: FakePushService, user: str, answers: list[int]) -> str:
+    """A message sent at once to one browser of ``user``'s per answer, each of which
+    its push service answers with that status (Web Push, through the FakePushService)."""
+    client = app.test_client()
+    for n, status in enumerate(answers):
+        subscriber = service.subscribe(f"browser-{n}")
+        added = client.post(
+            "/push/subscriptions",
+            json=subscriber.info,
+            headers={**as_user(user), "User-Agent": CHROME},
+        )
+        assert added.status_code == 201, added.get_json()
+        service.fail_next(status, subscriber=subscriber)
+    with app.app_context():
+        return str(push.send(users=[user], title="Flash sale").id)
+
+
+def retry_part(page: str) -> tuple[bool, str]:
+    """Whether the page's "Retry failed" button is enabled, and what is said beside it."""
+    button = re.search(r"<button [^>]*>Retry failed</button>", page)
+    note = re.search(r'<p id="retry-outlook"[^>]*>(.*?)</p>', page, re.S)
+    assert button is not None
+    return "disabled" not in button.group(0), unescape(note.group(1)) if note else ""
+
+
+def test_retry_failed_says_what_a_retry_can_help(
+    make_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A retry sends the same push again: one refused as too large, or refused as
+    sent, fails the same way. Beside the button the page counts those apart, with
+    what they are, and disables it when a retry can help none of them."""
+    app = make_app(
+        SECRET_KEY=SECRET,
+        PUSH_QUEUE="inline",
+        PUSH_SUPPRESS_SEND=False,
+        PUSH_ENDPOINT_HOSTS=["127.0.0.1"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    )
+    client = app.test_client()
+    # 413: too large; 400: refused as sent; 403: the VAPID key refused, which a
+    # fixed key lets through
+    mixed = failing_message(app, push_fake_webpush, "alice", [413, 400, 403, 403])
+    page = client.get(f"{CONSOLE}/messages/{mixed}", headers=ADMIN).get_data(as_text=True)
+    assert re.search(r'id="count-failed">4<', page)
+    enabled, said = retry_part(page)
+    assert enabled
+    assert said == (
+        "A retry can help 2 of the 4 failed deliveries; 2 will fail the same way as they "
+        "are (1 too large for the push service, 1 refused by the push service as sent). "
+        "The retry sends all 4 again."
+    )
+
+    vain = failing_message(app, push_fake_webpush, "bob", [413, 413])
+    page = client.get(f"{CONSOLE}/messages/{vain}", headers=ADMIN).get_data(as_text=True)
+    enabled, said = retry_part(page)
+    assert not enabled
+    assert said == (
+        "A retry cannot help: both failed deliveries would fail the same way as they are "
+        "(2 too large for the push service). Their sentences below say what to change; "
+        "then send it again as a new message."
+    )
+
+    helped = failing_message(app, push_fake_webpush, "carol", [403])
+    page = client.get(f"{CONSOLE}/messages/{helped}", headers=ADMIN).get_data(as_text=True)
+    assert retry_part(page) == (True, "A retry can help the failed delivery.")
+
+    # a cancelled message sends none of it again (push.retry_failed): the 503's
+    # retry is cancelled, and the button says so rather than what a retry would help
+    cancelled = failing_message(app, push_fake_webpush, "dan", [403, 503])
+    cancel(client, cancelled)
+    page = client.get(f"{CONSOLE}/messages/{cancelled}", headers=ADMIN).get_data(as_text=True)
+    assert re.search(r'id="count-cancelled">1<', page)
+    assert retry_part(page) == (
+        False,
+        "The message was cancelled, so a retry sends none of its 1 failed delivery: send "
+        "it again as a new message.",
+    )
 
 
 def test_preview_shows_what_each_provider_would_send(make_app: Callable[..., Flask]) -> None:

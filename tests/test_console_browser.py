@@ -99,6 +99,7 @@ def _seed(console: Console, fcm: FakeFCM) -> None:
             ("bob", FIREFOX_MAC),
             ("carol", CHROME_LINUX),
             ("dave", CHROME_LINUX),
+            ("erin", FIREFOX_MAC),
         ):
             console.subscribers[user] = subscribe(console, user, agent)
         db.session.add(
@@ -113,10 +114,13 @@ def _seed(console: Console, fcm: FakeFCM) -> None:
         )
         db.session.commit()
         console.subscribers["alice"].expire()
-        service.fail_next(400, subscriber=console.subscribers["carol"])
+        # carol's browser refuses the key (fixed since: a retry can help), erin's
+        # refuses the payload as too large (as it does again on a retry)
+        service.fail_next(403, subscriber=console.subscribers["carol"])
+        service.fail_next(413, subscriber=console.subscribers["erin"], times=2)
         service.fail_next(503, subscriber=console.subscribers["dave"], retry_after=600)
         sale = push.send(
-            users=["alice", "bob", "carol", "dave"],
+            users=["alice", "bob", "carol", "dave", "erin"],
             title="Spring sale: 30% off everything",
             body="Until Sunday midnight, on every order.",
             url="/sale",
@@ -279,7 +283,7 @@ def test_every_page_at_desktop_and_phone_width(console: Console, page: Any) -> N
 def test_the_message_page_tells_each_targets_story(console: Console, page: Any) -> None:
     page.goto(console.url(f"/messages/{console.ids['sale']}"))
     assert count(page, "sent") == 2  # bob's browser and alice's phone
-    assert count(page, "failed") == 1 and count(page, "gone") == 1 and count(page, "queued") == 1
+    assert count(page, "failed") == 2 and count(page, "gone") == 1 and count(page, "queued") == 1
     rows = page.locator("table.deliveries tbody tr").all_inner_texts()
     assert any("Chrome on Linux" in row and "gone" in row for row in rows)
     assert any("Firefox on macOS" in row and "sent" in row for row in rows)
@@ -314,13 +318,26 @@ def test_a_cancel_the_admin_declines_changes_nothing(console: Console, page: Any
 
 def test_retry_failed(console: Console, page: Any) -> None:
     page.goto(console.url(f"/messages/{console.ids['sale']}"))
-    assert count(page, "failed") == 1
-    # the push service takes it this time
+    assert count(page, "failed") == 2
+    assert page.inner_text("#retry-outlook") == (
+        "A retry can help 1 of the 2 failed deliveries; 1 will fail the same way as it is "
+        "(1 too large for the push service). The retry sends both again."
+    )
+    # carol's push service takes it this time; erin's refuses it as too large again
     page.click("text=Retry failed")
     page.wait_for_selector(".notice.good")
     console.subscribers["carol"].wait(1)
     page.reload()
-    assert count(page, "failed") == 0 and count(page, "sent") == 3
+    assert count(page, "failed") == 1 and count(page, "sent") == 3
+    assert page.inner_text("#retry-outlook") == (
+        "A retry cannot help: the failed delivery would fail the same way as it is (1 too "
+        "large for the push service). Its sentence below says what to change; then send it "
+        "again as a new message."
+    )
+    assert page.is_disabled("text=Retry failed")
+    for width in WIDTHS.values():
+        page.set_viewport_size({"width": width, "height": 900})
+        look(page, "message-retry-futile", width)
 
 
 def test_preview_then_send_a_test_push(console: Console, page: Any) -> None:

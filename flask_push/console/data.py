@@ -136,6 +136,41 @@ def held_back(session: Any, models: Models, message_id: str) -> int:
     return int(ended or 0)
 
 
+@dataclass(frozen=True)
+class RetryOutlook:
+    """What "Retry failed" can do for a message's ``failed`` deliveries: how many a
+    retry may help, and the others, which fail the same way as they are
+    (:data:`~flask_push.outcomes.RETRY_FUTILE`), as (count, what they are) pairs."""
+
+    failed: int
+    helps: int
+    futile: tuple[tuple[int, str], ...]
+
+    @property
+    def futile_count(self) -> int:
+        return self.failed - self.helps
+
+
+def retry_outlook(session: Any, models: Models, message_id: str) -> RetryOutlook:
+    """Its message's ``failed`` deliveries, by whether a retry can help them (one
+    grouped query on the ``(message_id, status)`` index). ``push.retry_failed`` still
+    sends all of them again: this only tells the operator what to expect."""
+    d = models.Delivery
+    rows = session.execute(
+        sa.select(d.reason, sa.func.count())
+        .where(d.message_id == message_id, d.status == "failed")
+        .group_by(d.reason)
+    ).all()
+    by_reason = {reason: int(count) for reason, count in rows}
+    futile = tuple(
+        (by_reason[reason], words)
+        for reason, words in outcomes.RETRY_FUTILE.items()
+        if by_reason.get(reason)
+    )
+    failed = sum(by_reason.values())
+    return RetryOutlook(failed, failed - sum(n for n, _ in futile), futile)
+
+
 def messages_page(session: Any, models: Models, skip: int, take: int) -> tuple[int, list[Any]]:
     """The total and one page of messages, newest first."""
     m = models.Message

@@ -230,6 +230,7 @@ def message(id: str) -> ResponseReturnValue:
         done=request.args.get("done"),
         category_label=_category_label(row.category),
         held_back=data.held_back(session, push.models, id),
+        retry=data.retry_outlook(session, push.models, id),
         no_delivery=explain.NO_DELIVERY,
     )
 
