@@ -325,10 +325,11 @@ RETRY_ADVISED: Final[tuple[str, ...]] = ("no_provider", "gave_up")
 #: again, which is refused or cannot be made the same way. Any other (and an older
 #: row's missing one) may pass later: the service is back, a key or a provider is
 #: fixed. So a retry is offered unless it is known to be in vain. Reason -> what it
-#: is, in words (the console's message page counts failures by these).
+#: is, in words (the console's message page counts failures by these). Not
+#: ``rejected``: besides a message refused as it is, it covers refusals that a fixed
+#: setting lets through (APNs' topic, FCM's address), so a retry may help it.
 RETRY_FUTILE: Final[dict[str, str]] = {
     "too_large": "too large for the push service",
-    "rejected": "refused by the push service as sent",
     "unsendable": "could not be made into a push",
 }
 
