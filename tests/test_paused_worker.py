@@ -119,9 +119,7 @@ def paused_worker(
         )
         assert claimed, paused.log("first")
         stop_between_transactions(first, engine, name)
-        # with a Retry-After far off, so that none of them is retried within a test
-        # (a busy machine's backoff may run out before the waiting ones went out)
-        service.fail_next(503, times=LANE, retry_after=600)
+        service.fail_next(503, times=LANE)
         service.release()
         assert wait_until(lambda: service.in_flight == 0 and len(service.requests) == LANE)
         yield paused
