@@ -120,14 +120,6 @@ _TRACE_CACHE = 10_000
 #: ``ix_push_deliveries_claim`` in order and stopping at the limit (about 1 ms at
 #: either size). A sort is never the better plan for a claim.
 _CLAIM_IN_INDEX_ORDER = sa.text("SET LOCAL enable_sort = off")
-#: The clock a worker times its leases by: like time.monotonic(), but on Linux it
-#: counts the time the system was suspended too (a laptop's sleep, some VM freezes),
-#: after which the leases have run out as surely as after a SIGSTOP.
-_lease_clock: Callable[[], float] = (
-    partial(time.clock_gettime, time.CLOCK_BOOTTIME)
-    if hasattr(time, "CLOCK_BOOTTIME")
-    else time.monotonic
-)
 
 
 class _ClickSigner(Signer):
@@ -284,7 +276,7 @@ class _Round:
         self.stalled_lanes: set[tuple[int, str]] = set()
         #: time.monotonic() when the pushes waiting for a slot are next checked for a cancel
         self.cancel_check_at = 0.0
-        #: _lease_clock() by when the leases of every row in hand run out, as far
+        #: time.monotonic() by when the leases of every row in hand run out, as far
         #: as this worker knows: no push goes on the network later than that until a
         #: renewal has said which rows are still its own (see Dispatcher._may_send)
         self.lease_ends = math.inf
@@ -866,7 +858,7 @@ class Dispatcher:
 
     async def _claim_more(self, r: _Round, message_id: str | None, once: bool) -> None:
         limit = min(self.batch_size, self.window - r.unfinished)
-        asked = _lease_clock()
+        asked = time.monotonic()
         try:
             claim = await self._on_db_thread(self._claim_and_load, message_id, limit)
         except Exception as err:
@@ -919,7 +911,7 @@ class Dispatcher:
         the row since and be sending it. It waits for a renewal, asked for at once,
         to say whether the row is still this worker's. A clock read, no query: a
         renewal every third of a lease keeps this from happening otherwise."""
-        if _lease_clock() >= r.lease_ends:
+        if time.monotonic() >= r.lease_ends:
             r.waiting.pop(held.id, None)
             r.unfinished -= 1  # its task ends cancelled: _finished counts nothing
             r.unsure.append(held)
@@ -1247,7 +1239,7 @@ class Dispatcher:
             claims = {id: r.attempts[id] for id in r.held if id not in r.lost and id in r.attempts}
             if not claims or r.outage is not None:
                 continue
-            asked = _lease_clock()
+            asked = time.monotonic()
             try:
                 mine, taken = await self._on_db_thread(self._renew, claims)
             except Exception as err:
