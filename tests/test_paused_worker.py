@@ -11,7 +11,6 @@ and the second's outcomes stand.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import uuid
 from collections import Counter
@@ -20,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 from test_sigkill import LANE, LEASE, add_browsers, sending_config, start_worker
@@ -32,53 +32,35 @@ from conftest import db, push, wait_until
 SUBSCRIBERS = LANE + 30
 
 
-def outside_transactions(engine: sa.Engine, name: str) -> bool:
-    """Whether no connection of the workers named ``name`` is inside a transaction.
-
-    On PostgreSQL, by their ``application_name``; on SQLite, whether the whole
-    file can be locked at once (a worker reading or writing holds a lock on it)."""
-    if engine.dialect.name == "sqlite":
-        # a connection of its own, which does not wait for a lock
-        conn = sqlite3.connect(str(engine.url.database), timeout=0, isolation_level=None)
-        try:
-            conn.execute("BEGIN EXCLUSIVE")
-            conn.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            return False
-        finally:
-            conn.close()
-        return True
-    busy = sa.text(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND state <> 'idle'"
-    )
-    with engine.connect() as conn:
-        return not conn.execute(busy, {"name": name}).scalar()
-
-
 def stop_between_transactions(
     worker: subprocess.Popen[bytes], engine: sa.Engine, name: str
 ) -> None:
     """SIGSTOP ``worker`` at a moment when none of its connections is inside a
-    transaction (a lease renewal, say): rows it had locked would stay locked (and
-    another worker's claim skips locked rows), and SQLite's file would stay locked."""
+    transaction (a lease renewal, say): rows it had locked would stay locked, and
+    another worker's claim skips locked rows."""
+    busy = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND state <> 'idle'"
+    )
     for _ in range(100):
         worker.send_signal(signal.SIGSTOP)
-        if outside_transactions(engine, name):
-            return
+        with engine.connect() as conn:
+            if not conn.execute(busy, {"name": name}).scalar():
+                return
         worker.send_signal(signal.SIGCONT)
     raise AssertionError("the worker was always inside a transaction")
 
 
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 def test_a_worker_paused_past_its_lease_leaves_what_another_took(
     make_app: Callable[..., Flask], database: dict[str, Any], tmp_path: Path, push_fakes: Any
 ) -> None:
     service = push_fakes.webpush()
     app, config = sending_config(make_app, database, PUSH_DELIVERY_LEASE=LEASE)
+    # the workers' connections go by a name of their own (see stop_between_transactions)
     name = f"flask-push-paused-{uuid.uuid4().hex[:8]}"
-    options = config.get("SQLALCHEMY_ENGINE_OPTIONS")
-    if options is not None:  # PostgreSQL: the workers' connections go by that name
-        connect = {**options["connect_args"], "application_name": name}
-        config["SQLALCHEMY_ENGINE_OPTIONS"] = {**options, "connect_args": connect}
+    options = config["SQLALCHEMY_ENGINE_OPTIONS"]
+    connect = {**options["connect_args"], "application_name": name}
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = {**options, "connect_args": connect}
     d = push.models.Delivery
     with app.app_context():
         add_browsers(service, SUBSCRIBERS)
