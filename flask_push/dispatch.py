@@ -8,10 +8,7 @@ providers' connection pools (aiohttp, HTTP/2 to APNs) stay warm between rounds.
 
 Every state lives in the database. A claim sets a short lease (``lease_until``)
 on queued rows, renewed while they are in hand; a worker that dies leaves them
-queued, and another claims them once the lease has run out. A worker paused past
-its lease sends none of what another claimed meanwhile: each claim counts an
-attempt, and renewals, outcomes and hand-backs are written only to the row as this
-worker claimed it (``id`` and ``attempts``). A worker claims
+queued, and another claims them once the lease has run out. A worker claims
 only what it is about to send (what its providers may have on the network, plus
 a batch), and writes each outcome within :data:`FLUSH_EVERY` seconds of its
 answer, so what a killed worker leaves to be sent twice is what it had on the
@@ -210,8 +207,7 @@ class _Claim:
     decided: list[dict[str, Any]]
     #: each with the provider that sends it (app.config's, or one stored for its app)
     pushes: list[tuple[Provider, OutgoingPush]]
-    #: delivery id -> attempts so far, this one included, of every row claimed: the
-    #: claim as this worker made it, which its renewals and outcomes are written to
+    #: delivery id -> attempts so far, this one included
     attempts: dict[int, int]
     #: delivery id -> its timeline as claimed (outcomes append to it)
     events: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
@@ -276,17 +272,6 @@ class _Round:
         self.stalled_lanes: set[tuple[int, str]] = set()
         #: time.monotonic() when the pushes waiting for a slot are next checked for a cancel
         self.cancel_check_at = 0.0
-        #: time.monotonic() by when the leases of every row in hand run out, as far
-        #: as this worker knows: no push goes on the network later than that until a
-        #: renewal has said which rows are still its own (see Dispatcher._may_send)
-        self.lease_ends = math.inf
-        #: pushes that found the lease run out as their turn came, not sent: waiting
-        #: for the renewal's word (sent after all, or left to whoever took them)
-        self.unsure: list[_Held] = []
-        #: rows another worker took while this one held them (its lease ran out):
-        #: not renewed again, and their outcomes do not overwrite the other's
-        self.lost: set[int] = set()
-        self.renew_now = asyncio.Event()
         self.wake = asyncio.Event()
 
     def add_pending(self, writes: _Writes) -> None:
@@ -858,7 +843,6 @@ class Dispatcher:
 
     async def _claim_more(self, r: _Round, message_id: str | None, once: bool) -> None:
         limit = min(self.batch_size, self.window - r.unfinished)
-        asked = time.monotonic()
         try:
             claim = await self._on_db_thread(self._claim_and_load, message_id, limit)
         except Exception as err:
@@ -880,11 +864,6 @@ class Dispatcher:
             r.exhausted_at = float("inf")
         elif claim.claimed < limit:
             r.exhausted_at = time.monotonic()
-        if claim.claimed and not r.held:
-            # the lease that runs out first is this claim's, counted from before it was
-            # asked for (the database set it later); else the renewals keep the count
-            r.lease_ends = asked + self.lease.total_seconds()
-        r.lost.difference_update(claim.attempts)  # claimed afresh: this worker's again
         r.attempts.update(claim.attempts)
         r.events.update(claim.events)
         if claim.decided:
@@ -898,30 +877,16 @@ class Dispatcher:
         r.held[held.id] = r.waiting[held.id] = held
         r.unfinished += 1
         task = asyncio.get_running_loop().create_task(
-            provider.send_one(push, partial(self._may_send, r, held))
+            provider.send_one(push, partial(self._started, r, held))
         )
         task.add_done_callback(partial(self._finished, r, held, provider.name))
         held.task = task
 
-    def _may_send(self, r: _Round, held: _Held) -> bool:
-        """Called as ``held`` gets its slots: whether it goes on the network now.
-
-        Not once the leases in hand may have run out (the process was stopped, its
-        VM frozen, its CPU starved past a lease): another worker may have claimed
-        the row since and be sending it. It waits for a renewal, asked for at once,
-        to say whether the row is still this worker's. A clock read, no query: a
-        renewal every third of a lease keeps this from happening otherwise."""
-        if time.monotonic() >= r.lease_ends:
-            r.waiting.pop(held.id, None)
-            r.unfinished -= 1  # its task ends cancelled: _finished counts nothing
-            r.unsure.append(held)
-            r.renew_now.set()
-            return False
+    def _started(self, r: _Round, held: _Held) -> None:
         held.started = True
         r.waiting.pop(held.id, None)
         if len(r.waiting) < self.batch_size:
             r.wake.set()
-        return True
 
     def _finished(
         self, r: _Round, held: _Held, kind: str, task: asyncio.Task[DeliveryResult]
@@ -1107,7 +1072,6 @@ class Dispatcher:
             r.held.pop(id, None)
             r.attempts.pop(id, None)
             r.events.pop(id, None)
-            r.lost.discard(id)
 
     def _write_each(
         self,
@@ -1221,101 +1185,27 @@ class Dispatcher:
         r.held.clear()
         r.attempts.clear()
         r.events.clear()
-        r.unsure.clear()
-        r.lost.clear()
         r.gave_up = True
 
     async def _heartbeat(self, r: _Round) -> None:
         """Renew the lease of what is in hand every third of a lease, so that
-        only a dead worker's rows ever run out of it; and at once when a push found
-        the lease run out as its turn came (see :meth:`_may_send`)."""
+        only a dead worker's rows ever run out of it."""
         every = self.lease.total_seconds() / 3
         while True:
-            try:
-                await asyncio.wait_for(r.renew_now.wait(), every)
-            except asyncio.TimeoutError:
-                pass
-            r.renew_now.clear()
-            claims = {id: r.attempts[id] for id in r.held if id not in r.lost and id in r.attempts}
-            if not claims or r.outage is not None:
+            await asyncio.sleep(every)
+            ids = list(r.held)
+            if not ids or r.outage is not None:
                 continue
-            asked = time.monotonic()
             try:
-                mine, taken = await self._on_db_thread(self._renew, claims)
+                await self._on_db_thread(self._renew, ids)
             except Exception as err:
                 if not unreachable(err):
                     logger.exception(
-                        "flask-push: could not renew the lease of %d deliveries in hand",
-                        len(claims),
+                        "flask-push: could not renew the lease of %d deliveries in hand", len(ids)
                     )
                     continue
                 self._lost_database(r, err)
                 r.wake.set()
-                continue
-            self._renewed(r, claims, mine, taken, asked)
-
-    def _renewed(
-        self, r: _Round, claims: Mapping[int, int], mine: set[int], taken: set[int], asked: float
-    ) -> None:
-        """What a renewal found: the rows still this worker's have a lease again;
-        those another worker claimed since are left to it, unsent here."""
-        late = asked - r.lease_ends
-        r.lease_ends = asked + self.lease.total_seconds()
-        unsent = on_network = 0
-        for id in taken:
-            held = r.held.get(id)
-            if held is not None and not held.started:
-                if r.waiting.pop(id, None) is not None:
-                    assert held.task is not None
-                    held.task.cancel()
-                    r.unfinished -= 1
-                unsent += 1
-                r.held.pop(id, None)
-                r.attempts.pop(id, None)
-                r.events.pop(id, None)
-            elif id in r.held:
-                # on the network, or decided without sending: its outcome comes, and
-                # is written only to the row as this worker claimed it (no longer)
-                if held is not None and held.task is not None and not held.task.done():
-                    on_network += 1
-                r.lost.add(id)
-        unsure, r.unsure = r.unsure, []
-        again: list[int] = []
-        for held in unsure:
-            if held.id not in claims:
-                r.unsure.append(held)  # claimed after this renewal was asked for
-            elif held.id not in mine:
-                # not this worker's to send now (taken, cancelled or written since)
-                if held.id not in taken:
-                    self._written(r, [held.id])
-            elif r.stopping:
-                again.append(held.id)
-            else:
-                self._start(r, held.provider, held.push)
-        if again:
-            r.add_pending(_Writes(released=again))
-        if not taken:
-            return
-        more = (
-            f"; {on_network} more were on the network already and may arrive twice"
-            if on_network
-            else ""
-        )
-        if late > 0:
-            logger.warning(
-                "flask-push: this worker was paused %.1f s past its lease; %d pushes another "
-                "worker had taken were left to it%s",
-                late,
-                unsent,
-                more,
-            )
-        else:
-            logger.warning(
-                "flask-push: the lease of %d pushes ran out before this worker renewed it; "
-                "another worker had taken them, and they were left to it%s",
-                unsent,
-                more,
-            )
 
     async def _wind_down(self, r: _Round) -> None:
         """After an unexpected error: send nothing more, let what is on the network
@@ -1406,7 +1296,7 @@ class Dispatcher:
             dead, recorded, dropped = self._record(
                 session, list(writes.decided), writes.results, attempts, events
             )
-            self._hand_back(session, writes.released, writes.deferred, attempts, events)
+            self._hand_back(session, writes.released, writes.deferred, events)
             _commit_without_waiting(session)
         written: Counter[str] = Counter()
         for (_, status), n in recorded.items():
@@ -1519,68 +1409,39 @@ class Dispatcher:
         claims that ended with no outcome at all take it past that."""
         return claims > self.max_attempts
 
-    def _renew(self, claims: Mapping[int, int]) -> tuple[set[int], set[int]]:
-        """Renew the lease of the rows in ``claims`` (id -> attempts, as this worker
-        claimed them) that are still its own; returns those, and the ones another
-        worker has claimed since (each claim counts an attempt)."""
-        d = self.models.Delivery.__table__
+    def _renew(self, ids: Sequence[int]) -> None:
+        d = self.models.Delivery
         with Session(self.engine) as session:
-            mine = set(
-                session.scalars(
-                    sa.update(d)
-                    .where(
-                        sa.tuple_(d.c.id, d.c.attempts).in_(list(claims.items())),
-                        # lease_until is cleared with each outcome: a row written
-                        # meanwhile stays so
-                        d.c.status == "queued",
-                        d.c.lease_until.is_not(None),
-                    )
-                    .values(lease_until=self.clock.now() + self.lease)
-                    .returning(d.c.id)
-                )
+            session.execute(
+                sa.update(d)
+                # lease_until is cleared with each outcome: a row written meanwhile stays so
+                .where(d.id.in_(ids), d.status == "queued", d.lease_until.is_not(None))
+                .values(lease_until=self.clock.now() + self.lease),
+                execution_options={"synchronize_session": False},
             )
-            taken: set[int] = set()
-            missing = [id for id in claims if id not in mine]
-            if missing:
-                # seldom: written or cancelled meanwhile, or taken by another worker
-                found = session.execute(
-                    sa.select(d.c.id, d.c.attempts).where(d.c.id.in_(missing))
-                ).all()
-                taken = {id for id, attempts in found if attempts != claims[id]}
             _commit_without_waiting(session)
-            return mine, taken
 
     def _hand_back(
         self,
         session: Session,
         released: Sequence[int],
         deferred: Sequence[dict[str, Any]],
-        attempts: Mapping[int, int],
         events: Mapping[int, list[dict[str, Any]]],
     ) -> None:
         """Claims that were never sent: their attempt is taken back, and another
-        worker (or this one) may claim them at once, or once ``b_delay`` has passed.
-        Only rows still as this worker claimed them: one another worker claimed
-        since (this one's lease ran out) is left to it."""
+        worker (or this one) may claim them at once, or once ``b_delay`` has passed."""
         d = self.models.Delivery.__table__
         now = self.clock.now()
         if released:
             session.execute(
                 sa.update(d)
-                .where(
-                    sa.tuple_(d.c.id, d.c.attempts).in_([(id, attempts[id]) for id in released]),
-                    d.c.status == "queued",
-                )
+                .where(d.c.id.in_(released), d.c.status == "queued")
                 .values(lease_until=None, attempts=d.c.attempts - 1, updated_at=now)
             )
         if deferred:
             session.execute(
                 sa.update(d)
-                .where(
-                    d.c.id == sa.bindparam("b_id"),
-                    d.c.attempts == sa.bindparam("b_attempts", type_=d.c.attempts.type),
-                    d.c.status == "queued",
-                )
+                .where(d.c.id == sa.bindparam("b_id"), d.c.status == "queued")
                 .values(
                     lease_until=None,
                     attempts=d.c.attempts - 1,
@@ -1593,7 +1454,6 @@ class Dispatcher:
                 [
                     {
                         "b_id": row["b_id"],
-                        "b_attempts": attempts[row["b_id"]],
                         "b_due": now + timedelta(seconds=row["b_delay"]),
                         "b_error": _clip(row["b_error"]),
                         # the deferral joins the timeline in the same UPDATE
@@ -1797,7 +1657,6 @@ class Dispatcher:
             provider: Provider | str | None = providers.get(kind)
             if app_id is not None and (kind, app_id) in stored:
                 provider = stored[kind, app_id][1]
-            attempts[id] = tries
             timelines[id] = list(events or ())
             if tries > 1:
                 timelines[id].extend(_lost_attempts(timelines[id], tries, kind, now))
@@ -1937,6 +1796,7 @@ class Dispatcher:
                         and (activity.id, ins_id) not in started
                     ):
                         target_of = DeviceTarget(start_token, "start")
+                attempts[id] = tries
                 # one Notification for the pushes of a message that share a ttl
                 notification = notifications.get((message_id, ttl))
                 if notification is None:
@@ -1961,6 +1821,7 @@ class Dispatcher:
         if late:
             kinds = {row[0]: row[2] for row in rows}
             for id in sorted(late):
+                del attempts[id]
                 finished.append(
                     _outcome(
                         id,
@@ -2251,7 +2112,6 @@ class Dispatcher:
                         "b_service_id": None,
                         **row,
                         "b_error": _clip(row["b_error"]),
-                        "b_attempts": attempts[row["b_id"]],
                         "b_now": now,
                         "b_events": [*events.get(row["b_id"], ()), *row["b_events"]],
                     }
@@ -2265,7 +2125,6 @@ class Dispatcher:
                     {
                         **row,
                         "b_error": _clip(row["b_error"]),
-                        "b_attempts": attempts[row["b_id"]],
                         "b_now": now,
                         "b_events": [*events.get(row["b_id"], ()), *row["b_events"]],
                     }
@@ -2344,9 +2203,7 @@ class Dispatcher:
         Only a row still ``queued`` takes it, so a cancel made meanwhile wins; but
         the outcome of a push that was on the network when its message was
         cancelled (``b_from`` = ``cancelled``) replaces the cancel, since it is what
-        really happened. And only the row as this worker claimed it (``b_attempts``):
-        once another worker has claimed it since, the outcome is that worker's to
-        write, and a late one from here must not overwrite it."""
+        really happened."""
         cached = self._statements.get(("outcome", retry))
         if cached is not None:
             return cast(sa.Update, cached)
@@ -2360,10 +2217,7 @@ class Dispatcher:
             "events": sa.bindparam("b_events", type_=d.c.events.type),
             "reason": sa.bindparam("b_reason"),
         }
-        where = [
-            d.c.id == sa.bindparam("b_id"),
-            d.c.attempts == sa.bindparam("b_attempts", type_=d.c.attempts.type),
-        ]
+        where = [d.c.id == sa.bindparam("b_id")]
         if retry:
             values["due_at"] = sa.bindparam("b_due", type_=d.c.due_at.type)
             where.append(d.c.status == "queued")

@@ -296,64 +296,6 @@ def test_leases_are_renewed_while_the_pushes_are_in_hand(make_app: Callable[...,
     assert [r.status for r in deliveries(engine, message_id)] == ["sent"] * 3
 
 
-def test_a_worker_whose_lease_ran_out_writes_nothing_over_the_new_claim(
-    make_app: Callable[..., Flask],
-) -> None:
-    """Its lease ran out while it held the rows (it was paused, its VM frozen) and
-    another worker claimed them: what it still does with them (hand back the one it
-    had not sent, write the outcome of the one on the network) must not undo that
-    claim, or a third claim would send them once more."""
-    app = make_app(**sending_config(PUSH_QUEUE="inline"))
-    stop = threading.Event()
-    with FakePushService() as service:
-        with app.app_context():
-            add_browsers(service, 2)
-            message_id = due_for_everyone()
-            first, second = (
-                Dispatcher(app, push.models, db.engine, push.settings) for _ in range(2)
-            )
-            provider = first.providers["webpush"]
-            provider.lane_concurrency = 1  # one on the network, the other waiting
-            provider.stall_after = 3600.0  # not put back as stalled
-            engine = db.engine
-        service.hold()
-
-        def work() -> None:
-            with app.app_context():
-                first.run_until_idle(stop=stop.is_set)
-
-        worker = threading.Thread(target=work)
-        worker.start()
-        try:
-            assert wait_until(
-                lambda: (
-                    service.in_flight == 1
-                    and all(r.lease_until for r in deliveries(engine, message_id))
-                )
-            )
-            # its lease runs out (as after a pause), and another worker claims both
-            with engine.begin() as conn:
-                d = push.models.Delivery.__table__
-                conn.execute(sa.update(d).values(lease_until=utcnow() - timedelta(seconds=1)))
-            with app.app_context():
-                assert second._claim_and_load(None, 10).claimed == 2
-            taken = [(r.id, r.attempts, r.lease_until) for r in deliveries(engine, message_id)]
-            stop.set()  # the one waiting is handed back
-            assert wait_until(lambda: first.written["handed_back"] == 1)
-            service.release()  # the one on the network is answered: sent
-        finally:
-            stop.set()
-            service.release()
-            worker.join()
-            first.close()
-            second.close()
-    assert len(service.pushes) == 1
-    # both are the second worker's still, as it claimed them: its to send and to write
-    rows = deliveries(engine, message_id)
-    assert [(r.id, r.attempts, r.lease_until) for r in rows] == taken
-    assert [(r.status, r.attempts, r.error) for r in rows] == [("queued", 2, None)] * 2
-
-
 #: ``flask push worker`` on a host whose clock is ``PUSH_TEST_SKEW`` seconds off:
 #: flask-push reads that clock (the test's own process keeps the true one)
 SKEWED_HOST = """

@@ -431,10 +431,7 @@ class Provider(ABC):
         """Send ``push`` once its lane and the provider have a free slot.
 
         :param started: called when the push has its slots, just before it is
-            built and sent: until then, cancelling the call sends nothing. When it
-            returns ``False`` the push is not sent: the slots are given back and
-            the call ends as a cancelled one would (the caller's last word on
-            whether it may still go).
+            built and sent: until then, cancelling the call sends nothing.
         """
         if self._gates is None:
             self._gates = _Gates(self.concurrency, self.lane_concurrency)
@@ -442,8 +439,8 @@ class Provider(ABC):
         began = 0.0
         lane = await gates.enter(key)
         try:
-            if started is not None and started() is False:
-                raise asyncio.CancelledError
+            if started is not None:
+                started()
             try:
                 payload = self.build_payload(push)
             except Exception as err:  # noqa: BLE001 - parse() decides what it means
