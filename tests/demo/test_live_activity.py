@@ -193,7 +193,7 @@ def test_an_orders_five_states_are_one_activity_on_every_screen(
     with shop.app_context():
         ids = [m.id for m in activity_messages(order_id)]
     counts = staff.get("/staff/messages/inbox.json", query_string={"id": ids}).get_json()
-    assert counts == {id: {"inbox": 1, "read": 0} for id in ids}
+    assert counts == {id: {"inbox": 1, "read": 0, "heldBack": 0} for id in ids}
 
     # delivered is the end: another advance is no move, and nothing more is sent
     again = staff.post(f"/staff/orders/{order_id}/advance", data={"status": "preparing"})
@@ -246,7 +246,12 @@ def test_a_catch_up_to_a_late_activity_token_writes_no_inbox_item(
         assert (caught_up.inbox, confirmed.inbox) == (False, True)
         ids = [placed.id, confirmed.id, caught_up.id]
     counts = staff.get("/staff/messages/inbox.json", query_string={"id": ids}).get_json()
-    assert counts == {placed.id: {"inbox": 1, "read": 0}, confirmed.id: {"inbox": 1, "read": 0}}
+    # the catch-up wrote no inbox item, and no shopper's settings held one back
+    assert counts == {
+        placed.id: {"inbox": 1, "read": 0, "heldBack": 0},
+        confirmed.id: {"inbox": 1, "read": 0, "heldBack": 0},
+        caught_up.id: {"inbox": 0, "read": 0, "heldBack": 0},
+    }
 
 
 def test_an_order_delivered_before_the_iphone_registered_ends_its_live_activity(
