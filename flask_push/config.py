@@ -348,45 +348,44 @@ def _endpoint_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:
         raise _fail("PUSH_ENDPOINT_HOSTS", str(err)) from err
 
 
-def _rate_limit(config: Mapping[str, Any], key: str, default: str) -> str | None:
+def _rates(
+    config: Mapping[str, Any], key: str, default: str, *, one: bool
+) -> tuple[str, list[limits.RateLimitItem]] | None:
+    """``config[key]`` (``default`` when unset) and its rates as ``limits`` parses
+    them, or None for no limit; :func:`_fail` unless they are rates of at least one
+    (and only one rate when ``one``)."""
     value = config.get(key, default)
     if value is None:
         return None
-    problem = _fail(
-        key,
-        f"must be a rate such as {default!r} (or several: '30/minute;500/day'), or None "
-        f"for no limit; got {value!r}",
+    such = (
+        f"one rate such as {default!r}"
+        if one
+        else f"a rate such as {default!r} (or several: '30/minute;500/day')"
     )
+    problem = _fail(key, f"must be {such}, or None for no limit; got {value!r}")
     if not isinstance(value, str):
         raise problem
     try:
         rates = limits.parse_many(value)
     except ValueError:
         raise problem from None
-    if not rates or any(rate.amount < 1 for rate in rates):
+    if not rates or any(rate.amount < 1 for rate in rates) or (one and len(rates) != 1):
         raise problem
-    return value
+    return value, rates
+
+
+def _rate_limit(config: Mapping[str, Any], key: str, default: str) -> str | None:
+    parsed = _rates(config, key, default, one=False)
+    return None if parsed is None else parsed[0]
 
 
 def _ws_rate_limit(config: Mapping[str, Any]) -> tuple[int, int] | None:
     """``PUSH_WS_RATE_LIMIT``: one rate (a token bucket has one), as (frames, seconds)."""
-    key = "PUSH_WS_RATE_LIMIT"
-    value = config.get(key, DEFAULT_WS_RATE_LIMIT)
-    if value is None:
+    parsed = _rates(config, "PUSH_WS_RATE_LIMIT", DEFAULT_WS_RATE_LIMIT, one=True)
+    if parsed is None:
         return None
-    problem = _fail(
-        key,
-        f"must be one rate such as {DEFAULT_WS_RATE_LIMIT!r}, or None for no limit; got {value!r}",
-    )
-    if not isinstance(value, str):
-        raise problem
-    try:
-        rates = limits.parse_many(value)
-    except ValueError:
-        raise problem from None
-    if len(rates) != 1 or rates[0].amount < 1:
-        raise problem
-    return rates[0].amount, rates[0].get_expiry()
+    [rate] = parsed[1]
+    return rate.amount, rate.get_expiry()
 
 
 def _ws_allowed_origins(config: Mapping[str, Any]) -> tuple[str, ...]:
