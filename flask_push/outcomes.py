@@ -384,7 +384,7 @@ OVERDUE = (
 
 def waited(seconds: float) -> str:
     """A wait as a sentence says it: ``45 s``, ``39 min``, ``2.5 h``, ``3.0 days``
-    (as the console shows the outbox's oldest due push)."""
+    (the console shows the outbox's oldest due push so too)."""
     if seconds < 90:
         return f"{round(seconds)} s"
     if seconds < 5400:

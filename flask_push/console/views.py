@@ -408,6 +408,7 @@ def register(bp: Blueprint) -> None:
     bp.add_url_rule("/send", "send", send, methods=["GET", "POST"])
     bp.add_url_rule("/providers", "providers", providers)
     bp.add_app_template_global(csrf_token, "push_console_csrf_token")
+    bp.add_app_template_filter(outcomes.waited, "push_console_waited")
     bp.add_app_template_filter(readable, "push_console_time")
     bp.add_app_template_filter(iso, "push_console_iso")
     bp.add_app_template_filter(activity_facts, "push_console_activity")
