@@ -71,26 +71,24 @@ class CountedControlFrames:
 
     The reader answers a ping frame itself, without the handler, so a client could
     send hundreds of thousands a second past any budget the handler keeps. A ping
-    over the budget goes unanswered; past the refusals' :data:`GRACE` the handler is
-    woken to close the socket. The reader and the handler may spend at the same
-    moment and one frame go uncounted: the budget stays a bound, just not exact.
-    Everything else goes to the protocol object itself.
+    over the budget goes unanswered; past the refusals' :data:`GRACE` the budget is
+    ``exceeded``, and the socket's reader wakes the handler to close it once it has
+    written the pongs of that read (see ``_ReaderSocket.recv``): woken here, the
+    handler's close frame could go out before them. The reader and the handler may
+    spend at the same moment and one frame go uncounted: the budget stays a bound,
+    just not exact. Everything else goes to the protocol object itself.
     """
 
-    __slots__ = ("_protocol", "_budget", "_wake")
+    __slots__ = ("_protocol", "_budget")
 
-    def __init__(self, protocol: Any, budget: FrameBudget, wake: Any) -> None:
+    def __init__(self, protocol: Any, budget: FrameBudget) -> None:
         self._protocol = protocol
         self._budget = budget
-        self._wake = wake
 
     def events(self) -> Iterator[Event]:
         for event in self._protocol.events():
             if isinstance(event, (Ping, Pong)):
-                verdict = self._budget.spend(time.monotonic())
-                if verdict is Verdict.CLOSE:
-                    self._wake.set()  # the handler closes it
-                if verdict is not Verdict.ANSWER:
+                if self._budget.spend(time.monotonic()) is not Verdict.ANSWER:
                     continue
             yield event
 

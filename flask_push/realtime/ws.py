@@ -299,14 +299,14 @@ def _serve(ws: Any) -> None:
     realtime: Realtime = push.state.get_realtime()
     sock = ws.sock
     connection = Connection(ws.event, sock, settings.ws_queue_size, user_id)
-    # simple-websocket's reader writes too (pongs, close frames): through the lock
-    ws.sock = _ReaderSocket(sock, connection, ws)
     heartbeat = settings.ws_heartbeat or None
     connection.sent_at = time.monotonic()
     rate = settings.ws_rate_limit
     budget = None if rate is None else FrameBudget(rate[0], rate[1], connection.sent_at)
     if budget is not None:
-        ws.ws = CountedControlFrames(ws.ws, budget, ws.event)
+        ws.ws = CountedControlFrames(ws.ws, budget)
+    # simple-websocket's reader writes too (pongs, close frames): through the lock
+    ws.sock = _ReaderSocket(sock, connection, ws, budget)
 
     def send(frame: str) -> None:
         # Not ws.send: simple-websocket writes with one sock.send(), which under
@@ -415,18 +415,27 @@ class _ReaderSocket:
     stay in the kernel's buffers and its sends block. Everything else (``close``,
     ``fileno``) goes to the socket itself. Once the handler has ended, nothing
     will answer those frames: they are dropped as they come.
+
+    Ping frames past the socket's ``budget`` are the reader's to count: once they
+    exceed it, the reader wakes the handler to close the socket after it has
+    written its answers to the frames it read (the pongs within the budget), or as
+    it comes back to read when it had none.
     """
 
-    __slots__ = ("_sock", "_connection", "_ws", "ended")
+    __slots__ = ("_sock", "_connection", "_ws", "_budget", "ended")
 
-    def __init__(self, sock: socket.socket, connection: Connection, ws: Any) -> None:
+    def __init__(
+        self, sock: socket.socket, connection: Connection, ws: Any, budget: FrameBudget | None
+    ) -> None:
         self._sock = sock
         self._connection = connection
         self._ws = ws
+        self._budget = budget
         #: set by the handler as it ends
         self.ended = False
 
     def recv(self, size: int) -> bytes:
+        self._wake_if_flooded()
         backlog = self._ws.input_buffer
         # Rare (a client far ahead of its answers): polled, so that each of ten
         # thousand sockets does not carry an event of its own for it. Not on
@@ -443,7 +452,12 @@ class _ReaderSocket:
         with connection.lock:
             _write_pending(self._sock, connection)
             _write(self._sock, data)
+        self._wake_if_flooded()
         return len(data)
+
+    def _wake_if_flooded(self) -> None:
+        if self._budget is not None and self._budget.exceeded:
+            self._connection.wake.set()  # the handler closes the socket
 
     def close(self) -> None:
         # The reader's last act, once the close handshake is over (or the client
