@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -35,7 +35,8 @@ log = logging.getLogger("demo")
 #: the most of one item a cart line (and so an order line) may hold
 MAX_QUANTITY = 99
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def current_user() -> User | None:
@@ -46,19 +47,19 @@ def current_user() -> User | None:
     return user
 
 
-def login_required(view: F) -> F:
+def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
     @functools.wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R | Response:
         if current_user() is None:
             return redirect(url_for("shop.login", next=request.full_path))
         return view(*args, **kwargs)
 
-    return wrapped  # type: ignore[return-value]
+    return wrapped
 
 
-def staff_required(view: F) -> F:
+def staff_required(view: Callable[P, R]) -> Callable[P, R | Response]:
     @functools.wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R | Response:
         user = current_user()
         if user is None:
             return redirect(url_for("shop.login", next=request.full_path))
@@ -66,7 +67,7 @@ def staff_required(view: F) -> F:
             abort(403)
         return view(*args, **kwargs)
 
-    return wrapped  # type: ignore[return-value]
+    return wrapped
 
 
 # -- form fields ----------------------------------------------------------------------
@@ -183,7 +184,8 @@ def register_helpers(app: Flask) -> None:
     app.add_template_filter(money)
     app.add_template_filter(plural)
     app.add_template_filter(when)
-    app.add_template_global(MAX_QUANTITY, "max_quantity")
+    # a value, not a function: add_template_global is for callables (and typed so)
+    app.jinja_env.globals["max_quantity"] = MAX_QUANTITY
 
     @app.context_processor
     def inject() -> dict[str, Any]:

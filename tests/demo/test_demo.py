@@ -331,6 +331,7 @@ def test_a_quantity_is_a_whole_number_from_1_to_99(demo_app: Any, alice: Any) ->
         page = response.get_data(as_text=True)
         assert "Quantity must be a whole number from 1 to 99." in page, quantity
         assert "Hass avocados (4)" in page  # the product's page again, with the message
+        assert 'max="99"' in page  # its quantity field offers the bound the server keeps
     for quantity in ["٣", "1" * 5000]:  # an Arabic-Indic 3; more digits than int() takes
         response = alice.post("/cart", data={"offer_id": 1, "quantity": quantity})
         assert response.status_code == 400
