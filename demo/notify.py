@@ -275,6 +275,8 @@ def start_export(user: User) -> tuple[str, threading.Thread]:
         body="Starting…",
         progress={"total": total, "processed": 0},
     )
+    # the app itself for the thread, not the proxy; Flask types current_app as the app,
+    # so mypy does not know the proxy's method
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     thread = threading.Thread(
         target=_run_export, args=(app, user.push_id, item.id), name="demo-export", daemon=True

@@ -92,10 +92,14 @@ def offer(slug: str) -> str:
     return render_template("offer.html", offer=item)
 
 
+#: what a shopper can share, by the ``kind`` in its URL (each has a page ``shop.<kind>``)
+SHAREABLE: dict[str, type[Product] | type[Offer]] = {"product": Product, "offer": Offer}
+
+
 @bp.post("/share/<kind>/<slug>")
 @login_required
 def share(kind: str, slug: str) -> Any:
-    model = {"product": Product, "offer": Offer}.get(kind) or abort(404)
+    model = SHAREABLE.get(kind) or abort(404)
     item = db.first_or_404(sa.select(model).where(model.slug == slug))
     message = notify.share(_customer(), item)
     count = len(notify.customers()) - 1
@@ -258,7 +262,7 @@ def order_json(order_id: int) -> Any:
             "status": row.status,
             "label": row.status_label,
             "timeline": [
-                {**step, "at": step["at"].isoformat() + "Z" if step["at"] else None}  # type: ignore[union-attr]
+                {**step, "at": step["at"].isoformat() + "Z" if step["at"] else None}
                 for step in row.timeline()
             ],
         }
@@ -341,8 +345,8 @@ def notification_settings() -> Any:
     chosen = {
         c.id: {channel: f"{c.id}.{channel}" in form for channel in c.channels} for c in categories
     }
-    quiet_form = {
-        "on": form.get("quiet") == "on",
+    quiet_on = form.get("quiet") == "on"
+    quiet_hours = {
         "start": _local_time(form.get("quiet_start", "")),
         "end": _local_time(form.get("quiet_end", "")),
         "time_zone": form.get("time_zone", "").strip(),
@@ -350,17 +354,13 @@ def notification_settings() -> Any:
     try:
         if form.get("quiet") not in ("on", "off"):
             raise FormError("quiet", "Choose quiet hours, or none.")
-        if quiet_form["on"] and not quiet_form["time_zone"]:
+        if quiet_on and not quiet_hours["time_zone"]:
             raise FormError("time_zone", "Choose your time zone.")
         push.set_preferences(
             user.push_id,
             # a required category cannot be turned off: its boxes are not sent
             categories={c.id: chosen[c.id] for c in categories if not c.required},
-            quiet_hours=(
-                {k: quiet_form[k] for k in ("start", "end", "time_zone")}
-                if quiet_form["on"]
-                else None
-            ),
+            quiet_hours=quiet_hours if quiet_on else None,
         )
     except (FormError, ValidationError) as err:
         if isinstance(err, FormError):
@@ -369,7 +369,7 @@ def notification_settings() -> Any:
             field, label = SETTINGS_FIELDS.get(err.field or "", ("categories", "This choice"))
             message = f"{label} {err.message}."
         flash("Nothing was saved: fix what is marked below.", "error")
-        return _settings_page(chosen, quiet_form, {field: message}), 400
+        return _settings_page(chosen, {"on": quiet_on, **quiet_hours}, {field: message}), 400
     flash("Your notification settings are saved.")
     return redirect(url_for("shop.notification_settings"))
 
