@@ -29,8 +29,8 @@ test: $(VENV)/.installed $(PEERS)
 	$(PY) -m pytest -n $(TEST_WORKERS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check flask_push tests bench
-	$(VENV)/bin/ruff format --check flask_push tests bench
+	$(VENV)/bin/ruff check flask_push tests bench demo
+	$(VENV)/bin/ruff format --check flask_push tests bench demo
 	$(VENV)/bin/mypy
 
 bench-inbox: $(VENV)/.installed
