@@ -124,7 +124,15 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         session: Any, message: Any, targets: Sequence[Target]
     ) -> Counter[tuple[str, str]]:
         return superseded(
-            session, models, call.id, message.id, stamp, targets, now, state.settings.categories
+            session,
+            models,
+            call.id,
+            message.id,
+            stamp,
+            targets,
+            now,
+            state.settings.categories,
+            users=users,
         )
 
     def publish(message: Any, inbox_users: Sequence[str]) -> None:
@@ -326,6 +334,8 @@ def superseded(
     targets: Sequence[Target],
     now: datetime,
     categories: Mapping[str, Category],
+    *,
+    users: Sequence[str] | None = None,
 ) -> Counter[tuple[str, str]]:
     """Mark the queued, unclaimed pushes of older states of ``activity_id`` (whose
     timestamp is before ``stamp``, that of message ``message_id``) to any of
@@ -333,11 +343,22 @@ def superseded(
     returns how many, by provider kind (and ``superseded``), for the metrics. A push
     a worker holds is on its way; APNs orders Live Activity pushes by timestamp,
     browsers and Android by arrival. A newer state queued already (a call made while
-    a catch-up was being queued) stays, and overtakes this one (:func:`overtaken`)."""
+    a catch-up was being queued) stays, and overtakes this one (:func:`overtaken`).
+
+    ``users``, the activity's users from this call on: the older pushes to anyone
+    else (left out by this call or an earlier one) are superseded too, with reason
+    ``left_out``. Sent later (at the end of their quiet hours, say), such a push
+    would show a state no newer one ever replaces, of an activity they no longer
+    follow, and a push-to-start would begin a Live Activity that is never ended."""
     d, m = models.Delivery, models.Message
     subscriptions = [t.subscription_id for t in targets if t.subscription_id is not None]
     installations = [t.installation_id for t in targets if t.installation_id is not None]
-    if not subscriptions and not installations:
+    left_out = (
+        sa.and_(d.user_id.is_not(None), d.user_id.not_in(users))
+        if users is not None
+        else sa.false()
+    )
+    if not subscriptions and not installations and users is None:
         return Counter()
     older = sa.select(m.id).where(
         m.activity_id == activity_id,
@@ -346,7 +367,7 @@ def superseded(
     )
     rows = session.execute(
         # in the order of their ids: the order every other writer of these rows takes
-        sa.select(d.id, d.events, d.message_id, d.kind)
+        sa.select(d.id, d.events, d.message_id, d.kind, d.user_id)
         .order_by(d.id)
         .where(
             d.message_id.in_(older),
@@ -355,36 +376,51 @@ def superseded(
             sa.or_(
                 d.subscription_id.in_(subscriptions) if subscriptions else sa.false(),
                 d.installation_id.in_(installations) if installations else sa.false(),
+                left_out,
             ),
         )
     ).all()
     if not rows:
         return Counter()
-    said = outcomes.event("superseded", now, outcomes.detail("superseded", at=now))
+    replaced = outcomes.event("superseded", now, outcomes.detail("superseded", at=now))
+
+    def why(user_id: str | None) -> tuple[str, dict[str, Any]]:
+        if users is None or user_id is None or user_id in users:
+            return "superseded", replaced
+        text = outcomes.detail("left_out", at=now, user=user_id)
+        return "left_out", outcomes.event("superseded", now, text)
+
     table = d.__table__
     session.execute(
         unclaimed_update(table, now).values(
             status="superseded",
-            reason="superseded",
+            reason=sa.bindparam("b_reason", type_=table.c.reason.type),
             lease_until=None,
             updated_at=now,
             events=sa.bindparam("b_events", type_=table.c.events.type),
         ),
-        [{"b_id": id, "b_events": [*(events or ()), said]} for id, events, _, _ in rows],
+        [
+            {"b_id": id, "b_reason": reason, "b_events": [*(events or ()), said]}
+            for id, events, _, _, user_id in rows
+            for reason, said in [why(user_id)]
+        ],
     )
-    policy.release_capped(session, models, categories, {message for _, _, message, _ in rows})
-    return Counter((kind, "superseded") for _, _, _, kind in rows)
+    policy.release_capped(session, models, categories, {row.message_id for row in rows})
+    return Counter((row.kind, "superseded") for row in rows)
 
 
-def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> set[int]:
+def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> dict[int, str | None]:
     """Which of ``delivery_ids`` (pushes of activity states about to be sent, or that
     the push service asked to retry) a newer state of the same activity to the same
-    target has overtaken, sent or queued. Such a push was on its way or failed when
-    the newer state came, so :func:`superseded` left it; sent now (a retry, an
-    operator's retry), it would land after the newer state and show the older one
-    in its place."""
+    target has overtaken, sent or queued, or a newer call has left the user of out
+    (the activity's users are its latest call's). Such a push was on its way or
+    failed when the newer call came, so :func:`superseded` left it; sent now (a
+    retry, an operator's retry), it would land after the newer state and show the
+    older one in its place, or show a user who no longer follows the activity a state
+    no newer one replaces. Maps each to None (overtaken), or to the user left out
+    (reason ``left_out``)."""
     if not delivery_ids:
-        return set()
+        return {}
     d, m = models.Delivery, models.Message
     newer_d, newer_m = aliased(d), aliased(m)
     same_target = sa.or_(
@@ -408,7 +444,18 @@ def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> set[
         .join(m, m.id == d.message_id)
         .where(d.id.in_(delivery_ids), m.activity_id.is_not(None), newer.exists())
     )
-    return set(session.scalars(query))
+    found: dict[int, str | None] = dict.fromkeys(session.scalars(query))
+    a = models.Activity
+    moved_on = (
+        sa.select(d.id, d.user_id, a.users)
+        .join(m, m.id == d.message_id)
+        .join(a, a.id == m.activity_id)
+        .where(d.id.in_(delivery_ids), d.user_id.is_not(None), a.timestamp > stamp_of(m))
+    )
+    for id, user_id, users in session.execute(moved_on):
+        if id not in found and user_id not in (users or ()):
+            found[id] = user_id
+    return found
 
 
 def forget_tokens(session: Any, models: Models, installations: Any) -> None:

@@ -1817,21 +1817,12 @@ class Dispatcher:
         # newer one to the same target was sent or queued would replace it on the
         # screen: it is superseded instead of sent.
         states = [int(push.delivery_id) for _, push in pushes if push.activity is not None]
-        late = overtaken(session, self.models, states) if states else set()
+        late = overtaken(session, self.models, states) if states else {}
         if late:
             kinds = {row[0]: row[2] for row in rows}
             for id in sorted(late):
                 del attempts[id]
-                finished.append(
-                    _outcome(
-                        id,
-                        "superseded",
-                        "a newer state of its activity was sent or queued first",
-                        "superseded",
-                        now,
-                        provider=kinds[id],
-                    )
-                )
+                finished.append(_overtaken_outcome(id, late[id], now, kinds[id]))
             pushes = [(p, push) for p, push in pushes if int(push.delivery_id) not in late]
         messages = {row[0]: row[1] for row in rows} if finished else {}
         for outcome in finished:
@@ -1864,7 +1855,7 @@ class Dispatcher:
         the same executemany UPDATE as the outcome: a timeline costs no statement
         of its own."""
         now = self.clock.now()
-        dropped = overtaken(
+        late = overtaken(
             session,
             self.models,
             [
@@ -1873,6 +1864,7 @@ class Dispatcher:
                 if result.status == "retry" and push.activity is not None
             ],
         )
+        dropped = set(late)
         stamp = now.isoformat()  # once per batch: every event of it has this time
         # each retry's wait (None: given up), and of those due before their time to
         # live ends, the ones that would come in their user's quiet hours: held to
@@ -1916,13 +1908,12 @@ class Dispatcher:
                 # a Live Activity token registered later is caught up by
                 token=_token_kind(push.target),
             )
-            if result.status == "retry" and id in dropped:
-                outcome = _outcome(
-                    id, "superseded", result.error, "superseded", now, provider=result.provider
-                )
+            if result.status == "retry" and id in late:
+                outcome = _overtaken_outcome(id, late[id], now, result.provider, error=result.error)
                 outcome["b_events"].insert(0, tried)
                 finished.append(outcome)
-                _log_outcome(push, result, "superseded by a newer state, not retried")
+                why = "superseded by a newer state" if late[id] is None else "its user left out"
+                _log_outcome(push, result, f"{why}, not retried")
             elif result.status == "retry":
                 # no connection, or no answer to read: else the service answered
                 unanswered = result.reason if result.reason in outcomes.UNANSWERED_RETRIES else None
@@ -2385,6 +2376,19 @@ def _outcome(
         # b_kind is for the metrics only; the UPDATE ignores parameters it does not name
         "b_kind": provider,
     }
+
+
+def _overtaken_outcome(
+    id: int, left_out: str | None, at: datetime, provider: str | None, *, error: str | None = None
+) -> dict[str, Any]:
+    """The ``superseded`` outcome of a push :func:`overtaken` found: a newer state of
+    its activity went to its target (``left_out`` None), or a newer call left its
+    user ``left_out`` out."""
+    if left_out is not None:
+        error = error or "a newer call of its activity left its user out"
+        return _outcome(id, "superseded", error, "left_out", at, provider=provider, user=left_out)
+    error = error or "a newer state of its activity was sent or queued first"
+    return _outcome(id, "superseded", error, "superseded", at, provider=provider)
 
 
 def _token_kind(target: WebPushTarget | DeviceTarget) -> str | None:

@@ -53,7 +53,8 @@ TELLING: Final[frozenset[str]] = frozenset(EVENTS) - {"attempt", "clicked"}
 #: ``{channel}`` and ``{cap}``, for the policy's; ``{token}``: which of a device's
 #: tokens (a Live Activity's own, or its push-to-start one); ``{ttl}``, ``{worker}`` and
 #: ``{where}``, made from ``ttl`` (seconds) and ``worker`` (the process) when given;
-#: ``{limit}`` and ``{shorten}``, for ``too_large``, made by :func:`too_large_values`.
+#: ``{limit}`` and ``{shorten}``, for ``too_large``, made by :func:`too_large_values`;
+#: ``{user}``: the user a push was for.
 REASONS: Final[dict[str, str]] = {
     "accepted": "{Service} accepted it at {at}{service_id}.",
     "recorded": (
@@ -141,6 +142,10 @@ REASONS: Final[dict[str, str]] = {
     "clicked": "The user clicked the notification at {at}.",
     "superseded": (
         "A newer state of the same activity replaced it at {at}, before it was delivered."
+    ),
+    "left_out": (
+        "A newer call of its activity left user {user} out at {at} (an activity's users "
+        "are those of its latest call), so this older state was not sent to them."
     ),
     # the notification policy (flask_push.policy) writes these
     "opted_out": (
@@ -282,6 +287,7 @@ def detail(reason: str, **values: Any) -> str:
         "channel": "this channel",
         "cap": "as many",
         "token": "Live Activity token",
+        "user": "its user",
         "limit": "payload",
         "shorten": SHORTEN,
     }

@@ -789,6 +789,82 @@ def test_a_retried_older_state_never_lands_after_a_newer_one(
     ], scraped
 
 
+def test_a_user_left_out_gets_no_older_state_still_waiting(
+    sending_app: Callable[..., Flask], push_fake_fcm: FakeFCM, push_fake_apns: FakeAPNs
+) -> None:
+    """An order shared with bob, who is in his quiet hours: its start waits for him.
+    The order is then unshared (bob left out), updated and delivered. When his quiet
+    hours end he gets nothing of it: the start, pushed then, would show an order he no
+    longer follows (a push-to-start would begin a Live Activity no later state ever
+    reaches) after it was delivered. His timeline says why."""
+    app = sending_app(
+        PUSH_CATEGORIES={"deliveries": {"label": "Deliveries"}}, **push_fake_apns.app_config()
+    )
+    with app.app_context():
+        phones = [
+            push.models.Installation(
+                app_id="shop",
+                device_token=make_registration_token(),
+                device_type="android",
+                user_id="bob",
+            ),
+            push.models.Installation(
+                app_id="shop",
+                device_token=IPHONE,
+                device_type="ios",
+                user_id="bob",
+                push_to_start_token=START_TOKEN,
+            ),
+        ]
+        db.session.add_all(phones)
+        db.session.commit()
+        quiet_now("bob")
+        start = order(
+            "start",
+            users=["alice", "bob"],
+            category="deliveries",
+            attributes_type="OrderAttributes",
+            attributes={"number": 42},
+        )
+        assert {e["reason"] for e in push.explain(start.id, user_id="bob")} == {"quiet_hours"}
+        order(category="deliveries")
+        order("end", category="deliveries", state={**STATE, "status": "delivered", "step": 5})
+        db.session.expire_all()
+        entries = push.explain(start.id, user_id="bob")
+        assert [(e["status"], e["reason"]) for e in entries] == [("superseded", "left_out")] * 2
+        assert entries[0]["detail"].startswith("A newer call of its activity left user bob out")
+        push.set_preferences("bob", quiet_hours=None)
+        push.dispatch_due()
+    assert push_fake_fcm.messages == [] and push_fake_apns.notifications == []
+
+
+def test_an_operators_retry_sends_no_older_state_to_a_user_left_out(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """bob's browser refused the start (400); a later call leaves him out; an operator
+    then retries what failed of the start: bob's push is superseded when it comes due
+    (reason ``left_out``), not sent to someone who no longer follows the order."""
+    with live.app_context():
+        browser = push_fake_webpush.subscribe("bob")
+        subscribe(browser, "bob")
+        push_fake_webpush.fail_next(400, subscriber=browser)
+        start = order("start", users=["alice", "bob"])
+        order()
+        start_id = start.id
+    client = live.test_client()
+    retried = client.post(
+        f"/push/messages/{start_id}/retry", json={}, headers=as_user("root", admin=True)
+    )
+    assert retried.status_code == 200, retried.get_json()
+    with live.app_context():
+        push.dispatch_due()
+        [entry] = push.explain(start_id, user_id="bob")
+        assert (entry["status"], entry["reason"]) == ("superseded", "left_out")
+        assert [e["what"] for e in entry["events"]][-2:] == ["retry", "superseded"]
+        assert "left user bob out" in entry["detail"]
+    assert browser.received == []
+
+
 def test_a_newer_state_the_user_will_not_get_supersedes_nothing(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
