@@ -122,6 +122,37 @@ def test_one_call_reaches_every_screen_in_place(
     ]
 
 
+def test_an_activity_on_android_is_delivered_now_and_replaced_in_place(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
+) -> None:
+    """Android has no Live Activity: the order's notification is how the shopper
+    follows it. Each state goes at FCM's high priority (a normal one waits for a
+    phone in Doze to wake, and "out for delivery" would come after the courier), with
+    the activity id as tag and collapse key, the end too, so it replaces the order's
+    notification rather than stacking under it. A plain push keeps its urgency."""
+    with live.app_context():
+        android = devices(push_fake_webpush)["android"]
+        order("start", state={"status": "placed", "step": 1, "steps": 5})
+        order()
+        order("end", state={**STATE, "status": "delivered", "step": 5})
+        push.send(users=["alice"], title="A plain push")
+    sent = [m.message for m in push_fake_fcm.messages if m.token == android]
+    *states, plain = sent
+    assert [m["android"]["priority"] for m in states] == ["HIGH"] * 3
+    assert {
+        (m["android"]["notification"]["tag"], m["android"]["collapse_key"]) for m in states
+    } == {("order-42", "order-42")}
+    shown = [json.loads(m["data"]["activity"]) for m in states]
+    assert [(a["id"], a["event"]) for a in shown] == [
+        ("order-42", "start"),
+        ("order-42", "update"),
+        ("order-42", "end"),
+    ]
+    assert shown[-1]["state"]["status"] == "delivered"
+    assert shown[0]["timestamp"] < shown[1]["timestamp"] < shown[2]["timestamp"]
+    assert plain["android"]["priority"] == "NORMAL"
+
+
 def test_live_activity_tokens_pick_the_live_activity_push(
     live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
 ) -> None:

@@ -16,7 +16,8 @@ url                ``data.url``
 message id         ``data.messageId`` (and ``data.clickToken`` when the push has one);
                    these three win over ``data`` keys of the same name
 ttl                ``android.ttl`` as ``"<seconds>s"``, capped at FCM's four weeks
-urgency            ``android.priority``: ``"HIGH"`` for ``high``, else ``"NORMAL"``
+urgency            ``android.priority``: ``"HIGH"`` for ``high`` and for a live
+                   activity's push (below), else ``"NORMAL"``
 collapse_key       ``android.collapse_key``
 icon, sound        ``android.notification.icon`` / ``.sound`` (Android resource names)
 tag                ``android.notification.tag``; the collapse key when no tag is given,
@@ -31,7 +32,9 @@ object the APNs alert and Web Push payloads carry; it wins over a ``data`` key o
 same name. The notification's ``tag`` and ``collapse_key`` are the activity id (dispatch
 sets them), so the app's notification for it is replaced in place, and an undelivered
 older state is dropped by FCM; ``timestamp`` only grows, so an app that renders
-``data.activity`` itself can ignore an older one arriving late.
+``data.activity`` itself can ignore an older one arriving late. Its ``android.priority``
+is ``"HIGH"``: the notification is how an Android user follows the activity, and a
+``"NORMAL"`` one waits for a phone in Doze to wake.
 
 ``url`` does not become ``android.notification.click_action``: that field names an
 Android intent action, not a link, and an action no activity handles makes the tap
@@ -551,9 +554,15 @@ class FCMProvider(Provider):
         activity: Activity | None = None,
     ) -> dict[str, Any]:
         """pyfcm's ``notify()`` arguments for one push."""
+        # A live activity's push is the notification its user follows it by (Android
+        # has no Live Activity): at NORMAL priority a phone in Doze gets it at its next
+        # maintenance window, minutes to hours later, and "out for delivery" would come
+        # after the courier. Each one shows a notification, which is what FCM keeps
+        # HIGH for.
+        urgent = notification.urgency == "high" or activity is not None
         android: dict[str, Any] = {
             "ttl": f"{min(max(notification.ttl, 0), MAX_TTL)}s",
-            "priority": "HIGH" if notification.urgency == "high" else "NORMAL",
+            "priority": "HIGH" if urgent else "NORMAL",
         }
         if notification.collapse_key is not None:
             android["collapse_key"] = notification.collapse_key
