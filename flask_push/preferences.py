@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -85,7 +85,7 @@ class QuietHours:
         elif now < end:
             day = local.date()
         if day is None:
-            return None
+            return self._on_since_before_fall_back(local, when)
         local_end = datetime.combine(day, end, tzinfo=zone)
         if _skipped(local_end):
             # An end that a spring night skips (02:30, when 02:00 becomes 03:00) is
@@ -99,6 +99,20 @@ class QuietHours:
             if at > when:
                 return at
         return None  # unreachable: ``when`` is before the end of the window it is in
+
+    def _on_since_before_fall_back(self, local: datetime, when: datetime) -> datetime | None:
+        """The end of a window that began in the first pass of the hour an autumn
+        night repeats, when ``local`` is in its second pass and the clock has gone
+        back to before the window's start: quiet from 01:30 to 03:00 in New York,
+        the window begins at 01:30 EDT, and at 01:59 EDT the clock goes back to
+        01:00 EST. It is still on (until 03:00 EST), though the clock shows less
+        than its start again; a push at 01:10 EST went out in the middle of it.
+        None when ``local`` is not such a time."""
+        before = _before_fall_back(local)
+        if before is None or not local.time() < _time(self.start) <= before.time():
+            return None
+        end = self.ends_after(before)  # the first pass: no second look from there
+        return end.astimezone(when.tzinfo) if end is not None and end > when else None
 
     def to_json(self) -> dict[str, str]:
         return {"start": self.start, "end": self.end, "timeZone": self.time_zone}
@@ -115,15 +129,39 @@ def _clock_change(skipped: datetime) -> datetime:
     with the offset after the change (the clock still shows less) and with the one
     before (it shows more), found to the second."""
     zone, wall = skipped.tzinfo, skipped.replace(tzinfo=None)
-    early = int(skipped.replace(fold=1).timestamp())
-    late = int(skipped.replace(fold=0).timestamp())
+    late = _first_second(
+        int(skipped.replace(fold=1).timestamp()),
+        int(skipped.replace(fold=0).timestamp()),
+        lambda at: datetime.fromtimestamp(at, zone).replace(tzinfo=None) >= wall,
+    )
+    return datetime.fromtimestamp(late, timezone.utc)
+
+
+def _before_fall_back(local: datetime) -> datetime | None:
+    """The last second of the first pass (in ``local``'s zone), when ``local`` is in
+    the second pass of the hour an autumn night repeats; else None."""
+    first = local.replace(fold=0)
+    if local.fold == 0 or first.utcoffset() == local.utcoffset():
+        return None
+    offset = local.utcoffset()
+    change = _first_second(
+        int(first.timestamp()),
+        int(local.timestamp()) + 1,
+        lambda at: datetime.fromtimestamp(at, local.tzinfo).utcoffset() == offset,
+    )
+    return datetime.fromtimestamp(change - 1, local.tzinfo)
+
+
+def _first_second(early: int, late: int, holds: Callable[[int], bool]) -> int:
+    """The first second after ``early`` (when ``holds`` is false) up to ``late``
+    (when it is true) at which ``holds`` is true: the clock's change between them."""
     while late - early > 1:
         middle = (early + late) // 2
-        if datetime.fromtimestamp(middle, zone).replace(tzinfo=None) >= wall:
+        if holds(middle):
             late = middle
         else:
             early = middle
-    return datetime.fromtimestamp(late, timezone.utc)
+    return late
 
 
 def _time(text: str) -> time:

@@ -599,6 +599,95 @@ def test_quiet_hours_across_the_clock_changes() -> None:
     assert late.ends_after(spring) is None
 
 
+def _utc(*at: int) -> datetime:
+    return datetime(*at, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("window", "zone", "begun", "back", "end"),
+    [
+        # 1 Nov 2026: it begins at 01:30 EDT (05:30 UTC); 01:59 EDT becomes 01:00 EST
+        # at 06:00 UTC; it ends at 03:00 EST
+        (
+            ("01:30", "03:00"),
+            "America/New_York",
+            _utc(2026, 11, 1, 5, 35),
+            _utc(2026, 11, 1, 6, 10),  # 01:10 EST
+            _utc(2026, 11, 1, 8, 0),
+        ),
+        # 25 Oct 2026: 02:15 CEST begins it; 02:59 CEST becomes 02:00 CET at 01:00 UTC
+        (
+            ("02:15", "05:00"),
+            "Europe/Berlin",
+            _utc(2026, 10, 25, 0, 20),
+            _utc(2026, 10, 25, 1, 5),  # 02:05 CET
+            _utc(2026, 10, 25, 4, 0),
+        ),
+        # 5 Apr 2026 on Lord Howe: 01:59 (UTC+11) becomes 01:30 (UTC+10:30) at 15:00 UTC
+        (
+            ("01:45", "02:15"),
+            "Australia/Lord_Howe",
+            _utc(2026, 4, 4, 14, 50),
+            _utc(2026, 4, 4, 15, 5),  # 01:35, the second time
+            _utc(2026, 4, 4, 15, 45),
+        ),
+    ],
+)
+def test_quiet_hours_begun_before_the_clock_goes_back_go_on(
+    window: tuple[str, str], zone: str, begun: datetime, back: datetime, end: datetime
+) -> None:
+    """A window that begins in the hour an autumn night repeats stays on when the
+    clock goes back to before its start: quiet from 01:30 to 03:00 in New York, a
+    push at 01:10 EST (after 01:30 EDT) went out at once, in the middle of it."""
+    night = QuietHours(*window, zone)
+    assert night.ends_after(begun) == end
+    assert night.ends_after(back) == end
+    assert night.ends_after(end - timedelta(seconds=1)) == end
+    assert night.ends_after(end) is None
+
+
+def next_fall_back(zone: str) -> datetime:
+    """The next instant (UTC) the clock in ``zone`` goes back, within a year."""
+    tz, at = ZoneInfo(zone), datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    for _ in range(366 * 96):
+        later = at + timedelta(minutes=15)
+        offset = later.astimezone(tz).utcoffset()
+        if offset is not None and offset < at.astimezone(tz).utcoffset():  # type: ignore[operator]
+            return later
+        at = later
+    raise AssertionError(f"{zone} keeps its offset all year")
+
+
+def test_a_push_in_the_repeated_hour_waits_for_the_windows_end(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """Sent through the real dispatcher on the night New York's clocks go back: at
+    01:10 EST, in quiet hours 01:30 to 03:00 that began at 01:30 EDT, the push
+    waits for 03:00 EST and its timeline says so."""
+    zone = "America/New_York"
+    with context(live):
+        browser = push_fake_webpush.subscribe("alice")
+        subscribe(browser, "alice")
+        push.set_preferences(
+            "alice", quiet_hours={"start": "01:30", "end": "03:00", "time_zone": zone}
+        )
+        back = next_fall_back(zone)  # 01:59:59 EDT becomes 01:00 EST
+        at = back + timedelta(minutes=10)
+        end = back + timedelta(hours=2)
+        assert f"{at.astimezone(ZoneInfo(zone)):%H:%M %Z}" == "01:10 EST"
+        message = push.send(users=["alice"], title="Deal", category="offers", send_at=at)
+        assert statuses(message.id) == {"webpush": ("queued", "quiet_hours")}
+        d = push.models.Delivery
+        assert db.session.scalar(sa.select(d.due_at).where(d.message_id == message.id)) == end
+        [entry] = push.explain(message.id)
+        assert entry["detail"] == outcomes.detail("quiet_hours", next=end)
+        assert f"{end:%H:%M} UTC" in entry["detail"]
+        make_due(message.id)
+        push.dispatch_due()
+        assert statuses(message.id) == {"webpush": ("sent", "accepted")}
+    assert [p.json()["title"] for p in browser.received] == ["Deal"]
+
+
 def next_local(clock: time, zone: str) -> datetime:
     """The next time the clock in ``zone`` shows ``clock``, at least a minute from now (UTC)."""
     tz = ZoneInfo(zone)
