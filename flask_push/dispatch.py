@@ -1584,6 +1584,8 @@ class Dispatcher:
                 # whom it was for, and whose the target is now
                 d.c.user_id,
                 sa.func.coalesce(sub.c.user_id, ins.c.user_id),
+                # whose choices it is subject to (policy.opted_out)
+                msg.c.category,
             )
             .select_from(d)
             .outerjoin(msg, msg.c.id == d.c.message_id)
@@ -1650,10 +1652,18 @@ class Dispatcher:
         providers = self.providers
         stored = self._read_stored(session)
         started = self._started_here(session, rows)
+        # turned off since it was queued, by a change no waiting push saw: one
+        # query for the claim, and none for an app whose categories are all required
+        off = policy.opted_out(
+            session,
+            self.models,
+            self.settings.categories,
+            [(row[0], row[21], row[20], row[3] is not None) for row in rows],
+        )
         for row in rows:
             (id, message_id, kind, sub_id, ins_id, tries, expires_at, shown) = row[:8]
             endpoint, p256dh, auth, sub_status, token, ins_status, events = row[8:15]
-            stored_activity, activity_token, start_token, app_id, user_id, owner = row[15:]
+            stored_activity, activity_token, start_token, app_id, user_id, owner = row[15:21]
             provider: Provider | str | None = providers.get(kind)
             if app_id is not None and (kind, app_id) in stored:
                 provider = stored[kind, app_id][1]
@@ -1709,6 +1719,23 @@ class Dispatcher:
                         now,
                         provider=kind,
                         target=target,
+                    )
+                )
+            elif id in off:
+                # the user turned its category off on this channel after it was
+                # queued, and no change of theirs reached it (a worker held it, or
+                # the send was still being written): theirs not to get
+                said = off[id]
+                finished.append(
+                    _outcome(
+                        id,
+                        "suppressed",
+                        None,
+                        "opted_out",
+                        now,
+                        provider=kind,
+                        category=said["category"],
+                        channel=said["channel"],
                     )
                 )
             elif self._never_finished(tries):
@@ -2141,7 +2168,7 @@ class Dispatcher:
         unsent = [
             row["b_id"]
             for row in finished
-            if row["b_status"] in ("expired", "superseded")
+            if row["b_status"] in ("expired", "superseded", "suppressed")
             or row["b_reason"] in outcomes.NEVER_PUSHED
         ]
         if unsent:

@@ -85,6 +85,48 @@ def channel_of(target: Target) -> str:
     return "web" if target.subscription_id is not None else "mobile"
 
 
+def category_named(category: Category) -> str:
+    """A category as the policy's sentences name it."""
+    return f'the category "{category.label}"'
+
+
+def opted_out_values(category: Category, channel: str) -> dict[str, str]:
+    """The ``{category}`` and ``{channel}`` of the ``opted_out`` sentence."""
+    return {"category": category_named(category), "channel": CHANNEL_WORDS[channel]}
+
+
+def opted_out(
+    session: Any,
+    models: Models,
+    categories: Mapping[str, Category],
+    claimed: Iterable[tuple[int, str | None, str | None, bool]],
+) -> dict[int, dict[str, str]]:
+    """Of claimed pushes, ``(delivery id, category, whose target it is, to a
+    browser?)``, those whose user has their category turned off on that channel
+    now, with the values of the ``opted_out`` sentence. A change of the user's
+    choices ends the pushes that wait (:func:`replan_waiting`), but not one a worker
+    held then, nor one of a send still being written: this catches those before
+    they go. One query for them all (up to :data:`~flask_push.preferences.USERS_PER_QUERY`
+    users), and none unless some are of a category a user may turn off."""
+    ruled = [
+        (id, known, user, "web" if browser else "mobile")
+        for id, category, user, browser in claimed
+        if category is not None
+        and (known := categories.get(category)) is not None
+        and not known.required
+        and user is not None
+    ]
+    if not ruled:
+        return {}
+    stored = stored_for(session, models, sorted({user for _, _, user, _ in ruled}))
+    nobody = Stored()
+    return {
+        id: opted_out_values(category, channel)
+        for id, category, user, channel in ruled
+        if not category.is_on(channel, stored.get(user, nobody).choices.get(category.id))
+    }
+
+
 def audience_users(models: Models, audience: Mapping[str, Any]) -> Sequence[str] | sa.Select[Any]:
     """The users ``audience`` may reach: its list, or a select of their ids (so that
     reading their rows is one query however many there are)."""
@@ -269,7 +311,7 @@ def _suppressed(
     reason: str, due: datetime, now: datetime, *, category: Category, **values: Any
 ) -> Decision:
     # named only for a target held back: _decide runs for every target of a send
-    named = f'the category "{category.label}"'
+    named = category_named(category)
     said = outcomes.event("suppressed", now, outcomes.detail(reason, category=named, **values))
     return Decision("suppressed", reason, due, [said])
 
@@ -652,11 +694,8 @@ def _replanned(
     }
     channel = "web" if row.subscription_id is not None else "mobile"
     if not category.is_on(channel, mine.choices.get(category.id)):
-        named = f'the category "{category.label}"'
         said = outcomes.event(
-            "suppressed",
-            now,
-            outcomes.detail("opted_out", category=named, channel=CHANNEL_WORDS[channel]),
+            "suppressed", now, outcomes.detail("opted_out", **opted_out_values(category, channel))
         )
         return {
             **keep,

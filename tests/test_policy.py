@@ -794,6 +794,89 @@ def test_a_category_turned_off_ends_the_pushes_that_wait_for_it(
     assert (shown["counts"]["suppressed"], shown["counts"]["sent"]) == (1, 1)
 
 
+def test_a_push_a_stopped_worker_held_is_not_sent_after_the_user_opted_out(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
+) -> None:
+    """An offer held for quiet hours, claimed when they ended by a worker that then
+    stopped: the shopper turned offers off while its claim lasted, which left it to
+    that worker, and once the claim ran out the next worker sent it. The worker that
+    claims a push now checks the user's choices as they are then."""
+    with context(live):
+        browser, _ = browser_and_phone(push_fake_webpush)
+        quiet_now()
+        offer = push.send(users=["alice"], title="Deal", category="offers")
+        assert statuses(offer.id) == {
+            "webpush": ("queued", "quiet_hours"),
+            "fcm": ("queued", "quiet_hours"),
+        }
+        now = datetime.now(timezone.utc)
+        # the quiet hours end; a worker claims both and stops before sending
+        make_due(offer.id, lease_until=now + timedelta(minutes=5), attempts=1)
+        offer_id = offer.id
+        push.set_preferences("alice", categories={"offers": {"web": False, "mobile": False}})
+        assert statuses(offer.id) == {
+            "webpush": ("queued", "quiet_hours"),
+            "fcm": ("queued", "quiet_hours"),
+        }
+        make_due(offer.id, lease_until=now - timedelta(seconds=1))  # its claim ran out
+        push.dispatch_due()
+        assert statuses(offer.id) == {
+            "webpush": ("suppressed", "opted_out"),
+            "fcm": ("suppressed", "opted_out"),
+        }
+        for entry in push.explain(offer.id):
+            assert entry["events"][-1]["what"] == "suppressed"
+            assert entry["detail"].startswith('The category "Offers and deals" is off on')
+        # what her choices do not hold back goes as before
+        other = push.send(users=["alice"], title="Look", category="order_status")
+        assert statuses(other.id) == {"webpush": ("sent", "accepted"), "fcm": ("sent", "accepted")}
+    assert [p.json()["title"] for p in browser.received] == ["Look"]
+    assert [m.notification["title"] for m in push_fake_fcm.messages] == ["Look"]
+    shown = live.test_client().get(f"/push/messages/{offer_id}", headers=ADMIN).get_json()
+    assert shown["counts"]["suppressed"] == 2
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_an_opt_out_while_a_send_is_written_holds_its_push_back(
+    database: dict[str, Any],
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shopper turns offers off while a broadcast of one is being written: the
+    change commits after the send read her choices and before its rows are there
+    for the change to end, and the offer went out. The worker now holds it back."""
+    import threading
+
+    from flask_push import policy
+
+    app = sending_app(PUSH_CATEGORIES=CATEGORIES)
+    read = policy.stored_for
+
+    def opt_out() -> None:
+        with app.app_context():
+            push.set_preferences("alice", categories={"offers": {"web": False}})
+
+    def read_then_opt_out(*args: Any) -> Any:
+        found = read(*args)
+        monkeypatch.setattr(policy, "stored_for", read)  # once: the send's read
+        # another request, committed while the send's transaction is open
+        thread = threading.Thread(target=opt_out)
+        thread.start()
+        thread.join()
+        return found
+
+    with context(app):
+        browser = push_fake_webpush.subscribe("alice")
+        subscribe(browser, "alice")
+        monkeypatch.setattr(policy, "stored_for", read_then_opt_out)
+        offer = push.send(users=["alice"], title="Deal", category="offers")
+        assert push.get_preferences("alice").categories["offers"]["web"] is False
+        push.dispatch_due()
+        assert statuses(offer.id) == {"webpush": ("suppressed", "opted_out")}
+    assert browser.received == []
+
+
 def test_inbox_items_dropped_for_a_choice_do_not_end_the_writing_early(
     live: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1593,6 +1676,42 @@ def test_retries_read_quiet_hours_once_a_batch_and_sends_never(
         # fewer than the pushes
         writes = sum(s.startswith("UPDATE push_deliveries SET") for s in failed)
         assert 1 <= quiet_reads(failed) <= writes < n, failed
+
+
+def test_a_claim_reads_its_users_choices_once_and_only_for_a_category(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """The worker looks at the users' choices before it sends (a change may have
+    missed a push): one query per claim, not per push, and none for a message
+    without a category or of a required one."""
+    n = 20
+    app = sending_app(PUSH_CATEGORIES=CATEGORIES, PUSH_DELIVERY_BATCH=5)
+    with context(app):
+        users = [f"user-{i}" for i in range(n)]
+        for user in users:
+            subscribe(push_fake_webpush.subscribe(user), user)
+        push.set_preferences("user-3", categories={"offers": {"web": False}})
+
+        def reads(seen: list[str]) -> int:
+            return sum(s.startswith("SELECT push_preferences.user_id,") for s in seen)
+
+        def claims(seen: list[str]) -> int:  # each claim's load of its rows
+            return sum(
+                s.startswith("SELECT push_deliveries.id, push_deliveries.message_id,") for s in seen
+            )
+
+        with statements() as offers:
+            sent = push.send(users=users, title="Deal", category="offers")
+        d = push.models.Delivery
+        went = db.session.scalars(sa.select(d.status).where(d.message_id == sent.id)).all()
+        assert sorted(went) == ["sent"] * (n - 1) + ["suppressed"]
+        # the send's own read, then one per claim
+        assert reads(offers) == 1 + claims(offers), offers
+        assert 1 < claims(offers) < n
+        for category in (None, "order_status"):
+            with statements() as other:
+                push.send(users=users, title="Your order", category=category)
+            assert reads(other) == 0, other
 
 
 def test_the_cli_blames_the_daily_cap_not_the_users_for_what_it_held_back(
