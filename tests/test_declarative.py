@@ -80,6 +80,7 @@ def test_an_activity_rides_in_the_section_4_payload(vapid_private_key: str) -> N
             "id": "order-42",
             "event": "update",
             "state": {"status": "out_for_delivery", "step": 4, "steps": 5},
+            "timestamp": 1_700_000_000,
         },
         "messageId": "msg_1",
         "clickToken": "ct_1",
@@ -194,6 +195,7 @@ def test_an_activity_alerts_on_start_and_end_and_updates_quietly(
         "id": "order-42",
         "event": event,
         "state": {"step": 1},
+        "timestamp": 1_700_000_000,
     }
 
 
@@ -240,7 +242,7 @@ def test_an_activity_state_counts_towards_the_limit(vapid_private_key: str) -> N
     with_state = webpush.activity_payload_size(notification, ORDER)
     assert with_state - small == len(
         b',"activity":{"id":"order-42","event":"update","state":'
-        b'{"status":"out_for_delivery","step":4,"steps":5}}'
+        b'{"status":"out_for_delivery","step":4,"steps":5},"timestamp":1700000000}'
     )
     big = Activity("order-42", "update", {"note": "n" * 4000}, 1_700_000_000)
     assert webpush.activity_payload_size(notification, big) > 4096

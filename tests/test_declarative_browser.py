@@ -170,7 +170,9 @@ def test_a_newer_state_of_an_activity_replaces_the_older_in_place(
         "id": "order-42",
         "event": "update",
         "state": states[1][1],
+        "timestamp": update["data"]["activity"]["timestamp"],
     }
+    assert seen[0][0]["data"]["activity"]["timestamp"] < update["data"]["activity"]["timestamp"]
     assert update["data"]["messageId"] == messages[1]
     # the update replaced the start quietly, as a Live Activity's update does; the end
     # alerts again
@@ -181,3 +183,37 @@ def test_a_newer_state_of_an_activity_replaces_the_older_in_place(
     desktop = browser.notifications.wait_shown(before + 3)[before:]
     assert {note["id"] for note in desktop} == {desktop[0]["id"]}
     assert "Delivered" in desktop[-1]["body"]
+
+
+@pytest.mark.parametrize("declarative", [False, True], ids=["plain", "declarative"])
+def test_an_older_state_arriving_after_a_newer_one_leaves_the_newer_shown(
+    browser: Browser,
+    page: Any,
+    live: Callable[..., Live],
+    push_fake_webpush: FakePushService,
+    declarative: bool,
+) -> None:
+    """Push services keep no order: the start, on its way when the update went out,
+    arrives after it. Shown, it would put "Confirmed" back over "Out for delivery"."""
+    port = free_port()
+    site = {"PUSH_SITE_URL": f"http://localhost:{port}"} if declarative else {}
+    app = live(port=port, **site, **SENDING)
+    subscriber = push_fake_webpush.subscribe("bob's browser")
+    client = app.app.test_client()
+    client.get("/login/bob")
+    assert client.post("/push/subscriptions", json=subscriber.info).status_code == 201
+    open_page(browser, page, app)
+    register_worker(page)
+
+    _, start = send_activity(
+        app, subscriber, "start", {"status": "Confirmed", "step": 2, "steps": 5}
+    )
+    later = {"status": "Out for delivery", "step": 4, "steps": 5}
+    _, update = send_activity(app, subscriber, "update", later)
+    deliver(browser, page, app.origin, update.payload)
+    deliver(browser, page, app.origin, start.payload)  # late: shows the update again
+
+    [note] = notifications(page)
+    assert (note["body"], note["tag"]) == ("Out for delivery (4/5)", "order-42")
+    assert note["data"]["activity"]["event"] == "update"
+    assert note["silent"] is True  # shown again without a sound

@@ -828,7 +828,15 @@ def _payload_json(
 
 
 def _activity_json(activity: Activity) -> dict[str, Any]:
-    return {"id": activity.id, "event": activity.event, "state": dict(activity.state)}
+    # the timestamp only grows from one state to the next: push services keep no
+    # order, and the service worker keeps a newer state shown over an older one
+    # that arrives after it
+    return {
+        "id": activity.id,
+        "event": activity.event,
+        "state": dict(activity.state),
+        "timestamp": activity.timestamp,
+    }
 
 
 def _classic(

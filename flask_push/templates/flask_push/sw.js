@@ -53,8 +53,10 @@ function read(payload) {
   return plain;
 }
 
-function show(payload) {
+async function show(payload) {
   const push = read(payload);
+  const newer = await newerShown(push);
+  if (newer) return showAgain(newer);
   const options = {
     body: push.body || '',
     // what the click handler needs; the host's own data stays under data.data. The
@@ -80,6 +82,29 @@ function show(payload) {
     self.registration.showNotification(push.title || '', options),
     setBadge(push.appBadge),
   ]);
+}
+
+// Push services keep no order: a live activity's older state, on its way when a newer
+// one went out, can arrive after it. The newer one shown, if any, stays.
+async function newerShown(push) {
+  const stamp = push.activity && push.activity.timestamp;
+  if (typeof stamp !== 'number' || !push.tag) return null;
+  const shown = await self.registration.getNotifications({ tag: String(push.tag) });
+  const newer = shown.filter((note) => {
+    const theirs = note.data && note.data.activity && note.data.activity.timestamp;
+    return typeof theirs === 'number' && theirs > stamp;
+  });
+  return newer.length ? newer[0] : null;
+}
+
+// A push must show a notification (or the browser shows one of its own): the one
+// shown again as it is, quietly.
+function showAgain(note) {
+  const options = { body: note.body, data: note.data, tag: note.tag, silent: true };
+  for (const key of ['icon', 'image', 'badge']) {
+    if (note[key]) options[key] = note[key];
+  }
+  return self.registration.showNotification(note.title, options);
 }
 
 // A link of a push (url, icon, image, badge): a path is the app's, below its root (the
