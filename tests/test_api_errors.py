@@ -141,6 +141,14 @@ def test_unknown_paths_and_methods_under_the_prefix(client):
     assert_error(client.delete("/push/vapid-public-key"), 405, "method_not_allowed")
 
 
+def test_an_empty_id_is_no_redirect_to_another_operation(client):
+    """``/messages//deliveries`` (an id that came out empty) was redirected, with an
+    HTML page, to ``/messages/deliveries``: the message whose id is "deliveries"."""
+    admin = as_user("root", admin=True)
+    for path in ("/push/messages//deliveries", "/push/messages/%2F/deliveries", "/push//health"):
+        assert_error(client.get(path, headers=admin), 404, "not_found")
+
+
 def test_the_hosts_own_routes_keep_their_errors(app, client):
     response = client.get("/not-ours")
     assert response.status_code == 404 and response.mimetype == "text/html"

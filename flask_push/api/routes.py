@@ -163,7 +163,10 @@ def register(bp: Blueprint, routes: Iterable[Route]) -> None:
         if route.view is not None:
             keeps = route.query is not None or route.tag in READ_BY_MACHINES
             view = route.view if keeps else _taking_no_query(route.view)
-            bp.add_url_rule(route.rule, view_func=view, methods=[route.method])
+            # merge_slashes off: Werkzeug would redirect an empty id
+            # (``/messages//deliveries``) to another operation (``/messages/deliveries``,
+            # the message "deliveries") with an HTML page; an exact path or a JSON 404
+            bp.add_url_rule(route.rule, view_func=view, methods=[route.method], merge_slashes=False)
 
 
 def _taking_no_query(view: F) -> F:
