@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import threading
@@ -88,6 +89,29 @@ def test_malformed_json(client):
         )
         assert_error(response, 400, "invalid_json")
         assert response.json["error"]["message"] == said, data
+
+
+def test_a_compressed_or_latin_1_body_is_told_what_is_wrong_with_it(client):
+    """A gzipped body, or one in Latin-1, was answered "not valid JSON": true of the
+    bytes, but no help to the client that sent valid JSON in them."""
+    headers = {**as_user("alice"), "Content-Type": "application/json"}
+    body = json.dumps({"title": "Café"}, ensure_ascii=False)
+    answer = client.post(
+        "/push/notifications",
+        data=gzip.compress(body.encode()),
+        headers={**headers, "Content-Encoding": "gzip"},
+    )
+    assert_error(answer, 415, "unsupported_media_type")
+    assert answer.json["error"]["message"] == (
+        "Send the request body uncompressed, without a Content-Encoding."
+    )
+    answer = client.post("/push/notifications", data=body.encode("latin-1"), headers=headers)
+    assert_error(answer, 400, "invalid_json")
+    assert answer.json["error"]["message"] == (
+        "The request body is not valid JSON: send it as UTF-8."
+    )
+    plain = {**headers, "Content-Encoding": "identity"}
+    assert client.post("/push/notifications", data=body, headers=plain).status_code == 201
 
 
 def test_body_size_limit(make_app):

@@ -183,11 +183,21 @@ def body() -> dict[str, Any]:
         fail(413, "payload_too_large", "The request body is too large.")
     if not raw:
         return {}
+    if request.content_encoding not in (None, "", "identity"):
+        # nothing here decompresses: a gzipped body would be answered "not valid JSON"
+        fail(
+            415,
+            "unsupported_media_type",
+            "Send the request body uncompressed, without a Content-Encoding.",
+        )
     try:
         # the standard parser, not the app's JSON provider: a host's (floats read
         # as Decimal, say) would hand the checks values JSON does not have
         data = json.loads(raw)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
+    except UnicodeDecodeError:
+        # a charset other than UTF-8 (Latin-1 from an old client): JSON is UTF-8 (RFC 8259)
+        fail(400, "invalid_json", "The request body is not valid JSON: send it as UTF-8.")
+    except (ValueError, RecursionError):
         fail(400, "invalid_json", "The request body is not valid JSON.")
     if not isinstance(data, dict):
         fail(400, "invalid_json", "The request body must be a JSON object.")
