@@ -1,13 +1,14 @@
-"""Hostile input to every JSON operation, as a shopper and as an administrator.
+"""Hostile input to every JSON operation, as a shopper, an administrator and anonymous.
 
 test_openapi.py fuzzes what the document describes, as an administrator. This sweep
 sends what no document describes, to every JSON endpoint of the blueprint (its table
 :data:`SWEEP` must name each one: a new endpoint fails
-:func:`test_the_sweep_covers_every_json_endpoint` until it is added), as a shopper and
-as an administrator, on SQLite and on PostgreSQL: bodies that are not JSON or not an
-object, wrong content types and encodings, each field missing, another field, each
-field of the wrong type or over-long or holding NUL, a lone surrogate or RTL marks,
-bad query parameters, and ids in the path that are not ids or are another user's.
+:func:`test_the_sweep_covers_every_json_endpoint` until it is added), as a shopper, as
+an administrator and anonymously, on SQLite and on PostgreSQL: bodies that are not
+JSON or not an object, wrong content types and encodings, each field missing, another
+field, each field of the wrong type or over-long or holding NUL, a lone surrogate or
+RTL marks, bad query parameters, and ids in the path that are not ids or are another
+user's.
 
 Every answer must be JSON; a refusal a 4xx in the contract's error shape, never a
 5xx, with nothing written (the tables read the same before and after); and what was
@@ -30,9 +31,9 @@ from conftest import as_user, db, push, service_account
 
 SHOPPER = as_user("alice")
 ADMIN = as_user("root", admin=True)
-IDENTITIES = {"shopper": SHOPPER, "admin": ADMIN}
-#: the refusals the contract's table gives these operations (a signed-in caller
-#: is never told 401)
+#: anonymous too: a browser subscribes before its user signs in, and anyone may click
+IDENTITIES = {"shopper": SHOPPER, "admin": ADMIN, "anonymous": as_user(None)}
+#: the refusals the contract's table gives these operations (401 only to anonymous)
 REFUSALS = {400, 403, 404, 405, 409, 413, 415}
 
 CATEGORIES = {
@@ -538,8 +539,8 @@ class Judge:
     """Sends cases and notes every answer that breaks the rules, instead of stopping at
     the first: one run shows all there is."""
 
-    def __init__(self, app: Flask, rows: Rows) -> None:
-        self.app, self.rows = app, rows
+    def __init__(self, app: Flask, rows: Rows, refusals: set[int]) -> None:
+        self.app, self.rows, self.refusals = app, rows, refusals
         self.client = app.test_client()
         self.faults: list[str] = []
         self.made = -1
@@ -556,7 +557,7 @@ class Judge:
         answer = self.client.open(url, method=method, data=case.data, headers=sent)
         said = f"{method} {url[:80]} [{case.what}] -> {answer.status_code}"
         raw = answer.get_data()
-        if answer.status_code >= 400 and answer.status_code not in REFUSALS:
+        if answer.status_code >= 400 and answer.status_code not in self.refusals:
             self.faults.append(f"{said}: {raw[:300]!r}")
         if answer.status_code == 204:
             if raw:
@@ -616,7 +617,8 @@ def test_hostile_input_is_refused_cleanly(
 ) -> None:
     method, rule = _json_endpoints(app)[endpoint]
     op, headers = SWEEP[endpoint], IDENTITIES[identity]
-    judge = Judge(app, rows)
+    anonymous = not headers
+    judge = Judge(app, rows, REFUSALS | {401} if anonymous else REFUSALS)
 
     def send(case: Case) -> None:
         if op.before_each is not None:
@@ -641,7 +643,8 @@ def test_hostile_input_is_refused_cleanly(
             judge.send(method, _path(rule, bad), Case(f"id {bad:.20}", *body), headers)
         theirs = Case("another user's id", *body)
         status = judge.send(method, _path(rule, rows.id(op.id, "bob")), theirs, headers)
-        if identity == "shopper":
-            assert status in (403, 404), f"{method} {rule}: bob's row answered {status} to alice"
+        if identity != "admin":
+            refused = (401, 403, 404) if anonymous else (403, 404)
+            assert status in refused, f"{method} {rule}: bob's row answered {status}"
     _reads_back(judge, rows)
     assert not judge.faults, "\n".join(judge.faults[:60]) + f"\n({len(judge.faults)} in all)"
