@@ -43,7 +43,8 @@ else. Rows of another user answer 404, as if they did not exist.
 **Requests.** Every POST and PATCH with a body must be sent with
 `Content-Type: application/json` (415 otherwise), and so must a POST without one
 that a browser says came from another site (`Sec-Fetch-Site`, `Origin`). A body
-is limited to `PUSH_MAX_REQUEST_BYTES` (413 above). A body is a JSON object,
+is UTF-8, uncompressed (415 with a `Content-Encoding`) and limited to
+`PUSH_MAX_REQUEST_BYTES` (413 above). A body is a JSON object,
 nested at most 64 levels, with finite numbers; request objects refuse unknown
 fields (400 `unknown_field`), and text, at any depth of a JSON field such as
 `data` (object keys included), may not contain NUL characters or unpaired
@@ -81,7 +82,10 @@ ERRORS: dict[int, tuple[str, str]] = {
         "again in the browser to get a new one.",
     ),
     413: ("PayloadTooLarge", "The body is over PUSH_MAX_REQUEST_BYTES."),
-    415: ("UnsupportedMediaType", "The request lacks `Content-Type: application/json`."),
+    415: (
+        "UnsupportedMediaType",
+        "The request lacks `Content-Type: application/json`, or has a `Content-Encoding`.",
+    ),
     429: (
         "RateLimited",
         "Too many requests from this client (`rate_limited`); `Retry-After` says when to "
