@@ -525,12 +525,18 @@ def _strict_json(raw: bytes) -> Any:
 
 
 def _snapshot() -> dict[str, list[Any]]:
-    """Every row of every table of flask-push."""
+    """Every row of every table of flask-push, as the database driver reads them
+    (taken after every case: through the DBAPI cursor it costs a tenth as much)."""
+    connection = db.session.connection().connection.dbapi_connection
+    assert connection is not None
+    cursor = connection.cursor()
     tables = {}
     for table in push.models.Subscription.metadata.sorted_tables:
         if table.name.startswith("push_"):
-            query = sa.select(table).order_by(*table.primary_key.columns)
-            tables[table.name] = list(db.session.execute(query).all())
+            key = ", ".join(f'"{column.name}"' for column in table.primary_key.columns)
+            cursor.execute(f'SELECT * FROM "{table.name}" ORDER BY {key}')
+            tables[table.name] = cursor.fetchall()
+    cursor.close()
     db.session.rollback()
     return tables
 
