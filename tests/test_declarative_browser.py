@@ -127,6 +127,27 @@ def send_activity(live: Live, subscriber: FakeSubscriber, event: str, state: dic
     return message, received
 
 
+def bobs_browser(
+    browser: Browser,
+    page: Any,
+    live: Callable[..., Live],
+    service: FakePushService,
+    declarative: bool,
+) -> tuple[Live, FakeSubscriber]:
+    """An app that sends for real (with ``PUSH_SITE_URL`` when ``declarative``), and
+    bob's browser subscribed to it, its service worker running in ``page``."""
+    port = free_port()
+    site = {"PUSH_SITE_URL": f"http://localhost:{port}"} if declarative else {}
+    app = live(port=port, **site, **SENDING)
+    subscriber = service.subscribe("bob's browser")
+    client = app.app.test_client()
+    client.get("/login/bob")
+    assert client.post("/push/subscriptions", json=subscriber.info).status_code == 201
+    open_page(browser, page, app)
+    register_worker(page)
+    return app, subscriber
+
+
 @pytest.mark.parametrize("declarative", [False, True], ids=["plain", "declarative"])
 def test_a_newer_state_of_an_activity_replaces_the_older_in_place(
     browser: Browser,
@@ -135,15 +156,7 @@ def test_a_newer_state_of_an_activity_replaces_the_older_in_place(
     push_fake_webpush: FakePushService,
     declarative: bool,
 ) -> None:
-    port = free_port()
-    site = {"PUSH_SITE_URL": f"http://localhost:{port}"} if declarative else {}
-    app = live(port=port, **site, **SENDING)
-    subscriber = push_fake_webpush.subscribe("bob's browser")
-    client = app.app.test_client()
-    client.get("/login/bob")
-    assert client.post("/push/subscriptions", json=subscriber.info).status_code == 201
-    open_page(browser, page, app)
-    register_worker(page)
+    app, subscriber = bobs_browser(browser, page, live, push_fake_webpush, declarative)
 
     states = [
         ("start", {"status": "Confirmed", "step": 2, "steps": 5}),
@@ -195,15 +208,7 @@ def test_an_older_state_arriving_after_a_newer_one_leaves_the_newer_shown(
 ) -> None:
     """Push services keep no order: the start, on its way when the update went out,
     arrives after it. Shown, it would put "Confirmed" back over "Out for delivery"."""
-    port = free_port()
-    site = {"PUSH_SITE_URL": f"http://localhost:{port}"} if declarative else {}
-    app = live(port=port, **site, **SENDING)
-    subscriber = push_fake_webpush.subscribe("bob's browser")
-    client = app.app.test_client()
-    client.get("/login/bob")
-    assert client.post("/push/subscriptions", json=subscriber.info).status_code == 201
-    open_page(browser, page, app)
-    register_worker(page)
+    app, subscriber = bobs_browser(browser, page, live, push_fake_webpush, declarative)
 
     _, start = send_activity(
         app, subscriber, "start", {"status": "Confirmed", "step": 2, "steps": 5}
