@@ -7,7 +7,6 @@ by name, ``server = server_fixture(WEB_PUSH)``,
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,10 +15,6 @@ from typing import Any
 
 import pytest
 from werkzeug.serving import make_server
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 @contextmanager

@@ -6,7 +6,6 @@ blurred sticky header."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,21 +13,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from served_demo import serving, submit_login  # noqa: E402
+from served_demo import serving, submit_login
 
-from demo import create_app, db, push  # noqa: E402
-from demo.models import User  # noqa: E402
-from demo.seed import seed  # noqa: E402
+from demo import create_app, db, push
+from demo.models import User
+from demo.seed import seed
 
-from browser_kit import Browser, chromium  # noqa: E402
-from conftest import close_app  # noqa: E402
+from browser_kit import Browser, chromium
+from conftest import close_app
 
 WORD = "x" * 300
 

@@ -6,19 +6,13 @@ them the test is skipped, except under ``CI=true``, where it fails.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 pytest.importorskip("playwright.sync_api")
 
-from served_demo import chromium_fixtures, log_in, server_fixture, sign_in  # noqa: E402
+from served_demo import chromium_fixtures, log_in, server_fixture, sign_in
 
 DESKTOP = {"width": 1280, "height": 900}
 #: marks the page once a websocket (flask-push's) is open; the server joins the

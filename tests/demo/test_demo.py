@@ -18,16 +18,15 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-# The demo is an app in the repository, not part of the installed package.
+from demo import create_app, db, push
+from demo.models import Order, User
+from demo.seed import PASSWORD, seed
+
+from conftest import close_app
+
+# The demo is an app in the repository, not part of the installed package: it runs
+# from the repository's root (pytest's ``pythonpath`` puts that on the path here).
 ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from demo import create_app, db, push  # noqa: E402
-from demo.models import Order, User  # noqa: E402
-from demo.seed import PASSWORD, seed  # noqa: E402
-
-from conftest import close_app  # noqa: E402
 
 
 def apns_key() -> str:

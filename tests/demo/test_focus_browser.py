@@ -9,15 +9,12 @@ test is skipped, except under ``CI=true``, where it fails.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 pytest.importorskip("playwright.sync_api")
 

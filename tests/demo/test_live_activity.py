@@ -8,7 +8,6 @@ nothing. The deliveries go to flask-push's real fake FCM and APNs services."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from demo import create_app, db, push
+from demo.models import STATUSES, User
+from demo.seed import PASSWORD, seed
 from flask_push.testing import FakeAPNs, FakeFCM
 from flask_push.testing.fcm import make_registration_token
 
-ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from demo import create_app, db, push  # noqa: E402
-from demo.models import STATUSES, User  # noqa: E402
-from demo.seed import PASSWORD, seed  # noqa: E402
-
-from conftest import close_app  # noqa: E402
+from conftest import close_app
 
 TOPIC = "com.example.freshcart"
 DEVICE = "a4" * 32

@@ -13,16 +13,11 @@ test is skipped, except under ``CI=true``, where it fails.
 from __future__ import annotations
 
 import re
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

@@ -21,10 +21,10 @@ from flask_push.testing import FakePushService
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
 
-from served_demo import browser_fixture, log_in, serving  # noqa: E402
-from test_walkthrough import DESKTOP, WEB_PUSH, subscriptions_of  # noqa: E402
+from served_demo import browser_fixture, log_in, serving
+from test_walkthrough import DESKTOP, WEB_PUSH, subscriptions_of
 
-from browser_kit import Browser  # noqa: E402
+from browser_kit import Browser
 
 browser = browser_fixture(viewport=DESKTOP)
 

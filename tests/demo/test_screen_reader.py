@@ -10,23 +10,17 @@ the ``playwright`` package; without them the tests are skipped, except under
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 pytest.importorskip("playwright.sync_api")
 
-from playwright.sync_api import expect  # noqa: E402
-from served_demo import chromium_fixtures, server_fixture, sign_in  # noqa: E402
-from test_settings_browser import VIEWPORTS, shot  # noqa: E402
+from playwright.sync_api import expect
+from served_demo import chromium_fixtures, server_fixture, sign_in
+from test_settings_browser import VIEWPORTS, shot
 
-from browser_kit import TIMEOUT_MS  # noqa: E402
+from browser_kit import TIMEOUT_MS
 
 server = server_fixture()
 chromium_session, chromium = chromium_fixtures()

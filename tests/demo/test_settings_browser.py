@@ -12,7 +12,6 @@ package; without them the tests are skipped, except under ``CI=true``, where the
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,10 +19,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

@@ -7,19 +7,13 @@ test is skipped, except under ``CI=true``, where it fails.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 pytest.importorskip("playwright.sync_api")
 
-from served_demo import chromium_fixtures, server_fixture, sign_in  # noqa: E402
+from served_demo import chromium_fixtures, server_fixture, sign_in
 
 WIDTHS = {"1280": {"width": 1280, "height": 900}, "390": {"width": 390, "height": 844}}
 

@@ -19,7 +19,6 @@ except under ``CI=true``, where it fails.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,8 +30,6 @@ import sqlalchemy as sa
 from flask_push.testing import FakePushService
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("dbus_next")
