@@ -219,8 +219,8 @@ class _Writes:
 
     decided: list[dict[str, Any]] = field(default_factory=list)
     results: list[tuple[OutgoingPush, DeliveryResult]] = field(default_factory=list)
-    #: never sent: handed back at once
-    released: list[int] = field(default_factory=list)
+    #: never sent: handed back at once (``b_id``, and ``b_kind``: its provider's name)
+    released: list[dict[str, Any]] = field(default_factory=list)
     #: never sent, waiting behind a stalled push service: handed back for later
     deferred: list[dict[str, Any]] = field(default_factory=list)
 
@@ -231,7 +231,7 @@ class _Writes:
         return [
             *(row["b_id"] for row in self.decided),
             *(int(push.delivery_id) for push, _ in self.results),
-            *self.released,
+            *(row["b_id"] for row in self.released),
             *(row["b_id"] for row in self.deferred),
         ]
 
@@ -324,7 +324,7 @@ def _one_by_one(writes: _Writes) -> list[_Writes]:
     return [
         *(_Writes(decided=[row]) for row in writes.decided),
         *(_Writes(results=[item]) for item in writes.results),
-        *(_Writes(released=[id]) for id in writes.released),
+        *(_Writes(released=[row]) for row in writes.released),
         *(_Writes(deferred=[row]) for row in writes.deferred),
     ]
 
@@ -931,11 +931,12 @@ class Dispatcher:
             assert held.task is not None
             held.task.cancel()
             r.unfinished -= 1
+            provider = held.provider
             if later:
-                provider = held.provider
                 writes.deferred.append(
                     {
                         "b_id": held.id,
+                        "b_kind": provider.name,
                         "b_delay": provider.timeout,
                         "b_service": service_name(provider.name),
                         "b_error": f"not sent: its push service ({held.lane}) gave no answer "
@@ -943,7 +944,7 @@ class Dispatcher:
                     }
                 )
             else:
-                writes.released.append(held.id)
+                writes.released.append({"b_id": held.id, "b_kind": provider.name})
         if len(writes):
             r.add_pending(writes)
         return taken
@@ -990,11 +991,9 @@ class Dispatcher:
             if not unreachable(err):
                 logger.warning("flask-push: looking for cancelled pushes failed: %s", err)
             return
-        # handed back as unsent: the cancel already wrote their status and timeline
-        taken = self._take_back(r, [r.waiting[id] for id in cancelled if id in r.waiting])
-        if self.metrics is not None:
-            # the cancel left them to this worker to count (control.cancel)
-            self.metrics.count(Counter((held.provider.name, "cancelled") for held in taken))
+        # handed back as unsent: the cancel already wrote their status and timeline,
+        # and left them to this worker to count, as the hand-back does
+        self._take_back(r, [r.waiting[id] for id in cancelled if id in r.waiting])
 
     def _cancelled(self, ids: Sequence[int]) -> set[int]:
         d = self.models.Delivery
@@ -1296,7 +1295,7 @@ class Dispatcher:
             dead, recorded, dropped = self._record(
                 session, list(writes.decided), writes.results, attempts, events
             )
-            self._hand_back(session, writes.released, writes.deferred, events)
+            lost_to_cancel = self._hand_back(session, writes.released, writes.deferred, events)
             _commit_without_waiting(session)
         written: Counter[str] = Counter()
         for (_, status), n in recorded.items():
@@ -1306,10 +1305,10 @@ class Dispatcher:
             written["handed_back"] += handed_back
         with self._lock_written:
             self.written.update(written)
-        if self.metrics is not None and recorded:
+        if self.metrics is not None and (recorded or lost_to_cancel):
             # what was written, not what was answered: a retry dropped as superseded
             # counts as superseded
-            self.metrics.count(recorded)
+            self.metrics.count(recorded + lost_to_cancel)
             self.metrics.refused(
                 Counter(
                     result.provider
@@ -1424,18 +1423,23 @@ class Dispatcher:
     def _hand_back(
         self,
         session: Session,
-        released: Sequence[int],
+        released: Sequence[dict[str, Any]],
         deferred: Sequence[dict[str, Any]],
         events: Mapping[int, list[dict[str, Any]]],
-    ) -> None:
+    ) -> Counter[tuple[str, str]]:
         """Claims that were never sent: their attempt is taken back, and another
-        worker (or this one) may claim them at once, or once ``b_delay`` has passed."""
+        worker (or this one) may claim them at once, or once ``b_delay`` has passed.
+
+        Returns, by provider, those a cancel won against: it wrote them ``cancelled``
+        and left them to this worker, which held them, to count
+        (:func:`flask_push.control.cancel`), whether this worker found the cancel
+        or handed them back for another reason (a stalled push service, a stop)."""
         d = self.models.Delivery.__table__
         now = self.clock.now()
         if released:
             session.execute(
                 sa.update(d)
-                .where(d.c.id.in_(released), d.c.status == "queued")
+                .where(d.c.id.in_([row["b_id"] for row in released]), d.c.status == "queued")
                 .values(lease_until=None, attempts=d.c.attempts - 1, updated_at=now)
             )
         if deferred:
@@ -1465,6 +1469,13 @@ class Dispatcher:
                     for row in deferred
                 ],
             )
+        kinds = {row["b_id"]: row["b_kind"] for row in (*released, *deferred)}
+        if not kinds:
+            return Counter()
+        cancelled = session.scalars(
+            sa.select(d.c.id).where(d.c.id.in_(list(kinds)), d.c.status == "cancelled")
+        )
+        return Counter((kinds[id], "cancelled") for id in cancelled)
 
     def _claim(self, session: Session, message_id: str | None, limit: int) -> list[int]:
         now = self.clock.now()

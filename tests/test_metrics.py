@@ -265,6 +265,46 @@ def test_a_cancel_mid_send_counts_each_delivery_once(
     assert delivered(samples, "webpush", "cancelled") == 50
 
 
+def test_a_cancel_mid_send_counts_the_pushes_a_stalled_service_had_put_back(
+    metrics_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above, but the worker hands the 50 waiting back because their push service
+    stopped answering, before it finds the cancel (a busy machine): the cancel left
+    them to this worker to count, and no one counted them."""
+
+    from flask_push import dispatch
+
+    # the worker looks for cancels once, before there is one
+    monkeypatch.setattr(dispatch, "_CANCEL_CHECK_EVERY", 3600.0)
+    app = metrics_app()
+    service = push_fake_webpush
+    with app.app_context():
+        for number in range(150):
+            subscribe(service.subscribe(f"s{number}"))
+        message = push.send(users=["alice"], title="Sale", send_at=utcnow() + timedelta(hours=1))
+        make_due(message.id)
+        message_id, state = message.id, push.state
+        worker = dispatch.Dispatcher(
+            app, push.models, db.engine, state.settings, batch_size=50, metrics=state.metrics
+        )
+    webpush = worker.providers["webpush"]
+    webpush.stall_after = 3600.0
+    with sending_held(service, worker, message_id):
+        assert service.wait_in_flight(100) == 100
+        with app.app_context():
+            assert push.cancel(message_id)["counts"]["cancelled"] == 150
+        webpush.stall_after = 0.0  # the service is silent: the 50 waiting go back
+        assert wait_until(lambda: delivered(scrape(app), "webpush", "cancelled") == 50)
+    with app.app_context():
+        ended = Counter(entry["status"] for entry in push.explain(message_id))
+    assert ended == {"sent": 100, "cancelled": 50}
+    samples = scrape(app)
+    assert delivered(samples, "webpush", "sent") == 100
+    assert delivered(samples, "webpush", "cancelled") == 50
+
+
 def test_a_cancel_mid_send_counts_a_retry_it_stopped_as_cancelled(
     metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
