@@ -116,6 +116,7 @@ def test_a_push_service_that_never_answers_does_not_hold_back_the_others(
 ) -> None:
     hung, healthy_count = 150, 60
     app = make_app(**sending_config(PUSH_QUEUE="thread"))
+    caplog.set_level(logging.DEBUG, logger="flask_push")
     with SilentService() as silent, FakePushService() as healthy, app.app_context():
         # the silent service's subscriptions first: claimed first, they would take
         # every slot of the provider
@@ -160,11 +161,16 @@ def test_a_push_service_that_never_answers_does_not_hold_back_the_others(
         silent.close()  # its requests fail now, instead of timing out
         assert wait_until(lambda: len(put_back()) == hung)
         push.shutdown()
-    [warning] = said(caplog, logging.WARNING)
-    assert warning == (
-        f"flask-push: {silent.origin} has not answered for 2 s; 50 pushes waiting for it "
-        "are put back and tried again in 120 s"
+    # Said once as a warning; on a busy machine a claim may bring the last of the 50
+    # in after it, and those are put back with a debug line of their own.
+    shed = re.compile(
+        f"flask-push: {re.escape(silent.origin)} has not answered for 2 s; "
+        r"(\d+) pushes waiting for it are put back and tried again in 120 s"
     )
+    [warning] = said(caplog, logging.WARNING)
+    assert shed.fullmatch(warning)
+    counts = [shed.fullmatch(line) for line in said(caplog, logging.DEBUG)]
+    assert sum(int(m[1]) for m in [shed.fullmatch(warning), *counts] if m) == hung - 100
     assert Counter(p.subscriber_name for p in healthy.pushes) == Counter(
         f"user-{i}" for i in range(healthy_count)
     )
