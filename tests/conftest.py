@@ -137,15 +137,25 @@ def database(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
     need_service("PostgreSQL", RuntimeError(error) if error else None)
     return {
         "SQLALCHEMY_DATABASE_URI": POSTGRES_URL,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"options": f"-csearch_path={schema}"}},
+        # no wait for the WAL to reach the disk at each commit: what a commit shows
+        # other sessions is the same, and the tests never crash the server
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "connect_args": {"options": f"-csearch_path={schema} -csynchronous_commit=off"}
+        },
     }
 
 
 @pytest.fixture
-def make_app(database: dict[str, Any], vapid_private_key: str) -> Iterator[Callable[..., Flask]]:
+def make_app(
+    database: dict[str, Any], vapid_private_key: str, push_fakes: Any
+) -> Iterator[Callable[..., Flask]]:
     """Build an app with flask-push set up; keyword arguments override config, and
     ``before`` and ``after`` set up a host's own extensions before or after
     ``push.init_app``."""
+    # ``push_fakes`` is set up first so that it is stopped last: the apps close their
+    # connections to the fake push services before those stop. A fake APNs stopped
+    # first waits half a second for an idle app's client to answer its TLS close.
+    del push_fakes
     apps: list[Flask] = []
 
     def factory(
