@@ -865,8 +865,12 @@ def _celery_worker(push: Any, concurrency: int, loglevel: str) -> None:
 
 
 #: a round's outcomes, in the order the worker says them, and how
-_OUTCOMES = ("sent", "retry", "failed", "gone", "expired", "handed_back")
-_OUTCOME_WORDS = {"retry": "to retry", "handed_back": "handed back unsent"}
+_OUTCOMES = ("sent", "retry", "failed", "gone", "expired", "quiet_hours", "handed_back")
+_OUTCOME_WORDS = {
+    "retry": "to retry",
+    "quiet_hours": "held for quiet hours",
+    "handed_back": "handed back unsent",
+}
 
 
 def _round(push: Any, stop: threading.Event) -> tuple[int, Counter[str]]:

@@ -211,6 +211,9 @@ class _Claim:
     attempts: dict[int, int]
     #: delivery id -> its timeline as claimed (outcomes append to it)
     events: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    #: held for their users' quiet hours, which began before a worker reached them
+    #: (:attr:`_Writes.quiet`)
+    quiet: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -223,9 +226,17 @@ class _Writes:
     released: list[dict[str, Any]] = field(default_factory=list)
     #: never sent, waiting behind a stalled push service: handed back for later
     deferred: list[dict[str, Any]] = field(default_factory=list)
+    #: never sent, as their users' quiet hours began before a worker reached them:
+    #: handed back due at the window's end (``b_due``), with ``b_events`` to add
+    quiet: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.decided) + len(self.results) + len(self.released) + len(self.deferred)
+        return len(self.decided) + len(self.results) + self.handed_back
+
+    @property
+    def handed_back(self) -> int:
+        """How many claims it hands back unsent."""
+        return len(self.released) + len(self.deferred) + len(self.quiet)
 
     def ids(self) -> list[int]:
         return [
@@ -233,6 +244,7 @@ class _Writes:
             *(int(push.delivery_id) for push, _ in self.results),
             *(row["b_id"] for row in self.released),
             *(row["b_id"] for row in self.deferred),
+            *(row["b_id"] for row in self.quiet),
         ]
 
     def extend(self, other: _Writes) -> None:
@@ -240,6 +252,7 @@ class _Writes:
         self.results.extend(other.results)
         self.released.extend(other.released)
         self.deferred.extend(other.deferred)
+        self.quiet.extend(other.quiet)
 
 
 class _Round:
@@ -326,6 +339,7 @@ def _one_by_one(writes: _Writes) -> list[_Writes]:
         *(_Writes(results=[item]) for item in writes.results),
         *(_Writes(released=[row]) for row in writes.released),
         *(_Writes(deferred=[row]) for row in writes.deferred),
+        *(_Writes(quiet=[row]) for row in writes.quiet),
     ]
 
 
@@ -532,7 +546,8 @@ class Dispatcher:
         self.closed = False
         #: outcomes written so far, by status (``retry``: a retry scheduled;
         #: ``handed_back``: claimed, then handed back unsent, on a stop or behind a
-        #: stalled push service), for what ``flask push worker`` says it did
+        #: stalled push service; ``quiet_hours``: claimed in the user's quiet hours,
+        #: and held to their end), for what ``flask push worker`` says it did
         self.written: Counter[str] = Counter()
         self._lock_written = threading.Lock()
 
@@ -866,9 +881,11 @@ class Dispatcher:
             r.exhausted_at = time.monotonic()
         r.attempts.update(claim.attempts)
         r.events.update(claim.events)
-        if claim.decided:
-            r.held.update(dict.fromkeys((row["b_id"] for row in claim.decided), None))
-            r.add_pending(_Writes(decided=claim.decided))
+        if claim.decided or claim.quiet:
+            r.held.update(
+                dict.fromkeys((row["b_id"] for row in (*claim.decided, *claim.quiet)), None)
+            )
+            r.add_pending(_Writes(decided=claim.decided, quiet=claim.quiet))
         for provider, push in claim.pushes:
             self._start(r, provider, push)
 
@@ -1134,7 +1151,7 @@ class Dispatcher:
                 "yet will be released then",
                 first_line(err),
                 len(pending.results) + len(pending.decided) + r.unfinished,
-                len(pending.released) + len(pending.deferred),
+                pending.handed_back,
             )
         else:
             logger.warning(
@@ -1159,7 +1176,7 @@ class Dispatcher:
             "%d claimed deliveries that were not sent were released",
             took,
             len(written.results) + len(written.decided),
-            len(written.released) + len(written.deferred),
+            written.handed_back,
         )
 
     def _maybe_give_up(self, r: _Round) -> None:
@@ -1295,7 +1312,7 @@ class Dispatcher:
             dead, recorded, dropped = self._record(
                 session, list(writes.decided), writes.results, attempts, events
             )
-            lost_to_cancel = self._hand_back(session, writes.released, writes.deferred, events)
+            lost_to_cancel = self._hand_back(session, writes, events)
             _commit_without_waiting(session)
         written: Counter[str] = Counter()
         for (_, status), n in recorded.items():
@@ -1303,6 +1320,9 @@ class Dispatcher:
         handed_back = len(writes.released) + len(writes.deferred)
         if handed_back:
             written["handed_back"] += handed_back
+        if writes.quiet:
+            # held for quiet hours: no outcome (the metrics count none), said apart
+            written["quiet_hours"] += len(writes.quiet)
         with self._lock_written:
             self.written.update(written)
         if self.metrics is not None and (recorded or lost_to_cancel):
@@ -1421,14 +1441,11 @@ class Dispatcher:
             _commit_without_waiting(session)
 
     def _hand_back(
-        self,
-        session: Session,
-        released: Sequence[dict[str, Any]],
-        deferred: Sequence[dict[str, Any]],
-        events: Mapping[int, list[dict[str, Any]]],
+        self, session: Session, writes: _Writes, events: Mapping[int, list[dict[str, Any]]]
     ) -> Counter[tuple[str, str]]:
         """Claims that were never sent: their attempt is taken back, and another
-        worker (or this one) may claim them at once, or once ``b_delay`` has passed.
+        worker (or this one) may claim them at once, once ``b_delay`` has passed, or
+        (held for quiet hours) at the window's end.
 
         Returns, by provider, those a cancel won against: it wrote them ``cancelled``
         and left them to this worker, which held them, to count
@@ -1436,6 +1453,7 @@ class Dispatcher:
         or handed them back for another reason (a stalled push service, a stop)."""
         d = self.models.Delivery.__table__
         now = self.clock.now()
+        released, deferred = writes.released, writes.deferred
         if released:
             session.execute(
                 sa.update(d)
@@ -1469,7 +1487,29 @@ class Dispatcher:
                     for row in deferred
                 ],
             )
-        kinds = {row["b_id"]: row["b_kind"] for row in (*released, *deferred)}
+        if writes.quiet:
+            session.execute(
+                sa.update(d)
+                .where(d.c.id == sa.bindparam("b_id"), d.c.status == "queued")
+                .values(
+                    lease_until=None,
+                    attempts=d.c.attempts - 1,
+                    due_at=sa.bindparam("b_due"),
+                    # a retry's error stays: what its service answered last
+                    reason="quiet_hours",
+                    updated_at=now,
+                    events=sa.bindparam("b_events", type_=d.c.events.type),
+                ),
+                [
+                    {
+                        "b_id": row["b_id"],
+                        "b_due": row["b_due"],
+                        "b_events": [*events.get(row["b_id"], ()), *row["b_events"]],
+                    }
+                    for row in writes.quiet
+                ],
+            )
+        kinds = {row["b_id"]: row["b_kind"] for row in (*released, *deferred, *writes.quiet)}
         if not kinds:
             return Counter()
         cancelled = session.scalars(
@@ -1595,8 +1635,11 @@ class Dispatcher:
                 # whom it was for, and whose the target is now
                 d.c.user_id,
                 sa.func.coalesce(sub.c.user_id, ins.c.user_id),
-                # whose choices it is subject to (policy.opted_out)
+                # whose choices it is subject to (policy.at_claim)
                 msg.c.category,
+                # what it waited for before the claim: kept by a hold for quiet hours
+                d.c.reason,
+                d.c.due_at,
             )
             .select_from(d)
             .outerjoin(msg, msg.c.id == d.c.message_id)
@@ -1663,14 +1706,18 @@ class Dispatcher:
         providers = self.providers
         stored = self._read_stored(session)
         started = self._started_here(session, rows)
-        # turned off since it was queued, by a change no waiting push saw: one
-        # query for the claim, and none for an app whose categories are all required
-        off = policy.opted_out(
+        # turned off since it was queued, by a change no waiting push saw, or come
+        # in the user's quiet hours: one query for the claim, and none for an app
+        # whose categories are all required
+        choices = policy.at_claim(
             session,
             self.models,
             self.settings.categories,
             [(row[0], row[21], row[20], row[3] is not None) for row in rows],
+            now,
         )
+        off = choices.opted_out
+        quiet: list[dict[str, Any]] = []
         for row in rows:
             (id, message_id, kind, sub_id, ins_id, tries, expires_at, shown) = row[:8]
             endpoint, p256dh, auth, sub_status, token, ins_status, events = row[8:15]
@@ -1749,6 +1796,15 @@ class Dispatcher:
                         channel=said["channel"],
                     )
                 )
+            elif id in choices.quiet:
+                # due before the user's quiet hours began, reached after: it waits
+                # for their end, as it would have at send time
+                end = choices.quiet[id]
+                if end >= expires_at:
+                    finished.append(_quiet_expired(id, kind, now, end, expires_at))
+                else:
+                    retry = policy.retry_then(row[22], row[23], tries - 1, events)
+                    quiet.append(_quiet_held(id, kind, now, end, retry))
             elif self._never_finished(tries):
                 # claimed again and again, and each time the worker holding it
                 # stopped or failed before writing an outcome: without this, such a
@@ -1873,7 +1929,9 @@ class Dispatcher:
                 outcome["b_status"],
                 outcome["b_error"],
             )
-        return _Claim(len(ids), finished, pushes, attempts, timelines)
+        if quiet:
+            logger.debug("flask-push: %d deliveries held for their users' quiet hours", len(quiet))
+        return _Claim(len(ids), finished, pushes, attempts, timelines, quiet)
 
     def _record(
         self,
@@ -2427,6 +2485,35 @@ def _overtaken_outcome(
         return _outcome(id, "superseded", error, "left_out", at, provider=provider, user=left_out)
     error = error or "a newer state of its activity was sent or queued first"
     return _outcome(id, "superseded", error, "superseded", at, provider=provider)
+
+
+def _quiet_held(
+    id: int, kind: str, at: datetime, end: datetime, retry: tuple[datetime, str] | None
+) -> dict[str, Any]:
+    """A claim handed back because its user's quiet hours began before a worker
+    reached it: due at their ``end``, ``queued`` with reason ``quiet_hours`` as a
+    push held at send time is. ``retry``: when it was due as a retry, and why,
+    kept for a change of the quiet hours (:func:`flask_push.policy.held_retry`)."""
+    text = outcomes.QUIET_HOURS_CLAIMED.format(at=outcomes.clock(at), next=outcomes.clock(end))
+    kept = {"retryAt": retry[0].isoformat(), "retryReason": retry[1]} if retry else {}
+    said = outcomes.event("deferred", at, text, nextAttemptAt=end.isoformat(), **kept)
+    return {"b_id": id, "b_kind": kind, "b_due": end, "b_events": [said]}
+
+
+def _quiet_expired(
+    id: int, kind: str, at: datetime, end: datetime, expires_at: datetime
+) -> dict[str, Any]:
+    """The ``expired`` outcome of a push a worker reached in its user's quiet hours,
+    which last until ``end``, past its time to live."""
+    text = outcomes.QUIET_HOURS_CLAIMED_EXPIRED.format(
+        at=outcomes.clock(at), next=outcomes.clock(end), ends=outcomes.clock(expires_at)
+    )
+    return {
+        **_outcome(
+            id, "expired", policy.QUIET_HOURS_EXPIRED, "quiet_hours_expired", at, provider=kind
+        ),
+        "b_events": [outcomes.event("expired", at, text)],
+    }
 
 
 def _token_kind(target: WebPushTarget | DeviceTarget) -> str | None:

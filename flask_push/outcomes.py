@@ -206,6 +206,20 @@ QUIET_HOURS_RETRY_EXPIRED = (
     "and its time to live ends at {ends}, before that: it is not tried again."
 )
 
+#: a push due before the user's quiet hours began that a worker reached after (a
+#: fan-out's last pushes, a backlog, the workers down): it waits for their end, as it
+#: would have at send time
+QUIET_HOURS_CLAIMED = (
+    "A worker reached it at {at}, after the user's quiet hours had begun, so it was held: "
+    "it waits for their end, at {next}."
+)
+
+#: such a push, when the quiet hours last past its time to live
+QUIET_HOURS_CLAIMED_EXPIRED = (
+    "A worker reached it at {at}, after the user's quiet hours had begun; they last until "
+    "{next}, and its time to live ends at {ends}, before that: it was not sent."
+)
+
 #: added to the first entry of a push that goes at once because the user's quiet hours
 #: are in a zone this server's tz database does not know (a tzdata update removed it)
 QUIET_HOURS_UNKNOWN_ZONE = (

@@ -7,6 +7,9 @@ many users it has, then decides per target in memory: send now, wait for the end
 of the user's quiet hours, or record it ``suppressed`` (or ``expired``, when the
 quiet hours outlast its time to live). The inbox channel decides who gets an
 inbox item; quiet hours and the cap never hold an inbox item back.
+
+The worker that claims a push looks again (:func:`at_claim`), as do a retry
+(:func:`quiet_retries`) and a change of the user's choices (:func:`replan_waiting`).
 """
 
 from __future__ import annotations
@@ -95,19 +98,36 @@ def opted_out_values(category: Category, channel: str) -> dict[str, str]:
     return {"category": category_named(category), "channel": CHANNEL_WORDS[channel]}
 
 
-def opted_out(
+@dataclass
+class AtClaim:
+    """What the users' choices, as they are when a worker claims their pushes, say
+    of those pushes (:func:`at_claim`)."""
+
+    #: delivery id -> the values of the ``opted_out`` sentence: its channel is off
+    opted_out: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: delivery id -> the end (UTC) of the user's quiet hours it came in: it waits
+    quiet: dict[int, datetime] = field(default_factory=dict)
+
+
+def at_claim(
     session: Any,
     models: Models,
     categories: Mapping[str, Category],
     claimed: Iterable[tuple[int, str | None, str | None, bool]],
-) -> dict[int, dict[str, str]]:
+    now: datetime,
+) -> AtClaim:
     """Of claimed pushes, ``(delivery id, category, whose target it is, to a
     browser?)``, those whose user has their category turned off on that channel
-    now, with the values of the ``opted_out`` sentence. A change of the user's
-    choices ends the pushes that wait (:func:`replan_waiting`), but not one a worker
-    held then, nor one of a send still being written: this catches those before
-    they go. One query for them all (up to :data:`~flask_push.preferences.USERS_PER_QUERY`
-    users), and none unless some are of a category a user may turn off."""
+    now, and of the others those whose user is in their quiet hours ``now``.
+
+    A change of the user's choices ends or moves the pushes that wait
+    (:func:`replan_waiting`), but not one a worker held then, nor one of a send
+    still being written: this catches those before they go. And a push due before
+    the user's quiet hours began that a worker reaches after (a fan-out's last
+    pushes, a backlog, the workers down for a while) would wake them: it waits for
+    the window's end, as it would have at send time. One query for them all (up to
+    :data:`~flask_push.preferences.USERS_PER_QUERY` users), and none unless some
+    are of a category a user may turn off (a required one ignores quiet hours)."""
     ruled = [
         (id, known, user, "web" if browser else "mobile")
         for id, category, user, browser in claimed
@@ -116,15 +136,41 @@ def opted_out(
         and not known.required
         and user is not None
     ]
+    found = AtClaim()
     if not ruled:
-        return {}
+        return found
     stored = stored_for(session, models, sorted({user for _, _, user, _ in ruled}))
     nobody = Stored()
-    return {
-        id: opted_out_values(category, channel)
-        for id, category, user, channel in ruled
-        if not category.is_on(channel, stored.get(user, nobody).choices.get(category.id))
-    }
+    # a user's browsers and phones come in one claim: their window is found once
+    ends: dict[str, datetime | None] = {}
+    for id, category, user, channel in ruled:
+        mine = stored.get(user, nobody)
+        if not category.is_on(channel, mine.choices.get(category.id)):
+            found.opted_out[id] = opted_out_values(category, channel)
+            continue
+        if mine.quiet_hours is None:
+            continue
+        if user not in ends:
+            # an unknown zone (see QuietHours.known_zone) holds nothing, as at send time
+            ends[user] = mine.quiet_hours.ends_after(now)
+        end = ends[user]
+        if end is not None:
+            found.quiet[id] = end
+    return found
+
+
+def retry_then(
+    reason: str | None, due_at: datetime, attempts: int, events: Sequence[Mapping[str, Any]] | None
+) -> tuple[datetime, str] | None:
+    """Of a push about to be held for quiet hours (its ``reason``, ``due_at`` and
+    ``attempts`` as they were before a worker claimed it): when it was due as a
+    retry and why, for the ``deferred`` event that holds it to keep
+    (:func:`held_retry`); None when it was not a retry."""
+    if reason == "quiet_hours":
+        return held_retry(events)
+    if attempts and reason in outcomes.RETRIES:
+        return due_at, reason
+    return None
 
 
 def audience_users(models: Models, audience: Mapping[str, Any]) -> Sequence[str] | sa.Select[Any]:

@@ -1264,6 +1264,205 @@ def test_quiet_hours_that_outlast_a_retrys_ttl_expire_it(
     assert problem["reason"].startswith("the user's quiet hours last past its time to live: ")
 
 
+def quiet_window(user: str, start: datetime, end: datetime) -> datetime:
+    """``user``'s quiet hours from ``start`` to ``end`` (UTC), written to their row
+    directly: as if the clock had moved while their pushes waited, which no change
+    of theirs follows (:func:`flask_push.policy.replan_waiting`). Returns the end."""
+    p = push.models.Preference
+    row = db.session.get(p, user) or p(user_id=user, categories={})
+    row.quiet_start, row.quiet_end, row.time_zone = f"{start:%H:%M}", f"{end:%H:%M}", "UTC"
+    row.updated_at = datetime.now(timezone.utc)
+    db.session.add(row)
+    db.session.commit()
+    return end.replace(second=0, microsecond=0)
+
+
+def quiet_hours_began(user: str = "alice") -> datetime:
+    """The clock has come into ``user``'s quiet hours (an hour ago to an hour from
+    now, UTC) since their pushes were queued. Returns their end."""
+    now = datetime.now(timezone.utc)
+    return quiet_window(user, now - timedelta(hours=1), now + timedelta(hours=1))
+
+
+def quiet_hours_ended(user: str = "alice") -> None:
+    """The clock has gone past the end of ``user``'s quiet hours."""
+    now = datetime.now(timezone.utc)
+    quiet_window(user, now - timedelta(hours=3), now - timedelta(hours=1))
+
+
+def test_a_push_a_worker_reaches_in_quiet_hours_waits_for_their_end(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
+) -> None:
+    """Offers due at 21:59, before her 22:00-07:00 quiet hours, that a worker reached
+    at 22:04 (the last pushes of a large fan-out, a backlog, the workers down for a
+    while) went out in the middle of her night: quiet hours were looked at when a
+    push was queued, not when it went. The worker now holds them to the window's
+    end, as the send would have, and lets her order update and a message without a
+    category go."""
+    with context(live):
+        browser, token = browser_and_phone(push_fake_webpush)
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        offers = [
+            push.send(users=["alice"], title=f"Deal {n}", category="offers", send_at=later)
+            for n in range(2)
+        ]
+        order = push.send(
+            users=["alice"], title="Your order", category="order_status", send_at=later
+        )
+        plain = push.send(users=["alice"], title="Hello", send_at=later)
+        assert statuses(offers[0].id) == {"webpush": ("queued", None), "fcm": ("queued", None)}
+        end = quiet_hours_began()
+        for message in (*offers, order, plain):
+            make_due(message.id)
+        push.dispatch_due()
+        for offer in offers:
+            assert statuses(offer.id) == {
+                "webpush": ("queued", "quiet_hours"),
+                "fcm": ("queued", "quiet_hours"),
+            }
+            for row in retries(offer.id).values():
+                # its claim was no attempt: it went nowhere
+                assert (row.due_at, row.attempts, row.lease_until) == (end, 0, None)
+        # a required category and a message without one ignore quiet hours
+        assert {s for s, _ in statuses(order.id).values()} == {"sent"}
+        assert {s for s, _ in statuses(plain.id).values()} == {"sent"}
+        assert sorted(p.json()["title"] for p in browser.received) == ["Hello", "Your order"]
+        assert sorted(m.notification["title"] for m in push_fake_fcm.messages) == [
+            "Hello",
+            "Your order",
+        ]
+
+        # told and counted as a push held at send time
+        for entry in push.explain(offers[0].id):
+            assert [e["what"] for e in entry["events"]] == ["queued", "deferred"]
+            reached = datetime.fromisoformat(entry["events"][-1]["at"])
+            assert entry["detail"] == (
+                f"A worker reached it at {outcomes.clock(reached)}, after the user's quiet "
+                f"hours had begun, so it was held: it waits for their end, at "
+                f"{outcomes.clock(end)}."
+            )
+            assert datetime.fromisoformat(entry["nextAttemptAt"]) == end
+        shown = live.test_client().get(f"/push/messages/{offers[0].id}", headers=ADMIN).get_json()
+        assert (shown["counts"]["queued"], shown["counts"]["deferred"]) == (2, 2)
+        assert shown["counts"]["sent"] == 0
+        # and still counted against the daily cap (2), as such a push is
+        capped = push.send(users=["alice"], title="One more", category="offers")
+        assert statuses(capped.id) == {
+            "webpush": ("suppressed", "frequency_cap"),
+            "fcm": ("suppressed", "frequency_cap"),
+        }
+
+        # a change of her quiet hours moves them, as it moves any push that waits
+        now = datetime.now(timezone.utc)
+        longer = now + timedelta(hours=2)
+        push.set_preferences(
+            "alice",
+            quiet_hours={
+                "start": f"{now - timedelta(hours=1):%H:%M}",
+                "end": f"{longer:%H:%M}",
+                "time_zone": "UTC",
+            },
+        )
+        for row in retries(offers[0].id).values():
+            assert (row.reason, row.due_at) == (
+                "quiet_hours",
+                longer.replace(second=0, microsecond=0),
+            )
+        [web, _] = push.explain(offers[0].id)
+        assert "changed their quiet hours" in web["detail"]
+
+        # the window ends: they go
+        quiet_hours_ended()
+        for offer in offers:
+            make_due(offer.id)
+        push.dispatch_due()
+        for offer in offers:
+            assert {s for s, _ in statuses(offer.id).values()} == {"sent"}
+            assert {row.attempts for row in retries(offer.id).values()} == {1}
+    assert sorted(p.json()["title"] for p in browser.received[2:]) == ["Deal 0", "Deal 1"]
+    assert [m.token for m in push_fake_fcm.messages] == [token] * 4
+
+
+def test_a_push_a_worker_reaches_in_quiet_hours_past_its_ttl_expires(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A flash sale with half an hour to live, reached by a worker in quiet hours
+    that last an hour more: it ends ``expired`` now (counted in the metrics, its
+    place under the cap given back), as it would have at send time. A retry that
+    still has time waits, counted nowhere until it goes, and goes when she removes
+    her quiet hours, as the retry it was."""
+    from test_metrics import TOKEN, parse
+
+    app = sending_app(PUSH_CATEGORIES=CATEGORIES, PUSH_METRICS=True, PUSH_METRICS_TOKEN=TOKEN)
+
+    def counted() -> dict[tuple[str, str], float]:
+        scraped = app.test_client().get(
+            "/push/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        return {
+            (dict(labels)["provider"], dict(labels)["outcome"]): value
+            for (name, labels), value in parse(scraped.get_data(as_text=True)).items()
+            if name == "flask_push_deliveries_total" and value
+        }
+
+    with context(app):
+        browser = push_fake_webpush.subscribe("alice")
+        subscribe(browser, "alice")
+        later = datetime.now(timezone.utc) + timedelta(minutes=10)
+        flash = push.send(
+            users=["alice"], title="Flash sale", category="offers", ttl=1800, send_at=later
+        )
+        push_fake_webpush.fail_next(503, retry_after=60)
+        deal = push.send(users=["alice"], title="Deal", category="offers")
+        assert statuses(deal.id) == {"webpush": ("queued", "unavailable")}
+        end = quiet_hours_began()
+        make_due(flash.id)
+        make_due(deal.id)
+        asked = retries(deal.id)["webpush"].due_at
+        push.dispatch_due()
+        assert statuses(flash.id) == {"webpush": ("expired", "quiet_hours_expired")}
+        [entry] = push.explain(flash.id)
+        assert [e["what"] for e in entry["events"]] == ["queued", "expired"]
+        reached = datetime.fromisoformat(entry["events"][-1]["at"])
+        ends = retries(flash.id)["webpush"].expires_at
+        assert entry["detail"] == (
+            f"A worker reached it at {outcomes.clock(reached)}, after the user's quiet hours "
+            f"had begun; they last until {outcomes.clock(end)}, and its time to live ends at "
+            f"{outcomes.clock(ends)}, before that: it was not sent."
+        )
+        # the retry waits, its one attempt and what its service answered kept
+        row = retries(deal.id)["webpush"]
+        assert (row.status, row.reason, row.due_at, row.attempts) == (
+            "queued",
+            "quiet_hours",
+            end,
+            1,
+        )
+        assert "503" in row.error
+        # the expiry is counted, the hold is not (it is no outcome)
+        assert counted() == {("webpush", "retry"): 1, ("webpush", "expired"): 1}
+        # the flash sale's place under the cap (2) is free again: one more offer
+        # is held for her quiet hours, not capped
+        another = push.send(users=["alice"], title="Another deal", category="offers")
+        assert statuses(another.id) == {"webpush": ("queued", "quiet_hours")}
+        # removed, her quiet hours hold nothing back any more
+        push.set_preferences("alice", quiet_hours=None)
+        assert statuses(deal.id) == {"webpush": ("queued", "unavailable")}
+        assert asked <= retries(deal.id)["webpush"].due_at <= datetime.now(timezone.utc)
+        push.dispatch_due()
+        assert statuses(deal.id) == {"webpush": ("sent", "accepted")}
+        shown = app.test_client().get(f"/push/messages/{flash.id}", headers=ADMIN).get_json()
+        assert [(p["status"], p["reason"]) for p in shown["problems"]] == [
+            ("expired", "the user's quiet hours last past its time to live")
+        ]
+    assert sorted(p.json()["title"] for p in browser.received) == ["Another deal", "Deal"]
+    assert counted() == {
+        ("webpush", "retry"): 1,
+        ("webpush", "expired"): 1,
+        ("webpush", "sent"): 2,
+    }
+
+
 def test_a_time_zone_the_server_no_longer_knows_breaks_no_send(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
@@ -1712,6 +1911,53 @@ def test_a_claim_reads_its_users_choices_once_and_only_for_a_category(
             with statements() as other:
                 push.send(users=users, title="Your order", category=category)
             assert reads(other) == 0, other
+
+
+def test_a_claim_finds_quiet_hours_in_its_one_read_of_the_users_choices(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """The worker holds the pushes it reaches in their users' quiet hours with the
+    read of their choices it makes anyway: still one query per claim, not per push,
+    and no other read of their quiet hours."""
+    n = 20
+    app = sending_app(PUSH_CATEGORIES=CATEGORIES, PUSH_DELIVERY_BATCH=5)
+    with context(app):
+        users = [f"user-{i}" for i in range(n)]
+        for user in users:
+            subscribe(push_fake_webpush.subscribe(user), user)
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        message = push.send(users=users, title="Deal", category="offers", send_at=later)
+        quiet = users[::2]
+        for user in quiet:
+            quiet_hours_began(user)
+        make_due(message.id)
+
+        def reads(seen: list[str]) -> int:
+            return sum(s.startswith("SELECT push_preferences.user_id,") for s in seen)
+
+        def quiet_reads(seen: list[str]) -> int:  # a retry's (policy.quiet_retries)
+            return sum(s.startswith("SELECT push_deliveries.id, push_preferences.") for s in seen)
+
+        def claims(seen: list[str]) -> int:  # each claim's load of its rows
+            return sum(
+                s.startswith("SELECT push_deliveries.id, push_deliveries.message_id,") for s in seen
+            )
+
+        with statements() as seen:
+            push.dispatch_due()
+        d = push.models.Delivery
+        went = dict(
+            db.session.execute(
+                sa.select(d.user_id, d.status).where(d.message_id == message.id)
+            ).all()
+        )
+        assert went == {user: "queued" if user in quiet else "sent" for user in users}
+        assert reads(seen) == claims(seen), seen
+        assert 1 < claims(seen) < n
+        assert quiet_reads(seen) == 0
+        # written a batch at a time: no statement per push
+        assert sum(s.startswith("UPDATE push_deliveries SET") for s in seen) < n
+    assert len(push_fake_webpush.requests) == n - len(quiet)
 
 
 def test_the_cli_blames_the_daily_cap_not_the_users_for_what_it_held_back(
