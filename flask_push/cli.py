@@ -59,7 +59,7 @@ from .database import (
     unreachable,
 )
 from .errors import PayloadError, ValidationError
-from .explain import why_none
+from .explain import why_empty
 from .message import one_line
 from .models import ACTIVE, DEAD, utcnow
 from .operations import explain_page
@@ -455,6 +455,20 @@ def explain(
         total, entries = explain_page(
             push.state, message_id, user_id, status=status, skip=skip, take=take
         )
+        # an empty page says why, read in the same transaction
+        said = (
+            None
+            if entries
+            else why_empty(
+                push.db.session,
+                push.models,
+                message_id,
+                total,
+                user_id=user_id,
+                status=status,
+                skipped=f"--skip {skip}",
+            )
+        )
     except ValidationError as err:
         if err.code == "not_found":
             shown = clipped(message_id)  # a pasted page must not come back whole
@@ -462,8 +476,7 @@ def explain(
         raise click.UsageError(str(err)) from None
     finally:
         push.db.session.rollback()  # end the read transaction
-    if not entries:
-        said = why_none(message_id, total, user_id=user_id, status=status, skipped=f"--skip {skip}")
+    if said is not None:
         click.echo(one_line(said))
         return
     for number, entry in enumerate(entries):

@@ -5,12 +5,15 @@ CLI's ``flask push explain`` and the console all read it from here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from . import outcomes, reports
+from .activities import stamp_of
 from .labels import app_label, browser_label
 from .models import Models, recipient
 from .schemas.delivery import DeliveryEntry
@@ -23,7 +26,26 @@ NO_DELIVERY = (
 )
 
 
-def why_none(
+#: how many of a user's left-out call's users its sentence names
+NAMED_USERS = 5
+#: how many earlier states of an activity are read back for the call that left a user
+#: out; one left out further back is told the generic sentence
+LOOKED_BACK = 200
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """The call of activity ``activity_id`` that left a user out: when it was made,
+    and its users."""
+
+    activity_id: str
+    at: datetime
+    users: Sequence[str]
+
+
+def why_empty(
+    session: Any,
+    models: Models,
     message_id: str,
     total: int,
     *,
@@ -31,10 +53,28 @@ def why_none(
     status: str | None = None,
     skipped: str = "skip",
 ) -> str:
+    """:func:`why_none`, told (for a user with no delivery at all) the call of the
+    message's activity that left them out, if one did."""
+    left = None
+    if not total and status is None and user_id is not None:
+        left = left_out(session, models, message_id, user_id)
+    return why_none(message_id, total, user_id=user_id, status=status, skipped=skipped, left=left)
+
+
+def why_none(
+    message_id: str,
+    total: int,
+    *,
+    user_id: str | None = None,
+    status: str | None = None,
+    skipped: str = "skip",
+    left: LeftOut | None = None,
+) -> str:
     """Why a page of ``message_id``'s deliveries is empty, as a sentence: ``total``
     match its filters (``user_id``, ``status``) and the page skipped them all (said
     ``skipped``: ``--skip 20`` on the command line, ``skip=20`` over HTTP), or none
-    does, and why. ``flask push explain`` and ``GET /messages/<id>/deliveries`` say it."""
+    does, and why: ``left``, the call of its activity that left ``user_id`` out.
+    ``flask push explain`` and ``GET /messages/<id>/deliveries`` say it."""
     if total:
         such = "such delivery" if total == 1 else "such deliveries"
         return f"Message {message_id} has {total} {such}; {skipped} passed them all."
@@ -43,10 +83,71 @@ def why_none(
         return f"Message {message_id} has no {status} deliveries{whose}."
     if user_id is None:
         return f"Message {message_id} has no deliveries: {NO_DELIVERY}."
+    if left is not None:
+        # as the ``left_out`` sentence of an older state's push says it
+        return (
+            f"Message {message_id} has no deliveries to user {user_id}: a call of its "
+            f"activity {left.activity_id} left them out at {outcomes.clock(left.at)} (an "
+            f"activity's users are those of its latest call; that call's users: "
+            f"{_named(left.users)}), so this state was not sent to them."
+        )
     return (
         f"Message {message_id} has no deliveries to user {user_id}: they were not in its "
         "audience, or had no browser or device active when it was sent."
     )
+
+
+def _named(users: Sequence[str]) -> str:
+    """The first few of ``users``, and how many more: a call may name thousands."""
+    if not users:
+        return "none"
+    more = len(users) - NAMED_USERS
+    return ", ".join(users[:NAMED_USERS]) + (f" and {more} more" if more > 0 else "")
+
+
+def _users_of(audience: Any) -> list[str] | None:
+    """The users of an activity's call, from its message's audience; None for a
+    catch-up's (one installation's), which no call made."""
+    users = audience.get("users") if isinstance(audience, Mapping) else None
+    return [str(user) for user in users] if isinstance(users, list) else None
+
+
+def left_out(session: Any, models: Models, message_id: str, user_id: str) -> LeftOut | None:
+    """The call of ``message_id``'s activity that left ``user_id`` out, when the
+    message is a state of an activity they are not a user of but were in an earlier
+    state: the call right after the latest state they were in. None otherwise (no
+    activity's, a user in it who had no browser or device active, one never in it).
+
+    Asked only of an empty page: the message's row (the session holds it already),
+    then one query, of the audiences of the activity's earlier states, newest first."""
+    m = models.Message
+    message = session.get(m, message_id)
+    if message is None or message.activity_id is None or not message.activity:
+        return None
+    users = _users_of(message.audience)
+    if users is None or user_id in users:
+        return None
+    earlier = session.execute(
+        sa.select(m.created_at, m.audience)
+        .where(
+            m.activity_id == message.activity_id,
+            # the activity's own clock, which grows from one call to the next (a
+            # catch-up repeats its state's)
+            stamp_of(m) < int(message.activity["timestamp"]),
+        )
+        .order_by(stamp_of(m).desc(), m.created_at.desc())
+        .limit(LOOKED_BACK)
+    )
+    # walking back: the call after the state being read is the one that left them out
+    leaving = LeftOut(message.activity_id, message.created_at, users)
+    for created_at, audience in earlier:
+        called = _users_of(audience)
+        if called is None:
+            continue
+        if user_id in called:
+            return leaving
+        leaving = LeftOut(message.activity_id, created_at, called)
+    return None
 
 
 def deliveries(

@@ -896,6 +896,40 @@ def test_an_operators_retry_sends_no_older_state_to_a_user_left_out(
     assert browser.received == []
 
 
+def test_why_a_user_left_out_has_no_delivery_of_a_newer_state(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """An order shared with bob, then a call for alice alone: asked why bob has no
+    delivery of the newer states, `flask push explain --user bob` and the HTTP page
+    name the call that left him out, not "not in its audience, or no browser"."""
+    with live.app_context():
+        for user in ("alice", "bob", "cy"):
+            subscribe(push_fake_webpush.subscribe(user), user)
+        order("start", users=["alice", "bob"])
+        left = order(users=["alice", "cy"])
+        later = order(users=["alice"])
+        ids, at = [left.id, later.id], left.created_at
+        assert push.explain(later.id, user_id="bob") == []
+    runner, client = live.test_cli_runner(), live.test_client()
+    for id in ids:
+        shown = runner.invoke(args=["push", "explain", id, "--user", "bob"])
+        answer = client.get(
+            f"/push/messages/{id}/deliveries?userId=bob", headers=as_user("root", admin=True)
+        ).get_json()
+        # the time as sentences show it: with its date once the day has turned
+        said = {
+            f"Message {id} has no deliveries to user bob: a call of its activity order-42 "
+            f"left them out at {when} (an activity's users are those of its latest call; "
+            "that call's users: alice, cy), so this state was not sent to them."
+            for when in (f"{at:%H:%M} UTC", f"{at:%Y-%m-%d %H:%M} UTC")
+        }
+        assert shown.exit_code == 0 and shown.output.removesuffix("\n") in said, shown.output
+        assert answer == {"totalCount": 0, "items": [], "detail": shown.output.strip()}
+    # someone never in it is told the generic sentence, as before
+    never = runner.invoke(args=["push", "explain", later.id, "--user", "zed"])
+    assert "they were not in its audience" in never.output
+
+
 def test_a_newer_state_the_user_will_not_get_supersedes_nothing(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:

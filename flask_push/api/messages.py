@@ -230,8 +230,14 @@ def list_deliveries(id: str) -> ResponseReturnValue:
     why = (
         None
         if entries
-        else explain.why_none(
-            id, total, user_id=query.user_id, status=query.status, skipped=f"skip={query.skip}"
+        else explain.why_empty(
+            ext.db.session,
+            ext.models,
+            id,
+            total,
+            user_id=query.user_id,
+            status=query.status,
+            skipped=f"skip={query.skip}",
         )
     )
     return DeliveryList(total_count=total, items=entries, detail=why).to_json()
