@@ -1713,7 +1713,7 @@ class Dispatcher:
             session,
             self.models,
             self.settings.categories,
-            [(row[0], row[21], row[20], row[3] is not None) for row in rows],
+            [(row[0], row[21], row[20], row[3] is not None, row[23]) for row in rows],
             now,
         )
         off = choices.opted_out

@@ -113,12 +113,13 @@ def at_claim(
     session: Any,
     models: Models,
     categories: Mapping[str, Category],
-    claimed: Iterable[tuple[int, str | None, str | None, bool]],
+    claimed: Iterable[tuple[int, str | None, str | None, bool, datetime]],
     now: datetime,
 ) -> AtClaim:
     """Of claimed pushes, ``(delivery id, category, whose target it is, to a
-    browser?)``, those whose user has their category turned off on that channel
-    now, and of the others those whose user is in their quiet hours ``now``.
+    browser?, when it came due)``, those whose user has their category turned off
+    on that channel now, and of the others those whose user is in their quiet
+    hours ``now`` and that came due before those end.
 
     A change of the user's choices ends or moves the pushes that wait
     (:func:`replan_waiting`), but not one a worker held then, nor one of a send
@@ -129,8 +130,8 @@ def at_claim(
     :data:`~flask_push.preferences.USERS_PER_QUERY` users), and none unless some
     are of a category a user may turn off (a required one ignores quiet hours)."""
     ruled = [
-        (id, known, user, "web" if browser else "mobile")
-        for id, category, user, browser in claimed
+        (id, known, user, "web" if browser else "mobile", due)
+        for id, category, user, browser, due in claimed
         if category is not None
         and (known := categories.get(category)) is not None
         and not known.required
@@ -139,11 +140,11 @@ def at_claim(
     found = AtClaim()
     if not ruled:
         return found
-    stored = stored_for(session, models, sorted({user for _, _, user, _ in ruled}))
+    stored = stored_for(session, models, sorted({user for _, _, user, _, _ in ruled}))
     nobody = Stored()
     # a user's browsers and phones come in one claim: their window is found once
     ends: dict[str, datetime | None] = {}
-    for id, category, user, channel in ruled:
+    for id, category, user, channel, due in ruled:
         mine = stored.get(user, nobody)
         if not category.is_on(channel, mine.choices.get(category.id)):
             found.opted_out[id] = opted_out_values(category, channel)
@@ -154,7 +155,10 @@ def at_claim(
             # an unknown zone (see QuietHours.known_zone) holds nothing, as at send time
             ends[user] = mine.quiet_hours.ends_after(now)
         end = ends[user]
-        if end is not None:
+        # One due at the window's end or after (held to it at send time) goes, even
+        # when this worker's clock, a little behind the database's that claimed it,
+        # still reads the window: held again, it would be claimed again at once.
+        if end is not None and due < end:
             found.quiet[id] = end
     return found
 

@@ -1960,6 +1960,38 @@ def test_a_claim_finds_quiet_hours_in_its_one_read_of_the_users_choices(
     assert len(push_fake_webpush.requests) == n - len(quiet)
 
 
+def test_a_push_held_to_the_end_of_quiet_hours_is_not_held_again_by_a_slow_clock(
+    sending_app: Callable[..., Flask],
+) -> None:
+    """A worker goes by its own clock while it is within two seconds of the
+    database's (flask_push.db_clock), and PostgreSQL claims by the database's. A push
+    held to 07:00, claimed at 07:00:00 by the database, read as still in the window
+    by a worker half a second behind: held to 07:00 again, it was claimed again at
+    once, over and over, a ``deferred`` event each time, until the worker's clock
+    got there. It goes; one due before the window's end is held, as it should be."""
+    from flask_push import policy
+
+    app = sending_app(PUSH_CATEGORIES=CATEGORIES)
+    with context(app):
+        push.set_preferences(
+            "alice", quiet_hours={"start": "22:00", "end": "07:00", "time_zone": "UTC"}
+        )
+        end = datetime(2026, 12, 7, 7, 0, tzinfo=timezone.utc)
+        worker_now = end - timedelta(milliseconds=500)
+        found = policy.at_claim(
+            db.session,
+            push.models,
+            push.settings.categories,
+            [
+                (1, "offers", "alice", True, end),  # held to the window's end at send time
+                (2, "offers", "alice", True, end - timedelta(minutes=10)),  # due in it
+            ],
+            worker_now,
+        )
+    assert found.quiet == {2: end}
+    assert found.opted_out == {}
+
+
 def test_the_cli_blames_the_daily_cap_not_the_users_for_what_it_held_back(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
