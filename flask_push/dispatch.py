@@ -1460,7 +1460,10 @@ class Dispatcher:
                 .where(d.c.id.in_([row["b_id"] for row in released]), d.c.status == "queued")
                 .values(lease_until=None, attempts=d.c.attempts - 1, updated_at=now)
             )
-        if deferred:
+
+        def due_later(reason: str, rows: list[dict[str, Any]], **values: Any) -> None:
+            """Hand ``rows`` back due at their ``b_due``, with ``reason``, their
+            ``b_events`` joining the timeline in the same UPDATE."""
             session.execute(
                 sa.update(d)
                 .where(d.c.id == sa.bindparam("b_id"), d.c.status == "queued")
@@ -1468,44 +1471,39 @@ class Dispatcher:
                     lease_until=None,
                     attempts=d.c.attempts - 1,
                     due_at=sa.bindparam("b_due"),
-                    error=sa.bindparam("b_error"),
                     updated_at=now,
-                    reason="stalled",
+                    reason=reason,
                     events=sa.bindparam("b_events", type_=d.c.events.type),
+                    **values,
                 ),
+                [
+                    {**row, "b_events": [*events.get(row["b_id"], ()), *row["b_events"]]}
+                    for row in rows
+                ],
+            )
+
+        if deferred:
+            due_later(
+                "stalled",
                 [
                     {
                         "b_id": row["b_id"],
                         "b_due": now + timedelta(seconds=row["b_delay"]),
                         "b_error": _clip(row["b_error"]),
-                        # the deferral joins the timeline in the same UPDATE
                         "b_events": [
-                            *events.get(row["b_id"], ()),
-                            _deferred(now, timedelta(seconds=row["b_delay"]), row["b_service"]),
+                            _deferred(now, timedelta(seconds=row["b_delay"]), row["b_service"])
                         ],
                     }
                     for row in deferred
                 ],
+                error=sa.bindparam("b_error"),
             )
         if writes.quiet:
-            session.execute(
-                sa.update(d)
-                .where(d.c.id == sa.bindparam("b_id"), d.c.status == "queued")
-                .values(
-                    lease_until=None,
-                    attempts=d.c.attempts - 1,
-                    due_at=sa.bindparam("b_due"),
-                    # a retry's error stays: what its service answered last
-                    reason="quiet_hours",
-                    updated_at=now,
-                    events=sa.bindparam("b_events", type_=d.c.events.type),
-                ),
+            # a retry's error stays: what its service answered last
+            due_later(
+                "quiet_hours",
                 [
-                    {
-                        "b_id": row["b_id"],
-                        "b_due": row["b_due"],
-                        "b_events": [*events.get(row["b_id"], ()), *row["b_events"]],
-                    }
+                    {"b_id": row["b_id"], "b_due": row["b_due"], "b_events": row["b_events"]}
                     for row in writes.quiet
                 ],
             )

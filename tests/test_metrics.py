@@ -229,17 +229,11 @@ def test_an_operators_cancel_is_counted_as_the_counts_show_it(
     assert delivered(scrape(app), "webpush", "cancelled") == 2
 
 
-def test_a_cancel_mid_send_counts_each_delivery_once(
-    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
-) -> None:
-    """A worker holds 150 pushes: 100 on the network (a lane's share), 50 waiting for
-    a slot. The cancel counted all 150 as cancelled, and the 100 that went out then
-    counted as sent too: 250 outcomes for 150 deliveries. Each counts once now."""
-
+def a_sale_to_150(app: Flask, service: FakePushService) -> tuple[str, Any]:
+    """A sale due now to 150 browsers, and a worker (a ``Dispatcher``) that claims 50
+    at a time, counting into ``app``'s metrics: the message's id and the worker."""
     from flask_push.dispatch import Dispatcher
 
-    app = metrics_app()
-    service = push_fake_webpush
     with app.app_context():
         for number in range(150):
             subscribe(service.subscribe(f"s{number}"))
@@ -249,6 +243,28 @@ def test_a_cancel_mid_send_counts_each_delivery_once(
         worker = Dispatcher(
             app, push.models, db.engine, state.settings, batch_size=50, metrics=state.metrics
         )
+    return message_id, worker
+
+
+def assert_100_sent_and_50_cancelled(app: Flask, message_id: str) -> None:
+    """What the message's timelines say, the metrics say: each delivery once."""
+    with app.app_context():
+        ended = Counter(entry["status"] for entry in push.explain(message_id))
+    assert ended == {"sent": 100, "cancelled": 50}
+    samples = scrape(app)
+    assert delivered(samples, "webpush", "sent") == 100
+    assert delivered(samples, "webpush", "cancelled") == 50
+
+
+def test_a_cancel_mid_send_counts_each_delivery_once(
+    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A worker holds 150 pushes: 100 on the network (a lane's share), 50 waiting for
+    a slot. The cancel counted all 150 as cancelled, and the 100 that went out then
+    counted as sent too: 250 outcomes for 150 deliveries. Each counts once now."""
+    app = metrics_app()
+    service = push_fake_webpush
+    message_id, worker = a_sale_to_150(app, service)
     with sending_held(service, worker, message_id):
         assert service.wait_in_flight(100) == 100
         with app.app_context():
@@ -256,13 +272,7 @@ def test_a_cancel_mid_send_counts_each_delivery_once(
         assert shown["counts"]["cancelled"] == 150  # as the cancel saw them
         # the worker finds the cancel and takes back the 50 waiting, counting them
         assert wait_until(lambda: delivered(scrape(app), "webpush", "cancelled") == 50)
-    with app.app_context():
-        counts = push.explain(message_id)
-    ended = Counter(entry["status"] for entry in counts)
-    assert ended == {"sent": 100, "cancelled": 50}
-    samples = scrape(app)
-    assert delivered(samples, "webpush", "sent") == 100
-    assert delivered(samples, "webpush", "cancelled") == 50
+    assert_100_sent_and_50_cancelled(app, message_id)
 
 
 def test_a_cancel_mid_send_counts_the_pushes_a_stalled_service_had_put_back(
@@ -280,15 +290,7 @@ def test_a_cancel_mid_send_counts_the_pushes_a_stalled_service_had_put_back(
     monkeypatch.setattr(dispatch, "_CANCEL_CHECK_EVERY", 3600.0)
     app = metrics_app()
     service = push_fake_webpush
-    with app.app_context():
-        for number in range(150):
-            subscribe(service.subscribe(f"s{number}"))
-        message = push.send(users=["alice"], title="Sale", send_at=utcnow() + timedelta(hours=1))
-        make_due(message.id)
-        message_id, state = message.id, push.state
-        worker = dispatch.Dispatcher(
-            app, push.models, db.engine, state.settings, batch_size=50, metrics=state.metrics
-        )
+    message_id, worker = a_sale_to_150(app, service)
     webpush = worker.providers["webpush"]
     webpush.stall_after = 3600.0
     with sending_held(service, worker, message_id):
@@ -297,12 +299,7 @@ def test_a_cancel_mid_send_counts_the_pushes_a_stalled_service_had_put_back(
             assert push.cancel(message_id)["counts"]["cancelled"] == 150
         webpush.stall_after = 0.0  # the service is silent: the 50 waiting go back
         assert wait_until(lambda: delivered(scrape(app), "webpush", "cancelled") == 50)
-    with app.app_context():
-        ended = Counter(entry["status"] for entry in push.explain(message_id))
-    assert ended == {"sent": 100, "cancelled": 50}
-    samples = scrape(app)
-    assert delivered(samples, "webpush", "sent") == 100
-    assert delivered(samples, "webpush", "cancelled") == 50
+    assert_100_sent_and_50_cancelled(app, message_id)
 
 
 def test_a_cancel_mid_send_counts_a_retry_it_stopped_as_cancelled(

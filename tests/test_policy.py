@@ -1877,28 +1877,35 @@ def test_retries_read_quiet_hours_once_a_batch_and_sends_never(
         assert 1 <= quiet_reads(failed) <= writes < n, failed
 
 
+def preference_reads(seen: list[str]) -> int:
+    """How many of the statements ``seen`` read users' stored choices."""
+    return sum(s.startswith("SELECT push_preferences.user_id,") for s in seen)
+
+
+def claim_loads(seen: list[str]) -> int:
+    """How many of the statements ``seen`` are a claim's load of its rows."""
+    return sum(s.startswith("SELECT push_deliveries.id, push_deliveries.message_id,") for s in seen)
+
+
+def twenty_users_with_a_browser(service: FakePushService) -> list[str]:
+    users = [f"user-{i}" for i in range(20)]
+    for user in users:
+        subscribe(service.subscribe(user), user)
+    return users
+
+
 def test_a_claim_reads_its_users_choices_once_and_only_for_a_category(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
     """The worker looks at the users' choices before it sends (a change may have
     missed a push): one query per claim, not per push, and none for a message
     without a category or of a required one."""
-    n = 20
     app = sending_app(PUSH_CATEGORIES=CATEGORIES, PUSH_DELIVERY_BATCH=5)
     with context(app):
-        users = [f"user-{i}" for i in range(n)]
-        for user in users:
-            subscribe(push_fake_webpush.subscribe(user), user)
+        users = twenty_users_with_a_browser(push_fake_webpush)
+        n = len(users)
         push.set_preferences("user-3", categories={"offers": {"web": False}})
-
-        def reads(seen: list[str]) -> int:
-            return sum(s.startswith("SELECT push_preferences.user_id,") for s in seen)
-
-        def claims(seen: list[str]) -> int:  # each claim's load of its rows
-            return sum(
-                s.startswith("SELECT push_deliveries.id, push_deliveries.message_id,") for s in seen
-            )
-
+        reads, claims = preference_reads, claim_loads
         with statements() as offers:
             sent = push.send(users=users, title="Deal", category="offers")
         d = push.models.Delivery
@@ -1919,12 +1926,10 @@ def test_a_claim_finds_quiet_hours_in_its_one_read_of_the_users_choices(
     """The worker holds the pushes it reaches in their users' quiet hours with the
     read of their choices it makes anyway: still one query per claim, not per push,
     and no other read of their quiet hours."""
-    n = 20
     app = sending_app(PUSH_CATEGORIES=CATEGORIES, PUSH_DELIVERY_BATCH=5)
     with context(app):
-        users = [f"user-{i}" for i in range(n)]
-        for user in users:
-            subscribe(push_fake_webpush.subscribe(user), user)
+        users = twenty_users_with_a_browser(push_fake_webpush)
+        n = len(users)
         later = datetime.now(timezone.utc) + timedelta(hours=1)
         message = push.send(users=users, title="Deal", category="offers", send_at=later)
         quiet = users[::2]
@@ -1932,16 +1937,10 @@ def test_a_claim_finds_quiet_hours_in_its_one_read_of_the_users_choices(
             quiet_hours_began(user)
         make_due(message.id)
 
-        def reads(seen: list[str]) -> int:
-            return sum(s.startswith("SELECT push_preferences.user_id,") for s in seen)
+        reads, claims = preference_reads, claim_loads
 
         def quiet_reads(seen: list[str]) -> int:  # a retry's (policy.quiet_retries)
             return sum(s.startswith("SELECT push_deliveries.id, push_preferences.") for s in seen)
-
-        def claims(seen: list[str]) -> int:  # each claim's load of its rows
-            return sum(
-                s.startswith("SELECT push_deliveries.id, push_deliveries.message_id,") for s in seen
-            )
 
         with statements() as seen:
             push.dispatch_due()
