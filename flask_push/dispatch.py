@@ -935,16 +935,14 @@ class Dispatcher:
             except Exception:
                 logger.exception("flask-push: a receiver of push_recorded failed")
 
-    def _take_back(self, r: _Round, helds: Iterable[_Held], *, later: bool = False) -> list[_Held]:
+    def _take_back(self, r: _Round, helds: Iterable[_Held], *, later: bool = False) -> None:
         """Cancel the sends of ``helds`` that are not on the network yet; their
         claims are handed back with the next write (``later``: due again once the
-        provider's timeout has passed). Returns those taken back."""
+        provider's timeout has passed), which counts those a cancel won against."""
         writes = _Writes()
-        taken: list[_Held] = []
         for held in helds:
             if held.started or r.waiting.pop(held.id, None) is None:
                 continue
-            taken.append(held)
             assert held.task is not None
             held.task.cancel()
             r.unfinished -= 1
@@ -964,7 +962,6 @@ class Dispatcher:
                 writes.released.append({"b_id": held.id, "b_kind": provider.name})
         if len(writes):
             r.add_pending(writes)
-        return taken
 
     def _shed(self, r: _Round) -> None:
         """Hand back the pushes waiting behind a push service that stopped
