@@ -56,7 +56,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -64,6 +64,7 @@ import aiohttp
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ..credentials import ProviderKind, Setting, site_url_option
 from ..credentials import base_url as _base_url
@@ -324,6 +325,15 @@ class _AccessToken:
             session.close()
 
 
+@lru_cache(maxsize=16)
+def _private_key(pem: str) -> PrivateKeyTypes:
+    """``pem`` parsed, once a process: the check of an RSA-2048 key's numbers takes
+    about 60 ms of CPU, and the settings' check and each provider built on them
+    would each pay it (every test that points an app at the fake FCM, every one of
+    the API's checks of the same key)."""
+    return serialization.load_pem_private_key(pem.encode(), None)
+
+
 def _normalize_fcm(values: Mapping[str, Any]) -> dict[str, Any]:
     credentials = values.get("credentials")
     if isinstance(credentials, str):
@@ -351,7 +361,7 @@ def _normalize_fcm(values: Mapping[str, Any]) -> dict[str, Any]:
             code="invalid_setting",
         )
     try:
-        rsa_key = serialization.load_pem_private_key(credentials["private_key"].encode(), None)
+        rsa_key = _private_key(credentials["private_key"])
     except (ValueError, TypeError, UnsupportedAlgorithm) as err:  # TypeError: encrypted
         raise ValidationError(
             "has a private_key that is not a PEM RSA key",
@@ -464,13 +474,24 @@ class FCMProvider(Provider):
         self.project_id = project_id
         #: ``PUSH_SITE_URL``: an image given as a path resolves against it
         self.site_url = site_url
+        from google.auth.credentials import DEFAULT_UNIVERSE_DOMAIN
+        from google.auth.crypt import RSASigner
         from google.oauth2 import service_account
         from pyfcm import FCMNotification
 
-        # Parses the key only: the token is fetched on the first send.
-        from_info = service_account.Credentials.from_service_account_info
-        google_credentials = from_info(  # type: ignore[no-untyped-call]
-            dict(credentials), scopes=[FCM_SCOPE]
+        # What Credentials.from_service_account_info builds, on the key parsed once
+        # (the settings were checked with it). No network: the token is fetched on
+        # the first send.
+        signer = RSASigner(  # type: ignore[no-untyped-call]
+            _private_key(credentials["private_key"]), key_id=credentials.get("private_key_id")
+        )
+        google_credentials = service_account.Credentials(  # type: ignore[no-untyped-call]
+            signer,
+            service_account_email=credentials["client_email"],
+            token_uri=credentials["token_uri"],
+            scopes=[FCM_SCOPE],
+            project_id=credentials.get("project_id"),
+            universe_domain=credentials.get("universe_domain", DEFAULT_UNIVERSE_DOMAIN),
         )
         self._token = _AccessToken(google_credentials, timeout * CONNECT_SHARE)
         # pyfcm builds the messages; it sends nothing (its client is synchronous).

@@ -31,6 +31,7 @@ The fake is a little stricter than FCM where FCM's rules are documented but loos
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -448,6 +449,17 @@ _message = _object(
 _request = _object({"message": _struct, "validate_only": _boolean})
 
 
+@functools.cache
+def _account_key() -> rsa.RSAPrivateKey:
+    """The RSA key of every service account the fakes make in this process.
+
+    Making an RSA-2048 key takes about 80 ms, and a suite makes an account for each
+    app it points at a fake. The fake tells accounts apart by their email and key
+    id, as Google does; a test of a key Google does not know makes one of its own.
+    """
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 class FakeFCM(HTTPFakeService[ReceivedMessage]):
     """A local FCM HTTP v1 server and OAuth token endpoint, in a background thread.
 
@@ -492,11 +504,12 @@ class FakeFCM(HTTPFakeService[ReceivedMessage]):
     def service_account(self, project_id: str = "flask-push-test") -> dict[str, str]:
         """A new service-account key file's content, for ``project_id``.
 
-        The RSA key is fresh; the fake keeps its public half to check the
+        The account's email and key id are new; its RSA key is the one all the fakes'
+        accounts in this process share. The fake keeps the public half to check the
         assertions signed with it, and ``token_uri`` points at this fake.
         """
         token_uri = self.token_uri
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key = _account_key()
         private_key_id = secrets.token_hex(20)
         with self._cond:
             number = next(self._account_numbers)
