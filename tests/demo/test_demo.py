@@ -7,6 +7,7 @@ import html
 import json
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -58,6 +59,10 @@ def demo_app(tmp_path: Path) -> Iterator[Any]:
         db.create_all()
         seed()
     yield app
+    # an export a test started without waiting for it ends before its database goes
+    for thread in threading.enumerate():
+        if thread.name == "demo-export":
+            thread.join(30)
     close_app(app)
 
 
