@@ -68,6 +68,27 @@ def _is_admin() -> bool:
     return request.headers.get("X-Admin") == "1"
 
 
+#: modules with tests that take many seconds each (a fresh virtualenv, worker
+#: processes, browsers, sweeps), in the order to start them. They run first: a worker
+#: that met one near the end of the run kept the others waiting for half a minute.
+SLOW_FIRST = [
+    "test_readme.py",
+    "test_celery_queue.py",
+    "test_console_browser.py",
+    "test_hostile_input.py",
+    "test_sigkill.py",
+    "test_timeline_cost.py",
+    "test_delivery_faults.py",
+    "test_backplane.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # a stable sort: each module's tests keep their order and stay together
+    rank = {name: number for number, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))
+
+
 def need_service(name: str, error: Exception | None) -> None:
     """Skip (or, in CI, fail) when a service the test needs is unreachable."""
     if error is None:
