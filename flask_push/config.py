@@ -50,6 +50,10 @@ DEFAULT_WS_HEARTBEAT = 25
 DEFAULT_WS_MAX_MESSAGE_BYTES = 16 * 1024
 #: events waiting for one websocket client; a client this far behind is dropped
 DEFAULT_WS_QUEUE_SIZE = 256
+#: websockets one user may hold open in one process: one a tab, on each device that
+#: reaches this process; each costs the process a thread (or greenlet) and a queue for
+#: as long as it lives, and a user's script must not open them without end
+DEFAULT_WS_MAX_PER_USER = 100
 #: frames one websocket client may send: a burst of this many, then as many again per
 #: period. A page sends a few (its joins, a ping now and then); one that reconnects
 #: joins each of its channels again at once, and a socket may follow up to 1000
@@ -126,6 +130,8 @@ class PushSettings:
     ws_heartbeat: int = DEFAULT_WS_HEARTBEAT
     ws_max_message_bytes: int = DEFAULT_WS_MAX_MESSAGE_BYTES
     ws_queue_size: int = DEFAULT_WS_QUEUE_SIZE
+    #: ``PUSH_WS_MAX_PER_USER``, or None for no limit
+    ws_max_per_user: int | None = DEFAULT_WS_MAX_PER_USER
     #: ``PUSH_WS_RATE_LIMIT`` as (frames, seconds), or None for no limit
     ws_rate_limit: tuple[int, int] | None = (1200, 60)  # DEFAULT_WS_RATE_LIMIT
     #: a rate such as ``"30/minute"`` (Flask-Limiter's notation), or None for no limit
@@ -215,6 +221,15 @@ def _int(config: Mapping[str, Any], key: str, default: int, low: int, high: int)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _fail(key, f"must be a whole number from {low} to {high}, got {value!r}")
     return value
+
+
+def _int_or_none(
+    config: Mapping[str, Any], key: str, default: int, low: int, high: int
+) -> int | None:
+    """A whole number as :func:`_int` reads it, or None (no limit)."""
+    if key in config and config[key] is None:
+        return None
+    return _int(config, key, default, low, high)
 
 
 #: a file setting's value worth repeating in an error: one line, as long as paths are
@@ -655,6 +670,9 @@ def _load(app: Flask, config: _Asked) -> PushSettings:
             config, "PUSH_WS_MAX_MESSAGE_BYTES", DEFAULT_WS_MAX_MESSAGE_BYTES, 256, 16 * 1024 * 1024
         ),
         ws_queue_size=_int(config, "PUSH_WS_QUEUE_SIZE", DEFAULT_WS_QUEUE_SIZE, 1, 100_000),
+        ws_max_per_user=_int_or_none(
+            config, "PUSH_WS_MAX_PER_USER", DEFAULT_WS_MAX_PER_USER, 1, 100_000
+        ),
         subscribe_rate_limit=_rate_limit(
             config, "PUSH_SUBSCRIBE_RATE_LIMIT", DEFAULT_SUBSCRIBE_RATE_LIMIT
         ),

@@ -99,6 +99,8 @@ def test_defaults(app):
         ({"PUSH_WS_HEARTBEAT": -1}, "PUSH_WS_HEARTBEAT", "whole number"),
         ({"PUSH_WS_MAX_MESSAGE_BYTES": 10}, "PUSH_WS_MAX_MESSAGE_BYTES", "whole number"),
         ({"PUSH_WS_QUEUE_SIZE": 0}, "PUSH_WS_QUEUE_SIZE", "whole number"),
+        ({"PUSH_WS_MAX_PER_USER": 0}, "PUSH_WS_MAX_PER_USER", "whole number"),
+        ({"PUSH_WS_MAX_PER_USER": "5"}, "PUSH_WS_MAX_PER_USER", "whole number"),
         ({"PUSH_DEFAULT_TTL": -1}, "PUSH_DEFAULT_TTL", "whole number"),
         ({"PUSH_DEFAULT_TTL": "3600"}, "PUSH_DEFAULT_TTL", "whole number"),
         ({"PUSH_URL_PREFIX": "push"}, "PUSH_URL_PREFIX", "starting with '/'"),

@@ -27,7 +27,7 @@ from flask_push.realtime.budget import FrameBudget, Verdict
 from flask_push.realtime.events import Event, Gap
 from flask_push.realtime.hub import Connection, Hub, direct_socket
 
-from conftest import REDIS_URL, as_user, db, push
+from conftest import REDIS_URL, as_user, db, push, wait_until
 from wslive import Client, ServerProcess, serve
 
 
@@ -472,6 +472,57 @@ def test_a_client_that_floods_is_refused_then_closed_and_others_are_served(
     other.sync()
     publish(app, "user:mallory", "still", {})
     assert other.recv()["event"] == "still"
+
+
+def test_a_user_holds_at_most_ws_max_per_user_sockets(
+    live: Any, connect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each socket holds a thread (or greenlet) and a queue of the process for as long as
+    it lives: a user's script that opens them without end is closed with a reason past
+    PUSH_WS_MAX_PER_USER, and logged. Other users and anonymous clients are not counted
+    against them, and a socket that ends makes room."""
+    app, url = live(PUSH_WS_MAX_PER_USER=3)
+    held = [connect(url, "mallory") for _ in range(3)]
+    for client in held:
+        client.sync()
+
+    def refused() -> simple_websocket.ConnectionClosed:
+        with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+            connect(url, "mallory").sync()
+        return closed.value
+
+    one_too_many = refused()
+    assert one_too_many.reason == 1008
+    assert one_too_many.message == (
+        "Too many live connections: at most 3 for one user; close one and retry"
+    )
+    said = [r.getMessage() for r in caplog.records if "PUSH_WS_MAX_PER_USER" in r.getMessage()]
+    assert len(said) == 1 and "'mallory'" in said[0], said
+    connect(url, "alice").sync()
+    connect(url).sync()
+    # the three she holds are served as before
+    publish(app, "user:mallory", "still", {})
+    assert [client.recv()["event"] for client in held] == ["still"] * 3
+    held.pop().close()
+
+    def admitted() -> bool:
+        try:
+            connect(url, "mallory").sync()
+        except simple_websocket.ConnectionClosed:
+            return False
+        return True
+
+    # the server counts her socket out once its handler has ended
+    assert wait_until(admitted, timeout=10)
+    assert refused().reason == 1008  # three again: the new one and the two left
+
+
+def test_ws_max_per_user_none_counts_no_sockets(live: Any, connect: Any) -> None:
+    app, url = live(PUSH_WS_MAX_PER_USER=None)
+    assert app.extensions["push"].settings.ws_max_per_user is None
+    for _ in range(5):
+        connect(url, "mallory").sync()
+    assert app.extensions["push"].get_realtime().hub._per_user == {}
 
 
 def test_ping_frames_spend_the_budget_too(

@@ -210,6 +210,24 @@ class Hub:
         self._channels: dict[str, set[Connection]] = {}
         #: the last id delivered per channel, where a resync starts from
         self._last_ids: dict[str, int] = {}
+        #: the sockets each user holds here, counted while there is a limit
+        self._per_user: dict[str, int] = {}
+
+    def admit(self, user_id: str, most: int) -> bool:
+        """Count one more socket of ``user_id``, unless they hold ``most`` already;
+        each socket admitted is given back with :meth:`release` when it ends."""
+        with self._lock:
+            held = self._per_user.get(user_id, 0)
+            if held >= most:
+                return False
+            self._per_user[user_id] = held + 1
+            return True
+
+    def release(self, user_id: str) -> None:
+        with self._lock:
+            held = self._per_user.pop(user_id) - 1
+            if held:
+                self._per_user[user_id] = held
 
     def join(self, connection: Connection, channel: str) -> None:
         with self._lock:

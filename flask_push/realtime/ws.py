@@ -291,12 +291,38 @@ def _end_the_stream(ws: Any, sock: socket.socket) -> None:
 
 def _serve(ws: Any) -> None:
     push = current_app.extensions["push"].push
+    most = push.settings.ws_max_per_user
+    user_id, mark = _marked(push)
+    realtime: Realtime = push.state.get_realtime()
+    if user_id is None or most is None:
+        _serve_admitted(ws, push, realtime, user_id, mark)
+        return
+    if not realtime.hub.admit(user_id, most):
+        push.db.session.remove()
+        log.warning(
+            "flask-push: refused a websocket of user %r: they hold %d in this process "
+            "already (PUSH_WS_MAX_PER_USER)",
+            user_id,
+            most,
+        )
+        ws.close(
+            CloseReason.POLICY_VIOLATION,
+            f"Too many live connections: at most {most} for one user; close one and retry",
+        )
+        return
+    try:
+        _serve_admitted(ws, push, realtime, user_id, mark)
+    finally:
+        realtime.hub.release(user_id)
+
+
+def _serve_admitted(
+    ws: Any, push: Any, realtime: Realtime, user_id: str | None, mark: int | None
+) -> None:
     settings = push.settings
     # simple-websocket reads this attribute for every message: a bigger one is
     # refused with close code 1009 before it is buffered whole.
     ws.max_message_size = settings.ws_max_message_bytes
-    user_id, mark = _marked(push)
-    realtime: Realtime = push.state.get_realtime()
     sock = ws.sock
     connection = Connection(ws.event, sock, settings.ws_queue_size, user_id)
     heartbeat = settings.ws_heartbeat or None
