@@ -366,9 +366,13 @@ def superseded(
         stamp_of(m) < stamp,
     )
     rows = session.execute(
-        # in the order of their ids: the order every other writer of these rows takes
+        # locked until the caller's commit (PostgreSQL), in the order of their ids, the
+        # order every other writer of these rows takes: a worker's claim, which skips
+        # locked rows, cannot take one between this read and the write, which would
+        # count it as superseded while the worker sends it
         sa.select(d.id, d.events, d.message_id, d.kind, d.user_id)
         .order_by(d.id)
+        .with_for_update(of=d)
         .where(
             d.message_id.in_(older),
             d.status == "queued",

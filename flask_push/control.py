@@ -172,7 +172,13 @@ def _chunks(
     """The deliveries of ``message_id`` in ``status`` (their ``id``, ``events`` and
     ``columns``), :data:`CHUNK` at a time in the order of their ids, the order every
     other writer of these rows takes. Each chunk is read after the caller rewrote
-    the one before."""
+    the one before.
+
+    On PostgreSQL each chunk is locked as it is read, until the caller's commit: what
+    the caller reads of a row (whether a worker holds it, its timeline) is what it
+    writes over. A worker's claim, which skips locked rows, once took rows between
+    a cancel's read and its write: the cancel counted them as in no worker's hand,
+    and the worker counted what it sent of them too."""
     d = models.Delivery
     after = 0
     while True:
@@ -181,6 +187,7 @@ def _chunks(
             .where(d.message_id == message_id, d.status == status, d.id > after)
             .order_by(d.id)
             .limit(CHUNK)
+            .with_for_update()
         ).all()
         if not rows:
             return

@@ -687,24 +687,30 @@ def replan_waiting(
         sa.or_(d.user_id == user_id, d.user_id.is_(None)),
         m.category.in_(ruled),
     )
-    rows = []
-    # along each target's index: the user's browsers, then their devices
-    for column, owned in (
-        (d.subscription_id, sa.select(s.id).where(s.user_id == user_id)),
-        (d.installation_id, sa.select(i.id).where(i.user_id == user_id)),
-    ):
-        targets = list(session.scalars(owned))
-        if targets:
-            rows += session.execute(
-                sa.select(*columns)
-                .join(m, m.id == d.message_id)
-                .where(column.in_(targets), *waiting)
-            ).all()
+    # along each target's index: the user's browsers, and their devices
+    browsers = list(session.scalars(sa.select(s.id).where(s.user_id == user_id)))
+    devices = list(session.scalars(sa.select(i.id).where(i.user_id == user_id)))
+    if not browsers and not devices:
+        return Counter()
+    theirs = sa.or_(
+        d.subscription_id.in_(browsers) if browsers else sa.false(),
+        d.installation_id.in_(devices) if devices else sa.false(),
+    )
+    rows = session.execute(
+        sa.select(*columns)
+        .join(m, m.id == d.message_id)
+        .where(theirs, *waiting)
+        # locked until the caller's commit (PostgreSQL), in the order of their ids,
+        # the order every other writer of these rows takes: a worker's claim, which
+        # skips locked rows, cannot take one between this read and the write, which
+        # would count it as ended here while the worker sends it
+        .order_by(d.id)
+        .with_for_update(of=d)
+    ).all()
     changes: list[dict[str, Any]] = []
     ended: Counter[tuple[str, str]] = Counter()
     over: set[str] = set()  # messages it now never pushes to the user
-    # in the order of their ids: the order every other writer of these rows takes
-    for row in sorted(rows, key=lambda row: row.id):
+    for row in rows:
         change = _replanned(categories[row.category], row, mine, now, quiet_changed)
         if change is None:
             continue

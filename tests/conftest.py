@@ -581,6 +581,39 @@ def statements() -> Iterator[list[str]]:
         sa.event.remove(db.engine, "before_cursor_execute", count)
 
 
+#: a worker's claim of every due delivery no worker holds, as dispatch's claim takes
+#: them (PostgreSQL; SKIP LOCKED: it takes none that another transaction has locked)
+A_WORKERS_CLAIM = sa.text(
+    "UPDATE push_deliveries SET lease_until = now() + interval '30 s', attempts = attempts + 1 "
+    "WHERE id IN (SELECT id FROM push_deliveries WHERE status = 'queued' AND due_at <= now() "
+    "AND (lease_until IS NULL OR lease_until < now()) FOR UPDATE SKIP LOCKED)"
+)
+
+
+@contextmanager
+def a_claim_before(statement: str) -> Iterator[list[int]]:
+    """A worker's claim (:data:`A_WORKERS_CLAIM`), committed on a connection of its own
+    just before the first statement of ``db.engine`` that starts with ``statement``
+    runs: as a worker that claims the rows a write read a moment before. Yields a list
+    that gets how many rows the claim took."""
+    claimed: list[int] = []
+
+    def claim(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if claimed or not sql.startswith(statement):
+            return
+        with db.engine.connect() as worker:
+            taken = worker.execute(A_WORKERS_CLAIM).rowcount
+            worker.commit()
+        claimed.append(taken)
+
+    sa.event.listen(db.engine, "before_cursor_execute", claim)
+    try:
+        yield claimed
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", claim)
+    assert claimed, f"no statement began with {statement!r}"
+
+
 def many_subscriptions(n: int, owner: Callable[[int], str | None] = lambda i: None) -> None:
     """Replace every subscription by ``n`` of them (one key pair shared), in one INSERT;
     ``owner(i)`` is the user of the ``i``-th."""

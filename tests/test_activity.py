@@ -21,7 +21,7 @@ from flask_push.errors import PayloadError, ValidationError
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import as_user, db, make_due, push, quiet_now, subscribe
+from conftest import a_claim_before, as_user, db, make_due, push, quiet_now, subscribe
 
 IPHONE = "ab" * 32
 LIVE_TOKEN = "cd" * 32
@@ -746,6 +746,32 @@ def test_a_newer_state_supersedes_an_older_one_still_queued(
         assert shown.get_json()["counts"]["superseded"] == 1
         newer_id = newer.id
     assert [p.json()["messageId"] for p in browser.received] == [newer_id]
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_newer_state_counts_none_that_a_worker_claims_as_it_reads_them(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A worker's claim of the older state's push, committed between the newer call's
+    read of what it supersedes and its write: the push was counted as superseded,
+    yet the worker held it, left as it was, and counted what it sent. The read locks
+    it, so the claim (which skips locked rows) does not take it."""
+    app = sending_app(
+        PUSH_CATEGORIES={"order_status": {"label": "Order updates", "required": True}},
+        PUSH_METRICS=True,
+    )
+    service = push_fake_webpush
+    with app.app_context():
+        browser = service.subscribe("alice")
+        subscribe(browser, "alice")
+        service.fail_next(503, subscriber=browser, retry_after=600)
+        older = order(state={"status": "confirmed", "step": 2, "steps": 5})
+        make_due(older.id)  # its retry is due, and no worker has claimed it yet
+        with a_claim_before("UPDATE push_deliveries SET status") as claimed:
+            order()
+    scraped = app.test_client().get("/push/metrics").get_data(as_text=True)
+    superseded = 'flask_push_deliveries_total{outcome="superseded",provider="webpush"} 1.0'
+    assert claimed == [0] and superseded in scraped.splitlines(), (claimed, scraped)
 
 
 def test_an_operators_retry_of_an_older_state_never_lands_after_a_newer_one(

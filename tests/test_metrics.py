@@ -26,7 +26,17 @@ from flask_push.models import utcnow
 from flask_push.testing import FakeAPNs, FakeFCM, FakePushService
 from flask_push.testing.fcm import make_registration_token
 
-from conftest import db, make_due, push, quiet_now, sending_held, subscribe, wait_until
+from conftest import (
+    a_claim_before,
+    db,
+    later,
+    make_due,
+    push,
+    quiet_now,
+    sending_held,
+    subscribe,
+    wait_until,
+)
 from wslive import Client, serve
 
 TOKEN = "scrape-me-7f3a"
@@ -273,6 +283,41 @@ def test_a_cancel_mid_send_counts_each_delivery_once(
         # the worker finds the cancel and takes back the 50 waiting, counting them
         assert wait_until(lambda: delivered(scrape(app), "webpush", "cancelled") == 50)
     assert_100_sent_and_50_cancelled(app, message_id)
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_cancel_counts_none_that_a_worker_claims_as_it_reads_them(
+    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A worker's claim committed between the cancel's read of the queued deliveries
+    and its write: the cancel counted them as in no worker's hand, and the worker,
+    which sent them before its next look for cancels, counted them as sent too (200
+    outcomes for the sale to 150, in a loaded run). The cancel's read locks them, so
+    the claim (which skips locked rows) takes none of them."""
+    app = metrics_app()
+    message_id, _ = a_sale_to_150(app, push_fake_webpush)
+    with app.app_context(), a_claim_before("UPDATE push_deliveries SET status") as claimed:
+        push.cancel(message_id)
+    # each one counted once: by the cancel, or by the worker that holds it
+    assert delivered(scrape(app), "webpush", "cancelled") + claimed[0] == 150
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_choice_counts_none_that_a_worker_claims_as_it_reads_them(
+    metrics_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """As above, for a user who turns a category off: their pushes of it that wait are
+    suppressed, and were counted so, while the worker that had just claimed them
+    (and checks the choice only at the claim) sent them."""
+    app = metrics_app(PUSH_CATEGORIES={"offers": {"label": "Offers"}})
+    with app.app_context():
+        for number in range(3):
+            subscribe(push_fake_webpush.subscribe(f"s{number}"))
+        message = push.send(users=["alice"], title="Sale", category="offers", send_at=later())
+        make_due(message.id)
+        with a_claim_before("UPDATE push_deliveries SET status") as claimed:
+            push.set_preferences("alice", categories={"offers": {"web": False}})
+    assert delivered(scrape(app), "webpush", "suppressed") + claimed[0] == 3
 
 
 def test_a_cancel_mid_send_counts_the_pushes_a_stalled_service_had_put_back(
