@@ -53,6 +53,17 @@ class _Socket(simple_websocket.Client):  # type: ignore[misc]
             self.sock.close()  # a refused handshake (a 403, say) leaves it open
             raise
 
+    def _thread(self) -> None:
+        # The base class's handshake takes the 101 alone from what it read: frames that
+        # came in the same read would wait in wsproto's buffer for more data, and a
+        # close sent at once would read as the socket's end, with no status (1005).
+        # Its reader takes them first.
+        self.connected = self._handle_events()
+        if self.connected:
+            super()._thread()
+        else:
+            self.sock.close()
+
 
 class Client:
     """A websocket client that speaks JSON frames, with a timeout on every read.

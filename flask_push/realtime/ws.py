@@ -291,6 +291,9 @@ def _end_the_stream(ws: Any, sock: socket.socket) -> None:
 
 def _serve(ws: Any) -> None:
     push = current_app.extensions["push"].push
+    # simple-websocket reads this attribute for every message: a bigger one is
+    # refused with close code 1009 before it is buffered whole.
+    ws.max_message_size = push.settings.ws_max_message_bytes
     most = push.settings.ws_max_per_user
     user_id, mark = _marked(push)
     realtime: Realtime = push.state.get_realtime()
@@ -320,9 +323,6 @@ def _serve_admitted(
     ws: Any, push: Any, realtime: Realtime, user_id: str | None, mark: int | None
 ) -> None:
     settings = push.settings
-    # simple-websocket reads this attribute for every message: a bigger one is
-    # refused with close code 1009 before it is buffered whole.
-    ws.max_message_size = settings.ws_max_message_bytes
     sock = ws.sock
     connection = Connection(ws.event, sock, settings.ws_queue_size, user_id)
     heartbeat = settings.ws_heartbeat or None
