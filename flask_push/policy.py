@@ -166,9 +166,9 @@ def at_claim(
 def retry_then(
     reason: str | None, due_at: datetime, attempts: int, events: Sequence[Mapping[str, Any]] | None
 ) -> tuple[datetime, str] | None:
-    """Of a push about to be held for quiet hours (its ``reason``, ``due_at`` and
-    ``attempts`` as they were before a worker claimed it): when it was due as a
-    retry and why, for the ``deferred`` event that holds it to keep
+    """Of a push that waits (its ``reason``, ``due_at``, ``attempts`` and timeline; a
+    claimed one's as they were before the claim): when it was due as a retry and
+    why, kept by the ``deferred`` event of a hold for quiet hours
     (:func:`held_retry`); None when it was not a retry."""
     if reason == "quiet_hours":
         return held_retry(events)
@@ -765,12 +765,8 @@ def _replanned(
     # hours to end, or for the time its push service asked for (a retry after an
     # attempt): quiet hours may hold a retry later, never bring it sooner
     waits_for_its_time = row.attempts == 0 and row.reason in (None, "operator_retry")
-    retry: tuple[datetime, str] | None = None
-    if row.reason == "quiet_hours":
-        retry = held_retry(row.events)
-    elif row.attempts and row.reason in outcomes.RETRIES:
-        retry = (row.due_at, row.reason)
-    elif not waits_for_its_time:
+    retry = retry_then(row.reason, row.due_at, row.attempts, row.events)
+    if retry is None and row.reason != "quiet_hours" and not waits_for_its_time:
         return None
     own_time = max(retry[0] if retry else first_due(row.send_at, row.created_at), now)
     end = mine.quiet_hours.ends_after(own_time) if mine.quiet_hours is not None else None
