@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from . import outcomes, policy, reports, scheduled_inbox
 from .categories import Category
+from .errors import ValidationError
 from .models import Models, utcnow
 from .preferences import Stored, stored_for
 from .sending import Target
@@ -74,12 +75,15 @@ def retry_failed(
     when it was sent, unless it gave the place back, never pushed to the user (no
     provider, say): then it takes its place again, or is ``suppressed``
     (``frequency_cap``) when the user's day is full now. ``gone`` ones stay: their
-    targets are dead. A message an operator cancelled (it has ``cancelled``
-    deliveries) is left as it is: none of it goes out again."""
+    targets are dead.
+
+    :raises ValidationError: ``message_cancelled`` for a message an operator
+        cancelled (it has ``cancelled`` deliveries): none of it goes out again.
+    """
     d, m = models.Delivery, models.Message
     ended: Counter[tuple[str, str]] = Counter()
     if message_id in reports.cancelled(session, models, [message_id]):
-        return 0, ended
+        raise ValidationError(outcomes.RETRY_CANCELLED, field="id", code="message_cancelled")
     now = utcnow()
     message = session.execute(
         sa.select(m.send_at, m.created_at, m.category).where(m.id == message_id)

@@ -732,10 +732,11 @@ class Push:
     def retry_failed(self, message_id: str) -> dict[str, Any]:
         """Queue the ``failed`` deliveries of ``message_id`` again, due now (a
         scheduled message's at its ``send_at``, if that is later; ``gone`` ones stay:
-        their targets are dead; a cancelled message is left as it is). Returns the
-        message.
+        their targets are dead). Returns the message.
 
-        :raises ValidationError: ``not_found`` for an unknown message.
+        :raises ValidationError: ``not_found`` for an unknown message;
+            ``message_cancelled`` for a cancelled one (it has ``cancelled``
+            deliveries): none of it goes out again, so nothing is retried (HTTP 409).
         """
         return operations.retry_failed(self.state, message_id)
 

@@ -108,7 +108,8 @@ def cancel(state: PushState, message_id: str) -> dict[str, Any]:
 
 
 def retry_failed(state: PushState, message_id: str) -> dict[str, Any]:
-    """``push.retry_failed``: committed, then handed to the app's queue."""
+    """``push.retry_failed``: committed, then handed to the app's queue; a cancelled
+    message is refused (``message_cancelled``)."""
     message = message_row(state, message_id)
     session = state.push.db.session
     try:

@@ -359,6 +359,11 @@ CANCELLED_SINCE = (
     "The message was cancelled since, so retrying what failed sends none of it: send "
     "it again as a new message."
 )
+#: why a retry of a cancelled message is refused (``message_cancelled``)
+RETRY_CANCELLED = (
+    "The message was cancelled, so none of it goes out again and nothing was retried: "
+    "send it again as a new message."
+)
 
 
 def detail_of(

@@ -1149,6 +1149,7 @@ def test_an_activity_made_since_the_lookup_is_updated(
         ),
         ({"category": "offers"}, "category"),
         ({"url": "javascript:alert(1)"}, "url"),
+        ({"title": " \n "}, "title"),
     ],
 )
 def test_bad_calls_are_refused_and_write_nothing(

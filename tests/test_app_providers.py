@@ -407,8 +407,13 @@ def test_a_cancelled_message_is_not_sent_by_retrying_what_failed(
     assert cancelled.get_json()["counts"]["cancelled"] == 1
     store(client, push_fake_fcm.service_account("shop-project"))
     answer = client.post(f"/push/messages/{message.id}/retry", json={}, headers=ADMIN)
-    assert answer.status_code == 200, answer.get_json()
-    counts = answer.get_json()["counts"]
+    assert answer.status_code == 409, answer.get_json()
+    assert answer.get_json()["error"] == {
+        "code": "message_cancelled",
+        "field": "id",
+        "message": outcomes_module.RETRY_CANCELLED,
+    }
+    counts = client.get(f"/push/messages/{message.id}", headers=ADMIN).get_json()["counts"]
     assert (counts["queued"], counts["failed"], counts["cancelled"]) == (0, 1, 1)
     console = client.get(f"/push/console/messages/{message.id}", headers=ADMIN)
     assert re.search(rb"<button [^>]*\bdisabled>Retry failed</button>", console.data)

@@ -183,6 +183,7 @@ def test_send_delivers_and_prints_the_message(app: Flask) -> None:
         # in the command's words: its options, not push.send's fields
         (["--title", "Sale", "--url", "javascript:alert(1)"], "Error: --url: must be a path"),
         (["--title", ""], "Error: --title: must not be empty"),
+        (["--title", "   "], "Error: --title: must not be blank"),
         (["--body", "no title"], "Missing option '--title'"),
         (["--title", "x", "--ttl", "-5"], "Error: --ttl: must be a whole number"),
         (["--title", "x", "--urgency", "now"], "urgency"),

@@ -120,6 +120,7 @@ def test_search_sees_the_callers_uncommitted_writes_and_opens_no_transaction(app
     [
         ({"title": None}, "title"),
         ({"title": "x" * 256}, "title"),
+        ({"title": "  "}, "title"),
         ({"title": "ok", "url": "javascript:alert(1)"}, "url"),
         ({"title": "ok", "url": "//evil.example/x"}, "url"),
         ({"title": "ok", "url": "/\t/evil.example/x"}, "url"),

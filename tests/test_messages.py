@@ -167,6 +167,9 @@ def test_bad_audience(app: Flask, client: Any, audience: Any, field: str, code: 
     [
         ({"title": None}, "notification.title", "required"),
         ({"title": ""}, "notification.title", "invalid_value"),
+        # nothing to read on the lock screen: once a 202
+        ({"title": "   "}, "notification.title", "invalid_value"),
+        ({"title": " \n\t"}, "notification.title", "invalid_value"),
         ({"title": "x" * 256}, "notification.title", "too_long"),
         ({"ttl": -1}, "notification.ttl", "invalid_value"),
         ({"ttl": "60"}, "notification.ttl", "invalid_value"),

@@ -817,7 +817,11 @@ def test_no_provider_stops_advising_a_retry_once_the_message_is_cancelled(
     assert client.post(f"/push/messages/{id}/cancel", json={}, headers=ADMIN).status_code == 200
     with live.app_context():
         [after] = push.explain(id, status="failed")
-        assert push.retry_failed(id)["counts"]["failed"] == 1  # indeed: nothing was retried
+        with pytest.raises(ValidationError) as refused:  # indeed: nothing is retried
+            push.retry_failed(id)
+        assert refused.value.code == "message_cancelled"
+    counts = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()["counts"]
+    assert (counts["failed"], counts["queued"]) == (1, 0)
     assert after["detail"] == f"{before['detail']} {outcomes.CANCELLED_SINCE}"
     [problem] = client.get(f"/push/messages/{id}", headers=ADMIN).get_json()["problems"]
     assert problem["detail"] == after["detail"]

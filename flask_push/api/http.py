@@ -27,6 +27,10 @@ T = TypeVar("T")
 
 log = logging.getLogger("flask_push")
 
+#: codes of :class:`ValidationError` that refuse a call for the state of what it
+#: names, not for its input: answered 409, not 400
+CONFLICTS = {"message_cancelled": 409}
+
 
 class ApiError(Exception):
     """An error answered as ``{"error": {"code", "message", "field"?}}``, with
@@ -46,7 +50,7 @@ class ApiError(Exception):
 
     @classmethod
     def from_validation(cls, err: ValidationError) -> ApiError:
-        return cls(400, err.code, err.message, err.field)
+        return cls(CONFLICTS.get(err.code, 400), err.code, err.message, err.field)
 
 
 def error_response(err: ApiError) -> Response:

@@ -267,13 +267,9 @@ def cancel_message(id: str) -> ResponseReturnValue:
     id_description=_ONE,
     body=AnyObject,
     answers={
-        200: Answer(
-            "The message: its `failed` deliveries are queued again (none of a cancelled "
-            "message's).",
-            Message,
-        )
+        200: Answer("The message: its `failed` deliveries are queued again.", Message),
     },
-    errors=(403, 404),
+    errors=(403, 404, 409),
 )
 def retry_message(id: str) -> ResponseReturnValue:
     require_admin()

@@ -75,7 +75,11 @@ ERRORS: dict[int, tuple[str, str]] = {
     401: ("AuthenticationRequired", "No user is signed in."),
     403: ("Forbidden", "The caller may not do this (not an administrator)."),
     404: ("NotFound", "No such row, or it belongs to someone else."),
-    409: ("Conflict", "The request conflicts with an existing row or a concurrent change."),
+    409: (
+        "Conflict",
+        "The request conflicts with an existing row, a concurrent change or the state of "
+        "what it names (a retry of a cancelled message: `message_cancelled`).",
+    ),
     410: (
         "SubscriptionGone",
         "The push service said this endpoint is gone (`subscription_gone`): subscribe "

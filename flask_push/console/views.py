@@ -253,7 +253,12 @@ def retry(id: str) -> ResponseReturnValue:
     push = _push()
     if push.db.session.get(push.models.Message, id) is None:
         return _not_found("message")
-    push.retry_failed(id)
+    try:
+        push.retry_failed(id)
+    except ValidationError as err:
+        if err.code != "message_cancelled":
+            raise
+        # the page says it: "Nothing was tried again: the message was cancelled…"
     return redirect(url_for(".message", id=id, done="retry"), 303)
 
 

@@ -9,7 +9,7 @@ from annotated_types import MaxLen, MinLen
 from pydantic import model_validator
 
 from .base import NotNull, WireModel, refuse
-from .fields import CategoryId, JsonObject, Link, Name, ShortText, UserId
+from .fields import CategoryId, JsonObject, Link, Name, ShortText, Title, UserId
 from .inbox import Body
 from .notification import MAX_USERS, SendAt
 
@@ -19,7 +19,7 @@ class ActivityCall(WireModel):
 
     id: Annotated[Name, NotNull]
     users: Annotated[list[UserId], MinLen(1), MaxLen(MAX_USERS)]
-    title: Annotated[ShortText, NotNull]
+    title: Annotated[Title, NotNull]
     body: Body | None = None
     url: Link | None = None
     event: Literal["start", "update", "end"] = "update"

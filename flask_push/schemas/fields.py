@@ -92,6 +92,13 @@ class Text(GroupedMetadata):
 #: the length of ids, names and short texts: what a ``String(255)`` column holds
 MAX_TEXT = 255
 ShortText = Annotated[str, Text(MAX_TEXT)]
+#: what a person reads first (a notification's or an inbox item's title): short text
+#: with something to read, not only spaces or line breaks
+Title = Annotated[
+    str,
+    Text(MAX_TEXT),
+    Pattern(re.compile(r"[\s\S]*\S"), "invalid_value", "must not be blank (only spaces)"),
+]
 #: a user's id, as the host's ``identity_loader`` gives it and the owner columns hold it
 UserId = Annotated[str, Text(MAX_TEXT), NotNull]
 #: what a target's or a delivery's ``kind`` says

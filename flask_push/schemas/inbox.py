@@ -22,17 +22,15 @@ from .fields import (
     NotifyType,
     Pattern,
     QueryBool,
-    ShortText,
     Skip,
     Take,
     Text,
+    Title,
     UserId,
 )
 
 #: an item id a client may choose (``export-7``), to update the item in place
 ItemId = Name
-#: an inbox item's title, shown in bold
-Title = ShortText
 #: an inbox item's or notification's text
 #: the longest body a notification or an inbox item may have
 MAX_BODY = 4000

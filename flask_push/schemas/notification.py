@@ -32,6 +32,7 @@ from .fields import (
     NotifyType,
     ShortText,
     Text,
+    Title,
     TopicName,
     UserId,
     Whole,
@@ -74,7 +75,7 @@ Badge = Annotated[
 class ShownNotification(WireModel):
     """What the notification shows, on every platform; a message keeps it as sent."""
 
-    title: Annotated[ShortText, NotNull]
+    title: Annotated[Title, NotNull]
     body: Body | None = None
     url: Link | None = None
     icon: Link | None = None
