@@ -925,6 +925,14 @@ def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
     assert re.search(r"/push/console/messages/msg_\w+\?done=sent$", answer.headers["Location"])
     assert [p.notification.title for p in outbox] == ["Hello"]
     page = client.get(answer.headers["Location"], headers=ADMIN).get_data(as_text=True)
+    # every delivery has its outcome (push.record sends at once): none is said to come
+    assert "Queued." not in page
+    assert "Sent: every delivery has its outcome, below." in page
+    with console_app.app_context():
+        waiting = push.send(users=["alice"], title="Later", send_at=later()).id
+    page = client.get(f"{CONSOLE}/messages/{waiting}?done=sent", headers=ADMIN).get_data(
+        as_text=True
+    )
     assert "Queued. The outcomes below fill in as workers send." in page
     # a user with nothing to send to: the page says nothing went out, not "Queued"
     to_nobody = {**form, "target": "", "user": "nobody"}
@@ -933,6 +941,9 @@ def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
     page = client.get(answer.headers["Location"], headers=ADMIN).get_data(as_text=True)
     assert "Queued." not in page
     assert "Nothing went out: no active browser or device of this audience." in page
+    # and the list says so in its outcomes, rather than leave the cell empty
+    listed = client.get(f"{CONSOLE}/messages", headers=ADMIN).get_data(as_text=True)
+    assert listed.count("none: no browser or device to send to") == 1
     both = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "user": "alice"})
     assert both.status_code == 400
     untitled = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "title": ""})
