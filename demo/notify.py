@@ -42,7 +42,9 @@ def share(sharer: User, item: Product | Offer) -> Any:
         title=f"{sharer.name} shared {item.name}",
         body=item.description[:120],
         url=url_for(f"shop.{kind}", slug=item.slug),
-        image=url_for("static", filename=item.image),
+        # a full URL: phones download the picture themselves, and a path means
+        # nothing to them (the shop sets no PUSH_SITE_URL: it runs on any port)
+        image=url_for("static", filename=item.image, _external=True),
         data={"kind": kind, "slug": item.slug, "sharedBy": sharer.name},
         inbox=True,
         notify_type="share",
@@ -137,7 +139,7 @@ def push_offer(offer: Offer, title: str | None = None, body: str | None = None) 
         title=offer_default_text(offer) if title is None else title,
         body=offer_default_body(offer) if body is None else body or None,
         url=url_for("shop.offer", slug=offer.slug),
-        image=url_for("static", filename=offer.image),
+        image=url_for("static", filename=offer.image, _external=True),
         data={"kind": "offer", "slug": offer.slug},
         inbox=True,
         notify_type="offer",

@@ -6,6 +6,7 @@ tested in real Chromium in test_declarative_browser.py."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -342,3 +343,27 @@ def test_a_phones_image_resolves_against_the_site(
     [iphone] = push_fake_apns.wait(1)
     assert iphone.payload["image"] == f"{site}/static/apples.jpg"
     assert iphone.payload["url"] == "/offers/7"
+
+
+def test_an_image_path_without_a_site_url_is_said_once(
+    sending_app: Callable[..., Flask],
+    push_fake_apns: FakeAPNs,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The phones get no picture from a path: once a silent "sent" with no image on
+    # Android and iOS. Each provider that downloads images says so, once a process.
+    app = sending_app(**push_fake_apns.app_config())
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="flask_push"):
+        push.send(users=["alice"], title="Apples", image="/static/apples.jpg")
+        push.send(users=["alice"], title="Pears", image="/static/pears.jpg")
+        push.send(users=["alice"], title="Plums", image="https://cdn.example/plums.jpg")
+    said = sorted(r.getMessage() for r in caplog.records if "PUSH_SITE_URL" in r.getMessage())
+    assert len(said) == 2, said
+    assert all("'/static/apples.jpg' is a path" in line for line in said)
+    assert [line.split("so ")[1].split(" ")[0] for line in said] == ["apns", "fcm"]
+    # with the site's address, the path resolves (above), and nothing is said
+    caplog.clear()
+    app = sending_app(PUSH_SITE_URL=SITE, **push_fake_apns.app_config())
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="flask_push"):
+        push.send(users=["alice"], title="Apples", image="/static/apples.jpg")
+    assert not [r for r in caplog.records if "PUSH_SITE_URL" in r.getMessage()]

@@ -303,6 +303,7 @@ class APNsProvider(Provider):
     name = "apns"
     spec = APNS
     max_payload = 4096
+    fetches_images = True
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import logging
 import os
 import ssl
 import sys
@@ -29,6 +30,8 @@ from ..credentials import ProviderKind
 from ..errors import PayloadError
 from ..message import Activity, DeliveryResult, Notification, OutgoingPush
 from ..validation import digits
+
+logger = logging.getLogger(__name__)
 
 #: seconds past a provider's own timeout before its request is abandoned
 _GRACE = 1.0
@@ -301,6 +304,13 @@ class Provider(ABC):
     #: what :attr:`max_payload` counts, as a sentence names it ("4,096 bytes of
     #: payload"): a ``too_large`` outcome says it
     payload_counted: ClassVar[str] = "payload"
+    #: whether the device downloads a notification's ``image`` itself (FCM, APNs),
+    #: so that a path means nothing to it without :attr:`site_url`
+    fetches_images: ClassVar[bool] = False
+    #: ``PUSH_SITE_URL``, for the providers that take it: a path resolves against it
+    site_url: str | None = None
+    #: whether :meth:`check` has warned of an image path it cannot resolve
+    _told_image_path: bool = False
 
     #: seconds a full lane may go without an answer before :meth:`lane_state`
     #: calls it stalled (its push service is not answering)
@@ -407,6 +417,25 @@ class Provider(ABC):
                 f"The {self.name} payload would be {size} bytes; the limit is "
                 f"{self.max_payload}. Shorten {what}, or move data to your server.",
                 provider=self.name,
+            )
+        image = notification.image
+        if (
+            self.fetches_images
+            and self.site_url is None
+            and image is not None
+            and image.startswith("/")
+            and not self._told_image_path
+        ):
+            # Sent as it is (a browser resolves it against its page, and an app's own
+            # code may too), but the phone's system cannot: said once, not per send.
+            self._told_image_path = True
+            logger.warning(
+                "flask-push: the image %r is a path, and phones download a notification's "
+                "image from a full URL, so %s notifications show none. Set PUSH_SITE_URL "
+                "to the site's address (a path then resolves against it), or give the "
+                "image as an https URL. (Said once per process.)",
+                image,
+                self.name,
             )
 
     def lane(self, push: OutgoingPush) -> str:

@@ -459,6 +459,7 @@ class FCMProvider(Provider):
     #: FCM's limit on a message's notification and data
     max_payload: ClassVar[int] = 4000
     payload_counted: ClassVar[str] = "notification and data"
+    fetches_images = True
 
     def __init__(
         self,
