@@ -92,12 +92,20 @@ class Text(GroupedMetadata):
 #: the length of ids, names and short texts: what a ``String(255)`` column holds
 MAX_TEXT = 255
 ShortText = Annotated[str, Text(MAX_TEXT)]
+#: white space, spelled out: Python's ``\s`` and JSON Schema's (ECMA-262) differ at
+#: the edges, and the server and its document must refuse the same titles
+_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 #: what a person reads first (a notification's or an inbox item's title): short text
 #: with something to read, not only spaces or line breaks
 Title = Annotated[
     str,
     Text(MAX_TEXT),
-    Pattern(re.compile(r"[\s\S]*\S"), "invalid_value", "must not be blank (only spaces)"),
+    # (no NUL either, as the document of any text says: this pattern replaces that one)
+    Pattern(
+        re.compile(rf"[^\x00]*[^{_SPACE}\x00][^\x00]*\Z"),
+        "invalid_value",
+        "must not be blank (only spaces)",
+    ),
 ]
 #: a user's id, as the host's ``identity_loader`` gives it and the owner columns hold it
 UserId = Annotated[str, Text(MAX_TEXT), NotNull]
