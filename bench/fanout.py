@@ -53,6 +53,7 @@ import os
 import pstats
 import re
 import resource
+import shutil
 import ssl
 import statistics
 import sys
@@ -211,7 +212,7 @@ class PushService:
         return rss
 
 
-def local_credentials() -> tuple[Any, str]:
+def local_credentials(directory: str) -> tuple[Any, str]:
     """A certificate for the local push service, which the product's processes
     trust, and a fresh VAPID key (raw, as ``PUSH_VAPID_PRIVATE_KEY`` takes it)."""
     from py_vapid import Vapid
@@ -219,7 +220,7 @@ def local_credentials() -> tuple[Any, str]:
     from flask_push.credentials import vapid_raw_private_key
     from flask_push.testing.tls import make_local_certificate
 
-    cert = make_local_certificate()
+    cert = make_local_certificate(directory)
     # The product's WebPushProvider trusts the system store, which honours
     # SSL_CERT_FILE when set before the process starts: the product's children
     # (spawned, or started as commands) inherit it.
@@ -1232,7 +1233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, N = {n:,}")
     load_before = os.getloadavg()
 
-    cert, vapid_key = local_credentials()
+    # the certificate and the SQLite file of the default setup: removed at the end
+    scratch = tempfile.mkdtemp(prefix="flask-push-bench-")
+    cert, vapid_key = local_credentials(scratch)
 
     service = start_push_service(cert.cert_file, cert.key_file)
     print(
@@ -1329,9 +1332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.setup != "postgres":
                 # issue 15: the setup most users run, SQLite and the thread queue in
                 # the app's one process
-                sqlite_dir = tempfile.mkdtemp(prefix="flask-push-bench-")
                 default_spec = replace(
-                    spec, database_url=f"sqlite:///{sqlite_dir}/fanout.db", schema=""
+                    spec, database_url=f"sqlite:///{scratch}/fanout.db", schema=""
                 )
                 print(f"Loading {n:,} subscriptions into SQLite ...", flush=True)
                 load_subscriptions(default_spec.database_url, "", vapid_key, service, keys[:n])
@@ -1629,6 +1631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             service.stop()
         if not args.keep and args.path in ("product", "both"):
             drop_schema(args.database_url, args.schema)
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

@@ -212,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each row (default 3)")
     args = parser.parse_args(argv)
     n = args.subscribers
-    _, vapid_key = fanout.local_credentials()
+    scratch = tempfile.TemporaryDirectory(prefix="flask-push-bench-")  # removed at the end
+    _, vapid_key = fanout.local_credentials(scratch.name)
     keys, _, _ = fanout.subscriber_keys(n, fanout.DEFAULT_KEY_CACHE)
     rows = {"flask-push dispatcher (SQLAlchemy)": flask_push_run, "raw sqlite3": raw_run}
     measured: dict[str, list[tuple[float, float]]] = {label: [] for label in rows}

@@ -694,7 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import redis
 
-    cert, vapid_key = fanout.local_credentials()
+    scratch = tempfile.TemporaryDirectory(prefix="flask-push-bench-")  # removed at the end
+    cert, vapid_key = fanout.local_credentials(scratch.name)
     celery_queue = f"{APP_PREFIX}_{os.getpid()}"
     broker = redis.Redis.from_url(args.redis_url, socket_connect_timeout=2)
     if any(row.queue == "celery" for row in rows):

@@ -42,10 +42,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import ssl
+import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -243,7 +246,9 @@ class FakeAPNs(FakeService[ReceivedNotification]):
     :param max_concurrent_streams: the ``SETTINGS_MAX_CONCURRENT_STREAMS`` the server
         advertises (APNs advertises 1000); more open streams on one connection are a
         protocol error that closes the connection.
-    :param certificate: the TLS certificate to serve; a fresh one by default.
+    :param certificate: the TLS certificate to serve; a fresh one by default, in a
+        temporary folder that lives as long as this fake (removed when it is
+        collected, or at exit): a restart serves the same certificate.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`; a stopped
     fake may start again, on another port.
@@ -285,7 +290,12 @@ class FakeAPNs(FakeService[ReceivedNotification]):
     def certificate(self) -> LocalCertificate:
         """The server's self-signed certificate; its ``cert_file`` is the CA to trust."""
         if self._certificate is None:
-            self._certificate = make_local_certificate()
+            folder = tempfile.mkdtemp(prefix="flask-push-apns-")
+            # Not at stop(): a restarted fake serves the same certificate, which its
+            # clients trust. Each fake used to leave its folder behind: hundreds a
+            # test run.
+            weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+            self._certificate = make_local_certificate(folder)
         return self._certificate
 
     def _open(self) -> int:

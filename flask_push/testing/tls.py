@@ -54,7 +54,9 @@ class LocalCertificate:
 
 
 def make_local_certificate(directory: str | Path | None = None) -> LocalCertificate:
-    """Make a certificate valid for a day for localhost, 127.0.0.1 and ::1."""
+    """Make a certificate valid for a day for localhost, 127.0.0.1 and ::1, as
+    ``cert.pem`` and ``key.pem`` in ``directory``; without one, in a new temporary
+    folder that is the caller's to remove (the fakes remove theirs)."""
     folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="flask-push-tls-"))
     key = ec.generate_private_key(ec.SECP256R1())
     # A name of its own: a trust store that holds two of these finds a certificate's

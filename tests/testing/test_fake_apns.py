@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import jwt
@@ -649,3 +651,18 @@ def test_an_alert_may_not_use_the_live_activity_topic(push_fake_apns: FakeAPNs, 
     assert sent_all(push_fake_apns, key, [alert(apns_topic=LIVE_TOPIC)]) == [
         ("400", "TopicDisallowed")
     ]
+
+
+def test_its_certificate_folder_lives_as_long_as_the_fake() -> None:
+    # Each fake left its certificate's folder in the temporary directory: hundreds of
+    # folders (a quarter of a megabyte each with the trust bundle) a test run.
+    fake = FakeAPNs(TOPIC).start()
+    folder = Path(fake.certificate.trust_bundle()).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["ca-bundle.pem", "cert.pem", "key.pem"]
+    fake.stop()
+    fake.start()  # a restart serves the same certificate, which its clients trust
+    assert folder.is_dir()
+    fake.stop()
+    del fake
+    gc.collect()
+    assert not folder.exists()
