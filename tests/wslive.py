@@ -86,7 +86,19 @@ class Client:
         self.ws = _Socket(url, headers, host)
 
     def send(self, message: Any) -> None:
-        self.ws.send(message if isinstance(message, str) else json.dumps(message))
+        try:
+            self.ws.send(message if isinstance(message, str) else json.dumps(message))
+        except OSError:
+            # simple-websocket's send() checks that it is connected, then writes: a close
+            # the reader thread takes in between closes the socket under the write (a
+            # close sent at once after the handshake, say). That is the close, as a
+            # send after it says.
+            self.ws.thread.join(timeout=3)
+            if self.ws.connected:
+                raise
+            raise simple_websocket.ConnectionClosed(
+                self.ws.close_reason, self.ws.close_message
+            ) from None
 
     def recv(self, timeout: float = 3) -> dict[str, Any]:
         raw = self.ws.receive(timeout=timeout)
