@@ -927,7 +927,7 @@ def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
     page = client.get(answer.headers["Location"], headers=ADMIN).get_data(as_text=True)
     # every delivery has its outcome (push.record sends at once): none is said to come
     assert "Queued." not in page
-    assert "Sent: every delivery has its outcome, below." in page
+    assert "Done: every delivery has its outcome, below." in page
     with console_app.app_context():
         waiting = push.send(users=["alice"], title="Later", send_at=later()).id
     page = client.get(f"{CONSOLE}/messages/{waiting}?done=sent", headers=ADMIN).get_data(
