@@ -38,7 +38,9 @@ def serve(app: Flask) -> Iterator[str]:
 
 class _Socket(simple_websocket.Client):  # type: ignore[misc]
     """simple-websocket's client, sending the ``Host`` a browser sends: with the
-    port (RFC 6455 section 4.1; simple-websocket leaves it out), or the one given."""
+    port (RFC 6455 section 4.1; simple-websocket leaves it out), or the one given.
+    Like a browser, it reads a close that came with the 101, or during a write, as
+    that close."""
 
     def __init__(self, url: str, headers: dict[str, str], host: str | None) -> None:
         self._host_header = host
@@ -64,6 +66,18 @@ class _Socket(simple_websocket.Client):  # type: ignore[misc]
         else:
             self.sock.close()
 
+    def send(self, data: Any) -> None:
+        try:
+            super().send(data)
+        except OSError:
+            # The base class checks that it is connected, then writes: a close the reader
+            # thread takes in between closes the socket under the write (a close sent at
+            # once after the handshake, say). That is the close, as a send after it says.
+            self.thread.join(timeout=3)
+            if self.connected:
+                raise
+            raise simple_websocket.ConnectionClosed(self.close_reason, self.close_message) from None
+
 
 class Client:
     """A websocket client that speaks JSON frames, with a timeout on every read.
@@ -86,19 +100,7 @@ class Client:
         self.ws = _Socket(url, headers, host)
 
     def send(self, message: Any) -> None:
-        try:
-            self.ws.send(message if isinstance(message, str) else json.dumps(message))
-        except OSError:
-            # simple-websocket's send() checks that it is connected, then writes: a close
-            # the reader thread takes in between closes the socket under the write (a
-            # close sent at once after the handshake, say). That is the close, as a
-            # send after it says.
-            self.ws.thread.join(timeout=3)
-            if self.ws.connected:
-                raise
-            raise simple_websocket.ConnectionClosed(
-                self.ws.close_reason, self.ws.close_message
-            ) from None
+        self.ws.send(message if isinstance(message, str) else json.dumps(message))
 
     def recv(self, timeout: float = 3) -> dict[str, Any]:
         raw = self.ws.receive(timeout=timeout)
