@@ -42,13 +42,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import ssl
-import tempfile
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -71,7 +68,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
 from .service import FakeService, ScriptedFailure
-from .tls import LocalCertificate, make_local_certificate
+from .tls import LocalCertificate, temporary_certificate
 
 if TYPE_CHECKING:
     from aioapns.connection import APNsDevelopmentClientProtocol
@@ -290,12 +287,8 @@ class FakeAPNs(FakeService[ReceivedNotification]):
     def certificate(self) -> LocalCertificate:
         """The server's self-signed certificate; its ``cert_file`` is the CA to trust."""
         if self._certificate is None:
-            folder = tempfile.mkdtemp(prefix="flask-push-apns-")
-            # Not at stop(): a restarted fake serves the same certificate, which its
-            # clients trust. Each fake used to leave its folder behind: hundreds a
-            # test run.
-            weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
-            self._certificate = make_local_certificate(folder)
+            # each fake used to leave its folder behind: hundreds a test run
+            self._certificate = temporary_certificate(self, "flask-push-apns-")
         return self._certificate
 
     def _open(self) -> int:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import shutil
 import ssl
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +101,12 @@ def make_local_certificate(directory: str | Path | None = None) -> LocalCertific
         )
     )
     return LocalCertificate(str(cert_file), str(key_file))
+
+
+def temporary_certificate(owner: object, prefix: str = "flask-push-tls-") -> LocalCertificate:
+    """:func:`make_local_certificate` in a new temporary folder that lives as long as
+    ``owner`` (a fake push service): removed when it is collected, or at exit, so that
+    a fake restarted meanwhile serves the certificate its clients trust."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    weakref.finalize(owner, shutil.rmtree, folder, ignore_errors=True)
+    return make_local_certificate(folder)

@@ -39,9 +39,7 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import ssl
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -60,7 +58,7 @@ from py_vapid import Vapid
 from ..credentials import vapid_public_key, vapid_raw_private_key
 from ._http import BodyRefused, Headers, HTTPAnswer, HTTPFakeService, HTTPRequest, header
 from .service import ScriptedFailure
-from .tls import LocalCertificate, make_local_certificate
+from .tls import LocalCertificate, temporary_certificate
 
 __all__ = [
     "MAX_BODY_SIZE",
@@ -300,7 +298,6 @@ class FakePushService(HTTPFakeService[ReceivedPush]):
         super().__init__(delay=delay)
         self.tls = tls or certificate is not None
         self.certificate = certificate
-        self._own_certificate_dir: str | None = None
         self._subscribers: dict[str, FakeSubscriber] = {}
         self._requests: list[PushRequest] = []
 
@@ -314,16 +311,8 @@ class FakePushService(HTTPFakeService[ReceivedPush]):
         if not self.tls:
             return None
         if self.certificate is None:
-            self._own_certificate_dir = tempfile.mkdtemp(prefix="flask-push-webpush-")
-            self.certificate = make_local_certificate(self._own_certificate_dir)
+            self.certificate = temporary_certificate(self, "flask-push-webpush-")
         return self.certificate.server_context()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket. What was recorded stays readable."""
-        super().stop()
-        if self._own_certificate_dir is not None:
-            shutil.rmtree(self._own_certificate_dir, ignore_errors=True)
-            self._own_certificate_dir = None
 
     @property
     def origin(self) -> str:

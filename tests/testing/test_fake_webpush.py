@@ -6,9 +6,11 @@ tested once for all three in test_fake_service.py.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import http_ece
@@ -496,3 +498,13 @@ def test_received_push_is_immutable(subscriber: FakeSubscriber, vapid_private_ke
     with pytest.raises(AttributeError):
         push.ttl = 0  # type: ignore[misc]
     assert hash(push) == hash(subscriber.received[0])
+
+
+def test_its_certificate_folder_lives_as_long_as_the_fake() -> None:
+    fake = FakePushService(tls=True).start()
+    folder = Path(fake.certificate.trust_bundle()).parent
+    fake.stop()
+    assert folder.is_dir()  # what it issued stays readable, its certificate too
+    del fake
+    gc.collect()
+    assert not folder.exists()
