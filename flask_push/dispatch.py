@@ -31,7 +31,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Coroutine, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -195,6 +195,9 @@ class _Held:
     push: OutgoingPush
     provider: Provider
     lane: str
+    #: time.monotonic() when the claim or renewal that leased it last was asked
+    #: for: its lease runs until a lease after that at the earliest
+    leased_at: float = 0.0
     task: asyncio.Task[DeliveryResult] | None = None
     started: bool = False
 
@@ -214,6 +217,9 @@ class _Claim:
     #: held for their users' quiet hours, which began before a worker reached them
     #: (:attr:`_Writes.quiet`)
     quiet: list[dict[str, Any]] = field(default_factory=list)
+    #: rows the round still held that the claim took again, as their lease had run
+    #: out: renewed, and not sent a second time (not in :attr:`claimed`)
+    renewed: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -281,6 +287,8 @@ class _Round:
         self.retry_at = 0.0
         self.retry_delay = DB_RETRY_FIRST
         self.shed_at = 0.0
+        #: whether a push whose lease ran out while it waited was said (once a round)
+        self.said_lapsed = False
         #: (provider id, lane) of the lanes found stalled, to say so once
         self.stalled_lanes: set[tuple[int, str]] = set()
         #: time.monotonic() when the pushes waiting for a slot are next checked for a cancel
@@ -858,8 +866,11 @@ class Dispatcher:
 
     async def _claim_more(self, r: _Round, message_id: str | None, once: bool) -> None:
         limit = min(self.batch_size, self.window - r.unfinished)
+        asked = time.monotonic()
         try:
-            claim = await self._on_db_thread(self._claim_and_load, message_id, limit)
+            claim = await self._on_db_thread(
+                self._claim_and_load, message_id, limit, frozenset(r.held)
+            )
         except Exception as err:
             if not unreachable(err) or (
                 # SQLite says "no such table" as it says "unable to open": tables not
@@ -874,6 +885,19 @@ class Dispatcher:
             self._lost_database(r, err)
             return
         self._found_database(r, _Writes())
+        if claim.renewed:
+            for id in claim.renewed:
+                held = r.held.get(id)
+                if held is not None:
+                    held.leased_at = asked
+            logger.warning(
+                "flask-push: the lease of %d deliveries in hand ran out before this worker "
+                "renewed it (it was held up for more than PUSH_DELIVERY_LEASE, %g s: a "
+                "starved machine or a slow database); they are not sent twice from here, "
+                "but another worker may have claimed them meanwhile and sent them too",
+                len(claim.renewed),
+                self.lease.total_seconds(),
+            )
         r.claimed += claim.claimed
         if once:
             r.exhausted_at = float("inf")
@@ -887,10 +911,10 @@ class Dispatcher:
             )
             r.add_pending(_Writes(decided=claim.decided, quiet=claim.quiet))
         for provider, push in claim.pushes:
-            self._start(r, provider, push)
+            self._start(r, provider, push, asked)
 
-    def _start(self, r: _Round, provider: Provider, push: OutgoingPush) -> None:
-        held = _Held(int(push.delivery_id), push, provider, provider.lane(push))
+    def _start(self, r: _Round, provider: Provider, push: OutgoingPush, leased_at: float) -> None:
+        held = _Held(int(push.delivery_id), push, provider, provider.lane(push), leased_at)
         r.held[held.id] = r.waiting[held.id] = held
         r.unfinished += 1
         task = asyncio.get_running_loop().create_task(
@@ -900,10 +924,29 @@ class Dispatcher:
         held.task = task
 
     def _started(self, r: _Round, held: _Held) -> None:
-        held.started = True
+        """The push has its slots (called in its task, just before it is sent)."""
         r.waiting.pop(held.id, None)
         if len(r.waiting) < self.batch_size:
             r.wake.set()
+        if time.monotonic() - held.leased_at >= self.lease.total_seconds():
+            # Its lease may have run out while it waited (renewals held up longer
+            # than a lease), and another worker may be sending it: not from here too.
+            # Its row is left as it is, to whoever claims it next; a hand-back
+            # would clear the other worker's lease.
+            r.unfinished -= 1
+            self._written(r, [held.id])
+            if not r.said_lapsed:
+                r.said_lapsed = True
+                logger.warning(
+                    "flask-push: delivery %s waited for a free slot longer than its lease "
+                    "(PUSH_DELIVERY_LEASE, %g s), which was not renewed meanwhile; it is not "
+                    "sent from here, as another worker may have claimed it, and goes when "
+                    "claimed again (so may others of this round, said once)",
+                    held.id,
+                    self.lease.total_seconds(),
+                )
+            raise asyncio.CancelledError  # send_one sends nothing; _finished skips it
+        held.started = True
 
     def _finished(
         self, r: _Round, held: _Held, kind: str, task: asyncio.Task[DeliveryResult]
@@ -911,6 +954,16 @@ class Dispatcher:
         if task.cancelled():
             return  # taken back before it was sent: _take_back counted it
         r.unfinished -= 1
+        if r.held.get(held.id) is not held:
+            # A bug, should it ever be: its row was written meanwhile (the round
+            # holds each row once: _claim_and_load), and this outcome has no
+            # attempt to be written with. Writing it would fail the whole batch.
+            logger.error(
+                "flask-push: an outcome came for delivery %s, which this worker no longer "
+                "holds; it is not written",
+                held.id,
+            )
+            return
         r.waiting.pop(held.id, None)
         error = task.exception()
         if error is None:
@@ -1209,8 +1262,13 @@ class Dispatcher:
             ids = list(r.held)
             if not ids or r.outage is not None:
                 continue
+            asked = time.monotonic()
             try:
                 await self._on_db_thread(self._renew, ids)
+                for id in ids:
+                    held = r.held.get(id)
+                    if held is not None:
+                        held.leased_at = asked
             except Exception as err:
                 if not unreachable(err):
                     logger.exception(
@@ -1231,11 +1289,31 @@ class Dispatcher:
             return
         try:
             await self._on_db_thread(self._write, writes, r.attempts, r.events)
-        except Exception:
-            logger.exception(
-                "flask-push: could not write %d outcomes after a failed round; their "
+            return
+        except Exception as err:
+            failure: Exception | None = err
+        # One by one, as a round does: what the round failed on may be one of these
+        # outcomes, and it must not cost the others a second send.
+        while failure is not None and not unreachable(failure) and len(writes):
+            writes, failure = await self._on_db_thread(
+                self._write_each, writes, r.attempts, r.events
+            )
+            if failure is None or unreachable(failure):
+                break
+            bad, *rest = _one_by_one(writes)  # the first left is the one that failed
+            logger.error(
+                "flask-push: could not write the outcome of delivery %s after a failed "
+                "round (%s); it is sent again once its lease runs out",
+                bad.ids()[0],
+                first_line(failure),
+            )
+            writes = _joined(rest)
+        if failure is not None and len(writes):
+            logger.error(
+                "flask-push: could not write %d outcomes after a failed round (%s); their "
                 "deliveries are sent again once their lease runs out",
                 len(writes),
+                first_line(failure),
             )
 
     async def _on_db_thread(self, work: Callable[..., _T], *args: Any) -> _T:
@@ -1289,11 +1367,25 @@ class Dispatcher:
 
     # -- the database thread ---------------------------------------------------------
 
-    def _claim_and_load(self, message_id: str | None, limit: int) -> _Claim:
-        """Claim and load in one transaction: a claim that fails to load is no claim."""
+    def _claim_and_load(
+        self, message_id: str | None, limit: int, in_hand: Container[int] = ()
+    ) -> _Claim:
+        """Claim and load in one transaction: a claim that fails to load is no claim.
+
+        Rows of ``in_hand`` (the round's own, not written yet) that the claim took
+        again, their lease having run out under them, are not loaded: their claim
+        renewed the lease, and its attempt is taken back (:attr:`_Claim.renewed`)."""
         with Session(self.engine) as session:
             ids = self._claim(session, message_id, limit)
+            again = [id for id in ids if id in in_hand]
+            if again:
+                d = self.models.Delivery.__table__
+                session.execute(
+                    sa.update(d).where(d.c.id.in_(again)).values(attempts=d.c.attempts - 1)
+                )
+                ids = [id for id in ids if id not in in_hand]
             claim = self._load(session, ids) if ids else _Claim(0, [], [], {})
+            claim.renewed = again
             _commit_without_waiting(session)
             return claim
 

@@ -8,6 +8,7 @@ TCP proxy that the test cuts (the shared PostgreSQL itself is never touched).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -300,6 +301,150 @@ def test_leases_are_renewed_while_the_pushes_are_in_hand(make_app: Callable[...,
     # renewed again and again, each time a lease ahead
     assert len(set(leases)) >= 3 and leases == sorted(leases)
     assert [r.status for r in deliveries(engine, message_id)] == ["sent"] * 3
+
+
+async def never_renew(r: Any) -> None:
+    """A dispatcher's lease renewals, held up for as long as its round lasts (a
+    starved machine, a database that does not answer)."""
+    await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("stalled", [False, True], ids=["answered", "shed"])
+def test_a_round_whose_lease_ran_out_sends_what_it_holds_once(
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stalled: bool,
+) -> None:
+    """A round whose renewals were held up past the lease (a starved machine or
+    database) claimed again the rows it still held, and sent each a second time
+    beside the first. A worker's log in CI showed the worse face of it: the stalled
+    service's waiting pushes were shed, the hand-back forgot a row whose first send
+    was still on the network, and that send's outcome then failed the write of the
+    whole batch (``KeyError``), so that every push of it went out again. The claim
+    now renews what the round holds, sends none of it twice, and says so."""
+    from flask_push import dispatch
+
+    monkeypatch.setattr(dispatch, "_RECHECK", 0.1)  # claims again soon
+    app = make_app(**sending_config(PUSH_QUEUE="inline"))
+    with FakePushService() as service:
+        with app.app_context():
+            add_browsers(service, 3)
+            message_id = due_for_everyone()
+            dispatcher = Dispatcher(
+                app, push.models, db.engine, push.settings, lease=timedelta(seconds=1)
+            )
+            engine = db.engine
+        webpush = dispatcher.providers["webpush"]
+        webpush.lane_concurrency = 1  # one on the network, two waiting for its slot
+        # shed once the round has claimed them again (after the 1 s lease)
+        webpush.stall_after = 2.0 if stalled else 3600.0
+        monkeypatch.setattr(dispatcher, "_heartbeat", never_renew)
+        claims: list[int] = []
+        claim = dispatcher._claim
+
+        def counted(*args: Any) -> list[int]:
+            ids = claim(*args)
+            claims.append(len(ids))
+            return ids
+
+        monkeypatch.setattr(dispatcher, "_claim", counted)
+        service.hold()
+
+        def work() -> None:
+            with app.app_context():
+                dispatcher.run_until_idle()
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        try:
+            assert service.wait_in_flight(1) == 1
+            # the lease runs out under all three, and the round claims them again
+            assert wait_until(lambda: claims.count(3) >= 2, 10)
+            if stalled:
+                assert wait_until(lambda: "are put back" in caplog.text, 10)
+            service.release()
+            worker.join(30)
+            assert not worker.is_alive()
+        finally:
+            service.release()
+            worker.join()
+            dispatcher.close()
+    names = [p.subscriber_name for p in service.pushes]
+    assert len(names) == len(set(names)) == (1 if stalled else 3)  # none twice
+    rows = deliveries(engine, message_id)
+    # each claimed once: the second claim's attempt is taken back
+    assert [(r.status, r.attempts) for r in rows if r.status == "sent"] == [("sent", 1)] * len(
+        names
+    )
+    if stalled:  # the two shed wait for the service's timeout, not sent
+        unsent = [(r.status, r.attempts, r.lease_until) for r in rows if r.status != "sent"]
+        assert unsent == [("queued", 0, None)] * 2
+    assert (
+        "the lease of 3 deliveries in hand ran out before this worker renewed it (it was "
+        "held up for more than PUSH_DELIVERY_LEASE, 1 s" in caplog.text
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two workers: the first's renewals are held up past the lease while one of its
+    pushes is on the network and two wait for a slot, and the second claims all
+    three, their lease run out, and sends them. The one on the network goes twice,
+    which no worker can help once its lease ran out under it; but the first then got
+    its slots and sent the other two as well. It now sends no push whose lease may
+    have run out while it waited."""
+    from flask_push import dispatch
+
+    monkeypatch.setattr(dispatch, "_RECHECK", 3600.0)  # the first claims once
+    app = make_app(**sending_config(PUSH_QUEUE="inline"))
+    with FakePushService() as service:
+        with app.app_context():
+            add_browsers(service, 3)
+            message_id = due_for_everyone()
+            first, second = (
+                Dispatcher(app, push.models, db.engine, push.settings, lease=timedelta(seconds=1))
+                for _ in range(2)
+            )
+            engine = db.engine
+        webpush = first.providers["webpush"]
+        webpush.lane_concurrency = 1  # one on the network, two waiting for its slot
+        webpush.stall_after = 3600.0
+        monkeypatch.setattr(first, "_heartbeat", never_renew)
+        service.hold()
+
+        def work(dispatcher: Dispatcher) -> None:
+            with app.app_context():
+                dispatcher.run_until_idle()
+
+        workers = [threading.Thread(target=work, args=(first,))]
+        workers[0].start()
+        try:
+            assert service.wait_in_flight(1) == 1
+            time.sleep(1.2)  # the lease runs out
+            workers.append(threading.Thread(target=work, args=(second,)))
+            workers[1].start()
+            assert service.wait_in_flight(4) == 4  # the second sends all three
+            service.release()
+            for worker in workers:
+                worker.join(30)
+                assert not worker.is_alive()
+        finally:
+            service.release()
+            for worker in workers:
+                worker.join()
+            first.close()
+            second.close()
+    # the one on the network twice, the two that waited once
+    assert sorted(Counter(p.subscriber_name for p in service.pushes).values()) == [1, 1, 2]
+    assert [(r.status, r.lease_until) for r in deliveries(engine, message_id)] == [
+        ("sent", None)
+    ] * 3
+    assert "waited for a free slot longer than its lease (PUSH_DELIVERY_LEASE, 1 s)" in caplog.text
 
 
 #: ``flask push worker`` on a host whose clock is ``PUSH_TEST_SKEW`` seconds off:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -826,7 +827,47 @@ def test_an_outcome_the_database_refuses_does_not_hold_back_the_others(
         ) in caplog.text
     else:
         assert row.status == "queued" and row.lease_until is not None  # back after it
+        # the others are kept even so: the failed round writes them one by one too
+        assert [(r.status, r.lease_until) for r in by_id.values()] == [("sent", None)] * 2
+        assert (
+            f"could not write the outcome of delivery {poisoned} after a failed round (a "
+            "value the database refuses); it is sent again once its lease runs out"
+        ) in caplog.text
     assert sum(len(s.received) for s in subscribers) == 3  # nothing sent twice
+
+
+def test_an_outcome_for_a_row_the_round_no_longer_holds_is_said_not_written(
+    sending_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Should a bug ever let a second send of a row finish after the row was written
+    # (as a round that claimed its own rows again did), its outcome, which has no
+    # attempt left to be written with, failed the write of all the others with it.
+    from flask_push.dispatch import _Held, _Round
+    from flask_push.message import DeliveryResult
+
+    app = sending_app()
+    with app.app_context():
+        dispatcher = Dispatcher(app, push.models, db.engine, push.settings)
+    try:
+        webpush = dispatcher.providers["webpush"]
+
+        async def finish() -> _Round:
+            r = _Round()
+            held = _Held(7, push=None, provider=webpush, lane="x")  # type: ignore[arg-type]
+            r.unfinished = 1
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(DeliveryResult("7", "sent", "webpush"))
+            dispatcher._finished(r, held, "webpush", done)  # type: ignore[arg-type]
+            return r
+
+        r = dispatcher._loop.run_until_complete(finish())
+    finally:
+        dispatcher.close()
+    assert r.unfinished == 0 and len(r.pending) == 0
+    assert (
+        "an outcome came for delivery 7, which this worker no longer holds; it is not written"
+        in caplog.text
+    )
 
 
 def test_closing_while_a_database_job_runs_ends_its_thread_cleanly(

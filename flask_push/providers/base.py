@@ -460,7 +460,9 @@ class Provider(ABC):
         """Send ``push`` once its lane and the provider have a free slot.
 
         :param started: called when the push has its slots, just before it is
-            built and sent: until then, cancelling the call sends nothing.
+            built and sent: until then, cancelling the call sends nothing. It may
+            raise :class:`asyncio.CancelledError` to send nothing after all (the
+            dispatcher does for a push whose lease ran out while it waited).
         """
         if self._gates is None:
             self._gates = _Gates(self.concurrency, self.lane_concurrency)
