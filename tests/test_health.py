@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -56,6 +57,19 @@ def health(app: Flask) -> tuple[int, dict[str, Any]]:
     text = response.get_data(as_text=True)
     assert "Traceback" not in text and "Error" not in text  # no exception leaks out
     return response.status_code, response.get_json()
+
+
+def test_the_readmes_answer_is_what_a_new_app_serves(make_app: Callable[..., Flask]) -> None:
+    """What the README shows is what ``curl`` prints for an app on the defaults,
+    keys in the order they come (Flask sorts them)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Health, for load balancers and probes") :]
+    start = section.index("```json\n") + len("```json\n")
+    shown = section[start : section.index("\n```", start)]
+    response = make_app().test_client().get("/push/health")
+    served = response.get_data(as_text=True)
+    assert json.loads(served) == json.loads(shown)
+    assert list(json.loads(served)) == list(json.loads(shown))
 
 
 def test_ok_with_the_outbox_state(app: Flask) -> None:
