@@ -634,6 +634,15 @@ def test_cancel_counts_cancelled(console_app: Flask) -> None:
     done = cancel(client, sent)
     page = client.get(done.headers["Location"], headers=ADMIN).get_data(as_text=True)
     assert "Nothing to cancel: every delivery had already gone out." in page
+    # a disabled button says why it is
+    assert (
+        '<button type="submit" class="danger" disabled title="Nothing to cancel: no '
+        'delivery of this message is queued.">Cancel</button>'
+    ) in page
+    assert (
+        ' disabled title="Nothing to retry: no delivery of this message failed.">Retry '
+        "failed</button>"
+    ) in page
 
 
 def test_retrying_a_cancelled_message_says_nothing_was_tried(console_app: Flask) -> None:
