@@ -235,6 +235,10 @@ class _Writes:
     #: never sent, as their users' quiet hours began before a worker reached them:
     #: handed back due at the window's end (``b_due``), with ``b_events`` to add
     quiet: list[dict[str, Any]] = field(default_factory=list)
+    #: never sent, as their lease may have run out while they waited (ids): only
+    #: the attempt their claim counted is taken back, and their lease, which may be
+    #: another worker's by now, is left alone
+    lapsed: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.decided) + len(self.results) + self.handed_back
@@ -242,7 +246,7 @@ class _Writes:
     @property
     def handed_back(self) -> int:
         """How many claims it hands back unsent."""
-        return len(self.released) + len(self.deferred) + len(self.quiet)
+        return len(self.released) + len(self.deferred) + len(self.quiet) + len(self.lapsed)
 
     def ids(self) -> list[int]:
         return [
@@ -251,6 +255,7 @@ class _Writes:
             *(row["b_id"] for row in self.released),
             *(row["b_id"] for row in self.deferred),
             *(row["b_id"] for row in self.quiet),
+            *self.lapsed,
         ]
 
     def extend(self, other: _Writes) -> None:
@@ -259,6 +264,7 @@ class _Writes:
         self.released.extend(other.released)
         self.deferred.extend(other.deferred)
         self.quiet.extend(other.quiet)
+        self.lapsed.extend(other.lapsed)
 
 
 class _Round:
@@ -348,6 +354,7 @@ def _one_by_one(writes: _Writes) -> list[_Writes]:
         *(_Writes(released=[row]) for row in writes.released),
         *(_Writes(deferred=[row]) for row in writes.deferred),
         *(_Writes(quiet=[row]) for row in writes.quiet),
+        *(_Writes(lapsed=[id]) for id in writes.lapsed),
     ]
 
 
@@ -928,13 +935,13 @@ class Dispatcher:
         r.waiting.pop(held.id, None)
         if len(r.waiting) < self.batch_size:
             r.wake.set()
-        if time.monotonic() - held.leased_at >= self.lease.total_seconds():
+        if self._lapsed(held, time.monotonic()):
             # Its lease may have run out while it waited (renewals held up longer
             # than a lease), and another worker may be sending it: not from here too.
-            # Its row is left as it is, to whoever claims it next; a hand-back
-            # would clear the other worker's lease.
+            # Its row is left to whoever claims it next, less the attempt (a hand-back
+            # would clear the other worker's lease).
             r.unfinished -= 1
-            self._written(r, [held.id])
+            r.add_pending(_Writes(lapsed=[held.id]))
             if not r.said_lapsed:
                 r.said_lapsed = True
                 logger.warning(
@@ -947,6 +954,11 @@ class Dispatcher:
                 )
             raise asyncio.CancelledError  # send_one sends nothing; _finished skips it
         held.started = True
+
+    def _lapsed(self, held: _Held, now: float) -> bool:
+        """Whether ``held``'s lease may have run out by ``now`` (time.monotonic()):
+        a lease or more since the claim or renewal that leased it was asked for."""
+        return now - held.leased_at >= self.lease.total_seconds()
 
     def _finished(
         self, r: _Round, held: _Held, kind: str, task: asyncio.Task[DeliveryResult]
@@ -993,6 +1005,7 @@ class Dispatcher:
         claims are handed back with the next write (``later``: due again once the
         provider's timeout has passed), which counts those a cancel won against."""
         writes = _Writes()
+        now = time.monotonic()
         for held in helds:
             if held.started or r.waiting.pop(held.id, None) is None:
                 continue
@@ -1000,7 +1013,11 @@ class Dispatcher:
             held.task.cancel()
             r.unfinished -= 1
             provider = held.provider
-            if later:
+            if self._lapsed(held, now):
+                # not handed back: that would clear the lease of a worker that may
+                # have claimed it since (see _started)
+                writes.lapsed.append(held.id)
+            elif later:
                 writes.deferred.append(
                     {
                         "b_id": held.id,
@@ -1256,13 +1273,19 @@ class Dispatcher:
     async def _heartbeat(self, r: _Round) -> None:
         """Renew the lease of what is in hand every third of a lease, so that
         only a dead worker's rows ever run out of it."""
-        every = self.lease.total_seconds() / 3
+        lease = self.lease.total_seconds()
         while True:
-            await asyncio.sleep(every)
-            ids = list(r.held)
+            await asyncio.sleep(lease / 3)
+            asked = time.monotonic()
+            # Not a lease that ran out meanwhile (this process held up past it):
+            # another worker may hold that row now, and renewing it would let this
+            # one send it too. Only a claim of this round's own tells it is still its
+            # own (_claim_more); else the push is left at its slot (_started).
+            ids = [
+                id for id, held in r.held.items() if held is None or not self._lapsed(held, asked)
+            ]
             if not ids or r.outage is not None:
                 continue
-            asked = time.monotonic()
             try:
                 await self._on_db_thread(self._renew, ids)
                 for id in ids:
@@ -1406,7 +1429,7 @@ class Dispatcher:
         written: Counter[str] = Counter()
         for (_, status), n in recorded.items():
             written[status] += n
-        handed_back = len(writes.released) + len(writes.deferred)
+        handed_back = len(writes.released) + len(writes.deferred) + len(writes.lapsed)
         if handed_back:
             written["handed_back"] += handed_back
         if writes.quiet:
@@ -1595,6 +1618,14 @@ class Dispatcher:
                     {"b_id": row["b_id"], "b_due": row["b_due"], "b_events": row["b_events"]}
                     for row in writes.quiet
                 ],
+            )
+        if writes.lapsed:
+            # Its lease stays, and its status: another worker may hold it now. Only
+            # the attempt goes (its next claim would say it may have gone out).
+            session.execute(
+                sa.update(d)
+                .where(d.c.id.in_(writes.lapsed), d.c.attempts > 0)
+                .values(attempts=d.c.attempts - 1)
             )
         kinds = {row["b_id"]: row["b_kind"] for row in (*released, *deferred, *writes.quiet)}
         if not kinds:

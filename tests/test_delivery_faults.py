@@ -377,9 +377,12 @@ def test_a_round_whose_lease_ran_out_sends_what_it_holds_once(
     assert [(r.status, r.attempts) for r in rows if r.status == "sent"] == [("sent", 1)] * len(
         names
     )
-    if stalled:  # the two shed wait for the service's timeout, not sent
-        unsent = [(r.status, r.attempts, r.lease_until) for r in rows if r.status != "sent"]
-        assert unsent == [("queued", 0, None)] * 2
+    if stalled:
+        # The two shed wait for the service's timeout, or, shed once their lease had
+        # run out again, for the next claim (their lease left as it was): not sent,
+        # and their attempt taken back either way.
+        unsent = [(r.status, r.attempts) for r in rows if r.status != "sent"]
+        assert unsent == [("queued", 0)] * 2
     assert (
         "the lease of 3 deliveries in hand ran out before this worker renewed it (it was "
         "held up for more than PUSH_DELIVERY_LEASE, 1 s" in caplog.text
@@ -387,17 +390,20 @@ def test_a_round_whose_lease_ran_out_sends_what_it_holds_once(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+@pytest.mark.parametrize("stalled", [False, True], ids=["at its slot", "shed"])
 def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
     make_app: Callable[..., Flask],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    stalled: bool,
 ) -> None:
     """Two workers: the first's renewals are held up past the lease while one of its
     pushes is on the network and two wait for a slot, and the second claims all
     three, their lease run out, and sends them. The one on the network goes twice,
     which no worker can help once its lease ran out under it; but the first then got
     its slots and sent the other two as well. It now sends no push whose lease may
-    have run out while it waited."""
+    have run out while it waited. Nor does it hand such a push back when it sheds
+    it as stalled: that cleared the second worker's lease on it."""
     from flask_push import dispatch
 
     monkeypatch.setattr(dispatch, "_RECHECK", 3600.0)  # the first claims once
@@ -413,7 +419,8 @@ def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
             engine = db.engine
         webpush = first.providers["webpush"]
         webpush.lane_concurrency = 1  # one on the network, two waiting for its slot
-        webpush.stall_after = 3600.0
+        # shed, if at all, once the second has claimed them
+        webpush.stall_after = 2.5 if stalled else 3600.0
         monkeypatch.setattr(first, "_heartbeat", never_renew)
         service.hold()
 
@@ -429,6 +436,14 @@ def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
             workers.append(threading.Thread(target=work, args=(second,)))
             workers[1].start()
             assert service.wait_in_flight(4) == 4  # the second sends all three
+            if stalled:
+                assert wait_until(lambda: "are put back" in caplog.text, 10)
+                time.sleep(0.2)  # a hand-back would be written by now
+                rows = deliveries(engine, message_id)
+                # still the second's, leased; the two the first never sent count the
+                # second's attempt alone
+                assert all(r.status == "queued" and r.lease_until is not None for r in rows)
+                assert sorted(r.attempts for r in rows) == [1, 1, 2]
             service.release()
             for worker in workers:
                 worker.join(30)
@@ -439,12 +454,14 @@ def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
                 worker.join()
             first.close()
             second.close()
-    # the one on the network twice, the two that waited once
+    # the one on the network twice, the two that waited once, as their attempts say
     assert sorted(Counter(p.subscriber_name for p in service.pushes).values()) == [1, 1, 2]
-    assert [(r.status, r.lease_until) for r in deliveries(engine, message_id)] == [
-        ("sent", None)
-    ] * 3
-    assert "waited for a free slot longer than its lease (PUSH_DELIVERY_LEASE, 1 s)" in caplog.text
+    rows = deliveries(engine, message_id)
+    assert [(r.status, r.lease_until) for r in rows] == [("sent", None)] * 3
+    assert sorted(r.attempts for r in rows) == [1, 1, 2]
+    if not stalled:
+        said = "waited for a free slot longer than its lease (PUSH_DELIVERY_LEASE, 1 s)"
+        assert said in caplog.text
 
 
 #: ``flask push worker`` on a host whose clock is ``PUSH_TEST_SKEW`` seconds off:
