@@ -1277,12 +1277,16 @@ class Dispatcher:
         while True:
             await asyncio.sleep(lease / 3)
             asked = time.monotonic()
-            # Not a lease that ran out meanwhile (this process held up past it):
-            # another worker may hold that row now, and renewing it would let this
-            # one send it too. Only a claim of this round's own tells it is still its
-            # own (_claim_more); else the push is left at its slot (_started).
+            # Not the lease of a push still waiting for its slot that ran out meanwhile
+            # (this process held up past it): another worker may hold that row now,
+            # and renewing it would let this one send it too. Only a claim of this
+            # round's own tells it is still its own (_claim_more); else the push is
+            # left at its slot (_started). One on the network is renewed all the
+            # same: it goes anyway, and a lease keeps the others off it meanwhile.
             ids = [
-                id for id, held in r.held.items() if held is None or not self._lapsed(held, asked)
+                id
+                for id, held in r.held.items()
+                if held is None or held.started or not self._lapsed(held, asked)
             ]
             if not ids or r.outage is not None:
                 continue

@@ -464,6 +464,75 @@ def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
         assert said in caplog.text
 
 
+def test_a_push_on_the_network_keeps_its_lease_renewed_after_a_lapse(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a renewal held up past the lease, the next renews the push that is on
+    the network (it goes anyway: a lease keeps the other workers off it while it is
+    answered), but not the one that waited for its slot, which another worker may
+    have taken up meanwhile: that one goes with a claim of its own, once."""
+    from flask_push import dispatch
+
+    # the round claims once: a claim of its own rows again would renew them too
+    monkeypatch.setattr(dispatch, "_RECHECK", 3600.0)
+    app = make_app(**sending_config(PUSH_QUEUE="inline"))
+    with FakePushService() as service:
+        with app.app_context():
+            add_browsers(service, 2)
+            message_id = due_for_everyone()
+            dispatcher = Dispatcher(
+                app, push.models, db.engine, push.settings, lease=timedelta(seconds=1)
+            )
+            engine = db.engine
+        webpush = dispatcher.providers["webpush"]
+        webpush.lane_concurrency = 1  # one on the network, one waiting for its slot
+        webpush.stall_after = 3600.0
+        renew, renewals = dispatcher._renew, []
+
+        def held_up_once(ids: Any) -> None:
+            renewals.append(list(ids))
+            if len(renewals) == 1:
+                time.sleep(1.5)  # past the lease
+            renew(ids)
+
+        monkeypatch.setattr(dispatcher, "_renew", held_up_once)
+        service.hold()
+
+        def work() -> None:
+            with app.app_context():
+                dispatcher.run_until_idle()
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        try:
+            assert service.wait_in_flight(1) == 1
+            assert wait_until(lambda: len(renewals) >= 2, 10)
+
+            def renewed() -> list[bool]:
+                now = utcnow()
+                return sorted(r.lease_until > now for r in deliveries(engine, message_id))
+
+            # the one on the network renewed a lease ahead, again and again; the
+            # waiting one's runs out (the late renewal's, which ran after the wait)
+            assert wait_until(lambda: renewed() == [False, True], 10), renewed()
+            assert [len(ids) for ids in renewals[:2]] == [2, 1]
+            service.release()
+            worker.join(30)
+            assert not worker.is_alive()
+            # the waiting one was not sent at its slot, and its attempt was taken back
+            assert len(service.pushes) == 1
+            rows = deliveries(engine, message_id)
+            assert sorted((r.status, r.attempts) for r in rows) == [("queued", 0), ("sent", 1)]
+            work()  # the next round claims it
+        finally:
+            service.release()
+            worker.join()
+            dispatcher.close()
+    assert sorted(p.subscriber_name for p in service.pushes) == ["user-0", "user-1"]
+    rows = deliveries(engine, message_id)
+    assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 2
+
+
 #: ``flask push worker`` on a host whose clock is ``PUSH_TEST_SKEW`` seconds off:
 #: flask-push reads that clock (the test's own process keeps the true one)
 SKEWED_HOST = """
