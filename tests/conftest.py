@@ -652,6 +652,21 @@ def quiet_now(user: str = "alice") -> None:
 
 
 @pytest.fixture
+def same_utc_day() -> None:
+    """For a test that compares the sentences its pushes' timelines were given with
+    times it says as :func:`flask_push.outcomes.clock` does (the date only when not
+    today, UTC): it starts with a minute or more left in the UTC day, so the day
+    does not turn between a sentence written and the test's reading of it (run
+    across midnight, "at 2026-12-08 02:59 UTC" was written and "at 02:59 UTC"
+    expected)."""
+    now = datetime.now(timezone.utc)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+    left = (midnight - now).total_seconds()
+    if left < 60:
+        time.sleep(left + 0.01)
+
+
+@pytest.fixture
 def backplane_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The clock by which the backplanes keep events, moved by the test
     (``clock[0] += 2``) instead of slept through: on a busy machine a sleep of

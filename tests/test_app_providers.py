@@ -247,6 +247,7 @@ def al_with_a_phone(
     return app, client
 
 
+@pytest.mark.usefixtures("same_utc_day")
 def test_retrying_what_failed_keeps_a_scheduled_messages_send_time(
     make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
 ) -> None:
@@ -296,6 +297,7 @@ def test_retrying_what_failed_keeps_the_users_quiet_hours(
     assert [event["what"] for event in entry["events"]][-2:] == ["retry", "deferred"]
 
 
+@pytest.mark.usefixtures("same_utc_day")
 def test_a_retried_push_that_waits_for_its_time_follows_new_quiet_hours(
     make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
 ) -> None:

@@ -647,9 +647,10 @@ def test_quiet_hours_begun_before_the_clock_goes_back_go_on(
 
 
 def next_fall_back(zone: str) -> datetime:
-    """The next instant (UTC) the clock in ``zone`` goes back, within a year."""
+    """The next instant (UTC) the clock in ``zone`` goes back: up to 371 days ahead
+    (52 or 53 weeks when the rule is "the first Sunday in November")."""
     tz, at = ZoneInfo(zone), datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    for _ in range(366 * 96):
+    for _ in range(372 * 96):
         later = at + timedelta(minutes=15)
         offset = later.astimezone(tz).utcoffset()
         if offset is not None and offset < at.astimezone(tz).utcoffset():  # type: ignore[operator]
@@ -659,11 +660,16 @@ def next_fall_back(zone: str) -> datetime:
 
 
 def test_a_push_in_the_repeated_hour_waits_for_the_windows_end(
-    live: Flask, push_fake_webpush: FakePushService
+    live: Flask, push_fake_webpush: FakePushService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sent through the real dispatcher on the night New York's clocks go back: at
     01:10 EST, in quiet hours 01:30 to 03:00 that began at 01:30 EDT, the push
     waits for 03:00 EST and its timeline says so."""
+    from flask_push.schemas import notification
+
+    # in the days after a night the clocks went back, the next one can be up to 371
+    # days ahead (1 Nov 2026, then 7 Nov 2027), past how far a send may be scheduled
+    monkeypatch.setattr(notification, "MAX_SCHEDULE_DAYS", 372)
     zone = "America/New_York"
     with context(live):
         browser = push_fake_webpush.subscribe("alice")
@@ -748,7 +754,9 @@ def test_quiet_hours_defer_pushes_but_not_the_inbox_item(
         assert set(db.session.scalars(sa.select(d.due_at).where(d.message_id == urgent.id))) == {
             late
         }
-        # when the window ends, the waiting pushes go
+        # when the window ends, the waiting pushes go (the clock past its end, whatever
+        # the hour this test runs at: 08:00-17:00 UTC is night in Kiritimati)
+        quiet_hours_ended()
         db.session.execute(
             sa.update(d).where(d.message_id == message.id).values(due_at=datetime.now(timezone.utc))
         )
@@ -948,6 +956,7 @@ def test_quiet_hours_changed_move_the_pushes_that_wait(
 
 # SQLite keeps no time zone: what it hands back is UTC already
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.usefixtures("same_utc_day")
 def test_times_said_are_utc_whatever_the_databases_time_zone(
     database: dict[str, Any],
     sending_app: Callable[..., Flask],
@@ -1077,6 +1086,7 @@ def retries(message_id: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.usefixtures("same_utc_day")
 def test_a_retry_that_would_come_in_quiet_hours_waits_for_their_end(
     live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
 ) -> None:
@@ -1146,6 +1156,7 @@ def test_a_retry_that_would_come_in_quiet_hours_waits_for_their_end(
     assert [m.token for m in push_fake_fcm.messages] == [token]
 
 
+@pytest.mark.usefixtures("same_utc_day")
 def test_the_cli_says_a_held_retry_failed_a_try(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
@@ -1199,6 +1210,7 @@ def test_quiet_hours_changed_move_a_held_retry_never_before_its_time(
     assert len(push_fake_webpush.requests) == 1
 
 
+@pytest.mark.usefixtures("same_utc_day")
 def test_quiet_hours_set_while_a_retry_waits_hold_it(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
@@ -1239,6 +1251,7 @@ def test_quiet_hours_set_while_a_retry_waits_hold_it(
         assert (row.reason, row.due_at, row.events) == ("unavailable", asked, before)
 
 
+@pytest.mark.usefixtures("same_utc_day")
 def test_quiet_hours_that_outlast_a_retrys_ttl_expire_it(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
@@ -1293,6 +1306,7 @@ def quiet_hours_ended(user: str = "alice") -> None:
     quiet_window(user, now - timedelta(hours=3), now - timedelta(hours=1))
 
 
+@pytest.mark.usefixtures("same_utc_day")
 def test_a_push_a_worker_reaches_in_quiet_hours_waits_for_their_end(
     live: Flask, push_fake_webpush: FakePushService, push_fake_fcm: FakeFCM
 ) -> None:
@@ -1386,6 +1400,7 @@ def test_a_push_a_worker_reaches_in_quiet_hours_waits_for_their_end(
     assert [m.token for m in push_fake_fcm.messages] == [token] * 4
 
 
+@pytest.mark.usefixtures("same_utc_day")
 def test_a_push_a_worker_reaches_in_quiet_hours_past_its_ttl_expires(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:
