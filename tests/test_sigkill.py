@@ -249,7 +249,7 @@ def test_ctrl_c_on_push_send_writes_what_went_out_and_hands_back_the_rest(
     assert leased == 0
 
 
-def test_a_worker_paused_past_its_lease_sends_nothing_another_took_up(
+def test_a_worker_paused_past_its_lease_sends_again_only_what_was_on_its_way(
     make_app: Callable[..., Flask], database: dict[str, Any], tmp_path: Path, push_fakes: Any
 ) -> None:
     """A worker stopped for longer than its lease (SIGSTOP: a frozen VM, a starved
