@@ -303,6 +303,25 @@ def test_leases_are_renewed_while_the_pushes_are_in_hand(make_app: Callable[...,
     assert [r.status for r in deliveries(engine, message_id)] == ["sent"] * 3
 
 
+def one_slot_dispatcher(
+    app: Flask, service: FakePushService, browsers: int, stall_after: float = 3600.0
+) -> tuple[str, Dispatcher, sa.Engine]:
+    """A message due to ``browsers`` of ``service``'s, and a dispatcher with a 1 s
+    lease that sends one push at a time to it: one on the network, the others
+    waiting for its slot. Returns the message id, the dispatcher and its engine."""
+    with app.app_context():
+        add_browsers(service, browsers)
+        message_id = due_for_everyone()
+        dispatcher = Dispatcher(
+            app, push.models, db.engine, push.settings, lease=timedelta(seconds=1)
+        )
+        engine = db.engine
+    webpush = dispatcher.providers["webpush"]
+    webpush.lane_concurrency = 1
+    webpush.stall_after = stall_after
+    return message_id, dispatcher, engine
+
+
 async def never_renew(r: Any) -> None:
     """A dispatcher's lease renewals, held up for as long as its round lasts (a
     starved machine, a database that does not answer)."""
@@ -328,17 +347,11 @@ def test_a_round_whose_lease_ran_out_sends_what_it_holds_once(
     monkeypatch.setattr(dispatch, "_RECHECK", 0.1)  # claims again soon
     app = make_app(**sending_config(PUSH_QUEUE="inline"))
     with FakePushService() as service:
-        with app.app_context():
-            add_browsers(service, 3)
-            message_id = due_for_everyone()
-            dispatcher = Dispatcher(
-                app, push.models, db.engine, push.settings, lease=timedelta(seconds=1)
-            )
-            engine = db.engine
-        webpush = dispatcher.providers["webpush"]
-        webpush.lane_concurrency = 1  # one on the network, two waiting for its slot
-        # shed once the round has claimed them again (after the 1 s lease)
-        webpush.stall_after = 2.0 if stalled else 3600.0
+        # one on the network, two waiting; shed, if at all, once the round has
+        # claimed them again (after the 1 s lease)
+        message_id, dispatcher, engine = one_slot_dispatcher(
+            app, service, 3, stall_after=2.0 if stalled else 3600.0
+        )
         monkeypatch.setattr(dispatcher, "_heartbeat", never_renew)
         claims: list[int] = []
         claim = dispatcher._claim
@@ -410,18 +423,15 @@ def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
     monkeypatch.setattr(dispatch, "_RECHECK", 3600.0)  # the first claims once
     app = make_app(**sending_config(PUSH_QUEUE="inline"))
     with FakePushService() as service:
+        # one on the network, two waiting; shed, if at all, once the second has
+        # claimed them
+        message_id, first, engine = one_slot_dispatcher(
+            app, service, 3, stall_after=2.5 if stalled else 3600.0
+        )
         with app.app_context():
-            add_browsers(service, 3)
-            message_id = due_for_everyone()
-            first, second = (
-                Dispatcher(app, push.models, db.engine, push.settings, lease=timedelta(seconds=1))
-                for _ in range(2)
+            second = Dispatcher(
+                app, push.models, db.engine, push.settings, lease=timedelta(seconds=1)
             )
-            engine = db.engine
-        webpush = first.providers["webpush"]
-        webpush.lane_concurrency = 1  # one on the network, two waiting for its slot
-        # shed, if at all, once the second has claimed them
-        webpush.stall_after = 2.5 if stalled else 3600.0
         monkeypatch.setattr(first, "_heartbeat", never_renew)
         service.hold()
 
@@ -478,16 +488,8 @@ def test_a_push_on_the_network_keeps_its_lease_renewed_after_a_lapse(
     monkeypatch.setattr(dispatch, "_RECHECK", 3600.0)
     app = make_app(**sending_config(PUSH_QUEUE="inline"))
     with FakePushService() as service:
-        with app.app_context():
-            add_browsers(service, 2)
-            message_id = due_for_everyone()
-            dispatcher = Dispatcher(
-                app, push.models, db.engine, push.settings, lease=timedelta(seconds=1)
-            )
-            engine = db.engine
-        webpush = dispatcher.providers["webpush"]
-        webpush.lane_concurrency = 1  # one on the network, one waiting for its slot
-        webpush.stall_after = 3600.0
+        # one on the network, one waiting for its slot
+        message_id, dispatcher, engine = one_slot_dispatcher(app, service, 2)
         renew, renewals = dispatcher._renew, []
 
         def held_up_once(ids: Any) -> None:
