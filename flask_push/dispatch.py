@@ -301,14 +301,6 @@ class _Round:
         self.cancel_check_at = 0.0
         self.wake = asyncio.Event()
 
-    def leased(self, ids: Iterable[int], at: float) -> None:
-        """The lease of ``ids`` was renewed by a statement asked for at ``at``
-        (time.monotonic()): those still in hand count their lease from then."""
-        for id in ids:
-            held = self.held.get(id)
-            if held is not None:
-                held.leased_at = at
-
     def add_pending(self, writes: _Writes) -> None:
         self._pending_now()
         self.pending.extend(writes)
@@ -901,7 +893,10 @@ class Dispatcher:
             return
         self._found_database(r, _Writes())
         if claim.renewed:
-            r.leased(claim.renewed, asked)
+            for id in claim.renewed:
+                held = r.held.get(id)
+                if held is not None:
+                    held.leased_at = asked
             logger.warning(
                 "flask-push: the lease of %d deliveries in hand ran out before this worker "
                 "renewed it (it was held up for more than PUSH_DELIVERY_LEASE, %g s: a "
@@ -937,18 +932,16 @@ class Dispatcher:
 
     def _started(self, r: _Round, held: _Held) -> None:
         """The push has its slots (called in its task, just before it is sent)."""
+        r.waiting.pop(held.id, None)
+        if len(r.waiting) < self.batch_size:
+            r.wake.set()
         if self._lapsed(held, time.monotonic()):
             # Its lease may have run out while it waited (renewals held up longer
             # than a lease), and another worker may be sending it: not from here too.
-            # Taken back as any unsent push, which for a lapsed one leaves the row
-            # to whoever claims it next, less the attempt.
-            self._take_back(r, [held])
-        else:
-            held.started = True
-            r.waiting.pop(held.id, None)
-        if len(r.waiting) < self.batch_size:
-            r.wake.set()
-        if not held.started:
+            # Its row is left to whoever claims it next, less the attempt (a hand-back
+            # would clear the other worker's lease).
+            r.unfinished -= 1
+            r.add_pending(_Writes(lapsed=[held.id]))
             if not r.said_lapsed:
                 r.said_lapsed = True
                 logger.warning(
@@ -960,6 +953,7 @@ class Dispatcher:
                     self.lease.total_seconds(),
                 )
             raise asyncio.CancelledError  # send_one sends nothing; _finished skips it
+        held.started = True
 
     def _lapsed(self, held: _Held, now: float) -> bool:
         """Whether ``held``'s lease may have run out by ``now`` (time.monotonic()):
@@ -1009,8 +1003,7 @@ class Dispatcher:
     def _take_back(self, r: _Round, helds: Iterable[_Held], *, later: bool = False) -> None:
         """Cancel the sends of ``helds`` that are not on the network yet; their
         claims are handed back with the next write (``later``: due again once the
-        provider's timeout has passed), which counts those a cancel won against. One
-        whose lease may have run out gives back only its attempt (``lapsed``)."""
+        provider's timeout has passed), which counts those a cancel won against."""
         writes = _Writes()
         now = time.monotonic()
         for held in helds:
@@ -1299,7 +1292,10 @@ class Dispatcher:
                 continue
             try:
                 await self._on_db_thread(self._renew, ids)
-                r.leased(ids, asked)
+                for id in ids:
+                    held = r.held.get(id)
+                    if held is not None:
+                        held.leased_at = asked
             except Exception as err:
                 if not unreachable(err):
                     logger.exception(
@@ -1410,7 +1406,10 @@ class Dispatcher:
             ids = self._claim(session, message_id, limit)
             again = [id for id in ids if id in in_hand]
             if again:
-                self._take_back_attempts(session, again)
+                d = self.models.Delivery.__table__
+                session.execute(
+                    sa.update(d).where(d.c.id.in_(again)).values(attempts=d.c.attempts - 1)
+                )
                 ids = [id for id in ids if id not in in_hand]
             claim = self._load(session, ids) if ids else _Claim(0, [], [], {})
             claim.renewed = again
@@ -1627,7 +1626,11 @@ class Dispatcher:
         if writes.lapsed:
             # Its lease stays, and its status: another worker may hold it now. Only
             # the attempt goes (its next claim would say it may have gone out).
-            self._take_back_attempts(session, writes.lapsed)
+            session.execute(
+                sa.update(d)
+                .where(d.c.id.in_(writes.lapsed), d.c.attempts > 0)
+                .values(attempts=d.c.attempts - 1)
+            )
         kinds = {row["b_id"]: row["b_kind"] for row in (*released, *deferred, *writes.quiet)}
         if not kinds:
             return Counter()
@@ -1635,14 +1638,6 @@ class Dispatcher:
             sa.select(d.c.id).where(d.c.id.in_(list(kinds)), d.c.status == "cancelled")
         )
         return Counter((kinds[id], "cancelled") for id in cancelled)
-
-    def _take_back_attempts(self, session: Session, ids: Sequence[int]) -> None:
-        """Take back the attempt a claim of ``ids`` counted, and nothing else: their
-        lease and status stay (another worker may hold a lapsed one by now)."""
-        d = self.models.Delivery.__table__
-        session.execute(
-            sa.update(d).where(d.c.id.in_(ids), d.c.attempts > 0).values(attempts=d.c.attempts - 1)
-        )
 
     def _claim(self, session: Session, message_id: str | None, limit: int) -> list[int]:
         now = self.clock.now()
