@@ -794,10 +794,11 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
     try:
         with _stop_on_signals(stop):
             while not stop.is_set():
+                inbox_failure = None
                 try:
                     handled, outcomes = _round(push, stop)
                     if once:  # a cron job's run ends with what came due in the inboxes
-                        push.state.get_inline().dispatcher.settle_inbox()
+                        inbox_failure = _inbox_settled(push)
                     said = None
                 except Exception as err:  # noqa: BLE001 - keep serving; rows stay queued
                     if once:
@@ -844,6 +845,14 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                         "outcomes were not written stay queued and are sent again once "
                         "their lease runs out, so some may arrive twice"
                     )
+                if inbox_failure is not None:
+                    if not handled and not wrote:
+                        raise inbox_failure  # nothing was done: the group says why
+                    raise click.ClickException(
+                        "the inbox items of scheduled messages that came due could not "
+                        f"be written ({first_line(inbox_failure)}); they stay held for "
+                        "the next run"
+                    )
                 if once:
                     break
                 stop.wait(interval)
@@ -884,6 +893,17 @@ _OUTCOME_WORDS = {
     "quiet_hours": "held for quiet hours",
     "handed_back": "handed back unsent",
 }
+
+
+def _inbox_settled(push: Any) -> Exception | None:
+    """Wait for the inbox items that came due during the round; what made their
+    writing fail, if anything, is told after what the round did, not instead of it
+    (the round's deliveries are written by then)."""
+    try:
+        push.state.get_inline().dispatcher.settle_inbox()
+    except Exception as err:  # noqa: BLE001 - told by the caller, after the round's report
+        return err
+    return None
 
 
 def _round(push: Any, stop: threading.Event) -> tuple[int, Counter[str]]:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from flask import Flask
 from test_sigkill import start_worker
 
-from flask_push import cli, signals
+from flask_push import cli, scheduled_inbox, signals
 from flask_push.database import refused_writes
 from flask_push.models import DEAD, utcnow
 from flask_push.queues import ThreadWorker
@@ -581,6 +581,34 @@ def test_worker_once_delivers_due_rows(app: Flask) -> None:
     # nothing due: quiet
     again = runner.invoke(args=["push", "worker", "--once"])
     assert again.exit_code == 0 and again.stdout == "Nothing was due.\n"
+
+
+def test_worker_once_says_what_it_handled_when_the_inbox_items_fail(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inbox items are written on a thread beside the round: their failure is told
+    after what the round did, not as if nothing had been done."""
+    with app.app_context():
+        add_subscription("alice")
+        later = utcnow() + timedelta(hours=1)
+        make_due(push.send(users=["alice"], title="x", send_at=later, inbox=True).id)
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the inbox table is locked")
+
+    monkeypatch.setattr(scheduled_inbox, "write_due", refused)
+    result = app.test_cli_runner().invoke(args=["push", "worker", "--once"])
+    assert result.exit_code == 1, result.output
+    assert re.fullmatch(r"\S+Z handled 1 delivery: recorded 1\n", result.stdout), result.output
+    assert result.stderr.endswith(
+        "Error: the inbox items of scheduled messages that came due could not be written "
+        "(the inbox table is locked); they stay held for the next run\n"
+    ), result.stderr
+    monkeypatch.undo()  # the next run writes them
+    again = app.test_cli_runner().invoke(args=["push", "worker", "--once"])
+    assert again.exit_code == 0 and re.fullmatch(
+        r"\S+Z wrote 1 inbox item of scheduled messages\n", again.stdout
+    ), again.output
 
 
 def test_worker_once_says_what_became_of_each_delivery(make_app: Any, push_fakes: Any) -> None:
