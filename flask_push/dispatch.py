@@ -301,6 +301,14 @@ class _Round:
         self.cancel_check_at = 0.0
         self.wake = asyncio.Event()
 
+    def leased(self, ids: Iterable[int], at: float) -> None:
+        """The lease of ``ids`` was renewed by a statement asked for at ``at``
+        (time.monotonic()): those still in hand count their lease from then."""
+        for id in ids:
+            held = self.held.get(id)
+            if held is not None:
+                held.leased_at = at
+
     def add_pending(self, writes: _Writes) -> None:
         self._pending_now()
         self.pending.extend(writes)
@@ -893,10 +901,7 @@ class Dispatcher:
             return
         self._found_database(r, _Writes())
         if claim.renewed:
-            for id in claim.renewed:
-                held = r.held.get(id)
-                if held is not None:
-                    held.leased_at = asked
+            r.leased(claim.renewed, asked)
             logger.warning(
                 "flask-push: the lease of %d deliveries in hand ran out before this worker "
                 "renewed it (it was held up for more than PUSH_DELIVERY_LEASE, %g s: a "
@@ -1292,10 +1297,7 @@ class Dispatcher:
                 continue
             try:
                 await self._on_db_thread(self._renew, ids)
-                for id in ids:
-                    held = r.held.get(id)
-                    if held is not None:
-                        held.leased_at = asked
+                r.leased(ids, asked)
             except Exception as err:
                 if not unreachable(err):
                     logger.exception(
@@ -1406,10 +1408,7 @@ class Dispatcher:
             ids = self._claim(session, message_id, limit)
             again = [id for id in ids if id in in_hand]
             if again:
-                d = self.models.Delivery.__table__
-                session.execute(
-                    sa.update(d).where(d.c.id.in_(again)).values(attempts=d.c.attempts - 1)
-                )
+                self._take_back_attempts(session, again)
                 ids = [id for id in ids if id not in in_hand]
             claim = self._load(session, ids) if ids else _Claim(0, [], [], {})
             claim.renewed = again
@@ -1626,11 +1625,7 @@ class Dispatcher:
         if writes.lapsed:
             # Its lease stays, and its status: another worker may hold it now. Only
             # the attempt goes (its next claim would say it may have gone out).
-            session.execute(
-                sa.update(d)
-                .where(d.c.id.in_(writes.lapsed), d.c.attempts > 0)
-                .values(attempts=d.c.attempts - 1)
-            )
+            self._take_back_attempts(session, writes.lapsed)
         kinds = {row["b_id"]: row["b_kind"] for row in (*released, *deferred, *writes.quiet)}
         if not kinds:
             return Counter()
@@ -1638,6 +1633,14 @@ class Dispatcher:
             sa.select(d.c.id).where(d.c.id.in_(list(kinds)), d.c.status == "cancelled")
         )
         return Counter((kinds[id], "cancelled") for id in cancelled)
+
+    def _take_back_attempts(self, session: Session, ids: Sequence[int]) -> None:
+        """Take back the attempt a claim of ``ids`` counted, and nothing else: their
+        lease and status stay (another worker may hold a lapsed one by now)."""
+        d = self.models.Delivery.__table__
+        session.execute(
+            sa.update(d).where(d.c.id.in_(ids), d.c.attempts > 0).values(attempts=d.c.attempts - 1)
+        )
 
     def _claim(self, session: Session, message_id: str | None, limit: int) -> list[int]:
         now = self.clock.now()

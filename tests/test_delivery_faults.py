@@ -273,12 +273,7 @@ def test_leases_are_renewed_while_the_pushes_are_in_hand(make_app: Callable[...,
             )
             engine = db.engine
 
-        def work() -> None:
-            with app.app_context():
-                first.run_until_idle()
-
-        worker = threading.Thread(target=work)
-        worker.start()
+        worker = round_in_thread(app, first)
         leases: list[Any] = []
         taken = 0
         try:
@@ -322,6 +317,19 @@ def one_slot_dispatcher(
     return message_id, dispatcher, engine
 
 
+def run_round(app: Flask, dispatcher: Dispatcher) -> None:
+    """One round of ``dispatcher`` until nothing is due, in ``app``'s context."""
+    with app.app_context():
+        dispatcher.run_until_idle()
+
+
+def round_in_thread(app: Flask, dispatcher: Dispatcher) -> threading.Thread:
+    """:func:`run_round` in a thread of its own, started."""
+    thread = threading.Thread(target=run_round, args=(app, dispatcher))
+    thread.start()
+    return thread
+
+
 async def never_renew(r: Any) -> None:
     """A dispatcher's lease renewals, held up for as long as its round lasts (a
     starved machine, a database that does not answer)."""
@@ -363,13 +371,7 @@ def test_a_round_whose_lease_ran_out_sends_what_it_holds_once(
 
         monkeypatch.setattr(dispatcher, "_claim", counted)
         service.hold()
-
-        def work() -> None:
-            with app.app_context():
-                dispatcher.run_until_idle()
-
-        worker = threading.Thread(target=work)
-        worker.start()
+        worker = round_in_thread(app, dispatcher)
         try:
             assert service.wait_in_flight(1) == 1
             # the lease runs out under all three, and the round claims them again
@@ -434,18 +436,11 @@ def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
             )
         monkeypatch.setattr(first, "_heartbeat", never_renew)
         service.hold()
-
-        def work(dispatcher: Dispatcher) -> None:
-            with app.app_context():
-                dispatcher.run_until_idle()
-
-        workers = [threading.Thread(target=work, args=(first,))]
-        workers[0].start()
+        workers = [round_in_thread(app, first)]
         try:
             assert service.wait_in_flight(1) == 1
             time.sleep(1.2)  # the lease runs out
-            workers.append(threading.Thread(target=work, args=(second,)))
-            workers[1].start()
+            workers.append(round_in_thread(app, second))
             assert service.wait_in_flight(4) == 4  # the second sends all three
             if stalled:
                 assert wait_until(lambda: "are put back" in caplog.text, 10)
@@ -500,13 +495,7 @@ def test_a_push_on_the_network_keeps_its_lease_renewed_after_a_lapse(
 
         monkeypatch.setattr(dispatcher, "_renew", held_up_once)
         service.hold()
-
-        def work() -> None:
-            with app.app_context():
-                dispatcher.run_until_idle()
-
-        worker = threading.Thread(target=work)
-        worker.start()
+        worker = round_in_thread(app, dispatcher)
         try:
             assert service.wait_in_flight(1) == 1
             assert wait_until(lambda: len(renewals) >= 2, 10)
@@ -526,7 +515,7 @@ def test_a_push_on_the_network_keeps_its_lease_renewed_after_a_lapse(
             assert len(service.pushes) == 1
             rows = deliveries(engine, message_id)
             assert sorted((r.status, r.attempts) for r in rows) == [("queued", 0), ("sent", 1)]
-            work()  # the next round claims it
+            run_round(app, dispatcher)  # the next round claims it
         finally:
             service.release()
             worker.join()
