@@ -6,6 +6,7 @@ import gzip
 import http.client
 import json
 import threading
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from werkzeug.serving import make_server
 from flask_push import signals
 from flask_push.models import utcnow
 
-from conftest import REDIS_URL, as_user, db, push
+from conftest import REDIS_URL, add_subscription, as_user, db, push
 
 
 def assert_error(response, status, code):
@@ -290,6 +291,43 @@ def test_an_unknown_query_parameter_is_refused_as_an_unknown_field_is(client):
     assert "at most 20 types" in refused.json["error"]["message"]
     twenty = ",".join(f"t{n}" for n in range(20))
     assert client.get(f"/push/notifications?type={twenty}", headers=mine).status_code == 200
+
+
+def test_an_operation_on_everything_refuses_a_field_that_would_narrow_it(app, client):
+    """`POST /messages/<id>/cancel` with `{"userId": "bob"}` cancelled every user's
+    deliveries, and mark-all-read with `{"type": "order"}` marked every item read:
+    the fields were ignored. These operations take no field, so one is refused, and
+    nothing is changed."""
+    admin = as_user("root", admin=True)
+    with app.app_context():
+        for user in ("alice", "bob"):
+            add_subscription(user)
+        later = utcnow() + timedelta(hours=1)
+        message_id = push.send(users=["alice", "bob"], title="x", send_at=later, inbox=False).id
+    alice = as_user("alice")
+    client.post("/push/notifications", json={"id": "n1", "title": "Hi"}, headers=alice)
+    narrowed = [
+        (f"/push/messages/{message_id}/cancel", {"userId": "bob"}, admin),
+        (f"/push/messages/{message_id}/retry", {"targetIds": [1]}, admin),
+        ("/push/notifications/mark-all-read", {"type": "order"}, alice),
+        ("/push/notifications/n1/read", {"read": False}, alice),
+    ]
+    for url, body, who in narrowed:
+        answer = client.post(url, json=body, headers=who)
+        assert answer.status_code == 400, url
+        (field,) = body
+        assert answer.json["error"] == {
+            "code": "unknown_field",
+            "field": field,
+            "message": f"Unknown field {field!r}; this operation takes none.",
+        }, url
+    assert client.get(f"/push/messages/{message_id}", headers=admin).json["status"] != "cancelled"
+    assert client.get("/push/notifications", headers=alice).json["newCount"] == 1
+    # an empty object, or no body, is what they take
+    for url, _, who in narrowed[2:]:
+        assert client.post(url, json={}, headers=who).status_code == 200, url
+    cancelled = client.post(f"/push/messages/{message_id}/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json["counts"]["cancelled"] == 2
 
 
 def test_an_operation_that_reads_no_query_refuses_one(client):

@@ -22,7 +22,7 @@ from .. import database, explain, outcomes, reports
 from ..dispatch import read_click_token
 from ..errors import PayloadError
 from ..models import utcnow
-from ..schemas.base import AnyObject
+from ..schemas.base import NoFields
 from ..schemas.delivery import DeliveriesQuery, DeliveryList
 from ..schemas.message import (
     DELIVERY_STATUSES,
@@ -249,13 +249,13 @@ def list_deliveries(id: str) -> ResponseReturnValue:
     "cancelMessage",
     "Cancel what of a message is not sent yet",
     id_description=_ONE,
-    body=AnyObject,
+    body=NoFields,
     answers={200: Answer("The message: its unsent deliveries are now `cancelled`.", Message)},
     errors=(403, 404),
 )
 def cancel_message(id: str) -> ResponseReturnValue:
     require_admin()
-    parse_body(AnyObject)  # a body, if any, must still be JSON
+    parse_body(NoFields)  # a body, if any: JSON, and no fields
     return _operated(id, push().cancel)
 
 
@@ -265,7 +265,7 @@ def cancel_message(id: str) -> ResponseReturnValue:
     "retryFailedDeliveries",
     "Send a message's failed deliveries again",
     id_description=_ONE,
-    body=AnyObject,
+    body=NoFields,
     answers={
         200: Answer("The message: its `failed` deliveries are queued again.", Message),
     },
@@ -273,7 +273,7 @@ def cancel_message(id: str) -> ResponseReturnValue:
 )
 def retry_message(id: str) -> ResponseReturnValue:
     require_admin()
-    parse_body(AnyObject)  # a body, if any, must still be JSON
+    parse_body(NoFields)  # a body, if any: JSON, and no fields
     return _operated(id, push().retry_failed)
 
 

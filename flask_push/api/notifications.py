@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.typing import ResponseReturnValue
 
 from .. import inbox
-from ..schemas.base import AnyObject, ecma
+from ..schemas.base import NoFields, ecma
 from ..schemas.inbox import InboxItem, InboxItemUpsert, InboxPage, InboxQuery, UpdatedCount
 from ..validation import NAME
 from .http import not_found, owner_for, parse_body, parse_query, push, user_id, user_or_admin
@@ -88,12 +88,12 @@ def upsert_item() -> ResponseReturnValue:
     "Mark one of the caller's items read",
     id_description=_ONE,
     id_pattern=ecma(NAME),
-    body=AnyObject,
+    body=NoFields,
     answers={200: Answer("1 if it was unread, else 0.", UpdatedCount)},
     errors=(401, 404),
 )
 def mark_read(id: str) -> ResponseReturnValue:
-    parse_body(AnyObject)  # a body, if any, must still be JSON, as for mark-all-read
+    parse_body(NoFields)  # a body, if any: JSON, and no fields
     ext = push()
     owner = user_id()
     if ext.db.session.get(ext.models.InboxItem, (owner, inbox.item_id(id))) is None:
@@ -106,10 +106,10 @@ def mark_read(id: str) -> ResponseReturnValue:
     "/notifications/mark-all-read",
     "markAllNotificationsRead",
     "Mark all of the caller's items read",
-    body=AnyObject,
+    body=NoFields,
     answers={200: Answer("How many were unread.", UpdatedCount)},
     errors=(401,),
 )
 def mark_all_read() -> ResponseReturnValue:
-    parse_body(AnyObject)  # a body, if any, must still be JSON
+    parse_body(NoFields)  # a body, if any: JSON, and no fields
     return UpdatedCount(updated=push().mark_all_read(user_id())).to_json()

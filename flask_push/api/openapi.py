@@ -21,7 +21,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaV
 from pydantic_core import core_schema
 
 from .._version import __version__
-from ..schemas.base import AnyObject, Context, document_context
+from ..schemas.base import Context, NoFields, document_context
 from ..schemas.errors import Error
 from .routes import ANYONE, Answer, Route, table
 
@@ -366,8 +366,8 @@ def _operation(
     errors = set(route.errors)
     if route.body is not None:
         operation["requestBody"] = {
-            # AnyObject: a POST that may have no body at all
-            "required": route.body is not AnyObject,
+            # NoFields: a POST that may have no body at all
+            "required": route.body is not NoFields,
             "content": {JSON: {"schema": refs[(route.body, "validation")]}},
         }
         errors.update(_BODY_ERRORS)

@@ -58,11 +58,13 @@ class WireModel(BaseModel):
     )
 
 
-class AnyObject(BaseModel):
-    """Any JSON object (its fields are ignored), or no body at all; a body needs
-    `Content-Type: application/json`, and so does no body from a page of another site."""
+class NoFields(BaseModel):
+    """An empty JSON object, or no body at all: the operation takes no fields, so a
+    field sent is refused, not ignored (a filter such as `userId` would otherwise act
+    on everything it was meant to narrow). A body needs `Content-Type:
+    application/json`, and so does no body from a page of another site."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
 
 class ResponseModel(BaseModel):

@@ -86,6 +86,8 @@ def _unknown_field(model: Any, loc: list[Any]) -> str:
     if owner is None:
         return f"Unknown field {name!r}."
     expected = sorted(field.alias or key for key, field in owner.model_fields.items())
+    if not expected:
+        return f"Unknown field {name!r}; this operation takes none."
     return f"Unknown field {name!r}; expected one of {expected}."
 
 
