@@ -2196,7 +2196,11 @@ class Dispatcher:
                     )
                     _log_outcome(push, result, f"expired: {policy.QUIET_HOURS_EXPIRED}")
                 else:
-                    waited = unanswered or "unavailable"
+                    waited = unanswered or (
+                        "rate_limited"
+                        if result.status_code == outcomes.RATE_LIMITED_STATUS
+                        else "unavailable"
+                    )
                     text = outcomes.detail(
                         waited,
                         service=service,

@@ -86,6 +86,12 @@ REASONS: Final[dict[str, str]] = {
     "unavailable": (
         "{Service} answered {answer} at {at}; it will be tried again at {next}{asked}."
     ),
+    # a 429: the service is up, and slowing this sender down (FCM's quota, APNs'
+    # pushes to one device, a browser vendor's rate): a different fix than an outage
+    "rate_limited": (
+        "{Service} answered {answer} at {at}: it takes pushes from this sender more "
+        "slowly for now; it will be tried again at {next}{asked}."
+    ),
     "unreachable": (
         "flask-push could not reach {service} at {at}: {answer}. It will be tried again at {next}."
     ),
@@ -254,7 +260,9 @@ UNANSWERED: Final[dict[str, str]] = {
 UNANSWERED_RETRIES: Final[tuple[str, ...]] = ("unreachable", "no_answer")
 #: the reasons of a push waiting for the time its push service asked for (or the
 #: backoff chose) after a try it did not take
-RETRIES: Final[tuple[str, ...]] = ("unavailable", *UNANSWERED_RETRIES)
+RETRIES: Final[tuple[str, ...]] = ("unavailable", "rate_limited", *UNANSWERED_RETRIES)
+#: the HTTP status by which a push service says it is slowing this sender down
+RATE_LIMITED_STATUS: Final = 429
 
 #: what ``{Last}`` says of the last attempt: by the reason it had no answer, if so
 _LAST: Final[dict[str, str]] = {

@@ -476,9 +476,11 @@ def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(
     # once an OverflowError in the date of the next try: the whole batch's outcomes
     # were lost, and the worker sent the batch again every lease, forever
     client = live.test_client()
-    (fine, _), (busy, b), (later, c) = (subscribe(client, push_fake_webpush, n) for n in "abc")
+    subscribers = (subscribe(client, push_fake_webpush, n) for n in "abcd")
+    (fine, _), (busy, b), (later, c), (slowed, d) = subscribers
     push_fake_webpush.fail_next(429, subscriber=b, retry_after="9" * 20)
     push_fake_webpush.fail_next(503, subscriber=c, retry_after=120)
+    push_fake_webpush.fail_next(429, subscriber=d, retry_after=120)
     retried: list[bool] = []
 
     def failed(sender: Any, push: Any, result: Any, will_retry: bool) -> None:
@@ -486,7 +488,7 @@ def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(
 
     with signals.delivery_failed.connected_to(failed, sender=live):
         id = send(client, ["al"])
-    assert sorted(retried) == [False, True]  # the signal does not promise the expired one
+    assert sorted(retried) == [False, True, True]  # the expired one is promised no retry
     with live.app_context():
         entries = by_target(push.explain(id))
     assert entries[fine]["status"] == "sent"
@@ -495,6 +497,17 @@ def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(
     assert (waiting["status"], waiting["reason"]) == ("queued", "unavailable")
     next_try = datetime.fromisoformat(waiting["nextAttemptAt"])
     assert next_try >= datetime.now(timezone.utc) + timedelta(seconds=110)
+    # a 429: the service is up and slows this sender down, which an operator fixes
+    # otherwise than an outage
+    throttled = entries[slowed]
+    assert (throttled["status"], throttled["reason"]) == ("queued", "rate_limited")
+    assert throttled["detail"].startswith(
+        "The browser's push service answered 429 Too Many Requests at "
+    )
+    assert (
+        ": it takes pushes from this sender more slowly for now; it will be tried "
+        in (throttled["detail"])
+    )
     # past it: expired at once, saying why, not a retry promised for a time it never
     # gets (the time to live would end first)
     ended = entries[busy]
