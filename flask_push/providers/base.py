@@ -61,25 +61,34 @@ async def within(seconds: float, request: Coroutine[Any, Any, _T]) -> _T:
     return await asyncio.wait_for(request, seconds)
 
 
-async def read_start(response: Any, limit: int) -> str:
+#: the share of a provider's timeout that the body of an accepted push's answer may
+#: take after its status line, which has said the push was taken
+BODY_SHARE = 0.25
+
+
+async def read_start(response: Any, limit: int, *, for_at_most: float | None = None) -> str:
     """The first ``limit`` bytes of an aiohttp ``response``'s body, as text; the
     rest is left unread, so that a service answering with an endless body costs
     no more memory than that.
 
     A body that breaks off (the connection closed or reset before the length its
-    headers gave) is what came of it: the status line has said what became of the
-    push, and the body only words it. Raising would make an accepted push a retry,
-    sent twice."""
+    headers gave), or that is still coming after ``for_at_most`` seconds, is what
+    came of it: the status line has said what became of the push, and the body only
+    words it. Raising would make an accepted push a retry, sent twice."""
     import aiohttp
 
     data = bytearray()
-    try:
+
+    async def read() -> None:
         while len(data) < limit:
             chunk = await response.content.read(limit - len(data))
             if not chunk:
                 break
-            data += chunk
-    except aiohttp.ClientPayloadError:
+            data.extend(chunk)
+
+    try:
+        await (read() if for_at_most is None else within(for_at_most, read()))
+    except (aiohttp.ClientPayloadError, asyncio.TimeoutError):
         pass
     return bytes(data).decode("utf-8", "replace")
 

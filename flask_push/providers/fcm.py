@@ -82,6 +82,7 @@ from ..message import (
 from ..schemas.base import ResponseModel, WireModel, refuse_as
 from ..schemas.fields import MAX_TEXT
 from .base import (
+    BODY_SHARE,
     CONNECT_SHARE,
     Provider,
     read_start,
@@ -135,11 +136,13 @@ class _TokenLate(Exception):
 
 @dataclass(frozen=True)
 class _Answer:
-    """FCM's answer to one send, read in full."""
+    """FCM's answer to one send, read in full (or as far as it came: ``ended`` says
+    whether its body came to its end)."""
 
     status: int
     text: str
     retry_after: float | None
+    ended: bool = True
 
 
 def _objects(value: Any) -> list[dict[str, Any]]:
@@ -677,9 +680,15 @@ class FCMProvider(Provider):
             # FCM never redirects a send: one elsewhere must not carry the token
             allow_redirects=False,
         ) as response:
-            text = await read_start(response, _MAX_ANSWER)
+            # a 200 has said the message was taken: its body, which only names it, is
+            # not waited for long (an error's body says what it was, so it is)
+            taken = response.status == 200
+            text = await read_start(
+                response, _MAX_ANSWER, for_at_most=self.timeout * BODY_SHARE if taken else None
+            )
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            return token, _Answer(response.status, text, retry_after)
+            ended = response.content.at_eof() and response.content.exception() is None
+            return token, _Answer(response.status, text, retry_after, ended)
 
     async def post(self, push: OutgoingPush, payload: Any) -> _Answer:
         """One POST on the loop (two when the access token expired early)."""
@@ -699,7 +708,7 @@ class FCMProvider(Provider):
         result = partial(DeliveryResult, push.delivery_id, provider=self.name)
         status = answer.status
         if status == 200:
-            if not answer.text:
+            if not answer.text and answer.ended:
                 return result("failed", error="FCM answered 200 with an empty body")
             return result("sent", status_code=200, service_id=_message_name(answer.text))
         # 429 QUOTA_EXCEEDED, 500 INTERNAL, 503 UNAVAILABLE are FCM's "back off and

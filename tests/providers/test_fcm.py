@@ -369,14 +369,23 @@ def test_an_endless_answer_is_read_only_so_far(
     assert len(result.error or "") < 1000
 
 
+@pytest.mark.parametrize(
+    ("body", "then_hold"),
+    [
+        (b'{"name": "projects/flask-push-test/messages/0:1', False),
+        (b'{"name": "projects/flask-push-test/messages/0:1', True),
+        (b"", True),
+    ],
+    ids=["cut-off", "stalled", "stalled-before-a-byte"],
+)
 def test_a_message_taken_whose_answer_broke_off_is_sent(
-    push_fake_fcm: FakeFCM, account: dict[str, str]
+    push_fake_fcm: FakeFCM, account: dict[str, str], body: bytes, then_hold: bool
 ) -> None:
-    """FCM said 200 and the connection closed before the body's end: the message was
-    taken, and was retried ("no_answer"), so the device showed it twice."""
-    body = b'{"name": "projects/flask-push-test/messages/0:1'
+    """FCM said 200 and the connection closed before the body's end, or the body
+    stalled: the message was taken, and was retried ("no_answer", or the push's
+    timeout), so the device showed it twice."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-    base_url, thread, listener = answering(head + body)
+    base_url, thread, listener = answering(head + body, then_hold)
     try:
         provider = make_provider(push_fake_fcm, account, baseUrl=base_url)
         result = send_one(provider, push(make_registration_token()))
@@ -384,6 +393,22 @@ def test_a_message_taken_whose_answer_broke_off_is_sent(
         listener.close()
     thread.join(5)
     assert (result.status, result.status_code, result.error) == ("sent", 200, None), result
+
+
+def test_a_200_that_says_its_body_is_empty_is_not_counted_sent(
+    push_fake_fcm: FakeFCM, account: dict[str, str]
+) -> None:
+    """FCM's 200 always names the message; one whose body is whole and empty is no
+    answer of FCM's (pyfcm refuses it too)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n"
+    base_url, thread, listener = answering(head)
+    try:
+        provider = make_provider(push_fake_fcm, account, baseUrl=base_url)
+        result = send_one(provider, push(make_registration_token()))
+    finally:
+        listener.close()
+    thread.join(5)
+    assert (result.status, result.error) == ("failed", "FCM answered 200 with an empty body")
 
 
 def test_any_401_sends_the_next_push_with_a_new_access_token(
