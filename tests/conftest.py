@@ -75,6 +75,7 @@ SLOW_FIRST = [
     "test_readme.py",
     "test_celery_queue.py",
     "test_console_browser.py",
+    "test_contrast_browser.py",
     "test_hostile_input.py",
     "test_sigkill.py",
     "test_timeline_cost.py",
