@@ -332,6 +332,19 @@ def answering(raw: bytes, then_hold: bool = False) -> tuple[str, threading.Threa
     return f"http://127.0.0.1:{listener.getsockname()[1]}", thread, listener
 
 
+def send_to_raw(
+    fake: FakeFCM, account: dict[str, str], raw: bytes, then_hold: bool = False, **settings: Any
+) -> DeliveryResult:
+    """One push through a provider whose FCM answers ``raw`` (see :func:`answering`)."""
+    base_url, thread, listener = answering(raw, then_hold)
+    try:
+        provider = make_provider(fake, account, baseUrl=base_url, **settings)
+        return send_one(provider, push(make_registration_token()))
+    finally:
+        listener.close()
+        thread.join(5)
+
+
 def test_a_redirect_is_not_followed(push_fake_fcm: FakeFCM, account: dict[str, str]) -> None:
     """FCM never redirects a send: one elsewhere must not carry the access token
     and the push there, nor count as sent by what that server answers."""
@@ -358,13 +371,8 @@ def test_an_endless_answer_is_read_only_so_far(
     """A 500 whose body never ends (a proxy gone wrong): its start is read, and the
     push is retried at once, without waiting for the rest or keeping it."""
     head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 600000000\r\n\r\n"
-    base_url, thread, listener = answering(head + b"x" * 200_000, then_hold=True)
-    try:
-        provider = make_provider(push_fake_fcm, account, baseUrl=base_url, timeout=30.0)
-        result = send_one(provider, push(make_registration_token()))
-    finally:
-        listener.close()
-    thread.join(5)
+    raw = head + b"x" * 200_000
+    result = send_to_raw(push_fake_fcm, account, raw, then_hold=True, timeout=30.0)
     assert (result.status, result.status_code) == ("retry", 500), result
     assert len(result.error or "") < 1000
 
@@ -385,13 +393,7 @@ def test_a_message_taken_whose_answer_broke_off_is_sent(
     stalled: the message was taken, and was retried ("no_answer", or the push's
     timeout), so the device showed it twice."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-    base_url, thread, listener = answering(head + body, then_hold)
-    try:
-        provider = make_provider(push_fake_fcm, account, baseUrl=base_url)
-        result = send_one(provider, push(make_registration_token()))
-    finally:
-        listener.close()
-    thread.join(5)
+    result = send_to_raw(push_fake_fcm, account, head + body, then_hold)
     assert (result.status, result.status_code, result.error) == ("sent", 200, None), result
 
 
@@ -401,13 +403,7 @@ def test_a_200_that_says_its_body_is_empty_is_not_counted_sent(
     """FCM's 200 always names the message; one whose body is whole and empty is no
     answer of FCM's (pyfcm refuses it too)."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n"
-    base_url, thread, listener = answering(head)
-    try:
-        provider = make_provider(push_fake_fcm, account, baseUrl=base_url)
-        result = send_one(provider, push(make_registration_token()))
-    finally:
-        listener.close()
-    thread.join(5)
+    result = send_to_raw(push_fake_fcm, account, head)
     assert (result.status, result.error) == ("failed", "FCM answered 200 with an empty body")
 
 
