@@ -1432,11 +1432,11 @@ class Dispatcher:
         written: Counter[str] = Counter()
         for (_, status), n in recorded.items():
             written[status] += n
-        handed_back = len(writes.released) + len(writes.deferred) + len(writes.lapsed)
+        # held for quiet hours: no outcome (the metrics count none), said apart
+        handed_back = writes.handed_back - len(writes.quiet)
         if handed_back:
             written["handed_back"] += handed_back
         if writes.quiet:
-            # held for quiet hours: no outcome (the metrics count none), said apart
             written["quiet_hours"] += len(writes.quiet)
         with self._lock_written:
             self.written.update(written)
