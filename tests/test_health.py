@@ -62,10 +62,9 @@ def health(app: Flask) -> tuple[int, dict[str, Any]]:
 def test_the_readmes_answer_is_what_a_new_app_serves(make_app: Callable[..., Flask]) -> None:
     """What the README shows is what ``curl`` prints for an app on the defaults,
     keys in the order they come (Flask sorts them)."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme[readme.index("### Health, for load balancers and probes") :]
-    start = section.index("```json\n") + len("```json\n")
-    shown = section[start : section.index("\n```", start)]
+    from test_readme import one
+
+    shown = one("answer", "health").code
     response = make_app().test_client().get("/push/health")
     served = response.get_data(as_text=True)
     assert json.loads(served) == json.loads(shown)
