@@ -186,12 +186,23 @@ def visit_console(contrast: Contrast, page: Any, url: Callable[[str], str], ids:
     contrast.check(page, "console send, previewed")
 
 
+def visit_pages(
+    contrast: Contrast, page: Any, base: str, pages: dict[str, str], ready: dict[str, str]
+) -> None:
+    """Checks each of ``pages`` (name: path under ``base``) in ``page``, once the
+    selector ``ready`` names for it, if any, is on it."""
+    for name, path in pages.items():
+        page.goto(base + path)
+        if name in ready:
+            page.wait_for_selector(ready[name])
+        contrast.check(page, name)
+
+
 def visit_demo(
     contrast: Contrast, base: str, order: str, visitor: Any, shopper: Any, staff: Any
 ) -> None:
-    visitor.goto(base + "/login")
-    contrast.check(visitor, "demo login")
-    for name, path in {
+    visit_pages(contrast, visitor, base, {"demo login": "/login"}, {})
+    shopper_pages = {
         "demo home": "/",
         "demo product": "/products/avocados",
         "demo cart": "/cart",
@@ -201,24 +212,21 @@ def visit_demo(
         # quiet hours off: their times and zone are disabled, and dimmed
         "demo settings": "/settings/notifications",
         "demo phones": "/devices",
-    }.items():
-        shopper.goto(base + path)
-        contrast.check(shopper, name)
+    }
+    visit_pages(contrast, shopper, base, shopper_pages, {})
     shopper.goto(base + "/")
     shopper.click(".fp-bell-button")
     shopper.wait_for_selector(".fp-panel:not([hidden]) .fp-item")
     contrast.check(shopper, "demo bell menu")
-    for name, path in {
+    staff_pages = {
         "staff board": "/staff/",
         "staff offers": "/staff/offers",
         "staff messages": "/staff/messages",
         "staff providers": "/staff/providers",
         "staff installations": "/staff/installations",
-    }.items():
-        staff.goto(base + path)
-        if name == "staff messages":  # it lists the messages it fetches
-            staff.wait_for_selector("[data-messages] .message")
-        contrast.check(staff, name)
+    }
+    # the messages page lists the messages it fetches
+    visit_pages(contrast, staff, base, staff_pages, {"staff messages": "[data-messages] .message"})
 
 
 def visit_bell(contrast: Contrast, page: Any, origin: str) -> None:
