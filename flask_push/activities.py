@@ -27,7 +27,7 @@ from . import database, outcomes, policy
 from .categories import Category
 from .errors import ValidationError
 from .message import Activity
-from .models import Models, unclaimed_update, utcnow
+from .models import ACTIVE, Models, unclaimed_update, utcnow
 from .realtime.events import ACTIVITY_CHANNEL_PREFIX, user_channel
 from .realtime.inbox_events import publish_committed
 from .schemas.activity import ActivityCall, progress_of
@@ -91,8 +91,10 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
     users = list(dict.fromkeys(call.users))
     # the users of the latest call are the activity's: one left out (a courier
     # replaced) may no longer join its channel, nor be caught up, and their sockets
-    # on it leave it before its next state goes out
+    # on it leave it before its next state goes out, and their Live Activities end
+    # on the state they last saw
     left = sorted(set(row.users or ()) - set(users))
+    seen = dict(row.state or {})
     row.users = sorted(users)
     row.event, row.state, row.timestamp, row.updated_at = call.event, current, stamp, now
     if call.event == "end":
@@ -175,11 +177,14 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         "category": call.category,
     }
     try:
-        return queue_message(state, {"users": users}, notification, extras)
+        message = queue_message(state, {"users": users}, notification, extras)
     except BaseException:
         # refused (a payload too large, say): the activity's new state goes too
         session.rollback()
         raise
+    if left:
+        end_left_out(state, replace(shown, state=seen), left, call.title)
+    return message
 
 
 def shut_out(state: PushState, channel: str, users: list[str]) -> None:
@@ -210,6 +215,7 @@ def activity_json(shown: Activity) -> dict[str, Any]:
         "attributesType": shown.attributes_type,
         "attributes": dict(shown.attributes) if shown.attributes is not None else None,
         **({"catchUp": True} if shown.catch_up else {}),
+        **({"farewell": True} if shown.farewell else {}),
     }
 
 
@@ -227,6 +233,7 @@ def activity_from_json(stored: dict[str, Any] | None) -> Activity | None:
         attributes_type=stored.get("attributesType"),
         attributes=stored.get("attributes"),
         catch_up=bool(stored.get("catchUp")),
+        farewell=bool(stored.get("farewell")),
     )
 
 
@@ -273,6 +280,8 @@ def catch_up(state: PushState, installation: Any, activity_id: str, *, first: bo
     if found is None:
         return None
     latest, status, reason, lease_until, events = found
+    if latest.activity.get("farewell"):
+        return None  # ended when they were left out; nothing newer came to them since
     waiting = status == "queued" and (lease_until is None or lease_until < utcnow())
     if waiting or status in NOT_CAUGHT_UP or reason in outcomes.POLICY_REASONS:
         return None
@@ -325,6 +334,71 @@ def queue_catch_up(state: PushState, installation_id: str, latest: Any) -> Any:
     return queue_message(state, {"id": installation_id}, keywords, extras)
 
 
+#: what the timeline of a farewell says first, after "Queued for sending."
+FAREWELL = (
+    "A farewell: the activity's latest call left this user out, so their Live Activity "
+    "ends on the state they last saw, without an alert, and leaves the lock screen."
+)
+
+
+def end_left_out(state: PushState, last: Activity, users: Sequence[str], title: str) -> list[Any]:
+    """Queue the end of the Live Activities of ``users``, whom the call stamped
+    ``last.timestamp`` left out (a courier replaced): a farewell to each of their
+    installations with a token for it, which ends it on ``last``, the state they last
+    saw, without an alert, and dismisses it at once. Else their lock screen would show
+    a state no newer one replaces, of an activity they no longer follow, until iOS
+    ends it hours later.
+
+    After the call's commit: one that cannot be queued is logged, and the call
+    stands. Returns the messages queued."""
+    from .sending import Extras, queue_message
+
+    models, session = state.push.models, state.push.db.session
+    tok, ins = models.ActivityToken, models.Installation
+    farewell = replace(
+        last,
+        event="end",
+        dismiss_at=last.timestamp,
+        stale_at=None,
+        attributes_type=None,
+        attributes=None,
+        farewell=True,
+    )
+    keywords = {
+        "title": title,
+        "tag": last.id,
+        "collapse_key": last.id,
+        "inbox": False,
+        "notify_type": "activity",
+    }
+    extras = Extras(
+        columns={"activity_id": last.id, "activity": activity_json(farewell)},
+        activity=farewell,
+        why=FAREWELL,
+    )
+    found = session.execute(
+        sa.select(ins.id, ins.user_id)
+        .join(tok, tok.installation_id == ins.id)
+        .where(tok.activity_id == last.id, ins.user_id.in_(users), ins.status == ACTIVE)
+        .order_by(ins.id)
+    ).all()
+    queued = []
+    for installation_id, user_id in found:
+        try:
+            queued.append(queue_message(state, {"id": installation_id}, keywords, extras))
+        except Exception as err:  # noqa: BLE001 - said; the call itself succeeded
+            logger.error(
+                "flask-push: the Live Activity of %r on installation %s, whom a call of "
+                "activity %r left out, could not be ended (%s): it shows the state they "
+                "last saw until iOS ends it",
+                user_id,
+                installation_id,
+                last.id,
+                err,
+            )
+    return queued
+
+
 def superseded(
     session: Any,
     models: Models,
@@ -370,7 +444,8 @@ def superseded(
         # order every other writer of these rows takes: a worker's claim, which skips
         # locked rows, cannot take one between this read and the write, which would
         # count it as superseded while the worker sends it
-        sa.select(d.id, d.events, d.message_id, d.kind, d.user_id)
+        sa.select(d.id, d.events, d.message_id, d.kind, d.user_id, d.installation_id, m.activity)
+        .join(m, m.id == d.message_id)
         .order_by(d.id)
         .with_for_update(of=d)
         .where(
@@ -384,6 +459,14 @@ def superseded(
             ),
         )
     ).all()
+    # a farewell waiting for a user left out stays: it ends the Live Activity they
+    # no longer follow (a newer state to their installation, once they are back in
+    # it, replaces it as any other)
+    rows = [
+        row
+        for row in rows
+        if not (row.activity or {}).get("farewell") or row.installation_id in installations
+    ]
     if not rows:
         return Counter()
     replaced = outcomes.event("superseded", now, outcomes.detail("superseded", at=now))
@@ -404,9 +487,9 @@ def superseded(
             events=sa.bindparam("b_events", type_=table.c.events.type),
         ),
         [
-            {"b_id": id, "b_reason": reason, "b_events": [*(events or ()), said]}
-            for id, events, _, _, user_id in rows
-            for reason, said in [why(user_id)]
+            {"b_id": row.id, "b_reason": reason, "b_events": [*(row.events or ()), said]}
+            for row in rows
+            for reason, said in [why(row.user_id)]
         ],
     )
     policy.release_capped(session, models, categories, {row.message_id for row in rows})
@@ -451,13 +534,14 @@ def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> dict
     found: dict[int, str | None] = dict.fromkeys(session.scalars(query))
     a = models.Activity
     moved_on = (
-        sa.select(d.id, d.user_id, a.users)
+        sa.select(d.id, d.user_id, a.users, m.activity)
         .join(m, m.id == d.message_id)
         .join(a, a.id == m.activity_id)
         .where(d.id.in_(delivery_ids), d.user_id.is_not(None), a.timestamp > stamp_of(m))
     )
-    for id, user_id, users in session.execute(moved_on):
-        if id not in found and user_id not in (users or ()):
+    for id, user_id, users, shown in session.execute(moved_on):
+        # a farewell is for a user left out: it ends what they no longer follow
+        if id not in found and user_id not in (users or ()) and not shown.get("farewell"):
             found[id] = user_id
     return found
 

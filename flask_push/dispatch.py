@@ -1987,9 +1987,9 @@ class Dispatcher:
                 else:
                     target_of = DeviceTarget(token)
                 activity = activity_from_json(stored_activity)
-                if activity is not None and activity.catch_up and activity_token is None:
+                if activity is not None and activity.token_only and activity_token is None:
                     # its token died or went with its installation since: the
-                    # device had this state as an alert already
+                    # device had this state already (a farewell: nothing to end)
                     finished.append(
                         _outcome(
                             id,

@@ -152,6 +152,16 @@ class Activity:
     #: the activity's latest state again, for a Live Activity token registered after
     #: it went to the device as an alert: to that token only, and without an alert
     catch_up: bool = False
+    #: the end of the Live Activity of a user a newer call left out (a courier
+    #: replaced): the last state they were shown, to that token only, without an
+    #: alert, and dismissed from the lock screen at once
+    farewell: bool = False
+
+    @property
+    def token_only(self) -> bool:
+        """Does it go to the installation's Live Activity token alone, without an
+        alert (a catch-up or a farewell), and never as an ordinary alert?"""
+        return self.catch_up or self.farewell
 
 
 @dataclass(frozen=True)

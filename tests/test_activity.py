@@ -956,6 +956,133 @@ def test_why_a_user_left_out_has_no_delivery_of_a_newer_state(
     assert "they were not in its audience" in never.output
 
 
+COURIER_PHONE, COURIER_LIVE_TOKEN = "12" * 32, "34" * 32
+
+
+def courier_with_a_live_activity(app: Flask, **start: Any) -> str:
+    """bob, the courier, is given order-42 with alice (a start with ``start``'s
+    values), and follows it on his iPhone's lock screen: the start comes as an alert,
+    his app starts a Live Activity, registers its token and is caught up. Returns his
+    installation's id."""
+    with app.app_context():
+        phone = push.models.Installation(
+            app_id="shop", device_token=COURIER_PHONE, device_type="ios", user_id="bob"
+        )
+        db.session.add(phone)
+        db.session.commit()
+        phone_id = phone.id
+        order("start", users=["alice", "bob"], **start)
+    registered = app.test_client().post(
+        f"/push/installations/{phone_id}/activities",
+        json={"activityId": "order-42", "pushToken": COURIER_LIVE_TOKEN},
+        headers=as_user("bob"),
+    )
+    assert registered.status_code in (200, 201), registered.get_json()
+    return phone_id
+
+
+def farewells(installation_id: str) -> list[Any]:
+    """The farewells queued to ``installation_id``, oldest first."""
+    messages = db.session.scalars(sa.select(push.models.Message).order_by("created_at"))
+    return [
+        m for m in messages if m.audience == {"id": installation_id} and m.activity.get("farewell")
+    ]
+
+
+def test_a_courier_left_out_has_his_live_activity_ended(
+    live: Flask, push_fake_apns: FakeAPNs
+) -> None:
+    """bob delivers order-42 until the shop gives it to another courier (a call for
+    alice and cy). His lock screen stops showing it: his Live Activity is ended on
+    the state he last saw (not the new one, which is no longer his to see), without
+    an alert, and dismissed at once. Said in his timeline; once only."""
+    shown_to_bob = {**STATE, "courier": "bob"}
+    phone = courier_with_a_live_activity(live, state=shown_to_bob)
+    assert push_fake_apns.live_activities[COURIER_LIVE_TOKEN].content_state == shown_to_bob
+    with live.app_context():
+        handed_on = order(users=["alice", "cy"], state={**STATE, "courier": "cy"})
+        stamp = handed_on.activity["timestamp"]
+        order(users=["alice", "cy"], state={**STATE, "courier": "cy", "step": 5})
+        [farewell] = farewells(phone)
+        assert farewell.inbox is False and farewell.activity["farewell"] is True
+        [entry] = push.explain(farewell.id)
+        assert (entry["status"], entry["target"]["userId"]) == ("sent", "bob")
+        assert entry["events"][0]["detail"] == (
+            "Queued for sending. A farewell: the activity's latest call left this user "
+            "out, so their Live Activity ends on the state they last saw, without an "
+            "alert, and leaves the lock screen."
+        )
+        assert "to the Live Activity's own token" in entry["events"][1]["detail"]
+    ended = [n for n in push_fake_apns.notifications if n.device_token == COURIER_LIVE_TOKEN]
+    assert [n.aps["event"] for n in ended] == ["update", "end"]  # the catch-up, the end
+    assert ended[-1].aps == {
+        "timestamp": stamp,
+        "event": "end",
+        "content-state": shown_to_bob,
+        "dismissal-date": stamp,
+    }
+    assert ended[-1].headers["apns-priority"] == "5"  # no news: Apple's budget is small
+    shown = push_fake_apns.live_activities[COURIER_LIVE_TOKEN]
+    assert shown.event == "end" and shown.content_state == shown_to_bob
+    # the operator's console says what this end is, in the list and on its page
+    client, root = live.test_client(), as_user("root", admin=True)
+    listed = client.get("/push/console/messages", headers=root).get_data(as_text=True)
+    assert listed.count(" farewell</span>") == 1
+    page = client.get(f"/push/console/messages/{farewell.id}", headers=root)
+    assert "(a farewell: the end of the Live Activity of a user a later call left out" in (
+        page.get_data(as_text=True)
+    )
+
+
+def test_a_farewell_that_waits_is_not_superseded_by_the_next_call(
+    live: Flask, push_fake_apns: FakeAPNs
+) -> None:
+    """APNs asks to retry bob's farewell; the order's next state comes before the
+    retry. The farewell is still sent then (it is not an older state of his, which
+    a newer one replaces), and ends his Live Activity."""
+    phone = courier_with_a_live_activity(live)
+    push_fake_apns.fail_next(503, "ServiceUnavailable", token=COURIER_LIVE_TOKEN)
+    with live.app_context():
+        order(users=["alice"])
+        [farewell] = farewells(phone)
+        farewell_id = farewell.id
+        assert push.explain(farewell_id)[0]["status"] == "queued"
+        order(users=["alice"], state={**STATE, "step": 5})
+        make_due(farewell_id)
+        push.dispatch_due()
+        [entry] = push.explain(farewell_id)
+        assert entry["status"] == "sent", entry
+    assert push_fake_apns.live_activities[COURIER_LIVE_TOKEN].event == "end"
+
+
+def test_a_farewell_that_cannot_be_queued_is_logged_and_the_call_stands(
+    live: Flask, push_fake_apns: FakeAPNs, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    phone = courier_with_a_live_activity(live)
+    import flask_push.sending as sending
+
+    real = sending.queue_message
+
+    def refused(state: Any, audience: Any, *args: Any, **kwargs: Any) -> Any:
+        if audience == {"id": phone}:
+            raise RuntimeError("the database went away")
+        return real(state, audience, *args, **kwargs)
+
+    monkeypatch.setattr(sending, "queue_message", refused)
+    with live.app_context():
+        message = order(users=["alice"])
+        # the call stands: its message, and the activity's new users
+        assert db.session.get(push.models.Message, message.id) is not None
+        assert db.session.get(push.models.Activity, "order-42").users == ["alice"]
+        assert farewells(phone) == []
+    [said] = [r.getMessage() for r in caplog.records if "could not be ended" in r.getMessage()]
+    assert said == (
+        f"flask-push: the Live Activity of 'bob' on installation {phone}, whom a call of "
+        "activity 'order-42' left out, could not be ended (the database went away): "
+        "it shows the state they last saw until iOS ends it"
+    )
+
+
 def test_a_newer_state_the_user_will_not_get_supersedes_nothing(
     sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
 ) -> None:

@@ -122,6 +122,7 @@ def activity_facts(message: Any) -> dict[str, Any] | None:
         "stale_at": at(shown.stale_at),
         "dismiss_at": at(shown.dismiss_at),
         "catch_up": shown.catch_up,
+        "farewell": shown.farewell,
     }
 
 

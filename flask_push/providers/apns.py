@@ -380,8 +380,9 @@ class APNsProvider(Provider):
                     provider=self.name,
                 )
             kind = push.target.kind
-            # a catch-up brings no news: Apple's budget of priority 10 is small
-            urgent = not activity.catch_up and (
+            # a catch-up or a farewell brings no news: Apple's budget of priority 10
+            # is small
+            urgent = not activity.token_only and (
                 activity.event != "update" or notification.urgency == "high"
             )
             return NotificationRequest(
@@ -691,7 +692,7 @@ def live_activity_payload(
         aps["dismissal-date"] = activity.dismiss_at
     if (
         activity.event in ("start", "end")
-        and not activity.catch_up  # the user saw this state already, as an alert
+        and not activity.token_only  # the user saw this state already
         and (notification.title or notification.body)
     ):
         # Live Activity alerts carry their sound inside the alert, unlike other pushes.
