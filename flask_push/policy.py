@@ -163,6 +163,15 @@ def at_claim(
     return found
 
 
+def own_reason(row: Any) -> str | None:
+    """Why a push that waits for its own time (not a retry after an attempt) waits:
+    ``operator_retry`` when an operator's retry was its last try, held since (for
+    quiet hours, say), else None."""
+    tries = (e for e in reversed(row.events or ()) if e.get("what") in ("retry", "attempt"))
+    last = next(tries, None)
+    return "operator_retry" if last is not None and last.get("operator") else None
+
+
 def retry_then(
     reason: str | None, due_at: datetime, attempts: int, events: Sequence[Mapping[str, Any]] | None
 ) -> tuple[datetime, str] | None:
@@ -791,7 +800,7 @@ def _replanned(
     said = outcomes.event("deferred", now, moved, **held)
     return {
         **keep,
-        "b_reason": "quiet_hours" if end is not None else (retry[1] if retry else None),
+        "b_reason": "quiet_hours" if end is not None else (retry[1] if retry else own_reason(row)),
         # a retry's: what its service answered
         "b_error": row.error,
         "b_due_at": due,
