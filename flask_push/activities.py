@@ -85,16 +85,20 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
     current = call.state
     if current is None:
         current = dict(row.state or {}) if row is not None else {}
-    if row is None:
-        row = model(id=call.id, created_at=now, users=[], state={})
-        session.add(row)
     users = list(dict.fromkeys(call.users))
     # the users of the latest call are the activity's: one left out (a courier
     # replaced) may no longer join its channel, nor be caught up, and their sockets
     # on it leave it before its next state goes out, and their Live Activities end
-    # on the state they last saw
-    left = sorted(set(row.users or ()) - set(users))
-    seen = dict(row.state or {})
+    # on the activity's last state while they were in it
+    before = set(row.users or ()) if row is not None else set()
+    left = sorted(before - set(users))
+    seen = dict(row.state or {}) if row is not None else {}
+    if row is not None and set(users) - before:
+        # one back in after a farewell ended their Live Activity: its token is dead
+        forget_ended(session, models, call.id, sorted(set(users) - before))
+    if row is None:
+        row = model(id=call.id, created_at=now, users=[], state={})
+        session.add(row)
     row.users = sorted(users)
     row.event, row.state, row.timestamp, row.updated_at = call.event, current, stamp, now
     if call.event == "end":
@@ -183,7 +187,9 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         session.rollback()
         raise
     if left:
-        end_left_out(state, replace(shown, state=seen), left, call.title)
+        # its own messages, after the call's commit: which leaves the call's loaded
+        with database.keeping(message):
+            end_left_out(state, replace(shown, state=seen), left, call.title)
     return message
 
 
@@ -337,17 +343,20 @@ def queue_catch_up(state: PushState, installation_id: str, latest: Any) -> Any:
 #: what the timeline of a farewell says first, after "Queued for sending."
 FAREWELL = (
     "A farewell: the activity's latest call left this user out, so their Live Activity "
-    "ends on the state they last saw, without an alert, and leaves the lock screen."
+    "ends on its state before that call, without an alert, and leaves the lock screen."
 )
 
 
 def end_left_out(state: PushState, last: Activity, users: Sequence[str], title: str) -> list[Any]:
     """Queue the end of the Live Activities of ``users``, whom the call stamped
     ``last.timestamp`` left out (a courier replaced): a farewell to each of their
-    installations with a token for it, which ends it on ``last``, the state they last
-    saw, without an alert, and dismisses it at once. Else their lock screen would show
-    a state no newer one replaces, of an activity they no longer follow, until iOS
-    ends it hours later.
+    installations with a token for it, which ends it on ``last``, the activity's state
+    before that call (the last they were in; not the new one, no longer theirs to
+    see), without an alert, and dismisses it at once. Else their lock screen would
+    show a state no newer one replaces, of an activity they no longer follow, until
+    iOS ends it hours later. One back in the activity before it went is not sent it
+    (:func:`superseded`, :func:`overtaken`); one back in after has its dead token
+    forgotten (:func:`forget_ended`).
 
     After the call's commit: one that cannot be queued is logged, and the call
     stands. Returns the messages queued."""
@@ -376,27 +385,69 @@ def end_left_out(state: PushState, last: Activity, users: Sequence[str], title: 
         activity=farewell,
         why=FAREWELL,
     )
-    found = session.execute(
-        sa.select(ins.id, ins.user_id)
-        .join(tok, tok.installation_id == ins.id)
-        .where(tok.activity_id == last.id, ins.user_id.in_(users), ins.status == ACTIVE)
-        .order_by(ins.id)
-    ).all()
+    try:
+        found = session.execute(
+            sa.select(ins.id, ins.user_id)
+            .join(tok, tok.installation_id == ins.id)
+            .where(tok.activity_id == last.id, ins.user_id.in_(users), ins.status == ACTIVE)
+            .order_by(ins.id)
+        ).all()
+    except Exception as err:  # noqa: BLE001 - said; the call itself succeeded
+        session.rollback()
+        _not_ended(f"the Live Activities of {', '.join(map(repr, users))}", last.id, err)
+        return []
     queued = []
     for installation_id, user_id in found:
         try:
             queued.append(queue_message(state, {"id": installation_id}, keywords, extras))
         except Exception as err:  # noqa: BLE001 - said; the call itself succeeded
-            logger.error(
-                "flask-push: the Live Activity of %r on installation %s, whom a call of "
-                "activity %r left out, could not be ended (%s): it shows the state they "
-                "last saw until iOS ends it",
-                user_id,
-                installation_id,
-                last.id,
-                err,
-            )
+            whose = f"the Live Activity of {user_id!r} on installation {installation_id}"
+            _not_ended(whose, last.id, err)
     return queued
+
+
+def _not_ended(whose: str, activity_id: str, err: Exception) -> None:
+    logger.error(
+        "flask-push: %s, whom a call of activity %r left out, could not be ended (%s): "
+        "the lock screen shows its state before that call until iOS ends it",
+        whose,
+        activity_id,
+        err,
+    )
+
+
+def forget_ended(session: Any, models: Models, activity_id: str, users: Sequence[str]) -> None:
+    """Delete the Live Activity tokens for ``activity_id`` of ``users``, who are back
+    in it, that a farewell went to (or is on its way to): it ended their Live
+    Activity, whose token no push shows again, so the next state goes to the device
+    as an alert (and is caught up when the app registers a new Live Activity's
+    token). A farewell still waiting unclaimed is superseded by the call instead, and
+    a token registered after the farewell went is a new Live Activity's."""
+    d, m, tok = models.Delivery, models.Message, models.ActivityToken
+    now = utcnow()
+    on_its_way = sa.and_(d.status == "queued", d.lease_until > now)
+    went = session.execute(
+        # installation: when its latest farewell went
+        sa.select(d.installation_id, sa.func.max(d.updated_at))
+        .join(m, m.id == d.message_id)
+        .where(
+            m.activity_id == activity_id,
+            m.activity["farewell"].as_boolean().is_(True),
+            d.user_id.in_(users),
+            d.installation_id.is_not(None),
+            sa.or_(d.status == "sent", on_its_way),
+        )
+        .group_by(d.installation_id)
+    ).all()
+    for installation_id, at in went:
+        session.execute(
+            sa.delete(tok).where(
+                tok.installation_id == installation_id,
+                tok.activity_id == activity_id,
+                tok.created_at <= at,
+            ),
+            execution_options={"synchronize_session": False},
+        )
 
 
 def superseded(
@@ -504,8 +555,9 @@ def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> dict
     failed when the newer call came, so :func:`superseded` left it; sent now (a
     retry, an operator's retry), it would land after the newer state and show the
     older one in its place, or show a user who no longer follows the activity a state
-    no newer one replaces. Maps each to None (overtaken), or to the user left out
-    (reason ``left_out``)."""
+    no newer one replaces. A farewell is overtaken when its user is back in the
+    activity. Maps each to None (overtaken), or to the user left out (reason
+    ``left_out``)."""
     if not delivery_ids:
         return {}
     d, m = models.Delivery, models.Message
@@ -524,6 +576,9 @@ def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> dict
             stamp_of(newer_m) > stamp_of(m),
             newer_d.status.in_(["queued", "sent"]),
             same_target,
+            # not a farewell: one is only for a user left out, whose pushes of older
+            # states are overtaken as such (below)
+            newer_m.activity["farewell"].as_boolean().is_not(True),
         )
     )
     query = (
@@ -540,8 +595,15 @@ def overtaken(session: Any, models: Models, delivery_ids: Sequence[int]) -> dict
         .where(d.id.in_(delivery_ids), d.user_id.is_not(None), a.timestamp > stamp_of(m))
     )
     for id, user_id, users, shown in session.execute(moved_on):
-        # a farewell is for a user left out: it ends what they no longer follow
-        if id not in found and user_id not in (users or ()) and not shown.get("farewell"):
+        left = user_id not in (users or ())
+        if id in found:
+            continue
+        if shown.get("farewell"):
+            # for a user left out, ending what they no longer follow: one back in
+            # since follows it again, and gets its newer states
+            if not left:
+                found[id] = None
+        elif left:
             found[id] = user_id
     return found
 

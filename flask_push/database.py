@@ -5,10 +5,11 @@ The CLI, the HTTP API, ``/health`` and the workers say it the same way."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -276,11 +277,21 @@ def commit_keeping(session: Any, *rows: Any) -> None:
     and its client would write it again. What the rows hold is what was committed,
     so they need no reading again."""
     session.flush()  # a new row's defaults (its id) are set by its INSERT
+    with keeping(*rows):
+        session.commit()
+
+
+@contextlib.contextmanager
+def keeping(*rows: Any) -> Iterator[None]:
+    """Keep each of ``rows``, whose values are committed already, loaded with them
+    through the commits (and rollbacks) of the block: see :func:`commit_keeping`."""
     kept = [
         (row, {attr.key: getattr(row, attr.key) for attr in sa.inspect(row).mapper.column_attrs})
         for row in rows
     ]
-    session.commit()
-    for row, values in kept:
-        for key, value in values.items():
-            set_committed_value(row, key, value)
+    try:
+        yield
+    finally:
+        for row, values in kept:
+            for key, value in values.items():
+                set_committed_value(row, key, value)

@@ -153,7 +153,7 @@ class Activity:
     #: it went to the device as an alert: to that token only, and without an alert
     catch_up: bool = False
     #: the end of the Live Activity of a user a newer call left out (a courier
-    #: replaced): the last state they were shown, to that token only, without an
+    #: replaced): its state before that call, to that token only, without an
     #: alert, and dismissed from the lock screen at once
     farewell: bool = False
 

@@ -1001,7 +1001,6 @@ def test_a_courier_left_out_has_his_live_activity_ended(
     assert push_fake_apns.live_activities[COURIER_LIVE_TOKEN].content_state == shown_to_bob
     with live.app_context():
         handed_on = order(users=["alice", "cy"], state={**STATE, "courier": "cy"})
-        stamp = handed_on.activity["timestamp"]
         order(users=["alice", "cy"], state={**STATE, "courier": "cy", "step": 5})
         [farewell] = farewells(phone)
         assert farewell.inbox is False and farewell.activity["farewell"] is True
@@ -1009,10 +1008,11 @@ def test_a_courier_left_out_has_his_live_activity_ended(
         assert (entry["status"], entry["target"]["userId"]) == ("sent", "bob")
         assert entry["events"][0]["detail"] == (
             "Queued for sending. A farewell: the activity's latest call left this user "
-            "out, so their Live Activity ends on the state they last saw, without an "
+            "out, so their Live Activity ends on its state before that call, without an "
             "alert, and leaves the lock screen."
         )
         assert "to the Live Activity's own token" in entry["events"][1]["detail"]
+    stamp = handed_on.activity["timestamp"]
     ended = [n for n in push_fake_apns.notifications if n.device_token == COURIER_LIVE_TOKEN]
     assert [n.aps["event"] for n in ended] == ["update", "end"]  # the catch-up, the end
     assert ended[-1].aps == {
@@ -1055,9 +1055,48 @@ def test_a_farewell_that_waits_is_not_superseded_by_the_next_call(
     assert push_fake_apns.live_activities[COURIER_LIVE_TOKEN].event == "end"
 
 
+def test_an_operators_retry_to_a_phone_that_had_its_farewell_says_left_out(
+    live: Flask, push_fake_apns: FakeAPNs
+) -> None:
+    """A state failed on bob's Live Activity (APNs refused it), he was then left out
+    and had his farewell; an operator retries what failed of that state. His push is
+    superseded because he was left out, as any user left out is told, not because
+    the farewell was "a newer state"."""
+    phone = courier_with_a_live_activity(live)
+    push_fake_apns.fail_next(400, "BadExpirationDate", token=COURIER_LIVE_TOKEN)
+    with live.app_context():
+        failed = order(users=["alice", "bob"]).id
+        assert push.explain(failed, user_id="bob")[0]["status"] == "failed"
+        order(users=["alice"])
+        assert push.explain(farewells(phone)[0].id)[0]["status"] == "sent"
+    retried = live.test_client().post(
+        f"/push/messages/{failed}/retry", json={}, headers=as_user("root", admin=True)
+    )
+    assert retried.status_code == 200, retried.get_json()
+    with live.app_context():
+        push.dispatch_due()
+        [entry] = push.explain(failed, user_id="bob")
+        assert (entry["status"], entry["reason"]) == ("superseded", "left_out")
+
+
+def test_a_call_that_queues_a_farewell_returns_a_message_read_already(
+    live: Flask, push_fake_apns: FakeAPNs
+) -> None:
+    """The farewell's commit, after the call's, does not expire the call's message:
+    it reads once the app context has ended, as every call's does (with nothing to
+    read again from a database that may be gone by then)."""
+    courier_with_a_live_activity(live)
+    with live.app_context():
+        message = order(users=["alice"])
+    assert (message.activity["event"], message.audience) == ("update", {"users": ["alice"]})
+
+
 def test_a_farewell_that_cannot_be_queued_is_logged_and_the_call_stands(
     live: Flask, push_fake_apns: FakeAPNs, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
+    """The farewells are queued after the call's commit: one that fails is logged,
+    and the call stands, its message still readable once the app context has ended
+    (as every call's, with nothing more to read from the database)."""
     phone = courier_with_a_live_activity(live)
     import flask_push.sending as sending
 
@@ -1072,15 +1111,112 @@ def test_a_farewell_that_cannot_be_queued_is_logged_and_the_call_stands(
     with live.app_context():
         message = order(users=["alice"])
         # the call stands: its message, and the activity's new users
-        assert db.session.get(push.models.Message, message.id) is not None
         assert db.session.get(push.models.Activity, "order-42").users == ["alice"]
         assert farewells(phone) == []
+    assert (message.activity["event"], message.audience) == ("update", {"users": ["alice"]})
     [said] = [r.getMessage() for r in caplog.records if "could not be ended" in r.getMessage()]
     assert said == (
         f"flask-push: the Live Activity of 'bob' on installation {phone}, whom a call of "
         "activity 'order-42' left out, could not be ended (the database went away): "
-        "it shows the state they last saw until iOS ends it"
+        "the lock screen shows its state before that call until iOS ends it"
     )
+
+
+def test_a_farewell_whose_tokens_cannot_be_read_is_logged_and_the_call_stands(
+    live: Flask, push_fake_apns: FakeAPNs, caplog: Any
+) -> None:
+    """The database refuses the look for the Live Activity tokens (here their table is
+    gone): said, the session rolled back, and the call stands."""
+    courier_with_a_live_activity(live)
+    with live.app_context():
+        db.session.execute(sa.text("ALTER TABLE push_activity_tokens RENAME TO moved_away"))
+        db.session.commit()
+        try:
+            message = order(users=["alice"])
+            assert message.activity["event"] == "update"
+            assert db.session.get(push.models.Activity, "order-42").users == ["alice"]
+        finally:
+            db.session.rollback()
+            db.session.execute(sa.text("ALTER TABLE moved_away RENAME TO push_activity_tokens"))
+            db.session.commit()
+    [said] = [r.getMessage() for r in caplog.records if "could not be ended" in r.getMessage()]
+    assert said.startswith(
+        "flask-push: the Live Activities of 'bob', whom a call of activity 'order-42' left "
+        "out, could not be ended ("
+    )
+    assert "push_activity_tokens" in said
+
+
+def test_a_courier_back_in_after_his_farewell_gets_the_order_again(
+    live: Flask, push_fake_apns: FakeAPNs
+) -> None:
+    """bob is handed the order again after his farewell ended his Live Activity: its
+    token is dead (iOS shows no push to an ended one), so the next state comes to his
+    phone as an alert, and his app's new Live Activity is caught up, not left on the
+    state it started with."""
+    phone = courier_with_a_live_activity(live)
+    with live.app_context():
+        order(users=["alice"])
+        [farewell] = farewells(phone)
+        assert push.explain(farewell.id)[0]["status"] == "sent"
+        back = order(users=["alice", "bob"], state={**STATE, "courier": "bob", "step": 5})
+        tokens = db.session.scalars(sa.select(push.models.ActivityToken.push_token)).all()
+        assert COURIER_LIVE_TOKEN not in tokens
+        [entry] = push.explain(back.id, user_id="bob")
+        assert entry["status"] == "sent"
+    alert = push_fake_apns.notifications[-1]
+    assert (alert.device_token, alert.push_type) == (COURIER_PHONE, "alert")
+    new_token = "56" * 32
+    registered = live.test_client().post(
+        f"/push/installations/{phone}/activities",
+        json={"activityId": "order-42", "pushToken": new_token},
+        headers=as_user("bob"),
+    )
+    assert registered.status_code == 201, registered.get_json()
+    caught = push_fake_apns.live_activities[new_token]
+    assert caught.content_state == {**STATE, "courier": "bob", "step": 5}
+
+
+def test_a_courier_back_in_before_his_farewell_went_keeps_his_live_activity(
+    live: Flask, push_fake_apns: FakeAPNs
+) -> None:
+    """bob's farewell waits for a retry when he is handed the order again: it is
+    superseded, his Live Activity goes on, and the new state goes to it."""
+    phone = courier_with_a_live_activity(live)
+    push_fake_apns.fail_next(503, "ServiceUnavailable", token=COURIER_LIVE_TOKEN)
+    with live.app_context():
+        order(users=["alice"])
+        [farewell] = farewells(phone)
+        order(users=["alice", "bob"], state={**STATE, "step": 5})
+        [entry] = push.explain(farewell.id)
+        assert entry["status"] == "superseded"
+    shown = push_fake_apns.live_activities[COURIER_LIVE_TOKEN]
+    assert (shown.event, shown.content_state["step"]) == ("update", 5)
+
+
+def test_a_farewell_due_after_its_user_is_back_in_is_not_sent(
+    sending_app: Callable[..., Flask], push_fake_apns: FakeAPNs
+) -> None:
+    """bob's farewell waits for a retry; he turns the order updates off on his
+    phone, then is handed the order again (so the new state, held back, supersedes
+    nothing). When the farewell comes due, he follows the order again: it is not
+    sent, and his Live Activity is not ended under him."""
+    app = sending_app(
+        PUSH_CATEGORIES={"order_status": {"label": "Order updates"}},
+        **push_fake_apns.app_config(),
+    )
+    phone = courier_with_a_live_activity(app)
+    push_fake_apns.fail_next(503, "ServiceUnavailable", token=COURIER_LIVE_TOKEN)
+    with app.app_context():
+        order(users=["alice"])
+        [farewell] = farewells(phone)
+        push.set_preferences("bob", categories={"order_status": {"mobile": False}})
+        order(users=["alice", "bob"])
+        make_due(farewell.id)
+        push.dispatch_due()
+        [entry] = push.explain(farewell.id)
+        assert (entry["status"], entry["reason"]) == ("superseded", "superseded")
+    assert push_fake_apns.live_activities[COURIER_LIVE_TOKEN].event == "update"
 
 
 def test_a_newer_state_the_user_will_not_get_supersedes_nothing(
