@@ -32,6 +32,7 @@ from flask import Flask
 
 from .config import PushSettings
 from .dispatch import Dispatcher
+from .queues import Report, run_reported
 
 logger = logging.getLogger("flask_push")
 
@@ -89,6 +90,8 @@ class CeleryQueue:
         self._unreached_at: float | None = None
         #: a send is asking the broker again after the pause; the others still rest
         self._asking = False
+        #: told what each task that handled deliveries did (``flask push worker``'s)
+        self.report: Report | None = None
         #: the Celery app; not set as Celery's current app, so a host's own is untouched
         self.celery = Celery(
             f"flask_push.{app.name}", broker=settings.celery_broker_url, set_as_current=False
@@ -169,8 +172,13 @@ class CeleryQueue:
                 # would otherwise outlast any supervisor's grace period, and the kill
                 # that ends it would strand the pushes on the network. Stopped, it
                 # hands the rest back (queued, for any worker's tasks or sweep).
-                return self._dispatcher().run_until_idle(
-                    message_id=message_id, stop=self._stopping.is_set
+                dispatcher = self._dispatcher()
+                return run_reported(
+                    dispatcher,
+                    lambda: dispatcher.run_until_idle(
+                        message_id=message_id, stop=self._stopping.is_set
+                    ),
+                    self.report,
                 )
         finally:
             with self._lock:

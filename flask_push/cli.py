@@ -773,7 +773,7 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                 "--interval is for the thread and inline queues; the celery queue's "
                 "worker sweeps the outbox every second"
             )
-        _celery_worker(push, concurrency, loglevel)
+        _celery_worker(push, concurrency, loglevel, suppressed=bool(suppressed))
         return
     celery_only = [f"--{name}" for name in ("concurrency", "loglevel") if name in given]
     if celery_only:
@@ -823,17 +823,9 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
                 # written beside the rounds, on a thread of their own
                 wrote = max(0, push.state.get_inline().dispatcher.inbox_written - told)
                 told += wrote
-                stamp = utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
+                stamp = _stamp()
                 if handled:
-                    words = {**_OUTCOME_WORDS, "sent": "recorded"} if suppressed else _OUTCOME_WORDS
-                    said = ", ".join(
-                        f"{words.get(status, status)} {count}"
-                        for status, count in _ordered(dict(outcomes), _OUTCOMES).items()
-                    )
-                    deliveries = "delivery" if handled == 1 else "deliveries"
-                    click.echo(
-                        f"{stamp} handled {handled} {deliveries}" + (f": {said}" if said else "")
-                    )
+                    click.echo(_handled(handled, outcomes, suppressed=bool(suppressed), at=stamp))
                 if wrote:
                     items = "inbox item" if wrote == 1 else "inbox items"
                     click.echo(f"{stamp} wrote {wrote} {items} of scheduled messages")
@@ -860,6 +852,23 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
         push.shutdown()
 
 
+def _stamp() -> str:
+    """Now, as the worker's lines begin."""
+    return utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _handled(handled: int, outcomes: Counter[str], *, suppressed: bool, at: str) -> str:
+    """The worker's line for a round (or a Celery task) that handled deliveries:
+    ``<at> handled 3 deliveries: sent 1, to retry 1, gone 1``."""
+    words = {**_OUTCOME_WORDS, "sent": "recorded"} if suppressed else _OUTCOME_WORDS
+    said = ", ".join(
+        f"{words.get(status, status)} {count}"
+        for status, count in _ordered(dict(outcomes), _OUTCOMES).items()
+    )
+    deliveries = "delivery" if handled == 1 else "deliveries"
+    return f"{at} handled {handled} {deliveries}" + (f": {said}" if said else "")
+
+
 def _a_number(value: float, param: click.Parameter) -> float:
     """``value``, unless it is NaN, which every range lets through (it compares false)."""
     if math.isnan(value):
@@ -867,18 +876,25 @@ def _a_number(value: float, param: click.Parameter) -> float:
     return value
 
 
-def _celery_worker(push: Any, concurrency: int, loglevel: str) -> None:
+def _celery_worker(push: Any, concurrency: int, loglevel: str, *, suppressed: bool) -> None:
     """A Celery worker in the foreground, and the sweep beside it: the thread
     queue's poller, which delivers retries, scheduled messages and anything a lost
-    task left, about every second (a batch a second while tasks run here)."""
+    task left, about every second (a batch a second while tasks run here). Each
+    task and each round of the sweep that handled deliveries says so, as the thread
+    queue's worker does."""
     state = push.state
     queue = state.get_celery()
     click.echo(
         f"flask-push: a Celery worker on queue {queue.queue!r} ({concurrency} threads), "
         "and a sweep of the outbox every second"
     )
+
+    def report(handled: int, outcomes: Counter[str]) -> None:
+        click.echo(_handled(handled, outcomes, suppressed=suppressed, at=_stamp()))
+
+    queue.report = report
     try:
-        state.get_worker(yield_to=queue.busy)  # the sweep
+        state.get_worker(yield_to=queue.busy).report = report  # the sweep
         exitcode = queue.run_worker(concurrency=concurrency, loglevel=loglevel.upper())
     finally:
         push.shutdown()

@@ -30,6 +30,7 @@ import os
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
@@ -114,6 +115,23 @@ class InlineQueue:
             dispatcher.close()
 
 
+#: ``(handled, outcomes by status)``: what a run of a dispatcher that handled any
+#: deliveries did, for ``flask push worker`` to say (of its Celery tasks and sweep)
+Report = Callable[[int, Counter[str]], None]
+
+
+def run_reported(dispatcher: Dispatcher, run: Callable[[], int], report: Report | None) -> int:
+    """``run()`` (a run of ``dispatcher``), then what it handled to ``report``, if
+    any and when given; returns how many deliveries it claimed."""
+    if report is None:
+        return run()
+    before = Counter(dispatcher.written)
+    handled = run()
+    if handled:
+        report(handled, Counter(dispatcher.written) - before)
+    return handled
+
+
 class ThreadWorker:
     """A background thread running a :class:`Dispatcher` in an app context.
 
@@ -134,6 +152,8 @@ class ThreadWorker:
         self.app = app
         self._make_dispatcher = make_dispatcher
         self._yield_to = yield_to
+        #: told what each round that handled deliveries did (``flask push worker``'s)
+        self.report: Report | None = None
         self.pid = os.getpid()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -235,7 +255,7 @@ class ThreadWorker:
         process are busy (see the class). Returns whether to look again at once."""
         busy = self._yield_to
         if busy is not None and busy():
-            dispatcher.run_once()
+            run_reported(dispatcher, dispatcher.run_once, self.report)
             return False
         stopping = self._stopping.is_set
         past = self._past_drain
@@ -244,7 +264,10 @@ class ThreadWorker:
             if busy is None
             else (lambda: stopping() or past() or busy())
         )
-        return dispatcher.run_until_idle(stop=stop) > 0
+        handled = run_reported(
+            dispatcher, lambda: dispatcher.run_until_idle(stop=stop), self.report
+        )
+        return handled > 0
 
 
 def _stop_all() -> None:

@@ -465,6 +465,17 @@ def test_a_fan_out_is_delivered_by_a_celery_worker_process(
     assert wait_until(lambda: len(workers.task_claims(name)) == 5, 10), workers.log(name)
     assert sum(workers.task_claims(name)) > 0
     assert broker.pending() == []
+    # each task (and round of the sweep) that handled deliveries says what became of
+    # them, as the thread queue's worker does: a person watching it sees it work
+    handled = re.compile(
+        r"^\d{4}-\d\d-\d\dT[\d:]+Z handled (\d+) deliver(?:y|ies): sent (\d+)$", re.M
+    )
+
+    def said() -> list[tuple[str, str]]:
+        return handled.findall(workers.log(name))
+
+    assert wait_until(lambda: sum(int(sent) for _, sent in said()) == 50, 10), workers.log(name)
+    assert all(count == sent for count, sent in said())
 
 
 def test_sigterm_stops_a_celery_workers_fan_out_after_the_pushes_on_the_network(
