@@ -1631,7 +1631,14 @@ class Dispatcher:
             return Counter()
         cancelled = session.scalars(
             sa.select(d.c.id).where(d.c.id.in_(list(kinds)), d.c.status == "cancelled")
-        )
+        ).all()
+        if cancelled:
+            # never pushed: the cancel left their place under the daily cap to this
+            # worker, which held them (flask_push.control.cancel), to give back
+            messages, users = policy.recipients(session, self.models, cancelled)
+            policy.release_capped(
+                session, self.models, self.settings.categories, messages, users=users
+            )
         return Counter((kinds[id], "cancelled") for id in cancelled)
 
     def _take_back_attempts(self, session: Session, ids: Sequence[int]) -> None:
@@ -2369,6 +2376,9 @@ class Dispatcher:
             if row["b_status"] in ("expired", "superseded", "suppressed")
             or row["b_reason"] in outcomes.NEVER_PUSHED
         ]
+        # and one a cancel won against: an end decided without sending, or a retry
+        # (the service did not take it), never pushed now
+        unsent += sorted(stopped)
         if unsent:
             messages, users = policy.recipients(session, self.models, unsent)
             policy.release_capped(

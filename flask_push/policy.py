@@ -536,9 +536,10 @@ def release_capped(
     now never push to: none of their deliveries of it was pushed or will be (all
     cancelled, superseded, expired, or ended before a push; no commit). With
     ``cancelling``, called before a cancel: the users kept are those with a
-    delivery pushed or on the network now (a worker holds it, and its outcome
-    replaces the cancel). ``users``: look at these users only, not at every user
-    the messages were counted for (a batch of outcomes knows whose they were).
+    delivery pushed or on the network now (a worker holds it: its outcome replaces
+    the cancel, or, when the cancel wins over it, the worker gives their place
+    back). ``users``: look at these users only, not at every user the messages were
+    counted for (a batch of outcomes knows whose they were).
     Messages of a category without a cap are left alone."""
     if users is not None and not users:
         return

@@ -1788,6 +1788,86 @@ def test_a_push_on_the_network_when_cancelled_still_counts(
     assert len(browser.received) == 1
 
 
+@contextmanager
+def cancelled_while_held(app: Flask, message_id: str) -> Iterator[None]:
+    """An operator cancels ``message_id`` while a worker holds its pushes: between
+    the worker's claim and its write of what became of them, so that the cancel
+    wins over whatever it writes that only a queued row takes."""
+    from flask_push import dispatch
+
+    original = dispatch.Dispatcher._write
+
+    def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with app.app_context():
+            push.cancel(message_id)
+            db.session.remove()
+        return original(self, *args, **kwargs)
+
+    dispatch.Dispatcher._write = write  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        dispatch.Dispatcher._write = original  # type: ignore[method-assign]
+        db.session.rollback()
+
+
+def test_a_cancel_that_wins_over_a_hold_for_quiet_hours_gives_the_cap_back(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A worker reaches a deal in alice's quiet hours and would hold it for their
+    end; the operator cancels it meanwhile. She got nothing, so the deal leaves
+    her daily cap: the next one reaches her."""
+    app = sending_app(PUSH_CATEGORIES={"deals": {"label": "Deals", "max_per_day": 1}})
+    with context(app):
+        browser = push_fake_webpush.subscribe()
+        subscribe(browser)
+        later = datetime.now(timezone.utc) + timedelta(minutes=5)
+        first = push.send(users=["alice"], title="Deal", category="deals", send_at=later)
+        # quiet hours over now, that the waiting push has not seen (a backlog reaching
+        # a push due before the window began, say): the claim holds it
+        now = datetime.now(timezone.utc)
+        db.session.add(
+            push.models.Preference(
+                user_id="alice",
+                categories={},
+                quiet_start=f"{now - timedelta(hours=1):%H:%M}",
+                quiet_end=f"{now + timedelta(hours=1):%H:%M}",
+                time_zone="UTC",
+                updated_at=now,
+            )
+        )
+        db.session.commit()
+        make_due(first.id)
+        with cancelled_while_held(app, first.id):
+            push.dispatch_due()
+        assert statuses(first.id) == {"webpush": ("cancelled", "cancelled")}
+        push.set_preferences("alice", quiet_hours=None)
+        second = push.send(users=["alice"], title="Another deal", category="deals")
+        assert statuses(second.id) == {"webpush": ("sent", "accepted")}
+    assert [p.json()["title"] for p in browser.received] == ["Another deal"]
+
+
+def test_a_cancel_that_wins_over_a_retry_gives_the_cap_back(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """alice's push service answers 503 to a deal, and the operator cancels it before
+    the worker writes the retry: the deal never reaches her, so it leaves her cap."""
+    app = sending_app(PUSH_CATEGORIES={"deals": {"label": "Deals", "max_per_day": 1}})
+    with context(app):
+        browser = push_fake_webpush.subscribe()
+        subscribe(browser)
+        later = datetime.now(timezone.utc) + timedelta(minutes=5)
+        first = push.send(users=["alice"], title="Deal", category="deals", send_at=later)
+        make_due(first.id)
+        push_fake_webpush.fail_next(503, subscriber=browser)
+        with cancelled_while_held(app, first.id):
+            push.dispatch_due()
+        assert statuses(first.id) == {"webpush": ("cancelled", "cancelled")}
+        second = push.send(users=["alice"], title="Another deal", category="deals")
+        assert statuses(second.id) == {"webpush": ("sent", "accepted")}
+    assert [p.json()["title"] for p in browser.received] == ["Another deal"]
+
+
 # -- at scale ---------------------------------------------------------------------------
 
 
