@@ -478,7 +478,10 @@ def _queue_message(
             if extras is not None and extras.inbox_id is not None:
                 item_id, fields = extras.inbox_id, {**fields, **(extras.inbox_fields or {})}
                 fresh = False
-            for user_id in owners:
+            # in the order of their ids: each item locks its user's counter row until
+            # the commit, and two sends at once that list the same users in other
+            # orders would each wait for the other (a deadlock on PostgreSQL)
+            for user_id in sorted(owners):
                 items.append(
                     inbox.upsert(
                         session, models, user_id=user_id, id=item_id, values=fields, fresh_id=fresh
