@@ -852,7 +852,8 @@ class Push:
         skip: int = 0,
         take: int = DEFAULT_TAKE,
     ) -> inbox.SearchResult:
-        """One page of ``user_id``'s inbox, newest first, with its counts."""
+        """One page of ``user_id``'s inbox, newest first, with its counts (``types``:
+        those types alone; a string is one type)."""
         return inbox.search(
             self.db.session,
             self.models,

@@ -168,14 +168,19 @@ def upsert(
     model = models.InboxItem
     fields = dict(values)
     now = utcnow()
-    item: Any = None if fresh_id or id is None else session.get(model, (user_id, id))
+    # read again, not taken as the session holds it: a worker that upserts one item
+    # for a while (its progress) keeps it loaded through its commits, and what
+    # others wrote since (the user read it, a title changed) would be written over
+    # unseen, or left as it is where a field seemed unchanged
+    key = (user_id, id)
+    item: Any = None if fresh_id or id is None else session.get(model, key, populate_existing=True)
     if item is None:
         item = _create(session, model, user_id, id, fields, now, may_race=not fresh_id)
         if item is not None:
             _count(session, models, user_id, total=1, unread=int(item.is_new))
             return item, True
         # another request created this id since we looked: update theirs
-        item = session.get(model, (user_id, id))
+        item = session.get(model, key, populate_existing=True)
     is_new = fields.pop("is_new", None)
     for name, value in fields.items():
         setattr(item, name, value)
@@ -246,7 +251,8 @@ def search(
     skip: int = 0,
     take: int = DEFAULT_TAKE,
 ) -> SearchResult:
-    """One page of ``user_id``'s items, newest first, with the counts.
+    """One page of ``user_id``'s items, newest first, with the counts; ``types``:
+    the types to list (a string: that one type), all when None.
 
     The page and the user's counters come back in one statement; only a
     filter by type needs a count of its own. Items are read-only rows with the
@@ -255,7 +261,8 @@ def search(
     user_id = _user(user_id)
     skip = int(check(Skip, skip, "skip"))
     take = int(check(Take, take, "take"))
-    wanted = [notify_type(t) for t in types or ()]
+    # one type as a string is that type, not its letters
+    wanted = [notify_type(t) for t in ([types] if isinstance(types, str) else types or ())]
     params = {"user_id": user_id, "skip": skip, "take": take, "types": wanted}
     # Core, not the ORM: the rows are only read, so the identity map would be
     # pure overhead on the busiest route.

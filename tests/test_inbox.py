@@ -68,6 +68,8 @@ def test_search_newest_first_with_filters_and_pages(app, app_ctx):
 
     orders = push.search("alice", types=["order"], take=5)
     assert all(i.type == "order" for i in orders.items) and orders.total_count == 12
+    # one type as a string is that type (not its letters, each a type)
+    assert push.search("alice", types="order", take=5).to_json() == orders.to_json()
     fresh = push.search("alice", only_new=True, take=3)
     assert [i.id for i in fresh.items] == ["n23", "n22", "n21"]
     assert (fresh.total_count, fresh.new_count) == (24, 24)
@@ -406,6 +408,80 @@ def test_writers_of_one_new_id_at_once_all_succeed(app):
     with app.app_context():
         assert counters("alice") == (1, 1)
         assert push.search("alice").total_count == 1
+
+
+def test_sends_to_the_same_users_in_other_orders_do_not_deadlock(app):
+    """Two admins send at once to the same 200 users, listed A to Z and Z to A, each
+    with an inbox item: each item locks its user's counter until the commit, so
+    they are written in the order of the users' ids, not as listed. Written as
+    listed, the two sends waited for each other, and PostgreSQL ended one (a 500,
+    and its message and items were lost)."""
+    import threading
+
+    users = [f"user-{n:03}" for n in range(200)]
+    with app.app_context():
+        for user in users:  # their counters exist: each send updates, and locks, them
+            push.upsert(user, title="Welcome")
+    start = threading.Barrier(2)
+    answers = []
+
+    def sender(audience):
+        client = app.test_client()
+        start.wait()
+        for _ in range(3):
+            response = client.post(
+                "/push/messages",
+                headers=as_user("sam", admin=True),
+                json={
+                    "audience": {"users": audience},
+                    "notification": {"title": "Sale", "inbox": True},
+                },
+            )
+            answers.append((response.status_code, response.get_json()))
+
+    threads = [threading.Thread(target=sender, args=(a,)) for a in (users, users[::-1])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [status for status, _ in answers] == [202] * 6, answers
+    with app.app_context():
+        assert counters("user-000") == (7, 7) and counters("user-199") == (7, 7)
+
+
+def test_an_item_kept_loaded_is_read_again_before_it_is_updated(app):
+    """A worker upserts one item for a while (a job's progress), keeping it loaded
+    through its commits. Meanwhile alice reads it and a request changes its body.
+    The worker's next upserts see both: its own title is written though the title
+    it held was the same, and the item stays read with the new body, in the
+    database, in what upsert returns and in the live event."""
+    import threading
+
+    client = app.test_client()
+
+    def elsewhere(path, body):
+        thread = threading.Thread(
+            target=lambda: client.post(path, headers=as_user("alice"), json=body)
+        )
+        thread.start()
+        thread.join()
+
+    with app.app_context():
+        push.upsert("alice", "job-1", title="Running")
+        elsewhere("/push/notifications", {"id": "job-1", "title": "Paused"})
+        again = push.upsert("alice", "job-1", title="Running")
+        assert again.title == "Running"
+        elsewhere("/push/notifications/job-1/read", {})
+        elsewhere("/push/notifications", {"id": "job-1", "body": "Half done"})
+        latest = push.upsert("alice", "job-1", progress={"total": 2, "processed": 1})
+        assert (latest.is_new, latest.body) == (False, "Half done")
+    with app.app_context():
+        [item] = push.search("alice").items
+        assert (item.title, item.body, item.is_new) == ("Running", "Half done", False)
+        assert counters("alice") == (1, 0)
+        kept = push.state.get_realtime().backplane.replay("user:alice", 0).events
+        shown = [e.data for e in kept if e.event == "notification"][-1]
+        assert (shown["isNew"], shown["body"]) == (False, "Half done")
 
 
 def test_an_id_created_since_the_lookup_is_updated(app_ctx, monkeypatch):
