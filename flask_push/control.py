@@ -104,7 +104,7 @@ def retry_failed(
     full: set[str] = set()
     counted_at = policy.first_due(message.send_at, message.created_at)
     if category is not None and category.max_per_day:
-        freed, full = policy.retaken(session, models, category, message_id, counted_at, now)
+        freed, full = policy.retaken(session, models, category, message_id, counted_at, due, now)
     pushed: set[str] = set()
     update = _update(
         models,

@@ -333,14 +333,17 @@ def retaken(
     category: Category,
     message_id: str,
     counted_at: datetime,
+    due: datetime,
     now: datetime,
 ) -> tuple[set[str], set[str]]:
     """Before an operator's retry of what ``message_id`` (of ``category``, which has
     a cap) failed to push: the users of its failed deliveries whose place under the
-    cap it gave back, as none of its pushes to them was made (no provider, say), and
-    of those, the ones whose day is full now: as if it had kept its place, counted
-    at ``counted_at`` (:func:`first_due`). The cap is held until the retry commits.
-    The others take their place again (:func:`record_capped`) if pushed to."""
+    cap it gave back (its ledger rows are at ``counted_at``, :func:`first_due`), as
+    none of its pushes to them was made (no provider, say), and of those, the ones
+    whose day is full at ``due``, when the retry pushes: a message of days ago
+    retried now is weighed against today's pushes, not those of its own day. The cap
+    is held until the retry commits. The others take their place again
+    (:func:`record_capped`) if pushed to."""
     d, c = models.Delivery, models.CappedSend
     counted = sa.select(c.user_id).where(
         c.category == category.id, c.sent_at == counted_at, c.message_id == message_id
@@ -360,9 +363,7 @@ def retaken(
     if not freed or not category.max_per_day:
         return freed, set()
     _hold_cap(session, models, category, now)
-    full = _over_cap(
-        session, models, category, sorted(freed), counted_at, category.max_per_day, now=now
-    )
+    full = _over_cap(session, models, category, sorted(freed), due, category.max_per_day, now=now)
     return freed, full
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -380,6 +380,37 @@ def test_retrying_what_failed_before_it_was_pushed_on_a_full_day_holds_it_back(
     app, client = al_with_a_phone(make_app, push_fake_fcm, PUSH_CATEGORIES=capped)
     with app.app_context():
         missed = push.send(users=["al"], title="Deal 1", category="offers").id
+    store(client, push_fake_fcm.service_account("shop-project"))
+    with app.app_context():
+        for n in (2, 3):
+            push.send(users=["al"], title=f"Deal {n}", category="offers")
+    answer = client.post(f"/push/messages/{missed}/retry", json={}, headers=ADMIN)
+    counts = answer.get_json()["counts"]
+    assert (counts["queued"], counts["sent"], counts["suppressed"]) == (0, 0, 1)
+    assert list(outcomes(app, missed).values()) == [("suppressed", "frequency_cap")]
+    assert len(push_fake_fcm.messages) == 2
+
+
+def test_retrying_an_offer_that_failed_days_ago_weighs_todays_offers(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    """An offer failed at once 30 hours ago (no provider then). Today she had two
+    offers, her cap. The operator retries the old one now: it would push now, so
+    today's two count, and it is held back (frequency_cap), not a third offer of
+    the day because its own day, long past, was empty."""
+    capped = {"offers": {"label": "Offers and deals", "max_per_day": 2}}
+    app, client = al_with_a_phone(make_app, push_fake_fcm, PUSH_CATEGORIES=capped)
+    with app.app_context():
+        missed = push.send(users=["al"], title="Deal 1", category="offers").id
+        days_ago = datetime.now(timezone.utc) - timedelta(hours=30)
+        m, d = push.models.Message, push.models.Delivery
+        db.session.execute(sa.update(m).where(m.id == missed).values(created_at=days_ago))
+        db.session.execute(
+            sa.update(d)
+            .where(d.message_id == missed)
+            .values(due_at=days_ago, expires_at=datetime.now(timezone.utc) + timedelta(days=1))
+        )
+        db.session.commit()
     store(client, push_fake_fcm.service_account("shop-project"))
     with app.app_context():
         for n in (2, 3):
