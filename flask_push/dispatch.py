@@ -2111,7 +2111,7 @@ class Dispatcher:
                     retry_due[id] = at
         quiet = policy.quiet_retries(session, self.models, self.settings.categories, retry_due)
         said: dict[tuple[int, str, str, str | None, str | None], str] = {}
-        gone_targets: list[tuple[str, str, str]] = []
+        gone_targets: list[tuple[str, str, str, str | None]] = []
         dead_tokens: list[OutgoingPush] = []
         retried: list[dict[str, Any]] = []
         for push, result in results:
@@ -2323,8 +2323,10 @@ class Dispatcher:
                         # the installation: drop that token, never retry with it
                         dead_tokens.append(push)
                     else:
+                        # the token it went to: one the app has changed since is alive
+                        token = push.target.token if isinstance(push.target, DeviceTarget) else None
                         gone_targets.append(
-                            (result.provider, push.delivery_id, result.error or "gone")
+                            (result.provider, push.delivery_id, result.error or "gone", token)
                         )
         if finished:
             session.execute(
@@ -2457,15 +2459,19 @@ class Dispatcher:
         return statement
 
     def _mark_dead(
-        self, session: Session, gone: list[tuple[str, str, str]], now: datetime
+        self, session: Session, gone: list[tuple[str, str, str, str | None]], now: datetime
     ) -> list[tuple[str, str, str]]:
-        """Mark the subscriptions and installations of ``gone`` deliveries dead;
-        returns ``(kind, target id, reason)`` of each one this call killed."""
+        """Mark the subscriptions and installations of ``gone`` deliveries
+        (``(provider, delivery id, reason, device token pushed to)``) dead, an
+        installation only while it still has the token its push service refused (the
+        app may have registered a new one since the claim); returns ``(kind, target
+        id, reason)`` of each one this call killed."""
         if not gone:
             return []
         m = self.models
         d = m.Delivery
-        reasons = {int(delivery_id): reason for _, delivery_id, reason in gone}
+        reasons = {int(delivery_id): reason for _, delivery_id, reason, _ in gone}
+        tokens = {int(delivery_id): token for _, delivery_id, _, token in gone}
         rows = session.execute(
             sa.select(d.id, d.subscription_id, d.installation_id).where(d.id.in_(reasons))
         ).all()
@@ -2475,17 +2481,22 @@ class Dispatcher:
             (m.Installation, "installation", 2),
         ):
             params = [
-                {"b_id": row[column], "b_reason": _clip(reasons[row[0]], MAX_TEXT)}
+                {
+                    "b_id": row[column],
+                    "b_reason": _clip(reasons[row[0]], MAX_TEXT),
+                    "b_token": tokens[row[0]] if kind == "installation" else None,
+                }
                 for row in rows
                 if row[column] is not None
             ]
             if not params:
                 continue
             for param in params:
+                still = [] if param["b_token"] is None else [model.device_token == param["b_token"]]
                 # One UPDATE per target: the row count says whether this call killed it.
                 result = session.execute(
                     sa.update(model)
-                    .where(model.id == param["b_id"], model.status == ACTIVE)
+                    .where(model.id == param["b_id"], model.status == ACTIVE, *still)
                     .values(status=DEAD, dead_reason=param["b_reason"], dead_at=now),
                     execution_options={"synchronize_session": False},
                 )

@@ -338,3 +338,67 @@ def test_a_device_registered_twice_at_once_is_one_installation(app, client):
     assert response.json["id"] == raced[0].json["id"]
     assert response.json["badge"] == 2
     assert count_installations(app) == 1
+
+
+def test_a_new_token_patched_on_a_dead_installation_brings_it_back(app, client):
+    """Its push service said the old token was unregistered (dead); the app gets a
+    new one and PATCHes it: the installation is active again, and pushed to, as a
+    POST of the new token would have it."""
+    made = client.post("/push/installations", headers=as_user("alice"), json=ios()).json
+    with app.app_context():
+        row = db.session.get(push.models.Installation, made["id"])
+        row.status, row.dead_reason = "dead", "Unregistered"
+        db.session.commit()
+    fresh = secrets.token_hex(32)
+    patched = client.patch(
+        f"/push/installations/{made['id']}", headers=as_user("alice"), json={"deviceToken": fresh}
+    )
+    assert patched.status_code == 200
+    assert (patched.json["deviceToken"], patched.json["status"]) == (fresh, "active")
+    with app.app_context():
+        assert push.send(users=["alice"], title="Hi").recipient_count == 1
+    # the same token again, or other fields, leave a dead one dead
+    with app.app_context():
+        row = db.session.get(push.models.Installation, made["id"])
+        row.status = "dead"
+        db.session.commit()
+    again = client.patch(
+        f"/push/installations/{made['id']}",
+        headers=as_user("alice"),
+        json={"deviceToken": fresh, "badge": 2},
+    )
+    assert again.json["status"] == "dead"
+
+
+def test_a_late_unregistered_for_the_old_token_leaves_the_new_one_alive(sending_app, push_fake_fcm):
+    """A push to token A is on its way when the app PATCHes token B; FCM then says
+    A is unregistered. A is dead, not the installation, which holds B now."""
+    from datetime import datetime, timedelta, timezone
+
+    from flask_push.dispatch import Dispatcher
+
+    from conftest import make_due, sending_held
+
+    app = sending_app()
+    client = app.test_client()
+    old, new = "old:APA91bH" + "x" * 140, "new:APA91bH" + "y" * 140
+    android = {"appId": "shop-android", "deviceType": "android", "deviceToken": old}
+    made = client.post("/push/installations", headers=as_user("alice"), json=android).json
+    push_fake_fcm.unregister(old)
+    with app.app_context():
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        message_id = push.send(users=["alice"], title="Sale", send_at=later).id
+        make_due(message_id)
+        worker = Dispatcher(app, push.models, db.engine, push.settings)
+    with sending_held(push_fake_fcm, worker, message_id):
+        assert push_fake_fcm.wait_in_flight(1) == 1
+        patched = client.patch(
+            f"/push/installations/{made['id']}", headers=as_user("alice"), json={"deviceToken": new}
+        )
+        assert patched.status_code == 200
+    shown = client.get(f"/push/installations/{made['id']}", headers=as_user("alice")).json
+    assert (shown["deviceToken"], shown["status"]) == (new, "active")
+    with app.app_context():
+        [entry] = push.explain(message_id)
+        assert entry["status"] == "gone"  # the push to the old token
+        assert push.send(users=["alice"], title="Next sale").recipient_count == 1

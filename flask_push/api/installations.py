@@ -212,8 +212,13 @@ def update_installation(id: str) -> ResponseReturnValue:
         values["user_id"] = owner_for(given.user_id, caller_id(), _NOT_YOURS)
         if values["user_id"] != installation.user_id:
             values = _start_over(installation, values)
+    # a new token for a dead installation (its push service said the old one was
+    # unregistered): the app has a working one again, as a POST with it would say
+    fresh = values.get("device_token") not in (None, installation.device_token)
     for name, value in values.items():
         setattr(installation, name, value)
+    if fresh:
+        installation.revive()
     installation.modified_at = utcnow()
     commit_keeping(push().db.session, installation)
     return Installation.model_validate(installation).to_json()
