@@ -153,6 +153,26 @@ def test_redis_ids_and_replay_are_shared(redis_backplane: Any) -> None:
     assert two.last_id("order:1") == first + 1 and two.last_id("nothing") == 0
 
 
+def test_redis_a_rejoin_that_finds_nothing_new_reads_no_kept_event(
+    redis_backplane: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual reconnect asks for what came after the latest id: one GET of the
+    counter answers it, not a read of every kept event (up to 100,000 of them, for
+    each such frame a socket sends)."""
+    backplane = redis_backplane(keep_count=1000)
+    for n in range(50):
+        last = backplane.publish("user:alice", "tick", str(n)).id
+
+    def read_all() -> Any:
+        raise AssertionError("the kept events were read")
+
+    monkeypatch.setattr(backplane._client, "pipeline", read_all)
+    assert backplane.replay("user:alice", last) == Replay(False, [], last)
+    monkeypatch.undo()
+    missed = backplane.replay("user:alice", last - 2)  # one that missed some reads them
+    assert [e.data for e in missed.events] == [48, 49] and not missed.gap
+
+
 def test_redis_apps_on_other_databases_do_not_hear_each_other(redis_backplane: Any) -> None:
     """Pub/sub ignores Redis's database number: apps kept apart by it (the same
     prefix on /1 and /2) heard each other's events, a user's inbox included."""

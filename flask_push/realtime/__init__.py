@@ -111,7 +111,13 @@ class Realtime:
             have counted on live events from the moment it opened.
         """
         self._listen()
+        following = channel in connection.last_ids
         self.hub.join(connection, channel)
+        if following and since is None and seen is None:
+            # asked again (a page's on() for a channel it follows): its events go on
+            # reaching it; taking the channel's latest id as seen would drop those
+            # numbered already but not yet delivered here
+            return None
         if since is not None:
             try:
                 return self._replay(connection, channel, since)

@@ -559,6 +559,9 @@ def _answer(
             )
         ]
     if not _may_join(push, user_id, channel):
+        # one it follows already (asked again after its access was taken away): it
+        # leaves it, so that nothing more of it reaches a socket told it may not join
+        realtime.hub.leave(connection, channel)
         return [_error("forbidden", push.join_refusal(channel), channel)]
     subscribed = json.dumps({"op": "subscribed", "channel": channel})
     if since is not None and not connection.may_replay(time.monotonic()):
