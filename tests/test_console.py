@@ -955,11 +955,16 @@ def test_send_page_sends_and_links_to_the_message(console_app: Flask) -> None:
     assert listed.count("none: no browser or device to send to") == 1
     both = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "user": "alice"})
     assert both.status_code == 400
-    untitled = client.post(f"{CONSOLE}/send", headers=ADMIN, data={**form, "title": ""})
-    assert untitled.status_code == 400
-    said = untitled.get_data(as_text=True)
-    # named once, by its label
-    assert "Title: is required" in said and "Title: title:" not in said
+    # without a title (or spaces alone), to a target or to a user: said on the page
+    for to in ({}, {"target": "", "user": "alice"}):
+        for title in ("", "   "):
+            untitled = client.post(
+                f"{CONSOLE}/send", headers=ADMIN, data={**form, **to, "title": title}
+            )
+            assert untitled.status_code == 400
+            said = untitled.get_data(as_text=True)
+            # named once, by its label
+            assert "Title: is required" in said and "Title: title:" not in said
 
 
 def statements(app: Flask, client: Any, path: str) -> int:

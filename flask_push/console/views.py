@@ -325,7 +325,8 @@ def send() -> ResponseReturnValue:
         if request.form.get("action") == "send":
             push = _push()
             if user is not None:
-                sent = push.send(users=[user], **notification)
+                # a title left out is refused as notify_by_id refuses it, not a TypeError
+                sent = push.send(users=[user], **{"title": None, **notification})
             else:
                 sent = push.notify_by_id(target, **notification)
             return redirect(url_for(".message", id=sent.id, done="sent"), 303)
