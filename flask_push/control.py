@@ -75,7 +75,8 @@ def retry_failed(
     when it was sent, unless it gave the place back, never pushed to the user (no
     provider, say): then it takes its place again, or is ``suppressed``
     (``frequency_cap``) when the user's day is full now. ``gone`` ones stay: their
-    targets are dead.
+    targets are dead; and so do ``failed`` ones past their time to live, which no
+    retry can send (their failure says what went wrong).
 
     :raises ValidationError: ``message_cancelled`` for a message an operator
         cancelled (it has ``cancelled`` deliveries): none of it goes out again.
@@ -127,6 +128,10 @@ def retry_failed(
         )
         changes = []
         for row in rows:
+            if row.expires_at <= due:
+                # past its time to live: no retry can send it, and its failure (what
+                # the service said) is what the operator needs to read, not an expiry
+                continue
             decision = None
             if category is not None and (ruled is not None or row.user_id in full):
                 target = Target(row.kind, row.subscription_id, row.installation_id, row.user_id)

@@ -728,6 +728,29 @@ def test_retry_failed_says_what_a_retry_can_help(
     page = client.get(f"{CONSOLE}/messages/{helped}", headers=ADMIN).get_data(as_text=True)
     assert retry_part(page) == (True, "A retry can help the failed delivery.")
 
+    # past its time to live, a failed delivery is left failed by a retry (no retry
+    # can send it; its 403 says what went wrong): counted apart, and not sent
+    late = failing_message(app, push_fake_webpush, "erin", [403, 403])
+    d = push.models.Delivery
+    with app.app_context():
+        [first, _] = db.session.scalars(sa.select(d.id).where(d.message_id == late).order_by(d.id))
+        past = datetime.now(timezone.utc) - timedelta(minutes=1)
+        db.session.execute(sa.update(d).where(d.id == first).values(expires_at=past))
+        db.session.commit()
+    page = client.get(f"{CONSOLE}/messages/{late}", headers=ADMIN).get_data(as_text=True)
+    assert retry_part(page) == (
+        True,
+        "A retry can help 1 of the 2 failed deliveries; 1 will fail the same way as it is "
+        "(1 past their time to live). The retry sends 1 again, not those past their time "
+        "to live.",
+    )
+    retried = client.post(f"/push/messages/{late}/retry", json={}, headers=ADMIN)
+    counts = retried.get_json()["counts"]
+    assert (counts["failed"], counts["sent"]) == (1, 1), counts
+    with app.app_context():
+        kept = db.session.get(d, first)
+        assert (kept.status, kept.reason) == ("failed", "credentials_refused")
+
     # a cancelled message sends none of it again (push.retry_failed): the 503's
     # retry is cancelled, and the button says so rather than what a retry would help
     cancelled = failing_message(app, push_fake_webpush, "dan", [403, 503])

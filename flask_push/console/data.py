@@ -145,6 +145,8 @@ class RetryOutlook:
     failed: int
     helps: int
     futile: tuple[tuple[int, str], ...]
+    #: of the futile, those past their time to live: the retry leaves them failed
+    past_ttl: int = 0
 
     @property
     def futile_count(self) -> int:
@@ -153,22 +155,30 @@ class RetryOutlook:
 
 def retry_outlook(session: Any, models: Models, message_id: str) -> RetryOutlook:
     """Its message's ``failed`` deliveries, by whether a retry can help them (one
-    grouped query on the ``(message_id, status)`` index). ``push.retry_failed`` still
-    sends all of them again: this only tells the operator what to expect."""
+    grouped query on the ``(message_id, status)`` index). ``push.retry_failed`` sends
+    all of them again but those past their time to live: this only tells the
+    operator what to expect."""
     d = models.Delivery
+    past = d.expires_at <= utcnow()
     rows = session.execute(
-        sa.select(d.reason, sa.func.count())
+        sa.select(d.reason, past, sa.func.count())
         .where(d.message_id == message_id, d.status == "failed")
-        .group_by(d.reason)
+        .group_by(d.reason, past)
     ).all()
-    by_reason = {reason: int(count) for reason, count in rows}
+    by_reason: dict[str | None, int] = {}
+    past_ttl = 0
+    for reason, expired, count in rows:
+        if expired:
+            past_ttl += int(count)
+        else:
+            by_reason[reason] = by_reason.get(reason, 0) + int(count)
     futile = tuple(
         (by_reason[reason], words)
         for reason, words in outcomes.RETRY_FUTILE.items()
         if by_reason.get(reason)
-    )
-    failed = sum(by_reason.values())
-    return RetryOutlook(failed, failed - sum(n for n, _ in futile), futile)
+    ) + (((past_ttl, "past their time to live"),) if past_ttl else ())
+    failed = sum(by_reason.values()) + past_ttl
+    return RetryOutlook(failed, failed - sum(n for n, _ in futile), futile, past_ttl)
 
 
 def messages_page(session: Any, models: Models, skip: int, take: int) -> tuple[int, list[Any]]:
