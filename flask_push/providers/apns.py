@@ -160,7 +160,6 @@ _TOKEN_NAMES: dict[TokenKind, str] = {
     "activity": "Live Activity's push token",
     "start": "push-to-start token",
 }
-_RETRY_STATUSES = frozenset({"429", "500", "503"})
 
 
 APPLE_ID = re.compile(r"^[A-Z0-9]{10}\Z")
@@ -510,7 +509,9 @@ class APNsProvider(Provider):
             if isinstance(push.target, DeviceTarget) and push.target.kind != "device":
                 error += f"; it was the {_TOKEN_NAMES[push.target.kind]}"
             return outcome("gone", error)
-        if status in _RETRY_STATUSES:
+        if status == "429" or (len(status) == 3 and status.startswith("5")):
+            # too many requests, or any server error (Apple documents 500 and 503; a
+            # proxy or load balancer on the way answers 502 or 504): for now
             return outcome("retry", f"{status} {reason}".strip())
         if reason == "ExpiredProviderToken" and self._token.renew_if_old():
             # the token's age was misread (the wall clock stepped back since it was

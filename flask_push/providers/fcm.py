@@ -795,12 +795,16 @@ class FCMProvider(Provider):
         result = partial(DeliveryResult, push.delivery_id, provider=self.name)
         err = response
         if isinstance(err, _NotSent):
-            return result("retry", error=str(err))
+            # never handed to FCM (the process is exiting): not an answer of FCM's
+            return result("retry", error=str(err), reason="unreachable")
         if isinstance(err, (_TokenUnreadable, _TokenLate)):
             return result("retry", error=str(err), reason="unreachable")
         if isinstance(err, google.auth.exceptions.RefreshError):
             if err.retryable:
-                return result("retry", error=f"FCM token endpoint: {err}")
+                # Google's token endpoint, not FCM, failed for now: FCM never saw it
+                return result(
+                    "retry", error=f"the FCM token endpoint failed: {err}", reason="unreachable"
+                )
             return result(
                 "failed",
                 error=(

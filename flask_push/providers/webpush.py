@@ -52,7 +52,14 @@ from ..message import (
 from ..schemas.base import Documented, ResponseModel, WireModel, starts_with
 from ..schemas.fields import MAX_TEXT
 from . import aes128gcm
-from .base import CONNECT_SHARE, Provider, read_start, retry_after_seconds, without_answer
+from .base import (
+    BODY_SHARE,
+    CONNECT_SHARE,
+    Provider,
+    read_start,
+    retry_after_seconds,
+    without_answer,
+)
 
 if TYPE_CHECKING:
     from ..config import PushSettings
@@ -578,9 +585,19 @@ class WebPushProvider(Provider):
         ) as response:
             # A push service's 2xx says the push is taken, with nothing to read in
             # its body: a body that never ends, or stalls, must not hold the push
-            # until its timeout makes it a retry, sent twice.
+            # until its timeout makes it a retry, sent twice. An error's status says
+            # what became of it (410: gone, 413: too large); its body only words it,
+            # read for a share of the timeout, so that one that stalls loses no status.
             accepted = 200 <= response.status < 300
-            text = "" if accepted else printable(await read_start(response, _MAX_ERROR_TEXT))
+            text = (
+                ""
+                if accepted
+                else printable(
+                    await read_start(
+                        response, _MAX_ERROR_TEXT, for_at_most=self.timeout * BODY_SHARE
+                    )
+                )
+            )
             answer = WebPushResponse(
                 status=response.status,
                 reason=response.reason or "",

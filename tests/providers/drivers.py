@@ -249,7 +249,14 @@ class FCMDriver(DeviceDriver):
     unreachable_says = "Connection refused"
     other_target_says = "device tokens only"
     retry_after = True
-    REASONS = {429: "QUOTA_EXCEEDED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+    # 502 and 504: a proxy or load balancer on the way, in Google's error shape
+    REASONS = {
+        429: "QUOTA_EXCEEDED",
+        500: "INTERNAL",
+        502: "UNAVAILABLE",
+        503: "UNAVAILABLE",
+        504: "DEADLINE_EXCEEDED",
+    }
 
     def __init__(self, fake: FakeFCM) -> None:
         self.fake = self.fcm = fake
@@ -287,7 +294,14 @@ class APNsDriver(DeviceDriver):
     too_large_status = 413
     too_large_says = Exactly("413 PayloadTooLarge: APNs refused the payload as too large")
     unreachable_says = "Connection refused"
-    REASONS = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
+    # 502 and 504: not Apple's own answers, but a proxy's or load balancer's on the way
+    REASONS = {
+        429: "TooManyRequests",
+        500: "InternalServerError",
+        502: "BadGateway",
+        503: "ServiceUnavailable",
+        504: "GatewayTimeout",
+    }
 
     def __init__(self, fake: FakeAPNs) -> None:
         self.fake = self.apns = fake

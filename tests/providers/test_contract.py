@@ -83,7 +83,10 @@ def test_a_dead_target_is_gone(driver: Driver) -> None:
 
 
 @for_providers(RETRY)
-@pytest.mark.parametrize(("status", "retry_after"), [(429, 30), (500, None), (503, None), (503, 7)])
+@pytest.mark.parametrize(
+    ("status", "retry_after"),
+    [(429, 30), (500, None), (502, None), (503, None), (503, 7), (504, None)],
+)
 def test_rate_limits_and_server_errors_are_retried_once_asked(
     driver: Driver, status: int, retry_after: int | None
 ) -> None:

@@ -245,6 +245,42 @@ def test_a_stopped_server_without_an_access_token_yet_is_retried(
     assert no_token.status == "retry" and "token endpoint" in (no_token.error or "")
 
 
+def test_a_token_endpoint_that_fails_for_now_is_not_said_to_be_fcms_answer(
+    push_fake_fcm: FakeFCM,
+) -> None:
+    """Google's token endpoint answers 503 (try later): the push is retried as one
+    that could not reach FCM, whose timeline said "FCM answered" (``unavailable``)
+    though FCM never saw it."""
+    import http.server
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"error": "temporarily_unavailable", "error_description": "try later"}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        account = foreign_service_account(token_uri=f"http://127.0.0.1:{server.server_port}/token")
+        # time for google-auth's own tries of a 503 (about 3 s), then its error
+        provider = make_provider(push_fake_fcm, account, timeout=20.0)
+        result = send_one(provider, push(make_registration_token()))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.status, result.reason) == ("retry", "unreachable"), result
+    assert (result.error or "").startswith("the FCM token endpoint failed: ")
+    assert push_fake_fcm.send_attempts == 0
+
+
 def test_reserved_data_keys_are_refused_by_check(account: dict[str, str]) -> None:
     provider = FCMProvider(credentials=account, project_id="flask-push-test")
     with pytest.raises(PayloadError, match="limit is 4000"):
