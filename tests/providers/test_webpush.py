@@ -772,24 +772,6 @@ def test_a_location_that_is_not_utf8_is_kept_printable(vapid_private_key: str) -
     result.service_id.encode("utf-8")
 
 
-def answering_once(raw: bytes) -> tuple[str, threading.Thread, socket.socket]:
-    """A push service on 127.0.0.1 that reads one request, answers ``raw`` and then
-    holds the connection without another byte; returns its endpoint, its thread and
-    its socket."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        connection, _ = listener.accept()
-        with connection, contextlib.suppress(OSError):  # the client may close it first
-            connection.recv(65536)
-            connection.sendall(raw)
-            connection.recv(1)  # until the client closes it
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return f"http://127.0.0.1:{listener.getsockname()[1]}/push/1", thread, listener
-
-
 @pytest.mark.parametrize(
     ("status", "outcome"),
     [("410 Gone", ("gone", 410)), ("413 Payload Too Large", ("failed", 413))],
@@ -801,11 +783,5 @@ def test_an_error_whose_body_stalls_keeps_its_status(
     status line said what became of the push. It was a retry for want of an answer
     (``no_answer``), so a dead subscription was tried until given up."""
     raw = f'HTTP/1.1 {status}\r\nContent-Length: 100\r\n\r\n{{"error"'.encode()
-    endpoint, thread, listener = answering_once(raw)
-    try:
-        provider = make_provider(vapid_private_key, timeout=3.0)
-        result = send_one(provider, outgoing(WebPushTarget(endpoint, *browser_keys())))
-    finally:
-        listener.close()
-        thread.join(5)
+    result = send_to_raw(vapid_private_key, raw, then_hold=True, timeout=3.0)
     assert (result.status, result.status_code) == outcome, result
