@@ -50,6 +50,7 @@ from .apns import (
 
 __all__ = [
     "APNsConnectionError",
+    "AnswerLost",
     "ConnectionClosed",
     "MaxAttemptsExceeded",
     "NotificationRequest",
@@ -117,6 +118,13 @@ class _ProviderToken(AuthorizationHeaderProvider):
         return True
 
 
+class AnswerLost(Exception):
+    """The connection broke after the request went out, before its answer came: APNs
+    may have taken it and shown it. Not a ConnectionClosed, which aioapns' pool
+    sends again at once, unseen: the device would show it twice, while the push's
+    outcome said the connection had failed."""
+
+
 @dataclass
 class _Exchange:
     """One request in flight on one stream."""
@@ -125,6 +133,8 @@ class _Exchange:
     result: asyncio.Future[NotificationResult]
     status: str = ""
     body: bytearray = field(default_factory=bytearray)
+    #: its headers were written to the connection: APNs may have it
+    out: bool = False
 
 
 class _H2Client(H2Connection):
@@ -261,7 +271,7 @@ class _Connection(APNsTLSClientProtocol):
             elif isinstance(event, StreamEnded):
                 self._finish(stream_id)
             elif isinstance(event, StreamReset):
-                self._finish(stream_id, ConnectionClosed(f"APNs reset the stream: {event}"))
+                self._finish(stream_id, _reset(event))
             elif isinstance(event, RemoteSettingsChanged):
                 # h2 keys them by int; aioapns' annotation says SettingCodes (an IntEnum).
                 self.on_remote_settings_changed(cast(Any, event.changed_settings))
@@ -344,18 +354,34 @@ class _Connection(APNsTLSClientProtocol):
         # Writing to a closing transport only makes asyncio log "SSL connection is closed".
         if self.transport is not None and not self.transport.is_closing():
             super().flush()
+            for exchange in self.exchanges.values():
+                exchange.out = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        error = ConnectionClosed(str(exc) if exc else "the connection closed")
+        said = str(exc) if exc else "the connection closed"
         for exchange in self.exchanges.values():
             if not exchange.result.done():
-                exchange.result.set_exception(error)
+                # one never written goes on another connection; one written may be
+                # APNs' already: its outcome says so, and it is not sent again unseen
+                lost = AnswerLost(said) if exchange.out else ConnectionClosed(said)
+                exchange.result.set_exception(lost)
         self.exchanges.clear()
         self.window_opened.set()
         self._on_lost(self)
         # Cancels the idle timer and fails the requests waiting for a stream.
         super().connection_lost(exc)
+
+
+def _reset(event: StreamReset) -> Exception:
+    """What APNs' RST_STREAM means for its request: REFUSED_STREAM says it was not
+    processed (RFC 9113, 8.7), so it goes on another connection; any other code
+    leaves it unknown whether APNs took it."""
+    code = event.error_code
+    said = f"APNs reset the stream ({getattr(code, 'name', code)})"
+    if code == ErrorCodes.REFUSED_STREAM:
+        return ConnectionClosed(said)
+    return AnswerLost(said)
 
 
 def _error_body(body: bytes) -> tuple[str | None, int | None]:

@@ -442,6 +442,7 @@ class APNsProvider(Provider):
     def parse(self, push: OutgoingPush, response: Any) -> DeliveryResult:
         """Map APNs' answer (or the error ``post`` raised) onto a :class:`DeliveryResult`."""
         from ._apns_client import (
+            AnswerLost,
             APNsConnectionError,
             ConnectionClosed,
             MaxAttemptsExceeded,
@@ -452,6 +453,15 @@ class APNsProvider(Provider):
             return self._parse_result(push, response)
         if isinstance(response, InvalidDeviceToken):
             return DeliveryResult(push.delivery_id, "gone", self.name, error=str(response))
+        if isinstance(response, AnswerLost):
+            return DeliveryResult(
+                push.delivery_id,
+                "retry",
+                self.name,
+                error=f"the connection to {self.host}:{self.port} broke before APNs "
+                f"answered ({response})",
+                reason="no_answer",
+            )
         if isinstance(
             response, (MaxAttemptsExceeded, ConnectionClosed, APNsConnectionError, OSError)
         ) or exiting(response):

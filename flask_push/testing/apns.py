@@ -454,6 +454,30 @@ class FakeAPNs(FakeService[ReceivedNotification]):
         loop.call_soon_threadsafe(close_all)
         done.wait()
 
+    def drop_connections(self) -> None:
+        """Break every open connection at once, with no GOAWAY and no answer, as a
+        network failure between a client and APNs does. The requests on them are
+        not recorded, and the server takes new connections.
+
+        Returns once they are broken.
+
+        .. versionadded:: 0.2
+        """
+        loop = self._loop
+        if loop is None:
+            return
+        done = threading.Event()
+
+        def abort_all() -> None:
+            try:
+                for protocol in list(self._protocols):
+                    protocol.abort()
+            finally:
+                done.set()
+
+        loop.call_soon_threadsafe(abort_all)
+        done.wait()
+
     def reset(self) -> None:
         """Forget the notifications, rejections, scripted failures and unregistered
         devices; keys and topics stay."""

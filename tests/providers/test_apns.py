@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 
 import pytest
 from aioapns.common import NotificationResult
+from aioapns.exceptions import ConnectionClosed, MaxAttemptsExceeded
 from aioapns.exceptions import ConnectionError as APNsConnectionError
-from aioapns.exceptions import MaxAttemptsExceeded
+from h2.errors import ErrorCodes
+from h2.events import StreamReset
 
 from flask_push.credentials import APNS
 from flask_push.message import (
@@ -27,6 +29,7 @@ from flask_push.message import (
     Notification,
     OutgoingPush,
 )
+from flask_push.providers._apns_client import AnswerLost, _reset
 from flask_push.providers.apns import (
     MIN_TOKEN_AGE,
     PRODUCTION_HOST,
@@ -403,7 +406,51 @@ def test_requests_in_flight_when_the_server_stops_are_retried(
 
     results = run(apns, use)
     assert {r.status for r in results} == {"retry"}
+    # they were on the wire: APNs may have taken them
+    assert {r.reason for r in results} == {"no_answer"}
     assert all("the connection to localhost:" in (r.error or "") for r in results)
+
+
+def test_a_connection_that_breaks_after_the_requests_went_out_sends_none_again_unseen(
+    push_fake_apns: FakeAPNs, key: Key
+) -> None:
+    """A connection broken (a reset, no GOAWAY) while its requests wait for their
+    answers: APNs may have taken and shown them. aioapns' pool sent them again at
+    once on a new connection, so the device could show them twice, and a push that
+    failed on every try was said to be "unreachable". Each is now a retry of the
+    outbox, "no_answer", as a Web Push or FCM request left unanswered is."""
+    push_fake_apns.hold()
+    apns = provider(push_fake_apns, key, timeout=30.0)
+
+    async def use(apns: APNsProvider) -> list[DeliveryResult]:
+        sending = asyncio.ensure_future(apns.send_batch([outgoing(i, ALERT) for i in range(5)]))
+        await asyncio.to_thread(push_fake_apns.wait_in_flight, 5)
+        await asyncio.to_thread(push_fake_apns.drop_connections)
+        push_fake_apns.release()  # what came again would be answered at once
+        return await sending
+
+    results = run(apns, use)
+    assert [(r.status, r.reason) for r in results] == [("retry", "no_answer")] * 5
+    assert all(
+        f"the connection to localhost:{push_fake_apns.port} broke before APNs answered"
+        in (r.error or "")
+        for r in results
+    ), results
+    assert push_fake_apns.connection_count == 1  # none sent again
+    assert push_fake_apns.notifications == []
+
+
+@pytest.mark.parametrize(
+    ("code", "again"), [(ErrorCodes.REFUSED_STREAM, True), (ErrorCodes.INTERNAL_ERROR, False)]
+)
+def test_a_reset_stream_goes_again_only_when_apns_says_it_was_not_processed(
+    code: ErrorCodes, again: bool
+) -> None:
+    error = _reset(StreamReset(stream_id=1, error_code=code))
+    # ConnectionClosed is what aioapns' pool sends again on another connection
+    assert isinstance(error, ConnectionClosed) is again
+    assert isinstance(error, AnswerLost) is not again
+    assert code.name in str(error)
 
 
 @pytest.mark.parametrize("taken", [None, 12])
@@ -533,6 +580,7 @@ def test_aclose_closes_the_pool(push_fake_apns: FakeAPNs, key: Key) -> None:
         (NotificationResult("id", "400", "TopicDisallowed"), "failed", 400, "PUSH_APNS_TOPIC"),
         (NotificationResult("id", "405", "MethodNotAllowed"), "failed", 405, "405"),
         (MaxAttemptsExceeded(), "retry", None, "dropped on every attempt"),
+        (AnswerLost("reset by peer"), "retry", None, "broke before APNs answered (reset by"),
         (
             APNsConnectionError(),
             "retry",
