@@ -174,7 +174,13 @@ def test_no_answer_in_time_is_retried_without_waiting_for_it(driver: Driver) -> 
         finally:
             driver.fake.release()
     assert result.status == "retry"
-    assert result.error is not None and "0.2" in result.error
+    if result.reason == "unreachable":
+        # a loaded machine took more than the connect's share of the 0.2 s to make
+        # the connection (or fetch FCM's token): not sent, and not waited for either
+        assert result.error
+    else:
+        assert result.reason == "no_answer"
+        assert result.error is not None and "0.2" in result.error
 
 
 @for_providers(HOLD)
