@@ -187,6 +187,10 @@ def _describe(answer: _Answer) -> str:
     return " ".join(filter(None, ["FCM answered", str(answer.status), code])) + f": {message}"
 
 
+#: FCM's error code for credentials of its own that APNs or a Web Push service refused
+THIRD_PARTY_AUTH_ERROR = "THIRD_PARTY_AUTH_ERROR"
+
+
 def _token_expired(answer: _Answer) -> bool:
     """A 401 that says the access token expired (not that the key is refused)."""
     if answer.status != 401:
@@ -693,7 +697,7 @@ class FCMProvider(Provider):
     async def post(self, push: OutgoingPush, payload: Any) -> _Answer:
         """One POST on the loop (two when the access token expired early)."""
         token, answer = await self._post(payload)
-        if answer.status == 401:
+        if answer.status == 401 and _fcm_error(answer.text)[0] != THIRD_PARTY_AUTH_ERROR:
             # Refused: the next send fetches another token rather than keep this
             # one until google-auth thinks it expired (an hour), whatever the 401
             # says. When it says the token expired although google-auth thought it
@@ -769,6 +773,22 @@ class FCMProvider(Provider):
                     f"{self.setting('PUSH_FCM_CREDENTIALS')}."
                 ),
                 status_code=403,
+                reason="credentials_refused",
+            )
+        if status == 401 and _fcm_error(answer.text)[0] == THIRD_PARTY_AUTH_ERROR:
+            # FCM took the sender's credentials; the ones it holds for APNs or Web
+            # Push (set in the Firebase console) were refused, for this device's kind
+            return result(
+                "failed",
+                error=(
+                    f"FCM answered 401 {THIRD_PARTY_AUTH_ERROR}: APNs or the browser's "
+                    "push service refused the credentials FCM holds for project "
+                    f"{self.project_id!r}. Check the APNs authentication key (or "
+                    "certificate) and the Web Push certificates in the Firebase "
+                    f"console's Cloud Messaging settings; {self.setting('PUSH_FCM_CREDENTIALS')} "
+                    "was accepted."
+                ),
+                status_code=401,
                 reason="credentials_refused",
             )
         if status == 401:

@@ -215,14 +215,16 @@ def test_expired_access_token_is_replaced_once(
 def test_refused_credentials_fail_with_advice(
     push_fake_fcm: FakeFCM, account: dict[str, str]
 ) -> None:
-    push_fake_fcm.fail_next(401, "THIRD_PARTY_AUTH_ERROR")
+    push_fake_fcm.fail_next(401, "UNAUTHENTICATED")
     result = send_one(make_provider(push_fake_fcm, account), push(make_registration_token()))
     assert (result.status, result.status_code, result.reason) == (
         "failed",
         401,
         "credentials_refused",
     )
-    assert "PUSH_FCM_CREDENTIALS" in (result.error or "")
+    assert "Check that PUSH_FCM_CREDENTIALS is a current service-account key" in (
+        result.error or ""
+    )
 
     # A key the token endpoint does not know: invalid_grant, not worth retrying,
     # and remembered for a while rather than asked again for every push.
@@ -234,6 +236,35 @@ def test_refused_credentials_fail_with_advice(
         assert "invalid_grant" in (result.error or "")
         assert "PUSH_FCM_CREDENTIALS" in (result.error or "")
     assert push_fake_fcm.send_attempts == 1  # only the scripted 401 above reached messages:send
+
+
+def test_apns_or_web_push_refusing_fcms_own_credentials_points_at_the_firebase_console(
+    push_fake_fcm: FakeFCM, account: dict[str, str]
+) -> None:
+    """401 THIRD_PARTY_AUTH_ERROR: FCM took the service account; the APNs key (or
+    the Web Push certificates) uploaded to Firebase were refused. The sentence sent
+    the operator to the service account, which is not at fault, and the access
+    token was thrown away for nothing."""
+    provider = make_provider(push_fake_fcm, account)
+    push_fake_fcm.fail_next(401, "THIRD_PARTY_AUTH_ERROR")
+
+    async def work() -> list[DeliveryResult]:
+        results = await provider.send_batch([push(make_registration_token())])
+        return results + await provider.send_batch([push(make_registration_token(), n=1)])
+
+    issued_before = len(push_fake_fcm.issued_tokens)
+    refused, sent = run(provider, work)
+    assert (refused.status, refused.status_code, refused.reason) == (
+        "failed",
+        401,
+        "credentials_refused",
+    )
+    error = refused.error or ""
+    assert "FCM answered 401 THIRD_PARTY_AUTH_ERROR" in error
+    assert "APNs authentication key" in error and "Firebase console" in error
+    assert "PUSH_FCM_CREDENTIALS was accepted" in error
+    assert sent.status == "sent"
+    assert len(push_fake_fcm.issued_tokens) == issued_before + 1  # the token kept
 
 
 def test_a_stopped_server_without_an_access_token_yet_is_retried(
