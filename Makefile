@@ -19,11 +19,12 @@ $(PEERS): tests/peers/package.json tests/peers/package-lock.json
 	npm ci --prefix tests/peers --no-audit --no-fund
 	touch $@
 
-# The suite in three processes (pytest-xdist): much of its time is spent waiting on
-# browsers, push services and databases, so even on two cores two processes leave a
-# third of the CPU idle, and a third process fills some of it.
+# The suite in four processes (pytest-xdist): much of its time is spent waiting on
+# browsers, push services, worker processes and databases: on two cores, four
+# processes ran it in 10 minutes where two took 12, and still left the CPU idle a
+# third of the time.
 # `make test TEST_WORKERS=0` runs it in one process.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 
 test: $(VENV)/.installed $(PEERS)
 	$(PY) -m pytest -n $(TEST_WORKERS)

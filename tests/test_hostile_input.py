@@ -525,17 +525,26 @@ def _strict_json(raw: bytes) -> Any:
     return json.loads(raw, parse_constant=refuse)
 
 
-def _snapshot() -> dict[str, list[Any]]:
-    """Every row of every table of flask-push, as the database driver reads them
-    (taken after every case: through the DBAPI cursor it costs a tenth as much)."""
+def _snapshot() -> dict[str, Any]:
+    """Every row of every table of flask-push, as the database driver reads them, or
+    on PostgreSQL a digest of their text that the server makes (taken after every
+    case: through the DBAPI cursor it costs a tenth as much, and the digest spares
+    the reading of every JSON column, which grow with each message made)."""
     connection = db.session.connection().connection.dbapi_connection
     assert connection is not None
+    digest = db.engine.dialect.name == "postgresql"
     cursor = connection.cursor()
     tables = {}
     for table in push.models.Subscription.metadata.sorted_tables:
         if table.name.startswith("push_"):
             key = ", ".join(f'"{column.name}"' for column in table.primary_key.columns)
-            cursor.execute(f'SELECT * FROM "{table.name}" ORDER BY {key}')
+            if digest:
+                cursor.execute(
+                    f"SELECT count(*), md5(string_agg(t::text, chr(10) ORDER BY {key})) "
+                    f'FROM "{table.name}" AS t'
+                )
+            else:
+                cursor.execute(f'SELECT * FROM "{table.name}" ORDER BY {key}')
             tables[table.name] = cursor.fetchall()
     cursor.close()
     db.session.rollback()
