@@ -25,9 +25,11 @@ CHUNK = 1000
 
 
 def cancel(session: Any, models: Models, message_id: str) -> Counter[tuple[str, str]]:
-    """Make the queued deliveries of ``message_id`` ``cancelled``, and take back the
-    inbox items a scheduled one still holds (no commit); returns how many of them
-    were in no worker's hand, by provider kind and ``"cancelled"``, for the metrics.
+    """Make the queued deliveries of ``message_id`` ``cancelled``, take back the
+    inbox items a scheduled one still holds, and, when either was there to stop,
+    note the time on the message, ``cancelled_at`` (no commit). Returns how many of
+    the deliveries were in no worker's hand, by provider kind and ``"cancelled"``,
+    for the metrics.
     A worker counts those it held: as cancelled the ones it takes back unsent and
     those whose retry the cancel wins over; a push already on the network that its
     answer ended counts that outcome, which replaces the cancel (counted here too,
@@ -38,7 +40,7 @@ def cancel(session: Any, models: Models, message_id: str) -> Counter[tuple[str, 
     for a push already on the network that its answer ended, as what really
     happened).
     """
-    scheduled_inbox.drop(session, models, message_id)
+    stopped = scheduled_inbox.drop(session, models, message_id)
     now = utcnow()
     event = outcomes.event("cancelled", now, outcomes.detail("cancelled", at=now))
     update = _update(
@@ -50,11 +52,22 @@ def cancel(session: Any, models: Models, message_id: str) -> Counter[tuple[str, 
         session.execute(
             update, [{"b_id": row.id, "b_events": [*(row.events or ()), event]} for row in rows]
         )
+        stopped += len(rows)
         # a lease past its time: its worker is gone, and counts nothing
         done.update(
             (row.kind, "cancelled")
             for row in rows
             if row.lease_until is None or row.lease_until <= now
+        )
+    if stopped:
+        # the message's own record: a message whose inbox items were all it held
+        # has no delivery to say it
+        m = models.Message
+        session.execute(
+            sa.update(m)
+            .where(m.id == message_id, m.cancelled_at.is_(None))
+            .values(cancelled_at=now)
+            .execution_options(synchronize_session=False)
         )
     return done
 

@@ -321,6 +321,9 @@ def _define(db: SQLAlchemy) -> Models:
         #: (:class:`flask_push.message.Activity` as JSON) for the workers
         activity_id: Mapped[str | None] = mapped_column(sa.String(64))
         activity: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+        #: when an operator cancelled it (``push.cancel``): nothing of it goes out
+        #: from then on, a retry included
+        cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
         @property
         def status(self) -> str:
@@ -336,7 +339,7 @@ def _define(db: SQLAlchemy) -> Models:
                 return status_as_queued(self)
             session = sa.orm.object_session(self)
             counts = message_counts(session, models, [self.id])[self.id]
-            return message_status(self.send_at, counts)
+            return message_status(self.send_at, counts, self.cancelled_at)
 
     class FlaskPushDelivery(db.Model):  # type: ignore[name-defined,misc]
         """One message to one subscription or installation: the durable outbox row.

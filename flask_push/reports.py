@@ -97,13 +97,16 @@ def message_counts(
     return counts
 
 
-def message_status(send_at: datetime | None, counts: dict[str, int]) -> MessageStatus:
+def message_status(
+    send_at: datetime | None, counts: dict[str, int], cancelled_at: datetime | None = None
+) -> MessageStatus:
     """A message's status from its deliveries' ``counts``: ``scheduled`` until
     ``send_at``, ``queued`` while none has gone, ``sending`` while some wait, then
-    ``done``."""
+    ``done``; a message an operator cancelled (at ``cancelled_at``) is done once
+    nothing of it waits."""
     queued = counts.get("queued", 0)
     # a scheduled message that was cancelled will never go out: it is done
-    if send_at is not None and send_at > utcnow() and (queued or not counts.get("cancelled", 0)):
+    if send_at is not None and send_at > utcnow() and cancelled_at is None:
         return "scheduled"
     if not queued:
         return "done"
@@ -119,19 +122,13 @@ def status_as_queued(message: Any) -> MessageStatus:
 
 
 def cancelled(session: Any, models: Models, message_ids: Iterable[str]) -> set[str]:
-    """Those of ``message_ids`` an operator cancelled: they have ``cancelled``
-    deliveries (nothing of them is sent again, a retry included). One query."""
+    """Those of ``message_ids`` an operator cancelled (nothing of them is sent again,
+    a retry included). One query."""
     ids = set(message_ids)
     if not ids:
         return set()
-    d = models.Delivery
-    return set(
-        session.scalars(
-            sa.select(d.message_id)
-            .where(d.message_id.in_(ids), d.status == "cancelled")
-            .group_by(d.message_id)
-        )
-    )
+    m = models.Message
+    return set(session.scalars(sa.select(m.id).where(m.id.in_(ids), m.cancelled_at.is_not(None))))
 
 
 def problems(

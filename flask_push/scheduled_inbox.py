@@ -40,6 +40,15 @@ def hold(
         session.execute(sa.insert(models.ScheduledInboxItem), rows)
 
 
+def held(session: Any, models: Models, message_id: str) -> int:
+    """How many inbox items ``message_id`` still holds for its ``send_at``."""
+    rows = models.ScheduledInboxItem
+    count = session.scalar(
+        sa.select(sa.func.count()).select_from(rows).where(rows.message_id == message_id)
+    )
+    return int(count or 0)
+
+
 def drop(session: Any, models: Models, message_id: str) -> int:
     """Take back what ``message_id`` still holds (it was cancelled), in the caller's
     transaction; returns how many items will not be written."""

@@ -637,12 +637,36 @@ def test_cancel_counts_cancelled(console_app: Flask) -> None:
     # a disabled button says why it is
     assert (
         '<button type="submit" class="danger" disabled title="Nothing to cancel: no '
-        'delivery of this message is queued.">Cancel</button>'
+        'delivery of this message is queued, and it holds no inbox item.">Cancel</button>'
     ) in page
     assert (
         ' disabled title="Nothing to retry: no delivery of this message failed.">Retry '
         "failed</button>"
     ) in page
+
+
+def test_a_message_holding_only_inbox_items_can_be_cancelled(console_app: Flask) -> None:
+    """A scheduled message to users with no browser or device holds their inbox
+    items alone. Its Cancel button was disabled ("no delivery of this message is
+    queued"), so an operator could not stop it."""
+    with console_app.app_context():
+        send_at = datetime.now(timezone.utc) + timedelta(days=1)
+        id = str(push.send(users=["bob", "carol"], title="Sale", inbox=True, send_at=send_at).id)
+    client = console_app.test_client()
+    page = client.get(f"{CONSOLE}/messages/{id}", headers=ADMIN).get_data(as_text=True)
+    assert "<dt>Inbox items held for its send time</dt><dd>2</dd>" in page
+    assert '<button type="submit" class="danger">Cancel</button>' in page
+    assert "has not been sent, and the inbox items it holds?" in page
+    done = cancel(client, id)
+    page = client.get(done.headers["Location"], headers=ADMIN).get_data(as_text=True)
+    assert "Cancelled: its inbox items will not be written." in page
+    assert 'Sale <span class="badge st-cancelled">cancelled</span></h1>' in page
+    assert "<dt>Cancelled</dt>" in page and "Inbox items held" not in page
+    assert 'and it holds no inbox item.">Cancel</button>' in page
+    with console_app.app_context():
+        make_due(id)
+        push.dispatch_due()
+        assert push.search("bob").total_count == 0
 
 
 def test_retrying_a_cancelled_message_says_nothing_was_tried(console_app: Flask) -> None:

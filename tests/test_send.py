@@ -359,6 +359,38 @@ def test_a_cancelled_scheduled_message_writes_no_inbox_item(outbox_app: Flask) -
     assert push.search("alice").total_count == 0
 
 
+def test_a_cancelled_message_that_held_only_inbox_items_says_it_was_cancelled(
+    outbox_app: Flask,
+) -> None:
+    """bob has no browser or device: the message holds his inbox item alone. The
+    cancel took it back, yet the message said "scheduled", without a sign of the
+    cancel, and a retry was not refused, as it is for a message with deliveries."""
+    message = push.send(users=["bob"], title="Flash sale", inbox=True, send_at=later())
+    assert message.recipient_count == 0
+    client = outbox_app.test_client()
+    cancelled = client.post(f"/push/messages/{message.id}/cancel", headers=as_user("root", True))
+    assert cancelled.status_code == 200, cancelled.get_json()
+    answer = cancelled.get_json()
+    assert answer["status"] == "done"
+    assert answer["cancelledAt"] is not None
+    read = client.get(f"/push/messages/{message.id}", headers=as_user("root", True)).get_json()
+    assert (read["status"], read["cancelledAt"]) == ("done", answer["cancelledAt"])
+    with pytest.raises(ValidationError) as refused:
+        push.retry_failed(message.id)
+    assert refused.value.code == "message_cancelled"
+    make_due(message.id)
+    assert push.dispatch_due() == 0
+    assert push.search("bob").total_count == 0
+
+
+def test_a_message_nothing_was_left_to_cancel_of_is_not_marked_cancelled(
+    outbox_app: Flask,
+) -> None:
+    message = push.send(users=["bob"], title="Flash sale", inbox=True)  # written at once
+    assert push.cancel(message.id)["cancelledAt"] is None
+    assert push.search("bob").total_count == 1
+
+
 def test_a_deleted_scheduled_message_writes_no_inbox_item(outbox_app: Flask) -> None:
     message = push.send(users=["bob"], title="Flash sale", inbox=True, send_at=later())
     make_due(message.id)

@@ -172,7 +172,7 @@ def _counts(message_ids: Iterable[str]) -> dict[str, dict[str, int]]:
 
 def status(message: Any, counts: dict[str, int]) -> MessageStatus:
     """The message's status as the API answers it, from its deliveries' counts."""
-    return reports.message_status(message.send_at, counts)
+    return reports.message_status(message.send_at, counts, message.cancelled_at)
 
 
 def message_of(message: Any, counts: dict[str, int]) -> Message:
@@ -187,6 +187,7 @@ def message_of(message: Any, counts: dict[str, int]) -> Message:
             "sendAt": message.send_at,
             "notification": message.notification,
             "category": message.category,
+            "cancelledAt": message.cancelled_at,
             "counts": {
                 **shown,
                 "deferred": counts.get("deferred", 0),

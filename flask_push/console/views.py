@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from .. import app_providers, explain, outcomes, reports
+from .. import app_providers, explain, outcomes, reports, scheduled_inbox
 from ..activities import activity_from_json
 from ..api.messages import status as message_status
 from ..categories import CHANNELS
@@ -180,7 +180,7 @@ def shown_status(message: Any, counts: dict[str, int]) -> str:
     a ``done`` one an operator cancelled, which "done" would say went out. (The API
     keeps ``done``: nothing of it is queued any more, and clients wait for that.)"""
     status = message_status(message, counts)
-    return "cancelled" if status == "done" and counts.get("cancelled") else status
+    return "cancelled" if status == "done" and message.cancelled_at else status
 
 
 def messages() -> ResponseReturnValue:
@@ -231,6 +231,7 @@ def message(id: str) -> ResponseReturnValue:
         done=request.args.get("done"),
         category_label=_category_label(row.category),
         held_back=data.held_back(session, push.models, id),
+        held_inbox=scheduled_inbox.held(session, push.models, id),
         retry=data.retry_outlook(session, push.models, id),
         no_delivery=explain.NO_DELIVERY,
     )

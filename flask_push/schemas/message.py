@@ -109,6 +109,9 @@ class Message(ResponseModel):
     """The notification as sent."""
     category: str | None
     """Its category of PUSH_CATEGORIES; null when it has none."""
+    cancelled_at: datetime | None
+    """When an operator cancelled it (`POST /messages/<id>/cancel`); null when
+    nobody did. Nothing of it goes out from then on, a retry included."""
     counts: MessageCounts
 
 
