@@ -654,7 +654,7 @@ def test_a_message_holding_only_inbox_items_can_be_cancelled(console_app: Flask)
         id = str(push.send(users=["bob", "carol"], title="Sale", inbox=True, send_at=send_at).id)
     client = console_app.test_client()
     page = client.get(f"{CONSOLE}/messages/{id}", headers=ADMIN).get_data(as_text=True)
-    assert "<dt>Inbox items held for its send time</dt><dd>2</dd>" in page
+    assert "<dt>Inbox items held</dt><dd>2</dd>" in page
     assert '<button type="submit" class="danger">Cancel</button>' in page
     assert "has not been sent, and the inbox items it holds?" in page
     done = cancel(client, id)
