@@ -115,6 +115,31 @@ def test_a_click_opens_the_url_and_is_counted(
         time.sleep(0.05)
 
 
+def test_a_click_on_a_link_to_another_site_leaves_the_open_tab_alone(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The push's url is another site's (a carrier's tracking page). ``openWindow``
+    opens it and resolves to null, as it does for a window of another origin; the
+    worker took that for a refusal and sent the user's open tab there as well,
+    losing whatever it held."""
+    app = live()
+    carrier = live()  # another origin (another port)
+    open_page(browser, page, app, user="lea")
+    register_worker(page)
+    page.reload()
+    page.wait_for_function("navigator.serviceWorker.controller !== null")
+    payload = {"title": "Your parcel", "url": f"{carrier.origin}/orders/7", "messageId": "msg_1"}
+    before = len(browser.notifications.shown)
+    deliver(browser, page, app.origin, json.dumps(payload).encode())
+    note = browser.notifications.wait_shown(before + 1)[-1]
+    with browser.context.expect_page(timeout=TIMEOUT_MS) as opened:
+        browser.notifications.click(note["id"])
+    opened.value.wait_for_url(f"{carrier.origin}/orders/7")
+    page.wait_for_timeout(1000)  # when the worker would have sent this tab there too
+    assert page.url.startswith(app.origin), page.url
+    opened.value.close()
+
+
 # -- the client ---------------------------------------------------------------------------
 
 

@@ -138,11 +138,15 @@ async function openOrFocus(url) {
   const open = windows.find((client) => client.url === url);
   if (open) return open.focus();
   // A new tab, so that whatever the user was doing in the others is not lost;
-  // only if the browser refuses one is an open tab of ours sent there.
-  const opened = await self.clients.openWindow(url).catch(() => null);
-  if (opened || !windows.length || !windows[0].navigate) return opened;
-  const client = await windows[0].navigate(url);
-  return client && client.focus();
+  // only if the browser refuses one (it rejects) is an open tab of ours sent there.
+  // A tab opened on another origin resolves to null: it is open, and ours stay.
+  try {
+    return await self.clients.openWindow(url);
+  } catch (refused) {
+    if (!windows.length || !windows[0].navigate) return null;
+    const client = await windows[0].navigate(url);
+    return client && client.focus();
+  }
 }
 
 function reportClick(data) {
