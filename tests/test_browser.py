@@ -1467,6 +1467,116 @@ def test_the_bell_works_under_a_strict_content_security_policy(
     assert errors == []
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "`${FlaskPush.escape(n.title)} <small>${FlaskPush.escape(n.body)}</small>`",
+        "`<strong>${FlaskPush.escape(n.title)}</strong><p>${FlaskPush.escape(n.body)}</p>`",
+    ],
+    ids=["text-and-element", "two-elements"],
+)
+def test_an_html_string_template_shows_all_of_its_markup(
+    browser: Browser, page: Any, live: Callable[..., Live], template: str
+) -> None:
+    """README: a template returns a Node or an HTML string. Of a string holding more
+    than one element, or text beside one, only the first element was shown."""
+    app = live()
+    with app.app.app_context():
+        push.upsert("hal", notify_type="order_status", title="Order #42", body="Shipped")
+    open_page(browser, page, app, user="hal")
+    page.evaluate(f"FlaskPush.registerTemplate({{priority: 5, template: (n) => {template}}})")
+    start_bell(page)
+    page.click(".fp-bell-button")
+    text = page.locator(".fp-panel .fp-entry").first.inner_text()
+    assert "Order #42" in text and "Shipped" in text, repr(text)
+
+
+def test_an_item_made_while_the_page_was_disconnected_reaches_the_bell(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """A page that closes its socket while hidden (disconnect(), then connect()):
+    with no event seen before, the new socket was announced as `open`, not
+    `reconnect`, so the bell did not read its items again, and the one written
+    meanwhile never showed."""
+    app = live()
+    with app.app.app_context():
+        push.upsert("ivy", title="Welcome")
+    open_page(browser, page, app, user="ivy")
+    start_bell(page)
+    expect(page.locator(".fp-badge")).to_have_text("1")
+    page.evaluate(
+        """() => new Promise((resolve) => {
+             const off = FlaskPush.on('*', 'close', () => { off(); resolve(); });
+             FlaskPush.disconnect(); })"""
+    )
+    with app.app.app_context():
+        push.upsert("ivy", title="Order #42 shipped")
+    page.evaluate("FlaskPush.connect()")
+    expect(page.locator(".fp-badge")).to_have_text("2")
+
+
+def test_a_socket_closed_as_it_opens_is_retried_with_backoff(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """A socket the server closes right after the handshake (a user's 101st tab
+    under PUSH_WS_MAX_PER_USER, a rate limit, an error) reset the backoff as it
+    opened: it was retried twice a second for ever, and each open re-read the
+    bell's items."""
+    app = live(PUSH_WS_MAX_PER_USER=1)
+    open_page(browser, page, app, user="ann")
+    start_bell(page)  # ann's one socket
+    second = browser.context.new_page()
+    try:
+        attempts: list[str] = []
+        listings: list[str] = []
+        second.on("websocket", lambda ws: attempts.append(ws.url))
+        second.on("request", lambda r: "/notifications" in r.url and listings.append(r.url))
+        second.goto(f"{app.origin}/")
+        second.evaluate("window.bell = FlaskPush.bell(document.getElementById('bell'))")
+        second.wait_for_timeout(4000)
+        # 0.5 s doubling, jittered to between half and all of it: the fifth try comes
+        # 3.75 s after the first at the soonest (it was the tenth or so)
+        assert len(attempts) <= 5, attempts
+        assert len(listings) <= 6, listings
+    finally:
+        second.close()
+
+
+def test_a_bell_made_while_the_socket_waits_to_reconnect_shows_its_items_at_once(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    """The websocket cannot get through (a proxy that passes no upgrade): the client
+    waits longer between tries, up to 30 s. A bell made meanwhile (a page of a
+    single-page app) waited for the next try before it even listed its items."""
+    app = live()
+    with app.app.app_context():
+        push.upsert("kim", title="Order #42 shipped")
+    page.add_init_script(
+        """Math.random = () => 0;  // the shortest waits, and the same each run
+           const Real = WebSocket;
+           window.WebSocket = function () { return new Real('ws://127.0.0.1:9/'); };
+           Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});"""
+    )
+    open_page(browser, page, app, user="kim")
+    page.evaluate(
+        """() => new Promise((resolve) => {
+             window.closes = 0;
+             FlaskPush.on('*', 'close', () => {
+               window.closes += 1;
+               if (window.closes === 4) resolve();
+             });
+             FlaskPush.connect(); })"""
+    )  # the next try is 4 s away
+    closes = page.evaluate(
+        """async () => {
+             window.bell = FlaskPush.bell(document.getElementById('bell'));
+             await window.bell.ready;
+             return window.closes; }"""
+    )
+    assert closes == 4  # ready before the next try, not on it
+    expect(page.locator(".fp-badge")).to_have_text("1")
+
+
 def test_the_bell_links_its_stylesheet_once(
     browser: Browser, page: Any, live: Callable[..., Live]
 ) -> None:

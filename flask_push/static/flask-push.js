@@ -260,10 +260,15 @@
 
   // -- live events (README: Live events) ------------------------------------------
 
+  // milliseconds a socket stays open before its backoff starts again from 0.5 s
+  const STEADY_AFTER = 10000;
+
   const live = {
     ws: null,
     wanted: false, // connect() was called and disconnect() was not
-    attempts: 0, // failed attempts since the last open, for the backoff
+    attempts: 0, // attempts since a socket last stayed open, for the backoff
+    opened: false, // a socket has opened before: the next open is a reconnect
+    steady: null, // the timer after which an open socket counts as lasting
     timer: null,
     pinger: null,
     // each ping() sends an id and waits for the pong that gives it back (a heartbeat's
@@ -354,8 +359,16 @@
     const ws = new WebSocket(wsUrl());
     live.ws = ws;
     ws.onopen = () => {
-      const reconnected = live.attempts > 0 || live.lastIds.size > 0;
-      live.attempts = 0;
+      // after any socket before (a drop, or disconnect() and connect() again): what
+      // came meanwhile may be missing
+      const reconnected = live.opened;
+      live.opened = true;
+      // The backoff starts again only once a socket has lasted: one the server
+      // closes as soon as it opens (too many tabs, a rate limit, an error) is retried
+      // ever more slowly, not twice a second.
+      live.steady = setTimeout(() => {
+        live.attempts = 0;
+      }, STEADY_AFTER);
       // Every channel again, with the last id seen, so the server replays what we missed.
       for (const channel of new Set([...live.handlers.keys(), ...live.lastIds.keys()])) {
         if (channel === '*') continue;
@@ -377,6 +390,7 @@
     };
     ws.onclose = () => {
       clearInterval(live.pinger);
+      clearTimeout(live.steady);
       live.ws = null;
       // what was asked on this socket is never answered now
       const unanswered = [...live.awaitingPong.values()];
@@ -439,7 +453,10 @@
    *  channel (a ping answered), or the socket has closed: what is read from then on
    *  cannot miss a live change made meanwhile. */
   async function joined() {
-    if (!live.ws || live.ws.readyState !== WebSocket.OPEN) await opened();
+    // No socket: waiting out a backoff (or never connected). What is read now is read
+    // at once; the 'reconnect' of the next socket is when to read it again.
+    if (!live.ws) return;
+    if (live.ws.readyState !== WebSocket.OPEN) await opened();
     await ping().catch(() => null); // closed meanwhile: nothing more to wait for
   }
 
@@ -589,7 +606,8 @@
     if (typeof made !== 'string') return made;
     const wrap = el('div');
     wrap.innerHTML = made;
-    return wrap.firstElementChild || wrap;
+    // one element is the item itself; anything more (text beside it) is all shown
+    return wrap.childNodes.length === 1 && wrap.firstElementChild ? wrap.firstElementChild : wrap;
   }
 
   // -- notification settings (README: Notification policy) ---------------------------
