@@ -1177,6 +1177,32 @@ def test_a_courier_back_in_after_his_farewell_gets_the_order_again(
     assert caught.content_state == {**STATE, "courier": "bob", "step": 5}
 
 
+def test_a_token_posted_again_after_its_farewell_is_still_forgotten(
+    live: Flask, push_fake_apns: FakeAPNs
+) -> None:
+    """bob's app posts its Live Activity token at each launch, the same one after his
+    farewell ended that Live Activity. Taken as one registered anew, it was kept when
+    he was handed the order back: his next state went to the ended Live Activity,
+    and his lock screen showed nothing."""
+    phone = courier_with_a_live_activity(live)
+    with live.app_context():
+        order(users=["alice"])
+        [farewell] = farewells(phone)
+        assert push.explain(farewell.id)[0]["status"] == "sent"
+    again = live.test_client().post(
+        f"/push/installations/{phone}/activities",
+        json={"activityId": "order-42", "pushToken": COURIER_LIVE_TOKEN},
+        headers=as_user("bob"),
+    )
+    assert again.status_code == 200  # the same one: nothing new
+    with live.app_context():
+        order(users=["alice", "bob"], state={**STATE, "courier": "bob", "step": 5})
+        tokens = db.session.scalars(sa.select(push.models.ActivityToken.push_token)).all()
+    assert COURIER_LIVE_TOKEN not in tokens
+    alert = push_fake_apns.notifications[-1]
+    assert (alert.device_token, alert.push_type) == (COURIER_PHONE, "alert")
+
+
 def test_a_courier_back_in_before_his_farewell_went_keeps_his_live_activity(
     live: Flask, push_fake_apns: FakeAPNs
 ) -> None:

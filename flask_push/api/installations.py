@@ -298,7 +298,11 @@ def _register_token(installation: Any, activity_id: str, token: str) -> tuple[An
         row = model(installation_id=installation.id, activity_id=activity_id)
         session.add(row)
     new = created or row.push_token != token
-    row.push_token, row.created_at = token, utcnow()
+    if new:
+        # when this Live Activity registered: the same token again is the same one
+        # (an app posting its tokens at each launch), and one a farewell ended stays
+        # forgettable (activities.forget_ended)
+        row.push_token, row.created_at = token, utcnow()
     commit_keeping(session, row, installation)
     return row, created, new
 
