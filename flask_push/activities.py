@@ -288,6 +288,11 @@ def catch_up(state: PushState, installation: Any, activity_id: str, *, first: bo
     latest, status, reason, lease_until, events = found
     if latest.activity.get("farewell"):
         return None  # ended when they were left out; nothing newer came to them since
+    if status == "gone":
+        # The installation died on that state (its service refused the token) and
+        # was sent nothing after it; revived, its Live Activity gets the activity's
+        # latest state, which its user follows, not the one that never arrived.
+        latest = _newest_state(session, models, activity_id) or latest
     waiting = status == "queued" and (lease_until is None or lease_until < utcnow())
     if waiting or status in NOT_CAUGHT_UP or reason in outcomes.POLICY_REASONS:
         return None
@@ -295,6 +300,22 @@ def catch_up(state: PushState, installation: Any, activity_id: str, *, first: bo
     if first and status == "sent" and tried and tried[-1].get("token") == "start":
         return None  # a push-to-start showed this state: it started this Live Activity
     return queue_catch_up(state, installation.id, latest)
+
+
+def _newest_state(session: Any, models: Any, activity_id: str) -> Any:
+    """The message of the newest state of ``activity_id`` a call sent (not a
+    catch-up's or a farewell's copy), or None."""
+    m = models.Message
+    return session.scalars(
+        sa.select(m)
+        .where(
+            m.activity_id == activity_id,
+            m.activity["catchUp"].as_boolean().is_not(True),
+            m.activity["farewell"].as_boolean().is_not(True),
+        )
+        .order_by(stamp_of(m).desc(), m.id.desc())
+        .limit(1)
+    ).first()
 
 
 #: what the timeline of a catch-up says first, after "Queued for sending."

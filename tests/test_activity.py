@@ -1177,6 +1177,33 @@ def test_a_courier_back_in_after_his_farewell_gets_the_order_again(
     assert caught.content_state == {**STATE, "courier": "bob", "step": 5}
 
 
+def test_a_revived_iphone_is_caught_up_with_the_latest_state_not_the_one_refused(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """The iPhone's device token died (410) on "confirmed", so it was sent none of
+    the newer states. Its app then PATCHed a fresh device token, started a Live
+    Activity and registered its token: the catch-up sent "confirmed", the state that
+    never arrived, and the lock screen went back in time until the next call."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        order("start", state={"status": "placed", "step": 1, "steps": 5})
+        push_fake_apns.unregister(IPHONE)
+        order(state={"status": "confirmed", "step": 2, "steps": 5})
+        order(state=STATE)  # the latest: the iPhone is dead by now
+    client, alice = live.test_client(), as_user("alice")
+    patched = client.patch(
+        f"/push/installations/{iphone}", json={"deviceToken": "9a" * 32}, headers=alice
+    )
+    assert patched.get_json()["status"] == "active"
+    registered = client.post(
+        f"/push/installations/{iphone}/activities",
+        json={"activityId": "order-42", "pushToken": LIVE_TOKEN},
+        headers=alice,
+    )
+    assert registered.status_code == 201
+    assert push_fake_apns.live_activities[LIVE_TOKEN].content_state == STATE
+
+
 def test_a_token_posted_again_after_its_farewell_is_still_forgotten(
     live: Flask, push_fake_apns: FakeAPNs
 ) -> None:
