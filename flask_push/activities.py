@@ -69,7 +69,13 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
     # turn (the call sets updated_at anyway)
     model = models.Activity
     row = database.held_row(session, model, call.id, updated_at=now)
-    if row is not None and row.ended_at is not None:
+    if (
+        row is not None
+        and row.ended_at is not None
+        # an end an operator cancelled may be called again: else nothing could end
+        # the Live Activities it did not reach
+        and not (call.event == "end" and _end_cancelled(session, models, call.id))
+    ):
         session.rollback()
         raise ValidationError(
             f"has ended (event='end' at {outcomes.clock(row.ended_at)}): it takes no more "
@@ -300,6 +306,23 @@ def catch_up(state: PushState, installation: Any, activity_id: str, *, first: bo
     if first and status == "sent" and tried and tried[-1].get("token") == "start":
         return None  # a push-to-start showed this state: it started this Live Activity
     return queue_catch_up(state, installation.id, latest)
+
+
+def _end_cancelled(session: Any, models: Any, activity_id: str) -> bool:
+    """Was the newest ``end`` of ``activity_id`` a call sent cancelled by an operator?"""
+    m = models.Message
+    cancelled_at = session.scalars(
+        sa.select(m.cancelled_at)
+        .where(
+            m.activity_id == activity_id,
+            m.activity["event"].as_string() == "end",
+            m.activity["catchUp"].as_boolean().is_not(True),
+            m.activity["farewell"].as_boolean().is_not(True),
+        )
+        .order_by(stamp_of(m).desc(), m.id.desc())
+        .limit(1)
+    ).first()
+    return cancelled_at is not None
 
 
 def _newest_state(session: Any, models: Any, activity_id: str) -> Any:

@@ -1177,6 +1177,36 @@ def test_a_courier_back_in_after_his_farewell_gets_the_order_again(
     assert caught.content_state == {**STATE, "courier": "bob", "step": 5}
 
 
+def test_an_end_an_operator_cancelled_may_be_called_again(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """An `end` still waiting (APNs asked for a retry) is cancelled. The call had
+    ended the activity, so every later call, an `end` too, was refused
+    (`activity_ended`), and a retry of the cancelled message as well: nothing could
+    end the Live Activity, which showed "Out for delivery" until iOS timed it out."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        db.session.add(
+            push.models.ActivityToken(
+                installation_id=iphone, activity_id="order-42", push_token=LIVE_TOKEN
+            )
+        )
+        db.session.commit()
+        order("start")
+        push_fake_apns.fail_next(503, "ServiceUnavailable", token=LIVE_TOKEN)
+        ended = order("end", state={**STATE, "status": "delivered", "step": 5})
+        push.cancel(ended.id)
+        assert push_fake_apns.live_activities[LIVE_TOKEN].event == "update"  # still on
+        with pytest.raises(ValidationError) as refused:
+            order(state=STATE)  # an update: it was ended
+        assert refused.value.code == "activity_ended"
+        order("end", state={**STATE, "status": "delivered", "step": 5})
+        assert push_fake_apns.live_activities[LIVE_TOKEN].event == "end"
+        with pytest.raises(ValidationError) as refused:
+            order("end")  # that one was not cancelled
+        assert refused.value.code == "activity_ended"
+
+
 def test_a_revived_iphone_is_caught_up_with_the_latest_state_not_the_one_refused(
     live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
 ) -> None:
