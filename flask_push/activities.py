@@ -186,6 +186,8 @@ def _record_and_queue(state: PushState, call: ActivityCall) -> Any:
         "notify_type": "activity",
         "category": call.category,
     }
+    if call.urgency is not None:
+        notification["urgency"] = call.urgency
     try:
         message = queue_message(state, {"users": users}, notification, extras)
     except BaseException:

@@ -552,6 +552,7 @@ class Push:
         dismiss_at: datetime | None = None,
         attributes_type: str | None = None,
         attributes: dict[str, Any] | None = None,
+        urgency: str | None = None,
     ) -> Any:
         """Show the new state of the activity ``id`` (an order out for delivery) in
         place on every screen of ``users``; returns the ``Message`` it queued.
@@ -579,6 +580,10 @@ class Push:
         :param attributes_type: with ``attributes``, for ``start``: the Live
             Activity's type and static attributes, for a push-to-start (which needs
             a ``state``).
+        :param urgency: as in :meth:`send` (``normal`` when not given); ``high``
+            also sends an ``update`` to a Live Activity at APNs' priority 10 (a
+            ``start`` and an ``end`` always go at 10), for news that cannot wait
+            (the courier at the door): Apple's budget of those is small.
         :raises ValidationError: a bad value, or an activity that has ended
             (``activity_ended``); nothing is written.
 
@@ -597,6 +602,7 @@ class Push:
             "dismiss_at": dismiss_at,
             "attributes_type": attributes_type,
             "attributes": attributes,
+            "urgency": urgency,
         }
         return activities.activity(self.state, keywords)
 

@@ -197,6 +197,29 @@ def test_live_activity_tokens_pick_the_live_activity_push(
     assert shown.event == "end" and shown.content_state["status"] == "delivered"
 
 
+def test_an_urgent_update_goes_at_priority_10(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """ "The courier is at your door" cannot wait: the README promised priority 10
+    for an update of `high` urgency, and push.activity() took no urgency."""
+    with live.app_context():
+        mine = devices(push_fake_webpush)
+        db.session.add(
+            push.models.ActivityToken(
+                installation_id=mine["iphone"], activity_id="order-42", push_token=LIVE_TOKEN
+            )
+        )
+        db.session.commit()
+        order()
+        order(state={**STATE, "eta": "now"}, urgency="high")
+        with pytest.raises(ValidationError, match="urgency"):
+            order(urgency="at once")
+    calm, urgent = push_fake_apns.notifications
+    assert (calm.headers["apns-priority"], urgent.headers["apns-priority"]) == ("5", "10")
+    assert "alert" not in urgent.aps  # an update brings no alert, urgent or not
+    assert [p.urgency for p in mine["browser"].received] == ["normal", "high"]
+
+
 def test_a_start_run_twice_starts_one_live_activity(
     live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import MaxLen, MinLen
 from pydantic import model_validator
 
+from ..message import Urgency
 from .base import NotNull, WireModel, refuse
 from .fields import CategoryId, JsonObject, Link, Name, ShortText, Title, UserId
 from .inbox import Body
@@ -29,6 +30,9 @@ class ActivityCall(WireModel):
     dismiss_at: SendAt | None = None
     attributes_type: ShortText | None = None
     attributes: JsonObject | None = None
+    #: as :meth:`~flask_push.Push.send`'s; ``high`` sends an update at APNs'
+    #: priority 10 too (a start and an end always go at 10)
+    urgency: Urgency | None = None
 
     @model_validator(mode="after")
     def _attributes_start_it(self) -> ActivityCall:
