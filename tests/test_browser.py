@@ -402,6 +402,51 @@ def test_a_subscription_the_browser_renews_keeps_its_topics(
     assert first["topics"] == ["offers"]
 
 
+def test_unsubscribe_after_the_browser_renewed_the_subscription_forgets_the_renewed_one(
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
+) -> None:
+    """The worker renewed the subscription (the server gave it a new id); the page's
+    localStorage, which a worker cannot write, still held the old id. unsubscribe()
+    deleted that (404, taken as already gone) and left the renewed one active on
+    the server, topics and all: sends kept going to it."""
+    app = live(**SENDING)
+    old, new = push_fake_webpush.subscribe("old"), push_fake_webpush.subscribe("new")
+    browser.make_subscription = lambda: old.info
+    open_page(browser, page, app, user="bob")
+    assert page.evaluate("FlaskPush.subscribe({topics: ['offers']})")["endpoint"] == old.endpoint
+    [worker] = [w for w in browser.context.service_workers if w.url.startswith(app.origin)]
+    worker.evaluate(
+        """([renewed, oldEndpoint]) => {
+             const event = new ExtendableEvent('pushsubscriptionchange');
+             Object.defineProperty(event, 'newSubscription', {value: {toJSON: () => renewed}});
+             Object.defineProperty(event, 'oldSubscription', {value: {endpoint: oldEndpoint}});
+             try { self.dispatchEvent(event); } catch (err) {}  // waitUntil: not trusted
+           }""",
+        [new.info, old.endpoint],
+    )
+    model = push.models.Subscription
+
+    def endpoints() -> list[str]:
+        with app.app.app_context():
+            return list(db.session.scalars(sa.select(model.endpoint)))
+
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while endpoints() != [new.endpoint]:
+        assert time.monotonic() < deadline, endpoints()
+        time.sleep(0.05)
+    # the browser's subscription is the renewed one now (the test's PushManager
+    # makes none of its own)
+    page.evaluate(
+        """(info) => {
+             PushManager.prototype.getSubscription = async () => ({
+               endpoint: info.endpoint, toJSON: () => info, unsubscribe: async () => true });
+           }""",
+        new.info,
+    )
+    page.evaluate("FlaskPush.unsubscribe()")
+    assert endpoints() == []
+
+
 # -- the bell -----------------------------------------------------------------------------
 
 

@@ -246,15 +246,26 @@
 
   /** Forget this browser's subscription, on the server and in the browser. */
   async function unsubscribe() {
-    const id = localStorage.getItem(STORED_ID);
-    if (id) {
-      await api('DELETE', '/subscriptions/' + encodeURIComponent(id)).catch((err) => {
-        if (err.status !== 404) throw err; // already gone is fine
-      });
-      localStorage.removeItem(STORED_ID);
-    }
     const registration = pushSupported() && (await ourRegistration());
     const subscription = registration && (await registration.pushManager.getSubscription());
+    const remove = (id) =>
+      api('DELETE', '/subscriptions/' + encodeURIComponent(id)).then(
+        () => true,
+        (err) => {
+          if (err.status !== 404) throw err;
+          return false; // already gone
+        }
+      );
+    const id = localStorage.getItem(STORED_ID);
+    if (id) {
+      // Not found: the service worker renewed the subscription since (its
+      // pushsubscriptionchange, which cannot reach localStorage), and the server knows
+      // this browser under the renewed one's id. Posting it again names that id.
+      if (!(await remove(id)) && subscription) {
+        await remove((await api('POST', '/subscriptions', subscription.toJSON())).id);
+      }
+      localStorage.removeItem(STORED_ID);
+    }
     if (subscription) await subscription.unsubscribe();
   }
 
