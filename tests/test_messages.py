@@ -241,6 +241,27 @@ def test_send_at_in_the_future_is_scheduled(app: Flask, client: Any) -> None:
     assert past["status"] == "done"
 
 
+@pytest.mark.parametrize(
+    ("written", "micros"),
+    [
+        ("{day}T09:00:00Z", 0),  # what the refusal proposes; Python 3.10 read no "Z"
+        ("{day}T09:00:00.123Z", 123_000),  # JavaScript's toISOString()
+        ("{day}T09:00:00.1234567Z", 123_456),  # .NET's round trip: 7 digits
+        ("{day}T09:00:00.123456789+00:00", 123_456),  # Go's RFC3339Nano: 9 digits
+        ("{day}t09:00:00z", 0),  # RFC 3339 allows either case
+        ("{day}T10:00:00.5+01:00", 500_000),
+    ],
+)
+def test_send_at_is_read_in_every_form_rfc_3339_allows(
+    client: Any, written: str, micros: int
+) -> None:
+    day = (datetime.now(timezone.utc) + timedelta(days=30)).date()
+    answer = send(client, sendAt=written.format(day=day)).get_json()
+    shown = client.get(f"/push/messages/{answer['id']}", headers=ADMIN).get_json()
+    at = datetime(day.year, day.month, day.day, 9, microsecond=micros, tzinfo=timezone.utc)
+    assert shown["sendAt"] == at.isoformat().replace("+00:00", "Z")
+
+
 def test_list_newest_first_with_paging(app: Flask, client: Any) -> None:
     setup_subscriptions(app)
     ids = [send(client, body=str(n)).get_json()["id"] for n in range(3)]
