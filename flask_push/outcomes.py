@@ -334,7 +334,7 @@ def detail(reason: str, **values: Any) -> str:
     ttl = values.get("ttl")
     shown["ttl"] = f" of {ttl:,} s" if ttl is not None else ""
     asked = values.get("retry_after")
-    shown["asked"] = f", no sooner than its Retry-After of {asked:g} s asked" if asked else ""
+    shown["asked"] = f", no sooner than its Retry-After of {_asked(asked)} asked" if asked else ""
     if values.get("service_id"):
         shown["service_id"] = f" (its id for it: {values['service_id']})"
     service = str(shown["service"])
@@ -413,6 +413,12 @@ OVERDUE = (
     "that runs the thread queue, stopped or was never started), or the workers are "
     "far behind (the console's overview and GET /health show the outbox)."
 )
+
+
+def _asked(seconds: float) -> str:
+    """A Retry-After as a sentence says it: ``600 s``; a long one in days too,
+    ``1,500,000 s (17.4 days)``, not ``1.5e+06 s``."""
+    return f"{seconds:,.0f} s ({waited(seconds)})" if seconds >= 5400 else f"{seconds:g} s"
 
 
 def waited(seconds: float) -> str:

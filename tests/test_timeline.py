@@ -470,6 +470,16 @@ def test_an_answer_that_is_not_http_is_said_on_one_line(
     assert "\n" not in attempt and "answered" not in attempt
 
 
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [(600, "600 s"), (1.5, "1.5 s"), (1_500_000, "1,500,000 s (17.4 days)")],
+)
+def test_a_retry_after_reads_as_a_person_says_it(seconds: float, said: str) -> None:
+    # a long one was "1.5e+06 s"
+    sentence = outcomes.detail("unavailable", retry_after=seconds)
+    assert sentence.endswith(f", no sooner than its Retry-After of {said} asked.")
+
+
 def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(
     live: Flask, push_fake_webpush: FakePushService
 ) -> None:
