@@ -365,21 +365,10 @@ def test_an_endpoint_reported_gone_is_replaced_by_a_new_one(
         ]
 
 
-def test_a_subscription_the_browser_renews_keeps_its_topics(
-    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
-) -> None:
-    """The worker's pushsubscriptionchange handler posts the new subscription with
-    the old endpoint: the server carries the topics over and forgets the old one.
-    (Chromium never fires the event itself: the test dispatches it in the worker.)"""
-    app = live(**SENDING)
-    old, new = push_fake_webpush.subscribe("old"), push_fake_webpush.subscribe("new")
-    open_page(browser, page, app, user="bob")
-    register_worker(page)
-    first = page.evaluate(
-        """(body) => fetch('/push/subscriptions', {method: 'POST', body: JSON.stringify(body),
-             headers: {'Content-Type': 'application/json'}}).then((r) => r.json())""",
-        {**old.info, "topics": ["offers"]},
-    )
+def renew_in_worker(browser: Browser, app: Live, new: FakeSubscriber, old: FakeSubscriber) -> None:
+    """Dispatch ``pushsubscriptionchange`` in the app's service worker: the push
+    service renewed subscription ``old`` as ``new``. (Chromium never fires the event
+    itself.)"""
     [worker] = [w for w in browser.context.service_workers if w.url.startswith(app.origin)]
     worker.evaluate(
         """([renewed, oldEndpoint]) => {
@@ -390,6 +379,23 @@ def test_a_subscription_the_browser_renews_keeps_its_topics(
            }""",
         [new.info, old.endpoint],
     )
+
+
+def test_a_subscription_the_browser_renews_keeps_its_topics(
+    browser: Browser, page: Any, live: Callable[..., Live], push_fake_webpush: FakePushService
+) -> None:
+    """The worker's pushsubscriptionchange handler posts the new subscription with
+    the old endpoint: the server carries the topics over and forgets the old one."""
+    app = live(**SENDING)
+    old, new = push_fake_webpush.subscribe("old"), push_fake_webpush.subscribe("new")
+    open_page(browser, page, app, user="bob")
+    register_worker(page)
+    first = page.evaluate(
+        """(body) => fetch('/push/subscriptions', {method: 'POST', body: JSON.stringify(body),
+             headers: {'Content-Type': 'application/json'}}).then((r) => r.json())""",
+        {**old.info, "topics": ["offers"]},
+    )
+    renew_in_worker(browser, app, new, old)
     model = push.models.Subscription
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while True:
@@ -414,16 +420,7 @@ def test_unsubscribe_after_the_browser_renewed_the_subscription_forgets_the_rene
     browser.make_subscription = lambda: old.info
     open_page(browser, page, app, user="bob")
     assert page.evaluate("FlaskPush.subscribe({topics: ['offers']})")["endpoint"] == old.endpoint
-    [worker] = [w for w in browser.context.service_workers if w.url.startswith(app.origin)]
-    worker.evaluate(
-        """([renewed, oldEndpoint]) => {
-             const event = new ExtendableEvent('pushsubscriptionchange');
-             Object.defineProperty(event, 'newSubscription', {value: {toJSON: () => renewed}});
-             Object.defineProperty(event, 'oldSubscription', {value: {endpoint: oldEndpoint}});
-             try { self.dispatchEvent(event); } catch (err) {}  // waitUntil: not trusted
-           }""",
-        [new.info, old.endpoint],
-    )
+    renew_in_worker(browser, app, new, old)
     model = push.models.Subscription
 
     def endpoints() -> list[str]:

@@ -471,6 +471,10 @@ class FakeAPNs(FakeService[ReceivedNotification]):
         def abort_all() -> None:
             try:
                 for protocol in list(self._protocols):
+                    # unanswered for good: not answered (and recorded) by a release
+                    # before the abort has taken the connection down
+                    for stream_id in list(protocol.streams):
+                        protocol.forget(stream_id)
                     protocol.abort()
             finally:
                 done.set()
