@@ -84,10 +84,10 @@ def retry_failed(
     before the others). For a category its users choose, each user's choices as they
     are now apply, as at send time: a channel turned off since ends it ``suppressed``,
     and quiet hours hold it to their end (``expired`` when that is past its time to
-    live), so that a retry at night does not wake anyone. The daily cap counted it
-    when it was sent, unless it gave the place back, never pushed to the user (no
-    provider, say): then it takes its place again, or is ``suppressed``
-    (``frequency_cap``) when the user's day is full now. ``gone`` ones stay: their
+    live), so that a retry at night does not wake anyone. The daily cap weighs it
+    when the retry pushes, against the pushes of the 24 hours around then: it is
+    ``suppressed`` (``frequency_cap``) for a user whose day is full then, and counted
+    then for the others, not on the message's own (maybe old) day. ``gone`` ones stay: their
     targets are dead; and so do ``failed`` ones past their time to live, which no
     retry can send (their failure says what went wrong).
 
@@ -100,7 +100,7 @@ def retry_failed(
         raise ValidationError(outcomes.RETRY_CANCELLED, field="id", code="message_cancelled")
     now = utcnow()
     message = session.execute(
-        sa.select(m.send_at, m.created_at, m.category).where(m.id == message_id)
+        sa.select(m.send_at, m.created_at, m.counted_at, m.category).where(m.id == message_id)
     ).one()
     due = max(policy.first_due(message.send_at, message.created_at), now)
     said = (
@@ -112,13 +112,9 @@ def retry_failed(
     category = categories.get(message.category) if message.category else None
     # the category whose choices are the users' (a required one ignores them)
     ruled = category if category is not None and not category.required else None
-    # users whose place under the category's cap it gave back, never pushed to them,
-    # and of those, the ones whose day is full now
-    freed: set[str] = set()
-    full: set[str] = set()
-    counted_at = policy.first_due(message.send_at, message.created_at)
-    if category is not None and category.max_per_day:
-        freed, full = policy.retaken(session, models, category, message_id, counted_at, due, now)
+    # the users whose day under the category's cap is full when the retry pushes
+    capped = category if category is not None and category.max_per_day else None
+    full = policy.retaken(session, models, capped, message_id, due, now) if capped else set()
     pushed: set[str] = set()
     update = _update(
         models,
@@ -156,7 +152,7 @@ def retry_failed(
                 decision = policy.Decision("queued", "operator_retry", due, [retried])
             if decision.tried:
                 queued += 1
-                if row.user_id in freed:
+                if row.user_id:
                     pushed.add(row.user_id)
             else:
                 ended[row.kind, decision.status] += 1
@@ -171,9 +167,10 @@ def retry_failed(
                 }
             )
         session.execute(update, changes)
-    if category is not None and pushed:
-        again = policy.Plan(capped_users=sorted(pushed))
-        policy.record_capped(session, models, category, message_id, again, due=counted_at)
+    if capped is not None:
+        # counted when the retry pushes, not on the message's own (maybe old) day
+        was = policy.counted_at(message)
+        policy.recount_capped(session, models, capped, message_id, was, due, pushed)
     return queued, ended
 
 

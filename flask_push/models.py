@@ -324,6 +324,10 @@ def _define(db: SQLAlchemy) -> Models:
         #: when an operator cancelled it (``push.cancel``): nothing of it goes out
         #: from then on, a retry included
         cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+        #: when its pushes count against a daily cap (``max_per_day``): the time an
+        #: operator's retry pushed them again; None: its first due time
+        #: (:func:`flask_push.policy.counted_at`)
+        counted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
         @property
         def status(self) -> str:

@@ -75,8 +75,16 @@ class Plan:
 
 def first_due(send_at: datetime | None, created_at: datetime) -> datetime:
     """When a message's pushes are first due: its ``send_at`` if that is later than
-    when it was sent, else then. The cap's ledger counts it at this time."""
+    when it was sent, else then. The cap's ledger counts it at this time, until an
+    operator's retry pushes it again (:func:`counted_at`)."""
     return send_at if send_at is not None and send_at > created_at else created_at
+
+
+def counted_at(message: Any) -> datetime:
+    """When the daily cap's ledger counts ``message`` (a row with ``counted_at``,
+    ``send_at`` and ``created_at``): the time of the operator's retry that pushed it
+    last, else its first due time."""
+    return message.counted_at or first_due(message.send_at, message.created_at)
 
 
 #: a push channel as a sentence names it
@@ -318,9 +326,8 @@ def decide(
     capped: Collection[str] = (),
 ) -> Decision | None:
     """One target's decision outside a send (an operator's retry): ``mine``, the
-    user's choices as they are now, and their quiet hours. The daily cap counted the
-    push when it was sent; ``capped``: the users whose place it gave back, as it was
-    never pushed to them, and whose day is full now (:func:`retaken`).
+    user's choices as they are now, and their quiet hours; ``capped``: the users
+    whose day under the daily cap is full when the retry pushes (:func:`retaken`).
     ``timeline``: the events it starts with."""
     return _decide(
         category, target, mine, set(capped), due, expires_at, now, timeline, going="operator_retry"
@@ -328,43 +335,60 @@ def decide(
 
 
 def retaken(
+    session: Any, models: Models, category: Category, message_id: str, due: datetime, now: datetime
+) -> set[str]:
+    """Before an operator's retry of what ``message_id`` (of ``category``, which has
+    a cap) failed to push: the users of its failed deliveries whose day is full at
+    ``due``, when the retry pushes. A message of days ago retried now is weighed
+    against today's pushes, not those of its own day, and its own place in the
+    ledger is left out: the retry moves it to its own time (:func:`recount_capped`).
+    The cap is held until the retry commits."""
+    d = models.Delivery
+    retried = (
+        sa.select(d.user_id)
+        .distinct()
+        .where(d.message_id == message_id, d.status == "failed", d.user_id.is_not(None))
+    )
+    if not category.max_per_day:
+        return set()
+    _hold_cap(session, models, category, now)
+    cap = category.max_per_day
+    return _over_cap(session, models, category, retried, due, cap, now=now, other_than=message_id)
+
+
+def recount_capped(
     session: Any,
     models: Models,
     category: Category,
     message_id: str,
-    counted_at: datetime,
+    was: datetime,
     due: datetime,
-    now: datetime,
-) -> tuple[set[str], set[str]]:
-    """Before an operator's retry of what ``message_id`` (of ``category``, which has
-    a cap) failed to push: the users of its failed deliveries whose place under the
-    cap it gave back (its ledger rows are at ``counted_at``, :func:`first_due`), as
-    none of its pushes to them was made (no provider, say), and of those, the ones
-    whose day is full at ``due``, when the retry pushes: a message of days ago
-    retried now is weighed against today's pushes, not those of its own day. The cap
-    is held until the retry commits. The others take their place again
-    (:func:`record_capped`) if pushed to."""
-    d, c = models.Delivery, models.CappedSend
-    counted = sa.select(c.user_id).where(
-        c.category == category.id, c.sent_at == counted_at, c.message_id == message_id
-    )
-    freed = set(
-        session.scalars(
-            sa.select(d.user_id)
-            .distinct()
-            .where(
-                d.message_id == message_id,
-                d.status == "failed",
-                d.user_id.is_not(None),
-                d.user_id.not_in(counted),
-            )
+    users: Collection[str],
+) -> None:
+    """An operator's retry of ``message_id`` pushes to ``users`` at ``due``: the
+    ledger counts it for them then, not at ``was`` (its time until now), and the
+    message keeps the new time (``counted_at``), where later releases look for it."""
+    if not users:
+        return
+    c, m = models.CappedSend, models.Message
+    ids = sorted(users)
+    for start in range(0, len(ids), INSERT_CHUNK):
+        session.execute(
+            sa.delete(c).where(
+                c.category == category.id,
+                c.sent_at == was,
+                c.message_id == message_id,
+                c.user_id.in_(ids[start : start + INSERT_CHUNK]),
+            ),
+            execution_options={"synchronize_session": False},
         )
+    record_capped(session, models, category, message_id, Plan(capped_users=ids), due=due)
+    session.execute(
+        sa.update(m)
+        .where(m.id == message_id)
+        .values(counted_at=due)
+        .execution_options(synchronize_session=False)
     )
-    if not freed or not category.max_per_day:
-        return freed, set()
-    _hold_cap(session, models, category, now)
-    full = _over_cap(session, models, category, sorted(freed), due, category.max_per_day, now=now)
-    return freed, full
 
 
 def _suppressed(
@@ -399,11 +423,13 @@ def _over_cap(
     cap: int,
     *,
     activity_id: str | None = None,
+    other_than: str | None = None,
     now: datetime,
 ) -> set[str]:
     """The users of ``users`` whom one more push of ``category`` at ``due`` would
     give more than ``cap`` in the 24 hours before a push: this one, or one already
-    queued for later (a scheduled send).
+    queued for later (a scheduled send). The ledger's rows of message
+    ``other_than`` are not counted (a retry of it moves them).
 
     A new state of activity ``activity_id`` replaces its older states that are
     still waiting: those do not count, as this one supersedes them (or, held back
@@ -411,6 +437,8 @@ def _over_cap(
     """
     c = models.CappedSend
     where = [c.category == category.id, c.sent_at > due - CAP_WINDOW, c.sent_at < due + CAP_WINDOW]
+    if other_than is not None:
+        where.append(c.message_id != other_than)
     if activity_id is not None:
         m = models.Message
         older = sa.select(m.id).where(m.activity_id == activity_id)
@@ -550,17 +578,18 @@ def release_capped(
     m, c, d = models.Message, models.CappedSend, models.Delivery
     now = utcnow()
     rows = session.execute(
-        sa.select(m.id, m.category, m.send_at, m.created_at).where(
+        sa.select(m.id, m.category, m.send_at, m.created_at, m.counted_at).where(
             m.id.in_(ids), m.category.is_not(None)
         )
     )
-    for message_id, category, send_at, created_at in rows:
+    for row in rows:
+        message_id, category = row.id, row.category
         known = categories.get(category)
         if known is None or not known.max_per_day:
             continue
-        # the time its rows were counted at (its first due time): with the category,
-        # a range of the ledger's index instead of all of the category's rows
-        counted_at = first_due(send_at, created_at)
+        # the time its rows are counted at: with the category, a range of the
+        # ledger's index instead of all of the category's rows
+        counted = counted_at(row)
         still = (
             _reached(models, message_id, c.user_id, now)
             if cancelling
@@ -572,7 +601,7 @@ def release_capped(
         session.execute(
             sa.delete(c).where(
                 c.category == category,
-                c.sent_at == counted_at,
+                c.sent_at == counted,
                 c.message_id == message_id,
                 *whose,
                 ~still,

@@ -422,6 +422,50 @@ def test_retrying_an_offer_that_failed_days_ago_weighs_todays_offers(
     assert len(push_fake_fcm.messages) == 2
 
 
+@pytest.mark.parametrize("retried_first", [True, False], ids=["then-two-more", "after-two"])
+def test_retrying_an_offer_pushed_days_ago_counts_today(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM, retried_first: bool
+) -> None:
+    """An offer reached FCM three days ago and failed (FCM refused it: a push, which
+    the cap counted on its day). Retried today, it reaches her today, yet the cap
+    still counted it on its own day: with a cap of two, two more offers today went
+    out, three within minutes. It now counts when it pushes; and, retried after two
+    offers today, it is held back (frequency_cap)."""
+    capped = {"offers": {"label": "Offers and deals", "max_per_day": 2}}
+    app, client = al_with_a_phone(make_app, push_fake_fcm, PUSH_CATEGORIES=capped)
+    store(client, push_fake_fcm.service_account("shop-project"))
+    push_fake_fcm.fail_next(400, "INVALID_ARGUMENT")  # refused: it failed, once pushed
+    with app.app_context():
+        old = push.send(users=["al"], title="Deal 1", category="offers").id
+        assert list(outcomes(app, old).values()) == [("failed", "rejected")]
+        back = timedelta(days=3)
+        m, d, c = push.models.Message, push.models.Delivery, push.models.CappedSend
+        message = db.session.get(m, old)
+        message.created_at -= back
+        for counted in db.session.scalars(sa.select(c).where(c.message_id == old)):
+            counted.sent_at -= back
+        for delivery in db.session.scalars(sa.select(d).where(d.message_id == old)):
+            delivery.expires_at += back  # still within its time to live
+        db.session.commit()
+
+    def two_more() -> list[str]:
+        with app.app_context():
+            sent = [push.send(users=["al"], title=f"Deal {n}", category="offers") for n in (2, 3)]
+            return [message.id for message in sent]
+
+    if retried_first:
+        client.post(f"/push/messages/{old}/retry", json={}, headers=ADMIN)
+        assert list(outcomes(app, old).values()) == [("sent", "accepted")]
+        second, third = two_more()
+        assert list(outcomes(app, second).values()) == [("sent", "accepted")]
+        assert list(outcomes(app, third).values()) == [("suppressed", "frequency_cap")]
+    else:
+        two_more()
+        client.post(f"/push/messages/{old}/retry", json={}, headers=ADMIN)
+        assert list(outcomes(app, old).values()) == [("suppressed", "frequency_cap")]
+    assert len(push_fake_fcm.messages) == 2  # two today, her cap (the refused one is none)
+
+
 def test_a_cancelled_message_is_not_sent_by_retrying_what_failed(
     make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
 ) -> None:

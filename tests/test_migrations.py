@@ -571,7 +571,7 @@ def test_tables_stamped_newer_than_they_are_say_what_to_stamp(host: Any) -> None
     assert refused.exit_code == 1
     assert refused.output.splitlines() == [
         "Error: flask-push's tables in this database are older than this flask-push "
-        "(push_scheduled_inbox and 1 more missing), though Alembic records them as up to "
+        "(push_scheduled_inbox and 2 more missing), though Alembic records them as up to "
         "date (`flask db stamp flask_push@head` over an older flask-push's tables?). Record "
         f"what they are with `flask db stamp {CHAIN[-3]}`, then run `flask db upgrade heads` "
         "(README: Database migrations)."
