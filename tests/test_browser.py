@@ -1514,8 +1514,10 @@ def test_the_bell_works_under_a_strict_content_security_policy(
     [
         "`${FlaskPush.escape(n.title)} <small>${FlaskPush.escape(n.body)}</small>`",
         "`<strong>${FlaskPush.escape(n.title)}</strong><p>${FlaskPush.escape(n.body)}</p>`",
+        # one element, blank lines around it: the element itself, not a wrapper
+        "`\n  <p class='mine'>${FlaskPush.escape(n.title)}: ${FlaskPush.escape(n.body)}</p>\n`",
     ],
-    ids=["text-and-element", "two-elements"],
+    ids=["text-and-element", "two-elements", "one-element"],
 )
 def test_an_html_string_template_shows_all_of_its_markup(
     browser: Browser, page: Any, live: Callable[..., Live], template: str
@@ -1531,6 +1533,8 @@ def test_an_html_string_template_shows_all_of_its_markup(
     page.click(".fp-bell-button")
     text = page.locator(".fp-panel .fp-entry").first.inner_text()
     assert "Order #42" in text and "Shipped" in text, repr(text)
+    if "mine" in template:
+        assert page.locator(".fp-panel .fp-entry > p.mine").count() == 1
 
 
 def test_an_item_made_while_the_page_was_disconnected_reaches_the_bell(

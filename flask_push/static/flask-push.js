@@ -617,8 +617,12 @@
     if (typeof made !== 'string') return made;
     const wrap = el('div');
     wrap.innerHTML = made;
-    // one element is the item itself; anything more (text beside it) is all shown
-    return wrap.childNodes.length === 1 && wrap.firstElementChild ? wrap.firstElementChild : wrap;
+    // One element (with blank lines around it, as a template literal has) is the
+    // item itself; anything more, text beside it or a second element, is all shown.
+    const shown = [...wrap.childNodes].filter(
+      (node) => node.nodeType !== Node.TEXT_NODE || node.textContent.trim()
+    );
+    return shown.length === 1 && shown[0] === wrap.firstElementChild ? shown[0] : wrap;
   }
 
   // -- notification settings (README: Notification policy) ---------------------------
