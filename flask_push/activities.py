@@ -329,12 +329,13 @@ def _end_cancelled(session: Any, models: Any, activity_id: str) -> bool:
 
 def _newest_state(session: Any, models: Any, activity_id: str) -> Any:
     """The message of the newest state of ``activity_id`` a call sent (not a
-    catch-up's or a farewell's copy), or None."""
+    catch-up's or a farewell's copy) that no operator cancelled, or None."""
     m = models.Message
     return session.scalars(
         sa.select(m)
         .where(
             m.activity_id == activity_id,
+            m.cancelled_at.is_(None),
             m.activity["catchUp"].as_boolean().is_not(True),
             m.activity["farewell"].as_boolean().is_not(True),
         )
