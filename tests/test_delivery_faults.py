@@ -448,10 +448,16 @@ def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
             assert service.wait_in_flight(4) == 4  # the second sends all three
             if stalled:
                 assert wait_until(lambda: "are put back" in caplog.text, 10)
+                # the two the first never sent count the second's attempt alone, once
+                # the first's database thread has written that (a loaded machine's
+                # takes a while)
+                assert wait_until(
+                    lambda: sorted(r.attempts for r in deliveries(engine, message_id)) == [1, 1, 2],
+                    10,
+                ), deliveries(engine, message_id)
                 time.sleep(0.2)  # a hand-back would be written by now
                 rows = deliveries(engine, message_id)
-                # still the second's, leased; the two the first never sent count the
-                # second's attempt alone
+                # still the second's, leased
                 assert all(r.status == "queued" and r.lease_until is not None for r in rows)
                 assert sorted(r.attempts for r in rows) == [1, 1, 2]
             service.release()
