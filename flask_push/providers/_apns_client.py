@@ -186,6 +186,8 @@ class _Connection(APNsTLSClientProtocol):
         self._on_lost = on_lost
         self.authority = authority
         self.exchanges: dict[int, _Exchange] = {}
+        #: exchanges whose headers are not written to the transport yet
+        self.unwritten: list[_Exchange] = []
         self.lost = False
         self._flush_scheduled = False
         # Set whenever frames arrive: a WINDOW_UPDATE may let a waiting body go out.
@@ -206,6 +208,7 @@ class _Connection(APNsTLSClientProtocol):
             raise ConnectionClosed("the connection closed before the request went out")
         exchange = _Exchange(request.notification_id, self.loop.create_future())
         self.exchanges[stream_id] = exchange
+        self.unwritten.append(exchange)
         try:
             self.conn.send_headers(stream_id, self._headers(request))
             await self._send_body(stream_id, exchange, encode(request.message))
@@ -354,8 +357,12 @@ class _Connection(APNsTLSClientProtocol):
         # Writing to a closing transport only makes asyncio log "SSL connection is closed".
         if self.transport is not None and not self.transport.is_closing():
             super().flush()
-            for exchange in self.exchanges.values():
+            # only those queued since the last flush: a flush comes with every frame
+            # received, and looping over every request in flight made each one's
+            # cost grow with their number
+            for exchange in self.unwritten:
                 exchange.out = True
+            self.unwritten.clear()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -367,6 +374,7 @@ class _Connection(APNsTLSClientProtocol):
                 lost = AnswerLost(said) if exchange.out else ConnectionClosed(said)
                 exchange.result.set_exception(lost)
         self.exchanges.clear()
+        self.unwritten.clear()
         self.window_opened.set()
         self._on_lost(self)
         # Cancels the idle timer and fails the requests waiting for a stream.
