@@ -313,31 +313,27 @@ def catch_up(state: PushState, installation: Any, activity_id: str, *, first: bo
 def _end_cancelled(session: Any, models: Any, activity_id: str) -> bool:
     """Was the newest ``end`` of ``activity_id`` a call sent cancelled by an operator?"""
     m = models.Message
-    cancelled_at = session.scalars(
-        sa.select(m.cancelled_at)
-        .where(
-            m.activity_id == activity_id,
-            m.activity["event"].as_string() == "end",
-            m.activity["catchUp"].as_boolean().is_not(True),
-            m.activity["farewell"].as_boolean().is_not(True),
-        )
-        .order_by(stamp_of(m).desc(), m.id.desc())
-        .limit(1)
-    ).first()
-    return cancelled_at is not None
+    ended = _newest_call(session, models, activity_id, m.activity["event"].as_string() == "end")
+    return ended is not None and ended.cancelled_at is not None
 
 
 def _newest_state(session: Any, models: Any, activity_id: str) -> Any:
+    """The message of the newest state of ``activity_id`` a call sent that no
+    operator cancelled, or None."""
+    return _newest_call(session, models, activity_id, models.Message.cancelled_at.is_(None))
+
+
+def _newest_call(session: Any, models: Any, activity_id: str, *where: Any) -> Any:
     """The message of the newest state of ``activity_id`` a call sent (not a
-    catch-up's or a farewell's copy) that no operator cancelled, or None."""
+    catch-up's or a farewell's copy) that matches ``where``, or None."""
     m = models.Message
     return session.scalars(
         sa.select(m)
         .where(
             m.activity_id == activity_id,
-            m.cancelled_at.is_(None),
             m.activity["catchUp"].as_boolean().is_not(True),
             m.activity["farewell"].as_boolean().is_not(True),
+            *where,
         )
         .order_by(stamp_of(m).desc(), m.id.desc())
         .limit(1)

@@ -191,6 +191,12 @@ def _describe(answer: _Answer) -> str:
 THIRD_PARTY_AUTH_ERROR = "THIRD_PARTY_AUTH_ERROR"
 
 
+def _third_party_refused(answer: _Answer) -> bool:
+    """A 401 that says APNs or a Web Push service refused the credentials FCM holds
+    for them: the sender's own were accepted."""
+    return answer.status == 401 and _fcm_error(answer.text)[0] == THIRD_PARTY_AUTH_ERROR
+
+
 def _token_expired(answer: _Answer) -> bool:
     """A 401 that says the access token expired (not that the key is refused)."""
     if answer.status != 401:
@@ -697,7 +703,7 @@ class FCMProvider(Provider):
     async def post(self, push: OutgoingPush, payload: Any) -> _Answer:
         """One POST on the loop (two when the access token expired early)."""
         token, answer = await self._post(payload)
-        if answer.status == 401 and _fcm_error(answer.text)[0] != THIRD_PARTY_AUTH_ERROR:
+        if answer.status == 401 and not _third_party_refused(answer):
             # Refused: the next send fetches another token rather than keep this
             # one until google-auth thinks it expired (an hour), whatever the 401
             # says. When it says the token expired although google-auth thought it
@@ -775,7 +781,7 @@ class FCMProvider(Provider):
                 status_code=403,
                 reason="credentials_refused",
             )
-        if status == 401 and _fcm_error(answer.text)[0] == THIRD_PARTY_AUTH_ERROR:
+        if _third_party_refused(answer):
             # FCM took the sender's credentials; the ones it holds for APNs or Web
             # Push (set in the Firebase console) were refused, for this device's kind
             return result(
