@@ -371,6 +371,21 @@ def test_retrying_what_failed_before_it_was_pushed_keeps_the_daily_cap(
     assert len(push_fake_fcm.messages) == 2
 
 
+def two_offers_today(app: Flask) -> list[str]:
+    """Deals 2 and 3 to al: under a cap of two, her day is full."""
+    with app.app_context():
+        sent = [push.send(users=["al"], title=f"Deal {n}", category="offers") for n in (2, 3)]
+        return [message.id for message in sent]
+
+
+def retried_on_a_full_day(app: Flask, client: Any, id: str) -> None:
+    """Retry what failed of message ``id``: it is held back (frequency_cap)."""
+    answer = client.post(f"/push/messages/{id}/retry", json={}, headers=ADMIN)
+    counts = answer.get_json()["counts"]
+    assert (counts["queued"], counts["sent"], counts["suppressed"]) == (0, 0, 1)
+    assert list(outcomes(app, id).values()) == [("suppressed", "frequency_cap")]
+
+
 def test_retrying_what_failed_before_it_was_pushed_on_a_full_day_holds_it_back(
     make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
 ) -> None:
@@ -381,13 +396,8 @@ def test_retrying_what_failed_before_it_was_pushed_on_a_full_day_holds_it_back(
     with app.app_context():
         missed = push.send(users=["al"], title="Deal 1", category="offers").id
     store(client, push_fake_fcm.service_account("shop-project"))
-    with app.app_context():
-        for n in (2, 3):
-            push.send(users=["al"], title=f"Deal {n}", category="offers")
-    answer = client.post(f"/push/messages/{missed}/retry", json={}, headers=ADMIN)
-    counts = answer.get_json()["counts"]
-    assert (counts["queued"], counts["sent"], counts["suppressed"]) == (0, 0, 1)
-    assert list(outcomes(app, missed).values()) == [("suppressed", "frequency_cap")]
+    two_offers_today(app)
+    retried_on_a_full_day(app, client, missed)
     assert len(push_fake_fcm.messages) == 2
 
 
@@ -412,13 +422,8 @@ def test_retrying_an_offer_that_failed_days_ago_weighs_todays_offers(
         )
         db.session.commit()
     store(client, push_fake_fcm.service_account("shop-project"))
-    with app.app_context():
-        for n in (2, 3):
-            push.send(users=["al"], title=f"Deal {n}", category="offers")
-    answer = client.post(f"/push/messages/{missed}/retry", json={}, headers=ADMIN)
-    counts = answer.get_json()["counts"]
-    assert (counts["queued"], counts["sent"], counts["suppressed"]) == (0, 0, 1)
-    assert list(outcomes(app, missed).values()) == [("suppressed", "frequency_cap")]
+    two_offers_today(app)
+    retried_on_a_full_day(app, client, missed)
     assert len(push_fake_fcm.messages) == 2
 
 
@@ -447,22 +452,15 @@ def test_retrying_an_offer_pushed_days_ago_counts_today(
         for delivery in db.session.scalars(sa.select(d).where(d.message_id == old)):
             delivery.expires_at += back  # still within its time to live
         db.session.commit()
-
-    def two_more() -> list[str]:
-        with app.app_context():
-            sent = [push.send(users=["al"], title=f"Deal {n}", category="offers") for n in (2, 3)]
-            return [message.id for message in sent]
-
     if retried_first:
         client.post(f"/push/messages/{old}/retry", json={}, headers=ADMIN)
         assert list(outcomes(app, old).values()) == [("sent", "accepted")]
-        second, third = two_more()
+        second, third = two_offers_today(app)
         assert list(outcomes(app, second).values()) == [("sent", "accepted")]
         assert list(outcomes(app, third).values()) == [("suppressed", "frequency_cap")]
     else:
-        two_more()
-        client.post(f"/push/messages/{old}/retry", json={}, headers=ADMIN)
-        assert list(outcomes(app, old).values()) == [("suppressed", "frequency_cap")]
+        two_offers_today(app)
+        retried_on_a_full_day(app, client, old)
     assert len(push_fake_fcm.messages) == 2  # two today, her cap (the refused one is none)
 
 
