@@ -744,13 +744,31 @@ def test_replay_since_in_order_without_duplicates(live: Any, connect: Any) -> No
     client.nothing()
 
 
+class _MovedClock:
+    """The ``time`` module as the websocket handler sees it, with a monotonic clock
+    the test moves on."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+
 def test_replays_asked_for_again_and_again_become_gaps(
     live: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each replay may be as long as the channel keeps, for a frame of a few bytes:
     past REPLAY_BURST replays that sent events, a join with `since` gets a gap
     (reload) instead, until the socket has earned another."""
-    monkeypatch.setattr(hub_module, "REPLAY_EVERY", 2.0)
+    # One replay earned in 1000 s of the handler's clock, which the test moves on: a
+    # slow run of the burst earns none (with 2 s of real time it did, under load).
+    monkeypatch.setattr(hub_module, "REPLAY_EVERY", 1000.0)
+    clock = _MovedClock()
+    monkeypatch.setattr(ws_module, "time", clock)
     app, url = live()
     ids = [publish(app, "user:alice", "tick") for _ in range(3)]
     client = connect(url, "alice")
@@ -772,7 +790,7 @@ def test_replays_asked_for_again_and_again_become_gaps(
     # still joined: live events come
     latest = publish(app, "user:alice", "tick")
     assert client.recv()["id"] == latest
-    time.sleep(2.0)  # one more earned
+    clock.ahead += 1000.0  # one more earned
     client.send(ask)
     assert client.recv()["op"] == "subscribed"
     assert [client.recv()["id"] for _ in range(3)] == [*ids[1:], latest]
