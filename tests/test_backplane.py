@@ -934,8 +934,9 @@ def test_redis_restarting_with_its_data_misses_and_repeats_nothing(
 def test_a_page_opened_while_redis_was_down_is_told_to_reload_once_it_is_back(
     redis_server: Any, make_app: Any, clients: list[Client]
 ) -> None:
-    """A page of alice's opens, and another tab rejoins with ``since``, while Redis is
-    down: the rejoin is told the missed events cannot be read. When Redis is back
+    """A page of alice's opens, and another tab rejoins with ``since`` (in a
+    ``subscribe``, or in the socket's URL), while Redis is down: the rejoin is told
+    the missed events cannot be read. When Redis is back
     with its data, both get a gap (reload), never the events from before they read
     their state, then the events published after."""
     server = redis_server(True)
@@ -947,18 +948,23 @@ def test_a_page_opened_while_redis_was_down_is_told_to_reload_once_it_is_back(
         before = [_publish(app, "user:alice", n) for n in range(2)]
         server.kill()
         page, tab = (Client(f"{origin}/push/ws", "alice") for _ in "ab")
-        clients.extend([page, tab])
+        # a third reconnects, with the id it got to in the socket's URL (flask-push.js)
+        back = Client(f"{origin}/push/ws?own=user:alice&since={before[0]}", "alice")
+        clients.extend([page, tab, back])
         page.sync()
         tab.send({"op": "subscribe", "channel": "user:alice", "since": before[0]})
         assert tab.recv() == {"op": "subscribed", "channel": "user:alice"}
-        refused = tab.recv()
-        assert (refused["code"], refused["channel"]) == ("unavailable", "user:alice")
+        for client in (tab, back):
+            if client is back:
+                assert back.recv() == {"op": "subscribed", "channel": "user:alice", "own": True}
+            refused = client.recv()
+            assert (refused["code"], refused["channel"]) == ("unavailable", "user:alice")
 
         server.start()
-        for client in (page, tab):
+        for client in (page, tab, back):
             assert client.recv(timeout=15) == {"op": "gap", "channel": "user:alice"}
         after = _publish(app, "user:alice", 2)
-        for client in (page, tab):
+        for client in (page, tab, back):
             assert _event(client) == (after, "tick", {"n": 2})
             client.nothing()
 

@@ -126,6 +126,107 @@ def test_what_is_published_to_the_user_once_the_socket_is_open_arrives(
     alice.nothing()
 
 
+OWN = {"op": "subscribed", "channel": "user:alice", "own": True}
+
+
+def test_a_client_that_asks_is_told_its_own_channel_first(live: Any, connect: Any) -> None:
+    """A page may follow other users' channels too (a staff page): `?own=` has the
+    server name the user's own one, whose events are the page's inbox."""
+    app, url = live()
+    alice = connect(f"{url}?own=", "alice")
+    assert alice.recv() == OWN
+    first = publish(app, "user:alice", "hello")
+    assert alice.recv()["id"] == first
+    alice.send({"op": "subscribe", "channel": "user:alice"})  # named once, not per join
+    assert alice.recv() == {"op": "subscribed", "channel": "user:alice"}
+    connect(f"{url}?own=").sync()  # anonymous: no channel of its own to name
+    connect(url, "alice").sync()  # not asked: not named, as before
+
+
+def test_a_reconnect_says_how_far_it_got_and_is_replayed_the_rest_before_live_events(
+    live: Any, connect: Any, monkeypatch: pytest.MonkeyPatch, backplane: dict[str, Any]
+) -> None:
+    """A client that asked with a `subscribe` after the open could have a live event
+    answered first, and then drop the older ones replayed after it as seen. Said in
+    the socket's URL, the replay comes before anything live."""
+    app, url = live(**backplane)
+    ids = [publish(app, "user:alice", "tick", {"n": n}) for n in range(3)]
+    holding, go = threading.Event(), threading.Event()
+    serve = ws_module._serve
+
+    def held(ws: Any) -> None:
+        holding.set()
+        assert go.wait(10)
+        serve(ws)
+
+    monkeypatch.setattr(ws_module, "_serve", held)
+    alice = connect(f"{url}?own=user:alice&since={ids[0]}", "alice")
+    assert holding.wait(10)
+    during = publish(app, "user:alice", "tick", {"n": 3})  # after the 101, before the join
+    go.set()
+    assert alice.recv() == OWN
+    assert [alice.recv()["id"] for _ in range(3)] == [*ids[1:], during]
+    after = publish(app, "user:alice", "tick", {"n": 4})
+    assert alice.recv()["id"] == after
+    alice.nothing()
+
+
+def test_since_for_another_channel_than_the_users_own_is_not_taken(live: Any, connect: Any) -> None:
+    """Another user signed in since the last socket: the ids the client holds are of
+    that user's channel, and say nothing of this one."""
+    app, url = live()
+    publish(app, "user:alice", "old")
+    alice = connect(f"{url}?own=user:bob&since=0", "alice")
+    assert alice.recv() == OWN
+    alice.nothing()  # not replayed from 0
+    latest = publish(app, "user:alice", "new")
+    assert alice.recv()["id"] == latest
+
+
+def test_since_the_last_kept_event_on_reconnect_is_a_gap(live: Any, connect: Any) -> None:
+    app, url = live(PUSH_EVENTS_KEEP_COUNT=2)
+    ids = [publish(app, "user:alice", "tick") for _ in range(4)]
+    alice = connect(f"{url}?own=user:alice&since={ids[0]}", "alice")
+    assert alice.recv() == OWN
+    assert alice.recv() == {"op": "gap", "channel": "user:alice"}
+    assert [alice.recv()["id"] for _ in range(2)] == ids[2:]
+
+
+#: a websocket handshake's headers, as written by hand
+_UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+    "X-User": "alice",
+}
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("since=3", "give that channel as 'own' too"),
+        ("own=user:alice&since=-1", "'since' must be a whole number"),
+        ("own=user:alice&since=1.5", "'since' must be a whole number"),
+        ("own=user:alice&since=%EF%BC%91", "'since' must be a whole number"),  # a wide 1
+        (f"own=user:alice&since={2**63}", "'since' must be a whole number"),
+    ],
+)
+def test_a_bad_since_in_the_url_gets_400_before_the_upgrade(
+    live: Any, connect: Any, query: str, said: str
+) -> None:
+    app, url = live()
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    conn.request("GET", f"/push/ws?{query}", headers=_UPGRADE)
+    answer = conn.getresponse()
+    body = json.loads(answer.read())
+    conn.close()
+    assert answer.status == 400 and answer.getheader("Upgrade") is None
+    assert body["error"]["code"] == "bad_request" and said in body["error"]["message"]
+    connect(url, "alice").sync()  # the server lives
+
+
 def test_anonymous_joins_nothing_and_may_not_join_a_user(live: Any, connect: Any) -> None:
     app, url = live()
     anonymous = connect(url)
@@ -1412,13 +1513,7 @@ def test_a_handshake_the_protocol_refuses_gets_400_not_500(
     the client's mistake: 400 naming the header, not a 500 with a traceback."""
     app, url = live()
     host, port = url.removeprefix("ws://").split("/")[0].split(":")
-    headers = {
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version": "13",
-        "X-User": "alice",
-    }
+    headers = dict(_UPGRADE)
     del headers[drop]
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
     with caplog.at_level(logging.ERROR):

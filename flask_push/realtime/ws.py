@@ -22,6 +22,7 @@ import logging
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,6 +53,8 @@ from .events import (
 log = logging.getLogger("flask_push.realtime")
 
 PONG = '{"op":"pong"}'
+#: the ``unavailable`` error of a join whose replay the Redis backplane cannot give
+UNAVAILABLE = "Missed events cannot be read now; reload your state."
 #: a ping's id stays below 2^53, which JavaScript numbers hold exactly
 MAX_PING_ID = 2**53
 
@@ -89,9 +92,13 @@ def register(bp: Blueprint) -> None:
         # offer the handshake agrees to none, and one encoding of an event's
         # frame (Event.wire) serves every socket.
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        try:
+            asked = _own_channel_asked(request.args)
+        except ApiError as err:
+            return error_response(err)
         _warn_if_one_at_a_time(request.environ)
         _warn_if_memory_across_processes(request.environ, settings)
-        _mark_before_upgrade(current_app.extensions["push"].push)
+        _mark_before_upgrade(current_app.extensions["push"].push, asked)
         return None
 
     @bp.errorhandler(RemoteProtocolError)
@@ -159,12 +166,59 @@ def _warn_if_memory_across_processes(environ: dict[str, Any], settings: PushSett
         )
 
 
-#: ``flask.g`` key: the user and their channel's last id, read before the upgrade, or
-#: what the identity loader raised
+#: ``flask.g`` key: the handshake's :class:`_Handshake`, or what the identity loader
+#: raised
 _MARK = "_push_ws_mark"
 
 
-def _mark_before_upgrade(push: Any) -> None:
+@dataclass(frozen=True)
+class _OwnChannelAsked:
+    """What the handshake's query asks of the user's own channel.
+
+    ``?own=`` asks the server to name that channel (a ``subscribed`` frame with
+    ``"own": true``, before anything else): a page may follow other users' channels
+    too (a staff page), and only its own channel's events are its inbox. A client
+    that reconnects says which channel it took for its own and the last id it saw
+    there (``?own=user:42&since=17``): the server replays what came after, before any
+    live event, so none is lost while the client would otherwise ask with a
+    ``subscribe`` of its own.
+    """
+
+    named: bool = False
+    channel: str | None = None
+    since: int | None = None
+
+
+def _own_channel_asked(args: Any) -> _OwnChannelAsked:
+    """Read ``own`` and ``since`` from the handshake's query; 400 when bad."""
+    since_text = args.get("since")
+    if "own" not in args:
+        if since_text is not None:
+            raise ApiError(
+                400,
+                "bad_request",
+                "'since' in the websocket's URL is the last id seen on the user's own "
+                "channel: give that channel as 'own' too (?own=user:42&since=17).",
+            )
+        return _OwnChannelAsked()
+    since = None
+    if since_text is not None:
+        if not since_text.isascii() or not since_text.isdigit() or int(since_text) >= 2**63:
+            raise ApiError(400, "bad_request", "'since' must be a whole number of at least 0.")
+        since = int(since_text)
+    return _OwnChannelAsked(True, args.get("own") or None, since)
+
+
+@dataclass(frozen=True)
+class _Handshake:
+    """Who connects, and how far their channel's numbering was before the 101."""
+
+    user_id: str | None
+    mark: int | None
+    asked: _OwnChannelAsked
+
+
+def _mark_before_upgrade(push: Any, asked: _OwnChannelAsked) -> None:
     """Note, before the 101, who connects and how far their channel's numbering is.
 
     The handler joins ``user:<id>`` once the 101 has gone, while the client may
@@ -185,27 +239,42 @@ def _mark_before_upgrade(push: Any) -> None:
             mark = push.state.get_realtime().backplane.last_id(user_channel(user_id))
         except BackplaneError:
             pass  # the join reads the channel again, and says why it cannot
-    setattr(g, _MARK, (user_id, mark))
+    setattr(g, _MARK, _Handshake(user_id, mark, asked))
 
 
-def _marked(push: Any) -> tuple[str | None, int | None]:
+def _marked(push: Any) -> _Handshake:
     """The user and their channel's mark, as read before the upgrade."""
     marked = g.pop(_MARK, None)
     if isinstance(marked, Exception):
         # the identity loader's, before the upgrade: said now, with a 1011 close
         raise marked
     if marked is None:  # not through the handshake hook
-        return push.current_user_id(), None
-    user_id, mark = marked
-    return user_id, mark
+        return _Handshake(push.current_user_id(), None, _OwnChannelAsked())
+    assert isinstance(marked, _Handshake)
+    return marked
 
 
 def _join_own_channel(
-    realtime: Realtime, connection: Connection, user_id: str, mark: int | None
+    realtime: Realtime, connection: Connection, user_id: str, handshake: _Handshake
 ) -> list[str]:
-    """Join ``user:<id>``; the frames of what was published since ``mark``."""
+    """Join ``user:<id>``; the frames of what was published since the handshake's
+    mark, or since the id the client asked from, named first when it asked."""
     channel = user_channel(user_id)
-    return _replayed(channel, realtime.join(connection, channel, seen=mark))
+    asked = handshake.asked
+    named = (
+        [json.dumps({"op": "subscribed", "channel": channel, "own": True})] if asked.named else []
+    )
+    if asked.since is None or asked.channel != channel:
+        # not asked, a first socket, or the client took another channel for its own
+        # (another user signed in since): its ids say nothing of this one
+        return named + _replayed(channel, realtime.join(connection, channel, seen=handshake.mark))
+    try:
+        replay = realtime.join(connection, channel, asked.since)
+    except BackplaneError:
+        return [*named, _error("unavailable", UNAVAILABLE, channel)]
+    if replay is not None and (replay.events or replay.gap):
+        connection.replayed()
+    return named + _replayed(channel, replay)
 
 
 def _error(code: str, message: str, channel: str | None = None) -> str:
@@ -295,10 +364,11 @@ def _serve(ws: Any) -> None:
     # refused with close code 1009 before it is buffered whole.
     ws.max_message_size = push.settings.ws_max_message_bytes
     most = push.settings.ws_max_per_user
-    user_id, mark = _marked(push)
+    handshake = _marked(push)
+    user_id = handshake.user_id
     realtime: Realtime = push.state.get_realtime()
     if user_id is None or most is None:
-        _serve_admitted(ws, push, realtime, user_id, mark)
+        _serve_admitted(ws, push, realtime, handshake)
         return
     if not realtime.hub.admit(user_id, most):
         push.db.session.remove()
@@ -314,15 +384,14 @@ def _serve(ws: Any) -> None:
         )
         return
     try:
-        _serve_admitted(ws, push, realtime, user_id, mark)
+        _serve_admitted(ws, push, realtime, handshake)
     finally:
         realtime.hub.release(user_id)
 
 
-def _serve_admitted(
-    ws: Any, push: Any, realtime: Realtime, user_id: str | None, mark: int | None
-) -> None:
+def _serve_admitted(ws: Any, push: Any, realtime: Realtime, handshake: _Handshake) -> None:
     settings = push.settings
+    user_id = handshake.user_id
     sock = ws.sock
     connection = Connection(ws.event, sock, settings.ws_queue_size, user_id)
     heartbeat = settings.ws_heartbeat or None
@@ -354,11 +423,11 @@ def _serve_admitted(
             # connection back now, not when the socket closes hours later
             push.db.session.remove()
             if user_id is not None:
-                for frame in _join_own_channel(realtime, connection, user_id, mark):
+                for frame in _join_own_channel(realtime, connection, user_id, handshake):
                     send(frame)
             # This frame lives as long as the socket, and there may be ten thousand:
             # it keeps nothing it no longer needs.
-            del mark
+            del handshake
         while not connection.dropped:
             if heartbeat is None:
                 timeout = None
@@ -577,7 +646,7 @@ def _answer(
     except BackplaneError:
         return _unless_shut_out(push, realtime, connection, user_id, channel) or [
             subscribed,
-            _error("unavailable", "Missed events cannot be read now; reload your state.", channel),
+            _error("unavailable", UNAVAILABLE, channel),
         ]
     if refused := _unless_shut_out(push, realtime, connection, user_id, channel):
         return refused

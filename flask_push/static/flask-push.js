@@ -279,6 +279,9 @@
     wanted: false, // connect() was called and disconnect() was not
     attempts: 0, // attempts since a socket last stayed open, for the backoff
     opened: false, // a socket has opened before: the next open is a reconnect
+    // the user's own channel, as the server named it: its events are the inbox (a
+    // page may follow other users' channels too, a staff page say)
+    own: null,
     steady: null, // the timer after which an open socket counts as lasting
     timer: null,
     pinger: null,
@@ -330,7 +333,7 @@
       live.lastIds.set(frame.channel, frame.id);
       emit(frame.channel, frame.event, frame.data, frame);
       // The server joins the user's own channel by itself: its events are the inbox.
-      if (frame.channel.startsWith('user:')) {
+      if (frame.channel === live.own) {
         document.dispatchEvent(
           new CustomEvent('new-notification-event', {
             detail: { channel: frame.channel, event: frame.event, data: frame.data, id: frame.id },
@@ -343,6 +346,7 @@
     } else if (frame.op === 'error') {
       emit('*', 'error', frame, frame);
     } else if (frame.op === 'subscribed') {
+      if (frame.own) live.own = frame.channel; // first on each socket, before its events
       emit(frame.channel, 'subscribed', null, frame);
       if (live.unsure.delete(frame.channel)) {
         emit(frame.channel, 'gap', null, { op: 'gap', channel: frame.channel });
@@ -360,6 +364,13 @@
   function wsUrl() {
     const url = new URL(config.prefix + '/ws', location.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    // Ask to be told which channel is our own; after a socket before, say how far we
+    // got on it, so the server replays the rest ahead of any live event (a subscribe
+    // sent after the open could be answered after a live event newer than the rest).
+    url.searchParams.set('own', live.own || '');
+    if (live.own && live.lastIds.has(live.own)) {
+      url.searchParams.set('since', live.lastIds.get(live.own));
+    }
     return url.href;
   }
 
@@ -384,7 +395,8 @@
       for (const channel of new Set([...live.handlers.keys(), ...live.lastIds.keys()])) {
         if (channel === '*') continue;
         if (reconnected && !live.lastIds.has(channel)) live.unsure.add(channel);
-        join(channel);
+        // our own channel is joined by the server, from the id in the socket's URL
+        if (channel !== live.own) join(channel);
       }
       // Proxies close quiet connections; a ping now and then keeps it open.
       live.pinger = setInterval(() => sendFrame({ op: 'ping' }), 25000);
@@ -1478,7 +1490,7 @@
 
     // After a reconnect or a gap in the events, what we show may be stale.
     // (a gap on another channel says nothing of the inbox)
-    const inboxGap = (data, frame) => frame.channel.startsWith('user:') && refreshShown();
+    const inboxGap = (data, frame) => frame.channel === live.own && refreshShown();
     const offs = [on('*', 'reconnect', refreshShown), on('*', 'gap', inboxGap)];
     connect();
     setCount(0);
