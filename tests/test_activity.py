@@ -1257,6 +1257,35 @@ def test_a_revived_iphone_is_caught_up_with_the_latest_state_not_the_one_refused
     assert push_fake_apns.live_activities[LIVE_TOKEN].content_state == STATE
 
 
+def test_a_revived_iphone_is_not_caught_up_with_a_state_an_operator_cancelled(
+    live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
+) -> None:
+    """The newest state waited for a retry on alice's browser, and an operator
+    cancelled it: it was meant to reach no one. Her iPhone, dead since an older state
+    and revived now, is caught up with the newest state that was not cancelled."""
+    with live.app_context():
+        iphone = devices(push_fake_webpush)["iphone"]
+        order("start", state={"status": "placed", "step": 1, "steps": 5})
+        push_fake_apns.unregister(IPHONE)
+        order(state=STATE)  # the iPhone dies on it
+        push_fake_webpush.fail_next(503, retry_after=3600)
+        cancelled = order(state={**STATE, "status": "delayed", "step": 3})
+        assert push.cancel(cancelled.id)
+        assert db.session.get(push.models.Message, cancelled.id).cancelled_at is not None
+    client, alice = live.test_client(), as_user("alice")
+    patched = client.patch(
+        f"/push/installations/{iphone}", json={"deviceToken": "9a" * 32}, headers=alice
+    )
+    assert patched.get_json()["status"] == "active"
+    registered = client.post(
+        f"/push/installations/{iphone}/activities",
+        json={"activityId": "order-42", "pushToken": LIVE_TOKEN},
+        headers=alice,
+    )
+    assert registered.status_code == 201
+    assert push_fake_apns.live_activities[LIVE_TOKEN].content_state == STATE
+
+
 def test_a_token_posted_again_after_its_farewell_is_still_forgotten(
     live: Flask, push_fake_apns: FakeAPNs
 ) -> None:
