@@ -121,7 +121,8 @@ def _tables_checked() -> Any:
     command on tables that are missing, or older than this flask-push, says what to
     run before it does anything. Gone ahead, it wrote part of its work and then failed
     (``send`` left a message behind), or printed old tables' counts as if nothing
-    were wrong (``stats``). The worker is not checked: it waits for the tables."""
+    were wrong (``stats``). A worker that stays is not checked: it waits for the
+    tables."""
     push = _push()
     missing = missing_tables(push)  # none when the database cannot tell
     if missing:
@@ -341,9 +342,10 @@ def send(
     for line in _problems(push, message.id) + _held_back(push, message.id):
         click.echo(f"  {one_line(line)}")
     queued = counts.get("queued", 0)
-    if no_wait and queued and push.settings.queue == "thread" and not stop.is_set():
-        # "queued 1" read as if something would send it: with the thread queue,
-        # nothing does once this process has ended
+    if queued and push.settings.queue == "thread" and not stop.is_set():
+        # "queued 1" read as if something would send it (left with --no-wait, or a
+        # retry, or held for quiet hours): with the thread queue, nothing does once
+        # this process has ended
         click.echo(_left_on_the_thread_queue(queued))
     if suppressed and counts.get("sent"):
         # what the app asked for (a test, say): said, not failed
@@ -385,7 +387,8 @@ def send(
 
 
 def _left_on_the_thread_queue(queued: int) -> str:
-    """Who sends what ``send --no-wait`` left queued on the thread queue."""
+    """Who sends what ``send`` left queued on the thread queue (with ``--no-wait``,
+    or a retry, or a push held for quiet hours)."""
     them = "it" if queued == 1 else "them"
     return (
         f"{queued} {'delivery stays' if queued == 1 else 'deliveries stay'} queued: "
@@ -473,7 +476,7 @@ def explain(
         if err.code == "not_found":
             shown = clipped(message_id)  # a pasted page must not come back whole
             raise click.ClickException(f"No message with the id {shown!r}.") from None
-        raise click.UsageError(str(err)) from None
+        raise click.UsageError(_as_option(err)) from None
     finally:
         push.db.session.rollback()  # end the read transaction
     if said is not None:
@@ -506,7 +509,8 @@ def explain(
 
 
 def _as_option(err: ValidationError) -> str:
-    """A ValidationError of ``push.send`` in the command's own terms."""
+    """A ValidationError of ``push.send`` (or of ``explain``'s page) in the command's
+    own terms."""
     if err.field == "audience":
         return "give exactly one audience: --user (repeatable), --topic or --everyone"
     field = re.split(r"[.\[]", err.field or "", maxsplit=1)[0]
@@ -514,7 +518,8 @@ def _as_option(err: ValidationError) -> str:
     return f"{option}: {err.message}" if option else str(err)
 
 
-#: the fields of ``push.send`` that ``flask push send`` takes, by option
+#: the fields of ``push.send`` that ``flask push send`` takes, and of the deliveries'
+#: page that ``flask push explain`` takes, by option
 _OPTIONS = {
     "users": "--user",
     "userId": "--user",
@@ -525,6 +530,9 @@ _OPTIONS = {
     "ttl": "--ttl",
     "urgency": "--urgency",
     "category": "--category",
+    "skip": "--skip",
+    "take": "--take",
+    "status": "--status",
 }
 
 
@@ -749,7 +757,9 @@ def worker(once: bool, interval: float, concurrency: int, loglevel: str) -> None
     every second, for retries, scheduled messages and tasks that were lost.
     --once then delivers what is due in this process, without Celery.
     """
-    push = _push()
+    # A worker that stays waits for its tables (they may be on their way); one run
+    # (a cron job's) on missing or old ones says so, not "Nothing was due."
+    push = _tables_checked() if once else _push()
     suppressed = _suppressed(push)
     if suppressed:
         # what a test may want, and what a worker left with TESTING on in production

@@ -334,6 +334,28 @@ def test_send_no_wait_on_the_thread_queue_says_who_sends_what_it_left(
     assert push_fake_webpush.pushes == []
 
 
+def test_a_send_on_the_thread_queue_says_who_sends_the_retries_it_leaves(
+    make_app: Any, push_fake_webpush: FakePushService
+) -> None:
+    """As for what --no-wait leaves: once the command has ended, nothing of the
+    thread queue sends the retry its push service asked for."""
+    app = sending_app(make_app)
+    with app.app_context():
+        browser = push_fake_webpush.subscribe()
+        subscribe(browser, "alice")
+    push_fake_webpush.fail_next(503, subscriber=browser, retry_after=120)
+    result = app.test_cli_runner().invoke(args=["push", "send", "--user", "alice", "--title", "x"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[1] == "Deliveries: queued 1" and "will retry (1): unavailable" in lines[2]
+    assert lines[3:] == [
+        "1 delivery stays queued: PUSH_QUEUE is 'thread', which sends only while a process "
+        "of the app runs it, and this command has ended. `flask push worker` delivers it, "
+        "as do the app's web processes once they serve a request.",
+        "Error: Nothing was delivered; the reasons are above.",
+    ], result.output
+
+
 def test_send_takes_a_topic_or_everyone(app: Flask) -> None:
     with app.app_context():
         add_subscription("alice", topics=["offers"])
@@ -479,15 +501,22 @@ def test_tables_an_older_flask_push_made_say_to_upgrade_them(
 
 @pytest.mark.parametrize(
     "command",
-    [["send", "--user", "nobody", "--title", "x"], ["stats"], ["prune"], ["explain", "msg_1"]],
-    ids=["send", "stats", "prune", "explain"],
+    [
+        ["send", "--user", "nobody", "--title", "x"],
+        ["stats"],
+        ["prune"],
+        ["explain", "msg_1"],
+        ["worker", "--once"],
+    ],
+    ids=["send", "stats", "prune", "explain", "worker-once"],
 )
 def test_commands_on_older_tables_say_so_before_doing_anything(
     make_app: Any, command: list[str]
 ) -> None:
     """Tables an older flask-push made: each command says to upgrade them before it
     writes or reads anything. `send` to nobody wrote its message, then failed; `stats`
-    and `prune` went ahead as if the tables were fine."""
+    and `prune` went ahead as if the tables were fine; a cron job's `worker --once`
+    said "Nothing was due." and exited 0 while the app could not send."""
     app = make_app()
     with app.app_context():
         with db.engine.begin() as connection:

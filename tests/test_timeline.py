@@ -1199,6 +1199,14 @@ def test_explain_on_the_command_line_filters_and_pages(
     assert wrong.exit_code == 2 and "'lost' is not one of" in wrong.output
     too_many = runner.invoke(args=["push", "explain", id, "--take", "101"])
     assert too_many.exit_code == 2 and "1<=x<=100" in too_many.output
+    # refused by the page's own rules: named by the command's options, not the API's
+    for options, said in (
+        (["--user", ""], "Error: --user: must not be empty"),
+        (["--skip", "2000000000"], "Error: --skip: must be a whole number from 0 to "),
+    ):
+        refused = runner.invoke(args=["push", "explain", id, *options])
+        assert refused.exit_code == 2
+        assert refused.output.splitlines()[-1].startswith(said), refused.output
 
 
 def test_a_message_without_deliveries_says_why(live: Flask) -> None:
