@@ -122,6 +122,12 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
+def instant(text: str) -> datetime:
+    """A time the API wrote (RFC 3339, ``Z`` for UTC), on every Python: 3.10's
+    ``datetime.fromisoformat`` reads no ``Z``."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
     """Whether ``condition()`` came true within ``timeout`` seconds, asked every
     20 ms: a bound on a hang, never a measure of speed."""

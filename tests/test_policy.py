@@ -23,6 +23,7 @@ from flask_push.testing.fcm import make_registration_token
 from conftest import (
     as_user,
     db,
+    instant,
     make_due,
     many_subscriptions,
     push,
@@ -1124,14 +1125,14 @@ def test_a_retry_that_would_come_in_quiet_hours_waits_for_their_end(
                 "retry",
                 "deferred",
             ]
-            asked = datetime.fromisoformat(entry["events"][2]["nextAttemptAt"])
+            asked = instant(entry["events"][2]["nextAttemptAt"])
             assert before + timedelta(hours=1) <= asked < end
             assert entry["detail"] == (
                 f"Its next try, at {outcomes.clock(asked)}, would fall in the user's quiet "
                 f"hours: it waits for their end, at {outcomes.clock(end)}."
             )
-            assert datetime.fromisoformat(entry["events"][-1]["nextAttemptAt"]) == end
-            assert datetime.fromisoformat(entry["nextAttemptAt"]) == end
+            assert instant(entry["events"][-1]["nextAttemptAt"]) == end
+            assert instant(entry["nextAttemptAt"]) == end
         shown = live.test_client().get(f"/push/messages/{offer.id}", headers=ADMIN).get_json()
         assert shown["counts"]["deferred"] == 2 and shown["counts"]["queued"] == 2
         page = live.test_client().get(f"/push/console/messages/{offer.id}", headers=ADMIN)
@@ -1146,7 +1147,7 @@ def test_a_retry_that_would_come_in_quiet_hours_waits_for_their_end(
             "fcm": ("queued", "unavailable"),
         }
         for entry in push.explain(offer.id):
-            asked = datetime.fromisoformat(entry["events"][2]["nextAttemptAt"])
+            asked = instant(entry["events"][2]["nextAttemptAt"])
             row = retries(offer.id)[entry["target"]["kind"]]
             assert row.due_at == asked and "503" in row.error
         make_due(offer.id)
@@ -1186,7 +1187,7 @@ def test_quiet_hours_changed_move_a_held_retry_never_before_its_time(
         [row] = retries(offer.id).values()
         assert (row.reason, row.due_at) == ("quiet_hours", end)
         [entry] = push.explain(offer.id)
-        asked = datetime.fromisoformat(entry["events"][2]["nextAttemptAt"])
+        asked = instant(entry["events"][2]["nextAttemptAt"])
         now = datetime.now(timezone.utc)
 
         def window(start: datetime, end: datetime) -> dict[str, str]:
@@ -1352,13 +1353,13 @@ def test_a_push_a_worker_reaches_in_quiet_hours_waits_for_their_end(
         # told and counted as a push held at send time
         for entry in push.explain(offers[0].id):
             assert [e["what"] for e in entry["events"]] == ["queued", "deferred"]
-            reached = datetime.fromisoformat(entry["events"][-1]["at"])
+            reached = instant(entry["events"][-1]["at"])
             assert entry["detail"] == (
                 f"A worker reached it at {outcomes.clock(reached)}, after the user's quiet "
                 f"hours had begun, so it was held: it waits for their end, at "
                 f"{outcomes.clock(end)}."
             )
-            assert datetime.fromisoformat(entry["nextAttemptAt"]) == end
+            assert instant(entry["nextAttemptAt"]) == end
         shown = live.test_client().get(f"/push/messages/{offers[0].id}", headers=ADMIN).get_json()
         assert (shown["counts"]["queued"], shown["counts"]["deferred"]) == (2, 2)
         assert shown["counts"]["sent"] == 0
@@ -1441,7 +1442,7 @@ def test_a_push_a_worker_reaches_in_quiet_hours_past_its_ttl_expires(
         assert statuses(flash.id) == {"webpush": ("expired", "quiet_hours_expired")}
         [entry] = push.explain(flash.id)
         assert [e["what"] for e in entry["events"]] == ["queued", "expired"]
-        reached = datetime.fromisoformat(entry["events"][-1]["at"])
+        reached = instant(entry["events"][-1]["at"])
         ends = retries(flash.id)["webpush"].expires_at
         assert entry["detail"] == (
             f"A worker reached it at {outcomes.clock(reached)}, after the user's quiet hours "
@@ -2154,7 +2155,7 @@ def test_the_cli_says_what_the_preferences_held_back(
     )
     # waiting for the quiet hours to end is not a failure; the line says when they end
     assert result.exit_code == 0, result.output
-    end = datetime.fromisoformat(f"{now:%Y-%m-%d}T{around_now['end']}+00:00")
+    end = instant(f"{now:%Y-%m-%d}T{around_now['end']}+00:00")
     if end < now:
         end += timedelta(days=1)
     assert (

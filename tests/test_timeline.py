@@ -24,7 +24,16 @@ from flask_push.models import utcnow
 from flask_push.providers.webpush import WebPushProvider
 from flask_push.testing import FakePushService
 
-from conftest import add_subscription, as_user, db, later, make_due, push, sending_held
+from conftest import (
+    add_subscription,
+    as_user,
+    db,
+    instant,
+    later,
+    make_due,
+    push,
+    sending_held,
+)
 
 ADMIN = as_user("root", admin=True)
 CHROME_ANDROID = (
@@ -505,7 +514,7 @@ def test_a_retry_after_of_any_size_is_a_retry_within_a_pushs_life(
     # within its life (a day): a retry at the time asked for
     waiting = entries[later]
     assert (waiting["status"], waiting["reason"]) == ("queued", "unavailable")
-    next_try = datetime.fromisoformat(waiting["nextAttemptAt"])
+    next_try = instant(waiting["nextAttemptAt"])
     assert next_try >= datetime.now(timezone.utc) + timedelta(seconds=110)
     # a 429: the service is up and slows this sender down, which an operator fixes
     # otherwise than an outage

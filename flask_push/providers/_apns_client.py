@@ -377,6 +377,10 @@ class _Connection(APNsTLSClientProtocol):
         self.unwritten.clear()
         self.window_opened.set()
         self._on_lost(self)
+        # Marked closed: Python 3.10's SSL transport is not, when APNs hangs up, and
+        # warns "unclosed transport" when it is collected (3.11 marks it).
+        if self.transport is not None:
+            self.transport.close()
         # Cancels the idle timer and fails the requests waiting for a stream.
         super().connection_lost(exc)
 

@@ -839,6 +839,10 @@ class _H2ServerProtocol(asyncio.Protocol):
             self.settle(stream_id)
         self.streams.clear()
         self.blocked.clear()
+        # Marked closed: Python 3.10's SSL transport is not, when its peer hangs up,
+        # and warns "unclosed transport" when it is collected (3.11 marks it).
+        if self.transport is not None:
+            self.transport.close()
         self.transport = None
         self.fake._disconnected(self)
 
