@@ -1230,6 +1230,22 @@ def test_an_end_an_operator_cancelled_may_be_called_again(
         assert refused.value.code == "activity_ended"
 
 
+def revive_with_a_live_activity(live: Flask, iphone: str) -> None:
+    """alice's app PATCHes a fresh device token for its dead iPhone, then starts a Live
+    Activity and registers its token (LIVE_TOKEN)."""
+    client, alice = live.test_client(), as_user("alice")
+    patched = client.patch(
+        f"/push/installations/{iphone}", json={"deviceToken": "9a" * 32}, headers=alice
+    )
+    assert patched.get_json()["status"] == "active"
+    registered = client.post(
+        f"/push/installations/{iphone}/activities",
+        json={"activityId": "order-42", "pushToken": LIVE_TOKEN},
+        headers=alice,
+    )
+    assert registered.status_code == 201
+
+
 def test_a_revived_iphone_is_caught_up_with_the_latest_state_not_the_one_refused(
     live: Flask, push_fake_webpush: FakePushService, push_fake_apns: FakeAPNs
 ) -> None:
@@ -1243,17 +1259,7 @@ def test_a_revived_iphone_is_caught_up_with_the_latest_state_not_the_one_refused
         push_fake_apns.unregister(IPHONE)
         order(state={"status": "confirmed", "step": 2, "steps": 5})
         order(state=STATE)  # the latest: the iPhone is dead by now
-    client, alice = live.test_client(), as_user("alice")
-    patched = client.patch(
-        f"/push/installations/{iphone}", json={"deviceToken": "9a" * 32}, headers=alice
-    )
-    assert patched.get_json()["status"] == "active"
-    registered = client.post(
-        f"/push/installations/{iphone}/activities",
-        json={"activityId": "order-42", "pushToken": LIVE_TOKEN},
-        headers=alice,
-    )
-    assert registered.status_code == 201
+    revive_with_a_live_activity(live, iphone)
     assert push_fake_apns.live_activities[LIVE_TOKEN].content_state == STATE
 
 
@@ -1272,17 +1278,7 @@ def test_a_revived_iphone_is_not_caught_up_with_a_state_an_operator_cancelled(
         cancelled = order(state={**STATE, "status": "delayed", "step": 3})
         assert push.cancel(cancelled.id)
         assert db.session.get(push.models.Message, cancelled.id).cancelled_at is not None
-    client, alice = live.test_client(), as_user("alice")
-    patched = client.patch(
-        f"/push/installations/{iphone}", json={"deviceToken": "9a" * 32}, headers=alice
-    )
-    assert patched.get_json()["status"] == "active"
-    registered = client.post(
-        f"/push/installations/{iphone}/activities",
-        json={"activityId": "order-42", "pushToken": LIVE_TOKEN},
-        headers=alice,
-    )
-    assert registered.status_code == 201
+    revive_with_a_live_activity(live, iphone)
     assert push_fake_apns.live_activities[LIVE_TOKEN].content_state == STATE
 
 

@@ -624,9 +624,11 @@ def drop_sockets(app: Live) -> int:
     return len(connections)
 
 
-def test_the_client_reconnects_and_replays_what_it_missed(
+def dave_follows_his_ticks(
     browser: Browser, page: Any, live: Callable[..., Live]
-) -> None:
+) -> tuple[Live, Callable[[int], None]]:
+    """dave's page follows his channel's `tick` events (:func:`follow_ticks`): the app,
+    and a function that publishes tick ``n`` there."""
     app = live()
     open_page(browser, page, app, user="dave")
     follow_ticks(page, "dave")
@@ -634,6 +636,14 @@ def test_the_client_reconnects_and_replays_what_it_missed(
     def publish(n: int) -> None:
         with app.app.app_context():
             push.publish("user:dave", "tick", {"n": n})
+
+    return app, publish
+
+
+def test_the_client_reconnects_and_replays_what_it_missed(
+    browser: Browser, page: Any, live: Callable[..., Live]
+) -> None:
+    app, publish = dave_follows_his_ticks(browser, page, live)
 
     publish(1)
     page.wait_for_function("window.seen.length === 1")
@@ -656,13 +666,7 @@ def test_what_came_while_away_is_replayed_ahead_of_a_live_event_after_a_reconnec
     open, which a slow uplink had answered after that live event: the missed one,
     replayed after it, was dropped as seen. It now says in the socket's URL how far it
     got."""
-    app = live()
-    open_page(browser, page, app, user="dave")
-    follow_ticks(page, "dave")
-
-    def publish(n: int) -> None:
-        with app.app.app_context():
-            push.publish("user:dave", "tick", {"n": n})
+    app, publish = dave_follows_his_ticks(browser, page, live)
 
     join = ws_module._join_own_channel
 

@@ -98,13 +98,9 @@ def backplane(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"PUSH_BACKPLANE_URL": REDIS_URL, "PUSH_BACKPLANE_PREFIX": prefix}
 
 
-def test_what_is_published_to_the_user_once_the_socket_is_open_arrives(
-    live: Any, connect: Any, monkeypatch: pytest.MonkeyPatch, backplane: dict[str, Any]
-) -> None:
-    # The handler joins user:<id> once the 101 has gone, and a client may count on
-    # live events from `open` on: here the handler is held back until an event
-    # was published (with Redis, before this process even subscribes).
-    app, url = live(**backplane)
+def hold_handlers(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Hold each websocket's handler after the 101 until ``go`` is set; ``holding`` is
+    set once one waits."""
     holding, go = threading.Event(), threading.Event()
     serve = ws_module._serve
 
@@ -114,6 +110,17 @@ def test_what_is_published_to_the_user_once_the_socket_is_open_arrives(
         serve(ws)
 
     monkeypatch.setattr(ws_module, "_serve", held)
+    return holding, go
+
+
+def test_what_is_published_to_the_user_once_the_socket_is_open_arrives(
+    live: Any, connect: Any, monkeypatch: pytest.MonkeyPatch, backplane: dict[str, Any]
+) -> None:
+    # The handler joins user:<id> once the 101 has gone, and a client may count on
+    # live events from `open` on: here the handler is held back until an event
+    # was published (with Redis, before this process even subscribes).
+    app, url = live(**backplane)
+    holding, go = hold_handlers(monkeypatch)
     alice = connect(url, "alice")  # open
     assert holding.wait(10)
     first = publish(app, "user:alice", "hello", {"n": 1})
@@ -151,15 +158,7 @@ def test_a_reconnect_says_how_far_it_got_and_is_replayed_the_rest_before_live_ev
     the socket's URL, the replay comes before anything live."""
     app, url = live(**backplane)
     ids = [publish(app, "user:alice", "tick", {"n": n}) for n in range(3)]
-    holding, go = threading.Event(), threading.Event()
-    serve = ws_module._serve
-
-    def held(ws: Any) -> None:
-        holding.set()
-        assert go.wait(10)
-        serve(ws)
-
-    monkeypatch.setattr(ws_module, "_serve", held)
+    holding, go = hold_handlers(monkeypatch)
     alice = connect(f"{url}?own=user:alice&since={ids[0]}", "alice")
     assert holding.wait(10)
     during = publish(app, "user:alice", "tick", {"n": 3})  # after the 101, before the join
