@@ -209,6 +209,7 @@ _UPGRADE = {
         ("own=user:alice&since=1.5", "'since' must be a whole number"),
         ("own=user:alice&since=%EF%BC%91", "'since' must be a whole number"),  # a wide 1
         (f"own=user:alice&since={2**63}", "'since' must be a whole number"),
+        (f"own=user:alice&since={'9' * 5000}", "'since' must be a whole number"),
     ],
 )
 def test_a_bad_since_in_the_url_gets_400_before_the_upgrade(

@@ -203,7 +203,8 @@ def _own_channel_asked(args: Any) -> _OwnChannelAsked:
         return _OwnChannelAsked()
     since = None
     if since_text is not None:
-        if not since_text.isascii() or not since_text.isdigit() or int(since_text) >= 2**63:
+        # at most 19 digits before int(): it refuses text of thousands (ValueError)
+        if not validation.digits(since_text) or len(since_text) > 19 or int(since_text) >= 2**63:
             raise ApiError(400, "bad_request", "'since' must be a whole number of at least 0.")
         since = int(since_text)
     return _OwnChannelAsked(True, args.get("own") or None, since)
