@@ -343,14 +343,14 @@ def retaken(
     against today's pushes, not those of its own day, and its own place in the
     ledger is left out: the retry moves it to its own time (:func:`recount_capped`).
     The cap is held until the retry commits."""
+    if not category.max_per_day:
+        return set()
     d = models.Delivery
     retried = (
         sa.select(d.user_id)
         .distinct()
         .where(d.message_id == message_id, d.status == "failed", d.user_id.is_not(None))
     )
-    if not category.max_per_day:
-        return set()
     _hold_cap(session, models, category, now)
     cap = category.max_per_day
     return _over_cap(session, models, category, retried, due, cap, now=now, other_than=message_id)
