@@ -100,7 +100,9 @@ def retry_failed(
         raise ValidationError(outcomes.RETRY_CANCELLED, field="id", code="message_cancelled")
     now = utcnow()
     message = session.execute(
-        sa.select(m.send_at, m.created_at, m.counted_at, m.category).where(m.id == message_id)
+        sa.select(m.id, m.send_at, m.created_at, m.counted_at, m.category).where(
+            m.id == message_id
+        )
     ).one()
     due = max(policy.first_due(message.send_at, message.created_at), now)
     said = (
@@ -169,8 +171,7 @@ def retry_failed(
         session.execute(update, changes)
     if capped is not None:
         # counted when the retry pushes, not on the message's own (maybe old) day
-        was = policy.counted_at(message)
-        policy.recount_capped(session, models, capped, message_id, was, due, pushed)
+        policy.recount_capped(session, models, capped, message, due, pushed)
     return queued, ended
 
 

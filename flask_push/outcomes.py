@@ -174,6 +174,8 @@ REASONS: Final[dict[str, str]] = {
 NEVER_PUSHED: Final[tuple[str, ...]] = (
     "no_provider",
     "unsendable",
+    # flask-push's own address check refused the endpoint: it did not connect
+    "address_blocked",
     "provider_unusable",
     "target_dead",
     "target_changed_hands",

@@ -82,9 +82,18 @@ def first_due(send_at: datetime | None, created_at: datetime) -> datetime:
 
 def counted_at(message: Any) -> datetime:
     """When the daily cap's ledger counts ``message`` (a row with ``counted_at``,
-    ``send_at`` and ``created_at``): the time of the operator's retry that pushed it
-    last, else its first due time."""
+    ``send_at`` and ``created_at``) for the users an operator's retry pushed it to:
+    the time of the last retry, else its first due time."""
     return message.counted_at or first_due(message.send_at, message.created_at)
+
+
+def counted_between(message: Any) -> tuple[datetime, datetime]:
+    """The times the ledger's rows of ``message`` (as for :func:`counted_at`) are at:
+    its first due time for the users no retry pushed it to, and each retry's time
+    for those it did, which is later (a retry pushes at the first due time or
+    now). A range of the ledger's index, where one time would miss the users whom
+    the last retry did not push it to."""
+    return first_due(message.send_at, message.created_at), counted_at(message)
 
 
 #: a push channel as a sentence names it
@@ -360,23 +369,24 @@ def recount_capped(
     session: Any,
     models: Models,
     category: Category,
-    message_id: str,
-    was: datetime,
+    message: Any,
     due: datetime,
     users: Collection[str],
 ) -> None:
-    """An operator's retry of ``message_id`` pushes to ``users`` at ``due``: the
-    ledger counts it for them then, not at ``was`` (its time until now), and the
-    message keeps the new time (``counted_at``), where later releases look for it."""
+    """An operator's retry of ``message`` (a row with ``id``, ``send_at``,
+    ``created_at`` and ``counted_at``) pushes to ``users`` at ``due``: the ledger
+    counts it for them then, not at the time it had for them until now, and the
+    message keeps the new time (``counted_at``): :func:`counted_between` reads it."""
     if not users:
         return
     c, m = models.CappedSend, models.Message
+    message_id = message.id
     ids = sorted(users)
     for start in range(0, len(ids), INSERT_CHUNK):
         session.execute(
             sa.delete(c).where(
                 c.category == category.id,
-                c.sent_at == was,
+                c.sent_at.between(*counted_between(message)),
                 c.message_id == message_id,
                 c.user_id.in_(ids[start : start + INSERT_CHUNK]),
             ),
@@ -587,9 +597,9 @@ def release_capped(
         known = categories.get(category)
         if known is None or not known.max_per_day:
             continue
-        # the time its rows are counted at: with the category, a range of the
+        # the times its rows are counted at: with the category, a range of the
         # ledger's index instead of all of the category's rows
-        counted = counted_at(row)
+        counted = counted_between(row)
         still = (
             _reached(models, message_id, c.user_id, now)
             if cancelling
@@ -601,7 +611,7 @@ def release_capped(
         session.execute(
             sa.delete(c).where(
                 c.category == category,
-                c.sent_at == counted,
+                c.sent_at.between(*counted),
                 c.message_id == message_id,
                 *whose,
                 ~still,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+import socket
 from datetime import datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -1867,6 +1868,112 @@ def test_a_cancel_that_wins_over_a_retry_gives_the_cap_back(
         second = push.send(users=["alice"], title="Another deal", category="deals")
         assert statuses(second.id) == {"webpush": ("sent", "accepted")}
     assert [p.json()["title"] for p in browser.received] == ["Another deal"]
+
+
+def users_statuses(message_id: str) -> dict[str | None, tuple[str, str | None]]:
+    """user -> (status, reason) of each delivery of a message (one target each)."""
+    d = push.models.Delivery
+    rows = db.session.execute(
+        sa.select(d.user_id, d.status, d.reason).where(d.message_id == message_id)
+    )
+    return {user: (status, reason) for user, status, reason in rows}
+
+
+def alice_refused_bob_asleep(service: FakePushService) -> tuple[str, Any]:
+    """A deal to alice and bob: alice's push service refuses it (400), bob's push
+    waits for the end of his quiet hours. Returns the message's id and bob's browser."""
+    alice, bob = service.subscribe("alice"), service.subscribe("bob")
+    subscribe(alice, "alice")
+    subscribe(bob, "bob")
+    quiet_now("bob")
+    service.fail_next(400, subscriber=alice)
+    message = push.send(users=["alice", "bob"], title="Deal 1", category="offers")
+    assert users_statuses(message.id) == {
+        "alice": ("failed", "rejected"),
+        "bob": ("queued", "quiet_hours"),
+    }
+    return message.id, bob
+
+
+def two_more_deals_reach_bob() -> None:
+    """Under a cap of two, bob, who got no deal today, gets the next two."""
+    push.set_preferences("bob", categories={"offers": {"web": True}}, quiet_hours=None)
+    sent = [push.send(users=["bob"], title=f"Deal {n}", category="offers") for n in (2, 3)]
+    assert [users_statuses(m.id)["bob"] for m in sent] == [("sent", "accepted")] * 2
+
+
+@pytest.mark.parametrize("how", ["cancel", "opt_out"])
+def test_a_push_ended_after_a_retry_of_others_gives_its_place_back(
+    live: Flask, push_fake_webpush: FakePushService, how: str
+) -> None:
+    """The operator retried alice's refused deal, which moved the message's time in
+    the ledger to the retry's; bob's place, still at its first time, was then never
+    given back when his waiting push ended (cancelled, or turned off): he got no
+    deal, yet the next one of two was held back (frequency_cap)."""
+    with context(live):
+        id, _ = alice_refused_bob_asleep(push_fake_webpush)
+        push.retry_failed(id)
+        assert users_statuses(id)["alice"] == ("sent", "accepted")
+        if how == "cancel":
+            push.cancel(id)
+        else:
+            push.set_preferences("bob", categories={"offers": {"web": False}})
+        assert users_statuses(id)["bob"][0] in ("cancelled", "suppressed")
+        two_more_deals_reach_bob()
+
+
+def test_a_message_retried_twice_counts_once_for_each_user(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """A second retry pushed bob's deal at last: his place at the message's first
+    time stayed beside the new one, so one deal counted twice and the next was held
+    back. (The README: a message counts once per user.)"""
+    with context(live):
+        id, bob = alice_refused_bob_asleep(push_fake_webpush)
+        push.retry_failed(id)  # alice's
+        push.set_preferences("bob", quiet_hours=None)
+        push_fake_webpush.fail_next(400, subscriber=bob)
+        push.dispatch_due()
+        assert users_statuses(id)["bob"] == ("failed", "rejected")
+        push.retry_failed(id)  # bob's
+        assert users_statuses(id)["bob"] == ("sent", "accepted")
+        deal = push.send(users=["bob"], title="Deal 2", category="offers")
+        assert users_statuses(deal.id)["bob"] == ("sent", "accepted")
+
+
+def test_pushes_the_address_check_refused_do_not_count(
+    sending_app: Callable[..., Flask],
+    push_fake_webpush: FakePushService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """flask-push refused to connect to al's browser's push service (its listed
+    name resolved to a loopback address): two deals went nowhere, yet they used up
+    his cap of two, and the third, to a browser that works, was held back."""
+    real = socket.getaddrinfo
+
+    def rebound(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == "push.example.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    app = sending_app(
+        PUSH_CATEGORIES=CATEGORIES,
+        PUSH_ENDPOINT_HOSTS=["*.example.test", "127.0.0.1"],
+        PUSH_ALLOW_HTTP_ENDPOINTS=True,
+    )
+    blocked = push_fake_webpush.subscribe()
+    endpoint = blocked.endpoint.replace("127.0.0.1", "push.example.test")
+    answer = app.test_client().post(
+        "/push/subscriptions", json={**blocked.info, "endpoint": endpoint}, headers=as_user("al")
+    )
+    assert answer.status_code == 201, answer.get_json()
+    with context(app):
+        for n in (1, 2):
+            missed = push.send(users=["al"], title=f"Deal {n}", category="offers")
+            assert statuses(missed.id) == {"webpush": ("failed", "address_blocked")}
+        working = push_fake_webpush.subscribe()
+        subscribe(working, "al")
+        push.send(users=["al"], title="Deal 3", category="offers")
+    assert [p.json()["title"] for p in working.received] == ["Deal 3"]
 
 
 # -- at scale ---------------------------------------------------------------------------
