@@ -273,6 +273,9 @@ class _Round:
     def __init__(self) -> None:
         #: claimed deliveries whose outcome is not written yet, by id
         self.held: dict[int, _Held | None] = {}
+        #: of those without a :class:`_Held` (decided, or held for quiet hours at
+        #: their claim), when the claim or renewal that leased them was asked for
+        self.leased_at: dict[int, float] = {}
         #: those of them not on the network yet (cancelling them sends nothing)
         self.waiting: dict[int, _Held] = {}
         #: sends not finished yet, on the network or waiting
@@ -308,6 +311,13 @@ class _Round:
             held = self.held.get(id)
             if held is not None:
                 held.leased_at = at
+            elif id in self.held:
+                self.leased_at[id] = at
+
+    def lease_began(self, id: int) -> float | None:
+        """When the lease of ``id`` in hand was last asked for (time.monotonic())."""
+        held = self.held.get(id)
+        return held.leased_at if held is not None else self.leased_at.get(id)
 
     def add_pending(self, writes: _Writes) -> None:
         self._pending_now()
@@ -918,9 +928,9 @@ class Dispatcher:
         r.attempts.update(claim.attempts)
         r.events.update(claim.events)
         if claim.decided or claim.quiet:
-            r.held.update(
-                dict.fromkeys((row["b_id"] for row in (*claim.decided, *claim.quiet)), None)
-            )
+            unheld = [row["b_id"] for row in (*claim.decided, *claim.quiet)]
+            r.held.update(dict.fromkeys(unheld, None))
+            r.leased_at.update(dict.fromkeys(unheld, asked))
             r.add_pending(_Writes(decided=claim.decided, quiet=claim.quiet))
         for provider, push in claim.pushes:
             self._start(r, provider, push, asked)
@@ -1108,6 +1118,7 @@ class Dispatcher:
 
     async def _write_pending(self, r: _Round) -> None:
         writes = r.take_pending()
+        self._lapse_hand_backs(r, writes)
         if self.metrics is not None:
             self._observe_round_trips(self.metrics)
         # a push whose Live Activity token died goes again at once, as an alert: once
@@ -1146,6 +1157,24 @@ class Dispatcher:
         self._found_database(r, writes)
         self._claim_again(r, again)
 
+    def _lapse_hand_backs(self, r: _Round, writes: _Writes) -> None:
+        """Make lapsed the hand-backs of ``writes`` whose lease may have run out
+        since they were taken back: a write held up longer than a lease (the
+        database was unreachable). Another worker may have claimed them since and be
+        sending them; handing them back would clear its lease, and a third worker
+        would send them again. Only the attempt their claim counted is taken back."""
+        now = time.monotonic()
+
+        def lapsed(row: Mapping[str, Any]) -> bool:
+            began = r.lease_began(row["b_id"])
+            return began is not None and now - began >= self.lease.total_seconds()
+
+        for name in ("released", "deferred", "quiet"):
+            rows: list[dict[str, Any]] = getattr(writes, name)
+            if any(lapsed(row) for row in rows):
+                setattr(writes, name, [row for row in rows if not lapsed(row)])
+                writes.lapsed.extend(row["b_id"] for row in rows if lapsed(row))
+
     @staticmethod
     def _claim_again(r: _Round, due_now: bool) -> None:
         """Have the round claim once more when what was just written made a push due
@@ -1158,6 +1187,7 @@ class Dispatcher:
         """Forget what is in the database now."""
         for id in ids:
             r.held.pop(id, None)
+            r.leased_at.pop(id, None)
             r.attempts.pop(id, None)
             r.events.pop(id, None)
 

@@ -480,6 +480,67 @@ def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
         assert said in caplog.text
 
 
+def test_a_hand_back_held_up_by_an_outage_past_the_lease_leaves_the_row_alone(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first worker lost its database with one push on the network and two
+    waiting for a slot: it took the two back, to hand them back once the database
+    answered again. That came after their lease had run out and a second worker had
+    claimed them and was sending them; the hand-back cleared the second's lease on
+    them, and a third worker sent them again: every push went twice. The hand-back
+    now leaves a row whose lease may have run out to whoever holds it."""
+    from flask_push import dispatch
+
+    monkeypatch.setattr(dispatch, "_RECHECK", 3600.0)  # the first claims once
+    app = make_app(**sending_config(PUSH_QUEUE="inline"))
+    with FakePushService() as service:
+        message_id, first, engine = one_slot_dispatcher(app, service, 3)
+        with app.app_context():
+            second, third = (
+                Dispatcher(app, push.models, db.engine, push.settings) for _ in range(2)
+            )
+        down = threading.Event()  # the first's database does not answer while set
+        on_db_thread = first._on_db_thread
+
+        async def unreachable_while_down(work: Any, *args: Any) -> Any:
+            if down.is_set():
+                raise sa.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError())
+            return await on_db_thread(work, *args)
+
+        monkeypatch.setattr(first, "_on_db_thread", unreachable_while_down)
+        service.hold()
+        workers = [round_in_thread(app, first)]
+        try:
+            assert service.wait_in_flight(1) == 1  # one on the network, two waiting
+            down.set()
+            time.sleep(1.5)  # their lease runs out meanwhile
+            workers.append(round_in_thread(app, second))
+            assert service.wait_in_flight(4) == 4  # the second sends all three
+            down.clear()
+            # the first writes what it kept (its retries are 0.1 s, 0.2 s, ... apart)
+            assert wait_until(
+                lambda: sorted(r.attempts for r in deliveries(engine, message_id)) == [1, 1, 2],
+                10,
+            ), deliveries(engine, message_id)
+            rows = deliveries(engine, message_id)
+            assert all(r.status == "queued" and r.lease_until is not None for r in rows)
+            workers.append(round_in_thread(app, third))  # finds nothing due
+            workers[-1].join(30)
+            service.release()
+            for worker in workers:
+                worker.join(30)
+                assert not worker.is_alive()
+        finally:
+            service.release()
+            for worker in workers:
+                worker.join()
+            for dispatcher in (first, second, third):
+                dispatcher.close()
+    # the one on the network twice (its lease ran out under it), the others once
+    assert sorted(Counter(p.subscriber_name for p in service.pushes).values()) == [1, 1, 2]
+    assert [r.status for r in deliveries(engine, message_id)] == ["sent"] * 3
+
+
 def test_a_push_on_the_network_keeps_its_lease_renewed_after_a_lapse(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
