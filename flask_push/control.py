@@ -40,6 +40,7 @@ def cancel(session: Any, models: Models, message_id: str) -> Counter[tuple[str, 
     for a push already on the network that its answer ended, as what really
     happened).
     """
+    _hold(session, models, message_id)
     stopped = scheduled_inbox.drop(session, models, message_id)
     now = utcnow()
     event = outcomes.event("cancelled", now, outcomes.detail("cancelled", at=now))
@@ -96,6 +97,7 @@ def retry_failed(
     """
     d, m = models.Delivery, models.Message
     ended: Counter[tuple[str, str]] = Counter()
+    _hold(session, models, message_id)
     if message_id in reports.cancelled(session, models, [message_id]):
         raise ValidationError(outcomes.RETRY_CANCELLED, field="id", code="message_cancelled")
     now = utcnow()
@@ -173,6 +175,15 @@ def retry_failed(
         # counted when the retry pushes, not on the message's own (maybe old) day
         policy.recount_capped(session, models, capped, message, due, pushed)
     return queued, ended
+
+
+def _hold(session: Any, models: Models, message_id: str) -> None:
+    """On PostgreSQL, lock the message's row until the caller's commit: a cancel and
+    a retry of one message take turns. A retry read no cancel, then a cancel made
+    meanwhile locked only the rows still queued, and the retry queued the failed
+    ones again: the cancelled message sent them. (SQLite has one writer at a time.)"""
+    m = models.Message
+    session.execute(sa.select(m.id).where(m.id == message_id).with_for_update())
 
 
 def _update(models: Models, was: str, **values: Any) -> sa.Update:

@@ -1452,6 +1452,7 @@ class Dispatcher:
         events: Mapping[int, list[dict[str, Any]]],
     ) -> None:
         with ExitStack() as spans, Session(self.engine) as session:
+            self._lock_in_order(session, writes.ids())
             if tracing.ENABLED:
                 self._deliver_spans(spans, session, self._outcome_counts(writes, attempts), writes)
             dead, recorded, dropped = self._record(
@@ -1486,6 +1487,20 @@ class Dispatcher:
             self._signal(writes.results, attempts, dead, dropped)
         except Exception:
             logger.exception("flask-push: a receiver of a delivery signal failed")
+
+    def _lock_in_order(self, session: Session, ids: Sequence[int]) -> None:
+        """On PostgreSQL, lock the rows a write of several outcomes updates, in the
+        order of their ids: its statements update them by kind of outcome (sent and
+        failed, then retries, then hand-backs), each in the order the answers came,
+        while an operator's cancel locks them in id order (``control._chunks``), and
+        the two deadlocked (the cancel's request got a 500). One row needs no order;
+        SQLite has one writer at a time."""
+        if len(ids) < 2 or self.engine.dialect.name != "postgresql":
+            return
+        d = self.models.Delivery
+        session.execute(
+            sa.select(d.id).where(d.id.in_(sorted(ids))).order_by(d.id).with_for_update()
+        )
 
     def _outcome_counts(
         self, writes: _Writes, attempts: Mapping[int, int]

@@ -7,7 +7,8 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -33,6 +34,7 @@ from conftest import (
     make_due,
     push,
     sending_held,
+    wait_until,
 )
 
 ADMIN = as_user("root", admin=True)
@@ -944,6 +946,117 @@ def test_a_cancel_reaches_the_pushes_waiting_for_a_slot(
     with live.app_context():
         statuses = Counter(row.status for row in rows_of(message_id))
     assert statuses == {"sent": 100, "cancelled": 200}
+
+
+@contextmanager
+def before_statement(
+    engine: sa.Engine, thread: str, *words: str, then: Callable[[], None]
+) -> Iterator[list[bool]]:
+    """Run ``then`` once, just before the first statement with all of ``words`` that
+    a thread named ``thread`` runs on ``engine``."""
+    ran: list[bool] = []
+
+    def hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if (
+            not ran
+            and threading.current_thread().name == thread
+            and all(word in statement for word in words)
+        ):
+            ran.append(True)
+            then()
+
+    sa.event.listen(engine, "before_cursor_execute", hook)
+    try:
+        yield ran
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hook)
+
+
+on_postgres = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+
+
+@on_postgres
+def test_a_cancel_while_a_worker_writes_its_outcomes_waits_its_turn(
+    live: Flask, push_fake_webpush: FakePushService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker wrote a batch's outcomes by kind (the sent ones, then the retries),
+    each in the order its answers came, and an operator's cancel locked the rows in
+    the order of their ids: the two deadlocked, and the cancel's request got a 500.
+    (Here the lower id is the retry, written second.)"""
+    from flask_push import dispatch
+
+    monkeypatch.setattr(dispatch, "FLUSH_EVERY", 1.0)  # both answers in one write
+    client = live.test_client()
+    _, first = subscribe(client, push_fake_webpush, "a")
+    subscribe(client, push_fake_webpush, "b")
+    push_fake_webpush.fail_next(503, subscriber=first)
+    with live.app_context():
+        id = push.send(users=["al"], title="Sale", send_at=later()).id
+        make_due(id)
+        worker = Dispatcher(live, push.models, db.engine, push.settings)
+        engine = db.engine
+    answers: list[Any] = []
+
+    def cancel() -> None:
+        answers.append(live.test_client().post(f"/push/messages/{id}/cancel", headers=ADMIN))
+
+    def cancel_meanwhile() -> None:
+        threading.Thread(target=cancel).start()
+        time.sleep(0.5)  # the cancel has locked what it could, and waits
+
+    retries = ("UPDATE push_deliveries SET", "due_at=")
+    with before_statement(engine, "flask-push-db", *retries, then=cancel_meanwhile) as ran:
+        with live.app_context():
+            worker.run_until_idle()
+        worker.close()
+    assert ran
+    assert wait_until(lambda: answers, 30)
+    assert answers[0].status_code == 200, answers[0].get_json()
+    with live.app_context():
+        assert sorted(row.status for row in rows_of(id)) == ["cancelled", "sent"]
+
+
+@on_postgres
+def test_a_cancel_made_while_a_retry_runs_stops_what_it_retries(
+    live: Flask, push_fake_webpush: FakePushService
+) -> None:
+    """An operator's cancel came between another's retry of what failed reading that
+    the message was not cancelled and its queueing of the failed push again: the
+    cancel locked only what was queued, and the cancelled message sent the failed
+    push all the same."""
+    client = live.test_client()
+    _, refusing = subscribe(client, push_fake_webpush, "a")
+    _, busy = subscribe(client, push_fake_webpush, "b")
+    push_fake_webpush.fail_next(400, subscriber=refusing)
+    push_fake_webpush.fail_next(503, subscriber=busy)  # queued for a retry
+    id = send(client, ["al"])
+    cancelled: list[Any] = []
+
+    def cancel() -> None:
+        with live.app_context():
+            cancelled.append(push.cancel(id))
+            db.session.remove()
+
+    def cancel_meanwhile() -> None:
+        thread = threading.Thread(target=cancel)
+        thread.start()
+        thread.join(2)  # it waits for the retry's commit
+
+    with live.app_context():
+        assert sorted(row.status for row in rows_of(id)) == ["failed", "queued"]
+        main = threading.current_thread().name
+        retry = "UPDATE push_deliveries SET status="
+        with before_statement(db.engine, main, retry, then=cancel_meanwhile) as ran:
+            try:
+                push.retry_failed(id)
+            except ValidationError as refused:
+                assert refused.code == "message_cancelled"
+        assert ran
+        assert wait_until(lambda: cancelled, 30)
+        assert cancelled[0]["cancelledAt"] is not None
+        assert "queued" not in {row.status for row in rows_of(id)}
+    # the refused push was not sent again
+    assert push_fake_webpush.pushes == []
 
 
 def test_retry_failed(live: Flask, push_fake_webpush: FakePushService) -> None:
