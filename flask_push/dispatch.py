@@ -1678,8 +1678,10 @@ class Dispatcher:
             sa.select(d.c.id).where(d.c.id.in_(list(kinds)), d.c.status == "cancelled")
         ).all()
         if cancelled:
-            # never pushed: the cancel left their place under the daily cap to this
-            # worker, which held them (flask_push.control.cancel), to give back
+            # never pushed: their claim's attempt goes (the hand-back above takes it
+            # from queued rows only), and the cancel left their place under the daily
+            # cap to this worker, which held them (flask_push.control.cancel), to give back
+            self._take_back_attempts(session, cancelled)
             messages, users = policy.recipients(session, self.models, cancelled)
             policy.release_capped(
                 session, self.models, self.settings.categories, messages, users=users
