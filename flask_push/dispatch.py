@@ -364,6 +364,11 @@ def _never() -> bool:
     return False
 
 
+def _delivery_id(row: Mapping[str, Any]) -> int:
+    """The delivery a statement's parameters (``b_id``) are for: their order."""
+    return int(row["b_id"])
+
+
 def _one_by_one(writes: _Writes) -> list[_Writes]:
     """``writes`` as one :class:`_Writes` per delivery."""
     return [
@@ -1452,11 +1457,17 @@ class Dispatcher:
         events: Mapping[int, list[dict[str, Any]]],
     ) -> None:
         with ExitStack() as spans, Session(self.engine) as session:
-            self._lock_in_order(session, writes.ids())
             if tracing.ENABLED:
                 self._deliver_spans(spans, session, self._outcome_counts(writes, attempts), writes)
+            # the hand-backs' statements, each over rows of its own
+            handing_back = [
+                [row["b_id"] for row in writes.released],
+                [row["b_id"] for row in writes.deferred],
+                [row["b_id"] for row in writes.quiet],
+                writes.lapsed,
+            ]
             dead, recorded, dropped = self._record(
-                session, list(writes.decided), writes.results, attempts, events
+                session, list(writes.decided), writes.results, attempts, events, handing_back
             )
             lost_to_cancel = self._hand_back(session, writes, events)
             _commit_without_waiting(session)
@@ -1488,19 +1499,21 @@ class Dispatcher:
         except Exception:
             logger.exception("flask-push: a receiver of a delivery signal failed")
 
-    def _lock_in_order(self, session: Session, ids: Sequence[int]) -> None:
-        """On PostgreSQL, lock the rows a write of several outcomes updates, in the
-        order of their ids: its statements update them by kind of outcome (sent and
-        failed, then retries, then hand-backs), each in the order the answers came,
-        while an operator's cancel locks them in id order (``control._chunks``), and
-        the two deadlocked (the cancel's request got a 500). One row needs no order;
-        SQLite has one writer at a time."""
-        if len(ids) < 2 or self.engine.dialect.name != "postgresql":
+    def _lock_in_order(self, session: Session, statements: Sequence[Sequence[int]]) -> None:
+        """On PostgreSQL, lock the rows of a write whose ``statements`` (the ids each
+        updates) are several, in the order of their ids. Each statement updates its
+        rows in id order, as an operator's cancel locks them (``control._chunks``);
+        but one statement after another (the sent and failed, then the retries, then
+        the hand-backs) does not, and a worker's write and a cancel deadlocked (the
+        cancel's request got a 500). A write of one statement, the common one (a
+        batch of pushes sent), needs no lock of its own. SQLite has one writer at a
+        time."""
+        several = [ids for ids in statements if ids]
+        if len(several) < 2 or self.engine.dialect.name != "postgresql":
             return
         d = self.models.Delivery
-        session.execute(
-            sa.select(d.id).where(d.id.in_(sorted(ids))).order_by(d.id).with_for_update()
-        )
+        ids = sorted(id for each in several for id in each)
+        session.execute(sa.select(d.id).where(d.id.in_(ids)).order_by(d.id).with_for_update())
 
     def _outcome_counts(
         self, writes: _Writes, attempts: Mapping[int, int]
@@ -1638,7 +1651,7 @@ class Dispatcher:
                 ),
                 [
                     {**row, "b_events": [*events.get(row["b_id"], ()), *row["b_events"]]}
-                    for row in rows
+                    for row in sorted(rows, key=_delivery_id)
                 ],
             )
 
@@ -2119,6 +2132,7 @@ class Dispatcher:
         results: list[tuple[OutgoingPush, DeliveryResult]],
         attempts: Mapping[int, int],
         events: Mapping[int, list[dict[str, Any]]],
+        handing_back: Sequence[Sequence[int]] = (),
     ) -> tuple[list[tuple[str, str, str]], Counter[tuple[str, str]], set[int]]:
         """Write the outcomes (no commit); returns the targets found dead, how many
         outcomes of each provider and status (``retry``: a retry scheduled) were
@@ -2375,6 +2389,12 @@ class Dispatcher:
                         gone_targets.append(
                             (result.provider, push.delivery_id, result.error or "gone", token)
                         )
+        # each statement in id order, and several locked in that order first
+        # (``handing_back``: the ids of the statements the hand-backs make after these)
+        finished.sort(key=_delivery_id)
+        retried.sort(key=_delivery_id)
+        outcomes_by_kind = [[row["b_id"] for row in rows] for rows in (finished, retried)]
+        self._lock_in_order(session, [*outcomes_by_kind, *handing_back])
         if finished:
             session.execute(
                 self._outcome_statement(retry=False),
