@@ -102,9 +102,7 @@ def retry_failed(
         raise ValidationError(outcomes.RETRY_CANCELLED, field="id", code="message_cancelled")
     now = utcnow()
     message = session.execute(
-        sa.select(m.id, m.send_at, m.created_at, m.counted_at, m.category).where(
-            m.id == message_id
-        )
+        sa.select(m.id, m.send_at, m.created_at, m.counted_at, m.category).where(m.id == message_id)
     ).one()
     due = max(policy.first_due(message.send_at, message.created_at), now)
     said = (
