@@ -296,6 +296,8 @@ def _define(db: SQLAlchemy) -> Models:
             sa.UniqueConstraint("idempotency_key", name=conv("uq_push_messages_idempotency_key")),
             sa.Index("ix_push_messages_created_at", "created_at"),
             sa.Index("ix_push_messages_activity_id", "activity_id"),
+            # the console's "due in the last 24 hours": scheduled ones by their time
+            sa.Index("ix_push_messages_send_at", "send_at"),
         )
 
         id: Mapped[str] = mapped_column(

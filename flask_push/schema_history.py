@@ -43,6 +43,7 @@ FIRST: Final = "d88c9039a0d5"
 #: each later revision's mark, newest first. A new revision adds its mark at the
 #: top (tests/test_migrations.py checks that every revision has one).
 MARKS: Final = (
+    Mark("d2f6b8a4c1e9", "push_messages", index=("send_at",)),
     Mark("c9e5a7d3f1b2", "push_messages", column="cancelled_at"),
     Mark("a4c8e2f6b1d9", "push_scheduled_inbox"),
     Mark("f3b9a2d6c1e8", "push_deliveries", column="user_id"),

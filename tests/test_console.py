@@ -30,6 +30,7 @@ from conftest import (
     push,
     quiet_now,
     service_account,
+    subscribe,
 )
 
 SECRET = "console-test-secret"
@@ -217,6 +218,29 @@ def test_users_page_says_what_a_user_id_is_and_lists_recent_ones(console_app: Fl
     assert "Recently registered" not in found
 
 
+def test_the_users_page_refuses_an_id_longer_than_a_user_id(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The users page cut the id it was asked for to 255 characters: a 256-character
+    id showed the browsers of the user whose id is its first 255 characters, where
+    ``GET /users/<id>/targets`` answers 400 ``too_long`` for the same id."""
+    app = make_app(SECRET_KEY=SECRET, PUSH_CATEGORIES={"offers": {"label": "Offers"}})
+    longest = "u" * 255
+    with app.app_context():
+        browser = add_subscription(longest).id
+        push.set_preferences(longest, categories={"offers": {"web": False}})
+    client = app.test_client()
+    api = client.get(f"/push/users/{longest}x/targets", headers=ADMIN)
+    assert api.status_code == 400 and api.get_json()["error"]["code"] == "too_long"
+    page = client.get(f"{CONSOLE}/users?id={longest}x", headers=ADMIN)
+    text = page.get_data(as_text=True)
+    assert page.status_code == 400, text
+    assert browser not in text and "lets through" not in text
+    assert "userId: " in text
+    shown = client.get(f"{CONSOLE}/users?id={longest}", headers=ADMIN).get_data(as_text=True)
+    assert browser in shown and "lets through" in shown
+
+
 def test_recently_registered_lists_each_user_once_whatever_their_devices(
     console_app: Flask,
 ) -> None:
@@ -310,10 +334,46 @@ def test_the_overview_says_what_its_chart_will_show_before_anything_was_sent(
     assert 'class="bar-row"' not in html and '<table class="numbers">' not in html
     with console_app.app_context():
         add_subscription("42")
-        push.send(users=["42"], title="Sale", send_at=later())
+        # due now; under TESTING the push is recorded, not sent to a push service
+        id = push.send(users=["42"], title="Sale").id
+        assert [(e["status"], e["reason"]) for e in push.explain(id)] == [("sent", "recorded")]
     html = client.get(f"{CONSOLE}/", headers=ADMIN).get_data(as_text=True)
     assert empty not in html
     assert 'aria-label="webpush: 1 deliveries"' in html
+
+
+def test_the_overview_counts_the_messages_due_in_the_last_24_hours(console_app: Flask) -> None:
+    """The chart "Deliveries in the last 24 hours" counted the messages created in
+    the last 24 hours: a message scheduled yesterday that went out a minute ago was
+    missing from it (while the metrics counted its push), and one scheduled for three
+    days ahead showed as a queued delivery of the last 24 hours."""
+    now = datetime.now(timezone.utc)
+    m = push.models.Message
+    with console_app.app_context():
+        for _ in range(2):
+            add_subscription("42")
+        add_subscription("7")
+        # scheduled 30 hours ago for a minute ago: due in the window (two browsers)
+        yesterdays = push.send(users=["42"], title="Morning sale", send_at=later()).id
+        # sent 30 hours ago: out of the window
+        old = push.send(users=["7"], title="Old news").id
+        db.session.execute(
+            sa.update(m)
+            .where(m.id.in_([yesterdays, old]))
+            .values(created_at=now - timedelta(hours=30))
+        )
+        db.session.execute(
+            sa.update(m).where(m.id == yesterdays).values(send_at=now - timedelta(minutes=1))
+        )
+        db.session.commit()
+        # due in three days: not yet
+        push.send(users=["7"], title="Next week", send_at=now + timedelta(days=3))
+        # sent now; and one given a send_at already past, which goes at once
+        push.send(users=["7"], title="Now")
+        push.send(users=["7"], title="Late", send_at=now - timedelta(days=2))
+    html = console_app.test_client().get(f"{CONSOLE}/", headers=ADMIN).get_data(as_text=True)
+    assert 'aria-label="webpush: 4 deliveries"' in html
+    assert "messages due in the last 24 hours (sent then, or scheduled for then)" in html
 
 
 def test_the_overview_names_what_was_found_dead(console_app: Flask) -> None:
@@ -422,6 +482,58 @@ def test_a_message_names_its_category_and_what_the_users_held_back(
     assert "Offers and deals <code>offers</code>" in html
     assert "<dt>Targets to send to</dt><dd>0 <span" in html
     assert "(3 held back by the users' settings or a daily cap)" in html
+
+
+def test_held_back_counts_no_target_the_message_counts_to_send_to(
+    sending_app: Callable[..., Flask], push_fake_webpush: FakePushService
+) -> None:
+    """A push that failed (400), whose user then turned the category off, ended
+    ``suppressed`` (``opted_out``) at the operator's retry; the message page said
+    "Targets to send to 1 (1 held back by the users' settings or a daily cap)" for
+    its one browser. So did a scheduled push whose user turned the category off, or
+    set quiet hours that outlast its time to live, before it went out: those were
+    targets to send to, not held back when it was sent."""
+    app = sending_app(PUSH_CATEGORIES={"offers": {"label": "Offers"}})
+    client = app.test_client()
+    browser = push_fake_webpush.subscribe()
+    with app.app_context():
+        subscribe(browser, "alice")
+        push_fake_webpush.fail_next(400, subscriber=browser)
+        retried = push.send(users=["alice"], title="Deal", category="offers").id
+        push.set_preferences("alice", categories={"offers": {"web": False}})
+        push.retry_failed(retried)
+        assert [(e["status"], e["reason"]) for e in push.explain(retried)] == [
+            ("suppressed", "opted_out")
+        ]
+        for user in ("bob", "carol", "dave"):
+            add_subscription(user)
+        push.set_preferences("dave", categories={"offers": {"web": False}})
+        soon = datetime.now(timezone.utc) + timedelta(minutes=30)
+        scheduled = push.send(
+            users=["bob", "carol", "dave"], title="Sale", category="offers", send_at=soon, ttl=60
+        ).id
+        push.set_preferences("bob", categories={"offers": {"web": False}})
+        push.set_preferences(
+            "carol",
+            quiet_hours={
+                "start": f"{soon:%H:%M}",
+                "end": f"{soon + timedelta(hours=2):%H:%M}",
+                "time_zone": "UTC",
+            },
+        )
+        assert sorted((e["status"], e["reason"]) for e in push.explain(scheduled)) == [
+            ("expired", "quiet_hours_expired"),
+            ("suppressed", "opted_out"),
+            ("suppressed", "opted_out"),
+        ]
+    page = client.get(f"{CONSOLE}/messages/{retried}", headers=ADMIN).get_data(as_text=True)
+    assert "<dt>Targets to send to</dt><dd>1</dd>" in page
+    page = client.get(f"{CONSOLE}/messages/{scheduled}", headers=ADMIN).get_data(as_text=True)
+    # dave's was held back as it was sent; bob's and carol's were to be sent
+    said = "(1 held back by the users' settings or a daily cap)"
+    assert f'<dt>Targets to send to</dt><dd>2 <span class="muted">{said}</span></dd>' in (
+        page.replace("&#39;", "'")
+    )
 
 
 def test_a_live_activitys_message_says_which_of_its_states_it_is(console_app: Flask) -> None:

@@ -566,7 +566,9 @@ def test_tables_stamped_newer_than_they_are_say_what_to_stamp(host: Any) -> None
     that records what the tables are, after which the upgrade brings them up to date."""
     app = host.app
     flask_db(app, "init")
-    flask_db(app, "upgrade", CHAIN[-3])  # push_scheduled_inbox comes in CHAIN[-2]
+    # the revision before the one that adds push_scheduled_inbox
+    before = CHAIN[CHAIN.index("a4c8e2f6b1d9") - 1]
+    flask_db(app, "upgrade", before)
     flask_db(app, "stamp", f"{BRANCH_LABEL}@head")
     flask_db(app, "upgrade", "heads")  # nothing to do
     refused = app.test_cli_runner().invoke(args=["push", "stats"])
@@ -575,10 +577,10 @@ def test_tables_stamped_newer_than_they_are_say_what_to_stamp(host: Any) -> None
         "Error: flask-push's tables in this database are older than this flask-push "
         "(push_scheduled_inbox and 2 more missing), though Alembic records them as up to "
         "date (`flask db stamp flask_push@head` over an older flask-push's tables?). Record "
-        f"what they are with `flask db stamp {CHAIN[-3]}`, then run `flask db upgrade heads` "
+        f"what they are with `flask db stamp {before}`, then run `flask db upgrade heads` "
         "(README: Database migrations)."
     ]
-    flask_db(app, "stamp", CHAIN[-3])
+    flask_db(app, "stamp", before)
     flask_db(app, "upgrade", "heads")
     stats = app.test_cli_runner().invoke(args=["push", "stats"])
     assert stats.exit_code == 0, stats.output
@@ -590,7 +592,8 @@ def test_messages_cancelled_before_cancelled_at_get_the_time_of_their_cancel(hos
     adds ``push_messages.cancelled_at`` fills it in from them."""
     app, db = host.app, host.db
     flask_db(app, "init")
-    flask_db(app, "upgrade", CHAIN[-2])  # cancelled_at comes in CHAIN[-1]
+    # the revision before the one that adds cancelled_at
+    flask_db(app, "upgrade", CHAIN[CHAIN.index("c9e5a7d3f1b2") - 1])
     when = datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
     with app.app_context(), db.engine.begin() as conn:
         metadata = sa.MetaData()

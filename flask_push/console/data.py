@@ -44,17 +44,33 @@ def statuses(found: Mapping[str, Mapping[str, int]]) -> list[str]:
 
 
 def deliveries_by_provider(session: Any, models: Models, now: datetime | None = None) -> list[Bar]:
-    """Deliveries of the messages created in the last 24 hours, per provider and status.
+    """Deliveries of the messages due in the last 24 hours (sent then, or scheduled
+    for then), per provider and status: a message scheduled yesterday that went out a
+    minute ago is in, one scheduled for tomorrow is not yet.
 
-    One grouped query that walks the messages' ``created_at`` index and each one's
-    deliveries by the ``(message_id, status)`` index.
+    A message is due at its ``send_at`` when that is later than its ``created_at``,
+    else at its ``created_at`` (:func:`flask_push.policy.first_due`). One grouped
+    query that walks the messages' ``created_at`` and ``send_at`` indexes (one range
+    each) and each one's deliveries by the ``(message_id, status)`` index.
     """
-    since = (now or utcnow()) - WINDOW
+    until = now or utcnow()
+    since = until - WINDOW
     m, d = models.Message, models.Delivery
+    scheduled = m.send_at > m.created_at
+    due_in_window = sa.or_(
+        # sent as it was created (or with a send_at already past)
+        sa.and_(
+            m.created_at >= since,
+            m.created_at <= until,
+            sa.or_(m.send_at.is_(None), sa.not_(scheduled)),
+        ),
+        # scheduled for a time in the window
+        sa.and_(m.send_at >= since, m.send_at <= until, scheduled),
+    )
     rows = session.execute(
         sa.select(d.kind, d.status, sa.func.count())
         .join(m, m.id == d.message_id)
-        .where(m.created_at >= since)
+        .where(due_in_window)
         .group_by(d.kind, d.status)
     ).all()
     found: dict[str, dict[str, int]] = {kind: {} for kind in kinds()}
@@ -118,22 +134,18 @@ def dead_today(
     return total, shown[:DEAD_SHOWN]
 
 
-def held_back(session: Any, models: Models, message_id: str) -> int:
-    """How many of a message's targets the users' choices ended unsent: the policy's
-    reasons (:data:`~flask_push.outcomes.POLICY_REASONS`) on a delivery no longer
-    queued (``suppressed``, or ``expired`` because quiet hours outlast its time to
-    live). None of them is in its ``recipient_count``."""
+def held_back(session: Any, models: Models, message_id: str, recipient_count: int) -> int:
+    """How many of a message's targets the users' choices or a daily cap held back
+    when it was sent (``suppressed``, or ``expired`` as quiet hours outlast its time
+    to live): its deliveries beyond its ``recipient_count``, which counts the others
+    (the send writes one delivery for each target). A push the message counted that
+    the policy ended later (its user turned the category off before it went out, or
+    an operator's retry found it so) is one of those it counted, not held back."""
     d = models.Delivery
-    ended = session.scalar(
-        sa.select(sa.func.count())
-        .select_from(d)
-        .where(
-            d.message_id == message_id,
-            d.status != "queued",
-            d.reason.in_(outcomes.POLICY_REASONS),
-        )
+    written = session.scalar(
+        sa.select(sa.func.count()).select_from(d).where(d.message_id == message_id)
     )
-    return int(ended or 0)
+    return max(int(written or 0) - recipient_count, 0)
 
 
 @dataclass(frozen=True)
