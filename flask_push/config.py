@@ -434,7 +434,24 @@ def _metrics_token(config: Mapping[str, Any]) -> str | None:
             ", got a blank string" if isinstance(value, str) else f", got a {type(value).__name__}"
         )
         raise _fail(key, f"must be a non-empty string or None{why}")
-    return value
+    if value is None:
+        return None
+    # read from a secret file, it ends in a newline: the token is what that whitespace
+    # surrounds (a scrape's token is stripped too)
+    token = value.strip()
+    # a space inside is taken (a scrape's header carries it as it is); a control or a
+    # non-ASCII character is not: no scrape could match it
+    bad = next((c for c in token if not " " <= c <= "~"), None)
+    if bad is not None:
+        # a secret: what is wrong with it is said, never its value (nor the character)
+        what = "a non-ASCII character" if not bad.isascii() else "a control character"
+        raise _fail(
+            key,
+            "must be printable ASCII, as a scraper sends it in its 'Authorization: Bearer "
+            f"<token>' header; got a token with {what} inside (a newline of a secret "
+            "file at its end is fine)",
+        )
+    return token
 
 
 def _site_url(config: Mapping[str, Any]) -> str | None:

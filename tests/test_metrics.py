@@ -469,6 +469,50 @@ def test_bad_config_names_the_key(make_app: Callable[..., Flask], key: str, valu
         make_app(**{"PUSH_METRICS": True, key: value})
 
 
+def test_a_token_read_from_a_secret_file_is_the_token_inside(
+    make_app: Callable[..., Flask],
+) -> None:
+    """PUSH_METRICS_TOKEN read from a secret file keeps the file's last newline
+    ("...\\n"): init_app took it, and every scrape answered 401 (the scrape's token
+    was stripped, then compared with the token and its newline, which no header can
+    carry)."""
+    app = make_app(PUSH_METRICS=True, PUSH_METRICS_TOKEN=f"  {TOKEN}\n")
+    assert app.extensions["push"].settings.metrics_token == TOKEN
+    scrape(app)
+    # a space inside is the token's own: a scrape's header carries it
+    spaced = make_app(PUSH_METRICS=True, PUSH_METRICS_TOKEN="two words\n")
+    answer = spaced.test_client().get(
+        "/push/metrics", headers={"Authorization": "Bearer two words"}
+    )
+    assert answer.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("token", "what"),
+    [
+        ("s3cret\nline-2\n", "a control character"),
+        ("s3cret\ttoken", "a control character"),
+        ("s3cr\u00e9t", "a non-ASCII character"),
+    ],
+)
+def test_a_token_no_header_can_carry_is_refused_without_its_value(
+    make_app: Callable[..., Flask], token: str, what: str
+) -> None:
+    """A token a scraper cannot send as it is in 'Authorization: Bearer <token>' was
+    taken, and no scrape could ever match it: refused at init_app, saying why, and
+    not the secret."""
+    with pytest.raises(PushConfigError) as info:
+        make_app(PUSH_METRICS=True, PUSH_METRICS_TOKEN=token)
+    message = str(info.value)
+    assert info.value.key == "PUSH_METRICS_TOKEN"
+    assert message == (
+        "PUSH_METRICS_TOKEN must be printable ASCII, as a scraper sends it in its "
+        "'Authorization: Bearer <token>' header; got a token with "
+        f"{what} inside (a newline of a secret file at its end is fine)"
+    )
+    assert "s3cr" not in message
+
+
 def test_metrics_without_prometheus_client_says_what_to_install(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
