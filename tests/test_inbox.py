@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -516,6 +518,63 @@ def test_an_uncommitted_write_the_caller_rolls_back_leaves_nothing(app_ctx):
     db.session.rollback()
     assert push.search("alice").total_count == 0
     assert counters("alice") == (0, 0)
+
+
+def kept_events(user: str) -> list[tuple[str, Any]]:
+    """The events ``user:<user>``'s channel keeps, oldest first."""
+    kept = push.state.get_realtime().backplane.replay(f"user:{user}", 0).events
+    return [(event.event, event.data) for event in kept]
+
+
+def test_a_write_in_a_savepoint_rolled_back_is_not_announced(app_ctx):
+    """``commit=False`` inside a savepoint the caller rolls back, then the caller
+    commits the rest: the item was never written, yet its ``notification`` event
+    went out with the commit, and every open page showed an item it could not load
+    (404). Only the savepoint's rollback decides: one released goes with the commit."""
+    with pytest.raises(RuntimeError):
+        with db.session.begin_nested():
+            push.upsert("alice", "ghost", title="Never written", commit=False)
+            raise RuntimeError("the host's other work in the savepoint fails")
+    with db.session.begin_nested():
+        push.upsert("alice", "kept", title="Written", commit=False)
+    db.session.commit()
+    assert [item.id for item in push.search("alice").items] == ["kept"]
+    shown = [data["id"] for event, data in kept_events("alice") if event == "notification"]
+    assert shown == ["kept"]
+
+
+def test_the_last_unread_count_announced_is_the_count(app, monkeypatch):
+    """Two writes to alice's inbox at once each read her unread count after their
+    commit and published it; the first one's publish was slower (a Redis round
+    trip), so its older count went out last, and her bell said 1 of her 2 unread."""
+    from flask_push.realtime import inbox_events
+
+    publish = inbox_events.publish_committed
+    first_read, second_done = threading.Event(), threading.Event()
+
+    def slow_for_the_first(publish_to: Any, channel: str, event: str, data: Any) -> None:
+        if event == "unread" and threading.current_thread().name == "first":
+            first_read.set()
+            assert second_done.wait(10)
+        publish(publish_to, channel, event, data)
+
+    monkeypatch.setattr(inbox_events, "publish_committed", slow_for_the_first)
+
+    def write(title: str) -> None:
+        with app.app_context():
+            push.upsert("alice", title=title)
+            db.session.remove()
+
+    first = threading.Thread(target=write, args=("First",), name="first")
+    first.start()
+    assert first_read.wait(10)
+    write("Second")
+    second_done.set()
+    first.join(10)
+    with app.app_context():
+        assert push.search("alice").new_count == 2
+        counts = [data["count"] for event, data in kept_events("alice") if event == "unread"]
+    assert counts[-1] == 2, counts
 
 
 def test_announcing_a_change_needs_no_second_connection(make_app, database, monkeypatch):

@@ -27,6 +27,8 @@ from .events import user_channel
 log = logging.getLogger("flask_push.realtime")
 
 _PENDING = "flask_push.after_commit"
+#: how many times one write publishes its user's unread count as it changes
+_UNREAD_TRIES = 4
 #: callbacks of a committed transaction, run once it has ended
 _COMMITTED = "flask_push.committed"
 
@@ -68,8 +70,18 @@ def publish_item(
         # An item the websocket cannot carry (it holds a lone surrogate, say) must
         # not keep the unread count from going out.
         publish_committed(realtime.publish, channel, "notification", item)
-    count = _unread(push, user_id, in_session)
-    publish_committed(realtime.publish, channel, "unread", {"count": count})
+    # Two writers to one inbox at once each read the count after their commit, and
+    # the one whose publish came last could carry the older count (its Redis round
+    # trip was slower): the bell kept it. Read again after publishing, and publish
+    # again until the count stands: the last publish is then one whose writer saw no
+    # change after it. (Bounded: a flood of writes has writers of its own to finish.)
+    published = None
+    for _ in range(_UNREAD_TRIES):
+        count = _unread(push, user_id, in_session)
+        if count == published:
+            break
+        publish_committed(realtime.publish, channel, "unread", {"count": count})
+        published = count
 
 
 def publish_committed(
@@ -105,9 +117,34 @@ def _unread(push: Any, user_id: str, in_session: bool) -> int:
 
 def on_commit(session: Session | scoped_session[Any], callback: Callable[[], None]) -> None:
     """Call ``callback`` once the session's current transaction has committed and
-    given its connection back to the pool (never if it rolls back)."""
+    given its connection back to the pool (never if it rolls back, nor if the
+    savepoint it was asked in rolls back)."""
     real = session() if isinstance(session, scoped_session) else session
-    real.info.setdefault(_PENDING, []).append(callback)
+    # the savepoint (or transaction) it belongs to; None: the one yet to begin
+    within = real.get_nested_transaction() or real.get_transaction()
+    real.info.setdefault(_PENDING, []).append((within, callback))
+
+
+def _inside(transaction: Any, ended: Any) -> bool:
+    """Is ``transaction`` ``ended`` or one of the savepoints begun inside it?"""
+    while transaction is not None:
+        if transaction is ended:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@sa.event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous_transaction: Any) -> None:
+    if not previous_transaction.nested:
+        return  # the whole transaction: _after_end drops everything
+    # A savepoint rolled back: what was asked inside it never happened. (A released
+    # one keeps its callbacks: the outer transaction's commit or rollback decides.)
+    pending = session.info.get(_PENDING)
+    if pending:
+        pending[:] = [
+            (within, c) for within, c in pending if not _inside(within, previous_transaction)
+        ]
 
 
 @sa.event.listens_for(Session, "after_commit")
@@ -116,7 +153,7 @@ def _after_commit(session: Session) -> None:
         return  # a savepoint released: the outer transaction may still roll back
     committed = session.info.pop(_PENDING, None)
     if committed:
-        session.info.setdefault(_COMMITTED, []).extend(committed)
+        session.info.setdefault(_COMMITTED, []).extend(callback for _, callback in committed)
 
 
 @sa.event.listens_for(Session, "after_transaction_end")
