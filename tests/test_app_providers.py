@@ -247,6 +247,33 @@ def al_with_a_phone(
     return app, client
 
 
+def test_credentials_of_another_project_take_its_project_id(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM
+) -> None:
+    """A stored FCM provider given new credentials, of another Firebase project,
+    kept the project id the old credentials had named (stored as if chosen): pushes
+    went to the old project with the new project's account, and FCM refused each
+    one. A project id chosen apart from the credentials stays chosen."""
+    app, client = al_with_a_phone(make_app, push_fake_fcm)
+    id = store(client, push_fake_fcm.service_account("old-project"))
+
+    def patch(**settings: Any) -> dict[str, Any]:
+        answer = client.patch(f"/push/providers/{id}", json={"settings": settings}, headers=ADMIN)
+        assert answer.status_code == 200, answer.get_json()
+        return dict(answer.get_json()["settings"])
+
+    assert patch(credentials=push_fake_fcm.service_account("new-project"))["projectId"] == (
+        "new-project"
+    )
+    with app.app_context():
+        message = push.send(users=["al"], title="Your order shipped")
+    assert list(outcomes(app, message.id).values()) == [("sent", "accepted")]
+    assert projects(push_fake_fcm) == {SHOP_TOKEN: "new-project"}
+    assert patch(projectId="chosen-project")["projectId"] == "chosen-project"
+    account = push_fake_fcm.service_account("third-project")
+    assert patch(credentials=account)["projectId"] == "chosen-project"
+
+
 @pytest.mark.usefixtures("same_utc_day")
 def test_retrying_what_failed_keeps_a_scheduled_messages_send_time(
     make_app: Callable[..., Flask], push_fake_fcm: FakeFCM

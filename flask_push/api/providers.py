@@ -69,6 +69,25 @@ def _apply(provider: Any, kind: credentials.ProviderKind, data: dict[str, Any]) 
     provider.modified_at = utcnow()
 
 
+def _chosen(kind: credentials.ProviderKind, stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` without the settings that hold only what the others imply (FCM's
+    ``projectId``, which its credentials name): a PATCH of the others works them
+    out again, as a POST would. (New credentials of another Firebase project kept
+    the old project's id, and FCM refused every push.)"""
+    chosen = dict(stored)
+    for setting in kind.settings:
+        if setting.secret or setting.name not in chosen:
+            continue
+        without = {k: v for k, v in chosen.items() if k != setting.name}
+        try:
+            implied = kind.normalize(without).get(setting.name)
+        except ValidationError:
+            continue  # needed: the others do not imply it
+        if implied == chosen[setting.name]:
+            del chosen[setting.name]
+    return chosen
+
+
 def _shown(row: Any) -> Provider:
     """A stored provider as it sends: at the address app.config gives its kind."""
     settings = app_providers.shown_settings(row.kind, row.settings, current_app.config)
@@ -167,7 +186,7 @@ def update_provider(id: str) -> ResponseReturnValue:
         for k, v in {**provider.settings, **provider.secrets}.items()
         if k not in kind.derived_names
     }
-    merged = {**stored, **given.settings}
+    merged = {**_chosen(kind, stored), **given.settings}
     _apply(provider, kind, {"appId": provider.app_id, "kind": kind.name, "settings": merged})
     commit_keeping(push().db.session, provider)
     return _shown(provider).to_json()
