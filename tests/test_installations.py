@@ -308,6 +308,38 @@ def test_an_installation_given_to_another_user_starts_over_too(app, client):
         assert db.session.scalars(tokens).all() == []
 
 
+def test_a_token_registered_again_as_android_keeps_no_live_activity_token(app, client):
+    """An app registered its token as iOS, with a push-to-start token and a Live
+    Activity's, then again as Android (the same 64 hex digits fit both): the
+    installation became an Android one that kept both tokens, which the API refuses
+    to make any other way. Only iOS installations have them; the rest stays."""
+    start = secrets.token_hex(32)
+    first = client.post(
+        "/push/installations",
+        headers=as_user("alice"),
+        json=ios(subscriptions=["offers"], pushToStartToken=start),
+    ).json
+    live = client.post(
+        f"/push/installations/{first['id']}/activities",
+        headers=as_user("alice"),
+        json={"activityId": "order-42", "pushToken": secrets.token_hex(32)},
+    )
+    assert live.status_code == 201
+    answer = client.post(
+        "/push/installations",
+        headers=as_user("alice"),
+        json={"appId": "shop-ios", "deviceType": "android", "deviceToken": IOS_TOKEN},
+    )
+    assert answer.status_code == 200, answer.json
+    again = answer.json
+    assert (again["id"], again["deviceType"]) == (first["id"], "android")
+    assert (again["pushToStartToken"], again["subscriptions"]) == (None, ["offers"])
+    with app.app_context():
+        token = push.models.ActivityToken
+        tokens = sa.select(token).where(token.installation_id == again["id"])
+        assert db.session.scalars(tokens).all() == []
+
+
 def test_a_device_registered_twice_at_once_is_one_installation(app, client):
     """The app posts its token twice at once (a launch and a token refresh): the
     second to insert finds the first's row made since it looked, and updates it

@@ -124,6 +124,8 @@ def _register(given: InstallationCreate, caller: str | None) -> tuple[Any, bool]
     elif installation.user_id != values["user_id"]:
         # another user signed in on the device
         values = _start_over(installation, values)
+    elif installation.device_type != values["device_type"]:
+        values = _other_platform(installation, values)
     for name, value in values.items():
         setattr(installation, name, value)
     installation.revive()
@@ -138,6 +140,17 @@ def _start_over(installation: Any, values: dict[str, Any]) -> dict[str, Any]:
     ext = push()
     forget_tokens(ext.db.session, ext.models, [installation.id])
     return {**_STARTING_OVER, **values}
+
+
+def _other_platform(installation: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` for an installation registered again as the other platform's (the
+    token was first said to be of the wrong one): its Live Activity tokens, which
+    only iOS has, do not go with it, nor does the answer show them. (An iOS
+    installation became an Android one that kept them, which the API refuses to
+    make any other way.)"""
+    ext = push()
+    forget_tokens(ext.db.session, ext.models, [installation.id])
+    return {"push_to_start_token": None, **values}
 
 
 def _token_free(installation: Any, token: str) -> None:
