@@ -35,11 +35,6 @@ def sends_for_apps(kind: str) -> bool:
     return found is not None and found.targets == "device"
 
 
-def stored_keys(session: Any, models: Any) -> frozenset[Key]:
-    """The (kind, app id) of every stored provider that delivery uses."""
-    return frozenset(stored_versions(session, models))
-
-
 def stored_versions(session: Any, models: Any) -> dict[Key, Any]:
     """When each stored provider that delivery uses last changed."""
     p = models.Provider

@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import activities, config, inbox, operations, preferences, sending, signals, sw
+from . import (
+    activities,
+    app_providers,
+    config,
+    inbox,
+    operations,
+    preferences,
+    sending,
+    signals,
+    sw,
+)
 from .config import PushSettings
 from .database import explains_missing_tables
 from .dispatch import Dispatcher
@@ -125,6 +135,10 @@ class PushState:
     settings: PushSettings
     #: one provider per configured kind, used only for ``check()`` at send time
     checkers: dict[str, Provider] | None = None
+    #: and of the kinds stored for apps (``/providers``): (its row's version, it)
+    stored_checkers: dict[tuple[str, str], tuple[Any, Provider | None]] = field(
+        default_factory=dict
+    )
     #: sends the deliveries of ``inline`` sends, and those of ``push.dispatch_due()``
     inline: InlineQueue | None = None
     worker: ThreadWorker | None = None
@@ -171,6 +185,41 @@ class PushState:
                     for kind, options in self.settings.providers.items()
                 }
             return self.checkers
+
+    def get_stored_checkers(
+        self, session: Any, versions: Mapping[tuple[str, str], Any], keys: Iterable[tuple[str, str]]
+    ) -> list[Provider]:
+        """One provider per kind of the stored providers ``keys`` (kind, app id) of
+        ``versions`` (:func:`~flask_push.app_providers.stored_versions`), to
+        ``check()`` a notification at send time as :meth:`get_checkers`' do: the
+        check is the kind's, whatever its credentials. (A platform set up only
+        through ``/providers`` refused what the send had taken: an FCM data key it
+        reserves, a payload over APNs' limit.) Built again when a row changes; one
+        that cannot be built is left out (its deliveries say why). Needs an app
+        context."""
+        checkers: dict[str, Provider] = {}
+        for key in sorted(keys):
+            if key[0] in checkers or key not in versions:
+                continue
+            with self.lock:
+                known = self.stored_checkers.get(key)
+            if known is None or known[0] != versions[key]:
+                known = (versions[key], self._stored_checker(session, key))
+                with self.lock:
+                    self.stored_checkers[key] = known
+            if known[1] is not None:
+                checkers[key[0]] = known[1]
+        return list(checkers.values())
+
+    def _stored_checker(self, session: Any, key: tuple[str, str]) -> Provider | None:
+        stored = app_providers.stored_settings(session, self.push.models, key)
+        try:
+            settings = app_providers.delivery_settings(key[0], stored or {}, current_app.config)
+            return provider_class(key[0]).from_settings(
+                settings, **kinds()[key[0]].options(self.settings)
+            )
+        except Exception:  # noqa: BLE001 - it cannot send either: its deliveries say why
+            return None
 
     def make_dispatcher(self) -> Dispatcher:
         """A new :class:`Dispatcher` for the current app; needs its app context."""
@@ -510,7 +559,8 @@ class Push:
         :raises ValidationError: for a bad value, an unknown category or not exactly
             one audience.
         :raises PayloadError: when a configured platform would refuse the
-            notification (too large, say); nothing is written.
+            notification (too large, say), or one stored (``/providers``) for the
+            app of a device it goes to; nothing is written.
 
         .. versionadded:: 0.1
         """

@@ -405,6 +405,19 @@ def _queue_message(
     items: list[Any] = []
     try:
         targets = resolve(session, models, audience)
+        stored = (
+            app_providers.stored_versions(session, models)
+            if any(t.installation_id is not None for t in targets)
+            else {}
+        )
+        # what a platform set up only for an app would refuse, refused now too
+        only_stored = {
+            (t.kind, t.app_id)
+            for t in targets
+            if t.app_id is not None and t.kind not in settings.providers
+        }
+        for checker in state.get_stored_checkers(session, stored, only_stored):
+            checker.check(notification, extras.activity if extras is not None else None)
         owners = inbox_users(audience, targets) if given.inbox else []
         rules = None
         recipients = len(targets)
@@ -456,11 +469,7 @@ def _queue_message(
                 due_at=due,
                 ttl=shown["ttl"],
                 rules=rules,
-                stored=(
-                    app_providers.stored_keys(session, models)
-                    if any(t.installation_id is not None for t in targets)
-                    else frozenset()
-                ),
+                stored=frozenset(stored),
                 why=extras.why if extras is not None else None,
             )
         )

@@ -15,7 +15,8 @@ from flask import Flask
 
 from flask_push import dispatch
 from flask_push import outcomes as outcomes_module
-from flask_push.testing import FakeFCM
+from flask_push.errors import PayloadError
+from flask_push.testing import FakeAPNs, FakeFCM
 
 from conftest import (
     add_subscription,
@@ -272,6 +273,39 @@ def test_credentials_of_another_project_take_its_project_id(
     assert patch(projectId="chosen-project")["projectId"] == "chosen-project"
     account = push_fake_fcm.service_account("third-project")
     assert patch(credentials=account)["projectId"] == "chosen-project"
+
+
+def messages_written(app: Flask) -> int:
+    with app.app_context():
+        return int(db.session.scalar(sa.select(sa.func.count()).select_from(push.models.Message)))
+
+
+def test_a_platform_set_up_only_for_an_app_refuses_at_send_what_it_would_refuse(
+    make_app: Callable[..., Flask], push_fake_fcm: FakeFCM, push_fake_apns: FakeAPNs
+) -> None:
+    """With FCM and APNs stored for an app only (``/providers``), not in app.config,
+    push.send took a data key FCM reserves and a payload over APNs' limit, wrote
+    the message, and every delivery failed. It refuses them as it does for a
+    configured platform (PayloadError; nothing written), and takes them again once
+    the provider is removed."""
+    app, client = al_with_a_phone(make_app, push_fake_fcm)
+    id = store(client, push_fake_fcm.service_account("shop-project"))
+    with app.app_context(), pytest.raises(PayloadError, match="'from'"):
+        push.send(users=["al"], title="Hi", data={"from": "shop"})
+    assert messages_written(app) == 0
+    mobile_only = apns_app_of_its_own(
+        lambda **c: make_app(PUSH_VAPID_PRIVATE_KEY=None, PUSH_VAPID_SUBJECT=None, **c),
+        push_fake_apns,
+        "shop",
+    )
+    with mobile_only.app_context(), pytest.raises(PayloadError, match="apns payload"):
+        push.send(users=["al"], title="Big", body="x" * 3000, data={"n": "y" * 1500})
+    assert messages_written(mobile_only) == 0
+    deleted = client.delete(f"/push/providers/{id}", headers=ADMIN)
+    assert deleted.status_code == 204
+    with app.app_context():
+        push.send(users=["al"], title="Hi", data={"from": "shop"})
+    assert messages_written(app) == 1
 
 
 @pytest.mark.usefixtures("same_utc_day")
