@@ -432,7 +432,8 @@ class Push:
     # -- callbacks -----------------------------------------------------------
 
     def identity_loader(self, callback: F) -> F:
-        """Register ``callback() -> str | None``: the id of the current request's user."""
+        """Register ``callback() -> str | None``: the id of the current request's user
+        (an int is taken as its text; None, or False, for an anonymous visitor)."""
         self._identity_loader = callback
         return callback
 
@@ -453,9 +454,28 @@ class Push:
         return callback
 
     def current_user_id(self) -> str | None:
-        """The current request's user id, as ``identity_loader`` says, or None."""
+        """The current request's user id, as ``identity_loader`` says, or None.
+
+        ``False`` is an anonymous visitor too (``current_user.is_authenticated and
+        current_user.id`` returns it); an int id is taken as its text. Anything else
+        but text is the loader's bug: taken as text, ``False`` made every visitor one
+        user, ``"False"``, who read what the others wrote.
+
+        :raises TypeError: for a loader that returns something else (a user object,
+            ``True``), naming what it returned.
+        """
         user_id = self._identity_loader()
-        return None if user_id is None else str(user_id)
+        if user_id is None or user_id is False:
+            return None
+        if isinstance(user_id, str):
+            return user_id
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            return str(user_id)
+        raise TypeError(
+            f"flask-push: the identity_loader returned {type(user_id).__name__} {user_id!r}: "
+            "return the signed-in user's id (a str or an int), or None for an anonymous "
+            "visitor (current_user.get_id() with Flask-Login)"
+        )
 
     def no_identity_loader(self) -> bool:
         """No ``identity_loader`` is registered: every request is anonymous."""

@@ -170,6 +170,40 @@ def test_identity_loader_decides_who_the_caller_is(client):
     assert client.get("/push/notifications", headers=as_user("alice")).status_code == 200
 
 
+def test_an_identity_loader_saying_false_is_anonymous_and_a_user_object_an_error(caplog):
+    """``current_user.is_authenticated and current_user.id`` gives False for a
+    visitor: flask-push took it as the user "False", so every anonymous visitor was
+    one user and read what the others wrote. A user object returned instead of its
+    id became its repr. False is anonymous now, and an object a 500 that says why."""
+    own_db = SQLAlchemy()
+    own = Push(db=own_db)
+    app = Flask(__name__)
+    app.config.update(TESTING=True, SQLALCHEMY_DATABASE_URI="sqlite://")
+    own_db.init_app(app)
+    own.init_app(app)
+    answer: dict[str, object] = {"user": False}
+    own.identity_loader(lambda: answer["user"])
+    with app.app_context():
+        own_db.create_all()
+    client = app.test_client()
+    made = client.post("/push/notifications", json={"title": "Mine"})
+    assert made.status_code == 401, made.get_json()
+
+    class User:
+        id = 7
+
+    answer["user"] = User()
+    failed = client.get("/push/notifications")
+    assert failed.status_code == 500
+    assert failed.get_json()["error"]["code"] == "internal_error"
+    assert "the identity_loader returned User" in caplog.text
+    answer["user"] = 7  # an int id is its text
+    assert client.post("/push/notifications", json={"title": "Seven's"}).status_code == 201
+    with app.app_context():
+        assert [item.title for item in own.search("7").items] == ["Seven's"]
+        own_db.engine.dispose()
+
+
 def test_the_version_is_the_installed_distributions() -> None:
     import importlib.metadata
 
