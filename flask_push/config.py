@@ -181,8 +181,9 @@ def _read_as_number(key: str, value: object, *, secret: bool = False) -> str:
     )
 
 
-#: a URL path as browsers send it (RFC 3986): no space, control character, query or fragment
-_URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+#: a URL path as browsers send it (RFC 3986): no space, control character, query or
+#: fragment; nor '%': Flask's routes match the decoded path, so '/p%75sh' never answered
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
 
 
 def _path(config: Mapping[str, Any], key: str, default: str) -> str:
@@ -191,13 +192,21 @@ def _path(config: Mapping[str, Any], key: str, default: str) -> str:
         raise _fail(
             key,
             f"must be a path starting with '/', such as {default!r}, of the characters a URL "
-            f"path may hold (no space, '?' or '#'); got {value!r}",
+            f"path may hold (no space, '?' or '#'), written as they are (no '%' escapes); "
+            f"got {value!r}",
         )
     return value.rstrip("/") if value != "/" else value
 
 
 def _service_worker_url(config: Mapping[str, Any], url_prefix: str) -> str:
     url = _path(config, "PUSH_SERVICE_WORKER_URL", DEFAULT_SERVICE_WORKER_URL)
+    if url == "/":
+        # it would answer for the site's home page, with JavaScript
+        raise _fail(
+            "PUSH_SERVICE_WORKER_URL",
+            f"must be the path of a file, such as {DEFAULT_SERVICE_WORKER_URL!r}, not the "
+            "site's home page; got '/'",
+        )
     # under the prefix it would meet the API's own routes (the websocket at /ws), and a
     # service worker there could only control pages under the prefix
     if url == url_prefix or url.startswith(url_prefix + "/"):
@@ -503,6 +512,15 @@ def _shown(url: str) -> str:
     return repr(re.sub(r"(://[^/@;]*?:)[^@;]*@", r"\1***@", url))
 
 
+def _scheme(key: str, url: str, shown: str | None = None) -> str:
+    """The scheme of ``url``; a URL Python cannot read (an IPv6 address without its
+    ']') is refused naming ``key`` (``shown``: the whole value it is part of)."""
+    try:
+        return urlsplit(url).scheme
+    except ValueError as err:
+        raise _fail(key, f"is not a URL ({err}); got {_shown(shown or url)}") from None
+
+
 def _redis_url(key: str, url: str) -> None:
     """Refuse a Redis URL that redis-py would fail on later, or read otherwise than
     written (a database that is not a number is silently database 0)."""
@@ -517,6 +535,14 @@ def _redis_url(key: str, url: str) -> None:
         raise _fail(key, problem) from None
     if not re.fullmatch(r"/?\d*", parts.path):
         raise _fail(key, problem)
+    try:
+        from redis.connection import parse_url
+    except ImportError:  # the broker's: Celery says what to install when it connects
+        return
+    try:
+        parse_url(url)  # its options (?socket_timeout=5): what redis-py refuses
+    except ValueError as err:
+        raise _fail(key, f"{problem}: redis-py refuses it ({err})") from None
 
 
 def _broker_url(url: str) -> None:
@@ -526,7 +552,7 @@ def _broker_url(url: str) -> None:
     from kombu.transport import TRANSPORT_ALIASES  # celery's own dependency
 
     for each in (part.strip() for part in url.split(";")):
-        scheme = urlsplit(each).scheme if "://" in each else ""
+        scheme = _scheme("PUSH_CELERY_BROKER_URL", each, shown=url) if "://" in each else ""
         # "redis+socket://", "sqla+postgresql://": kombu's transport is before the "+"
         if scheme.split("+", 1)[0] not in TRANSPORT_ALIASES:
             raise _fail(
@@ -630,7 +656,7 @@ def _load(app: Flask, config: _Asked) -> PushSettings:
     )
 
     backplane = config.get("PUSH_BACKPLANE_URL", DEFAULT_BACKPLANE_URL)
-    scheme = urlsplit(backplane).scheme if isinstance(backplane, str) else ""
+    scheme = _scheme("PUSH_BACKPLANE_URL", backplane) if isinstance(backplane, str) else ""
     if scheme not in ("memory", "redis", "rediss"):
         raise _fail(
             "PUSH_BACKPLANE_URL",

@@ -72,6 +72,23 @@ def test_defaults(app):
         # what redis-py would fail on later, or read as database 0
         ({"PUSH_BACKPLANE_URL": "redis://h:notaport/7"}, "PUSH_BACKPLANE_URL", "port that is"),
         ({"PUSH_BACKPLANE_URL": "redis://h/abc"}, "PUSH_BACKPLANE_URL", "a database that is"),
+        # an option redis-py refuses (at the first publish, and /health answered 500)
+        (
+            {"PUSH_BACKPLANE_URL": "redis://127.0.0.1:6379/0?socket_timeout=5s"},
+            "PUSH_BACKPLANE_URL",
+            "redis-py refuses it (Invalid value for 'socket_timeout'",
+        ),
+        # URLs Python cannot read: a bare ValueError that named no key
+        (
+            {"PUSH_BACKPLANE_URL": "redis://:s3cret@[::1:6379/0"},
+            "PUSH_BACKPLANE_URL",
+            "is not a URL (Invalid IPv6 URL); got 'redis://:***@[::1:6379/0'",
+        ),
+        (
+            {"PUSH_QUEUE": "celery", "PUSH_CELERY_BROKER_URL": "redis://:s3cret@[::1/0"},
+            "PUSH_CELERY_BROKER_URL",
+            "is not a URL (Invalid IPv6 URL); got 'redis://:***@[::1/0'",
+        ),
         # what Celery would read as the AMQP broker on host "not a url", or never reach
         (
             {"PUSH_QUEUE": "celery", "PUSH_CELERY_BROKER_URL": "not a url"},
@@ -109,6 +126,11 @@ def test_defaults(app):
         ({"PUSH_URL_PREFIX": "/pu sh"}, "PUSH_URL_PREFIX", "no space"),
         ({"PUSH_URL_PREFIX": "/a\x00b"}, "PUSH_URL_PREFIX", "no space"),
         ({"PUSH_URL_PREFIX": "/push?x=1"}, "PUSH_URL_PREFIX", "no space"),
+        # routes match the decoded path: these were taken and never answered
+        ({"PUSH_URL_PREFIX": "/p%75sh"}, "PUSH_URL_PREFIX", "no '%' escapes"),
+        ({"PUSH_SERVICE_WORKER_URL": "/push%20sw.js"}, "PUSH_SERVICE_WORKER_URL", "no '%'"),
+        # it answered for the site's home page, with JavaScript
+        ({"PUSH_SERVICE_WORKER_URL": "/"}, "PUSH_SERVICE_WORKER_URL", "not the site's home"),
         # the websocket's own route
         ({"PUSH_SERVICE_WORKER_URL": "/push/ws"}, "PUSH_SERVICE_WORKER_URL", "PUSH_URL_PREFIX"),
         ({"PUSH_ALLOW_HTTP_ENDPOINTS": "yes"}, "PUSH_ALLOW_HTTP_ENDPOINTS", "True or False"),
