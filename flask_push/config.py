@@ -540,7 +540,7 @@ def _redis_url(key: str, url: str) -> None:
     except ImportError:  # the broker's: Celery says what to install when it connects
         return
     try:
-        parse_url(url)  # its options (?socket_timeout=5): what redis-py refuses
+        parse_url(url)  # type: ignore[no-untyped-call] # its options: what redis-py refuses
     except ValueError as err:
         raise _fail(key, f"{problem}: redis-py refuses it ({err})") from None
 
@@ -603,6 +603,30 @@ def say_changed(read: Mapping[str, Any], config: Mapping[str, Any]) -> None:
             "init_app).",
             ", ".join(changed),
         )
+
+
+def say_debug_changed(settings: PushSettings, read: Mapping[str, Any], debug: bool) -> None:
+    """Warn of the settings left to default to ``app.debug`` (``PUSH_APNS_SANDBOX``)
+    when ``app.debug`` changed after ``init_app`` read it (``app.run(debug=True)``
+    sets it then): they keep the value it had. A development build's tokens sent to
+    production APNs are answered BadDeviceToken, and their installations are marked
+    dead."""
+    for kind in credentials.KINDS.values():
+        if kind.name not in settings.providers:
+            continue
+        for setting in kind.settings:
+            if setting.debug_default and setting.config_key not in read:
+                logging.getLogger("flask_push").warning(
+                    "flask-push: app.debug became %s after push.init_app(app), which read it "
+                    "as %s for %s, unset: flask-push goes on with %s. Set %s (True for the "
+                    "development builds of your app, False for those of the App Store and "
+                    "TestFlight).",
+                    debug,
+                    not debug,
+                    setting.config_key,
+                    not debug,
+                    setting.config_key,
+                )
 
 
 def load(app: Flask) -> PushSettings:

@@ -160,6 +160,8 @@ class PushState:
     metrics: Metrics | None = None
     #: the ``PUSH_*`` keys of ``app.config`` as ``init_app`` read them
     config_read: dict[str, Any] = field(default_factory=dict)
+    #: ``app.debug`` as ``init_app`` saw it (``PUSH_APNS_SANDBOX``'s default)
+    debug_read: bool = False
     #: ``app.config`` was compared with ``config_read`` (at the first request or call)
     config_checked: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -171,6 +173,8 @@ class PushState:
             return
         self.config_checked = True
         config.say_changed(self.config_read, app.config)
+        if app.debug != self.debug_read:
+            config.say_debug_changed(self.settings, self.config_read, app.debug)
 
     def get_checkers(self) -> dict[str, Provider]:
         """One provider per configured kind, to ``check()`` a notification at send time:
@@ -396,7 +400,10 @@ class Push:
         from .cli import push_cli
 
         state = app.extensions["push"] = PushState(
-            push=self, settings=settings, config_read=config.push_keys(app.config)
+            push=self,
+            settings=settings,
+            config_read=config.push_keys(app.config),
+            debug_read=app.debug,
         )
         if settings.metrics:
             from .health import read_outbox

@@ -685,6 +685,32 @@ def test_a_key_set_after_init_app_is_said_once(make_app, caplog):
     assert "Set them before init_app" in said[0]
 
 
+def test_debug_turned_on_after_init_app_says_the_apns_environment_stays(make_app, caplog):
+    """``app.run(debug=True)`` sets app.debug after the factory's init_app, which
+    had read it as False for PUSH_APNS_SANDBOX, unset: a development build's tokens
+    went to production APNs, whose BadDeviceToken marked each of those phones dead,
+    and nothing said why. It is said, once; a PUSH_APNS_SANDBOX set says nothing."""
+    app = make_app(**apns_config())
+    assert app.extensions["push"].settings.providers["apns"]["sandbox"] is False
+    app.debug = True
+    with caplog.at_level("WARNING", logger="flask_push"):
+        app.test_client().get("/push/vapid-public-key")
+        app.test_client().get("/push/vapid-public-key")
+    said = [r.getMessage() for r in caplog.records if "app.debug became" in r.getMessage()]
+    assert said == [
+        "flask-push: app.debug became True after push.init_app(app), which read it as False "
+        "for PUSH_APNS_SANDBOX, unset: flask-push goes on with False. Set PUSH_APNS_SANDBOX "
+        "(True for the development builds of your app, False for those of the App Store "
+        "and TestFlight)."
+    ]
+    caplog.clear()
+    chosen = make_app(**apns_config(PUSH_APNS_SANDBOX=False))
+    chosen.debug = True
+    with caplog.at_level("WARNING", logger="flask_push"):
+        chosen.test_client().get("/push/vapid-public-key")
+    assert "app.debug became" not in caplog.text
+
+
 def test_a_key_changed_after_init_app_is_said_by_the_python_api(make_app, caplog):
     from conftest import push
 
