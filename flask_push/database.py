@@ -92,11 +92,17 @@ def missing_tables(push: Any) -> list[str]:
         inspector = sa.inspect(_engine(push))
         models = push.models
         tables = [getattr(models, f.name).__table__ for f in dataclasses.fields(models)]
-        missing = [table.name for table in tables if not inspector.has_table(table.name)]
+        # in the schema of the app's MetaData, if it names one
+        missing = [
+            table.name
+            for table in tables
+            if not inspector.has_table(table.name, schema=table.schema)
+        ]
         for table in tables:
             if table.name not in missing:
                 # SQLite's names ignore case
-                has = {column["name"].lower() for column in inspector.get_columns(table.name)}
+                columns = inspector.get_columns(table.name, schema=table.schema)
+                has = {column["name"].lower() for column in columns}
                 missing += [
                     f"{table.name}.{c.name}" for c in table.columns if c.name.lower() not in has
                 ]
@@ -139,13 +145,15 @@ def recorded_as_newer(push: Any) -> str | None:
     try:
         engine = _engine(push)
         inspector = sa.inspect(engine)
-        if not (inspector.has_table("alembic_version") and inspector.has_table("push_messages")):
+        schema = push.models.Message.__table__.schema  # the app's MetaData's, if any
+        has_messages = inspector.has_table("push_messages", schema=schema)
+        if not (inspector.has_table("alembic_version") and has_messages):
             return None
         with engine.connect() as connection:
             recorded = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
             if schema_history.HEAD not in set(recorded.scalars()):
                 return None
-        made_by = schema_history.tables_revision(inspector)
+        made_by = schema_history.tables_revision(inspector, schema)
     except Exception:  # noqa: BLE001 - the sentence without it still says what is missing
         return None
     if made_by is None or made_by == schema_history.HEAD:

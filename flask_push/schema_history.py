@@ -26,13 +26,14 @@ class Mark:
     column: str | None = None
     index: tuple[str, ...] | None = None
 
-    def found(self, inspector: Any) -> bool:
-        if not inspector.has_table(self.table):
+    def found(self, inspector: Any, schema: str | None = None) -> bool:
+        if not inspector.has_table(self.table, schema=schema):
             return False
         if self.column is not None:
-            return any(c["name"] == self.column for c in inspector.get_columns(self.table))
+            columns = inspector.get_columns(self.table, schema=schema)
+            return any(c["name"] == self.column for c in columns)
         if self.index is not None:
-            indexes = inspector.get_indexes(self.table)
+            indexes = inspector.get_indexes(self.table, schema=schema)
             return any(tuple(ix["column_names"]) == self.index for ix in indexes)
         return True
 
@@ -58,11 +59,12 @@ MARKS: Final = (
 HEAD: Final = MARKS[0].revision
 
 
-def tables_revision(inspector: Any) -> str | None:
-    """The revision whose schema the tables have: the newest whose mark is found, when
-    every older mark is found too; None when they match none (some marks missing
-    below one found: not tables a flask-push made whole)."""
-    found = [mark.found(inspector) for mark in MARKS]
+def tables_revision(inspector: Any, schema: str | None = None) -> str | None:
+    """The revision whose schema the tables (in ``schema``, the app's MetaData's)
+    have: the newest whose mark is found, when every older mark is found too; None
+    when they match none (some marks missing below one found: not tables a
+    flask-push made whole)."""
+    found = [mark.found(inspector, schema) for mark in MARKS]
     if True not in found:
         return FIRST
     newest = found.index(True)

@@ -825,3 +825,49 @@ def test_the_branch_is_independent() -> None:
     [base] = script.get_bases()
     assert script.get_revision(base).down_revision is None
     assert script.get_revision(base).branch_labels == {BRANCH_LABEL}
+
+
+def test_tables_in_the_schema_of_the_hosts_metadata_are_found(vapid_private_key: str) -> None:
+    """A host whose MetaData names a schema: db.create_all() made flask-push's tables
+    there and sends worked, but `flask push stats` looked for them where the
+    connection's search path points, and said they were missing. The checks look in
+    the models' schema, and find there what an older flask-push lacked."""
+    schema = f"flask_push_host_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(POSTGRES_URL)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as err:
+        engine.dispose()
+        need_service("PostgreSQL", err)
+    db = SQLAlchemy(metadata=sa.MetaData(schema=schema))
+    push = Push(db=db)
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        PUSH_VAPID_PRIVATE_KEY=vapid_private_key,
+        PUSH_VAPID_SUBJECT="mailto:ops@shop.example",
+        # the connection's search path is the database's default, not the schema
+        SQLALCHEMY_DATABASE_URI=POSTGRES_URL,
+    )
+    db.init_app(app)
+    push.init_app(app)
+    try:
+        with app.app_context():
+            db.create_all()
+            push.send(users=["alice"], title="Hi")
+        result = app.test_cli_runner().invoke(args=["push", "stats"])
+        assert result.exit_code == 0, result.output
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'ALTER TABLE "{schema}".push_messages DROP COLUMN cancelled_at'))
+        result = app.test_cli_runner().invoke(args=["push", "stats"])
+        assert result.exit_code == 1
+        assert "older than this flask-push (push_messages.cancelled_at missing)" in result.output
+    finally:
+        with app.app_context():
+            push.state.shutdown()
+            db.session.remove()
+            db.engine.dispose()
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
