@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -345,6 +347,21 @@ class PushState:
 #: the name of older code and of the style guide
 _PushState = PushState
 
+#: every app's state, by the order init_app made them (for the pytest plugin)
+_MADE: weakref.WeakValueDictionary[int, PushState] = weakref.WeakValueDictionary()
+_SERIALS = itertools.count()
+
+
+def made_so_far() -> int:
+    """A mark of the apps' states made until now, for :func:`made_since`."""
+    return max(_MADE, default=-1)
+
+
+def made_since(mark: int) -> list[PushState]:
+    """The states of the apps that ``init_app`` set up since :func:`made_so_far`
+    said ``mark`` (those still alive)."""
+    return [state for serial, state in sorted(_MADE.items()) if serial > mark]
+
 
 class Push:
     """Push notifications, an inbox and live events for a Flask app.
@@ -405,6 +422,7 @@ class Push:
             config_read=config.push_keys(app.config),
             debug_read=app.debug,
         )
+        _MADE[next(_SERIALS)] = state
         if settings.metrics:
             from .health import read_outbox
             from .metrics import Metrics  # prometheus_client is an optional dependency

@@ -22,6 +22,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -121,12 +122,31 @@ class PushFakes:
 
 @pytest.fixture
 def push_fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushFakes]:
-    """Starts fakes with options (``push_fakes.webpush(tls=True)``); stops them after."""
+    """Starts fakes with options (``push_fakes.webpush(tls=True)``); stops them after,
+    and first the delivery workers of the apps the test made (``shutdown``)."""
+    with fakes_for_a_test(monkeypatch) as fakes:
+        yield fakes
+
+
+@contextmanager
+def fakes_for_a_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushFakes]:
+    """What :func:`push_fakes` gives a test, and what it stops after it. An app a
+    test made and let go (README's ``test_slow.py``: the ``thread`` queue, no
+    ``push.shutdown()``) kept its worker thread polling its database for good: one
+    thread and one pool of connections more for each such test, and a worker that
+    could claim a later test's pushes in a database they share."""
+    from .extension import made_since, made_so_far
+
+    mark = made_so_far()
     fakes = PushFakes(monkeypatch)
     try:
         yield fakes
     finally:
-        fakes.stop()
+        try:
+            for state in made_since(mark):
+                state.shutdown()
+        finally:
+            fakes.stop()
 
 
 @pytest.fixture

@@ -141,3 +141,53 @@ def test_app_config_aims_an_app_at_all_three(
     assert browser.wait(1)[0].json()["title"] == "Order #42"
     assert push_fake_fcm.wait(1)[0].notification == {"title": "Order #42"}
     assert push_fake_apns.wait(1)[0].aps["alert"]["title"] == "Order #42"
+
+
+def test_the_apps_a_test_let_go_stop_their_workers_with_its_fakes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """README's test_slow.py: an app of the test's own on the default ``thread``
+    queue, a real send, no ``push.shutdown()``. Its worker thread kept polling the
+    test's database for good, and kept the app: one thread and one pool more for
+    each such test. The fakes' fixture stops the workers of the apps made in it."""
+    import gc
+    import threading
+    import weakref
+
+    from flask_sqlalchemy import SQLAlchemy
+
+    from flask_push import Push
+    from flask_push.pytest_plugin import fakes_for_a_test
+
+    def one_test(fakes: PushFakes) -> tuple[weakref.ref[Flask], str]:
+        service = fakes.webpush()
+        own_db = SQLAlchemy()
+        own = Push(db=own_db)
+        app = Flask("let_go")
+        app.config.update(
+            TESTING=True,
+            SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+            **service.app_config(),  # the default thread queue
+        )
+        own_db.init_app(app)
+        own.init_app(app)
+        browser = service.subscribe()
+        with app.app_context():
+            own_db.create_all()
+            own_db.session.add(
+                own.models.Subscription(
+                    endpoint=browser.endpoint, p256dh=browser.p256dh, auth=browser.auth,
+                    user_id="alice", topics=[],
+                )
+            )  # fmt: skip
+            own_db.session.commit()
+            own.send(users=["alice"], title="Back in stock")
+        assert browser.wait(1)[0].json()["title"] == "Back in stock"
+        return weakref.ref(app), f"flask-push-worker:{app.name}"
+
+    with fakes_for_a_test(monkeypatch) as fakes:
+        app, worker = one_test(fakes)
+        assert worker in {thread.name for thread in threading.enumerate()}
+    assert worker not in {thread.name for thread in threading.enumerate()}
+    gc.collect()
+    assert app() is None
