@@ -490,6 +490,32 @@ def _wind_up(loop: asyncio.AbstractEventLoop, providers: Iterable[Provider]) -> 
     loop.run_until_complete(loop.shutdown_default_executor())
 
 
+def _outside_a_running_loop(work: Callable[[], None]) -> None:
+    """Do ``work``, which runs an event loop of its own: here, or, when this thread
+    runs another loop (an async host's, Playwright's sync API's), in a thread of its
+    own, as a loop cannot run while another runs in its thread (``push.shutdown()``
+    there raised "Cannot run the event loop while another loop is running", and left
+    the connections open)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        work()
+        return
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as err:  # noqa: BLE001 - raised in the caller's thread
+            failed.append(err)
+
+    thread = threading.Thread(target=run, name="flask-push-close")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.cancelled():
         return
@@ -690,7 +716,7 @@ class Dispatcher:
             self._providers, self._stored = None, {}
             try:
                 # the providers in use and those replaced or removed since (stored ones)
-                _wind_up(self._loop, made)
+                _outside_a_running_loop(partial(_wind_up, self._loop, made))
             finally:
                 # The database thread first: a job still on it (a cancelled round's
                 # lease renewal) hands its result to the loop, which must be open.

@@ -7,6 +7,7 @@ import gc
 import threading
 import warnings
 import weakref
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_push import Push
 from flask_push.models import Models
 
-from conftest import as_user, db, push, subscribe, wait_until
+from conftest import add_subscription, as_user, db, push, subscribe, wait_until
 
 
 def test_init_app_registers_blueprint_and_state(app):
@@ -373,3 +374,24 @@ def test_a_host_route_at_the_service_worker_url_is_refused(database, vapid_priva
         with app.app_context():
             push.shutdown()
             db.engine.dispose()
+
+
+def test_shutdown_in_a_thread_that_runs_an_event_loop(make_app: Any) -> None:
+    """``push.shutdown()`` from a thread running an event loop of its own (an async
+    host's; Playwright's sync API, in a test) raised "Cannot run the event loop
+    while another loop is running", and left the providers' connections open."""
+    import asyncio
+
+    app = make_app(PUSH_QUEUE="inline")
+    with app.app_context():
+        add_subscription("alice")
+        push.send(users=["alice"], title="Hi")
+        inline = app.extensions["push"].inline
+        assert inline is not None
+        dispatcher = inline.dispatcher
+
+        async def shut_down() -> None:
+            push.shutdown()
+
+        asyncio.run(shut_down())
+        assert dispatcher.closed and dispatcher._loop.is_closed()
