@@ -410,6 +410,27 @@ def test_a_round_whose_lease_ran_out_sends_what_it_holds_once(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+def all_end(service: FakePushService, workers: list[threading.Thread]) -> None:
+    """The push service answers what it held, and every worker's round ends."""
+    service.release()
+    for worker in workers:
+        worker.join(30)
+        assert not worker.is_alive()
+
+
+def left_to_the_second(engine: sa.Engine, message_id: str) -> None:
+    """The first of two workers has written what it kept of three pushes (once its
+    database thread got to it: a loaded machine's takes a while): the two it never
+    sent count the second's attempt alone, and stay the second's, leased."""
+    assert wait_until(
+        lambda: sorted(r.attempts for r in deliveries(engine, message_id)) == [1, 1, 2], 10
+    ), deliveries(engine, message_id)
+    time.sleep(0.2)  # a hand-back would be written by now
+    rows = deliveries(engine, message_id)
+    assert all(r.status == "queued" and r.lease_until is not None for r in rows)
+    assert sorted(r.attempts for r in rows) == [1, 1, 2]
+
+
 @pytest.mark.parametrize("stalled", [False, True], ids=["at its slot", "shed"])
 def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
     make_app: Callable[..., Flask],
@@ -448,22 +469,8 @@ def test_a_push_whose_lease_ran_out_while_it_waited_is_left_to_the_next_claim(
             assert service.wait_in_flight(4) == 4  # the second sends all three
             if stalled:
                 assert wait_until(lambda: "are put back" in caplog.text, 10)
-                # the two the first never sent count the second's attempt alone, once
-                # the first's database thread has written that (a loaded machine's
-                # takes a while)
-                assert wait_until(
-                    lambda: sorted(r.attempts for r in deliveries(engine, message_id)) == [1, 1, 2],
-                    10,
-                ), deliveries(engine, message_id)
-                time.sleep(0.2)  # a hand-back would be written by now
-                rows = deliveries(engine, message_id)
-                # still the second's, leased
-                assert all(r.status == "queued" and r.lease_until is not None for r in rows)
-                assert sorted(r.attempts for r in rows) == [1, 1, 2]
-            service.release()
-            for worker in workers:
-                worker.join(30)
-                assert not worker.is_alive()
+                left_to_the_second(engine, message_id)
+            all_end(service, workers)
         finally:
             service.release()
             for worker in workers:
@@ -518,18 +525,10 @@ def test_a_hand_back_held_up_by_an_outage_past_the_lease_leaves_the_row_alone(
             assert service.wait_in_flight(4) == 4  # the second sends all three
             down.clear()
             # the first writes what it kept (its retries are 0.1 s, 0.2 s, ... apart)
-            assert wait_until(
-                lambda: sorted(r.attempts for r in deliveries(engine, message_id)) == [1, 1, 2],
-                10,
-            ), deliveries(engine, message_id)
-            rows = deliveries(engine, message_id)
-            assert all(r.status == "queued" and r.lease_until is not None for r in rows)
+            left_to_the_second(engine, message_id)
             workers.append(round_in_thread(app, third))  # finds nothing due
             workers[-1].join(30)
-            service.release()
-            for worker in workers:
-                worker.join(30)
-                assert not worker.is_alive()
+            all_end(service, workers)
         finally:
             service.release()
             for worker in workers:

@@ -229,6 +229,23 @@ def test_topics_of_an_installation_are_capped(make_app):
     assert client.get(url, headers=as_user("alice")).json["subscriptions"] == ["a", "b", "c"]
 
 
+def follows_order_42(client, installation_id):
+    """alice's app registers the Live Activity token of order 42 on the installation."""
+    live = client.post(
+        f"/push/installations/{installation_id}/activities",
+        headers=as_user("alice"),
+        json={"activityId": "order-42", "pushToken": secrets.token_hex(32)},
+    )
+    assert live.status_code == 201
+
+
+def live_activity_tokens(app, installation_id):
+    with app.app_context():
+        token = push.models.ActivityToken
+        held = sa.select(token).where(token.installation_id == installation_id)
+        return db.session.scalars(held).all()
+
+
 def test_a_device_registered_by_another_user_starts_over(app, client):
     """Bob signs in on the phone Alice used: the installation is his now, without
     her topics, badge, time zone, push-to-start token or Live Activities, and the
@@ -245,12 +262,7 @@ def test_a_device_registered_by_another_user_starts_over(app, client):
             pushToStartToken=start,
         ),
     ).json
-    live = client.post(
-        f"/push/installations/{hers['id']}/activities",
-        headers=as_user("alice"),
-        json={"activityId": "order-42", "pushToken": secrets.token_hex(32)},
-    )
-    assert live.status_code == 201
+    follows_order_42(client, hers["id"])
     # the same user again keeps it all
     same = client.post("/push/installations", headers=as_user("alice"), json=ios())
     assert (same.status_code, same.json["subscriptions"], same.json["badge"]) == (
@@ -265,10 +277,7 @@ def test_a_device_registered_by_another_user_starts_over(app, client):
     assert his["id"] == hers["id"] and his["userId"] == "bob"
     assert (his["subscriptions"], his["badge"], his["timeZone"]) == ([], 1, None)
     assert his["pushToStartToken"] is None and his["appVersion"] == "2.1.0"
-    with app.app_context():
-        token = push.models.ActivityToken
-        tokens = sa.select(token).where(token.installation_id == his["id"])
-        assert db.session.scalars(tokens).all() == []
+    assert live_activity_tokens(app, his["id"]) == []
 
 
 def test_an_installation_given_to_another_user_starts_over_too(app, client):
@@ -279,11 +288,7 @@ def test_an_installation_given_to_another_user_starts_over_too(app, client):
         headers=as_user("alice"),
         json=ios(badge=3, timeZone="Europe/Paris", subscriptions=["offers"]),
     ).json
-    client.post(
-        f"/push/installations/{hers['id']}/activities",
-        headers=as_user("alice"),
-        json={"activityId": "order-42", "pushToken": secrets.token_hex(32)},
-    )
+    follows_order_42(client, hers["id"])
     # her own PATCH that names herself changes nothing of it
     same = client.patch(
         f"/push/installations/{hers['id']}", headers=as_user("alice"), json={"userId": "alice"}
@@ -302,10 +307,7 @@ def test_an_installation_given_to_another_user_starts_over_too(app, client):
         None,
         None,
     )
-    with app.app_context():
-        token = push.models.ActivityToken
-        tokens = sa.select(token).where(token.installation_id == his["id"])
-        assert db.session.scalars(tokens).all() == []
+    assert live_activity_tokens(app, his["id"]) == []
 
 
 def test_a_token_registered_again_as_android_keeps_no_live_activity_token(app, client):
@@ -319,12 +321,7 @@ def test_a_token_registered_again_as_android_keeps_no_live_activity_token(app, c
         headers=as_user("alice"),
         json=ios(subscriptions=["offers"], pushToStartToken=start),
     ).json
-    live = client.post(
-        f"/push/installations/{first['id']}/activities",
-        headers=as_user("alice"),
-        json={"activityId": "order-42", "pushToken": secrets.token_hex(32)},
-    )
-    assert live.status_code == 201
+    follows_order_42(client, first["id"])
     answer = client.post(
         "/push/installations",
         headers=as_user("alice"),
@@ -334,10 +331,7 @@ def test_a_token_registered_again_as_android_keeps_no_live_activity_token(app, c
     again = answer.json
     assert (again["id"], again["deviceType"]) == (first["id"], "android")
     assert (again["pushToStartToken"], again["subscriptions"]) == (None, ["offers"])
-    with app.app_context():
-        token = push.models.ActivityToken
-        tokens = sa.select(token).where(token.installation_id == again["id"])
-        assert db.session.scalars(tokens).all() == []
+    assert live_activity_tokens(app, again["id"]) == []
 
 
 def test_a_device_registered_twice_at_once_is_one_installation(app, client):

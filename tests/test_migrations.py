@@ -102,13 +102,9 @@ def create_app(config):
 '''
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def host_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """An empty database of the test's own: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'host.db'}"}
-        return
-    schema = f"flask_push_migrations_{uuid.uuid4().hex[:10]}"
+def new_schema(prefix: str) -> tuple[sa.Engine, str]:
+    """A fresh PostgreSQL schema named from ``prefix``, and an engine to drop it with."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
     engine = sa.create_engine(POSTGRES_URL)
     try:
         with engine.begin() as conn:
@@ -116,6 +112,16 @@ def host_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[di
     except sa.exc.OperationalError as err:
         engine.dispose()
         need_service("PostgreSQL", err)
+    return engine, schema
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def host_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """An empty database of the test's own: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'host.db'}"}
+        return
+    engine, schema = new_schema("flask_push_migrations")
     yield {
         "SQLALCHEMY_DATABASE_URI": POSTGRES_URL,
         "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"options": f"-csearch_path={schema}"}},
@@ -832,14 +838,7 @@ def test_tables_in_the_schema_of_the_hosts_metadata_are_found(vapid_private_key:
     there and sends worked, but `flask push stats` looked for them where the
     connection's search path points, and said they were missing. The checks look in
     the models' schema, and find there what an older flask-push lacked."""
-    schema = f"flask_push_host_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(POSTGRES_URL)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as err:
-        engine.dispose()
-        need_service("PostgreSQL", err)
+    engine, schema = new_schema("flask_push_host")
     db = SQLAlchemy(metadata=sa.MetaData(schema=schema))
     push = Push(db=db)
     app = Flask(__name__)
