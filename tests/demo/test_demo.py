@@ -534,6 +534,29 @@ def test_order_advance_is_checked(demo_app: Any, alice: Any, staff: Any) -> None
     assert f"Order #{order_id} is already Delivered: nothing to advance." in again.text
 
 
+def test_a_board_older_than_the_order_moves_it_no_further(
+    demo_app: Any, alice: Any, staff: Any
+) -> None:
+    """A board left open said "Confirmed →" for an order another tab had confirmed
+    since: its click moved the order on to Preparing, a step its button never said,
+    and told the customer so. The form says the status it moves to."""
+    import re
+
+    order_id = place_order(alice)
+    board = staff.get("/staff/").text
+    form = board[board.index(f"/staff/orders/{order_id}/advance") :]
+    status = re.search(r'name="status" value="([a-z_]+)"', form)
+    assert status is not None and status.group(1) == "confirmed"
+    for _ in range(2):  # this tab, then the stale one
+        moved = staff.post(
+            f"/staff/orders/{order_id}/advance", data={"status": status.group(1)},
+            follow_redirects=True,
+        )  # fmt: skip
+    assert f"Order #{order_id} is already Confirmed: nothing to advance." in moved.text
+    page = staff.get(f"/orders/{order_id}").text
+    assert 'name="status" value="preparing"' in page
+
+
 def test_a_send_that_reached_only_inboxes_says_so(demo_app: Any, staff: Any, bob: Any) -> None:
     sent = staff.post(
         "/staff/messages",
