@@ -18,6 +18,14 @@
     return `${TIME.format(new Date(iso))} UTC`;
   }
 
+  // Text as HTML shows it, in an element or an attribute's quotes: whatever the
+  // server stored (an app id, a title) is text.
+  function escape(text) {
+    const holder = document.createElement('div');
+    holder.textContent = text == null ? '' : String(text);
+    return holder.innerHTML.replaceAll('"', '&quot;').replaceAll("'", '&#39;');
+  }
+
   // Toasts live in the sticky header, below its row: they push the page down instead
   // of covering its buttons, and stay in sight when the page scrolls. An error stays
   // longer; any toast goes away when tapped.
@@ -368,7 +376,6 @@
   if (phones) {
     const received = phones.querySelector('[data-received]');
     const screens = phones.querySelector('[data-screens]');
-    const escape = (text) => { const d = document.createElement('div'); d.textContent = text || ''; return d.innerHTML; };
     let drawn = null;
     const registering = new Set();
     async function registerActivity(want) {
@@ -473,8 +480,7 @@
         m.counts = { ...(m.counts || {}), inbox: written.inbox || 0 };
         m.heldBack = written.heldBack || 0;
       });
-      const escape = (text) => { const d = document.createElement('div'); d.textContent = text || ''; return d.innerHTML; };
-      // the chart: every status summed over the messages listed
+        // the chart: every status summed over the messages listed
       const totals = Object.fromEntries(CHARTED.map((s) => [s, 0]));
       items.forEach((m) => CHARTED.forEach((s) => { totals[s] += m.counts[s] || 0; }));
       const top = Math.max(1, ...Object.values(totals));
@@ -504,7 +510,7 @@
           `<div class="stacked">${segments}</div><div class="counts">${numbers}</div>${why}</article>`;
       }).join('');
     } catch (err) {
-      messages.innerHTML = `<p class="flash flash-error">Could not load messages: ${err.message}</p>`;
+      messages.innerHTML = `<p class="flash flash-error">Could not load messages: ${escape(err.message)}</p>`;
     }
   }
   if (messages) {
@@ -530,8 +536,9 @@
         return;
       }
       providers.innerHTML = '<div class="table-wrap"><table><thead><tr><th>App id</th><th>Kind</th><th>Secrets set</th></tr></thead><tbody>' +
-        items.map((p) => `<tr><td><code>${p.appId}</code></td><td>${p.kind}</td><td>${(p.secretsSet || []).join(', ')}</td></tr>`).join('') +
+        items.map((p) => `<tr><td><code>${escape(p.appId)}</code></td><td>${escape(p.kind)}</td>` +
+          `<td>${escape((p.secretsSet || []).join(', '))}</td></tr>`).join('') +
         '</tbody></table></div>';
-    }).catch((err) => { providers.innerHTML = `<p class="flash flash-error">${err.message}</p>`; });
+    }).catch((err) => { providers.innerHTML = `<p class="flash flash-error">${escape(err.message)}</p>`; });
   }
 })();
