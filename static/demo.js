@@ -526,6 +526,22 @@
     sync();
   }
 
+  // -- notifications page: an item opened from it is read, as one opened from the bell ------
+  document.addEventListener('click', async (event) => {
+    const link = event.target.closest('.inbox-item.new a[href]');
+    if (!link) return;
+    const path = `/notifications/${encodeURIComponent(link.closest('[data-item]').dataset.item)}/read`;
+    const read = api('POST', path, {}).catch((err) => {
+      console.warn('FreshCart: could not mark the notification read:', err.message); // eslint-disable-line no-console
+    });
+    // opened in another tab or window: this page stays, and the request ends here
+    if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    // leaving at once could cancel the request: the bell waits for it too
+    event.preventDefault();
+    await read;
+    window.location.assign(link.href);
+  });
+
   // -- staff: providers ----------------------------------------------------------------------
   const providers = document.querySelector('[data-providers]');
   if (providers) {

@@ -1,4 +1,5 @@
-"""The demo's staff pages in real Chromium: what they show of what was stored.
+"""The demo's pages in real Chromium: what they show of what was stored, and what
+opening a notification from them does.
 
 Needs Chromium at /usr/bin/chromium and the ``playwright`` package; without them the
 test is skipped, except under ``CI=true``, where it fails.
@@ -42,3 +43,23 @@ def test_the_providers_page_shows_what_was_stored_as_text(
     staff.wait_for_selector("[data-providers] table")
     assert staff.inner_text("[data-providers] code") == MARKUP
     assert staff.evaluate("window.ran") is None
+
+
+def test_a_notification_opened_from_the_notifications_page_is_read(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    """Opened from the bell, a notification is read; opened from the Notifications
+    page, it went to its order and stayed unread there and in the bell."""
+    base, _app = server
+    alice = sign_in(chromium, base, "alice@example.com")
+    alice.request.post(base + "/cart", form={"product_id": "1"})
+    placed = alice.request.post(base + "/checkout")
+    assert placed.ok
+    alice.goto(base + "/notifications")
+    unread = alice.request.get(base + "/push/notifications").json()["newCount"]
+    assert unread >= 1
+    link = alice.locator(".inbox-item.new a").first
+    target = link.get_attribute("href")
+    link.click()
+    alice.wait_for_url(base + str(target))
+    assert alice.request.get(base + "/push/notifications").json()["newCount"] == unread - 1
