@@ -210,6 +210,24 @@
     });
   });
 
+  // -- signed out in another tab: this one was hers too ----------------------------------
+  // A tab's live events are the user's its socket opened as: signed out in one tab, the
+  // others kept showing hers (a toast, the bell) on a shared browser. A page that loads
+  // signed out says so to the others (the session cookie is this browser's), and those
+  // that still show someone stop their live events and load again, signed out.
+  if ('BroadcastChannel' in window) {
+    const session = new BroadcastChannel('freshcart-session');
+    if (!signedIn) {
+      session.postMessage('signed-out');
+    } else {
+      session.addEventListener('message', (event) => {
+        if (event.data !== 'signed-out') return;
+        if (FP) FP.disconnect();
+        window.location.reload();
+      });
+    }
+  }
+
   // -- sign out: this browser's notifications were the shopper's -------------------------
   // A browser may be shared: left on, her pushes (her order, her address) would keep
   // showing here, and the next shopper to sign in would be told notifications are on

@@ -63,3 +63,18 @@ def test_a_notification_opened_from_the_notifications_page_is_read(
     link.click()
     alice.wait_for_url(base + str(target))
     assert alice.request.get(base + "/push/notifications").json()["newCount"] == unread - 1
+
+
+def test_signed_out_in_one_tab_the_others_stop_showing_hers(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    """Signed out in one tab, her other open tabs kept her live events: a message
+    for her came as a toast and into the bell of a tab on a shared browser. They
+    load again, signed out."""
+    base, _app = server
+    first = sign_in(chromium, base, "alice@example.com")
+    other = first.context.new_page()
+    other.goto(base + "/orders")
+    assert other.evaluate("document.body.dataset.user") != ""
+    first.click("text=Sign out")
+    other.wait_for_function("document.body.dataset.user === ''", timeout=10_000)
