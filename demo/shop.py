@@ -70,6 +70,9 @@ def index() -> str:
     products = list(db.session.scalars(query))
     offers = list(db.session.scalars(sa.select(Offer).order_by(Offer.id)))
     categories = list(db.session.scalars(sa.select(Product.category).distinct()))
+    if category and category not in categories:
+        # an empty shop, no chip chosen and no word of why: a page of its own instead
+        abort(404, f"There is no “{category[:40]}” aisle in this shop.")
     return render_template(
         "index.html",
         products=products,

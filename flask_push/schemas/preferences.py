@@ -34,7 +34,7 @@ class QuietHours(WireModel):
     @model_validator(mode="after")
     def _a_window(self) -> QuietHours:
         if self.start == self.end:
-            raise refuse("invalid_value", "must differ from start", "end")
+            raise refuse("invalid_value", "must differ from the start", "end")
         return self
 
 

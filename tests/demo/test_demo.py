@@ -557,6 +557,18 @@ def test_a_board_older_than_the_order_moves_it_no_further(
     assert 'name="status" value="preparing"' in page
 
 
+def test_an_unknown_aisle_or_a_page_past_the_last_says_so(demo_app: Any, alice: Any) -> None:
+    """An unknown category showed the shop empty, no chip chosen, with no word of
+    why; a Notifications page past the last said "Nothing yet" beside "Mark all
+    read (11)"."""
+    aisle = alice.get("/?category=Nope")
+    assert aisle.status_code == 404
+    assert "There is no “Nope” aisle in this shop." in aisle.text
+    place_order(alice)
+    past = alice.get("/notifications?page=999").text
+    assert "No more notifications." in past and "Nothing yet" not in past
+
+
 def test_a_send_that_reached_only_inboxes_says_so(demo_app: Any, staff: Any, bob: Any) -> None:
     sent = staff.post(
         "/staff/messages",
@@ -909,7 +921,7 @@ def test_a_required_category_stays_on(demo_app: Any, alice: Any) -> None:
             "The start must be a time of day as HH:MM, such as 22:00.",
         ),
         ({"quiet_end": ""}, "quiet_end", "The end must be a time of day as HH:MM"),
-        ({"quiet_end": "22:00"}, "quiet_end", "The end must differ from start."),
+        ({"quiet_end": "22:00"}, "quiet_end", "The end must differ from the start."),
         ({"quiet": "sometimes"}, "quiet", "Choose quiet hours, or none."),
     ],
 )

@@ -144,7 +144,7 @@ def test_the_settings_form_round_trip(
     page.fill("input[name=quiet_end]", "21:30")
     page.click("text=Save settings")
     error = page.locator("label", has=page.locator("input[name=quiet_end]")).locator(".field-error")
-    assert error.text_content() == "The end must differ from start."
+    assert error.text_content() == "The end must differ from the start."
     assert page.locator(".flash-error").text_content() == (
         "Nothing was saved: fix what is marked below."
     )
