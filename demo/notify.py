@@ -215,14 +215,14 @@ def delivery_counts(message_id: str) -> dict[str, int]:
     return reports.message_counts(db.session, push.models, [message_id])[message_id]
 
 
-def inbox_counts(message_ids: list[str]) -> dict[str, dict[str, int]]:
-    """How many inbox items each message wrote, how many of them were read, and for
-    how many of the shoppers it was for their notification settings held the item
-    back (``heldBack``: ``push.send(inbox=True)`` gives each user's item the message's
-    id, unless her settings have the message's category off in her inbox; each state
-    of an order's live activity updates the item whose id is the activity's, but a
-    catch-up of a state to a Live Activity's new token writes none). Messages not
-    found are left out."""
+def inbox_counts(message_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """How many inbox items each message wrote (``item``: their id), how many of them
+    were read, and for how many of the shoppers it was for their notification
+    settings held the item back (``heldBack``: ``push.send(inbox=True)`` gives each
+    user's item the message's id, unless her settings have the message's category off
+    in her inbox; each state of an order's live activity updates the item whose id is
+    the activity's, but a catch-up of a state to a Live Activity's new token writes
+    none). Messages not found are left out."""
     message, item = push.models.Message, push.models.InboxItem
     sent = db.session.execute(
         sa.select(
@@ -239,10 +239,16 @@ def inbox_counts(message_ids: list[str]) -> dict[str, dict[str, int]]:
         .group_by(item.id)
     )
     counts = {id: (int(count), int(read or 0)) for id, count, read in rows}
-    answer: dict[str, dict[str, int]] = {}
+    answer: dict[str, dict[str, Any]] = {}
     for row in sent:
         written, read = counts.get(item_ids[row.id], (0, 0))
-        answer[row.id] = {"inbox": written, "read": read, "heldBack": _held_back(row, written)}
+        answer[row.id] = {
+            "inbox": written,
+            "read": read,
+            "heldBack": _held_back(row, written),
+            # the items' id: the states of an order share theirs, counted once in sums
+            "item": item_ids[row.id],
+        }
     return answer
 
 

@@ -497,10 +497,14 @@
         const written = inboxes[m.id] || {};
         m.counts = { ...(m.counts || {}), inbox: written.inbox || 0 };
         m.heldBack = written.heldBack || 0;
+        m.inboxItem = written.item || m.id;
       });
         // the chart: every status summed over the messages listed
       const totals = Object.fromEntries(CHARTED.map((s) => [s, 0]));
       items.forEach((m) => CHARTED.forEach((s) => { totals[s] += m.counts[s] || 0; }));
+      // but each inbox item once: an order's states update one item, each saying "1 inbox"
+      const perItem = new Map(items.map((m) => [m.inboxItem, m.counts.inbox || 0]));
+      totals.inbox = [...perItem.values()].reduce((sum, n) => sum + n, 0);
       const top = Math.max(1, ...Object.values(totals));
       const chart = `<div class="chart" role="img" aria-label="Deliveries by status">` +
         CHARTED.map((s) => `<div class="col"><span>${totals[s]}</span><i class="sw-${s}" style="height:${(100 * totals[s]) / top}%"></i></div>`).join('') +

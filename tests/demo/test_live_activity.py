@@ -183,11 +183,13 @@ def test_an_orders_five_states_are_one_activity_on_every_screen(
     ended = push_fake_apns.live_activities[LIVE_TOKEN]
     assert "dismissal-date" in ended.aps and ended.aps["alert"]["title"].endswith("Delivered")
 
-    # the staff's analytics: each state reached her inbox (one item, updated in place)
+    # the staff's analytics: each state reached her inbox (one item, updated in place,
+    # which the messages page's chart counts once)
     with shop.app_context():
         ids = [m.id for m in activity_messages(order_id)]
     counts = staff.get("/staff/messages/inbox.json", query_string={"id": ids}).get_json()
-    assert counts == {id: {"inbox": 1, "read": 0, "heldBack": 0} for id in ids}
+    item = f"order-{order_id}"
+    assert counts == {id: {"inbox": 1, "read": 0, "heldBack": 0, "item": item} for id in ids}
 
     # delivered is the end: another advance is no move, and nothing more is sent
     again = staff.post(f"/staff/orders/{order_id}/advance", data={"status": "preparing"})
@@ -241,10 +243,11 @@ def test_a_catch_up_to_a_late_activity_token_writes_no_inbox_item(
         ids = [placed.id, confirmed.id, caught_up.id]
     counts = staff.get("/staff/messages/inbox.json", query_string={"id": ids}).get_json()
     # the catch-up wrote no inbox item, and no shopper's settings held one back
+    item = f"order-{order_id}"  # the states' one item; the catch-up wrote none of its own
     assert counts == {
-        placed.id: {"inbox": 1, "read": 0, "heldBack": 0},
-        confirmed.id: {"inbox": 1, "read": 0, "heldBack": 0},
-        caught_up.id: {"inbox": 0, "read": 0, "heldBack": 0},
+        placed.id: {"inbox": 1, "read": 0, "heldBack": 0, "item": item},
+        confirmed.id: {"inbox": 1, "read": 0, "heldBack": 0, "item": item},
+        caught_up.id: {"inbox": 0, "read": 0, "heldBack": 0, "item": caught_up.id},
     }
 
 

@@ -78,3 +78,27 @@ def test_signed_out_in_one_tab_the_others_stop_showing_hers(
     assert other.evaluate("document.body.dataset.user") != ""
     first.click("text=Sign out")
     other.wait_for_function("document.body.dataset.user === ''", timeout=10_000)
+
+
+def test_the_messages_chart_counts_an_orders_one_inbox_item_once(
+    server: tuple[str, Any], chromium: Any
+) -> None:
+    """Each state of an order updates the one item of its bell, and each state's
+    message says "1 inbox": the chart summed them, and read 9 inbox items where 4
+    were."""
+    base, _app = server
+    alice = sign_in(chromium, base, "alice@example.com")
+    alice.request.post(base + "/cart", form={"product_id": "1"})
+    order = alice.request.post(base + "/checkout").url.rsplit("/", 1)[1]
+    staff = sign_in(chromium, base, "staff@example.com")
+    for status in ("confirmed", "preparing"):
+        moved = staff.request.post(base + f"/staff/orders/{order}/advance", form={"status": status})
+        assert moved.ok
+    staff.goto(base + "/staff/messages")
+    staff.wait_for_selector(".chart")
+    listed = staff.request.get(base + "/push/messages?take=25").json()["items"]
+    ids = "&".join(f"id={m['id']}" for m in listed)
+    counts = staff.request.get(base + f"/staff/messages/inbox.json?{ids}").json()
+    assert sum(c["inbox"] for c in counts.values()) > len({c["item"] for c in counts.values()})
+    items = {c["item"]: c["inbox"] for c in counts.values()}
+    assert staff.inner_text(".chart .col:first-child span") == str(sum(items.values()))
