@@ -355,7 +355,6 @@ def test_counters_follow_every_write(app_ctx):
 
 def test_concurrent_writers_keep_the_counters_exact(app):
     """Threads upsert and mark read at once; the counters still match the rows."""
-    import threading
 
     from flask_push import inbox
 
@@ -386,7 +385,6 @@ def test_writers_of_one_new_id_at_once_all_succeed(app):
     """Requests that create the same client-chosen id at once (a client retrying,
     two updates of one activity) make one item: the first creates it, the others
     update it. (The losers once answered 409 "retry".)"""
-    import threading
 
     client = app.test_client()
     start = threading.Barrier(6)
@@ -418,7 +416,6 @@ def test_sends_to_the_same_users_in_other_orders_do_not_deadlock(app):
     they are written in the order of the users' ids, not as listed. Written as
     listed, the two sends waited for each other, and PostgreSQL ended one (a 500,
     and its message and items were lost)."""
-    import threading
 
     users = [f"user-{n:03}" for n in range(200)]
     with app.app_context():
@@ -457,7 +454,6 @@ def test_an_item_kept_loaded_is_read_again_before_it_is_updated(app):
     The worker's next upserts see both: its own title is written though the title
     it held was the same, and the item stays read with the new body, in the
     database, in what upsert returns and in the live event."""
-    import threading
 
     client = app.test_client()
 
@@ -541,40 +537,6 @@ def test_a_write_in_a_savepoint_rolled_back_is_not_announced(app_ctx):
     assert [item.id for item in push.search("alice").items] == ["kept"]
     shown = [data["id"] for event, data in kept_events("alice") if event == "notification"]
     assert shown == ["kept"]
-
-
-def test_the_last_unread_count_announced_is_the_count(app, monkeypatch):
-    """Two writes to alice's inbox at once each read her unread count after their
-    commit and published it; the first one's publish was slower (a Redis round
-    trip), so its older count went out last, and her bell said 1 of her 2 unread."""
-    from flask_push.realtime import inbox_events
-
-    publish = inbox_events.publish_committed
-    first_read, second_done = threading.Event(), threading.Event()
-
-    def slow_for_the_first(publish_to: Any, channel: str, event: str, data: Any) -> None:
-        if event == "unread" and threading.current_thread().name == "first":
-            first_read.set()
-            assert second_done.wait(10)
-        publish(publish_to, channel, event, data)
-
-    monkeypatch.setattr(inbox_events, "publish_committed", slow_for_the_first)
-
-    def write(title: str) -> None:
-        with app.app_context():
-            push.upsert("alice", title=title)
-            db.session.remove()
-
-    first = threading.Thread(target=write, args=("First",), name="first")
-    first.start()
-    assert first_read.wait(10)
-    write("Second")
-    second_done.set()
-    first.join(10)
-    with app.app_context():
-        assert push.search("alice").new_count == 2
-        counts = [data["count"] for event, data in kept_events("alice") if event == "unread"]
-    assert counts[-1] == 2, counts
 
 
 def test_announcing_a_change_needs_no_second_connection(make_app, database, monkeypatch):

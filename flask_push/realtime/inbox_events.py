@@ -27,8 +27,6 @@ from .events import user_channel
 log = logging.getLogger("flask_push.realtime")
 
 _PENDING = "flask_push.after_commit"
-#: how many times one write publishes its user's unread count as it changes
-_UNREAD_TRIES = 4
 #: callbacks of a committed transaction, run once it has ended
 _COMMITTED = "flask_push.committed"
 
@@ -70,18 +68,8 @@ def publish_item(
         # An item the websocket cannot carry (it holds a lone surrogate, say) must
         # not keep the unread count from going out.
         publish_committed(realtime.publish, channel, "notification", item)
-    # Two writers to one inbox at once each read the count after their commit, and
-    # the one whose publish came last could carry the older count (its Redis round
-    # trip was slower): the bell kept it. Read again after publishing, and publish
-    # again until the count stands: the last publish is then one whose writer saw no
-    # change after it. (Bounded: a flood of writes has writers of its own to finish.)
-    published = None
-    for _ in range(_UNREAD_TRIES):
-        count = _unread(push, user_id, in_session)
-        if count == published:
-            break
-        publish_committed(realtime.publish, channel, "unread", {"count": count})
-        published = count
+    count = _unread(push, user_id, in_session)
+    publish_committed(realtime.publish, channel, "unread", {"count": count})
 
 
 def publish_committed(
