@@ -6,6 +6,7 @@ import itertools
 import logging
 import os
 import threading
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -458,7 +459,8 @@ class Push:
 
     def identity_loader(self, callback: F) -> F:
         """Register ``callback() -> str | None``: the id of the current request's user
-        (an int is taken as its text; None, or False, for an anonymous visitor)."""
+        (an int or a UUID is taken as its text; None, or False, for an anonymous
+        visitor)."""
         self._identity_loader = callback
         return callback
 
@@ -482,9 +484,9 @@ class Push:
         """The current request's user id, as ``identity_loader`` says, or None.
 
         ``False`` is an anonymous visitor too (``current_user.is_authenticated and
-        current_user.id`` returns it); an int id is taken as its text. Anything else
-        but text is the loader's bug: taken as text, ``False`` made every visitor one
-        user, ``"False"``, who read what the others wrote.
+        current_user.id`` returns it); an int or UUID id is taken as its text. Anything
+        else is the loader's bug: taken as text, ``False`` made every visitor one user,
+        ``"False"``, who read what the others wrote.
 
         :raises TypeError: for a loader that returns something else (a user object,
             ``True``), naming what it returned.
@@ -494,12 +496,12 @@ class Push:
             return None
         if isinstance(user_id, str):
             return user_id
-        if isinstance(user_id, int) and not isinstance(user_id, bool):
+        if isinstance(user_id, (int, uuid.UUID)) and not isinstance(user_id, bool):
             return str(user_id)
         raise TypeError(
             f"flask-push: the identity_loader returned {type(user_id).__name__} {user_id!r}: "
-            "return the signed-in user's id (a str or an int), or None for an anonymous "
-            "visitor (current_user.get_id() with Flask-Login)"
+            "return the signed-in user's id (a str, an int or a UUID), or None for an "
+            "anonymous visitor (current_user.get_id() with Flask-Login)"
         )
 
     def no_identity_loader(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import threading
+import uuid
 import warnings
 import weakref
 from typing import Any
@@ -198,10 +199,14 @@ def test_an_identity_loader_saying_false_is_anonymous_and_a_user_object_an_error
     assert failed.status_code == 500
     assert failed.get_json()["error"]["code"] == "internal_error"
     assert "the identity_loader returned User" in caplog.text
-    answer["user"] = 7  # an int id is its text
+    answer["user"] = 7  # an int id is its text, and a UUID's
     assert client.post("/push/notifications", json={"title": "Seven's"}).status_code == 201
+    key = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    answer["user"] = key
+    assert client.post("/push/notifications", json={"title": "Key's"}).status_code == 201
     with app.app_context():
         assert [item.title for item in own.search("7").items] == ["Seven's"]
+        assert [item.title for item in own.search(str(key)).items] == ["Key's"]
         own_db.engine.dispose()
 
 
