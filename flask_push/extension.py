@@ -6,7 +6,6 @@ import itertools
 import logging
 import os
 import threading
-import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -459,8 +458,8 @@ class Push:
 
     def identity_loader(self, callback: F) -> F:
         """Register ``callback() -> str | None``: the id of the current request's user
-        (an int or a UUID is taken as its text; None, or False, for an anonymous
-        visitor)."""
+        (an int, a UUID, any id with a text of its own is taken as that text; None, or
+        False, for an anonymous visitor)."""
         self._identity_loader = callback
         return callback
 
@@ -484,19 +483,25 @@ class Push:
         """The current request's user id, as ``identity_loader`` says, or None.
 
         ``False`` is an anonymous visitor too (``current_user.is_authenticated and
-        current_user.id`` returns it); an int or UUID id is taken as its text. Anything
-        else is the loader's bug: taken as text, ``False`` made every visitor one user,
-        ``"False"``, who read what the others wrote.
+        current_user.id`` returns it); an id of another type with a text of its own (an
+        int, a UUID, an ObjectId) is taken as that text. ``True``, or an object whose
+        text would be its repr (a user object returned by mistake), is the loader's bug:
+        taken as text, ``False`` made every visitor one user, ``"False"``, who read what
+        the others wrote.
 
-        :raises TypeError: for a loader that returns something else (a user object,
-            ``True``), naming what it returned.
+        :raises TypeError: for a loader that returns ``True`` or an object without a
+            text of its own, naming what it returned.
         """
-        user_id = self._identity_loader()
+        user_id: object = self._identity_loader()
         if user_id is None or user_id is False:
             return None
         if isinstance(user_id, str):
             return user_id
-        if isinstance(user_id, (int, uuid.UUID)) and not isinstance(user_id, bool):
+        kind = type(user_id)
+        if user_id is not True and (
+            kind.__str__ is not object.__str__ or kind.__repr__ is not object.__repr__
+        ):
+            # an int, a UUID, an ObjectId: an id whose text is its own (not "<... at 0x..>")
             return str(user_id)
         raise TypeError(
             f"flask-push: the identity_loader returned {type(user_id).__name__} {user_id!r}: "

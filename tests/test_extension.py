@@ -204,9 +204,19 @@ def test_an_identity_loader_saying_false_is_anonymous_and_a_user_object_an_error
     key = uuid.UUID("12345678-1234-5678-1234-567812345678")
     answer["user"] = key
     assert client.post("/push/notifications", json={"title": "Key's"}).status_code == 201
+
+    class ObjectId:  # MongoDB's ids: a type of their own, with a text of their own
+        def __str__(self) -> str:
+            return "65a1f0c2e4b0a1b2c3d4e5f6"
+
+    answer["user"] = ObjectId()
+    assert client.post("/push/notifications", json={"title": "Mongo's"}).status_code == 201
+    answer["user"] = True
+    assert client.get("/push/notifications").status_code == 500
     with app.app_context():
         assert [item.title for item in own.search("7").items] == ["Seven's"]
         assert [item.title for item in own.search(str(key)).items] == ["Key's"]
+        assert [item.title for item in own.search("65a1f0c2e4b0a1b2c3d4e5f6").items] == ["Mongo's"]
         own_db.engine.dispose()
 
 
