@@ -164,6 +164,8 @@ class PushState:
     config_read: dict[str, Any] = field(default_factory=dict)
     #: ``app.debug`` as ``init_app`` saw it (``PUSH_APNS_SANDBOX``'s default)
     debug_read: bool = False
+    #: the thread ``init_app`` ran in (the pytest plugin shuts down a test's own apps)
+    made_in: int | None = None
     #: ``app.config`` was compared with ``config_read`` (at the first request or call)
     config_checked: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -357,10 +359,14 @@ def made_so_far() -> int:
     return max(_MADE, default=-1)
 
 
-def made_since(mark: int) -> list[PushState]:
+def made_since(mark: int, thread: int | None = None) -> list[PushState]:
     """The states of the apps that ``init_app`` set up since :func:`made_so_far`
-    said ``mark`` (those still alive)."""
-    return [state for serial, state in sorted(_MADE.items()) if serial > mark]
+    said ``mark`` (those still alive); in the thread ``thread`` only, when given."""
+    return [
+        state
+        for serial, state in sorted(_MADE.items())
+        if serial > mark and (thread is None or state.made_in == thread)
+    ]
 
 
 class Push:
@@ -423,6 +429,7 @@ class Push:
             debug_read=app.debug,
         )
         _MADE[next(_SERIALS)] = state
+        state.made_in = threading.get_ident()
         if settings.metrics:
             from .health import read_outbox
             from .metrics import Metrics  # prometheus_client is an optional dependency

@@ -19,8 +19,10 @@ only when a fixture is used, so this plugin costs nothing to sessions that do no
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,14 +139,20 @@ def fakes_for_a_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushFakes]:
     could claim a later test's pushes in a database they share."""
     from .extension import made_since, made_so_far
 
-    mark = made_so_far()
+    mark, thread = made_so_far(), threading.get_ident()
     fakes = PushFakes(monkeypatch)
     try:
         yield fakes
     finally:
         try:
-            for state in made_since(mark):
-                state.shutdown()
+            # the apps this test's thread made (another thread's may be another test's)
+            for state in made_since(mark, thread):
+                try:
+                    state.shutdown()
+                except Exception:  # the others are shut down all the same
+                    logging.getLogger("flask_push").exception(
+                        "flask-push: an app the test made could not be shut down"
+                    )
         finally:
             fakes.stop()
 
