@@ -1485,7 +1485,8 @@ class Dispatcher:
         with ExitStack() as spans, Session(self.engine) as session:
             if tracing.ENABLED:
                 self._deliver_spans(spans, session, self._outcome_counts(writes, attempts), writes)
-            # the hand-backs' statements, each over rows of its own
+            # the hand-backs' statements, each over rows of its own (the released first,
+            # the lapsed last: their statements are an id IN (...) each)
             handing_back = [
                 [row["b_id"] for row in writes.released],
                 [row["b_id"] for row in writes.deferred],
@@ -1525,17 +1526,25 @@ class Dispatcher:
         except Exception:
             logger.exception("flask-push: a receiver of a delivery signal failed")
 
-    def _lock_in_order(self, session: Session, statements: Sequence[Sequence[int]]) -> None:
+    def _lock_in_order(
+        self,
+        session: Session,
+        statements: Sequence[Sequence[int]],
+        unordered: Sequence[Sequence[int]] = (),
+    ) -> None:
         """On PostgreSQL, lock the rows of a write whose ``statements`` (the ids each
-        updates) are several, in the order of their ids. Each statement updates its
+        updates) are several, in the order of their ids. Each executemany updates its
         rows in id order, as an operator's cancel locks them (``control._chunks``);
         but one statement after another (the sent and failed, then the retries, then
         the hand-backs) does not, and a worker's write and a cancel deadlocked (the
-        cancel's request got a 500). A write of one statement, the common one (a
-        batch of pushes sent), needs no lock of its own. SQLite has one writer at a
-        time."""
+        cancel's request got a 500); nor need one ``id IN (...)`` of ``unordered``
+        (a bitmap scan takes its rows in the table's order). A write of one ordered
+        statement, the common one (a batch of pushes sent), needs no lock of its own.
+        SQLite has one writer at a time."""
         several = [ids for ids in statements if ids]
-        if len(several) < 2 or self.engine.dialect.name != "postgresql":
+        if self.engine.dialect.name != "postgresql" or (
+            len(several) < 2 and all(len(ids) < 2 for ids in unordered)
+        ):
             return
         d = self.models.Delivery
         ids = sorted(id for each in several for id in each)
@@ -2420,7 +2429,9 @@ class Dispatcher:
         finished.sort(key=_delivery_id)
         retried.sort(key=_delivery_id)
         outcomes_by_kind = [[row["b_id"] for row in rows] for rows in (finished, retried)]
-        self._lock_in_order(session, [*outcomes_by_kind, *handing_back])
+        # (the released and the lapsed: an UPDATE ... WHERE id IN (...) each)
+        in_lists = [handing_back[0], handing_back[-1]] if handing_back else []
+        self._lock_in_order(session, [*outcomes_by_kind, *handing_back], in_lists)
         if finished:
             session.execute(
                 self._outcome_statement(retry=False),
