@@ -364,6 +364,16 @@ def _never() -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class _HandBacks:
+    """The ids of the statements a write's hand-backs make after its outcomes: an
+    executemany each, in id order (the deferred, the quiet), and an ``id IN (...)``
+    each (the released, the lapsed)."""
+
+    executemany: Sequence[Sequence[int]] = ()
+    in_lists: Sequence[Sequence[int]] = ()
+
+
 def _delivery_id(row: Mapping[str, Any]) -> int:
     """The delivery a statement's parameters (``b_id``) are for: their order."""
     return int(row["b_id"])
@@ -1201,10 +1211,13 @@ class Dispatcher:
             return began is not None and now - began >= self.lease.total_seconds()
 
         for name in ("released", "deferred", "quiet"):
-            rows: list[dict[str, Any]] = getattr(writes, name)
-            if any(lapsed(row) for row in rows):
-                setattr(writes, name, [row for row in rows if not lapsed(row)])
-                writes.lapsed.extend(row["b_id"] for row in rows if lapsed(row))
+            kept: list[dict[str, Any]] = []
+            for row in getattr(writes, name):
+                if lapsed(row):
+                    writes.lapsed.append(row["b_id"])
+                else:
+                    kept.append(row)
+            setattr(writes, name, kept)
 
     @staticmethod
     def _claim_again(r: _Round, due_now: bool) -> None:
@@ -1485,14 +1498,14 @@ class Dispatcher:
         with ExitStack() as spans, Session(self.engine) as session:
             if tracing.ENABLED:
                 self._deliver_spans(spans, session, self._outcome_counts(writes, attempts), writes)
-            # the hand-backs' statements, each over rows of its own (the released first,
-            # the lapsed last: their statements are an id IN (...) each)
-            handing_back = [
-                [row["b_id"] for row in writes.released],
-                [row["b_id"] for row in writes.deferred],
-                [row["b_id"] for row in writes.quiet],
-                writes.lapsed,
-            ]
+            # the hand-backs' statements, each over rows of its own: an executemany
+            # (in id order) each, and an id IN (...) each
+            handing_back = _HandBacks(
+                executemany=[
+                    [row["b_id"] for row in rows] for rows in (writes.deferred, writes.quiet)
+                ],
+                in_lists=[[row["b_id"] for row in writes.released], writes.lapsed],
+            )
             dead, recorded, dropped = self._record(
                 session, list(writes.decided), writes.results, attempts, events, handing_back
             )
@@ -2167,7 +2180,7 @@ class Dispatcher:
         results: list[tuple[OutgoingPush, DeliveryResult]],
         attempts: Mapping[int, int],
         events: Mapping[int, list[dict[str, Any]]],
-        handing_back: Sequence[Sequence[int]] = (),
+        handing_back: _HandBacks = _HandBacks(),
     ) -> tuple[list[tuple[str, str, str]], Counter[tuple[str, str]], set[int]]:
         """Write the outcomes (no commit); returns the targets found dead, how many
         outcomes of each provider and status (``retry``: a retry scheduled) were
@@ -2429,9 +2442,8 @@ class Dispatcher:
         finished.sort(key=_delivery_id)
         retried.sort(key=_delivery_id)
         outcomes_by_kind = [[row["b_id"] for row in rows] for rows in (finished, retried)]
-        # (the released and the lapsed: an UPDATE ... WHERE id IN (...) each)
-        in_lists = [handing_back[0], handing_back[-1]] if handing_back else []
-        self._lock_in_order(session, [*outcomes_by_kind, *handing_back], in_lists)
+        later = [*handing_back.executemany, *handing_back.in_lists]
+        self._lock_in_order(session, [*outcomes_by_kind, *later], handing_back.in_lists)
         if finished:
             session.execute(
                 self._outcome_statement(retry=False),
