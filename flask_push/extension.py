@@ -187,9 +187,7 @@ class PushState:
         with self.lock:
             if self.checkers is None:
                 self.checkers = {
-                    kind: provider_class(kind).from_settings(
-                        options, **kinds()[kind].options(self.settings)
-                    )
+                    kind: self._checker(kind, options)
                     for kind, options in self.settings.providers.items()
                 }
             return self.checkers
@@ -223,11 +221,14 @@ class PushState:
         stored = app_providers.stored_settings(session, self.push.models, key)
         try:
             settings = app_providers.delivery_settings(key[0], stored or {}, current_app.config)
-            return provider_class(key[0]).from_settings(
-                settings, **kinds()[key[0]].options(self.settings)
-            )
+            return self._checker(key[0], settings)
         except Exception:  # noqa: BLE001 - it cannot send either: its deliveries say why
             return None
+
+    def _checker(self, kind: str, settings: Mapping[str, Any]) -> Provider:
+        """A provider of ``kind`` with ``settings`` and the options the dispatcher's
+        get, for its ``check()``."""
+        return provider_class(kind).from_settings(settings, **kinds()[kind].options(self.settings))
 
     def make_dispatcher(self) -> Dispatcher:
         """A new :class:`Dispatcher` for the current app; needs its app context."""
@@ -427,9 +428,9 @@ class Push:
             settings=settings,
             config_read=config.push_keys(app.config),
             debug_read=app.debug,
+            made_in=threading.get_ident(),
         )
         _MADE[next(_SERIALS)] = state
-        state.made_in = threading.get_ident()
         if settings.metrics:
             from .health import read_outbox
             from .metrics import Metrics  # prometheus_client is an optional dependency
